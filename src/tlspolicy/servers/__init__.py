@@ -1,0 +1,32 @@
+"""Servers that put the policy engine behind an MTA's lookup protocol.
+
+Only the Postfix socketmap server exists so far; see :mod:`.socketmap`.
+"""
+
+from __future__ import annotations
+
+from .socketmap import (
+    Lookup,
+    LookupFactory,
+    PostfixKey,
+    PostfixKeyError,
+    ReplyStatus,
+    SocketmapReply,
+    SocketmapServer,
+    parse_postfix_key,
+    run_forever,
+    serve,
+)
+
+__all__ = [
+    "Lookup",
+    "LookupFactory",
+    "PostfixKey",
+    "PostfixKeyError",
+    "ReplyStatus",
+    "SocketmapReply",
+    "SocketmapServer",
+    "parse_postfix_key",
+    "run_forever",
+    "serve",
+]
