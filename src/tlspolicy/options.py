@@ -64,22 +64,22 @@ class _Ordered(enum.Enum):
     def __lt__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return self.rank < other.rank  # type: ignore[attr-defined,no-any-return]
+        return self.rank < other.rank
 
     def __le__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return self.rank <= other.rank  # type: ignore[attr-defined,no-any-return]
+        return self.rank <= other.rank
 
     def __gt__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return self.rank > other.rank  # type: ignore[attr-defined,no-any-return]
+        return self.rank > other.rank
 
     def __ge__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return self.rank >= other.rank  # type: ignore[attr-defined,no-any-return]
+        return self.rank >= other.rank
 
 
 class Tls(_Ordered):
@@ -401,7 +401,7 @@ def _field(name: str) -> Any:
     return attrs.field(default=UNSET, validator=_checked(name), kw_only=True)
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, repr=False)
 class Options:
     """The options one scope sets; every field defaults to :data:`UNSET`.
 
@@ -415,8 +415,8 @@ class Options:
     tls_ifavailable_fallback: bool | Unset = _field("tls_ifavailable_fallback")
     tls_verify: TlsVerify | Unset = _field("tls_verify")
     tls_ca: str | Unset = _field("tls_ca")
-    tls_certificate: str | None | Unset = _field("tls_certificate")
-    tls_key: str | None | Unset = _field("tls_key")
+    tls_certificate: str | Unset | None = _field("tls_certificate")
+    tls_key: str | Unset | None = _field("tls_key")
     tls_ciphers: str | Unset = _field("tls_ciphers")
     tlsv13_ciphersuites: str | Unset = _field("tlsv13_ciphersuites")
     tls_protocols: TlsProtocols | Unset = _field("tls_protocols")
@@ -445,7 +445,7 @@ class Options:
                     base.evolve(option=spec.name), value=key, has_value=True,
                 )
             values[spec.name] = spec.parse_value(value, location)
-        return cls(**values)
+        return cls(**values)  # type: ignore[arg-type]
 
     def items(self) -> Iterator[tuple[str, object]]:
         """The options this scope sets, as ``(name, value)``, in registry order."""
@@ -458,6 +458,10 @@ class Options:
         """The set options as raw file values (the inverse of :meth:`from_mapping`)."""
         return {name: OPTION_SPECS[name].dump(value) for name, value in self.items()}
 
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={value!r}" for name, value in self.items())
+        return f"Options({inner})"
+
     def is_empty(self) -> bool:
         """True when this scope sets no option at all."""
         return next(self.items(), None) is None
@@ -465,7 +469,7 @@ class Options:
     def overlay(self, newer: Options) -> Options:
         """This scope's options with every option ``newer`` sets replaced by its value."""
         changes = dict(newer.items())
-        return attrs.evolve(self, **changes) if changes else self
+        return attrs.evolve(self, **changes) if changes else self  # type: ignore[arg-type]
 
 
 OptionName = Literal[

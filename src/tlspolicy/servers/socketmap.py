@@ -235,9 +235,14 @@ def _domain(text: str, key: str) -> str:
             raise PostfixKeyError(f"invalid international domain in key {key!r}: {exc}") from None
     if len(ascii_name) > 253:
         raise PostfixKeyError(f"domain longer than 253 characters in key {key!r}")
-    for label in ascii_name.split("."):
+    labels = ascii_name.split(".")
+    for label in labels:
         if not _LABEL.fullmatch(label):
             raise PostfixKeyError(f"invalid domain label {label!r} in key {key!r}")
+    if labels[-1].isdigit():
+        # An all-numeric last label is no host name (RFC 3696 section 2); it is
+        # a mistyped address such as 192.0.2.300 or 1.2.3.4.5.
+        raise PostfixKeyError(f"neither a domain nor an IP address: {key!r}")
     return ascii_name
 
 

@@ -1,0 +1,553 @@
+"""Actions, observations, statuses and the decision object (SEMANTICS section 4).
+
+The tables of SEMANTICS sections 4 and 4.1 live here and only here:
+:data:`STATUSES` (section 4.1), :func:`negotiation_outcome` and
+:func:`certificate_outcome` (section 4).  The docs render the same tables from
+these functions.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+import attrs
+
+from .options import Tls, TlsEngine, TlsVerify, TlsVersion
+
+__all__ = [
+    "CERTIFICATE_OBSERVATIONS",
+    "NEGOTIATION_OBSERVATIONS",
+    "STATUSES",
+    "Action",
+    "ConnectionSecurity",
+    "Decision",
+    "Observation",
+    "Outcome",
+    "PlaintextReason",
+    "Reason",
+    "RequiredSecurity",
+    "Requirements",
+    "Source",
+    "Status",
+    "TlsParameters",
+    "Verification",
+    "VerifiedAs",
+    "certificate_outcome",
+    "negotiation_outcome",
+]
+
+
+class Action(enum.Enum):
+    """What the client does next (SEMANTICS section 4)."""
+
+    SKIP = "skip"
+    """Do not issue STARTTLS; carry on in plaintext on this connection."""
+    ATTEMPT = "attempt"
+    """Issue STARTTLS; on success check the peer as the decision says."""
+    PROCEED = "proceed"
+    """TLS is up and the peer is acceptable: deliver over TLS."""
+    FALLBACK = "fallback"
+    """TLS failed; deliver in plaintext (this connection if usable, else a new one)."""
+    DEFER = "defer"
+    """Give the message back to the queue; a later retry tries TLS again."""
+    FAIL = "fail"
+    """Stop using this host for this attempt, with the status given."""
+
+
+class Observation(enum.Enum):
+    """What the client saw and reports back to the decision."""
+
+    STARTTLS_NOT_ADVERTISED = "starttls-not-advertised"
+    STARTTLS_REJECTED = "starttls-rejected"
+    HANDSHAKE_FAILED = "handshake-failed"
+    CHAIN_NOT_TRUSTED = "chain-not-trusted"
+    CERTIFICATE_EXPIRED = "certificate-expired"
+    NAME_MISMATCH = "name-mismatch"
+    TLSA_MISMATCH = "tlsa-mismatch"
+    REQUIRETLS_NOT_ADVERTISED = "requiretls-not-advertised"
+
+
+NEGOTIATION_OBSERVATIONS: Final = (
+    Observation.STARTTLS_NOT_ADVERTISED,
+    Observation.STARTTLS_REJECTED,
+    Observation.HANDSHAKE_FAILED,
+)
+CERTIFICATE_OBSERVATIONS: Final = (
+    Observation.CHAIN_NOT_TRUSTED,
+    Observation.CERTIFICATE_EXPIRED,
+    Observation.NAME_MISMATCH,
+    Observation.TLSA_MISMATCH,
+)
+
+
+class Reason(enum.Enum):
+    """Every cause of a failure status: the rows of SEMANTICS section 4.1."""
+
+    STARTTLS_NOT_ADVERTISED = "starttls-not-advertised"
+    STARTTLS_REJECTED = "starttls-rejected"
+    HANDSHAKE_FAILED = "handshake-failed"
+    CHAIN_NOT_TRUSTED = "chain-not-trusted"
+    CERTIFICATE_EXPIRED = "certificate-expired"
+    NAME_MISMATCH = "name-mismatch"
+    TLSA_MISMATCH = "tlsa-mismatch"
+    TLSA_LOOKUP_FAILED = "tlsa-lookup-failed"
+    MX_NOT_PERMITTED = "mx-not-permitted"
+    REQUIRETLS_NOT_SUPPORTED = "requiretls-not-supported"
+    TLS_REMEMBERED_BROKEN = "tls-remembered-broken"
+
+    @classmethod
+    def of(cls, observation: Observation) -> Reason:
+        """The reason whose status an observation's failure carries."""
+        if observation is Observation.REQUIRETLS_NOT_ADVERTISED:
+            return cls.REQUIRETLS_NOT_SUPPORTED
+        return cls(observation.value)
+
+
+@attrs.frozen(slots=True)
+class Status:
+    """An SMTP-style status: reply code, enhanced code, text and TLS-RPT result type."""
+
+    code: int
+    enhanced: str
+    text: str
+    tlsrpt: str | None
+
+    @property
+    def permanent(self) -> bool:
+        """True for 5xx statuses (only the final REQUIRETLS bounce)."""
+        return self.code >= 500
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.enhanced} {self.text}"
+
+
+STATUSES: Final[Mapping[Reason, Status]] = {
+    Reason.STARTTLS_NOT_ADVERTISED: Status(
+        451, "4.7.6", "STARTTLS required but not advertised", "starttls-not-supported"),
+    Reason.STARTTLS_REJECTED: Status(451, "4.7.5", "no tls go-ahead", "starttls-not-supported"),
+    Reason.HANDSHAKE_FAILED: Status(451, "4.7.5", "TLS negotiation failed", "validation-failure"),
+    Reason.CHAIN_NOT_TRUSTED: Status(
+        451, "4.7.5", "remote node SSL certificate not signed by a valid CA",
+        "certificate-not-trusted"),
+    Reason.CERTIFICATE_EXPIRED: Status(
+        451, "4.7.5", "SSL certificate expired or not yet valid", "certificate-expired"),
+    Reason.NAME_MISMATCH: Status(
+        451, "4.7.5", "SSL certificate subject does not match host", "certificate-host-mismatch"),
+    Reason.TLSA_MISMATCH: Status(
+        451, "4.7.5", "certificate does not match any TLSA record", "tlsa-invalid"),
+    Reason.TLSA_LOOKUP_FAILED: Status(451, "4.7.5", "TLSA lookup failed", "dnssec-invalid"),
+    Reason.MX_NOT_PERMITTED: Status(
+        451, "4.7.5", "MX host not permitted by MTA-STS policy", "validation-failure"),
+    Reason.REQUIRETLS_NOT_SUPPORTED: Status(451, "4.7.30", "REQUIRETLS support required", None),
+    Reason.TLS_REMEMBERED_BROKEN: Status(451, "4.7.5", "TLS to this host failed recently", None),
+}
+
+REQUIRETLS_BOUNCE: Final = Status(550, "5.7.30", "REQUIRETLS support required", None)
+"""The final bounce of a REQUIRETLS message that never found a compliant host."""
+
+
+class Verification(enum.Enum):
+    """How the peer is checked once TLS is up: ``tls_verify`` values plus DANE."""
+
+    NO = "no"
+    OPTIONAL = "optional"
+    CA = "ca"
+    HOST = "host"
+    DANE = "dane"
+
+    @classmethod
+    def of(cls, verify: TlsVerify) -> Verification:
+        """The verification a configured ``tls_verify`` asks for."""
+        return cls(verify.value)
+
+
+@attrs.frozen(slots=True)
+class Outcome:
+    """The action for one observation, its status, and whether to report it.
+
+    ``report`` is true when the problem must be recorded (TLS-RPT, logs) even
+    though delivery goes on, as under ``tls_verify = optional``.
+    """
+
+    action: Action
+    status: Status | None = None
+    reason: Reason | None = None
+    report: bool = False
+
+    @classmethod
+    def failing(cls, action: Action, reason: Reason) -> Outcome:
+        """An outcome carrying the SEMANTICS 4.1 status of ``reason``."""
+        return cls(action, STATUSES[reason], reason, True)
+
+
+_PROCEED: Final = Outcome(Action.PROCEED)
+
+
+def negotiation_outcome(
+    tls: Tls, observation: Observation, *, fallback: bool
+) -> Outcome | None:
+    """The outcome of a STARTTLS negotiation observation (SEMANTICS 4, first table).
+
+    ``fallback`` is the effective ``tls_ifavailable_fallback``, already false
+    under 4.0 compatibility and whenever a destination policy forbids
+    cleartext.  ``None`` means the observation cannot happen (tls = no).
+    """
+    if tls is Tls.NO or observation not in NEGOTIATION_OBSERVATIONS:
+        return None
+    reason = Reason.of(observation)
+    if tls is Tls.REQUIRED:
+        return Outcome.failing(Action.FAIL, reason)
+    if observation is Observation.STARTTLS_NOT_ADVERTISED:
+        return Outcome(Action.SKIP)
+    return Outcome.failing(Action.FALLBACK if fallback else Action.DEFER, reason)
+
+
+_CERT_ROWS: Final[Mapping[Verification, Mapping[Observation, Action | None]]] = {
+    Verification.NO: {
+        Observation.CHAIN_NOT_TRUSTED: Action.PROCEED,
+        Observation.CERTIFICATE_EXPIRED: Action.PROCEED,
+        Observation.NAME_MISMATCH: Action.PROCEED,
+        Observation.TLSA_MISMATCH: None,
+    },
+    Verification.OPTIONAL: {
+        Observation.CHAIN_NOT_TRUSTED: Action.PROCEED,
+        Observation.CERTIFICATE_EXPIRED: Action.PROCEED,
+        Observation.NAME_MISMATCH: Action.PROCEED,
+        Observation.TLSA_MISMATCH: None,
+    },
+    Verification.CA: {
+        Observation.CHAIN_NOT_TRUSTED: Action.FAIL,
+        Observation.CERTIFICATE_EXPIRED: Action.FAIL,
+        Observation.NAME_MISMATCH: Action.PROCEED,
+        Observation.TLSA_MISMATCH: None,
+    },
+    Verification.HOST: {
+        Observation.CHAIN_NOT_TRUSTED: Action.FAIL,
+        Observation.CERTIFICATE_EXPIRED: Action.FAIL,
+        Observation.NAME_MISMATCH: Action.FAIL,
+        Observation.TLSA_MISMATCH: None,
+    },
+    # Under DANE the client reports problems as the TLSA matcher judges them:
+    # a DANE-EE match never reports dates or names, a DANE-TA match does, and
+    # PKIX trust is replaced by the TLSA anchor (RFC 7672 section 3.1).
+    Verification.DANE: {
+        Observation.CHAIN_NOT_TRUSTED: Action.PROCEED,
+        Observation.CERTIFICATE_EXPIRED: Action.FAIL,
+        Observation.NAME_MISMATCH: Action.FAIL,
+        Observation.TLSA_MISMATCH: Action.FAIL,
+    },
+}
+
+
+def certificate_outcome(verification: Verification, observation: Observation) -> Outcome | None:
+    """The outcome of a certificate problem (SEMANTICS 4, second table).
+
+    ``None`` means the observation does not apply (a TLSA mismatch without
+    DANE).  A certificate problem never yields FALLBACK.
+    """
+    action = _CERT_ROWS[verification].get(observation)
+    if action is None:
+        return None
+    reason = Reason.of(observation)
+    if action is Action.FAIL:
+        return Outcome.failing(Action.FAIL, reason)
+    if verification is Verification.OPTIONAL:
+        return Outcome(Action.PROCEED, STATUSES[reason], reason, True)
+    return _PROCEED
+
+
+class PlaintextReason(enum.Enum):
+    """Why a (cached) connection is in plaintext."""
+
+    NOT_ATTEMPTED = "not-attempted"
+    """The client did not issue STARTTLS (plan SKIP)."""
+    NOT_ADVERTISED = "not-advertised"
+    """The server did not offer STARTTLS."""
+    FALLBACK = "fallback"
+    """TLS failed and the client fell back to plaintext."""
+
+
+class VerifiedAs(enum.IntEnum):
+    """How well a TLS connection's peer was authenticated, weakest first."""
+
+    NONE = 0
+    CA = 1
+    HOST = 2
+    DANE = 3
+
+
+@attrs.frozen(slots=True)
+class ConnectionSecurity:
+    """What an open connection achieved: plaintext (and why) or TLS verified as."""
+
+    encrypted: bool
+    verified: VerifiedAs = VerifiedAs.NONE
+    plaintext_reason: PlaintextReason | None = None
+
+    @classmethod
+    def plaintext(cls, reason: PlaintextReason) -> ConnectionSecurity:
+        """A plaintext connection that got that way for ``reason``."""
+        return cls(False, VerifiedAs.NONE, reason)
+
+    @classmethod
+    def tls(cls, verified: VerifiedAs) -> ConnectionSecurity:
+        """A TLS connection whose peer was verified as ``verified``."""
+        return cls(True, verified, None)
+
+
+@attrs.frozen(slots=True)
+class RequiredSecurity:
+    """The least a cached connection must have achieved to carry this message.
+
+    A plaintext connection is acceptable only for the reasons in
+    ``plaintext``; a TLS connection only when verified at least as
+    ``min_verified``.  A connection that is weaker than the decision would
+    have produced on a fresh connection is never acceptable.
+    """
+
+    plaintext: frozenset[PlaintextReason]
+    min_verified: VerifiedAs
+
+    def permits(self, connection: ConnectionSecurity) -> bool:
+        """Whether ``connection`` may carry the message this decision is for."""
+        if connection.encrypted:
+            return connection.verified >= self.min_verified
+        return connection.plaintext_reason in self.plaintext
+
+
+@attrs.frozen(slots=True)
+class TlsParameters:
+    """What a TLS client needs to set up the handshake for this decision.
+
+    ``None`` means "not configured": the system CA store, no client
+    certificate, the TLS library's default ciphers.
+    """
+
+    ca_file: str | None
+    certificate_file: str | None
+    key_file: str | None
+    ciphers: str | None
+    tls13_ciphersuites: str | None
+    protocols: frozenset[TlsVersion]
+    sni: str | None
+    engine: TlsEngine
+
+    @property
+    def ordered_protocols(self) -> tuple[TlsVersion, ...]:
+        """The allowed versions, oldest first."""
+        return tuple(v for v in TlsVersion if v in self.protocols)
+
+    @property
+    def is_contiguous(self) -> bool:
+        """Whether the allowed versions form one range (no hole like 1.0 + 1.2)."""
+        order = list(TlsVersion)
+        idx = [order.index(v) for v in self.ordered_protocols]
+        return bool(idx) and idx == list(range(idx[0], idx[-1] + 1))
+
+
+@attrs.frozen(slots=True)
+class Source:
+    """Where an effective value came from, like Momentum's ``config eval``.
+
+    ``scope`` is a scope path (``binding_group "g1" > binding "b1"``),
+    ``"default"``, ``"override"``, or a destination policy
+    (``"mta-sts (enforce)"``, ``"dane"``, ``"requiretls"``...).
+    """
+
+    scope: str
+    detail: str | None = None
+
+    def __str__(self) -> str:
+        return self.scope if self.detail is None else f"{self.scope} ({self.detail})"
+
+
+@attrs.frozen(slots=True)
+class Requirements:
+    """What configuration and destination policy demand of one delivery attempt.
+
+    This is the input of :meth:`Decision.build`: the resolver fills it from the
+    scope chain, and destination policies (MTA-STS, DANE, REQUIRETLS,
+    remembered broken TLS) make it stricter before the decision is built.
+    """
+
+    tls: Tls
+    verification: Verification
+    fallback: bool
+    reference_identities: tuple[str, ...]
+    plan_failure: Reason | None = None
+    skip_tls: bool = False
+    requiretls: bool = False
+
+
+def _required_security(req: Requirements) -> RequiredSecurity:
+    if req.plan_failure is not None:
+        return RequiredSecurity(frozenset(), VerifiedAs.DANE)
+    if req.tls is Tls.NO:
+        plaintext = frozenset(PlaintextReason)
+    elif req.skip_tls:
+        plaintext = frozenset({PlaintextReason.NOT_ATTEMPTED, PlaintextReason.NOT_ADVERTISED,
+                               PlaintextReason.FALLBACK})
+    elif req.tls is Tls.REQUIRED:
+        plaintext = frozenset()
+    elif req.fallback:
+        plaintext = frozenset({PlaintextReason.NOT_ADVERTISED, PlaintextReason.FALLBACK})
+    else:
+        plaintext = frozenset({PlaintextReason.NOT_ADVERTISED})
+    verified = {
+        Verification.NO: VerifiedAs.NONE,
+        Verification.OPTIONAL: VerifiedAs.NONE,
+        Verification.CA: VerifiedAs.CA,
+        Verification.HOST: VerifiedAs.HOST,
+        Verification.DANE: VerifiedAs.DANE,
+    }[req.verification]
+    return RequiredSecurity(plaintext, verified)
+
+
+@attrs.frozen(slots=True)
+class Decision:
+    """The answer for one delivery attempt: the plan and every outcome.
+
+    ``plan`` is SKIP or ATTEMPT, or FAIL when destination policy rules the
+    host out (``plan_status`` says why).  :meth:`outcome` gives the action for
+    each observation the client can report; :meth:`after_certificate` folds
+    several certificate problems into one outcome.
+    """
+
+    domain: str
+    binding: str
+    binding_group: str
+    mx_host: str | None
+    plan: Action
+    plan_status: Status | None
+    tls: Tls
+    verification: Verification
+    fallback: bool
+    requiretls: bool
+    outcomes: Mapping[Observation, Outcome]
+    parameters: TlsParameters
+    reference_identities: tuple[str, ...]
+    required_security: RequiredSecurity
+    effective: Mapping[str, object] = attrs.field(repr=False)
+    explanation: Mapping[str, Source] = attrs.field(repr=False)
+
+    @classmethod
+    def build(
+        cls,
+        requirements: Requirements,
+        *,
+        domain: str,
+        binding: str,
+        binding_group: str,
+        mx_host: str | None,
+        parameters: TlsParameters,
+        effective: Mapping[str, object],
+        explanation: Mapping[str, Source],
+    ) -> Decision:
+        """Apply the SEMANTICS section 4 tables to ``requirements``."""
+        req = requirements
+        outcomes: dict[Observation, Outcome] = {}
+        if req.plan_failure is not None:
+            plan, plan_status = Action.FAIL, STATUSES[req.plan_failure]
+        elif req.tls is Tls.NO or req.skip_tls:
+            plan, plan_status = Action.SKIP, None
+        else:
+            plan, plan_status = Action.ATTEMPT, None
+            for observation in NEGOTIATION_OBSERVATIONS:
+                negotiated = negotiation_outcome(req.tls, observation, fallback=req.fallback)
+                if negotiated is not None:
+                    outcomes[observation] = negotiated
+            for observation in CERTIFICATE_OBSERVATIONS:
+                checked = certificate_outcome(req.verification, observation)
+                if checked is not None:
+                    outcomes[observation] = checked
+            if req.requiretls:
+                outcomes[Observation.REQUIRETLS_NOT_ADVERTISED] = Outcome.failing(
+                    Action.FAIL, Reason.REQUIRETLS_NOT_SUPPORTED)
+        return cls(
+            domain=domain,
+            binding=binding,
+            binding_group=binding_group,
+            mx_host=mx_host,
+            plan=plan,
+            plan_status=plan_status,
+            tls=req.tls,
+            verification=req.verification,
+            fallback=req.fallback,
+            requiretls=req.requiretls,
+            outcomes=_FrozenMap(outcomes),
+            parameters=parameters,
+            reference_identities=req.reference_identities,
+            required_security=_required_security(req),
+            effective=_FrozenMap(effective),
+            explanation=_FrozenMap(explanation),
+        )
+
+    def outcome(self, observation: Observation) -> Outcome:
+        """The outcome for ``observation``.
+
+        Raises :class:`KeyError` when the observation cannot arise under this
+        decision (any observation after plan SKIP or FAIL; a TLSA mismatch
+        without DANE), since acting on it would be a client bug.
+        """
+        try:
+            return self.outcomes[observation]
+        except KeyError:
+            raise KeyError(
+                f"observation {observation.value!r} does not apply to this decision "
+                f"(plan {self.plan.value}, verification {self.verification.value})"
+            ) from None
+
+    def after_certificate(self, problems: Iterable[Observation]) -> Outcome:
+        """The outcome once TLS is up and the peer showed ``problems`` (maybe none).
+
+        The first failing problem, in the table's column order, decides;
+        otherwise PROCEED, reporting the first reportable problem.
+        """
+        found = [self.outcome(p) for p in CERTIFICATE_OBSERVATIONS if p in set(problems)]
+        for outcome in found:
+            if outcome.action is not Action.PROCEED:
+                return outcome
+        for outcome in found:
+            if outcome.report:
+                return outcome
+        return _PROCEED
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, JSON-serialisable dict for logs and ``--json`` output."""
+        from ._serialise import decision_to_dict
+
+        return decision_to_dict(self)
+
+
+class _FrozenMap(Mapping[Any, Any]):
+    """A read-only, hashable mapping so decisions stay immutable and comparable."""
+
+    __slots__ = ("_data", "_hash")
+
+    def __init__(self, data: Mapping[Any, Any]) -> None:
+        self._data = dict(data)
+        self._hash: int | None = None
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Any:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self._data == dict(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(frozenset(self._data.items()))
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"{{{', '.join(f'{k!r}: {v!r}' for k, v in self._data.items())}}}"

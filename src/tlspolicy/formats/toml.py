@@ -1,0 +1,289 @@
+"""The TOML configuration format: read with ``tomllib``, write with ``tomli-w``.
+
+Layout (every key optional; option names are case-insensitive)::
+
+    compatibility = "4.8"          # Momentum version emulated; default: newest
+    match_cache_size = 16384       # regex-domain match cache entries
+
+    [global]                       # options of the global scope
+    tls = "ifavailable"
+
+    [[domain]]                     # global domain stanzas, in declaration order
+    name = "partner.example"       # exact name, "/regex/" or an IP literal
+    tls = "required"
+
+    [[binding_group]]
+    name = "transactional"
+    tls_verify = "ca"
+      [[binding_group.domain]]     # domain stanzas inside the group
+      name = "bank.example"
+      [[binding_group.binding]]    # member bindings
+      name = "tx1"
+        [[binding_group.binding.domain]]
+        name = "bank.example"
+
+    [[binding]]                    # bindings outside any group
+    name = "bulk1"
+      [[binding.domain]]
+      name = "/\\\\.example$/"
+
+Arrays of tables keep declaration order, which decides between regex domains.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from typing import Any, Final
+
+import tomli_w
+
+from .._raw import RawOption, RawScope
+from ..errors import ConfigError, ConfigErrors, ConfigSyntaxError, InvalidValueError, Location
+from ..options import OPTION_SPECS, ScopeKind
+from ..scopes import BindingScope, Config, DomainScope, build_config
+
+__all__ = ["config_to_toml", "dumps_toml", "loads_toml", "toml_to_raw"]
+
+_Path = tuple[tuple[str, int | None], ...]
+
+_HEADER: Final = re.compile(r"^\s*(\[\[|\[)\s*([^\[\]#]+?)\s*(\]\]|\])\s*(?:#.*)?$")
+_KEY: Final = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
+
+
+class _Lines:
+    """Maps table paths and keys to line numbers by scanning the source text.
+
+    ``tomllib`` gives no positions, so headers are replayed: the n-th
+    ``[[binding_group.binding]]`` after the m-th ``[[binding_group]]`` is
+    ``(("binding_group", m), ("binding", n))``.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.tables: dict[_Path, int] = {}
+        self.keys: dict[tuple[_Path, str], int] = {}
+        counters: dict[tuple[_Path, str], int] = {}
+        current: _Path = ()
+        for number, line in enumerate(text.splitlines(), start=1):
+            header = _HEADER.match(line)
+            if header:
+                names = [n.strip().strip("\"'") for n in header.group(2).split(".")]
+                is_array = header.group(1) == "[["
+                path: list[tuple[str, int | None]] = []
+                for i, name in enumerate(names):
+                    parent = tuple(path)
+                    if i == len(names) - 1:
+                        if is_array:
+                            idx = counters.get((parent, name), -1) + 1
+                            counters[(parent, name)] = idx
+                            path.append((name, idx))
+                        else:
+                            path.append((name, None))
+                    else:
+                        last = counters.get((parent, name))
+                        path.append((name, last))
+                current = tuple(path)
+                self.tables.setdefault(current, number)
+                continue
+            key = _KEY.match(line)
+            if key:
+                self.keys.setdefault((current, key.group(1).strip("\"'").lower()), number)
+
+    def table(self, path: _Path) -> int | None:
+        return self.tables.get(path)
+
+    def key(self, path: _Path, key: str) -> int | None:
+        return self.keys.get((path, key.lower()))
+
+
+_CHILD_KEYS: Final = {
+    ScopeKind.GLOBAL: {"domain": ScopeKind.DOMAIN, "binding_group": ScopeKind.BINDING_GROUP,
+                       "binding": ScopeKind.BINDING},
+    ScopeKind.BINDING_GROUP: {"domain": ScopeKind.DOMAIN, "binding": ScopeKind.BINDING},
+    ScopeKind.BINDING: {"domain": ScopeKind.DOMAIN},
+    ScopeKind.DOMAIN: {},
+}
+_SETTINGS: Final = ("compatibility", "match_cache_size")
+
+
+class _Reader:
+    def __init__(self, text: str, filename: str) -> None:
+        self.filename = filename
+        self.lines = _Lines(text)
+        self.errors: list[ConfigError] = []
+
+    def loc(self, path: _Path, key: str | None = None) -> Location:
+        line = self.lines.key(path, key) if key is not None else None
+        # Inline tables have no header line: fall back to the nearest enclosing one.
+        while line is None and path:
+            line = self.lines.table(path)
+            path = path[:-1]
+        return Location(file=self.filename, line=line)
+
+    def scope(self, kind: ScopeKind, table: Mapping[str, Any], path: _Path,
+              scope_desc: str) -> RawScope:
+        name: str | None = None
+        options: list[RawOption] = []
+        children: list[RawScope] = []
+        for key, value in table.items():
+            lower = key.lower()
+            if kind is not ScopeKind.GLOBAL and lower == "name":
+                if not isinstance(value, str):
+                    self.errors.append(InvalidValueError(
+                        f"{kind.value} name must be a string",
+                        self.loc(path, key).evolve(scope=scope_desc), value=value,
+                        has_value=True))
+                else:
+                    name = value
+                continue
+            child_kind = _CHILD_KEYS[kind].get(lower) if kind is not ScopeKind.GLOBAL else None
+            if child_kind is not None:
+                if lower != key:
+                    self.errors.append(ConfigSyntaxError(
+                        f"nested table key must be spelled {lower!r}",
+                        self.loc(path, key).evolve(scope=scope_desc), value=key, has_value=True))
+                children.extend(self.array(child_kind, value, path, lower, scope_desc))
+                continue
+            if isinstance(value, dict) or (
+                isinstance(value, list) and value and all(isinstance(v, dict) for v in value)
+            ):
+                where = self.loc(path, key).evolve(scope=scope_desc, option=key)
+                if lower in OPTION_SPECS:
+                    self.errors.append(InvalidValueError(
+                        "option value must be a string or boolean, not a table", where))
+                else:
+                    allowed = ", ".join(_CHILD_KEYS[kind]) or "none"
+                    self.errors.append(ConfigSyntaxError(
+                        f"unknown nested table {key!r} in a {kind.value} (allowed: {allowed})",
+                        where))
+                continue
+            options.append(RawOption(key, value, self.loc(path, key)))
+        if kind is not ScopeKind.GLOBAL and name is None and not any(
+            e.location.line == self.lines.table(path) for e in self.errors
+        ):
+            self.errors.append(ConfigSyntaxError(
+                f"{kind.value} table has no 'name'", self.loc(path).evolve(scope=scope_desc)))
+        return RawScope(kind, name, self.loc(path), tuple(options), tuple(children))
+
+    def array(self, kind: ScopeKind, value: object, parent: _Path, key: str,
+              parent_desc: str) -> list[RawScope]:
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            self.errors.append(ConfigSyntaxError(
+                f"{key!r} must be an array of tables ([[{key}]]), so that declaration order "
+                "is kept", self.loc(parent, key).evolve(scope=parent_desc), value=value,
+                has_value=True))
+            return []
+        out = []
+        for i, item in enumerate(value):
+            path = (*parent, (key, i))
+            desc = f"{parent_desc} > {key} #{i + 1}" if parent_desc != "global" else \
+                f"{key} #{i + 1}"
+            name = item.get("name")
+            if isinstance(name, str):
+                desc = (f"{parent_desc} > " if parent_desc != "global" else "") + \
+                    f'{key} "{name}"'
+            out.append(self.scope(kind, item, path, desc))
+        return out
+
+    def root(self, data: Mapping[str, Any]) -> RawScope:
+        settings: list[RawOption] = []
+        options: list[RawOption] = []
+        children: list[RawScope] = []
+        for key, value in data.items():
+            lower = key.lower()
+            if lower in _SETTINGS:
+                settings.append(RawOption(lower, value, self.loc((), key)))
+            elif lower == "global":
+                if not isinstance(value, dict):
+                    self.errors.append(ConfigSyntaxError(
+                        "'global' must be a table ([global])", self.loc((), key),
+                        value=value, has_value=True))
+                    continue
+                g = self.scope(ScopeKind.GLOBAL, value, (("global", None),), "global")
+                options.extend(g.options)
+            elif lower in _CHILD_KEYS[ScopeKind.GLOBAL]:
+                children.extend(self.array(_CHILD_KEYS[ScopeKind.GLOBAL][lower], value, (),
+                                           lower, "global"))
+            elif lower in OPTION_SPECS:
+                self.errors.append(ConfigSyntaxError(
+                    f"option {key!r} must sit in a scope table; put global options under "
+                    "[global]", self.loc((), key).evolve(option=key)))
+            else:
+                self.errors.append(ConfigSyntaxError(
+                    f"unknown top-level key {key!r} (known: compatibility, match_cache_size, "
+                    "global, domain, binding_group, binding)", self.loc((), key)))
+        return RawScope(ScopeKind.GLOBAL, None, Location(file=self.filename), tuple(options),
+                        tuple(children), tuple(settings))
+
+
+_DECODE_POS: Final = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+def toml_to_raw(text: str, filename: str = "<string>") -> RawScope:
+    """Parse TOML text into the neutral raw tree (layout errors raised together)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        pos = _DECODE_POS.search(str(exc))
+        message = _DECODE_POS.sub("", str(exc)).strip()
+        location = Location(file=filename, line=int(pos.group(1)) if pos else None,
+                            column=int(pos.group(2)) if pos else None)
+        raise ConfigSyntaxError(f"not valid TOML: {message}", location) from None
+    reader = _Reader(text, filename)
+    raw = reader.root(data)
+    ConfigErrors.raise_if_any(reader.errors)
+    return raw
+
+
+def loads_toml(text: str, filename: str = "<string>") -> Config:
+    """Read a TOML configuration from text; every problem is reported at once."""
+    raw = toml_to_raw(text, filename)
+    try:
+        return build_config(raw)
+    except ConfigErrors as many:
+        raise ConfigErrors(e.located(Location(file=filename)) for e in many.errors) from None
+    except ConfigError as one:
+        raise one.located(Location(file=filename)) from None
+
+
+def _domains(domains: tuple[DomainScope, ...]) -> list[dict[str, Any]]:
+    return [{"name": d.name.text, **d.options.to_mapping()} for d in domains]
+
+
+def _binding(b: BindingScope) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": b.name, **b.options.to_mapping()}
+    if b.domains:
+        out["domain"] = _domains(b.domains)
+    return out
+
+
+def config_to_toml(config: Config) -> dict[str, Any]:
+    """The TOML document (as builtins) for a configuration."""
+    doc: dict[str, Any] = {}
+    if config.compatibility is not None:
+        doc["compatibility"] = str(config.compatibility)
+    if config.match_cache_size is not None:
+        doc["match_cache_size"] = config.match_cache_size
+    if not config.options.is_empty():
+        doc["global"] = config.options.to_mapping()
+    if config.domains:
+        doc["domain"] = _domains(config.domains)
+    if config.binding_groups:
+        groups = []
+        for g in config.binding_groups:
+            item: dict[str, Any] = {"name": g.name, **g.options.to_mapping()}
+            if g.domains:
+                item["domain"] = _domains(g.domains)
+            if g.bindings:
+                item["binding"] = [_binding(b) for b in g.bindings]
+            groups.append(item)
+        doc["binding_group"] = groups
+    if config.bindings:
+        doc["binding"] = [_binding(b) for b in config.bindings]
+    return doc
+
+
+def dumps_toml(config: Config) -> str:
+    """Render a configuration as TOML text that :func:`loads_toml` reads back equal."""
+    return tomli_w.dumps(config_to_toml(config))

@@ -1,0 +1,533 @@
+"""Scope models and the whole configuration (SEMANTICS section 2).
+
+``Config`` is immutable and valid by construction: options sit only in
+scopes where they are allowed, names are unique, and no option is newer than
+the compatibility version.  :func:`build_config` turns a raw tree read from a
+file into a ``Config`` and reports *every* problem with its location;
+:func:`layer_configs` overlays several files option by option.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Final
+
+import attrs
+
+from ._raw import RawOption, RawScope
+from .errors import (
+    BindingGroupConflictError,
+    ConfigError,
+    ConfigErrors,
+    DuplicateScopeError,
+    InvalidDomainError,
+    InvalidValueError,
+    Location,
+    OptionScopeError,
+    OptionVersionError,
+    RegexError,
+    UnknownOptionError,
+)
+from .names import DomainKind, DomainName
+from .options import (
+    NEWEST_VERSION,
+    OPTION_SPECS,
+    CompatVersion,
+    Options,
+    ScopeKind,
+    option_spec,
+)
+
+__all__ = [
+    "DEFAULT_MATCH_CACHE_SIZE",
+    "DEFAULT_NAME",
+    "BindingGroupScope",
+    "BindingScope",
+    "Config",
+    "DomainScope",
+    "build_config",
+    "layer_configs",
+    "scope_path",
+]
+
+DEFAULT_NAME: Final = "default"
+"""Name of the implicit binding and binding group."""
+
+DEFAULT_MATCH_CACHE_SIZE: Final = 16384
+
+
+def scope_path(*parts: tuple[ScopeKind, str]) -> str:
+    """Render a scope path: ``binding_group "g1" > binding "b1" > domain "x"``."""
+    if not parts:
+        return "global"
+    return " > ".join(f'{kind.value} "{name}"' for kind, name in parts)
+
+
+def _check_scope(options: Options, kind: ScopeKind, path: str) -> None:
+    for name, value in options.items():
+        if kind not in OPTION_SPECS[name].scopes:
+            allowed = ", ".join(sorted(s.value for s in OPTION_SPECS[name].scopes))
+            raise OptionScopeError(
+                f"option {name!r} is not valid in a {kind.value} scope (valid in: {allowed})",
+                Location(scope=path, option=name), value=OPTION_SPECS[name].dump(value),
+                has_value=True,
+            )
+
+
+def _unique(names: Iterable[Any], what: str, path: str) -> None:
+    seen: set[Any] = set()
+    for name in names:
+        if name in seen:
+            raise DuplicateScopeError(f"{what} {str(name)!r} declared twice", Location(scope=path))
+        seen.add(name)
+
+
+@attrs.frozen(slots=True)
+class DomainScope:
+    """A ``domain`` stanza: a name (exact, ``/regex/`` or IP literal) and options."""
+
+    name: DomainName
+    options: Options = attrs.field(factory=Options)
+
+    def __attrs_post_init__(self) -> None:
+        _check_scope(self.options, ScopeKind.DOMAIN, f'domain "{self.name}"')
+
+
+def _check_domains(domains: Sequence[DomainScope], path: str) -> None:
+    _unique((d.name for d in domains), "domain", path)
+
+
+@attrs.frozen(slots=True)
+class BindingScope:
+    """A ``binding`` stanza: options and the domain stanzas nested in it."""
+
+    name: str
+    options: Options = attrs.field(factory=Options)
+    domains: tuple[DomainScope, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        _check_name(self.name, "binding")
+        path = scope_path((ScopeKind.BINDING, self.name))
+        _check_scope(self.options, ScopeKind.BINDING, path)
+        _check_domains(self.domains, path)
+
+
+@attrs.frozen(slots=True)
+class BindingGroupScope:
+    """A ``binding_group`` stanza: options, domain stanzas and member bindings."""
+
+    name: str
+    options: Options = attrs.field(factory=Options)
+    domains: tuple[DomainScope, ...] = ()
+    bindings: tuple[BindingScope, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        _check_name(self.name, "binding_group")
+        path = scope_path((ScopeKind.BINDING_GROUP, self.name))
+        _check_scope(self.options, ScopeKind.BINDING_GROUP, path)
+        _check_domains(self.domains, path)
+        _unique((b.name for b in self.bindings), "binding", path)
+
+
+def _check_name(name: object, what: str) -> None:
+    if not isinstance(name, str) or not name or name != name.strip():
+        raise InvalidValueError(
+            f"{what} name must be a non-empty string without surrounding blanks",
+            Location(scope=what), value=name, has_value=True,
+        )
+
+
+@attrs.frozen(slots=True)
+class Config:
+    """A whole outbound TLS configuration.
+
+    ``bindings`` are the bindings outside any group (members of the implicit
+    group ``default``).  ``compatibility`` is the Momentum version emulated
+    (``None``: the newest).  The implicit ``default`` binding and group need
+    not be declared.
+    """
+
+    options: Options = attrs.field(factory=Options)
+    domains: tuple[DomainScope, ...] = ()
+    binding_groups: tuple[BindingGroupScope, ...] = ()
+    bindings: tuple[BindingScope, ...] = ()
+    compatibility: CompatVersion | None = None
+    match_cache_size: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        _check_scope(self.options, ScopeKind.GLOBAL, "global")
+        _check_domains(self.domains, "global")
+        _unique((g.name for g in self.binding_groups), "binding_group", "global")
+        owner: dict[str, str] = {}
+        for group_name, binding in self.iter_bindings():
+            if binding.name in owner:
+                first = owner[binding.name]
+                raise BindingGroupConflictError(
+                    f"binding {binding.name!r} is declared in binding_group {first!r} and in "
+                    f"binding_group {group_name!r}" if first != group_name else
+                    f"binding {binding.name!r} declared twice",
+                    Location(scope=scope_path((ScopeKind.BINDING, binding.name))),
+                )
+            owner[binding.name] = group_name
+        if self.match_cache_size is not None and (
+            not isinstance(self.match_cache_size, int) or isinstance(self.match_cache_size, bool)
+            or self.match_cache_size < 0
+        ):
+            raise InvalidValueError("match_cache_size must be a whole number >= 0",
+                                    Location(option="match_cache_size"),
+                                    value=self.match_cache_size, has_value=True)
+        version = self.effective_compatibility
+        for path, options in self.iter_options():
+            for name, _value in options.items():
+                spec = OPTION_SPECS[name]
+                if spec.since > version:
+                    raise OptionVersionError(
+                        f"option {name!r} needs Momentum {spec.since} or newer; the "
+                        f"configuration pins compatibility {version}",
+                        Location(scope=path, option=name),
+                    )
+
+    @property
+    def effective_compatibility(self) -> CompatVersion:
+        """The compatibility version in force (the newest when not pinned)."""
+        return self.compatibility if self.compatibility is not None else NEWEST_VERSION
+
+    @property
+    def effective_match_cache_size(self) -> int:
+        """The regex match cache size in force."""
+        if self.match_cache_size is None:
+            return DEFAULT_MATCH_CACHE_SIZE
+        return self.match_cache_size
+
+    def iter_bindings(self) -> Iterator[tuple[str, BindingScope]]:
+        """Every declared binding with the name of its group (``default`` if none)."""
+        for group in self.binding_groups:
+            for binding in group.bindings:
+                yield group.name, binding
+        for binding in self.bindings:
+            yield DEFAULT_NAME, binding
+
+    def iter_options(self) -> Iterator[tuple[str, Options]]:
+        """Every scope's path and options, global first, in declaration order."""
+        yield "global", self.options
+        for d in self.domains:
+            yield scope_path((ScopeKind.DOMAIN, d.name.text)), d.options
+        for group in self.binding_groups:
+            g = (ScopeKind.BINDING_GROUP, group.name)
+            yield scope_path(g), group.options
+            for d in group.domains:
+                yield scope_path(g, (ScopeKind.DOMAIN, d.name.text)), d.options
+            for binding in group.bindings:
+                b = (ScopeKind.BINDING, binding.name)
+                yield scope_path(g, b), binding.options
+                for d in binding.domains:
+                    yield scope_path(g, b, (ScopeKind.DOMAIN, d.name.text)), d.options
+        for binding in self.bindings:
+            b = (ScopeKind.BINDING, binding.name)
+            yield scope_path(b), binding.options
+            for d in binding.domains:
+                yield scope_path(b, (ScopeKind.DOMAIN, d.name.text)), d.options
+
+
+# --------------------------------------------------------------------------
+# Building a Config from a raw tree, collecting every located error.
+
+_ALLOWED_CHILDREN: Final = {
+    ScopeKind.GLOBAL: (ScopeKind.DOMAIN, ScopeKind.BINDING_GROUP, ScopeKind.BINDING),
+    ScopeKind.BINDING_GROUP: (ScopeKind.DOMAIN, ScopeKind.BINDING),
+    ScopeKind.BINDING: (ScopeKind.DOMAIN,),
+    ScopeKind.DOMAIN: (),
+}
+
+
+class _Builder:
+    def __init__(self, merge_groups: bool) -> None:
+        self.errors: list[ConfigError] = []
+        self.merge_groups = merge_groups
+        self.compatibility: CompatVersion | None = None
+        self.match_cache_size: int | None = None
+
+    def fail(self, error: ConfigError) -> None:
+        self.errors.append(error)
+
+    def settings(self, raw: RawScope) -> None:
+        seen: set[str] = set()
+        for item in raw.settings:
+            key = item.name.lower()
+            if key in seen:
+                self.fail(DuplicateScopeError(f"setting {key!r} given twice",
+                                              item.location.evolve(option=key)))
+                continue
+            seen.add(key)
+            if key == "compatibility":
+                try:
+                    self.compatibility = CompatVersion.parse(item.value)  # type: ignore[arg-type]
+                except ConfigError as exc:
+                    self.fail(exc.located(item.location))
+            elif key == "match_cache_size":
+                value = item.value
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    self.fail(InvalidValueError("match_cache_size must be a whole number >= 0",
+                                                item.location.evolve(option=key), value=value,
+                                                has_value=True))
+                else:
+                    self.match_cache_size = value
+            else:
+                self.fail(UnknownOptionError(
+                    f"unknown top-level setting {item.name!r} (known: compatibility, "
+                    "match_cache_size)", item.location.evolve(option=item.name)))
+
+    def options(self, raw: Sequence[RawOption], kind: ScopeKind, path: str) -> Options:
+        values: dict[str, object] = {}
+        for item in raw:
+            loc = item.location.evolve(scope=path)
+            try:
+                spec = option_spec(item.name, loc)
+            except ConfigError as exc:
+                self.fail(exc)
+                continue
+            loc = loc.evolve(option=spec.name)
+            if spec.name in values:
+                self.fail(DuplicateScopeError(
+                    "option set twice in one scope (option names are case-insensitive)",
+                    loc, value=item.name, has_value=True))
+                continue
+            if kind not in spec.scopes:
+                allowed = ", ".join(sorted(s.value for s in spec.scopes))
+                self.fail(OptionScopeError(
+                    f"option {spec.name!r} is not valid in a {kind.value} scope "
+                    f"(valid in: {allowed})", loc, value=item.value, has_value=True))
+                continue
+            try:
+                parsed = spec.parse_value(item.value, loc)
+            except ConfigError as exc:
+                self.fail(exc)
+                continue
+            version = self.compatibility or NEWEST_VERSION
+            if spec.since > version:
+                self.fail(OptionVersionError(
+                    f"option {spec.name!r} needs Momentum {spec.since} or newer; the "
+                    f"configuration pins compatibility {version}", loc,
+                    value=item.value, has_value=True))
+                continue
+            values[spec.name] = parsed
+        return Options(**values)  # type: ignore[arg-type]
+
+    def children(
+        self, raw: RawScope, kind: ScopeKind, path_parts: tuple[tuple[ScopeKind, str], ...]
+    ) -> list[RawScope]:
+        out = []
+        for child in raw.children:
+            if child.kind not in _ALLOWED_CHILDREN[kind]:
+                self.fail(ConfigError(
+                    f"a {child.kind.value} cannot be nested in a {kind.value}",
+                    child.location.evolve(scope=scope_path(*path_parts))))
+                continue
+            out.append(child)
+        return out
+
+    def name_of(self, raw: RawScope, parent: tuple[tuple[ScopeKind, str], ...]) -> str | None:
+        if not isinstance(raw.name, str) or not raw.name.strip() or raw.name != raw.name.strip():
+            self.fail(InvalidValueError(
+                f"{raw.kind.value} needs a non-empty name without surrounding blanks",
+                raw.location.evolve(scope=scope_path(*parent) if parent else "global"),
+                value=raw.name, has_value=True))
+            return None
+        return raw.name
+
+    def domains(
+        self, raws: Iterable[RawScope], parent: tuple[tuple[ScopeKind, str], ...]
+    ) -> tuple[DomainScope, ...]:
+        result: list[DomainScope] = []
+        seen: dict[DomainName, RawScope] = {}
+        for raw in raws:
+            name_text = self.name_of(raw, parent)
+            if name_text is None:
+                continue
+            path = scope_path(*parent, (ScopeKind.DOMAIN, name_text))
+            try:
+                name = DomainName.parse(name_text)
+            except InvalidDomainError as exc:
+                cls = RegexError if name_text.strip().startswith("/") else InvalidValueError
+                self.fail(cls(str(exc), raw.location.evolve(scope=path), value=name_text,
+                              has_value=True))
+                continue
+            for child in raw.children:
+                self.fail(ConfigError(f"a {child.kind.value} cannot be nested in a domain",
+                                      child.location.evolve(scope=path)))
+            options = self.options(raw.options, ScopeKind.DOMAIN, path)
+            if name in seen:
+                first = seen[name].location
+                where = f" (first at line {first.line})" if first.line is not None else ""
+                spelled = "" if name.kind is DomainKind.REGEX else f" ({name.key})"
+                self.fail(DuplicateScopeError(
+                    f"domain{spelled} declared twice in the same container{where}",
+                    raw.location.evolve(scope=path)))
+                continue
+            seen[name] = raw
+            result.append(DomainScope(name, options))
+        return tuple(result)
+
+    def binding(
+        self, raw: RawScope, parent: tuple[tuple[ScopeKind, str], ...]
+    ) -> BindingScope | None:
+        name = self.name_of(raw, parent)
+        if name is None:
+            return None
+        parts = (*parent, (ScopeKind.BINDING, name))
+        path = scope_path(*parts)
+        options = self.options(raw.options, ScopeKind.BINDING, path)
+        domains = self.domains(self.children(raw, ScopeKind.BINDING, parts), parts)
+        return BindingScope(name, options, domains)
+
+    def build(self, raw: RawScope) -> Config:
+        self.settings(raw)
+        options = self.options(raw.options, ScopeKind.GLOBAL, "global")
+        children = self.children(raw, ScopeKind.GLOBAL, ())
+        domains = self.domains((c for c in children if c.kind is ScopeKind.DOMAIN), ())
+        groups: dict[str, BindingGroupScope] = {}
+        group_raw: dict[str, RawScope] = {}
+        bindings: list[BindingScope] = []
+        owner: dict[str, tuple[str, RawScope]] = {}
+        for child in children:
+            if child.kind is ScopeKind.BINDING_GROUP:
+                name = self.name_of(child, ())
+                if name is None:
+                    continue
+                g = ((ScopeKind.BINDING_GROUP, name),)
+                path = scope_path(*g)
+                if name in groups and not self.merge_groups:
+                    first = group_raw[name].location
+                    where = f" (first at line {first.line})" if first.line is not None else ""
+                    self.fail(DuplicateScopeError(f"binding_group declared twice{where}",
+                                                  child.location.evolve(scope=path)))
+                    continue
+                g_children = self.children(child, ScopeKind.BINDING_GROUP, g)
+                g_opts = self.options(child.options, ScopeKind.BINDING_GROUP, path)
+                g_domains = self.domains(
+                    (c for c in g_children if c.kind is ScopeKind.DOMAIN), g)
+                g_bindings = []
+                for b_raw in g_children:
+                    if b_raw.kind is not ScopeKind.BINDING:
+                        continue
+                    binding = self.binding(b_raw, g)
+                    if binding is not None and self.claim(owner, name, binding, b_raw):
+                        g_bindings.append(binding)
+                group = BindingGroupScope(name, g_opts, g_domains, tuple(g_bindings))
+                if name in groups:
+                    groups[name] = _merge_group(groups[name], group)
+                else:
+                    groups[name] = group
+                    group_raw[name] = child
+            elif child.kind is ScopeKind.BINDING:
+                binding = self.binding(child, ())
+                if binding is not None and self.claim(owner, DEFAULT_NAME, binding, child):
+                    bindings.append(binding)
+        ConfigErrors.raise_if_any(self.errors)
+        try:
+            return Config(options, domains, tuple(groups.values()), tuple(bindings),
+                          self.compatibility, self.match_cache_size)
+        except ConfigError as exc:  # pragma: no cover - the builder checks all of these first
+            raise exc.located(raw.location) from None
+
+    def claim(self, owner: dict[str, tuple[str, RawScope]], group: str,
+              binding: BindingScope, raw: RawScope) -> bool:
+        if binding.name in owner:
+            first_group, first = owner[binding.name]
+            where = f" (first at line {first.location.line})" if first.location.line else ""
+            if first_group == group:
+                self.fail(DuplicateScopeError(
+                    f"binding declared twice{where}",
+                    raw.location.evolve(scope=scope_path((ScopeKind.BINDING, binding.name)))))
+            else:
+                self.fail(BindingGroupConflictError(
+                    f"binding is already a member of "
+                    f"{'no binding_group' if first_group == DEFAULT_NAME else repr(first_group)}"
+                    f"{where}; a binding belongs to one group",
+                    raw.location.evolve(scope=scope_path((ScopeKind.BINDING, binding.name)))))
+            return False
+        owner[binding.name] = (group, raw)
+        return True
+
+
+def _merge_domains(
+    old: tuple[DomainScope, ...], new: tuple[DomainScope, ...]
+) -> tuple[DomainScope, ...]:
+    merged = {d.name: d for d in old}
+    order = [d.name for d in old]
+    for d in new:
+        if d.name in merged:
+            merged[d.name] = DomainScope(d.name, merged[d.name].options.overlay(d.options))
+        else:
+            merged[d.name] = d
+            order.append(d.name)
+    return tuple(merged[n] for n in order)
+
+
+def _merge_bindings(
+    old: tuple[BindingScope, ...], new: tuple[BindingScope, ...]
+) -> tuple[BindingScope, ...]:
+    merged = {b.name: b for b in old}
+    order = [b.name for b in old]
+    for b in new:
+        if b.name in merged:
+            prev = merged[b.name]
+            merged[b.name] = BindingScope(b.name, prev.options.overlay(b.options),
+                                          _merge_domains(prev.domains, b.domains))
+        else:
+            merged[b.name] = b
+            order.append(b.name)
+    return tuple(merged[n] for n in order)
+
+
+def _merge_group(old: BindingGroupScope, new: BindingGroupScope) -> BindingGroupScope:
+    return BindingGroupScope(
+        old.name,
+        old.options.overlay(new.options),
+        _merge_domains(old.domains, new.domains),
+        _merge_bindings(old.bindings, new.bindings),
+    )
+
+
+def build_config(raw: RawScope, *, merge_groups: bool = False) -> Config:
+    """Validate a raw tree into a :class:`Config`, reporting every error at once.
+
+    ``merge_groups`` merges repeated ``binding_group`` stanzas, as Momentum
+    does for its include-file idiom; otherwise a repeated group is a
+    :class:`~tlspolicy.errors.DuplicateScopeError` like any repeated scope.
+    Raises one :class:`~tlspolicy.errors.ConfigError`, or
+    :class:`~tlspolicy.errors.ConfigErrors` listing several.
+    """
+    return _Builder(merge_groups).build(raw)
+
+
+def layer_configs(configs: Sequence[Config]) -> Config:
+    """Overlay configurations in order: later ones win option by option, scope by scope.
+
+    Domains keep the position of their first declaration (regex order), new
+    ones are appended.  A binding may not change group between layers
+    (:class:`~tlspolicy.errors.BindingGroupConflictError`).
+    """
+    if not configs:
+        return Config()
+    result = configs[0]
+    for newer in configs[1:]:
+        groups = {g.name: g for g in result.binding_groups}
+        order = [g.name for g in result.binding_groups]
+        for g in newer.binding_groups:
+            if g.name in groups:
+                groups[g.name] = _merge_group(groups[g.name], g)
+            else:
+                groups[g.name] = g
+                order.append(g.name)
+        result = Config(
+            result.options.overlay(newer.options),
+            _merge_domains(result.domains, newer.domains),
+            tuple(groups[n] for n in order),
+            _merge_bindings(result.bindings, newer.bindings),
+            newer.compatibility if newer.compatibility is not None else result.compatibility,
+            newer.match_cache_size if newer.match_cache_size is not None
+            else result.match_cache_size,
+        )
+    return result
+
