@@ -1,0 +1,601 @@
+"""Reading Momentum's ``ecelerity.conf`` into the neutral raw tree.
+
+Only the outbound TLS policy is taken from the file: options named in
+:data:`~tlspolicy.options.OPTION_SPECS` (any case) at top level and in
+``binding_group``, ``binding`` and ``domain`` stanzas become
+:class:`~tlspolicy.formats._raw.RawOption` leaves with their exact
+``file:line:column``.  Everything else an MTA configuration holds (listeners,
+modules, ``Host`` stanzas, delivery tuning) is skipped and listed in
+:attr:`EcelerityDocument.warnings`, never an error.  Option *values* are not
+checked here; :func:`tlspolicy.scopes.build_config` does that for every
+format alike.
+
+Syntax accepted (Momentum's configuration grammar, as far as a policy needs):
+
+* ``name = value``: a value is a quoted string (``"..."`` or ``'...'`` with
+  the escapes ``\\\\ \\" \\' \\n \\t \\r``), a bare word (an integer word becomes
+  an ``int``), or a parenthesised list ``( a "b" 3 )`` (a ``tuple``).
+* stanzas ``name { ... }`` and ``name arg { ... }`` (``arg`` quoted or bare),
+  nested; stanza and option names are case-insensitive.
+* ``#`` comments to the end of the line and ``/* ... */`` comments.
+* ``include "file"`` / ``readonly_include "file"``: the file's items are read
+  in place, relative to the including file's directory.
+
+Lines and columns are 1-based; a column counts characters, a tab counts as
+one.  Every problem raises a subclass of
+:class:`~tlspolicy.errors.ConfigSyntaxError` located at the offending token.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import os
+from collections.abc import Callable
+from typing import Final
+
+import attrs
+
+from .._raw import RawOption, RawScope
+from ..errors import ConfigError, ConfigErrors, ConfigSyntaxError, Location
+from ..options import OPTION_SPECS, ScopeKind
+from ..scopes import Config, build_config
+
+__all__ = [
+    "MAX_INCLUDE_DEPTH",
+    "MAX_NESTING_DEPTH",
+    "EcelerityDocument",
+    "EcelerityIncludeError",
+    "EcelerityStructureError",
+    "EcelerityWarning",
+    "Loader",
+    "load_ecelerity_config",
+    "loads_ecelerity_config",
+    "parse_ecelerity",
+    "read_ecelerity",
+]
+
+MAX_NESTING_DEPTH: Final = 64
+"""Deepest stanza nesting accepted (a guard against runaway input, not a Momentum limit)."""
+
+MAX_INCLUDE_DEPTH: Final = 32
+"""Deepest chain of ``include`` directives accepted."""
+
+Loader = Callable[[str], str]
+"""Reads an include file by its resolved path; raises :class:`OSError` when it cannot."""
+
+
+class EcelerityStructureError(ConfigSyntaxError):
+    """A stanza nested where Momentum does not allow it, or a scope stanza without a name."""
+
+
+class EcelerityIncludeError(ConfigSyntaxError):
+    """An ``include`` that cannot be followed: missing or unreadable file, cycle, too deep."""
+
+
+@attrs.frozen(slots=True)
+class EcelerityWarning:
+    """One item of the file that the reader skipped because it is not a TLS policy option.
+
+    ``kind`` is ``"option"`` or ``"stanza"``; ``name`` is written as in the
+    file, ``argument`` is the stanza's argument if any.  ``suggestion`` names
+    a TLS option the skipped option name closely resembles (a likely typo).
+    """
+
+    location: Location
+    kind: str
+    name: str
+    argument: str | None = None
+    suggestion: str | None = None
+
+    def describe(self) -> str:
+        """A one-line message: ``file:line:col: scope: skipped option 'x' (...)``."""
+        what = f"{self.kind} {self.name!r}"
+        if self.argument is not None:
+            what += f" {self.argument!r}"
+        text = f"{self.location.describe()}: skipped {what}: not an outbound TLS policy item"
+        if self.suggestion is not None:
+            text += f" (did you mean {self.suggestion!r}?)"
+        return text
+
+
+@attrs.frozen(slots=True)
+class EcelerityDocument:
+    """The result of reading an ``ecelerity.conf``.
+
+    ``tree`` is the raw scope tree for :func:`tlspolicy.scopes.build_config`
+    (repeated ``binding_group`` stanzas already merged into the first);
+    ``warnings`` lists every skipped option and stanza in file order;
+    ``has_dane_module`` tells whether a top-level ``dane`` module stanza is
+    present (Momentum ignores ``use_dane`` without it); ``files`` lists every
+    file read, the main one first.
+    """
+
+    tree: RawScope
+    warnings: tuple[EcelerityWarning, ...]
+    has_dane_module: bool
+    files: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------- lexer
+
+
+class _T(enum.Enum):
+    WORD = "word"
+    STRING = "quoted string"
+    LBRACE = "'{'"
+    RBRACE = "'}'"
+    LPAREN = "'('"
+    RPAREN = "')'"
+    EQUALS = "'='"
+    EOF = "end of file"
+
+
+@attrs.frozen(slots=True)
+class _Token:
+    type: _T
+    text: str
+    line: int
+    column: int
+
+    def shown(self) -> str:
+        if self.type is _T.WORD:
+            return f"word {self.text!r}"
+        if self.type is _T.STRING:
+            return f"quoted string {self.text!r}"
+        shown: str = self.type.value
+        return shown
+
+
+_PUNCT: Final = {"{": _T.LBRACE, "}": _T.RBRACE, "(": _T.LPAREN, ")": _T.RPAREN, "=": _T.EQUALS}
+_ESCAPES: Final = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "t": "\t", "r": "\r"}
+# Momentum requires these to be quoted inside a value; they end a bare word.
+_WORD_STOP: Final = frozenset(" \t\r\n\f\v#\"'={}[]()")
+
+
+def _is_control(ch: str) -> bool:
+    return (ord(ch) < 32 and ch not in "\t\r\n\f\v") or ord(ch) == 127
+
+
+class _Lexer:
+    def __init__(self, text: str, filename: str) -> None:
+        self.text = text[1:] if text.startswith("\ufeff") else text
+        self.filename = filename
+        self.pos = 0
+        self.line = 1
+        self.column = 1
+
+    def error(self, message: str, line: int, column: int) -> ConfigSyntaxError:
+        return ConfigSyntaxError(message, Location(self.filename, line, column))
+
+    def advance(self) -> str:
+        ch = self.text[self.pos]
+        self.pos += 1
+        if ch == "\n":
+            self.line += 1
+            self.column = 1
+        else:
+            self.column += 1
+        return ch
+
+    def peek(self, offset: int = 0) -> str:
+        i = self.pos + offset
+        return self.text[i] if i < len(self.text) else ""
+
+    def tokens(self) -> list[_Token]:
+        out: list[_Token] = []
+        while True:
+            tok = self.next_token()
+            out.append(tok)
+            if tok.type is _T.EOF:
+                return out
+
+    def skip_blank(self) -> None:
+        while self.pos < len(self.text):
+            ch = self.peek()
+            if ch in " \t\r\n\f\v":
+                self.advance()
+            elif ch == "#":
+                while self.pos < len(self.text) and self.peek() != "\n":
+                    self.advance()
+            elif ch == "/" and self.peek(1) == "*":
+                line, column = self.line, self.column
+                self.advance()
+                self.advance()
+                while not (self.peek() == "*" and self.peek(1) == "/"):
+                    if self.pos >= len(self.text):
+                        raise self.error("unterminated '/*' comment", line, column)
+                    self.advance()
+                self.advance()
+                self.advance()
+            else:
+                return
+
+    def next_token(self) -> _Token:
+        self.skip_blank()
+        line, column = self.line, self.column
+        if self.pos >= len(self.text):
+            return _Token(_T.EOF, "", line, column)
+        ch = self.peek()
+        if ch in _PUNCT:
+            self.advance()
+            return _Token(_PUNCT[ch], ch, line, column)
+        if ch in "\"'":
+            return self.string(line, column)
+        if ch in "[]":
+            raise self.error(f"unexpected {ch!r}: a value containing '[' or ']' must be quoted",
+                             line, column)
+        if _is_control(ch):
+            raise self.error(f"unexpected control character U+{ord(ch):04X}", line, column)
+        chars: list[str] = []
+        while self.pos < len(self.text):
+            ch = self.peek()
+            if ch in _WORD_STOP or (ch == "/" and self.peek(1) == "*"):
+                break
+            if _is_control(ch):
+                raise self.error(f"unexpected control character U+{ord(ch):04X}",
+                                 self.line, self.column)
+            chars.append(self.advance())
+        return _Token(_T.WORD, "".join(chars), line, column)
+
+    def string(self, line: int, column: int) -> _Token:
+        quote = self.advance()
+        chars: list[str] = []
+        while True:
+            if self.pos >= len(self.text) or self.peek() == "\n":
+                raise self.error(f"unterminated string (missing closing {quote})", line, column)
+            ch = self.advance()
+            if ch == quote:
+                return _Token(_T.STRING, "".join(chars), line, column)
+            if ch == "\\":
+                esc_line, esc_column = self.line, self.column - 1
+                nxt = self.peek()
+                if nxt == "" or nxt == "\n":
+                    raise self.error(f"unterminated string (missing closing {quote})",
+                                     line, column)
+                if nxt not in _ESCAPES:
+                    sequence = "\\" + nxt
+                    raise self.error(
+                        f"bad escape sequence {sequence!r} in string "
+                        "(known: \\\\ \\\" \\' \\n \\t \\r)", esc_line, esc_column)
+                self.advance()
+                chars.append(_ESCAPES[nxt])
+            else:
+                chars.append(ch)
+
+
+# -------------------------------------------------------------------------- parser
+
+
+class _Ctx(enum.Enum):
+    ROOT = "top level"
+    BINDING_GROUP = "binding_group"
+    BINDING = "binding"
+    DOMAIN = "domain"
+    SKIPPED = "skipped stanza"
+
+
+_SCOPE_KINDS: Final = {
+    "binding_group": ScopeKind.BINDING_GROUP,
+    "binding": ScopeKind.BINDING,
+    "domain": ScopeKind.DOMAIN,
+}
+_CTX_OF: Final = {
+    ScopeKind.BINDING_GROUP: _Ctx.BINDING_GROUP,
+    ScopeKind.BINDING: _Ctx.BINDING,
+    ScopeKind.DOMAIN: _Ctx.DOMAIN,
+}
+_ALLOWED: Final = {
+    _Ctx.ROOT: frozenset({ScopeKind.BINDING_GROUP, ScopeKind.BINDING, ScopeKind.DOMAIN}),
+    _Ctx.BINDING_GROUP: frozenset({ScopeKind.BINDING, ScopeKind.DOMAIN}),
+    _Ctx.BINDING: frozenset({ScopeKind.DOMAIN}),
+    _Ctx.DOMAIN: frozenset[ScopeKind](),
+}
+_WHERE_ALLOWED: Final = {
+    ScopeKind.BINDING_GROUP: "a binding_group sits at top level only",
+    ScopeKind.BINDING: "a binding sits at top level or in a binding_group",
+    ScopeKind.DOMAIN: "a domain sits at top level, in a binding_group or in a binding",
+}
+_INCLUDE_WORDS: Final = frozenset({"include", "readonly_include"})
+
+
+class _Scope:
+    """A mutable scope while reading; frozen into a :class:`RawScope` at the end."""
+
+    def __init__(self, kind: ScopeKind, name: str | None, location: Location,
+                 path: tuple[tuple[ScopeKind, str], ...]) -> None:
+        self.kind = kind
+        self.name = name
+        self.location = location
+        self.path = path
+        self.options: list[RawOption] = []
+        self.children: list[_Scope] = []
+        self.groups: dict[str, _Scope] = {}
+
+    def path_text(self) -> str:
+        if not self.path:
+            return "global"
+        return " > ".join(f'{kind.value} "{name}"' for kind, name in self.path)
+
+    def freeze(self) -> RawScope:
+        return RawScope(self.kind, self.name, self.location, tuple(self.options),
+                        tuple(c.freeze() for c in self.children))
+
+
+def _default_loader(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        text: str = handle.read()
+    return text
+
+
+def _suggest(name: str) -> str | None:
+    close = difflib.get_close_matches(name.lower(), list(OPTION_SPECS), n=1, cutoff=0.85)
+    return close[0] if close else None
+
+
+class _Reader:
+    def __init__(self, loader: Loader) -> None:
+        self.loader = loader
+        self.warnings: list[EcelerityWarning] = []
+        self.files: list[str] = []
+        self.has_dane = False
+
+    def read_text(self, text: str, filename: str, target: _Scope, ctx: _Ctx,
+                  chain: tuple[str, ...], depth: int) -> None:
+        if filename not in self.files:
+            self.files.append(filename)
+        tokens = _Lexer(text, filename).tokens()
+        _FileParser(self, tokens, filename, chain).block(target, ctx, None, depth)
+
+    def include(self, token: _Token, name: str, parser: _FileParser, target: _Scope,
+                ctx: _Ctx, depth: int) -> None:
+        where = Location(parser.filename, token.line, token.column)
+        if not name.strip():
+            raise EcelerityIncludeError("include needs a file name", where)
+        base = os.path.dirname(parser.filename)
+        path = os.path.normpath(os.path.join(base, name))
+        if path in parser.chain:
+            cycle = " -> ".join([*parser.chain[parser.chain.index(path):], path])
+            raise EcelerityIncludeError(f"include cycle: {cycle}", where, value=name,
+                                        has_value=True)
+        if len(parser.chain) >= MAX_INCLUDE_DEPTH:
+            raise EcelerityIncludeError(
+                f"includes nested deeper than {MAX_INCLUDE_DEPTH} files", where, value=name,
+                has_value=True)
+        try:
+            text = self.loader(path)
+        except UnicodeDecodeError as exc:
+            raise EcelerityIncludeError(f"included file {path!r} is not UTF-8 text ({exc.reason})",
+                                        where, value=name, has_value=True) from None
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise EcelerityIncludeError(f"cannot read included file {path!r}: {reason}", where,
+                                        value=name, has_value=True) from None
+        self.read_text(text, path, target, ctx, (*parser.chain, path), depth)
+
+
+class _FileParser:
+    def __init__(self, reader: _Reader, tokens: list[_Token], filename: str,
+                 chain: tuple[str, ...]) -> None:
+        self.reader = reader
+        self.tokens = tokens
+        self.filename = filename
+        self.chain = chain
+        self.i = 0
+
+    def loc(self, token: _Token, scope: str | None = None, option: str | None = None
+            ) -> Location:
+        return Location(self.filename, token.line, token.column, scope, option)
+
+    def error(self, message: str, token: _Token) -> ConfigSyntaxError:
+        return ConfigSyntaxError(message, self.loc(token))
+
+    def peek(self, offset: int = 0) -> _Token:
+        return self.tokens[min(self.i + offset, len(self.tokens) - 1)]
+
+    def take(self) -> _Token:
+        tok = self.peek()
+        if self.i < len(self.tokens) - 1:
+            self.i += 1
+        return tok
+
+    def block(self, target: _Scope, ctx: _Ctx, opener: tuple[_Token, _Token] | None,
+              depth: int) -> None:
+        """Read items until the ``}`` closing ``opener``, or end of file when ``None``."""
+        while True:
+            tok = self.peek()
+            if tok.type is _T.EOF:
+                if opener is not None:
+                    name_tok, brace = opener
+                    raise self.error(
+                        f"stanza {name_tok.text!r} opened here is never closed "
+                        "(missing '}' before end of file)", brace)
+                return
+            if tok.type is _T.RBRACE:
+                if opener is None:
+                    raise self.error("unexpected '}' with no open stanza", tok)
+                self.take()
+                return
+            if tok.type is not _T.WORD:
+                raise self.error(f"expected an option or stanza name, found {tok.shown()}", tok)
+            self.item(target, ctx, depth)
+
+    def item(self, target: _Scope, ctx: _Ctx, depth: int) -> None:
+        name_tok = self.take()
+        nxt = self.peek()
+        if nxt.type is _T.EQUALS:
+            self.take()
+            value = self.value(name_tok, nxt)
+            self.option(name_tok, value, target, ctx)
+            return
+        if nxt.type is _T.LBRACE:
+            self.take()
+            self.stanza(name_tok, None, nxt, target, ctx, depth)
+            return
+        if nxt.type in (_T.WORD, _T.STRING):
+            after = self.peek(1)
+            if after.type is _T.LBRACE:
+                self.take()
+                self.take()
+                self.stanza(name_tok, nxt, after, target, ctx, depth)
+                return
+            if name_tok.text.lower() in _INCLUDE_WORDS and after.type is not _T.EQUALS:
+                self.take()
+                self.reader.include(name_tok, nxt.text, self, target, ctx, depth)
+                return
+        raise self.error(f"expected '=' or '{{' after {name_tok.text!r}, found {nxt.shown()}",
+                         nxt)
+
+    def value(self, name_tok: _Token, equals: _Token) -> object:
+        tok = self.peek()
+        if tok.type is _T.STRING:
+            self.take()
+            return tok.text
+        if tok.type is _T.WORD:
+            if self.peek(1).type is _T.EQUALS and tok.line > equals.line:
+                # ``a =`` then ``b = c`` on the next line: the value of ``a`` is missing.
+                raise self.error(f"missing value after '=' for {name_tok.text!r}", equals)
+            self.take()
+            return _word_value(tok.text)
+        if tok.type is _T.LPAREN:
+            opener = self.take()
+            items: list[object] = []
+            while True:
+                tok = self.peek()
+                if tok.type is _T.RPAREN:
+                    self.take()
+                    return tuple(items)
+                if tok.type is _T.STRING:
+                    items.append(self.take().text)
+                elif tok.type is _T.WORD:
+                    items.append(_word_value(self.take().text))
+                elif tok.type is _T.EOF:
+                    raise self.error("list opened here is never closed (missing ')')",
+                                     opener)
+                else:
+                    raise self.error(f"expected a list item or ')', found {tok.shown()}", tok)
+        raise self.error(
+            f"missing value after '=' for {name_tok.text!r} (found {tok.shown()})", tok)
+
+    def option(self, name_tok: _Token, value: object, target: _Scope, ctx: _Ctx) -> None:
+        if ctx is _Ctx.SKIPPED:
+            return
+        name = name_tok.text
+        if name.lower() in OPTION_SPECS:
+            target.options.append(
+                RawOption(name, value, self.loc(name_tok, target.path_text(), name)))
+        else:
+            self.reader.warnings.append(EcelerityWarning(
+                self.loc(name_tok, target.path_text()), "option", name, None, _suggest(name)))
+
+    def stanza(self, name_tok: _Token, arg_tok: _Token | None, brace: _Token, target: _Scope,
+               ctx: _Ctx, depth: int) -> None:
+        if depth >= MAX_NESTING_DEPTH:
+            raise self.error(f"stanzas nested deeper than {MAX_NESTING_DEPTH} levels", name_tok)
+        keyword = name_tok.text.lower()
+        arg = arg_tok.text if arg_tok is not None else None
+        kind = _SCOPE_KINDS.get(keyword)
+        if ctx is _Ctx.SKIPPED or kind is None:
+            if ctx is not _Ctx.SKIPPED:
+                if ctx is _Ctx.ROOT and keyword == "dane":
+                    self.reader.has_dane = True
+                self.reader.warnings.append(EcelerityWarning(
+                    self.loc(name_tok, target.path_text()), "stanza", name_tok.text, arg))
+            self.block(target, _Ctx.SKIPPED, (name_tok, brace), depth + 1)
+            return
+        if kind not in _ALLOWED[ctx]:
+            raise EcelerityStructureError(
+                f"a {kind.value} cannot be nested in a {ctx.value} ({_WHERE_ALLOWED[kind]})",
+                self.loc(name_tok, target.path_text()))
+        if arg is None:
+            raise EcelerityStructureError(
+                f"a {kind.value} stanza needs a name: {kind.value} \"name\" {{ ... }}",
+                self.loc(brace, target.path_text()))
+        path = (*target.path, (kind, arg))
+        merged = target.groups.get(arg) if kind is ScopeKind.BINDING_GROUP else None
+        if merged is not None:
+            # Momentum merges repeated binding_group stanzas (its include-file idiom).
+            scope = merged
+        else:
+            scope = _Scope(kind, arg, Location(self.filename, name_tok.line, name_tok.column,
+                                               _path_text(path)), path)
+            target.children.append(scope)
+            if kind is ScopeKind.BINDING_GROUP:
+                target.groups[arg] = scope
+        self.block(scope, _CTX_OF[kind], (name_tok, brace), depth + 1)
+
+
+def _path_text(path: tuple[tuple[ScopeKind, str], ...]) -> str:
+    return " > ".join(f'{kind.value} "{name}"' for kind, name in path)
+
+
+def _word_value(text: str) -> object:
+    digits = text[1:] if text[:1] in "+-" else text
+    if digits.isascii() and digits.isdigit() and (digits == "0" or not digits.startswith("0")):
+        return int(text)
+    return text
+
+
+def parse_ecelerity(text: str, *, filename: str = "<string>",
+                    loader: Loader | None = None) -> EcelerityDocument:
+    """Read ``ecelerity.conf`` text into an :class:`EcelerityDocument`.
+
+    ``filename`` names the text in locations and is the base that relative
+    ``include`` paths are joined to.  ``loader`` reads an include file given
+    its joined, normalised path and raises :class:`OSError` (e.g.
+    :class:`FileNotFoundError`) when it cannot; the default reads UTF-8 from
+    disk.  Raises :class:`~tlspolicy.errors.ConfigSyntaxError` (or its
+    subclasses :class:`EcelerityStructureError`, :class:`EcelerityIncludeError`)
+    located at ``file:line:column``; never anything else for bad input.
+    """
+    reader = _Reader(loader if loader is not None else _default_loader)
+    root = _Scope(ScopeKind.GLOBAL, None, Location(filename, 1, 1, "global"), ())
+    main = os.path.normpath(filename) if filename != "<string>" else filename
+    reader.read_text(text, filename, root, _Ctx.ROOT, (main,), 0)
+    return EcelerityDocument(root.freeze(), tuple(reader.warnings), reader.has_dane,
+                             tuple(reader.files))
+
+
+def read_ecelerity(path: str | os.PathLike[str]) -> EcelerityDocument:
+    """Read an ``ecelerity.conf`` file (and the files it includes) from disk.
+
+    Raises :class:`~tlspolicy.errors.ConfigSyntaxError` when the file cannot
+    be read, is not UTF-8, or is malformed; see :func:`parse_ecelerity`.
+    """
+    name = os.fspath(path)
+    try:
+        text = _default_loader(name)
+    except UnicodeDecodeError as exc:
+        raise ConfigSyntaxError(f"file is not UTF-8 text ({exc.reason})",
+                                Location(name)) from None
+    except OSError as exc:
+        raise ConfigSyntaxError(f"cannot read file: {exc.strerror or type(exc).__name__}",
+                                Location(name)) from None
+    return parse_ecelerity(text, filename=name)
+
+
+def _validated(document: EcelerityDocument, filename: str) -> Config:
+    try:
+        return build_config(document.tree)
+    except ConfigErrors as many:
+        raise ConfigErrors(e.located(Location(file=filename)) for e in many.errors) from None
+    except ConfigError as one:
+        raise one.located(Location(file=filename)) from None
+
+
+def loads_ecelerity_config(text: str, filename: str = "<string>", *,
+                           loader: Loader | None = None) -> Config:
+    """Read ``ecelerity.conf`` text and validate it into a :class:`~tlspolicy.scopes.Config`.
+
+    Skipped items (see :attr:`EcelerityDocument.warnings`) are dropped; use
+    :func:`parse_ecelerity` to see them.  Raises the reader's syntax errors or
+    the validator's :class:`~tlspolicy.errors.ConfigError` /
+    :class:`~tlspolicy.errors.ConfigErrors`.
+    """
+    return _validated(parse_ecelerity(text, filename=filename, loader=loader), filename)
+
+
+def load_ecelerity_config(path: str | os.PathLike[str]) -> Config:
+    """Read an ``ecelerity.conf`` file from disk and validate it into a ``Config``."""
+    name = os.fspath(path)
+    return _validated(read_ecelerity(name), name)
