@@ -240,28 +240,40 @@ class _Lexer:
 
     def string(self, line: int, column: int) -> _Token:
         quote = self.advance()
-        chars: list[str] = []
+        raw: list[str] = []
+        cooked: list[str] = []
+        bad: tuple[str, int, int] | None = None
         while True:
             if self.pos >= len(self.text) or self.peek() == "\n":
                 raise self.error(f"unterminated string (missing closing {quote})", line, column)
             ch = self.advance()
             if ch == quote:
-                return _Token(_T.STRING, "".join(chars), line, column)
-            if ch == "\\":
-                esc_line, esc_column = self.line, self.column - 1
-                nxt = self.peek()
-                if nxt == "" or nxt == "\n":
-                    raise self.error(f"unterminated string (missing closing {quote})",
-                                     line, column)
-                if nxt not in _ESCAPES:
-                    sequence = "\\" + nxt
-                    raise self.error(
-                        f"bad escape sequence {sequence!r} in string "
-                        "(known: \\\\ \\\" \\' \\n \\t \\r)", esc_line, esc_column)
-                self.advance()
-                chars.append(_ESCAPES[nxt])
-            else:
-                chars.append(ch)
+                break
+            raw.append(ch)
+            if ch != "\\":
+                cooked.append(ch)
+                continue
+            esc_line, esc_column = self.line, self.column - 1
+            nxt = self.peek()
+            if nxt in ("", "\n"):
+                continue
+            raw.append(self.advance())
+            if nxt in _ESCAPES:
+                cooked.append(_ESCAPES[nxt])
+            elif bad is None:
+                bad = ("\\" + nxt, esc_line, esc_column)
+        text = "".join(raw)
+        if len(text) >= 2 and text.startswith("/") and text.endswith("/"):
+            # A regex domain: backslashes belong to the pattern (``\.``, ``\d``), so the
+            # text between the quotes is kept as written.
+            return _Token(_T.STRING, text, line, column)
+        if bad is not None:
+            sequence, esc_line, esc_column = bad
+            raise self.error(
+                f"bad escape sequence {sequence!r} in string (known: \\\\ \\\" \\' \\n \\t \\r; "
+                "only a regex domain \"/.../\" keeps backslashes as written)",
+                esc_line, esc_column)
+        return _Token(_T.STRING, "".join(cooked), line, column)
 
 
 # -------------------------------------------------------------------------- parser
@@ -443,6 +455,10 @@ class _FileParser:
                 self.take()
                 self.reader.include(name_tok, nxt.text, self, target, ctx, depth)
                 return
+            if after.type in (_T.WORD, _T.STRING) and after.line == nxt.line:
+                raise self.error(
+                    f"expected '{{' after {name_tok.text} {nxt.text!r}, found {after.shown()} "
+                    "(a stanza takes at most one argument)", after)
         raise self.error(f"expected '=' or '{{' after {name_tok.text!r}, found {nxt.shown()}",
                          nxt)
 
