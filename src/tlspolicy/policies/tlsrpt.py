@@ -1,0 +1,225 @@
+"""TLS-RPT aggregate reports (RFC 8460 section 4): a pure builder.
+
+The caller records one :class:`SessionResult` per delivery attempt (or per group
+of identical attempts, with ``count``) and calls :func:`build_report` once per
+reporting period; the result is a ``dict`` ready for ``json.dumps``.  Sending
+the report (mail or HTTPS, gzip) and choosing the period are the caller's job.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import attrs
+
+from ..errors import PolicyInputError
+
+__all__ = [
+    "FAILURE_RESULT_TYPES",
+    "PolicyType",
+    "SessionResult",
+    "build_report",
+]
+
+#: Result types of RFC 8460 section 4.3 (negotiation failures, then policy failures).
+FAILURE_RESULT_TYPES: Final = frozenset({
+    "starttls-not-supported",
+    "certificate-host-mismatch",
+    "certificate-expired",
+    "certificate-not-trusted",
+    "validation-failure",
+    "tlsa-invalid",
+    "dnssec-invalid",
+    "dane-required",
+    "sts-policy-fetch-error",
+    "sts-policy-invalid",
+    "sts-webpki-invalid",
+})
+
+
+class PolicyType(enum.Enum):
+    """The ``policy-type`` of a report's policy block (RFC 8460 section 4.4)."""
+
+    STS = "sts"
+    TLSA = "tlsa"
+    NO_POLICY_FOUND = "no-policy-found"
+
+
+def _ip(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise PolicyInputError(f"TLS-RPT: {value!r} is not an IP address") from None
+
+
+def _host(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip(".") or any(c.isspace() for c in value):
+        raise PolicyInputError(f"TLS-RPT: {value!r} is not a host name")
+    lowered = value.lower()
+    return lowered[:-1] if lowered.endswith(".") else lowered
+
+
+def _domain(value: str) -> str:
+    host = _host(value)
+    if host is None:
+        raise PolicyInputError("TLS-RPT: policy_domain is required")
+    return host
+
+
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise PolicyInputError("TLS-RPT: expected a sequence of strings, not one string")
+    items = tuple(value)
+    for item in items:
+        if not isinstance(item, str):
+            raise PolicyInputError(f"TLS-RPT: {item!r} is not a string")
+    return items
+
+
+def _check_result_type(instance: SessionResult, attribute: attrs.Attribute[str | None],
+                       value: str | None) -> None:
+    if value is not None and value not in FAILURE_RESULT_TYPES:
+        raise PolicyInputError(
+            f"TLS-RPT: {value!r} is not a result type of RFC 8460 section 4.3 "
+            f"(one of {', '.join(sorted(FAILURE_RESULT_TYPES))}; None for success)"
+        )
+
+
+def _check_count(instance: SessionResult, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PolicyInputError(f"TLS-RPT: session count {value!r} must be a positive integer")
+
+
+@attrs.frozen(slots=True)
+class SessionResult:
+    """One recorded delivery outcome (or ``count`` identical ones).
+
+    ``result_type`` is ``None`` for a successful TLS session, else one of
+    :data:`FAILURE_RESULT_TYPES`.  ``policy_strings`` are the policy as it should
+    appear in the report: the MTA-STS policy lines
+    (:meth:`~tlspolicy.policies.mtasts.MtaStsPolicy.policy_strings`) or the TLSA
+    records in presentation format.  ``mx_hosts`` is the report's ``mx-host``
+    list: the policy's ``mx`` patterns for ``sts``, the MX host for ``tlsa``.
+    IP addresses are validated and written in canonical form.
+    """
+
+    policy_type: PolicyType = attrs.field(validator=attrs.validators.instance_of(PolicyType))
+    policy_domain: str = attrs.field(converter=_domain)
+    policy_strings: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    mx_hosts: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    result_type: str | None = attrs.field(default=None, validator=_check_result_type)
+    sending_mta_ip: str | None = attrs.field(default=None, converter=_ip)
+    receiving_mx_hostname: str | None = attrs.field(default=None, converter=_host)
+    receiving_mx_helo: str | None = None
+    receiving_ip: str | None = attrs.field(default=None, converter=_ip)
+    failure_reason_code: str | None = None
+    additional_information: str | None = None
+    count: int = attrs.field(default=1, validator=_check_count)
+
+    def __attrs_post_init__(self) -> None:
+        if self.policy_type is PolicyType.NO_POLICY_FOUND and self.policy_strings:
+            raise PolicyInputError("TLS-RPT: 'no-policy-found' results carry no policy strings")
+
+    @property
+    def successful(self) -> bool:
+        """Whether this records successful sessions."""
+        return self.result_type is None
+
+
+def _rfc3339(value: datetime, what: str) -> str:
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise PolicyInputError(f"TLS-RPT: {what} must be a timezone-aware datetime")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _non_empty(value: str, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise PolicyInputError(f"TLS-RPT: {what} must be a non-empty string")
+    return value
+
+
+_DETAIL_FIELDS: Final = (
+    ("result-type", "result_type"),
+    ("sending-mta-ip", "sending_mta_ip"),
+    ("receiving-mx-hostname", "receiving_mx_hostname"),
+    ("receiving-mx-helo", "receiving_mx_helo"),
+    ("receiving-ip", "receiving_ip"),
+    ("additional-information", "additional_information"),
+    ("failure-reason-code", "failure_reason_code"),
+)
+
+
+def build_report(
+    *,
+    organization_name: str,
+    contact_info: str,
+    report_id: str,
+    start: datetime,
+    end: datetime,
+    results: Iterable[SessionResult],
+) -> dict[str, Any]:
+    """Build the RFC 8460 aggregate report object from recorded results.
+
+    Results are grouped into one policy block per (type, domain, policy strings,
+    mx hosts), in first-seen order, each with its success and failure totals and
+    ``failure-details`` grouped by every detail field (result type, sending IP,
+    receiving MX name, HELO, receiving IP, additional information, reason code),
+    with ``failed-session-count``.  Absent optional fields are left out.
+    ``start`` must be before ``end``; both are written in UTC.
+    """
+    start_text = _rfc3339(start, "start")
+    end_text = _rfc3339(end, "end")
+    if not start < end:
+        raise PolicyInputError(f"TLS-RPT: date range start {start_text} is not before end "
+                               f"{end_text}")
+    blocks: dict[tuple[object, ...], dict[str, Any]] = {}
+    details: dict[tuple[object, ...], dict[tuple[object, ...], dict[str, Any]]] = {}
+    for result in results:
+        if not isinstance(result, SessionResult):
+            raise PolicyInputError(f"TLS-RPT: {result!r} is not a SessionResult")
+        key = (result.policy_type, result.policy_domain, result.policy_strings,
+               result.mx_hosts)
+        block = blocks.get(key)
+        if block is None:
+            policy: dict[str, Any] = {"policy-type": result.policy_type.value}
+            if result.policy_strings:
+                policy["policy-string"] = list(result.policy_strings)
+            policy["policy-domain"] = result.policy_domain
+            if result.mx_hosts:
+                policy["mx-host"] = list(result.mx_hosts)
+            block = {
+                "policy": policy,
+                "summary": {"total-successful-session-count": 0,
+                            "total-failure-session-count": 0},
+                "failure-details": [],
+            }
+            blocks[key] = block
+            details[key] = {}
+        if result.successful:
+            block["summary"]["total-successful-session-count"] += result.count
+            continue
+        block["summary"]["total-failure-session-count"] += result.count
+        detail_key = tuple(getattr(result, attr) for _, attr in _DETAIL_FIELDS)
+        detail = details[key].get(detail_key)
+        if detail is None:
+            detail = {name: getattr(result, attr) for name, attr in _DETAIL_FIELDS
+                      if getattr(result, attr) is not None}
+            detail["failed-session-count"] = 0
+            details[key][detail_key] = detail
+            block["failure-details"].append(detail)
+        detail["failed-session-count"] += result.count
+    return {
+        "organization-name": _non_empty(organization_name, "organization_name"),
+        "date-range": {"start-datetime": start_text, "end-datetime": end_text},
+        "contact-info": _non_empty(contact_info, "contact_info"),
+        "report-id": _non_empty(report_id, "report_id"),
+        "policies": list(blocks.values()),
+    }
