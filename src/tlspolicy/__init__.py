@@ -14,6 +14,7 @@ from .decision import (
     Observation,
     Outcome,
     PlaintextReason,
+    PolicyReport,
     Reason,
     RequiredSecurity,
     Requirements,
@@ -61,6 +62,7 @@ from .options import (
     TlsVersion,
     Unset,
 )
+from .policies.destination import Destination
 from .resolver import OVERRIDABLE_OPTIONS, RegexMatchCache, Resolver
 from .scopes import (
     DEFAULT_NAME,
@@ -95,6 +97,7 @@ __all__ = [
     "ConfigSyntaxError",
     "ConnectionSecurity",
     "Decision",
+    "Destination",
     "DomainKind",
     "DomainName",
     "DomainScope",
@@ -111,6 +114,7 @@ __all__ = [
     "Outcome",
     "PlaintextReason",
     "PolicyInputError",
+    "PolicyReport",
     "Reason",
     "RegexError",
     "RegexMatchCache",

@@ -72,4 +72,8 @@ def decision_to_dict(d: Decision) -> dict[str, Any]:
         "required_security": _security(d.required_security),
         "effective": _effective(d.effective),
         "explanation": {name: str(src) for name, src in d.explanation.items()},
+        "decided_by": {name: str(src) for name, src in d.decided_by.items()},
+        "tlsa_records": [r.to_text() for r in d.tlsa_records],
+        "reports": [{"result_type": r.result_type, "detail": r.detail} for r in d.reports],
+        "notes": list(d.notes),
     }

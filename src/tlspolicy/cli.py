@@ -28,7 +28,7 @@ from . import (
     loads_toml,
 )
 
-__all__ = ["COMMAND_MODULES", "example_config", "main", "load_cli_config"]
+__all__ = ["COMMAND_MODULES", "example_config", "load_cli_config", "main"]
 
 COMMAND_MODULES: Final[tuple[str, ...]] = ()
 """Modules that add subcommands (imported lazily; each has ``add_commands``)."""

@@ -15,6 +15,7 @@ from typing import Any, Final
 import attrs
 
 from .options import Tls, TlsEngine, TlsVerify, TlsVersion
+from .policies.dane import TlsaRecord
 
 __all__ = [
     "CERTIFICATE_OBSERVATIONS",
@@ -26,6 +27,7 @@ __all__ = [
     "Observation",
     "Outcome",
     "PlaintextReason",
+    "PolicyReport",
     "Reason",
     "RequiredSecurity",
     "Requirements",
@@ -364,6 +366,15 @@ class Source:
 
 
 @attrs.frozen(slots=True)
+class PolicyReport:
+    """Something to record (TLS-RPT, logs) that does not change the decision,
+    such as a failed MTA-STS fetch or an MX mismatch under a testing policy."""
+
+    result_type: str
+    detail: str
+
+
+@attrs.frozen(slots=True)
 class Requirements:
     """What configuration and destination policy demand of one delivery attempt.
 
@@ -431,6 +442,10 @@ class Decision:
     required_security: RequiredSecurity
     effective: Mapping[str, object] = attrs.field(repr=False)
     explanation: Mapping[str, Source] = attrs.field(repr=False)
+    decided_by: Mapping[str, Source] = attrs.field(repr=False, factory=lambda: _FrozenMap({}))
+    tlsa_records: tuple[TlsaRecord, ...] = ()
+    reports: tuple[PolicyReport, ...] = ()
+    notes: tuple[str, ...] = ()
 
     @classmethod
     def build(
@@ -444,8 +459,17 @@ class Decision:
         parameters: TlsParameters,
         effective: Mapping[str, object],
         explanation: Mapping[str, Source],
+        decided_by: Mapping[str, Source] | None = None,
+        tlsa_records: tuple[TlsaRecord, ...] = (),
+        reports: tuple[PolicyReport, ...] = (),
+        notes: tuple[str, ...] = (),
     ) -> Decision:
-        """Apply the SEMANTICS section 4 tables to ``requirements``."""
+        """Apply the SEMANTICS section 4 tables to ``requirements``.
+
+        ``explanation`` says which scope supplied each configured value;
+        ``decided_by`` which destination policy changed a decision field
+        (``tls``, ``verification``, ``fallback``, ``identities``, ``plan``).
+        """
         req = requirements
         outcomes: dict[Observation, Outcome] = {}
         if req.plan_failure is not None:
@@ -482,6 +506,10 @@ class Decision:
             required_security=_required_security(req),
             effective=_FrozenMap(effective),
             explanation=_FrozenMap(explanation),
+            decided_by=_FrozenMap(decided_by or {}),
+            tlsa_records=tlsa_records,
+            reports=reports,
+            notes=notes,
         )
 
     def outcome(self, observation: Observation) -> Outcome:

@@ -29,6 +29,7 @@ from .options import (
     TlsProtocols,
     TlsVerify,
 )
+from .policies.destination import Destination, apply_destination
 from .scopes import DEFAULT_NAME, Config, DomainScope, scope_path
 
 __all__ = ["OVERRIDABLE_OPTIONS", "RegexMatchCache", "Resolver"]
@@ -277,6 +278,7 @@ class Resolver:
         *,
         mx_host: str | None = None,
         overrides: Options | None = None,
+        destination: Destination | None = None,
     ) -> Decision:
         """The decision for delivering to ``domain`` through ``binding``.
 
@@ -284,17 +286,20 @@ class Resolver:
         undeclared binding raises :class:`~tlspolicy.errors.UnknownBindingError`.
         ``mx_host`` is the MX host name being connected to (SNI and a reference
         identity).  ``overrides`` are per-message options above every scope.
+        ``destination`` carries what the caller found about the destination
+        (MTA-STS policy in force, TLSA lookup, DNSSEC) and the message
+        (REQUIRETLS, ``TLS-Required: No``), and remembered broken TLS.
         """
-        key = (domain, binding, mx_host, overrides)
+        key = (domain, binding, mx_host, overrides, destination)
         cached = self._decisions.get(key)
         if cached is not None:
             return cached  # type: ignore[return-value]
-        decision = self._resolve(domain, binding, mx_host, overrides)
+        decision = self._resolve(domain, binding, mx_host, overrides, destination)
         self._decisions.put(key, decision)
         return decision
 
     def _resolve(self, domain: str, binding: str | None, mx_host: str | None,
-                 overrides: Options | None) -> Decision:
+                 overrides: Options | None, destination: Destination | None) -> Decision:
         index = self._index(binding)
         name = normalise_domain(domain)
         mx = normalise_domain(mx_host) if mx_host is not None else None
@@ -306,15 +311,33 @@ class Resolver:
             self._check_overrides(overrides)
         values, sources = self.effective(name, index.name, overrides=overrides)
         requirements = self.requirements(name, mx, values)
+        if destination is None:
+            return Decision.build(
+                requirements,
+                domain=name,
+                binding=index.name,
+                binding_group=index.group,
+                mx_host=mx,
+                parameters=self.parameters(name, mx, values),
+                effective=values,
+                explanation=sources,
+            )
+        if not isinstance(destination, Destination):
+            raise TypeError("destination must be a tlspolicy.Destination instance")
+        result = apply_destination(requirements, values, destination, mx_host=mx)
         return Decision.build(
-            requirements,
+            result.requirements,
             domain=name,
             binding=index.name,
             binding_group=index.group,
             mx_host=mx,
-            parameters=self.parameters(name, mx, values),
+            parameters=self.parameters(name, mx, values, sni=result.sni),
             effective=values,
             explanation=sources,
+            decided_by=result.sources,
+            tlsa_records=result.tlsa_records,
+            reports=result.reports,
+            notes=result.notes,
         )
 
     def requirements(
@@ -333,11 +356,18 @@ class Resolver:
         )
 
     @staticmethod
-    def parameters(domain: str, mx_host: str | None, values: Mapping[str, object]) -> TlsParameters:
-        """The TLS client parameters from effective values."""
+    def parameters(domain: str, mx_host: str | None, values: Mapping[str, object], *,
+                   sni: str | None = None) -> TlsParameters:
+        """The TLS client parameters from effective values.
+
+        SNI is ``sni`` when a policy names it (the TLSA base domain under DANE),
+        else the MX host, else the domain; never an IP literal.
+        """
         protocols = values["tls_protocols"]
         assert isinstance(protocols, TlsProtocols)
-        sni = mx_host if mx_host is not None else (None if domain.startswith("[") else domain)
+        if sni is None:
+            sni = mx_host if mx_host is not None else (
+                None if domain.startswith("[") else domain)
 
         def text(name: str) -> str | None:
             value = values[name]
