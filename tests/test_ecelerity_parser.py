@@ -110,6 +110,12 @@ def test_valid_corpus_locations_carry_scope_and_option(path: Path) -> None:
     walk(doc.tree)
 
 
+@pytest.mark.parametrize("path", VALID_FILES, ids=[p.stem for p in VALID_FILES])
+def test_valid_corpus_passes_the_validator(path: Path) -> None:
+    # Every corpus file is also a valid policy, so the reader's tree fits build_config.
+    load_ecelerity_config(path)
+
+
 @pytest.mark.parametrize("name", sorted(INVALID_CASES), ids=sorted(INVALID_CASES))
 def test_invalid_corpus(name: str) -> None:
     case = INVALID_CASES[name]

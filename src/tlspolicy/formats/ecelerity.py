@@ -3,7 +3,7 @@
 Only the outbound TLS policy is taken from the file: options named in
 :data:`~tlspolicy.options.OPTION_SPECS` (any case) at top level and in
 ``binding_group``, ``binding`` and ``domain`` stanzas become
-:class:`~tlspolicy.formats._raw.RawOption` leaves with their exact
+:class:`~tlspolicy._raw.RawOption` leaves with their exact
 ``file:line:column``.  Everything else an MTA configuration holds (listeners,
 modules, ``Host`` stanzas, delivery tuning) is skipped and listed in
 :attr:`EcelerityDocument.warnings`, never an error.  Option *values* are not
@@ -13,13 +13,25 @@ format alike.
 Syntax accepted (Momentum's configuration grammar, as far as a policy needs):
 
 * ``name = value``: a value is a quoted string (``"..."`` or ``'...'`` with
-  the escapes ``\\\\ \\" \\' \\n \\t \\r``), a bare word (an integer word becomes
-  an ``int``), or a parenthesised list ``( a "b" 3 )`` (a ``tuple``).
+  the escapes ``\\\\ \\" \\' \\n \\t \\r``; any other backslash is an error,
+  except in a regex domain ``"/.../"`` whose text is kept exactly as written),
+  a bare word (an integer word without a leading zero becomes an ``int``;
+  ``[ ] ( ) { } = # " '`` end a bare word and must be quoted), or a
+  parenthesised list ``( a "b" 3 )`` (a ``tuple``).  The value may sit on the
+  next line.
 * stanzas ``name { ... }`` and ``name arg { ... }`` (``arg`` quoted or bare),
   nested; stanza and option names are case-insensitive.
 * ``#`` comments to the end of the line and ``/* ... */`` comments.
 * ``include "file"`` / ``readonly_include "file"``: the file's items are read
-  in place, relative to the including file's directory.
+  in place (inside the stanza holding the directive), relative to the
+  including file's directory; cycles and chains deeper than
+  :data:`MAX_INCLUDE_DEPTH` are errors naming the chain.
+* where scope stanzas may sit: ``binding_group`` at top level; ``binding`` at
+  top level or in a ``binding_group``; ``domain`` at top level, in a
+  ``binding_group`` or in a ``binding``.  A repeated ``binding_group`` name
+  (case-sensitive) is merged into the first stanza of that name, as Momentum
+  does; other repeated scopes are kept in order for the validator to report.
+  Stanzas nested in a skipped stanza are not interpreted.
 
 Lines and columns are 1-based; a column counts characters, a tab counts as
 one.  Every problem raises a subclass of
