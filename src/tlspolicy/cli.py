@@ -21,7 +21,9 @@ from . import (
     ConfigError,
     ConfigErrors,
     Decision,
+    Destination,
     Options,
+    PolicyInputError,
     Resolver,
     TlsPolicyError,
     load_config,
@@ -74,6 +76,55 @@ def _parse_override(items: Sequence[str] | None) -> Options | None:
     return Options.from_mapping(raw)
 
 
+_FETCH_WORDS: Final = {
+    "ok": "OK", "failed": "FETCH_ERROR", "invalid": "INVALID", "webpki-invalid": "WEBPKI_INVALID",
+}
+
+
+def _destination(args: argparse.Namespace) -> Destination | None:
+    """The destination inputs given on the command line, or ``None`` if none."""
+    from .policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
+    from .policies.mtasts import FetchOutcome, parse_policy
+
+    given = (args.mta_sts_policy, args.mta_sts_fetch, args.tlsa, args.dnssec, args.requiretls,
+             args.tls_required_no, args.broken_tls, args.mx_dnssec)
+    if not any(given):
+        return None
+    policy = None
+    if args.mta_sts_policy:
+        try:
+            with open(args.mta_sts_policy, "rb") as handle:
+                document = handle.read()
+        except OSError as exc:
+            raise PolicyInputError(
+                f"{args.mta_sts_policy}: cannot read MTA-STS policy: {exc.strerror}") from None
+        try:
+            policy = parse_policy(document)
+        except PolicyInputError as exc:
+            raise type(exc)(f"{args.mta_sts_policy}: {exc}") from None
+    fetch = FetchOutcome[_FETCH_WORDS[args.mta_sts_fetch or "ok"]]
+    records = tuple(TlsaRecord.parse(text) for text in args.tlsa or ())
+    tlsa: TlsaLookup | None
+    if args.dnssec in (None, "insecure"):
+        if records:
+            raise PolicyInputError("--tlsa needs --dnssec secure: TLSA records only count "
+                                   "from a DNSSEC-validated answer")
+        tlsa = None if args.dnssec is None else TlsaLookup(TlsaLookupStatus.INSECURE)
+    elif args.dnssec == "secure":
+        tlsa = TlsaLookup(TlsaLookupStatus.RECORDS, records) if records else TlsaLookup(
+            TlsaLookupStatus.NODATA)
+    else:
+        if records:
+            raise PolicyInputError(f"--tlsa cannot be combined with --dnssec {args.dnssec}")
+        tlsa = TlsaLookup(TlsaLookupStatus.BOGUS if args.dnssec == "bogus"
+                          else TlsaLookupStatus.FAILED)
+    return Destination(
+        mta_sts=policy, mta_sts_fetch=fetch, tlsa=tlsa, mx_dnssec=args.mx_dnssec,
+        requiretls=args.requiretls, tls_required_no=args.tls_required_no,
+        tls_broken=args.broken_tls,
+    )
+
+
 def _print_decision(decision: Decision, out: TextIO) -> None:
     d = decision.to_dict()
     out.write(f"domain        {d['domain']}\n")
@@ -107,6 +158,16 @@ def _print_decision(decision: Decision, out: TextIO) -> None:
             value = ", ".join(value)
         out.write(f"  {key:<19} {value if value is not None else '-'}\n")
     out.write(f"  {'identities':<19} {', '.join(d['reference_identities'])}\n")
+    if d["decided_by"] or d["reports"] or d["notes"]:
+        out.write("\ndestination policy\n")
+        for name, source in d["decided_by"].items():
+            out.write(f"  {name:<19} decided by {source}\n")
+        for record in d["tlsa_records"]:
+            out.write(f"  {'tlsa':<19} {record}\n")
+        for report in d["reports"]:
+            out.write(f"  {'report':<19} [tls-rpt {report['result_type']}] {report['detail']}\n")
+        for note in d["notes"]:
+            out.write(f"  {'note':<19} {note}\n")
     sec = d["required_security"]
     out.write("\nconnection reuse\n")
     out.write(f"  plaintext allowed when: {', '.join(sec['plaintext_allowed_when']) or 'never'}\n")
@@ -129,7 +190,8 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
     config = load_cli_config(args.config)
     resolver = Resolver(config)
     decision = resolver.resolve(args.domain, args.binding, mx_host=args.mx,
-                                overrides=_parse_override(args.override))
+                                overrides=_parse_override(args.override),
+                                destination=_destination(args))
     if args.json:
         json.dump(decision.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -173,6 +235,23 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("--override", action="append", metavar="OPTION=VALUE",
                          help="per-message override (repeatable), e.g. tls=required")
     resolve.add_argument("--json", action="store_true", help="print the decision as JSON")
+    policy = resolve.add_argument_group("destination policy inputs (what your MTA found)")
+    policy.add_argument("--mta-sts-policy", metavar="FILE",
+                        help="the MTA-STS policy document in force for the domain")
+    policy.add_argument("--mta-sts-fetch", choices=sorted(_FETCH_WORDS),
+                        help="outcome of the latest policy fetch (default ok)")
+    policy.add_argument("--tlsa", action="append", metavar="'U S M HEX'",
+                        help="a TLSA record of the MX host (repeatable); needs --dnssec secure")
+    policy.add_argument("--dnssec", choices=("secure", "insecure", "bogus", "failed"),
+                        help="DNSSEC status of the TLSA lookup for the MX host")
+    policy.add_argument("--mx-dnssec", action="store_true",
+                        help="the MX record came from a DNSSEC-validated lookup")
+    policy.add_argument("--requiretls", action="store_true",
+                        help="the message carries the REQUIRETLS MAIL FROM parameter")
+    policy.add_argument("--tls-required-no", action="store_true",
+                        help="the message has a 'TLS-Required: No' header field")
+    policy.add_argument("--broken-tls", action="store_true",
+                        help="TLS to this host was remembered broken recently")
     add_config_argument(resolve)
     resolve.set_defaults(func=_cmd_resolve)
 
