@@ -41,6 +41,9 @@ __all__ = [
     "PostfixServer",
     "PostfixStartError",
     "TlsSession",
+    "allow_config_directory",
+    "allowed_config_directories",
+    "disallow_config_directory",
     "find_postfix_binary",
     "free_port",
     "postmap_config_dir",
@@ -209,6 +212,27 @@ def _edit_alternate_dirs(add: Path | None = None, remove: Path | None = None) ->
         tmp.write_text("".join(lines))
         tmp.chmod(0o644)
         os.replace(tmp, main_cf)
+
+
+def allow_config_directory(directory: Path) -> None:
+    """List ``directory`` in the system ``alternate_config_directories`` (idempotent)."""
+    _edit_alternate_dirs(add=directory)
+
+
+def disallow_config_directory(directory: Path) -> None:
+    """Remove ``directory`` from the system ``alternate_config_directories`` (idempotent)."""
+    _edit_alternate_dirs(remove=directory)
+
+
+def allowed_config_directories() -> list[str]:
+    """The entries of ``alternate_config_directories`` in the system ``main.cf``."""
+    main_cf = SYSTEM_CONFIG_DIR / "main.cf"
+    text = main_cf.read_text() if main_cf.exists() else ""
+    for line in _split_logical_lines(text):
+        match = re.match(rf"\s*{_ALT_PARAM}\s*=(.*)", line, re.DOTALL)
+        if match:
+            return [v for v in re.split(r"[\s,]+", match.group(1)) if v]
+    return []
 
 
 # ----------------------------------------------------------------- receiving Postfix
@@ -490,7 +514,7 @@ def receiving_postfix(
     process: subprocess.Popen[str] | None = None
     server: PostfixServer | None = None
     try:
-        _edit_alternate_dirs(add=conf)
+        allow_config_directory(conf)
         registered = True
         perms = _run([postfix, "-c", str(conf), "set-permissions"])
         if perms.returncode != 0:
@@ -514,7 +538,7 @@ def receiving_postfix(
             if server is not None:
                 server._reader.join(timeout=5.0)
             if registered:
-                _edit_alternate_dirs(remove=conf)
+                disallow_config_directory(conf)
             shutil.rmtree(root, ignore_errors=True)
 
 

@@ -355,6 +355,7 @@ class SocketmapServer:
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._active = 0
+        self._accepted = 0
         self._reload_lock = asyncio.Lock()
 
     # -- lookup management
@@ -409,6 +410,11 @@ class SocketmapServer:
         """Connections being served now."""
         return self._active
 
+    @property
+    def accepted_connections(self) -> int:
+        """Connections served since start (refused ones not counted)."""
+        return self._accepted
+
     async def start(self) -> None:
         """Bind and start accepting connections."""
         if self._server is not None:
@@ -452,6 +458,7 @@ class SocketmapServer:
                 await writer.wait_closed()
             return
         self._active += 1
+        self._accepted += 1
         if task is not None:
             self._handlers.add(task)
         try:
