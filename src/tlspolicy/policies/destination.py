@@ -18,13 +18,22 @@ from typing import Final
 
 import attrs
 
-from ..decision import PolicyReport, Reason, Requirements, Source, Verification
+from ..decision import Observation, PolicyReport, Reason, Requirements, Source, Verification
 from ..errors import PolicyInputError
 from ..options import Tls, TlsVerify
-from .dane import DaneApplicability, TlsaLookup, TlsaRecord
+from .dane import DaneApplicability, DaneMatchResult, TlsaLookup, TlsaRecord
 from .mtasts import CachedMtaStsPolicy, FetchOutcome, MtaStsPolicy, StsMode, policy_in_force
 
-__all__ = ["Destination", "PolicyResult", "apply_destination"]
+__all__ = ["Destination", "PolicyResult", "apply_destination", "dane_observations"]
+
+
+def dane_observations(result: DaneMatchResult) -> tuple[Observation, ...]:
+    """The decision observations for a DANE match result (empty when DANE accepted).
+
+    Feed them to :meth:`~tlspolicy.Decision.after_certificate` of a decision
+    whose verification is DANE.
+    """
+    return tuple(Observation(problem.value) for problem in result.problems)
 
 
 def _policy_or_none(value: object) -> MtaStsPolicy | None:
