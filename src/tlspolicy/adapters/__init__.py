@@ -1,0 +1,209 @@
+"""Running a decision on a real SMTP connection.
+
+:mod:`.sslcontext` builds the :class:`ssl.SSLContext`, :mod:`.peer` judges the
+server's certificate after the handshake, and :mod:`.smtplib` /
+:mod:`.aiosmtplib` drive the STARTTLS part of a session with the standard
+library's or aiosmtplib's client.  Both drivers return a :class:`TlsRecord` and
+stop with a :class:`StartTlsDeferred` or :class:`StartTlsFailed` carrying the
+SEMANTICS 4.1 status; those shared types are defined here so that this module
+imports no SMTP client.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from tlspolicy import (
+    Action,
+    ConnectionSecurity,
+    Decision,
+    Observation,
+    Outcome,
+    PlaintextReason,
+    Status,
+    TlsPolicyError,
+    VerifiedAs,
+)
+
+from .peer import PeerEvaluation
+
+__all__ = [
+    "StartTlsDeferred",
+    "StartTlsFailed",
+    "StartTlsStopped",
+    "Step",
+    "TlsRecord",
+]
+
+
+@attrs.frozen(slots=True)
+class Step:
+    """One outcome on the path: the action taken and the observation that led to it."""
+
+    action: Action
+    observation: Observation | None = None
+    status: Status | None = None
+    report: bool = False
+
+    @classmethod
+    def of(cls, outcome: Outcome, observation: Observation | None) -> Step:
+        """The step for ``outcome`` reached after ``observation``."""
+        return cls(outcome.action, observation, outcome.status, outcome.report)
+
+
+@attrs.frozen(slots=True)
+class TlsRecord:
+    """What happened in the STARTTLS part of one session, for logs and TLS-RPT.
+
+    ``path`` lists the actions in order (the plan first, the final action
+    last).  ``reports`` holds every problem that must be recorded even when
+    delivery went on (``tls_verify = optional``) or stopped.  ``security`` is
+    what the connection achieved: check it against
+    ``decision.required_security.permits()`` before reusing the connection for
+    another message.  ``mail_options`` must be passed on MAIL FROM (it holds
+    ``REQUIRETLS`` when the message requires it).
+    """
+
+    host: str
+    port: int
+    path: tuple[Step, ...]
+    security: ConnectionSecurity
+    tls_version: str | None = None
+    cipher: str | None = None
+    peer: PeerEvaluation | None = None
+    reports: tuple[Step, ...] = ()
+    reconnected: bool = False
+    starttls_advertised: bool | None = None
+    requiretls_advertised: bool | None = None
+    mail_options: tuple[str, ...] = ()
+
+    @property
+    def action(self) -> Action:
+        """The final action (PROCEED, SKIP, FALLBACK, DEFER or FAIL)."""
+        return self.path[-1].action
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether the session now runs over TLS."""
+        return self.security.encrypted
+
+    @property
+    def verified(self) -> VerifiedAs:
+        """How well the peer was authenticated (NONE for plaintext)."""
+        return self.security.verified
+
+    @property
+    def tlsrpt_result_types(self) -> tuple[str, ...]:
+        """TLS-RPT result types of every reported problem, in order, without repeats."""
+        seen = [s.status.tlsrpt for s in self.reports if s.status is not None and s.status.tlsrpt]
+        return tuple(dict.fromkeys(t for t in seen if t is not None))
+
+
+class StartTlsStopped(TlsPolicyError):
+    """The decision says stop: give the message back (DEFER) or leave the host (FAIL).
+
+    ``status`` is the SEMANTICS 4.1 status to use for the message and
+    ``record`` what happened up to that point.  The driver has already ended
+    the SMTP session (QUIT when the connection was still usable).
+    """
+
+    def __init__(self, status: Status, record: TlsRecord, observation: Observation | None):
+        self.status = status
+        self.record = record
+        self.observation = observation
+        what = observation.value if observation is not None else "plan"
+        super().__init__(f"{record.action.value} for {record.host}:{record.port} "
+                         f"after {what}: {status}")
+
+
+class StartTlsDeferred(StartTlsStopped):
+    """DEFER: give the message back to the queue; a later retry tries TLS again."""
+
+
+class StartTlsFailed(StartTlsStopped):
+    """FAIL: stop using this host for this attempt (transient unless the status is 5xx)."""
+
+
+def stop(record: TlsRecord, step: Step) -> StartTlsStopped:
+    """The exception for a DEFER / FAIL ``step`` ending ``record``."""
+    assert step.status is not None, step
+    cls = StartTlsDeferred if step.action is Action.DEFER else StartTlsFailed
+    return cls(step.status, record, step.observation)
+
+
+def plan_failure(decision: Decision, host: str, port: int) -> StartTlsFailed | None:
+    """The FAIL raised before connecting when the plan already rules the host out."""
+    if decision.plan is not Action.FAIL:
+        return None
+    assert decision.plan_status is not None
+    step = Step(Action.FAIL, None, decision.plan_status, True)
+    record = TlsRecord(host, port, (step,), ConnectionSecurity.plaintext(
+        PlaintextReason.NOT_ATTEMPTED), reports=(step,))
+    return StartTlsFailed(decision.plan_status, record, None)
+
+
+
+class Progress:
+    """The path of one STARTTLS run, kept by a driver (no I/O here).
+
+    Both drivers feed it the same observations, so they act identically.
+    """
+
+    def __init__(self, decision: Decision, host: str, port: int) -> None:
+        self.decision = decision
+        self.host = host
+        self.port = port
+        self.path: list[Step] = [Step(decision.plan)]
+        self.reports: list[Step] = []
+        self.peer: PeerEvaluation | None = None
+        self.reconnected = False
+        self.starttls_advertised: bool | None = None
+        self.requiretls_advertised: bool | None = None
+        self.tls_version: str | None = None
+        self.cipher: str | None = None
+
+    def observe(self, observation: Observation) -> Step:
+        """Record the decision's outcome for ``observation`` and return it."""
+        step = Step.of(self.decision.outcome(observation), observation)
+        self.path.append(step)
+        if step.report:
+            self.reports.append(step)
+        return step
+
+    def certificate(self, evaluation: PeerEvaluation) -> Step:
+        """Record the peer check: every reportable problem, then the folded outcome."""
+        self.peer = evaluation
+        for problem in evaluation.problems:
+            outcome = self.decision.outcome(problem)
+            if outcome.report:
+                self.reports.append(Step.of(outcome, problem))
+        folded = self.decision.after_certificate(evaluation.problems)
+        step = Step.of(folded, folded.reason and _observation_of(folded.reason.value))
+        self.path.append(step)
+        return step
+
+    def proceed(self) -> None:
+        """TLS is up, the peer is acceptable and EHLO went through."""
+        if self.path[-1].action is not Action.PROCEED:
+            self.path.append(Step(Action.PROCEED))
+
+    def record(self, security: ConnectionSecurity) -> TlsRecord:
+        """The record of the run so far."""
+        return TlsRecord(
+            host=self.host, port=self.port, path=tuple(self.path), security=security,
+            tls_version=self.tls_version, cipher=self.cipher, peer=self.peer,
+            reports=tuple(self.reports), reconnected=self.reconnected,
+            starttls_advertised=self.starttls_advertised,
+            requiretls_advertised=self.requiretls_advertised,
+            mail_options=("REQUIRETLS",) if self.decision.requiretls else ())
+
+    def stop(self, security: ConnectionSecurity) -> StartTlsStopped:
+        """The exception for the DEFER / FAIL that ends the path."""
+        return stop(self.record(security), self.path[-1])
+
+
+def _observation_of(value: str) -> Observation | None:
+    try:
+        return Observation(value)
+    except ValueError:
+        return None
