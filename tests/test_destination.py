@@ -445,3 +445,20 @@ def test_section6_invariants(global_opts: Options, dom_opts: Options, dest: Dest
     # Deterministic: resolving again (and through the memo) gives an equal decision.
     assert Resolver(config).resolve(DOMAIN, mx_host=mx, overrides=over,
                                     destination=dest) == d
+
+
+def test_momentum_hook_overrides_map_use_tls() -> None:
+    from tlspolicy import InvalidValueError, hook_overrides
+
+    r = resolver("no")
+    assert r.resolve(DOMAIN, overrides=hook_overrides(use_tls=2)).tls is Tls.REQUIRED
+    assert r.resolve(DOMAIN, overrides=hook_overrides(use_tls=1)).tls is Tls.IFAVAILABLE
+    d = r.resolve(DOMAIN, overrides=hook_overrides(use_tls=0, certificate="/c.pem",
+                                                    key="/k.pem", cipher_list="HIGH",
+                                                    ca="/ca.pem"))
+    assert d.plan is Action.SKIP
+    assert (d.parameters.certificate_file, d.parameters.key_file, d.parameters.ciphers,
+            d.parameters.ca_file) == ("/c.pem", "/k.pem", "HIGH", "/ca.pem")
+    assert str(d.explanation["tls_ca"]) == "override"
+    with pytest.raises(InvalidValueError, match="use_tls"):
+        hook_overrides(use_tls=3)

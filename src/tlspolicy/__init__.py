@@ -61,6 +61,7 @@ from .options import (
     TlsVerify,
     TlsVersion,
     Unset,
+    hook_overrides,
 )
 from .policies.dane import (
     DaneApplicability,
@@ -183,6 +184,7 @@ __all__ = [
     "certificate_outcome",
     "dane_observations",
     "dump_toml",
+    "hook_overrides",
     "layer_configs",
     "load_config",
     "loads_toml",

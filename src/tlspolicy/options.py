@@ -31,6 +31,7 @@ __all__ = [
     "TlsVerify",
     "TlsVersion",
     "Unset",
+    "hook_overrides",
     "option_spec",
 ]
 
@@ -470,6 +471,38 @@ class Options:
         """This scope's options with every option ``newer`` sets replaced by its value."""
         changes = dict(newer.items())
         return attrs.evolve(self, **changes) if changes else self  # type: ignore[arg-type]
+
+
+_USE_TLS: Final = {0: Tls.NO, 1: Tls.IFAVAILABLE, 2: Tls.REQUIRED}
+
+
+def hook_overrides(
+    *,
+    use_tls: int | None = None,
+    certificate: str | None = None,
+    key: str | None = None,
+    cipher_list: str | None = None,
+    ca: str | None = None,
+) -> Options:
+    """Per-message overrides from Momentum's outbound TLS parameter hook.
+
+    The hook sets ``use_tls`` (0 no, 1 if available, 2 required), the client
+    certificate and key, the cipher list and the CA bundle for one message;
+    arguments left ``None`` are not overridden.
+    """
+    values: dict[str, object] = {}
+    if use_tls is not None:
+        if isinstance(use_tls, bool) or use_tls not in _USE_TLS:
+            raise InvalidValueError("use_tls must be 0, 1 or 2",
+                                    Location(scope="override", option="use_tls"),
+                                    value=use_tls, has_value=True)
+        values["tls"] = _USE_TLS[use_tls]
+    for name, value in (("tls_certificate", certificate), ("tls_key", key),
+                        ("tls_ciphers", cipher_list), ("tls_ca", ca)):
+        if value is not None:
+            values[name] = OPTION_SPECS[name].parse_value(
+                value, Location(scope="override"))
+    return Options(**values)  # type: ignore[arg-type]
 
 
 OptionName = Literal[
