@@ -157,8 +157,13 @@ def build_context(
                     f"{exc}") from exc
 
     floor, ceiling = _protocol_range(parameters, unsupported)
-    context.minimum_version = floor
-    context.maximum_version = ceiling
+    with warnings.catch_warnings():
+        # Python deprecates TLS 1.0/1.1 floors, but tls_protocols allows them
+        # and an opportunistic MTA must honour that; OpenSSL's security level
+        # may still refuse them, which only ever makes the floor stricter.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = floor
+        context.maximum_version = ceiling
 
     if parameters.tls13_ciphersuites is not None and ceiling is ssl.TLSVersion.TLSv1_3:
         _unsupported(

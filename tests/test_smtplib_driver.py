@@ -1,0 +1,190 @@
+"""The smtplib driver against real aiosmtpd servers on 127.0.0.1 (SEMANTICS section 4).
+
+Every row of both tables runs here; the server records whether each message
+came in over TLS, in plaintext, or not at all.
+"""
+
+from __future__ import annotations
+
+import datetime
+import smtplib
+from pathlib import Path
+
+import pytest
+from smtp_servers import (
+    CERTIFICATE_ROWS,
+    DOMAIN,
+    MX_HOST,
+    NEGOTIATION_ROWS,
+    CertificateRow,
+    CertSet,
+    Mode,
+    NegotiationRow,
+    check_outcome,
+    decision_from_toml,
+    make_cert_set,
+    smtp_server,
+)
+
+from tlspolicy import (
+    Action,
+    Decision,
+    Observation,
+    Requirements,
+    Tls,
+    TlsEngine,
+    TlsParameters,
+    TlsVersion,
+    Verification,
+    VerifiedAs,
+)
+from tlspolicy.adapters import StartTlsFailed, StartTlsStopped
+from tlspolicy.adapters.smtplib import starttls
+from tlspolicy.policies.dane import TlsaRecord
+
+pytestmark = [pytest.mark.network, pytest.mark.timeout(60)]
+
+TIMEOUT = 10.0
+MESSAGE = b"Subject: tlspolicy adapter test\r\n\r\nhello\r\n"
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> CertSet:
+    return make_cert_set(tmp_path_factory.mktemp("certs"))
+
+
+def _deliver(decision: Decision, port: int, **kwargs: object) -> tuple[object, object]:
+    """Run the driver, deliver when it says so; return (record, error)."""
+    try:
+        result = starttls(decision, "127.0.0.1", port, local_hostname="client.test",
+                          timeout=TIMEOUT, **kwargs)  # type: ignore[arg-type]
+    except StartTlsStopped as error:
+        return None, error
+    try:
+        result.smtp.sendmail("sender@client.test", [f"rcpt@{DOMAIN}"], MESSAGE,
+                             mail_options=list(result.record.mail_options))
+    finally:
+        result.smtp.quit()
+    return result.record, None
+
+
+@pytest.mark.parametrize("row", NEGOTIATION_ROWS, ids=lambda r: r.id)
+def test_negotiation_row(row: NegotiationRow, certs: CertSet) -> None:
+    decision = decision_from_toml(tls=row.tls, fallback=row.fallback, ca=certs.ca_path)
+    context = certs.context("valid") if row.mode is Mode.TLS else None
+    with smtp_server(row.mode, tls_context=context) as server:
+        record, error = _deliver(decision, server.port)
+        check_outcome(row.expect, record, error, server)
+        if row.expect.reconnected:
+            assert server.handler.connections == 2
+
+
+@pytest.mark.parametrize("row", CERTIFICATE_ROWS, ids=lambda r: r.id)
+def test_certificate_row(row: CertificateRow, certs: CertSet) -> None:
+    decision = decision_from_toml(tls="ifavailable", verify=row.verify, fallback=True,
+                                  ca=certs.ca_path)
+    with smtp_server(Mode.TLS, tls_context=certs.context(row.cert)) as server:
+        record, error = _deliver(decision, server.port)
+        check_outcome(row.expect, record, error, server)
+        assert server.handler.connections == 1, "a certificate problem never reconnects"
+
+
+def test_optional_reports_every_problem(certs: CertSet, tmp_path: Path) -> None:
+    """A self-signed, expired certificate for another name: three reports, delivery goes on."""
+    from certs_support import make_self_signed
+
+    bad = make_self_signed(tmp_path, "elsewhere.test")
+    from smtp_servers import server_context
+
+    decision = decision_from_toml(tls="required", verify="optional", ca=certs.ca_path)
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=365)
+    with smtp_server(Mode.TLS, tls_context=server_context(bad.chain_path, bad.key_path)) as srv:
+        record, error = _deliver(decision, srv.port, now=later)
+        assert error is None
+        assert [s.observation for s in record.reports] == [  # type: ignore[attr-defined]
+            Observation.CHAIN_NOT_TRUSTED, Observation.CERTIFICATE_EXPIRED,
+            Observation.NAME_MISMATCH]
+        assert record.tlsrpt_result_types == (  # type: ignore[attr-defined]
+            "certificate-not-trusted", "certificate-expired", "certificate-host-mismatch")
+        assert srv.messages[0].tls
+
+
+def test_existing_session_from_the_callers_loop(certs: CertSet) -> None:
+    decision = decision_from_toml(tls="required", verify="host", ca=certs.ca_path)
+    with smtp_server(Mode.TLS, tls_context=certs.context("valid")) as server:
+        smtp = smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test",
+                            timeout=TIMEOUT)
+        smtp.ehlo()
+        result = starttls(decision, "127.0.0.1", server.port, smtp=smtp)
+        assert result.smtp is smtp
+        assert result.record.security.encrypted
+        assert decision.required_security.permits(result.record.security)
+        smtp.sendmail("a@client.test", [f"b@{DOMAIN}"], MESSAGE)
+        smtp.quit()
+        assert server.messages[0].tls and server.handler.connections == 1
+
+
+def test_plan_fail_never_connects(certs: CertSet) -> None:
+    decision = Decision.build(
+        Requirements(Tls.REQUIRED, Verification.HOST, False, (DOMAIN, MX_HOST),
+                     plan_failure=__import__("tlspolicy").Reason.MX_NOT_PERMITTED),
+        domain=DOMAIN, binding="default", binding_group="default", mx_host=MX_HOST,
+        parameters=_parameters(certs), effective={}, explanation={})
+    with smtp_server(Mode.TLS, tls_context=certs.context("valid")) as server:
+        with pytest.raises(StartTlsFailed) as info:
+            starttls(decision, "127.0.0.1", server.port, timeout=TIMEOUT)
+        assert str(info.value.status) == "451 4.7.5 MX host not permitted by MTA-STS policy"
+        assert server.handler.connections == 0
+
+
+def _parameters(certs: CertSet) -> TlsParameters:
+    return TlsParameters(ca_file=str(certs.ca_path), certificate_file=None, key_file=None,
+                         ciphers=None, tls13_ciphersuites=None,
+                         protocols=frozenset(TlsVersion), sni=MX_HOST, engine=TlsEngine.OPENSSL)
+
+
+def _built(certs: CertSet, verification: Verification, *, requiretls: bool = False) -> Decision:
+    return Decision.build(
+        Requirements(Tls.REQUIRED, verification, False, (MX_HOST,), requiretls=requiretls),
+        domain=DOMAIN, binding="default", binding_group="default", mx_host=MX_HOST,
+        parameters=_parameters(certs), effective={}, explanation={})
+
+
+@pytest.mark.parametrize("requiretls_advertised", [True, False])
+def test_requiretls(certs: CertSet, requiretls_advertised: bool) -> None:
+    decision = _built(certs, Verification.HOST, requiretls=True)
+    with smtp_server(Mode.TLS, tls_context=certs.context("valid"),
+                     advertise_requiretls=requiretls_advertised) as server:
+        record, error = _deliver(decision, server.port)
+        if requiretls_advertised:
+            assert error is None
+            assert record.mail_options == ("REQUIRETLS",)  # type: ignore[attr-defined]
+            assert server.messages[0].tls and server.messages[0].requiretls
+        else:
+            assert isinstance(error, StartTlsFailed)
+            assert str(error.status) == "451 4.7.30 REQUIRETLS support required"
+            assert error.observation is Observation.REQUIRETLS_NOT_ADVERTISED
+            assert server.messages == []
+
+
+@pytest.mark.parametrize("matching", [True, False])
+@pytest.mark.parametrize("cert", ["self-signed", "wrong-name"])
+def test_dane_ee(certs: CertSet, cert: str, matching: bool) -> None:
+    """DANE-EE ignores trust, names and dates; only the TLSA match counts."""
+    der = certs.files[cert if matching else "valid"].cert.public_bytes(
+        __import__("cryptography.hazmat.primitives.serialization",
+                   fromlist=["Encoding"]).Encoding.DER)
+    record = TlsaRecord.for_certificate(der, 3, 1, 1)
+    decision = _built(certs, Verification.DANE)
+    with smtp_server(Mode.TLS, tls_context=certs.context(cert)) as server:
+        result, error = _deliver(decision, server.port, tlsa_records=[record])
+        if matching:
+            assert error is None
+            assert result.verified is VerifiedAs.DANE  # type: ignore[attr-defined]
+            assert server.messages[0].tls
+        else:
+            assert isinstance(error, StartTlsFailed)
+            assert error.observation is Observation.TLSA_MISMATCH
+            assert str(error.status) == "451 4.7.5 certificate does not match any TLSA record"
+            assert error.record.action is Action.FAIL
+            assert server.messages == []
