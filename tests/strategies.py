@@ -14,14 +14,15 @@ can check the library's normalisation instead of reusing it.
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Any, Final
 
 import attrs
 from hypothesis import strategies as st
 
 from tlspolicy import (
+    NEWEST_VERSION,
     OPTION_SPECS,
     OVERRIDABLE_OPTIONS,
     BindingGroupScope,
@@ -30,7 +31,6 @@ from tlspolicy import (
     Config,
     DomainName,
     DomainScope,
-    NEWEST_VERSION,
     Options,
     ScopeKind,
     Tls,
@@ -124,14 +124,32 @@ OPTION_VALUES: Final[Mapping[str, st.SearchStrategy[Any]]] = {
 """A value strategy (parsed values) for every option."""
 
 
+# SEMANTICS section 3, "since" column, written out here rather than read from
+# the registry so that a wrong comparison there cannot shrink what is generated.
+SINCE: Final[Mapping[str, str]] = {
+    "tls": "4.0", "tls_ifavailable_fallback": "4.1", "tls_verify": "4.0", "tls_ca": "4.0",
+    "tls_certificate": "4.0", "tls_key": "4.0", "tls_ciphers": "4.0",
+    "tlsv13_ciphersuites": "4.6", "tls_protocols": "4.1.0.2", "use_mta_sts": "4.8",
+    "enable_mta_sts": "4.8", "use_dane": "4.8", "enable_dane": "4.8", "tls_engine": "4.0",
+}
+
+
+def version_key(text: str) -> tuple[int, int, int, int]:
+    """A Momentum version as a zero-padded tuple (``4.0`` == ``4`` == ``4.0.0.0``)."""
+    parts = [int(p) for p in text.split(".")]
+    return tuple(([*parts, 0, 0, 0, 0])[:4])  # type: ignore[return-value]
+
+
 def allowed_options(kind: ScopeKind, version: CompatVersion,
                     only: frozenset[str] | None = None) -> list[str]:
     """Options valid in ``kind`` under ``version`` (optionally limited to ``only``)."""
+    pinned = version_key(".".join(str(p) for p in version.parts))
     return [name for name, spec in OPTION_SPECS.items()
-            if kind in spec.scopes and spec.since <= version and (only is None or name in only)]
+            if kind in spec.scopes and version_key(SINCE[name]) <= pinned
+            and (only is None or name in only)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def options(kind: ScopeKind, version: CompatVersion = NEWEST_VERSION,
             only: frozenset[str] | None = None) -> st.SearchStrategy[Options]:
     """Options for one scope: a random subset of the options valid there."""
@@ -140,13 +158,13 @@ def options(kind: ScopeKind, version: CompatVersion = NEWEST_VERSION,
         lambda values: Options(**values))
 
 
-@lru_cache(maxsize=None)
+@cache
 def domain_names() -> st.SearchStrategy[DomainName]:
     """A stanza name: exact, IP literal (any spelling) or regex."""
     return st.sampled_from([*EXACT_NAMES, *REGEX_NAMES]).map(DomainName.parse)
 
 
-@lru_cache(maxsize=None)
+@cache
 def domains(version: CompatVersion, max_size: int = 4) -> st.SearchStrategy[
         tuple[DomainScope, ...]]:
     """The domain stanzas of one container: distinct names, declaration order kept."""
@@ -208,7 +226,7 @@ def declared_bindings(config: Config) -> list[str]:
     return sorted({b.name for _g, b in config.iter_bindings()} | {"default"})
 
 
-@lru_cache(maxsize=None)
+@cache
 def _requests(names: tuple[str | None, ...], version: CompatVersion) -> st.SearchStrategy[Request]:
     return st.builds(
         Request,

@@ -78,10 +78,10 @@ def reference_walk(
     """Effective values and their source paths, computed the slow, obvious way."""
     name = "default" if binding is None else binding
     found: tuple[str | None, BindingScope] | None = None
-    for group in config.binding_groups:
-        for b in group.bindings:
+    for declared_group in config.binding_groups:
+        for b in declared_group.bindings:
             if b.name == name:
-                found = (group.name, b)
+                found = (declared_group.name, b)
     for b in config.bindings:
         if b.name == name:
             found = (None, b)
