@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import re
 import sys
 from pathlib import Path
@@ -58,13 +59,19 @@ def _load_hook() -> ModuleType:
 
 hook = _load_hook()
 
-_FENCE = re.compile(r"^```([A-Za-z0-9_-]*)[^\n]*\n(.*?)^```\s*$", re.M | re.S)
+_FENCE = re.compile(r'^```([A-Za-z0-9_-]*)(?: title="([^"]*)")?[^\n]*\n(.*?)^```\s*$',
+                    re.M | re.S)
+
+
+def titled_fences(page: str) -> list[tuple[str, str, str]]:
+    """Every fenced block of a page as (language, title, body), in order."""
+    text = (DOCS / page).read_text("utf-8")
+    return [(m.group(1), m.group(2) or "", m.group(3)) for m in _FENCE.finditer(text)]
 
 
 def fences(page: str) -> list[tuple[str, str]]:
     """Every fenced block of a page as (language, body), in order."""
-    text = (DOCS / page).read_text("utf-8")
-    return [(m.group(1), m.group(2)) for m in _FENCE.finditer(text)]
+    return [(lang, body) for lang, _title, body in titled_fences(page)]
 
 
 def _rows(table: str) -> list[str]:
@@ -266,12 +273,85 @@ def test_precedence_example(example: Example) -> None:
 def test_toml_snippets_load(page: str) -> None:
     if not (DOCS / page).exists():
         pytest.skip(f"{page} not written")
-    for lang, body in fences(page):
-        if lang == "toml":
-            try:
-                loads_toml(body, page)
-            except TlsPolicyError as exc:  # pragma: no cover - the message is the point
-                raise AssertionError(f"{page}: snippet does not load: {exc}\n{body}") from None
+    for lang, title, body in titled_fences(page):
+        if lang != "toml":
+            continue
+        if title.startswith("bad"):
+            # A snippet shown to illustrate error messages must really be refused.
+            with pytest.raises(TlsPolicyError):
+                loads_toml(body, title)
+            continue
+        try:
+            loads_toml(body, page)
+        except TlsPolicyError as exc:  # pragma: no cover - the message is the point
+            raise AssertionError(f"{page}: snippet does not load: {exc}\n{body}") from None
+
+
+# ---------------------------------------------------------------------------
+# The tutorial's commands and scripts print what the page shows.
+
+
+def _tutorial_files(directory: Path) -> list[tuple[str, str, str]]:
+    blocks = titled_fences("tutorial.md")
+    for lang, title, body in blocks:
+        if lang == "toml" and title:
+            (directory / title).write_text(body, "utf-8")
+    return blocks
+
+
+def _compare(expected: str, actual: str, what: str) -> None:
+    want = expected.rstrip("\n").split("\n")
+    got = actual.rstrip("\n").split("\n")
+    if want and want[-1] == "...":
+        # The page shows the head of a long output.
+        want = want[:-1]
+        got = got[: len(want)]
+    assert got == want, f"{what}: the page shows\n{expected}\nbut it prints\n{actual}"
+
+
+def test_tutorial_console_sessions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import shlex
+
+    from tlspolicy.cli import main
+
+    blocks = _tutorial_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    sessions = 0
+    for lang, _title, body in blocks:
+        if lang != "console":
+            continue
+        command: list[str] | None = None
+        output: list[str] = []
+        for line in [*body.splitlines(), "$ <end>"]:
+            if not line.startswith("$ "):
+                output.append(line)
+                continue
+            if command is not None:
+                capsys.readouterr()
+                main(command)
+                _compare("\n".join(output), capsys.readouterr().out, " ".join(command))
+                sessions += 1
+            words = shlex.split(line[2:])
+            command = words[1:] if words and words[0] == "tlspolicy" else None
+            output = []
+    assert sessions >= 5
+
+
+def test_tutorial_python_scripts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    blocks = _tutorial_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    scripts = 0
+    for (lang, title, body), after in itertools.pairwise(blocks):
+        if lang != "python":
+            continue
+        assert after[:2] == ("text", "output"), f"{title}: no output block follows"
+        capsys.readouterr()
+        exec(compile(body, title, "exec"), {"__name__": "__docs__"})
+        _compare(after[2], capsys.readouterr().out, title)
+        scripts += 1
+    assert scripts == 2
 
 
 def test_bundled_example_loads() -> None:
