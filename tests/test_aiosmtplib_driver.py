@@ -12,6 +12,7 @@ from typing import Any
 
 import aiosmtplib
 import pytest
+
 from smtp_servers import (
     CERTIFICATE_ROWS,
     DOMAIN,
@@ -27,7 +28,6 @@ from smtp_servers import (
     server_context,
     smtp_server,
 )
-
 from tlspolicy import (
     Decision,
     Observation,

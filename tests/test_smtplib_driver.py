@@ -11,6 +11,7 @@ import smtplib
 from pathlib import Path
 
 import pytest
+
 from smtp_servers import (
     CERTIFICATE_ROWS,
     DOMAIN,
@@ -25,7 +26,6 @@ from smtp_servers import (
     make_cert_set,
     smtp_server,
 )
-
 from tlspolicy import (
     Action,
     Decision,

@@ -207,7 +207,8 @@ def _check_trust(
         try:
             verified = builder.build_client_verifier().verify(leaf, list(intermediates))
         except v.VerificationError as exc:
-            last_error = str(exc)
+            # The error at ``now`` is the one worth showing.
+            last_error = last_error or str(exc)
             continue
         anchor = verified.chain[-1]
         return True, anchor, f"chain verified to {anchor.subject.rfc4514_string()}"
@@ -224,19 +225,33 @@ def _reference_id(name: str) -> Any:
 
 
 def _name_patterns(cert: Any) -> list[Any]:
-    from service_identity.cryptography import extract_patterns
+    """dNSName and iPAddress patterns; the CN only when there is no dNSName at all.
+
+    Built entry by entry (not with ``extract_patterns``) so that one malformed
+    entry (``*.test``, two wildcards) matches nothing instead of failing the
+    whole check.
+    """
     from service_identity.exceptions import CertificateError
-    from service_identity.hazmat import DNSPattern
+    from service_identity.hazmat import DNSPattern, IPAddressPattern
 
     x509 = _x509()
-    patterns = list(extract_patterns(cert))
-    if not any(isinstance(p, DNSPattern) for p in patterns):
-        # SEMANTICS 4: the CN counts only when there is no dNSName at all.
-        for attr in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME):
-            try:
-                patterns.append(DNSPattern.from_bytes(str(attr.value).encode("utf-8")))
-            except CertificateError:
-                continue  # a CN that is not a host name pattern matches nothing
+    patterns: list[Any] = []
+    dns_names: list[str] = []
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = None
+    if san is not None:
+        dns_names = list(san.get_values_for_type(x509.DNSName))
+        patterns.extend(IPAddressPattern(ip) for ip in san.get_values_for_type(x509.IPAddress))
+    # SEMANTICS 4: the CN counts only when there is no dNSName at all.
+    candidates = dns_names or [
+        str(attr.value) for attr in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+    for name in candidates:
+        try:
+            patterns.append(DNSPattern.from_bytes(name.encode("utf-8")))
+        except (CertificateError, UnicodeError):
+            continue
     return patterns
 
 
