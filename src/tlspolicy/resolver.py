@@ -3,14 +3,21 @@
 :class:`Resolver` indexes a :class:`~tlspolicy.scopes.Config` into per-binding
 lookup tables at construction, so :meth:`Resolver.resolve` never walks the
 configuration tree.  Whole decisions are memoised per request key; both the
-memo and the regex match cache are bounded and safe to share between threads.
-Nothing here performs I/O or reads the clock.
+memo and the regex match cache are bounded LRU caches whose reads take no
+lock, and both are safe to share between threads.  Nothing here performs I/O
+or reads the clock.
+
+Compiling is cheap on purpose: a domain stanza is indexed by reference and
+its contribution (options in registry order plus the scope path that
+explains them) is built the first time a request needs it, so a configuration
+with a hundred thousand domains compiles in the time of one dictionary pass.
 """
 
 from __future__ import annotations
 
+import re
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Hashable, Mapping
 from typing import Final
 
@@ -18,7 +25,7 @@ import attrs
 
 from .decision import Decision, Requirements, Source, TlsParameters, Verification
 from .errors import InvalidDomainError, Location, OptionScopeError, UnknownBindingError
-from .names import DomainKind, DomainName, normalise_domain
+from .names import DomainKind, normalise_domain
 from .options import (
     OPTION_SPECS,
     UNSET,
@@ -30,7 +37,7 @@ from .options import (
     TlsVerify,
 )
 from .policies.destination import Destination, apply_destination
-from .scopes import DEFAULT_NAME, Config, DomainScope, scope_path
+from .scopes import DEFAULT_NAME, BindingScope, Config, DomainScope, scope_path
 
 __all__ = ["OVERRIDABLE_OPTIONS", "RegexMatchCache", "Resolver"]
 
@@ -63,67 +70,150 @@ def _contribution(options: Options, path: str) -> _Contribution | None:
 
 
 class RegexMatchCache:
-    """A bounded, thread-safe LRU cache of regex-domain match results.
+    """A bounded, thread-safe LRU cache; reads take no lock.
 
     In the spirit of Momentum's ``match_cache_size``: remembering which regex
-    stanzas match a domain saves running every pattern on every delivery.
-    A size of 0 disables caching.
+    stanzas match a domain saves running every pattern on every delivery.  The
+    resolver uses the same structure to memoise whole decisions.  A size of 0
+    disables caching.  ``None`` is never stored: it means "not cached".
+
+    Reads are the hot path, so :meth:`get` only looks the key up and appends
+    it to a buffer of recent reads; it never waits for a lock.  The buffer is
+    replayed in order (moving each key to the young end) under the lock by the
+    next :meth:`put`, or by a reader once the buffer holds ``drain_after``
+    keys and the lock is free.  Eviction therefore sees the recency order of
+    every read, except that reads made while a replay is running join the
+    next replay.  ``hits`` and ``misses`` are statistics; under concurrent
+    misses a few increments may be lost.
     """
 
+    __slots__ = ("_data", "_drain_at", "_hits", "_lock", "_misses", "_reads", "size")
+
     def __init__(self, size: int) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValueError(f"cache size must be a whole number >= 0, got {size!r}")
         self.size = size
         self._data: OrderedDict[Hashable, object] = OrderedDict()
+        self._reads: deque[Hashable] = deque()
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
+        # Replaying costs one move per read; bounding the buffer bounds the
+        # pause a single put can see and the memory the buffer holds.
+        self._drain_at = max(64, min(size, 4096))
+        self._hits = 0
+        self._misses = 0
+
+    @property
+    def hits(self) -> int:
+        """Lookups answered from the cache."""
+        return self._hits + len(self._reads)
+
+    @property
+    def misses(self) -> int:
+        """Lookups that found nothing."""
+        return self._misses
 
     def get(self, key: Hashable) -> object | None:
-        """The cached value for ``key`` (refreshing its age), or ``None``."""
-        with self._lock:
-            value = self._data.get(key)
-            if value is None:
-                self.misses += 1
-                return None
-            self._data.move_to_end(key)
-            self.hits += 1
-            return value
+        """The cached value for ``key`` (marking it recently used), or ``None``."""
+        value = self._data.get(key)
+        if value is None:
+            self._misses += 1
+            return None
+        reads = self._reads
+        reads.append(key)
+        if len(reads) > self._drain_at:
+            self.drain()
+        return value
+
+    def drain(self) -> None:
+        """Apply buffered reads to the recency order if no writer holds the lock."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._replay()
+            finally:
+                self._lock.release()
+
+    def _replay(self) -> None:
+        # Called with the lock held: only lock holders move or remove keys.
+        data, reads = self._data, self._reads
+        replayed = 0
+        while True:
+            try:
+                key = reads.popleft()
+            except IndexError:
+                break
+            replayed += 1
+            if key in data:
+                data.move_to_end(key)
+        self._hits += replayed
 
     def put(self, key: Hashable, value: object) -> None:
-        """Remember ``value``; evict the least recently used entry when full."""
-        if self.size <= 0:
+        """Remember ``value``; evict the least recently used entries when full."""
+        if self.size <= 0 or value is None:
             return
         with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
+            self._replay()
+            data = self._data
+            data[key] = value
+            data.move_to_end(key)
+            while len(data) > self.size:
+                data.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every entry (statistics are kept)."""
+        with self._lock:
+            self._replay()
+            self._data.clear()
 
     def __len__(self) -> int:
         return len(self._data)
 
 
-@attrs.frozen(slots=True)
+_Parent = tuple[tuple[ScopeKind, str], ...]
+
+
 class _Container:
-    """The domain stanzas of one container, indexed: exact dict + ordered regexes."""
+    """The domain stanzas of one container: exact names by key, regexes in order.
 
-    exact: Mapping[str, _Contribution | None]
-    regexes: tuple[tuple[DomainName, _Contribution], ...]
+    Exact stanzas are indexed by reference; their contributions are made on
+    first use (at most one per stanza, so the memo is bounded by the
+    configuration) because building a scope path for every stanza up front
+    dominated compiling large configurations.
+    """
 
-    @classmethod
-    def build(
-        cls, domains: tuple[DomainScope, ...], parent: tuple[tuple[ScopeKind, str], ...]
-    ) -> _Container:
-        exact: dict[str, _Contribution | None] = {}
-        regexes: list[tuple[DomainName, _Contribution]] = []
-        for d in domains:
-            path = scope_path(*parent, (ScopeKind.DOMAIN, d.name.text))
-            contribution = _contribution(d.options, path)
-            if d.name.kind is DomainKind.REGEX:
-                if contribution is not None:
-                    regexes.append((d.name, contribution))
-            else:
-                exact[d.name.key] = contribution
-        return cls(exact, tuple(regexes))
+    __slots__ = ("_made", "exact", "parent", "regexes")
+
+    def __init__(self, domains: tuple[DomainScope, ...], parent: _Parent) -> None:
+        regex = DomainKind.REGEX
+        self.parent = parent
+        self.exact: dict[str, DomainScope] = {
+            d.name.key: d for d in domains if d.name.kind is not regex}
+        regexes: list[tuple[re.Pattern[str], _Contribution]] = []
+        if len(self.exact) != len(domains):
+            for d in domains:
+                if d.name.kind is regex and d.name.regex is not None:
+                    contribution = _contribution(d.options, self._path(d))
+                    if contribution is not None:
+                        regexes.append((d.name.regex, contribution))
+        self.regexes: tuple[tuple[re.Pattern[str], _Contribution], ...] = tuple(regexes)
+        self._made: dict[str, _Contribution | None] = {}
+
+    def _path(self, d: DomainScope) -> str:
+        return scope_path(*self.parent, (ScopeKind.DOMAIN, d.name.text))
+
+    def exact_contribution(self, domain: str) -> _Contribution | None:
+        """The exact stanza's contribution for a normalised domain, if any."""
+        stanza = self.exact.get(domain)
+        if stanza is None:
+            return None
+        try:
+            return self._made[domain]
+        except KeyError:
+            # Threads racing here compute equal values; either may be kept.
+            made = self._made[domain] = _contribution(stanza.options, self._path(stanza))
+            return made
+
+
+_EMPTY: Final = _Container((), ())
 
 
 @attrs.frozen(slots=True)
@@ -152,35 +242,34 @@ class Resolver:
         self.config = config
         self.compatibility = config.effective_compatibility
         self._fallback_exists = self.compatibility >= _FALLBACK_SINCE
-        self._global_domains = _Container.build(config.domains, ())
+        self._global_domains = _Container(config.domains, ())
         self._global = _contribution(config.options, "global")
         self._regex_cache = RegexMatchCache(config.effective_match_cache_size)
         self._decisions = RegexMatchCache(decision_cache_size)
-        groups = {g.name: g for g in config.binding_groups}
         group_index: dict[str, tuple[_Container, _Contribution | None]] = {}
-        for name, group in groups.items():
-            g = (ScopeKind.BINDING_GROUP, name)
-            group_index[name] = (_Container.build(group.domains, (g,)),
-                                 _contribution(group.options, scope_path(g)))
-        empty = _Container({}, ())
-        default_group = group_index.get(DEFAULT_NAME, (empty, None))
+        for group in config.binding_groups:
+            g = (ScopeKind.BINDING_GROUP, group.name)
+            group_index[group.name] = (_Container(group.domains, (g,)),
+                                       _contribution(group.options, scope_path(g)))
+        default_group = group_index.get(DEFAULT_NAME, (_EMPTY, None))
         self._bindings: dict[str, _BindingIndex] = {}
-        for group_name, binding in config.iter_bindings():
-            parent: tuple[tuple[ScopeKind, str], ...] = (
-                ((ScopeKind.BINDING_GROUP, group_name),) if group_name in groups
-                and any(b is binding for b in groups[group_name].bindings) else ())
+        members: list[tuple[str, _Parent, BindingScope]] = [
+            (group.name, ((ScopeKind.BINDING_GROUP, group.name),), binding)
+            for group in config.binding_groups for binding in group.bindings]
+        members.extend((DEFAULT_NAME, (), binding) for binding in config.bindings)
+        for group_name, parent, binding in members:
             b = (ScopeKind.BINDING, binding.name)
             g_container, g_options = group_index.get(group_name, default_group)
             self._bindings[binding.name] = _BindingIndex(
                 binding.name, group_name,
-                _Container.build(binding.domains, (*parent, b)),
+                _Container(binding.domains, (*parent, b)),
                 g_container,
                 _contribution(binding.options, scope_path(*parent, b)),
                 g_options,
             )
         if DEFAULT_NAME not in self._bindings:
             self._bindings[DEFAULT_NAME] = _BindingIndex(
-                DEFAULT_NAME, DEFAULT_NAME, empty, default_group[0], None, default_group[1])
+                DEFAULT_NAME, DEFAULT_NAME, _EMPTY, default_group[0], None, default_group[1])
 
     @property
     def bindings(self) -> tuple[str, ...]:
@@ -206,9 +295,8 @@ class Resolver:
                 f"{', '.join(sorted(self._bindings))}"
             ) from None
 
-    def _lookup(self, container: _Container, domain: str) -> list[_Contribution]:
-        found: list[_Contribution] = []
-        exact = container.exact.get(domain)
+    def _lookup(self, container: _Container, domain: str, found: list[_Contribution]) -> None:
+        exact = container.exact_contribution(domain)
         if exact is not None:
             found.append(exact)
         if container.regexes:
@@ -216,11 +304,9 @@ class Resolver:
             key = (id(container), domain)
             cached = self._regex_cache.get(key)
             if cached is None:
-                cached = tuple(c for name, c in container.regexes
-                               if name.regex is not None and name.regex.search(domain))
+                cached = tuple(c for pattern, c in container.regexes if pattern.search(domain))
                 self._regex_cache.put(key, cached)
             found.extend(cached)  # type: ignore[arg-type]
-        return found
 
     def effective(
         self, domain: str, binding: str | None = None, *, overrides: Options | None = None
@@ -236,13 +322,13 @@ class Resolver:
             over = _contribution(overrides, "override")
             if over is not None:
                 chain.append(over)
-        chain.extend(self._lookup(index.domains, domain))
-        chain.extend(self._lookup(index.group_domains, domain))
+        self._lookup(index.domains, domain, chain)
+        self._lookup(index.group_domains, domain, chain)
         if index.binding is not None:
             chain.append(index.binding)
         if index.group_options is not None:
             chain.append(index.group_options)
-        chain.extend(self._lookup(self._global_domains, domain))
+        self._lookup(self._global_domains, domain, chain)
         if self._global is not None:
             chain.append(self._global)
         values: dict[str, object] = {}
@@ -290,12 +376,23 @@ class Resolver:
         (MTA-STS policy in force, TLSA lookup, DNSSEC) and the message
         (REQUIRETLS, ``TLS-Required: No``), and remembered broken TLS.
         """
-        key = (domain, binding, mx_host, overrides, destination)
-        cached = self._decisions.get(key)
+        # The memo read is inlined (no call into the cache) because a warm
+        # resolve is the hot path of every delivery; see RegexMatchCache.get.
+        if mx_host is None and overrides is None and destination is None:
+            key: tuple[object, ...] = (domain, binding)
+        else:
+            key = (domain, binding, mx_host, overrides, destination)
+        memo = self._decisions
+        cached = memo._data.get(key)
         if cached is not None:
+            reads = memo._reads
+            reads.append(key)
+            if len(reads) > memo._drain_at:
+                memo.drain()
             return cached  # type: ignore[return-value]
+        memo._misses += 1
         decision = self._resolve(domain, binding, mx_host, overrides, destination)
-        self._decisions.put(key, decision)
+        memo.put(key, decision)
         return decision
 
     def _resolve(self, domain: str, binding: str | None, mx_host: str | None,
