@@ -1,0 +1,180 @@
+"""The ``test``, ``diff`` and ``tree`` commands of the ``tlspolicy`` command line.
+
+Registered through :data:`tlspolicy.cli.COMMAND_MODULES`; :func:`add_commands`
+adds the three subcommands to the CLI's subparsers.
+
+Exit statuses: ``test`` gives 0 when every case passed, 1 when any case
+failed, 2 when a file or case could not be run (a configuration or
+expectation error, an unknown binding); ``diff`` gives 1 when
+``--fail-on-downgrade`` (or ``--fail-on-review``) finds such a change, 2 on
+unreadable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import ConfigError, ConfigErrors
+from ..scopes import Config
+from .diff import ChangeClass, diff_configs, format_diff
+from .expectations import Case, load_expectations
+from .runner import CaseResult, config_for, format_report, junit_xml, run_file
+from .tree import render_tree
+
+__all__ = ["add_commands", "cmd_diff", "cmd_test", "cmd_tree"]
+
+
+def _cli() -> Any:
+    # Imported late: the CLI imports this module while building its parser.
+    from .. import cli
+
+    return cli
+
+
+def _errors_of(exc: ConfigError) -> tuple[ConfigError, ...]:
+    return exc.errors if isinstance(exc, ConfigErrors) else (exc,)
+
+
+def _load(paths: tuple[str, ...]) -> Config:
+    # No paths: load_cli_config gives the bundled example.
+    config: Config = _cli().load_cli_config(list(paths))
+    return config
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    """Run expectation files; print a report; write JUnit XML when asked."""
+    suites: dict[str, list[CaseResult]] = {}
+    load_errors = 0
+    configs: dict[tuple[str, ...], Config | ConfigError] = {}
+    out = sys.stdout
+    for path in args.expectations:
+        try:
+            expectations = load_expectations(path)
+        except ConfigError as exc:
+            for error in _errors_of(exc):
+                out.write(f"{error}\n")
+            load_errors += 1
+            suites[path] = [_file_error(path, exc)]
+            continue
+        paths = tuple(args.config) if args.config else expectations.config
+        if paths not in configs:
+            try:
+                configs[paths] = config_for(expectations, args.config, _load)[0]
+            except ConfigError as exc:
+                configs[paths] = exc
+        config = configs[paths]
+        if isinstance(config, ConfigError):
+            for error in _errors_of(config):
+                out.write(f"{error}\n")
+            load_errors += 1
+            suites[path] = [_file_error(path, config)]
+            continue
+        described = ", ".join(paths) if paths else "the bundled example configuration"
+        results = run_file(expectations, config)
+        suites[path] = results
+        out.write(f"{path}: {len(results)} case{'s' if len(results) != 1 else ''} against "
+                  f"{described}\n")
+        out.write(format_report(results, verbose=args.verbose) + "\n")
+    if args.junit_xml:
+        junit_xml(suites, args.junit_xml)
+    results_all = [r for rs in suites.values() for r in rs]
+    failed = sum(1 for r in results_all if r.status == "failed")
+    errors = sum(1 for r in results_all if r.status == "error")
+    if len(args.expectations) > 1:
+        passed = sum(1 for r in results_all if r.passed)
+        out.write(f"total: {passed} passed, {failed} failed, {errors} errors\n")
+    if errors or load_errors:
+        return 2
+    return 1 if failed else 0
+
+
+def _file_error(path: str, exc: ConfigError) -> CaseResult:
+    # A file that cannot be read still shows up in JUnit XML as one erroring test.
+    placeholder = Case(file=path, index=0, name="(loading)", line=exc.location.line,
+                       domain="-")
+    return CaseResult(placeholder, error=str(exc))
+
+
+def _side(positional: str | None, repeated: Sequence[str] | None, what: str) -> list[str]:
+    files = list(repeated or [])
+    if positional is not None:
+        files.insert(0, positional)
+    if not files:
+        raise ConfigError(f"no {what} configuration given (positional {what.upper()} or "
+                          f"--{what} FILE)")
+    return files
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Compare two configurations decision by decision."""
+    cli = _cli()
+    old_files = _side(args.old, args.old_files, "old")
+    new_files = _side(args.new, args.new_files, "new")
+    old: Config = cli.load_cli_config(old_files)
+    new: Config = cli.load_cli_config(new_files)
+    result = diff_configs(old, new)
+    if args.json:
+        json.dump(result.to_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(format_diff(result, old_name=", ".join(old_files),
+                                     new_name=", ".join(new_files)))
+    if args.fail_on_downgrade and result.count(ChangeClass.DOWNGRADE):
+        return 1
+    if args.fail_on_review and result.count(ChangeClass.REVIEW):
+        return 1
+    return 0
+
+
+def cmd_tree(args: argparse.Namespace) -> int:
+    """Print the scope tree of a configuration."""
+    config: Config = _cli().load_cli_config(args.config)
+    sys.stdout.write(render_tree(config, values=not args.names_only))
+    return 0
+
+
+def add_commands(subparsers: Any) -> None:
+    """Add ``test``, ``diff`` and ``tree`` to the CLI's subparsers."""
+    cli = _cli()
+    test = subparsers.add_parser(
+        "test", help="check expectation files against a configuration",
+        description="Run every case of the expectation files against the configuration "
+                    "(--config, else each file's own 'config' key, else the bundled example). "
+                    "Exit status 0: all passed; 1: a case failed; 2: an error.")
+    test.add_argument("expectations", nargs="+", metavar="EXPECTATIONS",
+                      help="expectation file (TOML with [[case]] tables)")
+    cli.add_config_argument(test)
+    test.add_argument("--junit-xml", metavar="PATH", help="also write JUnit XML to PATH")
+    test.add_argument("--verbose", "-v", action="store_true", help="list passing cases too")
+    test.set_defaults(func=cmd_test)
+
+    diff = subparsers.add_parser(
+        "diff", help="compare two configurations decision by decision",
+        description="Resolve every binding x domain named in either configuration (and a "
+                    "domain no stanza names) with both, and class each change of decision as "
+                    "downgrade, upgrade, neutral or review.")
+    diff.add_argument("old", nargs="?", metavar="OLD", help="the current configuration file")
+    diff.add_argument("new", nargs="?", metavar="NEW", help="the proposed configuration file")
+    diff.add_argument("--old", dest="old_files", action="append", metavar="FILE",
+                      help="old configuration file (repeat to layer files)")
+    diff.add_argument("--new", dest="new_files", action="append", metavar="FILE",
+                      help="new configuration file (repeat to layer files)")
+    diff.add_argument("--fail-on-downgrade", action="store_true",
+                      help="exit 1 when any change is a downgrade (for CI gates)")
+    diff.add_argument("--fail-on-review", action="store_true",
+                      help="exit 1 when any change needs review")
+    diff.add_argument("--json", action="store_true", help="print the changes as JSON")
+    diff.set_defaults(func=cmd_diff)
+
+    tree = subparsers.add_parser(
+        "tree", help="print the scope tree of a configuration",
+        description="Print global, global domains, binding groups, bindings and their domain "
+                    "stanzas with what each sets.")
+    cli.add_config_argument(tree)
+    tree.add_argument("--names-only", action="store_true",
+                      help="show scope names without the options they set")
+    tree.set_defaults(func=cmd_tree)

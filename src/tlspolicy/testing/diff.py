@@ -1,0 +1,476 @@
+"""Compare two configurations decision by decision and class every change.
+
+The probes are every binding declared in either configuration (plus the
+implicit ``default``) crossed with every domain named in either: exact and
+IP-literal stanza names, one generated name for each regex stanza (when a
+name matching it can be built), and one name that no stanza matches, so the
+per-binding default is compared too.  Each probe is resolved with both
+configurations (no MX host, no destination inputs) and each facet of the
+two decisions is compared:
+
+========================  ==================================================
+facet                     class of a change
+========================  ==================================================
+tls                       ``no < ifavailable < required``: lower is a downgrade
+verification              ``no < optional < ca < host``: lower is a downgrade
+fallback                  on is weaker than off
+mta-sts, dane             turned off (``use_*`` or ``enable_*``) is a downgrade
+tls_protocols             a newly allowed version older than the newest one
+                          allowed before is a downgrade; dropping an older
+                          version is an upgrade
+tls_ca, tls_ciphers,      any change needs review (a different CA bundle or
+tlsv13_ciphersuites,      cipher string can be stronger or weaker)
+tls_engine
+client certificate/key    cancelled (``none``) needs review; added is neutral
+========================  ==================================================
+
+A facet that cannot matter for a probe (TLS parameters when neither side
+ever attempts TLS: ``tls = no`` with MTA-STS and DANE off) is reported as
+neutral with a note, never as a downgrade.  A regex stanza for which no
+matching name can be generated, and which differs between the two
+configurations, is reported as a review item naming the regex.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import itertools
+from collections.abc import Iterator, Sequence
+from typing import Any, Final
+
+import attrs
+
+from ..decision import Decision, Verification
+from ..errors import UnknownBindingError
+from ..names import DomainKind, normalise_domain
+from ..options import ScopeKind, Tls, TlsVersion
+from ..resolver import Resolver
+from ..scopes import Config, DomainScope, scope_path
+
+__all__ = [
+    "Change",
+    "ChangeClass",
+    "ConfigDiff",
+    "Probe",
+    "diff_configs",
+    "format_diff",
+    "regex_example",
+]
+
+
+class ChangeClass(enum.Enum):
+    """How a change of decision affects security."""
+
+    DOWNGRADE = "downgrade"
+    """Some delivery is less strict than before."""
+    REVIEW = "review"
+    """Cannot be ranked automatically (a different CA bundle, cipher string, regex)."""
+    UPGRADE = "upgrade"
+    """Some delivery is stricter than before."""
+    NEUTRAL = "neutral"
+    """A change without a security direction, or one that cannot take effect."""
+
+
+_CLASS_ORDER: Final = (ChangeClass.DOWNGRADE, ChangeClass.REVIEW, ChangeClass.UPGRADE,
+                       ChangeClass.NEUTRAL)
+
+
+@attrs.frozen(slots=True)
+class Probe:
+    """One (binding, domain) request compared; ``origin`` says why the domain was chosen."""
+
+    binding: str
+    domain: str
+    origin: str
+
+
+@attrs.frozen(slots=True)
+class Change:
+    """One facet of one probe's decision that differs between the configurations.
+
+    ``probe`` is ``None`` for findings about the configuration itself (a
+    binding that exists on one side only, a regex without a probe name).
+    ``old_source`` / ``new_source`` say which scopes supplied the values.
+    """
+
+    cls: ChangeClass
+    facet: str
+    old: str
+    new: str
+    probe: Probe | None = None
+    old_source: str | None = None
+    new_source: str | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain builtins for ``--json``."""
+        return {
+            "class": self.cls.value,
+            "facet": self.facet,
+            "binding": self.probe.binding if self.probe else None,
+            "domain": self.probe.domain if self.probe else None,
+            "domain_origin": self.probe.origin if self.probe else None,
+            "old": self.old,
+            "new": self.new,
+            "old_source": self.old_source,
+            "new_source": self.new_source,
+            "note": self.note,
+        }
+
+
+@attrs.frozen(slots=True)
+class ConfigDiff:
+    """Every change found, and the probes that were compared."""
+
+    changes: tuple[Change, ...]
+    probes: tuple[Probe, ...]
+
+    def count(self, cls: ChangeClass) -> int:
+        """How many changes are of class ``cls``."""
+        return sum(1 for c in self.changes if c.cls is cls)
+
+    def of(self, cls: ChangeClass) -> tuple[Change, ...]:
+        """The changes of class ``cls``."""
+        return tuple(c for c in self.changes if c.cls is cls)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain builtins for ``--json``: summary counts, changes, probes."""
+        return {
+            "summary": {cls.value: self.count(cls) for cls in _CLASS_ORDER},
+            "changes": [c.to_dict() for c in self.changes],
+            "probes": [attrs.asdict(p) for p in self.probes],
+        }
+
+
+# ------------------------------------------------------------------ probe names
+
+def _parser() -> Any:
+    # The stdlib's regex parser is private (re._parser); a representative name is
+    # a convenience, so any surprise there just means "review this regex by hand".
+    return importlib.import_module("re._parser")
+
+
+_LIMIT: Final = 12
+
+
+def _alternatives(items: Any, p: Any) -> list[str]:
+    results = [""]
+    for op, arg in items:
+        options = _element(op, arg, p)
+        if not options:
+            return []
+        results = [a + b for a, b in itertools.product(results, options)][:_LIMIT]
+    return results
+
+
+def _element(op: Any, arg: Any, p: Any) -> list[str]:
+    if op is p.LITERAL:
+        return [chr(arg)]
+    if op is p.NOT_LITERAL:
+        return ["a" if chr(arg) != "a" else "b"]
+    if op is p.ANY:
+        return ["a"]
+    if op is p.IN:
+        return _class_member(arg, p)
+    if op in (p.MAX_REPEAT, p.MIN_REPEAT, getattr(p, "POSSESSIVE_REPEAT", None)):
+        low, _high, sub = arg
+        inner = _alternatives(sub, p)
+        if not inner:
+            return [""] if low == 0 else []
+        repeated = [s * max(low, 1) for s in inner]
+        return [*repeated, ""] if low == 0 else repeated
+    if op is p.SUBPATTERN:
+        return _alternatives(arg[-1], p)
+    if getattr(p, "ATOMIC_GROUP", None) is not None and op is p.ATOMIC_GROUP:
+        return _alternatives(arg, p)
+    if op is p.BRANCH:
+        out: list[str] = []
+        for alt in arg[1]:
+            out.extend(_alternatives(alt, p))
+        return out[:_LIMIT]
+    if op in (p.AT, p.ASSERT, p.ASSERT_NOT):
+        return [""]
+    if op is p.CATEGORY:
+        return _category(arg, p)
+    return []
+
+
+def _category(arg: Any, p: Any) -> list[str]:
+    if arg is p.CATEGORY_DIGIT:
+        return ["0"]
+    if arg in (p.CATEGORY_WORD, p.CATEGORY_NOT_SPACE, p.CATEGORY_NOT_DIGIT):
+        return ["a"]
+    return []
+
+
+def _class_member(items: Any, p: Any) -> list[str]:
+    if items and items[0][0] is p.NEGATE:
+        return ["a", "q", "0"]
+    for op, arg in items:
+        if op is p.LITERAL:
+            return [chr(arg)]
+        if op is p.RANGE:
+            return [chr(arg[0])]
+        if op is p.CATEGORY:
+            found = _category(arg, p)
+            if found:
+                return found
+    return []
+
+
+def regex_example(pattern: str) -> str | None:
+    """A normalised domain name that the ``/pattern/`` stanza matches, or ``None``.
+
+    Built from the pattern's literal parts (the first branch that gives a
+    valid name), tried bare and with a label added before or after, and kept
+    only when ``re.search`` on the normalised name really matches.
+    """
+    import re
+
+    try:
+        compiled = re.compile(pattern)
+        p = _parser()
+        cores = _alternatives(p.parse(pattern), p)
+    except Exception:  # a private parser: any failure means "no example"
+        return None
+    for core in cores:
+        core = core.lower()
+        head = "mail" + core if core.startswith(".") else "mail." + core
+        for candidate in (core, head, _tail(core), _tail(head), core + "a"):
+            try:
+                name = normalise_domain(candidate)
+            except ValueError:
+                continue
+            if compiled.search(name):
+                return name
+    return None
+
+
+def _tail(text: str) -> str:
+    return text + "example" if text.endswith(".") else text + ".example"
+
+
+_DEFAULT_CANDIDATES: Final = ("unlisted.invalid", "no-stanza.invalid", "q.q", "zz9.zz9", "x",
+                              "[203.0.113.254]")
+
+
+def _all_domains(config: Config) -> Iterator[tuple[str, DomainScope]]:
+    for d in config.domains:
+        yield "global", d
+    for g in config.binding_groups:
+        gp = (ScopeKind.BINDING_GROUP, g.name)
+        for d in g.domains:
+            yield scope_path(gp), d
+        for b in g.bindings:
+            for d in b.domains:
+                yield scope_path(gp, (ScopeKind.BINDING, b.name)), d
+    for b in config.bindings:
+        for d in b.domains:
+            yield scope_path((ScopeKind.BINDING, b.name)), d
+
+
+def _probe_domains(old: Config, new: Config) -> tuple[list[tuple[str, str]], list[Change]]:
+    domains: dict[str, str] = {}
+    regexes: dict[str, dict[str, set[tuple[str, object]]]] = {}
+    compiled = []
+    for side, config in (("old", old), ("new", new)):
+        for path, d in _all_domains(config):
+            if d.name.kind is DomainKind.REGEX:
+                regexes.setdefault(d.name.key, {"old": set(), "new": set()})[side].add(
+                    (path, tuple(d.options.to_mapping().items())))
+                if d.name.regex is not None:
+                    compiled.append(d.name.regex)
+            else:
+                kind = "IP-literal stanza" if d.name.kind is DomainKind.IP else "exact stanza"
+                domains.setdefault(d.name.key, kind)
+    findings: list[Change] = []
+    for pattern, sides in regexes.items():
+        example = regex_example(pattern)
+        if example is not None:
+            domains.setdefault(example, f"generated to match regex stanza /{pattern}/")
+        elif sides["old"] != sides["new"]:
+            findings.append(Change(
+                ChangeClass.REVIEW, "regex", _sides_text(sides["old"]),
+                _sides_text(sides["new"]),
+                note=f"no domain name matching /{pattern}/ could be generated; review the "
+                     "stanza by hand"))
+    for candidate in _DEFAULT_CANDIDATES:
+        name = normalise_domain(candidate)
+        if name not in domains and not any(r.search(name) for r in compiled):
+            domains[name] = "matched by no stanza (the binding's default)"
+            break
+    return list(domains.items()), findings
+
+
+def _sides_text(entries: set[tuple[str, object]]) -> str:
+    if not entries:
+        return "absent"
+    return "; ".join(f"in {path}: {dict(opts)}" for path, opts in sorted(entries, key=str))  # type: ignore[call-overload]
+
+
+# ------------------------------------------------------------------ comparing
+
+_VERIFY_RANK: Final = {Verification.NO: 0, Verification.OPTIONAL: 1, Verification.CA: 2,
+                       Verification.HOST: 3, Verification.DANE: 4}
+
+
+def _sts_on(d: Decision) -> bool:
+    return bool(d.effective["use_mta_sts"]) and bool(d.effective["enable_mta_sts"])
+
+
+def _dane_on(d: Decision) -> bool:
+    return bool(d.effective["use_dane"]) and bool(d.effective["enable_dane"])
+
+
+def _tls_possible(d: Decision) -> bool:
+    return d.tls is not Tls.NO or _sts_on(d) or _dane_on(d)
+
+
+def _ranked(old: int, new: int) -> ChangeClass:
+    if new < old:
+        return ChangeClass.DOWNGRADE
+    return ChangeClass.UPGRADE if new > old else ChangeClass.NEUTRAL
+
+
+def _protocols_class(old: frozenset[TlsVersion], new: frozenset[TlsVersion]) -> ChangeClass:
+    order = list(TlsVersion)
+    rank = order.index
+    added, removed = new - old, old - new
+    if old and any(rank(v) < max(map(rank, old)) for v in added):
+        return ChangeClass.DOWNGRADE
+    if new and any(rank(v) < max(map(rank, new)) for v in removed):
+        return ChangeClass.UPGRADE
+    return ChangeClass.NEUTRAL
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, frozenset):
+        return ",".join(v.value for v in TlsVersion if v in value) or "none"
+    return str(value)
+
+
+_INACTIVE: Final = ("inactive: neither side ever attempts TLS here (tls = no, MTA-STS and "
+                    "DANE off)")
+
+
+def _facets(probe: Probe, old: Decision, new: Decision) -> list[Change]:
+    changes: list[Change] = []
+    live = _tls_possible(old) or _tls_possible(new)
+
+    def src(d: Decision, *options: str) -> str:
+        return ", ".join(f"{o} from {d.explanation[o]}" if len(options) > 1
+                         else str(d.explanation[o]) for o in options)
+
+    def add(facet: str, cls: ChangeClass, o: object, n: object, options: Sequence[str],
+            note: str | None = None, active: bool = True) -> None:
+        if not active:
+            cls, note = ChangeClass.NEUTRAL, _INACTIVE
+        changes.append(Change(cls, facet, _show(o), _show(n), probe, src(old, *options),
+                              src(new, *options), note))
+
+    if old.tls is not new.tls:
+        add("tls", _ranked(old.tls.rank, new.tls.rank), old.tls, new.tls, ("tls",))
+    if old.verification is not new.verification:
+        add("verification", _ranked(_VERIFY_RANK[old.verification],
+                                    _VERIFY_RANK[new.verification]),
+            old.verification, new.verification, ("tls_verify",), active=live)
+    if old.fallback != new.fallback:
+        cls = ChangeClass.DOWNGRADE if new.fallback else ChangeClass.UPGRADE
+        note = None
+        if old.tls is Tls.REQUIRED and new.tls is Tls.REQUIRED:
+            cls, note = ChangeClass.NEUTRAL, "no effect while tls = required on both sides"
+        add("fallback", cls, old.fallback, new.fallback, ("tls_ifavailable_fallback",), note,
+            active=live)
+    for facet, on, options in (("mta-sts", _sts_on, ("use_mta_sts", "enable_mta_sts")),
+                               ("dane", _dane_on, ("use_dane", "enable_dane"))):
+        if on(old) != on(new):
+            add(facet, ChangeClass.DOWNGRADE if on(old) else ChangeClass.UPGRADE,
+                on(old), on(new), options)
+    po, pn = old.parameters, new.parameters
+    if po.protocols != pn.protocols:
+        add("tls_protocols", _protocols_class(po.protocols, pn.protocols), po.protocols,
+            pn.protocols, ("tls_protocols",), active=live)
+    for facet, o, n in (("tls_ca", po.ca_file, pn.ca_file),
+                        ("tls_ciphers", po.ciphers, pn.ciphers),
+                        ("tlsv13_ciphersuites", po.tls13_ciphersuites, pn.tls13_ciphersuites),
+                        ("tls_engine", po.engine, pn.engine)):
+        if o != n:
+            add(facet, ChangeClass.REVIEW, o, n, (facet,), active=live)
+    for facet, o, n in (("tls_certificate", po.certificate_file, pn.certificate_file),
+                        ("tls_key", po.key_file, pn.key_file)):
+        if o != n:
+            if n is None:
+                cls, note = ChangeClass.REVIEW, "client certificate cancelled"
+            elif o is None:
+                cls, note = ChangeClass.NEUTRAL, "client certificate added"
+            else:
+                cls, note = ChangeClass.REVIEW, None
+            add(facet, cls, o, n, (facet,), note, active=live)
+    return changes
+
+
+def diff_configs(old: Config, new: Config) -> ConfigDiff:
+    """Compare ``old`` and ``new`` over every probe; see the module docs for the classes."""
+    old_r, new_r = Resolver(old), Resolver(new)
+    bindings = list(old_r.bindings)
+    bindings.extend(b for b in new_r.bindings if b not in bindings)
+    domains, changes = _probe_domains(old, new)
+    probes: list[Probe] = []
+    for binding in bindings:
+        in_old, in_new = binding in old_r.bindings, binding in new_r.bindings
+        if not (in_old and in_new):
+            changes.append(Change(
+                ChangeClass.REVIEW, "binding", "declared" if in_old else "not declared",
+                "declared" if in_new else "not declared",
+                Probe(binding, "*", "every domain"),
+                note=("mail assigned to this binding is refused with an unknown-binding error"
+                      if in_old else "a new binding: check its decisions with "
+                      "'tlspolicy resolve' or an expectation file")))
+            continue
+        for domain, origin in domains:
+            probe = Probe(binding, domain, origin)
+            probes.append(probe)
+            try:
+                a = old_r.resolve(domain, binding)
+                b = new_r.resolve(domain, binding)
+            except UnknownBindingError:  # pragma: no cover - checked above
+                continue
+            changes.extend(_facets(probe, a, b))
+    changes.sort(key=lambda c: _CLASS_ORDER.index(c.cls))
+    return ConfigDiff(tuple(changes), tuple(probes))
+
+
+def format_diff(result: ConfigDiff, *, old_name: str = "old", new_name: str = "new",
+                max_probes: int = 6) -> str:
+    """A readable report: identical changes grouped, downgrades first, then a summary."""
+    lines = [f"comparing {old_name} -> {new_name}: {len(result.probes)} binding x domain "
+             "decisions"]
+    groups: dict[tuple[Any, ...], list[Change]] = {}
+    for c in result.changes:
+        key = (c.cls, c.facet, c.old, c.new, c.old_source, c.new_source, c.note)
+        groups.setdefault(key, []).append(c)
+    for (cls, facet, o, n, os_, ns, note), members in groups.items():
+        lines.append("")
+        lines.append(f"{cls.value.upper():<9} {facet}: {o} -> {n}")
+        if os_ is not None or ns is not None:
+            lines.append(f"          old from: {os_}")
+            lines.append(f"          new from: {ns}")
+        if note:
+            lines.append(f"          note: {note}")
+        shown = [m.probe for m in members if m.probe is not None]
+        if shown:
+            where = ", ".join(f'binding "{p.binding}" -> {p.domain}' for p in shown[:max_probes])
+            more = f" and {len(shown) - max_probes} more" if len(shown) > max_probes else ""
+            lines.append(f"          for: {where}{more}")
+    lines.append("")
+    summary = ", ".join(f"{result.count(cls)} {cls.value}{'s' if result.count(cls) != 1 else ''}"
+                        for cls in _CLASS_ORDER)
+    lines.append(f"{summary}" if result.changes else "no decision changed")
+    return "\n".join(lines) + "\n"
