@@ -1,0 +1,364 @@
+"""Performance figures of tlspolicy, each against a baseline measured in the same run.
+
+Run ``python benchmarks/run.py`` for the full figures (a few minutes) or
+``python benchmarks/run.py --quick`` for small sizes and one repeat (CI runs
+this to check the benchmarks work; it asserts no timings).  Every figure is a
+median of several repeats, printed with its baseline and their ratio:
+
+warm-resolve
+    ``Resolver.resolve(domain, binding)`` for a pair already resolved, against
+    the floor: six inline ``dict.get`` calls, the bare lookups a six-level
+    scope chain needs (binding, its group, and the domain in the binding, in
+    the group and at global level, then the global scope).
+scale-warm-* / scale-cold-*
+    The same with 100, 10,000 and 100,000 domain stanzas and 1,000 bindings,
+    over many keys; cold is the first resolve of each key on a fresh
+    resolver (the domain-name cache cleared too).  Baseline: the 100-stanza
+    configuration.
+regex-hit / regex-miss
+    ``Resolver.effective`` (the domain-matching step the decision memo
+    skips) for a domain matched by one of 1,000 regex stanzas, the match
+    cached, against a domain matched by one of 1,000 exact stanzas; the miss
+    runs the patterns with the match cache disabled.
+compile
+    ``Resolver(loads_toml(text))`` for a 100,000-domain file against
+    ``tomllib.loads(text)`` of the same file.
+memory
+    Bytes allocated per domain stanza by a compiled configuration
+    (tracemalloc), against the dictionaries ``tomllib`` builds from the file.
+socketmap
+    Answers per second ``postmap -q -`` gets from the socketmap server (the
+    Postfix policy lookup over the resolver) against a native ``hash:``
+    table holding the same answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import random
+import statistics
+import sys
+import tomllib
+import tracemalloc
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _configs
+import _postmap
+import _timing
+
+from tlspolicy import Config, Resolver
+from tlspolicy.formats.toml import loads_toml
+from tlspolicy.names import normalise_domain
+from tlspolicy.options import Tls
+from tlspolicy.servers.socketmap import SocketmapReply
+
+FIGURES: Final = (
+    "warm-resolve",
+    "scale-warm-small", "scale-warm-mid", "scale-warm-large",
+    "scale-cold-small", "scale-cold-mid", "scale-cold-large",
+    "regex-hit", "regex-miss",
+    "compile",
+    "memory",
+    "socketmap",
+)
+
+
+@attrs.frozen(slots=True)
+class Settings:
+    """Sizes and repeat counts of one run."""
+
+    sizes: tuple[int, int, int]
+    repeats: int
+    sample_seconds: float
+    cold_keys: int
+    warm_keys: int
+    regex_stanzas: int
+    compile_stanzas: int
+    memory_stanzas: int
+    socketmap_keys: int
+    socketmap_repeats: int
+
+
+FULL: Final = Settings(sizes=(100, 10_000, 100_000), repeats=7, sample_seconds=0.2,
+                       cold_keys=100, warm_keys=1000, regex_stanzas=1000,
+                       compile_stanzas=100_000, memory_stanzas=10_000,
+                       socketmap_keys=100_000, socketmap_repeats=3)
+QUICK: Final = Settings(sizes=(100, 1000, 3000), repeats=1, sample_seconds=0.01,
+                        cold_keys=50, warm_keys=200, regex_stanzas=100,
+                        compile_stanzas=2000, memory_stanzas=1000,
+                        socketmap_keys=2000, socketmap_repeats=1)
+
+
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:.3f} us"
+
+
+def report(name: str, candidate: str, baseline: str, ratio: float | None,
+           target: str | None, met: bool | None, note: str = "") -> None:
+    """Print one figure line in a fixed format."""
+    verdict = "" if met is None else ("  MET" if met else "  NOT MET")
+    ratio_text = "ratio n/a" if ratio is None else f"ratio {ratio:.2f}"
+    target_text = f" (target {target})" if target else ""
+    print(f"{name}: {candidate}; baseline {baseline}; {ratio_text}{target_text}{verdict}"
+          + (f"  [{note}]" if note else ""), flush=True)
+
+
+def compile_config(text: str) -> Config:
+    """``loads_toml`` of generated text."""
+    return loads_toml(text, "generated.toml")
+
+
+# --------------------------------------------------------------------- warm resolve
+
+
+def warm_resolve(settings: Settings) -> None:
+    """warm-resolve: one memoised pair against six inline dict lookups."""
+    resolver = Resolver(compile_config(_configs.scale_config(settings.sizes[0])))
+    domain, binding = _configs.domain(0), _configs.binding(0)
+    resolver.resolve(domain, binding)
+    names = [_configs.domain(i) for i in range(settings.sizes[0])]
+    bindings = {_configs.binding(j): j for j in range(_configs.N_BINDINGS)}
+    namespace: dict[str, Any] = {
+        "r": resolver, "d": domain, "b": binding,
+        "s1": bindings, "s2": {b: f"g{j // 100}" for b, j in bindings.items()},
+        "s3": dict.fromkeys(names[:1]), "s4": dict.fromkeys(names[:10]),
+        "s5": dict.fromkeys(names), "s6": {"tls": "ifavailable"}, "o": "tls",
+    }
+    floor = "s1.get(b); s2.get(b); s3.get(d); s4.get(d); s5.get(d); s6.get(o)"
+    pair = _timing.compare_statements("r.resolve(d, b)", floor, namespace,
+                                      repeats=settings.repeats, target=settings.sample_seconds)
+    report("warm-resolve", f"{_us(pair.candidate)}/resolve", f"{_us(pair.baseline)} "
+           "(six inline dict.get)", pair.ratio, "<= 3", pair.ratio <= 3)
+
+
+# -------------------------------------------------------------------------- scaling
+
+
+def _cold_run(config: Config, n: int, settings: Settings, rng: random.Random,
+              ) -> Callable[[], int]:
+    resolver = Resolver(config)
+    normalise_domain.cache_clear()
+    # Fresh string objects: a hash cached on a reused key would flatter the cold path.
+    keys = [(_configs.domain(i) + "", _configs.binding(rng.randrange(_configs.N_BINDINGS)))
+            for i in rng.sample(range(n), min(n, settings.cold_keys))]
+    resolve = resolver.resolve
+
+    def run() -> int:
+        for domain, binding in keys:
+            resolve(domain, binding)
+        return len(keys)
+
+    return run
+
+
+def _warm_run(resolver: Resolver, keys: Sequence[tuple[str, str]]) -> Callable[[], int]:
+    resolve = resolver.resolve
+
+    def run() -> int:
+        for domain, binding in keys:
+            resolve(domain, binding)
+        return len(keys)
+
+    return run
+
+
+def scaling(settings: Settings, configs: Sequence[Config]) -> None:
+    """scale-*: warm and cold resolves per configuration size, against the smallest."""
+    rng = random.Random(7052)
+    labels = ("small", "mid", "large")
+    cold: list[list[float]] = [[] for _ in configs]
+    for _ in range(max(settings.repeats * 2, 1)):
+        for i, (config, n) in enumerate(zip(configs, settings.sizes, strict=True)):
+            cold[i].append(_timing.sample(_cold_run(config, n, settings, rng)))
+    warm_runs = []
+    for config, n in zip(configs, settings.sizes, strict=True):
+        resolver = Resolver(config)
+        keys = [(_configs.domain(rng.randrange(n)), _configs.binding(
+            rng.randrange(_configs.N_BINDINGS))) for _ in range(settings.warm_keys)]
+        run = _warm_run(resolver, keys)
+        run()
+        count = max(1, int(settings.sample_seconds / max(_timing.sample(run), 1e-9)))
+
+        def repeated(run: Callable[[], int] = run, count: int = count) -> int:
+            return sum(run() for _ in range(count))
+
+        warm_runs.append(repeated)
+    warm: list[list[float]] = [[] for _ in configs]
+    for _ in range(settings.repeats):
+        for i, run in enumerate(warm_runs):
+            warm[i].append(_timing.sample(run))
+    for kind, samples in (("warm", warm), ("cold", cold)):
+        medians = [statistics.median(s) for s in samples]
+        for label, n, median in zip(labels, settings.sizes, medians, strict=True):
+            ratio = median / medians[0]
+            last = label == "large"
+            report(f"scale-{kind}-{label}", f"{_us(median)}/resolve at {n} stanzas",
+                   f"{_us(medians[0])} at {settings.sizes[0]} stanzas", ratio,
+                   "<= 1.2" if last else None, ratio <= 1.2 if last else None,
+                   "1,000 bindings")
+
+
+# ---------------------------------------------------------------------------- regex
+
+
+def regex(settings: Settings) -> None:
+    """regex-hit / regex-miss: domain matching with 1,000 regex stanzas."""
+    n = settings.regex_stanzas
+    target = n // 2
+    regex_resolver = Resolver(compile_config(_configs.regex_config(n, regex=True)))
+    exact_resolver = Resolver(compile_config(_configs.regex_config(n, regex=False)))
+    miss_resolver = Resolver(compile_config(
+        _configs.regex_config(n, regex=True, match_cache_size=0)))
+    regex_domain, exact_domain = f"mx.r{target}.example", f"r{target}.example"
+    for resolver, domain in ((regex_resolver, regex_domain), (exact_resolver, exact_domain),
+                             (miss_resolver, regex_domain)):
+        values, _sources = resolver.effective(domain)
+        if values["tls"] is not Tls.REQUIRED:
+            raise RuntimeError(f"{domain} was not matched by its stanza")
+    namespace = {"rx": regex_resolver, "ex": exact_resolver, "mx": miss_resolver,
+                 "rd": regex_domain, "ed": exact_domain}
+    hit = _timing.compare_statements("rx.effective(rd)", "ex.effective(ed)", namespace,
+                                     repeats=settings.repeats, target=settings.sample_seconds)
+    report("regex-hit", f"{_us(hit.candidate)}/effective (regex, match cached)",
+           f"{_us(hit.baseline)} (exact)", hit.ratio, "<= 1.5", hit.ratio <= 1.5,
+           f"{n} regex stanzas vs {n} exact stanzas")
+    miss = _timing.compare_statements("mx.effective(rd)", "ex.effective(ed)", namespace,
+                                      repeats=settings.repeats, target=settings.sample_seconds)
+    report("regex-miss", f"{_us(miss.candidate)}/effective (regex, match cache off)",
+           f"{_us(miss.baseline)} (exact)", miss.ratio, None, None,
+           f"every call runs up to {n} patterns")
+
+
+# ------------------------------------------------------------------ compile, memory
+
+
+def compile_figure(settings: Settings) -> None:
+    """compile: loads_toml + Resolver against tomllib on the same text."""
+    text = _configs.scale_config(settings.compile_stanzas)
+
+    def ours() -> Callable[[], int]:
+        normalise_domain.cache_clear()
+        return lambda: (Resolver(compile_config(text)), 1)[1]
+
+    def tomllib_only() -> Callable[[], int]:
+        return lambda: (tomllib.loads(text), 1)[1]
+
+    pair = _timing.compare_runs(ours, tomllib_only, repeats=max(1, settings.repeats // 2))
+    report("compile", f"{pair.candidate:.3f} s (loads_toml + Resolver)",
+           f"{pair.baseline:.3f} s (tomllib.loads)", pair.ratio, "<= 1.5", pair.ratio <= 1.5,
+           f"{settings.compile_stanzas} domain stanzas, {len(text) // 1024} KiB of TOML")
+
+
+def _allocated(build: Callable[[], object]) -> int:
+    normalise_domain.cache_clear()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        kept = build()
+        gc.collect()
+        size = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    del kept
+    return size
+
+
+def memory(settings: Settings) -> None:
+    """memory: bytes per domain stanza kept by a compiled configuration."""
+    n = settings.memory_stanzas
+    text = _configs.scale_config(n)
+    ours = _allocated(lambda: Resolver(compile_config(text)))
+    theirs = _allocated(lambda: tomllib.loads(text))
+    report("memory", f"{ours / n:.0f} bytes/stanza (Config + Resolver)",
+           f"{theirs / n:.0f} bytes/stanza (tomllib's dicts)", ours / theirs, None, None,
+           f"{n} domain stanzas, 1,000 bindings; tracemalloc after compile")
+
+
+# ------------------------------------------------------------------------ socketmap
+
+
+def _stand_in_lookup(resolver: Resolver) -> Callable[[str, str], SocketmapReply]:
+    def lookup(map_name: str, key: str) -> SocketmapReply:
+        decision = resolver.resolve(key, map_name)
+        return SocketmapReply.ok(f"{decision.tls.value} {decision.verification}")
+
+    return lookup
+
+
+def socketmap(settings: Settings, config: Config, n_stanzas: int) -> None:
+    """socketmap: postmap -q - against the socketmap server and against hash:."""
+    postmap = _postmap.find_postmap()
+    if postmap is None:
+        print("socketmap: skipped: postmap not found (install Postfix, e.g. with "
+              ".ci/install-postfix.sh)", flush=True)
+        return
+    resolver = Resolver(config)
+    note = "lookup: tlspolicy.formats.postfix.PolicyLookup"
+    lookup: Callable[[str, str], SocketmapReply]
+    try:
+        from tlspolicy.formats.postfix import PolicyLookup
+        lookup = PolicyLookup(resolver)
+    except ImportError:
+        lookup = _stand_in_lookup(resolver)
+        note = "lookup: stand-in (resolve + a Postfix-like answer); formats.postfix missing"
+    keys = [_configs.domain(i % n_stanzas) if i < n_stanzas else f"x{i}.example"
+            for i in range(settings.socketmap_keys)]
+    socket_runs, hash_runs = _postmap.compare(postmap, lookup, _configs.binding(0), keys,
+                                              settings.socketmap_repeats)
+    n = len(keys)
+    ours = n / statistics.median(socket_runs)
+    native = n / statistics.median(hash_runs)
+    ratio = ours / native
+    report("socketmap", f"{ours:,.0f} answers/s (socketmap server)",
+           f"{native:,.0f} answers/s (hash: table)", ratio, ">= 0.2", ratio >= 0.2,
+           f"{n} keys through one postmap -q - process; {note}")
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def machine() -> str:
+    """nproc, CPU model and Python version, for the record."""
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{os.cpu_count()} CPUs, {model}, Python {platform.python_version()} "
+            f"({platform.python_implementation()})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run every figure and print one line per figure."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes and one repeat: checks the benchmarks run")
+    args = parser.parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    print(f"machine: {machine()}")
+    print(f"mode: {'quick (sizes too small for meaningful ratios)' if args.quick else 'full'}",
+          flush=True)
+    warm_resolve(settings)
+    configs = [compile_config(_configs.scale_config(n)) for n in settings.sizes]
+    scaling(settings, configs)
+    regex(settings)
+    compile_figure(settings)
+    memory(settings)
+    socketmap(settings, configs[-1], settings.sizes[-1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

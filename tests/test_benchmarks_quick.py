@@ -1,0 +1,34 @@
+"""The benchmarks run: ``benchmarks/run.py --quick`` exits 0 and prints every figure.
+
+No timing is asserted anywhere: timings depend on the machine.  This test only
+guards against the benchmark script rotting as the library changes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "run.py"
+
+FIGURES = (
+    "warm-resolve",
+    "scale-warm-small", "scale-warm-mid", "scale-warm-large",
+    "scale-cold-small", "scale-cold-mid", "scale-cold-large",
+    "regex-hit", "regex-miss",
+    "compile",
+    "memory",
+    "socketmap",
+)
+
+
+def test_quick_benchmarks_print_every_figure() -> None:
+    done = subprocess.run([sys.executable, str(SCRIPT), "--quick"], capture_output=True,
+                          text=True, timeout=240, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr
+    printed = {line.split(":", 1)[0] for line in done.stdout.splitlines() if ":" in line}
+    missing = [name for name in FIGURES if name not in printed]
+    assert not missing, f"figures not printed: {missing}\n{done.stdout}"
+    assert "machine:" in done.stdout
