@@ -385,7 +385,8 @@ class _CaseReader:
     def read(self) -> Case | None:
         before = len(self.errors)
         t = self.table
-        for key in t:
+        unknown = [key for key in t if key not in CASE_KEYS]
+        for key in unknown:
             if key not in CASE_KEYS:
                 close = _close_match(key, CASE_KEYS)
                 self.fail(UnknownExpectationKeyError, f"unknown case key {key!r}{close}", key)
@@ -411,7 +412,8 @@ class _CaseReader:
                 self.fail(InvalidExpectationError, str(exc), "mx_host", mx_host, True)
         overrides = self.overrides(t["overrides"]) if "overrides" in t else None
         destination = self.inputs(t["inputs"]) if "inputs" in t else None
-        if not any(k in t for k in CASE_KEYS if k not in _REQUEST_KEYS):
+        # A misspelt expectation is already reported; "expects nothing" would be noise.
+        if not unknown and not any(k in t for k in CASE_KEYS if k not in _REQUEST_KEYS):
             self.fail(ImpossibleExpectationError,
                       "the case expects nothing; add at least one expected value "
                       f"({', '.join(k for k in CASE_KEYS if k not in _REQUEST_KEYS)})",
@@ -575,7 +577,7 @@ class _CaseReader:
                           "inputs.tlsa_records", text, True)
         if "tlsa" in table:
             status = self.choice("inputs.tlsa", table["tlsa"], list(TlsaLookupStatus))
-        elif records:
+        elif "tlsa_records" in table:
             status = TlsaLookupStatus.RECORDS
         else:
             self.fail(InvalidExpectationError, "'tlsa_base_domain' needs 'tlsa' or "
@@ -586,7 +588,7 @@ class _CaseReader:
             self.fail(InvalidExpectationError, "expected a host name",
                       "inputs.tlsa_base_domain", base, True)
             return None
-        if status is None:
+        if status is None or len(records) != len(raw_records):
             return None
         try:
             return TlsaLookup(status, tuple(records), base_domain=base)
