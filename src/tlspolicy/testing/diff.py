@@ -237,7 +237,7 @@ def regex_example(pattern: str) -> str | None:
     for core in cores:
         core = core.lower()
         head = "mail" + core if core.startswith(".") else "mail." + core
-        for candidate in (core, head, _tail(core), _tail(head), core + "a"):
+        for candidate in (core, _tail(core), head, _tail(head), core + "a"):
             try:
                 name = normalise_domain(candidate)
             except ValueError:

@@ -1,0 +1,427 @@
+"""``tlspolicy diff``: every change of decision, classed by the strictness order.
+
+Property-tested with generated configurations: weakening the decision of a
+(binding, domain) pair is reported as a downgrade for that pair, a change
+whose decisions are all less strict somewhere is reported as a downgrade
+there, and a change that leaves every decision as it was reports nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from strategies import CONFIG_EXAMPLES, configs, options
+from tlspolicy import (
+    Action,
+    BindingGroupScope,
+    BindingScope,
+    CompatVersion,
+    Config,
+    Decision,
+    DomainName,
+    DomainScope,
+    Options,
+    Resolver,
+    ScopeKind,
+    Tls,
+    TlsProtocols,
+    TlsVerify,
+    TlsVersion,
+    cli,
+    dump_toml,
+    layer_configs,
+    loads_toml,
+)
+from tlspolicy.testing import ChangeClass, diff_configs
+from tlspolicy.testing.diff import format_diff, regex_example
+
+DATA = resources.files("tlspolicy").joinpath("data")
+EXAMPLE = Path(str(DATA.joinpath("example.toml")))
+
+DOWN, UP, NEUTRAL, REVIEW = (ChangeClass.DOWNGRADE, ChangeClass.UPGRADE, ChangeClass.NEUTRAL,
+                             ChangeClass.REVIEW)
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+            *argv: str) -> tuple[int, str, str]:
+    """Run the real CLI with the testing commands registered (as the lead will)."""
+    if "tlspolicy.testing.commands" not in cli.COMMAND_MODULES:
+        monkeypatch.setattr(cli, "COMMAND_MODULES",
+                            (*cli.COMMAND_MODULES, "tlspolicy.testing.commands"))
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def changes(old: str, new: str) -> list[tuple[str, str, str, str, str, str]]:
+    """(class, facet, old, new, binding, domain) for every change between two TOML texts."""
+    result = diff_configs(loads_toml(old), loads_toml(new))
+    return [(c.cls.value, c.facet, c.old, c.new, c.probe.binding if c.probe else "",
+             c.probe.domain if c.probe else "") for c in result.changes]
+
+
+def facets(old: str, new: str) -> set[tuple[str, str]]:
+    return {(cls, facet) for cls, facet, *_ in changes(old, new)}
+
+
+# ------------------------------------------------------------------ the example
+
+def test_identical_and_round_tripped_configurations_report_nothing() -> None:
+    example = cli.example_config()
+    assert diff_configs(example, example).changes == ()
+    assert diff_configs(example, loads_toml(dump_toml(example))).changes == ()
+    text = format_diff(diff_configs(example, example))
+    assert "no decision changed" in text
+
+
+def test_probes_cover_every_binding_and_named_domain() -> None:
+    result = diff_configs(cli.example_config(), cli.example_config())
+    bindings = {p.binding for p in result.probes}
+    assert bindings == {"tx-eu-1", "tx-us-1", "bulk-1", "bulk-2", "relay-internal", "default"}
+    domains = {p.domain: p.origin for p in result.probes}
+    assert domains["payroll-partner.example"] == "exact stanza"
+    assert domains["[192.0.2.25]"] == "IP-literal stanza"
+    assert domains["partner-vpn.example"] == "exact stanza"
+    assert domains["bank.example"].startswith("generated to match regex stanza")
+    defaults = [d for d, origin in domains.items() if origin.startswith("matched by no stanza")]
+    assert len(defaults) == 1
+    assert len(result.probes) == len(bindings) * len(domains)
+
+
+def weakened(tmp: Path) -> Path:
+    text = EXAMPLE.read_text("utf-8")
+    new = text.replace('tls_verify = "host"\ntls_ca = "/etc/tlspolicy/ca/payroll',
+                       'tls_verify = "optional"\ntls_ca = "/etc/tlspolicy/ca/payroll')
+    assert new != text
+    path = tmp / "weakened.toml"
+    path.write_text(new, "utf-8")
+    return path
+
+
+def test_cli_diff_fails_on_a_weakened_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    weak = weakened(tmp_path)
+    code, out, _ = run_cli(monkeypatch, capsys, "diff", str(EXAMPLE), str(weak))
+    assert code == 0
+    code, out, _ = run_cli(monkeypatch, capsys, "diff", str(EXAMPLE), str(weak),
+                           "--fail-on-downgrade")
+    assert code == 1
+    assert "DOWNGRADE verification: host -> optional" in out
+    assert 'old from: domain "payroll-partner.example"' in out
+    assert 'binding "default" -> payroll-partner.example' in out
+    # The transactional group restates host for its bindings: not downgraded there.
+    assert 'binding "tx-eu-1" -> payroll-partner.example' not in out
+    assert "2 downgrades" in out
+    code, out, _ = run_cli(monkeypatch, capsys, "diff", str(EXAMPLE), str(weak), "--json")
+    data = json.loads(out)
+    assert data["summary"]["downgrade"] == 2
+    assert {c["binding"] for c in data["changes"]} == {"default", "relay-internal"}
+    assert all(c["facet"] == "verification" for c in data["changes"])
+    # Nothing got weaker the other way round.
+    code, out, _ = run_cli(monkeypatch, capsys, "diff", "--old", str(weak), "--new",
+                           str(EXAMPLE), "--fail-on-downgrade")
+    assert code == 0 and "2 upgrades" in out
+
+
+def test_fail_on_review(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    old = tmp_path / "old.toml"
+    old.write_text('[global]\ntls = "required"\ntls_ciphers = "HIGH"\n')
+    new = tmp_path / "new.toml"
+    new.write_text('[global]\ntls = "required"\ntls_ciphers = "DEFAULT"\n')
+    assert run_cli(monkeypatch, capsys, "diff", str(old), str(new),
+                   "--fail-on-downgrade")[0] == 0
+    code, out, _ = run_cli(monkeypatch, capsys, "diff", str(old), str(new), "--fail-on-review")
+    assert code == 1 and "REVIEW    tls_ciphers: HIGH -> DEFAULT" in out
+
+
+def test_layered_sides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                       capsys: pytest.CaptureFixture[str]) -> None:
+    base = tmp_path / "base.toml"
+    base.write_text('[global]\ntls = "required"\n')
+    local = tmp_path / "local.toml"
+    local.write_text('[global]\ntls = "ifavailable"\n')
+    code, out, _ = run_cli(monkeypatch, capsys, "diff", "--old", str(base), "--new", str(base),
+                           "--new", str(local), "--fail-on-downgrade")
+    assert code == 1 and "DOWNGRADE tls: required -> ifavailable" in out
+    assert f"{base}, {local}" in out
+    code, _out, err = run_cli(monkeypatch, capsys, "diff", str(base))
+    assert code == 2 and "no new configuration given" in err
+
+
+# ------------------------------------------------------------------ classes
+
+G = "[global]\n"
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    (G + 'tls = "required"\n', G + 'tls = "ifavailable"\n', {("downgrade", "tls")}),
+    (G + 'tls = "ifavailable"\n', G + 'tls = "required"\n', {("upgrade", "tls")}),
+    (G + 'tls = "ifavailable"\ntls_verify = "host"\n', G + 'tls = "ifavailable"\n'
+     'tls_verify = "ca"\n', {("downgrade", "verification")}),
+    (G + 'tls = "ifavailable"\ntls_ifavailable_fallback = false\n',
+     G + 'tls = "ifavailable"\n', {("downgrade", "fallback")}),
+    (G + 'tls = "ifavailable"\n', G + 'tls = "ifavailable"\ntls_ifavailable_fallback = false\n',
+     {("upgrade", "fallback")}),
+    # Fallback cannot matter while TLS is required on both sides.
+    (G + 'tls = "required"\ntls_ifavailable_fallback = false\n', G + 'tls = "required"\n',
+     {("neutral", "fallback")}),
+    (G + "use_mta_sts = true\n", G + "use_mta_sts = true\nenable_mta_sts = false\n",
+     {("downgrade", "mta-sts")}),
+    (G + "use_dane = true\n", G, {("downgrade", "dane")}),
+    (G + 'tls = "ifavailable"\ntls_protocols = "TLSv1.2:TLSv1.3"\n',
+     G + 'tls = "ifavailable"\ntls_protocols = "TLSv1.1:TLSv1.2:TLSv1.3"\n',
+     {("downgrade", "tls_protocols")}),
+    (G + 'tls = "ifavailable"\ntls_protocols = "TLSv1.2:TLSv1.3"\n',
+     G + 'tls = "ifavailable"\ntls_protocols = "TLSv1.3"\n', {("upgrade", "tls_protocols")}),
+    (G + 'tls = "ifavailable"\ntls_protocols = "TLSv1.2"\n',
+     G + 'tls = "ifavailable"\ntls_protocols = "TLSv1.2:TLSv1.3"\n',
+     {("neutral", "tls_protocols")}),
+    (G + 'tls = "ifavailable"\ntls_ca = "/a.pem"\n', G + 'tls = "ifavailable"\n',
+     {("review", "tls_ca")}),
+    (G + 'tls = "ifavailable"\ntlsv13_ciphersuites = "TLS_AES_256_GCM_SHA384"\n',
+     G + 'tls = "ifavailable"\n', {("review", "tlsv13_ciphersuites")}),
+    (G + 'tls = "ifavailable"\n', G + 'tls = "ifavailable"\ntls_engine = "gnutls"\n',
+     {("review", "tls_engine")}),
+    (G + 'tls = "ifavailable"\ntls_certificate = "/c.pem"\n',
+     G + 'tls = "ifavailable"\ntls_certificate = "none"\n', {("review", "tls_certificate")}),
+    (G + 'tls = "ifavailable"\n', G + 'tls = "ifavailable"\ntls_key = "/k.pem"\n',
+     {("neutral", "tls_key")}),
+    # TLS is never attempted on either side: parameter changes cannot take effect.
+    (G + 'tls_verify = "host"\ntls_ca = "/a.pem"\n', G + 'tls_ca = "/b.pem"\n',
+     {("neutral", "verification"), ("neutral", "tls_ca")}),
+    # Moving a value to another scope changes no decision.
+    (G + 'tls = "required"\n', G + 'tls = "ifavailable"\n[[binding]]\nname = "default"\n'
+     'tls = "required"\n', set()),
+])
+def test_classes(old: str, new: str, expected: set[tuple[str, str]]) -> None:
+    assert facets(old, new) == expected
+
+
+def test_inactive_changes_say_why() -> None:
+    result = diff_configs(loads_toml(G + 'tls_verify = "host"\n'), loads_toml(G))
+    assert result.changes and all(c.cls is NEUTRAL for c in result.changes)
+    assert all("neither side ever attempts TLS" in (c.note or "") for c in result.changes)
+
+
+def test_binding_on_one_side_only_is_review() -> None:
+    found = changes(G, '[[binding]]\nname = "new-pool"\ntls = "required"\n')
+    assert found == [("review", "binding", "not declared", "declared", "new-pool", "*")]
+    found = changes('[[binding]]\nname = "old-pool"\n', G)
+    assert found == [("review", "binding", "declared", "not declared", "old-pool", "*")]
+
+
+def test_regex_stanzas_are_probed_with_a_matching_name() -> None:
+    old = '[[domain]]\nname = "/\\\\.bank\\\\.example$/"\ntls = "required"\n'
+    new = '[[domain]]\nname = "/\\\\.bank\\\\.example$/"\ntls = "ifavailable"\n'
+    found = changes(old, new)
+    assert {(c, f) for c, f, *_ in found} == {("downgrade", "tls")}
+    assert {d for *_, d in found} == {"mail.bank.example"}
+
+
+def test_regex_without_a_probe_name_is_review() -> None:
+    old = '[[domain]]\nname = "/\\\\[/"\ntls = "required"\n'
+    new = '[[domain]]\nname = "/\\\\[/"\ntls = "ifavailable"\n'
+    found = diff_configs(loads_toml(old), loads_toml(new)).changes
+    assert len(found) == 1
+    assert found[0].cls is REVIEW and found[0].facet == "regex" and found[0].probe is None
+    assert "/\\[/" in (found[0].note or "")
+    # Unchanged, it is not worth a review.
+    assert diff_configs(loads_toml(old), loads_toml(old)).changes == ()
+
+
+@pytest.mark.parametrize(("pattern", "example"), [
+    (r"(^|\.)bank\.example$", "bank.example"),
+    (r"\.bank\.example$", "mail.bank.example"),
+    (r"^mail\.", "mail.example"),
+    ("example", "example"),
+    (r"\.com$", "mail.com"),
+    ("(?i)EXAMPLE", "example"),
+    (r"^mx[0-9]+\.example\.(com|net)$", "mx0.example.com"),
+    (r"^xn--", "xn--a"),
+    (r"\[", None),
+])
+def test_regex_example(pattern: str, example: str | None) -> None:
+    assert regex_example(pattern) == example
+
+
+# ------------------------------------------------------------------ properties
+
+def _sts_on(d: Decision) -> bool:
+    return bool(d.effective["use_mta_sts"]) and bool(d.effective["enable_mta_sts"])
+
+
+def _dane_on(d: Decision) -> bool:
+    return bool(d.effective["use_dane"]) and bool(d.effective["enable_dane"])
+
+
+def projection(d: Decision) -> dict[str, Any]:
+    """Everything a decision does, leaving out where values came from."""
+    out = d.to_dict()
+    del out["explanation"], out["effective"]
+    out["mta-sts"] = _sts_on(d)
+    out["dane"] = _dane_on(d)
+    return out
+
+
+SEVERITY = {Action.PROCEED: 0, Action.SKIP: 0, Action.FALLBACK: 1, Action.DEFER: 2,
+            Action.FAIL: 3}
+
+
+def weaker(a: Decision, b: Decision) -> bool:
+    """An oracle written from the decision's behaviour, not from the diff's facets."""
+    if b.tls < a.tls:
+        return True
+    if (_sts_on(a) and not _sts_on(b)) or (_dane_on(a) and not _dane_on(b)):
+        return True
+    for observation, outcome in a.outcomes.items():
+        other = b.outcomes.get(observation)
+        if other is not None and SEVERITY[other.action] < SEVERITY[outcome.action]:
+            return True
+    return False
+
+
+SLOTS = ("global", "domain", "group", "group_domain", "group_binding", "group_binding_domain",
+         "binding", "binding_domain")
+
+
+@st.composite
+def mutated(draw: st.DrawFn, config: Config) -> Config:
+    """``config`` with the options of one scope replaced by newly drawn ones."""
+    version = config.effective_compatibility
+    slots: list[tuple[Any, ...]] = [("global",)]
+    slots += [("domain", i) for i in range(len(config.domains))]
+    for gi, g in enumerate(config.binding_groups):
+        slots.append(("group", gi))
+        slots += [("group_domain", gi, di) for di in range(len(g.domains))]
+        for bi, b in enumerate(g.bindings):
+            slots.append(("group_binding", gi, bi))
+            slots += [("group_binding_domain", gi, bi, di) for di in range(len(b.domains))]
+    for bi, b in enumerate(config.bindings):
+        slots.append(("binding", bi))
+        slots += [("binding_domain", bi, di) for di in range(len(b.domains))]
+    slot = draw(st.sampled_from(slots))
+    kind = {"global": ScopeKind.GLOBAL, "group": ScopeKind.BINDING_GROUP,
+            "group_binding": ScopeKind.BINDING, "binding": ScopeKind.BINDING}.get(
+                slot[0], ScopeKind.DOMAIN)
+    new = draw(options(kind, version))
+
+    def in_domains(domains: tuple[DomainScope, ...], i: int) -> tuple[DomainScope, ...]:
+        return tuple(attrs.evolve(d, options=new) if n == i else d
+                     for n, d in enumerate(domains))
+
+    def in_binding(b: BindingScope, rest: tuple[Any, ...]) -> BindingScope:
+        if not rest:
+            return attrs.evolve(b, options=new)
+        return attrs.evolve(b, domains=in_domains(b.domains, rest[0]))
+
+    name = slot[0]
+    if name == "global":
+        return attrs.evolve(config, options=new)
+    if name == "domain":
+        return attrs.evolve(config, domains=in_domains(config.domains, slot[1]))
+    if name.startswith("group"):
+        groups = list(config.binding_groups)
+        g = groups[slot[1]]
+        if name == "group":
+            g = attrs.evolve(g, options=new)
+        elif name == "group_domain":
+            g = attrs.evolve(g, domains=in_domains(g.domains, slot[2]))
+        else:
+            bindings = list(g.bindings)
+            bindings[slot[2]] = in_binding(bindings[slot[2]], slot[3:])
+            g = attrs.evolve(g, bindings=tuple(bindings))
+        groups[slot[1]] = g
+        return attrs.evolve(config, binding_groups=tuple(groups))
+    bindings = list(config.bindings)
+    bindings[slot[1]] = in_binding(bindings[slot[1]], slot[2:])
+    return attrs.evolve(config, bindings=tuple(bindings))
+
+
+@settings(max_examples=CONFIG_EXAMPLES, deadline=None)
+@given(configs(), st.data())
+def test_downgrades_are_reported_and_no_effect_reports_nothing(
+        config: Config, data: st.DataObject) -> None:
+    new = data.draw(mutated(config), label="new")
+    result = diff_configs(config, new)
+    old_r, new_r = Resolver(config), Resolver(new)
+    downgraded = {(c.probe.binding, c.probe.domain) for c in result.of(DOWN) if c.probe}
+    any_effect = False
+    for probe in result.probes:
+        a = old_r.resolve(probe.domain, probe.binding)
+        b = new_r.resolve(probe.domain, probe.binding)
+        if projection(a) != projection(b):
+            any_effect = True
+        else:
+            assert not [c for c in result.changes if c.probe == probe]
+        if weaker(a, b):
+            assert (probe.binding, probe.domain) in downgraded, probe
+    if not any_effect:
+        # Only a regex stanza no probe name could be built for is left to a human.
+        assert all(c.probe is None and c.facet == "regex" and c.cls is REVIEW
+                   for c in result.changes), result.changes
+
+
+def _weakenings(d: Decision, version: CompatVersion) -> list[tuple[str, Options]]:
+    found: list[tuple[str, Options]] = []
+    for lower in Tls:
+        if lower < d.tls:
+            found.append(("tls", Options(tls=lower)))
+    if d.tls is not Tls.NO:
+        for verify in TlsVerify:
+            if verify.value in ("no", "optional", "ca", "host") and \
+                    TlsVerify(d.verification.value) > verify:
+                found.append(("verification", Options(tls_verify=verify)))
+        oldest = min(list(TlsVersion).index(v) for v in d.parameters.protocols)
+        if oldest > 0 and version >= CompatVersion.parse("4.1.0.2"):
+            found.append(("tls_protocols", Options(tls_protocols=TlsProtocols.parse("+ALL"))))
+    if d.tls is Tls.IFAVAILABLE and not d.fallback and version >= CompatVersion.parse("4.1"):
+        found.append(("fallback", Options(tls_ifavailable_fallback=True)))
+    if _sts_on(d):
+        found.append(("mta-sts", Options(enable_mta_sts=False)))
+    if _dane_on(d):
+        found.append(("dane", Options(enable_dane=False)))
+    return found
+
+
+def _pin(config: Config, binding: str, domain: str, options_: Options) -> Config:
+    """``config`` plus a stanza for ``domain`` inside ``binding`` (the top of the chain)."""
+    stanza = DomainScope(DomainName.parse(domain), options_)
+    for g in config.binding_groups:
+        if any(b.name == binding for b in g.bindings):
+            layer = Config(binding_groups=(BindingGroupScope(
+                g.name, bindings=(BindingScope(binding, domains=(stanza,)),)),))
+            break
+    else:
+        layer = Config(bindings=(BindingScope(binding, domains=(stanza,)),))
+    return layer_configs([config, layer])
+
+
+@settings(max_examples=CONFIG_EXAMPLES, deadline=None)
+@given(configs(), st.data())
+def test_weakening_one_decision_is_a_downgrade_for_it(config: Config,
+                                                      data: st.DataObject) -> None:
+    version = config.effective_compatibility
+    probes = diff_configs(config, config).probes
+    resolver = Resolver(config)
+    candidates = [(p, w) for p in probes
+                  for w in _weakenings(resolver.resolve(p.domain, p.binding), version)]
+    assume(candidates)
+    probe, (facet, weakening) = data.draw(st.sampled_from(candidates))
+    new = _pin(config, probe.binding, probe.domain, weakening)
+    result = diff_configs(config, new)
+    hits = [c for c in result.of(DOWN)
+            if c.probe is not None and (c.probe.binding, c.probe.domain)
+            == (probe.binding, probe.domain)]
+    assert facet in {c.facet for c in hits}, (facet, result.changes)
+    # The new stanza sits at the top of the chain, so the diff names it as the source.
+    hit = next(c for c in hits if c.facet == facet)
+    assert f'domain "{probe.domain}"' in (hit.new_source or "")
