@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -79,8 +80,9 @@ def query_all(postmap: str, config_dir: Path, table: str, keys_text: str,
 
 
 def compare(postmap: str, lookup: Lookup, map_name: str, keys: Sequence[str],
-            repeats: int) -> tuple[list[float], list[float]]:
-    """Seconds per ``postmap -q -`` run: socketmap samples and hash samples, interleaved."""
+            repeats: int) -> tuple[list[float], list[float], list[float]]:
+    """Seconds per ``postmap -q -`` run, samples interleaved: the socketmap server,
+    the ``hash:`` table, and :func:`constant_server` (the transport's ceiling)."""
     answers = [lookup(map_name, key) for key in keys]
     bad = [(k, a.to_text()) for k, a in zip(keys, answers, strict=True) if not a.text
            or a.to_text().split(" ", 1)[0] != "OK"]
@@ -96,10 +98,54 @@ def compare(postmap: str, lookup: Lookup, map_name: str, keys: Sequence[str],
         keys_text = "".join(f"{k}\n" for k in keys)
         socketmap: list[float] = []
         native: list[float] = []
-        with serving(lookup) as (host, port):
+        ceiling: list[float] = []
+        with serving(lookup) as (host, port), constant_server() as (c_host, c_port):
             table = f"socketmap:inet:{host}:{port}:{map_name}"
+            constant = f"socketmap:inet:{c_host}:{c_port}:{map_name}"
             for _ in range(repeats):
                 socketmap.append(query_all(postmap, config_dir, table, keys_text, len(keys)))
                 native.append(query_all(postmap, config_dir, f"hash:{source}", keys_text,
                                         len(keys)))
-        return socketmap, native
+                ceiling.append(query_all(postmap, config_dir, constant, keys_text, len(keys)))
+        return socketmap, native, ceiling
+
+
+@contextmanager
+def constant_server() -> Iterator[tuple[str, int]]:
+    """A blocking socketmap server doing no work: every request gets ``OK may``.
+
+    It bounds what any server written in Python can reach with this client:
+    what is left is the loopback round trip and the two processes waking up.
+    It assumes keys hold no comma, which the benchmark's keys never do.
+    """
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    reply = b"6:OK may,"
+
+    def run() -> None:
+        while True:
+            try:
+                conn, _peer = listener.accept()
+            except OSError:
+                return
+            with conn:
+                # As asyncio does for its servers: no Nagle delay on small replies.
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                pending = b""
+                while chunk := conn.recv(65536):
+                    pending += chunk
+                    complete = pending.count(b",")
+                    if complete:
+                        conn.sendall(reply * complete)
+                        pending = pending[pending.rfind(b",") + 1:]
+
+    thread = threading.Thread(target=run, name="socketmap-ceiling", daemon=True)
+    thread.start()
+    try:
+        host, port = listener.getsockname()[:2]
+        yield str(host), int(port)
+    finally:
+        listener.close()
+        thread.join(10)
+
