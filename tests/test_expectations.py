@@ -438,3 +438,73 @@ def test_ecelerity_configuration_runs_too(tmp_path: Path, monkeypatch: pytest.Mo
                    "source.tls = 'domain \"partner.example\"'\n", "utf-8")
     code, out, _ = run_cli(monkeypatch, capsys, "test", str(exp))
     assert code == 0, out
+
+
+# ------------------------------------------------------------------ the CI page
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "testing-in-ci.md"
+
+
+def doc_blocks(language: str) -> list[str]:
+    import re
+
+    return re.findall(rf"```{language}\n(.*?)```", DOC.read_text("utf-8"), re.DOTALL)
+
+
+@pytest.fixture
+def doc_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The page's example repository, written out; the current directory is its root."""
+    config, expectations = doc_blocks("toml")[:2]
+    (tmp_path / "policy").mkdir()
+    (tmp_path / "policy" / "outbound.toml").write_text(config, "utf-8")
+    (tmp_path / "policy" / "outbound.tlspolicy-test.toml").write_text(expectations, "utf-8")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_ci_page_example_passes_and_its_outputs_are_real(
+        doc_repo: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    texts = doc_blocks("text")
+    exp = "policy/outbound.tlspolicy-test.toml"
+    code, out, _ = run_cli(monkeypatch, capsys, "test", exp)
+    assert code == 0, out
+    # The page's tree output.
+    tree_block = next(t for t in texts if t.startswith("$ tlspolicy tree"))
+    code, out, _ = run_cli(monkeypatch, capsys, "tree", "--config", "policy/outbound.toml")
+    assert out == tree_block.split("\n", 1)[1]
+    # Without the binding's domain stanza: the page's failure report and diff output.
+    config = doc_repo / "policy" / "outbound.toml"
+    original = config.read_text("utf-8")
+    (doc_repo / "main-outbound.toml").write_text(original, "utf-8")
+    config.write_text(original[: original.index("  # A binding's own value")], "utf-8")
+    code, out, _ = run_cli(monkeypatch, capsys, "test", exp)
+    assert code == 1
+    failure_block = next(t for t in texts if t.startswith(exp))
+    assert out == failure_block
+    diff_block = next(t for t in texts if t.startswith("$ tlspolicy diff"))
+    code, out, _ = run_cli(monkeypatch, capsys, *diff_block.split("\n", 1)[0].split()[2:])
+    assert code == 1
+    assert out == diff_block.split("\n", 1)[1]
+
+
+def test_ci_page_error_example_is_real(doc_repo: Path) -> None:
+    path = doc_repo / "policy" / "outbound.tlspolicy-test.toml"
+    text = path.read_text("utf-8")
+    path.write_text(text.replace('outcome.name-mismatch = "fail"',
+                                 'outcome.name-mismatch = "fallback"'), "utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_expectations("policy/outbound.tlspolicy-test.toml")
+    block = next(t for t in doc_blocks("text") if "never leads to" in t)
+    assert str(info.value) + "\n" == block
+
+
+def test_ci_page_documents_every_key() -> None:
+    from tlspolicy.testing.expectations import CASE_KEYS, INPUT_KEYS
+
+    text = DOC.read_text("utf-8")
+    for key in (*CASE_KEYS, *INPUT_KEYS):
+        assert f"`{key}" in text, key
+    for observation in Observation:
+        assert f"`{observation.value}`" in text
+    assert "```mermaid\nstateDiagram-v2" in text
