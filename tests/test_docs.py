@@ -361,12 +361,9 @@ def test_bundled_example_loads() -> None:
 
 
 # ---------------------------------------------------------------------------
-# Documented behaviour the code does not match yet (strict: fixing it fails the
-# marker, so the marker is removed together with the fix).
+# Compatibility 4.0 as the docs describe it.
 
 
-@pytest.mark.xfail(strict=True, reason="CompatVersion.parse('4.0') gives (4,), which sorts below "
-                   "OPTION_SPECS' since = (4, 0), so every 4.0 option is refused under 4.0")
 def test_compatibility_4_0_accepts_4_0_options() -> None:
     config = loads_toml('compatibility = "4.0"\n[global]\ntls = "ifavailable"\n')
     decision = Resolver(config).resolve("example.com")

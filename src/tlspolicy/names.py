@@ -30,11 +30,13 @@ def _canonical_ip(text: str) -> str | None:
     if inner.startswith("[") and inner.endswith("]"):
         inner = inner[1:-1]
     if inner[:5].lower() == "ipv6:":
-        inner = inner[5:]
         try:
-            return f"[ipv6:{ipaddress.IPv6Address(inner).compressed}]"
+            tagged = ipaddress.IPv6Address(inner[5:])
         except ValueError:
             return None
+        if tagged.ipv4_mapped is not None:
+            return f"[{tagged.ipv4_mapped}]"
+        return f"[ipv6:{tagged.compressed}]"
     try:
         address = ipaddress.ip_address(inner)
     except ValueError:

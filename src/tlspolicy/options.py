@@ -130,33 +130,47 @@ class ScopeKind(enum.Enum):
 ALL_SCOPES: Final = frozenset(ScopeKind)
 
 
+def _strip_zeros(parts: tuple[int, ...]) -> tuple[int, ...]:
+    # 4.0 == 4 == 4.0.0.0: trailing zeros never change what a version means.
+    parts = tuple(parts)
+    while len(parts) > 1 and parts[-1] == 0:
+        parts = parts[:-1]
+    return parts
+
+
 @attrs.frozen(slots=True, order=True)
 class CompatVersion:
-    """A Momentum version the configuration emulates, e.g. ``4.1.0.2``."""
+    """A Momentum version the configuration emulates, e.g. ``4.1.0.2``.
 
-    parts: tuple[int, ...]
+    Trailing zeros are insignificant: ``4.0``, ``4`` and ``4.0.0.0`` are equal.
+    """
+
+    parts: tuple[int, ...] = attrs.field(converter=_strip_zeros)
 
     @classmethod
     def parse(cls, text: str) -> CompatVersion:
-        """Parse ``"4.1"`` or ``"4.1.0.2"``; raise :class:`InvalidValueError` otherwise."""
+        """Parse ``"4.1"`` or ``"4.1.0.2"``; raise :class:`InvalidValueError` otherwise.
+
+        Versions older than 4.0 or newer than the newest one this library
+        knows (:data:`NEWEST_VERSION`) are refused: their behaviour is unknown.
+        """
         if not isinstance(text, str) or not re.fullmatch(r"\d+(\.\d+){0,3}", text.strip()):
             raise InvalidValueError(
                 "compatibility version must look like '4.1' or '4.1.0.2'",
                 Location(option="compatibility"), value=text, has_value=True,
             )
-        parts = tuple(int(p) for p in text.strip().split("."))
-        while len(parts) > 1 and parts[-1] == 0:
-            parts = parts[:-1]
-        version = cls(parts)
-        if version < OLDEST_VERSION:
+        version = cls(tuple(int(p) for p in text.strip().split(".")))
+        if not OLDEST_VERSION <= version <= NEWEST_VERSION:
             raise InvalidValueError(
-                f"compatibility version older than {OLDEST_VERSION} is not supported",
-                Location(option="compatibility"), value=text, has_value=True,
+                f"compatibility version must be between {OLDEST_VERSION} and "
+                f"{NEWEST_VERSION}", Location(option="compatibility"), value=text,
+                has_value=True,
             )
         return version
 
     def __str__(self) -> str:
-        return ".".join(str(p) for p in self.parts)
+        parts = self.parts if len(self.parts) > 1 else (*self.parts, 0)
+        return ".".join(str(p) for p in parts)
 
 
 OLDEST_VERSION: Final = CompatVersion((4,))

@@ -63,6 +63,8 @@ class _Lines:
     def __init__(self, text: str) -> None:
         self.tables: dict[_Path, int] = {}
         self.keys: dict[tuple[_Path, str], int] = {}
+        # First header line of a sub-table written as its own [section].
+        self.subtables: dict[tuple[_Path, str], int] = {}
         counters: dict[tuple[_Path, str], int] = {}
         current: _Path = ()
         for number, line in enumerate(text.splitlines(), start=1):
@@ -73,6 +75,7 @@ class _Lines:
                 path: list[tuple[str, int | None]] = []
                 for i, name in enumerate(names):
                     parent = tuple(path)
+                    self.subtables.setdefault((parent, name), number)
                     if i == len(names) - 1:
                         if is_array:
                             idx = counters.get((parent, name), -1) + 1
@@ -88,13 +91,19 @@ class _Lines:
                 continue
             key = _KEY.match(line)
             if key:
-                self.keys.setdefault((current, key.group(1).strip("\"'").lower()), number)
+                name = key.group(1).strip("\"'")
+                self.keys.setdefault((current, name), number)
+                self.keys.setdefault((current, name.lower()), number)
 
     def table(self, path: _Path) -> int | None:
         return self.tables.get(path)
 
     def key(self, path: _Path, key: str) -> int | None:
-        return self.keys.get((path, key.lower()))
+        # Exact spelling first: "tls" and "TLS" in one table are two lines.
+        for candidate in ((path, key), (path, key.lower())):
+            if candidate in self.keys:
+                return self.keys[candidate]
+        return self.subtables.get((path, key))
 
 
 _CHILD_KEYS: Final = {
@@ -124,11 +133,13 @@ class _Reader:
     def scope(self, kind: ScopeKind, table: Mapping[str, Any], path: _Path,
               scope_desc: str) -> RawScope:
         name: str | None = None
+        name_given = False
         options: list[RawOption] = []
         children: list[RawScope] = []
         for key, value in table.items():
             lower = key.lower()
             if kind is not ScopeKind.GLOBAL and lower == "name":
+                name_given = True
                 if not isinstance(value, str):
                     self.errors.append(InvalidValueError(
                         f"{kind.value} name must be a string",
@@ -159,9 +170,7 @@ class _Reader:
                         where))
                 continue
             options.append(RawOption(key, value, self.loc(path, key)))
-        if kind is not ScopeKind.GLOBAL and name is None and not any(
-            e.location.line == self.lines.table(path) for e in self.errors
-        ):
+        if kind is not ScopeKind.GLOBAL and not name_given:
             self.errors.append(ConfigSyntaxError(
                 f"{kind.value} table has no 'name'", self.loc(path).evolve(scope=scope_desc)))
         return RawScope(kind, name, self.loc(path), tuple(options), tuple(children))
