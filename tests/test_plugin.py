@@ -127,3 +127,15 @@ def test_junit_xml_names_cases(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=2)
     text = (pytester.path / "out.xml").read_text("utf-8")
     assert 'name="partner is verified"' in text
+
+
+def test_pyproject_lists(pytester: pytest.Pytester) -> None:
+    pytester.mkdir("policy")
+    Path(pytester.path / "policy" / "outbound.toml").write_text(CONFIG, "utf-8")
+    Path(pytester.path / "policy" / "a.tlspolicy.toml").write_text(
+        CASES.replace('config = "outbound.toml"\n', ""), "utf-8")
+    pytester.makepyprojecttoml(
+        '[tool.pytest.ini_options]\ntlspolicy_expectations = ["policy/*.tlspolicy.toml"]\n'
+        'tlspolicy_config = ["policy/outbound.toml"]\n')
+    result = pytester.runpytest(*PLUGIN, "policy")
+    result.assert_outcomes(passed=2)
