@@ -139,3 +139,12 @@ def test_pyproject_lists(pytester: pytest.Pytester) -> None:
         'tlspolicy_config = ["policy/outbound.toml"]\n')
     result = pytester.runpytest(*PLUGIN, "policy")
     result.assert_outcomes(passed=2)
+
+
+def test_library_side_does_not_import_pytest() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, tlspolicy.testing, tlspolicy.testing.commands; "
+            "assert 'pytest' not in sys.modules, 'pytest imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
