@@ -283,8 +283,9 @@ def evaluate_peer(
 ) -> PeerEvaluation:
     """Judge a presented chain (DER, leaf first) as ``decision.verification`` says.
 
-    ``tlsa_records`` (:class:`tlspolicy.policies.dane.TlsaRecord`) are needed
-    when the verification is DANE and ignored otherwise.  ``now`` must be
+    ``tlsa_records`` (:class:`tlspolicy.TlsaRecord`) are used when the
+    verification is DANE and ignored otherwise; by default the usable records
+    the decision carries (``decision.tlsa_records``).  ``now`` must be
     timezone-aware.  Fold the result with
     ``decision.after_certificate(result.problems)``.
     """
@@ -351,14 +352,16 @@ def evaluate_peer(
 
 def _evaluate_dane(decision: Decision, chain: Sequence[bytes], now: datetime.datetime,
                    chain_complete: bool, tlsa_records: Iterable[Any] | None) -> PeerEvaluation:
-    from tlspolicy.policies.dane import match_chain
+    from tlspolicy import dane_observations, match_chain
 
-    if tlsa_records is None:
+    records = list(decision.tlsa_records if tlsa_records is None else tlsa_records)
+    if not records:
         raise TlsPolicyError(
-            "the decision says DANE applies but no tlsa_records were passed to the driver")
-    result = match_chain(list(chain), list(tlsa_records),
+            "the decision says DANE applies but decision.tlsa_records is empty and no "
+            "tlsa_records were passed to the driver")
+    result = match_chain(list(chain), records,
                          reference_names=decision.reference_identities, now=now)
-    problems = tuple(Observation(p.value) for p in result.problems)
+    problems = dane_observations(result)
     return PeerEvaluation(problems, VerifiedAs.DANE if result.ok else VerifiedAs.NONE, True,
                           len(chain), chain_complete, dane_detail=result.detail,
                           details=(result.detail,))

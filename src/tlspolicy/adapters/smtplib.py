@@ -76,8 +76,8 @@ def starttls(
     sent when the session has not greeted yet.  ``context`` replaces the one
     built from ``decision.parameters`` (it should not verify, so certificate
     problems can be classified; if it does, a verification failure is still
-    classified by its ``verify_code``).  ``tlsa_records`` are the TLSA records
-    the caller found when DANE applies.  ``now`` (timezone-aware) is the time
+    classified by its ``verify_code``).  ``tlsa_records`` override the TLSA
+    records the decision carries when DANE applies.  ``now`` (timezone-aware) is the time
     certificates are judged at; the clock by default.
 
     On FALLBACK after a failed handshake the old session is closed and a new
