@@ -186,7 +186,8 @@ def scaling(settings: Settings, configs: Sequence[Config]) -> None:
             rng.randrange(_configs.N_BINDINGS))) for _ in range(settings.warm_keys)]
         run = _warm_run(resolver, keys)
         run()
-        count = max(1, int(settings.sample_seconds / max(_timing.sample(run), 1e-9)))
+        per_pass = _timing.sample(run) * len(keys)
+        count = max(1, int(settings.sample_seconds / max(per_pass, 1e-9)))
 
         def repeated(run: Callable[[], int] = run, count: int = count) -> int:
             return sum(run() for _ in range(count))
