@@ -43,7 +43,12 @@ PROFILE: Final = os.environ.get("HYPOTHESIS_PROFILE", "default")
 """The hypothesis profile in force (see ``tests/conftest.py``)."""
 
 CONFIG_EXAMPLES: Final = 10_000 if PROFILE == "ci" else 300
-"""Generated configurations per configuration property test."""
+"""Generated configurations for the core resolver invariants (SEMANTICS section 6)."""
+
+PROPERTY_EXAMPLES: Final = 1_000 if PROFILE == "ci" else 100
+"""Generated configurations for the heavier property tests built on the core
+(diff classification, format round trips), which check their own rules, not
+the section 6 invariants."""
 
 # Domain stanza names as written -> normalised comparison key (hand-written).
 EXACT_NAMES: Final[Mapping[str, str]] = {

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from strategies import CONFIG_EXAMPLES, configs, options
+from strategies import PROPERTY_EXAMPLES, configs, options
 from tlspolicy import (
     Action,
     BindingGroupScope,
@@ -346,7 +346,7 @@ def mutated(draw: st.DrawFn, config: Config) -> Config:
     return attrs.evolve(config, bindings=tuple(bindings))
 
 
-@settings(max_examples=CONFIG_EXAMPLES, deadline=None)
+@settings(max_examples=PROPERTY_EXAMPLES, deadline=None)
 @given(configs(), st.data())
 def test_downgrades_are_reported_and_no_effect_reports_nothing(
         config: Config, data: st.DataObject) -> None:
@@ -405,7 +405,7 @@ def _pin(config: Config, binding: str, domain: str, options_: Options) -> Config
     return layer_configs([config, layer])
 
 
-@settings(max_examples=CONFIG_EXAMPLES, deadline=None)
+@settings(max_examples=PROPERTY_EXAMPLES, deadline=None)
 @given(configs(), st.data())
 def test_weakening_one_decision_is_a_downgrade_for_it(config: Config,
                                                       data: st.DataObject) -> None:

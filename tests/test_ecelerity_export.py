@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from strategies import BINDING_NAMES, CONFIG_EXAMPLES, GROUP_NAMES, domains, options
+from strategies import BINDING_NAMES, GROUP_NAMES, PROPERTY_EXAMPLES, domains, options
 from tlspolicy import (
     NEWEST_VERSION,
     BindingGroupScope,
@@ -77,14 +77,14 @@ def configs(draw: st.DrawFn) -> Config:
     )
 
 
-@settings(max_examples=CONFIG_EXAMPLES)
+@settings(max_examples=PROPERTY_EXAMPLES)
 @given(configs())
 def test_ecelerity_round_trip(config: Config) -> None:
     text = dumps_ecelerity(config)
     assert loads_ecelerity_config(text) == _portable(config)
 
 
-@settings(max_examples=CONFIG_EXAMPLES)
+@settings(max_examples=PROPERTY_EXAMPLES)
 @given(configs())
 def test_ecelerity_then_toml_round_trip(config: Config) -> None:
     from_conf = loads_ecelerity_config(dumps_ecelerity(config))

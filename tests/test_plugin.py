@@ -1,8 +1,8 @@
 """The pytest plugin: expectation files collected as test items, opt-in only.
 
-Runs pytest inside pytest with the ``pytester`` fixture.  The plugin is
-enabled with ``-p tlspolicy.testing.plugin`` here because the ``pytest11``
-entry point only exists once the package metadata declares it.
+Runs pytest inside pytest with the ``pytester`` fixture.  The plugin loads
+through the package's ``pytest11`` entry point, exactly as in an operator's
+repository; the inner runs pass no ``-p`` option.
 """
 
 from __future__ import annotations
@@ -14,7 +14,14 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-PLUGIN = ("-p", "tlspolicy.testing.plugin")
+PLUGIN: tuple[str, ...] = ()
+
+
+def test_entry_point_is_declared() -> None:
+    from importlib.metadata import entry_points
+
+    found = {ep.name: ep.value for ep in entry_points(group="pytest11")}
+    assert found.get("tlspolicy") == "tlspolicy.testing.plugin"
 DATA = resources.files("tlspolicy").joinpath("data")
 EXAMPLE_TEXT = DATA.joinpath("example.toml").read_text("utf-8")
 EXPECTATIONS_TEXT = DATA.joinpath("example-expectations.toml").read_text("utf-8")

@@ -32,7 +32,10 @@ from . import (
 
 __all__ = ["COMMAND_MODULES", "example_config", "load_cli_config", "main"]
 
-COMMAND_MODULES: Final[tuple[str, ...]] = ("tlspolicy.integrations_cli",)
+COMMAND_MODULES: Final[tuple[str, ...]] = (
+    "tlspolicy.integrations_cli",
+    "tlspolicy.testing.commands",
+)
 """Modules that add subcommands (imported lazily; each has ``add_commands``)."""
 
 EXAMPLE_NAME: Final = "example.toml"
