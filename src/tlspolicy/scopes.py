@@ -230,6 +230,60 @@ class Config:
 
 
 # --------------------------------------------------------------------------
+# Trusted construction, for loaders that have already checked everything the
+# constructors check.  The public constructors keep validating; these skip the
+# re-walk of every scope, which costs as much as the loading itself on large
+# files.  Callers must guarantee what ``__attrs_post_init__`` would verify.
+
+_new: Final = object.__new__
+_set: Final = object.__setattr__
+
+
+def trusted_domain(name: DomainName, options: Options) -> DomainScope:
+    """A :class:`DomainScope` built without re-checking (the caller checked)."""
+    scope: DomainScope = _new(DomainScope)
+    _set(scope, "name", name)
+    _set(scope, "options", options)
+    return scope
+
+
+def trusted_binding(name: str, options: Options, domains: tuple[DomainScope, ...]
+                    ) -> BindingScope:
+    """A :class:`BindingScope` built without re-checking (the caller checked)."""
+    scope: BindingScope = _new(BindingScope)
+    _set(scope, "name", name)
+    _set(scope, "options", options)
+    _set(scope, "domains", domains)
+    return scope
+
+
+def trusted_group(name: str, options: Options, domains: tuple[DomainScope, ...],
+                  bindings: tuple[BindingScope, ...]) -> BindingGroupScope:
+    """A :class:`BindingGroupScope` built without re-checking (the caller checked)."""
+    scope: BindingGroupScope = _new(BindingGroupScope)
+    _set(scope, "name", name)
+    _set(scope, "options", options)
+    _set(scope, "domains", domains)
+    _set(scope, "bindings", bindings)
+    return scope
+
+
+def trusted_config(options: Options, domains: tuple[DomainScope, ...],
+                   binding_groups: tuple[BindingGroupScope, ...],
+                   bindings: tuple[BindingScope, ...], compatibility: CompatVersion | None,
+                   match_cache_size: int | None) -> Config:
+    """A :class:`Config` built without re-checking (the caller checked)."""
+    config: Config = _new(Config)
+    _set(config, "options", options)
+    _set(config, "domains", domains)
+    _set(config, "binding_groups", binding_groups)
+    _set(config, "bindings", bindings)
+    _set(config, "compatibility", compatibility)
+    _set(config, "match_cache_size", match_cache_size)
+    return config
+
+
+# --------------------------------------------------------------------------
 # Building a Config from a raw tree, collecting every located error.
 
 _ALLOWED_CHILDREN: Final = {

@@ -41,8 +41,19 @@ import tomli_w
 
 from .._raw import RawOption, RawScope
 from ..errors import ConfigError, ConfigErrors, ConfigSyntaxError, InvalidValueError, Location
-from ..options import OPTION_SPECS, ScopeKind
-from ..scopes import BindingScope, Config, DomainScope, build_config
+from ..names import DomainKind, DomainName
+from ..options import NEWEST_VERSION, OPTION_SPECS, CompatVersion, Options, ScopeKind
+from ..scopes import (
+    BindingGroupScope,
+    BindingScope,
+    Config,
+    DomainScope,
+    build_config,
+    trusted_binding,
+    trusted_config,
+    trusted_domain,
+    trusted_group,
+)
 
 __all__ = ["config_to_toml", "dumps_toml", "loads_toml", "toml_to_raw"]
 
@@ -226,19 +237,205 @@ class _Reader:
                         tuple(children), tuple(settings))
 
 
+class _Bail(Exception):
+    """The fast reader met something it does not handle itself."""
+
+
+# A host name the fast reader may key without normalise_domain: lower-case ASCII labels
+# that normalise_domain would accept unchanged, and that cannot be an IP literal (the
+# first character is no digit, no '[' and no ':' anywhere).
+_PLAIN_LABEL: Final = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_PLAIN_HOST: Final = re.compile(rf"[a-z_](?:[a-z0-9_-]{{0,61}}[a-z0-9_])?(?:\.{_PLAIN_LABEL})*")
+_VALUE_TYPES: Final = frozenset({str, bool})
+_EXACT: Final = DomainKind.EXACT
+
+
+class _FastReader:
+    """Builds a :class:`Config` straight from ``tomllib``'s dictionaries.
+
+    It accepts only a configuration that :func:`toml_to_raw` plus
+    :func:`build_config` would accept, and builds the equal ``Config``; on
+    anything unusual (any mistake, a key not spelled in lower case, a value
+    that is not a string or boolean, a repeated name) it gives up by raising
+    :class:`_Bail`, and the caller takes the located path, which finds and
+    reports every problem.  Nothing is located here, so no line numbers are
+    computed for a file that loads.  Scopes with the same options share one
+    :class:`Options` value (they are immutable).
+    """
+
+    def __init__(self) -> None:
+        self.version = NEWEST_VERSION
+        self.too_new: frozenset[str] = frozenset()
+        self.compatibility: CompatVersion | None = None
+        self.match_cache_size: int | None = None
+        self.interned: dict[tuple[ScopeKind, tuple[tuple[str, object], ...]], Options] = {}
+
+    def settings(self, data: Mapping[str, Any]) -> None:
+        if "compatibility" in data:
+            text = data["compatibility"]
+            try:
+                self.compatibility = CompatVersion.parse(text)
+            except Exception:
+                raise _Bail from None
+        if "match_cache_size" in data:
+            value = data["match_cache_size"]
+            if type(value) is not int or value < 0:
+                raise _Bail
+            self.match_cache_size = value
+        version = self.compatibility or NEWEST_VERSION
+        self.too_new = frozenset(n for n, spec in OPTION_SPECS.items() if spec.since > version)
+
+    def options(self, kind: ScopeKind, items: tuple[tuple[str, object], ...]) -> Options:
+        # Callers have checked every value is a str or bool, so the key hashes and
+        # 1 == True cannot make an integer hit a boolean's entry.
+        key = (kind, items)
+        found = self.interned.get(key)
+        if found is not None:
+            return found
+        values: dict[str, object] = {}
+        for name, value in items:
+            spec = OPTION_SPECS.get(name)
+            if (spec is None or type(value) not in _VALUE_TYPES or kind not in spec.scopes
+                    or name in self.too_new):
+                raise _Bail
+            try:
+                values[name] = spec.parse(value)
+            except Exception:
+                raise _Bail from None
+        try:
+            options = Options(**values)  # type: ignore[arg-type]
+        except Exception:
+            raise _Bail from None
+        self.interned[key] = options
+        return options
+
+    def scope(self, kind: ScopeKind, table: object, child_keys: frozenset[str]
+              ) -> tuple[str, Options, dict[str, object]]:
+        if type(table) is not dict:
+            raise _Bail
+        name: object = None
+        items: list[tuple[str, object]] = []
+        children: dict[str, object] = {}
+        for key, value in table.items():
+            if key == "name":
+                name = value
+            elif key in child_keys:
+                children[key] = value
+            elif type(value) in _VALUE_TYPES:
+                items.append((key, value))
+            else:
+                raise _Bail
+        if type(name) is not str or not name or name != name.strip():
+            raise _Bail
+        return name, self.options(kind, tuple(items)), children
+
+    def domains(self, value: object) -> tuple[DomainScope, ...]:
+        if type(value) is not list:
+            raise _Bail
+        out: list[DomainScope] = []
+        exact: set[str] = set()
+        other: set[DomainName] = set()
+        plain = _PLAIN_HOST.fullmatch
+        for table in value:
+            name, options, _children = self.scope(ScopeKind.DOMAIN, table, frozenset())
+            lower = name.lower()
+            if len(lower) <= 253 and name.isascii() and plain(lower):
+                if lower in exact:
+                    raise _Bail
+                exact.add(lower)
+                parsed = DomainName(_EXACT, lower, name)
+            else:
+                try:
+                    parsed = DomainName.parse(name)
+                except Exception:
+                    raise _Bail from None
+                if parsed.kind is _EXACT:
+                    if parsed.key in exact:
+                        raise _Bail
+                    exact.add(parsed.key)
+                else:
+                    if parsed in other:
+                        raise _Bail
+                    other.add(parsed)
+            out.append(trusted_domain(parsed, options))
+        return tuple(out)
+
+    def bindings(self, value: object, owners: set[str]) -> tuple[BindingScope, ...]:
+        if type(value) is not list:
+            raise _Bail
+        out: list[BindingScope] = []
+        for table in value:
+            name, options, children = self.scope(ScopeKind.BINDING, table, _BINDING_CHILDREN)
+            if name in owners:
+                raise _Bail
+            owners.add(name)
+            domains = self.domains(children["domain"]) if "domain" in children else ()
+            out.append(trusted_binding(name, options, domains))
+        return tuple(out)
+
+    def build(self, data: Mapping[str, Any]) -> Config:
+        for key in data:
+            if key not in _ROOT_KEYS:
+                raise _Bail
+        self.settings(data)
+        options = Options()
+        if "global" in data:
+            table = data["global"]
+            if type(table) is not dict:
+                raise _Bail
+            items = tuple(table.items())
+            for _key, value in items:
+                if type(value) not in _VALUE_TYPES:
+                    raise _Bail
+            options = self.options(ScopeKind.GLOBAL, items)
+        domains = self.domains(data["domain"]) if "domain" in data else ()
+        owners: set[str] = set()
+        groups: list[BindingGroupScope] = []
+        group_names: set[str] = set()
+        if "binding_group" in data:
+            value = data["binding_group"]
+            if type(value) is not list:
+                raise _Bail
+            for table in value:
+                name, g_options, children = self.scope(
+                    ScopeKind.BINDING_GROUP, table, _GROUP_CHILDREN)
+                if name in group_names:
+                    raise _Bail
+                group_names.add(name)
+                g_domains = self.domains(children["domain"]) if "domain" in children else ()
+                g_bindings = (self.bindings(children["binding"], owners)
+                              if "binding" in children else ())
+                groups.append(trusted_group(name, g_options, g_domains, g_bindings))
+        bindings = self.bindings(data["binding"], owners) if "binding" in data else ()
+        return trusted_config(options, domains, tuple(groups), bindings, self.compatibility,
+                              self.match_cache_size)
+
+
+_ROOT_KEYS: Final = frozenset({*_SETTINGS, "global", "domain", "binding_group", "binding"})
+_GROUP_CHILDREN: Final = frozenset({"domain", "binding"})
+_BINDING_CHILDREN: Final = frozenset({"domain"})
+
+
 _DECODE_POS: Final = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
-def toml_to_raw(text: str, filename: str = "<string>") -> RawScope:
-    """Parse TOML text into the neutral raw tree (layout errors raised together)."""
+def _parse(text: str, filename: str) -> dict[str, Any]:
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         pos = _DECODE_POS.search(str(exc))
         message = _DECODE_POS.sub("", str(exc)).strip()
         location = Location(file=filename, line=int(pos.group(1)) if pos else None,
                             column=int(pos.group(2)) if pos else None)
         raise ConfigSyntaxError(f"not valid TOML: {message}", location) from None
+
+
+def toml_to_raw(text: str, filename: str = "<string>") -> RawScope:
+    """Parse TOML text into the neutral raw tree (layout errors raised together)."""
+    return _data_to_raw(_parse(text, filename), text, filename)
+
+
+def _data_to_raw(data: Mapping[str, Any], text: str, filename: str) -> RawScope:
     reader = _Reader(text, filename)
     raw = reader.root(data)
     ConfigErrors.raise_if_any(reader.errors)
@@ -247,7 +444,13 @@ def toml_to_raw(text: str, filename: str = "<string>") -> RawScope:
 
 def loads_toml(text: str, filename: str = "<string>") -> Config:
     """Read a TOML configuration from text; every problem is reported at once."""
-    raw = toml_to_raw(text, filename)
+    data = _parse(text, filename)
+    try:
+        return _FastReader().build(data)
+    except _Bail:
+        # Something to report (or an unusual spelling): the located path finds it.
+        pass
+    raw = _data_to_raw(data, text, filename)
     try:
         return build_config(raw)
     except ConfigErrors as many:
