@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from tlspolicy.errors import ConfigError, ConfigSyntaxError, TlsPolicyError
 from tlspolicy.formats import ecelerity
-from tlspolicy.formats._raw import RawScope
+from tlspolicy._raw import RawScope
 from tlspolicy.formats.ecelerity import (
     EcelerityDocument,
     EcelerityIncludeError,

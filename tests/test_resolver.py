@@ -382,10 +382,10 @@ def test_overrides_may_not_touch_policy_switches_or_engine(option: Options) -> N
 
 
 def test_override_newer_than_compatibility_is_rejected() -> None:
-    with pytest.raises(OptionScopeError, match="tls_protocols"):
+    with pytest.raises(OptionVersionError, match="tls_protocols"):
         resolve('compatibility = "4.1"\n', overrides=Options(tls_protocols=TlsProtocols.parse(
             "TLSv1.2")))
-    with pytest.raises(OptionScopeError, match="tls_ifavailable_fallback"):
+    with pytest.raises(OptionVersionError, match="tls_ifavailable_fallback"):
         resolve('compatibility = "4.0"\n', overrides=Options(tls_ifavailable_fallback=False))
 
 

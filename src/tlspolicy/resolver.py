@@ -24,7 +24,13 @@ from typing import Final
 import attrs
 
 from .decision import Decision, Requirements, Source, TlsParameters, Verification
-from .errors import InvalidDomainError, Location, OptionScopeError, UnknownBindingError
+from .errors import (
+    InvalidDomainError,
+    Location,
+    OptionScopeError,
+    OptionVersionError,
+    UnknownBindingError,
+)
 from .names import DomainKind, normalise_domain
 from .options import (
     OPTION_SPECS,
@@ -352,7 +358,7 @@ class Resolver:
                     f"(allowed: {', '.join(sorted(OVERRIDABLE_OPTIONS))})",
                     Location(scope="override", option=name))
             if OPTION_SPECS[name].since > self.compatibility:
-                raise OptionScopeError(
+                raise OptionVersionError(
                     f"option {name!r} needs Momentum {OPTION_SPECS[name].since} or newer; the "
                     f"configuration pins compatibility {self.compatibility}",
                     Location(scope="override", option=name))
