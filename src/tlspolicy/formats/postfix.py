@@ -33,8 +33,10 @@ its effective policy so Postfix never falls back to its own defaults.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
@@ -58,6 +60,7 @@ from ..scopes import DEFAULT_NAME, BindingScope, Config, DomainScope, scope_path
 from ..servers.socketmap import PostfixKeyError, SocketmapReply, parse_postfix_key
 
 __all__ = [
+    "DEFAULT_ANSWER_MEMO_SIZE",
     "VERIFY_MATCH",
     "PolicyLookup",
     "PostfixEntry",
@@ -75,7 +78,13 @@ __all__ = [
 VERIFY_MATCH: Final = "hostname:nexthop"
 """``match=`` for verified levels: Momentum accepts the MX host name or the recipient domain."""
 
+DEFAULT_ANSWER_MEMO_SIZE: Final = 65536
+"""Answers :class:`PolicyLookup` keeps per map name and key (the resolver's memo size)."""
+
 _FALLBACK_SINCE: Final = CompatVersion((4, 1))
+# Longer keys are answered but not kept: a Postfix key is a domain and a port, so
+# only a client sending junk has longer ones, and it should not fill the memo.
+_MEMO_KEY_CHARS: Final = 300
 _GRADES: Final = {"HIGH": "high", "MEDIUM": "medium", "LOW": "low", "EXPORT": "export",
                   "NULL": "null"}
 _CIPHER_NAME: Final = re.compile(r"[A-Za-z0-9_+\-.]+")
@@ -526,10 +535,19 @@ class PolicyLookup:
     Unexpected errors propagate so the server answers ``TEMP``.
     """
 
-    def __init__(self, resolver: Resolver) -> None:
+    def __init__(self, resolver: Resolver, *, memo_size: int = DEFAULT_ANSWER_MEMO_SIZE) -> None:
+        if isinstance(memo_size, bool) or not isinstance(memo_size, int) or memo_size < 0:
+            raise ValueError(f"memo_size must be a whole number >= 0, got {memo_size!r}")
         self.resolver = resolver
         self._bindings = frozenset(resolver.bindings)
         self._fallback_exists = resolver.compatibility >= _FALLBACK_SINCE
+        # Answers are pure functions of (map name, key) for one resolver, and a
+        # reload builds a new PolicyLookup, so these memos never go stale.  Both are
+        # bounded: answers by memo_size (oldest entry out first), replies per set of
+        # effective values by the same bound (a configuration has few such sets).
+        self._memo_size = memo_size
+        self._answers: OrderedDict[tuple[str, str], SocketmapReply] = OrderedDict()
+        self._by_values: dict[tuple[tuple[str, object], ...], SocketmapReply] = {}
 
     def policy(self, binding: str, domain: str) -> PostfixPolicy:
         """The policy for an already normalised ``domain`` through ``binding``."""
@@ -539,6 +557,20 @@ class PolicyLookup:
         return policy
 
     def __call__(self, map_name: str, key: str) -> SocketmapReply:
+        memo_key = (map_name, key)
+        reply = self._answers.get(memo_key)
+        if reply is None:
+            reply = self._answer(map_name, key)
+            if self._memo_size and len(key) <= _MEMO_KEY_CHARS:
+                answers = self._answers
+                if len(answers) >= self._memo_size:
+                    # Oldest first; a concurrent caller may have emptied it already.
+                    with contextlib.suppress(KeyError):
+                        answers.popitem(last=False)
+                answers[memo_key] = reply
+        return reply
+
+    def _answer(self, map_name: str, key: str) -> SocketmapReply:
         if map_name not in self._bindings:
             return SocketmapReply.perm(
                 f"unknown binding {map_name!r} (declared: {', '.join(sorted(self._bindings))})"
@@ -549,7 +581,21 @@ class PolicyLookup:
             return SocketmapReply.perm(f"malformed key: {exc}")
         if parsed.parent:
             return SocketmapReply.notfound()
+        values, sources = self.resolver.effective(parsed.domain, map_name)
+        values_key = tuple(values.items())
+        reply = self._by_values.get(values_key)
+        if reply is not None:
+            return reply
         try:
-            return SocketmapReply.ok(self.policy(map_name, parsed.domain).text())
+            policy, _warnings = map_values(values, sources, binding=map_name, key=parsed.domain,
+                                           fallback_exists=self._fallback_exists)
+            reply = SocketmapReply.ok(policy.text())
         except PostfixMappingError as exc:
+            # The message names the offending value only, so it too depends on the
+            # values alone; keep it out of the memo all the same (errors are rare).
             return SocketmapReply.perm(str(exc))
+        if self._memo_size:
+            if len(self._by_values) >= self._memo_size:
+                self._by_values.clear()
+            self._by_values[values_key] = reply
+        return reply

@@ -184,6 +184,11 @@ class PostfixKey(NamedTuple):
 
 
 _LABEL: Final = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+# A plain host name (lower case ASCII, optional trailing dot) whose last label starts
+# with a letter or underscore, so it is neither an address nor all-numeric:
+# parse_postfix_key's answer for it is the name itself.
+_PLAIN_KEY: Final = re.compile(
+    r"(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.?")
 _PORT_DIGITS: Final = re.compile(r"[0-9]{1,5}")
 # Postfix accepts service names for ports; resolving them through the system's
 # services database would make this function impure, so the names a mail next
@@ -260,6 +265,17 @@ def parse_postfix_key(key: str) -> PostfixKey:
     """
     if not isinstance(key, str):
         raise PostfixKeyError(f"key must be a string, not {type(key).__name__}")
+    if key.isascii():
+        # The common case, a plain host name, without trying it as an address first.
+        lower = key.lower()
+        if _PLAIN_KEY.fullmatch(lower):
+            name = lower[:-1] if lower[-1] == "." else lower
+            if len(name) <= 253:
+                return PostfixKey(name, None, parent=False, bracketed=False)
+    return _parse_general_key(key)
+
+
+def _parse_general_key(key: str) -> PostfixKey:
     if not key or key != key.strip() or any(c.isspace() for c in key):
         raise PostfixKeyError(f"key is empty or contains white space: {key!r}")
 
@@ -481,41 +497,54 @@ class SocketmapServer:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         decoder = NetstringDecoder(self.max_request_bytes)
+        idle = _IdleTimer(asyncio.get_running_loop(), self.idle_timeout, writer)
+        transport = writer.transport
+        read = reader.read
+        try:
+            while True:
+                chunk = await read(_READ_CHUNK)
+                if not chunk:
+                    if idle.expired:
+                        log.debug("socketmap: idle connection closed")
+                    elif decoder.buffered:
+                        log.debug("socketmap: connection closed inside a request")
+                    return
+                idle.touch()
+                if not self._serve_chunk(decoder, chunk, writer):
+                    return
+                if transport.get_write_buffer_size() > _READ_CHUNK:
+                    # Only a client that does not read its answers gets here; wait for
+                    # it rather than buffer without bound.
+                    await writer.drain()
+        finally:
+            idle.cancel()
+
+    def _serve_chunk(self, decoder: NetstringDecoder, chunk: bytes,
+                     writer: asyncio.StreamWriter) -> bool:
+        """Answer every complete request in ``chunk``; false when the stream is broken."""
+        decoder.feed(chunk)
+        replies: list[bytes] = []
+        broken = False
         while True:
             try:
-                chunk = await asyncio.wait_for(reader.read(_READ_CHUNK), self.idle_timeout)
-            except TimeoutError:
-                log.debug("socketmap: idle connection closed")
-                return
-            if not chunk:
-                if decoder.buffered:
-                    log.debug("socketmap: connection closed inside a request")
-                return
-            decoder.feed(chunk)
-            replies: list[bytes] = []
-            broken = False
-            while True:
-                try:
-                    payload = decoder.next_payload()
-                except NetstringTooLongError as exc:
-                    log.warning("socketmap: %s; closing the connection", exc)
-                    replies.append(SocketmapReply.perm(
-                        f"request too large (limit {exc.limit} bytes)").encode())
-                    broken = True
-                    break
-                except NetstringError as exc:
-                    log.warning("socketmap: %s; closing the connection", exc)
-                    replies.append(SocketmapReply.perm("malformed netstring").encode())
-                    broken = True
-                    break
-                if payload is None:
-                    break
-                replies.append(self._answer(payload).encode())
-            if replies:
-                writer.write(b"".join(replies))
-                await writer.drain()
-            if broken:
-                return
+                payload = decoder.next_payload()
+            except NetstringTooLongError as exc:
+                log.warning("socketmap: %s; closing the connection", exc)
+                replies.append(SocketmapReply.perm(
+                    f"request too large (limit {exc.limit} bytes)").encode())
+                broken = True
+                break
+            except NetstringError as exc:
+                log.warning("socketmap: %s; closing the connection", exc)
+                replies.append(SocketmapReply.perm("malformed netstring").encode())
+                broken = True
+                break
+            if payload is None:
+                break
+            replies.append(self._answer(payload).encode())
+        if replies:
+            writer.write(replies[0] if len(replies) == 1 else b"".join(replies))
+        return not broken
 
     def _answer(self, payload: bytes) -> SocketmapReply:
         try:
@@ -543,6 +572,44 @@ class SocketmapServer:
             return SocketmapReply.perm("reply too long")
         log.debug("socketmap: %s %r -> %s", name, key, reply.to_text())
         return reply
+
+
+class _IdleTimer:
+    """Closes a connection that has been silent for ``timeout`` seconds.
+
+    A request only records the time (``touch``); the one timer per connection
+    re-arms itself for the remainder when it fires early, so a busy connection
+    costs no timer operation per request.  On expiry the transport is closed,
+    which ends the pending read with end of file.
+    """
+
+    __slots__ = ("_handle", "_loop", "_timeout", "_writer", "expired", "last")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float,
+                 writer: asyncio.StreamWriter) -> None:
+        self._loop = loop
+        self._timeout = timeout
+        self._writer = writer
+        self.expired = False
+        self.last = loop.time()
+        self._handle: asyncio.TimerHandle | None = loop.call_at(self.last + timeout, self._fire)
+
+    def touch(self) -> None:
+        self.last = self._loop.time()
+
+    def _fire(self) -> None:
+        deadline = self.last + self._timeout
+        if self._loop.time() < deadline:
+            self._handle = self._loop.call_at(deadline, self._fire)
+            return
+        self._handle = None
+        self.expired = True
+        self._writer.close()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 def _safe_perm(message: str) -> SocketmapReply:
