@@ -566,11 +566,12 @@ class SocketmapServer:
         if not isinstance(reply, SocketmapReply):
             log.error("socketmap: lookup returned %r, not a SocketmapReply", reply)
             return SocketmapReply.temp("internal error in the policy server")
-        if len(reply.to_text()) > MAX_REPLY_CHARS:
+        if len(reply.text) + len(reply.status.value) + 1 > MAX_REPLY_CHARS:
             log.error("socketmap: reply for %s %r longer than %d characters", name, key,
                       MAX_REPLY_CHARS)
             return SocketmapReply.perm("reply too long")
-        log.debug("socketmap: %s %r -> %s", name, key, reply.to_text())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("socketmap: %s %r -> %s", name, key, reply.to_text())
         return reply
 
 
