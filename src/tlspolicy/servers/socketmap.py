@@ -44,8 +44,8 @@ from collections.abc import Callable
 from typing import Final, NamedTuple
 
 import attrs
-import idna
 
+from .. import InvalidDomainError, normalise_domain
 from ..errors import PolicyInputError, TlsPolicyError
 from .netstring import NetstringDecoder, NetstringError, NetstringTooLongError, encode_netstring
 
@@ -183,7 +183,6 @@ class PostfixKey(NamedTuple):
         return self.domain.startswith("[")
 
 
-_LABEL: Final = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 # A plain host name (lower case ASCII, optional trailing dot) whose last label starts
 # with a letter or underscore, so it is neither an address nor all-numeric:
 # parse_postfix_key's answer for it is the name itself.
@@ -228,27 +227,20 @@ def _ip_literal(text: str) -> str | None:
 
 
 def _domain(text: str, key: str) -> str:
-    name = text[:-1] if text.endswith(".") else text
-    if not name:
-        raise PostfixKeyError(f"empty domain in key {key!r}")
-    if name.isascii():
-        ascii_name = name.lower()
-    else:
-        try:
-            ascii_name = idna.encode(name, uts46=True, transitional=False).decode("ascii")
-        except idna.IDNAError as exc:
-            raise PostfixKeyError(f"invalid international domain in key {key!r}: {exc}") from None
-    if len(ascii_name) > 253:
-        raise PostfixKeyError(f"domain longer than 253 characters in key {key!r}")
-    labels = ascii_name.split(".")
-    for label in labels:
-        if not _LABEL.fullmatch(label):
-            raise PostfixKeyError(f"invalid domain label {label!r} in key {key!r}")
-    if labels[-1].isdigit():
-        # An all-numeric last label is no host name (RFC 3696 section 2); it is
-        # a mistyped address such as 192.0.2.300 or 1.2.3.4.5.
+    # The same normalisation as every other domain name in the library, so a
+    # key finds exactly the stanza a resolver request with that name would.
+    if text.startswith("[") or text.endswith(".."):
+        raise PostfixKeyError(f"invalid domain {text!r} in key {key!r}")
+    try:
+        name = normalise_domain(text)
+    except InvalidDomainError as exc:
+        raise PostfixKeyError(f"{exc} (key {key!r})") from None
+    if name.startswith("[") or name.rsplit(".", 1)[-1].isdigit():
+        # An IP literal is only accepted through the IP branch of the parser,
+        # and an all-numeric last label is no host name (RFC 3696 section
+        # 2): it is a mistyped address such as 192.0.2.300 or 1.2.3.4.5.
         raise PostfixKeyError(f"neither a domain nor an IP address: {key!r}")
-    return ascii_name
+    return name
 
 
 def parse_postfix_key(key: str) -> PostfixKey:
