@@ -180,9 +180,13 @@ def domains(version: CompatVersion, max_size: int = 4) -> st.SearchStrategy[
 
 
 @st.composite
-def configs(draw: st.DrawFn) -> Config:
-    """A random valid configuration."""
-    text = draw(st.sampled_from((None, *VERSIONS)))
+def configs(draw: st.DrawFn, versions: tuple[str | None, ...] | None = None) -> Config:
+    """A random valid configuration.
+
+    ``versions`` limits the pinned compatibility versions drawn (``None`` in
+    it means "not pinned"); by default every known version and no pin.
+    """
+    text = draw(st.sampled_from(versions if versions is not None else (None, *VERSIONS)))
     compatibility = CompatVersion.parse(text) if text is not None else None
     version = compatibility if compatibility is not None else NEWEST_VERSION
     binding_names = draw(st.lists(st.sampled_from(BINDING_NAMES), unique=True, max_size=4))

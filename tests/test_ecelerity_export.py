@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from strategies import BINDING_NAMES, GROUP_NAMES, PROPERTY_EXAMPLES, domains, options
+from strategies import PROPERTY_EXAMPLES
+from strategies import configs as shared_configs
 from tlspolicy import (
     NEWEST_VERSION,
     BindingGroupScope,
@@ -24,7 +25,6 @@ from tlspolicy import (
     DomainName,
     DomainScope,
     Options,
-    ScopeKind,
     Tls,
     TlsVerify,
 )
@@ -46,35 +46,14 @@ def _portable(config: Config) -> Config:
     return attrs.evolve(config, compatibility=None, match_cache_size=None)
 
 
-@st.composite
-def configs(draw: st.DrawFn) -> Config:
-    """A random valid configuration, built from the shared strategies' pieces.
+def configs() -> st.SearchStrategy[Config]:
+    """Random valid configurations at the newest version, pinned or not.
 
-    Drawn here at the newest version (ecelerity.conf has no compatibility
-    setting, so the version is not part of what the writer carries); the
-    tlspolicy-only settings are drawn too, to check they are reported.
+    ecelerity.conf has no compatibility setting, so the version is not part
+    of what the writer carries; the tlspolicy-only settings are drawn too (by
+    the shared strategy), to check they are reported.
     """
-    version = NEWEST_VERSION
-    binding_names = draw(st.lists(st.sampled_from(BINDING_NAMES), unique=True, max_size=4))
-    group_names = draw(st.lists(st.sampled_from(GROUP_NAMES), unique=True, max_size=3))
-    members: dict[str | None, list[BindingScope]] = {g: [] for g in group_names}
-    members[None] = []
-    for name in binding_names:
-        group = draw(st.sampled_from([None, *group_names]))
-        members[group].append(BindingScope(
-            name, draw(options(ScopeKind.BINDING, version)), draw(domains(version, 3))))
-    groups = tuple(
-        BindingGroupScope(g, draw(options(ScopeKind.BINDING_GROUP, version)),
-                          draw(domains(version, 3)), tuple(members[g]))
-        for g in group_names)
-    return Config(
-        options=draw(options(ScopeKind.GLOBAL, version)),
-        domains=draw(domains(version, 5)),
-        binding_groups=groups,
-        bindings=tuple(members[None]),
-        compatibility=draw(st.sampled_from((None, NEWEST_VERSION))),
-        match_cache_size=draw(st.sampled_from((None, 0, 64))),
-    )
+    return shared_configs(versions=(None, str(NEWEST_VERSION)))
 
 
 @settings(max_examples=PROPERTY_EXAMPLES)

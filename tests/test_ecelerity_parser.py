@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tlspolicy._raw import RawScope
 from tlspolicy.errors import ConfigError, ConfigSyntaxError, TlsPolicyError
 from tlspolicy.formats import ecelerity
-from tlspolicy._raw import RawScope
 from tlspolicy.formats.ecelerity import (
     EcelerityDocument,
     EcelerityIncludeError,
