@@ -178,15 +178,9 @@ def _print_decision(decision: Decision, out: TextIO) -> None:
     out.write("\neffective values\n")
     width = max(len(k) for k in d["effective"])
     for name in OPTION_SPECS:
-        if name not in d["effective"]:
-            continue
         value = d["effective"][name]
         shown = "-" if value is None else json.dumps(value)
         out.write(f"  {name:<{width}}  {shown:<28} from {d['explanation'][name]}\n")
-    for name, value in d["effective"].items():
-        if name not in OPTION_SPECS:
-            out.write(f"  {name:<{width}}  {json.dumps(value):<28} from "
-                      f"{d['explanation'].get(name, '-')}\n")
 
 
 def _cmd_resolve(args: argparse.Namespace) -> int:

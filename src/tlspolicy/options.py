@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, TypeVar
 
 import attrs
 
@@ -518,9 +518,3 @@ def hook_overrides(
                 value, Location(scope="override"))
     return Options(**values)  # type: ignore[arg-type]
 
-
-OptionName = Literal[
-    "tls", "tls_ifavailable_fallback", "tls_verify", "tls_ca", "tls_certificate", "tls_key",
-    "tls_ciphers", "tlsv13_ciphersuites", "tls_protocols", "use_mta_sts", "enable_mta_sts",
-    "use_dane", "enable_dane", "tls_engine",
-]
