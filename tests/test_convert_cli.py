@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tlspolicy import integrations_cli
+from tlspolicy import cli
+from tlspolicy.cli.serve import parse_listen
 from tlspolicy.formats.ecelerity import loads_ecelerity_config
 from tlspolicy.formats.loader import load_config
 from tlspolicy.formats.toml import loads_toml
@@ -17,12 +18,7 @@ CORPUS = Path(__file__).parent / "data" / "ecelerity" / "valid"
 
 
 def run(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="tlspolicy")
-    sub = parser.add_subparsers(dest="command", required=True)
-    integrations_cli.add_commands(sub)
-    args = parser.parse_args(list(argv))
-    result: int = args.func(args)
-    return result
+    return cli.main(list(argv))
 
 
 def test_convert_ecelerity_to_toml(capsys: pytest.CaptureFixture[str]) -> None:
@@ -87,8 +83,8 @@ def test_lint_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_listen_parsing() -> None:
-    assert integrations_cli.parse_listen("127.0.0.1:8465") == ("127.0.0.1", 8465)
-    assert integrations_cli.parse_listen("[::1]:0") == ("::1", 0)
+    assert parse_listen("127.0.0.1:8465") == ("127.0.0.1", 8465)
+    assert parse_listen("[::1]:0") == ("::1", 0)
     for bad in ("8465", "127.0.0.1:", "127.0.0.1:99999", "host:port"):
         with pytest.raises(argparse.ArgumentTypeError):
-            integrations_cli.parse_listen(bad)
+            parse_listen(bad)

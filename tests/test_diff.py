@@ -52,10 +52,7 @@ DOWN, UP, NEUTRAL, REVIEW = (ChangeClass.DOWNGRADE, ChangeClass.UPGRADE, ChangeC
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
             *argv: str) -> tuple[int, str, str]:
-    """Run the real CLI with the testing commands registered (as the lead will)."""
-    if "tlspolicy.testing.commands" not in cli.COMMAND_MODULES:
-        monkeypatch.setattr(cli, "COMMAND_MODULES",
-                            (*cli.COMMAND_MODULES, "tlspolicy.testing.commands"))
+    """Run the real command line."""
     code = cli.main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err

@@ -152,6 +152,6 @@ def test_library_side_does_not_import_pytest() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, tlspolicy.testing, tlspolicy.testing.commands; "
+    code = ("import sys, tlspolicy.testing, tlspolicy.cli.policytests; "
             "assert 'pytest' not in sys.modules, 'pytest imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

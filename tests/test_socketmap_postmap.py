@@ -24,16 +24,11 @@ from tlspolicy.servers.netstring import encode_netstring
 
 EXAMPLE = Path(__file__).parent.parent / "src" / "tlspolicy" / "data" / "example.toml"
 
-# Run the integration commands on a fresh parser, as the main CLI does once
-# the module is registered there.
+# Run the server through the real command line in a child process.
 _SCRIPT = """
-import argparse, sys
-from tlspolicy import integrations_cli
-parser = argparse.ArgumentParser(prog="tlspolicy")
-sub = parser.add_subparsers(dest="command", required=True)
-integrations_cli.add_commands(sub)
-args = parser.parse_args(sys.argv[1:])
-raise SystemExit(args.func(args))
+import sys
+from tlspolicy.cli import main
+raise SystemExit(main(sys.argv[1:]))
 """
 
 P = "protocols=>=TLSv1.2"

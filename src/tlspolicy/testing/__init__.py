@@ -10,7 +10,7 @@
 - :mod:`tlspolicy.testing.plugin` is a pytest plugin that collects
   expectation files as test items (imported by pytest only, never from here,
   so that pytest stays a test-time dependency).
-- :mod:`tlspolicy.testing.commands` adds the ``test``, ``diff`` and ``tree``
+- :mod:`tlspolicy.cli.policytests` adds the ``test``, ``diff`` and ``tree``
   commands to the ``tlspolicy`` command line.
 """
 

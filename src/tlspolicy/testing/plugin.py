@@ -26,6 +26,8 @@ from typing import Any
 import pytest
 
 from ..errors import ConfigError, ConfigErrors
+from ..formats.bundled import example_config
+from ..formats.loader import load_config
 from ..resolver import Resolver
 from .expectations import DEFAULT_PATTERN, Case, load_expectations
 from .runner import CaseResult, format_failure, run_case
@@ -81,10 +83,8 @@ def _resolver(config: pytest.Config, paths: tuple[str, ...]) -> Resolver:
     # One compiled configuration per distinct file list, shared by every item.
     cache = config.stash.setdefault(_RESOLVERS, {})
     if paths not in cache:
-        from .. import cli
-
         try:
-            cache[paths] = Resolver(cli.load_cli_config(list(paths)))
+            cache[paths] = Resolver(load_config(*paths) if paths else example_config())
         except ConfigError as exc:
             cache[paths] = exc
     found = cache[paths]

@@ -1,7 +1,4 @@
-"""The ``test``, ``diff`` and ``tree`` commands of the ``tlspolicy`` command line.
-
-Registered through :data:`tlspolicy.cli.COMMAND_MODULES`; :func:`add_commands`
-adds the three subcommands to the CLI's subparsers.
+"""``tlspolicy test``, ``diff`` and ``tree``: policy tests for operators.
 
 Exit statuses: ``test`` gives 0 when every case passed, 1 when any case
 failed, 2 when a file or case could not be run (a configuration or
@@ -20,19 +17,13 @@ from typing import Any
 
 from ..errors import ConfigError, ConfigErrors
 from ..scopes import Config
-from .diff import ChangeClass, diff_configs, format_diff
-from .expectations import Case, load_expectations
-from .runner import CaseResult, config_for, format_report, junit_xml, run_file
-from .tree import render_tree
+from ..testing.diff import ChangeClass, diff_configs, format_diff
+from ..testing.expectations import Case, load_expectations
+from ..testing.runner import CaseResult, config_for, format_report, junit_xml, run_file
+from ..testing.tree import render_tree
+from ._common import UsageError, add_config_files, config_paths, load_configuration
 
-__all__ = ["add_commands", "cmd_diff", "cmd_test", "cmd_tree"]
-
-
-def _cli() -> Any:
-    # Imported late: the CLI imports this module while building its parser.
-    from .. import cli
-
-    return cli
+__all__ = ["register"]
 
 
 def _errors_of(exc: ConfigError) -> tuple[ConfigError, ...]:
@@ -40,12 +31,11 @@ def _errors_of(exc: ConfigError) -> tuple[ConfigError, ...]:
 
 
 def _load(paths: tuple[str, ...]) -> Config:
-    # No paths: load_cli_config gives the bundled example.
-    config: Config = _cli().load_cli_config(list(paths))
-    return config
+    # No paths: the bundled example, said on standard error.
+    return load_configuration(list(paths))
 
 
-def cmd_test(args: argparse.Namespace) -> int:
+def _cmd_test(args: argparse.Namespace) -> int:
     """Run expectation files; print a report; write JUnit XML when asked."""
     suites: dict[str, list[CaseResult]] = {}
     load_errors = 0
@@ -60,10 +50,10 @@ def cmd_test(args: argparse.Namespace) -> int:
             load_errors += 1
             suites[path] = [_file_error(path, exc)]
             continue
-        paths = tuple(args.config) if args.config else expectations.config
+        paths = tuple(config_paths(args)) or expectations.config
         if paths not in configs:
             try:
-                configs[paths] = config_for(expectations, args.config, _load)[0]
+                configs[paths] = config_for(expectations, config_paths(args), _load)[0]
             except ConfigError as exc:
                 configs[paths] = exc
         config = configs[paths]
@@ -104,18 +94,17 @@ def _side(positional: str | None, repeated: Sequence[str] | None, what: str) -> 
     if positional is not None:
         files.insert(0, positional)
     if not files:
-        raise ConfigError(f"no {what} configuration given (positional {what.upper()} or "
+        raise UsageError(f"no {what} configuration given (positional {what.upper()} or "
                           f"--{what} FILE)")
     return files
 
 
-def cmd_diff(args: argparse.Namespace) -> int:
+def _cmd_diff(args: argparse.Namespace) -> int:
     """Compare two configurations decision by decision."""
-    cli = _cli()
     old_files = _side(args.old, args.old_files, "old")
     new_files = _side(args.new, args.new_files, "new")
-    old: Config = cli.load_cli_config(old_files)
-    new: Config = cli.load_cli_config(new_files)
+    old = load_configuration(old_files)
+    new = load_configuration(new_files)
     result = diff_configs(old, new)
     if args.json:
         json.dump(result.to_dict(), sys.stdout, indent=2)
@@ -130,16 +119,15 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_tree(args: argparse.Namespace) -> int:
+def _cmd_tree(args: argparse.Namespace) -> int:
     """Print the scope tree of a configuration."""
-    config: Config = _cli().load_cli_config(args.config)
+    config = load_configuration(args)
     sys.stdout.write(render_tree(config, values=not args.names_only))
     return 0
 
 
-def add_commands(subparsers: Any) -> None:
-    """Add ``test``, ``diff`` and ``tree`` to the CLI's subparsers."""
-    cli = _cli()
+def register(subparsers: Any) -> None:
+    """Add ``test``, ``diff`` and ``tree`` to the command line's subparsers."""
     test = subparsers.add_parser(
         "test", help="check expectation files against a configuration",
         description="Run every case of the expectation files against the configuration "
@@ -147,10 +135,10 @@ def add_commands(subparsers: Any) -> None:
                     "Exit status 0: all passed; 1: a case failed; 2: an error.")
     test.add_argument("expectations", nargs="+", metavar="EXPECTATIONS",
                       help="expectation file (TOML with [[case]] tables)")
-    cli.add_config_argument(test)
+    add_config_files(test, positional=False)
     test.add_argument("--junit-xml", metavar="PATH", help="also write JUnit XML to PATH")
     test.add_argument("--verbose", "-v", action="store_true", help="list passing cases too")
-    test.set_defaults(func=cmd_test)
+    test.set_defaults(func=_cmd_test)
 
     diff = subparsers.add_parser(
         "diff", help="compare two configurations decision by decision",
@@ -168,13 +156,13 @@ def add_commands(subparsers: Any) -> None:
     diff.add_argument("--fail-on-review", action="store_true",
                       help="exit 1 when any change needs review")
     diff.add_argument("--json", action="store_true", help="print the changes as JSON")
-    diff.set_defaults(func=cmd_diff)
+    diff.set_defaults(func=_cmd_diff)
 
     tree = subparsers.add_parser(
         "tree", help="print the scope tree of a configuration",
         description="Print global, global domains, binding groups, bindings and their domain "
                     "stanzas with what each sets.")
-    cli.add_config_argument(tree)
+    add_config_files(tree)
     tree.add_argument("--names-only", action="store_true",
                       help="show scope names without the options they set")
-    tree.set_defaults(func=cmd_tree)
+    tree.set_defaults(func=_cmd_tree)

@@ -1,70 +1,25 @@
-"""The ``tlspolicy`` command line.
-
-Core commands (``resolve``, ``check``) live here; other commands are added
-by the modules listed in :data:`COMMAND_MODULES`, each exposing
-``add_commands(subparsers)``.
-"""
+"""``tlspolicy resolve``: the decision for one domain and binding, and where it came from."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from collections.abc import Sequence
-from importlib import resources
 from typing import Any, Final, TextIO
 
-from . import (
+from .. import (
     OPTION_SPECS,
-    Config,
     ConfigError,
-    ConfigErrors,
     Decision,
     Destination,
     Options,
     PolicyInputError,
     Resolver,
-    TlsPolicyError,
-    load_config,
-    loads_toml,
 )
+from ._common import add_config_files, load_configuration
 
-__all__ = ["COMMAND_MODULES", "example_config", "load_cli_config", "main"]
-
-COMMAND_MODULES: Final[tuple[str, ...]] = (
-    "tlspolicy.integrations_cli",
-    "tlspolicy.testing.commands",
-)
-"""Modules that add subcommands (imported lazily; each has ``add_commands``)."""
-
-EXAMPLE_NAME: Final = "example.toml"
-
-
-def example_text() -> str:
-    """The bundled example configuration as TOML text."""
-    return resources.files("tlspolicy").joinpath("data", EXAMPLE_NAME).read_text("utf-8")
-
-
-def example_config() -> Config:
-    """The bundled example configuration (package data)."""
-    return loads_toml(example_text(), f"<bundled {EXAMPLE_NAME}>")
-
-
-def load_cli_config(paths: Sequence[str] | None) -> Config:
-    """The configuration named by ``--config`` options, or the bundled example."""
-    if not paths:
-        return example_config()
-    return load_config(*paths)
-
-
-def add_config_argument(parser: argparse.ArgumentParser) -> None:
-    """Add the shared ``--config FILE`` option (repeatable, layered in order)."""
-    parser.add_argument(
-        "--config", "-c", action="append", metavar="FILE",
-        help="configuration file (TOML or ecelerity.conf); repeat to layer files, later "
-             "ones win; default: the bundled example",
-    )
+__all__ = ["register"]
 
 
 def _parse_override(items: Sequence[str] | None) -> Options | None:
@@ -86,8 +41,8 @@ _FETCH_WORDS: Final = {
 
 def _destination(args: argparse.Namespace) -> Destination | None:
     """The destination inputs given on the command line, or ``None`` if none."""
-    from .policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
-    from .policies.mtasts import FetchOutcome, parse_policy
+    from ..policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
+    from ..policies.mtasts import FetchOutcome, parse_policy
 
     given = (args.mta_sts_policy, args.mta_sts_fetch, args.tlsa, args.dnssec, args.requiretls,
              args.tls_required_no, args.broken_tls, args.mx_dnssec)
@@ -184,7 +139,7 @@ def _print_decision(decision: Decision, out: TextIO) -> None:
 
 
 def _cmd_resolve(args: argparse.Namespace) -> int:
-    config = load_cli_config(args.config)
+    config = load_configuration(args)
     resolver = Resolver(config)
     decision = resolver.resolve(args.domain, args.binding, mx_host=args.mx,
                                 overrides=_parse_override(args.override),
@@ -197,34 +152,8 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_check(args: argparse.Namespace) -> int:
-    failures = 0
-    for path in args.files:
-        try:
-            load_config(path)
-        except ConfigErrors as many:
-            failures += len(many.errors)
-            for error in many.errors:
-                sys.stdout.write(f"{error}\n")
-        except ConfigError as one:
-            failures += 1
-            sys.stdout.write(f"{one}\n")
-        else:
-            sys.stdout.write(f"{path}: ok\n")
-    if failures:
-        sys.stdout.write(f"{failures} error{'s' if failures != 1 else ''}\n")
-        return 1
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="tlspolicy",
-        description="Decide what an SMTP client does about STARTTLS for a delivery attempt.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def register(sub: Any) -> None:
+    """Add ``resolve`` to the command line's subparsers."""
     resolve = sub.add_parser("resolve", help="show the decision for one domain and binding")
     resolve.add_argument("domain", help="recipient domain (or IP literal)")
     resolve.add_argument("--binding", "-b", help="binding name (default: the default binding)")
@@ -249,34 +178,5 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the message has a 'TLS-Required: No' header field")
     policy.add_argument("--broken-tls", action="store_true",
                         help="TLS to this host was remembered broken recently")
-    add_config_argument(resolve)
+    add_config_files(resolve)
     resolve.set_defaults(func=_cmd_resolve)
-
-    check = sub.add_parser("check", help="validate configuration files, print every error")
-    check.add_argument("files", nargs="+", metavar="FILE")
-    check.set_defaults(func=_cmd_check)
-
-    for module_name in COMMAND_MODULES:
-        module: Any = importlib.import_module(module_name)
-        module.add_commands(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        result: int = args.func(args)
-        return result
-    except TlsPolicyError as exc:
-        sys.stderr.write(f"tlspolicy: error: {exc}\n")
-        return 2
-    except BrokenPipeError:
-        # The reader (e.g. ``| head``) went away; that is not an error of ours.
-        sys.stderr.close()
-        return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""The ``tlspolicy`` command line: one module per command group.
+
+Each module named in :data:`COMMAND_MODULES` has ``register(subparsers)``,
+which adds its commands; what they share (configuration files, error output,
+exit statuses) lives in :mod:`tlspolicy.cli._common`. Adding a command is
+adding a module here and its name to that tuple.
+
+Exit statuses, for every command: 0 done; 1 a check found something; 2 an
+input or operational error. No input or operational error ends in a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Any, Final
+
+from ..errors import TlsPolicyError
+from ..formats.bundled import example_config, example_text
+from ._common import EXIT_ERROR, UsageError, load_configuration, print_errors
+
+__all__ = ["COMMAND_MODULES", "build_parser", "example_config", "example_text",
+           "load_configuration", "main"]
+
+COMMAND_MODULES: Final[tuple[str, ...]] = (
+    "resolve",
+    "check",
+    "convert",
+    "serve",
+    "policytests",
+)
+"""The command-group modules of this package, in the order ``--help`` lists them."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every command."""
+    parser = argparse.ArgumentParser(
+        prog="tlspolicy",
+        description="Decide what an SMTP client does about STARTTLS for a delivery attempt.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module: Any = importlib.import_module(f"{__name__}.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except TlsPolicyError as exc:
+        print_errors(exc)
+        return EXIT_ERROR
+    except UsageError as exc:
+        sys.stderr.write(f"tlspolicy: error: {exc}\n")
+        return EXIT_ERROR
+    except BrokenPipeError:
+        # The reader (e.g. ``| head``) went away; that is not an error of ours.
+        sys.stderr.close()
+        return 0
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        sys.stderr.write(f"tlspolicy: error: {exc.strerror or exc}{where}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,91 @@
+"""What every command shares: taking configuration files, reporting errors, exit statuses.
+
+Every command that reads a configuration takes it the same way: ``--config FILE``
+(repeatable; later files override earlier ones, option by option), and, where the
+command has no other list of files to take, the same files as positional arguments.
+Without any file, the inspecting commands use the bundled example and say so on
+standard error; ``serve`` refuses to start without files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Final, TextIO
+
+from ..errors import ConfigErrors, TlsPolicyError
+from ..formats.bundled import EXAMPLE_NAME, example_config
+from ..formats.loader import load_config
+from ..scopes import Config
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_FOUND",
+    "EXIT_OK",
+    "UsageError",
+    "add_config_files",
+    "config_paths",
+    "load_configuration",
+    "note",
+    "print_errors",
+    "warn",
+]
+
+EXIT_OK: Final = 0
+"""The command did what was asked and found nothing to complain about."""
+EXIT_FOUND: Final = 1
+"""A check found something: a failed case, a downgrade, a warning under ``--strict``."""
+EXIT_ERROR: Final = 2
+"""An input or operational error: a file that does not load, a port in use."""
+
+
+class UsageError(Exception):
+    """The command line asks for something the command cannot do (exit status 2)."""
+
+
+def add_config_files(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
+    """Add the configuration file arguments: positional ``FILE...`` and ``--config FILE``."""
+    what = ("configuration file, TOML or ecelerity.conf; several are layered in order, "
+            "later files override earlier ones")
+    if positional:
+        parser.add_argument("files", nargs="*", metavar="FILE", help=what)
+    parser.add_argument("--config", "-c", action="append", dest="config_files", metavar="FILE",
+                        help=f"{what} (repeatable; the same as a positional FILE)")
+
+
+def config_paths(args: argparse.Namespace) -> list[str]:
+    """The configuration files named on the command line, positional ones first."""
+    return [*(getattr(args, "files", None) or ()), *(args.config_files or ())]
+
+
+def load_configuration(args: argparse.Namespace | Sequence[str], *,
+                       example_allowed: bool = True, command: str = "this command") -> Config:
+    """Load the files named on the command line, or the bundled example (said on stderr)."""
+    paths = list(args) if not isinstance(args, argparse.Namespace) else config_paths(args)
+    if paths:
+        return load_config(*paths)
+    if not example_allowed:
+        raise UsageError(f"{command} needs configuration files (FILE or --config FILE)")
+    note(f"no configuration file given: using the bundled example ({EXAMPLE_NAME})")
+    return example_config()
+
+
+def note(message: str) -> None:
+    """A remark on standard error that does not change the exit status."""
+    sys.stderr.write(f"tlspolicy: note: {message}\n")
+
+
+def warn(message: str) -> None:
+    """A warning on standard error."""
+    sys.stderr.write(f"tlspolicy: warning: {message}\n")
+
+
+def print_errors(exc: TlsPolicyError, stream: TextIO | None = None, *,
+                 prefix: str = "tlspolicy: error: ") -> int:
+    """Write every error ``exc`` holds, one a line; return how many there were."""
+    out = sys.stderr if stream is None else stream
+    errors = exc.errors if isinstance(exc, ConfigErrors) else (exc,)
+    for error in errors:
+        out.write(f"{prefix}{error}\n")
+    return len(errors)

@@ -1,0 +1,79 @@
+"""``tlspolicy check`` and ``tlspolicy lint``: does a configuration load, and is it sensible."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ..errors import ConfigError
+from ..formats.loader import load_config
+from ._common import EXIT_ERROR, EXIT_FOUND, EXIT_OK, UsageError, config_paths, print_errors
+
+__all__ = ["register"]
+
+
+def _files(args: argparse.Namespace) -> list[str]:
+    # check and lint judge files one by one, so the bundled example is never implied.
+    paths = config_paths(args)
+    if not paths:
+        raise UsageError(f"{args.command} needs configuration files (FILE or --config FILE)")
+    return paths
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    failures = 0
+    for path in _files(args):
+        try:
+            load_config(path)
+        except ConfigError as exc:
+            failures += print_errors(exc, sys.stdout, prefix="")
+        else:
+            sys.stdout.write(f"{path}: ok\n")
+    if failures:
+        sys.stdout.write(f"{failures} error{'s' if failures != 1 else ''}\n")
+        return EXIT_FOUND
+    return EXIT_OK
+
+
+def _cmd_lint(args: argparse.Namespace) -> int:
+    from ..lint import lint_file
+
+    found = 0
+    failed = False
+    for path in _files(args):
+        try:
+            warnings = lint_file(path)
+        except ConfigError as exc:
+            print_errors(exc, prefix="")
+            failed = True
+            continue
+        for warning in warnings:
+            sys.stdout.write(f"{warning.describe()}\n")
+        found += len(warnings)
+    if found:
+        sys.stdout.write(f"{found} warning{'s' if found != 1 else ''}\n")
+    if failed:
+        return EXIT_ERROR
+    return EXIT_FOUND if found and args.strict else EXIT_OK
+
+
+def _add_files(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="*", metavar="FILE",
+                        help="configuration file (TOML or ecelerity.conf), judged on its own")
+    parser.add_argument("--config", "-c", action="append", dest="config_files", metavar="FILE",
+                        help="the same as a positional FILE (repeatable)")
+
+
+def register(sub: Any) -> None:
+    """Add ``check`` and ``lint`` to the command line's subparsers."""
+    check = sub.add_parser("check", help="validate configuration files, print every error")
+    _add_files(check)
+    check.set_defaults(func=_cmd_check)
+
+    lint = sub.add_parser(
+        "lint", help="warn about configurations that load but are probably wrong")
+    _add_files(lint)
+    lint.add_argument("--strict", action="store_true",
+                      help="exit with status 1 when there is any warning")
+    lint.set_defaults(func=_cmd_lint)
