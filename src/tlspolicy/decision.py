@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import attrs
 
+from ._serialise import converter, effective_to_dict
 from .options import Tls, TlsEngine, TlsVerify, TlsVersion
 from .policies.dane import TlsaRecord
 
@@ -318,6 +319,13 @@ class RequiredSecurity:
             return connection.verified >= self.min_verified
         return connection.plaintext_reason in self.plaintext
 
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, JSON-serialisable dict."""
+        return {
+            "plaintext_allowed_when": sorted(reason.value for reason in self.plaintext),
+            "min_tls_verification": self.min_verified.name.lower(),
+        }
+
 
 @attrs.frozen(slots=True)
 class TlsParameters:
@@ -340,6 +348,19 @@ class TlsParameters:
     def ordered_protocols(self) -> tuple[TlsVersion, ...]:
         """The allowed versions, oldest first."""
         return tuple(v for v in TlsVersion if v in self.protocols)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, JSON-serialisable dict (protocols oldest first)."""
+        return {
+            "ca_file": self.ca_file,
+            "certificate_file": self.certificate_file,
+            "key_file": self.key_file,
+            "ciphers": self.ciphers,
+            "tls13_ciphersuites": self.tls13_ciphersuites,
+            "protocols": [v.value for v in self.ordered_protocols],
+            "sni": self.sni,
+            "engine": self.engine.value,
+        }
 
     @property
     def is_contiguous(self) -> bool:
@@ -543,10 +564,35 @@ class Decision:
         return _PROCEED
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain, JSON-serialisable dict for logs and ``--json`` output."""
-        from ._serialise import decision_to_dict
+        """A plain, JSON-serialisable dict for logs and ``--json`` output, stable key order."""
+        return {
+            "domain": self.domain,
+            "binding": self.binding,
+            "binding_group": self.binding_group,
+            "mx_host": self.mx_host,
+            "plan": self.plan.value,
+            "plan_status": _status_dict(self.plan_status),
+            "tls": self.tls.value,
+            "verification": self.verification.value,
+            "fallback": self.fallback,
+            "requiretls": self.requiretls,
+            "outcomes": {obs.value: {"action": o.action.value, "status": _status_dict(o.status),
+                                     "report": o.report}
+                         for obs, o in self.outcomes.items()},
+            "parameters": self.parameters.to_dict(),
+            "reference_identities": list(self.reference_identities),
+            "required_security": self.required_security.to_dict(),
+            "effective": effective_to_dict(self.effective),
+            "explanation": {name: str(src) for name, src in self.explanation.items()},
+            "decided_by": {name: str(src) for name, src in self.decided_by.items()},
+            "tlsa_records": [r.to_text() for r in self.tlsa_records],
+            "reports": [converter.unstructure(r) for r in self.reports],
+            "notes": list(self.notes),
+        }
 
-        return decision_to_dict(self)
+
+def _status_dict(status: Status | None) -> dict[str, Any] | None:
+    return None if status is None else dict(converter.unstructure(status))
 
 
 class _FrozenMap(Mapping[Any, Any]):
