@@ -225,6 +225,8 @@ class Expect:
     reports: tuple[str, ...] = ()  # observations reported although delivery went on
     verified: str = "NONE"
     reconnected: bool = False
+    #: Why a plaintext delivery is plaintext, as the driver must record it.
+    plaintext: str | None = None
 
 
 @attrs.frozen(slots=True)
@@ -249,15 +251,18 @@ NEGOTIATION_ROWS: tuple[NegotiationRow, ...] = tuple(
     row
     for fallback in (True, False)
     for row in (
-        NegotiationRow("no", Mode.TLS, fallback, Expect("skip", "plain")),
-        NegotiationRow("ifavailable", Mode.NO_STARTTLS, fallback, Expect("skip", "plain")),
+        NegotiationRow("no", Mode.TLS, fallback,
+                       Expect("skip", "plain", plaintext="not-attempted")),
+        NegotiationRow("ifavailable", Mode.NO_STARTTLS, fallback,
+                       Expect("skip", "plain", plaintext="not-advertised")),
         NegotiationRow("ifavailable", Mode.REJECT, fallback,
-                       Expect("fallback", "plain", reports=("starttls-rejected",))
+                       Expect("fallback", "plain", reports=("starttls-rejected",),
+                              plaintext="refused")
                        if fallback else Expect("defer", None, _REJECTED,
                                                reports=("starttls-rejected",))),
         NegotiationRow("ifavailable", Mode.BREAK_HANDSHAKE, fallback,
                        Expect("fallback", "plain", reports=("handshake-failed",),
-                              reconnected=True)
+                              reconnected=True, plaintext="handshake-failed")
                        if fallback else Expect("defer", None, _HANDSHAKE,
                                                reports=("handshake-failed",))),
         NegotiationRow("required", Mode.NO_STARTTLS, fallback,
@@ -316,12 +321,15 @@ CERTIFICATE_ROWS: tuple[CertificateRow, ...] = (
 )
 
 
-def check_outcome(expect: Expect, record: Any, error: Any, server: SmtpServer) -> None:
+def check_outcome(expect: Expect, record: Any, error: Any, server: SmtpServer,
+                  decision: Any = None) -> None:
     """Assert a driver run against ``expect``, including what the server received.
 
     ``record`` is the :class:`~tlspolicy.adapters.TlsRecord` of a run that
     delivered (``error`` ``None``); ``error`` the
-    :class:`~tlspolicy.adapters.StartTlsStopped` of one that stopped.
+    :class:`~tlspolicy.adapters.StartTlsStopped` of one that stopped.  With
+    ``decision`` (the one the run carried out), the connection facts the
+    driver recorded are checked too (:func:`check_facts`).
     """
     if expect.delivered is None:
         assert error is not None, f"expected {expect.action}, got record {record!r}"
@@ -343,6 +351,35 @@ def check_outcome(expect: Expect, record: Any, error: Any, server: SmtpServer) -
     assert messages[0].tls is (expect.delivered == "tls")
     if expect.delivered == "tls":
         assert messages[0].tls_version == record.tls_version
+    if decision is not None:
+        check_facts(expect, record, decision)
+
+
+def check_facts(expect: Expect, record: Any, decision: Any) -> None:
+    """The facts a driver recorded (SEMANTICS 4.2) describe the connection it
+    delivered on, and the decision that set the connection up permits reusing it."""
+    from tlspolicy import Action, TlsVersion
+    from tlspolicy.adapters import check_reuse
+
+    facts = record.facts
+    assert facts.binding == decision.binding
+    assert facts.mx_host == (decision.mx_host or record.host)
+    if expect.delivered == "tls":
+        assert facts.plaintext is None and facts.encrypted
+        assert facts.sni == decision.parameters.sni
+        assert facts.chain and facts.chain_complete
+        assert facts.tls_version is TlsVersion(
+            {"TLSv1": "TLSv1.0"}.get(record.tls_version, record.tls_version))
+        assert facts.certificate_file == decision.parameters.certificate_file
+        # The keywords of the EHLO after STARTTLS: aiosmtpd offers SIZE and
+        # 8BITMIME, and no STARTTLS once TLS is up.
+        assert "8BITMIME" in facts.ehlo_keywords and "STARTTLS" not in facts.ehlo_keywords
+    else:
+        assert facts.plaintext is not None and facts.plaintext.value == expect.plaintext
+        assert facts.chain == ()
+    verdict = check_reuse(decision, record)
+    assert verdict.permitted, verdict
+    assert verdict.reached is Action(expect.action)
 
 
 @attrs.frozen(slots=True)

@@ -39,7 +39,7 @@ from tlspolicy import (
     Verification,
     VerifiedAs,
 )
-from tlspolicy.adapters import StartTlsFailed, StartTlsStopped
+from tlspolicy.adapters import StartTlsFailed, StartTlsStopped, check_reuse
 from tlspolicy.adapters.aiosmtplib import starttls
 from tlspolicy.policies.dane import TlsaRecord
 
@@ -78,7 +78,7 @@ def test_negotiation_row(row: NegotiationRow, certs: CertSet) -> None:
     context = certs.context("valid") if row.mode is Mode.TLS else None
     with smtp_server(row.mode, tls_context=context) as server:
         record, error = _deliver(decision, server.port)
-        check_outcome(row.expect, record, error, server)
+        check_outcome(row.expect, record, error, server, decision)
         if row.expect.reconnected:
             assert server.handler.connections == 2
 
@@ -89,7 +89,7 @@ def test_certificate_row(row: CertificateRow, certs: CertSet) -> None:
                                   ca=certs.ca_path)
     with smtp_server(Mode.TLS, tls_context=certs.context(row.cert)) as server:
         record, error = _deliver(decision, server.port)
-        check_outcome(row.expect, record, error, server)
+        check_outcome(row.expect, record, error, server, decision)
         assert server.handler.connections == 1, "a certificate problem never reconnects"
 
 
@@ -119,7 +119,7 @@ def test_existing_session_from_the_callers_loop(certs: CertSet) -> None:
         result = await starttls(decision, "127.0.0.1", port, smtp=smtp)
         assert result.smtp is smtp
         assert result.record.verified is VerifiedAs.HOST
-        assert decision.required_security.permits(result.record.security)
+        assert check_reuse(decision, result.record).permitted
         await smtp.sendmail("a@client.test", [f"b@{DOMAIN}"], MESSAGE)
         await smtp.quit()
 

@@ -38,7 +38,7 @@ from tlspolicy import (
     Verification,
     VerifiedAs,
 )
-from tlspolicy.adapters import StartTlsFailed, StartTlsStopped
+from tlspolicy.adapters import StartTlsFailed, StartTlsStopped, check_reuse
 from tlspolicy.adapters.smtplib import starttls
 from tlspolicy.policies.dane import TlsaRecord
 
@@ -74,7 +74,7 @@ def test_negotiation_row(row: NegotiationRow, certs: CertSet) -> None:
     context = certs.context("valid") if row.mode is Mode.TLS else None
     with smtp_server(row.mode, tls_context=context) as server:
         record, error = _deliver(decision, server.port)
-        check_outcome(row.expect, record, error, server)
+        check_outcome(row.expect, record, error, server, decision)
         if row.expect.reconnected:
             assert server.handler.connections == 2
 
@@ -85,7 +85,7 @@ def test_certificate_row(row: CertificateRow, certs: CertSet) -> None:
                                   ca=certs.ca_path)
     with smtp_server(Mode.TLS, tls_context=certs.context(row.cert)) as server:
         record, error = _deliver(decision, server.port)
-        check_outcome(row.expect, record, error, server)
+        check_outcome(row.expect, record, error, server, decision)
         assert server.handler.connections == 1, "a certificate problem never reconnects"
 
 
@@ -117,8 +117,8 @@ def test_existing_session_from_the_callers_loop(certs: CertSet) -> None:
         smtp.ehlo()
         result = starttls(decision, "127.0.0.1", server.port, smtp=smtp)
         assert result.smtp is smtp
-        assert result.record.security.encrypted
-        assert decision.required_security.permits(result.record.security)
+        assert result.record.encrypted
+        assert check_reuse(decision, result.record).permitted
         smtp.sendmail("a@client.test", [f"b@{DOMAIN}"], MESSAGE)
         smtp.quit()
         assert server.messages[0].tls and server.handler.connections == 1

@@ -49,7 +49,15 @@ from typing import Any, Final
 
 import attrs
 
-from tlspolicy import Decision, Observation, TlsPolicyError, Verification, VerifiedAs
+from tlspolicy import (
+    ConnectionFacts,
+    Decision,
+    Observation,
+    PeerJudge,
+    TlsPolicyError,
+    Verification,
+    VerifiedAs,
+)
 
 from .sslcontext import TlsSetupError
 
@@ -57,6 +65,7 @@ __all__ = [
     "PeerEvaluation",
     "evaluate_peer",
     "observation_for_verify_code",
+    "peer_judge",
     "presented_chain",
 ]
 
@@ -348,6 +357,22 @@ def evaluate_peer(
     return PeerEvaluation(tuple(found), verified, True, len(chain), chain_complete,
                           trusted=trusted, in_dates=not out_of_date, matched_name=matched,
                           details=tuple(details))
+
+
+def peer_judge(*, now: datetime.datetime,
+               tlsa_records: Iterable[Any] | None = None) -> PeerJudge:
+    """The judge :meth:`tlspolicy.RequiredSecurity.check` needs: :func:`evaluate_peer`.
+
+    A recorded chain is judged for a later message's decision exactly as a
+    fresh connection's chain is judged by the drivers, at ``now``.
+    """
+    records = None if tlsa_records is None else tuple(tlsa_records)
+
+    def judge(decision: Decision, facts: ConnectionFacts) -> tuple[Observation, ...]:
+        return evaluate_peer(decision, facts.chain, now=now, chain_complete=facts.chain_complete,
+                             tlsa_records=records).problems
+
+    return judge
 
 
 def _evaluate_dane(decision: Decision, chain: Sequence[bytes], now: datetime.datetime,
