@@ -406,3 +406,25 @@ def make_cert_set(directory: Path) -> CertSet:
         "expired": ca.expired(MX_HOST, stem="expired"),
         "self-signed": make_self_signed(directory, MX_HOST),
     })
+
+
+def check_reuse_downgrades(record: Any, ca_path: Path) -> None:
+    """Facts a driver recorded on a real connection whose certificate names
+    another host (delivered under ``tls_verify = optional``) are re-checked
+    for other messages: a ``host`` decision refuses them with the name
+    mismatch, a plan FAIL refuses them, the optional decision takes them."""
+    from tlspolicy import Decision, Reason, Requirements, Tls, Verification
+    from tlspolicy.adapters import check_reuse
+
+    optional = decision_from_toml(tls="required", verify="optional", ca=ca_path)
+    assert check_reuse(optional, record).permitted
+    host = decision_from_toml(tls="required", verify="host", ca=ca_path)
+    verdict = check_reuse(host, record)
+    assert not verdict.permitted and verdict.reached is not None
+    assert verdict.status is not None and verdict.status.tlsrpt == "certificate-host-mismatch"
+    failing = Decision.build(
+        Requirements(Tls.REQUIRED, Verification.HOST, False, (DOMAIN, MX_HOST),
+                     plan_failure=Reason.MX_NOT_PERMITTED),
+        domain=DOMAIN, binding="default", binding_group="default", mx_host=MX_HOST,
+        parameters=optional.parameters, effective={}, explanation={})
+    assert not check_reuse(failing, record).permitted

@@ -23,12 +23,14 @@ from smtp_servers import (
     Mode,
     NegotiationRow,
     check_outcome,
+    check_reuse_downgrades,
     decision_from_toml,
     make_cert_set,
     server_context,
     smtp_server,
 )
 from tlspolicy import (
+    Action,
     Decision,
     Observation,
     Requirements,
@@ -160,13 +162,26 @@ def test_dane_ee(certs: CertSet, matching: bool) -> None:
 
     der = certs.files["self-signed" if matching else "valid"].cert.public_bytes(Encoding.DER)
     decision = _built(certs, Verification.DANE)
+    tlsa = [TlsaRecord.for_certificate(der, 3, 1, 1)]
     with smtp_server(Mode.TLS, tls_context=certs.context("self-signed")) as server:
-        record, error = _deliver(decision, server.port,
-                                 tlsa_records=[TlsaRecord.for_certificate(der, 3, 1, 1)])
+        record, error = _deliver(decision, server.port, tlsa_records=tlsa)
         if matching:
             assert error is None and record.verified is VerifiedAs.DANE
             assert server.messages[0].tls
+            # The DANE-EE connection never carries a message whose decision
+            # is a PKIX host check (SEMANTICS 4.2).
+            assert check_reuse(decision, record, tlsa_records=tlsa).permitted
+            pkix = check_reuse(_built(certs, Verification.HOST), record)
+            assert not pkix.permitted and pkix.reached is Action.FAIL
         else:
             assert isinstance(error, StartTlsFailed)
             assert error.observation is Observation.TLSA_MISMATCH
             assert server.messages == []
+
+
+def test_recorded_facts_are_rechecked_for_other_messages(certs: CertSet) -> None:
+    decision = decision_from_toml(tls="required", verify="optional", ca=certs.ca_path)
+    with smtp_server(Mode.TLS, tls_context=certs.context("wrong-name")) as server:
+        record, error = _deliver(decision, server.port)
+    assert error is None
+    check_reuse_downgrades(record, certs.ca_path)

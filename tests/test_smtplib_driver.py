@@ -22,6 +22,7 @@ from smtp_servers import (
     Mode,
     NegotiationRow,
     check_outcome,
+    check_reuse_downgrades,
     decision_from_toml,
     make_cert_set,
     smtp_server,
@@ -182,9 +183,23 @@ def test_dane_ee(certs: CertSet, cert: str, matching: bool) -> None:
             assert error is None
             assert result.verified is VerifiedAs.DANE  # type: ignore[attr-defined]
             assert server.messages[0].tls
+            # The DANE-EE connection never carries a message whose decision
+            # is a PKIX host check (SEMANTICS 4.2).
+            assert check_reuse(decision, result,  # type: ignore[arg-type]
+                               tlsa_records=[record]).permitted
+            pkix = check_reuse(_built(certs, Verification.HOST), result)  # type: ignore[arg-type]
+            assert not pkix.permitted and pkix.reached is Action.FAIL
         else:
             assert isinstance(error, StartTlsFailed)
             assert error.observation is Observation.TLSA_MISMATCH
             assert str(error.status) == "451 4.7.5 certificate does not match any TLSA record"
             assert error.record.action is Action.FAIL
             assert server.messages == []
+
+
+def test_recorded_facts_are_rechecked_for_other_messages(certs: CertSet) -> None:
+    decision = decision_from_toml(tls="required", verify="optional", ca=certs.ca_path)
+    with smtp_server(Mode.TLS, tls_context=certs.context("wrong-name")) as server:
+        record, error = _deliver(decision, server.port)
+    assert error is None
+    check_reuse_downgrades(record, certs.ca_path)

@@ -360,11 +360,13 @@ class ReuseVerdict:
     status: Status | None = None
 
 
-#: Judges a TLS connection's recorded chain for a decision: the certificate
-#: observations a fresh connection's peer check would report.  The drivers'
-#: own peer check is the one to pass (``tlspolicy.adapters.peer.peer_judge``),
-#: so reuse and fresh connections share one mechanism.
 PeerJudge = Callable[["Decision", ConnectionFacts], Iterable[Observation]]
+"""Judges a recorded chain for a decision: the certificate observations a fresh
+connection's peer check would report.
+
+Pass the drivers' own peer check (``tlspolicy.adapters.peer.peer_judge``), so a
+reused connection and a fresh one are judged by one mechanism.
+"""
 
 
 @attrs.frozen(slots=True)
