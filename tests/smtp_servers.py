@@ -395,11 +395,12 @@ class CertSet:
         return server_context(files.chain_path, files.key_path)
 
 
-def make_cert_set(directory: Path) -> CertSet:
-    """Make the CA and the valid / wrong-name / expired / self-signed certificates."""
+def make_cert_set(directory: Path, ca: Any = None) -> CertSet:
+    """Make the CA (or use ``ca``, a ``certs_support.TestCA``) and the valid /
+    wrong-name / expired / self-signed certificates."""
     from certs_support import TestCA, make_self_signed
 
-    ca = TestCA(directory)
+    ca = ca if ca is not None else TestCA(directory)
     return CertSet(ca.cert_path, {
         "valid": ca.valid(MX_HOST, stem="valid"),
         "wrong-name": ca.wrong_name(MX_HOST, stem="wrong-name"),
@@ -428,3 +429,54 @@ def check_reuse_downgrades(record: Any, ca_path: Path) -> None:
         domain=DOMAIN, binding="default", binding_group="default", mx_host=MX_HOST,
         parameters=optional.parameters, effective={}, explanation={})
     assert not check_reuse(failing, record).permitted
+
+
+# --------------------------------- a private CA made with `openssl req -x509`
+#
+# Such a CA has no keyUsage; OpenSSL and Postfix trust it (RFC 5280 6.1.4 (n)),
+# and so must the drivers, with the right status for wrong-name and expired
+# peers under it.
+
+_TLSRPT = {"name-mismatch": "certificate-host-mismatch",
+           "certificate-expired": "certificate-expired",
+           "chain-not-trusted": "certificate-not-trusted"}
+
+PRIVATE_CA_ROWS: tuple[CertificateRow, ...] = (
+    CertificateRow("host", "valid", Expect("proceed", "tls", verified="HOST")),
+    CertificateRow("ca", "valid", Expect("proceed", "tls", verified="HOST")),
+    CertificateRow("ca", "wrong-name", Expect("proceed", "tls", verified="CA")),
+    CertificateRow("optional", "wrong-name",
+                   Expect("proceed", "tls", reports=("name-mismatch",), verified="CA")),
+    CertificateRow("host", "wrong-name", Expect("fail", None, _NAME, reports=("name-mismatch",))),
+    CertificateRow("ca", "expired",
+                   Expect("fail", None, _EXPIRED, reports=("certificate-expired",))),
+    CertificateRow("host", "expired",
+                   Expect("fail", None, _EXPIRED, reports=("certificate-expired",))),
+)
+
+
+def tlsrpt_types(expect: Expect) -> tuple[str, ...]:
+    """The TLS-RPT result types a row's reported observations carry."""
+    return tuple(_TLSRPT[r] for r in expect.reports)
+
+
+def make_private_ca_set(directory: Path) -> tuple[CertSet, Any]:
+    """Certificates under a CA made by ``openssl req -x509`` (no keyUsage), and
+    the moment to judge them at (two days into the CA's life; the expired leaf
+    lived its first day, since an openssl-made CA cannot be backdated).
+
+    Raises :class:`FileNotFoundError` without an ``openssl`` binary.
+    """
+    import datetime
+
+    from certs_support import TestCA
+
+    ca = TestCA.openssl_req(directory)
+    start = ca.cert.not_valid_before_utc
+    day = datetime.timedelta(days=1)
+    certs = CertSet(ca.cert_path, {
+        "valid": ca.valid(MX_HOST, stem="valid"),
+        "wrong-name": ca.wrong_name(MX_HOST, stem="wrong-name"),
+        "expired": ca.issue([MX_HOST], stem="expired", not_before=start, not_after=start + day),
+    })
+    return certs, start + 2 * day

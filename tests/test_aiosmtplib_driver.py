@@ -18,6 +18,7 @@ from smtp_servers import (
     DOMAIN,
     MX_HOST,
     NEGOTIATION_ROWS,
+    PRIVATE_CA_ROWS,
     CertificateRow,
     CertSet,
     Mode,
@@ -26,8 +27,10 @@ from smtp_servers import (
     check_reuse_downgrades,
     decision_from_toml,
     make_cert_set,
+    make_private_ca_set,
     server_context,
     smtp_server,
+    tlsrpt_types,
 )
 from tlspolicy import (
     Action,
@@ -54,6 +57,14 @@ MESSAGE = b"Subject: tlspolicy adapter test\r\n\r\nhello\r\n"
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> CertSet:
     return make_cert_set(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="module")
+def private_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[CertSet, datetime.datetime]:
+    try:
+        return make_private_ca_set(tmp_path_factory.mktemp("private-ca"))
+    except FileNotFoundError:
+        pytest.skip("no openssl binary to make a CA with 'openssl req -x509' defaults")
 
 
 async def _run(decision: Decision, port: int, **kwargs: Any) -> tuple[Any, Any]:
@@ -185,3 +196,18 @@ def test_recorded_facts_are_rechecked_for_other_messages(certs: CertSet) -> None
         record, error = _deliver(decision, server.port)
     assert error is None
     check_reuse_downgrades(record, certs.ca_path)
+
+
+@pytest.mark.parametrize("row", PRIVATE_CA_ROWS, ids=lambda r: r.id)
+def test_private_ca_without_key_usage(
+        row: CertificateRow, private_ca: tuple[CertSet, datetime.datetime]) -> None:
+    """A tls_ca made with `openssl req -x509` defaults (no keyUsage) is trusted;
+    wrong-name and expired peers under it get their own status and TLS-RPT type."""
+    certs, at = private_ca
+    decision = decision_from_toml(tls="ifavailable", verify=row.verify, ca=certs.ca_path)
+    with smtp_server(Mode.TLS, tls_context=certs.context(row.cert)) as server:
+        record, error = _deliver(decision, server.port, now=at)
+        check_outcome(row.expect, record, error, server)
+        done = record if error is None else error.record
+        assert done.tlsrpt_result_types == tlsrpt_types(row.expect)
+        assert done.peer is not None and done.peer.trusted
