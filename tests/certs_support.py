@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import shutil
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -85,13 +87,16 @@ class TestCA:
 
     __test__ = False  # not a pytest test class despite the name
 
-    def __init__(self, directory: Path, *, name: str = "tlspolicy test CA") -> None:
+    def __init__(self, directory: Path, *, name: str = "tlspolicy test CA",
+                 key_usage: bool | None = True) -> None:
+        """``key_usage``: True for keyCertSign + cRLSign, False for a keyUsage
+        without keyCertSign (digitalSignature only), None for no keyUsage at all."""
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.key = _key()
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         now = _now()
-        self.cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(subject)
@@ -100,20 +105,51 @@ class TestCA:
             .not_valid_before(now - _ONE_DAY)
             .not_valid_after(now + 30 * _ONE_DAY)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
+        )
+        if key_usage is not None:
+            builder = builder.add_extension(
                 x509.KeyUsage(
-                    digital_signature=False, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                    crl_sign=True, encipher_only=False, decipher_only=False,
+                    digital_signature=not key_usage, content_commitment=False,
+                    key_encipherment=False, data_encipherment=False, key_agreement=False,
+                    key_cert_sign=key_usage, crl_sign=key_usage, encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
+        self.cert = (
+            builder
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()),
                            critical=False)
             .sign(self.key, hashes.SHA256())
         )
         self.cert_path = directory / "ca.crt"
         self.cert_path.write_bytes(_cert_pem(self.cert))
+
+    @classmethod
+    def openssl_req(cls, directory: Path, *, name: str = "tlspolicy openssl CA") -> TestCA:
+        """A CA made by the ``openssl`` command with ``req -x509`` defaults: a
+        critical basicConstraints cA, key identifiers, and no keyUsage.
+
+        Raises :class:`FileNotFoundError` when there is no ``openssl`` binary.
+        """
+        binary = shutil.which("openssl")
+        if binary is None:
+            raise FileNotFoundError("openssl")
+        directory.mkdir(parents=True, exist_ok=True)
+        cert_path, key_path = directory / "ca.crt", directory / "ca.key"
+        subprocess.run(
+            [binary, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-keyout", str(key_path), "-out", str(cert_path), "-subj", f"/CN={name}",
+             "-days", "30"],
+            check=True, capture_output=True, timeout=30)
+        ca = cls.__new__(cls)
+        ca.directory = directory
+        ca.cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        ca.key = key
+        ca.cert_path = cert_path
+        return ca
 
     @property
     def pem(self) -> bytes:

@@ -225,6 +225,8 @@ class Expect:
     reports: tuple[str, ...] = ()  # observations reported although delivery went on
     verified: str = "NONE"
     reconnected: bool = False
+    #: Why a plaintext delivery is plaintext, as the driver must record it.
+    plaintext: str | None = None
 
 
 @attrs.frozen(slots=True)
@@ -249,15 +251,18 @@ NEGOTIATION_ROWS: tuple[NegotiationRow, ...] = tuple(
     row
     for fallback in (True, False)
     for row in (
-        NegotiationRow("no", Mode.TLS, fallback, Expect("skip", "plain")),
-        NegotiationRow("ifavailable", Mode.NO_STARTTLS, fallback, Expect("skip", "plain")),
+        NegotiationRow("no", Mode.TLS, fallback,
+                       Expect("skip", "plain", plaintext="not-attempted")),
+        NegotiationRow("ifavailable", Mode.NO_STARTTLS, fallback,
+                       Expect("skip", "plain", plaintext="not-advertised")),
         NegotiationRow("ifavailable", Mode.REJECT, fallback,
-                       Expect("fallback", "plain", reports=("starttls-rejected",))
+                       Expect("fallback", "plain", reports=("starttls-rejected",),
+                              plaintext="refused")
                        if fallback else Expect("defer", None, _REJECTED,
                                                reports=("starttls-rejected",))),
         NegotiationRow("ifavailable", Mode.BREAK_HANDSHAKE, fallback,
                        Expect("fallback", "plain", reports=("handshake-failed",),
-                              reconnected=True)
+                              reconnected=True, plaintext="handshake-failed")
                        if fallback else Expect("defer", None, _HANDSHAKE,
                                                reports=("handshake-failed",))),
         NegotiationRow("required", Mode.NO_STARTTLS, fallback,
@@ -316,12 +321,15 @@ CERTIFICATE_ROWS: tuple[CertificateRow, ...] = (
 )
 
 
-def check_outcome(expect: Expect, record: Any, error: Any, server: SmtpServer) -> None:
+def check_outcome(expect: Expect, record: Any, error: Any, server: SmtpServer,
+                  decision: Any = None) -> None:
     """Assert a driver run against ``expect``, including what the server received.
 
     ``record`` is the :class:`~tlspolicy.adapters.TlsRecord` of a run that
     delivered (``error`` ``None``); ``error`` the
-    :class:`~tlspolicy.adapters.StartTlsStopped` of one that stopped.
+    :class:`~tlspolicy.adapters.StartTlsStopped` of one that stopped.  With
+    ``decision`` (the one the run carried out), the connection facts the
+    driver recorded are checked too (:func:`check_facts`).
     """
     if expect.delivered is None:
         assert error is not None, f"expected {expect.action}, got record {record!r}"
@@ -343,6 +351,35 @@ def check_outcome(expect: Expect, record: Any, error: Any, server: SmtpServer) -
     assert messages[0].tls is (expect.delivered == "tls")
     if expect.delivered == "tls":
         assert messages[0].tls_version == record.tls_version
+    if decision is not None:
+        check_facts(expect, record, decision)
+
+
+def check_facts(expect: Expect, record: Any, decision: Any) -> None:
+    """The facts a driver recorded (SEMANTICS 4.2) describe the connection it
+    delivered on, and the decision that set the connection up permits reusing it."""
+    from tlspolicy import Action, TlsVersion
+    from tlspolicy.adapters import check_reuse
+
+    facts = record.facts
+    assert facts.binding == decision.binding
+    assert facts.mx_host == (decision.mx_host or record.host)
+    if expect.delivered == "tls":
+        assert facts.plaintext is None and facts.encrypted
+        assert facts.sni == decision.parameters.sni
+        assert facts.chain and facts.chain_complete
+        assert facts.tls_version is TlsVersion(
+            {"TLSv1": "TLSv1.0"}.get(record.tls_version, record.tls_version))
+        assert facts.certificate_file == decision.parameters.certificate_file
+        # The keywords of the EHLO after STARTTLS: aiosmtpd offers SIZE and
+        # 8BITMIME, and no STARTTLS once TLS is up.
+        assert "8BITMIME" in facts.ehlo_keywords and "STARTTLS" not in facts.ehlo_keywords
+    else:
+        assert facts.plaintext is not None and facts.plaintext.value == expect.plaintext
+        assert facts.chain == ()
+    verdict = check_reuse(decision, record)
+    assert verdict.permitted, verdict
+    assert verdict.reached is Action(expect.action)
 
 
 @attrs.frozen(slots=True)
@@ -358,14 +395,88 @@ class CertSet:
         return server_context(files.chain_path, files.key_path)
 
 
-def make_cert_set(directory: Path) -> CertSet:
-    """Make the CA and the valid / wrong-name / expired / self-signed certificates."""
+def make_cert_set(directory: Path, ca: Any = None) -> CertSet:
+    """Make the CA (or use ``ca``, a ``certs_support.TestCA``) and the valid /
+    wrong-name / expired / self-signed certificates."""
     from certs_support import TestCA, make_self_signed
 
-    ca = TestCA(directory)
+    ca = ca if ca is not None else TestCA(directory)
     return CertSet(ca.cert_path, {
         "valid": ca.valid(MX_HOST, stem="valid"),
         "wrong-name": ca.wrong_name(MX_HOST, stem="wrong-name"),
         "expired": ca.expired(MX_HOST, stem="expired"),
         "self-signed": make_self_signed(directory, MX_HOST),
     })
+
+
+def check_reuse_downgrades(record: Any, ca_path: Path) -> None:
+    """Facts a driver recorded on a real connection whose certificate names
+    another host (delivered under ``tls_verify = optional``) are re-checked
+    for other messages: a ``host`` decision refuses them with the name
+    mismatch, a plan FAIL refuses them, the optional decision takes them."""
+    from tlspolicy import Decision, Reason, Requirements, Tls, Verification
+    from tlspolicy.adapters import check_reuse
+
+    optional = decision_from_toml(tls="required", verify="optional", ca=ca_path)
+    assert check_reuse(optional, record).permitted
+    host = decision_from_toml(tls="required", verify="host", ca=ca_path)
+    verdict = check_reuse(host, record)
+    assert not verdict.permitted and verdict.reached is not None
+    assert verdict.status is not None and verdict.status.tlsrpt == "certificate-host-mismatch"
+    failing = Decision.build(
+        Requirements(Tls.REQUIRED, Verification.HOST, False, (DOMAIN, MX_HOST),
+                     plan_failure=Reason.MX_NOT_PERMITTED),
+        domain=DOMAIN, binding="default", binding_group="default", mx_host=MX_HOST,
+        parameters=optional.parameters, effective={}, explanation={})
+    assert not check_reuse(failing, record).permitted
+
+
+# --------------------------------- a private CA made with `openssl req -x509`
+#
+# Such a CA has no keyUsage; OpenSSL and Postfix trust it (RFC 5280 6.1.4 (n)),
+# and so must the drivers, with the right status for wrong-name and expired
+# peers under it.
+
+_TLSRPT = {"name-mismatch": "certificate-host-mismatch",
+           "certificate-expired": "certificate-expired",
+           "chain-not-trusted": "certificate-not-trusted"}
+
+PRIVATE_CA_ROWS: tuple[CertificateRow, ...] = (
+    CertificateRow("host", "valid", Expect("proceed", "tls", verified="HOST")),
+    CertificateRow("ca", "valid", Expect("proceed", "tls", verified="HOST")),
+    CertificateRow("ca", "wrong-name", Expect("proceed", "tls", verified="CA")),
+    CertificateRow("optional", "wrong-name",
+                   Expect("proceed", "tls", reports=("name-mismatch",), verified="CA")),
+    CertificateRow("host", "wrong-name", Expect("fail", None, _NAME, reports=("name-mismatch",))),
+    CertificateRow("ca", "expired",
+                   Expect("fail", None, _EXPIRED, reports=("certificate-expired",))),
+    CertificateRow("host", "expired",
+                   Expect("fail", None, _EXPIRED, reports=("certificate-expired",))),
+)
+
+
+def tlsrpt_types(expect: Expect) -> tuple[str, ...]:
+    """The TLS-RPT result types a row's reported observations carry."""
+    return tuple(_TLSRPT[r] for r in expect.reports)
+
+
+def make_private_ca_set(directory: Path) -> tuple[CertSet, Any]:
+    """Certificates under a CA made by ``openssl req -x509`` (no keyUsage), and
+    the moment to judge them at (two days into the CA's life; the expired leaf
+    lived its first day, since an openssl-made CA cannot be backdated).
+
+    Raises :class:`FileNotFoundError` without an ``openssl`` binary.
+    """
+    import datetime
+
+    from certs_support import TestCA
+
+    ca = TestCA.openssl_req(directory)
+    start = ca.cert.not_valid_before_utc
+    day = datetime.timedelta(days=1)
+    certs = CertSet(ca.cert_path, {
+        "valid": ca.valid(MX_HOST, stem="valid"),
+        "wrong-name": ca.wrong_name(MX_HOST, stem="wrong-name"),
+        "expired": ca.issue([MX_HOST], stem="expired", not_before=start, not_after=start + day),
+    })
+    return certs, start + 2 * day

@@ -18,17 +18,22 @@ from smtp_servers import (
     DOMAIN,
     MX_HOST,
     NEGOTIATION_ROWS,
+    PRIVATE_CA_ROWS,
     CertificateRow,
     CertSet,
     Mode,
     NegotiationRow,
     check_outcome,
+    check_reuse_downgrades,
     decision_from_toml,
     make_cert_set,
+    make_private_ca_set,
     server_context,
     smtp_server,
+    tlsrpt_types,
 )
 from tlspolicy import (
+    Action,
     Decision,
     Observation,
     Requirements,
@@ -39,7 +44,7 @@ from tlspolicy import (
     Verification,
     VerifiedAs,
 )
-from tlspolicy.adapters import StartTlsFailed, StartTlsStopped
+from tlspolicy.adapters import StartTlsFailed, StartTlsStopped, check_reuse
 from tlspolicy.adapters.aiosmtplib import starttls
 from tlspolicy.policies.dane import TlsaRecord
 
@@ -52,6 +57,14 @@ MESSAGE = b"Subject: tlspolicy adapter test\r\n\r\nhello\r\n"
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> CertSet:
     return make_cert_set(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="module")
+def private_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[CertSet, datetime.datetime]:
+    try:
+        return make_private_ca_set(tmp_path_factory.mktemp("private-ca"))
+    except FileNotFoundError:
+        pytest.skip("no openssl binary to make a CA with 'openssl req -x509' defaults")
 
 
 async def _run(decision: Decision, port: int, **kwargs: Any) -> tuple[Any, Any]:
@@ -78,7 +91,7 @@ def test_negotiation_row(row: NegotiationRow, certs: CertSet) -> None:
     context = certs.context("valid") if row.mode is Mode.TLS else None
     with smtp_server(row.mode, tls_context=context) as server:
         record, error = _deliver(decision, server.port)
-        check_outcome(row.expect, record, error, server)
+        check_outcome(row.expect, record, error, server, decision)
         if row.expect.reconnected:
             assert server.handler.connections == 2
 
@@ -89,7 +102,7 @@ def test_certificate_row(row: CertificateRow, certs: CertSet) -> None:
                                   ca=certs.ca_path)
     with smtp_server(Mode.TLS, tls_context=certs.context(row.cert)) as server:
         record, error = _deliver(decision, server.port)
-        check_outcome(row.expect, record, error, server)
+        check_outcome(row.expect, record, error, server, decision)
         assert server.handler.connections == 1, "a certificate problem never reconnects"
 
 
@@ -119,7 +132,7 @@ def test_existing_session_from_the_callers_loop(certs: CertSet) -> None:
         result = await starttls(decision, "127.0.0.1", port, smtp=smtp)
         assert result.smtp is smtp
         assert result.record.verified is VerifiedAs.HOST
-        assert decision.required_security.permits(result.record.security)
+        assert check_reuse(decision, result.record).permitted
         await smtp.sendmail("a@client.test", [f"b@{DOMAIN}"], MESSAGE)
         await smtp.quit()
 
@@ -160,13 +173,41 @@ def test_dane_ee(certs: CertSet, matching: bool) -> None:
 
     der = certs.files["self-signed" if matching else "valid"].cert.public_bytes(Encoding.DER)
     decision = _built(certs, Verification.DANE)
+    tlsa = [TlsaRecord.for_certificate(der, 3, 1, 1)]
     with smtp_server(Mode.TLS, tls_context=certs.context("self-signed")) as server:
-        record, error = _deliver(decision, server.port,
-                                 tlsa_records=[TlsaRecord.for_certificate(der, 3, 1, 1)])
+        record, error = _deliver(decision, server.port, tlsa_records=tlsa)
         if matching:
             assert error is None and record.verified is VerifiedAs.DANE
             assert server.messages[0].tls
+            # The DANE-EE connection never carries a message whose decision
+            # is a PKIX host check (SEMANTICS 4.2).
+            assert check_reuse(decision, record, tlsa_records=tlsa).permitted
+            pkix = check_reuse(_built(certs, Verification.HOST), record)
+            assert not pkix.permitted and pkix.reached is Action.FAIL
         else:
             assert isinstance(error, StartTlsFailed)
             assert error.observation is Observation.TLSA_MISMATCH
             assert server.messages == []
+
+
+def test_recorded_facts_are_rechecked_for_other_messages(certs: CertSet) -> None:
+    decision = decision_from_toml(tls="required", verify="optional", ca=certs.ca_path)
+    with smtp_server(Mode.TLS, tls_context=certs.context("wrong-name")) as server:
+        record, error = _deliver(decision, server.port)
+    assert error is None
+    check_reuse_downgrades(record, certs.ca_path)
+
+
+@pytest.mark.parametrize("row", PRIVATE_CA_ROWS, ids=lambda r: r.id)
+def test_private_ca_without_key_usage(
+        row: CertificateRow, private_ca: tuple[CertSet, datetime.datetime]) -> None:
+    """A tls_ca made with `openssl req -x509` defaults (no keyUsage) is trusted;
+    wrong-name and expired peers under it get their own status and TLS-RPT type."""
+    certs, at = private_ca
+    decision = decision_from_toml(tls="ifavailable", verify=row.verify, ca=certs.ca_path)
+    with smtp_server(Mode.TLS, tls_context=certs.context(row.cert)) as server:
+        record, error = _deliver(decision, server.port, now=at)
+        check_outcome(row.expect, record, error, server)
+        done = record if error is None else error.record
+        assert done.tlsrpt_result_types == tlsrpt_types(row.expect)
+        assert done.peer is not None and done.peer.trusted

@@ -183,3 +183,71 @@ def test_dane_ta_through_evaluate_peer(ca: TestCA) -> None:
     assert Observation.CERTIFICATE_EXPIRED in late.problems
     with pytest.raises(Exception, match="tlsa_records"):
         evaluate_peer(decision, chain, now=NOW)
+
+
+# ------------------------------------------ private CAs without keyUsage (RFC 5280)
+
+def _ca_without_key_usage(kind: str, directory: Path) -> TestCA:
+    if kind == "openssl-req":
+        try:
+            return TestCA.openssl_req(directory)
+        except FileNotFoundError:
+            pytest.skip("no openssl binary to make a CA with 'openssl req -x509' defaults")
+    return TestCA(directory, key_usage=None)
+
+
+@pytest.mark.parametrize("kind", ["openssl-req", "no-key-usage"])
+def test_ca_without_key_usage_is_trusted_as_openssl_trusts_it(kind: str, tmp_path: Path) -> None:
+    """RFC 5280 6.1.4 (n): keyUsage is checked only when present."""
+    ca = _ca_without_key_usage(kind, tmp_path / "ca")
+    assert not any(isinstance(e.value, x509.KeyUsage) for e in ca.cert.extensions)
+    start = ca.cert.not_valid_before_utc
+    # Judged two days into the CA's life: the expired leaf lived one day of it
+    # (an openssl-made CA starts now, so "expired yesterday" would predate it).
+    at = start + 2 * DAY
+    expired_leaf = ca.issue([MX_HOST], not_before=start, not_after=start + DAY)
+
+    def judge(files: object) -> object:
+        chain = [_der(files.cert), _der(ca.cert)]  # type: ignore[attr-defined]
+        return evaluate_peer(_decision(ca), chain, now=at)  # type: ignore[arg-type]
+
+    valid = judge(ca.valid(MX_HOST))
+    assert valid.problems == () and valid.trusted  # type: ignore[attr-defined]
+    assert valid.verified is VerifiedAs.HOST  # type: ignore[attr-defined]
+    wrong = judge(ca.wrong_name(MX_HOST))
+    assert wrong.problems == (Observation.NAME_MISMATCH,) and wrong.trusted  # type: ignore[attr-defined]
+    expired = judge(expired_leaf)
+    assert expired.problems == (Observation.CERTIFICATE_EXPIRED,)  # type: ignore[attr-defined]
+    assert expired.trusted  # type: ignore[attr-defined]
+
+
+def test_intermediate_without_key_usage_is_trusted(tmp_path: Path) -> None:
+    root = TestCA(tmp_path / "root", key_usage=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    # The test CA allows no intermediate (pathLenConstraint 0): this one is
+    # signed by a root without that limit, and neither has keyUsage.
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "root without keyUsage")])
+    root_cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                 .public_key(root_key.public_key()).serial_number(x509.random_serial_number())
+                 .not_valid_before(NOW - DAY).not_valid_after(NOW + 10 * DAY)
+                 .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                 .sign(root_key, hashes.SHA256()))
+    root.cert_path.write_bytes(root_cert.public_bytes(Encoding.PEM))
+    inter = (x509.CertificateBuilder()
+             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "intermediate")]))
+             .issuer_name(subject).public_key(key.public_key())
+             .serial_number(x509.random_serial_number())
+             .not_valid_before(NOW - DAY).not_valid_after(NOW + 10 * DAY)
+             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+             .sign(root_key, hashes.SHA256()))
+    leaf, _ = _issue(inter, key, cn=MX_HOST, names=[MX_HOST])
+    result = evaluate_peer(_decision(root), [_der(leaf), _der(inter)], now=NOW)  # type: ignore[arg-type]
+    assert result.problems == () and result.trusted
+
+
+def test_ca_whose_key_usage_lacks_key_cert_sign_is_not_trusted(tmp_path: Path) -> None:
+    ca = TestCA(tmp_path / "ca", key_usage=False)
+    leaf = ca.valid(MX_HOST)
+    result = evaluate_peer(_decision(ca), [_der(leaf.cert), _der(ca.cert)], now=NOW)  # type: ignore[arg-type]
+    assert result.problems == (Observation.CHAIN_NOT_TRUSTED,) and not result.trusted

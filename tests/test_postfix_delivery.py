@@ -13,7 +13,7 @@ import pytest
 from postfix_support import receiving_postfix, requires_postfix_server
 from smtp_servers import DOMAIN, MX_HOST, CertSet, decision_from_toml, make_cert_set
 from tlspolicy import VerifiedAs
-from tlspolicy.adapters import StartTlsFailed
+from tlspolicy.adapters import StartTlsFailed, check_reuse
 from tlspolicy.adapters import aiosmtplib as async_driver
 from tlspolicy.adapters import smtplib as sync_driver
 
@@ -70,7 +70,7 @@ def test_postfix_without_tls_skips_under_ifavailable(certs: CertSet) -> None:
     with receiving_postfix(security_level="none", hostname=MX_HOST) as pf:
         result = sync_driver.starttls(decision, pf.host, pf.port, timeout=15)
         assert not result.record.encrypted and result.record.starttls_advertised is False
-        assert decision.required_security.permits(result.record.security)
+        assert check_reuse(decision, result.record).permitted
         result.smtp.sendmail("s@client.test", [f"plain@{DOMAIN}"], MESSAGE)
         result.smtp.quit()
         delivery = pf.wait_for_delivery(f"plain@{DOMAIN}")

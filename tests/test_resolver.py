@@ -15,7 +15,7 @@ import pytest
 from tlspolicy import (
     Action,
     BindingGroupConflictError,
-    ConnectionSecurity,
+    ConnectionFacts,
     Decision,
     InvalidDomainError,
     Observation,
@@ -31,7 +31,6 @@ from tlspolicy import (
     TlsVersion,
     UnknownBindingError,
     Verification,
-    VerifiedAs,
     layer_configs,
     load_config,
     loads_toml,
@@ -532,34 +531,43 @@ def test_compatibility_4_0_ifavailable_failure_always_defers() -> None:
     d = resolve('compatibility = "4.0"\n[global]\ntls = "ifavailable"\n')
     assert d.fallback is False
     assert d.outcome(Observation.HANDSHAKE_FAILED).action is Action.DEFER
-    assert PlaintextReason.FALLBACK not in d.required_security.plaintext
+    assert PlaintextReason.HANDSHAKE_FAILED not in d.required_security.plaintext
+    assert PlaintextReason.REFUSED not in d.required_security.plaintext
 
 
 # ------------------------------------------------- required security
 
-@pytest.mark.parametrize(("toml", "plaintext", "verified"), [
-    ('tls = "no"', set(PlaintextReason), VerifiedAs.NONE),
-    ('tls = "ifavailable"', {PlaintextReason.NOT_ADVERTISED, PlaintextReason.FALLBACK},
-     VerifiedAs.NONE),
+_TRIED = {PlaintextReason.NOT_ADVERTISED, PlaintextReason.REFUSED,
+          PlaintextReason.HANDSHAKE_FAILED}
+
+
+def _no_judge(decision: Decision, facts: ConnectionFacts) -> tuple[Observation, ...]:
+    raise AssertionError("a plaintext connection has no chain to judge")
+
+
+@pytest.mark.parametrize(("toml", "plaintext", "check"), [
+    ('tls = "no"', set(PlaintextReason), Verification.NO),
+    ('tls = "ifavailable"', _TRIED, Verification.NO),
     ('tls = "ifavailable"\ntls_ifavailable_fallback = false', {PlaintextReason.NOT_ADVERTISED},
-     VerifiedAs.NONE),
-    ('tls = "ifavailable"\ntls_verify = "optional"',
-     {PlaintextReason.NOT_ADVERTISED, PlaintextReason.FALLBACK}, VerifiedAs.NONE),
-    ('tls = "ifavailable"\ntls_verify = "ca"',
-     {PlaintextReason.NOT_ADVERTISED, PlaintextReason.FALLBACK}, VerifiedAs.CA),
-    ('tls = "required"', set(), VerifiedAs.NONE),
-    ('tls = "required"\ntls_verify = "ca"', set(), VerifiedAs.CA),
-    ('tls = "required"\ntls_verify = "host"', set(), VerifiedAs.HOST),
+     Verification.NO),
+    ('tls = "ifavailable"\ntls_verify = "optional"', _TRIED, Verification.OPTIONAL),
+    ('tls = "ifavailable"\ntls_verify = "ca"', _TRIED, Verification.CA),
+    ('tls = "required"', set(), Verification.NO),
+    ('tls = "required"\ntls_verify = "ca"', set(), Verification.CA),
+    ('tls = "required"\ntls_verify = "host"', set(), Verification.HOST),
 ])
 def test_required_security(toml: str, plaintext: set[PlaintextReason],
-                           verified: VerifiedAs) -> None:
-    req = resolve(f"[global]\n{toml}\n").required_security
+                           check: Verification) -> None:
+    decision = resolve(f"[global]\n{toml}\n")
+    req = decision.required_security
     assert req.plaintext == frozenset(plaintext)
-    assert req.min_verified is verified
+    assert req.tls_check is check
     for reason in PlaintextReason:
-        assert req.permits(ConnectionSecurity.plaintext(reason)) is (reason in plaintext)
-    for level in VerifiedAs:
-        assert req.permits(ConnectionSecurity.tls(level)) is (level >= verified)
+        facts = ConnectionFacts(decision.mx_host, decision.binding, reason)
+        assert req.permits(facts, judge=_no_judge) is (reason in plaintext)
+        # The same connection from another binding never fits.
+        other = ConnectionFacts(decision.mx_host, "elsewhere", reason)
+        assert not req.permits(other, judge=_no_judge)
 
 
 # ------------------------------------------------------- parameters
@@ -648,7 +656,7 @@ name = "b1"
     assert data["effective"]["tls_certificate"] is None
     assert data["explanation"]["tls_certificate"] == 'domain "bücher.de"'
     assert data["required_security"] == {
-        "plaintext_allowed_when": ["fallback", "not-advertised"],
+        "plaintext_allowed_when": ["handshake-failed", "not-advertised", "refused"],
         "min_tls_verification": "none"}
 
 

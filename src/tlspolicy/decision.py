@@ -9,11 +9,12 @@ these functions.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import attrs
 
+from ._serialise import converter, effective_to_dict
 from .options import Tls, TlsEngine, TlsVerify, TlsVersion
 from .policies.dane import TlsaRecord
 
@@ -22,15 +23,17 @@ __all__ = [
     "NEGOTIATION_OBSERVATIONS",
     "STATUSES",
     "Action",
-    "ConnectionSecurity",
+    "ConnectionFacts",
     "Decision",
     "Observation",
     "Outcome",
+    "PeerJudge",
     "PlaintextReason",
     "PolicyReport",
     "Reason",
     "RequiredSecurity",
     "Requirements",
+    "ReuseVerdict",
     "Source",
     "Status",
     "TlsParameters",
@@ -261,62 +264,246 @@ def certificate_outcome(verification: Verification, observation: Observation) ->
 
 
 class PlaintextReason(enum.Enum):
-    """Why a (cached) connection is in plaintext."""
+    """Why a connection is in plaintext (SEMANTICS 4.2), as its client recorded it."""
 
     NOT_ATTEMPTED = "not-attempted"
-    """The client did not issue STARTTLS (plan SKIP)."""
+    """TLS was never tried: the plan was SKIP."""
     NOT_ADVERTISED = "not-advertised"
     """The server did not offer STARTTLS."""
-    FALLBACK = "fallback"
-    """TLS failed and the client fell back to plaintext."""
+    REFUSED = "refused"
+    """STARTTLS was answered with a non-220 reply; the session went on in plaintext."""
+    HANDSHAKE_FAILED = "handshake-failed"
+    """The handshake (or the EHLO after it) failed; this is a new plaintext connection."""
 
 
-class VerifiedAs(enum.IntEnum):
-    """How well a TLS connection's peer was authenticated, weakest first."""
+class VerifiedAs(enum.Enum):
+    """What a peer check established on one connection, for logs and records.
 
-    NONE = 0
-    CA = 1
-    HOST = 2
-    DANE = 3
+    A label, not a scale: whether a connection may carry another message is
+    decided by re-running that message's own checks on the connection's
+    :class:`ConnectionFacts` (:attr:`Decision.required_security`), never by
+    comparing these values (a DANE-EE match says nothing about names or dates).
+    """
+
+    NONE = "none"
+    """Nothing was established (plaintext, unchecked, or a failed check)."""
+    CA = "ca"
+    """A trusted, in-date chain whose names matched no reference identity."""
+    HOST = "host"
+    """A trusted, in-date chain naming a reference identity."""
+    DANE = "dane"
+    """The chain matched a TLSA record."""
+
+
+def _host_key(name: str | None) -> str | None:
+    return None if name is None else name.rstrip(".").lower()
+
+
+def _chain(certificates: Iterable[bytes]) -> tuple[bytes, ...]:
+    return tuple(bytes(c) for c in certificates)
+
+
+def _keywords(words: Iterable[str]) -> frozenset[str]:
+    return frozenset(w.upper() for w in words)
 
 
 @attrs.frozen(slots=True)
-class ConnectionSecurity:
-    """What an open connection achieved: plaintext (and why) or TLS verified as."""
+class ConnectionFacts:
+    """What a client recorded when it set a connection up (SEMANTICS 4.2).
 
-    encrypted: bool
-    verified: VerifiedAs = VerifiedAs.NONE
-    plaintext_reason: PlaintextReason | None = None
+    These are the facts a decision's checks read, so that a later message's
+    decision can re-run its own checks on them before the connection carries
+    it: the MX host name and binding the connection goes to; for TLS the SNI
+    sent, the presented chain (DER, leaf first; ``chain_complete`` false when
+    only the leaf could be read), the negotiated version, the configured
+    client certificate, key, cipher list and TLS 1.3 suites (what was
+    configured: Python's ``ssl`` cannot tell whether the certificate was sent),
+    and the EHLO keywords the server announced after STARTTLS; for plaintext,
+    ``plaintext`` says why.  ``plaintext`` is ``None`` exactly when TLS is up.
+    """
 
-    @classmethod
-    def plaintext(cls, reason: PlaintextReason) -> ConnectionSecurity:
-        """A plaintext connection that got that way for ``reason``."""
-        return cls(False, VerifiedAs.NONE, reason)
+    mx_host: str | None
+    binding: str
+    plaintext: PlaintextReason | None = None
+    sni: str | None = None
+    chain: tuple[bytes, ...] = attrs.field(default=(), converter=_chain)
+    chain_complete: bool = True
+    tls_version: TlsVersion | None = None
+    certificate_file: str | None = None
+    key_file: str | None = None
+    ciphers: str | None = None
+    tls13_ciphersuites: str | None = None
+    ehlo_keywords: frozenset[str] = attrs.field(default=frozenset(), converter=_keywords)
 
-    @classmethod
-    def tls(cls, verified: VerifiedAs) -> ConnectionSecurity:
-        """A TLS connection whose peer was verified as ``verified``."""
-        return cls(True, verified, None)
+    @property
+    def encrypted(self) -> bool:
+        """Whether the connection runs over TLS."""
+        return self.plaintext is None
+
+
+@attrs.frozen(slots=True)
+class ReuseVerdict:
+    """The answer of :meth:`RequiredSecurity.check` for one connection.
+
+    ``permitted`` says whether the connection may carry the message.
+    ``reached`` is the action re-running the decision's checks on the
+    connection's facts gave (PROCEED, SKIP, FALLBACK, or the FAIL / DEFER that
+    rules it out, with ``status``); ``None`` when the connection does not fit
+    the decision at all (another MX host or binding, another SNI, client
+    certificate, cipher list or protocol version than a fresh connection for
+    this decision would use).  ``detail`` says why, for logs.
+    """
+
+    permitted: bool
+    reached: Action | None
+    detail: str
+    status: Status | None = None
+
+
+PeerJudge = Callable[["Decision", ConnectionFacts], Iterable[Observation]]
+"""Judges a recorded chain for a decision: the certificate observations a fresh
+connection's peer check would report.
+
+Pass the drivers' own peer check (``tlspolicy.adapters.peer.peer_judge``), so a
+reused connection and a fresh one are judged by one mechanism.
+"""
 
 
 @attrs.frozen(slots=True)
 class RequiredSecurity:
-    """The least a cached connection must have achieved to carry this message.
+    """Whether an open connection may carry this decision's message (SEMANTICS 4.2).
 
-    A plaintext connection is acceptable only for the reasons in
-    ``plaintext``; a TLS connection only when verified at least as
-    ``min_verified``.  A connection that is weaker than the decision would
-    have produced on a fresh connection is never acceptable.
+    :meth:`check` re-runs the decision's own checks on the connection's
+    recorded :class:`ConnectionFacts`: a connection is permitted if and only if
+    they give PROCEED, or for a plaintext connection the same SKIP or FALLBACK
+    a fresh connection would reach.  A plan of FAIL or DEFER permits nothing.
+
+    ``plaintext`` (the plaintext reasons that can pass) and ``tls_check`` (the
+    verification re-run on a TLS connection, ``None`` when no TLS connection
+    can pass) summarise the rule for display; they do not decide.
     """
 
-    plaintext: frozenset[PlaintextReason]
-    min_verified: VerifiedAs
+    decision: Decision = attrs.field(repr=False)
 
-    def permits(self, connection: ConnectionSecurity) -> bool:
-        """Whether ``connection`` may carry the message this decision is for."""
-        if connection.encrypted:
-            return connection.verified >= self.min_verified
-        return connection.plaintext_reason in self.plaintext
+    @property
+    def plaintext(self) -> frozenset[PlaintextReason]:
+        """The plaintext reasons a connection to the right host and binding may have."""
+        d = self.decision
+        if d.plan is Action.SKIP:
+            return frozenset(PlaintextReason)
+        if d.plan is not Action.ATTEMPT:
+            return frozenset()
+        return frozenset(r for r in PlaintextReason if self._plaintext_action(r)
+                         in (Action.SKIP, Action.FALLBACK))
+
+    @property
+    def tls_check(self) -> Verification | None:
+        """The verification a TLS connection's chain is re-checked with."""
+        d = self.decision
+        if d.plan is Action.SKIP:
+            return Verification.NO
+        return d.verification if d.plan is Action.ATTEMPT else None
+
+    def _plaintext_action(self, reason: PlaintextReason) -> Action:
+        observation = _PLAINTEXT_OBSERVATION.get(reason)
+        if observation is None:  # never tried: a fresh connection would try
+            return Action.ATTEMPT
+        return self.decision.outcome(observation).action
+
+    def permits(self, facts: ConnectionFacts, *, judge: PeerJudge) -> bool:
+        """Whether the connection ``facts`` describe may carry the message."""
+        return self.check(facts, judge=judge).permitted
+
+    def check(self, facts: ConnectionFacts, *, judge: PeerJudge) -> ReuseVerdict:
+        """Re-run the decision's checks on ``facts``; see :class:`ReuseVerdict`.
+
+        ``judge`` evaluates a TLS connection's chain exactly as a fresh
+        connection's peer check would; it is called only when the plan is
+        ATTEMPT and the connection fits the decision.  This method does no I/O.
+        """
+        d = self.decision
+        if d.plan not in (Action.SKIP, Action.ATTEMPT):
+            return ReuseVerdict(False, d.plan, f"the plan is {d.plan.value}: no connection "
+                                f"may carry this message", d.plan_status)
+        if facts.binding != d.binding:
+            return ReuseVerdict(False, None, f"the connection is from binding "
+                                f"{facts.binding!r}, the message goes through {d.binding!r}")
+        if d.mx_host is not None and _host_key(facts.mx_host) != _host_key(d.mx_host):
+            return ReuseVerdict(False, None, f"the connection goes to {facts.mx_host}, the "
+                                f"decision is for MX host {d.mx_host}")
+        if facts.plaintext is not None:
+            return self._check_plaintext(facts.plaintext)
+        if d.plan is Action.SKIP:
+            # The decision asks for no TLS and runs no checks; a TLS session to
+            # the same host and binding is no weaker than the plaintext it allows.
+            return ReuseVerdict(True, Action.PROCEED, "the decision needs no TLS; the "
+                                "connection has it")
+        misfit = self._misfit(facts)
+        if misfit is not None:
+            return ReuseVerdict(False, None, misfit)
+        outcome = d.after_certificate(judge(d, facts))
+        if outcome.action is not Action.PROCEED:
+            return ReuseVerdict(False, outcome.action, "the chain fails this decision's "
+                                "check", outcome.status)
+        if d.requiretls and "REQUIRETLS" not in facts.ehlo_keywords:
+            failed = d.outcome(Observation.REQUIRETLS_NOT_ADVERTISED)
+            return ReuseVerdict(False, failed.action, "REQUIRETLS was not announced after "
+                                "STARTTLS", failed.status)
+        return ReuseVerdict(True, Action.PROCEED, f"the chain passes this decision's "
+                            f"{d.verification.value} check", outcome.status)
+
+    def _check_plaintext(self, reason: PlaintextReason) -> ReuseVerdict:
+        d = self.decision
+        if d.plan is Action.SKIP:
+            return ReuseVerdict(True, Action.SKIP, "the decision asks for no TLS")
+        observation = _PLAINTEXT_OBSERVATION.get(reason)
+        if observation is None:
+            return ReuseVerdict(False, Action.ATTEMPT, "TLS was never tried on the "
+                                "connection; a fresh one would issue STARTTLS")
+        outcome = d.outcome(observation)
+        permitted = outcome.action in (Action.SKIP, Action.FALLBACK)
+        return ReuseVerdict(permitted, outcome.action,
+                            f"plaintext because {reason.value}: this decision says "
+                            f"{outcome.action.value}", outcome.status)
+
+    def _misfit(self, facts: ConnectionFacts) -> str | None:
+        """Why a fresh connection for this decision would not have these facts."""
+        p = self.decision.parameters
+        if _host_key(facts.sni) != _host_key(p.sni):
+            return f"the connection sent SNI {facts.sni}, this decision sends {p.sni}"
+        pairs = (("client certificate", facts.certificate_file, p.certificate_file),
+                 ("client key", facts.key_file, p.key_file),
+                 ("cipher list", facts.ciphers, p.ciphers),
+                 ("TLS 1.3 suites", facts.tls13_ciphersuites, p.tls13_ciphersuites))
+        for what, had, wanted in pairs:
+            if had != wanted:
+                return f"the connection was set up with {what} {had}, this decision uses {wanted}"
+        if facts.tls_version not in p.protocols:
+            shown = facts.tls_version.value if facts.tls_version else "an unknown version"
+            return f"the connection negotiated {shown}, which this decision does not allow"
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, JSON-serialisable summary.
+
+        ``min_tls_verification`` is the verification re-run on a TLS
+        connection's chain (``none`` when it is no or optional) or ``never``
+        when no TLS connection can pass.
+        """
+        check = self.tls_check
+        shown = ("never" if check is None else
+                 "none" if check in (Verification.NO, Verification.OPTIONAL) else check.value)
+        return {
+            "plaintext_allowed_when": sorted(reason.value for reason in self.plaintext),
+            "min_tls_verification": shown,
+        }
+
+
+_PLAINTEXT_OBSERVATION: Final[Mapping[PlaintextReason, Observation]] = {
+    PlaintextReason.NOT_ADVERTISED: Observation.STARTTLS_NOT_ADVERTISED,
+    PlaintextReason.REFUSED: Observation.STARTTLS_REJECTED,
+    PlaintextReason.HANDSHAKE_FAILED: Observation.HANDSHAKE_FAILED,
+}
 
 
 @attrs.frozen(slots=True)
@@ -340,6 +527,19 @@ class TlsParameters:
     def ordered_protocols(self) -> tuple[TlsVersion, ...]:
         """The allowed versions, oldest first."""
         return tuple(v for v in TlsVersion if v in self.protocols)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, JSON-serialisable dict (protocols oldest first)."""
+        return {
+            "ca_file": self.ca_file,
+            "certificate_file": self.certificate_file,
+            "key_file": self.key_file,
+            "ciphers": self.ciphers,
+            "tls13_ciphersuites": self.tls13_ciphersuites,
+            "protocols": [v.value for v in self.ordered_protocols],
+            "sni": self.sni,
+            "engine": self.engine.value,
+        }
 
     @property
     def is_contiguous(self) -> bool:
@@ -392,30 +592,6 @@ class Requirements:
     requiretls: bool = False
 
 
-def _required_security(req: Requirements) -> RequiredSecurity:
-    if req.plan_failure is not None:
-        return RequiredSecurity(frozenset(), VerifiedAs.DANE)
-    if req.tls is Tls.NO:
-        plaintext = frozenset(PlaintextReason)
-    elif req.skip_tls:
-        plaintext = frozenset({PlaintextReason.NOT_ATTEMPTED, PlaintextReason.NOT_ADVERTISED,
-                               PlaintextReason.FALLBACK})
-    elif req.tls is Tls.REQUIRED:
-        plaintext = frozenset()
-    elif req.fallback:
-        plaintext = frozenset({PlaintextReason.NOT_ADVERTISED, PlaintextReason.FALLBACK})
-    else:
-        plaintext = frozenset({PlaintextReason.NOT_ADVERTISED})
-    verified = {
-        Verification.NO: VerifiedAs.NONE,
-        Verification.OPTIONAL: VerifiedAs.NONE,
-        Verification.CA: VerifiedAs.CA,
-        Verification.HOST: VerifiedAs.HOST,
-        Verification.DANE: VerifiedAs.DANE,
-    }[req.verification]
-    return RequiredSecurity(plaintext, verified)
-
-
 @attrs.frozen(slots=True)
 class Decision:
     """The answer for one delivery attempt: the plan and every outcome.
@@ -439,7 +615,6 @@ class Decision:
     outcomes: Mapping[Observation, Outcome]
     parameters: TlsParameters
     reference_identities: tuple[str, ...]
-    required_security: RequiredSecurity
     effective: Mapping[str, object] = attrs.field(repr=False)
     explanation: Mapping[str, Source] = attrs.field(repr=False)
     decided_by: Mapping[str, Source] = attrs.field(repr=False, factory=lambda: _FrozenMap({}))
@@ -503,7 +678,6 @@ class Decision:
             outcomes=_FrozenMap(outcomes),
             parameters=parameters,
             reference_identities=req.reference_identities,
-            required_security=_required_security(req),
             effective=_FrozenMap(effective),
             explanation=_FrozenMap(explanation),
             decided_by=_FrozenMap(decided_by or {}),
@@ -511,6 +685,11 @@ class Decision:
             reports=reports,
             notes=notes,
         )
+
+    @property
+    def required_security(self) -> RequiredSecurity:
+        """Whether an open connection may carry this message (SEMANTICS 4.2)."""
+        return RequiredSecurity(self)
 
     def outcome(self, observation: Observation) -> Outcome:
         """The outcome for ``observation``.
@@ -543,10 +722,35 @@ class Decision:
         return _PROCEED
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain, JSON-serialisable dict for logs and ``--json`` output."""
-        from ._serialise import decision_to_dict
+        """A plain, JSON-serialisable dict for logs and ``--json`` output, stable key order."""
+        return {
+            "domain": self.domain,
+            "binding": self.binding,
+            "binding_group": self.binding_group,
+            "mx_host": self.mx_host,
+            "plan": self.plan.value,
+            "plan_status": _status_dict(self.plan_status),
+            "tls": self.tls.value,
+            "verification": self.verification.value,
+            "fallback": self.fallback,
+            "requiretls": self.requiretls,
+            "outcomes": {obs.value: {"action": o.action.value, "status": _status_dict(o.status),
+                                     "report": o.report}
+                         for obs, o in self.outcomes.items()},
+            "parameters": self.parameters.to_dict(),
+            "reference_identities": list(self.reference_identities),
+            "required_security": self.required_security.to_dict(),
+            "effective": effective_to_dict(self.effective),
+            "explanation": {name: str(src) for name, src in self.explanation.items()},
+            "decided_by": {name: str(src) for name, src in self.decided_by.items()},
+            "tlsa_records": [r.to_text() for r in self.tlsa_records],
+            "reports": [converter.unstructure(r) for r in self.reports],
+            "notes": list(self.notes),
+        }
 
-        return decision_to_dict(self)
+
+def _status_dict(status: Status | None) -> dict[str, Any] | None:
+    return None if status is None else dict(converter.unstructure(status))
 
 
 class _FrozenMap(Mapping[Any, Any]):

@@ -11,21 +11,27 @@ imports no SMTP client.
 
 from __future__ import annotations
 
+import datetime
+from collections.abc import Iterable
+from typing import Any
+
 import attrs
 
 from tlspolicy import (
     Action,
-    ConnectionSecurity,
+    ConnectionFacts,
     Decision,
     Observation,
     Outcome,
     PlaintextReason,
+    ReuseVerdict,
     Status,
     TlsPolicyError,
+    TlsVersion,
     VerifiedAs,
 )
 
-from .peer import PeerEvaluation
+from .peer import PeerEvaluation, peer_judge
 
 __all__ = [
     "StartTlsDeferred",
@@ -33,6 +39,7 @@ __all__ = [
     "StartTlsStopped",
     "Step",
     "TlsRecord",
+    "check_reuse",
 ]
 
 
@@ -57,17 +64,17 @@ class TlsRecord:
 
     ``path`` lists the actions in order (the plan first, the final action
     last).  ``reports`` holds every problem that must be recorded even when
-    delivery went on (``tls_verify = optional``) or stopped.  ``security`` is
-    what the connection achieved: check it against
-    ``decision.required_security.permits()`` before reusing the connection for
-    another message.  ``mail_options`` must be passed on MAIL FROM (it holds
+    delivery went on (``tls_verify = optional``) or stopped.  ``facts`` are
+    what the client recorded about the connection (SEMANTICS 4.2): before the
+    connection carries another message, ask :func:`check_reuse` with that
+    message's decision.  ``mail_options`` must be passed on MAIL FROM (it holds
     ``REQUIRETLS`` when the message requires it).
     """
 
     host: str
     port: int
     path: tuple[Step, ...]
-    security: ConnectionSecurity
+    facts: ConnectionFacts
     tls_version: str | None = None
     cipher: str | None = None
     peer: PeerEvaluation | None = None
@@ -85,12 +92,14 @@ class TlsRecord:
     @property
     def encrypted(self) -> bool:
         """Whether the session now runs over TLS."""
-        return self.security.encrypted
+        return self.facts.encrypted
 
     @property
     def verified(self) -> VerifiedAs:
-        """How well the peer was authenticated (NONE for plaintext)."""
-        return self.security.verified
+        """What the peer check established (NONE for plaintext); a label, not a scale."""
+        if not self.encrypted or self.peer is None:
+            return VerifiedAs.NONE
+        return self.peer.verified
 
     @property
     def tlsrpt_result_types(self) -> tuple[str, ...]:
@@ -137,9 +146,37 @@ def plan_failure(decision: Decision, host: str, port: int) -> StartTlsFailed | N
         return None
     assert decision.plan_status is not None
     step = Step(Action.FAIL, None, decision.plan_status, True)
-    record = TlsRecord(host, port, (step,), ConnectionSecurity.plaintext(
-        PlaintextReason.NOT_ATTEMPTED), reports=(step,))
+    facts = ConnectionFacts(decision.mx_host or host, decision.binding,
+                            PlaintextReason.NOT_ATTEMPTED)
+    record = TlsRecord(host, port, (step,), facts, reports=(step,))
     return StartTlsFailed(decision.plan_status, record, None)
+
+
+def check_reuse(
+    decision: Decision,
+    facts: ConnectionFacts | TlsRecord,
+    *,
+    now: datetime.datetime | None = None,
+    tlsa_records: Iterable[Any] | None = None,
+) -> ReuseVerdict:
+    """Whether the connection ``facts`` describe may carry ``decision``'s message.
+
+    ``decision.required_security.check`` with the drivers' own peer check
+    (:func:`.peer.peer_judge`) as the judge, so a reused connection passes
+    exactly the checks a fresh one would (SEMANTICS 4.2).  ``now`` is the
+    time certificates are judged at (the clock by default); ``tlsa_records``
+    override the TLSA records the decision carries, as for the drivers.
+    """
+    if isinstance(facts, TlsRecord):
+        facts = facts.facts
+    moment = now or datetime.datetime.now(datetime.UTC)
+    return decision.required_security.check(
+        facts, judge=peer_judge(now=moment, tlsa_records=tlsa_records))
+
+
+_VERSIONS = {"TLSv1": TlsVersion.TLSv1_0, "TLSv1.1": TlsVersion.TLSv1_1,
+             "TLSv1.2": TlsVersion.TLSv1_2, "TLSv1.3": TlsVersion.TLSv1_3,
+             "SSLv3": TlsVersion.SSLv3, "SSLv2": TlsVersion.SSLv2}
 
 
 
@@ -161,6 +198,26 @@ class Progress:
         self.requiretls_advertised: bool | None = None
         self.tls_version: str | None = None
         self.cipher: str | None = None
+
+    def plaintext(self, reason: PlaintextReason) -> ConnectionFacts:
+        """The facts of a connection that is in plaintext for ``reason``."""
+        return ConnectionFacts(self.decision.mx_host or self.host, self.decision.binding,
+                               reason)
+
+    def tls(self, chain: Iterable[bytes], *, complete: bool,
+            ehlo_keywords: Iterable[str] = ()) -> ConnectionFacts:
+        """The facts of a TLS connection set up with the decision's parameters.
+
+        The client certificate, key and cipher lists are what was configured
+        (``ssl`` cannot tell whether the server asked for the certificate).
+        """
+        p = self.decision.parameters
+        return ConnectionFacts(
+            self.decision.mx_host or self.host, self.decision.binding, None, sni=p.sni,
+            chain=chain, chain_complete=complete,
+            tls_version=_VERSIONS.get(self.tls_version or ""),
+            certificate_file=p.certificate_file, key_file=p.key_file, ciphers=p.ciphers,
+            tls13_ciphersuites=p.tls13_ciphersuites, ehlo_keywords=ehlo_keywords)
 
     def observe(self, observation: Observation) -> Step:
         """Record the decision's outcome for ``observation`` and return it."""
@@ -187,19 +244,19 @@ class Progress:
         if self.path[-1].action is not Action.PROCEED:
             self.path.append(Step(Action.PROCEED))
 
-    def record(self, security: ConnectionSecurity) -> TlsRecord:
+    def record(self, facts: ConnectionFacts) -> TlsRecord:
         """The record of the run so far."""
         return TlsRecord(
-            host=self.host, port=self.port, path=tuple(self.path), security=security,
+            host=self.host, port=self.port, path=tuple(self.path), facts=facts,
             tls_version=self.tls_version, cipher=self.cipher, peer=self.peer,
             reports=tuple(self.reports), reconnected=self.reconnected,
             starttls_advertised=self.starttls_advertised,
             requiretls_advertised=self.requiretls_advertised,
             mail_options=("REQUIRETLS",) if self.decision.requiretls else ())
 
-    def stop(self, security: ConnectionSecurity) -> StartTlsStopped:
+    def stop(self, facts: ConnectionFacts) -> StartTlsStopped:
         """The exception for the DEFER / FAIL that ends the path."""
-        return stop(self.record(security), self.path[-1])
+        return stop(self.record(facts), self.path[-1])
 
 
 def _observation_of(value: str) -> Observation | None:

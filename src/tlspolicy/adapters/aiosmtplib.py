@@ -32,7 +32,7 @@ from typing import Any
 import aiosmtplib
 import attrs
 
-from tlspolicy import Action, ConnectionSecurity, Decision, Observation, PlaintextReason
+from tlspolicy import Action, Decision, Observation, PlaintextReason
 
 from . import Progress, TlsRecord, plan_failure
 from .peer import evaluate_peer, observation_for_verify_code, presented_chain
@@ -124,13 +124,13 @@ async def starttls(
 
     if decision.plan is Action.SKIP:
         return AsyncStartTlsResult(smtp, progress.record(
-            ConnectionSecurity.plaintext(PlaintextReason.NOT_ATTEMPTED)))
+            progress.plaintext(PlaintextReason.NOT_ATTEMPTED)))
     assert context is not None
 
     progress.starttls_advertised = smtp.supports_extension("starttls")
     if not progress.starttls_advertised:
         step = progress.observe(Observation.STARTTLS_NOT_ADVERTISED)
-        security = ConnectionSecurity.plaintext(PlaintextReason.NOT_ADVERTISED)
+        security = progress.plaintext(PlaintextReason.NOT_ADVERTISED)
         if step.action is Action.SKIP:
             return AsyncStartTlsResult(smtp, progress.record(security))
         await _end(smtp, polite=True)
@@ -143,7 +143,7 @@ async def starttls(
         step = progress.observe(observation_for_verify_code(exc.verify_code))
         await _end(smtp, polite=False)
         if step.action in (Action.DEFER, Action.FAIL):
-            raise progress.stop(ConnectionSecurity.plaintext(PlaintextReason.FALLBACK)) from exc
+            raise progress.stop(progress.plaintext(PlaintextReason.HANDSHAKE_FAILED)) from exc
         raise TlsSetupError(
             "the context passed verifies during the handshake, which aborted on a "
             f"certificate problem; under tls_verify = {decision.verification.value} delivery "
@@ -166,10 +166,10 @@ async def starttls(
         decision, chain, now=now or datetime.datetime.now(datetime.UTC),
         chain_complete=complete, tlsa_records=tlsa_records)
     step = progress.certificate(evaluation)
-    tls_security = ConnectionSecurity.tls(evaluation.verified)
+    tls_facts = progress.tls(chain, complete=complete)
     if step.action is not Action.PROCEED:
         await _end(smtp, polite=True)
-        raise progress.stop(tls_security)
+        raise progress.stop(tls_facts)
 
     try:
         await smtp.ehlo()
@@ -180,14 +180,17 @@ async def starttls(
         return await _after_failure(progress, smtp, Observation.HANDSHAKE_FAILED, usable=False,
                                     local_hostname=local_hostname, timeout=timeout)
 
+    # The keywords after STARTTLS, recorded so a later message's REQUIRETLS
+    # check can re-run on this connection.
+    tls_facts = progress.tls(chain, complete=complete, ehlo_keywords=smtp.esmtp_extensions)
     if decision.requiretls:
         progress.requiretls_advertised = smtp.supports_extension("requiretls")
         if not progress.requiretls_advertised:
             progress.observe(Observation.REQUIRETLS_NOT_ADVERTISED)
             await _end(smtp, polite=True)
-            raise progress.stop(tls_security)
+            raise progress.stop(tls_facts)
     progress.proceed()
-    return AsyncStartTlsResult(smtp, progress.record(tls_security))
+    return AsyncStartTlsResult(smtp, progress.record(tls_facts))
 
 
 async def _after_failure(
@@ -201,7 +204,9 @@ async def _after_failure(
     cause: BaseException | None = None,
 ) -> AsyncStartTlsResult:
     step = progress.observe(observation)
-    security = ConnectionSecurity.plaintext(PlaintextReason.FALLBACK)
+    security = progress.plaintext(PlaintextReason.REFUSED
+                                  if observation is Observation.STARTTLS_REJECTED
+                                  else PlaintextReason.HANDSHAKE_FAILED)
     if step.action is not Action.FALLBACK:
         await _end(smtp, polite=usable)
         raise progress.stop(security) from cause

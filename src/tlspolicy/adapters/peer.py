@@ -9,9 +9,16 @@ for the right reason:
   leaf through the presented intermediates to a certificate of the CA bundle
   (``tls_ca``, else the system store), built and signature-checked by
   ``cryptography``'s X.509 verifier (``cryptography.x509.verification``, RFC 5280
-  path validation with the WebPKI profile for CA certificates; the leaf's
-  extensions are not judged, so a server certificate without ``serverAuth`` or
-  without a subjectAltName is not called untrusted).  That verifier always
+  path validation).  CA certificates are judged as OpenSSL judges a CAfile, not
+  by the WebPKI profile: basicConstraints must say cA, keyUsage is checked only
+  when present (it must then allow keyCertSign; RFC 5280 section 6.1.4 (n)), and
+  nothing else is required, so a private CA made with ``openssl req -x509``
+  defaults (no keyUsage) is trusted.  Every certificate of the bundle is a trust
+  anchor, also one that is not self-signed (a partial chain, as Postfix's
+  ``tafile``), and its dates count as OpenSSL counts a CAfile's (unlike
+  ``tafile``, whose anchors never expire).  The leaf's extensions are not
+  judged, so a server certificate without ``serverAuth`` or without a
+  subjectAltName is not called untrusted.  That verifier always
   checks dates, so trust is asked at several moments (now, and every edge of
   the validity windows involved): a chain that was valid at some moment is
   trusted, and its dates are reported separately.
@@ -49,7 +56,15 @@ from typing import Any, Final
 
 import attrs
 
-from tlspolicy import Decision, Observation, TlsPolicyError, Verification, VerifiedAs
+from tlspolicy import (
+    ConnectionFacts,
+    Decision,
+    Observation,
+    PeerJudge,
+    TlsPolicyError,
+    Verification,
+    VerifiedAs,
+)
 
 from .sslcontext import TlsSetupError
 
@@ -57,6 +72,7 @@ __all__ = [
     "PeerEvaluation",
     "evaluate_peer",
     "observation_for_verify_code",
+    "peer_judge",
     "presented_chain",
 ]
 
@@ -186,6 +202,29 @@ def _in_window(cert: Any, moment: datetime.datetime) -> bool:
     return bool(cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc)
 
 
+def _require_ca(_policy: Any, _cert: Any, constraints: Any) -> None:
+    # The verifier itself also rejects cA false and checks pathLenConstraint.
+    if not constraints.ca:
+        raise ValueError("basicConstraints does not say cA")
+
+
+def _key_cert_sign_if_present(_policy: Any, _cert: Any, usage: Any) -> None:
+    # RFC 5280 6.1.4 (n): keyUsage on a CA is checked only when present.
+    if usage is not None and not usage.key_cert_sign:
+        raise ValueError("keyUsage is present without keyCertSign")
+
+
+@functools.lru_cache(maxsize=1)
+def _ca_policy() -> Any:
+    """CA checks as OpenSSL applies them to a CAfile, without VERIFY_X509_STRICT."""
+    from cryptography.x509 import BasicConstraints, KeyUsage
+    from cryptography.x509 import verification as v
+
+    return (v.ExtensionPolicy.permit_all()
+            .require_present(BasicConstraints, v.Criticality.AGNOSTIC, _require_ca)
+            .may_be_present(KeyUsage, v.Criticality.AGNOSTIC, _key_cert_sign_if_present))
+
+
 def _check_trust(
     leaf: Any, intermediates: Sequence[Any], anchors: Sequence[Any], now: datetime.datetime
 ) -> tuple[bool, Any | None, str]:
@@ -202,7 +241,7 @@ def _check_trust(
     last_error = ""
     for moment in moments[:16]:
         builder = (v.PolicyBuilder().store(store).time(moment)
-                   .extension_policies(ca_policy=v.ExtensionPolicy.webpki_defaults_ca(),
+                   .extension_policies(ca_policy=_ca_policy(),
                                        ee_policy=v.ExtensionPolicy.permit_all()))
         try:
             verified = builder.build_client_verifier().verify(leaf, list(intermediates))
@@ -348,6 +387,22 @@ def evaluate_peer(
     return PeerEvaluation(tuple(found), verified, True, len(chain), chain_complete,
                           trusted=trusted, in_dates=not out_of_date, matched_name=matched,
                           details=tuple(details))
+
+
+def peer_judge(*, now: datetime.datetime,
+               tlsa_records: Iterable[Any] | None = None) -> PeerJudge:
+    """The judge :meth:`tlspolicy.RequiredSecurity.check` needs: :func:`evaluate_peer`.
+
+    A recorded chain is judged for a later message's decision exactly as a
+    fresh connection's chain is judged by the drivers, at ``now``.
+    """
+    records = None if tlsa_records is None else tuple(tlsa_records)
+
+    def judge(decision: Decision, facts: ConnectionFacts) -> tuple[Observation, ...]:
+        return evaluate_peer(decision, facts.chain, now=now, chain_complete=facts.chain_complete,
+                             tlsa_records=records).problems
+
+    return judge
 
 
 def _evaluate_dane(decision: Decision, chain: Sequence[bytes], now: datetime.datetime,

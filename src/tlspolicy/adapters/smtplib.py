@@ -24,7 +24,7 @@ from typing import Any
 
 import attrs
 
-from tlspolicy import Action, ConnectionSecurity, Decision, Observation, PlaintextReason
+from tlspolicy import Action, Decision, Observation, PlaintextReason
 
 from . import Progress, TlsRecord, plan_failure
 from .peer import evaluate_peer, observation_for_verify_code, presented_chain
@@ -98,13 +98,13 @@ def starttls(
 
     if decision.plan is Action.SKIP:
         return StartTlsResult(smtp, progress.record(
-            ConnectionSecurity.plaintext(PlaintextReason.NOT_ATTEMPTED)))
+            progress.plaintext(PlaintextReason.NOT_ATTEMPTED)))
     assert context is not None
 
     progress.starttls_advertised = smtp.has_extn("starttls")
     if not progress.starttls_advertised:
         step = progress.observe(Observation.STARTTLS_NOT_ADVERTISED)
-        security = ConnectionSecurity.plaintext(PlaintextReason.NOT_ADVERTISED)
+        security = progress.plaintext(PlaintextReason.NOT_ADVERTISED)
         if step.action is Action.SKIP:
             return StartTlsResult(smtp, progress.record(security))
         _end(smtp, polite=True)
@@ -132,7 +132,7 @@ def starttls(
         step = progress.observe(observation_for_verify_code(exc.verify_code))
         _end(smtp, polite=False)
         if step.action in (Action.DEFER, Action.FAIL):
-            raise progress.stop(ConnectionSecurity.plaintext(PlaintextReason.FALLBACK)) from exc
+            raise progress.stop(progress.plaintext(PlaintextReason.HANDSHAKE_FAILED)) from exc
         raise TlsSetupError(
             f"the context passed verifies during the handshake, which aborted on "
             f"{step.observation.value if step.observation else 'a certificate'}; under "
@@ -157,10 +157,10 @@ def starttls(
         decision, chain, now=now or datetime.datetime.now(datetime.UTC),
         chain_complete=complete, tlsa_records=tlsa_records)
     step = progress.certificate(evaluation)
-    tls_security = ConnectionSecurity.tls(evaluation.verified)
+    tls_facts = progress.tls(chain, complete=complete)
     if step.action is not Action.PROCEED:
         _end(smtp, polite=True)
-        raise progress.stop(tls_security)
+        raise progress.stop(tls_facts)
 
     try:
         code, _ = smtp.ehlo()
@@ -170,14 +170,17 @@ def starttls(
         return _after_failure(progress, smtp, Observation.HANDSHAKE_FAILED, usable=False,
                               local_hostname=local_hostname, timeout=timeout)
 
+    # The keywords after STARTTLS, recorded so a later message's REQUIRETLS
+    # check can re-run on this connection.
+    tls_facts = progress.tls(chain, complete=complete, ehlo_keywords=smtp.esmtp_features)
     if decision.requiretls:
         progress.requiretls_advertised = smtp.has_extn("requiretls")
         if not progress.requiretls_advertised:
             progress.observe(Observation.REQUIRETLS_NOT_ADVERTISED)
             _end(smtp, polite=True)
-            raise progress.stop(tls_security)
+            raise progress.stop(tls_facts)
     progress.proceed()
-    return StartTlsResult(smtp, progress.record(tls_security))
+    return StartTlsResult(smtp, progress.record(tls_facts))
 
 
 def _after_failure(
@@ -192,7 +195,9 @@ def _after_failure(
 ) -> StartTlsResult:
     """Act on a refused STARTTLS or a failed handshake: FALLBACK, DEFER or FAIL."""
     step = progress.observe(observation)
-    security = ConnectionSecurity.plaintext(PlaintextReason.FALLBACK)
+    security = progress.plaintext(PlaintextReason.REFUSED
+                                  if observation is Observation.STARTTLS_REJECTED
+                                  else PlaintextReason.HANDSHAKE_FAILED)
     if step.action is not Action.FALLBACK:
         _end(smtp, polite=usable)
         raise progress.stop(security) from cause
