@@ -325,7 +325,7 @@ class DnsLab:
             f'  trust-anchor-file: "{self.directory}/anchor.ds"',
             "  do-not-query-localhost: no", '  local-zone: "test." transparent',
             '  local-zone: "." refuse', "  outgoing-interface: 127.0.0.1",
-            "  val-bogus-ttl: 5", "  ede: yes", "  qname-minimisation: no",
+            "  val-bogus-ttl: 5", "  ede: yes", "  log-queries: yes", "  qname-minimisation: no",
             "  so-reuseport: no", "remote-control:", "  control-enable: no",
         ]
         for name in zones:
@@ -344,6 +344,15 @@ class DnsLab:
             [_binary("unbound"), "-d", "-c", str(self.directory / "unbound.conf")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_tcp(self.port, self.unbound, "unbound")
+
+    def queries(self, name: str, rdtype: str) -> int:
+        """How many queries for (name, type) clients sent Unbound (its query log)."""
+        wanted = f" {name.rstrip('.')}. {rdtype} IN"
+        try:
+            text = (self.directory / "unbound.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return 0
+        return sum(1 for line in text.splitlines() if line.endswith(wanted))
 
     def stop_unbound(self) -> None:
         if self.unbound is not None:

@@ -816,3 +816,28 @@ def test_purge_forgets_a_domain(env: Env) -> None:
 
 def test_free_port_helper_is_usable() -> None:
     assert 20000 <= free_port() <= 32000
+
+
+def test_thousand_concurrent_requests_one_query_each_one_fetch(env: Env) -> None:
+    """Counted in Unbound's own query log, where no cache of ours can hide a query."""
+    domain = "fleet0.secure.test"
+    names = [(domain, "MX"), (f"_mta-sts.{domain}", "TXT"), (f"mta-sts.{domain}", "A"),
+             (f"mta-sts.{domain}", "AAAA"), (f"mx.{domain}", "A"), (f"mx.{domain}", "AAAA"),
+             (f"_25._tcp.mx.{domain}", "TLSA")]
+    before = {key: env.dns.queries(*key) for key in names}
+
+    async def main() -> list[Destination]:
+        async with env.discovery() as d:
+            return list(await asyncio.gather(*(d.destination(domain, f"mx.{domain}")
+                                               for _ in range(1000))))
+
+    results = run(main)
+    assert all(r == results[0] for r in results) and results[0].mta_sts is not None
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # Unbound writes its log asynchronously
+        counts = {key: env.dns.queries(*key) - before[key] for key in names}
+        if all(counts.values()):
+            break
+        time.sleep(0.05)
+    assert counts == dict.fromkeys(names, 1)
+    assert env.web.fetches(domain) == 1
