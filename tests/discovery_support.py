@@ -32,6 +32,7 @@ import attrs
 import pytest
 
 __all__ = [
+    "FLEET_SIZE",
     "GOOD_POLICY",
     "STS_CASES",
     "STS_DOMAINS",
@@ -210,6 +211,9 @@ def _secure_zone() -> str:
         if case != "noaddress":
             lines.append(f"mta-sts.{case} 300 IN A 127.0.0.1")
     lines += ["shortttl 300 IN MX 10 mx.shortttl", "mx.shortttl 300 IN A 127.0.0.1"]
+    # A fleet of policy domains N.fleet.secure.test, all from wildcards.
+    lines += ["*.fleet 300 IN MX 10 mx.fleet", "mx.fleet 300 IN A 127.0.0.1",
+              "*.fleet 300 IN TXT \"v=STSv1; id=fleet1\"", "*.fleet 300 IN A 127.0.0.1"]
     return "\n".join(lines) + "\n"
 
 
@@ -391,6 +395,9 @@ STS_DOMAINS = (
     "insecure.test", "relay.secure.test",
 )
 
+#: How many ``N.fleet.secure.test`` policy domains the HTTPS lab has certificates for.
+FLEET_SIZE = 1000
+
 GOOD_POLICY = b"version: STSv1\r\nmode: enforce\r\nmx: *.ok.secure.test\r\nmax_age: 86400\r\n"
 
 
@@ -546,6 +553,7 @@ class HttpsLab:
         self.ca_file = ca.cert_path
         special = {"wrongname", "expiredcert", "untrusted"}
         names = [f"mta-sts.{d}" for d in STS_DOMAINS if d.split(".")[0] not in special]
+        names += [f"mta-sts.{n}.fleet.secure.test" for n in range(FLEET_SIZE)]
         good = ca.issue(names, stem="policy-hosts")
 
         def context_for(cert_chain: Path, key: Path) -> ssl.SSLContext:

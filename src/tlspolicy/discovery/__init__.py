@@ -24,6 +24,7 @@ from .core import (
     StsState,
     TlsRptRecord,
     mirror_enforce_policies,
+    redis_cache,
 )
 from .dns import DnsAnswer, DnsClient, DnsStatus
 from .https import MAX_POLICY_BYTES, PolicyFetch, fetch_policy
@@ -46,4 +47,5 @@ __all__ = [
     "describe_cache",
     "fetch_policy",
     "mirror_enforce_policies",
+    "redis_cache",
 ]

@@ -42,6 +42,8 @@ __all__ = [
     "MxLookup",
     "StsState",
     "TlsRptRecord",
+    "mirror_enforce_policies",
+    "redis_cache",
 ]
 
 _log = logging.getLogger("tlspolicy.discovery")
@@ -685,3 +687,23 @@ class Discovery:
         self._memory.pop(name, None)
         self.dns.forget(name)
         return int(await self.store.delete(POLICY_NAMESPACE, name))
+
+
+async def redis_cache(url: str, local_path: str | Path, *, prefix: str = "tlspolicy:",
+                      timeout: float = 2.0, retry_after: float = 5.0,
+                      clock: Callable[[], float] = time.time) -> Store:
+    """A fleet's discovery store: Redis/Valkey at ``url`` in front of a local SQLite mirror.
+
+    Unexpired enforce MTA-STS policies are mirrored into ``local_path`` and served from it
+    while Redis is down (SEMANTICS 10); Redis with an ``allkeys-*`` eviction policy is
+    refused.  A Redis that is down at start is not an error (the mirror serves, and the
+    eviction check runs once it answers).  Needs the ``tlspolicy[redis]`` extra.
+    """
+    from ..stores import MirroredStore
+    from ..stores.redis import RedisStore
+
+    Path(local_path).parent.mkdir(parents=True, exist_ok=True)
+    shared = await RedisStore.connect(url, prefix=prefix, timeout=timeout, require_up=False,
+                                      clock=clock)
+    return MirroredStore(shared, SqliteStore(local_path, clock=clock),
+                         mirror_enforce_policies, retry_after=retry_after)

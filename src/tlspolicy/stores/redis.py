@@ -54,49 +54,73 @@ class RedisStore:
         self._clock = clock
         _, self._errors = _redis()
         self._release = client.register_script(_RELEASE)
+        self._url = "redis"
+        self._unchecked = False
 
     @classmethod
     async def connect(cls, url: str = "redis://127.0.0.1:6379/0", *,
                       prefix: str = "tlspolicy:", timeout: float = 2.0,
-                      check_eviction: bool = True,
+                      check_eviction: bool = True, require_up: bool = True,
                       clock: Callable[[], float] = time.time) -> RedisStore:
         """Connect to ``url`` and check ``maxmemory-policy``.
 
         Refuses (:class:`~tlspolicy.stores.StoreError`) an ``allkeys-*`` policy.
         With ``check_eviction`` false the check is skipped: only for servers
         whose ``CONFIG`` command is disabled, after checking the policy by
-        other means.
+        other means.  With ``require_up`` false a server that is down is not an
+        error: the store is returned, and the check runs before its first
+        operation once the server answers (until then every operation raises
+        :class:`~tlspolicy.stores.StoreUnavailableError`, so a
+        :class:`~tlspolicy.stores.MirroredStore` serves its mirror).
         """
-        redis_asyncio, errors = _redis()
+        redis_asyncio, _ = _redis()
         client = redis_asyncio.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout,
             retry_on_timeout=False)
         store = cls(client, prefix=prefix, clock=clock)
+        store._url = url
+        store._unchecked = check_eviction
         if check_eviction:
             try:
-                reply = await client.config_get("maxmemory-policy")
-            except errors.ResponseError as exc:
+                await store._check_eviction()
+            except StoreUnavailableError:
+                if require_up:
+                    await client.aclose()
+                    raise
+            except StoreError:
                 await client.aclose()
-                raise StoreError(
-                    f"Redis at {url}: cannot read maxmemory-policy ({exc}); check that it is "
-                    "not allkeys-* and connect with check_eviction=False") from None
-            except (errors.ConnectionError, errors.TimeoutError, OSError) as exc:
-                await client.aclose()
-                raise StoreUnavailableError(f"Redis at {url}: {exc}") from None
-            policy = reply.get("maxmemory-policy", reply.get(b"maxmemory-policy", b""))
-            if isinstance(policy, bytes):
-                policy = policy.decode(errors="replace")
-            if str(policy).startswith("allkeys-"):
-                await client.aclose()
-                raise StoreError(
-                    f"Redis at {url}: maxmemory-policy {policy} may evict unexpired MTA-STS "
-                    "policies (RFC 8461 section 10.2); use noeviction or a volatile-* policy")
+                raise
         return store
+
+    async def _check_eviction(self) -> None:
+        errors = self._errors
+        try:
+            reply = await self._client.config_get("maxmemory-policy")
+        except errors.ResponseError as exc:
+            raise StoreError(
+                f"Redis at {self._url}: cannot read maxmemory-policy ({exc}); check that it is "
+                "not allkeys-* and connect with check_eviction=False") from None
+        except (errors.ConnectionError, errors.TimeoutError, OSError) as exc:
+            raise StoreUnavailableError(f"Redis at {self._url}: {exc}") from None
+        policy = reply.get("maxmemory-policy", reply.get(b"maxmemory-policy", b""))
+        if isinstance(policy, bytes):
+            policy = policy.decode(errors="replace")
+        if str(policy).startswith("allkeys-"):
+            raise StoreError(
+                f"Redis at {self._url}: maxmemory-policy {policy} may evict unexpired MTA-STS "
+                "policies (RFC 8461 section 10.2); use noeviction or a volatile-* policy")
+        self._unchecked = False
 
     def _key(self, namespace: str, key: str) -> str:
         return f"{self._prefix}{namespace}:{key}"
 
     async def _call(self, coroutine: Any) -> Any:
+        if self._unchecked:
+            try:
+                await self._check_eviction()
+            except BaseException:
+                coroutine.close()  # never awaited: close it so nothing warns
+                raise
         try:
             return await coroutine
         except (self._errors.ConnectionError, self._errors.TimeoutError, OSError) as exc:
