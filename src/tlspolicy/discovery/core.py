@@ -263,6 +263,9 @@ class Discovery:
         self._ssl = make_ssl_context(config.ca_file)
         self._owner = uuid.uuid4().hex
         self._memory: dict[str, StsState] = {}
+        # Derived lookups, reused while they come from the very same cached answers.
+        self._mx_memo: dict[str, tuple[DnsAnswer, MxLookup]] = {}
+        self._tlsa_memo: dict[tuple[str, int], tuple[tuple[DnsAnswer, ...], TlsaLookup]] = {}
         self._refreshing: dict[str, asyncio.Task[StsState]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         #: Policy fetches over HTTPS started by this instance, per domain.
@@ -336,6 +339,16 @@ class Discovery:
         """The MX hosts of ``domain`` (SEMANTICS 10: implicit, null, NXDOMAIN)."""
         name = normalise_domain(domain)
         answer = await self.dns.query(name, "MX")
+        memo = self._mx_memo.get(name)
+        if memo is not None and memo[0] is answer:
+            return memo[1]
+        lookup = self._mx_lookup(name, answer)
+        if len(self._mx_memo) > 100_000:
+            self._mx_memo.clear()
+        self._mx_memo[name] = (answer, lookup)
+        return lookup
+
+    def _mx_lookup(self, name: str, answer: DnsAnswer) -> MxLookup:
         if answer.status is DnsStatus.FAILED:
             return MxLookup("failed", (), False, answer.detail)
         if answer.status is DnsStatus.NXDOMAIN:
@@ -355,6 +368,9 @@ class Discovery:
         return MxLookup("mx", tuple(hosts), answer.secure)
 
     async def _addresses(self, host: str) -> tuple[DnsAnswer, DnsAnswer]:
+        hit_a, hit_aaaa = self.dns.cached(host, "A"), self.dns.cached(host, "AAAA")
+        if hit_a is not None and hit_aaaa is not None:
+            return hit_a, hit_aaaa  # the cache-hit path: no tasks
         a, aaaa = await asyncio.gather(self.dns.query(host, "A"), self.dns.query(host, "AAAA"))
         return a, aaaa
 
@@ -368,7 +384,21 @@ class Discovery:
         if not self.dnssec:
             return TlsaLookup(TlsaLookupStatus.INSECURE, detail=self.dnssec_detail)
         name = normalise_domain(host)
+        memo = self._tlsa_memo.get((name, port))
+        if memo is not None:
+            used = memo[0]
+            if all(self.dns.cached(a.name, a.rdtype) is a for a in used):
+                return memo[1]
+        used_answers: list[DnsAnswer] = []
+        lookup = await self._tlsa(name, port, used_answers)
+        if len(self._tlsa_memo) > 100_000:
+            self._tlsa_memo.clear()
+        self._tlsa_memo[(name, port)] = (tuple(used_answers), lookup)
+        return lookup
+
+    async def _tlsa(self, name: str, port: int, used: list[DnsAnswer]) -> TlsaLookup:
         answers = await self._addresses(name)
+        used.extend(answers)
         found = [a for a in answers if a.status is DnsStatus.RECORDS]
         failed = [a for a in answers if a.status is DnsStatus.FAILED]
         if not found:
@@ -387,6 +417,7 @@ class Discovery:
         last: TlsaLookup | None = None
         for base in candidates:
             answer = await self.dns.query(f"_{port}._tcp.{base}", "TLSA")
+            used.append(answer)
             if answer.status is DnsStatus.FAILED:
                 return TlsaLookup(TlsaLookupStatus.BOGUS if answer.bogus
                                   else TlsaLookupStatus.FAILED, base_domain=base,
@@ -570,14 +601,14 @@ class Discovery:
             except MtaStsTxtRecordError as exc:
                 why = str(exc)
         if record is None:
-            until = now + min(config.no_policy_ttl, txt.ttl)
+            until = min(now + config.no_policy_ttl, max(now, txt.expires_at))
             if in_force and old is not None:
                 # A missing TXT record never evicts an unexpired policy (RFC 8461 3.3).
                 return attrs.evolve(old, state="policy", next_check=until,
                                     detail=f"TXT record gone ({why}); cached policy kept")
             return StsState(domain, "none", None, FetchOutcome.OK, f"no policy: {why}", None,
                             until, 0, None)
-        txt_until = now + txt.ttl
+        txt_until = max(now, txt.expires_at)
         if in_force and cached is not None and not force and cached.policy_id == record.id:
             refresh_at = cached.fetched_at.timestamp() + min(
                 config.refresh_interval, cached.policy.max_age / 2)
@@ -681,10 +712,14 @@ class Discovery:
         """Forget ``domain``'s cached MTA-STS state and DNS answers (all with ``None``)."""
         if domain is None:
             self._memory.clear()
+            self._mx_memo.clear()
+            self._tlsa_memo.clear()
             self.dns.forget()
             return await self.store.purge(POLICY_NAMESPACE)
         name = normalise_domain(domain)
         self._memory.pop(name, None)
+        self._mx_memo.clear()
+        self._tlsa_memo.clear()
         self.dns.forget(name)
         return int(await self.store.delete(POLICY_NAMESPACE, name))
 

@@ -76,6 +76,9 @@ class DnsAnswer:
     ttl: int = 0
     bogus: bool = False
     detail: str = ""
+    #: When the answer runs out (seconds since the epoch, by the client's clock): anything
+    #: derived from it must not outlive this, however long it sits in a cache.
+    expires_at: float = 0.0
 
     @property
     def exists(self) -> bool:
@@ -146,10 +149,8 @@ class DnsClient:
         key = (name.lower().rstrip("."), rdtype)
         hit = self._cache.get(key)
         if hit is not None:
-            remaining = hit[0] - self._clock()
-            if remaining > 0:
-                # Report the TTL left, so nothing derived from it outlives the answer.
-                return attrs.evolve(hit[1], ttl=int(remaining))
+            if hit[0] > self._clock():
+                return hit[1]
             del self._cache[key]
         pending = self._in_flight.get(key)
         if pending is not None:
@@ -165,7 +166,7 @@ class DnsClient:
         finally:
             del self._in_flight[key]
         if answer.status is not DnsStatus.FAILED and answer.ttl > 0:
-            self._cache[key] = (self._clock() + answer.ttl, answer)
+            self._cache[key] = (answer.expires_at, answer)
         future.set_result(answer)
         return answer
 
@@ -174,6 +175,14 @@ class DnsClient:
                          detail=detail)
 
     async def _query(self, name: str, rdtype: str) -> DnsAnswer:
+        answer = await self._ask(name, rdtype)
+        if answer.ttl > 0:
+            answer = attrs.evolve(answer, expires_at=self._clock() + answer.ttl)
+        else:
+            answer = attrs.evolve(answer, expires_at=self._clock())
+        return answer
+
+    async def _ask(self, name: str, rdtype: str) -> DnsAnswer:
         try:
             qname = dns.name.from_text(name or ".")
             request = dns.message.make_query(qname, dns.rdatatype.from_text(rdtype), use_edns=0,
