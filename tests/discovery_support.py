@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -150,7 +151,7 @@ STS_CASES = (
 _SOA = "@ 300 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60\n@ 300 IN NS ns.test.\n"
 
 
-def _secure_zone() -> str:
+def _secure_zone(extra: tuple[str, ...] = ()) -> str:
     lines = [
         "$ORIGIN secure.test.", _SOA,
         "@ 300 IN MX 10 mx.secure.test.",
@@ -214,6 +215,7 @@ def _secure_zone() -> str:
     # A fleet of policy domains N.fleet.secure.test, all from wildcards.
     lines += ["*.fleet 300 IN MX 10 mx.fleet", "mx.fleet 300 IN A 127.0.0.1",
               "*.fleet 300 IN TXT \"v=STSv1; id=fleet1\"", "*.fleet 300 IN A 127.0.0.1"]
+    lines += extra
     return "\n".join(lines) + "\n"
 
 
@@ -257,6 +259,8 @@ class DnsLab:
     nsd: subprocess.Popen[bytes] | None = None
     unbound: subprocess.Popen[bytes] | None = None
     address: str = "127.0.0.1"
+    #: The certificate files whose DANE-EE record ``_25._tcp.mx.e2e.secure.test`` publishes.
+    e2e_cert: Any = None
 
     def _keygen(self, zone: str) -> tuple[str, str]:
         tool = _binary("ldns-keygen")
@@ -287,7 +291,17 @@ class DnsLab:
 
     def build(self) -> None:
         """Sign the children, then the parent with their DS records, and write configs."""
-        secure, secure_ds = self._sign("secure.test", _secure_zone())
+        from cryptography.hazmat.primitives import serialization
+
+        from certs_support import make_self_signed
+        from tlspolicy import TlsaRecord
+
+        self.e2e_cert = make_self_signed(self.directory / "e2e", "mx.e2e.secure.test")
+        der = self.e2e_cert.cert.public_bytes(serialization.Encoding.DER)
+        tlsa = TlsaRecord.for_certificate(der, 3, 1, 1).to_text()
+        e2e = ("e2e 300 IN MX 10 mx.e2e", "mx.e2e 300 IN A 127.0.0.1",
+               f"_25._tcp.mx.e2e 300 IN TLSA {tlsa}")
+        secure, secure_ds = self._sign("secure.test", _secure_zone(e2e))
         bogus, bogus_ds = self._sign("bogus.test", _bogus_zone())
         expired, expired_ds = self._sign("expired.test", _expired_zone(), expired=True)
         # Bogus: change signed RRsets after signing, keeping their signatures.

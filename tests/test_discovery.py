@@ -6,6 +6,7 @@ SEMANTICS section 10; no network mocks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import threading
@@ -30,6 +31,7 @@ from tlspolicy import (
     TlsaLookupStatus,
     TlsPolicyError,
     Verification,
+    VerifiedAs,
     loads_toml,
     parse_policy,
 )
@@ -841,3 +843,32 @@ def test_thousand_concurrent_requests_one_query_each_one_fetch(env: Env) -> None
         time.sleep(0.05)
     assert counts == dict.fromkeys(names, 1)
     assert env.web.fetches(domain) == 1
+
+
+def test_discover_resolve_deliver_with_dane(env: Env) -> None:
+    """The documented MTA loop: discover, resolve, deliver with the smtplib driver, to a real
+    SMTP server whose key only the signed zone's TLSA record vouches for (DANE-EE)."""
+    import smtplib
+
+    from smtp_servers import Mode, server_context, smtp_server
+    from tlspolicy.adapters.smtplib import starttls
+
+    cert = env.dns.e2e_cert
+    domain, mx = "e2e.secure.test", "mx.e2e.secure.test"
+
+    async def discover() -> Destination:
+        async with env.discovery() as d:
+            return await d.destination(domain, mx)
+
+    destination = run(discover)
+    decision = Resolver(CONFIG).resolve(domain, mx_host=mx, destination=destination)
+    assert decision.verification is Verification.DANE and decision.parameters.sni == mx
+    with smtp_server(Mode.TLS, tls_context=server_context(cert.chain_path,
+                                                          cert.key_path)) as server:
+        result = starttls(decision, "127.0.0.1", server.port, timeout=10)
+        result.smtp.sendmail("a@sender.test", ["b@e2e.secure.test"], b"Subject: hi\r\n\r\nhi\r\n")
+        with contextlib.suppress(smtplib.SMTPException):
+            result.smtp.quit()
+        assert result.record.encrypted
+        assert result.record.verified is VerifiedAs.DANE
+        assert [m.tls for m in server.messages] == [True]
