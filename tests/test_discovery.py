@@ -327,6 +327,9 @@ def test_dane_cname_target_first(env: Env) -> None:
         "cname.secure.test", mx_host="mxalias.cname.secure.test",
         destination=_tlsa(env, "cname.secure.test", "mxalias.cname.secure.test"))
     assert decision.parameters.sni == "mxreal.cname.secure.test"  # SNI is the base domain
+    # DANE-TA reference names: the base domain, then the CNAME target and the MX name.
+    assert decision.reference_identities == ("mxreal.cname.secure.test",
+                                             "mxalias.cname.secure.test")
 
 
 def test_dane_cname_falls_back_to_the_original_name(env: Env) -> None:
@@ -365,10 +368,14 @@ def test_dane_classification(env: Env, domain: str, host: str, status: TlsaLooku
         assert decision.plan is Action.FAIL  # nothing in cleartext, host not used
 
 
-def test_expired_signatures_fail_the_mx_lookup(env: Env) -> None:
+def test_expired_signatures_fail_the_mx_lookup_and_the_host(env: Env) -> None:
+    """A failed MX lookup leaves the MX's security unknown: DANE fails closed."""
     destination = _tlsa(env, "expired.test", "mx.expired.test")
     assert destination.mx_dnssec is False
-    assert destination.tlsa is not None and destination.tlsa.status is TlsaLookupStatus.INSECURE
+    assert destination.tlsa is not None and destination.tlsa.status is TlsaLookupStatus.FAILED
+    decision = Resolver(CONFIG).resolve("expired.test", mx_host="mx.expired.test",
+                                        destination=destination)
+    assert decision.plan is Action.FAIL
 
 
 def test_smart_host_is_its_own_policy_domain(env: Env) -> None:
@@ -872,3 +879,51 @@ def test_discover_resolve_deliver_with_dane(env: Env) -> None:
         assert result.record.encrypted
         assert result.record.verified is VerifiedAs.DANE
         assert [m.tls for m in server.messages] == [True]
+
+
+def _not_weaker(during: Any, before: Any) -> bool:
+    if during.plan is Action.FAIL:
+        return True  # the host is not used: nothing sent in a weaker way
+    rank = {Verification.NO: 0, Verification.OPTIONAL: 1, Verification.CA: 2,
+            Verification.HOST: 3, Verification.DANE: 4}
+    return (during.tls >= before.tls and rank[during.verification] >= rank[before.verification]
+            and (before.fallback or not during.fallback) and before.plan is not Action.FAIL)
+
+
+def test_dns_and_https_stopped_nothing_gets_weaker(dns_lab: DnsLab, tmp_path: Path) -> None:
+    """Both servers stopped (the resolver and the policy server), every cache of ours past
+    its DNS TTLs: enforce policies still apply, and no decision is weaker than before."""
+    web = HttpsLab(tmp_path / "web")
+    web.start()
+    env = Env(dns_lab, web, tmp_path)
+    targets = [("ok.secure.test", "mx.ok.secure.test"), ("outage.secure.test",
+                                                          "mx.outage.secure.test"),
+               ("insecure.test", "mx.insecure.test"), ("secure.test", "mx.secure.test"),
+               ("testing.secure.test", "mx.testing.secure.test"),
+               ("nodane.secure.test", "mx2.nodane.secure.test")]
+
+    async def main() -> tuple[list[Destination], list[Destination]]:
+        async with env.discovery(store=env.store("outage2.sqlite3"), dns_timeout=0.3,
+                                 https_timeout=0.5) as d:
+            before = [await d.destination(dom, mx) for dom, mx in targets]
+            web.stop()
+            dns_lab.stop_unbound()
+            try:
+                env.clock.now += 86400 / 2 + 1  # every DNS answer and refresh timer run out
+                d.dns.forget()
+                during = [await d.destination(dom, mx) for dom, mx in targets]
+                await _settle(d)
+                during = [await d.destination(dom, mx) for dom, mx in targets]
+            finally:
+                dns_lab.start_unbound()
+            return before, during
+
+    before, during = run(main)
+    resolver = Resolver(CONFIG)
+    for (domain, mx), old, new in zip(targets, before, during, strict=True):
+        if old.mta_sts is not None and old.mta_sts.mode is StsMode.ENFORCE:
+            assert new.mta_sts == old.mta_sts, domain
+        a = resolver.resolve(domain, mx_host=mx, destination=old)
+        b = resolver.resolve(domain, mx_host=mx, destination=new)
+        assert _not_weaker(b, a), (domain, a, b)
+    assert sum(1 for d in before if d.mta_sts is not None) >= 3

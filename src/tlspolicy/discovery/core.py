@@ -432,9 +432,10 @@ class Discovery:
                 except PolicyInputError as exc:
                     return TlsaLookup(TlsaLookupStatus.FAILED, base_domain=base,
                                       detail=f"malformed TLSA: {exc}")
-                names = ", ".join(dict.fromkeys((base, target, name)))
+                names = tuple(dict.fromkeys((base, target, name)))
                 return TlsaLookup(TlsaLookupStatus.RECORDS, records, base_domain=base,
-                                  detail=f"reference names {names}")
+                                  detail=f"reference names {', '.join(names)}",
+                                  reference_names=names[1:])
             status = (TlsaLookupStatus.NXDOMAIN if answer.status is DnsStatus.NXDOMAIN
                       else TlsaLookupStatus.NODATA)
             last = TlsaLookup(status, base_domain=name, detail=f"no TLSA at {base}")
@@ -670,6 +671,10 @@ class Discovery:
                 tlsa = await self.tlsa(host, port)
                 mx_dnssec = tlsa.status is not TlsaLookupStatus.INSECURE and (
                     tlsa.status not in (TlsaLookupStatus.FAILED, TlsaLookupStatus.BOGUS))
+            elif mx.kind == "failed" and self.dnssec:
+                # Whether the MX RRset is secure is unknown: DANE may apply, so fail closed
+                # (RFC 7672 section 2.2.1: a failed MX lookup defers the destination).
+                tlsa = TlsaLookup(TlsaLookupStatus.FAILED, detail=f"MX lookup failed: {mx.detail}")
             elif mx.secure and listed and self.dnssec:
                 mx_dnssec = True
                 tlsa = await self.tlsa(host, port)
