@@ -927,3 +927,35 @@ def test_dns_and_https_stopped_nothing_gets_weaker(dns_lab: DnsLab, tmp_path: Pa
         b = resolver.resolve(domain, mx_host=mx, destination=new)
         assert _not_weaker(b, a), (domain, a, b)
     assert sum(1 for d in before if d.mta_sts is not None) >= 3
+
+
+def test_address_and_tlsa_answers_never_outlive_their_ttl(env: Env) -> None:
+    """The derived TLSA lookup is reused only while every answer it came from is cached."""
+    async def main() -> list[int]:
+        counts = []
+        async with env.discovery(max_dns_ttl=10) as d:
+            key = ("_25._tcp.mx.secure.test", "TLSA")
+            for step in (0, 9, 2):
+                env.clock.now += step
+                destination = await d.destination("secure.test", "mx.secure.test")
+                assert destination.tlsa is not None
+                assert destination.tlsa.status is TlsaLookupStatus.RECORDS
+                counts.append(d.dns.sent[key] + d.dns.sent[("mx.secure.test", "A")])
+        return counts
+
+    assert run(main) == [2, 2, 4]
+
+
+def test_refresh_fetches_now_and_purge_all_forgets_everything(env: Env) -> None:
+    async def main() -> tuple[StsState, int, list[StsState]]:
+        async with env.discovery() as d:
+            await d.destination("ok.secure.test")
+            await d.destination("enforce2.secure.test")
+            state = await d.refresh("ok.secure.test")
+            removed = await d.purge()
+            return state, removed, await d.cache_entries()
+
+    state, removed, left = run(main)
+    assert state.state == "policy" and state.outcome is FetchOutcome.OK
+    assert env.web.fetches("ok.secure.test") == 2  # refreshed although fresh
+    assert removed == 2 and left == []
