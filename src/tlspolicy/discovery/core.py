@@ -26,8 +26,8 @@ from .. import (
     TlsaRecord,
     normalise_domain,
     parse_policy,
-    parse_txt_record,
     policy_in_force,
+    select_txt_record,
 )
 from ..errors import PolicyInputError, ResolutionError, TlsPolicyError
 from ..stores import SqliteStore, Store, StoreError, dumps_json, loads_json
@@ -593,14 +593,14 @@ class Discovery:
         if txt.status is DnsStatus.FAILED:
             return self._failure(domain, old, FetchOutcome.FETCH_ERROR,
                                  f"_mta-sts TXT lookup failed: {txt.detail}", None, now)
-        texts = [t for t in _txt_strings(txt) if _STS_RE.match(t)]
+        texts = _txt_strings(txt)
         record = None
-        why = f"{len(texts)} v=STSv1 TXT records (need exactly 1)"
-        if len(texts) == 1:
-            try:
-                record = parse_txt_record(texts[0])
-            except MtaStsTxtRecordError as exc:
-                why = str(exc)
+        why = (f"{sum(1 for t in texts if _STS_RE.match(t))} v=STSv1 TXT records "
+               "(need exactly 1)")
+        try:
+            record = select_txt_record(texts)
+        except MtaStsTxtRecordError as exc:
+            why = str(exc)
         if record is None:
             until = min(now + config.no_policy_ttl, max(now, txt.expires_at))
             if in_force and old is not None:
