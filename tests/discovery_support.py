@@ -34,6 +34,7 @@ import pytest
 
 __all__ = [
     "FLEET_SIZE",
+    "GENERATED_CASES",
     "GOOD_POLICY",
     "STS_CASES",
     "STS_DOMAINS",
@@ -43,6 +44,7 @@ __all__ = [
     "PolicyAnswer",
     "RedisServer",
     "free_port",
+    "generated_shapes",
 ]
 
 _START_TIMEOUT = 15.0
@@ -245,6 +247,58 @@ def _expired_zone() -> str:
     ]) + "\n"
 
 
+#: How many generated MX/TLSA shapes ``gen<N>.secure.test`` the signed zone holds.
+GENERATED_CASES = 40
+
+
+def generated_shapes(seed: int = 8461) -> dict[str, dict[str, Any]]:
+    """Deterministic random MX and TLSA shapes: domain -> {"mx": [(preference, host)],
+    "hosts": {host: {"address": bool, "tlsa": [(usage, selector, mtype, hex)]}}}."""
+    import random
+
+    rng = random.Random(seed)
+    shapes: dict[str, dict[str, Any]] = {}
+    for n in range(GENERATED_CASES):
+        domain = f"gen{n}.secure.test"
+        if rng.random() < 0.1:
+            shapes[domain] = {"mx": [(0, ".")], "hosts": {}}
+            continue
+        hosts: dict[str, dict[str, Any]] = {}
+        mx = []
+        for k in range(rng.randint(1, 3)):
+            host = f"mx{k}.{domain}"
+            records = []
+            for _ in range(rng.choice([0, 0, 1, 1, 2, 3])):
+                usage = rng.choice([0, 1, 2, 3, 3, 255])
+                selector = rng.choice([0, 1, 1, 2])
+                mtype = rng.choice([0, 1, 1, 2, 7])
+                size = {1: 32, 2: 64}.get(mtype, rng.randint(1, 48))
+                if rng.random() < 0.15:
+                    size = rng.randint(1, 70)  # a digest of the wrong length: unusable
+                records.append((usage, selector, mtype, rng.randbytes(size).hex()))
+            hosts[host] = {"address": rng.random() < 0.85, "tlsa": records}
+            mx.append((rng.randint(0, 50), host))
+        shapes[domain] = {"mx": mx, "hosts": hosts}
+    return shapes
+
+
+def _generated_lines(shapes: dict[str, dict[str, Any]]) -> list[str]:
+    lines = []
+    for domain, shape in shapes.items():
+        name = domain.removesuffix(".secure.test")
+        for preference, host in shape["mx"]:
+            target = "." if host == "." else f"{host}."
+            lines.append(f"{name} 300 IN MX {preference} {target}")
+        for host, info in shape["hosts"].items():
+            label = host.removesuffix(".secure.test")
+            # A host without an address still exists (a TXT record), so its TLSA is asked.
+            rdata = "A 127.0.0.1" if info["address"] else 'TXT "x"'
+            lines.append(f"{label} 300 IN {rdata}")
+            for usage, selector, mtype, data in info["tlsa"]:
+                lines.append(f"_25._tcp.{label} 300 IN TLSA {usage} {selector} {mtype} {data}")
+    return lines
+
+
 def _stamp(moment: datetime.datetime) -> str:
     return moment.strftime("%Y%m%d%H%M%S")
 
@@ -300,7 +354,7 @@ class DnsLab:
         der = self.e2e_cert.cert.public_bytes(serialization.Encoding.DER)
         tlsa = TlsaRecord.for_certificate(der, 3, 1, 1).to_text()
         e2e = ("e2e 300 IN MX 10 mx.e2e", "mx.e2e 300 IN A 127.0.0.1",
-               f"_25._tcp.mx.e2e 300 IN TLSA {tlsa}")
+               f"_25._tcp.mx.e2e 300 IN TLSA {tlsa}", *_generated_lines(generated_shapes()))
         secure, secure_ds = self._sign("secure.test", _secure_zone(e2e))
         bogus, bogus_ds = self._sign("bogus.test", _bogus_zone())
         expired, expired_ds = self._sign("expired.test", _expired_zone(), expired=True)
