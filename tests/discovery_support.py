@@ -217,6 +217,8 @@ def _secure_zone(extra: tuple[str, ...] = ()) -> str:
     # A fleet of policy domains N.fleet.secure.test, all from wildcards.
     lines += ["*.fleet 300 IN MX 10 mx.fleet", "mx.fleet 300 IN A 127.0.0.1",
               "*.fleet 300 IN TXT \"v=STSv1; id=fleet1\"", "*.fleet 300 IN A 127.0.0.1"]
+    # More records than discovery accepts in one answer (a stranger's zone).
+    lines += [f"_mta-sts.manytxt 300 IN TXT \"v=STSv1; id=n{n}\"" for n in range(130)]
     lines += extra
     return "\n".join(lines) + "\n"
 

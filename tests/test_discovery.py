@@ -959,3 +959,16 @@ def test_refresh_fetches_now_and_purge_all_forgets_everything(env: Env) -> None:
     assert state.state == "policy" and state.outcome is FetchOutcome.OK
     assert env.web.fetches("ok.secure.test") == 2  # refreshed although fresh
     assert removed == 2 and left == []
+
+
+def test_oversized_answers_are_failed_lookups_not_no_policy(env: Env) -> None:
+    """130 TXT records (over TCP after truncation): refused as malformed, so a failed lookup
+    with its backoff, never "no policy"."""
+    async def main() -> tuple[Any, StsState]:
+        async with env.discovery() as d:
+            answer = await d.dns.query("_mta-sts.manytxt.secure.test", "TXT")
+            return answer, await d.sts_state("manytxt.secure.test")
+
+    answer, state = run(main)
+    assert answer.status is DnsStatus.FAILED and "over 128" in answer.detail
+    assert state.state == "failed" and state.outcome is FetchOutcome.FETCH_ERROR
