@@ -823,7 +823,7 @@ def test_purge_forgets_a_domain(env: Env) -> None:
     assert env.web.fetches("ok.secure.test") == 2
 
 
-def test_free_port_helper_is_usable() -> None:
+def test_free_port_is_in_the_unprivileged_range() -> None:
     assert 20000 <= free_port() <= 32000
 
 
