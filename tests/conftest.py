@@ -22,3 +22,6 @@ settings.register_profile(
 )
 settings.register_profile("default", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+# Real servers (Redis, NSD + Unbound, HTTPS) for the discovery and store tests.
+pytest_plugins = ["discovery_support"]

@@ -462,3 +462,13 @@ def test_momentum_hook_overrides_map_use_tls() -> None:
     assert str(d.explanation["tls_ca"]) == "override"
     with pytest.raises(InvalidValueError, match="use_tls"):
         hook_overrides(use_tls=3)
+
+
+def test_dane_reference_names_follow_the_base_domain() -> None:
+    """RFC 7672 section 3.2.2: a DANE-TA certificate may name the base domain, the CNAME
+    target or the original MX host name; the base domain stays first and is the SNI."""
+    tlsa = TlsaLookup(TlsaLookupStatus.RECORDS, (USABLE_TA,), base_domain="mx.cdn.example.org",
+                      reference_names=("mx.cdn.example.org", MX))
+    d = resolver().resolve(DOMAIN, mx_host=MX, destination=Destination(tlsa=tlsa))
+    assert d.reference_identities == ("mx.cdn.example.org", MX)
+    assert d.parameters.sni == "mx.cdn.example.org"

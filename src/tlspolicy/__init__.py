@@ -88,6 +88,7 @@ from .policies.mtasts import (
     parse_policy,
     parse_txt_record,
     policy_in_force,
+    select_txt_record,
 )
 from .policies.tlsrpt import PolicyType, SessionResult, build_report
 from .resolver import OVERRIDABLE_OPTIONS, RegexMatchCache, Resolver
@@ -199,4 +200,5 @@ __all__ = [
     "parse_policy",
     "parse_txt_record",
     "policy_in_force",
+    "select_txt_record",
 ]

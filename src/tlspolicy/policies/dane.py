@@ -291,6 +291,16 @@ def _records_tuple(value: Iterable[TlsaRecord]) -> tuple[TlsaRecord, ...]:
     return records
 
 
+def _names_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise PolicyInputError("TLSA reference_names must be a sequence of names, not one string")
+    names = tuple(value)
+    for name in names:
+        if not isinstance(name, str):
+            raise PolicyInputError(f"TLSA reference names must be str, not {type(name).__name__}")
+    return names
+
+
 def _check_lookup(instance: TlsaLookup, attribute: attrs.Attribute[tuple[TlsaRecord, ...]],
                   value: tuple[TlsaRecord, ...]) -> None:
     if instance.status is TlsaLookupStatus.RECORDS and not value:
@@ -306,7 +316,10 @@ class TlsaLookup:
     """What the caller observed when looking up TLSA records for one MX host.
 
     ``base_domain`` is the TLSA base domain (RFC 7672 section 2.2.3: the MX host
-    name, or its secure CNAME target) when known; ``detail`` is free text for logs.
+    name, or its secure CNAME target) when known; ``reference_names`` are further
+    names a DANE-TA certificate may carry (RFC 7672 section 3.2.2: the CNAME
+    target and the original MX host name), checked after the base domain;
+    ``detail`` is free text for logs.
     """
 
     status: TlsaLookupStatus = attrs.field(
@@ -317,6 +330,7 @@ class TlsaLookup:
     )
     base_domain: str | None = None
     detail: str | None = None
+    reference_names: tuple[str, ...] = attrs.field(default=(), converter=_names_tuple)
 
     @property
     def usable_records(self) -> tuple[TlsaRecord, ...]:

@@ -208,7 +208,8 @@ def apply_destination(
         fallback = False
         records = tlsa.usable_records
         base_domain = tlsa.base_domain or mx_host
-        identities = (base_domain,)
+        # DANE-TA names: the base domain first, then h' and h (RFC 7672 section 3.2.2).
+        identities = tuple(dict.fromkeys((base_domain, *tlsa.reference_names)))
         sni = base_domain
         for key in ("tls", "verification", "fallback", "identities"):
             sources[key] = Source("dane", "usable TLSA records")

@@ -1,0 +1,183 @@
+"""Discovery figures on loopback: NSD + Unbound (signed zones), the HTTPS policy server,
+redis-server, all started here as the tests start them (``tests/discovery_support.py``).
+
+Run ``python benchmarks/discovery.py`` (full) or ``--quick`` (small sizes; checks the
+script works).  Figures:
+
+cold-discovery
+    ``await d.destination(domain, mx)`` for a domain nothing in this process has seen
+    (fresh cache; the resolver's own cache warm), sequential: p50 and p99, against a
+    bare DNS round trip (one MX query to the same resolver).
+cache-hit
+    ``await d.destination(domain, mx)`` for a domain already discovered, against a warm
+    ``Resolver.resolve(domain, mx_host=mx, destination=...)`` in the same run.
+store-size / memory
+    SQLite bytes and Python heap bytes (tracemalloc) per cached domain.
+fleet
+    Two processes sharing one redis-server ask for the same N uncached domains at once:
+    total policy fetches (at most N * 1.01 wanted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+import discovery_support as support  # noqa: E402
+from tlspolicy import Resolver, loads_toml  # noqa: E402
+from tlspolicy.discovery import Discovery, DiscoveryConfig, DnsClient  # noqa: E402
+from tlspolicy.stores import SqliteStore  # noqa: E402
+
+CONFIG = loads_toml('[global]\ntls = "ifavailable"\nuse_mta_sts = true\nuse_dane = true\n')
+
+
+def _config(dns: support.DnsLab, web: support.HttpsLab) -> DiscoveryConfig:
+    return DiscoveryConfig(resolver="127.0.0.1", resolver_port=dns.port, probe_name="test.",
+                           https_port=web.port, ca_file=str(web.ca_file), resolv_conf=None)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _cold(dns: support.DnsLab, web: support.HttpsLab, tmp: Path, n: int) -> None:
+    domains = [f"{i}.fleet.secure.test" for i in range(n)]
+    client = DnsClient("127.0.0.1", dns.port)
+    bare: list[float] = []
+    for domain in domains:
+        client.forget()
+        start = time.perf_counter()
+        await client.query(domain, "MX")
+        bare.append(time.perf_counter() - start)
+    times: list[float] = []
+    store = SqliteStore(tmp / "cold.sqlite3")
+    async with Discovery(_config(dns, web), store=store) as d:
+        for domain in domains:
+            start = time.perf_counter()
+            await d.destination(domain, "mx.fleet.secure.test")
+            times.append(time.perf_counter() - start)
+    await store.close()
+    print(f"cold-discovery: p50 {_percentile(times, 0.5) * 1e3:.2f} ms, p99 "
+          f"{_percentile(times, 0.99) * 1e3:.2f} ms over {n} domains (DNS + TLSA + HTTPS "
+          f"policy fetch + SQLite write); baseline one MX query p50 "
+          f"{_percentile(bare, 0.5) * 1e3:.2f} ms; ratio "
+          f"{_percentile(times, 0.5) / _percentile(bare, 0.5):.1f}x")
+    size = (tmp / "cold.sqlite3").stat().st_size + sum(
+        p.stat().st_size for p in tmp.glob("cold.sqlite3-*"))
+    print(f"store-size: {size / n:,.0f} bytes per cached domain (SQLite file and WAL, {n} "
+          "domains)")
+
+
+async def _hits(dns: support.DnsLab, web: support.HttpsLab, tmp: Path, n: int,
+                repeats: int) -> None:
+    domains = [f"{i}.fleet.secure.test" for i in range(n)]
+    store = SqliteStore(tmp / "hits.sqlite3")
+    resolver = Resolver(CONFIG)
+    async with Discovery(_config(dns, web), store=store) as d:
+        for domain in domains:
+            await d.destination(domain, "mx.fleet.secure.test")
+        tracemalloc.start()
+        snapshot_before = tracemalloc.take_snapshot()
+        d2 = Discovery(_config(dns, web), store=store)
+        await d2.start()
+        for domain in domains:
+            await d2.destination(domain, "mx.fleet.secure.test")
+        snapshot_after = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        grown = sum(s.size_diff for s in snapshot_after.compare_to(snapshot_before, "filename"))
+        print(f"memory: {grown / n:,.0f} bytes of Python heap per cached domain (DNS answers "
+              f"and MTA-STS state, {n} domains)")
+        destination = await d.destination(domains[0], "mx.fleet.secure.test")
+        resolver.resolve(domains[0], mx_host="mx.fleet.secure.test", destination=destination)
+        hit: list[float] = []
+        warm: list[float] = []
+        loops = 2000
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(loops):
+                await d.destination(domains[0], "mx.fleet.secure.test")
+            hit.append((time.perf_counter() - start) / loops)
+            start = time.perf_counter()
+            for _ in range(loops):
+                resolver.resolve(domains[0], mx_host="mx.fleet.secure.test",
+                                 destination=destination)
+            warm.append((time.perf_counter() - start) / loops)
+        await d2.close()
+    await store.close()
+    a, b = statistics.median(hit), statistics.median(warm)
+    print(f"cache-hit: destination() {a * 1e6:.1f} us; baseline warm resolve() "
+          f"{b * 1e6:.2f} us; ratio {a / b:.0f}x")
+
+
+def _fleet(dns: support.DnsLab, web: support.HttpsLab, tmp: Path, n: int) -> None:
+    try:
+        binary = support._binary("redis-server")
+    except BaseException:
+        print("fleet: skipped: redis-server not installed")
+        return
+    server = support.RedisServer(binary, support.free_port())
+    server.start()
+    web.reset()
+    domains = [f"{i}.fleet.secure.test" for i in range(n)]
+    worker = ROOT / "tests" / "discovery_worker.py"
+    try:
+        processes = []
+        for index in range(2):
+            options = {"redis": server.url, "mirror": str(tmp / f"m{index}.sqlite3"),
+                       "dns_port": dns.port, "https_port": web.port,
+                       "ca_file": str(web.ca_file), "domains": domains}
+            processes.append(subprocess.Popen(
+                [sys.executable, str(worker), json.dumps(options)], stdout=subprocess.PIPE,
+                text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}))
+        results: list[dict[str, Any]] = []
+        start = time.perf_counter()
+        for process in processes:
+            out, _ = process.communicate(timeout=600)
+            results.append(json.loads(out.strip().splitlines()[-1]))
+        elapsed = time.perf_counter() - start
+    finally:
+        server.stop()
+    total = sum(r["fetches"] for r in results)
+    print(f"fleet: {total} policy fetches for {n} domains asked by 2 processes sharing Redis "
+          f"(limit {int(n * 1.01)}); {elapsed:.1f} s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
+    args = parser.parse_args()
+    n = 20 if args.quick else 500
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        (tmp / "dns").mkdir()
+        dns = support.DnsLab(tmp / "dns", support.free_port(), support.free_port())
+        web = support.HttpsLab(tmp / "web")
+        try:
+            dns.build()
+            dns.start()
+            web.start()
+            asyncio.run(_cold(dns, web, tmp, n))
+            asyncio.run(_hits(dns, web, tmp, n, 1 if args.quick else 7))
+            _fleet(dns, web, tmp, 20 if args.quick else support.FLEET_SIZE)
+        finally:
+            web.stop()
+            dns.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,749 @@
+"""The discovery service: DNS + MTA-STS + TLS-RPT fetching and caching -> Destination."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import re
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from .. import (
+    CachedMtaStsPolicy,
+    Destination,
+    FetchOutcome,
+    MtaStsTxtRecordError,
+    StsMode,
+    TlsaLookup,
+    TlsaLookupStatus,
+    TlsaRecord,
+    normalise_domain,
+    parse_policy,
+    policy_in_force,
+    select_txt_record,
+)
+from ..errors import PolicyInputError, ResolutionError, TlsPolicyError
+from ..stores import SqliteStore, Store, StoreError, dumps_json, loads_json
+from .dns import DnsAnswer, DnsClient, DnsStatus, is_loopback
+from .https import fetch_policy, make_ssl_context
+
+__all__ = [
+    "POLICY_NAMESPACE",
+    "Discovery",
+    "DiscoveryConfig",
+    "DiscoveryError",
+    "MxLookup",
+    "StsState",
+    "TlsRptRecord",
+    "mirror_enforce_policies",
+    "redis_cache",
+]
+
+_log = logging.getLogger("tlspolicy.discovery")
+
+#: Store namespace of the MTA-STS cache (one entry per policy domain).
+POLICY_NAMESPACE: Final = "mta-sts"
+_STS_RE: Final = re.compile(r"v=STSv1[ \t]*;")
+_RPT_RE: Final = re.compile(r"v=TLSRPTv1[ \t]*(;|$)")
+_SMART_HOST_RE: Final = re.compile(r"\[([^\[\]]+)\](?::([0-9]{1,5}))?")
+#: Cap on the TXT strings of one record we look at (a TXT RRset can be ~64 KiB).
+_MAX_TXT: Final = 4096
+_RECORD_VERSION: Final = 1
+
+
+class DiscoveryError(TlsPolicyError):
+    """Discovery cannot be set up as configured (bad resolver address, no store)."""
+
+
+def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or (
+            math.isinf(value) or math.isnan(value)):
+        raise DiscoveryError(f"discovery option {attribute.name} must be a positive number, "
+                             f"not {value!r}")
+
+
+def _port(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    # Ports and the DNS TTL cap: whole numbers from 1 to 65535.
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise DiscoveryError(f"discovery option {attribute.name} must be a port, not {value!r}")
+
+
+@attrs.frozen(slots=True)
+class DiscoveryConfig:
+    """How discovery queries and caches.  Every time is in seconds.
+
+    - ``resolver`` / ``resolver_port``: the validating resolver (loopback, or
+      ``resolver_trusted`` for one the operator vouches for); DNSSEC status is its
+      AD bit, checked at :meth:`Discovery.start` on ``probe_name``.
+    - ``https_port`` and ``ca_file``: 443 and the system store in production;
+      tests point them at a loopback server and its CA.
+    - ``first_wait``: how long a lookup on a cold cache waits for the policy
+      before answering as if there were none (the fetch carries on).
+    - ``no_policy_ttl``: how long "no policy" is remembered (never longer than
+      the DNS answer that said so).
+    - ``refresh_interval``: proactive refresh period; a policy is also
+      refreshed once half its ``max_age`` has passed, so refreshes start well
+      before expiry.
+    - ``backoff_initial`` / ``backoff_max``: waits after consecutive failed
+      fetches of one domain (doubling).
+    - ``lock_ttl``: the single-flight lock's expiry (a dead holder blocks
+      others no longer than this).
+    """
+
+    resolver: str = "127.0.0.1"
+    resolver_port: int = attrs.field(default=53, validator=_port)
+    resolver_trusted: bool = False
+    probe_name: str = "."
+    dns_timeout: float = attrs.field(default=3.0, validator=_positive)
+    max_dns_ttl: int = attrs.field(default=3600, validator=_port)
+    https_port: int = attrs.field(default=443, validator=_port)
+    ca_file: str | None = None
+    https_timeout: float = attrs.field(default=10.0, validator=_positive)
+    first_wait: float = attrs.field(default=5.0, validator=_positive)
+    no_policy_ttl: float = attrs.field(default=300.0, validator=_positive)
+    refresh_interval: float = attrs.field(default=86400.0, validator=_positive)
+    backoff_initial: float = attrs.field(default=60.0, validator=_positive)
+    backoff_max: float = attrs.field(default=3600.0, validator=_positive)
+    lock_ttl: float = attrs.field(default=30.0, validator=_positive)
+    cache_path: str = "/var/lib/tlspolicy/discovery.sqlite3"
+    resolv_conf: str | None = "/etc/resolv.conf"
+
+
+@attrs.frozen(slots=True)
+class MxLookup:
+    """The MX hosts of a domain, best preference first, and whether the RRset is secure.
+
+    ``kind``: ``"mx"`` (records), ``"implicit"`` (NODATA: the domain itself),
+    ``"null"`` (RFC 7505: no mail), ``"nxdomain"`` (configuration only),
+    ``"failed"`` (lookup failed), ``"smarthost"`` (a ``[host]:port`` next hop).
+    """
+
+    kind: str
+    hosts: tuple[str, ...]
+    secure: bool
+    detail: str = ""
+
+
+@attrs.frozen(slots=True)
+class TlsRptRecord:
+    """The domain's ``_smtp._tls`` record (exactly one ``v=TLSRPTv1``), or why none."""
+
+    record: str | None
+    rua: tuple[str, ...]
+    detail: str = ""
+
+
+@attrs.frozen(slots=True)
+class StsState:
+    """The MTA-STS cache state of one policy domain.
+
+    ``cached`` is the policy held (it applies while unexpired); ``outcome`` is
+    the latest fetch's result (its TLS-RPT type via ``outcome.tlsrpt_result_type``);
+    ``state`` is ``"policy"``, ``"none"`` (no policy published), ``"failed"``
+    (no policy held, latest attempt failed), ``"pending"`` (first fetch still
+    running) or ``"unknown"``.
+    """
+
+    domain: str
+    state: str
+    cached: CachedMtaStsPolicy | None
+    outcome: FetchOutcome
+    detail: str
+    txt_id: str | None
+    next_check: float
+    failures: int
+    retry_at: float | None
+
+
+def _aware(seconds: float) -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _txt_strings(answer: DnsAnswer) -> list[str]:
+    texts = []
+    for rdata in answer.records:
+        raw = b"".join(rdata.strings)[:_MAX_TXT]
+        texts.append(raw.decode("utf-8", errors="replace"))
+    return texts
+
+
+def _encode(state: StsState) -> dict[str, Any]:
+    cached = state.cached
+    return {
+        "v": _RECORD_VERSION,
+        "state": state.state,
+        "policy": None if cached is None else cached.policy.render(),
+        "fetched_at": None if cached is None else cached.fetched_at.timestamp(),
+        "policy_id": None if cached is None else cached.policy_id,
+        "enforce": cached is not None and cached.policy.mode is StsMode.ENFORCE,
+        "outcome": state.outcome.value,
+        "detail": state.detail[:500],
+        "txt_id": state.txt_id,
+        "next_check": state.next_check,
+        "failures": state.failures,
+        "retry_at": state.retry_at,
+    }
+
+
+def _decode(domain: str, data: bytes) -> StsState:
+    value = loads_json(data)
+    try:
+        if not isinstance(value, dict) or value.get("v") != _RECORD_VERSION:
+            raise ValueError("unknown record version")
+        cached = None
+        if value["policy"] is not None:
+            cached = CachedMtaStsPolicy(parse_policy(value["policy"]),
+                                        _aware(float(value["fetched_at"])),
+                                        value["policy_id"])
+        return StsState(domain, str(value["state"]), cached, FetchOutcome(value["outcome"]),
+                        str(value["detail"]), value["txt_id"], float(value["next_check"]),
+                        int(value["failures"]),
+                        None if value["retry_at"] is None else float(value["retry_at"]))
+    except (KeyError, TypeError, ValueError, PolicyInputError) as exc:
+        raise StoreError(f"MTA-STS cache entry for {domain} is corrupt: {exc}") from None
+
+
+def _expiry(state: StsState) -> float:
+    """Keep the entry while anything in it is still valid."""
+    ends = [state.next_check]
+    if state.cached is not None:
+        ends.append(state.cached.expires_at.timestamp())
+    if state.retry_at is not None:
+        ends.append(state.retry_at)
+    return max(ends)
+
+
+def mirror_enforce_policies(namespace: str, key: str, value: bytes) -> bool:
+    """The ``mirror_when`` for :class:`~tlspolicy.stores.MirroredStore`: unexpired enforce
+    MTA-STS policies go to the local mirror."""
+    return namespace == POLICY_NAMESPACE and b'"enforce":true' in value
+
+
+class Discovery:
+    """Fetches and caches what :class:`~tlspolicy.Destination` needs, for a Python MTA
+    or a server.
+
+    Use it as ``async with Discovery(config, store=...) as d:`` (or call
+    :meth:`start` and :meth:`close`), then ``await d.destination(domain, mx)``.
+    ``store`` defaults to a :class:`~tlspolicy.stores.SqliteStore` at
+    ``config.cache_path``.  ``clock`` (seconds since the epoch) is for tests.
+    """
+
+    def __init__(self, config: DiscoveryConfig | None = None, *, store: Store | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config = config if config is not None else DiscoveryConfig()
+        self._clock = clock
+        self._own_store = store is None
+        if store is None:
+            Path(config.cache_path).parent.mkdir(parents=True, exist_ok=True)
+            store = SqliteStore(config.cache_path, clock=clock)
+        self.store = store
+        loopback = is_loopback(config.resolver)
+        if not loopback and not config.resolver_trusted:
+            try:
+                import ipaddress
+                ipaddress.ip_address(config.resolver)
+            except ValueError:
+                raise DiscoveryError(
+                    f"resolver {config.resolver!r} is not an IP address") from None
+        self._resolver_vouched = loopback or config.resolver_trusted
+        self.dns = DnsClient(config.resolver, config.resolver_port, timeout=config.dns_timeout,
+                             max_ttl=config.max_dns_ttl, trusted=False, clock=clock)
+        self.dnssec = False
+        self.dnssec_detail = "not probed yet (call start())"
+        self._ssl = make_ssl_context(config.ca_file)
+        self._owner = uuid.uuid4().hex
+        self._memory: dict[str, StsState] = {}
+        # Derived lookups, reused while they come from the very same cached answers.
+        self._mx_memo: dict[str, tuple[DnsAnswer, MxLookup]] = {}
+        self._tlsa_memo: dict[tuple[str, int], tuple[tuple[DnsAnswer, ...], TlsaLookup]] = {}
+        self._refreshing: dict[str, asyncio.Task[StsState]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        #: Policy fetches over HTTPS started by this instance, per domain.
+        self.fetches: dict[str, int] = {}
+
+    async def __aenter__(self) -> Discovery:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ start
+
+    async def start(self) -> bool:
+        """Probe the resolver for AD on ``probe_name``; DANE is off unless it passes.
+
+        Returns whether DNSSEC answers are trusted.  A failed probe is logged
+        as an error: without it every answer counts as insecure.
+        """
+        config = self.config
+        if not self._resolver_vouched:
+            self.dnssec = False
+            self.dnssec_detail = (f"resolver {config.resolver} is not on loopback and not marked "
+                                  "trusted: DNSSEC ignored, DANE off")
+            _log.error("%s", self.dnssec_detail)
+            return False
+        self.dns.trusted = True
+        answer = await self.dns.probe(config.probe_name)
+        self.dnssec = answer.status is not DnsStatus.FAILED and answer.secure
+        if self.dnssec:
+            self.dnssec_detail = f"resolver {config.resolver}:{config.resolver_port} validates"
+        else:
+            self.dns.trusted = False
+            self.dnssec_detail = (
+                f"resolver {config.resolver}:{config.resolver_port} did not set AD for "
+                f"{config.probe_name!r} ({answer.detail or answer.status.value}): DNSSEC "
+                "ignored, DANE off")
+            _log.error("%s", self.dnssec_detail)
+        self._check_resolv_conf()
+        return self.dnssec
+
+    def _check_resolv_conf(self) -> None:
+        path = self.config.resolv_conf
+        if path is None:
+            return
+        try:
+            text = Path(path).read_text(errors="replace")
+        except OSError:
+            return
+        servers = [line.split()[1] for line in text.splitlines()
+                   if line.startswith("nameserver") and len(line.split()) > 1]
+        if self.config.resolver not in servers or self.config.resolver_port != 53:
+            _log.warning("discovery resolver %s:%d is not the one in %s (%s): Postfix may see "
+                         "different DNSSEC answers", self.config.resolver,
+                         self.config.resolver_port, path, ", ".join(servers) or "none")
+
+    async def close(self) -> None:
+        """Cancel background fetches and close the store if discovery opened it."""
+        for task in list(self._background) + list(self._refreshing.values()):
+            task.cancel()
+        for task in list(self._background) + list(self._refreshing.values()):
+            with contextlib.suppress(BaseException):
+                await task
+        if self._own_store:
+            await self.store.close()
+
+    # --------------------------------------------------------------------- DNS
+
+    async def mx(self, domain: str) -> MxLookup:
+        """The MX hosts of ``domain`` (SEMANTICS 10: implicit, null, NXDOMAIN)."""
+        name = normalise_domain(domain)
+        answer = await self.dns.query(name, "MX")
+        memo = self._mx_memo.get(name)
+        if memo is not None and memo[0] is answer:
+            return memo[1]
+        lookup = self._mx_lookup(name, answer)
+        if len(self._mx_memo) > 100_000:
+            self._mx_memo.clear()
+        self._mx_memo[name] = (answer, lookup)
+        return lookup
+
+    def _mx_lookup(self, name: str, answer: DnsAnswer) -> MxLookup:
+        if answer.status is DnsStatus.FAILED:
+            return MxLookup("failed", (), False, answer.detail)
+        if answer.status is DnsStatus.NXDOMAIN:
+            return MxLookup("nxdomain", (), answer.secure, "domain does not exist")
+        if answer.status is DnsStatus.NODATA:
+            return MxLookup("implicit", (name,), answer.secure, "no MX: the domain itself")
+        records = sorted(answer.records, key=lambda r: (r.preference, r.exchange.to_text()))
+        hosts: list[str] = []
+        for rdata in records:
+            host = rdata.exchange.to_text(omit_final_dot=True).lower()
+            if host in ("", "."):
+                if len(records) == 1:
+                    return MxLookup("null", (), answer.secure, "null MX (RFC 7505)")
+                continue
+            if host not in hosts:
+                hosts.append(host)
+        return MxLookup("mx", tuple(hosts), answer.secure)
+
+    async def _addresses(self, host: str) -> tuple[DnsAnswer, DnsAnswer]:
+        hit_a, hit_aaaa = self.dns.cached(host, "A"), self.dns.cached(host, "AAAA")
+        if hit_a is not None and hit_aaaa is not None:
+            return hit_a, hit_aaaa  # the cache-hit path: no tasks
+        a, aaaa = await asyncio.gather(self.dns.query(host, "A"), self.dns.query(host, "AAAA"))
+        return a, aaaa
+
+    async def tlsa(self, host: str, port: int = 25) -> TlsaLookup:
+        """The TLSA lookup of one MX host (RFC 7672 section 2.2, SEMANTICS 10).
+
+        The address records must be secure; for a secure CNAME ``host`` -> h',
+        ``_port._tcp.h'`` is tried first, then ``_port._tcp.host`` on a secure
+        denial.  ``base_domain`` is the name whose TLSA records were used.
+        """
+        if not self.dnssec:
+            return TlsaLookup(TlsaLookupStatus.INSECURE, detail=self.dnssec_detail)
+        name = normalise_domain(host)
+        memo = self._tlsa_memo.get((name, port))
+        if memo is not None:
+            used = memo[0]
+            if all(self.dns.cached(a.name, a.rdtype) is a for a in used):
+                return memo[1]
+        used_answers: list[DnsAnswer] = []
+        lookup = await self._tlsa(name, port, used_answers)
+        if len(self._tlsa_memo) > 100_000:
+            self._tlsa_memo.clear()
+        self._tlsa_memo[(name, port)] = (tuple(used_answers), lookup)
+        return lookup
+
+    async def _tlsa(self, name: str, port: int, used: list[DnsAnswer]) -> TlsaLookup:
+        answers = await self._addresses(name)
+        used.extend(answers)
+        found = [a for a in answers if a.status is DnsStatus.RECORDS]
+        failed = [a for a in answers if a.status is DnsStatus.FAILED]
+        if not found:
+            if failed:
+                bogus = any(a.bogus for a in failed)
+                return TlsaLookup(TlsaLookupStatus.BOGUS if bogus else TlsaLookupStatus.FAILED,
+                                  detail="address lookup failed: " + failed[0].detail)
+            # No address at all: nothing to connect to, so nothing for DANE to protect.
+            return TlsaLookup(TlsaLookupStatus.INSECURE if not all(a.secure for a in answers)
+                              else TlsaLookupStatus.NODATA, base_domain=name,
+                              detail=f"{name} has no address")
+        if not all(a.secure for a in answers if a.status is not DnsStatus.FAILED):
+            return TlsaLookup(TlsaLookupStatus.INSECURE, detail=f"address of {name} not secure")
+        target = found[0].canonical or name
+        candidates = [target, name] if target != name else [name]
+        last: TlsaLookup | None = None
+        for base in candidates:
+            answer = await self.dns.query(f"_{port}._tcp.{base}", "TLSA")
+            used.append(answer)
+            if answer.status is DnsStatus.FAILED:
+                return TlsaLookup(TlsaLookupStatus.BOGUS if answer.bogus
+                                  else TlsaLookupStatus.FAILED, base_domain=base,
+                                  detail=answer.detail)
+            if not answer.secure:
+                return TlsaLookup(TlsaLookupStatus.INSECURE, base_domain=base,
+                                  detail=f"TLSA answer for {base} not secure")
+            if answer.status is DnsStatus.RECORDS:
+                try:
+                    records = tuple(TlsaRecord(r.usage, r.selector, r.mtype, bytes(r.cert))
+                                    for r in answer.records)
+                except PolicyInputError as exc:
+                    return TlsaLookup(TlsaLookupStatus.FAILED, base_domain=base,
+                                      detail=f"malformed TLSA: {exc}")
+                names = tuple(dict.fromkeys((base, target, name)))
+                return TlsaLookup(TlsaLookupStatus.RECORDS, records, base_domain=base,
+                                  detail=f"reference names {', '.join(names)}",
+                                  reference_names=names[1:])
+            status = (TlsaLookupStatus.NXDOMAIN if answer.status is DnsStatus.NXDOMAIN
+                      else TlsaLookupStatus.NODATA)
+            last = TlsaLookup(status, base_domain=name, detail=f"no TLSA at {base}")
+        assert last is not None
+        return last
+
+    async def tlsrpt(self, domain: str) -> TlsRptRecord:
+        """The ``_smtp._tls`` TXT record: exactly one ``v=TLSRPTv1`` record, else none."""
+        name = normalise_domain(domain)
+        answer = await self.dns.query(f"_smtp._tls.{name}", "TXT")
+        if answer.status is DnsStatus.FAILED:
+            return TlsRptRecord(None, (), answer.detail)
+        records = [t for t in _txt_strings(answer) if _RPT_RE.match(t)]
+        if len(records) != 1:
+            return TlsRptRecord(None, (), f"{len(records)} v=TLSRPTv1 records (need exactly 1)")
+        fields = dict(part.strip().partition("=")[::2] for part in records[0].split(";")
+                      if "=" in part)
+        rua = tuple(u.strip() for u in fields.get("rua", "").split(",") if u.strip())
+        return TlsRptRecord(records[0], rua)
+
+    # ----------------------------------------------------------------- MTA-STS
+
+    def _needs_check(self, state: StsState, now: float) -> bool:
+        return now >= state.next_check
+
+    async def _load(self, domain: str) -> StsState | None:
+        try:
+            entry = await self.store.get(POLICY_NAMESPACE, domain)
+            return None if entry is None else _decode(domain, entry.value)
+        except StoreError as exc:
+            _log.warning("MTA-STS cache read for %s failed: %s", domain, exc)
+            return None
+
+    async def _save(self, state: StsState) -> None:
+        try:
+            await self.store.set(POLICY_NAMESPACE, state.domain, dumps_json(_encode(state)),
+                                 expires_at=_expiry(state))
+        except StoreError as exc:
+            _log.warning("MTA-STS cache write for %s failed: %s", state.domain, exc)
+
+    async def sts_state(self, domain: str, *, wait: float | None = None) -> StsState:
+        """The MTA-STS state to use now, refreshing as SEMANTICS 10 says.
+
+        With an unexpired policy held, the answer is immediate and any due
+        refresh runs in the background.  With none, waits up to ``wait``
+        (``config.first_wait``) for the fetch, then answers ``"pending"``.
+        """
+        name = normalise_domain(domain)
+        now = self._clock()
+        state = self._memory.get(name)
+        if state is None or self._needs_check(state, now):
+            stored = await self._load(name)
+            if stored is not None:
+                state = stored
+                self._memory[name] = stored
+        if state is not None and not self._needs_check(state, now):
+            return state
+        task = self._refresh_task(name)
+        if state is not None and policy_in_force(state.cached, _aware(now)) is not None:
+            return state
+        timeout = self.config.first_wait if wait is None else wait
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if done:
+            return task.result()
+        if state is not None:
+            return state
+        return StsState(name, "pending", None, FetchOutcome.OK,
+                        f"first fetch still running after {timeout:g} s", None, now, 0, None)
+
+    def _refresh_task(self, domain: str, *, force: bool = False) -> asyncio.Task[StsState]:
+        task = self._refreshing.get(domain)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._refresh(domain, force))
+            self._refreshing[domain] = task
+            task.add_done_callback(lambda t: self._refreshing.pop(domain, None))
+        return task
+
+    async def refresh(self, domain: str) -> StsState:
+        """Refresh ``domain``'s MTA-STS state now (TXT and policy), whatever is cached.
+
+        A failure still keeps an unexpired policy.
+        """
+        name = normalise_domain(domain)
+        task = self._refreshing.get(name)
+        if task is not None:
+            await asyncio.wait({task})
+        self.dns.forget(f"_mta-sts.{name}")
+        self.dns.forget(f"mta-sts.{name}")
+        return await self._refresh_task(name, force=True)
+
+    async def _refresh(self, domain: str, force: bool) -> StsState:
+        lock = f"mta-sts.{domain}"
+        deadline = time.monotonic() + self.config.lock_ttl
+        held = False
+        try:
+            while True:
+                try:
+                    held = await self.store.acquire(lock, self._owner, self.config.lock_ttl)
+                except StoreError as exc:
+                    _log.warning("single-flight lock for %s unavailable: %s", domain, exc)
+                    break
+                if held:
+                    break
+                # Another process is fetching this domain: use its result when it lands.
+                await asyncio.sleep(0.05)
+                stored = await self._load(domain)
+                if stored is not None and not self._needs_check(stored, self._clock()):
+                    self._memory[domain] = stored
+                    return stored
+                if time.monotonic() > deadline:
+                    break
+            old = await self._load(domain)
+            if old is None:
+                old = self._memory.get(domain)
+            if not force and old is not None and not self._needs_check(old, self._clock()):
+                self._memory[domain] = old
+                return old
+            state = await self._discover(domain, old, force)
+            self._memory[domain] = state
+            await self._save(state)
+            return state
+        except Exception as exc:
+            # Nothing a stranger's DNS or server does may escape as a crash; keep the old.
+            _log.exception("MTA-STS refresh of %s failed unexpectedly", domain)
+            old = self._memory.get(domain)
+            return old if old is not None else StsState(
+                domain, "failed", None, FetchOutcome.FETCH_ERROR, f"internal error: {exc}",
+                None, self._clock() + self.config.backoff_initial, 1, None)
+        finally:
+            if held:
+                with contextlib.suppress(StoreError):
+                    await self.store.release(lock, self._owner)
+
+    def _failure(self, domain: str, old: StsState | None, outcome: FetchOutcome, detail: str,
+                 txt_id: str | None, now: float) -> StsState:
+        failures = (old.failures if old is not None else 0) + 1
+        wait = min(self.config.backoff_initial * 2 ** min(failures - 1, 30),
+                   self.config.backoff_max)
+        cached = old.cached if old is not None else None
+        in_force = policy_in_force(cached, _aware(now)) is not None
+        if in_force:
+            _log.warning("MTA-STS %s: %s; cached policy kept until it expires", domain, detail)
+        else:
+            _log.warning("MTA-STS %s: %s", domain, detail)
+        return StsState(domain, "policy" if in_force else "failed", cached, outcome, detail,
+                        txt_id if txt_id is not None else (old.txt_id if old else None),
+                        now + wait, failures, now + wait)
+
+    async def _discover(self, domain: str, old: StsState | None, force: bool) -> StsState:
+        config = self.config
+        now = self._clock()
+        cached = old.cached if old is not None else None
+        in_force = policy_in_force(cached, _aware(now)) is not None
+        txt = await self.dns.query(f"_mta-sts.{domain}", "TXT")
+        if txt.status is DnsStatus.FAILED:
+            return self._failure(domain, old, FetchOutcome.FETCH_ERROR,
+                                 f"_mta-sts TXT lookup failed: {txt.detail}", None, now)
+        texts = _txt_strings(txt)
+        record = None
+        why = (f"{sum(1 for t in texts if _STS_RE.match(t))} v=STSv1 TXT records "
+               "(need exactly 1)")
+        try:
+            record = select_txt_record(texts)
+        except MtaStsTxtRecordError as exc:
+            why = str(exc)
+        if record is None:
+            until = min(now + config.no_policy_ttl, max(now, txt.expires_at))
+            if in_force and old is not None:
+                # A missing TXT record never evicts an unexpired policy (RFC 8461 3.3).
+                return attrs.evolve(old, state="policy", next_check=until,
+                                    detail=f"TXT record gone ({why}); cached policy kept")
+            return StsState(domain, "none", None, FetchOutcome.OK, f"no policy: {why}", None,
+                            until, 0, None)
+        txt_until = max(now, txt.expires_at)
+        if in_force and cached is not None and not force and cached.policy_id == record.id:
+            refresh_at = cached.fetched_at.timestamp() + min(
+                config.refresh_interval, cached.policy.max_age / 2)
+            if now < refresh_at:
+                assert old is not None
+                return attrs.evolve(old, next_check=min(txt_until, refresh_at),
+                                    txt_id=record.id)
+        if old is not None and old.retry_at is not None and now < old.retry_at and not force:
+            return attrs.evolve(old, next_check=old.retry_at)
+        addresses: list[str] = []
+        host = f"mta-sts.{domain}"
+        a, aaaa = await self._addresses(host)
+        for answer in (a, aaaa):
+            if answer.status is DnsStatus.RECORDS:
+                addresses.extend(r.address for r in answer.records)
+        self.fetches[domain] = self.fetches.get(domain, 0) + 1
+        if not addresses:
+            detail = a.detail or aaaa.detail or f"{host} has no address"
+            return self._failure(domain, old, FetchOutcome.FETCH_ERROR, detail, record.id, now)
+        result = await fetch_policy(domain, addresses, port=config.https_port,
+                                    context=self._ssl, timeout=config.https_timeout)
+        if result.policy is None:
+            return self._failure(domain, old, result.outcome, result.detail, record.id, now)
+        fetched = CachedMtaStsPolicy(result.policy, _aware(now), record.id)
+        refresh_at = now + min(config.refresh_interval, result.policy.max_age / 2)
+        return StsState(domain, "policy", fetched, FetchOutcome.OK, result.detail, record.id,
+                        min(txt_until, refresh_at), 0, None)
+
+    # ------------------------------------------------------------- destination
+
+    async def destination(self, domain: str, mx_host: str | None = None, *,
+                          requiretls: bool = False, tls_required_no: bool = False,
+                          tls_broken: bool = False) -> Destination:
+        """The :class:`~tlspolicy.Destination` for delivering to ``domain`` via ``mx_host``.
+
+        ``domain`` is a recipient domain or a ``[host]:port`` next hop (a smart
+        host is its own policy domain, DANE at ``_port._tcp.host``).  Without
+        ``mx_host`` no TLSA lookup is made.  The message flags pass through.
+        Raises only :class:`~tlspolicy.TlsPolicyError` subclasses (a bad name).
+        """
+        flags = {"requiretls": requiretls, "tls_required_no": tls_required_no,
+                 "tls_broken": tls_broken}
+        policy_domain, port, smart = self._next_hop(domain)
+        if smart:
+            mx = MxLookup("smarthost", (policy_domain,), False)
+            mx_host = mx_host if mx_host is not None else policy_domain
+        else:
+            mx = await self.mx(policy_domain)
+            if mx.kind in ("null", "nxdomain"):
+                return Destination(**flags)  # type: ignore[arg-type]
+        host = normalise_domain(mx_host) if mx_host is not None else None
+        sts = await self.sts_state(policy_domain)
+        now = _aware(self._clock())
+        tlsa: TlsaLookup | None = None
+        mx_dnssec = False
+        if host is not None:
+            listed = host in mx.hosts
+            if smart:
+                tlsa = await self.tlsa(host, port)
+                mx_dnssec = tlsa.status is not TlsaLookupStatus.INSECURE and (
+                    tlsa.status not in (TlsaLookupStatus.FAILED, TlsaLookupStatus.BOGUS))
+            elif mx.kind == "failed" and self.dnssec:
+                # Whether the MX RRset is secure is unknown: DANE may apply, so fail closed
+                # (RFC 7672 section 2.2.1: a failed MX lookup defers the destination).
+                tlsa = TlsaLookup(TlsaLookupStatus.FAILED, detail=f"MX lookup failed: {mx.detail}")
+            elif mx.secure and listed and self.dnssec:
+                mx_dnssec = True
+                tlsa = await self.tlsa(host, port)
+            else:
+                tlsa = TlsaLookup(TlsaLookupStatus.INSECURE, detail=(
+                    "MX RRset not secure" if not mx.secure else
+                    f"{host} is not an MX host of {policy_domain}" if not listed else
+                    self.dnssec_detail))
+        return Destination.from_cache(sts.cached, now, fetch=sts.outcome, tlsa=tlsa,
+                                      mx_dnssec=mx_dnssec, **flags)
+
+    def _next_hop(self, domain: str) -> tuple[str, int, bool]:
+        if not isinstance(domain, str):
+            raise ResolutionError(f"domain must be a string, not {type(domain).__name__}")
+        match = _SMART_HOST_RE.fullmatch(domain.strip())
+        if match is None:
+            return normalise_domain(domain), 25, False
+        port = int(match.group(2)) if match.group(2) else 25
+        if not 0 < port < 65536:
+            raise ResolutionError(f"next hop {domain[:100]!r}: port {port} out of range")
+        return normalise_domain(match.group(1)), port, True
+
+    # ---------------------------------------------------- cache management (CLI)
+
+    async def cache_entry(self, domain: str) -> StsState | None:
+        """The stored MTA-STS state of ``domain`` (for ``cache show``), or ``None``."""
+        return await self._load(normalise_domain(domain))
+
+    async def cache_entries(self) -> list[StsState]:
+        """Every stored MTA-STS state, by domain."""
+        states = []
+        async for entry in self.store.entries(POLICY_NAMESPACE):
+            try:
+                states.append(_decode(entry.key, entry.value))
+            except StoreError as exc:
+                _log.warning("%s", exc)
+        return states
+
+    async def purge(self, domain: str | None = None) -> int:
+        """Forget ``domain``'s cached MTA-STS state and DNS answers (all with ``None``)."""
+        if domain is None:
+            self._memory.clear()
+            self._mx_memo.clear()
+            self._tlsa_memo.clear()
+            self.dns.forget()
+            return await self.store.purge(POLICY_NAMESPACE)
+        name = normalise_domain(domain)
+        self._memory.pop(name, None)
+        self._mx_memo.clear()
+        self._tlsa_memo.clear()
+        self.dns.forget(name)
+        return int(await self.store.delete(POLICY_NAMESPACE, name))
+
+
+async def redis_cache(url: str, local_path: str | Path, *, prefix: str = "tlspolicy:",
+                      timeout: float = 2.0, retry_after: float = 5.0,
+                      clock: Callable[[], float] = time.time) -> Store:
+    """A fleet's discovery store: Redis/Valkey at ``url`` in front of a local SQLite mirror.
+
+    Unexpired enforce MTA-STS policies are mirrored into ``local_path`` and served from it
+    while Redis is down (SEMANTICS 10); Redis with an ``allkeys-*`` eviction policy is
+    refused.  A Redis that is down at start is not an error (the mirror serves, and the
+    eviction check runs once it answers).  Needs the ``tlspolicy[redis]`` extra.
+    """
+    from ..stores import MirroredStore
+    from ..stores.redis import RedisStore
+
+    Path(local_path).parent.mkdir(parents=True, exist_ok=True)
+    shared = await RedisStore.connect(url, prefix=prefix, timeout=timeout, require_up=False,
+                                      clock=clock)
+    return MirroredStore(shared, SqliteStore(local_path, clock=clock),
+                         mirror_enforce_policies, retry_after=retry_after)

@@ -1,0 +1,233 @@
+"""DNS through dnspython against one resolver the operator trusts (SEMANTICS 10).
+
+Queries set the AD bit (RFC 6840 section 5.7) and read DNSSEC status from the AD
+bit of the answer: AD = secure; NOERROR / NXDOMAIN without AD = insecure;
+SERVFAIL, a timeout or a malformed answer = the lookup failed.  Answers are
+cached in process no longer than their TTL (capped, never raised), failures are
+never cached, and concurrent queries for one (name, type) share one query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import attrs
+
+from ..errors import MissingDependencyError
+
+try:
+    import dns.asyncquery
+    import dns.edns
+    import dns.exception
+    import dns.flags
+    import dns.message
+    import dns.name
+    import dns.rcode
+    import dns.rdatatype
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError(
+        "discovery needs dnspython and httpx; install the 'tlspolicy[discovery]' extra"
+    ) from exc
+
+__all__ = ["DnsAnswer", "DnsClient", "DnsStatus"]
+
+_log = logging.getLogger("tlspolicy.discovery")
+
+#: Answers with more records than this are treated as malformed (a stranger's zone
+#: must not make us hold or walk an unbounded list).
+MAX_RECORDS: Final = 128
+#: EDNS payload size (the DNS flag day 2020 value); larger answers go over TCP.
+EDNS_PAYLOAD: Final = 1232
+#: Extended DNS Error codes that mean "DNSSEC validation failed" (RFC 8914 section 4).
+_BOGUS_EDE: Final = frozenset({1, 2, 5, 6, 7, 8, 9, 10, 11, 12})
+
+
+class DnsStatus(enum.Enum):
+    """What a lookup found."""
+
+    RECORDS = "records"
+    NODATA = "nodata"
+    NXDOMAIN = "nxdomain"
+    FAILED = "failed"
+
+
+@attrs.frozen(slots=True)
+class DnsAnswer:
+    """One answer: status, AD-bit security, the records of the queried type (after
+    CNAMEs), the CNAME chain, how long it may be cached, and a detail for logs.
+
+    ``bogus`` is set when the resolver's Extended DNS Error says validation failed.
+    """
+
+    name: str
+    rdtype: str
+    status: DnsStatus
+    secure: bool
+    records: tuple[Any, ...] = ()
+    canonical: str = ""
+    cnames: tuple[str, ...] = ()
+    ttl: int = 0
+    bogus: bool = False
+    detail: str = ""
+    #: When the answer runs out (seconds since the epoch, by the client's clock): anything
+    #: derived from it must not outlive this, however long it sits in a cache.
+    expires_at: float = 0.0
+
+    @property
+    def exists(self) -> bool:
+        """NOERROR with or without records (the name exists)."""
+        return self.status in (DnsStatus.RECORDS, DnsStatus.NODATA)
+
+
+def _text(name: dns.name.Name) -> str:
+    return name.to_text(omit_final_dot=True).lower()
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``address`` is a loopback IP address."""
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+class DnsClient:
+    """Queries one resolver at ``address``:``port``.
+
+    ``trusted`` says whether its AD bits are believed at all; the caller sets it
+    from the resolver-trust rule (loopback or explicitly trusted, and the AD
+    probe passed).  ``timeout`` bounds each query (UDP, and TCP on truncation);
+    ``max_ttl`` caps how long an answer is cached; ``max_in_flight`` bounds the
+    queries outstanding at once.
+    """
+
+    def __init__(self, address: str, port: int = 53, *, timeout: float = 3.0,
+                 max_ttl: int = 3600, trusted: bool = True, max_in_flight: int = 256,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.address = address
+        self.port = port
+        self.timeout = timeout
+        self.max_ttl = max_ttl
+        self.trusted = trusted
+        self._clock = clock
+        self._cache: dict[tuple[str, str], tuple[float, DnsAnswer]] = {}
+        self._in_flight: dict[tuple[str, str], asyncio.Future[DnsAnswer]] = {}
+        self._limit = asyncio.Semaphore(max_in_flight)
+        #: Queries sent to the resolver, per (name, type): what caching saved is visible here.
+        self.sent: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def forget(self, suffix: str | None = None) -> None:
+        """Drop cached answers (all, or those for names ending in ``suffix``)."""
+        if suffix is None:
+            self._cache.clear()
+            return
+        suffix = suffix.lower().rstrip(".")
+        for key in [k for k in self._cache if k[0] == suffix or k[0].endswith("." + suffix)]:
+            del self._cache[key]
+
+    def cached(self, name: str, rdtype: str) -> DnsAnswer | None:
+        """The cached, unexpired answer for (name, type), if any."""
+        key = (name.lower().rstrip("."), rdtype)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > self._clock():
+            return hit[1]
+        return None
+
+    async def query(self, name: str, rdtype: str) -> DnsAnswer:
+        """The answer for ``name`` / ``rdtype`` (``"MX"``, ``"TXT"``, ``"TLSA"``, ...).
+
+        Never raises for anything the network or the resolver does: failures
+        come back as :attr:`DnsStatus.FAILED`.
+        """
+        key = (name.lower().rstrip("."), rdtype)
+        hit = self._cache.get(key)
+        if hit is not None:
+            if hit[0] > self._clock():
+                return hit[1]
+            del self._cache[key]
+        pending = self._in_flight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[DnsAnswer] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = future
+        try:
+            answer = await self._query(key[0], rdtype)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: nobody else may be waiting
+            raise
+        finally:
+            del self._in_flight[key]
+        if answer.status is not DnsStatus.FAILED and answer.ttl > 0:
+            self._cache[key] = (answer.expires_at, answer)
+        future.set_result(answer)
+        return answer
+
+    def _failed(self, name: str, rdtype: str, detail: str, *, bogus: bool = False) -> DnsAnswer:
+        return DnsAnswer(name, rdtype, DnsStatus.FAILED, False, canonical=name, bogus=bogus,
+                         detail=detail)
+
+    async def _query(self, name: str, rdtype: str) -> DnsAnswer:
+        answer = await self._ask(name, rdtype)
+        if answer.ttl > 0:
+            answer = attrs.evolve(answer, expires_at=self._clock() + answer.ttl)
+        else:
+            answer = attrs.evolve(answer, expires_at=self._clock())
+        return answer
+
+    async def _ask(self, name: str, rdtype: str) -> DnsAnswer:
+        try:
+            qname = dns.name.from_text(name or ".")
+            request = dns.message.make_query(qname, dns.rdatatype.from_text(rdtype), use_edns=0,
+                                             payload=EDNS_PAYLOAD)
+        except (dns.exception.DNSException, ValueError) as exc:
+            return self._failed(name, rdtype, f"cannot query {name!r}: {exc}")
+        request.flags |= dns.flags.AD | dns.flags.RD
+        self.sent[(name, rdtype)] += 1
+        try:
+            async with self._limit, asyncio.timeout(self.timeout * 2.5):
+                response, _ = await dns.asyncquery.udp_with_fallback(
+                    request, self.address, timeout=self.timeout, port=self.port)
+        except (dns.exception.DNSException, OSError, TimeoutError, ValueError, EOFError) as exc:
+            return self._failed(name, rdtype, f"{rdtype} {name}: {type(exc).__name__}: {exc}")
+        rcode = response.rcode()
+        secure = self.trusted and bool(response.flags & dns.flags.AD)
+        if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+            bogus = any(isinstance(option, dns.edns.EDEOption) and int(option.code) in _BOGUS_EDE
+                        for option in response.options)
+            return self._failed(name, rdtype,
+                                f"{rdtype} {name}: {dns.rcode.to_text(rcode)}"
+                                + (" (DNSSEC validation failed)" if bogus else ""), bogus=bogus)
+        try:
+            chain = response.resolve_chaining()  # type: ignore[attr-defined]
+        except dns.exception.DNSException as exc:
+            return self._failed(name, rdtype, f"{rdtype} {name}: malformed answer: {exc}")
+        cnames = tuple(_text(rrset.name) for rrset in chain.cnames)
+        canonical = _text(chain.canonical_name)
+        ttl = min(int(chain.minimum_ttl), self.max_ttl)
+        if chain.answer is None and not any(
+                rrset.rdtype == dns.rdatatype.SOA for rrset in response.authority):
+            ttl = 0  # a negative answer without SOA may not be cached (RFC 2308 section 5)
+        if rcode == dns.rcode.NXDOMAIN:
+            return DnsAnswer(name, rdtype, DnsStatus.NXDOMAIN, secure, (), canonical, cnames,
+                             max(ttl, 0))
+        if chain.answer is None:
+            return DnsAnswer(name, rdtype, DnsStatus.NODATA, secure, (), canonical, cnames,
+                             max(ttl, 0))
+        records = tuple(chain.answer)
+        if len(records) > MAX_RECORDS:
+            return self._failed(name, rdtype,
+                                f"{rdtype} {name}: {len(records)} records, over {MAX_RECORDS}")
+        return DnsAnswer(name, rdtype, DnsStatus.RECORDS, secure, records, canonical, cnames,
+                         max(ttl, 0))
+
+    async def probe(self, name: str = ".") -> DnsAnswer:
+        """Query ``name`` SOA, bypassing the cache, to check the resolver validates."""
+        return await self._query(name.rstrip(".") or ".", "SOA")

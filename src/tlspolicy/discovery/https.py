@@ -1,0 +1,153 @@
+"""Fetching an MTA-STS policy over HTTPS (RFC 8461 section 3.3), with httpx.
+
+``https://mta-sts.<domain>/.well-known/mta-sts.txt``, connected to an address
+our own resolver gave, with SNI and Host the policy host name and Web PKI
+validation of that name; HTTP 200 only, no redirects, media type
+``text/plain`` (compared case-insensitively, parameters ignored), at most
+64 KiB, and a deadline on the whole exchange so a slow server cannot hold us.
+Every outcome maps to one :class:`~tlspolicy.FetchOutcome` and so to its TLS-RPT
+result type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import ssl
+from collections.abc import Sequence
+from typing import Final
+
+import attrs
+
+from .. import FetchOutcome, MtaStsPolicy, MtaStsPolicyError, parse_policy
+from ..errors import MissingDependencyError
+
+try:
+    import httpx
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError(
+        "discovery needs dnspython and httpx; install the 'tlspolicy[discovery]' extra"
+    ) from exc
+
+__all__ = ["MAX_POLICY_BYTES", "PolicyFetch", "fetch_policy", "make_ssl_context"]
+
+#: Largest policy body read (RFC 8461 section 3.3: senders SHOULD limit to 64 KiB).
+MAX_POLICY_BYTES: Final = 64 * 1024
+_PATH: Final = "/.well-known/mta-sts.txt"
+
+
+@attrs.frozen(slots=True)
+class PolicyFetch:
+    """What one fetch gave: its outcome, the policy on success, and why otherwise."""
+
+    outcome: FetchOutcome
+    policy: MtaStsPolicy | None = None
+    detail: str = ""
+    address: str | None = None
+
+
+def make_ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """A client context validating Web PKI names: the system store, or ``ca_file``
+    (a bundle for tests; real policy hosts use the system store)."""
+    context = ssl.create_default_context(cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _media_type_ok(value: str | None) -> bool:
+    if value is None:
+        return False
+    return value.split(";", 1)[0].strip().lower() == "text/plain"
+
+
+async def _fetch_one(host: str, address: str, *, port: int, context: ssl.SSLContext,
+                     timeout: float) -> PolicyFetch:
+    ip = ipaddress.ip_address(address)
+    netloc = f"[{ip}]" if ip.version == 6 else str(ip)
+    url = f"https://{netloc}:{port}{_PATH}"
+    host_header = host if port == 443 else f"{host}:{port}"
+    # One client per fetch and no keep-alive: a pooled connection to one address
+    # must never carry the request of another policy host (its SNI differs).
+    async with httpx.AsyncClient(
+            verify=context, follow_redirects=False, trust_env=False, http2=False,
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=0)) as client:
+        request = client.build_request(
+            "GET", url, headers={"Host": host_header, "Accept-Encoding": "identity",
+                                 "Connection": "close", "User-Agent": "tlspolicy"},
+            extensions={"sni_hostname": host})
+        response = await client.send(request, stream=True)
+        try:
+            if response.status_code != 200:
+                where = response.headers.get("location")
+                return PolicyFetch(FetchOutcome.FETCH_ERROR,
+                                   detail=f"HTTP {response.status_code}" + (
+                                       f" (redirect to {where[:200]!r} not followed)"
+                                       if where else ""), address=address)
+            content_type = response.headers.get("content-type")
+            if not _media_type_ok(content_type):
+                return PolicyFetch(FetchOutcome.INVALID,
+                                   detail=f"media type {str(content_type)[:100]!r} is not "
+                                   "text/plain", address=address)
+            body = bytearray()
+            async for chunk in response.aiter_raw():
+                body += chunk
+                if len(body) > MAX_POLICY_BYTES:
+                    return PolicyFetch(FetchOutcome.INVALID,
+                                       detail=f"policy larger than {MAX_POLICY_BYTES} bytes",
+                                       address=address)
+        finally:
+            await response.aclose()
+    try:
+        policy = parse_policy(bytes(body))
+    except MtaStsPolicyError as exc:
+        return PolicyFetch(FetchOutcome.INVALID, detail=str(exc), address=address)
+    return PolicyFetch(FetchOutcome.OK, policy, "fetched", address)
+
+
+async def fetch_policy(domain: str, addresses: Sequence[str], *, port: int = 443,
+                       context: ssl.SSLContext, timeout: float = 10.0) -> PolicyFetch:
+    """Fetch and parse the policy of ``domain`` from the first address that answers.
+
+    ``timeout`` bounds the whole fetch, however slowly a server sends.  A
+    certificate that does not validate is ``WEBPKI_INVALID`` (no other address
+    is tried: the name is what failed); no address, a connection or HTTP
+    failure, a non-200 status (redirects included) or the deadline is
+    ``FETCH_ERROR``; a wrong media type, an oversized body or a document that
+    does not parse is ``INVALID``.  Never raises for what the server does.
+    """
+    host = f"mta-sts.{domain}"
+    if not addresses:
+        return PolicyFetch(FetchOutcome.FETCH_ERROR, detail=f"{host} has no address")
+    last = PolicyFetch(FetchOutcome.FETCH_ERROR, detail="not tried")
+    for address in list(addresses)[:4]:
+        try:
+            async with asyncio.timeout(timeout):
+                return await _fetch_one(host, address, port=port, context=context,
+                                        timeout=timeout)
+        except TimeoutError:
+            last = PolicyFetch(FetchOutcome.FETCH_ERROR,
+                               detail=f"{host} at {address}: no complete answer within "
+                               f"{timeout:g} s", address=address)
+        except (httpx.HTTPError, OSError, ssl.SSLError, ValueError) as exc:
+            bad_certificate = _certificate_error(exc)
+            if bad_certificate is not None:
+                return PolicyFetch(FetchOutcome.WEBPKI_INVALID,
+                                   detail=f"{host}: certificate not valid: "
+                                   f"{bad_certificate.verify_message or bad_certificate}",
+                                   address=address)
+            last = PolicyFetch(FetchOutcome.FETCH_ERROR,
+                               detail=f"{host} at {address}: {type(exc).__name__}: {exc}"[:300],
+                               address=address)
+    return last

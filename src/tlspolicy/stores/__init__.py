@@ -1,0 +1,40 @@
+"""Stores: small async key-value stores with expiry, shared by the I/O layers.
+
+A store holds bytes under a ``(namespace, key)`` pair, each entry with an
+optional absolute expiry (seconds since the epoch); an expired entry is never
+returned.  Stores also give a lock with expiry, so one fetch runs at a time for
+one name across every process sharing the store, and a holder that dies blocks
+the others only until its lock expires.
+
+Backends: :class:`SqliteStore` (the default: one file on disk, survives
+restarts, safe for several processes on one host) and
+:class:`~tlspolicy.stores.redis.RedisStore` (Redis or Valkey, shared by a
+fleet; needs the ``tlspolicy[redis]`` extra).  :class:`MirroredStore` puts a
+local store behind a shared one for the entries that must outlive an outage of
+the shared one.  Nothing here knows about MTA-STS: callers pick namespaces and
+encode values (:func:`dumps_json` / :func:`loads_json` for JSON).
+"""
+
+from __future__ import annotations
+
+from .base import (
+    Store,
+    StoreEntry,
+    StoreError,
+    StoreUnavailableError,
+    dumps_json,
+    loads_json,
+)
+from .mirrored import MirroredStore
+from .sqlite import SqliteStore
+
+__all__ = [
+    "MirroredStore",
+    "SqliteStore",
+    "Store",
+    "StoreEntry",
+    "StoreError",
+    "StoreUnavailableError",
+    "dumps_json",
+    "loads_json",
+]

@@ -1,0 +1,218 @@
+"""Redis / Valkey store for a fleet of MTAs (the ``tlspolicy[redis]`` extra).
+
+Keys are ``<prefix><namespace>:<key>``; expiry is Redis's own (``PXAT``), so an
+expired entry vanishes for every process at once.  Locks are ``SET NX PX`` with
+a compare-and-delete release, so a holder that dies blocks others only until
+the lock's expiry.
+
+An eviction policy that may drop keys that have no expiry or have not expired
+(``allkeys-*``) is refused at :meth:`RedisStore.connect`: losing an unexpired
+MTA-STS policy reopens trust on first use (RFC 8461 section 10.2).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from ..errors import MissingDependencyError
+from .base import StoreEntry, StoreError, StoreUnavailableError, check_name
+
+__all__ = ["RedisStore"]
+
+# Release only a lock we still hold: the value is the owner.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _redis() -> Any:
+    try:
+        import redis.asyncio as redis_asyncio
+        import redis.exceptions as redis_exceptions
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "the Redis store needs the 'redis' package; install the 'tlspolicy[redis]' "
+            "extra") from exc
+    return redis_asyncio, redis_exceptions
+
+
+class RedisStore:
+    """A :class:`~tlspolicy.stores.Store` in Redis or Valkey.
+
+    Build it with :meth:`connect` (which checks the server's eviction policy).
+    ``timeout`` bounds every operation; a server that is down or slower than
+    that raises :class:`~tlspolicy.stores.StoreUnavailableError`.
+    """
+
+    def __init__(self, client: Any, *, prefix: str = "tlspolicy:",
+                 clock: Callable[[], float] = time.time) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._clock = clock
+        _, self._errors = _redis()
+        self._release = client.register_script(_RELEASE)
+        self._url = "redis"
+        self._unchecked = False
+
+    @classmethod
+    async def connect(cls, url: str = "redis://127.0.0.1:6379/0", *,
+                      prefix: str = "tlspolicy:", timeout: float = 2.0,
+                      check_eviction: bool = True, require_up: bool = True,
+                      clock: Callable[[], float] = time.time) -> RedisStore:
+        """Connect to ``url`` and check ``maxmemory-policy``.
+
+        Refuses (:class:`~tlspolicy.stores.StoreError`) an ``allkeys-*`` policy.
+        With ``check_eviction`` false the check is skipped: only for servers
+        whose ``CONFIG`` command is disabled, after checking the policy by
+        other means.  With ``require_up`` false a server that is down is not an
+        error: the store is returned, and the check runs before its first
+        operation once the server answers (until then every operation raises
+        :class:`~tlspolicy.stores.StoreUnavailableError`, so a
+        :class:`~tlspolicy.stores.MirroredStore` serves its mirror).
+        """
+        redis_asyncio, _ = _redis()
+        client = redis_asyncio.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry_on_timeout=False)
+        store = cls(client, prefix=prefix, clock=clock)
+        store._url = url
+        store._unchecked = check_eviction
+        if check_eviction:
+            try:
+                await store._check_eviction()
+            except StoreUnavailableError:
+                if require_up:
+                    await client.aclose()
+                    raise
+            except StoreError:
+                await client.aclose()
+                raise
+        return store
+
+    async def _check_eviction(self) -> None:
+        errors = self._errors
+        try:
+            reply = await self._client.config_get("maxmemory-policy")
+        except errors.ResponseError as exc:
+            raise StoreError(
+                f"Redis at {self._url}: cannot read maxmemory-policy ({exc}); check that it is "
+                "not allkeys-* and connect with check_eviction=False") from None
+        except (errors.ConnectionError, errors.TimeoutError, OSError) as exc:
+            raise StoreUnavailableError(f"Redis at {self._url}: {exc}") from None
+        policy = reply.get("maxmemory-policy", reply.get(b"maxmemory-policy", b""))
+        if isinstance(policy, bytes):
+            policy = policy.decode(errors="replace")
+        if str(policy).startswith("allkeys-"):
+            raise StoreError(
+                f"Redis at {self._url}: maxmemory-policy {policy} may evict unexpired MTA-STS "
+                "policies (RFC 8461 section 10.2); use noeviction or a volatile-* policy")
+        self._unchecked = False
+
+    def _key(self, namespace: str, key: str) -> str:
+        return f"{self._prefix}{namespace}:{key}"
+
+    async def _call(self, coroutine: Any) -> Any:
+        if self._unchecked:
+            try:
+                await self._check_eviction()
+            except BaseException:
+                coroutine.close()  # never awaited: close it so nothing warns
+                raise
+        try:
+            return await coroutine
+        except (self._errors.ConnectionError, self._errors.TimeoutError, OSError) as exc:
+            raise StoreUnavailableError(f"Redis: {exc}") from None
+        except self._errors.RedisError as exc:
+            raise StoreError(f"Redis: {exc}") from None
+
+    async def get(self, namespace: str, key: str) -> StoreEntry | None:
+        """The unexpired entry, or ``None``."""
+        check_name(namespace, key)
+        name = self._key(namespace, key)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.get(name)
+        pipe.pexpiretime(name)
+        value, expiry = await self._call(pipe.execute())
+        if value is None:
+            return None
+        expires_at = None if expiry is None or expiry < 0 else expiry / 1000
+        if expires_at is not None and expires_at <= self._clock():
+            return None
+        return StoreEntry(namespace, key, bytes(value), expires_at)
+
+    async def set(self, namespace: str, key: str, value: bytes, *,
+                  expires_at: float | None) -> None:
+        """Store ``value`` with Redis expiry at ``expires_at``."""
+        check_name(namespace, key)
+        if not isinstance(value, bytes):
+            raise StoreError(f"store values are bytes, not {type(value).__name__}")
+        name = self._key(namespace, key)
+        if expires_at is None:
+            await self._call(self._client.set(name, value))
+        elif expires_at <= self._clock():
+            await self._call(self._client.delete(name))
+        else:
+            await self._call(self._client.set(name, value, pxat=int(expires_at * 1000)))
+
+    async def delete(self, namespace: str, key: str) -> bool:
+        """Remove one entry; whether it existed."""
+        check_name(namespace, key)
+        return bool(await self._call(self._client.delete(self._key(namespace, key))))
+
+    async def _scan(self, namespace: str, prefix: str) -> list[bytes]:
+        pattern = "".join("\\" + c if c in "*?[]\\" else c
+                          for c in self._key(namespace, prefix)) + "*"
+        found: list[bytes] = []
+        cursor = 0
+        while True:
+            cursor, keys = await self._call(self._client.scan(cursor, match=pattern, count=500))
+            found.extend(keys)
+            if int(cursor) == 0:
+                return found
+
+    async def purge(self, namespace: str, prefix: str = "") -> int:
+        """Remove every entry of ``namespace`` under ``prefix``."""
+        check_name(namespace, prefix)
+        keys = await self._scan(namespace, prefix)
+        removed = 0
+        for start in range(0, len(keys), 500):
+            removed += int(await self._call(self._client.delete(*keys[start:start + 500])))
+        return removed
+
+    async def entries(self, namespace: str, prefix: str = "") -> AsyncIterator[StoreEntry]:
+        """The unexpired entries of ``namespace`` under ``prefix``, in key order."""
+        check_name(namespace, prefix)
+        head = len(self._key(namespace, ""))
+        for name in sorted(await self._scan(namespace, prefix)):
+            entry = await self.get(namespace, name.decode()[head:])
+            if entry is not None:
+                yield entry
+
+    async def acquire(self, name: str, owner: str, ttl: float) -> bool:
+        """``SET NX PX``: take the lock unless another owner holds an unexpired one."""
+        check_name("lock", name)
+        check_name("lock", owner)
+        if not ttl > 0:
+            raise StoreError(f"lock ttl {ttl!r} must be positive")
+        key = self._key("lock", name)
+        millis = max(1, int(ttl * 1000))
+        if await self._call(self._client.set(key, owner, nx=True, px=millis)):
+            return True
+        # Our own lock: extend it, as the SQLite store does.
+        holder = await self._call(self._client.get(key))
+        if holder is not None and bytes(holder).decode(errors="replace") == owner:
+            await self._call(self._client.pexpire(key, millis))
+            return True
+        return False
+
+    async def release(self, name: str, owner: str) -> None:
+        """Delete the lock only if ``owner`` still holds it (atomic, in a script)."""
+        check_name("lock", name)
+        await self._call(self._release(keys=[self._key("lock", name)], args=[owner]))
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()

@@ -1,0 +1,230 @@
+"""SQLite store: one file on disk, survives restarts, shared by processes on one host.
+
+The standard library's ``sqlite3`` runs on one private worker thread per store,
+so the event loop never waits on disk, and every operation on one connection is
+serialised without a lock of our own.  The database is in WAL mode with a busy
+timeout, so several processes on the host can share the file; the lock table
+gives them single-flight (``BEGIN IMMEDIATE`` makes take-or-refuse atomic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .base import StoreEntry, StoreError, StoreUnavailableError, check_name
+
+__all__ = ["SqliteStore"]
+
+_T = TypeVar("_T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    namespace TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    expires_at REAL,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS locks (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+#: Entries read per batch when iterating, so a large namespace is never loaded at once.
+_BATCH = 500
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+class SqliteStore:
+    """A :class:`~tlspolicy.stores.Store` in one SQLite file.
+
+    ``path`` is created with its tables when missing (``":memory:"`` gives a
+    private store for tests).  ``clock`` returns the current time in seconds
+    since the epoch (``time.time`` unless a test passes another).
+    ``busy_timeout`` bounds how long an operation waits for another process
+    holding the file; past it the operation raises
+    :class:`~tlspolicy.stores.StoreUnavailableError`.
+    """
+
+    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time,
+                 busy_timeout: float = 5.0) -> None:
+        self.path = str(path)
+        self._clock = clock
+        self._busy_timeout = busy_timeout
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="tlspolicy-sqlite")
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=self._busy_timeout,
+                                       isolation_level=None, check_same_thread=False)
+                if self.path != ":memory:":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(_SCHEMA)
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite store {self.path}: cannot open: {exc}") from None
+            self._conn = conn
+        return self._conn
+
+    async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
+        if self._closed:
+            raise StoreError(f"SQLite store {self.path} is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(
+            self._guarded, function, *args))
+
+    def _guarded(self, function: Callable[..., _T], *args: Any) -> _T:
+        conn = self._connect()
+        try:
+            return function(conn, *args)
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
+                conn.rollback()
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StoreUnavailableError(f"SQLite store {self.path}: {exc}") from None
+            raise StoreError(f"SQLite store {self.path}: {exc}") from None
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.rollback()
+            raise StoreError(f"SQLite store {self.path}: {exc}") from None
+
+    # ------------------------------------------------------------------ entries
+
+    async def get(self, namespace: str, key: str) -> StoreEntry | None:
+        """The unexpired entry, or ``None``."""
+        check_name(namespace, key)
+        now = self._clock()
+
+        def work(conn: sqlite3.Connection) -> StoreEntry | None:
+            row = conn.execute(
+                "SELECT value, expires_at FROM entries WHERE namespace=? AND key=? "
+                "AND (expires_at IS NULL OR expires_at > ?)", (namespace, key, now)).fetchone()
+            return None if row is None else StoreEntry(namespace, key, bytes(row[0]), row[1])
+
+        return await self._run(work)
+
+    async def set(self, namespace: str, key: str, value: bytes, *,
+                  expires_at: float | None) -> None:
+        """Store ``value``, replacing any entry of that name."""
+        check_name(namespace, key)
+        if not isinstance(value, bytes):
+            raise StoreError(f"store values are bytes, not {type(value).__name__}")
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)",
+                         (namespace, key, value, expires_at))
+
+        await self._run(work)
+
+    async def delete(self, namespace: str, key: str) -> bool:
+        """Remove one entry; whether it existed."""
+        check_name(namespace, key)
+
+        def work(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute("DELETE FROM entries WHERE namespace=? AND key=?",
+                                  (namespace, key))
+            return cursor.rowcount > 0
+
+        return await self._run(work)
+
+    async def purge(self, namespace: str, prefix: str = "") -> int:
+        """Remove every entry of ``namespace`` whose key starts with ``prefix``."""
+        check_name(namespace, prefix)
+
+        def work(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "DELETE FROM entries WHERE namespace=? AND key LIKE ? ESCAPE '\\'",
+                (namespace, _like_prefix(prefix)))
+            # Expired rows anywhere are dead weight: drop them while we are here.
+            conn.execute("DELETE FROM entries WHERE expires_at <= ?", (self._clock(),))
+            return cursor.rowcount
+
+        return await self._run(work)
+
+    async def entries(self, namespace: str, prefix: str = "") -> AsyncIterator[StoreEntry]:
+        """The unexpired entries of ``namespace`` under ``prefix``, in key order."""
+        check_name(namespace, prefix)
+        after = ""
+        first = True
+        while True:
+            now = self._clock()
+
+            def work(conn: sqlite3.Connection, after: str = after,
+                     first: bool = first, now: float = now) -> list[Any]:
+                return conn.execute(
+                    "SELECT key, value, expires_at FROM entries WHERE namespace=? "
+                    "AND key LIKE ? ESCAPE '\\' AND (key > ? OR ?) "
+                    "AND (expires_at IS NULL OR expires_at > ?) ORDER BY key LIMIT ?",
+                    (namespace, _like_prefix(prefix), after, first, now, _BATCH)).fetchall()
+
+            rows = await self._run(work)
+            for key, value, expires_at in rows:
+                yield StoreEntry(namespace, key, bytes(value), expires_at)
+            if len(rows) < _BATCH:
+                return
+            after = rows[-1][0]
+            first = False
+
+    # -------------------------------------------------------------------- locks
+
+    async def acquire(self, name: str, owner: str, ttl: float) -> bool:
+        """Take the lock ``name`` for ``ttl`` seconds unless another owner holds it."""
+        check_name("lock", name)
+        check_name("lock", owner)
+        if not ttl > 0:
+            raise StoreError(f"lock ttl {ttl!r} must be positive")
+        now = self._clock()
+
+        def work(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute("SELECT owner, expires_at FROM locks WHERE name=?",
+                               (name,)).fetchone()
+            if row is not None and row[0] != owner and row[1] > now:
+                conn.execute("COMMIT")
+                return False
+            conn.execute("INSERT OR REPLACE INTO locks VALUES (?, ?, ?)",
+                         (name, owner, now + ttl))
+            conn.execute("COMMIT")
+            return True
+
+        return await self._run(work)
+
+    async def release(self, name: str, owner: str) -> None:
+        """Give the lock back if ``owner`` still holds it."""
+        check_name("lock", name)
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM locks WHERE name=? AND owner=?", (name, owner))
+
+        await self._run(work)
+
+    async def close(self) -> None:
+        """Close the database and stop the worker thread."""
+        if self._closed:
+            return
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.close()
+
+        if self._conn is not None:
+            await self._run(work)
+        self._closed = True
+        self._executor.shutdown(wait=False)

@@ -1,0 +1,25 @@
+"""``benchmarks/discovery.py --quick`` runs and prints every figure (no timing asserted)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIGURES = ("cold-discovery", "store-size", "memory", "cache-hit", "fleet")
+
+
+@pytest.mark.timeout(300)
+def test_quick_discovery_benchmark_prints_every_figure() -> None:
+    for binary in ("nsd", "unbound", "ldns-signzone"):
+        if shutil.which(binary) is None and not Path(f"/usr/sbin/{binary}").exists():
+            pytest.skip(f"{binary} is not installed (see .ci/install-discovery.sh)")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "discovery.py"), "--quick"],
+                          capture_output=True, text=True, timeout=240, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr
+    printed = {line.split(":", 1)[0] for line in done.stdout.splitlines() if ":" in line}
+    assert not [f for f in FIGURES if f not in printed], done.stdout

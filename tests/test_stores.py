@@ -1,0 +1,274 @@
+"""The store protocol on both backends: SQLite (a file) and a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from discovery_support import RedisServer
+from tlspolicy.stores import (
+    MirroredStore,
+    SqliteStore,
+    Store,
+    StoreError,
+    StoreUnavailableError,
+    dumps_json,
+    loads_json,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Clock:
+    """A clock that starts at the real time and moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _run(coro_factory: Callable[[], object]) -> None:
+    asyncio.run(coro_factory())  # type: ignore[arg-type]
+
+
+async def _redis_store(url: str, clock: Clock, prefix: str) -> Store:
+    from tlspolicy.stores.redis import RedisStore
+
+    store = await RedisStore.connect(url, prefix=prefix, clock=clock)
+    await store.purge("t")
+    await store.purge("u")
+    return store
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[Clock], object]:
+    if request.param == "sqlite":
+        async def sqlite(clock: Clock) -> Store:
+            return SqliteStore(tmp_path / "cache.sqlite3", clock=clock)
+        return sqlite
+    server: RedisServer = request.getfixturevalue("redis_server")
+
+    async def redis(clock: Clock) -> Store:
+        return await _redis_store(server.url, clock, f"test-{request.node.name}:")
+    return redis
+
+
+def test_get_set_expiry_delete(make_store: Callable[[Clock], object]) -> None:
+    async def main() -> None:
+        clock = Clock()
+        store: Store = await make_store(clock)  # type: ignore[misc]
+        assert await store.get("t", "a") is None
+        await store.set("t", "a", b"one", expires_at=clock.now + 10)
+        await store.set("t", "b", b"two", expires_at=None)
+        entry = await store.get("t", "a")
+        assert entry is not None and entry.value == b"one"
+        assert entry.expires_at is not None and abs(entry.expires_at - (clock.now + 10)) < 0.01
+        assert (await store.get("t", "b")).value == b"two"  # type: ignore[union-attr]
+        # Never served at or past its expiry.
+        clock.now += 10
+        assert await store.get("t", "a") is None
+        assert (await store.get("t", "b")) is not None
+        assert await store.delete("t", "b") is True
+        assert await store.delete("t", "b") is False
+        assert await store.get("t", "b") is None
+        await store.close()
+
+    _run(main)
+
+
+def test_namespaces_prefix_purge_and_iteration(make_store: Callable[[Clock], object]) -> None:
+    async def main() -> None:
+        clock = Clock()
+        store: Store = await make_store(clock)  # type: ignore[misc]
+        for key in ("example.com", "example.net", "ex_ample.org", "other.org"):
+            await store.set("t", key, key.encode(), expires_at=clock.now + 60)
+        await store.set("u", "example.com", b"other namespace", expires_at=None)
+        await store.set("t", "gone.example", b"x", expires_at=clock.now + 1)
+        clock.now += 2
+        keys = [e.key async for e in store.entries("t")]
+        assert keys == ["ex_ample.org", "example.com", "example.net", "other.org"]
+        # "_" and "%" in a prefix are literal, not patterns.
+        assert [e.key async for e in store.entries("t", "ex_")] == ["ex_ample.org"]
+        assert await store.purge("t", "example.") == 2
+        assert [e.key async for e in store.entries("t")] == ["ex_ample.org", "other.org"]
+        assert (await store.get("u", "example.com")).value == b"other namespace"  # type: ignore[union-attr]
+        # (Redis still holds the entry the test clock expired; the real clock never would.)
+        await store.delete("t", "gone.example")
+        assert await store.purge("t") == 2
+        assert [e async for e in store.entries("t")] == []
+        await store.close()
+
+    _run(main)
+
+
+def test_lock_single_holder_and_expiry(make_store: Callable[[Clock], object]) -> None:
+    async def main() -> None:
+        clock = Clock()
+        store: Store = await make_store(clock)  # type: ignore[misc]
+        name = f"lock-{time.monotonic_ns()}"
+        assert await store.acquire(name, "a", 0.5) is True
+        assert await store.acquire(name, "b", 0.5) is False
+        assert await store.acquire(name, "a", 0.5) is True  # re-entrant for its owner
+        await store.release(name, "b")  # not b's: nothing happens
+        assert await store.acquire(name, "b", 0.5) is False
+        await store.release(name, "a")
+        assert await store.acquire(name, "b", 0.5) is True
+        # A holder that never releases blocks others only until the lock expires.
+        clock.now += 1
+        await asyncio.sleep(0.6)
+        assert await store.acquire(name, "c", 5) is True
+        await store.release(name, "c")
+        await store.close()
+
+    _run(main)
+
+
+def test_bad_names_and_values_are_typed_errors(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = SqliteStore(tmp_path / "s.sqlite3")
+        for namespace, key in (("", "k"), ("a b", "k"), ("t", "with space"), ("t", "x" * 600),
+                               ("t", "nul\x00")):
+            with pytest.raises(StoreError):
+                await store.get(namespace, key)
+        with pytest.raises(StoreError):
+            await store.set("t", "k", "text", expires_at=None)  # type: ignore[arg-type]
+        with pytest.raises(StoreError):
+            loads_json(b"{not json")
+        assert loads_json(dumps_json({"b": 1, "a": [1, 2]})) == {"a": [1, 2], "b": 1}
+        await store.close()
+        with pytest.raises(StoreError):
+            await store.get("t", "k")
+
+    _run(main)
+
+
+def test_sqlite_survives_restart(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite3"
+
+    async def write() -> None:
+        store = SqliteStore(path)
+        await store.set("t", "k", b"kept", expires_at=time.time() + 3600)
+        await store.close()
+
+    async def read() -> bytes | None:
+        store = SqliteStore(path)
+        entry = await store.get("t", "k")
+        await store.close()
+        return None if entry is None else entry.value
+
+    asyncio.run(write())
+    assert asyncio.run(read()) == b"kept"
+
+
+_HOLD_AND_DIE = """
+import asyncio, sys
+sys.path[:0] = {paths!r}
+from tlspolicy.stores import SqliteStore
+async def main():
+    {make}
+    assert await store.acquire("shared", "dead-process", 1.5)
+    print("held", flush=True)
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_lock_across_processes_dead_holder(backend: str, tmp_path: Path,
+                                           request: pytest.FixtureRequest) -> None:
+    """A process takes the lock and dies without releasing: others wait only its ttl."""
+    if backend == "sqlite":
+        path = tmp_path / "shared.sqlite3"
+        make = f"store = SqliteStore({str(path)!r})"
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        make = ("from tlspolicy.stores.redis import RedisStore; store = await "
+                f"RedisStore.connect({server.url!r}, prefix='xproc:')")
+    code = _HOLD_AND_DIE.format(paths=sys.path, make=make)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30, check=True)
+    assert out.stdout.strip() == "held"
+
+    async def main() -> float:
+        if backend == "sqlite":
+            store: Store = SqliteStore(path)
+        else:
+            from tlspolicy.stores.redis import RedisStore
+            store = await RedisStore.connect(server.url, prefix="xproc:")
+        assert await store.acquire("shared", "me", 5) is False
+        start = time.monotonic()
+        while not await store.acquire("shared", "me", 5):
+            assert time.monotonic() - start < 10, "a dead holder's lock never expired"
+            await asyncio.sleep(0.05)
+        await store.release("shared", "me")
+        await store.close()
+        return time.monotonic() - start
+
+    asyncio.run(main())
+
+
+def test_redis_refuses_allkeys_eviction(redis_server: RedisServer) -> None:
+    from tlspolicy.stores.redis import RedisStore
+
+    async def main() -> None:
+        import redis.asyncio as redis_asyncio
+
+        admin = redis_asyncio.Redis.from_url(redis_server.url)
+        try:
+            for policy in ("allkeys-lru", "allkeys-lfu", "allkeys-random"):
+                await admin.config_set("maxmemory-policy", policy)
+                with pytest.raises(StoreError, match="maxmemory-policy"):
+                    await RedisStore.connect(redis_server.url)
+            for policy in ("noeviction", "volatile-lru", "volatile-ttl"):
+                await admin.config_set("maxmemory-policy", policy)
+                store = await RedisStore.connect(redis_server.url)
+                await store.close()
+        finally:
+            await admin.config_set("maxmemory-policy", "noeviction")
+            await admin.aclose()
+
+    asyncio.run(main())
+
+
+def test_redis_down_is_unavailable_and_mirror_serves(tmp_path: Path) -> None:
+    """A stopped Redis raises StoreUnavailableError; MirroredStore serves mirrored entries."""
+    from discovery_support import _binary, free_port
+    from tlspolicy.stores.redis import RedisStore
+
+    server = RedisServer(_binary("redis-server"), free_port())
+    server.start()
+
+    async def main() -> None:
+        redis_store = await RedisStore.connect(server.url, timeout=1.0)
+        local = SqliteStore(tmp_path / "mirror.sqlite3")
+        store = MirroredStore(redis_store, local,
+                              mirror_when=lambda ns, key, value: value.startswith(b"keep"))
+        await store.set("t", "a", b"keep me", expires_at=time.time() + 60)
+        await store.set("t", "b", b"shared only", expires_at=time.time() + 60)
+        assert (await local.get("t", "b")) is None
+        server.stop()
+        with pytest.raises(StoreUnavailableError):
+            await redis_store.get("t", "a")
+        assert (await store.get("t", "a")).value == b"keep me"  # type: ignore[union-attr]
+        assert await store.get("t", "b") is None
+        assert store.fallbacks >= 1
+        assert await store.acquire("l", "me", 1) is True  # local single-flight meanwhile
+        await store.release("l", "me")
+        await local.close()
+        await redis_store.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        server.stop()
+
+
+async def _aiter_list(items: AsyncIterator[object]) -> list[object]:
+    return [item async for item in items]
