@@ -235,14 +235,16 @@ class Discovery:
     Use it as ``async with Discovery(config, store=...) as d:`` (or call
     :meth:`start` and :meth:`close`), then ``await d.destination(domain, mx)``.
     ``store`` defaults to a :class:`~tlspolicy.stores.SqliteStore` at
-    ``config.cache_path``.  ``clock`` (seconds since the epoch) is for tests.
+    ``config.cache_path``, closed by :meth:`close`; a store passed in is closed only
+    with ``close_store=True``.  ``clock`` (seconds since the epoch) is for tests.
     """
 
     def __init__(self, config: DiscoveryConfig | None = None, *, store: Store | None = None,
+                 close_store: bool = False,
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config = config if config is not None else DiscoveryConfig()
         self._clock = clock
-        self._own_store = store is None
+        self._own_store = store is None or close_store
         if store is None:
             Path(config.cache_path).parent.mkdir(parents=True, exist_ok=True)
             store = SqliteStore(config.cache_path, clock=clock)

@@ -1,0 +1,283 @@
+"""``tlspolicy discover`` and ``tlspolicy cache``: fetch destination policy, inspect the cache.
+
+``discover`` asks the operator's validating resolver and the domain's MTA-STS
+policy host what :mod:`tlspolicy.discovery` would find, prints it, and shows the
+decision for each MX host as ``resolve`` does with inputs given by hand. ``cache``
+shows, purges or refreshes what the discovery store holds. Both need the
+``tlspolicy[discovery]`` extra (and ``tlspolicy[redis]`` with ``--redis``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+
+from ..resolver import Resolver
+from ._common import EXIT_OK, UsageError, add_config_files, load_configuration
+
+if TYPE_CHECKING:
+    from ..discovery import Discovery
+
+__all__ = ["add_discovery_arguments", "open_discovery", "register"]
+
+_T = TypeVar("_T")
+
+
+def add_discovery_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that say where discovery asks and caches (shared with ``serve``)."""
+    from ..discovery import DiscoveryConfig
+
+    defaults = DiscoveryConfig()
+    group = parser.add_argument_group("discovery (DNS, MTA-STS and the cache)")
+    group.add_argument("--resolver", metavar="ADDRESS", default=defaults.resolver,
+                       help="the validating DNS resolver to ask (loopback unless "
+                            f"--resolver-trusted; default {defaults.resolver})")
+    group.add_argument("--resolver-port", metavar="PORT", type=int,
+                       default=defaults.resolver_port,
+                       help=f"its port (default {defaults.resolver_port})")
+    group.add_argument("--resolver-trusted", action="store_true",
+                       help="trust the AD bit of a resolver that is not on loopback")
+    group.add_argument("--probe-name", metavar="NAME", default=defaults.probe_name,
+                       help="a signed name the resolver must validate at start, or DANE is "
+                            f"off (default {defaults.probe_name!r})")
+    group.add_argument("--cache", metavar="PATH", default=defaults.cache_path,
+                       help="the SQLite cache file; with --redis, the local mirror of "
+                            f"enforce policies (default {defaults.cache_path})")
+    group.add_argument("--redis", metavar="URL",
+                       help="share the cache with a fleet through Redis/Valkey at URL "
+                            "(redis://host:port/db)")
+    group.add_argument("--https-port", metavar="PORT", type=int, default=defaults.https_port,
+                       help=f"port of the MTA-STS policy hosts (default {defaults.https_port})")
+    group.add_argument("--ca-file", metavar="FILE",
+                       help="trust this CA bundle for MTA-STS policy hosts instead of the "
+                            "system store (for test setups)")
+    group.add_argument("--first-wait", metavar="SECONDS", type=float,
+                       default=defaults.first_wait,
+                       help="on a cold cache, how long to wait for a policy before answering "
+                            f"as if there were none (default {defaults.first_wait:g})")
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from ..discovery import DiscoveryConfig
+
+    try:
+        return DiscoveryConfig(
+            resolver=args.resolver, resolver_port=args.resolver_port,
+            resolver_trusted=args.resolver_trusted, probe_name=args.probe_name,
+            https_port=args.https_port, ca_file=args.ca_file, first_wait=args.first_wait,
+            cache_path=args.cache)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+async def open_discovery(args: argparse.Namespace, *, probe: bool = True) -> Discovery:
+    """A started :class:`~tlspolicy.discovery.Discovery` as the options say.
+
+    ``probe`` false skips the resolver probe (for commands that only read the cache).
+    """
+    from ..discovery import Discovery, redis_cache
+
+    config = _config(args)
+    store = None
+    if args.redis:
+        store = await redis_cache(args.redis, config.cache_path)
+    discovery = Discovery(config, store=store, close_store=True)
+    if probe:
+        await discovery.start()
+    return discovery
+
+
+def _run(args: argparse.Namespace, work: Callable[[Discovery], Awaitable[_T]], *,
+         probe: bool = True) -> _T:
+    try:
+        import dns.message  # noqa: F401
+        import httpx  # noqa: F401
+    except ImportError as exc:
+        raise UsageError(f"discovery needs the tlspolicy[discovery] extra ({exc.name} is "
+                         "not installed)") from None
+
+    async def main() -> _T:
+        discovery = await open_discovery(args, probe=probe)
+        try:
+            return await work(discovery)
+        finally:
+            await discovery.close()
+
+    return asyncio.run(main())
+
+
+def _print_summary(found: dict[str, Any], out: TextIO) -> None:
+    resolver = found["resolver"]
+    out.write(f"domain        {found['domain']}")
+    out.write(f"  (next hop {found['next_hop']})\n" if found["next_hop"] else "\n")
+    out.write(f"resolver      {resolver['address']}:{resolver['port']}  "
+              f"{'DNSSEC trusted' if resolver['dnssec'] else 'DNSSEC NOT trusted'}: "
+              f"{resolver['detail']}\n")
+    mx = found["mx"]
+    hosts = ", ".join(mx["hosts"]) or "-"
+    out.write(f"mx            {mx['kind']}: {hosts}  "
+              f"({'secure' if mx['dnssec'] else 'not secure'})"
+              f"{'  ' + mx['detail'] if mx['detail'] else ''}\n")
+    sts = found["mta_sts"]
+    if sts is None:
+        out.write("mta-sts       nothing cached\n")
+    else:
+        policy = sts["policy"]
+        if policy is None:
+            out.write(f"mta-sts       no policy ({sts['state']})\n")
+        else:
+            out.write(f"mta-sts       {policy['mode']}  mx {', '.join(policy['mx'])}  "
+                      f"id {policy['id']}  expires {policy['expires_at']}"
+                      f"{'  EXPIRED' if policy['expired'] else ''}\n")
+        fetch = sts["latest_fetch"]
+        rpt = f" [tls-rpt {sts['tlsrpt_result_type']}]" if sts["tlsrpt_result_type"] else ""
+        out.write(f"  latest fetch {fetch}{rpt}  {sts['detail'] or ''}".rstrip() + "\n")
+        out.write(f"  next check   {sts['next_check'] or '-'}  failures {sts['failures']}\n")
+    rpt_record = found["tlsrpt"]
+    out.write(f"tls-rpt       {rpt_record['record'] or 'none'}"
+              f"{'  ' + rpt_record['detail'] if rpt_record['detail'] else ''}\n")
+    for host, dest in found["hosts"].items():
+        tlsa = dest["tlsa"]
+        if tlsa is None:
+            described = "not looked up"
+        else:
+            records = "; ".join(tlsa["records"])
+            described = (f"{tlsa['status']} ({tlsa['applicability']})"
+                         f"{'  ' + records if records else ''}"
+                         f"{'  ' + tlsa['detail'] if tlsa['detail'] else ''}")
+        out.write(f"host {host}\n  tlsa         {described}\n")
+
+
+def _cmd_discover(args: argparse.Namespace) -> int:
+    from ..discovery import describe
+    from .resolve import _print_decision
+
+    config = load_configuration(args)
+    resolver = Resolver(config)
+    # An unknown binding is an error before anything is fetched.
+    resolver.binding_group_of(args.binding or "default")
+
+    async def work(discovery: Discovery) -> dict[str, Any]:
+        return await describe(discovery, args.domain, args.mx_host)
+
+    found = _run(args, work)
+    destinations = found.pop("_destinations")
+    decisions = {host: resolver.resolve(args.domain, args.binding, mx_host=host,
+                                        destination=destination)
+                 for host, destination in destinations.items()}
+    out = sys.stdout
+    if args.json:
+        json.dump({"discovery": found,
+                   "decisions": {h: d.to_dict() for h, d in decisions.items()}},
+                  out, indent=2)
+        out.write("\n")
+        return EXIT_OK
+    _print_summary(found, out)
+    if not decisions:
+        out.write("\nno MX host to decide for: configuration alone applies\n")
+    for host, decision in decisions.items():
+        out.write(f"\n---- decision for {host}\n")
+        _print_decision(decision, out)
+    return EXIT_OK
+
+
+def _cmd_cache_show(args: argparse.Namespace) -> int:
+    from ..discovery import describe_cache
+
+    async def work(discovery: Discovery) -> list[dict[str, Any]]:
+        return await describe_cache(discovery, args.domain)
+
+    states = _run(args, work, probe=False)
+    out = sys.stdout
+    if args.json:
+        json.dump(states, out, indent=2)
+        out.write("\n")
+        return EXIT_OK
+    if not states:
+        out.write("nothing cached" + (f" for {args.domain}" if args.domain else "") + "\n")
+    for state in states:
+        policy = state["policy"]
+        shown = ("no policy" if policy is None else
+                 f"{policy['mode']}  id {policy['id']}  expires {policy['expires_at']}"
+                 f"{'  EXPIRED' if policy['expired'] else ''}")
+        rpt = f" [tls-rpt {state['tlsrpt_result_type']}]" if state["tlsrpt_result_type"] else ""
+        out.write(f"{state['domain']}  {shown}  latest fetch {state['latest_fetch']}{rpt}  "
+                  f"next check {state['next_check'] or '-'}\n")
+    return EXIT_OK
+
+
+def _cmd_cache_purge(args: argparse.Namespace) -> int:
+    if (args.domain is None) == (not args.all):
+        raise UsageError("cache purge needs a DOMAIN or --all (not both)")
+
+    async def work(discovery: Discovery) -> int:
+        return await discovery.purge(None if args.all else args.domain)
+
+    count = _run(args, work, probe=False)
+    sys.stdout.write(f"purged {count} cached polic{'y' if count == 1 else 'ies'}\n")
+    return EXIT_OK
+
+
+def _cmd_cache_refresh(args: argparse.Namespace) -> int:
+    from ..discovery.summary import describe_state
+
+    async def work(discovery: Discovery) -> dict[str, Any] | None:
+        state = await discovery.refresh(args.domain)
+        return describe_state(state, discovery._clock())
+
+    state = _run(args, work)
+    if args.json:
+        json.dump(state, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    assert state is not None
+    policy = state["policy"]
+    shown = "no policy" if policy is None else f"{policy['mode']} policy id {policy['id']}"
+    sys.stdout.write(f"{state['domain']}: {shown}; latest fetch {state['latest_fetch']}"
+                     f"{'  ' + state['detail'] if state['detail'] else ''}\n")
+    return EXIT_OK
+
+
+def register(sub: Any) -> None:
+    """Add ``discover`` and ``cache show|purge|refresh`` to the command line's subparsers."""
+    discover = sub.add_parser(
+        "discover", help="fetch a domain's MTA-STS, DANE and TLS-RPT records and show the "
+                         "decision for each MX host",
+        description="Ask the validating resolver and the MTA-STS policy host what discovery "
+                    "finds for DOMAIN (or a [host]:port next hop), update the cache, and "
+                    "print it with the decision for each MX host.")
+    discover.add_argument("domain", metavar="DOMAIN",
+                          help="recipient domain, or a [host]:port next hop")
+    discover.add_argument("--mx-host", "--mx", dest="mx_host", metavar="HOST",
+                          help="decide for this MX host only (default: every MX host, "
+                               "at most 10)")
+    discover.add_argument("--binding", "-b", help="binding name (default: the default binding)")
+    discover.add_argument("--json", action="store_true",
+                          help="print what was found and the decisions as JSON")
+    add_config_files(discover)
+    add_discovery_arguments(discover)
+    discover.set_defaults(func=_cmd_discover)
+
+    cache = sub.add_parser("cache", help="show, purge or refresh the discovery cache")
+    actions = cache.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = actions.add_parser("show", help="print cached MTA-STS states")
+    show.add_argument("domain", nargs="?", metavar="DOMAIN",
+                      help="one domain (default: every cached domain)")
+    show.add_argument("--json", action="store_true", help="print the states as JSON")
+    add_discovery_arguments(show)
+    show.set_defaults(func=_cmd_cache_show)
+    purge = actions.add_parser("purge", help="forget cached policy and DNS answers")
+    purge.add_argument("domain", nargs="?", metavar="DOMAIN", help="the domain to forget")
+    purge.add_argument("--all", action="store_true", help="forget every cached domain")
+    add_discovery_arguments(purge)
+    purge.set_defaults(func=_cmd_cache_purge)
+    refresh = actions.add_parser("refresh", help="fetch a domain's policy now, ignoring the "
+                                                 "cache's schedule")
+    refresh.add_argument("domain", metavar="DOMAIN", help="the domain to refresh")
+    refresh.add_argument("--json", action="store_true", help="print the new state as JSON")
+    add_discovery_arguments(refresh)
+    refresh.set_defaults(func=_cmd_cache_refresh)

@@ -1,0 +1,89 @@
+"""``tlspolicy discover`` and ``tlspolicy cache`` against the real DNS and HTTPS servers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from discovery_support import DnsLab, HttpsLab
+from tlspolicy import cli
+
+pytestmark = pytest.mark.timeout(120)
+
+CONFIG = """
+[global]
+tls = "ifavailable"
+use_mta_sts = true
+use_dane = true
+"""
+
+
+@pytest.fixture
+def lab_args(dns_lab: DnsLab, https_lab: HttpsLab, tmp_path: Path) -> list[str]:
+    https_lab.reset()
+    config = tmp_path / "outbound.toml"
+    config.write_text(CONFIG)
+    return [str(config), "--resolver", "127.0.0.1", "--resolver-port", str(dns_lab.port),
+            "--probe-name", "test.", "--https-port", str(https_lab.port),
+            "--ca-file", str(https_lab.ca_file), "--cache", str(tmp_path / "cache.sqlite3")]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_discover_prints_records_and_the_decision(
+        lab_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "discover", "ok.secure.test", *lab_args)
+    assert code == 0
+    assert "DNSSEC trusted" in out
+    assert "mx            mx: mx.ok.secure.test  (secure)" in out
+    assert "mta-sts       enforce" in out
+    assert "---- decision for mx.ok.secure.test" in out
+    assert "tls           required    verification host" in out
+
+
+def test_discover_json_has_dane_decision(lab_args: list[str],
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "discover", "secure.test", *lab_args, "--mx-host",
+                       "mx.secure.test", "--json")
+    assert code == 0
+    data = json.loads(out)
+    host = data["discovery"]["hosts"]["mx.secure.test"]
+    assert host["tlsa"]["status"] == "records"
+    decision = data["decisions"]["mx.secure.test"]
+    assert decision["tls"] == "required"
+    assert decision["tlsa_records"]
+
+
+def test_cache_show_purge_refresh(lab_args: list[str],
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    discovery_flags = lab_args[1:]
+    assert run(capsys, "cache", "show", *discovery_flags)[1] == "nothing cached\n"
+    assert run(capsys, "discover", "ok.secure.test", *lab_args)[0] == 0
+    code, out, _ = run(capsys, "cache", "show", "ok.secure.test", *discovery_flags)
+    assert code == 0 and out.startswith("ok.secure.test  enforce  id id1")
+    code, out, _ = run(capsys, "cache", "refresh", "ok.secure.test", "--json", *discovery_flags)
+    assert code == 0 and json.loads(out)["policy"]["mode"] == "enforce"
+    code, out, _ = run(capsys, "cache", "purge", "ok.secure.test", *discovery_flags)
+    assert code == 0 and out == "purged 1 cached policy\n"
+    assert run(capsys, "cache", "show", "ok.secure.test", *discovery_flags)[1] == (
+        "nothing cached for ok.secure.test\n")
+
+
+def test_cache_purge_needs_domain_or_all(lab_args: list[str],
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "cache", "purge", *lab_args[1:])
+    assert code == 2 and "DOMAIN or --all" in err
+    code, _, err = run(capsys, "cache", "purge", "x.test", "--all", *lab_args[1:])
+    assert code == 2
+
+
+def test_discover_unknown_binding_fails_before_fetching(
+        lab_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "discover", "ok.secure.test", *lab_args, "--binding", "nope")
+    assert code == 2 and "unknown binding 'nope'" in err
