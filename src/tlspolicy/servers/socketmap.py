@@ -875,8 +875,9 @@ def _last_complete(conn: _Connection) -> float:
 class _Connection(asyncio.Protocol):
     """One client connection: a netstring decoder, one answer per turn, one timer.
 
-    Fairness: received bytes are only buffered; answering is a callback that
-    answers ONE request and, if more are buffered, queues itself behind every
+    Fairness: a connection answers at most ONE request per turn of the loop:
+    on receipt when no turn of its own is pending, else in its queued turn,
+    which, while more requests are buffered, re-queues itself behind every
     other ready callback of the loop.  A client pipelining thousands of
     requests thus gets one answer per turn of the loop, like every other
     connection, and reading from it pauses while its backlog is large.
@@ -931,8 +932,13 @@ class _Connection(asyncio.Protocol):
         if self._lost:
             return
         self.decoder.feed(data)
-        self._schedule()
-        if not self._read_paused and self.decoder.buffered > self._server._read_limit:
+        if not self._scheduled and not self._write_paused:
+            # No turn of ours is pending: answer one request now (saving a
+            # loop iteration per request for a client that waits for each
+            # answer); _serve_one queues a turn if more is buffered.
+            self._serve_one()
+        if (not self._read_paused and not self._lost
+                and self.decoder.buffered > self._server._read_limit):
             self._read_paused = True
             self.transport.pause_reading()
 
