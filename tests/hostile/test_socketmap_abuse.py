@@ -717,3 +717,18 @@ def test_a_client_that_reads_no_answers_cannot_hold_the_server(tmp_path: Path) -
         assert is_closed(greedy, within=15.0)
         greedy.close()
         server.terminate()
+
+
+@pytest.mark.parametrize("args", [
+    ["--listen", "127.0.0.1:0", "--socket-mode", "0600"],  # a mode for a TCP address
+    ["--listen", "unix:/tmp/x.sock", "--socket-mode", "999"],
+    ["--listen", "::1:0"],  # IPv6 needs brackets
+    ["--listen", "127.0.0.1:0", "--idle-timeout", "0"],
+    ["--listen", "127.0.0.1:0", "--max-connections", "-1"],
+])
+def test_bad_serve_arguments_are_usage_errors(tmp_path: Path, args: list[str]) -> None:
+    config = write_config(tmp_path / "policy.toml", REQUIRED)
+    result = _run_cli(*args, str(config))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "listening on" not in result.stdout

@@ -15,24 +15,23 @@ from ..resolver import Resolver
 from ..servers import socketmap as _sm
 from ._common import EXIT_ERROR, UsageError, add_config_files, config_paths, print_errors
 
-__all__ = ["ListenAddress", "lookup_factory", "parse_listen", "register"]
+__all__ = ["UnixListen", "lookup_factory", "parse_listen", "register"]
 
 
-class ListenAddress(NamedTuple):
-    """Where ``--listen`` says to listen: a TCP host and port, or a unix socket path."""
+class UnixListen(NamedTuple):
+    """``--listen unix:PATH``: a unix socket path."""
 
-    host: str
-    port: int
-    unix_path: str | None = None
+    path: str
 
 
-def parse_listen(text: str) -> ListenAddress:
-    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) or ``unix:PATH`` into a :class:`ListenAddress`."""
+def parse_listen(text: str) -> tuple[str, int] | UnixListen:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) into ``(host, port)``; ``unix:PATH``
+    into a :class:`UnixListen`."""
     if text.startswith("unix:"):
         path = text[len("unix:"):]
         if not path:
             raise argparse.ArgumentTypeError(f"expected unix:PATH, got {text!r}")
-        return ListenAddress("", 0, path)
+        return UnixListen(path)
     host, sep, port_text = text.rpartition(":")
     if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT or unix:PATH, got {text!r}")
@@ -40,7 +39,7 @@ def parse_listen(text: str) -> ListenAddress:
         host = host[1:-1]
     elif ":" in host:
         raise argparse.ArgumentTypeError(f"an IPv6 address needs brackets: [{host}]:{port_text}")
-    return ListenAddress(host, int(port_text))
+    return host, int(port_text)
 
 
 def _file_mode(text: str) -> int:
@@ -83,7 +82,9 @@ def lookup_factory(paths: Sequence[str]) -> Callable[[], PolicyLookup]:
 def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
                         stream=sys.stderr, format="tlspolicy: %(levelname)s %(message)s")
-    listen: ListenAddress = args.listen
+    listen: tuple[str, int] | UnixListen = args.listen
+    host, port, unix_path = (("", 0, listen.path) if isinstance(listen, UnixListen)
+                             else (*listen, None))
 
     def ready(server: _sm.SocketmapServer) -> None:
         sys.stdout.write(f"listening on {server.listen_address}\n")
@@ -94,12 +95,12 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
         # Serving the bundled example to a real MTA would be a silent misconfiguration.
         raise UsageError("serve needs configuration files (FILE or --config FILE); it never "
                          "serves the bundled example")
-    if listen.unix_path is None and args.socket_mode is not None:
+    if unix_path is None and args.socket_mode is not None:
         raise UsageError("--socket-mode applies to --listen unix:PATH only")
     try:
         _sm.run_forever(
-            lookup_factory(paths), host=listen.host, port=listen.port,
-            unix_path=listen.unix_path, allow_remote=args.allow_remote,
+            lookup_factory(paths), host=host, port=port, unix_path=unix_path,
+            allow_remote=args.allow_remote,
             socket_mode=_sm.DEFAULT_SOCKET_MODE if args.socket_mode is None else args.socket_mode,
             max_connections=args.max_connections,
             max_connections_per_client=args.max_connections_per_client,
@@ -130,7 +131,7 @@ def _add_listening(parser: argparse.ArgumentParser) -> None:
 def _add_limits(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "limits", "when the connection slots are taken, the longest-idle connection is closed "
-                  "to make room (Postfix reconnects); see docs/security-socketmap.md")
+                  "to make room (Postfix reconnects); the security documentation explains each")
     group.add_argument("--max-connections", type=_positive_int,
                        default=_sm.DEFAULT_MAX_CONNECTIONS, metavar="N",
                        help=f"connections at once (default {_sm.DEFAULT_MAX_CONNECTIONS})")

@@ -26,16 +26,16 @@ Protocol choices (Postfix's manual leaves them to the server):
 - A reply longer than Postfix accepts (100000 characters) is replaced by
   ``PERM reply too long``, again failing closed.
 - Limits (connections in all and per client, idle and request deadlines,
-  request size, reload time) are arguments of :class:`SocketmapServer`;
-  the defaults and what the server does when each is hit are listed in
-  ``docs/security-socketmap.md``.  In short: when the connection slots (all,
-  or one client's) are taken, the longest-idle connection is closed to make
-  room, never the new one; Postfix reconnects and retries a lookup once when
-  its connection was closed under it.  A connection with no complete request
-  for ``idle_timeout`` seconds, or whose started request is not complete
-  after ``request_timeout`` seconds, is closed.  Each connection gets one
-  answer per turn of the event loop, so a pipelining client cannot delay
-  the others.
+  request size, reload time) are arguments of :class:`SocketmapServer`; the
+  security documentation (its socketmap server section) lists each default
+  and what the server does when it is hit.  In short: when the connection
+  slots (all, or one client's) are taken, the longest-idle connection is
+  closed to make room, never the new one; Postfix reconnects and retries a
+  lookup once when its connection was closed under it.  A connection with no
+  complete request for ``idle_timeout`` seconds, or whose started request is
+  not complete after ``request_timeout`` seconds, is closed.  Each connection
+  gets one answer per turn of the event loop, so a pipelining client cannot
+  delay the others.
 """
 
 from __future__ import annotations
