@@ -721,7 +721,7 @@ def test_a_client_that_reads_no_answers_cannot_hold_the_server(tmp_path: Path) -
 
 @pytest.mark.parametrize("args", [
     ["--listen", "127.0.0.1:0", "--socket-mode", "0600"],  # a mode for a TCP address
-    ["--listen", "unix:/tmp/x.sock", "--socket-mode", "999"],
+    ["--listen", "unix:policy.sock", "--socket-mode", "999"],
     ["--listen", "::1:0"],  # IPv6 needs brackets
     ["--listen", "127.0.0.1:0", "--idle-timeout", "0"],
     ["--listen", "127.0.0.1:0", "--max-connections", "-1"],
