@@ -393,17 +393,20 @@ def test_oversized_request_refused_without_reading_it() -> None:
         assert ask(other, "tls example.com") == "OK encrypt"
 
 
-def test_connection_limit() -> None:
+def test_connection_limit_closes_the_longest_idle() -> None:
+    # When the slots are taken, the new connection is served and the one idle
+    # the longest (here: first, whose last request is the oldest) is closed.
     with running(max_connections=2) as server:
         first, second = connect(server), connect(server)
         try:
             assert ask(first, "tls example.com") == "OK encrypt"
             assert ask(second, "tls example.com") == "OK encrypt"
             with connect(server) as third:
-                third.sendall(encode_netstring(b"tls example.com"))
-                assert read_reply(third) is None  # closed without a reply
-            assert ask(first, "other example.com") == "OK may"
-            first.close()
+                assert ask(third, "tls example.com") == "OK encrypt"
+                assert_closed(first)
+                assert ask(second, "other example.com") == "OK may"
+                assert server.active_connections == 2
+                assert server.evicted_connections == 1
             deadline = time.monotonic() + IO_TIMEOUT
             while server.active_connections >= 2:
                 assert time.monotonic() < deadline, "server did not notice the closed connection"
@@ -411,6 +414,7 @@ def test_connection_limit() -> None:
             with connect(server) as fourth:
                 assert ask(fourth, "tls example.com") == "OK encrypt"
             assert ask(second, "tls example.com") == "OK encrypt"
+            assert server.evicted_connections == 1
         finally:
             first.close()
             second.close()

@@ -6,25 +6,66 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import TlsPolicyError
 from ..formats.loader import load_config
 from ..formats.postfix import PolicyLookup
 from ..resolver import Resolver
+from ..servers import socketmap as _sm
 from ._common import EXIT_ERROR, UsageError, add_config_files, config_paths, print_errors
 
-__all__ = ["lookup_factory", "parse_listen", "register"]
+__all__ = ["UnixListen", "lookup_factory", "parse_listen", "register"]
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) into ``(host, port)``."""
+class UnixListen(NamedTuple):
+    """``--listen unix:PATH``: a unix socket path."""
+
+    path: str
+
+
+def parse_listen(text: str) -> tuple[str, int] | UnixListen:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) into ``(host, port)``; ``unix:PATH``
+    into a :class:`UnixListen`."""
+    if text.startswith("unix:"):
+        path = text[len("unix:"):]
+        if not path:
+            raise argparse.ArgumentTypeError(f"expected unix:PATH, got {text!r}")
+        return UnixListen(path)
     host, sep, port_text = text.rpartition(":")
     if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT or unix:PATH, got {text!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+    elif ":" in host:
+        raise argparse.ArgumentTypeError(f"an IPv6 address needs brackets: [{host}]:{port_text}")
     return host, int(port_text)
+
+
+def _file_mode(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"expected an octal file mode such as 0660, got {text!r}")
+    return mode
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 def lookup_factory(paths: Sequence[str]) -> Callable[[], PolicyLookup]:
@@ -39,15 +80,14 @@ def lookup_factory(paths: Sequence[str]) -> Callable[[], PolicyLookup]:
 
 
 def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
-    from ..servers.socketmap import SocketmapServer, run_forever
-
     logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
                         stream=sys.stderr, format="tlspolicy: %(levelname)s %(message)s")
-    host, port = args.listen
+    listen: tuple[str, int] | UnixListen = args.listen
+    host, port, unix_path = (("", 0, listen.path) if isinstance(listen, UnixListen)
+                             else (*listen, None))
 
-    def ready(server: SocketmapServer) -> None:
-        bound_host, bound_port = server.address
-        sys.stdout.write(f"listening on {bound_host}:{bound_port}\n")
+    def ready(server: _sm.SocketmapServer) -> None:
+        sys.stdout.write(f"listening on {server.listen_address}\n")
         sys.stdout.flush()
 
     paths = config_paths(args)
@@ -55,12 +95,68 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
         # Serving the bundled example to a real MTA would be a silent misconfiguration.
         raise UsageError("serve needs configuration files (FILE or --config FILE); it never "
                          "serves the bundled example")
+    if unix_path is None and args.socket_mode is not None:
+        raise UsageError("--socket-mode applies to --listen unix:PATH only")
     try:
-        run_forever(lookup_factory(paths), host=host, port=port, ready=ready)
+        _sm.run_forever(
+            lookup_factory(paths), host=host, port=port, unix_path=unix_path,
+            allow_remote=args.allow_remote,
+            socket_mode=_sm.DEFAULT_SOCKET_MODE if args.socket_mode is None else args.socket_mode,
+            max_connections=args.max_connections,
+            max_connections_per_client=args.max_connections_per_client,
+            idle_timeout=args.idle_timeout, request_timeout=args.request_timeout,
+            max_request_bytes=args.max_request_bytes, reload_timeout=args.reload_timeout,
+            ready=ready)
     except TlsPolicyError as exc:
         print_errors(exc)
         return EXIT_ERROR
     return 0
+
+
+def _add_listening(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("listening")
+    group.add_argument("--listen", required=True, type=parse_listen,
+                       metavar="HOST:PORT|unix:PATH",
+                       help="TCP address (IPv6 as [ADDR]:PORT; port 0 picks a free one) or unix "
+                            "socket to listen on; the address in use is printed on standard "
+                            "output. Non-loopback addresses are refused without --allow-remote")
+    group.add_argument("--allow-remote", action="store_true",
+                       help="allow a non-loopback --listen address (the socketmap protocol has "
+                            "no authentication: restrict who can reach it)")
+    group.add_argument("--socket-mode", type=_file_mode, default=None, metavar="MODE",
+                       help="file mode of the unix socket, octal "
+                            f"(default {_sm.DEFAULT_SOCKET_MODE:04o})")
+
+
+def _add_limits(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "limits", "when the connection slots are taken, the longest-idle connection is closed "
+                  "to make room (Postfix reconnects); the security documentation explains each")
+    group.add_argument("--max-connections", type=_positive_int,
+                       default=_sm.DEFAULT_MAX_CONNECTIONS, metavar="N",
+                       help=f"connections at once (default {_sm.DEFAULT_MAX_CONNECTIONS})")
+    group.add_argument("--max-connections-per-client", type=_positive_int, default=None,
+                       metavar="N",
+                       help="connections one client may hold: per peer address over TCP, per "
+                            "peer user id over a unix socket (default: no limit of its own; "
+                            "every Postfix process of a host is the same client)")
+    group.add_argument("--idle-timeout", type=_seconds, default=_sm.DEFAULT_IDLE_TIMEOUT,
+                       metavar="SECONDS",
+                       help="close a connection this long after its last complete request "
+                            f"(default {_sm.DEFAULT_IDLE_TIMEOUT:g}; Postfix itself closes "
+                            "idle connections after 10)")
+    group.add_argument("--request-timeout", type=_seconds, default=_sm.DEFAULT_REQUEST_TIMEOUT,
+                       metavar="SECONDS",
+                       help="close a connection whose started request is not complete this "
+                            f"long after its first byte (default {_sm.DEFAULT_REQUEST_TIMEOUT:g})")
+    group.add_argument("--max-request-bytes", type=_positive_int,
+                       default=_sm.DEFAULT_MAX_REQUEST_BYTES, metavar="N",
+                       help="largest request accepted "
+                            f"(default {_sm.DEFAULT_MAX_REQUEST_BYTES})")
+    group.add_argument("--reload-timeout", type=_seconds, default=_sm.DEFAULT_RELOAD_TIMEOUT,
+                       metavar="SECONDS",
+                       help="abandon a load (start or SIGHUP) that takes longer, keeping the "
+                            f"previous policy (default {_sm.DEFAULT_RELOAD_TIMEOUT:g})")
 
 
 def register(sub: Any) -> None:
@@ -70,9 +166,8 @@ def register(sub: Any) -> None:
     socketmap = servers.add_parser(
         "socketmap", help="Postfix socketmap server for smtp_tls_policy_maps; the map name "
                           "selects the binding")
-    socketmap.add_argument("--listen", required=True, type=parse_listen, metavar="HOST:PORT",
-                           help="address to listen on (loopback only is advised; port 0 "
-                                "picks a free one, printed on standard output)")
+    _add_listening(socketmap)
+    _add_limits(socketmap)
     add_config_files(socketmap)
     socketmap.add_argument("--quiet", "-q", action="store_true", help="log warnings only")
     socketmap.set_defaults(func=_cmd_serve_socketmap)

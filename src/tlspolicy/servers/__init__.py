@@ -6,6 +6,8 @@ Only the Postfix socketmap server exists so far; see :mod:`.socketmap`.
 from __future__ import annotations
 
 from .socketmap import (
+    ListenError,
+    LoadTimeoutError,
     Lookup,
     LookupFactory,
     PostfixKey,
@@ -19,6 +21,8 @@ from .socketmap import (
 )
 
 __all__ = [
+    "ListenError",
+    "LoadTimeoutError",
     "Lookup",
     "LookupFactory",
     "PostfixKey",

@@ -25,10 +25,17 @@ Protocol choices (Postfix's manual leaves them to the server):
   than delivers under a policy nobody computed.
 - A reply longer than Postfix accepts (100000 characters) is replaced by
   ``PERM reply too long``, again failing closed.
-- Connections beyond ``max_connections`` are closed at once without a reply;
-  Postfix treats that as a temporary lookup failure and defers.
-- A connection that sends no complete request for ``idle_timeout`` seconds
-  is closed.
+- Limits (connections in all and per client, idle and request deadlines,
+  request size, reload time) are arguments of :class:`SocketmapServer`; the
+  security documentation (its socketmap server section) lists each default
+  and what the server does when it is hit.  In short: when the connection
+  slots (all, or one client's) are taken, the longest-idle connection is
+  closed to make room, never the new one; Postfix reconnects and retries a
+  lookup once when its connection was closed under it.  A connection with no
+  complete request for ``idle_timeout`` seconds, or whose started request is
+  not complete after ``request_timeout`` seconds, is closed.  Each connection
+  gets one answer per turn of the event loop, so a pipelining client cannot
+  delay the others.
 """
 
 from __future__ import annotations
@@ -38,10 +45,18 @@ import contextlib
 import enum
 import ipaddress
 import logging
+import math
+import os
 import re
+import resource
 import signal
+import socket
+import stat
+import struct
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, TypeVar
 
 import attrs
 
@@ -52,8 +67,14 @@ from .netstring import NetstringDecoder, NetstringError, NetstringTooLongError, 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_CONNECTIONS_PER_CLIENT",
     "DEFAULT_MAX_REQUEST_BYTES",
+    "DEFAULT_RELOAD_TIMEOUT",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "DEFAULT_SOCKET_MODE",
     "MAX_REPLY_CHARS",
+    "ListenError",
+    "LoadTimeoutError",
     "Lookup",
     "LookupFactory",
     "PostfixKey",
@@ -61,6 +82,8 @@ __all__ = [
     "ReplyStatus",
     "SocketmapReply",
     "SocketmapServer",
+    "format_address",
+    "is_loopback_address",
     "parse_postfix_key",
     "run_forever",
     "serve",
@@ -71,14 +94,43 @@ log = logging.getLogger(__name__)
 #: Largest request payload accepted.  A Postfix key is a domain (at most 253
 #: characters, more as UTF-8), brackets and a port; the map name adds a little.
 DEFAULT_MAX_REQUEST_BYTES: Final = 4096
-#: Concurrent connections served; Postfix opens one per daemon process.
-DEFAULT_MAX_CONNECTIONS: Final = 256
-#: Seconds a connection may wait between requests before it is closed.
-DEFAULT_IDLE_TIMEOUT: Final = 300.0
+#: Connections served at once.  Postfix opens one per process that uses the
+#: map (up to ``default_process_limit``, 100, per service); when all are
+#: taken, the longest-idle connection is closed to make room.
+DEFAULT_MAX_CONNECTIONS: Final = 512
+#: Connections one client (a TCP peer address, or a unix-socket peer user id)
+#: may hold; ``None``: no limit of its own.  Every Postfix process of a host
+#: shares one address and one user id, so any lower default would make
+#: Postfix compete with itself; set it when other clients share the server.
+DEFAULT_MAX_CONNECTIONS_PER_CLIENT: Final[int | None] = None
+#: Seconds after the last complete request (or the accept) before an idle
+#: connection is closed.  Postfix closes its own idle socketmap connections
+#: after 10 s, so a healthy Postfix never meets this limit; anything that
+#: stays silent three times as long is not Postfix.
+DEFAULT_IDLE_TIMEOUT: Final = 30.0
+#: Seconds a request may take to arrive once its first byte has.  Postfix
+#: writes a request (a few hundred bytes) in one go and waits 100 s for the
+#: answer; 10 s is far beyond any honest transfer over loopback.
+DEFAULT_REQUEST_TIMEOUT: Final = 10.0
+#: Seconds a reload (or the first load) may take before it is abandoned.
+DEFAULT_RELOAD_TIMEOUT: Final = 30.0
+#: File mode of a unix socket: the server's user and group (add Postfix's
+#: user to the group, or use 0o666 to let every local user in).
+DEFAULT_SOCKET_MODE: Final = 0o660
 #: Postfix's socketmap client refuses replies longer than this (socketmap_table(5)).
 MAX_REPLY_CHARS: Final = 100_000
 
 _READ_CHUNK: Final = 65536
+# Pending connections the kernel queues; bursts of Postfix processes starting.
+_BACKLOG: Final = 1024
+# Loads (first load and reloads) running or stuck at once; beyond, reloads wait.
+_MAX_LOADERS: Final = 8
+# At most one eviction warning per this many seconds (an attack floods otherwise).
+_EVICTION_LOG_INTERVAL: Final = 10.0
+# File descriptors besides the connections: listening sockets, configuration files, logs.
+_SPARE_FILES: Final = 64
+# struct ucred of SO_PEERCRED: pid, uid, gid.
+_PEERCRED: Final = struct.Struct("3i")
 
 
 class ReplyStatus(enum.Enum):
@@ -325,13 +377,132 @@ def _parse_general_key(key: str) -> PostfixKey:
 # ------------------------------------------------------------------------- server
 
 
+class ListenError(TlsPolicyError):
+    """The server cannot listen where it was asked to.
+
+    A non-loopback address without ``allow_remote``, an address already in
+    use, a socket path held by a file that is not a stale socket.
+    """
+
+
+class LoadTimeoutError(TlsPolicyError):
+    """Building a lookup (the first load or a reload) did not finish in time."""
+
+
+def format_address(host: str, port: int) -> str:
+    """``host:port`` as an operator writes it; IPv6 addresses in brackets (``[::1]:10027``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def is_loopback_address(address: str) -> bool:
+    """Whether ``address`` (an IP address string) is a loopback address.
+
+    ``::ffff:127.0.0.1`` counts as loopback; a host name does not (resolve it first).
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+def _reason(exc: OSError) -> str:
+    # asyncio wraps bind errors in a long message; the errno says it best.
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+def _client_key(transport: asyncio.BaseTransport, unix: bool) -> str:
+    """Who a connection belongs to, for the per-client limit.
+
+    Over TCP, the peer's address (every process of one host shares it); over
+    a unix socket, the peer's user id from ``SO_PEERCRED`` (every Postfix
+    process runs as the same user).
+    """
+    if unix:
+        sock = transport.get_extra_info("socket")
+        peercred = getattr(socket, "SO_PEERCRED", None)
+        if sock is not None and peercred is not None:
+            with contextlib.suppress(OSError):
+                raw = sock.getsockopt(socket.SOL_SOCKET, peercred, _PEERCRED.size)
+                _pid, uid, _gid = _PEERCRED.unpack(raw)
+                return f"uid {uid}"
+        return "unix peer"
+    peer = transport.get_extra_info("peername")
+    host = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown peer"
+    with contextlib.suppress(ValueError):
+        ip = ipaddress.ip_address(host)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ip)
+    return host
+
+
+_T = TypeVar("_T")
+
+
+async def _call_bounded(fn: Callable[[], _T], timeout: float,
+                        threads: list[threading.Thread]) -> _T:
+    """``fn()`` in a daemon thread; :class:`LoadTimeoutError` after ``timeout`` seconds.
+
+    Not the default executor: a load stuck for ever (a FIFO, a device) would
+    keep an executor thread, and the interpreter joins those at exit, so the
+    server could never stop.  A daemon thread is abandoned instead, and its
+    late result, if one ever comes, is thrown away.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def deliver(value: _T | None, error: Exception | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)  # type: ignore[arg-type]
+
+    def work() -> None:
+        value: _T | None = None
+        error: Exception | None = None
+        try:
+            value = fn()
+        except Exception as exc:  # handed to the waiting coroutine
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop may be closed by now
+            loop.call_soon_threadsafe(deliver, value, error)
+
+    thread = threading.Thread(target=work, name="tlspolicy-load", daemon=True)
+    threads.append(thread)
+    thread.start()
+    try:
+        return await asyncio.wait_for(future, timeout)
+    except TimeoutError:
+        raise LoadTimeoutError(
+            f"loading the configuration took longer than {timeout:g} s (is one of its files "
+            "a FIFO, a device or on a stalled file system?); its result will be ignored"
+        ) from None
+
+
 class SocketmapServer:
     """An asyncio socketmap server calling an injected :data:`Lookup`.
 
+    It listens on ``host``/``port`` (TCP) or on the unix socket ``unix_path``
+    (created with ``socket_mode``).  A TCP address that is not loopback is
+    refused with :class:`ListenError` unless ``allow_remote`` is true: the
+    protocol has no authentication.
+
+    Limits (see the module documentation for what happens when each is hit):
+    ``max_connections`` in all, ``max_connections_per_client`` per peer
+    address (TCP) or peer user id (unix socket; ``None``: no limit of its
+    own), ``idle_timeout`` seconds after the last complete request,
+    ``request_timeout`` seconds for a request once its first byte arrived,
+    ``max_request_bytes`` per request, ``reload_timeout`` seconds per reload.
+
     ``reload`` builds a replacement lookup on :meth:`reload` (``SIGHUP`` under
-    :func:`serve`); when it raises, the old lookup stays in place and the error
-    is logged.  The lookup in force is read once per request, so a swap never
-    mixes two lookups in one reply.
+    :func:`serve`); when it raises or overruns ``reload_timeout``, the old
+    lookup stays in place and the error is logged.  The lookup in force is
+    read once per request, so a swap never mixes two lookups in one reply.
     """
 
     def __init__(
@@ -340,31 +511,62 @@ class SocketmapServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        unix_path: str | None = None,
+        socket_mode: int = DEFAULT_SOCKET_MODE,
+        allow_remote: bool = False,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_connections_per_client: int | None = DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         reload: LookupFactory | None = None,
+        reload_timeout: float = DEFAULT_RELOAD_TIMEOUT,
     ) -> None:
         if max_request_bytes < 1:
             raise ValueError(f"max_request_bytes must be positive, got {max_request_bytes}")
         if max_connections < 1:
             raise ValueError(f"max_connections must be positive, got {max_connections}")
-        if not idle_timeout > 0:
-            raise ValueError(f"idle_timeout must be positive, got {idle_timeout}")
+        if max_connections_per_client is not None and max_connections_per_client < 1:
+            raise ValueError("max_connections_per_client must be positive, got "
+                             f"{max_connections_per_client}")
+        for name, value in (("idle_timeout", idle_timeout), ("request_timeout", request_timeout),
+                            ("reload_timeout", reload_timeout)):
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value}")
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be in 0-65535, got {port}")
+        if not 0 <= socket_mode <= 0o777:
+            raise ValueError(f"socket_mode must be a file mode 0-0o777, got {socket_mode:#o}")
         self._lookup = lookup
         self._reload = reload
         self.host = host
         self.port = port
+        self.unix_path = unix_path
+        self.socket_mode = socket_mode
+        self.allow_remote = allow_remote
         self.max_request_bytes = max_request_bytes
         self.max_connections = max_connections
+        self.max_connections_per_client = max_connections_per_client
         self.idle_timeout = idle_timeout
+        self.request_timeout = request_timeout
+        self.reload_timeout = reload_timeout
+        # Enough to hold a pipelined burst and always a whole request.
+        self._read_limit = max(_READ_CHUNK, 2 * max_request_bytes + 32)
         self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
-        self._active = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Open connections, longest idle (oldest last complete request) first.
+        self._conns: OrderedDict[_Connection, None] = OrderedDict()
+        self._by_client: dict[str, set[_Connection]] = {}
         self._accepted = 0
-        self._reload_lock = asyncio.Lock()
+        self._evicted = 0
+        self._unlogged_evictions = 0
+        self._eviction_logged_at = -math.inf
+        self._unix_inode: tuple[int, int] | None = None
+        self._loaders: list[threading.Thread] = []
+        self._reload_tasks: set[asyncio.Task[bool]] = set()
+        self._reload_seq = 0
+        self._applied_seq = 0
+        self._reload_pending = False
 
     # -- lookup management
 
@@ -377,75 +579,210 @@ class SocketmapServer:
         """Replace the lookup; requests already answered are unaffected."""
         self._lookup = lookup
 
+    def _running_loaders(self) -> int:
+        self._loaders = [thread for thread in self._loaders if thread.is_alive()]
+        return len(self._loaders)
+
     async def reload(self) -> bool:
         """Build a new lookup with the ``reload`` callback and swap it in.
 
-        Returns ``True`` on success.  On failure, logs the error, keeps the old
-        lookup and returns ``False``.  The callback runs in a worker thread so
-        that reading files does not stall requests in progress.
+        Returns ``True`` on success.  On failure (the callback raised, returned
+        no lookup, or did not finish within ``reload_timeout``), logs the
+        error, keeps the old lookup and returns ``False``.  The callback runs
+        in a daemon thread, so reading files never stalls requests, and a load
+        that never ends (a FIFO, a device) neither blocks later reloads nor
+        the shutdown.  When reloads overlap, the latest one to start wins.
         """
         if self._reload is None:
             log.warning("socketmap: reload requested but no reload callback configured")
             return False
-        factory = self._reload
-        async with self._reload_lock:
-            try:
-                new = await asyncio.to_thread(factory)
-            except Exception as exc:
-                log.error("socketmap: reload failed, keeping the previous lookup: %s", exc,
-                          exc_info=not isinstance(exc, TlsPolicyError))
-                return False
-            if not callable(new):
-                log.error("socketmap: reload returned %r, not a lookup; keeping the previous",
-                          new)
-                return False
-            self._lookup = new
-            log.info("socketmap: lookup reloaded")
-            return True
+        if self._running_loaders() >= _MAX_LOADERS:
+            log.error("socketmap: reload refused: %d earlier loads are still running or stuck "
+                      "(reading a FIFO or a device?); keeping the previous lookup", _MAX_LOADERS)
+            self._reload_pending = True
+            return False
+        self._reload_seq += 1
+        seq = self._reload_seq
+        try:
+            new = await _call_bounded(self._reload, self.reload_timeout, self._loaders)
+        except Exception as exc:
+            log.error("socketmap: reload failed, keeping the previous lookup: %s", exc,
+                      exc_info=not isinstance(exc, TlsPolicyError))
+            return False
+        finally:
+            if self._reload_pending and self._running_loaders() < _MAX_LOADERS:
+                self._reload_pending = False
+                self.request_reload()
+        if not callable(new):
+            log.error("socketmap: reload returned %r, not a lookup; keeping the previous",
+                      new)
+            return False
+        if seq < self._applied_seq:
+            log.warning("socketmap: a reload requested later has already taken effect; "
+                        "discarding the result of an earlier one")
+            return False
+        self._applied_seq = seq
+        self._lookup = new
+        log.info("socketmap: lookup reloaded")
+        return True
+
+    def request_reload(self) -> None:
+        """Start :meth:`reload` in the background (what ``SIGHUP`` does).
+
+        Needs a running event loop; :meth:`stop` cancels reloads still waiting.
+        """
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._reload_tasks.add(task)
+        task.add_done_callback(self._reload_tasks.discard)
 
     # -- life cycle
 
     @property
     def address(self) -> tuple[str, int]:
-        """``(host, port)`` actually bound; the port is known after :meth:`start`."""
+        """``(host, port)`` actually bound; the port is known after :meth:`start`.
+
+        For a unix socket, ``(unix_path, 0)``.
+        """
+        if self.unix_path is not None:
+            return (self.unix_path, 0)
         if self._server is None or not self._server.sockets:
             return (self.host, self.port)
         name = self._server.sockets[0].getsockname()
         return (str(name[0]), int(name[1]))
 
     @property
+    def listen_address(self) -> str:
+        """Where the server listens, as an operator writes it.
+
+        ``127.0.0.1:10027``, ``[::1]:10027`` or ``unix:/path``; the same
+        spelling Postfix's ``socketmap:inet:`` and ``socketmap:unix:`` use.
+        """
+        if self.unix_path is not None:
+            return f"unix:{self.unix_path}"
+        return format_address(*self.address)
+
+    @property
     def active_connections(self) -> int:
         """Connections being served now."""
-        return self._active
+        return len(self._conns)
 
     @property
     def accepted_connections(self) -> int:
-        """Connections served since start (refused ones not counted)."""
+        """Connections accepted since start, including those closed since."""
         return self._accepted
 
+    @property
+    def evicted_connections(self) -> int:
+        """Connections closed to make room for a new one, since start."""
+        return self._evicted
+
     async def start(self) -> None:
-        """Bind and start accepting connections."""
+        """Bind and start accepting connections.
+
+        Raises :class:`ListenError` when the address is not loopback (and
+        ``allow_remote`` is false), is in use, or cannot be bound.
+        """
         if self._server is not None:
             raise RuntimeError("socketmap server already started")
-        self._server = await asyncio.start_server(
-            self._accept, self.host, self.port, limit=_READ_CHUNK
-        )
-        host, port = self.address
-        log.info("socketmap: listening on %s:%d", host, port)
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        if self.unix_path is not None:
+            self._server = await self._start_unix(loop, self.unix_path)
+        else:
+            self._server = await self._start_tcp(loop)
+        log.info("socketmap: listening on %s", self.listen_address)
+
+    async def _start_tcp(self, loop: asyncio.AbstractEventLoop) -> asyncio.Server:
+        wanted = format_address(self.host or "*", self.port)
+        try:
+            infos = await loop.getaddrinfo(self.host or None, self.port, type=socket.SOCK_STREAM,
+                                           flags=socket.AI_PASSIVE)
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {wanted}: {exc.strerror or exc}") from None
+        # Bind exactly the addresses checked here, not a second resolution.
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        remote = [a for a in addresses if not is_loopback_address(a)]
+        if remote and not self.allow_remote:
+            raise ListenError(
+                f"refusing to listen on {wanted}: {', '.join(remote)} is not a loopback "
+                "address, and the socketmap protocol has no authentication (anyone who "
+                "reaches the port can query the policy); listen on 127.0.0.1, ::1 or a unix "
+                "socket, or allow it explicitly (--allow-remote)")
+        if remote:
+            log.warning("socketmap: listening on the non-loopback address %s as allowed; the "
+                        "socketmap protocol has no authentication, so restrict who can reach "
+                        "it (firewall)", ", ".join(remote))
+        try:
+            return await loop.create_server(lambda: _Connection(self), addresses, self.port,
+                                            backlog=_BACKLOG)
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {wanted}: {_reason(exc)}") from None
+
+    async def _start_unix(self, loop: asyncio.AbstractEventLoop,
+                          path: str) -> asyncio.Server:
+        where = f"unix:{path}"
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {where}: {_reason(exc)}") from None
+        else:
+            if not stat.S_ISSOCK(info.st_mode):
+                raise ListenError(f"cannot listen on {where}: the path exists and is not a "
+                                  "socket; not replacing it")
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            probe.settimeout(1.0)
+            try:
+                probe.connect(path)
+            except OSError:
+                # Nobody listens there: a socket left behind by a server that died.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            else:
+                raise ListenError(f"cannot listen on {where}: another server is listening "
+                                  "there") from None
+            finally:
+                probe.close()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            # The mode is set before listen(): no client can connect in between.
+            os.chmod(path, self.socket_mode)
+            sock.listen(_BACKLOG)
+            sock.setblocking(False)
+            created = os.stat(path)
+            server = await loop.create_unix_server(lambda: _Connection(self), sock=sock)
+        except OSError as exc:
+            sock.close()
+            raise ListenError(f"cannot listen on {where}: {_reason(exc)}") from None
+        self._unix_inode = (created.st_dev, created.st_ino)
+        return server
 
     async def stop(self) -> None:
-        """Stop accepting, close every connection and wait for their handlers."""
+        """Stop accepting, close every connection (and reloads still waiting)."""
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        handlers = list(self._handlers)
-        for task in handlers:
+        for task in list(self._reload_tasks):
             task.cancel()
-        if handlers:
-            await asyncio.gather(*handlers, return_exceptions=True)
+        for conn in list(self._conns):
+            conn.abort()
         if server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 5.0)
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        self._remove_socket_file()
+        # Let the transports deliver connection_lost before the loop goes away.
+        await asyncio.sleep(0)
+
+    def _remove_socket_file(self) -> None:
+        inode, self._unix_inode = self._unix_inode, None
+        if inode is None or self.unix_path is None:
+            return
+        with contextlib.suppress(OSError):
+            info = os.lstat(self.unix_path)
+            if (info.st_dev, info.st_ino) == inode:  # still ours, not a successor's
+                os.unlink(self.unix_path)
 
     async def __aenter__(self) -> SocketmapServer:
         await self.start()
@@ -456,87 +793,48 @@ class SocketmapServer:
 
     # -- connections
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if self._active >= self.max_connections:
-            log.warning("socketmap: %d connections open, refusing %s", self._active,
-                        writer.get_extra_info("peername"))
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-            return
-        self._active += 1
+    def _admit(self, conn: _Connection) -> None:
+        """Register a new connection, closing the longest-idle one(s) to make room."""
         self._accepted += 1
-        if task is not None:
-            self._handlers.add(task)
-        try:
-            await self._serve_connection(reader, writer)
-        except asyncio.CancelledError:
-            pass
-        except (ConnectionError, OSError) as exc:
-            log.debug("socketmap: connection error: %s", exc)
-        except Exception:
-            log.exception("socketmap: unexpected error on a connection")
-        finally:
-            self._active -= 1
-            if task is not None:
-                self._handlers.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+        conn.client = _client_key(conn.transport, self.unix_path is not None)
+        peers = self._by_client.get(conn.client)
+        if (peers is not None and self.max_connections_per_client is not None
+                and len(peers) >= self.max_connections_per_client):
+            victim = min(peers, key=_last_complete)
+            self._evict(victim, f"{conn.client} has {len(peers)} connections, its limit")
+        if len(self._conns) >= self.max_connections:
+            self._evict(next(iter(self._conns)), f"{len(self._conns)} connections open, the "
+                                                   "limit")
+        self._conns[conn] = None
+        self._by_client.setdefault(conn.client, set()).add(conn)
 
-    async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        decoder = NetstringDecoder(self.max_request_bytes)
-        idle = _IdleTimer(asyncio.get_running_loop(), self.idle_timeout, writer)
-        transport = writer.transport
-        read = reader.read
-        try:
-            while True:
-                chunk = await read(_READ_CHUNK)
-                if not chunk:
-                    if idle.expired:
-                        log.debug("socketmap: idle connection closed")
-                    elif decoder.buffered:
-                        log.debug("socketmap: connection closed inside a request")
-                    return
-                idle.touch()
-                if not self._serve_chunk(decoder, chunk, writer):
-                    return
-                if transport.get_write_buffer_size() > _READ_CHUNK:
-                    # Only a client that does not read its answers gets here; wait for
-                    # it rather than buffer without bound.
-                    await writer.drain()
-        finally:
-            idle.cancel()
+    def _evict(self, victim: _Connection, why: str) -> None:
+        # Postfix's client retries a lookup once on a connection closed under
+        # it, so closing an idle Postfix connection costs it a reconnect, not
+        # a deferred mail; refusing the new one would fail a lookup.
+        victim.abort()
+        self._evicted += 1
+        self._unlogged_evictions += 1
+        loop = self._loop
+        now = loop.time() if loop is not None else 0.0
+        if now - self._eviction_logged_at >= _EVICTION_LOG_INTERVAL:
+            log.warning("socketmap: %s: closed the longest-idle connection (%d such closes "
+                        "since the last warning)", why, self._unlogged_evictions)
+            self._eviction_logged_at = now
+            self._unlogged_evictions = 0
 
-    def _serve_chunk(self, decoder: NetstringDecoder, chunk: bytes,
-                     writer: asyncio.StreamWriter) -> bool:
-        """Answer every complete request in ``chunk``; false when the stream is broken."""
-        decoder.feed(chunk)
-        replies: list[bytes] = []
-        broken = False
-        while True:
-            try:
-                payload = decoder.next_payload()
-            except NetstringTooLongError as exc:
-                log.warning("socketmap: %s; closing the connection", exc)
-                replies.append(SocketmapReply.perm(
-                    f"request too large (limit {exc.limit} bytes)").encode())
-                broken = True
-                break
-            except NetstringError as exc:
-                log.warning("socketmap: %s; closing the connection", exc)
-                replies.append(SocketmapReply.perm("malformed netstring").encode())
-                broken = True
-                break
-            if payload is None:
-                break
-            replies.append(self._answer(payload).encode())
-        if replies:
-            writer.write(replies[0] if len(replies) == 1 else b"".join(replies))
-        return not broken
+    def _touch(self, conn: _Connection) -> None:
+        if conn in self._conns:
+            self._conns.move_to_end(conn)
+
+    def _forget(self, conn: _Connection) -> None:
+        if self._conns.pop(conn, _ABSENT) is _ABSENT:
+            return
+        peers = self._by_client.get(conn.client)
+        if peers is not None:
+            peers.discard(conn)
+            if not peers:
+                del self._by_client[conn.client]
 
     def _answer(self, payload: bytes) -> SocketmapReply:
         try:
@@ -567,48 +865,236 @@ class SocketmapServer:
         return reply
 
 
-class _IdleTimer:
-    """Closes a connection that has been silent for ``timeout`` seconds.
+_ABSENT: Final = object()
 
-    A request only records the time (``touch``); the one timer per connection
-    re-arms itself for the remainder when it fires early, so a busy connection
-    costs no timer operation per request.  On expiry the transport is closed,
-    which ends the pending read with end of file.
+
+def _last_complete(conn: _Connection) -> float:
+    return conn.last_complete
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: a netstring decoder, one answer per turn, one timer.
+
+    Fairness: a connection answers at most ONE request per turn of the loop:
+    on receipt when no turn of its own is pending, else in its queued turn,
+    which, while more requests are buffered, re-queues itself behind every
+    other ready callback of the loop.  A client pipelining thousands of
+    requests thus gets one answer per turn of the loop, like every other
+    connection, and reading from it pauses while its backlog is large.
+
+    Time limits: one timer per connection, re-armed for the remainder when it
+    fires early, so a busy connection costs no timer operation per request.
+    The idle deadline counts from the last complete request (or the accept):
+    bytes of an unfinished request do not move it, so a client dribbling a
+    byte at a time is not "active".  A request whose first byte arrived more
+    than ``request_timeout`` ago and that is still incomplete ends the
+    connection too.
     """
 
-    __slots__ = ("_handle", "_loop", "_timeout", "_writer", "expired", "last")
+    __slots__ = ("_eof", "_lost", "_read_paused", "_scheduled", "_server", "_timer",
+                 "_timer_at", "_write_paused", "client", "decoder", "last_complete",
+                 "partial_since", "transport")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float,
-                 writer: asyncio.StreamWriter) -> None:
-        self._loop = loop
-        self._timeout = timeout
-        self._writer = writer
-        self.expired = False
-        self.last = loop.time()
-        self._handle: asyncio.TimerHandle | None = loop.call_at(self.last + timeout, self._fire)
+    def __init__(self, server: SocketmapServer) -> None:
+        self._server = server
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set on connect
+        self.client = ""
+        self.decoder = NetstringDecoder(server.max_request_bytes)
+        self.last_complete = 0.0
+        self.partial_since: float | None = None
+        self._scheduled = False
+        self._read_paused = False
+        self._write_paused = False
+        self._eof = False
+        self._lost = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
 
-    def touch(self) -> None:
-        self.last = self._loop.time()
+    # -- transport callbacks
 
-    def _fire(self) -> None:
-        deadline = self.last + self._timeout
-        if self._loop.time() < deadline:
-            self._handle = self._loop.call_at(deadline, self._fire)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        loop = _loop(self._server)
+        self.last_complete = loop.time()
+        self._arm(self.last_complete + self._server.idle_timeout)
+        self._server._admit(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            log.debug("socketmap: connection error: %s", exc)
+        self._lost = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._server._forget(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lost:
             return
-        self._handle = None
-        self.expired = True
-        self._writer.close()
+        self.decoder.feed(data)
+        if not self._scheduled and not self._write_paused:
+            # No turn of ours is pending: answer one request now (saving a
+            # loop iteration per request for a client that waits for each
+            # answer); _serve_one queues a turn if more is buffered.
+            self._serve_one()
+        if (not self._read_paused and not self._lost
+                and self.decoder.buffered > self._server._read_limit):
+            self._read_paused = True
+            self.transport.pause_reading()
 
-    def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._schedule()
+        # Stay open to write the answers still owed; _serve_one closes after them.
+        return True
+
+    def pause_writing(self) -> None:
+        # The client does not read its answers: stop answering (and so, once
+        # the backlog is large, reading) rather than buffer without bound.
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._schedule()
+
+    # -- serving
+
+    def _schedule(self) -> None:
+        if not self._scheduled and not self._write_paused and not self._lost:
+            self._scheduled = True
+            _loop(self._server).call_soon(self._serve_one)
+
+    def _serve_one(self) -> None:
+        self._scheduled = False
+        if self._lost or self._write_paused:
+            return
+        try:
+            self._serve_one_request()
+        except Exception:
+            log.exception("socketmap: unexpected error on a connection")
+            self.abort()
+
+    def _serve_one_request(self) -> None:
+        server = self._server
+        decoder = self.decoder
+        try:
+            payload = decoder.next_payload()
+        except NetstringTooLongError as exc:
+            log.warning("socketmap: %s; closing the connection", exc)
+            self._fail(SocketmapReply.perm(f"request too large (limit {exc.limit} bytes)"))
+            return
+        except NetstringError as exc:
+            log.warning("socketmap: %s; closing the connection", exc)
+            self._fail(SocketmapReply.perm("malformed netstring"))
+            return
+        if payload is None:
+            self._idle_pass()
+            return
+        self.transport.write(server._answer(payload).encode())
+        self.last_complete = _loop(server).time()
+        self.partial_since = None
+        server._touch(self)
+        if decoder.buffered or self._eof:
+            # More may be waiting: after every other ready connection's turn.
+            self._schedule()
+        elif self._read_paused:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def _idle_pass(self) -> None:
+        """Nothing complete is buffered: close after EOF, or time a started request."""
+        if self._eof:
+            if self.decoder.buffered:
+                log.debug("socketmap: connection closed inside a request")
+            self._lost = True
+            self.transport.close()
+            return
+        if self._read_paused:
+            self._read_paused = False
+            self.transport.resume_reading()
+        if not self.decoder.buffered:
+            self.partial_since = None
+        elif self.partial_since is None:
+            self.partial_since = _loop(self._server).time()
+            self._arm(self.partial_since + self._server.request_timeout)
+
+    def _fail(self, reply: SocketmapReply) -> None:
+        """Answer a framing error and close: the stream cannot be resynchronised."""
+        self._lost = True
+        self.transport.write(reply.encode())
+        self.transport.close()
+
+    def abort(self) -> None:
+        """Close at once, dropping unsent answers; the slot is free immediately."""
+        self._lost = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.transport.abort()
+        self._server._forget(self)
+
+    # -- time limits
+
+    def _arm(self, when: float) -> None:
+        if when >= self._timer_at and self._timer is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = _loop(self._server).call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        if self._lost:
+            # Closing after a framing error or EOF, but the answer is still
+            # unsent because the client reads nothing: drop it.
+            self.abort()
+            return
+        server = self._server
+        now = _loop(server).time()
+        deadline = self.last_complete + server.idle_timeout
+        started = self.partial_since
+        if started is not None:
+            deadline = min(deadline, started + server.request_timeout)
+        if now < deadline:
+            self._arm(deadline)
+            return
+        if started is not None and started + server.request_timeout <= now:
+            log.info("socketmap: request from %s not complete after %g s; closing",
+                     self.client, server.request_timeout)
+        else:
+            log.debug("socketmap: idle connection from %s closed", self.client)
+        self.abort()
+
+
+def _loop(server: SocketmapServer) -> asyncio.AbstractEventLoop:
+    loop = server._loop
+    assert loop is not None, "connections exist only on a started server"
+    return loop
 
 
 def _safe_perm(message: str) -> SocketmapReply:
     """A PERM reply whose reason is ``message`` made fit for one Postfix line."""
     text = _FORBIDDEN_IN_TEXT.sub(" ", message)
     return SocketmapReply.perm(text[: MAX_REPLY_CHARS - 5])
+
+
+def _raise_file_limit(needed: int) -> None:
+    """Raise the soft limit on open files towards ``needed`` (never above the hard limit)."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    with contextlib.suppress(OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft < needed:
+        log.warning("socketmap: the open-file limit (%d) is below what %d connections need; "
+                    "raise it (ulimit -n) or lower the connection limit", soft, needed)
 
 
 # -------------------------------------------------------------------- entry points
@@ -618,10 +1104,16 @@ async def serve(
     lookup_factory: LookupFactory,
     *,
     host: str = "127.0.0.1",
-    port: int,
+    port: int = 0,
+    unix_path: str | None = None,
+    socket_mode: int = DEFAULT_SOCKET_MODE,
+    allow_remote: bool = False,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    max_connections_per_client: int | None = DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    reload_timeout: float = DEFAULT_RELOAD_TIMEOUT,
     ready: Callable[[SocketmapServer], None] | None = None,
     handle_signals: bool = True,
     stop: asyncio.Event | None = None,
@@ -629,28 +1121,32 @@ async def serve(
     """Run a socketmap server until ``SIGTERM``/``SIGINT`` (or ``stop`` is set).
 
     ``lookup_factory`` builds the first lookup (its errors propagate: a server
-    that cannot load its policy does not start) and every reload on
-    ``SIGHUP``.  ``ready`` is called once the socket is bound, e.g. to print
-    the address.  With ``handle_signals`` false, only ``stop`` ends the server.
+    that cannot load its policy does not start; so does a first load that
+    overruns ``reload_timeout``, as :class:`LoadTimeoutError`) and every
+    reload on ``SIGHUP``.  ``ready`` is called once the socket is bound, e.g.
+    to print the address.  With ``handle_signals`` false, only ``stop`` ends
+    the server.  The other arguments are those of :class:`SocketmapServer`.
     """
-    lookup = lookup_factory()
+    loaders: list[threading.Thread] = []
+    lookup = await _call_bounded(lookup_factory, reload_timeout, loaders)
     server = SocketmapServer(
         lookup,
         host=host,
         port=port,
+        unix_path=unix_path,
+        socket_mode=socket_mode,
+        allow_remote=allow_remote,
         max_request_bytes=max_request_bytes,
         max_connections=max_connections,
+        max_connections_per_client=max_connections_per_client,
         idle_timeout=idle_timeout,
+        request_timeout=request_timeout,
         reload=lookup_factory,
+        reload_timeout=reload_timeout,
     )
+    _raise_file_limit(max_connections + _SPARE_FILES)
     done = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
-    reloads: set[asyncio.Task[bool]] = set()
-
-    def on_hup() -> None:
-        task = loop.create_task(server.reload())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
 
     def on_stop(signame: str) -> None:
         log.info("socketmap: %s received, shutting down", signame)
@@ -660,7 +1156,7 @@ async def serve(
     await server.start()
     try:
         if handle_signals:
-            loop.add_signal_handler(signal.SIGHUP, on_hup)
+            loop.add_signal_handler(signal.SIGHUP, server.request_reload)
             installed.append(signal.SIGHUP)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, on_stop, sig.name)
@@ -671,8 +1167,6 @@ async def serve(
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
-        for task in list(reloads):
-            task.cancel()
         await server.stop()
         log.info("socketmap: stopped")
 
@@ -681,10 +1175,16 @@ def run_forever(
     lookup_factory: LookupFactory,
     *,
     host: str = "127.0.0.1",
-    port: int,
+    port: int = 0,
+    unix_path: str | None = None,
+    socket_mode: int = DEFAULT_SOCKET_MODE,
+    allow_remote: bool = False,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    max_connections_per_client: int | None = DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    reload_timeout: float = DEFAULT_RELOAD_TIMEOUT,
     ready: Callable[[SocketmapServer], None] | None = None,
 ) -> None:
     """Blocking form of :func:`serve` for a command-line entry point.
@@ -697,9 +1197,15 @@ def run_forever(
             lookup_factory,
             host=host,
             port=port,
+            unix_path=unix_path,
+            socket_mode=socket_mode,
+            allow_remote=allow_remote,
             max_request_bytes=max_request_bytes,
             max_connections=max_connections,
+            max_connections_per_client=max_connections_per_client,
             idle_timeout=idle_timeout,
+            request_timeout=request_timeout,
+            reload_timeout=reload_timeout,
             ready=ready,
         )
     )
