@@ -46,7 +46,7 @@ from .errors import (
     UnknownOptionError,
 )
 from .formats.loader import dump_toml, load_config, loads_toml
-from .names import DomainKind, DomainName, normalise_domain
+from .names import DomainKind, DomainName, DomainPattern, normalise_domain
 from .options import (
     NEWEST_VERSION,
     OPTION_SPECS,
@@ -129,6 +129,7 @@ __all__ = [
     "Destination",
     "DomainKind",
     "DomainName",
+    "DomainPattern",
     "DomainScope",
     "DuplicateScopeError",
     "FetchOutcome",

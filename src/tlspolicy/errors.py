@@ -132,7 +132,7 @@ class OptionVersionError(ConfigError):
 
 
 class RegexError(ConfigError):
-    """A ``/regex/`` domain Python's ``re`` cannot compile."""
+    """A ``/regex/`` domain RE2 cannot compile (backreferences, lookaround, too large)."""
 
 
 class DuplicateScopeError(ConfigError):
