@@ -94,6 +94,11 @@ class ConfigError(TlsPolicyError):
             text += f" (value {self.value!r})"
         return text
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickle by fields (errors cross process boundaries, e.g. a reload in a worker).
+        return (_restore_config_error,
+                (type(self), self.message, self.location, self.value, self.has_value))
+
     def located(self, location: Location) -> ConfigError:
         """Return a copy of this error with missing location fields filled in."""
         own = self.location
@@ -109,6 +114,13 @@ class ConfigError(TlsPolicyError):
             clone, self.message, merged, value=self.value, has_value=self.has_value
         )
         return clone
+
+
+def _restore_config_error(cls: type[ConfigError], message: str, location: Location,
+                          value: object, has_value: bool) -> ConfigError:
+    error = cls.__new__(cls)
+    ConfigError.__init__(error, message, location, value=value, has_value=has_value)
+    return error
 
 
 class ConfigSyntaxError(ConfigError):
@@ -158,6 +170,9 @@ class ConfigErrors(ConfigError):
         count = len(self.errors)
         head = f"{count} configuration error{'s' if count != 1 else ''}:"
         return "\n".join([head, *(f"  {e}" for e in self.errors)])
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.errors,))
 
     @classmethod
     def raise_if_any(cls, errors: Sequence[ConfigError]) -> None:

@@ -59,7 +59,10 @@ __all__ = ["config_to_toml", "dumps_toml", "loads_toml", "toml_to_raw"]
 
 _Path = tuple[tuple[str, int | None], ...]
 
-_HEADER: Final = re.compile(r"^\s*(\[\[|\[)\s*([^\[\]#]+?)\s*(\]\]|\])\s*(?:#.*)?$")
+# Linear: each part's characters exclude the next part's first character, so the
+# engine never tries more than one split of a line (the spaces around the name are
+# kept in group 2 and stripped by the caller).
+_HEADER: Final = re.compile(r"^\s*(\[\[?)([^\[\]#]*)(\]\]?)\s*(?:#.*)?$")
 _KEY: Final = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
 
 

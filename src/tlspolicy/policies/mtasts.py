@@ -57,6 +57,7 @@ _TXT_EXT_VALUE_RE: Final = re.compile(r"[\x21-\x3a\x3c\x3e-\x7e]+")
 _TXT_FIELD_RE: Final = re.compile(r"([^=\s]*)([ \t]*)=([ \t]*)(.*)", re.DOTALL)
 _LABEL_RE: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _DIGITS_RE: Final = re.compile(r"[0-9]{1,10}")
+_STS_PREFIX_RE: Final = re.compile(r"v=STSv1[ \t]*;")
 _WSP: Final = " \t"
 
 
@@ -185,7 +186,7 @@ def select_txt_record(records: Sequence[str]) -> MtaStsTxtRecord | None:
     A single remaining record that is invalid raises :class:`MtaStsTxtRecordError`
     so the caller can log why; it too means "no policy".
     """
-    candidates = [r for r in records if re.match(r"v=STSv1[ \t]*;", r)]
+    candidates = [r for r in records if _STS_PREFIX_RE.match(r)]
     if len(candidates) != 1:
         return None
     return parse_txt_record(candidates[0])

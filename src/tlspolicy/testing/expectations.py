@@ -269,13 +269,17 @@ class ExpectationFile:
 
 # ---------------------------------------------------------------- line numbers
 
-_HEADER: Final = re.compile(r"^\s*(\[\[|\[)\s*([^\[\]#]+?)\s*(\]\]|\])\s*(?:#.*)?$")
+# Linear: each part's characters exclude the next part's first character, so the
+# engine never tries more than one split of a line (the spaces around the name are
+# kept in group 2 and stripped by the caller).
+_HEADER: Final = re.compile(r"^\s*(\[\[?)([^\[\]#]*)(\]\]?)\s*(?:#.*)?$")
 _KEY_PART: Final = r"""(?:"[^"]*"|'[^']*'|[A-Za-z0-9_-]+)"""
+_KEY_PARTS: Final = re.compile(_KEY_PART)
 _DOTTED_KEY: Final = re.compile(rf"^\s*({_KEY_PART}(?:\s*\.\s*{_KEY_PART})*)\s*=")
 
 
 def _split_key(text: str) -> list[str]:
-    return [p.strip().strip("\"'") for p in re.findall(_KEY_PART, text)]
+    return [p.strip().strip("\"'") for p in _KEY_PARTS.findall(text)]
 
 
 class _Lines:
