@@ -13,23 +13,30 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 __all__ = [
+    "EXCERPT_CHARS",
     "BindingGroupConflictError",
     "ConfigError",
     "ConfigErrors",
     "ConfigSyntaxError",
     "DuplicateScopeError",
+    "FileReadError",
+    "FileTooLargeError",
     "InvalidDomainError",
     "InvalidValueError",
     "Location",
     "MissingDependencyError",
+    "NoConfigFilesError",
+    "NotRegularFileError",
     "OptionScopeError",
     "OptionVersionError",
     "PolicyInputError",
     "RegexError",
     "ResolutionError",
     "TlsPolicyError",
+    "TooManyFilesError",
     "UnknownBindingError",
     "UnknownOptionError",
+    "excerpt",
 ]
 
 
@@ -67,6 +74,23 @@ class Location:
         return attrs.evolve(self, **changes)  # type: ignore[arg-type]
 
 
+EXCERPT_CHARS = 60
+"""The most characters of a value or of file content an error message quotes."""
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, saying how long the whole was.
+
+    Messages quote values from files and from strangers; a short excerpt
+    locates the mistake without echoing a whole file (or a secret) back.
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value)} characters" if isinstance(value, str) else type(value).__name__
+    return f"{text[:limit]}... ({size})"
+
+
 class TlsPolicyError(Exception):
     """Base class of every error this library raises on purpose."""
 
@@ -91,7 +115,7 @@ class ConfigError(TlsPolicyError):
     def __str__(self) -> str:
         text = f"{self.location.describe()}: {self.message}"
         if self.has_value:
-            text += f" (value {self.value!r})"
+            text += f" (value {excerpt(self.value)})"
         return text
 
     def __reduce__(self) -> tuple[object, ...]:
@@ -125,6 +149,31 @@ def _restore_config_error(cls: type[ConfigError], message: str, location: Locati
 
 class ConfigSyntaxError(ConfigError):
     """The file is not valid TOML (or ecelerity.conf syntax), or not readable."""
+
+
+class FileReadError(ConfigSyntaxError):
+    """A configuration (or certificate) file that cannot be read safely.
+
+    Raised for a missing or unreadable file and, through the subclasses, for
+    what the readers refuse on purpose.  Messages never quote the file's
+    content.
+    """
+
+
+class NotRegularFileError(FileReadError):
+    """A path that is a FIFO, a device, a directory or a socket, not a regular file."""
+
+
+class FileTooLargeError(FileReadError):
+    """A file larger than the reader's size cap (or a load over its total byte cap)."""
+
+
+class TooManyFilesError(FileReadError):
+    """A load that would read more files than its cap (include fan-out)."""
+
+
+class NoConfigFilesError(ConfigError):
+    """A load given no file at all: never an empty (all-plaintext) policy."""
 
 
 class UnknownOptionError(ConfigError):

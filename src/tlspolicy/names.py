@@ -19,7 +19,7 @@ import attrs
 import idna
 import re2  # type: ignore[import-untyped]
 
-from .errors import InvalidDomainError
+from .errors import InvalidDomainError, excerpt
 
 __all__ = [
     "MAX_NAME_OCTETS",
@@ -77,31 +77,33 @@ def normalise_domain(name: str) -> str:
     if len(name) > 4 * MAX_NAME_OCTETS:
         # Far too long whatever its spelling: refuse before any per-label work.
         raise InvalidDomainError(
-            f"domain name longer than {MAX_NAME_OCTETS} octets: {_excerpt(name)}")
+            f"domain name longer than {MAX_NAME_OCTETS} octets: {excerpt(name)}")
     text = name.strip()
     if text.endswith(".") and not text.endswith(".."):
         text = text[:-1]
     if not text:
-        raise InvalidDomainError(f"empty domain name {name!r}")
+        raise InvalidDomainError(f"empty domain name {excerpt(name)}")
     if text[0] == "[" or text[0].isdigit() or ":" in text:
         ip = _canonical_ip(text)
         if ip is not None:
             return ip
         if text[0] == "[" or ":" in text:
-            raise InvalidDomainError(f"invalid IP literal {name!r}")
+            raise InvalidDomainError(f"invalid IP literal {excerpt(name)}")
     if text.isascii():
         ascii_name = text.lower()
     else:
         try:
             ascii_name = idna.encode(text, uts46=True, transitional=False).decode("ascii")
         except idna.IDNAError as exc:
-            raise InvalidDomainError(f"invalid international domain name {name!r}: {exc}") from None
+            raise InvalidDomainError(
+                f"invalid international domain name {excerpt(name)}: {exc}") from None
     if len(ascii_name) > MAX_NAME_OCTETS:
         raise InvalidDomainError(
-            f"domain name longer than {MAX_NAME_OCTETS} octets: {_excerpt(name)}")
+            f"domain name longer than {MAX_NAME_OCTETS} octets: {excerpt(name)}")
     for label in ascii_name.split("."):
         if not _ASCII_LABEL.fullmatch(label):
-            raise InvalidDomainError(f"invalid label {label!r} in domain name {name!r}")
+            raise InvalidDomainError(
+                f"invalid label {excerpt(label)} in domain name {excerpt(name)}")
     return ascii_name
 
 
@@ -111,13 +113,6 @@ class DomainKind(enum.Enum):
     EXACT = "exact"
     REGEX = "regex"
     IP = "ip"
-
-
-def _excerpt(text: str, limit: int = 60) -> str:
-    """``repr`` of at most ``limit`` characters of a stranger's text, for messages."""
-    if len(text) <= limit:
-        return repr(text)
-    return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def _options(max_mem: int) -> Any:
@@ -159,8 +154,8 @@ class DomainPattern:
             compiled = re2.compile(pattern, _PATTERN_OPTIONS)
         except re2.error as exc:
             raise InvalidDomainError(
-                f"regex domain /{pattern}/ is not a pattern RE2 can run: {_message(exc)} "
-                "(RE2 syntax: no backreferences, no lookaround)") from None
+                f"regex domain {excerpt('/' + pattern + '/')} is not a pattern RE2 can run: "
+                f"{_message(exc)} (RE2 syntax: no backreferences, no lookaround)") from None
         self.pattern = pattern
         self._compiled = compiled
         # The program size bounds a set's DFA memory (see DomainPatternSet).

@@ -49,9 +49,19 @@ from typing import Final
 import attrs
 
 from .._raw import RawOption, RawScope
-from ..errors import ConfigError, ConfigErrors, ConfigSyntaxError, Location, TlsPolicyError
+from ..errors import (
+    ConfigError,
+    ConfigErrors,
+    ConfigSyntaxError,
+    FileReadError,
+    Location,
+    TlsPolicyError,
+    TooManyFilesError,
+    excerpt,
+)
 from ..options import OPTION_SPECS, Options, ScopeKind
 from ..scopes import BindingScope, Config, DomainScope, build_config
+from .files import ReadBudget
 
 __all__ = [
     "MAX_INCLUDE_DEPTH",
@@ -105,9 +115,9 @@ class EcelerityWarning:
 
     def describe(self) -> str:
         """A one-line message: ``file:line:col: scope: skipped option 'x' (...)``."""
-        what = f"{self.kind} {self.name!r}"
+        what = f"{self.kind} {excerpt(self.name, _TOKEN_EXCERPT)}"
         if self.argument is not None:
-            what += f" {self.argument!r}"
+            what += f" {excerpt(self.argument, _TOKEN_EXCERPT)}"
         text = f"{self.location.describe()}: skipped {what}: not an outbound TLS policy item"
         if self.suggestion is not None:
             text += f" (did you mean {self.suggestion!r}?)"
@@ -154,12 +164,21 @@ class _Token:
     column: int
 
     def shown(self) -> str:
+        # An excerpt only: a file included by mistake (/etc/passwd) is not echoed back.
         if self.type is _T.WORD:
-            return f"word {self.text!r}"
+            return f"word {excerpt(self.text, _TOKEN_EXCERPT)}"
         if self.type is _T.STRING:
-            return f"quoted string {self.text!r}"
+            return f"quoted string {excerpt(self.text, _TOKEN_EXCERPT)}"
         shown: str = self.type.value
         return shown
+
+
+_TOKEN_EXCERPT: Final = 20
+
+
+def _ex(text: str) -> str:
+    """A short excerpt of a token for messages (see errors.excerpt)."""
+    return excerpt(text, _TOKEN_EXCERPT)
 
 
 _PUNCT: Final = {"{": _T.LBRACE, "}": _T.RBRACE, "(": _T.LPAREN, ")": _T.RPAREN, "=": _T.EQUALS}
@@ -350,9 +369,8 @@ class _Scope:
 
 
 def _default_loader(path: str) -> str:
-    with open(path, encoding="utf-8") as handle:
-        text: str = handle.read()
-    return text
+    # Only for callers of the old signature; the reader itself reads through its budget.
+    return ReadBudget().read_text(path)
 
 
 def _suggest(name: str) -> str | None:
@@ -361,8 +379,9 @@ def _suggest(name: str) -> str | None:
 
 
 class _Reader:
-    def __init__(self, loader: Loader) -> None:
+    def __init__(self, loader: Loader | None, budget: ReadBudget) -> None:
         self.loader = loader
+        self.budget = budget
         self.warnings: list[EcelerityWarning] = []
         self.files: list[str] = []
         self.has_dane = False
@@ -390,7 +409,19 @@ class _Reader:
                 f"includes nested deeper than {MAX_INCLUDE_DEPTH} files", where, value=name,
                 has_value=True)
         try:
-            text = self.loader(path)
+            if self.loader is None:
+                text = self.budget.read_text(path)
+            else:
+                self.budget.count_file(path)
+                text = self.loader(path)
+                self.budget.count_bytes(path, len(text))
+        except TooManyFilesError as exc:
+            raise TooManyFilesError(f"{exc.message} (include fan-out)", where, value=name,
+                                    has_value=True) from None
+        except FileReadError as exc:
+            # Typed and located at the include directive; the file's own name is in the text.
+            raise EcelerityIncludeError(f"cannot read included file {path!r}: {exc.message}", where,
+                                        value=name, has_value=True) from None
         except UnicodeDecodeError as exc:
             raise EcelerityIncludeError(f"included file {path!r} is not UTF-8 text ({exc.reason})",
                                         where, value=name, has_value=True) from None
@@ -435,7 +466,7 @@ class _FileParser:
                 if opener is not None:
                     name_tok, brace = opener
                     raise self.error(
-                        f"stanza {name_tok.text!r} opened here is never closed "
+                        f"stanza {_ex(name_tok.text)} opened here is never closed "
                         "(missing '}' before end of file)", brace)
                 return
             if tok.type is _T.RBRACE:
@@ -472,9 +503,9 @@ class _FileParser:
                 return
             if after.type in (_T.WORD, _T.STRING) and after.line == nxt.line:
                 raise self.error(
-                    f"expected '{{' after {name_tok.text} {nxt.text!r}, found {after.shown()} "
-                    "(a stanza takes at most one argument)", after)
-        raise self.error(f"expected '=' or '{{' after {name_tok.text!r}, found {nxt.shown()}",
+                    f"expected '{{' after {_ex(name_tok.text)} {_ex(nxt.text)}, found "
+                    f"{after.shown()} (a stanza takes at most one argument)", after)
+        raise self.error(f"expected '=' or '{{' after {_ex(name_tok.text)}, found {nxt.shown()}",
                          nxt)
 
     def value(self, name_tok: _Token, equals: _Token) -> object:
@@ -485,7 +516,7 @@ class _FileParser:
         if tok.type is _T.WORD:
             if self.peek(1).type is _T.EQUALS and tok.line > equals.line:
                 # ``a =`` then ``b = c`` on the next line: the value of ``a`` is missing.
-                raise self.error(f"missing value after '=' for {name_tok.text!r}", equals)
+                raise self.error(f"missing value after '=' for {_ex(name_tok.text)}", equals)
             self.take()
             return _word_value(tok.text)
         if tok.type is _T.LPAREN:
@@ -506,7 +537,7 @@ class _FileParser:
                 else:
                     raise self.error(f"expected a list item or ')', found {tok.shown()}", tok)
         raise self.error(
-            f"missing value after '=' for {name_tok.text!r} (found {tok.shown()})", tok)
+            f"missing value after '=' for {_ex(name_tok.text)} (found {tok.shown()})", tok)
 
     def option(self, name_tok: _Token, value: object, target: _Scope, ctx: _Ctx) -> None:
         if ctx is _Ctx.SKIPPED:
@@ -568,18 +599,23 @@ def _word_value(text: str) -> object:
 
 
 def parse_ecelerity(text: str, *, filename: str = "<string>",
-                    loader: Loader | None = None) -> EcelerityDocument:
+                    loader: Loader | None = None,
+                    budget: ReadBudget | None = None) -> EcelerityDocument:
     """Read ``ecelerity.conf`` text into an :class:`EcelerityDocument`.
 
     ``filename`` names the text in locations and is the base that relative
     ``include`` paths are joined to.  ``loader`` reads an include file given
     its joined, normalised path and raises :class:`OSError` (e.g.
     :class:`FileNotFoundError`) when it cannot; the default reads UTF-8 from
-    disk.  Raises :class:`~tlspolicy.errors.ConfigSyntaxError` (or its
+    disk through ``budget`` (:class:`~tlspolicy.formats.files.ReadBudget`:
+    regular files only, size caps, at most
+    :data:`~tlspolicy.formats.files.MAX_FILES_PER_LOAD` files, which every
+    include, read by either, is counted against).  Raises
+    :class:`~tlspolicy.errors.ConfigSyntaxError` (or its
     subclasses :class:`EcelerityStructureError`, :class:`EcelerityIncludeError`)
     located at ``file:line:column``; never anything else for bad input.
     """
-    reader = _Reader(loader if loader is not None else _default_loader)
+    reader = _Reader(loader, budget if budget is not None else ReadBudget())
     root = _Scope(ScopeKind.GLOBAL, None, Location(filename, 1, 1, "global"), ())
     main = os.path.normpath(filename) if filename != "<string>" else filename
     reader.read_text(text, filename, root, _Ctx.ROOT, (main,), 0)
@@ -587,22 +623,19 @@ def parse_ecelerity(text: str, *, filename: str = "<string>",
                              tuple(reader.files))
 
 
-def read_ecelerity(path: str | os.PathLike[str]) -> EcelerityDocument:
+def read_ecelerity(path: str | os.PathLike[str], *,
+                   budget: ReadBudget | None = None) -> EcelerityDocument:
     """Read an ``ecelerity.conf`` file (and the files it includes) from disk.
 
-    Raises :class:`~tlspolicy.errors.ConfigSyntaxError` when the file cannot
-    be read, is not UTF-8, or is malformed; see :func:`parse_ecelerity`.
+    Raises :class:`~tlspolicy.errors.FileReadError` (a
+    :class:`~tlspolicy.errors.ConfigSyntaxError`) when the file cannot be
+    read safely or is not UTF-8, and the syntax errors of
+    :func:`parse_ecelerity`.
     """
     name = os.fspath(path)
-    try:
-        text = _default_loader(name)
-    except UnicodeDecodeError as exc:
-        raise ConfigSyntaxError(f"file is not UTF-8 text ({exc.reason})",
-                                Location(name)) from None
-    except OSError as exc:
-        raise ConfigSyntaxError(f"cannot read file: {exc.strerror or type(exc).__name__}",
-                                Location(name)) from None
-    return parse_ecelerity(text, filename=name)
+    budget = budget if budget is not None else ReadBudget()
+    text = budget.read_text(name)
+    return parse_ecelerity(text, filename=name, budget=budget)
 
 
 def _validated(document: EcelerityDocument, filename: str) -> Config:
@@ -626,10 +659,11 @@ def loads_ecelerity_config(text: str, filename: str = "<string>", *,
     return _validated(parse_ecelerity(text, filename=filename, loader=loader), filename)
 
 
-def load_ecelerity_config(path: str | os.PathLike[str]) -> Config:
+def load_ecelerity_config(path: str | os.PathLike[str], *,
+                          budget: ReadBudget | None = None) -> Config:
     """Read an ``ecelerity.conf`` file from disk and validate it into a ``Config``."""
     name = os.fspath(path)
-    return _validated(read_ecelerity(name), name)
+    return _validated(read_ecelerity(name, budget=budget), name)
 
 
 # ------------------------------------------------------------------------- writer

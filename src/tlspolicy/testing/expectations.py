@@ -54,11 +54,13 @@ from ..errors import (
     ConfigError,
     ConfigErrors,
     ConfigSyntaxError,
+    FileReadError,
     InvalidValueError,
     Location,
     PolicyInputError,
     UnknownOptionError,
 )
+from ..formats.files import read_regular_text
 from ..names import normalise_domain
 from ..options import Options, Tls, TlsVerify, option_spec
 from ..policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
@@ -819,13 +821,9 @@ def load_expectations(path: str | os.PathLike[str]) -> ExpectationFile:
     """Read an expectation file from disk (see :func:`loads_expectations`)."""
     name = os.fspath(path)
     try:
-        with open(name, encoding="utf-8") as handle:
-            text = handle.read()
-    except UnicodeDecodeError as exc:
-        raise ExpectationSyntaxError(f"file is not UTF-8 text: {exc.reason}",
-                                     Location(file=name)) from None
-    except OSError as exc:
-        raise ExpectationSyntaxError(f"cannot read file: {exc.strerror or exc}",
-                                     Location(file=name)) from None
+        # Regular files only, with the configuration reader's size cap.
+        text = read_regular_text(name)
+    except FileReadError as exc:
+        raise ExpectationSyntaxError(exc.message, exc.location) from None
     return loads_expectations(text, name)
 
