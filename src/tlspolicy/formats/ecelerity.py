@@ -518,7 +518,7 @@ class _FileParser:
                 # ``a =`` then ``b = c`` on the next line: the value of ``a`` is missing.
                 raise self.error(f"missing value after '=' for {_ex(name_tok.text)}", equals)
             self.take()
-            return _word_value(tok.text)
+            return self.word(tok)
         if tok.type is _T.LPAREN:
             opener = self.take()
             items: list[object] = []
@@ -530,7 +530,7 @@ class _FileParser:
                 if tok.type is _T.STRING:
                     items.append(self.take().text)
                 elif tok.type is _T.WORD:
-                    items.append(_word_value(self.take().text))
+                    items.append(self.word(self.take()))
                 elif tok.type is _T.EOF:
                     raise self.error("list opened here is never closed (missing ')')",
                                      opener)
@@ -538,6 +538,13 @@ class _FileParser:
                     raise self.error(f"expected a list item or ')', found {tok.shown()}", tok)
         raise self.error(
             f"missing value after '=' for {_ex(name_tok.text)} (found {tok.shown()})", tok)
+
+    def word(self, tok: _Token) -> object:
+        try:
+            return _word_value(tok.text)
+        except ValueError:
+            raise self.error(f"integer of more than {_MAX_INT_DIGITS} digits: quote it if it "
+                             "is meant as text", tok) from None
 
     def option(self, name_tok: _Token, value: object, target: _Scope, ctx: _Ctx) -> None:
         if ctx is _Ctx.SKIPPED:
@@ -591,9 +598,15 @@ def _path_text(path: tuple[tuple[ScopeKind, str], ...]) -> str:
     return " > ".join(f'{kind.value} "{name}"' for kind, name in path)
 
 
+_MAX_INT_DIGITS: Final = 4300
+"""Python's int() limit for decimal text; a longer bare integer word is an error."""
+
+
 def _word_value(text: str) -> object:
     digits = text[1:] if text[:1] in "+-" else text
     if digits.isascii() and digits.isdigit() and (digits == "0" or not digits.startswith("0")):
+        if len(digits) > _MAX_INT_DIGITS:
+            raise ValueError(f"integer of {len(digits)} digits")
         return int(text)
     return text
 
