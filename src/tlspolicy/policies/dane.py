@@ -138,7 +138,8 @@ class TlsaRecord:
             raise PolicyInputError(f"TLSA record {excerpt(text)}: data is not hexadecimal")
         if len(hex_data) % 2:
             raise PolicyInputError(
-                f"TLSA record {excerpt(text)}: data has an odd number of hex digits ({len(hex_data)})"
+                f"TLSA record {excerpt(text)}: data has an odd number of hex digits "
+                f"({len(hex_data)})"
             )
         data = bytes.fromhex(hex_data)
         mtype = numbers[2]
