@@ -4,9 +4,16 @@ Only the outbound TLS policy is taken from the file: options named in
 :data:`~tlspolicy.options.OPTION_SPECS` (any case) at top level and in
 ``binding_group``, ``binding`` and ``domain`` stanzas become
 :class:`~tlspolicy._raw.RawOption` leaves with their exact
-``file:line:column``.  Everything else an MTA configuration holds (listeners,
-modules, ``Host`` stanzas, delivery tuning) is skipped and listed in
-:attr:`EcelerityDocument.warnings`, never an error.  Option *values* are not
+``file:line:column``.  What else an MTA configuration holds is skipped and
+listed in :attr:`EcelerityDocument.warnings` when Momentum documents it
+(the option and scope names of its configuration summary, shipped as
+``tlspolicy/data/momentum-config-options.tsv``) or when it is a module
+stanza at top level.  Any other name is an error, located, all of them
+reported together: an unknown option
+(:class:`~tlspolicy.errors.UnknownOptionError`), an unknown stanza inside a
+scope, or a top-level stanza that is a near miss of a scope keyword or TLS
+option (``domian``, ``tsl``; :class:`EcelerityUnknownStanzaError`).  A typo
+must never turn TLS off silently (SEMANTICS section 3).  Option *values* are not
 checked here; :func:`tlspolicy.scopes.build_config` does that for every
 format alike.
 
@@ -40,7 +47,6 @@ one.  Every problem raises a subclass of
 
 from __future__ import annotations
 
-import difflib
 import enum
 import os
 from collections.abc import Callable
@@ -57,11 +63,13 @@ from ..errors import (
     Location,
     TlsPolicyError,
     TooManyFilesError,
+    UnknownOptionError,
     excerpt,
 )
 from ..options import OPTION_SPECS, Options, ScopeKind
 from ..scopes import BindingScope, Config, DomainScope, build_config
 from .files import ReadBudget
+from .momentum_names import MOMENTUM_OPTIONS, MOMENTUM_SCOPES, SCOPE_KEYWORDS, near_miss
 
 __all__ = [
     "MAX_INCLUDE_DEPTH",
@@ -70,6 +78,7 @@ __all__ = [
     "EcelerityExportError",
     "EcelerityIncludeError",
     "EcelerityStructureError",
+    "EcelerityUnknownStanzaError",
     "EcelerityWarning",
     "Loader",
     "dumps_ecelerity",
@@ -92,6 +101,15 @@ Loader = Callable[[str], str]
 
 class EcelerityStructureError(ConfigSyntaxError):
     """A stanza nested where Momentum does not allow it, or a scope stanza without a name."""
+
+
+class EcelerityUnknownStanzaError(EcelerityStructureError):
+    """A stanza that is no policy scope, no documented Momentum scope and no module.
+
+    Inside a ``binding_group``, ``binding`` or ``domain`` only documented
+    scopes may sit; at top level an unknown stanza is taken for a module
+    unless it is a near miss of a scope keyword or a TLS option (``domian``).
+    """
 
 
 class EcelerityIncludeError(ConfigSyntaxError):
@@ -373,9 +391,13 @@ def _default_loader(path: str) -> str:
     return ReadBudget().read_text(path)
 
 
+_TLS_OPTIONS: Final = frozenset(OPTION_SPECS)
+_TLS_AND_SCOPES: Final = _TLS_OPTIONS | SCOPE_KEYWORDS
+_DOCUMENTED: Final = MOMENTUM_OPTIONS | MOMENTUM_SCOPES
+
+
 def _suggest(name: str) -> str | None:
-    close = difflib.get_close_matches(name.lower(), list(OPTION_SPECS), n=1, cutoff=0.85)
-    return close[0] if close else None
+    return near_miss(name, _TLS_OPTIONS)
 
 
 class _Reader:
@@ -385,6 +407,8 @@ class _Reader:
         self.warnings: list[EcelerityWarning] = []
         self.files: list[str] = []
         self.has_dane = False
+        # Unknown names do not stop the reader: every one of them is reported.
+        self.errors: list[ConfigError] = []
 
     def read_text(self, text: str, filename: str, target: _Scope, ctx: _Ctx,
                   chain: tuple[str, ...], depth: int) -> None:
@@ -550,12 +574,19 @@ class _FileParser:
         if ctx is _Ctx.SKIPPED:
             return
         name = name_tok.text
-        if name.lower() in OPTION_SPECS:
+        lower = name.lower()
+        if lower in OPTION_SPECS:
             target.options.append(
                 RawOption(name, value, self.loc(name_tok, target.path_text(), name)))
-        else:
+        elif lower in _DOCUMENTED:
             self.reader.warnings.append(EcelerityWarning(
                 self.loc(name_tok, target.path_text()), "option", name, None, _suggest(name)))
+        else:
+            close = near_miss(name, _TLS_AND_SCOPES)
+            hint = f"; did you mean {close!r}?" if close is not None else ""
+            self.reader.errors.append(UnknownOptionError(
+                f"unknown option {_ex(name)}: neither an outbound TLS option nor a documented "
+                f"Momentum option{hint}", self.loc(name_tok, target.path_text(), name)))
 
     def stanza(self, name_tok: _Token, arg_tok: _Token | None, brace: _Token, target: _Scope,
                ctx: _Ctx, depth: int) -> None:
@@ -566,10 +597,7 @@ class _FileParser:
         kind = _SCOPE_KINDS.get(keyword)
         if ctx is _Ctx.SKIPPED or kind is None:
             if ctx is not _Ctx.SKIPPED:
-                if ctx is _Ctx.ROOT and keyword == "dane":
-                    self.reader.has_dane = True
-                self.reader.warnings.append(EcelerityWarning(
-                    self.loc(name_tok, target.path_text()), "stanza", name_tok.text, arg))
+                self.unknown_stanza(name_tok, arg, keyword, target, ctx)
             self.block(target, _Ctx.SKIPPED, (name_tok, brace), depth + 1)
             return
         if kind not in _ALLOWED[ctx]:
@@ -592,6 +620,26 @@ class _FileParser:
             if kind is ScopeKind.BINDING_GROUP:
                 target.groups[arg] = scope
         self.block(scope, _CTX_OF[kind], (name_tok, brace), depth + 1)
+
+
+    def unknown_stanza(self, name_tok: _Token, arg: str | None, keyword: str, target: _Scope,
+                       ctx: _Ctx) -> None:
+        """Note a documented scope or a module stanza; refuse anything else."""
+        where = self.loc(name_tok, target.path_text())
+        close = None if keyword in _DOCUMENTED else near_miss(keyword, _TLS_AND_SCOPES)
+        if keyword in _DOCUMENTED or (ctx is _Ctx.ROOT and close is None):
+            # A documented scope, or (at top level) a module stanza: not policy.
+            if ctx is _Ctx.ROOT and keyword == "dane":
+                self.reader.has_dane = True
+            self.reader.warnings.append(EcelerityWarning(where, "stanza", name_tok.text, arg))
+            return
+        hint = f"; did you mean {close!r}?" if close is not None else ""
+        if ctx is _Ctx.ROOT:
+            what = "a near miss of a policy keyword, so not taken for a module stanza"
+        else:
+            what = "not a documented Momentum scope, and modules sit at top level only"
+        self.reader.errors.append(EcelerityUnknownStanzaError(
+            f"unknown stanza {_ex(name_tok.text)}: {what}{hint}", where))
 
 
 def _path_text(path: tuple[tuple[ScopeKind, str], ...]) -> str:
@@ -632,6 +680,7 @@ def parse_ecelerity(text: str, *, filename: str = "<string>",
     root = _Scope(ScopeKind.GLOBAL, None, Location(filename, 1, 1, "global"), ())
     main = os.path.normpath(filename) if filename != "<string>" else filename
     reader.read_text(text, filename, root, _Ctx.ROOT, (main,), 0)
+    ConfigErrors.raise_if_any(reader.errors)
     return EcelerityDocument(root.freeze(), tuple(reader.warnings), reader.has_dane,
                              tuple(reader.files))
 
