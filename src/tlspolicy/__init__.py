@@ -45,6 +45,7 @@ from .errors import (
     PolicyInputError,
     RegexError,
     ResolutionError,
+    TlsFileError,
     TlsPolicyError,
     TooManyFilesError,
     UnknownBindingError,
@@ -61,6 +62,7 @@ from .formats.files import (
     read_regular_text,
 )
 from .formats.loader import dump_toml, load_config, loads_toml
+from .formats.tlsfiles import check_tls_files
 from .names import DomainKind, DomainName, DomainPattern, normalise_domain
 from .options import (
     NEWEST_VERSION,
@@ -189,6 +191,7 @@ __all__ = [
     "StsMode",
     "Tls",
     "TlsEngine",
+    "TlsFileError",
     "TlsParameters",
     "TlsPolicyError",
     "TlsProtocols",
@@ -208,6 +211,7 @@ __all__ = [
     "build_config",
     "build_report",
     "certificate_outcome",
+    "check_tls_files",
     "dane_observations",
     "dump_toml",
     "hook_overrides",

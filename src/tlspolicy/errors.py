@@ -32,6 +32,7 @@ __all__ = [
     "PolicyInputError",
     "RegexError",
     "ResolutionError",
+    "TlsFileError",
     "TlsPolicyError",
     "TooManyFilesError",
     "UnknownBindingError",
@@ -170,6 +171,15 @@ class FileTooLargeError(FileReadError):
 
 class TooManyFilesError(FileReadError):
     """A load that would read more files than its cap (include fan-out)."""
+
+
+class TlsFileError(ConfigError):
+    """A ``tls_ca``, ``tls_certificate`` or ``tls_key`` file that cannot be used.
+
+    Missing, unreadable, not a regular file, not PEM of the right kind, or a
+    key that does not match its certificate; located at the scope path and
+    option, with the file name as the value.
+    """
 
 
 class NoConfigFilesError(ConfigError):
