@@ -765,6 +765,9 @@ def loads_expectations(text: str, filename: str = "<string>",
             f"not valid TOML: {message}",
             Location(file=filename, line=int(pos.group(1)) if pos else None,
                      column=int(pos.group(2)) if pos else None)) from None
+    except ValueError:  # int()'s 4,300-digit limit, met inside tomllib
+        raise ExpectationSyntaxError("not valid TOML: a number too large to read",
+                                     Location(file=filename)) from None
     lines = _Lines(text)
     errors: list[ConfigError] = []
     if base_dir is None:
