@@ -175,6 +175,13 @@ class DomainPattern:
         return f"DomainPattern({self.pattern!r})"
 
 
+@lru_cache(maxsize=65536)
+def _pattern(pattern: str) -> DomainPattern:
+    # A compiled pattern is immutable, so stanzas with the same text share one
+    # (compiling through google-re2's wrapper costs tens of microseconds).
+    return DomainPattern(pattern)
+
+
 def _too_long(name: str) -> bool:
     return len(name) > MAX_NAME_OCTETS or (
         not name.isascii() and len(name.encode("utf-8")) > MAX_NAME_OCTETS)
@@ -251,7 +258,7 @@ class DomainName:
             pattern = stripped[1:-1]
             if not pattern:
                 raise InvalidDomainError("empty regex domain '//'")
-            return cls(DomainKind.REGEX, pattern, text, DomainPattern(pattern))
+            return cls(DomainKind.REGEX, pattern, text, _pattern(pattern))
         key = normalise_domain(stripped)
         kind = DomainKind.IP if key.startswith("[") else DomainKind.EXACT
         return cls(kind, key, text)

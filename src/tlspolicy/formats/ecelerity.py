@@ -386,11 +386,6 @@ class _Scope:
                         tuple(c.freeze() for c in self.children))
 
 
-def _default_loader(path: str) -> str:
-    # Only for callers of the old signature; the reader itself reads through its budget.
-    return ReadBudget().read_text(path)
-
-
 _TLS_OPTIONS: Final = frozenset(OPTION_SPECS)
 _TLS_AND_SCOPES: Final = _TLS_OPTIONS | SCOPE_KEYWORDS
 _DOCUMENTED: Final = MOMENTUM_OPTIONS | MOMENTUM_SCOPES
