@@ -43,6 +43,7 @@ __all__ = [
     "TlsSession",
     "allow_config_directory",
     "allowed_config_directories",
+    "cached_lookup_is_consistent",
     "disallow_config_directory",
     "find_postfix_binary",
     "free_port",
@@ -80,6 +81,21 @@ def find_postfix_binary(name: str) -> str | None:
 
 POSTFIX = find_postfix_binary("postfix")
 POSTMAP = find_postfix_binary("postmap")
+
+
+def cached_lookup_is_consistent(cached: str | None, name: str) -> bool:
+    """Whether a lookup made at import time still describes the system.
+
+    Postfix may be installed while the suite runs (CI installs Debian packages
+    beside the tests), so an import-time ``None`` may meet a live path; that is
+    consistent.  A cached path must still be an executable program of that name,
+    found again by a live lookup.
+    """
+    live = find_postfix_binary(name)
+    if cached is None:
+        return live is None or (Path(live).name == name and os.access(live, os.X_OK))
+    return (Path(cached).name == name and os.access(cached, os.X_OK)
+            and live is not None)
 _IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 requires_postmap = pytest.mark.skipif(

@@ -20,12 +20,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tlspolicy._raw import RawScope
-from tlspolicy.errors import ConfigError, ConfigSyntaxError, TlsPolicyError
+from tlspolicy.errors import ConfigError, ConfigSyntaxError, TlsPolicyError, UnknownOptionError
 from tlspolicy.formats import ecelerity
 from tlspolicy.formats.ecelerity import (
     EcelerityDocument,
     EcelerityIncludeError,
     EcelerityStructureError,
+    EcelerityUnknownStanzaError,
     EcelerityWarning,
     load_ecelerity_config,
     loads_ecelerity_config,
@@ -274,17 +275,23 @@ def test_dane_module_flag() -> None:
     assert parse_ecelerity("dane { }\nuse_dane = true\n").has_dane_module
     assert parse_ecelerity('Dane "dane1" { debug_level = 1 }').has_dane_module
     assert not parse_ecelerity("use_dane = true\n").has_dane_module
-    # A 'dane' stanza nested in another stanza is not the module.
-    assert not parse_ecelerity("Binding b { dane { } }").has_dane_module
+    # A 'dane' stanza nested in another stanza is not the module (inside a skipped
+    # stanza it is not read; inside a policy scope it is an unknown stanza).
+    assert not parse_ecelerity("ESMTP_Listener { dane { } }").has_dane_module
+    with pytest.raises(EcelerityUnknownStanzaError):
+        parse_ecelerity("Binding b { dane { } }")
 
 
-def test_warnings_suggest_close_option_names() -> None:
-    doc = parse_ecelerity("Domain d { tls_verfy = host\n  max_outbound_connections = 5 }\n")
-    typo, other = doc.warnings
-    assert typo.suggestion == "tls_verify" and other.suggestion is None
-    assert typo.describe() == (
-        "<string>:1:12: domain \"d\": skipped option 'tls_verfy': not an outbound TLS "
-        "policy item (did you mean 'tls_verify'?)")
+def test_near_misses_of_tls_options_are_errors() -> None:
+    # SEMANTICS section 3: an unknown option is an error; a near miss names the option.
+    with pytest.raises(UnknownOptionError) as info:
+        parse_ecelerity("Domain d { tls_verfy = host\n  max_outbound_connections = 5 }\n")
+    assert str(info.value) == (
+        "<string>:1:12: domain \"d\": option 'tls_verfy': unknown option 'tls_verfy': neither "
+        "an outbound TLS option nor a documented Momentum option; did you mean 'tls_verify'?")
+    doc = parse_ecelerity("Domain d { max_outbound_connections = 5 }\n")
+    (other,) = doc.warnings
+    assert other.suggestion is None and other.name == "max_outbound_connections"
 
 
 def test_tls_options_inside_skipped_stanzas_are_not_policy() -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tlspolicy.cli import example_config
+from tlspolicy.errors import ConfigErrors, UnknownOptionError
 from tlspolicy.formats.ecelerity import loads_ecelerity_config, parse_ecelerity
 from tlspolicy.formats.toml import loads_toml
 from tlspolicy.lint import LintWarning, lint_config, lint_document, lint_file
@@ -92,13 +95,23 @@ def test_example_trap_is_found() -> None:
 
 
 def test_ecelerity_findings(tmp_path: Path) -> None:
-    text = ('use_dane = true\ntls = ifavailable\ntls_verfy = host\n'
+    # A near miss of a TLS option is no longer a lint finding but a load error
+    # (SEMANTICS section 3): lint, like check, refuses the file and names the typo.
+    typo = ('use_dane = true\ntls = ifavailable\ntls_verfy = host\n'
             'binding "b" {\n  tls_ciphers_list = "x"\n}\n')
+    with pytest.raises(ConfigErrors) as info:
+        parse_ecelerity(typo, filename="x.conf")
+    first, second = info.value.errors
+    assert isinstance(first, UnknownOptionError) and first.location.line == 3
+    assert "did you mean 'tls_verify'" in str(first)
+    assert second.location.line == 5 and second.location.option == "tls_ciphers_list"
+    path = tmp_path / "m.conf"
+    path.write_text("dane { }\n" + typo)
+    with pytest.raises(ConfigErrors):
+        lint_file(path)
+    text = 'use_dane = true\ntls = ifavailable\ntls_verify = host\n'
     document = parse_ecelerity(text, filename="x.conf")
     found = lint_document(document, loads_ecelerity_config(text, "x.conf"))
-    assert [w.code for w in found] == ["likely-typo", "dane-module-missing"]
-    assert found[0].location is not None and found[0].location.line == 3
-    assert "did you mean 'tls_verify'" in found[0].describe()
-    path = tmp_path / "m.conf"
+    assert [w.code for w in found] == ["dane-module-missing"]
     path.write_text("dane { }\n" + text)
-    assert [w.code for w in lint_file(path)] == ["likely-typo"]
+    assert [w.code for w in lint_file(path)] == []

@@ -227,6 +227,7 @@ def status_table() -> str:
 
 API_GROUPS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("Loading and writing configuration", ("tlspolicy.formats.loader",)),
+    ("Reading files safely", ("tlspolicy.formats.files", "tlspolicy.formats.tlsfiles")),
     ("Configuration models", ("tlspolicy.scopes",)),
     ("Options and values", ("tlspolicy.options",)),
     ("Domain names", ("tlspolicy.names",)),

@@ -13,23 +13,31 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 __all__ = [
+    "EXCERPT_CHARS",
     "BindingGroupConflictError",
     "ConfigError",
     "ConfigErrors",
     "ConfigSyntaxError",
     "DuplicateScopeError",
+    "FileReadError",
+    "FileTooLargeError",
     "InvalidDomainError",
     "InvalidValueError",
     "Location",
     "MissingDependencyError",
+    "NoConfigFilesError",
+    "NotRegularFileError",
     "OptionScopeError",
     "OptionVersionError",
     "PolicyInputError",
     "RegexError",
     "ResolutionError",
+    "TlsFileError",
     "TlsPolicyError",
+    "TooManyFilesError",
     "UnknownBindingError",
     "UnknownOptionError",
+    "excerpt",
 ]
 
 
@@ -67,6 +75,23 @@ class Location:
         return attrs.evolve(self, **changes)  # type: ignore[arg-type]
 
 
+EXCERPT_CHARS = 60
+"""The most characters of a value or of file content an error message quotes."""
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, saying how long the whole was.
+
+    Messages quote values from files and from strangers; a short excerpt
+    locates the mistake without echoing a whole file (or a secret) back.
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value)} characters" if isinstance(value, str) else type(value).__name__
+    return f"{text[:limit]}... ({size})"
+
+
 class TlsPolicyError(Exception):
     """Base class of every error this library raises on purpose."""
 
@@ -91,8 +116,13 @@ class ConfigError(TlsPolicyError):
     def __str__(self) -> str:
         text = f"{self.location.describe()}: {self.message}"
         if self.has_value:
-            text += f" (value {self.value!r})"
+            text += f" (value {excerpt(self.value)})"
         return text
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickle by fields (errors cross process boundaries, e.g. a reload in a worker).
+        return (_restore_config_error,
+                (type(self), self.message, self.location, self.value, self.has_value))
 
     def located(self, location: Location) -> ConfigError:
         """Return a copy of this error with missing location fields filled in."""
@@ -111,8 +141,49 @@ class ConfigError(TlsPolicyError):
         return clone
 
 
+def _restore_config_error(cls: type[ConfigError], message: str, location: Location,
+                          value: object, has_value: bool) -> ConfigError:
+    error = cls.__new__(cls)
+    ConfigError.__init__(error, message, location, value=value, has_value=has_value)
+    return error
+
+
 class ConfigSyntaxError(ConfigError):
     """The file is not valid TOML (or ecelerity.conf syntax), or not readable."""
+
+
+class FileReadError(ConfigSyntaxError):
+    """A configuration (or certificate) file that cannot be read safely.
+
+    Raised for a missing or unreadable file and, through the subclasses, for
+    what the readers refuse on purpose.  Messages never quote the file's
+    content.
+    """
+
+
+class NotRegularFileError(FileReadError):
+    """A path that is a FIFO, a device, a directory or a socket, not a regular file."""
+
+
+class FileTooLargeError(FileReadError):
+    """A file larger than the reader's size cap (or a load over its total byte cap)."""
+
+
+class TooManyFilesError(FileReadError):
+    """A load that would read more files than its cap (include fan-out)."""
+
+
+class TlsFileError(ConfigError):
+    """A ``tls_ca``, ``tls_certificate`` or ``tls_key`` file that cannot be used.
+
+    Missing, unreadable, not a regular file, not PEM of the right kind, or a
+    key that does not match its certificate; located at the scope path and
+    option, with the file name as the value.
+    """
+
+
+class NoConfigFilesError(ConfigError):
+    """A load given no file at all: never an empty (all-plaintext) policy."""
 
 
 class UnknownOptionError(ConfigError):
@@ -132,7 +203,7 @@ class OptionVersionError(ConfigError):
 
 
 class RegexError(ConfigError):
-    """A ``/regex/`` domain Python's ``re`` cannot compile."""
+    """A ``/regex/`` domain RE2 cannot compile (backreferences, lookaround, too large)."""
 
 
 class DuplicateScopeError(ConfigError):
@@ -158,6 +229,9 @@ class ConfigErrors(ConfigError):
         count = len(self.errors)
         head = f"{count} configuration error{'s' if count != 1 else ''}:"
         return "\n".join([head, *(f"  {e}" for e in self.errors)])
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.errors,))
 
     @classmethod
     def raise_if_any(cls, errors: Sequence[ConfigError]) -> None:

@@ -30,6 +30,10 @@ Checks (the ``code`` of each :class:`LintWarning`):
 ``likely-typo``
     (``ecelerity.conf``) a skipped option whose name closely resembles a TLS
     option.
+``regex-upper-case``
+    a regex domain whose pattern has an upper-case literal letter outside an
+    escape, a class name or a case-insensitive group: names are matched
+    lower-cased, so that part of the pattern can never match.
 """
 
 from __future__ import annotations
@@ -48,7 +52,14 @@ from .options import OPTION_SPECS, UNSET, Options, ScopeKind, Tls, TlsVerify
 from .resolver import Resolver
 from .scopes import Config, DomainScope, build_config, scope_path
 
-__all__ = ["LintWarning", "lint_config", "lint_document", "lint_file", "lint_files"]
+__all__ = [
+    "LintWarning",
+    "lint_config",
+    "lint_document",
+    "lint_file",
+    "lint_files",
+    "upper_case_literal",
+]
 
 _Path = tuple[tuple[ScopeKind, str], ...]
 
@@ -236,6 +247,16 @@ class _Linter:
                               "are tried in declaration order)")
                     mine -= set(taken)
 
+    def check_regex_case(self) -> None:
+        for path, _options, stanza in self.scopes():
+            if stanza is None or stanza.name.kind is not DomainKind.REGEX:
+                continue
+            letter = upper_case_literal(stanza.name.key)
+            if letter is not None:
+                self.warn("regex-upper-case", path,
+                          f"the pattern has the upper-case literal {letter!r}, but names are "
+                          "matched lower-cased: write it in lower case (or use (?i))")
+
     def check_domain_reachability(self) -> None:
         config = self.config
         targets: list[tuple[_Path, DomainScope]] = [((), d) for d in config.domains]
@@ -325,6 +346,59 @@ def _literal(pattern: str) -> tuple[bool, str, bool] | None:
     return start, "".join(out), end
 
 
+def _case_insensitive(pattern: str) -> bool:
+    """Whether a flag group (``(?i)``, ``(?si:...)``, ``(?i-s)``) turns on ``i``."""
+    start = pattern.find("(?")
+    while start != -1:
+        i = start + 2
+        # Flag letters never contain "(?", so the scans do not overlap: linear.
+        while i < len(pattern) and pattern[i] in "imsU":
+            if pattern[i] == "i":
+                return True
+            i += 1
+        start = pattern.find("(?", i)
+    return False
+
+
+def upper_case_literal(pattern: str) -> str | None:
+    """The first upper-case literal letter of an RE2 pattern, or ``None``.
+
+    Letters after a backslash (``\\D``, ``\\pL``, ``\\p{Greek}``), inside
+    ``[[:upper:]]``-style class names and ``(?P<Name>`` group names are
+    syntax, not literals; a pattern with a ``(?i`` flag anywhere is left
+    alone.  A single left-to-right scan: linear in the pattern's length.
+    """
+    if _case_insensitive(pattern):
+        return None
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\":
+            nxt = pattern[i + 1:i + 2]
+            if nxt in ("p", "P") and pattern[i + 2:i + 3] == "{":
+                close = pattern.find("}", i + 3)
+                i = close + 1 if close != -1 else n
+            elif nxt in ("p", "P"):
+                i += 3
+            else:
+                i += 2
+            continue
+        if pattern.startswith("[:", i):
+            close = pattern.find(":]", i + 2)
+            if close != -1:
+                i = close + 2
+                continue
+        if pattern.startswith("(?P<", i):
+            close = pattern.find(">", i + 4)
+            if close != -1:
+                i = close + 1
+                continue
+        if "A" <= ch <= "Z":
+            return ch
+        i += 1
+    return None
+
+
 def _covers(earlier: str, later: str) -> bool:
     """Whether every string ``later`` matches (re.search) is matched by ``earlier``."""
     a, b = _literal(earlier), _literal(later)
@@ -346,6 +420,7 @@ def lint_config(config: Config) -> list[LintWarning]:
     linter = _Linter(config)
     linter.check_tls_dependent()
     linter.check_regex_shadowing()
+    linter.check_regex_case()
     linter.check_domain_reachability()
     return linter.warnings
 

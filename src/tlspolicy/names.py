@@ -11,15 +11,31 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Final
+from typing import Any, Final
 
 import attrs
 import idna
+import re2  # type: ignore[import-untyped]
 
-from .errors import InvalidDomainError
+from .errors import InvalidDomainError, excerpt
 
-__all__ = ["DomainKind", "DomainName", "normalise_domain"]
+__all__ = [
+    "MAX_NAME_OCTETS",
+    "MAX_PATTERN_MEMORY",
+    "DomainKind",
+    "DomainName",
+    "DomainPattern",
+    "DomainPatternSet",
+    "normalise_domain",
+]
+
+MAX_NAME_OCTETS: Final = 253
+"""The longest domain name (RFC 1035, without the trailing dot); longer names are invalid."""
+
+MAX_PATTERN_MEMORY: Final = 2 << 20
+"""RE2's memory budget for one regex domain (bytes): a pattern needing more is refused."""
 
 _ASCII_LABEL: Final = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 
@@ -58,29 +74,36 @@ def normalise_domain(name: str) -> str:
     """
     if not isinstance(name, str):
         raise InvalidDomainError(f"domain must be a string, not {type(name).__name__}")
+    if len(name) > 4 * MAX_NAME_OCTETS:
+        # Far too long whatever its spelling: refuse before any per-label work.
+        raise InvalidDomainError(
+            f"domain name longer than {MAX_NAME_OCTETS} octets: {excerpt(name)}")
     text = name.strip()
     if text.endswith(".") and not text.endswith(".."):
         text = text[:-1]
     if not text:
-        raise InvalidDomainError(f"empty domain name {name!r}")
+        raise InvalidDomainError(f"empty domain name {excerpt(name)}")
     if text[0] == "[" or text[0].isdigit() or ":" in text:
         ip = _canonical_ip(text)
         if ip is not None:
             return ip
         if text[0] == "[" or ":" in text:
-            raise InvalidDomainError(f"invalid IP literal {name!r}")
+            raise InvalidDomainError(f"invalid IP literal {excerpt(name)}")
     if text.isascii():
         ascii_name = text.lower()
     else:
         try:
             ascii_name = idna.encode(text, uts46=True, transitional=False).decode("ascii")
         except idna.IDNAError as exc:
-            raise InvalidDomainError(f"invalid international domain name {name!r}: {exc}") from None
-    if len(ascii_name) > 253:
-        raise InvalidDomainError(f"domain name longer than 253 characters: {name!r}")
+            raise InvalidDomainError(
+                f"invalid international domain name {excerpt(name)}: {exc}") from None
+    if len(ascii_name) > MAX_NAME_OCTETS:
+        raise InvalidDomainError(
+            f"domain name longer than {MAX_NAME_OCTETS} octets: {excerpt(name)}")
     for label in ascii_name.split("."):
         if not _ASCII_LABEL.fullmatch(label):
-            raise InvalidDomainError(f"invalid label {label!r} in domain name {name!r}")
+            raise InvalidDomainError(
+                f"invalid label {excerpt(label)} in domain name {excerpt(name)}")
     return ascii_name
 
 
@@ -92,8 +115,118 @@ class DomainKind(enum.Enum):
     IP = "ip"
 
 
-def _compile(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _options(max_mem: int) -> Any:
+    options = re2.Options()
+    # Errors are reported as exceptions; RE2 would also print them on stderr.
+    options.log_errors = False
+    options.max_mem = max_mem
+    return options
+
+
+_PATTERN_OPTIONS: Final = _options(MAX_PATTERN_MEMORY)
+# A set's DFA state grows with the instructions of its patterns; keeping each set
+# small (and its memory budget large) keeps a search from ever running out of DFA
+# memory on a name of at most 253 octets, which RE2::Set would report as no match.
+_SET_OPTIONS: Final = _options(64 << 20)
+_SET_PROGRAM_BUDGET: Final = 20_000
+
+
+def _message(exc: BaseException) -> str:
+    arg = exc.args[0] if exc.args else exc
+    return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
+
+
+class DomainPattern:
+    """A regex domain compiled with RE2 (the ``google-re2`` package).
+
+    RE2 matches in time linear in the name's length whatever the pattern
+    (SEMANTICS section 2), so a recipient domain chosen by a stranger cannot
+    make a configured pattern run for long.  There is no fallback to Python's
+    ``re``: a pattern RE2 cannot compile (backreferences, lookaround) or that
+    needs more than :data:`MAX_PATTERN_MEMORY` raises
+    :class:`~tlspolicy.errors.InvalidDomainError`.
+    """
+
+    __slots__ = ("_compiled", "pattern", "program_size")
+
+    def __init__(self, pattern: str) -> None:
+        try:
+            compiled = re2.compile(pattern, _PATTERN_OPTIONS)
+        except re2.error as exc:
+            raise InvalidDomainError(
+                f"regex domain {excerpt('/' + pattern + '/')} is not a pattern RE2 can run: "
+                f"{_message(exc)} (RE2 syntax: no backreferences, no lookaround)") from None
+        self.pattern = pattern
+        self._compiled = compiled
+        # The program size bounds a set's DFA memory (see DomainPatternSet).
+        self.program_size: int = int(compiled._regexp.ProgramSize())
+
+    def search(self, normalised: str) -> bool:
+        """Whether the pattern matches anywhere in a normalised name (``re.search`` style).
+
+        A name longer than :data:`MAX_NAME_OCTETS` octets is invalid input and
+        never matches.
+        """
+        if _too_long(normalised):
+            return False
+        return self._compiled.search(normalised) is not None
+
+    def __repr__(self) -> str:
+        return f"DomainPattern({self.pattern!r})"
+
+
+@lru_cache(maxsize=65536)
+def _pattern(pattern: str) -> DomainPattern:
+    # A compiled pattern is immutable, so stanzas with the same text share one
+    # (compiling through google-re2's wrapper costs tens of microseconds).
+    return DomainPattern(pattern)
+
+
+def _too_long(name: str) -> bool:
+    return len(name) > MAX_NAME_OCTETS or (
+        not name.isascii() and len(name.encode("utf-8")) > MAX_NAME_OCTETS)
+
+
+class DomainPatternSet:
+    """Several regex domains matched together in one linear pass (``RE2::Set``).
+
+    :meth:`matching` returns the indices of the patterns that match, in
+    declaration order, so the resolver keeps SEMANTICS' "first matching
+    regex in declaration order" while running one automaton instead of one
+    search per stanza.
+    """
+
+    __slots__ = ("_sets", "size")
+
+    def __init__(self, patterns: Sequence[DomainPattern]) -> None:
+        self.size = len(patterns)
+        self._sets: list[tuple[int, Any]] = []
+        start = 0
+        while start < len(patterns):
+            end, budget = start, 0
+            while end < len(patterns) and (end == start or
+                                           budget + patterns[end].program_size
+                                           <= _SET_PROGRAM_BUDGET):
+                budget += patterns[end].program_size
+                end += 1
+            chunk = re2.Set.SearchSet(_SET_OPTIONS)
+            for p in patterns[start:end]:
+                chunk.Add(p.pattern)
+            chunk.Compile()
+            self._sets.append((start, chunk))
+            start = end
+
+    def matching(self, normalised: str) -> list[int]:
+        """Indices of the patterns matching a normalised name, ascending."""
+        if _too_long(normalised):
+            return []
+        found: list[int] = []
+        for offset, chunk in self._sets:
+            hits = chunk.Match(normalised)
+            if hits:
+                found.extend(offset + i for i in hits)
+        found.sort()
+        return found
 
 
 @attrs.frozen(slots=True)
@@ -108,14 +241,15 @@ class DomainName:
     kind: DomainKind
     key: str
     text: str = attrs.field(eq=False)
-    regex: re.Pattern[str] | None = attrs.field(eq=False, default=None, repr=False)
+    regex: DomainPattern | None = attrs.field(eq=False, default=None, repr=False)
 
     @classmethod
     def parse(cls, text: str) -> DomainName:
         """Parse ``example.com``, ``/regex/`` or an IP literal.
 
         Raises :class:`~tlspolicy.errors.InvalidDomainError` for a bad name
-        and :class:`re.error` (wrapped by loaders) for a bad pattern.
+        and for a pattern RE2 cannot run (loaders locate it as a
+        :class:`~tlspolicy.errors.RegexError`).
         """
         if not isinstance(text, str):
             raise InvalidDomainError(f"domain name must be a string, not {type(text).__name__}")
@@ -124,11 +258,7 @@ class DomainName:
             pattern = stripped[1:-1]
             if not pattern:
                 raise InvalidDomainError("empty regex domain '//'")
-            try:
-                compiled = _compile(pattern)
-            except re.error as exc:
-                raise InvalidDomainError(f"regex domain {text!r} does not compile: {exc}") from None
-            return cls(DomainKind.REGEX, pattern, text, compiled)
+            return cls(DomainKind.REGEX, pattern, text, _pattern(pattern))
         key = normalise_domain(stripped)
         kind = DomainKind.IP if key.startswith("[") else DomainKind.EXACT
         return cls(kind, key, text)
@@ -139,5 +269,5 @@ class DomainName:
     def matches(self, normalised: str) -> bool:
         """Whether this stanza applies to an already normalised domain."""
         if self.regex is not None:
-            return self.regex.search(normalised) is not None
+            return self.regex.search(normalised)
         return self.key == normalised

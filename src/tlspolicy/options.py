@@ -130,6 +130,10 @@ class ScopeKind(enum.Enum):
 ALL_SCOPES: Final = frozenset(ScopeKind)
 
 
+# ASCII digits only: str.isdigit and re's \d accept full-width and other digits.
+_VERSION_RE: Final = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9}){0,3}")
+
+
 def _strip_zeros(parts: tuple[int, ...]) -> tuple[int, ...]:
     # 4.0 == 4 == 4.0.0.0: trailing zeros never change what a version means.
     parts = tuple(parts)
@@ -154,7 +158,7 @@ class CompatVersion:
         Versions older than 4.0 or newer than the newest one this library
         knows (:data:`NEWEST_VERSION`) are refused: their behaviour is unknown.
         """
-        if not isinstance(text, str) or not re.fullmatch(r"\d+(\.\d+){0,3}", text.strip()):
+        if not isinstance(text, str) or not _VERSION_RE.fullmatch(text.strip()):
             raise InvalidValueError(
                 "compatibility version must look like '4.1' or '4.1.0.2'",
                 Location(option="compatibility"), value=text, has_value=True,

@@ -15,7 +15,6 @@ with a hundred thousand domains compiles in the time of one dictionary pass.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Hashable, Mapping
@@ -31,7 +30,7 @@ from .errors import (
     OptionVersionError,
     UnknownBindingError,
 )
-from .names import DomainKind, normalise_domain
+from .names import DomainKind, DomainPattern, DomainPatternSet, normalise_domain
 from .options import (
     OPTION_SPECS,
     UNSET,
@@ -186,21 +185,26 @@ class _Container:
     dominated compiling large configurations.
     """
 
-    __slots__ = ("_made", "exact", "parent", "regexes")
+    __slots__ = ("_made", "exact", "parent", "regex_contributions", "regexes")
 
     def __init__(self, domains: tuple[DomainScope, ...], parent: _Parent) -> None:
         regex = DomainKind.REGEX
         self.parent = parent
         self.exact: dict[str, DomainScope] = {
             d.name.key: d for d in domains if d.name.kind is not regex}
-        regexes: list[tuple[re.Pattern[str], _Contribution]] = []
+        patterns: list[DomainPattern] = []
+        contributions: list[_Contribution] = []
         if len(self.exact) != len(domains):
             for d in domains:
                 if d.name.kind is regex and d.name.regex is not None:
                     contribution = _contribution(d.options, self._path(d))
                     if contribution is not None:
-                        regexes.append((d.name.regex, contribution))
-        self.regexes: tuple[tuple[re.Pattern[str], _Contribution], ...] = tuple(regexes)
+                        patterns.append(d.name.regex)
+                        contributions.append(contribution)
+        # One RE2 set runs every pattern of the container in a single linear pass.
+        self.regexes: DomainPatternSet | None = (
+            DomainPatternSet(patterns) if patterns else None)
+        self.regex_contributions: tuple[_Contribution, ...] = tuple(contributions)
         self._made: dict[str, _Contribution | None] = {}
 
     def _path(self, d: DomainScope) -> str:
@@ -305,12 +309,14 @@ class Resolver:
         exact = container.exact_contribution(domain)
         if exact is not None:
             found.append(exact)
-        if container.regexes:
+        regexes = container.regexes
+        if regexes is not None:
             # Containers live as long as the resolver, so their id is a stable key.
             key = (id(container), domain)
             cached = self._regex_cache.get(key)
             if cached is None:
-                cached = tuple(c for pattern, c in container.regexes if pattern.search(domain))
+                contributions = container.regex_contributions
+                cached = tuple(contributions[i] for i in regexes.matching(domain))
                 self._regex_cache.put(key, cached)
             found.extend(cached)  # type: ignore[arg-type]
 

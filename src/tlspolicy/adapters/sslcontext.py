@@ -25,11 +25,25 @@ Settings Python's :mod:`ssl` cannot express are never dropped in silence:
 
 from __future__ import annotations
 
+import contextlib
+import os
 import ssl
 import warnings
+from collections.abc import Iterator
 from typing import Final, Literal
 
-from tlspolicy import TlsEngine, TlsParameters, TlsPolicyError, TlsVersion
+from tlspolicy import (
+    MAX_PEM_BYTES,
+    FileReadError,
+    FileTooLargeError,
+    Location,
+    TlsEngine,
+    TlsParameters,
+    TlsPolicyError,
+    TlsVersion,
+    open_regular_file,
+    read_regular_text,
+)
 
 __all__ = [
     "ProtocolNarrowedWarning",
@@ -109,6 +123,25 @@ def _protocol_range(
     return _PY_VERSIONS[tls_allowed[0]], _PY_VERSIONS[tls_allowed[-1]]
 
 
+@contextlib.contextmanager
+def _checked(path: str | None, what: str) -> Iterator[str | None]:
+    """A name OpenSSL can open for ``path``, checked to be a regular file first.
+
+    ``load_cert_chain`` takes only names, so the file is opened (non-blocking,
+    checked with fstat) and OpenSSL is given that open descriptor's name where
+    the system has one (``/dev/fd``): the file checked is the file read.
+    """
+    if path is None:
+        yield None
+        return
+    with open_regular_file(path, what) as fd:
+        if os.fstat(fd).st_size > MAX_PEM_BYTES:
+            raise FileTooLargeError(f"{what} is larger than {MAX_PEM_BYTES} bytes",
+                                    Location(file=path))
+        through_fd = f"/dev/fd/{fd}"
+        yield through_fd if os.path.exists(through_fd) else path
+
+
 def build_context(
     parameters: TlsParameters, *, unsupported: Unsupported = "error"
 ) -> ssl.SSLContext:
@@ -126,10 +159,17 @@ def build_context(
     context.verify_mode = ssl.CERT_NONE
     try:
         if parameters.ca_file is not None:
-            context.load_verify_locations(cafile=parameters.ca_file)
+            # Read through the safe reader (regular file, size cap): a FIFO or a
+            # device named as tls_ca must fail at once, not block the handshake.
+            bundle = read_regular_text(parameters.ca_file, max_bytes=MAX_PEM_BYTES,
+                                       what="tls_ca")
+            context.load_verify_locations(cadata=bundle)
         else:
             context.load_default_certs(ssl.Purpose.SERVER_AUTH)
-    except (OSError, ssl.SSLError) as exc:
+    except FileReadError as exc:
+        raise TlsSetupError(f"tls_ca {parameters.ca_file!r} cannot be loaded: "
+                            f"{exc.message}") from None
+    except (OSError, ssl.SSLError, ValueError) as exc:
         raise TlsSetupError(f"tls_ca {parameters.ca_file!r} cannot be loaded: {exc}") from exc
 
     if parameters.key_file is not None and parameters.certificate_file is None:
@@ -137,7 +177,13 @@ def build_context(
             f"tls_key {parameters.key_file!r} is set without tls_certificate")
     if parameters.certificate_file is not None:
         try:
-            context.load_cert_chain(parameters.certificate_file, parameters.key_file)
+            with _checked(parameters.certificate_file, "tls_certificate") as cert, \
+                    _checked(parameters.key_file, "tls_key") as key:
+                context.load_cert_chain(cert, key)  # type: ignore[arg-type]
+        except FileReadError as exc:
+            raise TlsSetupError(
+                f"client certificate {parameters.certificate_file!r} / key "
+                f"{parameters.key_file!r} cannot be loaded: {exc}") from None
         except (OSError, ssl.SSLError) as exc:
             raise TlsSetupError(
                 f"client certificate {parameters.certificate_file!r} / key "

@@ -4,9 +4,16 @@ Only the outbound TLS policy is taken from the file: options named in
 :data:`~tlspolicy.options.OPTION_SPECS` (any case) at top level and in
 ``binding_group``, ``binding`` and ``domain`` stanzas become
 :class:`~tlspolicy._raw.RawOption` leaves with their exact
-``file:line:column``.  Everything else an MTA configuration holds (listeners,
-modules, ``Host`` stanzas, delivery tuning) is skipped and listed in
-:attr:`EcelerityDocument.warnings`, never an error.  Option *values* are not
+``file:line:column``.  What else an MTA configuration holds is skipped and
+listed in :attr:`EcelerityDocument.warnings` when Momentum documents it
+(the option and scope names of its configuration summary, shipped as
+``tlspolicy/data/momentum-config-options.tsv``) or when it is a module
+stanza at top level.  Any other name is an error, located, all of them
+reported together: an unknown option
+(:class:`~tlspolicy.errors.UnknownOptionError`), an unknown stanza inside a
+scope, or a top-level stanza that is a near miss of a scope keyword or TLS
+option (``domian``, ``tsl``; :class:`EcelerityUnknownStanzaError`).  A typo
+must never turn TLS off silently (SEMANTICS section 3).  Option *values* are not
 checked here; :func:`tlspolicy.scopes.build_config` does that for every
 format alike.
 
@@ -40,7 +47,6 @@ one.  Every problem raises a subclass of
 
 from __future__ import annotations
 
-import difflib
 import enum
 import os
 from collections.abc import Callable
@@ -49,9 +55,21 @@ from typing import Final
 import attrs
 
 from .._raw import RawOption, RawScope
-from ..errors import ConfigError, ConfigErrors, ConfigSyntaxError, Location, TlsPolicyError
+from ..errors import (
+    ConfigError,
+    ConfigErrors,
+    ConfigSyntaxError,
+    FileReadError,
+    Location,
+    TlsPolicyError,
+    TooManyFilesError,
+    UnknownOptionError,
+    excerpt,
+)
 from ..options import OPTION_SPECS, Options, ScopeKind
 from ..scopes import BindingScope, Config, DomainScope, build_config
+from .files import ReadBudget
+from .momentum_names import MOMENTUM_OPTIONS, MOMENTUM_SCOPES, SCOPE_KEYWORDS, near_miss
 
 __all__ = [
     "MAX_INCLUDE_DEPTH",
@@ -60,6 +78,7 @@ __all__ = [
     "EcelerityExportError",
     "EcelerityIncludeError",
     "EcelerityStructureError",
+    "EcelerityUnknownStanzaError",
     "EcelerityWarning",
     "Loader",
     "dumps_ecelerity",
@@ -84,6 +103,15 @@ class EcelerityStructureError(ConfigSyntaxError):
     """A stanza nested where Momentum does not allow it, or a scope stanza without a name."""
 
 
+class EcelerityUnknownStanzaError(EcelerityStructureError):
+    """A stanza that is no policy scope, no documented Momentum scope and no module.
+
+    Inside a ``binding_group``, ``binding`` or ``domain`` only documented
+    scopes may sit; at top level an unknown stanza is taken for a module
+    unless it is a near miss of a scope keyword or a TLS option (``domian``).
+    """
+
+
 class EcelerityIncludeError(ConfigSyntaxError):
     """An ``include`` that cannot be followed: missing or unreadable file, cycle, too deep."""
 
@@ -105,9 +133,9 @@ class EcelerityWarning:
 
     def describe(self) -> str:
         """A one-line message: ``file:line:col: scope: skipped option 'x' (...)``."""
-        what = f"{self.kind} {self.name!r}"
+        what = f"{self.kind} {excerpt(self.name, _TOKEN_EXCERPT)}"
         if self.argument is not None:
-            what += f" {self.argument!r}"
+            what += f" {excerpt(self.argument, _TOKEN_EXCERPT)}"
         text = f"{self.location.describe()}: skipped {what}: not an outbound TLS policy item"
         if self.suggestion is not None:
             text += f" (did you mean {self.suggestion!r}?)"
@@ -154,12 +182,21 @@ class _Token:
     column: int
 
     def shown(self) -> str:
+        # An excerpt only: a file included by mistake (/etc/passwd) is not echoed back.
         if self.type is _T.WORD:
-            return f"word {self.text!r}"
+            return f"word {excerpt(self.text, _TOKEN_EXCERPT)}"
         if self.type is _T.STRING:
-            return f"quoted string {self.text!r}"
+            return f"quoted string {excerpt(self.text, _TOKEN_EXCERPT)}"
         shown: str = self.type.value
         return shown
+
+
+_TOKEN_EXCERPT: Final = 20
+
+
+def _ex(text: str) -> str:
+    """A short excerpt of a token for messages (see errors.excerpt)."""
+    return excerpt(text, _TOKEN_EXCERPT)
 
 
 _PUNCT: Final = {"{": _T.LBRACE, "}": _T.RBRACE, "(": _T.LPAREN, ")": _T.RPAREN, "=": _T.EQUALS}
@@ -349,23 +386,24 @@ class _Scope:
                         tuple(c.freeze() for c in self.children))
 
 
-def _default_loader(path: str) -> str:
-    with open(path, encoding="utf-8") as handle:
-        text: str = handle.read()
-    return text
+_TLS_OPTIONS: Final = frozenset(OPTION_SPECS)
+_TLS_AND_SCOPES: Final = _TLS_OPTIONS | SCOPE_KEYWORDS
+_DOCUMENTED: Final = MOMENTUM_OPTIONS | MOMENTUM_SCOPES
 
 
 def _suggest(name: str) -> str | None:
-    close = difflib.get_close_matches(name.lower(), list(OPTION_SPECS), n=1, cutoff=0.85)
-    return close[0] if close else None
+    return near_miss(name, _TLS_OPTIONS)
 
 
 class _Reader:
-    def __init__(self, loader: Loader) -> None:
+    def __init__(self, loader: Loader | None, budget: ReadBudget) -> None:
         self.loader = loader
+        self.budget = budget
         self.warnings: list[EcelerityWarning] = []
         self.files: list[str] = []
         self.has_dane = False
+        # Unknown names do not stop the reader: every one of them is reported.
+        self.errors: list[ConfigError] = []
 
     def read_text(self, text: str, filename: str, target: _Scope, ctx: _Ctx,
                   chain: tuple[str, ...], depth: int) -> None:
@@ -390,7 +428,19 @@ class _Reader:
                 f"includes nested deeper than {MAX_INCLUDE_DEPTH} files", where, value=name,
                 has_value=True)
         try:
-            text = self.loader(path)
+            if self.loader is None:
+                text = self.budget.read_text(path)
+            else:
+                self.budget.count_file(path)
+                text = self.loader(path)
+                self.budget.count_bytes(path, len(text))
+        except TooManyFilesError as exc:
+            raise TooManyFilesError(f"{exc.message} (include fan-out)", where, value=name,
+                                    has_value=True) from None
+        except FileReadError as exc:
+            # Typed and located at the include directive; the file's own name is in the text.
+            raise EcelerityIncludeError(f"cannot read included file {path!r}: {exc.message}", where,
+                                        value=name, has_value=True) from None
         except UnicodeDecodeError as exc:
             raise EcelerityIncludeError(f"included file {path!r} is not UTF-8 text ({exc.reason})",
                                         where, value=name, has_value=True) from None
@@ -435,7 +485,7 @@ class _FileParser:
                 if opener is not None:
                     name_tok, brace = opener
                     raise self.error(
-                        f"stanza {name_tok.text!r} opened here is never closed "
+                        f"stanza {_ex(name_tok.text)} opened here is never closed "
                         "(missing '}' before end of file)", brace)
                 return
             if tok.type is _T.RBRACE:
@@ -472,9 +522,9 @@ class _FileParser:
                 return
             if after.type in (_T.WORD, _T.STRING) and after.line == nxt.line:
                 raise self.error(
-                    f"expected '{{' after {name_tok.text} {nxt.text!r}, found {after.shown()} "
-                    "(a stanza takes at most one argument)", after)
-        raise self.error(f"expected '=' or '{{' after {name_tok.text!r}, found {nxt.shown()}",
+                    f"expected '{{' after {_ex(name_tok.text)} {_ex(nxt.text)}, found "
+                    f"{after.shown()} (a stanza takes at most one argument)", after)
+        raise self.error(f"expected '=' or '{{' after {_ex(name_tok.text)}, found {nxt.shown()}",
                          nxt)
 
     def value(self, name_tok: _Token, equals: _Token) -> object:
@@ -485,9 +535,9 @@ class _FileParser:
         if tok.type is _T.WORD:
             if self.peek(1).type is _T.EQUALS and tok.line > equals.line:
                 # ``a =`` then ``b = c`` on the next line: the value of ``a`` is missing.
-                raise self.error(f"missing value after '=' for {name_tok.text!r}", equals)
+                raise self.error(f"missing value after '=' for {_ex(name_tok.text)}", equals)
             self.take()
-            return _word_value(tok.text)
+            return self.word(tok)
         if tok.type is _T.LPAREN:
             opener = self.take()
             items: list[object] = []
@@ -499,25 +549,39 @@ class _FileParser:
                 if tok.type is _T.STRING:
                     items.append(self.take().text)
                 elif tok.type is _T.WORD:
-                    items.append(_word_value(self.take().text))
+                    items.append(self.word(self.take()))
                 elif tok.type is _T.EOF:
                     raise self.error("list opened here is never closed (missing ')')",
                                      opener)
                 else:
                     raise self.error(f"expected a list item or ')', found {tok.shown()}", tok)
         raise self.error(
-            f"missing value after '=' for {name_tok.text!r} (found {tok.shown()})", tok)
+            f"missing value after '=' for {_ex(name_tok.text)} (found {tok.shown()})", tok)
+
+    def word(self, tok: _Token) -> object:
+        try:
+            return _word_value(tok.text)
+        except ValueError:
+            raise self.error(f"integer of more than {_MAX_INT_DIGITS} digits: quote it if it "
+                             "is meant as text", tok) from None
 
     def option(self, name_tok: _Token, value: object, target: _Scope, ctx: _Ctx) -> None:
         if ctx is _Ctx.SKIPPED:
             return
         name = name_tok.text
-        if name.lower() in OPTION_SPECS:
+        lower = name.lower()
+        if lower in OPTION_SPECS:
             target.options.append(
                 RawOption(name, value, self.loc(name_tok, target.path_text(), name)))
-        else:
+        elif lower in _DOCUMENTED:
             self.reader.warnings.append(EcelerityWarning(
                 self.loc(name_tok, target.path_text()), "option", name, None, _suggest(name)))
+        else:
+            close = near_miss(name, _TLS_AND_SCOPES)
+            hint = f"; did you mean {close!r}?" if close is not None else ""
+            self.reader.errors.append(UnknownOptionError(
+                f"unknown option {_ex(name)}: neither an outbound TLS option nor a documented "
+                f"Momentum option{hint}", self.loc(name_tok, target.path_text(), name)))
 
     def stanza(self, name_tok: _Token, arg_tok: _Token | None, brace: _Token, target: _Scope,
                ctx: _Ctx, depth: int) -> None:
@@ -528,10 +592,7 @@ class _FileParser:
         kind = _SCOPE_KINDS.get(keyword)
         if ctx is _Ctx.SKIPPED or kind is None:
             if ctx is not _Ctx.SKIPPED:
-                if ctx is _Ctx.ROOT and keyword == "dane":
-                    self.reader.has_dane = True
-                self.reader.warnings.append(EcelerityWarning(
-                    self.loc(name_tok, target.path_text()), "stanza", name_tok.text, arg))
+                self.unknown_stanza(name_tok, arg, keyword, target, ctx)
             self.block(target, _Ctx.SKIPPED, (name_tok, brace), depth + 1)
             return
         if kind not in _ALLOWED[ctx]:
@@ -556,53 +617,82 @@ class _FileParser:
         self.block(scope, _CTX_OF[kind], (name_tok, brace), depth + 1)
 
 
+    def unknown_stanza(self, name_tok: _Token, arg: str | None, keyword: str, target: _Scope,
+                       ctx: _Ctx) -> None:
+        """Note a documented scope or a module stanza; refuse anything else."""
+        where = self.loc(name_tok, target.path_text())
+        close = None if keyword in _DOCUMENTED else near_miss(keyword, _TLS_AND_SCOPES)
+        if keyword in _DOCUMENTED or (ctx is _Ctx.ROOT and close is None):
+            # A documented scope, or (at top level) a module stanza: not policy.
+            if ctx is _Ctx.ROOT and keyword == "dane":
+                self.reader.has_dane = True
+            self.reader.warnings.append(EcelerityWarning(where, "stanza", name_tok.text, arg))
+            return
+        hint = f"; did you mean {close!r}?" if close is not None else ""
+        if ctx is _Ctx.ROOT:
+            what = "a near miss of a policy keyword, so not taken for a module stanza"
+        else:
+            what = "not a documented Momentum scope, and modules sit at top level only"
+        self.reader.errors.append(EcelerityUnknownStanzaError(
+            f"unknown stanza {_ex(name_tok.text)}: {what}{hint}", where))
+
+
 def _path_text(path: tuple[tuple[ScopeKind, str], ...]) -> str:
     return " > ".join(f'{kind.value} "{name}"' for kind, name in path)
+
+
+_MAX_INT_DIGITS: Final = 4300
+"""Python's int() limit for decimal text; a longer bare integer word is an error."""
 
 
 def _word_value(text: str) -> object:
     digits = text[1:] if text[:1] in "+-" else text
     if digits.isascii() and digits.isdigit() and (digits == "0" or not digits.startswith("0")):
+        if len(digits) > _MAX_INT_DIGITS:
+            raise ValueError(f"integer of {len(digits)} digits")
         return int(text)
     return text
 
 
 def parse_ecelerity(text: str, *, filename: str = "<string>",
-                    loader: Loader | None = None) -> EcelerityDocument:
+                    loader: Loader | None = None,
+                    budget: ReadBudget | None = None) -> EcelerityDocument:
     """Read ``ecelerity.conf`` text into an :class:`EcelerityDocument`.
 
     ``filename`` names the text in locations and is the base that relative
     ``include`` paths are joined to.  ``loader`` reads an include file given
     its joined, normalised path and raises :class:`OSError` (e.g.
     :class:`FileNotFoundError`) when it cannot; the default reads UTF-8 from
-    disk.  Raises :class:`~tlspolicy.errors.ConfigSyntaxError` (or its
+    disk through ``budget`` (:class:`~tlspolicy.formats.files.ReadBudget`:
+    regular files only, size caps, at most
+    :data:`~tlspolicy.formats.files.MAX_FILES_PER_LOAD` files, which every
+    include, read by either, is counted against).  Raises
+    :class:`~tlspolicy.errors.ConfigSyntaxError` (or its
     subclasses :class:`EcelerityStructureError`, :class:`EcelerityIncludeError`)
     located at ``file:line:column``; never anything else for bad input.
     """
-    reader = _Reader(loader if loader is not None else _default_loader)
+    reader = _Reader(loader, budget if budget is not None else ReadBudget())
     root = _Scope(ScopeKind.GLOBAL, None, Location(filename, 1, 1, "global"), ())
     main = os.path.normpath(filename) if filename != "<string>" else filename
     reader.read_text(text, filename, root, _Ctx.ROOT, (main,), 0)
+    ConfigErrors.raise_if_any(reader.errors)
     return EcelerityDocument(root.freeze(), tuple(reader.warnings), reader.has_dane,
                              tuple(reader.files))
 
 
-def read_ecelerity(path: str | os.PathLike[str]) -> EcelerityDocument:
+def read_ecelerity(path: str | os.PathLike[str], *,
+                   budget: ReadBudget | None = None) -> EcelerityDocument:
     """Read an ``ecelerity.conf`` file (and the files it includes) from disk.
 
-    Raises :class:`~tlspolicy.errors.ConfigSyntaxError` when the file cannot
-    be read, is not UTF-8, or is malformed; see :func:`parse_ecelerity`.
+    Raises :class:`~tlspolicy.errors.FileReadError` (a
+    :class:`~tlspolicy.errors.ConfigSyntaxError`) when the file cannot be
+    read safely or is not UTF-8, and the syntax errors of
+    :func:`parse_ecelerity`.
     """
     name = os.fspath(path)
-    try:
-        text = _default_loader(name)
-    except UnicodeDecodeError as exc:
-        raise ConfigSyntaxError(f"file is not UTF-8 text ({exc.reason})",
-                                Location(name)) from None
-    except OSError as exc:
-        raise ConfigSyntaxError(f"cannot read file: {exc.strerror or type(exc).__name__}",
-                                Location(name)) from None
-    return parse_ecelerity(text, filename=name)
+    budget = budget if budget is not None else ReadBudget()
+    text = budget.read_text(name)
+    return parse_ecelerity(text, filename=name, budget=budget)
 
 
 def _validated(document: EcelerityDocument, filename: str) -> Config:
@@ -626,10 +716,11 @@ def loads_ecelerity_config(text: str, filename: str = "<string>", *,
     return _validated(parse_ecelerity(text, filename=filename, loader=loader), filename)
 
 
-def load_ecelerity_config(path: str | os.PathLike[str]) -> Config:
+def load_ecelerity_config(path: str | os.PathLike[str], *,
+                          budget: ReadBudget | None = None) -> Config:
     """Read an ``ecelerity.conf`` file from disk and validate it into a ``Config``."""
     name = os.fspath(path)
-    return _validated(read_ecelerity(name), name)
+    return _validated(read_ecelerity(name, budget=budget), name)
 
 
 # ------------------------------------------------------------------------- writer

@@ -8,47 +8,52 @@ from __future__ import annotations
 
 import os
 
-from ..errors import ConfigError, ConfigErrors, ConfigSyntaxError, Location
+from ..errors import ConfigError, ConfigErrors, Location, NoConfigFilesError, TooManyFilesError
 from ..scopes import Config, layer_configs
+from .files import ReadBudget
 from .toml import dumps_toml, loads_toml
 
 __all__ = ["dump_toml", "load_config", "load_file", "loads_toml"]
 
 
-def _read_text(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except UnicodeDecodeError as exc:
-        raise ConfigSyntaxError(f"file is not UTF-8 text: {exc.reason}",
-                                Location(file=path)) from None
-    except OSError as exc:
-        raise ConfigSyntaxError(f"cannot read file: {exc.strerror or exc}",
-                                Location(file=path)) from None
+def load_file(path: str | os.PathLike[str], *, budget: ReadBudget | None = None) -> Config:
+    """Load one configuration file, choosing the format by its name.
 
-
-def load_file(path: str | os.PathLike[str]) -> Config:
-    """Load one configuration file, choosing the format by its name."""
+    Files are read through ``budget`` (a fresh
+    :class:`~tlspolicy.formats.files.ReadBudget` by default): regular files
+    only, each at most :data:`~tlspolicy.formats.files.MAX_FILE_BYTES`.
+    """
     name = os.fspath(path)
+    budget = budget if budget is not None else ReadBudget()
     if name.endswith((".conf", ".ecelerity")):
         from .ecelerity import load_ecelerity_config
 
-        return load_ecelerity_config(name)
-    return loads_toml(_read_text(name), name)
+        return load_ecelerity_config(name, budget=budget)
+    return loads_toml(budget.read_text(name), name)
 
 
-def load_config(*paths: str | os.PathLike[str]) -> Config:
+def load_config(*paths: str | os.PathLike[str], budget: ReadBudget | None = None) -> Config:
     """Load and layer configuration files: later files override earlier ones.
 
-    Errors of every file are reported together.
+    Errors of every file are reported together.  All files, includes counted,
+    share one :class:`~tlspolicy.formats.files.ReadBudget`.  No file at all
+    is a :class:`~tlspolicy.errors.NoConfigFilesError`, never an empty
+    (all-plaintext) policy.
     """
+    if not paths:
+        raise NoConfigFilesError("no configuration file given: refusing to load an empty "
+                                 "(all-plaintext) policy")
+    budget = budget if budget is not None else ReadBudget()
     configs: list[Config] = []
     errors: list[ConfigError] = []
     for path in paths:
         try:
-            configs.append(load_file(path))
+            configs.append(load_file(path, budget=budget))
         except ConfigErrors as many:
             errors.extend(many.errors)
+        except TooManyFilesError as over:
+            errors.append(over)
+            break
         except ConfigError as one:
             errors.append(one)
     ConfigErrors.raise_if_any(errors)

@@ -90,6 +90,10 @@ _GRADES: Final = {"HIGH": "high", "MEDIUM": "medium", "LOW": "low", "EXPORT": "e
 _CIPHER_NAME: Final = re.compile(r"[A-Za-z0-9_+\-.]+")
 # Values in a Postfix policy table may not hold white space or commas.
 _BAD_VALUE: Final = re.compile(r"[\s,]")
+_CIPHER_SEPARATORS: Final = re.compile(r"[:, ]+")
+# A pcre table line cannot carry these inside a /pattern/.
+_NOT_PCRE_LINE: Final = re.compile(r"[\s/]")
+_UNESCAPED_UPPER: Final = re.compile(r"(?<!\\)[A-Z]")
 _POSTFIX_VERSION_NAMES: Final = {
     V.SSLv2: "SSLv2", V.SSLv3: "SSLv3", V.TLSv1_0: "TLSv1", V.TLSv1_1: "TLSv1.1",
     V.TLSv1_2: "TLSv1.2", V.TLSv1_3: "TLSv1.3",
@@ -204,7 +208,7 @@ def _protocols(protocols: TlsProtocols) -> tuple[str | None, str | None]:
 
 def _ciphers(text: str) -> tuple[str, str | None] | None:
     """``(grade, exclude)`` when a cipher list is exactly a grade plus ``!`` exclusions."""
-    tokens = [t.strip() for t in re.split(r"[:, ]+", text.strip()) if t.strip()]
+    tokens = [t.strip() for t in _CIPHER_SEPARATORS.split(text.strip()) if t.strip()]
     if not tokens:
         return None
     grade = _GRADES.get(tokens[0])
@@ -462,11 +466,11 @@ def _regex_notes(binding: str, key: str, name: DomainName, source: str,
                  count: int) -> list[PostfixWarning]:
     notes = []
     pattern = name.key
-    if re.search(r"[\s/]", pattern):
+    if _NOT_PCRE_LINE.search(pattern):
         notes.append(PostfixWarning(binding, key, "domain", "the pattern holds white space or "
                                     "'/', which a Postfix pcre table line cannot carry: entry "
                                     "not written", source))
-    if re.search(r"(?<!\\)[A-Z]", pattern):
+    if _UNESCAPED_UPPER.search(pattern):
         notes.append(PostfixWarning(binding, key, "domain", "the pattern has upper-case "
                                     "letters: tlspolicy matches it against the lower-case "
                                     "name, Postfix pcre tables match case-insensitively",
@@ -481,7 +485,7 @@ def _regex_notes(binding: str, key: str, name: DomainName, source: str,
 
 def _writable_regex(entry: PostfixEntry) -> bool:
     assert entry.key is not None
-    return not re.search(r"[\s/]", entry.key[1:-1])
+    return not _NOT_PCRE_LINE.search(entry.key[1:-1])
 
 
 def render_policy_table(entries: Iterable[PostfixEntry]) -> str:

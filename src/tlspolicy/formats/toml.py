@@ -40,7 +40,14 @@ from typing import Any, Final
 import tomli_w
 
 from .._raw import RawOption, RawScope
-from ..errors import ConfigError, ConfigErrors, ConfigSyntaxError, InvalidValueError, Location
+from ..errors import (
+    ConfigError,
+    ConfigErrors,
+    ConfigSyntaxError,
+    InvalidValueError,
+    Location,
+    excerpt,
+)
 from ..names import DomainKind, DomainName
 from ..options import NEWEST_VERSION, OPTION_SPECS, CompatVersion, Options, ScopeKind
 from ..scopes import (
@@ -59,7 +66,10 @@ __all__ = ["config_to_toml", "dumps_toml", "loads_toml", "toml_to_raw"]
 
 _Path = tuple[tuple[str, int | None], ...]
 
-_HEADER: Final = re.compile(r"^\s*(\[\[|\[)\s*([^\[\]#]+?)\s*(\]\]|\])\s*(?:#.*)?$")
+# Linear: each part's characters exclude the next part's first character, so the
+# engine never tries more than one split of a line (the spaces around the name are
+# kept in group 2 and stripped by the caller).
+_HEADER: Final = re.compile(r"^\s*(\[\[?)([^\[\]#]*)(\]\]?)\s*(?:#.*)?$")
 _KEY: Final = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
 
 
@@ -422,7 +432,11 @@ _DECODE_POS: Final = re.compile(r"\(at line (\d+), column (\d+)\)")
 def _parse(text: str, filename: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # TOMLDecodeError, and int()'s 4,300-digit limit
+        if not isinstance(exc, tomllib.TOMLDecodeError):
+            raise ConfigSyntaxError(
+                f"not valid TOML: a number too large to read ({excerpt(str(exc))})",
+                Location(file=filename)) from None
         pos = _DECODE_POS.search(str(exc))
         message = _DECODE_POS.sub("", str(exc)).strip()
         location = Location(file=filename, line=int(pos.group(1)) if pos else None,
@@ -430,8 +444,14 @@ def _parse(text: str, filename: str) -> dict[str, Any]:
         raise ConfigSyntaxError(f"not valid TOML: {message}", location) from None
 
 
+def _without_bom(text: str) -> str:
+    # A leading byte order mark is dropped, as the ecelerity.conf reader does.
+    return text[1:] if text.startswith("\ufeff") else text
+
+
 def toml_to_raw(text: str, filename: str = "<string>") -> RawScope:
     """Parse TOML text into the neutral raw tree (layout errors raised together)."""
+    text = _without_bom(text)
     return _data_to_raw(_parse(text, filename), text, filename)
 
 
@@ -443,7 +463,11 @@ def _data_to_raw(data: Mapping[str, Any], text: str, filename: str) -> RawScope:
 
 
 def loads_toml(text: str, filename: str = "<string>") -> Config:
-    """Read a TOML configuration from text; every problem is reported at once."""
+    """Read a TOML configuration from text; every problem is reported at once.
+
+    A leading byte order mark is ignored, as in ``ecelerity.conf``.
+    """
+    text = _without_bom(text)
     data = _parse(text, filename)
     try:
         return _FastReader().build(data)

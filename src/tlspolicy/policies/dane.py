@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ..errors import MissingDependencyError, PolicyInputError
+from ..errors import MissingDependencyError, PolicyInputError, excerpt
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -120,27 +120,32 @@ class TlsaRecord:
         fields = text.split()
         if len(fields) < 4:
             raise PolicyInputError(
-                f"TLSA record {text!r}: expected 'usage selector matching-type hex-data'"
+                f"TLSA record {excerpt(text)}: expected 'usage selector matching-type hex-data'"
             )
         numbers: list[int] = []
         for name, field in zip(("usage", "selector", "matching type"), fields[:3], strict=True):
-            if not field.isdigit() or not field.isascii() or int(field) > 255:
+            # At most three ASCII digits before int(): a field of thousands of digits
+            # would otherwise end in int()'s own ValueError (its 4,300-digit limit).
+            if (len(field) > 3 or not field.isdigit() or not field.isascii()
+                    or int(field) > 255):
                 raise PolicyInputError(
-                    f"TLSA record {text!r}: {name} {field!r} is not a number in 0..255"
+                    f"TLSA record {excerpt(text)}: {name} {excerpt(field)} is not a number "
+                    "in 0..255"
                 )
             numbers.append(int(field))
         hex_data = "".join(fields[3:])
         if _HEX_RE.fullmatch(hex_data) is None:
-            raise PolicyInputError(f"TLSA record {text!r}: data is not hexadecimal")
+            raise PolicyInputError(f"TLSA record {excerpt(text)}: data is not hexadecimal")
         if len(hex_data) % 2:
             raise PolicyInputError(
-                f"TLSA record {text!r}: data has an odd number of hex digits ({len(hex_data)})"
+                f"TLSA record {excerpt(text)}: data has an odd number of hex digits "
+                f"({len(hex_data)})"
             )
         data = bytes.fromhex(hex_data)
         mtype = numbers[2]
         if mtype in _DIGEST_SIZES and len(data) != _DIGEST_SIZES[mtype]:
             raise PolicyInputError(
-                f"TLSA record {text!r}: matching type {mtype} needs "
+                f"TLSA record {excerpt(text)}: matching type {mtype} needs "
                 f"{_DIGEST_SIZES[mtype]} bytes of data, found {len(data)}"
             )
         return cls(usage=numbers[0], selector=numbers[1], mtype=mtype, data=data)

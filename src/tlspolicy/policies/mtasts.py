@@ -21,7 +21,7 @@ from typing import ClassVar, Final
 
 import attrs
 
-from ..errors import PolicyInputError
+from ..errors import PolicyInputError, excerpt
 
 __all__ = [
     "DEFAULT_REFRESH_INTERVAL",
@@ -57,6 +57,7 @@ _TXT_EXT_VALUE_RE: Final = re.compile(r"[\x21-\x3a\x3c\x3e-\x7e]+")
 _TXT_FIELD_RE: Final = re.compile(r"([^=\s]*)([ \t]*)=([ \t]*)(.*)", re.DOTALL)
 _LABEL_RE: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _DIGITS_RE: Final = re.compile(r"[0-9]{1,10}")
+_STS_PREFIX_RE: Final = re.compile(r"v=STSv1[ \t]*;")
 _WSP: Final = " \t"
 
 
@@ -109,6 +110,9 @@ class MtaStsTxtRecord:
 
     id: str
     extensions: tuple[tuple[str, str], ...] = ()
+    #: What the parser ignored and why (a repeated field keeps its first value, RFC 8461
+    #: section 3.2 applied to the record, SEMANTICS section 5); not part of equality.
+    notes: tuple[str, ...] = attrs.field(default=(), eq=False)
 
 
 def parse_txt_record(text: str) -> MtaStsTxtRecord:
@@ -116,8 +120,10 @@ def parse_txt_record(text: str) -> MtaStsTxtRecord:
 
     Follows RFC 8461 section 3.1: ``v=STSv1`` first, then ``;``-separated fields;
     ``id`` (1-32 letters or digits) is required, extension fields ``name=value``
-    are kept, a repeated field name or anything unparseable is rejected.
-    Whitespace after the final ``;`` is tolerated.
+    are kept, anything unparseable is rejected.  A repeated field (``id``
+    included) keeps its first value; the later ones are ignored and listed in
+    :attr:`MtaStsTxtRecord.notes`, never a reason to drop the record
+    (SEMANTICS section 5).  Whitespace after the final ``;`` is tolerated.
     """
     if not text.startswith(_TXT_VERSION):
         raise MtaStsTxtRecordError(
@@ -135,8 +141,9 @@ def parse_txt_record(text: str) -> MtaStsTxtRecord:
     if len(parts) > 1 and parts[-1].strip(_WSP) == "":
         parts = parts[:-1]
     record_id: str | None = None
-    seen: set[str] = set()
+    seen: set[str] = {"v"}
     extensions: list[tuple[str, str]] = []
+    notes: list[str] = []
     for number, raw in enumerate(parts, start=1):
         field = raw.strip(_WSP)
         if field == "":
@@ -144,11 +151,15 @@ def parse_txt_record(text: str) -> MtaStsTxtRecord:
         match = _TXT_FIELD_RE.fullmatch(field)
         if match is None:
             raise MtaStsTxtRecordError(
-                f"MTA-STS TXT record: field {number} {field!r} is not name=value"
+                f"MTA-STS TXT record: field {number} {excerpt(field)} is not name=value"
             )
         name, space_before, space_after, value = match.groups()
         if name in seen:
-            raise MtaStsTxtRecordError(f"MTA-STS TXT record: field {name!r} appears twice")
+            # RFC 8461 section 3.2's rule for the policy, applied to the record: the
+            # first value counts. Rejecting would drop MTA-STS for the domain.
+            notes.append(f"MTA-STS TXT record: field {number} repeats {excerpt(name)}; the "
+                         "first value is kept, this one is ignored")
+            continue
         seen.add(name)
         if name == "id":
             if space_before or space_after:
@@ -157,24 +168,22 @@ def parse_txt_record(text: str) -> MtaStsTxtRecord:
                 )
             if _ID_RE.fullmatch(value) is None:
                 raise MtaStsTxtRecordError(
-                    f"MTA-STS TXT record: id {value!r} must be 1 to 32 letters or digits"
+                    f"MTA-STS TXT record: id {excerpt(value)} must be 1 to 32 letters or digits"
                 )
             record_id = value
             continue
-        if name == "v":
-            raise MtaStsTxtRecordError("MTA-STS TXT record: field 'v' appears twice")
         if _EXT_NAME_RE.fullmatch(name) is None:
             raise MtaStsTxtRecordError(
-                f"MTA-STS TXT record: field name {name!r} is not a valid extension name"
+                f"MTA-STS TXT record: field name {excerpt(name)} is not a valid extension name"
             )
         if _TXT_EXT_VALUE_RE.fullmatch(value) is None:
             raise MtaStsTxtRecordError(
-                f"MTA-STS TXT record: value {value!r} of field {name!r} is not valid"
+                f"MTA-STS TXT record: value {excerpt(value)} of field {excerpt(name)} is not valid"
             )
         extensions.append((name, value))
     if record_id is None:
         raise MtaStsTxtRecordError("MTA-STS TXT record has no 'id' field")
-    return MtaStsTxtRecord(id=record_id, extensions=tuple(extensions))
+    return MtaStsTxtRecord(id=record_id, extensions=tuple(extensions), notes=tuple(notes))
 
 
 def select_txt_record(records: Sequence[str]) -> MtaStsTxtRecord | None:
@@ -185,7 +194,7 @@ def select_txt_record(records: Sequence[str]) -> MtaStsTxtRecord | None:
     A single remaining record that is invalid raises :class:`MtaStsTxtRecordError`
     so the caller can log why; it too means "no policy".
     """
-    candidates = [r for r in records if re.match(r"v=STSv1[ \t]*;", r)]
+    candidates = [r for r in records if _STS_PREFIX_RE.match(r)]
     if len(candidates) != 1:
         return None
     return parse_txt_record(candidates[0])
@@ -207,22 +216,22 @@ def _check_mx_pattern(value: str, *, line: int | None = None) -> str:
     body = pattern[2:] if pattern.startswith("*.") else pattern
     if not body.isascii():
         raise MtaStsPolicyError(
-            f"mx {value!r} is not an ASCII host name (write IDNs as A-labels)", line=line,
+            f"mx {excerpt(value)} is not an ASCII host name (write IDNs as A-labels)", line=line,
             key="mx",
         )
     if len(body) > 253:
-        raise MtaStsPolicyError(f"mx {value!r} is longer than 253 characters", line=line,
+        raise MtaStsPolicyError(f"mx {excerpt(value)} is longer than 253 characters", line=line,
                                 key="mx")
     labels = body.split(".")
     for label in labels:
         if _LABEL_RE.fullmatch(label) is None:
             if "*" in label:
                 raise MtaStsPolicyError(
-                    f"mx {value!r}: a wildcard is allowed only as a leading '*.'",
+                    f"mx {excerpt(value)}: a wildcard is allowed only as a leading '*.'",
                     line=line, key="mx",
                 )
             raise MtaStsPolicyError(
-                f"mx {value!r}: label {label!r} is not a valid host name label",
+                f"mx {excerpt(value)}: label {label!r} is not a valid host name label",
                 line=line, key="mx",
             )
     return pattern
@@ -262,8 +271,8 @@ def _validate_mx(instance: MtaStsPolicy, attribute: attrs.Attribute[tuple[str, .
                  value: tuple[str, ...]) -> None:
     for item in value:
         if _check_mx_pattern(item) != item:
-            raise MtaStsPolicyError(f"mx {item!r} is not normalised (lower case, no final dot)",
-                                    key="mx")
+            raise MtaStsPolicyError(
+                f"mx {excerpt(item)} is not normalised (lower case, no final dot)", key="mx")
     if instance.mode is not StsMode.NONE and not value:
         raise MtaStsPolicyError(f"mode {instance.mode.value!r} needs at least one mx",
                                 key="mx")
@@ -272,7 +281,7 @@ def _validate_mx(instance: MtaStsPolicy, attribute: attrs.Attribute[tuple[str, .
 def _validate_max_age(instance: MtaStsPolicy, attribute: attrs.Attribute[int],
                       value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_MAX_AGE:
-        raise MtaStsPolicyError(f"max_age {value!r} is not an integer in 0..{MAX_MAX_AGE}",
+        raise MtaStsPolicyError(f"max_age {excerpt(value)} is not an integer in 0..{MAX_MAX_AGE}",
                                 key="max_age")
 
 
@@ -287,6 +296,9 @@ class MtaStsPolicy:
     mode: StsMode = attrs.field(validator=attrs.validators.instance_of(StsMode))
     mx: tuple[str, ...] = attrs.field(converter=_to_patterns, validator=_validate_mx)
     max_age: int = attrs.field(validator=_validate_max_age)
+    #: What :func:`parse_policy` ignored or changed (a repeated key, a capped max_age),
+    #: one line each; not part of equality.
+    notes: tuple[str, ...] = attrs.field(default=(), eq=False)
 
     def permits_mx(self, host: str) -> bool:
         """Whether ``host`` matches one of the policy's ``mx`` patterns.
@@ -318,9 +330,12 @@ def parse_policy(document: bytes | str) -> MtaStsPolicy:
     Rules (RFC 8461 section 3.2): ``key: value`` lines ended by LF or CRLF;
     ``version: STSv1`` required; ``mode`` one of ``enforce``, ``testing``, ``none``
     (case-sensitive); one or more ``mx`` unless the mode is ``none``; ``max_age`` of
-    1 to 10 digits with a value up to 31557600; unknown keys ignored; ``version``,
-    ``mode`` and ``max_age`` at most once.  Documents over 64 KiB are refused.
-    Raises :class:`MtaStsPolicyError` naming the line and key at fault.
+    1 to 10 digits, a value above 31557600 capped to it; unknown keys ignored.
+    A repeated ``version``, ``mode`` or ``max_age`` keeps its first value and
+    the rest are ignored.  What was ignored or capped is listed in
+    :attr:`MtaStsPolicy.notes` (SEMANTICS section 5); never an invalid policy.
+    Documents over 64 KiB are refused.  Raises :class:`MtaStsPolicyError`
+    naming the line and key at fault.
     """
     if isinstance(document, str):
         raw = document.encode("utf-8", errors="surrogatepass")
@@ -347,6 +362,7 @@ def parse_policy(document: bytes | str) -> MtaStsPolicy:
         lines.pop()
     values: dict[str, tuple[str, int]] = {}
     mx: list[str] = []
+    notes: list[str] = []
     for number, line in enumerate(lines, start=1):
         if line.endswith("\r"):
             line = line[:-1]
@@ -374,9 +390,10 @@ def parse_policy(document: bytes | str) -> MtaStsPolicy:
             mx.append(_check_mx_pattern(value, line=number))
         elif key in _SINGLE_KEYS:
             if key in values:
-                raise MtaStsPolicyError(
-                    f"appears again (first on line {values[key][1]})", line=number, key=key
-                )
+                # RFC 8461 section 3.2: the first value counts, later ones are ignored.
+                notes.append(f"line {number}: {key!r} appears again (first on line "
+                             f"{values[key][1]}); the first value is kept")
+                continue
             values[key] = (value, number)
         # Any other key is an extension: ignored (RFC 8461 section 3.2).
 
@@ -384,7 +401,8 @@ def parse_policy(document: bytes | str) -> MtaStsPolicy:
         raise MtaStsPolicyError("required key is missing", key="version")
     version, version_line = values["version"]
     if version != "STSv1":
-        raise MtaStsPolicyError(f"{version!r} is not 'STSv1'", line=version_line, key="version")
+        raise MtaStsPolicyError(f"{excerpt(version)} is not 'STSv1'", line=version_line,
+                                key="version")
     if "mode" not in values:
         raise MtaStsPolicyError("required key is missing", key="mode")
     mode_text, mode_line = values["mode"]
@@ -392,7 +410,7 @@ def parse_policy(document: bytes | str) -> MtaStsPolicy:
         mode = StsMode(mode_text)
     except ValueError:
         raise MtaStsPolicyError(
-            f"{mode_text!r} is not one of 'enforce', 'testing', 'none'",
+            f"{excerpt(mode_text)} is not one of 'enforce', 'testing', 'none'",
             line=mode_line, key="mode",
         ) from None
     if "max_age" not in values:
@@ -400,16 +418,16 @@ def parse_policy(document: bytes | str) -> MtaStsPolicy:
     age_text, age_line = values["max_age"]
     if _DIGITS_RE.fullmatch(age_text) is None:
         raise MtaStsPolicyError(
-            f"{age_text!r} is not 1 to 10 decimal digits", line=age_line, key="max_age"
+            f"{excerpt(age_text)} is not 1 to 10 decimal digits", line=age_line, key="max_age"
         )
     max_age = int(age_text)
     if max_age > MAX_MAX_AGE:
-        raise MtaStsPolicyError(
-            f"{max_age} is more than the maximum {MAX_MAX_AGE}", line=age_line, key="max_age"
-        )
+        notes.append(f"line {age_line}: max_age {max_age} is more than the maximum "
+                     f"{MAX_MAX_AGE}; capped to it")
+        max_age = MAX_MAX_AGE
     if mode is not StsMode.NONE and not mx:
         raise MtaStsPolicyError(f"mode {mode.value!r} needs at least one mx line", key="mx")
-    return MtaStsPolicy(mode=mode, mx=tuple(mx), max_age=max_age)
+    return MtaStsPolicy(mode=mode, mx=tuple(mx), max_age=max_age, notes=tuple(notes))
 
 
 # ------------------------------------------------------------------ lifetime

@@ -43,7 +43,7 @@ import attrs
 
 from ..decision import Decision, Verification
 from ..errors import UnknownBindingError
-from ..names import DomainKind, normalise_domain
+from ..names import DomainKind, DomainPattern, normalise_domain
 from ..options import ScopeKind, Tls, TlsVersion
 from ..resolver import Resolver
 from ..scopes import Config, DomainScope, scope_path
@@ -224,12 +224,10 @@ def regex_example(pattern: str) -> str | None:
 
     Built from the pattern's literal parts (the first branch that gives a
     valid name), tried bare and with a label added before or after, and kept
-    only when ``re.search`` on the normalised name really matches.
+    only when the pattern (run by RE2, as the resolver does) really matches.
     """
-    import re
-
     try:
-        compiled = re.compile(pattern)
+        compiled = DomainPattern(pattern)
         p = _parser()
         cores = _alternatives(p.parse(pattern), p)
     except Exception:  # a private parser: any failure means "no example"

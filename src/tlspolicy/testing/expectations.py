@@ -54,11 +54,13 @@ from ..errors import (
     ConfigError,
     ConfigErrors,
     ConfigSyntaxError,
+    FileReadError,
     InvalidValueError,
     Location,
     PolicyInputError,
     UnknownOptionError,
 )
+from ..formats.files import read_regular_text
 from ..names import normalise_domain
 from ..options import Options, Tls, TlsVerify, option_spec
 from ..policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
@@ -269,13 +271,17 @@ class ExpectationFile:
 
 # ---------------------------------------------------------------- line numbers
 
-_HEADER: Final = re.compile(r"^\s*(\[\[|\[)\s*([^\[\]#]+?)\s*(\]\]|\])\s*(?:#.*)?$")
+# Linear: each part's characters exclude the next part's first character, so the
+# engine never tries more than one split of a line (the spaces around the name are
+# kept in group 2 and stripped by the caller).
+_HEADER: Final = re.compile(r"^\s*(\[\[?)([^\[\]#]*)(\]\]?)\s*(?:#.*)?$")
 _KEY_PART: Final = r"""(?:"[^"]*"|'[^']*'|[A-Za-z0-9_-]+)"""
+_KEY_PARTS: Final = re.compile(_KEY_PART)
 _DOTTED_KEY: Final = re.compile(rf"^\s*({_KEY_PART}(?:\s*\.\s*{_KEY_PART})*)\s*=")
 
 
 def _split_key(text: str) -> list[str]:
-    return [p.strip().strip("\"'") for p in re.findall(_KEY_PART, text)]
+    return [p.strip().strip("\"'") for p in _KEY_PARTS.findall(text)]
 
 
 class _Lines:
@@ -759,6 +765,9 @@ def loads_expectations(text: str, filename: str = "<string>",
             f"not valid TOML: {message}",
             Location(file=filename, line=int(pos.group(1)) if pos else None,
                      column=int(pos.group(2)) if pos else None)) from None
+    except ValueError:  # int()'s 4,300-digit limit, met inside tomllib
+        raise ExpectationSyntaxError("not valid TOML: a number too large to read",
+                                     Location(file=filename)) from None
     lines = _Lines(text)
     errors: list[ConfigError] = []
     if base_dir is None:
@@ -815,13 +824,9 @@ def load_expectations(path: str | os.PathLike[str]) -> ExpectationFile:
     """Read an expectation file from disk (see :func:`loads_expectations`)."""
     name = os.fspath(path)
     try:
-        with open(name, encoding="utf-8") as handle:
-            text = handle.read()
-    except UnicodeDecodeError as exc:
-        raise ExpectationSyntaxError(f"file is not UTF-8 text: {exc.reason}",
-                                     Location(file=name)) from None
-    except OSError as exc:
-        raise ExpectationSyntaxError(f"cannot read file: {exc.strerror or exc}",
-                                     Location(file=name)) from None
+        # Regular files only, with the configuration reader's size cap.
+        text = read_regular_text(name)
+    except FileReadError as exc:
+        raise ExpectationSyntaxError(exc.message, exc.location) from None
     return loads_expectations(text, name)
 
