@@ -2,11 +2,13 @@
 
 This module reads files; the core never does.  Files ending in ``.toml`` are
 TOML; ``.conf`` and ``.ecelerity`` files are Momentum ``ecelerity.conf``.
+``format="toml"`` or ``format="ecelerity"`` overrides the guess from the name.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Final
 
 from ..errors import ConfigError, ConfigErrors, ConfigSyntaxError, Location
 from ..scopes import Config, layer_configs
@@ -27,26 +29,33 @@ def _read_text(path: str) -> str:
                                 Location(file=path)) from None
 
 
-def load_file(path: str | os.PathLike[str]) -> Config:
-    """Load one configuration file, choosing the format by its name."""
+FORMATS: Final = ("toml", "ecelerity")
+"""The configuration file formats ``format=`` accepts."""
+
+
+def load_file(path: str | os.PathLike[str], *, format: str | None = None) -> Config:
+    """Load one configuration file, in ``format`` or else the format its name suggests."""
     name = os.fspath(path)
-    if name.endswith((".conf", ".ecelerity")):
+    if format is not None and format not in FORMATS:
+        raise ValueError(f"unknown configuration format {format!r} (known: toml, ecelerity)")
+    if format == "ecelerity" or (format is None and name.endswith((".conf", ".ecelerity"))):
         from .ecelerity import load_ecelerity_config
 
         return load_ecelerity_config(name)
     return loads_toml(_read_text(name), name)
 
 
-def load_config(*paths: str | os.PathLike[str]) -> Config:
+def load_config(*paths: str | os.PathLike[str], format: str | None = None) -> Config:
     """Load and layer configuration files: later files override earlier ones.
 
-    Errors of every file are reported together.
+    ``format`` (``"toml"`` or ``"ecelerity"``) applies to every file; without
+    it each file's name decides.  Errors of every file are reported together.
     """
     configs: list[Config] = []
     errors: list[ConfigError] = []
     for path in paths:
         try:
-            configs.append(load_file(path))
+            configs.append(load_file(path, format=format))
         except ConfigErrors as many:
             errors.extend(many.errors)
         except ConfigError as one:
