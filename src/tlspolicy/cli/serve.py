@@ -8,11 +8,15 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..errors import TlsPolicyError
 from ..formats.loader import load_config
 from ..formats.postfix import PolicyLookup
 from ..resolver import Resolver
-from ._common import EXIT_ERROR, UsageError, add_config_files, config_paths, print_errors
+from ._common import (
+    UsageError,
+    add_config_files,
+    config_format,
+    config_paths,
+)
 
 __all__ = ["lookup_factory", "parse_listen", "register"]
 
@@ -27,13 +31,14 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def lookup_factory(paths: Sequence[str]) -> Callable[[], PolicyLookup]:
+def lookup_factory(paths: Sequence[str], *,
+                   format: str | None = None) -> Callable[[], PolicyLookup]:
     """A factory building a fresh :class:`~tlspolicy.formats.postfix.PolicyLookup`
     from the configuration files each time it is called (first load and SIGHUP)."""
     files = list(paths)
 
     def build() -> PolicyLookup:
-        return PolicyLookup(Resolver(load_config(*files)))
+        return PolicyLookup(Resolver(load_config(*files, format=format)))
 
     return build
 
@@ -55,18 +60,17 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
         # Serving the bundled example to a real MTA would be a silent misconfiguration.
         raise UsageError("serve needs configuration files (FILE or --config FILE); it never "
                          "serves the bundled example")
-    try:
-        run_forever(lookup_factory(paths), host=host, port=port, ready=ready)
-    except TlsPolicyError as exc:
-        print_errors(exc)
-        return EXIT_ERROR
+    # A configuration error (first load) reaches main, which prints it with its hint.
+    run_forever(lookup_factory(paths, format=config_format(args)), host=host, port=port,
+                ready=ready)
     return 0
 
 
 def register(sub: Any) -> None:
     """Add ``serve socketmap`` to the command line's subparsers."""
     serve = sub.add_parser("serve", help="run a policy server for an MTA")
-    servers = serve.add_subparsers(dest="server", required=True, metavar="SERVER")
+    servers = serve.add_subparsers(dest="server", required=True, metavar="SERVER",
+                                   help="which server to run")
     socketmap = servers.add_parser(
         "socketmap", help="Postfix socketmap server for smtp_tls_policy_maps; the map name "
                           "selects the binding")
