@@ -383,14 +383,14 @@ def lint_document(document: EcelerityDocument, config: Config | None = None
     return warnings
 
 
-def lint_file(path: str | os.PathLike[str]) -> list[LintWarning]:
-    """Lint one TOML or ``ecelerity.conf`` file (chosen by its name).
+def lint_file(path: str | os.PathLike[str], *, format: str | None = None) -> list[LintWarning]:
+    """Lint one TOML or ``ecelerity.conf`` file (``format``, else chosen by its name).
 
     Raises :class:`~tlspolicy.errors.ConfigError` (or ``ConfigErrors``) when
     the file does not load.
     """
     name = os.fspath(path)
-    if name.endswith((".conf", ".ecelerity")):
+    if format == "ecelerity" or (format is None and name.endswith((".conf", ".ecelerity"))):
         from .formats.ecelerity import load_ecelerity_config
 
         document = read_ecelerity(name)
@@ -398,7 +398,7 @@ def lint_file(path: str | os.PathLike[str]) -> list[LintWarning]:
     else:
         from .formats.loader import load_file
 
-        warnings = lint_config(load_file(name))
+        warnings = lint_config(load_file(name, format=format))
     return [w if w.location is not None else attrs.evolve(w, location=Location(file=name))
             for w in warnings]
 
