@@ -225,3 +225,107 @@ def test_diff_sides(tmp_path: Path, policy: Path, capsys: pytest.CaptureFixture[
     assert code == 0 and out.replace(str(misnamed), str(new)) == positional[1]
     code, _out, err = run(capsys, "diff", str(policy))
     assert code == 2 and "no new configuration given" in err
+
+
+# ---------------------------------------------------------------------------
+# One vocabulary: resolve's flags, expectation files' [case.inputs], Destination
+
+_HEX = "ab" * 32
+_POLICY = "version: STSv1\nmode: enforce\nmx: mx1.payroll-partner.example\nmax_age: 86400\n"
+
+
+def _resolve_parser() -> argparse.ArgumentParser:
+    return dict(_subcommands(cli.build_parser()))[("resolve",)]
+
+
+def test_every_input_has_the_flag_of_its_name() -> None:
+    from tlspolicy import Destination
+    from tlspolicy.cli.resolve import INPUT_FLAGS
+    from tlspolicy.testing.expectations import INPUT_KEYS
+
+    assert list(INPUT_FLAGS) == list(INPUT_KEYS)
+    fields = {f.name for f in attrs.fields(Destination)}
+    options = {o for a in _resolve_parser()._actions for o in a.option_strings}
+    for key, flag in INPUT_FLAGS.items():
+        assert flag in options
+        # The flag is the key with dashes (one record per --tlsa-record).
+        assert flag == "--" + key.replace("_", "-").replace("records", "record")
+        assert key in fields or key.startswith("tlsa_")
+    assert "--mx-host" in options  # mx_host of a case and of the decision JSON
+
+
+def test_input_values_are_the_expectation_values() -> None:
+    from tlspolicy.policies.dane import TlsaLookupStatus
+    from tlspolicy.policies.mtasts import FetchOutcome
+
+    actions = {a.option_strings[0]: a for a in _resolve_parser()._actions if a.option_strings}
+    assert tuple(actions["--mta-sts-fetch"].choices or ()) == tuple(o.value for o in FetchOutcome)
+    assert tuple(actions["--tlsa"].choices or ()) == tuple(s.value for s in TlsaLookupStatus)
+
+
+CASES = [
+    # (resolve flags, the same inputs as an expectation file writes them)
+    (["--mta-sts", "POLICY", "--mta-sts-fetch", "fetch-error"],
+     f'mta_sts = """{_POLICY}"""\nmta_sts_fetch = "fetch-error"'),
+    (["--tlsa", "nxdomain", "--mx-dnssec"], 'tlsa = "nxdomain"\nmx_dnssec = true'),
+    (["--tlsa-record", f"3 1 1 {_HEX}", "--tlsa-base-domain", "mx1.payroll-partner.example"],
+     f'tlsa_records = ["3 1 1 {_HEX}"]\ntlsa_base_domain = "mx1.payroll-partner.example"'),
+    (["--tlsa", "bogus"], 'tlsa = "bogus"'),
+    (["--tls-broken"], "tls_broken = true"),
+    (["--requiretls", "--tls-required-no", "--mx-dnssec"],
+     "requiretls = true\ntls_required_no = true\nmx_dnssec = true"),
+]
+
+
+@pytest.mark.parametrize(("flags", "inputs"), CASES)
+def test_flags_and_expectation_inputs_decide_alike(flags: list[str], inputs: str,
+                                                   tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from tlspolicy import Resolver
+    from tlspolicy.testing.expectations import loads_expectations
+
+    policy_file = tmp_path / "sts.txt"
+    policy_file.write_text(_POLICY, "utf-8")
+    flags = [str(policy_file) if f == "POLICY" else f for f in flags]
+    mx = "mx1.payroll-partner.example"
+    code, out, _ = run(capsys, "resolve", "payroll-partner.example", "--binding", "tx-us-1",
+                       "--mx-host", mx, "--json", *flags, "--config", str(EXAMPLE))
+    assert code == 0
+    [case] = loads_expectations(
+        f'[[case]]\ndomain = "payroll-partner.example"\nbinding = "tx-us-1"\n'
+        f'mx_host = "{mx}"\nsni = "only loaded, never run"\n[case.inputs]\n{inputs}\n').cases
+    from tlspolicy.formats.loader import load_config
+
+    expected = Resolver(load_config(EXAMPLE)).resolve(
+        case.domain, case.binding, mx_host=case.mx_host, destination=case.destination)
+    assert json.loads(out) == expected.to_dict()
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    (["--mx", "mx1.payroll-partner.example"], ["--mx-host", "mx1.payroll-partner.example"]),
+    (["--broken-tls"], ["--tls-broken"]),
+    (["--mta-sts-fetch", "failed"], ["--mta-sts-fetch", "fetch-error"]),
+    (["--dnssec", "secure"], ["--tlsa", "nodata"]),
+    (["--dnssec", "secure", "--tlsa-record", f"3 1 1 {_HEX}"],
+     ["--tlsa", "records", "--tlsa-record", f"3 1 1 {_HEX}"]),
+    (["--dnssec", "failed"], ["--tlsa", "failed"]),
+])
+def test_old_spellings_still_work_and_say_so(old: list[str], new: list[str],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["resolve", "payroll-partner.example", "--mx-host", "mx1.payroll-partner.example",
+            "--json", "--config", str(EXAMPLE)]
+    now = run(capsys, *base, *new)
+    then = run(capsys, *base, *old)
+    assert now[0] == then[0] == 0 and now[1] == then[1]
+    assert "is deprecated; use" in then[2]
+
+
+def test_the_vocabulary_table_names_each_flag() -> None:
+    from tlspolicy.cli.resolve import INPUT_FLAGS
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "testing-in-ci.md").read_text()
+    rows = {line.split("`")[1]: line.split("`")[3] for line in page.splitlines()
+            if line.startswith("| `") and line.count("|") == 4 and "`--" in line}
+    assert rows == dict(INPUT_FLAGS)

@@ -30,6 +30,7 @@ from ._common import (
     note,
     print_errors,
 )
+from .resolve import DEPRECATED_FLAGS
 
 __all__ = ["COMMAND_MODULES", "DEPRECATED_OPTIONS", "build_parser", "example_config",
            "example_text", "load_configuration", "main"]
@@ -44,7 +45,7 @@ COMMAND_MODULES: Final[tuple[str, ...]] = (
 """The command-group modules of this package, in the order ``--help`` lists them."""
 
 
-DEPRECATED_OPTIONS: Final[frozenset[str]] = frozenset()
+DEPRECATED_OPTIONS: Final[frozenset[str]] = frozenset(DEPRECATED_FLAGS)
 """Old option spellings that still work but are hidden from ``--help``."""
 
 
