@@ -35,7 +35,17 @@ def test_convert_toml_to_ecelerity(capsys: pytest.CaptureFixture[str]) -> None:
         EXAMPLE.read_text().replace('compatibility = "4.8"\n', "")
         .replace("match_cache_size = 16384\n", ""))
     assert config.compatibility is not None
-    assert "compatibility" in err and "match_cache_size" in err
+    # The example's compatibility and match_cache_size are the defaults: nothing is lost.
+    assert "compatibility" not in err and "match_cache_size" not in err
+
+
+def test_convert_to_ecelerity_warns_about_settings_it_loses(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "old.toml"
+    path.write_text('compatibility = "4.6"\nmatch_cache_size = 10\n[global]\ntls = "no"\n')
+    assert run("convert", str(path), "--to", "ecelerity") == 0
+    err = capsys.readouterr().err
+    assert "compatibility = 4.6" in err and "match_cache_size = 10" in err
 
 
 def test_convert_layers_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
