@@ -289,13 +289,32 @@ class _Linter:
                 return sources[option].scope, values[option]
             return None
         in_group = source.startswith("binding_group")
-        layers = [(binding.options, scope_path(*binding.path))]
+        # Precedence, innermost first: the binding's own restatement of this regex, the
+        # binding, the group's restatement, the group. A restatement of the same pattern
+        # wins as an exact name's restatement does.
+        layers = [self.restated(binding, binding.path, stanza, option),
+                  (binding.options, scope_path(*binding.path))]
         if not in_group:
-            layers.append((binding.group_options, scope_path(*binding.group_path)))
-        for options, path in layers:
+            layers += [self.restated(binding, binding.group_path, stanza, option),
+                       (binding.group_options, scope_path(*binding.group_path))]
+        for layer in layers:
+            if layer is None:
+                continue
+            options, path = layer
             value = getattr(options, option)
             if value is not UNSET:
                 return path, value
+        return None
+
+    @staticmethod
+    def restated(binding: _Binding, where: _Path, stanza: DomainScope,
+                 option: str) -> tuple[Options, str] | None:
+        """A regex stanza of ``where`` with ``stanza``'s pattern that sets ``option``."""
+        for path, other in binding.stanzas:
+            if (path == where and other.name.kind is DomainKind.REGEX
+                    and other.name.key == stanza.name.key
+                    and getattr(other.options, option) is not UNSET):
+                return other.options, scope_path(*path, (ScopeKind.DOMAIN, other.name.text))
         return None
 
 
