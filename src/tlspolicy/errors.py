@@ -8,7 +8,8 @@ find the mistake without reading a traceback.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import enum
+from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
@@ -48,14 +49,16 @@ class Location:
     option: str | None = None
 
     def describe(self) -> str:
-        """Render as ``file:line:col: scope: option 'x'`` leaving out unknown parts."""
+        """Render as ``file:line:col: scope: option 'x'`` leaving out unknown parts
+        (``line 3`` when the text came from no file; empty when nothing is known)."""
         parts: list[str] = []
-        where = self.file if self.file is not None else "<config>"
+        where = self.file if self.file is not None else ""
         if self.line is not None:
-            where += f":{self.line}"
+            where += f":{self.line}" if where else f"line {self.line}"
             if self.column is not None:
                 where += f":{self.column}"
-        parts.append(where)
+        if where:
+            parts.append(where)
         if self.scope:
             parts.append(self.scope)
         if self.option:
@@ -65,6 +68,26 @@ class Location:
     def evolve(self, **changes: object) -> Location:
         """Return a copy with some fields replaced (``attrs.evolve`` with typing)."""
         return attrs.evolve(self, **changes)  # type: ignore[arg-type]
+
+
+def _show_value(value: object) -> str:
+    """A value as a configuration file writes it (``true``, ``'x'``, ``{ a = 1 }``), for
+    messages an operator reads; never a Python repr of a container or a boolean."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "nothing"
+    if isinstance(value, str | int | float):
+        return repr(value)
+    if isinstance(value, enum.Enum):
+        return _show_value(value.value)
+    if isinstance(value, Mapping):
+        if not value:
+            return "{}"
+        return "{ " + ", ".join(f"{k} = {_show_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_show_value(v) for v in value) + "]"
+    return str(value)
 
 
 class TlsPolicyError(Exception):
@@ -89,9 +112,10 @@ class ConfigError(TlsPolicyError):
         super().__init__(self.__str__())
 
     def __str__(self) -> str:
-        text = f"{self.location.describe()}: {self.message}"
+        where = self.location.describe()
+        text = f"{where}: {self.message}" if where else self.message
         if self.has_value:
-            text += f" (value {self.value!r})"
+            text += f" (value {_show_value(self.value)})"
         return text
 
     def located(self, location: Location) -> ConfigError:
