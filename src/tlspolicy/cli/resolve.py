@@ -10,15 +10,15 @@ from typing import Any, Final, TextIO
 
 from .. import (
     OPTION_SPECS,
-    ConfigError,
     Decision,
     Destination,
     Options,
     PolicyInputError,
     Resolver,
 )
+from ..errors import Location
 from ..policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
-from ..policies.mtasts import FetchOutcome, MtaStsPolicy, parse_policy
+from ..policies.mtasts import FetchOutcome, MtaStsPolicy, MtaStsPolicyError, parse_policy
 from ._common import UsageError, add_config_files, load_configuration, note
 
 __all__ = ["DEPRECATED_FLAGS", "INPUT_FLAGS", "register"]
@@ -31,9 +31,10 @@ def _parse_override(items: Sequence[str] | None) -> Options | None:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep:
-            raise ConfigError(f"--override needs OPTION=VALUE, got {item!r}")
+            raise UsageError(f"--override needs OPTION=VALUE, got {item!r}")
         raw[name.strip()] = value.strip()
-    return Options.from_mapping(raw)
+    # "override" is how the explanation names a per-message value too.
+    return Options.from_mapping(raw, Location(scope="override"))
 
 
 INPUT_FLAGS: Final[Mapping[str, str]] = {
@@ -58,6 +59,9 @@ DEPRECATED_FLAGS: Final[Mapping[str, str]] = {
     "--dnssec": "--tlsa",
 }
 """Old spellings that still work, hidden from ``--help``, with their new names."""
+
+_VALUE_COLUMN: Final = 30
+"""The widest value ``resolve`` keeps on its option's line."""
 
 _FETCH_VALUES: Final = tuple(o.value for o in FetchOutcome)
 _TLSA_VALUES: Final = tuple(s.value for s in TlsaLookupStatus)
@@ -102,8 +106,21 @@ def _read_policy(path: str) -> MtaStsPolicy:
         raise PolicyInputError(f"cannot read MTA-STS policy {path}: {exc.strerror}") from None
     try:
         return parse_policy(document)
-    except PolicyInputError as exc:
-        raise type(exc)(f"{path}: {exc}") from None
+    except MtaStsPolicyError as exc:
+        raise _in_file(exc, path) from None
+
+
+def _in_file(exc: MtaStsPolicyError, path: str) -> MtaStsPolicyError:
+    """The same error, saying which file: ``MTA-STS policy FILE, line 3: ...``."""
+    where = [path]
+    if exc.line is not None:
+        where.append(f"line {exc.line}")
+    if exc.key is not None:
+        where.append(f"key {exc.key!r}")
+    located = MtaStsPolicyError.__new__(MtaStsPolicyError)
+    PolicyInputError.__init__(located, f"MTA-STS policy {', '.join(where)}: {exc.message}")
+    located.message, located.line, located.key = exc.message, exc.line, exc.key
+    return located
 
 
 def _tlsa_lookup(args: argparse.Namespace) -> TlsaLookup | None:
@@ -194,10 +211,18 @@ def _print_decision(decision: Decision, out: TextIO) -> None:
     out.write(f"  TLS must be verified as: {sec['min_tls_verification']}\n")
     out.write("\neffective values\n")
     width = max(len(k) for k in d["effective"])
+    shown = {name: "-" if d["effective"][name] is None else json.dumps(d["effective"][name])
+             for name in OPTION_SPECS}
+    # The value column is as wide as its values, up to a limit; a longer value gets its
+    # "from" on the next line, so the sources stay in one column.
+    column = max((len(v) for v in shown.values() if len(v) <= _VALUE_COLUMN), default=1)
     for name in OPTION_SPECS:
-        value = d["effective"][name]
-        shown = "-" if value is None else json.dumps(value)
-        out.write(f"  {name:<{width}}  {shown:<28} from {d['explanation'][name]}\n")
+        value, source = shown[name], d["explanation"][name]
+        if len(value) > column:
+            out.write(f"  {name:<{width}}  {value}\n  {'':<{width}}  {'':<{column}}  "
+                      f"from {source}\n")
+        else:
+            out.write(f"  {name:<{width}}  {value:<{column}}  from {source}\n")
 
 
 def _cmd_resolve(args: argparse.Namespace) -> int:
