@@ -329,3 +329,34 @@ def test_the_vocabulary_table_names_each_flag() -> None:
     rows = {line.split("`")[1]: line.split("`")[3] for line in page.splitlines()
             if line.startswith("| `") and line.count("|") == 4 and "`--" in line}
     assert rows == dict(INPUT_FLAGS)
+
+
+def test_cli_reference_page_lists_every_command_and_argument() -> None:
+    import importlib.util
+    import re
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("docs_hook_cli", root / "docs" / "hooks"
+                                                  / "tables.py")
+    assert spec is not None and spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = hook
+    spec.loader.exec_module(hook)
+    page = (root / "docs" / "cli.md").read_text("utf-8")
+    assert "<!-- generated: cli -->" in page
+    text = hook.cli_reference()
+    assert text in hook.expand(page)
+    parsers = dict(_subcommands(cli.build_parser()))
+    for path, parser in parsers.items():
+        if path:
+            assert f"tlspolicy {' '.join(path)}\n" in text
+        for action in parser._actions:
+            hidden = action.help == argparse.SUPPRESS
+            for option in action.option_strings:
+                if option not in ("-h", "--help"):
+                    listed = re.search(rf"(`|, ){re.escape(option)}[ `,]", text) is not None
+                    assert listed != hidden, option
+    assert "--dnssec" not in text.split("## tlspolicy resolve", 1)[1]
+    nav = (root / "mkdocs.yml").read_text("utf-8")
+    assert "cli.md" in nav
