@@ -327,7 +327,8 @@ def test_pages_fetch_nothing_from_outside(path: str, browser: DevTools, server: 
     fonts = page.evaluate("Array.from(document.fonts).map(f => f.family)")
     assert all("Roboto" not in family for family in fonts)
     if path == "cli/":
-        assert page.evaluate("document.body.textContent.includes('tlspolicy resolve')")
+        assert page.evaluate("document.getElementById('tlspolicy-resolve') !== null")
+        page.evaluate("document.getElementById('tlspolicy-resolve').scrollIntoView()")
         _shoot(page, "cli")
     assert browser.blocked == [], browser.blocked
     assert all(urlsplit(u).netloc == server or urlsplit(u).scheme in ("data", "blob")
