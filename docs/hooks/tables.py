@@ -427,7 +427,7 @@ def cli_reference() -> str:
 
     parser = build_parser()
     # The width argparse wraps usage lines at, so the page does not depend on a terminal.
-    formatter = functools.partial(argparse.HelpFormatter, width=88)
+    formatter = functools.partial(argparse.HelpFormatter, width=76)
     parser.formatter_class = formatter
     parts = [f"```text\n{parser.format_usage().strip()}\n```\n",
              _table(("argument", "meaning"), _argument_rows(parser)), ""]
