@@ -87,3 +87,14 @@ def test_discover_unknown_binding_fails_before_fetching(
         lab_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "discover", "ok.secure.test", *lab_args, "--binding", "nope")
     assert code == 2 and "unknown binding 'nope'" in err
+
+
+def test_discover_takes_files_positionally_or_with_config(
+        lab_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    config, *flags = lab_args
+    outputs = []
+    for files in ([config], ["--config", config], ["-c", config]):
+        code, out, err = run(capsys, "discover", "ok.secure.test", *files, *flags, "--json")
+        assert code == 0 and "bundled example" not in err
+        outputs.append(json.loads(out)["decisions"])
+    assert outputs[0] == outputs[1] == outputs[2]

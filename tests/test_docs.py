@@ -368,3 +368,11 @@ def test_compatibility_4_0_accepts_4_0_options() -> None:
     config = loads_toml('compatibility = "4.0"\n[global]\ntls = "ifavailable"\n')
     decision = Resolver(config).resolve("example.com")
     assert decision.fallback is False
+
+
+def test_pages_cite_what_readers_have() -> None:
+    # The internal specification is not published: pages cite RFCs and these docs.
+    for page in sorted(DOCS.rglob("*.md")):
+        assert "SEMANTICS" not in page.read_text("utf-8"), page
+    assert "SEMANTICS" not in hook.api_index()
+    assert "[Decisions](decisions.md)" in hook.api_index()

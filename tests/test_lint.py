@@ -115,3 +115,28 @@ def test_ecelerity_findings(tmp_path: Path) -> None:
     assert [w.code for w in found] == ["dane-module-missing"]
     path.write_text("dane { }\n" + text)
     assert [w.code for w in lint_file(path)] == []
+
+
+def test_regex_restated_in_the_group_silences_the_trap() -> None:
+    # Exactly as the warning advises: the regex stanza repeated inside the group (and
+    # inside a binding) is a deliberate override, as for an exact name.
+    trap = ('[global]\ntls = "ifavailable"\n'
+            '[[domain]]\nname = "/(^|\\\\.)bank\\\\.example$/"\ntls_verify = "host"\n'
+            '[[binding_group]]\nname = "g"\ntls_verify = "no"\n')
+    restated_group = ('[[binding_group.domain]]\nname = "/(^|\\\\.)bank\\\\.example$/"\n'
+                      'tls_verify = "ca"\n')
+    members = '[[binding_group.binding]]\nname = "b1"\n'
+    found = lint_toml(trap + members)
+    assert [c for c, _s in codes(found)] == ["group-beats-global-domain"]
+    assert lint_toml(trap + restated_group + members) == []
+    # Restated in the binding instead: that binding is fine, the other one is not.
+    in_binding = (members + '[[binding_group.binding.domain]]\n'
+                  'name = "/(^|\\\\.)bank\\\\.example$/"\ntls_verify = "host"\n'
+                  '[[binding_group.binding]]\nname = "b2"\n')
+    [warning] = [w for w in lint_toml(trap + in_binding)
+                 if w.code == "group-beats-global-domain"]
+    assert "b2 (by binding_group" in warning.message and "b1" not in warning.message
+    # A different pattern in the group is no restatement.
+    other = restated_group.replace("bank", "bonk")
+    assert "group-beats-global-domain" in [c for c, _s in codes(
+        lint_toml(trap + other + members))]

@@ -9,6 +9,7 @@ placeholder with an unknown name fails the build instead of vanishing.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import enum
 import functools
@@ -274,6 +275,27 @@ def _attribute_docs(module_name: str) -> dict[str, str]:
     return docs
 
 
+# Docstrings cite the library's internal specification by section; readers of the site
+# get the page of these docs that covers that section instead.
+_SPEC_PAGES: Final[Mapping[str, tuple[str, str]]] = {
+    "2": ("Precedence", "precedence.md"),
+    "3": ("Configuration", "configuration.md"),
+    "4": ("Decisions", "decisions.md"),
+    "4.1": ("Statuses", "decisions.md#statuses"),
+    "5": ("Implemented standards", "standards/index.md"),
+    "4.2": ("Connection reuse", "decisions.md"),
+    "6": ("Decisions", "decisions.md"),
+    "10": ("Discovery", "discovery.md"),
+    "11": ("Postfix socketmap server", "postfix-socketmap.md"),
+}
+_SPEC_CITATION: Final = re.compile(r"SEMANTICS(?: section)? (\d+(?:\.\d+)?)('s)?")
+
+
+def _cite(match: re.Match[str]) -> str:
+    title, page = _SPEC_PAGES[match.group(1)]
+    return f"[{title}]({page})" + ("'s" if match.group(2) else "")
+
+
 def _first_line(text: str | None) -> str:
     if not text:
         return ""
@@ -281,6 +303,7 @@ def _first_line(text: str | None) -> str:
     line = " ".join(paragraph.split())
     # reST roles read badly in Markdown: :class:`~x.Y` -> `Y`.
     line = re.sub(r":[a-z]+:`~?([^`]+)`", lambda m: f"`{m.group(1).rsplit('.', 1)[-1]}`", line)
+    line = _SPEC_CITATION.sub(_cite, line)
     return line.replace("``", "`")
 
 
@@ -363,6 +386,74 @@ def api_index() -> str:
 
 
 # ---------------------------------------------------------------------------
+# Command line
+
+
+def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+              ) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser, str]]:
+    """Every command of the parser, depth first, with its one-line help."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help or "" for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                yield (*path, name), sub, helps.get(name, "")
+                yield from _commands(sub, (*path, name))
+
+
+def _argument_name(action: argparse.Action) -> str:
+    if action.option_strings:
+        names = ", ".join(action.option_strings)
+        if action.nargs == 0:
+            return names
+        if action.choices is not None and not isinstance(action, argparse._SubParsersAction):
+            return f"{names} {{{','.join(str(c) for c in action.choices)}}}"
+        metavar = action.metavar or action.dest.upper()
+        return f"{names} {metavar}"
+    metavar = action.metavar or action.dest
+    return f"{metavar}..." if action.nargs in ("*", "+") else str(metavar)
+
+
+def _argument_rows(parser: argparse.ArgumentParser) -> list[tuple[str, str]]:
+    rows = []
+    for action in parser._actions:
+        if action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction):
+            continue
+        if isinstance(action, argparse._SubParsersAction):
+            continue
+        text = (action.help or "").replace("%(prog)s", parser.prog)
+        rows.append((_code(_argument_name(action)), text))
+    return rows
+
+
+def cli_reference() -> str:
+    """Every command of ``tlspolicy``, its usage and every argument, from the parser."""
+    from tlspolicy.cli import build_parser
+
+    parser = build_parser()
+    # The width argparse wraps usage lines at, so the page does not depend on a terminal.
+    formatter = functools.partial(argparse.HelpFormatter, width=76)
+    parser.formatter_class = formatter
+    parts = [f"```text\n{parser.format_usage().strip()}\n```\n",
+             _table(("argument", "meaning"), _argument_rows(parser)), ""]
+    for path, sub, summary in _commands(parser):
+        if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions):
+            title, depth = " ".join(path), "##"
+        else:
+            title, depth = " ".join(path), "##" if len(path) == 1 else "###"
+        sub.formatter_class = formatter
+        parts.append(f"{depth} tlspolicy {title}\n")
+        if summary:
+            parts.append(summary[0].upper() + summary[1:] + ".\n")
+        if sub.description:
+            parts.append(sub.description + "\n")
+        parts.append(f"```text\n{sub.format_usage().strip()}\n```\n")
+        rows = _argument_rows(sub)
+        if rows:
+            parts.append(_table(("argument", "meaning"), rows) + "\n")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------------
 
 GENERATORS: Final[Mapping[str, Callable[[], str]]] = {
     "options": options_table,
@@ -371,6 +462,7 @@ GENERATORS: Final[Mapping[str, Callable[[], str]]] = {
     "certificate": certificate_table,
     "statuses": status_table,
     "api": api_index,
+    "cli": cli_reference,
 }
 """Placeholder name -> function rendering its Markdown."""
 

@@ -8,7 +8,8 @@ find the mistake without reading a traceback.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import enum
+from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
@@ -56,14 +57,16 @@ class Location:
     option: str | None = None
 
     def describe(self) -> str:
-        """Render as ``file:line:col: scope: option 'x'`` leaving out unknown parts."""
+        """Render as ``file:line:col: scope: option 'x'`` leaving out unknown parts
+        (``line 3`` when the text came from no file; empty when nothing is known)."""
         parts: list[str] = []
-        where = self.file if self.file is not None else "<config>"
+        where = self.file if self.file is not None else ""
         if self.line is not None:
-            where += f":{self.line}"
+            where += f":{self.line}" if where else f"line {self.line}"
             if self.column is not None:
                 where += f":{self.column}"
-        parts.append(where)
+        if where:
+            parts.append(where)
         if self.scope:
             parts.append(self.scope)
         if self.option:
@@ -92,6 +95,35 @@ def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
     return f"{text[:limit]}... ({size})"
 
 
+def _show_value(value: object) -> str:
+    """A value as a configuration file writes it (``true``, ``'x'``, ``{ a = 1 }``), for
+    messages an operator reads; never a Python repr of a container or a boolean."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "nothing"
+    if isinstance(value, str | int | float):
+        return repr(value)
+    if isinstance(value, enum.Enum):
+        return _show_value(value.value)
+    if isinstance(value, Mapping):
+        if not value:
+            return "{}"
+        return "{ " + ", ".join(f"{k} = {_show_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_show_value(v) for v in value) + "]"
+    return str(value)
+
+
+def _cut(value: object, limit: int = EXCERPT_CHARS) -> str:
+    # A value quoted in a message, as a file writes it; long ones are cut, saying how long.
+    text = _show_value(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value)} characters" if isinstance(value, str) else type(value).__name__
+    return f"{text[:limit]}... ({size})"
+
+
 class TlsPolicyError(Exception):
     """Base class of every error this library raises on purpose."""
 
@@ -114,9 +146,10 @@ class ConfigError(TlsPolicyError):
         super().__init__(self.__str__())
 
     def __str__(self) -> str:
-        text = f"{self.location.describe()}: {self.message}"
+        where = self.location.describe()
+        text = f"{where}: {self.message}" if where else self.message
         if self.has_value:
-            text += f" (value {excerpt(self.value)})"
+            text += f" (value {_cut(self.value)})"
         return text
 
     def __reduce__(self) -> tuple[object, ...]:

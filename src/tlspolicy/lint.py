@@ -310,13 +310,32 @@ class _Linter:
                 return sources[option].scope, values[option]
             return None
         in_group = source.startswith("binding_group")
-        layers = [(binding.options, scope_path(*binding.path))]
+        # Precedence, innermost first: the binding's own restatement of this regex, the
+        # binding, the group's restatement, the group. A restatement of the same pattern
+        # wins as an exact name's restatement does.
+        layers = [self.restated(binding, binding.path, stanza, option),
+                  (binding.options, scope_path(*binding.path))]
         if not in_group:
-            layers.append((binding.group_options, scope_path(*binding.group_path)))
-        for options, path in layers:
+            layers += [self.restated(binding, binding.group_path, stanza, option),
+                       (binding.group_options, scope_path(*binding.group_path))]
+        for layer in layers:
+            if layer is None:
+                continue
+            options, path = layer
             value = getattr(options, option)
             if value is not UNSET:
                 return path, value
+        return None
+
+    @staticmethod
+    def restated(binding: _Binding, where: _Path, stanza: DomainScope,
+                 option: str) -> tuple[Options, str] | None:
+        """A regex stanza of ``where`` with ``stanza``'s pattern that sets ``option``."""
+        for path, other in binding.stanzas:
+            if (path == where and other.name.kind is DomainKind.REGEX
+                    and other.name.key == stanza.name.key
+                    and getattr(other.options, option) is not UNSET):
+                return other.options, scope_path(*path, (ScopeKind.DOMAIN, other.name.text))
         return None
 
 
@@ -458,14 +477,14 @@ def lint_document(document: EcelerityDocument, config: Config | None = None
     return warnings
 
 
-def lint_file(path: str | os.PathLike[str]) -> list[LintWarning]:
-    """Lint one TOML or ``ecelerity.conf`` file (chosen by its name).
+def lint_file(path: str | os.PathLike[str], *, format: str | None = None) -> list[LintWarning]:
+    """Lint one TOML or ``ecelerity.conf`` file (``format``, else chosen by its name).
 
     Raises :class:`~tlspolicy.errors.ConfigError` (or ``ConfigErrors``) when
     the file does not load.
     """
     name = os.fspath(path)
-    if name.endswith((".conf", ".ecelerity")):
+    if format == "ecelerity" or (format is None and name.endswith((".conf", ".ecelerity"))):
         from .formats.ecelerity import load_ecelerity_config
 
         document = read_ecelerity(name)
@@ -473,7 +492,7 @@ def lint_file(path: str | os.PathLike[str]) -> list[LintWarning]:
     else:
         from .formats.loader import load_file
 
-        warnings = lint_config(load_file(name))
+        warnings = lint_config(load_file(name, format=format))
     return [w if w.location is not None else attrs.evolve(w, location=Location(file=name))
             for w in warnings]
 

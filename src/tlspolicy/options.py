@@ -208,7 +208,8 @@ class TlsProtocols:
     def parse(cls, text: str) -> TlsProtocols:
         """Parse a ``+ALL:-SSLv3:-TLSv1.0`` list; raise :class:`InvalidValueError` if bad."""
         if not isinstance(text, str):
-            raise InvalidValueError("tls_protocols must be a string", value=text, has_value=True)
+            raise InvalidValueError("expected a string of ':'-separated tokens, e.g. "
+                                    "'+ALL:-TLSv1.0'", value=text, has_value=True)
         allowed: set[TlsVersion] = set()
         tokens = [t.strip() for t in text.split(":")]
         if not text.strip():

@@ -360,12 +360,12 @@ class Resolver:
         for name, _value in overrides.items():
             if name not in OVERRIDABLE_OPTIONS:
                 raise OptionScopeError(
-                    f"option {name!r} cannot be overridden per message "
+                    f"cannot be overridden per message "
                     f"(allowed: {', '.join(sorted(OVERRIDABLE_OPTIONS))})",
                     Location(scope="override", option=name))
             if OPTION_SPECS[name].since > self.compatibility:
                 raise OptionVersionError(
-                    f"option {name!r} needs Momentum {OPTION_SPECS[name].since} or newer; the "
+                    f"needs Momentum {OPTION_SPECS[name].since} or newer; the "
                     f"configuration pins compatibility {self.compatibility}",
                     Location(scope="override", option=name))
 

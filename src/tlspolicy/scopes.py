@@ -68,7 +68,7 @@ def _check_scope(options: Options, kind: ScopeKind, path: str) -> None:
         if kind not in OPTION_SPECS[name].scopes:
             allowed = ", ".join(sorted(s.value for s in OPTION_SPECS[name].scopes))
             raise OptionScopeError(
-                f"option {name!r} is not valid in a {kind.value} scope (valid in: {allowed})",
+                f"not valid in a {kind.value} scope (valid in: {allowed})",
                 Location(scope=path, option=name), value=OPTION_SPECS[name].dump(value),
                 has_value=True,
             )
@@ -182,7 +182,7 @@ class Config:
                 spec = OPTION_SPECS[name]
                 if spec.since > version:
                     raise OptionVersionError(
-                        f"option {name!r} needs Momentum {spec.since} or newer; the "
+                        f"needs Momentum {spec.since} or newer; the "
                         f"configuration pins compatibility {version}",
                         Location(scope=path, option=name),
                     )
@@ -349,8 +349,8 @@ class _Builder:
             if kind not in spec.scopes:
                 allowed = ", ".join(sorted(s.value for s in spec.scopes))
                 self.fail(OptionScopeError(
-                    f"option {spec.name!r} is not valid in a {kind.value} scope "
-                    f"(valid in: {allowed})", loc, value=item.value, has_value=True))
+                    f"not valid in a {kind.value} scope (valid in: {allowed})", loc,
+                    value=item.value, has_value=True))
                 continue
             try:
                 parsed = spec.parse_value(item.value, loc)
@@ -360,7 +360,7 @@ class _Builder:
             version = self.compatibility or NEWEST_VERSION
             if spec.since > version:
                 self.fail(OptionVersionError(
-                    f"option {spec.name!r} needs Momentum {spec.since} or newer; the "
+                    f"needs Momentum {spec.since} or newer; the "
                     f"configuration pins compatibility {version}", loc,
                     value=item.value, has_value=True))
                 continue

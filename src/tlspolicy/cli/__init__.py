@@ -18,12 +18,22 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Final
 
+from .. import __version__
 from ..errors import TlsPolicyError
 from ..formats.bundled import example_config, example_text
-from ._common import EXIT_ERROR, UsageError, load_configuration, print_errors
+from ._common import (
+    EXIT_ERROR,
+    UsageError,
+    config_format,
+    format_hint,
+    load_configuration,
+    note,
+    print_errors,
+)
+from .resolve import DEPRECATED_FLAGS
 
-__all__ = ["COMMAND_MODULES", "build_parser", "example_config", "example_text",
-           "load_configuration", "main"]
+__all__ = ["COMMAND_MODULES", "DEPRECATED_OPTIONS", "build_parser", "example_config",
+           "example_text", "load_configuration", "main"]
 
 COMMAND_MODULES: Final[tuple[str, ...]] = (
     "resolve",
@@ -36,13 +46,20 @@ COMMAND_MODULES: Final[tuple[str, ...]] = (
 """The command-group modules of this package, in the order ``--help`` lists them."""
 
 
+DEPRECATED_OPTIONS: Final[frozenset[str]] = frozenset(DEPRECATED_FLAGS)
+"""Old option spellings that still work but are hidden from ``--help``."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every command."""
     parser = argparse.ArgumentParser(
         prog="tlspolicy",
         description="Decide what an SMTP client does about STARTTLS for a delivery attempt.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="what to do (tlspolicy COMMAND --help for its arguments)")
     for name in COMMAND_MODULES:
         module: Any = importlib.import_module(f"{__name__}.{name}")
         module.register(sub)
@@ -52,12 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    # argparse hands a positional list only the words before the first option, so
+    # ``resolve DOMAIN --binding B FILE`` would leave FILE over; such words belong to
+    # the command's list of files (named by ``intermixed``), in order.
+    spill = getattr(args, "intermixed", None)
+    if extras and spill and not any(word.startswith("-") for word in extras):
+        setattr(args, spill, [*(getattr(args, spill) or ()), *extras])
+    elif extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
     try:
         result: int = args.func(args)
         return result
     except TlsPolicyError as exc:
         print_errors(exc)
+        hint = format_hint(exc, config_format(args))
+        if hint:
+            note(hint)
         return EXIT_ERROR
     except UsageError as exc:
         sys.stderr.write(f"tlspolicy: error: {exc}\n")

@@ -2,9 +2,11 @@
 
 Every command that reads a configuration takes it the same way: ``--config FILE``
 (repeatable; later files override earlier ones, option by option), and, where the
-command has no other list of files to take, the same files as positional arguments.
+command has no other list of files to take, the same files as positional arguments;
+``--format toml|ecelerity`` says how to read them when their names do not.
 Without any file, the inspecting commands use the bundled example and say so on
-standard error; ``serve`` refuses to start without files.
+standard error; ``check``, ``lint`` and ``serve``, which judge or serve the operator's
+own files, refuse to run without files.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import sys
 from collections.abc import Sequence
 from typing import Final, TextIO
 
-from ..errors import ConfigErrors, TlsPolicyError
+from ..errors import ConfigError, ConfigErrors, TlsPolicyError
 from ..formats.bundled import EXAMPLE_NAME, example_config
-from ..formats.loader import load_config
+from ..formats.loader import FORMATS, load_config
 from ..scopes import Config
 
 __all__ = [
@@ -25,7 +27,10 @@ __all__ = [
     "EXIT_OK",
     "UsageError",
     "add_config_files",
+    "add_format",
+    "config_format",
     "config_paths",
+    "format_hint",
     "load_configuration",
     "note",
     "print_errors",
@@ -44,14 +49,33 @@ class UsageError(Exception):
     """The command line asks for something the command cannot do (exit status 2)."""
 
 
-def add_config_files(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
-    """Add the configuration file arguments: positional ``FILE...`` and ``--config FILE``."""
-    what = ("configuration file, TOML or ecelerity.conf; several are layered in order, "
-            "later files override earlier ones")
+_LAYERED: Final = ("configuration file, TOML or ecelerity.conf; several are layered in order, "
+                   "later files override earlier ones")
+
+
+def add_config_files(parser: argparse.ArgumentParser, *, positional: bool = True,
+                     what: str = _LAYERED) -> None:
+    """Add the configuration file arguments: positional ``FILE...``, ``--config FILE``
+    and ``--format``."""
     if positional:
         parser.add_argument("files", nargs="*", metavar="FILE", help=what)
+        parser.set_defaults(intermixed="files")
     parser.add_argument("--config", "-c", action="append", dest="config_files", metavar="FILE",
                         help=f"{what} (repeatable; the same as a positional FILE)")
+    add_format(parser)
+
+
+def add_format(parser: argparse.ArgumentParser) -> None:
+    """Add ``--format toml|ecelerity``, for every configuration file the command reads."""
+    parser.add_argument("--format", choices=FORMATS, dest="config_format",
+                        help="read every configuration file as this format (default: by "
+                             "name, .conf and .ecelerity are ecelerity.conf, the rest TOML)")
+
+
+def config_format(args: argparse.Namespace) -> str | None:
+    """The ``--format`` given, or ``None`` (each file's name decides)."""
+    fmt: str | None = getattr(args, "config_format", None)
+    return fmt
 
 
 def config_paths(args: argparse.Namespace) -> list[str]:
@@ -60,11 +84,19 @@ def config_paths(args: argparse.Namespace) -> list[str]:
 
 
 def load_configuration(args: argparse.Namespace | Sequence[str], *,
-                       example_allowed: bool = True, command: str = "this command") -> Config:
-    """Load the files named on the command line, or the bundled example (said on stderr)."""
-    paths = list(args) if not isinstance(args, argparse.Namespace) else config_paths(args)
+                       example_allowed: bool = True, command: str = "this command",
+                       format: str | None = None) -> Config:
+    """Load the files named on the command line, or the bundled example (said on stderr).
+
+    ``args`` is the parsed command line (its files and ``--format``) or a list
+    of paths read in ``format``.
+    """
+    if isinstance(args, argparse.Namespace):
+        paths, fmt = config_paths(args), config_format(args)
+    else:
+        paths, fmt = list(args), format
     if paths:
-        return load_config(*paths)
+        return load_config(*paths, format=fmt)
     if not example_allowed:
         raise UsageError(f"{command} needs configuration files (FILE or --config FILE)")
     note(f"no configuration file given: using the bundled example ({EXAMPLE_NAME})")
@@ -89,3 +121,24 @@ def print_errors(exc: TlsPolicyError, stream: TextIO | None = None, *,
     for error in errors:
         out.write(f"{prefix}{error}\n")
     return len(errors)
+
+
+def format_hint(exc: TlsPolicyError, fmt: str | None) -> str | None:
+    """A hint when a TOML file was read as ``ecelerity.conf`` because of its name."""
+    if fmt is not None or not isinstance(exc, ConfigError):
+        return None
+    errors = exc.errors if isinstance(exc, ConfigErrors) else (exc,)
+    for error in errors:
+        name = error.location.file
+        if name is None or not name.endswith((".conf", ".ecelerity")):
+            continue
+        try:
+            with open(name, encoding="utf-8") as handle:
+                # A line opening with '[' is a TOML table header; ecelerity.conf has none.
+                looks_toml = any(line.lstrip().startswith("[") for line in handle)
+        except (OSError, UnicodeDecodeError):
+            continue
+        if looks_toml:
+            return (f"{name} was read as ecelerity.conf because of its name; if it is TOML, "
+                    "pass --format toml")
+    return None

@@ -8,7 +8,18 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..formats.loader import load_config
-from ._common import EXIT_ERROR, EXIT_FOUND, EXIT_OK, UsageError, config_paths, print_errors
+from ._common import (
+    EXIT_ERROR,
+    EXIT_FOUND,
+    EXIT_OK,
+    UsageError,
+    add_config_files,
+    config_format,
+    config_paths,
+    format_hint,
+    note,
+    print_errors,
+)
 
 __all__ = ["register"]
 
@@ -25,9 +36,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
     failures = 0
     for path in _files(args):
         try:
-            load_config(path)
+            load_config(path, format=config_format(args))
         except ConfigError as exc:
             failures += print_errors(exc, sys.stdout, prefix="")
+            _hint(exc, args)
         else:
             sys.stdout.write(f"{path}: ok\n")
     if failures:
@@ -43,26 +55,31 @@ def _cmd_lint(args: argparse.Namespace) -> int:
     failed = False
     for path in _files(args):
         try:
-            warnings = lint_file(path)
+            warnings = lint_file(path, format=config_format(args))
         except ConfigError as exc:
             print_errors(exc, prefix="")
+            _hint(exc, args)
             failed = True
             continue
         for warning in warnings:
             sys.stdout.write(f"{warning.describe()}\n")
         found += len(warnings)
-    if found:
-        sys.stdout.write(f"{found} warning{'s' if found != 1 else ''}\n")
+    # The summary line is printed on success too, so "no output" never has to mean "clean".
+    sys.stdout.write(f"{found} warning{'s' if found != 1 else ''}\n")
     if failed:
         return EXIT_ERROR
     return EXIT_FOUND if found and args.strict else EXIT_OK
 
 
+def _hint(exc: ConfigError, args: argparse.Namespace) -> None:
+    hint = format_hint(exc, config_format(args))
+    if hint:
+        note(hint)
+
+
 def _add_files(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="*", metavar="FILE",
-                        help="configuration file (TOML or ecelerity.conf), judged on its own")
-    parser.add_argument("--config", "-c", action="append", dest="config_files", metavar="FILE",
-                        help="the same as a positional FILE (repeatable)")
+    add_config_files(parser, what="configuration file (TOML or ecelerity.conf), judged on "
+                                  "its own, not layered")
 
 
 def register(sub: Any) -> None:

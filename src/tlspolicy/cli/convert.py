@@ -1,20 +1,34 @@
-"""``tlspolicy convert``: write a configuration as TOML, ecelerity.conf or Postfix tables."""
+"""``tlspolicy convert``: write a configuration as TOML, ecelerity.conf or Postfix tables.
+
+A Postfix policy table belongs to one transport, and a binding is a transport,
+so ``--to postfix`` writes one binding's table (``--binding``) or one table
+per binding into a directory (``--output-dir``); it never mixes bindings in
+one stream, where their keys would repeat.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Any
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, TextIO
 
 from ..resolver import Resolver
-from ._common import add_config_files, load_configuration, warn
+from ..scopes import Config
+from ._common import UsageError, add_config_files, load_configuration, warn
 
-__all__ = ["register"]
+__all__ = ["register", "summarise_losses"]
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     config = load_configuration(args)
     out = sys.stdout
+    if args.to != "postfix":
+        for flag in ("binding", "output_dir", "pcre_output"):
+            if getattr(args, flag):
+                raise UsageError(f"--{flag.replace('_', '-')} applies to --to postfix only")
     if args.to == "toml":
         from ..formats.toml import dumps_toml
 
@@ -26,39 +40,101 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         for loss in ecelerity_export_losses(config):
             warn(str(loss))
     else:
-        from ..formats.postfix import (
-            EntryKind,
-            PostfixWarning,
-            postfix_entries,
-            render_pcre_table,
-            render_policy_table,
-            render_warnings,
-        )
+        _postfix(config, args, out)
+    return 0
 
-        names = [args.binding] if args.binding else list(Resolver(config).bindings)
-        pcre_parts: list[str] = []
-        warnings: list[PostfixWarning] = []
-        for name in names:
+
+def _file_name(binding: str) -> str:
+    # The binding name becomes a file name; one that would leave the directory, or
+    # hide, is refused rather than rewritten (two bindings must never share a file).
+    if (not binding or binding.startswith(".") or "/" in binding or "\\" in binding
+            or "\0" in binding):
+        raise UsageError(f"binding {binding!r} cannot be a file name; write it on its own "
+                         "with --binding")
+    return binding
+
+
+def _postfix(config: Config, args: argparse.Namespace, out: TextIO) -> None:
+    from ..formats.postfix import (
+        EntryKind,
+        PostfixWarning,
+        postfix_entries,
+        render_pcre_table,
+        render_policy_table,
+    )
+
+    every = list(Resolver(config).bindings)
+    if args.output_dir and args.pcre_output:
+        raise UsageError("--pcre-output is for one binding on standard output; with "
+                         "--output-dir each binding's regex entries go to BINDING.pcre there")
+    if args.binding:
+        names = [args.binding]
+    elif args.output_dir or len(every) == 1:
+        names = every
+    else:
+        raise UsageError(
+            "a Postfix policy table is per transport: give --binding BINDING (one table on "
+            "standard output) or --output-dir DIR (one table per binding); bindings: "
+            + ", ".join(every))
+    warnings: list[PostfixWarning] = []
+    if args.output_dir:
+        # Every name is checked before anything is written.
+        bases = {name: os.path.join(args.output_dir, _file_name(name)) for name in names}
+        os.makedirs(args.output_dir, exist_ok=True)
+        for name, base in bases.items():
             entries, found = postfix_entries(config, name)
-            if len(names) > 1:
-                out.write(f"# ---- binding {name!r}: one table per Postfix transport\n")
-            out.write(render_policy_table(entries))
+            warnings += found
+            _write(f"{base}.policy", render_policy_table(entries))
+            written = [f"{base}.policy"]
             pcre = render_pcre_table(entries)
             if pcre:
-                pcre_parts.append((f"# ---- binding {name!r}\n" if len(names) > 1 else "")
-                                  + pcre)
-            warnings += found
-            if not args.pcre_output and any(e.kind is EntryKind.REGEX for e in entries):
-                sys.stderr.write(f"tlspolicy: warning: binding {name!r} has regex domain "
-                                 "entries that a hash table cannot hold; pass --pcre-output "
-                                 "FILE to write them as a pcre table\n")
+                _write(f"{base}.pcre", pcre)
+                written.append(f"{base}.pcre")
+            out.write(f'binding "{name}": {", ".join(written)}\n')
+    else:
+        [name] = names
+        entries, warnings_found = postfix_entries(config, name)
+        warnings += warnings_found
+        out.write(render_policy_table(entries))
+        pcre = render_pcre_table(entries)
         if args.pcre_output:
-            with open(args.pcre_output, "w", encoding="utf-8") as handle:
-                handle.write("".join(pcre_parts))
-        text = render_warnings(warnings)
-        if text:
-            sys.stderr.write("what Postfix cannot express:\n" + text)
-    return 0
+            _write(args.pcre_output, pcre)
+        elif any(e.kind is EntryKind.REGEX for e in entries):
+            warn(f'binding "{name}" has regex domain entries that a hash table cannot hold; '
+                 "pass --pcre-output FILE to write them as a pcre table")
+    if warnings:
+        sys.stderr.write(summarise_losses(warnings, verbose=args.verbose))
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def summarise_losses(warnings: Sequence[Any], *, verbose: bool = False) -> str:
+    """What Postfix cannot express: one line per kind with its count, or every line.
+
+    A kind is an option and what is lost about it; the count is how many table
+    entries it concerns, across how many bindings.
+    """
+    if verbose:
+        lines = [w.describe() for w in warnings]
+        return "what Postfix cannot express:\n" + "".join(f"{line}\n" for line in lines)
+    kinds: Counter[tuple[str, str]] = Counter((w.option, w.message) for w in warnings)
+    bindings: dict[tuple[str, str], set[str]] = {}
+    for w in warnings:
+        bindings.setdefault((w.option, w.message), set()).add(w.binding)
+    head = (f"what Postfix cannot express: {len(warnings)} note"
+            f"{'s' if len(warnings) != 1 else ''} of {len(kinds)} kind"
+            f"{'s' if len(kinds) != 1 else ''} (--verbose lists each entry):\n")
+    lines = []
+    for (option, message), count in kinds.most_common():
+        spread = len(bindings[(option, message)])
+        where = f"{count} entr{'ies' if count != 1 else 'y'}"
+        if spread > 1:
+            where += f" in {spread} bindings"
+        lines.append(f"  {where}: option '{option}': {message}\n")
+    return head + "".join(lines)
 
 
 def register(sub: Any) -> None:
@@ -69,10 +145,17 @@ def register(sub: Any) -> None:
     add_config_files(convert)
     convert.add_argument("--to", required=True, choices=("toml", "ecelerity", "postfix"),
                          help="output format: TOML, Momentum ecelerity.conf, or a Postfix "
-                              "smtp_tls_policy_maps table")
+                              "smtp_tls_policy_maps table (one per binding)")
     convert.add_argument("--binding", "-b",
-                         help="postfix: the binding (Postfix transport) to write; default: "
-                              "every binding, one table each")
+                         help="postfix: the binding (Postfix transport) whose table to write; "
+                              "needed on standard output when there are several")
+    convert.add_argument("--output-dir", metavar="DIR",
+                         help="postfix: write one table per binding into DIR, BINDING.policy "
+                              "(hash/lmdb source) and BINDING.pcre (regex entries, if any)")
     convert.add_argument("--pcre-output", metavar="FILE",
-                         help="postfix: write regex domain entries to FILE as a pcre table")
+                         help="postfix, one binding: write its regex domain entries to FILE as "
+                              "a pcre table")
+    convert.add_argument("--verbose", "-v", action="store_true",
+                         help="postfix: list every entry Postfix cannot express exactly, not "
+                              "a summary by kind")
     convert.set_defaults(func=_cmd_convert)

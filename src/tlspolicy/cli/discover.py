@@ -252,7 +252,7 @@ def register(sub: Any) -> None:
                     "print it with the decision for each MX host.")
     discover.add_argument("domain", metavar="DOMAIN",
                           help="recipient domain, or a [host]:port next hop")
-    discover.add_argument("--mx-host", "--mx", dest="mx_host", metavar="HOST",
+    discover.add_argument("--mx-host", dest="mx_host", metavar="HOST",
                           help="decide for this MX host only (default: every MX host, "
                                "at most 10)")
     discover.add_argument("--binding", "-b", help="binding name (default: the default binding)")
@@ -263,7 +263,8 @@ def register(sub: Any) -> None:
     discover.set_defaults(func=_cmd_discover)
 
     cache = sub.add_parser("cache", help="show, purge or refresh the discovery cache")
-    actions = cache.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = cache.add_subparsers(dest="action", required=True, metavar="ACTION",
+                                   help="what to do with the cache")
     show = actions.add_parser("show", help="print cached MTA-STS states")
     show.add_argument("domain", nargs="?", metavar="DOMAIN",
                       help="one domain (default: every cached domain)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import ConfigError, ConfigErrors
@@ -21,7 +21,16 @@ from ..testing.diff import ChangeClass, diff_configs, format_diff
 from ..testing.expectations import Case, load_expectations
 from ..testing.runner import CaseResult, config_for, format_report, junit_xml, run_file
 from ..testing.tree import render_tree
-from ._common import UsageError, add_config_files, config_paths, load_configuration
+from ._common import (
+    UsageError,
+    add_config_files,
+    add_format,
+    config_format,
+    config_paths,
+    format_hint,
+    load_configuration,
+    note,
+)
 
 __all__ = ["register"]
 
@@ -30,9 +39,12 @@ def _errors_of(exc: ConfigError) -> tuple[ConfigError, ...]:
     return exc.errors if isinstance(exc, ConfigErrors) else (exc,)
 
 
-def _load(paths: tuple[str, ...]) -> Config:
-    # No paths: the bundled example, said on standard error.
-    return load_configuration(list(paths))
+def _loader(args: argparse.Namespace) -> Callable[[tuple[str, ...]], Config]:
+    def load(paths: tuple[str, ...]) -> Config:
+        # No paths: the bundled example, said on standard error.
+        return load_configuration(list(paths), format=config_format(args))
+
+    return load
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
@@ -53,13 +65,16 @@ def _cmd_test(args: argparse.Namespace) -> int:
         paths = tuple(config_paths(args)) or expectations.config
         if paths not in configs:
             try:
-                configs[paths] = config_for(expectations, config_paths(args), _load)[0]
+                configs[paths] = config_for(expectations, config_paths(args), _loader(args))[0]
             except ConfigError as exc:
                 configs[paths] = exc
         config = configs[paths]
         if isinstance(config, ConfigError):
             for error in _errors_of(config):
                 out.write(f"{error}\n")
+            hint = format_hint(config, config_format(args))
+            if hint:
+                note(hint)
             load_errors += 1
             suites[path] = [_file_error(path, config)]
             continue
@@ -103,8 +118,8 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     """Compare two configurations decision by decision."""
     old_files = _side(args.old, args.old_files, "old")
     new_files = _side(args.new, args.new_files, "new")
-    old = load_configuration(old_files)
-    new = load_configuration(new_files)
+    old = load_configuration(old_files, format=config_format(args))
+    new = load_configuration(new_files, format=config_format(args))
     result = diff_configs(old, new)
     if args.json:
         json.dump(result.to_dict(), sys.stdout, indent=2)
@@ -138,7 +153,7 @@ def register(subparsers: Any) -> None:
     add_config_files(test, positional=False)
     test.add_argument("--junit-xml", metavar="PATH", help="also write JUnit XML to PATH")
     test.add_argument("--verbose", "-v", action="store_true", help="list passing cases too")
-    test.set_defaults(func=_cmd_test)
+    test.set_defaults(func=_cmd_test, intermixed="expectations")
 
     diff = subparsers.add_parser(
         "diff", help="compare two configurations decision by decision",
@@ -155,6 +170,7 @@ def register(subparsers: Any) -> None:
                       help="exit 1 when any change is a downgrade (for CI gates)")
     diff.add_argument("--fail-on-review", action="store_true",
                       help="exit 1 when any change needs review")
+    add_format(diff)
     diff.add_argument("--json", action="store_true", help="print the changes as JSON")
     diff.set_defaults(func=_cmd_diff)
 

@@ -5,21 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, TextIO
 
 from .. import (
     OPTION_SPECS,
-    ConfigError,
     Decision,
     Destination,
     Options,
     PolicyInputError,
     Resolver,
 )
-from ._common import add_config_files, load_configuration
+from ..errors import Location
+from ..policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
+from ..policies.mtasts import FetchOutcome, MtaStsPolicy, MtaStsPolicyError, parse_policy
+from ._common import UsageError, add_config_files, load_configuration, note
 
-__all__ = ["register"]
+__all__ = ["DEPRECATED_FLAGS", "INPUT_FLAGS", "register"]
 
 
 def _parse_override(items: Sequence[str] | None) -> Options | None:
@@ -29,57 +31,134 @@ def _parse_override(items: Sequence[str] | None) -> Options | None:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep:
-            raise ConfigError(f"--override needs OPTION=VALUE, got {item!r}")
+            raise UsageError(f"--override needs OPTION=VALUE, got {item!r}")
         raw[name.strip()] = value.strip()
-    return Options.from_mapping(raw)
+    # "override" is how the explanation names a per-message value too.
+    return Options.from_mapping(raw, Location(scope="override"))
 
 
-_FETCH_WORDS: Final = {
-    "ok": "OK", "failed": "FETCH_ERROR", "invalid": "INVALID", "webpki-invalid": "WEBPKI_INVALID",
+INPUT_FLAGS: Final[Mapping[str, str]] = {
+    "mta_sts": "--mta-sts",
+    "mta_sts_fetch": "--mta-sts-fetch",
+    "tlsa": "--tlsa",
+    "tlsa_records": "--tlsa-record",
+    "tlsa_base_domain": "--tlsa-base-domain",
+    "mx_dnssec": "--mx-dnssec",
+    "requiretls": "--requiretls",
+    "tls_required_no": "--tls-required-no",
+    "tls_broken": "--tls-broken",
 }
+"""The ``resolve`` flag for every destination-policy input, by its name in expectation
+files and :class:`~tlspolicy.Destination` (one vocabulary: the flag is the name with
+dashes, ``tlsa_records`` takes one record per ``--tlsa-record``)."""
+
+DEPRECATED_FLAGS: Final[Mapping[str, str]] = {
+    "--mx": "--mx-host",
+    "--mta-sts-policy": "--mta-sts",
+    "--broken-tls": "--tls-broken",
+    "--dnssec": "--tlsa",
+}
+"""Old spellings that still work, hidden from ``--help``, with their new names."""
+
+_VALUE_COLUMN: Final = 30
+"""The widest value ``resolve`` keeps on its option's line."""
+
+_FETCH_VALUES: Final = tuple(o.value for o in FetchOutcome)
+_TLSA_VALUES: Final = tuple(s.value for s in TlsaLookupStatus)
+
+
+class _DeprecatedFlag(argparse.Action):
+    """An old on/off flag: sets the new one's destination and says so on stderr."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        assert option_string is not None
+        note(f"{option_string} is deprecated; use {DEPRECATED_FLAGS[option_string]}")
+        setattr(namespace, self.dest, True)
+
+
+class _Deprecated(argparse.Action):
+    """An old flag: stores into the new one's destination and says so on stderr."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        assert option_string is not None
+        note(f"{option_string} is deprecated; use {DEPRECATED_FLAGS[option_string]}")
+        setattr(namespace, self.dest, values)
+
+
+def _fetch_word(text: str) -> str:
+    # "failed" was the old word for fetch-error.
+    if text == "failed":
+        note("--mta-sts-fetch failed is deprecated; use --mta-sts-fetch fetch-error")
+        return FetchOutcome.FETCH_ERROR.value
+    return text
+
+
+def _read_policy(path: str) -> MtaStsPolicy:
+    try:
+        with open(path, "rb") as handle:
+            document = handle.read()
+    except OSError as exc:
+        raise PolicyInputError(f"cannot read MTA-STS policy {path}: {exc.strerror}") from None
+    try:
+        return parse_policy(document)
+    except MtaStsPolicyError as exc:
+        raise _in_file(exc, path) from None
+
+
+def _in_file(exc: MtaStsPolicyError, path: str) -> MtaStsPolicyError:
+    """The same error, saying which file: ``MTA-STS policy FILE, line 3: ...``."""
+    where = [path]
+    if exc.line is not None:
+        where.append(f"line {exc.line}")
+    if exc.key is not None:
+        where.append(f"key {exc.key!r}")
+    located = MtaStsPolicyError.__new__(MtaStsPolicyError)
+    PolicyInputError.__init__(located, f"MTA-STS policy {', '.join(where)}: {exc.message}")
+    located.message, located.line, located.key = exc.message, exc.line, exc.key
+    return located
+
+
+def _tlsa_lookup(args: argparse.Namespace) -> TlsaLookup | None:
+    records = tuple(TlsaRecord.parse(text) for text in args.tlsa_records or ())
+    status_text: str | None = args.tlsa
+    if args.dnssec is not None:
+        # The old --dnssec named the security of the TLSA answer; "secure" is records or
+        # nodata, depending on whether records were given.
+        if status_text is not None:
+            raise UsageError("give --tlsa only (--dnssec is its deprecated spelling)")
+        status_text = args.dnssec if args.dnssec != "secure" else (
+            "records" if records else "nodata")
+    if status_text is None:
+        if records:
+            status_text = TlsaLookupStatus.RECORDS.value
+        elif args.tlsa_base_domain:
+            raise UsageError("--tlsa-base-domain needs --tlsa or --tlsa-record")
+        else:
+            return None
+    status = TlsaLookupStatus(status_text)
+    if records and status is not TlsaLookupStatus.RECORDS:
+        raise UsageError(f"--tlsa-record needs --tlsa records (a DNSSEC-validated answer with "
+                         f"records), not --tlsa {status.value}")
+    return TlsaLookup(status, records, base_domain=args.tlsa_base_domain)
 
 
 def _destination(args: argparse.Namespace) -> Destination | None:
     """The destination inputs given on the command line, or ``None`` if none."""
-    from ..policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
-    from ..policies.mtasts import FetchOutcome, parse_policy
-
-    given = (args.mta_sts_policy, args.mta_sts_fetch, args.tlsa, args.dnssec, args.requiretls,
-             args.tls_required_no, args.broken_tls, args.mx_dnssec)
+    given = (args.mta_sts, args.mta_sts_fetch, args.tlsa, args.tlsa_records,
+             args.tlsa_base_domain, args.dnssec, args.requiretls, args.tls_required_no,
+             args.tls_broken, args.mx_dnssec)
     if not any(given):
         return None
-    policy = None
-    if args.mta_sts_policy:
-        try:
-            with open(args.mta_sts_policy, "rb") as handle:
-                document = handle.read()
-        except OSError as exc:
-            raise PolicyInputError(
-                f"{args.mta_sts_policy}: cannot read MTA-STS policy: {exc.strerror}") from None
-        try:
-            policy = parse_policy(document)
-        except PolicyInputError as exc:
-            raise type(exc)(f"{args.mta_sts_policy}: {exc}") from None
-    fetch = FetchOutcome[_FETCH_WORDS[args.mta_sts_fetch or "ok"]]
-    records = tuple(TlsaRecord.parse(text) for text in args.tlsa or ())
-    tlsa: TlsaLookup | None
-    if args.dnssec in (None, "insecure"):
-        if records:
-            raise PolicyInputError("--tlsa needs --dnssec secure: TLSA records only count "
-                                   "from a DNSSEC-validated answer")
-        tlsa = None if args.dnssec is None else TlsaLookup(TlsaLookupStatus.INSECURE)
-    elif args.dnssec == "secure":
-        tlsa = TlsaLookup(TlsaLookupStatus.RECORDS, records) if records else TlsaLookup(
-            TlsaLookupStatus.NODATA)
-    else:
-        if records:
-            raise PolicyInputError(f"--tlsa cannot be combined with --dnssec {args.dnssec}")
-        tlsa = TlsaLookup(TlsaLookupStatus.BOGUS if args.dnssec == "bogus"
-                          else TlsaLookupStatus.FAILED)
     return Destination(
-        mta_sts=policy, mta_sts_fetch=fetch, tlsa=tlsa, mx_dnssec=args.mx_dnssec,
-        requiretls=args.requiretls, tls_required_no=args.tls_required_no,
-        tls_broken=args.broken_tls,
+        mta_sts=_read_policy(args.mta_sts) if args.mta_sts else None,
+        mta_sts_fetch=FetchOutcome(args.mta_sts_fetch or FetchOutcome.OK.value),
+        tlsa=_tlsa_lookup(args), mx_dnssec=args.mx_dnssec, requiretls=args.requiretls,
+        tls_required_no=args.tls_required_no, tls_broken=args.tls_broken,
     )
 
 
@@ -132,16 +211,24 @@ def _print_decision(decision: Decision, out: TextIO) -> None:
     out.write(f"  TLS must be verified as: {sec['min_tls_verification']}\n")
     out.write("\neffective values\n")
     width = max(len(k) for k in d["effective"])
+    shown = {name: "-" if d["effective"][name] is None else json.dumps(d["effective"][name])
+             for name in OPTION_SPECS}
+    # The value column is as wide as its values, up to a limit; a longer value gets its
+    # "from" on the next line, so the sources stay in one column.
+    column = max((len(v) for v in shown.values() if len(v) <= _VALUE_COLUMN), default=1)
     for name in OPTION_SPECS:
-        value = d["effective"][name]
-        shown = "-" if value is None else json.dumps(value)
-        out.write(f"  {name:<{width}}  {shown:<28} from {d['explanation'][name]}\n")
+        value, source = shown[name], d["explanation"][name]
+        if len(value) > column:
+            out.write(f"  {name:<{width}}  {value}\n  {'':<{width}}  {'':<{column}}  "
+                      f"from {source}\n")
+        else:
+            out.write(f"  {name:<{width}}  {value:<{column}}  from {source}\n")
 
 
 def _cmd_resolve(args: argparse.Namespace) -> int:
     config = load_configuration(args)
     resolver = Resolver(config)
-    decision = resolver.resolve(args.domain, args.binding, mx_host=args.mx,
+    decision = resolver.resolve(args.domain, args.binding, mx_host=args.mx_host,
                                 overrides=_parse_override(args.override),
                                 destination=_destination(args))
     if args.json:
@@ -157,26 +244,46 @@ def register(sub: Any) -> None:
     resolve = sub.add_parser("resolve", help="show the decision for one domain and binding")
     resolve.add_argument("domain", help="recipient domain (or IP literal)")
     resolve.add_argument("--binding", "-b", help="binding name (default: the default binding)")
-    resolve.add_argument("--mx", metavar="HOST", help="MX host name being connected to")
+    resolve.add_argument("--mx-host", metavar="HOST",
+                         help="MX host name being connected to (mx_host)")
+    resolve.add_argument("--mx", dest="mx_host", metavar="HOST", action=_Deprecated,
+                         help=argparse.SUPPRESS)
     resolve.add_argument("--override", action="append", metavar="OPTION=VALUE",
                          help="per-message override (repeatable), e.g. tls=required")
     resolve.add_argument("--json", action="store_true", help="print the decision as JSON")
-    policy = resolve.add_argument_group("destination policy inputs (what your MTA found)")
-    policy.add_argument("--mta-sts-policy", metavar="FILE",
-                        help="the MTA-STS policy document in force for the domain")
-    policy.add_argument("--mta-sts-fetch", choices=sorted(_FETCH_WORDS),
-                        help="outcome of the latest policy fetch (default ok)")
-    policy.add_argument("--tlsa", action="append", metavar="'U S M HEX'",
-                        help="a TLSA record of the MX host (repeatable); needs --dnssec secure")
+    policy = resolve.add_argument_group(
+        "destination policy inputs (what your MTA found; the same names as in expectation "
+        "files' [case.inputs] and the Destination class)")
+    policy.add_argument("--mta-sts", metavar="FILE",
+                        help="the MTA-STS policy document in force for the domain (mta_sts)")
+    policy.add_argument("--mta-sts-policy", dest="mta_sts", metavar="FILE", action=_Deprecated,
+                        help=argparse.SUPPRESS)
+    policy.add_argument("--mta-sts-fetch", choices=_FETCH_VALUES, type=_fetch_word,
+                        help="outcome of the latest policy fetch (mta_sts_fetch; default ok)")
+    policy.add_argument("--tlsa", choices=_TLSA_VALUES,
+                        help="what the TLSA lookup for the MX host found (tlsa): insecure "
+                             "(not signed), records, nodata or nxdomain (validated answers), "
+                             "failed (SERVFAIL, timeout), bogus (validation failed)")
     policy.add_argument("--dnssec", choices=("secure", "insecure", "bogus", "failed"),
-                        help="DNSSEC status of the TLSA lookup for the MX host")
+                        action=_Deprecated, help=argparse.SUPPRESS)
+    policy.add_argument("--tlsa-record", action="append", dest="tlsa_records",
+                        metavar="'U S M HEX'",
+                        help="a TLSA record of the MX host (tlsa_records; repeatable; "
+                             "implies --tlsa records)")
+    policy.add_argument("--tlsa-base-domain", metavar="HOST",
+                        help="the TLSA base domain, when not the MX host name "
+                             "(tlsa_base_domain)")
     policy.add_argument("--mx-dnssec", action="store_true",
-                        help="the MX record came from a DNSSEC-validated lookup")
+                        help="the MX record came from a DNSSEC-validated lookup (mx_dnssec)")
     policy.add_argument("--requiretls", action="store_true",
-                        help="the message carries the REQUIRETLS MAIL FROM parameter")
+                        help="the message carries the REQUIRETLS MAIL FROM parameter "
+                             "(requiretls)")
     policy.add_argument("--tls-required-no", action="store_true",
-                        help="the message has a 'TLS-Required: No' header field")
-    policy.add_argument("--broken-tls", action="store_true",
-                        help="TLS to this host was remembered broken recently")
+                        help="the message has a 'TLS-Required: No' header field "
+                             "(tls_required_no)")
+    policy.add_argument("--tls-broken", action="store_true",
+                        help="TLS to this host was remembered broken recently (tls_broken)")
+    policy.add_argument("--broken-tls", dest="tls_broken", action=_DeprecatedFlag,
+                        help=argparse.SUPPRESS)
     add_config_files(resolve)
     resolve.set_defaults(func=_cmd_resolve)

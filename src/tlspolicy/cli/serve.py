@@ -8,12 +8,11 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from ..errors import TlsPolicyError
 from ..formats.loader import load_config
 from ..formats.postfix import PolicyLookup
 from ..resolver import Resolver
 from ..servers import socketmap as _sm
-from ._common import EXIT_ERROR, UsageError, add_config_files, config_paths, print_errors
+from ._common import UsageError, add_config_files, config_format, config_paths
 
 __all__ = ["UnixListen", "lookup_factory", "parse_listen", "register"]
 
@@ -68,13 +67,14 @@ def _seconds(text: str) -> float:
     return value
 
 
-def lookup_factory(paths: Sequence[str]) -> Callable[[], PolicyLookup]:
+def lookup_factory(paths: Sequence[str], *,
+                   format: str | None = None) -> Callable[[], PolicyLookup]:
     """A factory building a fresh :class:`~tlspolicy.formats.postfix.PolicyLookup`
     from the configuration files each time it is called (first load and SIGHUP)."""
     files = list(paths)
 
     def build() -> PolicyLookup:
-        return PolicyLookup(Resolver(load_config(*files)))
+        return PolicyLookup(Resolver(load_config(*files, format=format)))
 
     return build
 
@@ -97,19 +97,17 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
                          "serves the bundled example")
     if unix_path is None and args.socket_mode is not None:
         raise UsageError("--socket-mode applies to --listen unix:PATH only")
-    try:
-        _sm.run_forever(
-            lookup_factory(paths), host=host, port=port, unix_path=unix_path,
-            allow_remote=args.allow_remote,
-            socket_mode=_sm.DEFAULT_SOCKET_MODE if args.socket_mode is None else args.socket_mode,
-            max_connections=args.max_connections,
-            max_connections_per_client=args.max_connections_per_client,
-            idle_timeout=args.idle_timeout, request_timeout=args.request_timeout,
-            max_request_bytes=args.max_request_bytes, reload_timeout=args.reload_timeout,
-            ready=ready)
-    except TlsPolicyError as exc:
-        print_errors(exc)
-        return EXIT_ERROR
+    # A configuration error (first load) reaches main, which prints it with its hint.
+    _sm.run_forever(
+        lookup_factory(paths, format=config_format(args)), host=host, port=port,
+        unix_path=unix_path,
+        allow_remote=args.allow_remote,
+        socket_mode=_sm.DEFAULT_SOCKET_MODE if args.socket_mode is None else args.socket_mode,
+        max_connections=args.max_connections,
+        max_connections_per_client=args.max_connections_per_client,
+        idle_timeout=args.idle_timeout, request_timeout=args.request_timeout,
+        max_request_bytes=args.max_request_bytes, reload_timeout=args.reload_timeout,
+        ready=ready)
     return 0
 
 
@@ -162,7 +160,8 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
 def register(sub: Any) -> None:
     """Add ``serve socketmap`` to the command line's subparsers."""
     serve = sub.add_parser("serve", help="run a policy server for an MTA")
-    servers = serve.add_subparsers(dest="server", required=True, metavar="SERVER")
+    servers = serve.add_subparsers(dest="server", required=True, metavar="SERVER",
+                                   help="which server to run")
     socketmap = servers.add_parser(
         "socketmap", help="Postfix socketmap server for smtp_tls_policy_maps; the map name "
                           "selects the binding")

@@ -66,8 +66,14 @@ from ..errors import (
     UnknownOptionError,
     excerpt,
 )
-from ..options import OPTION_SPECS, Options, ScopeKind
-from ..scopes import BindingScope, Config, DomainScope, build_config
+from ..options import NEWEST_VERSION, OPTION_SPECS, Options, ScopeKind
+from ..scopes import (
+    DEFAULT_MATCH_CACHE_SIZE,
+    BindingScope,
+    Config,
+    DomainScope,
+    build_config,
+)
 from .files import ReadBudget
 from .momentum_names import MOMENTUM_OPTIONS, MOMENTUM_SCOPES, SCOPE_KEYWORDS, near_miss
 
@@ -797,13 +803,14 @@ def ecelerity_export_losses(config: Config) -> tuple[str, ...]:
     """What :func:`dumps_ecelerity` cannot carry: ``compatibility``, ``match_cache_size``.
 
     Both are tlspolicy settings, not Momentum options; the written file reads
-    back with the defaults (the newest version, the default cache size).
+    back with the defaults (the newest version, the default cache size), so a
+    setting equal to its default loses nothing and is not listed.
     """
     losses = []
-    if config.compatibility is not None:
+    if config.compatibility is not None and config.compatibility != NEWEST_VERSION:
         losses.append(f"compatibility = {config.compatibility}: not an ecelerity.conf option; "
                       "the file reads back as the newest version")
-    if config.match_cache_size is not None:
+    if config.match_cache_size not in (None, DEFAULT_MATCH_CACHE_SIZE):
         losses.append(f"match_cache_size = {config.match_cache_size}: not written; the file "
                       "reads back with the default cache size")
     return tuple(losses)

@@ -2,11 +2,13 @@
 
 This module reads files; the core never does.  Files ending in ``.toml`` are
 TOML; ``.conf`` and ``.ecelerity`` files are Momentum ``ecelerity.conf``.
+``format="toml"`` or ``format="ecelerity"`` overrides the guess from the name.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Final
 
 from ..errors import ConfigError, ConfigErrors, Location, NoConfigFilesError, TooManyFilesError
 from ..scopes import Config, layer_configs
@@ -16,28 +18,38 @@ from .toml import dumps_toml, loads_toml
 __all__ = ["dump_toml", "load_config", "load_file", "loads_toml"]
 
 
-def load_file(path: str | os.PathLike[str], *, budget: ReadBudget | None = None) -> Config:
-    """Load one configuration file, choosing the format by its name.
+FORMATS: Final = ("toml", "ecelerity")
+"""The configuration file formats ``format=`` accepts."""
+
+
+def load_file(path: str | os.PathLike[str], *, format: str | None = None,
+              budget: ReadBudget | None = None) -> Config:
+    """Load one configuration file, in ``format`` or else the format its name suggests.
 
     Files are read through ``budget`` (a fresh
     :class:`~tlspolicy.formats.files.ReadBudget` by default): regular files
     only, each at most :data:`~tlspolicy.formats.files.MAX_FILE_BYTES`.
     """
     name = os.fspath(path)
+    if format is not None and format not in FORMATS:
+        raise ValueError(f"unknown configuration format {format!r} (known: toml, ecelerity)")
     budget = budget if budget is not None else ReadBudget()
-    if name.endswith((".conf", ".ecelerity")):
+    if format == "ecelerity" or (format is None and name.endswith((".conf", ".ecelerity"))):
         from .ecelerity import load_ecelerity_config
 
         return load_ecelerity_config(name, budget=budget)
     return loads_toml(budget.read_text(name), name)
 
 
-def load_config(*paths: str | os.PathLike[str], budget: ReadBudget | None = None) -> Config:
+def load_config(*paths: str | os.PathLike[str], format: str | None = None,
+                budget: ReadBudget | None = None) -> Config:
     """Load and layer configuration files: later files override earlier ones.
 
-    Errors of every file are reported together.  All files, includes counted,
-    share one :class:`~tlspolicy.formats.files.ReadBudget`.  No file at all
-    is a :class:`~tlspolicy.errors.NoConfigFilesError`, never an empty
+    ``format`` (``"toml"`` or ``"ecelerity"``) applies to every file; without
+    it each file's name decides.  Errors of every file are reported together.
+    All files, includes counted, share one
+    :class:`~tlspolicy.formats.files.ReadBudget`.  No file at all is a
+    :class:`~tlspolicy.errors.NoConfigFilesError`, never an empty
     (all-plaintext) policy.
     """
     if not paths:
@@ -48,7 +60,7 @@ def load_config(*paths: str | os.PathLike[str], budget: ReadBudget | None = None
     errors: list[ConfigError] = []
     for path in paths:
         try:
-            configs.append(load_file(path, budget=budget))
+            configs.append(load_file(path, format=format, budget=budget))
         except ConfigErrors as many:
             errors.extend(many.errors)
         except TooManyFilesError as over:

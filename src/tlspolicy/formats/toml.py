@@ -237,7 +237,7 @@ class _Reader:
                                            lower, "global"))
             elif lower in OPTION_SPECS:
                 self.errors.append(ConfigSyntaxError(
-                    f"option {key!r} must sit in a scope table; put global options under "
+                    "must sit in a scope table; put global options under "
                     "[global]", self.loc((), key).evolve(option=key)))
             else:
                 self.errors.append(ConfigSyntaxError(

@@ -111,6 +111,12 @@ def _at_least(current: Verification, floor: TlsVerify) -> Verification:
     return wanted if _STRICT_VERIFY[wanted] > _STRICT_VERIFY[current] else current
 
 
+def _off(use: str, enable: str, values: Mapping[str, object]) -> str:
+    """Why a destination policy is not used: which of its two switches is off."""
+    off = [name for name in (use, enable) if not values[name]]
+    return f"{' and '.join(off)} {'is' if len(off) == 1 else 'are'} off"
+
+
 def apply_destination(
     base: Requirements,
     values: Mapping[str, object],
@@ -143,8 +149,21 @@ def apply_destination(
     if ignore_destination:
         notes.append("TLS-Required: No: MTA-STS and DANE ignored; configuration applies")
 
+    if destination.tls_required_no and requiretls:
+        notes.append("TLS-Required: No ignored: the message carries REQUIRETLS, which wins "
+                     "(RFC 8689 section 5)")
+
     sts_on = bool(values["use_mta_sts"]) and bool(values["enable_mta_sts"])
     dane_on = bool(values["use_dane"]) and bool(values["enable_dane"])
+    sts_given = destination.mta_sts is not None or (
+        destination.mta_sts_fetch is not FetchOutcome.OK)
+    if sts_given and not sts_on:
+        notes.append(f"MTA-STS input ignored: {_off('use_mta_sts', 'enable_mta_sts', values)}")
+    if destination.tlsa is not None and not dane_on:
+        notes.append(f"TLSA lookup ignored: {_off('use_dane', 'enable_dane', values)}")
+    if destination.mx_dnssec and not requiretls:
+        notes.append("mx_dnssec has no effect here: it only decides whether a REQUIRETLS "
+                     "message may use this MX host")
     policy = destination.mta_sts if sts_on and not ignore_destination else None
     mode = policy.mode if policy is not None else None
     if sts_on and destination.mta_sts_fetch is not FetchOutcome.OK:
@@ -213,6 +232,9 @@ def apply_destination(
         sni = base_domain
         for key in ("tls", "verification", "fallback", "identities"):
             sources[key] = Source("dane", "usable TLSA records")
+        if mode is StsMode.ENFORCE:
+            notes.append("MTA-STS enforce: its certificate rules give way to DANE "
+                         "(RFC 8461 section 2); its MX patterns still apply")
     elif dane is DaneApplicability.UNUSABLE_ONLY:
         tls = Tls.REQUIRED
         fallback = False
@@ -220,6 +242,12 @@ def apply_destination(
         sources["fallback"] = Source("dane", "TLSA records present, none usable")
         notes.append("TLSA records present but none usable: TLS required, verification "
                      "from MTA-STS or configuration")
+
+    elif dane is DaneApplicability.INSECURE or dane is DaneApplicability.NONE:
+        assert tlsa is not None
+        notes.append(f"TLSA lookup {tlsa.status.value}: no DANE for this host; "
+                     + ("MTA-STS applies" if mode in (StsMode.ENFORCE, StsMode.TESTING)
+                        else "configuration applies"))
 
     # REQUIRETLS (RFC 8689 section 4.2.1), per message.
     if requiretls:
@@ -241,6 +269,10 @@ def apply_destination(
             identities = (mx_host,)
 
     # Remembered broken TLS (KumoMTA's remember_broken_tls).
+    if destination.tls_broken and plan_failure is not None:
+        notes.append("remembered broken TLS has no effect: the plan already fails")
+    elif destination.tls_broken and tls is Tls.NO:
+        notes.append("remembered broken TLS has no effect: TLS is not attempted (tls no)")
     if destination.tls_broken and plan_failure is None and tls is not Tls.NO:
         strict = (mode is StsMode.ENFORCE or requiretls
                   or dane in (DaneApplicability.USABLE, DaneApplicability.UNUSABLE_ONLY))

@@ -65,7 +65,13 @@ from ..names import normalise_domain
 from ..options import Options, Tls, TlsVerify, option_spec
 from ..policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
 from ..policies.destination import Destination
-from ..policies.mtasts import FetchOutcome, MtaStsPolicy, StsMode, parse_policy
+from ..policies.mtasts import (
+    FetchOutcome,
+    MtaStsPolicy,
+    MtaStsPolicyError,
+    StsMode,
+    parse_policy,
+)
 from ..resolver import OVERRIDABLE_OPTIONS
 
 __all__ = [
@@ -136,6 +142,18 @@ INPUT_KEYS: Final[Mapping[str, str]] = {
     "tls_broken": "TLS to this host was remembered broken recently (true/false)",
 }
 """Every key of a case's ``inputs`` table (the resolver's ``Destination``)."""
+
+def _policy_message(what: str, exc: Exception) -> str:
+    """``what, line 3: message``: said once, not as ``what: MTA-STS policy: line 3``."""
+    if isinstance(exc, MtaStsPolicyError):
+        where = [what]
+        if exc.line is not None:
+            where.append(f"line {exc.line}")
+        if exc.key is not None:
+            where.append(f"key {exc.key!r}")
+        return f"{', '.join(where)}: {exc.message}"
+    return f"{what}: {exc}"
+
 
 DECIDED_BY_KEYS: Final = ("tls", "verification", "fallback", "identities", "plan")
 
@@ -496,7 +514,7 @@ class _CaseReader:
                 continue
             if spec.name not in OVERRIDABLE_OPTIONS:
                 self.fail(InvalidExpectationError,
-                          f"option {spec.name!r} cannot be overridden per message (allowed: "
+                          f"cannot be overridden per message (allowed: "
                           f"{', '.join(sorted(OVERRIDABLE_OPTIONS))})", key)
                 continue
             try:
@@ -540,7 +558,8 @@ class _CaseReader:
             try:
                 return parse_policy(value)
             except PolicyInputError as exc:
-                self.fail(InvalidExpectationError, f"MTA-STS policy document: {exc}", key)
+                self.fail(InvalidExpectationError, _policy_message("MTA-STS policy document",
+                                                                   exc), key)
                 return None
         table = self.table_of(key, value)
         if table is None:
@@ -565,7 +584,7 @@ class _CaseReader:
         try:
             return MtaStsPolicy(mode=mode, mx=tuple(mx), max_age=max_age)
         except (PolicyInputError, TypeError, ValueError) as exc:
-            self.fail(InvalidExpectationError, f"MTA-STS policy: {exc}", key)
+            self.fail(InvalidExpectationError, _policy_message("MTA-STS policy", exc), key)
             return None
 
     def tlsa(self, table: Mapping[str, Any]) -> TlsaLookup | None:
