@@ -112,7 +112,8 @@ TABLE: dict[str, Callable[[Path], Command]] = {
     "convert": lambda tmp: Command(("convert", "--to", "toml")),
     "check": lambda tmp: Command(("check",), without_files="refuse"),
     "lint": lambda tmp: Command(("lint",), without_files="refuse"),
-    "serve": lambda tmp: Command(("serve", "socketmap", "--listen", "127.0.0.1:0"),
+    "serve": lambda tmp: Command(("serve", "socketmap", "--listen", "127.0.0.1:0",
+                                  "--no-file-checks"),
                                  without_files="refuse", words=2),
     "test": lambda tmp: Command(("test", _expectations(tmp)), positional=False),
 }
@@ -363,3 +364,36 @@ def test_cli_reference_page_lists_every_command_and_argument() -> None:
     assert "--dnssec" not in text.split("## tlspolicy resolve", 1)[1]
     nav = (root / "mkdocs.yml").read_text("utf-8")
     assert "cli.md" in nav
+
+
+# ---------------------------------------------------------------------------
+# Certificate files are checked when the configuration is, not at send time
+
+
+_MISSING_CA = '[global]\ntls = "required"\ntls_verify = "host"\ntls_ca = "{ca}"\n'
+
+
+def test_check_finds_a_missing_ca_file(tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "outbound.toml"
+    config.write_text(_MISSING_CA.format(ca=tmp_path / "missing.pem"))
+    code, out, _ = run(capsys, "check", str(config))
+    assert code == 1
+    assert "tls_ca" in out and "missing.pem" in out and "1 error" in out
+    code, out, _ = run(capsys, "check", str(config), "--no-file-checks")
+    assert code == 0 and out == f"{config}: ok\n"
+
+
+def test_serve_refuses_a_missing_ca_file(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "outbound.toml"
+    config.write_text(_MISSING_CA.format(ca=tmp_path / "missing.pem"))
+    result = subprocess.run(
+        [sys.executable, "-m", "tlspolicy", "serve", "socketmap", "--listen", "127.0.0.1:0",
+         "--postfix-version", "3.7.11", str(config)],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert "tls_ca" in result.stderr and "missing.pem" in result.stderr
+    assert "Traceback" not in result.stderr

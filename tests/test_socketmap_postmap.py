@@ -106,7 +106,8 @@ class Server:
 
 
 def start_server(*configs: Path) -> Server:
-    args = [sys.executable, "-c", _SCRIPT, "serve", "socketmap", "--listen", "127.0.0.1:0"]
+    args = [sys.executable, "-c", _SCRIPT, "serve", "socketmap", "--listen", "127.0.0.1:0",
+            "--no-file-checks"]
     for config in configs:
         args += ["--config", str(config)]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -117,11 +117,13 @@ def _show_value(value: object) -> str:
 
 def _cut(value: object, limit: int = EXCERPT_CHARS) -> str:
     # A value quoted in a message, as a file writes it; long ones are cut, saying how long.
+    # The cut is in the middle: a path's file name, at its end, stays readable.
     text = _show_value(value)
     if len(text) <= limit:
         return text
     size = f"{len(value)} characters" if isinstance(value, str) else type(value).__name__
-    return f"{text[:limit]}... ({size})"
+    head = limit * 2 // 3
+    return f"{text[:head]}...{text[head - limit:]} ({size})"
 
 
 class TlsPolicyError(Exception):

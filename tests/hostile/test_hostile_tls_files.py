@@ -70,7 +70,7 @@ def test_good_files_pass(pki: dict[str, Path]) -> None:
 
 
 @pytest.mark.parametrize(("option", "which", "fragment"), [
-    ("tls_ca", "/nonexistent.pem", "cannot read tls_ca"),
+    ("tls_ca", "/nonexistent.pem", "cannot read the file"),
     ("tls_ca", "fifo", "not a regular file"),
     ("tls_ca", "dir", "not a regular file"),
     ("tls_ca", "key1", "no PEM certificate"),
@@ -91,8 +91,8 @@ def test_certificate_and_key_of_the_wrong_kind(pki: dict[str, Path]) -> None:
     text = ('[[binding]]\nname = "b1"\n'
             f'tls_certificate = "{pki["key1"]}"\ntls_key = "{pki["cert1"]}"\n')
     messages = sorted(str(e) for e in _errors(text))
-    assert any("tls_certificate file holds no PEM certificate" in m for m in messages)
-    assert any("tls_key file holds no PEM private key" in m for m in messages)
+    assert any("option 'tls_certificate': the file holds no PEM certificate" in m for m in messages)
+    assert any("option 'tls_key': the file holds no PEM private key" in m for m in messages)
     assert all('binding "b1"' in m for m in messages)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..formats.loader import load_config
+from ..formats.tlsfiles import check_tls_files
 from ._common import (
     EXIT_ERROR,
     EXIT_FOUND,
@@ -36,7 +37,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     failures = 0
     for path in _files(args):
         try:
-            load_config(path, format=config_format(args))
+            config = load_config(path, format=config_format(args))
+            if not args.no_file_checks:
+                check_tls_files(config, filename=path)
         except ConfigError as exc:
             failures += print_errors(exc, sys.stdout, prefix="")
             _hint(exc, args)
@@ -86,6 +89,10 @@ def register(sub: Any) -> None:
     """Add ``check`` and ``lint`` to the command line's subparsers."""
     check = sub.add_parser("check", help="validate configuration files, print every error")
     _add_files(check)
+    check.add_argument("--no-file-checks", action="store_true",
+                       help="do not check that every tls_ca, tls_certificate and tls_key is a "
+                            "readable PEM file of its kind (for a file meant for another "
+                            "machine)")
     check.set_defaults(func=_cmd_check)
 
     lint = sub.add_parser(

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 from ..formats.loader import load_config
 from ..formats.postfix import PolicyLookup
+from ..formats.tlsfiles import check_tls_files
 from ..resolver import Resolver
 from ..servers import socketmap as _sm
 from ._common import UsageError, add_config_files, config_format, config_paths
@@ -67,14 +68,22 @@ def _seconds(text: str) -> float:
     return value
 
 
-def lookup_factory(paths: Sequence[str], *,
-                   format: str | None = None) -> Callable[[], PolicyLookup]:
+def lookup_factory(paths: Sequence[str], *, format: str | None = None,
+                   file_checks: bool = True) -> Callable[[], PolicyLookup]:
     """A factory building a fresh :class:`~tlspolicy.formats.postfix.PolicyLookup`
-    from the configuration files each time it is called (first load and SIGHUP)."""
+    from the configuration files each time it is called (first load and SIGHUP).
+
+    With ``file_checks`` every ``tls_ca``, ``tls_certificate`` and ``tls_key`` must be a
+    readable PEM file of its kind, or the load fails (a reload keeps the old policy):
+    Postfix would otherwise find a missing CA file only when it sends mail.
+    """
     files = list(paths)
 
     def build() -> PolicyLookup:
-        return PolicyLookup(Resolver(load_config(*files, format=format)))
+        config = load_config(*files, format=format)
+        if file_checks:
+            check_tls_files(config, filename=", ".join(files))
+        return PolicyLookup(Resolver(config))
 
     return build
 
@@ -97,9 +106,14 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
                          "serves the bundled example")
     if unix_path is None and args.socket_mode is not None:
         raise UsageError("--socket-mode applies to --listen unix:PATH only")
+    if args.no_file_checks:
+        logging.getLogger("tlspolicy").warning(
+            "--no-file-checks: certificate and CA files are not checked; a missing one is "
+            "found only when Postfix sends mail")
     # A configuration error (first load) reaches main, which prints it with its hint.
     _sm.run_forever(
-        lookup_factory(paths, format=config_format(args)), host=host, port=port,
+        lookup_factory(paths, format=config_format(args),
+                       file_checks=not args.no_file_checks), host=host, port=port,
         unix_path=unix_path,
         allow_remote=args.allow_remote,
         socket_mode=_sm.DEFAULT_SOCKET_MODE if args.socket_mode is None else args.socket_mode,
@@ -168,5 +182,9 @@ def register(sub: Any) -> None:
     _add_listening(socketmap)
     _add_limits(socketmap)
     add_config_files(socketmap)
+    socketmap.add_argument("--no-file-checks", action="store_true",
+                           help="do not check that every tls_ca, tls_certificate and tls_key "
+                                "is a readable PEM file of its kind (the files are then found "
+                                "missing only when Postfix sends mail)")
     socketmap.add_argument("--quiet", "-q", action="store_true", help="log warnings only")
     socketmap.set_defaults(func=_cmd_serve_socketmap)

@@ -90,13 +90,15 @@ class _Checker:
         key = (option, path)
         if key in self.file_ok:
             return self.file_ok[key]
+        # The location already names the option: the message speaks of "the file".
         try:
-            problem = _pem_problem(option, _text(path, option))
+            found = _pem_problem(option, _text(path, "the file"))
+            problem = None if found is None else f"the file {found}"
         except FileReadError as exc:
             problem = exc.message
         self.file_ok[key] = problem is None
         if problem is not None:
-            self.fail(f"{option} file {problem}", scope, option, path)
+            self.fail(problem, scope, option, path)
         return problem is None
 
     def pair(self, scope: str, cert: str, key: str | None) -> None:
