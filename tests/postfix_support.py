@@ -41,6 +41,7 @@ __all__ = [
     "Delivery",
     "PostfixServer",
     "PostfixStartError",
+    "SendingPostfix",
     "TlsSession",
     "allow_config_directory",
     "allowed_config_directories",
@@ -55,7 +56,6 @@ __all__ = [
     "requires_postfix_server",
     "requires_postmap",
     "sending_postfix",
-    "SendingPostfix",
 ]
 
 _SEARCH_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")

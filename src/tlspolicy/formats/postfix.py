@@ -78,6 +78,7 @@ __all__ = [
     "DEFAULT_ANSWER_MEMO_SIZE",
     "MAX_UNATTRIBUTED_WARNINGS",
     "PROTOCOL_RANGES_SINCE",
+    "STARTTLS_STATUS_FILTER",
     "VERIFY_MATCH",
     "NextHop",
     "NextHopAnswer",
@@ -106,6 +107,12 @@ __all__ = [
 
 VERIFY_MATCH: Final = "hostname:nexthop"
 """``match=`` for verified levels: Momentum accepts the MX host name or the recipient domain."""
+
+STARTTLS_STATUS_FILTER: Final = (
+    r"/^5\.[0-9]+\.[0-9]+ (TLS is required, but host .* refused to start TLS: .*)$/"
+    " 4.7.5 $1\n")
+"""A ``regexp:`` table for ``smtp_delivery_status_filter``: a 5xx reply to STARTTLS at a
+mandatory level becomes a deferral (4.7.5), as tlspolicy's decision says, instead of a bounce."""
 
 DEFAULT_ANSWER_MEMO_SIZE: Final = 65536
 """Answers :class:`PolicyLookup` keeps per map name and key (the resolver's memo size)."""
@@ -839,7 +846,9 @@ class NextHopAnswer:
     #: The routed names or patterns, for notes.
     routed: tuple[str, ...]
     routes: tuple[TransportRoute, ...]
-    match: str
+    #: ``match=`` of verified levels; ``None`` when no list is never weaker (then a
+    #: verified answer is refused with ``PERM``).
+    match: str | None
     notes: tuple[PostfixWarning, ...]
 
 
@@ -911,16 +920,20 @@ def combine_nexthop(resolver: Resolver, binding: str, hop: NextHop,
     routed = tuple(dict.fromkeys(p[0] for p in parts))
     exact = [r for r in routes if not r.parent and r.domain != "*"]
     notes: list[PostfixWarning] = []
-    match = VERIFY_MATCH
     hop_key = routes[0].nexthop_text
+    is_ip = host.startswith("[")
+    match: str | None = VERIFY_MATCH
     if len(exact) == 1 and len(routes) == 1 and not plain_host:
         # The decision for the one routed domain accepts its own name or the host's.
-        match = f"{exact[0].domain}:{VERIFY_MATCH}"
-    elif host.startswith("["):
+        # At an address only the name: Postfix (OpenSSL) checks an address as an IP
+        # identity and fails the whole verification when it does not match.
+        match = exact[0].domain if is_ip else f"{exact[0].domain}:{VERIFY_MATCH}"
+    elif is_ip:
+        match = None
         notes.append(PostfixWarning(
-            binding, hop_key, "tls_verify", "several domains are routed through this address: "
-            "match= can only name what every one of them accepts, the address, so a verified "
-            "delivery defers unless the certificate names it (stricter)",
+            binding, hop_key, "tls_verify", "several domains are routed through this address "
+            "and no name is accepted by every one of them: a verified answer cannot be "
+            "written, so verified levels are answered PERM and Postfix defers (stricter)",
             None, "nexthop-match"))
     else:
         notes.append(PostfixWarning(
@@ -1027,7 +1040,7 @@ class PolicyLookup:
             policy, warnings = map_values(answer.values, answer.sources, binding=binding,
                                           key=key, fallback_exists=self._fallback_exists,
                                           postfix_version=self.postfix_version,
-                                          match=answer.match)
+                                          match=answer.match or VERIFY_MATCH)
             return policy, warnings, answer.notes
         values, sources = self.resolver.effective(parsed.domain, binding)
         policy, warnings = map_values(values, sources, binding=binding, key=key,
@@ -1088,9 +1101,13 @@ class PolicyLookup:
                     policy, _w = map_values(answer.values, answer.sources, binding=map_name,
                                             key=key, fallback_exists=self._fallback_exists,
                                             postfix_version=self.postfix_version,
-                                            match=answer.match)
+                                            match=answer.match or VERIFY_MATCH)
                 except PostfixMappingError as exc:
                     return SocketmapReply.perm(str(exc))
+                if answer.match is None and policy.level is PostfixLevel.VERIFY:
+                    return SocketmapReply.perm(
+                        f"next hop {key} carries several domains and needs a verified "
+                        "level: no match= list is never weaker for all of them")
                 return SocketmapReply.ok(policy.text())
         if parsed.bracketed or parsed.port is not None:
             self._warn_unattributed(map_name, key)
