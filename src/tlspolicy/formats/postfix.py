@@ -742,7 +742,10 @@ def parse_transport_table(text: str, *, file: str = "<transport>") -> RouteTable
         if not sep:
             raise TransportTableError(f"the result {result!r} has no ':' (transport:nexthop)",
                                       where)
-        if transport.strip().lower() in _NON_SMTP_TRANSPORTS or not nexthop.strip():
+        if any(c.isspace() for c in transport):
+            raise TransportTableError(f"white space in the transport name of {result!r}; "
+                                      "expected 'pattern transport:nexthop'", where)
+        if transport.lower() in _NON_SMTP_TRANSPORTS or not nexthop.strip():
             continue
         nexthop = nexthop.strip()
         if any(c in nexthop for c in ", \t"):
@@ -1004,7 +1007,9 @@ class PolicyLookup:
                     self._nexthops[(binding, hop)] = combine_nexthop(resolver, binding, hop,
                                                                      found)
                 except NextHopConflictError as exc:
-                    errors.append(exc)
+                    # The same conflict usually shows through every binding: once each.
+                    if all(str(exc) != str(e) for e in errors):
+                        errors.append(exc)
         ConfigErrors.raise_if_any(errors)
         self._unattributed: set[str] = set()
         self.unattributed_count = 0
