@@ -288,3 +288,15 @@ def test_serve_refuses_a_bad_version_and_a_bad_transport_table(tmp_path: Path) -
     assert result.returncode == 2, result.stderr
     assert f"{table}:1" in result.stderr and "lists" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_relayhost_routes_every_domain(tmp_path: Path) -> None:
+    from tlspolicy.cli.serve import lookup_factory
+
+    config = tmp_path / "policy.toml"
+    config.write_text(CONFIG)
+    lookup = lookup_factory([str(config)], relayhost="[smart.test]:587",
+                            postfix_version=(3, 7))()
+    assert lookup("default", "[smart.test]:587").to_text() == \
+        "OK verify match=hostname:nexthop protocols=>=TLSv1.2:<=TLSv1.2"
+    assert lookup.nexthop("default", "[smart.test]:587") is not None

@@ -18,6 +18,7 @@ from ..formats.postfix import (
     RouteTable,
     load_transport_table,
     parse_postfix_version,
+    parse_transport_table,
 )
 from ..resolver import Resolver
 from ._common import EXIT_ERROR, UsageError, add_config_files, config_paths, print_errors
@@ -43,11 +44,13 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def lookup_factory(paths: Sequence[str], *, transport_maps: Sequence[str] = (),
+                   relayhost: str | None = None,
                    postfix_version: PostfixVersion | None = None,
                    ) -> Callable[[], PolicyLookup]:
     """A factory building a fresh :class:`~tlspolicy.formats.postfix.PolicyLookup`
     from the configuration files and transport tables each time it is called
-    (first load and SIGHUP)."""
+    (first load and SIGHUP).  ``relayhost`` (main.cf's, e.g. ``[smart.example]:587``)
+    routes every domain, like a ``*`` transport entry."""
     files = list(paths)
     tables = list(transport_maps)
 
@@ -56,6 +59,9 @@ def lookup_factory(paths: Sequence[str], *, transport_maps: Sequence[str] = (),
         routes = RouteTable()
         for table in tables:
             routes = routes + load_transport_table(table)
+        if relayhost is not None:
+            routes = routes + parse_transport_table(f"* smtp:{relayhost}\n",
+                                                    file="--relayhost")
         return PolicyLookup(resolver, routes=routes, postfix_version=postfix_version)
 
     return build
@@ -106,7 +112,7 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
         version = args.postfix_version if args.postfix_version is not None \
             else postconf_version()
         factory = lookup_factory(paths, transport_maps=args.transport_map or (),
-                                 postfix_version=version)
+                                 relayhost=args.relayhost, postfix_version=version)
         run_forever(factory, host=host, port=port, ready=ready)
     except TlsPolicyError as exc:
         print_errors(exc)
@@ -133,6 +139,9 @@ def register(sub: Any) -> None:
                               "behind transport_maps; repeatable): next-hop keys "
                               "([host]:port) are answered with the routed domains' policy at "
                               "its strictest; re-read on SIGHUP")
+    postfix.add_argument("--relayhost", metavar="NEXTHOP",
+                         help="main.cf's relayhost (e.g. [smart.example]:587): that key is "
+                              "answered with every domain's policy at its strictest")
     postfix.add_argument("--postfix-version", type=_version_arg, metavar="X.Y[.Z]",
                          help="the Postfix version the answers are written for (default: "
                               "read with postconf -h mail_version)")
