@@ -401,42 +401,43 @@ def _driver_outcome(case: Case, decision: Decision, receiver: PostfixServer) -> 
     return "tls" if delivery.tls is not None else "plain"
 
 
+def _cell(r: Result | None) -> str:
+    if r is None:
+        return ""
+    if r.verdict == "same":
+        return r.postfix
+    return f"**{r.postfix}** ({r.decision}; {', '.join(r.codes)})"
+
+
 def render_table(results: list[Result]) -> str:
-    """Markdown: one row per (kind, policy), one column per receiver variant."""
+    """Markdown: one row per policy and kind of key (kinds with equal rows merged), one
+    column per receiver variant; a stricter cell shows the decision and the loss codes."""
     rows: dict[tuple[str, str], dict[str, Result]] = {}
     for r in results:
-        rows.setdefault((r.case.kind, r.case.policy.label()), {})[r.case.variant] = r
-    head = "| key | policy | " + " | ".join(VARIANTS) + " |"
-    lines = [head, "|" + "---|" * (len(VARIANTS) + 2)]
-    for (kind, label), cells in rows.items():
-        if kind == "protocols":
-            continue
-        shown = []
-        for v in VARIANTS:
-            r = cells.get(v)
-            if r is None:
-                shown.append("")
-            elif r.verdict == "same":
-                shown.append(r.postfix)
-            else:
-                shown.append(f"**{r.postfix}** ({r.decision}; {', '.join(r.codes)})")
-        lines.append(f"| {kind} | `{label}` | " + " | ".join(shown) + " |")
+        if r.case.kind != "protocols":
+            rows.setdefault((r.case.policy.label(), r.case.kind), {})[r.case.variant] = r
+    merged: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for (label, kind), cells in rows.items():
+        shown = tuple(_cell(cells.get(v)) for v in VARIANTS)
+        merged.setdefault((label, shown), []).append(kind)
+    lines = ["| key | policy | " + " | ".join(VARIANTS) + " |",
+             "|" + "---|" * (len(VARIANTS) + 2)]
+    for (label, shown), kinds in merged.items():
+        lines.append(f"| {', '.join(kinds)} | `{label}` | " + " | ".join(shown) + " |")
     counts = Counter(r.verdict for r in results)
     proto = [r for r in results if r.case.kind == "protocols"]
-    lines.append("")
-    lines.append("| tls_protocols version sets | receiver | as the decision | stricter |")
-    lines.append("|---|---|---|---|")
+    lines += ["", "| tls_protocols version sets | receiver | as the decision | stricter |",
+              "|---|---|---|---|"]
     for tls, variant in (("required", "good"), ("required", "tls13"), ("ifavailable", "good")):
         block = [r for r in proto if r.case.policy.tls == tls and r.case.variant == variant]
-        odd = [f"`{r.case.policy.protocols}`: {r.postfix} ({r.decision}; {', '.join(r.codes)})"
-               for r in block if r.verdict != "same"]
+        odd = Counter((r.postfix, r.decision, ", ".join(r.codes))
+                      for r in block if r.verdict != "same")
+        text = "; ".join(f"{n}: {got} where the decision is {want} ({why})"
+                         for (got, want, why), n in odd.items()) or "0"
         lines.append(f"| {len(block)} at `{tls}/no` | {variant} | "
-                     f"{sum(r.verdict == 'same' for r in block)} | {'; '.join(odd) or '0'} |")
-    lines.append("")
-    lines.append(f"{len(results)} cases: {counts['same']} as the decision, "
-                 f"{counts['stricter']} stricter, {counts['weaker']} weaker; of them "
-                 f"{len(proto)} tls_protocols version sets "
-                 f"({Counter(r.verdict for r in proto)['same']} as the decision).")
+                     f"{sum(r.verdict == 'same' for r in block)} | {text} |")
+    lines += ["", f"{len(results)} cases: {counts['same']} as the decision, "
+              f"{counts['stricter']} stricter, {counts['weaker']} weaker."]
     return "\n".join(lines) + "\n"
 
 
