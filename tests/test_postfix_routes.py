@@ -252,6 +252,8 @@ def test_behaviour_notes_by_level() -> None:
         {"handshake-fallback-delayed"}
     for level in (PostfixLevel.ENCRYPT, PostfixLevel.VERIFY):
         assert codes(behaviour_notes(PostfixPolicy(level))) == {"starttls-5xx"}
+    assert codes(behaviour_notes(PostfixPolicy(PostfixLevel.DANE))) == \
+        {"handshake-fallback-delayed", "starttls-5xx"}
     assert behaviour_notes(PostfixPolicy(PostfixLevel.NONE)) == ()
 
 

@@ -424,13 +424,15 @@ def behaviour_notes(policy: PostfixPolicy, *, binding: str = DEFAULT_NAME,
     includes them.
     """
     notes = []
-    if policy.level is PostfixLevel.MAY:
+    # dane acts as may without usable TLSA records and as a mandatory level with them.
+    if policy.level in (PostfixLevel.MAY, PostfixLevel.DANE):
         notes.append(PostfixWarning(
             binding, key, "tls_ifavailable_fallback", "after a failed TLS handshake Postfix "
             "at may defers and delivers in plaintext only at the next attempt (after "
             "minimal_backoff_time), where tlspolicy falls back at once (later, not weaker)",
             None, "handshake-fallback-delayed"))
-    if policy.level in (PostfixLevel.ENCRYPT, PostfixLevel.VERIFY, PostfixLevel.SECURE):
+    if policy.level in (PostfixLevel.ENCRYPT, PostfixLevel.VERIFY, PostfixLevel.SECURE,
+                        PostfixLevel.DANE):
         notes.append(PostfixWarning(
             binding, key, "tls", "a 5xx reply to STARTTLS makes Postfix bounce the message "
             "where tlspolicy defers (451 4.7.5), unless main.cf sets the "
