@@ -41,8 +41,9 @@ import pytest
 from certs_support import TestCA, make_self_signed
 from postfix_support import (
     POSTFIX,
+    Attempt,
+    Delivery,
     PostfixServer,
-    SendingPostfix,
     find_postfix_binary,
     free_port,
     receiving_postfix,
@@ -310,18 +311,19 @@ class Result:
     codes: tuple[str, ...]
 
 
-def _postfix_outcome(case: Case, receivers: dict[str, PostfixServer],
-                     sender: SendingPostfix) -> str | None:
-    attempts = sender.attempts().get(case.recipient, [])
-    deferred = sum(1 for a in attempts if a.status == "deferred")
-    if any(a.status == "bounced" for a in attempts):
+def _postfix_outcome(case: Case, attempts: dict[str, list[Attempt]],
+                     delivered: dict[str, dict[str, Delivery]]) -> str | None:
+    """The final outcome of one case so far, ``None`` while it is still open."""
+    tries = attempts.get(case.recipient, [])
+    deferred = sum(1 for a in tries if a.status == "deferred")
+    if any(a.status == "bounced" for a in tries):
         return "bounce"
-    if any(a.status == "sent" for a in attempts):
-        for delivery in receivers[case.variant].deliveries():
-            if delivery.recipient == case.recipient:
-                kind = "tls" if delivery.tls is not None else "plain"
-                return f"{kind}-late" if deferred else kind
-        return None
+    if any(a.status == "sent" for a in tries):
+        delivery = delivered[case.variant].get(case.recipient)
+        if delivery is None:
+            return None
+        kind = "tls" if delivery.tls is not None else "plain"
+        return f"{kind}-late" if deferred else kind
     if deferred >= 2:
         return "defer"
     return None
@@ -496,9 +498,13 @@ def test_postfix_and_drivers_against_the_decision() -> None:
         deadline = time.monotonic() + SETTLE_TIMEOUT
         outcomes: dict[Case, str] = {}
         while True:
+            # The logs are parsed once per round, not once per case.
+            attempts = sender.attempts()
+            delivered = {v: {d.recipient: d for d in r.deliveries()}
+                         for v, r in receivers.items()}
             for case in grid.cases:
                 if case not in outcomes:
-                    found = _postfix_outcome(case, receivers, sender)
+                    found = _postfix_outcome(case, attempts, delivered)
                     if found is not None:
                         outcomes[case] = found
             if len(outcomes) == len(grid.cases) or time.monotonic() > deadline:

@@ -15,6 +15,7 @@ tls           tls_verify               Postfix level
 ============  =======================  ==========================================
 no            any                      ``none``
 ifavailable   no, optional             ``may`` (``dane`` when DANE is on)
+ifavailable   no, opt. (no fallback)   ``encrypt`` (stricter, SEMANTICS 11 (e))
 required      no, optional             ``encrypt``
 ifavailable   ca, host                 ``verify match=hostname:nexthop`` (stricter)
 required      ca, host                 ``verify match=hostname:nexthop``
@@ -29,6 +30,14 @@ Two outputs: a static table (:func:`postfix_entries`, :func:`render_policy_table
 :func:`render_pcre_table`, :func:`render_warnings`) and live answers for the
 socketmap server (:class:`PolicyLookup`), which answers *every* domain with
 its effective policy so Postfix never falls back to its own defaults.
+
+Postfix looks its policy up by next hop: mail routed by a transport table or
+relayhost is asked for as ``[host]:port``.  :func:`parse_transport_table` reads
+the operator's transport table into a :class:`RouteTable`, and
+:class:`PolicyLookup` answers such a key with the routed domains'
+configuration at its strictest (:func:`combine_nexthop`, SEMANTICS 11).
+Every warning carries a stable ``code``; :func:`behaviour_notes` adds what
+comes from Postfix's behaviour at a level rather than from the mapping.
 """
 
 from __future__ import annotations
