@@ -37,9 +37,11 @@ import pytest
 __all__ = [
     "POSTFIX",
     "POSTMAP",
+    "Attempt",
     "Delivery",
     "PostfixServer",
     "PostfixStartError",
+    "SendingPostfix",
     "TlsSession",
     "allow_config_directory",
     "allowed_config_directories",
@@ -54,6 +56,7 @@ __all__ = [
     "requires_postfix",
     "requires_postfix_server",
     "requires_postmap",
+    "sending_postfix",
 ]
 
 _SEARCH_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
@@ -485,6 +488,9 @@ def receiving_postfix(
     port: int | None = None,
     extra_main_cf: dict[str, str] | None = None,
     start_timeout: float = START_TIMEOUT,
+    host: str = "127.0.0.1",
+    extra_ports: Sequence[int] = (),
+    extra_files: dict[str, str] | None = None,
 ) -> Iterator[PostfixServer]:
     """Run a private Postfix receiving mail on ``127.0.0.1:port`` and discard it.
 
@@ -494,12 +500,15 @@ def receiving_postfix(
     ``smtpd_tls_security_level`` (``none``, ``may``, ``encrypt``).  The
     instance lives in its own temporary directory, registered in the system
     ``main.cf``'s ``alternate_config_directories`` while it runs, and is
-    stopped with ``postfix stop`` on exit.
+    stopped with ``postfix stop`` on exit.  ``host`` may be any loopback
+    address (``127.0.0.11``); ``extra_ports`` are further ports the same smtpd
+    listens on; ``extra_files`` are written into the config directory (name to
+    text) before start, e.g. a ``regexp:`` table named in ``extra_main_cf``,
+    where ``{conf}`` stands for that directory.
     """
     if POSTFIX is None:
         raise RuntimeError("postfix is not installed")
     postfix = POSTFIX
-    host = "127.0.0.1"
     port = port if port is not None else free_port(host)
     # Not under pytest's tmp_path: Postfix daemons run as the postfix user
     # and must traverse every parent of their directories.
@@ -519,12 +528,15 @@ def receiving_postfix(
         key_copy = conf / "smtpd.key"
         shutil.copyfile(key, key_copy)
         key_copy.chmod(0o600)
+    for name, text in (extra_files or {}).items():
+        (conf / name).write_text(text)
+    extra = {k: v.replace("{conf}", str(conf)) for k, v in (extra_main_cf or {}).items()}
     (conf / "main.cf").write_text(_main_cf(
         root, hostname=hostname, port=port, cert=cert_copy, key=key_copy,
-        security_level=security_level, extra=extra_main_cf or {}))
-    (conf / "master.cf").write_text(
-        f"{host}:{port} inet  n       -       n       -       -       smtpd\n" + _MASTER_SERVICES
-    )
+        security_level=security_level, extra=extra))
+    listeners = "".join(f"{host}:{p} inet  n       -       n       -       -       smtpd\n"
+                        for p in (port, *extra_ports))
+    (conf / "master.cf").write_text(listeners + _MASTER_SERVICES)
 
     registered = False
     process: subprocess.Popen[str] | None = None
@@ -576,3 +588,137 @@ def _stop(postfix: str, conf: Path, process: subprocess.Popen[str]) -> None:
     else:
         # start-fg is gone, but a master it started could still be running.
         _run([postfix, "-c", str(conf), "stop"], timeout=STOP_TIMEOUT)
+
+
+# ------------------------------------------------------------------- sending Postfix
+
+
+_SENT_LINE = re.compile(r"postfix[^/\s]*/(?:smtp|error|discard|bounce)\[\d+\]: (?P<qid>\w+): "
+                        r"to=<(?P<rcpt>[^>]*)>,(?P<rest>.*) status=(?P<status>\w+)"
+                        r"(?: \((?P<why>.*)\))?$")
+
+
+@attrs.frozen(slots=True)
+class Attempt:
+    """One delivery attempt the sending Postfix logged for one recipient."""
+
+    recipient: str
+    status: str
+    why: str
+
+
+class SendingPostfix(PostfixServer):
+    """A running private sending Postfix (from :func:`sending_postfix`)."""
+
+    def submit(self, sender: str, recipients: Sequence[str], message: bytes) -> None:
+        """Queue ``message`` with Postfix's ``sendmail -C DIR`` (one call per message)."""
+        sendmail = find_postfix_binary("sendmail")
+        if sendmail is None:
+            raise RuntimeError("Postfix's sendmail is not installed")
+        result = subprocess.run([sendmail, "-C", str(self.config_dir), "-f", sender, "-i",
+                                 "--", *recipients], input=message, capture_output=True,
+                                timeout=30, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"sendmail failed: {result.stderr!r}")
+
+    def attempts(self) -> dict[str, list[Attempt]]:
+        """Every logged attempt per recipient, oldest first."""
+        found: dict[str, list[Attempt]] = {}
+        for line in self.log_lines:
+            match = _SENT_LINE.search(line)
+            if match:
+                found.setdefault(match.group("rcpt"), []).append(Attempt(
+                    match.group("rcpt"), match.group("status"), match.group("why") or ""))
+        return found
+
+
+@contextlib.contextmanager
+def sending_postfix(
+    *,
+    main_cf: dict[str, str],
+    files: dict[str, str] | None = None,
+    hosts: str | None = None,
+    hostname: str = "sender.tlspolicy.test",
+    start_timeout: float = START_TIMEOUT,
+) -> Iterator[SendingPostfix]:
+    """Run a private Postfix that only sends: mail submitted with :meth:`SendingPostfix.submit`
+    goes out through its smtp client, configured by ``main_cf`` (on top of a base that
+    listens nowhere, delivers nothing locally and logs to the captured standard output).
+
+    ``files`` are written into the config directory first (name to text); ``{conf}`` in
+    ``main_cf`` values stands for that directory.  ``hosts`` (``/etc/hosts`` lines) is
+    bind-mounted over ``/etc/hosts`` in a private mount namespace (``unshare -m``) for
+    the instance, so its smtp client resolves test names without touching the system's
+    file.  Stopped with ``postfix stop`` on exit.
+    """
+    if POSTFIX is None:
+        raise RuntimeError("postfix is not installed")
+    postfix = POSTFIX
+    root = Path(tempfile.mkdtemp(prefix="tlspolicy-postfix-send-"))
+    root.chmod(0o755)
+    conf = root / "conf"
+    conf.mkdir()
+    (root / "queue").mkdir(mode=0o755)
+    (root / "data").mkdir(mode=0o700)
+    shutil.chown(root / "data", user="postfix")
+    for name, text in (files or {}).items():
+        (conf / name).write_text(text)
+        (conf / name).chmod(0o644)
+    settings: dict[str, str] = {
+        "compatibility_level": "3.6",
+        "queue_directory": str(root / "queue"),
+        "data_directory": str(root / "data"),
+        "mail_owner": "postfix",
+        "inet_interfaces": "127.0.0.1",
+        "inet_protocols": "ipv4",
+        "myhostname": hostname,
+        "mydomain": hostname,
+        "myorigin": "$myhostname",
+        "mydestination": "",
+        "mynetworks": "127.0.0.0/8",
+        "local_transport": "error:5.1.1 no local delivery",
+        "alias_maps": "",
+        "alias_database": "",
+        "biff": "no",
+        "smtputf8_enable": "no",
+        "maillog_file": "/dev/stdout",
+        "multi_instance_enable": "no",
+        "smtp_tls_loglevel": "1",
+        "smtp_tls_session_cache_database": "",
+        "notify_classes": "",
+    }
+    settings.update({k: v.replace("{conf}", str(conf)) for k, v in main_cf.items()})
+    (conf / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
+    (conf / "master.cf").write_text(
+        "smtp      unix  -       -       n       -       -       smtp\n" + _MASTER_SERVICES)
+    start = [postfix, "-c", str(conf), "start-fg"]
+    if hosts is not None:
+        hosts_file = root / "hosts"
+        hosts_file.write_text("127.0.0.1 localhost\n" + hosts)
+        hosts_file.chmod(0o644)
+        start = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                 f'mount --bind "{hosts_file}" /etc/hosts && exec "$@"', "sh", *start]
+    registered = False
+    process: subprocess.Popen[str] | None = None
+    server: SendingPostfix | None = None
+    try:
+        allow_config_directory(conf)
+        registered = True
+        perms = _run([postfix, "-c", str(conf), "set-permissions"])
+        if perms.returncode != 0:
+            raise PostfixStartError(f"postfix set-permissions failed: {perms.stderr}{perms.stdout}")
+        process = subprocess.Popen(start, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, text=True, errors="replace")
+        server = SendingPostfix(root, "127.0.0.1", 0, process)
+        server.wait_for_log(r"daemon started", timeout=start_timeout)
+        yield server
+    finally:
+        try:
+            if process is not None:
+                _stop(postfix, conf, process)
+        finally:
+            if server is not None:
+                server._reader.join(timeout=5.0)
+            if registered:
+                disallow_config_directory(conf)
+            shutil.rmtree(root, ignore_errors=True)

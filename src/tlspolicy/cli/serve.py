@@ -4,18 +4,35 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from ..errors import TlsPolicyError
 from ..formats.loader import load_config
-from ..formats.postfix import PolicyLookup
+from ..formats.postfix import (
+    PolicyLookup,
+    PostfixVersion,
+    RouteTable,
+    load_transport_table,
+    parse_postfix_version,
+    parse_transport_table,
+)
 from ..formats.tlsfiles import check_tls_files
 from ..resolver import Resolver
 from ..servers import socketmap as _sm
 from ._common import UsageError, add_config_files, config_format, config_paths
 
-__all__ = ["UnixListen", "lookup_factory", "parse_listen", "register"]
+__all__ = ["UnixListen", "lookup_factory", "parse_listen", "postconf_version", "register"]
+
+
+def _version_arg(text: str) -> PostfixVersion:
+    try:
+        return parse_postfix_version(text)
+    except TlsPolicyError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class UnixListen(NamedTuple):
@@ -69,23 +86,60 @@ def _seconds(text: str) -> float:
 
 
 def lookup_factory(paths: Sequence[str], *, format: str | None = None,
-                   file_checks: bool = True) -> Callable[[], PolicyLookup]:
+                   file_checks: bool = True, transport_maps: Sequence[str] = (),
+                   relayhost: str | None = None,
+                   postfix_version: PostfixVersion | None = None,
+                   ) -> Callable[[], PolicyLookup]:
     """A factory building a fresh :class:`~tlspolicy.formats.postfix.PolicyLookup`
-    from the configuration files each time it is called (first load and SIGHUP).
+    from the configuration files and transport tables each time it is called
+    (first load and SIGHUP).  ``relayhost`` (main.cf's, e.g. ``[smart.example]:587``)
+    routes every domain, like a ``*`` transport entry.
 
     With ``file_checks`` every ``tls_ca``, ``tls_certificate`` and ``tls_key`` must be a
     readable PEM file of its kind, or the load fails (a reload keeps the old policy):
     Postfix would otherwise find a missing CA file only when it sends mail.
     """
     files = list(paths)
+    tables = list(transport_maps)
 
     def build() -> PolicyLookup:
         config = load_config(*files, format=format)
         if file_checks:
             check_tls_files(config, filename=", ".join(files))
-        return PolicyLookup(Resolver(config))
+        resolver = Resolver(config)
+        routes = RouteTable()
+        for table in tables:
+            routes = routes + load_transport_table(table)
+        if relayhost is not None:
+            routes = routes + parse_transport_table(f"* smtp:{relayhost}\n",
+                                                    file="--relayhost")
+        return PolicyLookup(resolver, routes=routes, postfix_version=postfix_version)
 
     return build
+
+
+def postconf_version(postconf: str | None = None) -> PostfixVersion:
+    """The installed Postfix's version, from ``postconf -h mail_version``.
+
+    Raises :class:`~tlspolicy.cli._common.UsageError` when postconf is missing or fails:
+    the answers' syntax depends on the version, so it is never guessed.
+    """
+    # Postfix installs into /usr/sbin, which is not on every user's PATH.
+    program = postconf or shutil.which("postconf") or shutil.which(
+        "postconf", path="/usr/sbin:/usr/bin")
+    if program is None:
+        raise UsageError("serve socketmap needs the Postfix version: give --postfix-version "
+                         "(postconf, which would tell it, is not installed)")
+    try:
+        result = subprocess.run([program, "-h", "mail_version"], capture_output=True,
+                                text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UsageError(f"cannot run {program} to read the Postfix version ({exc}); give "
+                         "--postfix-version") from None
+    if result.returncode != 0:
+        raise UsageError(f"{program} -h mail_version failed: {result.stderr.strip()}; give "
+                         "--postfix-version")
+    return parse_postfix_version(result.stdout)
 
 
 def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
@@ -110,10 +164,15 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
         logging.getLogger("tlspolicy").warning(
             "--no-file-checks: certificate and CA files are not checked; a missing one is "
             "found only when Postfix sends mail")
+    version = args.postfix_version if args.postfix_version is not None \
+        else postconf_version()
+    factory = lookup_factory(paths, format=config_format(args),
+                             file_checks=not args.no_file_checks,
+                             transport_maps=args.transport_map or (),
+                             relayhost=args.relayhost, postfix_version=version)
     # A configuration error (first load) reaches main, which prints it with its hint.
     _sm.run_forever(
-        lookup_factory(paths, format=config_format(args),
-                       file_checks=not args.no_file_checks), host=host, port=port,
+        factory, host=host, port=port,
         unix_path=unix_path,
         allow_remote=args.allow_remote,
         socket_mode=_sm.DEFAULT_SOCKET_MODE if args.socket_mode is None else args.socket_mode,
@@ -187,4 +246,17 @@ def register(sub: Any) -> None:
                                 "is a readable PEM file of its kind (the files are then found "
                                 "missing only when Postfix sends mail)")
     socketmap.add_argument("--quiet", "-q", action="store_true", help="log warnings only")
+    # Postfix routing and version: what the answers to next-hop keys and their syntax need.
+    postfix = socketmap.add_argument_group("Postfix routing and version")
+    postfix.add_argument("--transport-map", action="append", metavar="FILE",
+                         help="a Postfix transport table source file (transport(5), the text "
+                              "behind transport_maps; repeatable): next-hop keys "
+                              "([host]:port) are answered with the routed domains' policy at "
+                              "its strictest; re-read on SIGHUP")
+    postfix.add_argument("--relayhost", metavar="NEXTHOP",
+                         help="main.cf's relayhost (e.g. [smart.example]:587): that key is "
+                              "answered with every domain's policy at its strictest")
+    postfix.add_argument("--postfix-version", type=_version_arg, metavar="X.Y[.Z]",
+                         help="the Postfix version the answers are written for (default: "
+                              "read with postconf -h mail_version)")
     socketmap.set_defaults(func=_cmd_serve_socketmap)

@@ -15,6 +15,7 @@ tls           tls_verify               Postfix level
 ============  =======================  ==========================================
 no            any                      ``none``
 ifavailable   no, optional             ``may`` (``dane`` when DANE is on)
+ifavailable   no, opt. (no fallback)   ``encrypt`` (stricter, SEMANTICS 11 (e))
 required      no, optional             ``encrypt``
 ifavailable   ca, host                 ``verify match=hostname:nexthop`` (stricter)
 required      ca, host                 ``verify match=hostname:nexthop``
@@ -29,12 +30,22 @@ Two outputs: a static table (:func:`postfix_entries`, :func:`render_policy_table
 :func:`render_pcre_table`, :func:`render_warnings`) and live answers for the
 socketmap server (:class:`PolicyLookup`), which answers *every* domain with
 its effective policy so Postfix never falls back to its own defaults.
+
+Postfix looks its policy up by next hop: mail routed by a transport table or
+relayhost is asked for as ``[host]:port``.  :func:`parse_transport_table` reads
+the operator's transport table into a :class:`RouteTable`, and
+:class:`PolicyLookup` answers such a key with the routed domains'
+configuration at its strictest (:func:`combine_nexthop`, SEMANTICS 11).
+Every warning carries a stable ``code``; :func:`behaviour_notes` adds what
+comes from Postfix's behaviour at a level rather than from the mapping.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import logging
+import os
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,8 +54,16 @@ from typing import Final
 import attrs
 
 from ..decision import Source
-from ..errors import TlsPolicyError, UnknownBindingError
-from ..names import DomainKind, DomainName
+from ..errors import (
+    ConfigError,
+    ConfigErrors,
+    InvalidDomainError,
+    InvalidValueError,
+    Location,
+    TlsPolicyError,
+    UnknownBindingError,
+)
+from ..names import DomainKind, DomainName, normalise_domain
 from ..options import (
     OPTION_SPECS,
     CompatVersion,
@@ -57,18 +76,38 @@ from ..options import (
 from ..options import TlsVersion as V
 from ..resolver import Resolver
 from ..scopes import DEFAULT_NAME, BindingScope, Config, DomainScope, scope_path
-from ..servers.socketmap import PostfixKeyError, SocketmapReply, parse_postfix_key
+from ..servers.socketmap import (
+    PostfixKey,
+    PostfixKeyError,
+    SocketmapReply,
+    parse_postfix_key,
+)
 
 __all__ = [
     "DEFAULT_ANSWER_MEMO_SIZE",
+    "MAX_UNATTRIBUTED_WARNINGS",
+    "PROTOCOL_RANGES_SINCE",
+    "STARTTLS_STATUS_FILTER",
     "VERIFY_MATCH",
+    "NextHop",
+    "NextHopAnswer",
+    "NextHopConflictError",
     "PolicyLookup",
     "PostfixEntry",
     "PostfixLevel",
     "PostfixMappingError",
     "PostfixPolicy",
+    "PostfixVersion",
     "PostfixWarning",
+    "RouteTable",
+    "TransportRoute",
+    "TransportTableError",
+    "behaviour_notes",
+    "combine_nexthop",
+    "load_transport_table",
     "map_values",
+    "parse_postfix_version",
+    "parse_transport_table",
     "postfix_entries",
     "render_pcre_table",
     "render_policy_table",
@@ -77,6 +116,12 @@ __all__ = [
 
 VERIFY_MATCH: Final = "hostname:nexthop"
 """``match=`` for verified levels: Momentum accepts the MX host name or the recipient domain."""
+
+STARTTLS_STATUS_FILTER: Final = (
+    r"/^5\.[0-9]+\.[0-9]+ (TLS is required, but host .* refused to start TLS: .*)$/"
+    " 4.7.5 $1\n")
+"""A ``regexp:`` table for ``smtp_delivery_status_filter``: a 5xx reply to STARTTLS at a
+mandatory level becomes a deferral (4.7.5), as tlspolicy's decision says, instead of a bounce."""
 
 DEFAULT_ANSWER_MEMO_SIZE: Final = 65536
 """Answers :class:`PolicyLookup` keeps per map name and key (the resolver's memo size)."""
@@ -99,6 +144,12 @@ _POSTFIX_VERSION_NAMES: Final = {
     V.TLSv1_2: "TLSv1.2", V.TLSv1_3: "TLSv1.3",
 }
 _ORDER: Final = tuple(V)
+
+PostfixVersion = tuple[int, ...]
+"""A Postfix version as numbers, e.g. ``(3, 7, 11)`` (see :func:`parse_postfix_version`)."""
+
+PROTOCOL_RANGES_SINCE: Final[PostfixVersion] = (3, 6)
+"""The first Postfix version taking ``>=V:<=W`` protocol ranges; older ones take ``!V`` lists."""
 _MODERN: Final = frozenset({V.TLSv1_0, V.TLSv1_1, V.TLSv1_2, V.TLSv1_3})
 
 
@@ -151,6 +202,8 @@ class PostfixWarning:
     option: str
     message: str
     source: str | None = None
+    #: A stable name for the kind of loss (see :data:`LOSS_CODES`), for tools and tests.
+    code: str = ""
 
     def describe(self) -> str:
         """One line: ``binding "b" > key: option 'x' (from scope): message``."""
@@ -182,28 +235,49 @@ class PostfixEntry:
 # --------------------------------------------------------------------------- mapping
 
 
-def _protocols(protocols: TlsProtocols) -> tuple[str | None, str | None]:
-    """Postfix ``protocols=`` value (or ``None``: Postfix's default) and a loss note."""
+def _protocols(protocols: TlsProtocols, version: PostfixVersion | None = None
+               ) -> tuple[str | None, list[tuple[str, str]]]:
+    """Postfix ``protocols=`` value (``None``: Postfix's default) and ``(code, note)`` losses.
+
+    Only forms Postfix accepts are written: from 3.6 a range whose bounds are
+    TLSv1 or newer (``>=SSLv2`` makes Postfix abort the TLS session, so the
+    lower bound is never below ``TLSv1``); before 3.6 the exclusion list
+    (``!SSLv2:!SSLv3``).
+    """
     allowed = [v in protocols.versions for v in _ORDER]
     top = max(i for i, ok in enumerate(allowed) if ok)
     low = top
     while low > 0 and allowed[low - 1]:
         low -= 1
-    note = None
+    notes: list[tuple[str, str]] = []
     if any(allowed[:low]):
         dropped = ", ".join(v.value for v in _ORDER[:low] if allowed[_ORDER.index(v)])
-        note = (f"the allowed versions {protocols.spec!r} are not contiguous; OpenSSL (and "
-                f"Postfix) can only use a range, so only {_ORDER[low].value} to "
-                f"{_ORDER[top].value} are allowed ({dropped} dropped; stricter)")
+        notes.append(("protocols-not-contiguous",
+                      f"the allowed versions {protocols.spec!r} are not contiguous; OpenSSL "
+                      f"(and Postfix) can only use a range, so only {_ORDER[low].value} to "
+                      f"{_ORDER[top].value} are allowed ({dropped} dropped; stricter)"))
+    first_tls = _ORDER.index(V.TLSv1_0)
+    ssl_allowed = low < first_tls
+    if ssl_allowed:
+        low = first_tls
+        if top < low:
+            raise PostfixMappingError(
+                f"tls_protocols {protocols.spec!r} allows only SSL versions, which Postfix "
+                "cannot be asked for")
     versions = frozenset(_ORDER[low:top + 1])
     if versions >= _MODERN:
-        # Postfix's default (>=TLSv1) is the same range; SSL versions are not
-        # offered by current OpenSSL builds anyway.
-        return None, note
+        # Postfix's default (>=TLSv1) is the same range.
+        return None, notes
+    if ssl_allowed:
+        notes.append(("protocols-ssl", "SSLv2 and SSLv3 are not offered: Postfix's range "
+                      "starts at TLSv1 (and current OpenSSL builds have no SSL); stricter"))
+    if version is not None and version < PROTOCOL_RANGES_SINCE:
+        excluded = [f"!{_POSTFIX_VERSION_NAMES[v]}" for v in _ORDER if v not in versions]
+        return ":".join(excluded), notes
     parts = [f">={_POSTFIX_VERSION_NAMES[_ORDER[low]]}"]
     if _ORDER[top] is not V.TLSv1_3:
         parts.append(f"<={_POSTFIX_VERSION_NAMES[_ORDER[top]]}")
-    return ":".join(parts), note
+    return ":".join(parts), notes
 
 
 def _ciphers(text: str) -> tuple[str, str | None] | None:
@@ -237,19 +311,23 @@ def map_values(
     binding: str = DEFAULT_NAME,
     key: str | None = None,
     fallback_exists: bool = True,
+    postfix_version: PostfixVersion | None = None,
+    match: str = VERIFY_MATCH,
 ) -> tuple[PostfixPolicy, tuple[PostfixWarning, ...]]:
     """Map effective option values (as :meth:`Resolver.effective` gives) to a policy.
 
     Returns the policy and a warning for every part Postfix cannot express.
     ``fallback_exists`` is false under compatibility 4.0, where a failed
-    negotiation always defers.  Raises :class:`PostfixMappingError` for a
-    value that cannot be written at all.
+    negotiation always defers.  ``postfix_version`` selects the attribute
+    syntax (``None``: Postfix 3.6 or newer); ``match`` is the ``match=`` list
+    of verified levels.  Raises :class:`PostfixMappingError` for a value that
+    cannot be written at all.
     """
     warnings: list[PostfixWarning] = []
 
-    def warn(option: str, message: str) -> None:
+    def warn(option: str, code: str, message: str) -> None:
         source = str(sources[option]) if sources is not None and option in sources else None
-        warnings.append(PostfixWarning(binding, key, option, message, source))
+        warnings.append(PostfixWarning(binding, key, option, message, source, code))
 
     tls = values["tls"]
     verify = values["tls_verify"]
@@ -261,80 +339,119 @@ def map_values(
     if tls is Tls.NO:
         level = PostfixLevel.NONE
     elif verify in (TlsVerify.NO, TlsVerify.OPTIONAL):
-        level = PostfixLevel.MAY if tls is Tls.IFAVAILABLE else PostfixLevel.ENCRYPT
+        # SEMANTICS 11 (e): at may Postfix delivers in plaintext after a refused
+        # STARTTLS (and retries in plaintext after a failed handshake) where a
+        # fallback-false decision defers, so such a policy is exported as encrypt.
+        level = PostfixLevel.MAY if tls is Tls.IFAVAILABLE and fallback \
+            else PostfixLevel.ENCRYPT
     else:
         level = PostfixLevel.VERIFY
 
     if tls is not Tls.NO:
         if verify is TlsVerify.OPTIONAL:
-            warn("tls_verify", "'optional' (check and report, deliver anyway) has no Postfix "
-                 "level: Postfix delivers without a certificate check and only logs "
-                 "untrusted peers; nothing is reported")
+            warn("tls_verify", "optional-unchecked", "'optional' (check and report, deliver "
+                 "anyway) has no Postfix level: Postfix delivers without a certificate check "
+                 "and only logs untrusted peers; nothing is reported")
         elif verify is TlsVerify.CA:
-            warn("tls_verify", "'ca' (chain only, any name) has no Postfix level: mapped to "
-                 f"verify match={VERIFY_MATCH}, which also checks the name (stricter)")
+            warn("tls_verify", "ca-as-verify", "'ca' (chain only, any name) has no Postfix "
+                 f"level: mapped to verify match={match}, which also checks the name, so a "
+                 "trusted certificate for another name defers (stricter)")
         if tls is Tls.IFAVAILABLE and level is PostfixLevel.VERIFY:
-            warn("tls", "'ifavailable' with certificate verification has no Postfix level: "
-                 "mapped to verify, which also defers when STARTTLS is not offered where "
-                 "Momentum would deliver in plaintext (stricter)")
-        if tls is Tls.IFAVAILABLE and level is PostfixLevel.MAY and not fallback:
-            warn("tls_ifavailable_fallback", "false has no Postfix equivalent: at level may "
-                 "Postfix retries in plaintext after a failed handshake where Momentum defers")
+            warn("tls", "ifavailable-verify", "'ifavailable' with certificate verification has "
+                 "no Postfix level: mapped to verify, which defers when STARTTLS is not "
+                 "offered, refused or fails where tlspolicy delivers in plaintext (stricter)")
+        if tls is Tls.IFAVAILABLE and level is PostfixLevel.ENCRYPT:
+            warn("tls_ifavailable_fallback", "fallback-false-encrypt", "false (or compatibility "
+                 "4.0) with no certificate check is exported as encrypt: Postfix at may would "
+                 "deliver in plaintext after a refused STARTTLS or failed handshake where "
+                 "tlspolicy defers; encrypt also defers when STARTTLS is not offered where "
+                 "tlspolicy delivers in plaintext (stricter)")
 
     if dane:
         if level in (PostfixLevel.NONE, PostfixLevel.MAY):
             if level is PostfixLevel.NONE:
-                warn("use_dane", "mapped to level dane: without usable TLSA records Postfix "
-                     "then uses opportunistic TLS (may) where Momentum sends in plaintext "
-                     "(tls = no)")
+                warn("use_dane", "dane-without-tls", "mapped to level dane: without usable "
+                     "TLSA records Postfix then uses opportunistic TLS (may) where Momentum "
+                     "sends in plaintext (tls = no)")
             level = PostfixLevel.DANE
         else:
-            warn("use_dane", f"Postfix has no level combining DANE with {level.value}; kept "
-                 f"{level.value}, so TLSA records are not used for this destination")
+            warn("use_dane", "dane-not-combined", f"Postfix has no level combining DANE with "
+                 f"{level.value}; kept {level.value}, so TLSA records are not used for this "
+                 "destination")
     if sts:
-        warn("use_mta_sts", "a Postfix policy answer cannot apply MTA-STS; this answer "
-             "reflects the configuration only (combine it with an MTA-STS policy source)")
+        warn("use_mta_sts", "mta-sts-not-applied", "a Postfix policy answer cannot apply "
+             "MTA-STS; this answer reflects the configuration only (combine it with an "
+             "MTA-STS policy source)")
 
     attributes: list[tuple[str, str]] = []
     if level is PostfixLevel.VERIFY:
-        attributes.append(("match", VERIFY_MATCH))
+        attributes.append(("match", match))
         ca = values["tls_ca"]
         if isinstance(ca, str):
             attributes.append(("tafile", _value("tafile", ca)))
     elif level is not PostfixLevel.NONE and isinstance(values["tls_ca"], str) \
             and verify is TlsVerify.OPTIONAL:
-        warn("tls_ca", "Postfix takes a per-destination trust anchor (tafile) only at the "
-             "verify and secure levels; not used at this level")
+        warn("tls_ca", "ca-not-used", "Postfix takes a per-destination trust anchor (tafile) "
+             "only at the verify and secure levels; not used at this level")
 
     if level is not PostfixLevel.NONE:
         ciphers = values["tls_ciphers"]
         if isinstance(ciphers, str):
             grade = _ciphers(ciphers)
             if grade is None:
-                warn("tls_ciphers", f"{ciphers!r} is not a cipher grade (HIGH, MEDIUM, LOW, "
-                     "EXPORT, NULL) with '!' exclusions; Postfix's policy table takes only a "
-                     "grade and exclusions: not applied (set tls_high_cipherlist with -o in "
-                     "this transport's master.cf entry and use ciphers=high)")
+                warn("tls_ciphers", "ciphers-not-applied", f"{ciphers!r} is not a cipher grade "
+                     "(HIGH, MEDIUM, LOW, EXPORT, NULL) with '!' exclusions; Postfix's policy "
+                     "table takes only a grade and exclusions: not applied (set "
+                     "tls_high_cipherlist with -o in this transport's master.cf entry and use "
+                     "ciphers=high)")
             else:
                 attributes.append(("ciphers", grade[0]))
                 if grade[1] is not None:
                     attributes.append(("exclude", grade[1]))
         protocols = values["tls_protocols"]
         assert isinstance(protocols, TlsProtocols)
-        spec, note = _protocols(protocols)
+        spec, notes = _protocols(protocols, postfix_version)
         if spec is not None:
             attributes.append(("protocols", spec))
-        if note is not None:
-            warn("tls_protocols", note)
+        for code, note in notes:
+            warn("tls_protocols", code, note)
         if isinstance(values["tlsv13_ciphersuites"], str):
-            warn("tlsv13_ciphersuites", "Postfix has no per-destination TLS 1.3 suite list: "
-                 "not applied (OpenSSL's default suites are used)")
+            warn("tlsv13_ciphersuites", "tls13-suites-not-applied", "Postfix has no "
+                 "per-destination TLS 1.3 suite list: not applied (OpenSSL's default suites "
+                 "are used)")
         for name in ("tls_certificate", "tls_key"):
             if isinstance(values[name], str):
-                warn(name, "Postfix has no per-destination client certificate: not applied "
-                     "(set smtp_tls_cert_file / smtp_tls_key_file with -o in this "
-                     "transport's master.cf entry if the whole binding uses it)")
+                warn(name, "client-certificate-not-applied", "Postfix has no per-destination "
+                     "client certificate: not applied (set smtp_tls_cert_file / "
+                     "smtp_tls_key_file with -o in this transport's master.cf entry if the "
+                     "whole binding uses it)")
     return PostfixPolicy(level, tuple(attributes)), tuple(warnings)
+
+
+def behaviour_notes(policy: PostfixPolicy, *, binding: str = DEFAULT_NAME,
+                    key: str | None = None) -> tuple[PostfixWarning, ...]:
+    """The differences that come from how Postfix acts at a level, not from the mapping.
+
+    They hold for every answer at that level (so :func:`map_values` and the
+    static tables do not repeat them per entry); :meth:`PolicyLookup.notes`
+    includes them.
+    """
+    notes = []
+    # dane acts as may without usable TLSA records and as a mandatory level with them.
+    if policy.level in (PostfixLevel.MAY, PostfixLevel.DANE):
+        notes.append(PostfixWarning(
+            binding, key, "tls_ifavailable_fallback", "after a failed TLS handshake Postfix "
+            "at may defers and delivers in plaintext only at the next attempt (after "
+            "minimal_backoff_time), where tlspolicy falls back at once (later, not weaker)",
+            None, "handshake-fallback-delayed"))
+    if policy.level in (PostfixLevel.ENCRYPT, PostfixLevel.VERIFY, PostfixLevel.SECURE,
+                        PostfixLevel.DANE):
+        notes.append(PostfixWarning(
+            binding, key, "tls", "a 5xx reply to STARTTLS makes Postfix bounce the message "
+            "where tlspolicy defers (451 4.7.5), unless main.cf sets the "
+            "smtp_delivery_status_filter the Postfix guide gives; Postfix's deferral texts "
+            "and enhanced codes are its own", None, "starttls-5xx"))
+    return tuple(notes)
 
 
 # ------------------------------------------------------------------------ the table
@@ -523,7 +640,340 @@ def render_warnings(warnings: Iterable[PostfixWarning]) -> str:
     return "".join(f"{w.describe()}\n" for w in warnings)
 
 
+# ----------------------------------------------------------------- next-hop routes
+
+
+class TransportTableError(ConfigError):
+    """A line of a Postfix transport table that cannot be read (file and line named)."""
+
+
+class NextHopConflictError(ConfigError):
+    """Domains routed through one next hop whose unordered options differ.
+
+    A next-hop key (``[relay.example]:587``) gets one answer for every domain
+    routed through it; options that have no strictness order (``tls_ca``,
+    ciphers, client certificates) cannot be combined, so this is a load-time
+    error naming the transport table lines and the option (SEMANTICS 11).
+    """
+
+
+# Transports that never run the SMTP client (or are not looked up in
+# smtp_tls_policy_maps): their entries route nothing this table answers.
+_NON_SMTP_TRANSPORTS: Final = frozenset({"error", "retry", "discard", "local", "virtual",
+                                         "lmtp", "pipe", "hold"})
+_UNORDERED: Final = ("tls_ca", "tls_certificate", "tls_key", "tls_ciphers",
+                     "tlsv13_ciphersuites", "tls_engine")
+# Destination policies of a next-hop key come from the host itself (SEMANTICS 11).
+_FROM_HOST: Final = ("use_mta_sts", "enable_mta_sts", "use_dane", "enable_dane")
+# A label no configuration names: stands for "any other subdomain" of a parent route.
+_ANY_LABEL: Final = "tlspolicy-any-subdomain"
+
+NextHop = tuple[str, int | None, bool]
+"""A next hop as :func:`~tlspolicy.servers.socketmap.parse_postfix_key` reads it:
+``(host, port, bracketed)``."""
+
+
+@attrs.frozen(slots=True)
+class TransportRoute:
+    """One entry of a Postfix transport table that sends mail to an SMTP next hop.
+
+    ``domain`` is the normalised recipient domain; ``parent`` marks a
+    ``.domain`` entry (every subdomain), ``domain`` ``"*"`` the catch-all.
+    ``nexthop`` is the next hop as Postfix writes it into the policy lookup
+    key; ``file`` and ``line`` say where the entry is.
+    """
+
+    domain: str
+    parent: bool
+    nexthop: NextHop
+    nexthop_text: str
+    file: str
+    line: int
+
+    @property
+    def pattern(self) -> str:
+        """The table key as an operator reads it (``.example.com``, ``*``)."""
+        return f".{self.domain}" if self.parent else self.domain
+
+    def location(self) -> str:
+        """``file:line``."""
+        return f"{self.file}:{self.line}"
+
+
+@attrs.frozen(slots=True)
+class RouteTable:
+    """Which recipient domains reach which next hop (from transport tables)."""
+
+    routes: tuple[TransportRoute, ...] = ()
+
+    def by_nexthop(self) -> dict[NextHop, tuple[TransportRoute, ...]]:
+        """The routes grouped by next hop, in table order."""
+        grouped: dict[NextHop, list[TransportRoute]] = {}
+        for route in self.routes:
+            grouped.setdefault(route.nexthop, []).append(route)
+        return {hop: tuple(found) for hop, found in grouped.items()}
+
+    def __add__(self, other: RouteTable) -> RouteTable:
+        return RouteTable(self.routes + other.routes)
+
+
+def _logical_lines(text: str) -> Iterable[tuple[int, str]]:
+    """Postfix table lines: ``#`` comments and blank lines skipped, indented lines continue."""
+    current: tuple[int, str] | None = None
+    for number, raw in enumerate(text.splitlines(), 1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if raw[:1].isspace() and current is not None:
+            current = (current[0], f"{current[1]} {stripped}")
+            continue
+        if current is not None:
+            yield current
+        current = (number, stripped)
+    if current is not None:
+        yield current
+
+
+def parse_transport_table(text: str, *, file: str = "<transport>") -> RouteTable:
+    """Read a Postfix ``transport_maps`` source file (transport(5)).
+
+    Entries ``pattern  transport:nexthop``: ``domain``, ``.domain`` (its
+    subdomains), ``user@domain`` (counts for the domain) and ``*``.  Entries
+    with an empty next hop (the recipient domain is looked up as usual), and
+    those of transports that never run the SMTP client (``error``, ``local``,
+    ``discard``, ...) route nothing and are skipped.  Raises
+    :class:`TransportTableError` with the file and line for anything else it
+    cannot read, such as a next-hop list or a malformed host.
+    """
+    routes: list[TransportRoute] = []
+    for number, line in _logical_lines(text):
+        where = Location(file=file, line=number)
+        fields = line.split(None, 1)
+        if len(fields) != 2:
+            raise TransportTableError(f"expected 'pattern transport:nexthop', got {line!r}",
+                                      where)
+        pattern, result = fields[0], fields[1].strip()
+        transport, sep, nexthop = result.partition(":")
+        if not sep:
+            raise TransportTableError(f"the result {result!r} has no ':' (transport:nexthop)",
+                                      where)
+        if any(c.isspace() for c in transport):
+            raise TransportTableError(f"white space in the transport name of {result!r}; "
+                                      "expected 'pattern transport:nexthop'", where)
+        if transport.lower() in _NON_SMTP_TRANSPORTS or not nexthop.strip():
+            continue
+        nexthop = nexthop.strip()
+        if any(c in nexthop for c in ", \t"):
+            raise TransportTableError(f"next-hop lists ({nexthop!r}) are not supported: give "
+                                      "one next hop per entry", where)
+        try:
+            hop = parse_postfix_key(nexthop)
+        except PostfixKeyError as exc:
+            raise TransportTableError(f"next hop {nexthop!r}: {exc}", where) from None
+        if hop.parent:
+            raise TransportTableError(f"next hop {nexthop!r} is not a host", where)
+        parent = False
+        if pattern == "*":
+            domain = "*"
+        else:
+            name = pattern.rpartition("@")[2]
+            if not name:
+                # 'user@' entries route by local part, for any domain.
+                domain = "*"
+            else:
+                parent = name.startswith(".")
+                try:
+                    domain = normalise_domain(name[1:] if parent else name)
+                except InvalidDomainError as exc:
+                    raise TransportTableError(f"pattern {pattern!r}: {exc}", where) from None
+        routes.append(TransportRoute(domain, parent, (hop.domain, hop.port, hop.bracketed),
+                                     nexthop, file, number))
+    return RouteTable(tuple(routes))
+
+
+def load_transport_table(path: str | os.PathLike[str]) -> RouteTable:
+    """:func:`parse_transport_table` of a file; an unreadable file is a located error."""
+    name = os.fspath(path)
+    try:
+        with open(name, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TransportTableError(f"cannot read the transport table: {exc}",
+                                  Location(file=name)) from None
+    return parse_transport_table(text, file=name)
+
+
+def _route_candidates(resolver: Resolver, binding: str, route: TransportRoute
+                      ) -> list[tuple[str, dict[str, object], dict[str, Source]]]:
+    """Every set of effective values mail of ``route`` can get through ``binding``.
+
+    An exact domain has one; a parent route or ``*`` has one per exact stanza
+    it covers, one for any other name, and one per regex stanza (whether a
+    pattern matches some covered name is not decided, so each counts).
+    """
+    if route.domain != "*" and not route.parent:
+        values, sources = resolver.effective(route.domain, binding)
+        return [(route.domain, values, sources)]
+    config = resolver.config
+    found = []
+    any_name = _ANY_LABEL if route.domain == "*" else f"{_ANY_LABEL}.{route.domain}"
+    values, sources = resolver.effective(any_name, binding)
+    found.append((route.pattern, values, sources))
+    group_name, _s, b_opts, g_opts, stanzas = _binding_scopes(config, binding, resolver)
+    for path, stanza in stanzas:
+        if stanza.name.kind is DomainKind.REGEX:
+            if stanza.options.is_empty():
+                continue
+            spath = scope_path(*path, (ScopeKind.DOMAIN, stanza.name.text))
+            values, sources = _regex_values(config, binding, group_name, path, stanza,
+                                            b_opts, g_opts)
+            found.append((spath, values, sources))
+            continue
+        key = stanza.name.key
+        if route.domain == "*" or key.endswith(f".{route.domain}"):
+            values, sources = resolver.effective(key, binding)
+            found.append((key, values, sources))
+    return found
+
+
+def _regex_values(config: Config, binding: str, group_name: str,
+                  path: tuple[tuple[ScopeKind, str], ...], stanza: DomainScope,
+                  b_opts: Options, g_opts: Options
+                  ) -> tuple[dict[str, object], dict[str, Source]]:
+    """Effective values of a name only this regex stanza matches (as the pcre export)."""
+    spath = scope_path(*path, (ScopeKind.DOMAIN, stanza.name.text))
+    binding_path = scope_path(*_group_prefix(config, binding), (ScopeKind.BINDING, binding))
+    group_path = scope_path((ScopeKind.BINDING_GROUP, group_name))
+    layers: list[tuple[Options, str]] = []
+    container = path[-1][0] if path else None
+    if container is not None:
+        layers.append((stanza.options, spath))
+    layers += [(b_opts, binding_path), (g_opts, group_path)]
+    if container is None:
+        layers.append((stanza.options, spath))
+    layers.append((config.options, "global"))
+    return _chain(layers)
+
+
+@attrs.frozen(slots=True)
+class NextHopAnswer:
+    """What a next-hop key is answered with: combined values and where they come from."""
+
+    values: Mapping[str, object]
+    sources: Mapping[str, Source]
+    #: The routed names or patterns, for notes.
+    routed: tuple[str, ...]
+    routes: tuple[TransportRoute, ...]
+    #: ``match=`` of verified levels; ``None`` when no list is never weaker (then a
+    #: verified answer is refused with ``PERM``).
+    match: str | None
+    notes: tuple[PostfixWarning, ...]
+
+
+def _strictest_protocols(found: Sequence[TlsProtocols]) -> TlsProtocols:
+    versions = frozenset.intersection(*(p.versions for p in found))
+    spec = ":".join(["-ALL", *(f"+{v.value}" for v in _ORDER if v in versions)])
+    return TlsProtocols(spec, versions)
+
+
+def combine_nexthop(resolver: Resolver, binding: str, hop: NextHop,
+                    routes: Sequence[TransportRoute]) -> NextHopAnswer:
+    """The answer for a next-hop key: the routed domains' configuration at its strictest.
+
+    ``tls`` and ``tls_verify`` take the strictest value, fallback is false
+    when any routed domain says false, ``tls_protocols`` the intersection;
+    destination-policy switches (DANE, MTA-STS) come from the host itself.
+    Raises :class:`NextHopConflictError` when the routed domains' unordered
+    options differ, or their protocol sets do not intersect.
+    """
+    host, port, bracketed = hop
+    parts: list[tuple[str, dict[str, object], dict[str, Source]]] = []
+    for route in routes:
+        parts.extend(_route_candidates(resolver, binding, route))
+    own_values, own_sources = resolver.effective(host, binding)
+    plain_host = not bracketed and port is None
+    if plain_host:
+        # Postfix uses the same key for mail to the host's own domain.
+        parts.append((host, own_values, own_sources))
+    where = Location(file=routes[0].file, line=routes[0].line,
+                     scope=f'binding "{binding}" > next hop {routes[0].nexthop_text}')
+    values: dict[str, object] = {}
+    sources: dict[str, Source] = {}
+    tls_rank = [Tls.NO, Tls.IFAVAILABLE, Tls.REQUIRED]
+    verify_rank = [TlsVerify.NO, TlsVerify.OPTIONAL, TlsVerify.CA, TlsVerify.HOST]
+    best_tls = max(parts, key=lambda p: tls_rank.index(p[1]["tls"]))  # type: ignore[arg-type]
+    best_verify = max(parts, key=lambda p: verify_rank.index(p[1]["tls_verify"]))  # type: ignore[arg-type]
+    values["tls"], sources["tls"] = best_tls[1]["tls"], best_tls[2]["tls"]
+    values["tls_verify"] = best_verify[1]["tls_verify"]
+    sources["tls_verify"] = best_verify[2]["tls_verify"]
+    no_fallback = [p for p in parts if not p[1]["tls_ifavailable_fallback"]]
+    chosen = no_fallback[0] if no_fallback else parts[0]
+    values["tls_ifavailable_fallback"] = chosen[1]["tls_ifavailable_fallback"]
+    sources["tls_ifavailable_fallback"] = chosen[2]["tls_ifavailable_fallback"]
+    protocols = [p[1]["tls_protocols"] for p in parts]
+    assert all(isinstance(x, TlsProtocols) for x in protocols)
+    combined = _strictest_protocols(protocols)  # type: ignore[arg-type]
+    if not combined.versions:
+        raise NextHopConflictError(
+            "the domains routed through this next hop allow no protocol version in common: "
+            + "; ".join(f"{p[0]}: {p[1]['tls_protocols']}" for p in parts),
+            where.evolve(option="tls_protocols"))
+    values["tls_protocols"] = combined
+    sources["tls_protocols"] = Source("strictest of the routed domains")
+    for name in _UNORDERED:
+        seen = {repr(p[1][name]): p for p in parts}
+        if len(seen) > 1:
+            detail = "; ".join(f"{p[0]} has {p[1][name]!s} (from {p[2][name]})"
+                               for p in seen.values())
+            raise NextHopConflictError(
+                f"domains routed through next hop {routes[0].nexthop_text} differ in {name}, "
+                f"which has no strictness order to combine: {detail}",
+                where.evolve(option=name))
+        values[name], sources[name] = parts[0][1][name], parts[0][2][name]
+    for name in _FROM_HOST:
+        values[name], sources[name] = own_values[name], own_sources[name]
+    for name, spec in OPTION_SPECS.items():
+        if name not in values:
+            values[name], sources[name] = spec.default, Source("default")
+    routed = tuple(dict.fromkeys(p[0] for p in parts))
+    exact = [r for r in routes if not r.parent and r.domain != "*"]
+    notes: list[PostfixWarning] = []
+    hop_key = routes[0].nexthop_text
+    is_ip = host.startswith("[")
+    match: str | None = VERIFY_MATCH
+    if len(exact) == 1 and len(routes) == 1 and not plain_host:
+        # The decision for the one routed domain accepts its own name or the host's.
+        # At an address only the name: Postfix (OpenSSL) checks an address as an IP
+        # identity and fails the whole verification when it does not match.
+        match = exact[0].domain if is_ip else f"{exact[0].domain}:{VERIFY_MATCH}"
+    elif is_ip:
+        match = None
+        notes.append(PostfixWarning(
+            binding, hop_key, "tls_verify", "several domains are routed through this address "
+            "and no name is accepted by every one of them: a verified answer cannot be "
+            "written, so verified levels are answered PERM and Postfix defers (stricter)",
+            None, "nexthop-match"))
+    else:
+        notes.append(PostfixWarning(
+            binding, hop_key, "tls_verify", "several domains are routed through this host: "
+            "match= names only the host, so a certificate naming a routed domain but not the "
+            "host defers (stricter)", None, "nexthop-match"))
+    if len(routed) > 1:
+        notes.append(PostfixWarning(
+            binding, hop_key, "tls", "the answer combines the domains routed through this "
+            f"next hop ({', '.join(routed[:10])}{', ...' if len(routed) > 10 else ''}) at "
+            "their strictest: mail of a less strict domain gets the stricter policy",
+            None, "nexthop-strictest"))
+    return NextHopAnswer(values, sources, routed, tuple(routes), match, tuple(notes))
+
+
 # ---------------------------------------------------------------------- socketmap
+
+
+log = logging.getLogger(__name__)
+
+#: Distinct unattributed next-hop keys warned about per lookup (then counted only).
+MAX_UNATTRIBUTED_WARNINGS: Final = 1000
 
 
 class PolicyLookup:
@@ -537,12 +987,24 @@ class PolicyLookup:
     ``PERM malformed key ...`` for a key that is no next hop; ``PERM`` for a
     policy Postfix cannot be given (:class:`PostfixMappingError`).
     Unexpected errors propagate so the server answers ``TEMP``.
+
+    ``routes`` (from the operator's transport tables) say which domains reach
+    which next hop: a next-hop key is answered with those domains'
+    configuration at its strictest (:func:`combine_nexthop`, computed here, so
+    a conflict is a load-time :class:`NextHopConflictError`).  A bracketed or
+    ported key no route names is answered for the host itself and logged as
+    unattributed.  ``postfix_version`` selects the attribute syntax
+    (``None``: Postfix 3.6 or newer).
     """
 
-    def __init__(self, resolver: Resolver, *, memo_size: int = DEFAULT_ANSWER_MEMO_SIZE) -> None:
+    def __init__(self, resolver: Resolver, *, memo_size: int = DEFAULT_ANSWER_MEMO_SIZE,
+                 routes: RouteTable | None = None,
+                 postfix_version: PostfixVersion | None = None) -> None:
         if isinstance(memo_size, bool) or not isinstance(memo_size, int) or memo_size < 0:
             raise ValueError(f"memo_size must be a whole number >= 0, got {memo_size!r}")
         self.resolver = resolver
+        self.postfix_version = postfix_version
+        self.routes = routes if routes is not None else RouteTable()
         self._bindings = frozenset(resolver.bindings)
         self._fallback_exists = resolver.compatibility >= _FALLBACK_SINCE
         # Answers are pure functions of (map name, key) for one resolver, and a
@@ -552,13 +1014,71 @@ class PolicyLookup:
         self._memo_size = memo_size
         self._answers: OrderedDict[tuple[str, str], SocketmapReply] = OrderedDict()
         self._by_values: dict[tuple[tuple[str, object], ...], SocketmapReply] = {}
+        self._nexthops: dict[tuple[str, NextHop], NextHopAnswer] = {}
+        errors: list[ConfigError] = []
+        for hop, found in self.routes.by_nexthop().items():
+            for binding in sorted(self._bindings):
+                try:
+                    self._nexthops[(binding, hop)] = combine_nexthop(resolver, binding, hop,
+                                                                     found)
+                except NextHopConflictError as exc:
+                    # The same conflict usually shows through every binding: once each.
+                    if all(str(exc) != str(e) for e in errors):
+                        errors.append(exc)
+        ConfigErrors.raise_if_any(errors)
+        self._unattributed: set[str] = set()
+        self.unattributed_count = 0
 
     def policy(self, binding: str, domain: str) -> PostfixPolicy:
         """The policy for an already normalised ``domain`` through ``binding``."""
         values, sources = self.resolver.effective(domain, binding)
         policy, _warnings = map_values(values, sources, binding=binding, key=domain,
-                                       fallback_exists=self._fallback_exists)
+                                       fallback_exists=self._fallback_exists,
+                                       postfix_version=self.postfix_version)
         return policy
+
+    def nexthop(self, binding: str, key: str) -> NextHopAnswer | None:
+        """The route-derived answer for a next-hop ``key`` (``None``: no route names it)."""
+        parsed = parse_postfix_key(key)
+        return self._nexthops.get((binding, (parsed.domain, parsed.port, parsed.bracketed)))
+
+    def notes(self, binding: str, key: str) -> tuple[PostfixWarning, ...]:
+        """Every loss of the answer to ``key`` through ``binding``: the mapping's
+        warnings, the next-hop notes and Postfix's behaviour at the level
+        (:func:`behaviour_notes`).  Raises for a malformed key or unknown binding."""
+        if binding not in self._bindings:
+            raise UnknownBindingError(f"unknown binding {binding!r}")
+        parsed = parse_postfix_key(key)
+        policy, warnings, extra = self._compute(binding, key, parsed)
+        return (*warnings, *extra, *behaviour_notes(policy, binding=binding, key=key))
+
+    def _compute(self, binding: str, key: str, parsed: PostfixKey
+                 ) -> tuple[PostfixPolicy, tuple[PostfixWarning, ...],
+                            tuple[PostfixWarning, ...]]:
+        answer = self._nexthops.get((binding, (parsed.domain, parsed.port, parsed.bracketed)))
+        if answer is not None:
+            policy, warnings = map_values(answer.values, answer.sources, binding=binding,
+                                          key=key, fallback_exists=self._fallback_exists,
+                                          postfix_version=self.postfix_version,
+                                          match=answer.match or VERIFY_MATCH)
+            return policy, warnings, answer.notes
+        values, sources = self.resolver.effective(parsed.domain, binding)
+        policy, warnings = map_values(values, sources, binding=binding, key=key,
+                                      fallback_exists=self._fallback_exists,
+                                      postfix_version=self.postfix_version)
+        extra: tuple[PostfixWarning, ...] = ()
+        if parsed.bracketed or parsed.port is not None:
+            extra = (PostfixWarning(
+                binding, key, "domain", "no transport route names this next hop: answered "
+                "with the host's own policy, not that of the domains routed through it "
+                "(give serve the transport table)", None, "nexthop-unattributed"),)
+            if parsed.is_ip and policy.level is PostfixLevel.VERIFY:
+                extra += (PostfixWarning(
+                    binding, key, "tls_verify", f"match={VERIFY_MATCH} at an address next hop "
+                    "compares the address with the certificate's names, so a verified "
+                    "delivery defers unless the certificate names the address (stricter)",
+                    None, "nexthop-match"),)
+        return policy, warnings, extra
 
     def __call__(self, map_name: str, key: str) -> SocketmapReply:
         memo_key = (map_name, key)
@@ -574,6 +1094,14 @@ class PolicyLookup:
                 answers[memo_key] = reply
         return reply
 
+    def _warn_unattributed(self, map_name: str, key: str) -> None:
+        self.unattributed_count += 1
+        if len(self._unattributed) < MAX_UNATTRIBUTED_WARNINGS and key not in self._unattributed:
+            self._unattributed.add(key)
+            log.warning("socketmap: next hop %r (map %r) is named by no transport route: "
+                        "answered with the host's own policy, not that of the domains routed "
+                        "through it", key, map_name)
+
     def _answer(self, map_name: str, key: str) -> SocketmapReply:
         if map_name not in self._bindings:
             return SocketmapReply.perm(
@@ -585,6 +1113,24 @@ class PolicyLookup:
             return SocketmapReply.perm(f"malformed key: {exc}")
         if parsed.parent:
             return SocketmapReply.notfound()
+        hop = (parsed.domain, parsed.port, parsed.bracketed)
+        if self._nexthops:
+            answer = self._nexthops.get((map_name, hop))
+            if answer is not None:
+                try:
+                    policy, _w = map_values(answer.values, answer.sources, binding=map_name,
+                                            key=key, fallback_exists=self._fallback_exists,
+                                            postfix_version=self.postfix_version,
+                                            match=answer.match or VERIFY_MATCH)
+                except PostfixMappingError as exc:
+                    return SocketmapReply.perm(str(exc))
+                if answer.match is None and policy.level is PostfixLevel.VERIFY:
+                    return SocketmapReply.perm(
+                        f"next hop {key} carries several domains and needs a verified "
+                        "level: no match= list is never weaker for all of them")
+                return SocketmapReply.ok(policy.text())
+        if parsed.bracketed or parsed.port is not None:
+            self._warn_unattributed(map_name, key)
         values, sources = self.resolver.effective(parsed.domain, map_name)
         values_key = tuple(values.items())
         reply = self._by_values.get(values_key)
@@ -592,7 +1138,8 @@ class PolicyLookup:
             return reply
         try:
             policy, _warnings = map_values(values, sources, binding=map_name, key=parsed.domain,
-                                           fallback_exists=self._fallback_exists)
+                                           fallback_exists=self._fallback_exists,
+                                           postfix_version=self.postfix_version)
             reply = SocketmapReply.ok(policy.text())
         except PostfixMappingError as exc:
             # The message names the offending value only, so it too depends on the
@@ -603,3 +1150,13 @@ class PolicyLookup:
                 self._by_values.clear()
             self._by_values[values_key] = reply
         return reply
+
+
+def parse_postfix_version(text: str) -> PostfixVersion:
+    """``3.7.11`` (``postconf -h mail_version``) as numbers; a located error when it is not."""
+    parts = text.strip().split(".")
+    if len(parts) < 2 or not all(part.isdigit() for part in parts):
+        raise InvalidValueError(f"not a Postfix version: {text!r} (expected e.g. 3.7.11)",
+                                Location(option="postfix-version"), value=text,
+                                has_value=True)
+    return tuple(int(part) for part in parts)
