@@ -90,7 +90,16 @@ from .policies.mtasts import (
     policy_in_force,
     select_txt_record,
 )
-from .policies.tlsrpt import PolicyType, SessionResult, build_report
+from .policies.tlsrpt import (
+    PolicyType,
+    ReportPolicy,
+    SessionResult,
+    aggregate_counts,
+    build_report,
+    report_filename,
+    report_policy,
+    session_result,
+)
 from .resolver import OVERRIDABLE_OPTIONS, RegexMatchCache, Resolver
 from .scopes import (
     DEFAULT_NAME,
@@ -157,6 +166,7 @@ __all__ = [
     "Reason",
     "RegexError",
     "RegexMatchCache",
+    "ReportPolicy",
     "RequiredSecurity",
     "Requirements",
     "ResolutionError",
@@ -184,6 +194,7 @@ __all__ = [
     "Verification",
     "VerifiedAs",
     "__version__",
+    "aggregate_counts",
     "build_config",
     "build_report",
     "certificate_outcome",
@@ -200,5 +211,8 @@ __all__ = [
     "parse_policy",
     "parse_txt_record",
     "policy_in_force",
+    "report_filename",
+    "report_policy",
     "select_txt_record",
+    "session_result",
 ]
