@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import logging
 import os
@@ -24,7 +25,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
 from tlspolicy import PolicyType, SessionResult
@@ -116,17 +117,17 @@ def decode_results(data: bytes) -> list[tuple[SessionResult, int]]:
 class BufferedSink:
     """A :class:`ResultSink` counting in memory and flushing to a store in the background.
 
-    ``store_factory`` makes the store inside the flusher's own event loop
-    (stores bind to the loop that uses them): for example
-    ``lambda: SqliteStore(path)``, or a :class:`~tlspolicy.stores.redis.RedisStore`
-    so a fleet aggregates in one place.  Each flush writes one entry per
+    ``store_factory`` makes the store (or a coroutine making it) inside the
+    flusher's own event loop, since stores bind to the loop that uses them:
+    ``lambda: SqliteStore(path)``, or ``lambda: RedisStore.connect(url)`` so a
+    fleet aggregates in one place.  Each flush writes one entry per
     (period, policy domain) under a key unique to this node, so nodes never
     overwrite each other and the report job sums them.  Entries expire
     ``retention`` seconds after their period ends.  Use as a context manager,
     or call :meth:`start` and :meth:`close` (which flushes what is left).
     """
 
-    def __init__(self, store_factory: Callable[[], Store], *, period: int = DAY,
+    def __init__(self, store_factory: Callable[[], Store | Awaitable[Store]], *, period: int = DAY,
                  flush_interval: float = 5.0, max_pending: int = 100_000,
                  retention: float = 8 * DAY, node: str | None = None,
                  clock: Callable[[], float] = time.time) -> None:
@@ -199,7 +200,13 @@ class BufferedSink:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
-            store = self._store = self._factory()
+            made = self._factory()
+            store = await made if inspect.isawaitable(made) else made
+            self._store = store
+        except Exception:
+            log.exception("TLS-RPT: opening the result store failed; results stay in memory")
+            self._ready.set()
+            return
         finally:
             self._ready.set()
         try:
