@@ -9,17 +9,19 @@ the report (mail or HTTPS, gzip) and choosing the period are the caller's job.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import attrs
 
-from ..decision import Action, Decision, Status
+from ..decision import Action, Decision, Source, Status
 from ..errors import PolicyInputError
+from .dane import TlsaRecord
 from .destination import Destination
-from .mtasts import StsMode
+from .mtasts import MtaStsPolicy, StsMode
 
 __all__ = [
     "FAILURE_RESULT_TYPES",
@@ -58,6 +60,12 @@ class PolicyType(enum.Enum):
 
 
 def _ip(value: str | None) -> str | None:
+    return _canonical_ip(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_ip(value: str | None) -> str | None:
+    # Cached: recording runs once per delivery attempt, mostly for a few addresses.
     if value is None:
         return None
     try:
@@ -67,6 +75,11 @@ def _ip(value: str | None) -> str | None:
 
 
 def _host(value: str | None) -> str | None:
+    return _canonical_host(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_host(value: str | None) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip(".") or any(c.isspace() for c in value):
@@ -106,7 +119,7 @@ def _check_count(instance: SessionResult, attribute: attrs.Attribute[int], value
         raise PolicyInputError(f"TLS-RPT: session count {value!r} must be a positive integer")
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, cache_hash=True)
 class SessionResult:
     """One recorded delivery outcome (or ``count`` identical ones).
 
@@ -255,14 +268,22 @@ def report_policy(decision: Decision, destination: Destination | None = None) ->
     MTA-STS decision is still reported as ``sts``, with no policy string.
     A ``TLS-Required: No`` message ignored destination policy: ``no-policy-found``.
     """
-    domain = decision.domain
-    scopes = {source.scope for source in decision.decided_by.values()}
     ignored = destination is not None and destination.tls_required_no and not decision.requiretls
-    if not ignored and "dane" in scopes:
-        mx = (decision.mx_host,) if decision.mx_host else ()
-        return ReportPolicy(PolicyType.TLSA, domain,
-                            tuple(r.to_text() for r in decision.tlsa_records), mx)
     sts = destination.mta_sts if destination is not None and not ignored else None
+    return _report_policy(decision.domain, decision.mx_host, decision.decided_by,
+                          decision.tlsa_records, sts, ignored)
+
+
+@functools.lru_cache(maxsize=4096)
+def _report_policy(domain: str, mx_host: str | None, decided_by: Mapping[str, Source],
+                   tlsa_records: tuple[TlsaRecord, ...], sts: MtaStsPolicy | None,
+                   ignored: bool) -> ReportPolicy:
+    # Cached: the inputs are immutable (the decision's maps hash once) and a
+    # sender sees few distinct policies, so recording an attempt stays cheap.
+    scopes = {source.scope for source in decided_by.values()}
+    if not ignored and "dane" in scopes:
+        mx = (mx_host,) if mx_host else ()
+        return ReportPolicy(PolicyType.TLSA, domain, tuple(r.to_text() for r in tlsa_records), mx)
     if sts is not None and sts.mode is not StsMode.NONE:
         return ReportPolicy(PolicyType.STS, domain, sts.policy_strings(), sts.mx)
     if not ignored and "mta-sts" in scopes:
@@ -319,12 +340,21 @@ def session_result(
     if result_type is None and steps[-1][0] is not Action.PROCEED and not any(
             a is Action.PROCEED for a, _ in steps):
         return None
+    if result_type is None:
+        return _result(policy, None, None, None, None, None)
+    return _result(policy, result_type, sending_ip, mx_host or decision.mx_host, receiving_ip,
+                   reason)
+
+
+@functools.lru_cache(maxsize=4096)
+def _result(policy: ReportPolicy, result_type: str | None, sending_ip: str | None,
+            mx_host: str | None, receiving_ip: str | None, reason: str | None) -> SessionResult:
+    # Results are immutable and repeat (a few policies, hosts and failures per
+    # domain), so one instance serves every equal attempt: recording stays cheap.
     return SessionResult(
         policy.policy_type, policy.policy_domain, policy.policy_strings, policy.mx_hosts,
-        result_type=result_type, sending_mta_ip=sending_ip,
-        receiving_mx_hostname=(mx_host or decision.mx_host) if result_type else None,
-        receiving_ip=receiving_ip if result_type else None,
-        failure_reason_code=reason if result_type else None)
+        result_type=result_type, sending_mta_ip=sending_ip, receiving_mx_hostname=mx_host,
+        receiving_ip=receiving_ip, failure_reason_code=reason)
 
 
 def aggregate_counts(items: Iterable[tuple[SessionResult, int]]) -> list[SessionResult]:
