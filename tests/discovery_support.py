@@ -385,6 +385,12 @@ class DnsLab:
             f'_smtp._tls.rptretry 300 IN TXT "v=TLSRPTv1; rua=https://{TLSRPT_HTTPS_HOST}'
             '/v1/flaky"',
             f'_smtp._tls.rptmail 300 IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@{TLSRPT_MAIL_DOMAIN}"',
+            # A stranger's odd record: an unknown scheme, a bad address, a repeat.
+            '_smtp._tls.rptodd 300 IN TXT "v=TLSRPTv1; rua=ftp://x.test/r,mailto:a%20b@x.test,'
+            f'https://{TLSRPT_HTTPS_HOST}/v1/odd,https://{TLSRPT_HTTPS_HOST}/v1/odd"',
+            # Two records: nobody to report to.
+            '_smtp._tls.rpttwo 300 IN TXT "v=TLSRPTv1; rua=mailto:a@x.test"',
+            '_smtp._tls.rpttwo 300 IN TXT "v=TLSRPTv1; rua=mailto:b@x.test"',
             "rcv 300 IN MX 10 mx.rcv", "mx.rcv 300 IN A 127.0.0.1",
             "reports 300 IN A 127.0.0.1",
             f"tlsrpt._domainkey.sender 300 IN TXT {chunks}",

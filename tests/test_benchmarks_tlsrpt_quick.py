@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FIGURES = ("record", "record-sink", "aggregate", "aggregate-pure")
+FIGURES = ("record", "record-sink", "aggregate", "aggregate-memory", "aggregate-pure")
 
 
 @pytest.mark.timeout(300)

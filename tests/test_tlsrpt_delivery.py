@@ -258,3 +258,37 @@ def test_size_cap_keeps_but_does_not_send(dns_lab: DnsLab, https_lab: HttpsLab,
     sent, states = asyncio.run(job())
     assert sent == [] and states == ["too-large", "too-large"]
     assert len(https_lab.posts) == before and receiver.messages == []
+
+
+def test_odd_rua_records_from_strangers(dns_lab: DnsLab, https_lab: HttpsLab,
+                                        receiver: SmtpServer, tmp_path: Path) -> None:
+    path = tmp_path / "r.sqlite3"
+    start = period_start(1_800_000_000)
+    for label in ("rptodd", "rpttwo", "norecord"):
+        _one_result(path, start, f"{label}.secure.test")
+    before = len(https_lab.posts)
+
+    async def job() -> tuple[dict[str, Any], list[Any]]:
+        store = SqliteStore(path)
+        async with _discovery(dns_lab, tmp_path) as discovery:
+            reporter = Reporter(store, _config(dns_lab, https_lab, receiver.port),
+                                discovery=discovery, clock=lambda: start + 2 * DAY)
+            built = {r.domain: r for r in await reporter.build(start)}
+            sent = await reporter.send()
+            again = await reporter.send()
+        await store.close()
+        assert again == []
+        return built, sent
+
+    built, sent = asyncio.run(job())
+    odd = built["rptodd.secure.test"]
+    assert [(d.uri, d.state) for d in odd.deliveries] == [
+        ("ftp://x.test/r", "unsupported"), ("mailto:a%20b@x.test", "unsupported"),
+        (f"https://{TLSRPT_HTTPS_HOST}/v1/odd", "pending")]
+    assert [(d.uri, d.state) for d in sent] == [(f"https://{TLSRPT_HTTPS_HOST}/v1/odd",
+                                                 "delivered")]
+    assert [p.path for p in https_lab.posts[before:]] == ["/v1/odd"]
+    for domain in ("rpttwo.secure.test", "norecord.secure.test"):
+        assert built[domain].rua == () and built[domain].deliveries == ()
+    assert "2 v=TLSRPTv1 records" in built["rpttwo.secure.test"].rua_detail
+    assert receiver.messages == []

@@ -15,6 +15,7 @@ import email.utils
 import gzip
 import json
 import logging
+import re
 import smtplib
 import ssl
 import time
@@ -62,6 +63,10 @@ log = logging.getLogger("tlspolicy.reporting")
 REPORTS_NAMESPACE = "tlsrpt-reports"
 #: The media type of a gzip-compressed report (RFC 8460 sections 5.3 and 6).
 MEDIA_TYPE = "application/tlsrpt+gzip"
+#: At most this many ``rua`` URIs of one record are used (the record is a stranger's).
+MAX_RUA = 10
+#: A mail address in a ``mailto:`` rua: no blanks or control characters, one ``@``.
+_ADDRESS_RE = re.compile(r"[^\s@\x00-\x1f\x7f]+@[A-Za-z0-9.-]+")
 
 
 class ReportingError(TlsPolicyError):
@@ -199,6 +204,12 @@ async def period_results(store: Store, start: int,
     return {domain: aggregate_counts(pairs) for domain, pairs in sorted(items.items())}
 
 
+def _mail_address(uri: str) -> str | None:
+    """The address of a ``mailto:`` URI (RFC 6068, without its query), or ``None``."""
+    address = urllib.parse.unquote(uri[len("mailto:"):].split("?", 1)[0])
+    return address if _ADDRESS_RE.fullmatch(address) else None
+
+
 def _stamp(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
@@ -271,10 +282,16 @@ class Reporter:
 
     def _initial(self, rua: Iterable[str], now: float) -> tuple[Delivery, ...]:
         out = []
-        for uri in rua:
+        for index, uri in enumerate(dict.fromkeys(rua)):
             scheme = uri.split(":", 1)[0].lower()
+            if index >= MAX_RUA:
+                log.warning("TLS-RPT: more than %d rua URIs, %r and later ones ignored",
+                            MAX_RUA, uri[:100])
+                break
             if scheme not in ("https", "mailto"):
-                out.append(Delivery(uri, "unsupported", error=f"scheme {scheme!r}"))
+                out.append(Delivery(uri[:300], "unsupported", error=f"scheme {scheme[:20]!r}"))
+            elif scheme == "mailto" and _mail_address(uri) is None:
+                out.append(Delivery(uri[:300], "unsupported", error="not a mail address"))
             elif scheme == "mailto" and self.config.dkim_key_file is None:
                 out.append(Delivery(uri, "no-dkim-key",
                                     error="mailed reports must be DKIM-signed"))
@@ -413,18 +430,24 @@ class Reporter:
             target = urllib.parse.urlunsplit(("https", f"{netloc}:{port}", parts.path or "/",
                                               parts.query, ""))
             try:
-                async with httpx.AsyncClient(verify=context, follow_redirects=False,
-                                             trust_env=False,
-                                             timeout=httpx.Timeout(self.config.timeout)) as c:
+                # The whole exchange is bounded, and the answer's body is never read:
+                # a receiver is a stranger and may trickle or flood.
+                async with asyncio.timeout(self.config.timeout), httpx.AsyncClient(
+                        verify=context, follow_redirects=False, trust_env=False,
+                        timeout=httpx.Timeout(self.config.timeout)) as c:
                     request = c.build_request(
                         "POST", target, content=body,
                         headers={"Host": host if port == 443 else f"{host}:{port}",
                                  "Content-Type": MEDIA_TYPE, "User-Agent": "tlspolicy"},
                         extensions={"sni_hostname": host})
-                    response = await c.send(request)
+                    response = await c.send(request, stream=True)
+                    await response.aclose()
                 if 200 <= response.status_code < 300:
                     return
-                last = ReportingError(f"{uri}: HTTP {response.status_code}")
+                last = ReportingError(f"{uri[:200]}: HTTP {response.status_code}")
+            except TimeoutError:
+                last = ReportingError(f"{uri[:200]}: no answer within "
+                                      f"{self.config.timeout:g} s")
             except (httpx.HTTPError, OSError, ssl.SSLError) as exc:
                 last = exc
         raise last or ReportingError(f"{uri}: not delivered")
@@ -462,9 +485,9 @@ class Reporter:
         return bytes(signature) + raw
 
     async def _mail(self, uri: str, stored: StoredReport, body: bytes) -> None:
-        rcpt = urllib.parse.unquote(uri[len("mailto:"):].split("?", 1)[0]).strip()
-        if "@" not in rcpt:
-            raise ReportingError(f"{uri!r} has no mail address")
+        rcpt = _mail_address(uri)
+        if rcpt is None:
+            raise ReportingError(f"{uri[:100]!r} has no mail address")
         domain = normalise_domain(rcpt.rsplit("@", 1)[1])
         message = self.message(stored, rcpt, body)
         hosts: tuple[str, ...] = (domain,)
