@@ -188,7 +188,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
                                                              r.result_type or "")):
                     rows.append((domain, result.policy_type.value,
                                  result.result_type or "success", str(result.count)))
-            _table(rows, out) if len(rows) > 1 else out.write("  nothing recorded\n")
+            if len(rows) > 1:
+                _table(rows, out)
+            else:
+                out.write("  nothing recorded\n")
             out.write("\nReports:\n")
             rows = [("DOMAIN", "REPORT FILE", "RUA", "STATE", "ATTEMPTS")]
             for stored in await reporter.stored(start):
@@ -201,8 +204,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
                 for d in stored.deliveries:
                     rows.append((stored.domain, stored.filename, d.uri, d.state,
                                  str(d.attempts)))
-            _table(rows, out) if len(rows) > 1 else out.write(
-                "  none built (run 'tlspolicy report build' once the day is over)\n")
+            if len(rows) > 1:
+                _table(rows, out)
+            else:
+                out.write("  none built (run 'tlspolicy report build' once the day is over)\n")
         return EXIT_OK
     return asyncio.run(run())
 
