@@ -95,7 +95,8 @@ def test_bad_settings_are_clear_errors(tmp_path: Path,
     assert main(["report", "show", "-s", str(settings)]) == 2
     err = capsys.readouterr().err
     assert "colour" in err and "Traceback" not in err
-    settings.write_text('[reporting]\norganization_name = "x"\n[store]\nsqlite = "/tmp/x"\n')
+    settings.write_text('[reporting]\norganization_name = "x"\n[store]\n'
+                        f'sqlite = "{tmp_path / "x.sqlite3"}"\n')
     assert main(["report", "show", "-s", str(settings)]) == 2
     assert "missing" in capsys.readouterr().err
     assert main(["report", "show", "-s", str(tmp_path / "absent.toml")]) == 2
