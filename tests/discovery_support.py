@@ -39,15 +39,27 @@ __all__ = [
     "STS_CASES",
     "STS_DOMAINS",
     "TLSA_HEX",
+    "TLSRPT_DOMAIN",
+    "TLSRPT_HTTPS_HOST",
+    "TLSRPT_MAIL_DOMAIN",
+    "TLSRPT_SUBMITTER",
     "DnsLab",
     "HttpsLab",
     "PolicyAnswer",
+    "Post",
     "RedisServer",
     "free_port",
     "generated_shapes",
 ]
 
 _START_TIMEOUT = 15.0
+
+#: TLS-RPT: the policy domain reporting to both kinds of ``rua``, where they point,
+#: and the reporting domain whose DKIM key the zone publishes.
+TLSRPT_DOMAIN = "rpt.secure.test"
+TLSRPT_MAIL_DOMAIN = "rcv.secure.test"
+TLSRPT_HTTPS_HOST = "reports.secure.test"
+TLSRPT_SUBMITTER = "sender.secure.test"
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -317,6 +329,8 @@ class DnsLab:
     address: str = "127.0.0.1"
     #: The certificate files whose DANE-EE record ``_25._tcp.mx.e2e.secure.test`` publishes.
     e2e_cert: Any = None
+    #: The DKIM private key (PEM) of ``sender.secure.test``, selector ``tlsrpt``.
+    dkim_key: Path | None = None
 
     def _keygen(self, zone: str) -> tuple[str, str]:
         tool = _binary("ldns-keygen")
@@ -345,6 +359,43 @@ class DnsLab:
         ds = (self.directory / f"{ksk}.ds").read_text().strip()
         return signed, ds
 
+    def _tlsrpt_lines(self) -> list[str]:
+        """TLS-RPT records: a policy domain reporting to a mailbox and an HTTPS
+        endpoint, one whose endpoint fails on demand, and the reporting domain's
+        DKIM key (``s=tlsrpt``, RFC 8460 section 3), made here."""
+        import base64
+
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.dkim_key = self.directory / "dkim.pem"
+        self.dkim_key.write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption()))
+        public = base64.b64encode(key.public_key().public_bytes(
+            serialization.Encoding.DER,
+            serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+        text = f"v=DKIM1; k=rsa; s=tlsrpt; p={public}"
+        chunks = " ".join(f'"{text[i:i + 200]}"' for i in range(0, len(text), 200))
+        return [
+            "rpt 300 IN MX 10 mx.rpt", "mx.rpt 300 IN A 127.0.0.1",
+            f'_smtp._tls.rpt 300 IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@{TLSRPT_MAIL_DOMAIN},'
+            f'https://{TLSRPT_HTTPS_HOST}/v1/tlsrpt"',
+            f'_smtp._tls.rptretry 300 IN TXT "v=TLSRPTv1; rua=https://{TLSRPT_HTTPS_HOST}'
+            '/v1/flaky"',
+            f'_smtp._tls.rptmail 300 IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@{TLSRPT_MAIL_DOMAIN}"',
+            # A stranger's odd record: an unknown scheme, a bad address, a repeat.
+            '_smtp._tls.rptodd 300 IN TXT "v=TLSRPTv1; rua=ftp://x.test/r,mailto:a%20b@x.test,'
+            f'https://{TLSRPT_HTTPS_HOST}/v1/odd,https://{TLSRPT_HTTPS_HOST}/v1/odd"',
+            # Two records: nobody to report to.
+            '_smtp._tls.rpttwo 300 IN TXT "v=TLSRPTv1; rua=mailto:a@x.test"',
+            '_smtp._tls.rpttwo 300 IN TXT "v=TLSRPTv1; rua=mailto:b@x.test"',
+            "rcv 300 IN MX 10 mx.rcv", "mx.rcv 300 IN A 127.0.0.1",
+            "reports 300 IN A 127.0.0.1",
+            f"tlsrpt._domainkey.sender 300 IN TXT {chunks}",
+        ]
+
     def build(self) -> None:
         """Sign the children, then the parent with their DS records, and write configs."""
         from cryptography.hazmat.primitives import serialization
@@ -356,7 +407,8 @@ class DnsLab:
         der = self.e2e_cert.cert.public_bytes(serialization.Encoding.DER)
         tlsa = TlsaRecord.for_certificate(der, 3, 1, 1).to_text()
         e2e = ("e2e 300 IN MX 10 mx.e2e", "mx.e2e 300 IN A 127.0.0.1",
-               f"_25._tcp.mx.e2e 300 IN TLSA {tlsa}", *_generated_lines(generated_shapes()))
+               f"_25._tcp.mx.e2e 300 IN TLSA {tlsa}", *_generated_lines(generated_shapes()),
+               *self._tlsrpt_lines())
         secure, secure_ds = self._sign("secure.test", _secure_zone(e2e))
         bogus, bogus_ds = self._sign("bogus.test", _bogus_zone())
         expired, expired_ds = self._sign("expired.test", _expired_zone(), expired=True)
@@ -540,6 +592,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(answer.body)
 
 
+    def do_POST(self) -> None:
+        # TLS-RPT reports (RFC 8460 section 5.3): stored, answered per path.
+        host = (self.headers.get("Host") or "").split(":")[0].lower()
+        lab = self.server.lab
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(min(length, 16 * 1024 * 1024))
+        with lab.lock:
+            status = lab.post_status.get(self.path, 200)
+            lab.posts.append(Post(host, self.path, dict(self.headers.items()), body, status))
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@attrs.frozen
+class Post:
+    """One POST the HTTPS lab received, and the status it answered."""
+
+    host: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    status: int
+
+
 class _TlsServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     lab: HttpsLab
@@ -561,6 +638,9 @@ class HttpsLab:
     ca_file: Path | None = None
     answers: dict[str, PolicyAnswer] = attrs.Factory(dict)
     requests: list[tuple[str, str]] = attrs.Factory(list)
+    #: TLS-RPT POSTs received, and the status to answer per path (200 otherwise).
+    posts: list[Post] = attrs.Factory(list)
+    post_status: dict[str, int] = attrs.Factory(dict)
     lock: threading.Lock = attrs.Factory(threading.Lock)
     closing: threading.Event = attrs.Factory(threading.Event)
     context: ssl.SSLContext | None = None
@@ -624,6 +704,7 @@ class HttpsLab:
         special = {"wrongname", "expiredcert", "untrusted"}
         names = [f"mta-sts.{d}" for d in STS_DOMAINS if d.split(".")[0] not in special]
         names += [f"mta-sts.{n}.fleet.secure.test" for n in range(FLEET_SIZE)]
+        names.append(TLSRPT_HTTPS_HOST)
         good = ca.issue(names, stem="policy-hosts")
 
         def context_for(cert_chain: Path, key: Path) -> ssl.SSLContext:

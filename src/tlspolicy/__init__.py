@@ -107,7 +107,16 @@ from .policies.mtasts import (
     policy_in_force,
     select_txt_record,
 )
-from .policies.tlsrpt import PolicyType, SessionResult, build_report
+from .policies.tlsrpt import (
+    PolicyType,
+    ReportPolicy,
+    SessionResult,
+    aggregate_counts,
+    build_report,
+    report_filename,
+    report_policy,
+    session_result,
+)
 from .resolver import OVERRIDABLE_OPTIONS, RegexMatchCache, Resolver
 from .scopes import (
     DEFAULT_NAME,
@@ -184,6 +193,7 @@ __all__ = [
     "Reason",
     "RegexError",
     "RegexMatchCache",
+    "ReportPolicy",
     "RequiredSecurity",
     "Requirements",
     "ResolutionError",
@@ -213,6 +223,7 @@ __all__ = [
     "Verification",
     "VerifiedAs",
     "__version__",
+    "aggregate_counts",
     "build_config",
     "build_report",
     "certificate_outcome",
@@ -233,5 +244,8 @@ __all__ = [
     "policy_in_force",
     "read_regular_bytes",
     "read_regular_text",
+    "report_filename",
+    "report_policy",
     "select_txt_record",
+    "session_result",
 ]

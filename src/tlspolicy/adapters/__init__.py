@@ -12,8 +12,9 @@ imports no SMTP client.
 from __future__ import annotations
 
 import datetime
+import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -21,19 +22,24 @@ from tlspolicy import (
     Action,
     ConnectionFacts,
     Decision,
+    Destination,
     Observation,
     Outcome,
     PlaintextReason,
     ReuseVerdict,
+    SessionResult,
     Status,
     TlsPolicyError,
     TlsVersion,
     VerifiedAs,
+    report_policy,
+    session_result,
 )
 
 from .peer import PeerEvaluation, peer_judge
 
 __all__ = [
+    "ResultSink",
     "StartTlsDeferred",
     "StartTlsFailed",
     "StartTlsStopped",
@@ -83,6 +89,8 @@ class TlsRecord:
     starttls_advertised: bool | None = None
     requiretls_advertised: bool | None = None
     mail_options: tuple[str, ...] = ()
+    receiving_ip: str | None = None
+    sending_ip: str | None = None
 
     @property
     def action(self) -> Action:
@@ -106,6 +114,38 @@ class TlsRecord:
         """TLS-RPT result types of every reported problem, in order, without repeats."""
         seen = [s.status.tlsrpt for s in self.reports if s.status is not None and s.status.tlsrpt]
         return tuple(dict.fromkeys(t for t in seen if t is not None))
+
+
+class ResultSink(Protocol):
+    """Where a driver records each attempt's TLS-RPT result (see
+    :mod:`tlspolicy.reporting`); ``record`` must return at once and never raise."""
+
+    def record(self, result: SessionResult) -> None:
+        """Take one attempt's result."""
+
+
+_log = logging.getLogger("tlspolicy.reporting")
+
+
+def record_attempt(sink: ResultSink | None, decision: Decision,
+                   destination: Destination | None, record: TlsRecord) -> None:
+    """Give ``sink`` the TLS-RPT result of the attempt ``record`` describes, if any.
+
+    Never raises: a delivery must not fail because reporting did.
+    """
+    if sink is None:
+        return
+    try:
+        result = session_result(
+            decision, report_policy(decision, destination),
+            path=[(step.action, step.status) for step in record.path],
+            reported=[step.status for step in record.reports if step.status is not None],
+            mx_host=decision.mx_host or record.host, receiving_ip=record.receiving_ip,
+            sending_ip=record.sending_ip)
+        if result is not None:
+            sink.record(result)
+    except Exception:
+        _log.exception("TLS-RPT: recording the attempt to %s failed", record.host)
 
 
 class StartTlsStopped(TlsPolicyError):
@@ -198,6 +238,15 @@ class Progress:
         self.requiretls_advertised: bool | None = None
         self.tls_version: str | None = None
         self.cipher: str | None = None
+        self.receiving_ip: str | None = None
+        self.sending_ip: str | None = None
+
+    def addresses(self, peer: object, local: object) -> None:
+        """Note the connection's addresses (``getpeername()`` / ``getsockname()`` forms)."""
+        if isinstance(peer, tuple) and peer:
+            self.receiving_ip = str(peer[0]).split("%")[0]
+        if isinstance(local, tuple) and local:
+            self.sending_ip = str(local[0]).split("%")[0]
 
     def plaintext(self, reason: PlaintextReason) -> ConnectionFacts:
         """The facts of a connection that is in plaintext for ``reason``."""
@@ -252,7 +301,8 @@ class Progress:
             reports=tuple(self.reports), reconnected=self.reconnected,
             starttls_advertised=self.starttls_advertised,
             requiretls_advertised=self.requiretls_advertised,
-            mail_options=("REQUIRETLS",) if self.decision.requiretls else ())
+            mail_options=("REQUIRETLS",) if self.decision.requiretls else (),
+            receiving_ip=self.receiving_ip, sending_ip=self.sending_ip)
 
     def stop(self, facts: ConnectionFacts) -> StartTlsStopped:
         """The exception for the DEFER / FAIL that ends the path."""

@@ -32,9 +32,9 @@ from typing import Any
 import aiosmtplib
 import attrs
 
-from tlspolicy import Action, Decision, Observation, PlaintextReason
+from tlspolicy import Action, Decision, Destination, Observation, PlaintextReason
 
-from . import Progress, TlsRecord, plan_failure
+from . import Progress, ResultSink, StartTlsStopped, TlsRecord, plan_failure, record_attempt
 from .peer import evaluate_peer, observation_for_verify_code, presented_chain
 from .sslcontext import TlsSetupError, Unsupported, build_context
 
@@ -101,6 +101,8 @@ async def starttls(
     tlsa_records: Iterable[Any] | None = None,
     now: datetime.datetime | None = None,
     unsupported: Unsupported = "error",
+    sink: ResultSink | None = None,
+    destination: Destination | None = None,
 ) -> AsyncStartTlsResult:
     """Carry out ``decision`` on a connection to ``host:port`` (see the smtplib driver).
 
@@ -110,7 +112,36 @@ async def starttls(
     FALLBACK that needed a reconnect) and the record; raises
     :class:`~tlspolicy.adapters.StartTlsDeferred` /
     :class:`~tlspolicy.adapters.StartTlsFailed` after ending the session.
+
+    With ``sink`` (a :class:`~tlspolicy.adapters.ResultSink`) the attempt's
+    TLS-RPT result is recorded, on success and on every DEFER / FAIL, under the
+    policy :func:`~tlspolicy.report_policy` finds in ``destination`` (the one
+    the decision was resolved with).
     """
+    try:
+        result = await _starttls(decision, host, port, smtp=smtp, local_hostname=local_hostname,
+                           timeout=timeout, context=context, tlsa_records=tlsa_records, now=now,
+                           unsupported=unsupported)
+    except StartTlsStopped as stopped:
+        record_attempt(sink, decision, destination, stopped.record)
+        raise
+    record_attempt(sink, decision, destination, result.record)
+    return result
+
+
+async def _starttls(
+    decision: Decision,
+    host: str,
+    port: int = 25,
+    *,
+    smtp: aiosmtplib.SMTP | None = None,
+    local_hostname: str | None = None,
+    timeout: float = 30.0,
+    context: ssl.SSLContext | None = None,
+    tlsa_records: Iterable[Any] | None = None,
+    now: datetime.datetime | None = None,
+    unsupported: Unsupported = "error",
+) -> AsyncStartTlsResult:
     failure = plan_failure(decision, host, port)
     if failure is not None:
         raise failure
@@ -119,6 +150,7 @@ async def starttls(
     if smtp is None:
         smtp = await _connect(host, port, local_hostname, timeout)
     progress = Progress(decision, host, port)
+    progress.addresses(smtp.get_transport_info("peername"), smtp.get_transport_info("sockname"))
     if smtp.is_ehlo_or_helo_needed:
         await _greet(smtp)
 

@@ -24,9 +24,9 @@ from typing import Any
 
 import attrs
 
-from tlspolicy import Action, Decision, Observation, PlaintextReason
+from tlspolicy import Action, Decision, Destination, Observation, PlaintextReason
 
-from . import Progress, TlsRecord, plan_failure
+from . import Progress, ResultSink, StartTlsStopped, TlsRecord, plan_failure, record_attempt
 from .peer import evaluate_peer, observation_for_verify_code, presented_chain
 from .sslcontext import TlsSetupError, Unsupported, build_context
 
@@ -68,6 +68,8 @@ def starttls(
     tlsa_records: Iterable[Any] | None = None,
     now: datetime.datetime | None = None,
     unsupported: Unsupported = "error",
+    sink: ResultSink | None = None,
+    destination: Destination | None = None,
 ) -> StartTlsResult:
     """Carry out ``decision`` on a connection to ``host:port``.
 
@@ -83,7 +85,36 @@ def starttls(
     On FALLBACK after a failed handshake the old session is closed and a new
     plaintext one to the same ``host:port`` is returned (``record.reconnected``).
     On DEFER / FAIL the session is ended and the exception raised.
+
+    With ``sink`` (a :class:`~tlspolicy.adapters.ResultSink`) the attempt's
+    TLS-RPT result is recorded, on success and on every DEFER / FAIL, under the
+    policy :func:`~tlspolicy.report_policy` finds in ``destination`` (the one
+    the decision was resolved with).
     """
+    try:
+        result = _starttls(decision, host, port, smtp=smtp, local_hostname=local_hostname,
+                           timeout=timeout, context=context, tlsa_records=tlsa_records, now=now,
+                           unsupported=unsupported)
+    except StartTlsStopped as stopped:
+        record_attempt(sink, decision, destination, stopped.record)
+        raise
+    record_attempt(sink, decision, destination, result.record)
+    return result
+
+
+def _starttls(
+    decision: Decision,
+    host: str,
+    port: int = 25,
+    *,
+    smtp: smtplib.SMTP | None = None,
+    local_hostname: str | None = None,
+    timeout: float = 30.0,
+    context: ssl.SSLContext | None = None,
+    tlsa_records: Iterable[Any] | None = None,
+    now: datetime.datetime | None = None,
+    unsupported: Unsupported = "error",
+) -> StartTlsResult:
     failure = plan_failure(decision, host, port)
     if failure is not None:
         raise failure
@@ -93,6 +124,9 @@ def starttls(
     if smtp is None:
         smtp = smtplib.SMTP(host, port, local_hostname=local_hostname, timeout=timeout)
     progress = Progress(decision, host, port)
+    if smtp.sock is not None:
+        with contextlib.suppress(OSError):
+            progress.addresses(smtp.sock.getpeername(), smtp.sock.getsockname())
     if smtp.helo_resp is None and smtp.ehlo_resp is None:
         _greet(smtp)
 

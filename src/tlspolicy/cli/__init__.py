@@ -42,6 +42,7 @@ COMMAND_MODULES: Final[tuple[str, ...]] = (
     "serve",
     "policytests",
     "discover",
+    "report",
 )
 """The command-group modules of this package, in the order ``--help`` lists them."""
 

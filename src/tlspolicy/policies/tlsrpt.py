@@ -9,20 +9,30 @@ the report (mail or HTTPS, gzip) and choosing the period are the caller's job.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import attrs
 
+from ..decision import Action, Decision, Source, Status
 from ..errors import PolicyInputError
+from .dane import TlsaRecord
+from .destination import Destination
+from .mtasts import MtaStsPolicy, StsMode
 
 __all__ = [
     "FAILURE_RESULT_TYPES",
     "PolicyType",
+    "ReportPolicy",
     "SessionResult",
+    "aggregate_counts",
     "build_report",
+    "report_filename",
+    "report_policy",
+    "session_result",
 ]
 
 #: Result types of RFC 8460 section 4.3 (negotiation failures, then policy failures).
@@ -50,6 +60,12 @@ class PolicyType(enum.Enum):
 
 
 def _ip(value: str | None) -> str | None:
+    return _canonical_ip(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_ip(value: str | None) -> str | None:
+    # Cached: recording runs once per delivery attempt, mostly for a few addresses.
     if value is None:
         return None
     try:
@@ -59,6 +75,11 @@ def _ip(value: str | None) -> str | None:
 
 
 def _host(value: str | None) -> str | None:
+    return _canonical_host(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_host(value: str | None) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip(".") or any(c.isspace() for c in value):
@@ -98,7 +119,7 @@ def _check_count(instance: SessionResult, attribute: attrs.Attribute[int], value
         raise PolicyInputError(f"TLS-RPT: session count {value!r} must be a positive integer")
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, cache_hash=True)
 class SessionResult:
     """One recorded delivery outcome (or ``count`` identical ones).
 
@@ -223,3 +244,136 @@ def build_report(
         "report-id": _non_empty(report_id, "report_id"),
         "policies": list(blocks.values()),
     }
+
+
+# ----------------------------------------------------------------- recording helpers
+
+
+@attrs.frozen(slots=True)
+class ReportPolicy:
+    """The policy that applied to an attempt, as a report's policy block names it."""
+
+    policy_type: PolicyType
+    policy_domain: str
+    policy_strings: tuple[str, ...] = ()
+    mx_hosts: tuple[str, ...] = ()
+
+
+def report_policy(decision: Decision, destination: Destination | None = None) -> ReportPolicy:
+    """The policy a decision applied: ``tlsa`` when DANE decided, ``sts`` when an
+    MTA-STS policy (enforce or testing) was in force, else ``no-policy-found``.
+
+    ``destination`` is what the decision was resolved with; it supplies the
+    MTA-STS policy text (a decision carries only its effect).  Without it an
+    MTA-STS decision is still reported as ``sts``, with no policy string.
+    A ``TLS-Required: No`` message ignored destination policy: ``no-policy-found``.
+    """
+    ignored = destination is not None and destination.tls_required_no and not decision.requiretls
+    sts = destination.mta_sts if destination is not None and not ignored else None
+    return _report_policy(decision.domain, decision.mx_host, decision.decided_by,
+                          decision.tlsa_records, sts, ignored)
+
+
+@functools.lru_cache(maxsize=4096)
+def _report_policy(domain: str, mx_host: str | None, decided_by: Mapping[str, Source],
+                   tlsa_records: tuple[TlsaRecord, ...], sts: MtaStsPolicy | None,
+                   ignored: bool) -> ReportPolicy:
+    # Cached: the inputs are immutable (the decision's maps hash once) and a
+    # sender sees few distinct policies, so recording an attempt stays cheap.
+    scopes = {source.scope for source in decided_by.values()}
+    if not ignored and "dane" in scopes:
+        mx = (mx_host,) if mx_host else ()
+        return ReportPolicy(PolicyType.TLSA, domain, tuple(r.to_text() for r in tlsa_records), mx)
+    if sts is not None and sts.mode is not StsMode.NONE:
+        return ReportPolicy(PolicyType.STS, domain, sts.policy_strings(), sts.mx)
+    if not ignored and "mta-sts" in scopes:
+        return ReportPolicy(PolicyType.STS, domain)
+    return ReportPolicy(PolicyType.NO_POLICY_FOUND, domain)
+
+
+def session_result(
+    decision: Decision,
+    policy: ReportPolicy,
+    *,
+    path: Iterable[tuple[Action, Status | None]],
+    reported: Iterable[Status] = (),
+    mx_host: str | None = None,
+    receiving_ip: str | None = None,
+    sending_ip: str | None = None,
+) -> SessionResult | None:
+    """The result to record for one attempt, or ``None`` when TLS-RPT has nothing to say.
+
+    ``path`` is the attempt's actions with their statuses (the plan first),
+    ``reported`` the statuses of problems reported while delivery went on.  The
+    first TLS-RPT result type met decides a failure: a stopping or falling-back
+    step, then a reported problem (``tls_verify = optional``), then a policy
+    report the decision carries (an MTA-STS fetch failure, an MX outside a
+    testing policy).  STARTTLS not advertised counts as
+    ``starttls-not-supported`` even when the decision carried on in plaintext.
+    An attempt whose plan was SKIP (TLS not wanted) or that stopped for a
+    reason without a result type before TLS (remembered broken TLS) is not a
+    TLS session: ``None``.  A session that ended after a good TLS handshake for a
+    reason outside TLS-RPT (REQUIRETLS not offered) is a success.
+    """
+    steps = list(path)
+    if not steps or steps[0][0] is Action.SKIP:
+        return None
+    result_type: str | None = None
+    for action, status in steps[1:] if steps[0][0] is not Action.FAIL else steps:
+        if status is not None and status.tlsrpt is not None and action is not Action.PROCEED:
+            result_type, reason = status.tlsrpt, status.text
+            break
+    else:
+        reason = None
+        if steps[-1][0] is Action.SKIP and len(steps) > 1:
+            result_type, reason = "starttls-not-supported", "STARTTLS not advertised"
+    if result_type is None:
+        for status in reported:
+            if status.tlsrpt is not None:
+                result_type, reason = status.tlsrpt, status.text
+                break
+    if result_type is None:
+        for report in decision.reports:
+            if report.result_type in FAILURE_RESULT_TYPES:
+                result_type, reason = report.result_type, report.detail
+                break
+    if result_type is None and steps[-1][0] is not Action.PROCEED and not any(
+            a is Action.PROCEED for a, _ in steps):
+        return None
+    if result_type is None:
+        return _result(policy, None, None, None, None, None)
+    return _result(policy, result_type, sending_ip, mx_host or decision.mx_host, receiving_ip,
+                   reason)
+
+
+@functools.lru_cache(maxsize=4096)
+def _result(policy: ReportPolicy, result_type: str | None, sending_ip: str | None,
+            mx_host: str | None, receiving_ip: str | None, reason: str | None) -> SessionResult:
+    # Results are immutable and repeat (a few policies, hosts and failures per
+    # domain), so one instance serves every equal attempt: recording stays cheap.
+    return SessionResult(
+        policy.policy_type, policy.policy_domain, policy.policy_strings, policy.mx_hosts,
+        result_type=result_type, sending_mta_ip=sending_ip, receiving_mx_hostname=mx_host,
+        receiving_ip=receiving_ip, failure_reason_code=reason)
+
+
+def aggregate_counts(items: Iterable[tuple[SessionResult, int]]) -> list[SessionResult]:
+    """Sum the counts of equal results (ignoring their own ``count``): one result each."""
+    totals: dict[SessionResult, int] = {}
+    for result, count in items:
+        key = attrs.evolve(result, count=1) if result.count != 1 else result
+        totals[key] = totals.get(key, 0) + count * result.count
+    return [attrs.evolve(result, count=n) for result, n in totals.items() if n > 0]
+
+
+def report_filename(submitter: str, policy_domain: str, start: datetime, end: datetime,
+                    unique_id: str | None = None, *, gzip: bool = True) -> str:
+    """The report file name of RFC 8460 section 5.1:
+    ``submitter!policy-domain!begin!end[!unique-id].json[.gz]`` (times in epoch seconds)."""
+    parts = [_domain(submitter), _domain(policy_domain),
+             str(int(start.timestamp())), str(int(end.timestamp()))]
+    if unique_id:
+        if any(c in unique_id for c in "!./\\") or any(c.isspace() for c in unique_id):
+            raise PolicyInputError(f"TLS-RPT: unique id {unique_id!r} cannot go in a file name")
+        parts.append(unique_id)
+    return "!".join(parts) + (".json.gz" if gzip else ".json")

@@ -1,0 +1,52 @@
+"""TLS-RPT reporting (RFC 8460, SEMANTICS section 12): an I/O layer around the pure
+builder in :mod:`tlspolicy.policies.tlsrpt`.
+
+- :mod:`.recording`: the sink API (``record(result)``) the drivers call, and a
+  buffered sink writing counts to a :mod:`tlspolicy.stores` store;
+- :mod:`.reports`: closing a period into one report per policy domain, once,
+  even with several nodes (the store's lock), and delivering it to every
+  ``rua``: HTTPS POST or a DKIM-signed mail through the library's smtplib driver,
+  with retries for up to 24 hours, each report delivered once.
+"""
+
+from __future__ import annotations
+
+from .recording import (
+    DAY,
+    RESULTS_NAMESPACE,
+    BufferedSink,
+    MemorySink,
+    ResultSink,
+    decode_results,
+    encode_results,
+    period_start,
+)
+from .reports import (
+    MEDIA_TYPE,
+    REPORTS_NAMESPACE,
+    Delivery,
+    Reporter,
+    ReportingConfig,
+    ReportingError,
+    StoredReport,
+    period_results,
+)
+
+__all__ = [
+    "DAY",
+    "MEDIA_TYPE",
+    "REPORTS_NAMESPACE",
+    "RESULTS_NAMESPACE",
+    "BufferedSink",
+    "Delivery",
+    "MemorySink",
+    "Reporter",
+    "ReportingConfig",
+    "ReportingError",
+    "ResultSink",
+    "StoredReport",
+    "decode_results",
+    "encode_results",
+    "period_results",
+    "period_start",
+]

@@ -1,0 +1,21 @@
+"""``benchmarks/tlsrpt.py --quick`` runs and prints every figure (no timing asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIGURES = ("record", "record-sink", "aggregate", "aggregate-memory", "aggregate-pure")
+
+
+@pytest.mark.timeout(300)
+def test_quick_tlsrpt_benchmark_prints_every_figure() -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tlsrpt.py"), "--quick"],
+                          capture_output=True, text=True, timeout=240, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr
+    printed = {line.split(":", 1)[0] for line in done.stdout.splitlines() if ":" in line}
+    assert not [f for f in FIGURES if f not in printed], done.stdout

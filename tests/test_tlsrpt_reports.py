@@ -1,0 +1,216 @@
+"""Aggregating recorded results into RFC 8460 reports (SEMANTICS 12).
+
+Reports are checked against a JSON Schema written from RFC 8460 sections 4.3
+and 4.4 (tests/data/tlsrpt-report.schema.json).  Results come from real
+deliveries through both drivers; the report's counts must equal them exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from discovery_support import RedisServer
+from smtp_servers import DOMAIN, CertSet, make_cert_set
+from tlspolicy import PolicyType, SessionResult, build_report
+from tlspolicy.reporting import (
+    DAY,
+    BufferedSink,
+    Reporter,
+    ReportingConfig,
+    ReportingError,
+    period_start,
+)
+from tlspolicy.stores import SqliteStore
+from tlsrpt_support import SCENARIOS, run
+
+SCHEMA_PATH = Path(__file__).parent / "data" / "tlsrpt-report.schema.json"
+pytestmark = [pytest.mark.timeout(180)]
+
+
+def validator() -> jsonschema.protocols.Validator:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)  # type: ignore[no-any-return]
+
+
+def check_report(report: dict[str, Any]) -> None:
+    """Schema-valid, and every summary equals the sum of its details."""
+    validator().validate(report)
+    for block in report["policies"]:
+        failed = sum(d["failed-session-count"] for d in block.get("failure-details", []))
+        assert block["summary"]["total-failure-session-count"] == failed
+
+
+CONFIG = ReportingConfig(organization_name="tlspolicy test sender",
+                         contact_info="mailto:postmaster@sender.test",
+                         submitter="sender.test", mail_from="tlsrpt@sender.test")
+
+
+def _closed_clock(start: int) -> Any:
+    return lambda: start + DAY + CONFIG.grace + 1
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> CertSet:
+    return make_cert_set(tmp_path_factory.mktemp("certs"))
+
+
+def test_schema_rejects_what_rfc_8460_forbids() -> None:
+    v = validator()
+    good = build_report(organization_name="o", contact_info="c", report_id="r",
+                        start=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
+                        end=datetime.datetime(2026, 1, 2, tzinfo=datetime.UTC),
+                        results=[SessionResult(PolicyType.NO_POLICY_FOUND, "d.example",
+                                               result_type="tlsa-invalid",
+                                               receiving_ip="::1")])
+    v.validate(good)
+    bad_type = json.loads(json.dumps(good))
+    bad_type["policies"][0]["failure-details"][0]["result-type"] = "tls-broken"
+    no_summary = json.loads(json.dumps(good))
+    del no_summary["policies"][0]["summary"]
+    strings = json.loads(json.dumps(good))
+    strings["policies"][0]["policy"]["policy-string"] = ["x"]
+    bad_ip = json.loads(json.dumps(good))
+    bad_ip["policies"][0]["failure-details"][0]["receiving-ip"] = "999.1.1.1"
+    bad_date = json.loads(json.dumps(good))
+    bad_date["date-range"]["start-datetime"] = "yesterday"
+    for bad in (bad_type, no_summary, strings, bad_ip, bad_date):
+        assert not v.is_valid(bad)
+
+
+@pytest.mark.network
+def test_real_deliveries_aggregate_to_exact_counts(certs: CertSet, tmp_path: Path) -> None:
+    path = tmp_path / "results.sqlite3"
+    expected: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    details: collections.Counter[tuple[str, str]] = collections.Counter()
+    start = period_start(time.time())
+    with BufferedSink(lambda: SqliteStore(path), flush_interval=0.1) as sink:
+        for index, scenario in enumerate(SCENARIOS):
+            for attempt in range(1 + index % 3):
+                driver = "smtplib" if attempt % 2 == 0 else "aiosmtplib"
+                run(scenario, certs, sink, driver=driver)
+                if scenario.expected is not None:
+                    policy_type, result_type = scenario.expected
+                    expected[policy_type][result_type is not None] += 1
+                    if result_type is not None:
+                        details[(policy_type, result_type)] += 1
+        recorded = sink.recorded
+    if period_start(time.time()) != start:
+        pytest.skip("the UTC day changed while recording")
+
+    async def build() -> list[Any]:
+        store = SqliteStore(path)
+        try:
+            return await Reporter(store, CONFIG, clock=_closed_clock(start)).build(start)
+        finally:
+            await store.close()
+
+    [stored] = asyncio.run(build())
+    report = stored.report
+    check_report(report)
+    assert stored.domain == DOMAIN
+    got: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    got_details: collections.Counter[tuple[str, str]] = collections.Counter()
+    for block in report["policies"]:
+        kind = block["policy"]["policy-type"]
+        got[kind][0] += block["summary"]["total-successful-session-count"]
+        got[kind][1] += block["summary"]["total-failure-session-count"]
+        for detail in block.get("failure-details", []):
+            got_details[(kind, detail["result-type"])] += detail["failed-session-count"]
+    assert dict(got) == dict(expected)
+    assert got_details == details
+    assert sum(sum(v) for v in got.values()) == recorded
+    # Every result type this library can produce appears.
+    assert {t for _, t in details} == {
+        "starttls-not-supported", "validation-failure", "certificate-not-trusted",
+        "certificate-expired", "certificate-host-mismatch", "tlsa-invalid", "dnssec-invalid"}
+
+
+def _results(store_path: Path, start: int, domains: int = 3) -> None:
+    async def write() -> None:
+        store = SqliteStore(store_path)
+        sink = BufferedSink(lambda: store, clock=lambda: start + 10)
+        for n in range(domains):
+            for _ in range(n + 1):
+                sink.record(SessionResult(PolicyType.NO_POLICY_FOUND, f"d{n}.example"))
+        await sink._flush(store)
+        await store.close()
+    asyncio.run(write())
+
+
+def test_a_period_is_built_once_by_concurrent_nodes(tmp_path: Path) -> None:
+    path = tmp_path / "shared.sqlite3"
+    start = period_start(1_800_000_000)
+    _results(path, start)
+
+    async def nodes() -> tuple[int, int, int]:
+        stores = [SqliteStore(path) for _ in range(4)]
+        reporters = [Reporter(s, CONFIG, clock=_closed_clock(start)) for s in stores]
+        try:
+            made = await asyncio.gather(*(r.build(start) for r in reporters))
+            again = await reporters[0].build(start)
+            kept = await reporters[1].stored(start)
+        finally:
+            for s in stores:
+                await s.close()
+        return sum(len(m) for m in made), len(again), len(kept)
+
+    made, again, kept = asyncio.run(nodes())
+    assert (made, again, kept) == (3, 0, 3)
+
+
+def test_an_open_period_is_refused(tmp_path: Path) -> None:
+    start = period_start(1_800_000_000)
+
+    async def build() -> None:
+        store = SqliteStore(tmp_path / "s.sqlite3")
+        try:
+            await Reporter(store, CONFIG, clock=lambda: start + DAY + 5).build(start)
+        finally:
+            await store.close()
+
+    with pytest.raises(ReportingError, match="still open"):
+        asyncio.run(build())
+
+
+@pytest.mark.network
+def test_two_recording_processes_share_one_redis(redis_server: RedisServer) -> None:
+    from tlspolicy.stores.redis import RedisStore
+
+    worker = Path(__file__).parent / "recording_worker.py"
+    domain = f"fleet{time.time_ns()}.example"
+    start = period_start(time.time())
+    procs = [subprocess.Popen([sys.executable, str(worker), redis_server.url, domain, str(n)],
+                              stdout=subprocess.PIPE, text=True) for n in (1000, 600)]
+    outputs = [p.communicate(timeout=60)[0].split() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert [o[0] for o in outputs] == ["1000", "600"]
+    if period_start(time.time()) != start:
+        pytest.skip("the UTC day changed while recording")
+
+    async def build() -> list[Any]:
+        store = await RedisStore.connect(redis_server.url, prefix="tlsrpt-test:")
+        try:
+            return await Reporter(store, CONFIG, clock=_closed_clock(start)).build(
+                start, domains=[domain])
+        finally:
+            await store.close()
+
+    [stored] = asyncio.run(build())
+    check_report(stored.report)
+    [block] = stored.report["policies"]
+    failures = 250 + 150
+    assert block["summary"] == {"total-successful-session-count": 1600 - failures,
+                                "total-failure-session-count": failures}
