@@ -95,7 +95,9 @@ from .scopes import (
     BindingScope,
     Config,
     DomainScope,
+    FloorScope,
     build_config,
+    config_at,
     layer_configs,
 )
 
@@ -132,6 +134,7 @@ __all__ = [
     "DomainScope",
     "DuplicateScopeError",
     "FetchOutcome",
+    "FloorScope",
     "InvalidDomainError",
     "InvalidValueError",
     "Location",
@@ -182,6 +185,7 @@ __all__ = [
     "build_config",
     "build_report",
     "certificate_outcome",
+    "config_at",
     "dane_observations",
     "dump_toml",
     "hook_overrides",

@@ -48,6 +48,7 @@ from ..scopes import (
     BindingScope,
     Config,
     DomainScope,
+    FloorScope,
     build_config,
     trusted_binding,
     trusted_config,
@@ -125,6 +126,7 @@ _CHILD_KEYS: Final = {
     ScopeKind.DOMAIN: {},
 }
 _SETTINGS: Final = ("compatibility", "match_cache_size")
+_STANZA_KEYS: Final = frozenset({"expires", "reason", "expiry_weakens"})
 
 
 class _Reader:
@@ -147,8 +149,13 @@ class _Reader:
         name_given = False
         options: list[RawOption] = []
         children: list[RawScope] = []
+        attributes: list[RawOption] = []
         for key, value in table.items():
             lower = key.lower()
+            if kind is ScopeKind.DOMAIN and lower in _STANZA_KEYS:
+                # expires / reason / expiry_weakens: stanza attributes, not options.
+                attributes.append(RawOption(key, value, self.loc(path, key)))
+                continue
             if kind is not ScopeKind.GLOBAL and lower == "name":
                 name_given = True
                 if not isinstance(value, str):
@@ -184,7 +191,8 @@ class _Reader:
         if kind is not ScopeKind.GLOBAL and not name_given:
             self.errors.append(ConfigSyntaxError(
                 f"{kind.value} table has no 'name'", self.loc(path).evolve(scope=scope_desc)))
-        return RawScope(kind, name, self.loc(path), tuple(options), tuple(children))
+        return RawScope(kind, name, self.loc(path), tuple(options), tuple(children),
+                        tuple(attributes))
 
     def array(self, kind: ScopeKind, value: object, parent: _Path, key: str,
               parent_desc: str) -> list[RawScope]:
@@ -210,9 +218,12 @@ class _Reader:
         settings: list[RawOption] = []
         options: list[RawOption] = []
         children: list[RawScope] = []
+        floors: list[RawScope] = []
         for key, value in data.items():
             lower = key.lower()
-            if lower in _SETTINGS:
+            if lower == "floor":
+                floors.extend(self.array(ScopeKind.DOMAIN, value, (), lower, "global"))
+            elif lower in _SETTINGS:
                 settings.append(RawOption(lower, value, self.loc((), key)))
             elif lower == "global":
                 if not isinstance(value, dict):
@@ -232,9 +243,9 @@ class _Reader:
             else:
                 self.errors.append(ConfigSyntaxError(
                     f"unknown top-level key {key!r} (known: compatibility, match_cache_size, "
-                    "global, domain, binding_group, binding)", self.loc((), key)))
+                    "global, domain, binding_group, binding, floor)", self.loc((), key)))
         return RawScope(ScopeKind.GLOBAL, None, Location(file=self.filename), tuple(options),
-                        tuple(children), tuple(settings))
+                        tuple(children), tuple(settings), tuple(floors))
 
 
 class _Bail(Exception):
@@ -459,8 +470,19 @@ def loads_toml(text: str, filename: str = "<string>") -> Config:
         raise one.located(Location(file=filename)) from None
 
 
+def _stanza(d: DomainScope | FloorScope) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": d.name.text, **d.options.to_mapping()}
+    if d.expires is not None:
+        out["expires"] = d.expires
+    if d.reason is not None:
+        out["reason"] = d.reason
+    if d.expiry_weakens:
+        out["expiry_weakens"] = True
+    return out
+
+
 def _domains(domains: tuple[DomainScope, ...]) -> list[dict[str, Any]]:
-    return [{"name": d.name.text, **d.options.to_mapping()} for d in domains]
+    return [_stanza(d) for d in domains]
 
 
 def _binding(b: BindingScope) -> dict[str, Any]:
@@ -493,6 +515,8 @@ def config_to_toml(config: Config) -> dict[str, Any]:
         doc["binding_group"] = groups
     if config.bindings:
         doc["binding"] = [_binding(b) for b in config.bindings]
+    if config.floors:
+        doc["floor"] = [_stanza(f) for f in config.floors]
     return doc
 
 
