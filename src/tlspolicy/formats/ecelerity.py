@@ -732,6 +732,13 @@ def dumps_ecelerity(config: Config) -> str:
     """
     lines = ["# Outbound TLS policy written by tlspolicy."]
     lines += [f"# not written: {loss}" for loss in ecelerity_export_losses(config)]
+    if config.floors:
+        # ecelerity.conf has no floors: their raised values go into the bindings.
+        from ..floors import floor_comments, plan_floor_writes, written_config
+
+        writes = plan_floor_writes(config, what="ecelerity.conf")
+        lines += floor_comments(config, writes)
+        config = written_config(config, writes)
     lines += _option_lines(config.options, "")
     lines += _domain_lines(config.domains, "")
     for g in config.binding_groups:

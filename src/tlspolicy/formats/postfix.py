@@ -44,6 +44,7 @@ import attrs
 
 from ..decision import Source
 from ..errors import TlsPolicyError, UnknownBindingError
+from ..floors import plan_floor_writes
 from ..names import DomainKind, DomainName
 from ..options import (
     OPTION_SPECS,
@@ -56,7 +57,7 @@ from ..options import (
 )
 from ..options import TlsVersion as V
 from ..resolver import Resolver
-from ..scopes import DEFAULT_NAME, BindingScope, Config, DomainScope, scope_path
+from ..scopes import DEFAULT_NAME, BindingScope, Config, DomainScope, floor_path, scope_path
 from ..servers.socketmap import PostfixKeyError, SocketmapReply, parse_postfix_key
 
 __all__ = [
@@ -411,9 +412,38 @@ def postfix_entries(
     entries.append(PostfixEntry(name, EntryKind.DEFAULT, None, policy, "no domain stanza"))
     warnings.extend(found)
 
+    # Floors (SEMANTICS 7): exact names get the resolver's raised values below; a
+    # regex floor is written as a pcre line ahead of the others, never weaker.
+    floor_lines = _floor_regex_lines(config, name)
+    for floor_name, floor_opts, floor_source in floor_lines:
+        f_layers = [(floor_opts, floor_source)]
+        own = [(p, d) for p, d in stanzas if d.name == floor_name]
+        if own:
+            o_path, o_stanza = own[0]
+            o_spath = scope_path(*o_path, (ScopeKind.DOMAIN, o_stanza.name.text))
+            if o_path and o_path[-1][0] in (ScopeKind.BINDING, ScopeKind.BINDING_GROUP):
+                f_layers.append((o_stanza.options, o_spath))
+                f_layers += base
+            else:
+                f_layers += base
+                f_layers.append((o_stanza.options, o_spath))
+        else:
+            f_layers += base
+        f_layers.append((config.options, "global"))
+        values, sources = _chain(f_layers)
+        f_key = f"/{floor_name.key}/"
+        policy, found = map_values(values, sources, binding=name, key=f_key,
+                                   fallback_exists=fallback_exists)
+        entries.append(PostfixEntry(name, EntryKind.REGEX, f_key, policy, floor_source))
+        warnings.extend(found)
+        warnings.extend(_regex_notes(name, f_key, floor_name, floor_source, 2))
+    floor_patterns = {n for n, _o, _s in floor_lines}
+
     seen: set[str] = set()
     regexes: list[tuple[tuple[tuple[ScopeKind, str], ...], DomainScope]] = []
-    for path, stanza in stanzas:
+    floor_names = [((), DomainScope(f.name)) for f in config.floors
+                   if f.name.kind is not DomainKind.REGEX]
+    for path, stanza in [*stanzas, *floor_names]:
         if stanza.name.kind is DomainKind.REGEX:
             regexes.append((path, stanza))
             continue
@@ -424,12 +454,15 @@ def postfix_entries(
         values, sources = resolver.effective(key, name)
         policy, found = map_values(values, sources, binding=name, key=key,
                                    fallback_exists=fallback_exists)
-        entries.append(PostfixEntry(name, EntryKind.EXACT, key, policy,
-                                    scope_path(*path, (ScopeKind.DOMAIN, stanza.name.text))))
+        origin = (scope_path(*path, (ScopeKind.DOMAIN, stanza.name.text))
+                  if (path, stanza) in stanzas else floor_path(stanza.name.text))
+        entries.append(PostfixEntry(name, EntryKind.EXACT, key, policy, origin))
         warnings.extend(found)
 
     contributing = [r for r in regexes if not r[1].options.is_empty()]
     for path, stanza in contributing:
+        if stanza.name in floor_patterns:
+            continue  # written (raised) ahead of the other pcre lines above
         spath = scope_path(*path, (ScopeKind.DOMAIN, stanza.name.text))
         key = f"/{stanza.name.key}/"
         layers: list[tuple[Options, str]] = []
@@ -449,6 +482,19 @@ def postfix_entries(
         warnings.extend(found)
         warnings.extend(_regex_notes(name, key, stanza.name, spath, len(contributing)))
     return tuple(entries), tuple(warnings)
+
+
+def _floor_regex_lines(config: Config, binding: str
+                       ) -> list[tuple[DomainName, Options, str]]:
+    """The regex floors to write for ``binding``: pattern, raised options, floor path.
+
+    Raises :class:`~tlspolicy.floors.FloorExportError` for a regex floor that no
+    constant answer can carry (see :mod:`tlspolicy.floors`).
+    """
+    if not any(f.name.kind is DomainKind.REGEX for f in config.floors):
+        return []
+    plan = plan_floor_writes(config, what="a Postfix pcre table")
+    return [(n, o, floor_path(n.text)) for n, o in plan.regex.get(binding, ())]
 
 
 def _group_prefix(config: Config, binding: str) -> tuple[tuple[ScopeKind, str], ...]:
