@@ -40,6 +40,7 @@ def _cmd_lint(args: argparse.Namespace) -> int:
     from ..lint import lint_file
 
     found = 0
+    notes = 0
     failed = False
     for path in _files(args):
         try:
@@ -50,9 +51,14 @@ def _cmd_lint(args: argparse.Namespace) -> int:
             continue
         for warning in warnings:
             sys.stdout.write(f"{warning.describe()}\n")
-        found += len(warnings)
-    if found:
-        sys.stdout.write(f"{found} warning{'s' if found != 1 else ''}\n")
+        found += sum(1 for w in warnings if not w.informational)
+        notes += sum(1 for w in warnings if w.informational)
+    if found or notes:
+        counts = [f"{found} warning{'s' if found != 1 else ''}"]
+        if notes:
+            # Informational findings (e.g. a floor raising a binding) never fail --strict.
+            counts.append(f"{notes} informational")
+        sys.stdout.write(", ".join(counts) + "\n")
     if failed:
         return EXIT_ERROR
     return EXIT_FOUND if found and args.strict else EXIT_OK
