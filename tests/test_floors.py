@@ -212,3 +212,98 @@ def test_diff_never_classes_adding_floors_as_a_downgrade(
         config: Config, extra: tuple[FloorScope, ...]) -> None:
     floored = attrs.evolve(config, floors=extra)
     assert not diff_configs(config, floored).of(ChangeClass.DOWNGRADE)
+
+
+# ------------------------------------------------------------------ never-weaker exports
+
+_FLOORED = ("tls", "tls_verify", "tls_ifavailable_fallback", "tls_protocols")
+
+
+def _probe_names(config: Config) -> list[str]:
+    from strategies import REQUEST_NAMES
+
+    return sorted(set(REQUEST_NAMES.values()))
+
+
+@settings(max_examples=PROPERTY_EXAMPLES, suppress_health_check=[HealthCheck.too_slow],
+          deadline=None)
+@given(configs(versions=(None,)), floors())
+def test_ecelerity_export_of_floors_is_exact_on_floor_options(
+        config: Config, extra: tuple[FloorScope, ...]) -> None:
+    from hypothesis import assume
+
+    from tlspolicy.floors import FloorExportError
+    from tlspolicy.formats.ecelerity import dumps_ecelerity, loads_ecelerity_config
+
+    floored = attrs.evolve(config, floors=extra)
+    try:
+        text = dumps_ecelerity(floored)
+    except FloorExportError:
+        assume(False)
+        return
+    back = Resolver(loads_ecelerity_config(text))
+    want = Resolver(floored)
+    for binding in want.bindings:
+        for name in _probe_names(config):
+            got, _s = back.effective(name, binding)
+            expected, _s = want.effective(name, binding)
+            for option in _FLOORED:
+                assert got[option] == expected[option], (binding, name, option)
+            for option in set(expected) - set(_FLOORED):
+                assert got[option] == expected[option], (binding, name, option)
+
+
+def test_example_exports_never_weaker_to_ecelerity() -> None:
+    from tlspolicy.formats.bundled import example_config
+    from tlspolicy.formats.ecelerity import dumps_ecelerity, loads_ecelerity_config
+
+    config = example_config()
+    back = Resolver(loads_ecelerity_config(dumps_ecelerity(config)))
+    want = Resolver(config)
+    for binding in want.bindings:
+        for name in ("payroll-partner.example", "bank.example", "mail.bank.example",
+                     "ordinary.example", "[192.0.2.25]"):
+            assert back.effective(name, binding)[0] == want.effective(name, binding)[0]
+
+
+def test_regex_floor_that_no_constant_carries_is_a_located_export_error() -> None:
+    from tlspolicy.floors import FloorExportError
+    from tlspolicy.formats.ecelerity import dumps_ecelerity
+    from tlspolicy.formats.postfix import postfix_entries
+
+    config = loads_toml(
+        '[[domain]]\nname = "/^strict/"\ntls_verify = "host"\n'
+        '[[floor]]\nname = "/example$/"\ntls_verify = "ca"\n')
+    for export in (dumps_ecelerity, postfix_entries):
+        with pytest.raises(FloorExportError) as info:
+            export(config)
+        assert 'floor "/example$/"' in str(info.value) and "tls_verify" in str(info.value)
+    # At the top of the order the same floor exports: a constant "host" is never weaker.
+    top = loads_toml('[[domain]]\nname = "/^strict/"\ntls_verify = "host"\n'
+                     '[[floor]]\nname = "/example$/"\ntls_verify = "host"\n')
+    assert 'domain "/example$/"' in dumps_ecelerity(top)
+
+
+def test_postfix_tables_carry_floors() -> None:
+    from tlspolicy.formats.bundled import example_config
+    from tlspolicy.formats.postfix import (
+        EntryKind,
+        postfix_entries,
+        render_pcre_table,
+        render_policy_table,
+    )
+
+    config = example_config()
+    entries, _warnings = postfix_entries(config, "relay-internal")
+    table = render_policy_table(entries)
+    assert "payroll-partner.example\tverify match=hostname:nexthop" in table
+    pcre = render_pcre_table(entries).splitlines()
+    assert pcre[0].startswith("/(^|\\.)bank\\.example$/\tverify")
+    entries, _w = postfix_entries(config, "bulk-1")
+    first = next(e for e in entries if e.kind is EntryKind.REGEX)
+    assert first.policy.level.value == "verify" and first.source.startswith("floor ")
+    # An exact floor naming a domain no stanza names gets its own entry.
+    only = loads_toml('[[binding]]\nname = "b"\ntls = "no"\n'
+                      '[[floor]]\nname = "x.example"\ntls = "required"\n')
+    entries, _w = postfix_entries(only, "b")
+    assert any(e.key == "x.example" and e.policy.level.value == "encrypt" for e in entries)
