@@ -376,6 +376,29 @@ class Resolver:
                 raise_to_floors(values, sources, matching)
         return values, sources
 
+    def chain_key(self, domain: str, binding: str | None = None) -> tuple[int, ...]:
+        """An identity of the scopes that decide (binding, normalised domain).
+
+        Two pairs with equal keys get their effective values from the same
+        scope contributions and floors, so they have the same effective values
+        and explanations (``diff`` compares such pairs once).  Valid for the
+        life of this resolver only.
+        """
+        index = self._index(binding)
+        chain: list[_Contribution] = []
+        self._lookup(index.domains, domain, chain)
+        self._lookup(index.group_domains, domain, chain)
+        if index.binding is not None:
+            chain.append(index.binding)
+        if index.group_options is not None:
+            chain.append(index.group_options)
+        self._lookup(self._global_domains, domain, chain)
+        key = [id(c) for c in chain]
+        if self._floors.any:
+            key.append(0)
+            key.extend(id(f) for f in self._floors.matching(domain, self._regex_cache))
+        return tuple(key)
+
     def floors_for(self, domain: str) -> tuple[FloorScope, ...]:
         """The floors that match a normalised domain, in declaration order."""
         return self._floors.matching(domain, self._regex_cache) if self._floors.any else ()

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Final, TextIO
 
 from ..errors import ConfigErrors, TlsPolicyError
@@ -29,6 +30,7 @@ __all__ = [
     "load_configuration",
     "note",
     "print_errors",
+    "terminal_progress",
     "warn",
 ]
 
@@ -89,3 +91,34 @@ def print_errors(exc: TlsPolicyError, stream: TextIO | None = None, *,
     for error in errors:
         out.write(f"{prefix}{error}\n")
     return len(errors)
+
+
+def terminal_progress(label: str, *, after: float = 2.0,
+                      stream: TextIO | None = None) -> Callable[[int, int], None] | None:
+    """A ``progress(done, total)`` callback drawing one line on a terminal.
+
+    ``None`` when standard error is not a terminal (CI logs stay clean).  Nothing
+    is drawn until ``after`` seconds have passed, so quick runs print nothing;
+    the line is cleared when ``done`` reaches ``total``.
+    """
+    out = sys.stderr if stream is None else stream
+    if not out.isatty():
+        return None
+    start = time.monotonic()
+    drawn = False
+
+    def progress(done: int, total: int) -> None:
+        nonlocal drawn
+        if done >= total:
+            if drawn:
+                out.write("\r\x1b[K")
+                out.flush()
+            return
+        if time.monotonic() - start < after:
+            return
+        drawn = True
+        share = f" ({100 * done // total}%)" if total else ""
+        out.write(f"\r{label}: {done:,} of {total:,}{share}")
+        out.flush()
+
+    return progress

@@ -21,7 +21,13 @@ from ..testing.diff import ChangeClass, diff_configs, format_diff
 from ..testing.expectations import Case, load_expectations
 from ..testing.runner import CaseResult, config_for, format_report, junit_xml, run_file
 from ..testing.tree import render_tree
-from ._common import UsageError, add_config_files, config_paths, load_configuration
+from ._common import (
+    UsageError,
+    add_config_files,
+    config_paths,
+    load_configuration,
+    terminal_progress,
+)
 
 __all__ = ["register"]
 
@@ -105,7 +111,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     new_files = _side(args.new, args.new_files, "new")
     old = load_configuration(old_files)
     new = load_configuration(new_files)
-    result = diff_configs(old, new)
+    result = diff_configs(old, new, progress=terminal_progress("comparing decisions"))
     if args.json:
         json.dump(result.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
