@@ -18,6 +18,7 @@ __all__ = [
     "ConfigErrors",
     "ConfigSyntaxError",
     "DuplicateScopeError",
+    "ExpiryWeakensError",
     "InvalidDomainError",
     "InvalidValueError",
     "Location",
@@ -141,6 +142,11 @@ class DuplicateScopeError(ConfigError):
 
 class BindingGroupConflictError(ConfigError):
     """A binding that is placed in two binding groups."""
+
+
+class ExpiryWeakensError(ConfigError):
+    """An ``expires`` whose passing would make some decision weaker, not acknowledged
+    with ``expiry_weakens = true`` (SEMANTICS section 8)."""
 
 
 class ConfigErrors(ConfigError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final, TypeVar
 
 import attrs
@@ -55,8 +55,10 @@ __all__ = [
     "has_expiry",
     "iter_stanzas",
     "layer_configs",
+    "next_expiry",
     "parse_expires",
     "scope_path",
+    "without_stanza",
 ]
 
 DEFAULT_NAME: Final = "default"
@@ -853,11 +855,27 @@ def config_at(config: Config, at: _dt.datetime) -> Config:
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError("the evaluation time must be timezone-aware")
 
-    def live(stanzas: tuple[_Stanza, ...]) -> tuple[_Stanza, ...]:
-        return tuple(s for s in stanzas if s.expires is None or s.expires > at)
-
     if not has_expiry(config):
         return config
+    return _kept(config, lambda s: s.expires is None or s.expires > at)
+
+
+def without_stanza(config: Config, stanza: DomainScope | FloorScope) -> Config:
+    """``config`` with one domain stanza or floor (this very object) left out."""
+    return _kept(config, lambda s: s is not stanza)
+
+
+def next_expiry(config: Config, after: _dt.datetime) -> _dt.datetime | None:
+    """The earliest ``expires`` later than ``after``, or ``None``."""
+    times = [s.expires for _p, s in iter_stanzas(config)
+             if s.expires is not None and s.expires > after]
+    return min(times) if times else None
+
+
+def _kept(config: Config, keep: Callable[[DomainScope | FloorScope], bool]) -> Config:
+    def live(stanzas: tuple[_Stanza, ...]) -> tuple[_Stanza, ...]:
+        return tuple(s for s in stanzas if keep(s))
+
     return trusted_config(
         config.options, live(config.domains),
         tuple(trusted_group(g.name, g.options, live(g.domains),

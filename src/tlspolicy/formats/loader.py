@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from ..errors import ConfigError, ConfigErrors, ConfigSyntaxError, Location
-from ..scopes import Config, layer_configs
+from ..scopes import Config, has_expiry, layer_configs
 from .toml import dumps_toml, loads_toml
 
 __all__ = ["dump_toml", "load_config", "load_file", "loads_toml"]
@@ -52,11 +52,18 @@ def load_config(*paths: str | os.PathLike[str]) -> Config:
         except ConfigError as one:
             errors.append(one)
     ConfigErrors.raise_if_any(errors)
+    where = ", ".join(os.fspath(p) for p in paths)
     try:
-        return layer_configs(configs)
+        layered = layer_configs(configs)
     except ConfigError as exc:
-        where = ", ".join(os.fspath(p) for p in paths)
         raise exc.located(Location(file=where)) from None
+    if len(configs) > 1 and has_expiry(layered):
+        # Layers change what an expiry does: judge it again on the whole (SEMANTICS 8).
+        from ..testing.expiry import expiry_errors
+
+        ConfigErrors.raise_if_any([e.located(Location(file=where))
+                                   for e in expiry_errors(layered)])
+    return layered
 
 
 def dump_toml(config: Config) -> str:

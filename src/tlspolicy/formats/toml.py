@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import tomli_w
@@ -50,6 +50,7 @@ from ..scopes import (
     DomainScope,
     FloorScope,
     build_config,
+    has_expiry,
     trusted_binding,
     trusted_config,
     trusted_domain,
@@ -454,7 +455,16 @@ def _data_to_raw(data: Mapping[str, Any], text: str, filename: str) -> RawScope:
 
 
 def loads_toml(text: str, filename: str = "<string>") -> Config:
-    """Read a TOML configuration from text; every problem is reported at once."""
+    """Read a TOML configuration from text; every problem is reported at once.
+
+    An ``expires`` whose passing would weaken a decision, on a stanza that
+    does not say ``expiry_weakens = true``, is an error here too
+    (:class:`~tlspolicy.errors.ExpiryWeakensError`).
+    """
+    return _check_expiry(_loads_toml(text, filename), text, filename)
+
+
+def _loads_toml(text: str, filename: str) -> Config:
     data = _parse(text, filename)
     try:
         return _FastReader().build(data)
@@ -468,6 +478,39 @@ def loads_toml(text: str, filename: str = "<string>") -> Config:
         raise ConfigErrors(e.located(Location(file=filename)) for e in many.errors) from None
     except ConfigError as one:
         raise one.located(Location(file=filename)) from None
+
+
+def _check_expiry(config: Config, text: str, filename: str) -> Config:
+    if not has_expiry(config):
+        return config
+    # The check classes changes as diff does; imported here, as only files with
+    # expiring stanzas need it.
+    from ..testing.expiry import expiry_errors
+
+    lines = _expiry_lines(config, _Lines(text))
+    errors = expiry_errors(config, line_of=lambda s: lines.get(id(s)))
+    ConfigErrors.raise_if_any([e.located(Location(file=filename)) for e in errors])
+    return config
+
+
+def _expiry_lines(config: Config, lines: _Lines) -> dict[int, int | None]:
+    """The line of each expiring stanza's ``expires`` key (TOML keeps file order)."""
+    out: dict[int, int | None] = {}
+
+    def add(stanzas: Sequence[DomainScope | FloorScope], parent: _Path, key: str) -> None:
+        for i, stanza in enumerate(stanzas):
+            if stanza.expires is not None:
+                out[id(stanza)] = lines.key((*parent, (key, i)), "expires")
+
+    add(config.domains, (), "domain")
+    for gi, g in enumerate(config.binding_groups):
+        add(g.domains, (("binding_group", gi),), "domain")
+        for bi, b in enumerate(g.bindings):
+            add(b.domains, (("binding_group", gi), ("binding", bi)), "domain")
+    for bi, b in enumerate(config.bindings):
+        add(b.domains, (("binding", bi),), "domain")
+    add(config.floors, (), "floor")
+    return out
 
 
 def _stanza(d: DomainScope | FloorScope) -> dict[str, Any]:

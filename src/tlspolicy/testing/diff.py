@@ -45,7 +45,7 @@ from ..decision import Decision, Verification
 from ..names import DomainKind, DomainName, normalise_domain
 from ..options import Options, ScopeKind, Tls, TlsVersion
 from ..resolver import Resolver
-from ..scopes import Config, DomainScope, FloorScope, scope_path
+from ..scopes import Config, DomainScope, FloorScope, floor_path, scope_path
 
 __all__ = [
     "Change",
@@ -267,6 +267,9 @@ def _all_domains(config: Config) -> Iterator[tuple[str, DomainScope]]:
     for b in config.bindings:
         for d in b.domains:
             yield scope_path((ScopeKind.BINDING, b.name)), d
+    for f in config.floors:
+        # A floor's name is probed like a stanza's (its own DomainScope, for the walk).
+        yield floor_path(f.name.text), DomainScope(f.name, f.options)
 
 
 def _probe_domains(old: Config, new: Config) -> tuple[list[tuple[str, str]], list[Change]]:
