@@ -703,10 +703,12 @@ def _binding_lines(bindings: tuple[BindingScope, ...], indent: str) -> list[str]
 
 
 def ecelerity_export_losses(config: Config) -> tuple[str, ...]:
-    """What :func:`dumps_ecelerity` cannot carry: ``compatibility``, ``match_cache_size``.
+    """What :func:`dumps_ecelerity` cannot carry: ``compatibility``, ``match_cache_size``,
+    and each stanza's ``expires``.
 
-    Both are tlspolicy settings, not Momentum options; the written file reads
-    back with the defaults (the newest version, the default cache size).
+    The first two are tlspolicy settings, not Momentum options; the written
+    file reads back with the defaults (the newest version, the default cache
+    size).  An expiring stanza is written without its expiry (one note each).
     """
     losses = []
     if config.compatibility is not None:
@@ -715,6 +717,12 @@ def ecelerity_export_losses(config: Config) -> tuple[str, ...]:
     if config.match_cache_size is not None:
         losses.append(f"match_cache_size = {config.match_cache_size}: not written; the file "
                       "reads back with the default cache size")
+    from ..scopes import iter_stanzas
+
+    for path, stanza in iter_stanzas(config):
+        if stanza.expires is not None:
+            losses.append(f"{path}: expires {stanza.expires.isoformat()}: ecelerity.conf "
+                          "cannot carry expiry; the entry stays in force until removed by hand")
     return tuple(losses)
 
 

@@ -57,7 +57,15 @@ from ..options import (
 )
 from ..options import TlsVersion as V
 from ..resolver import Resolver
-from ..scopes import DEFAULT_NAME, BindingScope, Config, DomainScope, floor_path, scope_path
+from ..scopes import (
+    DEFAULT_NAME,
+    BindingScope,
+    Config,
+    DomainScope,
+    floor_path,
+    iter_stanzas,
+    scope_path,
+)
 from ..servers.socketmap import PostfixKeyError, SocketmapReply, parse_postfix_key
 
 __all__ = [
@@ -435,6 +443,9 @@ def postfix_entries(
         policy, found = map_values(values, sources, binding=name, key=f_key,
                                    fallback_exists=fallback_exists)
         entries.append(PostfixEntry(name, EntryKind.REGEX, f_key, policy, floor_source))
+        for f in config.floors:
+            if f.name == floor_name and f.expires is not None:
+                warnings.append(_expiry_note(name, f_key, f.expires.isoformat(), floor_source))
         warnings.extend(found)
         warnings.extend(_regex_notes(name, f_key, floor_name, floor_source, 2))
     floor_patterns = {n for n, _o, _s in floor_lines}
@@ -457,6 +468,7 @@ def postfix_entries(
         origin = (scope_path(*path, (ScopeKind.DOMAIN, stanza.name.text))
                   if (path, stanza) in stanzas else floor_path(stanza.name.text))
         entries.append(PostfixEntry(name, EntryKind.EXACT, key, policy, origin))
+        warnings.extend(_expiry_notes(config, name, key, resolver))
         warnings.extend(found)
 
     contributing = [r for r in regexes if not r[1].options.is_empty()]
@@ -480,8 +492,29 @@ def postfix_entries(
                                    fallback_exists=fallback_exists)
         entries.append(PostfixEntry(name, EntryKind.REGEX, key, policy, spath))
         warnings.extend(found)
+        if stanza.expires is not None:
+            warnings.append(_expiry_note(name, key, stanza.expires.isoformat(), spath))
         warnings.extend(_regex_notes(name, key, stanza.name, spath, len(contributing)))
     return tuple(entries), tuple(warnings)
+
+
+def _expiry_note(binding: str, key: str, when: str, source: str) -> PostfixWarning:
+    return PostfixWarning(binding, key, "expires", f"expires {when}: Postfix tables cannot "
+                          "carry expiry; the entry stays until the table is rebuilt (the "
+                          "socketmap drops it on time)", source)
+
+
+def _expiry_notes(config: Config, binding: str, key: str, resolver: Resolver
+                  ) -> list[PostfixWarning]:
+    """A loss note for each expiring stanza or floor that shapes an exact entry."""
+    _values, sources = resolver.effective(key, binding)
+    used = {str(s.scope) for s in sources.values()}
+    notes = []
+    for path, stanza in iter_stanzas(config):
+        if stanza.expires is not None and stanza.name.matches(key) and any(
+                path == u or (path.startswith("floor ") and path in u) for u in used):
+            notes.append(_expiry_note(binding, key, stanza.expires.isoformat(), path))
+    return notes
 
 
 def _floor_regex_lines(config: Config, binding: str
