@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import TlsPolicyError
-from ..formats.loader import load_config
 from ..formats.postfix import PolicyLookup
-from ..resolver import Resolver
+from ..servers.expiry import ExpiringPolicy, watch_expiry
 from ._common import EXIT_ERROR, UsageError, add_config_files, config_paths, print_errors
 
 __all__ = ["lookup_factory", "parse_listen", "register"]
@@ -30,12 +30,8 @@ def parse_listen(text: str) -> tuple[str, int]:
 def lookup_factory(paths: Sequence[str]) -> Callable[[], PolicyLookup]:
     """A factory building a fresh :class:`~tlspolicy.formats.postfix.PolicyLookup`
     from the configuration files each time it is called (first load and SIGHUP)."""
-    files = list(paths)
-
-    def build() -> PolicyLookup:
-        return PolicyLookup(Resolver(load_config(*files)))
-
-    return build
+    # Compiled at the clock's time, which never goes back within the process.
+    return ExpiringPolicy(paths)
 
 
 def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
@@ -45,10 +41,17 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
                         stream=sys.stderr, format="tlspolicy: %(levelname)s %(message)s")
     host, port = args.listen
 
+    policy = lookup_factory(config_paths(args))
+    watchers: list[asyncio.Task[None]] = []
+
     def ready(server: SocketmapServer) -> None:
         bound_host, bound_port = server.address
         sys.stdout.write(f"listening on {bound_host}:{bound_port}\n")
         sys.stdout.flush()
+        if isinstance(policy, ExpiringPolicy):
+            # Look at the clock every minute; recompile when a stanza expires.
+            watchers.append(asyncio.get_running_loop().create_task(
+                watch_expiry(server, policy)))
 
     paths = config_paths(args)
     if not paths:
@@ -56,7 +59,7 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
         raise UsageError("serve needs configuration files (FILE or --config FILE); it never "
                          "serves the bundled example")
     try:
-        run_forever(lookup_factory(paths), host=host, port=port, ready=ready)
+        run_forever(policy, host=host, port=port, ready=ready)
     except TlsPolicyError as exc:
         print_errors(exc)
         return EXIT_ERROR
