@@ -31,6 +31,7 @@ COMMAND_MODULES: Final[tuple[str, ...]] = (
     "convert",
     "serve",
     "policytests",
+    "exceptions",
 )
 """The command-group modules of this package, in the order ``--help`` lists them."""
 

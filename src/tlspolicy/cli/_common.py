@@ -10,6 +10,7 @@ standard error; ``serve`` refuses to start without files.
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -25,8 +26,10 @@ __all__ = [
     "EXIT_FOUND",
     "EXIT_OK",
     "UsageError",
+    "add_at",
     "add_config_files",
     "config_paths",
+    "evaluation_time",
     "load_configuration",
     "note",
     "print_errors",
@@ -122,3 +125,31 @@ def terminal_progress(label: str, *, after: float = 2.0,
         out.flush()
 
     return progress
+
+
+def add_at(parser: argparse.ArgumentParser) -> None:
+    """Add ``--at TIME``: the instant stanzas' ``expires`` are judged at (default: now)."""
+    parser.add_argument(
+        "--at", metavar="TIME",
+        help="evaluate as at this instant (a date, meaning 00:00:00Z, or a date-time with "
+             "an offset, e.g. 2026-12-15T12:00:00Z); default: now. Stanzas whose 'expires' "
+             "has passed are ignored")
+
+
+def evaluation_time(args: argparse.Namespace | None = None) -> _dt.datetime:
+    """The ``--at`` instant, or the clock (UTC) when none was given."""
+    text = getattr(args, "at", None) if args is not None else None
+    if not text:
+        return _dt.datetime.now(_dt.UTC)
+    try:
+        if len(text.strip()) == 10:
+            day = _dt.date.fromisoformat(text.strip())
+            return _dt.datetime(day.year, day.month, day.day, tzinfo=_dt.UTC)
+        when = _dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"--at {text!r}: not a date (2026-12-15) or a date-time with an "
+                         "offset (2026-12-15T12:00:00Z)") from None
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise UsageError(f"--at {text!r} has no offset; say Z or +HH:MM (a local time would "
+                         "depend on this machine)")
+    return when.astimezone(_dt.UTC)

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 from typing import Any
 
 from ..errors import ConfigError
 from ..formats.loader import load_config
-from ._common import EXIT_ERROR, EXIT_FOUND, EXIT_OK, UsageError, config_paths, print_errors
+from ..scopes import Config, iter_stanzas
+from ._common import (
+    EXIT_ERROR,
+    EXIT_FOUND,
+    EXIT_OK,
+    UsageError,
+    config_paths,
+    evaluation_time,
+    print_errors,
+    warn,
+)
 
 __all__ = ["register"]
 
@@ -21,15 +32,25 @@ def _files(args: argparse.Namespace) -> list[str]:
     return paths
 
 
+def _expired(path: str, config: Config, now: datetime.datetime) -> None:
+    # Already expired: ignored from now on, so the stanza is only clutter (SEMANTICS 8).
+    for scope, stanza in iter_stanzas(config):
+        if stanza.expires is not None and stanza.expires <= now:
+            warn(f"{path}: {scope}: expired {stanza.expires.isoformat()}; it is ignored, "
+                 "remove it")
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
+    now = evaluation_time(args)
     failures = 0
     for path in _files(args):
         try:
-            load_config(path)
+            config = load_config(path)
         except ConfigError as exc:
             failures += print_errors(exc, sys.stdout, prefix="")
         else:
             sys.stdout.write(f"{path}: ok\n")
+            _expired(path, config, now)
     if failures:
         sys.stdout.write(f"{failures} error{'s' if failures != 1 else ''}\n")
         return EXIT_FOUND

@@ -7,7 +7,8 @@ import sys
 from typing import Any
 
 from ..resolver import Resolver
-from ._common import add_config_files, load_configuration, warn
+from ..scopes import config_at
+from ._common import add_config_files, evaluation_time, load_configuration, warn
 
 __all__ = ["register"]
 
@@ -15,6 +16,10 @@ __all__ = ["register"]
 def _cmd_convert(args: argparse.Namespace) -> int:
     config = load_configuration(args)
     out = sys.stdout
+    if args.to != "toml":
+        # These formats cannot carry expiry: write the policy in force now, so an
+        # expired stanza is never revived (each remaining expiry gets a loss note).
+        config = config_at(config, evaluation_time(args))
     if args.to == "toml":
         from ..formats.toml import dumps_toml
 

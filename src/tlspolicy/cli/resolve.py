@@ -17,7 +17,7 @@ from .. import (
     PolicyInputError,
     Resolver,
 )
-from ._common import add_config_files, load_configuration
+from ._common import add_at, add_config_files, evaluation_time, load_configuration
 
 __all__ = ["register"]
 
@@ -140,7 +140,7 @@ def _print_decision(decision: Decision, out: TextIO) -> None:
 
 def _cmd_resolve(args: argparse.Namespace) -> int:
     config = load_configuration(args)
-    resolver = Resolver(config)
+    resolver = Resolver(config, at=evaluation_time(args))
     decision = resolver.resolve(args.domain, args.binding, mx_host=args.mx,
                                 overrides=_parse_override(args.override),
                                 destination=_destination(args))
@@ -158,6 +158,7 @@ def register(sub: Any) -> None:
     resolve.add_argument("domain", help="recipient domain (or IP literal)")
     resolve.add_argument("--binding", "-b", help="binding name (default: the default binding)")
     resolve.add_argument("--mx", metavar="HOST", help="MX host name being connected to")
+    add_at(resolve)
     resolve.add_argument("--override", action="append", metavar="OPTION=VALUE",
                          help="per-message override (repeatable), e.g. tls=required")
     resolve.add_argument("--json", action="store_true", help="print the decision as JSON")
