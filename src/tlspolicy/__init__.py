@@ -32,6 +32,7 @@ from .errors import (
     ConfigErrors,
     ConfigSyntaxError,
     DuplicateScopeError,
+    ExpiryWeakensError,
     InvalidDomainError,
     InvalidValueError,
     Location,
@@ -45,6 +46,7 @@ from .errors import (
     UnknownBindingError,
     UnknownOptionError,
 )
+from .floors import FloorExportError
 from .formats.loader import dump_toml, load_config, loads_toml
 from .names import DomainKind, DomainName, normalise_domain
 from .options import (
@@ -133,7 +135,9 @@ __all__ = [
     "DomainName",
     "DomainScope",
     "DuplicateScopeError",
+    "ExpiryWeakensError",
     "FetchOutcome",
+    "FloorExportError",
     "FloorScope",
     "InvalidDomainError",
     "InvalidValueError",

@@ -1,0 +1,107 @@
+"""Shadow evaluation (SEMANTICS section 9), the Python part."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from strategies import PROPERTY_EXAMPLES, configs, requests
+from tlspolicy import Config, Resolver, UnknownBindingError, loads_toml
+from tlspolicy.testing.shadow import ShadowResolver
+
+LIVE = """
+[global]
+tls = "ifavailable"
+[[domain]]
+name = "partner.example"
+tls = "required"
+[[binding]]
+name = "bulk"
+"""
+CANDIDATE = """
+[global]
+tls = "required"
+[[domain]]
+name = "partner.example"
+tls = "ifavailable"
+"""
+
+
+def shadow(**kw: object) -> ShadowResolver:
+    return ShadowResolver(Resolver(loads_toml(LIVE)), Resolver(loads_toml(CANDIDATE)),
+                          **kw)  # type: ignore[arg-type]
+
+
+def test_differences_are_classed_counted_and_logged_once_per_key(
+        caplog: pytest.LogCaptureFixture) -> None:
+    s = shadow(inline=True)
+    with caplog.at_level(logging.WARNING, logger="tlspolicy.shadow"):
+        for _ in range(3):
+            s.resolve("partner.example")
+            s.resolve("other.example")
+    counts = s.counts()
+    assert counts.requests == 6
+    assert counts.differing["downgrade"] == 3 and counts.differing["upgrade"] == 3
+    assert counts.keys == {"downgrade": 1, "review": 0, "upgrade": 1}
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "shadow: downgrade binding 'default' -> partner.example: tls required -> ifavailable",
+        "shadow: upgrade binding 'default' -> other.example: tls ifavailable -> required",
+    ]
+    # A new load logs again.
+    s.reset()
+    assert s.counts().requests == 0
+
+
+def test_distinct_keys_are_capped_and_overflow_counted(
+        caplog: pytest.LogCaptureFixture) -> None:
+    s = shadow(inline=True, max_keys=2)
+    with caplog.at_level(logging.WARNING, logger="tlspolicy.shadow"):
+        for i in range(5):
+            s.resolve(f"d{i}.example")
+    counts = s.counts()
+    assert counts.keys["upgrade"] == 2 and counts.overflow["upgrade"] == 3
+    assert len(caplog.records) == 2
+
+
+def test_queued_comparisons_and_shedding() -> None:
+    s = shadow(queue_size=2)
+    for i in range(5):
+        s.resolve(f"d{i}.example")
+    assert s.pending == 2 and s.counts().shed == 3 and s.counts().requests == 0
+    assert s.run_pending(limit=1) == 1 and s.pending == 1
+    assert s.run_pending() == 1
+    assert s.counts().requests == 2 and s.counts().differing["upgrade"] == 2
+
+
+def test_candidate_errors_never_reach_the_caller() -> None:
+    s = shadow(inline=True)
+    decision = s.resolve("x.example", "bulk")  # "bulk" exists only in the live file
+    assert decision == Resolver(loads_toml(LIVE)).resolve("x.example", "bulk")
+    assert s.counts().errors == 1
+    # A live error is the live error, unchanged.
+    with pytest.raises(UnknownBindingError):
+        s.resolve("x.example", "nope")
+
+
+@settings(max_examples=PROPERTY_EXAMPLES, suppress_health_check=[HealthCheck.too_slow],
+          deadline=None)
+@given(configs(), configs(), st.booleans(), st.data())
+def test_a_shadow_never_changes_a_live_answer(live: Config, candidate: Config, inline: bool,
+                                              data: st.DataObject) -> None:
+    plain = Resolver(live)
+    s = ShadowResolver(Resolver(live), Resolver(candidate), inline=inline, max_keys=3,
+                       queue_size=4)
+    for _ in range(3):
+        request = data.draw(requests(live, unknown_bindings=True))
+        try:
+            expected: object = plain.resolve(request.domain, **request.call())
+        except Exception as exc:  # the same error must come back
+            with pytest.raises(type(exc)):
+                s.resolve(request.domain, **request.call())
+            continue
+        assert s.resolve(request.domain, **request.call()) == expected
+    s.run_pending()
