@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -105,3 +106,76 @@ def test_a_shadow_never_changes_a_live_answer(live: Config, candidate: Config, i
             continue
         assert s.resolve(request.domain, **request.call()) == expected
     s.run_pending()
+
+
+# ------------------------------------------------------------------ socketmap mode
+
+def test_postfix_answers_are_classed() -> None:
+    from tlspolicy.servers.socketmap import SocketmapReply as R
+    from tlspolicy.testing.diff import ChangeClass as C
+    from tlspolicy.testing.shadow import class_answers
+
+    assert class_answers(R.ok("may"), R.ok("may")) is None
+    assert class_answers(R.ok("may"), R.ok("encrypt")) is C.UPGRADE
+    assert class_answers(R.ok("verify match=x"), R.ok("encrypt")) is C.DOWNGRADE
+    assert class_answers(R.ok("dane"), R.ok("none")) is C.DOWNGRADE
+    assert class_answers(R.ok("dane"), R.ok("encrypt")) is C.REVIEW
+    assert class_answers(R.ok("verify tafile=a"), R.ok("verify tafile=b")) is C.REVIEW
+    assert class_answers(R.ok("may"), R.perm("broken")) is C.REVIEW
+
+
+def test_serve_socketmap_with_a_shadow_and_the_report(tmp_path: Path) -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from tlspolicy.cli import main
+    from tlspolicy.servers.netstring import encode_netstring
+
+    live = tmp_path / "live.toml"
+    live.write_text(LIVE)
+    candidate = tmp_path / "candidate.toml"
+    candidate.write_text(CANDIDATE)
+    report = tmp_path / "shadow.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tlspolicy", "serve", "socketmap", "--listen", "127.0.0.1:0",
+         str(live), "--shadow", str(candidate), "--shadow-report", str(report), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("listening on"), line + (proc.stderr.read() if proc.stderr
+                                                        else "")
+        port = int(line.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.settimeout(10)
+            answers = []
+            for key in ("partner.example", "other.example", "partner.example"):
+                sock.sendall(encode_netstring(f"default {key}".encode()))
+                data = b""
+                while not data.endswith(b","):
+                    chunk = sock.recv(4096)
+                    assert chunk
+                    data += chunk
+                answers.append(data.decode())
+        # The live answers: the partner encrypted, the rest opportunistic.
+        assert answers[0].endswith(":OK encrypt,") and answers[1].endswith(":OK may,")
+        import time
+
+        time.sleep(0.5)  # let the shadow drain its queue
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["shadow-report", str(report), "--fail-on-downgrade"])
+    text = out.getvalue()
+    assert code == 1
+    assert "compared 3 requests" in text
+    assert "downgrade 2 requests, 1 distinct keys logged" in text
+    assert "upgrade   1 requests, 1 distinct keys logged" in text

@@ -6,12 +6,13 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import TlsPolicyError
-from ..formats.postfix import PolicyLookup
 from ..servers.expiry import ExpiringPolicy, watch_expiry
+from ..servers.shadow import drain_shadow
+from ..testing.shadow import ShadowLookup
 from ._common import EXIT_ERROR, UsageError, add_config_files, config_paths, print_errors
 
 __all__ = ["lookup_factory", "parse_listen", "register"]
@@ -27,7 +28,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def lookup_factory(paths: Sequence[str]) -> Callable[[], PolicyLookup]:
+def lookup_factory(paths: Sequence[str]) -> ExpiringPolicy:
     """A factory building a fresh :class:`~tlspolicy.formats.postfix.PolicyLookup`
     from the configuration files each time it is called (first load and SIGHUP)."""
     # Compiled at the clock's time, which never goes back within the process.
@@ -42,16 +43,32 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
     host, port = args.listen
 
     policy = lookup_factory(config_paths(args))
+    candidate = ExpiringPolicy(args.shadow) if args.shadow else None
     watchers: list[asyncio.Task[None]] = []
+
+    def build() -> Any:
+        # The live policy answers; a shadow candidate is compared after the replies.
+        live = policy()
+        return live if candidate is None else ShadowLookup(live, candidate())
+
+    def rebuild() -> Any:
+        live = policy.recompile()
+        return live if candidate is None else ShadowLookup(live, candidate.recompile())
+
+    def due() -> bool:
+        return policy.expiry_due() or (candidate is not None and candidate.expiry_due())
 
     def ready(server: SocketmapServer) -> None:
         bound_host, bound_port = server.address
         sys.stdout.write(f"listening on {bound_host}:{bound_port}\n")
         sys.stdout.flush()
-        if isinstance(policy, ExpiringPolicy):
-            # Look at the clock every minute; recompile when a stanza expires.
-            watchers.append(asyncio.get_running_loop().create_task(
-                watch_expiry(server, policy)))
+        loop = asyncio.get_running_loop()
+        # Look at the clock every minute; recompile when a stanza expires.
+        watchers.append(loop.create_task(
+            watch_expiry(server, policy, due=due, rebuild=rebuild)))
+        if candidate is not None:
+            watchers.append(loop.create_task(
+                drain_shadow(server, report=args.shadow_report)))
 
     paths = config_paths(args)
     if not paths:
@@ -59,7 +76,7 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
         raise UsageError("serve needs configuration files (FILE or --config FILE); it never "
                          "serves the bundled example")
     try:
-        run_forever(policy, host=host, port=port, ready=ready)
+        run_forever(build, host=host, port=port, ready=ready)
     except TlsPolicyError as exc:
         print_errors(exc)
         return EXIT_ERROR
@@ -78,4 +95,12 @@ def register(sub: Any) -> None:
                                 "picks a free one, printed on standard output)")
     add_config_files(socketmap)
     socketmap.add_argument("--quiet", "-q", action="store_true", help="log warnings only")
+    socketmap.add_argument(
+        "--shadow", action="append", metavar="FILE",
+        help="candidate configuration file (repeatable, layered): resolve every request "
+             "under it too, after the reply is sent, and count the differences")
+    socketmap.add_argument(
+        "--shadow-report", metavar="PATH",
+        help="write the shadow counts to PATH (JSON) every minute; read it with "
+             "'tlspolicy shadow-report PATH'")
     socketmap.set_defaults(func=_cmd_serve_socketmap)

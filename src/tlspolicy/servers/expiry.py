@@ -15,7 +15,7 @@ import asyncio
 import datetime as _dt
 import logging
 from collections.abc import Callable, Sequence
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from ..formats.loader import load_config
 from ..formats.postfix import PolicyLookup
@@ -37,7 +37,7 @@ def _utc_now() -> _dt.datetime:
 
 
 class _Swappable(Protocol):
-    def swap_lookup(self, lookup: PolicyLookup) -> None: ...
+    def swap_lookup(self, lookup: Any) -> None: ...
 
 
 class ExpiringPolicy:
@@ -80,19 +80,25 @@ class ExpiringPolicy:
 
 
 async def watch_expiry(server: _Swappable, policy: ExpiringPolicy, *,
-                       interval: float = DEFAULT_EXPIRY_INTERVAL) -> None:
+                       interval: float = DEFAULT_EXPIRY_INTERVAL,
+                       due: Callable[[], bool] | None = None,
+                       rebuild: Callable[[], Any] | None = None) -> None:
     """Every ``interval`` seconds, swap in a recompiled lookup once an expiry passed.
 
     Runs until cancelled.  A reload (``SIGHUP``) that completes while a
-    recompile is under way wins: the recompiled lookup is dropped.
+    recompile is under way wins: the recompiled lookup is dropped.  ``due``
+    and ``rebuild`` replace ``policy.expiry_due`` and ``policy.recompile``
+    when the served lookup is made of more than one policy (a shadow).
     """
+    is_due = due if due is not None else policy.expiry_due
+    build = rebuild if rebuild is not None else policy.recompile
     while True:
         await asyncio.sleep(interval)
-        if not policy.expiry_due():
+        if not is_due():
             continue
         generation = policy.generation
         try:
-            lookup = await asyncio.to_thread(policy.recompile)
+            lookup = await asyncio.to_thread(build)
         except Exception:  # pragma: no cover - compiling a loaded configuration
             log.exception("socketmap: recompiling after an expiry failed; keeping the lookup")
             continue

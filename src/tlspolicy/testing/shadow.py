@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any, Final
 
 import attrs
@@ -32,10 +32,11 @@ from ..errors import TlsPolicyError
 from ..options import Options
 from ..policies.destination import Destination
 from ..resolver import Resolver
+from ..servers.socketmap import ReplyStatus, SocketmapReply
 from .diff import Change, ChangeClass, Probe, _facets
 
-__all__ = ["DEFAULT_MAX_KEYS", "DEFAULT_QUEUE_SIZE", "ShadowCounts", "ShadowResolver",
-           "compare_decisions"]
+__all__ = ["DEFAULT_MAX_KEYS", "DEFAULT_QUEUE_SIZE", "ShadowCounts", "ShadowLookup",
+           "ShadowResolver", "class_answers", "compare_decisions", "format_report"]
 
 DEFAULT_MAX_KEYS: Final = 10_000
 """Distinct (binding, domain) keys logged per class and load."""
@@ -187,3 +188,128 @@ class ShadowResolver:
                 shed=self._shed,
                 errors=self._errors,
             )
+
+
+# ------------------------------------------------------------------ Postfix answers
+
+_LEVEL_RANK: Final = {"none": 0, "may": 1, "encrypt": 2, "verify": 3, "secure": 4}
+
+
+def class_answers(live: SocketmapReply, candidate: SocketmapReply) -> ChangeClass | None:
+    """How a socketmap answer changes, or ``None`` when it does not.
+
+    Postfix levels rank ``none < may < encrypt < verify < secure``; ``dane``
+    (opportunistic DANE, ``may`` without usable TLSA records) ranks above
+    ``may`` only: against ``encrypt`` and above, and for the same level with
+    other attributes or a different reply status, the change needs review.
+    """
+    if live == candidate:
+        return None
+    if live.status is not ReplyStatus.OK or candidate.status is not ReplyStatus.OK:
+        return ChangeClass.REVIEW
+    old, new = live.text.split()[0], candidate.text.split()[0]
+    if old == new:
+        return ChangeClass.REVIEW
+    if "dane" in (old, new):
+        other = new if old == "dane" else old
+        if other in ("none", "may"):
+            up = new == "dane"
+            return ChangeClass.UPGRADE if up else ChangeClass.DOWNGRADE
+        return ChangeClass.REVIEW
+    if old not in _LEVEL_RANK or new not in _LEVEL_RANK:
+        return ChangeClass.REVIEW
+    return (ChangeClass.UPGRADE if _LEVEL_RANK[new] > _LEVEL_RANK[old]
+            else ChangeClass.DOWNGRADE)
+
+
+class ShadowLookup:
+    """A socketmap lookup answering with ``live`` and comparing ``candidate``'s answers.
+
+    Call it as the server calls a lookup; queued comparisons are made by
+    :meth:`run_pending` (the server runs it after replies are sent).  Counts
+    and bounded logs as for :class:`ShadowResolver`; the key is (map name,
+    lookup key).
+    """
+
+    def __init__(self, live: Callable[[str, str], SocketmapReply],
+                 candidate: Callable[[str, str], SocketmapReply], *,
+                 max_keys: int = DEFAULT_MAX_KEYS, queue_size: int = DEFAULT_QUEUE_SIZE,
+                 logger: logging.Logger | None = None) -> None:
+        self.live = live
+        self.candidate = candidate
+        self.max_keys = max_keys
+        self.log = logger if logger is not None else log
+        self._queue: deque[tuple[str, str, SocketmapReply]] = deque()
+        self._queue_size = queue_size
+        self._lock = threading.Lock()
+        self._requests = self._errors = self._shed = 0
+        self._differing = dict.fromkeys(CLASSES, 0)
+        self._overflow = dict.fromkeys(CLASSES, 0)
+        self._seen: dict[ChangeClass, set[Hashable]] = {c: set() for c in CLASSES}
+
+    def __call__(self, map_name: str, key: str) -> SocketmapReply:
+        reply = self.live(map_name, key)
+        if len(self._queue) < self._queue_size:
+            self._queue.append((map_name, key, reply))
+        else:
+            self._shed += 1
+        return reply
+
+    @property
+    def pending(self) -> int:
+        """Requests waiting for comparison."""
+        return len(self._queue)
+
+    def run_pending(self, limit: int | None = None) -> int:
+        """Compare up to ``limit`` queued requests; return how many."""
+        done = 0
+        while limit is None or done < limit:
+            try:
+                map_name, key, reply = self._queue.popleft()
+            except IndexError:
+                break
+            done += 1
+            try:
+                other = self.candidate(map_name, key)
+            except Exception:
+                with self._lock:
+                    self._requests += 1
+                    self._errors += 1
+                continue
+            cls = class_answers(reply, other)
+            with self._lock:
+                self._requests += 1
+                if cls is None:
+                    continue
+                self._differing[cls] += 1
+                seen = self._seen[cls]
+                if (map_name, key) in seen:
+                    continue
+                if len(seen) >= self.max_keys:
+                    self._overflow[cls] += 1
+                    continue
+                seen.add((map_name, key))
+            self.log.warning("shadow: %s map %r key %r: %r -> %r", cls.value, map_name, key,
+                             reply.to_text(), other.to_text())
+        return done
+
+    def counts(self) -> ShadowCounts:
+        """A snapshot of the counts since this lookup was built (one load)."""
+        with self._lock:
+            return ShadowCounts(
+                requests=self._requests,
+                differing={c.value: n for c, n in self._differing.items()},
+                keys={c.value: len(s) for c, s in self._seen.items()},
+                overflow={c.value: n for c, n in self._overflow.items()},
+                shed=self._shed, errors=self._errors)
+
+
+def format_report(counts: ShadowCounts) -> str:
+    """A short text report of shadow counts (``tlspolicy shadow-report``)."""
+    lines = [f"compared {counts.requests} request{'s' if counts.requests != 1 else ''}"
+             f" ({counts.shed} shed, {counts.errors} candidate errors)"]
+    for cls in CLASSES:
+        name = cls.value
+        lines.append(f"{name:<9} {counts.differing[name]} requests, {counts.keys[name]} "
+                     f"distinct keys logged, {counts.overflow[name]} past the key cap")
+    return "\n".join(lines) + "\n"
