@@ -24,6 +24,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         from ..formats.toml import dumps_toml
 
         out.write(dumps_toml(config))
+    elif args.to == "kumomta":
+        from ..formats.kumomta import dumps_kumomta, kumomta_shaping
+
+        out.write(dumps_kumomta(config))
+        for note in kumomta_shaping(config)[1]:
+            warn(note.describe())
     elif args.to == "ecelerity":
         from ..formats.ecelerity import dumps_ecelerity, ecelerity_export_losses
 
@@ -69,12 +75,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Add ``convert`` to the command line's subparsers."""
     convert = sub.add_parser(
-        "convert", help="convert configuration files to TOML, ecelerity.conf or a Postfix "
-                        "smtp_tls_policy_maps table")
+        "convert", help="convert configuration files to TOML, ecelerity.conf, a Postfix "
+                        "smtp_tls_policy_maps table or KumoMTA shaping TOML")
     add_config_files(convert)
-    convert.add_argument("--to", required=True, choices=("toml", "ecelerity", "postfix"),
-                         help="output format: TOML, Momentum ecelerity.conf, or a Postfix "
-                              "smtp_tls_policy_maps table")
+    convert.add_argument("--to", required=True,
+                         choices=("toml", "ecelerity", "postfix", "kumomta"),
+                         help="output format: TOML, Momentum ecelerity.conf, a Postfix "
+                              "smtp_tls_policy_maps table, or KumoMTA traffic shaping TOML")
     convert.add_argument("--binding", "-b",
                          help="postfix: the binding (Postfix transport) to write; default: "
                               "every binding, one table each")
