@@ -27,6 +27,12 @@ Layout (every key optional; option names are case-insensitive)::
       [[binding.domain]]
       name = "/\\\\.example$/"
 
+    [[floor]]                      # minimums no binding can weaken (SEMANTICS 7)
+    name = "partner.example"
+    tls = "required"
+    reason = "contract"            # domain stanzas and floors may also say
+    expires = 2026-12-15           # expires (SEMANTICS 8) and expiry_weakens
+
 Arrays of tables keep declaration order, which decides between regex domains.
 """
 
