@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from strategies import CONFIG_EXAMPLES, configs, requests
+from strategies import PROPERTY_EXAMPLES, configs, requests
 from tlspolicy import Config, ConfigError, Resolver, Tls, loads_toml
 from tlspolicy.errors import ExpiryWeakensError
 from tlspolicy.scopes import (
@@ -123,7 +123,8 @@ def _with(config: Config, target: DomainScope | FloorScope, replacement: object)
                         floors=swap(config.floors))
 
 
-@settings(max_examples=CONFIG_EXAMPLES, suppress_health_check=[HealthCheck.too_slow],
+# Four resolvers per example: the heavier budget, with several requests per example.
+@settings(max_examples=PROPERTY_EXAMPLES, suppress_health_check=[HealthCheck.too_slow],
           deadline=None)
 @given(configs(), st.data())
 def test_an_expired_stanza_gives_exactly_the_configuration_without_it(
@@ -137,12 +138,13 @@ def test_an_expired_stanza_gives_exactly_the_configuration_without_it(
     gone = Resolver(without_stanza(config_e, expiring))
     still = Resolver(config)
     late = data.draw(st.sampled_from([T, T + dt.timedelta(seconds=1), T + dt.timedelta(days=9)]))
-    request = data.draw(requests(config))
-    after = Resolver(config_e, at=late).resolve(request.domain, **request.call())
-    before = Resolver(config_e, at=T - dt.timedelta(microseconds=1)).resolve(
-        request.domain, **request.call())
-    assert after == gone.resolve(request.domain, **request.call())
-    assert before == still.resolve(request.domain, **request.call())
+    expired = Resolver(config_e, at=late)
+    live = Resolver(config_e, at=T - dt.timedelta(microseconds=1))
+    for request in data.draw(st.lists(requests(config), min_size=1, max_size=8)):
+        after = expired.resolve(request.domain, **request.call())
+        before = live.resolve(request.domain, **request.call())
+        assert after == gone.resolve(request.domain, **request.call())
+        assert before == still.resolve(request.domain, **request.call())
 
 
 def test_config_at_needs_an_aware_time() -> None:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from strategies import CONFIG_EXAMPLES, PROPERTY_EXAMPLES, configs, domain_names, options, requests
+from strategies import PROPERTY_EXAMPLES, configs, domain_names, options, requests
 from tlspolicy import (
     Config,
     ConfigError,
@@ -178,7 +178,8 @@ _VERIFY = {Verification.NO: 0, Verification.OPTIONAL: 1, Verification.CA: 2,
            Verification.HOST: 3, Verification.DANE: 4}
 
 
-@settings(max_examples=CONFIG_EXAMPLES, suppress_health_check=[HealthCheck.too_slow],
+# Two resolvers per example: the heavier budget, with several requests per example.
+@settings(max_examples=PROPERTY_EXAMPLES, suppress_health_check=[HealthCheck.too_slow],
           deadline=None)
 @given(configs(), floors(), st.data())
 def test_no_floor_makes_any_decision_weaker(config: Config, extra: tuple[FloorScope, ...],
@@ -188,9 +189,13 @@ def test_no_floor_makes_any_decision_weaker(config: Config, extra: tuple[FloorSc
             tls=f.options.tls, tls_verify=f.options.tls_verify)) for f in extra)
     floored = attrs.evolve(config, floors=extra)
     before, after = Resolver(config), Resolver(floored)
-    request = data.draw(requests(config))
-    a = before.resolve(request.domain, **request.call())
-    b = after.resolve(request.domain, **request.call())
+    for request in data.draw(st.lists(requests(config), min_size=1, max_size=8)):
+        _check_raised(before, after, request)
+
+
+def _check_raised(before: Resolver, after: Resolver, request: object) -> None:
+    a = before.resolve(request.domain, **request.call())  # type: ignore[attr-defined]
+    b = after.resolve(request.domain, **request.call())  # type: ignore[attr-defined]
     assert b.tls >= a.tls
     assert _VERIFY[b.verification] >= _VERIFY[a.verification]
     assert b.fallback <= a.fallback
