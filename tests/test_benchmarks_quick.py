@@ -32,3 +32,12 @@ def test_quick_benchmarks_print_every_figure() -> None:
     missing = [name for name in FIGURES if name not in printed]
     assert not missing, f"figures not printed: {missing}\n{done.stdout}"
     assert "machine:" in done.stdout
+
+
+def test_quick_diff_benchmark_runs_and_agrees() -> None:
+    script = ROOT / "benchmarks" / "diff_scale.py"
+    done = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True,
+                          text=True, timeout=240, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "diff-fast:" in done.stdout and "diff-exhaustive:" in done.stdout
+    assert "same changes: yes" in done.stdout

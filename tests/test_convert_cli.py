@@ -31,9 +31,13 @@ def test_convert_toml_to_ecelerity(capsys: pytest.CaptureFixture[str]) -> None:
     assert run("convert", str(EXAMPLE), "--to", "ecelerity") == 0
     out, err = capsys.readouterr()
     config = load_config(EXAMPLE)
-    assert loads_ecelerity_config(out) == loads_toml(
+    # ecelerity.conf has no floors: the file carries them as raised binding stanzas.
+    from tlspolicy.floors import plan_floor_writes, written_config
+
+    expected = loads_toml(
         EXAMPLE.read_text().replace('compatibility = "4.8"\n', "")
         .replace("match_cache_size = 16384\n", ""))
+    assert loads_ecelerity_config(out) == written_config(expected, plan_floor_writes(expected))
     assert config.compatibility is not None
     # The example's compatibility and match_cache_size are the defaults: nothing is lost.
     assert "compatibility" not in err and "match_cache_size" not in err
@@ -60,8 +64,11 @@ def test_convert_postfix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert run("convert", str(EXAMPLE), "--to", "postfix", "--binding", "bulk-1",
                "--pcre-output", str(pcre)) == 0
     out, err = capsys.readouterr()
-    assert "payroll-partner.example\tencrypt protocols=>=TLSv1.2\n" in out
-    assert pcre.read_text() == "/(^|\\.)bank\\.example$/\tencrypt protocols=>=TLSv1.2\n"
+    # The partner floors raise the marketing group's unverified answers.
+    assert ("payroll-partner.example\tverify match=hostname:nexthop "
+            "tafile=/etc/tlspolicy/ca/payroll-partner.pem protocols=>=TLSv1.2\n") in out
+    assert pcre.read_text() == ("/(^|\\.)bank\\.example$/\tverify match=hostname:nexthop "
+                                "tafile=/etc/tlspolicy/ca/bank-root.pem protocols=>=TLSv1.2\n")
     assert "what Postfix cannot express:" in err and "use_mta_sts" in err
     assert "--pcre-output" not in err
 

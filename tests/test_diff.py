@@ -95,8 +95,11 @@ def test_probes_cover_every_binding_and_named_domain() -> None:
 
 def weakened(tmp: Path) -> Path:
     text = EXAMPLE.read_text("utf-8")
-    new = text.replace('tls_verify = "host"\ntls_ca = "/etc/tlspolicy/ca/payroll',
-                       'tls_verify = "optional"\ntls_ca = "/etc/tlspolicy/ca/payroll')
+    new = (text.replace('tls_verify = "host"\ntls_ca = "/etc/tlspolicy/ca/payroll',
+                        'tls_verify = "optional"\ntls_ca = "/etc/tlspolicy/ca/payroll')
+           # The payroll floor holds the host check too: relax it as well.
+           .replace('tls_verify = "host"\nreason = "payroll contract',
+                    'tls_verify = "optional"\nreason = "payroll contract'))
     assert new != text
     path = tmp / "weakened.toml"
     path.write_text(new, "utf-8")
@@ -116,16 +119,19 @@ def test_cli_diff_fails_on_a_weakened_copy(tmp_path: Path, monkeypatch: pytest.M
     assert 'binding "default" -> payroll-partner.example' in out
     # The transactional group restates host for its bindings: not downgraded there.
     assert 'binding "tx-eu-1" -> payroll-partner.example' not in out
-    assert "2 downgrades" in out
+    # The payroll floor covered the bulk pool too, so relaxing it shows there.
+    assert 'binding "bulk-1" -> payroll-partner.example' in out
+    assert "4 downgrades" in out
     code, out, _ = run_cli(monkeypatch, capsys, "diff", str(EXAMPLE), str(weak), "--json")
     data = json.loads(out)
-    assert data["summary"]["downgrade"] == 2
-    assert {c["binding"] for c in data["changes"]} == {"default", "relay-internal"}
+    assert data["summary"]["downgrade"] == 4
+    assert {c["binding"] for c in data["changes"]} == {"default", "relay-internal", "bulk-1",
+                                                       "bulk-2"}
     assert all(c["facet"] == "verification" for c in data["changes"])
     # Nothing got weaker the other way round.
     code, out, _ = run_cli(monkeypatch, capsys, "diff", "--old", str(weak), "--new",
                            str(EXAMPLE), "--fail-on-downgrade")
-    assert code == 0 and "2 upgrades" in out
+    assert code == 0 and "4 upgrades" in out
 
 
 def test_fail_on_review(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

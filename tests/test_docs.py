@@ -45,7 +45,7 @@ from tlspolicy import (
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 OWN_PAGES = ("index.md", "tutorial.md", "configuration.md", "precedence.md", "decisions.md",
-             "choices.md", "api.md")
+             "choices.md", "api.md", "floors.md", "exceptions.md", "shadow.md")
 
 
 def _load_hook() -> ModuleType:

@@ -89,9 +89,25 @@ def test_empty_group_domains_never_apply() -> None:
 
 
 def test_example_trap_is_found() -> None:
-    found = lint_config(example_config())
+    # The example closes the trap with floors; without them it is open again.
+    import attrs
+
+    found = lint_config(attrs.evolve(example_config(), floors=()))
     assert any(w.code == "group-beats-global-domain" and "bulk-1" in w.message
                and w.scope == 'domain "payroll-partner.example"' for w in found)
+
+
+def test_example_floors_close_the_trap_and_are_reported_as_information() -> None:
+    found = lint_config(example_config())
+    assert [w for w in found if not w.informational] == []
+    assert any(w.code == "floor-raised" and "relay-internal" in w.message
+               and w.scope == 'floor "payroll-partner.example"' for w in found)
+
+
+def test_exception_without_reason() -> None:
+    found = lint_toml('[[domain]]\nname = "x.example"\ntls = "no"\nexpires = 2030-01-01\n'
+                      'expiry_weakens = true\n')
+    assert ("exception-without-reason", 'domain "x.example"') in codes(found)
 
 
 def test_ecelerity_findings(tmp_path: Path) -> None:

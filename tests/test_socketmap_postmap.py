@@ -45,21 +45,26 @@ EXPECTED: dict[str, dict[str, str]] = {
         "health-insurer.example": f"{VERIFY} {P}",
         "payroll-partner.example":
             f"{VERIFY} tafile=/etc/tlspolicy/ca/payroll-partner.pem {P}",
-        "[192.0.2.25]": f"{VERIFY} {P}",
+        # The transactional group says tls_verify = "no" for the appliance.
+        "[192.0.2.25]": DANE,
         "legacy-mail.example": DANE,
         "mx.bank.example": f"{VERIFY} tafile=/etc/tlspolicy/ca/bank-root.pem {P}",
         "other.example": f"{VERIFY} {P}",
     },
     "bulk-1": {
-        "payroll-partner.example": f"encrypt {P}",
-        "[192.0.2.25]": NO_FALLBACK,
+        # Floors raise the marketing group's tls_verify = "no" for partners.
+        "payroll-partner.example":
+            f"{VERIFY} tafile=/etc/tlspolicy/ca/payroll-partner.pem {P}",
+        "[192.0.2.25]": DANE,
         "legacy-mail.example": DANE,
-        "mx.bank.example": f"encrypt {P}",
+        "mx.bank.example": f"{VERIFY} tafile=/etc/tlspolicy/ca/bank-root.pem {P}",
         "other.example": DANE,
     },
     "relay-internal": {
         "partner-vpn.example": f"{VERIFY} {P}",
-        "payroll-partner.example": DANE,
+        # The payroll floor: never plaintext, even through the plaintext relay.
+        "payroll-partner.example":
+            f"{VERIFY} tafile=/etc/tlspolicy/ca/payroll-partner.pem {P}",
         "legacy-mail.example": DANE,
         "other.example": DANE,
     },

@@ -229,7 +229,7 @@ def status_table() -> str:
 API_GROUPS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("Loading and writing configuration", ("tlspolicy.formats.loader",)),
     ("Reading files safely", ("tlspolicy.formats.files", "tlspolicy.formats.tlsfiles")),
-    ("Configuration models", ("tlspolicy.scopes",)),
+    ("Configuration models", ("tlspolicy.scopes", "tlspolicy.floors")),
     ("Options and values", ("tlspolicy.options",)),
     ("Domain names", ("tlspolicy.names",)),
     ("Resolving", ("tlspolicy.resolver",)),

@@ -34,6 +34,7 @@ from .errors import (
     ConfigErrors,
     ConfigSyntaxError,
     DuplicateScopeError,
+    ExpiryWeakensError,
     FileReadError,
     FileTooLargeError,
     InvalidDomainError,
@@ -53,6 +54,7 @@ from .errors import (
     UnknownBindingError,
     UnknownOptionError,
 )
+from .floors import FloorExportError
 from .formats.files import (
     MAX_FILE_BYTES,
     MAX_FILES_PER_LOAD,
@@ -124,7 +126,9 @@ from .scopes import (
     BindingScope,
     Config,
     DomainScope,
+    FloorScope,
     build_config,
+    config_at,
     layer_configs,
 )
 
@@ -165,9 +169,12 @@ __all__ = [
     "DomainPattern",
     "DomainScope",
     "DuplicateScopeError",
+    "ExpiryWeakensError",
     "FetchOutcome",
     "FileReadError",
     "FileTooLargeError",
+    "FloorExportError",
+    "FloorScope",
     "InvalidDomainError",
     "InvalidValueError",
     "Location",
@@ -228,6 +235,7 @@ __all__ = [
     "build_report",
     "certificate_outcome",
     "check_tls_files",
+    "config_at",
     "dane_observations",
     "dump_toml",
     "hook_overrides",

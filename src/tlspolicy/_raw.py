@@ -31,8 +31,10 @@ class RawScope:
 
     The root has kind ``GLOBAL`` and name ``None``; its ``settings`` hold
     file-level keys that are not options (``compatibility``,
-    ``match_cache_size``).  ``children`` keep declaration order, which matters
-    for regex domains.
+    ``match_cache_size``); a domain's or floor's ``settings`` hold its stanza
+    attributes (``expires``, ``reason``, ``expiry_weakens``).  ``children``
+    keep declaration order, which matters for regex domains; ``floors`` (root
+    only) are the ``floor`` stanzas, each a ``DOMAIN``-kind scope.
     """
 
     kind: ScopeKind
@@ -41,3 +43,4 @@ class RawScope:
     options: tuple[RawOption, ...] = ()
     children: tuple[RawScope, ...] = ()
     settings: tuple[RawOption, ...] = ()
+    floors: tuple[RawScope, ...] = ()

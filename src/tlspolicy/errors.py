@@ -20,6 +20,7 @@ __all__ = [
     "ConfigErrors",
     "ConfigSyntaxError",
     "DuplicateScopeError",
+    "ExpiryWeakensError",
     "FileReadError",
     "FileTooLargeError",
     "InvalidDomainError",
@@ -247,6 +248,11 @@ class DuplicateScopeError(ConfigError):
 
 class BindingGroupConflictError(ConfigError):
     """A binding that is placed in two binding groups."""
+
+
+class ExpiryWeakensError(ConfigError):
+    """An ``expires`` whose passing would make some decision weaker, not acknowledged
+    with ``expiry_weakens = true`` (SEMANTICS section 8)."""
 
 
 class ConfigErrors(ConfigError):

@@ -34,6 +34,12 @@ Checks (the ``code`` of each :class:`LintWarning`):
     a regex domain whose pattern has an upper-case literal letter outside an
     escape, a class name or a case-insensitive group: names are matched
     lower-cased, so that part of the pattern can never match.
+``floor-raised`` (informational)
+    a floor had to raise a value the chain gives through a binding (for a
+    regex floor: may have to, for some name it matches).  Informational
+    findings never fail ``lint --strict``.
+``exception-without-reason``
+    a domain stanza or floor with ``expires`` but no ``reason``.
 """
 
 from __future__ import annotations
@@ -46,11 +52,20 @@ from typing import Final
 import attrs
 
 from .errors import Location
+from .floors import below, regex_chain_values
 from .formats.ecelerity import EcelerityDocument, read_ecelerity
 from .names import DomainKind
 from .options import OPTION_SPECS, UNSET, Options, ScopeKind, Tls, TlsVerify
 from .resolver import Resolver
-from .scopes import Config, DomainScope, build_config, scope_path
+from .scopes import (
+    Config,
+    DomainScope,
+    FloorScope,
+    build_config,
+    floor_path,
+    iter_stanzas,
+    scope_path,
+)
 
 __all__ = [
     "LintWarning",
@@ -72,6 +87,8 @@ class LintWarning:
     scope: str
     message: str
     location: Location | None = None
+    informational: bool = False
+    """A note, not a probable mistake: never counted by ``lint --strict``."""
 
     def describe(self) -> str:
         """One line: ``[file:line:col: ]scope: code: message``."""
@@ -136,6 +153,47 @@ class _Linter:
 
     def warn(self, code: str, path: _Path, message: str) -> None:
         self.warnings.append(LintWarning(code, scope_path(*path), message))
+
+    def check_floors(self) -> None:
+        floors = self.config.floors
+        if not floors:
+            return
+        chain = Resolver(attrs.evolve(self.config, floors=()), decision_cache_size=0)
+        for floor in floors:
+            path = floor_path(floor.name.text)
+            for binding in self.bindings:
+                raised: list[str] = []
+                if floor.name.kind is not DomainKind.REGEX:
+                    before, _s = chain.effective(floor.name.key, binding.name)
+                    after, _s = self.resolver.effective(floor.name.key, binding.name)
+                    for option, _value in floor.options.items():
+                        if before[option] != after[option]:
+                            raised.append(f"{option} from {_shown(option, before[option])} "
+                                          f"to {_shown(option, after[option])}")
+                    verb = "raises"
+                else:
+                    for option, wanted in floor.options.items():
+                        values = regex_chain_values(self.config, chain, binding.name,
+                                                    floor.name, option)
+                        weaker = sorted(_shown(option, v) for v in values
+                                        if below(option, v, wanted))
+                        if weaker:
+                            raised.append(f"{option} from {' or '.join(weaker)} to at least "
+                                          f"{_shown(option, wanted)}")
+                    verb = "may raise"
+                if raised:
+                    self.warnings.append(LintWarning(
+                        "floor-raised", path,
+                        f"{verb} {', '.join(raised)} through binding {binding.name!r}",
+                        informational=True))
+
+    def check_reasons(self) -> None:
+        for path, stanza in iter_stanzas(self.config):
+            if stanza.expires is not None and stanza.reason is None:
+                self.warnings.append(LintWarning(
+                    "exception-without-reason", path,
+                    f"expires {stanza.expires.isoformat()} but gives no reason: say why the "
+                    "exception exists, so whoever meets it (or its expiry) knows"))
 
     # -- which bindings a scope applies through
 
@@ -292,7 +350,8 @@ class _Linter:
                     continue
                 trapped = sorted(
                     (b, s) for b, (s, v) in overridden.items()
-                    if v != value and not s.split(" > ")[-1].startswith("domain "))
+                    if v != value and not s.split(" > ")[-1].startswith("domain ")
+                    and not s.startswith("floor "))
                 if trapped:
                     names = ", ".join(f"{b} (by {s})" for b, s in trapped)
                     self.warn("group-beats-global-domain", spath,
@@ -308,6 +367,10 @@ class _Linter:
             values, sources = self.resolver.effective(stanza.name.key, binding.name)
             if sources[option].scope != source:
                 return sources[option].scope, values[option]
+            return None
+        floor = self.floor_of(stanza, option)
+        if floor is not None:
+            # A floor with the same pattern holds at least this value everywhere.
             return None
         in_group = source.startswith("binding_group")
         # Precedence, innermost first: the binding's own restatement of this regex, the
@@ -337,6 +400,21 @@ class _Linter:
                     and getattr(other.options, option) is not UNSET):
                 return other.options, scope_path(*path, (ScopeKind.DOMAIN, other.name.text))
         return None
+
+
+    def floor_of(self, stanza: DomainScope, option: str) -> FloorScope | None:
+        """A floor with the stanza's own pattern that holds at least its value."""
+        value = getattr(stanza.options, option)
+        for floor in self.config.floors:
+            wanted = getattr(floor.options, option)
+            if floor.name == stanza.name and wanted is not UNSET \
+                    and not below(option, wanted, value):
+                return floor
+        return None
+
+
+def _shown(option: str, value: object) -> str:
+    return str(OPTION_SPECS[option].dump(value))
 
 
 _META: Final = re.compile(r"[.^$*+?{}\[\]\\|()]")
@@ -441,6 +519,8 @@ def lint_config(config: Config) -> list[LintWarning]:
     linter.check_regex_shadowing()
     linter.check_regex_case()
     linter.check_domain_reachability()
+    linter.check_floors()
+    linter.check_reasons()
     return linter.warnings
 
 

@@ -15,6 +15,7 @@ with a hundred thousand domains compiles in the time of one dictionary pass.
 
 from __future__ import annotations
 
+import datetime as _dt
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Hashable, Mapping
@@ -40,9 +41,19 @@ from .options import (
     Tls,
     TlsProtocols,
     TlsVerify,
+    TlsVersion,
 )
 from .policies.destination import Destination, apply_destination
-from .scopes import DEFAULT_NAME, BindingScope, Config, DomainScope, scope_path
+from .scopes import (
+    DEFAULT_NAME,
+    BindingScope,
+    Config,
+    DomainScope,
+    FloorScope,
+    config_at,
+    floor_path,
+    scope_path,
+)
 
 __all__ = ["OVERRIDABLE_OPTIONS", "RegexMatchCache", "Resolver"]
 
@@ -245,12 +256,22 @@ class Resolver:
 
     ``decision_cache_size`` bounds the memo of whole decisions (0 disables it);
     the regex match cache size comes from the configuration's
-    ``match_cache_size``.
+    ``match_cache_size``.  ``at`` is the evaluation time (an aware datetime):
+    every stanza whose ``expires`` is at or before it is ignored.  The
+    resolver never reads the clock; without ``at`` no stanza is treated as
+    expired.  ``active`` is the configuration in force at ``at``.
     """
 
-    def __init__(self, config: Config, *, decision_cache_size: int = 65536) -> None:
+    def __init__(self, config: Config, *, decision_cache_size: int = 65536,
+                 at: _dt.datetime | None = None) -> None:
         self.config = config
+        self.at = at
+        if at is not None:
+            # Expired stanzas are gone, as if never written (SEMANTICS section 8).
+            config = config_at(config, at)
+        self.active = config
         self.compatibility = config.effective_compatibility
+        self._floors = _Floors(config.floors)
         self._fallback_exists = self.compatibility >= _FALLBACK_SINCE
         self._global_domains = _Container(config.domains, ())
         self._global = _contribution(config.options, "global")
@@ -354,7 +375,39 @@ class Resolver:
             if name not in values:
                 values[name] = OPTION_SPECS[name].default
                 sources[name] = _DEFAULT_SOURCE
+        floors = self._floors
+        if floors.any:
+            matching = floors.matching(domain, self._regex_cache)
+            if matching:
+                raise_to_floors(values, sources, matching)
         return values, sources
+
+    def chain_key(self, domain: str, binding: str | None = None) -> tuple[int, ...]:
+        """An identity of the scopes that decide (binding, normalised domain).
+
+        Two pairs with equal keys get their effective values from the same
+        scope contributions and floors, so they have the same effective values
+        and explanations (``diff`` compares such pairs once).  Valid for the
+        life of this resolver only.
+        """
+        index = self._index(binding)
+        chain: list[_Contribution] = []
+        self._lookup(index.domains, domain, chain)
+        self._lookup(index.group_domains, domain, chain)
+        if index.binding is not None:
+            chain.append(index.binding)
+        if index.group_options is not None:
+            chain.append(index.group_options)
+        self._lookup(self._global_domains, domain, chain)
+        key = [id(c) for c in chain]
+        if self._floors.any:
+            key.append(0)
+            key.extend(id(f) for f in self._floors.matching(domain, self._regex_cache))
+        return tuple(key)
+
+    def floors_for(self, domain: str) -> tuple[FloorScope, ...]:
+        """The floors that match a normalised domain, in declaration order."""
+        return self._floors.matching(domain, self._regex_cache) if self._floors.any else ()
 
     def _check_overrides(self, overrides: Options) -> None:
         for name, _value in overrides.items():
@@ -495,6 +548,91 @@ class Resolver:
 
 
 _DEFAULT_SOURCE: Final = Source("default")
+
+
+class _Floors:
+    """The floors of a configuration: exact and IP names by key, regexes in order."""
+
+    __slots__ = ("any", "exact", "regexes")
+
+    def __init__(self, floors: tuple[FloorScope, ...]) -> None:
+        self.any = bool(floors)
+        self.exact: dict[str, FloorScope] = {}
+        regexes: list[tuple[DomainPattern, FloorScope]] = []
+        for floor in floors:
+            if floor.name.regex is not None:
+                regexes.append((floor.name.regex, floor))
+            else:
+                self.exact[floor.name.key] = floor
+        self.regexes = tuple(regexes)
+
+    def matching(self, domain: str, cache: RegexMatchCache) -> tuple[FloorScope, ...]:
+        found: tuple[FloorScope, ...] = ()
+        if self.regexes:
+            key = (id(self), domain)
+            cached = cache.get(key)
+            if cached is None:
+                cached = tuple(f for pattern, f in self.regexes if pattern.search(domain))
+                cache.put(key, cached)
+            found = cached  # type: ignore[assignment]
+        exact = self.exact.get(domain)
+        if exact is not None:
+            # Declaration order does not change the result (every floor applies);
+            # exact first reads best in explanations.
+            found = (exact, *found)
+        return found
+
+
+def protocols_of(versions: frozenset[TlsVersion]) -> TlsProtocols:
+    """A ``tls_protocols`` value allowing exactly ``versions`` (possibly none)."""
+    ordered = [v.value for v in TlsVersion if v in versions]
+    if not ordered:
+        return TlsProtocols("-ALL", frozenset())
+    return TlsProtocols.parse(":".join(ordered))
+
+
+def raise_to_floors(values: dict[str, object], sources: dict[str, Source],
+                    floors: tuple[FloorScope, ...]) -> None:
+    """Raise effective values to every floor in ``floors`` (SEMANTICS section 7).
+
+    tls and tls_verify go to the maximum in the strictness order, fallback to
+    false if any floor says false, protocols to the intersection.  Each raised
+    value's source names every floor that asked for more than the chain gave.
+    """
+    for option in ("tls", "tls_verify"):
+        chain = values[option]
+        asked = [(f, getattr(f.options, option)) for f in floors
+                 if getattr(f.options, option) is not UNSET]
+        raisers = [f for f, v in asked if v > chain]
+        if raisers:
+            values[option] = max(v for _f, v in asked)
+            sources[option] = _floor_source(raisers, chain, sources[option])
+    if values["tls_ifavailable_fallback"] is True:
+        raisers = [f for f in floors if f.options.tls_ifavailable_fallback is False]
+        if raisers:
+            values["tls_ifavailable_fallback"] = False
+            sources["tls_ifavailable_fallback"] = _floor_source(
+                raisers, True, sources["tls_ifavailable_fallback"])
+    chain_protocols = values["tls_protocols"]
+    assert isinstance(chain_protocols, TlsProtocols)
+    allowed = chain_protocols.versions
+    raisers = []
+    for f in floors:
+        wanted = f.options.tls_protocols
+        if isinstance(wanted, TlsProtocols) and not allowed <= wanted.versions:
+            raisers.append(f)
+            allowed = allowed & wanted.versions
+    if raisers:
+        values["tls_protocols"] = protocols_of(allowed)
+        sources["tls_protocols"] = _floor_source(raisers, chain_protocols,
+                                                 sources["tls_protocols"])
+
+
+def _floor_source(floors: list[FloorScope], old: object, old_source: Source) -> Source:
+    shown = OPTION_SPECS["tls"].dump(old) if isinstance(old, Tls) else (
+        "true" if old is True else str(getattr(old, "value", old)))
+    return Source(", ".join(floor_path(f.name.text) for f in floors),
+                  f"raised from {shown} set by {old_source}")
 
 
 def _identities(domain: str, mx_host: str | None) -> tuple[str, ...]:

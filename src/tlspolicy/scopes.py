@@ -9,8 +9,10 @@ file into a ``Config`` and reports *every* problem with its location;
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Final
+import datetime as _dt
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Final, TypeVar
 
 import attrs
 
@@ -41,13 +43,22 @@ from .options import (
 __all__ = [
     "DEFAULT_MATCH_CACHE_SIZE",
     "DEFAULT_NAME",
+    "FLOOR_OPTIONS",
     "BindingGroupScope",
     "BindingScope",
     "Config",
     "DomainScope",
+    "FloorScope",
     "build_config",
+    "config_at",
+    "floor_path",
+    "has_expiry",
+    "iter_stanzas",
     "layer_configs",
+    "next_expiry",
+    "parse_expires",
     "scope_path",
+    "without_stanza",
 ]
 
 DEFAULT_NAME: Final = "default"
@@ -82,15 +93,91 @@ def _unique(names: Iterable[Any], what: str, path: str) -> None:
         seen.add(name)
 
 
+FLOOR_OPTIONS: Final = frozenset({"tls", "tls_verify", "tls_ifavailable_fallback",
+                                  "tls_protocols"})
+"""Options a floor may raise (SEMANTICS section 7).
+
+A CA bundle, a client certificate or a cipher string is not an order: a
+different one is not "stricter", so floors cannot set them.
+"""
+
+
+def _check_expiry(expires: object, reason: object, weakens: object, path: str) -> None:
+    if expires is not None and (not isinstance(expires, _dt.datetime)
+                                or expires.tzinfo is None or expires.utcoffset() is None):
+        raise InvalidValueError("expires must be a timezone-aware datetime (UTC)",
+                                Location(scope=path, option="expires"), value=expires,
+                                has_value=True)
+    if reason is not None and (not isinstance(reason, str) or not reason.strip()):
+        raise InvalidValueError("reason must be a non-empty string",
+                                Location(scope=path, option="reason"), value=reason,
+                                has_value=True)
+    if not isinstance(weakens, bool):
+        raise InvalidValueError("expiry_weakens must be true or false",
+                                Location(scope=path, option="expiry_weakens"), value=weakens,
+                                has_value=True)
+
+
 @attrs.frozen(slots=True)
 class DomainScope:
-    """A ``domain`` stanza: a name (exact, ``/regex/`` or IP literal) and options."""
+    """A ``domain`` stanza: a name (exact, ``/regex/`` or IP literal) and options.
+
+    ``expires`` (an aware datetime) ends the stanza by itself: from that
+    instant on it is ignored, as if absent (SEMANTICS section 8).
+    ``expiry_weakens`` acknowledges that its expiry makes some decision
+    weaker; ``reason`` says why the stanza exists.
+    """
 
     name: DomainName
     options: Options = attrs.field(factory=Options)
+    expires: _dt.datetime | None = None
+    reason: str | None = None
+    expiry_weakens: bool = False
 
     def __attrs_post_init__(self) -> None:
-        _check_scope(self.options, ScopeKind.DOMAIN, f'domain "{self.name}"')
+        path = f'domain "{self.name}"'
+        _check_scope(self.options, ScopeKind.DOMAIN, path)
+        _check_expiry(self.expires, self.reason, self.expiry_weakens, path)
+
+
+def floor_path(name: DomainName | str) -> str:
+    """The scope path of a floor: ``floor "partner.example"``."""
+    return f'floor "{name}"'
+
+
+@attrs.frozen(slots=True)
+class FloorScope:
+    """A ``floor``: minimums for a domain that no binding can weaken (SEMANTICS 7).
+
+    ``options`` may set only :data:`FLOOR_OPTIONS`; ``tls_ifavailable_fallback``
+    only to ``False``.  ``expires``, ``reason`` and ``expiry_weakens`` are as
+    for :class:`DomainScope`.
+    """
+
+    name: DomainName
+    options: Options = attrs.field(factory=Options)
+    expires: _dt.datetime | None = None
+    reason: str | None = None
+    expiry_weakens: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        path = floor_path(self.name)
+        for option, value in self.options.items():
+            _check_floor_option(option, value, Location(scope=path, option=option))
+        _check_expiry(self.expires, self.reason, self.expiry_weakens, path)
+
+
+def _check_floor_option(option: str, value: object, location: Location) -> None:
+    if option not in FLOOR_OPTIONS:
+        raise OptionScopeError(
+            f"a floor cannot set {option!r} (floors raise only "
+            f"{', '.join(sorted(FLOOR_OPTIONS))}: a CA bundle, certificate or cipher string "
+            "is not an order)", location, value=OPTION_SPECS[option].dump(value),
+            has_value=True)
+    if option == "tls_ifavailable_fallback" and value is not False:
+        raise InvalidValueError(
+            "a floor can only say tls_ifavailable_fallback = false (true would not raise "
+            "anything)", location, value=value, has_value=True)
 
 
 def _check_domains(domains: Sequence[DomainScope], path: str) -> None:
@@ -153,10 +240,12 @@ class Config:
     bindings: tuple[BindingScope, ...] = ()
     compatibility: CompatVersion | None = None
     match_cache_size: int | None = None
+    floors: tuple[FloorScope, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         _check_scope(self.options, ScopeKind.GLOBAL, "global")
         _check_domains(self.domains, "global")
+        _unique((f.name for f in self.floors), "floor", "global")
         _unique((g.name for g in self.binding_groups), "binding_group", "global")
         owner: dict[str, str] = {}
         for group_name, binding in self.iter_bindings():
@@ -177,7 +266,8 @@ class Config:
                                     Location(option="match_cache_size"),
                                     value=self.match_cache_size, has_value=True)
         version = self.effective_compatibility
-        for path, options in self.iter_options():
+        floors = ((floor_path(f.name), f.options) for f in self.floors)
+        for path, options in itertools.chain(self.iter_options(), floors):
             for name, _value in options.items():
                 spec = OPTION_SPECS[name]
                 if spec.since > version:
@@ -244,6 +334,9 @@ def trusted_domain(name: DomainName, options: Options) -> DomainScope:
     scope: DomainScope = _new(DomainScope)
     _set(scope, "name", name)
     _set(scope, "options", options)
+    _set(scope, "expires", None)
+    _set(scope, "reason", None)
+    _set(scope, "expiry_weakens", False)
     return scope
 
 
@@ -271,7 +364,8 @@ def trusted_group(name: str, options: Options, domains: tuple[DomainScope, ...],
 def trusted_config(options: Options, domains: tuple[DomainScope, ...],
                    binding_groups: tuple[BindingGroupScope, ...],
                    bindings: tuple[BindingScope, ...], compatibility: CompatVersion | None,
-                   match_cache_size: int | None) -> Config:
+                   match_cache_size: int | None, floors: tuple[FloorScope, ...] = ()
+                   ) -> Config:
     """A :class:`Config` built without re-checking (the caller checked)."""
     config: Config = _new(Config)
     _set(config, "options", options)
@@ -280,6 +374,7 @@ def trusted_config(options: Options, domains: tuple[DomainScope, ...],
     _set(config, "bindings", bindings)
     _set(config, "compatibility", compatibility)
     _set(config, "match_cache_size", match_cache_size)
+    _set(config, "floors", floors)
     return config
 
 
@@ -410,6 +505,7 @@ class _Builder:
                 self.fail(ConfigError(f"a {child.kind.value} cannot be nested in a domain",
                                       child.location.evolve(scope=path)))
             options = self.options(raw.options, ScopeKind.DOMAIN, path)
+            expires, reason, weakens = self.attributes(raw, path)
             if name in seen:
                 first = seen[name].location
                 where = f" (first at line {first.line})" if first.line is not None else ""
@@ -419,7 +515,96 @@ class _Builder:
                     raw.location.evolve(scope=path)))
                 continue
             seen[name] = raw
-            result.append(DomainScope(name, options))
+            result.append(DomainScope(name, options, expires, reason, weakens))
+        return tuple(result)
+
+    def attributes(self, raw: RawScope, path: str
+                   ) -> tuple[_dt.datetime | None, str | None, bool]:
+        """A domain's or floor's ``expires``, ``reason`` and ``expiry_weakens``."""
+        expires: _dt.datetime | None = None
+        reason: str | None = None
+        weakens = False
+        seen: set[str] = set()
+        for item in raw.settings:
+            key = item.name.lower()
+            loc = item.location.evolve(scope=path, option=key)
+            if key in seen:
+                self.fail(DuplicateScopeError(f"{key!r} given twice", loc))
+                continue
+            seen.add(key)
+            if key == "expires":
+                try:
+                    expires = parse_expires(item.value)
+                except ConfigError as exc:
+                    self.fail(exc.located(loc))
+            elif key == "reason":
+                if not isinstance(item.value, str) or not item.value.strip():
+                    self.fail(InvalidValueError("reason must be a non-empty string", loc,
+                                                value=item.value, has_value=True))
+                else:
+                    reason = item.value
+            elif key == "expiry_weakens":
+                if not isinstance(item.value, bool):
+                    self.fail(InvalidValueError("expiry_weakens must be true or false", loc,
+                                                value=item.value, has_value=True))
+                else:
+                    weakens = item.value
+            else:  # pragma: no cover - readers put only these keys here
+                self.fail(UnknownOptionError(f"unknown stanza attribute {item.name!r}", loc))
+        return expires, reason, weakens
+
+    def floors(self, raws: Iterable[RawScope]) -> tuple[FloorScope, ...]:
+        result: list[FloorScope] = []
+        seen: dict[DomainName, RawScope] = {}
+        for raw in raws:
+            name_text = self.name_of(raw, ())
+            if name_text is None:
+                continue
+            path = floor_path(name_text)
+            try:
+                name = DomainName.parse(name_text)
+            except InvalidDomainError as exc:
+                cls = RegexError if name_text.strip().startswith("/") else InvalidValueError
+                self.fail(cls(str(exc), raw.location.evolve(scope=path), value=name_text,
+                              has_value=True))
+                continue
+            for child in raw.children:
+                self.fail(ConfigError(f"a {child.kind.value} cannot be nested in a floor",
+                                      child.location.evolve(scope=path)))
+            allowed: list[RawOption] = []
+            for item in raw.options:
+                loc = item.location.evolve(scope=path)
+                try:
+                    spec = option_spec(item.name, loc)
+                except ConfigError as exc:
+                    self.fail(exc)
+                    continue
+                if spec.name not in FLOOR_OPTIONS:
+                    self.fail(OptionScopeError(
+                        f"a floor cannot set {spec.name!r} (floors raise only "
+                        f"{', '.join(sorted(FLOOR_OPTIONS))}: a CA bundle, certificate or "
+                        "cipher string is not an order)", loc.evolve(option=spec.name),
+                        value=item.value, has_value=True))
+                    continue
+                allowed.append(item)
+            options = self.options(allowed, ScopeKind.DOMAIN, path)
+            if options.tls_ifavailable_fallback is True:
+                item = next(i for i in allowed if i.name.lower() == "tls_ifavailable_fallback")
+                self.fail(InvalidValueError(
+                    "a floor can only say tls_ifavailable_fallback = false (true would not "
+                    "raise anything)", item.location.evolve(scope=path,
+                                                            option="tls_ifavailable_fallback"),
+                    value=item.value, has_value=True))
+                continue
+            expires, reason, weakens = self.attributes(raw, path)
+            if name in seen:
+                first = seen[name].location
+                where = f" (first at line {first.line})" if first.line is not None else ""
+                self.fail(DuplicateScopeError(f"floor declared twice{where}",
+                                              raw.location.evolve(scope=path)))
+                continue
+            seen[name] = raw
+            result.append(FloorScope(name, options, expires, reason, weakens))
         return tuple(result)
 
     def binding(
@@ -477,10 +662,11 @@ class _Builder:
                 binding = self.binding(child, ())
                 if binding is not None and self.claim(owner, DEFAULT_NAME, binding, child):
                     bindings.append(binding)
+        floors = self.floors(raw.floors)
         ConfigErrors.raise_if_any(self.errors)
         try:
             return Config(options, domains, tuple(groups.values()), tuple(bindings),
-                          self.compatibility, self.match_cache_size)
+                          self.compatibility, self.match_cache_size, floors)
         except ConfigError as exc:  # pragma: no cover - the builder checks all of these first
             raise exc.located(raw.location) from None
 
@@ -511,10 +697,37 @@ def _merge_domains(
     order = [d.name for d in old]
     for d in new:
         if d.name in merged:
-            merged[d.name] = DomainScope(d.name, merged[d.name].options.overlay(d.options))
+            merged[d.name] = _merge_stanza(merged[d.name], d)
         else:
             merged[d.name] = d
             order.append(d.name)
+    return tuple(merged[n] for n in order)
+
+
+_Stanza = TypeVar("_Stanza", DomainScope, FloorScope)
+
+
+def _merge_stanza(old: _Stanza, new: _Stanza) -> _Stanza:
+    # A later layer restating a stanza overrides option by option; its expiry and
+    # reason, when given, replace the earlier ones (the merged stanza expires as one).
+    return type(old)(
+        old.name, old.options.overlay(new.options),
+        new.expires if new.expires is not None else old.expires,
+        new.reason if new.reason is not None else old.reason,
+        new.expiry_weakens or old.expiry_weakens,
+    )
+
+
+def _merge_floors(old: tuple[FloorScope, ...], new: tuple[FloorScope, ...]
+                  ) -> tuple[FloorScope, ...]:
+    merged = {f.name: f for f in old}
+    order = [f.name for f in old]
+    for f in new:
+        if f.name in merged:
+            merged[f.name] = _merge_stanza(merged[f.name], f)
+        else:
+            merged[f.name] = f
+            order.append(f.name)
     return tuple(merged[n] for n in order)
 
 
@@ -582,6 +795,93 @@ def layer_configs(configs: Sequence[Config]) -> Config:
             newer.compatibility if newer.compatibility is not None else result.compatibility,
             newer.match_cache_size if newer.match_cache_size is not None
             else result.match_cache_size,
+            _merge_floors(result.floors, newer.floors),
         )
     return result
+
+
+def parse_expires(value: object) -> _dt.datetime:
+    """An ``expires`` value as an aware UTC datetime (SEMANTICS section 8).
+
+    A date means 00:00:00Z that day; a date-time must carry an offset (a
+    local date-time is refused: the instant would depend on the machine).
+    """
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InvalidValueError(
+                "expires is a local date-time; give an offset (e.g. 2026-12-15T00:00:00Z) or "
+                "a date (which means 00:00:00Z that day)", Location(option="expires"),
+                value=value, has_value=True)
+        return value.astimezone(_dt.UTC)
+    if isinstance(value, _dt.date):
+        return _dt.datetime(value.year, value.month, value.day, tzinfo=_dt.UTC)
+    raise InvalidValueError(
+        "expires must be a TOML date (2026-12-15) or an offset date-time "
+        "(2026-12-15T12:00:00Z), not a string or number", Location(option="expires"),
+        value=value, has_value=True)
+
+
+def has_expiry(config: Config) -> bool:
+    """Whether any domain stanza or floor of ``config`` carries ``expires``."""
+    return any(s.expires is not None for _p, s in iter_stanzas(config))
+
+
+def iter_stanzas(config: Config) -> Iterator[tuple[str, DomainScope | FloorScope]]:
+    """Every domain stanza (at any level) and floor, with its scope path."""
+    for d in config.domains:
+        yield scope_path((ScopeKind.DOMAIN, d.name.text)), d
+    for group in config.binding_groups:
+        g = (ScopeKind.BINDING_GROUP, group.name)
+        for d in group.domains:
+            yield scope_path(g, (ScopeKind.DOMAIN, d.name.text)), d
+        for binding in group.bindings:
+            b = (ScopeKind.BINDING, binding.name)
+            for d in binding.domains:
+                yield scope_path(g, b, (ScopeKind.DOMAIN, d.name.text)), d
+    for binding in config.bindings:
+        b = (ScopeKind.BINDING, binding.name)
+        for d in binding.domains:
+            yield scope_path(b, (ScopeKind.DOMAIN, d.name.text)), d
+    for f in config.floors:
+        yield floor_path(f.name.text), f
+
+
+def config_at(config: Config, at: _dt.datetime) -> Config:
+    """``config`` as it is at instant ``at``: every stanza expired by then removed.
+
+    A stanza whose ``expires`` is at or before ``at`` is gone, as if never
+    written (SEMANTICS section 8).  Pure: the caller supplies the time.
+    """
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError("the evaluation time must be timezone-aware")
+
+    if not has_expiry(config):
+        return config
+    return _kept(config, lambda s: s.expires is None or s.expires > at)
+
+
+def without_stanza(config: Config, stanza: DomainScope | FloorScope) -> Config:
+    """``config`` with one domain stanza or floor (this very object) left out."""
+    return _kept(config, lambda s: s is not stanza)
+
+
+def next_expiry(config: Config, after: _dt.datetime) -> _dt.datetime | None:
+    """The earliest ``expires`` later than ``after``, or ``None``."""
+    times = [s.expires for _p, s in iter_stanzas(config)
+             if s.expires is not None and s.expires > after]
+    return min(times) if times else None
+
+
+def _kept(config: Config, keep: Callable[[DomainScope | FloorScope], bool]) -> Config:
+    def live(stanzas: tuple[_Stanza, ...]) -> tuple[_Stanza, ...]:
+        return tuple(s for s in stanzas if keep(s))
+
+    return trusted_config(
+        config.options, live(config.domains),
+        tuple(trusted_group(g.name, g.options, live(g.domains),
+                            tuple(trusted_binding(b.name, b.options, live(b.domains))
+                                  for b in g.bindings))
+              for g in config.binding_groups),
+        tuple(trusted_binding(b.name, b.options, live(b.domains)) for b in config.bindings),
+        config.compatibility, config.match_cache_size, live(config.floors))
 

@@ -43,6 +43,8 @@ COMMAND_MODULES: Final[tuple[str, ...]] = (
     "policytests",
     "discover",
     "report",
+    "exceptions",
+    "shadow",
 )
 """The command-group modules of this package, in the order ``--help`` lists them."""
 

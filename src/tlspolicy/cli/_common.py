@@ -12,8 +12,10 @@ own files, refuse to run without files.
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Final, TextIO
 
 from ..errors import ConfigError, ConfigErrors, TlsPolicyError
@@ -26,14 +28,17 @@ __all__ = [
     "EXIT_FOUND",
     "EXIT_OK",
     "UsageError",
+    "add_at",
     "add_config_files",
     "add_format",
     "config_format",
     "config_paths",
+    "evaluation_time",
     "format_hint",
     "load_configuration",
     "note",
     "print_errors",
+    "terminal_progress",
     "warn",
 ]
 
@@ -142,3 +147,60 @@ def format_hint(exc: TlsPolicyError, fmt: str | None) -> str | None:
             return (f"{name} was read as ecelerity.conf because of its name; if it is TOML, "
                     "pass --format toml")
     return None
+def terminal_progress(label: str, *, after: float = 2.0,
+                      stream: TextIO | None = None) -> Callable[[int, int], None] | None:
+    """A ``progress(done, total)`` callback drawing one line on a terminal.
+
+    ``None`` when standard error is not a terminal (CI logs stay clean).  Nothing
+    is drawn until ``after`` seconds have passed, so quick runs print nothing;
+    the line is cleared when ``done`` reaches ``total``.
+    """
+    out = sys.stderr if stream is None else stream
+    if not out.isatty():
+        return None
+    start = time.monotonic()
+    drawn = False
+
+    def progress(done: int, total: int) -> None:
+        nonlocal drawn
+        if done >= total:
+            if drawn:
+                out.write("\r\x1b[K")
+                out.flush()
+            return
+        if time.monotonic() - start < after:
+            return
+        drawn = True
+        share = f" ({100 * done // total}%)" if total else ""
+        out.write(f"\r{label}: {done:,} of {total:,}{share}")
+        out.flush()
+
+    return progress
+
+
+def add_at(parser: argparse.ArgumentParser) -> None:
+    """Add ``--at TIME``: the instant stanzas' ``expires`` are judged at (default: now)."""
+    parser.add_argument(
+        "--at", metavar="TIME",
+        help="evaluate as at this instant (a date, meaning 00:00:00Z, or a date-time with "
+             "an offset, e.g. 2026-12-15T12:00:00Z); default: now. Stanzas whose 'expires' "
+             "has passed are ignored")
+
+
+def evaluation_time(args: argparse.Namespace | None = None) -> _dt.datetime:
+    """The ``--at`` instant, or the clock (UTC) when none was given."""
+    text = getattr(args, "at", None) if args is not None else None
+    if not text:
+        return _dt.datetime.now(_dt.UTC)
+    try:
+        if len(text.strip()) == 10:
+            day = _dt.date.fromisoformat(text.strip())
+            return _dt.datetime(day.year, day.month, day.day, tzinfo=_dt.UTC)
+        when = _dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"--at {text!r}: not a date (2026-12-15) or a date-time with an "
+                         "offset (2026-12-15T12:00:00Z)") from None
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise UsageError(f"--at {text!r} has no offset; say Z or +HH:MM (a local time would "
+                         "depend on this machine)")
+    return when.astimezone(_dt.UTC)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 from typing import Any
 
 from ..errors import ConfigError
 from ..formats.loader import load_config
 from ..formats.tlsfiles import check_tls_files
+from ..scopes import Config, iter_stanzas
 from ._common import (
     EXIT_ERROR,
     EXIT_FOUND,
@@ -17,9 +19,11 @@ from ._common import (
     add_config_files,
     config_format,
     config_paths,
+    evaluation_time,
     format_hint,
     note,
     print_errors,
+    warn,
 )
 
 __all__ = ["register"]
@@ -33,7 +37,16 @@ def _files(args: argparse.Namespace) -> list[str]:
     return paths
 
 
+def _expired(path: str, config: Config, now: datetime.datetime) -> None:
+    # Already expired: ignored from now on, so the stanza is only clutter (SEMANTICS 8).
+    for scope, stanza in iter_stanzas(config):
+        if stanza.expires is not None and stanza.expires <= now:
+            warn(f"{path}: {scope}: expired {stanza.expires.isoformat()}; it is ignored, "
+                 "remove it")
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
+    now = evaluation_time(args)
     failures = 0
     for path in _files(args):
         try:
@@ -45,6 +58,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             _hint(exc, args)
         else:
             sys.stdout.write(f"{path}: ok\n")
+            _expired(path, config, now)
     if failures:
         sys.stdout.write(f"{failures} error{'s' if failures != 1 else ''}\n")
         return EXIT_FOUND
@@ -55,6 +69,7 @@ def _cmd_lint(args: argparse.Namespace) -> int:
     from ..lint import lint_file
 
     found = 0
+    notes = 0
     failed = False
     for path in _files(args):
         try:
@@ -66,9 +81,14 @@ def _cmd_lint(args: argparse.Namespace) -> int:
             continue
         for warning in warnings:
             sys.stdout.write(f"{warning.describe()}\n")
-        found += len(warnings)
+        found += sum(1 for w in warnings if not w.informational)
+        notes += sum(1 for w in warnings if w.informational)
     # The summary line is printed on success too, so "no output" never has to mean "clean".
-    sys.stdout.write(f"{found} warning{'s' if found != 1 else ''}\n")
+    counts = [f"{found} warning{'s' if found != 1 else ''}"]
+    if notes:
+        # Informational findings (e.g. a floor raising a binding) never fail --strict.
+        counts.append(f"{notes} informational")
+    sys.stdout.write(", ".join(counts) + "\n")
     if failed:
         return EXIT_ERROR
     return EXIT_FOUND if found and args.strict else EXIT_OK

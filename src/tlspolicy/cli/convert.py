@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from ..resolver import Resolver
-from ..scopes import Config
-from ._common import UsageError, add_config_files, load_configuration, warn
+from ..scopes import Config, config_at
+from ._common import UsageError, add_config_files, evaluation_time, load_configuration, warn
 
 __all__ = ["register", "summarise_losses"]
 
@@ -29,10 +29,20 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         for flag in ("binding", "output_dir", "pcre_output"):
             if getattr(args, flag):
                 raise UsageError(f"--{flag.replace('_', '-')} applies to --to postfix only")
+    if args.to != "toml":
+        # These formats cannot carry expiry: write the policy in force now, so an
+        # expired stanza is never revived (each remaining expiry gets a loss note).
+        config = config_at(config, evaluation_time(args))
     if args.to == "toml":
         from ..formats.toml import dumps_toml
 
         out.write(dumps_toml(config))
+    elif args.to == "kumomta":
+        from ..formats.kumomta import dumps_kumomta, kumomta_shaping
+
+        out.write(dumps_kumomta(config))
+        for note in kumomta_shaping(config)[1]:
+            warn(note.describe())
     elif args.to == "ecelerity":
         from ..formats.ecelerity import dumps_ecelerity, ecelerity_export_losses
 
@@ -140,12 +150,14 @@ def summarise_losses(warnings: Sequence[Any], *, verbose: bool = False) -> str:
 def register(sub: Any) -> None:
     """Add ``convert`` to the command line's subparsers."""
     convert = sub.add_parser(
-        "convert", help="convert configuration files to TOML, ecelerity.conf or a Postfix "
-                        "smtp_tls_policy_maps table")
+        "convert", help="convert configuration files to TOML, ecelerity.conf, a Postfix "
+                        "smtp_tls_policy_maps table or KumoMTA shaping TOML")
     add_config_files(convert)
-    convert.add_argument("--to", required=True, choices=("toml", "ecelerity", "postfix"),
-                         help="output format: TOML, Momentum ecelerity.conf, or a Postfix "
-                              "smtp_tls_policy_maps table (one per binding)")
+    convert.add_argument("--to", required=True,
+                         choices=("toml", "ecelerity", "postfix", "kumomta"),
+                         help="output format: TOML, Momentum ecelerity.conf, a Postfix "
+                              "smtp_tls_policy_maps table (one per binding), or KumoMTA "
+                              "traffic shaping TOML")
     convert.add_argument("--binding", "-b",
                          help="postfix: the binding (Postfix transport) whose table to write; "
                               "needed on standard output when there are several")

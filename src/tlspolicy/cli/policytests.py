@@ -16,20 +16,23 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import ConfigError, ConfigErrors
-from ..scopes import Config
+from ..scopes import Config, config_at
 from ..testing.diff import ChangeClass, diff_configs, format_diff
 from ..testing.expectations import Case, load_expectations
 from ..testing.runner import CaseResult, config_for, format_report, junit_xml, run_file
 from ..testing.tree import render_tree
 from ._common import (
     UsageError,
+    add_at,
     add_config_files,
     add_format,
     config_format,
     config_paths,
+    evaluation_time,
     format_hint,
     load_configuration,
     note,
+    terminal_progress,
 )
 
 __all__ = ["register"]
@@ -50,6 +53,7 @@ def _loader(args: argparse.Namespace) -> Callable[[tuple[str, ...]], Config]:
 def _cmd_test(args: argparse.Namespace) -> int:
     """Run expectation files; print a report; write JUnit XML when asked."""
     suites: dict[str, list[CaseResult]] = {}
+    at = evaluation_time(args)
     load_errors = 0
     configs: dict[tuple[str, ...], Config | ConfigError] = {}
     out = sys.stdout
@@ -79,7 +83,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
             suites[path] = [_file_error(path, config)]
             continue
         described = ", ".join(paths) if paths else "the bundled example configuration"
-        results = run_file(expectations, config)
+        results = run_file(expectations, config_at(config, at))
         suites[path] = results
         out.write(f"{path}: {len(results)} case{'s' if len(results) != 1 else ''} against "
                   f"{described}\n")
@@ -118,9 +122,10 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     """Compare two configurations decision by decision."""
     old_files = _side(args.old, args.old_files, "old")
     new_files = _side(args.new, args.new_files, "new")
-    old = load_configuration(old_files, format=config_format(args))
-    new = load_configuration(new_files, format=config_format(args))
-    result = diff_configs(old, new)
+    at = evaluation_time(args)
+    old = config_at(load_configuration(old_files, format=config_format(args)), at)
+    new = config_at(load_configuration(new_files, format=config_format(args)), at)
+    result = diff_configs(old, new, progress=terminal_progress("comparing decisions"))
     if args.json:
         json.dump(result.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -136,7 +141,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
 def _cmd_tree(args: argparse.Namespace) -> int:
     """Print the scope tree of a configuration."""
-    config = load_configuration(args)
+    config = config_at(load_configuration(args), evaluation_time(args))
     sys.stdout.write(render_tree(config, values=not args.names_only))
     return 0
 
@@ -153,6 +158,7 @@ def register(subparsers: Any) -> None:
     add_config_files(test, positional=False)
     test.add_argument("--junit-xml", metavar="PATH", help="also write JUnit XML to PATH")
     test.add_argument("--verbose", "-v", action="store_true", help="list passing cases too")
+    add_at(test)
     test.set_defaults(func=_cmd_test, intermixed="expectations")
 
     diff = subparsers.add_parser(
@@ -172,6 +178,7 @@ def register(subparsers: Any) -> None:
                       help="exit 1 when any change needs review")
     add_format(diff)
     diff.add_argument("--json", action="store_true", help="print the changes as JSON")
+    add_at(diff)
     diff.set_defaults(func=_cmd_diff)
 
     tree = subparsers.add_parser(
@@ -181,4 +188,5 @@ def register(subparsers: Any) -> None:
     add_config_files(tree)
     tree.add_argument("--names-only", action="store_true",
                       help="show scope names without the options they set")
+    add_at(tree)
     tree.set_defaults(func=_cmd_tree)

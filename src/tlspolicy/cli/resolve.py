@@ -19,7 +19,14 @@ from .. import (
 from ..errors import Location
 from ..policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
 from ..policies.mtasts import FetchOutcome, MtaStsPolicy, MtaStsPolicyError, parse_policy
-from ._common import UsageError, add_config_files, load_configuration, note
+from ._common import (
+    UsageError,
+    add_at,
+    add_config_files,
+    evaluation_time,
+    load_configuration,
+    note,
+)
 
 __all__ = ["DEPRECATED_FLAGS", "INPUT_FLAGS", "register"]
 
@@ -227,7 +234,7 @@ def _print_decision(decision: Decision, out: TextIO) -> None:
 
 def _cmd_resolve(args: argparse.Namespace) -> int:
     config = load_configuration(args)
-    resolver = Resolver(config)
+    resolver = Resolver(config, at=evaluation_time(args))
     decision = resolver.resolve(args.domain, args.binding, mx_host=args.mx_host,
                                 overrides=_parse_override(args.override),
                                 destination=_destination(args))
@@ -248,6 +255,7 @@ def register(sub: Any) -> None:
                          help="MX host name being connected to (mx_host)")
     resolve.add_argument("--mx", dest="mx_host", metavar="HOST", action=_Deprecated,
                          help=argparse.SUPPRESS)
+    add_at(resolve)
     resolve.add_argument("--override", action="append", metavar="OPTION=VALUE",
                          help="per-message override (repeatable), e.g. tls=required")
     resolve.add_argument("--json", action="store_true", help="print the decision as JSON")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from ..errors import TlsPolicyError
@@ -22,7 +23,11 @@ from ..formats.postfix import (
 )
 from ..formats.tlsfiles import check_tls_files
 from ..resolver import Resolver
+from ..scopes import Config
 from ..servers import socketmap as _sm
+from ..servers.expiry import ExpiringPolicy, watch_expiry
+from ..servers.shadow import drain_shadow
+from ..testing.shadow import ShadowLookup
 from ._common import UsageError, add_config_files, config_format, config_paths
 
 __all__ = ["UnixListen", "lookup_factory", "parse_listen", "postconf_version", "register"]
@@ -88,12 +93,12 @@ def _seconds(text: str) -> float:
 def lookup_factory(paths: Sequence[str], *, format: str | None = None,
                    file_checks: bool = True, transport_maps: Sequence[str] = (),
                    relayhost: str | None = None,
-                   postfix_version: PostfixVersion | None = None,
-                   ) -> Callable[[], PolicyLookup]:
-    """A factory building a fresh :class:`~tlspolicy.formats.postfix.PolicyLookup`
-    from the configuration files and transport tables each time it is called
-    (first load and SIGHUP).  ``relayhost`` (main.cf's, e.g. ``[smart.example]:587``)
-    routes every domain, like a ``*`` transport entry.
+                   postfix_version: PostfixVersion | None = None) -> ExpiringPolicy:
+    """The served policy: calling it (first load and SIGHUP) reads the configuration files
+    and transport tables and builds a fresh :class:`~tlspolicy.formats.postfix.PolicyLookup`;
+    :meth:`~tlspolicy.servers.expiry.ExpiringPolicy.recompile` builds it again when a stanza
+    expires.  ``relayhost`` (main.cf's, e.g. ``[smart.example]:587``) routes every domain,
+    like a ``*`` transport entry.
 
     With ``file_checks`` every ``tls_ca``, ``tls_certificate`` and ``tls_key`` must be a
     readable PEM file of its kind, or the load fails (a reload keeps the old policy):
@@ -101,21 +106,25 @@ def lookup_factory(paths: Sequence[str], *, format: str | None = None,
     """
     files = list(paths)
     tables = list(transport_maps)
+    routes = [RouteTable()]
 
-    def build() -> PolicyLookup:
+    def load() -> Config:
         config = load_config(*files, format=format)
         if file_checks:
             check_tls_files(config, filename=", ".join(files))
-        resolver = Resolver(config)
-        routes = RouteTable()
+        found = RouteTable()
         for table in tables:
-            routes = routes + load_transport_table(table)
+            found = found + load_transport_table(table)
         if relayhost is not None:
-            routes = routes + parse_transport_table(f"* smtp:{relayhost}\n",
-                                                    file="--relayhost")
-        return PolicyLookup(resolver, routes=routes, postfix_version=postfix_version)
+            found = found + parse_transport_table(f"* smtp:{relayhost}\n", file="--relayhost")
+        routes[0] = found  # the tables as of this load; an expiry recompile keeps them
+        return config
 
-    return build
+    def lookup(resolver: Resolver) -> PolicyLookup:
+        return PolicyLookup(resolver, routes=routes[0], postfix_version=postfix_version)
+
+    # Compiled at the clock's time, which never goes back within the process.
+    return ExpiringPolicy(load, lookup=lookup)
 
 
 def postconf_version(postconf: str | None = None) -> PostfixVersion:
@@ -149,10 +158,6 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
     host, port, unix_path = (("", 0, listen.path) if isinstance(listen, UnixListen)
                              else (*listen, None))
 
-    def ready(server: _sm.SocketmapServer) -> None:
-        sys.stdout.write(f"listening on {server.listen_address}\n")
-        sys.stdout.flush()
-
     paths = config_paths(args)
     if not paths:
         # Serving the bundled example to a real MTA would be a silent misconfiguration.
@@ -166,13 +171,44 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
             "found only when Postfix sends mail")
     version = args.postfix_version if args.postfix_version is not None \
         else postconf_version()
-    factory = lookup_factory(paths, format=config_format(args),
-                             file_checks=not args.no_file_checks,
-                             transport_maps=args.transport_map or (),
-                             relayhost=args.relayhost, postfix_version=version)
+    policy = lookup_factory(paths, format=config_format(args),
+                            file_checks=not args.no_file_checks,
+                            transport_maps=args.transport_map or (),
+                            relayhost=args.relayhost, postfix_version=version)
+    # A shadow candidate is read as the live files are (format, routes, Postfix version),
+    # without the file checks: it never answers.
+    candidate = (lookup_factory(args.shadow, format=config_format(args), file_checks=False,
+                                transport_maps=args.transport_map or (),
+                                relayhost=args.relayhost, postfix_version=version)
+                 if args.shadow else None)
+    watchers: list[asyncio.Task[None]] = []
+
+    def build() -> Any:
+        # The live policy answers; a shadow candidate is compared after the replies.
+        live = policy()
+        return live if candidate is None else ShadowLookup(live, candidate())
+
+    def rebuild() -> Any:
+        live = policy.recompile()
+        return live if candidate is None else ShadowLookup(live, candidate.recompile())
+
+    def due() -> bool:
+        return policy.expiry_due() or (candidate is not None and candidate.expiry_due())
+
+    def ready(server: _sm.SocketmapServer) -> None:
+        sys.stdout.write(f"listening on {server.listen_address}\n")
+        sys.stdout.flush()
+        loop = asyncio.get_running_loop()
+        # Look at the clock every minute; recompile when a stanza expires.
+        watchers.append(loop.create_task(
+            watch_expiry(server, policy, due=due, rebuild=rebuild)))
+        if candidate is not None:
+            watchers.append(loop.create_task(
+                drain_shadow(server, report=args.shadow_report)))
+
     # A configuration error (first load) reaches main, which prints it with its hint.
     _sm.run_forever(
-        factory, host=host, port=port,
+        build, host=host, port=port,
         unix_path=unix_path,
         allow_remote=args.allow_remote,
         socket_mode=_sm.DEFAULT_SOCKET_MODE if args.socket_mode is None else args.socket_mode,
@@ -259,4 +295,12 @@ def register(sub: Any) -> None:
     postfix.add_argument("--postfix-version", type=_version_arg, metavar="X.Y[.Z]",
                          help="the Postfix version the answers are written for (default: "
                               "read with postconf -h mail_version)")
+    socketmap.add_argument(
+        "--shadow", action="append", metavar="FILE",
+        help="candidate configuration file (repeatable, layered): resolve every request "
+             "under it too, after the reply is sent, and count the differences")
+    socketmap.add_argument(
+        "--shadow-report", metavar="PATH",
+        help="write the shadow counts to PATH (JSON) every minute; read it with "
+             "'tlspolicy shadow-report PATH'")
     socketmap.set_defaults(func=_cmd_serve_socketmap)

@@ -800,11 +800,13 @@ def _binding_lines(bindings: tuple[BindingScope, ...], indent: str) -> list[str]
 
 
 def ecelerity_export_losses(config: Config) -> tuple[str, ...]:
-    """What :func:`dumps_ecelerity` cannot carry: ``compatibility``, ``match_cache_size``.
+    """What :func:`dumps_ecelerity` cannot carry: ``compatibility``, ``match_cache_size``,
+    and each stanza's ``expires``.
 
-    Both are tlspolicy settings, not Momentum options; the written file reads
-    back with the defaults (the newest version, the default cache size), so a
-    setting equal to its default loses nothing and is not listed.
+    The first two are tlspolicy settings, not Momentum options; the written
+    file reads back with the defaults (the newest version, the default cache
+    size), so a setting equal to its default loses nothing and is not listed.
+    An expiring stanza is written without its expiry (one note each).
     """
     losses = []
     if config.compatibility is not None and config.compatibility != NEWEST_VERSION:
@@ -813,6 +815,12 @@ def ecelerity_export_losses(config: Config) -> tuple[str, ...]:
     if config.match_cache_size not in (None, DEFAULT_MATCH_CACHE_SIZE):
         losses.append(f"match_cache_size = {config.match_cache_size}: not written; the file "
                       "reads back with the default cache size")
+    from ..scopes import iter_stanzas
+
+    for path, stanza in iter_stanzas(config):
+        if stanza.expires is not None:
+            losses.append(f"{path}: expires {stanza.expires.isoformat()}: ecelerity.conf "
+                          "cannot carry expiry; the entry stays in force until removed by hand")
     return tuple(losses)
 
 
@@ -830,6 +838,13 @@ def dumps_ecelerity(config: Config) -> str:
     """
     lines = ["# Outbound TLS policy written by tlspolicy."]
     lines += [f"# not written: {loss}" for loss in ecelerity_export_losses(config)]
+    if config.floors:
+        # ecelerity.conf has no floors: their raised values go into the bindings.
+        from ..floors import floor_comments, plan_floor_writes, written_config
+
+        writes = plan_floor_writes(config, what="ecelerity.conf")
+        lines += floor_comments(config, writes)
+        config = written_config(config, writes)
     lines += _option_lines(config.options, "")
     lines += _domain_lines(config.domains, "")
     for g in config.binding_groups:

@@ -11,7 +11,7 @@ import os
 from typing import Final
 
 from ..errors import ConfigError, ConfigErrors, Location, NoConfigFilesError, TooManyFilesError
-from ..scopes import Config, layer_configs
+from ..scopes import Config, has_expiry, layer_configs
 from .files import ReadBudget
 from .toml import dumps_toml, loads_toml
 
@@ -69,11 +69,18 @@ def load_config(*paths: str | os.PathLike[str], format: str | None = None,
         except ConfigError as one:
             errors.append(one)
     ConfigErrors.raise_if_any(errors)
+    where = ", ".join(os.fspath(p) for p in paths)
     try:
-        return layer_configs(configs)
+        layered = layer_configs(configs)
     except ConfigError as exc:
-        where = ", ".join(os.fspath(p) for p in paths)
         raise exc.located(Location(file=where)) from None
+    if len(configs) > 1 and has_expiry(layered):
+        # Layers change what an expiry does: judge it again on the whole (SEMANTICS 8).
+        from ..testing.expiry import expiry_errors
+
+        ConfigErrors.raise_if_any([e.located(Location(file=where))
+                                   for e in expiry_errors(layered)])
+    return layered
 
 
 def dump_toml(config: Config) -> str:

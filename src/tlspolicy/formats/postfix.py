@@ -63,6 +63,7 @@ from ..errors import (
     TlsPolicyError,
     UnknownBindingError,
 )
+from ..floors import plan_floor_writes
 from ..names import DomainKind, DomainName, normalise_domain
 from ..options import (
     OPTION_SPECS,
@@ -75,7 +76,15 @@ from ..options import (
 )
 from ..options import TlsVersion as V
 from ..resolver import Resolver
-from ..scopes import DEFAULT_NAME, BindingScope, Config, DomainScope, scope_path
+from ..scopes import (
+    DEFAULT_NAME,
+    BindingScope,
+    Config,
+    DomainScope,
+    floor_path,
+    iter_stanzas,
+    scope_path,
+)
 from ..servers.socketmap import (
     PostfixKey,
     PostfixKeyError,
@@ -532,9 +541,41 @@ def postfix_entries(
     entries.append(PostfixEntry(name, EntryKind.DEFAULT, None, policy, "no domain stanza"))
     warnings.extend(found)
 
+    # Floors (SEMANTICS 7): exact names get the resolver's raised values below; a
+    # regex floor is written as a pcre line ahead of the others, never weaker.
+    floor_lines = _floor_regex_lines(config, name)
+    for floor_name, floor_opts, floor_source in floor_lines:
+        f_layers = [(floor_opts, floor_source)]
+        own = [(p, d) for p, d in stanzas if d.name == floor_name]
+        if own:
+            o_path, o_stanza = own[0]
+            o_spath = scope_path(*o_path, (ScopeKind.DOMAIN, o_stanza.name.text))
+            if o_path and o_path[-1][0] in (ScopeKind.BINDING, ScopeKind.BINDING_GROUP):
+                f_layers.append((o_stanza.options, o_spath))
+                f_layers += base
+            else:
+                f_layers += base
+                f_layers.append((o_stanza.options, o_spath))
+        else:
+            f_layers += base
+        f_layers.append((config.options, "global"))
+        values, sources = _chain(f_layers)
+        f_key = f"/{floor_name.key}/"
+        policy, found = map_values(values, sources, binding=name, key=f_key,
+                                   fallback_exists=fallback_exists)
+        entries.append(PostfixEntry(name, EntryKind.REGEX, f_key, policy, floor_source))
+        for f in config.floors:
+            if f.name == floor_name and f.expires is not None:
+                warnings.append(_expiry_note(name, f_key, f.expires.isoformat(), floor_source))
+        warnings.extend(found)
+        warnings.extend(_regex_notes(name, f_key, floor_name, floor_source, 2))
+    floor_patterns = {n for n, _o, _s in floor_lines}
+
     seen: set[str] = set()
     regexes: list[tuple[tuple[tuple[ScopeKind, str], ...], DomainScope]] = []
-    for path, stanza in stanzas:
+    floor_names = [((), DomainScope(f.name)) for f in config.floors
+                   if f.name.kind is not DomainKind.REGEX]
+    for path, stanza in [*stanzas, *floor_names]:
         if stanza.name.kind is DomainKind.REGEX:
             regexes.append((path, stanza))
             continue
@@ -545,12 +586,16 @@ def postfix_entries(
         values, sources = resolver.effective(key, name)
         policy, found = map_values(values, sources, binding=name, key=key,
                                    fallback_exists=fallback_exists)
-        entries.append(PostfixEntry(name, EntryKind.EXACT, key, policy,
-                                    scope_path(*path, (ScopeKind.DOMAIN, stanza.name.text))))
+        origin = (scope_path(*path, (ScopeKind.DOMAIN, stanza.name.text))
+                  if (path, stanza) in stanzas else floor_path(stanza.name.text))
+        entries.append(PostfixEntry(name, EntryKind.EXACT, key, policy, origin))
+        warnings.extend(_expiry_notes(config, name, key, resolver))
         warnings.extend(found)
 
     contributing = [r for r in regexes if not r[1].options.is_empty()]
     for path, stanza in contributing:
+        if stanza.name in floor_patterns:
+            continue  # written (raised) ahead of the other pcre lines above
         spath = scope_path(*path, (ScopeKind.DOMAIN, stanza.name.text))
         key = f"/{stanza.name.key}/"
         layers: list[tuple[Options, str]] = []
@@ -568,8 +613,42 @@ def postfix_entries(
                                    fallback_exists=fallback_exists)
         entries.append(PostfixEntry(name, EntryKind.REGEX, key, policy, spath))
         warnings.extend(found)
+        if stanza.expires is not None:
+            warnings.append(_expiry_note(name, key, stanza.expires.isoformat(), spath))
         warnings.extend(_regex_notes(name, key, stanza.name, spath, len(contributing)))
     return tuple(entries), tuple(warnings)
+
+
+def _expiry_note(binding: str, key: str, when: str, source: str) -> PostfixWarning:
+    return PostfixWarning(binding, key, "expires", f"expires {when}: Postfix tables cannot "
+                          "carry expiry; the entry stays until the table is rebuilt (the "
+                          "socketmap drops it on time)", source)
+
+
+def _expiry_notes(config: Config, binding: str, key: str, resolver: Resolver
+                  ) -> list[PostfixWarning]:
+    """A loss note for each expiring stanza or floor that shapes an exact entry."""
+    _values, sources = resolver.effective(key, binding)
+    used = {str(s.scope) for s in sources.values()}
+    notes = []
+    for path, stanza in iter_stanzas(config):
+        if stanza.expires is not None and stanza.name.matches(key) and any(
+                path == u or (path.startswith("floor ") and path in u) for u in used):
+            notes.append(_expiry_note(binding, key, stanza.expires.isoformat(), path))
+    return notes
+
+
+def _floor_regex_lines(config: Config, binding: str
+                       ) -> list[tuple[DomainName, Options, str]]:
+    """The regex floors to write for ``binding``: pattern, raised options, floor path.
+
+    Raises :class:`~tlspolicy.floors.FloorExportError` for a regex floor that no
+    constant answer can carry (see :mod:`tlspolicy.floors`).
+    """
+    if not any(f.name.kind is DomainKind.REGEX for f in config.floors):
+        return []
+    plan = plan_floor_writes(config, what="a Postfix pcre table")
+    return [(n, o, floor_path(n.text)) for n, o in plan.regex.get(binding, ())]
 
 
 def _group_prefix(config: Config, binding: str) -> tuple[tuple[ScopeKind, str], ...]:

@@ -27,6 +27,12 @@ Layout (every key optional; option names are case-insensitive)::
       [[binding.domain]]
       name = "/\\\\.example$/"
 
+    [[floor]]                      # minimums no binding can weaken (SEMANTICS 7)
+    name = "partner.example"
+    tls = "required"
+    reason = "contract"            # domain stanzas and floors may also say
+    expires = 2026-12-15           # expires (SEMANTICS 8) and expiry_weakens
+
 Arrays of tables keep declaration order, which decides between regex domains.
 """
 
@@ -34,7 +40,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import tomli_w
@@ -55,7 +61,9 @@ from ..scopes import (
     BindingScope,
     Config,
     DomainScope,
+    FloorScope,
     build_config,
+    has_expiry,
     trusted_binding,
     trusted_config,
     trusted_domain,
@@ -135,6 +143,7 @@ _CHILD_KEYS: Final = {
     ScopeKind.DOMAIN: {},
 }
 _SETTINGS: Final = ("compatibility", "match_cache_size")
+_STANZA_KEYS: Final = frozenset({"expires", "reason", "expiry_weakens"})
 
 
 class _Reader:
@@ -157,8 +166,13 @@ class _Reader:
         name_given = False
         options: list[RawOption] = []
         children: list[RawScope] = []
+        attributes: list[RawOption] = []
         for key, value in table.items():
             lower = key.lower()
+            if kind is ScopeKind.DOMAIN and lower in _STANZA_KEYS:
+                # expires / reason / expiry_weakens: stanza attributes, not options.
+                attributes.append(RawOption(key, value, self.loc(path, key)))
+                continue
             if kind is not ScopeKind.GLOBAL and lower == "name":
                 name_given = True
                 if not isinstance(value, str):
@@ -194,7 +208,8 @@ class _Reader:
         if kind is not ScopeKind.GLOBAL and not name_given:
             self.errors.append(ConfigSyntaxError(
                 f"{kind.value} table has no 'name'", self.loc(path).evolve(scope=scope_desc)))
-        return RawScope(kind, name, self.loc(path), tuple(options), tuple(children))
+        return RawScope(kind, name, self.loc(path), tuple(options), tuple(children),
+                        tuple(attributes))
 
     def array(self, kind: ScopeKind, value: object, parent: _Path, key: str,
               parent_desc: str) -> list[RawScope]:
@@ -220,9 +235,12 @@ class _Reader:
         settings: list[RawOption] = []
         options: list[RawOption] = []
         children: list[RawScope] = []
+        floors: list[RawScope] = []
         for key, value in data.items():
             lower = key.lower()
-            if lower in _SETTINGS:
+            if lower == "floor":
+                floors.extend(self.array(ScopeKind.DOMAIN, value, (), lower, "global"))
+            elif lower in _SETTINGS:
                 settings.append(RawOption(lower, value, self.loc((), key)))
             elif lower == "global":
                 if not isinstance(value, dict):
@@ -242,9 +260,9 @@ class _Reader:
             else:
                 self.errors.append(ConfigSyntaxError(
                     f"unknown top-level key {key!r} (known: compatibility, match_cache_size, "
-                    "global, domain, binding_group, binding)", self.loc((), key)))
+                    "global, domain, binding_group, binding, floor)", self.loc((), key)))
         return RawScope(ScopeKind.GLOBAL, None, Location(file=self.filename), tuple(options),
-                        tuple(children), tuple(settings))
+                        tuple(children), tuple(settings), tuple(floors))
 
 
 class _Bail(Exception):
@@ -466,8 +484,15 @@ def loads_toml(text: str, filename: str = "<string>") -> Config:
     """Read a TOML configuration from text; every problem is reported at once.
 
     A leading byte order mark is ignored, as in ``ecelerity.conf``.
+    An ``expires`` whose passing would weaken a decision, on a stanza that
+    does not say ``expiry_weakens = true``, is an error here too
+    (:class:`~tlspolicy.errors.ExpiryWeakensError`).
     """
     text = _without_bom(text)
+    return _check_expiry(_loads_toml(text, filename), text, filename)
+
+
+def _loads_toml(text: str, filename: str) -> Config:
     data = _parse(text, filename)
     try:
         return _FastReader().build(data)
@@ -483,8 +508,52 @@ def loads_toml(text: str, filename: str = "<string>") -> Config:
         raise one.located(Location(file=filename)) from None
 
 
+def _check_expiry(config: Config, text: str, filename: str) -> Config:
+    if not has_expiry(config):
+        return config
+    # The check classes changes as diff does; imported here, as only files with
+    # expiring stanzas need it.
+    from ..testing.expiry import expiry_errors
+
+    lines = _expiry_lines(config, _Lines(text))
+    errors = expiry_errors(config, line_of=lambda s: lines.get(id(s)))
+    ConfigErrors.raise_if_any([e.located(Location(file=filename)) for e in errors])
+    return config
+
+
+def _expiry_lines(config: Config, lines: _Lines) -> dict[int, int | None]:
+    """The line of each expiring stanza's ``expires`` key (TOML keeps file order)."""
+    out: dict[int, int | None] = {}
+
+    def add(stanzas: Sequence[DomainScope | FloorScope], parent: _Path, key: str) -> None:
+        for i, stanza in enumerate(stanzas):
+            if stanza.expires is not None:
+                out[id(stanza)] = lines.key((*parent, (key, i)), "expires")
+
+    add(config.domains, (), "domain")
+    for gi, g in enumerate(config.binding_groups):
+        add(g.domains, (("binding_group", gi),), "domain")
+        for bi, b in enumerate(g.bindings):
+            add(b.domains, (("binding_group", gi), ("binding", bi)), "domain")
+    for bi, b in enumerate(config.bindings):
+        add(b.domains, (("binding", bi),), "domain")
+    add(config.floors, (), "floor")
+    return out
+
+
+def _stanza(d: DomainScope | FloorScope) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": d.name.text, **d.options.to_mapping()}
+    if d.expires is not None:
+        out["expires"] = d.expires
+    if d.reason is not None:
+        out["reason"] = d.reason
+    if d.expiry_weakens:
+        out["expiry_weakens"] = True
+    return out
+
+
 def _domains(domains: tuple[DomainScope, ...]) -> list[dict[str, Any]]:
-    return [{"name": d.name.text, **d.options.to_mapping()} for d in domains]
+    return [_stanza(d) for d in domains]
 
 
 def _binding(b: BindingScope) -> dict[str, Any]:
@@ -517,6 +586,8 @@ def config_to_toml(config: Config) -> dict[str, Any]:
         doc["binding_group"] = groups
     if config.bindings:
         doc["binding"] = [_binding(b) for b in config.bindings]
+    if config.floors:
+        doc["floor"] = [_stanza(f) for f in config.floors]
     return doc
 
 

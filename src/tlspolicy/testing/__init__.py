@@ -7,6 +7,10 @@
 - :mod:`tlspolicy.testing.diff` compares two configurations decision by
   decision and classes every change as downgrade, upgrade, neutral or review.
 - :mod:`tlspolicy.testing.tree` renders a configuration's scope tree.
+- :mod:`tlspolicy.testing.expiry` finds expiries that would weaken a decision
+  and lists expiring stanzas.
+- :mod:`tlspolicy.testing.shadow` runs a candidate configuration beside the
+  live one and counts the differences (:class:`ShadowResolver`).
 - :mod:`tlspolicy.testing.plugin` is a pytest plugin that collects
   expectation files as test items (imported by pytest only, never from here,
   so that pytest stays a test-time dependency).
@@ -25,7 +29,9 @@ from .expectations import (
     load_expectations,
     loads_expectations,
 )
+from .expiry import ExpiringStanza, exceptions, expiry_errors
 from .runner import CaseResult, Mismatch, format_failure, format_report, junit_xml, run_case
+from .shadow import ShadowCounts, ShadowResolver
 from .tree import render_tree
 
 __all__ = [
@@ -37,9 +43,14 @@ __all__ = [
     "ExpectationError",
     "ExpectationFile",
     "ExpectedOutcome",
+    "ExpiringStanza",
     "Mismatch",
     "Probe",
+    "ShadowCounts",
+    "ShadowResolver",
     "diff_configs",
+    "exceptions",
+    "expiry_errors",
     "format_failure",
     "format_report",
     "junit_xml",

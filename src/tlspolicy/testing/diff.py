@@ -36,17 +36,16 @@ from __future__ import annotations
 import enum
 import importlib
 import itertools
-from collections.abc import Iterator, Sequence
-from typing import Any, Final
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final, overload
 
 import attrs
 
 from ..decision import Decision, Verification
-from ..errors import UnknownBindingError
-from ..names import DomainKind, DomainPattern, normalise_domain
-from ..options import ScopeKind, Tls, TlsVersion
+from ..names import DomainKind, DomainName, DomainPattern, normalise_domain
+from ..options import Options, ScopeKind, Tls, TlsVersion
 from ..resolver import Resolver
-from ..scopes import Config, DomainScope, scope_path
+from ..scopes import Config, DomainScope, FloorScope, floor_path, scope_path
 
 __all__ = [
     "Change",
@@ -124,7 +123,7 @@ class ConfigDiff:
     """Every change found, and the probes that were compared."""
 
     changes: tuple[Change, ...]
-    probes: tuple[Probe, ...]
+    probes: Sequence[Probe]
 
     def count(self, cls: ChangeClass) -> int:
         """How many changes are of class ``cls``."""
@@ -266,6 +265,9 @@ def _all_domains(config: Config) -> Iterator[tuple[str, DomainScope]]:
     for b in config.bindings:
         for d in b.domains:
             yield scope_path((ScopeKind.BINDING, b.name)), d
+    for f in config.floors:
+        # A floor's name is probed like a stanza's (its own DomainScope, for the walk).
+        yield floor_path(f.name.text), DomainScope(f.name, f.options)
 
 
 def _probe_domains(old: Config, new: Config) -> tuple[list[tuple[str, str]], list[Change]]:
@@ -414,13 +416,62 @@ def _facets(probe: Probe, old: Decision, new: Decision) -> list[Change]:
     return changes
 
 
-def diff_configs(old: Config, new: Config) -> ConfigDiff:
-    """Compare ``old`` and ``new`` over every probe; see the module docs for the classes."""
+Progress = Callable[[int, int], None]
+"""Called as ``progress(done, total)`` while pairs are compared."""
+
+
+class _ProbeGrid(Sequence[Probe]):
+    """Every (binding, domain) probe, made on demand: a large diff holds no list of them."""
+
+    def __init__(self, bindings: Sequence[str], domains: Sequence[tuple[str, str]]) -> None:
+        self._bindings = tuple(bindings)
+        self._domains = tuple(domains)
+
+    def __len__(self) -> int:
+        return len(self._bindings) * len(self._domains)
+
+    @overload
+    def __getitem__(self, index: int) -> Probe: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Probe]: ...
+
+    def __getitem__(self, index: int | slice) -> Probe | Sequence[Probe]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        b, d = divmod(index, len(self._domains))
+        domain, origin = self._domains[d]
+        return Probe(self._bindings[b], domain, origin)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self._bindings, self._domains))
+
+
+def diff_configs(old: Config, new: Config, *, exhaustive: bool = False,
+                 progress: Progress | None = None) -> ConfigDiff:
+    """Compare ``old`` and ``new`` over every probe; see the module docs for the classes.
+
+    Only the (binding, domain) pairs whose scope chain touches a scope that
+    differs between the two are resolved (every other pair has the same
+    decision on both sides), and pairs whose chains are made of the same
+    scopes on both sides are compared once.  ``exhaustive`` resolves every
+    probe instead (the reference the fast path is tested against).
+    ``progress`` is called now and then with ``(pairs done, pairs to do)``.
+    """
     old_r, new_r = Resolver(old), Resolver(new)
     bindings = list(old_r.bindings)
     bindings.extend(b for b in new_r.bindings if b not in bindings)
     domains, changes = _probe_domains(old, new)
-    probes: list[Probe] = []
+    common: list[str] = []
     for binding in bindings:
         in_old, in_new = binding in old_r.bindings, binding in new_r.bindings
         if not (in_old and in_new):
@@ -432,17 +483,130 @@ def diff_configs(old: Config, new: Config) -> ConfigDiff:
                       if in_old else "a new binding: check its decisions with "
                       "'tlspolicy resolve' or an expectation file")))
             continue
-        for domain, origin in domains:
+        common.append(binding)
+    if exhaustive:
+        touched: dict[str, list[int] | None] = {b: None for b in common}
+    else:
+        touched = _touched(old, new, old_r, new_r, common, domains)
+    everything = range(len(domains))
+    total = sum(len(domains) if v is None else len(v) for v in touched.values())
+    done = 0
+    for binding in common:
+        indices = touched.get(binding, [])
+        if indices is None:
+            indices = everything  # type: ignore[assignment]
+        assert indices is not None
+        groups: dict[tuple[object, object], list[Change]] = {}
+        for i in indices:
+            domain, origin = domains[i]
             probe = Probe(binding, domain, origin)
-            probes.append(probe)
-            try:
-                a = old_r.resolve(domain, binding)
-                b = new_r.resolve(domain, binding)
-            except UnknownBindingError:  # pragma: no cover - checked above
-                continue
-            changes.extend(_facets(probe, a, b))
+            if not exhaustive:
+                key = (old_r.chain_key(domain, binding), new_r.chain_key(domain, binding))
+                found = groups.get(key)
+                if found is not None:
+                    # Same scopes on both sides: the same facets, for this probe.
+                    changes.extend(attrs.evolve(c, probe=probe) for c in found)
+                    done += 1
+                    continue
+            a = old_r.resolve(domain, binding)
+            b = new_r.resolve(domain, binding)
+            facets = _facets(probe, a, b)
+            if not exhaustive:
+                groups[key] = facets
+            changes.extend(facets)
+            done += 1
+            if progress is not None and done % 2048 == 0:
+                progress(done, total)
+    if progress is not None:
+        progress(done, total)
     changes.sort(key=lambda c: _CLASS_ORDER.index(c.cls))
-    return ConfigDiff(tuple(changes), tuple(probes))
+    return ConfigDiff(tuple(changes), _ProbeGrid(common, domains))
+
+
+def _options_of(config: Config) -> tuple[dict[str, tuple[str, Options]], dict[str, Options]]:
+    """binding -> (group, options) and group -> options, the implicit ones included."""
+    bindings = {b.name: (g, b.options) for g, b in config.iter_bindings()}
+    groups = {g.name: g.options for g in config.binding_groups}
+    return bindings, groups
+
+
+def _containers(config: Config) -> dict[tuple[str, str], tuple[DomainScope, ...]]:
+    out: dict[tuple[str, str], tuple[DomainScope, ...]] = {("global", ""): config.domains}
+    for g in config.binding_groups:
+        out[("group", g.name)] = g.domains
+    for _g, b in config.iter_bindings():
+        out[("binding", b.name)] = b.domains
+    return out
+
+
+def _changed_names(old: Sequence[DomainScope | FloorScope],
+                   new: Sequence[DomainScope | FloorScope]) -> list[DomainName]:
+    """Stanza names whose options differ (or that exist on one side), regex order included."""
+    changed: list[DomainName] = []
+    old_exact = {d.name: d.options for d in old if d.name.kind is not DomainKind.REGEX}
+    new_exact = {d.name: d.options for d in new if d.name.kind is not DomainKind.REGEX}
+    for name in old_exact.keys() | new_exact.keys():
+        if old_exact.get(name) != new_exact.get(name):
+            changed.append(name)
+    old_rx = [(d.name, d.options) for d in old if d.name.kind is DomainKind.REGEX]
+    new_rx = [(d.name, d.options) for d in new if d.name.kind is DomainKind.REGEX]
+    if old_rx != new_rx:
+        # First match wins among regexes, so everything from the first difference on
+        # may decide differently.
+        first = next((i for i, (a, b) in enumerate(zip(old_rx, new_rx, strict=False)) if a != b),
+                     min(len(old_rx), len(new_rx)))
+        changed.extend(n for n, _o in old_rx[first:])
+        changed.extend(n for n, _o in new_rx[first:])
+    return changed
+
+
+def _touched(old: Config, new: Config, old_r: Resolver, new_r: Resolver,
+             common: Sequence[str], domains: Sequence[tuple[str, str]]
+             ) -> dict[str, list[int] | None]:
+    """For each binding, the probe domains (indices) whose chain touches a changed scope;
+    ``None`` means every domain."""
+    every: set[str] = set()
+    some: dict[str, set[int]] = {}
+    if old.effective_compatibility != new.effective_compatibility or old.options != new.options:
+        return {b: None for b in common}
+    old_b, old_g = _options_of(old)
+    new_b, new_g = _options_of(new)
+    for binding in common:
+        og, ng = old_r.binding_group_of(binding), new_r.binding_group_of(binding)
+        if (og != ng or old_b.get(binding, (og, Options()))[1]
+                != new_b.get(binding, (ng, Options()))[1]
+                or old_g.get(og, Options()) != new_g.get(ng, Options())):
+            every.add(binding)
+    index = {name: i for i, (name, _origin) in enumerate(domains)}
+
+    def matching(names: Sequence[DomainName]) -> set[int]:
+        found: set[int] = set()
+        for name in names:
+            if name.kind is DomainKind.REGEX:
+                found.update(i for i, (d, _o) in enumerate(domains) if name.matches(d))
+            elif name.key in index:
+                found.add(index[name.key])
+        return found
+
+    old_c, new_c = _containers(old), _containers(new)
+    for container in old_c.keys() | new_c.keys():
+        names = _changed_names(old_c.get(container, ()), new_c.get(container, ()))
+        if not names:
+            continue
+        hit = matching(names)
+        kind, name = container
+        for binding in common:
+            if binding in every:
+                continue
+            if (kind == "global" or (kind == "binding" and binding == name) or (
+                    kind == "group" and name in (old_r.binding_group_of(binding),
+                                                 new_r.binding_group_of(binding)))):
+                some.setdefault(binding, set()).update(hit)
+    floors = matching(_changed_names(old.floors, new.floors))
+    if floors:
+        for binding in common:
+            some.setdefault(binding, set()).update(floors)
+    return {b: None if b in every else sorted(some.get(b, ())) for b in common}
 
 
 def format_diff(result: ConfigDiff, *, old_name: str = "old", new_name: str = "new",

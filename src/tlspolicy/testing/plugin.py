@@ -17,6 +17,7 @@ Registered through the ``pytest11`` entry point; without it, enable with
 
 from __future__ import annotations
 
+import datetime
 import fnmatch
 import os
 from collections.abc import Iterator
@@ -84,7 +85,9 @@ def _resolver(config: pytest.Config, paths: tuple[str, ...]) -> Resolver:
     cache = config.stash.setdefault(_RESOLVERS, {})
     if paths not in cache:
         try:
-            cache[paths] = Resolver(load_config(*paths) if paths else example_config())
+            # Expiring stanzas are judged at the time of the test run, as the CLI does.
+            cache[paths] = Resolver(load_config(*paths) if paths else example_config(),
+                                    at=datetime.datetime.now(datetime.UTC))
         except ConfigError as exc:
             cache[paths] = exc
     found = cache[paths]

@@ -39,10 +39,11 @@ def _opts(options: Options) -> tuple[tuple[str, object], ...]:
     return tuple(options.to_mapping().items())
 
 
-def _domain(d: DomainScope) -> TreeNode:
+def _domain(d: DomainScope, what: str = "domain") -> TreeNode:
     kind = {DomainKind.REGEX: " [regex]", DomainKind.IP: " [IP literal]",
             DomainKind.EXACT: ""}[d.name.kind]
-    return TreeNode(f'domain "{d.name.text}"{kind}', _opts(d.options))
+    expires = f" (expires {d.expires.isoformat()})" if d.expires is not None else ""
+    return TreeNode(f'{what} "{d.name.text}"{kind}{expires}', _opts(d.options))
 
 
 def _domains(domains: tuple[DomainScope, ...]) -> tuple[TreeNode, ...]:
