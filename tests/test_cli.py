@@ -49,7 +49,7 @@ COMMANDS = [path for path, _ in _subcommands(cli.build_parser())]
 def test_every_command_is_reached() -> None:
     assert {p[0] for p in COMMANDS if p} == {
         "resolve", "check", "lint", "convert", "serve", "test", "diff", "tree", "discover",
-        "cache"}
+        "cache", "report", "exceptions", "shadow-report"}
     assert ("serve", "socketmap") in COMMANDS
 
 
@@ -116,14 +116,17 @@ TABLE: dict[str, Callable[[Path], Command]] = {
                                   "--no-file-checks"),
                                  without_files="refuse", words=2),
     "test": lambda tmp: Command(("test", _expectations(tmp)), positional=False),
+    "exceptions": lambda tmp: Command(("exceptions",)),
 }
 
 
 def test_table_covers_every_command_reading_one_configuration() -> None:
     # diff takes two configurations (OLD NEW, or --old/--new): tested on its own below.
     # discover takes files the same way but needs the real DNS and HTTPS servers: its
-    # positional/--config equality is in test_discovery_cli.py. cache reads no configuration.
-    assert set(TABLE) | {"diff", "discover", "cache"} == {p[0] for p in COMMANDS if p}
+    # positional/--config equality is in test_discovery_cli.py. cache and shadow-report read
+    # no configuration; report reads its settings file (and --config only for delivery).
+    assert set(TABLE) | {"diff", "discover", "cache", "report", "shadow-report"} == {
+        p[0] for p in COMMANDS if p}
 
 
 @pytest.fixture
@@ -218,8 +221,10 @@ def test_without_files(name: str, tmp_path: Path, served: list[Any],
 
 def test_diff_sides(tmp_path: Path, policy: Path, capsys: pytest.CaptureFixture[str]) -> None:
     new = tmp_path / "new.toml"
-    new.write_text(policy.read_text("utf-8").replace('tls = "required"', 'tls = "ifavailable"',
-                                                      1), "utf-8")
+    # A stanza no floor holds up (the partners' floors would keep their tls required).
+    new.write_text(policy.read_text("utf-8").replace(
+        'name = "partner-vpn.example"\n  tls = "required"',
+        'name = "partner-vpn.example"\n  tls = "ifavailable"'), "utf-8")
     positional = run(capsys, "diff", str(policy), str(new))
     assert positional[0] == 0 and "downgrade" in positional[1]
     assert run(capsys, "diff", "--old", str(policy), "--new", str(new)) == positional

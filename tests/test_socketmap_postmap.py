@@ -45,8 +45,9 @@ EXPECTED: dict[str, dict[str, str]] = {
         "health-insurer.example": f"{VERIFY} {P}",
         "payroll-partner.example":
             f"{VERIFY} tafile=/etc/tlspolicy/ca/payroll-partner.pem {P}",
-        # The transactional group says tls_verify = "no" for the appliance.
-        "[192.0.2.25]": DANE,
+        # The transactional group says tls_verify = "no" for the appliance; without
+        # fallback that is still encrypt.
+        "[192.0.2.25]": NO_FALLBACK,
         "legacy-mail.example": DANE,
         "mx.bank.example": f"{VERIFY} tafile=/etc/tlspolicy/ca/bank-root.pem {P}",
         "other.example": f"{VERIFY} {P}",
@@ -55,7 +56,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         # Floors raise the marketing group's tls_verify = "no" for partners.
         "payroll-partner.example":
             f"{VERIFY} tafile=/etc/tlspolicy/ca/payroll-partner.pem {P}",
-        "[192.0.2.25]": DANE,
+        "[192.0.2.25]": NO_FALLBACK,
         "legacy-mail.example": DANE,
         "mx.bank.example": f"{VERIFY} tafile=/etc/tlspolicy/ca/bank-root.pem {P}",
         "other.example": DANE,

@@ -285,8 +285,12 @@ _SPEC_PAGES: Final[Mapping[str, tuple[str, str]]] = {
     "5": ("Implemented standards", "standards/index.md"),
     "4.2": ("Connection reuse", "decisions.md"),
     "6": ("Decisions", "decisions.md"),
+    "7": ("Floors", "floors.md"),
+    "8": ("Expiring exceptions", "exceptions.md"),
+    "9": ("Shadow evaluation", "shadow.md"),
     "10": ("Discovery", "discovery.md"),
     "11": ("Postfix socketmap server", "postfix-socketmap.md"),
+    "12": ("TLS-RPT reporting", "tlsrpt.md"),
 }
 _SPEC_CITATION: Final = re.compile(r"SEMANTICS(?: section)? (\d+(?:\.\d+)?)('s)?")
 

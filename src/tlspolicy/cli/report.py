@@ -215,7 +215,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Add ``report build|send|show`` to the command line's subparsers."""
     report = sub.add_parser("report", help="TLS-RPT reports: build, send, show (RFC 8460)")
-    commands = report.add_subparsers(dest="report_command", required=True, metavar="ACTION")
+    commands = report.add_subparsers(dest="report_command", required=True, metavar="ACTION",
+                                     help="what to do with the reports")
 
     def common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--settings", "-s", required=True, metavar="FILE",
