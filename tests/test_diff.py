@@ -430,5 +430,5 @@ def test_weakening_one_decision_is_a_downgrade_for_it(config: Config,
     # The new stanza sits at the top of the chain, so the diff names it as the source
     # (layered onto a stanza of the same name, it keeps that stanza's spelling).
     hit = next(c for c in hits if c.facet == facet)
-    named = {normalise_domain(n) for n in re.findall(r'domain "([^"]+)"', hit.new_source or "")}
+    named = {normalise_domain(n) for n in re.findall(r'domain "([^"/]+)"', hit.new_source or "")}
     assert probe.domain in named, hit.new_source

@@ -151,6 +151,9 @@ def check_invariants(decision: Decision) -> None:
             Action.PROCEED, Action.FAIL)
 
 
+# The heaviest property test (10,000 configurations under the ci profile): a generous
+# hang guard of its own, not a timing assertion.
+@pytest.mark.timeout(900)
 @_SETTINGS
 @given(configs(), st.data())
 def test_generated_configurations(config: Config, data: st.DataObject) -> None:
