@@ -42,6 +42,13 @@ def parse_listen(text: str) -> tuple[str, int] | UnixListen:
     return host, int(port_text)
 
 
+def _parse_tcp_listen(text: str) -> tuple[str, int]:
+    where = parse_listen(text)
+    if isinstance(where, UnixListen):
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return where
+
+
 def _file_mode(text: str) -> int:
     try:
         mode = int(text, 8)
@@ -86,7 +93,12 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
     host, port, unix_path = (("", 0, listen.path) if isinstance(listen, UnixListen)
                              else (*listen, None))
 
+    metrics: Any = None
+    metrics_listen: tuple[str, int] | None = args.metrics_listen
+
     def ready(server: _sm.SocketmapServer) -> None:
+        if metrics is not None:
+            metrics.bind_server(server)
         sys.stdout.write(f"listening on {server.listen_address}\n")
         sys.stdout.flush()
 
@@ -97,9 +109,23 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
                          "serves the bundled example")
     if unix_path is None and args.socket_mode is not None:
         raise UsageError("--socket-mode applies to --listen unix:PATH only")
+    factory = lookup_factory(paths)
+    endpoint: Any = None
     try:
+        if metrics_listen is not None:
+            try:
+                from ..servers import metrics as _metrics
+            except ImportError as exc:
+                raise UsageError(f"--metrics-listen needs the tlspolicy[daemon] extra "
+                                 f"({exc.name} is not installed)") from None
+            metrics = _metrics.Metrics()
+            factory = metrics.instrument_factory(factory)
+            endpoint = _metrics.start_metrics_server(metrics, *metrics_listen,
+                                                     allow_remote=args.allow_remote)
+            sys.stdout.write(f"metrics on http://{endpoint.listen_address}/metrics\n")
+            sys.stdout.flush()
         _sm.run_forever(
-            lookup_factory(paths), host=host, port=port, unix_path=unix_path,
+            factory, host=host, port=port, unix_path=unix_path,
             allow_remote=args.allow_remote,
             socket_mode=_sm.DEFAULT_SOCKET_MODE if args.socket_mode is None else args.socket_mode,
             max_connections=args.max_connections,
@@ -110,6 +136,9 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
     except TlsPolicyError as exc:
         print_errors(exc)
         return EXIT_ERROR
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
     return 0
 
 
@@ -121,8 +150,14 @@ def _add_listening(parser: argparse.ArgumentParser) -> None:
                             "socket to listen on; the address in use is printed on standard "
                             "output. Non-loopback addresses are refused without --allow-remote")
     group.add_argument("--allow-remote", action="store_true",
-                       help="allow a non-loopback --listen address (the socketmap protocol has "
-                            "no authentication: restrict who can reach it)")
+                       help="allow a non-loopback --listen (or --metrics-listen) address (the "
+                            "socketmap protocol has no authentication: restrict who can reach "
+                            "it)")
+    group.add_argument("--metrics-listen", type=_parse_tcp_listen, default=None,
+                       metavar="HOST:PORT",
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics (HOST an IP "
+                            "address; loopback only without --allow-remote; needs the "
+                            "tlspolicy[daemon] extra)")
     group.add_argument("--socket-mode", type=_file_mode, default=None, metavar="MODE",
                        help="file mode of the unix socket, octal "
                             f"(default {_sm.DEFAULT_SOCKET_MODE:04o})")

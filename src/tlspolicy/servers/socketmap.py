@@ -73,6 +73,7 @@ __all__ = [
     "DEFAULT_REQUEST_TIMEOUT",
     "DEFAULT_SOCKET_MODE",
     "MAX_REPLY_CHARS",
+    "RELOAD_RESULTS",
     "ListenError",
     "LoadTimeoutError",
     "Lookup",
@@ -117,6 +118,8 @@ DEFAULT_RELOAD_TIMEOUT: Final = 30.0
 #: File mode of a unix socket: the server's user and group (add Postfix's
 #: user to the group, or use 0o666 to let every local user in).
 DEFAULT_SOCKET_MODE: Final = 0o660
+#: The results :attr:`SocketmapServer.reload_results` counts.
+RELOAD_RESULTS: Final = ("ok", "failed", "timeout", "refused", "superseded")
 #: Postfix's socketmap client refuses replies longer than this (socketmap_table(5)).
 MAX_REPLY_CHARS: Final = 100_000
 
@@ -567,6 +570,9 @@ class SocketmapServer:
         self._reload_seq = 0
         self._applied_seq = 0
         self._reload_pending = False
+        #: Reloads since start by result: ``ok``, ``failed``, ``timeout``,
+        #: ``refused`` (too many loads still running) and ``superseded``.
+        self.reload_results: dict[str, int] = dict.fromkeys(RELOAD_RESULTS, 0)
 
     # -- lookup management
 
@@ -600,6 +606,7 @@ class SocketmapServer:
             log.error("socketmap: reload refused: %d earlier loads are still running or stuck "
                       "(reading a FIFO or a device?); keeping the previous lookup", _MAX_LOADERS)
             self._reload_pending = True
+            self.reload_results["refused"] += 1
             return False
         self._reload_seq += 1
         seq = self._reload_seq
@@ -608,6 +615,8 @@ class SocketmapServer:
         except Exception as exc:
             log.error("socketmap: reload failed, keeping the previous lookup: %s", exc,
                       exc_info=not isinstance(exc, TlsPolicyError))
+            self.reload_results[
+                "timeout" if isinstance(exc, LoadTimeoutError) else "failed"] += 1
             return False
         finally:
             if self._reload_pending and self._running_loaders() < _MAX_LOADERS:
@@ -616,13 +625,16 @@ class SocketmapServer:
         if not callable(new):
             log.error("socketmap: reload returned %r, not a lookup; keeping the previous",
                       new)
+            self.reload_results["failed"] += 1
             return False
         if seq < self._applied_seq:
             log.warning("socketmap: a reload requested later has already taken effect; "
                         "discarding the result of an earlier one")
+            self.reload_results["superseded"] += 1
             return False
         self._applied_seq = seq
         self._lookup = new
+        self.reload_results["ok"] += 1
         log.info("socketmap: lookup reloaded")
         return True
 
