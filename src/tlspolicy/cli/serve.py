@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -13,6 +15,7 @@ from ..formats.loader import load_config
 from ..formats.postfix import PolicyLookup
 from ..resolver import Resolver
 from ..servers import socketmap as _sm
+from ..servers import systemd as _systemd
 from ._common import EXIT_ERROR, UsageError, add_config_files, config_paths, print_errors
 
 __all__ = ["UnixListen", "lookup_factory", "parse_listen", "register"]
@@ -86,12 +89,39 @@ def lookup_factory(paths: Sequence[str]) -> Callable[[], PolicyLookup]:
     return build
 
 
+def _inherited_socket(args: argparse.Namespace) -> socket.socket | None:
+    """The socket systemd passed (socket activation), or ``None`` without one."""
+    if not _systemd.activation_requested():
+        if args.listen is None:
+            raise UsageError("--listen is required (unless started by systemd socket "
+                             "activation)")
+        return None
+    if args.listen is not None:
+        raise UsageError("started by socket activation (LISTEN_FDS is set): the socket unit "
+                         "says where to listen, so --listen must not be given")
+    sockets = _systemd.listen_sockets()
+    if len(sockets) != 1:
+        for sock in sockets:
+            sock.detach()
+        raise UsageError(f"socket activation passed {len(sockets)} sockets; the socketmap "
+                         "server serves exactly one (one ListenStream= per socket unit)")
+    return sockets[0]
+
+
 def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
                         stream=sys.stderr, format="tlspolicy: %(levelname)s %(message)s")
-    listen: tuple[str, int] | UnixListen = args.listen
-    host, port, unix_path = (("", 0, listen.path) if isinstance(listen, UnixListen)
-                             else (*listen, None))
+    inherited = _inherited_socket(args)
+    listen: tuple[str, int] | UnixListen | None = args.listen
+    if listen is None:
+        host, port, unix_path = "127.0.0.1", 0, None
+    elif isinstance(listen, UnixListen):
+        host, port, unix_path = "", 0, listen.path
+    else:
+        host, port, unix_path = (*listen, None)
+    if args.reuse_port and (unix_path is not None or inherited is not None):
+        raise UsageError("--reuse-port applies to --listen HOST:PORT only (a socket unit "
+                         "sets ReusePort= itself)")
 
     metrics: Any = None
     metrics_listen: tuple[str, int] | None = args.metrics_listen
@@ -101,6 +131,11 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
             metrics.bind_server(server)
         sys.stdout.write(f"listening on {server.listen_address}\n")
         sys.stdout.flush()
+        _systemd.notify(f"READY=1\nSTATUS=listening on {server.listen_address}\n"
+                        f"MAINPID={os.getpid()}")
+
+    def stopping() -> None:
+        _systemd.notify("STOPPING=1")
 
     paths = config_paths(args)
     if not paths:
@@ -108,7 +143,8 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
         raise UsageError("serve needs configuration files (FILE or --config FILE); it never "
                          "serves the bundled example")
     if unix_path is None and args.socket_mode is not None:
-        raise UsageError("--socket-mode applies to --listen unix:PATH only")
+        raise UsageError("--socket-mode applies to --listen unix:PATH only (a socket unit "
+                         "sets SocketMode= itself)")
     factory = lookup_factory(paths)
     endpoint: Any = None
     try:
@@ -132,7 +168,7 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
             max_connections_per_client=args.max_connections_per_client,
             idle_timeout=args.idle_timeout, request_timeout=args.request_timeout,
             max_request_bytes=args.max_request_bytes, reload_timeout=args.reload_timeout,
-            ready=ready)
+            ready=ready, sock=inherited, reuse_port=args.reuse_port, stopping=stopping)
     except TlsPolicyError as exc:
         print_errors(exc)
         return EXIT_ERROR
@@ -144,11 +180,17 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
 
 def _add_listening(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("listening")
-    group.add_argument("--listen", required=True, type=parse_listen,
+    group.add_argument("--listen", type=parse_listen, default=None,
                        metavar="HOST:PORT|unix:PATH",
                        help="TCP address (IPv6 as [ADDR]:PORT; port 0 picks a free one) or unix "
                             "socket to listen on; the address in use is printed on standard "
-                            "output. Non-loopback addresses are refused without --allow-remote")
+                            "output. Non-loopback addresses are refused without --allow-remote. "
+                            "Required unless systemd passes the socket (socket activation, "
+                            "LISTEN_FDS)")
+    group.add_argument("--reuse-port", action="store_true",
+                       help="set SO_REUSEPORT on the TCP socket, so several server processes "
+                            "can listen on one port (the kernel spreads connections among "
+                            "them)")
     group.add_argument("--allow-remote", action="store_true",
                        help="allow a non-loopback --listen (or --metrics-listen) address (the "
                             "socketmap protocol has no authentication: restrict who can reach "
