@@ -32,6 +32,7 @@ COMMAND_MODULES: Final[tuple[str, ...]] = (
     "serve",
     "policytests",
     "discover",
+    "importcache",
 )
 """The command-group modules of this package, in the order ``--help`` lists them."""
 

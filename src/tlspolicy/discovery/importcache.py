@@ -1,0 +1,215 @@
+"""Import the MTA-STS caches of other Postfix policy daemons into the discovery store.
+
+Switching daemons must not reset trust on first use (RFC 8461 section 10.2): a
+domain whose enforce policy the old daemon holds must stay enforced from the
+first lookup on.  These functions read the unexpired policies of
+
+- postfix-mta-sts-resolver (format of its releases 1.x, read from 1.5.0): its
+  SQLite cache (table ``sts_policy_cache``: ``domain``, ``ts`` = seconds since
+  the epoch of the latest successful check, ``pol_id`` = the TXT record's id,
+  ``pol_body`` = the parsed policy as JSON: ``version``, ``mode``, ``mx`` (a
+  list), ``max_age`` (a number) and any extension keys) and its Redis cache (one
+  sorted set per domain whose best-scored member is 16 random bytes followed by
+  the JSON array ``[pol_id, pol_body]``, scored by ``ts``; the key
+  ``_metadata`` is its own bookkeeping);
+
+and write each as a discovery cache entry (a held policy, due for a re-check at
+once, so the next lookup serves it and refreshes it in the background).  An
+entry the store already holds with a policy fetched at the same time or later
+is kept.  The old daemon's files are opened read-only and never changed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from .. import CachedMtaStsPolicy, FetchOutcome, normalise_domain, parse_policy
+from ..errors import TlsPolicyError
+from ..stores import Store, dumps_json
+from .core import POLICY_NAMESPACE, StsState, _decode, _encode, _expiry
+
+__all__ = [
+    "IMPORTED",
+    "CacheImportError",
+    "ImportReport",
+    "ImportedPolicy",
+    "import_policies",
+    "read_mta_sts_resolver_redis",
+    "read_mta_sts_resolver_sqlite",
+]
+
+#: The ``detail`` of an imported entry starts with this.
+IMPORTED: Final = "imported from"
+
+
+class CacheImportError(TlsPolicyError):
+    """A cache to import cannot be read (missing file, not that daemon's format)."""
+
+
+@attrs.frozen(slots=True)
+class ImportedPolicy:
+    """One policy read from another daemon's cache (``policy_id`` ``None`` when unknown)."""
+
+    domain: str
+    policy_text: str
+    fetched_at: float
+    policy_id: str | None
+    source: str
+
+
+@attrs.define
+class ImportReport:
+    """What an import did: domains imported, kept (the store's entry is as new or
+    newer), expired, and skipped with the reason."""
+
+    imported: list[str] = attrs.Factory(list)
+    kept: list[str] = attrs.Factory(list)
+    expired: list[str] = attrs.Factory(list)
+    skipped: list[tuple[str, str]] = attrs.Factory(list)
+
+
+def _policy_text(body: Any) -> str:
+    """The policy document for postfix-mta-sts-resolver's parsed ``pol_body``."""
+    if not isinstance(body, dict):
+        raise ValueError("pol_body is not a JSON object")
+    lines = []
+    for key, value in body.items():
+        if not isinstance(key, str) or any(c in key for c in ":\r\n"):
+            raise ValueError(f"bad policy key {key!r}")
+        values = value if key == "mx" else [value]
+        if not isinstance(values, list):
+            raise ValueError("mx is not a list")
+        for item in values:
+            if isinstance(item, bool) or not isinstance(item, str | int):
+                raise ValueError(f"bad value for {key}: {item!r}")
+            text = str(item)
+            if "\r" in text or "\n" in text:
+                raise ValueError(f"line break in the value of {key}")
+            lines.append(f"{key}: {text}\r\n")
+    return "".join(lines)
+
+
+def read_mta_sts_resolver_sqlite(path: str | Path) -> Iterable[ImportedPolicy | tuple[str, str]]:
+    """The policies of a postfix-mta-sts-resolver SQLite cache; an unreadable row comes
+    back as ``(domain, reason)``."""
+    where = Path(path)
+    if not where.is_file():
+        raise CacheImportError(f"{where}: no such file")
+    try:
+        db = sqlite3.connect(f"{where.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error as exc:
+        raise CacheImportError(f"{where}: cannot open: {exc}") from None
+    try:
+        rows = db.execute("select domain, ts, pol_id, pol_body from sts_policy_cache").fetchall()
+    except sqlite3.Error as exc:
+        raise CacheImportError(f"{where}: not a postfix-mta-sts-resolver cache: {exc}") from None
+    finally:
+        db.close()
+    found: list[ImportedPolicy | tuple[str, str]] = []
+    for domain, ts, pol_id, pol_body in rows:
+        name = str(domain)
+        try:
+            text = _policy_text(json.loads(pol_body))
+            found.append(ImportedPolicy(name, text, float(ts),
+                                        None if pol_id is None else str(pol_id),
+                                        f"postfix-mta-sts-resolver sqlite {where}"))
+        except (TypeError, ValueError) as exc:
+            found.append((name, f"unreadable entry: {exc}"))
+    return found
+
+
+async def read_mta_sts_resolver_redis(
+        url: str, *, timeout: float = 5.0) -> AsyncIterator[ImportedPolicy | tuple[str, str]]:
+    """The policies of a postfix-mta-sts-resolver Redis cache (keys that are not its
+    sorted sets are passed over); needs the ``tlspolicy[redis]`` extra."""
+    from redis import asyncio as aioredis
+    from redis.exceptions import RedisError
+
+    client = aioredis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        try:
+            async for raw_key in client.scan_iter(count=500):
+                key = raw_key.decode("utf-8", errors="replace")
+                if key == "_metadata" or await client.type(raw_key) != b"zset":
+                    continue
+                best: list[Any] = await client.zrevrange(raw_key, 0, 0, withscores=True)
+                if not best:
+                    continue
+                member: bytes = best[0][0]
+                score: float = best[0][1]
+                try:
+                    pol_id, pol_body = json.loads(member[16:].decode("utf-8"))
+                    yield ImportedPolicy(key, _policy_text(pol_body), float(score),
+                                         None if pol_id is None else str(pol_id),
+                                         "postfix-mta-sts-resolver redis")
+                except (TypeError, ValueError) as exc:
+                    yield (key, f"unreadable entry: {exc}")
+        except RedisError as exc:
+            raise CacheImportError(f"redis {url}: {exc}") from None
+    finally:
+        await client.aclose()
+
+
+async def import_policies(
+        store: Store, policies: Iterable[ImportedPolicy | tuple[str, str]]
+        | AsyncIterable[ImportedPolicy | tuple[str, str]], *,
+        now: float | None = None) -> ImportReport:
+    """Write the unexpired ``policies`` into ``store`` as discovery cache entries.
+
+    Each is parsed with the library's own (strict) policy parser; one it refuses,
+    or whose domain is not a domain name, is skipped with the reason.  An entry the
+    store holds whose policy was fetched at the same time or later is kept.
+    """
+    moment = time.time() if now is None else now
+    report = ImportReport()
+
+    async def items() -> AsyncIterator[ImportedPolicy | tuple[str, str]]:
+        if isinstance(policies, AsyncIterable):
+            async for item in policies:
+                yield item
+        else:
+            for item in policies:
+                yield item
+
+    async for item in items():
+        if isinstance(item, tuple):
+            report.skipped.append(item)
+            continue
+        try:
+            domain = normalise_domain(item.domain)
+            policy = parse_policy(item.policy_text)
+        except TlsPolicyError as exc:
+            report.skipped.append((item.domain, str(exc)))
+            continue
+        if not item.fetched_at > 0:
+            report.skipped.append((domain, f"bad fetch time {item.fetched_at!r}"))
+            continue
+        fetched = datetime.fromtimestamp(item.fetched_at, UTC)
+        cached = CachedMtaStsPolicy(policy, fetched, item.policy_id)
+        if cached.expires_at.timestamp() <= moment:
+            report.expired.append(domain)
+            continue
+        entry = await store.get(POLICY_NAMESPACE, domain)
+        if entry is not None:
+            try:
+                held = _decode(domain, entry.value).cached
+            except TlsPolicyError:
+                held = None
+            if held is not None and held.fetched_at >= fetched:
+                report.kept.append(domain)
+                continue
+        state = StsState(domain, "policy", cached, FetchOutcome.OK,
+                         f"{IMPORTED} {item.source}", item.policy_id,
+                         moment, 0, None)
+        await store.set(POLICY_NAMESPACE, domain, dumps_json(_encode(state)),
+                        expires_at=_expiry(state))
+        report.imported.append(domain)
+    return report
