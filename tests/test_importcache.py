@@ -11,6 +11,8 @@ the real Redis server of the discovery tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gzip
 import json
 import sqlite3
 import time
@@ -20,10 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from discovery_support import DnsLab, HttpsLab, PolicyAnswer, RedisServer
 from tlspolicy import CachedMtaStsPolicy, FetchOutcome, StsMode, cli, parse_policy
 from tlspolicy.discovery import POLICY_NAMESPACE, Discovery, DiscoveryConfig, StsState
+from tlspolicy.discovery._gob import GobError, read_gob
 from tlspolicy.discovery.core import _decode, _encode
 from tlspolicy.discovery.importcache import (
     CacheImportError,
@@ -31,6 +36,7 @@ from tlspolicy.discovery.importcache import (
     import_policies,
     read_mta_sts_resolver_redis,
     read_mta_sts_resolver_sqlite,
+    read_postfix_tlspol,
 )
 from tlspolicy.stores import SqliteStore, dumps_json
 
@@ -257,3 +263,107 @@ def test_import_cache_cli_errors_are_clean(tmp_path: Path,
                      str(tmp_path / "missing.db"), "--cache", str(tmp_path / "c.sqlite3")])
     err = capsys.readouterr().err
     assert code == 2 and "no such file" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------- postfix-tlspol
+
+TLSPOL_CACHE = Path(__file__).parent / "data" / "postfix-tlspol" / "cache.db"
+#: The moment gen_cache.go wrote the cache for.
+TLSPOL_NOW = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+
+
+def test_tlspol_cache_written_by_go_is_read() -> None:
+    """cache.db was written by Go's own encoding/gob (gen_cache.go beside it)."""
+    found = read_postfix_tlspol(TLSPOL_CACHE)
+    policies = {p.domain: p for p in found if isinstance(p, ImportedPolicy)}
+    # DANE-only, testing, no-policy and counter-only entries carry no MTA-STS policy.
+    assert set(policies) == {"enforce.example", "long.example", "expired.example"}
+    enforce = policies["enforce.example"]
+    assert enforce.fetched_at == TLSPOL_NOW - 7200 and enforce.policy_id is None
+    parsed = parse_policy(enforce.policy_text)
+    assert parsed.mode is StsMode.ENFORCE and parsed.max_age == 604800
+    assert [str(m) for m in parsed.mx] == ["mx1.enforce.example", "*.enforce.example"]
+    # The branch is capped at 30 days, the policy's own max_age is a year.
+    assert parse_policy(policies["long.example"].policy_text).max_age == 31557600
+    assert policies["long.example"].fetched_at == TLSPOL_NOW - 7200
+
+
+def test_tlspol_import_uses_the_policy_max_age(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "discovery.sqlite3", clock=lambda: TLSPOL_NOW)
+
+    async def main() -> tuple[Any, dict[str, StsState]]:
+        try:
+            report = await import_policies(store, read_postfix_tlspol(TLSPOL_CACHE),
+                                           now=TLSPOL_NOW)
+            states = {}
+            for domain in report.imported:
+                entry = await store.get(POLICY_NAMESPACE, domain)
+                assert entry is not None
+                states[domain] = _decode(domain, entry.value)
+            return report, states
+        finally:
+            await store.close()
+
+    report, states = asyncio.run(main())
+    assert sorted(report.imported) == ["enforce.example", "long.example"]
+    assert report.expired == ["expired.example"] and not report.skipped
+    long = states["long.example"].cached
+    assert long is not None
+    assert long.expires_at.timestamp() == TLSPOL_NOW - 7200 + 31557600
+
+
+def test_tlspol_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Import "now": the fixture's policies are months old by the time this runs, so
+    # only the year-long one can still be unexpired; the library test above pins time.
+    code = cli.main(["import-cache", "--from", "postfix-tlspol", str(TLSPOL_CACHE),
+                     "--cache", str(tmp_path / "c.sqlite3")])
+    out = capsys.readouterr().out
+    assert code == 0 and out.startswith("imported ")
+
+
+@pytest.mark.parametrize("mangle", ["truncate", "flip", "not-gzip", "empty-gzip"])
+def test_a_damaged_tlspol_cache_is_a_clear_error(tmp_path: Path, mangle: str) -> None:
+    raw = gzip.decompress(TLSPOL_CACHE.read_bytes())
+    if mangle == "truncate":
+        data = gzip.compress(raw[: len(raw) // 2])
+    elif mangle == "flip":
+        data = gzip.compress(raw[:40] + bytes([raw[40] ^ 0xFF]) + raw[41:])
+    elif mangle == "not-gzip":
+        data = raw
+    else:
+        data = gzip.compress(b"")
+    path = tmp_path / "cache.db"
+    path.write_bytes(data)
+    try:
+        found = read_postfix_tlspol(path)
+    except CacheImportError as exc:
+        assert str(path) in str(exc)
+    else:
+        # A flipped byte inside a string still decodes: the entry is then refused later.
+        assert mangle == "flip", found
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_gob_reader_never_crashes_on_garbage(data: bytes) -> None:
+    with contextlib.suppress(GobError):
+        read_gob(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=0, max_value=len(gzip.decompress(TLSPOL_CACHE.read_bytes())) - 1),
+       st.integers(min_value=0, max_value=255))
+def test_gob_reader_survives_any_byte_changed(position: int, value: int) -> None:
+    raw = bytearray(gzip.decompress(TLSPOL_CACHE.read_bytes()))
+    raw[position] = value
+    with contextlib.suppress(GobError):
+        read_gob(bytes(raw))
+
+
+def test_go_time_out_of_range_is_a_gob_error() -> None:
+    from tlspolicy.discovery._gob import go_time
+
+    with pytest.raises(GobError, match="out of range"):
+        go_time(bytes([1]) + b"\x7f" * 8 + b"\x00" * 4 + b"\xff\xff")
+    with pytest.raises(GobError, match="not a Go time"):
+        go_time(b"\x01\x02")

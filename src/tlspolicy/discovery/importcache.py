@@ -12,6 +12,15 @@ first lookup on.  These functions read the unexpired policies of
   sorted set per domain whose best-scored member is 16 random bytes followed by
   the JSON array ``[pol_id, pol_body]``, scored by ``ts``; the key
   ``_metadata`` is its own bookkeeping);
+- postfix-tlspol (the cache file of its releases 1.10 to 1.13, read from 1.13.0): a
+  gzip-compressed Go ``encoding/gob`` stream of one map from domain to a struct
+  whose ``MtaSts`` branch holds, for an enforce policy, the Postfix answer in
+  ``Policy``, the policy's lines as ``{ policy_string = key: value }`` items in
+  ``Report``, its lifetime in seconds in ``TTL`` (``max_age``, capped at 30 days)
+  and ``ExpiresAt`` = fetch time + ``TTL``.  It keeps no policy text for testing
+  policies and no TXT record id, so only enforce policies come over, each with an
+  unknown id (the first re-check fetches the policy again and keeps the imported
+  one while that fails);
 
 and write each as a discovery cache entry (a held policy, due for a re-check at
 once, so the next lookup serves it and refreshes it in the background).  An
@@ -21,9 +30,12 @@ is kept.  The old daemon's files are opened read-only and never changed.
 
 from __future__ import annotations
 
+import gzip
 import json
+import re
 import sqlite3
 import time
+import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +46,7 @@ import attrs
 from .. import CachedMtaStsPolicy, FetchOutcome, normalise_domain, parse_policy
 from ..errors import TlsPolicyError
 from ..stores import Store, dumps_json
+from ._gob import GobError, go_time, read_gob
 from .core import POLICY_NAMESPACE, StsState, _decode, _encode, _expiry
 
 __all__ = [
@@ -44,10 +57,14 @@ __all__ = [
     "import_policies",
     "read_mta_sts_resolver_redis",
     "read_mta_sts_resolver_sqlite",
+    "read_postfix_tlspol",
 ]
 
 #: The ``detail`` of an imported entry starts with this.
 IMPORTED: Final = "imported from"
+#: Largest postfix-tlspol cache accepted, uncompressed (a few hundred bytes a domain).
+MAX_TLSPOL_BYTES: Final = 512 * 1024 * 1024
+_POLICY_STRING: Final = re.compile(r"\{ policy_string = ([^{}\r\n]*?) \}")
 
 
 class CacheImportError(TlsPolicyError):
@@ -213,3 +230,43 @@ async def import_policies(
                         expires_at=_expiry(state))
         report.imported.append(domain)
     return report
+
+
+def read_postfix_tlspol(path: str | Path) -> list[ImportedPolicy | tuple[str, str]]:
+    """The enforce MTA-STS policies of a postfix-tlspol cache file (``cache-file``);
+    entries without one (DANE only, testing, no policy) are passed over."""
+    where = Path(path)
+    try:
+        with gzip.open(where, "rb") as stream:
+            data = stream.read(MAX_TLSPOL_BYTES + 1)
+    except FileNotFoundError:
+        raise CacheImportError(f"{where}: no such file") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise CacheImportError(f"{where}: not a postfix-tlspol cache file (not gzip: "
+                               f"{exc})") from None
+    if len(data) > MAX_TLSPOL_BYTES:
+        raise CacheImportError(f"{where}: more than {MAX_TLSPOL_BYTES} bytes uncompressed")
+    try:
+        values = read_gob(data)
+    except GobError as exc:
+        raise CacheImportError(f"{where}: not a postfix-tlspol cache file: {exc}") from None
+    if len(values) != 1 or not isinstance(values[0], dict):
+        raise CacheImportError(f"{where}: not a postfix-tlspol cache file (expected one map)")
+    found: list[ImportedPolicy | tuple[str, str]] = []
+    source = f"postfix-tlspol {where}"
+    for domain, entry in values[0].items():
+        name = str(domain)
+        branch = entry.get("MtaSts") if isinstance(entry, dict) else None
+        if not isinstance(branch, dict) or not str(branch.get("Policy", "")).startswith(
+                "secure "):
+            continue
+        try:
+            lines = _POLICY_STRING.findall(str(branch.get("Report", "")))
+            if not lines:
+                raise ValueError("no policy lines in Report")
+            fetched = go_time(branch["ExpiresAt"]).timestamp() - int(branch.get("TTL", 0))
+            found.append(ImportedPolicy(name, "".join(f"{line}\r\n" for line in lines),
+                                        fetched, None, source))
+        except (KeyError, TypeError, ValueError) as exc:
+            found.append((name, f"unreadable entry: {exc}"))
+    return found
