@@ -34,6 +34,7 @@ from tlspolicy.discovery.importcache import (
     CacheImportError,
     ImportedPolicy,
     import_policies,
+    read_mta_sts_resolver_postgres,
     read_mta_sts_resolver_redis,
     read_mta_sts_resolver_sqlite,
     read_postfix_tlspol,
@@ -367,3 +368,121 @@ def test_go_time_out_of_range_is_a_gob_error() -> None:
         go_time(bytes([1]) + b"\x7f" * 8 + b"\x00" * 4 + b"\xff\xff")
     with pytest.raises(GobError, match="not a Go time"):
         go_time(b"\x01\x02")
+
+
+# ---------------------------------------------------------------------- PostgreSQL
+
+
+def _pg_bin() -> Path:
+    import os
+
+    roots = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+    if not roots or not (roots[-1] / "postgres").exists():
+        pytest.skip("PostgreSQL is not installed (Debian package postgresql; "
+                    ".ci/install-postgres.sh)")
+    if os.geteuid() != 0:
+        pytest.skip("starting PostgreSQL as its own user needs root")
+    import pwd
+
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.skip("no postgres user (the postgresql package creates it)")
+    return roots[-1]
+
+
+@pytest.fixture(scope="module")
+def postgres_dsn() -> Any:
+    """A private PostgreSQL server on a free loopback port, run as the postgres user."""
+    import shutil
+    import signal
+    import subprocess
+    import tempfile
+
+    from postfix_support import free_port
+
+    bindir = _pg_bin()
+    base = Path(tempfile.mkdtemp(prefix="tlspolicy-pg-"))
+    base.chmod(0o755)
+    data = base / "data"
+    shutil.chown(base, "postgres", "postgres")
+    # PostgreSQL refuses to run as root: both programs run as its own user.
+    subprocess.run([str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U",
+                    "postgres", "--no-sync"], check=True, capture_output=True, timeout=120,
+                   user="postgres", group="postgres", cwd=base)
+    port = free_port()
+    process = subprocess.Popen(
+        [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(base),
+         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user="postgres",
+        group="postgres", cwd=base)
+    dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    try:
+        import psycopg
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                psycopg.connect(dsn, connect_timeout=2).close()
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        yield dsn
+    finally:
+        process.send_signal(signal.SIGINT)  # PostgreSQL's "fast" shutdown
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def write_resolver_postgres(dsn: str, entries: dict[str, tuple[int, str, Any]]) -> None:
+    """Tables and rows as postfix-mta-sts-resolver's postgres backend creates them."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS sts_policy_cache, proactive_fetch_ts")
+        conn.execute("CREATE TABLE IF NOT EXISTS proactive_fetch_ts "
+                     "(id serial primary key, last_fetch_ts integer)")
+        conn.execute("CREATE TABLE IF NOT EXISTS sts_policy_cache "
+                     "(id serial primary key, domain text, ts integer, pol_id text, "
+                     "pol_body jsonb)")
+        conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS sts_policy_domain ON "
+                     "sts_policy_cache (domain)")
+        conn.execute("CREATE INDEX IF NOT EXISTS sts_policy_domain_ts ON "
+                     "sts_policy_cache (domain, ts)")
+        for domain, (ts, pol_id, body) in entries.items():
+            # Its jsonb codec is json.dumps: the parsed policy dict as a JSON object.
+            conn.execute("INSERT INTO sts_policy_cache (domain, ts, pol_id, pol_body) "
+                         "VALUES (%s, %s, %s, %s::jsonb)", (domain, ts, pol_id,
+                                                            json.dumps(body)))
+        conn.execute("INSERT INTO proactive_fetch_ts (last_fetch_ts, id) VALUES (%s, 1)",
+                     (int(NOW),))
+
+
+def test_postgres_cache_imports_like_sqlite(postgres_dsn: str, tmp_path: Path) -> None:
+    write_resolver_postgres(postgres_dsn, ENTRIES)
+    store = SqliteStore(tmp_path / "discovery.sqlite3")
+
+    async def main() -> Any:
+        try:
+            return await import_policies(store, read_mta_sts_resolver_postgres(postgres_dsn),
+                                         now=NOW)
+        finally:
+            await store.close()
+
+    report = asyncio.run(main())
+    assert sorted(report.imported) == ["fresh.example", "keep.secure.test", "testing.example"]
+    assert report.expired == ["old.example"]
+    assert [d for d, _ in report.skipped] == ["bad.example"]
+
+
+def test_postgres_source_errors_hide_the_password(postgres_dsn: str) -> None:
+    port = postgres_dsn.rsplit(":", 1)[1].split("/")[0]
+    with pytest.raises(CacheImportError) as info:
+        read_mta_sts_resolver_postgres(f"postgresql://postgres:s3cret@127.0.0.1:{port}/nodb")
+    assert "s3cret" not in str(info.value) and "nodb" in str(info.value)

@@ -5,7 +5,7 @@ unexpired policy its cache holds is written into tlspolicy's discovery store
 (``--cache``, or ``--redis`` with its local mirror), so the first lookup of each
 domain after the switch is already answered with it. Needs the
 ``tlspolicy[discovery]`` extra (and ``tlspolicy[redis]`` for a Redis source or
-store).
+store, ``tlspolicy[postgres]`` for a PostgreSQL source).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ SOURCES = {
                                "(its cache.options.filename)",
     "mta-sts-resolver-redis": "the redis:// URL of postfix-mta-sts-resolver's redis cache "
                               "(its cache.options.url)",
+    "mta-sts-resolver-postgres": "the libpq connection string of postfix-mta-sts-resolver's "
+                                 "postgres cache (its cache.options.dsn)",
     "postfix-tlspol": "postfix-tlspol's cache file (its server.cache-file, by default "
                       "/var/lib/postfix-tlspol/cache.db); stop postfix-tlspol first, it "
                       "rewrites the file on exit",
@@ -42,6 +44,8 @@ def _cmd_import_cache(args: argparse.Namespace) -> int:
     async def main() -> Any:
         if args.source_kind == "mta-sts-resolver-sqlite":
             source: Any = _ic.read_mta_sts_resolver_sqlite(args.source)
+        elif args.source_kind == "mta-sts-resolver-postgres":
+            source = _ic.read_mta_sts_resolver_postgres(args.source)
         elif args.source_kind == "postfix-tlspol":
             source = _ic.read_postfix_tlspol(args.source)
         else:
@@ -75,7 +79,8 @@ def register(sub: Any) -> None:
     parser = sub.add_parser(
         "import-cache", help="import another policy daemon's unexpired MTA-STS policies into "
                              "the discovery cache",
-        description="Read the MTA-STS cache of postfix-mta-sts-resolver or postfix-tlspol "
+        description="Read the MTA-STS cache of postfix-mta-sts-resolver (sqlite, redis or "
+                    "postgres) or postfix-tlspol "
                     "and write every "
                     "unexpired policy into the discovery cache, so switching keeps trust on "
                     "first use. The source is opened read-only; policies the cache already "

@@ -11,7 +11,8 @@ first lookup on.  These functions read the unexpired policies of
   list), ``max_age`` (a number) and any extension keys) and its Redis cache (one
   sorted set per domain whose best-scored member is 16 random bytes followed by
   the JSON array ``[pol_id, pol_body]``, scored by ``ts``; the key
-  ``_metadata`` is its own bookkeeping);
+  ``_metadata`` is its own bookkeeping), and its PostgreSQL cache (the same
+  columns as SQLite, ``pol_body`` as ``jsonb``);
 - postfix-tlspol (the cache file of its releases 1.10 to 1.13, read from 1.13.0): a
   gzip-compressed Go ``encoding/gob`` stream of one map from domain to a struct
   whose ``MtaSts`` branch holds, for an enforce policy, the Postfix answer in
@@ -55,6 +56,7 @@ __all__ = [
     "ImportReport",
     "ImportedPolicy",
     "import_policies",
+    "read_mta_sts_resolver_postgres",
     "read_mta_sts_resolver_redis",
     "read_mta_sts_resolver_sqlite",
     "read_postfix_tlspol",
@@ -138,6 +140,36 @@ def read_mta_sts_resolver_sqlite(path: str | Path) -> Iterable[ImportedPolicy | 
             found.append(ImportedPolicy(name, text, float(ts),
                                         None if pol_id is None else str(pol_id),
                                         f"postfix-mta-sts-resolver sqlite {where}"))
+        except (TypeError, ValueError) as exc:
+            found.append((name, f"unreadable entry: {exc}"))
+    return found
+
+
+def read_mta_sts_resolver_postgres(
+        dsn: str, *, timeout: float = 5.0) -> list[ImportedPolicy | tuple[str, str]]:
+    """The policies of a postfix-mta-sts-resolver PostgreSQL cache (``dsn`` as its
+    ``cache.options.dsn``), read in a read-only transaction; needs ``psycopg``."""
+    try:
+        import psycopg
+    except ImportError:
+        raise CacheImportError("a PostgreSQL source needs the tlspolicy[postgres] extra "
+                               "(psycopg is not installed)") from None
+    where = "postgres " + re.sub(r"//[^@/]*@", "//", dsn)  # no password in messages
+    try:
+        with psycopg.connect(dsn, connect_timeout=max(1, int(timeout))) as conn:
+            conn.read_only = True
+            rows = conn.execute(
+                "select domain, ts, pol_id, pol_body from sts_policy_cache").fetchall()
+    except psycopg.Error as exc:
+        raise CacheImportError(f"{where}: {str(exc).strip()}") from None
+    found: list[ImportedPolicy | tuple[str, str]] = []
+    for domain, ts, pol_id, pol_body in rows:
+        name = str(domain)
+        try:
+            body = json.loads(pol_body) if isinstance(pol_body, str | bytes) else pol_body
+            found.append(ImportedPolicy(name, _policy_text(body), float(ts),
+                                        None if pol_id is None else str(pol_id),
+                                        "postfix-mta-sts-resolver postgres"))
         except (TypeError, ValueError) as exc:
             found.append((name, f"unreadable entry: {exc}"))
     return found
