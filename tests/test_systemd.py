@@ -236,8 +236,12 @@ def test_ready_then_stopping_are_notified(tmp_path: Path, abstract: bool) -> Non
         assert f"MAINPID={process.pid}" in ready
         process.send_signal(signal.SIGTERM)
         assert receiver.recv(4096).decode() == "STOPPING=1"
+        # One SIGTERM only, as systemd sends: wait for the exit it started.
+        _out, err = process.communicate(timeout=20)
+        assert process.returncode == 0, err
     finally:
-        _stop(process)
+        if process.poll() is None:
+            _stop(process)
         receiver.close()
 
 
