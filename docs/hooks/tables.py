@@ -389,6 +389,15 @@ def api_index() -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
+def metrics_table() -> str:
+    """The daemon's Prometheus metrics, from ``METRIC_DEFINITIONS``."""
+    from tlspolicy.servers.metrics import METRIC_DEFINITIONS
+
+    rows = [(_code(d.name), d.kind, ", ".join(_code(label) for label in d.labels) or "-",
+             d.help) for d in METRIC_DEFINITIONS]
+    return _table(("Metric", "Type", "Labels", "Meaning"), rows)
+
+
 # ---------------------------------------------------------------------------
 # Command line
 
@@ -467,6 +476,7 @@ GENERATORS: Final[Mapping[str, Callable[[], str]]] = {
     "statuses": status_table,
     "api": api_index,
     "cli": cli_reference,
+    "metrics": metrics_table,
 }
 """Placeholder name -> function rendering its Markdown."""
 

@@ -45,6 +45,7 @@ COMMAND_MODULES: Final[tuple[str, ...]] = (
     "report",
     "exceptions",
     "shadow",
+    "importcache",
 )
 """The command-group modules of this package, in the order ``--help`` lists them."""
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -25,6 +27,7 @@ from ..formats.tlsfiles import check_tls_files
 from ..resolver import Resolver
 from ..scopes import Config
 from ..servers import socketmap as _sm
+from ..servers import systemd as _systemd
 from ..servers.expiry import ExpiringPolicy, watch_expiry
 from ..servers.shadow import drain_shadow
 from ..testing.shadow import ShadowLookup
@@ -62,6 +65,13 @@ def parse_listen(text: str) -> tuple[str, int] | UnixListen:
     elif ":" in host:
         raise argparse.ArgumentTypeError(f"an IPv6 address needs brackets: [{host}]:{port_text}")
     return host, int(port_text)
+
+
+def _parse_tcp_listen(text: str) -> tuple[str, int]:
+    where = parse_listen(text)
+    if isinstance(where, UnixListen):
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return where
 
 
 def _file_mode(text: str) -> int:
@@ -151,12 +161,54 @@ def postconf_version(postconf: str | None = None) -> PostfixVersion:
     return parse_postfix_version(result.stdout)
 
 
+def _inherited_socket(args: argparse.Namespace) -> socket.socket | None:
+    """The socket systemd passed (socket activation), or ``None`` without one."""
+    if not _systemd.activation_requested():
+        if args.listen is None:
+            raise UsageError("--listen is required (unless started by systemd socket "
+                             "activation)")
+        return None
+    if args.listen is not None:
+        raise UsageError("started by socket activation (LISTEN_FDS is set): the socket unit "
+                         "says where to listen, so --listen must not be given")
+    sockets = _systemd.listen_sockets()
+    if len(sockets) != 1:
+        for sock in sockets:
+            sock.detach()
+        raise UsageError(f"socket activation passed {len(sockets)} sockets; the socketmap "
+                         "server serves exactly one (one ListenStream= per socket unit)")
+    return sockets[0]
+
+
 def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
                         stream=sys.stderr, format="tlspolicy: %(levelname)s %(message)s")
-    listen: tuple[str, int] | UnixListen = args.listen
-    host, port, unix_path = (("", 0, listen.path) if isinstance(listen, UnixListen)
-                             else (*listen, None))
+    inherited = _inherited_socket(args)
+    listen: tuple[str, int] | UnixListen | None = args.listen
+    if listen is None:
+        host, port, unix_path = "127.0.0.1", 0, None
+    elif isinstance(listen, UnixListen):
+        host, port, unix_path = "", 0, listen.path
+    else:
+        host, port, unix_path = (*listen, None)
+    if args.reuse_port and (unix_path is not None or inherited is not None):
+        raise UsageError("--reuse-port applies to --listen HOST:PORT only (a socket unit "
+                         "sets ReusePort= itself)")
+
+    metrics: Any = None
+    metrics_listen: tuple[str, int] | None = args.metrics_listen
+
+    def ready(server: _sm.SocketmapServer) -> None:
+        if metrics is not None:
+            metrics.bind_server(server)
+        sys.stdout.write(f"listening on {server.listen_address}\n")
+        sys.stdout.flush()
+        start_watchers(server)
+        _systemd.notify(f"READY=1\nSTATUS=listening on {server.listen_address}\n"
+                        f"MAINPID={os.getpid()}")
+
+    def stopping() -> None:
+        _systemd.notify("STOPPING=1")
 
     paths = config_paths(args)
     if not paths:
@@ -164,7 +216,8 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
         raise UsageError("serve needs configuration files (FILE or --config FILE); it never "
                          "serves the bundled example")
     if unix_path is None and args.socket_mode is not None:
-        raise UsageError("--socket-mode applies to --listen unix:PATH only")
+        raise UsageError("--socket-mode applies to --listen unix:PATH only (a socket unit "
+                         "sets SocketMode= itself)")
     if args.no_file_checks:
         logging.getLogger("tlspolicy").warning(
             "--no-file-checks: certificate and CA files are not checked; a missing one is "
@@ -182,6 +235,7 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
                                 relayhost=args.relayhost, postfix_version=version)
                  if args.shadow else None)
     watchers: list[asyncio.Task[None]] = []
+    recompilers: list[Any] = []  # what an expiry swaps in: rebuild, counted with --metrics
 
     def build() -> Any:
         # The live policy answers; a shadow candidate is compared after the replies.
@@ -195,41 +249,70 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
     def due() -> bool:
         return policy.expiry_due() or (candidate is not None and candidate.expiry_due())
 
-    def ready(server: _sm.SocketmapServer) -> None:
-        sys.stdout.write(f"listening on {server.listen_address}\n")
-        sys.stdout.flush()
+    def start_watchers(server: _sm.SocketmapServer) -> None:
         loop = asyncio.get_running_loop()
         # Look at the clock every minute; recompile when a stanza expires.
         watchers.append(loop.create_task(
-            watch_expiry(server, policy, due=due, rebuild=rebuild)))
+            watch_expiry(server, policy, due=due, rebuild=(recompilers or [rebuild])[0])))
         if candidate is not None:
             watchers.append(loop.create_task(
                 drain_shadow(server, report=args.shadow_report)))
 
-    # A configuration error (first load) reaches main, which prints it with its hint.
-    _sm.run_forever(
-        build, host=host, port=port,
-        unix_path=unix_path,
-        allow_remote=args.allow_remote,
-        socket_mode=_sm.DEFAULT_SOCKET_MODE if args.socket_mode is None else args.socket_mode,
-        max_connections=args.max_connections,
-        max_connections_per_client=args.max_connections_per_client,
-        idle_timeout=args.idle_timeout, request_timeout=args.request_timeout,
-        max_request_bytes=args.max_request_bytes, reload_timeout=args.reload_timeout,
-        ready=ready)
+    factory: Any = build
+    endpoint: Any = None
+    try:
+        if metrics_listen is not None:
+            try:
+                from ..servers import metrics as _metrics
+            except ImportError as exc:
+                raise UsageError(f"--metrics-listen needs the tlspolicy[daemon] extra "
+                                 f"({exc.name} is not installed)") from None
+            metrics = _metrics.Metrics()
+            # Reloads and expiry recompiles are counted alike.
+            factory = metrics.instrument_factory(build)
+            recompilers.append(metrics.instrument_factory(rebuild))
+            endpoint = _metrics.start_metrics_server(metrics, *metrics_listen,
+                                                     allow_remote=args.allow_remote)
+            sys.stdout.write(f"metrics on http://{endpoint.listen_address}/metrics\n")
+            sys.stdout.flush()
+        # A configuration error (first load) reaches main, which prints it with its hint.
+        _sm.run_forever(
+            factory, host=host, port=port, unix_path=unix_path,
+            allow_remote=args.allow_remote,
+            socket_mode=_sm.DEFAULT_SOCKET_MODE if args.socket_mode is None else args.socket_mode,
+            max_connections=args.max_connections,
+            max_connections_per_client=args.max_connections_per_client,
+            idle_timeout=args.idle_timeout, request_timeout=args.request_timeout,
+            max_request_bytes=args.max_request_bytes, reload_timeout=args.reload_timeout,
+            ready=ready, sock=inherited, reuse_port=args.reuse_port, stopping=stopping)
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
     return 0
 
 
 def _add_listening(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("listening")
-    group.add_argument("--listen", required=True, type=parse_listen,
+    group.add_argument("--listen", type=parse_listen, default=None,
                        metavar="HOST:PORT|unix:PATH",
                        help="TCP address (IPv6 as [ADDR]:PORT; port 0 picks a free one) or unix "
                             "socket to listen on; the address in use is printed on standard "
-                            "output. Non-loopback addresses are refused without --allow-remote")
+                            "output. Non-loopback addresses are refused without --allow-remote. "
+                            "Required unless systemd passes the socket (socket activation, "
+                            "LISTEN_FDS)")
+    group.add_argument("--reuse-port", action="store_true",
+                       help="set SO_REUSEPORT on the TCP socket, so several server processes "
+                            "can listen on one port (the kernel spreads connections among "
+                            "them)")
     group.add_argument("--allow-remote", action="store_true",
-                       help="allow a non-loopback --listen address (the socketmap protocol has "
-                            "no authentication: restrict who can reach it)")
+                       help="allow a non-loopback --listen (or --metrics-listen) address (the "
+                            "socketmap protocol has no authentication: restrict who can reach "
+                            "it)")
+    group.add_argument("--metrics-listen", type=_parse_tcp_listen, default=None,
+                       metavar="HOST:PORT",
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics (HOST an IP "
+                            "address; loopback only without --allow-remote; needs the "
+                            "tlspolicy[daemon] extra)")
     group.add_argument("--socket-mode", type=_file_mode, default=None, metavar="MODE",
                        help="file mode of the unix socket, octal "
                             f"(default {_sm.DEFAULT_SOCKET_MODE:04o})")

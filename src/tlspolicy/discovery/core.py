@@ -39,6 +39,7 @@ __all__ = [
     "Discovery",
     "DiscoveryConfig",
     "DiscoveryError",
+    "DiscoveryObserver",
     "MxLookup",
     "StsState",
     "TlsRptRecord",
@@ -60,6 +61,30 @@ _RECORD_VERSION: Final = 1
 
 class DiscoveryError(TlsPolicyError):
     """Discovery cannot be set up as configured (bad resolver address, no store)."""
+
+
+class DiscoveryObserver:
+    """What discovery reports as it works, for metrics; every method does nothing here.
+
+    Subclass it and pass an instance as ``Discovery(observer=...)``.  The calls
+    are made on the event loop and must return at once (count, never block).
+    """
+
+    def cache_lookup(self, result: str) -> None:
+        """An MTA-STS state was asked for: ``"hit"`` (fresh state held), ``"stale"``
+        (a held policy served while a refresh runs) or ``"miss"`` (nothing usable held)."""
+
+    def policy_fetch(self, outcome: FetchOutcome, seconds: float | None) -> None:
+        """An MTA-STS policy fetch ended with ``outcome``; ``seconds`` is the HTTPS
+        request's duration, ``None`` when no request was made (TXT lookup failed,
+        no address for the policy host)."""
+
+    def single_flight_wait(self, scope: str) -> None:
+        """A lookup waited for a fetch someone else started: ``"process"`` (another
+        task of this process) or ``"store"`` (another process holding the store's lock)."""
+
+
+_NO_OBSERVER: Final = DiscoveryObserver()
 
 
 def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -236,14 +261,18 @@ class Discovery:
     :meth:`start` and :meth:`close`), then ``await d.destination(domain, mx)``.
     ``store`` defaults to a :class:`~tlspolicy.stores.SqliteStore` at
     ``config.cache_path``, closed by :meth:`close`; a store passed in is closed only
-    with ``close_store=True``.  ``clock`` (seconds since the epoch) is for tests.
+    with ``close_store=True``.  ``clock`` (seconds since the epoch) is for tests;
+    ``observer`` (a :class:`DiscoveryObserver`) is told about cache lookups, fetches
+    and single-flight waits, e.g. to feed metrics.
     """
 
     def __init__(self, config: DiscoveryConfig | None = None, *, store: Store | None = None,
                  close_store: bool = False,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 observer: DiscoveryObserver | None = None) -> None:
         self.config = config = config if config is not None else DiscoveryConfig()
         self._clock = clock
+        self.observer = observer if observer is not None else _NO_OBSERVER
         self._own_store = store is None or close_store
         if store is None:
             Path(config.cache_path).parent.mkdir(parents=True, exist_ok=True)
@@ -494,10 +523,16 @@ class Discovery:
                 state = stored
                 self._memory[name] = stored
         if state is not None and not self._needs_check(state, now):
+            self.observer.cache_lookup("hit")
             return state
+        joined = name in self._refreshing
         task = self._refresh_task(name)
         if state is not None and policy_in_force(state.cached, _aware(now)) is not None:
+            self.observer.cache_lookup("stale")
             return state
+        self.observer.cache_lookup("miss")
+        if joined:
+            self.observer.single_flight_wait("process")
         timeout = self.config.first_wait if wait is None else wait
         done, _ = await asyncio.wait({task}, timeout=timeout)
         if done:
@@ -532,6 +567,7 @@ class Discovery:
         lock = f"mta-sts.{domain}"
         deadline = time.monotonic() + self.config.lock_ttl
         held = False
+        waited = False
         try:
             while True:
                 try:
@@ -541,6 +577,9 @@ class Discovery:
                     break
                 if held:
                     break
+                if not waited:
+                    waited = True
+                    self.observer.single_flight_wait("store")
                 # Another process is fetching this domain: use its result when it lands.
                 await asyncio.sleep(0.05)
                 stored = await self._load(domain)
@@ -593,6 +632,7 @@ class Discovery:
         in_force = policy_in_force(cached, _aware(now)) is not None
         txt = await self.dns.query(f"_mta-sts.{domain}", "TXT")
         if txt.status is DnsStatus.FAILED:
+            self.observer.policy_fetch(FetchOutcome.FETCH_ERROR, None)
             return self._failure(domain, old, FetchOutcome.FETCH_ERROR,
                                  f"_mta-sts TXT lookup failed: {txt.detail}", None, now)
         texts = _txt_strings(txt)
@@ -630,9 +670,12 @@ class Discovery:
         self.fetches[domain] = self.fetches.get(domain, 0) + 1
         if not addresses:
             detail = a.detail or aaaa.detail or f"{host} has no address"
+            self.observer.policy_fetch(FetchOutcome.FETCH_ERROR, None)
             return self._failure(domain, old, FetchOutcome.FETCH_ERROR, detail, record.id, now)
+        started = time.monotonic()
         result = await fetch_policy(domain, addresses, port=config.https_port,
                                     context=self._ssl, timeout=config.https_timeout)
+        self.observer.policy_fetch(result.outcome, time.monotonic() - started)
         if result.policy is None:
             return self._failure(domain, old, result.outcome, result.detail, record.id, now)
         fetched = CachedMtaStsPolicy(result.policy, _aware(now), record.id)

@@ -73,6 +73,7 @@ __all__ = [
     "DEFAULT_REQUEST_TIMEOUT",
     "DEFAULT_SOCKET_MODE",
     "MAX_REPLY_CHARS",
+    "RELOAD_RESULTS",
     "ListenError",
     "LoadTimeoutError",
     "Lookup",
@@ -117,6 +118,8 @@ DEFAULT_RELOAD_TIMEOUT: Final = 30.0
 #: File mode of a unix socket: the server's user and group (add Postfix's
 #: user to the group, or use 0o666 to let every local user in).
 DEFAULT_SOCKET_MODE: Final = 0o660
+#: The results :attr:`SocketmapServer.reload_results` counts.
+RELOAD_RESULTS: Final = ("ok", "failed", "timeout", "refused", "superseded")
 #: Postfix's socketmap client refuses replies longer than this (socketmap_table(5)).
 MAX_REPLY_CHARS: Final = 100_000
 
@@ -499,6 +502,13 @@ class SocketmapServer:
     ``request_timeout`` seconds for a request once its first byte arrived,
     ``max_request_bytes`` per request, ``reload_timeout`` seconds per reload.
 
+    ``sock`` is a listening socket bound by someone else (systemd socket
+    activation): TCP or unix, served as it is (a TCP one is still refused when
+    not loopback without ``allow_remote``; a unix one's file is left alone at
+    stop).  ``reuse_port`` sets ``SO_REUSEPORT`` on the TCP sockets, so several
+    processes can listen on one port and the kernel spreads connections among
+    them.
+
     ``reload`` builds a replacement lookup on :meth:`reload` (``SIGHUP`` under
     :func:`serve`); when it raises or overruns ``reload_timeout``, the old
     lookup stays in place and the error is logged.  The lookup in force is
@@ -521,7 +531,13 @@ class SocketmapServer:
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         reload: LookupFactory | None = None,
         reload_timeout: float = DEFAULT_RELOAD_TIMEOUT,
+        sock: socket.socket | None = None,
+        reuse_port: bool = False,
     ) -> None:
+        if sock is not None and (unix_path is not None or reuse_port):
+            raise ValueError("a passed socket is already bound: no unix_path or reuse_port")
+        if reuse_port and unix_path is not None:
+            raise ValueError("reuse_port applies to TCP only")
         if max_request_bytes < 1:
             raise ValueError(f"max_request_bytes must be positive, got {max_request_bytes}")
         if max_connections < 1:
@@ -539,9 +555,17 @@ class SocketmapServer:
             raise ValueError(f"socket_mode must be a file mode 0-0o777, got {socket_mode:#o}")
         self._lookup = lookup
         self._reload = reload
+        self.sock = sock
+        self.reuse_port = reuse_port
+        self.unix_path = unix_path
+        if sock is not None and sock.family == socket.AF_UNIX:
+            name = sock.getsockname()
+            self.unix_path = name if isinstance(name, str) and name else "(inherited)"
+        elif sock is not None:
+            name = sock.getsockname()
+            host, port = str(name[0]), int(name[1])
         self.host = host
         self.port = port
-        self.unix_path = unix_path
         self.socket_mode = socket_mode
         self.allow_remote = allow_remote
         self.max_request_bytes = max_request_bytes
@@ -567,6 +591,9 @@ class SocketmapServer:
         self._reload_seq = 0
         self._applied_seq = 0
         self._reload_pending = False
+        #: Reloads since start by result: ``ok``, ``failed``, ``timeout``,
+        #: ``refused`` (too many loads still running) and ``superseded``.
+        self.reload_results: dict[str, int] = dict.fromkeys(RELOAD_RESULTS, 0)
 
     # -- lookup management
 
@@ -600,6 +627,7 @@ class SocketmapServer:
             log.error("socketmap: reload refused: %d earlier loads are still running or stuck "
                       "(reading a FIFO or a device?); keeping the previous lookup", _MAX_LOADERS)
             self._reload_pending = True
+            self.reload_results["refused"] += 1
             return False
         self._reload_seq += 1
         seq = self._reload_seq
@@ -608,6 +636,8 @@ class SocketmapServer:
         except Exception as exc:
             log.error("socketmap: reload failed, keeping the previous lookup: %s", exc,
                       exc_info=not isinstance(exc, TlsPolicyError))
+            self.reload_results[
+                "timeout" if isinstance(exc, LoadTimeoutError) else "failed"] += 1
             return False
         finally:
             if self._reload_pending and self._running_loaders() < _MAX_LOADERS:
@@ -616,13 +646,16 @@ class SocketmapServer:
         if not callable(new):
             log.error("socketmap: reload returned %r, not a lookup; keeping the previous",
                       new)
+            self.reload_results["failed"] += 1
             return False
         if seq < self._applied_seq:
             log.warning("socketmap: a reload requested later has already taken effect; "
                         "discarding the result of an earlier one")
+            self.reload_results["superseded"] += 1
             return False
         self._applied_seq = seq
         self._lookup = new
+        self.reload_results["ok"] += 1
         log.info("socketmap: lookup reloaded")
         return True
 
@@ -686,11 +719,35 @@ class SocketmapServer:
             raise RuntimeError("socketmap server already started")
         loop = asyncio.get_running_loop()
         self._loop = loop
-        if self.unix_path is not None:
+        if self.sock is not None:
+            self._server = await self._start_inherited(loop, self.sock)
+        elif self.unix_path is not None:
             self._server = await self._start_unix(loop, self.unix_path)
         else:
             self._server = await self._start_tcp(loop)
         log.info("socketmap: listening on %s", self.listen_address)
+
+    async def _start_inherited(self, loop: asyncio.AbstractEventLoop,
+                               sock: socket.socket) -> asyncio.Server:
+        sock.setblocking(False)
+        if sock.family == socket.AF_UNIX:
+            try:
+                return await loop.create_unix_server(lambda: _Connection(self), sock=sock)
+            except OSError as exc:
+                raise ListenError(f"cannot serve the passed socket: {_reason(exc)}") from None
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            raise ListenError(f"cannot serve a passed socket of family {sock.family!r}")
+        address = str(sock.getsockname()[0])
+        wanted = format_address(address, int(sock.getsockname()[1]))
+        if not is_loopback_address(address) and not self.allow_remote:
+            raise ListenError(
+                f"refusing to serve the passed socket {wanted}: not a loopback address, and "
+                "the socketmap protocol has no authentication; bind it to 127.0.0.1 or ::1 "
+                "(ListenStream=) or allow it explicitly (--allow-remote)")
+        try:
+            return await loop.create_server(lambda: _Connection(self), sock=sock)
+        except OSError as exc:
+            raise ListenError(f"cannot serve {wanted}: {_reason(exc)}") from None
 
     async def _start_tcp(self, loop: asyncio.AbstractEventLoop) -> asyncio.Server:
         wanted = format_address(self.host or "*", self.port)
@@ -714,7 +771,8 @@ class SocketmapServer:
                         "it (firewall)", ", ".join(remote))
         try:
             return await loop.create_server(lambda: _Connection(self), addresses, self.port,
-                                            backlog=_BACKLOG)
+                                            backlog=_BACKLOG,
+                                            reuse_port=self.reuse_port or None)
         except OSError as exc:
             raise ListenError(f"cannot listen on {wanted}: {_reason(exc)}") from None
 
@@ -1117,6 +1175,9 @@ async def serve(
     ready: Callable[[SocketmapServer], None] | None = None,
     handle_signals: bool = True,
     stop: asyncio.Event | None = None,
+    sock: socket.socket | None = None,
+    reuse_port: bool = False,
+    stopping: Callable[[], None] | None = None,
 ) -> None:
     """Run a socketmap server until ``SIGTERM``/``SIGINT`` (or ``stop`` is set).
 
@@ -1124,8 +1185,9 @@ async def serve(
     that cannot load its policy does not start; so does a first load that
     overruns ``reload_timeout``, as :class:`LoadTimeoutError`) and every
     reload on ``SIGHUP``.  ``ready`` is called once the socket is bound, e.g.
-    to print the address.  With ``handle_signals`` false, only ``stop`` ends
-    the server.  The other arguments are those of :class:`SocketmapServer`.
+    to print the address (or tell systemd); ``stopping`` once shutting down
+    begins.  With ``handle_signals`` false, only ``stop`` ends the server.  The
+    other arguments are those of :class:`SocketmapServer`.
     """
     loaders: list[threading.Thread] = []
     lookup = await _call_bounded(lookup_factory, reload_timeout, loaders)
@@ -1143,6 +1205,8 @@ async def serve(
         request_timeout=request_timeout,
         reload=lookup_factory,
         reload_timeout=reload_timeout,
+        sock=sock,
+        reuse_port=reuse_port,
     )
     _raise_file_limit(max_connections + _SPARE_FILES)
     done = stop if stop is not None else asyncio.Event()
@@ -1165,6 +1229,9 @@ async def serve(
             ready(server)
         await done.wait()
     finally:
+        if stopping is not None:
+            with contextlib.suppress(Exception):
+                stopping()
         for sig in installed:
             loop.remove_signal_handler(sig)
         await server.stop()
@@ -1186,6 +1253,9 @@ def run_forever(
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     reload_timeout: float = DEFAULT_RELOAD_TIMEOUT,
     ready: Callable[[SocketmapServer], None] | None = None,
+    sock: socket.socket | None = None,
+    reuse_port: bool = False,
+    stopping: Callable[[], None] | None = None,
 ) -> None:
     """Blocking form of :func:`serve` for a command-line entry point.
 
@@ -1207,5 +1277,8 @@ def run_forever(
             request_timeout=request_timeout,
             reload_timeout=reload_timeout,
             ready=ready,
+            sock=sock,
+            reuse_port=reuse_port,
+            stopping=stopping,
         )
     )
