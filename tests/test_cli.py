@@ -49,7 +49,7 @@ COMMANDS = [path for path, _ in _subcommands(cli.build_parser())]
 def test_every_command_is_reached() -> None:
     assert {p[0] for p in COMMANDS if p} == {
         "resolve", "check", "lint", "convert", "serve", "test", "diff", "tree", "discover",
-        "cache", "report", "exceptions", "shadow-report"}
+        "cache", "report", "exceptions", "shadow-report", "import-cache"}
     assert ("serve", "socketmap") in COMMANDS
 
 
@@ -124,8 +124,10 @@ def test_table_covers_every_command_reading_one_configuration() -> None:
     # diff takes two configurations (OLD NEW, or --old/--new): tested on its own below.
     # discover takes files the same way but needs the real DNS and HTTPS servers: its
     # positional/--config equality is in test_discovery_cli.py. cache and shadow-report read
-    # no configuration; report reads its settings file (and --config only for delivery).
-    assert set(TABLE) | {"diff", "discover", "cache", "report", "shadow-report"} == {
+    # no configuration, nor does import-cache; report reads its settings file (and --config
+    # only for delivery).
+    assert set(TABLE) | {"diff", "discover", "cache", "report", "shadow-report",
+                         "import-cache"} == {
         p[0] for p in COMMANDS if p}
 
 

@@ -60,6 +60,9 @@ REVIEWED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
         "fullmatch", ("a", "a.", "a-", "a-a.", "0.", "a" * 62 + ".")),
     ("tlspolicy.servers.socketmap", "_PORT_DIGITS"): ("fullmatch", ("1",)),
     ("tlspolicy.reporting.reports", "_ADDRESS_RE"): ("fullmatch", ("a", "@", "a@", "a@a.")),
+    ("tlspolicy.discovery.importcache", "_POLICY_STRING"): (
+        "findall", ("{ policy_string = ", " ", "a", "{", "}", " }")),
+    ("tlspolicy.discovery.importcache", "_DSN_PASSWORD"): ("sub", ("//", "/", "a", "@")),
     ("tlspolicy.discovery.core", "_STS_RE"): ("match", ("v=STSv1", " ", "\t")),
     ("tlspolicy.discovery.core", "_RPT_RE"): ("match", ("v=TLSRPTv1", " ", "\t")),
     ("tlspolicy.discovery.core", "_SMART_HOST_RE"): ("fullmatch", ("[", "[a", "]", "a", "]:1")),

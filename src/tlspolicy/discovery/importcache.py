@@ -67,6 +67,7 @@ IMPORTED: Final = "imported from"
 #: Largest postfix-tlspol cache accepted, uncompressed (a few hundred bytes a domain).
 MAX_TLSPOL_BYTES: Final = 512 * 1024 * 1024
 _POLICY_STRING: Final = re.compile(r"\{ policy_string = ([^{}\r\n]*?) \}")
+_DSN_PASSWORD: Final = re.compile(r"//[^@/]*@")
 
 
 class CacheImportError(TlsPolicyError):
@@ -154,7 +155,7 @@ def read_mta_sts_resolver_postgres(
     except ImportError:
         raise CacheImportError("a PostgreSQL source needs the tlspolicy[postgres] extra "
                                "(psycopg is not installed)") from None
-    where = "postgres " + re.sub(r"//[^@/]*@", "//", dsn)  # no password in messages
+    where = "postgres " + _DSN_PASSWORD.sub("//", dsn)  # no password in messages
     try:
         with psycopg.connect(dsn, connect_timeout=max(1, int(timeout))) as conn:
             conn.read_only = True
