@@ -27,12 +27,32 @@ __all__ = ["add_discovery_arguments", "open_discovery", "register"]
 _T = TypeVar("_T")
 
 
-def add_discovery_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options that say where discovery asks and caches (shared with ``serve``)."""
-    from ..discovery import DiscoveryConfig
+class _PlainDefaults:
+    # What the option defaults look like without the discovery extra; the command then
+    # stops with a UsageError before any of them is used.
+    resolver = "127.0.0.1"
+    resolver_port = 53
+    probe_name = "."
+    cache_path = "the discovery default"
+    https_port = 443
+    first_wait = 5.0
 
-    defaults = DiscoveryConfig()
-    group = parser.add_argument_group("discovery (DNS, MTA-STS and the cache)")
+
+def add_discovery_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that say where discovery asks and caches (shared with ``serve``).
+
+    Building the parser never needs the ``tlspolicy[discovery]`` extra: without it the
+    defaults are shown as a plain install has them, and running the command says what to
+    install.
+    """
+    try:
+        from ..discovery import DiscoveryConfig
+    except ImportError:  # MissingDependencyError: dnspython or httpx is not installed
+        defaults: Any = _PlainDefaults()
+    else:
+        defaults = DiscoveryConfig()
+    group = parser.add_argument_group("discovery (DNS, MTA-STS and the cache; needs the "
+                                      "tlspolicy[discovery] extra)")
     group.add_argument("--resolver", metavar="ADDRESS", default=defaults.resolver,
                        help="the validating DNS resolver to ask (loopback unless "
                             f"--resolver-trusted; default {defaults.resolver})")

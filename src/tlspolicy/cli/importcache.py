@@ -38,7 +38,8 @@ def _cmd_import_cache(args: argparse.Namespace) -> int:
     try:
         from ..discovery import importcache as _ic
     except ImportError as exc:
-        raise UsageError(f"import-cache needs the tlspolicy[discovery] extra ({exc.name} is "
+        missing = exc.name or "dnspython or httpx"  # MissingDependencyError names none
+        raise UsageError(f"import-cache needs the tlspolicy[discovery] extra ({missing} is "
                          "not installed)") from None
 
     async def main() -> Any:
