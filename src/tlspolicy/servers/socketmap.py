@@ -53,10 +53,11 @@ import signal
 import socket
 import stat
 import struct
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Final, NamedTuple, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 import attrs
 
@@ -732,7 +733,12 @@ class SocketmapServer:
         sock.setblocking(False)
         if sock.family == socket.AF_UNIX:
             try:
-                return await loop.create_unix_server(lambda: _Connection(self), sock=sock)
+                # A passed socket's file belongs to whoever passed it (systemd): Python
+                # 3.13's asyncio would remove it at close unless told not to.
+                extra: dict[str, Any] = (
+                    {"cleanup_socket": False} if sys.version_info >= (3, 13) else {})
+                return await loop.create_unix_server(lambda: _Connection(self), sock=sock,
+                                                     **extra)
             except OSError as exc:
                 raise ListenError(f"cannot serve the passed socket: {_reason(exc)}") from None
         if sock.family not in (socket.AF_INET, socket.AF_INET6):
