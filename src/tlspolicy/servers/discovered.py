@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 from ..errors import TlsPolicyError, UnknownBindingError
+from ..options import Tls, TlsVerify
 from ..formats.postfix import (
     PolicyLookup,
     PostfixLevel,
@@ -166,11 +167,13 @@ class DiscoveryLookup:
             return operator
         return SocketmapReply.ok(operator.text())
 
-    def _operator(self, binding: str, key: str, parsed: PostfixKey
+    def _operator(self, binding: str, key: str, parsed: PostfixKey, *, tls: Tls | None = None
                   ) -> tuple[PostfixPolicy | SocketmapReply, tuple[PostfixWarning, ...]]:
         values, sources, match, hop_notes = self.policy.operator_values(binding, parsed)
         plain = dict(values)
         plain["use_dane"] = False  # discovery says where DANE applies
+        if tls is not None:
+            plain["tls"] = tls
         operator, warnings = map_values(
             plain, sources, binding=binding, key=key,
             fallback_exists=self.policy.fallback_exists,
@@ -268,17 +271,29 @@ class DiscoveryLookup:
             else None
         base_need = _LEVEL_NEED[operator.level]
         if in_force is not None and in_force.mode is StsMode.TESTING and \
-                operator.level is PostfixLevel.NONE:
-            # Testing mode raises "no TLS" to opportunistic TLS (SEMANTICS 5).
-            operator = PostfixPolicy(PostfixLevel.MAY, operator.attributes)
-            base_need = Need.MAY
+                values["tls"] is Tls.NO:
+            # Testing mode raises "no TLS" to opportunistic TLS (SEMANTICS 5), with the
+            # configuration's own fallback rule.
+            mapped, warnings = self._operator(binding, key, parsed, tls=Tls.IFAVAILABLE)
+            if isinstance(mapped, SocketmapReply):
+                return mapped
+            operator = mapped
+            base_need = _LEVEL_NEED[operator.level]
             warnings = (*warnings, PostfixWarning(
                 binding, key, "use_mta_sts", "MTA-STS testing mode raises tls = no to "
-                "opportunistic TLS", None, "sts-testing-may"))
+                "opportunistic TLS", None, "sts-testing-raises"))
 
-        def need(host: str) -> Need:
+        # Secure TLSA records, none usable: TLS becomes mandatory, verified as MTA-STS or
+        # the configured tls_verify says, even where the configuration says tls = no.
+        verify = values["tls_verify"]
+        unusable_need = Need.VERIFIED if verify in (TlsVerify.CA, TlsVerify.HOST) \
+            else Need.ENCRYPT
+
+        def need(host: str, state: HostState = HostState.OTHER) -> Need:
             if enforce is not None:
                 return Need.DEFER if not enforce.permits_mx(host) else Need.VERIFIED
+            if state is HostState.UNUSABLE:
+                return unusable_need
             return base_need
 
         dnssec = discovery.dnssec and dane_on
@@ -289,7 +304,7 @@ class DiscoveryLookup:
             state = _state(tlsa)
             mx_secure = tlsa is not None and tlsa.status not in (
                 TlsaLookupStatus.INSECURE, TlsaLookupStatus.FAILED, TlsaLookupStatus.BOGUS)
-            hosts.append(HostFacts(domain, state, need(domain), tlsa.detail or ""
+            hosts.append(HostFacts(domain, state, need(domain, state), tlsa.detail or ""
                                    if tlsa is not None else ""))
         elif mx_failed:
             if dnssec:
@@ -307,7 +322,8 @@ class DiscoveryLookup:
             else:
                 found = [None for _ in names]
             for host, tlsa in zip(names, found, strict=True):
-                hosts.append(HostFacts(host, _state(tlsa), need(host),
+                state = _state(tlsa)
+                hosts.append(HostFacts(host, state, need(host, state),
                                        (tlsa.detail or "") if tlsa is not None else ""))
             if len(mx.hosts) > MAX_MX_HOSTS and dnssec and mx.secure:
                 hosts.append(HostFacts(f"({len(mx.hosts) - MAX_MX_HOSTS} more MX hosts)",
