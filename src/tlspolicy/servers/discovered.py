@@ -32,7 +32,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 from ..errors import TlsPolicyError, UnknownBindingError
-from ..options import Tls, TlsVerify
 from ..formats.postfix import (
     PolicyLookup,
     PostfixLevel,
@@ -49,6 +48,7 @@ from ..formats.postfix_answers import (
     Need,
     compose_answer,
 )
+from ..options import Tls, TlsVerify
 from ..policies.dane import DaneApplicability, TlsaLookup, TlsaLookupStatus
 from ..policies.mtasts import StsMode, policy_in_force
 from .socketmap import PostfixKey, PostfixKeyError, SocketmapReply, parse_postfix_key
