@@ -460,6 +460,7 @@ def test_server_answers_awaitable_lookups_in_order_per_connection(env: Env) -> N
 class Served:
     process: subprocess.Popen[str]
     port: int
+    metrics: str = ""
 
 
 def _serve(env: Env, tmp: Path, *extra: str, config: str = CONFIG) -> Served:
@@ -471,11 +472,15 @@ def _serve(env: Env, tmp: Path, *extra: str, config: str = CONFIG) -> Served:
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert process.stdout is not None
+    metrics = ""
     line = process.stdout.readline()
+    if line.startswith("metrics on "):
+        metrics = line.split()[-1]
+        line = process.stdout.readline()
     if not line.startswith("listening on"):
         process.kill()
         raise AssertionError(f"serve did not start: {line!r} {process.communicate()[1]}")
-    return Served(process, port)
+    return Served(process, port, metrics)
 
 
 def test_serve_socketmap_discovery_with_postmap(env: Env, tmp_path: Path) -> None:
@@ -492,7 +497,7 @@ ca_file = "{env.web.ca_file}"
 cache = "{tmp_path / 'cache.sqlite3'}"
 postfix_version = "3.10.5"
 """
-    served = _serve(env, tmp_path, config=config)
+    served = _serve(env, tmp_path, "--metrics-listen", "127.0.0.1:0", config=config)
     try:
         table = f"socketmap:inet:127.0.0.1:{served.port}:default"
         conf = postmap_config_dir(tmp_path / "postmap")
@@ -506,6 +511,14 @@ postfix_version = "3.10.5"
         assert query("ok.secure.test").startswith(
             "secure match=.ok.secure.test servername=hostname policy_type=sts")
         assert query("twomx.secure.test") == "may"
+        import urllib.request
+
+        with urllib.request.urlopen(served.metrics, timeout=10) as response:
+            scraped = response.read().decode()
+        assert 'tlspolicy_socketmap_discovered_answers_total{rule="b"} 1.0' in scraped
+        assert 'tlspolicy_socketmap_discovered_answers_total{rule="d"} 1.0' in scraped
+        assert 'tlspolicy_socketmap_queries_total{level="dane-only",status="OK"} 1.0' in scraped
+        assert "tlspolicy_discovery_cache_lookups_total{" in scraped
     finally:
         served.process.terminate()
         served.process.wait(timeout=20)

@@ -401,7 +401,9 @@ class _DiscoveryRun:
 
         lookup = DiscoveryLookup(live, self.discovery, postfix_version=self.version,
                                  deadline=self.deadline,
-                                 mx_patterns_enforced=self.sts_mx_patterns)
+                                 mx_patterns_enforced=self.sts_mx_patterns,
+                                 on_answer=(self.observer.count_rule
+                                            if self.observer is not None else None))
         if self.in_use is None:
             self.in_use = lookup.in_use
         lookup.in_use = self.in_use  # shared across reloads
