@@ -89,7 +89,7 @@ METRIC_DEFINITIONS: Final = (
         "and, for OK, the Postfix policy level of the answer (empty otherwise)"),
     MetricDefinition(
         "tlspolicy_socketmap_discovered_answers_total", "counter", ("rule",),
-        "Answers with discovery (serve --discovery) by the SEMANTICS 11 rule that gave "
+        "Answers with discovery (serve --discovery) by the rule that gave "
         "them: a (secure, MX RRset not signed), b (dane-only, every host DANE), c (dane "
         "or dane-only, some hosts DANE), d (secure from an MTA-STS enforce policy), e (the "
         "operator's mapping)"),
