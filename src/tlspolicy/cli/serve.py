@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from ..errors import TlsPolicyError
@@ -126,7 +127,9 @@ def lookup_factory(paths: Sequence[str], *, format: str | None = None,
     def load() -> Config:
         config = load_config(*files, format=format)
         if file_checks:
-            check_tls_files(config, filename=", ".join(files))
+            # Anchors expired now are refused too: Postfix's tafile ignores their expiry.
+            check_tls_files(config, filename=", ".join(files),
+                            at=datetime.now(UTC))
         found = RouteTable()
         for table in tables:
             found = found + load_transport_table(table)
