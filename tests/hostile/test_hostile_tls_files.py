@@ -156,7 +156,7 @@ def test_expired_anchor_refused_when_checked_at_a_time(tmp_path: Path,
     ca = _expired_ca(tmp_path / "expired-ca.pem")
     config = loads_toml(f'[global]\ntls = "required"\ntls_verify = "host"\ntls_ca = "{ca}"\n')
     check_tls_files(config)  # without a time: the PEM is fine
-    with pytest.raises(TlsFileError, match="expired on .*Postfix ignores a trust anchor"):
+    with pytest.raises(TlsFileError, match=r"expired on .*Postfix ignores a trust anchor"):
         check_tls_files(config, at=datetime.datetime.now(datetime.UTC))
     # A valid CA is still accepted at the same time, and refused once it has expired.
     good = loads_toml(f'[global]\ntls_ca = "{pki["ca"]}"\n')
