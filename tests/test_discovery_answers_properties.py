@@ -30,6 +30,7 @@ from tlspolicy.formats.postfix import PolicyLookup, PostfixLevel, PostfixPolicy
 from tlspolicy.formats.postfix_answers import DiscoveredAnswer, HostState, Need, need_of
 from tlspolicy.policies.mtasts import StsMode
 from tlspolicy.servers.discovered import DiscoveryLookup, _state
+from tlspolicy.servers.socketmap import SocketmapReply
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -145,6 +146,14 @@ def test_answer_is_at_least_as_strict_as_the_decision_per_mx_host(
             assert answer.policy.level in (PostfixLevel.DANE, PostfixLevel.DANE_ONLY), text
             assert state is HostState.DANE
     text = answer.policy.text()
+    # The fast path (answered from what discovery holds, no task) gives the same answer.
+    replies = []
+    for _ in range(2):
+        reply = lookup("default", domain)
+        if not isinstance(reply, SocketmapReply):
+            reply = lab.run(reply)
+        replies.append(reply.to_text())
+    assert replies == [f"OK {text}"] * 2, (domain, replies, text)
     assert "policy_failure" not in text
     if answer.policy.level in (PostfixLevel.DANE, PostfixLevel.DANE_ONLY):
         assert "match=" not in text and "tafile=" not in text
