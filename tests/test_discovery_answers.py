@@ -548,3 +548,59 @@ def test_serve_discovery_flags_and_refusals(env: Env, tmp_path: Path) -> None:
 
 
 _ = Clock
+
+
+def test_two_processes_on_one_port_share_one_redis_store(
+        env: Env, tmp_path: Path, redis_server: RedisServer) -> None:
+    """Several serve processes on one port (SO_REUSEPORT) share the discovery store: each
+    policy is fetched once for the fleet, and both answer the same."""
+    if find_postfix_binary("postmap") is None:
+        pytest.skip("postmap (Debian package postfix) is not installed")
+    env.web.reset()
+    port = free_port()
+    config = CONFIG + f"""
+[discovery]
+enabled = true
+resolver_port = {env.dns.port}
+probe_name = "test."
+https_port = {env.web.port}
+ca_file = "{env.web.ca_file}"
+redis = "{redis_server.url}"
+postfix_version = "3.10.5"
+"""
+    path = tmp_path / "policy.toml"
+    path.write_text(config)
+    processes = []
+    try:
+        for index in range(2):
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tlspolicy", "serve", "socketmap", str(path),
+                 "--listen", f"127.0.0.1:{port}", "--reuse-port", "--no-file-checks",
+                 "--cache", str(tmp_path / f"mirror{index}.sqlite3")],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            processes.append(process)
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            assert line.startswith("listening on"), (line, process.stderr)
+        table = f"socketmap:inet:127.0.0.1:{port}:default"
+        conf = postmap_config_dir(tmp_path / "postmap")
+        domains = [f"{n}.fleet.secure.test" for n in range(100, 140)]
+        from postfix_support import postmap_query_many
+
+        # Several postmap processes, so the kernel spreads connections over both servers.
+        results = [postmap_query_many(conf, table, domains[i::4]) for i in range(4)]
+        results += [postmap_query_many(conf, table, domains[i::4]) for i in range(4)]
+        for result in results:
+            assert result.returncode == 0, result.stderr
+            for line in result.stdout.splitlines():
+                key, value = line.split("\t")
+                assert value.startswith("secure match=") and "policy_type=sts" in value, (
+                    key, value)
+        fetched = sum(env.web.fetches(d) for d in domains)
+        assert fetched <= len(domains) * 1.01 + 1, fetched
+        assert all(env.web.fetches(d) >= 1 for d in domains)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=20)
