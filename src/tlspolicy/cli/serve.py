@@ -353,7 +353,9 @@ class _DiscoveryRun:
                 https_port=pick("https_port", "https_port", defaults.https_port),
                 ca_file=pick("ca_file", "ca_file", None),
                 first_wait=float(pick("first_wait", "first_wait", defaults.first_wait)),
-                cache_path=pick("cache", "cache", defaults.cache_path))
+                cache_path=pick("cache", "cache", defaults.cache_path),
+                dns_timeout=float(table.get("dns_timeout", defaults.dns_timeout)),
+                https_timeout=float(table.get("https_timeout", defaults.https_timeout)))
         except (TypeError, ValueError) as exc:
             raise UsageError(str(exc)) from None
         self.redis: str | None = args.redis or table.get("redis")
