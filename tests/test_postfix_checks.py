@@ -128,6 +128,15 @@ def test_tls_required_scopes_names_the_place_and_the_source() -> None:
     assert "domain 'a.example'" in reason and 'tls = required (domain "a.example")' in reason
 
 
+def test_tls_required_scopes_stops_at_the_limit() -> None:
+    many = "".join(f'[[domain]]\nname = "d{i}.example"\ntls = "required"\n'
+                   f'tls_protocols = "+TLSv1.{2 + i % 2}"\ntls_verify = "{v}"\n'
+                   for i, v in enumerate(["no", "ca", "host"] * 3))
+    config = loads_toml('[global]\ntls = "ifavailable"\n' + many)
+    assert len(tls_required_scopes(config)) > 2
+    assert len(tls_required_scopes(config, limit=2)) == 2
+
+
 def test_first_nameserver() -> None:
     assert first_nameserver("# c\nsearch x\nnameserver 127.0.0.1\nnameserver 9.9.9.9\n") \
         == "127.0.0.1"

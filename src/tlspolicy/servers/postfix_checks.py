@@ -164,9 +164,10 @@ def _strictest(options: Iterable[Options]) -> Options:
     return Options(**changes)  # type: ignore[arg-type]
 
 
-def tls_required_scopes(config: Config) -> tuple[str, ...]:
+def tls_required_scopes(config: Config, *, limit: int | None = None) -> tuple[str, ...]:
     """Where the configuration requires TLS: one line per place whose answer is stricter
-    than ``may`` (``encrypt`` or a verified level); empty when none is.
+    than ``may`` (``encrypt`` or a verified level); empty when none is.  ``limit`` stops
+    after that many (a large configuration need not be walked to the end).
 
     Exact for a domain no stanza names and for every exact or IP-literal stanza and floor
     (each resolved through every binding, floors and matching regexes included).  A regex
@@ -202,6 +203,8 @@ def tls_required_scopes(config: Config) -> tuple[str, ...]:
                 continue
             seen.add(why)
             reasons.append(f"{what} through binding {binding!r}: {why}")
+            if limit is not None and len(reasons) >= limit:
+                return tuple(reasons)
     return tuple(reasons)
 
 
@@ -375,9 +378,8 @@ def evaluate_settings(settings: Mapping[str, str], *, discovery: bool,
         value = settings.get("tls_required_enable", tls_required_default or "yes")
         if value.lower() != "no":
             shown = "; ".join(tls_required[:_MAX_REASONS])
-            more = len(tls_required) - _MAX_REASONS
-            if more > 0:
-                shown += f"; and {more} more"
+            if len(tls_required) > _MAX_REASONS:
+                shown += "; and more"
             default = (f"(Postfix {settings['mail_version']}'s default is "
                        f"{tls_required_default}) " if tls_required_default else "")
             loss = (f"{default}with a 'TLS-Required: no' header Postfix skips "
@@ -660,7 +662,7 @@ def check_postfix_settings(
     postfix_version: PostfixVersion | None = None,
     postconf: str | None = None,
     resolv_conf: str = "/etc/resolv.conf",
-    tls_required: Callable[[Config], Sequence[str]] = tls_required_scopes,
+    tls_required: Callable[[Config], Sequence[str]] | None = None,
 ) -> list[Finding]:
     """Every finding about Postfix's settings for serving ``config`` (errors first).
 
@@ -669,7 +671,8 @@ def check_postfix_settings(
     and, for the others, from ``postconf [-c config_dir]``, read only when a check needs
     them; ``postfix_version`` stands in for ``mail_version`` when postconf is absent.
     ``unix_socket`` is the ``--listen unix:PATH`` path, created with ``socket_mode``
-    owned by ``socket_owner`` (uid, gid; default this process's).  Raises
+    owned by ``socket_owner`` (uid, gid; default this process's).  ``tls_required``
+    replaces :func:`tls_required_scopes` as the judge of where TLS is required.  Raises
     :class:`PostconfError` when a needed setting can be neither read nor was given.
     """
     known = _Settings(settings or {}, config_dir=config_dir, postconf=postconf,
@@ -683,7 +686,8 @@ def check_postfix_settings(
     reasons: Sequence[str] = ()
     default: str | None = None
     if version is not None and version >= TLS_REQUIRED_SINCE:
-        reasons = tls_required(config)
+        reasons = (tls_required(config) if tls_required is not None else
+                   tls_required_scopes(config, limit=_MAX_REASONS + 1))
         if reasons and "tls_required_enable" not in values:
             # Read but unknown to this postconf (older than the version given): Postfix
             # 3.10's default, yes, is what a 3.10 Postfix would use.
