@@ -611,3 +611,27 @@ postfix_version = "3.10.5"
             process.terminate()
         for process in processes:
             process.wait(timeout=20)
+
+
+def test_serve_discovery_checks_postfix_dns_support_level(env: Env, tmp_path: Path) -> None:
+    if find_postfix_binary("postconf") is None:
+        pytest.skip("postconf (Debian package postfix) is not installed")
+    conf = tmp_path / "postfix"
+    conf.mkdir()
+    (conf / "main.cf").write_text("compatibility_level = 3.6\nsmtp_dns_support_level = enabled\n")
+    (conf / "master.cf").write_text("smtp unix - - n - - smtp\n")
+    path = tmp_path / "policy.toml"
+    path.write_text(CONFIG + f"""
+[discovery]
+enabled = true
+resolver_port = {env.dns.port}
+probe_name = "test."
+cache = "{tmp_path / 'cache.sqlite3'}"
+""")
+    result = subprocess.run(
+        [sys.executable, "-m", "tlspolicy", "serve", "socketmap", str(path), "--listen",
+         "127.0.0.1:0", "--postfix-version", "3.7.11", "--no-file-checks",
+         "--postfix-config-dir", str(conf)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "smtp_dns_support_level" in result.stderr and "dnssec" in result.stderr
+    assert "Traceback" not in result.stderr
