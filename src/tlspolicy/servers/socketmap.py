@@ -316,7 +316,7 @@ def parse_postfix_key(key: str) -> PostfixKey:
     if key.isascii():
         # The common case, a plain host name, without trying it as an address first.
         lower = key.lower()
-        if _PLAIN_KEY.fullmatch(lower):
+        if _PLAIN_KEY.fullmatch(lower) and "xn--" not in lower:  # A-labels are checked
             name = lower[:-1] if lower[-1] == "." else lower
             if len(name) <= 253:
                 return PostfixKey(name, None, parent=False, bracketed=False)
