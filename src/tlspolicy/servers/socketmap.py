@@ -172,6 +172,8 @@ class SocketmapReply:
 
     status: ReplyStatus
     text: str = attrs.field(default="", validator=_check_text)
+    # The framed bytes, made on the first encode(): a memoised reply is sent many times.
+    _wire: bytes | None = attrs.field(default=None, init=False, eq=False, repr=False)
 
     @classmethod
     def ok(cls, data: str) -> SocketmapReply:
@@ -204,7 +206,11 @@ class SocketmapReply:
 
     def encode(self) -> bytes:
         """The reply framed as one netstring."""
-        return encode_netstring(self.to_text().encode("utf-8"))
+        wire = self._wire
+        if wire is None:
+            wire = encode_netstring(self.to_text().encode("utf-8"))
+            object.__setattr__(self, "_wire", wire)
+        return wire
 
 
 #: ``lookup(map_name, key)``: what the server asks for every request.
