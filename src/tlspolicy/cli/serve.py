@@ -103,7 +103,8 @@ def _seconds(text: str) -> float:
 def lookup_factory(paths: Sequence[str], *, format: str | None = None,
                    file_checks: bool = True, transport_maps: Sequence[str] = (),
                    relayhost: str | None = None,
-                   postfix_version: PostfixVersion | None = None) -> ExpiringPolicy:
+                   postfix_version: PostfixVersion | None = None,
+                   compiled_cache: str | None = None) -> ExpiringPolicy:
     """The served policy: calling it (first load and SIGHUP) reads the configuration files
     and transport tables and builds a fresh :class:`~tlspolicy.formats.postfix.PolicyLookup`;
     :meth:`~tlspolicy.servers.expiry.ExpiringPolicy.recompile` builds it again when a stanza
@@ -113,13 +114,22 @@ def lookup_factory(paths: Sequence[str], *, format: str | None = None,
     With ``file_checks`` every ``tls_ca``, ``tls_certificate`` and ``tls_key`` must be a
     readable PEM file of its kind, or the load fails (a reload keeps the old policy):
     Postfix would otherwise find a missing CA file only when it sends mail.
+
+    With ``compiled_cache`` (a directory) the configuration is read through
+    :func:`~tlspolicy.formats.compiled.load_config_cached`: unchanged files are
+    not parsed again.
     """
     files = list(paths)
     tables = list(transport_maps)
     routes = [RouteTable()]
 
     def load() -> Config:
-        config = load_config(*files, format=format)
+        if compiled_cache is not None:
+            from ..formats.compiled import load_config_cached
+
+            config, _hit = load_config_cached(*files, cache_dir=compiled_cache, format=format)
+        else:
+            config = load_config(*files, format=format)
         if file_checks:
             check_tls_files(config, filename=", ".join(files))
         found = RouteTable()
@@ -227,7 +237,8 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
     policy = lookup_factory(paths, format=config_format(args),
                             file_checks=not args.no_file_checks,
                             transport_maps=args.transport_map or (),
-                            relayhost=args.relayhost, postfix_version=version)
+                            relayhost=args.relayhost, postfix_version=version,
+                            compiled_cache=args.compiled_cache)
     # A shadow candidate is read as the live files are (format, routes, Postfix version),
     # without the file checks: it never answers.
     candidate = (lookup_factory(args.shadow, format=config_format(args), file_checks=False,
@@ -365,6 +376,11 @@ def register(sub: Any) -> None:
                                 "is a readable PEM file of its kind (the files are then found "
                                 "missing only when Postfix sends mail)")
     socketmap.add_argument("--quiet", "-q", action="store_true", help="log warnings only")
+    socketmap.add_argument(
+        "--compiled-cache", metavar="DIR", default=None,
+        help="keep the compiled configuration in DIR (created 0700; must belong to this "
+             "user and be writable by no one else) and use it on start and SIGHUP while "
+             "every configuration file, includes counted, is unchanged (default: off)")
     # Postfix routing and version: what the answers to next-hop keys and their syntax need.
     postfix = socketmap.add_argument_group("Postfix routing and version")
     postfix.add_argument("--transport-map", action="append", metavar="FILE",
