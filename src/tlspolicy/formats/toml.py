@@ -372,7 +372,8 @@ class _FastReader:
                 if lower in exact:
                     raise _Bail
                 exact.add(lower)
-                parsed = DomainName(_EXACT, lower, name)
+                # A name already in lower case keeps one string object for key and text.
+                parsed = DomainName(_EXACT, name if lower == name else lower, name)
             else:
                 try:
                     parsed = DomainName.parse(name)
