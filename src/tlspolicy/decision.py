@@ -165,7 +165,11 @@ class Verification(enum.Enum):
     @classmethod
     def of(cls, verify: TlsVerify) -> Verification:
         """The verification a configured ``tls_verify`` asks for."""
-        return cls(verify.value)
+        return _VERIFICATIONS[verify]
+
+
+_VERIFICATIONS: Final[Mapping[TlsVerify, Verification]] = {
+    v: Verification(v.value) for v in TlsVerify}
 
 
 @attrs.frozen(slots=True)
@@ -769,8 +773,9 @@ _SHAPES: dict[tuple[object, ...], _Shape] = {}
 
 
 def _frozen(data: Mapping[Any, Any]) -> _FrozenMap:
-    # A _FrozenMap is immutable: a decision may share it rather than copy it.
-    return data if type(data) is _FrozenMap else _FrozenMap(data)
+    # A _FrozenMap (or a lazily made one) is immutable: a decision may share it
+    # rather than copy it.
+    return data if isinstance(data, _FrozenMap) else _FrozenMap(data)
 
 
 def _status_dict(status: Status | None) -> dict[str, Any] | None:

@@ -611,8 +611,8 @@ class Resolver:
         """The decision from configuration alone, sharing what equal values give alike."""
         proto = shared.proto
         if proto is None:
-            # Built as every decision is built; only the names and the explanation
-            # differ between the pairs sharing these values, and they are not taken
+            # The first pair of these values gets a decision built as every decision
+            # is built; later pairs take everything but their names and explanation
             # from it.
             proto = shared.proto = Decision.build(
                 self.requirements(name, mx, shared.values),
@@ -622,8 +622,9 @@ class Resolver:
                 mx_host=mx,
                 parameters=self.parameters(name, mx, shared.values),
                 effective=shared.effective,
-                explanation=_NO_SOURCES,
+                explanation=_Explanation(self, chain, name),
             )
+            return proto
         # SNI and reference identities come from the names exactly as parameters()
         # and requirements() make them.
         parameters = proto.parameters
@@ -697,9 +698,6 @@ class _Shared:
         self.values = values
         self.effective = _FrozenMap(values)
         self.proto: Decision | None = None
-
-
-_NO_SOURCES: Final = _FrozenMap({})
 
 
 class _Explanation(_FrozenMap):
