@@ -801,6 +801,8 @@ class _FrozenMap(Mapping[Any, Any]):
         return len(self._data)
 
     def __eq__(self, other: object) -> bool:
+        if isinstance(other, _FrozenMap):
+            return self._data == other._data
         if isinstance(other, Mapping):
             return self._data == dict(other)
         return NotImplemented

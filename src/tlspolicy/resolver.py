@@ -413,10 +413,13 @@ class Resolver:
         values: dict[str, object] = {}
         sources: dict[str, Source] = {}
         for contribution in chain:
+            source = None
             for name, value in contribution.items:
                 if name not in values:
                     values[name] = value
-                    sources[name] = contribution.source
+                    if source is None:
+                        source = contribution.source
+                    sources[name] = source
         for name in _OPTION_NAMES:
             if name not in values:
                 values[name] = OPTION_SPECS[name].default
@@ -482,6 +485,15 @@ class Resolver:
                 chain.append(over)
         self._chain(index, domain, chain)
         return self._values(chain, domain)
+
+    def effective_values(self, domain: str, binding: str | None = None) -> Mapping[str, object]:
+        """The effective values of :meth:`effective`, without their sources.
+
+        A read-only, hashable mapping shared by every pair with the same
+        values' scopes (so cheap to get and to use as a memo key).  ``domain``
+        must already be normalised.
+        """
+        return self._shared(self._index(binding), domain)[0].effective
 
     def chain_key(self, domain: str, binding: str | None = None) -> tuple[int, ...]:
         """An identity of the scopes that decide (binding, normalised domain).
