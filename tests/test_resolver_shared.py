@@ -9,6 +9,9 @@ compare: equality, hash, ``to_dict`` (explanation included) and repr.
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -42,6 +45,9 @@ def check(config: Config, requests: list[tuple[str, str | None, str | None]]) ->
         assert got.to_dict() == want.to_dict()
         assert dict(got.explanation) == dict(want.explanation)
         assert repr(got) == repr(want)
+        # Copies and pickles carry the explanation, not the resolver behind it.
+        assert copy.deepcopy(got) == want
+        assert pickle.loads(pickle.dumps(got)) == want
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])

@@ -725,6 +725,10 @@ class _Explanation(_FrozenMap):
         self._hash = None
         self._make: tuple[Resolver, list[_Contribution], str] | None = (resolver, chain, domain)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Copied or pickled as the plain mapping it stands for (never the resolver).
+        return (_FrozenMap, (self._data,))
+
     def __getattr__(self, name: str) -> Any:
         # Only reached while the _data slot is still empty.
         if name != "_data":
