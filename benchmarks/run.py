@@ -30,6 +30,15 @@ socketmap
     Answers per second ``postmap -q -`` gets from the socketmap server (the
     Postfix policy lookup over the resolver) against a native ``hash:``
     table holding the same answers.
+socketmap-pinned-*
+    The same measured from outside: the server in a process of its own and
+    ``postmap -q -`` pinned with ``taskset``, on the same CPU and on different
+    CPUs, against the do-nothing blocking server pinned alike; memoised keys
+    and keys new to the memo; the server's CPU time per answer.
+footprint
+    The policy server's resident size and start time (script start to
+    listening) with the largest configuration read from a file (parsed, a
+    compiled-cache miss, a compiled-cache hit), against 100 stanzas.
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ import attrs
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _configs
+import _pinned
 import _postmap
 import _timing
 
@@ -69,6 +79,8 @@ FIGURES: Final = (
     "compile",
     "memory",
     "socketmap",
+    "socketmap-pinned-same", "socketmap-pinned-different",
+    "footprint",
 )
 
 
@@ -330,6 +342,56 @@ def socketmap(settings: Settings, config: Config, n_stanzas: int) -> None:
           "socketmap server gets from one postmap client on this machine)", flush=True)
 
 
+def socketmap_pinned(settings: Settings, n_stanzas: int) -> None:
+    """socketmap-pinned-*, footprint: pinned processes, measured from outside."""
+    postmap = _postmap.find_postmap()
+    why = "postmap not found (install Postfix)" if postmap is None else \
+        _pinned.pinning_available()
+    if postmap is None or why is not None:
+        for name in ("socketmap-pinned-same", "socketmap-pinned-different", "footprint"):
+            print(f"{name}: skipped: {why}", flush=True)
+        return
+    layouts, _started = _pinned.measure(
+        postmap, n_stanzas, settings.socketmap_keys, min(1000, n_stanzas),
+        settings.socketmap_repeats, _configs.binding(0), _configs.domain)
+    for layout, label in zip(layouts, ("same", "different"), strict=True):
+        c, m, d = layout.constant, layout.memoised, layout.distinct
+        for kind, sample, target in (("memoised", m, 0.8), ("distinct", d, 0.3)):
+            ratio = sample.rate / c.rate
+            report(f"socketmap-pinned-{label}", f"{kind}: {sample.rate:,.0f} answers/s, server "
+                   f"{_us(sample.cpu_per_answer)} CPU/answer",
+                   f"do-nothing server {c.rate:,.0f} answers/s, {_us(c.cpu_per_answer)} "
+                   "CPU/answer", ratio, f">= {target}", ratio >= target,
+                   f"{layout.name}; {settings.socketmap_keys} keys, {n_stanzas} stanzas")
+    footprint(n_stanzas)
+
+
+def footprint(n_stanzas: int) -> None:
+    """footprint: resident size and start time of the policy server, three ways."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tlspolicy-footprint-") as tmp:
+        path = str(Path(tmp) / "generated.toml")
+        Path(path).write_text(_configs.scale_config(n_stanzas))
+        cache = str(Path(tmp) / "cache")
+        with _pinned.server(0, "policy", "100") as small:
+            pass
+        runs = {}
+        for label, args in (("parsed", (path,)), ("cache miss", (path, cache)),
+                            ("cache hit", (path, cache))):
+            with _pinned.server(0, "policy", str(n_stanzas), *args) as started:
+                runs[label] = started
+    for label, started in runs.items():
+        per_thousand = (started.rss_kib - small.rss_kib) / 1024 / (n_stanzas / 1000)
+        report("footprint", f"{label}: {started.rss_kib / 1024:.1f} MB RSS, start "
+               f"{started.start_seconds:.2f} s at {n_stanzas} stanzas",
+               f"{small.rss_kib / 1024:.1f} MB, {small.start_seconds:.2f} s at 100 stanzas",
+               started.start_seconds / small.start_seconds, "<= 80 MB, < 0.5 s",
+               started.rss_kib / 1024 <= 80 and started.start_seconds < 0.5,
+               f"{per_thousand:.2f} MB per 1,000 stanzas above the small server; "
+               "start = interpreter start to listening, ratio = start / small start")
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -364,6 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     compile_figure(settings)
     memory(settings)
     socketmap(settings, configs[-1], settings.sizes[-1])
+    socketmap_pinned(settings, settings.sizes[-1])
     return 0
 
 

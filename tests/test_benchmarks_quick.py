@@ -21,6 +21,8 @@ FIGURES = (
     "compile",
     "memory",
     "socketmap",
+    "socketmap-pinned-same", "socketmap-pinned-different",
+    "footprint",
 )
 
 

@@ -165,7 +165,11 @@ class Verification(enum.Enum):
     @classmethod
     def of(cls, verify: TlsVerify) -> Verification:
         """The verification a configured ``tls_verify`` asks for."""
-        return cls(verify.value)
+        return _VERIFICATIONS[verify]
+
+
+_VERIFICATIONS: Final[Mapping[TlsVerify, Verification]] = {
+    v: Verification(v.value) for v in TlsVerify}
 
 
 @attrs.frozen(slots=True)
@@ -646,24 +650,12 @@ class Decision:
         (``tls``, ``verification``, ``fallback``, ``identities``, ``plan``).
         """
         req = requirements
-        outcomes: dict[Observation, Outcome] = {}
-        if req.plan_failure is not None:
-            plan, plan_status = Action.FAIL, STATUSES[req.plan_failure]
-        elif req.tls is Tls.NO or req.skip_tls:
-            plan, plan_status = Action.SKIP, None
-        else:
-            plan, plan_status = Action.ATTEMPT, None
-            for observation in NEGOTIATION_OBSERVATIONS:
-                negotiated = negotiation_outcome(req.tls, observation, fallback=req.fallback)
-                if negotiated is not None:
-                    outcomes[observation] = negotiated
-            for observation in CERTIFICATE_OBSERVATIONS:
-                checked = certificate_outcome(req.verification, observation)
-                if checked is not None:
-                    outcomes[observation] = checked
-            if req.requiretls:
-                outcomes[Observation.REQUIRETLS_NOT_ADVERTISED] = Outcome.failing(
-                    Action.FAIL, Reason.REQUIRETLS_NOT_SUPPORTED)
+        shape = (req.plan_failure, req.tls, req.skip_tls, req.verification, req.fallback,
+                 req.requiretls)
+        found = _SHAPES.get(shape)
+        if found is None:
+            found = _SHAPES[shape] = _shape(req)
+        plan, plan_status, outcomes = found
         return cls(
             domain=domain,
             binding=binding,
@@ -675,12 +667,12 @@ class Decision:
             verification=req.verification,
             fallback=req.fallback,
             requiretls=req.requiretls,
-            outcomes=_FrozenMap(outcomes),
+            outcomes=outcomes,
             parameters=parameters,
             reference_identities=req.reference_identities,
-            effective=_FrozenMap(effective),
-            explanation=_FrozenMap(explanation),
-            decided_by=_FrozenMap(decided_by or {}),
+            effective=_frozen(effective),
+            explanation=_frozen(explanation),
+            decided_by=_NOTHING if not decided_by else _frozen(decided_by),
             tlsa_records=tlsa_records,
             reports=reports,
             notes=notes,
@@ -749,6 +741,43 @@ class Decision:
         }
 
 
+_Shape = tuple[Action, Status | None, "_FrozenMap"]
+
+
+def _shape(req: Requirements) -> _Shape:
+    """The plan, its status and every outcome: what the section 4 tables give ``req``."""
+    outcomes: dict[Observation, Outcome] = {}
+    if req.plan_failure is not None:
+        plan, plan_status = Action.FAIL, STATUSES[req.plan_failure]
+    elif req.tls is Tls.NO or req.skip_tls:
+        plan, plan_status = Action.SKIP, None
+    else:
+        plan, plan_status = Action.ATTEMPT, None
+        for observation in NEGOTIATION_OBSERVATIONS:
+            negotiated = negotiation_outcome(req.tls, observation, fallback=req.fallback)
+            if negotiated is not None:
+                outcomes[observation] = negotiated
+        for observation in CERTIFICATE_OBSERVATIONS:
+            checked = certificate_outcome(req.verification, observation)
+            if checked is not None:
+                outcomes[observation] = checked
+        if req.requiretls:
+            outcomes[Observation.REQUIRETLS_NOT_ADVERTISED] = Outcome.failing(
+                Action.FAIL, Reason.REQUIRETLS_NOT_SUPPORTED)
+    return plan, plan_status, _FrozenMap(outcomes)
+
+
+# The tables' answer depends on these six fields only (a few hundred combinations
+# at most), and outcomes are immutable: decisions with the same shape share them.
+_SHAPES: dict[tuple[object, ...], _Shape] = {}
+
+
+def _frozen(data: Mapping[Any, Any]) -> _FrozenMap:
+    # A _FrozenMap (or a lazily made one) is immutable: a decision may share it
+    # rather than copy it.
+    return data if isinstance(data, _FrozenMap) else _FrozenMap(data)
+
+
 def _status_dict(status: Status | None) -> dict[str, Any] | None:
     return None if status is None else dict(converter.unstructure(status))
 
@@ -772,6 +801,8 @@ class _FrozenMap(Mapping[Any, Any]):
         return len(self._data)
 
     def __eq__(self, other: object) -> bool:
+        if isinstance(other, _FrozenMap):
+            return self._data == other._data
         if isinstance(other, Mapping):
             return self._data == dict(other)
         return NotImplemented
@@ -783,3 +814,6 @@ class _FrozenMap(Mapping[Any, Any]):
 
     def __repr__(self) -> str:
         return f"{{{', '.join(f'{k!r}: {v!r}' for k, v in self._data.items())}}}"
+
+
+_NOTHING: Final = _FrozenMap({})

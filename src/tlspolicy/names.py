@@ -72,6 +72,11 @@ def normalise_domain(name: str) -> str:
     neither a valid host name (letters, digits, hyphens and, as DNS allows,
     underscores) nor an IP address.
     """
+    return _normalise(name, True)
+
+
+def _normalise(name: str, fast: bool) -> str:
+    """:func:`normalise_domain`; ``fast`` false runs UTS #46 on ASCII names too."""
     if not isinstance(name, str):
         raise InvalidDomainError(f"domain must be a string, not {type(name).__name__}")
     if len(name) > 4 * MAX_NAME_OCTETS:
@@ -89,14 +94,38 @@ def normalise_domain(name: str) -> str:
             return ip
         if text[0] == "[" or ":" in text:
             raise InvalidDomainError(f"invalid IP literal {excerpt(name)}")
-    if text.isascii():
-        ascii_name = text.lower()
-    else:
-        try:
-            ascii_name = idna.encode(text, uts46=True, transitional=False).decode("ascii")
-        except idna.IDNAError as exc:
-            raise InvalidDomainError(
-                f"invalid international domain name {excerpt(name)}: {exc}") from None
+    ascii_name = text.lower() if fast and text.isascii() else ""
+    if not ascii_name or "xn--" in ascii_name:
+        # International names and A-labels: the full UTS #46 path.  The common
+        # case, plain ASCII, is only lower-cased, which is what that path does to
+        # it (tests/test_names_fast_path.py checks the two agree).
+        ascii_name = _uts46(text, name)
+    return _checked(ascii_name, name)
+
+
+def _uts46(text: str, name: str) -> str:
+    """UTS #46 processing (non-transitional) of a stripped name: its A-label form.
+
+    A non-ASCII name goes through ``idna`` whole.  An ASCII name is mapped by
+    UTS #46 (which only lower-cases ASCII) and each ``xn--`` label must be a
+    valid A-label: it decodes to a valid U-label whose A-label it is.  Other
+    ASCII labels are left to the host-label rule of :func:`normalise_domain`
+    (underscores allowed, as DNS allows).
+    """
+    try:
+        if not text.isascii():
+            return idna.encode(text, uts46=True, transitional=False).decode("ascii")
+        mapped: str = idna.uts46_remap(text, std3_rules=False, transitional=False)
+        for label in mapped.split("."):
+            if label.startswith("xn--") and idna.alabel(idna.ulabel(label)).decode() != label:
+                raise idna.IDNAError(f"{label!r} is not the A-label of its U-label")
+        return mapped
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise InvalidDomainError(
+            f"invalid international domain name {excerpt(name)}: {exc}") from None
+
+
+def _checked(ascii_name: str, name: str) -> str:
     if len(ascii_name) > MAX_NAME_OCTETS:
         raise InvalidDomainError(
             f"domain name longer than {MAX_NAME_OCTETS} octets: {excerpt(name)}")

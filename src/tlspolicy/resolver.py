@@ -19,11 +19,18 @@ import datetime as _dt
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Hashable, Mapping
-from typing import Final
+from typing import Any, Final
 
 import attrs
 
-from .decision import Decision, Requirements, Source, TlsParameters, Verification
+from .decision import (
+    Decision,
+    Requirements,
+    Source,
+    TlsParameters,
+    Verification,
+    _FrozenMap,
+)
 from .errors import (
     InvalidDomainError,
     Location,
@@ -69,20 +76,64 @@ relax a destination policy (SEMANTICS section 3).
 
 _FALLBACK_SINCE: Final = CompatVersion((4, 1))
 _OPTION_NAMES: Final = tuple(OPTION_SPECS)
+_DEFAULTS: Final = tuple((name, spec.default) for name, spec in OPTION_SPECS.items())
 
 # One scope's contribution: ((option, value), ...) plus where it came from.
 _Items = tuple[tuple[str, object], ...]
+_Parent = tuple[tuple[ScopeKind, str], ...]
 
 
-@attrs.frozen(slots=True)
 class _Contribution:
-    items: _Items
-    source: Source
+    """One scope's options, ``((option, value), ...)``, and where they came from.
+
+    The scope path is rendered on first use: only explanations read it, and
+    rendering it for every stanza a resolution meets cost more than the rest
+    of a cold resolution.
+    """
+
+    __slots__ = ("_parts", "_source", "items")
+
+    def __init__(self, items: _Items, parts: _Parent | str) -> None:
+        self.items = items
+        self._parts = parts
+        self._source: Source | None = None
+
+    @property
+    def source(self) -> Source:
+        """The scope that set these options."""
+        source = self._source
+        if source is None:
+            parts = self._parts
+            source = self._source = Source(
+                parts if isinstance(parts, str) else scope_path(*parts))
+        return source
 
 
-def _contribution(options: Options, path: str) -> _Contribution | None:
-    items = tuple(options.items())
-    return _Contribution(items, Source(path)) if items else None
+class _Interner:
+    """One items tuple per distinct set of options, so equal sets have one identity.
+
+    Keyed by the ``Options`` object's id: the configuration, which the resolver
+    holds, keeps every such object alive, so an id is never reused meanwhile.
+    """
+
+    __slots__ = ("_by_id", "_by_value")
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, _Items] = {}
+        self._by_value: dict[_Items, _Items] = {}
+
+    def items(self, options: Options) -> _Items:
+        found = self._by_id.get(id(options))
+        if found is None:
+            items = tuple(options.items())
+            found = self._by_id[id(options)] = self._by_value.setdefault(items, items)
+        return found
+
+
+def _contribution(options: Options, parts: _Parent | str,
+                  interner: _Interner | None = None) -> _Contribution | None:
+    items = interner.items(options) if interner is not None else tuple(options.items())
+    return _Contribution(items, parts) if items else None
 
 
 class RegexMatchCache:
@@ -184,9 +235,6 @@ class RegexMatchCache:
         return len(self._data)
 
 
-_Parent = tuple[tuple[ScopeKind, str], ...]
-
-
 class _Container:
     """The domain stanzas of one container: exact names by key, regexes in order.
 
@@ -196,11 +244,13 @@ class _Container:
     dominated compiling large configurations.
     """
 
-    __slots__ = ("_made", "exact", "parent", "regex_contributions", "regexes")
+    __slots__ = ("_interner", "_made", "exact", "parent", "regex_contributions", "regexes")
 
-    def __init__(self, domains: tuple[DomainScope, ...], parent: _Parent) -> None:
+    def __init__(self, domains: tuple[DomainScope, ...], parent: _Parent,
+                 interner: _Interner | None = None) -> None:
         regex = DomainKind.REGEX
         self.parent = parent
+        self._interner = interner if interner is not None else _Interner()
         self.exact: dict[str, DomainScope] = {
             d.name.key: d for d in domains if d.name.kind is not regex}
         patterns: list[DomainPattern] = []
@@ -208,7 +258,7 @@ class _Container:
         if len(self.exact) != len(domains):
             for d in domains:
                 if d.name.kind is regex and d.name.regex is not None:
-                    contribution = _contribution(d.options, self._path(d))
+                    contribution = _contribution(d.options, self._path(d), self._interner)
                     if contribution is not None:
                         patterns.append(d.name.regex)
                         contributions.append(contribution)
@@ -218,8 +268,8 @@ class _Container:
         self.regex_contributions: tuple[_Contribution, ...] = tuple(contributions)
         self._made: dict[str, _Contribution | None] = {}
 
-    def _path(self, d: DomainScope) -> str:
-        return scope_path(*self.parent, (ScopeKind.DOMAIN, d.name.text))
+    def _path(self, d: DomainScope) -> _Parent:
+        return (*self.parent, (ScopeKind.DOMAIN, d.name.text))
 
     def exact_contribution(self, domain: str) -> _Contribution | None:
         """The exact stanza's contribution for a normalised domain, if any."""
@@ -230,7 +280,8 @@ class _Container:
             return self._made[domain]
         except KeyError:
             # Threads racing here compute equal values; either may be kept.
-            made = self._made[domain] = _contribution(stanza.options, self._path(stanza))
+            made = self._made[domain] = _contribution(stanza.options, self._path(stanza),
+                                                      self._interner)
             return made
 
 
@@ -273,15 +324,19 @@ class Resolver:
         self.compatibility = config.effective_compatibility
         self._floors = _Floors(config.floors)
         self._fallback_exists = self.compatibility >= _FALLBACK_SINCE
-        self._global_domains = _Container(config.domains, ())
-        self._global = _contribution(config.options, "global")
+        interner = _Interner()
+        self._global_domains = _Container(config.domains, (), interner)
+        self._global = _contribution(config.options, "global", interner)
         self._regex_cache = RegexMatchCache(config.effective_match_cache_size)
         self._decisions = RegexMatchCache(decision_cache_size)
+        # Shared parts of decisions, per chain of option sets: a configuration has
+        # far fewer of them than (binding, domain) pairs; bounded all the same.
+        self._by_values = RegexMatchCache(max(decision_cache_size, 1024))
         group_index: dict[str, tuple[_Container, _Contribution | None]] = {}
         for group in config.binding_groups:
             g = (ScopeKind.BINDING_GROUP, group.name)
-            group_index[group.name] = (_Container(group.domains, (g,)),
-                                       _contribution(group.options, scope_path(g)))
+            group_index[group.name] = (_Container(group.domains, (g,), interner),
+                                       _contribution(group.options, scope_path(g), interner))
         default_group = group_index.get(DEFAULT_NAME, (_EMPTY, None))
         self._bindings: dict[str, _BindingIndex] = {}
         members: list[tuple[str, _Parent, BindingScope]] = [
@@ -293,9 +348,9 @@ class Resolver:
             g_container, g_options = group_index.get(group_name, default_group)
             self._bindings[binding.name] = _BindingIndex(
                 binding.name, group_name,
-                _Container(binding.domains, (*parent, b)),
+                _Container(binding.domains, (*parent, b), interner),
                 g_container,
-                _contribution(binding.options, scope_path(*parent, b)),
+                _contribution(binding.options, scope_path(*parent, b), interner),
                 g_options,
             )
         if DEFAULT_NAME not in self._bindings:
@@ -341,6 +396,79 @@ class Resolver:
                 self._regex_cache.put(key, cached)
             found.extend(cached)  # type: ignore[arg-type]
 
+    def _chain(self, index: _BindingIndex, domain: str, chain: list[_Contribution]) -> None:
+        """Append the contributions deciding (binding, normalised domain), innermost first."""
+        self._lookup(index.domains, domain, chain)
+        self._lookup(index.group_domains, domain, chain)
+        if index.binding is not None:
+            chain.append(index.binding)
+        if index.group_options is not None:
+            chain.append(index.group_options)
+        self._lookup(self._global_domains, domain, chain)
+        if self._global is not None:
+            chain.append(self._global)
+
+    def _values(self, chain: list[_Contribution], domain: str
+                ) -> tuple[dict[str, object], dict[str, Source]]:
+        values: dict[str, object] = {}
+        sources: dict[str, Source] = {}
+        for contribution in chain:
+            source = None
+            for name, value in contribution.items:
+                if name not in values:
+                    values[name] = value
+                    if source is None:
+                        source = contribution.source
+                    sources[name] = source
+        for name in _OPTION_NAMES:
+            if name not in values:
+                values[name] = OPTION_SPECS[name].default
+                sources[name] = _DEFAULT_SOURCE
+        floors = self._floors
+        if floors.any:
+            matching = floors.matching(domain, self._regex_cache)
+            if matching:
+                raise_to_floors(values, sources, matching)
+        return values, sources
+
+    def _values_only(self, chain: list[_Contribution], domain: str) -> dict[str, object]:
+        """What :meth:`_values` gives as values, without making the sources."""
+        floors = self._floors
+        if floors.any and floors.matching(domain, self._regex_cache):
+            return self._values(chain, domain)[0]
+        values: dict[str, object] = {}
+        for contribution in chain:
+            for name, value in contribution.items:
+                if name not in values:
+                    values[name] = value
+        if len(values) != len(_OPTION_NAMES):
+            for name, default in _DEFAULTS:
+                if name not in values:
+                    values[name] = default
+        return values
+
+    def _shared(self, index: _BindingIndex, domain: str
+                ) -> tuple[_Shared, list[_Contribution]]:
+        """The effective values for (binding, normalised domain), shared by value.
+
+        Pairs whose chains hold the same sets of options (and meet the same
+        floors) have equal effective values, so those, and the parts of a
+        decision made from them alone, are built once per such chain; returns
+        them with the chain, from which the explanation is made when read.
+        """
+        chain: list[_Contribution] = []
+        self._chain(index, domain, chain)
+        key: tuple[int, ...] = tuple([id(c.items) for c in chain])
+        if self._floors.any:
+            key = (*key, 0, *map(id, self._floors.matching(domain, self._regex_cache)))
+        shared = self._by_values.get(key)
+        if shared is None:
+            # The key holds ids of interned items tuples and of floors, which the
+            # resolver keeps alive as long as itself: an id is never reused meanwhile.
+            shared = _Shared(self._values_only(chain, domain))
+            self._by_values.put(key, shared)
+        return shared, chain  # type: ignore[return-value]
+
     def effective(
         self, domain: str, binding: str | None = None, *, overrides: Options | None = None
     ) -> tuple[dict[str, object], dict[str, Source]]:
@@ -355,32 +483,17 @@ class Resolver:
             over = _contribution(overrides, "override")
             if over is not None:
                 chain.append(over)
-        self._lookup(index.domains, domain, chain)
-        self._lookup(index.group_domains, domain, chain)
-        if index.binding is not None:
-            chain.append(index.binding)
-        if index.group_options is not None:
-            chain.append(index.group_options)
-        self._lookup(self._global_domains, domain, chain)
-        if self._global is not None:
-            chain.append(self._global)
-        values: dict[str, object] = {}
-        sources: dict[str, Source] = {}
-        for contribution in chain:
-            for name, value in contribution.items:
-                if name not in values:
-                    values[name] = value
-                    sources[name] = contribution.source
-        for name in _OPTION_NAMES:
-            if name not in values:
-                values[name] = OPTION_SPECS[name].default
-                sources[name] = _DEFAULT_SOURCE
-        floors = self._floors
-        if floors.any:
-            matching = floors.matching(domain, self._regex_cache)
-            if matching:
-                raise_to_floors(values, sources, matching)
-        return values, sources
+        self._chain(index, domain, chain)
+        return self._values(chain, domain)
+
+    def effective_values(self, domain: str, binding: str | None = None) -> Mapping[str, object]:
+        """The effective values of :meth:`effective`, without their sources.
+
+        A read-only, hashable mapping shared by every pair with the same
+        values' scopes (so cheap to get and to use as a memo key).  ``domain``
+        must already be normalised.
+        """
+        return self._shared(self._index(binding), domain)[0].effective
 
     def chain_key(self, domain: str, binding: str | None = None) -> tuple[int, ...]:
         """An identity of the scopes that decide (binding, normalised domain).
@@ -471,6 +584,9 @@ class Resolver:
             if not isinstance(overrides, Options):
                 raise TypeError("overrides must be a tlspolicy.Options instance")
             self._check_overrides(overrides)
+        if overrides is None and destination is None:
+            shared, chain = self._shared(index, name)
+            return self._decide(shared, chain, index, name, mx)
         values, sources = self.effective(name, index.name, overrides=overrides)
         requirements = self.requirements(name, mx, values)
         if destination is None:
@@ -501,6 +617,40 @@ class Resolver:
             reports=result.reports,
             notes=result.notes,
         )
+
+    def _decide(self, shared: _Shared, chain: list[_Contribution], index: _BindingIndex,
+                name: str, mx: str | None) -> Decision:
+        """The decision from configuration alone, sharing what equal values give alike."""
+        proto = shared.proto
+        if proto is None:
+            # The first pair of these values gets a decision built as every decision
+            # is built; later pairs take everything but their names and explanation
+            # from it.
+            proto = shared.proto = Decision.build(
+                self.requirements(name, mx, shared.values),
+                domain=name,
+                binding=index.name,
+                binding_group=index.group,
+                mx_host=mx,
+                parameters=self.parameters(name, mx, shared.values),
+                effective=shared.effective,
+                explanation=_Explanation(self, chain, name),
+            )
+            return proto
+        # SNI and reference identities come from the names exactly as parameters()
+        # and requirements() make them.
+        parameters = proto.parameters
+        sni = mx if mx is not None else (None if name.startswith("[") else name)
+        if sni != parameters.sni:
+            parameters = TlsParameters(
+                parameters.ca_file, parameters.certificate_file, parameters.key_file,
+                parameters.ciphers, parameters.tls13_ciphersuites, parameters.protocols, sni,
+                parameters.engine)
+        return Decision(
+            name, index.name, index.group, mx, proto.plan, proto.plan_status, proto.tls,
+            proto.verification, proto.fallback, proto.requiretls, proto.outcomes, parameters,
+            _identities(name, mx), proto.effective, _Explanation(self, chain, name),
+            proto.decided_by, proto.tlsa_records, proto.reports, proto.notes)
 
     def requirements(
         self, domain: str, mx_host: str | None, values: Mapping[str, object]
@@ -548,6 +698,48 @@ class Resolver:
 
 
 _DEFAULT_SOURCE: Final = Source("default")
+
+
+class _Shared:
+    """Effective values shared by every pair they are in force for, and the first
+    decision made from them (its plan, outcomes and parameters are theirs too)."""
+
+    __slots__ = ("effective", "proto", "values")
+
+    def __init__(self, values: dict[str, object]) -> None:
+        self.values = values
+        self.effective = _FrozenMap(values)
+        self.proto: Decision | None = None
+
+
+class _Explanation(_FrozenMap):
+    """A decision's explanation, made from its chain of scopes the first time it is read.
+
+    Equal to the mapping an eager resolution builds (it is built by the same
+    code); a decision that is only acted on never pays for rendering scope paths.
+    """
+
+    __slots__ = ("_make",)
+
+    def __init__(self, resolver: Resolver, chain: list[_Contribution], domain: str) -> None:
+        self._hash = None
+        self._make: tuple[Resolver, list[_Contribution], str] | None = (resolver, chain, domain)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Copied or pickled as the plain mapping it stands for (never the resolver).
+        return (_FrozenMap, (self._data,))
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached while the _data slot is still empty.
+        if name != "_data":
+            raise AttributeError(name)
+        made = self._make
+        assert made is not None
+        resolver, chain, domain = made
+        data = resolver._values(chain, domain)[1]
+        self._data = data
+        self._make = None
+        return data
 
 
 class _Floors:

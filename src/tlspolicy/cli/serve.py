@@ -116,7 +116,8 @@ def lookup_factory(paths: Sequence[str], *, format: str | None = None,
                    file_checks: bool = True, transport_maps: Sequence[str] = (),
                    relayhost: str | None = None,
                    postfix_version: PostfixVersion | None = None,
-                   first_load_check: Callable[[Config], None] | None = None) -> ExpiringPolicy:
+                   first_load_check: Callable[[Config], None] | None = None,
+                   compiled_cache: str | None = None) -> ExpiringPolicy:
     """The served policy: calling it (first load and SIGHUP) reads the configuration files
     and transport tables and builds a fresh :class:`~tlspolicy.formats.postfix.PolicyLookup`;
     :meth:`~tlspolicy.servers.expiry.ExpiringPolicy.recompile` builds it again when a stanza
@@ -128,6 +129,10 @@ def lookup_factory(paths: Sequence[str], *, format: str | None = None,
     Postfix would otherwise find a missing CA file only when it sends mail.
     ``first_load_check`` is called with the first configuration loaded (the start-up
     checks of Postfix's settings, :func:`postfix_checks`); what it raises stops the start.
+
+    With ``compiled_cache`` (a directory) the configuration is read through
+    :func:`~tlspolicy.formats.compiled.load_config_cached`: unchanged files are
+    not parsed again.
     """
     files = list(paths)
     pending = [first_load_check] if first_load_check is not None else []
@@ -135,7 +140,12 @@ def lookup_factory(paths: Sequence[str], *, format: str | None = None,
     routes = [RouteTable()]
 
     def load() -> Config:
-        config = load_config(*files, format=format)
+        if compiled_cache is not None:
+            from ..formats.compiled import load_config_cached
+
+            config, _hit = load_config_cached(*files, cache_dir=compiled_cache, format=format)
+        else:
+            config = load_config(*files, format=format)
         if file_checks:
             # Anchors expired now are refused too: Postfix's tafile ignores their expiry.
             check_tls_files(config, filename=", ".join(files),
@@ -304,7 +314,8 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
                             file_checks=not args.no_file_checks,
                             transport_maps=args.transport_map or (),
                             relayhost=args.relayhost, postfix_version=version,
-                            first_load_check=check)
+                            first_load_check=check,
+                            compiled_cache=args.compiled_cache)
     # A shadow candidate is read as the live files are (format, routes, Postfix version),
     # without the file checks: it never answers.
     candidate = (lookup_factory(args.shadow, format=config_format(args), file_checks=False,
@@ -580,6 +591,11 @@ def register(sub: Any) -> None:
                                 "is a readable PEM file of its kind (the files are then found "
                                 "missing only when Postfix sends mail)")
     socketmap.add_argument("--quiet", "-q", action="store_true", help="log warnings only")
+    socketmap.add_argument(
+        "--compiled-cache", metavar="DIR", default=None,
+        help="keep the compiled configuration in DIR (created 0700; must belong to this "
+             "user and be writable by no one else) and use it on start and SIGHUP while "
+             "every configuration file, includes counted, is unchanged (default: off)")
     # Postfix routing and version: what the answers to next-hop keys and their syntax need.
     postfix = socketmap.add_argument_group("Postfix routing and version")
     postfix.add_argument("--transport-map", action="append", metavar="FILE",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import stat
 from collections.abc import Iterator
@@ -164,12 +165,16 @@ class ReadBudget:
     """
 
     def __init__(self, *, max_files: int = MAX_FILES_PER_LOAD,
-                 max_bytes: int = MAX_LOAD_BYTES, max_file_bytes: int = MAX_FILE_BYTES) -> None:
+                 max_bytes: int = MAX_LOAD_BYTES, max_file_bytes: int = MAX_FILE_BYTES,
+                 record: bool = False) -> None:
         self.max_files = max_files
         self.max_bytes = max_bytes
         self.max_file_bytes = max_file_bytes
         self.files = 0
         self.bytes = 0
+        #: With ``record``: every file read, in order, with the SHA-256 of its bytes
+        #: (what a compiled-configuration cache checks before it is used).
+        self.digests: list[tuple[str, str]] | None = [] if record else None
 
     def count_file(self, path: str) -> None:
         """Count one more file read, or raise when the load reads too many."""
@@ -201,4 +206,6 @@ class ReadBudget:
                     f"{what} takes it over", Location(file=name)) from None
             raise
         self.count_bytes(name, len(data))
+        if self.digests is not None:
+            self.digests.append((name, hashlib.sha256(data).hexdigest()))
         return _decode(data, name, what)

@@ -1094,7 +1094,7 @@ class PolicyLookup:
         # effective values by the same bound (a configuration has few such sets).
         self._memo_size = memo_size
         self._answers: OrderedDict[tuple[str, str], SocketmapReply] = OrderedDict()
-        self._by_values: dict[tuple[tuple[str, object], ...], SocketmapReply] = {}
+        self._by_values: dict[Mapping[str, object], SocketmapReply] = {}
         self._nexthops: dict[tuple[str, NextHop], NextHopAnswer] = {}
         errors: list[ConfigError] = []
         for hop, found in self.routes.by_nexthop().items():
@@ -1233,11 +1233,12 @@ class PolicyLookup:
                 return SocketmapReply.ok(policy.text())
         if parsed.bracketed or parsed.port is not None:
             self._warn_unattributed(map_name, key)
-        values, sources = self.resolver.effective(parsed.domain, map_name)
-        values_key = tuple(values.items())
+        # The values alone decide the answer: the sources are made only on a miss.
+        values_key = self.resolver.effective_values(parsed.domain, map_name)
         reply = self._by_values.get(values_key)
         if reply is not None:
             return reply
+        values, sources = self.resolver.effective(parsed.domain, map_name)
         try:
             policy, _warnings = map_values(values, sources, binding=map_name, key=parsed.domain,
                                            fallback_exists=self._fallback_exists,

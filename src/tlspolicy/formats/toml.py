@@ -277,7 +277,8 @@ class _Bail(Exception):
 
 # A host name the fast reader may key without normalise_domain: lower-case ASCII labels
 # that normalise_domain would accept unchanged, and that cannot be an IP literal (the
-# first character is no digit, no '[' and no ':' anywhere).
+# first character is no digit, no '[' and no ':' anywhere).  Names holding "xn--" go
+# through normalise_domain, which checks their A-labels.
 _PLAIN_LABEL: Final = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 _PLAIN_HOST: Final = re.compile(rf"[a-z_](?:[a-z0-9_-]{{0,61}}[a-z0-9_])?(?:\.{_PLAIN_LABEL})*")
 _VALUE_TYPES: Final = frozenset({str, bool})
@@ -373,11 +374,12 @@ class _FastReader:
         for table in value:
             name, options, _children = self.scope(ScopeKind.DOMAIN, table, frozenset())
             lower = name.lower()
-            if len(lower) <= 253 and name.isascii() and plain(lower):
+            if len(lower) <= 253 and name.isascii() and plain(lower) and "xn--" not in lower:
                 if lower in exact:
                     raise _Bail
                 exact.add(lower)
-                parsed = DomainName(_EXACT, lower, name)
+                # A name already in lower case keeps one string object for key and text.
+                parsed = DomainName(_EXACT, name if lower == name else lower, name)
             else:
                 try:
                     parsed = DomainName.parse(name)

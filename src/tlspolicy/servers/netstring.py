@@ -100,7 +100,15 @@ class NetstringDecoder:
             self._check_prefix(head, complete=False)
             return None
         prefix = bytes(buf[:colon])
-        length = self._check_prefix(prefix, complete=True)
+        if (prefix.isdigit() and len(prefix) <= self._max_digits
+                and (prefix[0] != 0x30 or colon == 1)):
+            # The common case, checked in one pass (bytes.isdigit is ASCII only);
+            # anything else gets _check_prefix's exact diagnosis.
+            length = int(prefix)
+            if length > self.max_length:
+                length = self._check_prefix(prefix, complete=True)
+        else:
+            length = self._check_prefix(prefix, complete=True)
         end = colon + 1 + length
         if len(buf) <= end:
             return None

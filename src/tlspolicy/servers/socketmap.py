@@ -178,6 +178,8 @@ class SocketmapReply:
 
     status: ReplyStatus
     text: str = attrs.field(default="", validator=_check_text)
+    # The framed bytes, made on the first encode(): a memoised reply is sent many times.
+    _wire: bytes | None = attrs.field(default=None, init=False, eq=False, repr=False)
 
     @classmethod
     def ok(cls, data: str) -> SocketmapReply:
@@ -210,7 +212,11 @@ class SocketmapReply:
 
     def encode(self) -> bytes:
         """The reply framed as one netstring."""
-        return encode_netstring(self.to_text().encode("utf-8"))
+        wire = self._wire
+        if wire is None:
+            wire = encode_netstring(self.to_text().encode("utf-8"))
+            object.__setattr__(self, "_wire", wire)
+        return wire
 
 
 #: ``lookup(map_name, key)``: what the server asks for every request.  It returns the
@@ -324,7 +330,7 @@ def parse_postfix_key(key: str) -> PostfixKey:
     if key.isascii():
         # The common case, a plain host name, without trying it as an address first.
         lower = key.lower()
-        if _PLAIN_KEY.fullmatch(lower):
+        if _PLAIN_KEY.fullmatch(lower) and "xn--" not in lower:  # A-labels are checked
             name = lower[:-1] if lower[-1] == "." else lower
             if len(name) <= 253:
                 return PostfixKey(name, None, parent=False, bracketed=False)

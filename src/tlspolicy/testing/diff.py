@@ -234,7 +234,9 @@ def regex_example(pattern: str) -> str | None:
     for core in cores:
         core = core.lower()
         head = "mail" + core if core.startswith(".") else "mail." + core
-        for candidate in (core, _tail(core), head, _tail(head), core + "a"):
+        # A pattern for A-labels needs a valid one: "xn--" + a Punycode payload.
+        tail = "mnchen-3ya" if core.endswith("xn--") else "a"
+        for candidate in (core, _tail(core), head, _tail(head), core + tail):
             try:
                 name = normalise_domain(candidate)
             except ValueError:
