@@ -131,8 +131,15 @@ def test_dane() -> None:
     assert p.level is PostfixLevel.DANE and _options(w) == ["use_dane"]
     p, w = map_values(values(tls=Tls.REQUIRED, use_dane=True))
     assert p.level is PostfixLevel.ENCRYPT and _options(w) == ["use_dane"]
-    for level in PostfixLevel:
-        assert level.value != "dane-only"
+    # dane-only exists for answers with discovery only (SEMANTICS 11): no combination of
+    # options makes the static mapping produce it.
+    for tls in Tls:
+        for verify in TlsVerify:
+            for dane in (False, True):
+                for fallback in (False, True):
+                    p, _w = map_values(values(tls=tls, tls_verify=verify, use_dane=dane,
+                                              tls_ifavailable_fallback=fallback))
+                    assert p.level is not PostfixLevel.DANE_ONLY
 
 
 CONFIG = Config(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from ..errors import TlsPolicyError
+from ..formats.discovery_table import read_discovery_table
 from ..formats.loader import load_config
 from ..formats.postfix import (
     PolicyLookup,
@@ -32,6 +34,9 @@ from ..servers.expiry import ExpiringPolicy, watch_expiry
 from ..servers.shadow import drain_shadow
 from ..testing.shadow import ShadowLookup
 from ._common import UsageError, add_config_files, config_format, config_paths
+
+# Mirrors tlspolicy.servers.discovered.DEFAULT_ANSWER_DEADLINE without importing discovery.
+_DEFAULT_DEADLINE = 10.0
 
 __all__ = ["UnixListen", "lookup_factory", "parse_listen", "postconf_version", "register"]
 
@@ -222,8 +227,18 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
         logging.getLogger("tlspolicy").warning(
             "--no-file-checks: certificate and CA files are not checked; a missing one is "
             "found only when Postfix sends mail")
-    version = args.postfix_version if args.postfix_version is not None \
-        else postconf_version()
+    table = read_discovery_table(paths)
+    use_discovery = args.discovery if args.discovery is not None \
+        else bool(table.get("enabled", False))
+    if use_discovery and args.shadow:
+        raise UsageError("--shadow does not combine with --discovery yet: shadow answers are "
+                         "computed without discovery")
+    if args.postfix_version is not None:
+        version = args.postfix_version
+    elif use_discovery and "postfix_version" in table:
+        version = parse_postfix_version(table["postfix_version"])
+    else:
+        version = postconf_version()
     policy = lookup_factory(paths, format=config_format(args),
                             file_checks=not args.no_file_checks,
                             transport_maps=args.transport_map or (),
@@ -237,13 +252,19 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
     watchers: list[asyncio.Task[None]] = []
     recompilers: list[Any] = []  # what an expiry swaps in: rebuild, counted with --metrics
 
+    discovered: list[_DiscoveryRun] = []
+
     def build() -> Any:
         # The live policy answers; a shadow candidate is compared after the replies.
         live = policy()
+        if discovered:
+            return discovered[0].wrap(live)
         return live if candidate is None else ShadowLookup(live, candidate())
 
     def rebuild() -> Any:
         live = policy.recompile()
+        if discovered:
+            return discovered[0].wrap(live)
         return live if candidate is None else ShadowLookup(live, candidate.recompile())
 
     def due() -> bool:
@@ -275,6 +296,11 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
                                                      allow_remote=args.allow_remote)
             sys.stdout.write(f"metrics on http://{endpoint.listen_address}/metrics\n")
             sys.stdout.flush()
+        startup = shutdown = None
+        if use_discovery:
+            run = _DiscoveryRun(args, table, version, observer=metrics)
+            discovered.append(run)
+            startup, shutdown = run.startup, run.shutdown
         # A configuration error (first load) reaches main, which prints it with its hint.
         _sm.run_forever(
             factory, host=host, port=port, unix_path=unix_path,
@@ -284,11 +310,103 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
             max_connections_per_client=args.max_connections_per_client,
             idle_timeout=args.idle_timeout, request_timeout=args.request_timeout,
             max_request_bytes=args.max_request_bytes, reload_timeout=args.reload_timeout,
-            ready=ready, sock=inherited, reuse_port=args.reuse_port, stopping=stopping)
+            ready=ready, sock=inherited, reuse_port=args.reuse_port, stopping=stopping,
+            startup=startup, shutdown=shutdown,
+            answer_timeout=(discovered[0].deadline + 5.0 if discovered
+                            else _sm.DEFAULT_ANSWER_TIMEOUT))
     finally:
         if endpoint is not None:
             endpoint.stop()
     return 0
+
+
+class _DiscoveryRun:
+    """Discovery for ``serve socketmap --discovery``: opened in the server's loop before the
+    first load, closed after it stops; wraps every loaded policy (first load, SIGHUP,
+    expiry recompiles) into a :class:`~tlspolicy.servers.discovered.DiscoveryLookup`
+    sharing the domains in use, whose MTA-STS policies are refreshed in the background."""
+
+    def __init__(self, args: argparse.Namespace, table: dict[str, Any],
+                 version: PostfixVersion, *, observer: Any = None) -> None:
+        try:
+            from ..discovery import DiscoveryConfig
+            from ..servers.discovered import DEFAULT_ANSWER_DEADLINE
+        except ImportError as exc:
+            raise UsageError(f"--discovery needs the tlspolicy[discovery] extra ({exc.name} "
+                             "is not installed)") from None
+        defaults = DiscoveryConfig()
+
+        def pick(flag: str, key: str, default: Any) -> Any:
+            # A flag given with a value other than its default wins over the table.
+            value = getattr(args, flag)
+            return table[key] if value == default and key in table else value
+
+        try:
+            self.config = DiscoveryConfig(
+                resolver=pick("resolver", "resolver", defaults.resolver),
+                resolver_port=pick("resolver_port", "resolver_port", defaults.resolver_port),
+                resolver_trusted=pick("resolver_trusted", "resolver_trusted", False),
+                probe_name=pick("probe_name", "probe_name", defaults.probe_name),
+                https_port=pick("https_port", "https_port", defaults.https_port),
+                ca_file=pick("ca_file", "ca_file", None),
+                first_wait=float(pick("first_wait", "first_wait", defaults.first_wait)),
+                cache_path=pick("cache", "cache", defaults.cache_path))
+        except (TypeError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+        self.redis: str | None = args.redis or table.get("redis")
+        deadline = args.answer_deadline if args.answer_deadline is not None else \
+            float(table.get("answer_deadline", DEFAULT_ANSWER_DEADLINE))
+        if not 0 < deadline <= 90:
+            raise UsageError(f"the answer deadline must be above 0 and at most 90 s (Postfix "
+                             f"gives up after 100 s), got {deadline:g}")
+        self.deadline = deadline
+        self.sts_mx_patterns = args.sts_mx_patterns if args.sts_mx_patterns is not None \
+            else bool(table.get("sts_mx_patterns", True))
+        self.version = version
+        self.observer = observer
+        self.discovery: Any = None
+        self.current: Any = None
+        self.in_use: Any = None
+        self._refresher: asyncio.Task[None] | None = None
+
+    async def startup(self) -> None:
+        from ..discovery import Discovery, redis_cache
+
+        store = await redis_cache(self.redis, self.config.cache_path) if self.redis else None
+        self.discovery = Discovery(self.config, store=store, close_store=True,
+                                   observer=self.observer)
+        await self.discovery.start()
+        self._refresher = asyncio.get_running_loop().create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        while True:
+            await asyncio.sleep(60.0)
+            current = self.current
+            if current is not None:
+                try:
+                    await current.refresh_once(ahead=60.0)
+                except Exception:  # never let one bad pass end the refreshing
+                    logging.getLogger("tlspolicy").exception("proactive refresh failed")
+
+    async def shutdown(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(BaseException):
+                await self._refresher
+        if self.discovery is not None:
+            await self.discovery.close()
+
+    def wrap(self, live: PolicyLookup) -> Any:
+        from ..servers.discovered import DiscoveryLookup
+
+        lookup = DiscoveryLookup(live, self.discovery, postfix_version=self.version,
+                                 deadline=self.deadline,
+                                 mx_patterns_enforced=self.sts_mx_patterns)
+        if self.in_use is None:
+            self.in_use = lookup.in_use
+        lookup.in_use = self.in_use  # shared across reloads
+        self.current = lookup
+        return lookup
 
 
 def _add_listening(parser: argparse.ArgumentParser) -> None:
@@ -349,6 +467,28 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
                             f"previous policy (default {_sm.DEFAULT_RELOAD_TIMEOUT:g})")
 
 
+def _add_discovery(parser: argparse.ArgumentParser) -> None:
+    from .discover import add_discovery_arguments
+
+    group = parser.add_argument_group(
+        "answers with discovery", "DANE before MTA-STS before the configuration, per MX host "
+        "never weaker than tlspolicy's decision (the [discovery] table of a TOML file sets "
+        "the same; flags given here win)")
+    group.add_argument("--discovery", action="store_true", default=None,
+                       help="look up MX, TLSA and MTA-STS for every next hop and answer with "
+                            "them (needs the tlspolicy[discovery] extra and the Postfix "
+                            "version)")
+    group.add_argument("--answer-deadline", type=_seconds, default=None, metavar="SECONDS",
+                       help="send every answer within this time; what has not arrived counts "
+                            f"as failed (default {_DEFAULT_DEADLINE:g}; Postfix waits 100)")
+    group.add_argument("--no-sts-mx-patterns", dest="sts_mx_patterns", action="store_false",
+                       default=None,
+                       help="main.cf sets smtp_tls_enforce_sts_mx_patterns = no (Postfix "
+                            "3.10.5+): MX hosts are then not filtered by MTA-STS patterns, "
+                            "which the answers' notes report")
+    add_discovery_arguments(parser)
+
+
 def register(sub: Any) -> None:
     """Add ``serve socketmap`` to the command line's subparsers."""
     serve = sub.add_parser("serve", help="run a policy server for an MTA")
@@ -378,6 +518,7 @@ def register(sub: Any) -> None:
     postfix.add_argument("--postfix-version", type=_version_arg, metavar="X.Y[.Z]",
                          help="the Postfix version the answers are written for (default: "
                               "read with postconf -h mail_version)")
+    _add_discovery(socketmap)
     socketmap.add_argument(
         "--shadow", action="append", metavar="FILE",
         help="candidate configuration file (repeatable, layered): resolve every request "

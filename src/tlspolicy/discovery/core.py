@@ -173,7 +173,8 @@ class StsState:
     the latest fetch's result (its TLS-RPT type via ``outcome.tlsrpt_result_type``);
     ``state`` is ``"policy"``, ``"none"`` (no policy published), ``"failed"``
     (no policy held, latest attempt failed), ``"pending"`` (first fetch still
-    running) or ``"unknown"``.
+    running), ``"unreadable"`` (the cache could not be read and no fetch has
+    finished) or ``"unknown"``.
     """
 
     domain: str
@@ -298,6 +299,8 @@ class Discovery:
         self._mx_memo: dict[str, tuple[DnsAnswer, MxLookup]] = {}
         self._tlsa_memo: dict[tuple[str, int], tuple[tuple[DnsAnswer, ...], TlsaLookup]] = {}
         self._refreshing: dict[str, asyncio.Task[StsState]] = {}
+        # Domains whose latest cache read failed (the store is down): see sts_state.
+        self._unreadable: set[str] = set()
         self._background: set[asyncio.Task[Any]] = set()
         #: Policy fetches over HTTPS started by this instance, per domain.
         self.fetches: dict[str, int] = {}
@@ -495,9 +498,12 @@ class Discovery:
     async def _load(self, domain: str) -> StsState | None:
         try:
             entry = await self.store.get(POLICY_NAMESPACE, domain)
+            self._unreadable.discard(domain)
             return None if entry is None else _decode(domain, entry.value)
         except StoreError as exc:
             _log.warning("MTA-STS cache read for %s failed: %s", domain, exc)
+            if len(self._unreadable) < 100_000:
+                self._unreadable.add(domain)
             return None
 
     async def _save(self, state: StsState) -> None:
@@ -539,8 +545,30 @@ class Discovery:
             return task.result()
         if state is not None:
             return state
+        if name in self._unreadable:
+            # Nothing known: the cache could not be read and no fetch has finished.
+            return StsState(name, "unreadable", None, FetchOutcome.OK,
+                            "the cache could not be read and the fetch is still running",
+                            None, now, 0, None)
         return StsState(name, "pending", None, FetchOutcome.OK,
                         f"first fetch still running after {timeout:g} s", None, now, 0, None)
+
+    def refresh_if_due(self, domain: str, *, ahead: float = 0.0) -> bool:
+        """Start a background refresh of ``domain``'s MTA-STS state when this process
+        holds none or its next check falls within ``ahead`` seconds; never waits.
+
+        For proactive refresh of the domains a server answers for, so that queries
+        find a fresh policy rather than start its refresh.  Returns whether a refresh
+        runs now (started here or already running).
+        """
+        name = normalise_domain(domain)
+        if name in self._refreshing:
+            return True
+        state = self._memory.get(name)
+        if state is not None and self._clock() + ahead < state.next_check:
+            return False
+        self._refresh_task(name)
+        return True
 
     def _refresh_task(self, domain: str, *, force: bool = False) -> asyncio.Task[StsState]:
         task = self._refreshing.get(domain)

@@ -178,6 +178,8 @@ class PostfixLevel(enum.Enum):
     MAY = "may"
     ENCRYPT = "encrypt"
     DANE = "dane"
+    #: Only with discovery (SEMANTICS 11): mandatory DANE, every host needs usable TLSA.
+    DANE_ONLY = "dane-only"
     VERIFY = "verify"
     SECURE = "secure"
 
@@ -1115,6 +1117,27 @@ class PolicyLookup:
                                        fallback_exists=self._fallback_exists,
                                        postfix_version=self.postfix_version)
         return policy
+
+    @property
+    def fallback_exists(self) -> bool:
+        """Whether a failed negotiation may fall back (false under compatibility 4.0)."""
+        return self._fallback_exists
+
+    def operator_values(self, binding: str, parsed: PostfixKey
+                        ) -> tuple[Mapping[str, object], Mapping[str, Source], str | None,
+                                   tuple[PostfixWarning, ...]]:
+        """The configuration behind the answer to ``parsed`` through ``binding``: the
+        effective values (a routed next hop's combined at their strictest), their
+        sources, the ``match=`` list of verified levels (``None``: a shared next hop no
+        list serves) and the next-hop notes.  Raises for an unknown binding.
+        """
+        if binding not in self._bindings:
+            raise UnknownBindingError(f"unknown binding {binding!r}")
+        answer = self._nexthops.get((binding, (parsed.domain, parsed.port, parsed.bracketed)))
+        if answer is not None:
+            return answer.values, answer.sources, answer.match, answer.notes
+        values, sources = self.resolver.effective(parsed.domain, binding)
+        return values, sources, VERIFY_MATCH, ()
 
     def nexthop(self, binding: str, key: str) -> NextHopAnswer | None:
         """The route-derived answer for a next-hop ``key`` (``None``: no route names it)."""

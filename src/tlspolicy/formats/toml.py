@@ -69,6 +69,7 @@ from ..scopes import (
     trusted_domain,
     trusted_group,
 )
+from .discovery_table import check_discovery_table
 
 __all__ = ["config_to_toml", "dumps_toml", "loads_toml", "toml_to_raw"]
 
@@ -253,6 +254,10 @@ class _Reader:
             elif lower in _CHILD_KEYS[ScopeKind.GLOBAL]:
                 children.extend(self.array(_CHILD_KEYS[ScopeKind.GLOBAL][lower], value, (),
                                            lower, "global"))
+            elif lower == "discovery":
+                # serve's I/O settings, not part of the Config: checked here, read by serve.
+                self.errors.extend(check_discovery_table(value, self.filename,
+                                                         where=self.loc((), key)))
             elif lower in OPTION_SPECS:
                 self.errors.append(ConfigSyntaxError(
                     "must sit in a scope table; put global options under "
@@ -260,7 +265,8 @@ class _Reader:
             else:
                 self.errors.append(ConfigSyntaxError(
                     f"unknown top-level key {key!r} (known: compatibility, match_cache_size, "
-                    "global, domain, binding_group, binding, floor)", self.loc((), key)))
+                    "global, domain, binding_group, binding, floor, discovery)",
+                    self.loc((), key)))
         return RawScope(ScopeKind.GLOBAL, None, Location(file=self.filename), tuple(options),
                         tuple(children), tuple(settings), tuple(floors))
 

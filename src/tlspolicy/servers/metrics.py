@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Final
 
 import attrs
@@ -205,9 +205,24 @@ class Metrics(DiscoveryObserver):
         (a :class:`~tlspolicy.TlsPolicyError` as PERM, anything else as TEMP) and re-raised."""
         queries = self.queries
 
-        def counted(map_name: str, key: str) -> SocketmapReply:
+        def counted(map_name: str, key: str) -> SocketmapReply | Awaitable[SocketmapReply]:
             try:
                 reply = lookup(map_name, key)
+            except TlsPolicyError:
+                queries.labels("PERM", "").inc()
+                raise
+            except Exception:
+                queries.labels("TEMP", "").inc()
+                raise
+            if isinstance(reply, SocketmapReply):
+                queries.labels(reply.status.value, reply_level(reply)).inc()
+                return reply
+            return _counted_later(reply)
+
+        async def _counted_later(pending: Awaitable[SocketmapReply]) -> SocketmapReply:
+            # An awaitable answer (discovery) is counted when it is known.
+            try:
+                reply = await pending
             except TlsPolicyError:
                 queries.labels("PERM", "").inc()
                 raise

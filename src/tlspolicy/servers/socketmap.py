@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import inspect
 import ipaddress
 import logging
 import math
@@ -56,7 +57,7 @@ import struct
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, NamedTuple, TypeVar
 
 import attrs
@@ -66,6 +67,7 @@ from ..errors import PolicyInputError, TlsPolicyError
 from .netstring import NetstringDecoder, NetstringError, NetstringTooLongError, encode_netstring
 
 __all__ = [
+    "DEFAULT_ANSWER_TIMEOUT",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_CONNECTIONS_PER_CLIENT",
@@ -123,6 +125,10 @@ DEFAULT_SOCKET_MODE: Final = 0o660
 RELOAD_RESULTS: Final = ("ok", "failed", "timeout", "refused", "superseded")
 #: Postfix's socketmap client refuses replies longer than this (socketmap_table(5)).
 MAX_REPLY_CHARS: Final = 100_000
+#: Seconds an awaitable lookup may take before the server answers ``TEMP`` itself.
+#: Postfix gives up on a socketmap reply after 100 s; a lookup should keep its own,
+#: shorter deadline (the discovery lookup's is 10 s) and this is only the last guard.
+DEFAULT_ANSWER_TIMEOUT: Final = 30.0
 
 _READ_CHUNK: Final = 65536
 # Pending connections the kernel queues; bursts of Postfix processes starting.
@@ -207,8 +213,10 @@ class SocketmapReply:
         return encode_netstring(self.to_text().encode("utf-8"))
 
 
-#: ``lookup(map_name, key)``: what the server asks for every request.
-Lookup = Callable[[str, str], SocketmapReply]
+#: ``lookup(map_name, key)``: what the server asks for every request.  It returns the
+#: reply, or an awaitable of it for a lookup that must wait for I/O (discovery): the
+#: connection then answers nothing else until it resolves, so replies keep their order.
+Lookup = Callable[[str, str], "SocketmapReply | Awaitable[SocketmapReply]"]
 #: Builds a fresh lookup, e.g. by reading the configuration files again.
 LookupFactory = Callable[[], Lookup]
 
@@ -534,6 +542,7 @@ class SocketmapServer:
         reload_timeout: float = DEFAULT_RELOAD_TIMEOUT,
         sock: socket.socket | None = None,
         reuse_port: bool = False,
+        answer_timeout: float = DEFAULT_ANSWER_TIMEOUT,
     ) -> None:
         if sock is not None and (unix_path is not None or reuse_port):
             raise ValueError("a passed socket is already bound: no unix_path or reuse_port")
@@ -547,7 +556,8 @@ class SocketmapServer:
             raise ValueError("max_connections_per_client must be positive, got "
                              f"{max_connections_per_client}")
         for name, value in (("idle_timeout", idle_timeout), ("request_timeout", request_timeout),
-                            ("reload_timeout", reload_timeout)):
+                            ("reload_timeout", reload_timeout),
+                            ("answer_timeout", answer_timeout)):
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
         if not 0 <= port <= 65535:
@@ -575,6 +585,9 @@ class SocketmapServer:
         self.idle_timeout = idle_timeout
         self.request_timeout = request_timeout
         self.reload_timeout = reload_timeout
+        self.answer_timeout = answer_timeout
+        # Lookups still running (awaitable answers), cancelled at stop.
+        self._pending: set[asyncio.Task[SocketmapReply]] = set()
         # Enough to hold a pipelined burst and always a whole request.
         self._read_limit = max(_READ_CHUNK, 2 * max_request_bytes + 32)
         self._server: asyncio.Server | None = None
@@ -830,6 +843,8 @@ class SocketmapServer:
             server.close()
         for task in list(self._reload_tasks):
             task.cancel()
+        for pending in list(self._pending):
+            pending.cancel()
         for conn in list(self._conns):
             conn.abort()
         if server is not None:
@@ -900,7 +915,8 @@ class SocketmapServer:
             if not peers:
                 del self._by_client[conn.client]
 
-    def _answer(self, payload: bytes) -> SocketmapReply:
+    def _answer(self, payload: bytes) -> SocketmapReply | asyncio.Task[SocketmapReply]:
+        """The reply to one request, or a task computing it (an awaitable lookup)."""
         try:
             text = payload.decode("utf-8")
         except UnicodeDecodeError:
@@ -917,9 +933,36 @@ class SocketmapServer:
         except Exception:
             log.exception("socketmap: lookup %s %r failed", name, key)
             return SocketmapReply.temp("internal error in the policy server")
+        if isinstance(reply, SocketmapReply):
+            return self._checked(name, key, reply)
+        if not inspect.isawaitable(reply):
+            log.error("socketmap: lookup returned %r, not a SocketmapReply", reply)
+            return SocketmapReply.temp("internal error in the policy server")
+        task = _loop(self).create_task(self._await_answer(name, key, reply))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return task
+
+    async def _await_answer(self, name: str, key: str,
+                            pending: Awaitable[SocketmapReply]) -> SocketmapReply:
+        try:
+            reply = await asyncio.wait_for(pending, self.answer_timeout)
+        except TlsPolicyError as exc:
+            log.info("socketmap: %s %r: %s", name, key, exc)
+            return _safe_perm(str(exc))
+        except TimeoutError:
+            # Postfix defers rather than delivering under a policy nobody computed.
+            log.error("socketmap: lookup %s %r took over %g s", name, key, self.answer_timeout)
+            return SocketmapReply.temp(f"policy lookup took over {self.answer_timeout:g} s")
+        except Exception:
+            log.exception("socketmap: lookup %s %r failed", name, key)
+            return SocketmapReply.temp("internal error in the policy server")
         if not isinstance(reply, SocketmapReply):
             log.error("socketmap: lookup returned %r, not a SocketmapReply", reply)
             return SocketmapReply.temp("internal error in the policy server")
+        return self._checked(name, key, reply)
+
+    def _checked(self, name: str, key: str, reply: SocketmapReply) -> SocketmapReply:
         if len(reply.text) + len(reply.status.value) + 1 > MAX_REPLY_CHARS:
             log.error("socketmap: reply for %s %r longer than %d characters", name, key,
                       MAX_REPLY_CHARS)
@@ -956,7 +999,7 @@ class _Connection(asyncio.Protocol):
     """
 
     __slots__ = ("_eof", "_lost", "_read_paused", "_scheduled", "_server", "_timer",
-                 "_timer_at", "_write_paused", "client", "decoder", "last_complete",
+                 "_timer_at", "_waiting", "_write_paused", "client", "decoder", "last_complete",
                  "partial_since", "transport")
 
     def __init__(self, server: SocketmapServer) -> None:
@@ -969,6 +1012,8 @@ class _Connection(asyncio.Protocol):
         self._scheduled = False
         self._read_paused = False
         self._write_paused = False
+        # An awaitable lookup is computing this connection's current answer.
+        self._waiting = False
         self._eof = False
         self._lost = False
         self._timer: asyncio.TimerHandle | None = None
@@ -996,7 +1041,7 @@ class _Connection(asyncio.Protocol):
         if self._lost:
             return
         self.decoder.feed(data)
-        if not self._scheduled and not self._write_paused:
+        if not self._scheduled and not self._write_paused and not self._waiting:
             # No turn of ours is pending: answer one request now (saving a
             # loop iteration per request for a client that waits for each
             # answer); _serve_one queues a turn if more is buffered.
@@ -1024,13 +1069,14 @@ class _Connection(asyncio.Protocol):
     # -- serving
 
     def _schedule(self) -> None:
-        if not self._scheduled and not self._write_paused and not self._lost:
+        if (not self._scheduled and not self._write_paused and not self._lost
+                and not self._waiting):
             self._scheduled = True
             _loop(self._server).call_soon(self._serve_one)
 
     def _serve_one(self) -> None:
         self._scheduled = False
-        if self._lost or self._write_paused:
+        if self._lost or self._write_paused or self._waiting:
             return
         try:
             self._serve_one_request()
@@ -1054,7 +1100,31 @@ class _Connection(asyncio.Protocol):
         if payload is None:
             self._idle_pass()
             return
-        self.transport.write(server._answer(payload).encode())
+        answer = server._answer(payload)
+        if not isinstance(answer, SocketmapReply):
+            # Computed elsewhere (I/O): the next request waits for this answer.
+            self._waiting = True
+            self.last_complete = _loop(server).time()
+            self.partial_since = None
+            server._touch(self)
+            answer.add_done_callback(self._answered)
+            return
+        self._write_answer(answer)
+
+    def _answered(self, task: asyncio.Task[SocketmapReply]) -> None:
+        self._waiting = False
+        if self._lost or task.cancelled():
+            return
+        try:
+            self._write_answer(task.result())
+        except Exception:
+            log.exception("socketmap: unexpected error on a connection")
+            self.abort()
+
+    def _write_answer(self, reply: SocketmapReply) -> None:
+        server = self._server
+        decoder = self.decoder
+        self.transport.write(reply.encode())
         self.last_complete = _loop(server).time()
         self.partial_since = None
         server._touch(self)
@@ -1117,6 +1187,10 @@ class _Connection(asyncio.Protocol):
             return
         server = self._server
         now = _loop(server).time()
+        if self._waiting:
+            # The client waits for us, it is not idle; the answer has its own deadline.
+            self._arm(now + server.idle_timeout)
+            return
         deadline = self.last_complete + server.idle_timeout
         started = self.partial_since
         if started is not None:
@@ -1184,6 +1258,9 @@ async def serve(
     sock: socket.socket | None = None,
     reuse_port: bool = False,
     stopping: Callable[[], None] | None = None,
+    answer_timeout: float = DEFAULT_ANSWER_TIMEOUT,
+    startup: Callable[[], Awaitable[object]] | None = None,
+    shutdown: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
     """Run a socketmap server until ``SIGTERM``/``SIGINT`` (or ``stop`` is set).
 
@@ -1192,10 +1269,37 @@ async def serve(
     overruns ``reload_timeout``, as :class:`LoadTimeoutError`) and every
     reload on ``SIGHUP``.  ``ready`` is called once the socket is bound, e.g.
     to print the address (or tell systemd); ``stopping`` once shutting down
-    begins.  With ``handle_signals`` false, only ``stop`` ends the server.  The
-    other arguments are those of :class:`SocketmapServer`.
+    begins.  With ``handle_signals`` false, only ``stop`` ends the server.
+    ``startup`` is awaited before the first load (e.g. to probe discovery's
+    resolver), ``shutdown`` after the server stopped.  The other arguments are
+    those of :class:`SocketmapServer`.
     """
     loaders: list[threading.Thread] = []
+    if startup is not None:
+        await startup()
+    try:
+        await _serve_started(
+            lookup_factory, host=host, port=port, unix_path=unix_path,
+            socket_mode=socket_mode, allow_remote=allow_remote,
+            max_request_bytes=max_request_bytes, max_connections=max_connections,
+            max_connections_per_client=max_connections_per_client, idle_timeout=idle_timeout,
+            request_timeout=request_timeout, reload_timeout=reload_timeout, ready=ready,
+            handle_signals=handle_signals, stop=stop, sock=sock, reuse_port=reuse_port,
+            stopping=stopping, answer_timeout=answer_timeout, loaders=loaders)
+    finally:
+        if shutdown is not None:
+            await shutdown()
+
+
+async def _serve_started(
+    lookup_factory: LookupFactory, *, host: str, port: int, unix_path: str | None,
+    socket_mode: int, allow_remote: bool, max_request_bytes: int, max_connections: int,
+    max_connections_per_client: int | None, idle_timeout: float, request_timeout: float,
+    reload_timeout: float, ready: Callable[[SocketmapServer], None] | None,
+    handle_signals: bool, stop: asyncio.Event | None, sock: socket.socket | None,
+    reuse_port: bool, stopping: Callable[[], None] | None, answer_timeout: float,
+    loaders: list[threading.Thread],
+) -> None:
     lookup = await _call_bounded(lookup_factory, reload_timeout, loaders)
     server = SocketmapServer(
         lookup,
@@ -1213,6 +1317,7 @@ async def serve(
         reload_timeout=reload_timeout,
         sock=sock,
         reuse_port=reuse_port,
+        answer_timeout=answer_timeout,
     )
     _raise_file_limit(max_connections + _SPARE_FILES)
     done = stop if stop is not None else asyncio.Event()
@@ -1262,6 +1367,9 @@ def run_forever(
     sock: socket.socket | None = None,
     reuse_port: bool = False,
     stopping: Callable[[], None] | None = None,
+    answer_timeout: float = DEFAULT_ANSWER_TIMEOUT,
+    startup: Callable[[], Awaitable[object]] | None = None,
+    shutdown: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
     """Blocking form of :func:`serve` for a command-line entry point.
 
@@ -1286,5 +1394,8 @@ def run_forever(
             sock=sock,
             reuse_port=reuse_port,
             stopping=stopping,
+            answer_timeout=answer_timeout,
+            startup=startup,
+            shutdown=shutdown,
         )
     )

@@ -1,0 +1,537 @@
+"""Postfix answers with discovery (SEMANTICS 11): the pure rules, then the lookup against
+real servers (NSD + validating Unbound with signed zones, the HTTPS policy lab, SQLite and
+Redis stores), then the socketmap server and ``serve socketmap --discovery`` end to end
+with Postfix's own ``postmap``.  No network mocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from discovery_support import DnsLab, HttpsLab, PolicyAnswer, RedisServer, free_port
+from postfix_support import find_postfix_binary, postmap_config_dir, postmap_query
+from test_discovery import Clock, Env, enforce, seed
+from tlspolicy import Resolver, loads_toml, parse_policy
+from tlspolicy.discovery import Discovery, redis_cache
+from tlspolicy.formats.postfix import (
+    PolicyLookup,
+    PostfixLevel,
+    PostfixMappingError,
+    PostfixPolicy,
+)
+from tlspolicy.formats.postfix_answers import (
+    HostFacts,
+    HostState,
+    Need,
+    compose_answer,
+    need_of,
+)
+from tlspolicy.servers.discovered import DiscoveryLookup
+from tlspolicy.servers.socketmap import SocketmapReply, SocketmapServer
+from tlspolicy.stores.redis import RedisStore
+
+pytestmark = pytest.mark.timeout(180)
+
+D, X, U, N = HostState.DANE, HostState.FAILED, HostState.UNUSABLE, HostState.OTHER
+MAY = PostfixPolicy(PostfixLevel.MAY)
+ENFORCE = parse_policy(b"version: STSv1\nmode: enforce\nmx: mx1.example.com\nmx: *.example.net\n"
+                       b"max_age: 86400\n")
+
+
+def compose(hosts: Sequence[tuple[str, HostState, Need]], *, operator: PostfixPolicy = MAY,
+            sts: Any = None, mx_secure: bool = True, version: tuple[int, ...] = (3, 10, 5),
+            enforced: bool = True) -> Any:
+    return compose_answer(binding="default", key="example.com", operator=operator,
+                          hosts=[HostFacts(n, s, need) for n, s, need in hosts],
+                          mx_secure=mx_secure, sts=sts, sts_domain="example.com",
+                          postfix_version=version, mx_patterns_enforced=enforced)
+
+
+def codes(answer: Any) -> set[str]:
+    return {w.code for w in answer.warnings}
+
+
+# ------------------------------------------------------------------ the rules, pure
+
+def test_rule_a_insecure_mx_with_enforce_is_secure_never_dane() -> None:
+    answer = compose([("mx1.example.com", N, Need.VERIFIED)], sts=ENFORCE, mx_secure=False)
+    assert answer.rule == "a"
+    assert answer.policy.level is PostfixLevel.SECURE
+    assert "dane" not in answer.policy.text()
+    assert "sts-insecure-mx" in codes(answer)
+
+
+def test_rule_b_every_host_dane_is_dane_only() -> None:
+    answer = compose([("a", D, Need.MAY), ("b", D, Need.VERIFIED)])
+    assert (answer.rule, answer.policy.text()) == ("b", "dane-only")
+
+
+@pytest.mark.parametrize(("others", "level"), [
+    ((Need.NONE, Need.MAY), "dane"),
+    ((Need.MAY, Need.ENCRYPT), "dane-only"),
+    ((Need.VERIFIED,), "dane-only"),
+    ((Need.DEFER,), "dane-only"),
+])
+def test_rule_c_dane_only_when_a_non_dane_host_needs_more_than_may(
+        others: tuple[Need, ...], level: str) -> None:
+    hosts = [("d", D, Need.MAY), *((f"n{i}", N, need) for i, need in enumerate(others))]
+    answer = compose(hosts)
+    assert answer.rule == "c"
+    assert answer.policy.level.value == level
+    assert ("dane-only-defers" in codes(answer)) is (level == "dane-only")
+
+
+def test_rule_c_failed_tlsa_counts_like_dane() -> None:
+    assert compose([("x", X, Need.MAY), ("n", N, Need.MAY)]).policy.text() == "dane"
+    assert compose([("x", X, Need.MAY), ("n", N, Need.ENCRYPT)]).policy.text() == "dane-only"
+
+
+def test_unusable_records_take_dane_only_when_encrypt_is_not_enough() -> None:
+    # Postfix at dane uses a host with only unusable records with mandatory TLS (encrypt).
+    assert compose([("u", U, Need.ENCRYPT)]).policy.text() == "dane"
+    assert compose([("u", U, Need.VERIFIED)]).policy.text() == "dane-only"
+
+
+def test_dane_answers_never_carry_match_or_tafile() -> None:
+    operator = PostfixPolicy(PostfixLevel.VERIFY, (("match", "hostname"), ("tafile", "/ca.pem"),
+                                                   ("protocols", ">=TLSv1.2")))
+    answer = compose([("d", D, Need.VERIFIED)], operator=operator)
+    assert answer.policy.text() == "dane-only protocols=>=TLSv1.2"
+    assert "dane-drops-match" in codes(answer)
+
+
+def test_rule_d_enforce_policy_without_dane() -> None:
+    answer = compose([("mx1.example.com", N, Need.VERIFIED)], sts=ENFORCE)
+    assert answer.rule == "d"
+    assert answer.policy.text() == (
+        "secure match=mx1.example.com:.example.net servername=hostname policy_type=sts "
+        "policy_domain=example.com policy_string={version: STSv1} "
+        "policy_string={mode: enforce} policy_string={mx: mx1.example.com} "
+        "policy_string={mx: *.example.net} policy_string={max_age: 86400} "
+        "mx_host_pattern=mx1.example.com mx_host_pattern=*.example.net")
+    assert "policy_failure" not in answer.policy.text()
+    assert answer.sts_derived
+
+
+@pytest.mark.parametrize(("version", "servername", "sts_attributes", "filtered"), [
+    ((3, 3), False, False, False),
+    ((3, 4), True, False, False),
+    ((3, 6, 2), True, False, False),
+    ((3, 10), True, True, False),
+    ((3, 10, 4), True, True, False),
+    ((3, 10, 5), True, True, True),
+    ((3, 11), True, True, True),
+])
+def test_attributes_follow_the_postfix_version(version: tuple[int, ...], servername: bool,
+                                               sts_attributes: bool, filtered: bool) -> None:
+    answer = compose([("mx1.example.com", N, Need.VERIFIED), ("other.example.org", N,
+                                                              Need.DEFER)],
+                     sts=ENFORCE, version=version)
+    text = answer.policy.text()
+    assert ("servername=hostname" in text) is servername
+    assert ("policy_type=sts" in text) is sts_attributes
+    assert ("mx_host_pattern=" in text) is sts_attributes
+    assert ("sts-mx-not-filtered" in codes(answer)) is not filtered
+    assert ("sts-wildcard-depth" in codes(answer)) is not filtered
+    assert ("sts-attributes-omitted" in codes(answer)) is not sts_attributes
+    if not filtered:
+        note = next(w for w in answer.warnings if w.code == "sts-mx-not-filtered")
+        assert "other.example.org" in note.message
+
+
+def test_mx_filtering_switched_off_is_reported() -> None:
+    answer = compose([("mx1.example.com", N, Need.VERIFIED)], sts=ENFORCE, enforced=False)
+    assert "sts-mx-not-filtered" in codes(answer)
+    assert "smtp_tls_enforce_sts_mx_patterns = no" in " ".join(w.message
+                                                               for w in answer.warnings)
+
+
+def test_rule_e_the_operator_mapping() -> None:
+    operator = PostfixPolicy(PostfixLevel.ENCRYPT, (("protocols", ">=TLSv1.2"),))
+    answer = compose([("n", N, Need.ENCRYPT)], operator=operator)
+    assert (answer.rule, answer.policy) == ("e", operator)
+    assert compose([], operator=operator).policy == operator  # null MX, no hosts
+
+
+def test_policy_lines_and_patterns_that_would_inject_attributes_are_dropped() -> None:
+    hostile = parse_policy(b"version: STSv1\nmode: enforce\nmx: mx1.example.com\nmax_age: 60\n")
+    object.__setattr__(hostile, "mx", ("mx1.example.com", "evil}.example.com",
+                                       "a:b.example.com"))
+    answer = compose([("mx1.example.com", N, Need.VERIFIED)], sts=hostile)
+    text = answer.policy.text()
+    attributes = dict(answer.policy.attributes)
+    assert "evil" not in text
+    assert attributes["match"] == "mx1.example.com"
+    assert [v for k, v in answer.policy.attributes if k == "mx_host_pattern"] == [
+        "mx1.example.com"]
+    assert text.count("{") == text.count("}")
+    assert {"sts-pattern-dropped", "sts-policy-line-dropped"} <= codes(answer)
+    object.__setattr__(hostile, "mx", ("evil}.example.com",))
+    with pytest.raises(PostfixMappingError):
+        compose([("mx1.example.com", N, Need.VERIFIED)], sts=hostile)
+
+
+def test_need_of_decisions() -> None:
+    resolver = Resolver(loads_toml("""
+[global]
+tls = "ifavailable"
+[[domain]]
+name = "no.example"
+tls = "no"
+[[domain]]
+name = "req.example"
+tls = "required"
+[[domain]]
+name = "ver.example"
+tls = "required"
+tls_verify = "host"
+"""))
+    assert need_of(resolver.resolve("x.example")) is Need.MAY
+    assert need_of(resolver.resolve("no.example")) is Need.NONE
+    assert need_of(resolver.resolve("req.example")) is Need.ENCRYPT
+    assert need_of(resolver.resolve("ver.example")) is Need.VERIFIED
+
+
+# ---------------------------------------------------- the lookup with real servers
+
+CONFIG = """
+[global]
+tls = "ifavailable"
+use_mta_sts = true
+use_dane = true
+"""
+
+
+@pytest.fixture
+def env(dns_lab: DnsLab, https_lab: HttpsLab, tmp_path: Path) -> Env:
+    https_lab.reset()
+    return Env(dns_lab, https_lab, tmp_path)
+
+
+def lookup_for(discovery: Discovery, config: str = CONFIG, *,
+               version: tuple[int, ...] = (3, 7, 11), **kwargs: Any) -> DiscoveryLookup:
+    return DiscoveryLookup(PolicyLookup(Resolver(loads_toml(config)), postfix_version=version),
+                           discovery, postfix_version=version, **kwargs)
+
+
+async def ask(lookup: DiscoveryLookup, key: str, map_name: str = "default") -> SocketmapReply:
+    reply = lookup(map_name, key)
+    if isinstance(reply, SocketmapReply):
+        return reply
+    return await reply
+
+
+def answers(env: Env, keys: Sequence[str], config: str = CONFIG, **kwargs: Any
+            ) -> dict[str, str]:
+    async def main() -> dict[str, str]:
+        async with env.discovery() as discovery:
+            lookup = lookup_for(discovery, config, **kwargs)
+            return {key: (await ask(lookup, key)).to_text() for key in keys}
+
+    return asyncio.run(main())
+
+
+def test_answers_per_rule_from_real_dns_and_https(env: Env) -> None:
+    env.web.set("insecure.test", PolicyAnswer(enforce("insecure.test")))
+    got = answers(env, [
+        "secure.test",            # D (its policy names other MX hosts: DANE wins)
+        "twomx.secure.test",      # every host N, no policy: the operator's may
+        "mxbogus.secure.test",    # X only
+        "unusable.secure.test",   # U only: encrypt is enough for 'ifavailable'
+        "insecure.test",          # (a): unsigned MX, enforce policy
+        "ok.secure.test",         # (d): signed MX, no TLSA, enforce policy
+        "nullmx.secure.test",     # no hosts: the operator's mapping
+        "[relay.secure.test]:587",  # a smart host: DANE at _587._tcp.relay
+        ".secure.test",           # parent keys never trigger discovery
+        "[127.0.0.1]",            # IP literals have no names to look up
+    ])
+    assert got["secure.test"] == "OK dane-only"
+    assert got["twomx.secure.test"] == "OK may"
+    assert got["mxbogus.secure.test"] == "OK dane"  # Postfix defers a bogus TLSA host
+    assert got["unusable.secure.test"] == "OK dane"
+    assert got["insecure.test"].startswith("OK secure match=.insecure.test servername=hostname")
+    assert got["ok.secure.test"] == "OK secure match=.ok.secure.test servername=hostname"
+    assert got["nullmx.secure.test"] == "OK may"
+    assert got["[relay.secure.test]:587"] == "OK dane-only"
+    assert got[".secure.test"] == "NOTFOUND "
+    assert got["[127.0.0.1]"] == "OK may"
+
+
+def test_sts_attributes_only_for_postfix_3_10_and_on_sts_answers(env: Env) -> None:
+    got = answers(env, ["ok.secure.test", "secure.test", "twomx.secure.test"],
+                  version=(3, 10, 5))
+    assert got["ok.secure.test"] == (
+        "OK secure match=.ok.secure.test servername=hostname policy_type=sts "
+        "policy_domain=ok.secure.test policy_string={version: STSv1} "
+        "policy_string={mode: enforce} policy_string={mx: *.ok.secure.test} "
+        "policy_string={max_age: 86400} mx_host_pattern=*.ok.secure.test")
+    assert "policy_" not in got["secure.test"] and "policy_" not in got["twomx.secure.test"]
+
+
+def test_operator_switches_turn_dane_and_mta_sts_off(env: Env) -> None:
+    config = CONFIG + '\n[[domain]]\nname = "secure.test"\nuse_dane = false\n' \
+        '[[domain]]\nname = "ok.secure.test"\nuse_mta_sts = false\n'
+    got = answers(env, ["secure.test", "ok.secure.test"], config=config)
+    # Without DANE, secure.test's own enforce policy applies; without MTA-STS, the
+    # operator's may.
+    assert got["secure.test"].startswith("OK secure match=")
+    assert got["ok.secure.test"] == "OK may"
+
+
+def test_operator_requirements_stay_in_the_answer(env: Env) -> None:
+    config = CONFIG + '\n[[domain]]\nname = "twomx.secure.test"\ntls = "required"\n' \
+        'tls_protocols = "TLSv1.2:TLSv1.3"\n[[domain]]\nname = "unusable.secure.test"\n' \
+        'tls = "required"\ntls_verify = "host"\n'
+    got = answers(env, ["twomx.secure.test", "unusable.secure.test"], config=config)
+    assert got["twomx.secure.test"] == "OK encrypt protocols=>=TLSv1.2"
+    # A host with only unusable TLSA records and a verified requirement: dane would give
+    # it unauthenticated TLS, so dane-only (it defers; reported).
+    assert got["unusable.secure.test"] == "OK dane-only"
+
+
+def test_unknown_binding_and_malformed_keys_as_without_discovery(env: Env) -> None:
+    got = answers(env, ["a b c", "secure.test"], config=CONFIG)
+    assert got["a b c"].startswith("PERM malformed key")
+
+    async def main() -> str:
+        async with env.discovery() as discovery:
+            return (await ask(lookup_for(discovery), "secure.test", "nosuch")).to_text()
+
+    assert asyncio.run(main()).startswith("PERM unknown binding")
+
+
+# --------------------------------------------------------------- TEMP and outages
+
+def _silent_udp() -> tuple[socket.socket, int]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock, sock.getsockname()[1]
+
+
+def test_mx_failure_alone_is_never_temp(env: Env) -> None:
+    sock, port = _silent_udp()
+    try:
+        async def main() -> dict[str, str]:
+            store = env.store()
+            await seed(store, "ok.secure.test", enforce("ok.secure.test"),
+                       fetched_at=env.clock.now, policy_id="id1",
+                       next_check=env.clock.now + 3600)
+            discovery = env.discovery(store=store, resolver_port=port, dns_timeout=0.5)
+            async with discovery:
+                lookup = lookup_for(discovery)
+                return {key: (await ask(lookup, key)).to_text()
+                        for key in ("ok.secure.test", "twomx.secure.test")}
+
+        got = asyncio.run(main())
+    finally:
+        sock.close()
+    # DNS is down: the cached enforce policy still answers, an uncached domain gets the
+    # operator's mapping (Postfix's own MX lookup fails and defers it).
+    assert got["ok.secure.test"] == "OK secure match=.ok.secure.test servername=hostname"
+    assert got["twomx.secure.test"] == "OK may"
+
+
+def test_temp_only_when_neither_mx_nor_the_cache_can_be_read(env: Env) -> None:
+    sock, port = _silent_udp()
+    dead = free_port()
+    try:
+        async def main() -> str:
+            store = await RedisStore.connect(f"redis://127.0.0.1:{dead}/0", timeout=0.5,
+                                             require_up=False, clock=env.clock)
+            discovery = env.discovery(store=store, resolver_port=port, dns_timeout=0.5,
+                                      first_wait=0.5)
+            async with discovery:
+                return (await ask(lookup_for(discovery), "ok.secure.test")).to_text()
+
+        got = asyncio.run(main())
+    finally:
+        sock.close()
+    assert got.startswith("TEMP ")
+
+
+def test_outage_dns_and_https_stopped_cached_enforce_policies_still_answered(
+        env: Env, redis_server: RedisServer) -> None:
+    """With DNS and HTTPS unreachable, and then Redis stopped too, every domain with an
+    unexpired cached enforce policy is answered with it (from the SQLite mirror)."""
+    domains = [f"{n}.fleet.secure.test" for n in range(20)]
+    sock, dead_dns = _silent_udp()
+    try:
+        async def main() -> list[str]:
+            store = await redis_cache(redis_server.url, env.tmp / "mirror.sqlite3",
+                                      clock=env.clock)
+            for domain in domains:
+                await seed(store, domain, enforce(domain), fetched_at=env.clock.now,
+                           policy_id="fleet1", next_check=env.clock.now + 3600)
+            await store.close()
+            redis_server.stop()
+            store = await redis_cache(redis_server.url, env.tmp / "mirror.sqlite3",
+                                      clock=env.clock)
+            discovery = env.discovery(store=store, resolver_port=dead_dns, dns_timeout=0.5,
+                                      https_port=free_port(), first_wait=0.5)
+            async with discovery:
+                lookup = lookup_for(discovery)
+                return [(await ask(lookup, d)).to_text() for d in domains]
+
+        got = asyncio.run(main())
+    finally:
+        sock.close()
+    assert got == [f"OK secure match=.{d} servername=hostname" for d in domains]
+
+
+def test_answers_within_the_deadline_when_dns_never_answers(env: Env) -> None:
+    sock, port = _silent_udp()
+    try:
+        async def main() -> tuple[str, float]:
+            discovery = env.discovery(resolver_port=port, dns_timeout=30.0, first_wait=30.0)
+            discovery.dnssec = True  # as if the probe had passed before DNS went silent
+            lookup = lookup_for(discovery, deadline=0.5)
+            started = time.monotonic()
+            reply = await ask(lookup, "secure.test")
+            took = time.monotonic() - started
+            await discovery.close()
+            return reply.to_text(), took
+
+        text, took = asyncio.run(main())
+    finally:
+        sock.close()
+    # Nothing arrived: MX unknown, the cache readable (empty): not TEMP, and DANE may
+    # apply, so Postfix checks TLSA itself.
+    assert text in ("OK dane", "OK dane-only")
+    assert took < 20  # a hang guard, not a timing assertion
+
+
+def test_proactive_refresh_of_domains_in_use(env: Env) -> None:
+    async def main() -> tuple[int, int, int]:
+        async with env.discovery() as discovery:
+            lookup = lookup_for(discovery, memo_ttl=0)
+            await ask(lookup, "ok.secure.test")
+            before = env.web.fetches("ok.secure.test")
+            assert await lookup.refresh_once(ahead=60) == 0  # fresh: nothing due
+            env.clock.now += 86400 / 2  # half of max_age: the policy is due
+            started = await lookup.refresh_once(ahead=60)
+            for _ in range(200):
+                if not discovery._refreshing:
+                    break
+                await asyncio.sleep(0.02)
+            return before, started, env.web.fetches("ok.secure.test")
+
+    before, started, after = asyncio.run(main())
+    assert started == 1
+    assert after >= before  # the TXT id is unchanged: refreshed from DNS, fetched if needed
+
+
+# ------------------------------------------------ the server and the command line
+
+def test_server_answers_awaitable_lookups_in_order_per_connection(env: Env) -> None:
+    async def main() -> list[str]:
+        async with env.discovery() as discovery:
+            lookup = lookup_for(discovery)
+            async with SocketmapServer(lookup) as server:
+                reader, writer = await asyncio.open_connection(*server.address)
+                keys = ["secure.test", "[127.0.0.1]", "ok.secure.test", ".secure.test"]
+                for key in keys:  # pipelined: the answers must come back in order
+                    data = f"default {key}".encode()
+                    writer.write(f"{len(data)}:".encode() + data + b",")
+                await writer.drain()
+                out = []
+                for _ in keys:
+                    size = int((await reader.readuntil(b":"))[:-1])
+                    out.append((await reader.readexactly(size + 1))[:-1].decode())
+                writer.close()
+                return out
+
+    assert asyncio.run(main()) == ["OK dane-only", "OK may",
+                                   "OK secure match=.ok.secure.test servername=hostname",
+                                   "NOTFOUND "]
+
+
+@attrs.define
+class Served:
+    process: subprocess.Popen[str]
+    port: int
+
+
+def _serve(env: Env, tmp: Path, *extra: str, config: str = CONFIG) -> Served:
+    path = tmp / "policy.toml"
+    path.write_text(config)
+    port = free_port()
+    command = [sys.executable, "-m", "tlspolicy", "serve", "socketmap", str(path),
+               "--listen", f"127.0.0.1:{port}", "--no-file-checks", *extra]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("listening on"):
+        process.kill()
+        raise AssertionError(f"serve did not start: {line!r} {process.communicate()[1]}")
+    return Served(process, port)
+
+
+def test_serve_socketmap_discovery_with_postmap(env: Env, tmp_path: Path) -> None:
+    if find_postfix_binary("postmap") is None:
+        pytest.skip("postmap (Debian package postfix) is not installed")
+    config = CONFIG + f"""
+[discovery]
+enabled = true
+resolver = "127.0.0.1"
+resolver_port = {env.dns.port}
+probe_name = "test."
+https_port = {env.web.port}
+ca_file = "{env.web.ca_file}"
+cache = "{tmp_path / 'cache.sqlite3'}"
+postfix_version = "3.10.5"
+"""
+    served = _serve(env, tmp_path, config=config)
+    try:
+        table = f"socketmap:inet:127.0.0.1:{served.port}:default"
+        conf = postmap_config_dir(tmp_path / "postmap")
+
+        def query(key: str) -> str:
+            result = postmap_query(conf, table, key)
+            assert result.returncode == 0, result.stderr
+            return result.stdout.strip()
+
+        assert query("secure.test") == "dane-only"
+        assert query("ok.secure.test").startswith(
+            "secure match=.ok.secure.test servername=hostname policy_type=sts")
+        assert query("twomx.secure.test") == "may"
+    finally:
+        served.process.terminate()
+        served.process.wait(timeout=20)
+    assert served.process.returncode == 0
+
+
+def test_serve_discovery_flags_and_refusals(env: Env, tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(CONFIG + "\n[discovery]\nanswer_deadline = 120\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "tlspolicy", "serve", "socketmap", str(path), "--listen",
+         "127.0.0.1:0", "--discovery", "--postfix-version", "3.7.11", "--no-file-checks"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "answer deadline" in result.stderr and "Traceback" not in result.stderr
+    path.write_text(CONFIG + "\n[discovery]\nresolvr = \"127.0.0.1\"\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "tlspolicy", "check", str(path)],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "unknown discovery key 'resolvr'" in result.stderr + result.stdout
+    shadow = subprocess.run(
+        [sys.executable, "-m", "tlspolicy", "serve", "socketmap", str(tmp_path / "p.toml"),
+         "--listen", "127.0.0.1:0", "--discovery", "--shadow", str(path),
+         "--postfix-version", "3.7.11"], capture_output=True, text=True, timeout=60)
+    assert shadow.returncode == 2 and "Traceback" not in shadow.stderr
+
+
+_ = Clock
