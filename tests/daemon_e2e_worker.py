@@ -257,10 +257,15 @@ def _https(directory: Path, certs: Certificates) -> Iterator[HttpsLab]:
 
 
 def _config(certs: Certificates, discovery: bool) -> str:
-    """Opportunistic TLS for everyone.  Without discovery, stanzas say what the domains'
-    policies and TLSA records would, so the lab is checked with the static daemon too."""
-    lines = ["[global]", 'tls = "ifavailable"', f'tls_ca = "{certs.ca_file}"', ""]
-    if not discovery:
+    """Opportunistic TLS for everyone, with DANE and MTA-STS on for discovery.  Without
+    discovery, stanzas say what the domains' policies and TLSA records would, so the lab is
+    checked with the static daemon too."""
+    lines = ["[global]", 'tls = "ifavailable"', f'tls_ca = "{certs.ca_file}"']
+    if discovery:
+        # The operator turns both on; discovery then says where each applies.
+        lines += ["use_dane = true", "use_mta_sts = true", ""]
+    else:
+        lines.append("")
         for s in SCENARIOS:
             if s.kind == "sts":
                 lines += ["[[domain]]", f'name = "{s.domain}"', 'tls = "required"',
@@ -282,7 +287,7 @@ def _daemon(directory: Path, certs: Certificates, discovery: bool
     if discovery:
         args += ["--discovery", "--resolver", "127.0.0.1", "--resolver-port", "53",
                  "--probe-name", f"{ZONE}.", "--cache", str(directory / "cache.sqlite"),
-                 "--https-port", "443", "--ca-file", str(certs.ca_file), "--first-wait", "20"]
+                 "--https-port", "443", "--ca-file", str(certs.ca_file), "--first-wait", "8"]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                stdin=subprocess.DEVNULL, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
