@@ -73,8 +73,10 @@ class Scenario:
     name: str
     domain: str
     address: str
-    #: ``sts`` (an MTA-STS enforce policy) or ``dane`` (TLSA at ``_25._tcp.<mx>``).
-    kind: str
+    #: An MTA-STS enforce policy naming the MX host.
+    sts: bool
+    #: A TLSA record at ``_25._tcp.<mx>``.
+    dane: bool
 
     @property
     def mx(self) -> str:
@@ -86,10 +88,12 @@ class Scenario:
 
 
 SCENARIOS = (
-    Scenario("sts_wrong_name", "stswrong.test", "127.0.0.2", "sts"),
-    Scenario("sts_good", "stsgood.test", "127.0.0.3", "sts"),
-    Scenario("dane_good", "danegood.test", "127.0.0.4", "dane"),
-    Scenario("dane_mismatch", "danebad.test", "127.0.0.5", "dane"),
+    Scenario("sts_wrong_name", "stswrong.test", "127.0.0.2", sts=True, dane=False),
+    Scenario("sts_good", "stsgood.test", "127.0.0.3", sts=True, dane=False),
+    Scenario("dane_good", "danegood.test", "127.0.0.4", sts=False, dane=True),
+    Scenario("dane_mismatch", "danebad.test", "127.0.0.5", sts=False, dane=True),
+    # Both, with a certificate only the TLSA record vouches for: DANE must win.
+    Scenario("dane_over_sts", "daneandsts.test", "127.0.0.6", sts=True, dane=True),
 )
 
 
@@ -159,6 +163,7 @@ def _certificates(directory: Path) -> Certificates:
         # Self-signed: nothing but the TLSA record can make Postfix trust these.
         "dane_good": make_self_signed(directory / "danegood", "mx.danegood.test"),
         "dane_mismatch": make_self_signed(directory / "danebad", "mx.danebad.test"),
+        "dane_over_sts": make_self_signed(directory / "daneandsts", "mx.daneandsts.test"),
     }
     # The mismatch variant publishes the digest of another key than the one it presents.
     other = make_self_signed(directory / "other", "mx.danebad.test")
@@ -167,8 +172,9 @@ def _certificates(directory: Path) -> Certificates:
         der = files.cert.public_bytes(serialization.Encoding.DER)
         return str(TlsaRecord.for_certificate(der, 3, 1, 1).to_text())
 
-    tlsa = {"dane_good": tlsa_of(receivers["dane_good"]), "dane_mismatch": tlsa_of(other)}
-    policy_hosts = ca.issue([f"mta-sts.{s.domain}" for s in SCENARIOS if s.kind == "sts"],
+    tlsa = {"dane_good": tlsa_of(receivers["dane_good"]), "dane_mismatch": tlsa_of(other),
+            "dane_over_sts": tlsa_of(receivers["dane_over_sts"])}
+    policy_hosts = ca.issue([f"mta-sts.{s.domain}" for s in SCENARIOS if s.sts],
                             stem="policy-hosts")
     return Certificates(ca, ca_file, receivers, tlsa, policy_hosts)
 
@@ -185,10 +191,10 @@ def _zone(certs: Certificates) -> str:
     for s in SCENARIOS:
         label = s.domain.removesuffix(f".{ZONE}")
         lines += [f"{label} 300 IN MX 10 mx.{label}", f"mx.{label} 300 IN A {s.address}"]
-        if s.kind == "sts":
+        if s.sts:
             lines += [f'_mta-sts.{label} 300 IN TXT "v=STSv1; id=e2e1"',
                       f"mta-sts.{label} 300 IN A 127.0.0.1"]
-        else:
+        if s.dane:
             lines.append(f"_25._tcp.mx.{label} 300 IN TLSA {certs.tlsa[s.name]}")
     return "\n".join(lines) + "\n"
 
@@ -237,7 +243,7 @@ def _https(directory: Path, certs: Certificates) -> Iterator[HttpsLab]:
     context.load_cert_chain(certs.policy_hosts.chain_path, certs.policy_hosts.key_path)
     lab.context = context
     for s in SCENARIOS:
-        if s.kind == "sts":
+        if s.sts:
             body = (f"version: STSv1\r\nmode: enforce\r\nmx: {s.mx}\r\n"
                     "max_age: 86400\r\n").encode()
             lab.set(s.domain, PolicyAnswer(body))
@@ -267,7 +273,7 @@ def _config(certs: Certificates, discovery: bool) -> str:
     else:
         lines.append("")
         for s in SCENARIOS:
-            if s.kind == "sts":
+            if not s.dane:
                 lines += ["[[domain]]", f'name = "{s.domain}"', 'tls = "required"',
                           'tls_verify = "host"', ""]
             else:
@@ -329,6 +335,30 @@ def _postfix_version() -> str:
 # ------------------------------------------------------------------------ running
 
 
+def _receivers(stack: contextlib.ExitStack, certs: Certificates) -> dict[str, PostfixServer]:
+    """One receiving Postfix per scenario on port 25 of its address, started in parallel;
+    each one that started is stopped with ``stack``, whatever happens to the others."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    managers = {s.name: receiving_postfix(
+        cert=certs.receivers[s.name].chain_path, key=certs.receivers[s.name].key_path,
+        security_level="may", hostname=s.mx, host=s.address, port=25) for s in SCENARIOS}
+    with ThreadPoolExecutor(len(managers)) as pool:
+        futures = {name: pool.submit(manager.__enter__) for name, manager in managers.items()}
+    receivers: dict[str, PostfixServer] = {}
+    failures: list[BaseException] = []
+    for name, future in futures.items():
+        error = future.exception()
+        if error is None:
+            receivers[name] = future.result()
+            stack.push(managers[name].__exit__)
+        else:
+            failures.append(error)
+    if failures:
+        raise failures[0]
+    return receivers
+
+
 def _outcome(sender: SendingPostfix, receiver: PostfixServer, s: Scenario,
              deadline: float) -> None:
     """Wait until the sender logged a final or deferred status for the scenario's recipient,
@@ -367,12 +397,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         dns = _dns(directory / "dns", certs)
         stack.callback(dns.stop)
         https = stack.enter_context(_https(directory / "https", certs))
-        receivers: dict[str, PostfixServer] = {}
-        for s in SCENARIOS:
-            cert = certs.receivers[s.name]
-            receivers[s.name] = stack.enter_context(receiving_postfix(
-                cert=cert.chain_path, key=cert.key_path, security_level="may",
-                hostname=s.mx, host=s.address, port=25))
+        receivers = _receivers(stack, certs)
         port, daemon, daemon_errors = stack.enter_context(
             _daemon(directory, certs, discovery))
         sender = stack.enter_context(sending_postfix(main_cf={

@@ -16,7 +16,9 @@ Scenarios, each proved from the sending Postfix's log and the receiver's:
 - ``sts_good``: the same with a good certificate: delivered over verified TLS;
 - ``dane_good``: a signed zone with TLSA ``3 1 1`` of the MX host's key: Postfix matches the
   TLSA record and delivers;
-- ``dane_mismatch``: the TLSA record names another key: deferred, nothing delivered.
+- ``dane_mismatch``: the TLSA record names another key: deferred, nothing delivered;
+- ``dane_over_sts``: DANE and an MTA-STS enforce policy for one domain, the MX host's
+  certificate self-signed: the answer must be DANE's (as MTA-STS's it would defer).
 
 The daemon runs twice: with its static configuration (stanzas saying what the policies and
 TLSA records would: ``verify`` and Postfix's level ``dane``), and with ``--discovery`` and
@@ -220,3 +222,10 @@ def test_dane_tlsa_mismatch_defers(lab: dict[str, Any]) -> None:
     _check_dane_answer(lab, scenario)
     _deferred_for_certificate(scenario)
     assert _has_line(scenario, "num=65:no matching DANE TLSA records"), _explain(scenario)
+
+
+def test_dane_wins_over_mta_sts(lab: dict[str, Any]) -> None:
+    scenario = _scenario(lab, "dane_over_sts")
+    _check_dane_answer(lab, scenario)
+    _delivered_verified(scenario)
+    assert _has_line(scenario, "Matched DANE EE certificate at depth 0: "), _explain(scenario)
