@@ -64,6 +64,10 @@ NSD_PORT = 5300
 SENDER = "e2e@sender.tlspolicy.test"
 MESSAGE = b"Subject: tlspolicy end to end\r\n\r\nhello\r\n"
 BINDING = "default"
+#: A domain with an MTA-STS record whose policy is first asked during the outage.
+COLD_STS_DOMAIN = "stscold.test"
+#: Nothing else listens in the private network namespace.
+DAEMON_PORT = 10026
 
 
 @attrs.frozen
@@ -196,6 +200,10 @@ def _zone(certs: Certificates) -> str:
                       f"mta-sts.{label} 300 IN A 127.0.0.1"]
         if s.dane:
             lines.append(f"_25._tcp.mx.{label} 300 IN TLSA {certs.tlsa[s.name]}")
+    # An MTA-STS domain nobody sends to before the outage: nothing of it is cached.
+    lines += ["stscold 300 IN MX 10 mx.stscold", "mx.stscold 300 IN A 127.0.0.20",
+              '_mta-sts.stscold 300 IN TXT "v=STSv1; id=e2e1"',
+              "mta-sts.stscold 300 IN A 127.0.0.1"]
     return "\n".join(lines) + "\n"
 
 
@@ -285,11 +293,13 @@ def _config(certs: Certificates, discovery: bool) -> str:
 
 @contextlib.contextmanager
 def _daemon(directory: Path, certs: Certificates, discovery: bool
-            ) -> Iterator[tuple[int, subprocess.Popen[str], list[str]]]:
+            ) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """``serve socketmap`` on 127.0.0.1:DAEMON_PORT (fixed, so a restarted daemon is found
+    where the sending Postfix looks); its process and the standard error lines so far."""
     config = directory / "policy.toml"
     config.write_text(_config(certs, discovery))
     args = [sys.executable, "-m", "tlspolicy", "serve", "socketmap", str(config),
-            "--listen", "127.0.0.1:0", "--postfix-version", _postfix_version()]
+            "--listen", f"127.0.0.1:{DAEMON_PORT}", "--postfix-version", _postfix_version()]
     if discovery:
         args += ["--discovery", "--resolver", "127.0.0.1", "--resolver-port", "53",
                  "--probe-name", f"{ZONE}.", "--cache", str(directory / "cache.sqlite"),
@@ -315,7 +325,7 @@ def _daemon(directory: Path, certs: Certificates, discovery: bool
             process.wait(10)
             reader.join(5)
             raise RuntimeError(f"serve socketmap did not start: {line!r} {errors}")
-        yield int(line.strip().rpartition(":")[2]), process, errors
+        yield process, errors
     finally:
         if process.poll() is None:
             process.terminate()
@@ -359,25 +369,69 @@ def _receivers(stack: contextlib.ExitStack, certs: Certificates) -> dict[str, Po
     return receivers
 
 
-def _outcome(sender: SendingPostfix, receiver: PostfixServer, s: Scenario,
+def _outcome(sender: SendingPostfix, receiver: PostfixServer, recipient: str,
              deadline: float) -> None:
-    """Wait until the sender logged a final or deferred status for the scenario's recipient,
-    and for a sent one until the receiver logged it."""
+    """Wait until the sender logged a final or deferred status for ``recipient``, and for a
+    sent one until the receiver logged it."""
     while time.monotonic() < deadline:
-        tries = sender.attempts().get(s.recipient, [])
+        tries = sender.attempts().get(recipient, [])
         if tries:
             if tries[0].status != "sent":
                 return
-            if any(d.recipient == s.recipient for d in receiver.deliveries()):
+            if any(d.recipient == recipient for d in receiver.deliveries()):
                 return
         time.sleep(0.2)
 
 
-def _answer(conf: Path, port: int, key: str) -> dict[str, Any]:
+def _answer(conf: Path, key: str) -> dict[str, Any]:
     postmap = find_postfix_binary("postmap") or "postmap"
     done = _run([postmap, "-c", str(conf), "-q", key,
-                 f"socketmap:inet:127.0.0.1:{port}:{BINDING}"], timeout=60)
+                 f"socketmap:inet:127.0.0.1:{DAEMON_PORT}:{BINDING}"], timeout=60)
     return {"status": done.returncode, "value": done.stdout.strip(), "error": done.stderr.strip()}
+
+
+def _report(s: Scenario, recipient: str, certs: Certificates, sender: SendingPostfix,
+            receiver: PostfixServer, since: int) -> dict[str, Any]:
+    """What the daemon answers now, and what both logs say about ``recipient`` (the sender's
+    lines for the MX host from log line ``since`` on)."""
+    return {
+        "domain": s.domain, "mx": s.mx, "address": s.address, "recipient": recipient,
+        "tlsa": certs.tlsa.get(s.name),
+        "answer": _answer(sender.config_dir, s.domain),
+        "attempts": [attrs.asdict(a) for a in sender.attempts().get(recipient, [])],
+        "sender_log": [line for line in sender.log_lines[since:] if f"{s.mx}[" in line],
+        "deliveries": [{"recipient": d.recipient, "status": d.status,
+                        "tls": None if d.tls is None else attrs.asdict(d.tls)}
+                       for d in receiver.deliveries() if d.recipient == recipient],
+        "receiver_tls_log": [line for line in receiver.log_lines
+                             if "TLS connection established" in line],
+    }
+
+
+def _outage(directory: Path, certs: Certificates, https: HttpsLab,
+            daemon_stack: contextlib.ExitStack, sender: SendingPostfix,
+            receivers: dict[str, PostfixServer], deadline: float) -> dict[str, Any]:
+    """The policy hosts go away and the daemon restarts with its cache: the cached enforce
+    policies must still be applied to new mail."""
+    https.stop()
+    daemon_stack.close()
+    daemon, errors = daemon_stack.enter_context(_daemon(directory, certs, True))
+    since = len(sender.log_lines)
+    outage: dict[str, Any] = {"scenarios": {}}
+    chosen = [s for s in SCENARIOS if s.sts and not s.dane]
+    for s in chosen:
+        sender.submit(SENDER, [f"outage@{s.domain}"], MESSAGE)
+    for s in chosen:
+        _outcome(sender, receivers[s.name], f"outage@{s.domain}", deadline)
+    for s in chosen:
+        outage["scenarios"][s.name] = _report(s, f"outage@{s.domain}", certs, sender,
+                                              receivers[s.name], since)
+    # The control: a policy that was never fetched cannot be applied, and its failed fetch
+    # is no reason for TEMP (SEMANTICS 11).
+    outage["cold_answer"] = _answer(sender.config_dir, COLD_STS_DOMAIN)
+    outage["daemon_exit"] = daemon.poll()
+    outage["daemon_stderr"] = errors[-50:]
+    return outage
 
 
 def run(options: dict[str, Any]) -> dict[str, Any]:
@@ -398,10 +452,10 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         stack.callback(dns.stop)
         https = stack.enter_context(_https(directory / "https", certs))
         receivers = _receivers(stack, certs)
-        port, daemon, daemon_errors = stack.enter_context(
-            _daemon(directory, certs, discovery))
+        daemon_stack = stack.enter_context(contextlib.ExitStack())
+        daemon, daemon_errors = daemon_stack.enter_context(_daemon(directory, certs, discovery))
         sender = stack.enter_context(sending_postfix(main_cf={
-            "smtp_tls_policy_maps": f"socketmap:inet:127.0.0.1:{port}:{BINDING}",
+            "smtp_tls_policy_maps": f"socketmap:inet:127.0.0.1:{DAEMON_PORT}:{BINDING}",
             "smtp_tls_security_level": "may",
             "smtp_dns_support_level": "dnssec",
             "smtp_host_lookup": "dns",
@@ -419,27 +473,17 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         for s in SCENARIOS:
             sender.submit(SENDER, [s.recipient], MESSAGE)
         for s in SCENARIOS:
-            _outcome(sender, receivers[s.name], s, deadline)
-        attempts = sender.attempts()
-        sender_lines = sender.log_lines
+            _outcome(sender, receivers[s.name], s.recipient, deadline)
         for s in SCENARIOS:
-            receiver = receivers[s.name]
-            result["scenarios"][s.name] = {
-                "domain": s.domain, "mx": s.mx, "address": s.address,
-                "tlsa": certs.tlsa.get(s.name),
-                "answer": _answer(sender.config_dir, port, s.domain),
-                "attempts": [attrs.asdict(a) for a in attempts.get(s.recipient, [])],
-                "sender_log": [line for line in sender_lines if f"{s.mx}[" in line],
-                "deliveries": [{"recipient": d.recipient, "status": d.status,
-                                "tls": None if d.tls is None else attrs.asdict(d.tls)}
-                               for d in receiver.deliveries()],
-                "receiver_tls_log": [line for line in receiver.log_lines
-                                     if "TLS connection established" in line],
-            }
+            result["scenarios"][s.name] = _report(s, s.recipient, certs, sender,
+                                                  receivers[s.name], 0)
         result["https_requests"] = sorted({host for host, _ in https.requests})
-        result["daemon_stderr"] = daemon_errors[-50:]
         result["daemon_exit"] = daemon.poll()
-        result["sender_log_tail"] = sender_lines[-80:]
+        result["daemon_stderr"] = daemon_errors[-50:]
+        if discovery:
+            result["outage"] = _outage(directory, certs, https, daemon_stack, sender,
+                                       receivers, deadline)
+        result["sender_log_tail"] = sender.log_lines[-80:]
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
 

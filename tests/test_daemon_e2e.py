@@ -18,7 +18,11 @@ Scenarios, each proved from the sending Postfix's log and the receiver's:
   TLSA record and delivers;
 - ``dane_mismatch``: the TLSA record names another key: deferred, nothing delivered;
 - ``dane_over_sts``: DANE and an MTA-STS enforce policy for one domain, the MX host's
-  certificate self-signed: the answer must be DANE's (as MTA-STS's it would defer).
+  certificate self-signed: the answer must be DANE's (as MTA-STS's it would defer);
+- the outage (discovery only): the policy hosts stop and the daemon restarts on its SQLite
+  cache; new mail to the two MTA-STS domains still gets their cached enforce policies
+  (deferred, delivered verified), while a policy never fetched gives the operator's answer,
+  not TEMP.
 
 The daemon runs twice: with its static configuration (stanzas saying what the policies and
 TLSA records would: ``verify`` and Postfix's level ``dane``), and with ``--discovery`` and
@@ -229,3 +233,20 @@ def test_dane_wins_over_mta_sts(lab: dict[str, Any]) -> None:
     _check_dane_answer(lab, scenario)
     _delivered_verified(scenario)
     assert _has_line(scenario, "Matched DANE EE certificate at depth 0: "), _explain(scenario)
+
+
+def test_outage_cached_enforce_policies_still_apply(lab: dict[str, Any]) -> None:
+    if not lab["discovery"]:
+        pytest.skip("a static configuration has no cache to fall back on")
+    outage = lab["outage"]
+    assert outage["daemon_exit"] is None, outage["daemon_stderr"]
+    wrong = outage["scenarios"]["sts_wrong_name"]
+    _check_sts_answer(lab, wrong)
+    _deferred_for_certificate(wrong)
+    assert _has_line(wrong, "num=62:hostname mismatch"), _explain(wrong)
+    good = outage["scenarios"]["sts_good"]
+    _check_sts_answer(lab, good)
+    _delivered_verified(good)
+    # The control: without a cached policy the fetch failure leaves the operator's mapping.
+    cold = outage["cold_answer"]
+    assert (cold["status"], cold["value"]) == (0, "may"), cold
