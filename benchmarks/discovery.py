@@ -16,6 +16,11 @@ store-size / memory
 fleet
     Two processes sharing one redis-server ask for the same N uncached domains at once:
     total policy fetches (at most N * 1.01 wanted).
+store-hit-answer
+    ``postmap -q -`` through the socketmap server with discovery, every domain's MTA-STS
+    policy in the store and its DNS answers cached, each answer computed (answer reuse off),
+    against the same server answering from the configuration alone (static), same keys,
+    same run: answers/s ratio (>= 0.9 wanted).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import discovery_support as support  # noqa: E402
 from tlspolicy import Resolver, loads_toml  # noqa: E402
@@ -156,6 +162,74 @@ def _fleet(dns: support.DnsLab, web: support.HttpsLab, tmp: Path, n: int) -> Non
           f"(limit {int(n * 1.01)}); {elapsed:.1f} s")
 
 
+def _answers(dns: support.DnsLab, web: support.HttpsLab, tmp: Path, n: int,
+             repeats: int) -> None:
+    import threading
+
+    import _postmap
+
+    from tlspolicy.formats.postfix import PolicyLookup
+    from tlspolicy.servers.discovered import DiscoveryLookup
+    from tlspolicy.servers.socketmap import SocketmapReply, SocketmapServer
+
+    postmap = _postmap.find_postmap()
+    if postmap is None:
+        print("store-hit-answer: skipped: postmap not found (install Postfix)")
+        return
+    domains = [f"{i}.fleet.secure.test" for i in range(n)]
+    version = (3, 10, 5)
+    loop = asyncio.new_event_loop()
+    store = SqliteStore(tmp / "answers.sqlite3")
+    discovery = Discovery(_config(dns, web), store=store)
+    static = PolicyLookup(Resolver(CONFIG), postfix_version=version)
+    discovered = DiscoveryLookup(static, discovery, postfix_version=version, memo_ttl=0)
+    servers = [SocketmapServer(discovered), SocketmapServer(static)]
+    ready = threading.Event()
+
+    async def start() -> None:
+        await discovery.start()
+        for domain in domains:  # fetch and store every policy, warm the DNS cache
+            reply = discovered("default", domain)
+            if not isinstance(reply, SocketmapReply):
+                await reply
+        for server in servers:
+            await server.start()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(start())
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    if not ready.wait(120):
+        raise RuntimeError("discovery server did not start")
+    try:
+        keys_text = "".join(f"{d}\n" for d in domains)
+        conf = tmp / "postmap"
+        conf.mkdir(exist_ok=True)
+        (conf / "main.cf").write_text("compatibility_level = 3.6\n")
+        tables = [f"socketmap:inet:{s.address[0]}:{s.address[1]}:default" for s in servers]
+        hit: list[float] = []
+        base: list[float] = []
+        for table in tables:  # warm-up: postmap itself, the page cache, the connections
+            _postmap.query_all(postmap, conf, table, keys_text, n)
+        for _ in range(repeats):
+            hit.append(_postmap.query_all(postmap, conf, tables[0], keys_text, n))
+            base.append(_postmap.query_all(postmap, conf, tables[1], keys_text, n))
+    finally:
+        for server in servers:
+            asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+        asyncio.run_coroutine_threadsafe(discovery.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+    a, b = n / statistics.median(hit), n / statistics.median(base)
+    print(f"store-hit-answer: {a:,.0f} answers/s with discovery (store hits, answer reuse "
+          f"off); baseline {b:,.0f} answers/s from the configuration alone; ratio "
+          f"{a / b:.2f} (>= 0.9 wanted; {n} keys, median of {repeats})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
@@ -173,6 +247,8 @@ def main() -> int:
             asyncio.run(_cold(dns, web, tmp, n))
             asyncio.run(_hits(dns, web, tmp, n, 1 if args.quick else 7))
             _fleet(dns, web, tmp, 20 if args.quick else support.FLEET_SIZE)
+            _answers(dns, web, tmp, 50 if args.quick else support.FLEET_SIZE,
+                     1 if args.quick else 5)
         finally:
             web.stop()
             dns.stop()

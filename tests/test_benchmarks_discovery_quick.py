@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FIGURES = ("cold-discovery", "store-size", "memory", "cache-hit", "fleet")
+FIGURES = ("cold-discovery", "store-size", "memory", "cache-hit", "fleet", "store-hit-answer")
 
 
 @pytest.mark.timeout(300)

@@ -113,7 +113,7 @@ TABLE: dict[str, Callable[[Path], Command]] = {
     "check": lambda tmp: Command(("check",), without_files="refuse"),
     "lint": lambda tmp: Command(("lint",), without_files="refuse"),
     "serve": lambda tmp: Command(("serve", "socketmap", "--listen", "127.0.0.1:0",
-                                  "--no-file-checks"),
+                                  "--no-file-checks", "--no-postfix-checks"),
                                  without_files="refuse", words=2),
     "test": lambda tmp: Command(("test", _expectations(tmp)), positional=False),
     "exceptions": lambda tmp: Command(("exceptions",)),

@@ -386,6 +386,8 @@ def test_outage_dns_and_https_stopped_cached_enforce_policies_still_answered(
         got = asyncio.run(main())
     finally:
         sock.close()
+        if redis_server.process is None:
+            redis_server.start()  # the server is shared by the session's other tests
     assert got == [f"OK secure match=.{d} servername=hostname" for d in domains]
 
 
@@ -460,6 +462,7 @@ def test_server_answers_awaitable_lookups_in_order_per_connection(env: Env) -> N
 class Served:
     process: subprocess.Popen[str]
     port: int
+    metrics: str = ""
 
 
 def _serve(env: Env, tmp: Path, *extra: str, config: str = CONFIG) -> Served:
@@ -467,15 +470,21 @@ def _serve(env: Env, tmp: Path, *extra: str, config: str = CONFIG) -> Served:
     path.write_text(config)
     port = free_port()
     command = [sys.executable, "-m", "tlspolicy", "serve", "socketmap", str(path),
-               "--listen", f"127.0.0.1:{port}", "--no-file-checks", *extra]
+               "--listen", f"127.0.0.1:{port}", "--no-file-checks",
+               # The machine's own Postfix is not the one under test here.
+               "--no-postfix-checks", *extra]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert process.stdout is not None
+    metrics = ""
     line = process.stdout.readline()
+    if line.startswith("metrics on "):
+        metrics = line.split()[-1]
+        line = process.stdout.readline()
     if not line.startswith("listening on"):
         process.kill()
         raise AssertionError(f"serve did not start: {line!r} {process.communicate()[1]}")
-    return Served(process, port)
+    return Served(process, port, metrics)
 
 
 def test_serve_socketmap_discovery_with_postmap(env: Env, tmp_path: Path) -> None:
@@ -492,7 +501,7 @@ ca_file = "{env.web.ca_file}"
 cache = "{tmp_path / 'cache.sqlite3'}"
 postfix_version = "3.10.5"
 """
-    served = _serve(env, tmp_path, config=config)
+    served = _serve(env, tmp_path, "--metrics-listen", "127.0.0.1:0", config=config)
     try:
         table = f"socketmap:inet:127.0.0.1:{served.port}:default"
         conf = postmap_config_dir(tmp_path / "postmap")
@@ -506,6 +515,14 @@ postfix_version = "3.10.5"
         assert query("ok.secure.test").startswith(
             "secure match=.ok.secure.test servername=hostname policy_type=sts")
         assert query("twomx.secure.test") == "may"
+        import urllib.request
+
+        with urllib.request.urlopen(served.metrics, timeout=10) as response:
+            scraped = response.read().decode()
+        assert 'tlspolicy_socketmap_discovered_answers_total{rule="b"} 1.0' in scraped
+        assert 'tlspolicy_socketmap_discovered_answers_total{rule="d"} 1.0' in scraped
+        assert 'tlspolicy_socketmap_queries_total{level="dane-only",status="OK"} 1.0' in scraped
+        assert "tlspolicy_discovery_cache_lookups_total{" in scraped
     finally:
         served.process.terminate()
         served.process.wait(timeout=20)
@@ -517,7 +534,8 @@ def test_serve_discovery_flags_and_refusals(env: Env, tmp_path: Path) -> None:
     path.write_text(CONFIG + "\n[discovery]\nanswer_deadline = 120\n")
     result = subprocess.run(
         [sys.executable, "-m", "tlspolicy", "serve", "socketmap", str(path), "--listen",
-         "127.0.0.1:0", "--discovery", "--postfix-version", "3.7.11", "--no-file-checks"],
+         "127.0.0.1:0", "--discovery", "--postfix-version", "3.7.11", "--no-file-checks",
+         "--no-postfix-checks"],
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "answer deadline" in result.stderr and "Traceback" not in result.stderr
@@ -530,8 +548,90 @@ def test_serve_discovery_flags_and_refusals(env: Env, tmp_path: Path) -> None:
     shadow = subprocess.run(
         [sys.executable, "-m", "tlspolicy", "serve", "socketmap", str(tmp_path / "p.toml"),
          "--listen", "127.0.0.1:0", "--discovery", "--shadow", str(path),
-         "--postfix-version", "3.7.11"], capture_output=True, text=True, timeout=60)
+         "--postfix-version", "3.7.11", "--no-postfix-checks"], capture_output=True, text=True,
+        timeout=60)
     assert shadow.returncode == 2 and "Traceback" not in shadow.stderr
 
 
 _ = Clock
+
+
+def test_two_processes_on_one_port_share_one_redis_store(
+        env: Env, tmp_path: Path, redis_server: RedisServer) -> None:
+    """Several serve processes on one port (SO_REUSEPORT) share the discovery store: each
+    policy is fetched once for the fleet, and both answer the same."""
+    if find_postfix_binary("postmap") is None:
+        pytest.skip("postmap (Debian package postfix) is not installed")
+    env.web.reset()
+    port = free_port()
+    config = CONFIG + f"""
+[discovery]
+enabled = true
+resolver_port = {env.dns.port}
+probe_name = "test."
+https_port = {env.web.port}
+ca_file = "{env.web.ca_file}"
+redis = "{redis_server.url}"
+postfix_version = "3.10.5"
+"""
+    path = tmp_path / "policy.toml"
+    path.write_text(config)
+    processes = []
+    try:
+        for index in range(2):
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tlspolicy", "serve", "socketmap", str(path),
+                 "--listen", f"127.0.0.1:{port}", "--reuse-port", "--no-file-checks",
+                 "--no-postfix-checks",
+                 "--cache", str(tmp_path / f"mirror{index}.sqlite3")],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            processes.append(process)
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            assert line.startswith("listening on"), (line, process.stderr)
+        table = f"socketmap:inet:127.0.0.1:{port}:default"
+        conf = postmap_config_dir(tmp_path / "postmap")
+        domains = [f"{n}.fleet.secure.test" for n in range(100, 140)]
+        from postfix_support import postmap_query_many
+
+        # Several postmap processes, so the kernel spreads connections over both servers.
+        results = [postmap_query_many(conf, table, domains[i::4]) for i in range(4)]
+        results += [postmap_query_many(conf, table, domains[i::4]) for i in range(4)]
+        for result in results:
+            assert result.returncode == 0, result.stderr
+            for line in result.stdout.splitlines():
+                key, value = line.split("\t")
+                assert value.startswith("secure match=") and "policy_type=sts" in value, (
+                    key, value)
+        fetched = sum(env.web.fetches(d) for d in domains)
+        assert fetched <= len(domains) * 1.01 + 1, fetched
+        assert all(env.web.fetches(d) >= 1 for d in domains)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=20)
+
+
+def test_serve_discovery_checks_postfix_dns_support_level(env: Env, tmp_path: Path) -> None:
+    if find_postfix_binary("postconf") is None:
+        pytest.skip("postconf (Debian package postfix) is not installed")
+    conf = tmp_path / "postfix"
+    conf.mkdir()
+    (conf / "main.cf").write_text("compatibility_level = 3.6\nsmtp_dns_support_level = enabled\n")
+    (conf / "master.cf").write_text("smtp unix - - n - - smtp\n")
+    path = tmp_path / "policy.toml"
+    path.write_text(CONFIG + f"""
+[discovery]
+enabled = true
+resolver_port = {env.dns.port}
+probe_name = "test."
+cache = "{tmp_path / 'cache.sqlite3'}"
+""")
+    result = subprocess.run(
+        [sys.executable, "-m", "tlspolicy", "serve", "socketmap", str(path), "--listen",
+         "127.0.0.1:0", "--postfix-version", "3.7.11", "--no-file-checks",
+         "--postfix-config-dir", str(conf)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "smtp_dns_support_level" in result.stderr and "dnssec" in result.stderr
+    assert "Traceback" not in result.stderr

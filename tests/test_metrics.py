@@ -101,10 +101,15 @@ def test_every_defined_metric_is_exported(metrics: tuple[Metrics, MetricsServer]
             m.policy_fetch(FetchOutcome.OK, 0.01)
             m.single_flight_wait("process")
             m.count_reply(SocketmapReply.notfound())
+            m.count_rule("b")
+            m.count_rule("not-a-rule")  # a fixed label set: counted as "other"
             return await asyncio.to_thread(scrape, endpoint)
 
     samples = asyncio.run(main())
     names = {name for name, _ in samples}
+    rules = {dict(labels).get("rule") for name, labels in samples
+             if name == "tlspolicy_socketmap_discovered_answers_total"}
+    assert rules == {"b", "other"}
     for definition in METRIC_DEFINITIONS:
         wanted = definition.name + ("_count" if definition.kind == "histogram" else "")
         assert wanted in names, definition.name

@@ -116,7 +116,8 @@ class Server:
 
 def start_server(*configs: Path) -> Server:
     args = [sys.executable, "-c", _SCRIPT, "serve", "socketmap", "--listen", "127.0.0.1:0",
-            "--no-file-checks"]
+            # postmap is never chrooted: the machine's Postfix settings are not in play.
+            "--no-file-checks", "--no-postfix-checks"]
     for config in configs:
         args += ["--config", str(config)]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -398,6 +398,27 @@ def metrics_table() -> str:
     return _table(("Metric", "Type", "Labels", "Meaning"), rows)
 
 
+def discovery_rules_table() -> str:
+    """SEMANTICS 11's per-MX answer rules, from ``ANSWER_RULES``."""
+    from tlspolicy.formats.postfix_answers import ANSWER_RULES
+
+    return _table(("Rule", "MX hosts", "Answer"),
+                  [(f"({rule})", hosts, answer) for rule, hosts, answer in ANSWER_RULES])
+
+
+def discovery_table_keys() -> str:
+    """The keys of the ``[discovery]`` table, from ``DISCOVERY_KEYS``."""
+    from tlspolicy.formats.discovery_table import DISCOVERY_KEYS
+
+    def kind(spec: object) -> str:
+        names: dict[object, str] = {bool: "boolean", str: "string", int: "integer"}
+        return "number" if isinstance(spec, tuple) else names.get(spec, str(spec))
+
+    return _table(("Key", "Type", "Sets"),
+                  [(_code(key), kind(spec), text) for key, (spec, text) in
+                   DISCOVERY_KEYS.items()])
+
+
 # ---------------------------------------------------------------------------
 # Command line
 
@@ -477,6 +498,8 @@ GENERATORS: Final[Mapping[str, Callable[[], str]]] = {
     "api": api_index,
     "cli": cli_reference,
     "metrics": metrics_table,
+    "discovery-rules": discovery_rules_table,
+    "discovery-table": discovery_table_keys,
 }
 """Placeholder name -> function rendering its Markdown."""
 

@@ -122,3 +122,60 @@ def test_none_cancels_and_is_not_a_file(pki: dict[str, Path]) -> None:
                    '[[domain]]\nname = "plain.example"\ntls_certificate = "none"\n'
                    'tls_key = "none"\n')
     assert _errors(text) == []
+
+
+# Finding (issue 15, documented as the one weaker case): Postfix's tafile ignores a trust
+# anchor's expiry, so with an expired CA in tls_ca Postfix delivered where the decision
+# fails the host.  serve now refuses such a file (check_tls_files with at=now).
+
+def _expired_ca(path: Path) -> Path:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "expired test CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=60))
+            .not_valid_after(now - datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def test_expired_anchor_refused_when_checked_at_a_time(tmp_path: Path,
+                                                       pki: dict[str, Path]) -> None:
+    import datetime
+
+    ca = _expired_ca(tmp_path / "expired-ca.pem")
+    config = loads_toml(f'[global]\ntls = "required"\ntls_verify = "host"\ntls_ca = "{ca}"\n')
+    check_tls_files(config)  # without a time: the PEM is fine
+    with pytest.raises(TlsFileError, match=r"expired on .*Postfix ignores a trust anchor"):
+        check_tls_files(config, at=datetime.datetime.now(datetime.UTC))
+    # A valid CA is still accepted at the same time, and refused once it has expired.
+    good = loads_toml(f'[global]\ntls_ca = "{pki["ca"]}"\n')
+    check_tls_files(good, at=datetime.datetime.now(datetime.UTC))
+    with pytest.raises(TlsFileError, match="expired"):
+        check_tls_files(good, at=datetime.datetime.now(datetime.UTC)
+                        + datetime.timedelta(days=365))
+
+
+def test_serve_refuses_an_expired_anchor(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    ca = _expired_ca(tmp_path / "expired-ca.pem")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'[global]\ntls = "required"\ntls_verify = "host"\ntls_ca = "{ca}"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "tlspolicy", "serve", "socketmap", str(policy), "--listen",
+         "127.0.0.1:0", "--postfix-version", "3.7.11", "--no-postfix-checks"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "expired on" in result.stderr and "Traceback" not in result.stderr

@@ -11,7 +11,8 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from ..errors import TlsPolicyError
@@ -31,6 +32,11 @@ from ..scopes import Config
 from ..servers import socketmap as _sm
 from ..servers import systemd as _systemd
 from ..servers.expiry import ExpiringPolicy, watch_expiry
+from ..servers.postfix_checks import (
+    PostfixSettingsError,
+    Severity,
+    check_postfix_settings,
+)
 from ..servers.shadow import drain_shadow
 from ..testing.shadow import ShadowLookup
 from ._common import UsageError, add_config_files, config_format, config_paths
@@ -38,7 +44,8 @@ from ._common import UsageError, add_config_files, config_format, config_paths
 # Mirrors tlspolicy.servers.discovered.DEFAULT_ANSWER_DEADLINE without importing discovery.
 _DEFAULT_DEADLINE = 10.0
 
-__all__ = ["UnixListen", "lookup_factory", "parse_listen", "postconf_version", "register"]
+__all__ = ["UnixListen", "lookup_factory", "parse_listen", "postconf_version", "postfix_checks",
+           "register"]
 
 
 def _version_arg(text: str) -> PostfixVersion:
@@ -108,7 +115,8 @@ def _seconds(text: str) -> float:
 def lookup_factory(paths: Sequence[str], *, format: str | None = None,
                    file_checks: bool = True, transport_maps: Sequence[str] = (),
                    relayhost: str | None = None,
-                   postfix_version: PostfixVersion | None = None) -> ExpiringPolicy:
+                   postfix_version: PostfixVersion | None = None,
+                   first_load_check: Callable[[Config], None] | None = None) -> ExpiringPolicy:
     """The served policy: calling it (first load and SIGHUP) reads the configuration files
     and transport tables and builds a fresh :class:`~tlspolicy.formats.postfix.PolicyLookup`;
     :meth:`~tlspolicy.servers.expiry.ExpiringPolicy.recompile` builds it again when a stanza
@@ -118,21 +126,29 @@ def lookup_factory(paths: Sequence[str], *, format: str | None = None,
     With ``file_checks`` every ``tls_ca``, ``tls_certificate`` and ``tls_key`` must be a
     readable PEM file of its kind, or the load fails (a reload keeps the old policy):
     Postfix would otherwise find a missing CA file only when it sends mail.
+    ``first_load_check`` is called with the first configuration loaded (the start-up
+    checks of Postfix's settings, :func:`postfix_checks`); what it raises stops the start.
     """
     files = list(paths)
+    pending = [first_load_check] if first_load_check is not None else []
     tables = list(transport_maps)
     routes = [RouteTable()]
 
     def load() -> Config:
         config = load_config(*files, format=format)
         if file_checks:
-            check_tls_files(config, filename=", ".join(files))
+            # Anchors expired now are refused too: Postfix's tafile ignores their expiry.
+            check_tls_files(config, filename=", ".join(files),
+                            at=datetime.now(UTC))
         found = RouteTable()
         for table in tables:
             found = found + load_transport_table(table)
         if relayhost is not None:
             found = found + parse_transport_table(f"* smtp:{relayhost}\n", file="--relayhost")
         routes[0] = found  # the tables as of this load; an expiry recompile keeps them
+        while pending:
+            pending[0](config)
+            pending.clear()
         return config
 
     def lookup(resolver: Resolver) -> PolicyLookup:
@@ -164,6 +180,45 @@ def postconf_version(postconf: str | None = None) -> PostfixVersion:
         raise UsageError(f"{program} -h mail_version failed: {result.stderr.strip()}; give "
                          "--postfix-version")
     return parse_postfix_version(result.stdout)
+
+
+def _postfix_setting(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
+def postfix_checks(args: argparse.Namespace, config: Config, *, discovery: bool = False,
+                   discovery_resolver: tuple[str, int] | None = None,
+                   postfix_version: PostfixVersion | None = None) -> None:
+    """The start-up checks of Postfix's settings for ``serve socketmap`` (SEMANTICS 11).
+
+    Warnings are logged; errors raise
+    :class:`~tlspolicy.servers.postfix_checks.PostfixSettingsError` (exit status 2), each
+    naming the setting, its value and the line that fixes it.  ``discovery`` says the
+    answers include DANE; ``discovery_resolver`` is the (address, port) discovery asks.
+    """
+    log = logging.getLogger("tlspolicy")
+    if args.no_postfix_checks:
+        log.warning("--no-postfix-checks: Postfix's own settings (smtp_dns_support_level, "
+                    "tls_required_enable, chroot paths, resolver) are not checked; one of "
+                    "them can undo the answers")
+        return
+    listen = args.listen
+    findings = check_postfix_settings(
+        config, discovery=discovery, config_dir=args.postfix_config_dir,
+        settings=dict(args.postfix_setting or ()),
+        unix_socket=listen.path if isinstance(listen, UnixListen) else None,
+        socket_mode=_sm.DEFAULT_SOCKET_MODE if args.socket_mode is None else args.socket_mode,
+        accept_tls_required_loss=args.accept_tls_required_loss,
+        discovery_resolver=discovery_resolver, postfix_version=postfix_version)
+    errors = [f for f in findings if f.severity is Severity.ERROR]
+    for finding in findings:
+        if finding.severity is Severity.WARNING:
+            log.warning("%s", finding)
+    if errors:
+        raise PostfixSettingsError(errors)
 
 
 def _inherited_socket(args: argparse.Namespace) -> socket.socket | None:
@@ -239,10 +294,17 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
         version = parse_postfix_version(table["postfix_version"])
     else:
         version = postconf_version()
+    resolver = _discovery_resolver(args, table) if use_discovery else None
+
+    def check(config: Config) -> None:
+        postfix_checks(args, config, discovery=use_discovery, discovery_resolver=resolver,
+                       postfix_version=version)
+
     policy = lookup_factory(paths, format=config_format(args),
                             file_checks=not args.no_file_checks,
                             transport_maps=args.transport_map or (),
-                            relayhost=args.relayhost, postfix_version=version)
+                            relayhost=args.relayhost, postfix_version=version,
+                            first_load_check=check)
     # A shadow candidate is read as the live files are (format, routes, Postfix version),
     # without the file checks: it never answers.
     candidate = (lookup_factory(args.shadow, format=config_format(args), file_checks=False,
@@ -320,6 +382,15 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _discovery_resolver(args: argparse.Namespace, table: dict[str, Any]) -> tuple[str, int]:
+    """The (address, port) discovery asks, as :class:`_DiscoveryRun` picks them."""
+    address = args.resolver if args.resolver != "127.0.0.1" or "resolver" not in table \
+        else table["resolver"]
+    port = args.resolver_port if args.resolver_port != 53 or "resolver_port" not in table \
+        else table["resolver_port"]
+    return str(address), int(port)
+
+
 class _DiscoveryRun:
     """Discovery for ``serve socketmap --discovery``: opened in the server's loop before the
     first load, closed after it stops; wraps every loaded policy (first load, SIGHUP,
@@ -350,7 +421,9 @@ class _DiscoveryRun:
                 https_port=pick("https_port", "https_port", defaults.https_port),
                 ca_file=pick("ca_file", "ca_file", None),
                 first_wait=float(pick("first_wait", "first_wait", defaults.first_wait)),
-                cache_path=pick("cache", "cache", defaults.cache_path))
+                cache_path=pick("cache", "cache", defaults.cache_path),
+                dns_timeout=float(table.get("dns_timeout", defaults.dns_timeout)),
+                https_timeout=float(table.get("https_timeout", defaults.https_timeout)))
         except (TypeError, ValueError) as exc:
             raise UsageError(str(exc)) from None
         self.redis: str | None = args.redis or table.get("redis")
@@ -401,7 +474,9 @@ class _DiscoveryRun:
 
         lookup = DiscoveryLookup(live, self.discovery, postfix_version=self.version,
                                  deadline=self.deadline,
-                                 mx_patterns_enforced=self.sts_mx_patterns)
+                                 mx_patterns_enforced=self.sts_mx_patterns,
+                                 on_answer=(self.observer.count_rule
+                                            if self.observer is not None else None))
         if self.in_use is None:
             self.in_use = lookup.in_use
         lookup.in_use = self.in_use  # shared across reloads
@@ -519,6 +594,26 @@ def register(sub: Any) -> None:
                          help="the Postfix version the answers are written for (default: "
                               "read with postconf -h mail_version)")
     _add_discovery(socketmap)
+    checks = socketmap.add_argument_group(
+        "Postfix's own settings", "checked at start: smtp_dns_support_level (DANE answers), "
+        "tls_required_enable (Postfix 3.10 and newer), tafile and socket paths inside the "
+        "smtp service's chroot, the resolver Postfix asks; each problem names the main.cf "
+        "or master.cf line that fixes it")
+    checks.add_argument("--postfix-config-dir", metavar="DIR",
+                        help="Postfix's configuration directory, read with postconf -c DIR "
+                             "(default: postconf's own, /etc/postfix)")
+    checks.add_argument("--postfix-setting", action="append", type=_postfix_setting,
+                        metavar="NAME=VALUE",
+                        help="a Postfix setting as postconf names it (master.cf fields as "
+                             "service/type/field, e.g. smtp/unix/chroot=y), used instead of "
+                             "reading it with postconf (repeatable; where postconf is not "
+                             "installed)")
+    checks.add_argument("--no-postfix-checks", action="store_true",
+                        help="do not check Postfix's settings (a warning says so)")
+    checks.add_argument("--accept-tls-required-loss", action="store_true",
+                        help="start although Postfix honours 'TLS-Required: no' "
+                             "(tls_required_enable = yes) while the configuration requires "
+                             "TLS somewhere: those messages go at may (a warning says so)")
     socketmap.add_argument(
         "--shadow", action="append", metavar="FILE",
         help="candidate configuration file (repeatable, layered): resolve every request "

@@ -382,6 +382,44 @@ class Discovery:
         self._mx_memo[name] = (answer, lookup)
         return lookup
 
+    # ------------------------------------------------- cache-only reads (no I/O)
+
+    def mx_cached(self, name: str) -> tuple[MxLookup, float] | None:
+        """:meth:`mx` from the DNS cache alone (``name`` already normalised) with when the
+        answer runs out (seconds since the epoch), or ``None`` when it is not cached: for a
+        server's fast path, which must not wait."""
+        answer = self.dns.cached(name, "MX")
+        if answer is None:
+            return None
+        memo = self._mx_memo.get(name)
+        if memo is not None and memo[0] is answer:
+            return memo[1], answer.expires_at
+        lookup = self._mx_lookup(name, answer)
+        if len(self._mx_memo) > 100_000:
+            self._mx_memo.clear()
+        self._mx_memo[name] = (answer, lookup)
+        return lookup, answer.expires_at
+
+    def tlsa_cached(self, name: str, port: int = 25) -> tuple[TlsaLookup, float] | None:
+        """:meth:`tlsa` from the caches alone (``name`` already normalised) with when the
+        first DNS answer it was derived from runs out, or ``None`` when any of them is no
+        longer cached."""
+        if not self.dnssec:
+            return TlsaLookup(TlsaLookupStatus.INSECURE, detail=self.dnssec_detail), math.inf
+        memo = self._tlsa_memo.get((name, port))
+        if memo is not None and all(self.dns.cached(a.name, a.rdtype) is a for a in memo[0]):
+            return memo[1], min((a.expires_at for a in memo[0]), default=math.inf)
+        return None
+
+    def sts_cached(self, name: str) -> StsState | None:
+        """:meth:`sts_state` when this process holds a state not due for a check
+        (``name`` already normalised), else ``None``; counted as a cache hit."""
+        state = self._memory.get(name)
+        if state is not None and not self._needs_check(state, self._clock()):
+            self.observer.cache_lookup("hit")
+            return state
+        return None
+
     def _mx_lookup(self, name: str, answer: DnsAnswer) -> MxLookup:
         if answer.status is DnsStatus.FAILED:
             return MxLookup("failed", (), False, answer.detail)

@@ -41,6 +41,8 @@ DISCOVERY_KEYS: Final[Mapping[str, tuple[type | tuple[type, ...], str]]] = {
     "https_port": (int, "port of the MTA-STS policy hosts"),
     "ca_file": (str, "CA bundle for MTA-STS policy hosts (tests)"),
     "first_wait": ((int, float), "seconds a cold lookup waits for a policy"),
+    "dns_timeout": ((int, float), "seconds one DNS query may take"),
+    "https_timeout": ((int, float), "seconds one MTA-STS policy fetch may take"),
     "answer_deadline": ((int, float), "seconds within which every answer is sent"),
     "postfix_version": (str, "the Postfix version the answers are written for"),
     "sts_mx_patterns": (bool, "main.cf's smtp_tls_enforce_sts_mx_patterns (3.10.5+)"),

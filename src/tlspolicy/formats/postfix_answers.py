@@ -14,18 +14,8 @@ defers h at ``dane`` and ``dane-only``); **U** secure TLSA records, none usable
 ``dane-only``); **N** every other host.  ``need`` (:class:`Need`) is what the
 decision for h requires without DANE.
 
-===  =============================================  ===================================
-     hosts                                          answer
-===  =============================================  ===================================
-(a)  MX RRset insecure, enforce policy in force      ``secure`` + MTA-STS attributes
-(b)  every host D                                    ``dane-only``
-(c)  some D/X/U, some N                              ``dane`` if every N needs at most
-                                                     ``may`` (and every U at most
-                                                     ``encrypt``), else ``dane-only``
-(d)  no D/X/U, enforce policy in force               ``secure match=<policy mx>
-                                                     servername=hostname`` (+ attributes)
-(e)  otherwise                                       the operator's mapping
-===  =============================================  ===================================
+The rules, (a) to (e), are :data:`ANSWER_RULES` (the documentation's table is built
+from it).
 
 D/X/U hosts without N hosts (not in SEMANTICS' table) take ``dane`` when it is
 never weaker for the U hosts, else ``dane-only``.  ``match=`` and ``tafile=``
@@ -54,6 +44,7 @@ from .postfix import (
 )
 
 __all__ = [
+    "ANSWER_RULES",
     "MX_FILTERING_SINCE",
     "SERVERNAME_SINCE",
     "STS_ATTRIBUTES_SINCE",
@@ -72,6 +63,26 @@ SERVERNAME_SINCE: Final[PostfixVersion] = (3, 4)
 STS_ATTRIBUTES_SINCE: Final[PostfixVersion] = (3, 10)
 #: The first Postfix version filtering MX hosts by ``mx_host_pattern``.
 MX_FILTERING_SINCE: Final[PostfixVersion] = (3, 10, 5)
+
+#: SEMANTICS 11's rules: (rule, the MX hosts, the answer), checked in order (a) and (d)
+#: share one path; D/X/U hosts without N hosts are answered as rule (b) says for X and U.
+ANSWER_RULES: Final[tuple[tuple[str, str, str], ...]] = (
+    ("a", "MX RRset not DNSSEC-signed and an MTA-STS enforce policy in force",
+     "`secure` with the MTA-STS attributes, never `dane` (Postfix would use TLSA records "
+     "of unauthenticated MX hosts)"),
+    ("b", "every host D (or only D, X and U hosts)",
+     "`dane-only`; with X/U hosts and no N host, `dane` when that is never weaker for "
+     "the U hosts (their need at most encrypt)"),
+    ("c", "some host D, X or U and some host N",
+     "`dane` when every N host needs at most `may` and every U host at most `encrypt`; "
+     "otherwise `dane-only`, the N and U hosts reported as deferred"),
+    ("d", "no D, X or U host and an MTA-STS enforce policy in force",
+     "`secure match=<each policy mx, *.d as .d> servername=hostname`, plus the MTA-STS "
+     "attributes for Postfix 3.10 and later"),
+    ("e", "otherwise",
+     "the operator's mapping without DANE, never weaker (`ifavailable` with fallback "
+     "false as `encrypt`; every loss reported)"),
+)
 
 # What a policy line or pattern may hold inside Postfix's "{ }" attribute form:
 # braces would end it early (injecting attributes), control characters split it.

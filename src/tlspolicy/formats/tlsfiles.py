@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Final
 
 from ..errors import ConfigError, ConfigErrors, FileReadError, Location, TlsFileError
@@ -73,9 +74,29 @@ def _load_pair(cert: str, key: str) -> None:
         context.load_cert_chain(names[0], names[1], password=lambda: b"")
 
 
+def _expired_anchor(text: str, at: datetime) -> str | None:
+    """The first certificate of a CA file that expired before ``at``, described, or ``None``."""
+    from cryptography import x509
+
+    try:
+        certificates = x509.load_pem_x509_certificates(text.encode("utf-8", "replace"))
+    except ValueError:
+        return None  # the PEM check already reported what cannot be read
+    for certificate in certificates:
+        if certificate.not_valid_after_utc < at:
+            subject = certificate.subject.rfc4514_string()[:200]
+            return (f"holds a CA certificate that expired on "
+                    f"{certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC ({subject}): "
+                    "Postfix ignores a trust anchor's expiry (tafile), so it would trust it "
+                    "where tlspolicy fails the host; renew it or remove it from the file")
+    return None
+
+
 class _Checker:
-    def __init__(self, config: Config, filename: str | None) -> None:
+    def __init__(self, config: Config, filename: str | None,
+                 at: datetime | None = None) -> None:
         self.config = config
+        self.at = at
         self.filename = filename
         self.errors: list[ConfigError] = []
         self.file_ok: dict[tuple[str, str], bool] = {}
@@ -92,7 +113,10 @@ class _Checker:
             return self.file_ok[key]
         # The location already names the option: the message speaks of "the file".
         try:
-            found = _pem_problem(option, _text(path, "the file"))
+            text = _text(path, "the file")
+            found = _pem_problem(option, text)
+            if found is None and option == "tls_ca" and self.at is not None:
+                found = _expired_anchor(text, self.at)
             problem = None if found is None else f"the file {found}"
         except FileReadError as exc:
             problem = exc.message
@@ -172,7 +196,8 @@ def _domain_stanzas(config: Config) -> list[DomainScope]:
     return out
 
 
-def check_tls_files(config: Config, *, filename: str | None = None) -> None:
+def check_tls_files(config: Config, *, filename: str | None = None,
+                    at: datetime | None = None) -> None:
     """Check every ``tls_ca``, ``tls_certificate`` and ``tls_key`` file of ``config``.
 
     Each must be a readable regular file (no FIFO, device or directory; at
@@ -181,12 +206,14 @@ def check_tls_files(config: Config, *, filename: str | None = None) -> None:
     ``tls_certificate``, an unencrypted private key for ``tls_key``.  Every
     certificate and key used together (set in one scope, or combined by
     inheritance for a binding and a listed domain) must match, as OpenSSL
-    checks when loading them.  ``filename`` goes into the locations.
+    checks when loading them.  ``filename`` goes into the locations.  With ``at``
+    (``serve`` passes the current time), a ``tls_ca`` file holding a certificate
+    expired by then is refused too: Postfix's ``tafile`` ignores anchor expiry.
 
     Raises :class:`~tlspolicy.errors.TlsFileError` (scope path, option and
     file name) or :class:`~tlspolicy.errors.ConfigErrors` listing several;
     returns ``None`` when every file is usable.
     """
-    checker = _Checker(config, filename)
+    checker = _Checker(config, filename, at)
     checker.run()
     ConfigErrors.raise_if_any(checker.errors)

@@ -25,11 +25,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
+
+import attrs
 
 from ..errors import TlsPolicyError, UnknownBindingError
 from ..formats.postfix import (
@@ -48,6 +51,7 @@ from ..formats.postfix_answers import (
     Need,
     compose_answer,
 )
+from ..options import Tls, TlsVerify
 from ..policies.dane import DaneApplicability, TlsaLookup, TlsaLookupStatus
 from ..policies.mtasts import StsMode, policy_in_force
 from .socketmap import PostfixKey, PostfixKeyError, SocketmapReply, parse_postfix_key
@@ -122,6 +126,11 @@ class DiscoveryLookup:
         self._clock = clock
         self._on_answer = on_answer
         self._memo: OrderedDict[tuple[str, str], tuple[float, SocketmapReply]] = OrderedDict()
+        self._judged: dict[tuple[object, ...], tuple[
+            StsState, float, DiscoveredAnswer | SocketmapReply, SocketmapReply]] = {}
+        self._keys: dict[str, PostfixKey] = {}
+        self._operators: dict[tuple[object, ...], tuple[
+            PostfixPolicy | SocketmapReply, tuple[PostfixWarning, ...], Mapping[str, object]]] = {}
         #: Policy domains answered for, least recently used first, with when.
         self.in_use: OrderedDict[str, float] = OrderedDict()
 
@@ -145,48 +154,44 @@ class DiscoveryLookup:
             return hit[1]
         if map_name not in self.policy.resolver.bindings:
             return self.policy(map_name, key)  # PERM unknown binding, as without discovery
-        try:
-            parsed = parse_postfix_key(key)
-        except PostfixKeyError:
-            return self.policy(map_name, key)
+        parsed = self._keys.get(key)
+        if parsed is None:
+            try:
+                parsed = parse_postfix_key(key)
+            except PostfixKeyError:
+                return self.policy(map_name, key)
+            if len(self._keys) >= _MEMO_SIZE:
+                self._keys.clear()
+            self._keys[key] = parsed
         if parsed.parent:
             return self.policy(map_name, key)  # NOTFOUND: never needed, never a query
         if parsed.is_ip:
             return self._no_names(map_name, key, parsed)
-        return self._answer(map_name, key, parsed, memo_key)
-
-    def _no_names(self, binding: str, key: str, parsed: PostfixKey) -> SocketmapReply:
-        """An IP-literal next hop: no name to look TLSA or MTA-STS up for, so no DANE
-        (Postfix's own DANE needs names too): the operator's mapping without it."""
         try:
-            operator, _warnings = self._operator(binding, key, parsed)
+            cached = self._cached(map_name, key, parsed)
         except (PostfixMappingError, UnknownBindingError) as exc:
             return SocketmapReply.perm(str(exc)[:1000])
-        if isinstance(operator, SocketmapReply):
-            return operator
-        return SocketmapReply.ok(operator.text())
+        if cached is not None:
+            # Everything was in memory: answered now, no task (the common case).
+            return self._finish(memo_key, *cached)
+        return self._answer(map_name, key, parsed, memo_key)
 
-    def _operator(self, binding: str, key: str, parsed: PostfixKey
-                  ) -> tuple[PostfixPolicy | SocketmapReply, tuple[PostfixWarning, ...]]:
-        values, sources, match, hop_notes = self.policy.operator_values(binding, parsed)
-        plain = dict(values)
-        plain["use_dane"] = False  # discovery says where DANE applies
-        operator, warnings = map_values(
-            plain, sources, binding=binding, key=key,
-            fallback_exists=self.policy.fallback_exists,
-            postfix_version=self.postfix_version, match=match or "hostname")
-        if match is None and operator.level is PostfixLevel.VERIFY:
-            return SocketmapReply.perm(
-                f"next hop {key} carries several domains and needs a verified level: no "
-                "match= list is never weaker for all of them"), ()
-        return operator, (*warnings, *hop_notes)
+    @staticmethod
+    def _reply(result: DiscoveredAnswer | SocketmapReply) -> SocketmapReply:
+        if isinstance(result, SocketmapReply):
+            return result
+        return SocketmapReply.ok(result.policy.text())
 
-    async def _answer(self, binding: str, key: str, parsed: PostfixKey,
-                      memo_key: tuple[str, str]) -> SocketmapReply:
-        try:
-            reply = await self._compute(binding, key, parsed)
-        except (PostfixMappingError, UnknownBindingError) as exc:
-            reply = SocketmapReply.perm(str(exc)[:1000])
+    def _finish(self, memo_key: tuple[str, str], result: DiscoveredAnswer | SocketmapReply,
+                reply: SocketmapReply | None = None) -> SocketmapReply:
+        if reply is None:
+            reply = self._reply(result)
+        if not isinstance(result, SocketmapReply):
+            if self._on_answer is not None:
+                self._on_answer(result.rule)
+            if log.isEnabledFor(logging.DEBUG):
+                for warning in result.warnings:
+                    log.debug("socketmap: %s", warning.describe())
         if self.memo_ttl and reply.status.value in ("OK", "NOTFOUND"):
             memo = self._memo
             if len(memo) >= _MEMO_SIZE:
@@ -194,6 +199,59 @@ class DiscoveryLookup:
                     memo.popitem(last=False)
             memo[memo_key] = (self._clock() + self.memo_ttl, reply)
         return reply
+
+    def _no_names(self, binding: str, key: str, parsed: PostfixKey) -> SocketmapReply:
+        """An IP-literal next hop: no name to look TLSA or MTA-STS up for, so no DANE
+        (Postfix's own DANE needs names too): the operator's mapping without it."""
+        try:
+            operator, _warnings, _values = self._operator(binding, key, parsed)
+        except (PostfixMappingError, UnknownBindingError) as exc:
+            return SocketmapReply.perm(str(exc)[:1000])
+        if isinstance(operator, SocketmapReply):
+            return operator
+        return SocketmapReply.ok(operator.text())
+
+    def _values(self, binding: str, parsed: PostfixKey) -> Mapping[str, object]:
+        return self._operator(binding, parsed.domain, parsed)[2]
+
+    def _operator(self, binding: str, key: str, parsed: PostfixKey, *, tls: Tls | None = None
+                  ) -> tuple[PostfixPolicy | SocketmapReply, tuple[PostfixWarning, ...],
+                             Mapping[str, object]]:
+        # A pure function of the configuration, which a reload replaces with this lookup.
+        memo_key = (binding, parsed.domain, parsed.port, parsed.bracketed, tls)
+        hit = self._operators.get(memo_key)
+        if hit is None:
+            hit = self._map_operator(binding, key, parsed, tls)
+            if len(self._operators) >= _MEMO_SIZE:
+                self._operators.clear()
+            self._operators[memo_key] = hit
+        return hit
+
+    def _map_operator(self, binding: str, key: str, parsed: PostfixKey, tls: Tls | None
+                      ) -> tuple[PostfixPolicy | SocketmapReply, tuple[PostfixWarning, ...],
+                                 Mapping[str, object]]:
+        values, sources, match, hop_notes = self.policy.operator_values(binding, parsed)
+        plain = dict(values)
+        plain["use_dane"] = False  # discovery says where DANE applies
+        if tls is not None:
+            plain["tls"] = tls
+        operator, warnings = map_values(
+            plain, sources, binding=binding, key=key,
+            fallback_exists=self.policy.fallback_exists,
+            postfix_version=self.postfix_version, match=match or "hostname")
+        if match is None and operator.level is PostfixLevel.VERIFY:
+            return SocketmapReply.perm(
+                f"next hop {parsed.domain} carries several domains and needs a verified "
+                "level: no match= list is never weaker for all of them"), (), values
+        return operator, (*warnings, *hop_notes), values
+
+    async def _answer(self, binding: str, key: str, parsed: PostfixKey,
+                      memo_key: tuple[str, str]) -> SocketmapReply:
+        try:
+            result = await self._discovered(binding, key, parsed)
+        except (PostfixMappingError, UnknownBindingError) as exc:
+            result = SocketmapReply.perm(str(exc)[:1000])
+        return self._finish(memo_key, result)
 
     def _use(self, domain: str) -> None:
         in_use = self.in_use
@@ -212,28 +270,71 @@ class DiscoveryLookup:
             return self._no_names(binding, key, parsed)
         return await self._discovered(binding, key, parsed)
 
-    async def _compute(self, binding: str, key: str, parsed: PostfixKey) -> SocketmapReply:
-        result = await self._discovered(binding, key, parsed)
-        if isinstance(result, SocketmapReply):
-            return result
-        if self._on_answer is not None:
-            self._on_answer(result.rule)
-        if log.isEnabledFor(logging.DEBUG):
-            for warning in result.warnings:
-                log.debug("socketmap: %s", warning.describe())
-        return SocketmapReply.ok(result.policy.text())
-
     async def _discovered(self, binding: str, key: str, parsed: PostfixKey
                           ) -> DiscoveredAnswer | SocketmapReply:
+        values = self._values(binding, parsed)
+        dane_on = bool(values["use_dane"]) and bool(values["enable_dane"])
+        inputs = await self._fetch(parsed, dane_on)
+        return self._judge(binding, key, parsed, values, inputs)
+
+    def _cached(self, binding: str, key: str, parsed: PostfixKey
+                ) -> tuple[DiscoveredAnswer | SocketmapReply, SocketmapReply] | None:
+        """The answer from what discovery holds in memory, or ``None`` when anything it
+        needs is not held (the query then takes the awaited path)."""
+        discovery = self.discovery
+        domain = parsed.domain
+        sts = discovery.sts_cached(domain)
+        if sts is None:
+            return None
+        now = self._clock()
+        judged_key = (binding, domain, parsed.port, parsed.bracketed)
+        hit = self._judged.get(judged_key)
+        if hit is not None and hit[0] is sts and now < hit[1]:
+            # The same MTA-STS state and no DNS answer used has run out: same answer.
+            self._use(domain)
+            return hit[2], hit[3]
+        values = self._values(binding, parsed)
+        dane_on = bool(values["use_dane"]) and bool(values["enable_dane"])
+        port = parsed.port or 25
+        tlsa: dict[str, TlsaLookup | None] = {}
+        dnssec = discovery.dnssec and dane_on
+        mx: MxLookup | None = None
+        # The answer holds until the first input runs out: the policy's expiry, the
+        # state's next check, and every DNS answer used.
+        until = min(sts.next_check, sts.cached.expires_at.timestamp()
+                    if sts.cached is not None else math.inf)
+        if parsed.bracketed:
+            if dnssec:
+                found = discovery.tlsa_cached(domain, port)
+                if found is None:
+                    return None
+                tlsa[domain], expires = found
+                until = min(until, expires)
+        else:
+            held = discovery.mx_cached(domain)
+            if held is None or held[0].kind == "failed":
+                return None  # a failure is retried on the awaited path
+            mx, expires = held
+            until = min(until, expires)
+            if dnssec and mx.secure and mx.kind in ("mx", "implicit"):
+                for host in mx.hosts[:MAX_MX_HOSTS]:
+                    found = discovery.tlsa_cached(host, port)
+                    if found is None:
+                        return None
+                    tlsa[host], expires = found
+                    until = min(until, expires)
+        self._use(domain)
+        result = self._judge(binding, key, parsed, values, _Inputs(mx, sts, tlsa))
+        reply = self._reply(result)
+        if len(self._judged) >= _MEMO_SIZE:
+            self._judged.clear()
+        self._judged[judged_key] = (sts, until, result, reply)
+        return result, reply
+
+    async def _fetch(self, parsed: PostfixKey, dane_on: bool) -> _Inputs:
+        """MX, MTA-STS state and TLSA per MX host, within the deadline."""
         loop = asyncio.get_running_loop()
         ends = loop.time() + self.deadline
-        values, _sources, _match, _notes = self.policy.operator_values(binding, parsed)
-        dane_on = bool(values["use_dane"]) and bool(values["enable_dane"])
-        sts_on = bool(values["use_mta_sts"]) and bool(values["enable_mta_sts"])
-        mapped, warnings = self._operator(binding, key, parsed)
-        if isinstance(mapped, SocketmapReply):
-            return mapped
-        operator = mapped
         discovery = self.discovery
         domain = parsed.domain
         port = parsed.port or 25
@@ -244,10 +345,8 @@ class DiscoveryLookup:
 
         sts_task = loop.create_task(discovery.sts_state(domain, wait=min(
             discovery.config.first_wait, self.deadline / 2)))
-        mx: MxLookup | None
-        if parsed.bracketed:
-            mx = None  # a smart host: its own policy domain, TLSA at _port._tcp.host
-        else:
+        mx: MxLookup | None = None
+        if not parsed.bracketed:  # a smart host is its own policy domain: no MX
             try:
                 mx = await asyncio.wait_for(discovery.mx(domain), remaining())
             except TimeoutError:
@@ -257,6 +356,28 @@ class DiscoveryLookup:
                                                           remaining())
         except TimeoutError:
             sts = None
+        dnssec = discovery.dnssec and dane_on
+        tlsa: dict[str, TlsaLookup | None] = {}
+        if dnssec and mx is None:
+            tlsa[domain] = await self._tlsa(domain, port, remaining())
+        elif dnssec and mx is not None and mx.secure and mx.kind in ("mx", "implicit"):
+            names = mx.hosts[:MAX_MX_HOSTS]
+            found = await asyncio.gather(*(self._tlsa(h, port, remaining()) for h in names))
+            tlsa.update(zip(names, found, strict=True))
+        return _Inputs(mx, sts, tlsa)
+
+    def _judge(self, binding: str, key: str, parsed: PostfixKey,
+               values: Mapping[str, object], inputs: _Inputs
+               ) -> DiscoveredAnswer | SocketmapReply:
+        """The answer from the fetched inputs (no I/O)."""
+        mx, sts, tlsa_of = inputs.mx, inputs.sts, inputs.tlsa
+        domain = parsed.domain
+        dane_on = bool(values["use_dane"]) and bool(values["enable_dane"])
+        sts_on = bool(values["use_mta_sts"]) and bool(values["enable_mta_sts"])
+        mapped, warnings, _values = self._operator(binding, key, parsed)
+        if isinstance(mapped, SocketmapReply):
+            return mapped
+        operator = mapped
         mx_failed = mx is not None and mx.kind == "failed"
         if mx_failed and (sts is None or sts.state == "unreadable"):
             return SocketmapReply.temp(
@@ -268,29 +389,46 @@ class DiscoveryLookup:
             else None
         base_need = _LEVEL_NEED[operator.level]
         if in_force is not None and in_force.mode is StsMode.TESTING and \
-                operator.level is PostfixLevel.NONE:
-            # Testing mode raises "no TLS" to opportunistic TLS (SEMANTICS 5).
-            operator = PostfixPolicy(PostfixLevel.MAY, operator.attributes)
-            base_need = Need.MAY
+                values["tls"] is Tls.NO:
+            # Testing mode raises "no TLS" to opportunistic TLS (SEMANTICS 5), with the
+            # configuration's own fallback rule.
+            mapped, warnings, _values = self._operator(binding, key, parsed,
+                                                       tls=Tls.IFAVAILABLE)
+            if isinstance(mapped, SocketmapReply):
+                return mapped
+            operator = mapped
+            base_need = _LEVEL_NEED[operator.level]
             warnings = (*warnings, PostfixWarning(
                 binding, key, "use_mta_sts", "MTA-STS testing mode raises tls = no to "
-                "opportunistic TLS", None, "sts-testing-may"))
+                "opportunistic TLS", None, "sts-testing-raises"))
 
-        def need(host: str) -> Need:
+        # Secure TLSA records, none usable: TLS becomes mandatory, verified as MTA-STS or
+        # the configured tls_verify says, even where the configuration says tls = no.
+        verify = values["tls_verify"]
+        unusable_need = Need.VERIFIED if verify in (TlsVerify.CA, TlsVerify.HOST) \
+            else Need.ENCRYPT
+
+        def need(host: str, state: HostState = HostState.OTHER) -> Need:
             if enforce is not None:
                 return Need.DEFER if not enforce.permits_mx(host) else Need.VERIFIED
+            if state is HostState.UNUSABLE:
+                return unusable_need
             return base_need
 
-        dnssec = discovery.dnssec and dane_on
+        def facts(host: str) -> HostFacts:
+            tlsa = tlsa_of.get(host)
+            state = _state(tlsa)
+            return HostFacts(host, state, need(host, state),
+                             (tlsa.detail or "") if tlsa is not None else "")
+
+        dnssec = self.discovery.dnssec and dane_on
         hosts: list[HostFacts] = []
         mx_secure = False
         if mx is None:  # smart host
-            tlsa = await self._tlsa(domain, port, remaining()) if dnssec else None
-            state = _state(tlsa)
+            tlsa = tlsa_of.get(domain)
             mx_secure = tlsa is not None and tlsa.status not in (
                 TlsaLookupStatus.INSECURE, TlsaLookupStatus.FAILED, TlsaLookupStatus.BOGUS)
-            hosts.append(HostFacts(domain, state, need(domain), tlsa.detail or ""
-                                   if tlsa is not None else ""))
+            hosts.append(facts(domain))
         elif mx_failed:
             if dnssec:
                 # Whether DANE applies is unknown: Postfix looks up MX and TLSA itself.
@@ -299,16 +437,7 @@ class DiscoveryLookup:
                                        if enforce is None else Need.VERIFIED, mx.detail))
         elif mx.kind in ("mx", "implicit"):
             mx_secure = mx.secure
-            names = mx.hosts[:MAX_MX_HOSTS]
-            found: list[TlsaLookup | None]
-            if dnssec and mx.secure:
-                found = await asyncio.gather(*(self._tlsa(h, port, remaining())
-                                               for h in names))
-            else:
-                found = [None for _ in names]
-            for host, tlsa in zip(names, found, strict=True):
-                hosts.append(HostFacts(host, _state(tlsa), need(host),
-                                       (tlsa.detail or "") if tlsa is not None else ""))
+            hosts.extend(facts(host) for host in mx.hosts[:MAX_MX_HOSTS])
             if len(mx.hosts) > MAX_MX_HOSTS and dnssec and mx.secure:
                 hosts.append(HostFacts(f"({len(mx.hosts) - MAX_MX_HOSTS} more MX hosts)",
                                        HostState.FAILED, base_need))
@@ -357,6 +486,16 @@ class DiscoveryLookup:
                 # Let the refreshes (and the answers) run before starting more.
                 await asyncio.sleep(0.05)
         return started
+
+
+@attrs.frozen(slots=True)
+class _Inputs:
+    """What discovery found for one next hop: MX (``None`` for a smart host), the MTA-STS
+    state (``None``: not known by the deadline) and the TLSA lookup per host looked up."""
+
+    mx: MxLookup | None
+    sts: StsState | None
+    tlsa: dict[str, TlsaLookup | None]
 
 
 def _failed_mx(detail: str) -> MxLookup:

@@ -88,6 +88,12 @@ METRIC_DEFINITIONS: Final = (
         "Socketmap lookups answered, by reply status (OK, NOTFOUND, TEMP, TIMEOUT, PERM) "
         "and, for OK, the Postfix policy level of the answer (empty otherwise)"),
     MetricDefinition(
+        "tlspolicy_socketmap_discovered_answers_total", "counter", ("rule",),
+        "Answers with discovery (serve --discovery) by the rule that gave "
+        "them: a (secure, MX RRset not signed), b (dane-only, every host DANE), c (dane "
+        "or dane-only, some hosts DANE), d (secure from an MTA-STS enforce policy), e (the "
+        "operator's mapping)"),
+    MetricDefinition(
         "tlspolicy_socketmap_connections_open", "gauge", (),
         "Socketmap client connections open now"),
     MetricDefinition(
@@ -175,6 +181,9 @@ class Metrics(DiscoveryObserver):
         name = "tlspolicy_socketmap_queries_total"
         self.queries = Counter(_counter_base(name), d[name].help, list(d[name].labels),
                                registry=self.registry)
+        name = "tlspolicy_socketmap_discovered_answers_total"
+        self.discovered = Counter(_counter_base(name), d[name].help, list(d[name].labels),
+                                  registry=self.registry)
         name = "tlspolicy_discovery_cache_lookups_total"
         self.cache_lookups = Counter(_counter_base(name), d[name].help, list(d[name].labels),
                                      registry=self.registry)
@@ -199,6 +208,10 @@ class Metrics(DiscoveryObserver):
     def count_reply(self, reply: SocketmapReply) -> None:
         """Count one answered query."""
         self.queries.labels(reply.status.value, reply_level(reply)).inc()
+
+    def count_rule(self, rule: str) -> None:
+        """Count one answer with discovery by its rule (``a`` to ``e``)."""
+        self.discovered.labels(rule if rule in ("a", "b", "c", "d", "e") else "other").inc()
 
     def instrument(self, lookup: Lookup) -> Lookup:
         """``lookup`` counting every reply; errors are counted as the server answers them
