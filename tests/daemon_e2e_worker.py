@@ -292,14 +292,16 @@ def _config(certs: Certificates, discovery: bool) -> str:
 
 
 @contextlib.contextmanager
-def _daemon(directory: Path, certs: Certificates, discovery: bool
+def _daemon(directory: Path, certs: Certificates, discovery: bool, postfix_conf: Path
             ) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
     """``serve socketmap`` on 127.0.0.1:DAEMON_PORT (fixed, so a restarted daemon is found
-    where the sending Postfix looks); its process and the standard error lines so far."""
+    where the sending Postfix looks), checking the sending Postfix's settings at start; its
+    process and the standard error lines so far."""
     config = directory / "policy.toml"
     config.write_text(_config(certs, discovery))
     args = [sys.executable, "-m", "tlspolicy", "serve", "socketmap", str(config),
-            "--listen", f"127.0.0.1:{DAEMON_PORT}", "--postfix-version", _postfix_version()]
+            "--listen", f"127.0.0.1:{DAEMON_PORT}", "--postfix-version", _postfix_version(),
+            "--postfix-config-dir", str(postfix_conf)]
     if discovery:
         args += ["--discovery", "--resolver", "127.0.0.1", "--resolver-port", "53",
                  "--probe-name", f"{ZONE}.", "--cache", str(directory / "cache.sqlite"),
@@ -415,7 +417,8 @@ def _outage(directory: Path, certs: Certificates, https: HttpsLab,
     policies must still be applied to new mail."""
     https.stop()
     daemon_stack.close()
-    daemon, errors = daemon_stack.enter_context(_daemon(directory, certs, True))
+    daemon, errors = daemon_stack.enter_context(
+        _daemon(directory, certs, True, sender.config_dir))
     since = len(sender.log_lines)
     outage: dict[str, Any] = {"scenarios": {}}
     chosen = [s for s in SCENARIOS if s.sts and not s.dane]
@@ -452,8 +455,8 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         stack.callback(dns.stop)
         https = stack.enter_context(_https(directory / "https", certs))
         receivers = _receivers(stack, certs)
-        daemon_stack = stack.enter_context(contextlib.ExitStack())
-        daemon, daemon_errors = daemon_stack.enter_context(_daemon(directory, certs, discovery))
+        # The sender first: the daemon checks its settings at start.  Nothing asks the
+        # daemon before the first message is submitted.
         sender = stack.enter_context(sending_postfix(main_cf={
             "smtp_tls_policy_maps": f"socketmap:inet:127.0.0.1:{DAEMON_PORT}:{BINDING}",
             "smtp_tls_security_level": "may",
@@ -469,6 +472,9 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
             "maximal_backoff_time": "1200s",
             "queue_run_delay": "600s",
         }))
+        daemon_stack = stack.enter_context(contextlib.ExitStack())
+        daemon, daemon_errors = daemon_stack.enter_context(
+            _daemon(directory, certs, discovery, sender.config_dir))
         result["setup_seconds"] = round(time.monotonic() - started, 1)
         for s in SCENARIOS:
             sender.submit(SENDER, [s.recipient], MESSAGE)
