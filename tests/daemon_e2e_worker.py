@@ -21,7 +21,9 @@ The lab, all on loopback:
 One message per scenario goes out; the worker waits (bounded) for each one's first final or
 deferred status and prints one JSON object: per scenario the daemon's answer (asked with
 ``postmap -q`` after the deliveries), the sender's attempts and log lines for that MX host,
-and the receiver's deliveries with their TLS sessions.  Keys of ``OPTIONS``: ``directory``
+and the receiver's deliveries with their TLS sessions.  With discovery an outage follows:
+the HTTPS server stops, the daemon restarts on its cache, and one more message goes to each
+MTA-STS-only domain.  Keys of ``OPTIONS``: ``directory``
 (an empty directory; a tmpfs is mounted on it), ``discovery`` (bool), ``deadline``
 (seconds for the whole run).
 """
