@@ -635,3 +635,21 @@ cache = "{tmp_path / 'cache.sqlite3'}"
     assert result.returncode == 2, result.stderr
     assert "smtp_dns_support_level" in result.stderr and "dnssec" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_discovery_warns_when_no_scope_uses_dane_or_mta_sts(env: Env,
+                                                                   tmp_path: Path) -> None:
+    config = f"""
+[global]
+tls = "ifavailable"
+[discovery]
+enabled = true
+resolver_port = {env.dns.port}
+probe_name = "test."
+cache = "{tmp_path / 'cache.sqlite3'}"
+postfix_version = "3.7.11"
+"""
+    served = _serve(env, tmp_path, config=config)
+    served.process.terminate()
+    _out, err = served.process.communicate(timeout=20)
+    assert "no scope sets use_dane = true or use_mta_sts = true" in err

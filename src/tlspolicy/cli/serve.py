@@ -309,6 +309,8 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
     def check(config: Config) -> None:
         postfix_checks(args, config, discovery=use_discovery, discovery_resolver=resolver,
                        postfix_version=version)
+        if use_discovery:
+            _warn_unused_discovery(config)
 
     policy = lookup_factory(paths, format=config_format(args),
                             file_checks=not args.no_file_checks,
@@ -391,6 +393,19 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
         if endpoint is not None:
             endpoint.stop()
     return 0
+
+
+def _warn_unused_discovery(config: Config) -> None:
+    """Discovery only feeds scopes that switch DANE or MTA-STS on (use_dane, use_mta_sts,
+    off by default as in Momentum): say so when none does, or every answer is the
+    configuration's alone while the operator believes otherwise."""
+    for _scope, options in config.iter_options():
+        if options.use_dane is True or options.use_mta_sts is True:
+            return
+    logging.getLogger("tlspolicy").warning(
+        "--discovery: no scope sets use_dane = true or use_mta_sts = true, so DANE and "
+        "MTA-STS never apply and every answer is the configuration's alone (set them under "
+        "[global])")
 
 
 def _discovery_resolver(args: argparse.Namespace, table: dict[str, Any]) -> tuple[str, int]:
