@@ -364,6 +364,9 @@ class Discovery:
         for task in list(self._background) + list(self._refreshing.values()):
             with contextlib.suppress(BaseException):
                 await task
+        for query in self.dns.cancel_in_flight():
+            with contextlib.suppress(BaseException):
+                await query
         if self._own_store:
             await self.store.close()
 

@@ -1,0 +1,75 @@
+"""Discovery answers under hostile or failing inputs (SEMANTICS 11 and the project's rule that
+strangers' DNS, policy documents and socket clients never hang, starve or crash anything).
+
+Real servers only: the signed zones through NSD + validating Unbound, the HTTPS policy lab, a
+silent UDP socket on loopback as a resolver that never answers, and the socketmap server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from discovery_support import DnsLab, HttpsLab
+from test_discovery import Env
+from test_discovery_answers import lookup_for
+from tlspolicy.servers.socketmap import SocketmapServer
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def env(dns_lab: DnsLab, https_lab: HttpsLab, tmp_path: Path) -> Env:
+    https_lab.reset()
+    return Env(dns_lab, https_lab, tmp_path)
+
+
+def _silent_udp() -> tuple[socket.socket, int]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock, sock.getsockname()[1]
+
+
+def _request(key: str, map_name: str = "default") -> bytes:
+    data = f"{map_name} {key}".encode()
+    return f"{len(data)}:".encode() + data + b","
+
+
+async def _reply(reader: asyncio.StreamReader) -> str:
+    size = int((await reader.readuntil(b":"))[:-1])
+    return (await reader.readexactly(size + 1))[:-1].decode()
+
+
+def test_one_lookup_running_out_of_time_never_cancels_another_connections_answer(
+        env: Env) -> None:
+    """Two connections ask for one domain while its DNS never answers: the first one's
+    deadline passes while the second still waits on the same (shared) DNS query.  The
+    second must still get its own answer, within its own deadline."""
+    sock, port = _silent_udp()
+    try:
+        async def main() -> tuple[str, str]:
+            discovery = env.discovery(resolver_port=port, dns_timeout=6.0, first_wait=0.2)
+            lookup = lookup_for(discovery, deadline=1.0)
+            try:
+                async with SocketmapServer(lookup) as server:
+                    first = await asyncio.open_connection(*server.address)
+                    second = await asyncio.open_connection(*server.address)
+                    first[1].write(_request("twomx.secure.test"))
+                    await asyncio.sleep(0.5)
+                    second[1].write(_request("twomx.secure.test"))
+                    one = await asyncio.wait_for(_reply(first[0]), 5.0)
+                    two = await asyncio.wait_for(_reply(second[0]), 5.0)
+                    for _, writer in (first, second):
+                        writer.close()
+                    return one, two
+            finally:
+                await discovery.close()
+
+        one, two = asyncio.run(main())
+    finally:
+        sock.close()
+    # MX unknown, no cached policy: the operator's mapping, never TEMP, for both.
+    assert (one, two) == ("OK may", "OK may")
