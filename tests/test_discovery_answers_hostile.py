@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from discovery_support import DnsLab, HttpsLab
 from test_discovery import Env
-from test_discovery_answers import lookup_for
+from test_discovery_answers import CONFIG, answers, lookup_for
 from tlspolicy.servers.socketmap import SocketmapServer
 
 pytestmark = pytest.mark.timeout(180)
@@ -73,3 +74,19 @@ def test_one_lookup_running_out_of_time_never_cancels_another_connections_answer
         sock.close()
     # MX unknown, no cached policy: the operator's mapping, never TEMP, for both.
     assert (one, two) == ("OK may", "OK may")
+
+
+def _answer(env: Env, key: str, config: str = CONFIG, **kwargs: Any) -> Any:
+    async def main() -> Any:
+        async with env.discovery() as discovery:
+            return await lookup_for(discovery, config, **kwargs).answer("default", key)
+
+    return asyncio.run(main())
+
+
+def test_mx_hosts_beyond_the_judged_ones_never_get_a_weaker_answer(env: Env) -> None:
+    """33 MX hosts, usable TLSA at the first 32 only, TLS required by the operator: the
+    33rd host is not judged, and 'dane' would let Postfix use it without TLS."""
+    config = CONFIG + '\n[[domain]]\nname = "manymx.secure.test"\ntls = "required"\n'
+    got = answers(env, ["manymx.secure.test"], config=config)
+    assert got == {"manymx.secure.test": "OK dane-only"}

@@ -70,8 +70,8 @@ DEFAULT_ANSWER_DEADLINE: Final = 10.0
 DEFAULT_ANSWER_MEMO_TTL: Final = 30.0
 #: Domains remembered as in use for proactive refresh.
 DEFAULT_MAX_IN_USE: Final = 100_000
-#: MX hosts judged one by one; hosts beyond count as of unknown DANE state (X),
-#: which keeps the answer at dane/dane-only where Postfix checks TLSA itself.
+#: MX hosts judged one by one; hosts beyond count as of unknown DANE state (both X and
+#: N), which keeps the answer at dane/dane-only where Postfix checks TLSA itself.
 MAX_MX_HOSTS: Final = 32
 _MEMO_SIZE: Final = 65_536
 _LEVEL_NEED: Final = {
@@ -326,8 +326,12 @@ class DiscoveryLookup:
                 hosts.append(HostFacts(host, state, need(host, state),
                                        (tlsa.detail or "") if tlsa is not None else ""))
             if len(mx.hosts) > MAX_MX_HOSTS and dnssec and mx.secure:
-                hosts.append(HostFacts(f"({len(mx.hosts) - MAX_MX_HOSTS} more MX hosts)",
-                                       HostState.FAILED, base_need))
+                # The hosts not judged may be D, X or N: keep the answer at dane/dane-only
+                # (X) and never weaker than the strictest of them would need as N.
+                beyond = mx.hosts[MAX_MX_HOSTS:]
+                label = f"({len(beyond)} more MX hosts)"
+                hosts.append(HostFacts(label, HostState.FAILED, base_need))
+                hosts.append(HostFacts(label, HostState.OTHER, max(need(h) for h in beyond)))
         return compose_answer(
             binding=binding, key=key, operator=operator, operator_warnings=warnings,
             hosts=hosts, mx_secure=mx_secure, sts=enforce, sts_domain=domain,
