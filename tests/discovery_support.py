@@ -705,6 +705,9 @@ class HttpsLab:
                 answer = PolicyAnswer(b"version: STSv1\nmode: enforce\nmax_age: 86400\n")
             elif case == "coldslow":
                 answer = PolicyAnswer(_policy("enforce", f"*.{domain}"), delay=2.0)
+            elif domain == "relay.secure.test":
+                # A smart host whose own policy permits it (its DANE answer applies).
+                answer = PolicyAnswer(_policy("enforce", domain))
             elif case == "danestray":
                 answer = PolicyAnswer(_policy("enforce", "mx.elsewhere.test"))
             elif case == "danesplit":

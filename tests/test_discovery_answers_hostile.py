@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from discovery_support import DnsLab, HttpsLab
-from test_discovery import Env
+from discovery_support import DnsLab, HttpsLab, PolicyAnswer
+from test_discovery import Env, enforce
 from test_discovery_answers import CONFIG, answers, lookup_for
+from tlspolicy import Action, Resolver, loads_toml
 from tlspolicy.servers.socketmap import SocketmapServer
 
 pytestmark = pytest.mark.timeout(180)
@@ -90,3 +91,41 @@ def test_mx_hosts_beyond_the_judged_ones_never_get_a_weaker_answer(env: Env) -> 
     config = CONFIG + '\n[[domain]]\nname = "manymx.secure.test"\ntls = "required"\n'
     got = answers(env, ["manymx.secure.test"], config=config)
     assert got == {"manymx.secure.test": "OK dane-only"}
+
+
+def test_dane_hosts_an_enforce_policy_does_not_permit_are_never_used(env: Env) -> None:
+    """MTA-STS still filters MX hosts under DANE (SEMANTICS 5): tlspolicy never uses a
+    host with usable TLSA that the enforce policy in force does not permit.  'dane-only'
+    would let Postfix deliver to it; with no other DANE host to protect, the policy's
+    'secure' answer (MX hosts filtered from 3.10.5) is the never-weaker one."""
+    resolver = Resolver(loads_toml(CONFIG))
+
+    async def decide() -> Any:
+        async with env.discovery() as discovery:
+            destination = await discovery.destination("danestray.secure.test",
+                                                      "mx.danestray.secure.test")
+            return resolver.resolve("danestray.secure.test",
+                                    mx_host="mx.danestray.secure.test",
+                                    destination=destination)
+
+    assert asyncio.run(decide()).plan is Action.FAIL
+    got = answers(env, ["danestray.secure.test"], version=(3, 10, 5))
+    assert got["danestray.secure.test"].startswith(
+        "OK secure match=mx.elsewhere.test servername=hostname policy_type=sts")
+    assert "mx_host_pattern=mx.elsewhere.test" in got["danestray.secure.test"]
+
+
+def test_dane_hosts_partly_outside_an_enforce_policy_are_a_reported_loss(env: Env) -> None:
+    """One DANE host permitted, one not: no Postfix level both verifies by DANE and skips
+    the other host, so the answer stays dane-only (DANE first) and says what is lost."""
+    answer = _answer(env, "danesplit.secure.test", version=(3, 10, 5))
+    assert answer.policy.text() == "dane-only"
+    loss = next(w for w in answer.warnings if w.code == "sts-mx-not-filtered")
+    assert "mxb.danesplit.secure.test" in loss.message
+
+
+def test_a_smart_host_outside_its_own_enforce_policy_is_not_used(env: Env) -> None:
+    # The smart host is its own policy domain; a policy naming only other hosts rules it out.
+    env.web.set("relay.secure.test", PolicyAnswer(enforce("relay.secure.test")))
+    got = answers(env, ["[relay.secure.test]:587"])
+    assert got["[relay.secure.test]:587"].startswith("OK secure match=.relay.secure.test")

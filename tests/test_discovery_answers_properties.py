@@ -39,6 +39,7 @@ DOMAINS = (
     "mxinsecure.secure.test", "implicit.secure.test", "cname.secure.test",
     "nodane.secure.test", "ok.secure.test", "testing.secure.test", "modenone.secure.test",
     "insecure.test", "nullmx.secure.test",
+    "danestray.secure.test", "danesplit.secure.test", "manymx.secure.test",
 )
 VERSIONS = ((3, 3), (3, 7, 11), (3, 10, 4), (3, 10, 5))
 
