@@ -8,6 +8,8 @@ silent UDP socket on loopback as a resolver that never answers, and the socketma
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import socket
 from pathlib import Path
 from typing import Any
@@ -129,3 +131,45 @@ def test_a_smart_host_outside_its_own_enforce_policy_is_not_used(env: Env) -> No
     env.web.set("relay.secure.test", PolicyAnswer(enforce("relay.secure.test")))
     got = answers(env, ["[relay.secure.test]:587"])
     assert got["[relay.secure.test]:587"].startswith("OK secure match=.relay.secure.test")
+
+
+def test_stop_and_client_close_while_answers_are_pending_log_nothing(
+        env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    """Clients that close while their answer is pending, and a server stopped while others
+    wait: no exception logged, no task left pending or destroyed, DNS still never answering."""
+    sock, port = _silent_udp()
+    caplog.set_level(logging.WARNING)
+    try:
+        async def main() -> list[str]:
+            discovery = env.discovery(resolver_port=port, dns_timeout=3.0, first_wait=2.0)
+            discovery.dnssec = True
+            lookup = lookup_for(discovery, deadline=5.0)
+            async with SocketmapServer(lookup) as server:
+                for n in range(5):  # closes at once, answer pending
+                    reader, writer = await asyncio.open_connection(*server.address)
+                    writer.write(_request(f"gone{n}.secure.test"))
+                    await writer.drain()
+                    writer.close()
+                waiting = []
+                for n in range(5):  # still waiting when the server stops
+                    reader, writer = await asyncio.open_connection(*server.address)
+                    writer.write(_request(f"wait{n}.secure.test") + _request("secure.test"))
+                    waiting.append((reader, writer))
+                await asyncio.sleep(0.5)
+                assert server._pending
+            got = [(await asyncio.wait_for(reader.read(), 5.0)).decode()
+                   for reader, _ in waiting]
+            for _, writer in waiting:
+                writer.close()
+            await discovery.close()
+            current = asyncio.current_task()
+            left = [t for t in asyncio.all_tasks() if t is not current]
+            assert not left, left
+            return got
+
+        got = asyncio.run(main())
+        gc.collect()
+    finally:
+        sock.close()
+    assert got == [""] * 5  # closed unanswered: Postfix retries on another connection
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
