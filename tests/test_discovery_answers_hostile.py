@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import signal
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import pytest
 
 from discovery_support import DnsLab, HttpsLab, PolicyAnswer
 from test_discovery import Env, enforce
-from test_discovery_answers import CONFIG, answers, lookup_for
+from test_discovery_answers import CONFIG, _serve, answers, lookup_for
 from tlspolicy import Action, Resolver, loads_toml
 from tlspolicy.servers.socketmap import SocketmapServer
 
@@ -173,3 +175,54 @@ def test_stop_and_client_close_while_answers_are_pending_log_nothing(
         sock.close()
     assert got == [""] * 5  # closed unanswered: Postfix retries on another connection
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def _ask_sync(port: int, key: str) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(_request(key))
+        data = b""
+        while not data.endswith(b",") or b":" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    size, _, rest = data.partition(b":")
+    return rest[: int(size)].decode()
+
+
+def test_sighup_reload_keeps_discovery_and_applies_the_new_configuration(
+        env: Env, tmp_path: Path) -> None:
+    discovery = f"""
+[discovery]
+enabled = true
+resolver = "127.0.0.1"
+resolver_port = {env.dns.port}
+probe_name = "test."
+https_port = {env.web.port}
+ca_file = "{env.web.ca_file}"
+cache = "{tmp_path / 'cache.sqlite3'}"
+postfix_version = "3.7.11"
+"""
+    served = _serve(env, tmp_path, config=CONFIG + discovery)
+    try:
+        assert _ask_sync(served.port, "twomx.secure.test") == "OK may"
+        assert _ask_sync(served.port, "secure.test") == "OK dane-only"
+        (tmp_path / "policy.toml").write_text(
+            CONFIG + '\n[[domain]]\nname = "twomx.secure.test"\ntls = "required"\n'
+            + discovery)
+        served.process.send_signal(signal.SIGHUP)
+        for _ in range(100):
+            got = _ask_sync(served.port, "twomx.secure.test")
+            if got != "OK may":
+                break
+            time.sleep(0.1)
+        assert got == "OK encrypt"
+        # Discovery is still open and answering after the reload.
+        assert _ask_sync(served.port, "secure.test") == "OK dane-only"
+        assert _ask_sync(served.port, "ok.secure.test") == \
+            "OK secure match=.ok.secure.test servername=hostname"
+    finally:
+        served.process.terminate()
+        _, err = served.process.communicate(timeout=30)
+    assert served.process.returncode == 0, err
+    assert "Traceback" not in err and "ERROR" not in err, err
