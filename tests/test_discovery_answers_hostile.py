@@ -18,11 +18,12 @@ from typing import Any
 
 import pytest
 
-from discovery_support import DnsLab, HttpsLab, PolicyAnswer
+from discovery_support import DnsLab, HttpsLab, PolicyAnswer, free_port
 from test_discovery import Env, enforce
-from test_discovery_answers import CONFIG, _serve, answers, lookup_for
+from test_discovery_answers import CONFIG, _serve, answers, ask, lookup_for
 from tlspolicy import Action, Resolver, loads_toml
 from tlspolicy.servers.socketmap import SocketmapServer
+from tlspolicy.stores.redis import RedisStore
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -226,3 +227,26 @@ postfix_version = "3.7.11"
         _, err = served.process.communicate(timeout=30)
     assert served.process.returncode == 0, err
     assert "Traceback" not in err and "ERROR" not in err, err
+
+
+def test_mta_sts_switched_off_is_never_fetched_nor_a_reason_for_temp(env: Env) -> None:
+    """use_mta_sts = false: the domain's policy host is never contacted, and with DNS and the
+    cache both down the answer is the operator's (an MX failure alone is never TEMP)."""
+    config = CONFIG + '\n[[domain]]\nname = "ok.secure.test"\nuse_mta_sts = false\n'
+    got = answers(env, ["ok.secure.test"], config=config)
+    assert got == {"ok.secure.test": "OK may"}
+    assert env.web.fetches("ok.secure.test") == 0
+    sock, port = _silent_udp()
+    dead = free_port()
+    try:
+        async def main() -> str:
+            store = await RedisStore.connect(f"redis://127.0.0.1:{dead}/0", timeout=0.5,
+                                             require_up=False, clock=env.clock)
+            discovery = env.discovery(store=store, resolver_port=port, dns_timeout=0.5,
+                                      first_wait=0.5)
+            async with discovery:
+                return (await ask(lookup_for(discovery, config), "ok.secure.test")).to_text()
+
+        assert asyncio.run(main()) == "OK may"
+    finally:
+        sock.close()

@@ -240,13 +240,17 @@ class DiscoveryLookup:
         discovery = self.discovery
         domain = parsed.domain
         port = parsed.port or 25
-        self._use(domain)
 
         def remaining() -> float:
             return max(0.001, ends - loop.time())
 
-        sts_task = loop.create_task(discovery.sts_state(domain, wait=min(
-            discovery.config.first_wait, self.deadline / 2)))
+        # MTA-STS switched off for this next hop: its policy host is never contacted (nor
+        # refreshed), and its cache is no reason for TEMP.
+        sts_task: asyncio.Task[StsState] | None = None
+        if sts_on:
+            self._use(domain)
+            sts_task = loop.create_task(discovery.sts_state(domain, wait=min(
+                discovery.config.first_wait, self.deadline / 2)))
         mx: MxLookup | None
         if parsed.bracketed:
             mx = None  # a smart host: its own policy domain, TLSA at _port._tcp.host
@@ -255,18 +259,19 @@ class DiscoveryLookup:
                 mx = await asyncio.wait_for(discovery.mx(domain), remaining())
             except TimeoutError:
                 mx = _failed_mx("MX lookup took too long")
-        try:
-            sts: StsState | None = await asyncio.wait_for(asyncio.shield(sts_task),
-                                                          remaining())
-        except TimeoutError:
-            sts = None
+        sts: StsState | None = None
+        if sts_task is not None:
+            try:
+                sts = await asyncio.wait_for(asyncio.shield(sts_task), remaining())
+            except TimeoutError:
+                sts = None
         mx_failed = mx is not None and mx.kind == "failed"
-        if mx_failed and (sts is None or sts.state == "unreadable"):
+        if mx_failed and sts_on and (sts is None or sts.state == "unreadable"):
             return SocketmapReply.temp(
                 f"{domain}: neither the MX lookup nor the MTA-STS cache could be read")
 
         now = _aware(self._clock())
-        in_force = policy_in_force(sts.cached, now) if (sts_on and sts is not None) else None
+        in_force = policy_in_force(sts.cached, now) if sts is not None else None
         enforce = in_force if in_force is not None and in_force.mode is StsMode.ENFORCE \
             else None
         base_need = _LEVEL_NEED[operator.level]
