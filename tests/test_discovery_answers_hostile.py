@@ -250,3 +250,33 @@ def test_mta_sts_switched_off_is_never_fetched_nor_a_reason_for_temp(env: Env) -
         assert asyncio.run(main()) == "OK may"
     finally:
         sock.close()
+
+
+def test_memory_per_distinct_domain_is_bounded(env: Env, monkeypatch: pytest.MonkeyPatch
+                                               ) -> None:
+    """Every next hop Postfix asks about leaves MTA-STS state and DNS answers in memory; a
+    daemon that has answered for millions of distinct domains must not hold them all (the
+    store keeps the policies).  The bounds are lowered here so that 60 domains exceed them."""
+    from tlspolicy.discovery import core, dns
+
+    monkeypatch.setattr(core, "MAX_STATES_IN_MEMORY", 20, raising=False)
+    monkeypatch.setattr(dns, "MAX_CACHED_ANSWERS", 40, raising=False)
+    domains = [f"{n}.fleet.secure.test" for n in range(60)]
+
+    async def main() -> tuple[int, int, list[str]]:
+        async with env.discovery() as discovery:
+            lookup = lookup_for(discovery, memo_ttl=0)
+            for domain in domains:
+                await ask(lookup, domain)
+            await asyncio.sleep(0.5)
+            sizes = len(discovery._memory), len(discovery.dns._cache)
+            fetched = sum(env.web.fetches(d) for d in domains[:3])
+            # Evicted from memory, still answered from the store (not fetched again).
+            again = [(await ask(lookup, d)).to_text() for d in domains[:3]]
+            assert sum(env.web.fetches(d) for d in domains[:3]) == fetched
+            return (*sizes, again)
+
+    states, answers_cached, again = asyncio.run(main())
+    assert states <= 20 and answers_cached <= 40
+    # The lab serves these domains the ok.secure.test policy.
+    assert again == ["OK secure match=.ok.secure.test servername=hostname"] * 3

@@ -13,6 +13,7 @@ import asyncio
 import collections
 import enum
 import ipaddress
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -43,6 +44,8 @@ _log = logging.getLogger("tlspolicy.discovery")
 #: Answers with more records than this are treated as malformed (a stranger's zone
 #: must not make us hold or walk an unbounded list).
 MAX_RECORDS: Final = 128
+#: Answers cached at most: past it, expired ones are dropped, then the oldest tenth.
+MAX_CACHED_ANSWERS: Final = 500_000
 #: EDNS payload size (the DNS flag day 2020 value); larger answers go over TCP.
 EDNS_PAYLOAD: Final = 1232
 #: Extended DNS Error codes that mean "DNSSEC validation failed" (RFC 8914 section 4).
@@ -167,8 +170,21 @@ class DnsClient:
         finally:
             del self._in_flight[key]
         if answer.status is not DnsStatus.FAILED and answer.ttl > 0:
-            self._cache[key] = (answer.expires_at, answer)
+            self._store(key, answer)
         return answer
+
+    def _store(self, key: tuple[str, str], answer: DnsAnswer) -> None:
+        cache = self._cache
+        limit = MAX_CACHED_ANSWERS
+        if key not in cache and len(cache) >= limit:
+            # Expired answers are otherwise dropped only when asked for again.
+            now = self._clock()
+            for old in [k for k, (until, _) in cache.items() if until <= now]:
+                del cache[old]
+            if len(cache) >= limit * 9 // 10:
+                for old in list(itertools.islice(cache, max(1, limit // 10))):
+                    del cache[old]
+        cache[key] = (answer.expires_at, answer)
 
     @staticmethod
     def _settled(task: asyncio.Task[DnsAnswer]) -> None:
