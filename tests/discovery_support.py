@@ -160,6 +160,8 @@ STS_CASES = (
     "redirect", "mediatype", "mediaparams", "oversized", "slow", "notfound", "invalid",
     "idchange", "refresh", "keep", "backoff", "coldslow", "single", "restart", "outage",
     "fuzz", "noaddress", "mirror", *(f"fleet{n}" for n in range(40)),
+    # Usable TLSA at MX hosts an enforce policy does not (all) permit.
+    "danestray", "danesplit",
 )
 
 _SOA = "@ 300 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60\n@ 300 IN NS ns.test.\n"
@@ -226,6 +228,18 @@ def _secure_zone(extra: tuple[str, ...] = ()) -> str:
         if case != "noaddress":
             lines.append(f"mta-sts.{case} 300 IN A 127.0.0.1")
     lines += ["shortttl 300 IN MX 10 mx.shortttl", "mx.shortttl 300 IN A 127.0.0.1"]
+    # DANE at MX hosts outside the enforce policy: every one (danestray), one of two
+    # (danesplit: mx.danesplit is permitted, mxb.danesplit is not).
+    lines += [f"_25._tcp.mx.danestray 300 IN TLSA 3 1 1 {TLSA_HEX}",
+              f"_25._tcp.mx.danesplit 300 IN TLSA 3 1 1 {TLSA_HEX}",
+              "danesplit 300 IN MX 20 mxb.danesplit", "mxb.danesplit 300 IN A 127.0.0.1",
+              f"_25._tcp.mxb.danesplit 300 IN TLSA 3 1 1 {TLSA_HEX}"]
+    # More MX hosts than an answer judges one by one (32): usable TLSA at all but the last.
+    for n in range(33):
+        lines += [f"manymx 300 IN MX {n} mx{n:02d}.manymx",
+                  f"mx{n:02d}.manymx 300 IN A 127.0.0.1"]
+        if n < 32:
+            lines.append(f"_25._tcp.mx{n:02d}.manymx 300 IN TLSA 3 1 1 {TLSA_HEX}")
     # A fleet of policy domains N.fleet.secure.test, all from wildcards.
     lines += ["*.fleet 300 IN MX 10 mx.fleet", "mx.fleet 300 IN A 127.0.0.1",
               "*.fleet 300 IN TXT \"v=STSv1; id=fleet1\"", "*.fleet 300 IN A 127.0.0.1"]
@@ -691,6 +705,13 @@ class HttpsLab:
                 answer = PolicyAnswer(b"version: STSv1\nmode: enforce\nmax_age: 86400\n")
             elif case == "coldslow":
                 answer = PolicyAnswer(_policy("enforce", f"*.{domain}"), delay=2.0)
+            elif domain == "relay.secure.test":
+                # A smart host whose own policy permits it (its DANE answer applies).
+                answer = PolicyAnswer(_policy("enforce", domain))
+            elif case == "danestray":
+                answer = PolicyAnswer(_policy("enforce", "mx.elsewhere.test"))
+            elif case == "danesplit":
+                answer = PolicyAnswer(_policy("enforce", f"mx.{domain}"))
             elif domain == "cnametxt.secure.test" or domain == "split.secure.test":
                 answer = PolicyAnswer(_policy("testing", f"*.{domain}"))
             with self.lock:

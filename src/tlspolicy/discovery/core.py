@@ -56,6 +56,9 @@ _RPT_RE: Final = re.compile(r"v=TLSRPTv1[ \t]*(;|$)")
 _SMART_HOST_RE: Final = re.compile(r"\[([^\[\]]+)\](?::([0-9]{1,5}))?")
 #: Cap on the TXT strings of one record we look at (a TXT RRset can be ~64 KiB).
 _MAX_TXT: Final = 4096
+#: MTA-STS states held in memory at most; the store keeps every one, so an evicted
+#: domain is read back from it (states without a policy in force go first).
+MAX_STATES_IN_MEMORY: Final = 100_000
 _RECORD_VERSION: Final = 1
 
 
@@ -364,6 +367,9 @@ class Discovery:
         for task in list(self._background) + list(self._refreshing.values()):
             with contextlib.suppress(BaseException):
                 await task
+        for query in self.dns.cancel_in_flight():
+            with contextlib.suppress(BaseException):
+                await query
         if self._own_store:
             await self.store.close()
 
@@ -544,6 +550,22 @@ class Discovery:
                 self._unreadable.add(domain)
             return None
 
+    def _remember(self, name: str, state: StsState) -> None:
+        memory = self._memory
+        limit = MAX_STATES_IN_MEMORY
+        if name not in memory and len(memory) >= limit:
+            # Every next hop asked about lands here: free a tenth, oldest first, keeping
+            # policies in force where possible (the store holds them all the same).
+            now = _aware(self._clock())
+            drop = max(1, limit // 10)
+            names = [n for n, s in memory.items() if policy_in_force(s.cached, now) is None]
+            if len(names) < drop:
+                chosen = set(names)
+                names += [n for n in memory if n not in chosen]
+            for old in names[:drop]:
+                del memory[old]
+        memory[name] = state
+
     async def _save(self, state: StsState) -> None:
         try:
             await self.store.set(POLICY_NAMESPACE, state.domain, dumps_json(_encode(state)),
@@ -565,7 +587,7 @@ class Discovery:
             stored = await self._load(name)
             if stored is not None:
                 state = stored
-                self._memory[name] = stored
+                self._remember(name, stored)
         if state is not None and not self._needs_check(state, now):
             self.observer.cache_lookup("hit")
             return state
@@ -650,7 +672,7 @@ class Discovery:
                 await asyncio.sleep(0.05)
                 stored = await self._load(domain)
                 if stored is not None and not self._needs_check(stored, self._clock()):
-                    self._memory[domain] = stored
+                    self._remember(domain, stored)
                     return stored
                 if time.monotonic() > deadline:
                     break
@@ -658,10 +680,10 @@ class Discovery:
             if old is None:
                 old = self._memory.get(domain)
             if not force and old is not None and not self._needs_check(old, self._clock()):
-                self._memory[domain] = old
+                self._remember(domain, old)
                 return old
             state = await self._discover(domain, old, force)
-            self._memory[domain] = state
+            self._remember(domain, state)
             await self._save(state)
             return state
         except Exception as exc:

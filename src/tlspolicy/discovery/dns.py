@@ -13,6 +13,7 @@ import asyncio
 import collections
 import enum
 import ipaddress
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -43,6 +44,8 @@ _log = logging.getLogger("tlspolicy.discovery")
 #: Answers with more records than this are treated as malformed (a stranger's zone
 #: must not make us hold or walk an unbounded list).
 MAX_RECORDS: Final = 128
+#: Answers cached at most: past it, expired ones are dropped, then the oldest tenth.
+MAX_CACHED_ANSWERS: Final = 500_000
 #: EDNS payload size (the DNS flag day 2020 value); larger answers go over TCP.
 EDNS_PAYLOAD: Final = 1232
 #: Extended DNS Error codes that mean "DNSSEC validation failed" (RFC 8914 section 4).
@@ -118,7 +121,7 @@ class DnsClient:
         self.trusted = trusted
         self._clock = clock
         self._cache: dict[tuple[str, str], tuple[float, DnsAnswer]] = {}
-        self._in_flight: dict[tuple[str, str], asyncio.Future[DnsAnswer]] = {}
+        self._in_flight: dict[tuple[str, str], asyncio.Task[DnsAnswer]] = {}
         self._limit = asyncio.Semaphore(max_in_flight)
         #: Queries sent to the resolver, per (name, type): what caching saved is visible here.
         self.sent: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -153,22 +156,48 @@ class DnsClient:
                 return hit[1]
             del self._cache[key]
         pending = self._in_flight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[DnsAnswer] = asyncio.get_running_loop().create_future()
-        self._in_flight[key] = future
+        if pending is None:
+            # The query runs as its own task: a caller that gives up (its deadline, its
+            # client gone) cancels only its wait, never the answer others wait for.
+            pending = asyncio.get_running_loop().create_task(self._shared(key, rdtype))
+            self._in_flight[key] = pending
+            pending.add_done_callback(self._settled)
+        return await asyncio.shield(pending)
+
+    async def _shared(self, key: tuple[str, str], rdtype: str) -> DnsAnswer:
         try:
             answer = await self._query(key[0], rdtype)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: nobody else may be waiting
-            raise
         finally:
             del self._in_flight[key]
         if answer.status is not DnsStatus.FAILED and answer.ttl > 0:
-            self._cache[key] = (answer.expires_at, answer)
-        future.set_result(answer)
+            self._store(key, answer)
         return answer
+
+    def _store(self, key: tuple[str, str], answer: DnsAnswer) -> None:
+        cache = self._cache
+        limit = MAX_CACHED_ANSWERS
+        if key not in cache and len(cache) >= limit:
+            # Expired answers are otherwise dropped only when asked for again.
+            now = self._clock()
+            for old in [k for k, (until, _) in cache.items() if until <= now]:
+                del cache[old]
+            if len(cache) >= limit * 9 // 10:
+                for old in list(itertools.islice(cache, max(1, limit // 10))):
+                    del cache[old]
+        cache[key] = (answer.expires_at, answer)
+
+    @staticmethod
+    def _settled(task: asyncio.Task[DnsAnswer]) -> None:
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have given up
+
+    def cancel_in_flight(self) -> list[asyncio.Task[DnsAnswer]]:
+        """Cancel the queries still running (closing: nobody waits for them any more);
+        returns them, for the caller to await."""
+        tasks = list(self._in_flight.values())
+        for task in tasks:
+            task.cancel()
+        return tasks
 
     def _failed(self, name: str, rdtype: str, detail: str, *, bogus: bool = False) -> DnsAnswer:
         return DnsAnswer(name, rdtype, DnsStatus.FAILED, False, canonical=name, bogus=bogus,

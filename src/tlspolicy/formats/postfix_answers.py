@@ -18,7 +18,10 @@ The rules, (a) to (e), are :data:`ANSWER_RULES` (the documentation's table is bu
 from it).
 
 D/X/U hosts without N hosts (not in SEMANTICS' table) take ``dane`` when it is
-never weaker for the U hosts, else ``dane-only``.  ``match=`` and ``tafile=``
+never weaker for the U hosts, else ``dane-only``.  Under an enforce policy a D host
+outside the policy's MX patterns is never used by tlspolicy: when every D and X host is
+outside it, rule (d) answers (Postfix from 3.10.5 skips those hosts); otherwise the DANE
+answer stands and the unfiltered hosts are reported as a loss.  ``match=`` and ``tafile=``
 never go with ``dane``/``dane-only`` (Postfix rejects the entry), and
 ``policy_failure`` is never sent (it would force Postfix to fail enforcement).
 """
@@ -197,6 +200,20 @@ def compose_answer(
     failed = [h for h in hosts if h.state is HostState.FAILED]
     unusable = [h for h in hosts if h.state is HostState.UNUSABLE]
     others = [h for h in hosts if h.state is HostState.OTHER]
+
+    # MTA-STS still filters MX hosts under DANE (SEMANTICS 5): a D host the enforce
+    # policy does not permit needs DEFER, which no DANE level gives it.
+    stray = [h for h in dane_hosts if h.need is Need.DEFER] if sts is not None else []
+    if sts is not None and stray and all(h.need is Need.DEFER
+                                         for h in (*dane_hosts, *failed)):
+        # No D or X host to protect: the policy's own answer, which filters MX hosts.
+        return _sts_answer(binding, key, operator, operator_warnings, hosts, mx_secure, sts,
+                           sts_domain, postfix_version, mx_patterns_enforced)
+    if stray:
+        note("use_mta_sts", "sts-mx-not-filtered", "Postfix does not filter MX hosts by the "
+             "MTA-STS policy at dane or dane-only: it uses "
+             f"{', '.join(h.name for h in stray)} (usable TLSA records, outside the policy), "
+             "which tlspolicy never uses")
 
     if dane_hosts or failed or unusable:
         if hosts and len(dane_hosts) == len(hosts):

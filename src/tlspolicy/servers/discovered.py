@@ -73,8 +73,8 @@ DEFAULT_ANSWER_DEADLINE: Final = 10.0
 DEFAULT_ANSWER_MEMO_TTL: Final = 30.0
 #: Domains remembered as in use for proactive refresh.
 DEFAULT_MAX_IN_USE: Final = 100_000
-#: MX hosts judged one by one; hosts beyond count as of unknown DANE state (X),
-#: which keeps the answer at dane/dane-only where Postfix checks TLSA itself.
+#: MX hosts judged one by one; hosts beyond count as of unknown DANE state (both X and
+#: N), which keeps the answer at dane/dane-only where Postfix checks TLSA itself.
 MAX_MX_HOSTS: Final = 32
 _MEMO_SIZE: Final = 65_536
 _LEVEL_NEED: Final = {
@@ -127,7 +127,7 @@ class DiscoveryLookup:
         self._on_answer = on_answer
         self._memo: OrderedDict[tuple[str, str], tuple[float, SocketmapReply]] = OrderedDict()
         self._judged: dict[tuple[object, ...], tuple[
-            StsState, float, DiscoveredAnswer | SocketmapReply, SocketmapReply]] = {}
+            StsState | None, float, DiscoveredAnswer | SocketmapReply, SocketmapReply]] = {}
         self._keys: dict[str, PostfixKey] = {}
         self._operators: dict[tuple[object, ...], tuple[
             PostfixPolicy | SocketmapReply, tuple[PostfixWarning, ...], Mapping[str, object]]] = {}
@@ -274,7 +274,8 @@ class DiscoveryLookup:
                           ) -> DiscoveredAnswer | SocketmapReply:
         values = self._values(binding, parsed)
         dane_on = bool(values["use_dane"]) and bool(values["enable_dane"])
-        inputs = await self._fetch(parsed, dane_on)
+        sts_on = bool(values["use_mta_sts"]) and bool(values["enable_mta_sts"])
+        inputs = await self._fetch(parsed, dane_on, sts_on)
         return self._judge(binding, key, parsed, values, inputs)
 
     def _cached(self, binding: str, key: str, parsed: PostfixKey
@@ -283,17 +284,21 @@ class DiscoveryLookup:
         needs is not held (the query then takes the awaited path)."""
         discovery = self.discovery
         domain = parsed.domain
-        sts = discovery.sts_cached(domain)
-        if sts is None:
-            return None
+        values = self._values(binding, parsed)
+        sts_on = bool(values["use_mta_sts"]) and bool(values["enable_mta_sts"])
+        sts: StsState | None = None
+        if sts_on:  # MTA-STS off: never consulted (nor refreshed)
+            sts = discovery.sts_cached(domain)
+            if sts is None:
+                return None
         now = self._clock()
         judged_key = (binding, domain, parsed.port, parsed.bracketed)
         hit = self._judged.get(judged_key)
         if hit is not None and hit[0] is sts and now < hit[1]:
             # The same MTA-STS state and no DNS answer used has run out: same answer.
-            self._use(domain)
+            if sts_on:
+                self._use(domain)
             return hit[2], hit[3]
-        values = self._values(binding, parsed)
         dane_on = bool(values["use_dane"]) and bool(values["enable_dane"])
         port = parsed.port or 25
         tlsa: dict[str, TlsaLookup | None] = {}
@@ -301,8 +306,9 @@ class DiscoveryLookup:
         mx: MxLookup | None = None
         # The answer holds until the first input runs out: the policy's expiry, the
         # state's next check, and every DNS answer used.
-        until = min(sts.next_check, sts.cached.expires_at.timestamp()
-                    if sts.cached is not None else math.inf)
+        until = math.inf if sts is None else min(
+            sts.next_check, sts.cached.expires_at.timestamp()
+            if sts.cached is not None else math.inf)
         if parsed.bracketed:
             if dnssec:
                 found = discovery.tlsa_cached(domain, port)
@@ -323,7 +329,8 @@ class DiscoveryLookup:
                         return None
                     tlsa[host], expires = found
                     until = min(until, expires)
-        self._use(domain)
+        if sts_on:
+            self._use(domain)
         result = self._judge(binding, key, parsed, values, _Inputs(mx, sts, tlsa))
         reply = self._reply(result)
         if len(self._judged) >= _MEMO_SIZE:
@@ -331,31 +338,36 @@ class DiscoveryLookup:
         self._judged[judged_key] = (sts, until, result, reply)
         return result, reply
 
-    async def _fetch(self, parsed: PostfixKey, dane_on: bool) -> _Inputs:
+    async def _fetch(self, parsed: PostfixKey, dane_on: bool, sts_on: bool) -> _Inputs:
         """MX, MTA-STS state and TLSA per MX host, within the deadline."""
         loop = asyncio.get_running_loop()
         ends = loop.time() + self.deadline
         discovery = self.discovery
         domain = parsed.domain
         port = parsed.port or 25
-        self._use(domain)
 
         def remaining() -> float:
             return max(0.001, ends - loop.time())
 
-        sts_task = loop.create_task(discovery.sts_state(domain, wait=min(
-            discovery.config.first_wait, self.deadline / 2)))
+        # MTA-STS switched off for this next hop: its policy host is never contacted (nor
+        # refreshed), and its cache is no reason for TEMP.
+        sts_task: asyncio.Task[StsState] | None = None
+        if sts_on:
+            self._use(domain)
+            sts_task = loop.create_task(discovery.sts_state(domain, wait=min(
+                discovery.config.first_wait, self.deadline / 2)))
         mx: MxLookup | None = None
         if not parsed.bracketed:  # a smart host is its own policy domain: no MX
             try:
                 mx = await asyncio.wait_for(discovery.mx(domain), remaining())
             except TimeoutError:
                 mx = _failed_mx("MX lookup took too long")
-        try:
-            sts: StsState | None = await asyncio.wait_for(asyncio.shield(sts_task),
-                                                          remaining())
-        except TimeoutError:
-            sts = None
+        sts: StsState | None = None
+        if sts_task is not None:
+            try:
+                sts = await asyncio.wait_for(asyncio.shield(sts_task), remaining())
+            except TimeoutError:
+                sts = None
         dnssec = discovery.dnssec and dane_on
         tlsa: dict[str, TlsaLookup | None] = {}
         if dnssec and mx is None:
@@ -379,12 +391,12 @@ class DiscoveryLookup:
             return mapped
         operator = mapped
         mx_failed = mx is not None and mx.kind == "failed"
-        if mx_failed and (sts is None or sts.state == "unreadable"):
+        if mx_failed and sts_on and (sts is None or sts.state == "unreadable"):
             return SocketmapReply.temp(
                 f"{domain}: neither the MX lookup nor the MTA-STS cache could be read")
 
         now = _aware(self._clock())
-        in_force = policy_in_force(sts.cached, now) if (sts_on and sts is not None) else None
+        in_force = policy_in_force(sts.cached, now) if sts is not None else None
         enforce = in_force if in_force is not None and in_force.mode is StsMode.ENFORCE \
             else None
         base_need = _LEVEL_NEED[operator.level]
@@ -439,8 +451,12 @@ class DiscoveryLookup:
             mx_secure = mx.secure
             hosts.extend(facts(host) for host in mx.hosts[:MAX_MX_HOSTS])
             if len(mx.hosts) > MAX_MX_HOSTS and dnssec and mx.secure:
-                hosts.append(HostFacts(f"({len(mx.hosts) - MAX_MX_HOSTS} more MX hosts)",
-                                       HostState.FAILED, base_need))
+                # The hosts not judged may be D, X or N: keep the answer at dane/dane-only
+                # (X) and never weaker than the strictest of them would need as N.
+                beyond = mx.hosts[MAX_MX_HOSTS:]
+                label = f"({len(beyond)} more MX hosts)"
+                hosts.append(HostFacts(label, HostState.FAILED, base_need))
+                hosts.append(HostFacts(label, HostState.OTHER, max(need(h) for h in beyond)))
         return compose_answer(
             binding=binding, key=key, operator=operator, operator_warnings=warnings,
             hosts=hosts, mx_secure=mx_secure, sts=enforce, sts_domain=domain,

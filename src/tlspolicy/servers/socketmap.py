@@ -960,6 +960,14 @@ class SocketmapServer:
             # Postfix defers rather than delivering under a policy nobody computed.
             log.error("socketmap: lookup %s %r took over %g s", name, key, self.answer_timeout)
             return SocketmapReply.temp(f"policy lookup took over {self.answer_timeout:g} s")
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the server stops: nobody is left to answer
+            # Cancelled inside the lookup, not by us: the client still waits for a reply
+            # (and its pipelined requests behind it).
+            log.error("socketmap: lookup %s %r was cancelled", name, key)
+            return SocketmapReply.temp("policy lookup was cancelled")
         except Exception:
             log.exception("socketmap: lookup %s %r failed", name, key)
             return SocketmapReply.temp("internal error in the policy server")
