@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FIGURES = ("cold-discovery", "store-size", "memory", "cache-hit", "fleet", "store-hit-answer")
+FIGURES = ("cold-discovery", "store-size", "memory", "cache-hit", "fleet", "store-hit-answer",
+           "store-hit-answer-same-text")
 
 
 @pytest.mark.timeout(300)

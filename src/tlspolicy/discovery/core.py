@@ -417,6 +417,14 @@ class Discovery:
             return memo[1], min((a.expires_at for a in memo[0]), default=math.inf)
         return None
 
+    def sts_held(self, name: str) -> StsState | None:
+        """The MTA-STS state this process holds for ``name`` (already normalised), due or
+        not, counted as a cache hit when there is one; no I/O."""
+        state = self._memory.get(name)
+        if state is not None:
+            self.observer.cache_lookup("hit")
+        return state
+
     def sts_cached(self, name: str) -> StsState | None:
         """:meth:`sts_state` when this process holds a state not due for a check
         (``name`` already normalised), else ``None``; counted as a cache hit."""

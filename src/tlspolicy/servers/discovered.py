@@ -129,6 +129,11 @@ class DiscoveryLookup:
         self._judged: dict[tuple[object, ...], tuple[
             StsState | None, float, DiscoveredAnswer | SocketmapReply, SocketmapReply]] = {}
         self._keys: dict[str, PostfixKey] = {}
+        # (map, key) -> (MTA-STS state, until, reply, domain, rule): the answer from
+        # memory again without parsing the key, while its inputs are unchanged.
+        self._held: dict[tuple[str, str], tuple[
+            StsState | None, float, SocketmapReply, str, str]] = {}
+        self._bindings = frozenset(policy.resolver.bindings)
         self._operators: dict[tuple[object, ...], tuple[
             PostfixPolicy | SocketmapReply, tuple[PostfixWarning, ...], Mapping[str, object]]] = {}
         #: Policy domains answered for, least recently used first, with when.
@@ -152,7 +157,16 @@ class DiscoveryLookup:
         now = self._clock()
         if hit is not None and hit[0] > now:
             return hit[1]
-        if map_name not in self.policy.resolver.bindings:
+        held = self._held.get(memo_key)
+        if held is not None and now < held[1] and (
+                held[0] is None or self.discovery.sts_held(held[3]) is held[0]):
+            # The very inputs of the last answer are still what discovery holds.
+            if held[0] is not None:
+                self._use(held[3])
+            if self._on_answer is not None and held[4]:
+                self._on_answer(held[4])
+            return held[2]
+        if map_name not in self._bindings:
             return self.policy(map_name, key)  # PERM unknown binding, as without discovery
         parsed = self._keys.get(key)
         if parsed is None:
@@ -173,7 +187,14 @@ class DiscoveryLookup:
             return SocketmapReply.perm(str(exc)[:1000])
         if cached is not None:
             # Everything was in memory: answered now, no task (the common case).
-            return self._finish(memo_key, *cached)
+            result, reply = cached
+            entry = self._judged.get((map_name, parsed.domain, parsed.port, parsed.bracketed))
+            if entry is not None and entry[3] is reply:
+                if len(self._held) >= _MEMO_SIZE:
+                    self._held.clear()
+                rule = result.rule if isinstance(result, DiscoveredAnswer) else ""
+                self._held[memo_key] = (entry[0], entry[1], reply, parsed.domain, rule)
+            return self._finish(memo_key, result, reply)
         return self._answer(map_name, key, parsed, memo_key)
 
     @staticmethod
