@@ -21,7 +21,7 @@ import pytest
 
 from discovery_support import DnsLab, HttpsLab, PolicyAnswer, RedisServer, free_port
 from postfix_support import find_postfix_binary, postmap_config_dir, postmap_query
-from test_discovery import Clock, Env, enforce, seed
+from test_discovery import Env, enforce, seed
 from tlspolicy import Resolver, loads_toml, parse_policy
 from tlspolicy.discovery import Discovery, redis_cache
 from tlspolicy.formats.postfix import (
@@ -553,7 +553,6 @@ def test_serve_discovery_flags_and_refusals(env: Env, tmp_path: Path) -> None:
     assert shadow.returncode == 2 and "Traceback" not in shadow.stderr
 
 
-_ = Clock
 
 
 def test_two_processes_on_one_port_share_one_redis_store(

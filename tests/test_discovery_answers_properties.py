@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -169,4 +168,3 @@ def test_answer_is_at_least_as_strict_as_the_decision_per_mx_host(
         assert version >= (3, 10) and answer.sts_derived
 
 
-_ = Path
