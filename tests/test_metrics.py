@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from discovery_support import DnsLab, HttpsLab
 from tlspolicy import FetchOutcome, TlsPolicyError
 from tlspolicy.discovery import Discovery, DiscoveryConfig
+from tlspolicy.postfix.netstring import encode_netstring
 from tlspolicy.servers import ListenError, SocketmapReply, SocketmapServer
 from tlspolicy.servers.metrics import (
     METRIC_DEFINITIONS,
@@ -29,7 +30,6 @@ from tlspolicy.servers.metrics import (
     reply_level,
     start_metrics_server,
 )
-from tlspolicy.servers.netstring import encode_netstring
 from tlspolicy.stores import SqliteStore
 
 pytestmark = pytest.mark.timeout(120)

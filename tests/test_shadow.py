@@ -131,7 +131,7 @@ def test_serve_socketmap_with_a_shadow_and_the_report(tmp_path: Path) -> None:
     import sys
 
     from tlspolicy.cli import main
-    from tlspolicy.servers.netstring import encode_netstring
+    from tlspolicy.postfix.netstring import encode_netstring
 
     live = tmp_path / "live.toml"
     live.write_text(LIVE)

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from postfix_support import postmap_config_dir, postmap_query, postmap_query_many, requires_postmap
 from tlspolicy.errors import PolicyInputError, TlsPolicyError
-from tlspolicy.servers.netstring import (
+from tlspolicy.postfix.netstring import (
     MalformedNetstringError,
     NetstringDecoder,
     NetstringTooLongError,

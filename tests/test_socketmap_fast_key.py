@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tlspolicy.servers.socketmap import (
+from tlspolicy.postfix.keys import (
     PostfixKey,
     PostfixKeyError,
     _parse_general_key,

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from postfix_support import postmap_config_dir, postmap_query, postmap_query_many, requires_postmap
-from tlspolicy.servers.netstring import encode_netstring
+from tlspolicy.postfix.netstring import encode_netstring
 
 EXAMPLE = Path(__file__).parent.parent / "src" / "tlspolicy" / "data" / "example.toml"
 

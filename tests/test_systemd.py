@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from postfix_support import postmap_config_dir, postmap_query, requires_postmap
-from tlspolicy.servers.netstring import encode_netstring
+from tlspolicy.postfix.netstring import encode_netstring
 from tlspolicy.servers.systemd import SystemdError, listen_sockets, notify
 
 pytestmark = pytest.mark.timeout(120)

@@ -16,7 +16,8 @@ import attrs
 
 from ._serialise import converter, effective_to_dict
 from .options import Tls, TlsEngine, TlsVerify, TlsVersion
-from .policies.dane import TlsaRecord
+from .policies.dane import DaneApplicability, TlsaRecord
+from .policies.mtasts import MtaStsPolicy
 
 __all__ = [
     "CERTIFICATE_OBSERVATIONS",
@@ -625,6 +626,12 @@ class Decision:
     tlsa_records: tuple[TlsaRecord, ...] = ()
     reports: tuple[PolicyReport, ...] = ()
     notes: tuple[str, ...] = ()
+    #: The MTA-STS policy this decision applied (in force, any mode; ``None``: none, or
+    #: MTA-STS off or ignored here), so that renderers read it from the decision.
+    mta_sts: MtaStsPolicy | None = attrs.field(default=None, repr=False)
+    #: How DANE stood for this host when it applied (``None``: DANE off, ignored or not
+    #: looked up).
+    dane: DaneApplicability | None = None
 
     @classmethod
     def build(
@@ -642,6 +649,8 @@ class Decision:
         tlsa_records: tuple[TlsaRecord, ...] = (),
         reports: tuple[PolicyReport, ...] = (),
         notes: tuple[str, ...] = (),
+        mta_sts: MtaStsPolicy | None = None,
+        dane: DaneApplicability | None = None,
     ) -> Decision:
         """Apply the SEMANTICS section 4 tables to ``requirements``.
 
@@ -676,6 +685,8 @@ class Decision:
             tlsa_records=tlsa_records,
             reports=reports,
             notes=notes,
+            mta_sts=mta_sts,
+            dane=dane,
         )
 
     @property

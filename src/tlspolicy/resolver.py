@@ -588,6 +588,33 @@ class Resolver:
             shared, chain = self._shared(index, name)
             return self._decide(shared, chain, index, name, mx)
         values, sources = self.effective(name, index.name, overrides=overrides)
+        return self._build(values, sources, index, name, mx, destination)
+
+    def decide(
+        self,
+        values: Mapping[str, object],
+        sources: Mapping[str, Source],
+        domain: str,
+        binding: str | None = None,
+        *,
+        mx_host: str | None = None,
+        destination: Destination | None = None,
+    ) -> Decision:
+        """The decision for explicitly given effective ``values`` (with their ``sources``).
+
+        For callers whose configuration is not one scope chain: a Postfix next hop
+        that carries several routed domains is decided on their values combined at
+        their strictest.  Every rule after the scope chain (section 4, destination
+        policies, ``mx_host``) applies as in :meth:`resolve`; nothing is memoised.
+        """
+        index = self._index(binding)
+        name = normalise_domain(domain)
+        mx = normalise_domain(mx_host) if mx_host is not None else None
+        return self._build(values, sources, index, name, mx, destination)
+
+    def _build(self, values: Mapping[str, object], sources: Mapping[str, Source],
+               index: _BindingIndex, name: str, mx: str | None,
+               destination: Destination | None) -> Decision:
         requirements = self.requirements(name, mx, values)
         if destination is None:
             return Decision.build(
@@ -616,6 +643,8 @@ class Resolver:
             tlsa_records=result.tlsa_records,
             reports=result.reports,
             notes=result.notes,
+            mta_sts=result.mta_sts,
+            dane=result.dane,
         )
 
     def _decide(self, shared: _Shared, chain: list[_Contribution], index: _BindingIndex,

@@ -49,16 +49,16 @@ REVIEWED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
     ("tlspolicy.policies.mtasts", "_DIGITS_RE"): ("fullmatch", ("1",)),
     ("tlspolicy.policies.mtasts", "_STS_PREFIX_RE"): ("match", ("v=STSv1 ", "v=STSv1\t")),
     ("tlspolicy.policies.dane", "_HEX_RE"): ("fullmatch", ("a", "0")),
-    ("tlspolicy.formats.postfix", "_CIPHER_NAME"): ("fullmatch", ("a", "+", ".")),
-    ("tlspolicy.formats.postfix", "_BAD_VALUE"): ("search", ("a",)),
-    ("tlspolicy.formats.postfix", "_CIPHER_SEPARATORS"): ("split", (":", ", ", "a:")),
+    ("tlspolicy.postfix.mapping", "_CIPHER_NAME"): ("fullmatch", ("a", "+", ".")),
+    ("tlspolicy.postfix.mapping", "_BAD_VALUE"): ("search", ("a",)),
+    ("tlspolicy.postfix.mapping", "_CIPHER_SEPARATORS"): ("split", (":", ", ", "a:")),
     ("tlspolicy.formats.postfix", "_NOT_PCRE_LINE"): ("search", ("a",)),
     ("tlspolicy.formats.postfix", "_UNESCAPED_UPPER"): ("search", ("\\A", "\\", "a")),
     ("tlspolicy.lint", "_META"): ("match", ("a",)),
-    ("tlspolicy.servers.socketmap", "_FORBIDDEN_IN_TEXT"): ("sub", ("a",)),
-    ("tlspolicy.servers.socketmap", "_PLAIN_KEY"): (
+    ("tlspolicy.postfix.replies", "_FORBIDDEN_IN_TEXT"): ("sub", ("a",)),
+    ("tlspolicy.postfix.keys", "_PLAIN_KEY"): (
         "fullmatch", ("a", "a.", "a-", "a-a.", "0.", "a" * 62 + ".")),
-    ("tlspolicy.servers.socketmap", "_PORT_DIGITS"): ("fullmatch", ("1",)),
+    ("tlspolicy.postfix.keys", "_PORT_DIGITS"): ("fullmatch", ("1",)),
     ("tlspolicy.formats.postfix_answers", "_SAFE_PATTERN"): (
         "fullmatch", ("a", "a.", "*.", "*.a", "a.a", ".", "a-", "A")),
     ("tlspolicy.formats.postfix_answers", "_UNSAFE_LINE"): ("search", ("a", "{", "\x01")),

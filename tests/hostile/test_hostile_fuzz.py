@@ -30,7 +30,7 @@ from tlspolicy import (
 )
 from tlspolicy.formats.ecelerity import loads_ecelerity_config, parse_ecelerity
 from tlspolicy.policies.mtasts import select_txt_record
-from tlspolicy.servers.netstring import NetstringDecoder
+from tlspolicy.postfix.netstring import NetstringDecoder
 from tlspolicy.servers.socketmap import parse_postfix_key
 from tlspolicy.testing.expectations import loads_expectations
 

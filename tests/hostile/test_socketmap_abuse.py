@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from postfix_support import postmap_config_dir, postmap_query, requires_postmap
-from tlspolicy.servers.netstring import encode_netstring
+from tlspolicy.postfix.netstring import encode_netstring
 from tlspolicy.servers.socketmap import (
     LoadTimeoutError,
     Lookup,

@@ -98,6 +98,8 @@ class PolicyResult:
     dane: DaneApplicability | None
     sni: str | None
     notes: tuple[str, ...]
+    #: The MTA-STS policy applied (in force and switched on), any mode.
+    mta_sts: MtaStsPolicy | None = None
 
 
 _STRICT_VERIFY: Final = {
@@ -294,4 +296,4 @@ def apply_destination(
         requiretls=requiretls,
     )
     return PolicyResult(requirements, sources, tuple(reports), records, mode, dane, sni,
-                        tuple(notes))
+                        tuple(notes), policy)

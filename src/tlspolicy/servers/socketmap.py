@@ -42,13 +42,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import inspect
 import ipaddress
 import logging
 import math
 import os
-import re
 import resource
 import signal
 import socket
@@ -58,13 +56,12 @@ import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, NamedTuple, TypeVar
+from typing import Any, Final, TypeVar
 
-import attrs
-
-from .. import InvalidDomainError, normalise_domain
-from ..errors import PolicyInputError, TlsPolicyError
-from .netstring import NetstringDecoder, NetstringError, NetstringTooLongError, encode_netstring
+from ..errors import TlsPolicyError
+from ..postfix.keys import PostfixKey, PostfixKeyError, parse_postfix_key
+from ..postfix.netstring import NetstringDecoder, NetstringError, NetstringTooLongError
+from ..postfix.replies import MAX_REPLY_CHARS, ReplyStatus, SocketmapReply, one_line
 
 __all__ = [
     "DEFAULT_ANSWER_TIMEOUT",
@@ -123,8 +120,6 @@ DEFAULT_RELOAD_TIMEOUT: Final = 30.0
 DEFAULT_SOCKET_MODE: Final = 0o660
 #: The results :attr:`SocketmapServer.reload_results` counts.
 RELOAD_RESULTS: Final = ("ok", "failed", "timeout", "refused", "superseded")
-#: Postfix's socketmap client refuses replies longer than this (socketmap_table(5)).
-MAX_REPLY_CHARS: Final = 100_000
 #: Seconds an awaitable lookup may take before the server answers ``TEMP`` itself.
 #: Postfix gives up on a socketmap reply after 100 s; a lookup should keep its own,
 #: shorter deadline (the discovery lookup's is 10 s) and this is only the last guard.
@@ -143,253 +138,12 @@ _SPARE_FILES: Final = 64
 _PEERCRED: Final = struct.Struct("3i")
 
 
-class ReplyStatus(enum.Enum):
-    """The status word that starts every socketmap reply."""
-
-    OK = "OK"
-    NOTFOUND = "NOTFOUND"
-    TEMP = "TEMP"
-    TIMEOUT = "TIMEOUT"
-    PERM = "PERM"
-
-
-_FORBIDDEN_IN_TEXT: Final = re.compile(r"[\x00\r\n]")
-
-
-def _check_text(instance: SocketmapReply, attribute: attrs.Attribute[str], value: str) -> None:
-    if _FORBIDDEN_IN_TEXT.search(value):
-        # Postfix handles replies as C strings, one line: NUL or a line break
-        # would be cut or misread there.
-        raise ValueError(f"socketmap reply text contains NUL, CR or LF: {value!r}")
-    if instance.status is ReplyStatus.NOTFOUND and value:
-        raise ValueError(f"a NOTFOUND reply carries no text, got {value!r}")
-    if instance.status is ReplyStatus.OK and not value:
-        raise ValueError("an OK reply needs data; use NOTFOUND for no result")
-
-
-@attrs.frozen(slots=True)
-class SocketmapReply:
-    """One reply: a status and its data (OK) or reason (TEMP, TIMEOUT, PERM).
-
-    Use the constructors :meth:`ok`, :meth:`notfound`, :meth:`temp`,
-    :meth:`timeout` and :meth:`perm`.  Text holding NUL, CR or LF is refused
-    at construction.
-    """
-
-    status: ReplyStatus
-    text: str = attrs.field(default="", validator=_check_text)
-    # The framed bytes, made on the first encode(): a memoised reply is sent many times.
-    _wire: bytes | None = attrs.field(default=None, init=False, eq=False, repr=False)
-
-    @classmethod
-    def ok(cls, data: str) -> SocketmapReply:
-        """The key was found; ``data`` is the table's value for it."""
-        return cls(ReplyStatus.OK, data)
-
-    @classmethod
-    def notfound(cls) -> SocketmapReply:
-        """The key is not in the table."""
-        return cls(ReplyStatus.NOTFOUND, "")
-
-    @classmethod
-    def temp(cls, reason: str) -> SocketmapReply:
-        """A temporary failure; Postfix defers the mail that needed the lookup."""
-        return cls(ReplyStatus.TEMP, reason)
-
-    @classmethod
-    def timeout(cls, reason: str) -> SocketmapReply:
-        """The lookup timed out; Postfix treats it as temporary."""
-        return cls(ReplyStatus.TIMEOUT, reason)
-
-    @classmethod
-    def perm(cls, reason: str) -> SocketmapReply:
-        """A permanent failure (bad request, broken configuration)."""
-        return cls(ReplyStatus.PERM, reason)
-
-    def to_text(self) -> str:
-        """The reply as Postfix reads it, before netstring framing."""
-        return f"{self.status.value} {self.text}"
-
-    def encode(self) -> bytes:
-        """The reply framed as one netstring."""
-        wire = self._wire
-        if wire is None:
-            wire = encode_netstring(self.to_text().encode("utf-8"))
-            object.__setattr__(self, "_wire", wire)
-        return wire
-
-
 #: ``lookup(map_name, key)``: what the server asks for every request.  It returns the
 #: reply, or an awaitable of it for a lookup that must wait for I/O (discovery): the
 #: connection then answers nothing else until it resolves, so replies keep their order.
 Lookup = Callable[[str, str], "SocketmapReply | Awaitable[SocketmapReply]"]
 #: Builds a fresh lookup, e.g. by reading the configuration files again.
 LookupFactory = Callable[[], Lookup]
-
-
-# --------------------------------------------------------------------------- keys
-
-
-class PostfixKeyError(PolicyInputError):
-    """A socketmap key that is none of the forms Postfix sends."""
-
-
-class PostfixKey(NamedTuple):
-    """A parsed Postfix lookup key (see :func:`parse_postfix_key`)."""
-
-    #: Lower-case domain in IDNA A-label form without trailing dot, or an IP
-    #: literal in canonical form: ``[192.0.2.1]``, ``[ipv6:2001:db8::1]``.
-    domain: str
-    #: The port of ``[host]:port`` / ``host:port`` next hops, else ``None``.
-    port: int | None
-    #: ``.example.com``: Postfix asks about any subdomain of ``example.com``.
-    parent: bool
-    #: ``[host]``: the next hop was given in brackets (no MX lookup).
-    bracketed: bool
-
-    @property
-    def is_ip(self) -> bool:
-        """Whether :attr:`domain` is an IP literal."""
-        return self.domain.startswith("[")
-
-
-# A plain host name (lower case ASCII, optional trailing dot) whose last label starts
-# with a letter or underscore, so it is neither an address nor all-numeric:
-# parse_postfix_key's answer for it is the name itself.
-_PLAIN_KEY: Final = re.compile(
-    r"(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.?")
-_PORT_DIGITS: Final = re.compile(r"[0-9]{1,5}")
-# Postfix accepts service names for ports; resolving them through the system's
-# services database would make this function impure, so the names a mail next
-# hop uses are listed here.
-_SERVICE_PORTS: Final = {"smtp": 25, "submission": 587, "submissions": 465, "smtps": 465,
-                         "lmtp": 24}
-
-
-def _parse_port(text: str, key: str) -> int:
-    if _PORT_DIGITS.fullmatch(text):
-        port = int(text)
-        if 1 <= port <= 65535:
-            return port
-        raise PostfixKeyError(f"port {text} out of range 1-65535 in key {key!r}")
-    if text.lower() in _SERVICE_PORTS:
-        return _SERVICE_PORTS[text.lower()]
-    raise PostfixKeyError(f"invalid port {text!r} in key {key!r}")
-
-
-def _ip_literal(text: str) -> str | None:
-    """Canonical literal for an address spelling, ``None`` when not an address."""
-    inner = text
-    explicit_v6 = inner[:5].lower() == "ipv6:"
-    if explicit_v6:
-        inner = inner[5:]
-    try:
-        address = ipaddress.ip_address(inner)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return f"[{address.ipv4_mapped}]"
-        return f"[ipv6:{address.compressed}]"
-    if explicit_v6:
-        return None
-    return f"[{address}]"
-
-
-def _domain(text: str, key: str) -> str:
-    # The same normalisation as every other domain name in the library, so a
-    # key finds exactly the stanza a resolver request with that name would.
-    if text.startswith("[") or text.endswith(".."):
-        raise PostfixKeyError(f"invalid domain {text!r} in key {key!r}")
-    try:
-        name = normalise_domain(text)
-    except InvalidDomainError as exc:
-        raise PostfixKeyError(f"{exc} (key {key!r})") from None
-    if name.startswith("[") or name.rsplit(".", 1)[-1].isdigit():
-        # An IP literal is only accepted through the IP branch of the parser,
-        # and an all-numeric last label is no host name (RFC 3696 section
-        # 2): it is a mistyped address such as 192.0.2.300 or 1.2.3.4.5.
-        raise PostfixKeyError(f"neither a domain nor an IP address: {key!r}")
-    return name
-
-
-def parse_postfix_key(key: str) -> PostfixKey:
-    """Parse a key as Postfix sends it to a TLS policy (or transport) table.
-
-    Accepted forms: ``example.com``, ``example.com.``, ``[example.com]``,
-    ``[example.com]:587``, ``example.com:587`` (a service name such as
-    ``smtp`` or ``submission`` may stand for the port), ``.example.com``
-    (the parent-domain form Postfix tries after the exact name), IP literals
-    ``[192.0.2.1]``, ``[ipv6:2001:db8::1]`` (also ``[2001:db8::1]``), with or
-    without ``:port``.  Domains come back lower case, without trailing dot,
-    international names as IDNA A-labels; addresses in the canonical literal
-    form.  Anything else raises :class:`PostfixKeyError`.
-    """
-    if not isinstance(key, str):
-        raise PostfixKeyError(f"key must be a string, not {type(key).__name__}")
-    if key.isascii():
-        # The common case, a plain host name, without trying it as an address first.
-        lower = key.lower()
-        if _PLAIN_KEY.fullmatch(lower) and "xn--" not in lower:  # A-labels are checked
-            name = lower[:-1] if lower[-1] == "." else lower
-            if len(name) <= 253:
-                return PostfixKey(name, None, parent=False, bracketed=False)
-    return _parse_general_key(key)
-
-
-def _parse_general_key(key: str) -> PostfixKey:
-    if not key or key != key.strip() or any(c.isspace() for c in key):
-        raise PostfixKeyError(f"key is empty or contains white space: {key!r}")
-
-    if key.startswith("["):
-        close = key.find("]")
-        if close < 0:
-            raise PostfixKeyError(f"unterminated '[' in key {key!r}")
-        inner, rest = key[1:close], key[close + 1 :]
-        port: int | None = None
-        if rest:
-            if not rest.startswith(":") or len(rest) == 1:
-                raise PostfixKeyError(f"unexpected {rest!r} after ']' in key {key!r}")
-            port = _parse_port(rest[1:], key)
-        if not inner or "[" in inner or "]" in inner:
-            raise PostfixKeyError(f"invalid bracketed host in key {key!r}")
-        literal = _ip_literal(inner)
-        if literal is not None:
-            return PostfixKey(literal, port, parent=False, bracketed=True)
-        if ":" in inner:
-            raise PostfixKeyError(f"invalid address literal in key {key!r}")
-        return PostfixKey(_domain(inner, key), port, parent=False, bracketed=True)
-
-    if "[" in key or "]" in key:
-        raise PostfixKeyError(f"misplaced bracket in key {key!r}")
-
-    if key.startswith("."):
-        # Postfix builds parent forms from domain names only, never with a port.
-        if ":" in key:
-            raise PostfixKeyError(f"parent-domain key with a port or address: {key!r}")
-        body = key[1:]
-        if not body or body.startswith("."):
-            raise PostfixKeyError(f"invalid parent-domain key {key!r}")
-        domain = _domain(body, key)
-        if _ip_literal(domain) is not None:
-            raise PostfixKeyError(f"parent-domain form of an address: {key!r}")
-        return PostfixKey(domain, None, parent=True, bracketed=False)
-
-    literal = _ip_literal(key)
-    if literal is not None:
-        # A bare address (unbracketed IPv6 has no room for a port).
-        return PostfixKey(literal, None, parent=False, bracketed=False)
-    host, sep, port_text = key.rpartition(":")
-    if sep:
-        if ":" in host:
-            raise PostfixKeyError(f"invalid key {key!r}: IPv6 addresses need brackets "
-                                  "to carry a port")
-        port = _parse_port(port_text, key)
-        literal = _ip_literal(host)
-        if literal is not None:
-            return PostfixKey(literal, port, parent=False, bracketed=False)
-        return PostfixKey(_domain(host, key), port, parent=False, bracketed=False)
-    return PostfixKey(_domain(key, key), None, parent=False, bracketed=False)
 
 
 # ------------------------------------------------------------------------- server
@@ -1228,7 +982,7 @@ def _loop(server: SocketmapServer) -> asyncio.AbstractEventLoop:
 
 def _safe_perm(message: str) -> SocketmapReply:
     """A PERM reply whose reason is ``message`` made fit for one Postfix line."""
-    text = _FORBIDDEN_IN_TEXT.sub(" ", message)
+    text = one_line(message)
     return SocketmapReply.perm(text[: MAX_REPLY_CHARS - 5])
 
 
