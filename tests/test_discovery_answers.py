@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -30,13 +31,16 @@ from tlspolicy.formats.postfix import (
     PostfixMappingError,
     PostfixPolicy,
 )
-from tlspolicy.formats.postfix_answers import (
-    HostFacts,
+from tlspolicy.policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
+from tlspolicy.policies.destination import Destination
+from tlspolicy.postfix.answers import (
+    HostDecisions,
     HostState,
-    Need,
-    compose_answer,
-    need_of,
+    NextHopView,
+    PostfixProfile,
+    render,
 )
+from tlspolicy.postfix.levels import Need, need_of
 from tlspolicy.servers.discovered import DiscoveryLookup
 from tlspolicy.servers.socketmap import SocketmapReply, SocketmapServer
 from tlspolicy.stores.redis import RedisStore
@@ -49,13 +53,53 @@ ENFORCE = parse_policy(b"version: STSv1\nmode: enforce\nmx: mx1.example.com\nmx:
                        b"max_age: 86400\n")
 
 
-def compose(hosts: Sequence[tuple[str, HostState, Need]], *, operator: PostfixPolicy = MAY,
-            sts: Any = None, mx_secure: bool = True, version: tuple[int, ...] = (3, 10, 5),
-            enforced: bool = True) -> Any:
-    return compose_answer(binding="default", key="example.com", operator=operator,
-                          hosts=[HostFacts(n, s, need) for n, s, need in hosts],
-                          mx_secure=mx_secure, sts=sts, sts_domain="example.com",
-                          postfix_version=version, mx_patterns_enforced=enforced)
+_CONFIG_OF_NEED = {
+    Need.NONE: 'tls = "no"',
+    Need.MAY: 'tls = "ifavailable"',
+    Need.ENCRYPT: 'tls = "required"',
+    Need.VERIFIED: 'tls = "required"\ntls_verify = "host"',
+    Need.DEFER: 'tls = "required"',  # with TLS remembered broken: plan FAIL
+}
+_TLSA_OF_STATE = {
+    D: TlsaLookup(TlsaLookupStatus.RECORDS, (TlsaRecord(3, 1, 1, bytes(32)),)),
+    X: TlsaLookup(TlsaLookupStatus.FAILED, detail="SERVFAIL"),
+    U: TlsaLookup(TlsaLookupStatus.RECORDS, (TlsaRecord(1, 1, 1, bytes(32)),)),
+    N: TlsaLookup(TlsaLookupStatus.NODATA),
+}
+
+
+def _resolver(need: Need, extra: str) -> Resolver:
+    return Resolver(loads_toml(f"[global]\n{_CONFIG_OF_NEED[need]}\nuse_dane = true\n"
+                               f"use_mta_sts = true\n{extra}"))
+
+
+def _host(name: str, state: HostState, need: Need, sts: Any, mx_secure: bool,
+          extra: str) -> HostDecisions:
+    """A host whose decision, made by the resolver, has ``state`` and needs ``need``
+    without DANE (an X host also carries the decisions it may turn out to have)."""
+    resolver = _resolver(need, extra)
+
+    def decide(state: HostState) -> Any:
+        return resolver.resolve("example.com", mx_host=name, destination=Destination(
+            mta_sts=sts, tlsa=_TLSA_OF_STATE[state], mx_dnssec=mx_secure,
+            tls_broken=need is Need.DEFER and sts is None))
+
+    alternatives = (decide(N), decide(U)) if state is X else ()
+    return HostDecisions(name, decide(state), alternatives)
+
+
+def compose(hosts: Sequence[tuple[str, HostState, Need]], *, extra: str = "",
+            base: Need = Need.MAY, sts: Any = None, mx_secure: bool = True,
+            version: tuple[int, ...] = (3, 10, 5), enforced: bool = True) -> Any:
+    view = NextHopView(
+        binding="default", key="example.com", policy_domain="example.com",
+        hosts=tuple(_host(n, s, need, sts, mx_secure, extra) for n, s, need in hosts),
+        base=_resolver(base, extra).resolve("example.com"), mx_secure=mx_secure,
+        sts_ttl=86400)
+    return render(view, PostfixProfile(version, enforced))
+
+
+PROTOCOLS_AND_CA = 'tls_protocols = "-ALL:+TLSv1.2:+TLSv1.3"\ntls_ca = "/ca.pem"\n'
 
 
 def codes(answer: Any) -> set[str]:
@@ -104,9 +148,9 @@ def test_unusable_records_take_dane_only_when_encrypt_is_not_enough() -> None:
 
 
 def test_dane_answers_never_carry_match_or_tafile() -> None:
-    operator = PostfixPolicy(PostfixLevel.VERIFY, (("match", "hostname"), ("tafile", "/ca.pem"),
-                                                   ("protocols", ">=TLSv1.2")))
-    answer = compose([("d", D, Need.VERIFIED)], operator=operator)
+    # The configuration alone answers verify match=hostname:nexthop tafile=/ca.pem
+    # protocols=>=TLSv1.2.
+    answer = compose([("d", D, Need.VERIFIED)], extra=PROTOCOLS_AND_CA, base=Need.VERIFIED)
     assert answer.policy.text() == "dane-only protocols=>=TLSv1.2"
     assert "dane-drops-match" in codes(answer)
 
@@ -116,7 +160,7 @@ def test_rule_d_enforce_policy_without_dane() -> None:
     assert answer.rule == "d"
     assert answer.policy.text() == (
         "secure match=mx1.example.com:.example.net servername=hostname policy_type=sts "
-        "policy_domain=example.com policy_string={version: STSv1} "
+        "policy_domain=example.com policy_ttl=86400 policy_string={version: STSv1} "
         "policy_string={mode: enforce} policy_string={mx: mx1.example.com} "
         "policy_string={mx: *.example.net} policy_string={max_age: 86400} "
         "mx_host_pattern=mx1.example.com mx_host_pattern=*.example.net")
@@ -159,9 +203,11 @@ def test_mx_filtering_switched_off_is_reported() -> None:
 
 def test_rule_e_the_operator_mapping() -> None:
     operator = PostfixPolicy(PostfixLevel.ENCRYPT, (("protocols", ">=TLSv1.2"),))
-    answer = compose([("n", N, Need.ENCRYPT)], operator=operator)
+    extra = 'tls_protocols = "-ALL:+TLSv1.2:+TLSv1.3"\n'
+    answer = compose([("n", N, Need.ENCRYPT)], extra=extra, base=Need.ENCRYPT)
     assert (answer.rule, answer.policy) == ("e", operator)
-    assert compose([], operator=operator).policy == operator  # null MX, no hosts
+    # null MX, no hosts: the decision without a host
+    assert compose([], extra=extra, base=Need.ENCRYPT).policy == operator
 
 
 def test_policy_lines_and_patterns_that_would_inject_attributes_are_dropped() -> None:
@@ -271,9 +317,13 @@ def test_answers_per_rule_from_real_dns_and_https(env: Env) -> None:
 def test_sts_attributes_only_for_postfix_3_10_and_on_sts_answers(env: Env) -> None:
     got = answers(env, ["ok.secure.test", "secure.test", "twomx.secure.test"],
                   version=(3, 10, 5))
+    # policy_ttl: what remains of the policy's max_age (SEMANTICS 11), never longer.
+    ttl = re.search(r" policy_ttl=([0-9]+) ", got["ok.secure.test"])
+    assert ttl is not None and 0 < int(ttl.group(1)) <= 86400
     assert got["ok.secure.test"] == (
         "OK secure match=.ok.secure.test servername=hostname policy_type=sts "
-        "policy_domain=ok.secure.test policy_string={version: STSv1} "
+        f"policy_domain=ok.secure.test policy_ttl={ttl.group(1)} "
+        "policy_string={version: STSv1} "
         "policy_string={mode: enforce} policy_string={mx: *.ok.secure.test} "
         "policy_string={max_age: 86400} mx_host_pattern=*.ok.secure.test")
     assert "policy_" not in got["secure.test"] and "policy_" not in got["twomx.secure.test"]
@@ -337,9 +387,10 @@ def test_mx_failure_alone_is_never_temp(env: Env) -> None:
     finally:
         sock.close()
     # DNS is down: the cached enforce policy still answers, an uncached domain gets the
-    # operator's mapping (Postfix's own MX lookup fails and defers it).
+    # configuration alone (Postfix's own MX lookup fails and defers it), where DANE
+    # inputs are unknown, never insecure: may becomes dane (SEMANTICS 10).
     assert got["ok.secure.test"] == "OK secure match=.ok.secure.test servername=hostname"
-    assert got["twomx.secure.test"] == "OK may"
+    assert got["twomx.secure.test"] == "OK dane"
 
 
 def test_temp_only_when_neither_mx_nor_the_cache_can_be_read(env: Env) -> None:

@@ -400,7 +400,7 @@ def metrics_table() -> str:
 
 def discovery_rules_table() -> str:
     """SEMANTICS 11's per-MX answer rules, from ``ANSWER_RULES``."""
-    from tlspolicy.formats.postfix_answers import ANSWER_RULES
+    from tlspolicy.postfix.answers import ANSWER_RULES
 
     return _table(("Rule", "MX hosts", "Answer"),
                   [(f"({rule})", hosts, answer) for rule, hosts, answer in ANSWER_RULES])

@@ -59,9 +59,9 @@ REVIEWED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
     ("tlspolicy.postfix.keys", "_PLAIN_KEY"): (
         "fullmatch", ("a", "a.", "a-", "a-a.", "0.", "a" * 62 + ".")),
     ("tlspolicy.postfix.keys", "_PORT_DIGITS"): ("fullmatch", ("1",)),
-    ("tlspolicy.formats.postfix_answers", "_SAFE_PATTERN"): (
+    ("tlspolicy.postfix.answers", "_SAFE_PATTERN"): (
         "fullmatch", ("a", "a.", "*.", "*.a", "a.a", ".", "a-", "A")),
-    ("tlspolicy.formats.postfix_answers", "_UNSAFE_LINE"): ("search", ("a", "{", "\x01")),
+    ("tlspolicy.postfix.answers", "_UNSAFE_LINE"): ("search", ("a", "{", "\x01")),
     ("tlspolicy.reporting.reports", "_ADDRESS_RE"): ("fullmatch", ("a", "@", "a@", "a@a.")),
     ("tlspolicy.discovery.importcache", "_POLICY_STRING"): (
         "findall", ("{ policy_string = ", " ", "a", "{", "}", " }")),

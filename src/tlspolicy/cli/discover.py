@@ -62,8 +62,12 @@ def add_discovery_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--resolver-trusted", action="store_true",
                        help="trust the AD bit of a resolver that is not on loopback")
     group.add_argument("--probe-name", metavar="NAME", default=defaults.probe_name,
-                       help="a signed name the resolver must validate at start, or DANE is "
-                            f"off (default {defaults.probe_name!r})")
+                       help="a signed name the resolver must validate before DANE inputs are "
+                            f"trusted (default {defaults.probe_name!r})")
+    group.add_argument("--probe-backoff-max", type=float, metavar="SECONDS",
+                       default=defaults.probe_backoff_max,
+                       help="longest wait between probes of a resolver that does not "
+                            f"validate yet (default {defaults.probe_backoff_max:g})")
     group.add_argument("--cache", metavar="PATH", default=defaults.cache_path,
                        help="the SQLite cache file; with --redis, the local mirror of "
                             f"enforce policies (default {defaults.cache_path})")

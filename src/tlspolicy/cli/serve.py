@@ -449,7 +449,12 @@ class _DiscoveryRun:
                 first_wait=float(pick("first_wait", "first_wait", defaults.first_wait)),
                 cache_path=pick("cache", "cache", defaults.cache_path),
                 dns_timeout=float(table.get("dns_timeout", defaults.dns_timeout)),
-                https_timeout=float(table.get("https_timeout", defaults.https_timeout)))
+                https_timeout=float(table.get("https_timeout", defaults.https_timeout)),
+                probe_backoff_initial=float(table.get("probe_backoff_initial",
+                                                      defaults.probe_backoff_initial)),
+                probe_backoff_max=float(pick("probe_backoff_max", "probe_backoff_max",
+                                             defaults.probe_backoff_max)),
+                probe_interval=float(table.get("probe_interval", defaults.probe_interval)))
         except (TypeError, ValueError) as exc:
             raise UsageError(str(exc)) from None
         self.redis: str | None = args.redis or table.get("redis")
@@ -467,6 +472,7 @@ class _DiscoveryRun:
         self.current: Any = None
         self.in_use: Any = None
         self._refresher: asyncio.Task[None] | None = None
+        self._trust: asyncio.Task[None] | None = None
 
     async def startup(self) -> None:
         from ..discovery import Discovery, redis_cache
@@ -475,7 +481,11 @@ class _DiscoveryRun:
         self.discovery = Discovery(self.config, store=store, close_store=True,
                                    observer=self.observer)
         await self.discovery.start()
-        self._refresher = asyncio.get_running_loop().create_task(self._refresh())
+        loop = asyncio.get_running_loop()
+        self._refresher = loop.create_task(self._refresh())
+        # DANE comes on by itself once the resolver validates (a boot-order race otherwise
+        # leaves it off for the life of the process); a resolver that stops is noticed.
+        self._trust = loop.create_task(self.discovery.watch_trust())
 
     async def _refresh(self) -> None:
         while True:
@@ -488,10 +498,11 @@ class _DiscoveryRun:
                     logging.getLogger("tlspolicy").exception("proactive refresh failed")
 
     async def shutdown(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(BaseException):
-                await self._refresher
+        for task in (self._refresher, self._trust):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         if self.discovery is not None:
             await self.discovery.close()
 

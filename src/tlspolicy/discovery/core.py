@@ -86,6 +86,9 @@ class DiscoveryObserver:
         """A lookup waited for a fetch someone else started: ``"process"`` (another
         task of this process) or ``"store"`` (another process holding the store's lock)."""
 
+    def resolver_trust(self, trusted: bool) -> None:
+        """The resolver was probed: ``trusted`` is whether it validates (DNSSEC)."""
+
 
 _NO_OBSERVER: Final = DiscoveryObserver()
 
@@ -123,6 +126,9 @@ class DiscoveryConfig:
       fetches of one domain (doubling).
     - ``lock_ttl``: the single-flight lock's expiry (a dead holder blocks
       others no longer than this).
+    - ``probe_backoff_initial`` / ``probe_backoff_max``: waits between probes of a
+      resolver that does not validate (doubling, at most a minute by default);
+      ``probe_interval``: between probes of one that does.
     """
 
     resolver: str = "127.0.0.1"
@@ -140,6 +146,9 @@ class DiscoveryConfig:
     backoff_initial: float = attrs.field(default=60.0, validator=_positive)
     backoff_max: float = attrs.field(default=3600.0, validator=_positive)
     lock_ttl: float = attrs.field(default=30.0, validator=_positive)
+    probe_backoff_initial: float = attrs.field(default=1.0, validator=_positive)
+    probe_backoff_max: float = attrs.field(default=60.0, validator=_positive)
+    probe_interval: float = attrs.field(default=60.0, validator=_positive)
     cache_path: str = "/var/lib/tlspolicy/discovery.sqlite3"
     resolv_conf: str | None = "/etc/resolv.conf"
 
@@ -295,6 +304,9 @@ class Discovery:
                              max_ttl=config.max_dns_ttl, trusted=False, clock=clock)
         self.dnssec = False
         self.dnssec_detail = "not probed yet (call start())"
+        #: Bumped whenever the resolver's trust changes (answers keyed by it go stale).
+        self.trust_epoch = 0
+        self._probed = 0
         self._ssl = make_ssl_context(config.ca_file)
         self._owner = uuid.uuid4().hex
         self._memory: dict[str, StsState] = {}
@@ -318,32 +330,78 @@ class Discovery:
     # ------------------------------------------------------------------ start
 
     async def start(self) -> bool:
-        """Probe the resolver for AD on ``probe_name``; DANE is off unless it passes.
+        """Probe the resolver for AD on ``probe_name``; DANE inputs are trusted only once
+        it passes.
 
-        Returns whether DNSSEC answers are trusted.  A failed probe is logged
-        as an error: without it every answer counts as insecure.
+        Returns whether DNSSEC answers are trusted.  A failed probe is not final: while
+        the resolver is not trusted DANE inputs count as unknown (never insecure), and
+        :meth:`watch_trust` probes again with a bounded backoff (SEMANTICS 10).
         """
+        trusted = await self.probe()
+        self._check_resolv_conf()
+        return trusted
+
+    async def probe(self) -> bool:
+        """Ask the resolver once whether it validates; update :attr:`dnssec` and, on a
+        change, :attr:`trust_epoch` (answers derived under the old trust are dropped).
+        Logged once per change; the observer is told every result."""
         config = self.config
         if not self._resolver_vouched:
-            self.dnssec = False
-            self.dnssec_detail = (f"resolver {config.resolver} is not on loopback and not marked "
-                                  "trusted: DNSSEC ignored, DANE off")
-            _log.error("%s", self.dnssec_detail)
+            detail = (f"resolver {config.resolver} is not on loopback and not marked "
+                      "trusted: DNSSEC ignored, DANE inputs unknown")
+            self._set_trust(False, detail)
             return False
         self.dns.trusted = True
         answer = await self.dns.probe(config.probe_name)
-        self.dnssec = answer.status is not DnsStatus.FAILED and answer.secure
-        if self.dnssec:
-            self.dnssec_detail = f"resolver {config.resolver}:{config.resolver_port} validates"
+        trusted = answer.status is not DnsStatus.FAILED and answer.secure
+        if trusted:
+            detail = f"resolver {config.resolver}:{config.resolver_port} validates"
         else:
             self.dns.trusted = False
-            self.dnssec_detail = (
-                f"resolver {config.resolver}:{config.resolver_port} did not set AD for "
-                f"{config.probe_name!r} ({answer.detail or answer.status.value}): DNSSEC "
-                "ignored, DANE off")
-            _log.error("%s", self.dnssec_detail)
-        self._check_resolv_conf()
-        return self.dnssec
+            detail = (f"resolver {config.resolver}:{config.resolver_port} did not set AD for "
+                      f"{config.probe_name!r} ({answer.detail or answer.status.value}): "
+                      "DANE inputs unknown until it validates")
+        self._set_trust(trusted, detail)
+        return trusted
+
+    def _set_trust(self, trusted: bool, detail: str) -> None:
+        changed = trusted != self.dnssec or self._probed == 0
+        self.dnssec = trusted
+        self.dns.trusted = trusted
+        self.dnssec_detail = detail
+        self._probed += 1
+        self.observer.resolver_trust(trusted)
+        if not changed:
+            return
+        if self._probed > 1:
+            # Everything derived from answers judged under the old trust goes.
+            self.dns.forget()
+            self._mx_memo.clear()
+            self._tlsa_memo.clear()
+        self.trust_epoch += 1
+        if trusted:
+            _log.info("DNSSEC: %s", detail)
+        else:
+            _log.error("DNSSEC: %s", detail)
+
+    async def watch_trust(self) -> None:
+        """Probe the resolver forever: while it is not trusted, after a backoff that
+        doubles from ``probe_backoff_initial`` up to ``probe_backoff_max`` seconds; while
+        it is, every ``probe_interval`` seconds, so that a resolver that stops validating
+        is noticed.  Never raises for what the resolver does."""
+        config = self.config
+        wait = config.probe_backoff_initial
+        while True:
+            if self.dnssec:
+                await asyncio.sleep(config.probe_interval)
+                wait = config.probe_backoff_initial
+            else:
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, config.probe_backoff_max)
+            try:
+                await self.probe()
+            except Exception:  # a probe must never end the watch
+                _log.exception("DNSSEC probe failed unexpectedly")
 
     def _check_resolv_conf(self) -> None:
         path = self.config.resolv_conf

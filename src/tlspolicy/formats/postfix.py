@@ -842,6 +842,11 @@ class PolicyLookup:
         values, sources = self.resolver.effective(parsed.domain, binding)
         return values, sources, VERIFY_MATCH, ()
 
+    def nexthop_routed(self, binding: str, parsed: PostfixKey) -> bool:
+        """Whether a transport route names the next hop ``parsed`` through ``binding`` (its
+        answer then combines the routed domains' values)."""
+        return (binding, (parsed.domain, parsed.port, parsed.bracketed)) in self._nexthops
+
     def nexthop(self, binding: str, key: str) -> NextHopAnswer | None:
         """The route-derived answer for a next-hop ``key`` (``None``: no route names it)."""
         parsed = parse_postfix_key(key)

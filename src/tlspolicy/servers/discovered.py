@@ -1,21 +1,28 @@
-"""The socketmap lookup with discovery: DANE, MTA-STS and the operator's policy in one answer.
+"""The socketmap lookup with discovery: fetch, ask the resolver per MX host, render.
 
-SEMANTICS section 11.  For every ``smtp_tls_policy_maps`` query the lookup asks
-discovery (MX, TLSA per MX host, the cached MTA-STS state), judges each MX host
-(:class:`~tlspolicy.formats.postfix_answers.HostFacts`) and lets
-:func:`~tlspolicy.formats.postfix_answers.compose_answer` write the one answer that
-makes Postfix at least as strict as tlspolicy's decision for every host.
+SEMANTICS sections 10 and 11, one engine.  For every ``smtp_tls_policy_maps``
+query this lookup fetches what discovery knows of the next hop (MX, TLSA per MX
+host, the cached MTA-STS state), builds a :class:`~tlspolicy.Destination` per MX
+host, asks the :class:`~tlspolicy.Resolver` for each host's decision and lets
+:func:`tlspolicy.postfix.answers.render` write the one answer.  Nothing here judges
+a policy: which inputs exist is I/O, what they mean is the resolver's.
 
 - Keys without discovery: IP literals (no names to look up) and ``.parent`` keys
-  (``NOTFOUND``, never a query) are answered at once, as without discovery.
-- ``TEMP`` only when neither the MX lookup nor the MTA-STS cache could be read.
-  An MTA-STS failure without an unexpired cached policy, one host's TLSA or
-  address failure, or an MX lookup failure alone never give ``TEMP`` (Postfix
-  defers those hosts itself).
+  (``NOTFOUND``, never a query) are answered as without discovery.
+- DANE inputs are *unknown*, never insecure, while the resolver is not trusted or a
+  TLSA lookup fails: such a host carries the decisions for the states it may turn
+  out to be in, so that Postfix does its own DANE (``dane``) only where that is
+  never weaker.  Without Postfix's own DANE prerequisites no DANE is rendered.
+- Outages (SEMANTICS 11): an MX lookup that fails uses the last MX hosts while their
+  TLSA answers are cached, then an unexpired enforce policy's ``secure`` answer, then
+  the configuration alone; ``TEMP`` only when neither the MX state nor a cached
+  MTA-STS state can be read.
+- Freshness: an answer is kept for reuse only when computed from complete inputs,
+  keyed by them (the MTA-STS state object, the resolver's trust epoch, the first DNS
+  TTL to run out), and dropped the moment one changes.  An answer given while the
+  first fetch ran is never served again after it.
 - Every answer is ready within ``deadline`` seconds (10 by default, far under
   Postfix's 100 s): what has not arrived by then counts as failed.
-- Answers are kept for ``memo_ttl`` seconds (30 by default) per (map, key), so a
-  busy domain costs one computation per interval; see the documentation's choices.
 - Domains answered for are remembered (at most ``max_in_use``) and their MTA-STS
   policies refreshed before they are due (:meth:`DiscoveryLookup.refresh_in_use`).
 """
@@ -23,7 +30,6 @@ makes Postfix at least as strict as tlspolicy's decision for every host.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -34,27 +40,24 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
+from ..decision import Decision, Source
 from ..errors import TlsPolicyError, UnknownBindingError
-from ..formats.postfix import (
-    PolicyLookup,
-    PostfixLevel,
-    PostfixMappingError,
-    PostfixPolicy,
-    PostfixVersion,
-    PostfixWarning,
-    map_values,
-)
-from ..formats.postfix_answers import (
+from ..formats.postfix import PolicyLookup
+from ..policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
+from ..policies.destination import Destination
+from ..policies.mtasts import MtaStsPolicy, StsMode, policy_in_force
+from ..postfix.answers import (
     DiscoveredAnswer,
-    HostFacts,
-    HostState,
-    Need,
-    compose_answer,
+    HostDecisions,
+    NextHopView,
+    PostfixProfile,
+    map_decision,
+    render,
 )
-from ..options import Tls, TlsVerify
-from ..policies.dane import DaneApplicability, TlsaLookup, TlsaLookupStatus
-from ..policies.mtasts import StsMode, policy_in_force
-from .socketmap import PostfixKey, PostfixKeyError, SocketmapReply, parse_postfix_key
+from ..postfix.keys import PostfixKey, PostfixKeyError, parse_postfix_key
+from ..postfix.levels import PostfixLevel, PostfixMappingError, PostfixVersion, PostfixWarning
+from ..postfix.mapping import VERIFY_MATCH
+from ..postfix.replies import SocketmapReply
 
 if TYPE_CHECKING:
     from ..discovery import Discovery, MxLookup, StsState
@@ -69,39 +72,56 @@ log = logging.getLogger(__name__)
 
 #: Seconds within which every answer is sent (SEMANTICS 11: well under Postfix's 100 s).
 DEFAULT_ANSWER_DEADLINE: Final = 10.0
-#: Seconds an answer is reused for the same (map, key).
+#: Longest time an answer is reused while every input it came from is unchanged.
 DEFAULT_ANSWER_MEMO_TTL: Final = 30.0
 #: Domains remembered as in use for proactive refresh.
 DEFAULT_MAX_IN_USE: Final = 100_000
-#: MX hosts judged one by one; hosts beyond count as of unknown DANE state (both X and
-#: N), which keeps the answer at dane/dane-only where Postfix checks TLSA itself.
+#: MX hosts decided one by one; the hosts beyond count as of unknown DANE state, which
+#: keeps the answer at dane/dane-only where Postfix checks TLSA itself.
 MAX_MX_HOSTS: Final = 32
 _MEMO_SIZE: Final = 65_536
-_LEVEL_NEED: Final = {
-    PostfixLevel.NONE: Need.NONE, PostfixLevel.MAY: Need.MAY,
-    PostfixLevel.ENCRYPT: Need.ENCRYPT, PostfixLevel.DANE: Need.MAY,
-    PostfixLevel.DANE_ONLY: Need.VERIFIED, PostfixLevel.VERIFY: Need.VERIFIED,
-    PostfixLevel.SECURE: Need.VERIFIED,
-}
 _UNKNOWN_MX: Final = "(MX hosts unknown: MX lookup failed)"
+# The decisions a host of unknown DANE state may turn out to have: no TLSA records
+# (N) and secure records none of which is usable (U).  The record's data is never
+# matched: only its class matters here.
+_NO_TLSA: Final = TlsaLookup(TlsaLookupStatus.NODATA, detail="if the host has no TLSA records")
+_UNUSABLE_RECORD: Final = TlsaRecord(1, 1, 1, bytes(32))
+# MTA-STS switched off for a next hop: its answers depend on no MTA-STS state.
+_STS_OFF: Final = object()
 
 
 def _aware(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
+@attrs.frozen(slots=True)
+class _Inputs:
+    """What discovery found for one next hop: MX (``None`` for a smart host), the MTA-STS
+    state (``None``: MTA-STS off, or not known by the deadline), the TLSA lookup per host
+    looked up, when the first DNS answer used runs out, and whether all of it came from
+    complete, successful lookups (only then is the answer kept for reuse)."""
+
+    mx: MxLookup | None
+    sts: StsState | None
+    tlsa: dict[str, TlsaLookup | None]
+    until: float = math.inf
+    complete: bool = False
+
+
 class DiscoveryLookup:
     """A socketmap :data:`~tlspolicy.servers.socketmap.Lookup` answering with discovery.
 
     ``policy`` is the operator's :class:`~tlspolicy.formats.postfix.PolicyLookup`
-    (configuration, routes, Postfix version); ``discovery`` a started
-    :class:`~tlspolicy.discovery.Discovery`.  ``postfix_version`` must be known
-    (SEMANTICS 11: no default).  ``mx_patterns_enforced`` is main.cf's
-    ``smtp_tls_enforce_sts_mx_patterns`` (Postfix 3.10.5 and later).  ``on_answer``
-    is told the rule of every discovered answer (metrics).
+    (configuration, routes, Postfix version) and also the answer with discovery off;
+    ``discovery`` a started :class:`~tlspolicy.discovery.Discovery`.
+    ``postfix_version`` must be known (SEMANTICS 11: no default).
+    ``mx_patterns_enforced`` is main.cf's ``smtp_tls_enforce_sts_mx_patterns``
+    (Postfix 3.10.5 and later); ``dane_ready`` whether Postfix meets its own DANE
+    prerequisites (SEMANTICS 10).  ``on_answer`` is told the rule of every discovered
+    answer (metrics).
 
-    Calling it returns a :class:`~tlspolicy.servers.socketmap.SocketmapReply` for
-    what needs no I/O, else an awaitable of one.
+    Calling it returns a :class:`~tlspolicy.postfix.replies.SocketmapReply` for what
+    needs no I/O, else an awaitable of one.
     """
 
     def __init__(self, policy: PolicyLookup, discovery: Discovery, *,
@@ -109,6 +129,7 @@ class DiscoveryLookup:
                  deadline: float = DEFAULT_ANSWER_DEADLINE,
                  memo_ttl: float = DEFAULT_ANSWER_MEMO_TTL,
                  mx_patterns_enforced: bool = True,
+                 dane_ready: bool = True,
                  max_in_use: int = DEFAULT_MAX_IN_USE,
                  clock: Callable[[], float] = time.time,
                  on_answer: Callable[[str], None] | None = None) -> None:
@@ -122,20 +143,21 @@ class DiscoveryLookup:
         self.deadline = deadline
         self.memo_ttl = memo_ttl
         self.mx_patterns_enforced = mx_patterns_enforced
+        self.dane_ready = dane_ready
         self.max_in_use = max_in_use
         self._clock = clock
         self._on_answer = on_answer
-        self._memo: OrderedDict[tuple[str, str], tuple[float, SocketmapReply]] = OrderedDict()
-        self._judged: dict[tuple[object, ...], tuple[
-            StsState | None, float, DiscoveredAnswer | SocketmapReply, SocketmapReply]] = {}
+        self.profile = PostfixProfile(self.postfix_version, mx_patterns_enforced,
+                                      dane_ready)
+        self._resolver = policy.resolver
+        self._bindings = frozenset(self._resolver.bindings)
+        # (map, key) -> (MTA-STS state or _STS_OFF, trust epoch, until, reply, domain, rule):
+        # the answer again while its inputs are unchanged.
+        self._held: dict[tuple[str, str], tuple[object, int, float, SocketmapReply, str,
+                                                 str]] = {}
         self._keys: dict[str, PostfixKey] = {}
-        # (map, key) -> (MTA-STS state, until, reply, domain, rule): the answer from
-        # memory again without parsing the key, while its inputs are unchanged.
-        self._held: dict[tuple[str, str], tuple[
-            StsState | None, float, SocketmapReply, str, str]] = {}
-        self._bindings = frozenset(policy.resolver.bindings)
-        self._operators: dict[tuple[object, ...], tuple[
-            PostfixPolicy | SocketmapReply, tuple[PostfixWarning, ...], Mapping[str, object]]] = {}
+        # The last MX answer of each domain that was not a failure, for outages.
+        self._last_mx: OrderedDict[str, MxLookup] = OrderedDict()
         #: Policy domains answered for, least recently used first, with when.
         self.in_use: OrderedDict[str, float] = OrderedDict()
 
@@ -144,28 +166,29 @@ class DiscoveryLookup:
         other = DiscoveryLookup(policy, self.discovery, postfix_version=self.postfix_version,
                                 deadline=self.deadline, memo_ttl=self.memo_ttl,
                                 mx_patterns_enforced=self.mx_patterns_enforced,
+                                dane_ready=self.dane_ready,
                                 max_in_use=self.max_in_use, clock=self._clock,
                                 on_answer=self._on_answer)
         other.in_use = self.in_use  # what is in use does not change with the configuration
+        other._last_mx = self._last_mx
         return other
 
     # ------------------------------------------------------------------ serving
 
     def __call__(self, map_name: str, key: str) -> SocketmapReply | Awaitable[SocketmapReply]:
         memo_key = (map_name, key)
-        hit = self._memo.get(memo_key)
-        now = self._clock()
-        if hit is not None and hit[0] > now:
-            return hit[1]
         held = self._held.get(memo_key)
-        if held is not None and now < held[1] and (
-                held[0] is None or self.discovery.sts_held(held[3]) is held[0]):
-            # The very inputs of the last answer are still what discovery holds.
-            if held[0] is not None:
-                self._use(held[3])
-            if self._on_answer is not None and held[4]:
-                self._on_answer(held[4])
-            return held[2]
+        if held is not None:
+            sts, epoch, until, reply, domain, rule = held
+            if self._clock() < until and epoch == self.discovery.trust_epoch and (
+                    sts is _STS_OFF or self.discovery.sts_held(domain) is sts):
+                # The very inputs of the last answer are still what discovery holds.
+                if sts is not _STS_OFF:
+                    self._use(domain)
+                if self._on_answer is not None:
+                    self._on_answer(rule)
+                return reply
+            del self._held[memo_key]
         if map_name not in self._bindings:
             return self.policy(map_name, key)  # PERM unknown binding, as without discovery
         parsed = self._keys.get(key)
@@ -179,100 +202,80 @@ class DiscoveryLookup:
             self._keys[key] = parsed
         if parsed.parent:
             return self.policy(map_name, key)  # NOTFOUND: never needed, never a query
-        if parsed.is_ip:
-            return self._no_names(map_name, key, parsed)
         try:
-            cached = self._cached(map_name, key, parsed)
+            values = self._values(map_name, parsed)
+            if parsed.is_ip:
+                return self._no_names(map_name, key, parsed, values)
         except (PostfixMappingError, UnknownBindingError) as exc:
             return SocketmapReply.perm(str(exc)[:1000])
-        if cached is not None:
+        inputs = self._from_memory(parsed, values)
+        if inputs is not None:
             # Everything was in memory: answered now, no task (the common case).
-            result, reply = cached
-            entry = self._judged.get((map_name, parsed.domain, parsed.port, parsed.bracketed))
-            if entry is not None and entry[3] is reply:
-                if len(self._held) >= _MEMO_SIZE:
-                    self._held.clear()
-                rule = result.rule if isinstance(result, DiscoveredAnswer) else ""
-                self._held[memo_key] = (entry[0], entry[1], reply, parsed.domain, rule)
-            return self._finish(memo_key, result, reply)
-        return self._answer(map_name, key, parsed, memo_key)
+            return self._finish(map_name, key, parsed, values, inputs)
+        return self._answer(map_name, key, parsed, values)
 
-    @staticmethod
-    def _reply(result: DiscoveredAnswer | SocketmapReply) -> SocketmapReply:
-        if isinstance(result, SocketmapReply):
-            return result
-        return SocketmapReply.ok(result.policy.text())
-
-    def _finish(self, memo_key: tuple[str, str], result: DiscoveredAnswer | SocketmapReply,
-                reply: SocketmapReply | None = None) -> SocketmapReply:
-        if reply is None:
-            reply = self._reply(result)
-        if not isinstance(result, SocketmapReply):
-            if self._on_answer is not None:
-                self._on_answer(result.rule)
-            if log.isEnabledFor(logging.DEBUG):
-                for warning in result.warnings:
-                    log.debug("socketmap: %s", warning.describe())
-        if self.memo_ttl and reply.status.value in ("OK", "NOTFOUND"):
-            memo = self._memo
-            if len(memo) >= _MEMO_SIZE:
-                with contextlib.suppress(KeyError):
-                    memo.popitem(last=False)
-            memo[memo_key] = (self._clock() + self.memo_ttl, reply)
-        return reply
-
-    def _no_names(self, binding: str, key: str, parsed: PostfixKey) -> SocketmapReply:
-        """An IP-literal next hop: no name to look TLSA or MTA-STS up for, so no DANE
-        (Postfix's own DANE needs names too): the operator's mapping without it."""
-        try:
-            operator, _warnings, _values = self._operator(binding, key, parsed)
-        except (PostfixMappingError, UnknownBindingError) as exc:
-            return SocketmapReply.perm(str(exc)[:1000])
-        if isinstance(operator, SocketmapReply):
-            return operator
-        return SocketmapReply.ok(operator.text())
-
-    def _values(self, binding: str, parsed: PostfixKey) -> Mapping[str, object]:
-        return self._operator(binding, parsed.domain, parsed)[2]
-
-    def _operator(self, binding: str, key: str, parsed: PostfixKey, *, tls: Tls | None = None
-                  ) -> tuple[PostfixPolicy | SocketmapReply, tuple[PostfixWarning, ...],
-                             Mapping[str, object]]:
-        # A pure function of the configuration, which a reload replaces with this lookup.
-        memo_key = (binding, parsed.domain, parsed.port, parsed.bracketed, tls)
-        hit = self._operators.get(memo_key)
-        if hit is None:
-            hit = self._map_operator(binding, key, parsed, tls)
-            if len(self._operators) >= _MEMO_SIZE:
-                self._operators.clear()
-            self._operators[memo_key] = hit
-        return hit
-
-    def _map_operator(self, binding: str, key: str, parsed: PostfixKey, tls: Tls | None
-                      ) -> tuple[PostfixPolicy | SocketmapReply, tuple[PostfixWarning, ...],
-                                 Mapping[str, object]]:
-        values, sources, match, hop_notes = self.policy.operator_values(binding, parsed)
-        plain = dict(values)
-        plain["use_dane"] = False  # discovery says where DANE applies
-        if tls is not None:
-            plain["tls"] = tls
-        operator, warnings = map_values(
-            plain, sources, binding=binding, key=key,
-            fallback_exists=self.policy.fallback_exists,
-            postfix_version=self.postfix_version, match=match or "hostname")
-        if match is None and operator.level is PostfixLevel.VERIFY:
+    def _no_names(self, binding: str, key: str, parsed: PostfixKey, values: _Values
+                  ) -> SocketmapReply:
+        """An IP-literal next hop: no name to look TLSA or MTA-STS up for, and Postfix's
+        own DANE needs names too: the decision without a host, mapped without DANE."""
+        decision = self._decide(values, binding, parsed.domain, None, None)
+        policy, _notes = map_decision(decision, binding=binding, key=key,
+                                      version=self.postfix_version,
+                                      match=values.match or VERIFY_MATCH)
+        if values.match is None and policy.level is PostfixLevel.VERIFY:
             return SocketmapReply.perm(
-                f"next hop {parsed.domain} carries several domains and needs a verified "
-                "level: no match= list is never weaker for all of them"), (), values
-        return operator, (*warnings, *hop_notes), values
+                f"next hop {key} carries several domains and needs a verified level: no "
+                "match= list is never weaker for all of them")
+        return SocketmapReply.ok(policy.text())
 
     async def _answer(self, binding: str, key: str, parsed: PostfixKey,
-                      memo_key: tuple[str, str]) -> SocketmapReply:
+                      values: _Values) -> SocketmapReply:
+        inputs = await self._fetch(parsed, values)
+        return self._finish(binding, key, parsed, values, inputs)
+
+    def _finish(self, binding: str, key: str, parsed: PostfixKey, values: _Values,
+                inputs: _Inputs) -> SocketmapReply:
         try:
-            result = await self._discovered(binding, key, parsed)
+            result = self._judge(binding, key, parsed, values, inputs)
         except (PostfixMappingError, UnknownBindingError) as exc:
             result = SocketmapReply.perm(str(exc)[:1000])
-        return self._finish(memo_key, result)
+        if isinstance(result, SocketmapReply):
+            return result
+        reply = SocketmapReply.ok(result.policy.text())
+        if self._on_answer is not None:
+            self._on_answer(result.rule)
+        if log.isEnabledFor(logging.DEBUG):
+            for warning in result.warnings:
+                log.debug("socketmap: %s", warning.describe())
+        if inputs.complete and self.memo_ttl:
+            until = min(inputs.until, self._clock() + self.memo_ttl)
+            if len(self._held) >= _MEMO_SIZE:
+                self._held.clear()
+            sts: object = inputs.sts if values.sts_on else _STS_OFF
+            self._held[(binding, key)] = (sts, self.discovery.trust_epoch, until, reply,
+                                          parsed.domain, result.rule)
+        return reply
+
+    async def answer(self, binding: str, key: str) -> DiscoveredAnswer | SocketmapReply:
+        """The discovered answer for ``key`` with its rule and losses (for tools and
+        tests), or the reply when the key takes no discovery or gets ``TEMP``."""
+        parsed = parse_postfix_key(key)
+        if parsed.parent:
+            return self.policy(binding, key)
+        values = self._values(binding, parsed)
+        if parsed.is_ip:
+            return self._no_names(binding, key, parsed, values)
+        inputs = await self._fetch(parsed, values)
+        return self._judge(binding, key, parsed, values, inputs)
+
+    # ------------------------------------------------------------- the inputs
+
+    def _values(self, binding: str, parsed: PostfixKey) -> _Values:
+        values, sources, match, notes = self.policy.operator_values(binding, parsed)
+        routed = self.policy.nexthop_routed(binding, parsed)
+        dane_on = bool(values["use_dane"]) and bool(values["enable_dane"]) and self.dane_ready
+        sts_on = bool(values["use_mta_sts"]) and bool(values["enable_mta_sts"])
+        return _Values(values, sources, match, notes, routed, dane_on, sts_on)
 
     def _use(self, domain: str) -> None:
         in_use = self.in_use
@@ -281,49 +284,28 @@ class DiscoveryLookup:
         while len(in_use) > self.max_in_use:
             in_use.popitem(last=False)
 
-    async def answer(self, binding: str, key: str) -> DiscoveredAnswer | SocketmapReply:
-        """The discovered answer for ``key`` with its rule and losses (for tools and
-        tests), or the reply when the key takes no discovery or gets ``TEMP``."""
-        parsed = parse_postfix_key(key)
-        if parsed.parent:
-            return self.policy(binding, key)
-        if parsed.is_ip:
-            return self._no_names(binding, key, parsed)
-        return await self._discovered(binding, key, parsed)
+    def _remember_mx(self, domain: str, mx: MxLookup) -> None:
+        if mx.kind == "failed":
+            return
+        last = self._last_mx
+        last[domain] = mx
+        last.move_to_end(domain)
+        while len(last) > _MEMO_SIZE:
+            last.popitem(last=False)
 
-    async def _discovered(self, binding: str, key: str, parsed: PostfixKey
-                          ) -> DiscoveredAnswer | SocketmapReply:
-        values = self._values(binding, parsed)
-        dane_on = bool(values["use_dane"]) and bool(values["enable_dane"])
-        sts_on = bool(values["use_mta_sts"]) and bool(values["enable_mta_sts"])
-        inputs = await self._fetch(parsed, dane_on, sts_on)
-        return self._judge(binding, key, parsed, values, inputs)
-
-    def _cached(self, binding: str, key: str, parsed: PostfixKey
-                ) -> tuple[DiscoveredAnswer | SocketmapReply, SocketmapReply] | None:
-        """The answer from what discovery holds in memory, or ``None`` when anything it
-        needs is not held (the query then takes the awaited path)."""
+    def _from_memory(self, parsed: PostfixKey, values: _Values) -> _Inputs | None:
+        """The inputs from what discovery holds in memory, or ``None`` when anything
+        needed is not held (the query then takes the awaited path)."""
         discovery = self.discovery
         domain = parsed.domain
-        values = self._values(binding, parsed)
-        sts_on = bool(values["use_mta_sts"]) and bool(values["enable_mta_sts"])
         sts: StsState | None = None
-        if sts_on:  # MTA-STS off: never consulted (nor refreshed)
+        if values.sts_on:  # MTA-STS off: never consulted (nor refreshed)
             sts = discovery.sts_cached(domain)
             if sts is None:
                 return None
-        now = self._clock()
-        judged_key = (binding, domain, parsed.port, parsed.bracketed)
-        hit = self._judged.get(judged_key)
-        if hit is not None and hit[0] is sts and now < hit[1]:
-            # The same MTA-STS state and no DNS answer used has run out: same answer.
-            if sts_on:
-                self._use(domain)
-            return hit[2], hit[3]
-        dane_on = bool(values["use_dane"]) and bool(values["enable_dane"])
         port = parsed.port or 25
         tlsa: dict[str, TlsaLookup | None] = {}
-        dnssec = discovery.dnssec and dane_on
+        dnssec = discovery.dnssec and values.dane_on
         mx: MxLookup | None = None
         # The answer holds until the first input runs out: the policy's expiry, the
         # state's next check, and every DNS answer used.
@@ -350,16 +332,14 @@ class DiscoveryLookup:
                         return None
                     tlsa[host], expires = found
                     until = min(until, expires)
-        if sts_on:
+        if values.sts_on:
             self._use(domain)
-        result = self._judge(binding, key, parsed, values, _Inputs(mx, sts, tlsa))
-        reply = self._reply(result)
-        if len(self._judged) >= _MEMO_SIZE:
-            self._judged.clear()
-        self._judged[judged_key] = (sts, until, result, reply)
-        return result, reply
+        complete = all(t is None or t.status not in (TlsaLookupStatus.FAILED,
+                                                     TlsaLookupStatus.BOGUS)
+                       for t in tlsa.values())
+        return _Inputs(mx, sts, tlsa, until, complete)
 
-    async def _fetch(self, parsed: PostfixKey, dane_on: bool, sts_on: bool) -> _Inputs:
+    async def _fetch(self, parsed: PostfixKey, values: _Values) -> _Inputs:
         """MX, MTA-STS state and TLSA per MX host, within the deadline."""
         loop = asyncio.get_running_loop()
         ends = loop.time() + self.deadline
@@ -373,7 +353,7 @@ class DiscoveryLookup:
         # MTA-STS switched off for this next hop: its policy host is never contacted (nor
         # refreshed), and its cache is no reason for TEMP.
         sts_task: asyncio.Task[StsState] | None = None
-        if sts_on:
+        if values.sts_on:
             self._use(domain)
             sts_task = loop.create_task(discovery.sts_state(domain, wait=min(
                 discovery.config.first_wait, self.deadline / 2)))
@@ -383,13 +363,14 @@ class DiscoveryLookup:
                 mx = await asyncio.wait_for(discovery.mx(domain), remaining())
             except TimeoutError:
                 mx = _failed_mx("MX lookup took too long")
+            self._remember_mx(domain, mx)
         sts: StsState | None = None
         if sts_task is not None:
             try:
                 sts = await asyncio.wait_for(asyncio.shield(sts_task), remaining())
             except TimeoutError:
                 sts = None
-        dnssec = discovery.dnssec and dane_on
+        dnssec = discovery.dnssec and values.dane_on
         tlsa: dict[str, TlsaLookup | None] = {}
         if dnssec and mx is None:
             tlsa[domain] = await self._tlsa(domain, port, remaining())
@@ -397,92 +378,17 @@ class DiscoveryLookup:
             names = mx.hosts[:MAX_MX_HOSTS]
             found = await asyncio.gather(*(self._tlsa(h, port, remaining()) for h in names))
             tlsa.update(zip(names, found, strict=True))
-        return _Inputs(mx, sts, tlsa)
-
-    def _judge(self, binding: str, key: str, parsed: PostfixKey,
-               values: Mapping[str, object], inputs: _Inputs
-               ) -> DiscoveredAnswer | SocketmapReply:
-        """The answer from the fetched inputs (no I/O)."""
-        mx, sts, tlsa_of = inputs.mx, inputs.sts, inputs.tlsa
-        domain = parsed.domain
-        dane_on = bool(values["use_dane"]) and bool(values["enable_dane"])
-        sts_on = bool(values["use_mta_sts"]) and bool(values["enable_mta_sts"])
-        mapped, warnings, _values = self._operator(binding, key, parsed)
-        if isinstance(mapped, SocketmapReply):
-            return mapped
-        operator = mapped
-        mx_failed = mx is not None and mx.kind == "failed"
-        if mx_failed and sts_on and (sts is None or sts.state == "unreadable"):
-            return SocketmapReply.temp(
-                f"{domain}: neither the MX lookup nor the MTA-STS cache could be read")
-
-        now = _aware(self._clock())
-        in_force = policy_in_force(sts.cached, now) if sts is not None else None
-        enforce = in_force if in_force is not None and in_force.mode is StsMode.ENFORCE \
-            else None
-        base_need = _LEVEL_NEED[operator.level]
-        if in_force is not None and in_force.mode is StsMode.TESTING and \
-                values["tls"] is Tls.NO:
-            # Testing mode raises "no TLS" to opportunistic TLS (SEMANTICS 5), with the
-            # configuration's own fallback rule.
-            mapped, warnings, _values = self._operator(binding, key, parsed,
-                                                       tls=Tls.IFAVAILABLE)
-            if isinstance(mapped, SocketmapReply):
-                return mapped
-            operator = mapped
-            base_need = _LEVEL_NEED[operator.level]
-            warnings = (*warnings, PostfixWarning(
-                binding, key, "use_mta_sts", "MTA-STS testing mode raises tls = no to "
-                "opportunistic TLS", None, "sts-testing-raises"))
-
-        # Secure TLSA records, none usable: TLS becomes mandatory, verified as MTA-STS or
-        # the configured tls_verify says, even where the configuration says tls = no.
-        verify = values["tls_verify"]
-        unusable_need = Need.VERIFIED if verify in (TlsVerify.CA, TlsVerify.HOST) \
-            else Need.ENCRYPT
-
-        def need(host: str, state: HostState = HostState.OTHER) -> Need:
-            if enforce is not None:
-                return Need.DEFER if not enforce.permits_mx(host) else Need.VERIFIED
-            if state is HostState.UNUSABLE:
-                return unusable_need
-            return base_need
-
-        def facts(host: str) -> HostFacts:
-            tlsa = tlsa_of.get(host)
-            state = _state(tlsa)
-            return HostFacts(host, state, need(host, state),
-                             (tlsa.detail or "") if tlsa is not None else "")
-
-        dnssec = self.discovery.dnssec and dane_on
-        hosts: list[HostFacts] = []
-        mx_secure = False
-        if mx is None:  # smart host
-            tlsa = tlsa_of.get(domain)
-            mx_secure = tlsa is not None and tlsa.status not in (
-                TlsaLookupStatus.INSECURE, TlsaLookupStatus.FAILED, TlsaLookupStatus.BOGUS)
-            hosts.append(facts(domain))
-        elif mx_failed:
-            if dnssec:
-                # Whether DANE applies is unknown: Postfix looks up MX and TLSA itself.
-                hosts.append(HostFacts(_UNKNOWN_MX, HostState.FAILED, base_need, mx.detail))
-                hosts.append(HostFacts(_UNKNOWN_MX, HostState.OTHER, base_need
-                                       if enforce is None else Need.VERIFIED, mx.detail))
-        elif mx.kind in ("mx", "implicit"):
-            mx_secure = mx.secure
-            hosts.extend(facts(host) for host in mx.hosts[:MAX_MX_HOSTS])
-            if len(mx.hosts) > MAX_MX_HOSTS and dnssec and mx.secure:
-                # The hosts not judged may be D, X or N: keep the answer at dane/dane-only
-                # (X) and never weaker than the strictest of them would need as N.
-                beyond = mx.hosts[MAX_MX_HOSTS:]
-                label = f"({len(beyond)} more MX hosts)"
-                hosts.append(HostFacts(label, HostState.FAILED, base_need))
-                hosts.append(HostFacts(label, HostState.OTHER, max(need(h) for h in beyond)))
-        return compose_answer(
-            binding=binding, key=key, operator=operator, operator_warnings=warnings,
-            hosts=hosts, mx_secure=mx_secure, sts=enforce, sts_domain=domain,
-            postfix_version=self.postfix_version,
-            mx_patterns_enforced=self.mx_patterns_enforced)
+        elif dnssec and mx is not None and mx.kind == "failed":
+            # The last MX hosts, with their TLSA answers while those are still cached.
+            last = self._last_mx.get(domain)
+            if last is not None and last.secure and last.kind in ("mx", "implicit"):
+                for host in last.hosts[:MAX_MX_HOSTS]:
+                    held = discovery.tlsa_cached(host, port)
+                    if held is None:
+                        tlsa.clear()
+                        break
+                    tlsa[host] = held[0]
+        return _Inputs(mx, sts, tlsa, math.inf, False)
 
     async def _tlsa(self, host: str, port: int, timeout: float) -> TlsaLookup:
         try:
@@ -491,6 +397,104 @@ class DiscoveryLookup:
             return TlsaLookup(TlsaLookupStatus.FAILED, detail="TLSA lookup took too long")
         except TlsPolicyError as exc:  # a host name DNS gave us that is not a name
             return TlsaLookup(TlsaLookupStatus.FAILED, detail=str(exc)[:200])
+
+    # ------------------------------------------------- decisions, then render
+
+    def _decide(self, values: _Values, binding: str, domain: str, mx_host: str | None,
+                destination: Destination | None) -> Decision:
+        if values.routed:
+            # A next hop carrying routed domains: their values combined at their strictest.
+            return self._resolver.decide(values.values, values.sources, domain, binding,
+                                         mx_host=mx_host, destination=destination)
+        return self._resolver.resolve(domain, binding, mx_host=mx_host,
+                                      destination=destination)
+
+    def _host(self, values: _Values, binding: str, domain: str, host: str,
+              tlsa: TlsaLookup | None, policy: MtaStsPolicy | None, sts: StsState | None,
+              mx_secure: bool, *, name: str | None = None) -> HostDecisions:
+        """One MX host's decision from what discovery found, with the decisions for what
+        it may turn out to be when its DANE state is unknown."""
+        def destination(lookup: TlsaLookup | None) -> Destination:
+            return Destination(mta_sts=policy, mta_sts_fetch=sts.outcome if sts is not None
+                               else Destination().mta_sts_fetch, tlsa=lookup,
+                               mx_dnssec=mx_secure)
+
+        decision = self._decide(values, binding, domain, host, destination(tlsa))
+        alternatives: tuple[Decision, ...] = ()
+        if tlsa is not None and tlsa.status in (TlsaLookupStatus.FAILED,
+                                                TlsaLookupStatus.BOGUS):
+            unusable = TlsaLookup(TlsaLookupStatus.RECORDS, (_UNUSABLE_RECORD,),
+                                  base_domain=host, detail="if its records are unusable")
+            alternatives = (self._decide(values, binding, domain, host, destination(_NO_TLSA)),
+                            self._decide(values, binding, domain, host,
+                                         destination(unusable)))
+        return HostDecisions(name or host, decision, alternatives, known=name is None)
+
+    def _judge(self, binding: str, key: str, parsed: PostfixKey, values: _Values,
+               inputs: _Inputs) -> DiscoveredAnswer | SocketmapReply:
+        """The answer from the fetched inputs (no I/O): decisions, then render."""
+        mx, sts, tlsa_of = inputs.mx, inputs.sts, inputs.tlsa
+        domain = parsed.domain
+        mx_failed = mx is not None and mx.kind == "failed"
+        if mx_failed and values.sts_on and (sts is None or sts.state == "unreadable"):
+            return SocketmapReply.temp(
+                f"{domain}: neither the MX lookup nor the MTA-STS cache could be read")
+        now = self._clock()
+        policy = policy_in_force(sts.cached, _aware(now)) \
+            if sts is not None and values.sts_on else None
+        sts_ttl = 0
+        if policy is not None and sts is not None and sts.cached is not None:
+            sts_ttl = int(max(0.0, min(sts.cached.expires_at.timestamp(), inputs.until) - now))
+        # DANE inputs are unknown, never insecure, while the resolver is not trusted.
+        untrusted = values.dane_on and not self.discovery.dnssec
+        unknown = TlsaLookup(TlsaLookupStatus.FAILED, detail=self.discovery.dnssec_detail)
+        base = self._decide(values, binding, domain, None, None)
+        hosts: list[HostDecisions] = []
+        mx_secure = False
+
+        def host(name: str, tlsa: TlsaLookup | None, secure: bool,
+                 label: str | None = None) -> HostDecisions:
+            return self._host(values, binding, domain, name, tlsa, policy, sts, secure,
+                              name=label)
+
+        if mx is None:  # smart host
+            tlsa = unknown if untrusted else tlsa_of.get(domain)
+            mx_secure = tlsa is not None and tlsa.status not in (
+                TlsaLookupStatus.INSECURE, TlsaLookupStatus.FAILED, TlsaLookupStatus.BOGUS)
+            hosts.append(host(domain, tlsa, mx_secure))
+        elif mx_failed:
+            last = self._last_mx.get(domain)
+            if tlsa_of and last is not None:
+                # DANE state from cache while its TTLs last (the last MX hosts).
+                mx_secure = last.secure
+                hosts.extend(host(h, tlsa_of.get(h), mx_secure) for h in last.hosts
+                             [:MAX_MX_HOSTS])
+            elif policy is not None and policy.mode is StsMode.ENFORCE:
+                # Then the cached enforce policy's own answer while it is unexpired.
+                mx_secure = True
+                hosts.append(host(domain, None, True, _UNKNOWN_MX))
+            else:
+                # Then the configuration alone, as with discovery off; never TEMP for it.
+                reply = self.policy(binding, key)
+                if self._on_answer is not None and reply.status.value == "OK":
+                    self._on_answer("e")
+                return reply
+        elif mx.kind in ("mx", "implicit"):
+            mx_secure = mx.secure
+            for name in mx.hosts[:MAX_MX_HOSTS]:
+                tlsa = unknown if untrusted else tlsa_of.get(name)
+                hosts.append(host(name, tlsa, mx_secure and not untrusted))
+            if len(mx.hosts) > MAX_MX_HOSTS and values.dane_on and (mx.secure or untrusted):
+                # The hosts not decided may be D, X, U or N: one stand-in of unknown state
+                # per host beyond, so that dane is answered only where it is never weaker.
+                beyond = mx.hosts[MAX_MX_HOSTS:]
+                label = f"({len(beyond)} more MX hosts)"
+                for name in beyond:
+                    hosts.append(host(name, unknown, True, label))
+        view = NextHopView(
+            binding=binding, key=key, policy_domain=domain, hosts=tuple(hosts), base=base,
+            mx_secure=mx_secure, match=values.match, notes=values.notes, sts_ttl=sts_ttl)
+        return render(view, self.profile)
 
     # ------------------------------------------------------------ refreshing
 
@@ -526,30 +530,22 @@ class DiscoveryLookup:
 
 
 @attrs.frozen(slots=True)
-class _Inputs:
-    """What discovery found for one next hop: MX (``None`` for a smart host), the MTA-STS
-    state (``None``: not known by the deadline) and the TLSA lookup per host looked up."""
+class _Values:
+    """The configuration's side of one next hop: its effective values (a routed next
+    hop's combined), their sources, the ``match=`` list of verified levels, the next-hop
+    notes, whether routes combined them, and whether DANE and MTA-STS apply."""
 
-    mx: MxLookup | None
-    sts: StsState | None
-    tlsa: dict[str, TlsaLookup | None]
+    values: Mapping[str, object]
+    sources: Mapping[str, Source]
+    match: str | None
+    notes: tuple[PostfixWarning, ...]
+    routed: bool
+    dane_on: bool
+    sts_on: bool
 
 
 def _failed_mx(detail: str) -> MxLookup:
     from ..discovery import MxLookup
 
     return MxLookup("failed", (), False, detail)
-
-
-def _state(tlsa: TlsaLookup | None) -> HostState:
-    if tlsa is None:
-        return HostState.OTHER
-    found = tlsa.classify()
-    if found is DaneApplicability.USABLE:
-        return HostState.DANE
-    if found is DaneApplicability.FAILED:
-        return HostState.FAILED
-    if found is DaneApplicability.UNUSABLE_ONLY:
-        return HostState.UNUSABLE
-    return HostState.OTHER
 

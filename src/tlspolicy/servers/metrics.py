@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Final
 
 import attrs
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
@@ -120,6 +120,10 @@ METRIC_DEFINITIONS: Final = (
         "tlspolicy_discovery_single_flight_waits_total", "counter", ("scope",),
         "Lookups that waited for a fetch started by someone else: process (another task), "
         "store (another process holding the store's lock)"),
+    MetricDefinition(
+        "tlspolicy_discovery_resolver_trusted", "gauge", (),
+        "1 while the discovery resolver validates DNSSEC (its probe name came back with AD "
+        "set), 0 while DANE inputs are unknown"),
 )
 
 _BY_NAME: Final = {d.name: d for d in METRIC_DEFINITIONS}
@@ -196,6 +200,8 @@ class Metrics(DiscoveryObserver):
         name = "tlspolicy_discovery_single_flight_waits_total"
         self.single_flight_waits = Counter(_counter_base(name), d[name].help,
                                            list(d[name].labels), registry=self.registry)
+        name = "tlspolicy_discovery_resolver_trusted"
+        self.resolver_trusted = Gauge(name, d[name].help, registry=self.registry)
         self._server = _ServerCollector()
         self.registry.register(self._server)
 
@@ -270,6 +276,10 @@ class Metrics(DiscoveryObserver):
     def single_flight_wait(self, scope: str) -> None:
         """Count one wait for somebody else's fetch."""
         self.single_flight_waits.labels(scope).inc()
+
+    def resolver_trust(self, trusted: bool) -> None:
+        """Set the resolver trust gauge."""
+        self.resolver_trusted.set(1 if trusted else 0)
 
 
 @attrs.define
