@@ -131,7 +131,7 @@ class DiscoveryLookup:
                  mx_patterns_enforced: bool = True,
                  dane_ready: bool = True,
                  max_in_use: int = DEFAULT_MAX_IN_USE,
-                 clock: Callable[[], float] = time.time,
+                 clock: Callable[[], float] | None = None,
                  on_answer: Callable[[str], None] | None = None) -> None:
         if not deadline > 0:
             raise ValueError(f"deadline must be positive, got {deadline}")
@@ -145,7 +145,9 @@ class DiscoveryLookup:
         self.mx_patterns_enforced = mx_patterns_enforced
         self.dane_ready = dane_ready
         self.max_in_use = max_in_use
-        self._clock = clock
+        # Discovery's own clock by default: the policies' expiry and the answers' validity
+        # are then read on one clock.
+        self._clock = clock if clock is not None else getattr(discovery, "_clock", time.time)
         self._on_answer = on_answer
         self.profile = PostfixProfile(self.postfix_version, mx_patterns_enforced,
                                       dane_ready)
@@ -444,7 +446,8 @@ class DiscoveryLookup:
             if sts is not None and values.sts_on else None
         sts_ttl = 0
         if policy is not None and sts is not None and sts.cached is not None:
-            sts_ttl = int(max(0.0, min(sts.cached.expires_at.timestamp(), inputs.until) - now))
+            # What remains of the policy: the answer is valid no longer (SEMANTICS 11).
+            sts_ttl = int(max(0.0, sts.cached.expires_at.timestamp() - now))
         # DANE inputs are unknown, never insecure, while the resolver is not trusted.
         untrusted = values.dane_on and not self.discovery.dnssec
         unknown = TlsaLookup(TlsaLookupStatus.FAILED, detail=self.discovery.dnssec_detail)
