@@ -86,3 +86,42 @@ def test_serialisation_sits_below_the_decision() -> None:
     graph = _core_graph()
     assert "tlspolicy._serialise" in graph["tlspolicy.decision"]
     assert "tlspolicy.decision" not in graph["tlspolicy._serialise"]
+
+
+# ------------------------------------------------------- the Postfix dialect, one engine
+
+#: What the pure Postfix package may never import: I/O (event loop, sockets, files'
+#: layers) and the layers above it.  It renders decisions; it fetches nothing.
+_POSTFIX_FORBIDDEN = ("asyncio", "socket", "selectors", "ssl", "subprocess",
+                      "tlspolicy.discovery", "tlspolicy.stores", "tlspolicy.servers",
+                      "tlspolicy.adapters", "tlspolicy.reporting", "tlspolicy.cli",
+                      "tlspolicy.formats", "tlspolicy.testing", "dns", "httpx", "redis")
+#: The rule tables and judges of SEMANTICS 5, 7, 8 and 11 live in the core and in
+#: ``tlspolicy.postfix``; the server layer may only call them.
+_RULE_NAMES = ("apply_destination", "policy_in_force", "classify_tlsa", "raise_to_floors",
+               "need_of", "map_values", "combine_nexthop")
+
+
+def _package_files(package: str) -> dict[str, Path]:
+    return {_module_name(p): p for p in (PACKAGE / package).rglob("*.py")}
+
+
+def test_postfix_package_is_pure() -> None:
+    for name, path in _package_files("postfix").items():
+        bad = sorted(m for m in _imports(path, name)
+                     if any(m == f or m.startswith(f + ".") for f in _POSTFIX_FORBIDDEN))
+        assert not bad, f"{name} imports {bad}: tlspolicy.postfix must stay pure"
+
+
+def test_servers_hold_no_policy_rule() -> None:
+    for name, path in _package_files("servers").items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        defined = {node.name for node in ast.walk(tree)
+                   if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
+        assert not defined & set(_RULE_NAMES), f"{name} defines {defined & set(_RULE_NAMES)}"
+        used = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                for alias in node.names}
+        # The server renders through tlspolicy.postfix.answers and decides through the
+        # resolver: no direct use of the destination-policy rules or the strictness table.
+        assert not used & {"apply_destination", "classify_tlsa", "need_of", "policy_in_force",
+                           "raise_to_floors"}, f"{name} imports {used & set(_RULE_NAMES)}"

@@ -468,6 +468,9 @@ class _DiscoveryRun:
             else bool(table.get("sts_mx_patterns", True))
         self.version = version
         self.observer = observer
+        self.args = args
+        # Checked at start (serve refuses to start without them) and on every reload.
+        self.dane_ready = True
         self.discovery: Any = None
         self.current: Any = None
         self.in_use: Any = None
@@ -506,11 +509,39 @@ class _DiscoveryRun:
         if self.discovery is not None:
             await self.discovery.close()
 
+    def recheck_postfix(self) -> None:
+        """Read Postfix's DANE prerequisites again (a reload): while they are not met no
+        answer is dane or dane-only (SEMANTICS 10); logged once per change."""
+        if self.args.no_postfix_checks:
+            return
+        from ..servers.postfix_checks import PostconfError, read_dane_prerequisites
+
+        log = logging.getLogger("tlspolicy")
+        try:
+            findings = read_dane_prerequisites(
+                config_dir=self.args.postfix_config_dir,
+                settings=dict(self.args.postfix_setting or ()))
+        except PostconfError as exc:
+            log.error("Postfix's DANE settings could not be read again (%s): DANE answers "
+                      "stay %s", exc, "on" if self.dane_ready else "off")
+            return
+        ready = not findings
+        if ready != self.dane_ready:
+            if ready:
+                log.info("Postfix meets its DANE prerequisites again: DANE answers on")
+            else:
+                log.error("Postfix cannot do DANE now, so no answer is dane or dane-only "
+                          "until it can: %s", "; ".join(str(f) for f in findings))
+        self.dane_ready = ready
+
     def wrap(self, live: PolicyLookup) -> Any:
         from ..servers.discovered import DiscoveryLookup
 
+        if self.current is not None:
+            self.recheck_postfix()  # a reload: Postfix's settings may have changed too
         lookup = DiscoveryLookup(live, self.discovery, postfix_version=self.version,
                                  deadline=self.deadline,
+                                 dane_ready=self.dane_ready,
                                  mx_patterns_enforced=self.sts_mx_patterns,
                                  on_answer=(self.observer.count_rule
                                             if self.observer is not None else None))

@@ -348,7 +348,8 @@ class Discovery:
         config = self.config
         if not self._resolver_vouched:
             detail = (f"resolver {config.resolver} is not on loopback and not marked "
-                      "trusted: DNSSEC ignored, DANE inputs unknown")
+                      "trusted: DNSSEC ignored, DANE off (a server counts DANE inputs as "
+                      "unknown)")
             self._set_trust(False, detail)
             return False
         self.dns.trusted = True
@@ -360,7 +361,8 @@ class Discovery:
             self.dns.trusted = False
             detail = (f"resolver {config.resolver}:{config.resolver_port} did not set AD for "
                       f"{config.probe_name!r} ({answer.detail or answer.status.value}): "
-                      "DANE inputs unknown until it validates")
+                      "DNSSEC ignored, DANE off until it validates (a server counts DANE "
+                      "inputs as unknown meanwhile)")
         self._set_trust(trusted, detail)
         return trusted
 

@@ -35,7 +35,13 @@ DISCOVERY_KEYS: Final[Mapping[str, tuple[type | tuple[type, ...], str]]] = {
     "resolver": (str, "the validating resolver's IP address"),
     "resolver_port": (int, "its port"),
     "resolver_trusted": (bool, "trust the AD bit of a resolver not on loopback"),
-    "probe_name": (str, "a signed name the resolver must validate at start"),
+    "probe_name": (str, "a signed name the resolver must validate before DANE inputs are "
+                   "trusted"),
+    "probe_backoff_initial": ((int, float), "seconds before the first re-probe of a resolver "
+                              "that does not validate (doubling)"),
+    "probe_backoff_max": ((int, float), "longest wait between probes of a resolver that does "
+                          "not validate"),
+    "probe_interval": ((int, float), "seconds between probes of a resolver that validates"),
     "cache": (str, "the SQLite cache file"),
     "redis": (str, "a Redis/Valkey URL shared by a fleet"),
     "https_port": (int, "port of the MTA-STS policy hosts"),

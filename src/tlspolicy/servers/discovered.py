@@ -45,7 +45,7 @@ from ..errors import TlsPolicyError, UnknownBindingError
 from ..formats.postfix import PolicyLookup
 from ..policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
 from ..policies.destination import Destination
-from ..policies.mtasts import MtaStsPolicy, StsMode, policy_in_force
+from ..policies.mtasts import StsMode
 from ..postfix.answers import (
     DiscoveredAnswer,
     HostDecisions,
@@ -412,14 +412,12 @@ class DiscoveryLookup:
                                       destination=destination)
 
     def _host(self, values: _Values, binding: str, domain: str, host: str,
-              tlsa: TlsaLookup | None, policy: MtaStsPolicy | None, sts: StsState | None,
-              mx_secure: bool, *, name: str | None = None) -> HostDecisions:
+              tlsa: TlsaLookup | None, found: Destination, mx_secure: bool, *,
+              name: str | None = None) -> HostDecisions:
         """One MX host's decision from what discovery found, with the decisions for what
         it may turn out to be when its DANE state is unknown."""
         def destination(lookup: TlsaLookup | None) -> Destination:
-            return Destination(mta_sts=policy, mta_sts_fetch=sts.outcome if sts is not None
-                               else Destination().mta_sts_fetch, tlsa=lookup,
-                               mx_dnssec=mx_secure)
+            return attrs.evolve(found, tlsa=lookup, mx_dnssec=mx_secure)
 
         decision = self._decide(values, binding, domain, host, destination(tlsa))
         alternatives: tuple[Decision, ...] = ()
@@ -442,10 +440,14 @@ class DiscoveryLookup:
             return SocketmapReply.temp(
                 f"{domain}: neither the MX lookup nor the MTA-STS cache could be read")
         now = self._clock()
-        policy = policy_in_force(sts.cached, _aware(now)) \
-            if sts is not None and values.sts_on else None
+        # The MTA-STS cache rule (an unexpired policy applies whatever the latest fetch
+        # did) is the core's: Destination.from_cache.
+        if sts is not None and values.sts_on:
+            found = Destination.from_cache(sts.cached, _aware(now), fetch=sts.outcome)
+        else:
+            found = Destination()
         sts_ttl = 0
-        if policy is not None and sts is not None and sts.cached is not None:
+        if found.mta_sts is not None and sts is not None and sts.cached is not None:
             # What remains of the policy: the answer is valid no longer (SEMANTICS 11).
             sts_ttl = int(max(0.0, sts.cached.expires_at.timestamp() - now))
         # DANE inputs are unknown, never insecure, while the resolver is not trusted.
@@ -457,7 +459,7 @@ class DiscoveryLookup:
 
         def host(name: str, tlsa: TlsaLookup | None, secure: bool,
                  label: str | None = None) -> HostDecisions:
-            return self._host(values, binding, domain, name, tlsa, policy, sts, secure,
+            return self._host(values, binding, domain, name, tlsa, found, secure,
                               name=label)
 
         if mx is None:  # smart host
@@ -472,10 +474,11 @@ class DiscoveryLookup:
                 mx_secure = last.secure
                 hosts.extend(host(h, tlsa_of.get(h), mx_secure) for h in last.hosts
                              [:MAX_MX_HOSTS])
-            elif policy is not None and policy.mode is StsMode.ENFORCE:
+            elif (standin := host(domain, None, True, _UNKNOWN_MX)).decision.mta_sts \
+                    is not None and standin.decision.mta_sts.mode is StsMode.ENFORCE:
                 # Then the cached enforce policy's own answer while it is unexpired.
                 mx_secure = True
-                hosts.append(host(domain, None, True, _UNKNOWN_MX))
+                hosts.append(standin)
             else:
                 # Then the configuration alone, as with discovery off; never TEMP for it.
                 reply = self.policy(binding, key)

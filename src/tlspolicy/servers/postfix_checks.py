@@ -46,14 +46,17 @@ from ..resolver import Resolver
 from ..scopes import Config, iter_stanzas
 
 __all__ = [
+    "DANE_SETTINGS",
     "TLS_REQUIRED_SINCE",
     "Finding",
     "PostconfError",
     "PostfixSettingsError",
     "Severity",
     "check_postfix_settings",
+    "dane_prerequisites",
     "evaluate_settings",
     "first_nameserver",
+    "read_dane_prerequisites",
     "read_postconf",
     "tls_required_scopes",
 ]
@@ -63,7 +66,11 @@ TLS_REQUIRED_SINCE: Final[PostfixVersion] = (3, 10)
 
 #: main.cf parameters the checks read (``postconf -x`` expands ``$name`` references).
 MAIN_SETTINGS: Final = ("mail_version", "smtp_dns_support_level", "tls_required_enable",
-                        "queue_directory", "mail_owner")
+                        "queue_directory", "mail_owner", "smtp_host_lookup",
+                        "ignore_mx_lookup_error", "smtp_dns_resolver_options")
+#: The settings Postfix's own DANE needs (SEMANTICS 10), with the value it needs.
+DANE_SETTINGS: Final = ("smtp_dns_support_level", "smtp_host_lookup",
+                        "ignore_mx_lookup_error", "smtp_dns_resolver_options")
 _FALLBACK_SINCE: Final = CompatVersion((4, 1))
 _PROBE: Final = "tlspolicy-probe.invalid"  # a name no operator stanza names
 _MAX_REASONS: Final = 5
@@ -344,6 +351,71 @@ def _version(settings: Mapping[str, str]) -> PostfixVersion | None:
     return parse_postfix_version(text) if text else None
 
 
+def _dane_problem(name: str, value: str) -> str | None:
+    """Why ``value`` of setting ``name`` stops Postfix's own DANE, or ``None``."""
+    if name == "smtp_dns_support_level":
+        return None if value == "dnssec" else (
+            "at this level Postfix never looks up TLSA records, so dane answers act as may "
+            "and dane-only is an invalid entry")
+    if name == "smtp_host_lookup":
+        words = {w for w in value.replace(",", " ").split() if w}
+        return None if "dns" in words else (
+            "without dns in smtp_host_lookup Postfix finds MX hosts without DNSSEC and "
+            "cannot do DANE")
+    if name == "ignore_mx_lookup_error":
+        return None if value.lower() in ("no", "false", "0", "") else (
+            "Postfix would ignore a failed MX lookup and deliver to the domain's address "
+            "records, where DANE needs the authenticated MX")
+    if name == "smtp_dns_resolver_options":
+        words = {w.lower() for w in value.replace(",", " ").split()}
+        bad = sorted(words & {"res_defnames", "res_dnsrch"})
+        return None if not bad else (
+            f"{', '.join(bad)} makes Postfix's lookups search other domains, which "
+            "DANE does not allow (Postfix turns DANE off)")
+    return None
+
+
+def dane_prerequisites(settings: Mapping[str, str]) -> list[Finding]:
+    """What stops Postfix's own DANE (SEMANTICS 10), as errors naming the fix: the main.cf
+    settings of :data:`DANE_SETTINGS` and every smtp(8) service's ``-o`` override of them.
+    A setting not given is not judged (``postconf`` prints each of them)."""
+    findings: list[Finding] = []
+    fixes = {"smtp_dns_support_level": "dnssec", "smtp_host_lookup": "dns",
+             "ignore_mx_lookup_error": "no", "smtp_dns_resolver_options": ""}
+    for name in DANE_SETTINGS:
+        if name in settings:
+            problem = _dane_problem(name, settings[name])
+            if problem is not None:
+                findings.append(Finding(
+                    Severity.ERROR, "dns-support-level" if name == "smtp_dns_support_level"
+                    else "dane-prerequisite", name, settings[name],
+                    f"main.cf: {name} = {fixes[name]}".rstrip(), "DANE answers need "
+                    f"Postfix's own DANE: {problem}"))
+        for service in _smtp_services(settings):
+            key = f"{service}/{name}"
+            if key in settings:
+                problem = _dane_problem(name, settings[key])
+                if problem is not None:
+                    findings.append(Finding(
+                        Severity.ERROR, "dns-support-level" if name ==
+                        "smtp_dns_support_level" else "dane-prerequisite", key,
+                        settings[key], f"master.cf: -o {name}={fixes[name]} on the {service} "
+                        "service (or remove its override)",
+                        f"the {service} service overrides {name}: {problem}"))
+    return findings
+
+
+def read_dane_prerequisites(*, config_dir: str | None = None,
+                            settings: Mapping[str, str] | None = None,
+                            postconf: str | None = None) -> list[Finding]:
+    """:func:`dane_prerequisites` over Postfix's settings as they are now (``postconf``,
+    overridden by ``settings``), for a reload.  Raises :class:`PostconfError` when
+    ``smtp_dns_support_level`` can be neither read nor was given."""
+    known = _Settings(settings or {}, config_dir=config_dir, postconf=postconf,
+                      postfix_version=None)
+    return dane_prerequisites(known.need(["smtp_dns_support_level"], "the DANE check"))
+
+
 def evaluate_settings(settings: Mapping[str, str], *, discovery: bool,
                       tls_required: Sequence[str], accept_tls_required_loss: bool = False,
                       tls_required_default: str | None = None) -> list[Finding]:
@@ -356,23 +428,7 @@ def evaluate_settings(settings: Mapping[str, str], *, discovery: bool,
     """
     findings: list[Finding] = []
     if discovery:
-        level = settings.get("smtp_dns_support_level", "")
-        if level != "dnssec":
-            findings.append(Finding(
-                Severity.ERROR, "dns-support-level", "smtp_dns_support_level", level,
-                "main.cf: smtp_dns_support_level = dnssec",
-                "DANE answers need DNSSEC-validated lookups; at this level Postfix never "
-                "looks up TLSA records, so dane answers act as may and dane-only as encrypt "
-                "without a certificate check"))
-        for service in _smtp_services(settings):
-            name = f"{service}/smtp_dns_support_level"
-            if name in settings and settings[name] != "dnssec":
-                findings.append(Finding(
-                    Severity.ERROR, "dns-support-level", name, settings[name],
-                    f"master.cf: -o smtp_dns_support_level=dnssec on the {service} service "
-                    "(or remove its override)",
-                    f"the {service} service overrides smtp_dns_support_level, so its DANE "
-                    "answers get no TLSA lookups"))
+        findings += dane_prerequisites(settings)
     version = _version(settings)
     if version is not None and version >= TLS_REQUIRED_SINCE and tls_required:
         value = settings.get("tls_required_enable", tls_required_default or "yes")
