@@ -145,7 +145,7 @@ def _postfix_dir(directory: Path) -> Path:
         pytest.skip("postconf (Debian package postfix) is not installed")
     directory.mkdir(parents=True, exist_ok=True)
     # A chrooted smtp(8) whose resolv.conf names a resolver on loopback (the machine's
-    # own /etc/resolv.conf is not this test's to change).
+    # own resolv.conf is not this test's to change).
     queue = directory / "queue"
     (queue / "etc").mkdir(parents=True, exist_ok=True)
     (queue / "etc" / "resolv.conf").write_text("nameserver 127.0.0.1\n")
