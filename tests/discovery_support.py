@@ -821,12 +821,13 @@ class DnsRelay:
         with self.lock:
             return self.received.get(mode, 0)
 
-    def asked(self, name: str, rdtype: str, mode: str | None = None) -> int:
-        """How many queries for (name, type) arrived, in ``mode`` or any."""
+    def asked(self, name: str, rdtype: str | None = None, mode: str | None = None) -> int:
+        """How many queries for (name, type) arrived (any type for ``None``), in
+        ``mode`` or any."""
         wanted = name.rstrip(".").lower()
         with self.lock:
             return sum(1 for n, t, m in self.seen
-                       if n == wanted and t == rdtype and (mode is None or m == mode))
+                       if n == wanted and rdtype in (None, t) and mode in (None, m))
 
     def _note(self, query: bytes) -> str:
         import dns.message

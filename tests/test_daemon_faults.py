@@ -440,7 +440,7 @@ def test_untrusted_resolver_turns_may_into_dane(
     with dns_relay(dns_lab, mode=outage) as relay:
         daemon = run_daemon(daemons, tmp_path, BASE,
                             discovery_table(relay.port, web, tmp_path / "cache.sqlite3"))
-        assert relay.asked("test", "SOA") >= 1  # the probe went to this resolver
+        assert relay.asked("test") >= 1  # the probe went to this resolver
         got = {key: daemon.ask(key) for key in ("twomx.secure.test", DANE_DOMAIN)}
     assert got == {"twomx.secure.test": "OK dane", DANE_DOMAIN: "OK dane"}, (
         got, daemon.log())
@@ -461,11 +461,11 @@ def test_resolver_down_at_start_dane_comes_on_after_a_reprobe(
         daemon = run_daemon(daemons, tmp_path, BASE, table)
         before = daemon.ask(DANE_DOMAIN)
         assert before == "OK dane", (before, daemon.log())
-        probes = relay.asked("test", "SOA")
+        probes = relay.asked("test")
         relay.set_mode("forward")
         # The daemon probes again by itself (no query needed to make it).
         poll("a re-probe after the resolver came up",
-             lambda: relay.asked("test", "SOA", "forward") >= 1,
+             lambda: relay.asked("test", mode="forward") >= 1,
              detail=lambda: f"{probes} probes during the outage; {daemon.log()}")
         seen: list[str] = []
         poll("dane-only once the resolver is trusted",
@@ -680,7 +680,7 @@ def test_restart_with_dns_down_answers_cached_enforce_policies(
         relay.set_mode("silent")
         daemon.start()
         got = {domain: daemon.ask(domain) for domain in domains}
-        assert relay.asked(domains[0], "MX", "silent") >= 1  # DNS really was asked
+        assert relay.count("silent") >= 1  # the new run did ask the silent resolver
     assert got == {domain: secure(domain) for domain in domains}, (got, daemon.log())
 
 
