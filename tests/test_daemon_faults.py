@@ -41,7 +41,7 @@ from discovery_support import (
     dns_relay,
     free_port,
 )
-from postfix_support import find_postfix_binary
+from postfix_support import find_postfix_binary, postmap_config_dir, postmap_query
 from test_discovery import enforce, seed
 from tlspolicy import Resolver, loads_toml
 from tlspolicy.discovery import POLICY_NAMESPACE, redis_cache
@@ -732,3 +732,9 @@ def test_a_64_kib_policy_fits_the_reply_without_the_sts_attributes(
         p.removeprefix("*") for p in patterns]
     assert "servername=hostname" in words
     assert not any(w.startswith(("policy_string=", "mx_host_pattern=")) for w in words)
+    if find_postfix_binary("postmap") is not None:
+        # Postfix's own socketmap client takes the reply (it refuses one over 100,000).
+        result = postmap_query(postmap_config_dir(tmp_path / "postmap"),
+                               f"socketmap:inet:127.0.0.1:{daemon.port}:default", domain)
+        assert result.returncode == 0, result.stderr[-500:]
+        assert result.stdout.strip() == reply.removeprefix("OK ")
