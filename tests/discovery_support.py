@@ -44,10 +44,12 @@ __all__ = [
     "TLSRPT_MAIL_DOMAIN",
     "TLSRPT_SUBMITTER",
     "DnsLab",
+    "DnsRelay",
     "HttpsLab",
     "PolicyAnswer",
     "Post",
     "RedisServer",
+    "dns_relay",
     "free_port",
     "generated_shapes",
 ]
@@ -777,3 +779,228 @@ def https_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpsLab]:
         yield lab
     finally:
         lab.stop()
+
+
+# --------------------------------------------------- a resolver that can fail on demand
+
+
+@attrs.define
+class DnsRelay:
+    """A DNS relay on 127.0.0.1 (UDP and TCP on one port) in front of the lab's Unbound,
+    for outage tests that must not disturb the shared resolver.
+
+    ``mode`` is read per query: ``"forward"`` passes queries and answers through,
+    ``"silent"`` drops every query (a resolver that never answers, as a dead or
+    firewalled one does: no REFUSED, no ICMP), ``"no-ad"`` forwards but clears the AD bit
+    of every answer (a resolver that does not validate).  ``ttl_cap`` lowers the TTL of
+    every record in the answers passed through (the validation was Unbound's, so this
+    changes no AD bit), so a test sees DNS answers expire in seconds.
+    """
+
+    upstream_port: int
+    port: int = 0
+    mode: str = "forward"
+    ttl_cap: int | None = None
+    #: Queries received, per mode they met (a test waits on these, never on a clock).
+    received: dict[str, int] = attrs.Factory(dict)
+    #: Every query received: (name without the final dot, type, mode it met).
+    seen: list[tuple[str, str, str]] = attrs.Factory(list)
+    lock: threading.Lock = attrs.Factory(threading.Lock)
+    closing: threading.Event = attrs.Factory(threading.Event)
+    _udp: socket.socket | None = None
+    _tcp: socket.socket | None = None
+    _threads: list[threading.Thread] = attrs.Factory(list)
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in ("forward", "silent", "no-ad"):
+            raise ValueError(f"unknown relay mode {mode!r}")
+        with self.lock:
+            self.mode = mode
+
+    def count(self, mode: str) -> int:
+        with self.lock:
+            return self.received.get(mode, 0)
+
+    def asked(self, name: str, rdtype: str | None = None, mode: str | None = None) -> int:
+        """How many queries for (name, type) arrived (any type for ``None``), in
+        ``mode`` or any."""
+        wanted = name.rstrip(".").lower()
+        with self.lock:
+            return sum(1 for n, t, m in self.seen
+                       if n == wanted and rdtype in (None, t) and mode in (None, m))
+
+    def _note(self, query: bytes) -> str:
+        import dns.message
+        import dns.rdatatype
+
+        try:
+            question = dns.message.from_wire(query).question[0]
+            name = question.name.to_text().rstrip(".").lower()
+            rdtype = dns.rdatatype.to_text(question.rdtype)
+        except Exception:
+            name, rdtype = "", ""
+        with self.lock:
+            mode = self.mode
+            self.received[mode] = self.received.get(mode, 0) + 1
+            self.seen.append((name, rdtype, mode))
+            return mode
+
+    def _rewrite(self, wire: bytes, mode: str) -> bytes:
+        if mode != "no-ad" and self.ttl_cap is None:
+            return wire
+        import dns.flags
+        import dns.message
+
+        try:
+            message = dns.message.from_wire(wire)
+        except Exception:  # pass anything odd through untouched
+            return wire
+        if mode == "no-ad":
+            message.flags &= ~dns.flags.AD
+        if self.ttl_cap is not None:
+            for section in (message.answer, message.authority, message.additional):
+                for rrset in section:
+                    rrset.ttl = min(rrset.ttl, self.ttl_cap)
+        return message.to_wire(max_size=65535)
+
+    def _ask_udp(self, query: bytes) -> bytes | None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as upstream:
+            upstream.settimeout(5.0)
+            try:
+                upstream.sendto(query, ("127.0.0.1", self.upstream_port))
+                return upstream.recv(65535)
+            except OSError:
+                return None
+
+    def _serve_udp_one(self, query: bytes, client: Any, mode: str) -> None:
+        answer = self._ask_udp(query)
+        if answer is not None and self._udp is not None and not self.closing.is_set():
+            with contextlib.suppress(OSError):
+                self._udp.sendto(self._rewrite(answer, mode), client)
+
+    def _udp_loop(self) -> None:
+        assert self._udp is not None
+        while not self.closing.is_set():
+            try:
+                query, client = self._udp.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            mode = self._note(query)
+            if mode == "silent":
+                continue
+            threading.Thread(target=self._serve_udp_one, args=(query, client, mode),
+                             daemon=True).start()
+
+    @staticmethod
+    def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
+        data = b""
+        while len(data) < size:
+            try:
+                chunk = sock.recv(size - len(data))
+            except TimeoutError:
+                continue
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            data += chunk
+        return data
+
+    def _serve_tcp(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(0.2)
+            while not self.closing.is_set():
+                head = self._read_exactly(conn, 2)
+                if head is None:
+                    return
+                query = self._read_exactly(conn, int.from_bytes(head, "big"))
+                if query is None:
+                    return
+                mode = self._note(query)
+                if mode == "silent":
+                    # Hold the connection open without a word until the client gives up.
+                    while not self.closing.is_set():
+                        try:
+                            if not conn.recv(1024):
+                                return
+                        except TimeoutError:
+                            continue
+                        except OSError:
+                            return
+                    return
+                try:
+                    with socket.create_connection(("127.0.0.1", self.upstream_port),
+                                                  5.0) as upstream:
+                        upstream.sendall(head + query)
+                        upstream.settimeout(5.0)
+                        size = self._read_exactly(upstream, 2)
+                        answer = None if size is None else self._read_exactly(
+                            upstream, int.from_bytes(size, "big"))
+                except OSError:
+                    return
+                if answer is None:
+                    return
+                answer = self._rewrite(answer, mode)
+                with contextlib.suppress(OSError):
+                    conn.sendall(len(answer).to_bytes(2, "big") + answer)
+
+    def _tcp_loop(self) -> None:
+        assert self._tcp is not None
+        while not self.closing.is_set():
+            try:
+                conn, _ = self._tcp.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve_tcp, args=(conn,), daemon=True).start()
+
+    def start(self) -> None:
+        for _ in range(50):
+            port = self.port or free_port()
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                udp.bind(("127.0.0.1", port))
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                udp.close()
+                tcp.close()
+                if self.port:
+                    raise
+                continue
+            break
+        else:
+            raise RuntimeError("no free port for the DNS relay")
+        tcp.listen(64)
+        udp.settimeout(0.2)
+        tcp.settimeout(0.2)
+        self._udp, self._tcp, self.port = udp, tcp, port
+        for target in (self._udp_loop, self._tcp_loop):
+            thread = threading.Thread(target=target, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self.closing.set()
+        for thread in self._threads:
+            thread.join(5)
+        for sock in (self._udp, self._tcp):
+            if sock is not None:
+                sock.close()
+        self._udp = self._tcp = None
+
+
+@contextlib.contextmanager
+def dns_relay(lab: DnsLab, *, mode: str = "forward",
+              ttl_cap: int | None = None) -> Iterator[DnsRelay]:
+    """A :class:`DnsRelay` in front of ``lab``'s Unbound for one test, stopped after it."""
+    relay = DnsRelay(lab.port, ttl_cap=ttl_cap)
+    relay.set_mode(mode)
+    relay.start()
+    try:
+        yield relay
+    finally:
+        relay.stop()
