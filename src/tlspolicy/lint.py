@@ -566,9 +566,12 @@ def lint_file(path: str | os.PathLike[str], *, format: str | None = None) -> lis
     name = os.fspath(path)
     if format == "ecelerity" or (format is None and name.endswith((".conf", ".ecelerity"))):
         from .formats.ecelerity import load_ecelerity_config
+        from .formats.loader import refuse_empty_policy
 
         document = read_ecelerity(name)
-        warnings = lint_document(document, load_ecelerity_config(name))
+        config = load_ecelerity_config(name)
+        refuse_empty_policy(config, name, toml=False)
+        warnings = lint_document(document, config)
     else:
         from .formats.loader import load_file
 

@@ -8,14 +8,22 @@ TOML; ``.conf`` and ``.ecelerity`` files are Momentum ``ecelerity.conf``.
 from __future__ import annotations
 
 import os
+import tomllib
 from typing import Final
 
-from ..errors import ConfigError, ConfigErrors, Location, NoConfigFilesError, TooManyFilesError
-from ..scopes import Config, has_expiry, layer_configs
+from ..errors import (
+    ConfigError,
+    ConfigErrors,
+    EmptyPolicyError,
+    Location,
+    NoConfigFilesError,
+    TooManyFilesError,
+)
+from ..scopes import Config, has_expiry, layer_configs, sets_no_option
 from .files import ReadBudget
 from .toml import dumps_toml, loads_toml
 
-__all__ = ["dump_toml", "load_config", "load_file", "loads_toml"]
+__all__ = ["dump_toml", "load_config", "load_file", "loads_toml", "refuse_empty_policy"]
 
 
 FORMATS: Final = ("toml", "ecelerity")
@@ -29,6 +37,10 @@ def load_file(path: str | os.PathLike[str], *, format: str | None = None,
     Files are read through ``budget`` (a fresh
     :class:`~tlspolicy.formats.files.ReadBudget` by default): regular files
     only, each at most :data:`~tlspolicy.formats.files.MAX_FILE_BYTES`.
+    A file that sets no option at all (empty, comments only) is an
+    :class:`~tlspolicy.errors.EmptyPolicyError`, except a TOML file holding a
+    ``[discovery]`` table, the marker of ``serve``'s drop-in mode
+    (see :func:`refuse_empty_policy`).
     """
     name = os.fspath(path)
     if format is not None and format not in FORMATS:
@@ -37,8 +49,44 @@ def load_file(path: str | os.PathLike[str], *, format: str | None = None,
     if format == "ecelerity" or (format is None and name.endswith((".conf", ".ecelerity"))):
         from .ecelerity import load_ecelerity_config
 
-        return load_ecelerity_config(name, budget=budget)
-    return loads_toml(budget.read_text(name), name)
+        config = load_ecelerity_config(name, budget=budget)
+        refuse_empty_policy(config, name, toml=False)
+        return config
+    text = budget.read_text(name)
+    config = loads_toml(text, name)
+    if sets_no_option(config) and not _holds_discovery_table(text):
+        refuse_empty_policy(config, name)
+    return config
+
+
+def _holds_discovery_table(text: str) -> bool:
+    # Parsed again only for a file that sets nothing, which loads_toml has already read.
+    try:
+        data = tomllib.loads(text[1:] if text.startswith("\ufeff") else text)
+    except tomllib.TOMLDecodeError:
+        return False
+    return any(key.lower() == "discovery" for key in data)
+
+
+def refuse_empty_policy(config: Config, file: str, *, toml: bool = True,
+                        why: str | None = None) -> None:
+    """Raise :class:`~tlspolicy.errors.EmptyPolicyError` when ``config`` sets no option.
+
+    The one rule for an empty policy (SEMANTICS 11, "Empty policy"): a file
+    that is empty, holds only comments or sets no option in any scope would
+    mean plaintext for every domain, so it is refused by every loader, and by
+    ``check``, ``lint``, ``serve`` and a reload through them; that policy must
+    be written out.  ``file`` names the file (or files) in the error; ``toml``
+    picks the spelling of the fix the message suggests; ``why`` is added to
+    the message.
+    """
+    if not sets_no_option(config):
+        return
+    fix = 'tls = "no" under [global]' if toml else "tls = no in the global scope"
+    raise EmptyPolicyError(
+        "sets no option at all, which would mean plaintext for every domain: refusing an "
+        f"empty policy{'; ' + why if why else ''} (if plaintext everywhere is meant, write "
+        f"{fix})", Location(file=file))
 
 
 def load_config(*paths: str | os.PathLike[str], format: str | None = None,
