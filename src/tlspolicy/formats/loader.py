@@ -122,6 +122,12 @@ def load_config(*paths: str | os.PathLike[str], format: str | None = None,
         layered = layer_configs(configs)
     except ConfigError as exc:
         raise exc.located(Location(file=where)) from None
+    if len(configs) > 1 and layered.floors:
+        # A floor of one layer meets the protocols of another only here.
+        from ..floors import floor_protocol_errors
+
+        ConfigErrors.raise_if_any([e.located(Location(file=where))
+                                   for e in floor_protocol_errors(layered)])
     if len(configs) > 1 and has_expiry(layered):
         # Layers change what an expiry does: judge it again on the whole (SEMANTICS 8).
         from ..testing.expiry import expiry_errors
