@@ -41,7 +41,7 @@ from tlspolicy import (
 )
 
 from ..stores import Store, StoreError, dumps_json, loads_json
-from .recording import DAY, RESULTS_NAMESPACE, decode_results
+from .recording import DAY, RESULTS_NAMESPACE, decode_results, results_key_domain
 
 if TYPE_CHECKING:
     from ..discovery import Discovery
@@ -180,12 +180,23 @@ class StoredReport:
         try:
             assert isinstance(value, dict) and value["v"] == 1
             rua = value["rua"]
-            return cls(key, value["domain"], int(value["start"]), int(value["end"]),
-                       value["report"], value["filename"], float(value["created"]),
-                       None if rua is None else tuple(rua), value["rua_detail"],
-                       tuple(Delivery(**d) for d in value["deliveries"]))
+            stored = cls(key, value["domain"], int(value["start"]), int(value["end"]),
+                         value["report"], value["filename"], float(value["created"]),
+                         None if rua is None else tuple(rua), value["rua_detail"],
+                         tuple(Delivery(**d) for d in value["deliveries"]))
         except (AssertionError, KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"stored TLS-RPT report {key!r} is malformed: {exc}") from None
+        # A shared store's report must be the one its key names, for a normalised domain.
+        try:
+            domain_ok = normalise_domain(stored.domain) == stored.domain
+        except (TlsPolicyError, TypeError):
+            domain_ok = False
+        if not domain_ok or key != f"{stored.start}/{stored.domain}" or not isinstance(
+                stored.report, dict) or not isinstance(stored.filename, str) or any(
+                c in stored.filename for c in '/\\"\r\n'):
+            raise StoreError(f"stored TLS-RPT report {key[:200]!r} is malformed: its key, "
+                             "domain or file name do not agree")
+        return stored
 
 
 async def period_results(store: Store, start: int,
@@ -194,13 +205,25 @@ async def period_results(store: Store, start: int,
     wanted = None if domains is None else {normalise_domain(d) for d in domains}
     items: dict[str, list[tuple[SessionResult, int]]] = {}
     async for entry in store.entries(RESULTS_NAMESPACE, f"{start}/"):
-        domain = entry.key.split("/", 2)[1]
+        # The store may be a fleet's: a key or row that a sink would not write is skipped.
+        domain = results_key_domain(entry.key, start)
+        if domain is None:
+            log.warning("TLS-RPT: skipping stored results %r: not a key a sink writes "
+                        "(period/domain/node/sequence)", entry.key[:200])
+            continue
         if wanted is not None and domain not in wanted:
             continue
         try:
-            items.setdefault(domain, []).extend(decode_results(entry.value))
+            pairs = decode_results(entry.value)
         except StoreError as exc:
             log.warning("TLS-RPT: skipping stored results %s: %s", entry.key, exc)
+            continue
+        strays = sorted({r.policy_domain for r, _n in pairs if r.policy_domain != domain})
+        if strays:
+            log.warning("TLS-RPT: skipping stored results %s: they are for %s, not %s",
+                        entry.key, ", ".join(strays)[:200], domain)
+            continue
+        items.setdefault(domain, []).extend(pairs)
     return {domain: aggregate_counts(pairs) for domain, pairs in sorted(items.items())}
 
 
