@@ -127,3 +127,13 @@ def test_reload_of_an_emptied_file_keeps_the_old_policy(
         assert server.reload_results["failed"] >= 1
     path.write_text('[global]\ntls = "ifavailable"\n', encoding="utf-8")
     assert asyncio.run(server.reload()) is True
+
+
+def test_a_layer_that_only_declares_scopes_is_judged_with_the_others(tmp_path: Path) -> None:
+    base = _write(tmp_path, "base.toml", POLICY)
+    scopes = _write(tmp_path, "bindings.toml", '[[binding]]\nname = "b1"\n')
+    assert not sets_no_option(load_config(base, scopes))
+    other = _write(tmp_path, "more.toml", '[[binding]]\nname = "b2"\n')
+    with pytest.raises(EmptyPolicyError) as info:
+        load_config(scopes, other)
+    assert info.value.location.file == f"{scopes}, {other}"

@@ -37,11 +37,18 @@ def load_file(path: str | os.PathLike[str], *, format: str | None = None,
     Files are read through ``budget`` (a fresh
     :class:`~tlspolicy.formats.files.ReadBudget` by default): regular files
     only, each at most :data:`~tlspolicy.formats.files.MAX_FILE_BYTES`.
-    A file that sets no option at all (empty, comments only) is an
-    :class:`~tlspolicy.errors.EmptyPolicyError`, except a TOML file holding a
-    ``[discovery]`` table, the marker of ``serve``'s drop-in mode
-    (see :func:`refuse_empty_policy`).
+    A file that declares nothing at all (empty, comments only, a bare
+    ``[global]``) is an :class:`~tlspolicy.errors.EmptyPolicyError`, except a
+    TOML file holding a ``[discovery]`` table, the marker of ``serve``'s
+    drop-in mode; :func:`load_config` also refuses a whole load that sets no
+    option (see :func:`refuse_empty_policy`).
     """
+    return _load_file(path, format, budget)[0]
+
+
+def _load_file(path: str | os.PathLike[str], format: str | None,
+               budget: ReadBudget | None) -> tuple[Config, bool]:
+    """The file's configuration, and whether it is a drop-in marker."""
     name = os.fspath(path)
     if format is not None and format not in FORMATS:
         raise ValueError(f"unknown configuration format {format!r} (known: toml, ecelerity)")
@@ -50,13 +57,23 @@ def load_file(path: str | os.PathLike[str], *, format: str | None = None,
         from .ecelerity import load_ecelerity_config
 
         config = load_ecelerity_config(name, budget=budget)
-        refuse_empty_policy(config, name, toml=False)
-        return config
+        if _declares_nothing(config):
+            refuse_empty_policy(config, name, toml=False)
+        return config, False
     text = budget.read_text(name)
     config = loads_toml(text, name)
-    if sets_no_option(config) and not _holds_discovery_table(text):
+    marker = sets_no_option(config) and _holds_discovery_table(text)
+    if _declares_nothing(config) and not marker:
         refuse_empty_policy(config, name)
-    return config
+    return config, marker
+
+
+def _declares_nothing(config: Config) -> bool:
+    # A file without a single scope or option: emptied, truncated or never written.
+    # (A file that only declares scopes may be one layer of several; the whole load
+    # is judged by load_config.)
+    return sets_no_option(config) and not (config.domains or config.binding_groups
+                                           or config.bindings or config.floors)
 
 
 def _holds_discovery_table(text: str) -> bool:
@@ -106,9 +123,12 @@ def load_config(*paths: str | os.PathLike[str], format: str | None = None,
     budget = budget if budget is not None else ReadBudget()
     configs: list[Config] = []
     errors: list[ConfigError] = []
+    markers = 0
     for path in paths:
         try:
-            configs.append(load_file(path, format=format, budget=budget))
+            config, marker = _load_file(path, format, budget)
+            configs.append(config)
+            markers += marker
         except ConfigErrors as many:
             errors.extend(many.errors)
         except TooManyFilesError as over:
@@ -122,6 +142,11 @@ def load_config(*paths: str | os.PathLike[str], format: str | None = None,
         layered = layer_configs(configs)
     except ConfigError as exc:
         raise exc.located(Location(file=where)) from None
+    if not markers:
+        # Scopes declared without any option, in one file or over all layers.
+        toml = not all(os.fspath(p).endswith((".conf", ".ecelerity")) for p in paths) \
+            if format is None else format == "toml"
+        refuse_empty_policy(layered, where, toml=toml)
     if len(configs) > 1 and layered.floors:
         # A floor of one layer meets the protocols of another only here.
         from ..floors import floor_protocol_errors
