@@ -143,7 +143,7 @@ def test_convert_postfix_refuses_unsafe_combinations(tmp_path: Path,
     assert "--pcre-output is for one binding" in err
     assert "--binding applies to --to postfix only" in err
     odd = tmp_path / "odd.toml"
-    odd.write_text('[[binding]]\nname = "../escape"\n')
+    odd.write_text('[[binding]]\nname = "../escape"\ntls = "no"\n')
     assert run("convert", str(odd), "--to", "postfix", "--output-dir", str(tmp_path / "o")) == 2
     assert "cannot be a file name" in capsys.readouterr().err
     assert not (tmp_path / "escape.policy").exists() and not (tmp_path / "o").exists()

@@ -12,7 +12,10 @@ from tlspolicy import (
     Config,
     ConfigError,
     Destination,
+    DomainName,
+    DomainScope,
     FloorScope,
+    InvalidValueError,
     Options,
     Resolver,
     ScopeKind,
@@ -157,9 +160,15 @@ def test_floor_under_mta_sts_enforce_still_stricter_or_equal() -> None:
 
 
 def test_exactly_empty_protocol_intersection_allows_nothing() -> None:
-    r = load('[[floor]]\nname = "p.example"\ntls_protocols = "TLSv1.3"\n'
+    # The resolver intersects as it always did; the loaders refuse such a file (below).
+    config = Config(domains=(DomainScope(DomainName.parse("p.example"),
+                                         Options(tls_protocols=TlsProtocols.parse("TLSv1.2"))),),
+                    floors=(FloorScope(DomainName.parse("p.example"),
+                                       Options(tls_protocols=TlsProtocols.parse("TLSv1.3"))),))
+    assert Resolver(config).resolve("p.example").parameters.protocols == frozenset()
+    with pytest.raises(InvalidValueError, match="no protocol version in common"):
+        load('[[floor]]\nname = "p.example"\ntls_protocols = "TLSv1.3"\n'
              '[[domain]]\nname = "p.example"\ntls_protocols = "TLSv1.2"\n')
-    assert r.resolve("p.example").parameters.protocols == frozenset()
 
 
 # ------------------------------------------------------------------ property: only raises

@@ -162,13 +162,17 @@ def test_deliveries_reported_once_to_both_kinds_of_rua(
     # Mail: one RFC 8460 section 5.3 message, over TLS despite the wrong name, DKIM-valid.
     [mail] = receiver.messages
     assert mail.tls and mail.rcpt_tos == (f"tlsrpt@{TLSRPT_MAIL_DOMAIN}",)
-    message = email.message_from_bytes(mail.data, policy=email.policy.default)
+    # Strict: any MIME defect (an undeclared or colliding boundary) raises.
+    message = email.message_from_bytes(mail.data, policy=email.policy.strict)
+    assert not any(part.defects for part in message.walk())
+    assert message.get_boundary() not in (None, "None")
     assert message.get_content_type() == "multipart/report"
     assert message.get_param("report-type") == "tlsrpt"
     assert message["TLS-Report-Domain"] == TLSRPT_DOMAIN
     assert message["TLS-Report-Submitter"] == TLSRPT_SUBMITTER
     assert message["Subject"] == (f"Report Domain: {TLSRPT_DOMAIN} Submitter: "
-                                  f"{TLSRPT_SUBMITTER} Report-ID: <{report['report-id']}>")
+                                  f"{TLSRPT_SUBMITTER} Report-ID: "
+                                  f"<{report['report-id']}@{TLSRPT_SUBMITTER}>")
     [attachment] = [p for p in message.iter_attachments()]
     assert attachment.get_content_type() == MEDIA_TYPE
     name = attachment.get_filename()

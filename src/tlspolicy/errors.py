@@ -20,6 +20,7 @@ __all__ = [
     "ConfigErrors",
     "ConfigSyntaxError",
     "DuplicateScopeError",
+    "EmptyPolicyError",
     "ExpiryWeakensError",
     "FileReadError",
     "FileTooLargeError",
@@ -220,6 +221,15 @@ class TlsFileError(ConfigError):
 
 class NoConfigFilesError(ConfigError):
     """A load given no file at all: never an empty (all-plaintext) policy."""
+
+
+class EmptyPolicyError(ConfigError):
+    """A configuration file (or a whole load) that sets no option at all.
+
+    An empty or comment-only file would mean plaintext for every domain; that
+    policy must be written out (``tls = "no"`` under ``[global]``), never implied
+    by a file truncated or emptied by mistake.
+    """
 
 
 class UnknownOptionError(ConfigError):

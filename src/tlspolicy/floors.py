@@ -23,14 +23,14 @@ from collections.abc import Iterator
 
 import attrs
 
-from .errors import ConfigError, Location
+from .errors import ConfigError, InvalidValueError, Location
 from .names import DomainKind, DomainName
 from .options import OPTION_SPECS, UNSET, Options, TlsProtocols
 from .resolver import Resolver
 from .scopes import DEFAULT_NAME, BindingScope, Config, DomainScope, FloorScope, floor_path
 
-__all__ = ["FloorExportError", "FloorWrites", "below", "floor_comments", "plan_floor_writes",
-           "regex_chain_values", "written_config"]
+__all__ = ["FloorExportError", "FloorWrites", "below", "floor_comments", "floor_protocol_errors",
+           "plan_floor_writes", "regex_chain_values", "written_config"]
 
 
 class FloorExportError(ConfigError):
@@ -146,6 +146,74 @@ def _exact_names(config: Config) -> Iterator[str]:
         if s.name.kind is not DomainKind.REGEX and s.name.key not in seen:
             seen.add(s.name.key)
             yield s.name.key
+
+
+def _versions(value: object) -> frozenset[object]:
+    assert isinstance(value, TlsProtocols)
+    return frozenset(value.versions)
+
+
+def floor_protocol_errors(config: Config) -> list[ConfigError]:
+    """Floors whose ``tls_protocols`` leave a (binding, domain) no protocol version at all.
+
+    Floors raise protocols to the intersection with the chain's value, so a
+    floor ``+ALL:-SSLv2:-SSLv3:-TLSv1.0:-TLSv1.1`` meeting a binding's
+    ``-ALL:+TLSv1.0`` would ask for TLS with no version to offer.  Judged for
+    every binding: exactly for every name an exact floor or exact stanza gives
+    that a floor matches (all the floors matching it together), and for a
+    regex floor against every value the chain can give a name it matches.
+    One error per floor, located at its scope path and option; empty when no
+    floor sets ``tls_protocols``.
+    """
+    floors = [f for f in config.floors if f.options.tls_protocols is not UNSET]
+    if not floors:
+        return []
+    plain = Resolver(attrs.evolve(config, floors=()), decision_cache_size=0)
+    errors: dict[str, ConfigError] = {}
+
+    def refuse(floor: FloorScope, detail: str) -> None:
+        path = floor_path(floor.name.text)
+        errors.setdefault(path, InvalidValueError(
+            f"has no protocol version in common with {detail}: TLS would be attempted "
+            "with no protocol version to offer; widen one of the two (the floor raises "
+            "protocols to the intersection)", Location(scope=path, option="tls_protocols"),
+            value=OPTION_SPECS["tls_protocols"].dump(floor.options.tls_protocols),
+            has_value=True))
+
+    for key in _exact_names(config):
+        matching = [f for f in floors if f.name.matches(key)]
+        if not matching:
+            continue
+        wanted = frozenset.intersection(*(_versions(f.options.tls_protocols)
+                                          for f in matching))
+        if not wanted:
+            others = ", ".join(f.name.text for f in matching[1:])
+            refuse(matching[0], f"the floor{'s' if len(matching) > 2 else ''} {others}, "
+                                f"which also match{'es' if len(matching) == 2 else ''} {key}")
+            continue
+        for binding in plain.bindings:
+            values, sources = plain.effective(key, binding)
+            if not _versions(values["tls_protocols"]) & wanted:
+                culprit = next((f for f in matching
+                                if not _versions(f.options.tls_protocols)
+                                & _versions(values["tls_protocols"])), matching[0])
+                refuse(culprit, f"{sources['tls_protocols'].scope} "
+                                f"({OPTION_SPECS['tls_protocols'].dump(values['tls_protocols'])})"
+                                f" for {key} through binding {binding!r}")
+                break
+    for floor in floors:
+        if floor.name.kind is not DomainKind.REGEX:
+            continue
+        wanted = _versions(floor.options.tls_protocols)
+        for binding in plain.bindings:
+            possible = regex_chain_values(config, plain, binding, floor.name, "tls_protocols")
+            empty = sorted(str(OPTION_SPECS["tls_protocols"].dump(v)) for v in possible
+                           if not _versions(v) & wanted)
+            if empty:
+                refuse(floor, f"the value {' or '.join(empty)} the chain can give a name it "
+                              f"matches through binding {binding!r}")
+                break
+    return list(errors.values())
 
 
 def plan_floor_writes(config: Config, *, what: str = "this format") -> FloorWrites:

@@ -566,13 +566,17 @@ def lint_file(path: str | os.PathLike[str], *, format: str | None = None) -> lis
     name = os.fspath(path)
     if format == "ecelerity" or (format is None and name.endswith((".conf", ".ecelerity"))):
         from .formats.ecelerity import load_ecelerity_config
+        from .formats.loader import refuse_empty_policy
 
         document = read_ecelerity(name)
-        warnings = lint_document(document, load_ecelerity_config(name))
+        config = load_ecelerity_config(name)
+        refuse_empty_policy(config, name, toml=False)
+        warnings = lint_document(document, config)
     else:
-        from .formats.loader import load_file
+        from .formats.loader import load_config
 
-        warnings = lint_config(load_file(name, format=format))
+        # load_config, not load_file: it also refuses a file that sets no option.
+        warnings = lint_config(load_config(name, format=format))
     return [w if w.location is not None else attrs.evolve(w, location=Location(file=name))
             for w in warnings]
 

@@ -9,6 +9,7 @@ IP literals in one canonical spelling (``[192.0.2.1]``,
 from __future__ import annotations
 
 import enum
+import importlib
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ __all__ = [
     "DomainName",
     "DomainPattern",
     "DomainPatternSet",
+    "never_matching_char",
     "normalise_domain",
 ]
 
@@ -165,6 +167,95 @@ def _message(exc: BaseException) -> str:
     return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
 
 
+# Python's own regex parser reads the pattern's structure for the check below; it
+# is only ever given patterns RE2 has already compiled (so bounded in size).
+_sre: Final[Any] = importlib.import_module("re._parser")
+_sre_c: Final[Any] = importlib.import_module("re._constants")
+# Every character a normalised name holds: lower-case A-labels and IP literals.
+_NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-_[]:")
+# A run of letters, digits and hyphens around a character: the label to suggest as an A-label.
+_LABEL_RUN: Final = re.compile(r"[^\W_]+(?:-[^\W_]+)*")
+
+
+def _may_hold(char: str, ignore_case: bool) -> bool:
+    if char.isascii():
+        # ASCII is judged by lint (upper-case literals), not refused here.
+        return True
+    # RE2 folds some non-ASCII letters onto ASCII ones (the Kelvin sign, the long s).
+    return ignore_case and any(c in _NAME_CHARS for c in (char.casefold(), char.upper(),
+                                                          char.lower()))
+
+
+def _blocking_char(items: Any, ignore_case: bool) -> str | None:
+    """A non-ASCII character every match of ``items`` must contain, or ``None``.
+
+    Conservative: whatever the walk does not understand may match.
+    """
+    c = _sre_c
+    for op, arg in items:
+        found: str | None = None
+        if op is c.LITERAL:
+            char = chr(arg)
+            found = None if _may_hold(char, ignore_case) else char
+        elif op is c.IN:
+            if any(o is c.NEGATE or o is c.CATEGORY for o, _a in arg):
+                continue
+            members = [chr(a) if o is c.LITERAL else chr(a[0]) if o is c.RANGE else None
+                       for o, a in arg]
+            # A range is given the benefit of the doubt under (?i) or when it reaches ASCII.
+            if all(m is not None and not _may_hold(m, ignore_case)
+                   and (o is c.LITERAL or not ignore_case)
+                   for (o, _a), m in zip(arg, members, strict=True)):
+                found = members[0]
+        elif op is c.BRANCH:
+            blocked = [_blocking_char(seq, ignore_case) for seq in arg[1]]
+            found = blocked[0] if all(b is not None for b in blocked) else None
+        elif op is c.SUBPATTERN:
+            _group, add, remove, seq = arg
+            case = (ignore_case or bool(add & c.SRE_FLAG_IGNORECASE)) and \
+                not (remove & c.SRE_FLAG_IGNORECASE)
+            found = _blocking_char(seq, case)
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+            low, _high, seq = arg
+            found = _blocking_char(seq, ignore_case) if low > 0 else None
+        elif op is c.ATOMIC_GROUP:
+            found = _blocking_char(arg, ignore_case)
+        if found is not None:
+            return found
+    return None
+
+
+def never_matching_char(pattern: str) -> str | None:
+    """A character every match of ``pattern`` needs that no normalised name holds.
+
+    Names are matched in their normalised form (lower-case A-labels, IP
+    literals: ASCII only), so a pattern that needs a non-ASCII character, as
+    a U-label like ``/^bücher\\./`` does, can never match.  ``None`` when the
+    pattern may match (or its structure is not understood: RE2 syntax Python's
+    parser does not read is given the benefit of the doubt).
+    """
+    if pattern.isascii():
+        return None
+    try:
+        parsed = _sre.parse(pattern)
+        ignore_case = bool(parsed.state.flags & _sre_c.SRE_FLAG_IGNORECASE)
+        return _blocking_char(parsed, ignore_case)
+    except (re.error, RecursionError, OverflowError, ValueError):
+        return None
+
+
+def _a_label_hint(pattern: str, char: str) -> str:
+    index = pattern.find(char)
+    for run in _LABEL_RUN.finditer(pattern):
+        if run.start() <= index < run.end():
+            try:
+                a_label = idna.encode(run.group(), uts46=True).decode("ascii")
+            except (idna.IDNAError, UnicodeError, ValueError):
+                break
+            return f", here {excerpt(a_label)} for {excerpt(run.group())}"
+    return ""
+
+
 class DomainPattern:
     """A regex domain compiled with RE2 (the ``google-re2`` package).
 
@@ -185,6 +276,17 @@ class DomainPattern:
             raise InvalidDomainError(
                 f"regex domain {excerpt('/' + pattern + '/')} is not a pattern RE2 can run: "
                 f"{_message(exc)} (RE2 syntax: no backreferences, no lookaround)") from None
+        except UnicodeError:
+            # RE2 takes UTF-8: a lone surrogate cannot be encoded.
+            raise InvalidDomainError(
+                f"regex domain {excerpt('/' + pattern + '/')} is not valid Unicode text "
+                "(it holds a lone surrogate)") from None
+        blocking = never_matching_char(pattern)
+        if blocking is not None:
+            raise InvalidDomainError(
+                f"regex domain {excerpt('/' + pattern + '/')} can never match: names are "
+                f"matched as A-labels (ASCII), and every match needs {blocking!r}; write "
+                f"international labels in their xn-- form{_a_label_hint(pattern, blocking)}")
         self.pattern = pattern
         self._compiled = compiled
         # The program size bounds a set's DFA memory (see DomainPatternSet).

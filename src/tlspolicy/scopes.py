@@ -821,6 +821,20 @@ def parse_expires(value: object) -> _dt.datetime:
         value=value, has_value=True)
 
 
+def sets_no_option(config: Config) -> bool:
+    """Whether ``config`` sets no option in any scope and has no floor.
+
+    Such a configuration means plaintext for every domain (every option at its
+    built-in default); the loaders refuse it rather than imply that policy
+    (:class:`~tlspolicy.errors.EmptyPolicyError`).  Declared scopes without
+    options, ``compatibility`` and ``match_cache_size`` do not count: none of
+    them changes a decision.
+    """
+    if any(not f.options.is_empty() for f in config.floors):
+        return False
+    return all(options.is_empty() for _path, options in config.iter_options())
+
+
 def has_expiry(config: Config) -> bool:
     """Whether any domain stanza or floor of ``config`` carries ``expires``."""
     return any(s.expires is not None for _p, s in iter_stanzas(config))

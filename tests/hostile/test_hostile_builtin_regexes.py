@@ -40,6 +40,7 @@ REVIEWED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
     ("tlspolicy.testing.expectations", "_ENHANCED"): ("fullmatch", ("2.", "2.0.", "2")),
     ("tlspolicy.testing.expectations", "_TOML_POS"): ("search", ("(at line ", "(at line 1")),
     ("tlspolicy.names", "_ASCII_LABEL"): ("fullmatch", ("a", "a-", "-", "_")),
+    ("tlspolicy.names", "_LABEL_RUN"): ("findall", ("\u00fc", "a-", "-", "b\u00fc-")),
     ("tlspolicy.options", "_VERSION_RE"): ("fullmatch", ("4", "4.", "4.8.")),
     ("tlspolicy.policies.mtasts", "_ID_RE"): ("fullmatch", ("a",)),
     ("tlspolicy.policies.mtasts", "_EXT_NAME_RE"): ("fullmatch", ("a", "a.", "-")),

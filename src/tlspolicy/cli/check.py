@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..formats.loader import load_config
 from ..formats.tlsfiles import check_tls_files
-from ..scopes import Config, iter_stanzas
+from ..scopes import Config, iter_stanzas, sets_no_option
 from ._common import (
     EXIT_ERROR,
     EXIT_FOUND,
@@ -58,6 +58,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
             _hint(exc, args)
         else:
             sys.stdout.write(f"{path}: ok\n")
+            if sets_no_option(config):
+                # Only a [discovery] table loads without setting an option.
+                note(f"{path}: holds no policy, only a [discovery] table (the drop-in "
+                     "marker of serve socketmap --discovery)")
             _expired(path, config, now)
     if failures:
         sys.stdout.write(f"{failures} error{'s' if failures != 1 else ''}\n")

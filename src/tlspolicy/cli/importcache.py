@@ -65,11 +65,15 @@ def _cmd_import_cache(args: argparse.Namespace) -> int:
     out = sys.stdout
     out.write(f"imported {len(report.imported)} unexpired policies, kept {len(report.kept)} "
               f"newer ones already cached, passed over {len(report.expired)} expired, "
-              f"skipped {len(report.skipped)}\n")
+              f"skipped {len(report.skipped)}"
+              + (f", capped the expiry of {len(report.capped)}" if report.capped else "")
+              + "\n")
     for domain in report.imported:
         out.write(f"  imported {domain}\n")
     for domain in report.kept:
         out.write(f"  kept     {domain} (the cache holds a policy as new or newer)\n")
+    for domain, why in report.capped:
+        out.write(f"  capped   {domain}: {why}\n")
     for domain, why in report.skipped:
         out.write(f"  skipped  {domain}: {why}\n")
     return EXIT_OK

@@ -4,7 +4,7 @@ Every subcommand reads a settings file (TOML)::
 
     [reporting]                      # tlspolicy.reporting.ReportingConfig fields
     organization_name = "Example Mail"
-    contact_info = "mailto:tlsrpt@example.net"
+    contact_info = "tlsrpt@example.net"
     submitter = "example.net"
     mail_from = "tlsrpt@example.net"
     dkim_key_file = "/etc/tlspolicy/tlsrpt-dkim.pem"

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from ..errors import TlsPolicyError
 from ..formats.discovery_table import read_discovery_table
-from ..formats.loader import load_config
+from ..formats.loader import load_config, refuse_empty_policy
 from ..formats.postfix import (
     PolicyLookup,
     PostfixVersion,
@@ -146,6 +146,10 @@ def lookup_factory(paths: Sequence[str], *, format: str | None = None,
             config, _hit = load_config_cached(*files, cache_dir=compiled_cache, format=format)
         else:
             config = load_config(*files, format=format)
+        # Files holding only a [discovery] table load as an empty policy (the drop-in
+        # marker); until drop-in mode is served, that would be plaintext for every domain.
+        refuse_empty_policy(config, ", ".join(files),
+                            why="a file holding only a [discovery] table is not served yet")
         if file_checks:
             # Anchors expired now are refused too: Postfix's tafile ignores their expiry.
             check_tls_files(config, filename=", ".join(files),

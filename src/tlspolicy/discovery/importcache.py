@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import re
 import sqlite3
 import time
@@ -88,12 +89,103 @@ class ImportedPolicy:
 @attrs.define
 class ImportReport:
     """What an import did: domains imported, kept (the store's entry is as new or
-    newer), expired, and skipped with the reason."""
+    newer), expired, and skipped with the reason; ``capped`` lists the imported
+    domains whose fetch time lay in the future, imported as fetched now (so the
+    policy expires at most ``max_age`` from now), with the note."""
 
     imported: list[str] = attrs.Factory(list)
     kept: list[str] = attrs.Factory(list)
     expired: list[str] = attrs.Factory(list)
     skipped: list[tuple[str, str]] = attrs.Factory(list)
+    capped: list[tuple[str, str]] = attrs.Factory(list)
+
+
+#: The deepest JSON ``pol_body`` read: a policy is one flat object with one list.
+MAX_BODY_DEPTH: Final = 8
+#: Largest ``pol_body`` read, in characters (a 64 KiB policy document and its JSON quoting).
+MAX_BODY_CHARS: Final = 256 * 1024
+# Errors a stored row can raise while it is read: each skips that row, never the import.
+_ROW_ERRORS: Final = (TypeError, ValueError, OverflowError, RecursionError, KeyError)
+
+
+def _json_depth_ok(text: str, limit: int = MAX_BODY_DEPTH) -> bool:
+    """Whether ``text`` nests brackets at most ``limit`` deep (strings skipped).
+
+    Checked before ``json.loads``, whose recursion a deeply nested body would
+    exhaust; one linear scan.
+    """
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+def _load_body(body: Any) -> Any:
+    """A stored ``pol_body`` as JSON values: text is parsed, bounded in size and depth."""
+    if isinstance(body, bytes | bytearray | memoryview):
+        body = bytes(body).decode("utf-8")
+    if isinstance(body, str):
+        if len(body) > MAX_BODY_CHARS:
+            raise ValueError(f"pol_body longer than {MAX_BODY_CHARS} characters")
+        if not _json_depth_ok(body):
+            raise ValueError(f"pol_body nested deeper than {MAX_BODY_DEPTH} levels")
+        return json.loads(body)
+    return body
+
+
+def _short(exc: BaseException) -> str:
+    # A reason from a stranger's row: one line, bounded.
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _row_domain(domain: object) -> str:
+    # A NULL (or numeric) domain is no name: str(None) would import the domain "none".
+    if isinstance(domain, bytes):
+        domain = domain.decode("utf-8")
+    if not isinstance(domain, str) or not domain.strip():
+        raise TypeError(f"domain is {'NULL' if domain is None else type(domain).__name__}, "
+                        "not a name")
+    return domain
+
+
+def _fetch_time(ts: object) -> float:
+    if isinstance(ts, bool) or not isinstance(ts, int | float | str | bytes):
+        raise TypeError(f"ts is {'NULL' if ts is None else type(ts).__name__}")
+    value = float(ts)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"bad fetch time {value!r}")
+    return value
+
+
+def _resolver_row(domain: object, ts: object, pol_id: object, pol_body: object,
+                  source: str) -> ImportedPolicy | tuple[str, str]:
+    """One row of a postfix-mta-sts-resolver cache, or ``(domain, reason)`` to skip it."""
+    try:
+        name = _row_domain(domain)
+    except _ROW_ERRORS as exc:
+        return (repr(domain) if not isinstance(domain, str) else domain,
+                f"unreadable entry: {exc}")
+    try:
+        return ImportedPolicy(name, _policy_text(_load_body(pol_body)), _fetch_time(ts),
+                              None if pol_id is None else str(pol_id), source)
+    except _ROW_ERRORS as exc:
+        return (name, f"unreadable entry: {_short(exc)}")
 
 
 def _policy_text(body: Any) -> str:
@@ -133,17 +225,9 @@ def read_mta_sts_resolver_sqlite(path: str | Path) -> Iterable[ImportedPolicy | 
         raise CacheImportError(f"{where}: not a postfix-mta-sts-resolver cache: {exc}") from None
     finally:
         db.close()
-    found: list[ImportedPolicy | tuple[str, str]] = []
-    for domain, ts, pol_id, pol_body in rows:
-        name = str(domain)
-        try:
-            text = _policy_text(json.loads(pol_body))
-            found.append(ImportedPolicy(name, text, float(ts),
-                                        None if pol_id is None else str(pol_id),
-                                        f"postfix-mta-sts-resolver sqlite {where}"))
-        except (TypeError, ValueError) as exc:
-            found.append((name, f"unreadable entry: {exc}"))
-    return found
+    source = f"postfix-mta-sts-resolver sqlite {where}"
+    return [_resolver_row(domain, ts, pol_id, pol_body, source)
+            for domain, ts, pol_id, pol_body in rows]
 
 
 def read_mta_sts_resolver_postgres(
@@ -163,17 +247,8 @@ def read_mta_sts_resolver_postgres(
                 "select domain, ts, pol_id, pol_body from sts_policy_cache").fetchall()
     except psycopg.Error as exc:
         raise CacheImportError(f"{where}: {str(exc).strip()}") from None
-    found: list[ImportedPolicy | tuple[str, str]] = []
-    for domain, ts, pol_id, pol_body in rows:
-        name = str(domain)
-        try:
-            body = json.loads(pol_body) if isinstance(pol_body, str | bytes) else pol_body
-            found.append(ImportedPolicy(name, _policy_text(body), float(ts),
-                                        None if pol_id is None else str(pol_id),
-                                        "postfix-mta-sts-resolver postgres"))
-        except (TypeError, ValueError) as exc:
-            found.append((name, f"unreadable entry: {exc}"))
-    return found
+    return [_resolver_row(domain, ts, pol_id, pol_body, "postfix-mta-sts-resolver postgres")
+            for domain, ts, pol_id, pol_body in rows]
 
 
 async def read_mta_sts_resolver_redis(
@@ -196,12 +271,12 @@ async def read_mta_sts_resolver_redis(
                 member: bytes = best[0][0]
                 score: float = best[0][1]
                 try:
-                    pol_id, pol_body = json.loads(member[16:].decode("utf-8"))
-                    yield ImportedPolicy(key, _policy_text(pol_body), float(score),
-                                         None if pol_id is None else str(pol_id),
-                                         "postfix-mta-sts-resolver redis")
-                except (TypeError, ValueError) as exc:
-                    yield (key, f"unreadable entry: {exc}")
+                    pol_id, pol_body = _load_body(member[16:])
+                except _ROW_ERRORS as exc:
+                    yield (key, f"unreadable entry: {_short(exc)}")
+                    continue
+                yield _resolver_row(key, score, pol_id, pol_body,
+                                    "postfix-mta-sts-resolver redis")
         except RedisError as exc:
             raise CacheImportError(f"redis {url}: {exc}") from None
     finally:
@@ -239,10 +314,17 @@ async def import_policies(
         except TlsPolicyError as exc:
             report.skipped.append((item.domain, str(exc)))
             continue
-        if not item.fetched_at > 0:
+        if not (isinstance(item.fetched_at, int | float) and math.isfinite(item.fetched_at)
+                and item.fetched_at > 0):
             report.skipped.append((domain, f"bad fetch time {item.fetched_at!r}"))
             continue
-        fetched = datetime.fromtimestamp(item.fetched_at, UTC)
+        when = float(item.fetched_at)
+        capped = when > moment
+        if capped:
+            # A fetch "in the future" would stretch the policy past max_age from now
+            # (ts = 1e10 expires in 2286): taken as fetched now.
+            when = moment
+        fetched = datetime.fromtimestamp(when, UTC)
         cached = CachedMtaStsPolicy(policy, fetched, item.policy_id)
         if cached.expires_at.timestamp() <= moment:
             report.expired.append(domain)
@@ -262,6 +344,9 @@ async def import_policies(
         await store.set(POLICY_NAMESPACE, domain, dumps_json(_encode(state)),
                         expires_at=_expiry(state))
         report.imported.append(domain)
+        if capped:
+            report.capped.append((domain, f"fetch time {item.fetched_at!r} is in the future; "
+                                          "imported as fetched now"))
     return report
 
 
@@ -300,6 +385,6 @@ def read_postfix_tlspol(path: str | Path) -> list[ImportedPolicy | tuple[str, st
             fetched = go_time(branch["ExpiresAt"]).timestamp() - int(branch.get("TTL", 0))
             found.append(ImportedPolicy(name, "".join(f"{line}\r\n" for line in lines),
                                         fetched, None, source))
-        except (KeyError, TypeError, ValueError) as exc:
+        except _ROW_ERRORS as exc:
             found.append((name, f"unreadable entry: {exc}"))
     return found

@@ -8,14 +8,22 @@ TOML; ``.conf`` and ``.ecelerity`` files are Momentum ``ecelerity.conf``.
 from __future__ import annotations
 
 import os
+import tomllib
 from typing import Final
 
-from ..errors import ConfigError, ConfigErrors, Location, NoConfigFilesError, TooManyFilesError
-from ..scopes import Config, has_expiry, layer_configs
+from ..errors import (
+    ConfigError,
+    ConfigErrors,
+    EmptyPolicyError,
+    Location,
+    NoConfigFilesError,
+    TooManyFilesError,
+)
+from ..scopes import Config, has_expiry, layer_configs, sets_no_option
 from .files import ReadBudget
 from .toml import dumps_toml, loads_toml
 
-__all__ = ["dump_toml", "load_config", "load_file", "loads_toml"]
+__all__ = ["dump_toml", "load_config", "load_file", "loads_toml", "refuse_empty_policy"]
 
 
 FORMATS: Final = ("toml", "ecelerity")
@@ -29,7 +37,18 @@ def load_file(path: str | os.PathLike[str], *, format: str | None = None,
     Files are read through ``budget`` (a fresh
     :class:`~tlspolicy.formats.files.ReadBudget` by default): regular files
     only, each at most :data:`~tlspolicy.formats.files.MAX_FILE_BYTES`.
+    A file that declares nothing at all (empty, comments only, a bare
+    ``[global]``) is an :class:`~tlspolicy.errors.EmptyPolicyError`, except a
+    TOML file holding a ``[discovery]`` table, the marker of ``serve``'s
+    drop-in mode; :func:`load_config` also refuses a whole load that sets no
+    option (see :func:`refuse_empty_policy`).
     """
+    return _load_file(path, format, budget)[0]
+
+
+def _load_file(path: str | os.PathLike[str], format: str | None,
+               budget: ReadBudget | None) -> tuple[Config, bool]:
+    """The file's configuration, and whether it is a drop-in marker."""
     name = os.fspath(path)
     if format is not None and format not in FORMATS:
         raise ValueError(f"unknown configuration format {format!r} (known: toml, ecelerity)")
@@ -37,8 +56,54 @@ def load_file(path: str | os.PathLike[str], *, format: str | None = None,
     if format == "ecelerity" or (format is None and name.endswith((".conf", ".ecelerity"))):
         from .ecelerity import load_ecelerity_config
 
-        return load_ecelerity_config(name, budget=budget)
-    return loads_toml(budget.read_text(name), name)
+        config = load_ecelerity_config(name, budget=budget)
+        if _declares_nothing(config):
+            refuse_empty_policy(config, name, toml=False)
+        return config, False
+    text = budget.read_text(name)
+    config = loads_toml(text, name)
+    marker = sets_no_option(config) and _holds_discovery_table(text)
+    if _declares_nothing(config) and not marker:
+        refuse_empty_policy(config, name)
+    return config, marker
+
+
+def _declares_nothing(config: Config) -> bool:
+    # A file without a single scope or option: emptied, truncated or never written.
+    # (A file that only declares scopes may be one layer of several; the whole load
+    # is judged by load_config.)
+    return sets_no_option(config) and not (config.domains or config.binding_groups
+                                           or config.bindings or config.floors)
+
+
+def _holds_discovery_table(text: str) -> bool:
+    # Parsed again only for a file that sets nothing, which loads_toml has already read.
+    try:
+        data = tomllib.loads(text[1:] if text.startswith("\ufeff") else text)
+    except tomllib.TOMLDecodeError:
+        return False
+    return any(key.lower() == "discovery" for key in data)
+
+
+def refuse_empty_policy(config: Config, file: str, *, toml: bool = True,
+                        why: str | None = None) -> None:
+    """Raise :class:`~tlspolicy.errors.EmptyPolicyError` when ``config`` sets no option.
+
+    The one rule for an empty policy (SEMANTICS 11, "Empty policy"): a file
+    that is empty, holds only comments or sets no option in any scope would
+    mean plaintext for every domain, so it is refused by every loader, and by
+    ``check``, ``lint``, ``serve`` and a reload through them; that policy must
+    be written out.  ``file`` names the file (or files) in the error; ``toml``
+    picks the spelling of the fix the message suggests; ``why`` is added to
+    the message.
+    """
+    if not sets_no_option(config):
+        return
+    fix = 'tls = "no" under [global]' if toml else "tls = no in the global scope"
+    raise EmptyPolicyError(
+        "sets no option at all, which would mean plaintext for every domain: refusing an "
+        f"empty policy{'; ' + why if why else ''} (if plaintext everywhere is meant, write "
+        f"{fix})", Location(file=file))
 
 
 def load_config(*paths: str | os.PathLike[str], format: str | None = None,
@@ -58,9 +123,12 @@ def load_config(*paths: str | os.PathLike[str], format: str | None = None,
     budget = budget if budget is not None else ReadBudget()
     configs: list[Config] = []
     errors: list[ConfigError] = []
+    markers = 0
     for path in paths:
         try:
-            configs.append(load_file(path, format=format, budget=budget))
+            config, marker = _load_file(path, format, budget)
+            configs.append(config)
+            markers += marker
         except ConfigErrors as many:
             errors.extend(many.errors)
         except TooManyFilesError as over:
@@ -74,6 +142,17 @@ def load_config(*paths: str | os.PathLike[str], format: str | None = None,
         layered = layer_configs(configs)
     except ConfigError as exc:
         raise exc.located(Location(file=where)) from None
+    if not markers:
+        # Scopes declared without any option, in one file or over all layers.
+        toml = not all(os.fspath(p).endswith((".conf", ".ecelerity")) for p in paths) \
+            if format is None else format == "toml"
+        refuse_empty_policy(layered, where, toml=toml)
+    if len(configs) > 1 and layered.floors:
+        # A floor of one layer meets the protocols of another only here.
+        from ..floors import floor_protocol_errors
+
+        ConfigErrors.raise_if_any([e.located(Location(file=where))
+                                   for e in floor_protocol_errors(layered)])
     if len(configs) > 1 and has_expiry(layered):
         # Layers change what an expiry does: judge it again on the whole (SEMANTICS 8).
         from ..testing.expiry import expiry_errors

@@ -63,6 +63,7 @@ from ..scopes import (
     DomainScope,
     FloorScope,
     build_config,
+    floor_path,
     has_expiry,
     trusted_binding,
     trusted_config,
@@ -497,7 +498,10 @@ def loads_toml(text: str, filename: str = "<string>") -> Config:
     (:class:`~tlspolicy.errors.ExpiryWeakensError`).
     """
     text = _without_bom(text)
-    return _check_expiry(_loads_toml(text, filename), text, filename)
+    config = _check_expiry(_loads_toml(text, filename), text, filename)
+    if config.floors:
+        _check_floor_protocols(config, text, filename)
+    return config
 
 
 def _loads_toml(text: str, filename: str) -> Config:
@@ -527,6 +531,21 @@ def _check_expiry(config: Config, text: str, filename: str) -> Config:
     errors = expiry_errors(config, line_of=lambda s: lines.get(id(s)))
     ConfigErrors.raise_if_any([e.located(Location(file=filename)) for e in errors])
     return config
+
+
+def _check_floor_protocols(config: Config, text: str, filename: str) -> None:
+    # Imported here: only files with floors need the resolver it builds.
+    from ..floors import floor_protocol_errors
+
+    errors = floor_protocol_errors(config)
+    if not errors:
+        return
+    lines = _Lines(text)
+    line_of = {floor_path(f.name.text): lines.key((("floor", i),), "tls_protocols")
+               for i, f in enumerate(config.floors)}
+    ConfigErrors.raise_if_any([
+        e.located(Location(file=filename, line=line_of.get(e.location.scope or "")))
+        for e in errors])
 
 
 def _expiry_lines(config: Config, lines: _Lines) -> dict[int, int | None]:

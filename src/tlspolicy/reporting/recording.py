@@ -26,14 +26,15 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
-from tlspolicy import PolicyType, SessionResult
+from tlspolicy import PolicyType, SessionResult, TlsPolicyError, normalise_domain
 
 from ..stores import Store, StoreError, dumps_json, loads_json
 
 __all__ = [
     "DAY",
+    "MAX_STORED_COUNT",
     "RESULTS_NAMESPACE",
     "BufferedSink",
     "MemorySink",
@@ -41,6 +42,7 @@ __all__ = [
     "decode_results",
     "encode_results",
     "period_start",
+    "results_key_domain",
 ]
 
 log = logging.getLogger("tlspolicy.reporting")
@@ -96,8 +98,18 @@ def encode_results(items: Iterable[tuple[SessionResult, int]]) -> bytes:
     return dumps_json({"v": 1, "results": rows})
 
 
+#: The largest count one stored row may carry: a node flushes every few seconds, so a
+#: row over a billion attempts is not a count but a corrupt or hostile entry.
+MAX_STORED_COUNT: Final = 10**9
+
+
 def decode_results(data: bytes) -> list[tuple[SessionResult, int]]:
-    """Read what :func:`encode_results` wrote; a corrupt entry raises ``StoreError``."""
+    """Read what :func:`encode_results` wrote; a corrupt entry raises ``StoreError``.
+
+    The store may be shared by a fleet, so every row is checked as it is read:
+    each field through :class:`~tlspolicy.SessionResult`'s own checks, and the
+    count a whole number from 1 to :data:`MAX_STORED_COUNT`.
+    """
     value = loads_json(data)
     if not isinstance(value, dict) or value.get("v") != 1 or not isinstance(
             value.get("results"), list):
@@ -106,12 +118,41 @@ def decode_results(data: bytes) -> list[tuple[SessionResult, int]]:
     for row in value["results"]:
         if not isinstance(row, list) or len(row) != len(_FIELDS) + 2:
             raise StoreError("stored TLS-RPT result row is malformed")
+        count = row[-1]
+        if type(count) is not int or not 1 <= count <= MAX_STORED_COUNT:
+            # A negative count would cancel real results; a huge one would be reported.
+            shown = str(count) if len(str(count)) <= 30 else f"{str(count)[:30]}..."
+            raise StoreError(f"stored TLS-RPT result row has the count {shown}, "
+                             f"not a whole number from 1 to {MAX_STORED_COUNT}")
         try:
             fields = dict(zip(_FIELDS, row[1:-1], strict=True))
-            out.append((SessionResult(PolicyType(row[0]), **fields), int(row[-1])))
+            out.append((SessionResult(PolicyType(row[0]), **fields), count))
         except (ValueError, TypeError) as exc:
             raise StoreError(f"stored TLS-RPT result row is malformed: {exc}") from None
     return out
+
+
+def results_key_domain(key: str, start: int) -> str | None:
+    """The policy domain of a stored results key ``start/domain/node/seq``, or ``None``
+    when the key is not one :class:`BufferedSink` writes (another period, a domain that
+    is not normalised, a node or sequence that is no name or number)."""
+    parts = key.split("/")
+    if len(parts) != 4 or parts[0] != str(start) or not parts[3].isdigit():
+        return None
+    domain, node = parts[1], parts[2]
+    if not _valid_node(node):
+        return None
+    try:
+        if normalise_domain(domain) != domain:
+            return None
+    except TlsPolicyError:
+        return None
+    return domain
+
+
+def _valid_node(node: str) -> bool:
+    return bool(node) and node not in (".", "..") and node.isprintable() and \
+        "/" not in node and not any(c.isspace() for c in node)
 
 
 class BufferedSink:
@@ -139,6 +180,10 @@ class BufferedSink:
         self.max_pending = max_pending
         self.retention = retention
         self.node = node or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        if not _valid_node(self.node):
+            # It is a part of every key written; the reader refuses keys it cannot split.
+            raise StoreError(f"reporting node name {self.node[:60]!r} must be printable, "
+                             "without '/' or blanks, and not '.' or '..'")
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: dict[tuple[int, SessionResult], int] = {}

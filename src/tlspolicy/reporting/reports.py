@@ -41,7 +41,7 @@ from tlspolicy import (
 )
 
 from ..stores import Store, StoreError, dumps_json, loads_json
-from .recording import DAY, RESULTS_NAMESPACE, decode_results
+from .recording import DAY, RESULTS_NAMESPACE, decode_results, results_key_domain
 
 if TYPE_CHECKING:
     from ..discovery import Discovery
@@ -55,6 +55,7 @@ __all__ = [
     "ReportingError",
     "StoredReport",
     "period_results",
+    "report_msg_id",
 ]
 
 log = logging.getLogger("tlspolicy.reporting")
@@ -77,6 +78,21 @@ def _submitter(value: str) -> str:
     return normalise_domain(value)
 
 
+def _contact(value: object) -> str:
+    # RFC 8460 section 4.4: contact-info is an RFC 5322 addr-spec, a bare address; a
+    # mailto: URI, a common way to write one, is taken for its address.
+    if not isinstance(value, str):
+        raise ReportingError(f"reporting option contact_info must be text, not {value!r}")
+    text = value.strip()
+    if text[:7].lower() == "mailto:":
+        text = urllib.parse.unquote(text[7:].split("?", 1)[0])
+    if not _ADDRESS_RE.fullmatch(text):
+        raise ReportingError(f"reporting option contact_info {value[:80]!r} is not a mail "
+                             "address (RFC 8460 section 4.4: an addr-spec such as "
+                             "tlsrpt@example.net)")
+    return text
+
+
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ReportingError(f"reporting option {attribute.name} must be positive, "
@@ -87,7 +103,9 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> 
 class ReportingConfig:
     """Who reports and how.  Times are in seconds.
 
-    - ``organization_name``, ``contact_info``: the report's own fields.
+    - ``organization_name``, ``contact_info``: the report's own fields;
+      ``contact_info`` is a mail address (a ``mailto:`` URI is taken for its
+      address, as RFC 8460 section 4.4 asks for an addr-spec).
     - ``submitter``: the reporting domain: the file name's sender, the DKIM
       ``d=`` and the ``TLS-Report-Submitter`` header.
     - ``mail_from``: the envelope sender and ``From:`` of mailed reports.
@@ -105,7 +123,7 @@ class ReportingConfig:
     """
 
     organization_name: str
-    contact_info: str
+    contact_info: str = attrs.field(converter=_contact)
     submitter: str = attrs.field(converter=_submitter)
     mail_from: str
     period: int = DAY
@@ -180,12 +198,23 @@ class StoredReport:
         try:
             assert isinstance(value, dict) and value["v"] == 1
             rua = value["rua"]
-            return cls(key, value["domain"], int(value["start"]), int(value["end"]),
-                       value["report"], value["filename"], float(value["created"]),
-                       None if rua is None else tuple(rua), value["rua_detail"],
-                       tuple(Delivery(**d) for d in value["deliveries"]))
+            stored = cls(key, value["domain"], int(value["start"]), int(value["end"]),
+                         value["report"], value["filename"], float(value["created"]),
+                         None if rua is None else tuple(rua), value["rua_detail"],
+                         tuple(Delivery(**d) for d in value["deliveries"]))
         except (AssertionError, KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"stored TLS-RPT report {key!r} is malformed: {exc}") from None
+        # A shared store's report must be the one its key names, for a normalised domain.
+        try:
+            domain_ok = normalise_domain(stored.domain) == stored.domain
+        except (TlsPolicyError, TypeError):
+            domain_ok = False
+        if not domain_ok or key != f"{stored.start}/{stored.domain}" or not isinstance(
+                stored.report, dict) or not isinstance(stored.filename, str) or any(
+                c in stored.filename for c in '/\\"\r\n'):
+            raise StoreError(f"stored TLS-RPT report {key[:200]!r} is malformed: its key, "
+                             "domain or file name do not agree")
+        return stored
 
 
 async def period_results(store: Store, start: int,
@@ -194,14 +223,46 @@ async def period_results(store: Store, start: int,
     wanted = None if domains is None else {normalise_domain(d) for d in domains}
     items: dict[str, list[tuple[SessionResult, int]]] = {}
     async for entry in store.entries(RESULTS_NAMESPACE, f"{start}/"):
-        domain = entry.key.split("/", 2)[1]
+        # The store may be a fleet's: a key or row that a sink would not write is skipped.
+        domain = results_key_domain(entry.key, start)
+        if domain is None:
+            log.warning("TLS-RPT: skipping stored results %r: not a key a sink writes "
+                        "(period/domain/node/sequence)", entry.key[:200])
+            continue
         if wanted is not None and domain not in wanted:
             continue
         try:
-            items.setdefault(domain, []).extend(decode_results(entry.value))
+            pairs = decode_results(entry.value)
         except StoreError as exc:
             log.warning("TLS-RPT: skipping stored results %s: %s", entry.key, exc)
+            continue
+        strays = sorted({r.policy_domain for r, _n in pairs if r.policy_domain != domain})
+        if strays:
+            log.warning("TLS-RPT: skipping stored results %s: they are for %s, not %s",
+                        entry.key, ", ".join(strays)[:200], domain)
+            continue
+        items.setdefault(domain, []).extend(pairs)
     return {domain: aggregate_counts(pairs) for domain, pairs in sorted(items.items())}
+
+
+# RFC 5322 atext: what a dot-atom-text may hold besides the dots between atoms.
+_ATEXT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                   "!#$%&'*+-/=?^_`{|}~")
+
+
+def _dot_atom(text: str) -> str:
+    atoms = ["".join(c if c in _ATEXT else "-" for c in atom) for atom in text.split(".")]
+    return ".".join(a for a in atoms if a) or "report"
+
+
+def report_msg_id(report_id: str, submitter: str) -> str:
+    """The ``Report-ID`` of a report mail's subject: an RFC 5322 ``msg-id``.
+
+    RFC 8460 section 5.3 ends the subject with ``"<" id-left "@" id-right ">"``:
+    the report's ``report-id`` (characters a ``dot-atom-text`` cannot hold
+    replaced by ``-``) at the submitting domain.
+    """
+    return f"<{_dot_atom(report_id)}@{_dot_atom(submitter)}>"
 
 
 def _mail_address(uri: str) -> str | None:
@@ -462,8 +523,9 @@ class Reporter:
         msg = EmailMessage(policy=email.policy.SMTP)
         msg["From"] = cfg.mail_from
         msg["To"] = rcpt
+        # RFC 8460 section 5.3: the subject ends with an RFC 5322 msg-id, id-left "@" id-right.
         msg["Subject"] = (f"Report Domain: {stored.domain} Submitter: {cfg.submitter} "
-                          f"Report-ID: <{stored.report['report-id']}>")
+                          f"Report-ID: {report_msg_id(stored.report['report-id'], cfg.submitter)}")
         msg["Date"] = email.utils.formatdate(self._clock(), usegmt=True)
         msg["Message-ID"] = email.utils.make_msgid(domain=cfg.submitter)
         msg["TLS-Report-Domain"] = stored.domain
@@ -474,8 +536,11 @@ class Reporter:
             f"{_stamp(stored.end):%Y-%m-%d %H:%M} UTC.\n")
         msg.add_attachment(body, maintype="application", subtype="tlsrpt+gzip",
                            filename=stored.filename)
-        msg.replace_header("Content-Type", 'multipart/report; report-type="tlsrpt"; '
-                           f'boundary="{msg.get_boundary()}"')
+        # No boundary is set here: the generator picks a random one once the parts are
+        # known, and one that occurs in none of them (an organization_name may hold
+        # "--boundary" lines).  Reading it before that gave the literal "None".
+        msg.set_type("multipart/report")
+        msg.set_param("report-type", "tlsrpt")
         raw = msg.as_bytes()
         key = Path(cfg.dkim_key_file).read_bytes()
         headers = [b"From", b"To", b"Subject", b"Date", b"Message-ID", b"TLS-Report-Domain",
