@@ -19,20 +19,31 @@ offered, whether the handshake succeeds, whether the presented chain is
 PKIX-trusted by the system store and by which trust-anchor files, whether the
 certificate is in date, the DNS names it is valid for (literal names: wildcard
 certificates are not modelled), the host's DANE state as Postfix's own DNS
-lookups see it (:class:`Dane`), whether the MX RRset was DNSSEC-validated, and
-which usable TLSA record (DANE-EE or DANE-TA) the chain matches, if any.
+lookups see it (:class:`Dane`), whether the MX RRset was DNSSEC-validated,
+which usable TLSA record (DANE-EE or DANE-TA) the chain matches, if any, the
+protocol versions the server accepts, and which trust-anchor files hold an
+expired anchor for the chain.
 
 Choices:
 
-* ``protocols=``, ``ciphers=`` and ``exclude=`` only narrow the handshake.  They
-  are ignored: ``HostWorld.handshake`` is the outcome of the handshake under the
-  restrictions in force, assumed the same for Postfix and for tlspolicy.
+* Protocol versions are modelled: the handshake succeeds iff
+  ``HostWorld.handshake`` and the client's allowed versions meet the server's
+  (``HostWorld.versions``; ``None``: any).  Postfix's allowed versions come from
+  ``protocols=`` (postconf(5) ``smtp_tls_mandatory_protocols``: ``>=V`` / ``<=V``
+  bounds, names to include, ``!V`` exclusions, where excluding a version also
+  drops every version above it once a lower one is enabled) or, without it,
+  the default ``>=TLSv1``; tlspolicy's are ``decision.parameters.protocols``.
+* ``ciphers=`` and ``exclude=`` only narrow the handshake further: ignored
+  (``HostWorld.handshake`` is the outcome under the cipher settings in force,
+  assumed the same for Postfix and for tlspolicy).
 * ``servername=`` only chooses the SNI, so which certificate the server shows;
   the world's certificate is the one shown.  Ignored.
 * A STARTTLS command refused by the server counts as a failed handshake.
 * REQUIRETLS is not modelled (the server is taken to announce it).
-* Trust anchors do not expire (postconf(5) ``smtp_tls_trust_anchor_file``);
-  ``in_date`` is about the server's certificate.
+* Trust anchors in a ``tafile`` are not subject to expiration (postconf(5)
+  ``smtp_tls_trust_anchor_file``): Postfix ignores ``HostWorld.expired_anchors``;
+  tlspolicy reports an expired anchor of its ``tls_ca`` as an expired
+  certificate.  ``in_date`` is about the server's certificate.
 
 Postfix's delivery (:func:`postfix_action`)
 -------------------------------------------
@@ -40,6 +51,9 @@ Postfix's delivery (:func:`postfix_action`)
 :class:`Delivery` is ordered DEFER < PLAINTEXT < ENCRYPTED < AUTHENTICATED: Postfix
 does not deliver to this host / delivers in cleartext / over TLS without a
 binding authentication / over TLS authenticated at the level's rules.
+
+"TLS up" below means STARTTLS offered and the handshake succeeding with the
+answer's protocol versions.
 
 =============  ==========================================================================
 level          delivery
@@ -70,17 +84,22 @@ dane           X: DEFER; N: as may; U: as encrypt; D: mandatory TLS (no STARTTLS
 dane-only      D with a secure MX RRset: as dane at D; anything else DEFER
 =============  ==========================================================================
 
-``fingerprint`` is not modelled (:class:`ValueError`).
+``fingerprint`` is not modelled (:class:`ValueError`).  The DANE-TA name list
+follows TLS_README ("nexthop, hostname"); Postfix's source builds it from the
+TLSA base domain and the MX names instead, so for the next-hop name the model
+may be more lenient than Postfix (a judge can then only report too much).
 
 tlspolicy's delivery (:func:`tlspolicy_action`)
 -----------------------------------------------
 
 From the decision's own API: plan FAIL -> DEFER, SKIP -> PLAINTEXT; ATTEMPT: no
-STARTTLS -> ``outcome(STARTTLS_NOT_ADVERTISED)``, failed handshake ->
+STARTTLS -> ``outcome(STARTTLS_NOT_ADVERTISED)``, failed handshake (including no
+common protocol version with ``parameters.protocols``) ->
 ``outcome(HANDSHAKE_FAILED)`` (SKIP / FALLBACK deliver in PLAINTEXT, the rest
 DEFER); TLS up -> ``after_certificate`` of the certificate observations the
 world gives for the decision's verification (the chain judged against
-``parameters.ca_file`` when set, else the system store; names against
+``parameters.ca_file`` when set, an expired anchor there being an expired
+certificate, else the system store; names against
 ``reference_identities``; under DANE the TLSA match against the decision's
 ``tlsa_records``: a DANE-EE match when it holds a usage-3 record, a DANE-TA
 match, with names and dates checked, when it holds a usage-2 record).  PROCEED
@@ -133,6 +152,7 @@ __all__ = [
     "never_weaker",
     "parse_answer",
     "postfix_action",
+    "postfix_protocols",
     "postfix_requirement",
     "tlspolicy_action",
 ]
@@ -184,8 +204,24 @@ def _names(value: Iterable[str]) -> frozenset[str]:
 
 def _files(value: Iterable[str]) -> frozenset[str]:
     if isinstance(value, str):
-        raise TypeError("tafiles must be an iterable of paths, not one string")
+        raise TypeError("anchor files must be an iterable of paths, not one string")
     return frozenset(value)
+
+
+PROTOCOLS: Final = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+"""Postfix's protocol names (postconf(5) ``smtp_tls_mandatory_protocols``), oldest first."""
+
+
+def _versions(value: Iterable[str] | None) -> frozenset[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise TypeError("versions must be an iterable of protocol names, not one string")
+    versions = frozenset(value)
+    unknown = versions - set(PROTOCOLS)
+    if unknown:
+        raise ValueError(f"unknown protocol names {sorted(unknown)} (use {PROTOCOLS})")
+    return versions
 
 
 @attrs.frozen
@@ -206,11 +242,17 @@ class HostWorld:
     """Meaningful at :attr:`Dane.D` only."""
     mx_secure: bool = True
     """Whether the MX RRset that named the host was DNSSEC-validated."""
+    versions: frozenset[str] | None = attrs.field(default=None, converter=_versions)
+    """The protocol versions the server accepts (Postfix's names); ``None``: any."""
+    expired_anchors: frozenset[str] = attrs.field(default=frozenset(), converter=_files)
+    """Trust-anchor files (of :attr:`tafiles`) whose anchor for the chain has expired."""
 
-    @property
-    def tls_up(self) -> bool:
-        """STARTTLS offered and the handshake succeeds."""
-        return self.starttls and self.handshake
+    def tls_up(self, client: frozenset[str] | None = None) -> bool:
+        """STARTTLS offered and the handshake succeeds for a client allowing ``client``
+        versions (``None``: any)."""
+        if not (self.starttls and self.handshake):
+            return False
+        return self.versions is None or client is None or bool(self.versions & client)
 
     def trusted(self, tafiles: Iterable[str]) -> bool:
         """Whether the chain is trusted: by these anchor files only, or the system store."""
@@ -311,14 +353,69 @@ def _names_match(patterns: Iterable[str], names: Iterable[str], *, host: str,
                for p in listed for n in names)
 
 
+# ------------------------------------------------------------------- protocols
+
+_HEX_VERSIONS: Final = {0x0300: "SSLv3", 0x0301: "TLSv1", 0x0302: "TLSv1.1",
+                        0x0303: "TLSv1.2", 0x0304: "TLSv1.3"}
+DEFAULT_PROTOCOLS: Final = ">=TLSv1"
+"""The default of ``smtp_tls_protocols`` and ``smtp_tls_mandatory_protocols`` (Postfix >= 3.6)."""
+
+
+def _protocol_index(word: str) -> int:
+    for i, name in enumerate(PROTOCOLS):
+        if word.lower() == name.lower():
+            return i
+    text = word.lower().removeprefix("0x")
+    try:
+        number = int(text, 16)
+    except ValueError:
+        raise ValueError(f"not a protocol: {word!r}") from None
+    if number not in _HEX_VERSIONS:
+        raise ValueError(f"a protocol number unknown to the model: {word!r}")
+    return PROTOCOLS.index(_HEX_VERSIONS[number])
+
+
+def postfix_protocols(spec: str) -> frozenset[str]:
+    """The versions a ``protocols=`` value enables (colon-separated in a policy answer).
+
+    Bounds ``>=V`` and ``<=V``, names to include, ``!V`` exclusions; an empty value
+    allows every version.  Then, as postconf(5) ``smtp_tls_mandatory_protocols``
+    says, a disabled version above the lowest enabled one disables every
+    version above it too: the result is the run upward from the lowest enabled.
+    """
+    low, high = 0, len(PROTOCOLS) - 1
+    included: set[int] = set()
+    excluded: set[int] = set()
+    for word in (w.strip() for w in spec.replace(",", ":").split(":")):
+        if not word:
+            continue
+        if word.startswith(">="):
+            low = max(low, _protocol_index(word[2:]))
+        elif word.startswith("<="):
+            high = min(high, _protocol_index(word[2:]))
+        elif word.startswith("!"):
+            excluded.add(_protocol_index(word[1:]))
+        else:
+            included.add(_protocol_index(word))
+    candidates = included or set(range(len(PROTOCOLS)))
+    enabled = [i for i in range(low, high + 1) if i in candidates and i not in excluded]
+    if not enabled:
+        return frozenset()
+    run = [enabled[0]]
+    while run[-1] + 1 in enabled:
+        run.append(run[-1] + 1)
+    return frozenset(PROTOCOLS[i] for i in run)
+
+
 # --------------------------------------------------------------------- Postfix
 
 INSECURE_MX_POLICIES: Final = ("may", "encrypt", "dane")
 
 
-def _dane_authenticated(world: HostWorld, *, host: str, nexthop: str) -> Delivery:
+def _dane_authenticated(world: HostWorld, *, host: str, nexthop: str,
+                        versions: frozenset[str]) -> Delivery:
     """Mandatory TLS, then the chain against the usable TLSA records (RFC 7672 3.1)."""
-    if not world.tls_up:
+    if not world.tls_up(versions):
         return Delivery.DEFER
     if world.tlsa_match is TlsaMatch.EE:
         return Delivery.AUTHENTICATED
@@ -357,6 +454,9 @@ def postfix_action(answer: str, *, host: str, nexthop: str, world: HostWorld,
     hop, bracketed = _nexthop_domain(nexthop)
     server = hop if bracketed else _key(host)
     level = parsed.level
+    given = parsed.values("protocols")
+    versions = postfix_protocols(given[-1] if given else DEFAULT_PROTOCOLS)
+    tls_up = world.tls_up(versions)
     if level in ("dane", "dane-only"):
         level = _effective_level(level, world, insecure_mx_policy)
     if level == "defer":
@@ -364,13 +464,13 @@ def postfix_action(answer: str, *, host: str, nexthop: str, world: HostWorld,
     if level == "none":
         return Delivery.PLAINTEXT
     if level == "may":
-        return Delivery.ENCRYPTED if world.tls_up else Delivery.PLAINTEXT
+        return Delivery.ENCRYPTED if tls_up else Delivery.PLAINTEXT
     if level == "encrypt":
-        return Delivery.ENCRYPTED if world.tls_up else Delivery.DEFER
+        return Delivery.ENCRYPTED if tls_up else Delivery.DEFER
     if level == "dane-auth":
-        return _dane_authenticated(world, host=server, nexthop=hop)
+        return _dane_authenticated(world, host=server, nexthop=hop, versions=versions)
     if level in ("verify", "secure"):
-        if (world.tls_up and world.trusted(parsed.values("tafile")) and world.in_date
+        if (tls_up and world.trusted(parsed.values("tafile")) and world.in_date
                 and _names_match(parsed.match, world.names, host=server, nexthop=hop)):
             return Delivery.AUTHENTICATED
         return Delivery.DEFER
@@ -395,6 +495,9 @@ def postfix_requirement(answer: str, *, world: HostWorld,
 # ------------------------------------------------------------------- tlspolicy
 
 _DELIVERS_PLAINTEXT: Final = frozenset({Action.SKIP, Action.FALLBACK})
+# tlspolicy's version names (TlsVersion values) -> the model's (Postfix's) names.
+_TLSPOLICY_VERSIONS: Final = {"SSLv2": "SSLv2", "SSLv3": "SSLv3", "TLSv1.0": "TLSv1",
+                              "TLSv1.1": "TLSv1.1", "TLSv1.2": "TLSv1.2", "TLSv1.3": "TLSv1.3"}
 _AUTHENTICATING: Final = frozenset({Verification.HOST, Verification.DANE})
 
 
@@ -421,7 +524,9 @@ def certificate_observations(decision: Decision, world: HostWorld) -> tuple[Obse
     ca_file = decision.parameters.ca_file
     if not world.trusted((ca_file,) if ca_file is not None else ()):
         found.append(Observation.CHAIN_NOT_TRUSTED)
-    if not world.in_date:
+    anchor_expired = (ca_file is not None and ca_file in world.tafiles
+                      and ca_file in world.expired_anchors)
+    if not world.in_date or anchor_expired:
         found.append(Observation.CERTIFICATE_EXPIRED)
     if not named:
         found.append(Observation.NAME_MISMATCH)
@@ -434,7 +539,8 @@ def tlspolicy_action(decision: Decision, world: HostWorld) -> Delivery:
         return Delivery.DEFER
     if decision.plan is Action.SKIP:
         return Delivery.PLAINTEXT
-    if not world.starttls or not world.handshake:
+    versions = frozenset(_TLSPOLICY_VERSIONS[v.value] for v in decision.parameters.protocols)
+    if not world.tls_up(versions):
         observation = (Observation.STARTTLS_NOT_ADVERTISED if not world.starttls
                        else Observation.HANDSHAKE_FAILED)
         action = decision.outcome(observation).action

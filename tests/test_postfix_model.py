@@ -15,6 +15,7 @@ import attrs
 import pytest
 
 from postfix_model import (
+    PROTOCOLS,
     Dane,
     Delivery,
     HostWorld,
@@ -23,6 +24,7 @@ from postfix_model import (
     never_weaker,
     parse_answer,
     postfix_action,
+    postfix_protocols,
     postfix_requirement,
     tlspolicy_action,
 )
@@ -210,17 +212,65 @@ def test_tafile_replaces_the_system_store(level: str) -> None:
     assert act(answer, anchored) is Delivery.DEFER
 
 
-@pytest.mark.parametrize("extra", ("protocols=>=TLSv1.2", "protocols=!SSLv2:!SSLv3",
-                                   "ciphers=high", "exclude=aNULL:MD5", "servername=hostname",
-                                   "ciphers=medium,exclude=RC4"))
+def test_tafile_anchors_do_not_expire() -> None:
+    # postconf(5) smtp_tls_trust_anchor_file: the trust anchors are not subject to
+    # expiration.
+    world = HostWorld(pkix_trusted=False, tafiles={"/a.pem"}, expired_anchors={"/a.pem"},
+                      names={HOST})
+    assert act("verify tafile=/a.pem", world) is Delivery.AUTHENTICATED
+
+
+@pytest.mark.parametrize("extra", ("ciphers=high", "exclude=aNULL:MD5", "servername=hostname",
+                                   "ciphers=medium,exclude=RC4", "protocols=>=TLSv1"))
 @pytest.mark.parametrize("level", ("may", "encrypt", "verify match=hostname:nexthop",
                                    "secure match=nexthop"))
-def test_narrowing_attributes_are_ignored(level: str, extra: str) -> None:
-    # Model choice (module docstring): protocols=, ciphers=, exclude= only narrow the
-    # handshake (postconf(5) smtp_tls_policy_maps) and the world's handshake flag is
-    # its outcome under them; servername= only picks the certificate shown.
-    for world in (GOOD, *DEGRADED):
+def test_cipher_and_sni_attributes_are_ignored(level: str, extra: str) -> None:
+    # Model choice (module docstring): ciphers= and exclude= only narrow the handshake
+    # (postconf(5) smtp_tls_policy_maps) and the world's handshake flag is its outcome
+    # under them; servername= only picks the certificate shown.  protocols=>=TLSv1 is
+    # the default (postconf(5) smtp_tls_mandatory_protocols).
+    for world in (GOOD, *DEGRADED, attrs.evolve(GOOD, versions={"TLSv1.2"})):
         assert act(f"{level} {extra}", world) is act(level, world)
+
+
+@pytest.mark.parametrize(("spec", "versions"), [
+    ("", PROTOCOLS),
+    (">=TLSv1", PROTOCOLS[2:]),
+    (">=TLSv1.2", ("TLSv1.2", "TLSv1.3")),
+    (">=TLSv1.1:<=TLSv1.2", ("TLSv1.1", "TLSv1.2")),
+    ("<=TLSv1.2", PROTOCOLS[:5]),
+    (">=0x0303", ("TLSv1.2", "TLSv1.3")),
+    (">=TLSv1.2:<=0304", ("TLSv1.2", "TLSv1.3")),
+    ("!SSLv2:!SSLv3", PROTOCOLS[2:]),
+    ("!SSLv2:!SSLv3:!TLSv1:!TLSv1.1", ("TLSv1.2", "TLSv1.3")),
+    ("!SSLv2:!SSLv3:!TLSv1.1", ("TLSv1",)),
+    ("!SSLv2:!SSLv3:!TLSv1.3", ("TLSv1", "TLSv1.1", "TLSv1.2")),
+    ("TLSv1.2:TLSv1.3", ("TLSv1.2", "TLSv1.3")),
+    ("tlsv1.3", ("TLSv1.3",)),
+    (">=TLSv1.3:<=TLSv1.2", ()),
+])
+def test_protocols_attribute(spec: str, versions: tuple[str, ...]) -> None:
+    # postconf(5) smtp_tls_mandatory_protocols: >= and <= bounds (names or hex
+    # numbers), "!" exclusions where disabling a version disables every version
+    # above it, names to include; an empty value allows every protocol.
+    assert postfix_protocols(spec) == frozenset(versions)
+
+
+def test_protocols_decide_the_handshake() -> None:
+    # postconf(5) smtp_tls_policy_maps: "protocols" overrides the protocol settings
+    # at may and at encrypt and higher; smtp_tls_mandatory_protocols: default >=TLSv1.
+    old = attrs.evolve(GOOD, versions={"TLSv1"})
+    modern = attrs.evolve(GOOD, versions={"TLSv1.3"})
+    ssl_only = attrs.evolve(GOOD, versions={"SSLv3"})
+    assert act("encrypt", old) is Delivery.ENCRYPTED
+    assert act("encrypt protocols=>=TLSv1.2", old) is Delivery.DEFER
+    assert act("may protocols=>=TLSv1.2", old) is Delivery.PLAINTEXT
+    assert act("verify protocols=>=TLSv1.2", modern) is Delivery.AUTHENTICATED
+    assert act("verify protocols=<=TLSv1.2", modern) is Delivery.DEFER
+    assert act("encrypt", ssl_only) is Delivery.DEFER
+    assert act("encrypt protocols=", ssl_only) is Delivery.ENCRYPTED
+    assert act("may protocols=!SSLv2:!SSLv3:!TLSv1.1", attrs.evolve(
+        GOOD, versions={"TLSv1.2"})) is Delivery.PLAINTEXT
 
 
 # ------------------------------------------------------------------ DANE
@@ -379,6 +429,27 @@ def test_tlspolicy_tls_ca_replaces_the_system_store() -> None:
     assert tlspolicy_action(d, GOOD) is Delivery.DEFER
     anchored = HostWorld(pkix_trusted=False, tafiles={"/etc/ssl/a.pem"}, names={HOST})
     assert tlspolicy_action(d, anchored) is Delivery.AUTHENTICATED
+
+
+def test_tlspolicy_fails_an_expired_anchor_of_tls_ca() -> None:
+    d = decision("required", "host", ca="/etc/ssl/a.pem")
+    world = HostWorld(pkix_trusted=False, tafiles={"/etc/ssl/a.pem"},
+                      expired_anchors={"/etc/ssl/a.pem"}, names={HOST})
+    assert tlspolicy_action(d, world) is Delivery.DEFER
+    assert tlspolicy_action(d, attrs.evolve(world, expired_anchors=set())) is \
+        Delivery.AUTHENTICATED
+
+
+def test_tlspolicy_handshake_needs_a_common_protocol_version() -> None:
+    config = loads_toml("""
+[global]
+tls = "required"
+tls_protocols = "TLSv1.2:TLSv1.3"
+""")
+    d = Resolver(config).resolve(NEXTHOP, mx_host=HOST)
+    assert tlspolicy_action(d, attrs.evolve(GOOD, versions={"TLSv1", "TLSv1.1"})) is \
+        Delivery.DEFER
+    assert tlspolicy_action(d, attrs.evolve(GOOD, versions={"TLSv1.2"})) is Delivery.ENCRYPTED
 
 
 def test_tlspolicy_optional_delivers_with_a_bad_certificate() -> None:
