@@ -542,3 +542,91 @@ def test_requirement_is_met_by_every_delivery() -> None:
         required = postfix_requirement(answer, world=world)
         if delivered is not Delivery.DEFER:
             assert required is not None and delivered >= required
+
+
+# ------------------------------------------------- the measured real-Postfix grid
+
+# docs/migration-postfix.md "Measured against a real Postfix": a real Postfix 3.7
+# delivering to seven receivers, for each configuration at the "domain" key.  Each
+# row: configuration, the answer the level mapping documents for it ("Mapping"),
+# and per receiver what Postfix did, then (after "|") the decision's outcome where
+# it differs (the bold cells).  tls: delivered over TLS, plain / plain-late: in
+# plaintext, defer.  The model must reproduce Postfix's column, and tlspolicy_action
+# the decision's.
+RECEIVERS = ("notls", "good", "wrongname", "expired", "selfsigned", "tls13", "refused")
+RECEIVER_WORLDS = {
+    "notls": HostWorld(starttls=False, names={HOST}),
+    "good": HostWorld(names={HOST}),
+    "wrongname": HostWorld(names={"wrong.example"}),
+    "expired": HostWorld(in_date=False, names={HOST}),
+    "selfsigned": HostWorld(pkix_trusted=False, names={HOST}),
+    "tls13": HostWorld(versions={"TLSv1.3"}, names={HOST}),
+    "refused": HostWorld(handshake=False, names={HOST}),
+}
+VERIFY = "verify match=hostname:nexthop"
+MEASURED = [
+    ("no/no", "", "none", "plain plain plain plain plain plain plain"),
+    ("ifavailable/no", "", "may", "plain tls tls tls tls tls plain"),
+    ("ifavailable/optional", "", "may", "plain tls tls tls tls tls plain"),
+    ("ifavailable/ca", "", VERIFY,
+     "defer tls defer defer defer tls defer | plain tls tls defer defer tls plain"),
+    ("ifavailable/host", "", VERIFY,
+     "defer tls defer defer defer tls defer | plain tls defer defer defer tls plain"),
+    ("ifavailable/no fb=off", "", "encrypt",
+     "defer tls tls tls tls tls defer | plain tls tls tls tls tls defer"),
+    ("ifavailable/optional fb=off", "", "encrypt",
+     "defer tls tls tls tls tls defer | plain tls tls tls tls tls defer"),
+    ("ifavailable/ca fb=off", "", VERIFY,
+     "defer tls defer defer defer tls defer | plain tls tls defer defer tls defer"),
+    ("ifavailable/host fb=off", "", VERIFY,
+     "defer tls defer defer defer tls defer | plain tls defer defer defer tls defer"),
+    ("required/no", "", "encrypt", "defer tls tls tls tls tls defer"),
+    ("required/optional", "", "encrypt", "defer tls tls tls tls tls defer"),
+    ("required/ca", "", VERIFY,
+     "defer tls defer defer defer tls defer | defer tls tls defer defer tls defer"),
+    ("required/host", "", VERIFY, "defer tls defer defer defer tls defer"),
+    ("ifavailable/no", "+ALL:-TLSv1.3", "may protocols=>=TLSv1:<=TLSv1.2",
+     "plain tls tls tls tls plain-late plain"),
+    ("ifavailable/no fb=off", "+ALL:-TLSv1.3", "encrypt protocols=>=TLSv1:<=TLSv1.2",
+     "defer tls tls tls tls defer defer | plain tls tls tls tls defer defer"),
+    ("required/host", "+ALL:-TLSv1.3", f"{VERIFY} protocols=>=TLSv1:<=TLSv1.2",
+     "defer tls defer defer defer defer defer"),
+    ("required/no", "-ALL:+TLSv1.3", "encrypt protocols=>=TLSv1.3",
+     "defer tls tls tls tls tls defer"),
+    ("required/no", "+ALL:-SSLv2:-SSLv3:-TLSv1.0:-TLSv1.1", "encrypt protocols=>=TLSv1.2",
+     "defer tls tls tls tls tls defer"),
+    ("required/no", "-ALL:+TLSv1.2", "encrypt protocols=>=TLSv1.2:<=TLSv1.2",
+     "defer tls tls tls tls defer defer"),
+    ("ifavailable/no", "+ALL:-TLSv1.2", "may protocols=>=TLSv1.3",
+     "plain tls tls tls tls tls plain"),
+]
+_CELLS = {"plain": {Delivery.PLAINTEXT}, "plain-late": {Delivery.PLAINTEXT},
+          "defer": {Delivery.DEFER}, "tls": {Delivery.ENCRYPTED, Delivery.AUTHENTICATED}}
+
+
+def _measured_decision(policy: str, protocols: str) -> Decision:
+    levels, _sep, flags = policy.partition(" ")
+    tls, verify = levels.split("/")
+    fallback = "fb=off" not in flags
+    line = f'tls_protocols = "{protocols}"' if protocols else ""
+    config = loads_toml(f"""
+[global]
+tls = "{tls}"
+tls_verify = "{verify}"
+tls_ifavailable_fallback = {str(fallback).lower()}
+{line}
+""")
+    return Resolver(config).resolve(NEXTHOP, mx_host=HOST)
+
+
+@pytest.mark.parametrize(("policy", "protocols", "answer", "cells"), MEASURED)
+def test_the_model_reproduces_the_measured_grid(policy: str, protocols: str, answer: str,
+                                                cells: str) -> None:
+    postfix_cells, _sep, decision_cells = cells.partition(" | ")
+    measured = dict(zip(RECEIVERS, postfix_cells.split(), strict=True))
+    decided = dict(zip(RECEIVERS, (decision_cells or postfix_cells).split(), strict=True))
+    d = _measured_decision(policy, protocols)
+    for receiver, world in RECEIVER_WORLDS.items():
+        assert act(answer, world) in _CELLS[measured[receiver]], receiver
+        assert tlspolicy_action(d, world) in _CELLS[decided[receiver]], receiver
+        assert allowed(answer, d, HOST, NEXTHOP, world), receiver
