@@ -144,11 +144,15 @@ from tlspolicy import (
 )
 
 __all__ = [
+    "DEFAULT_PROTOCOLS",
+    "PROTOCOLS",
+    "Answer",
     "Dane",
     "Delivery",
     "HostWorld",
     "TlsaMatch",
     "allowed",
+    "certificate_observations",
     "never_weaker",
     "parse_answer",
     "postfix_action",
