@@ -97,12 +97,22 @@ def test_ca_becomes_tafile_only_when_verifying() -> None:
     ("+ALL:-SSLv2:-SSLv3:-TLSv1.0:-TLSv1.1", "protocols=>=TLSv1.2", False),
     ("-ALL:+TLSv1.3", "protocols=>=TLSv1.3", False),
     ("TLSv1.0:TLSv1.1:TLSv1.2", "protocols=>=TLSv1:<=TLSv1.2", False),
-    ("TLSv1.0:TLSv1.2:TLSv1.3", "protocols=>=TLSv1.2", True),
+    # A gap at may: the whole range (Postfix's default here), never plaintext where the
+    # decision encrypts with a version below the gap (the Postfix model's counterexample).
+    ("TLSv1.0:TLSv1.2:TLSv1.3", None, True),
 ])
 def test_protocols(spec: str, attr: str | None, lossy: bool) -> None:
     p, w = map_values(values(tls=Tls.IFAVAILABLE, tls_protocols=TlsProtocols.parse(spec)))
     assert p.attributes == (() if attr is None else (tuple(attr.split("=", 1)),))
     assert ("tls_protocols" in _options(w)) is lossy
+
+
+def test_protocols_with_a_gap_at_a_mandatory_level_keep_the_highest_range() -> None:
+    # Mandatory TLS: dropping the versions below the gap only defers (stricter).
+    p, w = map_values(values(tls=Tls.REQUIRED,
+                             tls_protocols=TlsProtocols.parse("TLSv1.0:TLSv1.2:TLSv1.3")))
+    assert p.text() == "encrypt protocols=>=TLSv1.2"
+    assert "protocols-not-contiguous" in {x.code for x in w}
 
 
 @pytest.mark.parametrize(("ciphers", "attrs"), [

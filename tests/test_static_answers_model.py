@@ -19,12 +19,12 @@ explicit tests below instead of being found again and again at random:
   never offer it either (docs/adapters.md), but a decision's version set may
   hold SSL versions (the default ``+ALL`` does).  A strict xfail.  The worlds'
   servers accept TLS versions only.
-* a decision whose TLS versions have a hole (``TLSv1.0`` + ``TLSv1.2``): the
-  answer keeps the highest contiguous range, which docs/migration-postfix.md
-  calls stricter (``protocols-not-contiguous``); at ``may`` Postfix then falls
-  back to plaintext with a server that only speaks a dropped version, where
-  the decision encrypts.  Not a documented weakening: that test is left
-  failing, and the property test skips such decisions.
+* a decision whose TLS versions have a gap (``TLSv1.0`` + ``TLSv1.2``): no Postfix
+  range is exactly that set.  At ``may`` the answer once kept the highest range, so
+  Postfix fell back to plaintext with a server speaking only a dropped version
+  where the decision encrypts; it now offers the whole range (at a mandatory
+  level the highest range stays, which is stricter, and with DANE the answer is
+  ``dane-only``).  ``test_protocol_hole_at_may_offers_the_whole_range`` pins it.
 
 Answers are asked for Postfix 3.7.11 (``protocols=>=V`` ranges) and, for one
 example in four, Postfix 3.5 (``!V`` exclusion lists).  Budgets come from the
@@ -134,8 +134,6 @@ def test_static_answers_are_allowed_for_the_decision(config: Config,
             continue  # Postfix defers the mail: allowed whatever the decision.
         answer = reply.text
         decision = resolver.resolve(domain, binding, mx_host=mx_host)
-        if has_tls_hole(decision):
-            continue  # test_protocol_hole_at_may_is_weaker_than_the_decision
         host = mx_host if mx_host is not None else _bare(domain)
         for _world in range(_WORLDS_PER_REQUEST):
             world = data.draw(worlds(host, domain))
@@ -273,8 +271,6 @@ def test_every_protocol_set_against_every_server_version(version: tuple[int, ...
         if reply.status is not ReplyStatus.OK:
             continue
         decision = resolver.resolve(_GRID_DOMAIN, "default", mx_host=_GRID_HOST)
-        if has_tls_hole(decision):
-            continue  # test_protocol_hole_at_may_is_weaker_than_the_decision
         for versions, (starttls, handshake) in itertools.product(
                 _GRID_VERSIONS, ((False, True), (True, False), (True, True))):
             world = HostWorld(starttls=starttls, handshake=handshake, versions=versions,
@@ -293,20 +289,34 @@ def _may_example(protocols: str, server: set[str]) -> tuple[str, Decision, HostW
     return reply.text, decision, HostWorld(versions=server, names={_GRID_HOST})
 
 
-def test_protocol_hole_at_may_is_weaker_than_the_decision() -> None:
-    """Minimal counterexample, left failing (see the module docstring).
+def test_protocol_hole_at_may_offers_the_whole_range() -> None:
+    """The counterexample the model found (see the module docstring).
 
-    ``tls = "ifavailable"``, ``tls_protocols = "TLSv1.0:TLSv1.2"``: the answer is
-    ``may protocols=>=TLSv1.2:<=TLSv1.2``.  A server speaking only TLS 1.0: the
-    decision encrypts with TLS 1.0, Postfix fails the handshake and delivers in
-    plaintext.  docs/migration-postfix.md calls the dropped versions stricter.
+    ``tls = "ifavailable"``, ``tls_protocols = "TLSv1.0:TLSv1.2"`` was answered
+    ``may protocols=>=TLSv1.2:<=TLSv1.2``: with a server speaking only TLS 1.0 the
+    decision encrypts with TLS 1.0 while Postfix failed the handshake and delivered
+    in plaintext.  At may the whole range is offered now.
     """
     answer, decision, world = _may_example("TLSv1.0:TLSv1.2", {"TLSv1"})
-    assert answer == "may protocols=>=TLSv1.2:<=TLSv1.2"
+    assert answer == "may protocols=>=TLSv1:<=TLSv1.2"
     assert tlspolicy_action(decision, world) is Delivery.ENCRYPTED
     assert postfix_action(answer, host=_GRID_HOST, nexthop=_GRID_DOMAIN,
-                          world=world) is Delivery.PLAINTEXT
+                          world=world) is Delivery.ENCRYPTED
     assert allowed(answer, decision, _GRID_HOST, _GRID_DOMAIN, world)
+    # A server speaking only the version in the gap: TLS with it, never plaintext.
+    answer, decision, world = _may_example("TLSv1.0:TLSv1.2", {"TLSv1.1"})
+    assert postfix_action(answer, host=_GRID_HOST, nexthop=_GRID_DOMAIN,
+                          world=world) is Delivery.ENCRYPTED
+    assert allowed(answer, decision, _GRID_HOST, _GRID_DOMAIN, world)
+
+
+def test_protocol_hole_with_dane_is_dane_only() -> None:
+    """With DANE on, dane would be may for hosts without TLSA records and mandatory TLS
+    for those with them: no range serves both, so the answer is dane-only."""
+    resolver = Resolver(loads_toml('[global]\ntls = "ifavailable"\nuse_dane = true\n'
+                                   'tls_protocols = "TLSv1.0:TLSv1.2"\n'))
+    reply = PolicyLookup(resolver, postfix_version=POSTFIX_VERSION)("default", _GRID_DOMAIN)
+    assert reply.text == "dane-only protocols=>=TLSv1.2:<=TLSv1.2"
 
 
 @pytest.mark.xfail(strict=True, reason=(

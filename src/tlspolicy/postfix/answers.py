@@ -38,7 +38,7 @@ from typing import Final
 import attrs
 
 from ..decision import Decision, Verification
-from ..options import TlsVerify
+from ..options import TlsProtocols, TlsVerify
 from ..policies.dane import DaneApplicability, TlsaLookup
 from ..policies.mtasts import MtaStsPolicy, StsMode
 from .levels import (
@@ -50,7 +50,7 @@ from .levels import (
     PostfixWarning,
     need_of,
 )
-from .mapping import VERIFY_MATCH, map_values
+from .mapping import VERIFY_MATCH, map_values, tls_hole
 from .replies import MAX_REPLY_CHARS
 
 __all__ = [
@@ -223,7 +223,8 @@ def sts_policy_lines(policy: MtaStsPolicy) -> tuple[str, ...]:
 
 
 def map_decision(decision: Decision, *, binding: str, key: str, version: PostfixVersion,
-                 match: str = VERIFY_MATCH) -> tuple[PostfixPolicy, tuple[PostfixWarning, ...]]:
+                 match: str = VERIFY_MATCH, cover_holes: bool | None = None
+                 ) -> tuple[PostfixPolicy, tuple[PostfixWarning, ...]]:
     """The Postfix answer for ``decision`` without DANE: its TLS, verification and fallback
     with the configuration's other values (CA, ciphers, protocols), through the one value
     mapping of :mod:`tlspolicy.postfix.mapping`."""
@@ -235,7 +236,8 @@ def map_decision(decision: Decision, *, binding: str, key: str, version: Postfix
     values["use_dane"] = False
     values["use_mta_sts"] = False
     return map_values(values, decision.explanation, binding=binding, key=key,
-                      fallback_exists=True, postfix_version=version, match=match)
+                      fallback_exists=True, postfix_version=version, match=match,
+                      cover_holes=cover_holes)
 
 
 def _since(version: PostfixVersion, since: PostfixVersion) -> bool:
@@ -299,12 +301,25 @@ def render(view: NextHopView, profile: PostfixProfile) -> DiscoveredAnswer:
                   "policy), which tlspolicy never uses")
 
     if dane_hosts or failed or unusable:
+        # Mandatory TLS for the DANE hosts: a gap in the allowed TLS versions narrows to
+        # the highest range (offering the gap would be TLS tlspolicy refuses there).
+        operator, operator_warnings = _operator(view, reference, profile.version,
+                                                cover_holes=False)
+        protocols = reference.effective.get("tls_protocols")
+        hole = isinstance(protocols, TlsProtocols) and tls_hole(protocols)
         if hosts and len(dane_hosts) == len(hosts):
             rule, level = "b", PostfixLevel.DANE_ONLY
         else:
             rule = "c" if others else "b"
             level = PostfixLevel.DANE if _dane_is_enough(others, unusable, failed) \
                 else PostfixLevel.DANE_ONLY
+            if level is PostfixLevel.DANE and hole and (others or failed):
+                # At dane a host without TLSA records gets may, where the narrowed range
+                # would end in plaintext: no range serves both kinds of host.
+                level = PostfixLevel.DANE_ONLY
+                notes.add("tls_protocols", "protocols-hole-dane-only", "the allowed TLS "
+                          "versions have a gap, which no range at dane serves for hosts "
+                          "with and without TLSA records: dane-only (stricter)")
             if level is PostfixLevel.DANE_ONLY:
                 deferred = [h.name for h in (*others, *unusable) if h.known]
                 if deferred:
@@ -345,7 +360,8 @@ def _strictest(decisions: Sequence[Decision]) -> Decision | None:
     return max(decisions, key=need_of, default=None)
 
 
-def _operator(view: NextHopView, decision: Decision, version: PostfixVersion
+def _operator(view: NextHopView, decision: Decision, version: PostfixVersion, *,
+              cover_holes: bool | None = None
               ) -> tuple[PostfixPolicy, tuple[PostfixWarning, ...]]:
     # A DEFER decision (an MX host outside an enforce policy) says nothing about the
     # level of the others: the configuration's side is the base decision then.
@@ -353,7 +369,8 @@ def _operator(view: NextHopView, decision: Decision, version: PostfixVersion
         decision = view.base
     policy, warnings = map_decision(decision, binding=view.binding, key=view.key,
                                     version=version,
-                                    match=view.match or VERIFY_MATCH)
+                                    match=view.match or VERIFY_MATCH,
+                                    cover_holes=cover_holes)
     if view.match is None and policy.level is PostfixLevel.VERIFY:
         raise PostfixMappingError(
             f"next hop {view.policy_domain} carries several domains and needs a verified "

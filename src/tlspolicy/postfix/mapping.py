@@ -30,7 +30,8 @@ from ..options import TlsVersion as V
 from ..scopes import DEFAULT_NAME
 from .levels import PostfixLevel, PostfixMappingError, PostfixPolicy, PostfixVersion, PostfixWarning
 
-__all__ = ["PROTOCOL_RANGES_SINCE", "VERIFY_MATCH", "behaviour_notes", "map_values"]
+__all__ = ["PROTOCOL_RANGES_SINCE", "VERIFY_MATCH", "behaviour_notes", "map_values",
+           "tls_hole"]
 
 VERIFY_MATCH: Final = "hostname:nexthop"
 """``match=`` for verified levels: Momentum accepts the MX host name or the recipient domain."""
@@ -56,14 +57,24 @@ _MODERN: Final = frozenset({V.TLSv1_0, V.TLSv1_1, V.TLSv1_2, V.TLSv1_3})
 # --------------------------------------------------------------------------- mapping
 
 
-def _protocols(protocols: TlsProtocols, version: PostfixVersion | None = None
-               ) -> tuple[str | None, list[tuple[str, str]]]:
+def tls_hole(protocols: TlsProtocols) -> bool:
+    """Whether the TLS versions (SSL aside: Postfix never offers it) allowed by
+    ``protocols`` leave a gap, e.g. ``TLSv1.0:TLSv1.2``: no Postfix range is exactly it."""
+    held = [i for i, v in enumerate(_ORDER) if v in protocols.versions and v in _MODERN]
+    return bool(held) and held != list(range(held[0], held[-1] + 1))
+
+
+def _protocols(protocols: TlsProtocols, version: PostfixVersion | None = None, *,
+               cover_holes: bool = False) -> tuple[str | None, list[tuple[str, str]]]:
     """Postfix ``protocols=`` value (``None``: Postfix's default) and ``(code, note)`` losses.
 
     Only forms Postfix accepts are written: from 3.6 a range whose bounds are
     TLSv1 or newer (``>=SSLv2`` makes Postfix abort the TLS session, so the
     lower bound is never below ``TLSv1``); before 3.6 the exclusion list
-    (``!SSLv2:!SSLv3``).
+    (``!SSLv2:!SSLv3``).  Allowed TLS versions with a gap become one range: the
+    highest contiguous part (stricter at a mandatory level), or with ``cover_holes``
+    the range over all of them (at ``may``, where the alternative to a failed
+    handshake is plaintext, offering the versions in the gap is the stricter side).
     """
     allowed = [v in protocols.versions for v in _ORDER]
     top = max(i for i, ok in enumerate(allowed) if ok)
@@ -71,6 +82,15 @@ def _protocols(protocols: TlsProtocols, version: PostfixVersion | None = None
     while low > 0 and allowed[low - 1]:
         low -= 1
     notes: list[tuple[str, str]] = []
+    if cover_holes and tls_hole(protocols):
+        first = min(i for i, ok in enumerate(allowed) if ok and _ORDER[i] in _MODERN)
+        gap = ", ".join(v.value for v in _ORDER[first:top] if not allowed[_ORDER.index(v)])
+        notes.append(("protocols-hole-covered",
+                      f"the allowed versions {protocols.spec!r} have a gap; OpenSSL (and "
+                      f"Postfix) can only use a range, and at may a failed handshake ends in "
+                      f"plaintext, so the range {_ORDER[first].value} to {_ORDER[top].value} "
+                      f"is offered ({gap} too: TLS with them rather than plaintext)"))
+        low = first
     if any(allowed[:low]):
         dropped = ", ".join(v.value for v in _ORDER[:low] if allowed[_ORDER.index(v)])
         notes.append(("protocols-not-contiguous",
@@ -134,6 +154,7 @@ def map_values(
     fallback_exists: bool = True,
     postfix_version: PostfixVersion | None = None,
     match: str = VERIFY_MATCH,
+    cover_holes: bool | None = None,
 ) -> tuple[PostfixPolicy, tuple[PostfixWarning, ...]]:
     """Map effective option values (as :meth:`Resolver.effective` gives) to a policy.
 
@@ -188,13 +209,26 @@ def map_values(
                  "tlspolicy defers; encrypt also defers when STARTTLS is not offered where "
                  "tlspolicy delivers in plaintext (stricter)")
 
+    protocols = values["tls_protocols"]
+    assert isinstance(protocols, TlsProtocols)
     if dane:
         if level in (PostfixLevel.NONE, PostfixLevel.MAY):
             if level is PostfixLevel.NONE:
                 warn("use_dane", "dane-without-tls", "mapped to level dane: without usable "
                      "TLSA records Postfix then uses opportunistic TLS (may) where Momentum "
                      "sends in plaintext (tls = no)")
-            level = PostfixLevel.DANE
+            if tls_hole(protocols):
+                # dane is may for hosts without TLSA records (a gap dropped there means
+                # plaintext) and mandatory TLS with them (a gap offered there means TLS
+                # tlspolicy refuses): no range serves both, dane-only is never weaker.
+                warn("tls_protocols", "protocols-hole-dane-only", f"the allowed versions "
+                     f"{protocols.spec!r} have a gap, which no Postfix range at dane serves "
+                     "for hosts both with and without TLSA records: mapped to dane-only, "
+                     "which defers hosts without usable TLSA records (stricter; make the "
+                     "versions contiguous)")
+                level = PostfixLevel.DANE_ONLY
+            else:
+                level = PostfixLevel.DANE
         else:
             warn("use_dane", "dane-not-combined", f"Postfix has no level combining DANE with "
                  f"{level.value}; kept {level.value}, so TLSA records are not used for this "
@@ -229,9 +263,8 @@ def map_values(
                 attributes.append(("ciphers", grade[0]))
                 if grade[1] is not None:
                     attributes.append(("exclude", grade[1]))
-        protocols = values["tls_protocols"]
-        assert isinstance(protocols, TlsProtocols)
-        spec, notes = _protocols(protocols, postfix_version)
+        spec, notes = _protocols(protocols, postfix_version, cover_holes=(
+            level is PostfixLevel.MAY if cover_holes is None else cover_holes))
         if spec is not None:
             attributes.append(("protocols", spec))
         for code, note in notes:
