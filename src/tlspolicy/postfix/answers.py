@@ -38,7 +38,7 @@ from typing import Final
 import attrs
 
 from ..decision import Decision, Verification
-from ..options import TlsProtocols, TlsVerify
+from ..options import Tls, TlsProtocols, TlsVerify
 from ..policies.dane import DaneApplicability, TlsaLookup
 from ..policies.mtasts import MtaStsPolicy, StsMode
 from .levels import (
@@ -223,7 +223,8 @@ def sts_policy_lines(policy: MtaStsPolicy) -> tuple[str, ...]:
 
 
 def map_decision(decision: Decision, *, binding: str, key: str, version: PostfixVersion,
-                 match: str = VERIFY_MATCH, cover_holes: bool | None = None
+                 match: str = VERIFY_MATCH, cover_holes: bool | None = None,
+                 opportunistic: bool = False, keep_dane: bool = False
                  ) -> tuple[PostfixPolicy, tuple[PostfixWarning, ...]]:
     """The Postfix answer for ``decision`` without DANE: its TLS, verification and fallback
     with the configuration's other values (CA, ciphers, protocols), through the one value
@@ -232,8 +233,14 @@ def map_decision(decision: Decision, *, binding: str, key: str, version: Postfix
     values["tls"] = decision.tls
     values["tls_verify"] = _VERIFY_OF[decision.verification]
     values["tls_ifavailable_fallback"] = decision.fallback
-    # DANE is rendered by the rules, and MTA-STS came in through the decision itself.
-    values["use_dane"] = False
+    if opportunistic:
+        # Raised to opportunistic TLS (see render, rule (e)): the answer's own side.
+        values["tls"] = Tls.IFAVAILABLE
+        values["tls_ifavailable_fallback"] = True
+    # DANE is rendered by the rules (or, with keep_dane, as the mapping without discovery
+    # does), and MTA-STS came in through the decision itself.
+    if not keep_dane:
+        values["use_dane"] = False
     values["use_mta_sts"] = False
     return map_values(values, decision.explanation, binding=binding, key=key,
                       fallback_exists=True, postfix_version=version, match=match,
@@ -287,18 +294,22 @@ def render(view: NextHopView, profile: PostfixProfile) -> DiscoveredAnswer:
 
     # MTA-STS still filters MX hosts under DANE (SEMANTICS 5): a D host the enforce
     # policy does not permit is decided FAIL, which no DANE level gives it.
-    stray = [h for h in dane_hosts if need_of(h.decision) is Need.DEFER] \
-        if enforce is not None else []
-    if enforce is not None and stray and all(
-            need_of(h.decision) is Need.DEFER for h in (*dane_hosts, *failed)) and not any(
-            a for h in failed for a in h.alternatives if need_of(a) is not Need.DEFER):
+    def outside(host: HostDecisions) -> bool:
+        # Ruled out whatever its DANE state: the enforce policy does not name it.
+        if host_state(host.decision) is HostState.FAILED:
+            return bool(host.alternatives) and all(
+                need_of(a) is Need.DEFER for a in host.alternatives)
+        return need_of(host.decision) is Need.DEFER
+
+    stray = [h for h in (*dane_hosts, *failed) if outside(h)] if enforce is not None else []
+    if enforce is not None and stray and len(stray) == len(dane_hosts) + len(failed):
         # No D or X host to protect: the policy's own answer, which filters MX hosts.
         return _sts_answer(view, profile, operator, operator_warnings, enforce, notes)
     if stray:
         notes.add("use_mta_sts", "sts-mx-not-filtered", "Postfix does not filter MX hosts "
                   "by the MTA-STS policy at dane or dane-only: it uses "
-                  f"{', '.join(h.name for h in stray)} (usable TLSA records, outside the "
-                  "policy), which tlspolicy never uses")
+                  f"{', '.join(h.name for h in stray)} (usable or unknown TLSA records, "
+                  "outside the policy), which tlspolicy never uses")
 
     if dane_hosts or failed or unusable:
         # Mandatory TLS for the DANE hosts: a gap in the allowed TLS versions narrows to
@@ -342,6 +353,24 @@ def render(view: NextHopView, profile: PostfixProfile) -> DiscoveredAnswer:
 
     if enforce is not None:
         return _sts_answer(view, profile, operator, operator_warnings, enforce, notes)
+    dane_on = bool(reference.effective.get("use_dane")) and bool(
+        reference.effective.get("enable_dane"))
+    if dane_on and operator.level in (PostfixLevel.NONE, PostfixLevel.MAY):
+        # Never weaker than the answer without discovery, dane: Postfix takes it as may for
+        # hosts without TLSA records (so tls = no becomes may here), and where the MX
+        # RRset is not signed it still applies the hosts' TLSA records
+        # (smtp_tls_dane_insecure_mx_policy), which discovery does not judge: dane there,
+        # as without discovery.  A Postfix that cannot do DANE makes may of dane.
+        insecure = not view.mx_secure and bool(hosts) and profile.dane
+        if insecure or operator.level is PostfixLevel.NONE:
+            operator, operator_warnings = map_decision(
+                reference, binding=view.binding, key=view.key, version=profile.version,
+                match=view.match or VERIFY_MATCH, keep_dane=insecure,
+                opportunistic=operator.level is PostfixLevel.NONE)
+            notes.add("use_dane", "dane-as-without-discovery", f"{operator.level.value}: "
+                      "never weaker than the answer without discovery (dane), which Postfix "
+                      + ("applies to the TLSA records of MX hosts of an unsigned MX RRset"
+                         if insecure else "takes as may for hosts without TLSA records"))
     testing = reference.mta_sts
     if testing is not None and testing.mode is StsMode.TESTING:
         if reference.decided_by.get("tls") is not None and \
