@@ -314,8 +314,10 @@ def render(view: NextHopView, profile: PostfixProfile) -> DiscoveredAnswer:
     if dane_hosts or failed or unusable:
         # Mandatory TLS for the DANE hosts: a gap in the allowed TLS versions narrows to
         # the highest range (offering the gap would be TLS tlspolicy refuses there).
+        # Only the TLS attributes (protocols, ciphers) go with a DANE level, written as
+        # for TLS in use even where the decision without DANE says tls = no.
         operator, operator_warnings = _operator(view, reference, profile.version,
-                                                cover_holes=False)
+                                                cover_holes=False, opportunistic=True)
         protocols = reference.effective.get("tls_protocols")
         hole = isinstance(protocols, TlsProtocols) and tls_hole(protocols)
         if hosts and len(dane_hosts) == len(hosts):
@@ -324,9 +326,10 @@ def render(view: NextHopView, profile: PostfixProfile) -> DiscoveredAnswer:
             rule = "c" if others else "b"
             level = PostfixLevel.DANE if _dane_is_enough(others, unusable, failed) \
                 else PostfixLevel.DANE_ONLY
-            if level is PostfixLevel.DANE and hole and (others or failed):
+            if level is PostfixLevel.DANE and hole:
                 # At dane a host without TLSA records gets may, where the narrowed range
-                # would end in plaintext: no range serves both kinds of host.
+                # would end in plaintext: no range serves both kinds of host, and the
+                # answer without discovery is dane-only for the same reason.
                 level = PostfixLevel.DANE_ONLY
                 notes.add("tls_protocols", "protocols-hole-dane-only", "the allowed TLS "
                           "versions have a gap, which no range at dane serves for hosts "
@@ -362,10 +365,14 @@ def render(view: NextHopView, profile: PostfixProfile) -> DiscoveredAnswer:
         # (smtp_tls_dane_insecure_mx_policy), which discovery does not judge: dane there,
         # as without discovery.  A Postfix that cannot do DANE makes may of dane.
         insecure = not view.mx_secure and bool(hosts) and profile.dane
-        if insecure or operator.level is PostfixLevel.NONE:
+        protocols = reference.effective.get("tls_protocols")
+        # A gap in the TLS versions: the answer without discovery is dane-only (no range
+        # serves dane's hosts with and without TLSA records), and this one too.
+        hole = profile.dane and isinstance(protocols, TlsProtocols) and tls_hole(protocols)
+        if insecure or hole or operator.level is PostfixLevel.NONE:
             operator, operator_warnings = map_decision(
                 reference, binding=view.binding, key=view.key, version=profile.version,
-                match=view.match or VERIFY_MATCH, keep_dane=insecure,
+                match=view.match or VERIFY_MATCH, keep_dane=insecure or hole,
                 opportunistic=operator.level is PostfixLevel.NONE)
             notes.add("use_dane", "dane-as-without-discovery", f"{operator.level.value}: "
                       "never weaker than the answer without discovery (dane), which Postfix "
@@ -390,16 +397,16 @@ def _strictest(decisions: Sequence[Decision]) -> Decision | None:
 
 
 def _operator(view: NextHopView, decision: Decision, version: PostfixVersion, *,
-              cover_holes: bool | None = None
+              cover_holes: bool | None = None, opportunistic: bool = False
               ) -> tuple[PostfixPolicy, tuple[PostfixWarning, ...]]:
-    # A DEFER decision (an MX host outside an enforce policy) says nothing about the
-    # level of the others: the configuration's side is the base decision then.
-    if need_of(decision) is Need.DEFER:
-        decision = view.base
+    # A decision whose plan fails (an MX host outside an enforce policy, a failed TLSA
+    # lookup) still carries the TLS, verification and parameters it demands of a
+    # connection: those are what is mapped.
     policy, warnings = map_decision(decision, binding=view.binding, key=view.key,
                                     version=version,
                                     match=view.match or VERIFY_MATCH,
-                                    cover_holes=cover_holes)
+                                    cover_holes=cover_holes,
+                                    opportunistic=opportunistic)
     if view.match is None and policy.level is PostfixLevel.VERIFY:
         raise PostfixMappingError(
             f"next hop {view.policy_domain} carries several domains and needs a verified "
