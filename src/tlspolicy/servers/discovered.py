@@ -158,6 +158,7 @@ class DiscoveryLookup:
         self._held: dict[tuple[str, str], tuple[object, int, float, SocketmapReply, str,
                                                  str]] = {}
         self._keys: dict[str, PostfixKey] = {}
+        self._value_memo: dict[tuple[str, str, int | None, bool], _Values] = {}
         # The last MX answer of each domain that was not a failure, for outages.
         self._last_mx: OrderedDict[str, MxLookup] = OrderedDict()
         #: Policy domains answered for, least recently used first, with when.
@@ -273,6 +274,17 @@ class DiscoveryLookup:
     # ------------------------------------------------------------- the inputs
 
     def _values(self, binding: str, parsed: PostfixKey) -> _Values:
+        # A pure function of the configuration, which a reload replaces with this lookup.
+        memo_key = (binding, parsed.domain, parsed.port, parsed.bracketed)
+        found = self._value_memo.get(memo_key)
+        if found is None:
+            found = self._compute_values(binding, parsed)
+            if len(self._value_memo) >= _MEMO_SIZE:
+                self._value_memo.clear()
+            self._value_memo[memo_key] = found
+        return found
+
+    def _compute_values(self, binding: str, parsed: PostfixKey) -> _Values:
         values, sources, match, notes = self.policy.operator_values(binding, parsed)
         routed = self.policy.nexthop_routed(binding, parsed)
         dane_on = bool(values["use_dane"]) and bool(values["enable_dane"]) and self.dane_ready
