@@ -49,7 +49,7 @@ def constant() -> None:
 
 def policy(stanzas: int, config_file: str | None, cache_dir: str | None) -> None:
     from tlspolicy import Resolver
-    from tlspolicy.formats.postfix import PolicyLookup
+    from tlspolicy.postfix.lookup import PolicyLookup
     from tlspolicy.servers.socketmap import SocketmapServer
 
     if config_file is None:

@@ -172,7 +172,7 @@ def _answers(dns: support.DnsLab, web: support.HttpsLab, tmp: Path, n: int,
 
     import _postmap
 
-    from tlspolicy.formats.postfix import PolicyLookup
+    from tlspolicy.postfix.lookup import PolicyLookup
     from tlspolicy.servers.discovered import DiscoveryLookup
     from tlspolicy.servers.socketmap import SocketmapReply, SocketmapServer
 

@@ -317,14 +317,14 @@ def socketmap(settings: Settings, config: Config, n_stanzas: int) -> None:
               ".ci/install-postfix.sh)", flush=True)
         return
     resolver = Resolver(config)
-    note = "lookup: tlspolicy.formats.postfix.PolicyLookup"
+    note = "lookup: tlspolicy.postfix.lookup.PolicyLookup"
     lookup: Callable[[str, str], SocketmapReply]
     try:
-        from tlspolicy.formats.postfix import PolicyLookup
+        from tlspolicy.postfix.lookup import PolicyLookup
         lookup = PolicyLookup(resolver)
     except ImportError:
         lookup = _stand_in_lookup(resolver)
-        note = "lookup: stand-in (resolve + a Postfix-like answer); formats.postfix missing"
+        note = "lookup: stand-in (resolve + a Postfix-like answer); tlspolicy.postfix missing"
     keys = [_configs.domain(i % n_stanzas) if i < n_stanzas else f"x{i}.example"
             for i in range(settings.socketmap_keys)]
     socket_runs, hash_runs, ceiling_runs = _postmap.compare(

@@ -7,8 +7,8 @@ Written from Postfix's documentation: postconf(5) ``smtp_tls_security_level``,
 ``smtp_tls_trust_anchor_file`` and ``smtp_tls_dane_insecure_mx_policy``;
 TLS_README "Client-side TLS security levels" and "DANE TLS authentication";
 RFC 7672 sections 2.2 and 3.  It shares no table or code with tlspolicy's own
-Postfix mapping: nothing here comes from ``tlspolicy.formats.postfix``,
-``tlspolicy.formats.postfix_answers`` or ``tlspolicy.servers``.  tlspolicy's
+Postfix mapping: nothing here comes from ``tlspolicy.postfix`` or
+``tlspolicy.servers``.  tlspolicy's
 decisions are evaluated through the core public API only.
 
 The world

@@ -91,7 +91,7 @@ def test_convert_postfix_single_binding_config(tmp_path: Path,
 
 
 def test_convert_postfix_output_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tlspolicy.formats.postfix import postfix_entries, render_pcre_table, render_policy_table
+    from tlspolicy.postfix.tables import postfix_entries, render_pcre_table, render_policy_table
 
     target = tmp_path / "tables"
     assert run("convert", str(EXAMPLE), "--to", "postfix", "--output-dir", str(target)) == 0
@@ -114,7 +114,7 @@ def test_convert_postfix_output_dir(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_convert_postfix_losses_summarised_by_kind(capsys: pytest.CaptureFixture[str],
                                                    tmp_path: Path) -> None:
-    from tlspolicy.formats.postfix import postfix_entries
+    from tlspolicy.postfix.tables import postfix_entries
 
     config = load_config(EXAMPLE)
     every = [w for name in ("tx-eu-1", "tx-us-1", "bulk-1", "bulk-2", "relay-internal",

@@ -45,7 +45,7 @@ from postfix_support import find_postfix_binary, postmap_config_dir, postmap_que
 from test_discovery import enforce, seed
 from tlspolicy import Resolver, loads_toml
 from tlspolicy.discovery import POLICY_NAMESPACE, redis_cache
-from tlspolicy.formats.postfix import PolicyLookup
+from tlspolicy.postfix.lookup import PolicyLookup
 from tlspolicy.stores import SqliteStore, Store
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(300)]

@@ -25,12 +25,6 @@ from postfix_support import find_postfix_binary, postmap_config_dir, postmap_que
 from test_discovery import Env, enforce, seed
 from tlspolicy import Resolver, loads_toml, parse_policy
 from tlspolicy.discovery import Discovery, redis_cache
-from tlspolicy.formats.postfix import (
-    PolicyLookup,
-    PostfixLevel,
-    PostfixMappingError,
-    PostfixPolicy,
-)
 from tlspolicy.policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
 from tlspolicy.policies.destination import Destination
 from tlspolicy.postfix.answers import (
@@ -40,7 +34,8 @@ from tlspolicy.postfix.answers import (
     PostfixProfile,
     render,
 )
-from tlspolicy.postfix.levels import Need, need_of
+from tlspolicy.postfix.levels import Need, PostfixLevel, PostfixMappingError, PostfixPolicy, need_of
+from tlspolicy.postfix.lookup import PolicyLookup
 from tlspolicy.servers.discovered import DiscoveryLookup
 from tlspolicy.servers.socketmap import SocketmapReply, SocketmapServer
 from tlspolicy.stores.redis import RedisStore

@@ -35,12 +35,12 @@ from postfix_model import Dane, HostWorld, TlsaMatch, allowed, never_weaker
 from strategies import PROPERTY_EXAMPLES
 from tlspolicy import Resolver, loads_toml, parse_policy
 from tlspolicy.discovery import MxLookup, StsState
-from tlspolicy.formats.postfix import PolicyLookup
 from tlspolicy.policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
 from tlspolicy.policies.destination import Destination
 from tlspolicy.policies.mtasts import CachedMtaStsPolicy, FetchOutcome
 from tlspolicy.postfix.answers import DiscoveredAnswer
 from tlspolicy.postfix.keys import parse_postfix_key
+from tlspolicy.postfix.lookup import PolicyLookup
 from tlspolicy.postfix.replies import SocketmapReply
 from tlspolicy.servers.discovered import DiscoveryLookup, _Inputs
 

@@ -25,11 +25,11 @@ from discovery_support import GENERATED_CASES, DnsLab, HttpsLab
 from test_discovery import Env
 from tlspolicy import Resolver, Verification, loads_toml
 from tlspolicy.discovery import Discovery
-from tlspolicy.formats.postfix import PolicyLookup, PostfixLevel, PostfixPolicy
 from tlspolicy.policies.mtasts import StsMode
 from tlspolicy.postfix.answers import DiscoveredAnswer, HostState
 from tlspolicy.postfix.answers import tlsa_state as _state
-from tlspolicy.postfix.levels import Need, need_of
+from tlspolicy.postfix.levels import Need, PostfixLevel, PostfixPolicy, need_of
+from tlspolicy.postfix.lookup import PolicyLookup
 from tlspolicy.servers.discovered import DiscoveryLookup
 from tlspolicy.servers.socketmap import SocketmapReply, parse_postfix_key
 

@@ -156,7 +156,7 @@ def test_config_at_needs_an_aware_time() -> None:
 
 def test_exports_note_each_expiring_entry() -> None:
     from tlspolicy.formats.ecelerity import dumps_ecelerity, ecelerity_export_losses
-    from tlspolicy.formats.postfix import postfix_entries
+    from tlspolicy.postfix.tables import postfix_entries
 
     config = loads_toml(EXCEPTION)
     losses = ecelerity_export_losses(config)

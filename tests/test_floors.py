@@ -283,7 +283,7 @@ def test_example_exports_never_weaker_to_ecelerity() -> None:
 def test_regex_floor_that_no_constant_carries_is_a_located_export_error() -> None:
     from tlspolicy.floors import FloorExportError
     from tlspolicy.formats.ecelerity import dumps_ecelerity
-    from tlspolicy.formats.postfix import postfix_entries
+    from tlspolicy.postfix.tables import postfix_entries
 
     config = loads_toml(
         '[[domain]]\nname = "/^strict/"\ntls_verify = "host"\n'
@@ -300,7 +300,7 @@ def test_regex_floor_that_no_constant_carries_is_a_located_export_error() -> Non
 
 def test_postfix_tables_carry_floors() -> None:
     from tlspolicy.formats.bundled import example_config
-    from tlspolicy.formats.postfix import (
+    from tlspolicy.postfix.tables import (
         EntryKind,
         postfix_entries,
         render_pcre_table,

@@ -60,12 +60,9 @@ from tlspolicy import (
 from tlspolicy.adapters import StartTlsStopped
 from tlspolicy.adapters.smtplib import starttls
 from tlspolicy.formats.loader import load_config
-from tlspolicy.formats.postfix import (
-    STARTTLS_STATUS_FILTER,
-    PolicyLookup,
-    load_transport_table,
-    parse_postfix_version,
-)
+from tlspolicy.formats.postfix import load_transport_table
+from tlspolicy.postfix.lookup import PolicyLookup, parse_postfix_version
+from tlspolicy.postfix.tables import STARTTLS_STATUS_FILTER
 
 
 def _private_mounts() -> bool:

@@ -6,7 +6,7 @@ import pytest
 
 from test_postfix_map import CONFIG
 from tlspolicy import Resolver
-from tlspolicy.formats.postfix import PolicyLookup
+from tlspolicy.postfix.lookup import PolicyLookup
 
 QUERIES = [
     ("b1", "own.example"), ("b1", "[own.example]:587"), ("default", "partner.example"),

@@ -18,12 +18,11 @@ from tlspolicy import (
     TlsVerify,
     UnknownBindingError,
 )
-from tlspolicy.formats.postfix import (
+from tlspolicy.postfix.levels import PostfixLevel, PostfixMappingError
+from tlspolicy.postfix.lookup import PolicyLookup
+from tlspolicy.postfix.mapping import map_values
+from tlspolicy.postfix.tables import (
     EntryKind,
-    PolicyLookup,
-    PostfixLevel,
-    PostfixMappingError,
-    map_values,
     postfix_entries,
     render_pcre_table,
     render_policy_table,

@@ -13,17 +13,13 @@ from tlspolicy import OPTION_SPECS, Resolver, Tls, TlsProtocols, TlsVerify
 from tlspolicy.cli.serve import postconf_version
 from tlspolicy.errors import ConfigError
 from tlspolicy.formats.loader import load_config
-from tlspolicy.formats.postfix import (
+from tlspolicy.formats.postfix import load_transport_table
+from tlspolicy.postfix.levels import PostfixLevel, PostfixMappingError, PostfixPolicy
+from tlspolicy.postfix.lookup import PolicyLookup, parse_postfix_version
+from tlspolicy.postfix.mapping import behaviour_notes, map_values
+from tlspolicy.postfix.transport import (
     NextHopConflictError,
-    PolicyLookup,
-    PostfixLevel,
-    PostfixMappingError,
-    PostfixPolicy,
     TransportTableError,
-    behaviour_notes,
-    load_transport_table,
-    map_values,
-    parse_postfix_version,
     parse_transport_table,
 )
 
@@ -196,7 +192,7 @@ def test_disjoint_protocols_are_a_load_time_error(tmp_path: Path) -> None:
 def test_unattributed_next_hops_are_warned_once(tmp_path: Path,
                                                 caplog: pytest.LogCaptureFixture) -> None:
     lookup = lookup_for(tmp_path, CONFIG, "a.test smtp:[relay.test]:587\n")
-    with caplog.at_level(logging.WARNING, logger="tlspolicy.formats.postfix"):
+    with caplog.at_level(logging.WARNING, logger="tlspolicy.postfix.lookup"):
         for _ in range(3):
             assert lookup("default", "[elsewhere.test]:587").to_text() == "OK may"
         assert lookup("default", "elsewhere.test").to_text() == "OK may"

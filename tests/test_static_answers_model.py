@@ -51,7 +51,7 @@ from postfix_model import (
 )
 from strategies import MX_NAMES, PROPERTY_EXAMPLES, REQUEST_NAMES, configs, declared_bindings
 from tlspolicy import Config, Decision, Resolver, TlsVersion, loads_toml
-from tlspolicy.formats.postfix import PolicyLookup
+from tlspolicy.postfix.lookup import PolicyLookup
 from tlspolicy.servers.socketmap import ReplyStatus
 
 POSTFIX_VERSION: Final = (3, 7, 11)
@@ -170,7 +170,8 @@ def test_the_worlds_reach_every_delivery() -> None:
     # The generated worlds are not vacuous: each delivery happens for some answer.
     seen: set[Delivery] = set()
 
-    @settings(max_examples=200, deadline=None, database=None)
+    # Derandomized: the same examples every run, so the check cannot flake.
+    @settings(max_examples=500, deadline=None, database=None, derandomize=True)
     @given(worlds("mx1.example.com", "example.com"),
            st.sampled_from(("none", "may", "encrypt", "dane", "dane-only",
                             "verify match=hostname:nexthop")))

@@ -65,13 +65,8 @@ def _file_name(binding: str) -> str:
 
 
 def _postfix(config: Config, args: argparse.Namespace, out: TextIO) -> None:
-    from ..formats.postfix import (
-        EntryKind,
-        PostfixWarning,
-        postfix_entries,
-        render_pcre_table,
-        render_policy_table,
-    )
+    from ..postfix.levels import PostfixWarning
+    from ..postfix.tables import EntryKind, postfix_entries, render_pcre_table, render_policy_table
 
     every = list(Resolver(config).bindings)
     if args.output_dir and args.pcre_output:

@@ -18,15 +18,11 @@ from typing import Any, NamedTuple
 from ..errors import TlsPolicyError
 from ..formats.discovery_table import read_discovery_table
 from ..formats.loader import load_config, refuse_empty_policy
-from ..formats.postfix import (
-    PolicyLookup,
-    PostfixVersion,
-    RouteTable,
-    load_transport_table,
-    parse_postfix_version,
-    parse_transport_table,
-)
+from ..formats.postfix import load_transport_table
 from ..formats.tlsfiles import check_tls_files
+from ..postfix.levels import PostfixVersion
+from ..postfix.lookup import PolicyLookup, parse_postfix_version
+from ..postfix.transport import RouteTable, parse_transport_table
 from ..resolver import Resolver
 from ..scopes import Config
 from ..servers import socketmap as _sm
@@ -119,7 +115,7 @@ def lookup_factory(paths: Sequence[str], *, format: str | None = None,
                    first_load_check: Callable[[Config], None] | None = None,
                    compiled_cache: str | None = None) -> ExpiringPolicy:
     """The served policy: calling it (first load and SIGHUP) reads the configuration files
-    and transport tables and builds a fresh :class:`~tlspolicy.formats.postfix.PolicyLookup`;
+    and transport tables and builds a fresh :class:`~tlspolicy.postfix.lookup.PolicyLookup`;
     :meth:`~tlspolicy.servers.expiry.ExpiringPolicy.recompile` builds it again when a stanza
     expires.  ``relayhost`` (main.cf's, e.g. ``[smart.example]:587``) routes every domain,
     like a ``*`` transport entry.

@@ -42,7 +42,6 @@ import attrs
 
 from ..decision import Decision, Source
 from ..errors import TlsPolicyError, UnknownBindingError
-from ..formats.postfix import PolicyLookup
 from ..policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
 from ..policies.destination import Destination
 from ..policies.mtasts import StsMode
@@ -56,6 +55,7 @@ from ..postfix.answers import (
 )
 from ..postfix.keys import PostfixKey, PostfixKeyError, parse_postfix_key
 from ..postfix.levels import PostfixLevel, PostfixMappingError, PostfixVersion, PostfixWarning
+from ..postfix.lookup import PolicyLookup
 from ..postfix.mapping import VERIFY_MATCH
 from ..postfix.replies import SocketmapReply
 
@@ -111,7 +111,7 @@ class _Inputs:
 class DiscoveryLookup:
     """A socketmap :data:`~tlspolicy.servers.socketmap.Lookup` answering with discovery.
 
-    ``policy`` is the operator's :class:`~tlspolicy.formats.postfix.PolicyLookup`
+    ``policy`` is the operator's :class:`~tlspolicy.postfix.lookup.PolicyLookup`
     (configuration, routes, Postfix version) and also the answer with discovery off;
     ``discovery`` a started :class:`~tlspolicy.discovery.Discovery`.
     ``postfix_version`` must be known (SEMANTICS 11: no default).

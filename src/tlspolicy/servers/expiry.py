@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
 from ..formats.loader import load_config
-from ..formats.postfix import PolicyLookup
+from ..postfix.lookup import PolicyLookup
 from ..resolver import Resolver
 from ..scopes import Config, next_expiry
 

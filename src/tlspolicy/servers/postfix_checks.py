@@ -39,9 +39,10 @@ from typing import Final
 import attrs
 
 from ..errors import TlsPolicyError
-from ..formats.postfix import PostfixVersion, parse_postfix_version
 from ..names import DomainKind
 from ..options import CompatVersion, Options, Tls, TlsVerify
+from ..postfix.levels import PostfixVersion
+from ..postfix.lookup import parse_postfix_version
 from ..resolver import Resolver
 from ..scopes import Config, iter_stanzas
 

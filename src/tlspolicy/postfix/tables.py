@@ -1,0 +1,347 @@
+"""Static Postfix tables: every binding's policy as ``smtp_tls_policy_maps`` entries.
+
+A Momentum binding corresponds to a Postfix transport (a ``master.cf`` service with its
+own ``-o smtp_tls_policy_maps=...``).  For every binding and stanza this module computes
+the answer through :func:`~tlspolicy.postfix.mapping.map_values` and reports, per entry,
+every part of the policy Postfix cannot express (:func:`postfix_entries`), and writes
+the tables (:func:`render_policy_table`, :func:`render_pcre_table`,
+:func:`render_warnings`).  Pure: the command line writes the text to files.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+import attrs
+
+from ..decision import Source
+from ..errors import (
+    UnknownBindingError,
+)
+from ..floors import plan_floor_writes
+from ..names import DomainKind, DomainName
+from ..options import (
+    OPTION_SPECS,
+    CompatVersion,
+    Options,
+    ScopeKind,
+)
+from ..resolver import Resolver
+from ..scopes import (
+    DEFAULT_NAME,
+    BindingScope,
+    Config,
+    DomainScope,
+    floor_path,
+    iter_stanzas,
+    scope_path,
+)
+from .levels import (
+    PostfixPolicy,
+    PostfixWarning,
+)
+from .mapping import (
+    map_values,
+)
+
+_FALLBACK_SINCE: Final = CompatVersion((4, 1))
+
+__all__ = [
+    "STARTTLS_STATUS_FILTER",
+    "EntryKind",
+    "PostfixEntry",
+    "postfix_entries",
+    "render_pcre_table",
+    "render_policy_table",
+    "render_warnings",
+]
+
+STARTTLS_STATUS_FILTER: Final = (
+    r"/^5\.[0-9]+\.[0-9]+ (TLS is required, but host .* refused to start TLS: .*)$/"
+    " 4.7.5 $1\n")
+"""A ``regexp:`` table for ``smtp_delivery_status_filter``: a 5xx reply to STARTTLS at a
+mandatory level becomes a deferral (4.7.5), as tlspolicy's decision says, instead of a bounce."""
+
+_NOT_PCRE_LINE: Final = re.compile(r"[\s/]")
+_UNESCAPED_UPPER: Final = re.compile(r"(?<!\\)[A-Z]")
+
+
+
+class EntryKind(enum.Enum):
+    """Which table an entry belongs to."""
+
+    EXACT = "exact"
+    REGEX = "regex"
+    DEFAULT = "default"
+
+
+@attrs.frozen(slots=True)
+class PostfixEntry:
+    """One table line for a binding: key, policy and the stanza it comes from."""
+
+    binding: str
+    kind: EntryKind
+    key: str | None
+    policy: PostfixPolicy
+    source: str
+
+
+# ------------------------------------------------------------------------ the table
+
+
+def _binding_scopes(
+    config: Config, binding: str, resolver: Resolver
+) -> tuple[str, BindingScope | None, Options, Options,
+           list[tuple[tuple[tuple[ScopeKind, str], ...], DomainScope]]]:
+    """(group name, binding scope, binding options, group options, domain stanzas in
+    chain order: the binding's, the group's, then global ones)."""
+    group_name = resolver.binding_group_of(binding)
+    groups = {g.name: g for g in config.binding_groups}
+    group = groups.get(group_name)
+    scope: BindingScope | None = None
+    parent: tuple[tuple[ScopeKind, str], ...] = ()
+    for g_name, b in config.iter_bindings():
+        if b.name == binding:
+            scope = b
+            if g_name in groups and any(x is b for x in groups[g_name].bindings):
+                parent = ((ScopeKind.BINDING_GROUP, g_name),)
+    stanzas: list[tuple[tuple[tuple[ScopeKind, str], ...], DomainScope]] = []
+    if scope is not None:
+        b_path = (*parent, (ScopeKind.BINDING, binding))
+        stanzas += [(b_path, d) for d in scope.domains]
+    if group is not None:
+        stanzas += [(((ScopeKind.BINDING_GROUP, group.name),), d) for d in group.domains]
+    stanzas += [((), d) for d in config.domains]
+    return (group_name, scope,
+            scope.options if scope is not None else Options(),
+            group.options if group is not None else Options(), stanzas)
+
+
+def _chain(layers: Sequence[tuple[Options, str]]) -> tuple[dict[str, object], dict[str, Source]]:
+    values: dict[str, object] = {}
+    sources: dict[str, Source] = {}
+    for options, path in layers:
+        for name, value in options.items():
+            if name not in values:
+                values[name] = value
+                sources[name] = Source(path)
+    for name, spec in OPTION_SPECS.items():
+        if name not in values:
+            values[name] = spec.default
+            sources[name] = Source("default")
+    return values, sources
+
+
+def postfix_entries(
+    config: Config, binding: str | None = None
+) -> tuple[tuple[PostfixEntry, ...], tuple[PostfixWarning, ...]]:
+    """Every policy table entry of one binding (Postfix transport) and the losses.
+
+    Entries: the binding's default (what applies to a domain no stanza names;
+    put it in ``smtp_tls_security_level`` and friends, or rely on the
+    socketmap), one exact entry per domain or IP-literal stanza that can
+    apply through the binding (computed exactly, regex stanzas included), and
+    one regex entry per regex stanza, computed as if that regex were the only
+    stanza matching.  Raises :class:`~tlspolicy.errors.UnknownBindingError`
+    for an undeclared binding.
+    """
+    name = DEFAULT_NAME if binding is None else binding
+    resolver = Resolver(config, decision_cache_size=0)
+    if name not in resolver.bindings:
+        raise UnknownBindingError(
+            f"unknown binding {name!r}; declared bindings: {', '.join(sorted(resolver.bindings))}")
+    fallback_exists = config.effective_compatibility >= _FALLBACK_SINCE
+    group_name, _scope, b_opts, g_opts, stanzas = _binding_scopes(config, name, resolver)
+    binding_path = scope_path(*_group_prefix(config, name), (ScopeKind.BINDING, name))
+    group_path = scope_path((ScopeKind.BINDING_GROUP, group_name))
+    base = [(b_opts, binding_path), (g_opts, group_path)]
+    entries: list[PostfixEntry] = []
+    warnings: list[PostfixWarning] = []
+
+    values, sources = _chain([*base, (config.options, "global")])
+    policy, found = map_values(values, sources, binding=name, key=None,
+                               fallback_exists=fallback_exists)
+    entries.append(PostfixEntry(name, EntryKind.DEFAULT, None, policy, "no domain stanza"))
+    warnings.extend(found)
+
+    # Floors (SEMANTICS 7): exact names get the resolver's raised values below; a
+    # regex floor is written as a pcre line ahead of the others, never weaker.
+    floor_lines = _floor_regex_lines(config, name)
+    for floor_name, floor_opts, floor_source in floor_lines:
+        f_layers = [(floor_opts, floor_source)]
+        own = [(p, d) for p, d in stanzas if d.name == floor_name]
+        if own:
+            o_path, o_stanza = own[0]
+            o_spath = scope_path(*o_path, (ScopeKind.DOMAIN, o_stanza.name.text))
+            if o_path and o_path[-1][0] in (ScopeKind.BINDING, ScopeKind.BINDING_GROUP):
+                f_layers.append((o_stanza.options, o_spath))
+                f_layers += base
+            else:
+                f_layers += base
+                f_layers.append((o_stanza.options, o_spath))
+        else:
+            f_layers += base
+        f_layers.append((config.options, "global"))
+        values, sources = _chain(f_layers)
+        f_key = f"/{floor_name.key}/"
+        policy, found = map_values(values, sources, binding=name, key=f_key,
+                                   fallback_exists=fallback_exists)
+        entries.append(PostfixEntry(name, EntryKind.REGEX, f_key, policy, floor_source))
+        for f in config.floors:
+            if f.name == floor_name and f.expires is not None:
+                warnings.append(_expiry_note(name, f_key, f.expires.isoformat(), floor_source))
+        warnings.extend(found)
+        warnings.extend(_regex_notes(name, f_key, floor_name, floor_source, 2))
+    floor_patterns = {n for n, _o, _s in floor_lines}
+
+    seen: set[str] = set()
+    regexes: list[tuple[tuple[tuple[ScopeKind, str], ...], DomainScope]] = []
+    floor_names = [((), DomainScope(f.name)) for f in config.floors
+                   if f.name.kind is not DomainKind.REGEX]
+    for path, stanza in [*stanzas, *floor_names]:
+        if stanza.name.kind is DomainKind.REGEX:
+            regexes.append((path, stanza))
+            continue
+        key = stanza.name.key
+        if key in seen:
+            continue
+        seen.add(key)
+        values, sources = resolver.effective(key, name)
+        policy, found = map_values(values, sources, binding=name, key=key,
+                                   fallback_exists=fallback_exists)
+        origin = (scope_path(*path, (ScopeKind.DOMAIN, stanza.name.text))
+                  if (path, stanza) in stanzas else floor_path(stanza.name.text))
+        entries.append(PostfixEntry(name, EntryKind.EXACT, key, policy, origin))
+        warnings.extend(_expiry_notes(config, name, key, resolver))
+        warnings.extend(found)
+
+    contributing = [r for r in regexes if not r[1].options.is_empty()]
+    for path, stanza in contributing:
+        if stanza.name in floor_patterns:
+            continue  # written (raised) ahead of the other pcre lines above
+        spath = scope_path(*path, (ScopeKind.DOMAIN, stanza.name.text))
+        key = f"/{stanza.name.key}/"
+        layers: list[tuple[Options, str]] = []
+        container = path[-1][0] if path else None
+        if container is ScopeKind.BINDING:
+            layers.append((stanza.options, spath))
+        if container is ScopeKind.BINDING_GROUP:
+            layers.append((stanza.options, spath))
+        layers += base
+        if container is None:
+            layers.append((stanza.options, spath))
+        layers.append((config.options, "global"))
+        values, sources = _chain(layers)
+        policy, found = map_values(values, sources, binding=name, key=key,
+                                   fallback_exists=fallback_exists)
+        entries.append(PostfixEntry(name, EntryKind.REGEX, key, policy, spath))
+        warnings.extend(found)
+        if stanza.expires is not None:
+            warnings.append(_expiry_note(name, key, stanza.expires.isoformat(), spath))
+        warnings.extend(_regex_notes(name, key, stanza.name, spath, len(contributing)))
+    return tuple(entries), tuple(warnings)
+
+
+def _expiry_note(binding: str, key: str, when: str, source: str) -> PostfixWarning:
+    return PostfixWarning(binding, key, "expires", f"expires {when}: Postfix tables cannot "
+                          "carry expiry; the entry stays until the table is rebuilt (the "
+                          "socketmap drops it on time)", source)
+
+
+def _expiry_notes(config: Config, binding: str, key: str, resolver: Resolver
+                  ) -> list[PostfixWarning]:
+    """A loss note for each expiring stanza or floor that shapes an exact entry."""
+    _values, sources = resolver.effective(key, binding)
+    used = {str(s.scope) for s in sources.values()}
+    notes = []
+    for path, stanza in iter_stanzas(config):
+        if stanza.expires is not None and stanza.name.matches(key) and any(
+                path == u or (path.startswith("floor ") and path in u) for u in used):
+            notes.append(_expiry_note(binding, key, stanza.expires.isoformat(), path))
+    return notes
+
+
+def _floor_regex_lines(config: Config, binding: str
+                       ) -> list[tuple[DomainName, Options, str]]:
+    """The regex floors to write for ``binding``: pattern, raised options, floor path.
+
+    Raises :class:`~tlspolicy.floors.FloorExportError` for a regex floor that no
+    constant answer can carry (see :mod:`tlspolicy.floors`).
+    """
+    if not any(f.name.kind is DomainKind.REGEX for f in config.floors):
+        return []
+    plan = plan_floor_writes(config, what="a Postfix pcre table")
+    return [(n, o, floor_path(n.text)) for n, o in plan.regex.get(binding, ())]
+
+
+def _group_prefix(config: Config, binding: str) -> tuple[tuple[ScopeKind, str], ...]:
+    for g in config.binding_groups:
+        if any(b.name == binding for b in g.bindings):
+            return ((ScopeKind.BINDING_GROUP, g.name),)
+    return ()
+
+
+def _regex_notes(binding: str, key: str, name: DomainName, source: str,
+                 count: int) -> list[PostfixWarning]:
+    notes = []
+    pattern = name.key
+    if _NOT_PCRE_LINE.search(pattern):
+        notes.append(PostfixWarning(binding, key, "domain", "the pattern holds white space or "
+                                    "'/', which a Postfix pcre table line cannot carry: entry "
+                                    "not written", source))
+    if _UNESCAPED_UPPER.search(pattern):
+        notes.append(PostfixWarning(binding, key, "domain", "the pattern has upper-case "
+                                    "letters: tlspolicy matches it against the lower-case "
+                                    "name, Postfix pcre tables match case-insensitively",
+                                    source))
+    if count > 1:
+        notes.append(PostfixWarning(binding, key, "domain", "computed as if this were the only "
+                                    "regex stanza matching: Postfix takes the first matching "
+                                    "pcre line, tlspolicy merges matching stanzas option by "
+                                    "option (use the socketmap for exact answers)", source))
+    return notes
+
+
+def _writable_regex(entry: PostfixEntry) -> bool:
+    assert entry.key is not None
+    return not _NOT_PCRE_LINE.search(entry.key[1:-1])
+
+
+def render_policy_table(entries: Iterable[PostfixEntry]) -> str:
+    """The exact entries as a ``hash:``/``lmdb:`` table source (``key<TAB>policy``).
+
+    The binding's default is written as a comment naming the ``main.cf`` /
+    ``master.cf`` setting it corresponds to; regex entries go to
+    :func:`render_pcre_table`.
+    """
+    lines: list[str] = []
+    for entry in entries:
+        if entry.kind is EntryKind.DEFAULT:
+            lines.append(f'# binding "{entry.binding}": domains without an entry get '
+                         f"{entry.policy.text()!r}")
+            lines.append(f"#   (smtp_tls_security_level = {entry.policy.level.value} for this "
+                         "transport, or use the socketmap, which answers every domain)")
+        elif entry.kind is EntryKind.EXACT:
+            assert entry.key is not None
+            lines.append(f"{entry.key}\t{entry.policy.text()}")
+    return "\n".join(lines) + "\n"
+
+
+def render_pcre_table(entries: Iterable[PostfixEntry]) -> str:
+    """The regex entries as a ``pcre:`` table source, in precedence order.
+
+    Entries whose pattern cannot be written (see the warnings) are left out.
+    """
+    lines = [f"/{e.key[1:-1]}/\t{e.policy.text()}" for e in entries  # type: ignore[index]
+             if e.kind is EntryKind.REGEX and _writable_regex(e)]
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def render_warnings(warnings: Iterable[PostfixWarning]) -> str:
+    """One line per warning (see :meth:`PostfixWarning.describe`)."""
+    return "".join(f"{w.describe()}\n" for w in warnings)
+
+

@@ -1,0 +1,373 @@
+"""Next hops: the operator's transport routes and the answer for a ``[host]:port`` key.
+
+Postfix looks its policy up by next hop: mail routed by a transport table or relayhost is
+asked for as ``[host]:port``.  :func:`parse_transport_table` reads a transport table's
+text into a :class:`RouteTable`; :func:`combine_nexthop` gives a next-hop key the routed
+domains' configuration at its strictest (SEMANTICS 11).  Pure: reading the table's file
+is :func:`tlspolicy.formats.postfix.load_transport_table`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
+
+import attrs
+
+from ..decision import Source
+from ..errors import (
+    ConfigError,
+    InvalidDomainError,
+    Location,
+)
+from ..names import DomainKind, normalise_domain
+from ..options import (
+    OPTION_SPECS,
+    Options,
+    ScopeKind,
+    Tls,
+    TlsProtocols,
+    TlsVerify,
+)
+from ..resolver import Resolver
+from ..scopes import (
+    Config,
+    DomainScope,
+    scope_path,
+)
+from .keys import PostfixKeyError, parse_postfix_key
+from .levels import (
+    PostfixWarning,
+)
+from .mapping import (
+    _ORDER,
+    VERIFY_MATCH,
+)
+from .tables import _binding_scopes, _chain, _group_prefix
+
+__all__ = [
+    "NextHop",
+    "NextHopAnswer",
+    "NextHopConflictError",
+    "RouteTable",
+    "TransportRoute",
+    "TransportTableError",
+    "combine_nexthop",
+    "parse_transport_table",
+]
+
+# ----------------------------------------------------------------- next-hop routes
+
+
+class TransportTableError(ConfigError):
+    """A line of a Postfix transport table that cannot be read (file and line named)."""
+
+
+class NextHopConflictError(ConfigError):
+    """Domains routed through one next hop whose unordered options differ.
+
+    A next-hop key (``[relay.example]:587``) gets one answer for every domain
+    routed through it; options that have no strictness order (``tls_ca``,
+    ciphers, client certificates) cannot be combined, so this is a load-time
+    error naming the transport table lines and the option (SEMANTICS 11).
+    """
+
+
+# Transports that never run the SMTP client (or are not looked up in
+# smtp_tls_policy_maps): their entries route nothing this table answers.
+_NON_SMTP_TRANSPORTS: Final = frozenset({"error", "retry", "discard", "local", "virtual",
+                                         "lmtp", "pipe", "hold"})
+_UNORDERED: Final = ("tls_ca", "tls_certificate", "tls_key", "tls_ciphers",
+                     "tlsv13_ciphersuites", "tls_engine")
+# Destination policies of a next-hop key come from the host itself (SEMANTICS 11).
+_FROM_HOST: Final = ("use_mta_sts", "enable_mta_sts", "use_dane", "enable_dane")
+# A label no configuration names: stands for "any other subdomain" of a parent route.
+_ANY_LABEL: Final = "tlspolicy-any-subdomain"
+
+NextHop = tuple[str, int | None, bool]
+"""A next hop as :func:`~tlspolicy.servers.socketmap.parse_postfix_key` reads it:
+``(host, port, bracketed)``."""
+
+
+@attrs.frozen(slots=True)
+class TransportRoute:
+    """One entry of a Postfix transport table that sends mail to an SMTP next hop.
+
+    ``domain`` is the normalised recipient domain; ``parent`` marks a
+    ``.domain`` entry (every subdomain), ``domain`` ``"*"`` the catch-all.
+    ``nexthop`` is the next hop as Postfix writes it into the policy lookup
+    key; ``file`` and ``line`` say where the entry is.
+    """
+
+    domain: str
+    parent: bool
+    nexthop: NextHop
+    nexthop_text: str
+    file: str
+    line: int
+
+    @property
+    def pattern(self) -> str:
+        """The table key as an operator reads it (``.example.com``, ``*``)."""
+        return f".{self.domain}" if self.parent else self.domain
+
+    def location(self) -> str:
+        """``file:line``."""
+        return f"{self.file}:{self.line}"
+
+
+@attrs.frozen(slots=True)
+class RouteTable:
+    """Which recipient domains reach which next hop (from transport tables)."""
+
+    routes: tuple[TransportRoute, ...] = ()
+
+    def by_nexthop(self) -> dict[NextHop, tuple[TransportRoute, ...]]:
+        """The routes grouped by next hop, in table order."""
+        grouped: dict[NextHop, list[TransportRoute]] = {}
+        for route in self.routes:
+            grouped.setdefault(route.nexthop, []).append(route)
+        return {hop: tuple(found) for hop, found in grouped.items()}
+
+    def __add__(self, other: RouteTable) -> RouteTable:
+        return RouteTable(self.routes + other.routes)
+
+
+def _logical_lines(text: str) -> Iterable[tuple[int, str]]:
+    """Postfix table lines: ``#`` comments and blank lines skipped, indented lines continue."""
+    current: tuple[int, str] | None = None
+    for number, raw in enumerate(text.splitlines(), 1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if raw[:1].isspace() and current is not None:
+            current = (current[0], f"{current[1]} {stripped}")
+            continue
+        if current is not None:
+            yield current
+        current = (number, stripped)
+    if current is not None:
+        yield current
+
+
+def parse_transport_table(text: str, *, file: str = "<transport>") -> RouteTable:
+    """Read a Postfix ``transport_maps`` source file (transport(5)).
+
+    Entries ``pattern  transport:nexthop``: ``domain``, ``.domain`` (its
+    subdomains), ``user@domain`` (counts for the domain) and ``*``.  Entries
+    with an empty next hop (the recipient domain is looked up as usual), and
+    those of transports that never run the SMTP client (``error``, ``local``,
+    ``discard``, ...) route nothing and are skipped.  Raises
+    :class:`TransportTableError` with the file and line for anything else it
+    cannot read, such as a next-hop list or a malformed host.
+    """
+    routes: list[TransportRoute] = []
+    for number, line in _logical_lines(text):
+        where = Location(file=file, line=number)
+        fields = line.split(None, 1)
+        if len(fields) != 2:
+            raise TransportTableError(f"expected 'pattern transport:nexthop', got {line!r}",
+                                      where)
+        pattern, result = fields[0], fields[1].strip()
+        transport, sep, nexthop = result.partition(":")
+        if not sep:
+            raise TransportTableError(f"the result {result!r} has no ':' (transport:nexthop)",
+                                      where)
+        if any(c.isspace() for c in transport):
+            raise TransportTableError(f"white space in the transport name of {result!r}; "
+                                      "expected 'pattern transport:nexthop'", where)
+        if transport.lower() in _NON_SMTP_TRANSPORTS or not nexthop.strip():
+            continue
+        nexthop = nexthop.strip()
+        if any(c in nexthop for c in ", \t"):
+            raise TransportTableError(f"next-hop lists ({nexthop!r}) are not supported: give "
+                                      "one next hop per entry", where)
+        try:
+            hop = parse_postfix_key(nexthop)
+        except PostfixKeyError as exc:
+            raise TransportTableError(f"next hop {nexthop!r}: {exc}", where) from None
+        if hop.parent:
+            raise TransportTableError(f"next hop {nexthop!r} is not a host", where)
+        parent = False
+        if pattern == "*":
+            domain = "*"
+        else:
+            name = pattern.rpartition("@")[2]
+            if not name:
+                # 'user@' entries route by local part, for any domain.
+                domain = "*"
+            else:
+                parent = name.startswith(".")
+                try:
+                    domain = normalise_domain(name[1:] if parent else name)
+                except InvalidDomainError as exc:
+                    raise TransportTableError(f"pattern {pattern!r}: {exc}", where) from None
+        routes.append(TransportRoute(domain, parent, (hop.domain, hop.port, hop.bracketed),
+                                     nexthop, file, number))
+    return RouteTable(tuple(routes))
+
+
+def _route_candidates(resolver: Resolver, binding: str, route: TransportRoute
+                      ) -> list[tuple[str, dict[str, object], dict[str, Source]]]:
+    """Every set of effective values mail of ``route`` can get through ``binding``.
+
+    An exact domain has one; a parent route or ``*`` has one per exact stanza
+    it covers, one for any other name, and one per regex stanza (whether a
+    pattern matches some covered name is not decided, so each counts).
+    """
+    if route.domain != "*" and not route.parent:
+        values, sources = resolver.effective(route.domain, binding)
+        return [(route.domain, values, sources)]
+    config = resolver.config
+    found = []
+    any_name = _ANY_LABEL if route.domain == "*" else f"{_ANY_LABEL}.{route.domain}"
+    values, sources = resolver.effective(any_name, binding)
+    found.append((route.pattern, values, sources))
+    group_name, _s, b_opts, g_opts, stanzas = _binding_scopes(config, binding, resolver)
+    for path, stanza in stanzas:
+        if stanza.name.kind is DomainKind.REGEX:
+            if stanza.options.is_empty():
+                continue
+            spath = scope_path(*path, (ScopeKind.DOMAIN, stanza.name.text))
+            values, sources = _regex_values(config, binding, group_name, path, stanza,
+                                            b_opts, g_opts)
+            found.append((spath, values, sources))
+            continue
+        key = stanza.name.key
+        if route.domain == "*" or key.endswith(f".{route.domain}"):
+            values, sources = resolver.effective(key, binding)
+            found.append((key, values, sources))
+    return found
+
+
+def _regex_values(config: Config, binding: str, group_name: str,
+                  path: tuple[tuple[ScopeKind, str], ...], stanza: DomainScope,
+                  b_opts: Options, g_opts: Options
+                  ) -> tuple[dict[str, object], dict[str, Source]]:
+    """Effective values of a name only this regex stanza matches (as the pcre export)."""
+    spath = scope_path(*path, (ScopeKind.DOMAIN, stanza.name.text))
+    binding_path = scope_path(*_group_prefix(config, binding), (ScopeKind.BINDING, binding))
+    group_path = scope_path((ScopeKind.BINDING_GROUP, group_name))
+    layers: list[tuple[Options, str]] = []
+    container = path[-1][0] if path else None
+    if container is not None:
+        layers.append((stanza.options, spath))
+    layers += [(b_opts, binding_path), (g_opts, group_path)]
+    if container is None:
+        layers.append((stanza.options, spath))
+    layers.append((config.options, "global"))
+    return _chain(layers)
+
+
+@attrs.frozen(slots=True)
+class NextHopAnswer:
+    """What a next-hop key is answered with: combined values and where they come from."""
+
+    values: Mapping[str, object]
+    sources: Mapping[str, Source]
+    #: The routed names or patterns, for notes.
+    routed: tuple[str, ...]
+    routes: tuple[TransportRoute, ...]
+    #: ``match=`` of verified levels; ``None`` when no list is never weaker (then a
+    #: verified answer is refused with ``PERM``).
+    match: str | None
+    notes: tuple[PostfixWarning, ...]
+
+
+def _strictest_protocols(found: Sequence[TlsProtocols]) -> TlsProtocols:
+    versions = frozenset.intersection(*(p.versions for p in found))
+    spec = ":".join(["-ALL", *(f"+{v.value}" for v in _ORDER if v in versions)])
+    return TlsProtocols(spec, versions)
+
+
+def combine_nexthop(resolver: Resolver, binding: str, hop: NextHop,
+                    routes: Sequence[TransportRoute]) -> NextHopAnswer:
+    """The answer for a next-hop key: the routed domains' configuration at its strictest.
+
+    ``tls`` and ``tls_verify`` take the strictest value, fallback is false
+    when any routed domain says false, ``tls_protocols`` the intersection;
+    destination-policy switches (DANE, MTA-STS) come from the host itself.
+    Raises :class:`NextHopConflictError` when the routed domains' unordered
+    options differ, or their protocol sets do not intersect.
+    """
+    host, port, bracketed = hop
+    parts: list[tuple[str, dict[str, object], dict[str, Source]]] = []
+    for route in routes:
+        parts.extend(_route_candidates(resolver, binding, route))
+    own_values, own_sources = resolver.effective(host, binding)
+    plain_host = not bracketed and port is None
+    if plain_host:
+        # Postfix uses the same key for mail to the host's own domain.
+        parts.append((host, own_values, own_sources))
+    where = Location(file=routes[0].file, line=routes[0].line,
+                     scope=f'binding "{binding}" > next hop {routes[0].nexthop_text}')
+    values: dict[str, object] = {}
+    sources: dict[str, Source] = {}
+    tls_rank = [Tls.NO, Tls.IFAVAILABLE, Tls.REQUIRED]
+    verify_rank = [TlsVerify.NO, TlsVerify.OPTIONAL, TlsVerify.CA, TlsVerify.HOST]
+    best_tls = max(parts, key=lambda p: tls_rank.index(p[1]["tls"]))  # type: ignore[arg-type]
+    best_verify = max(parts, key=lambda p: verify_rank.index(p[1]["tls_verify"]))  # type: ignore[arg-type]
+    values["tls"], sources["tls"] = best_tls[1]["tls"], best_tls[2]["tls"]
+    values["tls_verify"] = best_verify[1]["tls_verify"]
+    sources["tls_verify"] = best_verify[2]["tls_verify"]
+    no_fallback = [p for p in parts if not p[1]["tls_ifavailable_fallback"]]
+    chosen = no_fallback[0] if no_fallback else parts[0]
+    values["tls_ifavailable_fallback"] = chosen[1]["tls_ifavailable_fallback"]
+    sources["tls_ifavailable_fallback"] = chosen[2]["tls_ifavailable_fallback"]
+    protocols = [p[1]["tls_protocols"] for p in parts]
+    assert all(isinstance(x, TlsProtocols) for x in protocols)
+    combined = _strictest_protocols(protocols)  # type: ignore[arg-type]
+    if not combined.versions:
+        raise NextHopConflictError(
+            "the domains routed through this next hop allow no protocol version in common: "
+            + "; ".join(f"{p[0]}: {p[1]['tls_protocols']}" for p in parts),
+            where.evolve(option="tls_protocols"))
+    values["tls_protocols"] = combined
+    sources["tls_protocols"] = Source("strictest of the routed domains")
+    for name in _UNORDERED:
+        seen = {repr(p[1][name]): p for p in parts}
+        if len(seen) > 1:
+            detail = "; ".join(f"{p[0]} has {p[1][name]!s} (from {p[2][name]})"
+                               for p in seen.values())
+            raise NextHopConflictError(
+                f"domains routed through next hop {routes[0].nexthop_text} differ in {name}, "
+                f"which has no strictness order to combine: {detail}",
+                where.evolve(option=name))
+        values[name], sources[name] = parts[0][1][name], parts[0][2][name]
+    for name in _FROM_HOST:
+        values[name], sources[name] = own_values[name], own_sources[name]
+    for name, spec in OPTION_SPECS.items():
+        if name not in values:
+            values[name], sources[name] = spec.default, Source("default")
+    routed = tuple(dict.fromkeys(p[0] for p in parts))
+    exact = [r for r in routes if not r.parent and r.domain != "*"]
+    notes: list[PostfixWarning] = []
+    hop_key = routes[0].nexthop_text
+    is_ip = host.startswith("[")
+    match: str | None = VERIFY_MATCH
+    if len(exact) == 1 and len(routes) == 1 and not plain_host:
+        # The decision for the one routed domain accepts its own name or the host's.
+        # At an address only the name: Postfix (OpenSSL) checks an address as an IP
+        # identity and fails the whole verification when it does not match.
+        match = exact[0].domain if is_ip else f"{exact[0].domain}:{VERIFY_MATCH}"
+    elif is_ip:
+        match = None
+        notes.append(PostfixWarning(
+            binding, hop_key, "tls_verify", "several domains are routed through this address "
+            "and no name is accepted by every one of them: a verified answer cannot be "
+            "written, so verified levels are answered PERM and Postfix defers (stricter)",
+            None, "nexthop-match"))
+    else:
+        notes.append(PostfixWarning(
+            binding, hop_key, "tls_verify", "several domains are routed through this host: "
+            "match= names only the host, so a certificate naming a routed domain but not the "
+            "host defers (stricter)", None, "nexthop-match"))
+    if len(routed) > 1:
+        notes.append(PostfixWarning(
+            binding, hop_key, "tls", "the answer combines the domains routed through this "
+            f"next hop ({', '.join(routed[:10])}{', ...' if len(routed) > 10 else ''}) at "
+            "their strictest: mail of a less strict domain gets the stricter policy",
+            None, "nexthop-strictest"))
+    return NextHopAnswer(values, sources, routed, tuple(routes), match, tuple(notes))
+
+
