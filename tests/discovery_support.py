@@ -88,6 +88,28 @@ def _wait_tcp(port: int, process: subprocess.Popen[bytes], what: str) -> None:
     raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {_START_TIMEOUT} s")
 
 
+def _unbound_port(port: int) -> bool:
+    """Whether no socket listens on (TCP) or is bound to (UDP) 127.0.0.1:``port``; closed
+    connections lingering in TIME_WAIT do not count."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            tcp.bind(("127.0.0.1", port))
+            udp.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
+
+
+def _wait_port_free(port: int, what: str) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT
+    while not _unbound_port(port):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} still held 127.0.0.1:{port} after {_START_TIMEOUT} s")
+        time.sleep(0.02)
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -521,8 +543,9 @@ class DnsLab:
         if self.nsd is not None:
             _stop(self.nsd)
             self.nsd = None
-            # NSD's forked workers may outlive the main process for a moment.
-            time.sleep(0.2)
+            # NSD's forked workers may outlive the main process for a moment: wait until
+            # none holds the port any more (bounded), not for a fixed time.
+            _wait_port_free(self.nsd_port, "nsd's workers")
 
 
 @pytest.fixture(scope="session")
