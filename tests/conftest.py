@@ -1,9 +1,11 @@
 """Hypothesis profiles: ``ci`` (thorough, reproducible) and ``default`` (quick local runs).
 
-Select one with the ``HYPOTHESIS_PROFILE`` environment variable.  The ``ci``
-profile keeps hypothesis's usual example count for ordinary property tests;
-the configuration properties read their larger count from
-``tests/strategies.py`` (``CONFIG_EXAMPLES``), which follows the same variable.
+Select one with the ``HYPOTHESIS_PROFILE`` environment variable (``.ci/run`` sets
+``ci``; README's command runs ``default``).  A property test without a budget of its
+own runs hypothesis's usual 100 examples under both; the others state their two
+budgets with ``strategies.examples(ci=..., default=...)`` (or ``CONFIG_EXAMPLES`` /
+``PROPERTY_EXAMPLES``), which follow the same variable.  ``--property-budgets``
+(with ``--collect-only -p no:xdist``) lists them; CONTRIBUTING.md has the table.
 """
 
 from __future__ import annotations
