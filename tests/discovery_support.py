@@ -32,6 +32,8 @@ from typing import Any
 import attrs
 import pytest
 
+import ports
+
 __all__ = [
     "FLEET_SIZE",
     "GENERATED_CASES",
@@ -65,20 +67,9 @@ TLSRPT_SUBMITTER = "sender.secure.test"
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 (below 32768, as the notes advise)."""
-    import random
-
-    for _ in range(200):
-        port = random.randint(20000, 32000)
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, \
-                    socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                tcp.bind(("127.0.0.1", port))
-                udp.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port found")
+    """A port free for both TCP and UDP on 127.0.0.1, from this test process's own slice
+    (``ports.py``: below 32768, as the notes advise, and apart from other xdist workers)."""
+    return ports.free_port()
 
 
 def _binary(name: str) -> str:
@@ -97,6 +88,28 @@ def _wait_tcp(port: int, process: subprocess.Popen[bytes], what: str) -> None:
             return
         time.sleep(0.05)
     raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {_START_TIMEOUT} s")
+
+
+def _unbound_port(port: int) -> bool:
+    """Whether no socket listens on (TCP) or is bound to (UDP) 127.0.0.1:``port``; closed
+    connections lingering in TIME_WAIT do not count."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            tcp.bind(("127.0.0.1", port))
+            udp.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
+
+
+def _wait_port_free(port: int, what: str) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT
+    while not _unbound_port(port):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} still held 127.0.0.1:{port} after {_START_TIMEOUT} s")
+        time.sleep(0.02)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -487,6 +500,32 @@ class DnsLab:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_tcp(self.port, self.unbound, "unbound")
 
+    @contextlib.contextmanager
+    def private_resolver(self) -> Iterator[int]:
+        """A second validating Unbound over the same zones, on a port of its own and with
+        an empty cache, for the length of a ``with`` block; yields its port.
+
+        For a test that counts on when an answer enters the resolver's cache: the
+        session's Unbound has cached whatever the tests before asked (denials included,
+        which also answer for their neighbours), and counts those TTLs down."""
+        port = free_port()
+        name = f"unbound-{port}"
+        text = (self.directory / "unbound.conf").read_text()
+        for old, new in ((f"  port: {self.port}\n", f"  port: {port}\n"),
+                         (f"{self.directory}/unbound.pid", f"{self.directory}/{name}.pid"),
+                         (f"{self.directory}/unbound.log", f"{self.directory}/{name}.log")):
+            assert old in text, old
+            text = text.replace(old, new)
+        conf = self.directory / f"{name}.conf"
+        conf.write_text(text)
+        process = subprocess.Popen([_binary("unbound"), "-d", "-c", str(conf)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_tcp(port, process, "unbound")
+            yield port
+        finally:
+            _stop(process)
+
     def queries(self, name: str, rdtype: str) -> int:
         """How many queries for (name, type) clients sent Unbound (its query log)."""
         wanted = f" {name.rstrip('.')}. {rdtype} IN"
@@ -506,8 +545,9 @@ class DnsLab:
         if self.nsd is not None:
             _stop(self.nsd)
             self.nsd = None
-            # NSD's forked workers may outlive the main process for a moment.
-            time.sleep(0.2)
+            # NSD's forked workers may outlive the main process for a moment: wait until
+            # none holds the port any more (bounded), not for a fixed time.
+            _wait_port_free(self.nsd_port, "nsd's workers")
 
 
 @pytest.fixture(scope="session")
@@ -635,6 +675,12 @@ class Post:
 
 class _TlsServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default listen backlog is 5: a fleet of clients connecting at once
+    # (the fleet tests open over a hundred connections together) overflows it, and the
+    # kernel drops their SYNs; the clients' retransmissions (1 s, then 3 s, 7 s...) then
+    # outlast their timeouts whenever the accept loop is slow, as on a loaded machine.
+    # A real policy host's backlog is in the hundreds.
+    request_queue_size = 1024
     lab: HttpsLab
 
     def get_request(self) -> tuple[socket.socket, object]:

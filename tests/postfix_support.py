@@ -34,6 +34,8 @@ from pathlib import Path
 import attrs
 import pytest
 
+import ports
+
 __all__ = [
     "POSTFIX",
     "POSTMAP",
@@ -117,10 +119,9 @@ requires_postfix_server = pytest.mark.skipif(
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on ``host`` that was free a moment ago, from this test process's own
+    slice (``ports.py``), so that parallel workers never pick the same one."""
+    return ports.free_port(host)
 
 
 # ------------------------------------------------------------------------ postmap

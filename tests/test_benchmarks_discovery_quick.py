@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# Runs a benchmark script (quick mode); once per CI run, not in the fast subset.
+pytestmark = [pytest.mark.slow, pytest.mark.benchmark]
+
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ("cold-discovery", "store-size", "memory", "cache-hit", "fleet", "store-hit-answer",
            "store-hit-answer-same-text")

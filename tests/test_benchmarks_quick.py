@@ -10,6 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# Runs a benchmark script (quick mode); once per CI run, not in the fast subset.
+pytestmark = [pytest.mark.slow, pytest.mark.benchmark]
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "run.py"
 

@@ -83,6 +83,7 @@ def _missing() -> str | None:
 
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.network, pytest.mark.postfix,
     pytest.mark.skipif(_missing() is not None, reason=_missing() or ""),
     pytest.mark.timeout(2 * WORKER_TIMEOUT + 60),

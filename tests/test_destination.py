@@ -7,12 +7,11 @@ REQUIRETLS x TLS-Required x remembered broken TLS x observation.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from strategies import examples
 from tlspolicy import (
     CERTIFICATE_OBSERVATIONS,
     NEGOTIATION_OBSERVATIONS,
@@ -342,7 +341,6 @@ def test_overrides_never_relax_destination_policy() -> None:
 
 # ------------------------------------------------- section 6, generated inputs
 
-CI = os.environ.get("HYPOTHESIS_PROFILE") == "ci"
 
 tlsa_lookups = st.one_of(
     st.none(),
@@ -387,7 +385,7 @@ def _rank(v: Verification) -> int:
             Verification.DANE].index(v)
 
 
-@settings(max_examples=20_000 if CI else 800, deadline=None)
+@settings(max_examples=examples(ci=20_000, default=800), deadline=None)
 @given(global_opts=option_sets, dom_opts=domain_options, dest=destinations,
        over=overrides, mx=st.sampled_from([MX, "mx.elsewhere.org"]))
 def test_section6_invariants(global_opts: Options, dom_opts: Options, dest: Destination,

@@ -406,6 +406,7 @@ def test_temp_only_when_neither_mx_nor_the_cache_can_be_read(env: Env) -> None:
     assert got.startswith("TEMP ")
 
 
+@pytest.mark.slow
 def test_outage_dns_and_https_stopped_cached_enforce_policies_still_answered(
         env: Env, redis_server: RedisServer) -> None:
     """With DNS and HTTPS unreachable, and then Redis stopped too, every domain with an
@@ -601,6 +602,7 @@ def test_serve_discovery_flags_and_refusals(env: Env, tmp_path: Path) -> None:
 
 
 
+@pytest.mark.slow
 def test_two_processes_on_one_port_share_one_redis_store(
         env: Env, tmp_path: Path, redis_server: RedisServer) -> None:
     """Several serve processes on one port (SO_REUSEPORT) share the discovery store: each

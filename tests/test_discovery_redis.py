@@ -31,6 +31,7 @@ def _fleet_fetches(web: HttpsLab) -> int:
         return sum(1 for host, _ in web.requests if host.endswith(".fleet.secure.test"))
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_fetch_per_domain(dns_lab: DnsLab, https_lab: HttpsLab,
                                                   tmp_path: Path) -> None:
     """Two processes ask for the same 300 uncached domains at once through one Redis:

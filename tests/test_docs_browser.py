@@ -42,9 +42,12 @@ TIMEOUT = 60.0
 """Seconds any one browser step may take before the test gives up (a hang guard)."""
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
                        reason="Debian's chromium is not installed (.ci/install-docs.sh)"),
     pytest.mark.timeout(300),
+    # One worker builds the site and starts the browser once for the module (pytest -n).
+    pytest.mark.xdist_group("docs-browser"),
 ]
 
 

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from strategies import examples
 from tlspolicy._raw import RawScope
 from tlspolicy.errors import ConfigError, ConfigSyntaxError, TlsPolicyError, UnknownOptionError
 from tlspolicy.formats import ecelerity
@@ -357,19 +358,21 @@ def _parse_or_typed_error(text: str) -> None:
     assert isinstance(doc.tree, RawScope)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(ci=400, default=100), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(_SPECIALS + list("abtlsv_=01 ")), max_size=120).map("".join))
 def test_fuzz_random_text_raises_only_tlspolicy_errors(text: str) -> None:
     _parse_or_typed_error(text)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(ci=200, default=50), deadline=None)
 @given(st.text(max_size=300))
 def test_fuzz_arbitrary_unicode(text: str) -> None:
     _parse_or_typed_error(text)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(ci=400, default=100), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(_VALID_TEXTS), st.randoms(use_true_random=False),
        st.integers(min_value=1, max_value=6))
 def test_fuzz_mutated_valid_files(text: str, rnd: random.Random, edits: int) -> None:

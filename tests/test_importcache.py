@@ -26,6 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from discovery_support import DnsLab, HttpsLab, PolicyAnswer, RedisServer
+from strategies import examples
 from tlspolicy import CachedMtaStsPolicy, FetchOutcome, StsMode, cli, parse_policy
 from tlspolicy.discovery import POLICY_NAMESPACE, Discovery, DiscoveryConfig, StsState
 from tlspolicy.discovery._gob import GobError, read_gob
@@ -344,14 +345,14 @@ def test_a_damaged_tlspol_cache_is_a_clear_error(tmp_path: Path, mangle: str) ->
         assert mangle == "flip", found
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(ci=300, default=60), deadline=None)
 @given(st.binary(max_size=600))
 def test_gob_reader_never_crashes_on_garbage(data: bytes) -> None:
     with contextlib.suppress(GobError):
         read_gob(data)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(ci=200, default=40), deadline=None)
 @given(st.integers(min_value=0, max_value=len(gzip.decompress(TLSPOL_CACHE.read_bytes())) - 1),
        st.integers(min_value=0, max_value=255))
 def test_gob_reader_survives_any_byte_changed(position: int, value: int) -> None:

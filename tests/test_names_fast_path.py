@@ -12,6 +12,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from strategies import examples
 from tlspolicy.errors import InvalidDomainError
 from tlspolicy.names import _normalise, normalise_domain
 
@@ -56,7 +57,7 @@ def test_fast_path_agrees_on_edges(name: str) -> None:
     assert outcome(name, True) == outcome(name, False)
 
 
-@settings(max_examples=3000)
+@settings(max_examples=examples(ci=3000, default=300))
 @given(names)
 @example("xn--zz.example")
 def test_fast_path_agrees_with_full_uts46(name: str) -> None:

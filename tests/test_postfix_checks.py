@@ -172,6 +172,10 @@ class PostfixDir:
         self.conf.mkdir()
         self.queue.mkdir()
         for name in ("main.cf", "master.cf"):
+            if name == "main.cf" and not (SYSTEM_CONFIG_DIR / name).exists():
+                # A "No configuration" install has no main.cf: Postfix's defaults.
+                (self.conf / name).write_text("")
+                continue
             shutil.copy(SYSTEM_CONFIG_DIR / name, self.conf / name)
         self.main(queue_directory=str(self.queue), mail_owner="postfix")
 

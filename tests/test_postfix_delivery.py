@@ -17,7 +17,7 @@ from tlspolicy.adapters import StartTlsFailed, check_reuse
 from tlspolicy.adapters import aiosmtplib as async_driver
 from tlspolicy.adapters import smtplib as sync_driver
 
-pytestmark = [pytest.mark.network, pytest.mark.postfix, requires_postfix_server,
+pytestmark = [pytest.mark.slow, pytest.mark.network, pytest.mark.postfix, requires_postfix_server,
               pytest.mark.timeout(120)]
 
 MESSAGE = b"Subject: tlspolicy to postfix\r\n\r\nhello postfix\r\n"

@@ -78,6 +78,7 @@ def _private_mounts() -> bool:
 
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.network, pytest.mark.postfix, requires_postfix_server,
     pytest.mark.skipif(not _private_mounts(),
                        reason="unshare -m (util-linux, root) is needed for the sending "

@@ -30,7 +30,8 @@ from postfix_support import (
     requires_postfix_server,
 )
 
-pytestmark = [pytest.mark.postfix, pytest.mark.network, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.slow, pytest.mark.postfix, pytest.mark.network,
+              pytest.mark.timeout(120)]
 
 MX = "mx.tlspolicy.test"
 SMTP_TIMEOUT = 15.0

@@ -15,7 +15,7 @@ import pickle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from strategies import MX_NAMES, REQUEST_NAMES, configs, declared_bindings
+from strategies import MX_NAMES, REQUEST_NAMES, configs, declared_bindings, examples
 from tlspolicy import Config, Decision, Resolver
 from tlspolicy.formats.toml import loads_toml
 from tlspolicy.names import normalise_domain
@@ -50,7 +50,7 @@ def check(config: Config, requests: list[tuple[str, str | None, str | None]]) ->
         assert pickle.loads(pickle.dumps(got)) == want
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(ci=150, default=50), suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_shared_decisions_equal_eager_ones(data: st.DataObject) -> None:
     config = data.draw(configs())

@@ -13,7 +13,6 @@ and mismatches are real too.
 from __future__ import annotations
 
 import datetime
-import os
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from certs_support import TestCA, make_self_signed
+from strategies import examples
 from tlspolicy import (
     Action,
     ConnectionFacts,
@@ -48,7 +48,6 @@ OTHER_MX = "mx.elsewhere.org"
 DOMAIN_A = "example.net"
 DOMAIN_B = "example.org"
 NOW = datetime.datetime.now(datetime.UTC)
-CI = os.environ.get("HYPOTHESIS_PROFILE") == "ci"
 
 ENFORCE = MtaStsPolicy(StsMode.ENFORCE, ("*.example.net",), 86400)
 ENFORCE_ELSEWHERE = MtaStsPolicy(StsMode.ENFORCE, ("*.elsewhere.org",), 86400)
@@ -243,7 +242,7 @@ def facts_for(draw: st.DrawFn, decision: Decision, pki: Pki) -> ConnectionFacts:
     )
 
 
-@settings(max_examples=3000 if CI else 500, deadline=None,
+@settings(max_examples=examples(ci=3000, default=500), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_may_reuse_iff_a_fresh_connection_would_reach_the_same(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from strategies import examples
 from tlspolicy.postfix.keys import (
     PostfixKey,
     PostfixKeyError,
@@ -33,7 +34,7 @@ def _public(key: str) -> PostfixKey | str:
         return f"error: {exc}"
 
 
-@settings(max_examples=1000)
+@settings(max_examples=examples(ci=1000, default=200))
 @given(_KEYS)
 @example(("a" * 63 + ".") * 3 + "a" * 61)
 @example(("a" * 63 + ".") * 3 + "a" * 62)

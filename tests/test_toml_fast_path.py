@@ -18,7 +18,7 @@ import tomli_w
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from strategies import configs
+from strategies import configs, examples
 from tlspolicy.errors import ConfigError
 from tlspolicy.formats.toml import (
     _Bail,
@@ -53,7 +53,7 @@ def _same(a: Config, b: Config) -> None:
     assert repr(a) == repr(b)
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(ci=200, default=50))
 @given(configs())
 def test_fast_reader_builds_what_the_located_path_builds(config: Config) -> None:
     text = dumps_toml(config)
@@ -111,7 +111,7 @@ def _mutate(document: Any, data: st.DataObject) -> Any:
     return document
 
 
-@settings(max_examples=500)
+@settings(max_examples=examples(ci=500, default=100))
 @given(configs(), st.data())
 def test_fast_reader_never_accepts_more_than_the_located_path(config: Config,
                                                              data: st.DataObject) -> None:

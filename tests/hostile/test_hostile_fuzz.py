@@ -11,12 +11,12 @@ profile (this runs in CI beside the rest) and small locally.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from strategies import examples
 from tlspolicy import (
     CompatVersion,
     DomainName,
@@ -34,7 +34,7 @@ from tlspolicy.postfix.netstring import NetstringDecoder
 from tlspolicy.servers.socketmap import parse_postfix_key
 from tlspolicy.testing.expectations import loads_expectations
 
-EXAMPLES = 300 if os.environ.get("HYPOTHESIS_PROFILE") == "ci" else 50
+EXAMPLES = examples(ci=300, default=50)
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
