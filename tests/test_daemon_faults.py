@@ -48,7 +48,7 @@ from tlspolicy.discovery import POLICY_NAMESPACE, redis_cache
 from tlspolicy.postfix.lookup import PolicyLookup
 from tlspolicy.stores import SqliteStore, Store
 
-pytestmark = [pytest.mark.network, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.network, pytest.mark.slow, pytest.mark.timeout(300)]
 
 #: The daemon's timing knobs, short so that each test runs in seconds.
 DNS_TIMEOUT = 0.5
