@@ -223,3 +223,22 @@ def test_the_stand_in_reads_only_what_a_discovery_gives() -> None:
     used = {"dnssec", "dnssec_detail", "trust_epoch", "_clock"}
     stand_in: Any = _Discovery(True)
     assert used <= set(vars(stand_in))
+
+
+def test_an_mx_host_that_is_no_host_name_never_fails_the_answer() -> None:
+    # A stranger's DNS may name an MX host no connection can be made to: it is left out,
+    # the other hosts decide, and the answer is never PERM or TEMP for it.
+    resolver = Resolver(loads_toml('[global]\ntls = "required"\ntls_verify = "host"\n'
+                                   "use_dane = true\n"))
+    static = PolicyLookup(resolver, postfix_version=(3, 7, 11))
+    lookup = DiscoveryLookup(static, _Discovery(True),  # type: ignore[arg-type]
+                             postfix_version=(3, 7, 11))
+    parsed = parse_postfix_key(DOMAIN)
+    values = lookup._values("default", parsed)
+    for names in (("bad..name", "mx1.example.com"), ("x" * 300, "-bad-.example")):
+        result = lookup._judge("default", DOMAIN, parsed, values, _Inputs(
+            MxLookup("mx", names, True), None,
+            {n: _TLSA[Dane.D] if n == "mx1.example.com" else None for n in names}))
+        assert isinstance(result, DiscoveredAnswer), result
+        assert result.policy.text() == ("dane-only" if "mx1.example.com" in names
+                                        else static("default", DOMAIN).text)

@@ -34,14 +34,14 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 import attrs
 
 from ..decision import Decision, Source
-from ..errors import TlsPolicyError, UnknownBindingError
+from ..errors import InvalidDomainError, TlsPolicyError, UnknownBindingError
 from ..policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
 from ..policies.destination import Destination
 from ..policies.mtasts import StsMode
@@ -474,6 +474,19 @@ class DiscoveryLookup:
             return self._host(values, binding, domain, name, tlsa, found, secure,
                               name=label)
 
+        def from_dns(names: Sequence[str], tlsa_of_name: Callable[[str], TlsaLookup | None],
+                     secure: bool, label: str | None = None) -> list[HostDecisions]:
+            # MX host names come from strangers' DNS: one that is no host name is a host
+            # Postfix cannot use either, so it is left out (it never fails the answer).
+            found: list[HostDecisions] = []
+            for name in names:
+                try:
+                    found.append(host(name, tlsa_of_name(name), secure, label))
+                except InvalidDomainError:
+                    log.debug("socketmap: MX host %r of %s is no host name", name[:100],
+                              domain)
+            return found
+
         if mx is None:  # smart host
             tlsa = unknown if untrusted else tlsa_of.get(domain)
             mx_secure = tlsa is not None and tlsa.status not in (
@@ -484,8 +497,7 @@ class DiscoveryLookup:
             if tlsa_of and last is not None:
                 # DANE state from cache while its TTLs last (the last MX hosts).
                 mx_secure = last.secure
-                hosts.extend(host(h, tlsa_of.get(h), mx_secure) for h in last.hosts
-                             [:MAX_MX_HOSTS])
+                hosts.extend(from_dns(last.hosts[:MAX_MX_HOSTS], tlsa_of.get, mx_secure))
             elif (standin := host(domain, None, True, _UNKNOWN_MX)).decision.mta_sts \
                     is not None and standin.decision.mta_sts.mode is StsMode.ENFORCE:
                 # Then the cached enforce policy's own answer while it is unexpired.
@@ -499,16 +511,15 @@ class DiscoveryLookup:
                 return reply
         elif mx.kind in ("mx", "implicit"):
             mx_secure = mx.secure
-            for name in mx.hosts[:MAX_MX_HOSTS]:
-                tlsa = unknown if untrusted else tlsa_of.get(name)
-                hosts.append(host(name, tlsa, mx_secure and not untrusted))
+            hosts.extend(from_dns(mx.hosts[:MAX_MX_HOSTS],
+                                  (lambda _n: unknown) if untrusted else tlsa_of.get,
+                                  mx_secure and not untrusted))
             if len(mx.hosts) > MAX_MX_HOSTS and values.dane_on and (mx.secure or untrusted):
                 # The hosts not decided may be D, X, U or N: one stand-in of unknown state
                 # per host beyond, so that dane is answered only where it is never weaker.
                 beyond = mx.hosts[MAX_MX_HOSTS:]
                 label = f"({len(beyond)} more MX hosts)"
-                for name in beyond:
-                    hosts.append(host(name, unknown, True, label))
+                hosts.extend(from_dns(beyond, lambda _n: unknown, True, label))
         view = NextHopView(
             binding=binding, key=key, policy_domain=domain, hosts=tuple(hosts), base=base,
             mx_secure=mx_secure, match=values.match, notes=values.notes, sts_ttl=sts_ttl)
