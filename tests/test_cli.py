@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -406,4 +408,40 @@ def test_serve_refuses_a_missing_ca_file(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert "tls_ca" in result.stderr and "missing.pem" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+_WITHOUT_EXTRAS = """
+import importlib.abc
+import sys
+
+
+class Refuse(importlib.abc.MetaPathFinder):
+    # As after a plain `pip install .`: the discovery extra's libraries are missing.
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("dns", "httpx", "redis", "prometheus_client"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, Refuse())
+from tlspolicy.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("args", [
+    ["--help"],
+    ["serve", "socketmap", "--help"],
+    ["discover", "--help"],
+    ["resolve", "payroll-partner.example", "--binding", "tx-us-1", "--mx-host",
+     "mx1.payroll-partner.example"],
+])
+def test_the_command_line_builds_without_the_optional_extras(args: list[str]) -> None:
+    # Every option default, discovery's included, must exist without the extra installed
+    # (README's example runs after a plain install).
+    result = subprocess.run([sys.executable, "-c", _WITHOUT_EXTRAS, *args],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr

@@ -36,6 +36,7 @@ class _PlainDefaults:
     cache_path = "the discovery default"
     https_port = 443
     first_wait = 5.0
+    probe_backoff_max = 60.0
 
 
 def add_discovery_arguments(parser: argparse.ArgumentParser) -> None:
