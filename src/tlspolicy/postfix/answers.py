@@ -378,6 +378,15 @@ def render(view: NextHopView, profile: PostfixProfile) -> DiscoveredAnswer:
                       "never weaker than the answer without discovery (dane), which Postfix "
                       + ("applies to the TLSA records of MX hosts of an unsigned MX RRset"
                          if insecure else "takes as may for hosts without TLSA records"))
+    if dane_on and profile.dane and operator.level not in (
+            PostfixLevel.VERIFY, PostfixLevel.SECURE, PostfixLevel.DANE_ONLY):
+        # Never weaker than the configuration alone: where its answer is dane-only (a gap
+        # in the TLS versions with DANE on, see the mapping), so is this one.
+        alone, alone_warnings = map_decision(
+            view.base, binding=view.binding, key=view.key, version=profile.version,
+            match=view.match or VERIFY_MATCH, keep_dane=True)
+        if alone.level is PostfixLevel.DANE_ONLY:
+            operator, operator_warnings = alone, alone_warnings
     testing = reference.mta_sts
     if testing is not None and testing.mode is StsMode.TESTING:
         if reference.decided_by.get("tls") is not None and \
@@ -476,6 +485,10 @@ def _sts_answer(view: NextHopView, profile: PostfixProfile, operator: PostfixPol
     # The operator's trust anchor (tafile) and cipher/protocol choices still apply; its
     # own match= gives way to the policy's names, as the decision's identities do.
     attributes = [("match", match), *_kept(operator.attributes, frozenset({"match"}))]
+    notes.add("use_mta_sts", "sts-match-patterns", "Postfix checks each MX host's "
+              "certificate against the policy's patterns, so it accepts a certificate naming "
+              "another name the policy permits, where tlspolicy requires the MX host's own "
+              "name (RFC 8461 section 4.2)")
     if _since(version, SERVERNAME_SINCE):
         attributes.append(("servername", "hostname"))
     else:

@@ -505,10 +505,12 @@ class DiscoveryLookup:
                 hosts.append(standin)
             else:
                 # Then the configuration alone, as with discovery off; never TEMP for it.
-                reply = self.policy(binding, key)
-                if self._on_answer is not None and reply.status.value == "OK":
-                    self._on_answer("e")
-                return reply
+                # (A Postfix that cannot do DANE gets it rendered without DANE below.)
+                if self.dane_ready:
+                    reply = self.policy(binding, key)
+                    if self._on_answer is not None and reply.status.value == "OK":
+                        self._on_answer("e")
+                    return reply
         elif mx.kind in ("mx", "implicit"):
             mx_secure = mx.secure
             hosts.extend(from_dns(mx.hosts[:MAX_MX_HOSTS],
