@@ -25,6 +25,11 @@ sh "$here/apt-install.sh" install-debian \
     postfix openssl nsd unbound ldnsutils redis-server chromium systemd postgresql \
     iproute2 util-linux mount
 
+# Debian's "No configuration" install leaves no /etc/postfix/main.cf, and postconf (which
+# serve asks for the Postfix version and the settings it checks) fails without one. An
+# empty main.cf means Postfix's built-in defaults; no Postfix is started from it.
+[ -e /etc/postfix/main.cf ] || : > /etc/postfix/main.cf
+
 missing=""
 for binary in postfix postmap postconf openssl nsd unbound ldns-keygen ldns-signzone \
         redis-server chromium systemd-socket-activate systemd-analyze ip unshare mount; do

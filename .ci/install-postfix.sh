@@ -10,6 +10,7 @@ set -eu
 if command -v postfix >/dev/null 2>&1 && command -v postmap >/dev/null 2>&1 \
     && dpkg-query -W -f='${Status}' postfix 2>/dev/null | grep -q 'install ok installed'; then
     echo "install-postfix: postfix already installed: $(postconf -d -h mail_version 2>/dev/null || echo '?')"
+    [ -e /etc/postfix/main.cf ] || : > /etc/postfix/main.cf  # see the end of this script
     exit 0
 fi
 
@@ -27,3 +28,7 @@ sh "$(dirname "$0")/apt-install.sh" install-postfix postfix
 command -v postfix >/dev/null 2>&1 || { echo "install-postfix: postfix missing after install" >&2; exit 1; }
 command -v postmap >/dev/null 2>&1 || { echo "install-postfix: postmap missing after install" >&2; exit 1; }
 echo "install-postfix: installed postfix $(postconf -d -h mail_version 2>/dev/null || echo '?')"
+
+# "No configuration" leaves no main.cf, and postconf fails without one; an empty main.cf
+# means Postfix's built-in defaults (no Postfix is started from it).
+[ -e /etc/postfix/main.cf ] || : > /etc/postfix/main.cf

@@ -282,7 +282,8 @@ def test_serve_socketmap_metrics_listen(tmp_path: Path) -> None:
     config.write_text(CONFIG)
     process = subprocess.Popen(
         [sys.executable, "-c", _SCRIPT, "serve", "socketmap", "--listen", "127.0.0.1:0",
-         "--metrics-listen", "127.0.0.1:0", "--config", str(config)],
+         "--metrics-listen", "127.0.0.1:0", "--postfix-version", "3.7.11",
+         "--config", str(config)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
@@ -314,7 +315,8 @@ def test_serve_refuses_remote_metrics_without_allow_remote(tmp_path: Path) -> No
     config.write_text(CONFIG)
     result = subprocess.run(
         [sys.executable, "-c", _SCRIPT, "serve", "socketmap", "--listen", "127.0.0.1:0",
-         "--metrics-listen", "192.0.2.1:0", "--config", str(config)],
+         "--metrics-listen", "192.0.2.1:0", "--postfix-version", "3.7.11",
+         "--config", str(config)],
         capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "refusing to serve metrics" in result.stderr

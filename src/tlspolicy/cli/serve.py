@@ -168,8 +168,9 @@ def lookup_factory(paths: Sequence[str], *, format: str | None = None,
     return ExpiringPolicy(load, lookup=lookup)
 
 
-def postconf_version(postconf: str | None = None) -> PostfixVersion:
-    """The installed Postfix's version, from ``postconf -h mail_version``.
+def postconf_version(postconf: str | None = None, *,
+                     config_dir: str | None = None) -> PostfixVersion:
+    """The installed Postfix's version, from ``postconf [-c config_dir] -h mail_version``.
 
     Raises :class:`~tlspolicy.cli._common.UsageError` when postconf is missing or fails:
     the answers' syntax depends on the version, so it is never guessed.
@@ -181,7 +182,8 @@ def postconf_version(postconf: str | None = None) -> PostfixVersion:
         raise UsageError("serve socketmap needs the Postfix version: give --postfix-version "
                          "(postconf, which would tell it, is not installed)")
     try:
-        result = subprocess.run([program, "-h", "mail_version"], capture_output=True,
+        where = ["-c", config_dir] if config_dir is not None else []
+        result = subprocess.run([program, *where, "-h", "mail_version"], capture_output=True,
                                 text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise UsageError(f"cannot run {program} to read the Postfix version ({exc}); give "
@@ -302,8 +304,12 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
         version = args.postfix_version
     elif use_discovery and "postfix_version" in table:
         version = parse_postfix_version(table["postfix_version"])
+    elif "mail_version" in dict(args.postfix_setting or ()):
+        # The version given as one of Postfix's settings is the version.
+        version = parse_postfix_version(dict(args.postfix_setting)["mail_version"])
     else:
-        version = postconf_version()
+        # Read from the Postfix the checks read: --postfix-config-dir when given.
+        version = postconf_version(config_dir=args.postfix_config_dir)
     resolver = _discovery_resolver(args, table) if use_discovery else None
 
     def check(config: Config) -> None:
