@@ -29,6 +29,7 @@ __all__ = [
     "DomainName",
     "DomainPattern",
     "DomainPatternSet",
+    "canonical_ip",
     "never_matching_char",
     "normalise_domain",
 ]
@@ -42,8 +43,9 @@ MAX_PATTERN_MEMORY: Final = 2 << 20
 _ASCII_LABEL: Final = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 
 
-def _canonical_ip(text: str) -> str | None:
-    """The canonical literal for an IP spelling, or ``None`` if ``text`` is no IP."""
+def canonical_ip(text: str) -> str | None:
+    """The canonical literal for an IP spelling (``[192.0.2.1]``, ``[ipv6:2001:db8::1]``,
+    brackets optional, an ``IPv6:`` tag honoured), or ``None`` if ``text`` is no IP."""
     inner = text
     if inner.startswith("[") and inner.endswith("]"):
         inner = inner[1:-1]
@@ -91,7 +93,7 @@ def _normalise(name: str, fast: bool) -> str:
     if not text:
         raise InvalidDomainError(f"empty domain name {excerpt(name)}")
     if text[0] == "[" or text[0].isdigit() or ":" in text:
-        ip = _canonical_ip(text)
+        ip = canonical_ip(text)
         if ip is not None:
             return ip
         if text[0] == "[" or ":" in text:

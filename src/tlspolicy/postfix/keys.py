@@ -5,12 +5,11 @@ Pure: parsing needs no I/O (service names for ports are listed, not looked up).
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Final, NamedTuple
 
 from ..errors import InvalidDomainError, PolicyInputError
-from ..names import normalise_domain
+from ..names import canonical_ip, normalise_domain
 
 __all__ = ["PostfixKey", "PostfixKeyError", "parse_postfix_key"]
 
@@ -63,22 +62,9 @@ def _parse_port(text: str, key: str) -> int:
 
 
 def _ip_literal(text: str) -> str | None:
-    """Canonical literal for an address spelling, ``None`` when not an address."""
-    inner = text
-    explicit_v6 = inner[:5].lower() == "ipv6:"
-    if explicit_v6:
-        inner = inner[5:]
-    try:
-        address = ipaddress.ip_address(inner)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return f"[{address.ipv4_mapped}]"
-        return f"[ipv6:{address.compressed}]"
-    if explicit_v6:
-        return None
-    return f"[{address}]"
+    """Canonical literal for an address spelling (never bracketed here), ``None`` when
+    not an address: the same spelling rules as every other name in the library."""
+    return canonical_ip(text)
 
 
 def _domain(text: str, key: str) -> str:
