@@ -15,16 +15,19 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from ..errors import TlsPolicyError
+import attrs
+
+from ..errors import EmptyPolicyError, TlsPolicyError
 from ..formats.discovery_table import read_discovery_table
 from ..formats.loader import load_config, refuse_empty_policy
 from ..formats.postfix import load_transport_table
 from ..formats.tlsfiles import check_tls_files
+from ..postfix.dropin import DROP_IN_CONFIG
 from ..postfix.levels import PostfixVersion
 from ..postfix.lookup import PolicyLookup, parse_postfix_version
 from ..postfix.transport import RouteTable, parse_transport_table
 from ..resolver import Resolver
-from ..scopes import Config
+from ..scopes import Config, sets_no_option
 from ..servers import socketmap as _sm
 from ..servers import systemd as _systemd
 from ..servers.expiry import ExpiringPolicy, watch_expiry
@@ -49,6 +52,20 @@ def _version_arg(text: str) -> PostfixVersion:
         return parse_postfix_version(text)
     except TlsPolicyError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_DROP_IN_HINT = ("for drop-in mode (MTA-STS and DANE alone) give no file, or one holding only "
+                 "a [discovery] table, with --discovery")
+
+
+@attrs.define
+class ServeMode:
+    """Whether ``serve socketmap`` may serve drop-in mode (discovery on), whether the files
+    hold a ``[discovery]`` table, and whether the policy loaded last is drop-in mode's."""
+
+    drop_in_allowed: bool = False
+    table_given: bool = False
+    drop_in: bool = False
 
 
 class UnixListen(NamedTuple):
@@ -113,7 +130,8 @@ def lookup_factory(paths: Sequence[str], *, format: str | None = None,
                    relayhost: str | None = None,
                    postfix_version: PostfixVersion | None = None,
                    first_load_check: Callable[[Config], None] | None = None,
-                   compiled_cache: str | None = None) -> ExpiringPolicy:
+                   compiled_cache: str | None = None,
+                   mode: ServeMode | None = None) -> ExpiringPolicy:
     """The served policy: calling it (first load and SIGHUP) reads the configuration files
     and transport tables and builds a fresh :class:`~tlspolicy.postfix.lookup.PolicyLookup`;
     :meth:`~tlspolicy.servers.expiry.ExpiringPolicy.recompile` builds it again when a stanza
@@ -129,6 +147,11 @@ def lookup_factory(paths: Sequence[str], *, format: str | None = None,
     With ``compiled_cache`` (a directory) the configuration is read through
     :func:`~tlspolicy.formats.compiled.load_config_cached`: unchanged files are
     not parsed again.
+
+    With a ``mode`` allowing drop-in mode (``serve socketmap --discovery``), no files,
+    or files setting no option beside their ``[discovery]`` table, load
+    :data:`~tlspolicy.postfix.dropin.DROP_IN_CONFIG` and set ``mode.drop_in``
+    (SEMANTICS 11, "Drop-in mode"); any other empty policy is refused.
     """
     files = list(paths)
     pending = [first_load_check] if first_load_check is not None else []
@@ -136,16 +159,38 @@ def lookup_factory(paths: Sequence[str], *, format: str | None = None,
     routes = [RouteTable()]
 
     def load() -> Config:
-        if compiled_cache is not None:
-            from ..formats.compiled import load_config_cached
+        config = _load_files()
+        if mode is not None:
+            mode.drop_in = config is DROP_IN_CONFIG
+        while pending:
+            pending[0](config)
+            pending.clear()
+        return config
 
-            config, _hit = load_config_cached(*files, cache_dir=compiled_cache, format=format)
-        else:
-            config = load_config(*files, format=format)
-        # Files holding only a [discovery] table load as an empty policy (the drop-in
-        # marker); until drop-in mode is served, that would be plaintext for every domain.
+    def _load_files() -> Config:
+        if not files and mode is not None and mode.drop_in_allowed:
+            routes[0] = RouteTable()
+            return DROP_IN_CONFIG
+        try:
+            if compiled_cache is not None:
+                from ..formats.compiled import load_config_cached
+
+                config, _hit = load_config_cached(*files, cache_dir=compiled_cache,
+                                                  format=format)
+            else:
+                config = load_config(*files, format=format)
+        except EmptyPolicyError as exc:
+            if mode is None or not mode.drop_in_allowed:
+                raise
+            raise EmptyPolicyError(f"{exc.message}; {_DROP_IN_HINT}", exc.location) from None
+        # Files holding only a [discovery] table load as an empty policy: the drop-in
+        # marker with discovery on; any other empty policy would be plaintext everywhere.
+        if mode is not None and mode.drop_in_allowed and mode.table_given and \
+                sets_no_option(config):
+            routes[0] = RouteTable()
+            return DROP_IN_CONFIG
         refuse_empty_policy(config, ", ".join(files),
-                            why="a file holding only a [discovery] table is not served yet")
+                            why=_DROP_IN_HINT if mode is not None else None)
         if file_checks:
             # Anchors expired now are refused too: Postfix's tafile ignores their expiry.
             check_tls_files(config, filename=", ".join(files),
@@ -156,9 +201,6 @@ def lookup_factory(paths: Sequence[str], *, format: str | None = None,
         if relayhost is not None:
             found = found + parse_transport_table(f"* smtp:{relayhost}\n", file="--relayhost")
         routes[0] = found  # the tables as of this load; an expiry recompile keeps them
-        while pending:
-            pending[0](config)
-            pending.clear()
         return config
 
     def lookup(resolver: Resolver) -> PolicyLookup:
@@ -203,20 +245,23 @@ def _postfix_setting(text: str) -> tuple[str, str]:
 
 def postfix_checks(args: argparse.Namespace, config: Config, *, discovery: bool = False,
                    discovery_resolver: tuple[str, int] | None = None,
-                   postfix_version: PostfixVersion | None = None) -> None:
+                   postfix_version: PostfixVersion | None = None,
+                   dane_optional: bool = False) -> bool:
     """The start-up checks of Postfix's settings for ``serve socketmap`` (SEMANTICS 11).
 
     Warnings are logged; errors raise
     :class:`~tlspolicy.servers.postfix_checks.PostfixSettingsError` (exit status 2), each
     naming the setting, its value and the line that fixes it.  ``discovery`` says the
     answers include DANE; ``discovery_resolver`` is the (address, port) discovery asks.
+    With ``dane_optional`` (drop-in mode) what stops DANE is one warning naming every
+    fix, and DANE stays off.  Returns whether the answers may use DANE.
     """
     log = logging.getLogger("tlspolicy")
     if args.no_postfix_checks:
         log.warning("--no-postfix-checks: Postfix's own settings (smtp_dns_support_level, "
                     "tls_required_enable, chroot paths, resolver) are not checked; one of "
                     "them can undo the answers")
-        return
+        return True
     listen = args.listen
     findings = check_postfix_settings(
         config, discovery=discovery, config_dir=args.postfix_config_dir,
@@ -226,11 +271,27 @@ def postfix_checks(args: argparse.Namespace, config: Config, *, discovery: bool 
         accept_tls_required_loss=args.accept_tls_required_loss,
         discovery_resolver=discovery_resolver, postfix_version=postfix_version)
     errors = [f for f in findings if f.severity is Severity.ERROR]
+    dane_ready = True
+    if dane_optional:
+        lacking = [f for f in errors if f.check in _DANE_CODES]
+        errors = [f for f in errors if f.check not in _DANE_CODES]
+        if lacking:
+            dane_ready = False
+            log.warning("DANE is off: Postfix cannot do DANE as set up (MTA-STS is served "
+                        "all the same). To turn DANE on, change: %s; then reload",
+                        "; ".join(f"{f.fix} ({f.setting} is {f.value or '(empty)'})"
+                                  for f in lacking))
     for finding in findings:
         if finding.severity is Severity.WARNING:
             log.warning("%s", finding)
     if errors:
         raise PostfixSettingsError(errors)
+    return dane_ready
+
+
+# The findings that stop only DANE (its prerequisites and Postfix's resolver), which drop-in
+# mode reports as one warning.
+_DANE_CODES = frozenset({"dns-support-level", "dane-prerequisite", "resolver"})
 
 
 def _inherited_socket(args: argparse.Namespace) -> socket.socket | None:
@@ -283,9 +344,11 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
         _systemd.notify("STOPPING=1")
 
     paths = config_paths(args)
-    if not paths:
+    if not paths and not args.discovery:
         # Serving the bundled example to a real MTA would be a silent misconfiguration.
-        raise UsageError("serve needs configuration files (FILE or --config FILE); it never "
+        raise UsageError("serve needs configuration files (FILE or --config FILE), or "
+                         "--discovery alone for drop-in mode (MTA-STS and DANE alone, as "
+                         "postfix-mta-sts-resolver and postfix-tlspol serve); it never "
                          "serves the bundled example")
     if unix_path is None and args.socket_mode is not None:
         raise UsageError("--socket-mode applies to --listen unix:PATH only (a socket unit "
@@ -311,8 +374,24 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
         # Read from the Postfix the checks read: --postfix-config-dir when given.
         version = postconf_version(config_dir=args.postfix_config_dir)
     resolver = _discovery_resolver(args, table) if use_discovery else None
+    mode = ServeMode(drop_in_allowed=use_discovery, table_given=bool(table))
+    discovered: list[_DiscoveryRun] = []
 
     def check(config: Config) -> None:
+        if mode.drop_in:
+            # DANE is on in drop-in mode only where Postfix can do it: what it lacks is
+            # one warning, never a refusal (postfix-mta-sts-resolver never needed it).
+            ready = postfix_checks(args, config, discovery=True, discovery_resolver=resolver,
+                                   postfix_version=version, dane_optional=True)
+            run = discovered[0]
+            run.dane_ready = ready
+            run.read_own_level()
+            logging.getLogger("tlspolicy").info(
+                "drop-in mode: MTA-STS%s for every domain, NOTFOUND where neither applies "
+                "(Postfix's own level, %s, stands there); any map name is answered",
+                " and DANE" if ready else " (DANE off, see above)",
+                run.own_level or "not known")
+            return
         postfix_checks(args, config, discovery=use_discovery, discovery_resolver=resolver,
                        postfix_version=version)
         if use_discovery:
@@ -323,7 +402,7 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
                             transport_maps=args.transport_map or (),
                             relayhost=args.relayhost, postfix_version=version,
                             first_load_check=check,
-                            compiled_cache=args.compiled_cache)
+                            compiled_cache=args.compiled_cache, mode=mode)
     # A shadow candidate is read as the live files are (format, routes, Postfix version),
     # without the file checks: it never answers.
     candidate = (lookup_factory(args.shadow, format=config_format(args), file_checks=False,
@@ -332,8 +411,6 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
                  if args.shadow else None)
     watchers: list[asyncio.Task[None]] = []
     recompilers: list[Any] = []  # what an expiry swaps in: rebuild, counted with --metrics
-
-    discovered: list[_DiscoveryRun] = []
 
     def build() -> Any:
         # The live policy answers; a shadow candidate is compared after the replies.
@@ -379,7 +456,7 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
             sys.stdout.flush()
         startup = shutdown = None
         if use_discovery:
-            run = _DiscoveryRun(args, table, version, observer=metrics)
+            run = _DiscoveryRun(args, table, version, observer=metrics, mode=mode)
             discovered.append(run)
             startup, shutdown = run.startup, run.shutdown
         # A configuration error (first load) reaches main, which prints it with its hint.
@@ -430,7 +507,8 @@ class _DiscoveryRun:
     sharing the domains in use, whose MTA-STS policies are refreshed in the background."""
 
     def __init__(self, args: argparse.Namespace, table: dict[str, Any],
-                 version: PostfixVersion, *, observer: Any = None) -> None:
+                 version: PostfixVersion, *, observer: Any = None,
+                 mode: ServeMode | None = None) -> None:
         try:
             from ..discovery import DiscoveryConfig
             from ..servers.discovered import DEFAULT_ANSWER_DEADLINE
@@ -475,8 +553,12 @@ class _DiscoveryRun:
         self.version = version
         self.observer = observer
         self.args = args
-        # Checked at start (serve refuses to start without them) and on every reload.
+        # Checked at start (serve refuses to start without them, except in drop-in mode)
+        # and on every reload.
         self.dane_ready = True
+        self.mode = mode if mode is not None else ServeMode()
+        #: Postfix's own smtp_tls_security_level (drop-in mode), read at start and reload.
+        self.own_level: str | None = None
         self.discovery: Any = None
         self.current: Any = None
         self.in_use: Any = None
@@ -540,17 +622,36 @@ class _DiscoveryRun:
                           "until it can: %s", "; ".join(str(f) for f in findings))
         self.dane_ready = ready
 
+    def read_own_level(self) -> None:
+        """Read Postfix's own level again (drop-in mode: NOTFOUND leaves it in force)."""
+        from ..servers.postfix_checks import read_own_level
+
+        given = dict(self.args.postfix_setting or ())
+        if self.args.no_postfix_checks and "smtp_tls_security_level" not in given:
+            level, where = None, "not read (--no-postfix-checks)"
+        else:
+            level, where = read_own_level(config_dir=self.args.postfix_config_dir,
+                                          settings=given)
+        if level is None:
+            logging.getLogger("tlspolicy").warning(
+                "drop-in mode: Postfix's own TLS security level is %s: answers assume the "
+                "strictest (testing-mode policies NOTFOUND, dane as dane-only)", where)
+        self.own_level = level
+
     def wrap(self, live: PolicyLookup) -> Any:
         from ..servers.discovered import DiscoveryLookup
 
         if self.current is not None:
             self.recheck_postfix()  # a reload: Postfix's settings may have changed too
+            if self.mode.drop_in:
+                self.read_own_level()
         lookup = DiscoveryLookup(live, self.discovery, postfix_version=self.version,
                                  deadline=self.deadline,
                                  dane_ready=self.dane_ready,
                                  mx_patterns_enforced=self.sts_mx_patterns,
                                  on_answer=(self.observer.count_rule
-                                            if self.observer is not None else None))
+                                            if self.observer is not None else None),
+                                 drop_in=self.mode.drop_in, own_level=self.own_level)
         if self.in_use is None:
             self.in_use = lookup.in_use
         lookup.in_use = self.in_use  # shared across reloads

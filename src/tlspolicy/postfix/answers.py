@@ -202,11 +202,17 @@ class NextHopView:
 
 @attrs.frozen(slots=True)
 class DiscoveredAnswer:
-    """The answer for one next hop, the rule that gave it, and every loss or note."""
+    """The answer for one next hop, the rule that gave it, and every loss or note.
+
+    ``notfound`` (drop-in mode, :mod:`tlspolicy.postfix.dropin`): the reply is
+    ``NOTFOUND``, so that Postfix's own level stands; ``policy`` is then the answer
+    that was not sent.
+    """
 
     policy: PostfixPolicy
     rule: str
     warnings: tuple[PostfixWarning, ...] = ()
+    notfound: bool = False
 
     @property
     def sts_derived(self) -> bool:

@@ -53,6 +53,7 @@ from ..postfix.answers import (
     map_decision,
     render,
 )
+from ..postfix.dropin import drop_in, sends_sts_attributes_for
 from ..postfix.keys import PostfixKey, PostfixKeyError, parse_postfix_key
 from ..postfix.levels import PostfixLevel, PostfixMappingError, PostfixVersion, PostfixWarning
 from ..postfix.lookup import PolicyLookup
@@ -80,6 +81,9 @@ DEFAULT_MAX_IN_USE: Final = 100_000
 #: keeps the answer at dane/dane-only where Postfix checks TLSA itself.
 MAX_MX_HOSTS: Final = 32
 _MEMO_SIZE: Final = 65_536
+# The binding every map name is answered through in drop-in mode (its configuration
+# declares no other).
+_DEFAULT_BINDING: Final = "default"
 _UNKNOWN_MX: Final = "(MX hosts unknown: MX lookup failed)"
 # The decisions a host of unknown DANE state may turn out to have: no TLSA records
 # (N) and secure records none of which is usable (U).  The record's data is never
@@ -132,7 +136,8 @@ class DiscoveryLookup:
                  dane_ready: bool = True,
                  max_in_use: int = DEFAULT_MAX_IN_USE,
                  clock: Callable[[], float] | None = None,
-                 on_answer: Callable[[str], None] | None = None) -> None:
+                 on_answer: Callable[[str], None] | None = None,
+                 drop_in: bool = False, own_level: str | None = None) -> None:
         if not deadline > 0:
             raise ValueError(f"deadline must be positive, got {deadline}")
         if not memo_ttl >= 0:
@@ -151,6 +156,12 @@ class DiscoveryLookup:
         self._on_answer = on_answer
         self.profile = PostfixProfile(self.postfix_version, mx_patterns_enforced,
                                       dane_ready)
+        # Drop-in mode (SEMANTICS 11): any map name, NOTFOUND where neither MTA-STS nor
+        # DANE applies, never less strict than Postfix's own level; postfix-tlspol's
+        # QUERY map asks without the MTA-STS attributes.
+        self.drop_in = drop_in
+        self.own_level = own_level
+        self._quiet_profile = attrs.evolve(self.profile, sts_attributes=False)
         self._resolver = policy.resolver
         self._bindings = frozenset(self._resolver.bindings)
         # (map, key) -> (MTA-STS state or _STS_OFF, trust epoch, until, reply, domain, rule):
@@ -171,7 +182,8 @@ class DiscoveryLookup:
                                 mx_patterns_enforced=self.mx_patterns_enforced,
                                 dane_ready=self.dane_ready,
                                 max_in_use=self.max_in_use, clock=self._clock,
-                                on_answer=self._on_answer)
+                                on_answer=self._on_answer, drop_in=self.drop_in,
+                                own_level=self.own_level)
         other.in_use = self.in_use  # what is in use does not change with the configuration
         other._last_mx = self._last_mx
         return other
@@ -192,8 +204,12 @@ class DiscoveryLookup:
                     self._on_answer(rule)
                 return reply
             del self._held[memo_key]
+        binding = map_name
         if map_name not in self._bindings:
-            return self.policy(map_name, key)  # PERM unknown binding, as without discovery
+            if not self.drop_in:
+                return self.policy(map_name, key)  # PERM unknown binding, as without discovery
+            # Drop-in: every map name the peers' main.cf lines use is answered.
+            binding = _DEFAULT_BINDING
         parsed = self._keys.get(key)
         if parsed is None:
             try:
@@ -204,23 +220,26 @@ class DiscoveryLookup:
                 self._keys.clear()
             self._keys[key] = parsed
         if parsed.parent:
-            return self.policy(map_name, key)  # NOTFOUND: never needed, never a query
+            return self.policy(binding, key)  # NOTFOUND: never needed, never a query
         try:
-            values = self._values(map_name, parsed)
+            values = self._values(binding, parsed)
             if parsed.is_ip:
-                return self._no_names(map_name, key, parsed, values)
+                return self._no_names(binding, key, parsed, values)
         except (PostfixMappingError, UnknownBindingError) as exc:
             return SocketmapReply.perm(str(exc)[:1000])
         inputs = self._from_memory(parsed, values)
         if inputs is not None:
             # Everything was in memory: answered now, no task (the common case).
-            return self._finish(map_name, key, parsed, values, inputs)
-        return self._answer(map_name, key, parsed, values)
+            return self._finish(binding, key, parsed, values, inputs, map_name)
+        return self._answer(binding, key, parsed, values, map_name)
 
     def _no_names(self, binding: str, key: str, parsed: PostfixKey, values: _Values
                   ) -> SocketmapReply:
         """An IP-literal next hop: no name to look TLSA or MTA-STS up for, and Postfix's
-        own DANE needs names too: the decision without a host, mapped without DANE."""
+        own DANE needs names too: the decision without a host, mapped without DANE.
+        In drop-in mode neither MTA-STS nor DANE applies to it: ``NOTFOUND``."""
+        if self.drop_in:
+            return SocketmapReply.notfound()
         decision = self._decide(values, binding, parsed.domain, None, None)
         policy, _notes = map_decision(decision, binding=binding, key=key,
                                       version=self.postfix_version,
@@ -232,19 +251,20 @@ class DiscoveryLookup:
         return SocketmapReply.ok(policy.text())
 
     async def _answer(self, binding: str, key: str, parsed: PostfixKey,
-                      values: _Values) -> SocketmapReply:
+                      values: _Values, map_name: str) -> SocketmapReply:
         inputs = await self._fetch(parsed, values)
-        return self._finish(binding, key, parsed, values, inputs)
+        return self._finish(binding, key, parsed, values, inputs, map_name)
 
     def _finish(self, binding: str, key: str, parsed: PostfixKey, values: _Values,
-                inputs: _Inputs) -> SocketmapReply:
+                inputs: _Inputs, map_name: str) -> SocketmapReply:
         try:
-            result = self._judge(binding, key, parsed, values, inputs)
+            result = self._judge(binding, key, parsed, values, inputs, map_name)
         except (PostfixMappingError, UnknownBindingError) as exc:
             result = SocketmapReply.perm(str(exc)[:1000])
         if isinstance(result, SocketmapReply):
             return result
-        reply = SocketmapReply.ok(result.policy.text())
+        reply = SocketmapReply.notfound() if result.notfound else \
+            SocketmapReply.ok(result.policy.text())
         if self._on_answer is not None:
             self._on_answer(result.rule)
         if log.isEnabledFor(logging.DEBUG):
@@ -255,21 +275,24 @@ class DiscoveryLookup:
             if len(self._held) >= _MEMO_SIZE:
                 self._held.clear()
             sts: object = inputs.sts if values.sts_on else _STS_OFF
-            self._held[(binding, key)] = (sts, self.discovery.trust_epoch, until, reply,
-                                          parsed.domain, result.rule)
+            self._held[(map_name, key)] = (sts, self.discovery.trust_epoch, until, reply,
+                                           parsed.domain, result.rule)
         return reply
 
     async def answer(self, binding: str, key: str) -> DiscoveredAnswer | SocketmapReply:
         """The discovered answer for ``key`` with its rule and losses (for tools and
         tests), or the reply when the key takes no discovery or gets ``TEMP``."""
         parsed = parse_postfix_key(key)
+        map_name = binding
+        if self.drop_in and binding not in self._bindings:
+            binding = _DEFAULT_BINDING
         if parsed.parent:
             return self.policy(binding, key)
         values = self._values(binding, parsed)
         if parsed.is_ip:
             return self._no_names(binding, key, parsed, values)
         inputs = await self._fetch(parsed, values)
-        return self._judge(binding, key, parsed, values, inputs)
+        return self._judge(binding, key, parsed, values, inputs, map_name)
 
     # ------------------------------------------------------------- the inputs
 
@@ -443,7 +466,8 @@ class DiscoveryLookup:
         return HostDecisions(name or host, decision, alternatives, known=name is None)
 
     def _judge(self, binding: str, key: str, parsed: PostfixKey, values: _Values,
-               inputs: _Inputs) -> DiscoveredAnswer | SocketmapReply:
+               inputs: _Inputs, map_name: str | None = None
+               ) -> DiscoveredAnswer | SocketmapReply:
         """The answer from the fetched inputs (no I/O): decisions, then render."""
         mx, sts, tlsa_of = inputs.mx, inputs.sts, inputs.tlsa
         domain = parsed.domain
@@ -463,7 +487,9 @@ class DiscoveryLookup:
             # What remains of the policy: the answer is valid no longer (SEMANTICS 11).
             sts_ttl = int(max(0.0, sts.cached.expires_at.timestamp() - now))
         # DANE inputs are unknown, never insecure, while the resolver is not trusted.
-        untrusted = values.dane_on and not self.discovery.dnssec
+        # In drop-in mode DANE comes on only while the resolver validates, as Postfix's own.
+        dane_on = values.dane_on and (self.discovery.dnssec or not self.drop_in)
+        untrusted = dane_on and not self.discovery.dnssec
         unknown = TlsaLookup(TlsaLookupStatus.FAILED, detail=self.discovery.dnssec_detail)
         base = self._decide(values, binding, domain, None, None)
         hosts: list[HostDecisions] = []
@@ -506,6 +532,8 @@ class DiscoveryLookup:
             else:
                 # Then the configuration alone, as with discovery off; never TEMP for it.
                 # (A Postfix that cannot do DANE gets it rendered without DANE below.)
+                if self.drop_in:
+                    return SocketmapReply.notfound()  # Postfix's own level stands
                 if self.dane_ready:
                     reply = self.policy(binding, key)
                     if self._on_answer is not None and reply.status.value == "OK":
@@ -516,7 +544,7 @@ class DiscoveryLookup:
             hosts.extend(from_dns(mx.hosts[:MAX_MX_HOSTS],
                                   (lambda _n: unknown) if untrusted else tlsa_of.get,
                                   mx_secure and not untrusted))
-            if len(mx.hosts) > MAX_MX_HOSTS and values.dane_on and (mx.secure or untrusted):
+            if len(mx.hosts) > MAX_MX_HOSTS and dane_on and (mx.secure or untrusted):
                 # The hosts not decided may be D, X, U or N: one stand-in of unknown state
                 # per host beyond, so that dane is answered only where it is never weaker.
                 beyond = mx.hosts[MAX_MX_HOSTS:]
@@ -525,7 +553,12 @@ class DiscoveryLookup:
         view = NextHopView(
             binding=binding, key=key, policy_domain=domain, hosts=tuple(hosts), base=base,
             mx_secure=mx_secure, match=values.match, notes=values.notes, sts_ttl=sts_ttl)
-        return render(view, self.profile)
+        if not self.drop_in:
+            return render(view, self.profile)
+        quiet = not sends_sts_attributes_for(map_name or binding,
+                                             self.profile.sends_sts_attributes)
+        return drop_in(render(view, self._quiet_profile if quiet else self.profile),
+                       self.own_level)
 
     # ------------------------------------------------------------ refreshing
 

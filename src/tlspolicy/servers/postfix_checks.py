@@ -41,6 +41,7 @@ import attrs
 from ..errors import TlsPolicyError
 from ..names import DomainKind
 from ..options import CompatVersion, Options, Tls, TlsVerify
+from ..postfix.dropin import OWN_LEVEL_SETTINGS, own_security_level
 from ..postfix.levels import PostfixVersion
 from ..postfix.lookup import parse_postfix_version
 from ..resolver import Resolver
@@ -58,6 +59,7 @@ __all__ = [
     "evaluate_settings",
     "first_nameserver",
     "read_dane_prerequisites",
+    "read_own_level",
     "read_postconf",
     "tls_required_scopes",
 ]
@@ -68,7 +70,8 @@ TLS_REQUIRED_SINCE: Final[PostfixVersion] = (3, 10)
 #: main.cf parameters the checks read (``postconf -x`` expands ``$name`` references).
 MAIN_SETTINGS: Final = ("mail_version", "smtp_dns_support_level", "tls_required_enable",
                         "queue_directory", "mail_owner", "smtp_host_lookup",
-                        "ignore_mx_lookup_error", "smtp_dns_resolver_options")
+                        "ignore_mx_lookup_error", "smtp_dns_resolver_options",
+                        *OWN_LEVEL_SETTINGS)
 #: The settings Postfix's own DANE needs (SEMANTICS 10), with the value it needs.
 DANE_SETTINGS: Final = ("smtp_dns_support_level", "smtp_host_lookup",
                         "ignore_mx_lookup_error", "smtp_dns_resolver_options")
@@ -415,6 +418,30 @@ def read_dane_prerequisites(*, config_dir: str | None = None,
     known = _Settings(settings or {}, config_dir=config_dir, postconf=postconf,
                       postfix_version=None)
     return dane_prerequisites(known.need(["smtp_dns_support_level"], "the DANE check"))
+
+
+def read_own_level(*, config_dir: str | None = None,
+                   settings: Mapping[str, str] | None = None,
+                   postconf: str | None = None) -> tuple[str | None, str]:
+    """Postfix's own TLS security level for drop-in mode (SEMANTICS 11), read with
+    ``postconf`` (main.cf, and ``postconf -P`` for the smtp(8) services' ``-o``
+    overrides), overridden by ``settings``: the level (``None`` when it cannot be read or
+    the services differ) and a sentence saying where it came from, for the log."""
+    known = _Settings(settings or {}, config_dir=config_dir, postconf=postconf,
+                      postfix_version=None)
+    values = known.all()
+    if "smtp_tls_security_level" not in values:
+        return None, f"not read ({known._problem or 'postconf did not print it'})"
+    services = _smtp_services(values)
+    level = own_security_level(values, services)
+    if level is None:
+        shown = sorted({values.get(f"{s}/smtp_tls_security_level",
+                                   values["smtp_tls_security_level"]) or "(empty)"
+                        for s in services} or {values["smtp_tls_security_level"]})
+        return None, f"not one level ({', '.join(shown)})"
+    return level, "smtp_tls_security_level" + (
+        " and the services' overrides" if any(
+            f"{s}/smtp_tls_security_level" in values for s in services) else "")
 
 
 def evaluate_settings(settings: Mapping[str, str], *, discovery: bool,

@@ -62,6 +62,7 @@ from ..errors import TlsPolicyError
 from ..postfix.keys import PostfixKey, PostfixKeyError, parse_postfix_key
 from ..postfix.netstring import NetstringDecoder, NetstringError, NetstringTooLongError
 from ..postfix.replies import MAX_REPLY_CHARS, ReplyStatus, SocketmapReply, one_line
+from .answerlog import NonOkLog
 
 __all__ = [
     "DEFAULT_ANSWER_TIMEOUT",
@@ -348,6 +349,8 @@ class SocketmapServer:
         self.answer_timeout = answer_timeout
         # Lookups still running (awaitable answers), cancelled at stop.
         self._pending: set[asyncio.Task[SocketmapReply]] = set()
+        #: Every non-OK answer, logged once per map name, key and cause.
+        self.answer_log = NonOkLog()
         # Enough to hold a pipelined burst and always a whole request.
         self._read_limit = max(_READ_CHUNK, 2 * max_request_bytes + 32)
         self._server: asyncio.Server | None = None
@@ -680,19 +683,21 @@ class SocketmapServer:
         try:
             text = payload.decode("utf-8")
         except UnicodeDecodeError:
-            return SocketmapReply.perm("request is not UTF-8")
+            return self._checked("", payload[:100].decode("utf-8", "replace"),
+                                 SocketmapReply.perm("request is not UTF-8"))
         name, sep, key = text.partition(" ")
         if not sep or not name:
-            return SocketmapReply.perm("malformed request, expected 'name key'")
+            return self._checked(name, key, SocketmapReply.perm(
+                "malformed request, expected 'name key'"))
         lookup = self._lookup
         try:
             reply = lookup(name, key)
         except TlsPolicyError as exc:
-            log.info("socketmap: %s %r: %s", name, key, exc)
-            return _safe_perm(str(exc))
+            return self._checked(name, key, _safe_perm(str(exc)))
         except Exception:
             log.exception("socketmap: lookup %s %r failed", name, key)
-            return SocketmapReply.temp("internal error in the policy server")
+            return self._checked(name, key,
+                                 SocketmapReply.temp("internal error in the policy server"))
         if isinstance(reply, SocketmapReply):
             return self._checked(name, key, reply)
         if not inspect.isawaitable(reply):
@@ -708,20 +713,19 @@ class SocketmapServer:
         try:
             reply = await asyncio.wait_for(pending, self.answer_timeout)
         except TlsPolicyError as exc:
-            log.info("socketmap: %s %r: %s", name, key, exc)
-            return _safe_perm(str(exc))
+            return self._checked(name, key, _safe_perm(str(exc)))
         except TimeoutError:
             # Postfix defers rather than delivering under a policy nobody computed.
-            log.error("socketmap: lookup %s %r took over %g s", name, key, self.answer_timeout)
-            return SocketmapReply.temp(f"policy lookup took over {self.answer_timeout:g} s")
+            return self._checked(name, key, SocketmapReply.temp(
+                f"policy lookup took over {self.answer_timeout:g} s"))
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # the server stops: nobody is left to answer
             # Cancelled inside the lookup, not by us: the client still waits for a reply
             # (and its pipelined requests behind it).
-            log.error("socketmap: lookup %s %r was cancelled", name, key)
-            return SocketmapReply.temp("policy lookup was cancelled")
+            return self._checked(name, key,
+                                 SocketmapReply.temp("policy lookup was cancelled"))
         except Exception:
             log.exception("socketmap: lookup %s %r failed", name, key)
             return SocketmapReply.temp("internal error in the policy server")
@@ -737,6 +741,8 @@ class SocketmapServer:
             return SocketmapReply.perm("reply too long")
         if log.isEnabledFor(logging.DEBUG):
             log.debug("socketmap: %s %r -> %s", name, key, reply.to_text())
+        if reply.status is not ReplyStatus.OK:
+            self.answer_log.note(name, key, reply)
         return reply
 
 
