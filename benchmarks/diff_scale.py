@@ -60,8 +60,8 @@ def one_stanza_change(text: str) -> str:
 
 
 def _child(n: int, exhaustive: bool) -> None:
+    from tlspolicy.diff import ChangeClass, diff_configs
     from tlspolicy.formats.toml import loads_toml
-    from tlspolicy.testing.diff import ChangeClass, diff_configs
 
     text = diff_config(n)
     old, new = loads_toml(text), loads_toml(one_stanza_change(text))

@@ -257,7 +257,7 @@ def _resolve_parser() -> argparse.ArgumentParser:
 def test_every_input_has_the_flag_of_its_name() -> None:
     from tlspolicy import Destination
     from tlspolicy.cli.resolve import INPUT_FLAGS
-    from tlspolicy.testing.expectations import INPUT_KEYS
+    from tlspolicy.policytests.expectations import INPUT_KEYS
 
     assert list(INPUT_FLAGS) == list(INPUT_KEYS)
     fields = {f.name for f in attrs.fields(Destination)}
@@ -300,7 +300,7 @@ def test_flags_and_expectation_inputs_decide_alike(flags: list[str], inputs: str
     import json
 
     from tlspolicy import Resolver
-    from tlspolicy.testing.expectations import loads_expectations
+    from tlspolicy.policytests.expectations import loads_expectations
 
     policy_file = tmp_path / "sts.txt"
     policy_file.write_text(_POLICY, "utf-8")

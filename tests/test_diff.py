@@ -41,9 +41,8 @@ from tlspolicy import (
     layer_configs,
     loads_toml,
 )
+from tlspolicy.diff import ChangeClass, diff_configs, format_diff, regex_example
 from tlspolicy.names import normalise_domain
-from tlspolicy.testing import ChangeClass, diff_configs
-from tlspolicy.testing.diff import format_diff, regex_example
 
 DATA = resources.files("tlspolicy").joinpath("data")
 EXAMPLE = Path(str(DATA.joinpath("example.toml")))

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from strategies import PROPERTY_EXAMPLES, configs
 from test_floors import floors
 from tlspolicy import Config, loads_toml
-from tlspolicy.testing.diff import diff_configs
+from tlspolicy.diff import diff_configs
 
 
 def _splice(a: Config, b: Config, part: str, data: st.DataObject) -> Config:

@@ -28,19 +28,19 @@ from tlspolicy import (
     cli,
     loads_toml,
 )
-from tlspolicy.testing import (
+from tlspolicy.policytests import (
     ExpectationError,
     load_expectations,
     loads_expectations,
     run_case,
 )
-from tlspolicy.testing.expectations import (
+from tlspolicy.policytests.expectations import (
     POSSIBLE_ACTIONS,
     ImpossibleExpectationError,
     InvalidExpectationError,
     UnknownExpectationKeyError,
 )
-from tlspolicy.testing.runner import format_failure, run_file
+from tlspolicy.policytests.runner import format_failure, run_file
 
 DATA = resources.files("tlspolicy").joinpath("data")
 EXAMPLE = Path(str(DATA.joinpath("example.toml")))
@@ -500,7 +500,7 @@ def test_ci_page_error_example_is_real(doc_repo: Path) -> None:
 
 
 def test_ci_page_documents_every_key() -> None:
-    from tlspolicy.testing.expectations import CASE_KEYS, INPUT_KEYS
+    from tlspolicy.policytests.expectations import CASE_KEYS, INPUT_KEYS
 
     text = DOC.read_text("utf-8")
     for key in (*CASE_KEYS, *INPUT_KEYS):

@@ -212,7 +212,7 @@ class _Clock:
 
 
 def test_server_policy_recompiles_on_expiry_and_never_revives(tmp_path: Path) -> None:
-    from tlspolicy.servers.expiry import ExpiringPolicy
+    from tlspolicy.servers.expiry_watch import ExpiringPolicy
 
     path = tmp_path / "p.toml"
     path.write_text(EXCEPTION)
@@ -233,7 +233,7 @@ def test_server_policy_recompiles_on_expiry_and_never_revives(tmp_path: Path) ->
 
 
 def test_watch_expiry_swaps_a_whole_lookup(tmp_path: Path) -> None:
-    from tlspolicy.servers.expiry import ExpiringPolicy, watch_expiry
+    from tlspolicy.servers.expiry_watch import ExpiringPolicy, watch_expiry
 
     path = tmp_path / "p.toml"
     path.write_text(EXCEPTION)

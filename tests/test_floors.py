@@ -29,7 +29,7 @@ from tlspolicy import (
     Verification,
     loads_toml,
 )
-from tlspolicy.testing.diff import ChangeClass, diff_configs
+from tlspolicy.diff import ChangeClass, diff_configs
 
 BASE = """
 [global]

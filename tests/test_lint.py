@@ -9,8 +9,8 @@ import pytest
 from tlspolicy.cli import example_config
 from tlspolicy.errors import ConfigErrors, UnknownOptionError
 from tlspolicy.formats.ecelerity import loads_ecelerity_config, parse_ecelerity
+from tlspolicy.formats.lint import LintWarning, lint_config, lint_document, lint_file
 from tlspolicy.formats.toml import loads_toml
-from tlspolicy.lint import LintWarning, lint_config, lint_document, lint_file
 
 
 def codes(warnings: list[LintWarning]) -> list[tuple[str, str]]:

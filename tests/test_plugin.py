@@ -21,7 +21,7 @@ def test_entry_point_is_declared() -> None:
     from importlib.metadata import entry_points
 
     found = {ep.name: ep.value for ep in entry_points(group="pytest11")}
-    assert found.get("tlspolicy") == "tlspolicy.testing.plugin"
+    assert found.get("tlspolicy") == "tlspolicy.policytests.plugin"
 DATA = resources.files("tlspolicy").joinpath("data")
 EXAMPLE_TEXT = DATA.joinpath("example.toml").read_text("utf-8")
 EXPECTATIONS_TEXT = DATA.joinpath("example-expectations.toml").read_text("utf-8")
@@ -156,6 +156,6 @@ def test_library_side_does_not_import_pytest() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, tlspolicy.testing, tlspolicy.cli.policytests; "
+    code = ("import sys, tlspolicy.policytests, tlspolicy.cli.policytests; "
             "assert 'pytest' not in sys.modules, 'pytest imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from strategies import PROPERTY_EXAMPLES, configs, requests
 from tlspolicy import Config, Resolver, UnknownBindingError, loads_toml
-from tlspolicy.testing.shadow import ShadowResolver
+from tlspolicy.servers.shadow import ShadowResolver
 
 LIVE = """
 [global]
@@ -111,9 +111,9 @@ def test_a_shadow_never_changes_a_live_answer(live: Config, candidate: Config, i
 # ------------------------------------------------------------------ socketmap mode
 
 def test_postfix_answers_are_classed() -> None:
+    from tlspolicy.diff import ChangeClass as C
+    from tlspolicy.servers.shadow import class_answers
     from tlspolicy.servers.socketmap import SocketmapReply as R
-    from tlspolicy.testing.diff import ChangeClass as C
-    from tlspolicy.testing.shadow import class_answers
 
     assert class_answers(R.ok("may"), R.ok("may")) is None
     assert class_answers(R.ok("may"), R.ok("encrypt")) is C.UPGRADE

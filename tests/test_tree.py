@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from tlspolicy import Config, cli, loads_toml
-from tlspolicy.testing import render_tree
-from tlspolicy.testing.tree import build_tree
+from tlspolicy.policytests import render_tree
+from tlspolicy.policytests.tree import build_tree
 
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],

@@ -3,6 +3,7 @@
 The public API is re-exported here; nothing is defined in this module.
 """
 
+from ._version import __version__
 from .decision import (
     CERTIFICATE_OBSERVATIONS,
     NEGOTIATION_OBSERVATIONS,
@@ -132,8 +133,6 @@ from .scopes import (
     config_at,
     layer_configs,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CERTIFICATE_OBSERVATIONS",

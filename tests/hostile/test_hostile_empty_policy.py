@@ -18,7 +18,7 @@ import pytest
 from tlspolicy import EmptyPolicyError, load_config
 from tlspolicy.cli import main
 from tlspolicy.cli.serve import lookup_factory
-from tlspolicy.lint import lint_file
+from tlspolicy.formats.lint import lint_file
 from tlspolicy.scopes import sets_no_option
 from tlspolicy.servers.socketmap import SocketmapReply, SocketmapServer
 

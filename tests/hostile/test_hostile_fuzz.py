@@ -30,9 +30,9 @@ from tlspolicy import (
 )
 from tlspolicy.formats.ecelerity import loads_ecelerity_config, parse_ecelerity
 from tlspolicy.policies.mtasts import select_txt_record
+from tlspolicy.policytests.expectations import loads_expectations
 from tlspolicy.postfix.netstring import NetstringDecoder
 from tlspolicy.servers.socketmap import parse_postfix_key
-from tlspolicy.testing.expectations import loads_expectations
 
 EXAMPLES = examples(ci=300, default=50)
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,

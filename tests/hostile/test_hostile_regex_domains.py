@@ -18,7 +18,7 @@ from tlspolicy import (
     loads_toml,
 )
 from tlspolicy.formats.ecelerity import loads_ecelerity_config
-from tlspolicy.lint import lint_config
+from tlspolicy.formats.lint import lint_config
 from tlspolicy.names import DomainName, DomainPattern, DomainPatternSet
 
 # Backtracking engines take time exponential in the run of 'a's for these.

@@ -17,7 +17,7 @@ from bounded import within
 from tlspolicy import InvalidDomainError, RegexError, Resolver, TlsPolicyError, loads_toml
 from tlspolicy.cli import main
 from tlspolicy.formats.ecelerity import loads_ecelerity_config
-from tlspolicy.lint import lint_file
+from tlspolicy.formats.lint import lint_file
 from tlspolicy.names import DomainName, DomainPattern, never_matching_char, normalise_domain
 
 FLOOR = '''[global]

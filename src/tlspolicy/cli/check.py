@@ -70,7 +70,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_lint(args: argparse.Namespace) -> int:
-    from ..lint import lint_file
+    from ..formats.lint import lint_file
 
     found = 0
     notes = 0

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from ..testing.expiry import describe_left, exceptions
+from ..expiry import describe_left, exceptions
 from ._common import add_at, add_config_files, evaluation_time, load_configuration
 
 __all__ = ["register"]

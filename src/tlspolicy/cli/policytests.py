@@ -15,12 +15,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..diff import ChangeClass, diff_configs, format_diff
 from ..errors import ConfigError, ConfigErrors
+from ..policytests.expectations import Case, load_expectations
+from ..policytests.runner import CaseResult, config_for, format_report, junit_xml, run_file
+from ..policytests.tree import render_tree
 from ..scopes import Config, config_at
-from ..testing.diff import ChangeClass, diff_configs, format_diff
-from ..testing.expectations import Case, load_expectations
-from ..testing.runner import CaseResult, config_for, format_report, junit_xml, run_file
-from ..testing.tree import render_tree
 from ._common import (
     UsageError,
     add_at,

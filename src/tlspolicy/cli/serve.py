@@ -30,14 +30,13 @@ from ..resolver import Resolver
 from ..scopes import Config, sets_no_option
 from ..servers import socketmap as _sm
 from ..servers import systemd as _systemd
-from ..servers.expiry import ExpiringPolicy, watch_expiry
+from ..servers.expiry_watch import ExpiringPolicy, watch_expiry
 from ..servers.postfix_checks import (
     PostfixSettingsError,
     Severity,
     check_postfix_settings,
 )
-from ..servers.shadow import drain_shadow
-from ..testing.shadow import ShadowLookup
+from ..servers.shadow import ShadowLookup, drain_shadow
 from ._common import UsageError, add_config_files, config_format, config_paths
 
 # Mirrors tlspolicy.servers.discovered.DEFAULT_ANSWER_DEADLINE without importing discovery.

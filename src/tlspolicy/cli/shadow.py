@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from ..testing.shadow import ShadowCounts, format_report
+from ..servers.shadow import ShadowCounts, format_report
 from ._common import EXIT_ERROR, EXIT_FOUND, EXIT_OK
 
 __all__ = ["register"]

@@ -30,6 +30,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any, Final
 
+from .._version import __version__
 from ..names import DomainKind, DomainName
 from ..options import OPTION_SPECS, CompatVersion, Options
 from ..scopes import (
@@ -57,8 +58,6 @@ _MAX_ENTRY_BYTES: Final = 512 << 20
 
 
 def _version() -> str:
-    from .. import __version__
-
     return __version__
 
 

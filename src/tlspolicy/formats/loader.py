@@ -155,7 +155,7 @@ def load_config(*paths: str | os.PathLike[str], format: str | None = None,
                                    for e in floor_protocol_errors(layered)])
     if len(configs) > 1 and has_expiry(layered):
         # Layers change what an expiry does: judge it again on the whole (SEMANTICS 8).
-        from ..testing.expiry import expiry_errors
+        from ..expiry import expiry_errors
 
         ConfigErrors.raise_if_any([e.located(Location(file=where))
                                    for e in expiry_errors(layered)])

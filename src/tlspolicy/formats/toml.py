@@ -525,7 +525,7 @@ def _check_expiry(config: Config, text: str, filename: str) -> Config:
         return config
     # The check classes changes as diff does; imported here, as only files with
     # expiring stanzas need it.
-    from ..testing.expiry import expiry_errors
+    from ..expiry import expiry_errors
 
     lines = _expiry_lines(config, _Lines(text))
     errors = expiry_errors(config, line_of=lambda s: lines.get(id(s)))

@@ -1,25 +1,334 @@
-"""Running a shadow candidate in the socketmap server (SEMANTICS section 9).
+"""Shadow evaluation (SEMANTICS section 9): run a candidate configuration beside the live one.
 
-The server answers with the live policy; :func:`drain_shadow` makes the
-queued comparisons of a :class:`~tlspolicy.testing.shadow.ShadowLookup`
-after the replies are sent, in a worker thread and in small batches, and
-writes the counts to a report file (read by ``tlspolicy shadow-report``).
-Comparisons that do not fit the bounded queue are shed, so a busy server
-only loses shadow coverage, never answer time.
+:class:`ShadowResolver` answers every request with the live resolver, then
+resolves the same request (same binding, MX host, overrides and fetched
+destination inputs) under the candidate and classes each difference as
+:func:`~tlspolicy.diff.diff_configs` does (downgrade, review, upgrade).
+The live answer is never changed: it is computed first, and
+nothing the candidate does (an error included) reaches the caller.
+
+By default the comparison is queued and made by :meth:`ShadowResolver.run_pending`
+(call it when idle, or from a worker), so the live answer is not delayed; the
+queue is bounded and requests that find it full are shed (counted, not
+compared).  ``inline=True`` compares before returning instead.
+
+Logs are bounded: one line per (binding, domain) and class until
+:meth:`ShadowResolver.reset` (a new load), at most ``max_keys`` distinct keys
+per class; requests past the cap are counted as overflow.
+
+In the socketmap server, :class:`ShadowLookup` compares Postfix answers and
+:func:`drain_shadow` makes its queued comparisons after the replies are sent,
+in a worker thread and in small batches, and writes the counts to a report
+file (read by ``tlspolicy shadow-report``).  Comparisons that do not fit the
+bounded queue are shed, so a busy server only loses shadow coverage, never
+answer time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import threading
 import time
+from collections import deque
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from ..testing.shadow import ShadowLookup
+import attrs
 
-__all__ = ["BATCH", "drain_shadow", "write_report"]
+from ..decision import Decision
+from ..diff import Change, ChangeClass, Probe, _facets
+from ..errors import TlsPolicyError
+from ..options import Options
+from ..policies.destination import Destination
+from ..postfix.replies import ReplyStatus, SocketmapReply
+from ..resolver import Resolver
+
+__all__ = ["BATCH", "DEFAULT_MAX_KEYS", "DEFAULT_QUEUE_SIZE", "ShadowCounts", "ShadowLookup",
+           "ShadowResolver", "class_answers", "compare_decisions", "drain_shadow",
+           "format_report", "write_report"]
+
+DEFAULT_MAX_KEYS: Final = 10_000
+"""Distinct (binding, domain) keys logged per class and load."""
+
+DEFAULT_QUEUE_SIZE: Final = 10_000
+"""Requests waiting for comparison before new ones are shed."""
+
+CLASSES: Final = (ChangeClass.DOWNGRADE, ChangeClass.REVIEW, ChangeClass.UPGRADE)
+
+log = logging.getLogger("tlspolicy.shadow")
+
+
+def compare_decisions(live: Decision, candidate: Decision) -> list[Change]:
+    """The changes from ``live`` to ``candidate`` that have a security direction."""
+    probe = Probe(live.binding, live.domain, "shadow")
+    return [c for c in _facets(probe, live, candidate) if c.cls in CLASSES]
+
+
+@attrs.frozen(slots=True)
+class ShadowCounts:
+    """What the shadow has seen since the last load.
+
+    ``requests``: comparisons made; ``differing``: per class, requests with a
+    change of that class; ``keys``: per class, distinct (binding, domain)
+    keys logged; ``overflow``: per class, requests whose key was past the
+    cap; ``shed``: requests not compared because the queue was full;
+    ``errors``: requests the candidate could not resolve.
+    """
+
+    requests: int
+    differing: dict[str, int]
+    keys: dict[str, int]
+    overflow: dict[str, int]
+    shed: int
+    errors: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain builtins (for a report file or metrics)."""
+        return attrs.asdict(self)
+
+
+class ShadowResolver:
+    """The live resolver's answers, with a candidate's differences counted on the side.
+
+    ``resolve`` takes the arguments of :meth:`Resolver.resolve` and returns
+    exactly the live decision (or raises exactly the live error).
+    """
+
+    def __init__(self, live: Resolver, candidate: Resolver, *,
+                 max_keys: int = DEFAULT_MAX_KEYS, queue_size: int = DEFAULT_QUEUE_SIZE,
+                 inline: bool = False, logger: logging.Logger | None = None) -> None:
+        if max_keys < 0 or queue_size < 0:
+            raise ValueError("max_keys and queue_size must be >= 0")
+        self.live = live
+        self.candidate = candidate
+        self.max_keys = max_keys
+        self.inline = inline
+        self.log = logger if logger is not None else log
+        self._queue: deque[tuple[Decision, str, str | None, dict[str, Any]]] = deque()
+        self._queue_size = queue_size
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget counts and logged keys (call on each load of either configuration)."""
+        with self._lock:
+            self._requests = 0
+            self._errors = 0
+            self._shed = 0
+            self._differing = dict.fromkeys(CLASSES, 0)
+            self._overflow = dict.fromkeys(CLASSES, 0)
+            self._seen: dict[ChangeClass, set[Hashable]] = {c: set() for c in CLASSES}
+
+    def resolve(self, domain: str, binding: str | None = None, *,
+                mx_host: str | None = None, overrides: Options | None = None,
+                destination: Destination | None = None) -> Decision:
+        """The live decision; the candidate's is compared later (or now, if inline)."""
+        decision = self.live.resolve(domain, binding, mx_host=mx_host, overrides=overrides,
+                                     destination=destination)
+        request = {"mx_host": mx_host, "overrides": overrides, "destination": destination}
+        if self.inline:
+            self._compare(decision, domain, binding, request)
+        elif len(self._queue) < self._queue_size:
+            self._queue.append((decision, domain, binding, request))
+        else:
+            with self._lock:
+                self._shed += 1
+        return decision
+
+    @property
+    def pending(self) -> int:
+        """Requests waiting for comparison."""
+        return len(self._queue)
+
+    def run_pending(self, limit: int | None = None) -> int:
+        """Compare up to ``limit`` queued requests (all when ``None``); return how many."""
+        done = 0
+        while limit is None or done < limit:
+            try:
+                decision, domain, binding, request = self._queue.popleft()
+            except IndexError:
+                break
+            self._compare(decision, domain, binding, request)
+            done += 1
+        return done
+
+    def _compare(self, decision: Decision, domain: str, binding: str | None,
+                 request: dict[str, Any]) -> None:
+        try:
+            other = self.candidate.resolve(domain, binding, **request)
+        except TlsPolicyError as exc:
+            with self._lock:
+                self._requests += 1
+                self._errors += 1
+            self.log.info("shadow: candidate cannot resolve binding %r -> %s: %s",
+                          decision.binding, decision.domain, exc)
+            return
+        changes = compare_decisions(decision, other)
+        with self._lock:
+            self._requests += 1
+            to_log: list[tuple[ChangeClass, list[Change]]] = []
+            for cls in CLASSES:
+                mine = [c for c in changes if c.cls is cls]
+                if not mine:
+                    continue
+                self._differing[cls] += 1
+                key = (decision.binding, decision.domain)
+                seen = self._seen[cls]
+                if key in seen:
+                    continue
+                if len(seen) >= self.max_keys:
+                    self._overflow[cls] += 1
+                    continue
+                seen.add(key)
+                to_log.append((cls, mine))
+        for cls, mine in to_log:
+            facets = "; ".join(f"{c.facet} {c.old} -> {c.new}" for c in mine)
+            self.log.warning("shadow: %s binding %r -> %s: %s", cls.value, decision.binding,
+                             decision.domain, facets)
+
+    def counts(self) -> ShadowCounts:
+        """A snapshot of the counts since the last :meth:`reset`."""
+        with self._lock:
+            return ShadowCounts(
+                requests=self._requests,
+                differing={c.value: n for c, n in self._differing.items()},
+                keys={c.value: len(s) for c, s in self._seen.items()},
+                overflow={c.value: n for c, n in self._overflow.items()},
+                shed=self._shed,
+                errors=self._errors,
+            )
+
+
+# ------------------------------------------------------------------ Postfix answers
+
+_LEVEL_RANK: Final = {"none": 0, "may": 1, "encrypt": 2, "verify": 3, "secure": 4}
+
+
+def class_answers(live: SocketmapReply, candidate: SocketmapReply) -> ChangeClass | None:
+    """How a socketmap answer changes, or ``None`` when it does not.
+
+    Postfix levels rank ``none < may < encrypt < verify < secure``; ``dane``
+    (opportunistic DANE, ``may`` without usable TLSA records) ranks above
+    ``may`` only: against ``encrypt`` and above, and for the same level with
+    other attributes or a different reply status, the change needs review.
+    """
+    if live == candidate:
+        return None
+    if live.status is not ReplyStatus.OK or candidate.status is not ReplyStatus.OK:
+        return ChangeClass.REVIEW
+    old, new = live.text.split()[0], candidate.text.split()[0]
+    if old == new:
+        return ChangeClass.REVIEW
+    if "dane" in (old, new):
+        other = new if old == "dane" else old
+        if other in ("none", "may"):
+            up = new == "dane"
+            return ChangeClass.UPGRADE if up else ChangeClass.DOWNGRADE
+        return ChangeClass.REVIEW
+    if old not in _LEVEL_RANK or new not in _LEVEL_RANK:
+        return ChangeClass.REVIEW
+    return (ChangeClass.UPGRADE if _LEVEL_RANK[new] > _LEVEL_RANK[old]
+            else ChangeClass.DOWNGRADE)
+
+
+class ShadowLookup:
+    """A socketmap lookup answering with ``live`` and comparing ``candidate``'s answers.
+
+    Call it as the server calls a lookup; queued comparisons are made by
+    :meth:`run_pending` (the server runs it after replies are sent).  Counts
+    and bounded logs as for :class:`ShadowResolver`; the key is (map name,
+    lookup key).
+    """
+
+    def __init__(self, live: Callable[[str, str], SocketmapReply],
+                 candidate: Callable[[str, str], SocketmapReply], *,
+                 max_keys: int = DEFAULT_MAX_KEYS, queue_size: int = DEFAULT_QUEUE_SIZE,
+                 logger: logging.Logger | None = None) -> None:
+        self.live = live
+        self.candidate = candidate
+        self.max_keys = max_keys
+        self.log = logger if logger is not None else log
+        self._queue: deque[tuple[str, str, SocketmapReply]] = deque()
+        self._queue_size = queue_size
+        self._lock = threading.Lock()
+        self._requests = self._errors = self._shed = 0
+        self._differing = dict.fromkeys(CLASSES, 0)
+        self._overflow = dict.fromkeys(CLASSES, 0)
+        self._seen: dict[ChangeClass, set[Hashable]] = {c: set() for c in CLASSES}
+
+    def __call__(self, map_name: str, key: str) -> SocketmapReply:
+        reply = self.live(map_name, key)
+        if len(self._queue) < self._queue_size:
+            self._queue.append((map_name, key, reply))
+        else:
+            self._shed += 1
+        return reply
+
+    @property
+    def pending(self) -> int:
+        """Requests waiting for comparison."""
+        return len(self._queue)
+
+    def run_pending(self, limit: int | None = None) -> int:
+        """Compare up to ``limit`` queued requests; return how many."""
+        done = 0
+        while limit is None or done < limit:
+            try:
+                map_name, key, reply = self._queue.popleft()
+            except IndexError:
+                break
+            done += 1
+            try:
+                other = self.candidate(map_name, key)
+            except Exception:
+                with self._lock:
+                    self._requests += 1
+                    self._errors += 1
+                continue
+            cls = class_answers(reply, other)
+            with self._lock:
+                self._requests += 1
+                if cls is None:
+                    continue
+                self._differing[cls] += 1
+                seen = self._seen[cls]
+                if (map_name, key) in seen:
+                    continue
+                if len(seen) >= self.max_keys:
+                    self._overflow[cls] += 1
+                    continue
+                seen.add((map_name, key))
+            self.log.warning("shadow: %s map %r key %r: %r -> %r", cls.value, map_name, key,
+                             reply.to_text(), other.to_text())
+        return done
+
+    def counts(self) -> ShadowCounts:
+        """A snapshot of the counts since this lookup was built (one load)."""
+        with self._lock:
+            return ShadowCounts(
+                requests=self._requests,
+                differing={c.value: n for c, n in self._differing.items()},
+                keys={c.value: len(s) for c, s in self._seen.items()},
+                overflow={c.value: n for c, n in self._overflow.items()},
+                shed=self._shed, errors=self._errors)
+
+
+def format_report(counts: ShadowCounts) -> str:
+    """A short text report of shadow counts (``tlspolicy shadow-report``)."""
+    lines = [f"compared {counts.requests} request{'s' if counts.requests != 1 else ''}"
+             f" ({counts.shed} shed, {counts.errors} candidate errors)"]
+    for cls in CLASSES:
+        name = cls.value
+        lines.append(f"{name:<9} {counts.differing[name]} requests, {counts.keys[name]} "
+                     f"distinct keys logged, {counts.overflow[name]} past the key cap")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ in the server
 
 BATCH: Final = 256
 """Comparisons made per turn; the loop runs other work between turns."""

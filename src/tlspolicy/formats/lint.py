@@ -51,13 +51,12 @@ from typing import Final
 
 import attrs
 
-from .errors import Location
-from .floors import below, regex_chain_values
-from .formats.ecelerity import EcelerityDocument, read_ecelerity
-from .names import DomainKind
-from .options import OPTION_SPECS, UNSET, Options, ScopeKind, Tls, TlsVerify
-from .resolver import Resolver
-from .scopes import (
+from ..errors import Location
+from ..floors import below, regex_chain_values
+from ..names import DomainKind
+from ..options import OPTION_SPECS, UNSET, Options, ScopeKind, Tls, TlsVerify
+from ..resolver import Resolver
+from ..scopes import (
     Config,
     DomainScope,
     FloorScope,
@@ -66,6 +65,8 @@ from .scopes import (
     iter_stanzas,
     scope_path,
 )
+from .ecelerity import EcelerityDocument, load_ecelerity_config, read_ecelerity
+from .loader import load_config, refuse_empty_policy
 
 __all__ = [
     "LintWarning",
@@ -565,16 +566,11 @@ def lint_file(path: str | os.PathLike[str], *, format: str | None = None) -> lis
     """
     name = os.fspath(path)
     if format == "ecelerity" or (format is None and name.endswith((".conf", ".ecelerity"))):
-        from .formats.ecelerity import load_ecelerity_config
-        from .formats.loader import refuse_empty_policy
-
         document = read_ecelerity(name)
         config = load_ecelerity_config(name)
         refuse_empty_policy(config, name, toml=False)
         warnings = lint_document(document, config)
     else:
-        from .formats.loader import load_config
-
         # load_config, not load_file: it also refuses a file that sets no option.
         warnings = lint_config(load_config(name, format=format))
     return [w if w.location is not None else attrs.evolve(w, location=Location(file=name))

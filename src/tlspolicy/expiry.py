@@ -1,7 +1,7 @@
 """Expiring exceptions (SEMANTICS section 8): expiry must never be a downgrade on a timer.
 
 :func:`expiry_errors` finds every ``expires`` whose passing would make some
-(binding, domain) decision weaker, as :func:`~tlspolicy.testing.diff.diff_configs`
+(binding, domain) decision weaker, as :func:`~tlspolicy.diff.diff_configs`
 classes it, on a stanza that does not say ``expiry_weakens = true``.
 :func:`exceptions` lists the expiring stanzas with the time left.
 """
@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import attrs
 
-from ..errors import ConfigError, ExpiryWeakensError, Location
-from ..scopes import Config, DomainScope, FloorScope, iter_stanzas, without_stanza
 from .diff import ChangeClass, diff_configs
+from .errors import ConfigError, ExpiryWeakensError, Location
+from .scopes import Config, DomainScope, FloorScope, iter_stanzas, without_stanza
 
 __all__ = ["ExpiringStanza", "exceptions", "expiry_errors"]
 

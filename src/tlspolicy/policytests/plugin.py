@@ -12,7 +12,7 @@ The configuration a file runs against: the ini option ``tlspolicy_config``
 expectation file's own ``config`` key, else the bundled example.
 
 Registered through the ``pytest11`` entry point; without it, enable with
-``-p tlspolicy.testing.plugin``.
+``-p tlspolicy.policytests.plugin``.
 """
 
 from __future__ import annotations

@@ -41,11 +41,11 @@ from typing import Any, Final, overload
 
 import attrs
 
-from ..decision import Decision, Verification
-from ..names import DomainKind, DomainName, DomainPattern, normalise_domain
-from ..options import Options, ScopeKind, Tls, TlsVersion
-from ..resolver import Resolver
-from ..scopes import Config, DomainScope, FloorScope, floor_path, scope_path
+from .decision import Decision, Verification
+from .names import DomainKind, DomainName, DomainPattern, normalise_domain
+from .options import Options, ScopeKind, Tls, TlsVersion
+from .resolver import Resolver
+from .scopes import Config, DomainScope, FloorScope, floor_path, scope_path
 
 __all__ = [
     "Change",
