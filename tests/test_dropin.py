@@ -9,8 +9,10 @@ loopback, asked over its socket with the map names those peers' main.cf lines us
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +152,16 @@ def _daemon_support() -> Any:
     return test_daemon_faults
 
 
+def _until(seen: list[str], ask: Callable[[], str], good: Callable[[str], bool]
+           ) -> Callable[[], bool]:
+    """A poll check: ask once, keep the answer in ``seen``, say whether it is good."""
+    def check() -> bool:
+        seen.append(ask())
+        return good(seen[-1])
+
+    return check
+
+
 def _flags(dns_port: int, web: Any, cache: Path, version: str) -> list[str]:
     """The discovery settings as flags (no file at all)."""
     return ["--resolver", "127.0.0.1", "--resolver-port", str(dns_port),
@@ -202,8 +214,8 @@ def test_drop_in_without_a_file_answers_as_the_peers(dns_lab: Any, https_lab: An
         for map_name in ("postfix", "QUERY", "QUERYwithTLSRPT", "querywithtlsrpt"):
             seen: list[str] = []
             faults.poll(f"the enforce policy's answer through {map_name}",
-                        lambda m=map_name, s=seen: s.append(ask("ok.secure.test", m))  # type: ignore[misc]
-                        or s[-1] == expected, detail=lambda s=seen: repr(s[-3:]))
+                        _until(seen, lambda m=map_name: ask("ok.secure.test", m),
+                               lambda a: a == expected), detail=lambda s=seen: repr(s[-3:]))
             # Nothing published: Postfix's own level stands.
             assert ask("nodane.secure.test", map_name) == NOTFOUND
             # DANE off (Postfix cannot do DANE here): nothing else applies.
@@ -244,13 +256,13 @@ def test_drop_in_file_with_only_discovery_never_below_postfix_level(
         assert "drop-in mode" in daemon.log()
         assert "DANE is off" not in daemon.log()
         seen: list[str] = []
-        faults.poll("the testing-mode domain's answer",
-                    lambda: seen.append(daemon.ask("testing.secure.test", "QUERYwithTLSRPT"))
-                    or not seen[-1].startswith("TEMP"), detail=lambda: repr(seen[-3:]))
-        # Fetched: ask again until the policy is in (the first answer may precede it).
+        def testing_answer() -> str:
+            return str(daemon.ask("testing.secure.test", "QUERYwithTLSRPT"))
+
+        # Ask until the policy is in (the first answer may come before it).
         faults.poll("the testing-mode policy",
-                    lambda: seen.append(daemon.ask("testing.secure.test", "QUERYwithTLSRPT"))
-                    or seen[-1].startswith(testing), detail=lambda: repr(seen[-3:]))
+                    _until(seen, testing_answer, lambda a: a.startswith(testing)),
+                    detail=lambda: repr(seen[-3:]))
         if testing != NOTFOUND:
             assert seen[-1].startswith(testing + " policy_domain=testing.secure.test"), seen
             assert daemon.ask("testing.secure.test", "QUERY") == NOTFOUND
@@ -288,3 +300,55 @@ def test_no_file_without_discovery_names_drop_in(tmp_path: Path) -> None:
         check=False)
     assert result.returncode == 2
     assert "--discovery alone for drop-in mode" in result.stderr
+
+
+# ------------------------------------------------------------ serve ... --check
+
+
+def _check(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tlspolicy", "serve", "socketmap", *args,
+                           "--check"], capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
+@pytest.mark.network
+def test_check_dry_run_of_drop_in_names_each_fix(dns_lab: Any, tmp_path: Path) -> None:
+    """The dry run on a Postfix without DANE's prerequisites: exit 0 (drop-in mode starts),
+    each missing prerequisite a warning with the main.cf line that fixes it, the resolver's
+    validation and Postfix's own level reported; nothing is served or written."""
+    conf = tmp_path / "postfix"
+    conf.mkdir()
+    (conf / "main.cf").write_text("compatibility_level = 3.6\nsmtp_tls_security_level = may\n")
+    (conf / "master.cf").write_text("smtp unix - - n - - smtp\n")
+    cache = tmp_path / "state" / "cache.sqlite3"
+    result = _check("--discovery", "--listen", "127.0.0.1:0", "--postfix-config-dir",
+                    str(conf), "--resolver-port", str(dns_lab.port), "--probe-name", "test.",
+                    "--cache", str(cache), "--postfix-version", "3.7.11")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "ok    drop-in mode" in out
+    assert "warn  Postfix smtp_dns_support_level" in out
+    assert "fix: main.cf: smtp_dns_support_level = dnssec" in out
+    assert "ok    Postfix's own TLS level: may" in out
+    assert "ok    DNSSEC: resolver 127.0.0.1:" in out and "validates" in out
+    assert " 0 failed" in out.splitlines()[-1]
+    assert not cache.parent.exists()  # a dry run writes nothing
+    assert "Traceback" not in result.stderr
+
+
+def test_check_dry_run_fails_on_a_bad_file_and_a_taken_port(tmp_path: Path) -> None:
+    bad = tmp_path / "policy.toml"
+    bad.write_text('[global]\ntls = "bogus"\n')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _check(str(bad), "--listen", f"127.0.0.1:{port}", "--postfix-version",
+                        "3.7.11", "--no-postfix-checks")
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("FAIL  configuration:") and "policy.toml:2" in line
+               for line in lines), result.stdout
+    assert any(line.startswith(f"FAIL  listening on 127.0.0.1:{port}") for line in lines)
+    assert "2 failed" in lines[-1]
+    assert "Traceback" not in result.stderr

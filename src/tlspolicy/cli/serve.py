@@ -272,8 +272,8 @@ def postfix_checks(args: argparse.Namespace, config: Config, *, discovery: bool 
     errors = [f for f in findings if f.severity is Severity.ERROR]
     dane_ready = True
     if dane_optional:
-        lacking = [f for f in errors if f.check in _DANE_CODES]
-        errors = [f for f in errors if f.check not in _DANE_CODES]
+        lacking = [f for f in errors if f.check in DANE_CHECKS]
+        errors = [f for f in errors if f.check not in DANE_CHECKS]
         if lacking:
             dane_ready = False
             log.warning("DANE is off: Postfix cannot do DANE as set up (MTA-STS is served "
@@ -288,9 +288,9 @@ def postfix_checks(args: argparse.Namespace, config: Config, *, discovery: bool 
     return dane_ready
 
 
-# The findings that stop only DANE (its prerequisites and Postfix's resolver), which drop-in
-# mode reports as one warning.
-_DANE_CODES = frozenset({"dns-support-level", "dane-prerequisite", "resolver"})
+#: The findings that stop only DANE (its prerequisites and Postfix's resolver), which
+#: drop-in mode reports as one warning.
+DANE_CHECKS = frozenset({"dns-support-level", "dane-prerequisite", "resolver"})
 
 
 def _inherited_socket(args: argparse.Namespace) -> socket.socket | None:
@@ -362,6 +362,10 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
     if use_discovery and args.shadow:
         raise UsageError("--shadow does not combine with --discovery yet: shadow answers are "
                          "computed without discovery")
+    if args.check:
+        from .servecheck import dry_run
+
+        return dry_run(args, paths, table, use_discovery)
     if args.postfix_version is not None:
         version = args.postfix_version
     elif use_discovery and "postfix_version" in table:
@@ -372,7 +376,7 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
     else:
         # Read from the Postfix the checks read: --postfix-config-dir when given.
         version = postconf_version(config_dir=args.postfix_config_dir)
-    resolver = _discovery_resolver(args, table) if use_discovery else None
+    resolver = discovery_resolver(args, table) if use_discovery else None
     mode = ServeMode(drop_in_allowed=use_discovery, table_given=bool(table))
     discovered: list[_DiscoveryRun] = []
 
@@ -490,13 +494,19 @@ def _warn_unused_discovery(config: Config) -> None:
         "[global])")
 
 
-def _discovery_resolver(args: argparse.Namespace, table: dict[str, Any]) -> tuple[str, int]:
+def discovery_resolver(args: argparse.Namespace, table: dict[str, Any]) -> tuple[str, int]:
     """The (address, port) discovery asks, as :class:`_DiscoveryRun` picks them."""
     address = args.resolver if args.resolver != "127.0.0.1" or "resolver" not in table \
         else table["resolver"]
     port = args.resolver_port if args.resolver_port != 53 or "resolver_port" not in table \
         else table["resolver_port"]
     return str(address), int(port)
+
+
+def discovery_run(args: argparse.Namespace, table: dict[str, Any],
+                  version: PostfixVersion) -> _DiscoveryRun:
+    """Discovery as ``serve socketmap --discovery`` would run it (not started)."""
+    return _DiscoveryRun(args, table, version)
 
 
 class _DiscoveryRun:
@@ -787,6 +797,11 @@ def register(sub: Any) -> None:
                              "service/type/field, e.g. smtp/unix/chroot=y), used instead of "
                              "reading it with postconf (repeatable; where postconf is not "
                              "installed)")
+    checks.add_argument("--check", action="store_true",
+                        help="run every start-up check (configuration, Postfix's settings, "
+                        "the listening address, the discovery cache and resolver), print "
+                        "each verdict with the line that fixes it, and exit: 0 when none "
+                        "fails, 1 otherwise; nothing is served")
     checks.add_argument("--no-postfix-checks", action="store_true",
                         help="do not check Postfix's settings (a warning says so)")
     checks.add_argument("--accept-tls-required-loss", action="store_true",

@@ -1,0 +1,223 @@
+"""``tlspolicy serve socketmap ... --check``: every start-up check, without serving.
+
+Each check prints one verdict (``ok``, ``warn`` or ``FAIL``), and each verdict that is
+not ``ok`` the line that fixes it (a ``main.cf`` or ``master.cf`` line, a flag, a file).
+The exit status is 1 when any check fails (``serve`` would refuse to start, or would
+start without something the operator asked for), else 0.  Nothing is written: the
+configuration is read, Postfix's settings are read with ``postconf``, the listening
+address is bound and released, and with discovery the resolver is asked once whether it
+validates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import attrs
+
+from ..errors import TlsPolicyError
+from ..postfix.levels import PostfixVersion
+from ..postfix.lookup import parse_postfix_version
+from ._common import config_format
+
+__all__ = ["Verdict", "dry_run"]
+
+
+@attrs.frozen(slots=True)
+class Verdict:
+    """One check's result: ``status`` is ``ok``, ``warn`` or ``FAIL``."""
+
+    status: str
+    what: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{self.status:<5} {self.what}"
+        return text + (f"\n      fix: {self.fix}" if self.fix else "")
+
+
+def _version(args: argparse.Namespace, table: dict[str, Any], use_discovery: bool,
+             postconf_version: Callable[..., PostfixVersion]
+             ) -> tuple[PostfixVersion | None, Verdict]:
+    try:
+        if args.postfix_version is not None:
+            version, where = args.postfix_version, "--postfix-version"
+        elif use_discovery and "postfix_version" in table:
+            version, where = parse_postfix_version(table["postfix_version"]), "[discovery]"
+        elif "mail_version" in dict(args.postfix_setting or ()):
+            version = parse_postfix_version(dict(args.postfix_setting)["mail_version"])
+            where = "--postfix-setting"
+        else:
+            version = postconf_version(config_dir=args.postfix_config_dir)
+            where = "postconf"
+    except TlsPolicyError as exc:
+        return None, Verdict("FAIL", f"Postfix version: {exc}",
+                             "--postfix-version X.Y.Z (what postconf -h mail_version prints)")
+    shown = ".".join(str(n) for n in version)
+    return version, Verdict("ok", f"Postfix version {shown} (from {where})")
+
+
+def _listen(args: argparse.Namespace) -> Verdict:
+    from .serve import UnixListen
+
+    where = args.listen
+    if where is None:
+        return Verdict("ok", "listening: the socket systemd passes (socket activation)")
+    if isinstance(where, UnixListen):
+        directory = os.path.dirname(os.path.abspath(where.path))
+        if not os.access(directory, os.W_OK | os.X_OK):
+            return Verdict("FAIL", f"listening on unix:{where.path}: cannot create a socket "
+                           f"in {directory}", "a directory this user may write, e.g. "
+                           "unix:/var/spool/postfix/private/tlspolicy")
+        return Verdict("ok", f"listening on unix:{where.path}")
+    host, port = where
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((host, port))
+    except OSError as exc:
+        return Verdict("FAIL", f"listening on {host}:{port}: {exc.strerror or exc}",
+                       "stop what listens there (the resolver being replaced?) or pick "
+                       "another --listen port")
+    return Verdict("ok", f"listening on {host}:{port} (free)")
+
+
+def _probe(run_config: Any) -> Verdict:
+    """Ask the discovery resolver once whether it validates (DANE's precondition)."""
+    from ..discovery import Discovery
+    from ..stores import SqliteStore
+
+    async def ask() -> tuple[bool, str]:
+        discovery = Discovery(run_config, store=SqliteStore(":memory:"), close_store=True)
+        try:
+            trusted = await discovery.probe()
+            return trusted, discovery.dnssec_detail
+        finally:
+            await discovery.close()
+
+    # The verdict says what the probe found; the discovery layer's own log line for it
+    # would say it twice.
+    quiet = logging.getLogger("tlspolicy")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        trusted, detail = asyncio.run(ask())
+    finally:
+        quiet.setLevel(level)
+    if trusted:
+        return Verdict("ok", f"DNSSEC: {detail}")
+    return Verdict("warn", f"DNSSEC: {detail}", "a validating resolver (e.g. unbound) on "
+                   f"{run_config.resolver}:{run_config.resolver_port}, or --resolver ADDRESS")
+
+
+def _cache(path: str) -> Verdict:
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    probe = directory
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    target = path if os.path.exists(path) else probe
+    if not os.access(target, os.W_OK):
+        return Verdict("FAIL", f"discovery cache {path}: {target} is not writable by this "
+                       "user", f"--cache PATH in a directory this user owns (or create "
+                       f"{directory} for it)")
+    return Verdict("ok", f"discovery cache {path}")
+
+
+def dry_run(args: argparse.Namespace, paths: list[str], table: dict[str, Any],
+            use_discovery: bool, *, out: TextIO = sys.stdout) -> int:
+    """Run every start-up check of ``serve socketmap`` and print the verdicts; 0 when none
+    fails, else 1."""
+    from . import serve
+
+    verdicts: list[Verdict] = []
+    version, verdict = _version(args, table, use_discovery, serve.postconf_version)
+    verdicts.append(verdict)
+    mode = serve.ServeMode(drop_in_allowed=use_discovery, table_given=bool(table))
+    config = None
+    try:
+        policy = serve.lookup_factory(paths, format=config_format(args),
+                                      file_checks=not args.no_file_checks,
+                                      transport_maps=args.transport_map or (),
+                                      relayhost=args.relayhost, postfix_version=version,
+                                      mode=mode)
+        lookup = policy()  # what serve builds first: the same loads and file checks
+        config = lookup.resolver.config
+    except TlsPolicyError as exc:
+        verdicts.append(Verdict("FAIL", f"configuration: {exc}",
+                                "the file and line named above"))
+    else:
+        what = ("drop-in mode: MTA-STS and DANE alone, NOTFOUND elsewhere" if mode.drop_in
+                else f"configuration {', '.join(paths)}: loads")
+        verdicts.append(Verdict("ok", what))
+    run_config = None
+    if use_discovery:
+        try:
+            run = serve.discovery_run(args, table, version or (3, 0))
+            run_config = run.config
+        except TlsPolicyError as exc:
+            verdicts.append(Verdict("FAIL", f"discovery settings: {exc}"))
+    if config is not None and version is not None:
+        verdicts += _postfix(args, config, use_discovery, mode.drop_in, version, table)
+    verdicts.append(_listen(args))
+    if run_config is not None:
+        verdicts.append(_cache(run_config.cache_path))
+        verdicts.append(_probe(run_config))
+    for item in verdicts:
+        out.write(item.line() + "\n")
+    failed = sum(v.status == "FAIL" for v in verdicts)
+    warned = sum(v.status == "warn" for v in verdicts)
+    out.write(f"{len(verdicts)} checks: {failed} failed, {warned} warnings\n")
+    return 1 if failed else 0
+
+
+def _postfix(args: argparse.Namespace, config: Any, use_discovery: bool, drop_in: bool,
+             version: PostfixVersion, table: dict[str, Any]) -> list[Verdict]:
+    from ..servers.postfix_checks import PostconfError, Severity, check_postfix_settings
+    from . import serve
+
+    if args.no_postfix_checks:
+        return [Verdict("warn", "Postfix's settings: not checked (--no-postfix-checks)",
+                        "leave out --no-postfix-checks")]
+    listen = args.listen
+    try:
+        findings = check_postfix_settings(
+            config, discovery=use_discovery, config_dir=args.postfix_config_dir,
+            settings=dict(args.postfix_setting or ()),
+            unix_socket=listen.path if isinstance(listen, serve.UnixListen) else None,
+            accept_tls_required_loss=args.accept_tls_required_loss,
+            discovery_resolver=serve.discovery_resolver(args, table) if use_discovery
+            else None, postfix_version=version)
+    except PostconfError as exc:
+        return [Verdict("FAIL", f"Postfix's settings: {exc}",
+                        "--postfix-config-dir DIR or --postfix-setting NAME=VALUE")]
+    verdicts = []
+    for finding in findings:
+        failing = finding.severity is Severity.ERROR and not (
+            drop_in and finding.check in serve.DANE_CHECKS)
+        what = f"Postfix {finding.setting} = {finding.value!r}: {finding.message}"
+        if drop_in and finding.check in serve.DANE_CHECKS:
+            what += " (drop-in mode: DANE stays off until fixed)"
+        verdicts.append(Verdict("FAIL" if failing else "warn", what, finding.fix))
+    if not findings:
+        verdicts.append(Verdict("ok", "Postfix's settings" + (
+            ": DANE prerequisites met" if use_discovery else "")))
+    if drop_in:
+        from ..servers.postfix_checks import read_own_level
+
+        level, where = read_own_level(config_dir=args.postfix_config_dir,
+                                      settings=dict(args.postfix_setting or ()))
+        if level is None:
+            verdicts.append(Verdict("warn", f"Postfix's own TLS level: {where}; answers "
+                                    "assume the strictest",
+                                    "main.cf: smtp_tls_security_level = may"))
+        else:
+            verdicts.append(Verdict("ok", f"Postfix's own TLS level: {level} (NOTFOUND "
+                                    "leaves it in force)"))
+    return verdicts
