@@ -46,6 +46,7 @@ COMMAND_MODULES: Final[tuple[str, ...]] = (
     "exceptions",
     "shadow",
     "importcache",
+    "example",
 )
 """The command-group modules of this package, in the order ``--help`` lists them."""
 

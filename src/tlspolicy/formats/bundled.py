@@ -8,10 +8,33 @@ from typing import Final
 from ..scopes import Config
 from .toml import loads_toml
 
-__all__ = ["EXAMPLE_NAME", "example_config", "example_text"]
+__all__ = ["EXAMPLE_NAME", "EXAMPLE_TLS_DIR", "example_config", "example_files", "example_text"]
 
 EXAMPLE_NAME: Final = "example.toml"
 """The file name of the bundled example inside the package's ``data`` folder."""
+
+
+#: Where the bundled example names its certificate and key files; :func:`example_files`
+#: writes them under another directory.
+EXAMPLE_TLS_DIR: Final = "/etc/tlspolicy/"
+# The package data folder holding those files (made for the example: long-lived, their
+# organisation says they are example data, never to be used).
+_TLS_DATA: Final = "example-tls"
+
+
+def example_files(directory: str) -> dict[str, bytes]:
+    """The bundled example as files under ``directory`` (relative name -> content):
+    ``example.toml`` naming its certificate and key files under ``directory``, those
+    files, and ``example-expectations.toml`` (the example's policy tests)."""
+    data = resources.files("tlspolicy").joinpath("data")
+    prefix = directory.rstrip("/") + "/"
+    files = {EXAMPLE_NAME: example_text().replace(EXAMPLE_TLS_DIR, prefix).encode(),
+             "example-expectations.toml": data.joinpath("example-expectations.toml")
+             .read_text("utf-8").replace(EXAMPLE_TLS_DIR, prefix).encode()}
+    for kind in ("ca", "client"):
+        for item in sorted(data.joinpath(_TLS_DATA, kind).iterdir(), key=lambda i: i.name):
+            files[f"{kind}/{item.name}"] = item.read_bytes()
+    return files
 
 
 def example_text() -> str:
