@@ -51,7 +51,7 @@ COMMANDS = [path for path, _ in _subcommands(cli.build_parser())]
 def test_every_command_is_reached() -> None:
     assert {p[0] for p in COMMANDS if p} == {
         "resolve", "check", "lint", "convert", "serve", "test", "diff", "tree", "discover",
-        "cache", "report", "exceptions", "shadow-report", "import-cache"}
+        "cache", "report", "exceptions", "shadow-report", "import-cache", "example"}
     assert ("serve", "socketmap") in COMMANDS
 
 
@@ -130,9 +130,9 @@ def test_table_covers_every_command_reading_one_configuration() -> None:
     # discover takes files the same way but needs the real DNS and HTTPS servers: its
     # positional/--config equality is in test_discovery_cli.py. cache and shadow-report read
     # no configuration, nor does import-cache; report reads its settings file (and --config
-    # only for delivery).
+    # only for delivery); example writes the bundled example and reads none.
     assert set(TABLE) | {"diff", "discover", "cache", "report", "shadow-report",
-                         "import-cache"} == {
+                         "import-cache", "example"} == {
         p[0] for p in COMMANDS if p}
 
 
