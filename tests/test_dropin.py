@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -275,6 +276,71 @@ def test_drop_in_file_with_only_discovery_never_below_postfix_level(
         assert daemon.ask("nodane.secure.test", "postfix") == NOTFOUND
     finally:
         daemon.stop()
+
+
+@pytest.mark.network
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_cache_imported_into_a_running_drop_in_server_takes_effect_on_reload(
+        dns_lab: Any, https_lab: Any, tmp_path: Path) -> None:
+    """The migration's last step: postfix-mta-sts-resolver's cache imported into the
+    store of a drop-in daemon that is already running and has answered NOTFOUND for the
+    domain; after SIGHUP (``systemctl reload``) the imported enforce policy is answered."""
+    import signal
+
+    from test_importcache import pol_body, write_resolver_sqlite
+
+    faults = _daemon_support()
+    https_lab.reset()
+    conf = tmp_path / "postfix"
+    conf.mkdir()
+    (conf / "main.cf").write_text("compatibility_level = 3.6\n")
+    (conf / "master.cf").write_text("smtp unix - - y - - smtp\n")
+    port = faults.free_port()
+    cache = tmp_path / "cache.sqlite3"
+    err = tmp_path / "stderr"
+    out = tmp_path / "stdout"
+    command = [sys.executable, "-m", "tlspolicy", "serve", "socketmap", "--discovery",
+               "--listen", f"127.0.0.1:{port}", "--postfix-config-dir", str(conf),
+               *_flags(dns_lab.port, https_lab, cache, "3.7.11")]
+    with out.open("wb") as o, err.open("wb") as e:
+        process = subprocess.Popen(command, stdout=o, stderr=e)
+    try:
+        faults.poll("the daemon to listen", lambda: "listening on" in out.read_text()
+                    or process.poll() is not None)
+        assert process.poll() is None, err.read_text()
+
+        def ask(key: str) -> str:
+            client = faults.Client(port)
+            try:
+                return str(client.ask(key, "postfix"))
+            finally:
+                client.close()
+
+        # Nothing published for the domain: NOTFOUND, and the daemon remembers that.
+        seen: list[str] = []
+        faults.poll("the first answer", _until(seen, lambda: ask("nodane.secure.test"),
+                                               lambda a: a == NOTFOUND),
+                    detail=lambda: repr(seen[-3:]))
+        source = tmp_path / "mta-sts.db"
+        write_resolver_sqlite(source, {"nodane.secure.test": (
+            int(time.time()) - 60, "imported-1",
+            pol_body("enforce", ["*.nodane.secure.test"], 86400))})
+        imported = subprocess.run(
+            [sys.executable, "-m", "tlspolicy", "import-cache", "--from",
+             "mta-sts-resolver-sqlite", str(source), "--cache", str(cache)],
+            capture_output=True, text=True, timeout=60, check=False)
+        assert imported.returncode == 0, imported.stderr
+        assert ask("nodane.secure.test") == NOTFOUND  # held until the reload
+        process.send_signal(signal.SIGHUP)
+        expected = "OK secure match=.nodane.secure.test servername=hostname"
+        faults.poll("the imported policy's answer",
+                    _until(seen, lambda: ask("nodane.secure.test"),
+                           lambda a: a == expected), detail=lambda: repr(seen[-3:]))
+        assert "read from the store again" in err.read_text()
+    finally:
+        process.terminate()
+        process.wait(20)
 
 
 @pytest.mark.parametrize("text", ["", "# only a comment\n"])

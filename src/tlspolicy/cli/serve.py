@@ -654,6 +654,12 @@ class _DiscoveryRun:
             self.recheck_postfix()  # a reload: Postfix's settings may have changed too
             if self.mode.drop_in:
                 self.read_own_level()
+            # Policies imported into the store since (import-cache) take effect now.
+            dropped = self.discovery.forget_without_policy()
+            if dropped:
+                logging.getLogger("tlspolicy").info(
+                    "reload: %d domains without an MTA-STS policy in memory are read from "
+                    "the store again", dropped)
         lookup = DiscoveryLookup(live, self.discovery, postfix_version=self.version,
                                  deadline=self.deadline,
                                  dane_ready=self.dane_ready,

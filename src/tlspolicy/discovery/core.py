@@ -641,6 +641,18 @@ class Discovery:
         except StoreError as exc:
             _log.warning("MTA-STS cache write for %s failed: %s", state.domain, exc)
 
+    def forget_without_policy(self) -> int:
+        """Drop what this process holds for every domain without an MTA-STS policy in
+        force, so that the next lookup reads the store again (a reload after
+        ``import-cache`` wrote policies into it); returns how many were dropped.  Held
+        policies stay: the store never holds an older one for the same domain."""
+        now = _aware(self._clock())
+        memory = self._memory
+        names = [n for n, s in memory.items() if policy_in_force(s.cached, now) is None]
+        for name in names:
+            del memory[name]
+        return len(names)
+
     async def sts_state(self, domain: str, *, wait: float | None = None) -> StsState:
         """The MTA-STS state to use now, refreshing as SEMANTICS 10 says.
 
