@@ -293,18 +293,48 @@ def _config(certs: Certificates, discovery: bool) -> str:
     return "\n".join(lines)
 
 
+@attrs.frozen
+class DropIn:
+    """The drop-in command as a peer's users run it: no file, the peer's port and the
+    peer's unchanged main.cf line (map name)."""
+
+    port: int
+    map_name: str
+
+
+#: postfix-mta-sts-resolver's and postfix-tlspol's ports and main.cf map names.
+DROP_INS = {"mta-sts-resolver": DropIn(8461, "postfix"), "tlspol": DropIn(8642, "QUERY")}
+
+
+def _drop_in_command(directory: Path, certs: Certificates, drop_in: DropIn,
+                     postfix_conf: Path) -> list[str]:
+    """The migration pages' command, plus only what the lab needs: the probe name (the
+    lab's resolver serves the zone ``test.`` alone), the lab's CA in place of the public
+    ones, the cache on the lab's tmpfs, and the sending Postfix's configuration directory.
+    The resolver is the system's (``/etc/resolv.conf``, bind-mounted to the lab's)."""
+    return [sys.executable, "-m", "tlspolicy", "serve", "socketmap", "--discovery",
+            "--listen", f"127.0.0.1:{drop_in.port}",
+            "--probe-name", f"{ZONE}.", "--ca-file", str(certs.ca_file),
+            "--cache", str(directory / "cache.sqlite"), "--first-wait", "8",
+            "--postfix-config-dir", str(postfix_conf)]
+
+
 @contextlib.contextmanager
-def _daemon(directory: Path, certs: Certificates, discovery: bool, postfix_conf: Path
+def _daemon(directory: Path, certs: Certificates, discovery: bool, postfix_conf: Path,
+            drop_in: DropIn | None = None
             ) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
     """``serve socketmap`` on 127.0.0.1:DAEMON_PORT (fixed, so a restarted daemon is found
     where the sending Postfix looks), checking the sending Postfix's settings at start; its
-    process and the standard error lines so far."""
+    process and the standard error lines so far.  With ``drop_in``, the drop-in command on
+    that peer's port instead."""
     config = directory / "policy.toml"
     config.write_text(_config(certs, discovery))
     args = [sys.executable, "-m", "tlspolicy", "serve", "socketmap", str(config),
             "--listen", f"127.0.0.1:{DAEMON_PORT}", "--postfix-version", _postfix_version(),
             "--postfix-config-dir", str(postfix_conf)]
-    if discovery:
+    if drop_in is not None:
+        args = _drop_in_command(directory, certs, drop_in, postfix_conf)
+    elif discovery:
         args += ["--discovery", "--resolver", "127.0.0.1", "--resolver-port", "53",
                  "--probe-name", f"{ZONE}.", "--cache", str(directory / "cache.sqlite"),
                  "--https-port", "443", "--ca-file", str(certs.ca_file), "--first-wait", "8"]
@@ -387,21 +417,21 @@ def _outcome(sender: SendingPostfix, receiver: PostfixServer, recipient: str,
         time.sleep(0.2)
 
 
-def _answer(conf: Path, key: str) -> dict[str, Any]:
+def _answer(conf: Path, key: str, table: str = "") -> dict[str, Any]:
     postmap = find_postfix_binary("postmap") or "postmap"
-    done = _run([postmap, "-c", str(conf), "-q", key,
-                 f"socketmap:inet:127.0.0.1:{DAEMON_PORT}:{BINDING}"], timeout=60)
+    table = table or f"socketmap:inet:127.0.0.1:{DAEMON_PORT}:{BINDING}"
+    done = _run([postmap, "-c", str(conf), "-q", key, table], timeout=60)
     return {"status": done.returncode, "value": done.stdout.strip(), "error": done.stderr.strip()}
 
 
 def _report(s: Scenario, recipient: str, certs: Certificates, sender: SendingPostfix,
-            receiver: PostfixServer, since: int) -> dict[str, Any]:
+            receiver: PostfixServer, since: int, table: str = "") -> dict[str, Any]:
     """What the daemon answers now, and what both logs say about ``recipient`` (the sender's
     lines for the MX host from log line ``since`` on)."""
     return {
         "domain": s.domain, "mx": s.mx, "address": s.address, "recipient": recipient,
         "tlsa": certs.tlsa.get(s.name),
-        "answer": _answer(sender.config_dir, s.domain),
+        "answer": _answer(sender.config_dir, s.domain, table),
         "attempts": [attrs.asdict(a) for a in sender.attempts().get(recipient, [])],
         "sender_log": [line for line in sender.log_lines[since:] if f"{s.mx}[" in line],
         "deliveries": [{"recipient": d.recipient, "status": d.status,
@@ -443,6 +473,9 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
     started = time.monotonic()
     deadline = started + float(options.get("deadline", 90))
     discovery = bool(options["discovery"])
+    drop_in = DROP_INS[options["drop_in"]] if options.get("drop_in") else None
+    if drop_in is not None:
+        return _run_drop_in(options, drop_in, started, deadline)
     _check_private_namespace()
     directory = Path(options["directory"])
     _private_system(directory)
@@ -491,6 +524,63 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         if discovery:
             result["outage"] = _outage(directory, certs, https, daemon_stack, sender,
                                        receivers, deadline)
+        result["sender_log_tail"] = sender.log_lines[-80:]
+    result["seconds"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def _run_drop_in(options: dict[str, Any], drop_in: DropIn, started: float,
+                 deadline: float) -> dict[str, Any]:
+    """The drop-in command against a sending Postfix configured as Debian ships it plus the
+    peer's one main.cf line: no DNSSEC support level, so DANE is off and only MTA-STS
+    applies; every scenario's domain is mailed once and asked with ``postmap -q``, through
+    the peer's map name and through ``QUERYwithTLSRPT``."""
+    _check_private_namespace()
+    directory = Path(options["directory"])
+    _private_system(directory)
+    tempfile.tempdir = str(directory)
+    certs = _certificates(directory / "certs")
+    table = f"socketmap:inet:127.0.0.1:{drop_in.port}:{drop_in.map_name}"
+    result: dict[str, Any] = {"discovery": True, "drop_in": options["drop_in"],
+                              "postfix": _postfix_version(), "scenarios": {}}
+    with contextlib.ExitStack() as stack:
+        dns = _dns(directory / "dns", certs)
+        stack.callback(dns.stop)
+        https = stack.enter_context(_https(directory / "https", certs))
+        receivers = _receivers(stack, certs)
+        sender = stack.enter_context(sending_postfix(main_cf={
+            # The peer's documented line, unchanged.
+            "smtp_tls_policy_maps": table,
+            # Debian's packaged main.cf.
+            "smtp_tls_security_level": "may",
+            "smtp_tls_CApath": "/etc/ssl/certs",
+            # The lab's CA stands in for the public CAs an MTA-STS host's certificate
+            # chains to.
+            "smtp_tls_CAfile": str(certs.ca_file),
+            # The lab's observation and pacing, not policy.
+            "smtp_tls_loglevel": "2",
+            "smtp_connect_timeout": "5s",
+            "minimal_backoff_time": "600s",
+            "maximal_backoff_time": "1200s",
+            "queue_run_delay": "600s",
+        }))
+        daemon, errors = stack.enter_context(
+            _daemon(directory, certs, True, sender.config_dir, drop_in))
+        result["setup_seconds"] = round(time.monotonic() - started, 1)
+        for s in SCENARIOS:
+            sender.submit(SENDER, [s.recipient], MESSAGE)
+        for s in SCENARIOS:
+            _outcome(sender, receivers[s.name], s.recipient, deadline)
+        for s in SCENARIOS:
+            report = _report(s, s.recipient, certs, sender, receivers[s.name], 0, table)
+            report["answer_with_tlsrpt"] = _answer(
+                sender.config_dir, s.domain,
+                f"socketmap:inet:127.0.0.1:{drop_in.port}:QUERYwithTLSRPT")
+            result["scenarios"][s.name] = report
+        result["unknown_answer"] = _answer(sender.config_dir, "nothing.test", table)
+        result["https_requests"] = sorted({host for host, _ in https.requests})
+        result["daemon_exit"] = daemon.poll()
+        result["daemon_stderr"] = errors[-50:]
         result["sender_log_tail"] = sender.log_lines[-80:]
     result["seconds"] = round(time.monotonic() - started, 1)
     return result

@@ -30,6 +30,13 @@ TLSA records would: ``verify`` and Postfix's level ``dane``), and with ``--disco
 and answers ``secure match=<policy mx> servername=hostname`` and ``dane-only`` (SEMANTICS
 section 11 (d) and (b)).  Postfix's first lookup of each domain meets a cold cache; the
 answers are asked again with ``postmap`` afterwards.
+
+Drop-in mode (SEMANTICS 11) runs the lab twice more: the command of the migration pages with
+no file, on postfix-mta-sts-resolver's port with its map name ``postfix`` and on
+postfix-tlspol's with ``QUERY``, against a sending Postfix configured as Debian ships it plus
+only that main.cf line (so DANE is off, one warning says so): the enforce policy is answered
+and delivered verified or deferred, a domain with nothing published is NOTFOUND and goes at
+Postfix's own level, and ``QUERYwithTLSRPT`` carries no MTA-STS attributes to Postfix 3.7.
 """
 
 from __future__ import annotations
@@ -90,14 +97,14 @@ pytestmark = [
 ]
 
 
-def run_worker(discovery: bool) -> dict[str, Any]:
+def run_worker(discovery: bool, drop_in: str = "") -> dict[str, Any]:
     """Run the lab once in fresh namespaces; its JSON result."""
     # The worker mounts a tmpfs on this directory inside its mount namespace; here it stays
     # empty, and the tmpfs goes with the namespace.
     directory = Path(tempfile.mkdtemp(prefix="tlspolicy-e2e-"))
     try:
         options = {"directory": str(directory), "discovery": discovery,
-                   "deadline": WORKER_DEADLINE}
+                   "deadline": WORKER_DEADLINE, "drop_in": drop_in}
         try:
             # Not exec'd: the shell stays the namespace's first process and reaps orphans.
             done = subprocess.run([*UNSHARE, "sh", "-c", '"$@"; exit $?', "sh", sys.executable,
@@ -257,3 +264,60 @@ def test_outage_cached_enforce_policies_still_apply(lab: dict[str, Any]) -> None
     # The control: without a cached policy the fetch failure leaves the operator's mapping.
     cold = outage["cold_answer"]
     assert (cold["status"], cold["value"]) == (0, "may"), cold
+
+
+# ------------------------------------------------------------------- drop-in mode
+
+
+@pytest.fixture(scope="module", params=["mta-sts-resolver", "tlspol"])
+def drop_in_lab(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The drop-in command with no file on a peer's port, and a sending Postfix as Debian
+    ships it plus only that peer's main.cf line (SEMANTICS 11, "Drop-in mode")."""
+    result = run_worker(True, request.param)
+    assert result["drop_in"] == request.param
+    assert result["daemon_exit"] is None, result["daemon_stderr"]
+    # Debian's defaults have no DNSSEC support level: one warning says DANE is off and
+    # what to change; nothing else is logged as a problem.
+    noisy = [line for line in result["daemon_stderr"]
+             if line.startswith(("tlspolicy: WARNING", "tlspolicy: ERROR", "tlspolicy: error"))]
+    assert len(noisy) == 1 and "DANE is off" in noisy[0], noisy
+    assert "smtp_dns_support_level = dnssec" in noisy[0], noisy
+    return result
+
+
+def _notfound(answer: dict[str, Any]) -> None:
+    # postmap -q: exit 1 and no output when the table has no entry (NOTFOUND).
+    assert (answer["status"], answer["value"]) == (1, ""), answer
+
+
+def test_drop_in_enforce_policy_answered_and_delivered_verified(
+        drop_in_lab: dict[str, Any]) -> None:
+    good = _scenario(drop_in_lab, "sts_good")
+    assert good["answer"]["status"] == 0, good["answer"]
+    assert good["answer"]["value"] == "secure match=mx.stsgood.test servername=hostname"
+    _delivered_verified(good)
+    assert _has_line(good, f"matched peername: {good['mx']}"), _explain(good)
+    wrong = _scenario(drop_in_lab, "sts_wrong_name")
+    assert wrong["answer"]["value"].startswith("secure match=mx.stswrong.test"), wrong
+    _deferred_for_certificate(wrong)
+
+
+def test_drop_in_nothing_published_is_notfound_and_postfix_own_level_applies(
+        drop_in_lab: dict[str, Any]) -> None:
+    _notfound(drop_in_lab["unknown_answer"])
+    # A DANE domain without MTA-STS while Postfix cannot do DANE: NOTFOUND, and Postfix's
+    # own level (may) delivers it over TLS.
+    scenario = _scenario(drop_in_lab, "dane_good")
+    _notfound(scenario["answer"])
+    assert [a["status"] for a in scenario["attempts"]] == ["sent"], _explain(scenario)
+    assert _has_line(scenario, "TLS connection established to mx.danegood.test"), \
+        _explain(scenario)
+    assert scenario["deliveries"][0]["tls"] is not None, _explain(scenario)
+
+
+def test_drop_in_query_with_tlsrpt_against_postfix_37_has_no_sts_attributes(
+        drop_in_lab: dict[str, Any]) -> None:
+    assert drop_in_lab["postfix"].startswith("3.7"), drop_in_lab["postfix"]
+    answer = _scenario(drop_in_lab, "sts_good")["answer_with_tlsrpt"]
+    assert answer == {"status": 0, "value": "secure match=mx.stsgood.test servername=hostname",
+                      "error": ""}, answer
