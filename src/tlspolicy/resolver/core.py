@@ -16,14 +16,10 @@ with a hundred thousand domains compiles in the time of one dictionary pass.
 from __future__ import annotations
 
 import datetime as _dt
-import threading
-from collections import OrderedDict, deque
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
-import attrs
-
-from .decision import (
+from ..decision import (
     Decision,
     Requirements,
     Source,
@@ -31,15 +27,15 @@ from .decision import (
     Verification,
     _FrozenMap,
 )
-from .errors import (
+from ..errors import (
     InvalidDomainError,
     Location,
     OptionScopeError,
     OptionVersionError,
     UnknownBindingError,
 )
-from .names import DomainKind, DomainPattern, DomainPatternSet, normalise_domain
-from .options import (
+from ..names import normalise_domain
+from ..options import (
     OPTION_SPECS,
     UNSET,
     CompatVersion,
@@ -48,19 +44,27 @@ from .options import (
     Tls,
     TlsProtocols,
     TlsVerify,
-    TlsVersion,
 )
-from .policies.destination import Destination, apply_destination
-from .scopes import (
+from ..policies.destination import Destination, apply_destination
+from ..scopes import (
     DEFAULT_NAME,
     BindingScope,
     Config,
-    DomainScope,
     FloorScope,
     config_at,
-    floor_path,
     scope_path,
 )
+from .floors import _Floors, raise_to_floors
+from .index import (
+    _EMPTY,
+    _BindingIndex,
+    _Container,
+    _Contribution,
+    _contribution,
+    _Interner,
+    _Parent,
+)
+from .matchcache import RegexMatchCache
 
 __all__ = ["OVERRIDABLE_OPTIONS", "RegexMatchCache", "Resolver"]
 
@@ -77,225 +81,6 @@ relax a destination policy (SEMANTICS section 3).
 _FALLBACK_SINCE: Final = CompatVersion((4, 1))
 _OPTION_NAMES: Final = tuple(OPTION_SPECS)
 _DEFAULTS: Final = tuple((name, spec.default) for name, spec in OPTION_SPECS.items())
-
-# One scope's contribution: ((option, value), ...) plus where it came from.
-_Items = tuple[tuple[str, object], ...]
-_Parent = tuple[tuple[ScopeKind, str], ...]
-
-
-class _Contribution:
-    """One scope's options, ``((option, value), ...)``, and where they came from.
-
-    The scope path is rendered on first use: only explanations read it, and
-    rendering it for every stanza a resolution meets cost more than the rest
-    of a cold resolution.
-    """
-
-    __slots__ = ("_parts", "_source", "items")
-
-    def __init__(self, items: _Items, parts: _Parent | str) -> None:
-        self.items = items
-        self._parts = parts
-        self._source: Source | None = None
-
-    @property
-    def source(self) -> Source:
-        """The scope that set these options."""
-        source = self._source
-        if source is None:
-            parts = self._parts
-            source = self._source = Source(
-                parts if isinstance(parts, str) else scope_path(*parts))
-        return source
-
-
-class _Interner:
-    """One items tuple per distinct set of options, so equal sets have one identity.
-
-    Keyed by the ``Options`` object's id: the configuration, which the resolver
-    holds, keeps every such object alive, so an id is never reused meanwhile.
-    """
-
-    __slots__ = ("_by_id", "_by_value")
-
-    def __init__(self) -> None:
-        self._by_id: dict[int, _Items] = {}
-        self._by_value: dict[_Items, _Items] = {}
-
-    def items(self, options: Options) -> _Items:
-        found = self._by_id.get(id(options))
-        if found is None:
-            items = tuple(options.items())
-            found = self._by_id[id(options)] = self._by_value.setdefault(items, items)
-        return found
-
-
-def _contribution(options: Options, parts: _Parent | str,
-                  interner: _Interner | None = None) -> _Contribution | None:
-    items = interner.items(options) if interner is not None else tuple(options.items())
-    return _Contribution(items, parts) if items else None
-
-
-class RegexMatchCache:
-    """A bounded, thread-safe LRU cache; reads take no lock.
-
-    In the spirit of Momentum's ``match_cache_size``: remembering which regex
-    stanzas match a domain saves running every pattern on every delivery.  The
-    resolver uses the same structure to memoise whole decisions.  A size of 0
-    disables caching.  ``None`` is never stored: it means "not cached".
-
-    Reads are the hot path, so :meth:`get` only looks the key up and appends
-    it to a buffer of recent reads; it never waits for a lock.  The buffer is
-    replayed in order (moving each key to the young end) under the lock by the
-    next :meth:`put`, or by a reader once the buffer holds ``drain_after``
-    keys and the lock is free.  Eviction therefore sees the recency order of
-    every read, except that reads made while a replay is running join the
-    next replay.  ``hits`` and ``misses`` are statistics; under concurrent
-    misses a few increments may be lost.
-    """
-
-    __slots__ = ("_data", "_drain_at", "_hits", "_lock", "_misses", "_reads", "size")
-
-    def __init__(self, size: int) -> None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise ValueError(f"cache size must be a whole number >= 0, got {size!r}")
-        self.size = size
-        self._data: OrderedDict[Hashable, object] = OrderedDict()
-        self._reads: deque[Hashable] = deque()
-        self._lock = threading.Lock()
-        # Replaying costs one move per read; bounding the buffer bounds the
-        # pause a single put can see and the memory the buffer holds.
-        self._drain_at = max(64, min(size, 4096))
-        self._hits = 0
-        self._misses = 0
-
-    @property
-    def hits(self) -> int:
-        """Lookups answered from the cache."""
-        return self._hits + len(self._reads)
-
-    @property
-    def misses(self) -> int:
-        """Lookups that found nothing."""
-        return self._misses
-
-    def get(self, key: Hashable) -> object | None:
-        """The cached value for ``key`` (marking it recently used), or ``None``."""
-        value = self._data.get(key)
-        if value is None:
-            self._misses += 1
-            return None
-        reads = self._reads
-        reads.append(key)
-        if len(reads) > self._drain_at:
-            self.drain()
-        return value
-
-    def drain(self) -> None:
-        """Apply buffered reads to the recency order if no writer holds the lock."""
-        if self._lock.acquire(blocking=False):
-            try:
-                self._replay()
-            finally:
-                self._lock.release()
-
-    def _replay(self) -> None:
-        # Called with the lock held: only lock holders move or remove keys.
-        data, reads = self._data, self._reads
-        replayed = 0
-        while True:
-            try:
-                key = reads.popleft()
-            except IndexError:
-                break
-            replayed += 1
-            if key in data:
-                data.move_to_end(key)
-        self._hits += replayed
-
-    def put(self, key: Hashable, value: object) -> None:
-        """Remember ``value``; evict the least recently used entries when full."""
-        if self.size <= 0 or value is None:
-            return
-        with self._lock:
-            self._replay()
-            data = self._data
-            data[key] = value
-            data.move_to_end(key)
-            while len(data) > self.size:
-                data.popitem(last=False)
-
-    def clear(self) -> None:
-        """Forget every entry (statistics are kept)."""
-        with self._lock:
-            self._replay()
-            self._data.clear()
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
-class _Container:
-    """The domain stanzas of one container: exact names by key, regexes in order.
-
-    Exact stanzas are indexed by reference; their contributions are made on
-    first use (at most one per stanza, so the memo is bounded by the
-    configuration) because building a scope path for every stanza up front
-    dominated compiling large configurations.
-    """
-
-    __slots__ = ("_interner", "_made", "exact", "parent", "regex_contributions", "regexes")
-
-    def __init__(self, domains: tuple[DomainScope, ...], parent: _Parent,
-                 interner: _Interner | None = None) -> None:
-        regex = DomainKind.REGEX
-        self.parent = parent
-        self._interner = interner if interner is not None else _Interner()
-        self.exact: dict[str, DomainScope] = {
-            d.name.key: d for d in domains if d.name.kind is not regex}
-        patterns: list[DomainPattern] = []
-        contributions: list[_Contribution] = []
-        if len(self.exact) != len(domains):
-            for d in domains:
-                if d.name.kind is regex and d.name.regex is not None:
-                    contribution = _contribution(d.options, self._path(d), self._interner)
-                    if contribution is not None:
-                        patterns.append(d.name.regex)
-                        contributions.append(contribution)
-        # One RE2 set runs every pattern of the container in a single linear pass.
-        self.regexes: DomainPatternSet | None = (
-            DomainPatternSet(patterns) if patterns else None)
-        self.regex_contributions: tuple[_Contribution, ...] = tuple(contributions)
-        self._made: dict[str, _Contribution | None] = {}
-
-    def _path(self, d: DomainScope) -> _Parent:
-        return (*self.parent, (ScopeKind.DOMAIN, d.name.text))
-
-    def exact_contribution(self, domain: str) -> _Contribution | None:
-        """The exact stanza's contribution for a normalised domain, if any."""
-        stanza = self.exact.get(domain)
-        if stanza is None:
-            return None
-        try:
-            return self._made[domain]
-        except KeyError:
-            # Threads racing here compute equal values; either may be kept.
-            made = self._made[domain] = _contribution(stanza.options, self._path(stanza),
-                                                      self._interner)
-            return made
-
-
-_EMPTY: Final = _Container((), ())
-
-
-@attrs.frozen(slots=True)
-class _BindingIndex:
-    name: str
-    group: str
-    domains: _Container
-    group_domains: _Container
-    binding: _Contribution | None
-    group_options: _Contribution | None
 
 
 class Resolver:
@@ -769,91 +554,6 @@ class _Explanation(_FrozenMap):
         self._data = data
         self._make = None
         return data
-
-
-class _Floors:
-    """The floors of a configuration: exact and IP names by key, regexes in order."""
-
-    __slots__ = ("any", "exact", "regexes")
-
-    def __init__(self, floors: tuple[FloorScope, ...]) -> None:
-        self.any = bool(floors)
-        self.exact: dict[str, FloorScope] = {}
-        regexes: list[tuple[DomainPattern, FloorScope]] = []
-        for floor in floors:
-            if floor.name.regex is not None:
-                regexes.append((floor.name.regex, floor))
-            else:
-                self.exact[floor.name.key] = floor
-        self.regexes = tuple(regexes)
-
-    def matching(self, domain: str, cache: RegexMatchCache) -> tuple[FloorScope, ...]:
-        found: tuple[FloorScope, ...] = ()
-        if self.regexes:
-            key = (id(self), domain)
-            cached = cache.get(key)
-            if cached is None:
-                cached = tuple(f for pattern, f in self.regexes if pattern.search(domain))
-                cache.put(key, cached)
-            found = cached  # type: ignore[assignment]
-        exact = self.exact.get(domain)
-        if exact is not None:
-            # Declaration order does not change the result (every floor applies);
-            # exact first reads best in explanations.
-            found = (exact, *found)
-        return found
-
-
-def protocols_of(versions: frozenset[TlsVersion]) -> TlsProtocols:
-    """A ``tls_protocols`` value allowing exactly ``versions`` (possibly none)."""
-    ordered = [v.value for v in TlsVersion if v in versions]
-    if not ordered:
-        return TlsProtocols("-ALL", frozenset())
-    return TlsProtocols.parse(":".join(ordered))
-
-
-def raise_to_floors(values: dict[str, object], sources: dict[str, Source],
-                    floors: tuple[FloorScope, ...]) -> None:
-    """Raise effective values to every floor in ``floors`` (SEMANTICS section 7).
-
-    tls and tls_verify go to the maximum in the strictness order, fallback to
-    false if any floor says false, protocols to the intersection.  Each raised
-    value's source names every floor that asked for more than the chain gave.
-    """
-    for option in ("tls", "tls_verify"):
-        chain = values[option]
-        asked = [(f, getattr(f.options, option)) for f in floors
-                 if getattr(f.options, option) is not UNSET]
-        raisers = [f for f, v in asked if v > chain]
-        if raisers:
-            values[option] = max(v for _f, v in asked)
-            sources[option] = _floor_source(raisers, chain, sources[option])
-    if values["tls_ifavailable_fallback"] is True:
-        raisers = [f for f in floors if f.options.tls_ifavailable_fallback is False]
-        if raisers:
-            values["tls_ifavailable_fallback"] = False
-            sources["tls_ifavailable_fallback"] = _floor_source(
-                raisers, True, sources["tls_ifavailable_fallback"])
-    chain_protocols = values["tls_protocols"]
-    assert isinstance(chain_protocols, TlsProtocols)
-    allowed = chain_protocols.versions
-    raisers = []
-    for f in floors:
-        wanted = f.options.tls_protocols
-        if isinstance(wanted, TlsProtocols) and not allowed <= wanted.versions:
-            raisers.append(f)
-            allowed = allowed & wanted.versions
-    if raisers:
-        values["tls_protocols"] = protocols_of(allowed)
-        sources["tls_protocols"] = _floor_source(raisers, chain_protocols,
-                                                 sources["tls_protocols"])
-
-
-def _floor_source(floors: list[FloorScope], old: object, old_source: Source) -> Source:
-    shown = OPTION_SPECS["tls"].dump(old) if isinstance(old, Tls) else (
-        "true" if old is True else str(getattr(old, "value", old)))
-    return Source(", ".join(floor_path(f.name.text) for f in floors),
-                  f"raised from {shown} set by {old_source}")
 
 
 def _identities(domain: str, mx_host: str | None) -> tuple[str, ...]:

@@ -1,385 +1,54 @@
-"""Scope models and the whole configuration (SEMANTICS section 2).
+"""Building a :class:`~tlspolicy.scopes.Config` from a raw tree (SEMANTICS section 2).
 
-``Config`` is immutable and valid by construction: options sit only in
-scopes where they are allowed, names are unique, and no option is newer than
-the compatibility version.  :func:`build_config` turns a raw tree read from a
-file into a ``Config`` and reports *every* problem with its location;
-:func:`layer_configs` overlays several files option by option.
+:func:`build_config` turns a raw tree read from a file into a ``Config`` and reports
+*every* problem with its location; :func:`layer_configs` overlays several files option
+by option.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Final, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Final, TypeVar
 
-import attrs
-
-from ._raw import RawOption, RawScope
-from .errors import (
+from .._raw import RawOption, RawScope
+from ..errors import (
     BindingGroupConflictError,
     ConfigError,
     ConfigErrors,
     DuplicateScopeError,
     InvalidDomainError,
     InvalidValueError,
-    Location,
     OptionScopeError,
     OptionVersionError,
     RegexError,
     UnknownOptionError,
 )
-from .names import DomainKind, DomainName
-from .options import (
+from ..names import DomainKind, DomainName
+from ..options import (
     NEWEST_VERSION,
-    OPTION_SPECS,
     CompatVersion,
     Options,
     ScopeKind,
     option_spec,
 )
 
-__all__ = [
-    "DEFAULT_MATCH_CACHE_SIZE",
-    "DEFAULT_NAME",
-    "FLOOR_OPTIONS",
-    "BindingGroupScope",
-    "BindingScope",
-    "Config",
-    "DomainScope",
-    "FloorScope",
-    "build_config",
-    "config_at",
-    "floor_path",
-    "has_expiry",
-    "iter_stanzas",
-    "layer_configs",
-    "next_expiry",
-    "parse_expires",
-    "scope_path",
-    "without_stanza",
-]
-
-DEFAULT_NAME: Final = "default"
-"""Name of the implicit binding and binding group."""
-
-DEFAULT_MATCH_CACHE_SIZE: Final = 16384
-
-
-def scope_path(*parts: tuple[ScopeKind, str]) -> str:
-    """Render a scope path: ``binding_group "g1" > binding "b1" > domain "x"``."""
-    if not parts:
-        return "global"
-    return " > ".join(f'{kind.value} "{name}"' for kind, name in parts)
-
-
-def _check_scope(options: Options, kind: ScopeKind, path: str) -> None:
-    for name, value in options.items():
-        if kind not in OPTION_SPECS[name].scopes:
-            allowed = ", ".join(sorted(s.value for s in OPTION_SPECS[name].scopes))
-            raise OptionScopeError(
-                f"not valid in a {kind.value} scope (valid in: {allowed})",
-                Location(scope=path, option=name), value=OPTION_SPECS[name].dump(value),
-                has_value=True,
-            )
-
-
-def _unique(names: Iterable[Any], what: str, path: str) -> None:
-    seen: set[Any] = set()
-    for name in names:
-        if name in seen:
-            raise DuplicateScopeError(f"{what} {str(name)!r} declared twice", Location(scope=path))
-        seen.add(name)
-
-
-FLOOR_OPTIONS: Final = frozenset({"tls", "tls_verify", "tls_ifavailable_fallback",
-                                  "tls_protocols"})
-"""Options a floor may raise (SEMANTICS section 7).
-
-A CA bundle, a client certificate or a cipher string is not an order: a
-different one is not "stricter", so floors cannot set them.
-"""
-
-
-def _check_expiry(expires: object, reason: object, weakens: object, path: str) -> None:
-    if expires is not None and (not isinstance(expires, _dt.datetime)
-                                or expires.tzinfo is None or expires.utcoffset() is None):
-        raise InvalidValueError("expires must be a timezone-aware datetime (UTC)",
-                                Location(scope=path, option="expires"), value=expires,
-                                has_value=True)
-    if reason is not None and (not isinstance(reason, str) or not reason.strip()):
-        raise InvalidValueError("reason must be a non-empty string",
-                                Location(scope=path, option="reason"), value=reason,
-                                has_value=True)
-    if not isinstance(weakens, bool):
-        raise InvalidValueError("expiry_weakens must be true or false",
-                                Location(scope=path, option="expiry_weakens"), value=weakens,
-                                has_value=True)
-
-
-@attrs.frozen(slots=True)
-class DomainScope:
-    """A ``domain`` stanza: a name (exact, ``/regex/`` or IP literal) and options.
-
-    ``expires`` (an aware datetime) ends the stanza by itself: from that
-    instant on it is ignored, as if absent (SEMANTICS section 8).
-    ``expiry_weakens`` acknowledges that its expiry makes some decision
-    weaker; ``reason`` says why the stanza exists.
-    """
-
-    name: DomainName
-    options: Options = attrs.field(factory=Options)
-    expires: _dt.datetime | None = None
-    reason: str | None = None
-    expiry_weakens: bool = False
-
-    def __attrs_post_init__(self) -> None:
-        path = f'domain "{self.name}"'
-        _check_scope(self.options, ScopeKind.DOMAIN, path)
-        _check_expiry(self.expires, self.reason, self.expiry_weakens, path)
-
-
-def floor_path(name: DomainName | str) -> str:
-    """The scope path of a floor: ``floor "partner.example"``."""
-    return f'floor "{name}"'
-
-
-@attrs.frozen(slots=True)
-class FloorScope:
-    """A ``floor``: minimums for a domain that no binding can weaken (SEMANTICS 7).
-
-    ``options`` may set only :data:`FLOOR_OPTIONS`; ``tls_ifavailable_fallback``
-    only to ``False``.  ``expires``, ``reason`` and ``expiry_weakens`` are as
-    for :class:`DomainScope`.
-    """
-
-    name: DomainName
-    options: Options = attrs.field(factory=Options)
-    expires: _dt.datetime | None = None
-    reason: str | None = None
-    expiry_weakens: bool = False
-
-    def __attrs_post_init__(self) -> None:
-        path = floor_path(self.name)
-        for option, value in self.options.items():
-            _check_floor_option(option, value, Location(scope=path, option=option))
-        _check_expiry(self.expires, self.reason, self.expiry_weakens, path)
-
-
-def _check_floor_option(option: str, value: object, location: Location) -> None:
-    if option not in FLOOR_OPTIONS:
-        raise OptionScopeError(
-            f"a floor cannot set {option!r} (floors raise only "
-            f"{', '.join(sorted(FLOOR_OPTIONS))}: a CA bundle, certificate or cipher string "
-            "is not an order)", location, value=OPTION_SPECS[option].dump(value),
-            has_value=True)
-    if option == "tls_ifavailable_fallback" and value is not False:
-        raise InvalidValueError(
-            "a floor can only say tls_ifavailable_fallback = false (true would not raise "
-            "anything)", location, value=value, has_value=True)
-
-
-def _check_domains(domains: Sequence[DomainScope], path: str) -> None:
-    _unique((d.name for d in domains), "domain", path)
-
-
-@attrs.frozen(slots=True)
-class BindingScope:
-    """A ``binding`` stanza: options and the domain stanzas nested in it."""
-
-    name: str
-    options: Options = attrs.field(factory=Options)
-    domains: tuple[DomainScope, ...] = ()
-
-    def __attrs_post_init__(self) -> None:
-        _check_name(self.name, "binding")
-        path = scope_path((ScopeKind.BINDING, self.name))
-        _check_scope(self.options, ScopeKind.BINDING, path)
-        _check_domains(self.domains, path)
-
-
-@attrs.frozen(slots=True)
-class BindingGroupScope:
-    """A ``binding_group`` stanza: options, domain stanzas and member bindings."""
-
-    name: str
-    options: Options = attrs.field(factory=Options)
-    domains: tuple[DomainScope, ...] = ()
-    bindings: tuple[BindingScope, ...] = ()
-
-    def __attrs_post_init__(self) -> None:
-        _check_name(self.name, "binding_group")
-        path = scope_path((ScopeKind.BINDING_GROUP, self.name))
-        _check_scope(self.options, ScopeKind.BINDING_GROUP, path)
-        _check_domains(self.domains, path)
-        _unique((b.name for b in self.bindings), "binding", path)
-
-
-def _check_name(name: object, what: str) -> None:
-    if not isinstance(name, str) or not name or name != name.strip():
-        raise InvalidValueError(
-            f"{what} name must be a non-empty string without surrounding blanks",
-            Location(scope=what), value=name, has_value=True,
-        )
-
-
-@attrs.frozen(slots=True)
-class Config:
-    """A whole outbound TLS configuration.
-
-    ``bindings`` are the bindings outside any group (members of the implicit
-    group ``default``).  ``compatibility`` is the Momentum version emulated
-    (``None``: the newest).  The implicit ``default`` binding and group need
-    not be declared.
-    """
-
-    options: Options = attrs.field(factory=Options)
-    domains: tuple[DomainScope, ...] = ()
-    binding_groups: tuple[BindingGroupScope, ...] = ()
-    bindings: tuple[BindingScope, ...] = ()
-    compatibility: CompatVersion | None = None
-    match_cache_size: int | None = None
-    floors: tuple[FloorScope, ...] = ()
-
-    def __attrs_post_init__(self) -> None:
-        _check_scope(self.options, ScopeKind.GLOBAL, "global")
-        _check_domains(self.domains, "global")
-        _unique((f.name for f in self.floors), "floor", "global")
-        _unique((g.name for g in self.binding_groups), "binding_group", "global")
-        owner: dict[str, str] = {}
-        for group_name, binding in self.iter_bindings():
-            if binding.name in owner:
-                first = owner[binding.name]
-                raise BindingGroupConflictError(
-                    f"binding {binding.name!r} is declared in binding_group {first!r} and in "
-                    f"binding_group {group_name!r}" if first != group_name else
-                    f"binding {binding.name!r} declared twice",
-                    Location(scope=scope_path((ScopeKind.BINDING, binding.name))),
-                )
-            owner[binding.name] = group_name
-        if self.match_cache_size is not None and (
-            not isinstance(self.match_cache_size, int) or isinstance(self.match_cache_size, bool)
-            or self.match_cache_size < 0
-        ):
-            raise InvalidValueError("match_cache_size must be a whole number >= 0",
-                                    Location(option="match_cache_size"),
-                                    value=self.match_cache_size, has_value=True)
-        version = self.effective_compatibility
-        floors = ((floor_path(f.name), f.options) for f in self.floors)
-        for path, options in itertools.chain(self.iter_options(), floors):
-            for name, _value in options.items():
-                spec = OPTION_SPECS[name]
-                if spec.since > version:
-                    raise OptionVersionError(
-                        f"needs Momentum {spec.since} or newer; the "
-                        f"configuration pins compatibility {version}",
-                        Location(scope=path, option=name),
-                    )
-
-    @property
-    def effective_compatibility(self) -> CompatVersion:
-        """The compatibility version in force (the newest when not pinned)."""
-        return self.compatibility if self.compatibility is not None else NEWEST_VERSION
-
-    @property
-    def effective_match_cache_size(self) -> int:
-        """The regex match cache size in force."""
-        if self.match_cache_size is None:
-            return DEFAULT_MATCH_CACHE_SIZE
-        return self.match_cache_size
-
-    def iter_bindings(self) -> Iterator[tuple[str, BindingScope]]:
-        """Every declared binding with the name of its group (``default`` if none)."""
-        for group in self.binding_groups:
-            for binding in group.bindings:
-                yield group.name, binding
-        for binding in self.bindings:
-            yield DEFAULT_NAME, binding
-
-    def iter_options(self) -> Iterator[tuple[str, Options]]:
-        """Every scope's path and options, global first, in declaration order."""
-        yield "global", self.options
-        for d in self.domains:
-            yield scope_path((ScopeKind.DOMAIN, d.name.text)), d.options
-        for group in self.binding_groups:
-            g = (ScopeKind.BINDING_GROUP, group.name)
-            yield scope_path(g), group.options
-            for d in group.domains:
-                yield scope_path(g, (ScopeKind.DOMAIN, d.name.text)), d.options
-            for binding in group.bindings:
-                b = (ScopeKind.BINDING, binding.name)
-                yield scope_path(g, b), binding.options
-                for d in binding.domains:
-                    yield scope_path(g, b, (ScopeKind.DOMAIN, d.name.text)), d.options
-        for binding in self.bindings:
-            b = (ScopeKind.BINDING, binding.name)
-            yield scope_path(b), binding.options
-            for d in binding.domains:
-                yield scope_path(b, (ScopeKind.DOMAIN, d.name.text)), d.options
-
-
-# --------------------------------------------------------------------------
-# Trusted construction, for loaders that have already checked everything the
-# constructors check.  The public constructors keep validating; these skip the
-# re-walk of every scope, which costs as much as the loading itself on large
-# files.  Callers must guarantee what ``__attrs_post_init__`` would verify.
-
-_new: Final = object.__new__
-_set: Final = object.__setattr__
-
-
-def trusted_domain(name: DomainName, options: Options) -> DomainScope:
-    """A :class:`DomainScope` built without re-checking (the caller checked)."""
-    scope: DomainScope = _new(DomainScope)
-    _set(scope, "name", name)
-    _set(scope, "options", options)
-    _set(scope, "expires", None)
-    _set(scope, "reason", None)
-    _set(scope, "expiry_weakens", False)
-    return scope
-
-
-def trusted_binding(name: str, options: Options, domains: tuple[DomainScope, ...]
-                    ) -> BindingScope:
-    """A :class:`BindingScope` built without re-checking (the caller checked)."""
-    scope: BindingScope = _new(BindingScope)
-    _set(scope, "name", name)
-    _set(scope, "options", options)
-    _set(scope, "domains", domains)
-    return scope
-
-
-def trusted_group(name: str, options: Options, domains: tuple[DomainScope, ...],
-                  bindings: tuple[BindingScope, ...]) -> BindingGroupScope:
-    """A :class:`BindingGroupScope` built without re-checking (the caller checked)."""
-    scope: BindingGroupScope = _new(BindingGroupScope)
-    _set(scope, "name", name)
-    _set(scope, "options", options)
-    _set(scope, "domains", domains)
-    _set(scope, "bindings", bindings)
-    return scope
-
-
-def trusted_config(options: Options, domains: tuple[DomainScope, ...],
-                   binding_groups: tuple[BindingGroupScope, ...],
-                   bindings: tuple[BindingScope, ...], compatibility: CompatVersion | None,
-                   match_cache_size: int | None, floors: tuple[FloorScope, ...] = ()
-                   ) -> Config:
-    """A :class:`Config` built without re-checking (the caller checked)."""
-    config: Config = _new(Config)
-    _set(config, "options", options)
-    _set(config, "domains", domains)
-    _set(config, "binding_groups", binding_groups)
-    _set(config, "bindings", bindings)
-    _set(config, "compatibility", compatibility)
-    _set(config, "match_cache_size", match_cache_size)
-    _set(config, "floors", floors)
-    return config
-
-
 # --------------------------------------------------------------------------
 # Building a Config from a raw tree, collecting every located error.
+from .models import (
+    DEFAULT_NAME,
+    FLOOR_OPTIONS,
+    BindingGroupScope,
+    BindingScope,
+    Config,
+    DomainScope,
+    FloorScope,
+    floor_path,
+    scope_path,
+)
+from .stanzas import parse_expires
+
+__all__ = ["build_config", "layer_configs"]
 
 _ALLOWED_CHILDREN: Final = {
     ScopeKind.GLOBAL: (ScopeKind.DOMAIN, ScopeKind.BINDING_GROUP, ScopeKind.BINDING),
@@ -798,104 +467,3 @@ def layer_configs(configs: Sequence[Config]) -> Config:
             _merge_floors(result.floors, newer.floors),
         )
     return result
-
-
-def parse_expires(value: object) -> _dt.datetime:
-    """An ``expires`` value as an aware UTC datetime (SEMANTICS section 8).
-
-    A date means 00:00:00Z that day; a date-time must carry an offset (a
-    local date-time is refused: the instant would depend on the machine).
-    """
-    if isinstance(value, _dt.datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise InvalidValueError(
-                "expires is a local date-time; give an offset (e.g. 2026-12-15T00:00:00Z) or "
-                "a date (which means 00:00:00Z that day)", Location(option="expires"),
-                value=value, has_value=True)
-        return value.astimezone(_dt.UTC)
-    if isinstance(value, _dt.date):
-        return _dt.datetime(value.year, value.month, value.day, tzinfo=_dt.UTC)
-    raise InvalidValueError(
-        "expires must be a TOML date (2026-12-15) or an offset date-time "
-        "(2026-12-15T12:00:00Z), not a string or number", Location(option="expires"),
-        value=value, has_value=True)
-
-
-def sets_no_option(config: Config) -> bool:
-    """Whether ``config`` sets no option in any scope and has no floor.
-
-    Such a configuration means plaintext for every domain (every option at its
-    built-in default); the loaders refuse it rather than imply that policy
-    (:class:`~tlspolicy.errors.EmptyPolicyError`).  Declared scopes without
-    options, ``compatibility`` and ``match_cache_size`` do not count: none of
-    them changes a decision.
-    """
-    if any(not f.options.is_empty() for f in config.floors):
-        return False
-    return all(options.is_empty() for _path, options in config.iter_options())
-
-
-def has_expiry(config: Config) -> bool:
-    """Whether any domain stanza or floor of ``config`` carries ``expires``."""
-    return any(s.expires is not None for _p, s in iter_stanzas(config))
-
-
-def iter_stanzas(config: Config) -> Iterator[tuple[str, DomainScope | FloorScope]]:
-    """Every domain stanza (at any level) and floor, with its scope path."""
-    for d in config.domains:
-        yield scope_path((ScopeKind.DOMAIN, d.name.text)), d
-    for group in config.binding_groups:
-        g = (ScopeKind.BINDING_GROUP, group.name)
-        for d in group.domains:
-            yield scope_path(g, (ScopeKind.DOMAIN, d.name.text)), d
-        for binding in group.bindings:
-            b = (ScopeKind.BINDING, binding.name)
-            for d in binding.domains:
-                yield scope_path(g, b, (ScopeKind.DOMAIN, d.name.text)), d
-    for binding in config.bindings:
-        b = (ScopeKind.BINDING, binding.name)
-        for d in binding.domains:
-            yield scope_path(b, (ScopeKind.DOMAIN, d.name.text)), d
-    for f in config.floors:
-        yield floor_path(f.name.text), f
-
-
-def config_at(config: Config, at: _dt.datetime) -> Config:
-    """``config`` as it is at instant ``at``: every stanza expired by then removed.
-
-    A stanza whose ``expires`` is at or before ``at`` is gone, as if never
-    written (SEMANTICS section 8).  Pure: the caller supplies the time.
-    """
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise ValueError("the evaluation time must be timezone-aware")
-
-    if not has_expiry(config):
-        return config
-    return _kept(config, lambda s: s.expires is None or s.expires > at)
-
-
-def without_stanza(config: Config, stanza: DomainScope | FloorScope) -> Config:
-    """``config`` with one domain stanza or floor (this very object) left out."""
-    return _kept(config, lambda s: s is not stanza)
-
-
-def next_expiry(config: Config, after: _dt.datetime) -> _dt.datetime | None:
-    """The earliest ``expires`` later than ``after``, or ``None``."""
-    times = [s.expires for _p, s in iter_stanzas(config)
-             if s.expires is not None and s.expires > after]
-    return min(times) if times else None
-
-
-def _kept(config: Config, keep: Callable[[DomainScope | FloorScope], bool]) -> Config:
-    def live(stanzas: tuple[_Stanza, ...]) -> tuple[_Stanza, ...]:
-        return tuple(s for s in stanzas if keep(s))
-
-    return trusted_config(
-        config.options, live(config.domains),
-        tuple(trusted_group(g.name, g.options, live(g.domains),
-                            tuple(trusted_binding(b.name, b.options, live(b.domains))
-                                  for b in g.bindings))
-              for g in config.binding_groups),
-        tuple(trusted_binding(b.name, b.options, live(b.domains)) for b in config.bindings),
-        config.compatibility, config.match_cache_size, live(config.floors))
-
