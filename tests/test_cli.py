@@ -300,7 +300,7 @@ def test_flags_and_expectation_inputs_decide_alike(flags: list[str], inputs: str
     import json
 
     from tlspolicy import Resolver
-    from tlspolicy.policytests.expectations import loads_expectations
+    from tlspolicy.policytests.reader import loads_expectations
 
     policy_file = tmp_path / "sts.txt"
     policy_file.write_text(_POLICY, "utf-8")

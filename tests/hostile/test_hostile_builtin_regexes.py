@@ -33,12 +33,12 @@ REVIEWED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
     ("tlspolicy.formats.toml", "_KEY"): ("match", (" ", "a", '"', "'", "a ", '"a')),
     ("tlspolicy.formats.toml", "_PLAIN_HOST"): ("fullmatch", ("a", "a.", "a-", "_", "a-a.")),
     ("tlspolicy.formats.toml", "_DECODE_POS"): ("search", ("(at line ", "(at line 1", "1")),
-    ("tlspolicy.policytests.expectations", "_HEADER"): ("match", ("[", "[[", " ", "[ ", "[a ")),
-    ("tlspolicy.policytests.expectations", "_DOTTED_KEY"): (
+    ("tlspolicy.policytests.reader", "_HEADER"): ("match", ("[", "[[", " ", "[ ", "[a ")),
+    ("tlspolicy.policytests.reader", "_DOTTED_KEY"): (
         "match", (" ", "a", "a.", "a .", '"a".', "'", '"', "a . ")),
-    ("tlspolicy.policytests.expectations", "_KEY_PARTS"): ("findall", ('"', "'", "a", "\"'")),
-    ("tlspolicy.policytests.expectations", "_ENHANCED"): ("fullmatch", ("2.", "2.0.", "2")),
-    ("tlspolicy.policytests.expectations", "_TOML_POS"): ("search", ("(at line ", "(at line 1")),
+    ("tlspolicy.policytests.reader", "_KEY_PARTS"): ("findall", ('"', "'", "a", "\"'")),
+    ("tlspolicy.policytests.reader", "_ENHANCED"): ("fullmatch", ("2.", "2.0.", "2")),
+    ("tlspolicy.policytests.reader", "_TOML_POS"): ("search", ("(at line ", "(at line 1")),
     ("tlspolicy.names", "_ASCII_LABEL"): ("fullmatch", ("a", "a-", "-", "_")),
     ("tlspolicy.names", "_LABEL_RUN"): ("findall", ("\u00fc", "a-", "-", "b\u00fc-")),
     ("tlspolicy.options", "_VERSION_RE"): ("fullmatch", ("4", "4.", "4.8.")),
@@ -175,7 +175,7 @@ def test_toml_hostile_line_after_a_real_error_is_located() -> None:
 
 
 def _expectations(text: str) -> str:
-    from tlspolicy.policytests.expectations import loads_expectations
+    from tlspolicy.policytests.reader import loads_expectations
 
     try:
         loads_expectations(text, "hostile-expect.toml")

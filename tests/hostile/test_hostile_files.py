@@ -188,7 +188,7 @@ def test_client_certificate_fifo(tmp_path: Path, fifo: Path, which: str) -> None
 
 
 def test_expectation_file_fifo(fifo: Path) -> None:
-    from tlspolicy.policytests.expectations import load_expectations
+    from tlspolicy.policytests.reader import load_expectations
 
     error = _error(load_expectations, fifo)
     assert "not a regular file" in str(error)

@@ -30,7 +30,7 @@ from tlspolicy import (
 )
 from tlspolicy.formats.ecelerity import loads_ecelerity_config, parse_ecelerity
 from tlspolicy.policies.mtasts import select_txt_record
-from tlspolicy.policytests.expectations import loads_expectations
+from tlspolicy.policytests.reader import loads_expectations
 from tlspolicy.postfix.netstring import NetstringDecoder
 from tlspolicy.servers.socketmap import parse_postfix_key
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from ..diff import ChangeClass, diff_configs, format_diff
 from ..errors import ConfigError, ConfigErrors
-from ..policytests.expectations import Case, load_expectations
+from ..policytests.expectations import Case
+from ..policytests.reader import load_expectations
 from ..policytests.runner import CaseResult, config_for, format_report, junit_xml, run_file
 from ..policytests.tree import render_tree
 from ..scopes import Config, config_at

@@ -23,9 +23,8 @@ from .expectations import (
     ExpectationError,
     ExpectationFile,
     ExpectedOutcome,
-    load_expectations,
-    loads_expectations,
 )
+from .reader import load_expectations, loads_expectations
 from .runner import CaseResult, Mismatch, format_failure, format_report, junit_xml, run_case
 from .tree import render_tree
 

@@ -30,7 +30,8 @@ from ..errors import ConfigError, ConfigErrors
 from ..formats.bundled import example_config
 from ..formats.loader import load_config
 from ..resolver import Resolver
-from .expectations import DEFAULT_PATTERN, Case, load_expectations
+from .expectations import DEFAULT_PATTERN, Case
+from .reader import load_expectations
 from .runner import CaseResult, format_failure, run_case
 
 __all__ = [
