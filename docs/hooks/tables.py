@@ -229,10 +229,11 @@ def status_table() -> str:
 API_GROUPS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("Loading and writing configuration", ("tlspolicy.formats.loader",)),
     ("Reading files safely", ("tlspolicy.formats.files", "tlspolicy.formats.tlsfiles")),
-    ("Configuration models", ("tlspolicy.scopes", "tlspolicy.floors")),
+    ("Configuration models", ("tlspolicy.scopes.models", "tlspolicy.scopes.builder",
+                              "tlspolicy.scopes.stanzas", "tlspolicy.floors")),
     ("Options and values", ("tlspolicy.options",)),
     ("Domain names", ("tlspolicy.names",)),
-    ("Resolving", ("tlspolicy.resolver",)),
+    ("Resolving", ("tlspolicy.resolver.core", "tlspolicy.resolver.matchcache")),
     ("Decisions, outcomes and statuses", ("tlspolicy.decision",)),
     ("Destination policies", ("tlspolicy.policies.destination",)),
     ("MTA-STS", ("tlspolicy.policies.mtasts",)),

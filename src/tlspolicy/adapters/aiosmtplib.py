@@ -19,6 +19,9 @@ one call, so its exceptions are told apart precisely:
 
 Whether the 220 had been read is taken from where the disconnect was raised:
 inside aiosmtplib's ``read_response`` (no reply) or after it.
+
+The rules are the engine's (:mod:`tlspolicy.adapters.engine`); this shell only
+performs each step on the session.
 """
 
 from __future__ import annotations
@@ -32,11 +35,24 @@ from typing import Any
 import aiosmtplib
 import attrs
 
-from tlspolicy import Action, Decision, Destination, Observation, PlaintextReason
+from tlspolicy import Decision, Destination, Observation
 
-from . import Progress, ResultSink, StartTlsStopped, TlsRecord, plan_failure, record_attempt
-from .peer import evaluate_peer, observation_for_verify_code, presented_chain
-from .sslcontext import TlsSetupError, Unsupported, build_context
+from . import Progress, ResultSink, StartTlsStopped, TlsRecord, record_attempt
+from .engine import (
+    EhloAfterTls,
+    End,
+    Greet,
+    NotUpgraded,
+    Reconnect,
+    Request,
+    Supports,
+    Upgraded,
+    UpgradeTls,
+    VerifyFailed,
+    drive,
+    prepare,
+)
+from .sslcontext import TlsSetupError, Unsupported
 
 __all__ = ["AsyncStartTlsResult", "starttls"]
 
@@ -47,20 +63,6 @@ class AsyncStartTlsResult:
 
     smtp: aiosmtplib.SMTP
     record: TlsRecord
-
-
-async def _end(smtp: aiosmtplib.SMTP, *, polite: bool) -> None:
-    if polite and smtp.is_connected:
-        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-            await smtp.quit()
-    smtp.close()
-
-
-async def _greet(smtp: aiosmtplib.SMTP) -> None:
-    try:
-        await smtp.ehlo()
-    except aiosmtplib.SMTPHeloError:
-        await smtp.helo()
 
 
 async def _connect(host: str, port: int, local_hostname: str | None,
@@ -119,132 +121,82 @@ async def starttls(
     the decision was resolved with).
     """
     try:
-        result = await _starttls(decision, host, port, smtp=smtp, local_hostname=local_hostname,
-                           timeout=timeout, context=context, tlsa_records=tlsa_records, now=now,
-                           unsupported=unsupported)
+        context = prepare(decision, host, port, context, unsupported)
+        if smtp is None:
+            smtp = await _connect(host, port, local_hostname, timeout)
+        progress = Progress(decision, host, port)
+        progress.addresses(smtp.get_transport_info("peername"),
+                           smtp.get_transport_info("sockname"))
+        session = _Session(smtp, host, port, local_hostname, timeout)
+        engine = drive(decision, progress, context, now=now, tlsa_records=tlsa_records,
+                       greet=smtp.is_ehlo_or_helo_needed)
+        answer: object = None
+        while True:
+            try:
+                request = engine.send(answer)
+            except StopIteration as done:
+                record: TlsRecord = done.value
+                break
+            answer = await session.perform(request)
     except StartTlsStopped as stopped:
         record_attempt(sink, decision, destination, stopped.record)
         raise
-    record_attempt(sink, decision, destination, result.record)
-    return result
+    record_attempt(sink, decision, destination, record)
+    return AsyncStartTlsResult(session.smtp, record)
 
 
-async def _starttls(
-    decision: Decision,
-    host: str,
-    port: int = 25,
-    *,
-    smtp: aiosmtplib.SMTP | None = None,
-    local_hostname: str | None = None,
-    timeout: float = 30.0,
-    context: ssl.SSLContext | None = None,
-    tlsa_records: Iterable[Any] | None = None,
-    now: datetime.datetime | None = None,
-    unsupported: Unsupported = "error",
-) -> AsyncStartTlsResult:
-    failure = plan_failure(decision, host, port)
-    if failure is not None:
-        raise failure
-    if decision.plan is Action.ATTEMPT and context is None:
-        context = build_context(decision.parameters, unsupported=unsupported)
-    if smtp is None:
-        smtp = await _connect(host, port, local_hostname, timeout)
-    progress = Progress(decision, host, port)
-    progress.addresses(smtp.get_transport_info("peername"), smtp.get_transport_info("sockname"))
-    if smtp.is_ehlo_or_helo_needed:
-        await _greet(smtp)
+class _Session:
+    """The engine's requests performed on one :class:`aiosmtplib.SMTP` (replaced on a
+    reconnect)."""
 
-    if decision.plan is Action.SKIP:
-        return AsyncStartTlsResult(smtp, progress.record(
-            progress.plaintext(PlaintextReason.NOT_ATTEMPTED)))
-    assert context is not None
+    def __init__(self, smtp: aiosmtplib.SMTP, host: str, port: int,
+                 local_hostname: str | None, timeout: float) -> None:
+        self.smtp = smtp
+        self.host = host
+        self.port = port
+        self.local_hostname = local_hostname
+        self.timeout = timeout
 
-    progress.starttls_advertised = smtp.supports_extension("starttls")
-    if not progress.starttls_advertised:
-        step = progress.observe(Observation.STARTTLS_NOT_ADVERTISED)
-        security = progress.plaintext(PlaintextReason.NOT_ADVERTISED)
-        if step.action is Action.SKIP:
-            return AsyncStartTlsResult(smtp, progress.record(security))
-        await _end(smtp, polite=True)
-        raise progress.stop(security)
+    async def perform(self, request: Request) -> object:
+        smtp = self.smtp
+        if isinstance(request, Greet):
+            try:
+                await smtp.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                await smtp.helo()
+            return None
+        if isinstance(request, Supports):
+            return smtp.supports_extension(request.keyword)
+        if isinstance(request, UpgradeTls):
+            return await self.upgrade(request)
+        if isinstance(request, EhloAfterTls):
+            try:
+                await smtp.ehlo()
+            except (aiosmtplib.SMTPException, OSError):
+                return None
+            return smtp.esmtp_extensions
+        if isinstance(request, End):
+            if request.polite and smtp.is_connected:
+                with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                    await smtp.quit()
+            smtp.close()
+            return None
+        assert isinstance(request, Reconnect)
+        self.smtp = await _connect(self.host, self.port, self.local_hostname, self.timeout)
+        return None
 
-    try:
-        await smtp.starttls(tls_context=context, server_hostname=decision.parameters.sni,
-                            validate_certs=False, timeout=timeout)
-    except ssl.SSLCertVerificationError as exc:
-        step = progress.observe(observation_for_verify_code(exc.verify_code))
-        await _end(smtp, polite=False)
-        if step.action in (Action.DEFER, Action.FAIL):
-            raise progress.stop(progress.plaintext(PlaintextReason.HANDSHAKE_FAILED)) from exc
-        raise TlsSetupError(
-            "the context passed verifies during the handshake, which aborted on a "
-            f"certificate problem; under tls_verify = {decision.verification.value} delivery "
-            "should have gone on: pass a non-verifying context (the default)") from exc
-    except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as exc:
-        observation = _classify_starttls_error(exc)
-        # After a non-220 reply the plaintext session is still in step.
-        usable = isinstance(exc, aiosmtplib.SMTPResponseException) and smtp.is_connected
-        return await _after_failure(progress, smtp, observation, usable=usable,
-                                    local_hostname=local_hostname, timeout=timeout, cause=exc)
-
-    ssl_object = smtp.get_transport_info("ssl_object")
-    if not isinstance(ssl_object, ssl.SSLObject):
-        raise TlsSetupError("aiosmtplib reported TLS but the transport has no SSL object")
-    progress.tls_version = ssl_object.version()
-    cipher = ssl_object.cipher()
-    progress.cipher = cipher[0] if cipher else None
-    chain, complete = presented_chain(ssl_object)
-    evaluation = evaluate_peer(
-        decision, chain, now=now or datetime.datetime.now(datetime.UTC),
-        chain_complete=complete, tlsa_records=tlsa_records)
-    step = progress.certificate(evaluation)
-    tls_facts = progress.tls(chain, complete=complete)
-    if step.action is not Action.PROCEED:
-        await _end(smtp, polite=True)
-        raise progress.stop(tls_facts)
-
-    try:
-        await smtp.ehlo()
-        ehlo_ok = True
-    except (aiosmtplib.SMTPException, OSError):
-        ehlo_ok = False
-    if not ehlo_ok:
-        return await _after_failure(progress, smtp, Observation.HANDSHAKE_FAILED, usable=False,
-                                    local_hostname=local_hostname, timeout=timeout)
-
-    # The keywords after STARTTLS, recorded so a later message's REQUIRETLS
-    # check can re-run on this connection.
-    tls_facts = progress.tls(chain, complete=complete, ehlo_keywords=smtp.esmtp_extensions)
-    if decision.requiretls:
-        progress.requiretls_advertised = smtp.supports_extension("requiretls")
-        if not progress.requiretls_advertised:
-            progress.observe(Observation.REQUIRETLS_NOT_ADVERTISED)
-            await _end(smtp, polite=True)
-            raise progress.stop(tls_facts)
-    progress.proceed()
-    return AsyncStartTlsResult(smtp, progress.record(tls_facts))
-
-
-async def _after_failure(
-    progress: Progress,
-    smtp: aiosmtplib.SMTP,
-    observation: Observation,
-    *,
-    usable: bool,
-    local_hostname: str | None,
-    timeout: float,
-    cause: BaseException | None = None,
-) -> AsyncStartTlsResult:
-    step = progress.observe(observation)
-    security = progress.plaintext(PlaintextReason.REFUSED
-                                  if observation is Observation.STARTTLS_REJECTED
-                                  else PlaintextReason.HANDSHAKE_FAILED)
-    if step.action is not Action.FALLBACK:
-        await _end(smtp, polite=usable)
-        raise progress.stop(security) from cause
-    if not usable:
-        await _end(smtp, polite=False)
-        smtp = await _connect(progress.host, progress.port, local_hostname, timeout)
-        await _greet(smtp)
-        progress.reconnected = True
-    return AsyncStartTlsResult(smtp, progress.record(security))
+    async def upgrade(self, request: UpgradeTls) -> Upgraded | NotUpgraded | VerifyFailed:
+        smtp = self.smtp
+        try:
+            await smtp.starttls(tls_context=request.context, server_hostname=request.sni,
+                                validate_certs=False, timeout=self.timeout)
+        except ssl.SSLCertVerificationError as exc:
+            return VerifyFailed(exc)
+        except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as exc:
+            # After a non-220 reply the plaintext session is still in step.
+            usable = isinstance(exc, aiosmtplib.SMTPResponseException) and smtp.is_connected
+            return NotUpgraded(_classify_starttls_error(exc), usable=usable, cause=exc)
+        ssl_object = smtp.get_transport_info("ssl_object")
+        if not isinstance(ssl_object, ssl.SSLObject):
+            raise TlsSetupError("aiosmtplib reported TLS but the transport has no SSL object")
+        return Upgraded(ssl_object)

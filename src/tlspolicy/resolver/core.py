@@ -66,7 +66,7 @@ from .index import (
 )
 from .matchcache import RegexMatchCache
 
-__all__ = ["OVERRIDABLE_OPTIONS", "RegexMatchCache", "Resolver"]
+__all__ = ["OVERRIDABLE_OPTIONS", "Resolver"]
 
 OVERRIDABLE_OPTIONS: Final = frozenset({
     "tls", "tls_ifavailable_fallback", "tls_verify", "tls_ca", "tls_certificate", "tls_key",

@@ -20,6 +20,8 @@ from ..scopes import (
 )
 from .matchcache import RegexMatchCache
 
+__all__ = ["protocols_of", "raise_to_floors"]
+
 
 class _Floors:
     """The floors of a configuration: exact and IP names by key, regexes in order."""

@@ -6,6 +6,8 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Hashable
 
+__all__ = ["RegexMatchCache"]
+
 
 class RegexMatchCache:
     """A bounded, thread-safe LRU cache; reads take no lock.

@@ -32,6 +32,23 @@ from ..options import (
     ScopeKind,
 )
 
+__all__ = [
+    "DEFAULT_MATCH_CACHE_SIZE",
+    "DEFAULT_NAME",
+    "FLOOR_OPTIONS",
+    "BindingGroupScope",
+    "BindingScope",
+    "Config",
+    "DomainScope",
+    "FloorScope",
+    "floor_path",
+    "scope_path",
+    "trusted_binding",
+    "trusted_config",
+    "trusted_domain",
+    "trusted_group",
+]
+
 DEFAULT_NAME: Final = "default"
 """Name of the implicit binding and binding group."""
 

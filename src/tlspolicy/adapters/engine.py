@@ -1,0 +1,240 @@
+"""The one STARTTLS driver engine: a decision acted on, step by step, without I/O.
+
+:func:`drive` is a generator.  It yields what the session must do next (a
+:class:`Greet`, a question :class:`Supports`, an :class:`UpgradeTls`, an
+:class:`EhloAfterTls`, an :class:`End` or a :class:`Reconnect`); the client's shell
+(:mod:`tlspolicy.adapters.smtplib`, :mod:`tlspolicy.adapters.aiosmtplib`) performs it
+on its own session and sends the answer back.  The engine owns every rule: which
+observation each outcome is, what the decision says to do about it, when the
+session is ended politely, when a FALLBACK needs a new connection, and what is
+recorded.  It returns the :class:`~tlspolicy.adapters.TlsRecord`, or raises
+:class:`~tlspolicy.adapters.StartTlsDeferred` / :class:`~tlspolicy.adapters.StartTlsFailed`
+after asking the shell to end the session.  A shell only talks to its client.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ssl
+from collections.abc import Callable, Generator, Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from tlspolicy import Action, Decision, Observation, PlaintextReason
+
+from . import Progress, StartTlsFailed, TlsRecord, plan_failure
+from .peer import evaluate_peer, observation_for_verify_code, presented_chain
+from .sslcontext import TlsSetupError, Unsupported, build_context
+
+__all__ = [
+    "EhloAfterTls",
+    "End",
+    "Greet",
+    "NotUpgraded",
+    "Reconnect",
+    "Request",
+    "Supports",
+    "UpgradeTls",
+    "Upgraded",
+    "VerifyFailed",
+    "drive",
+    "prepare",
+    "run_sync",
+]
+
+
+# ------------------------------------------------------------------ what a shell does
+
+
+@attrs.frozen(slots=True)
+class Greet:
+    """EHLO on the current session (HELO when EHLO is refused); answer ``None``."""
+
+
+@attrs.frozen(slots=True)
+class Supports:
+    """Whether the last EHLO advertised ``keyword``; answer a ``bool``."""
+
+    keyword: str
+
+
+@attrs.frozen(slots=True)
+class UpgradeTls:
+    """STARTTLS and the handshake with ``context`` and ``sni``; answer :class:`Upgraded`,
+    :class:`NotUpgraded` or :class:`VerifyFailed`."""
+
+    context: ssl.SSLContext
+    sni: str | None
+
+
+@attrs.frozen(slots=True)
+class EhloAfterTls:
+    """EHLO on the encrypted session (RFC 3207 4.2: everything learnt before is
+    forgotten); answer its keywords, or ``None`` when it failed."""
+
+
+@attrs.frozen(slots=True)
+class End:
+    """End the session; QUIT first only when ``polite`` (the stream is usable)."""
+
+    polite: bool
+
+
+@attrs.frozen(slots=True)
+class Reconnect:
+    """Open a new plaintext session to the same host and port, which becomes the
+    session to deliver on; answer ``None``."""
+
+
+Request = Greet | Supports | UpgradeTls | EhloAfterTls | End | Reconnect
+
+
+# ------------------------------------------------------------- what an upgrade gave
+
+
+@attrs.frozen(slots=True)
+class Upgraded:
+    """The session is encrypted: ``tls`` is the SSL socket or object."""
+
+    tls: ssl.SSLSocket | ssl.SSLObject
+
+
+@attrs.frozen(slots=True)
+class NotUpgraded:
+    """STARTTLS refused (``STARTTLS_REJECTED``: no 220 was read) or the handshake failed
+    (``HANDSHAKE_FAILED``); ``usable`` when the plaintext session is still in step."""
+
+    observation: Observation
+    usable: bool
+    cause: BaseException | None = None
+
+
+@attrs.frozen(slots=True)
+class VerifyFailed:
+    """A verifying context the caller passed aborted the handshake on a certificate."""
+
+    error: ssl.SSLCertVerificationError
+
+
+# ------------------------------------------------------------------------ the engine
+
+
+def prepare(decision: Decision, host: str, port: int, context: ssl.SSLContext | None,
+            unsupported: Unsupported) -> ssl.SSLContext | None:
+    """Before connecting: a plan of FAIL raises, and the context an ATTEMPT needs is
+    built, so that a bad ``tls_ca`` or cipher list fails before any connection."""
+    failure: StartTlsFailed | None = plan_failure(decision, host, port)
+    if failure is not None:
+        raise failure
+    if decision.plan is Action.ATTEMPT and context is None:
+        return build_context(decision.parameters, unsupported=unsupported)
+    return context
+
+
+def drive(
+    decision: Decision,
+    progress: Progress,
+    context: ssl.SSLContext | None,
+    *,
+    greet: bool,
+    now: datetime.datetime | None = None,
+    tlsa_records: Iterable[Any] | None = None,
+) -> Generator[Request, Any, TlsRecord]:
+    """Act on ``decision`` for a connected session (``greet`` when it has not greeted
+    yet); ``context`` is what :func:`prepare` returned.  ``now`` (timezone-aware) is the
+    time certificates are judged at, the clock by default."""
+    if greet:
+        yield Greet()
+    if decision.plan is Action.SKIP:
+        return progress.record(progress.plaintext(PlaintextReason.NOT_ATTEMPTED))
+    assert context is not None
+
+    progress.starttls_advertised = bool((yield Supports("starttls")))
+    if not progress.starttls_advertised:
+        step = progress.observe(Observation.STARTTLS_NOT_ADVERTISED)
+        security = progress.plaintext(PlaintextReason.NOT_ADVERTISED)
+        if step.action is Action.SKIP:
+            return progress.record(security)
+        yield End(polite=True)
+        raise progress.stop(security)
+
+    outcome = yield UpgradeTls(context, decision.parameters.sni)
+    if isinstance(outcome, VerifyFailed):
+        # Only a caller-supplied verifying context gets here: classify it, never call
+        # it a handshake failure.
+        step = progress.observe(observation_for_verify_code(outcome.error.verify_code))
+        yield End(polite=False)
+        if step.action in (Action.DEFER, Action.FAIL):
+            raise progress.stop(progress.plaintext(PlaintextReason.HANDSHAKE_FAILED)
+                                ) from outcome.error
+        raise TlsSetupError(
+            f"the context passed verifies during the handshake, which aborted on "
+            f"{step.observation.value if step.observation else 'a certificate'}; under "
+            f"tls_verify = {decision.verification.value} delivery should have gone on: "
+            "pass a non-verifying context (the default)") from outcome.error
+    if isinstance(outcome, NotUpgraded):
+        return (yield from _after_failure(progress, outcome))
+    assert isinstance(outcome, Upgraded)
+    tls = outcome.tls
+    progress.tls_version = tls.version()
+    cipher = tls.cipher()
+    progress.cipher = cipher[0] if cipher else None
+
+    chain, complete = presented_chain(tls)
+    evaluation = evaluate_peer(
+        decision, chain, now=now or datetime.datetime.now(datetime.UTC),
+        chain_complete=complete, tlsa_records=tlsa_records)
+    step = progress.certificate(evaluation)
+    tls_facts = progress.tls(chain, complete=complete)
+    if step.action is not Action.PROCEED:
+        yield End(polite=True)
+        raise progress.stop(tls_facts)
+
+    keywords: Mapping[str, str] | None = yield EhloAfterTls()
+    if keywords is None:
+        return (yield from _after_failure(
+            progress, NotUpgraded(Observation.HANDSHAKE_FAILED, usable=False)))
+
+    # The keywords after STARTTLS, recorded so a later message's REQUIRETLS check can
+    # re-run on this connection.
+    tls_facts = progress.tls(chain, complete=complete, ehlo_keywords=keywords)
+    if decision.requiretls:
+        progress.requiretls_advertised = bool((yield Supports("requiretls")))
+        if not progress.requiretls_advertised:
+            progress.observe(Observation.REQUIRETLS_NOT_ADVERTISED)
+            yield End(polite=True)
+            raise progress.stop(tls_facts)
+    progress.proceed()
+    return progress.record(tls_facts)
+
+
+def _after_failure(progress: Progress, failed: NotUpgraded
+                   ) -> Generator[Request, Any, TlsRecord]:
+    """Act on a refused STARTTLS or a failed handshake: FALLBACK, DEFER or FAIL."""
+    step = progress.observe(failed.observation)
+    security = progress.plaintext(PlaintextReason.REFUSED
+                                  if failed.observation is Observation.STARTTLS_REJECTED
+                                  else PlaintextReason.HANDSHAKE_FAILED)
+    if step.action is not Action.FALLBACK:
+        yield End(polite=failed.usable)
+        raise progress.stop(security) from failed.cause
+    if not failed.usable:
+        yield End(polite=False)
+        yield Reconnect()
+        yield Greet()
+        progress.reconnected = True
+    return progress.record(security)
+
+
+def run_sync(engine: Generator[Request, Any, TlsRecord],
+             perform: Callable[[Request], object]) -> TlsRecord:
+    """Run ``engine`` to its end, ``perform(request)`` answering each request."""
+    answer: object = None
+    while True:
+        try:
+            request = engine.send(answer)
+        except StopIteration as done:
+            record: TlsRecord = done.value
+            return record
+        answer = perform(request)
