@@ -35,7 +35,7 @@ from tlspolicy.reporting import (
     StoredReport,
     period_start,
 )
-from tlspolicy.reporting.reports import report_msg_id
+from tlspolicy.reporting.models import report_msg_id
 from tlspolicy.stores import SqliteStore
 
 START = period_start(1_800_000_000)

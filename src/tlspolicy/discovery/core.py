@@ -170,11 +170,13 @@ class MxLookup:
 
 @attrs.frozen(slots=True)
 class TlsRptRecord:
-    """The domain's ``_smtp._tls`` record (exactly one ``v=TLSRPTv1``), or why none."""
+    """The domain's ``_smtp._tls`` record (exactly one ``v=TLSRPTv1``), or why none;
+    ``failed`` when the lookup itself failed (worth retrying), not when it found none."""
 
     record: str | None
     rua: tuple[str, ...]
     detail: str = ""
+    failed: bool = False
 
 
 @attrs.frozen(slots=True)
@@ -593,7 +595,7 @@ class Discovery:
         name = normalise_domain(domain)
         answer = await self.dns.query(f"_smtp._tls.{name}", "TXT")
         if answer.status is DnsStatus.FAILED:
-            return TlsRptRecord(None, (), answer.detail)
+            return TlsRptRecord(None, (), answer.detail, failed=True)
         records = [t for t in _txt_strings(answer) if _RPT_RE.match(t)]
         if len(records) != 1:
             return TlsRptRecord(None, (), f"{len(records)} v=TLSRPTv1 records (need exactly 1)")

@@ -1,0 +1,226 @@
+"""What reporting keeps and is configured with: settings, built reports and their
+deliveries (RFC 8460), and the names a report and its mail carry."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import urllib.parse
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from tlspolicy import (
+    TlsPolicyError,
+    normalise_domain,
+)
+
+from ..stores import StoreError, dumps_json, loads_json
+from .recording import DAY
+
+if TYPE_CHECKING:
+    pass
+
+__all__ = [
+    "MAX_RUA",
+    "MEDIA_TYPE",
+    "REPORTS_NAMESPACE",
+    "Delivery",
+    "ReportingConfig",
+    "ReportingError",
+    "StoredReport",
+    "mail_address",
+    "report_msg_id",
+    "stamp",
+]
+
+
+#: Where built reports and their delivery state live.
+REPORTS_NAMESPACE = "tlsrpt-reports"
+#: The media type of a gzip-compressed report (RFC 8460 sections 5.3 and 6).
+MEDIA_TYPE = "application/tlsrpt+gzip"
+#: At most this many ``rua`` URIs of one record are used (the record is a stranger's).
+MAX_RUA = 10
+#: A mail address in a ``mailto:`` rua: no blanks or control characters, one ``@``.
+_ADDRESS_RE = re.compile(r"[^\s@\x00-\x1f\x7f]+@[A-Za-z0-9.-]+")
+
+
+class ReportingError(TlsPolicyError):
+    """A reporting job that cannot run as asked (an open period, bad settings)."""
+
+
+def _submitter(value: str) -> str:
+    return normalise_domain(value)
+
+
+def _contact(value: object) -> str:
+    # RFC 8460 section 4.4: contact-info is an RFC 5322 addr-spec, a bare address; a
+    # mailto: URI, a common way to write one, is taken for its address.
+    if not isinstance(value, str):
+        raise ReportingError(f"reporting option contact_info must be text, not {value!r}")
+    text = value.strip()
+    if text[:7].lower() == "mailto:":
+        text = urllib.parse.unquote(text[7:].split("?", 1)[0])
+    if not _ADDRESS_RE.fullmatch(text):
+        raise ReportingError(f"reporting option contact_info {value[:80]!r} is not a mail "
+                             "address (RFC 8460 section 4.4: an addr-spec such as "
+                             "tlsrpt@example.net)")
+    return text
+
+
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ReportingError(f"reporting option {attribute.name} must be positive, "
+                             f"not {value!r}")
+
+
+@attrs.frozen(slots=True)
+class ReportingConfig:
+    """Who reports and how.  Times are in seconds.
+
+    - ``organization_name``, ``contact_info``: the report's own fields;
+      ``contact_info`` is a mail address (a ``mailto:`` URI is taken for its
+      address, as RFC 8460 section 4.4 asks for an addr-spec).
+    - ``submitter``: the reporting domain: the file name's sender, the DKIM
+      ``d=`` and the ``TLS-Report-Submitter`` header.
+    - ``mail_from``: the envelope sender and ``From:`` of mailed reports.
+    - ``period`` (a UTC day) and ``grace``: a period is built only once
+      ``grace`` has passed after its end, so every node has flushed.
+    - ``retention``: how long built reports (and their state) are kept.
+    - ``max_report_bytes``: the cap on the gzip body; larger reports are kept
+      but not sent (``too-large``).
+    - ``retry_window`` (24 h, RFC 8460 section 5.5), ``backoff_initial`` and
+      ``backoff_max``: retries of a failed delivery, doubling.
+    - ``dkim_selector``, ``dkim_key_file``: the DKIM key for mailed reports
+      (its record must carry ``s=tlsrpt``); without a key no report is mailed.
+    - ``smtp_port``, ``https_port``: 25 and the URI's port in production.
+    - ``ca_file``: a CA bundle for HTTPS receivers (the system store if unset).
+    """
+
+    organization_name: str
+    contact_info: str = attrs.field(converter=_contact)
+    submitter: str = attrs.field(converter=_submitter)
+    mail_from: str
+    period: int = DAY
+    grace: float = attrs.field(default=900.0, validator=_positive)
+    retention: float = attrs.field(default=30 * DAY, validator=_positive)
+    max_report_bytes: int = attrs.field(default=10 * 1024 * 1024, validator=_positive)
+    retry_window: float = attrs.field(default=DAY, validator=_positive)
+    backoff_initial: float = attrs.field(default=300.0, validator=_positive)
+    backoff_max: float = attrs.field(default=3600.0, validator=_positive)
+    dkim_selector: str = "tlsrpt"
+    dkim_key_file: str | None = None
+    smtp_port: int = 25
+    https_port: int | None = None
+    ca_file: str | None = None
+    timeout: float = attrs.field(default=60.0, validator=_positive)
+    lock_ttl: float = attrs.field(default=900.0, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.period <= 0 or DAY % self.period:
+            raise ReportingError(f"reporting period {self.period!r} must divide a day")
+
+
+@attrs.frozen(slots=True)
+class Delivery:
+    """The state of one report for one ``rua``.
+
+    ``state``: ``pending``, ``delivered``, ``gave-up`` (the retry window
+    passed), ``too-large``, ``unsupported`` (a scheme other than https/mailto)
+    or ``no-dkim-key``.
+    """
+
+    uri: str
+    state: str = "pending"
+    attempts: int = 0
+    next_at: float = 0.0
+    error: str = ""
+    delivered_at: float | None = None
+
+
+@attrs.frozen(slots=True)
+class StoredReport:
+    """A built report, its file name and where it goes."""
+
+    key: str
+    domain: str
+    start: int
+    end: int
+    report: dict[str, Any]
+    filename: str
+    created: float
+    rua: tuple[str, ...] | None
+    rua_detail: str
+    deliveries: tuple[Delivery, ...]
+
+    @property
+    def body(self) -> bytes:
+        """The gzip-compressed JSON (fixed mtime, so every node makes the same bytes)."""
+        return gzip.compress(json.dumps(self.report, indent=None).encode(), mtime=0)
+
+    def to_bytes(self) -> bytes:
+        """The stored form."""
+        return dumps_json({
+            "v": 1, "domain": self.domain, "start": self.start, "end": self.end,
+            "report": self.report, "filename": self.filename, "created": self.created,
+            "rua": None if self.rua is None else list(self.rua), "rua_detail": self.rua_detail,
+            "deliveries": [attrs.asdict(d) for d in self.deliveries]})
+
+    @classmethod
+    def from_bytes(cls, key: str, data: bytes) -> StoredReport:
+        """Read the stored form; a corrupt value raises ``StoreError``."""
+        value = loads_json(data)
+        try:
+            assert isinstance(value, dict) and value["v"] == 1
+            rua = value["rua"]
+            stored = cls(key, value["domain"], int(value["start"]), int(value["end"]),
+                         value["report"], value["filename"], float(value["created"]),
+                         None if rua is None else tuple(rua), value["rua_detail"],
+                         tuple(Delivery(**d) for d in value["deliveries"]))
+        except (AssertionError, KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"stored TLS-RPT report {key!r} is malformed: {exc}") from None
+        # A shared store's report must be the one its key names, for a normalised domain.
+        try:
+            domain_ok = normalise_domain(stored.domain) == stored.domain
+        except (TlsPolicyError, TypeError):
+            domain_ok = False
+        if not domain_ok or key != f"{stored.start}/{stored.domain}" or not isinstance(
+                stored.report, dict) or not isinstance(stored.filename, str) or any(
+                c in stored.filename for c in '/\\"\r\n'):
+            raise StoreError(f"stored TLS-RPT report {key[:200]!r} is malformed: its key, "
+                             "domain or file name do not agree")
+        return stored
+
+
+# RFC 5322 atext: what a dot-atom-text may hold besides the dots between atoms.
+_ATEXT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                   "!#$%&'*+-/=?^_`{|}~")
+
+
+def _dot_atom(text: str) -> str:
+    atoms = ["".join(c if c in _ATEXT else "-" for c in atom) for atom in text.split(".")]
+    return ".".join(a for a in atoms if a) or "report"
+
+
+def report_msg_id(report_id: str, submitter: str) -> str:
+    """The ``Report-ID`` of a report mail's subject: an RFC 5322 ``msg-id``.
+
+    RFC 8460 section 5.3 ends the subject with ``"<" id-left "@" id-right ">"``:
+    the report's ``report-id`` (characters a ``dot-atom-text`` cannot hold
+    replaced by ``-``) at the submitting domain.
+    """
+    return f"<{_dot_atom(report_id)}@{_dot_atom(submitter)}>"
+
+
+def mail_address(uri: str) -> str | None:
+    """The address of a ``mailto:`` URI (RFC 6068, without its query), or ``None``."""
+    address = urllib.parse.unquote(uri[len("mailto:"):].split("?", 1)[0])
+    return address if _ADDRESS_RE.fullmatch(address) else None
+
+
+def stamp(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
