@@ -63,7 +63,9 @@ def add_config_files(parser: argparse.ArgumentParser, *, positional: bool = True
     """Add the configuration file arguments: positional ``FILE...``, ``--config FILE``
     and ``--format``."""
     if positional:
-        parser.add_argument("files", nargs="*", metavar="FILE", help=what)
+        # A default makes argparse treat FILE as optional, so that a missing DOMAIN is
+        # reported alone, not as "DOMAIN, FILE are required".
+        parser.add_argument("files", nargs="*", metavar="FILE", default=[], help=what)
         parser.set_defaults(intermixed="files")
     parser.add_argument("--config", "-c", action="append", dest="config_files", metavar="FILE",
                         help=f"{what} (repeatable; the same as a positional FILE)")

@@ -249,7 +249,7 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Add ``resolve`` to the command line's subparsers."""
     resolve = sub.add_parser("resolve", help="show the decision for one domain and binding")
-    resolve.add_argument("domain", help="recipient domain (or IP literal)")
+    resolve.add_argument("domain", metavar="DOMAIN", help="recipient domain (or IP literal)")
     resolve.add_argument("--binding", "-b", help="binding name (default: the default binding)")
     resolve.add_argument("--mx-host", metavar="HOST",
                          help="MX host name being connected to (mx_host)")
