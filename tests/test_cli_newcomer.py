@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from test_cli import _WITHOUT_EXTRAS
 from tlspolicy.cli import main
 
 
@@ -33,3 +36,59 @@ def test_a_missing_domain_is_named_alone(command: str,
     err = capsys.readouterr().err
     assert "the following arguments are required: DOMAIN\n" in err
     assert "FILE" not in err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("args", [
+    ["discover", "example.com"],
+    ["cache", "show"],
+    ["serve", "socketmap", "--discovery", "--listen", "127.0.0.1:0",
+     "--postfix-version", "3.7.11"],
+])
+def test_a_missing_extra_is_named_with_its_install_line(args: list[str]) -> None:
+    result = subprocess.run([sys.executable, "-c", _WITHOUT_EXTRAS, *args],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stderr
+    err = result.stderr
+    assert "Traceback" not in err and "None" not in err
+    assert "dnspython, which is not installed" in err
+    assert "pip install 'tlspolicy[discovery]'" in err
+    assert "pip install -e '.[discovery]'" in err
+
+
+@pytest.mark.parametrize(("argv", "offered", "not_offered"), [
+    (["cache", "show"], {"--cache", "--redis"},
+     {"--first-wait", "--resolver", "--https-port", "--ca-file", "--probe-backoff-max"}),
+    (["cache", "purge"], {"--cache", "--redis"}, {"--first-wait", "--resolver"}),
+    (["cache", "refresh"], {"--resolver", "--https-port", "--ca-file", "--cache"},
+     {"--first-wait", "--probe-backoff-max"}),
+    (["discover"], {"--resolver", "--first-wait", "--cache"}, {"--probe-backoff-max"}),
+    (["import-cache"], {"--cache", "--redis"}, {"--resolver", "--first-wait"}),
+    (["serve", "socketmap"], {"--resolver", "--first-wait", "--probe-backoff-max"}, set()),
+])
+def test_each_command_offers_only_its_own_options(
+        argv: list[str], offered: set[str], not_offered: set[str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    shown = capsys.readouterr().out
+    for option in offered:
+        assert f"{option} " in shown, option
+    for option in not_offered:
+        assert f"{option} " not in shown, option
+
+
+def test_an_option_of_another_command_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["cache", "show", "--first-wait", "3"])
+    assert stopped.value.code == 2
+    assert "unrecognized arguments: --first-wait" in capsys.readouterr().err
+
+
+def test_cache_help_names_the_default_path_with_or_without_the_extra() -> None:
+    for code in ("from tlspolicy.cli import main; main(['cache', 'show', '--help'])",
+                 _WITHOUT_EXTRAS):
+        argv = [] if code != _WITHOUT_EXTRAS else ["cache", "show", "--help"]
+        result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True,
+                                text=True, timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+        assert "/var/lib/tlspolicy/discovery.sqlite3" in " ".join(result.stdout.split())

@@ -63,23 +63,25 @@ def test_discover_json_has_dane_decision(lab_args: list[str],
 def test_cache_show_purge_refresh(lab_args: list[str],
                                   capsys: pytest.CaptureFixture[str]) -> None:
     discovery_flags = lab_args[1:]
-    assert run(capsys, "cache", "show", *discovery_flags)[1] == "nothing cached\n"
+    # show and purge only read the cache: they take only the cache's options.
+    store_flags = lab_args[-2:]
+    assert run(capsys, "cache", "show", *store_flags)[1] == "nothing cached\n"
     assert run(capsys, "discover", "ok.secure.test", *lab_args)[0] == 0
-    code, out, _ = run(capsys, "cache", "show", "ok.secure.test", *discovery_flags)
+    code, out, _ = run(capsys, "cache", "show", "ok.secure.test", *store_flags)
     assert code == 0 and out.startswith("ok.secure.test  enforce  id id1")
     code, out, _ = run(capsys, "cache", "refresh", "ok.secure.test", "--json", *discovery_flags)
     assert code == 0 and json.loads(out)["policy"]["mode"] == "enforce"
-    code, out, _ = run(capsys, "cache", "purge", "ok.secure.test", *discovery_flags)
+    code, out, _ = run(capsys, "cache", "purge", "ok.secure.test", *store_flags)
     assert code == 0 and out == "purged 1 cached policy\n"
-    assert run(capsys, "cache", "show", "ok.secure.test", *discovery_flags)[1] == (
+    assert run(capsys, "cache", "show", "ok.secure.test", *store_flags)[1] == (
         "nothing cached for ok.secure.test\n")
 
 
 def test_cache_purge_needs_domain_or_all(lab_args: list[str],
                                          capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "cache", "purge", *lab_args[1:])
+    code, _, err = run(capsys, "cache", "purge", *lab_args[-2:])
     assert code == 2 and "DOMAIN or --all" in err
-    code, _, err = run(capsys, "cache", "purge", "x.test", "--all", *lab_args[1:])
+    code, _, err = run(capsys, "cache", "purge", "x.test", "--all", *lab_args[-2:])
     assert code == 2
 
 

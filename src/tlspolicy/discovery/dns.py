@@ -33,9 +33,7 @@ try:
     import dns.rcode
     import dns.rdatatype
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise MissingDependencyError(
-        "discovery needs dnspython and httpx; install the 'tlspolicy[discovery]' extra"
-    ) from exc
+    raise MissingDependencyError.for_extra("discovery", "dnspython", "discovery") from exc
 
 __all__ = ["DnsAnswer", "DnsClient", "DnsStatus"]
 
