@@ -92,3 +92,59 @@ def test_cache_help_names_the_default_path_with_or_without_the_extra() -> None:
                                 text=True, timeout=60, check=False)
         assert result.returncode == 0, result.stderr
         assert "/var/lib/tlspolicy/discovery.sqlite3" in " ".join(result.stdout.split())
+
+
+_REGEX_POLICY = """\
+[global]
+tls = "ifavailable"
+
+[[domain]]
+name = "/(^|\\\\.)bank\\\\.example$/"
+tls = "required"
+tls_verify = "ca"
+
+[[domain]]
+name = "a.example"
+tls = "no"
+"""
+
+
+def test_convert_to_postfix_refuses_to_drop_a_regex_stanza(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(_REGEX_POLICY)
+    assert main(["convert", str(policy), "--to", "postfix"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert 'domain "/(^|\\.)bank\\.example$/"' in err and "--accept-loss" in err
+    # Told it may, it writes the table without them and names them again.
+    assert main(["convert", str(policy), "--to", "postfix", "--accept-loss"]) == 0
+    out, err = capsys.readouterr()
+    assert "a.example\tnone\n" in out and "bank" not in out
+    assert "left out (--accept-loss)" in err and "bank" in err
+    # With a pcre table nothing is lost.
+    pcre = tmp_path / "regex.pcre"
+    assert main(["convert", str(policy), "--to", "postfix", "--pcre-output", str(pcre)]) == 0
+    assert "bank" in pcre.read_text() and "left out" not in capsys.readouterr().err
+    assert main(["convert", str(policy), "--to", "toml", "--accept-loss"]) == 2
+
+
+def test_convert_to_toml_writes_global_before_the_stanzas(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tlspolicy.formats.toml import loads_toml
+
+    policy = tmp_path / "policy.conf"
+    policy.write_text('tls = "ifavailable"\ndomain "a.example" { tls = "no" }\n'
+                      'binding "b1" { domain "c.example" { tls = "required" } }\n')
+    assert main(["convert", str(policy), "--to", "toml"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    # Settings, then [global], then each top-level stanza as its own table.
+    first_table = next(i for i, line in enumerate(lines) if line.startswith("["))
+    assert lines[first_table] == "[global]"
+    assert all(not line or line.startswith("compatibility") for line in lines[:first_table])
+    assert "[[domain]]" in lines and "[[binding]]" in lines
+    assert lines.index("[[domain]]") > first_table
+    from tlspolicy.formats.loader import load_config
+
+    assert loads_toml(out) == load_config(policy)
