@@ -148,3 +148,22 @@ def test_convert_to_toml_writes_global_before_the_stanzas(
     from tlspolicy.formats.loader import load_config
 
     assert loads_toml(out) == load_config(policy)
+
+
+def test_resolve_shows_a_status_code_only_where_delivery_stops(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[global]\ntls = "ifavailable"\ntls_verify = "optional"\n'
+                      '[[domain]]\nname = "strict.example"\ntls = "required"\n'
+                      'tls_verify = "host"\n')
+    assert main(["resolve", "some.example", str(policy)]) == 0
+    rows = capsys.readouterr().out.split("\noutcomes\n")[1].split("\n\n")[0].splitlines()
+    proceed = [row for row in rows if " PROCEED " in row]
+    assert proceed and all("451" not in row and "4.7.5" not in row for row in proceed)
+    assert all("  reported: " in row and "[tls-rpt certificate-" in row for row in proceed)
+    assert all("451" not in row for row in rows if " FALLBACK " in row)
+    # The action column is aligned.
+    assert len({row.index(" reported: ") for row in rows if "reported: " in row}) == 1
+    assert main(["resolve", "strict.example", str(policy)]) == 0
+    rows = capsys.readouterr().out.split("\noutcomes\n")[1].split("\n\n")[0].splitlines()
+    assert all(" FAIL " in row and "451 4.7." in row for row in rows)
