@@ -167,3 +167,27 @@ def test_resolve_shows_a_status_code_only_where_delivery_stops(
     assert main(["resolve", "strict.example", str(policy)]) == 0
     rows = capsys.readouterr().out.split("\noutcomes\n")[1].split("\n\n")[0].splitlines()
     assert all(" FAIL " in row and "451 4.7." in row for row in rows)
+
+
+def test_discover_and_refresh_fail_fast_when_the_resolver_is_down(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+    import time
+
+    # A UDP port that takes queries and never answers (a resolver that is down).
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = str(silent.getsockname()[1])
+        flags = ["--resolver-port", port, "--cache", str(tmp_path / "cache.sqlite3")]
+        for argv in (["discover", "example.com", *flags],
+                     ["cache", "refresh", "example.com", *flags]):
+            started = time.monotonic()
+            assert main(argv) == 1
+            elapsed = time.monotonic() - started
+            out, err = capsys.readouterr()
+            assert out == ""
+            errors = [line for line in err.splitlines() if "error" in line]
+            assert len(errors) == 1 and f"127.0.0.1:{port} does not answer" in errors[0]
+            assert "Timeout" in errors[0] and err.count("Timeout") == 1
+            # One probe (the DNS timeout, 3 s), not one timeout per lookup.
+            assert elapsed < 6, elapsed

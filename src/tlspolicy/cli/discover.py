@@ -12,13 +12,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any, Final, TextIO, TypeVar
 
 from ..formats.discovery_table import DEFAULT_CACHE_PATH
 from ..resolver import Resolver
-from ._common import EXIT_OK, UsageError, add_config_files, load_configuration, needs_extra
+from ._common import (
+    EXIT_FOUND,
+    EXIT_OK,
+    UsageError,
+    add_config_files,
+    load_configuration,
+    needs_extra,
+    warn,
+)
 
 if TYPE_CHECKING:
     from ..discovery import Discovery
@@ -151,8 +160,49 @@ async def open_discovery(args: argparse.Namespace, *, probe: bool = True) -> Dis
     return discovery
 
 
+class _ResolverDown(Exception):
+    """The resolver gave no answer at all: nothing can be discovered."""
+
+
+# Log messages whose content the command prints itself (the resolver's trust, a failed
+# MTA-STS fetch): shown once, in the command's output, not again as a log line.
+_SHOWN_IN_OUTPUT: Final = frozenset({
+    "DNSSEC: %s",
+    "MTA-STS %s: %s",
+    "MTA-STS %s: %s; cached policy kept until it expires",
+})
+
+
+class _Diagnostics(logging.Handler):
+    """The library's log lines during one command: each on standard error once, as a
+    warning, except those the command's own output already shows."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg in _SHOWN_IN_OUTPUT:
+            return
+        message = record.getMessage()
+        if message not in self.seen:
+            self.seen.add(message)
+            warn(message)
+
+
+def _progress(line: str) -> None:
+    sys.stderr.write(f"tlspolicy: {line}\n")
+    sys.stderr.flush()
+
+
 def _run(args: argparse.Namespace, work: Callable[[Discovery], Awaitable[_T]], *,
          probe: bool = True) -> _T:
+    """Run ``work`` with a discovery opened as the options say.
+
+    ``probe``: the command asks DNS, so the resolver is asked first (progress on
+    standard error); one that does not answer at all raises :class:`_ResolverDown`
+    before anything else is tried.
+    """
     try:
         from .. import discovery  # noqa: F401
     except ImportError as exc:
@@ -160,13 +210,33 @@ def _run(args: argparse.Namespace, work: Callable[[Discovery], Awaitable[_T]], *
         raise needs_extra(what, exc, "discovery") from None
 
     async def main() -> _T:
-        discovery = await open_discovery(args, probe=probe)
+        discovery = await open_discovery(args, probe=False)
         try:
+            if probe:
+                config = discovery.config
+                where = f"{config.resolver}:{config.resolver_port}"
+                _progress(f"asking the resolver {where} ({config.probe_name!r} SOA)")
+                answer = await discovery.dns.probe(config.probe_name)
+                if answer.unanswered:
+                    raise _ResolverDown(
+                        f"the resolver {where} does not answer ({answer.detail}): nothing "
+                        "was discovered; start it, or name a running one with --resolver "
+                        "and --resolver-port")
+                await discovery.start()
             return await work(discovery)
         finally:
             await discovery.close()
 
-    return asyncio.run(main())
+    logger = logging.getLogger("tlspolicy")
+    handler = _Diagnostics()
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        return asyncio.run(main())
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def _print_summary(found: dict[str, Any], out: TextIO) -> None:
@@ -221,9 +291,13 @@ def _cmd_discover(args: argparse.Namespace) -> int:
     resolver.binding_group_of(args.binding or "default")
 
     async def work(discovery: Discovery) -> dict[str, Any]:
-        return await describe(discovery, args.domain, args.mx_host)
+        return await describe(discovery, args.domain, args.mx_host, progress=_progress)
 
-    found = _run(args, work)
+    try:
+        found = _run(args, work)
+    except _ResolverDown as exc:
+        sys.stderr.write(f"tlspolicy: error: {exc}\n")
+        return EXIT_FOUND
     destinations = found.pop("_destinations")
     decisions = {host: resolver.resolve(args.domain, args.binding, mx_host=host,
                                         destination=destination)
@@ -258,15 +332,31 @@ def _cmd_cache_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not states:
         out.write("nothing cached" + (f" for {args.domain}" if args.domain else "") + "\n")
+    rows: list[list[str]] = []
     for state in states:
         policy = state["policy"]
-        shown = ("no policy" if policy is None else
-                 f"{policy['mode']}  id {policy['id']}  expires {policy['expires_at']}"
-                 f"{'  EXPIRED' if policy['expired'] else ''}")
         rpt = f" [tls-rpt {state['tlsrpt_result_type']}]" if state["tlsrpt_result_type"] else ""
-        out.write(f"{state['domain']}  {shown}  latest fetch {state['latest_fetch']}{rpt}  "
-                  f"next check {state['next_check'] or '-'}\n")
+        rows.append([
+            state["domain"],
+            "no policy" if policy is None else policy["mode"],
+            "" if policy is None else f"id {policy['id']}",
+            "" if policy is None else (f"expires {policy['expires_at']}"
+                                       f"{' EXPIRED' if policy['expired'] else ''}"),
+            f"latest fetch {state['latest_fetch']}{rpt}",
+            f"next check {state['next_check'] or '-'}",
+        ])
+    _print_columns(rows, out)
     return EXIT_OK
+
+
+def _print_columns(rows: list[list[str]], out: TextIO) -> None:
+    """Rows of cells, each column as wide as its widest cell, two spaces apart."""
+    if not rows:
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True) if width]
+        out.write("  ".join(cells).rstrip() + "\n")
 
 
 def _cmd_cache_purge(args: argparse.Namespace) -> int:
@@ -285,20 +375,27 @@ def _cmd_cache_refresh(args: argparse.Namespace) -> int:
     from ..discovery.summary import describe_state
 
     async def work(discovery: Discovery) -> dict[str, Any] | None:
+        _progress(f"fetching the MTA-STS policy of {args.domain}")
         state = await discovery.refresh(args.domain)
         return describe_state(state, discovery._clock())
 
-    state = _run(args, work)
+    try:
+        state = _run(args, work)
+    except _ResolverDown as exc:
+        sys.stderr.write(f"tlspolicy: error: {exc}\n")
+        return EXIT_FOUND
+    assert state is not None
+    # A fetch that failed is a finding, whatever the cache still holds.
+    status = EXIT_OK if state["latest_fetch"] == "ok" else EXIT_FOUND
     if args.json:
         json.dump(state, sys.stdout, indent=2)
         sys.stdout.write("\n")
-        return EXIT_OK
-    assert state is not None
+        return status
     policy = state["policy"]
     shown = "no policy" if policy is None else f"{policy['mode']} policy id {policy['id']}"
     sys.stdout.write(f"{state['domain']}: {shown}; latest fetch {state['latest_fetch']}"
                      f"{'  ' + state['detail'] if state['detail'] else ''}\n")
-    return EXIT_OK
+    return status
 
 
 def register(sub: Any) -> None:
