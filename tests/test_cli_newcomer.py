@@ -191,3 +191,47 @@ def test_discover_and_refresh_fail_fast_when_the_resolver_is_down(
             assert "Timeout" in errors[0] and err.count("Timeout") == 1
             # One probe (the DNS timeout, 3 s), not one timeout per lookup.
             assert elapsed < 6, elapsed
+
+
+_REPORT_SETTINGS = """\
+[reporting]
+organization_name = "tlspolicy CLI test"
+contact_info = "mailto:postmaster@example.net"
+submitter = "example.net"
+mail_from = "tlsrpt@example.net"
+dkim_key_file = "{directory}/dkim.pem"
+
+[store]
+sqlite = "{store}"
+"""
+
+
+def test_report_build_says_why_nothing_was_built(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+
+    store = tmp_path / "tlsrpt.sqlite3"
+    sqlite3.connect(store).close()  # a store nothing was recorded in
+    settings = tmp_path / "report.toml"
+    settings.write_text(_REPORT_SETTINGS.format(directory=tmp_path, store=store))
+    out = tmp_path / "out"
+    assert main(["report", "build", "-s", str(settings), "--date", "2026-01-02",
+                 "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert ("note: no report built for 2026-01-02 (UTC): no TLS session was recorded"
+            in captured.err)
+    assert not out.exists()
+
+
+def test_a_missing_sqlite_report_store_is_a_clear_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    absent = tmp_path / "absent.sqlite3"
+    settings = tmp_path / "report.toml"
+    settings.write_text(_REPORT_SETTINGS.format(directory=tmp_path, store=absent))
+    for action in ("build", "show", "send"):
+        assert main(["report", action, "-s", str(settings)]) == 2
+        err = capsys.readouterr().err
+        assert f"[store] sqlite = '{absent}': no such file" in err and "Traceback" not in err
+        # Nothing was created in its place.
+        assert not absent.exists()
