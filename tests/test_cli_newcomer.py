@@ -235,3 +235,35 @@ def test_a_missing_sqlite_report_store_is_a_clear_error(
         assert f"[store] sqlite = '{absent}': no such file" in err and "Traceback" not in err
         # Nothing was created in its place.
         assert not absent.exists()
+
+
+@pytest.mark.parametrize(("name", "text", "ca_line", "stanza_line"), [
+    ("policy.toml",
+     '[global]\ntls = "ifavailable"\n\n[[domain]]\nname = "a.example"\n'
+     'tls_verify = "host"\ntls_ca = "{ca}"\n\n[[binding]]\nname = "x"\n'
+     'tls_verify = "optional"\n', 7, 4),
+    ("policy.conf",
+     'tls = "ifavailable"\ndomain "a.example" {{\n  tls_verify = "host"\n'
+     '  tls_ca = "{ca}"\n}}\nbinding "x" {{\n  tls_verify = "optional"\n}}\n', 4, 2),
+])
+def test_file_errors_and_lint_warnings_carry_the_line(
+        name: str, text: str, ca_line: int, stanza_line: int, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    policy = tmp_path / name
+    missing = tmp_path / "missing-ca.pem"
+    policy.write_text(text.format(ca=missing))
+    assert main(["check", str(policy)]) == 1
+    out = capsys.readouterr().out
+    assert f"{policy}:{ca_line}: domain \"a.example\": option 'tls_ca': cannot read" in out
+    assert main(["lint", str(policy)]) == 0
+    out = capsys.readouterr().out
+    assert f"{policy}:{stanza_line}: domain \"a.example\": group-beats-global-domain:" in out
+
+
+def test_a_toml_file_cut_short_names_its_last_line(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    policy = tmp_path / "cut.toml"
+    policy.write_text('[global]\ntls = "no"\ntls_verify')
+    assert main(["check", str(policy)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"{policy}:3: not valid TOML:") and "end of the file" in out

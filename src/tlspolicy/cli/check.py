@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from ..errors import ConfigError
-from ..formats.loader import load_config
+from ..formats.loader import line_finder, load_config
 from ..formats.tlsfiles import check_tls_files
 from ..scopes import Config, iter_stanzas, sets_no_option
 from ._common import (
@@ -51,7 +51,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         try:
             config = load_config(path, format=config_format(args))
             if not args.no_file_checks:
-                check_tls_files(config, filename=path)
+                check_tls_files(config, filename=path,
+                                line_of=line_finder(path, format=config_format(args)))
         except ConfigError as exc:
             failures += print_errors(exc, sys.stdout, prefix="")
             _hint(exc, args)

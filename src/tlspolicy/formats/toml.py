@@ -466,7 +466,13 @@ def _parse(text: str, filename: str) -> dict[str, Any]:
                 Location(file=filename)) from None
         pos = _DECODE_POS.search(str(exc))
         message = _DECODE_POS.sub("", str(exc)).strip()
-        location = Location(file=filename, line=int(pos.group(1)) if pos else None,
+        line = int(pos.group(1)) if pos else None
+        if pos is None and message.endswith("(at end of document)"):
+            # The problem is in the last line (an unfinished key, string or table).
+            message = message.removesuffix("(at end of document)").strip()
+            line = max(1, len(text.rstrip("\n").split("\n")))
+            message += " (at the end of the file)"
+        location = Location(file=filename, line=line,
                             column=int(pos.group(2)) if pos else None)
         raise ConfigSyntaxError(f"not valid TOML: {message}", location) from None
 
