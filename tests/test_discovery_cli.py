@@ -63,23 +63,25 @@ def test_discover_json_has_dane_decision(lab_args: list[str],
 def test_cache_show_purge_refresh(lab_args: list[str],
                                   capsys: pytest.CaptureFixture[str]) -> None:
     discovery_flags = lab_args[1:]
-    assert run(capsys, "cache", "show", *discovery_flags)[1] == "nothing cached\n"
+    # show and purge only read the cache: they take only the cache's options.
+    store_flags = lab_args[-2:]
+    assert run(capsys, "cache", "show", *store_flags)[1] == "nothing cached\n"
     assert run(capsys, "discover", "ok.secure.test", *lab_args)[0] == 0
-    code, out, _ = run(capsys, "cache", "show", "ok.secure.test", *discovery_flags)
+    code, out, _ = run(capsys, "cache", "show", "ok.secure.test", *store_flags)
     assert code == 0 and out.startswith("ok.secure.test  enforce  id id1")
     code, out, _ = run(capsys, "cache", "refresh", "ok.secure.test", "--json", *discovery_flags)
     assert code == 0 and json.loads(out)["policy"]["mode"] == "enforce"
-    code, out, _ = run(capsys, "cache", "purge", "ok.secure.test", *discovery_flags)
+    code, out, _ = run(capsys, "cache", "purge", "ok.secure.test", *store_flags)
     assert code == 0 and out == "purged 1 cached policy\n"
-    assert run(capsys, "cache", "show", "ok.secure.test", *discovery_flags)[1] == (
+    assert run(capsys, "cache", "show", "ok.secure.test", *store_flags)[1] == (
         "nothing cached for ok.secure.test\n")
 
 
 def test_cache_purge_needs_domain_or_all(lab_args: list[str],
                                          capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "cache", "purge", *lab_args[1:])
+    code, _, err = run(capsys, "cache", "purge", *lab_args[-2:])
     assert code == 2 and "DOMAIN or --all" in err
-    code, _, err = run(capsys, "cache", "purge", "x.test", "--all", *lab_args[1:])
+    code, _, err = run(capsys, "cache", "purge", "x.test", "--all", *lab_args[-2:])
     assert code == 2
 
 
@@ -98,3 +100,43 @@ def test_discover_takes_files_positionally_or_with_config(
         assert code == 0 and "bundled example" not in err
         outputs.append(json.loads(out)["decisions"])
     assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_cache_refresh_exits_1_after_a_failed_fetch(
+        lab_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    flags = lab_args[1:]
+    code, out, _ = run(capsys, "cache", "refresh", "notfound.secure.test", *flags)
+    assert code == 1 and "latest fetch fetch-error" in out
+    code, out, _ = run(capsys, "cache", "refresh", "notfound.secure.test", "--json", *flags)
+    assert code == 1 and json.loads(out)["latest_fetch"] == "fetch-error"
+    assert run(capsys, "cache", "refresh", "ok.secure.test", *flags)[0] == 0
+
+
+def test_discover_says_each_diagnostic_once_and_shows_progress(
+        lab_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "discover", "notfound.secure.test", *lab_args)
+    assert code == 0
+    # The failed fetch is in the summary, and not again on standard error.
+    assert "latest fetch fetch-error" in out
+    assert "MTA-STS notfound" not in err and "DNSSEC:" not in err
+    assert "404" in out and "404" not in err
+    # Each step is announced on standard error before it starts.
+    assert "tlspolicy: asking the resolver 127.0.0.1:" in err
+    assert "tlspolicy: looking up the MX hosts of notfound.secure.test" in err
+    assert "tlspolicy: looking up the TLS-RPT record of notfound.secure.test" in err
+
+
+def test_cache_show_columns_are_aligned(lab_args: list[str],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    flags = lab_args[1:]
+    for domain in ("ok.secure.test", "notfound.secure.test", "testing.secure.test"):
+        run(capsys, "cache", "refresh", domain, *flags)
+    code, out, _ = run(capsys, "cache", "show", *lab_args[-2:])
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 3
+    for word in ("latest fetch", "next check"):
+        assert len({line.index(word) for line in lines}) == 1, out
+    with_policy = [line for line in lines if " id " in line]
+    assert len(with_policy) == 2
+    assert len({line.index(" id ") for line in with_policy}) == 1
+    assert len({line.index("expires") for line in with_policy}) == 1

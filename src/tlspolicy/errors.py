@@ -310,4 +310,21 @@ class PolicyInputError(TlsPolicyError, ValueError):
 
 
 class MissingDependencyError(TlsPolicyError, ImportError):
-    """An optional dependency (e.g. ``cryptography`` for DANE) is not installed."""
+    """An optional dependency (e.g. ``cryptography`` for DANE) is not installed.
+
+    Build it with :meth:`for_extra`, which names the package that is missing and
+    the extra that installs it; ``name`` (as on :class:`ImportError`) is the
+    package and ``extra`` the extra.
+    """
+
+    extra: str | None = None
+
+    @classmethod
+    def for_extra(cls, what: str, package: str, extra: str) -> MissingDependencyError:
+        """``WHAT needs PACKAGE, which is not installed: pip install 'tlspolicy[EXTRA]'
+        (from a clone: pip install -e '.[EXTRA]')``."""
+        error = cls(f"{what} needs {package}, which is not installed: install the "
+                    f"'{extra}' extra, pip install 'tlspolicy[{extra}]' (from a clone of "
+                    f"the repository: pip install -e '.[{extra}]')", name=package)
+        error.extra = extra
+        return error

@@ -144,8 +144,8 @@ def _x509() -> Any:
     except ImportError as exc:  # pragma: no cover - the adapters extra installs it
         from tlspolicy import MissingDependencyError
 
-        raise MissingDependencyError(
-            "peer checks need 'cryptography'; install the 'tlspolicy[adapters]' extra") from exc
+        raise MissingDependencyError.for_extra("peer checks", "cryptography",
+                                               "adapters") from exc
     return x509
 
 

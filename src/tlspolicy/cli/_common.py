@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final, TextIO
 
-from ..errors import ConfigError, ConfigErrors, TlsPolicyError
+from ..errors import ConfigError, ConfigErrors, MissingDependencyError, TlsPolicyError
 from ..formats.bundled import EXAMPLE_NAME, example_config
 from ..formats.loader import FORMATS, load_config
 from ..scopes import Config
@@ -36,6 +36,7 @@ __all__ = [
     "evaluation_time",
     "format_hint",
     "load_configuration",
+    "needs_extra",
     "note",
     "print_errors",
     "terminal_progress",
@@ -63,7 +64,9 @@ def add_config_files(parser: argparse.ArgumentParser, *, positional: bool = True
     """Add the configuration file arguments: positional ``FILE...``, ``--config FILE``
     and ``--format``."""
     if positional:
-        parser.add_argument("files", nargs="*", metavar="FILE", help=what)
+        # A default makes argparse treat FILE as optional, so that a missing DOMAIN is
+        # reported alone, not as "DOMAIN, FILE are required".
+        parser.add_argument("files", nargs="*", metavar="FILE", default=[], help=what)
         parser.set_defaults(intermixed="files")
     parser.add_argument("--config", "-c", action="append", dest="config_files", metavar="FILE",
                         help=f"{what} (repeatable; the same as a positional FILE)")
@@ -106,6 +109,24 @@ def load_configuration(args: argparse.Namespace | Sequence[str], *,
         raise UsageError(f"{command} needs configuration files (FILE or --config FILE)")
     note(f"no configuration file given: using the bundled example ({EXAMPLE_NAME})")
     return example_config()
+
+
+_PACKAGES: Final = {"dns": "dnspython", "prometheus_client": "prometheus-client",
+                    "psycopg": "psycopg"}
+"""Distribution names of modules whose import name differs from the package's."""
+
+
+def needs_extra(what: str, exc: ImportError, extra: str) -> MissingDependencyError:
+    """The error for ``what`` when an import failed with ``exc``: it names the package
+    that is missing and how to install the ``extra`` that brings it."""
+    module = (exc.name or "").split(".")[0]
+    if isinstance(exc, MissingDependencyError) and exc.name:
+        package = exc.name  # already the distribution name
+    elif module:
+        package = _PACKAGES.get(module, module)
+    else:
+        package = f"the {extra} extra's packages"
+    return MissingDependencyError.for_extra(what, package, extra)
 
 
 def note(message: str) -> None:

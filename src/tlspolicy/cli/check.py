@@ -8,11 +8,10 @@ import sys
 from typing import Any
 
 from ..errors import ConfigError
-from ..formats.loader import load_config
+from ..formats.loader import line_finder, load_config
 from ..formats.tlsfiles import check_tls_files
 from ..scopes import Config, iter_stanzas, sets_no_option
 from ._common import (
-    EXIT_ERROR,
     EXIT_FOUND,
     EXIT_OK,
     UsageError,
@@ -52,7 +51,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         try:
             config = load_config(path, format=config_format(args))
             if not args.no_file_checks:
-                check_tls_files(config, filename=path)
+                check_tls_files(config, filename=path,
+                                line_of=line_finder(path, format=config_format(args)))
         except ConfigError as exc:
             failures += print_errors(exc, sys.stdout, prefix="")
             _hint(exc, args)
@@ -74,14 +74,13 @@ def _cmd_lint(args: argparse.Namespace) -> int:
 
     found = 0
     notes = 0
-    failed = False
+    errors = 0
     for path in _files(args):
         try:
             warnings = lint_file(path, format=config_format(args))
         except ConfigError as exc:
-            print_errors(exc, prefix="")
+            errors += print_errors(exc, prefix="")
             _hint(exc, args)
-            failed = True
             continue
         for warning in warnings:
             sys.stdout.write(f"{warning.describe()}\n")
@@ -89,12 +88,15 @@ def _cmd_lint(args: argparse.Namespace) -> int:
         notes += sum(1 for w in warnings if w.informational)
     # The summary line is printed on success too, so "no output" never has to mean "clean".
     counts = [f"{found} warning{'s' if found != 1 else ''}"]
+    if errors:
+        # A file that does not load is what check reports: exit 1 as check does.
+        counts.insert(0, f"{errors} error{'s' if errors != 1 else ''}")
     if notes:
         # Informational findings (e.g. a floor raising a binding) never fail --strict.
         counts.append(f"{notes} informational")
     sys.stdout.write(", ".join(counts) + "\n")
-    if failed:
-        return EXIT_ERROR
+    if errors:
+        return EXIT_FOUND
     return EXIT_FOUND if found and args.strict else EXIT_OK
 
 

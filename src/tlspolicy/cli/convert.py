@@ -17,16 +17,27 @@ from typing import Any, TextIO
 
 from ..resolver import Resolver
 from ..scopes import Config, config_at
-from ._common import UsageError, add_config_files, evaluation_time, load_configuration, warn
+from ._common import (
+    EXIT_FOUND,
+    UsageError,
+    add_config_files,
+    evaluation_time,
+    load_configuration,
+    warn,
+)
 
 __all__ = ["register", "summarise_losses"]
+
+
+class ConversionLoss(Exception):
+    """The conversion would leave out part of the policy and was not told it may."""
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     config = load_configuration(args)
     out = sys.stdout
     if args.to != "postfix":
-        for flag in ("binding", "output_dir", "pcre_output"):
+        for flag in ("binding", "output_dir", "pcre_output", "accept_loss"):
             if getattr(args, flag):
                 raise UsageError(f"--{flag.replace('_', '-')} applies to --to postfix only")
     if args.to != "toml":
@@ -50,7 +61,11 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         for loss in ecelerity_export_losses(config):
             warn(str(loss))
     else:
-        _postfix(config, args, out)
+        try:
+            _postfix(config, args, out)
+        except ConversionLoss as exc:
+            sys.stderr.write(f"tlspolicy: error: {exc}\n")
+            return EXIT_FOUND
     return 0
 
 
@@ -100,13 +115,21 @@ def _postfix(config: Config, args: argparse.Namespace, out: TextIO) -> None:
         [name] = names
         entries, warnings_found = postfix_entries(config, name)
         warnings += warnings_found
+        dropped = [e for e in entries if e.kind is EntryKind.REGEX]
+        if dropped and not args.pcre_output:
+            stanzas = ", ".join(e.source for e in dropped)
+            if not args.accept_loss:
+                # Nothing is written: a table without them would silently apply a weaker
+                # policy (the binding's default) to every domain they match.
+                raise ConversionLoss(
+                    f'binding "{name}" has regex domain entries that a hash table cannot '
+                    f"hold ({stanzas}); pass --pcre-output FILE to write them as a pcre "
+                    "table, or --accept-loss to write the table without them")
+            warn(f'binding "{name}": regex domain entries left out (--accept-loss): '
+                 f"{stanzas}")
         out.write(render_policy_table(entries))
-        pcre = render_pcre_table(entries)
         if args.pcre_output:
-            _write(args.pcre_output, pcre)
-        elif any(e.kind is EntryKind.REGEX for e in entries):
-            warn(f'binding "{name}" has regex domain entries that a hash table cannot hold; '
-                 "pass --pcre-output FILE to write them as a pcre table")
+            _write(args.pcre_output, render_pcre_table(entries))
     if warnings:
         sys.stderr.write(summarise_losses(warnings, verbose=args.verbose))
 
@@ -162,6 +185,10 @@ def register(sub: Any) -> None:
     convert.add_argument("--pcre-output", metavar="FILE",
                          help="postfix, one binding: write its regex domain entries to FILE as "
                               "a pcre table")
+    convert.add_argument("--accept-loss", action="store_true",
+                         help="postfix, one binding on standard output: write the table even "
+                              "though its regex domain entries are left out (without "
+                              "--pcre-output they are refused: exit 1, nothing written)")
     convert.add_argument("--verbose", "-v", action="store_true",
                          help="postfix: list every entry Postfix cannot express exactly, not "
                               "a summary by kind")

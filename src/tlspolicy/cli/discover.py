@@ -12,36 +12,59 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+from collections.abc import Awaitable, Callable, Collection
+from typing import TYPE_CHECKING, Any, Final, TextIO, TypeVar
 
+from ..formats.discovery_table import DEFAULT_CACHE_PATH
 from ..resolver import Resolver
-from ._common import EXIT_OK, UsageError, add_config_files, load_configuration
+from ._common import (
+    EXIT_FOUND,
+    EXIT_OK,
+    UsageError,
+    add_config_files,
+    load_configuration,
+    needs_extra,
+    warn,
+)
 
 if TYPE_CHECKING:
     from ..discovery import Discovery
 
-__all__ = ["add_discovery_arguments", "open_discovery", "register"]
+__all__ = ["DISCOVERY_OPTIONS", "add_discovery_arguments", "open_discovery", "register"]
 
 _T = TypeVar("_T")
 
 
 class _PlainDefaults:
     # What the option defaults look like without the discovery extra; the command then
-    # stops with a UsageError before any of them is used.
+    # stops with a MissingDependencyError before any of them is used.
     resolver = "127.0.0.1"
     resolver_port = 53
     probe_name = "."
-    cache_path = "the discovery default"
+    cache_path = DEFAULT_CACHE_PATH
     https_port = 443
     first_wait = 5.0
     probe_backoff_max = 60.0
 
 
-def add_discovery_arguments(parser: argparse.ArgumentParser) -> None:
+DISCOVERY_OPTIONS: Final = ("resolver", "resolver_port", "resolver_trusted", "probe_name",
+                            "probe_backoff_max", "cache", "redis", "https_port", "ca_file",
+                            "first_wait")
+"""Every option :func:`add_discovery_arguments` can add, by its destination."""
+
+_STORE_ONLY: Final = ("cache", "redis")
+_FETCHING: Final = ("resolver", "resolver_port", "resolver_trusted", "probe_name", "cache",
+                    "redis", "https_port", "ca_file")
+
+
+def add_discovery_arguments(parser: argparse.ArgumentParser,
+                            only: Collection[str] = DISCOVERY_OPTIONS) -> None:
     """The options that say where discovery asks and caches (shared with ``serve``).
 
+    ``only`` names the options the command uses (by destination, from
+    :data:`DISCOVERY_OPTIONS`); the others are not offered, and keep their defaults.
     Building the parser never needs the ``tlspolicy[discovery]`` extra: without it the
     defaults are shown as a plain install has them, and running the command says what to
     install.
@@ -52,38 +75,59 @@ def add_discovery_arguments(parser: argparse.ArgumentParser) -> None:
         defaults: Any = _PlainDefaults()
     else:
         defaults = DiscoveryConfig()
-    group = parser.add_argument_group("discovery (DNS, MTA-STS and the cache; needs the "
-                                      "tlspolicy[discovery] extra)")
-    group.add_argument("--resolver", metavar="ADDRESS", default=defaults.resolver,
-                       help="the validating DNS resolver to ask (loopback unless "
-                            f"--resolver-trusted; default {defaults.resolver})")
-    group.add_argument("--resolver-port", metavar="PORT", type=int,
-                       default=defaults.resolver_port,
-                       help=f"its port (default {defaults.resolver_port})")
-    group.add_argument("--resolver-trusted", action="store_true",
-                       help="trust the AD bit of a resolver that is not on loopback")
-    group.add_argument("--probe-name", metavar="NAME", default=defaults.probe_name,
-                       help="a signed name the resolver must validate before DANE inputs are "
-                            f"trusted (default {defaults.probe_name!r})")
-    group.add_argument("--probe-backoff-max", type=float, metavar="SECONDS",
-                       default=defaults.probe_backoff_max,
-                       help="longest wait between probes of a resolver that does not "
-                            f"validate yet (default {defaults.probe_backoff_max:g})")
-    group.add_argument("--cache", metavar="PATH", default=defaults.cache_path,
-                       help="the SQLite cache file; with --redis, the local mirror of "
-                            f"enforce policies (default {defaults.cache_path})")
-    group.add_argument("--redis", metavar="URL",
-                       help="share the cache with a fleet through Redis/Valkey at URL "
-                            "(redis://host:port/db)")
-    group.add_argument("--https-port", metavar="PORT", type=int, default=defaults.https_port,
-                       help=f"port of the MTA-STS policy hosts (default {defaults.https_port})")
-    group.add_argument("--ca-file", metavar="FILE",
-                       help="trust this CA bundle for MTA-STS policy hosts instead of the "
-                            "system store (for test setups)")
-    group.add_argument("--first-wait", metavar="SECONDS", type=float,
-                       default=defaults.first_wait,
-                       help="on a cold cache, how long to wait for a policy before answering "
-                            f"as if there were none (default {defaults.first_wait:g})")
+    options: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+        "resolver": (("--resolver",), dict(
+            metavar="ADDRESS", default=defaults.resolver,
+            help="the validating DNS resolver to ask (loopback unless --resolver-trusted; "
+                 f"default {defaults.resolver})")),
+        "resolver_port": (("--resolver-port",), dict(
+            metavar="PORT", type=int, default=defaults.resolver_port,
+            help=f"its port (default {defaults.resolver_port})")),
+        "resolver_trusted": (("--resolver-trusted",), dict(
+            action="store_true",
+            help="trust the AD bit of a resolver that is not on loopback")),
+        "probe_name": (("--probe-name",), dict(
+            metavar="NAME", default=defaults.probe_name,
+            help="a signed name the resolver must validate before DANE inputs are trusted "
+                 f"(default {defaults.probe_name!r})")),
+        "probe_backoff_max": (("--probe-backoff-max",), dict(
+            type=float, metavar="SECONDS", default=defaults.probe_backoff_max,
+            help="longest wait between probes of a resolver that does not validate yet "
+                 f"(default {defaults.probe_backoff_max:g})")),
+        "cache": (("--cache",), dict(
+            metavar="PATH", default=defaults.cache_path,
+            help="the SQLite cache file; with --redis, the local mirror of enforce policies "
+                 f"(default {defaults.cache_path})")),
+        "redis": (("--redis",), dict(
+            metavar="URL",
+            help="share the cache with a fleet through Redis/Valkey at URL "
+                 "(redis://host:port/db)")),
+        "https_port": (("--https-port",), dict(
+            metavar="PORT", type=int, default=defaults.https_port,
+            help=f"port of the MTA-STS policy hosts (default {defaults.https_port})")),
+        "ca_file": (("--ca-file",), dict(
+            metavar="FILE",
+            help="trust this CA bundle for MTA-STS policy hosts instead of the system store "
+                 "(for test setups)")),
+        "first_wait": (("--first-wait",), dict(
+            metavar="SECONDS", type=float, default=defaults.first_wait,
+            help="on a cold cache, how long to wait for a policy before answering as if "
+                 f"there were none (default {defaults.first_wait:g})")),
+    }
+    unknown = set(only) - set(options)
+    if unknown:
+        raise ValueError(f"unknown discovery options: {', '.join(sorted(unknown))}")
+    wanted = [name for name in DISCOVERY_OPTIONS if name in only]
+    title = ("discovery (DNS, MTA-STS and the cache; needs the tlspolicy[discovery] extra)"
+             if set(wanted) - set(_STORE_ONLY) else
+             "the discovery cache (needs the tlspolicy[discovery] extra)")
+    group = parser.add_argument_group(title)
+    for name in wanted:
+        flags, kwargs = options[name]
+        group.add_argument(*flags, dest=name, **kwargs)
+    # The options a command does not offer still have their values, for one _config().
+    parser.set_defaults(**{name: kwargs.get("default", False if kwargs.get("action") else None)
+                           for name, (_flags, kwargs) in options.items() if name not in only})
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -116,23 +160,83 @@ async def open_discovery(args: argparse.Namespace, *, probe: bool = True) -> Dis
     return discovery
 
 
+class _ResolverDown(Exception):
+    """The resolver gave no answer at all: nothing can be discovered."""
+
+
+# Log messages whose content the command prints itself (the resolver's trust, a failed
+# MTA-STS fetch): shown once, in the command's output, not again as a log line.
+_SHOWN_IN_OUTPUT: Final = frozenset({
+    "DNSSEC: %s",
+    "MTA-STS %s: %s",
+    "MTA-STS %s: %s; cached policy kept until it expires",
+})
+
+
+class _Diagnostics(logging.Handler):
+    """The library's log lines during one command: each on standard error once, as a
+    warning, except those the command's own output already shows."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg in _SHOWN_IN_OUTPUT:
+            return
+        message = record.getMessage()
+        if message not in self.seen:
+            self.seen.add(message)
+            warn(message)
+
+
+def _progress(line: str) -> None:
+    sys.stderr.write(f"tlspolicy: {line}\n")
+    sys.stderr.flush()
+
+
 def _run(args: argparse.Namespace, work: Callable[[Discovery], Awaitable[_T]], *,
          probe: bool = True) -> _T:
+    """Run ``work`` with a discovery opened as the options say.
+
+    ``probe``: the command asks DNS, so the resolver is asked first (progress on
+    standard error); one that does not answer at all raises :class:`_ResolverDown`
+    before anything else is tried.
+    """
     try:
-        import dns.message  # noqa: F401
-        import httpx  # noqa: F401
+        from .. import discovery  # noqa: F401
     except ImportError as exc:
-        raise UsageError(f"discovery needs the tlspolicy[discovery] extra ({exc.name} is "
-                         "not installed)") from None
+        what = " ".join(w for w in (args.command, getattr(args, "action", None)) if w)
+        raise needs_extra(what, exc, "discovery") from None
 
     async def main() -> _T:
-        discovery = await open_discovery(args, probe=probe)
+        discovery = await open_discovery(args, probe=False)
         try:
+            if probe:
+                config = discovery.config
+                where = f"{config.resolver}:{config.resolver_port}"
+                _progress(f"asking the resolver {where} ({config.probe_name!r} SOA)")
+                answer = await discovery.dns.probe(config.probe_name)
+                if answer.unanswered:
+                    raise _ResolverDown(
+                        f"the resolver {where} does not answer ({answer.detail}): nothing "
+                        "was discovered; start it, or name a running one with --resolver "
+                        "and --resolver-port")
+                await discovery.start()
             return await work(discovery)
         finally:
             await discovery.close()
 
-    return asyncio.run(main())
+    logger = logging.getLogger("tlspolicy")
+    handler = _Diagnostics()
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        return asyncio.run(main())
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def _print_summary(found: dict[str, Any], out: TextIO) -> None:
@@ -187,9 +291,13 @@ def _cmd_discover(args: argparse.Namespace) -> int:
     resolver.binding_group_of(args.binding or "default")
 
     async def work(discovery: Discovery) -> dict[str, Any]:
-        return await describe(discovery, args.domain, args.mx_host)
+        return await describe(discovery, args.domain, args.mx_host, progress=_progress)
 
-    found = _run(args, work)
+    try:
+        found = _run(args, work)
+    except _ResolverDown as exc:
+        sys.stderr.write(f"tlspolicy: error: {exc}\n")
+        return EXIT_FOUND
     destinations = found.pop("_destinations")
     decisions = {host: resolver.resolve(args.domain, args.binding, mx_host=host,
                                         destination=destination)
@@ -224,15 +332,31 @@ def _cmd_cache_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not states:
         out.write("nothing cached" + (f" for {args.domain}" if args.domain else "") + "\n")
+    rows: list[list[str]] = []
     for state in states:
         policy = state["policy"]
-        shown = ("no policy" if policy is None else
-                 f"{policy['mode']}  id {policy['id']}  expires {policy['expires_at']}"
-                 f"{'  EXPIRED' if policy['expired'] else ''}")
         rpt = f" [tls-rpt {state['tlsrpt_result_type']}]" if state["tlsrpt_result_type"] else ""
-        out.write(f"{state['domain']}  {shown}  latest fetch {state['latest_fetch']}{rpt}  "
-                  f"next check {state['next_check'] or '-'}\n")
+        rows.append([
+            state["domain"],
+            "no policy" if policy is None else policy["mode"],
+            "" if policy is None else f"id {policy['id']}",
+            "" if policy is None else (f"expires {policy['expires_at']}"
+                                       f"{' EXPIRED' if policy['expired'] else ''}"),
+            f"latest fetch {state['latest_fetch']}{rpt}",
+            f"next check {state['next_check'] or '-'}",
+        ])
+    _print_columns(rows, out)
     return EXIT_OK
+
+
+def _print_columns(rows: list[list[str]], out: TextIO) -> None:
+    """Rows of cells, each column as wide as its widest cell, two spaces apart."""
+    if not rows:
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True) if width]
+        out.write("  ".join(cells).rstrip() + "\n")
 
 
 def _cmd_cache_purge(args: argparse.Namespace) -> int:
@@ -251,20 +375,27 @@ def _cmd_cache_refresh(args: argparse.Namespace) -> int:
     from ..discovery.summary import describe_state
 
     async def work(discovery: Discovery) -> dict[str, Any] | None:
+        _progress(f"fetching the MTA-STS policy of {args.domain}")
         state = await discovery.refresh(args.domain)
         return describe_state(state, discovery._clock())
 
-    state = _run(args, work)
+    try:
+        state = _run(args, work)
+    except _ResolverDown as exc:
+        sys.stderr.write(f"tlspolicy: error: {exc}\n")
+        return EXIT_FOUND
+    assert state is not None
+    # A fetch that failed is a finding, whatever the cache still holds.
+    status = EXIT_OK if state["latest_fetch"] == "ok" else EXIT_FOUND
     if args.json:
         json.dump(state, sys.stdout, indent=2)
         sys.stdout.write("\n")
-        return EXIT_OK
-    assert state is not None
+        return status
     policy = state["policy"]
     shown = "no policy" if policy is None else f"{policy['mode']} policy id {policy['id']}"
     sys.stdout.write(f"{state['domain']}: {shown}; latest fetch {state['latest_fetch']}"
                      f"{'  ' + state['detail'] if state['detail'] else ''}\n")
-    return EXIT_OK
+    return status
 
 
 def register(sub: Any) -> None:
@@ -284,7 +415,8 @@ def register(sub: Any) -> None:
     discover.add_argument("--json", action="store_true",
                           help="print what was found and the decisions as JSON")
     add_config_files(discover)
-    add_discovery_arguments(discover)
+    # --probe-backoff-max is for a server that keeps probing; discover asks once.
+    add_discovery_arguments(discover, [*_FETCHING, "first_wait"])
     discover.set_defaults(func=_cmd_discover)
 
     cache = sub.add_parser("cache", help="show, purge or refresh the discovery cache")
@@ -294,16 +426,17 @@ def register(sub: Any) -> None:
     show.add_argument("domain", nargs="?", metavar="DOMAIN",
                       help="one domain (default: every cached domain)")
     show.add_argument("--json", action="store_true", help="print the states as JSON")
-    add_discovery_arguments(show)
+    add_discovery_arguments(show, _STORE_ONLY)
     show.set_defaults(func=_cmd_cache_show)
     purge = actions.add_parser("purge", help="forget cached policy and DNS answers")
     purge.add_argument("domain", nargs="?", metavar="DOMAIN", help="the domain to forget")
     purge.add_argument("--all", action="store_true", help="forget every cached domain")
-    add_discovery_arguments(purge)
+    add_discovery_arguments(purge, _STORE_ONLY)
     purge.set_defaults(func=_cmd_cache_purge)
     refresh = actions.add_parser("refresh", help="fetch a domain's policy now, ignoring the "
                                                  "cache's schedule")
     refresh.add_argument("domain", metavar="DOMAIN", help="the domain to refresh")
     refresh.add_argument("--json", action="store_true", help="print the new state as JSON")
-    add_discovery_arguments(refresh)
+    # A refresh waits for the whole fetch: --first-wait does not apply.
+    add_discovery_arguments(refresh, _FETCHING)
     refresh.set_defaults(func=_cmd_cache_refresh)

@@ -15,7 +15,7 @@ import asyncio
 import sys
 from typing import Any
 
-from ._common import EXIT_OK, UsageError
+from ._common import EXIT_OK, UsageError, needs_extra
 from .discover import add_discovery_arguments, open_discovery
 
 __all__ = ["SOURCES", "register"]
@@ -38,9 +38,7 @@ def _cmd_import_cache(args: argparse.Namespace) -> int:
     try:
         from ..discovery import importcache as _ic
     except ImportError as exc:
-        missing = exc.name or "dnspython or httpx"  # MissingDependencyError names none
-        raise UsageError(f"import-cache needs the tlspolicy[discovery] extra ({missing} is "
-                         "not installed)") from None
+        raise needs_extra("import-cache", exc, "discovery") from None
 
     async def main() -> Any:
         if args.source_kind == "mta-sts-resolver-sqlite":
@@ -94,5 +92,5 @@ def register(sub: Any) -> None:
     parser.add_argument("--from", dest="source_kind", required=True, choices=sorted(SOURCES),
                         help="what kind of cache SOURCE is")
     parser.add_argument("source", metavar="SOURCE", help="the cache to read (file or URL)")
-    add_discovery_arguments(parser)
+    add_discovery_arguments(parser, ("cache", "redis"))
     parser.set_defaults(func=_cmd_import_cache)

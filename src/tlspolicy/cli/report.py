@@ -34,7 +34,14 @@ from typing import Any
 
 import attrs
 
-from ._common import EXIT_OK, UsageError, add_config_files, config_paths, load_configuration
+from ._common import (
+    EXIT_OK,
+    UsageError,
+    add_config_files,
+    config_paths,
+    load_configuration,
+    note,
+)
 
 __all__ = ["register"]
 
@@ -89,7 +96,14 @@ async def _store(path: str, table: dict[str, Any]) -> AsyncIterator[Any]:
         store: Any = await RedisStore.connect(str(table["redis"]),
                                               prefix=str(table.get("prefix", "tlspolicy:")))
     else:
-        store = SqliteStore(str(table["sqlite"]))
+        sqlite = str(table["sqlite"])
+        if sqlite != ":memory:" and not Path(sqlite).is_file():
+            # SQLite would create an empty store here and every command would find nothing.
+            raise ReportingError(
+                f"{path}: [store] sqlite = {sqlite!r}: no such file; name the store the "
+                "recording MTAs write (BufferedSink's SqliteStore), which exists once they "
+                "have recorded a session")
+        store = SqliteStore(sqlite)
     try:
         yield store
     finally:
@@ -138,11 +152,25 @@ def _start(day: datetime.date) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
+    from ..reporting import period_results
+
+    day = _day(args.date)
+    start = _start(day)
+    wanted = {d.lower().rstrip(".") for d in args.domain or ()}
+    which = f" for {', '.join(sorted(wanted))}" if wanted else ""
+
+    async def recorded() -> bool:
+        # Asked before anything touches the network: with nothing recorded there is
+        # nothing to build, and the operator is told why rather than shown nothing.
+        async with _reporter(args, network=False) as reporter:
+            if await period_results(reporter.store, start, args.domain or None):
+                return True
+            return any(not wanted or s.domain in wanted for s in await reporter.stored(start))
+
     async def run() -> int:
+        written = 0
         async with _reporter(args, network=True) as reporter:
-            start = _start(_day(args.date))
             made = await reporter.build(start, domains=args.domain or None)
-            wanted = {d.lower().rstrip(".") for d in args.domain or ()}
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)
             for stored in await reporter.stored(start):
@@ -151,6 +179,15 @@ def _cmd_build(args: argparse.Namespace) -> int:
                 (out / stored.filename).write_bytes(stored.body)
                 new = "built" if any(m.key == stored.key for m in made) else "exists"
                 print(f"{new}\t{stored.domain}\t{out / stored.filename}")
+                written += 1
+        if not written:
+            note(f"no report built for {day} (UTC){which}: the sessions recorded make no "
+                 "report (see tlspolicy report show)")
+        return EXIT_OK
+
+    if not asyncio.run(recorded()):
+        note(f"no report built for {day} (UTC){which}: no TLS session was recorded in the "
+             f"store for that day (--date picks another; the default is yesterday)")
         return EXIT_OK
     return asyncio.run(run())
 

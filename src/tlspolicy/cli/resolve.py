@@ -70,6 +70,9 @@ DEPRECATED_FLAGS: Final[Mapping[str, str]] = {
 _VALUE_COLUMN: Final = 30
 """The widest value ``resolve`` keeps on its option's line."""
 
+_STOPPING: Final = frozenset({"fail", "defer"})
+"""The actions that give the message an SMTP status; the others deliver."""
+
 _FETCH_VALUES: Final = tuple(o.value for o in FetchOutcome)
 _TLSA_VALUES: Final = tuple(s.value for s in TlsaLookupStatus)
 
@@ -186,16 +189,20 @@ def _print_decision(decision: Decision, out: TextIO) -> None:
     if d["outcomes"]:
         out.write("\noutcomes\n")
         width = max(len(k) for k in d["outcomes"])
+        action_width = max(len(o["action"]) for o in d["outcomes"].values())
         for name, o in d["outcomes"].items():
-            line = f"  {name:<{width}}  {o['action'].upper()}"
+            line = f"  {name:<{width}}  {o['action'].upper():<{action_width}}"
             if o["status"]:
                 s = o["status"]
-                line += f"  {s['code']} {s['enhanced']} {s['text']}"
-                if s["tlsrpt"]:
-                    line += f" [tls-rpt {s['tlsrpt']}]"
-            if o["report"] and o["action"] == "proceed":
-                line += "  (reported)"
-            out.write(line + "\n")
+                rpt = f" [tls-rpt {s['tlsrpt']}]" if s["tlsrpt"] else ""
+                if o["action"] in _STOPPING:
+                    line += f"  {s['code']} {s['enhanced']} {s['text']}{rpt}"
+                else:
+                    # Delivery goes on: no SMTP status is given, only what is recorded.
+                    line += f"  {'reported' if o['report'] else 'noted'}: {s['text']}{rpt}"
+            elif o["report"]:
+                line += "  reported"
+            out.write(line.rstrip() + "\n")
     out.write("\nparameters\n")
     for key, value in d["parameters"].items():
         if isinstance(value, list):
@@ -249,7 +256,7 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Add ``resolve`` to the command line's subparsers."""
     resolve = sub.add_parser("resolve", help="show the decision for one domain and binding")
-    resolve.add_argument("domain", help="recipient domain (or IP literal)")
+    resolve.add_argument("domain", metavar="DOMAIN", help="recipient domain (or IP literal)")
     resolve.add_argument("--binding", "-b", help="binding name (default: the default binding)")
     resolve.add_argument("--mx-host", metavar="HOST",
                          help="MX host name being connected to (mx_host)")

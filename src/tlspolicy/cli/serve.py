@@ -37,7 +37,7 @@ from ..servers.postfix_checks import (
     check_postfix_settings,
 )
 from ..servers.shadow import ShadowLookup, drain_shadow
-from ._common import UsageError, add_config_files, config_format, config_paths
+from ._common import UsageError, add_config_files, config_format, config_paths, needs_extra
 
 # Mirrors tlspolicy.servers.discovered.DEFAULT_ANSWER_DEADLINE without importing discovery.
 _DEFAULT_DEADLINE = 10.0
@@ -522,8 +522,7 @@ class _DiscoveryRun:
             from ..discovery import DiscoveryConfig
             from ..servers.discovered import DEFAULT_ANSWER_DEADLINE
         except ImportError as exc:
-            raise UsageError(f"--discovery needs the tlspolicy[discovery] extra ({exc.name} "
-                             "is not installed)") from None
+            raise needs_extra("--discovery", exc, "discovery") from None
         defaults = DiscoveryConfig()
 
         def pick(flag: str, key: str, default: Any) -> Any:

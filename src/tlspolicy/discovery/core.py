@@ -30,6 +30,7 @@ from .. import (
     select_txt_record,
 )
 from ..errors import PolicyInputError, ResolutionError, TlsPolicyError
+from ..formats.discovery_table import DEFAULT_CACHE_PATH
 from ..stores import SqliteStore, Store, StoreError, dumps_json, loads_json
 from .dns import DnsAnswer, DnsClient, DnsStatus, is_loopback
 from .https import fetch_policy, make_ssl_context
@@ -149,7 +150,7 @@ class DiscoveryConfig:
     probe_backoff_initial: float = attrs.field(default=1.0, validator=_positive)
     probe_backoff_max: float = attrs.field(default=60.0, validator=_positive)
     probe_interval: float = attrs.field(default=60.0, validator=_positive)
-    cache_path: str = "/var/lib/tlspolicy/discovery.sqlite3"
+    cache_path: str = DEFAULT_CACHE_PATH
     resolv_conf: str | None = "/etc/resolv.conf"
 
 

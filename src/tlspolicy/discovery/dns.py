@@ -33,9 +33,7 @@ try:
     import dns.rcode
     import dns.rdatatype
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise MissingDependencyError(
-        "discovery needs dnspython and httpx; install the 'tlspolicy[discovery]' extra"
-    ) from exc
+    raise MissingDependencyError.for_extra("discovery", "dnspython", "discovery") from exc
 
 __all__ = ["DnsAnswer", "DnsClient", "DnsStatus"]
 
@@ -66,7 +64,9 @@ class DnsAnswer:
     """One answer: status, AD-bit security, the records of the queried type (after
     CNAMEs), the CNAME chain, how long it may be cached, and a detail for logs.
 
-    ``bogus`` is set when the resolver's Extended DNS Error says validation failed.
+    ``bogus`` is set when the resolver's Extended DNS Error says validation failed;
+    ``unanswered`` when no answer came at all (timeout, connection refused): the
+    resolver is down or unreachable, as opposed to answering SERVFAIL or REFUSED.
     """
 
     name: str
@@ -82,6 +82,7 @@ class DnsAnswer:
     #: When the answer runs out (seconds since the epoch, by the client's clock): anything
     #: derived from it must not outlive this, however long it sits in a cache.
     expires_at: float = 0.0
+    unanswered: bool = False
 
     @property
     def exists(self) -> bool:
@@ -199,9 +200,10 @@ class DnsClient:
             task.cancel()
         return tasks
 
-    def _failed(self, name: str, rdtype: str, detail: str, *, bogus: bool = False) -> DnsAnswer:
+    def _failed(self, name: str, rdtype: str, detail: str, *, bogus: bool = False,
+                unanswered: bool = False) -> DnsAnswer:
         return DnsAnswer(name, rdtype, DnsStatus.FAILED, False, canonical=name, bogus=bogus,
-                         detail=detail)
+                         detail=detail, unanswered=unanswered)
 
     async def _query(self, name: str, rdtype: str) -> DnsAnswer:
         answer = await self._ask(name, rdtype)
@@ -225,7 +227,8 @@ class DnsClient:
                 response, _ = await dns.asyncquery.udp_with_fallback(
                     request, self.address, timeout=self.timeout, port=self.port)
         except (dns.exception.DNSException, OSError, TimeoutError, ValueError, EOFError) as exc:
-            return self._failed(name, rdtype, f"{rdtype} {name}: {type(exc).__name__}: {exc}")
+            return self._failed(name, rdtype, f"{rdtype} {name}: {type(exc).__name__}: {exc}",
+                                unanswered=True)
         rcode = response.rcode()
         secure = self.trusted and bool(response.flags & dns.flags.AD)
         if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):

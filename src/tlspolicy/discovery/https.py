@@ -25,9 +25,7 @@ from ..errors import MissingDependencyError
 try:
     import httpx
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise MissingDependencyError(
-        "discovery needs dnspython and httpx; install the 'tlspolicy[discovery]' extra"
-    ) from exc
+    raise MissingDependencyError.for_extra("discovery", "httpx", "discovery") from exc
 
 __all__ = ["MAX_POLICY_BYTES", "PolicyFetch", "fetch_policy", "make_ssl_context"]
 

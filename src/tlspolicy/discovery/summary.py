@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,26 +75,33 @@ def _destination(destination: Destination) -> dict[str, Any]:
     }
 
 
-async def describe(discovery: Discovery, domain: str,
-                   mx_host: str | None = None) -> dict[str, Any]:
+async def describe(discovery: Discovery, domain: str, mx_host: str | None = None, *,
+                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Everything discovery finds for ``domain``: resolver trust, MX hosts, per host the
     TLSA lookup and the resulting :class:`~tlspolicy.Destination`, the MTA-STS cache
     state and the TLS-RPT record.  Plain data (``json.dumps`` works on it).
 
     Per host, ``"destination"`` is the object to hand to ``Resolver.resolve``
-    (under the key ``"_destinations"``, omitted by JSON callers).
+    (under the key ``"_destinations"``, omitted by JSON callers).  ``progress`` is
+    told each step before it starts (a line of text, e.g. for standard error).
     """
+    say = progress if progress is not None else (lambda _line: None)
     now = discovery._clock()
     policy_domain, _, smart = discovery._next_hop(domain)
+    if not smart:
+        say(f"looking up the MX hosts of {policy_domain}")
     mx = (MxLookup("smarthost", (policy_domain,), False) if smart
           else await discovery.mx(policy_domain))
     hosts = [mx_host] if mx_host is not None else list(mx.hosts[:10])
     destinations: dict[str, Destination] = {}
-    for host in hosts:
+    for number, host in enumerate(hosts, start=1):
+        say(f"looking up TLSA and the MTA-STS policy for {host} ({number} of {len(hosts)})")
         destinations[host] = await discovery.destination(domain, host)
     state = await discovery.cache_entry(policy_domain)
     if state is None:
+        say(f"fetching the MTA-STS policy of {policy_domain}")
         state = await discovery.sts_state(policy_domain)
+    say(f"looking up the TLS-RPT record of {policy_domain}")
     rpt = await discovery.tlsrpt(policy_domain)
     return {
         "domain": policy_domain,

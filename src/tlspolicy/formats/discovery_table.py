@@ -26,7 +26,11 @@ from typing import Any, Final
 from ..errors import ConfigError, ConfigErrors, ConfigSyntaxError, InvalidValueError, Location
 from .files import read_regular_text
 
-__all__ = ["DISCOVERY_KEYS", "check_discovery_table", "read_discovery_table"]
+__all__ = ["DEFAULT_CACHE_PATH", "DISCOVERY_KEYS", "check_discovery_table",
+           "read_discovery_table"]
+
+DEFAULT_CACHE_PATH: Final = "/var/lib/tlspolicy/discovery.sqlite3"
+"""Where discovery keeps its SQLite cache unless told otherwise (``cache``, ``--cache``)."""
 
 #: Every key of ``[discovery]`` with its type and what it sets (the flag of the same
 #: name with ``-`` for ``_``).

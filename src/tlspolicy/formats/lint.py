@@ -66,7 +66,7 @@ from ..scopes import (
     scope_path,
 )
 from .ecelerity import EcelerityDocument, load_ecelerity_config, read_ecelerity
-from .loader import load_config, refuse_empty_policy
+from .loader import line_finder, load_config, refuse_empty_policy
 
 __all__ = [
     "LintWarning",
@@ -573,7 +573,11 @@ def lint_file(path: str | os.PathLike[str], *, format: str | None = None) -> lis
     else:
         # load_config, not load_file: it also refuses a file that sets no option.
         warnings = lint_config(load_config(name, format=format))
-    return [w if w.location is not None else attrs.evolve(w, location=Location(file=name))
+    # The model knows scope paths, not lines: the file's own index says where each is.
+    line_of = line_finder(name, format=format)
+    return [w if w.location is not None and w.location.line is not None
+            else attrs.evolve(w, location=(w.location or Location(file=name)).evolve(
+                line=line_of(w.scope, None)))
             for w in warnings]
 
 

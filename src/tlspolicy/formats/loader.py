@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
 from typing import Final
 
+from .._raw import RawScope
 from ..errors import (
     ConfigError,
     ConfigErrors,
@@ -19,11 +21,13 @@ from ..errors import (
     NoConfigFilesError,
     TooManyFilesError,
 )
-from ..scopes import Config, has_expiry, layer_configs, sets_no_option
+from ..options import ScopeKind
+from ..scopes import Config, floor_path, has_expiry, layer_configs, scope_path, sets_no_option
 from .files import ReadBudget
 from .toml import dumps_toml, loads_toml
 
-__all__ = ["dump_toml", "load_config", "load_file", "loads_toml", "refuse_empty_policy"]
+__all__ = ["LineOf", "dump_toml", "line_finder", "load_config", "load_file", "loads_toml",
+           "refuse_empty_policy"]
 
 
 FORMATS: Final = ("toml", "ecelerity")
@@ -165,3 +169,71 @@ def load_config(*paths: str | os.PathLike[str], format: str | None = None,
 def dump_toml(config: Config) -> str:
     """Render a configuration as TOML (see :mod:`tlspolicy.formats.toml`)."""
     return dumps_toml(config)
+
+
+LineOf = Callable[[str, str | None], int | None]
+"""``line_of(scope_path, option)``: the line of a scope's option (or, with ``None`` or an
+option the scope does not set, of the scope itself) in one file, or ``None``."""
+
+
+def _raw_lines(tree: RawScope) -> dict[tuple[str, str | None], int]:
+    lines: dict[tuple[str, str | None], int] = {}
+
+    def add(path: str, scope: RawScope) -> None:
+        own = [o.location.line for o in (*scope.options, *scope.settings)
+               if o.location.line is not None]
+        if scope.location.line is not None:
+            lines.setdefault((path, None), scope.location.line)
+        elif own:
+            # A scope without a header line of its own (the global scope, which may be
+            # written without [global]): its first option.
+            lines.setdefault((path, None), min(own))
+        for option in (*scope.options, *scope.settings):
+            if option.location.line is not None:
+                lines.setdefault((path, option.name.lower()), option.location.line)
+
+    def visit(scope: RawScope, parts: tuple[tuple[ScopeKind, str], ...]) -> None:
+        add(scope_path(*parts), scope)
+        for child in scope.children:
+            if isinstance(child.name, str):
+                visit(child, (*parts, (child.kind, child.name)))
+
+    visit(tree, ())
+    for floor in tree.floors:
+        if isinstance(floor.name, str):
+            add(floor_path(floor.name), floor)
+    return lines
+
+
+def line_finder(path: str | os.PathLike[str], *, format: str | None = None) -> LineOf:
+    """Where each scope and option of one configuration file is, for messages found
+    after loading (file checks, lint warnings) that know only the scope path.
+
+    The file is read again on the first question only; a file that no longer reads
+    answers ``None`` everywhere (the message keeps its file and scope).
+    """
+    name = os.fspath(path)
+    index: dict[tuple[str, str | None], int] | None = None
+
+    def build() -> dict[tuple[str, str | None], int]:
+        try:
+            if format == "ecelerity" or (format is None
+                                         and name.endswith((".conf", ".ecelerity"))):
+                from .ecelerity import read_ecelerity
+
+                return _raw_lines(read_ecelerity(name).tree)
+            from .toml import toml_to_raw
+
+            return _raw_lines(toml_to_raw(ReadBudget().read_text(name), name))
+        except (ConfigError, OSError, UnicodeError):
+            return {}
+
+    def line_of(scope: str, option: str | None = None) -> int | None:
+        nonlocal index
+        if index is None:
+            index = build()
+        if option is not None and (scope, option.lower()) in index:
+            return index[(scope, option.lower())]
+        return index.get((scope, None))
+
+    return line_of

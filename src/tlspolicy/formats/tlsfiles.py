@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Final
 
@@ -94,18 +94,21 @@ def _expired_anchor(text: str, at: datetime) -> str | None:
 
 class _Checker:
     def __init__(self, config: Config, filename: str | None,
-                 at: datetime | None = None) -> None:
+                 at: datetime | None = None,
+                 line_of: Callable[[str, str | None], int | None] | None = None) -> None:
         self.config = config
         self.at = at
         self.filename = filename
+        self.line_of = line_of
         self.errors: list[ConfigError] = []
         self.file_ok: dict[tuple[str, str], bool] = {}
         self.pair_ok: set[tuple[str, str]] = set()
 
     def fail(self, message: str, scope: str, option: str, value: str) -> None:
+        line = self.line_of(scope, option) if self.line_of is not None else None
         self.errors.append(TlsFileError(
-            message, Location(file=self.filename, scope=scope, option=option), value=value,
-            has_value=True))
+            message, Location(file=self.filename, line=line, scope=scope, option=option),
+            value=value, has_value=True))
 
     def file(self, scope: str, option: str, path: str) -> bool:
         key = (option, path)
@@ -197,7 +200,8 @@ def _domain_stanzas(config: Config) -> list[DomainScope]:
 
 
 def check_tls_files(config: Config, *, filename: str | None = None,
-                    at: datetime | None = None) -> None:
+                    at: datetime | None = None,
+                    line_of: Callable[[str, str | None], int | None] | None = None) -> None:
     """Check every ``tls_ca``, ``tls_certificate`` and ``tls_key`` file of ``config``.
 
     Each must be a readable regular file (no FIFO, device or directory; at
@@ -212,8 +216,10 @@ def check_tls_files(config: Config, *, filename: str | None = None,
 
     Raises :class:`~tlspolicy.errors.TlsFileError` (scope path, option and
     file name) or :class:`~tlspolicy.errors.ConfigErrors` listing several;
-    returns ``None`` when every file is usable.
+    returns ``None`` when every file is usable.  ``line_of(scope, option)``
+    (:func:`~tlspolicy.formats.loader.line_finder` of the one file ``config``
+    came from) puts the line into each location.
     """
-    checker = _Checker(config, filename, at)
+    checker = _Checker(config, filename, at, line_of)
     checker.run()
     ConfigErrors.raise_if_any(checker.errors)

@@ -466,7 +466,13 @@ def _parse(text: str, filename: str) -> dict[str, Any]:
                 Location(file=filename)) from None
         pos = _DECODE_POS.search(str(exc))
         message = _DECODE_POS.sub("", str(exc)).strip()
-        location = Location(file=filename, line=int(pos.group(1)) if pos else None,
+        line = int(pos.group(1)) if pos else None
+        if pos is None and message.endswith("(at end of document)"):
+            # The problem is in the last line (an unfinished key, string or table).
+            message = message.removesuffix("(at end of document)").strip()
+            line = max(1, len(text.rstrip("\n").split("\n")))
+            message += " (at the end of the file)"
+        location = Location(file=filename, line=line,
                             column=int(pos.group(2)) if pos else None)
         raise ConfigSyntaxError(f"not valid TOML: {message}", location) from None
 
@@ -618,6 +624,39 @@ def config_to_toml(config: Config) -> dict[str, Any]:
     return doc
 
 
+def _is_stanza_list(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _prefixed(text: str, prefix: str) -> str:
+    # tomli-w writes table headers, and only them, at the start of a line with '['
+    # (array items are indented, strings are one line); they get the parent's name.
+    out = []
+    for line in text.splitlines(keepends=True):
+        if line.startswith("[["):
+            line = f"[[{prefix}.{line[2:]}"
+        elif line.startswith("["):
+            line = f"[{prefix}.{line[1:]}"
+        out.append(line)
+    return "".join(out)
+
+
 def dumps_toml(config: Config) -> str:
-    """Render a configuration as TOML text that :func:`loads_toml` reads back equal."""
-    return tomli_w.dumps(config_to_toml(config))
+    """Render a configuration as TOML text that :func:`loads_toml` reads back equal.
+
+    The file-level settings come first, then ``[global]``, then every top-level
+    stanza as an array-of-tables entry (``[[domain]]``, ``[[binding_group]]``,
+    ``[[binding]]``, ``[[floor]]``), in declaration order. tomli-w alone would write a
+    short list of stanzas as an inline array of tables at the top of the file, before
+    ``[global]``; nested lists (a group's domains) may stay inline under their stanza.
+    """
+    doc = config_to_toml(config)
+    head = {k: v for k, v in doc.items() if not _is_stanza_list(v)}
+    parts = [tomli_w.dumps(head)] if head else []
+    for key, value in doc.items():
+        if key in head:
+            continue
+        for item in value:
+            body = _prefixed(tomli_w.dumps(item), key)
+            parts.append(f"[[{key}]]\n{body}")
+    return "\n".join(part if part.endswith("\n") else part + "\n" for part in parts)

@@ -432,10 +432,8 @@ def _crypto() -> Any:
     try:
         from cryptography import x509 as x509_module
     except ImportError as exc:
-        raise MissingDependencyError(
-            "DANE certificate matching needs the 'cryptography' package; "
-            "install the 'tlspolicy[dane]' extra"
-        ) from exc
+        raise MissingDependencyError.for_extra("DANE certificate matching", "cryptography",
+                                               "dane") from exc
     return x509_module
 
 

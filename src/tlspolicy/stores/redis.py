@@ -33,9 +33,7 @@ def _redis() -> Any:
         import redis.asyncio as redis_asyncio
         import redis.exceptions as redis_exceptions
     except ImportError as exc:
-        raise MissingDependencyError(
-            "the Redis store needs the 'redis' package; install the 'tlspolicy[redis]' "
-            "extra") from exc
+        raise MissingDependencyError.for_extra("the Redis store", "redis", "redis") from exc
     return redis_asyncio, redis_exceptions
 
 
