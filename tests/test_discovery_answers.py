@@ -33,6 +33,7 @@ from tlspolicy.postfix.answers import (
     NextHopView,
     PostfixProfile,
     render,
+    with_policy_ttl,
 )
 from tlspolicy.postfix.levels import Need, PostfixLevel, PostfixMappingError, PostfixPolicy, need_of
 from tlspolicy.postfix.lookup import PolicyLookup
@@ -223,6 +224,83 @@ def test_policy_lines_and_patterns_that_would_inject_attributes_are_dropped() ->
         compose([("mx1.example.com", N, Need.VERIFIED)], sts=hostile)
 
 
+TESTING = parse_policy(b"version: STSv1\nmode: testing\nmx: mx1.example.com\n"
+                       b"mx: *.example.net\nmax_age: 86400\n")
+STS_TAIL = ("policy_type=sts policy_domain=example.com policy_ttl=86400 "
+            "policy_string={version: STSv1} policy_string={mode: testing} "
+            "policy_string={mx: mx1.example.com} policy_string={mx: *.example.net} "
+            "policy_string={max_age: 86400} mx_host_pattern=mx1.example.com "
+            "mx_host_pattern=*.example.net")
+
+
+@pytest.mark.parametrize(("need", "level"), [
+    (Need.NONE, "may"),        # tls = no is raised to opportunistic TLS, never none
+    (Need.MAY, "may"),
+    (Need.ENCRYPT, "encrypt"),
+])
+def test_testing_mode_renders_its_decided_level_with_the_policy_attributes(
+        need: Need, level: str) -> None:
+    # SEMANTICS 11: a testing-mode policy renders its decided level with policy_type=sts
+    # and the policy's attributes (Postfix >= 3.10), never a lower level to carry them.
+    answer = compose([("mx1.example.com", N, need), ("mx2.example.net", N, need)],
+                     sts=TESTING, base=need)
+    assert answer.rule == "e" and answer.sts_derived
+    assert answer.policy.text() == f"{level} {STS_TAIL}"
+    # The decided level, whatever carries the attributes: never lower than without them.
+    assert _LEVELS.index(answer.policy.level.value) >= _LEVELS.index(
+        compose([("mx1.example.com", N, need)], sts=TESTING, base=need,
+                version=(3, 9)).policy.level.value)
+
+
+_LEVELS = ["none", "may", "encrypt", "verify", "secure"]
+
+
+def test_testing_mode_keeps_a_verified_decision_with_the_attributes() -> None:
+    answer = compose([("mx1.example.com", N, Need.VERIFIED)], sts=TESTING,
+                     base=Need.VERIFIED)
+    before = compose([("mx1.example.com", N, Need.VERIFIED)], sts=TESTING,
+                     base=Need.VERIFIED, version=(3, 9))
+    assert answer.policy.level is before.policy.level is PostfixLevel.VERIFY
+    assert answer.policy.text() == f"{before.policy.text()} {STS_TAIL}"
+    assert "policy_" not in before.policy.text()
+
+
+@pytest.mark.parametrize("sts", [ENFORCE, TESTING], ids=["enforce", "testing"])
+@pytest.mark.parametrize("version", [(3, 9, 9), (3, 10), (3, 10, 5)])
+def test_sts_attributes_row_at_least_one_of_each_list(sts: Any,
+                                                      version: tuple[int, ...]) -> None:
+    answer = compose([("mx1.example.com", N, Need.MAY)], sts=sts, version=version)
+    names = [name for name, _ in answer.policy.attributes]
+    if version < (3, 10):
+        assert not {"policy_type", "policy_ttl", "policy_string",
+                    "mx_host_pattern"} & set(names)
+        return
+    # Postfix reads each list unconditionally: every one of them, at least once.
+    assert names.count("policy_type") == names.count("policy_domain") == 1
+    assert names.count("policy_ttl") == 1
+    assert names.count("policy_string") >= 1 and names.count("mx_host_pattern") >= 1
+    assert "policy_failure" not in names
+
+
+def test_policy_ttl_is_what_remains_and_never_more() -> None:
+    view = NextHopView(
+        binding="default", key="example.com", policy_domain="example.com",
+        hosts=(_host("mx1.example.com", N, Need.MAY, ENFORCE, True, ""),),
+        base=_resolver(Need.MAY, "").resolve("example.com"), sts_ttl=-5)
+    answer = render(view, PostfixProfile((3, 10, 5)))
+    assert dict(answer.policy.attributes)["policy_ttl"] == "0"
+    view = attrs.evolve(view, sts_ttl=3600)
+    policy = render(view, PostfixProfile((3, 10, 5))).policy
+    assert dict(policy.attributes)["policy_ttl"] == "3600"
+    # An answer given again later: lowered to what remains, never raised, never negative.
+    assert dict(with_policy_ttl(policy, 1200.7).attributes)["policy_ttl"] == "1200"
+    assert dict(with_policy_ttl(policy, 7200).attributes)["policy_ttl"] == "3600"
+    assert dict(with_policy_ttl(policy, -3).attributes)["policy_ttl"] == "0"
+    assert with_policy_ttl(policy, 1200).text().replace("policy_ttl=1200", "") == \
+        policy.text().replace("policy_ttl=3600", "")
+    assert with_policy_ttl(MAY, 10) is MAY
+
+
 def test_need_of_decisions() -> None:
     resolver = Resolver(loads_toml("""
 [global]
@@ -322,6 +400,30 @@ def test_sts_attributes_only_for_postfix_3_10_and_on_sts_answers(env: Env) -> No
         "policy_string={mode: enforce} policy_string={mx: *.ok.secure.test} "
         "policy_string={max_age: 86400} mx_host_pattern=*.ok.secure.test")
     assert "policy_" not in got["secure.test"] and "policy_" not in got["twomx.secure.test"]
+
+
+def test_policy_ttl_of_an_answer_given_again_is_what_remains(env: Env) -> None:
+    # SEMANTICS 11: policy_ttl no longer than the answer's own validity, also when the
+    # answer is reused while its inputs are unchanged.
+    def ttl(reply: SocketmapReply) -> int:
+        found = re.search(r" policy_ttl=([0-9]+) ", reply.text)
+        assert found is not None, reply.text
+        return int(found.group(1))
+
+    async def main() -> list[int]:
+        async with env.discovery() as discovery:
+            lookup = lookup_for(discovery, version=(3, 10, 5))
+            seen = [ttl(await ask(lookup, "ok.secure.test")),
+                    ttl(await ask(lookup, "ok.secure.test"))]  # held from here on
+            env.clock.now += 20
+            seen.append(ttl(await ask(lookup, "ok.secure.test")))
+            env.clock.now += 5
+            seen.append(ttl(await ask(lookup, "ok.secure.test")))
+            return seen
+
+    first, second, later, last = asyncio.run(main())
+    assert 0 < second <= first <= 86400
+    assert later <= second - 20 and last <= later - 5
 
 
 def test_operator_switches_turn_dane_and_mta_sts_off(env: Env) -> None:

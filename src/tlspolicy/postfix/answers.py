@@ -68,6 +68,7 @@ __all__ = [
     "render",
     "sts_policy_lines",
     "tlsa_state",
+    "with_policy_ttl",
 ]
 
 #: The first Postfix version taking ``servername=``.
@@ -220,6 +221,20 @@ class DiscoveredAnswer:
         under a testing-mode policy)."""
         return self.rule in ("a", "d") or any(
             name == "policy_type" for name, _ in self.policy.attributes)
+
+
+def with_policy_ttl(policy: PostfixPolicy, seconds: float) -> PostfixPolicy:
+    """``policy`` with its ``policy_ttl`` lowered to ``seconds`` (whole seconds, at least 0),
+    never raised: an answer given again later must not claim more of the MTA-STS policy's
+    lifetime than remains (SEMANTICS 11).  Without ``policy_ttl`` it is returned as it is."""
+    if not any(name == "policy_ttl" for name, _ in policy.attributes):
+        return policy
+    remaining = max(0, int(seconds))
+    attributes = tuple(
+        (name, str(min(int(value), remaining)) if value.isdigit() else str(remaining))
+        if name == "policy_ttl" else (name, value)
+        for name, value in policy.attributes)
+    return PostfixPolicy(policy.level, attributes)
 
 
 def sts_policy_lines(policy: MtaStsPolicy) -> tuple[str, ...]:

@@ -52,10 +52,17 @@ from ..postfix.answers import (
     PostfixProfile,
     map_decision,
     render,
+    with_policy_ttl,
 )
 from ..postfix.dropin import drop_in, sends_sts_attributes_for
 from ..postfix.keys import PostfixKey, PostfixKeyError, parse_postfix_key
-from ..postfix.levels import PostfixLevel, PostfixMappingError, PostfixVersion, PostfixWarning
+from ..postfix.levels import (
+    PostfixLevel,
+    PostfixMappingError,
+    PostfixPolicy,
+    PostfixVersion,
+    PostfixWarning,
+)
 from ..postfix.lookup import PolicyLookup
 from ..postfix.mapping import VERIFY_MATCH
 from ..postfix.replies import SocketmapReply
@@ -92,6 +99,9 @@ _NO_TLSA: Final = TlsaLookup(TlsaLookupStatus.NODATA, detail="if the host has no
 _UNUSABLE_RECORD: Final = TlsaRecord(1, 1, 1, bytes(32))
 # MTA-STS switched off for a next hop: its answers depend on no MTA-STS state.
 _STS_OFF: Final = object()
+# A reused answer: (MTA-STS state or _STS_OFF, trust epoch, until, reply, domain, rule,
+# the answer when it carries policy_ttl, the policy's expiry).
+_Held = tuple[object, int, float, SocketmapReply, str, str, PostfixPolicy | None, float]
 
 
 def _aware(seconds: float) -> datetime:
@@ -164,10 +174,10 @@ class DiscoveryLookup:
         self._quiet_profile = attrs.evolve(self.profile, sts_attributes=False)
         self._resolver = policy.resolver
         self._bindings = frozenset(self._resolver.bindings)
-        # (map, key) -> (MTA-STS state or _STS_OFF, trust epoch, until, reply, domain, rule):
-        # the answer again while its inputs are unchanged.
-        self._held: dict[tuple[str, str], tuple[object, int, float, SocketmapReply, str,
-                                                 str]] = {}
+        # (map, key) -> (MTA-STS state or _STS_OFF, trust epoch, until, reply, domain, rule,
+        # the answer and its policy's expiry when it carries policy_ttl): the answer again
+        # while its inputs are unchanged.
+        self._held: dict[tuple[str, str], _Held] = {}
         self._keys: dict[str, PostfixKey] = {}
         self._value_memo: dict[tuple[str, str, int | None, bool], _Values] = {}
         # The last MX answer of each domain that was not a failure, for outages.
@@ -194,12 +204,16 @@ class DiscoveryLookup:
         memo_key = (map_name, key)
         held = self._held.get(memo_key)
         if held is not None:
-            sts, epoch, until, reply, domain, rule = held
-            if self._clock() < until and epoch == self.discovery.trust_epoch and (
+            sts, epoch, until, reply, domain, rule, timed, expires = held
+            now = self._clock()
+            if now < until and epoch == self.discovery.trust_epoch and (
                     sts is _STS_OFF or self.discovery.sts_held(domain) is sts):
                 # The very inputs of the last answer are still what discovery holds.
                 if sts is not _STS_OFF:
                     self._use(domain)
+                if timed is not None:
+                    # policy_ttl: what remains of the policy now, not when first answered.
+                    reply = SocketmapReply.ok(with_policy_ttl(timed, expires - now).text())
                 if self._on_answer is not None:
                     self._on_answer(rule)
                 return reply
@@ -275,8 +289,13 @@ class DiscoveryLookup:
             if len(self._held) >= _MEMO_SIZE:
                 self._held.clear()
             sts: object = inputs.sts if values.sts_on else _STS_OFF
+            timed, expires = None, math.inf
+            cached = inputs.sts.cached if inputs.sts is not None else None
+            if not result.notfound and cached is not None and any(
+                    name == "policy_ttl" for name, _ in result.policy.attributes):
+                timed, expires = result.policy, cached.expires_at.timestamp()
             self._held[(map_name, key)] = (sts, self.discovery.trust_epoch, until, reply,
-                                           parsed.domain, result.rule)
+                                           parsed.domain, result.rule, timed, expires)
         return reply
 
     async def answer(self, binding: str, key: str) -> DiscoveredAnswer | SocketmapReply:
