@@ -508,6 +508,56 @@ def test_temp_only_when_neither_mx_nor_the_cache_can_be_read(env: Env) -> None:
     assert got.startswith("TEMP ")
 
 
+def test_temp_answers_and_resolver_trust_are_counted(env: Env) -> None:
+    """Metrics (issue 21): a TEMP because neither the MX lookup nor the MTA-STS cache
+    could be read is counted with the cause ``store``; the resolver trust gauge follows
+    the probe; answers are counted by readable rule names."""
+    from tlspolicy.servers.metrics import Metrics
+
+    metrics = Metrics()
+    sock, port = _silent_udp()
+    dead = free_port()
+
+    def sample(name: str, **labels: str) -> float:
+        got = metrics.registry.get_sample_value(name, labels)
+        return 0.0 if got is None else got
+
+    try:
+        async def main() -> tuple[str, float]:
+            store = await RedisStore.connect(f"redis://127.0.0.1:{dead}/0", timeout=0.5,
+                                             require_up=False, clock=env.clock)
+            discovery = env.discovery(store=store, resolver_port=port, dns_timeout=0.5,
+                                      first_wait=0.5)
+            discovery.observer = metrics
+            async with discovery:
+                untrusted = sample("tlspolicy_discovery_resolver_trusted")
+                lookup = lookup_for(discovery, on_temp=metrics.count_temp,
+                                    on_answer=metrics.count_rule)
+                return (await ask(lookup, "ok.secure.test")).to_text(), untrusted
+
+        got, untrusted = asyncio.run(main())
+    finally:
+        sock.close()
+    assert got.startswith("TEMP ")
+    assert untrusted == 0.0  # the silent resolver never answered the probe
+    assert sample("tlspolicy_socketmap_temp_replies_total", cause="store") == 1
+
+    async def trusted() -> float:
+        discovery = env.discovery()
+        discovery.observer = metrics
+        async with discovery:
+            lookup = lookup_for(discovery, version=(3, 10, 5), on_answer=metrics.count_rule)
+            for key in ("ok.secure.test", "secure.test", "twomx.secure.test"):
+                await ask(lookup, key)
+            return sample("tlspolicy_discovery_resolver_trusted")
+
+    assert asyncio.run(trusted()) == 1.0
+    answers = "tlspolicy_socketmap_discovered_answers_total"
+    assert sample(answers, rule_name="sts-enforce") == 1
+    assert sample(answers, rule_name="dane-hosts") == 1
+    assert sample(answers, rule_name="configuration") == 1
+
+
 @pytest.mark.slow
 def test_outage_dns_and_https_stopped_cached_enforce_policies_still_answered(
         env: Env, redis_server: RedisServer) -> None:
@@ -668,8 +718,11 @@ postfix_version = "3.10.5"
 
         with urllib.request.urlopen(served.metrics, timeout=10) as response:
             scraped = response.read().decode()
-        assert 'tlspolicy_socketmap_discovered_answers_total{rule="b"} 1.0' in scraped
-        assert 'tlspolicy_socketmap_discovered_answers_total{rule="d"} 1.0' in scraped
+        assert 'tlspolicy_socketmap_discovered_answers_total{rule_name="dane-hosts"} 1.0' \
+            in scraped
+        assert 'tlspolicy_socketmap_discovered_answers_total{rule_name="sts-enforce"} 1.0' \
+            in scraped
+        assert "tlspolicy_discovery_resolver_trusted 1.0" in scraped
         assert 'tlspolicy_socketmap_queries_total{level="dane-only",status="OK"} 1.0' in scraped
         assert "tlspolicy_discovery_cache_lookups_total{" in scraped
     finally:

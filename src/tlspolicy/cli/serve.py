@@ -660,6 +660,8 @@ class _DiscoveryRun:
                                  mx_patterns_enforced=self.sts_mx_patterns,
                                  on_answer=(self.observer.count_rule
                                             if self.observer is not None else None),
+                                 on_temp=(self.observer.count_temp
+                                          if self.observer is not None else None),
                                  drop_in=self.mode.drop_in, own_level=self.own_level)
         if self.in_use is None:
             self.in_use = lookup.in_use

@@ -46,6 +46,7 @@ from ..policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
 from ..policies.destination import Destination
 from ..policies.mtasts import StsMode
 from ..postfix.answers import (
+    RULE_NAMES,
     DiscoveredAnswer,
     HostDecisions,
     NextHopView,
@@ -131,8 +132,10 @@ class DiscoveryLookup:
     ``postfix_version`` must be known (SEMANTICS 11: no default).
     ``mx_patterns_enforced`` is main.cf's ``smtp_tls_enforce_sts_mx_patterns``
     (Postfix 3.10.5 and later); ``dane_ready`` whether Postfix meets its own DANE
-    prerequisites (SEMANTICS 10).  ``on_answer`` is told the rule of every discovered
-    answer (metrics).
+    prerequisites (SEMANTICS 10).  ``on_answer`` is told the rule name
+    (:data:`~tlspolicy.postfix.answers.RULE_NAMES`) of every discovered answer, and
+    ``on_temp`` the cause of every ``TEMP`` this lookup answers (``store``: neither the MX
+    lookup nor the MTA-STS cache could be read) (metrics).
 
     Calling it returns a :class:`~tlspolicy.postfix.replies.SocketmapReply` for what
     needs no I/O, else an awaitable of one.
@@ -147,7 +150,8 @@ class DiscoveryLookup:
                  max_in_use: int = DEFAULT_MAX_IN_USE,
                  clock: Callable[[], float] | None = None,
                  on_answer: Callable[[str], None] | None = None,
-                 drop_in: bool = False, own_level: str | None = None) -> None:
+                 drop_in: bool = False, own_level: str | None = None,
+                 on_temp: Callable[[str], None] | None = None) -> None:
         if not deadline > 0:
             raise ValueError(f"deadline must be positive, got {deadline}")
         if not memo_ttl >= 0:
@@ -164,6 +168,7 @@ class DiscoveryLookup:
         # are then read on one clock.
         self._clock = clock if clock is not None else getattr(discovery, "_clock", time.time)
         self._on_answer = on_answer
+        self._on_temp = on_temp
         self.profile = PostfixProfile(self.postfix_version, mx_patterns_enforced,
                                       dane_ready)
         # Drop-in mode (SEMANTICS 11): any map name, NOTFOUND where neither MTA-STS nor
@@ -193,7 +198,7 @@ class DiscoveryLookup:
                                 dane_ready=self.dane_ready,
                                 max_in_use=self.max_in_use, clock=self._clock,
                                 on_answer=self._on_answer, drop_in=self.drop_in,
-                                own_level=self.own_level)
+                                own_level=self.own_level, on_temp=self._on_temp)
         other.in_use = self.in_use  # what is in use does not change with the configuration
         other._last_mx = self._last_mx
         return other
@@ -280,7 +285,7 @@ class DiscoveryLookup:
         reply = SocketmapReply.notfound() if result.notfound else \
             SocketmapReply.ok(result.policy.text())
         if self._on_answer is not None:
-            self._on_answer(result.rule)
+            self._on_answer(result.rule_name)
         if log.isEnabledFor(logging.DEBUG):
             for warning in result.warnings:
                 log.debug("socketmap: %s", warning.describe())
@@ -295,7 +300,7 @@ class DiscoveryLookup:
                     name == "policy_ttl" for name, _ in result.policy.attributes):
                 timed, expires = result.policy, cached.expires_at.timestamp()
             self._held[(map_name, key)] = (sts, self.discovery.trust_epoch, until, reply,
-                                           parsed.domain, result.rule, timed, expires)
+                                           parsed.domain, result.rule_name, timed, expires)
         return reply
 
     async def answer(self, binding: str, key: str) -> DiscoveredAnswer | SocketmapReply:
@@ -492,6 +497,9 @@ class DiscoveryLookup:
         domain = parsed.domain
         mx_failed = mx is not None and mx.kind == "failed"
         if mx_failed and values.sts_on and (sts is None or sts.state == "unreadable"):
+            if self._on_temp is not None:
+                # No MTA-STS state by the answer deadline, or a cache that cannot be read.
+                self._on_temp("deadline" if sts is None else "store")
             return SocketmapReply.temp(
                 f"{domain}: neither the MX lookup nor the MTA-STS cache could be read")
         now = self._clock()
@@ -556,7 +564,7 @@ class DiscoveryLookup:
                 if self.dane_ready:
                     reply = self.policy(binding, key)
                     if self._on_answer is not None and reply.status.value == "OK":
-                        self._on_answer("e")
+                        self._on_answer(RULE_NAMES["e"])
                     return reply
         elif mx.kind in ("mx", "implicit"):
             mx_secure = mx.secure
