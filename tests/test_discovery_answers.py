@@ -747,14 +747,143 @@ def test_serve_discovery_flags_and_refusals(env: Env, tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "unknown discovery key 'resolvr'" in result.stderr + result.stdout
-    shadow = subprocess.run(
-        [sys.executable, "-m", "tlspolicy", "serve", "socketmap", str(tmp_path / "p.toml"),
-         "--listen", "127.0.0.1:0", "--discovery", "--shadow", str(path),
-         "--postfix-version", "3.7.11", "--no-postfix-checks"], capture_output=True, text=True,
-        timeout=60)
-    assert shadow.returncode == 2 and "Traceback" not in shadow.stderr
 
 
+
+
+# ------------------------------------------------------ shadow with discovery (SEMANTICS 9)
+
+NO_STS_FOR_OK = CONFIG + '\n[[domain]]\nname = "ok.secure.test"\nuse_mta_sts = false\n'
+
+
+def test_shadow_with_discovery_classes_a_downgrade_on_a_discovered_enforce_policy(
+        env: Env) -> None:
+    """The candidate is judged on the live answer's fetched inputs (the same Destination
+    per MX host): switching MTA-STS off for a domain with a discovered enforce policy is a
+    downgrade; the same configuration shows no difference; nothing is fetched for it."""
+    from tlspolicy.servers.shadow import DiscoveryShadowLookup
+
+    def policy(config: str) -> PolicyLookup:
+        return PolicyLookup(Resolver(loads_toml(config)), postfix_version=(3, 10, 5))
+
+    async def main() -> tuple[list[str], Any, Any, int, int]:
+        async with env.discovery() as discovery:
+            live = lookup_for(discovery, version=(3, 10, 5))
+            shadow = DiscoveryShadowLookup(live, live.candidate(policy(NO_STS_FOR_OK)))
+            same_live = lookup_for(discovery, version=(3, 10, 5))
+            same = DiscoveryShadowLookup(same_live, same_live.candidate(policy(CONFIG)))
+            got = []
+            for key in ("ok.secure.test", "ok.secure.test", "twomx.secure.test",
+                        "secure.test", "[127.0.0.1]", ".secure.test"):
+                got.append((await ask(shadow, key)).to_text())
+                await ask(same, key)
+            fetches = env.web.fetches("ok.secure.test")
+
+            def queries() -> list[int]:
+                return [env.dns.queries(name, rdtype) for name, rdtype in (
+                    ("ok.secure.test", "MX"), ("_mta-sts.ok.secure.test", "TXT"),
+                    ("_25._tcp.mx.ok.secure.test", "TLSA"))]
+
+            before = queries()
+            # Compared after the replies, in a worker thread as the server does.
+            await asyncio.to_thread(shadow.run_pending)
+            await asyncio.to_thread(same.run_pending)
+            assert env.web.fetches("ok.secure.test") == fetches  # no fetch of its own
+            assert queries() == before
+            return got, shadow.counts(), same.counts(), shadow.pending, fetches
+
+    got, counts, same, pending, fetches = asyncio.run(main())
+    assert got[0].startswith("OK secure match=.ok.secure.test servername=hostname "
+                             "policy_type=sts")
+    assert got[2] == "OK may" and got[3] == "OK dane-only"
+    assert pending == 0 and fetches == 1
+    assert counts.requests == 6 and counts.errors == 0 and counts.shed == 0
+    # ok.secure.test twice: secure (enforce policy) -> may; logged once per key.
+    assert counts.differing == {"downgrade": 2, "review": 0, "upgrade": 0}
+    assert counts.keys["downgrade"] == 1
+    assert same.requests == 6 and same.errors == 0
+    assert same.differing == {"downgrade": 0, "review": 0, "upgrade": 0}
+
+
+def test_shadow_with_discovery_never_fetches_for_the_candidate(env: Env) -> None:
+    """A candidate that needs an input the live answer did not look up takes it from what
+    discovery holds, or the request is counted as not comparable: never a guess, never a
+    fetch of its own."""
+    from tlspolicy.servers.shadow import DiscoveryShadowLookup
+
+    live_config = CONFIG.replace("use_mta_sts = true", "use_mta_sts = false")
+
+    async def main() -> tuple[Any, Any, int]:
+        async with env.discovery() as discovery:
+            live = lookup_for(discovery, live_config, version=(3, 10, 5))
+            shadow = DiscoveryShadowLookup(live, live.candidate(
+                PolicyLookup(Resolver(loads_toml(CONFIG)), postfix_version=(3, 10, 5))))
+            assert (await ask(shadow, "ok.secure.test")).to_text() == "OK may"
+            await asyncio.to_thread(shadow.run_pending)
+            unknown = shadow.counts()
+            # Once discovery holds the policy (fetched for someone else), the candidate
+            # is judged with it: an upgrade, may -> secure.
+            await discovery.sts_state("ok.secure.test")
+            fetched = env.web.fetches("ok.secure.test")
+            assert (await ask(shadow, "ok.secure.test")).to_text() == "OK may"
+            await asyncio.to_thread(shadow.run_pending)
+            return unknown, shadow.counts(), env.web.fetches("ok.secure.test") - fetched
+
+    unknown, known, extra = asyncio.run(main())
+    assert unknown.requests == 1 and unknown.errors == 1
+    assert known.requests == 2 and known.errors == 1
+    assert known.differing["upgrade"] == 1
+    assert extra == 0
+
+
+def test_serve_socketmap_shadow_with_discovery(env: Env, tmp_path: Path) -> None:
+    """serve socketmap --discovery --shadow (refused before): the report classes the
+    candidate's downgrade on a discovered enforce policy."""
+    import json
+
+    from tlspolicy.postfix.netstring import encode_netstring
+
+    discovery_table = f"""
+[discovery]
+enabled = true
+resolver = "127.0.0.1"
+resolver_port = {env.dns.port}
+probe_name = "test."
+https_port = {env.web.port}
+ca_file = "{env.web.ca_file}"
+cache = "{tmp_path / 'cache.sqlite3'}"
+postfix_version = "3.10.5"
+"""
+    candidate = tmp_path / "candidate.toml"
+    candidate.write_text(NO_STS_FOR_OK)
+    report = tmp_path / "shadow.json"
+    served = _serve(env, tmp_path, "--shadow", str(candidate), "--shadow-report",
+                    str(report), "--metrics-listen", "127.0.0.1:0",
+                    config=CONFIG + discovery_table)
+    try:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=20) as sock:
+            sock.settimeout(20)
+            answers = []
+            for key in ("ok.secure.test", "twomx.secure.test", "ok.secure.test"):
+                sock.sendall(encode_netstring(f"default {key}".encode()))
+                data = b""
+                while not data.endswith(b","):
+                    chunk = sock.recv(65536)
+                    assert chunk
+                    data += chunk
+                answers.append(data.decode())
+        assert ":OK secure match=.ok.secure.test" in answers[0]
+        assert answers[1].endswith(":OK may,")
+        time.sleep(0.5)  # the shadow drains its queue after the replies
+    finally:
+        served.process.terminate()
+        _out, err = served.process.communicate(timeout=20)
+    assert served.process.returncode == 0, err
+    counts = json.loads(report.read_text())
+    assert counts["requests"] == 3 and counts["errors"] == 0
+    assert counts["differing"]["downgrade"] == 2
+    assert counts["keys"]["downgrade"] == 1
+    assert "shadow: downgrade map 'default' key 'ok.secure.test'" in err
 
 
 @pytest.mark.slow

@@ -291,6 +291,7 @@ class Metrics(DiscoveryObserver):
                 queries.labels(reply.status.value, reply_level(reply)).inc()
             return reply
 
+        counted.__wrapped__ = lookup  # type: ignore[attr-defined]  # what it counts
         return counted
 
     def instrument_factory(self, factory: LookupFactory) -> LookupFactory:
