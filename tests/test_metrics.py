@@ -397,3 +397,20 @@ def test_docs_metrics_table_lists_every_metric() -> None:
         assert f"| `{definition.name}` | {definition.kind} |" in table
     page = (path.parent.parent / "daemon.md").read_text()
     assert "<!-- generated: metrics -->" in page
+
+
+def test_docs_rule_names_table_is_generated_from_the_mapping() -> None:
+    import importlib.util
+
+    path = Path(__file__).parent.parent / "docs" / "hooks" / "tables.py"
+    spec = importlib.util.spec_from_file_location("docs_hook_tables_rule_names", path)
+    assert spec is not None and spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    table = hook.rule_names_table()
+    for letter, name in RULE_NAMES.items():
+        assert f"| `{name}` | ({letter}) |" in table
+    for name in RULE_NAME_VALUES:
+        assert f"| `{name}` |" in table
+    page = (path.parent.parent / "daemon.md").read_text()
+    assert "<!-- generated: rule-names -->" in page
