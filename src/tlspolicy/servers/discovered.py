@@ -222,9 +222,7 @@ class DiscoveryLookup:
         self._quiet_profile = attrs.evolve(self.profile, sts_attributes=False)
         self._resolver = policy.resolver
         self._bindings = frozenset(self._resolver.bindings)
-        # (map, key) -> (MTA-STS state or _STS_OFF, trust epoch, until, reply, domain, rule,
-        # the answer and its policy's expiry when it carries policy_ttl): the answer again
-        # while its inputs are unchanged.
+        # (map, key) -> the answer again while its inputs are unchanged (see _Held).
         self._held: dict[tuple[str, str], _Held] = {}
         self._keys: dict[str, PostfixKey] = {}
         self._value_memo: dict[tuple[str, str, int | None, bool], _Values] = {}
