@@ -301,6 +301,29 @@ def test_policy_ttl_is_what_remains_and_never_more() -> None:
     assert with_policy_ttl(MAY, 10) is MAY
 
 
+@pytest.mark.parametrize(("version", "protocols"), [
+    ((3, 5, 9), "protocols=!SSLv2:!SSLv3:!TLSv1:!TLSv1.1"),
+    ((3, 6), "protocols=>=TLSv1.2"),
+])
+def test_protocol_ranges_from_3_6_in_discovered_answers(version: tuple[int, ...],
+                                                        protocols: str) -> None:
+    extra = 'tls_protocols = "-ALL:+TLSv1.2:+TLSv1.3"\n'
+    answer = compose([("n", N, Need.ENCRYPT)], extra=extra, base=Need.ENCRYPT,
+                     version=version)
+    assert answer.policy.text() == f"encrypt {protocols}"
+
+
+def test_a_testing_mode_answer_too_long_keeps_its_level_without_the_attributes() -> None:
+    # SEMANTICS 11, answers that fit: the MTA-STS attributes go, the decided level stays.
+    long_policy = parse_policy(
+        b"version: STSv1\nmode: testing\nmax_age: 86400\n" + b"".join(
+            f"mx: mx{i:05d}.{'a' * 35}.example.net\n".encode() for i in range(1000)))
+    answer = compose([("mx00001.example.net", N, Need.ENCRYPT)], sts=long_policy,
+                     base=Need.ENCRYPT)
+    assert answer.policy.text() == "encrypt"
+    assert "sts-attributes-too-long" in codes(answer)
+
+
 def test_need_of_decisions() -> None:
     resolver = Resolver(loads_toml("""
 [global]
