@@ -449,6 +449,32 @@ def test_policy_ttl_of_an_answer_given_again_is_what_remains(env: Env) -> None:
     assert later <= second - 20 and last <= later - 5
 
 
+def test_an_address_next_hop_with_one_routed_domain_reports_its_match_note(
+        env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    """An IP-literal next hop with one routed domain is answered match=<domain> and
+    carries the nexthop-match loss note, with discovery as without (issue 21)."""
+    import logging
+
+    from tlspolicy.postfix.transport import parse_transport_table
+
+    config = CONFIG + '\n[[domain]]\nname = "b.test"\ntls = "required"\n' \
+        'tls_verify = "host"\n'
+    policy = PolicyLookup(Resolver(loads_toml(config)), postfix_version=(3, 7, 11),
+                          routes=parse_transport_table("b.test smtp:[192.0.2.9]:2525\n"))
+    assert [n.code for n in policy.notes("default", "[192.0.2.9]:2525")
+            if n.code == "nexthop-match"] == ["nexthop-match"]
+
+    async def main() -> str:
+        async with env.discovery() as discovery:
+            lookup = DiscoveryLookup(policy, discovery, postfix_version=(3, 7, 11))
+            with caplog.at_level(logging.DEBUG, logger="tlspolicy.servers.discovered"):
+                return (await ask(lookup, "[192.0.2.9]:2525")).to_text()
+
+    assert asyncio.run(main()) == "OK verify match=b.test"
+    assert any("one domain (b.test) is routed through this address" in r.getMessage()
+               for r in caplog.records)
+
+
 def test_operator_switches_turn_dane_and_mta_sts_off(env: Env) -> None:
     config = CONFIG + '\n[[domain]]\nname = "secure.test"\nuse_dane = false\n' \
         '[[domain]]\nname = "ok.secure.test"\nuse_mta_sts = false\n'

@@ -404,9 +404,14 @@ class DiscoveryLookup:
         if self.drop_in:
             return SocketmapReply.notfound()
         decision = self._decide(values, binding, parsed.domain, None, None)
-        policy, _notes = map_decision(decision, binding=binding, key=key,
-                                      version=self.postfix_version,
-                                      match=values.match or VERIFY_MATCH)
+        policy, notes = map_decision(decision, binding=binding, key=key,
+                                     version=self.postfix_version,
+                                     match=values.match or VERIFY_MATCH)
+        if log.isEnabledFor(logging.DEBUG):
+            # The next hop's own notes too (an address with one routed domain named alone
+            # in match=, several domains behind one address).
+            for warning in (*values.notes, *notes):
+                log.debug("socketmap: %s", warning.describe())
         if values.match is None and policy.level is PostfixLevel.VERIFY:
             return SocketmapReply.perm(
                 f"next hop {key} carries several domains and needs a verified level: no "
