@@ -33,6 +33,7 @@ from tlspolicy.postfix.answers import (
     NextHopView,
     PostfixProfile,
     render,
+    with_policy_ttl,
 )
 from tlspolicy.postfix.levels import Need, PostfixLevel, PostfixMappingError, PostfixPolicy, need_of
 from tlspolicy.postfix.lookup import PolicyLookup
@@ -223,6 +224,106 @@ def test_policy_lines_and_patterns_that_would_inject_attributes_are_dropped() ->
         compose([("mx1.example.com", N, Need.VERIFIED)], sts=hostile)
 
 
+TESTING = parse_policy(b"version: STSv1\nmode: testing\nmx: mx1.example.com\n"
+                       b"mx: *.example.net\nmax_age: 86400\n")
+STS_TAIL = ("policy_type=sts policy_domain=example.com policy_ttl=86400 "
+            "policy_string={version: STSv1} policy_string={mode: testing} "
+            "policy_string={mx: mx1.example.com} policy_string={mx: *.example.net} "
+            "policy_string={max_age: 86400} mx_host_pattern=mx1.example.com "
+            "mx_host_pattern=*.example.net")
+
+
+@pytest.mark.parametrize(("need", "level"), [
+    (Need.NONE, "may"),        # tls = no is raised to opportunistic TLS, never none
+    (Need.MAY, "may"),
+    (Need.ENCRYPT, "encrypt"),
+])
+def test_testing_mode_renders_its_decided_level_with_the_policy_attributes(
+        need: Need, level: str) -> None:
+    # SEMANTICS 11: a testing-mode policy renders its decided level with policy_type=sts
+    # and the policy's attributes (Postfix >= 3.10), never a lower level to carry them.
+    answer = compose([("mx1.example.com", N, need), ("mx2.example.net", N, need)],
+                     sts=TESTING, base=need)
+    assert answer.rule == "e" and answer.sts_derived
+    assert answer.policy.text() == f"{level} {STS_TAIL}"
+    # The decided level, whatever carries the attributes: never lower than without them.
+    assert _LEVELS.index(answer.policy.level.value) >= _LEVELS.index(
+        compose([("mx1.example.com", N, need)], sts=TESTING, base=need,
+                version=(3, 9)).policy.level.value)
+
+
+_LEVELS = ["none", "may", "encrypt", "verify", "secure"]
+
+
+def test_testing_mode_keeps_a_verified_decision_with_the_attributes() -> None:
+    answer = compose([("mx1.example.com", N, Need.VERIFIED)], sts=TESTING,
+                     base=Need.VERIFIED)
+    before = compose([("mx1.example.com", N, Need.VERIFIED)], sts=TESTING,
+                     base=Need.VERIFIED, version=(3, 9))
+    assert answer.policy.level is before.policy.level is PostfixLevel.VERIFY
+    assert answer.policy.text() == f"{before.policy.text()} {STS_TAIL}"
+    assert "policy_" not in before.policy.text()
+
+
+@pytest.mark.parametrize("sts", [ENFORCE, TESTING], ids=["enforce", "testing"])
+@pytest.mark.parametrize("version", [(3, 9, 9), (3, 10), (3, 10, 5)])
+def test_sts_attributes_row_at_least_one_of_each_list(sts: Any,
+                                                      version: tuple[int, ...]) -> None:
+    answer = compose([("mx1.example.com", N, Need.MAY)], sts=sts, version=version)
+    names = [name for name, _ in answer.policy.attributes]
+    if version < (3, 10):
+        assert not {"policy_type", "policy_ttl", "policy_string",
+                    "mx_host_pattern"} & set(names)
+        return
+    # Postfix reads each list unconditionally: every one of them, at least once.
+    assert names.count("policy_type") == names.count("policy_domain") == 1
+    assert names.count("policy_ttl") == 1
+    assert names.count("policy_string") >= 1 and names.count("mx_host_pattern") >= 1
+    assert "policy_failure" not in names
+
+
+def test_policy_ttl_is_what_remains_and_never_more() -> None:
+    view = NextHopView(
+        binding="default", key="example.com", policy_domain="example.com",
+        hosts=(_host("mx1.example.com", N, Need.MAY, ENFORCE, True, ""),),
+        base=_resolver(Need.MAY, "").resolve("example.com"), sts_ttl=-5)
+    answer = render(view, PostfixProfile((3, 10, 5)))
+    assert dict(answer.policy.attributes)["policy_ttl"] == "0"
+    view = attrs.evolve(view, sts_ttl=3600)
+    policy = render(view, PostfixProfile((3, 10, 5))).policy
+    assert dict(policy.attributes)["policy_ttl"] == "3600"
+    # An answer given again later: lowered to what remains, never raised, never negative.
+    assert dict(with_policy_ttl(policy, 1200.7).attributes)["policy_ttl"] == "1200"
+    assert dict(with_policy_ttl(policy, 7200).attributes)["policy_ttl"] == "3600"
+    assert dict(with_policy_ttl(policy, -3).attributes)["policy_ttl"] == "0"
+    assert with_policy_ttl(policy, 1200).text().replace("policy_ttl=1200", "") == \
+        policy.text().replace("policy_ttl=3600", "")
+    assert with_policy_ttl(MAY, 10) is MAY
+
+
+@pytest.mark.parametrize(("version", "protocols"), [
+    ((3, 5, 9), "protocols=!SSLv2:!SSLv3:!TLSv1:!TLSv1.1"),
+    ((3, 6), "protocols=>=TLSv1.2"),
+])
+def test_protocol_ranges_from_3_6_in_discovered_answers(version: tuple[int, ...],
+                                                        protocols: str) -> None:
+    extra = 'tls_protocols = "-ALL:+TLSv1.2:+TLSv1.3"\n'
+    answer = compose([("n", N, Need.ENCRYPT)], extra=extra, base=Need.ENCRYPT,
+                     version=version)
+    assert answer.policy.text() == f"encrypt {protocols}"
+
+
+def test_a_testing_mode_answer_too_long_keeps_its_level_without_the_attributes() -> None:
+    # SEMANTICS 11, answers that fit: the MTA-STS attributes go, the decided level stays.
+    long_policy = parse_policy(
+        b"version: STSv1\nmode: testing\nmax_age: 86400\n" + b"".join(
+            f"mx: mx{i:05d}.{'a' * 35}.example.net\n".encode() for i in range(1000)))
+    answer = compose([("mx00001.example.net", N, Need.ENCRYPT)], sts=long_policy,
+                     base=Need.ENCRYPT)
+    assert answer.policy.text() == "encrypt"
+    assert "sts-attributes-too-long" in codes(answer)
+
+
 def test_need_of_decisions() -> None:
     resolver = Resolver(loads_toml("""
 [global]
@@ -324,6 +425,56 @@ def test_sts_attributes_only_for_postfix_3_10_and_on_sts_answers(env: Env) -> No
     assert "policy_" not in got["secure.test"] and "policy_" not in got["twomx.secure.test"]
 
 
+def test_policy_ttl_of_an_answer_given_again_is_what_remains(env: Env) -> None:
+    # SEMANTICS 11: policy_ttl no longer than the answer's own validity, also when the
+    # answer is reused while its inputs are unchanged.
+    def ttl(reply: SocketmapReply) -> int:
+        found = re.search(r" policy_ttl=([0-9]+) ", reply.text)
+        assert found is not None, reply.text
+        return int(found.group(1))
+
+    async def main() -> list[int]:
+        async with env.discovery() as discovery:
+            lookup = lookup_for(discovery, version=(3, 10, 5))
+            seen = [ttl(await ask(lookup, "ok.secure.test")),
+                    ttl(await ask(lookup, "ok.secure.test"))]  # held from here on
+            env.clock.now += 20
+            seen.append(ttl(await ask(lookup, "ok.secure.test")))
+            env.clock.now += 5
+            seen.append(ttl(await ask(lookup, "ok.secure.test")))
+            return seen
+
+    first, second, later, last = asyncio.run(main())
+    assert 0 < second <= first <= 86400
+    assert later <= second - 20 and last <= later - 5
+
+
+def test_an_address_next_hop_with_one_routed_domain_reports_its_match_note(
+        env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    """An IP-literal next hop with one routed domain is answered match=<domain> and
+    carries the nexthop-match loss note, with discovery as without (issue 21)."""
+    import logging
+
+    from tlspolicy.postfix.transport import parse_transport_table
+
+    config = CONFIG + '\n[[domain]]\nname = "b.test"\ntls = "required"\n' \
+        'tls_verify = "host"\n'
+    policy = PolicyLookup(Resolver(loads_toml(config)), postfix_version=(3, 7, 11),
+                          routes=parse_transport_table("b.test smtp:[192.0.2.9]:2525\n"))
+    assert [n.code for n in policy.notes("default", "[192.0.2.9]:2525")
+            if n.code == "nexthop-match"] == ["nexthop-match"]
+
+    async def main() -> str:
+        async with env.discovery() as discovery:
+            lookup = DiscoveryLookup(policy, discovery, postfix_version=(3, 7, 11))
+            with caplog.at_level(logging.DEBUG, logger="tlspolicy.servers.discovered"):
+                return (await ask(lookup, "[192.0.2.9]:2525")).to_text()
+
+    assert asyncio.run(main()) == "OK verify match=b.test"
+    assert any("one domain (b.test) is routed through this address" in r.getMessage()
+               for r in caplog.records)
+
+
 def test_operator_switches_turn_dane_and_mta_sts_off(env: Env) -> None:
     config = CONFIG + '\n[[domain]]\nname = "secure.test"\nuse_dane = false\n' \
         '[[domain]]\nname = "ok.secure.test"\nuse_mta_sts = false\n'
@@ -404,6 +555,56 @@ def test_temp_only_when_neither_mx_nor_the_cache_can_be_read(env: Env) -> None:
     finally:
         sock.close()
     assert got.startswith("TEMP ")
+
+
+def test_temp_answers_and_resolver_trust_are_counted(env: Env) -> None:
+    """Metrics (issue 21): a TEMP because neither the MX lookup nor the MTA-STS cache
+    could be read is counted with the cause ``store``; the resolver trust gauge follows
+    the probe; answers are counted by readable rule names."""
+    from tlspolicy.servers.metrics import Metrics
+
+    metrics = Metrics()
+    sock, port = _silent_udp()
+    dead = free_port()
+
+    def sample(name: str, **labels: str) -> float:
+        got = metrics.registry.get_sample_value(name, labels)
+        return 0.0 if got is None else got
+
+    try:
+        async def main() -> tuple[str, float]:
+            store = await RedisStore.connect(f"redis://127.0.0.1:{dead}/0", timeout=0.5,
+                                             require_up=False, clock=env.clock)
+            discovery = env.discovery(store=store, resolver_port=port, dns_timeout=0.5,
+                                      first_wait=0.5)
+            discovery.observer = metrics
+            async with discovery:
+                untrusted = sample("tlspolicy_discovery_resolver_trusted")
+                lookup = lookup_for(discovery, on_temp=metrics.count_temp,
+                                    on_answer=metrics.count_rule)
+                return (await ask(lookup, "ok.secure.test")).to_text(), untrusted
+
+        got, untrusted = asyncio.run(main())
+    finally:
+        sock.close()
+    assert got.startswith("TEMP ")
+    assert untrusted == 0.0  # the silent resolver never answered the probe
+    assert sample("tlspolicy_socketmap_temp_replies_total", cause="store") == 1
+
+    async def trusted() -> float:
+        discovery = env.discovery()
+        discovery.observer = metrics
+        async with discovery:
+            lookup = lookup_for(discovery, version=(3, 10, 5), on_answer=metrics.count_rule)
+            for key in ("ok.secure.test", "secure.test", "twomx.secure.test"):
+                await ask(lookup, key)
+            return sample("tlspolicy_discovery_resolver_trusted")
+
+    assert asyncio.run(trusted()) == 1.0
+    answers = "tlspolicy_socketmap_discovered_answers_total"
+    assert sample(answers, rule_name="sts-enforce") == 1
+    assert sample(answers, rule_name="dane-hosts") == 1
+    assert sample(answers, rule_name="configuration") == 1
 
 
 @pytest.mark.slow
@@ -566,8 +767,11 @@ postfix_version = "3.10.5"
 
         with urllib.request.urlopen(served.metrics, timeout=10) as response:
             scraped = response.read().decode()
-        assert 'tlspolicy_socketmap_discovered_answers_total{rule="b"} 1.0' in scraped
-        assert 'tlspolicy_socketmap_discovered_answers_total{rule="d"} 1.0' in scraped
+        assert 'tlspolicy_socketmap_discovered_answers_total{rule_name="dane-hosts"} 1.0' \
+            in scraped
+        assert 'tlspolicy_socketmap_discovered_answers_total{rule_name="sts-enforce"} 1.0' \
+            in scraped
+        assert "tlspolicy_discovery_resolver_trusted 1.0" in scraped
         assert 'tlspolicy_socketmap_queries_total{level="dane-only",status="OK"} 1.0' in scraped
         assert "tlspolicy_discovery_cache_lookups_total{" in scraped
     finally:
@@ -592,14 +796,143 @@ def test_serve_discovery_flags_and_refusals(env: Env, tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "unknown discovery key 'resolvr'" in result.stderr + result.stdout
-    shadow = subprocess.run(
-        [sys.executable, "-m", "tlspolicy", "serve", "socketmap", str(tmp_path / "p.toml"),
-         "--listen", "127.0.0.1:0", "--discovery", "--shadow", str(path),
-         "--postfix-version", "3.7.11", "--no-postfix-checks"], capture_output=True, text=True,
-        timeout=60)
-    assert shadow.returncode == 2 and "Traceback" not in shadow.stderr
 
 
+
+
+# ------------------------------------------------------ shadow with discovery (SEMANTICS 9)
+
+NO_STS_FOR_OK = CONFIG + '\n[[domain]]\nname = "ok.secure.test"\nuse_mta_sts = false\n'
+
+
+def test_shadow_with_discovery_classes_a_downgrade_on_a_discovered_enforce_policy(
+        env: Env) -> None:
+    """The candidate is judged on the live answer's fetched inputs (the same Destination
+    per MX host): switching MTA-STS off for a domain with a discovered enforce policy is a
+    downgrade; the same configuration shows no difference; nothing is fetched for it."""
+    from tlspolicy.servers.shadow import DiscoveryShadowLookup
+
+    def policy(config: str) -> PolicyLookup:
+        return PolicyLookup(Resolver(loads_toml(config)), postfix_version=(3, 10, 5))
+
+    async def main() -> tuple[list[str], Any, Any, int, int]:
+        async with env.discovery() as discovery:
+            live = lookup_for(discovery, version=(3, 10, 5))
+            shadow = DiscoveryShadowLookup(live, live.candidate(policy(NO_STS_FOR_OK)))
+            same_live = lookup_for(discovery, version=(3, 10, 5))
+            same = DiscoveryShadowLookup(same_live, same_live.candidate(policy(CONFIG)))
+            got = []
+            for key in ("ok.secure.test", "ok.secure.test", "twomx.secure.test",
+                        "secure.test", "[127.0.0.1]", ".secure.test"):
+                got.append((await ask(shadow, key)).to_text())
+                await ask(same, key)
+            fetches = env.web.fetches("ok.secure.test")
+
+            def queries() -> list[int]:
+                return [env.dns.queries(name, rdtype) for name, rdtype in (
+                    ("ok.secure.test", "MX"), ("_mta-sts.ok.secure.test", "TXT"),
+                    ("_25._tcp.mx.ok.secure.test", "TLSA"))]
+
+            before = queries()
+            # Compared after the replies, in a worker thread as the server does.
+            await asyncio.to_thread(shadow.run_pending)
+            await asyncio.to_thread(same.run_pending)
+            assert env.web.fetches("ok.secure.test") == fetches  # no fetch of its own
+            assert queries() == before
+            return got, shadow.counts(), same.counts(), shadow.pending, fetches
+
+    got, counts, same, pending, fetches = asyncio.run(main())
+    assert got[0].startswith("OK secure match=.ok.secure.test servername=hostname "
+                             "policy_type=sts")
+    assert got[2] == "OK may" and got[3] == "OK dane-only"
+    assert pending == 0 and fetches == 1
+    assert counts.requests == 6 and counts.errors == 0 and counts.shed == 0
+    # ok.secure.test twice: secure (enforce policy) -> may; logged once per key.
+    assert counts.differing == {"downgrade": 2, "review": 0, "upgrade": 0}
+    assert counts.keys["downgrade"] == 1
+    assert same.requests == 6 and same.errors == 0
+    assert same.differing == {"downgrade": 0, "review": 0, "upgrade": 0}
+
+
+def test_shadow_with_discovery_never_fetches_for_the_candidate(env: Env) -> None:
+    """A candidate that needs an input the live answer did not look up takes it from what
+    discovery holds, or the request is counted as not comparable: never a guess, never a
+    fetch of its own."""
+    from tlspolicy.servers.shadow import DiscoveryShadowLookup
+
+    live_config = CONFIG.replace("use_mta_sts = true", "use_mta_sts = false")
+
+    async def main() -> tuple[Any, Any, int]:
+        async with env.discovery() as discovery:
+            live = lookup_for(discovery, live_config, version=(3, 10, 5))
+            shadow = DiscoveryShadowLookup(live, live.candidate(
+                PolicyLookup(Resolver(loads_toml(CONFIG)), postfix_version=(3, 10, 5))))
+            assert (await ask(shadow, "ok.secure.test")).to_text() == "OK may"
+            await asyncio.to_thread(shadow.run_pending)
+            unknown = shadow.counts()
+            # Once discovery holds the policy (fetched for someone else), the candidate
+            # is judged with it: an upgrade, may -> secure.
+            await discovery.sts_state("ok.secure.test")
+            fetched = env.web.fetches("ok.secure.test")
+            assert (await ask(shadow, "ok.secure.test")).to_text() == "OK may"
+            await asyncio.to_thread(shadow.run_pending)
+            return unknown, shadow.counts(), env.web.fetches("ok.secure.test") - fetched
+
+    unknown, known, extra = asyncio.run(main())
+    assert unknown.requests == 1 and unknown.errors == 1
+    assert known.requests == 2 and known.errors == 1
+    assert known.differing["upgrade"] == 1
+    assert extra == 0
+
+
+def test_serve_socketmap_shadow_with_discovery(env: Env, tmp_path: Path) -> None:
+    """serve socketmap --discovery --shadow (refused before): the report classes the
+    candidate's downgrade on a discovered enforce policy."""
+    import json
+
+    from tlspolicy.postfix.netstring import encode_netstring
+
+    discovery_table = f"""
+[discovery]
+enabled = true
+resolver = "127.0.0.1"
+resolver_port = {env.dns.port}
+probe_name = "test."
+https_port = {env.web.port}
+ca_file = "{env.web.ca_file}"
+cache = "{tmp_path / 'cache.sqlite3'}"
+postfix_version = "3.10.5"
+"""
+    candidate = tmp_path / "candidate.toml"
+    candidate.write_text(NO_STS_FOR_OK)
+    report = tmp_path / "shadow.json"
+    served = _serve(env, tmp_path, "--shadow", str(candidate), "--shadow-report",
+                    str(report), "--metrics-listen", "127.0.0.1:0",
+                    config=CONFIG + discovery_table)
+    try:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=20) as sock:
+            sock.settimeout(20)
+            answers = []
+            for key in ("ok.secure.test", "twomx.secure.test", "ok.secure.test"):
+                sock.sendall(encode_netstring(f"default {key}".encode()))
+                data = b""
+                while not data.endswith(b","):
+                    chunk = sock.recv(65536)
+                    assert chunk
+                    data += chunk
+                answers.append(data.decode())
+        assert ":OK secure match=.ok.secure.test" in answers[0]
+        assert answers[1].endswith(":OK may,")
+        time.sleep(0.5)  # the shadow drains its queue after the replies
+    finally:
+        served.process.terminate()
+        _out, err = served.process.communicate(timeout=20)
+    assert served.process.returncode == 0, err
+    counts = json.loads(report.read_text())
+    assert counts["requests"] == 3 and counts["errors"] == 0
+    assert counts["differing"]["downgrade"] == 2
+    assert counts["keys"]["downgrade"] == 1
+    assert "shadow: downgrade map 'default' key 'ok.secure.test'" in err
 
 
 @pytest.mark.slow

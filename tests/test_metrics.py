@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from discovery_support import DnsLab, HttpsLab
 from tlspolicy import FetchOutcome, TlsPolicyError
 from tlspolicy.discovery import Discovery, DiscoveryConfig
+from tlspolicy.postfix.answers import RULE_NAME_VALUES, RULE_NAMES
 from tlspolicy.postfix.netstring import encode_netstring
 from tlspolicy.servers import ListenError, SocketmapReply, SocketmapServer
 from tlspolicy.servers.metrics import (
@@ -107,9 +109,9 @@ def test_every_defined_metric_is_exported(metrics: tuple[Metrics, MetricsServer]
 
     samples = asyncio.run(main())
     names = {name for name, _ in samples}
-    rules = {dict(labels).get("rule") for name, labels in samples
+    rules = {dict(labels).get("rule_name") for name, labels in samples
              if name == "tlspolicy_socketmap_discovered_answers_total"}
-    assert rules == {"b", "other"}
+    assert rules == {"dane-hosts", "other"}
     for definition in METRIC_DEFINITIONS:
         wanted = definition.name + ("_count" if definition.kind == "histogram" else "")
         assert wanted in names, definition.name
@@ -134,6 +136,65 @@ def test_queries_by_status_and_level(metrics: tuple[Metrics, MetricsServer]) -> 
     assert value(s, q, status="NOTFOUND", level="") == 1
     assert value(s, q, status="PERM", level="") == 1
     assert value(s, q, status="TEMP", level="") == 1
+
+
+def test_rule_names_are_readable_and_fixed() -> None:
+    m = Metrics()
+    for rule in ("a", "b", "c", "d", "e", *RULE_NAME_VALUES, "z", "sts-enforce"):
+        m.count_rule(rule)
+    got = {labels["rule_name"]: sample for _n, labels, sample in (
+        (s.name, s.labels, s.value) for f in m.registry.collect() for s in f.samples
+        if s.name == "tlspolicy_socketmap_discovered_answers_total")}
+    assert got == {**{name: 1.0 for name in RULE_NAME_VALUES}, "other": 1.0,
+                   "sts-enforce-insecure-mx": 2.0, "dane-hosts": 2.0,
+                   "dane-mixed-hosts": 2.0, "sts-enforce": 3.0, "configuration": 2.0}
+    # One mapping, letter -> name, and every name is a word a reader understands.
+    assert set(RULE_NAMES) == set("abcde")
+    assert all(re.fullmatch(r"[a-z]+(-[a-z]+)*", name) for name in RULE_NAME_VALUES)
+    definition = next(d for d in METRIC_DEFINITIONS
+                      if d.name == "tlspolicy_socketmap_discovered_answers_total")
+    assert definition.labels == ("rule_name",)
+    assert all(name in definition.help for name in RULE_NAME_VALUES)
+
+
+def test_temp_answers_by_cause(metrics: tuple[Metrics, MetricsServer]) -> None:
+    """TEMP answers the server gives itself (answer deadline, a cancelled lookup, a lookup
+    that fails) are counted by cause, and as TEMP queries."""
+    m, endpoint = metrics
+
+    async def slow() -> SocketmapReply:
+        await asyncio.sleep(30)
+        return SocketmapReply.ok("may")
+
+    async def cancelled() -> SocketmapReply:
+        raise asyncio.CancelledError
+
+    async def fails() -> SocketmapReply:
+        raise RuntimeError("bug")
+
+    def lookup(name: str, key: str) -> Any:
+        return {"slow": slow, "cancelled": cancelled, "fails": fails}[key]() \
+            if key in ("slow", "cancelled", "fails") else _lookup(name, key)
+
+    async def main() -> Samples:
+        async with SocketmapServer(m.instrument(lookup), answer_timeout=0.3) as server:
+            m.bind_server(server)
+            port = server.address[1]
+            answers = await asyncio.to_thread(_ask, port, "slow", "cancelled", "fails",
+                                              "crash", "a.example")
+            assert [a.split(" ")[0] for a in answers] == ["TEMP"] * 4 + ["OK"]
+            assert server.temp_causes == {"deadline": 1, "cancellation": 1, "internal": 2}
+            return await asyncio.to_thread(scrape, endpoint)
+
+    s = asyncio.run(main())
+    t = "tlspolicy_socketmap_temp_replies_total"
+    assert value(s, t, cause="deadline") == 1
+    assert value(s, t, cause="cancellation") == 1
+    assert value(s, t, cause="internal") == 2
+    assert value(s, t, cause="store") == 0 and (t, (("cause", "store"),)) in s
+    # Every TEMP answer is a TEMP query, the ones no reply came back for included.
+    assert value(s, "tlspolicy_socketmap_queries_total", status="TEMP", level="") == 4
+    assert value(s, "tlspolicy_socketmap_queries_total", status="OK", level="secure") == 1
 
 
 def test_reply_level_never_invents_labels() -> None:
@@ -336,3 +397,20 @@ def test_docs_metrics_table_lists_every_metric() -> None:
         assert f"| `{definition.name}` | {definition.kind} |" in table
     page = (path.parent.parent / "daemon.md").read_text()
     assert "<!-- generated: metrics -->" in page
+
+
+def test_docs_rule_names_table_is_generated_from_the_mapping() -> None:
+    import importlib.util
+
+    path = Path(__file__).parent.parent / "docs" / "hooks" / "tables.py"
+    spec = importlib.util.spec_from_file_location("docs_hook_tables_rule_names", path)
+    assert spec is not None and spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    table = hook.rule_names_table()
+    for letter, name in RULE_NAMES.items():
+        assert f"| `{name}` | ({letter}) |" in table
+    for name in RULE_NAME_VALUES:
+        assert f"| `{name}` |" in table
+    page = (path.parent.parent / "daemon.md").read_text()
+    assert "<!-- generated: rule-names -->" in page

@@ -149,6 +149,13 @@ def test_one_routed_domain_is_named_in_the_match_list(tmp_path: Path) -> None:
     # is an address the certificate does not carry.
     assert lookup("default", "[192.0.2.9]:2525").to_text() == \
         "OK verify match=b.test protocols=>=TLSv1:<=TLSv1.2"
+    # ... and that loss is reported, as the documentation promises (issue 21).
+    notes = [n for n in lookup.notes("default", "[192.0.2.9]:2525")
+             if n.code == "nexthop-match"]
+    assert len(notes) == 1 and "b.test" in notes[0].message
+    assert "stricter" in notes[0].message
+    assert not [n for n in lookup.notes("default", "[relay.test]:2525")
+                if n.code == "nexthop-match"]
 
 
 def test_several_domains_behind_an_address(tmp_path: Path) -> None:

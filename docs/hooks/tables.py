@@ -407,6 +407,25 @@ def discovery_rules_table() -> str:
                   [(f"({rule})", hosts, answer) for rule, hosts, answer in ANSWER_RULES])
 
 
+def rule_names_table() -> str:
+    """The ``rule_name`` label of answers with discovery, from ``RULE_NAMES``."""
+    from tlspolicy.postfix.answers import (
+        ANSWER_RULES,
+        OWN_LEVEL_RULE,
+        RULE_NAMES,
+        STS_TESTING_RULE,
+    )
+
+    rows = [(_code(RULE_NAMES[rule]), f"({rule})", answer)
+            for rule, _hosts, answer in ANSWER_RULES]
+    rows += [(_code(STS_TESTING_RULE), "(e)", "the operator's mapping carrying a "
+              "testing-mode policy's MTA-STS attributes (Postfix 3.10 and later)"),
+             (_code(OWN_LEVEL_RULE), "-", "drop-in mode's `NOTFOUND`: Postfix's own level "
+              "stands"),
+             (_code("other"), "-", "none of these (never expected)")]
+    return _table(("rule_name", "Rule", "Answer"), rows)
+
+
 def discovery_table_keys() -> str:
     """The keys of the ``[discovery]`` table, from ``DISCOVERY_KEYS``."""
     from tlspolicy.formats.discovery_table import DISCOVERY_KEYS
@@ -500,6 +519,7 @@ GENERATORS: Final[Mapping[str, Callable[[], str]]] = {
     "cli": cli_reference,
     "metrics": metrics_table,
     "discovery-rules": discovery_rules_table,
+    "rule-names": rule_names_table,
     "discovery-table": discovery_table_keys,
 }
 """Placeholder name -> function rendering its Markdown."""

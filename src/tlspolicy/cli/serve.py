@@ -36,7 +36,7 @@ from ..servers.postfix_checks import (
     Severity,
     check_postfix_settings,
 )
-from ..servers.shadow import ShadowLookup, drain_shadow
+from ..servers.shadow import DiscoveryShadowLookup, ShadowLookup, drain_shadow
 from ._common import UsageError, add_config_files, config_format, config_paths, needs_extra
 
 # Mirrors tlspolicy.servers.discovered.DEFAULT_ANSWER_DEADLINE without importing discovery.
@@ -359,9 +359,6 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
     table = read_discovery_table(paths)
     use_discovery = args.discovery if args.discovery is not None \
         else bool(table.get("enabled", False))
-    if use_discovery and args.shadow:
-        raise UsageError("--shadow does not combine with --discovery yet: shadow answers are "
-                         "computed without discovery")
     if args.check:
         from .servecheck import dry_run
 
@@ -419,13 +416,18 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
         # The live policy answers; a shadow candidate is compared after the replies.
         live = policy()
         if discovered:
-            return discovered[0].wrap(live)
+            # With discovery the candidate is judged on the live answers' fetched inputs.
+            wrapped = discovered[0].wrap(live)
+            return wrapped if candidate is None else DiscoveryShadowLookup(
+                wrapped, wrapped.candidate(candidate()))
         return live if candidate is None else ShadowLookup(live, candidate())
 
     def rebuild() -> Any:
         live = policy.recompile()
         if discovered:
-            return discovered[0].wrap(live)
+            wrapped = discovered[0].wrap(live)
+            return wrapped if candidate is None else DiscoveryShadowLookup(
+                wrapped, wrapped.candidate(candidate.recompile()))
         return live if candidate is None else ShadowLookup(live, candidate.recompile())
 
     def due() -> bool:
@@ -665,6 +667,8 @@ class _DiscoveryRun:
                                  mx_patterns_enforced=self.sts_mx_patterns,
                                  on_answer=(self.observer.count_rule
                                             if self.observer is not None else None),
+                                 on_temp=(self.observer.count_temp
+                                          if self.observer is not None else None),
                                  drop_in=self.mode.drop_in, own_level=self.own_level)
         if self.in_use is None:
             self.in_use = lookup.in_use
@@ -816,7 +820,8 @@ def register(sub: Any) -> None:
     socketmap.add_argument(
         "--shadow", action="append", metavar="FILE",
         help="candidate configuration file (repeatable, layered): resolve every request "
-             "under it too, after the reply is sent, and count the differences")
+             "under it too, after the reply is sent, and count the differences (with "
+             "--discovery, on the inputs the live answer was computed from)")
     socketmap.add_argument(
         "--shadow-report", metavar="PATH",
         help="write the shadow counts to PATH (JSON) every minute; read it with "

@@ -56,8 +56,12 @@ from .replies import MAX_REPLY_CHARS
 __all__ = [
     "ANSWER_RULES",
     "MX_FILTERING_SINCE",
+    "OWN_LEVEL_RULE",
+    "RULE_NAMES",
+    "RULE_NAME_VALUES",
     "SERVERNAME_SINCE",
     "STS_ATTRIBUTES_SINCE",
+    "STS_TESTING_RULE",
     "DiscoveredAnswer",
     "HostDecisions",
     "HostState",
@@ -68,6 +72,7 @@ __all__ = [
     "render",
     "sts_policy_lines",
     "tlsa_state",
+    "with_policy_ttl",
 ]
 
 #: The first Postfix version taking ``servername=``.
@@ -97,6 +102,23 @@ ANSWER_RULES: Final[tuple[tuple[str, str, str], ...]] = (
      "false as `encrypt`; every loss reported); a testing-mode policy adds its MTA-STS "
      "attributes for Postfix 3.10 and later"),
 )
+
+#: The readable name of each rule (metrics, logs): one place, letter -> name.  A rule (e)
+#: answer carrying a testing-mode policy's attributes is ``sts-testing``; a drop-in answer
+#: that leaves Postfix's own level in force (``NOTFOUND``) is ``postfix-own-level``.
+RULE_NAMES: Final[dict[str, str]] = {
+    "a": "sts-enforce-insecure-mx",
+    "b": "dane-hosts",
+    "c": "dane-mixed-hosts",
+    "d": "sts-enforce",
+    "e": "configuration",
+}
+#: Rule names that no letter gives alone (see :attr:`DiscoveredAnswer.rule_name`).
+STS_TESTING_RULE: Final = "sts-testing"
+OWN_LEVEL_RULE: Final = "postfix-own-level"
+#: Every rule name an answer can carry, in the documentation's order.
+RULE_NAME_VALUES: Final[tuple[str, ...]] = (*RULE_NAMES.values(), STS_TESTING_RULE,
+                                            OWN_LEVEL_RULE)
 
 # What a policy line or pattern may hold inside Postfix's "{ }" attribute form:
 # braces would end it early (injecting attributes), control characters split it.
@@ -215,11 +237,34 @@ class DiscoveredAnswer:
     notfound: bool = False
 
     @property
+    def rule_name(self) -> str:
+        """The rule as a reader names it (:data:`RULE_NAMES`)."""
+        if self.notfound:
+            return OWN_LEVEL_RULE
+        if self.rule == "e" and self.sts_derived:
+            return STS_TESTING_RULE
+        return RULE_NAMES.get(self.rule, self.rule)
+
+    @property
     def sts_derived(self) -> bool:
         """Whether the answer comes from an MTA-STS policy (rules (a), (d), and (e)
         under a testing-mode policy)."""
         return self.rule in ("a", "d") or any(
             name == "policy_type" for name, _ in self.policy.attributes)
+
+
+def with_policy_ttl(policy: PostfixPolicy, seconds: float) -> PostfixPolicy:
+    """``policy`` with its ``policy_ttl`` lowered to ``seconds`` (whole seconds, at least 0),
+    never raised: an answer given again later must not claim more of the MTA-STS policy's
+    lifetime than remains (SEMANTICS 11).  Without ``policy_ttl`` it is returned as it is."""
+    if not any(name == "policy_ttl" for name, _ in policy.attributes):
+        return policy
+    remaining = max(0, int(seconds))
+    attributes = tuple(
+        (name, str(min(int(value), remaining)) if value.isdigit() else str(remaining))
+        if name == "policy_ttl" else (name, value)
+        for name, value in policy.attributes)
+    return PostfixPolicy(policy.level, attributes)
 
 
 def sts_policy_lines(policy: MtaStsPolicy) -> tuple[str, ...]:

@@ -350,6 +350,14 @@ def combine_nexthop(resolver: Resolver, binding: str, hop: NextHop,
         # At an address only the name: Postfix (OpenSSL) checks an address as an IP
         # identity and fails the whole verification when it does not match.
         match = exact[0].domain if is_ip else f"{exact[0].domain}:{VERIFY_MATCH}"
+        if is_ip:
+            notes.append(PostfixWarning(
+                binding, hop_key, "tls_verify", f"one domain ({exact[0].domain}) is routed "
+                "through this address: a verified answer names it alone in match=, since "
+                "Postfix (OpenSSL) checks an address match name as an IP identity and fails "
+                "the whole check when the certificate lacks it; a certificate naming only "
+                "the address defers, where tlspolicy accepts it (stricter)",
+                None, "nexthop-match"))
     elif is_ip:
         match = None
         notes.append(PostfixWarning(

@@ -25,6 +25,10 @@ a policy: which inputs exist is I/O, what they mean is the resolver's.
   Postfix's 100 s): what has not arrived by then counts as failed.
 - Domains answered for are remembered (at most ``max_in_use``) and their MTA-STS
   policies refreshed before they are due (:meth:`DiscoveryLookup.refresh_in_use`).
+- Shadow evaluation (SEMANTICS 9): a lookup tells its ``shadow`` every reply with the
+  inputs it was computed from (:class:`FetchedInputs`); a candidate built with
+  :meth:`DiscoveryLookup.candidate` is judged on them by :meth:`DiscoveryLookup.replay`,
+  which makes no query.
 """
 
 from __future__ import annotations
@@ -46,16 +50,24 @@ from ..policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
 from ..policies.destination import Destination
 from ..policies.mtasts import StsMode
 from ..postfix.answers import (
+    RULE_NAMES,
     DiscoveredAnswer,
     HostDecisions,
     NextHopView,
     PostfixProfile,
     map_decision,
     render,
+    with_policy_ttl,
 )
 from ..postfix.dropin import drop_in, sends_sts_attributes_for
 from ..postfix.keys import PostfixKey, PostfixKeyError, parse_postfix_key
-from ..postfix.levels import PostfixLevel, PostfixMappingError, PostfixVersion, PostfixWarning
+from ..postfix.levels import (
+    PostfixLevel,
+    PostfixMappingError,
+    PostfixPolicy,
+    PostfixVersion,
+    PostfixWarning,
+)
 from ..postfix.lookup import PolicyLookup
 from ..postfix.mapping import VERIFY_MATCH
 from ..postfix.replies import SocketmapReply
@@ -67,6 +79,8 @@ __all__ = [
     "DEFAULT_ANSWER_DEADLINE",
     "DEFAULT_ANSWER_MEMO_TTL",
     "DiscoveryLookup",
+    "FetchedInputs",
+    "ShadowInputsMissingError",
 ]
 
 log = logging.getLogger(__name__)
@@ -110,6 +124,45 @@ class _Inputs:
     tlsa: dict[str, TlsaLookup | None]
     until: float = math.inf
     complete: bool = False
+    #: Whether MTA-STS and TLSA were looked up at all (the next hop's switches and the
+    #: resolver's trust): a shadow candidate that needs what was not looked up takes it
+    #: from what discovery holds in memory, never from a new query.
+    sts_asked: bool = True
+    tlsa_asked: bool = True
+
+
+@attrs.frozen(slots=True)
+class FetchedInputs:
+    """What one answer was computed from: discovery's inputs, the time of the answer and
+    the resolver's trust then.  A shadow candidate is judged on them (SEMANTICS 9: the
+    same request with the same fetched inputs), never on a fetch of its own."""
+
+    inputs: _Inputs
+    at: float
+    dnssec: bool
+    dnssec_detail: str
+
+
+class ShadowInputsMissingError(TlsPolicyError):
+    """A shadow candidate needs an input the live answer did not fetch and discovery does
+    not hold: the request is not compared (counted as a candidate error)."""
+
+
+@attrs.frozen(slots=True)
+class _Held:
+    """An answer kept for reuse: the MTA-STS state (or ``_STS_OFF``) and trust epoch it
+    came from, until when, the reply and rule name, the answer and its policy's expiry
+    when it carries ``policy_ttl``, and what it was computed from."""
+
+    sts: object
+    epoch: int
+    until: float
+    reply: SocketmapReply
+    domain: str
+    rule: str
+    timed: PostfixPolicy | None
+    expires: float
+    fetched: FetchedInputs
 
 
 class DiscoveryLookup:
@@ -121,8 +174,10 @@ class DiscoveryLookup:
     ``postfix_version`` must be known (SEMANTICS 11: no default).
     ``mx_patterns_enforced`` is main.cf's ``smtp_tls_enforce_sts_mx_patterns``
     (Postfix 3.10.5 and later); ``dane_ready`` whether Postfix meets its own DANE
-    prerequisites (SEMANTICS 10).  ``on_answer`` is told the rule of every discovered
-    answer (metrics).
+    prerequisites (SEMANTICS 10).  ``on_answer`` is told the rule name
+    (:data:`~tlspolicy.postfix.answers.RULE_NAMES`) of every discovered answer, and
+    ``on_temp`` the cause of every ``TEMP`` this lookup answers (``store``: neither the MX
+    lookup nor the MTA-STS cache could be read) (metrics).
 
     Calling it returns a :class:`~tlspolicy.postfix.replies.SocketmapReply` for what
     needs no I/O, else an awaitable of one.
@@ -137,7 +192,8 @@ class DiscoveryLookup:
                  max_in_use: int = DEFAULT_MAX_IN_USE,
                  clock: Callable[[], float] | None = None,
                  on_answer: Callable[[str], None] | None = None,
-                 drop_in: bool = False, own_level: str | None = None) -> None:
+                 drop_in: bool = False, own_level: str | None = None,
+                 on_temp: Callable[[str], None] | None = None) -> None:
         if not deadline > 0:
             raise ValueError(f"deadline must be positive, got {deadline}")
         if not memo_ttl >= 0:
@@ -154,6 +210,12 @@ class DiscoveryLookup:
         # are then read on one clock.
         self._clock = clock if clock is not None else getattr(discovery, "_clock", time.time)
         self._on_answer = on_answer
+        self._on_temp = on_temp
+        #: Told every reply this lookup gives with what it was computed from (``None``:
+        #: no discovery was involved): a shadow candidate is judged on the same inputs.
+        self.shadow: Callable[[str, str, SocketmapReply, FetchedInputs | None], None] | None \
+            = None
+        self._shadowed = 0
         self.profile = PostfixProfile(self.postfix_version, mx_patterns_enforced,
                                       dane_ready)
         # Drop-in mode (SEMANTICS 11): any map name, NOTFOUND where neither MTA-STS nor
@@ -164,10 +226,8 @@ class DiscoveryLookup:
         self._quiet_profile = attrs.evolve(self.profile, sts_attributes=False)
         self._resolver = policy.resolver
         self._bindings = frozenset(self._resolver.bindings)
-        # (map, key) -> (MTA-STS state or _STS_OFF, trust epoch, until, reply, domain, rule):
-        # the answer again while its inputs are unchanged.
-        self._held: dict[tuple[str, str], tuple[object, int, float, SocketmapReply, str,
-                                                 str]] = {}
+        # (map, key) -> the answer again while its inputs are unchanged (see _Held).
+        self._held: dict[tuple[str, str], _Held] = {}
         self._keys: dict[str, PostfixKey] = {}
         self._value_memo: dict[tuple[str, str, int | None, bool], _Values] = {}
         # The last MX answer of each domain that was not a failure, for outages.
@@ -183,25 +243,128 @@ class DiscoveryLookup:
                                 dane_ready=self.dane_ready,
                                 max_in_use=self.max_in_use, clock=self._clock,
                                 on_answer=self._on_answer, drop_in=self.drop_in,
-                                own_level=self.own_level)
+                                own_level=self.own_level, on_temp=self._on_temp)
         other.in_use = self.in_use  # what is in use does not change with the configuration
         other._last_mx = self._last_mx
         return other
 
     # ------------------------------------------------------------------ serving
 
+    def candidate(self, policy: PolicyLookup) -> DiscoveryLookup:
+        """A shadow candidate over ``policy``: the same discovery and settings, judged with
+        :meth:`replay` on the live answers' inputs; nothing counted, nothing kept."""
+        other = DiscoveryLookup(policy, self.discovery, postfix_version=self.postfix_version,
+                                deadline=self.deadline, memo_ttl=0.0,
+                                mx_patterns_enforced=self.mx_patterns_enforced,
+                                dane_ready=self.dane_ready, max_in_use=self.max_in_use,
+                                clock=self._clock, drop_in=self.drop_in,
+                                own_level=self.own_level)
+        other._last_mx = self._last_mx  # the MX hosts an outage answer falls back on
+        return other
+
     def __call__(self, map_name: str, key: str) -> SocketmapReply | Awaitable[SocketmapReply]:
+        shadow = self.shadow
+        if shadow is None:
+            return self._reply(map_name, key)
+        before = self._shadowed
+        reply = self._reply(map_name, key)
+        if isinstance(reply, SocketmapReply) and self._shadowed == before:
+            shadow(map_name, key, reply, None)  # answered without discovery
+        return reply
+
+    def _record(self, map_name: str, key: str, reply: SocketmapReply,
+                fetched: FetchedInputs) -> None:
+        shadow = self.shadow
+        if shadow is not None:
+            self._shadowed += 1
+            shadow(map_name, key, reply, fetched)
+
+    def replay(self, map_name: str, key: str, fetched: FetchedInputs | None
+               ) -> SocketmapReply:
+        """The reply to ``key`` from the inputs a live answer was computed from (a shadow
+        candidate, SEMANTICS 9): no query is made.  An input this configuration needs that
+        the live answer did not fetch is taken from what discovery holds in memory; when
+        it holds none, :class:`ShadowInputsMissingError`."""
+        if fetched is None:
+            reply = self._reply(map_name, key)
+            if isinstance(reply, SocketmapReply):
+                return reply
+            close = getattr(reply, "close", None)
+            if close is not None:
+                close()
+            raise ShadowInputsMissingError(
+                f"{key}: the live answer used no discovery, the candidate needs it")
+        binding = map_name
+        if map_name not in self._bindings:
+            if not self.drop_in:
+                return self.policy(map_name, key)
+            binding = _DEFAULT_BINDING
+        try:
+            parsed = parse_postfix_key(key)
+        except PostfixKeyError:
+            return self.policy(map_name, key)
+        if parsed.parent:
+            return self.policy(binding, key)
+        try:
+            values = self._values(binding, parsed)
+            if parsed.is_ip:
+                return self._no_names(binding, key, parsed, values)
+            inputs = self._completed(parsed, values, fetched)
+            result = self._judge(binding, key, parsed, values, inputs, map_name,
+                                 fetched=fetched)
+        except (PostfixMappingError, UnknownBindingError) as exc:
+            return SocketmapReply.perm(str(exc)[:1000])
+        if isinstance(result, SocketmapReply):
+            return result
+        return SocketmapReply.notfound() if result.notfound else \
+            SocketmapReply.ok(result.policy.text())
+
+    def _completed(self, parsed: PostfixKey, values: _Values, fetched: FetchedInputs
+                   ) -> _Inputs:
+        """The live inputs, with what this configuration needs and the live one did not
+        look up taken from discovery's memory."""
+        inputs = fetched.inputs
+        domain = parsed.domain
+        if values.sts_on and not inputs.sts_asked:
+            sts = self.discovery.sts_cached(domain)
+            if sts is None:
+                raise ShadowInputsMissingError(
+                    f"{domain}: no MTA-STS state held for the candidate")
+            inputs = attrs.evolve(inputs, sts=sts, sts_asked=True)
+        if values.dane_on and fetched.dnssec and not inputs.tlsa_asked:
+            port = parsed.port or 25
+            names: Sequence[str] = (domain,) if inputs.mx is None else (
+                inputs.mx.hosts[:MAX_MX_HOSTS]
+                if inputs.mx.secure and inputs.mx.kind in ("mx", "implicit") else ())
+            tlsa: dict[str, TlsaLookup | None] = {}
+            for name in names:
+                found = self.discovery.tlsa_cached(name, port)
+                if found is None:
+                    raise ShadowInputsMissingError(
+                        f"{name}: no TLSA answer held for the candidate")
+                tlsa[name] = found[0]
+            inputs = attrs.evolve(inputs, tlsa=tlsa, tlsa_asked=True)
+        return inputs
+
+    def _reply(self, map_name: str, key: str) -> SocketmapReply | Awaitable[SocketmapReply]:
         memo_key = (map_name, key)
         held = self._held.get(memo_key)
         if held is not None:
-            sts, epoch, until, reply, domain, rule = held
-            if self._clock() < until and epoch == self.discovery.trust_epoch and (
-                    sts is _STS_OFF or self.discovery.sts_held(domain) is sts):
+            now = self._clock()
+            if now < held.until and held.epoch == self.discovery.trust_epoch and (
+                    held.sts is _STS_OFF or self.discovery.sts_held(held.domain) is held.sts):
                 # The very inputs of the last answer are still what discovery holds.
-                if sts is not _STS_OFF:
-                    self._use(domain)
+                if held.sts is not _STS_OFF:
+                    self._use(held.domain)
+                reply = held.reply
+                if held.timed is not None:
+                    # policy_ttl: what remains of the policy now, not when first answered.
+                    reply = SocketmapReply.ok(
+                        with_policy_ttl(held.timed, held.expires - now).text())
                 if self._on_answer is not None:
-                    self._on_answer(rule)
+                    self._on_answer(held.rule)
+                if self.shadow is not None:
+                    self._record(map_name, key, reply, held.fetched)
                 return reply
             del self._held[memo_key]
         binding = map_name
@@ -241,9 +404,14 @@ class DiscoveryLookup:
         if self.drop_in:
             return SocketmapReply.notfound()
         decision = self._decide(values, binding, parsed.domain, None, None)
-        policy, _notes = map_decision(decision, binding=binding, key=key,
-                                      version=self.postfix_version,
-                                      match=values.match or VERIFY_MATCH)
+        policy, notes = map_decision(decision, binding=binding, key=key,
+                                     version=self.postfix_version,
+                                     match=values.match or VERIFY_MATCH)
+        if log.isEnabledFor(logging.DEBUG):
+            # The next hop's own notes too (an address with one routed domain named alone
+            # in match=, several domains behind one address).
+            for warning in (*values.notes, *notes):
+                log.debug("socketmap: %s", warning.describe())
         if values.match is None and policy.level is PostfixLevel.VERIFY:
             return SocketmapReply.perm(
                 f"next hop {key} carries several domains and needs a verified level: no "
@@ -257,16 +425,22 @@ class DiscoveryLookup:
 
     def _finish(self, binding: str, key: str, parsed: PostfixKey, values: _Values,
                 inputs: _Inputs, map_name: str) -> SocketmapReply:
+        discovery = self.discovery
+        fetched = FetchedInputs(inputs, self._clock(), discovery.dnssec,
+                                discovery.dnssec_detail)
         try:
-            result = self._judge(binding, key, parsed, values, inputs, map_name)
+            result = self._judge(binding, key, parsed, values, inputs, map_name,
+                                 fetched=fetched)
         except (PostfixMappingError, UnknownBindingError) as exc:
             result = SocketmapReply.perm(str(exc)[:1000])
         if isinstance(result, SocketmapReply):
+            if self.shadow is not None:
+                self._record(map_name, key, result, fetched)
             return result
         reply = SocketmapReply.notfound() if result.notfound else \
             SocketmapReply.ok(result.policy.text())
         if self._on_answer is not None:
-            self._on_answer(result.rule)
+            self._on_answer(result.rule_name)
         if log.isEnabledFor(logging.DEBUG):
             for warning in result.warnings:
                 log.debug("socketmap: %s", warning.describe())
@@ -275,8 +449,16 @@ class DiscoveryLookup:
             if len(self._held) >= _MEMO_SIZE:
                 self._held.clear()
             sts: object = inputs.sts if values.sts_on else _STS_OFF
-            self._held[(map_name, key)] = (sts, self.discovery.trust_epoch, until, reply,
-                                           parsed.domain, result.rule)
+            timed, expires = None, math.inf
+            cached = inputs.sts.cached if inputs.sts is not None else None
+            if not result.notfound and cached is not None and any(
+                    name == "policy_ttl" for name, _ in result.policy.attributes):
+                timed, expires = result.policy, cached.expires_at.timestamp()
+            self._held[(map_name, key)] = _Held(sts, self.discovery.trust_epoch, until, reply,
+                                                parsed.domain, result.rule_name, timed,
+                                                expires, fetched)
+        if self.shadow is not None:
+            self._record(map_name, key, reply, fetched)
         return reply
 
     async def answer(self, binding: str, key: str) -> DiscoveredAnswer | SocketmapReply:
@@ -374,7 +556,7 @@ class DiscoveryLookup:
         complete = all(t is None or t.status not in (TlsaLookupStatus.FAILED,
                                                      TlsaLookupStatus.BOGUS)
                        for t in tlsa.values())
-        return _Inputs(mx, sts, tlsa, until, complete)
+        return _Inputs(mx, sts, tlsa, until, complete, values.sts_on, dnssec)
 
     async def _fetch(self, parsed: PostfixKey, values: _Values) -> _Inputs:
         """MX, MTA-STS state and TLSA per MX host, within the deadline."""
@@ -425,7 +607,7 @@ class DiscoveryLookup:
                         tlsa.clear()
                         break
                     tlsa[host] = held[0]
-        return _Inputs(mx, sts, tlsa, math.inf, False)
+        return _Inputs(mx, sts, tlsa, math.inf, False, values.sts_on, dnssec)
 
     async def _tlsa(self, host: str, port: int, timeout: float) -> TlsaLookup:
         try:
@@ -466,16 +648,23 @@ class DiscoveryLookup:
         return HostDecisions(name or host, decision, alternatives, known=name is None)
 
     def _judge(self, binding: str, key: str, parsed: PostfixKey, values: _Values,
-               inputs: _Inputs, map_name: str | None = None
-               ) -> DiscoveredAnswer | SocketmapReply:
-        """The answer from the fetched inputs (no I/O): decisions, then render."""
+               inputs: _Inputs, map_name: str | None = None, *,
+               fetched: FetchedInputs | None = None) -> DiscoveredAnswer | SocketmapReply:
+        """The answer from the fetched inputs (no I/O): decisions, then render.  The time
+        and resolver trust are ``fetched``'s when given (a replay), else now's."""
         mx, sts, tlsa_of = inputs.mx, inputs.sts, inputs.tlsa
         domain = parsed.domain
         mx_failed = mx is not None and mx.kind == "failed"
         if mx_failed and values.sts_on and (sts is None or sts.state == "unreadable"):
+            if self._on_temp is not None:
+                # No MTA-STS state by the answer deadline, or a cache that cannot be read.
+                self._on_temp("deadline" if sts is None else "store")
             return SocketmapReply.temp(
                 f"{domain}: neither the MX lookup nor the MTA-STS cache could be read")
-        now = self._clock()
+        now = self._clock() if fetched is None else fetched.at
+        dnssec = self.discovery.dnssec if fetched is None else fetched.dnssec
+        dnssec_detail = self.discovery.dnssec_detail if fetched is None \
+            else fetched.dnssec_detail
         # The MTA-STS cache rule (an unexpired policy applies whatever the latest fetch
         # did) is the core's: Destination.from_cache.
         if sts is not None and values.sts_on:
@@ -488,9 +677,9 @@ class DiscoveryLookup:
             sts_ttl = int(max(0.0, sts.cached.expires_at.timestamp() - now))
         # DANE inputs are unknown, never insecure, while the resolver is not trusted.
         # In drop-in mode DANE comes on only while the resolver validates, as Postfix's own.
-        dane_on = values.dane_on and (self.discovery.dnssec or not self.drop_in)
-        untrusted = dane_on and not self.discovery.dnssec
-        unknown = TlsaLookup(TlsaLookupStatus.FAILED, detail=self.discovery.dnssec_detail)
+        dane_on = values.dane_on and (dnssec or not self.drop_in)
+        untrusted = dane_on and not dnssec
+        unknown = TlsaLookup(TlsaLookupStatus.FAILED, detail=dnssec_detail)
         base = self._decide(values, binding, domain, None, None)
         hosts: list[HostDecisions] = []
         mx_secure = False
@@ -537,7 +726,7 @@ class DiscoveryLookup:
                 if self.dane_ready:
                     reply = self.policy(binding, key)
                     if self._on_answer is not None and reply.status.value == "OK":
-                        self._on_answer("e")
+                        self._on_answer(RULE_NAMES["e"])
                     return reply
         elif mx.kind in ("mx", "implicit"):
             mx_secure = mx.secure

@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 from ..discovery.core import DiscoveryObserver
 from ..errors import TlsPolicyError
 from ..policies.mtasts import FetchOutcome
+from ..postfix.answers import OWN_LEVEL_RULE, RULE_NAME_VALUES, RULE_NAMES, STS_TESTING_RULE
 from .socketmap import (
     RELOAD_RESULTS,
     ListenError,
@@ -50,6 +51,7 @@ __all__ = [
     "FETCH_SECONDS_BUCKETS",
     "METRIC_DEFINITIONS",
     "POSTFIX_LEVELS",
+    "TEMP_CAUSES",
     "MetricDefinition",
     "Metrics",
     "MetricsServer",
@@ -64,6 +66,9 @@ log = logging.getLogger(__name__)
 #: ``other`` otherwise, so a lookup can never create unbounded label values.
 POSTFIX_LEVELS: Final = frozenset(
     {"none", "may", "encrypt", "dane", "dane-only", "fingerprint", "verify", "secure"})
+
+#: Causes of TEMP answers (the ``cause`` label): the server's own, then the lookup's.
+TEMP_CAUSES: Final = ("deadline", "cancellation", "store", "internal")
 
 #: Histogram buckets of the policy fetch latency, in seconds: loopback fetches
 #: take milliseconds, the default HTTPS timeout is 10 s.
@@ -88,11 +93,23 @@ METRIC_DEFINITIONS: Final = (
         "Socketmap lookups answered, by reply status (OK, NOTFOUND, TEMP, TIMEOUT, PERM) "
         "and, for OK, the Postfix policy level of the answer (empty otherwise)"),
     MetricDefinition(
-        "tlspolicy_socketmap_discovered_answers_total", "counter", ("rule",),
-        "Answers with discovery (serve --discovery) by the rule that gave "
-        "them: a (secure, MX RRset not signed), b (dane-only, every host DANE), c (dane "
-        "or dane-only, some hosts DANE), d (secure from an MTA-STS enforce policy), e (the "
-        "operator's mapping)"),
+        "tlspolicy_socketmap_temp_replies_total", "counter", ("cause",),
+        "TEMP answers (Postfix defers) by cause: deadline (no answer within the answer "
+        "deadline, or no MTA-STS state by it where one was needed), cancellation (the "
+        "lookup was cancelled under the server), store (neither the MX lookup nor the "
+        "MTA-STS cache could be read), internal (the lookup failed)"),
+    MetricDefinition(
+        "tlspolicy_socketmap_discovered_answers_total", "counter", ("rule_name",),
+        "Answers with discovery (serve --discovery) by the rule that gave them "
+        "(SEMANTICS 11): " + "; ".join(
+            f"{RULE_NAMES[letter]} ({letter}: {what})" for letter, what in (
+                ("a", "secure, MTA-STS enforce behind an unsigned MX RRset"),
+                ("b", "dane-only or dane, every host with TLSA records or unknown"),
+                ("c", "dane or dane-only, some hosts with TLSA records"),
+                ("d", "secure from an MTA-STS enforce policy"),
+                ("e", "the operator's mapping"))) +
+        f"; {STS_TESTING_RULE} (e with a testing-mode policy's attributes); "
+        f"{OWN_LEVEL_RULE} (drop-in NOTFOUND: Postfix's own level stands); other"),
     MetricDefinition(
         "tlspolicy_socketmap_connections_open", "gauge", (),
         "Socketmap client connections open now"),
@@ -185,6 +202,11 @@ class Metrics(DiscoveryObserver):
         name = "tlspolicy_socketmap_queries_total"
         self.queries = Counter(_counter_base(name), d[name].help, list(d[name].labels),
                                registry=self.registry)
+        name = "tlspolicy_socketmap_temp_replies_total"
+        self.temp_replies = Counter(_counter_base(name), d[name].help, list(d[name].labels),
+                                    registry=self.registry)
+        for cause in TEMP_CAUSES:  # exported at 0 from the start: alerts see no gap
+            self.temp_replies.labels(cause)
         name = "tlspolicy_socketmap_discovered_answers_total"
         self.discovered = Counter(_counter_base(name), d[name].help, list(d[name].labels),
                                   registry=self.registry)
@@ -208,16 +230,33 @@ class Metrics(DiscoveryObserver):
     # -- socketmap
 
     def bind_server(self, server: SocketmapServer) -> None:
-        """Export ``server``'s connection and reload counts (the latest bound wins)."""
+        """Export ``server``'s connection and reload counts (the latest bound wins) and
+        count the ``TEMP`` answers it gives itself."""
         self._server.server = server
+        server.on_temp = self._server_temp
+
+    def _server_temp(self, cause: str) -> None:
+        # The server answered TEMP itself: past its deadline or after a cancellation no
+        # reply came back through the instrumented lookup, so the query is counted here;
+        # a lookup that raised was counted by the instrument already.
+        if cause in ("deadline", "cancellation"):
+            self.queries.labels("TEMP", "").inc()
+        self.count_temp(cause)
+
+    def count_temp(self, cause: str) -> None:
+        """Count one ``TEMP`` answer by cause (:data:`TEMP_CAUSES`; any other: ``other``)."""
+        self.temp_replies.labels(cause if cause in TEMP_CAUSES else "other").inc()
 
     def count_reply(self, reply: SocketmapReply) -> None:
         """Count one answered query."""
         self.queries.labels(reply.status.value, reply_level(reply)).inc()
 
     def count_rule(self, rule: str) -> None:
-        """Count one answer with discovery by its rule (``a`` to ``e``)."""
-        self.discovered.labels(rule if rule in ("a", "b", "c", "d", "e") else "other").inc()
+        """Count one answer with discovery by its rule name (a letter ``a`` to ``e`` is
+        named as :data:`~tlspolicy.postfix.answers.RULE_NAMES` names it; anything else is
+        ``other``, so the label set stays fixed)."""
+        name = RULE_NAMES.get(rule, rule)
+        self.discovered.labels(name if name in RULE_NAME_VALUES else "other").inc()
 
     def instrument(self, lookup: Lookup) -> Lookup:
         """``lookup`` counting every reply; errors are counted as the server answers them
@@ -252,6 +291,7 @@ class Metrics(DiscoveryObserver):
                 queries.labels(reply.status.value, reply_level(reply)).inc()
             return reply
 
+        counted.__wrapped__ = lookup  # type: ignore[attr-defined]  # what it counts
         return counted
 
     def instrument_factory(self, factory: LookupFactory) -> LookupFactory:

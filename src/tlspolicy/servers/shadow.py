@@ -16,7 +16,9 @@ Logs are bounded: one line per (binding, domain) and class until
 :meth:`ShadowResolver.reset` (a new load), at most ``max_keys`` distinct keys
 per class; requests past the cap are counted as overflow.
 
-In the socketmap server, :class:`ShadowLookup` compares Postfix answers and
+In the socketmap server, :class:`ShadowLookup` compares Postfix answers (with
+discovery, :class:`DiscoveryShadowLookup` judges the candidate on the inputs the live
+answer was computed from) and
 :func:`drain_shadow` makes its queued comparisons after the replies are sent,
 in a worker thread and in small batches, and writes the counts to a report
 file (read by ``tlspolicy shadow-report``).  Comparisons that do not fit the
@@ -47,7 +49,8 @@ from ..policies.destination import Destination
 from ..postfix.replies import ReplyStatus, SocketmapReply
 from ..resolver import Resolver
 
-__all__ = ["BATCH", "DEFAULT_MAX_KEYS", "DEFAULT_QUEUE_SIZE", "ShadowCounts", "ShadowLookup",
+__all__ = ["BATCH", "DEFAULT_MAX_KEYS", "DEFAULT_QUEUE_SIZE", "DiscoveryShadowLookup",
+           "ShadowCounts", "ShadowLookup",
            "ShadowResolver", "class_answers", "compare_decisions", "drain_shadow",
            "format_report", "write_report"]
 
@@ -252,7 +255,7 @@ class ShadowLookup:
         self.candidate = candidate
         self.max_keys = max_keys
         self.log = logger if logger is not None else log
-        self._queue: deque[tuple[str, str, SocketmapReply]] = deque()
+        self._queue: deque[tuple[str, str, SocketmapReply, object]] = deque()
         self._queue_size = queue_size
         self._lock = threading.Lock()
         self._requests = self._errors = self._shed = 0
@@ -262,11 +265,21 @@ class ShadowLookup:
 
     def __call__(self, map_name: str, key: str) -> SocketmapReply:
         reply = self.live(map_name, key)
-        if len(self._queue) < self._queue_size:
-            self._queue.append((map_name, key, reply))
-        else:
-            self._shed += 1
+        self._enqueue(map_name, key, reply, None)
         return reply
+
+    def _enqueue(self, map_name: str, key: str, reply: SocketmapReply,
+                 inputs: object) -> None:
+        if len(self._queue) < self._queue_size:
+            self._queue.append((map_name, key, reply, inputs))
+        else:
+            with self._lock:
+                self._shed += 1
+
+    def _candidate_reply(self, map_name: str, key: str, inputs: object) -> SocketmapReply:
+        """The candidate's reply to a queued request (``inputs``: what the live reply was
+        computed from, where the lookup tells)."""
+        return self.candidate(map_name, key)
 
     @property
     def pending(self) -> int:
@@ -278,16 +291,18 @@ class ShadowLookup:
         done = 0
         while limit is None or done < limit:
             try:
-                map_name, key, reply = self._queue.popleft()
+                map_name, key, reply, inputs = self._queue.popleft()
             except IndexError:
                 break
             done += 1
             try:
-                other = self.candidate(map_name, key)
-            except Exception:
+                other = self._candidate_reply(map_name, key, inputs)
+            except Exception as exc:
                 with self._lock:
                     self._requests += 1
                     self._errors += 1
+                self.log.debug("shadow: candidate cannot answer map %r key %r: %s",
+                               map_name, key, exc)
                 continue
             cls = class_answers(reply, other)
             with self._lock:
@@ -315,6 +330,41 @@ class ShadowLookup:
                 keys={c.value: len(s) for c, s in self._seen.items()},
                 overflow={c.value: n for c, n in self._overflow.items()},
                 shed=self._shed, errors=self._errors)
+
+
+class _Replaying(Protocol):
+    """A discovery lookup (:class:`~tlspolicy.servers.discovered.DiscoveryLookup`): it
+    tells its ``shadow`` what each reply was computed from, and replays that for a
+    candidate."""
+
+    shadow: Callable[[str, str, SocketmapReply, Any], None] | None
+
+    def __call__(self, map_name: str, key: str) -> Any: ...
+
+    def replay(self, map_name: str, key: str, fetched: Any) -> SocketmapReply: ...
+
+
+class DiscoveryShadowLookup(ShadowLookup):
+    """A shadow with discovery (SEMANTICS 9): ``live`` and ``candidate`` are discovery
+    lookups over one :class:`~tlspolicy.discovery.Discovery`; the live one answers (an
+    awaitable where it fetches), and the candidate is judged, after the reply, on the very
+    inputs the live reply was computed from (the same ``Destination`` per MX host), never
+    on a fetch of its own.  Counts, bounded logs and shedding as :class:`ShadowLookup`."""
+
+    def __init__(self, live: _Replaying, candidate: _Replaying, *,
+                 max_keys: int = DEFAULT_MAX_KEYS, queue_size: int = DEFAULT_QUEUE_SIZE,
+                 logger: logging.Logger | None = None) -> None:
+        super().__init__(live, candidate, max_keys=max_keys, queue_size=queue_size,
+                         logger=logger)
+        self._replaying = candidate
+        live.shadow = self._enqueue
+
+    def __call__(self, map_name: str, key: str) -> Any:
+        # The live lookup reports each reply with its inputs (see _enqueue).
+        return self.live(map_name, key)
+
+    def _candidate_reply(self, map_name: str, key: str, inputs: object) -> SocketmapReply:
+        return self._replaying.replay(map_name, key, inputs)
 
 
 def format_report(counts: ShadowCounts) -> str:
@@ -348,6 +398,11 @@ def write_report(path: str | os.PathLike[str], lookup: ShadowLookup) -> None:
     os.replace(tmp, target)
 
 
+def _unwrapped(lookup: Any) -> Any:
+    # A lookup wrapped for metrics names what it wraps.
+    return getattr(lookup, "__wrapped__", lookup)
+
+
 async def drain_shadow(server: _Serving, *, report: str | None = None,
                        pause: float = 0.02, report_every: float = 60.0) -> None:
     """Compare queued shadow requests of whatever lookup the server holds, until cancelled."""
@@ -355,7 +410,7 @@ async def drain_shadow(server: _Serving, *, report: str | None = None,
     try:
         while True:
             await asyncio.sleep(pause)
-            lookup = server.lookup
+            lookup = _unwrapped(server.lookup)
             if not isinstance(lookup, ShadowLookup):
                 continue
             if lookup.pending:
@@ -365,6 +420,6 @@ async def drain_shadow(server: _Serving, *, report: str | None = None,
                 await asyncio.to_thread(write_report, report, lookup)
     finally:
         # On shutdown the last counts are written too.
-        final = server.lookup
+        final = _unwrapped(server.lookup)
         if report is not None and isinstance(final, ShadowLookup):
             write_report(report, final)

@@ -75,6 +75,7 @@ __all__ = [
     "DEFAULT_SOCKET_MODE",
     "MAX_REPLY_CHARS",
     "RELOAD_RESULTS",
+    "SERVER_TEMP_CAUSES",
     "ListenError",
     "LoadTimeoutError",
     "Lookup",
@@ -121,6 +122,8 @@ DEFAULT_RELOAD_TIMEOUT: Final = 30.0
 DEFAULT_SOCKET_MODE: Final = 0o660
 #: The results :attr:`SocketmapServer.reload_results` counts.
 RELOAD_RESULTS: Final = ("ok", "failed", "timeout", "refused", "superseded")
+#: Causes of the ``TEMP`` answers the server gives itself (see ``SocketmapServer.on_temp``).
+SERVER_TEMP_CAUSES: Final = ("deadline", "cancellation", "internal")
 #: Seconds an awaitable lookup may take before the server answers ``TEMP`` itself.
 #: Postfix gives up on a socketmap reply after 100 s; a lookup should keep its own,
 #: shorter deadline (the discovery lookup's is 10 s) and this is only the last guard.
@@ -351,6 +354,12 @@ class SocketmapServer:
         self._pending: set[asyncio.Task[SocketmapReply]] = set()
         #: Every non-OK answer, logged once per map name, key and cause.
         self.answer_log = NonOkLog()
+        #: Told the cause of every ``TEMP`` the server answers itself (the lookup gave
+        #: none): ``deadline`` (``answer_timeout`` passed), ``cancellation`` (the lookup
+        #: was cancelled under it) or ``internal`` (it raised or returned no reply).
+        self.on_temp: Callable[[str], None] | None = None
+        #: Those ``TEMP`` answers since start, by cause.
+        self.temp_causes: dict[str, int] = dict.fromkeys(SERVER_TEMP_CAUSES, 0)
         # Enough to hold a pipelined burst and always a whole request.
         self._read_limit = max(_READ_CHUNK, 2 * max_request_bytes + 32)
         self._server: asyncio.Server | None = None
@@ -696,13 +705,13 @@ class SocketmapServer:
             return self._checked(name, key, _safe_perm(str(exc)))
         except Exception:
             log.exception("socketmap: lookup %s %r failed", name, key)
-            return self._checked(name, key,
-                                 SocketmapReply.temp("internal error in the policy server"))
+            return self._checked(name, key, self._temp("internal",
+                                                       "internal error in the policy server"))
         if isinstance(reply, SocketmapReply):
             return self._checked(name, key, reply)
         if not inspect.isawaitable(reply):
             log.error("socketmap: lookup returned %r, not a SocketmapReply", reply)
-            return SocketmapReply.temp("internal error in the policy server")
+            return self._temp("internal", "internal error in the policy server")
         task = _loop(self).create_task(self._await_answer(name, key, reply))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -716,8 +725,8 @@ class SocketmapServer:
             return self._checked(name, key, _safe_perm(str(exc)))
         except TimeoutError:
             # Postfix defers rather than delivering under a policy nobody computed.
-            return self._checked(name, key, SocketmapReply.temp(
-                f"policy lookup took over {self.answer_timeout:g} s"))
+            return self._checked(name, key, self._temp(
+                "deadline", f"policy lookup took over {self.answer_timeout:g} s"))
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -725,14 +734,24 @@ class SocketmapServer:
             # Cancelled inside the lookup, not by us: the client still waits for a reply
             # (and its pipelined requests behind it).
             return self._checked(name, key,
-                                 SocketmapReply.temp("policy lookup was cancelled"))
+                                 self._temp("cancellation", "policy lookup was cancelled"))
         except Exception:
             log.exception("socketmap: lookup %s %r failed", name, key)
-            return SocketmapReply.temp("internal error in the policy server")
+            return self._temp("internal", "internal error in the policy server")
         if not isinstance(reply, SocketmapReply):
             log.error("socketmap: lookup returned %r, not a SocketmapReply", reply)
-            return SocketmapReply.temp("internal error in the policy server")
+            return self._temp("internal", "internal error in the policy server")
         return self._checked(name, key, reply)
+
+    def _temp(self, cause: str, reason: str) -> SocketmapReply:
+        """A ``TEMP`` the server answers itself, counted by ``cause``."""
+        self.temp_causes[cause] = self.temp_causes.get(cause, 0) + 1
+        if self.on_temp is not None:
+            try:
+                self.on_temp(cause)
+            except Exception:  # counting never changes an answer
+                log.exception("socketmap: counting a TEMP answer failed")
+        return SocketmapReply.temp(reason)
 
     def _checked(self, name: str, key: str, reply: SocketmapReply) -> SocketmapReply:
         if len(reply.text) + len(reply.status.value) + 1 > MAX_REPLY_CHARS:
