@@ -63,7 +63,7 @@ REVIEWED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
     ("tlspolicy.postfix.answers", "_SAFE_PATTERN"): (
         "fullmatch", ("a", "a.", "*.", "*.a", "a.a", ".", "a-", "A")),
     ("tlspolicy.postfix.answers", "_UNSAFE_LINE"): ("search", ("a", "{", "\x01")),
-    ("tlspolicy.reporting.reports", "_ADDRESS_RE"): ("fullmatch", ("a", "@", "a@", "a@a.")),
+    ("tlspolicy.reporting.models", "_ADDRESS_RE"): ("fullmatch", ("a", "@", "a@", "a@a.")),
     ("tlspolicy.discovery.importcache", "_POLICY_STRING"): (
         "findall", ("{ policy_string = ", " ", "a", "{", "}", " }")),
     ("tlspolicy.discovery.importcache", "_DSN_PASSWORD"): ("sub", ("//", "/", "a", "@")),
