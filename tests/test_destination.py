@@ -36,7 +36,7 @@ from tlspolicy import (
     Verification,
     loads_toml,
 )
-from tlspolicy.decision import STATUSES
+from tlspolicy.outcomes import STATUSES
 
 MX = "mx1.example.net"
 DOMAIN = "example.net"

@@ -25,7 +25,8 @@ PACKAGE = Path(tlspolicy.__file__).parent
 #: ``postfix`` sits under ``formats``: ``formats/postfix.py`` reads a transport file and
 #: parses it with the pure ``tlspolicy.postfix.transport``, never the other way round.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("values", ("_raw", "_serialise", "_version", "decision", "errors", "names", "options")),
+    ("values", ("_raw", "_serialise", "_version", "decision", "errors", "names", "options",
+                "outcomes", "reuse")),
     ("core", ("diff", "expiry", "floors", "policies", "resolver", "scopes")),
     ("postfix", ("postfix",)),
     ("formats", ("formats",)),

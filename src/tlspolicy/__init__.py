@@ -5,29 +5,13 @@ The public API is re-exported here; nothing is defined in this module.
 
 from ._version import __version__
 from .decision import (
-    CERTIFICATE_OBSERVATIONS,
-    NEGOTIATION_OBSERVATIONS,
-    REQUIRETLS_BOUNCE,
-    STATUSES,
-    Action,
-    ConnectionFacts,
     Decision,
-    Observation,
-    Outcome,
     PeerJudge,
-    PlaintextReason,
     PolicyReport,
-    Reason,
     RequiredSecurity,
     Requirements,
-    ReuseVerdict,
     Source,
-    Status,
     TlsParameters,
-    Verification,
-    VerifiedAs,
-    certificate_outcome,
-    negotiation_outcome,
 )
 from .errors import (
     BindingGroupConflictError,
@@ -86,6 +70,20 @@ from .options import (
     Unset,
     hook_overrides,
 )
+from .outcomes import (
+    CERTIFICATE_OBSERVATIONS,
+    NEGOTIATION_OBSERVATIONS,
+    REQUIRETLS_BOUNCE,
+    STATUSES,
+    Action,
+    Observation,
+    Outcome,
+    Reason,
+    Status,
+    Verification,
+    certificate_outcome,
+    negotiation_outcome,
+)
 from .policies.dane import (
     DaneApplicability,
     DaneMatchResult,
@@ -122,6 +120,7 @@ from .policies.tlsrpt import (
     session_result,
 )
 from .resolver import OVERRIDABLE_OPTIONS, RegexMatchCache, Resolver
+from .reuse import ConnectionFacts, PlaintextReason, ReuseVerdict, VerifiedAs
 from .scopes import (
     DEFAULT_NAME,
     BindingGroupScope,

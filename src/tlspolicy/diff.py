@@ -41,9 +41,10 @@ from typing import Any, Final, overload
 
 import attrs
 
-from .decision import Decision, Verification
+from .decision import Decision
 from .names import DomainKind, DomainName, DomainPattern, normalise_domain
 from .options import Options, ScopeKind, Tls, TlsVersion
+from .outcomes import Verification
 from .resolver import Resolver
 from .scopes import Config, DomainScope, FloorScope, floor_path, scope_path
 

@@ -18,9 +18,10 @@ from typing import Final
 
 import attrs
 
-from ..decision import Observation, PolicyReport, Reason, Requirements, Source, Verification
+from ..decision import PolicyReport, Requirements, Source
 from ..errors import PolicyInputError
 from ..options import Tls, TlsVerify
+from ..outcomes import Observation, Reason, Verification
 from .dane import DaneApplicability, DaneMatchResult, TlsaLookup, TlsaRecord
 from .mtasts import CachedMtaStsPolicy, FetchOutcome, MtaStsPolicy, StsMode, policy_in_force
 

@@ -17,8 +17,9 @@ from typing import Any, Final
 
 import attrs
 
-from ..decision import Action, Decision, Source, Status
+from ..decision import Decision, Source
 from ..errors import PolicyInputError
+from ..outcomes import Action, Status
 from .dane import TlsaRecord
 from .destination import Destination
 from .mtasts import MtaStsPolicy, StsMode

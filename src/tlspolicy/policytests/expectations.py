@@ -40,7 +40,14 @@ from typing import Final
 
 import attrs
 
-from ..decision import (
+from ..errors import (
+    ConfigError,
+    ConfigSyntaxError,
+    InvalidValueError,
+    UnknownOptionError,
+)
+from ..options import Options, Tls, TlsVerify
+from ..outcomes import (
     CERTIFICATE_OBSERVATIONS,
     NEGOTIATION_OBSERVATIONS,
     Action,
@@ -49,13 +56,6 @@ from ..decision import (
     certificate_outcome,
     negotiation_outcome,
 )
-from ..errors import (
-    ConfigError,
-    ConfigSyntaxError,
-    InvalidValueError,
-    UnknownOptionError,
-)
-from ..options import Options, Tls, TlsVerify
 from ..policies.destination import Destination
 
 __all__ = [

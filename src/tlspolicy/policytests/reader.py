@@ -11,11 +11,6 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from ..decision import (
-    Action,
-    Observation,
-    Verification,
-)
 from ..errors import (
     ConfigError,
     ConfigErrors,
@@ -26,6 +21,7 @@ from ..errors import (
 from ..formats.files import read_regular_text
 from ..names import normalise_domain
 from ..options import Options, Tls, TlsVerify, option_spec
+from ..outcomes import Action, Observation, Verification
 from ..policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
 from ..policies.destination import Destination
 from ..policies.mtasts import (

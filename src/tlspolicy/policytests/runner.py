@@ -17,9 +17,10 @@ from typing import Final
 
 import attrs
 
-from ..decision import Decision, Observation
+from ..decision import Decision
 from ..errors import TlsPolicyError
 from ..options import UNSET
+from ..outcomes import Observation
 from ..resolver import Resolver
 from ..scopes import Config
 from .expectations import NOT_APPLICABLE, Case, ExpectationFile, ExpectedOutcome

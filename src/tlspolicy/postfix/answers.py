@@ -37,8 +37,9 @@ from typing import Final
 
 import attrs
 
-from ..decision import Decision, Verification
+from ..decision import Decision
 from ..options import Tls, TlsProtocols, TlsVerify
+from ..outcomes import Verification
 from ..policies.dane import DaneApplicability, TlsaLookup
 from ..policies.mtasts import MtaStsPolicy, StsMode
 from .levels import (

@@ -12,9 +12,10 @@ import enum
 
 import attrs
 
-from ..decision import Action, Decision, Verification
+from ..decision import Decision
 from ..errors import TlsPolicyError
 from ..options import Tls
+from ..outcomes import Action, Verification
 
 __all__ = [
     "Need",

@@ -19,14 +19,7 @@ import datetime as _dt
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ..decision import (
-    Decision,
-    Requirements,
-    Source,
-    TlsParameters,
-    Verification,
-    _FrozenMap,
-)
+from ..decision import Decision, Requirements, Source, TlsParameters, _FrozenMap
 from ..errors import (
     InvalidDomainError,
     Location,
@@ -45,6 +38,7 @@ from ..options import (
     TlsProtocols,
     TlsVerify,
 )
+from ..outcomes import Verification
 from ..policies.destination import Destination, apply_destination
 from ..scopes import (
     DEFAULT_NAME,

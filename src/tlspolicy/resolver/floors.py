@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-from ..decision import (
-    Source,
-)
+from ..decision import Source
 from ..names import DomainPattern
 from ..options import (
     OPTION_SPECS,

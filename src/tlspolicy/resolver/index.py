@@ -10,9 +10,7 @@ from typing import Final
 
 import attrs
 
-from ..decision import (
-    Source,
-)
+from ..decision import Source
 from ..names import DomainKind, DomainPattern, DomainPatternSet
 from ..options import (
     Options,
