@@ -36,6 +36,7 @@ from ..servers.postfix_checks import (
     Severity,
     check_postfix_settings,
 )
+from ..servers.postfix_routes import ROUTE_PARAMETERS, PostfixRoutes
 from ..servers.shadow import ShadowLookup, drain_shadow
 from ._common import UsageError, add_config_files, config_format, config_paths
 
@@ -130,7 +131,9 @@ def lookup_factory(paths: Sequence[str], *, format: str | None = None,
                    postfix_version: PostfixVersion | None = None,
                    first_load_check: Callable[[Config], None] | None = None,
                    compiled_cache: str | None = None,
-                   mode: ServeMode | None = None) -> ExpiringPolicy:
+                   mode: ServeMode | None = None,
+                   route_reader: Callable[[], PostfixRoutes] | None = None,
+                   on_unattributed: Callable[[str], None] | None = None) -> ExpiringPolicy:
     """The served policy: calling it (first load and SIGHUP) reads the configuration files
     and transport tables and builds a fresh :class:`~tlspolicy.postfix.lookup.PolicyLookup`;
     :meth:`~tlspolicy.servers.expiry.ExpiringPolicy.recompile` builds it again when a stanza
@@ -151,11 +154,18 @@ def lookup_factory(paths: Sequence[str], *, format: str | None = None,
     or files setting no option beside their ``[discovery]`` table, load
     :data:`~tlspolicy.postfix.dropin.DROP_IN_CONFIG` and set ``mode.drop_in``
     (SEMANTICS 11, "Drop-in mode"); any other empty policy is refused.
+
+    Without ``transport_maps`` and ``relayhost``, ``route_reader`` (see
+    :func:`route_reader`) reads Postfix's own routes at every load, except in drop-in
+    mode, which has no routed stanzas; what it raises (a route that cannot be read, its
+    loss not accepted) fails the load.  ``on_unattributed`` is called with the reason of
+    each next-hop key no route names (a metric).
     """
     files = list(paths)
     pending = [first_load_check] if first_load_check is not None else []
     tables = list(transport_maps)
     routes = [RouteTable()]
+    losses: list[tuple[str, ...]] = [()]
 
     def load() -> Config:
         config = _load_files()
@@ -195,18 +205,47 @@ def lookup_factory(paths: Sequence[str], *, format: str | None = None,
             check_tls_files(config, filename=", ".join(files),
                             at=datetime.now(UTC))
         found = RouteTable()
+        lost: tuple[str, ...] = ()
         for table in tables:
             found = found + load_transport_table(table)
         if relayhost is not None:
             found = found + parse_transport_table(f"* smtp:{relayhost}\n", file="--relayhost")
+        if not tables and relayhost is None and route_reader is not None:
+            read = route_reader()
+            found, lost = read.routes, read.loss_summary()
         routes[0] = found  # the tables as of this load; an expiry recompile keeps them
+        losses[0] = lost
         return config
 
     def lookup(resolver: Resolver) -> PolicyLookup:
-        return PolicyLookup(resolver, routes=routes[0], postfix_version=postfix_version)
+        return PolicyLookup(resolver, routes=routes[0], postfix_version=postfix_version,
+                            route_losses=losses[0], on_unattributed=on_unattributed)
 
     # Compiled at the clock's time, which never goes back within the process.
     return ExpiringPolicy(load, lookup=lookup)
+
+
+def route_reader(args: argparse.Namespace) -> Callable[[], PostfixRoutes]:
+    """Postfix's own routes as ``serve socketmap`` reads them (``--postfix-config-dir``,
+    ``--accept-route-loss``): every call reads them again and logs what it found."""
+    accepted = tuple(args.accept_route_loss or ())
+
+    def read() -> PostfixRoutes:
+        from ..servers.postfix_routes import read_postfix_routes
+
+        found = read_postfix_routes(args.postfix_config_dir, accept_loss=accepted)
+        log = logging.getLogger("tlspolicy")
+        hops = found.routes.by_nexthop()
+        log.info("routes: %d next hop%s read from Postfix's settings (%s)", len(hops),
+                 "" if len(hops) == 1 else "s", args.postfix_config_dir or "postconf's "
+                 "default configuration directory")
+        for loss in found.losses:
+            log.warning("routes: %s; loss accepted (--accept-route-loss %s): next hops it "
+                        "routes are answered with the host's own policy, each logged once "
+                        "and counted", loss, loss.parameter)
+        return found
+
+    return read
 
 
 def postconf_version(postconf: str | None = None, *,
@@ -400,17 +439,24 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
         if use_discovery:
             _warn_unused_discovery(config)
 
+    def count_unattributed(reason: str) -> None:
+        if metrics is not None:
+            metrics.count_unattributed(reason)
+
+    reader = route_reader(args)
     policy = lookup_factory(paths, format=config_format(args),
                             file_checks=not args.no_file_checks,
                             transport_maps=args.transport_map or (),
                             relayhost=args.relayhost, postfix_version=version,
                             first_load_check=check,
-                            compiled_cache=args.compiled_cache, mode=mode)
+                            compiled_cache=args.compiled_cache, mode=mode,
+                            route_reader=reader, on_unattributed=count_unattributed)
     # A shadow candidate is read as the live files are (format, routes, Postfix version),
     # without the file checks: it never answers.
     candidate = (lookup_factory(args.shadow, format=config_format(args), file_checks=False,
                                 transport_maps=args.transport_map or (),
-                                relayhost=args.relayhost, postfix_version=version)
+                                relayhost=args.relayhost, postfix_version=version,
+                                route_reader=reader)
                  if args.shadow else None)
     watchers: list[asyncio.Task[None]] = []
     recompilers: list[Any] = []  # what an expiry swaps in: rebuild, counted with --metrics
@@ -775,10 +821,21 @@ def register(sub: Any) -> None:
                          help="a Postfix transport table source file (transport(5), the text "
                               "behind transport_maps; repeatable): next-hop keys "
                               "([host]:port) are answered with the routed domains' policy at "
-                              "its strictest; re-read on SIGHUP")
+                              "its strictest; re-read on SIGHUP. With this or --relayhost, "
+                              "Postfix's own routes are not read (by default they are: "
+                              "transport_maps, relayhost, sender-dependent maps, "
+                              "default_transport, smtp_fallback_relay, master.cf -o, from "
+                              "--postfix-config-dir)")
     postfix.add_argument("--relayhost", metavar="NEXTHOP",
                          help="main.cf's relayhost (e.g. [smart.example]:587): that key is "
                               "answered with every domain's policy at its strictest")
+    postfix.add_argument("--accept-route-loss", action="append", metavar="PARAM",
+                         choices=(*ROUTE_PARAMETERS, "all"),
+                         help="start although the routes of this Postfix parameter (one of "
+                              f"{', '.join(ROUTE_PARAMETERS)}; 'all' for every one) cannot be "
+                              "read, e.g. a regexp: or ldap: transport table: next hops they "
+                              "route are answered with the host's own policy, each logged "
+                              "once and counted (repeatable)")
     postfix.add_argument("--postfix-version", type=_version_arg, metavar="X.Y[.Z]",
                          help="the Postfix version the answers are written for (default: "
                               "read with postconf -h mail_version)")
@@ -790,7 +847,8 @@ def register(sub: Any) -> None:
         "or master.cf line that fixes it")
     checks.add_argument("--postfix-config-dir", metavar="DIR",
                         help="Postfix's configuration directory, read with postconf -c DIR "
-                             "(default: postconf's own, /etc/postfix)")
+                             "(default: postconf's own, /etc/postfix): its settings are "
+                             "checked and its routes read")
     checks.add_argument("--postfix-setting", action="append", type=_postfix_setting,
                         metavar="NAME=VALUE",
                         help="a Postfix setting as postconf names it (master.cf fields as "
