@@ -206,3 +206,11 @@ def test_serve_refuses_to_start_on_an_unlistable_route_table(tmp_path: Path) -> 
     accepted = subprocess.run([*base, "--check", "--accept-route-loss", "transport_maps"],
                               capture_output=True, text=True, timeout=60, check=False)
     assert "warn  routes from Postfix" in accepted.stdout and "loss accepted" in accepted.stdout
+
+
+def test_whole_domain_entries_without_a_next_hop_leave_the_catch_all() -> None:
+    table = parse_transport_table("a.test smtp:\nb.test local:\nc.test :\nu@d.test smtp:\n"
+                                  ".e.test smtp:\n")
+    assert table.routes == () and table.direct == frozenset({"a.test", "b.test"})
+    assert (table + catch_all_routes("[r.test]", file="x")).exact_domains() == \
+        frozenset({"a.test", "b.test"})

@@ -9,6 +9,7 @@ is :func:`tlspolicy.formats.postfix.load_transport_table`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
@@ -130,9 +131,15 @@ class TransportRoute:
 
 @attrs.frozen(slots=True)
 class RouteTable:
-    """Which recipient domains reach which next hop (from transport tables)."""
+    """Which recipient domains reach which next hop (from transport tables).
+
+    ``direct`` are domains whose whole-domain entry routes no SMTP next hop but
+    still takes their mail away from the catch-all routes: ``example.com smtp:``
+    (the recipient domain as next hop), ``local:``, ``error:`` and the like.
+    """
 
     routes: tuple[TransportRoute, ...] = ()
+    direct: frozenset[str] = frozenset()
 
     def by_nexthop(self) -> dict[NextHop, tuple[TransportRoute, ...]]:
         """The routes grouped by next hop, in table order."""
@@ -142,14 +149,14 @@ class RouteTable:
         return {hop: tuple(found) for hop, found in grouped.items()}
 
     def __add__(self, other: RouteTable) -> RouteTable:
-        return RouteTable(self.routes + other.routes)
+        return RouteTable(self.routes + other.routes, self.direct | other.direct)
 
     def exact_domains(self) -> frozenset[str]:
         """Domains a whole-domain entry routes to an SMTP next hop: Postfix sends their
         mail there, never through a catch-all (``*``, a parent entry, relayhost)."""
-        return frozenset(r.domain for r in self.routes
-                         if not r.parent and r.domain != "*" and not r.recipient
-                         and not r.fallback)
+        return self.direct | frozenset(r.domain for r in self.routes
+                                       if not r.parent and r.domain != "*"
+                                       and not r.recipient and not r.fallback)
 
 
 def _logical_lines(text: str) -> Iterable[tuple[int, str]]:
@@ -192,6 +199,7 @@ def parse_transport_table(text: str, *, file: str = "<transport>") -> RouteTable
     cannot read, such as a next-hop list or a malformed host.
     """
     routes: list[TransportRoute] = []
+    direct: set[str] = set()
     for number, line in _logical_lines(text):
         where = Location(file=file, line=number)
         fields = line.split(None, 1)
@@ -207,6 +215,12 @@ def parse_transport_table(text: str, *, file: str = "<transport>") -> RouteTable
             raise TransportTableError(f"white space in the transport name of {result!r}; "
                                       "expected 'pattern transport:nexthop'", where)
         if transport.lower() in _NON_SMTP_TRANSPORTS or not nexthop.strip():
+            # "domain smtp:" sends to the recipient domain, "domain local:" elsewhere:
+            # either way not through a catch-all ("domain :" changes nothing).
+            if transport and "@" not in pattern and not pattern.startswith(".") \
+                    and pattern != "*":
+                with contextlib.suppress(InvalidDomainError):
+                    direct.add(normalise_domain(pattern))
             continue
         hops = [_nexthop(text, where) for text in split_nexthop_list(nexthop)]
         parent = False
@@ -228,7 +242,7 @@ def parse_transport_table(text: str, *, file: str = "<transport>") -> RouteTable
         for hop, text in hops:
             routes.append(TransportRoute(domain, parent, hop, text, file, number,
                                          recipient=recipient))
-    return RouteTable(tuple(routes))
+    return RouteTable(tuple(routes), frozenset(direct))
 
 
 def split_nexthop_list(text: str) -> list[str]:

@@ -193,7 +193,7 @@ class _Reader:
                         if where == table and not table.lower().startswith("inline:"):
                             # Listed by postmap: its order is not the source file's lines.
                             found = RouteTable(tuple(attrs.evolve(r, line=0)
-                                                     for r in found.routes))
+                                                     for r in found.routes), found.direct)
                         self.routes += found
                     else:
                         for line, _key, result in table_entries(text):
