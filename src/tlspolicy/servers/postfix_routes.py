@@ -18,10 +18,12 @@ the routes it had).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Final
 
 import attrs
@@ -41,11 +43,14 @@ from .postfix_checks import PostconfError, read_postconf
 
 __all__ = [
     "ACCEPT_ALL",
+    "DEFAULT_ROUTE_POLL",
     "ROUTE_PARAMETERS",
     "PostfixRoutes",
     "RouteLossError",
     "RouteReadError",
     "read_postfix_routes",
+    "stamp_files",
+    "watch_route_tables",
 ]
 
 #: The main.cf (and master.cf ``-o``) parameters that route mail to a next hop.
@@ -62,6 +67,10 @@ _TRANSPORT_FORM: Final = frozenset({"default_transport", "relay_transport",
 #: Table types postmap lists (``postmap -s``): what Postfix reads is the indexed file.
 _LISTABLE: Final = frozenset({"hash", "btree", "lmdb", "cdb", "dbm", "sdbm"})
 _POSTMAP_TIMEOUT: Final = 30.0
+
+
+FileStamp = tuple[tuple[str, int, int, int], ...]
+"""Per file: name, inode, size, modification time in nanoseconds."""
 
 
 class RouteReadError(TlsPolicyError):
@@ -97,13 +106,15 @@ class RouteLossError(TlsPolicyError):
 @attrs.frozen(slots=True)
 class PostfixRoutes:
     """What :func:`read_postfix_routes` found: the routes, the read failures whose loss was
-    accepted, the sources read (for ``--check``) and the files whose change means the
-    routes changed (main.cf, master.cf, every table's file)."""
+    accepted, the sources read (for ``--check``), the route tables' files (``.db`` of an
+    indexed table, a ``texthash:`` file) and their stamps when read (:func:`stamp_files`;
+    main.cf and master.cf are not among them: Postfix too reads them on reload only)."""
 
     routes: RouteTable
     losses: tuple[RouteReadError, ...] = ()
     sources: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
+    stamps: FileStamp = ()
 
     def loss_summary(self) -> tuple[str, ...]:
         """One line per accepted loss."""
@@ -134,7 +145,13 @@ class _Reader:
         self.failures: list[RouteReadError] = []
         self.sources: list[str] = []
         self.files: list[str] = []
+        self.stamps: dict[str, tuple[str, int, int, int]] = {}
         self.routes = RouteTable()
+
+    def watch(self, name: str) -> None:
+        # Stamped before it is read: a change while reading is seen as a change.
+        self.files.append(name)
+        self.stamps.setdefault(name, stamp_files([name])[0])
 
     def postmap_list(self, table: str) -> str:
         program = _program("postmap", self.postmap)
@@ -163,12 +180,12 @@ class _Reader:
         if kind == "static":
             return f"* {name.strip()}\n", table
         if kind == "texthash":
-            self.files.append(name)
+            self.watch(name)
             with open(name, encoding="utf-8") as handle:
                 return handle.read(), name
         if kind in _LISTABLE:
-            self.files.append(f"{name}.db" if kind in ("hash", "btree") else
-                              f"{name}.{kind}" if kind in ("lmdb", "cdb") else name)
+            self.watch(f"{name}.db" if kind in ("hash", "btree") else
+                       f"{name}.{kind}" if kind in ("lmdb", "cdb") else name)
             return self.postmap_list(table), table
         raise ValueError(f"a {kind}: table cannot be listed (postmap -s reads indexed "
                          "tables only), so the next hops it routes to are not known")
@@ -231,9 +248,6 @@ def read_postfix_routes(config_dir: str | None = None, *,
         if ACCEPT_ALL not in accept_loss:
             raise RouteLossError([failure]) from None
         return PostfixRoutes(RouteTable(), (failure,))
-    if config_dir is not None:
-        reader.files += [os.path.join(config_dir, "main.cf"),
-                         os.path.join(config_dir, "master.cf")]
     for name, value in main:
         if name in ROUTE_PARAMETERS:
             reader.read(name, f"main.cf {name}", value)
@@ -245,5 +259,48 @@ def read_postfix_routes(config_dir: str | None = None, *,
                if f.parameter not in accept_loss and ACCEPT_ALL not in accept_loss]
     if refused:
         raise RouteLossError(refused)
+    files = tuple(dict.fromkeys(reader.files))
     return PostfixRoutes(reader.routes, tuple(reader.failures), tuple(reader.sources),
-                         tuple(dict.fromkeys(reader.files)))
+                         files, tuple(reader.stamps[name] for name in files))
+
+
+# ----------------------------------------------------------------- changes of route tables
+
+#: Seconds between looks at the route tables' files (``serve socketmap --route-poll``).
+DEFAULT_ROUTE_POLL: Final = 5.0
+
+def stamp_files(files: Sequence[str]) -> FileStamp:
+    """What changes when a file is rewritten (``postmap`` renames a new ``.db`` into place):
+    its inode, size and modification time, ``(-1, -1, -1)`` for a missing file."""
+    found = []
+    for name in files:
+        try:
+            info = os.stat(name)
+        except OSError:
+            found.append((name, -1, -1, -1))
+        else:
+            found.append((name, info.st_ino, info.st_size, info.st_mtime_ns))
+    return tuple(found)
+
+
+async def watch_route_tables(request_reload: Callable[[], None],
+                             loaded: Callable[[], FileStamp], *,
+                             interval: float = DEFAULT_ROUTE_POLL) -> None:
+    """Every ``interval`` seconds, compare the route tables' files with ``loaded()`` (their
+    stamps when the routes in use were read) and request a reload, as SIGHUP does, when
+    one changed: Postfix itself notices a rebuilt ``.db`` without a reload, so the answers
+    follow it.  One request per change; runs until cancelled."""
+    log = logging.getLogger("tlspolicy")
+    requested: FileStamp | None = None
+    while True:
+        await asyncio.sleep(interval)
+        before = loaded()
+        if not before:
+            continue
+        now = await asyncio.to_thread(stamp_files, [entry[0] for entry in before])
+        if now in (before, requested):
+            continue
+        changed = [new[0] for old, new in zip(before, now, strict=True) if old != new]
+        log.info("routes: %s changed: reloading (as on SIGHUP)", ", ".join(changed))
+        requested = now
+        request_reload()
