@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -214,3 +215,62 @@ def test_whole_domain_entries_without_a_next_hop_leave_the_catch_all() -> None:
     assert table.routes == () and table.direct == frozenset({"a.test", "b.test"})
     assert (table + catch_all_routes("[r.test]", file="x")).exact_domains() == \
         frozenset({"a.test", "b.test"})
+
+
+def test_an_accepted_loss_is_logged_once_per_key_and_counted(tmp_path: Path) -> None:
+    pytest.importorskip("prometheus_client")
+    from test_metrics import scrape
+
+    conf = _config_dir(tmp_path, {"transport_maps": "regexp:{conf}/transport.re"},
+                       files={"transport.re": "/x/ smtp:[re.test]:25\n"})
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[global]\ntls = "required"\n')
+    err = tmp_path / "stderr"
+    command = [sys.executable, "-m", "tlspolicy", "serve", "socketmap", "--listen",
+               "127.0.0.1:0", "--config", str(policy), "--postfix-version", "3.7",
+               "--no-postfix-checks", "--postfix-config-dir", str(conf),
+               "--accept-route-loss", "transport_maps", "--metrics-listen", "127.0.0.1:0"]
+    with err.open("wb") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        assert process.stdout is not None
+        metrics = process.stdout.readline().strip().rpartition("http://")[2]
+        metrics = metrics.removesuffix("/metrics")
+        listening = process.stdout.readline()
+        assert listening.startswith("listening on "), (listening, err.read_text())
+        port = int(listening.strip().rpartition(":")[2])
+        import test_daemon_faults
+
+        client = test_daemon_faults.Client(port, timeout=30.0)
+        try:
+            for _ in range(3):
+                assert client.ask("[re.test]:25").startswith("OK encrypt")
+            assert client.ask("[192.0.2.1]").startswith("OK encrypt")
+        finally:
+            client.close()
+        samples = scrape(metrics)
+        name = "tlspolicy_socketmap_unattributed_nexthops_total"
+        assert samples[(name, (("reason", "route-loss-accepted"),))] == 1
+        assert samples[(name, (("reason", "ip-literal"),))] == 1
+    finally:
+        process.terminate()
+        process.wait(20)
+    log = err.read_text()
+    assert log.count("'[re.test]:25'") == 1, log
+    assert "loss accepted (--accept-route-loss transport_maps)" in log
+    assert "Traceback" not in log
+
+
+def test_drop_in_mode_reads_no_routes(tmp_path: Path) -> None:
+    from tlspolicy.cli.serve import ServeMode, lookup_factory
+
+    def unreadable() -> Any:
+        raise AssertionError("drop-in mode must not read routes")
+
+    for files in ([], [tmp_path / "only-discovery.toml"]):
+        for path in files:
+            path.write_text("[discovery]\nenabled = true\n")
+        mode = ServeMode(drop_in_allowed=True, table_given=bool(files))
+        lookup = lookup_factory([str(p) for p in files], postfix_version=(3, 7),
+                                mode=mode, route_reader=unreadable)()
+        assert mode.drop_in and lookup.routes == RouteTable()
