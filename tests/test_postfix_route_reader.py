@@ -110,7 +110,7 @@ def test_every_route_source(tmp_path: Path) -> None:
         "transport_maps": "proxy:hash:{conf}/transport, unionmap:{texthash:{conf}/text, "
                           "inline:{ {u@c.test = smtp:[c-hop.test]:2525} }}",
         "relayhost": "[relay1.test]:587, [relay2.test]",
-        "sender_dependent_relayhost_maps": "hash:{conf}/senders",
+        "sender_dependent_relayhost_maps": "hash:{conf}/senders, static:[st.test]",
         "sender_dependent_default_transport_maps": "inline:{ x@s.test=smtp:[sdt.test]:26 }",
         "default_transport": "smtp:[dt.test]",
         "relay_transport": "relay",
@@ -129,6 +129,7 @@ def test_every_route_source(tmp_path: Path) -> None:
         ("a.test", "[a-hop.test]:25"), ("a.test", "[a-hop2.test]"),
         (".sub.test", "sub-hop.test"), ("b.test", "[b-hop.test]"), ("c.test", "[c-hop.test]:2525"),
         ("*", "[relay1.test]:587"), ("*", "[relay2.test]"), ("*", "[sender-relay.test]:587"),
+        ("*", "[st.test]"),
         ("*", "[sdt.test]:26"), ("*", "[dt.test]"), ("*", "[fb.test]"),
         ("*", "[master.test]:25"), ("*", myhostname)}
     assert found.losses == ()

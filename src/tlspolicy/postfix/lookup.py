@@ -197,7 +197,8 @@ class PolicyLookup:
             extra = (PostfixWarning(
                 binding, key, "domain", "no transport route names this next hop: answered "
                 "with the host's own policy, not that of the domains routed through it "
-                "(give serve the transport table)", None, "nexthop-unattributed"),)
+                "(a route serve was not given or could not read, or an IP-literal "
+                "recipient)", None, "nexthop-unattributed"),)
             if parsed.is_ip and policy.level is PostfixLevel.VERIFY:
                 extra += (PostfixWarning(
                     binding, key, "tls_verify", f"match={VERIFY_MATCH} at an address next hop "
