@@ -641,6 +641,7 @@ def sending_postfix(
     hosts: str | None = None,
     hostname: str = "sender.tlspolicy.test",
     start_timeout: float = START_TIMEOUT,
+    indexed: Sequence[str] = (),
 ) -> Iterator[SendingPostfix]:
     """Run a private Postfix that only sends: mail submitted with :meth:`SendingPostfix.submit`
     goes out through its smtp client, configured by ``main_cf`` (on top of a base that
@@ -650,7 +651,8 @@ def sending_postfix(
     ``main_cf`` values stands for that directory.  ``hosts`` (``/etc/hosts`` lines) is
     bind-mounted over ``/etc/hosts`` in a private mount namespace (``unshare -m``) for
     the instance, so its smtp client resolves test names without touching the system's
-    file.  Stopped with ``postfix stop`` on exit.
+    file.  ``indexed`` names files of ``files`` to compile with ``postmap hash:``.
+    Stopped with ``postfix stop`` on exit.
     """
     if POSTFIX is None:
         raise RuntimeError("postfix is not installed")
@@ -692,6 +694,10 @@ def sending_postfix(
     (conf / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
     (conf / "master.cf").write_text(
         "smtp      unix  -       -       n       -       -       smtp\n" + _MASTER_SERVICES)
+    for name in indexed:
+        made = _run([_postmap(), "-c", str(conf), f"hash:{conf / name}"])
+        if made.returncode != 0:
+            raise PostfixStartError(f"postmap hash:{conf / name} failed: {made.stderr}")
     start = [postfix, "-c", str(conf), "start-fg"]
     if hosts is not None:
         hosts_file = root / "hosts"

@@ -105,6 +105,7 @@ def test_every_defined_metric_is_exported(metrics: tuple[Metrics, MetricsServer]
             m.count_reply(SocketmapReply.notfound())
             m.count_rule("b")
             m.count_rule("not-a-rule")  # a fixed label set: counted as "other"
+            m.count_unattributed("no-route")
             return await asyncio.to_thread(scrape, endpoint)
 
     samples = asyncio.run(main())

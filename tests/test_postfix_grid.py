@@ -3,11 +3,14 @@
 Seven real receiving Postfix instances run on their own loopback addresses (no TLS, a good
 certificate from the test CA, a wrong name, an expired certificate, a self-signed one, TLS 1.3
 only, STARTTLS refused with 500).  A real sending Postfix takes its ``smtp_tls_policy_maps``
-from the real ``serve socketmap`` subprocess, which reads the same transport table as Postfix.
+from the real ``serve socketmap`` subprocess, which knows the same routes as Postfix: given
+as ``--transport-map``/``--relayhost``, or read from the sender's own configuration (a hash:
+table with per-recipient entries, an inline: table of next-hop lists, a relayhost).
 Every case is one recipient domain with its own policy stanza, reached by one of four kinds of
 key: the recipient domain itself (names from a private hosts file), a named next hop
 ``[host]:port`` through the transport table, an IP-literal next hop ``[127.0.0.x]:port``,
-and two domains with different policies sharing one next hop.  A further block drives every
+two domains with different policies sharing one next hop, a next-hop list whose first
+element refuses connections, and the relayhost.  A further block drives every
 ``tls_protocols`` version set through Postfix.
 
 For every case the outcome (read from the receivers' and the sender's logs) is compared with
@@ -63,6 +66,8 @@ from tlspolicy.formats.loader import load_config
 from tlspolicy.formats.postfix import load_transport_table
 from tlspolicy.postfix.lookup import PolicyLookup, parse_postfix_version
 from tlspolicy.postfix.tables import STARTTLS_STATUS_FILTER
+from tlspolicy.postfix.transport import parse_transport_table
+from tlspolicy.servers.postfix_routes import read_postfix_routes
 
 
 def _private_mounts() -> bool:
@@ -140,6 +145,13 @@ for args in (("ifavailable", "no", True, "+ALL:-TLSv1.3"),
 BY_ID = {p.id: p for p in POLICIES}
 IP_POLICIES = [BY_ID[i] for i in ("p05", "p06", "p12", "p13", "p10")]
 SHARED = (Policy("sa", "ifavailable", "no"), Policy("sb", "required", "host"))
+#: Reached through a next-hop list whose first element refuses connections.
+LIST_POLICIES = [BY_ID[i] for i in ("p05", "p13")]
+#: Reached through main.cf's relayhost (the "good" receiver), combined at its strictest.
+RELAY_POLICIES = [BY_ID[i] for i in ("p05", "p13")]
+RELAY_HOP = "relay.hop.test"
+DEAD_HOP = "dead.hop.test"
+DEAD_ADDRESS = "127.0.0.99"
 
 
 def _protocol_sets() -> list[frozenset[TlsVersion]]:
@@ -178,30 +190,61 @@ class Case:
 class Grid:
     cases: tuple[Case, ...]
     config: str
+    #: Every transport entry but the next-hop lists, as the explicit map holds them.
     transport: str
     hosts: str
     port: int
     ip_ports: tuple[int, ...]
+    #: The next-hop list entries (pattern, result): in the explicit map, and in an
+    #: inline: table of the sender's main.cf.
+    lists: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def relayhost(self) -> str:
+        return f"[{RELAY_HOP}]:{self.port}"
+
+    def explicit_map(self) -> str:
+        """The whole transport table as one source file (--transport-map)."""
+        return self.transport + "".join(f"{k} {v}\n" for k, v in self.lists)
+
+    def inline_lists(self) -> str:
+        """The next-hop list entries as an inline: table."""
+        return "inline:{ " + ", ".join(f"{{ {k} = {v} }}" for k, v in self.lists) + " }"
 
 
 def build_grid(port: int, ip_ports: tuple[int, ...]) -> Grid:
+    """Every case; mail of a domain without an entry of its own goes to the relayhost,
+    so the transport table sends each other domain's mail where it belongs: ``smtp:``
+    (the recipient domain), a per-recipient entry for the next-hop cases."""
     cases: list[Case] = []
     stanzas: list[str] = []
     transport = ["sender.tlspolicy.test discard:"]
-    hosts: list[str] = []
+    hosts: list[str] = [f"{ADDRESS['good']} {RELAY_HOP}", f"{DEAD_ADDRESS} {DEAD_HOP}"]
+    lists: list[tuple[str, str]] = []
     for variant in VARIANTS:
         addr = ADDRESS[variant]
         for policy in POLICIES:
             domain = f"d-{policy.id}-{variant}.rcpt.test"
             cases.append(Case("domain", policy, variant, domain, domain, None, port))
             stanzas.append(policy.toml(domain))
+            transport.append(f"{domain} smtp:")
             hosts.append(f"{addr} {domain}")
             hop = f"h-{policy.id}-{variant}.hop.test"
             domain = f"n-{policy.id}-{variant}.rcpt.test"
             key = f"[{hop}]:{port}"
             cases.append(Case("nexthop", policy, variant, domain, key, hop, port))
             stanzas.append(policy.toml(domain))
-            transport.append(f"{domain} smtp:{key}")
+            # The grid's recipient through its next hop; the domain's other mail direct.
+            transport.append(f"rcpt@{domain} smtp:{key}")
+            transport.append(f"{domain} smtp:")
+            hosts.append(f"{addr} {hop}")
+        for policy in LIST_POLICIES:
+            hop = f"l-{policy.id}-{variant}.hop.test"
+            domain = f"l-{policy.id}-{variant}.rcpt.test"
+            key = f"[{hop}]:{port}"
+            cases.append(Case("list", policy, variant, domain, key, hop, port))
+            stanzas.append(policy.toml(domain))
+            lists.append((domain, f"smtp:[{DEAD_HOP}]:{port}, {key}"))
             hosts.append(f"{addr} {hop}")
         for policy, ip_port in zip(IP_POLICIES, ip_ports, strict=True):
             domain = f"i-{policy.id}-{variant}.rcpt.test"
@@ -227,9 +270,15 @@ def build_grid(port: int, ip_ports: tuple[int, ...]) -> Grid:
                 domain = f"v-{bits:02d}-{tls}-{variant}.rcpt.test"
                 cases.append(Case("protocols", policy, variant, domain, domain, None, port))
                 stanzas.append(policy.toml(domain))
+                transport.append(f"{domain} smtp:")
                 hosts.append(f"{ADDRESS[variant]} {domain}")
+    for policy in RELAY_POLICIES:
+        domain = f"r-{policy.id}-good.rcpt.test"
+        cases.append(Case("relay", policy, "good", domain, f"[{RELAY_HOP}]:{port}", RELAY_HOP,
+                          port))
+        stanzas.append(policy.toml(domain))
     return Grid(tuple(cases), "\n".join(stanzas), "\n".join(transport) + "\n",
-                "\n".join(hosts) + "\n", port, ip_ports)
+                "\n".join(hosts) + "\n", port, ip_ports, tuple(lists))
 
 
 # ------------------------------------------------------------------------ outcomes
@@ -278,7 +327,7 @@ def compare(postfix: str, decision: str) -> str:
 def explaining_codes(case: Case, postfix: str, decision: str) -> set[str]:
     """The loss codes that account for a stricter Postfix outcome."""
     codes: set[str] = set()
-    if case.kind == "shared":
+    if case.kind in ("shared", "relay"):
         codes.add("nexthop-strictest")
     if postfix.endswith("-late") and postfix.removesuffix("-late") == decision:
         codes.add("handshake-fallback-delayed")
@@ -328,9 +377,10 @@ def _postfix_outcome(case: Case, attempts: dict[str, list[Attempt]],
 
 
 @contextlib.contextmanager
-def _serve(config: Path, transport: Path) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+def _serve(config: Path, routes: list[str], listen: int = 0
+           ) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     args = [sys.executable, "-m", "tlspolicy", "serve", "socketmap", "--listen",
-            "127.0.0.1:0", "--config", str(config), "--transport-map", str(transport),
+            f"127.0.0.1:{listen}", "--config", str(config), *routes,
             # The private sending Postfix is not the machine's /etc/postfix the checks read.
             "--quiet", "--no-postfix-checks"]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -442,7 +492,12 @@ def render_table(results: list[Result]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_postfix_and_drivers_against_the_decision() -> None:
+@pytest.mark.parametrize("routes", ["explicit-map", "postfix-routes"])
+def test_postfix_and_drivers_against_the_decision(routes: str) -> None:
+    """``explicit-map``: serve is given the transport table and relayhost
+    (``--transport-map``, ``--relayhost``); ``postfix-routes``: serve reads them from the
+    sending Postfix's own configuration (a hash: table through postmap -s, an inline:
+    table of next-hop lists, main.cf's relayhost)."""
     assert POSTFIX is not None
     started = time.monotonic()
     # Not under tmp_path: the postfix user must read the CA file (tafile=) there.
@@ -458,18 +513,23 @@ def test_postfix_and_drivers_against_the_decision() -> None:
         config = directory / "policy.toml"
         config.write_text(f'[global]\ntls_ca = "{ca_path}"\n\n{grid.config}')
         transport = directory / "transport"
-        transport.write_text(grid.transport)
-        serve_port, serve_process = stack.enter_context(_serve(config, transport))
+        transport.write_text(grid.explicit_map())
+        explicit = routes == "explicit-map"
+        if explicit:
+            serve_port, serve_process = stack.enter_context(_serve(
+                config, ["--transport-map", str(transport), "--relayhost", grid.relayhost]))
+        else:
+            serve_port = free_port()  # serve starts once the sender's main.cf is written
         version = parse_postfix_version(subprocess.run(
             [find_postfix_binary("postconf") or "postconf", "-h", "mail_version"],
             capture_output=True, text=True, check=True, timeout=30).stdout)
         resolver = Resolver(load_config(config))
-        lookup = PolicyLookup(resolver, routes=load_transport_table(transport),
-                              postfix_version=version)
         sender = stack.enter_context(sending_postfix(
             main_cf={
                 "smtp_tls_policy_maps": f"socketmap:inet:127.0.0.1:{serve_port}:default",
-                "transport_maps": "texthash:{conf}/transport",
+                "transport_maps": "texthash:{conf}/transport" if explicit else
+                                  f"hash:{{conf}}/transport, {grid.inline_lists()}",
+                "relayhost": grid.relayhost,
                 "smtp_tls_security_level": "none",
                 "smtp_dns_support_level": "disabled",
                 "smtp_host_lookup": "native",
@@ -481,8 +541,19 @@ def test_postfix_and_drivers_against_the_decision() -> None:
                 "queue_run_delay": "1s",
                 "default_destination_concurrency_limit": "5",
             },
-            files={"transport": grid.transport, "status-filter": STARTTLS_STATUS_FILTER},
-            hosts=grid.hosts))
+            files={"transport": grid.explicit_map() if explicit else grid.transport,
+                   "status-filter": STARTTLS_STATUS_FILTER},
+            hosts=grid.hosts, indexed=() if explicit else ("transport",)))
+        if explicit:
+            route_table = load_transport_table(transport) + parse_transport_table(
+                f"* smtp:{grid.relayhost}\n", file="--relayhost")
+        else:
+            serve_port, serve_process = stack.enter_context(_serve(
+                config, ["--postfix-config-dir", str(sender.config_dir)], listen=serve_port))
+            route_table = read_postfix_routes(str(sender.config_dir)).routes
+            assert {r.nexthop_text for r in route_table.routes} >= {
+                grid.relayhost, f"[{DEAD_HOP}]:{port}"}
+        lookup = PolicyLookup(resolver, routes=route_table, postfix_version=version)
         recipients = [c.recipient for c in grid.cases]
         for start in range(0, len(recipients), 100):
             sender.submit(SENDER, recipients[start:start + 100], MESSAGE)
@@ -546,5 +617,5 @@ def test_postfix_and_drivers_against_the_decision() -> None:
     sys.stdout.write(table)
     sys.stdout.write(f"grid finished in {time.monotonic() - started:.0f} s\n")
     if target := os.environ.get("TLSPOLICY_GRID_TABLE"):
-        Path(target).write_text(table)
+        Path(f"{target}.{routes}" if routes != "explicit-map" else target).write_text(table)
     assert not problems, "\n".join(problems)

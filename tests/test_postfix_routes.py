@@ -69,7 +69,7 @@ plain.example    smtp:
 @pytest.mark.parametrize(("line", "fragment"), [
     ("example.com", "pattern transport:nexthop"),
     ("example.com smtp", "has no ':'"),
-    ("example.com smtp:[a.example],[b.example]", "lists"),
+    ("example.com smtp:[a.example],[b.example]:99999", "out of range"),
     ("example.com smtp:[a.example]:99999", "out of range"),
     ("exa mple.com smtp:[a.example]", "white space"),
     ("-bad-.example smtp:[a.example]", "pattern"),
@@ -287,11 +287,11 @@ def test_serve_refuses_a_bad_version_and_a_bad_transport_table(tmp_path: Path) -
                             text=True, timeout=60, check=False)
     assert result.returncode == 2 and "not a Postfix version" in result.stderr
     table = tmp_path / "transport"
-    table.write_text("a.test smtp:[one.test],[two.test]\n")
+    table.write_text("a.test smtp:[one.test],[two.test]:99999\n")
     result = subprocess.run([*base, "--postfix-version", "3.7", "--transport-map", str(table)],
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2, result.stderr
-    assert f"{table}:1" in result.stderr and "lists" in result.stderr
+    assert f"{table}:1" in result.stderr and "out of range" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import attrs
 
@@ -35,6 +35,13 @@ from ..servers.postfix_checks import (
     PostfixSettingsError,
     Severity,
     check_postfix_settings,
+)
+from ..servers.postfix_routes import (
+    DEFAULT_ROUTE_POLL,
+    ROUTE_PARAMETERS,
+    FileStamp,
+    PostfixRoutes,
+    watch_route_tables,
 )
 from ..servers.shadow import DiscoveryShadowLookup, ShadowLookup, drain_shadow
 from ._common import UsageError, add_config_files, config_format, config_paths, needs_extra
@@ -130,7 +137,11 @@ def lookup_factory(paths: Sequence[str], *, format: str | None = None,
                    postfix_version: PostfixVersion | None = None,
                    first_load_check: Callable[[Config], None] | None = None,
                    compiled_cache: str | None = None,
-                   mode: ServeMode | None = None) -> ExpiringPolicy:
+                   mode: ServeMode | None = None,
+                   route_reader: Callable[[], PostfixRoutes] | None = None,
+                   on_unattributed: Callable[[str], None] | None = None,
+                   postfix_version_source: Callable[[], PostfixVersion | None] | None = None,
+                   ) -> ExpiringPolicy:
     """The served policy: calling it (first load and SIGHUP) reads the configuration files
     and transport tables and builds a fresh :class:`~tlspolicy.postfix.lookup.PolicyLookup`;
     :meth:`~tlspolicy.servers.expiry.ExpiringPolicy.recompile` builds it again when a stanza
@@ -151,11 +162,20 @@ def lookup_factory(paths: Sequence[str], *, format: str | None = None,
     or files setting no option beside their ``[discovery]`` table, load
     :data:`~tlspolicy.postfix.dropin.DROP_IN_CONFIG` and set ``mode.drop_in``
     (SEMANTICS 11, "Drop-in mode"); any other empty policy is refused.
+
+    Without ``transport_maps`` and ``relayhost``, ``route_reader`` (see
+    :func:`route_reader`) reads Postfix's own routes at every load, except in drop-in
+    mode, which has no routed stanzas; what it raises (a route that cannot be read, its
+    loss not accepted) fails the load.  ``on_unattributed`` is called with the reason of
+    each next-hop key no route names (a metric).  ``postfix_version_source``, when
+    given, is asked for the version at every load instead of ``postfix_version`` (a
+    reload reads ``mail_version`` again).
     """
     files = list(paths)
     pending = [first_load_check] if first_load_check is not None else []
     tables = list(transport_maps)
     routes = [RouteTable()]
+    losses: list[tuple[str, ...]] = [()]
 
     def load() -> Config:
         config = _load_files()
@@ -195,18 +215,54 @@ def lookup_factory(paths: Sequence[str], *, format: str | None = None,
             check_tls_files(config, filename=", ".join(files),
                             at=datetime.now(UTC))
         found = RouteTable()
+        lost: tuple[str, ...] = ()
         for table in tables:
             found = found + load_transport_table(table)
         if relayhost is not None:
             found = found + parse_transport_table(f"* smtp:{relayhost}\n", file="--relayhost")
+        if not tables and relayhost is None and route_reader is not None:
+            read = route_reader()
+            found, lost = read.routes, read.loss_summary()
         routes[0] = found  # the tables as of this load; an expiry recompile keeps them
+        losses[0] = lost
         return config
 
     def lookup(resolver: Resolver) -> PolicyLookup:
-        return PolicyLookup(resolver, routes=routes[0], postfix_version=postfix_version)
+        version = postfix_version_source() if postfix_version_source is not None \
+            else postfix_version
+        return PolicyLookup(resolver, routes=routes[0], postfix_version=version,
+                            route_losses=losses[0], on_unattributed=on_unattributed)
 
     # Compiled at the clock's time, which never goes back within the process.
     return ExpiringPolicy(load, lookup=lookup)
+
+
+def route_reader(args: argparse.Namespace, *,
+                 on_read: Callable[[PostfixRoutes], None] | None = None
+                 ) -> Callable[[], PostfixRoutes]:
+    """Postfix's own routes as ``serve socketmap`` reads them (``--postfix-config-dir``,
+    ``--accept-route-loss``): every call reads them again, logs what it found and passes
+    it to ``on_read``."""
+    accepted = tuple(args.accept_route_loss or ())
+
+    def read() -> PostfixRoutes:
+        from ..servers.postfix_routes import read_postfix_routes
+
+        found = read_postfix_routes(args.postfix_config_dir, accept_loss=accepted)
+        log = logging.getLogger("tlspolicy")
+        hops = found.routes.by_nexthop()
+        log.info("routes: %d next hop%s read from Postfix's settings (%s)", len(hops),
+                 "" if len(hops) == 1 else "s", args.postfix_config_dir or "postconf's "
+                 "default configuration directory")
+        for loss in found.losses:
+            log.warning("routes: %s; loss accepted (--accept-route-loss %s): next hops it "
+                        "routes are answered with the host's own policy, each logged once "
+                        "and counted", loss, loss.parameter)
+        if on_read is not None:
+            on_read(found)
+        return found
+
+    return read
 
 
 def postconf_version(postconf: str | None = None, *,
@@ -397,24 +453,46 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
         if use_discovery:
             _warn_unused_discovery(config)
 
+    def count_unattributed(reason: str) -> None:
+        if metrics is not None:
+            metrics.count_unattributed(reason)
+
+    reloads = _Reloads(args, paths, table, use_discovery, version)
+    reader = route_reader(args, on_read=reloads.routes_read)
     policy = lookup_factory(paths, format=config_format(args),
                             file_checks=not args.no_file_checks,
                             transport_maps=args.transport_map or (),
                             relayhost=args.relayhost, postfix_version=version,
                             first_load_check=check,
-                            compiled_cache=args.compiled_cache, mode=mode)
+                            compiled_cache=args.compiled_cache, mode=mode,
+                            route_reader=reader, on_unattributed=count_unattributed,
+                            postfix_version_source=lambda: reloads.version)
     # A shadow candidate is read as the live files are (format, routes, Postfix version),
     # without the file checks: it never answers.
     candidate = (lookup_factory(args.shadow, format=config_format(args), file_checks=False,
                                 transport_maps=args.transport_map or (),
-                                relayhost=args.relayhost, postfix_version=version)
+                                relayhost=args.relayhost, postfix_version=version,
+                                route_reader=reader,
+                                postfix_version_source=lambda: reloads.version)
                  if args.shadow else None)
     watchers: list[asyncio.Task[None]] = []
     recompilers: list[Any] = []  # what an expiry swaps in: rebuild, counted with --metrics
 
     def build() -> Any:
-        # The live policy answers; a shadow candidate is compared after the replies.
-        live = policy()
+        # A reload (SIGHUP, or a route table that changed) reads Postfix's version and
+        # the [discovery] table again first; the load reads the files and routes.
+        if reloads.loaded:
+            before = reloads.version
+            commit = reloads.refresh(discovered[0] if discovered else None)
+            try:
+                live = policy()
+            except BaseException:
+                reloads.undo(before)
+                raise
+            commit()
+        else:
+            live = policy()
+        reloads.loaded = True
         if discovered:
             # With discovery the candidate is judged on the live answers' fetched inputs.
             wrapped = discovered[0].wrap(live)
@@ -441,6 +519,9 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
         if candidate is not None:
             watchers.append(loop.create_task(
                 drain_shadow(server, report=args.shadow_report)))
+        if args.route_poll > 0:
+            watchers.append(loop.create_task(watch_route_tables(
+                server.request_reload, lambda: reloads.stamps, interval=args.route_poll)))
 
     factory: Any = build
     endpoint: Any = None
@@ -481,6 +562,82 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
         if endpoint is not None:
             endpoint.stop()
     return 0
+
+
+#: [discovery] keys a reload applies; every other one needs a restart.
+_LIVE_TABLE_KEYS: Final = frozenset({"answer_deadline", "sts_mx_patterns", "postfix_version"})
+
+
+class _Reloads:
+    """What a reload reads again besides the files and routes: Postfix's version and the
+    ``[discovery]`` table (SEMANTICS 11: routes, DANE prerequisites and Postfix's own
+    level are read by the load and by :meth:`_DiscoveryRun.wrap`).  What changed but needs a
+    restart is named in the log, and the running value stays."""
+
+    def __init__(self, args: argparse.Namespace, paths: list[str], table: dict[str, Any],
+                 use_discovery: bool, version: PostfixVersion) -> None:
+        self.args = args
+        self.paths = paths
+        self.table = table
+        self.use_discovery = use_discovery
+        self.version = version
+        self.loaded = False
+        #: The route tables' files as of the routes in use (watched for changes).
+        self.stamps: FileStamp = ()
+
+    def routes_read(self, found: PostfixRoutes) -> None:
+        self.stamps = found.stamps
+
+    def _read_version(self, table: dict[str, Any]) -> PostfixVersion:
+        args = self.args
+        if args.postfix_version is not None:
+            return args.postfix_version  # type: ignore[no-any-return]
+        if self.use_discovery and "postfix_version" in table:
+            return parse_postfix_version(table["postfix_version"])
+        given = dict(args.postfix_setting or ())
+        if "mail_version" in given:
+            return parse_postfix_version(given["mail_version"])
+        return postconf_version(config_dir=args.postfix_config_dir)
+
+    def refresh(self, run: _DiscoveryRun | None) -> Callable[[], None]:
+        """Read the ``[discovery]`` table and Postfix's version again; what raises fails
+        the reload (the previous policy stays).  The version is in force for the load
+        that follows; the returned callable applies the rest once that load succeeded."""
+        table = read_discovery_table(self.paths)
+        version = self._read_version(table)
+        previous = self.version
+        self.version = version
+
+        def commit() -> None:
+            self._commit(run, table, previous)
+
+        return commit
+
+    def undo(self, version: PostfixVersion) -> None:
+        """A reload that failed: the version in force stays."""
+        self.version = version
+
+    def _commit(self, run: _DiscoveryRun | None, table: dict[str, Any],
+                previous: PostfixVersion) -> None:
+        log = logging.getLogger("tlspolicy")
+        version = self.version
+        if table != self.table:
+            changed = sorted(k for k in {*table, *self.table}
+                             if table.get(k) != self.table.get(k))
+            later = [k for k in changed if k not in _LIVE_TABLE_KEYS]
+            if later:
+                log.warning("reload: [discovery] %s changed, which takes effect only after a "
+                            "restart (the running values stay)",
+                            ", ".join(f"{k} ({self.table.get(k)!r} -> {table.get(k)!r})"
+                                      for k in later))
+            if run is not None:
+                run.apply_table(table)
+            self.table = table
+        if version != previous:
+            log.info("reload: Postfix version %s (was %s): answers are written for it",
+                     ".".join(map(str, version)), ".".join(map(str, previous)))
+        if run is not None:
+            run.version = version
 
 
 def _warn_unused_discovery(config: Config) -> None:
@@ -558,6 +715,8 @@ class _DiscoveryRun:
             raise UsageError(f"the answer deadline must be above 0 and at most 90 s (Postfix "
                              f"gives up after 100 s), got {deadline:g}")
         self.deadline = deadline
+        #: The server's answer timeout is set from the deadline at start.
+        self.start_deadline = deadline
         self.sts_mx_patterns = args.sts_mx_patterns if args.sts_mx_patterns is not None \
             else bool(table.get("sts_mx_patterns", True))
         self.version = version
@@ -574,6 +733,28 @@ class _DiscoveryRun:
         self.in_use: Any = None
         self._refresher: asyncio.Task[None] | None = None
         self._trust: asyncio.Task[None] | None = None
+
+    def apply_table(self, table: dict[str, Any]) -> None:
+        """A reloaded ``[discovery]`` table's live settings (flags given still win): the
+        answer deadline (up to the one at start, which sized the server's answer
+        timeout) and ``sts_mx_patterns``; raises :class:`UsageError` for a bad deadline."""
+        from ..servers.discovered import DEFAULT_ANSWER_DEADLINE
+
+        args = self.args
+        deadline = args.answer_deadline if args.answer_deadline is not None else \
+            float(table.get("answer_deadline", DEFAULT_ANSWER_DEADLINE))
+        if not 0 < deadline <= 90:
+            raise UsageError(f"the answer deadline must be above 0 and at most 90 s (Postfix "
+                             f"gives up after 100 s), got {deadline:g}")
+        if deadline > self.start_deadline:
+            logging.getLogger("tlspolicy").warning(
+                "reload: an answer deadline of %g s above the %g s at start takes effect only "
+                "after a restart; %g s applies", deadline, self.start_deadline,
+                self.start_deadline)
+            deadline = self.start_deadline
+        self.deadline = deadline
+        self.sts_mx_patterns = args.sts_mx_patterns if args.sts_mx_patterns is not None \
+            else bool(table.get("sts_mx_patterns", True))
 
     async def startup(self) -> None:
         from ..discovery import Discovery, redis_cache
@@ -733,6 +914,11 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
                        metavar="SECONDS",
                        help="abandon a load (start or SIGHUP) that takes longer, keeping the "
                             f"previous policy (default {_sm.DEFAULT_RELOAD_TIMEOUT:g})")
+    group.add_argument("--route-poll", type=float, default=DEFAULT_ROUTE_POLL,
+                       metavar="SECONDS",
+                       help="look at the route tables read from Postfix (a .db, a texthash "
+                            "file) this often and reload, as on SIGHUP, when one changed "
+                            f"(default {DEFAULT_ROUTE_POLL:g}; 0: only on SIGHUP)")
 
 
 def _add_discovery(parser: argparse.ArgumentParser) -> None:
@@ -784,10 +970,21 @@ def register(sub: Any) -> None:
                          help="a Postfix transport table source file (transport(5), the text "
                               "behind transport_maps; repeatable): next-hop keys "
                               "([host]:port) are answered with the routed domains' policy at "
-                              "its strictest; re-read on SIGHUP")
+                              "its strictest; re-read on SIGHUP. With this or --relayhost, "
+                              "Postfix's own routes are not read (by default they are: "
+                              "transport_maps, relayhost, sender-dependent maps, "
+                              "default_transport, smtp_fallback_relay, master.cf -o, from "
+                              "--postfix-config-dir)")
     postfix.add_argument("--relayhost", metavar="NEXTHOP",
                          help="main.cf's relayhost (e.g. [smart.example]:587): that key is "
                               "answered with every domain's policy at its strictest")
+    postfix.add_argument("--accept-route-loss", action="append", metavar="PARAM",
+                         choices=(*ROUTE_PARAMETERS, "all"),
+                         help="start although the routes of this Postfix parameter (one of "
+                              f"{', '.join(ROUTE_PARAMETERS)}; 'all' for every one) cannot be "
+                              "read, e.g. a regexp: or ldap: transport table: next hops they "
+                              "route are answered with the host's own policy, each logged "
+                              "once and counted (repeatable)")
     postfix.add_argument("--postfix-version", type=_version_arg, metavar="X.Y[.Z]",
                          help="the Postfix version the answers are written for (default: "
                               "read with postconf -h mail_version)")
@@ -799,7 +996,8 @@ def register(sub: Any) -> None:
         "or master.cf line that fixes it")
     checks.add_argument("--postfix-config-dir", metavar="DIR",
                         help="Postfix's configuration directory, read with postconf -c DIR "
-                             "(default: postconf's own, /etc/postfix)")
+                             "(default: postconf's own, /etc/postfix): its settings are "
+                             "checked and its routes read")
     checks.add_argument("--postfix-setting", action="append", type=_postfix_setting,
                         metavar="NAME=VALUE",
                         help="a Postfix setting as postconf names it (master.cf fields as "

@@ -163,6 +163,8 @@ def dry_run(args: argparse.Namespace, paths: list[str], table: dict[str, Any],
             run_config = run.config
         except TlsPolicyError as exc:
             verdicts.append(Verdict("FAIL", f"discovery settings: {exc}"))
+    if config is not None:
+        verdicts.append(_routes(args, lookup.resolver, mode.drop_in, version))
     if config is not None and version is not None:
         verdicts += _postfix(args, config, use_discovery, mode.drop_in, version, table)
     verdicts.append(_listen(args))
@@ -175,6 +177,40 @@ def dry_run(args: argparse.Namespace, paths: list[str], table: dict[str, Any],
     warned = sum(v.status == "warn" for v in verdicts)
     out.write(f"{len(verdicts)} checks: {failed} failed, {warned} warnings\n")
     return 1 if failed else 0
+
+
+def _routes(args: argparse.Namespace, resolver: Any, drop_in: bool,
+            version: PostfixVersion | None) -> Verdict:
+    """Reading Postfix's routes, as serve does at start: one verdict."""
+    from ..postfix.lookup import PolicyLookup
+    from ..servers.postfix_routes import RouteLossError, read_postfix_routes
+
+    if args.transport_map or args.relayhost:
+        return Verdict("ok", "routes: given explicitly (--transport-map, --relayhost); "
+                       "Postfix's own are not read")
+    if drop_in:
+        return Verdict("ok", "routes: not read (drop-in mode has no routed stanzas)")
+    where = args.postfix_config_dir or "postconf's default configuration directory"
+    try:
+        found = read_postfix_routes(args.postfix_config_dir,
+                                    accept_loss=tuple(args.accept_route_loss or ()))
+        # Routed domains whose options cannot be combined fail here as at start.
+        PolicyLookup(resolver, routes=found.routes, postfix_version=version)
+    except RouteLossError as exc:
+        return Verdict("FAIL", f"routes from Postfix ({where}): {exc}",
+                       "; ".join(sorted({f"--accept-route-loss {f.parameter}"
+                                         for f in exc.failures}))
+                       + ", or route through a table postmap -s can list")
+    except TlsPolicyError as exc:
+        return Verdict("FAIL", f"routes from Postfix ({where}): {exc}",
+                       "the table entry or configuration named above")
+    hops = len(found.routes.by_nexthop())
+    what = f"routes from Postfix ({where}): {hops} next hop{'s' if hops != 1 else ''}"
+    if found.losses:
+        return Verdict("warn", what + "; loss accepted: " + "; ".join(found.loss_summary()),
+                       "route through a table postmap -s can list (hash:, lmdb:, cdb:, "
+                       "texthash:, inline:)")
+    return Verdict("ok", what)
 
 
 def _postfix(args: argparse.Namespace, config: Any, use_discovery: bool, drop_in: bool,

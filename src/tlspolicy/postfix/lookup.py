@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from ..decision import Source
@@ -84,13 +84,19 @@ class PolicyLookup:
     configuration at its strictest (:func:`combine_nexthop`, computed here, so
     a conflict is a load-time :class:`NextHopConflictError`).  A bracketed or
     ported key no route names is answered for the host itself and logged as
-    unattributed.  ``postfix_version`` selects the attribute syntax
-    (``None``: Postfix 3.6 or newer).
+    unattributed (once per key, then ``on_unattributed`` is called with the
+    reason: ``ip-literal`` for an address key without a port, the form of an
+    IP-literal recipient, which no route can name; ``route-loss-accepted`` while
+    ``route_losses`` lists route sources that could not be read, whose loss the
+    operator accepted; ``no-route`` otherwise).  ``postfix_version`` selects the
+    attribute syntax (``None``: Postfix 3.6 or newer).
     """
 
     def __init__(self, resolver: Resolver, *, memo_size: int = DEFAULT_ANSWER_MEMO_SIZE,
                  routes: RouteTable | None = None,
-                 postfix_version: PostfixVersion | None = None) -> None:
+                 postfix_version: PostfixVersion | None = None,
+                 route_losses: tuple[str, ...] = (),
+                 on_unattributed: Callable[[str], None] | None = None) -> None:
         if isinstance(memo_size, bool) or not isinstance(memo_size, int) or memo_size < 0:
             raise ValueError(f"memo_size must be a whole number >= 0, got {memo_size!r}")
         self.resolver = resolver
@@ -107,11 +113,12 @@ class PolicyLookup:
         self._by_values: dict[Mapping[str, object], SocketmapReply] = {}
         self._nexthops: dict[tuple[str, NextHop], NextHopAnswer] = {}
         errors: list[ConfigError] = []
+        displaced = self.routes.exact_domains()
         for hop, found in self.routes.by_nexthop().items():
             for binding in sorted(self._bindings):
                 try:
-                    self._nexthops[(binding, hop)] = combine_nexthop(resolver, binding, hop,
-                                                                     found)
+                    self._nexthops[(binding, hop)] = combine_nexthop(
+                        resolver, binding, hop, found, displaced=displaced)
                 except NextHopConflictError as exc:
                     # The same conflict usually shows through every binding: once each.
                     if all(str(exc) != str(e) for e in errors):
@@ -119,6 +126,8 @@ class PolicyLookup:
         ConfigErrors.raise_if_any(errors)
         self._unattributed: set[str] = set()
         self.unattributed_count = 0
+        self.route_losses = route_losses
+        self.on_unattributed = on_unattributed
 
     def policy(self, binding: str, domain: str) -> PostfixPolicy:
         """The policy for an already normalised ``domain`` through ``binding``."""
@@ -188,7 +197,8 @@ class PolicyLookup:
             extra = (PostfixWarning(
                 binding, key, "domain", "no transport route names this next hop: answered "
                 "with the host's own policy, not that of the domains routed through it "
-                "(give serve the transport table)", None, "nexthop-unattributed"),)
+                "(a route serve was not given or could not read, or an IP-literal "
+                "recipient)", None, "nexthop-unattributed"),)
             if parsed.is_ip and policy.level is PostfixLevel.VERIFY:
                 extra += (PostfixWarning(
                     binding, key, "tls_verify", f"match={VERIFY_MATCH} at an address next hop "
@@ -211,10 +221,34 @@ class PolicyLookup:
                 answers[memo_key] = reply
         return reply
 
-    def _warn_unattributed(self, map_name: str, key: str) -> None:
+    def unattributed_reason(self, parsed: PostfixKey) -> str:
+        """Why a next-hop key no route names is unattributed (see the class)."""
+        if parsed.is_ip and parsed.port is None:
+            return "ip-literal"
+        return "route-loss-accepted" if self.route_losses else "no-route"
+
+    def note_unattributed(self, map_name: str, key: str, parsed: PostfixKey) -> None:
+        """Log (once per key, up to :data:`MAX_UNATTRIBUTED_WARNINGS` keys) and count a
+        next-hop key no route names."""
         self.unattributed_count += 1
-        if len(self._unattributed) < MAX_UNATTRIBUTED_WARNINGS and key not in self._unattributed:
-            self._unattributed.add(key)
+        if key in self._unattributed:
+            return
+        reason = self.unattributed_reason(parsed)
+        if self.on_unattributed is not None:
+            self.on_unattributed(reason)
+        if len(self._unattributed) >= MAX_UNATTRIBUTED_WARNINGS:
+            return
+        self._unattributed.add(key)
+        if reason == "ip-literal":
+            log.warning("socketmap: next hop %r (map %r) is an address no route names (an "
+                        "IP-literal recipient, or a route to it): answered with the host's "
+                        "own policy", key, map_name)
+        elif reason == "route-loss-accepted":
+            log.warning("socketmap: next hop %r (map %r) is named by no readable route; "
+                        "routes that could not be read may name it (loss accepted: %s): "
+                        "answered with the host's own policy, not that of the domains "
+                        "routed through it", key, map_name, "; ".join(self.route_losses))
+        else:
             log.warning("socketmap: next hop %r (map %r) is named by no transport route: "
                         "answered with the host's own policy, not that of the domains routed "
                         "through it", key, map_name)
@@ -247,7 +281,7 @@ class PolicyLookup:
                         "level: no match= list is never weaker for all of them")
                 return SocketmapReply.ok(policy.text())
         if parsed.bracketed or parsed.port is not None:
-            self._warn_unattributed(map_name, key)
+            self.note_unattributed(map_name, key, parsed)
         # The values alone decide the answer: the sources are made only on a miss.
         values_key = self.resolver.effective_values(parsed.domain, map_name)
         reply = self._by_values.get(values_key)

@@ -9,6 +9,7 @@ is :func:`tlspolicy.formats.postfix.load_transport_table`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
@@ -52,8 +53,14 @@ __all__ = [
     "RouteTable",
     "TransportRoute",
     "TransportTableError",
+    "catch_all_routes",
     "combine_nexthop",
+    "parse_inline_map",
     "parse_transport_table",
+    "split_map_list",
+    "split_nexthop_list",
+    "table_entries",
+    "unwrap_map",
 ]
 
 # ----------------------------------------------------------------- next-hop routes
@@ -105,6 +112,12 @@ class TransportRoute:
     nexthop_text: str
     file: str
     line: int
+    #: A ``user@domain`` entry: it routes that recipient only, so the domain's other
+    #: mail still takes the catch-all routes.
+    recipient: bool = False
+    #: A route every destination can take whatever else routes it
+    #: (``smtp_fallback_relay``): never displaced by a more specific route.
+    fallback: bool = False
 
     @property
     def pattern(self) -> str:
@@ -112,15 +125,21 @@ class TransportRoute:
         return f".{self.domain}" if self.parent else self.domain
 
     def location(self) -> str:
-        """``file:line``."""
-        return f"{self.file}:{self.line}"
+        """``file:line`` (``file`` alone for a setting or a listed table, line 0)."""
+        return f"{self.file}:{self.line}" if self.line else self.file
 
 
 @attrs.frozen(slots=True)
 class RouteTable:
-    """Which recipient domains reach which next hop (from transport tables)."""
+    """Which recipient domains reach which next hop (from transport tables).
+
+    ``direct`` are domains whose whole-domain entry routes no SMTP next hop but
+    still takes their mail away from the catch-all routes: ``example.com smtp:``
+    (the recipient domain as next hop), ``local:``, ``error:`` and the like.
+    """
 
     routes: tuple[TransportRoute, ...] = ()
+    direct: frozenset[str] = frozenset()
 
     def by_nexthop(self) -> dict[NextHop, tuple[TransportRoute, ...]]:
         """The routes grouped by next hop, in table order."""
@@ -130,7 +149,14 @@ class RouteTable:
         return {hop: tuple(found) for hop, found in grouped.items()}
 
     def __add__(self, other: RouteTable) -> RouteTable:
-        return RouteTable(self.routes + other.routes)
+        return RouteTable(self.routes + other.routes, self.direct | other.direct)
+
+    def exact_domains(self) -> frozenset[str]:
+        """Domains a whole-domain entry routes to an SMTP next hop: Postfix sends their
+        mail there, never through a catch-all (``*``, a parent entry, relayhost)."""
+        return self.direct | frozenset(r.domain for r in self.routes
+                                       if not r.parent and r.domain != "*"
+                                       and not r.recipient and not r.fallback)
 
 
 def _logical_lines(text: str) -> Iterable[tuple[int, str]]:
@@ -150,6 +176,17 @@ def _logical_lines(text: str) -> Iterable[tuple[int, str]]:
         yield current
 
 
+def table_entries(text: str) -> list[tuple[int, str, str]]:
+    """``(line, key, value)`` of a Postfix lookup table's source text (``key value``
+    lines, ``#`` comments, indented continuation lines); a line without a value has
+    ``""``."""
+    found = []
+    for number, line in _logical_lines(text):
+        fields = line.split(None, 1)
+        found.append((number, fields[0], fields[1].strip() if len(fields) > 1 else ""))
+    return found
+
+
 def parse_transport_table(text: str, *, file: str = "<transport>") -> RouteTable:
     """Read a Postfix ``transport_maps`` source file (transport(5)).
 
@@ -162,6 +199,7 @@ def parse_transport_table(text: str, *, file: str = "<transport>") -> RouteTable
     cannot read, such as a next-hop list or a malformed host.
     """
     routes: list[TransportRoute] = []
+    direct: set[str] = set()
     for number, line in _logical_lines(text):
         where = Location(file=file, line=number)
         fields = line.split(None, 1)
@@ -177,22 +215,21 @@ def parse_transport_table(text: str, *, file: str = "<transport>") -> RouteTable
             raise TransportTableError(f"white space in the transport name of {result!r}; "
                                       "expected 'pattern transport:nexthop'", where)
         if transport.lower() in _NON_SMTP_TRANSPORTS or not nexthop.strip():
+            # "domain smtp:" sends to the recipient domain, "domain local:" elsewhere:
+            # either way not through a catch-all ("domain :" changes nothing).
+            if transport and "@" not in pattern and not pattern.startswith(".") \
+                    and pattern != "*":
+                with contextlib.suppress(InvalidDomainError):
+                    direct.add(normalise_domain(pattern))
             continue
-        nexthop = nexthop.strip()
-        if any(c in nexthop for c in ", \t"):
-            raise TransportTableError(f"next-hop lists ({nexthop!r}) are not supported: give "
-                                      "one next hop per entry", where)
-        try:
-            hop = parse_postfix_key(nexthop)
-        except PostfixKeyError as exc:
-            raise TransportTableError(f"next hop {nexthop!r}: {exc}", where) from None
-        if hop.parent:
-            raise TransportTableError(f"next hop {nexthop!r} is not a host", where)
+        hops = [_nexthop(text, where) for text in split_nexthop_list(nexthop)]
         parent = False
+        recipient = False
         if pattern == "*":
             domain = "*"
         else:
-            name = pattern.rpartition("@")[2]
+            local, at, name = pattern.rpartition("@")
+            recipient = bool(at and local)
             if not name:
                 # 'user@' entries route by local part, for any domain.
                 domain = "*"
@@ -202,18 +239,123 @@ def parse_transport_table(text: str, *, file: str = "<transport>") -> RouteTable
                     domain = normalise_domain(name[1:] if parent else name)
                 except InvalidDomainError as exc:
                     raise TransportTableError(f"pattern {pattern!r}: {exc}", where) from None
-        routes.append(TransportRoute(domain, parent, (hop.domain, hop.port, hop.bracketed),
-                                     nexthop, file, number))
-    return RouteTable(tuple(routes))
+        for hop, text in hops:
+            routes.append(TransportRoute(domain, parent, hop, text, file, number,
+                                         recipient=recipient))
+    return RouteTable(tuple(routes), frozenset(direct))
 
 
-def _route_candidates(resolver: Resolver, binding: str, route: TransportRoute
+def split_nexthop_list(text: str) -> list[str]:
+    """The elements of a next-hop list (``[a]:25, [b]:587``; comma or white space
+    separated, Postfix 3.5 and later): each is its own policy lookup key."""
+    return [part for part in text.replace(",", " ").split() if part]
+
+
+def _nexthop(text: str, where: Location) -> tuple[NextHop, str]:
+    try:
+        hop = parse_postfix_key(text)
+    except PostfixKeyError as exc:
+        raise TransportTableError(f"next hop {text!r}: {exc}", where) from None
+    if hop.parent:
+        raise TransportTableError(f"next hop {text!r} is not a host", where)
+    return (hop.domain, hop.port, hop.bracketed), text
+
+
+def catch_all_routes(value: str, *, file: str, line: int | None = None,
+                     transport_form: bool = False, fallback: bool = False) -> RouteTable:
+    """Routes for every domain (``*``) from one setting's value: a next-hop list
+    (``relayhost``, ``smtp_fallback_relay``, a ``sender_dependent_relayhost_maps``
+    result) or, with ``transport_form``, ``transport:nexthop-list``
+    (``default_transport``, ``sender_dependent_default_transport_maps``).  A
+    transport without a next hop, a transport that never runs the SMTP client, and
+    ``DUNNO`` route nothing.  ``file`` names the setting (and its table) in errors.
+    """
+    value = value.strip()
+    where = Location(file=file, line=line)
+    if not value or value.upper() == "DUNNO":
+        return RouteTable()
+    if transport_form:
+        transport, sep, nexthop = value.partition(":")
+        if not sep or transport.lower() in _NON_SMTP_TRANSPORTS:
+            return RouteTable()
+        value = nexthop
+    return RouteTable(tuple(
+        TransportRoute("*", False, hop, text, file, line or 0, fallback=fallback)
+        for hop, text in (_nexthop(t, where) for t in split_nexthop_list(value))))
+
+
+def split_map_list(text: str) -> list[str]:
+    """The tables of a ``*_maps`` setting: comma or white space separated, where
+    ``{ ... }`` (``inline:{...}``, ``unionmap:{...}``) is one unit."""
+    found: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for char in text:
+        if depth == 0 and (char == "," or char.isspace()):
+            if current:
+                found.append("".join(current))
+                current = []
+            continue
+        if char == "{":
+            depth += 1
+        elif char == "}" and depth:
+            depth -= 1
+        current.append(char)
+    if current:
+        found.append("".join(current))
+    return found
+
+
+def _braced_body(text: str) -> str | None:
+    text = text.strip()
+    if text.startswith("{") and text.endswith("}"):
+        return text[1:-1]
+    return None
+
+
+def parse_inline_map(spec: str) -> list[tuple[str, str]]:
+    """The entries of an ``inline:{ key=value, { key = value with spaces } }`` body
+    (the text after ``inline:``), in order; raises :class:`ValueError` naming what
+    cannot be read."""
+    body = _braced_body(spec)
+    if body is None:
+        raise ValueError(f"expected inline:{{ key=value, ... }}, got inline:{spec}")
+    entries: list[tuple[str, str]] = []
+    for item in split_map_list(body):
+        inner = _braced_body(item)
+        text = inner.strip() if inner is not None else item
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"inline entry {item!r} is not key=value")
+        entries.append((key.strip(), value.strip()))
+    return entries
+
+
+def unwrap_map(spec: str) -> list[str]:
+    """The tables Postfix reads for one ``type:name``: ``proxy:`` removed,
+    ``unionmap:{a, b}`` (and ``pipemap`` is not unwrapped: its result is not
+    any one table's) split into its members, recursively."""
+    kind, _sep, name = spec.partition(":")
+    kind = kind.lower()
+    if kind == "proxy":
+        return unwrap_map(name)
+    if kind == "unionmap":
+        body = _braced_body(name)
+        if body is not None:
+            return [t for member in split_map_list(body) for t in unwrap_map(member)]
+    return [spec]
+
+
+def _route_candidates(resolver: Resolver, binding: str, route: TransportRoute,
+                      displaced: frozenset[str] = frozenset()
                       ) -> list[tuple[str, dict[str, object], dict[str, Source]]]:
     """Every set of effective values mail of ``route`` can get through ``binding``.
 
     An exact domain has one; a parent route or ``*`` has one per exact stanza
     it covers, one for any other name, and one per regex stanza (whether a
-    pattern matches some covered name is not decided, so each counts).
+    pattern matches some covered name is not decided, so each counts).  Exact
+    stanzas in ``displaced`` (domains a whole-domain route sends elsewhere) are
+    not covered by a parent route or ``*``, unless the route is a fallback relay.
     """
     if route.domain != "*" and not route.parent:
         values, sources = resolver.effective(route.domain, binding)
@@ -234,6 +376,8 @@ def _route_candidates(resolver: Resolver, binding: str, route: TransportRoute
             found.append((spath, values, sources))
             continue
         key = stanza.name.key
+        if key in displaced and not route.fallback:
+            continue
         if route.domain == "*" or key.endswith(f".{route.domain}"):
             values, sources = resolver.effective(key, binding)
             found.append((key, values, sources))
@@ -281,25 +425,28 @@ def _strictest_protocols(found: Sequence[TlsProtocols]) -> TlsProtocols:
 
 
 def combine_nexthop(resolver: Resolver, binding: str, hop: NextHop,
-                    routes: Sequence[TransportRoute]) -> NextHopAnswer:
+                    routes: Sequence[TransportRoute], *,
+                    displaced: frozenset[str] = frozenset()) -> NextHopAnswer:
     """The answer for a next-hop key: the routed domains' configuration at its strictest.
 
     ``tls`` and ``tls_verify`` take the strictest value, fallback is false
     when any routed domain says false, ``tls_protocols`` the intersection;
     destination-policy switches (DANE, MTA-STS) come from the host itself.
     Raises :class:`NextHopConflictError` when the routed domains' unordered
-    options differ, or their protocol sets do not intersect.
+    options differ, or their protocol sets do not intersect.  ``displaced``
+    (:meth:`RouteTable.exact_domains`) are the domains a whole-domain route sends
+    to their own next hop: a catch-all route does not carry them.
     """
     host, port, bracketed = hop
     parts: list[tuple[str, dict[str, object], dict[str, Source]]] = []
     for route in routes:
-        parts.extend(_route_candidates(resolver, binding, route))
+        parts.extend(_route_candidates(resolver, binding, route, displaced))
     own_values, own_sources = resolver.effective(host, binding)
     plain_host = not bracketed and port is None
     if plain_host:
         # Postfix uses the same key for mail to the host's own domain.
         parts.append((host, own_values, own_sources))
-    where = Location(file=routes[0].file, line=routes[0].line,
+    where = Location(file=routes[0].file, line=routes[0].line or None,
                      scope=f'binding "{binding}" > next hop {routes[0].nexthop_text}')
     values: dict[str, object] = {}
     sources: dict[str, Source] = {}

@@ -385,7 +385,7 @@ class DiscoveryLookup:
         if parsed.parent:
             return self.policy(binding, key)  # NOTFOUND: never needed, never a query
         try:
-            values = self._values(binding, parsed)
+            values = self._values(binding, parsed, key)
             if parsed.is_ip:
                 return self._no_names(binding, key, parsed, values)
         except (PostfixMappingError, UnknownBindingError) as exc:
@@ -470,7 +470,7 @@ class DiscoveryLookup:
             binding = _DEFAULT_BINDING
         if parsed.parent:
             return self.policy(binding, key)
-        values = self._values(binding, parsed)
+        values = self._values(binding, parsed, key)
         if parsed.is_ip:
             return self._no_names(binding, key, parsed, values)
         inputs = await self._fetch(parsed, values)
@@ -478,12 +478,17 @@ class DiscoveryLookup:
 
     # ------------------------------------------------------------- the inputs
 
-    def _values(self, binding: str, parsed: PostfixKey) -> _Values:
+    def _values(self, binding: str, parsed: PostfixKey, key: str = "") -> _Values:
         # A pure function of the configuration, which a reload replaces with this lookup.
         memo_key = (binding, parsed.domain, parsed.port, parsed.bracketed)
         found = self._value_memo.get(memo_key)
         if found is None:
             found = self._compute_values(binding, parsed)
+            if key and not self.drop_in and not found.routed and \
+                    (parsed.bracketed or parsed.port is not None):
+                # A next hop no route names: logged once per key and counted, as with
+                # discovery off.
+                self.policy.note_unattributed(binding, key, parsed)
             if len(self._value_memo) >= _MEMO_SIZE:
                 self._value_memo.clear()
             self._value_memo[memo_key] = found

@@ -141,6 +141,12 @@ METRIC_DEFINITIONS: Final = (
         "tlspolicy_discovery_resolver_trusted", "gauge", (),
         "1 while the discovery resolver validates DNSSEC (its probe name came back with AD "
         "set), 0 while DANE inputs are unknown"),
+    MetricDefinition(
+        "tlspolicy_socketmap_unattributed_nexthops_total", "counter", ("reason",),
+        "Next-hop keys ([host]:port) no route names, answered with the host's own policy, "
+        "each key once per loaded policy, by reason: no-route, route-loss-accepted (a route "
+        "source could not be read and its loss was accepted), ip-literal (an IP-literal "
+        "recipient)"),
 )
 
 _BY_NAME: Final = {d.name: d for d in METRIC_DEFINITIONS}
@@ -224,6 +230,9 @@ class Metrics(DiscoveryObserver):
                                            list(d[name].labels), registry=self.registry)
         name = "tlspolicy_discovery_resolver_trusted"
         self.resolver_trusted = Gauge(name, d[name].help, registry=self.registry)
+        name = "tlspolicy_socketmap_unattributed_nexthops_total"
+        self.unattributed = Counter(_counter_base(name), d[name].help, list(d[name].labels),
+                                    registry=self.registry)
         self._server = _ServerCollector()
         self.registry.register(self._server)
 
@@ -320,6 +329,13 @@ class Metrics(DiscoveryObserver):
     def resolver_trust(self, trusted: bool) -> None:
         """Set the resolver trust gauge."""
         self.resolver_trusted.set(1 if trusted else 0)
+
+    # -- routes
+
+    def count_unattributed(self, reason: str) -> None:
+        """Count one next-hop key no route names, by reason."""
+        known = ("no-route", "route-loss-accepted", "ip-literal")
+        self.unattributed.labels(reason if reason in known else "other").inc()
 
 
 @attrs.define
