@@ -840,13 +840,16 @@ class DnsRelay:
     firewalled one does: no REFUSED, no ICMP), ``"no-ad"`` forwards but clears the AD bit
     of every answer (a resolver that does not validate).  ``ttl_cap`` lowers the TTL of
     every record in the answers passed through (the validation was Unbound's, so this
-    changes no AD bit), so a test sees DNS answers expire in seconds.
+    changes no AD bit), so a test sees DNS answers expire in seconds; with
+    ``ttl_cap_types`` only the answers to queries of those types (others keep the zone's
+    TTLs, so a test can let exactly one kind of answer expire).
     """
 
     upstream_port: int
     port: int = 0
     mode: str = "forward"
     ttl_cap: int | None = None
+    ttl_cap_types: frozenset[str] | None = None
     #: Queries received, per mode they met (a test waits on these, never on a clock).
     received: dict[str, int] = attrs.Factory(dict)
     #: Every query received: (name without the final dot, type, mode it met).
@@ -896,6 +899,7 @@ class DnsRelay:
             return wire
         import dns.flags
         import dns.message
+        import dns.rdatatype
 
         try:
             message = dns.message.from_wire(wire)
@@ -903,7 +907,10 @@ class DnsRelay:
             return wire
         if mode == "no-ad":
             message.flags &= ~dns.flags.AD
-        if self.ttl_cap is not None:
+        if self.ttl_cap is not None and (
+                self.ttl_cap_types is None or any(
+                    dns.rdatatype.to_text(q.rdtype) in self.ttl_cap_types
+                    for q in message.question)):
             for section in (message.answer, message.authority, message.additional):
                 for rrset in section:
                     rrset.ttl = min(rrset.ttl, self.ttl_cap)
@@ -1040,10 +1047,10 @@ class DnsRelay:
 
 
 @contextlib.contextmanager
-def dns_relay(lab: DnsLab, *, mode: str = "forward",
-              ttl_cap: int | None = None) -> Iterator[DnsRelay]:
+def dns_relay(lab: DnsLab, *, mode: str = "forward", ttl_cap: int | None = None,
+              ttl_cap_types: frozenset[str] | None = None) -> Iterator[DnsRelay]:
     """A :class:`DnsRelay` in front of ``lab``'s Unbound for one test, stopped after it."""
-    relay = DnsRelay(lab.port, ttl_cap=ttl_cap)
+    relay = DnsRelay(lab.port, ttl_cap=ttl_cap, ttl_cap_types=ttl_cap_types)
     relay.set_mode(mode)
     relay.start()
     try:

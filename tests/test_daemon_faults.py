@@ -349,7 +349,10 @@ def test_silent_resolver_under_a_flood_never_weakens_a_cached_enforce_policy(
     alone = configuration_alone(config, domain, (3, 7, 11))
     assert alone.startswith("OK verify"), alone
     expected = secure(domain)
-    with dns_relay(dns_lab, ttl_cap=1) as relay:
+    # Only the MX answer expires: the hosts' address and TLSA answers stay cached,
+    # so what is tested is an MX lookup failing while the policy is cached (a TLSA
+    # lookup failing is rule (b)'s dane-only, tested elsewhere).
+    with dns_relay(dns_lab, ttl_cap=1, ttl_cap_types=frozenset({"MX"})) as relay:
         cache = tmp_path / "cache.sqlite3"
         daemon = run_daemon(daemons, tmp_path, config,
                             discovery_table(relay.port, web, cache))
@@ -538,7 +541,10 @@ def test_dns_down_past_the_mx_ttl_keeps_the_cached_enforce_policy(
     TTL (1 s here) runs out: the answer stays the policy's ``secure match=...
     servername=hostname``, never ``dane-only``, never TEMP (SEMANTICS 11)."""
     domain = "single.secure.test"
-    with dns_relay(dns_lab, ttl_cap=1) as relay:
+    # Only the MX answer expires: the hosts' address and TLSA answers stay cached,
+    # so what is tested is an MX lookup failing while the policy is cached (a TLSA
+    # lookup failing is rule (b)'s dane-only, tested elsewhere).
+    with dns_relay(dns_lab, ttl_cap=1, ttl_cap_types=frozenset({"MX"})) as relay:
         cache = tmp_path / "cache.sqlite3"
         daemon = run_daemon(daemons, tmp_path, BASE, discovery_table(relay.port, web, cache))
         seen: list[str] = []
