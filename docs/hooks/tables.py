@@ -389,12 +389,54 @@ def api_index() -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
+class MetricRow(tuple[str, str, tuple[str, ...], str]):
+    """One ``MetricDefinition(name, kind, labels, help)`` as read from the source."""
+
+    def __new__(cls, name: str, kind: str, labels: tuple[str, ...], help: str) -> MetricRow:
+        return super().__new__(cls, (name, kind, labels, help))
+
+
+def metric_definitions() -> tuple[MetricRow, ...]:
+    """``METRIC_DEFINITIONS`` of ``tlspolicy.servers.metrics``, without importing it.
+
+    That module needs the daemon extra (``prometheus_client``, and discovery's
+    dnspython and httpx through the observer it subclasses), which a docs-only
+    install does not have.  The tuple is read from the module's source and
+    evaluated with ``MetricDefinition`` as a plain row and every other name it
+    uses taken from the module that the source imports it from (pure modules
+    only: a name from an extra's module fails the build loudly).
+    """
+    servers = Path(inspect.getfile(tlspolicy)).parent / "servers"
+    tree = ast.parse((servers / "metrics.py").read_text("utf-8"))
+    sources: dict[str, str] = {}
+    value: ast.expr | None = None
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            for alias in node.names:
+                sources[alias.asname or alias.name] = f"tlspolicy.servers.{node.module}"
+        target = node.target if isinstance(node, ast.AnnAssign) else (
+            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1
+            else None)
+        if isinstance(target, ast.Name) and target.id == "METRIC_DEFINITIONS":
+            value = node.value
+    if value is None:
+        raise UnknownPlaceholderError("servers/metrics.py defines no METRIC_DEFINITIONS")
+    namespace: dict[str, Any] = {"MetricDefinition": MetricRow, "__builtins__": {}}
+    for node in ast.walk(value):
+        if isinstance(node, ast.Name) and node.id not in namespace:
+            module = sources.get(node.id)
+            if module is None:
+                raise UnknownPlaceholderError(
+                    f"METRIC_DEFINITIONS uses {node.id}, not imported from a sibling module")
+            namespace[node.id] = getattr(importlib.import_module(module), node.id)
+    rows = eval(compile(ast.Expression(value), "metrics.py", "eval"), namespace)
+    return tuple(rows)
+
+
 def metrics_table() -> str:
     """The daemon's Prometheus metrics, from ``METRIC_DEFINITIONS``."""
-    from tlspolicy.servers.metrics import METRIC_DEFINITIONS
-
-    rows = [(_code(d.name), d.kind, ", ".join(_code(label) for label in d.labels) or "-",
-             d.help) for d in METRIC_DEFINITIONS]
+    rows = [(_code(name), kind, ", ".join(_code(label) for label in labels) or "-", text)
+            for name, kind, labels, text in metric_definitions()]
     return _table(("Metric", "Type", "Labels", "Meaning"), rows)
 
 
