@@ -334,5 +334,5 @@ def test_docs_metrics_table_lists_every_metric() -> None:
     table = hook.metrics_table()
     for definition in METRIC_DEFINITIONS:
         assert f"| `{definition.name}` | {definition.kind} |" in table
-    page = (path.parent.parent / "daemon.md").read_text()
+    page = (path.parent.parent / "metrics.md").read_text()
     assert "<!-- generated: metrics -->" in page

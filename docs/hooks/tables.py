@@ -289,7 +289,7 @@ _SPEC_PAGES: Final[Mapping[str, tuple[str, str]]] = {
     "8": ("Expiring exceptions", "exceptions.md"),
     "9": ("Shadow evaluation", "shadow.md"),
     "10": ("Discovery", "discovery.md"),
-    "11": ("Postfix socketmap server", "postfix-socketmap.md"),
+    "11": ("Postfix answers", "postfix-answers.md"),
     "12": ("TLS-RPT reporting", "tlsrpt.md"),
 }
 _SPEC_CITATION: Final = re.compile(r"SEMANTICS(?: section)? (\d+(?:\.\d+)?)('s)?")
