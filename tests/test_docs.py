@@ -412,3 +412,21 @@ def test_metrics_table_read_from_source_matches_the_module() -> None:
 
     assert [tuple(row) for row in hook.metric_definitions()] == [
         (d.name, d.kind, d.labels, d.help) for d in METRIC_DEFINITIONS]
+
+
+def test_precedence_sample_output_is_what_resolve_prints_and_agrees_with_the_example() -> None:
+    # The page shows `tlspolicy resolve` run on its first example when the site is built;
+    # the condensed example above it must agree with that output, value and source.
+    assert "<!-- generated: precedence-resolve -->" in (DOCS / "precedence.md").read_text()
+    text = hook.precedence_resolve()
+    assert text.startswith("```text\n$ tlspolicy resolve example.com precedence.toml")
+    rows = {line.split()[0]: line for line in text.split("effective values\n", 1)[1]
+            .splitlines() if line.startswith("  ")}
+    first = PRECEDENCE_EXAMPLES[0]
+    assert first.request == {"domain": "example.com", "binding": "b1"}
+    for key, (value, source) in first.expected.items():
+        if key == "group":
+            assert f"(group {value})" in text
+            continue
+        row = rows[key]
+        assert value in row and row.endswith(f"from {source}"), (key, row)

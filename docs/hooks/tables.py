@@ -530,6 +530,41 @@ def cli_reference() -> str:
 
 
 # ---------------------------------------------------------------------------
+# Precedence: what `tlspolicy resolve` prints for the page's first example
+
+PRECEDENCE_COMMAND: Final = ("resolve", "example.com", "precedence.toml", "--binding", "b1")
+"""The command whose output the Precedence page shows, on its first TOML block."""
+
+_FIRST_TOML: Final = re.compile(r"^```toml\n(.*?)^```$", re.M | re.S)
+
+
+def precedence_resolve() -> str:
+    """The output of ``tlspolicy resolve`` on the first TOML block of precedence.md, run
+    through the command line itself, so the page shows what the command prints."""
+    import contextlib
+    import io
+    import tempfile
+
+    from tlspolicy.cli import main
+
+    page = Path(__file__).resolve().parent.parent / "precedence.md"
+    match = _FIRST_TOML.search(page.read_text("utf-8"))
+    if match is None:
+        raise UnknownPlaceholderError("precedence.md has no ```toml block")
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / PRECEDENCE_COMMAND[2]
+        path.write_text(match.group(1), "utf-8")
+        args = [str(path) if a == PRECEDENCE_COMMAND[2] else a for a in PRECEDENCE_COMMAND]
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(args)
+    if code != 0:
+        raise UnknownPlaceholderError(f"tlspolicy {' '.join(PRECEDENCE_COMMAND)} exited "
+                                      f"{code}: {err.getvalue().strip()}")
+    return f"```text\n$ tlspolicy {' '.join(PRECEDENCE_COMMAND)}\n{out.getvalue()}```\n"
+
+
+# ---------------------------------------------------------------------------
 
 GENERATORS: Final[Mapping[str, Callable[[], str]]] = {
     "options": options_table,
@@ -542,6 +577,7 @@ GENERATORS: Final[Mapping[str, Callable[[], str]]] = {
     "metrics": metrics_table,
     "discovery-rules": discovery_rules_table,
     "discovery-table": discovery_table_keys,
+    "precedence-resolve": precedence_resolve,
 }
 """Placeholder name -> function rendering its Markdown."""
 
