@@ -376,3 +376,57 @@ def test_pages_cite_what_readers_have() -> None:
         assert "SEMANTICS" not in page.read_text("utf-8"), page
     assert "SEMANTICS" not in hook.api_index()
     assert "[Decisions](decisions.md)" in hook.api_index()
+
+
+# ---------------------------------------------------------------------------
+# The docs build with the docs extra alone.
+
+_WITHOUT_EXTRAS = """
+import importlib.util, sys
+# What a docs-only install lacks: the daemon's and discovery's third-party modules.
+for name in ("dns", "httpx", "prometheus_client", "redis", "psycopg"):
+    sys.modules[name] = None
+spec = importlib.util.spec_from_file_location("hook", sys.argv[1])
+hook = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(hook)
+for name, generator in hook.GENERATORS.items():
+    assert generator(), name
+print("ok", len(hook.GENERATORS))
+"""
+
+
+def test_every_generated_block_builds_without_the_daemon_extras() -> None:
+    # `pip install -e '.[docs]' && mkdocs build --strict` must work by itself: no
+    # generator may import a module that needs dnspython, httpx or prometheus_client.
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", _WITHOUT_EXTRAS,
+                             str(DOCS / "hooks" / "tables.py")],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok")
+
+
+def test_metrics_table_read_from_source_matches_the_module() -> None:
+    from tlspolicy.servers.metrics import METRIC_DEFINITIONS
+
+    assert [tuple(row) for row in hook.metric_definitions()] == [
+        (d.name, d.kind, d.labels, d.help) for d in METRIC_DEFINITIONS]
+
+
+def test_precedence_sample_output_is_what_resolve_prints_and_agrees_with_the_example() -> None:
+    # The page shows `tlspolicy resolve` run on its first example when the site is built;
+    # the condensed example above it must agree with that output, value and source.
+    assert "<!-- generated: precedence-resolve -->" in (DOCS / "precedence.md").read_text()
+    text = hook.precedence_resolve()
+    assert text.startswith("```text\n$ tlspolicy resolve example.com precedence.toml")
+    rows = {line.split()[0]: line for line in text.split("effective values\n", 1)[1]
+            .splitlines() if line.startswith("  ")}
+    first = PRECEDENCE_EXAMPLES[0]
+    assert first.request == {"domain": "example.com", "binding": "b1"}
+    for key, (value, source) in first.expected.items():
+        if key == "group":
+            assert f"(group {value})" in text
+            continue
+        row = rows[key]
+        assert value in row and row.endswith(f"from {source}"), (key, row)

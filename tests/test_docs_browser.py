@@ -5,8 +5,8 @@ served on 127.0.0.1, and loaded in Debian's headless chromium, driven over the
 DevTools protocol on a pipe (no browser download, no extra package). Every
 request the pages make is intercepted: one to anything but the local server
 is refused and recorded, and the test fails if there was any. On the loaded
-pages the Mermaid state diagram of the CI page must have rendered as SVG, and
-no option name of the options table may wrap inside the name.
+pages every Mermaid diagram of every page must have rendered as SVG (none as Mermaid's
+error picture), and no option name of the options table may wrap inside the name.
 
 Set ``TLSPOLICY_DOCS_SCREENSHOTS`` to a directory to keep a PNG of each page.
 """
@@ -336,3 +336,59 @@ def test_pages_fetch_nothing_from_outside(path: str, browser: DevTools, server: 
     assert browser.blocked == [], browser.blocked
     assert all(urlsplit(u).netloc == server or urlsplit(u).scheme in ("data", "blob")
                for u in browser.requested)
+
+
+def _diagram_pages() -> list[tuple[str, int]]:
+    """Every page with Mermaid diagrams, as (site path, number of diagrams), from the
+    sources: ``x.md`` is served at ``x/``, ``index.md`` at its directory."""
+    docs = ROOT / "docs"
+    pages = []
+    for page in sorted(docs.rglob("*.md")):
+        count = page.read_text("utf-8").count("```mermaid\n")
+        if count:
+            rel = page.relative_to(docs).with_suffix("")
+            path = "" if rel.name == "index" else f"{rel.as_posix()}/"
+            if rel.name == "index" and rel.parent != Path("."):
+                path = f"{rel.parent.as_posix()}/"
+            pages.append((path, count))
+    return pages
+
+
+DIAGRAM_PAGES = _diagram_pages()
+
+
+def test_the_diagrams_a_reader_needs_are_there() -> None:
+    # The decision flow, scope precedence, the daemon's path from key to answer,
+    # discovery's host classes and rules a-e, a fleet on Redis, the layers.
+    pages = dict(DIAGRAM_PAGES)
+    for path in ("decisions/", "precedence/", "one-engine/", "postfix-answers/",
+                 "howto/fleet-on-redis/", "testing-in-ci/"):
+        assert path in pages, path
+    assert pages["one-engine/"] >= 2 and pages["postfix-answers/"] >= 2
+
+
+@pytest.mark.parametrize(("path", "count"), DIAGRAM_PAGES, ids=[p or "home" for p, _ in
+                                                                 DIAGRAM_PAGES])
+def test_every_diagram_renders_as_svg(path: str, count: int, browser: DevTools,
+                                      server: str) -> None:
+    page = Page(browser)
+    page.load(f"http://{server}/{path}")
+    page.wait_for(f"document.querySelectorAll('div.mermaid').length === {count}"
+                  " && document.querySelector('pre.mermaid') === null",
+                  f"{path}: not every Mermaid diagram was rendered")
+    tree = page.call("DOM.getDocument", {"depth": -1, "pierce": True})["root"]
+    svgs = [svg for svg in _shadow_svgs(tree)
+            # Mermaid's own icons inside a diagram are SVGs too: count the outer ones.
+            if svg.get("attributes") and "aria-roledescription" in svg["attributes"]]
+    assert len(svgs) == count, f"{path}: {len(svgs)} SVG diagrams, {count} in the source"
+    for svg in svgs:
+        labels = _text(svg)
+        assert "Syntax error" not in labels, f"{path}: a diagram failed to parse"
+        assert labels.strip(), f"{path}: a diagram drew no text"
+    heights = page.evaluate("Array.from(document.querySelectorAll('div.mermaid'))"
+                            ".map(d => d.getBoundingClientRect().height)")
+    assert all(h > 50 for h in heights), heights
+    for index in range(count):
+        page.evaluate(f"document.querySelectorAll('div.mermaid')[{index}].scrollIntoView()")
+        _shoot(page, f"diagram-{path.strip('/').replace('/', '-') or 'home'}-{index + 1}")
+    assert browser.blocked == [], browser.blocked

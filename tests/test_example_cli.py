@@ -72,3 +72,18 @@ def test_demo_serves_the_written_example(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(20)
+
+
+def test_every_hint_the_command_prints_runs(tmp_path: Path) -> None:
+    """The commands ``example`` suggests (check, test, resolve) run as printed."""
+    import shlex
+
+    written = tlspolicy("example", str(tmp_path / "demo"))
+    assert written.returncode == 0, written.stderr
+    hints = [line.strip() for line in written.stdout.splitlines()
+             if line.startswith("  tlspolicy ") and " serve " not in line]
+    assert [h.split()[1] for h in hints] == ["check", "test", "resolve"], written.stdout
+    for hint in hints:
+        ran = tlspolicy(*shlex.split(hint)[1:])
+        assert ran.returncode == 0, (hint, ran.stdout, ran.stderr)
+    assert "127.0.0.1:10027" in written.stdout

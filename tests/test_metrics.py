@@ -396,7 +396,7 @@ def test_docs_metrics_table_lists_every_metric() -> None:
     table = hook.metrics_table()
     for definition in METRIC_DEFINITIONS:
         assert f"| `{definition.name}` | {definition.kind} |" in table
-    page = (path.parent.parent / "daemon.md").read_text()
+    page = (path.parent.parent / "metrics.md").read_text()
     assert "<!-- generated: metrics -->" in page
 
 
@@ -413,5 +413,5 @@ def test_docs_rule_names_table_is_generated_from_the_mapping() -> None:
         assert f"| `{name}` | ({letter}) |" in table
     for name in RULE_NAME_VALUES:
         assert f"| `{name}` |" in table
-    page = (path.parent.parent / "daemon.md").read_text()
+    page = (path.parent.parent / "metrics.md").read_text()
     assert "<!-- generated: rule-names -->" in page

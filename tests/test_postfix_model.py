@@ -546,7 +546,7 @@ def test_requirement_is_met_by_every_delivery() -> None:
 
 # ------------------------------------------------- the measured real-Postfix grid
 
-# docs/migration-postfix.md "Measured against a real Postfix": a real Postfix 3.7
+# docs/postfix-answers.md "Measured against a real Postfix": a real Postfix 3.7
 # delivering to seven receivers, for each configuration at the "domain" key.  Each
 # row: configuration, the answer the level mapping documents for it ("Mapping"),
 # and per receiver what Postfix did, then (after "|") the decision's outcome where

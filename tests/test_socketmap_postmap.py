@@ -3,7 +3,7 @@
 The server runs as a subprocess of this test (the real command line), on a
 free loopback port, and is stopped with SIGTERM by the test.  The expected
 answers for the bundled example are written out by hand from the example's
-stanzas and the mapping rules in docs/migration-postfix.md.
+stanzas and the mapping rules in docs/postfix-answers.md.
 """
 
 from __future__ import annotations

@@ -11,11 +11,11 @@ The worlds cover every fact the model reads, with three regions pinned by
 explicit tests below instead of being found again and again at random:
 
 * expired trust anchors: Postfix does not expire ``tafile`` anchors where
-  tlspolicy fails an expired ``tls_ca`` anchor, a loss docs/migration-postfix.md
+  tlspolicy fails an expired ``tls_ca`` anchor, a loss docs/postfix-answers.md
   lists ("Every lossy mapping"; ``serve socketmap`` refuses such a ``tls_ca``
   file at start and at every reload).  A strict xfail.
 * servers reached only through SSLv2/SSLv3: no Postfix answer offers SSL
-  (docs/migration-postfix.md, ``protocols-ssl``) and tlspolicy's own drivers
+  (docs/postfix-answers.md, ``protocols-ssl``) and tlspolicy's own drivers
   never offer it either (docs/adapters.md), but a decision's version set may
   hold SSL versions (the default ``+ALL`` does).  A strict xfail.  The worlds'
   servers accept TLS versions only.
@@ -147,7 +147,7 @@ def test_static_answers_are_allowed_for_the_decision(config: Config,
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "documented loss (docs/migration-postfix.md, Every lossy mapping): Postfix does not "
+    "documented loss (docs/postfix-answers.md, Every lossy mapping): Postfix does not "
     "expire tafile trust anchors, tlspolicy fails an expired tls_ca anchor; serve socketmap "
     "refuses such a tls_ca file at start and reload, the lookup itself does not check files"))
 def test_expired_tls_ca_anchor_is_a_documented_loss() -> None:
@@ -321,7 +321,7 @@ def test_protocol_hole_with_dane_is_dane_only() -> None:
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "documented loss (docs/migration-postfix.md, Every lossy mapping, protocols-ssl): no "
+    "documented loss (docs/postfix-answers.md, Every lossy mapping, protocols-ssl): no "
     "Postfix answer offers SSLv2/SSLv3; tlspolicy's drivers never offer them either "
     "(docs/adapters.md), only the decision's version set (default +ALL) holds them"))
 def test_ssl_only_server_is_a_documented_loss() -> None:

@@ -291,7 +291,7 @@ _SPEC_PAGES: Final[Mapping[str, tuple[str, str]]] = {
     "8": ("Expiring exceptions", "exceptions.md"),
     "9": ("Shadow evaluation", "shadow.md"),
     "10": ("Discovery", "discovery.md"),
-    "11": ("Postfix socketmap server", "postfix-socketmap.md"),
+    "11": ("Postfix answers", "postfix-answers.md"),
     "12": ("TLS-RPT reporting", "tlsrpt.md"),
 }
 _SPEC_CITATION: Final = re.compile(r"SEMANTICS(?: section)? (\d+(?:\.\d+)?)('s)?")
@@ -391,12 +391,25 @@ def api_index() -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
+class MetricRow(tuple[str, str, tuple[str, ...], str]):
+    """One ``MetricDefinition(name, kind, labels, help)`` as read from the source."""
+
+    def __new__(cls, name: str, kind: str, labels: tuple[str, ...], help: str) -> MetricRow:
+        return super().__new__(cls, (name, kind, labels, help))
+
+
+def metric_definitions() -> tuple[MetricRow, ...]:
+    """``METRIC_DEFINITIONS``, from the module that needs no extra (the metrics module
+    itself needs ``prometheus_client``, which a docs-only install does not have)."""
+    from tlspolicy.servers.metric_definitions import METRIC_DEFINITIONS
+
+    return tuple(MetricRow(d.name, d.kind, d.labels, d.help) for d in METRIC_DEFINITIONS)
+
+
 def metrics_table() -> str:
     """The daemon's Prometheus metrics, from ``METRIC_DEFINITIONS``."""
-    from tlspolicy.servers.metrics import METRIC_DEFINITIONS
-
-    rows = [(_code(d.name), d.kind, ", ".join(_code(label) for label in d.labels) or "-",
-             d.help) for d in METRIC_DEFINITIONS]
+    rows = [(_code(name), kind, ", ".join(_code(label) for label in labels) or "-", text)
+            for name, kind, labels, text in metric_definitions()]
     return _table(("Metric", "Type", "Labels", "Meaning"), rows)
 
 
@@ -509,6 +522,41 @@ def cli_reference() -> str:
 
 
 # ---------------------------------------------------------------------------
+# Precedence: what `tlspolicy resolve` prints for the page's first example
+
+PRECEDENCE_COMMAND: Final = ("resolve", "example.com", "precedence.toml", "--binding", "b1")
+"""The command whose output the Precedence page shows, on its first TOML block."""
+
+_FIRST_TOML: Final = re.compile(r"^```toml\n(.*?)^```$", re.M | re.S)
+
+
+def precedence_resolve() -> str:
+    """The output of ``tlspolicy resolve`` on the first TOML block of precedence.md, run
+    through the command line itself, so the page shows what the command prints."""
+    import contextlib
+    import io
+    import tempfile
+
+    from tlspolicy.cli import main
+
+    page = Path(__file__).resolve().parent.parent / "precedence.md"
+    match = _FIRST_TOML.search(page.read_text("utf-8"))
+    if match is None:
+        raise UnknownPlaceholderError("precedence.md has no ```toml block")
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / PRECEDENCE_COMMAND[2]
+        path.write_text(match.group(1), "utf-8")
+        args = [str(path) if a == PRECEDENCE_COMMAND[2] else a for a in PRECEDENCE_COMMAND]
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(args)
+    if code != 0:
+        raise UnknownPlaceholderError(f"tlspolicy {' '.join(PRECEDENCE_COMMAND)} exited "
+                                      f"{code}: {err.getvalue().strip()}")
+    return f"```text\n$ tlspolicy {' '.join(PRECEDENCE_COMMAND)}\n{out.getvalue()}```\n"
+
+
+# ---------------------------------------------------------------------------
 
 GENERATORS: Final[Mapping[str, Callable[[], str]]] = {
     "options": options_table,
@@ -522,6 +570,7 @@ GENERATORS: Final[Mapping[str, Callable[[], str]]] = {
     "discovery-rules": discovery_rules_table,
     "rule-names": rule_names_table,
     "discovery-table": discovery_table_keys,
+    "precedence-resolve": precedence_resolve,
 }
 """Placeholder name -> function rendering its Markdown."""
 

@@ -35,11 +35,11 @@ def _cmd_example(args: argparse.Namespace) -> int:
         f"wrote the bundled example to {directory} ({len(files)} files); try:\n"
         f"  tlspolicy check {config}\n"
         f"  tlspolicy test {os.path.join(directory, 'example-expectations.toml')}\n"
-        f"  tlspolicy resolve {config} payroll-partner.example --binding tx-us-1\n"
-        f"  tlspolicy serve socketmap {config} --listen 127.0.0.1:8465 "
+        f"  tlspolicy resolve payroll-partner.example {config} --binding tx-us-1\n"
+        f"  tlspolicy serve socketmap {config} --listen 127.0.0.1:10027 "
         "--postfix-version 3.7.11 --no-postfix-checks\n"
         "    (a demo beside no Postfix; then: postmap -q payroll-partner.example "
-        "socketmap:inet:127.0.0.1:8465:tx-us-1)\n")
+        "socketmap:inet:127.0.0.1:10027:tx-us-1)\n")
     return 0
 
 
