@@ -430,3 +430,23 @@ def test_precedence_sample_output_is_what_resolve_prints_and_agrees_with_the_exa
             continue
         row = rows[key]
         assert value in row and row.endswith(f"from {source}"), (key, row)
+
+
+def test_architecture_page_names_modules_that_exist() -> None:
+    """Every module the contributors' page says a rule lives in exists."""
+    page = (Path(__file__).parent.parent / "docs" / "architecture.md").read_text("utf-8")
+    table = page[page.index("## Where each rule lives"):page.index("## Conventions")]
+    named: list[str] = []
+    for row in table.splitlines()[3:]:
+        if not row.startswith("|"):
+            continue
+        base = ""
+        for name in re.findall(r"`(\.?[a-z_.]+)`", row.split("|")[2]):
+            if name.startswith("tlspolicy"):
+                base = name.rsplit(".", 1)[0]
+                named.append(name)
+            elif name.startswith("."):
+                named.append(base + name)
+    assert len(named) > 20
+    missing = [n for n in named if importlib.util.find_spec(n) is None]
+    assert missing == [], missing
