@@ -31,6 +31,7 @@ from .. import (
 )
 from ..errors import PolicyInputError, ResolutionError, TlsPolicyError
 from ..stores import SqliteStore, Store, StoreError, dumps_json, loads_json
+from .backoff import DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX, FailureBackoff, FailureLog
 from .dns import DnsAnswer, DnsClient, DnsStatus, is_loopback
 from .https import fetch_policy, make_ssl_context
 
@@ -89,6 +90,10 @@ class DiscoveryObserver:
     def resolver_trust(self, trusted: bool) -> None:
         """The resolver was probed: ``trusted`` is whether it validates (DNSSEC)."""
 
+    def dns_lookup_suppressed(self) -> None:
+        """A DNS lookup was not sent: the same (name, type) failed moments ago and is in
+        its backoff, so that failure is the answer."""
+
 
 _NO_OBSERVER: Final = DiscoveryObserver()
 
@@ -104,6 +109,13 @@ def _port(instance: object, attribute: attrs.Attribute[int], value: int) -> None
     # Ports and the DNS TTL cap: whole numbers from 1 to 65535.
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
         raise DiscoveryError(f"discovery option {attribute.name} must be a port, not {value!r}")
+
+
+def _not_below_initial(instance: Any, attribute: attrs.Attribute[float],
+                       value: float) -> None:
+    if value < instance.dns_backoff_initial:
+        raise DiscoveryError(f"discovery option dns_backoff_max ({value!r}) must not be "
+                             f"below dns_backoff_initial ({instance.dns_backoff_initial!r})")
 
 
 @attrs.frozen(slots=True)
@@ -129,6 +141,9 @@ class DiscoveryConfig:
     - ``probe_backoff_initial`` / ``probe_backoff_max``: waits between probes of a
       resolver that does not validate (doubling, at most a minute by default);
       ``probe_interval``: between probes of one that does.
+    - ``dns_backoff_initial`` / ``dns_backoff_max``: how long a failed DNS lookup
+      (SERVFAIL, timeout, malformed answer) of one (name, type) is not sent again
+      (doubling while it keeps failing); meanwhile the failure is the answer.
     """
 
     resolver: str = "127.0.0.1"
@@ -149,6 +164,10 @@ class DiscoveryConfig:
     probe_backoff_initial: float = attrs.field(default=1.0, validator=_positive)
     probe_backoff_max: float = attrs.field(default=60.0, validator=_positive)
     probe_interval: float = attrs.field(default=60.0, validator=_positive)
+    dns_backoff_initial: float = attrs.field(default=DEFAULT_BACKOFF_INITIAL,
+                                             validator=_positive)
+    dns_backoff_max: float = attrs.field(default=DEFAULT_BACKOFF_MAX,
+                                         validator=[_positive, _not_below_initial])
     cache_path: str = "/var/lib/tlspolicy/discovery.sqlite3"
     resolv_conf: str | None = "/etc/resolv.conf"
 
@@ -300,8 +319,13 @@ class Discovery:
                 raise DiscoveryError(
                     f"resolver {config.resolver!r} is not an IP address") from None
         self._resolver_vouched = loopback or config.resolver_trusted
+        #: Failure warnings: one line per domain per backoff window, a summary per minute.
+        self.failure_log = FailureLog(_log)
         self.dns = DnsClient(config.resolver, config.resolver_port, timeout=config.dns_timeout,
-                             max_ttl=config.max_dns_ttl, trusted=False, clock=clock)
+                             max_ttl=config.max_dns_ttl, trusted=False, clock=clock,
+                             backoff=FailureBackoff(config.dns_backoff_initial,
+                                                    config.dns_backoff_max),
+                             on_suppressed=self._dns_suppressed)
         self.dnssec = False
         self.dnssec_detail = "not probed yet (call start())"
         #: Bumped whenever the resolver's trust changes (answers keyed by it go stale).
@@ -319,6 +343,10 @@ class Discovery:
         self._background: set[asyncio.Task[Any]] = set()
         #: Policy fetches over HTTPS started by this instance, per domain.
         self.fetches: dict[str, int] = {}
+
+    def _dns_suppressed(self) -> None:
+        self.observer.dns_lookup_suppressed()
+        self.failure_log.count_suppressed(self._clock())
 
     async def __aenter__(self) -> Discovery:
         await self.start()
@@ -430,6 +458,7 @@ class Discovery:
         for query in self.dns.cancel_in_flight():
             with contextlib.suppress(BaseException):
                 await query
+        self.failure_log.flush(self._clock())  # what was held back is still said
         if self._own_store:
             await self.store.close()
 
@@ -650,6 +679,7 @@ class Discovery:
         """
         name = normalise_domain(domain)
         now = self._clock()
+        self.failure_log.tick(now)
         state = self._memory.get(name)
         if state is None or self._needs_check(state, now):
             stored = await self._load(name)
@@ -774,9 +804,11 @@ class Discovery:
         cached = old.cached if old is not None else None
         in_force = policy_in_force(cached, _aware(now)) is not None
         if in_force:
-            _log.warning("MTA-STS %s: %s; cached policy kept until it expires", domain, detail)
+            self.failure_log.warn(domain, now, now + wait,
+                                  "MTA-STS %s: %s; cached policy kept until it expires",
+                                  domain, detail)
         else:
-            _log.warning("MTA-STS %s: %s", domain, detail)
+            self.failure_log.warn(domain, now, now + wait, "MTA-STS %s: %s", domain, detail)
         return StsState(domain, "policy" if in_force else "failed", cached, outcome, detail,
                         txt_id if txt_id is not None else (old.txt_id if old else None),
                         now + wait, failures, now + wait)

@@ -124,6 +124,10 @@ METRIC_DEFINITIONS: Final = (
         "tlspolicy_discovery_resolver_trusted", "gauge", (),
         "1 while the discovery resolver validates DNSSEC (its probe name came back with AD "
         "set), 0 while DANE inputs are unknown"),
+    MetricDefinition(
+        "tlspolicy_discovery_dns_lookups_suppressed_total", "counter", (),
+        "DNS lookups not sent because the same name and type failed moments ago "
+        "(SERVFAIL, timeout) and is in its backoff; the failure was the answer"),
 )
 
 _BY_NAME: Final = {d.name: d for d in METRIC_DEFINITIONS}
@@ -202,6 +206,9 @@ class Metrics(DiscoveryObserver):
                                            list(d[name].labels), registry=self.registry)
         name = "tlspolicy_discovery_resolver_trusted"
         self.resolver_trusted = Gauge(name, d[name].help, registry=self.registry)
+        name = "tlspolicy_discovery_dns_lookups_suppressed_total"
+        self.dns_suppressed = Counter(_counter_base(name), d[name].help,
+                                      registry=self.registry)
         self._server = _ServerCollector()
         self.registry.register(self._server)
 
@@ -280,6 +287,10 @@ class Metrics(DiscoveryObserver):
     def resolver_trust(self, trusted: bool) -> None:
         """Set the resolver trust gauge."""
         self.resolver_trusted.set(1 if trusted else 0)
+
+    def dns_lookup_suppressed(self) -> None:
+        """Count one DNS lookup held back by its failure backoff."""
+        self.dns_suppressed.inc()
 
 
 @attrs.define
