@@ -550,7 +550,9 @@ class _DiscoveryRun:
                 probe_interval=float(table.get("probe_interval", defaults.probe_interval)),
                 dns_backoff_initial=float(table.get("dns_backoff_initial",
                                                     defaults.dns_backoff_initial)),
-                dns_backoff_max=float(table.get("dns_backoff_max", defaults.dns_backoff_max)))
+                dns_backoff_max=float(table.get("dns_backoff_max", defaults.dns_backoff_max)),
+                memory_cache_size=int(table.get("memory_cache_size",
+                                                defaults.memory_cache_size)))
         except (TypeError, ValueError) as exc:
             raise UsageError(str(exc)) from None
         self.redis: str | None = args.redis or table.get("redis")
