@@ -276,18 +276,15 @@ def _decode(domain: str, data: bytes, share: Sharing | None = None) -> StsState:
         cached = None
         state, detail = str(value["state"]), str(value["detail"])
         policy_id, txt_id = value["policy_id"], value["txt_id"]
+        if share is not None:
+            state, detail = share.text(state), share.text(detail)
+            policy_id = share.optional(policy_id)
+            txt_id = policy_id if txt_id == policy_id else share.optional(txt_id)
         if value["policy"] is not None:
             policy = parse_policy(value["policy"])
             if share is not None:
                 policy = share.policy(policy)
             cached = CachedMtaStsPolicy(policy, _aware(float(value["fetched_at"])), policy_id)
-        if share is not None:
-            state, detail = share.text(state), share.text(detail)
-            txt_id = share.optional(txt_id)
-            if cached is not None:
-                cached = share.cached(cached)
-                if txt_id == cached.policy_id:
-                    txt_id = cached.policy_id
         return StsState(domain, state, cached, FetchOutcome(value["outcome"]), detail, txt_id,
                         float(value["next_check"]), int(value["failures"]),
                         None if value["retry_at"] is None else float(value["retry_at"]))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 import attrs
 
-from .. import CachedMtaStsPolicy, MtaStsPolicy
+from .. import MtaStsPolicy
 
 if TYPE_CHECKING:
     from .core import StsState
@@ -28,7 +28,7 @@ __all__ = ["DEFAULT_MEMORY_CACHE_SIZE", "Sharing", "StateMemory"]
 DEFAULT_MEMORY_CACHE_SIZE: Final = 10_000
 #: Entries of each sharing table; a full table starts again empty (nothing is lost:
 #: a value no longer in the table is simply not shared with later ones).
-_TABLE_SIZE: Final = 16_384
+_TABLE_SIZE: Final = 1024
 
 T = TypeVar("T")
 
@@ -63,10 +63,11 @@ class StateMemory(OrderedDict[str, "StsState"]):
 class Sharing:
     """Bounded tables through which equal strings and policies are held once."""
 
-    __slots__ = ("_policies", "_strings")
+    __slots__ = ("_numbers", "_policies", "_strings")
 
     def __init__(self) -> None:
         self._strings: dict[str, str] = {}
+        self._numbers: dict[int, int] = {}
         self._policies: dict[MtaStsPolicy, MtaStsPolicy] = {}
 
     def text(self, value: str) -> str:
@@ -91,17 +92,14 @@ class Sharing:
         if found is not None and found.notes == policy.notes:
             return found
         patterns = tuple(self.text(p) for p in policy.mx)
-        if any(a is not b for a, b in zip(patterns, policy.mx, strict=True)):
-            policy = attrs.evolve(policy, mx=patterns)
+        max_age = self._numbers.setdefault(policy.max_age, policy.max_age)
+        if len(self._numbers) >= _TABLE_SIZE:
+            self._numbers.clear()
+        if max_age is not policy.max_age or any(
+                a is not b for a, b in zip(patterns, policy.mx, strict=True)):
+            policy = attrs.evolve(policy, mx=patterns, max_age=max_age)
         if len(table) >= _TABLE_SIZE:
             table.clear()
         table[policy] = policy
         return policy
 
-    def cached(self, cached: CachedMtaStsPolicy) -> CachedMtaStsPolicy:
-        """``cached`` with its policy and id shared."""
-        policy = self.policy(cached.policy)
-        policy_id = self.optional(cached.policy_id)
-        if policy is cached.policy and policy_id is cached.policy_id:
-            return cached
-        return CachedMtaStsPolicy(policy, cached.fetched_at, policy_id)
