@@ -193,3 +193,18 @@ def test_one_https_client_for_every_fetch(env: Env) -> None:
 
     fetched, closed = run(main)
     assert fetched == 2 and closed
+
+
+def test_serve_reads_the_new_discovery_keys() -> None:
+    from tlspolicy.cli import build_parser
+    from tlspolicy.cli.serve import UsageError, discovery_run
+
+    args = build_parser().parse_args(["serve", "socketmap", "--discovery", "x.toml"])
+    run_ = discovery_run(args, {"memory_cache_size": 500, "dns_backoff_initial": 2,
+                                "dns_backoff_max": 30}, (3, 7, 11))
+    config = run_.config
+    assert (config.memory_cache_size, config.dns_backoff_initial,
+            config.dns_backoff_max) == (500, 2.0, 30.0)
+    assert discovery_run(args, {}, (3, 7, 11)).config.memory_cache_size == 10_000
+    with pytest.raises((DiscoveryError, UsageError), match="dns_backoff_max"):
+        discovery_run(args, {"dns_backoff_initial": 10, "dns_backoff_max": 5}, (3, 7, 11))
