@@ -13,7 +13,8 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.benchmark]
 
 ROOT = Path(__file__).resolve().parent.parent
-FIGURES = ("cached-policy-distinct", "cached-policy-provider", "cached-policy-lru", "fetch")
+FIGURES = ("cached-policy-distinct", "cached-policy-provider", "cached-policy-lru", "fetch",
+           "fetch-discovery")
 
 
 @pytest.mark.timeout(300)

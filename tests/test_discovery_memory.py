@@ -208,3 +208,20 @@ def test_serve_reads_the_new_discovery_keys() -> None:
     assert discovery_run(args, {}, (3, 7, 11)).config.memory_cache_size == 10_000
     with pytest.raises((DiscoveryError, UsageError), match="dns_backoff_max"):
         discovery_run(args, {"dns_backoff_initial": 10, "dns_backoff_max": 5}, (3, 7, 11))
+
+
+def test_a_finished_fetch_drops_the_answers_that_served_it(env: Env) -> None:
+    """Once the policy is in, the ``_mta-sts`` TXT answer and the policy host's addresses
+    are not held until their TTLs run out: the next check re-asks for them anyway."""
+    async def main() -> list[bool]:
+        async with env.discovery() as d:
+            state = await d.sts_state("ok.secure.test")
+            assert state.state == "policy"
+            held = [d.dns.cached(name, rdtype) is not None for name, rdtype in (
+                ("_mta-sts.ok.secure.test", "TXT"), ("mta-sts.ok.secure.test", "A"),
+                ("mta-sts.ok.secure.test", "AAAA"))]
+            again = await d.sts_state("ok.secure.test")
+            assert again is state  # fresh: nothing asked again
+            return held
+
+    assert run(main) == [False, False, False]

@@ -900,6 +900,12 @@ class Discovery:
         self.observer.policy_fetch(result.outcome, time.monotonic() - started)
         if result.policy is None:
             return self._failure(domain, old, result.outcome, result.detail, record.id, now)
+        # What served this fetch is not asked for again before the state's next check,
+        # when the TXT record's TTL has run out anyway (the policy host's addresses: a
+        # refresh interval away, or a new id): not worth holding until their TTLs end.
+        self.dns.drop(host, "A")
+        self.dns.drop(host, "AAAA")
+        self.dns.drop(f"_mta-sts.{domain}", "TXT")
         fetched = CachedMtaStsPolicy(self._share.policy(result.policy), _aware(now),
                                      self._share.text(record.id))
         refresh_at = now + min(config.refresh_interval, result.policy.max_age / 2)

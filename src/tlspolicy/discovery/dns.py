@@ -155,6 +155,10 @@ class DnsClient:
             del self._cache[key]
         self.backoff.forget(under)
 
+    def drop(self, name: str, rdtype: str) -> None:
+        """Drop the cached answer for (name, type), if any (an answer no longer needed)."""
+        self._cache.pop((name.lower().rstrip("."), rdtype), None)
+
     def cached(self, name: str, rdtype: str) -> DnsAnswer | None:
         """The cached, unexpired answer for (name, type), if any."""
         key = (name.lower().rstrip("."), rdtype)
