@@ -838,7 +838,9 @@ class DnsRelay:
     ``mode`` is read per query: ``"forward"`` passes queries and answers through,
     ``"silent"`` drops every query (a resolver that never answers, as a dead or
     firewalled one does: no REFUSED, no ICMP), ``"no-ad"`` forwards but clears the AD bit
-    of every answer (a resolver that does not validate).  ``ttl_cap`` lowers the TTL of
+    of every answer (a resolver that does not validate), ``"servfail"`` answers every
+    query SERVFAIL itself (a resolver whose upstreams are all down; no upstream is
+    needed for it).  ``ttl_cap`` lowers the TTL of
     every record in the answers passed through (the validation was Unbound's, so this
     changes no AD bit), so a test sees DNS answers expire in seconds; with
     ``ttl_cap_types`` only the answers to queries of those types (others keep the zone's
@@ -861,7 +863,7 @@ class DnsRelay:
     _threads: list[threading.Thread] = attrs.Factory(list)
 
     def set_mode(self, mode: str) -> None:
-        if mode not in ("forward", "silent", "no-ad"):
+        if mode not in ("forward", "silent", "no-ad", "servfail"):
             raise ValueError(f"unknown relay mode {mode!r}")
         with self.lock:
             self.mode = mode
@@ -916,6 +918,18 @@ class DnsRelay:
                     rrset.ttl = min(rrset.ttl, self.ttl_cap)
         return message.to_wire(max_size=65535)
 
+    @staticmethod
+    def _servfail(query: bytes) -> bytes | None:
+        import dns.message
+        import dns.rcode
+
+        try:
+            response = dns.message.make_response(dns.message.from_wire(query))
+        except Exception:
+            return None
+        response.set_rcode(dns.rcode.SERVFAIL)
+        return response.to_wire()
+
     def _ask_udp(self, query: bytes) -> bytes | None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as upstream:
             upstream.settimeout(5.0)
@@ -942,6 +956,12 @@ class DnsRelay:
                 return
             mode = self._note(query)
             if mode == "silent":
+                continue
+            if mode == "servfail":
+                failed = self._servfail(query)
+                if failed is not None:
+                    with contextlib.suppress(OSError):
+                        self._udp.sendto(failed, client)
                 continue
             threading.Thread(target=self._serve_udp_one, args=(query, client, mode),
                              daemon=True).start()
@@ -983,6 +1003,13 @@ class DnsRelay:
                         except OSError:
                             return
                     return
+                if mode == "servfail":
+                    failed = self._servfail(query)
+                    if failed is None:
+                        return
+                    with contextlib.suppress(OSError):
+                        conn.sendall(len(failed).to_bytes(2, "big") + failed)
+                    continue
                 try:
                     with socket.create_connection(("127.0.0.1", self.upstream_port),
                                                   5.0) as upstream:

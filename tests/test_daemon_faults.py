@@ -744,3 +744,29 @@ def test_a_64_kib_policy_fits_the_reply_without_the_sts_attributes(
                                f"socketmap:inet:127.0.0.1:{daemon.port}:default", domain)
         assert result.returncode == 0, result.stderr[-500:]
         assert result.stdout.strip() == reply.removeprefix("OK ")
+
+
+# ------------------------------------------ 9. a resolver answering SERVFAIL
+
+
+def test_servfail_resolver_costs_a_query_per_backoff_not_per_answer(
+        dns_lab: DnsLab, web: HttpsLab, tmp_path: Path, daemons: list[Daemon]) -> None:
+    """Three domains with cached enforce policies whose checks are due; the resolver
+    answers every query SERVFAIL.  Asked 30 times each, the daemon answers every time
+    with the cached policy (SEMANTICS 10, "Outages") and sends each domain's MX and
+    ``_mta-sts`` TXT query once: a failed lookup is not sent again during its backoff
+    (``dns_backoff_initial``, 30 s here, far longer than the asking takes)."""
+    domains = [f"servfail{n}.secure.test" for n in range(3)]
+    cache = tmp_path / "cache.sqlite3"
+    seed_sqlite(cache, {d: (enforce(d), "id1", time.time() - 1) for d in domains})
+    with dns_relay(dns_lab, mode="servfail") as relay:
+        table = discovery_table(relay.port, web, cache, dns_backoff_initial=30,
+                                dns_backoff_max=60)
+        daemon = run_daemon(daemons, tmp_path, BASE, table)
+        answers = {d: [daemon.ask(d) for _ in range(30)] for d in domains}
+        mx = {d: relay.asked(d, "MX") for d in domains}
+        txt = {d: relay.asked(f"_mta-sts.{d}", "TXT") for d in domains}
+    for domain in domains:
+        assert set(answers[domain]) == {secure(domain)}, (answers[domain], daemon.log())
+    assert mx == dict.fromkeys(domains, 1), mx
+    assert txt == dict.fromkeys(domains, 1), txt

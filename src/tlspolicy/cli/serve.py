@@ -705,7 +705,12 @@ class _DiscoveryRun:
                                                       defaults.probe_backoff_initial)),
                 probe_backoff_max=float(pick("probe_backoff_max", "probe_backoff_max",
                                              defaults.probe_backoff_max)),
-                probe_interval=float(table.get("probe_interval", defaults.probe_interval)))
+                probe_interval=float(table.get("probe_interval", defaults.probe_interval)),
+                dns_backoff_initial=float(table.get("dns_backoff_initial",
+                                                    defaults.dns_backoff_initial)),
+                dns_backoff_max=float(table.get("dns_backoff_max", defaults.dns_backoff_max)),
+                memory_cache_size=int(table.get("memory_cache_size",
+                                                defaults.memory_cache_size)))
         except (TypeError, ValueError) as exc:
             raise UsageError(str(exc)) from None
         self.redis: str | None = args.redis or table.get("redis")

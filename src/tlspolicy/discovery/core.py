@@ -32,8 +32,10 @@ from .. import (
 from ..errors import PolicyInputError, ResolutionError, TlsPolicyError
 from ..formats.discovery_table import DEFAULT_CACHE_PATH
 from ..stores import SqliteStore, Store, StoreError, dumps_json, loads_json
+from .backoff import DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX, FailureBackoff, FailureLog
 from .dns import DnsAnswer, DnsClient, DnsStatus, is_loopback
-from .https import fetch_policy, make_ssl_context
+from .https import fetch_policy, make_client, make_ssl_context
+from .memory import DEFAULT_MEMORY_CACHE_SIZE, Sharing, StateMemory
 
 __all__ = [
     "POLICY_NAMESPACE",
@@ -57,9 +59,11 @@ _RPT_RE: Final = re.compile(r"v=TLSRPTv1[ \t]*(;|$)")
 _SMART_HOST_RE: Final = re.compile(r"\[([^\[\]]+)\](?::([0-9]{1,5}))?")
 #: Cap on the TXT strings of one record we look at (a TXT RRset can be ~64 KiB).
 _MAX_TXT: Final = 4096
-#: MTA-STS states held in memory at most; the store keeps every one, so an evicted
-#: domain is read back from it (states without a policy in force go first).
-MAX_STATES_IN_MEMORY: Final = 100_000
+#: The largest ``memory_cache_size`` accepted.
+_MEMORY_CACHE_CEILING: Final = 1_000_000
+#: MTA-STS states held in memory at most, whatever ``memory_cache_size`` says (the
+#: store keeps every one, so an evicted domain is read back from it).
+MAX_STATES_IN_MEMORY: Final = _MEMORY_CACHE_CEILING
 _RECORD_VERSION: Final = 1
 
 
@@ -90,6 +94,10 @@ class DiscoveryObserver:
     def resolver_trust(self, trusted: bool) -> None:
         """The resolver was probed: ``trusted`` is whether it validates (DNSSEC)."""
 
+    def dns_lookup_suppressed(self) -> None:
+        """A DNS lookup was not sent: the same (name, type) failed moments ago and is in
+        its backoff, so that failure is the answer."""
+
 
 _NO_OBSERVER: Final = DiscoveryObserver()
 
@@ -105,6 +113,20 @@ def _port(instance: object, attribute: attrs.Attribute[int], value: int) -> None
     # Ports and the DNS TTL cap: whole numbers from 1 to 65535.
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
         raise DiscoveryError(f"discovery option {attribute.name} must be a port, not {value!r}")
+
+
+def _not_below_initial(instance: Any, attribute: attrs.Attribute[float],
+                       value: float) -> None:
+    if value < instance.dns_backoff_initial:
+        raise DiscoveryError(f"discovery option dns_backoff_max ({value!r}) must not be "
+                             f"below dns_backoff_initial ({instance.dns_backoff_initial!r})")
+
+
+def _cache_size(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+            0 < value <= _MEMORY_CACHE_CEILING):
+        raise DiscoveryError(f"discovery option {attribute.name} must be a whole number from 1 "
+                             f"to {_MEMORY_CACHE_CEILING:,}, not {value!r}")
 
 
 @attrs.frozen(slots=True)
@@ -130,6 +152,12 @@ class DiscoveryConfig:
     - ``probe_backoff_initial`` / ``probe_backoff_max``: waits between probes of a
       resolver that does not validate (doubling, at most a minute by default);
       ``probe_interval``: between probes of one that does.
+    - ``dns_backoff_initial`` / ``dns_backoff_max``: how long a failed DNS lookup
+      (SERVFAIL, timeout, malformed answer) of one (name, type) is not sent again
+      (doubling while it keeps failing); meanwhile the failure is the answer.
+    - ``memory_cache_size``: MTA-STS states held in memory (least recently used
+      evicted first); the store keeps every state and an evicted one is read back
+      from it.
     """
 
     resolver: str = "127.0.0.1"
@@ -150,6 +178,12 @@ class DiscoveryConfig:
     probe_backoff_initial: float = attrs.field(default=1.0, validator=_positive)
     probe_backoff_max: float = attrs.field(default=60.0, validator=_positive)
     probe_interval: float = attrs.field(default=60.0, validator=_positive)
+    dns_backoff_initial: float = attrs.field(default=DEFAULT_BACKOFF_INITIAL,
+                                             validator=_positive)
+    dns_backoff_max: float = attrs.field(default=DEFAULT_BACKOFF_MAX,
+                                         validator=[_positive, _not_below_initial])
+    memory_cache_size: int = attrs.field(default=DEFAULT_MEMORY_CACHE_SIZE,
+                                         validator=_cache_size)
     cache_path: str = DEFAULT_CACHE_PATH
     resolv_conf: str | None = "/etc/resolv.conf"
 
@@ -235,19 +269,27 @@ def _encode(state: StsState) -> dict[str, Any]:
     }
 
 
-def _decode(domain: str, data: bytes) -> StsState:
+def _decode(domain: str, data: bytes, share: Sharing | None = None) -> StsState:
+    """The state stored for ``domain``; with ``share``, its policy and strings are those
+    of equal states already held (see :class:`~tlspolicy.discovery.memory.Sharing`)."""
     value = loads_json(data)
     try:
         if not isinstance(value, dict) or value.get("v") != _RECORD_VERSION:
             raise ValueError("unknown record version")
         cached = None
+        state, detail = str(value["state"]), str(value["detail"])
+        policy_id, txt_id = value["policy_id"], value["txt_id"]
+        if share is not None:
+            state, detail = share.text(state), share.text(detail)
+            policy_id = share.optional(policy_id)
+            txt_id = policy_id if txt_id == policy_id else share.optional(txt_id)
         if value["policy"] is not None:
-            cached = CachedMtaStsPolicy(parse_policy(value["policy"]),
-                                        _aware(float(value["fetched_at"])),
-                                        value["policy_id"])
-        return StsState(domain, str(value["state"]), cached, FetchOutcome(value["outcome"]),
-                        str(value["detail"]), value["txt_id"], float(value["next_check"]),
-                        int(value["failures"]),
+            policy = parse_policy(value["policy"])
+            if share is not None:
+                policy = share.policy(policy)
+            cached = CachedMtaStsPolicy(policy, _aware(float(value["fetched_at"])), policy_id)
+        return StsState(domain, state, cached, FetchOutcome(value["outcome"]), detail, txt_id,
+                        float(value["next_check"]), int(value["failures"]),
                         None if value["retry_at"] is None else float(value["retry_at"]))
     except (KeyError, TypeError, ValueError, PolicyInputError) as exc:
         raise StoreError(f"MTA-STS cache entry for {domain} is corrupt: {exc}") from None
@@ -303,16 +345,25 @@ class Discovery:
                 raise DiscoveryError(
                     f"resolver {config.resolver!r} is not an IP address") from None
         self._resolver_vouched = loopback or config.resolver_trusted
+        #: Failure warnings: one line per domain per backoff window, a summary per minute.
+        self.failure_log = FailureLog(_log)
         self.dns = DnsClient(config.resolver, config.resolver_port, timeout=config.dns_timeout,
-                             max_ttl=config.max_dns_ttl, trusted=False, clock=clock)
+                             max_ttl=config.max_dns_ttl, trusted=False, clock=clock,
+                             backoff=FailureBackoff(config.dns_backoff_initial,
+                                                    config.dns_backoff_max),
+                             on_suppressed=self._dns_suppressed)
         self.dnssec = False
         self.dnssec_detail = "not probed yet (call start())"
         #: Bumped whenever the resolver's trust changes (answers keyed by it go stale).
         self.trust_epoch = 0
         self._probed = 0
         self._ssl = make_ssl_context(config.ca_file)
+        # One HTTPS client for every fetch (made at the first), over the one context.
+        self._http: Any = None
         self._owner = uuid.uuid4().hex
-        self._memory: dict[str, StsState] = {}
+        #: MTA-STS states held in memory (a bounded LRU; the store keeps them all).
+        self._memory = StateMemory(config.memory_cache_size)
+        self._share = Sharing()
         # Derived lookups, reused while they come from the very same cached answers.
         self._mx_memo: dict[str, tuple[DnsAnswer, MxLookup]] = {}
         self._tlsa_memo: dict[tuple[str, int], tuple[tuple[DnsAnswer, ...], TlsaLookup]] = {}
@@ -322,6 +373,10 @@ class Discovery:
         self._background: set[asyncio.Task[Any]] = set()
         #: Policy fetches over HTTPS started by this instance, per domain.
         self.fetches: dict[str, int] = {}
+
+    def _dns_suppressed(self) -> None:
+        self.observer.dns_lookup_suppressed()
+        self.failure_log.count_suppressed(self._clock())
 
     async def __aenter__(self) -> Discovery:
         await self.start()
@@ -433,6 +488,11 @@ class Discovery:
         for query in self.dns.cancel_in_flight():
             with contextlib.suppress(BaseException):
                 await query
+        self.failure_log.flush(self._clock())  # what was held back is still said
+        if self._http is not None:
+            http, self._http = self._http, None
+            with contextlib.suppress(Exception):
+                await http.aclose()
         if self._own_store:
             await self.store.close()
 
@@ -485,6 +545,7 @@ class Discovery:
         not, counted as a cache hit when there is one; no I/O."""
         state = self._memory.get(name)
         if state is not None:
+            self._memory.touch(name)
             self.observer.cache_lookup("hit")
         return state
 
@@ -493,6 +554,7 @@ class Discovery:
         (``name`` already normalised), else ``None``; counted as a cache hit."""
         state = self._memory.get(name)
         if state is not None and not self._needs_check(state, self._clock()):
+            self._memory.touch(name)
             self.observer.cache_lookup("hit")
             return state
         return None
@@ -614,7 +676,7 @@ class Discovery:
         try:
             entry = await self.store.get(POLICY_NAMESPACE, domain)
             self._unreadable.discard(domain)
-            return None if entry is None else _decode(domain, entry.value)
+            return None if entry is None else _decode(domain, entry.value, self._share)
         except StoreError as exc:
             _log.warning("MTA-STS cache read for %s failed: %s", domain, exc)
             if len(self._unreadable) < 100_000:
@@ -622,20 +684,17 @@ class Discovery:
             return None
 
     def _remember(self, name: str, state: StsState) -> None:
-        memory = self._memory
-        limit = MAX_STATES_IN_MEMORY
-        if name not in memory and len(memory) >= limit:
-            # Every next hop asked about lands here: free a tenth, oldest first, keeping
-            # policies in force where possible (the store holds them all the same).
-            now = _aware(self._clock())
-            drop = max(1, limit // 10)
-            names = [n for n, s in memory.items() if policy_in_force(s.cached, now) is None]
-            if len(names) < drop:
-                chosen = set(names)
-                names += [n for n in memory if n not in chosen]
-            for old in names[:drop]:
-                del memory[old]
-        memory[name] = state
+        # Every next hop asked about lands here: the least recently used go past the
+        # limit (the store holds them all the same).
+        self._memory.remember(name, state, limit=min(self.config.memory_cache_size,
+                                                     MAX_STATES_IN_MEMORY))
+
+    def _keep(self, name: str, state: StsState) -> None:
+        # A state read back that needs nothing: it replaces the one held, but one not held
+        # (evicted) stays in the store only, so that a proactive refresh pass over many
+        # domains does not churn the memory that queries use.
+        if name in self._memory:
+            self._memory[name] = state
 
     async def _save(self, state: StsState) -> None:
         try:
@@ -665,6 +724,7 @@ class Discovery:
         """
         name = normalise_domain(domain)
         now = self._clock()
+        self.failure_log.tick(now)
         state = self._memory.get(name)
         if state is None or self._needs_check(state, now):
             stored = await self._load(name)
@@ -672,6 +732,7 @@ class Discovery:
                 state = stored
                 self._remember(name, stored)
         if state is not None and not self._needs_check(state, now):
+            self._memory.touch(name)
             self.observer.cache_lookup("hit")
             return state
         joined = name in self._refreshing
@@ -755,7 +816,7 @@ class Discovery:
                 await asyncio.sleep(0.05)
                 stored = await self._load(domain)
                 if stored is not None and not self._needs_check(stored, self._clock()):
-                    self._remember(domain, stored)
+                    self._keep(domain, stored)
                     return stored
                 if time.monotonic() > deadline:
                     break
@@ -763,7 +824,7 @@ class Discovery:
             if old is None:
                 old = self._memory.get(domain)
             if not force and old is not None and not self._needs_check(old, self._clock()):
-                self._remember(domain, old)
+                self._keep(domain, old)
                 return old
             state = await self._discover(domain, old, force)
             self._remember(domain, state)
@@ -789,9 +850,11 @@ class Discovery:
         cached = old.cached if old is not None else None
         in_force = policy_in_force(cached, _aware(now)) is not None
         if in_force:
-            _log.warning("MTA-STS %s: %s; cached policy kept until it expires", domain, detail)
+            self.failure_log.warn(domain, now, now + wait,
+                                  "MTA-STS %s: %s; cached policy kept until it expires",
+                                  domain, detail)
         else:
-            _log.warning("MTA-STS %s: %s", domain, detail)
+            self.failure_log.warn(domain, now, now + wait, "MTA-STS %s: %s", domain, detail)
         return StsState(domain, "policy" if in_force else "failed", cached, outcome, detail,
                         txt_id if txt_id is not None else (old.txt_id if old else None),
                         now + wait, failures, now + wait)
@@ -844,15 +907,25 @@ class Discovery:
             self.observer.policy_fetch(FetchOutcome.FETCH_ERROR, None)
             return self._failure(domain, old, FetchOutcome.FETCH_ERROR, detail, record.id, now)
         started = time.monotonic()
+        if self._http is None:
+            self._http = make_client(self._ssl)
         result = await fetch_policy(domain, addresses, port=config.https_port,
-                                    context=self._ssl, timeout=config.https_timeout)
+                                    context=self._ssl, timeout=config.https_timeout,
+                                    client=self._http)
         self.observer.policy_fetch(result.outcome, time.monotonic() - started)
         if result.policy is None:
             return self._failure(domain, old, result.outcome, result.detail, record.id, now)
-        fetched = CachedMtaStsPolicy(result.policy, _aware(now), record.id)
+        # What served this fetch is not asked for again before the state's next check,
+        # when the TXT record's TTL has run out anyway (the policy host's addresses: a
+        # refresh interval away, or a new id): not worth holding until their TTLs end.
+        self.dns.drop(host, "A")
+        self.dns.drop(host, "AAAA")
+        self.dns.drop(f"_mta-sts.{domain}", "TXT")
+        fetched = CachedMtaStsPolicy(self._share.policy(result.policy), _aware(now),
+                                     self._share.text(record.id))
         refresh_at = now + min(config.refresh_interval, result.policy.max_age / 2)
-        return StsState(domain, "policy", fetched, FetchOutcome.OK, result.detail, record.id,
-                        min(txt_until, refresh_at), 0, None)
+        return StsState(domain, "policy", fetched, FetchOutcome.OK, result.detail,
+                        fetched.policy_id, min(txt_until, refresh_at), 0, None)
 
     # ------------------------------------------------------------- destination
 

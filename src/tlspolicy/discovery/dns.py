@@ -4,7 +4,9 @@ Queries set the AD bit (RFC 6840 section 5.7) and read DNSSEC status from the AD
 bit of the answer: AD = secure; NOERROR / NXDOMAIN without AD = insecure;
 SERVFAIL, a timeout or a malformed answer = the lookup failed.  Answers are
 cached in process no longer than their TTL (capped, never raised), failures are
-never cached, and concurrent queries for one (name, type) share one query.
+never cached as answers, and concurrent queries for one (name, type) share one
+query.  A failed (name, type) is not asked again during its backoff (1 s doubling
+up to 60 s by default, :mod:`.backoff`): the failure itself is the answer meanwhile.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, Final
 import attrs
 
 from ..errors import MissingDependencyError
+from .backoff import FailureBackoff
 
 try:
     import dns.asyncquery
@@ -109,12 +112,17 @@ class DnsClient:
     from the resolver-trust rule (loopback or explicitly trusted, and the AD
     probe passed).  ``timeout`` bounds each query (UDP, and TCP on truncation);
     ``max_ttl`` caps how long an answer is cached; ``max_in_flight`` bounds the
-    queries outstanding at once.
+    queries outstanding at once.  ``backoff`` remembers failed lookups (a
+    :class:`~tlspolicy.discovery.backoff.FailureBackoff`; 1 s doubling up to 60 s by
+    default): while one is held, :meth:`query` returns the failure without sending,
+    and ``on_suppressed`` (if given) is called.
     """
 
     def __init__(self, address: str, port: int = 53, *, timeout: float = 3.0,
                  max_ttl: int = 3600, trusted: bool = True, max_in_flight: int = 256,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 backoff: FailureBackoff[tuple[str, str], DnsAnswer] | None = None,
+                 on_suppressed: Callable[[], None] | None = None) -> None:
         self.address = address
         self.port = port
         self.timeout = timeout
@@ -126,15 +134,31 @@ class DnsClient:
         self._limit = asyncio.Semaphore(max_in_flight)
         #: Queries sent to the resolver, per (name, type): what caching saved is visible here.
         self.sent: collections.Counter[tuple[str, str]] = collections.Counter()
+        #: Failed lookups held back (their failure is the answer until the wait ends).
+        self.backoff: FailureBackoff[tuple[str, str], DnsAnswer] = (
+            backoff if backoff is not None else FailureBackoff())
+        self._on_suppressed = on_suppressed
 
     def forget(self, suffix: str | None = None) -> None:
-        """Drop cached answers (all, or those for names ending in ``suffix``)."""
+        """Drop cached answers and remembered failures (all, or those for names ending
+        in ``suffix``)."""
         if suffix is None:
             self._cache.clear()
+            self.backoff.forget()
             return
         suffix = suffix.lower().rstrip(".")
-        for key in [k for k in self._cache if k[0] == suffix or k[0].endswith("." + suffix)]:
+        dotted = "." + suffix
+
+        def under(key: tuple[str, str]) -> bool:
+            return key[0] == suffix or key[0].endswith(dotted)
+
+        for key in [k for k in self._cache if under(k)]:
             del self._cache[key]
+        self.backoff.forget(under)
+
+    def drop(self, name: str, rdtype: str) -> None:
+        """Drop the cached answer for (name, type), if any (an answer no longer needed)."""
+        self._cache.pop((name.lower().rstrip("."), rdtype), None)
 
     def cached(self, name: str, rdtype: str) -> DnsAnswer | None:
         """The cached, unexpired answer for (name, type), if any."""
@@ -158,6 +182,12 @@ class DnsClient:
             del self._cache[key]
         pending = self._in_flight.get(key)
         if pending is None:
+            held = self.backoff.held(key, self._clock())
+            if held is not None:
+                # Failed a moment ago: the failure is the answer until its wait ends.
+                if self._on_suppressed is not None:
+                    self._on_suppressed()
+                return held
             # The query runs as its own task: a caller that gives up (its deadline, its
             # client gone) cancels only its wait, never the answer others wait for.
             pending = asyncio.get_running_loop().create_task(self._shared(key, rdtype))
@@ -170,8 +200,12 @@ class DnsClient:
             answer = await self._query(key[0], rdtype)
         finally:
             del self._in_flight[key]
-        if answer.status is not DnsStatus.FAILED and answer.ttl > 0:
-            self._store(key, answer)
+        if answer.status is DnsStatus.FAILED:
+            self.backoff.failed(key, answer, self._clock())
+        else:
+            self.backoff.succeeded(key)
+            if answer.ttl > 0:
+                self._store(key, answer)
         return answer
 
     def _store(self, key: tuple[str, str], answer: DnsAnswer) -> None:

@@ -27,7 +27,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingDependencyError.for_extra("discovery", "httpx", "discovery") from exc
 
-__all__ = ["MAX_POLICY_BYTES", "PolicyFetch", "fetch_policy", "make_ssl_context"]
+__all__ = ["MAX_POLICY_BYTES", "PolicyFetch", "fetch_policy", "make_client", "make_ssl_context"]
 
 #: Largest policy body read (RFC 8461 section 3.3: senders SHOULD limit to 64 KiB).
 MAX_POLICY_BYTES: Final = 64 * 1024
@@ -52,6 +52,19 @@ def make_ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
     return context
 
 
+def make_client(context: ssl.SSLContext) -> httpx.AsyncClient:
+    """One client for every policy fetch of a process, over one ``context``.
+
+    It keeps no connection alive: a connection to one address must never carry the
+    request of another policy host (its SNI differs), so every fetch opens its own and
+    closes it.  What is shared is the client itself (its transport, pool and context),
+    built once instead of once per fetch.  Close it with ``await client.aclose()``.
+    """
+    return httpx.AsyncClient(
+        verify=context, follow_redirects=False, trust_env=False, http2=False,
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=0))
+
+
 def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -70,43 +83,44 @@ def _media_type_ok(value: str | None) -> bool:
 
 
 async def _fetch_one(host: str, address: str, *, port: int, context: ssl.SSLContext,
-                     timeout: float) -> PolicyFetch:
+                     timeout: float, client: httpx.AsyncClient | None) -> PolicyFetch:
+    if client is None:
+        # No shared client: one for this fetch alone.
+        async with make_client(context) as own:
+            return await _fetch_one(host, address, port=port, context=context,
+                                    timeout=timeout, client=own)
     ip = ipaddress.ip_address(address)
     netloc = f"[{ip}]" if ip.version == 6 else str(ip)
     url = f"https://{netloc}:{port}{_PATH}"
     host_header = host if port == 443 else f"{host}:{port}"
-    # One client per fetch and no keep-alive: a pooled connection to one address
-    # must never carry the request of another policy host (its SNI differs).
-    async with httpx.AsyncClient(
-            verify=context, follow_redirects=False, trust_env=False, http2=False,
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=0)) as client:
-        request = client.build_request(
-            "GET", url, headers={"Host": host_header, "Accept-Encoding": "identity",
-                                 "Connection": "close", "User-Agent": "tlspolicy"},
-            extensions={"sni_hostname": host})
-        response = await client.send(request, stream=True)
-        try:
-            if response.status_code != 200:
-                where = response.headers.get("location")
-                return PolicyFetch(FetchOutcome.FETCH_ERROR,
-                                   detail=f"HTTP {response.status_code}" + (
-                                       f" (redirect to {where[:200]!r} not followed)"
-                                       if where else ""), address=address)
-            content_type = response.headers.get("content-type")
-            if not _media_type_ok(content_type):
+    # No keep-alive (make_client) and "Connection: close": a pooled connection to one
+    # address must never carry the request of another policy host (its SNI differs).
+    request = client.build_request(
+        "GET", url, headers={"Host": host_header, "Accept-Encoding": "identity",
+                             "Connection": "close", "User-Agent": "tlspolicy"},
+        extensions={"sni_hostname": host}, timeout=httpx.Timeout(timeout))
+    response = await client.send(request, stream=True)
+    try:
+        if response.status_code != 200:
+            where = response.headers.get("location")
+            return PolicyFetch(FetchOutcome.FETCH_ERROR,
+                               detail=f"HTTP {response.status_code}" + (
+                                   f" (redirect to {where[:200]!r} not followed)"
+                                   if where else ""), address=address)
+        content_type = response.headers.get("content-type")
+        if not _media_type_ok(content_type):
+            return PolicyFetch(FetchOutcome.INVALID,
+                               detail=f"media type {str(content_type)[:100]!r} is not "
+                               "text/plain", address=address)
+        body = bytearray()
+        async for chunk in response.aiter_raw():
+            body += chunk
+            if len(body) > MAX_POLICY_BYTES:
                 return PolicyFetch(FetchOutcome.INVALID,
-                                   detail=f"media type {str(content_type)[:100]!r} is not "
-                                   "text/plain", address=address)
-            body = bytearray()
-            async for chunk in response.aiter_raw():
-                body += chunk
-                if len(body) > MAX_POLICY_BYTES:
-                    return PolicyFetch(FetchOutcome.INVALID,
-                                       detail=f"policy larger than {MAX_POLICY_BYTES} bytes",
-                                       address=address)
-        finally:
-            await response.aclose()
+                                   detail=f"policy larger than {MAX_POLICY_BYTES} bytes",
+                                   address=address)
+    finally:
+        await response.aclose()
     try:
         policy = parse_policy(bytes(body))
     except MtaStsPolicyError as exc:
@@ -115,7 +129,8 @@ async def _fetch_one(host: str, address: str, *, port: int, context: ssl.SSLCont
 
 
 async def fetch_policy(domain: str, addresses: Sequence[str], *, port: int = 443,
-                       context: ssl.SSLContext, timeout: float = 10.0) -> PolicyFetch:
+                       context: ssl.SSLContext, timeout: float = 10.0,
+                       client: httpx.AsyncClient | None = None) -> PolicyFetch:
     """Fetch and parse the policy of ``domain`` from the first address that answers.
 
     ``timeout`` bounds the whole fetch, however slowly a server sends.  A
@@ -124,6 +139,8 @@ async def fetch_policy(domain: str, addresses: Sequence[str], *, port: int = 443
     failure, a non-200 status (redirects included) or the deadline is
     ``FETCH_ERROR``; a wrong media type, an oversized body or a document that
     does not parse is ``INVALID``.  Never raises for what the server does.
+    ``client`` (from :func:`make_client` over the same ``context``) is shared by the
+    caller's fetches; without it, the fetch makes its own.
     """
     host = f"mta-sts.{domain}"
     if not addresses:
@@ -133,7 +150,7 @@ async def fetch_policy(domain: str, addresses: Sequence[str], *, port: int = 443
         try:
             async with asyncio.timeout(timeout):
                 return await _fetch_one(host, address, port=port, context=context,
-                                        timeout=timeout)
+                                        timeout=timeout, client=client)
         except TimeoutError:
             last = PolicyFetch(FetchOutcome.FETCH_ERROR,
                                detail=f"{host} at {address}: no complete answer within "

@@ -46,6 +46,12 @@ DISCOVERY_KEYS: Final[Mapping[str, tuple[type | tuple[type, ...], str]]] = {
     "probe_backoff_max": ((int, float), "longest wait between probes of a resolver that does "
                           "not validate"),
     "probe_interval": ((int, float), "seconds between probes of a resolver that validates"),
+    "dns_backoff_initial": ((int, float), "seconds a failed DNS lookup is not sent again "
+                            "(doubling while it fails)"),
+    "dns_backoff_max": ((int, float), "longest wait before a failing DNS lookup is sent "
+                        "again"),
+    "memory_cache_size": (int, "MTA-STS states held in memory, least recently used evicted "
+                          "first (the cache file keeps them all)"),
     "cache": (str, "the SQLite cache file"),
     "redis": (str, "a Redis/Valkey URL shared by a fleet"),
     "https_port": (int, "port of the MTA-STS policy hosts"),

@@ -108,4 +108,8 @@ METRIC_DEFINITIONS: Final = (
         "each key once per loaded policy, by reason: no-route, route-loss-accepted (a route "
         "source could not be read and its loss was accepted), ip-literal (an IP-literal "
         "recipient)"),
+    MetricDefinition(
+        "tlspolicy_discovery_dns_lookups_suppressed_total", "counter", (),
+        "DNS lookups not sent because the same name and type failed moments ago "
+        "(SERVFAIL, timeout) and is in its backoff; the failure was the answer"),
 )

@@ -151,6 +151,9 @@ class Metrics(DiscoveryObserver):
         name = "tlspolicy_socketmap_unattributed_nexthops_total"
         self.unattributed = Counter(_counter_base(name), d[name].help, list(d[name].labels),
                                     registry=self.registry)
+        name = "tlspolicy_discovery_dns_lookups_suppressed_total"
+        self.dns_suppressed = Counter(_counter_base(name), d[name].help,
+                                      registry=self.registry)
         self._server = _ServerCollector()
         self.registry.register(self._server)
 
@@ -254,6 +257,10 @@ class Metrics(DiscoveryObserver):
         """Count one next-hop key no route names, by reason."""
         known = ("no-route", "route-loss-accepted", "ip-literal")
         self.unattributed.labels(reason if reason in known else "other").inc()
+
+    def dns_lookup_suppressed(self) -> None:
+        """Count one DNS lookup held back by its failure backoff."""
+        self.dns_suppressed.inc()
 
 
 @attrs.define

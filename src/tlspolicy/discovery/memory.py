@@ -1,0 +1,105 @@
+"""What discovery keeps in memory per policy domain, kept small (issue 25).
+
+- :class:`StateMemory`: the MTA-STS states held in memory, a bounded LRU mapping
+  (name -> state) in front of the store.  The store keeps every state; one evicted
+  here is read back from it when next asked for (never fetched again for that).
+- :class:`Sharing`: equal values held once.  Policies published by many domains
+  (a mail provider's), their ``mx`` patterns, TXT ids and the few state and detail
+  strings are shared between the states that hold them, through bounded tables.
+
+No I/O and no clock here.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Final, TypeVar
+
+import attrs
+
+from .. import MtaStsPolicy
+
+if TYPE_CHECKING:
+    from .core import StsState
+
+__all__ = ["DEFAULT_MEMORY_CACHE_SIZE", "Sharing", "StateMemory"]
+
+#: MTA-STS states held in memory by default (the store keeps them all).
+DEFAULT_MEMORY_CACHE_SIZE: Final = 10_000
+#: Entries of each sharing table; a full table starts again empty (nothing is lost:
+#: a value no longer in the table is simply not shared with later ones).
+_TABLE_SIZE: Final = 1024
+
+T = TypeVar("T")
+
+
+class StateMemory(OrderedDict[str, "StsState"]):
+    """MTA-STS states by domain, least recently used first, at most ``limit`` of them.
+
+    :meth:`remember` inserts (evicting the least recently used past the limit);
+    :meth:`touch` marks a hit.  Otherwise a plain mapping (reads do not reorder).
+    """
+
+    def __init__(self, limit: int = DEFAULT_MEMORY_CACHE_SIZE) -> None:
+        super().__init__()
+        self.limit = limit
+        #: States evicted to stay within the limit, since start.
+        self.evicted = 0
+
+    def remember(self, name: str, state: StsState, *, limit: int | None = None) -> None:
+        """Hold ``state`` for ``name`` as the most recently used."""
+        self[name] = state
+        self.move_to_end(name)
+        bound = self.limit if limit is None else limit
+        while len(self) > bound:
+            self.popitem(last=False)
+            self.evicted += 1
+
+    def touch(self, name: str) -> None:
+        """``name`` was used: it is evicted last."""
+        self.move_to_end(name)
+
+
+class Sharing:
+    """Bounded tables through which equal strings and policies are held once."""
+
+    __slots__ = ("_numbers", "_policies", "_strings")
+
+    def __init__(self) -> None:
+        self._strings: dict[str, str] = {}
+        self._numbers: dict[int, int] = {}
+        self._policies: dict[MtaStsPolicy, MtaStsPolicy] = {}
+
+    def text(self, value: str) -> str:
+        """The one copy of ``value``."""
+        table = self._strings
+        found = table.get(value)
+        if found is not None:
+            return found
+        if len(table) >= _TABLE_SIZE:
+            table.clear()
+        table[value] = value
+        return value
+
+    def optional(self, value: str | None) -> str | None:
+        return None if value is None else self.text(value)
+
+    def policy(self, policy: MtaStsPolicy) -> MtaStsPolicy:
+        """The one copy of an equal policy (same mode, ``mx`` patterns and ``max_age``),
+        its patterns shared with other policies'."""
+        table = self._policies
+        found = table.get(policy)
+        if found is not None and found.notes == policy.notes:
+            return found
+        patterns = tuple(self.text(p) for p in policy.mx)
+        max_age = self._numbers.setdefault(policy.max_age, policy.max_age)
+        if len(self._numbers) >= _TABLE_SIZE:
+            self._numbers.clear()
+        if max_age is not policy.max_age or any(
+                a is not b for a, b in zip(patterns, policy.mx, strict=True)):
+            policy = attrs.evolve(policy, mx=patterns, max_age=max_age)
+        if len(table) >= _TABLE_SIZE:
+            table.clear()
+        table[policy] = policy
+        return policy
+

@@ -1,0 +1,227 @@
+"""Memory per policy (issue 25): a bounded in-memory LRU of MTA-STS states in front of
+the store (the store keeps everything; an evicted state is read back from it, never
+fetched again for that), equal policies and strings held once, one HTTPS client for
+every fetch.  Semantics only: no byte counts, no timings (benchmarks/memory.py has the
+figures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from discovery_support import DnsLab, HttpsLab
+from test_discovery import Clock, Env, enforce, run, seed
+from tlspolicy import CachedMtaStsPolicy, FetchOutcome, parse_policy
+from tlspolicy.discovery import Discovery, DiscoveryConfig, StsState
+from tlspolicy.discovery.core import DiscoveryError, _decode, _encode
+from tlspolicy.discovery.memory import Sharing, StateMemory
+from tlspolicy.formats.discovery_table import check_discovery_table
+from tlspolicy.stores import SqliteStore, StoreEntry, dumps_json
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _state(name: str) -> Any:
+    return StsState(name, "none", None, FetchOutcome.OK, "", None, 0.0, 0, None)
+
+
+def test_state_memory_is_a_bounded_lru() -> None:
+    memory = StateMemory(3)
+    for name in "abcd":
+        memory.remember(name, _state(name))
+    assert list(memory) == ["b", "c", "d"] and memory.evicted == 1
+    memory.touch("b")  # used: evicted last
+    memory.remember("e", _state("e"))
+    assert list(memory) == ["d", "b", "e"]
+    memory.remember("d", _state("d"))  # held again: most recent, nothing evicted
+    assert list(memory) == ["b", "e", "d"] and memory.evicted == 2
+    memory.remember("f", _state("f"), limit=1)
+    assert list(memory) == ["f"]
+    del memory["f"]  # a plain mapping otherwise (a reload may drop states by rule)
+    assert not memory
+
+
+def test_equal_policies_and_strings_are_held_once() -> None:
+    share = Sharing()
+    text = "version: STSv1\nmode: enforce\nmx: mx1.provider.example\nmx: *.provider.example\n" \
+        "max_age: 604800\n"
+    one, two = parse_policy(text), parse_policy(text)
+    assert one is not two and one.mx[0] is not two.mx[0]
+    assert share.policy(one) is share.policy(two) is one
+    other = parse_policy(text.replace("604800", "86400"))
+    shared = share.policy(other)
+    assert shared == other and shared.mx[0] is one.mx[0]  # the patterns are shared
+    assert share.text("ab" + "c") is share.text("a" + "bc")
+
+
+def test_a_decoded_state_shares_its_parts_and_is_equal_to_the_plain_one() -> None:
+    share = Sharing()
+    now = time.time()
+    states = []
+    for name in ("a.example", "b.example"):
+        policy = parse_policy(enforce("provider.example"))
+        cached = CachedMtaStsPolicy(policy, datetime.fromtimestamp(now, UTC), "20260101")
+        state = StsState(name, "policy", cached, FetchOutcome.OK, "fetched", "20260101",
+                         now + 60, 0, None)
+        data = dumps_json(_encode(state))
+        plain, shared = _decode(name, data), _decode(name, data, share)
+        assert plain == shared == state
+        states.append(shared)
+    a, b = states
+    assert a.cached is not None and b.cached is not None
+    assert a.cached.policy is b.cached.policy
+    assert a.txt_id is a.cached.policy_id is b.cached.policy_id
+    assert a.state is b.state and a.detail is b.detail
+
+
+class _CountingStore(SqliteStore):
+    """A SQLite store counting reads of the MTA-STS namespace."""
+
+    reads: list[str]
+
+    async def get(self, namespace: str, key: str) -> StoreEntry | None:
+        self.reads.append(key)
+        return await super().get(namespace, key)
+
+
+async def _seeded(tmp: Path, clock: Clock, names: list[str]) -> _CountingStore:
+    store = _CountingStore(tmp / "cache.sqlite3")
+    store.reads = []
+    for name in names:
+        await seed(store, name, enforce(name), fetched_at=clock.now - 100, policy_id="id1",
+                   next_check=clock.now + 3600)
+    return store
+
+
+def _offline(store: SqliteStore, clock: Clock, size: int) -> Discovery:
+    # No resolver is asked: every state here is fresh (no DNS, no fetch).
+    config = DiscoveryConfig(resolver="127.0.0.1", resolver_port=9, resolv_conf=None,
+                             memory_cache_size=size)
+    return Discovery(config, store=store, clock=clock)
+
+
+def test_evicted_states_are_read_back_from_the_store(tmp_path: Path) -> None:
+    names = [f"d{n}.example" for n in range(6)]
+
+    async def main() -> None:
+        clock = Clock()
+        store = await _seeded(tmp_path, clock, names)
+        d = _offline(store, clock, 3)
+        try:
+            first = {n: await d.sts_state(n) for n in names}
+            assert list(d._memory) == names[3:]  # the three most recent held
+            assert store.reads == names
+            assert d.sts_held(names[5]) is first[names[5]]  # held: no read
+            assert await d.sts_state(names[4]) is first[names[4]]
+            assert store.reads == names
+            again = await d.sts_state(names[0])  # evicted: read back, not fetched
+            assert store.reads == [*names, names[0]]
+            assert again == first[names[0]] and again.state == "policy"
+            assert d.fetches == {}
+            # names[3] was the least recently used (names[5] and [4] were used since).
+            assert list(d._memory) == [names[5], names[4], names[0]]
+            assert d.sts_held(names[3]) is None and d.sts_cached(names[3]) is None
+        finally:
+            await d.close()
+            await store.close()
+
+    run(main)
+
+
+def test_a_proactive_refresh_of_an_evicted_fresh_state_does_not_churn_memory(
+        tmp_path: Path) -> None:
+    names = [f"d{n}.example" for n in range(4)]
+
+    async def main() -> None:
+        clock = Clock()
+        store = await _seeded(tmp_path, clock, names)
+        d = _offline(store, clock, 2)
+        try:
+            for name in names:
+                await d.sts_state(name)
+            held = list(d._memory)
+            assert held == names[2:]
+            assert d.refresh_if_due(names[0]) is True  # not held: its due date is unknown
+            await asyncio.gather(*d._refreshing.values())
+            assert list(d._memory) == held  # read, found fresh, left in the store only
+            assert store.reads.count(names[0]) == 2
+            assert d.fetches == {}
+        finally:
+            await d.close()
+            await store.close()
+
+    run(main)
+
+
+def test_memory_cache_size_setting() -> None:
+    assert DiscoveryConfig().memory_cache_size == 10_000
+    assert DiscoveryConfig(memory_cache_size=5).memory_cache_size == 5
+    for bad in (0, -1, 1.5, True, 10_000_001):
+        with pytest.raises(DiscoveryError, match="memory_cache_size must be a whole number"):
+            DiscoveryConfig(memory_cache_size=bad)
+    assert check_discovery_table({"memory_cache_size": 50_000}, "x.toml") == []
+    assert check_discovery_table({"memory_cache_size": "big"}, "x.toml")
+
+
+@pytest.fixture
+def env(dns_lab: DnsLab, https_lab: HttpsLab, tmp_path: Path) -> Env:
+    https_lab.reset()
+    return Env(dns_lab, https_lab, tmp_path)
+
+
+def test_one_https_client_for_every_fetch(env: Env) -> None:
+    async def main() -> tuple[int, bool]:
+        async with env.discovery(memory_cache_size=1) as d:
+            await d.destination("ok.secure.test")
+            client = d._http
+            assert client is not None
+            await d.destination("enforce2.secure.test")
+            assert d._http is client
+            state = await d.refresh("ok.secure.test")
+            assert state.state == "policy" and d._http is client
+            # ok.secure.test was evicted by the others and is read back from the store.
+            again = await d.sts_state("enforce2.secure.test")
+            assert again.state == "policy"
+            fetched = env.web.fetches("ok.secure.test")
+        return fetched, client.is_closed
+
+    fetched, closed = run(main)
+    assert fetched == 2 and closed
+
+
+def test_serve_reads_the_new_discovery_keys() -> None:
+    from tlspolicy.cli import build_parser
+    from tlspolicy.cli.serve import UsageError, discovery_run
+
+    args = build_parser().parse_args(["serve", "socketmap", "--discovery", "x.toml"])
+    run_ = discovery_run(args, {"memory_cache_size": 500, "dns_backoff_initial": 2,
+                                "dns_backoff_max": 30}, (3, 7, 11))
+    config = run_.config
+    assert (config.memory_cache_size, config.dns_backoff_initial,
+            config.dns_backoff_max) == (500, 2.0, 30.0)
+    assert discovery_run(args, {}, (3, 7, 11)).config.memory_cache_size == 10_000
+    with pytest.raises((DiscoveryError, UsageError), match="dns_backoff_max"):
+        discovery_run(args, {"dns_backoff_initial": 10, "dns_backoff_max": 5}, (3, 7, 11))
+
+
+def test_a_finished_fetch_drops_the_answers_that_served_it(env: Env) -> None:
+    """Once the policy is in, the ``_mta-sts`` TXT answer and the policy host's addresses
+    are not held until their TTLs run out: the next check re-asks for them anyway."""
+    async def main() -> list[bool]:
+        async with env.discovery() as d:
+            state = await d.sts_state("ok.secure.test")
+            assert state.state == "policy"
+            held = [d.dns.cached(name, rdtype) is not None for name, rdtype in (
+                ("_mta-sts.ok.secure.test", "TXT"), ("mta-sts.ok.secure.test", "A"),
+                ("mta-sts.ok.secure.test", "AAAA"))]
+            again = await d.sts_state("ok.secure.test")
+            assert again is state  # fresh: nothing asked again
+            return held
+
+    assert run(main) == [False, False, False]
