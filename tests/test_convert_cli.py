@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tlspolicy import cli
-from tlspolicy.cli.serve import parse_listen
+from tlspolicy.cli.serve_inputs import parse_listen
 from tlspolicy.formats.ecelerity import loads_ecelerity_config
 from tlspolicy.formats.loader import load_config
 from tlspolicy.formats.toml import loads_toml

@@ -197,7 +197,8 @@ def test_one_https_client_for_every_fetch(env: Env) -> None:
 
 def test_serve_reads_the_new_discovery_keys() -> None:
     from tlspolicy.cli import build_parser
-    from tlspolicy.cli.serve import UsageError, discovery_run
+    from tlspolicy.cli._common import UsageError
+    from tlspolicy.cli.serve_discovery import discovery_run
 
     args = build_parser().parse_args(["serve", "socketmap", "--discovery", "x.toml"])
     run_ = discovery_run(args, {"memory_cache_size": 500, "dns_backoff_initial": 2,

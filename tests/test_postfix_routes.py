@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tlspolicy import OPTION_SPECS, Resolver, Tls, TlsProtocols, TlsVerify
-from tlspolicy.cli.serve import postconf_version
+from tlspolicy.cli.serve_inputs import postconf_version
 from tlspolicy.errors import ConfigError
 from tlspolicy.formats.loader import load_config
 from tlspolicy.formats.postfix import load_transport_table

@@ -65,7 +65,7 @@ def _version(args: argparse.Namespace, table: dict[str, Any], use_discovery: boo
 
 
 def _listen(args: argparse.Namespace) -> Verdict:
-    from .serve import UnixListen
+    from .serve_inputs import UnixListen
 
     where = args.listen
     if where is None:
@@ -134,12 +134,12 @@ def dry_run(args: argparse.Namespace, paths: list[str], table: dict[str, Any],
             use_discovery: bool, *, out: TextIO = sys.stdout) -> int:
     """Run every start-up check of ``serve socketmap`` and print the verdicts; 0 when none
     fails, else 1."""
-    from . import serve
+    from . import serve, serve_discovery, serve_inputs
 
     verdicts: list[Verdict] = []
-    version, verdict = _version(args, table, use_discovery, serve.postconf_version)
+    version, verdict = _version(args, table, use_discovery, serve_inputs.postconf_version)
     verdicts.append(verdict)
-    mode = serve.ServeMode(drop_in_allowed=use_discovery, table_given=bool(table))
+    mode = serve_inputs.ServeMode(drop_in_allowed=use_discovery, table_given=bool(table))
     config = None
     try:
         policy = serve.lookup_factory(paths, format=config_format(args),
@@ -159,7 +159,7 @@ def dry_run(args: argparse.Namespace, paths: list[str], table: dict[str, Any],
     run_config = None
     if use_discovery:
         try:
-            run = serve.discovery_run(args, table, version or (3, 0))
+            run = serve_discovery.discovery_run(args, table, version or (3, 0))
             run_config = run.config
         except TlsPolicyError as exc:
             verdicts.append(Verdict("FAIL", f"discovery settings: {exc}"))
@@ -216,7 +216,7 @@ def _routes(args: argparse.Namespace, resolver: Any, drop_in: bool,
 def _postfix(args: argparse.Namespace, config: Any, use_discovery: bool, drop_in: bool,
              version: PostfixVersion, table: dict[str, Any]) -> list[Verdict]:
     from ..servers.postfix_checks import PostconfError, Severity, check_postfix_settings
-    from . import serve
+    from . import serve_discovery, serve_inputs
 
     if args.no_postfix_checks:
         return [Verdict("warn", "Postfix's settings: not checked (--no-postfix-checks)",
@@ -226,9 +226,9 @@ def _postfix(args: argparse.Namespace, config: Any, use_discovery: bool, drop_in
         findings = check_postfix_settings(
             config, discovery=use_discovery, config_dir=args.postfix_config_dir,
             settings=dict(args.postfix_setting or ()),
-            unix_socket=listen.path if isinstance(listen, serve.UnixListen) else None,
+            unix_socket=listen.path if isinstance(listen, serve_inputs.UnixListen) else None,
             accept_tls_required_loss=args.accept_tls_required_loss,
-            discovery_resolver=serve.discovery_resolver(args, table) if use_discovery
+            discovery_resolver=serve_discovery.discovery_resolver(args, table) if use_discovery
             else None, postfix_version=version)
     except PostconfError as exc:
         return [Verdict("FAIL", f"Postfix's settings: {exc}",
@@ -236,9 +236,9 @@ def _postfix(args: argparse.Namespace, config: Any, use_discovery: bool, drop_in
     verdicts = []
     for finding in findings:
         failing = finding.severity is Severity.ERROR and not (
-            drop_in and finding.check in serve.DANE_CHECKS)
+            drop_in and finding.check in serve_inputs.DANE_CHECKS)
         what = f"Postfix {finding.setting} = {finding.value!r}: {finding.message}"
-        if drop_in and finding.check in serve.DANE_CHECKS:
+        if drop_in and finding.check in serve_inputs.DANE_CHECKS:
             what += " (drop-in mode: DANE stays off until fixed)"
         verdicts.append(Verdict("FAIL" if failing else "warn", what, finding.fix))
     if not findings:
