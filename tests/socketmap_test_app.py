@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from tlspolicy.errors import ConfigError
-from tlspolicy.servers.socketmap import Lookup, SocketmapReply, SocketmapServer, run_forever
+from tlspolicy.servers.running import run_forever
+from tlspolicy.servers.socketmap import Lookup, SocketmapReply, SocketmapServer
 
 
 def load(path: Path) -> Lookup:

@@ -30,13 +30,13 @@ import pytest
 
 from postfix_support import postmap_config_dir, postmap_query, requires_postmap
 from tlspolicy.postfix.netstring import encode_netstring
+from tlspolicy.servers.running import serve
 from tlspolicy.servers.socketmap import (
     LoadTimeoutError,
     Lookup,
     SocketmapReply,
     SocketmapServer,
     is_loopback_address,
-    serve,
 )
 
 TESTS = Path(__file__).resolve().parent.parent

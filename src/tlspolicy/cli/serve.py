@@ -23,6 +23,7 @@ from ..postfix.lookup import PolicyLookup, parse_postfix_version
 from ..postfix.transport import RouteTable, parse_transport_table
 from ..resolver import Resolver
 from ..scopes import Config, sets_no_option
+from ..servers import running as _running
 from ..servers import socketmap as _sm
 from ..servers import systemd as _systemd
 from ..servers.expiry_watch import ExpiringPolicy, watch_expiry
@@ -401,7 +402,7 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
             discovered.append(run)
             startup, shutdown = run.startup, run.shutdown
         # A configuration error (first load) reaches main, which prints it with its hint.
-        _sm.run_forever(
+        _running.run_forever(
             factory, host=host, port=port, unix_path=unix_path,
             allow_remote=args.allow_remote,
             socket_mode=_sm.DEFAULT_SOCKET_MODE if args.socket_mode is None else args.socket_mode,

@@ -5,6 +5,7 @@ Only the Postfix socketmap server exists so far; see :mod:`.socketmap`.
 
 from __future__ import annotations
 
+from .running import run_forever, serve
 from .socketmap import (
     ListenError,
     LoadTimeoutError,
@@ -16,8 +17,6 @@ from .socketmap import (
     SocketmapReply,
     SocketmapServer,
     parse_postfix_key,
-    run_forever,
-    serve,
 )
 
 __all__ = [

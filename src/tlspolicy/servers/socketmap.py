@@ -47,8 +47,6 @@ import ipaddress
 import logging
 import math
 import os
-import resource
-import signal
 import socket
 import stat
 import struct
@@ -60,9 +58,9 @@ from typing import Any, Final, TypeVar
 
 from ..errors import TlsPolicyError
 from ..postfix.keys import PostfixKey, PostfixKeyError, parse_postfix_key
-from ..postfix.netstring import NetstringDecoder, NetstringError, NetstringTooLongError
 from ..postfix.replies import MAX_REPLY_CHARS, ReplyStatus, SocketmapReply, one_line
 from .answerlog import NonOkLog
+from .connection import Connection, _last_complete, _loop
 
 __all__ = [
     "DEFAULT_ANSWER_TIMEOUT",
@@ -88,8 +86,6 @@ __all__ = [
     "format_address",
     "is_loopback_address",
     "parse_postfix_key",
-    "run_forever",
-    "serve",
 ]
 
 log = logging.getLogger(__name__)
@@ -136,8 +132,6 @@ _BACKLOG: Final = 1024
 _MAX_LOADERS: Final = 8
 # At most one eviction warning per this many seconds (an attack floods otherwise).
 _EVICTION_LOG_INTERVAL: Final = 10.0
-# File descriptors besides the connections: listening sockets, configuration files, logs.
-_SPARE_FILES: Final = 64
 # struct ucred of SO_PEERCRED: pid, uid, gid.
 _PEERCRED: Final = struct.Struct("3i")
 
@@ -365,8 +359,8 @@ class SocketmapServer:
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # Open connections, longest idle (oldest last complete request) first.
-        self._conns: OrderedDict[_Connection, None] = OrderedDict()
-        self._by_client: dict[str, set[_Connection]] = {}
+        self._conns: OrderedDict[Connection, None] = OrderedDict()
+        self._by_client: dict[str, set[Connection]] = {}
         self._accepted = 0
         self._evicted = 0
         self._unlogged_evictions = 0
@@ -522,7 +516,7 @@ class SocketmapServer:
                 # 3.13's asyncio would remove it at close unless told not to.
                 extra: dict[str, Any] = (
                     {"cleanup_socket": False} if sys.version_info >= (3, 13) else {})
-                return await loop.create_unix_server(lambda: _Connection(self), sock=sock,
+                return await loop.create_unix_server(lambda: Connection(self), sock=sock,
                                                      **extra)
             except OSError as exc:
                 raise ListenError(f"cannot serve the passed socket: {_reason(exc)}") from None
@@ -536,7 +530,7 @@ class SocketmapServer:
                 "the socketmap protocol has no authentication; bind it to 127.0.0.1 or ::1 "
                 "(ListenStream=) or allow it explicitly (--allow-remote)")
         try:
-            return await loop.create_server(lambda: _Connection(self), sock=sock)
+            return await loop.create_server(lambda: Connection(self), sock=sock)
         except OSError as exc:
             raise ListenError(f"cannot serve {wanted}: {_reason(exc)}") from None
 
@@ -561,7 +555,7 @@ class SocketmapServer:
                         "socketmap protocol has no authentication, so restrict who can reach "
                         "it (firewall)", ", ".join(remote))
         try:
-            return await loop.create_server(lambda: _Connection(self), addresses, self.port,
+            return await loop.create_server(lambda: Connection(self), addresses, self.port,
                                             backlog=_BACKLOG,
                                             reuse_port=self.reuse_port or None)
         except OSError as exc:
@@ -601,7 +595,7 @@ class SocketmapServer:
             sock.listen(_BACKLOG)
             sock.setblocking(False)
             created = os.stat(path)
-            server = await loop.create_unix_server(lambda: _Connection(self), sock=sock)
+            server = await loop.create_unix_server(lambda: Connection(self), sock=sock)
         except OSError as exc:
             sock.close()
             raise ListenError(f"cannot listen on {where}: {_reason(exc)}") from None
@@ -644,7 +638,7 @@ class SocketmapServer:
 
     # -- connections
 
-    def _admit(self, conn: _Connection) -> None:
+    def _admit(self, conn: Connection) -> None:
         """Register a new connection, closing the longest-idle one(s) to make room."""
         self._accepted += 1
         conn.client = _client_key(conn.transport, self.unix_path is not None)
@@ -659,7 +653,7 @@ class SocketmapServer:
         self._conns[conn] = None
         self._by_client.setdefault(conn.client, set()).add(conn)
 
-    def _evict(self, victim: _Connection, why: str) -> None:
+    def _evict(self, victim: Connection, why: str) -> None:
         # Postfix's client retries a lookup once on a connection closed under
         # it, so closing an idle Postfix connection costs it a reconnect, not
         # a deferred mail; refusing the new one would fail a lookup.
@@ -674,11 +668,11 @@ class SocketmapServer:
             self._eviction_logged_at = now
             self._unlogged_evictions = 0
 
-    def _touch(self, conn: _Connection) -> None:
+    def _touch(self, conn: Connection) -> None:
         if conn in self._conns:
             self._conns.move_to_end(conn)
 
-    def _forget(self, conn: _Connection) -> None:
+    def _forget(self, conn: Connection) -> None:
         if self._conns.pop(conn, _ABSENT) is _ABSENT:
             return
         peers = self._by_client.get(conn.client)
@@ -768,427 +762,7 @@ class SocketmapServer:
 _ABSENT: Final = object()
 
 
-def _last_complete(conn: _Connection) -> float:
-    return conn.last_complete
-
-
-class _Connection(asyncio.Protocol):
-    """One client connection: a netstring decoder, one answer per turn, one timer.
-
-    Fairness: a connection answers at most ONE request per turn of the loop:
-    on receipt when no turn of its own is pending, else in its queued turn,
-    which, while more requests are buffered, re-queues itself behind every
-    other ready callback of the loop.  A client pipelining thousands of
-    requests thus gets one answer per turn of the loop, like every other
-    connection, and reading from it pauses while its backlog is large.
-
-    Time limits: one timer per connection, re-armed for the remainder when it
-    fires early, so a busy connection costs no timer operation per request.
-    The idle deadline counts from the last complete request (or the accept):
-    bytes of an unfinished request do not move it, so a client dribbling a
-    byte at a time is not "active".  A request whose first byte arrived more
-    than ``request_timeout`` ago and that is still incomplete ends the
-    connection too.
-    """
-
-    __slots__ = ("_eof", "_lost", "_read_paused", "_scheduled", "_server", "_timer",
-                 "_timer_at", "_waiting", "_write_paused", "client", "decoder", "last_complete",
-                 "partial_since", "transport")
-
-    def __init__(self, server: SocketmapServer) -> None:
-        self._server = server
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set on connect
-        self.client = ""
-        self.decoder = NetstringDecoder(server.max_request_bytes)
-        self.last_complete = 0.0
-        self.partial_since: float | None = None
-        self._scheduled = False
-        self._read_paused = False
-        self._write_paused = False
-        # An awaitable lookup is computing this connection's current answer.
-        self._waiting = False
-        self._eof = False
-        self._lost = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
-
-    # -- transport callbacks
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        loop = _loop(self._server)
-        self.last_complete = loop.time()
-        self._arm(self.last_complete + self._server.idle_timeout)
-        self._server._admit(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if exc is not None:
-            log.debug("socketmap: connection error: %s", exc)
-        self._lost = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._server._forget(self)
-
-    def data_received(self, data: bytes) -> None:
-        if self._lost:
-            return
-        self.decoder.feed(data)
-        if not self._scheduled and not self._write_paused and not self._waiting:
-            # No turn of ours is pending: answer one request now (saving a
-            # loop iteration per request for a client that waits for each
-            # answer); _serve_one queues a turn if more is buffered.
-            self._serve_one()
-        if (not self._read_paused and not self._lost
-                and self.decoder.buffered > self._server._read_limit):
-            self._read_paused = True
-            self.transport.pause_reading()
-
-    def eof_received(self) -> bool:
-        self._eof = True
-        self._schedule()
-        # Stay open to write the answers still owed; _serve_one closes after them.
-        return True
-
-    def pause_writing(self) -> None:
-        # The client does not read its answers: stop answering (and so, once
-        # the backlog is large, reading) rather than buffer without bound.
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._schedule()
-
-    # -- serving
-
-    def _schedule(self) -> None:
-        if (not self._scheduled and not self._write_paused and not self._lost
-                and not self._waiting):
-            self._scheduled = True
-            _loop(self._server).call_soon(self._serve_one)
-
-    def _serve_one(self) -> None:
-        self._scheduled = False
-        if self._lost or self._write_paused or self._waiting:
-            return
-        try:
-            self._serve_one_request()
-        except Exception:
-            log.exception("socketmap: unexpected error on a connection")
-            self.abort()
-
-    def _serve_one_request(self) -> None:
-        server = self._server
-        decoder = self.decoder
-        try:
-            payload = decoder.next_payload()
-        except NetstringTooLongError as exc:
-            log.warning("socketmap: %s; closing the connection", exc)
-            self._fail(SocketmapReply.perm(f"request too large (limit {exc.limit} bytes)"))
-            return
-        except NetstringError as exc:
-            log.warning("socketmap: %s; closing the connection", exc)
-            self._fail(SocketmapReply.perm("malformed netstring"))
-            return
-        if payload is None:
-            self._idle_pass()
-            return
-        answer = server._answer(payload)
-        if not isinstance(answer, SocketmapReply):
-            # Computed elsewhere (I/O): the next request waits for this answer.
-            self._waiting = True
-            self.last_complete = _loop(server).time()
-            self.partial_since = None
-            server._touch(self)
-            answer.add_done_callback(self._answered)
-            return
-        self._write_answer(answer)
-
-    def _answered(self, task: asyncio.Task[SocketmapReply]) -> None:
-        self._waiting = False
-        if self._lost or task.cancelled():
-            return
-        try:
-            self._write_answer(task.result())
-        except Exception:
-            log.exception("socketmap: unexpected error on a connection")
-            self.abort()
-
-    def _write_answer(self, reply: SocketmapReply) -> None:
-        server = self._server
-        decoder = self.decoder
-        self.transport.write(reply.encode())
-        self.last_complete = _loop(server).time()
-        self.partial_since = None
-        server._touch(self)
-        if decoder.buffered or self._eof:
-            # More may be waiting: after every other ready connection's turn.
-            self._schedule()
-        elif self._read_paused:
-            self._read_paused = False
-            self.transport.resume_reading()
-
-    def _idle_pass(self) -> None:
-        """Nothing complete is buffered: close after EOF, or time a started request."""
-        if self._eof:
-            if self.decoder.buffered:
-                log.debug("socketmap: connection closed inside a request")
-            self._lost = True
-            self.transport.close()
-            return
-        if self._read_paused:
-            self._read_paused = False
-            self.transport.resume_reading()
-        if not self.decoder.buffered:
-            self.partial_since = None
-        elif self.partial_since is None:
-            self.partial_since = _loop(self._server).time()
-            self._arm(self.partial_since + self._server.request_timeout)
-
-    def _fail(self, reply: SocketmapReply) -> None:
-        """Answer a framing error and close: the stream cannot be resynchronised."""
-        self._lost = True
-        self.transport.write(reply.encode())
-        self.transport.close()
-
-    def abort(self) -> None:
-        """Close at once, dropping unsent answers; the slot is free immediately."""
-        self._lost = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self.transport.abort()
-        self._server._forget(self)
-
-    # -- time limits
-
-    def _arm(self, when: float) -> None:
-        if when >= self._timer_at and self._timer is not None:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = when
-        self._timer = _loop(self._server).call_at(when, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = math.inf
-        if self._lost:
-            # Closing after a framing error or EOF, but the answer is still
-            # unsent because the client reads nothing: drop it.
-            self.abort()
-            return
-        server = self._server
-        now = _loop(server).time()
-        if self._waiting:
-            # The client waits for us, it is not idle; the answer has its own deadline.
-            self._arm(now + server.idle_timeout)
-            return
-        deadline = self.last_complete + server.idle_timeout
-        started = self.partial_since
-        if started is not None:
-            deadline = min(deadline, started + server.request_timeout)
-        if now < deadline:
-            self._arm(deadline)
-            return
-        if started is not None and started + server.request_timeout <= now:
-            log.info("socketmap: request from %s not complete after %g s; closing",
-                     self.client, server.request_timeout)
-        else:
-            log.debug("socketmap: idle connection from %s closed", self.client)
-        self.abort()
-
-
-def _loop(server: SocketmapServer) -> asyncio.AbstractEventLoop:
-    loop = server._loop
-    assert loop is not None, "connections exist only on a started server"
-    return loop
-
-
 def _safe_perm(message: str) -> SocketmapReply:
     """A PERM reply whose reason is ``message`` made fit for one Postfix line."""
     text = one_line(message)
     return SocketmapReply.perm(text[: MAX_REPLY_CHARS - 5])
-
-
-def _raise_file_limit(needed: int) -> None:
-    """Raise the soft limit on open files towards ``needed`` (never above the hard limit)."""
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    except (OSError, ValueError):
-        return
-    if soft == resource.RLIM_INFINITY or soft >= needed:
-        return
-    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-    with contextlib.suppress(OSError, ValueError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    if soft < needed:
-        log.warning("socketmap: the open-file limit (%d) is below what %d connections need; "
-                    "raise it (ulimit -n) or lower the connection limit", soft, needed)
-
-
-# -------------------------------------------------------------------- entry points
-
-
-async def serve(
-    lookup_factory: LookupFactory,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    unix_path: str | None = None,
-    socket_mode: int = DEFAULT_SOCKET_MODE,
-    allow_remote: bool = False,
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-    max_connections: int = DEFAULT_MAX_CONNECTIONS,
-    max_connections_per_client: int | None = DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-    reload_timeout: float = DEFAULT_RELOAD_TIMEOUT,
-    ready: Callable[[SocketmapServer], None] | None = None,
-    handle_signals: bool = True,
-    stop: asyncio.Event | None = None,
-    sock: socket.socket | None = None,
-    reuse_port: bool = False,
-    stopping: Callable[[], None] | None = None,
-    answer_timeout: float = DEFAULT_ANSWER_TIMEOUT,
-    startup: Callable[[], Awaitable[object]] | None = None,
-    shutdown: Callable[[], Awaitable[object]] | None = None,
-) -> None:
-    """Run a socketmap server until ``SIGTERM``/``SIGINT`` (or ``stop`` is set).
-
-    ``lookup_factory`` builds the first lookup (its errors propagate: a server
-    that cannot load its policy does not start; so does a first load that
-    overruns ``reload_timeout``, as :class:`LoadTimeoutError`) and every
-    reload on ``SIGHUP``.  ``ready`` is called once the socket is bound, e.g.
-    to print the address (or tell systemd); ``stopping`` once shutting down
-    begins.  With ``handle_signals`` false, only ``stop`` ends the server.
-    ``startup`` is awaited before the first load (e.g. to probe discovery's
-    resolver), ``shutdown`` after the server stopped.  The other arguments are
-    those of :class:`SocketmapServer`.
-    """
-    loaders: list[threading.Thread] = []
-    if startup is not None:
-        await startup()
-    try:
-        await _serve_started(
-            lookup_factory, host=host, port=port, unix_path=unix_path,
-            socket_mode=socket_mode, allow_remote=allow_remote,
-            max_request_bytes=max_request_bytes, max_connections=max_connections,
-            max_connections_per_client=max_connections_per_client, idle_timeout=idle_timeout,
-            request_timeout=request_timeout, reload_timeout=reload_timeout, ready=ready,
-            handle_signals=handle_signals, stop=stop, sock=sock, reuse_port=reuse_port,
-            stopping=stopping, answer_timeout=answer_timeout, loaders=loaders)
-    finally:
-        if shutdown is not None:
-            await shutdown()
-
-
-async def _serve_started(
-    lookup_factory: LookupFactory, *, host: str, port: int, unix_path: str | None,
-    socket_mode: int, allow_remote: bool, max_request_bytes: int, max_connections: int,
-    max_connections_per_client: int | None, idle_timeout: float, request_timeout: float,
-    reload_timeout: float, ready: Callable[[SocketmapServer], None] | None,
-    handle_signals: bool, stop: asyncio.Event | None, sock: socket.socket | None,
-    reuse_port: bool, stopping: Callable[[], None] | None, answer_timeout: float,
-    loaders: list[threading.Thread],
-) -> None:
-    lookup = await _call_bounded(lookup_factory, reload_timeout, loaders)
-    server = SocketmapServer(
-        lookup,
-        host=host,
-        port=port,
-        unix_path=unix_path,
-        socket_mode=socket_mode,
-        allow_remote=allow_remote,
-        max_request_bytes=max_request_bytes,
-        max_connections=max_connections,
-        max_connections_per_client=max_connections_per_client,
-        idle_timeout=idle_timeout,
-        request_timeout=request_timeout,
-        reload=lookup_factory,
-        reload_timeout=reload_timeout,
-        sock=sock,
-        reuse_port=reuse_port,
-        answer_timeout=answer_timeout,
-    )
-    _raise_file_limit(max_connections + _SPARE_FILES)
-    done = stop if stop is not None else asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_stop(signame: str) -> None:
-        log.info("socketmap: %s received, shutting down", signame)
-        done.set()
-
-    installed: list[signal.Signals] = []
-    await server.start()
-    try:
-        if handle_signals:
-            loop.add_signal_handler(signal.SIGHUP, server.request_reload)
-            installed.append(signal.SIGHUP)
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, on_stop, sig.name)
-                installed.append(sig)
-        if ready is not None:
-            ready(server)
-        await done.wait()
-    finally:
-        if stopping is not None:
-            with contextlib.suppress(Exception):
-                stopping()
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-        await server.stop()
-        log.info("socketmap: stopped")
-
-
-def run_forever(
-    lookup_factory: LookupFactory,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    unix_path: str | None = None,
-    socket_mode: int = DEFAULT_SOCKET_MODE,
-    allow_remote: bool = False,
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-    max_connections: int = DEFAULT_MAX_CONNECTIONS,
-    max_connections_per_client: int | None = DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-    reload_timeout: float = DEFAULT_RELOAD_TIMEOUT,
-    ready: Callable[[SocketmapServer], None] | None = None,
-    sock: socket.socket | None = None,
-    reuse_port: bool = False,
-    stopping: Callable[[], None] | None = None,
-    answer_timeout: float = DEFAULT_ANSWER_TIMEOUT,
-    startup: Callable[[], Awaitable[object]] | None = None,
-    shutdown: Callable[[], Awaitable[object]] | None = None,
-) -> None:
-    """Blocking form of :func:`serve` for a command-line entry point.
-
-    Returns after a clean shutdown on ``SIGTERM`` or ``SIGINT``; an error
-    building the first lookup or binding the socket propagates.
-    """
-    asyncio.run(
-        serve(
-            lookup_factory,
-            host=host,
-            port=port,
-            unix_path=unix_path,
-            socket_mode=socket_mode,
-            allow_remote=allow_remote,
-            max_request_bytes=max_request_bytes,
-            max_connections=max_connections,
-            max_connections_per_client=max_connections_per_client,
-            idle_timeout=idle_timeout,
-            request_timeout=request_timeout,
-            reload_timeout=reload_timeout,
-            ready=ready,
-            sock=sock,
-            reuse_port=reuse_port,
-            stopping=stopping,
-            answer_timeout=answer_timeout,
-            startup=startup,
-            shutdown=shutdown,
-        )
-    )
