@@ -140,7 +140,7 @@ def test_table_covers_every_command_reading_one_configuration() -> None:
 def served(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Stand in for the blocking server loop: build the lookup once, as it would, and
     return (the socketmap server itself has its own tests)."""
-    from tlspolicy.servers import socketmap
+    from tlspolicy.servers import running
 
     built: list[Any] = []
 
@@ -148,7 +148,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         built.append(factory())
         print("served")
 
-    monkeypatch.setattr(socketmap, "run_forever", run_once)
+    monkeypatch.setattr(running, "run_forever", run_once)
     return built
 
 
