@@ -66,21 +66,29 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+def _imported_by(node: ast.Import | ast.ImportFrom, package: str) -> set[str]:
+    """The modules (and names in modules) one import statement of ``package`` reads."""
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    if node.level:
+        base = package.split(".")
+        base = base[: len(base) - node.level + 1]
+        module = ".".join([*base, *([node.module] if node.module else [])])
+    else:
+        module = node.module or ""
+    return {module, *(f"{module}.{alias.name}" for alias in node.names)}
+
+
+def _package_of(path: Path, name: str) -> str:
+    return name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+
 def _imports(path: Path, name: str) -> set[str]:
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    package = _package_of(path, name)
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                module = ".".join([*base, *([node.module] if node.module else [])])
-            else:
-                module = node.module or ""
-            found.add(module)
-            found.update(f"{module}.{alias.name}" for alias in node.names)
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found.update(_imported_by(node, package))
     return found
 
 
@@ -339,3 +347,55 @@ def test_servers_hold_no_policy_rule() -> None:
             "policy_in_force",
             "raise_to_floors",
         }, f"{name} imports {used & set(_RULE_NAMES)}"
+
+
+#: What a function may import: an optional extra's package, or a module of ours that
+#: needs one at import time.  Everything else is imported at module level, where the
+#: module's dependencies can be read at a glance.
+_EXTRAS = (
+    "aiosmtplib",
+    "cryptography",
+    "dkim",
+    "dns",
+    "httpx",
+    "prometheus_client",
+    "psycopg",
+    "redis",
+    "service_identity",
+    "uvloop",
+    "tlspolicy.discovery",
+    "tlspolicy.reporting",
+    "tlspolicy.servers.metrics",
+)
+
+
+def _function_imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+    found: list[ast.Import | ast.ImportFrom] = []
+
+    def walk(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.Import | ast.ImportFrom) and in_function:
+                found.append(child)
+            walk(child, in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef))
+
+    walk(tree, False)
+    return found
+
+
+def test_functions_import_only_optional_extras_and_say_which() -> None:
+    bad: list[str] = []
+    for name, path in sorted(_all_modules().items()):
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        for node in _function_imports(ast.parse(text)):
+            where = f"{name}:{node.lineno}: {lines[node.lineno - 1].strip()}"
+            extra = [
+                m
+                for m in _imported_by(node, _package_of(path, name))
+                if any(m == e or m.startswith(e + ".") for e in _EXTRAS)
+            ]
+            if not extra:
+                bad.append(f"{where} (import it at module level)")
+            elif not any("extra" in line for line in lines[node.lineno - 2 : node.end_lineno]):
+                bad.append(f"{where} (name the extra in a comment)")
+    assert not bad, "imports inside functions:\n" + "\n".join(f"  {b}" for b in bad)

@@ -45,6 +45,7 @@ without them (reported in :attr:`PeerEvaluation.chain_complete`).
 
 from __future__ import annotations
 
+import _ssl
 import datetime
 import functools
 import ipaddress
@@ -59,11 +60,14 @@ import attrs
 from tlspolicy import (
     ConnectionFacts,
     Decision,
+    MissingDependencyError,
     Observation,
     PeerJudge,
     TlsPolicyError,
     Verification,
     VerifiedAs,
+    dane_observations,
+    match_chain,
 )
 
 from .sslcontext import TlsSetupError
@@ -107,8 +111,6 @@ def presented_chain(connection: ssl.SSLSocket | ssl.SSLObject) -> tuple[tuple[by
         return tuple(bytes(c) for c in public()), True
     private = getattr(getattr(connection, "_sslobj", None), "get_unverified_chain", None)
     if private is not None:  # Python 3.10 - 3.12: same OpenSSL call, not yet public
-        import _ssl
-
         chain = private() or []
         return tuple(c.public_bytes(_ssl.ENCODING_DER) for c in chain), True
     leaf = connection.getpeercert(binary_form=True)
@@ -140,10 +142,8 @@ class PeerEvaluation:
 
 def _x509() -> Any:
     try:
-        from cryptography import x509
+        from cryptography import x509  # the adapters extra
     except ImportError as exc:  # pragma: no cover - the adapters extra installs it
-        from tlspolicy import MissingDependencyError
-
         raise MissingDependencyError.for_extra("peer checks", "cryptography",
                                                "adapters") from exc
     return x509
@@ -188,7 +188,7 @@ def _anchors(files: tuple[tuple[str, int], ...], explicit: bool) -> tuple[Any, .
 
 
 def _sha256() -> Any:
-    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import hashes  # the adapters extra
 
     return hashes.SHA256()
 
@@ -217,8 +217,8 @@ def _key_cert_sign_if_present(_policy: Any, _cert: Any, usage: Any) -> None:
 @functools.lru_cache(maxsize=1)
 def _ca_policy() -> Any:
     """CA checks as OpenSSL applies them to a CAfile, without VERIFY_X509_STRICT."""
-    from cryptography.x509 import BasicConstraints, KeyUsage
-    from cryptography.x509 import verification as v
+    from cryptography.x509 import BasicConstraints, KeyUsage  # the adapters extra
+    from cryptography.x509 import verification as v  # the adapters extra
 
     return (v.ExtensionPolicy.permit_all()
             .require_present(BasicConstraints, v.Criticality.AGNOSTIC, _require_ca)
@@ -231,7 +231,7 @@ def _check_trust(
     """Whether some moment exists at which the chain validates to an anchor."""
     if not anchors:
         return False, None, "no trust anchor is available (empty CA bundle)"
-    from cryptography.x509 import verification as v
+    from cryptography.x509 import verification as v  # the adapters extra
 
     store = v.Store(list(anchors))
     issuers = {c.issuer for c in (leaf, *intermediates)}
@@ -255,7 +255,7 @@ def _check_trust(
 
 
 def _reference_id(name: str) -> Any:
-    from service_identity.hazmat import DNS_ID, IPAddress_ID
+    from service_identity.hazmat import DNS_ID, IPAddress_ID  # the adapters extra
 
     try:
         return IPAddress_ID(str(ipaddress.ip_address(name)))
@@ -270,8 +270,8 @@ def _name_patterns(cert: Any) -> list[Any]:
     entry (``*.test``, two wildcards) matches nothing instead of failing the
     whole check.
     """
-    from service_identity.exceptions import CertificateError
-    from service_identity.hazmat import DNSPattern, IPAddressPattern
+    from service_identity.exceptions import CertificateError  # the adapters extra
+    from service_identity.hazmat import DNSPattern, IPAddressPattern  # the adapters extra
 
     x509 = _x509()
     patterns: list[Any] = []
@@ -295,8 +295,8 @@ def _name_patterns(cert: Any) -> list[Any]:
 
 
 def _match_name(cert: Any, identities: Iterable[str]) -> str | None:
-    from service_identity.exceptions import VerificationError
-    from service_identity.hazmat import verify_service_identity
+    from service_identity.exceptions import VerificationError  # the adapters extra
+    from service_identity.hazmat import verify_service_identity  # the adapters extra
 
     patterns = _name_patterns(cert)
     for name in identities:
@@ -407,8 +407,6 @@ def peer_judge(*, now: datetime.datetime,
 
 def _evaluate_dane(decision: Decision, chain: Sequence[bytes], now: datetime.datetime,
                    chain_complete: bool, tlsa_records: Iterable[Any] | None) -> PeerEvaluation:
-    from tlspolicy import dane_observations, match_chain
-
     records = list(decision.tlsa_records if tlsa_records is None else tlsa_records)
     if not records:
         raise TlsPolicyError(

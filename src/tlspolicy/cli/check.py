@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from ..errors import ConfigError
+from ..formats.lint import lint_file
 from ..formats.loader import line_finder, load_config
 from ..formats.tlsfiles import check_tls_files
 from ..scopes import Config, iter_stanzas, sets_no_option
@@ -70,8 +71,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_lint(args: argparse.Namespace) -> int:
-    from ..formats.lint import lint_file
-
     found = 0
     notes = 0
     errors = 0

@@ -15,6 +15,11 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from ..formats.ecelerity import dumps_ecelerity, ecelerity_export_losses
+from ..formats.kumomta import dumps_kumomta, kumomta_shaping
+from ..formats.toml import dumps_toml
+from ..postfix.levels import PostfixWarning
+from ..postfix.tables import EntryKind, postfix_entries, render_pcre_table, render_policy_table
 from ..resolver import Resolver
 from ..scopes import Config, config_at
 from ._common import (
@@ -45,18 +50,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         # expired stanza is never revived (each remaining expiry gets a loss note).
         config = config_at(config, evaluation_time(args))
     if args.to == "toml":
-        from ..formats.toml import dumps_toml
-
         out.write(dumps_toml(config))
     elif args.to == "kumomta":
-        from ..formats.kumomta import dumps_kumomta, kumomta_shaping
-
         out.write(dumps_kumomta(config))
         for note in kumomta_shaping(config)[1]:
             warn(note.describe())
     elif args.to == "ecelerity":
-        from ..formats.ecelerity import dumps_ecelerity, ecelerity_export_losses
-
         out.write(dumps_ecelerity(config))
         for loss in ecelerity_export_losses(config):
             warn(str(loss))
@@ -80,9 +79,6 @@ def _file_name(binding: str) -> str:
 
 
 def _postfix(config: Config, args: argparse.Namespace, out: TextIO) -> None:
-    from ..postfix.levels import PostfixWarning
-    from ..postfix.tables import EntryKind, postfix_entries, render_pcre_table, render_policy_table
-
     every = list(Resolver(config).bindings)
     if args.output_dir and args.pcre_output:
         raise UsageError("--pcre-output is for one binding on standard output; with "

@@ -28,6 +28,7 @@ from ._common import (
     needs_extra,
     warn,
 )
+from .resolve import _print_decision
 
 if TYPE_CHECKING:
     from ..discovery import Discovery
@@ -70,7 +71,7 @@ def add_discovery_arguments(parser: argparse.ArgumentParser,
     install.
     """
     try:
-        from ..discovery import DiscoveryConfig
+        from ..discovery import DiscoveryConfig  # the discovery extra
     except ImportError:  # MissingDependencyError: dnspython or httpx is not installed
         defaults: Any = _PlainDefaults()
     else:
@@ -131,7 +132,7 @@ def add_discovery_arguments(parser: argparse.ArgumentParser,
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from ..discovery import DiscoveryConfig
+    from ..discovery import DiscoveryConfig  # the discovery extra
 
     try:
         return DiscoveryConfig(
@@ -148,7 +149,7 @@ async def open_discovery(args: argparse.Namespace, *, probe: bool = True) -> Dis
 
     ``probe`` false skips the resolver probe (for commands that only read the cache).
     """
-    from ..discovery import Discovery, redis_cache
+    from ..discovery import Discovery, redis_cache  # the discovery extra
 
     config = _config(args)
     store = None
@@ -204,6 +205,7 @@ def _run(args: argparse.Namespace, work: Callable[[Discovery], Awaitable[_T]], *
     before anything else is tried.
     """
     try:
+        # the discovery extra
         from .. import discovery  # noqa: F401
     except ImportError as exc:
         what = " ".join(w for w in (args.command, getattr(args, "action", None)) if w)
@@ -282,8 +284,7 @@ def _print_summary(found: dict[str, Any], out: TextIO) -> None:
 
 
 def _cmd_discover(args: argparse.Namespace) -> int:
-    from ..discovery import describe
-    from .resolve import _print_decision
+    from ..discovery import describe  # the discovery extra
 
     config = load_configuration(args)
     resolver = Resolver(config)
@@ -319,7 +320,7 @@ def _cmd_discover(args: argparse.Namespace) -> int:
 
 
 def _cmd_cache_show(args: argparse.Namespace) -> int:
-    from ..discovery import describe_cache
+    from ..discovery import describe_cache  # the discovery extra
 
     async def work(discovery: Discovery) -> list[dict[str, Any]]:
         return await describe_cache(discovery, args.domain)
@@ -372,7 +373,7 @@ def _cmd_cache_purge(args: argparse.Namespace) -> int:
 
 
 def _cmd_cache_refresh(args: argparse.Namespace) -> int:
-    from ..discovery.summary import describe_state
+    from ..discovery.summary import describe_state  # the discovery extra
 
     async def work(discovery: Discovery) -> dict[str, Any] | None:
         _progress(f"fetching the MTA-STS policy of {args.domain}")

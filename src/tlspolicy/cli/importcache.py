@@ -36,7 +36,7 @@ SOURCES = {
 
 def _cmd_import_cache(args: argparse.Namespace) -> int:
     try:
-        from ..discovery import importcache as _ic
+        from ..discovery import importcache as _ic  # the discovery extra
     except ImportError as exc:
         raise needs_extra("import-cache", exc, "discovery") from None
 
@@ -49,6 +49,7 @@ def _cmd_import_cache(args: argparse.Namespace) -> int:
             source = _ic.read_postfix_tlspol(args.source)
         else:
             try:
+                # the redis extra
                 import redis  # noqa: F401
             except ImportError:
                 raise UsageError("a redis source needs the tlspolicy[redis] extra") from None

@@ -34,6 +34,9 @@ from typing import Any
 
 import attrs
 
+from .. import Resolver
+from ..stores import SqliteStore
+from ..stores.redis import RedisStore
 from ._common import (
     EXIT_OK,
     UsageError,
@@ -49,7 +52,7 @@ _SECTIONS = {"reporting", "store", "discovery"}
 
 
 def _settings(path: str) -> dict[str, dict[str, Any]]:
-    from ..reporting import ReportingError
+    from ..reporting import ReportingError  # the reporting extra
 
     try:
         with open(path, "rb") as handle:
@@ -69,7 +72,7 @@ def _settings(path: str) -> dict[str, dict[str, Any]]:
 
 
 def _reporting_config(path: str, table: dict[str, Any]) -> Any:
-    from ..reporting import ReportingConfig, ReportingError
+    from ..reporting import ReportingConfig, ReportingError  # the reporting extra
 
     known = {f.name for f in attrs.fields(ReportingConfig)}
     unknown = set(table) - known
@@ -84,15 +87,12 @@ def _reporting_config(path: str, table: dict[str, Any]) -> Any:
 
 @asynccontextmanager
 async def _store(path: str, table: dict[str, Any]) -> AsyncIterator[Any]:
-    from ..reporting import ReportingError
-    from ..stores import SqliteStore
+    from ..reporting import ReportingError  # the reporting extra
 
     if set(table) - {"sqlite", "redis", "prefix"} or ("sqlite" in table) == ("redis" in table):
         raise ReportingError(f"{path}: [store] needs exactly one of sqlite = PATH or "
                              "redis = URL (and optionally prefix)")
     if "redis" in table:
-        from ..stores.redis import RedisStore
-
         store: Any = await RedisStore.connect(str(table["redis"]),
                                               prefix=str(table.get("prefix", "tlspolicy:")))
     else:
@@ -112,7 +112,7 @@ async def _store(path: str, table: dict[str, Any]) -> AsyncIterator[Any]:
 
 @asynccontextmanager
 async def _reporter(args: argparse.Namespace, *, network: bool) -> AsyncIterator[Any]:
-    from ..reporting import Reporter
+    from ..reporting import Reporter  # the reporting extra
 
     settings = _settings(args.settings)
     config = _reporting_config(args.settings, settings.get("reporting", {}))
@@ -120,13 +120,10 @@ async def _reporter(args: argparse.Namespace, *, network: bool) -> AsyncIterator
         if not network:
             yield Reporter(store, config)
             return
-        from ..discovery import Discovery, DiscoveryConfig
-        from ..stores import SqliteStore
+        from ..discovery import Discovery, DiscoveryConfig  # the discovery extra
 
         resolver = None
         if config_paths(args):
-            from .. import Resolver
-
             resolver = Resolver(load_configuration(args, example_allowed=False))
         discovery_settings = dict(settings.get("discovery", {}))
         try:
@@ -152,7 +149,7 @@ def _start(day: datetime.date) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from ..reporting import period_results
+    from ..reporting import period_results  # the reporting extra
 
     day = _day(args.date)
     start = _start(day)
@@ -210,7 +207,7 @@ def _table(rows: list[tuple[str, ...]], out: Any) -> None:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from ..reporting import period_results
+    from ..reporting import period_results  # the reporting extra
 
     async def run() -> int:
         async with _reporter(args, network=False) as reporter:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import EmptyPolicyError, TlsPolicyError
+from ..formats.compiled import load_config_cached
 from ..formats.discovery_table import read_discovery_table
 from ..formats.loader import load_config, refuse_empty_policy
 from ..formats.postfix import load_transport_table
@@ -26,6 +27,7 @@ from ..scopes import Config, sets_no_option
 from ..servers import running as _running
 from ..servers import socketmap as _sm
 from ..servers import systemd as _systemd
+from ..servers.discovered import DEFAULT_ANSWER_DEADLINE
 from ..servers.expiry_watch import ExpiringPolicy, watch_expiry
 from ..servers.postfix_routes import (
     DEFAULT_ROUTE_POLL,
@@ -35,6 +37,7 @@ from ..servers.postfix_routes import (
 )
 from ..servers.shadow import DiscoveryShadowLookup, ShadowLookup, drain_shadow
 from ._common import UsageError, add_config_files, config_format, config_paths
+from .discover import add_discovery_arguments
 from .serve_discovery import (
     DiscoveryRun,
     Reloads,
@@ -51,9 +54,7 @@ from .serve_inputs import (
     postfix_setting,
     route_reader,
 )
-
-# Mirrors tlspolicy.servers.discovered.DEFAULT_ANSWER_DEADLINE without importing discovery.
-_DEFAULT_DEADLINE = 10.0
+from .servecheck import dry_run
 
 __all__ = ["UnixListen", "lookup_factory", "parse_listen", "postconf_version", "postfix_checks",
            "register"]
@@ -157,8 +158,6 @@ def lookup_factory(paths: Sequence[str], *, format: str | None = None,
             return DROP_IN_CONFIG
         try:
             if compiled_cache is not None:
-                from ..formats.compiled import load_config_cached
-
                 config, _hit = load_config_cached(*files, cache_dir=compiled_cache,
                                                   format=format)
             else:
@@ -272,9 +271,7 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
     use_discovery = args.discovery if args.discovery is not None \
         else bool(table.get("enabled", False))
     if args.check:
-        from .servecheck import dry_run
-
-        return dry_run(args, paths, table, use_discovery)
+        return dry_run(args, paths, table, use_discovery, lookup_factory=lookup_factory)
     if args.postfix_version is not None:
         version = args.postfix_version
     elif use_discovery and "postfix_version" in table:
@@ -384,7 +381,7 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
     try:
         if metrics_listen is not None:
             try:
-                from ..servers import metrics as _metrics
+                from ..servers import metrics as _metrics  # the daemon extra
             except ImportError as exc:
                 raise UsageError(f"--metrics-listen needs the tlspolicy[daemon] extra "
                                  f"({exc.name} is not installed)") from None
@@ -486,8 +483,6 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_discovery(parser: argparse.ArgumentParser) -> None:
-    from .discover import add_discovery_arguments
-
     group = parser.add_argument_group(
         "answers with discovery", "DANE before MTA-STS before the configuration, per MX host "
         "never weaker than tlspolicy's decision (the [discovery] table of a TOML file sets "
@@ -498,7 +493,7 @@ def _add_discovery(parser: argparse.ArgumentParser) -> None:
                             "version)")
     group.add_argument("--answer-deadline", type=_seconds, default=None, metavar="SECONDS",
                        help="send every answer within this time; what has not arrived counts "
-                            f"as failed (default {_DEFAULT_DEADLINE:g}; Postfix waits 100)")
+                            f"as failed (default {DEFAULT_ANSWER_DEADLINE:g}; Postfix waits 100)")
     group.add_argument("--no-sts-mx-patterns", dest="sts_mx_patterns", action="store_false",
                        default=None,
                        help="main.cf sets smtp_tls_enforce_sts_mx_patterns = no (Postfix "

@@ -15,6 +15,8 @@ from ..formats.discovery_table import read_discovery_table
 from ..postfix.levels import PostfixVersion
 from ..postfix.lookup import PolicyLookup, parse_postfix_version
 from ..scopes import Config
+from ..servers.discovered import DEFAULT_ANSWER_DEADLINE, DiscoveryLookup
+from ..servers.postfix_checks import PostconfError, read_dane_prerequisites, read_own_level
 from ..servers.postfix_routes import (
     FileStamp,
     PostfixRoutes,
@@ -136,8 +138,7 @@ class DiscoveryRun:
                  version: PostfixVersion, *, observer: Any = None,
                  mode: ServeMode | None = None) -> None:
         try:
-            from ..discovery import DiscoveryConfig
-            from ..servers.discovered import DEFAULT_ANSWER_DEADLINE
+            from ..discovery import DiscoveryConfig  # the discovery extra
         except ImportError as exc:
             raise needs_extra("--discovery", exc, "discovery") from None
         defaults = DiscoveryConfig()
@@ -201,8 +202,6 @@ class DiscoveryRun:
         """A reloaded ``[discovery]`` table's live settings (flags given still win): the
         answer deadline (up to the one at start, which sized the server's answer
         timeout) and ``sts_mx_patterns``; raises :class:`UsageError` for a bad deadline."""
-        from ..servers.discovered import DEFAULT_ANSWER_DEADLINE
-
         args = self.args
         deadline = args.answer_deadline if args.answer_deadline is not None else \
             float(table.get("answer_deadline", DEFAULT_ANSWER_DEADLINE))
@@ -220,7 +219,7 @@ class DiscoveryRun:
             else bool(table.get("sts_mx_patterns", True))
 
     async def startup(self) -> None:
-        from ..discovery import Discovery, redis_cache
+        from ..discovery import Discovery, redis_cache  # the discovery extra
 
         store = await redis_cache(self.redis, self.config.cache_path) if self.redis else None
         self.discovery = Discovery(self.config, store=store, close_store=True,
@@ -256,7 +255,6 @@ class DiscoveryRun:
         answer is dane or dane-only (SEMANTICS 10); logged once per change."""
         if self.args.no_postfix_checks:
             return
-        from ..servers.postfix_checks import PostconfError, read_dane_prerequisites
 
         log = logging.getLogger("tlspolicy")
         try:
@@ -278,8 +276,6 @@ class DiscoveryRun:
 
     def read_own_level(self) -> None:
         """Read Postfix's own level again (drop-in mode: NOTFOUND leaves it in force)."""
-        from ..servers.postfix_checks import read_own_level
-
         given = dict(self.args.postfix_setting or ())
         if self.args.no_postfix_checks and "smtp_tls_security_level" not in given:
             level, where = None, "not read (--no-postfix-checks)"
@@ -293,8 +289,6 @@ class DiscoveryRun:
         self.own_level = level
 
     def wrap(self, live: PolicyLookup) -> Any:
-        from ..servers.discovered import DiscoveryLookup
-
         if self.current is not None:
             self.recheck_postfix()  # a reload: Postfix's settings may have changed too
             if self.mode.drop_in:

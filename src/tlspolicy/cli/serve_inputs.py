@@ -25,6 +25,7 @@ from ..servers.postfix_checks import (
 )
 from ..servers.postfix_routes import (
     PostfixRoutes,
+    read_postfix_routes,
 )
 from ._common import UsageError
 
@@ -79,8 +80,6 @@ def route_reader(args: argparse.Namespace, *,
     accepted = tuple(args.accept_route_loss or ())
 
     def read() -> PostfixRoutes:
-        from ..servers.postfix_routes import read_postfix_routes
-
         found = read_postfix_routes(args.postfix_config_dir, accept_loss=accepted)
         log = logging.getLogger("tlspolicy")
         hops = found.routes.by_nexthop()

@@ -24,8 +24,14 @@ import attrs
 
 from ..errors import TlsPolicyError
 from ..postfix.levels import PostfixVersion
-from ..postfix.lookup import parse_postfix_version
+from ..postfix.lookup import PolicyLookup, parse_postfix_version
+from ..servers.expiry_watch import ExpiringPolicy
+from ..servers.postfix_checks import PostconfError, Severity, check_postfix_settings, read_own_level
+from ..servers.postfix_routes import RouteLossError, read_postfix_routes
+from ..stores import SqliteStore
+from . import serve_discovery, serve_inputs
 from ._common import config_format
+from .serve_inputs import UnixListen
 
 __all__ = ["Verdict", "dry_run"]
 
@@ -65,8 +71,6 @@ def _version(args: argparse.Namespace, table: dict[str, Any], use_discovery: boo
 
 
 def _listen(args: argparse.Namespace) -> Verdict:
-    from .serve_inputs import UnixListen
-
     where = args.listen
     if where is None:
         return Verdict("ok", "listening: the socket systemd passes (socket activation)")
@@ -91,8 +95,7 @@ def _listen(args: argparse.Namespace) -> Verdict:
 
 def _probe(run_config: Any) -> Verdict:
     """Ask the discovery resolver once whether it validates (DANE's precondition)."""
-    from ..discovery import Discovery
-    from ..stores import SqliteStore
+    from ..discovery import Discovery  # the discovery extra
 
     async def ask() -> tuple[bool, str]:
         discovery = Discovery(run_config, store=SqliteStore(":memory:"), close_store=True)
@@ -131,22 +134,21 @@ def _cache(path: str) -> Verdict:
 
 
 def dry_run(args: argparse.Namespace, paths: list[str], table: dict[str, Any],
-            use_discovery: bool, *, out: TextIO = sys.stdout) -> int:
+            use_discovery: bool, *, lookup_factory: Callable[..., ExpiringPolicy],
+            out: TextIO = sys.stdout) -> int:
     """Run every start-up check of ``serve socketmap`` and print the verdicts; 0 when none
-    fails, else 1."""
-    from . import serve, serve_discovery, serve_inputs
-
+    fails, else 1.  ``lookup_factory`` is serve's, so the loads and file checks are its own."""
     verdicts: list[Verdict] = []
     version, verdict = _version(args, table, use_discovery, serve_inputs.postconf_version)
     verdicts.append(verdict)
     mode = serve_inputs.ServeMode(drop_in_allowed=use_discovery, table_given=bool(table))
     config = None
     try:
-        policy = serve.lookup_factory(paths, format=config_format(args),
-                                      file_checks=not args.no_file_checks,
-                                      transport_maps=args.transport_map or (),
-                                      relayhost=args.relayhost, postfix_version=version,
-                                      mode=mode)
+        policy = lookup_factory(paths, format=config_format(args),
+                                file_checks=not args.no_file_checks,
+                                transport_maps=args.transport_map or (),
+                                relayhost=args.relayhost, postfix_version=version,
+                                mode=mode)
         lookup = policy()  # what serve builds first: the same loads and file checks
         config = lookup.resolver.config
     except TlsPolicyError as exc:
@@ -182,9 +184,6 @@ def dry_run(args: argparse.Namespace, paths: list[str], table: dict[str, Any],
 def _routes(args: argparse.Namespace, resolver: Any, drop_in: bool,
             version: PostfixVersion | None) -> Verdict:
     """Reading Postfix's routes, as serve does at start: one verdict."""
-    from ..postfix.lookup import PolicyLookup
-    from ..servers.postfix_routes import RouteLossError, read_postfix_routes
-
     if args.transport_map or args.relayhost:
         return Verdict("ok", "routes: given explicitly (--transport-map, --relayhost); "
                        "Postfix's own are not read")
@@ -215,9 +214,6 @@ def _routes(args: argparse.Namespace, resolver: Any, drop_in: bool,
 
 def _postfix(args: argparse.Namespace, config: Any, use_discovery: bool, drop_in: bool,
              version: PostfixVersion, table: dict[str, Any]) -> list[Verdict]:
-    from ..servers.postfix_checks import PostconfError, Severity, check_postfix_settings
-    from . import serve_discovery, serve_inputs
-
     if args.no_postfix_checks:
         return [Verdict("warn", "Postfix's settings: not checked (--no-postfix-checks)",
                         "leave out --no-postfix-checks")]
@@ -245,8 +241,6 @@ def _postfix(args: argparse.Namespace, config: Any, use_discovery: bool, drop_in
         verdicts.append(Verdict("ok", "Postfix's settings" + (
             ": DANE prerequisites met" if use_discovery else "")))
     if drop_in:
-        from ..servers.postfix_checks import read_own_level
-
         level, where = read_own_level(config_dir=args.postfix_config_dir,
                                       settings=dict(args.postfix_setting or ()))
         if level is None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import math
 import re
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,7 +33,8 @@ from .. import (
 )
 from ..errors import PolicyInputError, ResolutionError, TlsPolicyError
 from ..formats.discovery_table import DEFAULT_CACHE_PATH
-from ..stores import SqliteStore, Store, StoreError, dumps_json, loads_json
+from ..stores import MirroredStore, SqliteStore, Store, StoreError, dumps_json, loads_json
+from ..stores.redis import RedisStore
 from .backoff import DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX, FailureBackoff, FailureLog
 from .dns import DnsAnswer, DnsClient, DnsStatus, is_loopback
 from .https import fetch_policy, make_client, make_ssl_context
@@ -238,8 +241,6 @@ class StsState:
 
 
 def _aware(seconds: float) -> Any:
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(seconds, UTC)
 
 
@@ -339,7 +340,6 @@ class Discovery:
         loopback = is_loopback(config.resolver)
         if not loopback and not config.resolver_trusted:
             try:
-                import ipaddress
                 ipaddress.ip_address(config.resolver)
             except ValueError:
                 raise DiscoveryError(
@@ -1028,9 +1028,6 @@ async def redis_cache(url: str, local_path: str | Path, *, prefix: str = "tlspol
     refused.  A Redis that is down at start is not an error (the mirror serves, and the
     eviction check runs once it answers).  Needs the ``tlspolicy[redis]`` extra.
     """
-    from ..stores import MirroredStore
-    from ..stores.redis import RedisStore
-
     Path(local_path).parent.mkdir(parents=True, exist_ok=True)
     shared = await RedisStore.connect(url, prefix=prefix, timeout=timeout, require_up=False,
                                       clock=clock)

@@ -235,7 +235,7 @@ def read_mta_sts_resolver_postgres(
     """The policies of a postfix-mta-sts-resolver PostgreSQL cache (``dsn`` as its
     ``cache.options.dsn``), read in a read-only transaction; needs ``psycopg``."""
     try:
-        import psycopg
+        import psycopg  # the postgres extra
     except ImportError:
         raise CacheImportError("a PostgreSQL source needs the tlspolicy[postgres] extra "
                                "(psycopg is not installed)") from None
@@ -255,8 +255,8 @@ async def read_mta_sts_resolver_redis(
         url: str, *, timeout: float = 5.0) -> AsyncIterator[ImportedPolicy | tuple[str, str]]:
     """The policies of a postfix-mta-sts-resolver Redis cache (keys that are not its
     sorted sets are passed over); needs the ``tlspolicy[redis]`` extra."""
-    from redis import asyncio as aioredis
-    from redis.exceptions import RedisError
+    from redis import asyncio as aioredis  # the redis extra
+    from redis.exceptions import RedisError  # the redis extra
 
     client = aioredis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:

@@ -21,10 +21,13 @@ from ..errors import (
     NoConfigFilesError,
     TooManyFilesError,
 )
+from ..expiry import expiry_errors
+from ..floors import floor_protocol_errors
 from ..options import ScopeKind
 from ..scopes import Config, floor_path, has_expiry, layer_configs, scope_path, sets_no_option
+from .ecelerity import load_ecelerity_config, read_ecelerity
 from .files import ReadBudget
-from .toml import dumps_toml, loads_toml
+from .toml import dumps_toml, loads_toml, toml_to_raw
 
 __all__ = ["LineOf", "dump_toml", "line_finder", "load_config", "load_file", "loads_toml",
            "refuse_empty_policy"]
@@ -58,8 +61,6 @@ def _load_file(path: str | os.PathLike[str], format: str | None,
         raise ValueError(f"unknown configuration format {format!r} (known: toml, ecelerity)")
     budget = budget if budget is not None else ReadBudget()
     if format == "ecelerity" or (format is None and name.endswith((".conf", ".ecelerity"))):
-        from .ecelerity import load_ecelerity_config
-
         config = load_ecelerity_config(name, budget=budget)
         if _declares_nothing(config):
             refuse_empty_policy(config, name, toml=False)
@@ -153,14 +154,10 @@ def load_config(*paths: str | os.PathLike[str], format: str | None = None,
         refuse_empty_policy(layered, where, toml=toml)
     if len(configs) > 1 and layered.floors:
         # A floor of one layer meets the protocols of another only here.
-        from ..floors import floor_protocol_errors
-
         ConfigErrors.raise_if_any([e.located(Location(file=where))
                                    for e in floor_protocol_errors(layered)])
     if len(configs) > 1 and has_expiry(layered):
         # Layers change what an expiry does: judge it again on the whole (SEMANTICS 8).
-        from ..expiry import expiry_errors
-
         ConfigErrors.raise_if_any([e.located(Location(file=where))
                                    for e in expiry_errors(layered)])
     return layered
@@ -219,10 +216,7 @@ def line_finder(path: str | os.PathLike[str], *, format: str | None = None) -> L
         try:
             if format == "ecelerity" or (format is None
                                          and name.endswith((".conf", ".ecelerity"))):
-                from .ecelerity import read_ecelerity
-
                 return _raw_lines(read_ecelerity(name).tree)
-            from .toml import toml_to_raw
 
             return _raw_lines(toml_to_raw(ReadBudget().read_text(name), name))
         except (ConfigError, OSError, UnicodeError):

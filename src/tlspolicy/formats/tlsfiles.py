@@ -76,7 +76,7 @@ def _load_pair(cert: str, key: str) -> None:
 
 def _expired_anchor(text: str, at: datetime) -> str | None:
     """The first certificate of a CA file that expired before ``at``, described, or ``None``."""
-    from cryptography import x509
+    from cryptography import x509  # the dane or adapters extra
 
     try:
         certificates = x509.load_pem_x509_certificates(text.encode("utf-8", "replace"))

@@ -54,6 +54,8 @@ from ..errors import (
     Location,
     excerpt,
 )
+from ..expiry import expiry_errors
+from ..floors import floor_protocol_errors
 from ..names import DomainKind, DomainName
 from ..options import NEWEST_VERSION, OPTION_SPECS, CompatVersion, Options, ScopeKind
 from ..scopes import (
@@ -529,10 +531,6 @@ def _loads_toml(text: str, filename: str) -> Config:
 def _check_expiry(config: Config, text: str, filename: str) -> Config:
     if not has_expiry(config):
         return config
-    # The check classes changes as diff does; imported here, as only files with
-    # expiring stanzas need it.
-    from ..expiry import expiry_errors
-
     lines = _expiry_lines(config, _Lines(text))
     errors = expiry_errors(config, line_of=lambda s: lines.get(id(s)))
     ConfigErrors.raise_if_any([e.located(Location(file=filename)) for e in errors])
@@ -540,9 +538,6 @@ def _check_expiry(config: Config, text: str, filename: str) -> Config:
 
 
 def _check_floor_protocols(config: Config, text: str, filename: str) -> None:
-    # Imported here: only files with floors need the resolver it builds.
-    from ..floors import floor_protocol_errors
-
     errors = floor_protocol_errors(config)
     if not errors:
         return

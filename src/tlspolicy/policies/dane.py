@@ -430,7 +430,7 @@ class DaneMatchResult:
 def _crypto() -> Any:
     """Import ``cryptography.x509`` lazily, naming the extra that provides it."""
     try:
-        from cryptography import x509 as x509_module
+        from cryptography import x509 as x509_module  # the dane extra
     except ImportError as exc:
         raise MissingDependencyError.for_extra("DANE certificate matching", "cryptography",
                                                "dane") from exc
@@ -444,7 +444,9 @@ def _require_aware(now: datetime) -> None:
 
 def _signed_by_key(cert: x509.Certificate, key: CertificatePublicKeyTypes) -> bool:
     """Whether ``cert``'s signature verifies under ``key``."""
-    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm  # the dane extra
+
+    # the dane extra
     from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 
     signature = cert.signature
@@ -621,7 +623,7 @@ def match_chain(
 
 def _anchor_key_from_record(record: TlsaRecord, x509_module: Any) -> Any:
     """The anchor public key carried in full by a ``2 0 0`` or ``2 1 0`` record."""
-    from cryptography.hazmat.primitives.serialization import load_der_public_key
+    from cryptography.hazmat.primitives.serialization import load_der_public_key  # the dane extra
 
     try:
         if record.selector == TlsaSelector.CERT:

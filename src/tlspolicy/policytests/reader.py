@@ -5,6 +5,7 @@ file, line, case and key, and all of a file's problems reported together.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -542,8 +543,6 @@ class _CaseReader:
 
 
 def _close_match(word: str, known: Mapping[str, str] | Sequence[str]) -> str:
-    import difflib
-
     found = difflib.get_close_matches(word, list(known), n=1)
     return f" (did you mean {found[0]!r}?)" if found else ""
 

@@ -803,7 +803,7 @@ class _Values:
 
 
 def _failed_mx(detail: str) -> MxLookup:
-    from ..discovery import MxLookup
+    from ..discovery import MxLookup  # the discovery extra
 
     return MxLookup("failed", (), False, detail)
 

@@ -30,8 +30,8 @@ return 0
 
 def _redis() -> Any:
     try:
-        import redis.asyncio as redis_asyncio
-        import redis.exceptions as redis_exceptions
+        import redis.asyncio as redis_asyncio  # the redis extra
+        import redis.exceptions as redis_exceptions  # the redis extra
     except ImportError as exc:
         raise MissingDependencyError.for_extra("the Redis store", "redis", "redis") from exc
     return redis_asyncio, redis_exceptions
