@@ -39,18 +39,13 @@ from tlspolicy import Decision, Destination, Observation
 
 from . import Progress, ResultSink, StartTlsStopped, TlsRecord, record_attempt
 from .engine import (
-    EhloAfterTls,
-    End,
-    Greet,
     NotUpgraded,
-    Reconnect,
-    Request,
-    Supports,
     Upgraded,
     UpgradeTls,
     VerifyFailed,
     drive,
     prepare,
+    run_async,
 )
 from .sslcontext import TlsSetupError, Unsupported
 
@@ -113,12 +108,8 @@ async def starttls(
     one is opened.  Returns the session to deliver on (a new one after a
     FALLBACK that needed a reconnect) and the record; raises
     :class:`~tlspolicy.adapters.StartTlsDeferred` /
-    :class:`~tlspolicy.adapters.StartTlsFailed` after ending the session.
-
-    With ``sink`` (a :class:`~tlspolicy.adapters.ResultSink`) the attempt's
-    TLS-RPT result is recorded, on success and on every DEFER / FAIL, under the
-    policy :func:`~tlspolicy.report_policy` finds in ``destination`` (the one
-    the decision was resolved with).
+    :class:`~tlspolicy.adapters.StartTlsFailed` after ending the session.  The other
+    arguments, ``sink`` and ``destination`` included, are the smtplib driver's.
     """
     try:
         context = prepare(decision, host, port, context, unsupported)
@@ -128,16 +119,9 @@ async def starttls(
         progress.addresses(smtp.get_transport_info("peername"),
                            smtp.get_transport_info("sockname"))
         session = _Session(smtp, host, port, local_hostname, timeout)
-        engine = drive(decision, progress, context, now=now, tlsa_records=tlsa_records,
-                       greet=smtp.is_ehlo_or_helo_needed)
-        answer: object = None
-        while True:
-            try:
-                request = engine.send(answer)
-            except StopIteration as done:
-                record: TlsRecord = done.value
-                break
-            answer = await session.perform(request)
+        record = await run_async(drive(decision, progress, context, now=now,
+                                       tlsa_records=tlsa_records,
+                                       greet=smtp.is_ehlo_or_helo_needed), session)
     except StartTlsStopped as stopped:
         record_attempt(sink, decision, destination, stopped.record)
         raise
@@ -157,33 +141,30 @@ class _Session:
         self.local_hostname = local_hostname
         self.timeout = timeout
 
-    async def perform(self, request: Request) -> object:
-        smtp = self.smtp
-        if isinstance(request, Greet):
-            try:
-                await smtp.ehlo()
-            except aiosmtplib.SMTPHeloError:
-                await smtp.helo()
+    async def greet(self) -> None:
+        try:
+            await self.smtp.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            await self.smtp.helo()
+
+    async def supports(self, keyword: str) -> bool:
+        return self.smtp.supports_extension(keyword)
+
+    async def ehlo_after_tls(self) -> dict[str, str] | None:
+        try:
+            await self.smtp.ehlo()
+        except (aiosmtplib.SMTPException, OSError):
             return None
-        if isinstance(request, Supports):
-            return smtp.supports_extension(request.keyword)
-        if isinstance(request, UpgradeTls):
-            return await self.upgrade(request)
-        if isinstance(request, EhloAfterTls):
-            try:
-                await smtp.ehlo()
-            except (aiosmtplib.SMTPException, OSError):
-                return None
-            return smtp.esmtp_extensions
-        if isinstance(request, End):
-            if request.polite and smtp.is_connected:
-                with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-                    await smtp.quit()
-            smtp.close()
-            return None
-        assert isinstance(request, Reconnect)
+        return self.smtp.esmtp_extensions
+
+    async def end(self, polite: bool) -> None:
+        if polite and self.smtp.is_connected:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await self.smtp.quit()
+        self.smtp.close()
+
+    async def reconnect(self) -> None:
         self.smtp = await _connect(self.host, self.port, self.local_hostname, self.timeout)
-        return None
 
     async def upgrade(self, request: UpgradeTls) -> Upgraded | NotUpgraded | VerifyFailed:
         smtp = self.smtp

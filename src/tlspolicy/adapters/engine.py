@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import datetime
 import ssl
-from collections.abc import Callable, Generator, Iterable, Mapping
-from typing import Any
+from collections.abc import Generator, Iterable, Mapping
+from typing import Any, Protocol
 
 import attrs
 
@@ -28,6 +28,7 @@ from .peer import evaluate_peer, observation_for_verify_code, presented_chain
 from .sslcontext import TlsSetupError, Unsupported, build_context
 
 __all__ = [
+    "AsyncSession",
     "EhloAfterTls",
     "End",
     "Greet",
@@ -35,11 +36,13 @@ __all__ = [
     "Reconnect",
     "Request",
     "Supports",
+    "SyncSession",
     "UpgradeTls",
     "Upgraded",
     "VerifyFailed",
     "drive",
     "prepare",
+    "run_async",
     "run_sync",
 ]
 
@@ -227,9 +230,46 @@ def _after_failure(progress: Progress, failed: NotUpgraded
     return progress.record(security)
 
 
-def run_sync(engine: Generator[Request, Any, TlsRecord],
-             perform: Callable[[Request], object]) -> TlsRecord:
-    """Run ``engine`` to its end, ``perform(request)`` answering each request."""
+class SyncSession(Protocol):
+    """A blocking shell's session: one method per request, returning its answer."""
+
+    def greet(self) -> None: ...
+    def supports(self, keyword: str) -> bool: ...
+    def upgrade(self, request: UpgradeTls) -> Upgraded | NotUpgraded | VerifyFailed: ...
+    def ehlo_after_tls(self) -> Mapping[str, str] | None: ...
+    def end(self, polite: bool) -> None: ...
+    def reconnect(self) -> None: ...
+
+
+class AsyncSession(Protocol):
+    """An asyncio shell's session: :class:`SyncSession`'s methods, awaited."""
+
+    async def greet(self) -> None: ...
+    async def supports(self, keyword: str) -> bool: ...
+    async def upgrade(self, request: UpgradeTls) -> Upgraded | NotUpgraded | VerifyFailed: ...
+    async def ehlo_after_tls(self) -> Mapping[str, str] | None: ...
+    async def end(self, polite: bool) -> None: ...
+    async def reconnect(self) -> None: ...
+
+
+def _perform(session: SyncSession | AsyncSession, request: Request) -> Any:
+    """The answer to ``request`` from ``session`` (from an async session, its awaitable)."""
+    if isinstance(request, Greet):
+        return session.greet()
+    if isinstance(request, Supports):
+        return session.supports(request.keyword)
+    if isinstance(request, UpgradeTls):
+        return session.upgrade(request)
+    if isinstance(request, EhloAfterTls):
+        return session.ehlo_after_tls()
+    if isinstance(request, End):
+        return session.end(request.polite)
+    assert isinstance(request, Reconnect)
+    return session.reconnect()
+
+
+def run_sync(engine: Generator[Request, Any, TlsRecord], session: SyncSession) -> TlsRecord:
+    """Run ``engine`` to its end, ``session`` answering each request."""
     answer: object = None
     while True:
         try:
@@ -237,4 +277,17 @@ def run_sync(engine: Generator[Request, Any, TlsRecord],
         except StopIteration as done:
             record: TlsRecord = done.value
             return record
-        answer = perform(request)
+        answer = _perform(session, request)
+
+
+async def run_async(engine: Generator[Request, Any, TlsRecord],
+                    session: AsyncSession) -> TlsRecord:
+    """:func:`run_sync` for an asyncio session."""
+    answer: object = None
+    while True:
+        try:
+            request = engine.send(answer)
+        except StopIteration as done:
+            record: TlsRecord = done.value
+            return record
+        answer = await _perform(session, request)

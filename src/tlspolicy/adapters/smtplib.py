@@ -31,13 +31,7 @@ from tlspolicy import Decision, Destination, Observation
 
 from . import Progress, ResultSink, StartTlsStopped, TlsRecord, record_attempt
 from .engine import (
-    EhloAfterTls,
-    End,
-    Greet,
     NotUpgraded,
-    Reconnect,
-    Request,
-    Supports,
     Upgraded,
     UpgradeTls,
     VerifyFailed,
@@ -105,7 +99,7 @@ def starttls(
         record = run_sync(drive(decision, progress, context, now=now,
                                 tlsa_records=tlsa_records,
                                 greet=smtp.helo_resp is None and smtp.ehlo_resp is None),
-                          session.perform)
+                          session)
     except StartTlsStopped as stopped:
         record_attempt(sink, decision, destination, stopped.record)
         raise
@@ -125,34 +119,31 @@ class _Session:
         self.local_hostname = local_hostname
         self.timeout = timeout
 
-    def perform(self, request: Request) -> object:
-        smtp = self.smtp
-        if isinstance(request, Greet):
-            code, _ = smtp.ehlo()
-            if code != 250:
-                smtp.helo()
+    def greet(self) -> None:
+        code, _ = self.smtp.ehlo()
+        if code != 250:
+            self.smtp.helo()
+
+    def supports(self, keyword: str) -> bool:
+        return self.smtp.has_extn(keyword)
+
+    def ehlo_after_tls(self) -> dict[str, str] | None:
+        try:
+            code, _ = self.smtp.ehlo()
+        except (smtplib.SMTPServerDisconnected, OSError):
             return None
-        if isinstance(request, Supports):
-            return smtp.has_extn(request.keyword)
-        if isinstance(request, UpgradeTls):
-            return self.upgrade(request)
-        if isinstance(request, EhloAfterTls):
-            try:
-                code, _ = smtp.ehlo()
-            except (smtplib.SMTPServerDisconnected, OSError):
-                return None
-            return smtp.esmtp_features if code == 250 else None
-        if isinstance(request, End):
-            if request.polite:
-                with contextlib.suppress(smtplib.SMTPException, OSError):
-                    smtp.quit()
-            with contextlib.suppress(OSError):
-                smtp.close()
-            return None
-        assert isinstance(request, Reconnect)
+        return self.smtp.esmtp_features if code == 250 else None
+
+    def end(self, polite: bool) -> None:
+        if polite:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                self.smtp.quit()
+        with contextlib.suppress(OSError):
+            self.smtp.close()
+
+    def reconnect(self) -> None:
         self.smtp = smtplib.SMTP(self.host, self.port, local_hostname=self.local_hostname,
                                  timeout=self.timeout)
-        return None
 
     def upgrade(self, request: UpgradeTls) -> Upgraded | NotUpgraded | VerifyFailed:
         smtp = self.smtp

@@ -50,6 +50,12 @@ from .stanzas import parse_expires
 
 __all__ = ["build_config", "layer_configs"]
 
+def _first_at(first: RawScope) -> str:
+    """Where a stanza declared twice was first declared, for the message."""
+    line = first.location.line
+    return f" (first at line {line})" if line is not None else ""
+
+
 _ALLOWED_CHILDREN: Final = {
     ScopeKind.GLOBAL: (ScopeKind.DOMAIN, ScopeKind.BINDING_GROUP, ScopeKind.BINDING),
     ScopeKind.BINDING_GROUP: (ScopeKind.DOMAIN, ScopeKind.BINDING),
@@ -163,29 +169,37 @@ class _Builder:
             if name_text is None:
                 continue
             path = scope_path(*parent, (ScopeKind.DOMAIN, name_text))
-            try:
-                name = DomainName.parse(name_text)
-            except InvalidDomainError as exc:
-                cls = RegexError if name_text.strip().startswith("/") else InvalidValueError
-                self.fail(cls(str(exc), raw.location.evolve(scope=path), value=name_text,
-                              has_value=True))
+            name = self.stanza_name(raw, name_text, path, "domain")
+            if name is None:
                 continue
-            for child in raw.children:
-                self.fail(ConfigError(f"a {child.kind.value} cannot be nested in a domain",
-                                      child.location.evolve(scope=path)))
             options = self.options(raw.options, ScopeKind.DOMAIN, path)
             expires, reason, weakens = self.attributes(raw, path)
             if name in seen:
-                first = seen[name].location
-                where = f" (first at line {first.line})" if first.line is not None else ""
                 spelled = "" if name.kind is DomainKind.REGEX else f" ({name.key})"
                 self.fail(DuplicateScopeError(
-                    f"domain{spelled} declared twice in the same container{where}",
+                    f"domain{spelled} declared twice in the same container"
+                    f"{_first_at(seen[name])}",
                     raw.location.evolve(scope=path)))
                 continue
             seen[name] = raw
             result.append(DomainScope(name, options, expires, reason, weakens))
         return tuple(result)
+
+    def stanza_name(self, raw: RawScope, name_text: str, path: str,
+                    kind: str) -> DomainName | None:
+        """The name a domain or floor stanza (``kind``) is for, or ``None`` when it is not
+        a domain name or pattern; a stanza nested in it is an error."""
+        try:
+            name = DomainName.parse(name_text)
+        except InvalidDomainError as exc:
+            cls = RegexError if name_text.strip().startswith("/") else InvalidValueError
+            self.fail(cls(str(exc), raw.location.evolve(scope=path), value=name_text,
+                          has_value=True))
+            return None
+        for child in raw.children:
+            self.fail(ConfigError(f"a {child.kind.value} cannot be nested in a {kind}",
+                                  child.location.evolve(scope=path)))
+        return name
 
     def attributes(self, raw: RawScope, path: str
                    ) -> tuple[_dt.datetime | None, str | None, bool]:
@@ -230,16 +244,9 @@ class _Builder:
             if name_text is None:
                 continue
             path = floor_path(name_text)
-            try:
-                name = DomainName.parse(name_text)
-            except InvalidDomainError as exc:
-                cls = RegexError if name_text.strip().startswith("/") else InvalidValueError
-                self.fail(cls(str(exc), raw.location.evolve(scope=path), value=name_text,
-                              has_value=True))
+            name = self.stanza_name(raw, name_text, path, "floor")
+            if name is None:
                 continue
-            for child in raw.children:
-                self.fail(ConfigError(f"a {child.kind.value} cannot be nested in a floor",
-                                      child.location.evolve(scope=path)))
             allowed: list[RawOption] = []
             for item in raw.options:
                 loc = item.location.evolve(scope=path)
@@ -267,9 +274,7 @@ class _Builder:
                 continue
             expires, reason, weakens = self.attributes(raw, path)
             if name in seen:
-                first = seen[name].location
-                where = f" (first at line {first.line})" if first.line is not None else ""
-                self.fail(DuplicateScopeError(f"floor declared twice{where}",
+                self.fail(DuplicateScopeError(f"floor declared twice{_first_at(seen[name])}",
                                               raw.location.evolve(scope=path)))
                 continue
             seen[name] = raw
@@ -305,10 +310,9 @@ class _Builder:
                 g = ((ScopeKind.BINDING_GROUP, name),)
                 path = scope_path(*g)
                 if name in groups and not self.merge_groups:
-                    first = group_raw[name].location
-                    where = f" (first at line {first.line})" if first.line is not None else ""
-                    self.fail(DuplicateScopeError(f"binding_group declared twice{where}",
-                                                  child.location.evolve(scope=path)))
+                    self.fail(DuplicateScopeError(
+                        f"binding_group declared twice{_first_at(group_raw[name])}",
+                        child.location.evolve(scope=path)))
                     continue
                 g_children = self.children(child, ScopeKind.BINDING_GROUP, g)
                 g_opts = self.options(child.options, ScopeKind.BINDING_GROUP, path)
