@@ -193,17 +193,21 @@ class Metrics(DiscoveryObserver):
         (a :class:`~tlspolicy.TlsPolicyError` as PERM, anything else as TEMP) and re-raised."""
         queries = self.queries
 
+        def count(reply: object) -> None:
+            if isinstance(reply, SocketmapReply):
+                queries.labels(reply.status.value, reply_level(reply)).inc()
+
+        def count_error(exc: Exception) -> None:
+            queries.labels("PERM" if isinstance(exc, TlsPolicyError) else "TEMP", "").inc()
+
         def counted(map_name: str, key: str) -> SocketmapReply | Awaitable[SocketmapReply]:
             try:
                 reply = lookup(map_name, key)
-            except TlsPolicyError:
-                queries.labels("PERM", "").inc()
-                raise
-            except Exception:
-                queries.labels("TEMP", "").inc()
+            except Exception as exc:
+                count_error(exc)
                 raise
             if isinstance(reply, SocketmapReply):
-                queries.labels(reply.status.value, reply_level(reply)).inc()
+                count(reply)
                 return reply
             return _counted_later(reply)
 
@@ -211,14 +215,10 @@ class Metrics(DiscoveryObserver):
             # An awaitable answer (discovery) is counted when it is known.
             try:
                 reply = await pending
-            except TlsPolicyError:
-                queries.labels("PERM", "").inc()
+            except Exception as exc:
+                count_error(exc)
                 raise
-            except Exception:
-                queries.labels("TEMP", "").inc()
-                raise
-            if isinstance(reply, SocketmapReply):
-                queries.labels(reply.status.value, reply_level(reply)).inc()
+            count(reply)
             return reply
 
         counted.__wrapped__ = lookup  # type: ignore[attr-defined]  # what it counts

@@ -35,7 +35,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -94,30 +94,20 @@ class ShadowCounts:
         return attrs.asdict(self)
 
 
-class ShadowResolver:
-    """The live resolver's answers, with a candidate's differences counted on the side.
+class _Shadow:
+    """What both shadows keep: the counts under one lock, the logged keys per class (at
+    most ``max_keys``) and the bounded queue of comparisons waiting (past ``queue_size``,
+    requests are shed).  A subclass compares one queued item in :meth:`_compare_queued`."""
 
-    ``resolve`` takes the arguments of :meth:`Resolver.resolve` and returns
-    exactly the live decision (or raises exactly the live error).
-    """
-
-    def __init__(self, live: Resolver, candidate: Resolver, *,
-                 max_keys: int = DEFAULT_MAX_KEYS, queue_size: int = DEFAULT_QUEUE_SIZE,
-                 inline: bool = False, logger: logging.Logger | None = None) -> None:
-        if max_keys < 0 or queue_size < 0:
-            raise ValueError("max_keys and queue_size must be >= 0")
-        self.live = live
-        self.candidate = candidate
+    def __init__(self, max_keys: int, queue_size: int, logger: logging.Logger | None) -> None:
         self.max_keys = max_keys
-        self.inline = inline
         self.log = logger if logger is not None else log
-        self._queue: deque[tuple[Decision, str, str | None, dict[str, Any]]] = deque()
+        self._queue: deque[Any] = deque()
         self._queue_size = queue_size
         self._lock = threading.Lock()
-        self.reset()
+        self._clear()
 
-    def reset(self) -> None:
-        """Forget counts and logged keys (call on each load of either configuration)."""
+    def _clear(self) -> None:
         with self._lock:
             self._requests = 0
             self._errors = 0
@@ -126,21 +116,12 @@ class ShadowResolver:
             self._overflow = dict.fromkeys(CLASSES, 0)
             self._seen: dict[ChangeClass, set[Hashable]] = {c: set() for c in CLASSES}
 
-    def resolve(self, domain: str, binding: str | None = None, *,
-                mx_host: str | None = None, overrides: Options | None = None,
-                destination: Destination | None = None) -> Decision:
-        """The live decision; the candidate's is compared later (or now, if inline)."""
-        decision = self.live.resolve(domain, binding, mx_host=mx_host, overrides=overrides,
-                                     destination=destination)
-        request = {"mx_host": mx_host, "overrides": overrides, "destination": destination}
-        if self.inline:
-            self._compare(decision, domain, binding, request)
-        elif len(self._queue) < self._queue_size:
-            self._queue.append((decision, domain, binding, request))
+    def _offer(self, item: object) -> None:
+        if len(self._queue) < self._queue_size:
+            self._queue.append(item)
         else:
             with self._lock:
                 self._shed += 1
-        return decision
 
     @property
     def pending(self) -> int:
@@ -152,34 +133,29 @@ class ShadowResolver:
         done = 0
         while limit is None or done < limit:
             try:
-                decision, domain, binding, request = self._queue.popleft()
+                item = self._queue.popleft()
             except IndexError:
                 break
-            self._compare(decision, domain, binding, request)
             done += 1
+            self._compare_queued(item)
         return done
 
-    def _compare(self, decision: Decision, domain: str, binding: str | None,
-                 request: dict[str, Any]) -> None:
-        try:
-            other = self.candidate.resolve(domain, binding, **request)
-        except TlsPolicyError as exc:
-            with self._lock:
-                self._requests += 1
-                self._errors += 1
-            self.log.info("shadow: candidate cannot resolve binding %r -> %s: %s",
-                          decision.binding, decision.domain, exc)
-            return
-        changes = compare_decisions(decision, other)
+    def _compare_queued(self, item: Any) -> None:  # pragma: no cover - both shadows have one
+        raise NotImplementedError
+
+    def _count_error(self) -> None:
         with self._lock:
             self._requests += 1
-            to_log: list[tuple[ChangeClass, list[Change]]] = []
-            for cls in CLASSES:
-                mine = [c for c in changes if c.cls is cls]
-                if not mine:
-                    continue
+            self._errors += 1
+
+    def _count(self, classes: Iterable[ChangeClass], key: Hashable) -> list[ChangeClass]:
+        """Count one compared request differing in ``classes``; the classes in which
+        ``key`` is logged now (the first time, while fewer than ``max_keys`` are)."""
+        to_log: list[ChangeClass] = []
+        with self._lock:
+            self._requests += 1
+            for cls in classes:
                 self._differing[cls] += 1
-                key = (decision.binding, decision.domain)
                 seen = self._seen[cls]
                 if key in seen:
                     continue
@@ -187,14 +163,12 @@ class ShadowResolver:
                     self._overflow[cls] += 1
                     continue
                 seen.add(key)
-                to_log.append((cls, mine))
-        for cls, mine in to_log:
-            facets = "; ".join(f"{c.facet} {c.old} -> {c.new}" for c in mine)
-            self.log.warning("shadow: %s binding %r -> %s: %s", cls.value, decision.binding,
-                             decision.domain, facets)
+                to_log.append(cls)
+        return to_log
 
     def counts(self) -> ShadowCounts:
-        """A snapshot of the counts since the last :meth:`reset`."""
+        """A snapshot of the counts since the last reset (for a lookup: since it was built,
+        one load)."""
         with self._lock:
             return ShadowCounts(
                 requests=self._requests,
@@ -204,6 +178,60 @@ class ShadowResolver:
                 shed=self._shed,
                 errors=self._errors,
             )
+
+
+class ShadowResolver(_Shadow):
+    """The live resolver's answers, with a candidate's differences counted on the side.
+
+    ``resolve`` takes the arguments of :meth:`Resolver.resolve` and returns
+    exactly the live decision (or raises exactly the live error).
+    """
+
+    def __init__(self, live: Resolver, candidate: Resolver, *,
+                 max_keys: int = DEFAULT_MAX_KEYS, queue_size: int = DEFAULT_QUEUE_SIZE,
+                 inline: bool = False, logger: logging.Logger | None = None) -> None:
+        if max_keys < 0 or queue_size < 0:
+            raise ValueError("max_keys and queue_size must be >= 0")
+        super().__init__(max_keys, queue_size, logger)
+        self.live = live
+        self.candidate = candidate
+        self.inline = inline
+
+    def reset(self) -> None:
+        """Forget counts and logged keys (call on each load of either configuration)."""
+        self._clear()
+
+    def resolve(self, domain: str, binding: str | None = None, *,
+                mx_host: str | None = None, overrides: Options | None = None,
+                destination: Destination | None = None) -> Decision:
+        """The live decision; the candidate's is compared later (or now, if inline)."""
+        decision = self.live.resolve(domain, binding, mx_host=mx_host, overrides=overrides,
+                                     destination=destination)
+        request = {"mx_host": mx_host, "overrides": overrides, "destination": destination}
+        if self.inline:
+            self._compare(decision, domain, binding, request)
+        else:
+            self._offer((decision, domain, binding, request))
+        return decision
+
+    def _compare_queued(self, item: Any) -> None:
+        self._compare(*item)
+
+    def _compare(self, decision: Decision, domain: str, binding: str | None,
+                 request: dict[str, Any]) -> None:
+        try:
+            other = self.candidate.resolve(domain, binding, **request)
+        except TlsPolicyError as exc:
+            self._count_error()
+            self.log.info("shadow: candidate cannot resolve binding %r -> %s: %s",
+                          decision.binding, decision.domain, exc)
+            return
+        changes = compare_decisions(decision, other)
+        differing = [cls for cls in CLASSES if any(c.cls is cls for c in changes)]
+        for cls in self._count(differing, (decision.binding, decision.domain)):
+            facets = "; ".join(f"{c.facet} {c.old} -> {c.new}" for c in changes if c.cls is cls)
+            self.log.warning("shadow: %s binding %r -> %s: %s", cls.value, decision.binding,
+                             decision.domain, facets)
 
 
 # ------------------------------------------------------------------ Postfix answers
@@ -238,7 +266,7 @@ def class_answers(live: SocketmapReply, candidate: SocketmapReply) -> ChangeClas
             else ChangeClass.DOWNGRADE)
 
 
-class ShadowLookup:
+class ShadowLookup(_Shadow):
     """A socketmap lookup answering with ``live`` and comparing ``candidate``'s answers.
 
     Call it as the server calls a lookup; queued comparisons are made by
@@ -251,17 +279,9 @@ class ShadowLookup:
                  candidate: Callable[[str, str], SocketmapReply], *,
                  max_keys: int = DEFAULT_MAX_KEYS, queue_size: int = DEFAULT_QUEUE_SIZE,
                  logger: logging.Logger | None = None) -> None:
+        super().__init__(max_keys, queue_size, logger)
         self.live = live
         self.candidate = candidate
-        self.max_keys = max_keys
-        self.log = logger if logger is not None else log
-        self._queue: deque[tuple[str, str, SocketmapReply, object]] = deque()
-        self._queue_size = queue_size
-        self._lock = threading.Lock()
-        self._requests = self._errors = self._shed = 0
-        self._differing = dict.fromkeys(CLASSES, 0)
-        self._overflow = dict.fromkeys(CLASSES, 0)
-        self._seen: dict[ChangeClass, set[Hashable]] = {c: set() for c in CLASSES}
 
     def __call__(self, map_name: str, key: str) -> SocketmapReply:
         reply = self.live(map_name, key)
@@ -270,66 +290,26 @@ class ShadowLookup:
 
     def _enqueue(self, map_name: str, key: str, reply: SocketmapReply,
                  inputs: object) -> None:
-        if len(self._queue) < self._queue_size:
-            self._queue.append((map_name, key, reply, inputs))
-        else:
-            with self._lock:
-                self._shed += 1
+        self._offer((map_name, key, reply, inputs))
 
     def _candidate_reply(self, map_name: str, key: str, inputs: object) -> SocketmapReply:
         """The candidate's reply to a queued request (``inputs``: what the live reply was
         computed from, where the lookup tells)."""
         return self.candidate(map_name, key)
 
-    @property
-    def pending(self) -> int:
-        """Requests waiting for comparison."""
-        return len(self._queue)
-
-    def run_pending(self, limit: int | None = None) -> int:
-        """Compare up to ``limit`` queued requests; return how many."""
-        done = 0
-        while limit is None or done < limit:
-            try:
-                map_name, key, reply, inputs = self._queue.popleft()
-            except IndexError:
-                break
-            done += 1
-            try:
-                other = self._candidate_reply(map_name, key, inputs)
-            except Exception as exc:
-                with self._lock:
-                    self._requests += 1
-                    self._errors += 1
-                self.log.debug("shadow: candidate cannot answer map %r key %r: %s",
-                               map_name, key, exc)
-                continue
-            cls = class_answers(reply, other)
-            with self._lock:
-                self._requests += 1
-                if cls is None:
-                    continue
-                self._differing[cls] += 1
-                seen = self._seen[cls]
-                if (map_name, key) in seen:
-                    continue
-                if len(seen) >= self.max_keys:
-                    self._overflow[cls] += 1
-                    continue
-                seen.add((map_name, key))
-            self.log.warning("shadow: %s map %r key %r: %r -> %r", cls.value, map_name, key,
-                             reply.to_text(), other.to_text())
-        return done
-
-    def counts(self) -> ShadowCounts:
-        """A snapshot of the counts since this lookup was built (one load)."""
-        with self._lock:
-            return ShadowCounts(
-                requests=self._requests,
-                differing={c.value: n for c, n in self._differing.items()},
-                keys={c.value: len(s) for c, s in self._seen.items()},
-                overflow={c.value: n for c, n in self._overflow.items()},
-                shed=self._shed, errors=self._errors)
+    def _compare_queued(self, item: Any) -> None:
+        map_name, key, reply, inputs = item
+        try:
+            other = self._candidate_reply(map_name, key, inputs)
+        except Exception as exc:
+            self._count_error()
+            self.log.debug("shadow: candidate cannot answer map %r key %r: %s",
+                           map_name, key, exc)
+            return
+        cls = class_answers(reply, other)
+        for logged in self._count(() if cls is None else (cls,), (map_name, key)):
+            self.log.warning("shadow: %s map %r key %r: %r -> %r", logged.value, map_name,
+                             key, reply.to_text(), other.to_text())
 
 
 class _Replaying(Protocol):
