@@ -268,26 +268,27 @@ def _perform(session: SyncSession | AsyncSession, request: Request) -> Any:
     return session.reconnect()
 
 
+def _next(engine: Generator[Request, Any, TlsRecord], answer: object) -> Request | TlsRecord:
+    """The engine's next request after ``answer``, or the record it ended with."""
+    try:
+        return engine.send(answer)
+    except StopIteration as done:
+        record: TlsRecord = done.value
+        return record
+
+
 def run_sync(engine: Generator[Request, Any, TlsRecord], session: SyncSession) -> TlsRecord:
     """Run ``engine`` to its end, ``session`` answering each request."""
-    answer: object = None
-    while True:
-        try:
-            request = engine.send(answer)
-        except StopIteration as done:
-            record: TlsRecord = done.value
-            return record
-        answer = _perform(session, request)
+    step = _next(engine, None)
+    while not isinstance(step, TlsRecord):
+        step = _next(engine, _perform(session, step))
+    return step
 
 
 async def run_async(engine: Generator[Request, Any, TlsRecord],
                     session: AsyncSession) -> TlsRecord:
     """:func:`run_sync` for an asyncio session."""
-    answer: object = None
-    while True:
-        try:
-            request = engine.send(answer)
-        except StopIteration as done:
-            record: TlsRecord = done.value
-            return record
-        answer = await _perform(session, request)
+    step = _next(engine, None)
+    while not isinstance(step, TlsRecord):
+        step = _next(engine, await _perform(session, step))
+    return step

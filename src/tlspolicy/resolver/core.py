@@ -282,15 +282,8 @@ class Resolver:
         and explanations (``diff`` compares such pairs once).  Valid for the
         life of this resolver only.
         """
-        index = self._index(binding)
         chain: list[_Contribution] = []
-        self._lookup(index.domains, domain, chain)
-        self._lookup(index.group_domains, domain, chain)
-        if index.binding is not None:
-            chain.append(index.binding)
-        if index.group_options is not None:
-            chain.append(index.group_options)
-        self._lookup(self._global_domains, domain, chain)
+        self._chain(self._index(binding), domain, chain)
         key = [id(c) for c in chain]
         if self._floors.any:
             key.append(0)

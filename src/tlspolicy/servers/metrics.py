@@ -123,39 +123,30 @@ class Metrics(DiscoveryObserver):
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         d = _BY_NAME
-        name = "tlspolicy_socketmap_queries_total"
-        self.queries = Counter(_counter_base(name), d[name].help, list(d[name].labels),
-                               registry=self.registry)
-        name = "tlspolicy_socketmap_temp_replies_total"
-        self.temp_replies = Counter(_counter_base(name), d[name].help, list(d[name].labels),
-                                    registry=self.registry)
+        self.queries = self._counter("tlspolicy_socketmap_queries_total")
+        self.temp_replies = self._counter("tlspolicy_socketmap_temp_replies_total")
         for cause in TEMP_CAUSES:  # exported at 0 from the start: alerts see no gap
             self.temp_replies.labels(cause)
-        name = "tlspolicy_socketmap_discovered_answers_total"
-        self.discovered = Counter(_counter_base(name), d[name].help, list(d[name].labels),
-                                  registry=self.registry)
-        name = "tlspolicy_discovery_cache_lookups_total"
-        self.cache_lookups = Counter(_counter_base(name), d[name].help, list(d[name].labels),
-                                     registry=self.registry)
-        name = "tlspolicy_discovery_policy_fetches_total"
-        self.fetches = Counter(_counter_base(name), d[name].help, list(d[name].labels),
-                               registry=self.registry)
+        self.discovered = self._counter("tlspolicy_socketmap_discovered_answers_total")
+        self.cache_lookups = self._counter("tlspolicy_discovery_cache_lookups_total")
+        self.fetches = self._counter("tlspolicy_discovery_policy_fetches_total")
         name = "tlspolicy_discovery_policy_fetch_seconds"
         self.fetch_seconds = Histogram(name, d[name].help, registry=self.registry,
                                        buckets=FETCH_SECONDS_BUCKETS)
-        name = "tlspolicy_discovery_single_flight_waits_total"
-        self.single_flight_waits = Counter(_counter_base(name), d[name].help,
-                                           list(d[name].labels), registry=self.registry)
+        self.single_flight_waits = self._counter(
+            "tlspolicy_discovery_single_flight_waits_total")
         name = "tlspolicy_discovery_resolver_trusted"
         self.resolver_trusted = Gauge(name, d[name].help, registry=self.registry)
-        name = "tlspolicy_socketmap_unattributed_nexthops_total"
-        self.unattributed = Counter(_counter_base(name), d[name].help, list(d[name].labels),
-                                    registry=self.registry)
-        name = "tlspolicy_discovery_dns_lookups_suppressed_total"
-        self.dns_suppressed = Counter(_counter_base(name), d[name].help,
-                                      registry=self.registry)
+        self.unattributed = self._counter("tlspolicy_socketmap_unattributed_nexthops_total")
+        self.dns_suppressed = self._counter("tlspolicy_discovery_dns_lookups_suppressed_total")
         self._server = _ServerCollector()
         self.registry.register(self._server)
+
+    def _counter(self, name: str) -> Counter:
+        """The counter ``name`` of the metric table, with its labels, in :attr:`registry`."""
+        spec = _BY_NAME[name]
+        return Counter(_counter_base(name), spec.help, list(spec.labels),
+                       registry=self.registry)
 
     # -- socketmap
 
