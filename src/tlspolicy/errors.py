@@ -9,7 +9,7 @@ find the mistake without reading a traceback.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
 
@@ -307,6 +307,20 @@ class InvalidDomainError(ResolutionError, ValueError):
 
 class PolicyInputError(TlsPolicyError, ValueError):
     """A destination-policy input (MTA-STS policy, TLSA record, ...) that is malformed."""
+
+
+def strings_tuple(value: Iterable[str], *, one_string: str,
+                  not_a_string: Callable[[object], str]) -> tuple[str, ...]:
+    """``value`` as a tuple of strings, for a model's converter; a lone string (which
+    would iterate as characters) raises :class:`PolicyInputError` with ``one_string``,
+    an item that is no string with ``not_a_string(item)``."""
+    if isinstance(value, str):
+        raise PolicyInputError(one_string)
+    items = tuple(value)
+    for item in items:
+        if not isinstance(item, str):
+            raise PolicyInputError(not_a_string(item))
+    return items
 
 
 class MissingDependencyError(TlsPolicyError, ImportError):

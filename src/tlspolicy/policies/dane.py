@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ..errors import MissingDependencyError, PolicyInputError, excerpt
+from ..errors import MissingDependencyError, PolicyInputError, excerpt, strings_tuple
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -297,13 +297,9 @@ def _records_tuple(value: Iterable[TlsaRecord]) -> tuple[TlsaRecord, ...]:
 
 
 def _names_tuple(value: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(value, str):
-        raise PolicyInputError("TLSA reference_names must be a sequence of names, not one string")
-    names = tuple(value)
-    for name in names:
-        if not isinstance(name, str):
-            raise PolicyInputError(f"TLSA reference names must be str, not {type(name).__name__}")
-    return names
+    return strings_tuple(
+        value, one_string="TLSA reference_names must be a sequence of names, not one string",
+        not_a_string=lambda name: f"TLSA reference names must be str, not {type(name).__name__}")
 
 
 def _check_lookup(instance: TlsaLookup, attribute: attrs.Attribute[tuple[TlsaRecord, ...]],

@@ -18,7 +18,7 @@ from typing import Any, Final
 import attrs
 
 from ..decision import Decision, Source
-from ..errors import PolicyInputError
+from ..errors import PolicyInputError, strings_tuple
 from ..outcomes import Action, Status
 from .dane import TlsaRecord
 from .destination import Destination
@@ -97,13 +97,9 @@ def _domain(value: str) -> str:
 
 
 def _strings(value: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(value, str):
-        raise PolicyInputError("TLS-RPT: expected a sequence of strings, not one string")
-    items = tuple(value)
-    for item in items:
-        if not isinstance(item, str):
-            raise PolicyInputError(f"TLS-RPT: {item!r} is not a string")
-    return items
+    return strings_tuple(value,
+                         one_string="TLS-RPT: expected a sequence of strings, not one string",
+                         not_a_string=lambda item: f"TLS-RPT: {item!r} is not a string")
 
 
 def _check_result_type(instance: SessionResult, attribute: attrs.Attribute[str | None],

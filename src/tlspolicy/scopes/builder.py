@@ -8,7 +8,7 @@ by option.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final, TypeVar
 
 from .._raw import RawOption, RawScope
@@ -363,21 +363,23 @@ class _Builder:
         return True
 
 
-def _merge_domains(
-    old: tuple[DomainScope, ...], new: tuple[DomainScope, ...]
-) -> tuple[DomainScope, ...]:
-    merged = {d.name: d for d in old}
-    order = [d.name for d in old]
-    for d in new:
-        if d.name in merged:
-            merged[d.name] = _merge_stanza(merged[d.name], d)
-        else:
-            merged[d.name] = d
-            order.append(d.name)
-    return tuple(merged[n] for n in order)
-
-
 _Stanza = TypeVar("_Stanza", DomainScope, FloorScope)
+_Named = TypeVar("_Named", DomainScope, FloorScope, BindingScope)
+
+
+def _merge_named(old: tuple[_Named, ...], new: tuple[_Named, ...],
+                 merge: Callable[[_Named, _Named], _Named]) -> tuple[_Named, ...]:
+    """``old`` with ``new`` layered on: a name in both is ``merge``d in its first place,
+    a new name comes after."""
+    merged: dict[object, _Named] = {s.name: s for s in old}
+    order: list[object] = [s.name for s in old]
+    for s in new:
+        if s.name in merged:
+            merged[s.name] = merge(merged[s.name], s)
+        else:
+            merged[s.name] = s
+            order.append(s.name)
+    return tuple(merged[n] for n in order)
 
 
 def _merge_stanza(old: _Stanza, new: _Stanza) -> _Stanza:
@@ -391,33 +393,24 @@ def _merge_stanza(old: _Stanza, new: _Stanza) -> _Stanza:
     )
 
 
+def _merge_domains(old: tuple[DomainScope, ...], new: tuple[DomainScope, ...]
+                   ) -> tuple[DomainScope, ...]:
+    return _merge_named(old, new, _merge_stanza)
+
+
 def _merge_floors(old: tuple[FloorScope, ...], new: tuple[FloorScope, ...]
                   ) -> tuple[FloorScope, ...]:
-    merged = {f.name: f for f in old}
-    order = [f.name for f in old]
-    for f in new:
-        if f.name in merged:
-            merged[f.name] = _merge_stanza(merged[f.name], f)
-        else:
-            merged[f.name] = f
-            order.append(f.name)
-    return tuple(merged[n] for n in order)
+    return _merge_named(old, new, _merge_stanza)
 
 
-def _merge_bindings(
-    old: tuple[BindingScope, ...], new: tuple[BindingScope, ...]
-) -> tuple[BindingScope, ...]:
-    merged = {b.name: b for b in old}
-    order = [b.name for b in old]
-    for b in new:
-        if b.name in merged:
-            prev = merged[b.name]
-            merged[b.name] = BindingScope(b.name, prev.options.overlay(b.options),
-                                          _merge_domains(prev.domains, b.domains))
-        else:
-            merged[b.name] = b
-            order.append(b.name)
-    return tuple(merged[n] for n in order)
+def _merge_binding(old: BindingScope, new: BindingScope) -> BindingScope:
+    return BindingScope(new.name, old.options.overlay(new.options),
+                        _merge_domains(old.domains, new.domains))
+
+
+def _merge_bindings(old: tuple[BindingScope, ...], new: tuple[BindingScope, ...]
+                    ) -> tuple[BindingScope, ...]:
+    return _merge_named(old, new, _merge_binding)
 
 
 def _merge_group(old: BindingGroupScope, new: BindingGroupScope) -> BindingGroupScope:
