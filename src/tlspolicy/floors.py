@@ -27,7 +27,15 @@ from .errors import ConfigError, InvalidValueError, Location
 from .names import DomainKind, DomainName
 from .options import OPTION_SPECS, UNSET, Options, TlsProtocols
 from .resolver import Resolver
-from .scopes import DEFAULT_NAME, BindingScope, Config, DomainScope, FloorScope, floor_path
+from .scopes import (
+    DEFAULT_NAME,
+    BindingScope,
+    Config,
+    DomainScope,
+    FloorScope,
+    floor_path,
+    iter_stanzas,
+)
 
 __all__ = ["FloorExportError", "FloorWrites", "below", "floor_comments", "floor_protocol_errors",
            "plan_floor_writes", "regex_chain_values", "written_config"]
@@ -134,15 +142,7 @@ class FloorWrites:
 
 def _exact_names(config: Config) -> Iterator[str]:
     seen: set[str] = set()
-    stanzas: list[DomainScope | FloorScope] = list(config.domains)
-    for g in config.binding_groups:
-        stanzas.extend(g.domains)
-        for b in g.bindings:
-            stanzas.extend(b.domains)
-    for b in config.bindings:
-        stanzas.extend(b.domains)
-    stanzas.extend(config.floors)
-    for s in stanzas:
+    for _path, s in iter_stanzas(config):
         if s.name.kind is not DomainKind.REGEX and s.name.key not in seen:
             seen.add(s.name.key)
             yield s.name.key

@@ -20,7 +20,7 @@ from typing import Final
 from ..errors import ConfigError, ConfigErrors, FileReadError, Location, TlsFileError
 from ..options import Options
 from ..resolver import Resolver
-from ..scopes import Config, DomainScope
+from ..scopes import Config, DomainScope, iter_stanzas
 from .files import MAX_PEM_BYTES, open_regular_file, read_regular_text
 
 __all__ = ["MAX_PAIR_CHECKS", "check_tls_files"]
@@ -189,14 +189,7 @@ class _Checker:
 
 
 def _domain_stanzas(config: Config) -> list[DomainScope]:
-    out: list[DomainScope] = list(config.domains)
-    for group in config.binding_groups:
-        out.extend(group.domains)
-        for binding in group.bindings:
-            out.extend(binding.domains)
-    for binding in config.bindings:
-        out.extend(binding.domains)
-    return out
+    return [s for _path, s in iter_stanzas(config) if isinstance(s, DomainScope)]
 
 
 def check_tls_files(config: Config, *, filename: str | None = None,
