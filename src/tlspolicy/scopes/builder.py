@@ -19,6 +19,7 @@ from ..errors import (
     DuplicateScopeError,
     InvalidDomainError,
     InvalidValueError,
+    Location,
     OptionScopeError,
     OptionVersionError,
     RegexError,
@@ -29,6 +30,7 @@ from ..options import (
     NEWEST_VERSION,
     CompatVersion,
     Options,
+    OptionSpec,
     ScopeKind,
     option_spec,
 )
@@ -101,15 +103,23 @@ class _Builder:
                     f"unknown top-level setting {item.name!r} (known: compatibility, "
                     "match_cache_size)", item.location.evolve(option=item.name)))
 
+    def spec_of(self, item: RawOption, path: str) -> tuple[OptionSpec, Location] | None:
+        """The option ``item`` names and where it is, or ``None`` after failing on a name
+        that is no option."""
+        loc = item.location.evolve(scope=path)
+        try:
+            return option_spec(item.name, loc), loc
+        except ConfigError as exc:
+            self.fail(exc)
+            return None
+
     def options(self, raw: Sequence[RawOption], kind: ScopeKind, path: str) -> Options:
         values: dict[str, object] = {}
         for item in raw:
-            loc = item.location.evolve(scope=path)
-            try:
-                spec = option_spec(item.name, loc)
-            except ConfigError as exc:
-                self.fail(exc)
+            known = self.spec_of(item, path)
+            if known is None:
                 continue
+            spec, loc = known
             loc = loc.evolve(option=spec.name)
             if spec.name in values:
                 self.fail(DuplicateScopeError(
@@ -249,12 +259,10 @@ class _Builder:
                 continue
             allowed: list[RawOption] = []
             for item in raw.options:
-                loc = item.location.evolve(scope=path)
-                try:
-                    spec = option_spec(item.name, loc)
-                except ConfigError as exc:
-                    self.fail(exc)
+                known = self.spec_of(item, path)
+                if known is None:
                     continue
+                spec, loc = known
                 if spec.name not in FLOOR_OPTIONS:
                     self.fail(OptionScopeError(
                         f"a floor cannot set {spec.name!r} (floors raise only "
