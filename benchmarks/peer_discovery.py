@@ -25,7 +25,8 @@ size (VmRSS) after all passes; the ratio tlspolicy / postfix-mta-sts-resolver.
 
 ``--later K`` sets the passes after the first (default 1; the figures in the performance
 page were taken with 2), ``--mode working`` or ``--mode servfail`` measures one resolver
-mode.  ``--quick`` uses a few hundred keys, and prints ``skipped: REASON``
+mode, ``--memory-cache-size N`` gives tlspolicy a file holding only ``[discovery]
+memory_cache_size = N``.  ``--quick`` uses a few hundred keys, and prints ``skipped: REASON``
 (exit 0) where postmap, pip, the network, ``unshare`` or port 53 are not available.
 """
 
@@ -224,10 +225,10 @@ def peer_server(bin_dir: Path, work: Path, db: Path, cpu: int
 
 
 @contextmanager
-def our_server(work: Path, cache: Path, cpu: int
+def our_server(work: Path, cache: Path, cpu: int, memory_cache_size: int | None = None
                ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """``tlspolicy serve socketmap --discovery`` (drop-in mode, no file); yields its table
-    and process."""
+    """``tlspolicy serve socketmap --discovery`` (drop-in mode: no file, or a file holding
+    only ``[discovery] memory_cache_size``); yields its table and process."""
     conf = work / "postfix-conf"
     conf.mkdir(exist_ok=True)
     (conf / "main.cf").write_text("compatibility_level = 3.6\n")
@@ -237,6 +238,10 @@ def our_server(work: Path, cache: Path, cpu: int
                "--postfix-version", "3.7.11", "--cache", str(cache),
                "--resolver", RESOLVER_ADDRESS, "--resolver-port", str(RESOLVER_PORT),
                "--https-port", "9", "-q"]
+    if memory_cache_size is not None:
+        settings = work / "discovery.toml"
+        settings.write_text(f"[discovery]\nmemory_cache_size = {memory_cache_size}\n")
+        command.append(str(settings))
     with peer._running(peer._pinned(command, cpu, stdout=subprocess.PIPE)) as proc:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -256,7 +261,8 @@ def _copy_sqlite(source: Path, target: Path) -> Path:
 
 
 def measure(bin_dir: Path, postmap: str, work: Path, keys: Sequence[str], later: int,
-            layouts: Sequence[tuple[str, int]], modes: Sequence[str]) -> None:
+            layouts: Sequence[tuple[str, int]], modes: Sequence[str],
+            memory_cache_size: int | None = None) -> None:
     config_dir = work / "postmap"
     config_dir.mkdir()
     (config_dir / "main.cf").write_text("compatibility_level = 3.6\n")
@@ -273,7 +279,8 @@ def measure(bin_dir: Path, postmap: str, work: Path, keys: Sequence[str], later:
             resolver = Resolver(mode)
             try:
                 with ExitStack() as stack:
-                    ours, our_proc = stack.enter_context(our_server(here, our_db, cpu))
+                    ours, our_proc = stack.enter_context(our_server(here, our_db, cpu,
+                                                                        memory_cache_size))
                     theirs, peer_proc = stack.enter_context(
                         peer_server(bin_dir, here, peer_db, cpu))
                     first: dict[str, float] = {}
@@ -344,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="timed passes after the first (default 1)")
     parser.add_argument("--mode", action="append", choices=MODES,
                         help="resolver mode to measure (repeatable; default both)")
+    parser.add_argument("--memory-cache-size", type=int, default=None, metavar="N",
+                        help="tlspolicy's [discovery] memory_cache_size (default: its own)")
     parser.add_argument("--dns-server", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.dns_server:
@@ -380,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"import: {n_keys:,} policies imported from the {peer.PACKAGE} cache in "
               f"{time.perf_counter() - started:.1f} s", flush=True)
         measure(bin_dir, postmap, work, keys, later, [("same", 0), ("different", 1)],
-                args.mode or MODES)
+                args.mode or MODES, args.memory_cache_size)
     return 0
 
 
