@@ -1,0 +1,397 @@
+"""tlspolicy with discovery against postfix-mta-sts-resolver, both answering from the same
+imported cache, with a working resolver and with one answering SERVFAIL (issue 25).
+
+One SQLite cache of N enforce policies (``mx: mx.<domain>``, policy id ``bench1``, fetched
+an hour ago, so older than the peer's default ``cache_grace`` of 60 s) is written through
+postfix-mta-sts-resolver's own cache class (installed from PyPI into a virtual environment
+in a temporary directory, as ``mta_sts_resolver.py`` does) and imported into tlspolicy's
+store with ``tlspolicy import-cache --from mta-sts-resolver-sqlite``.  Then, per resolver
+mode and CPU layout, from fresh copies of both caches:
+
+- tlspolicy in drop-in mode: ``tlspolicy serve socketmap --discovery`` with no policy file,
+  the store above, and the loopback resolver below;
+- postfix-mta-sts-resolver with its SQLite cache and its default ``cache_grace``, inside a
+  private mount namespace (``unshare --mount``) whose ``/etc/resolv.conf`` names the
+  loopback resolver (it reads only the system resolver, and resolv.conf carries no port,
+  so the resolver listens on port 53 of a loopback address nothing else uses).
+
+The resolver, a small DNS server in a process of its own, answers ``_mta-sts`` TXT with
+the cached policy's id, MX with ``mx.<domain>`` and its A record (``working``), or
+SERVFAIL to everything (``servfail``).  Every key is asked through Postfix's ``postmap -q
+-``, one connection, the servers pinned to CPU 0 or CPU 1 and postmap to CPU 0 (the
+resolver on CPU 1).  Figures per side: answers/s of the first pass (every policy due its
+DNS check), the median of the later passes, DNS queries sent, and the server's resident
+size (VmRSS) after all passes; the ratio tlspolicy / postfix-mta-sts-resolver.
+
+``--later K`` sets the passes after the first (default 1; the figures in the performance
+page were taken with 2), ``--mode working`` or ``--mode servfail`` measures one resolver
+mode, ``--memory-cache-size N`` gives tlspolicy a file holding only ``[discovery]
+memory_cache_size = N``.  ``--quick`` uses a few hundred keys, and prints ``skipped: REASON``
+(exit 0) where postmap, pip, the network, ``unshare`` or port 53 are not available.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _postmap
+import mta_sts_resolver as peer
+
+RESOLVER_ADDRESS = "127.0.0.77"
+RESOLVER_PORT = 53  # resolv.conf names no port
+POLICY_ID = "bench1"
+FETCHED_AGO = 3600  # older than the peer's default cache_grace (60 s)
+RESOLVER_CPU = 1
+MODES = ("working", "servfail")
+
+# Run inside the peer's own environment: its cache class writes its own schema.
+_FILL = """
+import asyncio, sys, time
+from postfix_mta_sts_resolver.base_cache import CacheEntry
+from postfix_mta_sts_resolver.sqlite_cache import SqliteCache
+
+async def main():
+    cache = SqliteCache(sys.argv[1], threads=1)
+    await cache.setup()
+    ts = int(time.time()) - int(sys.argv[2])
+    for line in sys.stdin:
+        domain = line.strip()
+        body = {"version": "STSv1", "mode": "enforce", "max_age": 604800,
+                "mx": ["mx." + domain]}
+        await cache.set(domain, CacheEntry(ts, sys.argv[3], body))
+    await cache.teardown()
+
+asyncio.run(main())
+"""
+
+
+# ------------------------------------------------------------------ the resolver
+
+
+def _dns_server(address: str, port: int, mode: str) -> None:
+    """Serve DNS on ``address:port`` (UDP and TCP) until standard input closes; a line
+    ``count`` on standard input prints the queries answered so far."""
+    import dns.flags
+    import dns.message
+    import dns.rcode
+    import dns.rdatatype
+    import dns.rrset
+
+    lock = threading.Lock()
+    answered = [0]
+
+    def answer(wire: bytes) -> bytes | None:
+        try:
+            query = dns.message.from_wire(wire)
+        except Exception:
+            return None
+        reply = dns.message.make_response(query)
+        with lock:
+            answered[0] += 1
+        if mode == "servfail" or not query.question:
+            reply.set_rcode(dns.rcode.SERVFAIL)
+            return reply.to_wire()
+        question = query.question[0]
+        name = question.name.to_text().rstrip(".").lower()
+        rdtype = question.rdtype
+        if name.startswith("_mta-sts.") and rdtype == dns.rdatatype.TXT:
+            reply.answer.append(dns.rrset.from_text(
+                question.name, 3600, "IN", "TXT", f'"v=STSv1; id={POLICY_ID};"'))
+        elif rdtype == dns.rdatatype.MX and not name.startswith(("_", "mx.")):
+            reply.answer.append(dns.rrset.from_text(question.name, 3600, "IN", "MX",
+                                                    f"10 mx.{name}."))
+        elif rdtype == dns.rdatatype.A and name.startswith("mx."):
+            reply.answer.append(dns.rrset.from_text(question.name, 3600, "IN", "A",
+                                                    "192.0.2.25"))
+        reply.flags |= dns.flags.AA
+        return reply.to_wire()
+
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind((address, port))
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    tcp.bind((address, port))
+    tcp.listen()
+
+    def serve_udp() -> None:
+        while True:
+            wire, peer_address = udp.recvfrom(65535)
+            reply = answer(wire)
+            if reply is not None:
+                udp.sendto(reply, peer_address)
+
+    def serve_tcp_connection(conn: socket.socket) -> None:
+        with conn:
+            buffer = b""
+            while chunk := conn.recv(65535):
+                buffer += chunk
+                while len(buffer) >= 2 and len(buffer) >= 2 + int.from_bytes(buffer[:2]):
+                    size = int.from_bytes(buffer[:2])
+                    reply = answer(buffer[2:2 + size])
+                    buffer = buffer[2 + size:]
+                    if reply is not None:
+                        conn.sendall(len(reply).to_bytes(2) + reply)
+
+    def serve_tcp() -> None:
+        while True:
+            conn, _ = tcp.accept()
+            threading.Thread(target=serve_tcp_connection, args=(conn,), daemon=True).start()
+
+    for target in (serve_udp, serve_tcp):
+        threading.Thread(target=target, daemon=True).start()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() == "count":
+            with lock:
+                print(answered[0], flush=True)
+
+
+class Resolver:
+    """The DNS server process; ``count()`` reads how many queries it answered."""
+
+    def __init__(self, mode: str) -> None:
+        def pin() -> None:
+            os.sched_setaffinity(0, {RESOLVER_CPU})
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--dns-server", mode], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True, preexec_fn=pin)
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != "ready":
+            self.stop()
+            raise peer.Skip(f"cannot serve DNS on {RESOLVER_ADDRESS}:{RESOLVER_PORT}")
+
+    def count(self) -> int:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write("count\n")
+        self.process.stdin.flush()
+        return int(self.process.stdout.readline())
+
+    def stop(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+
+# ------------------------------------------------------------------ the servers
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of a process, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+@contextmanager
+def peer_server(bin_dir: Path, work: Path, db: Path, cpu: int
+                ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """postfix-mta-sts-resolver (default cache_grace) in a private mount namespace whose
+    resolv.conf names the loopback resolver; yields its table and process."""
+    port = peer._free_port()
+    config = work / "peer-daemon.yml"
+    config.write_text(json.dumps({  # JSON is YAML
+        "host": "127.0.0.1", "port": port,
+        "cache": {"type": "sqlite", "options": {"filename": str(db)}},
+        "default_zone": {"strict_testing": False, "timeout": 4},
+    }))
+    resolv = work / "resolv.conf"
+    resolv.write_text(f"nameserver {RESOLVER_ADDRESS}\n")
+    script = ('mount --bind "$1" /etc/resolv.conf && shift && exec "$@"')
+    command = ["unshare", "--mount", "sh", "-c", script, "sh", str(resolv),
+               str(bin_dir / "mta-sts-daemon"), "-c", str(config), "-v", "warn"]
+    with peer._running(peer._pinned(command, cpu, stdout=subprocess.DEVNULL)) as proc:
+        peer._wait_port(port, proc)
+        yield f"socketmap:inet:127.0.0.1:{port}:postfix", proc
+
+
+@contextmanager
+def our_server(work: Path, cache: Path, cpu: int, memory_cache_size: int | None = None
+               ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """``tlspolicy serve socketmap --discovery`` (drop-in mode: no file, or a file holding
+    only ``[discovery] memory_cache_size``); yields its table and process."""
+    conf = work / "postfix-conf"
+    conf.mkdir(exist_ok=True)
+    (conf / "main.cf").write_text("compatibility_level = 3.6\n")
+    (conf / "master.cf").write_text("smtp unix - - y - - smtp\n")
+    command = [sys.executable, "-m", "tlspolicy", "serve", "socketmap", "--discovery",
+               "--listen", "127.0.0.1:0", "--postfix-config-dir", str(conf),
+               "--postfix-version", "3.7.11", "--cache", str(cache),
+               "--resolver", RESOLVER_ADDRESS, "--resolver-port", str(RESOLVER_PORT),
+               "--https-port", "9", "-q"]
+    if memory_cache_size is not None:
+        settings = work / "discovery.toml"
+        settings.write_text(f"[discovery]\nmemory_cache_size = {memory_cache_size}\n")
+        command.append(str(settings))
+    with peer._running(peer._pinned(command, cpu, stdout=subprocess.PIPE)) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("listening on "):
+            raise RuntimeError(f"tlspolicy did not start: {line!r}")
+        yield f"socketmap:inet:{line.split()[-1]}:postfix", proc
+
+
+def _copy_sqlite(source: Path, target: Path) -> Path:
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{source}{suffix}").exists():
+            shutil.copyfile(f"{source}{suffix}", f"{target}{suffix}")
+    return target
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def measure(bin_dir: Path, postmap: str, work: Path, keys: Sequence[str], later: int,
+            layouts: Sequence[tuple[str, int]], modes: Sequence[str],
+            memory_cache_size: int | None = None) -> None:
+    config_dir = work / "postmap"
+    config_dir.mkdir()
+    (config_dir / "main.cf").write_text("compatibility_level = 3.6\n")
+    keys_text = "".join(f"{k}\n" for k in keys)
+    os.sched_setaffinity(0, {0})  # postmap (a child) runs on CPU 0
+    round_number = 0
+    for mode in modes:
+        for layout, cpu in layouts:
+            round_number += 1
+            here = work / f"round-{round_number}"
+            here.mkdir()
+            peer_db = _copy_sqlite(work / "peer.db", here / "peer.db")
+            our_db = _copy_sqlite(work / "tlspolicy.sqlite3", here / "tlspolicy.sqlite3")
+            resolver = Resolver(mode)
+            try:
+                with ExitStack() as stack:
+                    ours, our_proc = stack.enter_context(our_server(here, our_db, cpu,
+                                                                        memory_cache_size))
+                    theirs, peer_proc = stack.enter_context(
+                        peer_server(bin_dir, here, peer_db, cpu))
+                    first: dict[str, float] = {}
+                    queries: dict[str, int] = {}
+                    runs: dict[str, list[float]] = {"tlspolicy": [], "peer": []}
+                    tables = {"tlspolicy": ours, "peer": theirs}
+                    for side, table in tables.items():
+                        before = resolver.count()
+                        first[side] = len(keys) / _postmap.query_all(
+                            postmap, config_dir, table, keys_text, len(keys))
+                        queries[side] = resolver.count() - before
+                    answers = {side: _answer(postmap, config_dir, table, keys[0])
+                               for side, table in tables.items()}
+                    for _ in range(later):
+                        for side, table in tables.items():
+                            before = resolver.count()
+                            runs[side].append(len(keys) / _postmap.query_all(
+                                postmap, config_dir, table, keys_text, len(keys)))
+                            queries[side] += resolver.count() - before
+                    rss = {"tlspolicy": rss_kib(our_proc.pid), "peer": rss_kib(peer_proc.pid)}
+            finally:
+                resolver.stop()
+            if not all(a.startswith("secure match=") for a in answers.values()):
+                raise RuntimeError(f"unexpected answers {answers}")
+            rate = {side: statistics.median(r) for side, r in runs.items()}
+            print(f"peer-discovery-{mode}-{layout}: first pass tlspolicy {first['tlspolicy']:,.0f}"
+                  f" answers/s, {peer.PACKAGE} {first['peer']:,.0f}, ratio "
+                  f"{first['tlspolicy'] / first['peer']:.2f}; later passes tlspolicy "
+                  f"{rate['tlspolicy']:,.0f} answers/s, {peer.PACKAGE} {rate['peer']:,.0f}, "
+                  f"ratio {rate['tlspolicy'] / rate['peer']:.2f}; DNS queries tlspolicy "
+                  f"{queries['tlspolicy']:,}, {peer.PACKAGE} {queries['peer']:,}; RSS after "
+                  f"all passes tlspolicy {rss['tlspolicy'] / 1024:,.1f} MiB, {peer.PACKAGE} "
+                  f"{rss['peer'] / 1024:,.1f} MiB, ratio {rss['tlspolicy'] / rss['peer']:.2f} "
+                  f"(servers on CPU {cpu}, postmap on CPU 0, resolver on CPU {RESOLVER_CPU}, "
+                  f"{len(keys):,} keys, {1 + later} passes)", flush=True)
+
+
+def _answer(postmap: str, config_dir: Path, table: str, key: str) -> str:
+    done = subprocess.run([postmap, "-c", str(config_dir), "-q", key, table],
+                          capture_output=True, text=True, timeout=60, check=False)
+    return done.stdout.strip()
+
+
+def _preflight(postmap: str | None) -> None:
+    if postmap is None:
+        raise peer.Skip("postmap is not installed")
+    if shutil.which("unshare") is None:
+        raise peer.Skip("unshare (util-linux) is not installed")
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True, text=True,
+                           timeout=30, check=False)
+    if probe.returncode != 0:
+        raise peer.Skip(f"cannot make a private mount namespace: {probe.stderr.strip()}")
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((RESOLVER_ADDRESS, RESOLVER_PORT))
+    except OSError as exc:
+        raise peer.Skip(f"cannot listen on {RESOLVER_ADDRESS}:{RESOLVER_PORT}: {exc}") from None
+    if len(os.sched_getaffinity(0)) < 2 or not {0, 1} <= os.sched_getaffinity(0):
+        raise peer.Skip("CPUs 0 and 1 are not both available")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="few keys; skip (exit 0) where a tool is missing")
+    parser.add_argument("--keys", type=int, default=None, help="keys asked (default 20000)")
+    parser.add_argument("--later", type=int, default=None,
+                        help="timed passes after the first (default 1)")
+    parser.add_argument("--mode", action="append", choices=MODES,
+                        help="resolver mode to measure (repeatable; default both)")
+    parser.add_argument("--memory-cache-size", type=int, default=None, metavar="N",
+                        help="tlspolicy's [discovery] memory_cache_size (default: its own)")
+    parser.add_argument("--dns-server", choices=MODES, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.dns_server:
+        _dns_server(RESOLVER_ADDRESS, RESOLVER_PORT, args.dns_server)
+        return 0
+    n_keys = args.keys or (300 if args.quick else 20_000)
+    later = args.later or 1
+    postmap = _postmap.find_postmap()
+    print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory(prefix="tlspolicy-bench-peer-discovery-") as tmp:
+        work = Path(tmp)
+        try:
+            _preflight(postmap)
+            bin_dir = peer.install_peer(work)
+        except peer.Skip as exc:
+            if args.quick:
+                print(f"skipped: {exc}")
+                return 0
+            raise SystemExit(f"error: {exc}") from None
+        assert postmap is not None
+        keys = [f"d{i}.bench-peer.test" for i in range(n_keys)]
+        subprocess.run([str(bin_dir / "python"), "-c", _FILL, str(work / "peer.db"),
+                        str(FETCHED_AGO), POLICY_ID],
+                       input="".join(f"{k}\n" for k in keys), text=True, check=True,
+                       timeout=3600)
+        started = time.perf_counter()
+        imported = subprocess.run(
+            [sys.executable, "-m", "tlspolicy", "import-cache", "--from",
+             "mta-sts-resolver-sqlite", str(work / "peer.db"), "--cache",
+             str(work / "tlspolicy.sqlite3")], capture_output=True, text=True, timeout=3600,
+            check=False)
+        if imported.returncode != 0:
+            raise SystemExit(f"error: import-cache failed: {imported.stderr.strip()}")
+        print(f"import: {n_keys:,} policies imported from the {peer.PACKAGE} cache in "
+              f"{time.perf_counter() - started:.1f} s", flush=True)
+        measure(bin_dir, postmap, work, keys, later, [("same", 0), ("different", 1)],
+                args.mode or MODES, args.memory_cache_size)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
