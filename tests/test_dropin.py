@@ -171,16 +171,11 @@ def _flags(dns_port: int, web: Any, cache: Path, version: str) -> list[str]:
             "--postfix-version", version, "--answer-deadline", "4"]
 
 
-@pytest.mark.network
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_drop_in_without_a_file_answers_as_the_peers(dns_lab: Any, https_lab: Any,
-                                                     tmp_path: Path) -> None:
-    """``serve socketmap --discovery`` with no file on a Postfix configuration without
-    DANE's prerequisites (Debian's defaults): it starts, warns once that DANE is off and
-    what to change, and answers postfix-mta-sts-resolver's map name ``postfix`` and
-    postfix-tlspol's ``QUERY``: the enforce policy's answer, NOTFOUND where nothing is
-    published, NOTFOUND for a DANE-only domain (DANE is off)."""
+def _start_without_a_file(dns_lab: Any, https_lab: Any, tmp_path: Path
+                          ) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """The drop-in command with no file, beside a Postfix configuration with Debian's
+    defaults (no DNSSEC support level); its process, port and standard error file, once
+    it listens."""
     faults = _daemon_support()
     https_lab.reset()
     conf = tmp_path / "postfix"
@@ -198,7 +193,28 @@ def test_drop_in_without_a_file_answers_as_the_peers(dns_lab: Any, https_lab: An
     try:
         faults.poll("the daemon to listen", lambda: "listening on" in out.read_text()
                     or process.poll() is not None)
-        assert process.poll() is None, err.read_text()
+    except BaseException:
+        process.kill()
+        process.wait(20)
+        raise
+    if process.poll() is not None:
+        raise AssertionError(err.read_text())
+    return process, port, err
+
+
+@pytest.mark.network
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_drop_in_without_a_file_answers_as_the_peers(dns_lab: Any, https_lab: Any,
+                                                     tmp_path: Path) -> None:
+    """``serve socketmap --discovery`` with no file on a Postfix configuration without
+    DANE's prerequisites (Debian's defaults): it starts, warns once that DANE is off and
+    what to change, and answers postfix-mta-sts-resolver's map name ``postfix`` and
+    postfix-tlspol's ``QUERY``: the enforce policy's answer, NOTFOUND where nothing is
+    published, NOTFOUND for a DANE-only domain (DANE is off)."""
+    faults = _daemon_support()
+    process, port, err = _start_without_a_file(dns_lab, https_lab, tmp_path)
+    try:
         log = err.read_text()
         assert log.count("DANE is off") == 1, log
         assert "smtp_dns_support_level = dnssec" in log
@@ -291,24 +307,9 @@ def test_cache_imported_into_a_running_drop_in_server_takes_effect_on_reload(
     from test_importcache import pol_body, write_resolver_sqlite
 
     faults = _daemon_support()
-    https_lab.reset()
-    conf = tmp_path / "postfix"
-    conf.mkdir()
-    (conf / "main.cf").write_text("compatibility_level = 3.6\n")
-    (conf / "master.cf").write_text("smtp unix - - y - - smtp\n")
-    port = faults.free_port()
     cache = tmp_path / "cache.sqlite3"
-    err = tmp_path / "stderr"
-    out = tmp_path / "stdout"
-    command = [sys.executable, "-m", "tlspolicy", "serve", "socketmap", "--discovery",
-               "--listen", f"127.0.0.1:{port}", "--postfix-config-dir", str(conf),
-               *_flags(dns_lab.port, https_lab, cache, "3.7.11")]
-    with out.open("wb") as o, err.open("wb") as e:
-        process = subprocess.Popen(command, stdout=o, stderr=e)
+    process, port, err = _start_without_a_file(dns_lab, https_lab, tmp_path)
     try:
-        faults.poll("the daemon to listen", lambda: "listening on" in out.read_text()
-                    or process.poll() is not None)
-        assert process.poll() is None, err.read_text()
 
         def ask(key: str) -> str:
             client = faults.Client(port)
