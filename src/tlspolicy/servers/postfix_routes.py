@@ -39,7 +39,7 @@ from ..postfix.transport import (
     table_entries,
     unwrap_map,
 )
-from .postfix_checks import PostconfError, read_postconf
+from .postconf import PostconfError, read_postconf
 
 __all__ = [
     "ACCEPT_ALL",
