@@ -22,8 +22,8 @@ from test_discovery import Clock, enforce, seed
 from tlspolicy import Resolver, loads_toml
 from tlspolicy.discovery import Discovery, DiscoveryConfig, DiscoveryObserver, DnsClient
 from tlspolicy.discovery.backoff import FailureBackoff, FailureLog
-from tlspolicy.discovery.core import DiscoveryError
 from tlspolicy.discovery.dns import DnsStatus
+from tlspolicy.discovery.models import DiscoveryError
 from tlspolicy.formats.discovery_table import check_discovery_table
 from tlspolicy.postfix.lookup import PolicyLookup
 from tlspolicy.servers.discovered import DiscoveryLookup

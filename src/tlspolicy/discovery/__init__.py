@@ -15,20 +15,17 @@ shared Redis store).
 
 from __future__ import annotations
 
-from .core import (
-    POLICY_NAMESPACE,
-    Discovery,
+from .core import POLICY_NAMESPACE, Discovery, mirror_enforce_policies, redis_cache
+from .dns import DnsAnswer, DnsClient, DnsStatus
+from .https import MAX_POLICY_BYTES, PolicyFetch, fetch_policy
+from .models import (
     DiscoveryConfig,
     DiscoveryError,
     DiscoveryObserver,
     MxLookup,
     StsState,
     TlsRptRecord,
-    mirror_enforce_policies,
-    redis_cache,
 )
-from .dns import DnsAnswer, DnsClient, DnsStatus
-from .https import MAX_POLICY_BYTES, PolicyFetch, fetch_policy
 from .summary import describe, describe_cache
 
 __all__ = [

@@ -49,7 +49,8 @@ from .. import CachedMtaStsPolicy, FetchOutcome, normalise_domain, parse_policy
 from ..errors import TlsPolicyError
 from ..stores import Store, dumps_json
 from ._gob import GobError, go_time, read_gob
-from .core import POLICY_NAMESPACE, StsState, _decode, _encode, _expiry
+from .core import POLICY_NAMESPACE, _decode, _encode, _expiry
+from .models import StsState
 
 __all__ = [
     "IMPORTED",

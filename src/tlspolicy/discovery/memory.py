@@ -20,7 +20,7 @@ import attrs
 from .. import MtaStsPolicy
 
 if TYPE_CHECKING:
-    from .core import StsState
+    from .models import StsState
 
 __all__ = ["DEFAULT_MEMORY_CACHE_SIZE", "Sharing", "StateMemory"]
 

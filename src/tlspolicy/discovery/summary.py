@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .. import Destination, TlsaLookup
-from .core import Discovery, MxLookup, StsState
+from .core import Discovery
+from .models import MxLookup, StsState
 
 __all__ = ["describe", "describe_cache", "describe_state"]
 

@@ -33,8 +33,8 @@ from tlspolicy import (
 )
 
 from ..adapters.smtplib import starttls
-from ..discovery.core import TlsRptRecord
 from ..discovery.https import make_ssl_context
+from ..discovery.models import TlsRptRecord
 from .models import (
     MEDIA_TYPE,
     ReportingConfig,

@@ -32,7 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
-from ..discovery.core import DiscoveryObserver
+from ..discovery.models import DiscoveryObserver
 from ..errors import TlsPolicyError
 from ..policies.mtasts import FetchOutcome
 from ..postfix.answers import RULE_NAME_VALUES, RULE_NAMES
