@@ -165,25 +165,20 @@ class _ResolverDown(Exception):
     """The resolver gave no answer at all: nothing can be discovered."""
 
 
-# Log messages whose content the command prints itself (the resolver's trust, a failed
-# MTA-STS fetch): shown once, in the command's output, not again as a log line.
-_SHOWN_IN_OUTPUT: Final = frozenset({
-    "DNSSEC: %s",
-    "MTA-STS %s: %s",
-    "MTA-STS %s: %s; cached policy kept until it expires",
-})
-
-
 class _Diagnostics(logging.Handler):
     """The library's log lines during one command: each on standard error once, as a
     warning, except those the command's own output already shows."""
 
     def __init__(self) -> None:
+        from ..discovery.core import OUTCOME_LOGGER  # the discovery extra
+
         super().__init__(logging.WARNING)
         self.seen: set[str] = set()
+        self.shown_in_output = OUTCOME_LOGGER
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.msg in _SHOWN_IN_OUTPUT:
+        if record.name == self.shown_in_output:
+            # The resolver's trust and failed fetches: the command's own output shows them.
             return
         message = record.getMessage()
         if message not in self.seen:

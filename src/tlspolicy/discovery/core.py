@@ -49,9 +49,14 @@ from .models import (
     TlsRptRecord,
 )
 
-__all__ = ["POLICY_NAMESPACE", "Discovery", "mirror_enforce_policies", "redis_cache"]
+__all__ = ["OUTCOME_LOGGER", "POLICY_NAMESPACE", "Discovery", "mirror_enforce_policies",
+           "redis_cache"]
 
 _log = logging.getLogger("tlspolicy.discovery")
+#: The logger of lines that restate a lookup's result (the resolver's trust, a failed
+#: MTA-STS fetch): a caller that shows those results itself can leave it out.
+OUTCOME_LOGGER: Final = "tlspolicy.discovery.outcome"
+_outcome_log = logging.getLogger(OUTCOME_LOGGER)
 
 _STS_RE: Final = re.compile(r"v=STSv1[ \t]*;")
 _RPT_RE: Final = re.compile(r"v=TLSRPTv1[ \t]*(;|$)")
@@ -171,7 +176,7 @@ class Discovery:
                     f"resolver {config.resolver!r} is not an IP address") from None
         self._resolver_vouched = loopback or config.resolver_trusted
         #: Failure warnings: one line per domain per backoff window, a summary per minute.
-        self.failure_log = FailureLog(_log)
+        self.failure_log = FailureLog(_outcome_log)
         self.dns = DnsClient(config.resolver, config.resolver_port, timeout=config.dns_timeout,
                              max_ttl=config.max_dns_ttl, trusted=False, clock=clock,
                              backoff=FailureBackoff(config.dns_backoff_initial,
@@ -265,9 +270,9 @@ class Discovery:
             self._tlsa_memo.clear()
         self.trust_epoch += 1
         if trusted:
-            _log.info("DNSSEC: %s", detail)
+            _outcome_log.info("DNSSEC: %s", detail)
         else:
-            _log.error("DNSSEC: %s", detail)
+            _outcome_log.error("DNSSEC: %s", detail)
 
     async def watch_trust(self) -> None:
         """Probe the resolver forever: while it is not trusted, after a backoff that
