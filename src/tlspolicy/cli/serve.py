@@ -241,11 +241,25 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
     metrics: Any = None
     metrics_listen: tuple[str, int] | None = args.metrics_listen
 
+    # The start's route summary waits until the server listens, so that a start that
+    # fails (a busy port, say) ends with its error alone; a reload's is logged at once.
+    held: list[str] | None = []
+
+    def route_summary(line: str) -> None:
+        if held is None:
+            logging.getLogger("tlspolicy").info("%s", line)
+        else:
+            held.append(line)
+
     def ready(server: _sm.SocketmapServer) -> None:
+        nonlocal held
         if metrics is not None:
             metrics.bind_server(server)
         sys.stdout.write(f"listening on {server.listen_address}\n")
         sys.stdout.flush()
+        for line in held or ():
+            logging.getLogger("tlspolicy").info("%s", line)
+        held = None
         start_watchers(server)
         _systemd.notify(f"READY=1\nSTATUS=listening on {server.listen_address}\n"
                         f"MAINPID={os.getpid()}")
@@ -311,7 +325,7 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
             metrics.count_unattributed(reason)
 
     reloads = Reloads(args, paths, table, use_discovery, version)
-    reader = route_reader(args, on_read=reloads.routes_read)
+    reader = route_reader(args, on_read=reloads.routes_read, summary=route_summary)
     policy = lookup_factory(paths, format=config_format(args),
                             file_checks=not args.no_file_checks,
                             transport_maps=args.transport_map or (),

@@ -72,20 +72,23 @@ def parse_tcp_listen(text: str) -> tuple[str, int]:
 
 
 def route_reader(args: argparse.Namespace, *,
-                 on_read: Callable[[PostfixRoutes], None] | None = None
+                 on_read: Callable[[PostfixRoutes], None] | None = None,
+                 summary: Callable[[str], None] | None = None
                  ) -> Callable[[], PostfixRoutes]:
     """Postfix's own routes as ``serve socketmap`` reads them (``--postfix-config-dir``,
-    ``--accept-route-loss``): every call reads them again, logs what it found and passes
-    it to ``on_read``."""
+    ``--accept-route-loss``): every call reads them again, reports what it found (a
+    line to ``summary``, logged at INFO by default; accepted losses as warnings) and
+    passes it to ``on_read``."""
     accepted = tuple(args.accept_route_loss or ())
+    log = logging.getLogger("tlspolicy")
+    report = summary if summary is not None else log.info
 
     def read() -> PostfixRoutes:
         found = read_postfix_routes(args.postfix_config_dir, accept_loss=accepted)
-        log = logging.getLogger("tlspolicy")
         hops = found.routes.by_nexthop()
-        log.info("routes: %d next hop%s read from Postfix's settings (%s)", len(hops),
-                 "" if len(hops) == 1 else "s", args.postfix_config_dir or "postconf's "
-                 "default configuration directory")
+        where = args.postfix_config_dir or "postconf's default configuration directory"
+        plural = "" if len(hops) == 1 else "s"
+        report(f"routes: {len(hops)} next hop{plural} read from Postfix's settings ({where})")
         for loss in found.losses:
             log.warning("routes: %s; loss accepted (--accept-route-loss %s): next hops it "
                         "routes are answered with the host's own policy, each logged once "
