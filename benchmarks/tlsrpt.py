@@ -43,14 +43,12 @@ from tlspolicy import (  # noqa: E402
     Destination,
     MtaStsPolicy,
     PlaintextReason,
-    PolicyType,
     Resolver,
-    SessionResult,
     StsMode,
-    build_report,
     loads_toml,
 )
 from tlspolicy.adapters import Progress, record_attempt  # noqa: E402
+from tlspolicy.policies.tlsrpt import PolicyType, SessionResult, build_report  # noqa: E402
 from tlspolicy.reporting import DAY, BufferedSink, period_results  # noqa: E402
 from tlspolicy.stores import SqliteStore  # noqa: E402
 

@@ -136,14 +136,8 @@ from typing import Final
 
 import attrs
 
-from tlspolicy import (
-    Action,
-    Decision,
-    Observation,
-    TlsaRecord,
-    TlsaUsage,
-    Verification,
-)
+from tlspolicy import Action, Decision, Observation, TlsaRecord, Verification
+from tlspolicy.policies.dane import TlsaUsage
 
 __all__ = [
     "DEFAULT_PROTOCOLS",

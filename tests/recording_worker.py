@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from tlspolicy import PolicyType, SessionResult
+from tlspolicy.policies.tlsrpt import PolicyType, SessionResult
 from tlspolicy.reporting import BufferedSink
 from tlspolicy.stores.redis import RedisStore
 

@@ -358,8 +358,9 @@ def check_outcome(expect: Expect, record: Any, error: Any, server: SmtpServer,
 def check_facts(expect: Expect, record: Any, decision: Any) -> None:
     """The facts a driver recorded (SEMANTICS 4.2) describe the connection it
     delivered on, and the decision that set the connection up permits reusing it."""
-    from tlspolicy import Action, TlsVersion
+    from tlspolicy import Action
     from tlspolicy.adapters import check_reuse
+    from tlspolicy.options import TlsVersion
 
     facts = record.facts
     assert facts.binding == decision.binding
@@ -414,8 +415,9 @@ def check_reuse_downgrades(record: Any, ca_path: Path) -> None:
     another host (delivered under ``tls_verify = optional``) are re-checked
     for other messages: a ``host`` decision refuses them with the name
     mismatch, a plan FAIL refuses them, the optional decision takes them."""
-    from tlspolicy import Decision, Reason, Requirements, Tls, Verification
+    from tlspolicy import Decision, Reason, Tls, Verification
     from tlspolicy.adapters import check_reuse
+    from tlspolicy.decision import Requirements
 
     optional = decision_from_toml(tls="required", verify="optional", ca=ca_path)
     assert check_reuse(optional, record).permitted

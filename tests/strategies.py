@@ -21,23 +21,19 @@ from typing import Any, Final
 import attrs
 from hypothesis import strategies as st
 
-from tlspolicy import (
+from tlspolicy import Config, Options, Tls
+from tlspolicy.names import DomainName
+from tlspolicy.options import (
     NEWEST_VERSION,
     OPTION_SPECS,
-    OVERRIDABLE_OPTIONS,
-    BindingGroupScope,
-    BindingScope,
     CompatVersion,
-    Config,
-    DomainName,
-    DomainScope,
-    Options,
     ScopeKind,
-    Tls,
     TlsEngine,
     TlsProtocols,
     TlsVerify,
 )
+from tlspolicy.resolver import OVERRIDABLE_OPTIONS
+from tlspolicy.scopes import BindingGroupScope, BindingScope, DomainScope
 
 PROFILE: Final = os.environ.get("HYPOTHESIS_PROFILE", "default")
 """The hypothesis profile in force (see ``tests/conftest.py``)."""

@@ -32,21 +32,13 @@ from smtp_servers import (
     smtp_server,
     tlsrpt_types,
 )
-from tlspolicy import (
-    Action,
-    Decision,
-    Observation,
-    Requirements,
-    Tls,
-    TlsEngine,
-    TlsParameters,
-    TlsVersion,
-    Verification,
-    VerifiedAs,
-)
+from tlspolicy import Action, Decision, Observation, Tls, Verification
 from tlspolicy.adapters import StartTlsFailed, StartTlsStopped, check_reuse
 from tlspolicy.adapters.aiosmtplib import starttls
+from tlspolicy.decision import Requirements, TlsParameters
+from tlspolicy.options import TlsEngine, TlsVersion
 from tlspolicy.policies.dane import TlsaRecord
+from tlspolicy.reuse import VerifiedAs
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(60)]
 

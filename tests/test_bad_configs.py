@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-import tlspolicy
+import tlspolicy.errors
 from tlspolicy import ConfigError, ConfigErrors, Resolver, load_config, loads_toml
 
 CORPUS = Path(__file__).parent / "data" / "bad-configs"
@@ -31,7 +31,7 @@ def test_corpus_is_complete() -> None:
 def _check(error: ConfigError, expected: dict[str, Any], filename: str) -> None:
     message = str(error)
     assert type(error).__name__ == expected["class"], message
-    assert isinstance(error, getattr(tlspolicy, expected["class"]))
+    assert isinstance(error, getattr(tlspolicy.errors, expected["class"]))
     assert error.location.file == filename, message
     assert error.location.line == expected["line"], message
     assert f"{filename}:{expected['line']}" in message

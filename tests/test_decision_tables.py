@@ -13,23 +13,24 @@ import json
 import pytest
 
 from tlspolicy import (
-    CERTIFICATE_OBSERVATIONS,
-    NEGOTIATION_OBSERVATIONS,
-    REQUIRETLS_BOUNCE,
-    STATUSES,
     Action,
     Decision,
     Observation,
     Outcome,
     Reason,
-    Requirements,
     Resolver,
     Tls,
-    TlsEngine,
-    TlsParameters,
     Verification,
-    certificate_outcome,
     loads_toml,
+)
+from tlspolicy.decision import Requirements, TlsParameters
+from tlspolicy.options import TlsEngine
+from tlspolicy.outcomes import (
+    CERTIFICATE_OBSERVATIONS,
+    NEGOTIATION_OBSERVATIONS,
+    REQUIRETLS_BOUNCE,
+    STATUSES,
+    certificate_outcome,
     negotiation_outcome,
 )
 

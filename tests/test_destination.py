@@ -13,14 +13,9 @@ from hypothesis import strategies as st
 
 from strategies import examples
 from tlspolicy import (
-    CERTIFICATE_OBSERVATIONS,
-    NEGOTIATION_OBSERVATIONS,
     Action,
     Config,
     Destination,
-    DomainName,
-    DomainScope,
-    FetchOutcome,
     MtaStsPolicy,
     Observation,
     Options,
@@ -32,11 +27,14 @@ from tlspolicy import (
     TlsaLookup,
     TlsaLookupStatus,
     TlsaRecord,
-    TlsVerify,
     Verification,
     loads_toml,
 )
-from tlspolicy.outcomes import STATUSES
+from tlspolicy.names import DomainName
+from tlspolicy.options import TlsVerify
+from tlspolicy.outcomes import CERTIFICATE_OBSERVATIONS, NEGOTIATION_OBSERVATIONS, STATUSES
+from tlspolicy.policies.mtasts import FetchOutcome
+from tlspolicy.scopes import DomainScope
 
 MX = "mx1.example.net"
 DOMAIN = "example.net"
@@ -151,7 +149,7 @@ def test_failed_fetch_without_policy_leaves_configuration() -> None:
 def test_expired_policy_is_as_good_as_none() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from tlspolicy import CachedMtaStsPolicy
+    from tlspolicy.policies.mtasts import CachedMtaStsPolicy
 
     fetched = datetime(2030, 1, 1, tzinfo=UTC)
     cached = CachedMtaStsPolicy(ENFORCE, fetched)
@@ -271,7 +269,7 @@ def test_requiretls_needs_secure_or_policy_matched_mx() -> None:
 
 
 def test_requiretls_final_bounce_status() -> None:
-    from tlspolicy import REQUIRETLS_BOUNCE
+    from tlspolicy.outcomes import REQUIRETLS_BOUNCE
 
     assert (REQUIRETLS_BOUNCE.code, REQUIRETLS_BOUNCE.enhanced) == (550, "5.7.30")
     assert REQUIRETLS_BOUNCE.permanent
@@ -446,7 +444,8 @@ def test_section6_invariants(global_opts: Options, dom_opts: Options, dest: Dest
 
 
 def test_momentum_hook_overrides_map_use_tls() -> None:
-    from tlspolicy import InvalidValueError, hook_overrides
+    from tlspolicy.errors import InvalidValueError
+    from tlspolicy.options import hook_overrides
 
     r = resolver("no")
     assert r.resolve(DOMAIN, overrides=hook_overrides(use_tls=2)).tls is Tls.REQUIRED

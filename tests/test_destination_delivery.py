@@ -22,11 +22,11 @@ from tlspolicy import (
     TlsaLookup,
     TlsaLookupStatus,
     TlsaRecord,
-    VerifiedAs,
     loads_toml,
 )
 from tlspolicy.adapters import StartTlsFailed
 from tlspolicy.adapters.smtplib import starttls
+from tlspolicy.reuse import VerifiedAs
 
 TIMEOUT = 10.0
 

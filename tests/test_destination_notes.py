@@ -15,7 +15,6 @@ import pytest
 
 from tlspolicy import (
     Destination,
-    FetchOutcome,
     MtaStsPolicy,
     Resolver,
     StsMode,
@@ -25,6 +24,7 @@ from tlspolicy import (
     cli,
     loads_toml,
 )
+from tlspolicy.policies.mtasts import FetchOutcome
 
 MX = "mx1.example.net"
 DOMAIN = "example.net"

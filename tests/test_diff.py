@@ -20,29 +20,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from strategies import PROPERTY_EXAMPLES, configs, options
-from tlspolicy import (
-    Action,
-    BindingGroupScope,
-    BindingScope,
-    CompatVersion,
-    Config,
-    Decision,
-    DomainName,
-    DomainScope,
-    Options,
-    Resolver,
-    ScopeKind,
-    Tls,
-    TlsProtocols,
-    TlsVerify,
-    TlsVersion,
-    cli,
-    dump_toml,
-    layer_configs,
-    loads_toml,
-)
+from tlspolicy import Action, Config, Decision, Options, Resolver, Tls, cli, loads_toml
 from tlspolicy.diff import ChangeClass, diff_configs, format_diff, regex_example
-from tlspolicy.names import normalise_domain
+from tlspolicy.formats.loader import dump_toml
+from tlspolicy.names import DomainName, normalise_domain
+from tlspolicy.options import CompatVersion, ScopeKind, TlsProtocols, TlsVerify, TlsVersion
+from tlspolicy.scopes import BindingGroupScope, BindingScope, DomainScope, layer_configs
 
 DATA = resources.files("tlspolicy").joinpath("data")
 EXAMPLE = Path(str(DATA.joinpath("example.toml")))

@@ -22,18 +22,13 @@ import pytest
 from discovery_support import TLSA_HEX, DnsLab, HttpsLab, PolicyAnswer, free_port
 from tlspolicy import (
     Action,
-    CachedMtaStsPolicy,
-    DaneApplicability,
     Destination,
-    FetchOutcome,
     Resolver,
     StsMode,
     TlsaLookupStatus,
     TlsPolicyError,
     Verification,
-    VerifiedAs,
     loads_toml,
-    parse_policy,
 )
 from tlspolicy.discovery import (
     POLICY_NAMESPACE,
@@ -47,6 +42,9 @@ from tlspolicy.discovery import (
     describe_cache,
 )
 from tlspolicy.discovery.core import _encode
+from tlspolicy.policies.dane import DaneApplicability
+from tlspolicy.policies.mtasts import CachedMtaStsPolicy, FetchOutcome, parse_policy
+from tlspolicy.reuse import VerifiedAs
 from tlspolicy.stores import SqliteStore, Store, dumps_json
 
 pytestmark = pytest.mark.timeout(120)

@@ -23,10 +23,11 @@ import pytest
 from discovery_support import DnsLab, HttpsLab, PolicyAnswer, RedisServer, free_port
 from postfix_support import find_postfix_binary, postmap_config_dir, postmap_query
 from test_discovery import Env, enforce, seed
-from tlspolicy import Resolver, loads_toml, parse_policy
+from tlspolicy import Resolver, loads_toml
 from tlspolicy.discovery import Discovery, redis_cache
 from tlspolicy.policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
 from tlspolicy.policies.destination import Destination
+from tlspolicy.policies.mtasts import parse_policy
 from tlspolicy.postfix.answers import (
     HostDecisions,
     HostState,

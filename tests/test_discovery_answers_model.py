@@ -34,11 +34,11 @@ from hypothesis import strategies as st
 
 from postfix_model import Dane, HostWorld, TlsaMatch, allowed, never_weaker
 from strategies import PROPERTY_EXAMPLES
-from tlspolicy import Resolver, loads_toml, parse_policy
+from tlspolicy import Resolver, loads_toml
 from tlspolicy.discovery import MxLookup, StsState
 from tlspolicy.policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
 from tlspolicy.policies.destination import Destination
-from tlspolicy.policies.mtasts import CachedMtaStsPolicy, FetchOutcome
+from tlspolicy.policies.mtasts import CachedMtaStsPolicy, FetchOutcome, parse_policy
 from tlspolicy.postfix.answers import DiscoveredAnswer
 from tlspolicy.postfix.keys import parse_postfix_key
 from tlspolicy.postfix.lookup import PolicyLookup

@@ -15,8 +15,6 @@ from discovery_support import DnsLab, HttpsLab, PolicyAnswer, generated_shapes
 from tlspolicy import (
     Action,
     Destination,
-    FetchOutcome,
-    MtaStsPolicyError,
     Observation,
     Resolver,
     StsMode,
@@ -25,9 +23,9 @@ from tlspolicy import (
     TlsaRecord,
     Verification,
     loads_toml,
-    parse_policy,
 )
 from tlspolicy.discovery import Discovery, DiscoveryConfig
+from tlspolicy.policies.mtasts import FetchOutcome, MtaStsPolicyError, parse_policy
 from tlspolicy.stores import SqliteStore
 
 pytestmark = pytest.mark.timeout(300)

@@ -23,24 +23,17 @@ from typing import Any
 import attrs
 import pytest
 
-import tlspolicy
-from tlspolicy import (
+import tlspolicy.errors
+from tlspolicy import Config, Options, Resolver, Tls, TlsPolicyError, Verification, loads_toml
+from tlspolicy.options import OPTION_SPECS, UNSET
+from tlspolicy.outcomes import (
     CERTIFICATE_OBSERVATIONS,
     NEGOTIATION_OBSERVATIONS,
-    OPTION_SPECS,
     STATUSES,
-    UNSET,
-    Config,
-    Options,
-    Resolver,
-    Tls,
-    TlsPolicyError,
-    Verification,
     certificate_outcome,
-    layer_configs,
-    loads_toml,
     negotiation_outcome,
 )
+from tlspolicy.scopes import layer_configs
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -251,7 +244,7 @@ def test_precedence_page_has_examples() -> None:
 @pytest.mark.parametrize("example", PRECEDENCE_EXAMPLES, ids=lambda e: f"example-{e.number}")
 def test_precedence_example(example: Example) -> None:
     if example.error is not None:
-        error_type = getattr(tlspolicy, example.error)
+        error_type = getattr(tlspolicy.errors, example.error)
         with pytest.raises(error_type):
             _run(example)
         return

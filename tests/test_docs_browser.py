@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tlspolicy import OPTION_SPECS
+from tlspolicy.options import OPTION_SPECS
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

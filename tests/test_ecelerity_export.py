@@ -17,17 +17,7 @@ from hypothesis import strategies as st
 
 from strategies import PROPERTY_EXAMPLES
 from strategies import configs as shared_configs
-from tlspolicy import (
-    NEWEST_VERSION,
-    BindingGroupScope,
-    BindingScope,
-    Config,
-    DomainName,
-    DomainScope,
-    Options,
-    Tls,
-    TlsVerify,
-)
+from tlspolicy import Config, Options, Tls
 from tlspolicy.formats.ecelerity import (
     EcelerityExportError,
     dumps_ecelerity,
@@ -36,7 +26,9 @@ from tlspolicy.formats.ecelerity import (
     loads_ecelerity_config,
 )
 from tlspolicy.formats.toml import dumps_toml, loads_toml
-from tlspolicy.scopes import DEFAULT_MATCH_CACHE_SIZE
+from tlspolicy.names import DomainName
+from tlspolicy.options import NEWEST_VERSION, TlsVerify
+from tlspolicy.scopes import DEFAULT_MATCH_CACHE_SIZE, BindingGroupScope, BindingScope, DomainScope
 
 DATA = Path(__file__).parent / "data" / "ecelerity"
 CORPUS = sorted((DATA / "valid").glob("*.conf"))

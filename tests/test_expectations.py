@@ -23,11 +23,11 @@ from tlspolicy import (
     StsMode,
     Tls,
     TlsaLookupStatus,
-    TlsVerify,
     Verification,
     cli,
     loads_toml,
 )
+from tlspolicy.options import TlsVerify
 from tlspolicy.policytests import (
     ExpectationError,
     load_expectations,

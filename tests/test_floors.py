@@ -12,24 +12,20 @@ from tlspolicy import (
     Config,
     ConfigError,
     Destination,
-    DomainName,
-    DomainScope,
-    FloorScope,
-    InvalidValueError,
     Options,
     Resolver,
-    ScopeKind,
     Tls,
     TlsaLookup,
     TlsaLookupStatus,
     TlsaRecord,
-    TlsProtocols,
-    TlsVerify,
-    TlsVersion,
     Verification,
     loads_toml,
 )
 from tlspolicy.diff import ChangeClass, diff_configs
+from tlspolicy.errors import InvalidValueError
+from tlspolicy.names import DomainName
+from tlspolicy.options import ScopeKind, TlsProtocols, TlsVerify, TlsVersion
+from tlspolicy.scopes import DomainScope, FloorScope
 
 BASE = """
 [global]
@@ -86,7 +82,7 @@ def test_floor_round_trips_through_toml() -> None:
 
 
 def test_floor_model_checks_its_options() -> None:
-    from tlspolicy import DomainName
+    from tlspolicy.names import DomainName
 
     with pytest.raises(ConfigError, match="tls_ca"):
         FloorScope(DomainName.parse("p.example"), Options(tls_ca="/x"))

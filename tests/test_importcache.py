@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from discovery_support import DnsLab, HttpsLab, PolicyAnswer, RedisServer
 from strategies import examples
-from tlspolicy import CachedMtaStsPolicy, FetchOutcome, StsMode, cli, parse_policy
+from tlspolicy import StsMode, cli
 from tlspolicy.discovery import POLICY_NAMESPACE, Discovery, DiscoveryConfig, StsState
 from tlspolicy.discovery._gob import GobError, read_gob
 from tlspolicy.discovery.core import _decode, _encode
@@ -40,6 +40,7 @@ from tlspolicy.discovery.importcache import (
     read_mta_sts_resolver_sqlite,
     read_postfix_tlspol,
 )
+from tlspolicy.policies.mtasts import CachedMtaStsPolicy, FetchOutcome, parse_policy
 from tlspolicy.stores import SqliteStore, dumps_json
 
 pytestmark = pytest.mark.timeout(120)

@@ -27,24 +27,22 @@ from strategies import (
     requests,
 )
 from tlspolicy import (
-    CERTIFICATE_OBSERVATIONS,
-    OPTION_SPECS,
     Action,
-    BindingScope,
-    CompatVersion,
     Config,
     Decision,
-    DomainKind,
-    DomainScope,
     Observation,
     Options,
     Resolver,
     Tls,
     UnknownBindingError,
     Verification,
-    dump_toml,
     loads_toml,
 )
+from tlspolicy.formats.loader import dump_toml
+from tlspolicy.names import DomainKind
+from tlspolicy.options import OPTION_SPECS, CompatVersion
+from tlspolicy.outcomes import CERTIFICATE_OBSERVATIONS
+from tlspolicy.scopes import BindingScope, DomainScope
 
 _SETTINGS = settings(
     max_examples=CONFIG_EXAMPLES,

@@ -7,7 +7,8 @@ import tomllib
 import attrs
 import pytest
 
-from tlspolicy import FloorExportError, loads_toml
+from tlspolicy import loads_toml
+from tlspolicy.floors import FloorExportError
 from tlspolicy.formats.bundled import example_config
 from tlspolicy.formats.kumomta import dumps_kumomta, kumomta_shaping
 

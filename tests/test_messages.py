@@ -13,16 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tlspolicy import (
-    ConfigError,
-    ConfigErrors,
-    Options,
-    OptionScopeError,
-    OptionVersionError,
-    Resolver,
-    cli,
-    loads_toml,
-)
+from tlspolicy import ConfigError, ConfigErrors, Options, Resolver, cli, loads_toml
+from tlspolicy.errors import OptionScopeError, OptionVersionError
 from tlspolicy.formats.loader import load_config
 
 DATA = Path(__file__).parent / "data"

@@ -20,8 +20,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from discovery_support import DnsLab, HttpsLab
-from tlspolicy import FetchOutcome, TlsPolicyError
+from tlspolicy import TlsPolicyError
 from tlspolicy.discovery import Discovery, DiscoveryConfig
+from tlspolicy.policies.mtasts import FetchOutcome
 from tlspolicy.postfix.answers import RULE_NAME_VALUES, RULE_NAMES
 from tlspolicy.postfix.netstring import encode_netstring
 from tlspolicy.servers import ListenError, SocketmapReply, SocketmapServer

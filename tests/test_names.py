@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tlspolicy import DomainKind, DomainName, InvalidDomainError, normalise_domain
+from tlspolicy import InvalidDomainError
+from tlspolicy.names import DomainKind, DomainName, normalise_domain
 
 
 @pytest.mark.parametrize(("text", "expected"), [

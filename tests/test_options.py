@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from tlspolicy import (
+from tlspolicy import ConfigError, Options, Tls
+from tlspolicy.errors import InvalidValueError, UnknownOptionError, _show_value
+from tlspolicy.options import (
     NEWEST_VERSION,
     OPTION_SPECS,
     UNSET,
     CompatVersion,
-    ConfigError,
-    InvalidValueError,
-    Options,
     ScopeKind,
-    Tls,
     TlsEngine,
     TlsProtocols,
     TlsVerify,
     TlsVersion,
-    UnknownOptionError,
 )
-from tlspolicy.errors import _show_value
 
 ALL = frozenset(ScopeKind)
 DG = frozenset({ScopeKind.DOMAIN, ScopeKind.GLOBAL})

@@ -14,9 +14,10 @@ from cryptography.x509.oid import NameOID
 
 from certs_support import TestCA, make_self_signed
 from smtp_servers import DOMAIN, MX_HOST, decision_from_toml
-from tlspolicy import Observation, VerifiedAs
+from tlspolicy import Observation
 from tlspolicy.adapters.peer import evaluate_peer, observation_for_verify_code
 from tlspolicy.policies.dane import TlsaRecord
+from tlspolicy.reuse import VerifiedAs
 
 NOW = datetime.datetime.now(datetime.UTC)
 DAY = datetime.timedelta(days=1)
@@ -167,7 +168,8 @@ def test_verify_codes(code: int, observation: Observation) -> None:
 
 
 def test_dane_ta_through_evaluate_peer(ca: TestCA) -> None:
-    from tlspolicy import Decision, Requirements, Tls, Verification
+    from tlspolicy import Decision, Tls, Verification
+    from tlspolicy.decision import Requirements
 
     leaf = ca.valid(MX_HOST)
     d = _decision(ca)

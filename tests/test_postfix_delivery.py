@@ -12,10 +12,10 @@ import pytest
 
 from postfix_support import receiving_postfix, requires_postfix_server
 from smtp_servers import DOMAIN, MX_HOST, CertSet, decision_from_toml, make_cert_set
-from tlspolicy import VerifiedAs
 from tlspolicy.adapters import StartTlsFailed, check_reuse
 from tlspolicy.adapters import aiosmtplib as async_driver
 from tlspolicy.adapters import smtplib as sync_driver
+from tlspolicy.reuse import VerifiedAs
 
 pytestmark = [pytest.mark.slow, pytest.mark.network, pytest.mark.postfix, requires_postfix_server,
               pytest.mark.timeout(120)]

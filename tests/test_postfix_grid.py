@@ -53,17 +53,12 @@ from postfix_support import (
     requires_postfix_server,
     sending_postfix,
 )
-from tlspolicy import (
-    Action,
-    Decision,
-    Observation,
-    Resolver,
-    TlsVersion,
-)
+from tlspolicy import Action, Decision, Observation, Resolver
 from tlspolicy.adapters import StartTlsStopped
 from tlspolicy.adapters.smtplib import starttls
 from tlspolicy.formats.loader import load_config
 from tlspolicy.formats.postfix import load_transport_table
+from tlspolicy.options import TlsVersion
 from tlspolicy.postfix.lookup import PolicyLookup, parse_postfix_version
 from tlspolicy.postfix.tables import STARTTLS_STATUS_FILTER
 from tlspolicy.postfix.transport import parse_transport_table

@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tlspolicy import (
-    OPTION_SPECS,
-    BindingGroupScope,
-    BindingScope,
-    Config,
-    DomainName,
-    DomainScope,
-    Options,
-    Resolver,
-    Tls,
-    TlsProtocols,
-    TlsVerify,
-    UnknownBindingError,
-)
+from tlspolicy import Config, Options, Resolver, Tls, UnknownBindingError
+from tlspolicy.names import DomainName
+from tlspolicy.options import OPTION_SPECS, TlsProtocols, TlsVerify
 from tlspolicy.postfix.levels import PostfixLevel, PostfixMappingError
 from tlspolicy.postfix.lookup import PolicyLookup
 from tlspolicy.postfix.mapping import map_values
@@ -28,6 +17,7 @@ from tlspolicy.postfix.tables import (
     render_policy_table,
     render_warnings,
 )
+from tlspolicy.scopes import BindingGroupScope, BindingScope, DomainScope
 from tlspolicy.servers.socketmap import ReplyStatus
 
 

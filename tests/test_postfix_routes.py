@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tlspolicy import OPTION_SPECS, Resolver, Tls, TlsProtocols, TlsVerify
+from tlspolicy import Resolver, Tls
 from tlspolicy.cli.serve_inputs import postconf_version
 from tlspolicy.errors import ConfigError
 from tlspolicy.formats.loader import load_config
 from tlspolicy.formats.postfix import load_transport_table
+from tlspolicy.options import OPTION_SPECS, TlsProtocols, TlsVerify
 from tlspolicy.postfix.levels import PostfixLevel, PostfixMappingError, PostfixPolicy
 from tlspolicy.postfix.lookup import PolicyLookup, parse_postfix_version
 from tlspolicy.postfix.mapping import behaviour_notes, map_values

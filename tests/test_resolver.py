@@ -14,28 +14,27 @@ import pytest
 
 from tlspolicy import (
     Action,
-    BindingGroupConflictError,
     ConnectionFacts,
     Decision,
     InvalidDomainError,
     Observation,
     Options,
-    OptionScopeError,
-    OptionVersionError,
     PlaintextReason,
-    RegexError,
     Resolver,
     Tls,
-    TlsEngine,
-    TlsProtocols,
-    TlsVerify,
-    TlsVersion,
     UnknownBindingError,
     Verification,
-    layer_configs,
     load_config,
     loads_toml,
 )
+from tlspolicy.errors import (
+    BindingGroupConflictError,
+    OptionScopeError,
+    OptionVersionError,
+    RegexError,
+)
+from tlspolicy.options import TlsEngine, TlsProtocols, TlsVerify, TlsVersion
+from tlspolicy.scopes import layer_configs
 
 
 def resolve(toml: str, domain: str = "example.com", binding: str | None = None,

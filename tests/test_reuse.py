@@ -27,7 +27,6 @@ from tlspolicy import (
     ConnectionFacts,
     Decision,
     Destination,
-    FetchOutcome,
     MtaStsPolicy,
     Observation,
     PlaintextReason,
@@ -36,12 +35,13 @@ from tlspolicy import (
     TlsaLookup,
     TlsaLookupStatus,
     TlsaRecord,
-    TlsVersion,
     Verification,
     loads_toml,
 )
 from tlspolicy.adapters import Progress, check_reuse
 from tlspolicy.adapters.peer import evaluate_peer
+from tlspolicy.options import TlsVersion
+from tlspolicy.policies.mtasts import FetchOutcome
 
 MX = "mx1.example.net"
 OTHER_MX = "mx.elsewhere.org"

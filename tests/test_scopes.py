@@ -4,27 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from tlspolicy import (
+from tlspolicy import Config, Options, Resolver, Tls
+from tlspolicy.errors import (
     BindingGroupConflictError,
-    BindingGroupScope,
-    BindingScope,
-    CompatVersion,
-    Config,
-    DomainName,
-    DomainScope,
     DuplicateScopeError,
     InvalidValueError,
-    Options,
     OptionScopeError,
     OptionVersionError,
-    Resolver,
-    Tls,
-    TlsEngine,
-    TlsVerify,
+)
+from tlspolicy.formats.toml import toml_to_raw
+from tlspolicy.names import DomainName
+from tlspolicy.options import CompatVersion, TlsEngine, TlsVerify
+from tlspolicy.scopes import (
+    BindingGroupScope,
+    BindingScope,
+    DomainScope,
     build_config,
     layer_configs,
 )
-from tlspolicy.formats.toml import toml_to_raw
 
 
 def dom(name: str, **options: object) -> DomainScope:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from smtp_servers import MX_HOST, CertSet, decision_from_toml, make_cert_set
-from tlspolicy import TlsEngine, TlsParameters, TlsPolicyError, TlsVersion
+from tlspolicy import TlsPolicyError
 from tlspolicy.adapters.sslcontext import (
     ProtocolNarrowedWarning,
     TlsSetupError,
@@ -17,6 +17,8 @@ from tlspolicy.adapters.sslcontext import (
     UnsupportedTlsSettingWarning,
     build_context,
 )
+from tlspolicy.decision import TlsParameters
+from tlspolicy.options import TlsEngine, TlsVersion
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,8 @@ from postfix_model import (
     tlspolicy_action,
 )
 from strategies import MX_NAMES, PROPERTY_EXAMPLES, REQUEST_NAMES, configs, declared_bindings
-from tlspolicy import Config, Decision, Resolver, TlsVersion, loads_toml
+from tlspolicy import Config, Decision, Resolver, loads_toml
+from tlspolicy.options import TlsVersion
 from tlspolicy.postfix.lookup import PolicyLookup
 from tlspolicy.servers.socketmap import ReplyStatus
 

@@ -13,8 +13,8 @@ import pytest
 from discovery_support import TLSRPT_DOMAIN, TLSRPT_SUBMITTER, DnsLab, HttpsLab
 from smtp_servers import Mode, make_cert_set, smtp_server
 from test_tlsrpt_reports import check_report
-from tlspolicy import PolicyType, SessionResult
 from tlspolicy.cli import main
+from tlspolicy.policies.tlsrpt import PolicyType, SessionResult
 from tlspolicy.reporting import DAY, BufferedSink, period_start
 from tlspolicy.stores import SqliteStore
 

@@ -34,8 +34,9 @@ from discovery_support import (
 )
 from smtp_servers import CertSet, Mode, SmtpServer, make_cert_set, smtp_server
 from test_tlsrpt_reports import check_report
-from tlspolicy import PolicyType, Resolver, SessionResult, loads_toml
+from tlspolicy import Resolver, loads_toml
 from tlspolicy.discovery import Discovery, DiscoveryConfig
+from tlspolicy.policies.tlsrpt import PolicyType, SessionResult
 from tlspolicy.reporting import (
     DAY,
     MEDIA_TYPE,

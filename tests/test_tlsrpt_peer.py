@@ -44,7 +44,7 @@ from typing import Any
 import pytest
 
 from test_tlsrpt_reports import check_report
-from tlspolicy import PolicyType, SessionResult
+from tlspolicy.policies.tlsrpt import PolicyType, SessionResult
 from tlspolicy.reporting import DAY, BufferedSink, Reporter, ReportingConfig
 from tlspolicy.stores import SqliteStore
 

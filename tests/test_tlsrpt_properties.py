@@ -11,14 +11,14 @@ import jsonschema
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tlspolicy import (
+from tlspolicy.policies.tlsrpt import (
+    FAILURE_RESULT_TYPES,
     PolicyType,
     SessionResult,
     aggregate_counts,
     build_report,
     report_filename,
 )
-from tlspolicy.policies.tlsrpt import FAILURE_RESULT_TYPES
 from tlspolicy.reporting import decode_results, encode_results
 
 SCHEMA = json.loads((Path(__file__).parent / "data" / "tlsrpt-report.schema.json").read_text())

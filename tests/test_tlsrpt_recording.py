@@ -13,7 +13,8 @@ import time
 import pytest
 
 from smtp_servers import DOMAIN, MX_HOST, CertSet, make_cert_set
-from tlspolicy import MtaStsPolicy, PolicyType, SessionResult, StsMode
+from tlspolicy import MtaStsPolicy, StsMode
+from tlspolicy.policies.tlsrpt import PolicyType, SessionResult
 from tlspolicy.reporting import (
     RESULTS_NAMESPACE,
     BufferedSink,

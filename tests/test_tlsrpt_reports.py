@@ -22,7 +22,7 @@ import pytest
 
 from discovery_support import RedisServer
 from smtp_servers import DOMAIN, CertSet, make_cert_set
-from tlspolicy import PolicyType, SessionResult, build_report
+from tlspolicy.policies.tlsrpt import PolicyType, SessionResult, build_report
 from tlspolicy.reporting import (
     DAY,
     BufferedSink,

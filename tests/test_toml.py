@@ -7,17 +7,10 @@ from importlib import resources
 
 import pytest
 
-from tlspolicy import (
-    ConfigError,
-    DomainKind,
-    Options,
-    Resolver,
-    Tls,
-    TlsProtocols,
-    TlsVerify,
-    dump_toml,
-    loads_toml,
-)
+from tlspolicy import ConfigError, Options, Resolver, Tls, loads_toml
+from tlspolicy.formats.loader import dump_toml
+from tlspolicy.names import DomainKind
+from tlspolicy.options import TlsProtocols, TlsVerify
 
 FULL = r"""
 compatibility = "4.8"

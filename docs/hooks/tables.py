@@ -23,29 +23,33 @@ from typing import Any, Final
 
 import tlspolicy
 from tlspolicy import (
-    CERTIFICATE_OBSERVATIONS,
-    NEGOTIATION_OBSERVATIONS,
-    OPTION_SPECS,
-    OVERRIDABLE_OPTIONS,
-    REQUIRETLS_BOUNCE,
-    STATUSES,
-    UNSET,
-    CompatVersion,
     Config,
     Decision,
     Observation,
     Options,
     Outcome,
     Resolver,
-    ScopeKind,
     Status,
     Tls,
+    Verification,
+)
+from tlspolicy.options import (
+    OPTION_SPECS,
+    UNSET,
+    CompatVersion,
+    ScopeKind,
     TlsProtocols,
     TlsVersion,
-    Verification,
+)
+from tlspolicy.outcomes import (
+    CERTIFICATE_OBSERVATIONS,
+    NEGOTIATION_OBSERVATIONS,
+    REQUIRETLS_BOUNCE,
+    STATUSES,
     certificate_outcome,
     negotiation_outcome,
 )
+from tlspolicy.resolver import OVERRIDABLE_OPTIONS
 
 __all__ = ["GENERATORS", "PLACEHOLDER", "UnknownPlaceholderError", "expand", "on_page_markdown"]
 
@@ -227,34 +231,17 @@ def status_table() -> str:
 # API index
 
 API_GROUPS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
-    ("Loading and writing configuration", ("tlspolicy.formats.loader",)),
-    ("Reading files safely", ("tlspolicy.formats.files", "tlspolicy.formats.tlsfiles")),
-    ("Configuration models", ("tlspolicy.scopes.models", "tlspolicy.scopes.builder",
-                              "tlspolicy.scopes.stanzas", "tlspolicy.floors")),
-    ("Options and values", ("tlspolicy.options",)),
-    ("Domain names", ("tlspolicy.names",)),
-    ("Resolving", ("tlspolicy.resolver.core", "tlspolicy.resolver.matchcache")),
-    ("Decisions, outcomes and statuses", ("tlspolicy.decision", "tlspolicy.outcomes",
-                                          "tlspolicy.reuse")),
-    ("Destination policies", ("tlspolicy.policies.destination",)),
-    ("MTA-STS", ("tlspolicy.policies.mtasts",)),
-    ("DANE", ("tlspolicy.policies.dane",)),
-    ("TLS-RPT", ("tlspolicy.policies.tlsrpt",)),
+    ("Loading a configuration", ("tlspolicy.formats.loader", "tlspolicy.scopes.models",
+                                 "tlspolicy.options")),
+    ("Resolving", ("tlspolicy.resolver.core",)),
+    ("The decision and its outcomes", ("tlspolicy.decision", "tlspolicy.outcomes")),
+    ("The destination (what discovery found)", ("tlspolicy.policies.destination",
+                                               "tlspolicy.policies.mtasts",
+                                               "tlspolicy.policies.dane")),
+    ("Reusing a connection", ("tlspolicy.reuse",)),
     ("Errors", ("tlspolicy.errors",)),
 )
 """Sections of the API page and the modules whose exports they list."""
-
-# Constants have no runtime docstring; these modules document them with a string
-# literal under the assignment, which _attribute_docs reads.  The rest are here.
-CONSTANT_DOCS: Final[Mapping[str, str]] = {
-    "NEWEST_VERSION": "The newest Momentum version the library knows; the default "
-                      "compatibility.",
-    "OPTION_SPECS": "Every option's `OptionSpec`, by name, in reference order.",
-    "UNSET": "The value of an option a scope does not set (falsy, distinct from `None`).",
-    "STATUSES": "The status (code, enhanced code, text, TLS-RPT type) of every `Reason`.",
-    "NEGOTIATION_OBSERVATIONS": "The observations of the STARTTLS negotiation, in table order.",
-    "CERTIFICATE_OBSERVATIONS": "The certificate observations, in table (and precedence) order.",
-}
 
 
 @functools.cache
@@ -324,8 +311,6 @@ def _home_module(name: str) -> str | None:
 
 def describe(name: str) -> str:
     """One line for a public name: its docstring's first sentence group, or ''."""
-    if name in CONSTANT_DOCS:
-        return CONSTANT_DOCS[name]
     home = _home_module(name)
     if home is not None:
         attribute = _attribute_docs(home).get(name)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tlspolicy import ConfigError, ConfigErrors, UnknownOptionError, load_config
+from tlspolicy import ConfigError, ConfigErrors, load_config
+from tlspolicy.errors import UnknownOptionError
 from tlspolicy.formats.ecelerity import (
     EcelerityUnknownStanzaError,
     loads_ecelerity_config,

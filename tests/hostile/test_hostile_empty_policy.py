@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tlspolicy import EmptyPolicyError, load_config
+from tlspolicy import load_config
 from tlspolicy.cli import main
 from tlspolicy.cli.serve import lookup_factory
+from tlspolicy.errors import EmptyPolicyError
 from tlspolicy.formats.lint import lint_file
 from tlspolicy.scopes import sets_no_option
 from tlspolicy.servers.socketmap import SocketmapReply, SocketmapServer

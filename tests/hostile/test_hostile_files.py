@@ -13,18 +13,15 @@ from pathlib import Path
 import pytest
 from bounded import within
 
-from tlspolicy import (
-    MAX_FILE_BYTES,
-    MAX_FILES_PER_LOAD,
+from tlspolicy import TlsPolicyError, load_config
+from tlspolicy.errors import (
     FileReadError,
     FileTooLargeError,
     NotRegularFileError,
-    ReadBudget,
-    TlsPolicyError,
     TooManyFilesError,
-    load_config,
 )
 from tlspolicy.formats.ecelerity import EcelerityIncludeError, read_ecelerity
+from tlspolicy.formats.files import MAX_FILE_BYTES, MAX_FILES_PER_LOAD, ReadBudget
 
 
 def _error(fn: object, *args: object) -> TlsPolicyError:
@@ -156,8 +153,9 @@ def test_huge_value_is_quoted_as_an_excerpt(tmp_path: Path) -> None:
 
 
 def _context(ca: str | None, cert: str | None = None, key: str | None = None) -> object:
-    from tlspolicy import TlsEngine, TlsParameters, TlsVersion
     from tlspolicy.adapters.sslcontext import build_context
+    from tlspolicy.decision import TlsParameters
+    from tlspolicy.options import TlsEngine, TlsVersion
 
     return build_context(TlsParameters(
         ca_file=ca, certificate_file=cert, key_file=key, ciphers=None,

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tlspolicy import ConfigError, ConfigErrors, InvalidValueError, load_config, loads_toml
+from tlspolicy import ConfigError, ConfigErrors, load_config, loads_toml
 from tlspolicy.cli import main
 from tlspolicy.cli.serve import lookup_factory
+from tlspolicy.errors import InvalidValueError
 
 MODERN = "+ALL:-SSLv2:-SSLv3:-TLSv1.0:-TLSv1.1"
 BINDING = '''[global]

@@ -17,19 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from strategies import examples
-from tlspolicy import (
-    CompatVersion,
-    DomainName,
-    TlsaRecord,
-    TlsPolicyError,
-    TlsProtocols,
-    loads_toml,
-    normalise_domain,
-    parse_policy,
-    parse_txt_record,
-)
+from tlspolicy import TlsaRecord, TlsPolicyError, loads_toml
 from tlspolicy.formats.ecelerity import loads_ecelerity_config, parse_ecelerity
-from tlspolicy.policies.mtasts import select_txt_record
+from tlspolicy.names import DomainName, normalise_domain
+from tlspolicy.options import CompatVersion, TlsProtocols
+from tlspolicy.policies.mtasts import parse_policy, parse_txt_record, select_txt_record
 from tlspolicy.policytests.reader import loads_expectations
 from tlspolicy.postfix.netstring import NetstringDecoder
 from tlspolicy.servers.socketmap import parse_postfix_key

@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import pytest
 
-from tlspolicy import MtaStsPolicyError, StsMode, parse_policy, parse_txt_record
-from tlspolicy.policies.mtasts import MAX_MAX_AGE, select_txt_record
+from tlspolicy import StsMode
+from tlspolicy.policies.mtasts import (
+    MAX_MAX_AGE,
+    MtaStsPolicyError,
+    parse_policy,
+    parse_txt_record,
+    select_txt_record,
+)
 
 HEAD = "version: STSv1\nmode: enforce\nmx: mx.example.com\n"
 

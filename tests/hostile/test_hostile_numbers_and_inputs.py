@@ -11,18 +11,16 @@ from pathlib import Path
 import pytest
 
 from tlspolicy import (
-    CompatVersion,
     ConfigError,
-    ConfigSyntaxError,
-    InvalidValueError,
-    NoConfigFilesError,
     PolicyInputError,
     TlsaRecord,
     TlsPolicyError,
     load_config,
     loads_toml,
 )
+from tlspolicy.errors import ConfigSyntaxError, InvalidValueError, NoConfigFilesError
 from tlspolicy.formats.ecelerity import loads_ecelerity_config, parse_ecelerity
+from tlspolicy.options import CompatVersion
 
 HUGE = "9" * 5000
 

@@ -10,13 +10,8 @@ from __future__ import annotations
 import pytest
 from bounded import within
 
-from tlspolicy import (
-    InvalidDomainError,
-    RegexError,
-    Resolver,
-    Tls,
-    loads_toml,
-)
+from tlspolicy import InvalidDomainError, Resolver, Tls, loads_toml
+from tlspolicy.errors import RegexError
 from tlspolicy.formats.ecelerity import loads_ecelerity_config
 from tlspolicy.formats.lint import lint_config
 from tlspolicy.names import DomainName, DomainPattern, DomainPatternSet

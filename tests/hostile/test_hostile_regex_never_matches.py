@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from bounded import within
 
-from tlspolicy import InvalidDomainError, RegexError, Resolver, TlsPolicyError, loads_toml
+from tlspolicy import InvalidDomainError, Resolver, TlsPolicyError, loads_toml
 from tlspolicy.cli import main
+from tlspolicy.errors import RegexError
 from tlspolicy.formats.ecelerity import loads_ecelerity_config
 from tlspolicy.formats.lint import lint_file
 from tlspolicy.names import DomainName, DomainPattern, never_matching_char, normalise_domain

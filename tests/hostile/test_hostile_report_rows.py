@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tlspolicy import PolicyType, SessionResult
+from tlspolicy.policies.tlsrpt import PolicyType, SessionResult
 from tlspolicy.reporting import (
     DAY,
     RESULTS_NAMESPACE,

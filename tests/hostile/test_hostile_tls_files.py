@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tlspolicy import ConfigErrors, TlsFileError, check_tls_files, loads_toml
+from tlspolicy import ConfigErrors, loads_toml
+from tlspolicy.errors import TlsFileError
+from tlspolicy.formats.tlsfiles import check_tls_files
 
 pytest.importorskip("cryptography")
 

@@ -18,23 +18,13 @@ from typing import Any, Protocol
 
 import attrs
 
-from tlspolicy import (
-    Action,
-    ConnectionFacts,
-    Decision,
-    Destination,
-    Observation,
-    Outcome,
-    PlaintextReason,
-    ReuseVerdict,
-    SessionResult,
-    Status,
-    TlsPolicyError,
-    TlsVersion,
-    VerifiedAs,
-    report_policy,
-    session_result,
-)
+from tlspolicy.decision import Decision
+from tlspolicy.errors import TlsPolicyError
+from tlspolicy.options import TlsVersion
+from tlspolicy.outcomes import Action, Observation, Outcome, Status
+from tlspolicy.policies.destination import Destination
+from tlspolicy.policies.tlsrpt import SessionResult, report_policy, session_result
+from tlspolicy.reuse import ConnectionFacts, PlaintextReason, ReuseVerdict, VerifiedAs
 
 from .peer import PeerEvaluation, peer_judge
 

@@ -35,7 +35,9 @@ from typing import Any
 import aiosmtplib
 import attrs
 
-from tlspolicy import Decision, Destination, Observation
+from tlspolicy.decision import Decision
+from tlspolicy.outcomes import Observation
+from tlspolicy.policies.destination import Destination
 
 from . import Progress, ResultSink, StartTlsStopped, TlsRecord, record_attempt
 from .engine import (

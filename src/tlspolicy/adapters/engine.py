@@ -21,7 +21,9 @@ from typing import Any, Protocol
 
 import attrs
 
-from tlspolicy import Action, Decision, Observation, PlaintextReason
+from tlspolicy.decision import Decision
+from tlspolicy.outcomes import Action, Observation
+from tlspolicy.reuse import PlaintextReason
 
 from . import Progress, StartTlsFailed, TlsRecord, plan_failure
 from .peer import evaluate_peer, observation_for_verify_code, presented_chain

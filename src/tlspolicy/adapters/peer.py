@@ -57,18 +57,12 @@ from typing import Any, Final
 
 import attrs
 
-from tlspolicy import (
-    ConnectionFacts,
-    Decision,
-    MissingDependencyError,
-    Observation,
-    PeerJudge,
-    TlsPolicyError,
-    Verification,
-    VerifiedAs,
-    dane_observations,
-    match_chain,
-)
+from tlspolicy.decision import Decision, PeerJudge
+from tlspolicy.errors import MissingDependencyError, TlsPolicyError
+from tlspolicy.outcomes import Observation, Verification
+from tlspolicy.policies.dane import match_chain
+from tlspolicy.policies.destination import dane_observations
+from tlspolicy.reuse import ConnectionFacts, VerifiedAs
 
 from .sslcontext import TlsSetupError
 
@@ -391,7 +385,7 @@ def evaluate_peer(
 
 def peer_judge(*, now: datetime.datetime,
                tlsa_records: Iterable[Any] | None = None) -> PeerJudge:
-    """The judge :meth:`tlspolicy.RequiredSecurity.check` needs: :func:`evaluate_peer`.
+    """The judge :meth:`tlspolicy.decision.RequiredSecurity.check` needs: :func:`evaluate_peer`.
 
     A recorded chain is judged for a later message's decision exactly as a
     fresh connection's chain is judged by the drivers, at ``now``.

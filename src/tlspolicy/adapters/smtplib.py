@@ -27,7 +27,9 @@ from typing import Any
 
 import attrs
 
-from tlspolicy import Decision, Destination, Observation
+from tlspolicy.decision import Decision
+from tlspolicy.outcomes import Observation
+from tlspolicy.policies.destination import Destination
 
 from . import Progress, ResultSink, StartTlsStopped, TlsRecord, record_attempt
 from .engine import (
@@ -84,7 +86,7 @@ def starttls(
 
     With ``sink`` (a :class:`~tlspolicy.adapters.ResultSink`) the attempt's
     TLS-RPT result is recorded, on success and on every DEFER / FAIL, under the
-    policy :func:`~tlspolicy.report_policy` finds in ``destination`` (the one
+    policy :func:`~tlspolicy.policies.tlsrpt.report_policy` finds in ``destination`` (the one
     the decision was resolved with).
     """
     try:

@@ -1,4 +1,4 @@
-"""An :class:`ssl.SSLContext` built from a decision's :class:`~tlspolicy.TlsParameters`.
+"""An :class:`ssl.SSLContext` built from a decision's :class:`~tlspolicy.decision.TlsParameters`.
 
 The context is made for the handshake only: it does not verify the peer
 (``CERT_NONE``, no host name check), because a certificate problem must be
@@ -32,18 +32,10 @@ import warnings
 from collections.abc import Iterator
 from typing import Final, Literal
 
-from tlspolicy import (
-    MAX_PEM_BYTES,
-    FileReadError,
-    FileTooLargeError,
-    Location,
-    TlsEngine,
-    TlsParameters,
-    TlsPolicyError,
-    TlsVersion,
-    open_regular_file,
-    read_regular_text,
-)
+from tlspolicy.decision import TlsParameters
+from tlspolicy.errors import FileReadError, FileTooLargeError, Location, TlsPolicyError
+from tlspolicy.formats.files import MAX_PEM_BYTES, open_regular_file, read_regular_text
+from tlspolicy.options import TlsEngine, TlsVersion
 
 __all__ = [
     "ProtocolNarrowedWarning",

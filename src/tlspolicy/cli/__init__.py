@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Final
 
-from .. import __version__
+from .._version import __version__
 from ..errors import TlsPolicyError
 from ..formats.bundled import example_config, example_text
 from ._common import (

@@ -34,7 +34,7 @@ from typing import Any
 
 import attrs
 
-from .. import Resolver
+from ..resolver import Resolver
 from ..stores import SqliteStore
 from ..stores.redis import RedisStore
 from ._common import (

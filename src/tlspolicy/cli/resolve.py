@@ -8,17 +8,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, TextIO
 
-from .. import (
-    OPTION_SPECS,
-    Decision,
-    Destination,
-    Options,
-    PolicyInputError,
-    Resolver,
-)
-from ..errors import Location
+from ..decision import Decision
+from ..errors import Location, PolicyInputError
+from ..options import OPTION_SPECS, Options
 from ..policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
+from ..policies.destination import Destination
 from ..policies.mtasts import FetchOutcome, MtaStsPolicy, MtaStsPolicyError, parse_policy
+from ..resolver import Resolver
 from ._common import (
     UsageError,
     add_at,

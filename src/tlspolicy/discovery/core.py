@@ -17,21 +17,19 @@ from typing import Any, Final
 
 import attrs
 
-from .. import (
+from ..errors import PolicyInputError, ResolutionError
+from ..names import normalise_domain
+from ..policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
+from ..policies.destination import Destination
+from ..policies.mtasts import (
     CachedMtaStsPolicy,
-    Destination,
     FetchOutcome,
     MtaStsTxtRecordError,
     StsMode,
-    TlsaLookup,
-    TlsaLookupStatus,
-    TlsaRecord,
-    normalise_domain,
     parse_policy,
     policy_in_force,
     select_txt_record,
 )
-from ..errors import PolicyInputError, ResolutionError
 from ..stores import MirroredStore, SqliteStore, Store, StoreError, dumps_json, loads_json
 from ..stores.redis import RedisStore
 from .backoff import FailureBackoff, FailureLog

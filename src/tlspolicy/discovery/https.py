@@ -5,7 +5,7 @@ our own resolver gave, with SNI and Host the policy host name and Web PKI
 validation of that name; HTTP 200 only, no redirects, media type
 ``text/plain`` (compared case-insensitively, parameters ignored), at most
 64 KiB, and a deadline on the whole exchange so a slow server cannot hold us.
-Every outcome maps to one :class:`~tlspolicy.FetchOutcome` and so to its TLS-RPT
+Every outcome maps to one :class:`~tlspolicy.policies.mtasts.FetchOutcome` and so to its TLS-RPT
 result type.
 """
 
@@ -19,8 +19,8 @@ from typing import Final
 
 import attrs
 
-from .. import FetchOutcome, MtaStsPolicy, MtaStsPolicyError, parse_policy
 from ..errors import MissingDependencyError
+from ..policies.mtasts import FetchOutcome, MtaStsPolicy, MtaStsPolicyError, parse_policy
 
 try:
     import httpx

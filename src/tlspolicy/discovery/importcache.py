@@ -45,8 +45,9 @@ from typing import Any, Final
 
 import attrs
 
-from .. import CachedMtaStsPolicy, FetchOutcome, normalise_domain, parse_policy
 from ..errors import TlsPolicyError
+from ..names import normalise_domain
+from ..policies.mtasts import CachedMtaStsPolicy, FetchOutcome, parse_policy
 from ..stores import Store, dumps_json
 from ._gob import GobError, go_time, read_gob
 from .core import POLICY_NAMESPACE, _decode, _encode, _expiry

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 import attrs
 
-from .. import MtaStsPolicy
+from ..policies.mtasts import MtaStsPolicy
 
 if TYPE_CHECKING:
     from .models import StsState

@@ -8,12 +8,9 @@ from typing import Any, Final
 
 import attrs
 
-from .. import (
-    CachedMtaStsPolicy,
-    FetchOutcome,
-)
 from ..errors import TlsPolicyError
 from ..formats.discovery_table import DEFAULT_CACHE_PATH
+from ..policies.mtasts import CachedMtaStsPolicy, FetchOutcome
 from .backoff import DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX
 from .memory import DEFAULT_MEMORY_CACHE_SIZE
 

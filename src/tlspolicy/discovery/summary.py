@@ -6,7 +6,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from .. import Destination, TlsaLookup
+from ..policies.dane import TlsaLookup
+from ..policies.destination import Destination
 from .core import Discovery
 from .models import MxLookup, StsState
 

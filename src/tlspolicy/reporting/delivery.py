@@ -22,15 +22,12 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from tlspolicy import (
-    Config,
-    Destination,
-    Options,
-    Resolver,
-    Tls,
-    TlsPolicyError,
-    normalise_domain,
-)
+from tlspolicy.errors import TlsPolicyError
+from tlspolicy.names import normalise_domain
+from tlspolicy.options import Options, Tls
+from tlspolicy.policies.destination import Destination
+from tlspolicy.resolver import Resolver
+from tlspolicy.scopes import Config
 
 from ..adapters.smtplib import starttls
 from ..discovery.https import make_ssl_context

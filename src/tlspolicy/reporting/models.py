@@ -12,10 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from tlspolicy import (
-    TlsPolicyError,
-    normalise_domain,
-)
+from tlspolicy.errors import TlsPolicyError
+from tlspolicy.names import normalise_domain
 
 from ..stores import StoreError, dumps_json, loads_json
 from .recording import DAY

@@ -1,9 +1,9 @@
 """Recording delivery results for TLS-RPT: the sink API and a buffered sink.
 
 A sink has one method, ``record(result)``, taking a
-:class:`~tlspolicy.SessionResult`.  The library's drivers call it for every
-attempt when given ``sink=`` (see :func:`~tlspolicy.report_policy` and
-:func:`~tlspolicy.session_result` to record from any other MTA).
+:class:`~tlspolicy.policies.tlsrpt.SessionResult`.  The library's drivers call it for every
+attempt when given ``sink=`` (see :func:`~tlspolicy.policies.tlsrpt.report_policy` and
+:func:`~tlspolicy.policies.tlsrpt.session_result` to record from any other MTA).
 
 :class:`BufferedSink` never blocks or fails a delivery: ``record`` only
 counts the result in memory under a lock; a background thread with its own
@@ -28,7 +28,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, Protocol, runtime_checkable
 
-from tlspolicy import PolicyType, SessionResult, TlsPolicyError, normalise_domain
+from tlspolicy.errors import TlsPolicyError
+from tlspolicy.names import normalise_domain
+from tlspolicy.policies.tlsrpt import PolicyType, SessionResult
 
 from ..stores import Store, StoreError, dumps_json, loads_json
 
@@ -107,7 +109,7 @@ def decode_results(data: bytes) -> list[tuple[SessionResult, int]]:
     """Read what :func:`encode_results` wrote; a corrupt entry raises ``StoreError``.
 
     The store may be shared by a fleet, so every row is checked as it is read:
-    each field through :class:`~tlspolicy.SessionResult`'s own checks, and the
+    each field through :class:`~tlspolicy.policies.tlsrpt.SessionResult`'s own checks, and the
     count a whole number from 1 to :data:`MAX_STORED_COUNT`.
     """
     value = loads_json(data)

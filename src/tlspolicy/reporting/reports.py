@@ -17,14 +17,9 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from tlspolicy import (
-    Resolver,
-    SessionResult,
-    aggregate_counts,
-    build_report,
-    normalise_domain,
-    report_filename,
-)
+from tlspolicy.names import normalise_domain
+from tlspolicy.policies.tlsrpt import SessionResult, aggregate_counts, build_report, report_filename
+from tlspolicy.resolver import Resolver
 
 from ..stores import Store, StoreError
 from .recording import RESULTS_NAMESPACE, decode_results, results_key_domain
