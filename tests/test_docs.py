@@ -401,7 +401,7 @@ def test_every_generated_block_builds_without_the_daemon_extras() -> None:
 
 
 def test_metrics_table_read_from_source_matches_the_module() -> None:
-    from tlspolicy.servers.metrics import METRIC_DEFINITIONS
+    from tlspolicy.servers.metric_definitions import METRIC_DEFINITIONS
 
     assert [tuple(row) for row in hook.metric_definitions()] == [
         (d.name, d.kind, d.labels, d.help) for d in METRIC_DEFINITIONS]

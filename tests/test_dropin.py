@@ -27,7 +27,7 @@ from tlspolicy.postfix.dropin import (
     sends_sts_attributes_for,
 )
 from tlspolicy.postfix.levels import PostfixLevel, PostfixPolicy
-from tlspolicy.scopes import sets_no_option
+from tlspolicy.scopes.stanzas import sets_no_option
 
 STS_ATTRIBUTES = (("policy_type", "sts"), ("policy_domain", "t.example"),
                   ("policy_ttl", "600"), ("policy_string", "{version: STSv1}"),

@@ -28,7 +28,8 @@ from tlspolicy.formats.ecelerity import (
 from tlspolicy.formats.toml import dumps_toml, loads_toml
 from tlspolicy.names import DomainName
 from tlspolicy.options import NEWEST_VERSION, TlsVerify
-from tlspolicy.scopes import DEFAULT_MATCH_CACHE_SIZE, BindingGroupScope, BindingScope, DomainScope
+from tlspolicy.scopes import BindingGroupScope, BindingScope, DomainScope
+from tlspolicy.scopes.models import DEFAULT_MATCH_CACHE_SIZE
 
 DATA = Path(__file__).parent / "data" / "ecelerity"
 CORPUS = sorted((DATA / "valid").glob("*.conf"))

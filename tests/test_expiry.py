@@ -14,14 +14,8 @@ from hypothesis import strategies as st
 from strategies import PROPERTY_EXAMPLES, configs, requests
 from tlspolicy import Config, ConfigError, Resolver, Tls, loads_toml
 from tlspolicy.errors import ExpiryWeakensError
-from tlspolicy.scopes import (
-    DomainScope,
-    FloorScope,
-    config_at,
-    iter_stanzas,
-    next_expiry,
-    without_stanza,
-)
+from tlspolicy.scopes import DomainScope, FloorScope, config_at
+from tlspolicy.scopes.stanzas import iter_stanzas, next_expiry, without_stanza
 
 UTC = dt.UTC
 T = dt.datetime(2026, 12, 15, tzinfo=UTC)

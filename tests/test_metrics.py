@@ -26,13 +26,8 @@ from tlspolicy.policies.mtasts import FetchOutcome
 from tlspolicy.postfix.answers import RULE_NAME_VALUES, RULE_NAMES
 from tlspolicy.postfix.netstring import encode_netstring
 from tlspolicy.servers import ListenError, SocketmapReply, SocketmapServer
-from tlspolicy.servers.metrics import (
-    METRIC_DEFINITIONS,
-    Metrics,
-    MetricsServer,
-    reply_level,
-    start_metrics_server,
-)
+from tlspolicy.servers.metric_definitions import METRIC_DEFINITIONS
+from tlspolicy.servers.metrics import Metrics, MetricsServer, reply_level, start_metrics_server
 from tlspolicy.stores import SqliteStore
 
 pytestmark = pytest.mark.timeout(120)

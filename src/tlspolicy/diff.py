@@ -46,7 +46,8 @@ from .names import DomainKind, DomainName, DomainPattern, normalise_domain
 from .options import Options, ScopeKind, Tls, TlsVersion
 from .outcomes import Verification
 from .resolver import Resolver
-from .scopes import Config, DomainScope, FloorScope, floor_path, scope_path
+from .scopes import Config, DomainScope, FloorScope
+from .scopes.models import floor_path, scope_path
 
 __all__ = [
     "Change",

@@ -15,7 +15,8 @@ import attrs
 
 from .diff import ChangeClass, diff_configs
 from .errors import ConfigError, ExpiryWeakensError, Location
-from .scopes import Config, DomainScope, FloorScope, iter_stanzas, without_stanza
+from .scopes import Config, DomainScope, FloorScope
+from .scopes.stanzas import iter_stanzas, without_stanza
 
 __all__ = ["ExpiringStanza", "exceptions", "expiry_errors"]
 

@@ -27,15 +27,9 @@ from .errors import ConfigError, InvalidValueError, Location
 from .names import DomainKind, DomainName
 from .options import OPTION_SPECS, UNSET, Options, TlsProtocols
 from .resolver import Resolver
-from .scopes import (
-    DEFAULT_NAME,
-    BindingScope,
-    Config,
-    DomainScope,
-    FloorScope,
-    floor_path,
-    iter_stanzas,
-)
+from .scopes import DEFAULT_NAME, BindingScope, Config, DomainScope, FloorScope
+from .scopes.models import floor_path
+from .scopes.stanzas import iter_stanzas
 
 __all__ = ["FloorExportError", "FloorWrites", "below", "floor_comments", "floor_protocol_errors",
            "plan_floor_writes", "regex_chain_values", "written_config"]

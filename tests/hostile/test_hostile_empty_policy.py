@@ -20,7 +20,7 @@ from tlspolicy.cli import main
 from tlspolicy.cli.serve import lookup_factory
 from tlspolicy.errors import EmptyPolicyError
 from tlspolicy.formats.lint import lint_file
-from tlspolicy.scopes import sets_no_option
+from tlspolicy.scopes.stanzas import sets_no_option
 from tlspolicy.servers.socketmap import SocketmapReply, SocketmapServer
 
 EMPTY_TOML = {

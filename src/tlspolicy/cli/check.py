@@ -11,7 +11,8 @@ from ..errors import ConfigError
 from ..formats.lint import lint_file
 from ..formats.loader import line_finder, load_config
 from ..formats.tlsfiles import check_tls_files
-from ..scopes import Config, iter_stanzas, sets_no_option
+from ..scopes import Config
+from ..scopes.stanzas import iter_stanzas, sets_no_option
 from ._common import (
     EXIT_FOUND,
     EXIT_OK,

@@ -23,7 +23,8 @@ from ..postfix.levels import PostfixVersion
 from ..postfix.lookup import PolicyLookup, parse_postfix_version
 from ..postfix.transport import RouteTable, parse_transport_table
 from ..resolver import Resolver
-from ..scopes import Config, sets_no_option
+from ..scopes import Config
+from ..scopes.stanzas import sets_no_option
 from ..servers import running as _running
 from ..servers import socketmap as _sm
 from ..servers import systemd as _systemd

@@ -11,40 +11,30 @@ operator's validating resolver, MTA-STS policies over HTTPS through httpx, a
 
 Needs the ``tlspolicy[discovery]`` extra (and ``tlspolicy[redis]`` for a
 shared Redis store).
+
+The package re-exports what callers outside it use: the service, its settings, the
+values and errors it gives, the DNS client it is given, the cache helpers.  The rest
+(``TlsRptRecord``, ``DnsAnswer``, the policy fetch) is imported from its module.
 """
 
 from __future__ import annotations
 
-from .core import POLICY_NAMESPACE, Discovery, mirror_enforce_policies, redis_cache
-from .dns import DnsAnswer, DnsClient, DnsStatus
-from .https import MAX_POLICY_BYTES, PolicyFetch, fetch_policy
-from .models import (
-    DiscoveryConfig,
-    DiscoveryError,
-    DiscoveryObserver,
-    MxLookup,
-    StsState,
-    TlsRptRecord,
-)
+from .core import POLICY_NAMESPACE, Discovery, redis_cache
+from .dns import DnsClient, DnsStatus
+from .models import DiscoveryConfig, DiscoveryError, DiscoveryObserver, MxLookup, StsState
 from .summary import describe, describe_cache
 
 __all__ = [
-    "MAX_POLICY_BYTES",
     "POLICY_NAMESPACE",
     "Discovery",
     "DiscoveryConfig",
     "DiscoveryError",
     "DiscoveryObserver",
-    "DnsAnswer",
     "DnsClient",
     "DnsStatus",
     "MxLookup",
-    "PolicyFetch",
     "StsState",
-    "TlsRptRecord",
     "describe",
     "describe_cache",
-    "fetch_policy",
-    "mirror_enforce_policies",
     "redis_cache",
 ]

@@ -33,17 +33,8 @@ from typing import Any, Final
 from .._version import __version__
 from ..names import DomainKind, DomainName
 from ..options import OPTION_SPECS, CompatVersion, Options
-from ..scopes import (
-    BindingGroupScope,
-    BindingScope,
-    Config,
-    DomainScope,
-    FloorScope,
-    trusted_binding,
-    trusted_config,
-    trusted_domain,
-    trusted_group,
-)
+from ..scopes import BindingGroupScope, BindingScope, Config, DomainScope, FloorScope
+from ..scopes.models import trusted_binding, trusted_config, trusted_domain, trusted_group
 from .files import ReadBudget, read_regular_bytes
 from .loader import load_config
 

@@ -29,7 +29,9 @@ from ..floors import FloorExportError, plan_floor_writes
 from ..names import DomainKind
 from ..options import UNSET, CompatVersion, Tls, TlsVerify
 from ..resolver import Resolver
-from ..scopes import DEFAULT_NAME, Config, floor_path, iter_stanzas
+from ..scopes import DEFAULT_NAME, Config
+from ..scopes.models import floor_path
+from ..scopes.stanzas import iter_stanzas
 
 __all__ = ["KumoNote", "dumps_kumomta", "kumomta_shaping"]
 

@@ -56,15 +56,9 @@ from ..floors import below, regex_chain_values
 from ..names import DomainKind
 from ..options import OPTION_SPECS, UNSET, Options, ScopeKind, Tls, TlsVerify
 from ..resolver import Resolver
-from ..scopes import (
-    Config,
-    DomainScope,
-    FloorScope,
-    build_config,
-    floor_path,
-    iter_stanzas,
-    scope_path,
-)
+from ..scopes import Config, DomainScope, FloorScope, build_config
+from ..scopes.models import floor_path, scope_path
+from ..scopes.stanzas import iter_stanzas
 from .ecelerity import EcelerityDocument, load_ecelerity_config, read_ecelerity
 from .loader import line_finder, load_config, refuse_empty_policy
 

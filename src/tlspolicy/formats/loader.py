@@ -24,7 +24,9 @@ from ..errors import (
 from ..expiry import expiry_errors
 from ..floors import floor_protocol_errors
 from ..options import ScopeKind
-from ..scopes import Config, floor_path, has_expiry, layer_configs, scope_path, sets_no_option
+from ..scopes import Config, layer_configs
+from ..scopes.models import floor_path, scope_path
+from ..scopes.stanzas import has_expiry, sets_no_option
 from .ecelerity import load_ecelerity_config, read_ecelerity
 from .files import ReadBudget
 from .toml import dumps_toml, loads_toml, toml_to_raw

@@ -20,7 +20,8 @@ from typing import Final
 from ..errors import ConfigError, ConfigErrors, FileReadError, Location, TlsFileError
 from ..options import Options
 from ..resolver import Resolver
-from ..scopes import Config, DomainScope, iter_stanzas
+from ..scopes import Config, DomainScope
+from ..scopes.stanzas import iter_stanzas
 from .files import MAX_PEM_BYTES, open_regular_file, read_regular_text
 
 __all__ = ["MAX_PAIR_CHECKS", "check_tls_files"]

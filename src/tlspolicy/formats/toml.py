@@ -58,20 +58,15 @@ from ..expiry import expiry_errors
 from ..floors import floor_protocol_errors
 from ..names import DomainKind, DomainName
 from ..options import NEWEST_VERSION, OPTION_SPECS, CompatVersion, Options, ScopeKind
-from ..scopes import (
-    BindingGroupScope,
-    BindingScope,
-    Config,
-    DomainScope,
-    FloorScope,
-    build_config,
+from ..scopes import BindingGroupScope, BindingScope, Config, DomainScope, FloorScope, build_config
+from ..scopes.models import (
     floor_path,
-    has_expiry,
     trusted_binding,
     trusted_config,
     trusted_domain,
     trusted_group,
 )
+from ..scopes.stanzas import has_expiry
 from .discovery_table import check_discovery_table
 
 __all__ = ["config_to_toml", "dumps_toml", "loads_toml", "toml_to_raw"]

@@ -30,15 +30,9 @@ from ..options import (
     ScopeKind,
 )
 from ..resolver import Resolver
-from ..scopes import (
-    DEFAULT_NAME,
-    BindingScope,
-    Config,
-    DomainScope,
-    floor_path,
-    iter_stanzas,
-    scope_path,
-)
+from ..scopes import DEFAULT_NAME, BindingScope, Config, DomainScope
+from ..scopes.models import floor_path, scope_path
+from ..scopes.stanzas import iter_stanzas
 from .levels import (
     PostfixPolicy,
     PostfixWarning,

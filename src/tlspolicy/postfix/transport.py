@@ -31,11 +31,8 @@ from ..options import (
     TlsVerify,
 )
 from ..resolver import Resolver
-from ..scopes import (
-    Config,
-    DomainScope,
-    scope_path,
-)
+from ..scopes import Config, DomainScope
+from ..scopes.models import scope_path
 from .keys import PostfixKeyError, parse_postfix_key
 from .levels import (
     PostfixWarning,

@@ -40,14 +40,8 @@ from ..options import (
 )
 from ..outcomes import Verification
 from ..policies.destination import Destination, apply_destination
-from ..scopes import (
-    DEFAULT_NAME,
-    BindingScope,
-    Config,
-    FloorScope,
-    config_at,
-    scope_path,
-)
+from ..scopes import DEFAULT_NAME, BindingScope, Config, FloorScope, config_at
+from ..scopes.models import scope_path
 from .floors import _Floors, raise_to_floors
 from .index import (
     _EMPTY,

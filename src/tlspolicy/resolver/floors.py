@@ -12,10 +12,8 @@ from ..options import (
     TlsProtocols,
     TlsVersion,
 )
-from ..scopes import (
-    FloorScope,
-    floor_path,
-)
+from ..scopes import FloorScope
+from ..scopes.models import floor_path
 from .matchcache import RegexMatchCache
 
 __all__ = ["protocols_of", "raise_to_floors"]

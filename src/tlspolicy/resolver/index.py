@@ -16,10 +16,8 @@ from ..options import (
     Options,
     ScopeKind,
 )
-from ..scopes import (
-    DomainScope,
-    scope_path,
-)
+from ..scopes import DomainScope
+from ..scopes.models import scope_path
 
 # One scope's contribution: ((option, value), ...) plus where it came from.
 _Items = tuple[tuple[str, object], ...]

@@ -20,7 +20,8 @@ from typing import Any, Final, Protocol
 from ..formats.loader import load_config
 from ..postfix.lookup import PolicyLookup
 from ..resolver import Resolver
-from ..scopes import Config, next_expiry
+from ..scopes import Config
+from ..scopes.stanzas import next_expiry
 
 __all__ = ["DEFAULT_EXPIRY_INTERVAL", "ExpiringPolicy", "watch_expiry"]
 

@@ -1,5 +1,5 @@
 """What the daemon's Prometheus metrics are: names, types, labels and meanings, and the
-fixed label values (:mod:`tlspolicy.servers.metrics` exports them).
+fixed label values.  :mod:`tlspolicy.servers.metrics` counts with them; import them from here.
 
 No extra is needed to read this module: the documentation's metrics table is built
 from :data:`METRIC_DEFINITIONS`, and a dashboard test checks its queries against it.

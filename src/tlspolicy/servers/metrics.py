@@ -41,7 +41,6 @@ from .metric_definitions import (
     METRIC_DEFINITIONS,
     POSTFIX_LEVELS,
     TEMP_CAUSES,
-    MetricDefinition,
 )
 from .socketmap import (
     ListenError,
@@ -54,11 +53,6 @@ from .socketmap import (
 )
 
 __all__ = [
-    "FETCH_SECONDS_BUCKETS",
-    "METRIC_DEFINITIONS",
-    "POSTFIX_LEVELS",
-    "TEMP_CAUSES",
-    "MetricDefinition",
     "Metrics",
     "MetricsServer",
     "reply_level",

@@ -42,7 +42,8 @@ from ..postfix.dropin import own_security_level
 from ..postfix.levels import PostfixVersion
 from ..postfix.lookup import parse_postfix_version
 from ..resolver import Resolver
-from ..scopes import Config, iter_stanzas
+from ..scopes import Config
+from ..scopes.stanzas import iter_stanzas
 from .postconf import (
     Finding,
     PostconfError,

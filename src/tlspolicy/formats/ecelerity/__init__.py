@@ -1,19 +1,20 @@
 """Momentum's ``ecelerity.conf`` dialect: reading (:mod:`.parser`, over the
-:mod:`.lexer`), what reading gives (:mod:`.document`) and writing (:mod:`.writer`)."""
+:mod:`.lexer`), what reading gives (:mod:`.document`) and writing (:mod:`.writer`).
+
+The package re-exports what callers outside it use: reading (and the include loader it
+takes), writing, the document and the errors.  The limits are :mod:`.document`'s."""
 
 from __future__ import annotations
 
 from .document import (
-    MAX_INCLUDE_DEPTH,
-    MAX_NESTING_DEPTH,
     EcelerityDocument,
     EcelerityIncludeError,
     EcelerityStructureError,
     EcelerityUnknownStanzaError,
     EcelerityWarning,
-    Loader,
 )
 from .parser import (
+    Loader,
     load_ecelerity_config,
     loads_ecelerity_config,
     parse_ecelerity,
@@ -22,8 +23,6 @@ from .parser import (
 from .writer import EcelerityExportError, dumps_ecelerity, ecelerity_export_losses
 
 __all__ = [
-    "MAX_INCLUDE_DEPTH",
-    "MAX_NESTING_DEPTH",
     "EcelerityDocument",
     "EcelerityExportError",
     "EcelerityIncludeError",

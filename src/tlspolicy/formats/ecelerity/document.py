@@ -3,7 +3,6 @@ and the reader's limits."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Final
 
 import attrs
@@ -23,9 +22,6 @@ MAX_NESTING_DEPTH: Final = 64
 
 MAX_INCLUDE_DEPTH: Final = 32
 """Deepest chain of ``include`` directives accepted."""
-
-Loader = Callable[[str], str]
-"""Reads an include file by its resolved path; raises :class:`OSError` when it cannot."""
 
 
 class EcelerityStructureError(ConfigSyntaxError):

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import enum
 import os
+from collections.abc import Callable
 from typing import Final
 
 from ..._raw import RawOption, RawScope
@@ -76,9 +77,11 @@ from .document import (
     EcelerityStructureError,
     EcelerityUnknownStanzaError,
     EcelerityWarning,
-    Loader,
 )
 from .lexer import _T, _ex, _Lexer, _Token
+
+Loader = Callable[[str], str]
+"""Reads an include file by its resolved path; raises :class:`OSError` when it cannot."""
 
 # -------------------------------------------------------------------------- parser
 

@@ -10,13 +10,9 @@ from ...errors import (
 )
 from ...floors import floor_comments, plan_floor_writes, written_config
 from ...options import NEWEST_VERSION, OPTION_SPECS, Options
-from ...scopes import (
-    DEFAULT_MATCH_CACHE_SIZE,
-    BindingScope,
-    Config,
-    DomainScope,
-    iter_stanzas,
-)
+from ...scopes import BindingScope, Config, DomainScope
+from ...scopes.models import DEFAULT_MATCH_CACHE_SIZE
+from ...scopes.stanzas import iter_stanzas
 
 # ------------------------------------------------------------------------- writer
 
