@@ -214,16 +214,10 @@ class TlsParameters:
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-serialisable dict (protocols oldest first)."""
-        return {
-            "ca_file": self.ca_file,
-            "certificate_file": self.certificate_file,
-            "key_file": self.key_file,
-            "ciphers": self.ciphers,
-            "tls13_ciphersuites": self.tls13_ciphersuites,
-            "protocols": [v.value for v in self.ordered_protocols],
-            "sni": self.sni,
-            "engine": self.engine.value,
-        }
+        # The fields in their order, the protocol set as a list (the key keeps its place).
+        plain: dict[str, Any] = converter.unstructure(self)
+        plain["protocols"] = [v.value for v in self.ordered_protocols]
+        return plain
 
     @property
     def is_contiguous(self) -> bool:

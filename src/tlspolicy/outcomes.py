@@ -76,15 +76,19 @@ CERTIFICATE_OBSERVATIONS: Final = (
 
 
 class Reason(enum.Enum):
-    """Every cause of a failure status: the rows of SEMANTICS section 4.1."""
+    """Every cause of a failure status: the rows of SEMANTICS section 4.1.
 
-    STARTTLS_NOT_ADVERTISED = "starttls-not-advertised"
-    STARTTLS_REJECTED = "starttls-rejected"
-    HANDSHAKE_FAILED = "handshake-failed"
-    CHAIN_NOT_TRUSTED = "chain-not-trusted"
-    CERTIFICATE_EXPIRED = "certificate-expired"
-    NAME_MISMATCH = "name-mismatch"
-    TLSA_MISMATCH = "tlsa-mismatch"
+    An observation's failure carries the reason spelled as the observation (see
+    :meth:`of`), so those members take the observation's value.
+    """
+
+    STARTTLS_NOT_ADVERTISED = Observation.STARTTLS_NOT_ADVERTISED.value
+    STARTTLS_REJECTED = Observation.STARTTLS_REJECTED.value
+    HANDSHAKE_FAILED = Observation.HANDSHAKE_FAILED.value
+    CHAIN_NOT_TRUSTED = Observation.CHAIN_NOT_TRUSTED.value
+    CERTIFICATE_EXPIRED = Observation.CERTIFICATE_EXPIRED.value
+    NAME_MISMATCH = Observation.NAME_MISMATCH.value
+    TLSA_MISMATCH = Observation.TLSA_MISMATCH.value
     TLSA_LOOKUP_FAILED = "tlsa-lookup-failed"
     MX_NOT_PERMITTED = "mx-not-permitted"
     REQUIRETLS_NOT_SUPPORTED = "requiretls-not-supported"
@@ -142,12 +146,15 @@ REQUIRETLS_BOUNCE: Final = Status(550, "5.7.30", "REQUIRETLS support required", 
 
 
 class Verification(enum.Enum):
-    """How the peer is checked once TLS is up: ``tls_verify`` values plus DANE."""
+    """How the peer is checked once TLS is up: ``tls_verify`` values plus DANE.
 
-    NO = "no"
-    OPTIONAL = "optional"
-    CA = "ca"
-    HOST = "host"
+    The ``tls_verify`` members take the option's values, which :meth:`of` maps by.
+    """
+
+    NO = TlsVerify.NO.value
+    OPTIONAL = TlsVerify.OPTIONAL.value
+    CA = TlsVerify.CA.value
+    HOST = TlsVerify.HOST.value
     DANE = "dane"
 
     @classmethod

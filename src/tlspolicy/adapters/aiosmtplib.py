@@ -20,54 +20,31 @@ one call, so its exceptions are told apart precisely:
 Whether the 220 had been read is taken from where the disconnect was raised:
 inside aiosmtplib's ``read_response`` (no reply) or after it.
 
-The rules are the engine's (:mod:`tlspolicy.adapters.engine`); this shell only
-performs each step on the session.
+Everything else (the rules, the arguments, the record) is the engine's
+(:mod:`tlspolicy.adapters.engine`), as for the smtplib driver.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import ssl
-from collections.abc import Iterable
-from typing import Any
+from typing import Unpack
 
 import aiosmtplib
 import attrs
 
 from tlspolicy.decision import Decision
 from tlspolicy.outcomes import Observation
-from tlspolicy.policies.destination import Destination
 
-from . import Progress, ResultSink, StartTlsStopped, TlsRecord, record_attempt
-from .engine import (
-    NotUpgraded,
-    Upgraded,
-    UpgradeTls,
-    VerifyFailed,
-    drive,
-    prepare,
-    run_async,
-)
-from .sslcontext import TlsSetupError, Unsupported
+from . import engine
+from .sslcontext import TlsSetupError
 
 __all__ = ["AsyncStartTlsResult", "starttls"]
 
 
 @attrs.frozen(slots=True)
-class AsyncStartTlsResult:
-    """The session to deliver on and what happened on the way."""
-
-    smtp: aiosmtplib.SMTP
-    record: TlsRecord
-
-
-async def _connect(host: str, port: int, local_hostname: str | None,
-                   timeout: float) -> aiosmtplib.SMTP:
-    smtp = aiosmtplib.SMTP(hostname=host, port=port, local_hostname=local_hostname,
-                           timeout=timeout, use_tls=False, start_tls=False)
-    await smtp.connect()
-    return smtp
+class AsyncStartTlsResult(engine.ShellResult[aiosmtplib.SMTP]):
+    """The :class:`aiosmtplib.SMTP` to deliver on and what happened on the way."""
 
 
 def _raised_in(exc: BaseException, function: str) -> bool:
@@ -88,21 +65,9 @@ def _classify_starttls_error(exc: BaseException) -> Observation:
     return Observation.HANDSHAKE_FAILED
 
 
-async def starttls(
-    decision: Decision,
-    host: str,
-    port: int = 25,
-    *,
-    smtp: aiosmtplib.SMTP | None = None,
-    local_hostname: str | None = None,
-    timeout: float = 30.0,
-    context: ssl.SSLContext | None = None,
-    tlsa_records: Iterable[Any] | None = None,
-    now: datetime.datetime | None = None,
-    unsupported: Unsupported = "error",
-    sink: ResultSink | None = None,
-    destination: Destination | None = None,
-) -> AsyncStartTlsResult:
+async def starttls(decision: Decision, host: str, port: int = 25, *,
+                   smtp: aiosmtplib.SMTP | None = None,
+                   **options: Unpack[engine.StartTlsOptions]) -> AsyncStartTlsResult:
     """Carry out ``decision`` on a connection to ``host:port`` (see the smtplib driver).
 
     ``smtp`` is a connected session the caller owns, created with
@@ -111,37 +76,26 @@ async def starttls(
     FALLBACK that needed a reconnect) and the record; raises
     :class:`~tlspolicy.adapters.StartTlsDeferred` /
     :class:`~tlspolicy.adapters.StartTlsFailed` after ending the session.  The other
-    arguments, ``sink`` and ``destination`` included, are the smtplib driver's.
+    arguments, ``sink`` and ``destination`` included, are the smtplib driver's
+    (:class:`~tlspolicy.adapters.engine.StartTlsOptions`).
     """
-    try:
-        context = prepare(decision, host, port, context, unsupported)
-        if smtp is None:
-            smtp = await _connect(host, port, local_hostname, timeout)
-        progress = Progress(decision, host, port)
-        progress.addresses(smtp.get_transport_info("peername"),
-                           smtp.get_transport_info("sockname"))
-        session = _Session(smtp, host, port, local_hostname, timeout)
-        record = await run_async(drive(decision, progress, context, now=now,
-                                       tlsa_records=tlsa_records,
-                                       greet=smtp.is_ehlo_or_helo_needed), session)
-    except StartTlsStopped as stopped:
-        record_attempt(sink, decision, destination, stopped.record)
-        raise
-    record_attempt(sink, decision, destination, record)
+    attempt = engine.Attempt(decision=decision, host=host, port=port, **options)
+    session = _Session(attempt, smtp)
+    record = await engine.run_async(attempt.run(), session)
     return AsyncStartTlsResult(session.smtp, record)
 
 
-class _Session:
+class _Session(engine.Shell[aiosmtplib.SMTP]):
     """The engine's requests performed on one :class:`aiosmtplib.SMTP` (replaced on a
     reconnect)."""
 
-    def __init__(self, smtp: aiosmtplib.SMTP, host: str, port: int,
-                 local_hostname: str | None, timeout: float) -> None:
-        self.smtp = smtp
-        self.host = host
-        self.port = port
-        self.local_hostname = local_hostname
-        self.timeout = timeout
+    async def open(self) -> engine.Opened:
+        if self._smtp is None:
+            await self.reconnect()
+        smtp = self.smtp
+        return engine.Opened(smtp.get_transport_info("peername"),
+                             smtp.get_transport_info("sockname"),
+                             greet=smtp.is_ehlo_or_helo_needed)
 
     async def greet(self) -> None:
         try:
@@ -166,20 +120,26 @@ class _Session:
         self.smtp.close()
 
     async def reconnect(self) -> None:
-        self.smtp = await _connect(self.host, self.port, self.local_hostname, self.timeout)
+        attempt = self.attempt
+        smtp = aiosmtplib.SMTP(hostname=attempt.host, port=attempt.port,
+                               local_hostname=attempt.local_hostname, timeout=attempt.timeout,
+                               use_tls=False, start_tls=False)
+        await smtp.connect()
+        self._smtp = smtp
 
-    async def upgrade(self, request: UpgradeTls) -> Upgraded | NotUpgraded | VerifyFailed:
+    async def upgrade(self, request: engine.UpgradeTls) -> engine.UpgradeAnswer:
         smtp = self.smtp
         try:
             await smtp.starttls(tls_context=request.context, server_hostname=request.sni,
-                                validate_certs=False, timeout=self.timeout)
+                                validate_certs=False, timeout=self.attempt.timeout)
         except ssl.SSLCertVerificationError as exc:
-            return VerifyFailed(exc)
+            return engine.VerifyFailed(exc)
         except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as exc:
             # After a non-220 reply the plaintext session is still in step.
             usable = isinstance(exc, aiosmtplib.SMTPResponseException) and smtp.is_connected
-            return NotUpgraded(_classify_starttls_error(exc), usable=usable, cause=exc)
+            return engine.NotUpgraded(_classify_starttls_error(exc), usable=usable,
+                                      cause=exc)
         ssl_object = smtp.get_transport_info("ssl_object")
         if not isinstance(ssl_object, ssl.SSLObject):
             raise TlsSetupError("aiosmtplib reported TLS but the transport has no SSL object")
-        return Upgraded(ssl_object)
+        return engine.Upgraded(ssl_object)

@@ -1,6 +1,7 @@
 """The one STARTTLS driver engine: a decision acted on, step by step, without I/O.
 
-:func:`drive` is a generator.  It yields what the session must do next (a
+:meth:`Attempt.run` (the arguments of one ``starttls`` call) and :func:`drive` are
+generators.  They yield what the session must do next (an :class:`Open`, a
 :class:`Greet`, a question :class:`Supports`, an :class:`UpgradeTls`, an
 :class:`EhloAfterTls`, an :class:`End` or a :class:`Reconnect`); the client's shell
 (:mod:`tlspolicy.adapters.smtplib`, :mod:`tlspolicy.adapters.aiosmtplib`) performs it
@@ -9,7 +10,9 @@ observation each outcome is, what the decision says to do about it, when the
 session is ended politely, when a FALLBACK needs a new connection, and what is
 recorded.  It returns the :class:`~tlspolicy.adapters.TlsRecord`, or raises
 :class:`~tlspolicy.adapters.StartTlsDeferred` / :class:`~tlspolicy.adapters.StartTlsFailed`
-after asking the shell to end the session.  A shell only talks to its client.
+after asking the shell to end the session, and gives each attempt's TLS-RPT result to
+the caller's sink.  A shell only talks to its client: :class:`Shell` keeps that client,
+:class:`ShellResult` is what ``starttls`` returns.
 """
 
 from __future__ import annotations
@@ -17,28 +20,44 @@ from __future__ import annotations
 import datetime
 import ssl
 from collections.abc import Generator, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypedDict, TypeVar
 
 import attrs
 
 from tlspolicy.decision import Decision
 from tlspolicy.outcomes import Action, Observation
+from tlspolicy.policies.destination import Destination
 from tlspolicy.reuse import PlaintextReason
 
-from . import Progress, StartTlsFailed, TlsRecord, plan_failure
+from . import (
+    Progress,
+    ResultSink,
+    StartTlsFailed,
+    StartTlsStopped,
+    TlsRecord,
+    plan_failure,
+    record_attempt,
+)
 from .peer import evaluate_peer, observation_for_verify_code, presented_chain
 from .sslcontext import TlsSetupError, Unsupported, build_context
 
 __all__ = [
     "AsyncSession",
+    "Attempt",
     "EhloAfterTls",
     "End",
     "Greet",
     "NotUpgraded",
+    "Open",
+    "Opened",
     "Reconnect",
     "Request",
+    "Shell",
+    "ShellResult",
+    "StartTlsOptions",
     "Supports",
     "SyncSession",
+    "UpgradeAnswer",
     "UpgradeTls",
     "Upgraded",
     "VerifyFailed",
@@ -50,6 +69,21 @@ __all__ = [
 
 
 # ------------------------------------------------------------------ what a shell does
+
+
+@attrs.frozen(slots=True)
+class Open:
+    """Connect unless the caller handed over a connected session; answer :class:`Opened`."""
+
+
+@attrs.frozen(slots=True)
+class Opened:
+    """The session the attempt runs on: its addresses (``getpeername()`` /
+    ``getsockname()`` forms, ``None`` when unknown) and whether it has yet to greet."""
+
+    peer: object
+    local: object
+    greet: bool
 
 
 @attrs.frozen(slots=True)
@@ -92,7 +126,7 @@ class Reconnect:
     session to deliver on; answer ``None``."""
 
 
-Request = Greet | Supports | UpgradeTls | EhloAfterTls | End | Reconnect
+Request = Open | Greet | Supports | UpgradeTls | EhloAfterTls | End | Reconnect
 
 
 # ------------------------------------------------------------- what an upgrade gave
@@ -122,7 +156,95 @@ class VerifyFailed:
     error: ssl.SSLCertVerificationError
 
 
+UpgradeAnswer = Upgraded | NotUpgraded | VerifyFailed
+"""What a shell answers to :class:`UpgradeTls`."""
+
+
 # ------------------------------------------------------------------------ the engine
+
+
+class StartTlsOptions(TypedDict, total=False):
+    """The keyword arguments both drivers' ``starttls`` take besides ``smtp``.
+
+    ``local_hostname`` and ``timeout`` (default 30 seconds) open a session when the caller
+    passes none, and a new one on a reconnect.  ``context`` replaces the one built from
+    ``decision.parameters``; ``tlsa_records`` override the TLSA records the decision
+    carries; ``now`` (timezone-aware) is the time certificates are judged at, the clock by
+    default; ``unsupported`` is :func:`~tlspolicy.adapters.sslcontext.build_context`'s.
+    With ``sink`` each attempt's TLS-RPT result is recorded under the policy
+    :func:`~tlspolicy.report_policy` finds in ``destination``.
+    """
+
+    local_hostname: str | None
+    timeout: float
+    context: ssl.SSLContext | None
+    tlsa_records: Iterable[Any] | None
+    now: datetime.datetime | None
+    unsupported: Unsupported
+    sink: ResultSink | None
+    destination: Destination | None
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class Attempt:
+    """One ``starttls`` call: the decision, the host and port, and the
+    :class:`StartTlsOptions` with their defaults (kept here only)."""
+
+    decision: Decision
+    host: str
+    port: int
+    local_hostname: str | None = None
+    timeout: float = 30.0
+    context: ssl.SSLContext | None = None
+    tlsa_records: Iterable[Any] | None = None
+    now: datetime.datetime | None = None
+    unsupported: Unsupported = "error"
+    sink: ResultSink | None = None
+    destination: Destination | None = None
+
+    def run(self) -> Generator[Request, Any, TlsRecord]:
+        """The whole attempt: :func:`prepare` (before any connection), :class:`Open`,
+        :func:`drive`, and the TLS-RPT result to ``sink`` on success and on every stop."""
+        decision, host, port = self.decision, self.host, self.port
+        try:
+            context = prepare(decision, host, port, self.context, self.unsupported)
+            opened: Opened = yield Open()
+            progress = Progress(decision, host, port)
+            progress.addresses(opened.peer, opened.local)
+            record = yield from drive(decision, progress, context, greet=opened.greet,
+                                      now=self.now, tlsa_records=self.tlsa_records)
+        except StartTlsStopped as stopped:
+            record_attempt(self.sink, decision, self.destination, stopped.record)
+            raise
+        record_attempt(self.sink, decision, self.destination, record)
+        return record
+
+
+_Client = TypeVar("_Client")
+
+
+class Shell(Generic[_Client]):
+    """What a shell's session keeps: the :class:`Attempt` and its client's session,
+    which :class:`Open` connects when the caller handed over none and
+    :class:`Reconnect` replaces."""
+
+    def __init__(self, attempt: Attempt, smtp: _Client | None) -> None:
+        self.attempt = attempt
+        self._smtp = smtp
+
+    @property
+    def smtp(self) -> _Client:
+        """The client's session to deliver on."""
+        assert self._smtp is not None, "the engine opens the session first"
+        return self._smtp
+
+
+@attrs.frozen(slots=True)
+class ShellResult(Generic[_Client]):
+    """The session to deliver on and what happened on the way."""
+
+    smtp: _Client
+    record: TlsRecord
 
 
 def prepare(decision: Decision, host: str, port: int, context: ssl.SSLContext | None,
@@ -235,9 +357,10 @@ def _after_failure(progress: Progress, failed: NotUpgraded
 class SyncSession(Protocol):
     """A blocking shell's session: one method per request, returning its answer."""
 
+    def open(self) -> Opened: ...
     def greet(self) -> None: ...
     def supports(self, keyword: str) -> bool: ...
-    def upgrade(self, request: UpgradeTls) -> Upgraded | NotUpgraded | VerifyFailed: ...
+    def upgrade(self, request: UpgradeTls) -> UpgradeAnswer: ...
     def ehlo_after_tls(self) -> Mapping[str, str] | None: ...
     def end(self, polite: bool) -> None: ...
     def reconnect(self) -> None: ...
@@ -246,9 +369,10 @@ class SyncSession(Protocol):
 class AsyncSession(Protocol):
     """An asyncio shell's session: :class:`SyncSession`'s methods, awaited."""
 
+    async def open(self) -> Opened: ...
     async def greet(self) -> None: ...
     async def supports(self, keyword: str) -> bool: ...
-    async def upgrade(self, request: UpgradeTls) -> Upgraded | NotUpgraded | VerifyFailed: ...
+    async def upgrade(self, request: UpgradeTls) -> UpgradeAnswer: ...
     async def ehlo_after_tls(self) -> Mapping[str, str] | None: ...
     async def end(self, polite: bool) -> None: ...
     async def reconnect(self) -> None: ...
@@ -256,6 +380,8 @@ class AsyncSession(Protocol):
 
 def _perform(session: SyncSession | AsyncSession, request: Request) -> Any:
     """The answer to ``request`` from ``session`` (from an async session, its awaitable)."""
+    if isinstance(request, Open):
+        return session.open()
     if isinstance(request, Greet):
         return session.greet()
     if isinstance(request, Supports):

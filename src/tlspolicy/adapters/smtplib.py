@@ -12,63 +12,35 @@ on, which is a new one after a FALLBACK that needed a reconnect, and the
 :class:`~tlspolicy.adapters.StartTlsDeferred` /
 :class:`~tlspolicy.adapters.StartTlsFailed` after ending the session.
 
-The rules are the engine's (:mod:`tlspolicy.adapters.engine`); this shell only
-performs each step on the session.
+The rules, the arguments' defaults and the TLS-RPT recording are the engine's
+(:mod:`tlspolicy.adapters.engine`); this shell performs each step on an
+:class:`smtplib.SMTP`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import smtplib
 import ssl
-from collections.abc import Iterable
-from typing import Any
+from typing import Unpack
 
 import attrs
 
 from tlspolicy.decision import Decision
 from tlspolicy.outcomes import Observation
-from tlspolicy.policies.destination import Destination
 
-from . import Progress, ResultSink, StartTlsStopped, TlsRecord, record_attempt
-from .engine import (
-    NotUpgraded,
-    Upgraded,
-    UpgradeTls,
-    VerifyFailed,
-    drive,
-    prepare,
-    run_sync,
-)
-from .sslcontext import Unsupported
+from . import engine
 
 __all__ = ["StartTlsResult", "starttls"]
 
 
 @attrs.frozen(slots=True)
-class StartTlsResult:
-    """The session to deliver on and what happened on the way."""
-
-    smtp: smtplib.SMTP
-    record: TlsRecord
+class StartTlsResult(engine.ShellResult[smtplib.SMTP]):
+    """The :class:`smtplib.SMTP` to deliver on and what happened on the way."""
 
 
-def starttls(
-    decision: Decision,
-    host: str,
-    port: int = 25,
-    *,
-    smtp: smtplib.SMTP | None = None,
-    local_hostname: str | None = None,
-    timeout: float = 30.0,
-    context: ssl.SSLContext | None = None,
-    tlsa_records: Iterable[Any] | None = None,
-    now: datetime.datetime | None = None,
-    unsupported: Unsupported = "error",
-    sink: ResultSink | None = None,
-    destination: Destination | None = None,
-) -> StartTlsResult:
+def starttls(decision: Decision, host: str, port: int = 25, *, smtp: smtplib.SMTP | None = None,
+             **options: Unpack[engine.StartTlsOptions]) -> StartTlsResult:
     """Carry out ``decision`` on a connection to ``host:port``.
 
     ``smtp`` is a connected session the caller owns (its own delivery loop);
@@ -78,7 +50,8 @@ def starttls(
     problems can be classified; if it does, a verification failure is still
     classified by its ``verify_code``).  ``tlsa_records`` override the TLSA
     records the decision carries when DANE applies.  ``now`` (timezone-aware) is the time
-    certificates are judged at; the clock by default.
+    certificates are judged at; the clock by default.  The keywords and their defaults
+    are :class:`~tlspolicy.adapters.engine.StartTlsOptions`.
 
     On FALLBACK after a failed handshake the old session is closed and a new
     plaintext one to the same ``host:port`` is returned (``record.reconnected``).
@@ -89,37 +62,26 @@ def starttls(
     policy :func:`~tlspolicy.policies.tlsrpt.report_policy` finds in ``destination`` (the one
     the decision was resolved with).
     """
-    try:
-        context = prepare(decision, host, port, context, unsupported)
-        if smtp is None:
-            smtp = smtplib.SMTP(host, port, local_hostname=local_hostname, timeout=timeout)
-        progress = Progress(decision, host, port)
-        if smtp.sock is not None:
-            with contextlib.suppress(OSError):
-                progress.addresses(smtp.sock.getpeername(), smtp.sock.getsockname())
-        session = _Session(smtp, host, port, local_hostname, timeout)
-        record = run_sync(drive(decision, progress, context, now=now,
-                                tlsa_records=tlsa_records,
-                                greet=smtp.helo_resp is None and smtp.ehlo_resp is None),
-                          session)
-    except StartTlsStopped as stopped:
-        record_attempt(sink, decision, destination, stopped.record)
-        raise
-    record_attempt(sink, decision, destination, record)
+    attempt = engine.Attempt(decision=decision, host=host, port=port, **options)
+    session = _Session(attempt, smtp)
+    record = engine.run_sync(attempt.run(), session)
     return StartTlsResult(session.smtp, record)
 
 
-class _Session:
+class _Session(engine.Shell[smtplib.SMTP]):
     """The engine's requests performed on one :class:`smtplib.SMTP` (replaced on a
     reconnect)."""
 
-    def __init__(self, smtp: smtplib.SMTP, host: str, port: int, local_hostname: str | None,
-                 timeout: float) -> None:
-        self.smtp = smtp
-        self.host = host
-        self.port = port
-        self.local_hostname = local_hostname
-        self.timeout = timeout
+    def open(self) -> engine.Opened:
+        if self._smtp is None:
+            self.reconnect()
+        smtp = self.smtp
+        peer = local = None
+        if smtp.sock is not None:
+            with contextlib.suppress(OSError):
+                peer, local = smtp.sock.getpeername(), smtp.sock.getsockname()
+        greet = smtp.helo_resp is None and smtp.ehlo_resp is None
+        return engine.Opened(peer, local, greet=greet)
 
     def greet(self) -> None:
         code, _ = self.smtp.ehlo()
@@ -144,10 +106,11 @@ class _Session:
             self.smtp.close()
 
     def reconnect(self) -> None:
-        self.smtp = smtplib.SMTP(self.host, self.port, local_hostname=self.local_hostname,
-                                 timeout=self.timeout)
+        attempt = self.attempt
+        self._smtp = smtplib.SMTP(attempt.host, attempt.port,
+                                  local_hostname=attempt.local_hostname, timeout=attempt.timeout)
 
-    def upgrade(self, request: UpgradeTls) -> Upgraded | NotUpgraded | VerifyFailed:
+    def upgrade(self, request: engine.UpgradeTls) -> engine.UpgradeAnswer:
         smtp = self.smtp
         try:
             code, _reply = smtp.docmd("STARTTLS")
@@ -155,15 +118,17 @@ class _Session:
             # No reply at all is no go-ahead either; the connection is gone.
             code = None
         if code != 220:
-            return NotUpgraded(Observation.STARTTLS_REJECTED, usable=code is not None)
+            return engine.NotUpgraded(Observation.STARTTLS_REJECTED,
+                                      usable=code is not None)
         if smtp.sock is None:
-            return NotUpgraded(Observation.HANDSHAKE_FAILED, usable=False)
+            return engine.NotUpgraded(Observation.HANDSHAKE_FAILED, usable=False)
         try:
             tls_sock = request.context.wrap_socket(smtp.sock, server_hostname=request.sni)
         except ssl.SSLCertVerificationError as exc:
-            return VerifyFailed(exc)
+            return engine.VerifyFailed(exc)
         except (ssl.SSLError, OSError) as exc:
-            return NotUpgraded(Observation.HANDSHAKE_FAILED, usable=False, cause=exc)
+            return engine.NotUpgraded(Observation.HANDSHAKE_FAILED, usable=False,
+                                      cause=exc)
         smtp.sock = tls_sock
         smtp.file = None
         # RFC 3207 4.2: forget everything learnt before TLS.
@@ -171,4 +136,4 @@ class _Session:
         smtp.ehlo_resp = None
         smtp.esmtp_features = {}
         smtp.does_esmtp = False
-        return Upgraded(tls_sock)
+        return engine.Upgraded(tls_sock)

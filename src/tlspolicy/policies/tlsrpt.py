@@ -61,28 +61,25 @@ class PolicyType(enum.Enum):
 
 
 def _ip(value: str | None) -> str | None:
-    return _canonical_ip(value)
+    return None if value is None else _canonical_ip(value)
 
 
+def _host(value: str | None) -> str | None:
+    return None if value is None else _canonical_host(value)
+
+
+# Cached (the converters above are plain functions, which attrs' typing needs): recording
+# runs once per delivery attempt, mostly for a few addresses and hosts.
 @functools.lru_cache(maxsize=4096)
-def _canonical_ip(value: str | None) -> str | None:
-    # Cached: recording runs once per delivery attempt, mostly for a few addresses.
-    if value is None:
-        return None
+def _canonical_ip(value: str) -> str:
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
         raise PolicyInputError(f"TLS-RPT: {value!r} is not an IP address") from None
 
 
-def _host(value: str | None) -> str | None:
-    return _canonical_host(value)
-
-
 @functools.lru_cache(maxsize=4096)
-def _canonical_host(value: str | None) -> str | None:
-    if value is None:
-        return None
+def _canonical_host(value: str) -> str:
     if not isinstance(value, str) or not value.strip(".") or any(c.isspace() for c in value):
         raise PolicyInputError(f"TLS-RPT: {value!r} is not a host name")
     lowered = value.lower()

@@ -9,8 +9,8 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, TypeVar
 
 from ..errors import (
     ConfigError,
@@ -21,7 +21,7 @@ from ..errors import (
 )
 from ..formats.files import read_regular_text
 from ..names import normalise_domain
-from ..options import Options, Tls, TlsVerify, option_spec
+from ..options import Options, OptionSpec, Tls, TlsVerify, option_spec
 from ..outcomes import Action, Observation, Verification
 from ..policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
 from ..policies.destination import Destination
@@ -56,6 +56,7 @@ _OUTCOME_KEYS: Final = ("action", "code", "enhanced", "report")
 _PLAN_ACTIONS: Final = (Action.SKIP, Action.ATTEMPT, Action.FAIL, Action.DEFER)
 _ENHANCED: Final = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
 _REQUEST_KEYS: Final = frozenset({"name", "binding", "domain", "mx_host", "overrides", "inputs"})
+_V = TypeVar("_V")
 
 
 def _policy_message(what: str, exc: Exception) -> str:
@@ -251,9 +252,9 @@ class _CaseReader:
             self.fail(ImpossibleExpectationError,
                       "a decision with tls 'no' never plans 'attempt'", "plan", "attempt", True)
         outcomes = self.outcomes(t["outcome"], plan, tls) if "outcome" in t else ()
-        sources = self.sources(t["source"]) if "source" in t else ()
-        decided_by = self.decided_by(t["decided_by"]) if "decided_by" in t else ()
-        effective = self.effective(t["effective"]) if "effective" in t else ()
+        sources = self.entries(t, "source", self.source_entry)
+        decided_by = self.entries(t, "decided_by", self.decided_by_entry)
+        effective = self.entries(t, "effective", self.effective_entry)
         identities = self.identities(t["identities"]) if "identities" in t else None
         sni = self.text("sni", t["sni"]) if "sni" in t else None
         if len(self.errors) > before or domain is None:
@@ -482,57 +483,51 @@ class _CaseReader:
             return "bad"
         return action
 
-    def sources(self, value: object) -> tuple[tuple[str, str], ...]:
-        table = self.table_of("source", value)
+    def entries(self, case: Mapping[str, Any], what: str,
+                entry: Callable[[str, str, Any], tuple[str, _V] | None]
+                ) -> tuple[tuple[str, _V], ...]:
+        """The entries of ``case``'s ``what`` table (none without one), each read by
+        ``entry(key, name, raw)`` (``None``: it failed), in file order."""
+        if what not in case:
+            return ()
+        table = self.table_of(what, case[what])
         if table is None:
             return ()
-        result = []
-        for raw_name, raw in table.items():
-            key = f"source.{raw_name}"
-            try:
-                spec = option_spec(raw_name)
-            except ConfigError as exc:
-                self.fail(UnknownExpectationKeyError, exc.message, key)
-                continue
-            text = self.text(key, raw)
-            if text is not None:
-                result.append((spec.name, text))
-        return tuple(result)
+        read = (entry(f"{what}.{name}", name, raw) for name, raw in table.items())
+        return tuple(found for found in read if found is not None)
 
-    def decided_by(self, value: object) -> tuple[tuple[str, str], ...]:
-        table = self.table_of("decided_by", value)
-        if table is None:
-            return ()
-        result = []
-        for name, raw in table.items():
-            key = f"decided_by.{name}"
-            if name not in DECIDED_BY_KEYS:
-                self.fail(UnknownExpectationKeyError,
-                          f"unknown decision field {name!r} (known: {', '.join(DECIDED_BY_KEYS)})",
-                          key)
-                continue
-            text = self.text(key, raw)
-            if text is not None:
-                result.append((name, text))
-        return tuple(result)
+    def option(self, key: str, name: str) -> OptionSpec | None:
+        try:
+            return option_spec(name)
+        except ConfigError as exc:
+            self.fail(UnknownExpectationKeyError, exc.message, key)
+            return None
 
-    def effective(self, value: object) -> tuple[tuple[str, object], ...]:
-        table = self.table_of("effective", value)
-        if table is None:
-            return ()
-        result = []
-        for raw_name, raw in table.items():
-            key = f"effective.{raw_name}"
-            try:
-                spec = option_spec(raw_name)
-            except ConfigError as exc:
-                self.fail(UnknownExpectationKeyError, exc.message, key)
-                continue
-            try:
-                result.append((spec.name, spec.parse_value(raw)))
-            except ConfigError as exc:
-                self.fail(InvalidExpectationError, exc.message, key, raw, True)
-        return tuple(result)
+    def source_entry(self, key: str, name: str, raw: Any) -> tuple[str, str] | None:
+        spec = self.option(key, name)
+        if spec is None:
+            return None
+        text = self.text(key, raw)
+        return None if text is None else (spec.name, text)
+
+    def decided_by_entry(self, key: str, name: str, raw: Any) -> tuple[str, str] | None:
+        if name not in DECIDED_BY_KEYS:
+            self.fail(UnknownExpectationKeyError,
+                      f"unknown decision field {name!r} (known: {', '.join(DECIDED_BY_KEYS)})",
+                      key)
+            return None
+        text = self.text(key, raw)
+        return None if text is None else (name, text)
+
+    def effective_entry(self, key: str, name: str, raw: Any) -> tuple[str, object] | None:
+        spec = self.option(key, name)
+        if spec is None:
+            return None
+        try:
+            return spec.name, spec.parse_value(raw)
+        except ConfigError as exc:
+            self.fail(InvalidExpectationError, exc.message, key, raw, True)
+            return None
 
     def identities(self, value: object) -> tuple[str, ...] | None:
         if isinstance(value, list) and value and all(isinstance(v, str) for v in value):

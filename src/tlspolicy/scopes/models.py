@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import attrs
 
@@ -107,7 +107,22 @@ def _check_expiry(expires: object, reason: object, weakens: object, path: str) -
 
 
 @attrs.frozen(slots=True)
-class DomainScope:
+class _NamedStanza:
+    """What a ``domain`` and a ``floor`` stanza both hold: a name, options and the
+    stanza attributes of SEMANTICS section 8."""
+
+    name: DomainName
+    options: Options = attrs.field(factory=Options)
+    expires: _dt.datetime | None = None
+    reason: str | None = None
+    expiry_weakens: bool = False
+
+    def _check_expiry(self, path: str) -> None:
+        _check_expiry(self.expires, self.reason, self.expiry_weakens, path)
+
+
+@attrs.frozen(slots=True)
+class DomainScope(_NamedStanza):
     """A ``domain`` stanza: a name (exact, ``/regex/`` or IP literal) and options.
 
     ``expires`` (an aware datetime) ends the stanza by itself: from that
@@ -116,16 +131,10 @@ class DomainScope:
     weaker; ``reason`` says why the stanza exists.
     """
 
-    name: DomainName
-    options: Options = attrs.field(factory=Options)
-    expires: _dt.datetime | None = None
-    reason: str | None = None
-    expiry_weakens: bool = False
-
     def __attrs_post_init__(self) -> None:
         path = f'domain "{self.name}"'
         _check_scope(self.options, ScopeKind.DOMAIN, path)
-        _check_expiry(self.expires, self.reason, self.expiry_weakens, path)
+        self._check_expiry(path)
 
 
 def floor_path(name: DomainName | str) -> str:
@@ -134,7 +143,7 @@ def floor_path(name: DomainName | str) -> str:
 
 
 @attrs.frozen(slots=True)
-class FloorScope:
+class FloorScope(_NamedStanza):
     """A ``floor``: minimums for a domain that no binding can weaken (SEMANTICS 7).
 
     ``options`` may set only :data:`FLOOR_OPTIONS`; ``tls_ifavailable_fallback``
@@ -142,17 +151,11 @@ class FloorScope:
     for :class:`DomainScope`.
     """
 
-    name: DomainName
-    options: Options = attrs.field(factory=Options)
-    expires: _dt.datetime | None = None
-    reason: str | None = None
-    expiry_weakens: bool = False
-
     def __attrs_post_init__(self) -> None:
         path = floor_path(self.name)
         for option, value in self.options.items():
             _check_floor_option(option, value, Location(scope=path, option=option))
-        _check_expiry(self.expires, self.reason, self.expiry_weakens, path)
+        self._check_expiry(path)
 
 
 def _check_floor_option(option: str, value: object, location: Location) -> None:
@@ -173,34 +176,38 @@ def _check_domains(domains: Sequence[DomainScope], path: str) -> None:
 
 
 @attrs.frozen(slots=True)
-class BindingScope:
-    """A ``binding`` stanza: options and the domain stanzas nested in it."""
+class _BindingStanza:
+    """What a ``binding`` and a ``binding_group`` stanza both hold and check."""
 
     name: str
     options: Options = attrs.field(factory=Options)
     domains: tuple[DomainScope, ...] = ()
 
-    def __attrs_post_init__(self) -> None:
-        _check_name(self.name, "binding")
-        path = scope_path((ScopeKind.BINDING, self.name))
-        _check_scope(self.options, ScopeKind.BINDING, path)
+    def _check(self, kind: ScopeKind) -> str:
+        """Check the name, options and domains of this ``kind`` of stanza; its path."""
+        _check_name(self.name, kind.value)
+        path = scope_path((kind, self.name))
+        _check_scope(self.options, kind, path)
         _check_domains(self.domains, path)
+        return path
 
 
 @attrs.frozen(slots=True)
-class BindingGroupScope:
+class BindingScope(_BindingStanza):
+    """A ``binding`` stanza: options and the domain stanzas nested in it."""
+
+    def __attrs_post_init__(self) -> None:
+        self._check(ScopeKind.BINDING)
+
+
+@attrs.frozen(slots=True)
+class BindingGroupScope(_BindingStanza):
     """A ``binding_group`` stanza: options, domain stanzas and member bindings."""
 
-    name: str
-    options: Options = attrs.field(factory=Options)
-    domains: tuple[DomainScope, ...] = ()
     bindings: tuple[BindingScope, ...] = ()
 
     def __attrs_post_init__(self) -> None:
-        _check_name(self.name, "binding_group")
-        path = scope_path((ScopeKind.BINDING_GROUP, self.name))
-        _check_scope(self.options, ScopeKind.BINDING_GROUP, path)
-        _check_domains(self.domains, path)
+        path = self._check(ScopeKind.BINDING_GROUP)
         _unique((b.name for b in self.bindings), "binding", path)
 
 
@@ -315,10 +322,21 @@ class Config:
 
 _new: Final = object.__new__
 _set: Final = object.__setattr__
+_Scope = TypeVar("_Scope")
+
+
+def _trusted(cls: type[_Scope], **fields: object) -> _Scope:
+    """``cls`` with ``fields`` set and nothing checked."""
+    scope: _Scope = _new(cls)
+    for name, value in fields.items():
+        _set(scope, name, value)
+    return scope
 
 
 def trusted_domain(name: DomainName, options: Options) -> DomainScope:
     """A :class:`DomainScope` built without re-checking (the caller checked)."""
+    # Written out, not _trusted: one call per domain of a compiled configuration, where
+    # the keyword loop would cost about as much again.
     scope: DomainScope = _new(DomainScope)
     _set(scope, "name", name)
     _set(scope, "options", options)
@@ -331,22 +349,14 @@ def trusted_domain(name: DomainName, options: Options) -> DomainScope:
 def trusted_binding(name: str, options: Options, domains: tuple[DomainScope, ...]
                     ) -> BindingScope:
     """A :class:`BindingScope` built without re-checking (the caller checked)."""
-    scope: BindingScope = _new(BindingScope)
-    _set(scope, "name", name)
-    _set(scope, "options", options)
-    _set(scope, "domains", domains)
-    return scope
+    return _trusted(BindingScope, name=name, options=options, domains=domains)
 
 
 def trusted_group(name: str, options: Options, domains: tuple[DomainScope, ...],
                   bindings: tuple[BindingScope, ...]) -> BindingGroupScope:
     """A :class:`BindingGroupScope` built without re-checking (the caller checked)."""
-    scope: BindingGroupScope = _new(BindingGroupScope)
-    _set(scope, "name", name)
-    _set(scope, "options", options)
-    _set(scope, "domains", domains)
-    _set(scope, "bindings", bindings)
-    return scope
+    return _trusted(BindingGroupScope, name=name, options=options, domains=domains,
+                    bindings=bindings)
 
 
 def trusted_config(options: Options, domains: tuple[DomainScope, ...],
@@ -355,12 +365,6 @@ def trusted_config(options: Options, domains: tuple[DomainScope, ...],
                    match_cache_size: int | None, floors: tuple[FloorScope, ...] = ()
                    ) -> Config:
     """A :class:`Config` built without re-checking (the caller checked)."""
-    config: Config = _new(Config)
-    _set(config, "options", options)
-    _set(config, "domains", domains)
-    _set(config, "binding_groups", binding_groups)
-    _set(config, "bindings", bindings)
-    _set(config, "compatibility", compatibility)
-    _set(config, "match_cache_size", match_cache_size)
-    _set(config, "floors", floors)
-    return config
+    return _trusted(Config, options=options, domains=domains, binding_groups=binding_groups,
+                    bindings=bindings, compatibility=compatibility,
+                    match_cache_size=match_cache_size, floors=floors)

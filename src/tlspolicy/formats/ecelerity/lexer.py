@@ -28,6 +28,11 @@ class _T(enum.Enum):
     EOF = "end of file"
 
 
+#: The punctuation tokens by their character (their value is how a message shows them).
+_PUNCT: Final = {t.value.strip("'"): t for t in (_T.LBRACE, _T.RBRACE, _T.LPAREN, _T.RPAREN,
+                                                 _T.EQUALS)}
+
+
 @attrs.frozen(slots=True)
 class _Token:
     type: _T
@@ -52,7 +57,6 @@ def _ex(text: str) -> str:
     return excerpt(text, _TOKEN_EXCERPT)
 
 
-_PUNCT: Final = {"{": _T.LBRACE, "}": _T.RBRACE, "(": _T.LPAREN, ")": _T.RPAREN, "=": _T.EQUALS}
 _ESCAPES: Final = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "t": "\t", "r": "\r"}
 # Momentum requires these to be quoted inside a value; they end a bare word.
 _WORD_STOP: Final = frozenset(" \t\r\n\f\v#\"'={}[]()")
