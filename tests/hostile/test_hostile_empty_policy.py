@@ -17,9 +17,9 @@ import pytest
 
 from tlspolicy import EmptyPolicyError, load_config
 from tlspolicy.cli import main
-from tlspolicy.cli.serve import lookup_factory
 from tlspolicy.formats.lint import lint_file
 from tlspolicy.scopes import sets_no_option
+from tlspolicy.servers.app import lookup_factory
 from tlspolicy.servers.socketmap import SocketmapReply, SocketmapServer
 
 EMPTY_TOML = {

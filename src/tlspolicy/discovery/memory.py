@@ -18,14 +18,13 @@ from typing import TYPE_CHECKING, Final, TypeVar
 import attrs
 
 from .. import MtaStsPolicy
+from ..formats.settings import DEFAULT_MEMORY_CACHE_SIZE
 
 if TYPE_CHECKING:
     from .models import StsState
 
 __all__ = ["DEFAULT_MEMORY_CACHE_SIZE", "Sharing", "StateMemory"]
 
-#: MTA-STS states held in memory by default (the store keeps them all).
-DEFAULT_MEMORY_CACHE_SIZE: Final = 10_000
 #: Entries of each sharing table; a full table starts again empty (nothing is lost:
 #: a value no longer in the table is simply not shared with later ones).
 _TABLE_SIZE: Final = 1024

@@ -72,7 +72,7 @@ from ..scopes import (
     trusted_domain,
     trusted_group,
 )
-from .discovery_table import check_discovery_table
+from .settings import check_discovery_table
 
 __all__ = ["config_to_toml", "dumps_toml", "loads_toml", "toml_to_raw"]
 
