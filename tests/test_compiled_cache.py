@@ -212,7 +212,7 @@ def test_failed_load_writes_nothing(tmp_path: Path) -> None:
 
 def test_serve_lookup_factory_reads_through_the_cache(tmp_path: Path,
                                                       caplog: pytest.LogCaptureFixture) -> None:
-    from tlspolicy.cli.serve import lookup_factory
+    from tlspolicy.servers.app import lookup_factory
 
     path = tmp_path / "main.toml"
     path.write_text(MAIN)

@@ -24,7 +24,7 @@ from tlspolicy.discovery import Discovery, DiscoveryConfig, DiscoveryObserver, D
 from tlspolicy.discovery.backoff import FailureBackoff, FailureLog
 from tlspolicy.discovery.dns import DnsStatus
 from tlspolicy.discovery.models import DiscoveryError
-from tlspolicy.formats.discovery_table import check_discovery_table
+from tlspolicy.formats.settings import check_discovery_table
 from tlspolicy.postfix.lookup import PolicyLookup
 from tlspolicy.servers.discovered import DiscoveryLookup
 from tlspolicy.servers.socketmap import SocketmapReply

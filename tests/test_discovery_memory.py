@@ -21,7 +21,7 @@ from tlspolicy.discovery import Discovery, DiscoveryConfig, StsState
 from tlspolicy.discovery.core import _decode, _encode
 from tlspolicy.discovery.memory import Sharing, StateMemory
 from tlspolicy.discovery.models import DiscoveryError
-from tlspolicy.formats.discovery_table import check_discovery_table
+from tlspolicy.formats.settings import check_discovery_table
 from tlspolicy.policies.mtasts import CachedMtaStsPolicy, FetchOutcome, parse_policy
 from tlspolicy.stores import SqliteStore, StoreEntry, dumps_json
 

@@ -263,8 +263,8 @@ def test_an_accepted_loss_is_logged_once_per_key_and_counted(tmp_path: Path) -> 
 
 
 def test_drop_in_mode_reads_no_routes(tmp_path: Path) -> None:
-    from tlspolicy.cli.serve import lookup_factory
-    from tlspolicy.cli.serve_inputs import ServeMode
+    from tlspolicy.servers.app import lookup_factory
+    from tlspolicy.servers.app_inputs import ServeMode
 
     def unreadable() -> Any:
         raise AssertionError("drop-in mode must not read routes")

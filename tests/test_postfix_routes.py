@@ -297,7 +297,7 @@ def test_serve_refuses_a_bad_version_and_a_bad_transport_table(tmp_path: Path) -
 
 
 def test_relayhost_routes_every_domain(tmp_path: Path) -> None:
-    from tlspolicy.cli.serve import lookup_factory
+    from tlspolicy.servers.app import lookup_factory
 
     config = tmp_path / "policy.toml"
     config.write_text(CONFIG)

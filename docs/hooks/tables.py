@@ -427,7 +427,7 @@ def rule_names_table() -> str:
 
 def discovery_table_keys() -> str:
     """The keys of the ``[discovery]`` table, from ``DISCOVERY_KEYS``."""
-    from tlspolicy.formats.discovery_table import DISCOVERY_KEYS
+    from tlspolicy.formats.settings import DISCOVERY_KEYS
 
     def kind(spec: object) -> str:
         names: dict[object, str] = {bool: "boolean", str: "string", int: "integer"}

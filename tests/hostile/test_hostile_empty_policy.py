@@ -17,10 +17,10 @@ import pytest
 
 from tlspolicy import load_config
 from tlspolicy.cli import main
-from tlspolicy.cli.serve import lookup_factory
 from tlspolicy.errors import EmptyPolicyError
 from tlspolicy.formats.lint import lint_file
 from tlspolicy.scopes.stanzas import sets_no_option
+from tlspolicy.servers.app import lookup_factory
 from tlspolicy.servers.socketmap import SocketmapReply, SocketmapServer
 
 EMPTY_TOML = {

@@ -14,8 +14,8 @@ import pytest
 
 from tlspolicy import ConfigError, ConfigErrors, load_config, loads_toml
 from tlspolicy.cli import main
-from tlspolicy.cli.serve import lookup_factory
 from tlspolicy.errors import InvalidValueError
+from tlspolicy.servers.app import lookup_factory
 
 MODERN = "+ALL:-SSLv2:-SSLv3:-TLSv1.0:-TLSv1.1"
 BINDING = '''[global]

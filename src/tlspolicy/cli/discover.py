@@ -17,7 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any, Final, TextIO, TypeVar
 
-from ..formats.discovery_table import DEFAULT_CACHE_PATH
+from ..formats.settings import DiscoverySettings, discovery_settings
 from ..resolver import Resolver
 from ._common import (
     EXIT_FOUND,
@@ -38,18 +38,6 @@ __all__ = ["DISCOVERY_OPTIONS", "add_discovery_arguments", "open_discovery", "re
 _T = TypeVar("_T")
 
 
-class _PlainDefaults:
-    # What the option defaults look like without the discovery extra; the command then
-    # stops with a MissingDependencyError before any of them is used.
-    resolver = "127.0.0.1"
-    resolver_port = 53
-    probe_name = "."
-    cache_path = DEFAULT_CACHE_PATH
-    https_port = 443
-    first_wait = 5.0
-    probe_backoff_max = 60.0
-
-
 DISCOVERY_OPTIONS: Final = ("resolver", "resolver_port", "resolver_trusted", "probe_name",
                             "probe_backoff_max", "cache", "redis", "https_port", "ca_file",
                             "first_wait")
@@ -66,52 +54,50 @@ def add_discovery_arguments(parser: argparse.ArgumentParser,
 
     ``only`` names the options the command uses (by destination, from
     :data:`DISCOVERY_OPTIONS`); the others are not offered, and keep their defaults.
-    Building the parser never needs the ``tlspolicy[discovery]`` extra: without it the
-    defaults are shown as a plain install has them, and running the command says what to
-    install.
+    Every option defaults to ``None`` (not given; see
+    :func:`~tlspolicy.formats.settings.discovery_settings`) and its help shows the default
+    that then applies.  Building the parser never needs the ``tlspolicy[discovery]``
+    extra: running the command says what to install.
     """
-    try:
-        from ..discovery import DiscoveryConfig  # the discovery extra
-    except ImportError:  # MissingDependencyError: dnspython or httpx is not installed
-        defaults: Any = _PlainDefaults()
-    else:
-        defaults = DiscoveryConfig()
+    # Every flag defaults to None, so that a flag given is told from one left out (the
+    # [discovery] table's value, or the default its help shows, applies then).
+    defaults = DiscoverySettings()
     options: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
         "resolver": (("--resolver",), dict(
-            metavar="ADDRESS", default=defaults.resolver,
+            metavar="ADDRESS",
             help="the validating DNS resolver to ask (loopback unless --resolver-trusted; "
                  f"default {defaults.resolver})")),
         "resolver_port": (("--resolver-port",), dict(
-            metavar="PORT", type=int, default=defaults.resolver_port,
+            metavar="PORT", type=int,
             help=f"its port (default {defaults.resolver_port})")),
         "resolver_trusted": (("--resolver-trusted",), dict(
-            action="store_true",
+            action="store_true", default=None,
             help="trust the AD bit of a resolver that is not on loopback")),
         "probe_name": (("--probe-name",), dict(
-            metavar="NAME", default=defaults.probe_name,
+            metavar="NAME",
             help="a signed name the resolver must validate before DANE inputs are trusted "
                  f"(default {defaults.probe_name!r})")),
         "probe_backoff_max": (("--probe-backoff-max",), dict(
-            type=float, metavar="SECONDS", default=defaults.probe_backoff_max,
+            type=float, metavar="SECONDS",
             help="longest wait between probes of a resolver that does not validate yet "
                  f"(default {defaults.probe_backoff_max:g})")),
         "cache": (("--cache",), dict(
-            metavar="PATH", default=defaults.cache_path,
+            metavar="PATH",
             help="the SQLite cache file; with --redis, the local mirror of enforce policies "
-                 f"(default {defaults.cache_path})")),
+                 f"(default {defaults.cache})")),
         "redis": (("--redis",), dict(
             metavar="URL",
             help="share the cache with a fleet through Redis/Valkey at URL "
                  "(redis://host:port/db)")),
         "https_port": (("--https-port",), dict(
-            metavar="PORT", type=int, default=defaults.https_port,
+            metavar="PORT", type=int,
             help=f"port of the MTA-STS policy hosts (default {defaults.https_port})")),
         "ca_file": (("--ca-file",), dict(
             metavar="FILE",
             help="trust this CA bundle for MTA-STS policy hosts instead of the system store "
                  "(for test setups)")),
         "first_wait": (("--first-wait",), dict(
-            metavar="SECONDS", type=float, default=defaults.first_wait,
+            metavar="SECONDS", type=float,
             help="on a cold cache, how long to wait for a policy before answering as if "
                  f"there were none (default {defaults.first_wait:g})")),
     }
@@ -126,22 +112,8 @@ def add_discovery_arguments(parser: argparse.ArgumentParser,
     for name in wanted:
         flags, kwargs = options[name]
         group.add_argument(*flags, dest=name, **kwargs)
-    # The options a command does not offer still have their values, for one _config().
-    parser.set_defaults(**{name: kwargs.get("default", False if kwargs.get("action") else None)
-                           for name, (_flags, kwargs) in options.items() if name not in only})
-
-
-def _config(args: argparse.Namespace) -> Any:
-    from ..discovery import DiscoveryConfig  # the discovery extra
-
-    try:
-        return DiscoveryConfig(
-            resolver=args.resolver, resolver_port=args.resolver_port,
-            resolver_trusted=args.resolver_trusted, probe_name=args.probe_name,
-            https_port=args.https_port, ca_file=args.ca_file, first_wait=args.first_wait,
-            cache_path=args.cache)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(str(exc)) from None
+    # The options a command does not offer are there too, never given.
+    parser.set_defaults(**{name: None for name in options if name not in only})
 
 
 async def open_discovery(args: argparse.Namespace, *, probe: bool = True) -> Discovery:
@@ -151,10 +123,11 @@ async def open_discovery(args: argparse.Namespace, *, probe: bool = True) -> Dis
     """
     from ..discovery import Discovery, redis_cache  # the discovery extra
 
-    config = _config(args)
+    settings = discovery_settings(flags=args)
+    config = settings.discovery_config()
     store = None
-    if args.redis:
-        store = await redis_cache(args.redis, config.cache_path)
+    if settings.redis:
+        store = await redis_cache(settings.redis, config.cache_path)
     discovery = Discovery(config, store=store, close_store=True)
     if probe:
         await discovery.start()

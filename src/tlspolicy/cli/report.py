@@ -12,7 +12,7 @@ Every subcommand reads a settings file (TOML)::
     [store]                          # where the recording MTAs write
     sqlite = "/var/lib/tlspolicy/tlsrpt.sqlite3"   # or: redis = "redis://host:6379/0"
 
-    [discovery]                      # the validating resolver (tlspolicy.discovery)
+    [discovery]                      # the validating resolver: keys of serve's [discovery]
     resolver = "127.0.0.1"
 
 ``build`` closes a period (a UTC day by default) and writes each report as
@@ -34,6 +34,8 @@ from typing import Any
 
 import attrs
 
+from ..errors import ConfigErrors
+from ..formats.settings import check_discovery_table, discovery_settings
 from ..resolver import Resolver
 from ..stores import SqliteStore
 from ..stores.redis import RedisStore
@@ -120,16 +122,15 @@ async def _reporter(args: argparse.Namespace, *, network: bool) -> AsyncIterator
         if not network:
             yield Reporter(store, config)
             return
-        from ..discovery import Discovery, DiscoveryConfig  # the discovery extra
+        from ..discovery import Discovery  # the discovery extra
 
         resolver = None
         if config_paths(args):
             resolver = Resolver(load_configuration(args, example_allowed=False))
-        discovery_settings = dict(settings.get("discovery", {}))
-        try:
-            discovery_config = DiscoveryConfig(**discovery_settings)
-        except TypeError as exc:
-            raise UsageError(f"{args.settings}: [discovery]: {exc}") from None
+        # The keys of serve's [discovery] table, read and checked alike.
+        table = settings.get("discovery", {})
+        ConfigErrors.raise_if_any(check_discovery_table(table, args.settings))
+        discovery_config = discovery_settings(table).discovery_config()
         # Discovery's own cache is not needed for reporting lookups: keep it private.
         async with Discovery(discovery_config, store=SqliteStore(":memory:")) as discovery:
             yield Reporter(store, config, discovery=discovery, resolver=resolver)

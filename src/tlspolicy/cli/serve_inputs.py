@@ -1,49 +1,24 @@
-"""What ``serve socketmap`` takes in before it serves: where to listen, whether it runs in
-drop-in mode, and what it reads of Postfix itself (its routes, its version and the settings
-it checks at start; the reading is :mod:`tlspolicy.servers.postfix_routes` and
-:mod:`tlspolicy.servers.postfix_checks`, this is the command line's wiring of them)."""
+"""What ``serve socketmap`` takes from its command line: where to listen, Postfix's settings
+given as flags, the Postfix version, and the options as
+:class:`~tlspolicy.servers.app_inputs.ServeOptions` for :mod:`tlspolicy.servers.app`."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import shutil
 import subprocess
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Sequence
 
 import attrs
 
+from ..formats.settings import DiscoverySettings
 from ..postfix.levels import PostfixVersion
 from ..postfix.lookup import parse_postfix_version
-from ..scopes import Config
-from ..servers import socketmap as _sm
-from ..servers.postfix_checks import (
-    PostfixSettingsError,
-    Severity,
-    check_postfix_settings,
-)
-from ..servers.postfix_routes import (
-    PostfixRoutes,
-    read_postfix_routes,
-)
-from ._common import UsageError
+from ..servers.app_inputs import ServeOptions, UnixListen
+from ._common import UsageError, config_format
 
-
-@attrs.define
-class ServeMode:
-    """Whether ``serve socketmap`` may serve drop-in mode (discovery on), whether the files
-    hold a ``[discovery]`` table, and whether the policy loaded last is drop-in mode's."""
-
-    drop_in_allowed: bool = False
-    table_given: bool = False
-    drop_in: bool = False
-
-
-class UnixListen(NamedTuple):
-    """``--listen unix:PATH``: a unix socket path."""
-
-    path: str
+__all__ = ["parse_listen", "parse_tcp_listen", "postconf_version", "postfix_setting",
+           "serve_options", "serve_version"]
 
 
 def parse_listen(text: str) -> tuple[str, int] | UnixListen:
@@ -69,35 +44,6 @@ def parse_tcp_listen(text: str) -> tuple[str, int]:
     if isinstance(where, UnixListen):
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     return where
-
-
-def route_reader(args: argparse.Namespace, *,
-                 on_read: Callable[[PostfixRoutes], None] | None = None,
-                 summary: Callable[[str], None] | None = None
-                 ) -> Callable[[], PostfixRoutes]:
-    """Postfix's own routes as ``serve socketmap`` reads them (``--postfix-config-dir``,
-    ``--accept-route-loss``): every call reads them again, reports what it found (a
-    line to ``summary``, logged at INFO by default; accepted losses as warnings) and
-    passes it to ``on_read``."""
-    accepted = tuple(args.accept_route_loss or ())
-    log = logging.getLogger("tlspolicy")
-    report = summary if summary is not None else log.info
-
-    def read() -> PostfixRoutes:
-        found = read_postfix_routes(args.postfix_config_dir, accept_loss=accepted)
-        hops = found.routes.by_nexthop()
-        where = args.postfix_config_dir or "postconf's default configuration directory"
-        plural = "" if len(hops) == 1 else "s"
-        report(f"routes: {len(hops)} next hop{plural} read from Postfix's settings ({where})")
-        for loss in found.losses:
-            log.warning("routes: %s; loss accepted (--accept-route-loss %s): next hops it "
-                        "routes are answered with the host's own policy, each logged once "
-                        "and counted", loss, loss.parameter)
-        if on_read is not None:
-            on_read(found)
-        return found
-
-    return read
 
 
 def postconf_version(postconf: str | None = None, *,
@@ -133,52 +79,26 @@ def postfix_setting(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def postfix_checks(args: argparse.Namespace, config: Config, *, discovery: bool = False,
-                   discovery_resolver: tuple[str, int] | None = None,
-                   postfix_version: PostfixVersion | None = None,
-                   dane_optional: bool = False) -> bool:
-    """The start-up checks of Postfix's settings for ``serve socketmap`` (SEMANTICS 11).
-
-    Warnings are logged; errors raise
-    :class:`~tlspolicy.servers.postfix_checks.PostfixSettingsError` (exit status 2), each
-    naming the setting, its value and the line that fixes it.  ``discovery`` says the
-    answers include DANE; ``discovery_resolver`` is the (address, port) discovery asks.
-    With ``dane_optional`` (drop-in mode) what stops DANE is one warning naming every
-    fix, and DANE stays off.  Returns whether the answers may use DANE.
-    """
-    log = logging.getLogger("tlspolicy")
-    if args.no_postfix_checks:
-        log.warning("--no-postfix-checks: Postfix's own settings (smtp_dns_support_level, "
-                    "tls_required_enable, chroot paths, resolver) are not checked; one of "
-                    "them can undo the answers")
-        return True
-    listen = args.listen
-    findings = check_postfix_settings(
-        config, discovery=discovery, config_dir=args.postfix_config_dir,
-        settings=dict(args.postfix_setting or ()),
-        unix_socket=listen.path if isinstance(listen, UnixListen) else None,
-        socket_mode=_sm.DEFAULT_SOCKET_MODE if args.socket_mode is None else args.socket_mode,
-        accept_tls_required_loss=args.accept_tls_required_loss,
-        discovery_resolver=discovery_resolver, postfix_version=postfix_version)
-    errors = [f for f in findings if f.severity is Severity.ERROR]
-    dane_ready = True
-    if dane_optional:
-        lacking = [f for f in errors if f.check in DANE_CHECKS]
-        errors = [f for f in errors if f.check not in DANE_CHECKS]
-        if lacking:
-            dane_ready = False
-            log.warning("DANE is off: Postfix cannot do DANE as set up (MTA-STS is served "
-                        "all the same). To turn DANE on, change: %s; then reload",
-                        "; ".join(f"{f.fix} ({f.setting} is {f.value or '(empty)'})"
-                                  for f in lacking))
-    for finding in findings:
-        if finding.severity is Severity.WARNING:
-            log.warning("%s", finding)
-    if errors:
-        raise PostfixSettingsError(errors)
-    return dane_ready
+def serve_version(args: argparse.Namespace, settings: DiscoverySettings, *,
+                  discovery: bool) -> tuple[PostfixVersion, str]:
+    """The Postfix version the answers are written for, and where it came from:
+    ``--postfix-version``, else the ``[discovery]`` table's ``postfix_version`` (only with
+    ``discovery`` on), else ``mail_version`` among ``--postfix-setting``, else postconf
+    (of ``--postfix-config-dir`` when given, the Postfix the checks read)."""
+    if args.postfix_version is not None:
+        return args.postfix_version, "--postfix-version"
+    if discovery and settings.postfix_version is not None:
+        return parse_postfix_version(settings.postfix_version), "[discovery]"
+    given = dict(args.postfix_setting or ())
+    if "mail_version" in given:
+        # The version given as one of Postfix's settings is the version.
+        return parse_postfix_version(given["mail_version"]), "--postfix-setting"
+    return postconf_version(config_dir=args.postfix_config_dir), "postconf"
 
 
-#: The findings that stop only DANE (its prerequisites and Postfix's resolver), which
-#: drop-in mode reports as one warning.
-DANE_CHECKS = frozenset({"dns-support-level", "dane-prerequisite", "resolver"})
+def serve_options(args: argparse.Namespace, paths: Sequence[str]) -> ServeOptions:
+    """The options of ``serve socketmap`` as :mod:`tlspolicy.servers.app` takes them:
+    each read from the flag of the same destination."""
+    names = {f.name for f in attrs.fields(ServeOptions)} - {"paths", "format"}
+    return ServeOptions(paths=tuple(paths), format=config_format(args),
+                        **{name: getattr(args, name) for name in names})

@@ -23,15 +23,18 @@ from typing import Any, TextIO
 import attrs
 
 from ..errors import TlsPolicyError
+from ..formats.settings import DiscoverySettings
 from ..postfix.levels import PostfixVersion
-from ..postfix.lookup import PolicyLookup, parse_postfix_version
+from ..postfix.lookup import PolicyLookup
+from ..servers.app import DANE_CHECKS
+from ..servers.app_inputs import ServeMode, UnixListen
 from ..servers.expiry_watch import ExpiringPolicy
 from ..servers.postfix_checks import PostconfError, Severity, check_postfix_settings, read_own_level
 from ..servers.postfix_routes import RouteLossError, read_postfix_routes
 from ..stores import SqliteStore
-from . import serve_discovery, serve_inputs
+from . import serve_inputs
 from ._common import config_format
-from .serve_inputs import UnixListen
+from .serve_discovery import require_discovery
 
 __all__ = ["Verdict", "dry_run"]
 
@@ -49,20 +52,11 @@ class Verdict:
         return text + (f"\n      fix: {self.fix}" if self.fix else "")
 
 
-def _version(args: argparse.Namespace, table: dict[str, Any], use_discovery: bool,
-             postconf_version: Callable[..., PostfixVersion]
+def _version(args: argparse.Namespace, settings: DiscoverySettings
              ) -> tuple[PostfixVersion | None, Verdict]:
     try:
-        if args.postfix_version is not None:
-            version, where = args.postfix_version, "--postfix-version"
-        elif use_discovery and "postfix_version" in table:
-            version, where = parse_postfix_version(table["postfix_version"]), "[discovery]"
-        elif "mail_version" in dict(args.postfix_setting or ()):
-            version = parse_postfix_version(dict(args.postfix_setting)["mail_version"])
-            where = "--postfix-setting"
-        else:
-            version = postconf_version(config_dir=args.postfix_config_dir)
-            where = "postconf"
+        version, where = serve_inputs.serve_version(args, settings,
+                                                    discovery=settings.enabled)
     except TlsPolicyError as exc:
         return None, Verdict("FAIL", f"Postfix version: {exc}",
                              "--postfix-version X.Y.Z (what postconf -h mail_version prints)")
@@ -133,15 +127,16 @@ def _cache(path: str) -> Verdict:
     return Verdict("ok", f"discovery cache {path}")
 
 
-def dry_run(args: argparse.Namespace, paths: list[str], table: dict[str, Any],
-            use_discovery: bool, *, lookup_factory: Callable[..., ExpiringPolicy],
-            out: TextIO = sys.stdout) -> int:
+def dry_run(args: argparse.Namespace, paths: list[str], settings: DiscoverySettings, *,
+            lookup_factory: Callable[..., ExpiringPolicy], out: TextIO = sys.stdout) -> int:
     """Run every start-up check of ``serve socketmap`` and print the verdicts; 0 when none
-    fails, else 1.  ``lookup_factory`` is serve's, so the loads and file checks are its own."""
+    fails, else 1.  ``lookup_factory`` is serve's, so the loads and file checks are its own;
+    ``settings`` are the ``[discovery]`` settings serve would run with."""
     verdicts: list[Verdict] = []
-    version, verdict = _version(args, table, use_discovery, serve_inputs.postconf_version)
+    use_discovery = settings.enabled
+    version, verdict = _version(args, settings)
     verdicts.append(verdict)
-    mode = serve_inputs.ServeMode(drop_in_allowed=use_discovery, table_given=bool(table))
+    mode = ServeMode(drop_in_allowed=use_discovery, table_given=bool(settings.table))
     config = None
     try:
         policy = lookup_factory(paths, format=config_format(args),
@@ -161,14 +156,17 @@ def dry_run(args: argparse.Namespace, paths: list[str], table: dict[str, Any],
     run_config = None
     if use_discovery:
         try:
-            run = serve_discovery.discovery_run(args, table, version or (3, 0))
-            run_config = run.config
+            require_discovery()
+            run_config = settings.discovery_config()
         except TlsPolicyError as exc:
             verdicts.append(Verdict("FAIL", f"discovery settings: {exc}"))
+        else:
+            # A deadline out of range stops the command, as it stops serve.
+            settings.checked_deadline()
     if config is not None:
         verdicts.append(_routes(args, lookup.resolver, mode.drop_in, version))
     if config is not None and version is not None:
-        verdicts += _postfix(args, config, use_discovery, mode.drop_in, version, table)
+        verdicts += _postfix(args, config, settings, mode.drop_in, version)
     verdicts.append(_listen(args))
     if run_config is not None:
         verdicts.append(_cache(run_config.cache_path))
@@ -212,8 +210,9 @@ def _routes(args: argparse.Namespace, resolver: Any, drop_in: bool,
     return Verdict("ok", what)
 
 
-def _postfix(args: argparse.Namespace, config: Any, use_discovery: bool, drop_in: bool,
-             version: PostfixVersion, table: dict[str, Any]) -> list[Verdict]:
+def _postfix(args: argparse.Namespace, config: Any, settings: DiscoverySettings,
+             drop_in: bool, version: PostfixVersion) -> list[Verdict]:
+    use_discovery = settings.enabled
     if args.no_postfix_checks:
         return [Verdict("warn", "Postfix's settings: not checked (--no-postfix-checks)",
                         "leave out --no-postfix-checks")]
@@ -222,9 +221,9 @@ def _postfix(args: argparse.Namespace, config: Any, use_discovery: bool, drop_in
         findings = check_postfix_settings(
             config, discovery=use_discovery, config_dir=args.postfix_config_dir,
             settings=dict(args.postfix_setting or ()),
-            unix_socket=listen.path if isinstance(listen, serve_inputs.UnixListen) else None,
+            unix_socket=listen.path if isinstance(listen, UnixListen) else None,
             accept_tls_required_loss=args.accept_tls_required_loss,
-            discovery_resolver=serve_discovery.discovery_resolver(args, table) if use_discovery
+            discovery_resolver=(settings.resolver, settings.resolver_port) if use_discovery
             else None, postfix_version=version)
     except PostconfError as exc:
         return [Verdict("FAIL", f"Postfix's settings: {exc}",
@@ -232,9 +231,9 @@ def _postfix(args: argparse.Namespace, config: Any, use_discovery: bool, drop_in
     verdicts = []
     for finding in findings:
         failing = finding.severity is Severity.ERROR and not (
-            drop_in and finding.check in serve_inputs.DANE_CHECKS)
+            drop_in and finding.check in DANE_CHECKS)
         what = f"Postfix {finding.setting} = {finding.value!r}: {finding.message}"
-        if drop_in and finding.check in serve_inputs.DANE_CHECKS:
+        if drop_in and finding.check in DANE_CHECKS:
             what += " (drop-in mode: DANE stays off until fixed)"
         verdicts.append(Verdict("FAIL" if failing else "warn", what, finding.fix))
     if not findings:

@@ -24,6 +24,8 @@ from typing import Final, Generic, TypeVar
 
 import attrs
 
+from ..formats.settings import DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX
+
 __all__ = [
     "DEFAULT_BACKOFF_INITIAL",
     "DEFAULT_BACKOFF_MAX",
@@ -31,10 +33,6 @@ __all__ = [
     "FailureLog",
 ]
 
-#: Seconds a lookup is not sent again after its first failure (doubling while it fails).
-DEFAULT_BACKOFF_INITIAL: Final = 1.0
-#: Longest wait between two attempts of one failing lookup.
-DEFAULT_BACKOFF_MAX: Final = 60.0
 #: Failures remembered at most (every name asked about could fail).
 MAX_REMEMBERED: Final = 100_000
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 import attrs
 
+from ..formats.settings import DEFAULT_MEMORY_CACHE_SIZE
 from ..policies.mtasts import MtaStsPolicy
 
 if TYPE_CHECKING:
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MEMORY_CACHE_SIZE", "Sharing", "StateMemory"]
 
-#: MTA-STS states held in memory by default (the store keeps them all).
-DEFAULT_MEMORY_CACHE_SIZE: Final = 10_000
 #: Entries of each sharing table; a full table starts again empty (nothing is lost:
 #: a value no longer in the table is simply not shared with later ones).
 _TABLE_SIZE: Final = 1024

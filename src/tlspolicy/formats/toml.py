@@ -67,7 +67,7 @@ from ..scopes.models import (
     trusted_group,
 )
 from ..scopes.stanzas import has_expiry
-from .discovery_table import check_discovery_table
+from .settings import check_discovery_table
 
 __all__ = ["config_to_toml", "dumps_toml", "loads_toml", "toml_to_raw"]
 

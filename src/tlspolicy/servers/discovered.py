@@ -46,6 +46,7 @@ import attrs
 
 from ..decision import Decision, Source
 from ..errors import InvalidDomainError, TlsPolicyError, UnknownBindingError
+from ..formats.settings import DEFAULT_ANSWER_DEADLINE
 from ..policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
 from ..policies.destination import Destination
 from ..policies.mtasts import StsMode
@@ -85,8 +86,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Seconds within which every answer is sent (SEMANTICS 11: well under Postfix's 100 s).
-DEFAULT_ANSWER_DEADLINE: Final = 10.0
 #: Longest time an answer is reused while every input it came from is unchanged.
 DEFAULT_ANSWER_MEMO_TTL: Final = 30.0
 #: Domains remembered as in use for proactive refresh.

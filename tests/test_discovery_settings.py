@@ -1,0 +1,51 @@
+"""The [discovery] settings: one typed object, one rule (a flag given, else the table, else
+the default), and the DiscoveryConfig built from it."""
+
+from __future__ import annotations
+
+import attrs
+
+from tlspolicy.cli import build_parser
+from tlspolicy.formats.settings import (
+    DISCOVERY_KEYS,
+    DiscoveryConfig,
+    DiscoverySettings,
+    discovery_settings,
+)
+
+
+def _serve(*flags: str) -> object:
+    return build_parser().parse_args(["serve", "socketmap", "x.toml", *flags])
+
+
+def test_every_key_has_a_field_and_the_defaults_are_discovery_config_s() -> None:
+    names = [f.name for f in attrs.fields(DiscoverySettings) if f.name != "table"]
+    assert names == list(DISCOVERY_KEYS)
+    config = DiscoverySettings().discovery_config()
+    assert config == DiscoveryConfig()
+
+
+def test_a_flag_given_wins_over_the_table_even_at_its_default_value() -> None:
+    table = {"resolver": "192.0.2.53", "resolver_port": 5353, "first_wait": 2}
+    settings = discovery_settings(table, flags=_serve("--resolver", "127.0.0.1"))
+    assert settings.resolver == "127.0.0.1"
+    assert settings.resolver_port == 5353
+    assert settings.first_wait == 2.0 and isinstance(settings.first_wait, float)
+    assert settings.https_port == 443
+
+
+def test_flags_left_out_leave_the_table_and_the_defaults() -> None:
+    settings = discovery_settings({"enabled": True, "resolver_trusted": True,
+                                   "sts_mx_patterns": False}, flags=_serve())
+    assert settings.enabled and settings.resolver_trusted and not settings.sts_mx_patterns
+    assert discovery_settings(flags=_serve()).enabled is False
+    given = discovery_settings({"enabled": False, "sts_mx_patterns": True},
+                               flags=_serve("--discovery", "--no-sts-mx-patterns"))
+    assert given.enabled and not given.sts_mx_patterns
+    assert given.table == {"enabled": False, "sts_mx_patterns": True}
+
+
+def test_discover_reads_its_flags_alone() -> None:
+    args = build_parser().parse_args(["discover", "example.com", "--cache", "c.sqlite3"])
+    config = discovery_settings(flags=args).discovery_config()
+    assert config.cache_path == "c.sqlite3" and config.resolver == "127.0.0.1"
