@@ -50,9 +50,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from tlspolicy import CachedMtaStsPolicy, FetchOutcome, normalise_domain, parse_policy  # noqa: E402
 from tlspolicy.discovery import POLICY_NAMESPACE, Discovery, DiscoveryConfig, StsState  # noqa: E402
-from tlspolicy.discovery.core import _decode, _encode  # noqa: E402
 from tlspolicy.discovery.https import fetch_policy, make_client, make_ssl_context  # noqa: E402
 from tlspolicy.discovery.memory import Sharing  # noqa: E402
+from tlspolicy.discovery.stscache import decode_state as _decode  # noqa: E402
+from tlspolicy.discovery.stscache import encode_state as _encode  # noqa: E402
 from tlspolicy.stores import SqliteStore, dumps_json  # noqa: E402
 
 TEXT_SIZE = 400

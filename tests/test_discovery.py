@@ -46,7 +46,7 @@ from tlspolicy.discovery import (
     describe,
     describe_cache,
 )
-from tlspolicy.discovery.core import _encode
+from tlspolicy.discovery.stscache import encode_state as _encode
 from tlspolicy.stores import SqliteStore, Store, dumps_json
 
 pytestmark = pytest.mark.timeout(120)

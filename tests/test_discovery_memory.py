@@ -19,9 +19,10 @@ from discovery_support import DnsLab, HttpsLab
 from test_discovery import Clock, Env, enforce, run, seed
 from tlspolicy import CachedMtaStsPolicy, FetchOutcome, parse_policy
 from tlspolicy.discovery import Discovery, DiscoveryConfig, StsState
-from tlspolicy.discovery.core import _decode, _encode
 from tlspolicy.discovery.memory import Sharing, StateMemory
 from tlspolicy.discovery.models import DiscoveryError
+from tlspolicy.discovery.stscache import decode_state as _decode
+from tlspolicy.discovery.stscache import encode_state as _encode
 from tlspolicy.formats.discovery_table import check_discovery_table
 from tlspolicy.stores import SqliteStore, StoreEntry, dumps_json
 

@@ -9,11 +9,11 @@ from typing import Any, Final
 import attrs
 
 from .. import (
-    CachedMtaStsPolicy,
     FetchOutcome,
 )
 from ..errors import TlsPolicyError
 from ..formats.discovery_table import DEFAULT_CACHE_PATH
+from ..policies.ststate import StsState
 from .backoff import DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX
 from .memory import DEFAULT_MEMORY_CACHE_SIZE
 
@@ -179,26 +179,3 @@ class TlsRptRecord:
     rua: tuple[str, ...]
     detail: str = ""
     failed: bool = False
-
-
-@attrs.frozen(slots=True)
-class StsState:
-    """The MTA-STS cache state of one policy domain.
-
-    ``cached`` is the policy held (it applies while unexpired); ``outcome`` is
-    the latest fetch's result (its TLS-RPT type via ``outcome.tlsrpt_result_type``);
-    ``state`` is ``"policy"``, ``"none"`` (no policy published), ``"failed"``
-    (no policy held, latest attempt failed), ``"pending"`` (first fetch still
-    running), ``"unreadable"`` (the cache could not be read and no fetch has
-    finished) or ``"unknown"``.
-    """
-
-    domain: str
-    state: str
-    cached: CachedMtaStsPolicy | None
-    outcome: FetchOutcome
-    detail: str
-    txt_id: str | None
-    next_check: float
-    failures: int
-    retry_at: float | None
