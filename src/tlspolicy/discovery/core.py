@@ -24,8 +24,7 @@ from .. import (
 )
 from ..policies import ststate
 from ..policies.ststate import aware, needs_check
-from ..stores import MirroredStore, SqliteStore, Store, StoreError, dumps_json
-from ..stores.redis import RedisStore
+from ..stores import SqliteStore, Store, StoreError, dumps_json, redis_with_mirror
 from .backoff import FailureBackoff, FailureLog
 from .dane import addresses, lookup_tlsa
 from .dns import DnsAnswer, DnsClient, DnsStatus, check_resolv_conf, is_loopback
@@ -643,8 +642,5 @@ async def redis_cache(url: str, local_path: str | Path, *, prefix: str = "tlspol
     refused.  A Redis that is down at start is not an error (the mirror serves, and the
     eviction check runs once it answers).  Needs the ``tlspolicy[redis]`` extra.
     """
-    Path(local_path).parent.mkdir(parents=True, exist_ok=True)
-    shared = await RedisStore.connect(url, prefix=prefix, timeout=timeout, require_up=False,
-                                      clock=clock)
-    return MirroredStore(shared, SqliteStore(local_path, clock=clock),
-                         mirror_enforce_policies, retry_after=retry_after)
+    return await redis_with_mirror(url, local_path, mirror_enforce_policies, prefix=prefix,
+                                   timeout=timeout, retry_after=retry_after, clock=clock)
