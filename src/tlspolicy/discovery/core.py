@@ -234,7 +234,10 @@ class Discovery:
     async def mx(self, domain: str) -> MxLookup:
         """The MX hosts of ``domain`` (SEMANTICS 10: implicit, null, NXDOMAIN)."""
         name = normalise_domain(domain)
-        answer = await self.dns.query(name, "MX")
+        return self._mx_from(name, await self.dns.query(name, "MX"))
+
+    def _mx_from(self, name: str, answer: DnsAnswer) -> MxLookup:
+        # Reused while it comes from the very same cached answer.
         memo = self._mx_memo.get(name)
         if memo is not None and memo[0] is answer:
             return memo[1]
@@ -253,14 +256,7 @@ class Discovery:
         answer = self.dns.cached(name, "MX")
         if answer is None:
             return None
-        memo = self._mx_memo.get(name)
-        if memo is not None and memo[0] is answer:
-            return memo[1], answer.expires_at
-        lookup = mx_lookup(name, answer)
-        if len(self._mx_memo) > 100_000:
-            self._mx_memo.clear()
-        self._mx_memo[name] = (answer, lookup)
-        return lookup, answer.expires_at
+        return self._mx_from(name, answer), answer.expires_at
 
     def tlsa_cached(self, name: str, port: int = 25) -> tuple[TlsaLookup, float] | None:
         """:meth:`tlsa` from the caches alone (``name`` already normalised) with when the
