@@ -49,9 +49,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from tlspolicy.discovery import POLICY_NAMESPACE, Discovery, DiscoveryConfig, StsState  # noqa: E402
-from tlspolicy.discovery.core import _decode, _encode  # noqa: E402
 from tlspolicy.discovery.https import fetch_policy, make_client, make_ssl_context  # noqa: E402
 from tlspolicy.discovery.memory import Sharing  # noqa: E402
+from tlspolicy.discovery.stscache import decode_state as _decode  # noqa: E402
+from tlspolicy.discovery.stscache import encode_state as _encode  # noqa: E402
 from tlspolicy.names import normalise_domain  # noqa: E402
 from tlspolicy.policies.mtasts import CachedMtaStsPolicy, FetchOutcome, parse_policy  # noqa: E402
 from tlspolicy.stores import SqliteStore, dumps_json  # noqa: E402

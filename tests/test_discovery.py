@@ -41,7 +41,7 @@ from tlspolicy.discovery import (
     describe,
     describe_cache,
 )
-from tlspolicy.discovery.core import _encode
+from tlspolicy.discovery.stscache import encode_state as _encode
 from tlspolicy.policies.dane import DaneApplicability
 from tlspolicy.policies.mtasts import CachedMtaStsPolicy, FetchOutcome, parse_policy
 from tlspolicy.reuse import VerifiedAs

@@ -18,9 +18,10 @@ import pytest
 from discovery_support import DnsLab, HttpsLab
 from test_discovery import Clock, Env, enforce, run, seed
 from tlspolicy.discovery import Discovery, DiscoveryConfig, StsState
-from tlspolicy.discovery.core import _decode, _encode
 from tlspolicy.discovery.memory import Sharing, StateMemory
 from tlspolicy.discovery.models import DiscoveryError
+from tlspolicy.discovery.stscache import decode_state as _decode
+from tlspolicy.discovery.stscache import encode_state as _encode
 from tlspolicy.formats.settings import check_discovery_table
 from tlspolicy.policies.mtasts import CachedMtaStsPolicy, FetchOutcome, parse_policy
 from tlspolicy.stores import SqliteStore, StoreEntry, dumps_json

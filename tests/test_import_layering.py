@@ -52,7 +52,6 @@ ALLOWED_EDGES: frozenset[tuple[str, str]] = frozenset(
         # Discovery builds and opens its own store instead of being handed one (by the
         # composition in servers/app.py that issue 22's second landing brings).
         ("tlspolicy.discovery.core", "tlspolicy.stores"),
-        ("tlspolicy.discovery.core", "tlspolicy.stores.redis"),
         ("tlspolicy.discovery.importcache", "tlspolicy.stores"),
     }
 )

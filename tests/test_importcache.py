@@ -30,7 +30,6 @@ from strategies import examples
 from tlspolicy import StsMode, cli
 from tlspolicy.discovery import POLICY_NAMESPACE, Discovery, DiscoveryConfig, StsState
 from tlspolicy.discovery._gob import GobError, read_gob
-from tlspolicy.discovery.core import _decode, _encode
 from tlspolicy.discovery.importcache import (
     CacheImportError,
     ImportedPolicy,
@@ -40,6 +39,8 @@ from tlspolicy.discovery.importcache import (
     read_mta_sts_resolver_sqlite,
     read_postfix_tlspol,
 )
+from tlspolicy.discovery.stscache import decode_state as _decode
+from tlspolicy.discovery.stscache import encode_state as _encode
 from tlspolicy.policies.mtasts import CachedMtaStsPolicy, FetchOutcome, parse_policy
 from tlspolicy.stores import SqliteStore, dumps_json
 

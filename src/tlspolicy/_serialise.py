@@ -1,21 +1,24 @@
-"""Plain-dict (JSON) building blocks shared by the core's ``to_dict`` methods.
+"""Plain-dict (JSON) building blocks shared by the core's ``to_dict`` methods, and the
+compact JSON bytes that stores hold (:func:`dumps_json` / :func:`loads_json`).
 
-This module sits below :mod:`.decision` (it imports only :mod:`.options`), so
-the dependency goes one way: a model renders itself with these helpers, and
-nothing here needs to know the models.
+This module sits below :mod:`.decision` (it imports only :mod:`.options` and
+:mod:`.errors`), so the dependency goes one way: a model renders itself with these
+helpers, and nothing here needs to know the models.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import cattrs
 
+from .errors import StoreError
 from .options import OPTION_SPECS, UNSET
 
-__all__ = ["converter", "effective_to_dict"]
+__all__ = ["converter", "dumps_json", "effective_to_dict", "loads_json"]
 
 #: Unstructures the core's attrs models to builtins; enums become their values.
 converter = cattrs.Converter()
@@ -26,3 +29,16 @@ def effective_to_dict(values: Mapping[str, object]) -> dict[str, Any]:
     """Effective option values in their configuration spelling (``None`` when unset)."""
     return {name: (None if value is None or value is UNSET else OPTION_SPECS[name].dump(value))
             for name, value in values.items()}
+
+
+def dumps_json(value: object) -> bytes:
+    """Encode a JSON value compactly (sorted keys, so equal values give equal bytes)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def loads_json(data: bytes) -> object:
+    """Decode what :func:`dumps_json` wrote; a corrupt value raises :class:`StoreError`."""
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StoreError(f"stored value is not JSON: {exc}") from None

@@ -35,6 +35,8 @@ __all__ = [
     "PolicyInputError",
     "RegexError",
     "ResolutionError",
+    "StoreError",
+    "StoreUnavailableError",
     "TlsFileError",
     "TlsPolicyError",
     "TooManyFilesError",
@@ -321,6 +323,14 @@ def strings_tuple(value: Iterable[str], *, one_string: str,
         if not isinstance(item, str):
             raise PolicyInputError(not_a_string(item))
     return items
+
+
+class StoreError(TlsPolicyError):
+    """A store operation that cannot be done (bad name, corrupt value, refused setup)."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached right now (Redis down, database locked too long)."""
 
 
 class MissingDependencyError(TlsPolicyError, ImportError):

@@ -67,9 +67,9 @@ REVIEWED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
     ("tlspolicy.discovery.importcache", "_POLICY_STRING"): (
         "findall", ("{ policy_string = ", " ", "a", "{", "}", " }")),
     ("tlspolicy.discovery.importcache", "_DSN_PASSWORD"): ("sub", ("//", "/", "a", "@")),
-    ("tlspolicy.discovery.core", "_STS_RE"): ("match", ("v=STSv1", " ", "\t")),
-    ("tlspolicy.discovery.core", "_RPT_RE"): ("match", ("v=TLSRPTv1", " ", "\t")),
-    ("tlspolicy.discovery.core", "_SMART_HOST_RE"): ("fullmatch", ("[", "[a", "]", "a", "]:1")),
+    ("tlspolicy.discovery.records", "_STS_RE"): ("match", ("v=STSv1", " ", "\t")),
+    ("tlspolicy.discovery.records", "_RPT_RE"): ("match", ("v=TLSRPTv1", " ", "\t")),
+    ("tlspolicy.discovery.records", "_SMART_HOST_RE"): ("fullmatch", ("[", "[a", "]", "a", "]:1")),
 }
 
 _SPOILERS = ("", "\x00", "!", "[", "]", "=", "#", " ", "\t", ".", "-", "A")

@@ -19,13 +19,14 @@ from typing import Any
 import pytest
 
 from tlspolicy import cli
-from tlspolicy.discovery.core import POLICY_NAMESPACE, _decode
 from tlspolicy.discovery.importcache import (
     ImportedPolicy,
     ImportReport,
     import_policies,
     read_mta_sts_resolver_sqlite,
 )
+from tlspolicy.discovery.stscache import POLICY_NAMESPACE
+from tlspolicy.discovery.stscache import decode_state as _decode
 from tlspolicy.stores import SqliteStore
 
 NOW = time.time()

@@ -7,33 +7,32 @@ import contextlib
 import ipaddress
 import logging
 import math
-import re
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-import attrs
-
-from ..errors import PolicyInputError, ResolutionError
 from ..names import normalise_domain
-from ..policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
+from ..policies import ststate
+from ..policies.dane import TlsaLookup, TlsaLookupStatus
 from ..policies.destination import Destination
 from ..policies.mtasts import (
     CachedMtaStsPolicy,
     FetchOutcome,
-    MtaStsTxtRecordError,
-    StsMode,
-    parse_policy,
     policy_in_force,
-    select_txt_record,
 )
-from ..stores import MirroredStore, SqliteStore, Store, StoreError, dumps_json, loads_json
-from ..stores.redis import RedisStore
+from ..policies.ststate import aware, needs_check
+from ..stores import (
+    SqliteStore,
+    Store,
+    StoreError,
+    dumps_json,
+    redis_with_mirror,
+)
 from .backoff import FailureBackoff, FailureLog
-from .dns import DnsAnswer, DnsClient, DnsStatus, is_loopback
+from .dane import addresses, lookup_tlsa
+from .dns import DnsAnswer, DnsClient, DnsStatus, check_resolv_conf, is_loopback
 from .https import fetch_policy, make_client, make_ssl_context
 from .memory import Sharing, StateMemory
 from .models import (
@@ -46,6 +45,8 @@ from .models import (
     StsState,
     TlsRptRecord,
 )
+from .records import mx_lookup, next_hop, sts_record, tlsrpt_record
+from .stscache import POLICY_NAMESPACE, decode_state, encode_state
 
 __all__ = ["OUTCOME_LOGGER", "POLICY_NAMESPACE", "Discovery", "mirror_enforce_policies",
            "redis_cache"]
@@ -56,88 +57,11 @@ _log = logging.getLogger("tlspolicy.discovery")
 OUTCOME_LOGGER: Final = "tlspolicy.discovery.outcome"
 _outcome_log = logging.getLogger(OUTCOME_LOGGER)
 
-_STS_RE: Final = re.compile(r"v=STSv1[ \t]*;")
-_RPT_RE: Final = re.compile(r"v=TLSRPTv1[ \t]*(;|$)")
-_SMART_HOST_RE: Final = re.compile(r"\[([^\[\]]+)\](?::([0-9]{1,5}))?")
-#: Cap on the TXT strings of one record we look at (a TXT RRset can be ~64 KiB).
-_MAX_TXT: Final = 4096
-
-
-#: Store namespace of the MTA-STS cache (one entry per policy domain).
-POLICY_NAMESPACE: Final = "mta-sts"
-_RECORD_VERSION: Final = 1
-
-
-def _aware(seconds: float) -> Any:
-    return datetime.fromtimestamp(seconds, UTC)
-
-
-def _encode(state: StsState) -> dict[str, Any]:
-    cached = state.cached
-    return {
-        "v": _RECORD_VERSION,
-        "state": state.state,
-        "policy": None if cached is None else cached.policy.render(),
-        "fetched_at": None if cached is None else cached.fetched_at.timestamp(),
-        "policy_id": None if cached is None else cached.policy_id,
-        "enforce": cached is not None and cached.policy.mode is StsMode.ENFORCE,
-        "outcome": state.outcome.value,
-        "detail": state.detail[:500],
-        "txt_id": state.txt_id,
-        "next_check": state.next_check,
-        "failures": state.failures,
-        "retry_at": state.retry_at,
-    }
-
-
-def _decode(domain: str, data: bytes, share: Sharing | None = None) -> StsState:
-    """The state stored for ``domain``; with ``share``, its policy and strings are those
-    of equal states already held (see :class:`~tlspolicy.discovery.memory.Sharing`)."""
-    value = loads_json(data)
-    try:
-        if not isinstance(value, dict) or value.get("v") != _RECORD_VERSION:
-            raise ValueError("unknown record version")
-        cached = None
-        state, detail = str(value["state"]), str(value["detail"])
-        policy_id, txt_id = value["policy_id"], value["txt_id"]
-        if share is not None:
-            state, detail = share.text(state), share.text(detail)
-            policy_id = share.optional(policy_id)
-            txt_id = policy_id if txt_id == policy_id else share.optional(txt_id)
-        if value["policy"] is not None:
-            policy = parse_policy(value["policy"])
-            if share is not None:
-                policy = share.policy(policy)
-            cached = CachedMtaStsPolicy(policy, _aware(float(value["fetched_at"])), policy_id)
-        return StsState(domain, state, cached, FetchOutcome(value["outcome"]), detail, txt_id,
-                        float(value["next_check"]), int(value["failures"]),
-                        None if value["retry_at"] is None else float(value["retry_at"]))
-    except (KeyError, TypeError, ValueError, PolicyInputError) as exc:
-        raise StoreError(f"MTA-STS cache entry for {domain} is corrupt: {exc}") from None
-
-
-def _expiry(state: StsState) -> float:
-    """Keep the entry while anything in it is still valid."""
-    ends = [state.next_check]
-    if state.cached is not None:
-        ends.append(state.cached.expires_at.timestamp())
-    if state.retry_at is not None:
-        ends.append(state.retry_at)
-    return max(ends)
-
 
 def mirror_enforce_policies(namespace: str, key: str, value: bytes) -> bool:
     """The ``mirror_when`` for :class:`~tlspolicy.stores.MirroredStore`: unexpired enforce
     MTA-STS policies go to the local mirror."""
     return namespace == POLICY_NAMESPACE and b'"enforce":true' in value
-
-
-def _txt_strings(answer: DnsAnswer) -> list[str]:
-    texts = []
-    for rdata in answer.records:
-        raw = b"".join(rdata.strings)[:_MAX_TXT]
-        texts.append(raw.decode("utf-8", errors="replace"))
-    return texts
 
 
 class Discovery:
@@ -224,7 +148,8 @@ class Discovery:
         :meth:`watch_trust` probes again with a bounded backoff (SEMANTICS 10).
         """
         trusted = await self.probe()
-        self._check_resolv_conf()
+        check_resolv_conf(self.config.resolv_conf, self.config.resolver,
+                          self.config.resolver_port)
         return trusted
 
     async def probe(self) -> bool:
@@ -291,21 +216,6 @@ class Discovery:
             except Exception:  # a probe must never end the watch
                 _log.exception("DNSSEC probe failed unexpectedly")
 
-    def _check_resolv_conf(self) -> None:
-        path = self.config.resolv_conf
-        if path is None:
-            return
-        try:
-            text = Path(path).read_text(errors="replace")
-        except OSError:
-            return
-        servers = [line.split()[1] for line in text.splitlines()
-                   if line.startswith("nameserver") and len(line.split()) > 1]
-        if self.config.resolver not in servers or self.config.resolver_port != 53:
-            _log.warning("discovery resolver %s:%d is not the one in %s (%s): Postfix may see "
-                         "different DNSSEC answers", self.config.resolver,
-                         self.config.resolver_port, path, ", ".join(servers) or "none")
-
     async def close(self) -> None:
         """Cancel background fetches and close the store if discovery opened it."""
         for task in list(self._background) + list(self._refreshing.values()):
@@ -329,11 +239,14 @@ class Discovery:
     async def mx(self, domain: str) -> MxLookup:
         """The MX hosts of ``domain`` (SEMANTICS 10: implicit, null, NXDOMAIN)."""
         name = normalise_domain(domain)
-        answer = await self.dns.query(name, "MX")
+        return self._mx_from(name, await self.dns.query(name, "MX"))
+
+    def _mx_from(self, name: str, answer: DnsAnswer) -> MxLookup:
+        # Reused while it comes from the very same cached answer.
         memo = self._mx_memo.get(name)
         if memo is not None and memo[0] is answer:
             return memo[1]
-        lookup = self._mx_lookup(name, answer)
+        lookup = mx_lookup(name, answer)
         if len(self._mx_memo) > 100_000:
             self._mx_memo.clear()
         self._mx_memo[name] = (answer, lookup)
@@ -348,14 +261,7 @@ class Discovery:
         answer = self.dns.cached(name, "MX")
         if answer is None:
             return None
-        memo = self._mx_memo.get(name)
-        if memo is not None and memo[0] is answer:
-            return memo[1], answer.expires_at
-        lookup = self._mx_lookup(name, answer)
-        if len(self._mx_memo) > 100_000:
-            self._mx_memo.clear()
-        self._mx_memo[name] = (answer, lookup)
-        return lookup, answer.expires_at
+        return self._mx_from(name, answer), answer.expires_at
 
     def tlsa_cached(self, name: str, port: int = 25) -> tuple[TlsaLookup, float] | None:
         """:meth:`tlsa` from the caches alone (``name`` already normalised) with when the
@@ -381,37 +287,11 @@ class Discovery:
         """:meth:`sts_state` when this process holds a state not due for a check
         (``name`` already normalised), else ``None``; counted as a cache hit."""
         state = self._memory.get(name)
-        if state is not None and not self._needs_check(state, self._clock()):
+        if state is not None and not needs_check(state, self._clock()):
             self._memory.touch(name)
             self.observer.cache_lookup("hit")
             return state
         return None
-
-    def _mx_lookup(self, name: str, answer: DnsAnswer) -> MxLookup:
-        if answer.status is DnsStatus.FAILED:
-            return MxLookup("failed", (), False, answer.detail)
-        if answer.status is DnsStatus.NXDOMAIN:
-            return MxLookup("nxdomain", (), answer.secure, "domain does not exist")
-        if answer.status is DnsStatus.NODATA:
-            return MxLookup("implicit", (name,), answer.secure, "no MX: the domain itself")
-        records = sorted(answer.records, key=lambda r: (r.preference, r.exchange.to_text()))
-        hosts: list[str] = []
-        for rdata in records:
-            host = rdata.exchange.to_text(omit_final_dot=True).lower()
-            if host in ("", "."):
-                if len(records) == 1:
-                    return MxLookup("null", (), answer.secure, "null MX (RFC 7505)")
-                continue
-            if host not in hosts:
-                hosts.append(host)
-        return MxLookup("mx", tuple(hosts), answer.secure)
-
-    async def _addresses(self, host: str) -> tuple[DnsAnswer, DnsAnswer]:
-        hit_a, hit_aaaa = self.dns.cached(host, "A"), self.dns.cached(host, "AAAA")
-        if hit_a is not None and hit_aaaa is not None:
-            return hit_a, hit_aaaa  # the cache-hit path: no tasks
-        a, aaaa = await asyncio.gather(self.dns.query(host, "A"), self.dns.query(host, "AAAA"))
-        return a, aaaa
 
     async def tlsa(self, host: str, port: int = 25) -> TlsaLookup:
         """The TLSA lookup of one MX host (RFC 7672 section 2.2, SEMANTICS 10).
@@ -429,82 +309,24 @@ class Discovery:
             if all(self.dns.cached(a.name, a.rdtype) is a for a in used):
                 return memo[1]
         used_answers: list[DnsAnswer] = []
-        lookup = await self._tlsa(name, port, used_answers)
+        lookup = await lookup_tlsa(self.dns, name, port, used_answers)
         if len(self._tlsa_memo) > 100_000:
             self._tlsa_memo.clear()
         self._tlsa_memo[(name, port)] = (tuple(used_answers), lookup)
         return lookup
 
-    async def _tlsa(self, name: str, port: int, used: list[DnsAnswer]) -> TlsaLookup:
-        answers = await self._addresses(name)
-        used.extend(answers)
-        found = [a for a in answers if a.status is DnsStatus.RECORDS]
-        failed = [a for a in answers if a.status is DnsStatus.FAILED]
-        if not found:
-            if failed:
-                bogus = any(a.bogus for a in failed)
-                return TlsaLookup(TlsaLookupStatus.BOGUS if bogus else TlsaLookupStatus.FAILED,
-                                  detail="address lookup failed: " + failed[0].detail)
-            # No address at all: nothing to connect to, so nothing for DANE to protect.
-            return TlsaLookup(TlsaLookupStatus.INSECURE if not all(a.secure for a in answers)
-                              else TlsaLookupStatus.NODATA, base_domain=name,
-                              detail=f"{name} has no address")
-        if not all(a.secure for a in answers if a.status is not DnsStatus.FAILED):
-            return TlsaLookup(TlsaLookupStatus.INSECURE, detail=f"address of {name} not secure")
-        target = found[0].canonical or name
-        candidates = [target, name] if target != name else [name]
-        last: TlsaLookup | None = None
-        for base in candidates:
-            answer = await self.dns.query(f"_{port}._tcp.{base}", "TLSA")
-            used.append(answer)
-            if answer.status is DnsStatus.FAILED:
-                return TlsaLookup(TlsaLookupStatus.BOGUS if answer.bogus
-                                  else TlsaLookupStatus.FAILED, base_domain=base,
-                                  detail=answer.detail)
-            if not answer.secure:
-                return TlsaLookup(TlsaLookupStatus.INSECURE, base_domain=base,
-                                  detail=f"TLSA answer for {base} not secure")
-            if answer.status is DnsStatus.RECORDS:
-                try:
-                    records = tuple(TlsaRecord(r.usage, r.selector, r.mtype, bytes(r.cert))
-                                    for r in answer.records)
-                except PolicyInputError as exc:
-                    return TlsaLookup(TlsaLookupStatus.FAILED, base_domain=base,
-                                      detail=f"malformed TLSA: {exc}")
-                names = tuple(dict.fromkeys((base, target, name)))
-                return TlsaLookup(TlsaLookupStatus.RECORDS, records, base_domain=base,
-                                  detail=f"reference names {', '.join(names)}",
-                                  reference_names=names[1:])
-            status = (TlsaLookupStatus.NXDOMAIN if answer.status is DnsStatus.NXDOMAIN
-                      else TlsaLookupStatus.NODATA)
-            last = TlsaLookup(status, base_domain=name, detail=f"no TLSA at {base}")
-        assert last is not None
-        return last
-
     async def tlsrpt(self, domain: str) -> TlsRptRecord:
         """The ``_smtp._tls`` TXT record: exactly one ``v=TLSRPTv1`` record, else none."""
         name = normalise_domain(domain)
-        answer = await self.dns.query(f"_smtp._tls.{name}", "TXT")
-        if answer.status is DnsStatus.FAILED:
-            return TlsRptRecord(None, (), answer.detail, failed=True)
-        records = [t for t in _txt_strings(answer) if _RPT_RE.match(t)]
-        if len(records) != 1:
-            return TlsRptRecord(None, (), f"{len(records)} v=TLSRPTv1 records (need exactly 1)")
-        fields = dict(part.strip().partition("=")[::2] for part in records[0].split(";")
-                      if "=" in part)
-        rua = tuple(u.strip() for u in fields.get("rua", "").split(",") if u.strip())
-        return TlsRptRecord(records[0], rua)
+        return tlsrpt_record(await self.dns.query(f"_smtp._tls.{name}", "TXT"))
 
     # ----------------------------------------------------------------- MTA-STS
-
-    def _needs_check(self, state: StsState, now: float) -> bool:
-        return now >= state.next_check
 
     async def _load(self, domain: str) -> StsState | None:
         try:
             entry = await self.store.get(POLICY_NAMESPACE, domain)
             self._unreadable.discard(domain)
-            return None if entry is None else _decode(domain, entry.value, self._share)
+            return None if entry is None else decode_state(domain, entry.value, self._share)
         except StoreError as exc:
             _log.warning("MTA-STS cache read for %s failed: %s", domain, exc)
             if len(self._unreadable) < 100_000:
@@ -526,8 +348,8 @@ class Discovery:
 
     async def _save(self, state: StsState) -> None:
         try:
-            await self.store.set(POLICY_NAMESPACE, state.domain, dumps_json(_encode(state)),
-                                 expires_at=_expiry(state))
+            await self.store.set(POLICY_NAMESPACE, state.domain, dumps_json(encode_state(state)),
+                                 expires_at=ststate.expiry(state))
         except StoreError as exc:
             _log.warning("MTA-STS cache write for %s failed: %s", state.domain, exc)
 
@@ -536,7 +358,7 @@ class Discovery:
         force, so that the next lookup reads the store again (a reload after
         ``import-cache`` wrote policies into it); returns how many were dropped.  Held
         policies stay: the store never holds an older one for the same domain."""
-        now = _aware(self._clock())
+        now = aware(self._clock())
         memory = self._memory
         names = [n for n, s in memory.items() if policy_in_force(s.cached, now) is None]
         for name in names:
@@ -554,18 +376,18 @@ class Discovery:
         now = self._clock()
         self.failure_log.tick(now)
         state = self._memory.get(name)
-        if state is None or self._needs_check(state, now):
+        if state is None or needs_check(state, now):
             stored = await self._load(name)
             if stored is not None:
                 state = stored
                 self._remember(name, stored)
-        if state is not None and not self._needs_check(state, now):
+        if state is not None and not needs_check(state, now):
             self._memory.touch(name)
             self.observer.cache_lookup("hit")
             return state
         joined = name in self._refreshing
         task = self._refresh_task(name)
-        if state is not None and policy_in_force(state.cached, _aware(now)) is not None:
+        if state is not None and policy_in_force(state.cached, aware(now)) is not None:
             self.observer.cache_lookup("stale")
             return state
         self.observer.cache_lookup("miss")
@@ -577,13 +399,8 @@ class Discovery:
             return task.result()
         if state is not None:
             return state
-        if name in self._unreadable:
-            # Nothing known: the cache could not be read and no fetch has finished.
-            return StsState(name, "unreadable", None, FetchOutcome.OK,
-                            "the cache could not be read and the fetch is still running",
-                            None, now, 0, None)
-        return StsState(name, "pending", None, FetchOutcome.OK,
-                        f"first fetch still running after {timeout:g} s", None, now, 0, None)
+        return ststate.not_fetched(name, now, unreadable=name in self._unreadable,
+                                   timeout=timeout)
 
     def refresh_if_due(self, domain: str, *, ahead: float = 0.0) -> bool:
         """Start a background refresh of ``domain``'s MTA-STS state when this process
@@ -643,7 +460,7 @@ class Discovery:
                 # Another process is fetching this domain: use its result when it lands.
                 await asyncio.sleep(0.05)
                 stored = await self._load(domain)
-                if stored is not None and not self._needs_check(stored, self._clock()):
+                if stored is not None and not needs_check(stored, self._clock()):
                     self._keep(domain, stored)
                     return stored
                 if time.monotonic() > deadline:
@@ -651,7 +468,7 @@ class Discovery:
             old = await self._load(domain)
             if old is None:
                 old = self._memory.get(domain)
-            if not force and old is not None and not self._needs_check(old, self._clock()):
+            if not force and old is not None and not needs_check(old, self._clock()):
                 self._keep(domain, old)
                 return old
             state = await self._discover(domain, old, force)
@@ -672,72 +489,51 @@ class Discovery:
 
     def _failure(self, domain: str, old: StsState | None, outcome: FetchOutcome, detail: str,
                  txt_id: str | None, now: float) -> StsState:
-        failures = (old.failures if old is not None else 0) + 1
-        wait = min(self.config.backoff_initial * 2 ** min(failures - 1, 30),
-                   self.config.backoff_max)
-        cached = old.cached if old is not None else None
-        in_force = policy_in_force(cached, _aware(now)) is not None
-        if in_force:
-            self.failure_log.warn(domain, now, now + wait,
+        state = ststate.after_failure(domain, old, outcome, detail, txt_id, now,
+                                      initial=self.config.backoff_initial,
+                                      maximum=self.config.backoff_max)
+        assert state.retry_at is not None
+        if state.state == "policy":
+            self.failure_log.warn(domain, now, state.retry_at,
                                   "MTA-STS %s: %s; cached policy kept until it expires",
                                   domain, detail)
         else:
-            self.failure_log.warn(domain, now, now + wait, "MTA-STS %s: %s", domain, detail)
-        return StsState(domain, "policy" if in_force else "failed", cached, outcome, detail,
-                        txt_id if txt_id is not None else (old.txt_id if old else None),
-                        now + wait, failures, now + wait)
+            self.failure_log.warn(domain, now, state.retry_at, "MTA-STS %s: %s", domain,
+                                  detail)
+        return state
 
     async def _discover(self, domain: str, old: StsState | None, force: bool) -> StsState:
         config = self.config
         now = self._clock()
-        cached = old.cached if old is not None else None
-        in_force = policy_in_force(cached, _aware(now)) is not None
         txt = await self.dns.query(f"_mta-sts.{domain}", "TXT")
         if txt.status is DnsStatus.FAILED:
             self.observer.policy_fetch(FetchOutcome.FETCH_ERROR, None)
             return self._failure(domain, old, FetchOutcome.FETCH_ERROR,
                                  f"_mta-sts TXT lookup failed: {txt.detail}", None, now)
-        texts = _txt_strings(txt)
-        record = None
-        why = (f"{sum(1 for t in texts if _STS_RE.match(t))} v=STSv1 TXT records "
-               "(need exactly 1)")
-        try:
-            record = select_txt_record(texts)
-        except MtaStsTxtRecordError as exc:
-            why = str(exc)
+        record, why = sts_record(txt)
         if record is None:
             until = min(now + config.no_policy_ttl, max(now, txt.expires_at))
-            if in_force and old is not None:
-                # A missing TXT record never evicts an unexpired policy (RFC 8461 3.3).
-                return attrs.evolve(old, state="policy", next_check=until,
-                                    detail=f"TXT record gone ({why}); cached policy kept")
-            return StsState(domain, "none", None, FetchOutcome.OK, f"no policy: {why}", None,
-                            until, 0, None)
+            return ststate.without_record(domain, old, why, now, until)
         txt_until = max(now, txt.expires_at)
-        if in_force and cached is not None and not force and cached.policy_id == record.id:
-            refresh_at = cached.fetched_at.timestamp() + min(
-                config.refresh_interval, cached.policy.max_age / 2)
-            if now < refresh_at:
-                assert old is not None
-                return attrs.evolve(old, next_check=min(txt_until, refresh_at),
-                                    txt_id=record.id)
-        if old is not None and old.retry_at is not None and now < old.retry_at and not force:
-            return attrs.evolve(old, next_check=old.retry_at)
-        addresses: list[str] = []
+        kept = ststate.unchanged(old, record.id, now, txt_until,
+                                 refresh_interval=config.refresh_interval, force=force)
+        if kept is not None:
+            return kept
+        found: list[str] = []
         host = f"mta-sts.{domain}"
-        a, aaaa = await self._addresses(host)
+        a, aaaa = await addresses(self.dns, host)
         for answer in (a, aaaa):
             if answer.status is DnsStatus.RECORDS:
-                addresses.extend(r.address for r in answer.records)
+                found.extend(r.address for r in answer.records)
         self.fetches[domain] = self.fetches.get(domain, 0) + 1
-        if not addresses:
+        if not found:
             detail = a.detail or aaaa.detail or f"{host} has no address"
             self.observer.policy_fetch(FetchOutcome.FETCH_ERROR, None)
             return self._failure(domain, old, FetchOutcome.FETCH_ERROR, detail, record.id, now)
         started = time.monotonic()
         if self._http is None:
             self._http = make_client(self._ssl)
-        result = await fetch_policy(domain, addresses, port=config.https_port,
+        result = await fetch_policy(domain, found, port=config.https_port,
                                     context=self._ssl, timeout=config.https_timeout,
                                     client=self._http)
         self.observer.policy_fetch(result.outcome, time.monotonic() - started)
@@ -749,11 +545,10 @@ class Discovery:
         self.dns.drop(host, "A")
         self.dns.drop(host, "AAAA")
         self.dns.drop(f"_mta-sts.{domain}", "TXT")
-        fetched = CachedMtaStsPolicy(self._share.policy(result.policy), _aware(now),
+        fetched = CachedMtaStsPolicy(self._share.policy(result.policy), aware(now),
                                      self._share.text(record.id))
-        refresh_at = now + min(config.refresh_interval, result.policy.max_age / 2)
-        return StsState(domain, "policy", fetched, FetchOutcome.OK, result.detail,
-                        fetched.policy_id, min(txt_until, refresh_at), 0, None)
+        return ststate.after_fetch(domain, fetched, result.detail, now, txt_until,
+                                   refresh_interval=config.refresh_interval)
 
     # ------------------------------------------------------------- destination
 
@@ -779,7 +574,7 @@ class Discovery:
                 return Destination(**flags)  # type: ignore[arg-type]
         host = normalise_domain(mx_host) if mx_host is not None else None
         sts = await self.sts_state(policy_domain)
-        now = _aware(self._clock())
+        now = aware(self._clock())
         tlsa: TlsaLookup | None = None
         mx_dnssec = False
         if host is not None:
@@ -804,15 +599,7 @@ class Discovery:
                                       mx_dnssec=mx_dnssec, **flags)
 
     def _next_hop(self, domain: str) -> tuple[str, int, bool]:
-        if not isinstance(domain, str):
-            raise ResolutionError(f"domain must be a string, not {type(domain).__name__}")
-        match = _SMART_HOST_RE.fullmatch(domain.strip())
-        if match is None:
-            return normalise_domain(domain), 25, False
-        port = int(match.group(2)) if match.group(2) else 25
-        if not 0 < port < 65536:
-            raise ResolutionError(f"next hop {domain[:100]!r}: port {port} out of range")
-        return normalise_domain(match.group(1)), port, True
+        return next_hop(domain)
 
     # ---------------------------------------------------- cache management (CLI)
 
@@ -825,7 +612,7 @@ class Discovery:
         states = []
         async for entry in self.store.entries(POLICY_NAMESPACE):
             try:
-                states.append(_decode(entry.key, entry.value))
+                states.append(decode_state(entry.key, entry.value))
             except StoreError as exc:
                 _log.warning("%s", exc)
         return states
@@ -856,8 +643,5 @@ async def redis_cache(url: str, local_path: str | Path, *, prefix: str = "tlspol
     refused.  A Redis that is down at start is not an error (the mirror serves, and the
     eviction check runs once it answers).  Needs the ``tlspolicy[redis]`` extra.
     """
-    Path(local_path).parent.mkdir(parents=True, exist_ok=True)
-    shared = await RedisStore.connect(url, prefix=prefix, timeout=timeout, require_up=False,
-                                      clock=clock)
-    return MirroredStore(shared, SqliteStore(local_path, clock=clock),
-                         mirror_enforce_policies, retry_after=retry_after)
+    return await redis_with_mirror(url, local_path, mirror_enforce_policies, prefix=prefix,
+                                   timeout=timeout, retry_after=retry_after, clock=clock)

@@ -19,6 +19,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Final
 
 import attrs
@@ -297,3 +298,20 @@ class DnsClient:
     async def probe(self, name: str = ".") -> DnsAnswer:
         """Query ``name`` SOA, bypassing the cache, to check the resolver validates."""
         return await self._query(name.rstrip(".") or ".", "SOA")
+
+
+def check_resolv_conf(path: str | Path | None, resolver: str, port: int) -> None:
+    """Warn when ``resolver``:``port`` is not a name server of ``path`` (the system's
+    ``resolv.conf``, which Postfix reads), whose answers could then differ."""
+    if path is None:
+        return
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return
+    servers = [line.split()[1] for line in text.splitlines()
+               if line.startswith("nameserver") and len(line.split()) > 1]
+    if resolver not in servers or port != 53:
+        _log.warning("discovery resolver %s:%d is not the one in %s (%s): Postfix may see "
+                     "different DNSSEC answers", resolver, port, path,
+                     ", ".join(servers) or "none")

@@ -48,10 +48,11 @@ import attrs
 from ..errors import TlsPolicyError
 from ..names import normalise_domain
 from ..policies.mtasts import CachedMtaStsPolicy, FetchOutcome, parse_policy
+from ..policies.ststate import expiry
 from ..stores import Store, dumps_json
 from ._gob import GobError, go_time, read_gob
-from .core import POLICY_NAMESPACE, _decode, _encode, _expiry
 from .models import StsState
+from .stscache import POLICY_NAMESPACE, decode_state, encode_state
 
 __all__ = [
     "IMPORTED",
@@ -334,7 +335,7 @@ async def import_policies(
         entry = await store.get(POLICY_NAMESPACE, domain)
         if entry is not None:
             try:
-                held = _decode(domain, entry.value).cached
+                held = decode_state(domain, entry.value).cached
             except TlsPolicyError:
                 held = None
             if held is not None and held.fetched_at >= fetched:
@@ -343,8 +344,8 @@ async def import_policies(
         state = StsState(domain, "policy", cached, FetchOutcome.OK,
                          f"{IMPORTED} {item.source}", item.policy_id,
                          moment, 0, None)
-        await store.set(POLICY_NAMESPACE, domain, dumps_json(_encode(state)),
-                        expires_at=_expiry(state))
+        await store.set(POLICY_NAMESPACE, domain, dumps_json(encode_state(state)),
+                        expires_at=expiry(state))
         report.imported.append(domain)
         if capped:
             report.capped.append((domain, f"fetch time {item.fetched_at!r} is in the future; "

@@ -11,7 +11,8 @@ import attrs
 # The settings are read with the [discovery] table, below this layer; kept importable
 # from here.
 from ..formats.settings import MAX_STATES_IN_MEMORY, DiscoveryConfig, DiscoveryError
-from ..policies.mtasts import CachedMtaStsPolicy, FetchOutcome
+from ..policies.mtasts import FetchOutcome
+from ..policies.ststate import StsState
 
 __all__ = [
     "MAX_STATES_IN_MEMORY",
@@ -79,26 +80,3 @@ class TlsRptRecord:
     rua: tuple[str, ...]
     detail: str = ""
     failed: bool = False
-
-
-@attrs.frozen(slots=True)
-class StsState:
-    """The MTA-STS cache state of one policy domain.
-
-    ``cached`` is the policy held (it applies while unexpired); ``outcome`` is
-    the latest fetch's result (its TLS-RPT type via ``outcome.tlsrpt_result_type``);
-    ``state`` is ``"policy"``, ``"none"`` (no policy published), ``"failed"``
-    (no policy held, latest attempt failed), ``"pending"`` (first fetch still
-    running), ``"unreadable"`` (the cache could not be read and no fetch has
-    finished) or ``"unknown"``.
-    """
-
-    domain: str
-    state: str
-    cached: CachedMtaStsPolicy | None
-    outcome: FetchOutcome
-    detail: str
-    txt_id: str | None
-    next_check: float
-    failures: int
-    retry_at: float | None

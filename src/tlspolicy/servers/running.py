@@ -14,6 +14,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from .loading import call_bounded
 from .socketmap import (
     DEFAULT_ANSWER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -25,7 +26,6 @@ from .socketmap import (
     DEFAULT_SOCKET_MODE,
     LookupFactory,
     SocketmapServer,
-    _call_bounded,
 )
 
 __all__ = ["run_forever", "serve"]
@@ -118,7 +118,7 @@ async def _serve_started(
     reuse_port: bool, stopping: Callable[[], None] | None, answer_timeout: float,
     loaders: list[threading.Thread],
 ) -> None:
-    lookup = await _call_bounded(lookup_factory, reload_timeout, loaders)
+    lookup = await call_bounded(lookup_factory, reload_timeout, loaders)
     server = SocketmapServer(
         lookup,
         host=host,

@@ -43,24 +43,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import ipaddress
 import logging
 import math
-import os
 import socket
-import stat
-import struct
-import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, TypeVar
+from typing import Final
 
 from ..errors import TlsPolicyError
 from ..postfix.keys import PostfixKey, PostfixKeyError, parse_postfix_key
 from ..postfix.replies import MAX_REPLY_CHARS, ReplyStatus, SocketmapReply, one_line
 from .answerlog import NonOkLog
 from .connection import Connection, _last_complete, _loop
+from .listening import (
+    ListenError,
+    client_key,
+    format_address,
+    is_loopback_address,
+    remove_socket_file,
+    start_inherited,
+    start_tcp,
+    start_unix,
+)
+from .loading import LoadTimeoutError, call_bounded
 
 __all__ = [
     "DEFAULT_ANSWER_TIMEOUT",
@@ -126,14 +132,10 @@ SERVER_TEMP_CAUSES: Final = ("deadline", "cancellation", "internal")
 DEFAULT_ANSWER_TIMEOUT: Final = 30.0
 
 _READ_CHUNK: Final = 65536
-# Pending connections the kernel queues; bursts of Postfix processes starting.
-_BACKLOG: Final = 1024
 # Loads (first load and reloads) running or stuck at once; beyond, reloads wait.
 _MAX_LOADERS: Final = 8
 # At most one eviction warning per this many seconds (an attack floods otherwise).
 _EVICTION_LOG_INTERVAL: Final = 10.0
-# struct ucred of SO_PEERCRED: pid, uid, gid.
-_PEERCRED: Final = struct.Struct("3i")
 
 
 #: ``lookup(map_name, key)``: what the server asks for every request.  It returns the
@@ -145,113 +147,6 @@ LookupFactory = Callable[[], Lookup]
 
 
 # ------------------------------------------------------------------------- server
-
-
-class ListenError(TlsPolicyError):
-    """The server cannot listen where it was asked to.
-
-    A non-loopback address without ``allow_remote``, an address already in
-    use, a socket path held by a file that is not a stale socket.
-    """
-
-
-class LoadTimeoutError(TlsPolicyError):
-    """Building a lookup (the first load or a reload) did not finish in time."""
-
-
-def format_address(host: str, port: int) -> str:
-    """``host:port`` as an operator writes it; IPv6 addresses in brackets (``[::1]:10027``)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def is_loopback_address(address: str) -> bool:
-    """Whether ``address`` (an IP address string) is a loopback address.
-
-    ``::ffff:127.0.0.1`` counts as loopback; a host name does not (resolve it first).
-    """
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped.is_loopback
-    return ip.is_loopback
-
-
-def _reason(exc: OSError) -> str:
-    # asyncio wraps bind errors in a long message; the errno says it best.
-    return os.strerror(exc.errno) if exc.errno else str(exc)
-
-
-def _client_key(transport: asyncio.BaseTransport, unix: bool) -> str:
-    """Who a connection belongs to, for the per-client limit.
-
-    Over TCP, the peer's address (every process of one host shares it); over
-    a unix socket, the peer's user id from ``SO_PEERCRED`` (every Postfix
-    process runs as the same user).
-    """
-    if unix:
-        sock = transport.get_extra_info("socket")
-        peercred = getattr(socket, "SO_PEERCRED", None)
-        if sock is not None and peercred is not None:
-            with contextlib.suppress(OSError):
-                raw = sock.getsockopt(socket.SOL_SOCKET, peercred, _PEERCRED.size)
-                _pid, uid, _gid = _PEERCRED.unpack(raw)
-                return f"uid {uid}"
-        return "unix peer"
-    peer = transport.get_extra_info("peername")
-    host = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown peer"
-    with contextlib.suppress(ValueError):
-        ip = ipaddress.ip_address(host)
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ip)
-    return host
-
-
-_T = TypeVar("_T")
-
-
-async def _call_bounded(fn: Callable[[], _T], timeout: float,
-                        threads: list[threading.Thread]) -> _T:
-    """``fn()`` in a daemon thread; :class:`LoadTimeoutError` after ``timeout`` seconds.
-
-    Not the default executor: a load stuck for ever (a FIFO, a device) would
-    keep an executor thread, and the interpreter joins those at exit, so the
-    server could never stop.  A daemon thread is abandoned instead, and its
-    late result, if one ever comes, is thrown away.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[_T] = loop.create_future()
-
-    def deliver(value: _T | None, error: Exception | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(value)  # type: ignore[arg-type]
-
-    def work() -> None:
-        value: _T | None = None
-        error: Exception | None = None
-        try:
-            value = fn()
-        except Exception as exc:  # handed to the waiting coroutine
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop may be closed by now
-            loop.call_soon_threadsafe(deliver, value, error)
-
-    thread = threading.Thread(target=work, name="tlspolicy-load", daemon=True)
-    threads.append(thread)
-    thread.start()
-    try:
-        return await asyncio.wait_for(future, timeout)
-    except TimeoutError:
-        raise LoadTimeoutError(
-            f"loading the configuration took longer than {timeout:g} s (is one of its files "
-            "a FIFO, a device or on a stalled file system?); its result will be ignored"
-        ) from None
 
 
 class SocketmapServer:
@@ -412,7 +307,7 @@ class SocketmapServer:
         self._reload_seq += 1
         seq = self._reload_seq
         try:
-            new = await _call_bounded(self._reload, self.reload_timeout, self._loaders)
+            new = await call_bounded(self._reload, self.reload_timeout, self._loaders)
         except Exception as exc:
             log.error("socketmap: reload failed, keeping the previous lookup: %s", exc,
                       exc_info=not isinstance(exc, TlsPolicyError))
@@ -500,107 +395,16 @@ class SocketmapServer:
         loop = asyncio.get_running_loop()
         self._loop = loop
         if self.sock is not None:
-            self._server = await self._start_inherited(loop, self.sock)
+            self._server = await start_inherited(loop, self.sock, self._connection,
+                                                 allow_remote=self.allow_remote)
         elif self.unix_path is not None:
-            self._server = await self._start_unix(loop, self.unix_path)
+            self._server, self._unix_inode = await start_unix(
+                loop, self.unix_path, self._connection, mode=self.socket_mode)
         else:
-            self._server = await self._start_tcp(loop)
+            self._server = await start_tcp(loop, self.host, self.port, self._connection,
+                                           allow_remote=self.allow_remote,
+                                           reuse_port=self.reuse_port)
         log.info("socketmap: listening on %s", self.listen_address)
-
-    async def _start_inherited(self, loop: asyncio.AbstractEventLoop,
-                               sock: socket.socket) -> asyncio.Server:
-        sock.setblocking(False)
-        if sock.family == socket.AF_UNIX:
-            try:
-                # A passed socket's file belongs to whoever passed it (systemd): Python
-                # 3.13's asyncio would remove it at close unless told not to.
-                extra: dict[str, Any] = (
-                    {"cleanup_socket": False} if sys.version_info >= (3, 13) else {})
-                return await loop.create_unix_server(lambda: Connection(self), sock=sock,
-                                                     **extra)
-            except OSError as exc:
-                raise ListenError(f"cannot serve the passed socket: {_reason(exc)}") from None
-        if sock.family not in (socket.AF_INET, socket.AF_INET6):
-            raise ListenError(f"cannot serve a passed socket of family {sock.family!r}")
-        address = str(sock.getsockname()[0])
-        wanted = format_address(address, int(sock.getsockname()[1]))
-        if not is_loopback_address(address) and not self.allow_remote:
-            raise ListenError(
-                f"refusing to serve the passed socket {wanted}: not a loopback address, and "
-                "the socketmap protocol has no authentication; bind it to 127.0.0.1 or ::1 "
-                "(ListenStream=) or allow it explicitly (--allow-remote)")
-        try:
-            return await loop.create_server(lambda: Connection(self), sock=sock)
-        except OSError as exc:
-            raise ListenError(f"cannot serve {wanted}: {_reason(exc)}") from None
-
-    async def _start_tcp(self, loop: asyncio.AbstractEventLoop) -> asyncio.Server:
-        wanted = format_address(self.host or "*", self.port)
-        try:
-            infos = await loop.getaddrinfo(self.host or None, self.port, type=socket.SOCK_STREAM,
-                                           flags=socket.AI_PASSIVE)
-        except OSError as exc:
-            raise ListenError(f"cannot listen on {wanted}: {exc.strerror or exc}") from None
-        # Bind exactly the addresses checked here, not a second resolution.
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-        remote = [a for a in addresses if not is_loopback_address(a)]
-        if remote and not self.allow_remote:
-            raise ListenError(
-                f"refusing to listen on {wanted}: {', '.join(remote)} is not a loopback "
-                "address, and the socketmap protocol has no authentication (anyone who "
-                "reaches the port can query the policy); listen on 127.0.0.1, ::1 or a unix "
-                "socket, or allow it explicitly (--allow-remote)")
-        if remote:
-            log.warning("socketmap: listening on the non-loopback address %s as allowed; the "
-                        "socketmap protocol has no authentication, so restrict who can reach "
-                        "it (firewall)", ", ".join(remote))
-        try:
-            return await loop.create_server(lambda: Connection(self), addresses, self.port,
-                                            backlog=_BACKLOG,
-                                            reuse_port=self.reuse_port or None)
-        except OSError as exc:
-            raise ListenError(f"cannot listen on {wanted}: {_reason(exc)}") from None
-
-    async def _start_unix(self, loop: asyncio.AbstractEventLoop,
-                          path: str) -> asyncio.Server:
-        where = f"unix:{path}"
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise ListenError(f"cannot listen on {where}: {_reason(exc)}") from None
-        else:
-            if not stat.S_ISSOCK(info.st_mode):
-                raise ListenError(f"cannot listen on {where}: the path exists and is not a "
-                                  "socket; not replacing it")
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            probe.settimeout(1.0)
-            try:
-                probe.connect(path)
-            except OSError:
-                # Nobody listens there: a socket left behind by a server that died.
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-            else:
-                raise ListenError(f"cannot listen on {where}: another server is listening "
-                                  "there") from None
-            finally:
-                probe.close()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(path)
-            # The mode is set before listen(): no client can connect in between.
-            os.chmod(path, self.socket_mode)
-            sock.listen(_BACKLOG)
-            sock.setblocking(False)
-            created = os.stat(path)
-            server = await loop.create_unix_server(lambda: Connection(self), sock=sock)
-        except OSError as exc:
-            sock.close()
-            raise ListenError(f"cannot listen on {where}: {_reason(exc)}") from None
-        self._unix_inode = (created.st_dev, created.st_ino)
-        return server
 
     async def stop(self) -> None:
         """Stop accepting, close every connection (and reloads still waiting)."""
@@ -616,18 +420,11 @@ class SocketmapServer:
         if server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
-        self._remove_socket_file()
+        inode, self._unix_inode = self._unix_inode, None
+        if inode is not None and self.unix_path is not None:
+            remove_socket_file(self.unix_path, inode)
         # Let the transports deliver connection_lost before the loop goes away.
         await asyncio.sleep(0)
-
-    def _remove_socket_file(self) -> None:
-        inode, self._unix_inode = self._unix_inode, None
-        if inode is None or self.unix_path is None:
-            return
-        with contextlib.suppress(OSError):
-            info = os.lstat(self.unix_path)
-            if (info.st_dev, info.st_ino) == inode:  # still ours, not a successor's
-                os.unlink(self.unix_path)
 
     async def __aenter__(self) -> SocketmapServer:
         await self.start()
@@ -638,10 +435,13 @@ class SocketmapServer:
 
     # -- connections
 
+    def _connection(self) -> Connection:
+        return Connection(self)
+
     def _admit(self, conn: Connection) -> None:
         """Register a new connection, closing the longest-idle one(s) to make room."""
         self._accepted += 1
-        conn.client = _client_key(conn.transport, self.unix_path is not None)
+        conn.client = client_key(conn.transport, self.unix_path is not None)
         peers = self._by_client.get(conn.client)
         if (peers is not None and self.max_connections_per_client is not None
                 and len(peers) >= self.max_connections_per_client):

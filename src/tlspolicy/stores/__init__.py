@@ -11,7 +11,8 @@ restarts, safe for several processes on one host) and
 :class:`~tlspolicy.stores.redis.RedisStore` (Redis or Valkey, shared by a
 fleet; needs the ``tlspolicy[redis]`` extra).  :class:`MirroredStore` puts a
 local store behind a shared one for the entries that must outlive an outage of
-the shared one.  Nothing here knows about MTA-STS: callers pick namespaces and
+the shared one; :func:`redis_with_mirror` builds a fleet's Redis store with its local
+SQLite mirror.  Nothing here knows about MTA-STS: callers pick namespaces and
 encode values (:func:`dumps_json` / :func:`loads_json` for JSON).
 """
 
@@ -25,6 +26,7 @@ from .base import (
     dumps_json,
     loads_json,
 )
+from .fleet import redis_with_mirror
 from .mirrored import MirroredStore
 from .sqlite import SqliteStore
 
@@ -37,4 +39,5 @@ __all__ = [
     "StoreUnavailableError",
     "dumps_json",
     "loads_json",
+    "redis_with_mirror",
 ]

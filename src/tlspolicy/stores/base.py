@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
 import attrs
 
-from ..errors import TlsPolicyError
+# The error classes and JSON helpers sit below every layer that handles stored values
+# (discovery's cache codec among them); they are this package's public names.
+from .._serialise import dumps_json, loads_json
+from ..errors import StoreError, StoreUnavailableError
 
 __all__ = [
     "MAX_KEY_LENGTH",
@@ -26,14 +28,6 @@ __all__ = [
 MAX_NAMESPACE_LENGTH = 64
 #: Longest key a store accepts (keys may come from strangers, e.g. a domain).
 MAX_KEY_LENGTH = 512
-
-
-class StoreError(TlsPolicyError):
-    """A store operation that cannot be done (bad name, corrupt value, refused setup)."""
-
-
-class StoreUnavailableError(StoreError):
-    """The store cannot be reached right now (Redis down, database locked too long)."""
 
 
 def check_name(namespace: str, key: str) -> None:
@@ -94,15 +88,3 @@ class Store(Protocol):
     async def close(self) -> None:
         """Release the backend's resources; the store is unusable afterwards."""
 
-
-def dumps_json(value: object) -> bytes:
-    """Encode a JSON value compactly (sorted keys, so equal values give equal bytes)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
-
-
-def loads_json(data: bytes) -> object:
-    """Decode what :func:`dumps_json` wrote; a corrupt value raises :class:`StoreError`."""
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise StoreError(f"stored value is not JSON: {exc}") from None
