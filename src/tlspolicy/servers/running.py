@@ -12,23 +12,37 @@ import signal
 import socket
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Final, TypedDict, Unpack
 
 from .loading import call_bounded
 from .socketmap import (
-    DEFAULT_ANSWER_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
-    DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_RELOAD_TIMEOUT,
-    DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_SOCKET_MODE,
     LookupFactory,
     SocketmapServer,
 )
 
-__all__ = ["run_forever", "serve"]
+__all__ = ["ServerOptions", "run_forever", "serve"]
+
+
+class ServerOptions(TypedDict, total=False):
+    """The keyword arguments :func:`serve` and :func:`run_forever` hand to
+    :class:`SocketmapServer` unchanged; their defaults and meaning are its own."""
+
+    host: str
+    port: int
+    unix_path: str | None
+    socket_mode: int
+    allow_remote: bool
+    max_request_bytes: int
+    max_connections: int
+    max_connections_per_client: int | None
+    idle_timeout: float
+    request_timeout: float
+    reload_timeout: float
+    sock: socket.socket | None
+    reuse_port: bool
+    answer_timeout: float
 
 #: Open files beyond the connection limit (listening sockets, the store, logs, loaders).
 _SPARE_FILES: Final = 64
@@ -59,26 +73,13 @@ def _raise_file_limit(needed: int) -> None:
 async def serve(
     lookup_factory: LookupFactory,
     *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    unix_path: str | None = None,
-    socket_mode: int = DEFAULT_SOCKET_MODE,
-    allow_remote: bool = False,
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-    max_connections: int = DEFAULT_MAX_CONNECTIONS,
-    max_connections_per_client: int | None = DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-    reload_timeout: float = DEFAULT_RELOAD_TIMEOUT,
     ready: Callable[[SocketmapServer], None] | None = None,
     handle_signals: bool = True,
     stop: asyncio.Event | None = None,
-    sock: socket.socket | None = None,
-    reuse_port: bool = False,
     stopping: Callable[[], None] | None = None,
-    answer_timeout: float = DEFAULT_ANSWER_TIMEOUT,
     startup: Callable[[], Awaitable[object]] | None = None,
     shutdown: Callable[[], Awaitable[object]] | None = None,
+    **options: Unpack[ServerOptions],
 ) -> None:
     """Run a socketmap server until ``SIGTERM``/``SIGINT`` (or ``stop`` is set).
 
@@ -90,54 +91,28 @@ async def serve(
     begins.  With ``handle_signals`` false, only ``stop`` ends the server.
     ``startup`` is awaited before the first load (e.g. to probe discovery's
     resolver), ``shutdown`` after the server stopped.  The other arguments are
-    those of :class:`SocketmapServer`.
+    those of :class:`SocketmapServer` (:class:`ServerOptions`).
     """
     loaders: list[threading.Thread] = []
     if startup is not None:
         await startup()
     try:
-        await _serve_started(
-            lookup_factory, host=host, port=port, unix_path=unix_path,
-            socket_mode=socket_mode, allow_remote=allow_remote,
-            max_request_bytes=max_request_bytes, max_connections=max_connections,
-            max_connections_per_client=max_connections_per_client, idle_timeout=idle_timeout,
-            request_timeout=request_timeout, reload_timeout=reload_timeout, ready=ready,
-            handle_signals=handle_signals, stop=stop, sock=sock, reuse_port=reuse_port,
-            stopping=stopping, answer_timeout=answer_timeout, loaders=loaders)
+        await _serve_started(lookup_factory, ready=ready, handle_signals=handle_signals,
+                             stop=stop, stopping=stopping, loaders=loaders, options=options)
     finally:
         if shutdown is not None:
             await shutdown()
 
 
 async def _serve_started(
-    lookup_factory: LookupFactory, *, host: str, port: int, unix_path: str | None,
-    socket_mode: int, allow_remote: bool, max_request_bytes: int, max_connections: int,
-    max_connections_per_client: int | None, idle_timeout: float, request_timeout: float,
-    reload_timeout: float, ready: Callable[[SocketmapServer], None] | None,
-    handle_signals: bool, stop: asyncio.Event | None, sock: socket.socket | None,
-    reuse_port: bool, stopping: Callable[[], None] | None, answer_timeout: float,
-    loaders: list[threading.Thread],
+    lookup_factory: LookupFactory, *, ready: Callable[[SocketmapServer], None] | None,
+    handle_signals: bool, stop: asyncio.Event | None, stopping: Callable[[], None] | None,
+    loaders: list[threading.Thread], options: ServerOptions,
 ) -> None:
-    lookup = await call_bounded(lookup_factory, reload_timeout, loaders)
-    server = SocketmapServer(
-        lookup,
-        host=host,
-        port=port,
-        unix_path=unix_path,
-        socket_mode=socket_mode,
-        allow_remote=allow_remote,
-        max_request_bytes=max_request_bytes,
-        max_connections=max_connections,
-        max_connections_per_client=max_connections_per_client,
-        idle_timeout=idle_timeout,
-        request_timeout=request_timeout,
-        reload=lookup_factory,
-        reload_timeout=reload_timeout,
-        sock=sock,
-        reuse_port=reuse_port,
-        answer_timeout=answer_timeout,
-    )
-    _raise_file_limit(max_connections + _SPARE_FILES)
+    lookup = await call_bounded(
+        lookup_factory, options.get("reload_timeout", DEFAULT_RELOAD_TIMEOUT), loaders)
+    server = SocketmapServer(lookup, reload=lookup_factory, **options)
+    _raise_file_limit(options.get("max_connections", DEFAULT_MAX_CONNECTIONS) + _SPARE_FILES)
     done = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -170,50 +145,16 @@ async def _serve_started(
 def run_forever(
     lookup_factory: LookupFactory,
     *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    unix_path: str | None = None,
-    socket_mode: int = DEFAULT_SOCKET_MODE,
-    allow_remote: bool = False,
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-    max_connections: int = DEFAULT_MAX_CONNECTIONS,
-    max_connections_per_client: int | None = DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-    reload_timeout: float = DEFAULT_RELOAD_TIMEOUT,
     ready: Callable[[SocketmapServer], None] | None = None,
-    sock: socket.socket | None = None,
-    reuse_port: bool = False,
     stopping: Callable[[], None] | None = None,
-    answer_timeout: float = DEFAULT_ANSWER_TIMEOUT,
     startup: Callable[[], Awaitable[object]] | None = None,
     shutdown: Callable[[], Awaitable[object]] | None = None,
+    **options: Unpack[ServerOptions],
 ) -> None:
     """Blocking form of :func:`serve` for a command-line entry point.
 
     Returns after a clean shutdown on ``SIGTERM`` or ``SIGINT``; an error
     building the first lookup or binding the socket propagates.
     """
-    asyncio.run(
-        serve(
-            lookup_factory,
-            host=host,
-            port=port,
-            unix_path=unix_path,
-            socket_mode=socket_mode,
-            allow_remote=allow_remote,
-            max_request_bytes=max_request_bytes,
-            max_connections=max_connections,
-            max_connections_per_client=max_connections_per_client,
-            idle_timeout=idle_timeout,
-            request_timeout=request_timeout,
-            reload_timeout=reload_timeout,
-            ready=ready,
-            sock=sock,
-            reuse_port=reuse_port,
-            stopping=stopping,
-            answer_timeout=answer_timeout,
-            startup=startup,
-            shutdown=shutdown,
-        )
-    )
+    asyncio.run(serve(lookup_factory, ready=ready, stopping=stopping, startup=startup,
+                      shutdown=shutdown, **options))
