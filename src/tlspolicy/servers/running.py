@@ -28,12 +28,27 @@ from .socketmap import (
     _call_bounded,
 )
 
-__all__ = ["run_forever", "serve"]
+__all__ = ["new_event_loop", "run_forever", "serve"]
 
 #: Open files beyond the connection limit (listening sockets, the store, logs, loaders).
 _SPARE_FILES: Final = 64
 
 log = logging.getLogger("tlspolicy.servers.socketmap")
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop for a server process: uvloop's when it is installed, else asyncio's.
+
+    uvloop runs the same protocol callbacks with less work per system call; the
+    answers are the same either way.
+    """
+    try:
+        # The optional "uvloop" extra; without it the standard loop serves.
+        import uvloop  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
 
 
 def _raise_file_limit(needed: int) -> None:
@@ -194,8 +209,8 @@ def run_forever(
     Returns after a clean shutdown on ``SIGTERM`` or ``SIGINT``; an error
     building the first lookup or binding the socket propagates.
     """
-    asyncio.run(
-        serve(
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(serve(
             lookup_factory,
             host=host,
             port=port,
@@ -215,5 +230,4 @@ def run_forever(
             answer_timeout=answer_timeout,
             startup=startup,
             shutdown=shutdown,
-        )
-    )
+        ))
