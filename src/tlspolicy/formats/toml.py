@@ -72,6 +72,7 @@ from ..scopes import (
     trusted_domain,
     trusted_group,
 )
+from ._fasttoml import loads_plain
 from .discovery_table import check_discovery_table
 
 __all__ = ["config_to_toml", "dumps_toml", "loads_toml", "toml_to_raw"]
@@ -459,6 +460,11 @@ _DECODE_POS: Final = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
 def _parse(text: str, filename: str) -> dict[str, Any]:
+    # Large configurations are plain TOML, read here several times faster; anything
+    # else (and every mistake) is read, and reported, by tomllib.
+    plain = loads_plain(text)
+    if plain is not None:
+        return plain
     try:
         return tomllib.loads(text)
     except ValueError as exc:  # TOMLDecodeError, and int()'s 4,300-digit limit
