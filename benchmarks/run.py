@@ -392,13 +392,16 @@ def footprint(n_stanzas: int) -> None:
                             ("cache hit", (path, cache))):
             with _pinned.server(0, "policy", str(n_stanzas), *args) as started:
                 runs[label] = started
+    # Start targets: 0.5 s from the compiled cache, 2 s parsing the file (a miss parses).
+    limits = {"parsed": 2.0, "cache miss": 2.0, "cache hit": 0.5}
     for label, started in runs.items():
         per_thousand = (started.rss_kib - small.rss_kib) / 1024 / (n_stanzas / 1000)
+        limit = limits[label]
         report("footprint", f"{label}: {started.rss_kib / 1024:.1f} MB RSS, start "
                f"{started.start_seconds:.2f} s at {n_stanzas} stanzas",
                f"{small.rss_kib / 1024:.1f} MB, {small.start_seconds:.2f} s at 100 stanzas",
-               started.start_seconds / small.start_seconds, "<= 80 MB, < 0.5 s",
-               started.rss_kib / 1024 <= 80 and started.start_seconds < 0.5,
+               started.start_seconds / small.start_seconds, f"<= 80 MB, <= {limit:g} s",
+               started.rss_kib / 1024 <= 80 and started.start_seconds <= limit,
                f"{per_thousand:.2f} MB per 1,000 stanzas above the small server; "
                "start = interpreter start to listening, ratio = start / small start")
 
