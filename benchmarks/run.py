@@ -462,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "footprint" in chosen:
         why = _pinned.pinning_available()
         if why is None:
-            footprint(settings.sizes[-1])
+            footprint(settings.sizes[-1], min(3, settings.repeats))
         else:
             print(f"footprint: skipped: {why}", flush=True)
     return 0
