@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 import operator
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from ..decision import Decision, Requirements, Source, TlsParameters, _FrozenMap
 from ..errors import (
@@ -78,6 +78,7 @@ _FALLBACK_SINCE: Final = CompatVersion((4, 1))
 _OPTION_NAMES: Final = tuple(OPTION_SPECS)
 _DEFAULTS: Final = tuple((name, spec.default) for name, spec in OPTION_SPECS.items())
 _ITEMS: Final = operator.attrgetter("items")
+_V = TypeVar("_V")
 # Verification per tls_verify member, keyed by identity: members are singletons, and an
 # Enum's own __hash__ is a Python-level call.
 _VERIFICATION_OF: Final = {id(v): Verification.of(v) for v in TlsVerify}
@@ -210,10 +211,9 @@ class Resolver:
                     if source is None:
                         source = contribution.source
                     sources[name] = source
-        for name in _OPTION_NAMES:
-            if name not in values:
-                values[name] = OPTION_SPECS[name].default
-                sources[name] = _DEFAULT_SOURCE
+        if len(values) != len(_OPTION_NAMES):
+            values = _with_defaults(values, _DEFAULT_VALUES)
+            sources = _with_defaults(sources, _DEFAULT_SOURCES)
         floors = self._floors
         if floors.any:
             matching = floors.matching(domain, self._regex_cache)
@@ -232,9 +232,7 @@ class Resolver:
                 if name not in values:
                     values[name] = value
         if len(values) != len(_OPTION_NAMES):
-            for name, default in _DEFAULTS:
-                if name not in values:
-                    values[name] = default
+            values = _with_defaults(values, _DEFAULT_VALUES)
         return values
 
     def _shared(self, index: _BindingIndex, domain: str
@@ -513,6 +511,21 @@ class Resolver:
 
 
 _DEFAULT_SOURCE: Final = Source("default")
+_DEFAULT_VALUES: Final[dict[str, object]] = dict(_DEFAULTS)
+_DEFAULT_SOURCES: Final[dict[str, Source]] = dict.fromkeys(_OPTION_NAMES, _DEFAULT_SOURCE)
+
+
+def _with_defaults(found: dict[str, _V], defaults: dict[str, _V]) -> dict[str, _V]:
+    """``found``, then every other option's default in registry order.
+
+    The order a loop adding the missing defaults one by one gives, made by two C-level
+    updates: an update keeps a key where it first went in, so the second one only puts
+    the found values back over the defaults the first wrote.
+    """
+    merged = found.copy()
+    merged.update(defaults)
+    merged.update(found)
+    return merged
 
 
 class _Shared:
