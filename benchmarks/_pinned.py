@@ -12,6 +12,7 @@ server's CPU time per answer comes from its ``/proc/<pid>/stat``.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import attrs
@@ -110,12 +111,19 @@ LAYOUTS = (("same CPU", 0, 0), ("different CPUs", 0, 1))
 
 @attrs.frozen
 class Layout:
-    """Median samples of one layout."""
+    """Median samples of one layout; the uvloop ones are ``None`` without uvloop."""
 
     name: str
     constant: Sample
     memoised: Sample
     distinct: Sample
+    memoised_uvloop: Sample | None = None
+    distinct_uvloop: Sample | None = None
+
+
+def uvloop_available() -> bool:
+    """Whether the ``uvloop`` extra is installed, so the server can run on it."""
+    return importlib.util.find_spec("uvloop") is not None
 
 
 def _median(samples: Sequence[Sample]) -> Sample:
@@ -126,32 +134,43 @@ def _median(samples: Sequence[Sample]) -> Sample:
 
 def measure(postmap: str, stanzas: int, n_keys: int, memo_keys: int, repeats: int,
             map_name: str, domain: object) -> tuple[list[Layout], Started]:
-    """Both layouts; returns their medians and the policy server's start figures."""
+    """Both layouts; returns their medians and the policy server's start figures.
+
+    With uvloop installed, a second policy server runs on uvloop's loop and its
+    samples alternate with the others, so both loops are measured in one run.
+    """
     make = domain if callable(domain) else str
     distinct = "".join(f"{make(i % stanzas)}\n" for i in range(n_keys))
     memoised = "".join(f"{make(i % memo_keys)}\n" for i in range(n_keys))
     out: list[Layout] = []
     started: Started | None = None
+    with_uvloop = uvloop_available()
     with tempfile.TemporaryDirectory(prefix="tlspolicy-pinned-") as tmp:
         config_dir = Path(tmp)
         (config_dir / "main.cf").write_text("compatibility_level = 3.6\n")
         for name, server_cpu, client_cpu in LAYOUTS:
-            runs: dict[str, list[Sample]] = {"constant": [], "memoised": [], "distinct": []}
-            with server(server_cpu, "policy", str(stanzas)) as ours, \
-                    server(server_cpu, "constant") as ceiling:
+            runs: dict[str, list[Sample]] = {}
+            with ExitStack() as stack:
+                ours = stack.enter_context(server(server_cpu, "policy", str(stanzas)))
+                ceiling = stack.enter_context(server(server_cpu, "constant"))
+                policies = {"": ours}
+                if with_uvloop:
+                    policies["_uvloop"] = stack.enter_context(
+                        server(server_cpu, "policy-uvloop", str(stanzas)))
                 started = started or ours
-                # Fill the answer memo with the memoised keys first.
-                query(postmap, config_dir, client_cpu, ours.port, map_name, memoised, n_keys,
-                      ours.pid)
+                for policy in policies.values():
+                    # Fill the answer memo with the memoised keys first.
+                    query(postmap, config_dir, client_cpu, policy.port, map_name, memoised,
+                          n_keys, policy.pid)
                 for _ in range(repeats):
-                    runs["constant"].append(query(postmap, config_dir, client_cpu,
-                                                  ceiling.port, map_name, memoised, n_keys,
-                                                  ceiling.pid))
-                    runs["memoised"].append(query(postmap, config_dir, client_cpu, ours.port,
-                                                  map_name, memoised, n_keys, ours.pid))
-                    runs["distinct"].append(query(postmap, config_dir, client_cpu, ours.port,
-                                                  map_name, distinct, n_keys, ours.pid))
-            out.append(Layout(name, *(_median(runs[k]) for k in
-                                      ("constant", "memoised", "distinct"))))
+                    runs.setdefault("constant", []).append(query(
+                        postmap, config_dir, client_cpu, ceiling.port, map_name, memoised,
+                        n_keys, ceiling.pid))
+                    for suffix, policy in policies.items():
+                        for kind, keys in (("memoised", memoised), ("distinct", distinct)):
+                            runs.setdefault(kind + suffix, []).append(query(
+                                postmap, config_dir, client_cpu, policy.port, map_name, keys,
+                                n_keys, policy.pid))
+            out.append(Layout(name, **{k: _median(v) for k, v in runs.items()}))
     assert started is not None
     return out, started

@@ -7,7 +7,9 @@ policy lookup over a generated configuration of ``N`` domain stanzas (or over
 constant`` serves the do-nothing blocking server of :mod:`_postmap`.  Either
 prints ``PORT <port>`` once it listens and ``START <seconds> RSS <kB>`` (the
 time from the start of this script to listening, and the resident size then),
-and stops when its standard input closes.  The caller pins it with ``taskset``
+and stops when its standard input closes.  ``policy`` runs asyncio's own event loop;
+``policy-uvloop`` runs the loop ``serve`` runs (uvloop's when the ``uvloop`` extra is
+installed).  The caller pins it with ``taskset``
 and reads its CPU time from ``/proc/<pid>/stat``.
 """
 
@@ -47,7 +49,8 @@ def constant() -> None:
         wait_for_eof()
 
 
-def policy(stanzas: int, config_file: str | None, cache_dir: str | None) -> None:
+def policy(stanzas: int, config_file: str | None, cache_dir: str | None,
+           uvloop: bool = False) -> None:
     from tlspolicy import Resolver
     from tlspolicy.postfix.lookup import PolicyLookup
     from tlspolicy.servers.socketmap import SocketmapServer
@@ -83,7 +86,13 @@ def policy(stanzas: int, config_file: str | None, cache_dir: str | None) -> None
         await done
         await server.stop()
 
-    asyncio.run(main())
+    if uvloop:
+        from tlspolicy.servers.running import new_event_loop
+        factory = new_event_loop
+    else:
+        factory = asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main())
 
 
 if __name__ == "__main__":
@@ -92,4 +101,4 @@ if __name__ == "__main__":
     else:
         # policy N [FILE [CACHE_DIR]]: generated text, or FILE read as serve reads it.
         extra = [*sys.argv[3:5], None, None]
-        policy(int(sys.argv[2]), extra[0], extra[1])
+        policy(int(sys.argv[2]), extra[0], extra[1], uvloop=sys.argv[1] == "policy-uvloop")

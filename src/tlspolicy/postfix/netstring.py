@@ -75,6 +75,28 @@ class NetstringDecoder:
         if self._error is None:
             self._buffer += data
 
+    def take_whole(self, data: bytes) -> bytes | None:
+        """The payload of ``data`` when it is exactly one complete netstring and nothing
+        is buffered; otherwise ``None``, having fed ``data`` for :meth:`next_payload`.
+
+        A client that waits for each answer sends one whole netstring per write,
+        and this takes it without copying it into the buffer.  Anything unusual
+        (a split or pipelined request, a suspect length) goes the general way,
+        which gives the same payloads and the same errors.
+        """
+        if self._buffer or self._error is not None:
+            self.feed(data)
+            return None
+        colon = data.find(b":", 0, self._max_digits + 1)
+        if colon > 0 and data[-1] == 0x2C:  # ","
+            prefix = data[:colon]
+            if prefix.isdigit() and (colon == 1 or data[0] != 0x30):
+                length = int(prefix)
+                if length <= self.max_length and colon + length + 2 == len(data):
+                    return data[colon + 1 : -1]
+        self._buffer += data
+        return None
+
     def next_payload(self) -> bytes | None:
         """Return the next complete payload, ``None`` if more bytes are needed.
 
@@ -99,16 +121,15 @@ class NetstringDecoder:
             head = bytes(buf[: self._max_digits + 1])
             self._check_prefix(head, complete=False)
             return None
-        prefix = bytes(buf[:colon])
-        if (prefix.isdigit() and len(prefix) <= self._max_digits
-                and (prefix[0] != 0x30 or colon == 1)):
-            # The common case, checked in one pass (bytes.isdigit is ASCII only);
+        prefix = buf[:colon]
+        if prefix.isdigit() and colon <= self._max_digits and (prefix[0] != 0x30 or colon == 1):
+            # The common case, checked in one pass (isdigit is ASCII only on bytes);
             # anything else gets _check_prefix's exact diagnosis.
             length = int(prefix)
             if length > self.max_length:
-                length = self._check_prefix(prefix, complete=True)
+                length = self._check_prefix(bytes(prefix), complete=True)
         else:
-            length = self._check_prefix(prefix, complete=True)
+            length = self._check_prefix(bytes(prefix), complete=True)
         end = colon + 1 + length
         if len(buf) <= end:
             return None

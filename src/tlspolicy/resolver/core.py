@@ -16,8 +16,9 @@ with a hundred thousand domains compiles in the time of one dictionary pass.
 from __future__ import annotations
 
 import datetime as _dt
+import operator
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from ..decision import Decision, Requirements, Source, TlsParameters, _FrozenMap
 from ..errors import (
@@ -45,6 +46,7 @@ from ..scopes.models import scope_path
 from .floors import _Floors, raise_to_floors
 from .index import (
     _EMPTY,
+    _UNMADE,
     _BindingIndex,
     _Container,
     _Contribution,
@@ -69,6 +71,11 @@ relax a destination policy (SEMANTICS section 3).
 _FALLBACK_SINCE: Final = CompatVersion((4, 1))
 _OPTION_NAMES: Final = tuple(OPTION_SPECS)
 _DEFAULTS: Final = tuple((name, spec.default) for name, spec in OPTION_SPECS.items())
+_ITEMS: Final = operator.attrgetter("items")
+_V = TypeVar("_V")
+# Verification per tls_verify member, keyed by identity: members are singletons, and an
+# Enum's own __hash__ is a Python-level call.
+_VERIFICATION_OF: Final = {id(v): Verification.of(v) for v in TlsVerify}
 
 
 class Resolver:
@@ -155,9 +162,14 @@ class Resolver:
             ) from None
 
     def _lookup(self, container: _Container, domain: str, found: list[_Contribution]) -> None:
-        exact = container.exact_contribution(domain)
-        if exact is not None:
-            found.append(exact)
+        if domain in container.exact:
+            # Container.exact_contribution, its common case inlined: the stanza's
+            # contribution is made already.
+            exact = container._made.get(domain, _UNMADE)
+            if exact is _UNMADE:
+                exact = container.exact_contribution(domain)
+            if exact is not None:
+                found.append(exact)  # type: ignore[arg-type]
         regexes = container.regexes
         if regexes is not None:
             # Containers live as long as the resolver, so their id is a stable key.
@@ -193,10 +205,9 @@ class Resolver:
                     if source is None:
                         source = contribution.source
                     sources[name] = source
-        for name in _OPTION_NAMES:
-            if name not in values:
-                values[name] = OPTION_SPECS[name].default
-                sources[name] = _DEFAULT_SOURCE
+        if len(values) != len(_OPTION_NAMES):
+            values = _with_defaults(values, _DEFAULT_VALUES)
+            sources = _with_defaults(sources, _DEFAULT_SOURCES)
         floors = self._floors
         if floors.any:
             matching = floors.matching(domain, self._regex_cache)
@@ -215,9 +226,7 @@ class Resolver:
                 if name not in values:
                     values[name] = value
         if len(values) != len(_OPTION_NAMES):
-            for name, default in _DEFAULTS:
-                if name not in values:
-                    values[name] = default
+            values = _with_defaults(values, _DEFAULT_VALUES)
         return values
 
     def _shared(self, index: _BindingIndex, domain: str
@@ -231,7 +240,7 @@ class Resolver:
         """
         chain: list[_Contribution] = []
         self._chain(index, domain, chain)
-        key: tuple[int, ...] = tuple([id(c.items) for c in chain])
+        key: tuple[int, ...] = tuple(map(id, map(_ITEMS, chain)))
         if self._floors.any:
             key = (*key, 0, *map(id, self._floors.matching(domain, self._regex_cache)))
         shared = self._by_values.get(key)
@@ -457,7 +466,7 @@ class Resolver:
         fallback = bool(values["tls_ifavailable_fallback"]) and self._fallback_exists
         return Requirements(
             tls=tls,
-            verification=Verification.of(verify),
+            verification=_VERIFICATION_OF[id(verify)],
             fallback=fallback,
             reference_identities=_identities(domain, mx_host),
         )
@@ -476,16 +485,19 @@ class Resolver:
             sni = mx_host if mx_host is not None else (
                 None if domain.startswith("[") else domain)
 
-        def text(name: str) -> str | None:
-            value = values[name]
-            return None if value is UNSET or value is None else str(value)
-
+        # Unset and None are "not configured"; anything else is its text (inline: a
+        # helper call per field cost a noticeable share of a cold resolve).
+        ca = values["tls_ca"]
+        cert = values["tls_certificate"]
+        key = values["tls_key"]
+        ciphers = values["tls_ciphers"]
+        tls13 = values["tlsv13_ciphersuites"]
         return TlsParameters(
-            ca_file=text("tls_ca"),
-            certificate_file=text("tls_certificate"),
-            key_file=text("tls_key"),
-            ciphers=text("tls_ciphers"),
-            tls13_ciphersuites=text("tlsv13_ciphersuites"),
+            ca_file=None if ca is UNSET or ca is None else str(ca),
+            certificate_file=None if cert is UNSET or cert is None else str(cert),
+            key_file=None if key is UNSET or key is None else str(key),
+            ciphers=None if ciphers is UNSET or ciphers is None else str(ciphers),
+            tls13_ciphersuites=None if tls13 is UNSET or tls13 is None else str(tls13),
             protocols=protocols.versions,
             sni=sni,
             engine=values["tls_engine"],  # type: ignore[arg-type]
@@ -493,6 +505,21 @@ class Resolver:
 
 
 _DEFAULT_SOURCE: Final = Source("default")
+_DEFAULT_VALUES: Final[dict[str, object]] = dict(_DEFAULTS)
+_DEFAULT_SOURCES: Final[dict[str, Source]] = dict.fromkeys(_OPTION_NAMES, _DEFAULT_SOURCE)
+
+
+def _with_defaults(found: dict[str, _V], defaults: dict[str, _V]) -> dict[str, _V]:
+    """``found``, then every other option's default in registry order.
+
+    The order a loop adding the missing defaults one by one gives, made by two C-level
+    updates: an update keeps a key where it first went in, so the second one only puts
+    the found values back over the defaults the first wrote.
+    """
+    merged = found.copy()
+    merged.update(defaults)
+    merged.update(found)
+    return merged
 
 
 class _Shared:

@@ -77,6 +77,10 @@ def _contribution(options: Options, parts: _Parent | str,
     return _Contribution(items, parts) if items else None
 
 
+# Not yet made (a stanza with no options is made as None).
+_UNMADE: Final = object()
+
+
 class _Container:
     """The domain stanzas of one container: exact names by key, regexes in order.
 
@@ -118,13 +122,12 @@ class _Container:
         stanza = self.exact.get(domain)
         if stanza is None:
             return None
-        try:
-            return self._made[domain]
-        except KeyError:
+        made = self._made.get(domain, _UNMADE)
+        if made is _UNMADE:
             # Threads racing here compute equal values; either may be kept.
             made = self._made[domain] = _contribution(stanza.options, self._path(stanza),
                                                       self._interner)
-            return made
+        return made  # type: ignore[return-value]
 
 
 _EMPTY: Final = _Container((), ())

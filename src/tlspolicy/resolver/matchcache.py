@@ -76,11 +76,10 @@ class RegexMatchCache:
         # Called with the lock held: only lock holders move or remove keys.
         data, reads = self._data, self._reads
         replayed = 0
-        while True:
-            try:
-                key = reads.popleft()
-            except IndexError:
-                break
+        # Only lock holders take from the buffer, so a non-empty one stays non-empty
+        # until we take from it (readers only append).
+        while reads:
+            key = reads.popleft()
             replayed += 1
             if key in data:
                 data.move_to_end(key)
@@ -91,10 +90,14 @@ class RegexMatchCache:
         if self.size <= 0 or value is None:
             return
         with self._lock:
-            self._replay()
+            if self._reads:
+                self._replay()
             data = self._data
+            before = len(data)
             data[key] = value
-            data.move_to_end(key)
+            if len(data) == before:
+                # Replaced: a new key is already at the young end.
+                data.move_to_end(key)
             while len(data) > self.size:
                 data.popitem(last=False)
 

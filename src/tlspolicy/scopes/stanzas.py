@@ -72,7 +72,14 @@ def sets_no_option(config: Config) -> bool:
 
 def has_expiry(config: Config) -> bool:
     """Whether any domain stanza or floor of ``config`` carries ``expires``."""
-    return any(s.expires is not None for _p, s in iter_stanzas(config))
+    # No scope paths: rendering one per stanza cost more than the rest of a large load.
+    for group in config.binding_groups:
+        if any(d.expires is not None for d in group.domains) or any(
+                d.expires is not None for b in group.bindings for d in b.domains):
+            return True
+    return any(d.expires is not None for d in config.domains) or any(
+        d.expires is not None for b in config.bindings for d in b.domains) or any(
+        f.expires is not None for f in config.floors)
 
 
 def iter_stanzas(config: Config) -> Iterator[tuple[str, DomainScope | FloorScope]]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..postfix.netstring import NetstringDecoder, NetstringError, NetstringTooLongError
@@ -42,7 +44,7 @@ class Connection(asyncio.Protocol):
     connection too.
     """
 
-    __slots__ = ("_eof", "_lost", "_read_paused", "_scheduled", "_server", "_timer",
+    __slots__ = ("_clock", "_eof", "_lost", "_read_paused", "_scheduled", "_server", "_timer",
                  "_timer_at", "_waiting", "_write_paused", "client", "decoder", "last_complete",
                  "partial_since", "transport")
 
@@ -62,12 +64,15 @@ class Connection(asyncio.Protocol):
         self._lost = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        # The loop's clock, read once per answer (the idle deadline counts from it).
+        self._clock: Callable[[], float] = time.monotonic
 
     # -- transport callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         loop = _loop(self._server)
+        self._clock = loop.time
         self.last_complete = loop.time()
         self._arm(self.last_complete + self._server.idle_timeout)
         self._server._admit(self)
@@ -84,12 +89,22 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._lost:
             return
-        self.decoder.feed(data)
         if not self._scheduled and not self._write_paused and not self._waiting:
             # No turn of ours is pending: answer one request now (saving a
             # loop iteration per request for a client that waits for each
             # answer); _serve_one queues a turn if more is buffered.
+            payload = self.decoder.take_whole(data)
+            if payload is not None:
+                # The usual case: exactly one whole request, nothing buffered.
+                try:
+                    self._serve_payload(payload)
+                except Exception:
+                    log.exception("socketmap: unexpected error on a connection")
+                    self.abort()
+                return
             self._serve_one()
+        else:
+            self.decoder.feed(data)
         if (not self._read_paused and not self._lost
                 and self.decoder.buffered > self._server._read_limit):
             self._read_paused = True
@@ -129,7 +144,6 @@ class Connection(asyncio.Protocol):
             self.abort()
 
     def _serve_one_request(self) -> None:
-        server = self._server
         decoder = self.decoder
         try:
             payload = decoder.next_payload()
@@ -144,6 +158,10 @@ class Connection(asyncio.Protocol):
         if payload is None:
             self._idle_pass()
             return
+        self._serve_payload(payload)
+
+    def _serve_payload(self, payload: bytes) -> None:
+        server = self._server
         answer = server._answer(payload)
         if not isinstance(answer, SocketmapReply):
             # Computed elsewhere (I/O): the next request waits for this answer.
@@ -166,13 +184,11 @@ class Connection(asyncio.Protocol):
             self.abort()
 
     def _write_answer(self, reply: SocketmapReply) -> None:
-        server = self._server
-        decoder = self.decoder
         self.transport.write(reply.encode())
-        self.last_complete = _loop(server).time()
+        self.last_complete = self._clock()
         self.partial_since = None
-        server._touch(self)
-        if decoder.buffered or self._eof:
+        self._server._touch(self)
+        if self.decoder.buffered or self._eof:
             # More may be waiting: after every other ready connection's turn.
             self._schedule()
         elif self._read_paused:

@@ -22,7 +22,7 @@ from .socketmap import (
     SocketmapServer,
 )
 
-__all__ = ["ServerOptions", "run_forever", "serve"]
+__all__ = ["ServerOptions", "new_event_loop", "run_forever", "serve"]
 
 
 class ServerOptions(TypedDict, total=False):
@@ -48,6 +48,21 @@ class ServerOptions(TypedDict, total=False):
 _SPARE_FILES: Final = 64
 
 log = logging.getLogger("tlspolicy.servers.socketmap")
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop for a server process: uvloop's when it is installed, else asyncio's.
+
+    uvloop runs the same protocol callbacks with less work per system call; the
+    answers are the same either way.
+    """
+    try:
+        # The optional "uvloop" extra; without it the standard loop serves.
+        import uvloop  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
 
 
 def _raise_file_limit(needed: int) -> None:
@@ -156,5 +171,6 @@ def run_forever(
     Returns after a clean shutdown on ``SIGTERM`` or ``SIGINT``; an error
     building the first lookup or binding the socket propagates.
     """
-    asyncio.run(serve(lookup_factory, ready=ready, stopping=stopping, startup=startup,
-                      shutdown=shutdown, **options))
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(serve(lookup_factory, ready=ready, stopping=stopping, startup=startup,
+                         shutdown=shutdown, **options))
