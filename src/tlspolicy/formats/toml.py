@@ -40,10 +40,10 @@ Arrays of tables keep declaration order, which decides between regex domains.
 from __future__ import annotations
 
 import re
-import tomli
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+import tomli
 import tomli_w
 
 from .._raw import RawOption, RawScope
