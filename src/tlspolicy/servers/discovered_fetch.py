@@ -14,6 +14,8 @@ import attrs
 
 from ..errors import TlsPolicyError
 from ..policies.dane import TlsaLookup, TlsaLookupStatus
+from ..policies.destination import Destination
+from ..policies.mtasts import StsMode
 from ..postfix.keys import PostfixKey
 from ..postfix.lookup import PolicyLookup
 from .discovered_models import (
@@ -21,8 +23,10 @@ from .discovered_models import (
     MAX_MX_HOSTS,
     FetchedInputs,
     ShadowInputsMissingError,
+    _aware,
     _failed_mx,
     _Inputs,
+    _unasked_mx,
     _Values,
 )
 
@@ -50,6 +54,13 @@ class _Fetching:
         look up taken from discovery's memory."""
         inputs = fetched.inputs
         domain = parsed.domain
+        if not inputs.mx_asked and not self._mx_unneeded(
+                values, inputs.sts, fetched.dnssec, fetched.at):
+            held = self.discovery.mx_cached(domain)
+            if held is None:
+                raise ShadowInputsMissingError(
+                    f"{domain}: no MX answer held for the candidate")
+            inputs = attrs.evolve(inputs, mx=held[0], mx_asked=True)
         if values.sts_on and not inputs.sts_asked:
             sts = self.discovery.sts_cached(domain)
             if sts is None:
@@ -70,6 +81,21 @@ class _Fetching:
                 tlsa[name] = found[0]
             inputs = attrs.evolve(inputs, tlsa=tlsa, tlsa_asked=True)
         return inputs
+
+    def _mx_unneeded(self, values: _Values, sts: StsState | None, dnssec: bool,
+                     now: float) -> bool:
+        """Whether the answer needs no MX hosts: drop-in mode, DANE off for this next
+        hop (the resolver does not validate, or Postfix cannot do DANE), and an unexpired
+        enforce policy in force.  Without DANE no host is D or X, so the answer is rule
+        (d)'s ``secure`` with the policy's ``match=`` list whatever the hosts are, which is
+        also the answer SEMANTICS 11 gives when the MX lookup fails; the configuration is
+        Postfix's own level, which names no MX host.  For a null MX or a domain that does
+        not exist (no delivery at all) the policy's answer stands where the configuration
+        alone would have been used: never weaker."""
+        if not self.drop_in or sts is None or (values.dane_on and dnssec):
+            return False
+        found = Destination.from_cache(sts.cached, _aware(now), fetch=sts.outcome)
+        return found.mta_sts is not None and found.mta_sts.mode is StsMode.ENFORCE
 
     def _values(self, binding: str, parsed: PostfixKey, key: str = "") -> _Values:
         # A pure function of the configuration, which a reload replaces with this lookup.
@@ -124,6 +150,7 @@ class _Fetching:
         tlsa: dict[str, TlsaLookup | None] = {}
         dnssec = discovery.dnssec and values.dane_on
         mx: MxLookup | None = None
+        mx_asked = True
         # The answer holds until the first input runs out: the policy's expiry, the
         # state's next check, and every DNS answer used.
         until = math.inf if sts is None else min(
@@ -136,6 +163,8 @@ class _Fetching:
                     return None
                 tlsa[domain], expires = found
                 until = min(until, expires)
+        elif self._mx_unneeded(values, sts, discovery.dnssec, self._clock()):
+            mx, mx_asked = _unasked_mx(), False
         else:
             held = discovery.mx_cached(domain)
             if held is None or held[0].kind == "failed":
@@ -154,7 +183,7 @@ class _Fetching:
         complete = all(t is None or t.status not in (TlsaLookupStatus.FAILED,
                                                      TlsaLookupStatus.BOGUS)
                        for t in tlsa.values())
-        return _Inputs(mx, sts, tlsa, until, complete, values.sts_on, dnssec)
+        return _Inputs(mx, sts, tlsa, until, complete, values.sts_on, dnssec, mx_asked)
 
     async def _fetch(self, parsed: PostfixKey, values: _Values) -> _Inputs:
         """MX, MTA-STS state and TLSA per MX host, within the deadline."""
@@ -175,18 +204,24 @@ class _Fetching:
             sts_task = loop.create_task(discovery.sts_state(domain, wait=min(
                 discovery.config.first_wait, self.deadline / 2)))
         mx: MxLookup | None = None
-        if not parsed.bracketed:  # a smart host is its own policy domain: no MX
+        mx_asked = True
+        sts: StsState | None = None
+        sts_known = False
+        if sts_task is not None and not parsed.bracketed and self.drop_in and not (
+                values.dane_on and discovery.dnssec):
+            # Drop-in mode without DANE: an enforce policy in force makes the answer
+            # without the MX hosts, so the MTA-STS state comes first.
+            sts, sts_known = await self._sts(sts_task, remaining()), True
+            if self._mx_unneeded(values, sts, discovery.dnssec, self._clock()):
+                mx, mx_asked = _unasked_mx(), False
+        if not parsed.bracketed and mx_asked:  # a smart host is its own policy domain
             try:
                 mx = await asyncio.wait_for(discovery.mx(domain), remaining())
             except TimeoutError:
                 mx = _failed_mx("MX lookup took too long")
             self._remember_mx(domain, mx)
-        sts: StsState | None = None
-        if sts_task is not None:
-            try:
-                sts = await asyncio.wait_for(asyncio.shield(sts_task), remaining())
-            except TimeoutError:
-                sts = None
+        if sts_task is not None and not sts_known:
+            sts = await self._sts(sts_task, remaining())
         dnssec = discovery.dnssec and values.dane_on
         tlsa: dict[str, TlsaLookup | None] = {}
         if dnssec and mx is None:
@@ -205,7 +240,14 @@ class _Fetching:
                         tlsa.clear()
                         break
                     tlsa[host] = held[0]
-        return _Inputs(mx, sts, tlsa, math.inf, False, values.sts_on, dnssec)
+        return _Inputs(mx, sts, tlsa, math.inf, False, values.sts_on, dnssec, mx_asked)
+
+    @staticmethod
+    async def _sts(task: asyncio.Task[StsState], timeout: float) -> StsState | None:
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            return None  # not known by the deadline
 
     async def _tlsa(self, host: str, port: int, timeout: float) -> TlsaLookup:
         try:

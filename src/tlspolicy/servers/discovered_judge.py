@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tlspolicy.servers.discovered")
 
 _UNKNOWN_MX: Final = "(MX hosts unknown: MX lookup failed)"
+_UNASKED_MX: Final = "(MX hosts not looked up: the enforce policy decides)"
 # The decisions a host of unknown DANE state may turn out to have: no TLSA records
 # (N) and secure records none of which is usable (U).  The record's data is never
 # matched: only its class matters here.
@@ -182,7 +183,8 @@ class _Judging:
                 # DANE state from cache while its TTLs last (the last MX hosts).
                 mx_secure = last.secure
                 hosts.extend(from_dns(last.hosts[:MAX_MX_HOSTS], tlsa_of.get, mx_secure))
-            elif (standin := host(domain, None, True, _UNKNOWN_MX)).decision.mta_sts \
+            elif (standin := host(domain, None, True, _UNKNOWN_MX if inputs.mx_asked
+                                  else _UNASKED_MX)).decision.mta_sts \
                     is not None and standin.decision.mta_sts.mode is StsMode.ENFORCE:
                 # Then the cached enforce policy's own answer while it is unexpired.
                 mx_secure = True

@@ -57,6 +57,10 @@ class _Inputs:
     #: from what discovery holds in memory, never from a new query.
     sts_asked: bool = True
     tlsa_asked: bool = True
+    #: Whether the MX hosts were looked up: in drop-in mode without DANE, an enforce
+    #: policy in force makes the answer without them (see ``_Fetching._mx_unneeded``);
+    #: ``mx`` is then the failed lookup's stand-in.
+    mx_asked: bool = True
 
 
 @attrs.frozen(slots=True)
@@ -107,6 +111,11 @@ class _Values:
     routed: bool
     dane_on: bool
     sts_on: bool
+
+
+def _unasked_mx() -> MxLookup:
+    return _failed_mx("MX not looked up: drop-in mode without DANE, an enforce policy in "
+                      "force")
 
 
 def _failed_mx(detail: str) -> MxLookup:
