@@ -134,3 +134,16 @@ def test_testing_mode_and_no_policy_still_ask_for_the_mx_hosts() -> None:
                                  _Discovery(False),  # type: ignore[arg-type]
                                  postfix_version=(3, 10, 5))
     assert not configured._mx_unneeded(values, expired, False, NOW)
+
+
+def test_next_hops_with_equal_values_share_one_object() -> None:
+    # Memory (issue 25): in drop-in mode every domain has the configuration's values,
+    # held once however many domains are answered for; the answers are unchanged.
+    lookup = DiscoveryLookup(PolicyLookup(Resolver(DROP_IN_CONFIG), postfix_version=(3, 10, 5)),
+                             _Discovery(False),  # type: ignore[arg-type]
+                             postfix_version=(3, 10, 5), drop_in=True, own_level="may")
+    parsed = [parse_postfix_key(f"d{n}.example.com") for n in range(50)]
+    held = [lookup._values("default", p) for p in parsed]
+    assert all(v is held[0] for v in held)
+    assert held[0] == lookup._compute_values("default", parsed[0])
+    assert len(lookup._value_shapes) == 1

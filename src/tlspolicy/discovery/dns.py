@@ -51,6 +51,9 @@ _log = logging.getLogger("tlspolicy.discovery")
 MAX_RECORDS: Final = 128
 #: Answers cached at most: past it, expired ones are dropped, then the oldest tenth.
 MAX_CACHED_ANSWERS: Final = 500_000
+#: (name, type) pairs counted in :attr:`DnsClient.sent` at most: past it the oldest tenth
+#: go (a daemon asks about ever more names; the count is for tests and tools).
+MAX_COUNTED: Final = 10_000
 #: EDNS payload size (the DNS flag day 2020 value); larger answers go over TCP.
 EDNS_PAYLOAD: Final = 1232
 #: Extended DNS Error codes that mean "DNSSEC validation failed" (RFC 8914 section 4).
@@ -143,7 +146,8 @@ class DnsClient:
         self._cache: dict[tuple[str, str], tuple[float, DnsAnswer]] = {}
         self._in_flight: dict[tuple[str, str], asyncio.Task[DnsAnswer]] = {}
         self._limit = asyncio.Semaphore(max_in_flight)
-        #: Queries sent to the resolver, per (name, type): what caching saved is visible here.
+        #: Queries sent to the resolver, per (name, type): what caching saved is visible
+        #: here (the latest :data:`MAX_COUNTED` pairs).
         self.sent: collections.Counter[tuple[str, str]] = collections.Counter()
         #: Failed lookups held back (their failure is the answer until the wait ends).
         self.backoff: FailureBackoff[tuple[str, str], DnsAnswer] = (
@@ -281,7 +285,11 @@ class DnsClient:
         except (dns.exception.DNSException, ValueError) as exc:
             return self._failed(name, rdtype, f"cannot query {name!r}: {exc}")
         request.flags |= dns.flags.AD | dns.flags.RD
-        self.sent[(name, rdtype)] += 1
+        sent = self.sent
+        sent[(name, rdtype)] += 1
+        if len(sent) > MAX_COUNTED:
+            for old in list(itertools.islice(sent, MAX_COUNTED // 10)):
+                del sent[old]
         try:
             async with self._limit, asyncio.timeout(self.timeout * 2.5):
                 response, _ = await dns.asyncquery.udp_with_fallback(

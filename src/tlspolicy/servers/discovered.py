@@ -146,6 +146,7 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
         self._held: dict[tuple[str, str], _Held] = {}
         self._keys: dict[str, PostfixKey] = {}
         self._value_memo: dict[tuple[str, str, int | None, bool], _Values] = {}
+        self._value_shapes: dict[object, _Values] = {}
         # The last MX answer of each domain that was not a failure, for outages.
         self._last_mx: OrderedDict[str, MxLookup] = OrderedDict()
         #: Policy domains answered for, least recently used first, with when.

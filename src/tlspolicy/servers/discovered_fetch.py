@@ -46,6 +46,7 @@ class _Fetching:
     in_use: OrderedDict[str, float]
     _clock: Callable[[], float]
     _value_memo: dict[tuple[str, str, int | None, bool], _Values]
+    _value_shapes: dict[object, _Values]
     _last_mx: OrderedDict[str, MxLookup]
 
     def _completed(self, parsed: PostfixKey, values: _Values, fetched: FetchedInputs
@@ -110,8 +111,21 @@ class _Fetching:
                 self.policy.note_unattributed(binding, key, parsed)
             if len(self._value_memo) >= _MEMO_SIZE:
                 self._value_memo.clear()
+                self._value_shapes.clear()
+            found = self._shared_values(found)
             self._value_memo[memo_key] = found
         return found
+
+    def _shared_values(self, values: _Values) -> _Values:
+        """One object for equal values: most next hops share the configuration's values
+        (in drop-in mode all of them), so memory does not grow by a copy per domain."""
+        try:
+            shape = (tuple(values.values.items()), tuple(values.sources.items()),
+                     values.match, values.notes, values.routed, values.dane_on,
+                     values.sts_on)
+            return self._value_shapes.setdefault(shape, values)
+        except TypeError:  # a value that cannot be hashed: kept as it is
+            return values
 
     def _compute_values(self, binding: str, parsed: PostfixKey) -> _Values:
         values, sources, match, notes = self.policy.operator_values(binding, parsed)
