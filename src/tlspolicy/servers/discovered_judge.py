@@ -91,12 +91,13 @@ class _Judging:
 
     def _decide(self, values: _Values, binding: str, domain: str, mx_host: str | None,
                 destination: Destination | None) -> Decision:
-        if values.routed:
-            # A next hop carrying routed domains: their values combined at their strictest.
-            return self._resolver.decide(values.values, values.sources, domain, binding,
-                                         mx_host=mx_host, destination=destination)
-        return self._resolver.resolve(domain, binding, mx_host=mx_host,
-                                      destination=destination)
+        # The next hop's values are at hand (a routed next hop's combined at their
+        # strictest, else the configuration's for the domain, which resolve() would look
+        # up again to build the same decision).  Not memoised by the resolver: discovered
+        # inputs make every domain its own key, and the memo would keep several decisions
+        # per domain answered for (about 4 KB), while this lookup keeps the answer itself.
+        return self._resolver.decide(values.values, values.sources, domain, binding,
+                                     mx_host=mx_host, destination=destination)
 
     def _host(self, values: _Values, binding: str, domain: str, host: str,
               tlsa: TlsaLookup | None, found: Destination, mx_secure: bool, *,
