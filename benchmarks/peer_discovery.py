@@ -355,13 +355,17 @@ def plot(results: Sequence[dict[str, Any]], path: Path) -> str:
     shown = [r for r in results if r["layout"] == layout]
     figure, (rates, sizes) = plt.subplots(1, 2, figsize=(10, 4))
     names = {"tlspolicy": "tlspolicy", "peer": peer.PACKAGE}
-    for mode in sorted({r["mode"] for r in shown}):
+    colours = {"tlspolicy": "tab:blue", "peer": "tab:orange"}  # one colour per server
+    for mode in sorted({r["mode"] for r in shown}, reverse=True):
         rows = sorted((r for r in shown if r["mode"] == mode), key=lambda r: r["size"])
         x = [r["size"] for r in rows]
-        for side, style in (("tlspolicy", "-o"), ("peer", "--s")):
+        style = "-o" if mode == "working" else "--s"  # one line style per resolver mode
+        for side in ("tlspolicy", "peer"):
             label = f"{names[side]}, {mode} resolver"
-            rates.plot(x, [r["later"][side] for r in rows], style, label=label)
-            sizes.plot(x, [r["rss_kib"][side] / 1024 for r in rows], style, label=label)
+            rates.plot(x, [r["later"][side] for r in rows], style, color=colours[side],
+                       label=label)
+            sizes.plot(x, [r["rss_kib"][side] / 1024 for r in rows], style,
+                       color=colours[side], label=label)
     rates.set(xlabel="cached policies answered for", ylabel="answers/s (later passes)",
               title="Answers per second")
     sizes.set(xlabel="cached policies answered for", ylabel="RSS after all passes (MiB)",
