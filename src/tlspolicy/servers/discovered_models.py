@@ -3,6 +3,7 @@ computed from, the answers kept for reuse and the configuration's side of a next
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -113,6 +114,7 @@ class _Values:
     sts_on: bool
 
 
+@functools.cache  # one value for every answer made without the MX hosts
 def _unasked_mx() -> MxLookup:
     return _failed_mx("MX not looked up: drop-in mode without DANE, an enforce policy in "
                       "force")
