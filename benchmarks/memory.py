@@ -27,6 +27,10 @@ fetch-discovery
     loopback with NSD and Unbound, as the tests run them): before, the DNS answers that
     served the fetch stayed cached until their TTL; after, they are dropped once the
     policy is in.
+fetch-discovery-peak-rss
+    The same for M further fresh domains without tracemalloc: RSS at start and its peak
+    over the fetches, against start + 300 KB + M cached states of the heap measured
+    above (the bound of issue 25).
 """
 
 from __future__ import annotations
@@ -240,7 +244,7 @@ def _fetches(m: int) -> None:
 
 
 async def _discovery_side(dns: Any, web: Any, tmp: Path, n: int, offset: int,
-                          keep_answers: bool) -> float:
+                          keep_answers: bool, peak: list[int] | None = None) -> float:
     import discovery_support as support
 
     store = SqliteStore(tmp / f"fresh-{offset}.sqlite3")
@@ -252,6 +256,20 @@ async def _discovery_side(dns: Any, web: Any, tmp: Path, n: int, offset: int,
         discovery.dns.drop = lambda name, rdtype: None  # type: ignore[method-assign]
     await discovery.sts_state(f"{support.FLEET_SIZE - 1 - offset}.fleet.secure.test")  # warm
     domains = [f"{offset + i}.fleet.secure.test" for i in range(n)]
+    if peak is not None:
+        # RSS, without tracemalloc (which holds memory of its own): at start and the
+        # highest after each fetch.
+        gc.collect()
+        peak.append(_rss())
+        peak.append(peak[0])
+        for domain in domains:
+            state = await discovery.sts_state(domain)
+            if state.state != "policy":
+                raise SystemExit(f"fetch of {domain} failed: {state.detail}")
+            peak[1] = max(peak[1], _rss())
+        await discovery.close()
+        await store.close()
+        return 0.0
     tracemalloc.start()
     base = _heap()
     for domain in domains:
@@ -275,6 +293,7 @@ def _fresh_discovery(n: int) -> None:
     if missing:
         print(f"fetch-discovery: skipped ({', '.join(missing)} not installed)")
         return
+    peak: list[int] = []
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         (tmp / "dns").mkdir()
@@ -286,6 +305,8 @@ def _fresh_discovery(n: int) -> None:
             web.start()
             before = asyncio.run(_discovery_side(dns, web, tmp, n, 0, True))
             after = asyncio.run(_discovery_side(dns, web, tmp, n, n, False))
+            if 3 * n <= support.FLEET_SIZE:
+                asyncio.run(_discovery_side(dns, web, tmp, n, 2 * n, False, peak))
         finally:
             web.stop()
             dns.stop()
@@ -293,6 +314,14 @@ def _fresh_discovery(n: int) -> None:
           f"address, HTTPS fetch, store write; signed zones on loopback): heap kept "
           f"{before:,.0f} B per fetched domain before (the DNS answers that served the fetch "
           f"kept until their TTL), {after:,.0f} B after, ratio {before / after:.2f}")
+    if peak:
+        # The bound of issue 25: start + 300 KB + what the in-memory cache holds (n states
+        # of the heap measured above).
+        bound = 300 * 1024 + n * after
+        print(f"fetch-discovery-peak-rss: {n} further fresh domains, no tracemalloc: RSS "
+              f"{peak[0] / 1024:,.0f} KiB at start, peak {peak[1] / 1024:,.0f} KiB, rise "
+              f"{(peak[1] - peak[0]) / 1024:,.0f} KiB against a bound of "
+              f"{bound / 1024:,.0f} KiB (300 KiB + {n} cached states of {after:,.0f} B)")
 
 
 def main() -> int:

@@ -21,13 +21,18 @@ SERVFAIL to everything (``servfail``).  Every key is asked through Postfix's ``p
 -``, one connection, the servers pinned to CPU 0 or CPU 1 and postmap to CPU 0 (the
 resolver on CPU 1).  Figures per side: answers/s of the first pass (every policy due its
 DNS check), the median of the later passes, DNS queries sent, and the server's resident
-size (VmRSS) after all passes; the ratio tlspolicy / postfix-mta-sts-resolver.
+size (VmRSS) at start and after all passes; the ratio tlspolicy / postfix-mta-sts-resolver.
 
 ``--later K`` sets the passes after the first (default 1; the figures in the performance
 page were taken with 2), ``--mode working`` or ``--mode servfail`` measures one resolver
 mode, ``--memory-cache-size N`` gives tlspolicy a file holding only ``[discovery]
-memory_cache_size = N``.  ``--quick`` uses a few hundred keys, and prints ``skipped: REASON``
-(exit 0) where postmap, pip, the network, ``unshare`` or port 53 are not available.
+memory_cache_size = N``, ``--layout same`` or ``different`` one CPU layout.  ``--sizes
+2000,5000,20000`` measures with the first N keys of the largest cache for each N, and
+``--plot FILE.svg`` draws answers/s and RSS against those sizes for both servers
+(matplotlib, the ``bench`` extra; skipped with a line when it is missing); ``--json
+FILE`` keeps every round's figures.  ``--quick`` uses a few hundred keys, and prints
+``skipped: REASON`` (exit 0) where postmap, pip, the network, ``unshare`` or port 53
+are not available.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -262,60 +268,120 @@ def _copy_sqlite(source: Path, target: Path) -> Path:
 
 def measure(bin_dir: Path, postmap: str, work: Path, keys: Sequence[str], later: int,
             layouts: Sequence[tuple[str, int]], modes: Sequence[str],
-            memory_cache_size: int | None = None) -> None:
+            memory_cache_size: int | None = None, sizes: Sequence[int] | None = None
+            ) -> list[dict[str, Any]]:
+    """Every (size, mode, layout) round, printed as it ends; returns the figures."""
     config_dir = work / "postmap"
-    config_dir.mkdir()
+    config_dir.mkdir(exist_ok=True)
     (config_dir / "main.cf").write_text("compatibility_level = 3.6\n")
-    keys_text = "".join(f"{k}\n" for k in keys)
     os.sched_setaffinity(0, {0})  # postmap (a child) runs on CPU 0
     round_number = 0
-    for mode in modes:
-        for layout, cpu in layouts:
-            round_number += 1
-            here = work / f"round-{round_number}"
-            here.mkdir()
-            peer_db = _copy_sqlite(work / "peer.db", here / "peer.db")
-            our_db = _copy_sqlite(work / "tlspolicy.sqlite3", here / "tlspolicy.sqlite3")
-            resolver = Resolver(mode)
-            try:
-                with ExitStack() as stack:
-                    ours, our_proc = stack.enter_context(our_server(here, our_db, cpu,
-                                                                        memory_cache_size))
-                    theirs, peer_proc = stack.enter_context(
-                        peer_server(bin_dir, here, peer_db, cpu))
-                    first: dict[str, float] = {}
-                    queries: dict[str, int] = {}
-                    runs: dict[str, list[float]] = {"tlspolicy": [], "peer": []}
-                    tables = {"tlspolicy": ours, "peer": theirs}
-                    for side, table in tables.items():
-                        before = resolver.count()
-                        first[side] = len(keys) / _postmap.query_all(
-                            postmap, config_dir, table, keys_text, len(keys))
-                        queries[side] = resolver.count() - before
-                    answers = {side: _answer(postmap, config_dir, table, keys[0])
-                               for side, table in tables.items()}
-                    for _ in range(later):
+    results: list[dict[str, Any]] = []
+    for size in sizes or (len(keys),):
+        asked = keys[:size]
+        keys_text = "".join(f"{k}\n" for k in asked)
+        for mode in modes:
+            for layout, cpu in layouts:
+                round_number += 1
+                here = work / f"round-{round_number}"
+                here.mkdir()
+                peer_db = _copy_sqlite(work / "peer.db", here / "peer.db")
+                our_db = _copy_sqlite(work / "tlspolicy.sqlite3", here / "tlspolicy.sqlite3")
+                resolver = Resolver(mode)
+                try:
+                    with ExitStack() as stack:
+                        ours, our_proc = stack.enter_context(
+                            our_server(here, our_db, cpu, memory_cache_size))
+                        theirs, peer_proc = stack.enter_context(
+                            peer_server(bin_dir, here, peer_db, cpu))
+                        start = {"tlspolicy": rss_kib(our_proc.pid),
+                                 "peer": rss_kib(peer_proc.pid)}
+                        first: dict[str, float] = {}
+                        queries: dict[str, int] = {}
+                        runs: dict[str, list[float]] = {"tlspolicy": [], "peer": []}
+                        tables = {"tlspolicy": ours, "peer": theirs}
                         for side, table in tables.items():
                             before = resolver.count()
-                            runs[side].append(len(keys) / _postmap.query_all(
-                                postmap, config_dir, table, keys_text, len(keys)))
-                            queries[side] += resolver.count() - before
-                    rss = {"tlspolicy": rss_kib(our_proc.pid), "peer": rss_kib(peer_proc.pid)}
-            finally:
-                resolver.stop()
-            if not all(a.startswith("secure match=") for a in answers.values()):
-                raise RuntimeError(f"unexpected answers {answers}")
-            rate = {side: statistics.median(r) for side, r in runs.items()}
-            print(f"peer-discovery-{mode}-{layout}: first pass tlspolicy {first['tlspolicy']:,.0f}"
-                  f" answers/s, {peer.PACKAGE} {first['peer']:,.0f}, ratio "
-                  f"{first['tlspolicy'] / first['peer']:.2f}; later passes tlspolicy "
-                  f"{rate['tlspolicy']:,.0f} answers/s, {peer.PACKAGE} {rate['peer']:,.0f}, "
-                  f"ratio {rate['tlspolicy'] / rate['peer']:.2f}; DNS queries tlspolicy "
-                  f"{queries['tlspolicy']:,}, {peer.PACKAGE} {queries['peer']:,}; RSS after "
-                  f"all passes tlspolicy {rss['tlspolicy'] / 1024:,.1f} MiB, {peer.PACKAGE} "
-                  f"{rss['peer'] / 1024:,.1f} MiB, ratio {rss['tlspolicy'] / rss['peer']:.2f} "
-                  f"(servers on CPU {cpu}, postmap on CPU 0, resolver on CPU {RESOLVER_CPU}, "
-                  f"{len(keys):,} keys, {1 + later} passes)", flush=True)
+                            first[side] = len(asked) / _postmap.query_all(
+                                postmap, config_dir, table, keys_text, len(asked))
+                            queries[side] = resolver.count() - before
+                        answers = {side: _answer(postmap, config_dir, table, asked[0])
+                                   for side, table in tables.items()}
+                        for _ in range(later):
+                            for side, table in tables.items():
+                                before = resolver.count()
+                                runs[side].append(len(asked) / _postmap.query_all(
+                                    postmap, config_dir, table, keys_text, len(asked)))
+                                queries[side] += resolver.count() - before
+                        rss = {"tlspolicy": rss_kib(our_proc.pid),
+                               "peer": rss_kib(peer_proc.pid)}
+                finally:
+                    resolver.stop()
+                if not all(a.startswith("secure match=") for a in answers.values()):
+                    raise RuntimeError(f"unexpected answers {answers}")
+                rate = {side: statistics.median(r) for side, r in runs.items()}
+                results.append({"size": len(asked), "mode": mode, "layout": layout,
+                                "first": first, "later": rate, "queries": queries,
+                                "rss_start_kib": start, "rss_kib": rss})
+                print(f"peer-discovery-{mode}-{layout}: first pass tlspolicy "
+                      f"{first['tlspolicy']:,.0f} answers/s, {peer.PACKAGE} "
+                      f"{first['peer']:,.0f}, ratio {first['tlspolicy'] / first['peer']:.2f}; "
+                      f"later passes tlspolicy {rate['tlspolicy']:,.0f} answers/s, "
+                      f"{peer.PACKAGE} {rate['peer']:,.0f}, ratio "
+                      f"{rate['tlspolicy'] / rate['peer']:.2f}; DNS queries tlspolicy "
+                      f"{queries['tlspolicy']:,}, {peer.PACKAGE} {queries['peer']:,}; RSS at "
+                      f"start tlspolicy {start['tlspolicy'] / 1024:,.1f} MiB, {peer.PACKAGE} "
+                      f"{start['peer'] / 1024:,.1f} MiB; RSS after all passes tlspolicy "
+                      f"{rss['tlspolicy'] / 1024:,.1f} MiB, {peer.PACKAGE} "
+                      f"{rss['peer'] / 1024:,.1f} MiB, ratio "
+                      f"{rss['tlspolicy'] / rss['peer']:.2f} (servers on CPU {cpu}, postmap "
+                      f"on CPU 0, resolver on CPU {RESOLVER_CPU}, {len(asked):,} keys, "
+                      f"{1 + later} passes)", flush=True)
+    return results
+
+
+def plot(results: Sequence[dict[str, Any]], path: Path) -> str:
+    """Answers/s (later passes) and RSS after all passes against the policies answered
+    for, per side and resolver mode, as an SVG at ``path`` (matplotlib, the ``bench``
+    extra); returns what was done."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "plot skipped: matplotlib is not installed (pip install 'tlspolicy[bench]')"
+    layout = results[0]["layout"]
+    shown = [r for r in results if r["layout"] == layout]
+    figure, (rates, sizes) = plt.subplots(1, 2, figsize=(10, 4))
+    names = {"tlspolicy": "tlspolicy", "peer": peer.PACKAGE}
+    colours = {"tlspolicy": "tab:blue", "peer": "tab:orange"}  # one colour per server
+    for mode in sorted({r["mode"] for r in shown}, reverse=True):
+        rows = sorted((r for r in shown if r["mode"] == mode), key=lambda r: r["size"])
+        x = [r["size"] for r in rows]
+        style = "-o" if mode == "working" else "--s"  # one line style per resolver mode
+        for side in ("tlspolicy", "peer"):
+            label = f"{names[side]}, {mode} resolver"
+            rates.plot(x, [r["later"][side] for r in rows], style, color=colours[side],
+                       label=label)
+            sizes.plot(x, [r["rss_kib"][side] / 1024 for r in rows], style,
+                       color=colours[side], label=label)
+    rates.set(xlabel="cached policies answered for", ylabel="answers/s (later passes)",
+              title="Answers per second")
+    sizes.set(xlabel="cached policies answered for", ylabel="RSS after all passes (MiB)",
+              title="Resident memory")
+    for axes in (rates, sizes):
+        axes.set_ylim(bottom=0)
+        axes.grid(True, alpha=0.3)
+    rates.legend(fontsize="small")
+    figure.suptitle(f"Drop-in discovery against {peer.PACKAGE}, one postmap -q - "
+                    f"connection, servers {layout} CPU as postmap", fontsize="medium")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A fixed hash salt and no date: the same figures give the same file.
+    figure.savefig(path, format="svg", metadata={"Date": None})
+    plt.close(figure)
+    return f"plot: {path}"
 
 
 def _answer(postmap: str, config_dir: Path, table: str, key: str) -> str:
@@ -353,12 +419,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="resolver mode to measure (repeatable; default both)")
     parser.add_argument("--memory-cache-size", type=int, default=None, metavar="N",
                         help="tlspolicy's [discovery] memory_cache_size (default: its own)")
+    parser.add_argument("--layout", action="append", choices=("same", "different"),
+                        help="CPU layout to measure (repeatable; default both)")
+    parser.add_argument("--sizes", default=None, metavar="N,N,...",
+                        help="also measure with the first N keys only, for each N (the "
+                        "plot's points; default: all keys)")
+    parser.add_argument("--plot", type=Path, default=None, metavar="SVG",
+                        help="write answers/s and RSS against the policies answered for")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE",
+                        help="write every round's figures as JSON")
     parser.add_argument("--dns-server", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.dns_server:
         _dns_server(RESOLVER_ADDRESS, RESOLVER_PORT, args.dns_server)
         return 0
-    n_keys = args.keys or (300 if args.quick else 20_000)
+    sizes = sorted(int(n) for n in args.sizes.split(",")) if args.sizes else None
+    n_keys = max(sizes) if sizes else args.keys or (300 if args.quick else 20_000)
     later = args.later or 1
     postmap = _postmap.find_postmap()
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
@@ -388,8 +464,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"error: import-cache failed: {imported.stderr.strip()}")
         print(f"import: {n_keys:,} policies imported from the {peer.PACKAGE} cache in "
               f"{time.perf_counter() - started:.1f} s", flush=True)
-        measure(bin_dir, postmap, work, keys, later, [("same", 0), ("different", 1)],
-                args.mode or MODES, args.memory_cache_size)
+        layouts = [(name, cpu) for name, cpu in (("same", 0), ("different", 1))
+                   if not args.layout or name in args.layout]
+        results = measure(bin_dir, postmap, work, keys, later, layouts, args.mode or MODES,
+                          args.memory_cache_size, sizes)
+        if args.json is not None:
+            args.json.write_text(json.dumps(results, indent=1) + "\n")
+        if args.plot is not None:
+            print(plot(results, args.plot))
     return 0
 
 

@@ -7,6 +7,10 @@ cached in process no longer than their TTL (capped, never raised), failures are
 never cached as answers, and concurrent queries for one (name, type) share one
 query.  A failed (name, type) is not asked again during its backoff (1 s doubling
 up to 60 s by default, :mod:`.backoff`): the failure itself is the answer meanwhile.
+When the resolver itself fails (many lookups in a row, no answer between), no lookup is
+sent for a while except one at a time to see whether it is back
+(:class:`~tlspolicy.discovery.backoff.ResolverCircuit`): the lookups not sent fail as the
+resolver would have made them fail.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any, Final
 import attrs
 
 from ..errors import MissingDependencyError
-from .backoff import FailureBackoff
+from .backoff import FailureBackoff, ResolverCircuit
 
 try:
     import dns.asyncquery
@@ -48,6 +52,9 @@ _log = logging.getLogger("tlspolicy.discovery")
 MAX_RECORDS: Final = 128
 #: Answers cached at most: past it, expired ones are dropped, then the oldest tenth.
 MAX_CACHED_ANSWERS: Final = 500_000
+#: (name, type) pairs counted in :attr:`DnsClient.sent` at most: past it the oldest tenth
+#: go (a daemon asks about ever more names; the count is for tests and tools).
+MAX_COUNTED: Final = 10_000
 #: EDNS payload size (the DNS flag day 2020 value); larger answers go over TCP.
 EDNS_PAYLOAD: Final = 1232
 #: Extended DNS Error codes that mean "DNSSEC validation failed" (RFC 8914 section 4).
@@ -71,6 +78,9 @@ class DnsAnswer:
     ``bogus`` is set when the resolver's Extended DNS Error says validation failed;
     ``unanswered`` when no answer came at all (timeout, connection refused): the
     resolver is down or unreachable, as opposed to answering SERVFAIL or REFUSED.
+    ``resolver_failure`` when the failure is the resolver's own (no answer, SERVFAIL or
+    REFUSED without a DNSSEC validation error, or not sent while the resolver is failing),
+    as opposed to one name's (a malformed or oversized answer, a name that is no name).
     """
 
     name: str
@@ -87,6 +97,7 @@ class DnsAnswer:
     #: derived from it must not outlive this, however long it sits in a cache.
     expires_at: float = 0.0
     unanswered: bool = False
+    resolver_failure: bool = False
 
     @property
     def exists(self) -> bool:
@@ -116,14 +127,17 @@ class DnsClient:
     queries outstanding at once.  ``backoff`` remembers failed lookups (a
     :class:`~tlspolicy.discovery.backoff.FailureBackoff`; 1 s doubling up to 60 s by
     default): while one is held, :meth:`query` returns the failure without sending,
-    and ``on_suppressed`` (if given) is called.
+    and ``on_suppressed`` (if given) is called.  ``circuit`` does the same for the
+    resolver as a whole (a :class:`~tlspolicy.discovery.backoff.ResolverCircuit`: 32
+    failed lookups in a row, then 1 s doubling up to 30 s by default).
     """
 
     def __init__(self, address: str, port: int = 53, *, timeout: float = 3.0,
                  max_ttl: int = 3600, trusted: bool = True, max_in_flight: int = 256,
                  clock: Callable[[], float] = time.time,
                  backoff: FailureBackoff[tuple[str, str], DnsAnswer] | None = None,
-                 on_suppressed: Callable[[], None] | None = None) -> None:
+                 on_suppressed: Callable[[], None] | None = None,
+                 circuit: ResolverCircuit | None = None) -> None:
         self.address = address
         self.port = port
         self.timeout = timeout
@@ -133,12 +147,15 @@ class DnsClient:
         self._cache: dict[tuple[str, str], tuple[float, DnsAnswer]] = {}
         self._in_flight: dict[tuple[str, str], asyncio.Task[DnsAnswer]] = {}
         self._limit = asyncio.Semaphore(max_in_flight)
-        #: Queries sent to the resolver, per (name, type): what caching saved is visible here.
+        #: Queries sent to the resolver, per (name, type): what caching saved is visible
+        #: here (the latest :data:`MAX_COUNTED` pairs).
         self.sent: collections.Counter[tuple[str, str]] = collections.Counter()
         #: Failed lookups held back (their failure is the answer until the wait ends).
         self.backoff: FailureBackoff[tuple[str, str], DnsAnswer] = (
             backoff if backoff is not None else FailureBackoff())
         self._on_suppressed = on_suppressed
+        #: The resolver as a whole: lookups not sent while it keeps failing.
+        self.circuit = circuit if circuit is not None else ResolverCircuit()
 
     def forget(self, suffix: str | None = None) -> None:
         """Drop cached answers and remembered failures (all, or those for names ending
@@ -146,6 +163,7 @@ class DnsClient:
         if suffix is None:
             self._cache.clear()
             self.backoff.forget()
+            self.circuit.answered()  # judged anew from the next lookup
             return
         suffix = suffix.lower().rstrip(".")
         dotted = "." + suffix
@@ -189,6 +207,14 @@ class DnsClient:
                 if self._on_suppressed is not None:
                     self._on_suppressed()
                 return held
+            if not self.circuit.allows(self._clock()):
+                # The resolver keeps failing: this lookup would fail the same way.
+                if self._on_suppressed is not None:
+                    self._on_suppressed()
+                return DnsAnswer(key[0], rdtype, DnsStatus.FAILED, False, canonical=key[0],
+                                 detail=f"{rdtype} {key[0]}: not sent, the resolver is "
+                                 "failing (lookups of many names in a row got no answer)",
+                                 resolver_failure=True)
             # The query runs as its own task: a caller that gives up (its deadline, its
             # client gone) cancels only its wait, never the answer others wait for.
             pending = asyncio.get_running_loop().create_task(self._shared(key, rdtype))
@@ -203,7 +229,10 @@ class DnsClient:
             del self._in_flight[key]
         if answer.status is DnsStatus.FAILED:
             self.backoff.failed(key, answer, self._clock())
+            if answer.resolver_failure:
+                self.circuit.failed(key, self._clock())
         else:
+            self.circuit.answered()
             self.backoff.succeeded(key)
             if answer.ttl > 0:
                 self._store(key, answer)
@@ -236,9 +265,10 @@ class DnsClient:
         return tasks
 
     def _failed(self, name: str, rdtype: str, detail: str, *, bogus: bool = False,
-                unanswered: bool = False) -> DnsAnswer:
+                unanswered: bool = False, resolver: bool = False) -> DnsAnswer:
         return DnsAnswer(name, rdtype, DnsStatus.FAILED, False, canonical=name, bogus=bogus,
-                         detail=detail, unanswered=unanswered)
+                         detail=detail, unanswered=unanswered,
+                         resolver_failure=resolver or unanswered)
 
     async def _query(self, name: str, rdtype: str) -> DnsAnswer:
         answer = await self._ask(name, rdtype)
@@ -256,7 +286,11 @@ class DnsClient:
         except (dns.exception.DNSException, ValueError) as exc:
             return self._failed(name, rdtype, f"cannot query {name!r}: {exc}")
         request.flags |= dns.flags.AD | dns.flags.RD
-        self.sent[(name, rdtype)] += 1
+        sent = self.sent
+        sent[(name, rdtype)] += 1
+        if len(sent) > MAX_COUNTED:
+            for old in list(itertools.islice(sent, MAX_COUNTED // 10)):
+                del sent[old]
         try:
             async with self._limit, asyncio.timeout(self.timeout * 2.5):
                 response, _ = await dns.asyncquery.udp_with_fallback(
@@ -271,7 +305,9 @@ class DnsClient:
                         for option in response.options)
             return self._failed(name, rdtype,
                                 f"{rdtype} {name}: {dns.rcode.to_text(rcode)}"
-                                + (" (DNSSEC validation failed)" if bogus else ""), bogus=bogus)
+                                + (" (DNSSEC validation failed)" if bogus else ""), bogus=bogus,
+                                resolver=not bogus and rcode in (dns.rcode.SERVFAIL,
+                                                                 dns.rcode.REFUSED))
         try:
             chain = response.resolve_chaining()  # type: ignore[attr-defined]
         except dns.exception.DNSException as exc:
@@ -297,7 +333,10 @@ class DnsClient:
 
     async def probe(self, name: str = ".") -> DnsAnswer:
         """Query ``name`` SOA, bypassing the cache, to check the resolver validates."""
-        return await self._query(name.rstrip(".") or ".", "SOA")
+        answer = await self._query(name.rstrip(".") or ".", "SOA")
+        if answer.status is not DnsStatus.FAILED:
+            self.circuit.answered()  # the resolver answers again
+        return answer
 
 
 def check_resolv_conf(path: str | Path | None, resolver: str, port: int) -> None:

@@ -1,0 +1,52 @@
+"""The discovery lookup's proactive refresh: the MTA-STS policies of the domains it
+answered for, refreshed before they are due."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..errors import TlsPolicyError
+
+if TYPE_CHECKING:
+    from ..discovery import Discovery
+
+
+class _Refreshing:
+    """The lookup's refresh (a part of :class:`~tlspolicy.servers.discovered.DiscoveryLookup`)."""
+
+    discovery: Discovery
+    in_use: OrderedDict[str, float]
+    _clock: Callable[[], float]
+
+    async def refresh_in_use(self, *, interval: float = 60.0, ahead: float | None = None,
+                             window: float = 7 * 86400.0, batch: int = 64) -> None:
+        """Refresh, forever, the MTA-STS policies of domains answered for within
+        ``window`` seconds, ``ahead`` seconds before their next check is due
+        (default: one ``interval``), at most ``batch`` at a time."""
+        ahead = interval if ahead is None else ahead
+        while True:
+            await asyncio.sleep(interval)
+            await self.refresh_once(ahead=ahead, window=window, batch=batch)
+
+    async def refresh_once(self, *, ahead: float = 60.0, window: float = 7 * 86400.0,
+                           batch: int = 64) -> int:
+        """One pass of :meth:`refresh_in_use`; returns how many refreshes it started."""
+        now = self._clock()
+        started = 0
+        for domain, used in list(self.in_use.items()):
+            if now - used > window:
+                self.in_use.pop(domain, None)
+                continue
+            try:
+                if self.discovery.refresh_if_due(domain, ahead=ahead):
+                    started += 1
+            except TlsPolicyError:
+                self.in_use.pop(domain, None)
+                continue
+            if started and started % batch == 0:
+                # Let the refreshes (and the answers) run before starting more.
+                await asyncio.sleep(0.05)
+        return started
