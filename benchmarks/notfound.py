@@ -44,6 +44,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _dns_loop import serve_until_stdin_closes
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CPU = 0
 RESOLVER_CPU = 1
@@ -89,37 +93,11 @@ def _dns_server() -> None:
     tcp.bind(("127.0.0.1", port))
     tcp.listen()
 
-    def serve_udp() -> None:
-        while True:
-            wire, peer_address = udp.recvfrom(65535)
-            reply = answer(wire)
-            if reply is not None:
-                udp.sendto(reply, peer_address)
+    def count() -> int:
+        with lock:
+            return answered[0]
 
-    def serve_tcp_connection(conn: socket.socket) -> None:
-        with conn:
-            buffer = b""
-            while chunk := conn.recv(65535):
-                buffer += chunk
-                while len(buffer) >= 2 and len(buffer) >= 2 + int.from_bytes(buffer[:2]):
-                    size = int.from_bytes(buffer[:2])
-                    reply = answer(buffer[2:2 + size])
-                    buffer = buffer[2 + size:]
-                    if reply is not None:
-                        conn.sendall(len(reply).to_bytes(2) + reply)
-
-    def serve_tcp() -> None:
-        while True:
-            conn, _ = tcp.accept()
-            threading.Thread(target=serve_tcp_connection, args=(conn,), daemon=True).start()
-
-    for target in (serve_udp, serve_tcp):
-        threading.Thread(target=target, daemon=True).start()
-    print(f"PORT {port}", flush=True)
-    for line in sys.stdin:
-        if line.strip() == "count":
-            with lock:
-                print(answered[0], flush=True)
+    serve_until_stdin_closes(udp, tcp, answer, count, f"PORT {port}")
 
 
 def _pinned(command: Sequence[str], cpu: int, *, stdout: int = subprocess.PIPE,

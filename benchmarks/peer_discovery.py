@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _postmap
 import mta_sts_resolver as peer
+from _dns_loop import serve_until_stdin_closes
 
 RESOLVER_ADDRESS = "127.0.0.77"
 RESOLVER_PORT = 53  # resolv.conf names no port
@@ -134,37 +135,11 @@ def _dns_server(address: str, port: int, mode: str) -> None:
     tcp.bind((address, port))
     tcp.listen()
 
-    def serve_udp() -> None:
-        while True:
-            wire, peer_address = udp.recvfrom(65535)
-            reply = answer(wire)
-            if reply is not None:
-                udp.sendto(reply, peer_address)
+    def count() -> int:
+        with lock:
+            return answered[0]
 
-    def serve_tcp_connection(conn: socket.socket) -> None:
-        with conn:
-            buffer = b""
-            while chunk := conn.recv(65535):
-                buffer += chunk
-                while len(buffer) >= 2 and len(buffer) >= 2 + int.from_bytes(buffer[:2]):
-                    size = int.from_bytes(buffer[:2])
-                    reply = answer(buffer[2:2 + size])
-                    buffer = buffer[2 + size:]
-                    if reply is not None:
-                        conn.sendall(len(reply).to_bytes(2) + reply)
-
-    def serve_tcp() -> None:
-        while True:
-            conn, _ = tcp.accept()
-            threading.Thread(target=serve_tcp_connection, args=(conn,), daemon=True).start()
-
-    for target in (serve_udp, serve_tcp):
-        threading.Thread(target=target, daemon=True).start()
-    print("ready", flush=True)
-    for line in sys.stdin:
-        if line.strip() == "count":
-            with lock:
-                print(answered[0], flush=True)
+    serve_until_stdin_closes(udp, tcp, answer, count, "ready")
 
 
 class Resolver:
