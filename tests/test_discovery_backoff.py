@@ -21,11 +21,10 @@ from discovery_support import DnsRelay
 from test_discovery import Clock, enforce, seed
 from tlspolicy import Resolver, loads_toml
 from tlspolicy.discovery import Discovery, DiscoveryConfig, DiscoveryObserver, DnsClient
-from tlspolicy.discovery.backoff import FailureBackoff, FailureLog, ResolverCircuit
-from tlspolicy.discovery.dns import DnsAnswer, DnsStatus
+from tlspolicy.discovery.backoff import FailureBackoff, FailureLog
+from tlspolicy.discovery.dns import DnsStatus
 from tlspolicy.discovery.models import DiscoveryError
 from tlspolicy.formats.settings import check_discovery_table
-from tlspolicy.postfix.dropin import DROP_IN_CONFIG
 from tlspolicy.postfix.lookup import PolicyLookup
 from tlspolicy.servers.discovered import DiscoveryLookup
 from tlspolicy.servers.socketmap import SocketmapReply
@@ -286,134 +285,3 @@ def test_metrics_count_suppressed_lookups() -> None:
     metrics.dns_lookup_suppressed()
     assert metrics.registry.get_sample_value(
         "tlspolicy_discovery_dns_lookups_suppressed_total") == 2
-
-
-# ------------------------------------------------ the resolver as a whole failing
-
-
-def test_circuit_opens_after_failures_in_a_row_and_lets_one_lookup_through() -> None:
-    circuit = ResolverCircuit(failures=3, initial=1.0, maximum=4.0)
-    now = 100.0
-    for key in ("a", "b"):
-        assert circuit.allows(now)
-        circuit.failed(key, now)
-    circuit.answered()  # an answer between: the count starts over
-    for _ in range(5):
-        circuit.failed("a", now)  # one name failing again and again is that name's
-    assert not circuit.is_open
-    for key in ("b", "c"):
-        assert circuit.allows(now)
-        circuit.failed(key, now)
-    assert circuit.is_open and circuit.opened == 1
-    assert not circuit.allows(now + 0.5)  # not sent
-    assert circuit.allows(now + 1.0)  # the wait ran out: one lookup finds out
-    assert not circuit.allows(now + 1.0)  # and only one
-    circuit.failed("d", now + 1.0)  # still failing: twice as long
-    assert not circuit.allows(now + 2.9)
-    assert circuit.allows(now + 3.0)
-    circuit.failed("e", now + 3.0)
-    assert circuit.allows(now + 7.0)  # at most the maximum
-    circuit.answered()  # the resolver is back
-    assert not circuit.is_open and circuit.allows(now + 7.0) and circuit.allows(now + 7.0)
-    assert circuit.suppressed == 3
-    with pytest.raises(ValueError, match="circuit"):
-        ResolverCircuit(failures=0)
-
-
-def test_circuit_sends_fewer_queries_and_changes_no_answer(servfail: DnsRelay) -> None:
-    """Many names failing at once: after 32 failures in a row the lookups are not sent
-    and fail as the sent ones did; once the resolver answers again, the one lookup let
-    through closes the circuit."""
-    async def main(circuit: bool) -> tuple[list[tuple[DnsStatus, bool]], int]:
-        clock = Clock()
-        client = DnsClient("127.0.0.1", servfail.port, timeout=1.0, clock=clock,
-                           circuit=None if circuit else _NeverOpen())
-        answers = []
-        for n in range(100):
-            answer = await client.query(f"n{n}.outage.test", "MX")
-            answers.append((answer.status, answer.resolver_failure))
-        return answers, sum(client.sent.values())
-
-    with_circuit, sent = asyncio.run(main(True))
-    without, sent_without = asyncio.run(main(False))
-    assert with_circuit == without == [(DnsStatus.FAILED, True)] * 100
-    assert (sent, sent_without) == (32, 100)
-
-
-class _Scripted(DnsClient):
-    """A client whose resolver fails while ``failing`` is set, else answers NXDOMAIN."""
-
-    failing = True
-
-    async def _ask(self, name: str, rdtype: str) -> DnsAnswer:
-        self.sent[(name, rdtype)] += 1
-        if self.failing:
-            return self._failed(name, rdtype, f"{rdtype} {name}: SERVFAIL", resolver=True)
-        return DnsAnswer(name, rdtype, DnsStatus.NXDOMAIN, False, canonical=name)
-
-
-def test_circuit_closes_when_the_resolver_answers_again() -> None:
-    async def main() -> list[int]:
-        clock = Clock()
-        client = _Scripted("127.0.0.1", 9, clock=clock,
-                           circuit=ResolverCircuit(failures=2, initial=1.0, maximum=8.0))
-        for n in range(5):
-            await client.query(f"n{n}.outage.test", "MX")
-        sent = [sum(client.sent.values())]
-        client.failing = False
-        answer = await client.query("early.outage.test", "MX")  # still within the wait
-        assert answer.status is DnsStatus.FAILED and answer.resolver_failure
-        clock.now += 1.0
-        answer = await client.query("back.outage.test", "MX")  # let through: answered
-        assert answer.status is DnsStatus.NXDOMAIN
-        assert not client.circuit.is_open
-        for n in range(5):
-            await client.query(f"m{n}.outage.test", "MX")
-        sent.append(sum(client.sent.values()))
-        return sent
-
-    assert asyncio.run(main()) == [2, 8]
-
-
-class _NeverOpen(ResolverCircuit):
-    """Every lookup is sent (the behaviour before the circuit)."""
-
-    def allows(self, now: float) -> bool:
-        return True
-
-
-def test_outage_answers_with_the_circuit_open_are_the_answers_without_it(
-        servfail: DnsRelay, tmp_path: Path) -> None:
-    """Drop-in lookups for 60 domains, cached enforce policies due their check and 20
-    domains nobody knows: the answers are the same with the circuit and without it."""
-    async def main(circuit: bool) -> tuple[list[str], int]:
-        clock = Clock()
-        store = SqliteStore(tmp_path / f"cache-{circuit}.sqlite3")
-        names = [f"d{n}.{DOMAIN}" for n in range(60)]
-        for name in names:
-            await seed(store, name, enforce(name), fetched_at=clock.now - 100,
-                       policy_id="id1", next_check=clock.now - 1)
-        discovery = _discovery(servfail, store, clock)
-        if not circuit:
-            discovery.dns.circuit = _NeverOpen()
-        answers = []
-        async with discovery:
-            lookup = DiscoveryLookup(PolicyLookup(Resolver(DROP_IN_CONFIG),
-                                                  postfix_version=VERSION),
-                                     discovery, postfix_version=VERSION, drop_in=True,
-                                     own_level="may")
-            for _ in range(2):
-                for name in [*names, *(f"cold{n}.{DOMAIN}" for n in range(20))]:
-                    answers.append(await _ask(lookup, name))
-                clock.now += 0.5
-            await asyncio.gather(*discovery._refreshing.values())
-            opened = discovery.dns.circuit.opened
-        await store.close()
-        return answers, opened
-
-    with_circuit, opened = asyncio.run(main(True))
-    without, _ = asyncio.run(main(False))
-    assert opened >= 1
-    assert with_circuit == without
-    assert with_circuit[0] == f"OK secure match=.d0.{DOMAIN} servername=hostname"
-    assert with_circuit[-1] == "NOTFOUND"

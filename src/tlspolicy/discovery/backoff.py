@@ -8,12 +8,6 @@ is the answer, so everything computed from it (a cached MTA-STS policy kept in f
 DANE inputs unknown) is exactly what the failed lookup itself gives.  A success forgets
 the key at once.
 
-:class:`ResolverCircuit` is the same rule for the resolver as a whole: when many lookups
-in a row fail with no answer between them, the resolver itself is failing, and lookups
-are not sent for a wait that doubles while it goes on, except one at a time to see
-whether it came back.  A lookup not sent fails as the resolver's own failure would have
-made it fail, so no answer changes; only the queries (and their cost) go.
-
 :class:`FailureLog` writes failure warnings at most once per name per backoff window
 and at most ``lines`` lines per ``interval`` overall; what it holds back is counted and
 said in one summary line per interval.
@@ -37,17 +31,8 @@ __all__ = [
     "DEFAULT_BACKOFF_MAX",
     "FailureBackoff",
     "FailureLog",
-    "ResolverCircuit",
 ]
 
-#: Lookups of distinct names failed in a row, with no answer between, after which the
-#: resolver counts as failing (an MTA's lookups for many names interleave: a few broken
-#: zones, or one name asked again and again, do not reach it).
-DEFAULT_CIRCUIT_FAILURES: Final = 32
-#: Seconds no lookup is sent once the resolver counts as failing (doubling while it fails).
-DEFAULT_CIRCUIT_INITIAL: Final = 1.0
-#: Longest such wait: a resolver that comes back is used again within this time.
-DEFAULT_CIRCUIT_MAX: Final = 30.0
 #: Failures remembered at most (every name asked about could fail).
 MAX_REMEMBERED: Final = 100_000
 
@@ -137,78 +122,6 @@ class FailureBackoff(Generic[K, V]):
             # Insertion order is the order of the latest failures: the oldest go.
             for key in list(itertools.islice(entries, max(1, self.max_entries // 10))):
                 del entries[key]
-
-
-class ResolverCircuit:
-    """The resolver as a whole failing: after failed lookups of ``failures`` distinct
-    keys in a row with no answer between, no lookup is sent for ``initial`` seconds;
-    then one lookup is let through (the others still wait): an answer closes the
-    circuit, a failure opens it again for twice as long, up to ``maximum``.
-    :attr:`suppressed` counts the lookups not sent.  Callers report every sent
-    lookup's result with :meth:`answered` or :meth:`failed` (only failures of the
-    resolver itself count: no answer at all, or SERVFAIL/REFUSED without a DNSSEC
-    validation error).
-    """
-
-    __slots__ = ("_failed_keys", "_open_until", "_probing", "_wait", "failures", "initial",
-                 "maximum", "opened", "suppressed")
-
-    def __init__(self, failures: int = DEFAULT_CIRCUIT_FAILURES,
-                 initial: float = DEFAULT_CIRCUIT_INITIAL,
-                 maximum: float = DEFAULT_CIRCUIT_MAX) -> None:
-        if failures < 1 or not 0 < initial <= maximum:
-            raise ValueError(f"circuit needs failures >= 1 and 0 < initial <= maximum, got "
-                             f"{failures!r}, {initial!r}, {maximum!r}")
-        self.failures = failures
-        self.initial = float(initial)
-        self.maximum = float(maximum)
-        self._failed_keys: set[Hashable] = set()
-        self._open_until: float | None = None
-        self._wait = self.initial
-        self._probing = False
-        #: Lookups not sent while the circuit was open.
-        self.suppressed = 0
-        #: Times the circuit opened (the resolver counted as failing).
-        self.opened = 0
-
-    @property
-    def is_open(self) -> bool:
-        """Whether the resolver counts as failing now (until an answer comes)."""
-        return self._open_until is not None
-
-    def allows(self, now: float) -> bool:
-        """Whether a lookup may be sent now; when not, it is counted in
-        :attr:`suppressed` and the caller answers with a failure without sending."""
-        until = self._open_until
-        if until is None:
-            return True
-        if now >= until and not self._probing:
-            self._probing = True  # this one lookup finds out whether the resolver is back
-            return True
-        self.suppressed += 1
-        return False
-
-    def answered(self) -> None:
-        """A lookup got an answer: the resolver works."""
-        self._failed_keys.clear()
-        self._open_until = None
-        self._probing = False
-        self._wait = self.initial
-
-    def failed(self, key: Hashable, now: float) -> None:
-        """A sent lookup of ``key`` failed because of the resolver."""
-        if self._open_until is not None:
-            if self._probing:  # the lookup let through failed too: wait longer
-                self._probing = False
-                self._wait = min(self._wait * 2, self.maximum)
-                self._open_until = now + self._wait
-            return
-        failed = self._failed_keys
-        failed.add(key)
-        if len(failed) >= self.failures:
-            failed.clear()
-            self._open_until = now + self._wait
-            self.opened += 1
 
 
 class FailureLog:

@@ -7,10 +7,6 @@ cached in process no longer than their TTL (capped, never raised), failures are
 never cached as answers, and concurrent queries for one (name, type) share one
 query.  A failed (name, type) is not asked again during its backoff (1 s doubling
 up to 60 s by default, :mod:`.backoff`): the failure itself is the answer meanwhile.
-When the resolver itself fails (many lookups in a row, no answer between), no lookup is
-sent for a while except one at a time to see whether it is back
-(:class:`~tlspolicy.discovery.backoff.ResolverCircuit`): the lookups not sent fail as the
-resolver would have made them fail.
 """
 
 from __future__ import annotations
@@ -29,7 +25,7 @@ from typing import Any, Final
 import attrs
 
 from ..errors import MissingDependencyError
-from .backoff import FailureBackoff, ResolverCircuit
+from .backoff import FailureBackoff
 
 try:
     import dns.asyncquery
@@ -78,9 +74,6 @@ class DnsAnswer:
     ``bogus`` is set when the resolver's Extended DNS Error says validation failed;
     ``unanswered`` when no answer came at all (timeout, connection refused): the
     resolver is down or unreachable, as opposed to answering SERVFAIL or REFUSED.
-    ``resolver_failure`` when the failure is the resolver's own (no answer, SERVFAIL or
-    REFUSED without a DNSSEC validation error, or not sent while the resolver is failing),
-    as opposed to one name's (a malformed or oversized answer, a name that is no name).
     """
 
     name: str
@@ -97,7 +90,6 @@ class DnsAnswer:
     #: derived from it must not outlive this, however long it sits in a cache.
     expires_at: float = 0.0
     unanswered: bool = False
-    resolver_failure: bool = False
 
     @property
     def exists(self) -> bool:
@@ -127,17 +119,14 @@ class DnsClient:
     queries outstanding at once.  ``backoff`` remembers failed lookups (a
     :class:`~tlspolicy.discovery.backoff.FailureBackoff`; 1 s doubling up to 60 s by
     default): while one is held, :meth:`query` returns the failure without sending,
-    and ``on_suppressed`` (if given) is called.  ``circuit`` does the same for the
-    resolver as a whole (a :class:`~tlspolicy.discovery.backoff.ResolverCircuit`: 32
-    failed lookups in a row, then 1 s doubling up to 30 s by default).
+    and ``on_suppressed`` (if given) is called.
     """
 
     def __init__(self, address: str, port: int = 53, *, timeout: float = 3.0,
                  max_ttl: int = 3600, trusted: bool = True, max_in_flight: int = 256,
                  clock: Callable[[], float] = time.time,
                  backoff: FailureBackoff[tuple[str, str], DnsAnswer] | None = None,
-                 on_suppressed: Callable[[], None] | None = None,
-                 circuit: ResolverCircuit | None = None) -> None:
+                 on_suppressed: Callable[[], None] | None = None) -> None:
         self.address = address
         self.port = port
         self.timeout = timeout
@@ -154,8 +143,6 @@ class DnsClient:
         self.backoff: FailureBackoff[tuple[str, str], DnsAnswer] = (
             backoff if backoff is not None else FailureBackoff())
         self._on_suppressed = on_suppressed
-        #: The resolver as a whole: lookups not sent while it keeps failing.
-        self.circuit = circuit if circuit is not None else ResolverCircuit()
 
     def forget(self, suffix: str | None = None) -> None:
         """Drop cached answers and remembered failures (all, or those for names ending
@@ -163,7 +150,6 @@ class DnsClient:
         if suffix is None:
             self._cache.clear()
             self.backoff.forget()
-            self.circuit.answered()  # judged anew from the next lookup
             return
         suffix = suffix.lower().rstrip(".")
         dotted = "." + suffix
@@ -207,14 +193,6 @@ class DnsClient:
                 if self._on_suppressed is not None:
                     self._on_suppressed()
                 return held
-            if not self.circuit.allows(self._clock()):
-                # The resolver keeps failing: this lookup would fail the same way.
-                if self._on_suppressed is not None:
-                    self._on_suppressed()
-                return DnsAnswer(key[0], rdtype, DnsStatus.FAILED, False, canonical=key[0],
-                                 detail=f"{rdtype} {key[0]}: not sent, the resolver is "
-                                 "failing (lookups of many names in a row got no answer)",
-                                 resolver_failure=True)
             # The query runs as its own task: a caller that gives up (its deadline, its
             # client gone) cancels only its wait, never the answer others wait for.
             pending = asyncio.get_running_loop().create_task(self._shared(key, rdtype))
@@ -229,10 +207,7 @@ class DnsClient:
             del self._in_flight[key]
         if answer.status is DnsStatus.FAILED:
             self.backoff.failed(key, answer, self._clock())
-            if answer.resolver_failure:
-                self.circuit.failed(key, self._clock())
         else:
-            self.circuit.answered()
             self.backoff.succeeded(key)
             if answer.ttl > 0:
                 self._store(key, answer)
@@ -265,10 +240,9 @@ class DnsClient:
         return tasks
 
     def _failed(self, name: str, rdtype: str, detail: str, *, bogus: bool = False,
-                unanswered: bool = False, resolver: bool = False) -> DnsAnswer:
+                unanswered: bool = False) -> DnsAnswer:
         return DnsAnswer(name, rdtype, DnsStatus.FAILED, False, canonical=name, bogus=bogus,
-                         detail=detail, unanswered=unanswered,
-                         resolver_failure=resolver or unanswered)
+                         detail=detail, unanswered=unanswered)
 
     async def _query(self, name: str, rdtype: str) -> DnsAnswer:
         answer = await self._ask(name, rdtype)
@@ -305,9 +279,7 @@ class DnsClient:
                         for option in response.options)
             return self._failed(name, rdtype,
                                 f"{rdtype} {name}: {dns.rcode.to_text(rcode)}"
-                                + (" (DNSSEC validation failed)" if bogus else ""), bogus=bogus,
-                                resolver=not bogus and rcode in (dns.rcode.SERVFAIL,
-                                                                 dns.rcode.REFUSED))
+                                + (" (DNSSEC validation failed)" if bogus else ""), bogus=bogus)
         try:
             chain = response.resolve_chaining()  # type: ignore[attr-defined]
         except dns.exception.DNSException as exc:
@@ -333,10 +305,7 @@ class DnsClient:
 
     async def probe(self, name: str = ".") -> DnsAnswer:
         """Query ``name`` SOA, bypassing the cache, to check the resolver validates."""
-        answer = await self._query(name.rstrip(".") or ".", "SOA")
-        if answer.status is not DnsStatus.FAILED:
-            self.circuit.answered()  # the resolver answers again
-        return answer
+        return await self._query(name.rstrip(".") or ".", "SOA")
 
 
 def check_resolv_conf(path: str | Path | None, resolver: str, port: int) -> None:
