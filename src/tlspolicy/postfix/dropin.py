@@ -21,6 +21,8 @@ from typing import Final
 import attrs
 
 from ..options import Options
+from ..policies.destination import Destination
+from ..policies.mtasts import StsMode
 from ..scopes import Config
 from .answers import DiscoveredAnswer
 from .levels import PostfixLevel, PostfixPolicy, PostfixWarning
@@ -29,6 +31,7 @@ __all__ = [
     "DROP_IN_CONFIG",
     "OWN_LEVELS",
     "OWN_LEVEL_SETTINGS",
+    "answer_reads_no_mx_host",
     "drop_in",
     "own_security_level",
     "sends_sts_attributes_for",
@@ -167,3 +170,16 @@ def drop_in(answer: DiscoveredAnswer, own: str | None) -> DiscoveredAnswer:
                      "ordered; published TLSA records are the domain's own choice); the "
                      "others are deferred", policy)
     return answer
+
+
+def answer_reads_no_mx_host(destination: Destination, dane_usable: bool) -> bool:
+    """Whether a drop-in answer for ``destination`` is the same whatever its MX hosts are.
+
+    Without DANE no host is D or X, so an MTA-STS policy in enforce mode answers with rule
+    (d)'s ``secure`` and the policy's ``match=`` list for every host, which is also the
+    answer when the MX lookup fails (SEMANTICS 11); the drop-in configuration is Postfix's
+    own level, which names no MX host.  For a null MX or a domain that does not exist the
+    policy's answer stands where the configuration alone would have been used: never
+    weaker.  Discovery then need not look the hosts up."""
+    policy = destination.mta_sts
+    return not dane_usable and policy is not None and policy.mode is StsMode.ENFORCE

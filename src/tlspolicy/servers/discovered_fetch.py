@@ -15,7 +15,7 @@ import attrs
 from ..errors import TlsPolicyError
 from ..policies.dane import TlsaLookup, TlsaLookupStatus
 from ..policies.destination import Destination
-from ..policies.mtasts import StsMode
+from ..postfix.dropin import answer_reads_no_mx_host
 from ..postfix.keys import PostfixKey
 from ..postfix.lookup import PolicyLookup
 from .discovered_models import (
@@ -85,18 +85,13 @@ class _Fetching:
 
     def _mx_unneeded(self, values: _Values, sts: StsState | None, dnssec: bool,
                      now: float) -> bool:
-        """Whether the answer needs no MX hosts: drop-in mode, DANE off for this next
-        hop (the resolver does not validate, or Postfix cannot do DANE), and an unexpired
-        enforce policy in force.  Without DANE no host is D or X, so the answer is rule
-        (d)'s ``secure`` with the policy's ``match=`` list whatever the hosts are, which is
-        also the answer SEMANTICS 11 gives when the MX lookup fails; the configuration is
-        Postfix's own level, which names no MX host.  For a null MX or a domain that does
-        not exist (no delivery at all) the policy's answer stands where the configuration
-        alone would have been used: never weaker."""
-        if not self.drop_in or sts is None or (values.dane_on and dnssec):
+        """Whether the answer needs no MX hosts (drop-in mode only): the Postfix
+        dialect's :func:`~tlspolicy.postfix.dropin.answer_reads_no_mx_host` on the
+        MTA-STS state held, with DANE usable for this next hop or not."""
+        if not self.drop_in or sts is None:
             return False
         found = Destination.from_cache(sts.cached, _aware(now), fetch=sts.outcome)
-        return found.mta_sts is not None and found.mta_sts.mode is StsMode.ENFORCE
+        return answer_reads_no_mx_host(found, dane_usable=values.dane_on and dnssec)
 
     def _values(self, binding: str, parsed: PostfixKey, key: str = "") -> _Values:
         # A pure function of the configuration, which a reload replaces with this lookup.
