@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import hashlib
 import os
 import stat
@@ -40,6 +41,7 @@ __all__ = [
     "MAX_LOAD_BYTES",
     "MAX_PEM_BYTES",
     "ReadBudget",
+    "gc_paused",
     "open_regular_file",
     "read_regular_bytes",
     "read_regular_text",
@@ -58,6 +60,25 @@ MAX_PEM_BYTES: Final = 16 << 20
 """Largest ``tls_ca`` / ``tls_certificate`` / ``tls_key`` file read (16 MiB)."""
 
 _CHUNK: Final = 1 << 20
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Hold the cyclic garbage collector off while a configuration is built.
+
+    A large configuration is hundreds of thousands of new objects, none of them garbage;
+    every few hundred allocations the collector would walk them all again, which made
+    up about a third of building a 100,000-stanza configuration.  Reference counting
+    still frees what is dropped; the collector runs as before afterwards (or stays off,
+    when the caller had turned it off).
+    """
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 def _kind(mode: int) -> str:

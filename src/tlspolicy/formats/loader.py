@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from .._raw import RawScope
@@ -28,7 +28,7 @@ from ..scopes import Config, layer_configs
 from ..scopes.models import floor_path, scope_path
 from ..scopes.stanzas import has_expiry, sets_no_option
 from .ecelerity import load_ecelerity_config, read_ecelerity
-from .files import ReadBudget
+from .files import ReadBudget, gc_paused
 from .toml import dumps_toml, loads_toml, toml_to_raw
 
 __all__ = ["LineOf", "dump_toml", "line_finder", "load_config", "load_file", "loads_toml",
@@ -127,7 +127,12 @@ def load_config(*paths: str | os.PathLike[str], format: str | None = None,
     if not paths:
         raise NoConfigFilesError("no configuration file given: refusing to load an empty "
                                  "(all-plaintext) policy")
-    budget = budget if budget is not None else ReadBudget()
+    with gc_paused():
+        return _load_layers(paths, format, budget if budget is not None else ReadBudget())
+
+
+def _load_layers(paths: Sequence[str | os.PathLike[str]], format: str | None,
+                 budget: ReadBudget) -> Config:
     configs: list[Config] = []
     errors: list[ConfigError] = []
     markers = 0
