@@ -14,10 +14,10 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TextIO, TypeVar
 
-from ..formats.settings import DiscoverySettings, discovery_settings
+from ..formats.settings import DISCOVERY_FLAGS, discovery_settings
 from ..resolver import Resolver
 from ._common import (
     EXIT_FOUND,
@@ -33,7 +33,8 @@ from .resolve import _print_decision
 if TYPE_CHECKING:
     from ..discovery import Discovery
 
-__all__ = ["DISCOVERY_OPTIONS", "add_discovery_arguments", "open_discovery", "register"]
+__all__ = ["DISCOVERY_OPTIONS", "add_discovery_arguments", "add_setting_flags", "open_discovery",
+           "register"]
 
 _T = TypeVar("_T")
 
@@ -41,11 +42,39 @@ _T = TypeVar("_T")
 DISCOVERY_OPTIONS: Final = ("resolver", "resolver_port", "resolver_trusted", "probe_name",
                             "probe_backoff_max", "cache", "redis", "https_port", "ca_file",
                             "first_wait")
-"""Every option :func:`add_discovery_arguments` can add, by its destination."""
+"""Every option :func:`add_discovery_arguments` can add, by its destination: the flags of
+:data:`~tlspolicy.formats.settings.DISCOVERY_FLAGS` that say where discovery asks and
+caches."""
 
 _STORE_ONLY: Final = ("cache", "redis")
 _FETCHING: Final = ("resolver", "resolver_port", "resolver_trusted", "probe_name", "cache",
                     "redis", "https_port", "ca_file")
+
+#: How a flag's value is read, by the type of its key (a string is taken as given).
+_READERS: Final[Mapping[object, Callable[[str], Any]]] = {int: int, (int, float): float}
+
+
+def add_setting_flags(group: argparse._ActionsContainer, dests: Iterable[str], *,
+                      readers: Mapping[str, Callable[[str], Any]] | None = None) -> None:
+    """Add to ``group`` the flags of ``[discovery]`` keys, by destination, as
+    :data:`~tlspolicy.formats.settings.DISCOVERY_FLAGS` declares them.
+
+    A value is read as its key's type says, unless ``readers`` names another reader for
+    its destination.  Every flag defaults to ``None``, so that a flag given is told from
+    one left out (the ``[discovery]`` table's value, or the default its help shows,
+    applies then; see :func:`~tlspolicy.formats.settings.discovery_settings`).
+    """
+    for dest in dests:
+        flag = DISCOVERY_FLAGS[dest]
+        if flag.kind is bool:
+            group.add_argument(flag.option, dest=dest, default=None, help=flag.shown_help,
+                               action="store_false" if flag.default else "store_true")
+            continue
+        taking: dict[str, Any] = {"metavar": flag.metavar}
+        reader = (readers or {}).get(dest) or _READERS.get(flag.kind)
+        if reader is not None:
+            taking["type"] = reader
+        group.add_argument(flag.option, dest=dest, help=flag.shown_help, **taking)
 
 
 def add_discovery_arguments(parser: argparse.ArgumentParser,
@@ -54,66 +83,20 @@ def add_discovery_arguments(parser: argparse.ArgumentParser,
 
     ``only`` names the options the command uses (by destination, from
     :data:`DISCOVERY_OPTIONS`); the others are not offered, and keep their defaults.
-    Every option defaults to ``None`` (not given; see
-    :func:`~tlspolicy.formats.settings.discovery_settings`) and its help shows the default
-    that then applies.  Building the parser never needs the ``tlspolicy[discovery]``
-    extra: running the command says what to install.
+    Every option defaults to ``None`` (:func:`add_setting_flags`).  Building the parser
+    never needs the ``tlspolicy[discovery]`` extra: running the command says what to
+    install.
     """
-    # Every flag defaults to None, so that a flag given is told from one left out (the
-    # [discovery] table's value, or the default its help shows, applies then).
-    defaults = DiscoverySettings()
-    options: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
-        "resolver": (("--resolver",), dict(
-            metavar="ADDRESS",
-            help="the validating DNS resolver to ask (loopback unless --resolver-trusted; "
-                 f"default {defaults.resolver})")),
-        "resolver_port": (("--resolver-port",), dict(
-            metavar="PORT", type=int,
-            help=f"its port (default {defaults.resolver_port})")),
-        "resolver_trusted": (("--resolver-trusted",), dict(
-            action="store_true", default=None,
-            help="trust the AD bit of a resolver that is not on loopback")),
-        "probe_name": (("--probe-name",), dict(
-            metavar="NAME",
-            help="a signed name the resolver must validate before DANE inputs are trusted "
-                 f"(default {defaults.probe_name!r})")),
-        "probe_backoff_max": (("--probe-backoff-max",), dict(
-            type=float, metavar="SECONDS",
-            help="longest wait between probes of a resolver that does not validate yet "
-                 f"(default {defaults.probe_backoff_max:g})")),
-        "cache": (("--cache",), dict(
-            metavar="PATH",
-            help="the SQLite cache file; with --redis, the local mirror of enforce policies "
-                 f"(default {defaults.cache})")),
-        "redis": (("--redis",), dict(
-            metavar="URL",
-            help="share the cache with a fleet through Redis/Valkey at URL "
-                 "(redis://host:port/db)")),
-        "https_port": (("--https-port",), dict(
-            metavar="PORT", type=int,
-            help=f"port of the MTA-STS policy hosts (default {defaults.https_port})")),
-        "ca_file": (("--ca-file",), dict(
-            metavar="FILE",
-            help="trust this CA bundle for MTA-STS policy hosts instead of the system store "
-                 "(for test setups)")),
-        "first_wait": (("--first-wait",), dict(
-            metavar="SECONDS", type=float,
-            help="on a cold cache, how long to wait for a policy before answering as if "
-                 f"there were none (default {defaults.first_wait:g})")),
-    }
-    unknown = set(only) - set(options)
+    unknown = set(only) - set(DISCOVERY_OPTIONS)
     if unknown:
         raise ValueError(f"unknown discovery options: {', '.join(sorted(unknown))}")
     wanted = [name for name in DISCOVERY_OPTIONS if name in only]
     title = ("discovery (DNS, MTA-STS and the cache; needs the tlspolicy[discovery] extra)"
              if set(wanted) - set(_STORE_ONLY) else
              "the discovery cache (needs the tlspolicy[discovery] extra)")
-    group = parser.add_argument_group(title)
-    for name in wanted:
-        flags, kwargs = options[name]
-        group.add_argument(*flags, dest=name, **kwargs)
+    add_setting_flags(parser.add_argument_group(title), wanted)
     # The options a command does not offer are there too, never given.
-    parser.set_defaults(**{name: None for name in options if name not in only})
+    parser.set_defaults(**{name: None for name in DISCOVERY_OPTIONS if name not in only})
 
 
 async def open_discovery(args: argparse.Namespace, *, probe: bool = True) -> Discovery:
