@@ -23,7 +23,9 @@ from ._common import (
     EXIT_FOUND,
     EXIT_OK,
     UsageError,
+    add_binding,
     add_config_files,
+    add_json,
     load_configuration,
     needs_extra,
     warn,
@@ -363,9 +365,8 @@ def register(sub: Any) -> None:
     discover.add_argument("--mx-host", dest="mx_host", metavar="HOST",
                           help="decide for this MX host only (default: every MX host, "
                                "at most 10)")
-    discover.add_argument("--binding", "-b", help="binding name (default: the default binding)")
-    discover.add_argument("--json", action="store_true",
-                          help="print what was found and the decisions as JSON")
+    add_binding(discover)
+    add_json(discover, "what was found and the decisions")
     add_config_files(discover)
     # --probe-backoff-max is for a server that keeps probing; discover asks once.
     add_discovery_arguments(discover, [*_FETCHING, "first_wait"])
@@ -377,7 +378,7 @@ def register(sub: Any) -> None:
     show = actions.add_parser("show", help="print cached MTA-STS states")
     show.add_argument("domain", nargs="?", metavar="DOMAIN",
                       help="one domain (default: every cached domain)")
-    show.add_argument("--json", action="store_true", help="print the states as JSON")
+    add_json(show, "the states")
     add_discovery_arguments(show, _STORE_ONLY)
     show.set_defaults(func=_cmd_cache_show)
     purge = actions.add_parser("purge", help="forget cached policy and DNS answers")
@@ -388,7 +389,7 @@ def register(sub: Any) -> None:
     refresh = actions.add_parser("refresh", help="fetch a domain's policy now, ignoring the "
                                                  "cache's schedule")
     refresh.add_argument("domain", metavar="DOMAIN", help="the domain to refresh")
-    refresh.add_argument("--json", action="store_true", help="print the new state as JSON")
+    add_json(refresh, "the new state")
     # A refresh waits for the whole fetch: --first-wait does not apply.
     add_discovery_arguments(refresh, _FETCHING)
     refresh.set_defaults(func=_cmd_cache_refresh)

@@ -19,7 +19,9 @@ from ..resolver import Resolver
 from ._common import (
     UsageError,
     add_at,
+    add_binding,
     add_config_files,
+    add_json,
     evaluation_time,
     load_configuration,
     note,
@@ -265,7 +267,7 @@ def register(sub: Any) -> None:
     """Add ``resolve`` to the command line's subparsers."""
     resolve = sub.add_parser("resolve", help="show the decision for one domain and binding")
     resolve.add_argument("domain", metavar="DOMAIN", help="recipient domain (or IP literal)")
-    resolve.add_argument("--binding", "-b", help="binding name (default: the default binding)")
+    add_binding(resolve)
     resolve.add_argument("--mx-host", metavar="HOST",
                          help="MX host name being connected to (mx_host)")
     resolve.add_argument("--mx", dest="mx_host", metavar="HOST", action=_Deprecated,
@@ -273,7 +275,7 @@ def register(sub: Any) -> None:
     add_at(resolve)
     resolve.add_argument("--override", action="append", metavar="OPTION=VALUE",
                          help="per-message override (repeatable), e.g. tls=required")
-    resolve.add_argument("--json", action="store_true", help="print the decision as JSON")
+    add_json(resolve, "the decision")
     policy = resolve.add_argument_group(
         "destination policy inputs (what your MTA found; the same names as in expectation "
         "files' [case.inputs] and the Destination class)")

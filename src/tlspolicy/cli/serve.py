@@ -17,7 +17,7 @@ from ..servers import systemd as _systemd
 from ..servers.app import lookup_factory, serve_socketmap
 from ..servers.app_inputs import UnixListen
 from ..servers.postfix_routes import DEFAULT_ROUTE_POLL, ROUTE_PARAMETERS
-from ._common import UsageError, add_config_files, config_paths
+from ._common import UsageError, add_config_files, add_no_file_checks, config_paths
 from .discover import add_discovery_arguments, add_setting_flags
 from .serve_discovery import require_discovery
 from .serve_inputs import (
@@ -219,10 +219,8 @@ def register(sub: Any) -> None:
     _add_listening(socketmap)
     _add_limits(socketmap)
     add_config_files(socketmap)
-    socketmap.add_argument("--no-file-checks", action="store_true",
-                           help="do not check that every tls_ca, tls_certificate and tls_key "
-                                "is a readable PEM file of its kind (the files are then found "
-                                "missing only when Postfix sends mail)")
+    add_no_file_checks(socketmap, "the files are then found missing only when Postfix sends "
+                                  "mail")
     socketmap.add_argument("--quiet", "-q", action="store_true", help="log warnings only")
     socketmap.add_argument(
         "--compiled-cache", metavar="DIR", default=None,
