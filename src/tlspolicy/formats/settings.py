@@ -8,7 +8,8 @@ located error, like any other) and ``serve`` reads it with
 :func:`read_discovery_table`.
 
 :class:`DiscoverySettings` is the table's one definition: every key with its type, what
-it sets and its default.  :func:`discovery_settings` is the one rule that fills it: a
+it sets, its default and its command-line flag (:class:`Flag`, which the commands build
+their options from).  :func:`discovery_settings` is the one rule that fills it: a
 command-line flag given explicitly, else the table, else the default.
 
 .. code-block:: toml
