@@ -35,8 +35,8 @@ from .resolve import _print_decision
 if TYPE_CHECKING:
     from ..discovery import Discovery
 
-__all__ = ["DISCOVERY_OPTIONS", "add_discovery_arguments", "add_setting_flags", "open_discovery",
-           "register"]
+__all__ = ["DISCOVERY_OPTIONS", "STORE_OPTIONS", "add_discovery_arguments", "add_setting_flags",
+           "open_discovery", "register"]
 
 _T = TypeVar("_T")
 
@@ -48,7 +48,9 @@ DISCOVERY_OPTIONS: Final = ("resolver", "resolver_port", "resolver_trusted", "pr
 :data:`~tlspolicy.formats.settings.DISCOVERY_FLAGS` that say where discovery asks and
 caches."""
 
-_STORE_ONLY: Final = ("cache", "redis")
+STORE_OPTIONS: Final = ("cache", "redis")
+"""The discovery options of a command that only reads or writes the cache."""
+
 _FETCHING: Final = ("resolver", "resolver_port", "resolver_trusted", "probe_name", "cache",
                     "redis", "https_port", "ca_file")
 
@@ -94,7 +96,7 @@ def add_discovery_arguments(parser: argparse.ArgumentParser,
         raise ValueError(f"unknown discovery options: {', '.join(sorted(unknown))}")
     wanted = [name for name in DISCOVERY_OPTIONS if name in only]
     title = ("discovery (DNS, MTA-STS and the cache; needs the tlspolicy[discovery] extra)"
-             if set(wanted) - set(_STORE_ONLY) else
+             if set(wanted) - set(STORE_OPTIONS) else
              "the discovery cache (needs the tlspolicy[discovery] extra)")
     add_setting_flags(parser.add_argument_group(title), wanted)
     # The options a command does not offer are there too, never given.
@@ -379,12 +381,12 @@ def register(sub: Any) -> None:
     show.add_argument("domain", nargs="?", metavar="DOMAIN",
                       help="one domain (default: every cached domain)")
     add_json(show, "the states")
-    add_discovery_arguments(show, _STORE_ONLY)
+    add_discovery_arguments(show, STORE_OPTIONS)
     show.set_defaults(func=_cmd_cache_show)
     purge = actions.add_parser("purge", help="forget cached policy and DNS answers")
     purge.add_argument("domain", nargs="?", metavar="DOMAIN", help="the domain to forget")
     purge.add_argument("--all", action="store_true", help="forget every cached domain")
-    add_discovery_arguments(purge, _STORE_ONLY)
+    add_discovery_arguments(purge, STORE_OPTIONS)
     purge.set_defaults(func=_cmd_cache_purge)
     refresh = actions.add_parser("refresh", help="fetch a domain's policy now, ignoring the "
                                                  "cache's schedule")
