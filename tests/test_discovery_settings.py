@@ -3,10 +3,13 @@ the default), and the DiscoveryConfig built from it."""
 
 from __future__ import annotations
 
+import argparse
+
 import attrs
 
 from tlspolicy.cli import build_parser
 from tlspolicy.formats.settings import (
+    DISCOVERY_FLAGS,
     DISCOVERY_KEYS,
     DiscoveryConfig,
     DiscoverySettings,
@@ -23,6 +26,26 @@ def test_every_key_has_a_field_and_the_defaults_are_discovery_config_s() -> None
     assert names == list(DISCOVERY_KEYS)
     config = DiscoverySettings().discovery_config()
     assert config == DiscoveryConfig()
+
+
+def _command(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command: argparse.ArgumentParser = sub.choices[name]
+    return command
+
+
+def test_serve_offers_every_flag_as_its_key_declares_it() -> None:
+    socketmap = _command(_command(build_parser(), "serve"), "socketmap")
+    actions = {a.dest: a for a in socketmap._actions}
+    assert set(DISCOVERY_FLAGS) <= set(actions)
+    for dest, flag in DISCOVERY_FLAGS.items():
+        assert actions[dest].option_strings == [flag.option]
+        assert actions[dest].help == flag.shown_help
+        # Left out, a flag is None: the table's value or the default applies.
+        assert actions[dest].default is None
+    assert DISCOVERY_FLAGS["sts_mx_patterns"].option == "--no-sts-mx-patterns"
+    assert DISCOVERY_FLAGS["discovery"].option == "--discovery"
+    assert DISCOVERY_FLAGS["resolver"].shown_help.endswith("default 127.0.0.1)")
 
 
 def test_a_flag_given_wins_over_the_table_even_at_its_default_value() -> None:

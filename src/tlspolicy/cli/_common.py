@@ -29,8 +29,11 @@ __all__ = [
     "EXIT_OK",
     "UsageError",
     "add_at",
+    "add_binding",
     "add_config_files",
     "add_format",
+    "add_json",
+    "add_no_file_checks",
     "config_format",
     "config_paths",
     "evaluation_time",
@@ -78,6 +81,24 @@ def add_format(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, dest="config_format",
                         help="read every configuration file as this format (default: by "
                              "name, .conf and .ecelerity are ecelerity.conf, the rest TOML)")
+
+
+def add_binding(parser: argparse.ArgumentParser, *,
+                help: str = "binding name (default: the default binding)") -> None:
+    """Add ``--binding``/``-b``: the binding the command decides or writes for."""
+    parser.add_argument("--binding", "-b", help=help)
+
+
+def add_json(parser: argparse.ArgumentParser, what: str) -> None:
+    """Add ``--json``: print ``what`` as JSON instead of text."""
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+
+
+def add_no_file_checks(parser: argparse.ArgumentParser, why: str) -> None:
+    """Add ``--no-file-checks``, said of a command where ``why`` it is wanted."""
+    parser.add_argument("--no-file-checks", action="store_true",
+                        help="do not check that every tls_ca, tls_certificate and tls_key is a "
+                             f"readable PEM file of its kind ({why})")
 
 
 def config_format(args: argparse.Namespace) -> str | None:

@@ -18,6 +18,7 @@ from ._common import (
     EXIT_OK,
     UsageError,
     add_config_files,
+    add_no_file_checks,
     config_format,
     config_paths,
     evaluation_time,
@@ -115,10 +116,7 @@ def register(sub: Any) -> None:
     """Add ``check`` and ``lint`` to the command line's subparsers."""
     check = sub.add_parser("check", help="validate configuration files, print every error")
     _add_files(check)
-    check.add_argument("--no-file-checks", action="store_true",
-                       help="do not check that every tls_ca, tls_certificate and tls_key is a "
-                            "readable PEM file of its kind (for a file meant for another "
-                            "machine)")
+    add_no_file_checks(check, "for a file meant for another machine")
     check.set_defaults(func=_cmd_check)
 
     lint = sub.add_parser(

@@ -25,6 +25,7 @@ from ..scopes import Config, config_at
 from ._common import (
     EXIT_FOUND,
     UsageError,
+    add_binding,
     add_config_files,
     evaluation_time,
     load_configuration,
@@ -172,8 +173,7 @@ def register(sub: Any) -> None:
                          help="output format: TOML, Momentum ecelerity.conf, a Postfix "
                               "smtp_tls_policy_maps table (one per binding), or KumoMTA "
                               "traffic shaping TOML")
-    convert.add_argument("--binding", "-b",
-                         help="postfix: the binding (Postfix transport) whose table to write; "
+    add_binding(convert, help="postfix: the binding (Postfix transport) whose table to write; "
                               "needed on standard output when there are several")
     convert.add_argument("--output-dir", metavar="DIR",
                          help="postfix: write one table per binding into DIR, BINDING.policy "

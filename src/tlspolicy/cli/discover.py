@@ -14,16 +14,18 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TextIO, TypeVar
 
-from ..formats.settings import DiscoverySettings, discovery_settings
+from ..formats.settings import DISCOVERY_FLAGS, discovery_settings
 from ..resolver import Resolver
 from ._common import (
     EXIT_FOUND,
     EXIT_OK,
     UsageError,
+    add_binding,
     add_config_files,
+    add_json,
     load_configuration,
     needs_extra,
     warn,
@@ -33,7 +35,8 @@ from .resolve import _print_decision
 if TYPE_CHECKING:
     from ..discovery import Discovery
 
-__all__ = ["DISCOVERY_OPTIONS", "add_discovery_arguments", "open_discovery", "register"]
+__all__ = ["DISCOVERY_OPTIONS", "STORE_OPTIONS", "add_discovery_arguments", "add_setting_flags",
+           "open_discovery", "register"]
 
 _T = TypeVar("_T")
 
@@ -41,11 +44,41 @@ _T = TypeVar("_T")
 DISCOVERY_OPTIONS: Final = ("resolver", "resolver_port", "resolver_trusted", "probe_name",
                             "probe_backoff_max", "cache", "redis", "https_port", "ca_file",
                             "first_wait")
-"""Every option :func:`add_discovery_arguments` can add, by its destination."""
+"""Every option :func:`add_discovery_arguments` can add, by its destination: the flags of
+:data:`~tlspolicy.formats.settings.DISCOVERY_FLAGS` that say where discovery asks and
+caches."""
 
-_STORE_ONLY: Final = ("cache", "redis")
+STORE_OPTIONS: Final = ("cache", "redis")
+"""The discovery options of a command that only reads or writes the cache."""
+
 _FETCHING: Final = ("resolver", "resolver_port", "resolver_trusted", "probe_name", "cache",
                     "redis", "https_port", "ca_file")
+
+#: How a flag's value is read, by the type of its key (a string is taken as given).
+_READERS: Final[Mapping[object, Callable[[str], Any]]] = {int: int, (int, float): float}
+
+
+def add_setting_flags(group: argparse._ActionsContainer, dests: Iterable[str], *,
+                      readers: Mapping[str, Callable[[str], Any]] | None = None) -> None:
+    """Add to ``group`` the flags of ``[discovery]`` keys, by destination, as
+    :data:`~tlspolicy.formats.settings.DISCOVERY_FLAGS` declares them.
+
+    A value is read as its key's type says, unless ``readers`` names another reader for
+    its destination.  Every flag defaults to ``None``, so that a flag given is told from
+    one left out (the ``[discovery]`` table's value, or the default its help shows,
+    applies then; see :func:`~tlspolicy.formats.settings.discovery_settings`).
+    """
+    for dest in dests:
+        flag = DISCOVERY_FLAGS[dest]
+        if flag.kind is bool:
+            group.add_argument(flag.option, dest=dest, default=None, help=flag.shown_help,
+                               action="store_false" if flag.default else "store_true")
+            continue
+        taking: dict[str, Any] = {"metavar": flag.metavar}
+        reader = (readers or {}).get(dest) or _READERS.get(flag.kind)
+        if reader is not None:
+            taking["type"] = reader
+        group.add_argument(flag.option, dest=dest, help=flag.shown_help, **taking)
 
 
 def add_discovery_arguments(parser: argparse.ArgumentParser,
@@ -54,66 +87,20 @@ def add_discovery_arguments(parser: argparse.ArgumentParser,
 
     ``only`` names the options the command uses (by destination, from
     :data:`DISCOVERY_OPTIONS`); the others are not offered, and keep their defaults.
-    Every option defaults to ``None`` (not given; see
-    :func:`~tlspolicy.formats.settings.discovery_settings`) and its help shows the default
-    that then applies.  Building the parser never needs the ``tlspolicy[discovery]``
-    extra: running the command says what to install.
+    Every option defaults to ``None`` (:func:`add_setting_flags`).  Building the parser
+    never needs the ``tlspolicy[discovery]`` extra: running the command says what to
+    install.
     """
-    # Every flag defaults to None, so that a flag given is told from one left out (the
-    # [discovery] table's value, or the default its help shows, applies then).
-    defaults = DiscoverySettings()
-    options: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
-        "resolver": (("--resolver",), dict(
-            metavar="ADDRESS",
-            help="the validating DNS resolver to ask (loopback unless --resolver-trusted; "
-                 f"default {defaults.resolver})")),
-        "resolver_port": (("--resolver-port",), dict(
-            metavar="PORT", type=int,
-            help=f"its port (default {defaults.resolver_port})")),
-        "resolver_trusted": (("--resolver-trusted",), dict(
-            action="store_true", default=None,
-            help="trust the AD bit of a resolver that is not on loopback")),
-        "probe_name": (("--probe-name",), dict(
-            metavar="NAME",
-            help="a signed name the resolver must validate before DANE inputs are trusted "
-                 f"(default {defaults.probe_name!r})")),
-        "probe_backoff_max": (("--probe-backoff-max",), dict(
-            type=float, metavar="SECONDS",
-            help="longest wait between probes of a resolver that does not validate yet "
-                 f"(default {defaults.probe_backoff_max:g})")),
-        "cache": (("--cache",), dict(
-            metavar="PATH",
-            help="the SQLite cache file; with --redis, the local mirror of enforce policies "
-                 f"(default {defaults.cache})")),
-        "redis": (("--redis",), dict(
-            metavar="URL",
-            help="share the cache with a fleet through Redis/Valkey at URL "
-                 "(redis://host:port/db)")),
-        "https_port": (("--https-port",), dict(
-            metavar="PORT", type=int,
-            help=f"port of the MTA-STS policy hosts (default {defaults.https_port})")),
-        "ca_file": (("--ca-file",), dict(
-            metavar="FILE",
-            help="trust this CA bundle for MTA-STS policy hosts instead of the system store "
-                 "(for test setups)")),
-        "first_wait": (("--first-wait",), dict(
-            metavar="SECONDS", type=float,
-            help="on a cold cache, how long to wait for a policy before answering as if "
-                 f"there were none (default {defaults.first_wait:g})")),
-    }
-    unknown = set(only) - set(options)
+    unknown = set(only) - set(DISCOVERY_OPTIONS)
     if unknown:
         raise ValueError(f"unknown discovery options: {', '.join(sorted(unknown))}")
     wanted = [name for name in DISCOVERY_OPTIONS if name in only]
     title = ("discovery (DNS, MTA-STS and the cache; needs the tlspolicy[discovery] extra)"
-             if set(wanted) - set(_STORE_ONLY) else
+             if set(wanted) - set(STORE_OPTIONS) else
              "the discovery cache (needs the tlspolicy[discovery] extra)")
-    group = parser.add_argument_group(title)
-    for name in wanted:
-        flags, kwargs = options[name]
-        group.add_argument(*flags, dest=name, **kwargs)
+    add_setting_flags(parser.add_argument_group(title), wanted)
     # The options a command does not offer are there too, never given.
-    parser.set_defaults(**{name: None for name in options if name not in only})
+    parser.set_defaults(**{name: None for name in DISCOVERY_OPTIONS if name not in only})
 
 
 async def open_discovery(args: argparse.Namespace, *, probe: bool = True) -> Discovery:
@@ -380,9 +367,8 @@ def register(sub: Any) -> None:
     discover.add_argument("--mx-host", dest="mx_host", metavar="HOST",
                           help="decide for this MX host only (default: every MX host, "
                                "at most 10)")
-    discover.add_argument("--binding", "-b", help="binding name (default: the default binding)")
-    discover.add_argument("--json", action="store_true",
-                          help="print what was found and the decisions as JSON")
+    add_binding(discover)
+    add_json(discover, "what was found and the decisions")
     add_config_files(discover)
     # --probe-backoff-max is for a server that keeps probing; discover asks once.
     add_discovery_arguments(discover, [*_FETCHING, "first_wait"])
@@ -394,18 +380,18 @@ def register(sub: Any) -> None:
     show = actions.add_parser("show", help="print cached MTA-STS states")
     show.add_argument("domain", nargs="?", metavar="DOMAIN",
                       help="one domain (default: every cached domain)")
-    show.add_argument("--json", action="store_true", help="print the states as JSON")
-    add_discovery_arguments(show, _STORE_ONLY)
+    add_json(show, "the states")
+    add_discovery_arguments(show, STORE_OPTIONS)
     show.set_defaults(func=_cmd_cache_show)
     purge = actions.add_parser("purge", help="forget cached policy and DNS answers")
     purge.add_argument("domain", nargs="?", metavar="DOMAIN", help="the domain to forget")
     purge.add_argument("--all", action="store_true", help="forget every cached domain")
-    add_discovery_arguments(purge, _STORE_ONLY)
+    add_discovery_arguments(purge, STORE_OPTIONS)
     purge.set_defaults(func=_cmd_cache_purge)
     refresh = actions.add_parser("refresh", help="fetch a domain's policy now, ignoring the "
                                                  "cache's schedule")
     refresh.add_argument("domain", metavar="DOMAIN", help="the domain to refresh")
-    refresh.add_argument("--json", action="store_true", help="print the new state as JSON")
+    add_json(refresh, "the new state")
     # A refresh waits for the whole fetch: --first-wait does not apply.
     add_discovery_arguments(refresh, _FETCHING)
     refresh.set_defaults(func=_cmd_cache_refresh)

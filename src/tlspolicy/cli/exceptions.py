@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from ..expiry import describe_left, exceptions
-from ._common import add_at, add_config_files, evaluation_time, load_configuration
+from ._common import add_at, add_config_files, add_json, evaluation_time, load_configuration
 
 __all__ = ["register"]
 
@@ -42,5 +42,5 @@ def register(sub: Any) -> None:
                     "first, with the time left (or how long ago it expired) and its reason.")
     add_config_files(parser)
     add_at(parser)
-    parser.add_argument("--json", action="store_true", help="print the list as JSON")
+    add_json(parser, "the list")
     parser.set_defaults(func=_cmd_exceptions)

@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from ._common import EXIT_OK, UsageError, needs_extra
-from .discover import add_discovery_arguments, open_discovery
+from .discover import STORE_OPTIONS, add_discovery_arguments, open_discovery
 
 __all__ = ["SOURCES", "register"]
 
@@ -93,5 +93,5 @@ def register(sub: Any) -> None:
     parser.add_argument("--from", dest="source_kind", required=True, choices=sorted(SOURCES),
                         help="what kind of cache SOURCE is")
     parser.add_argument("source", metavar="SOURCE", help="the cache to read (file or URL)")
-    add_discovery_arguments(parser, ("cache", "redis"))
+    add_discovery_arguments(parser, STORE_OPTIONS)
     parser.set_defaults(func=_cmd_import_cache)

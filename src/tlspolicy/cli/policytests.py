@@ -27,6 +27,7 @@ from ._common import (
     add_at,
     add_config_files,
     add_format,
+    add_json,
     config_format,
     config_paths,
     evaluation_time,
@@ -178,7 +179,7 @@ def register(subparsers: Any) -> None:
     diff.add_argument("--fail-on-review", action="store_true",
                       help="exit 1 when any change needs review")
     add_format(diff)
-    diff.add_argument("--json", action="store_true", help="print the changes as JSON")
+    add_json(diff, "the changes")
     add_at(diff)
     diff.set_defaults(func=_cmd_diff)
 

@@ -253,9 +253,12 @@ def register(sub: Any) -> None:
     commands = report.add_subparsers(dest="report_command", required=True, metavar="ACTION",
                                      help="what to do with the reports")
 
-    def common(parser: argparse.ArgumentParser) -> None:
+    def settings(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--settings", "-s", required=True, metavar="FILE",
                             help="report settings (TOML: [reporting], [store], [discovery])")
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        settings(parser)
         parser.add_argument("--date", metavar="YYYY-MM-DD",
                             help="the UTC day (default: yesterday)")
         parser.add_argument("--domain", action="append", metavar="DOMAIN",
@@ -271,8 +274,7 @@ def register(sub: Any) -> None:
 
     send = commands.add_parser("send", help="deliver due reports to every rua (retries "
                                "for 24 hours)")
-    send.add_argument("--settings", "-s", required=True, metavar="FILE",
-                      help="report settings (TOML: [reporting], [store], [discovery])")
+    settings(send)
     add_config_files(send, positional=False)
     send.set_defaults(func=_cmd_send)
 

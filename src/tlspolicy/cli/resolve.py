@@ -14,11 +14,14 @@ from ..options import OPTION_SPECS, Options
 from ..policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
 from ..policies.destination import Destination
 from ..policies.mtasts import FetchOutcome, MtaStsPolicy, MtaStsPolicyError, parse_policy
+from ..policytests.expectations import INPUT_KEYS
 from ..resolver import Resolver
 from ._common import (
     UsageError,
     add_at,
+    add_binding,
     add_config_files,
+    add_json,
     evaluation_time,
     load_configuration,
     note,
@@ -62,6 +65,17 @@ DEPRECATED_FLAGS: Final[Mapping[str, str]] = {
     "--dnssec": "--tlsa",
 }
 """Old spellings that still work, hidden from ``--help``, with their new names."""
+
+_ON_OFF_INPUTS: Final = ("mx_dnssec", "requiretls", "tls_required_no", "tls_broken")
+"""The inputs that are true or false: on the command line, a flag without a value."""
+
+
+def _input_help(key: str) -> str:
+    """The help of an input's flag: what the input means, as expectation files document
+    it, and its name there."""
+    # An expectation file writes an on/off input as true or false; a flag takes no value.
+    return f"{INPUT_KEYS[key].removesuffix(' (true/false)')} ({key})"
+
 
 _VALUE_COLUMN: Final = 30
 """The widest value ``resolve`` keeps on its option's line."""
@@ -253,7 +267,7 @@ def register(sub: Any) -> None:
     """Add ``resolve`` to the command line's subparsers."""
     resolve = sub.add_parser("resolve", help="show the decision for one domain and binding")
     resolve.add_argument("domain", metavar="DOMAIN", help="recipient domain (or IP literal)")
-    resolve.add_argument("--binding", "-b", help="binding name (default: the default binding)")
+    add_binding(resolve)
     resolve.add_argument("--mx-host", metavar="HOST",
                          help="MX host name being connected to (mx_host)")
     resolve.add_argument("--mx", dest="mx_host", metavar="HOST", action=_Deprecated,
@@ -261,39 +275,30 @@ def register(sub: Any) -> None:
     add_at(resolve)
     resolve.add_argument("--override", action="append", metavar="OPTION=VALUE",
                          help="per-message override (repeatable), e.g. tls=required")
-    resolve.add_argument("--json", action="store_true", help="print the decision as JSON")
+    add_json(resolve, "the decision")
     policy = resolve.add_argument_group(
         "destination policy inputs (what your MTA found; the same names as in expectation "
         "files' [case.inputs] and the Destination class)")
-    policy.add_argument("--mta-sts", metavar="FILE",
+    policy.add_argument(INPUT_FLAGS["mta_sts"], metavar="FILE",
                         help="the MTA-STS policy document in force for the domain (mta_sts)")
     policy.add_argument("--mta-sts-policy", dest="mta_sts", metavar="FILE", action=_Deprecated,
                         help=argparse.SUPPRESS)
-    policy.add_argument("--mta-sts-fetch", choices=_FETCH_VALUES, type=_fetch_word,
+    policy.add_argument(INPUT_FLAGS["mta_sts_fetch"], choices=_FETCH_VALUES, type=_fetch_word,
                         help="outcome of the latest policy fetch (mta_sts_fetch; default ok)")
-    policy.add_argument("--tlsa", choices=_TLSA_VALUES,
+    policy.add_argument(INPUT_FLAGS["tlsa"], choices=_TLSA_VALUES,
                         help="what the TLSA lookup for the MX host found (tlsa): insecure "
                              "(not signed), records, nodata or nxdomain (validated answers), "
                              "failed (SERVFAIL, timeout), bogus (validation failed)")
     policy.add_argument("--dnssec", choices=("secure", "insecure", "bogus", "failed"),
                         action=_Deprecated, help=argparse.SUPPRESS)
-    policy.add_argument("--tlsa-record", action="append", dest="tlsa_records",
+    policy.add_argument(INPUT_FLAGS["tlsa_records"], action="append", dest="tlsa_records",
                         metavar="'U S M HEX'",
                         help="a TLSA record of the MX host (tlsa_records; repeatable; "
                              "implies --tlsa records)")
-    policy.add_argument("--tlsa-base-domain", metavar="HOST",
-                        help="the TLSA base domain, when not the MX host name "
-                             "(tlsa_base_domain)")
-    policy.add_argument("--mx-dnssec", action="store_true",
-                        help="the MX record came from a DNSSEC-validated lookup (mx_dnssec)")
-    policy.add_argument("--requiretls", action="store_true",
-                        help="the message carries the REQUIRETLS MAIL FROM parameter "
-                             "(requiretls)")
-    policy.add_argument("--tls-required-no", action="store_true",
-                        help="the message has a 'TLS-Required: No' header field "
-                             "(tls_required_no)")
-    policy.add_argument("--tls-broken", action="store_true",
-                        help="TLS to this host was remembered broken recently (tls_broken)")
+    policy.add_argument(INPUT_FLAGS["tlsa_base_domain"], metavar="HOST",
+                        help=_input_help("tlsa_base_domain"))
+    for key in _ON_OFF_INPUTS:
+        policy.add_argument(INPUT_FLAGS[key], action="store_true", help=_input_help(key))
     policy.add_argument("--broken-tls", dest="tls_broken", action=_DeprecatedFlag,
                         help=argparse.SUPPRESS)
     add_config_files(resolve)

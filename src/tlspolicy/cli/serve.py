@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from ..errors import TlsPolicyError
-from ..formats.settings import DEFAULT_ANSWER_DEADLINE, read_discovery_settings
+from ..formats.settings import read_discovery_settings
 from ..postfix.levels import PostfixVersion
 from ..postfix.lookup import parse_postfix_version
 from ..servers import socketmap as _sm
@@ -17,8 +17,8 @@ from ..servers import systemd as _systemd
 from ..servers.app import lookup_factory, serve_socketmap
 from ..servers.app_inputs import UnixListen
 from ..servers.postfix_routes import DEFAULT_ROUTE_POLL, ROUTE_PARAMETERS
-from ._common import UsageError, add_config_files, config_paths
-from .discover import add_discovery_arguments
+from ._common import UsageError, add_config_files, add_no_file_checks, config_paths
+from .discover import add_discovery_arguments, add_setting_flags
 from .serve_discovery import require_discovery
 from .serve_inputs import (
     parse_listen,
@@ -203,18 +203,8 @@ def _add_discovery(parser: argparse.ArgumentParser) -> None:
         "answers with discovery", "DANE before MTA-STS before the configuration, per MX host "
         "never weaker than tlspolicy's decision (the [discovery] table of a TOML file sets "
         "the same; flags given here win)")
-    group.add_argument("--discovery", action="store_true", default=None,
-                       help="look up MX, TLSA and MTA-STS for every next hop and answer with "
-                            "them (needs the tlspolicy[discovery] extra and the Postfix "
-                            "version)")
-    group.add_argument("--answer-deadline", type=_seconds, default=None, metavar="SECONDS",
-                       help="send every answer within this time; what has not arrived counts "
-                            f"as failed (default {DEFAULT_ANSWER_DEADLINE:g}; Postfix waits 100)")
-    group.add_argument("--no-sts-mx-patterns", dest="sts_mx_patterns", action="store_false",
-                       default=None,
-                       help="main.cf sets smtp_tls_enforce_sts_mx_patterns = no (Postfix "
-                            "3.10.5+): MX hosts are then not filtered by MTA-STS patterns, "
-                            "which the answers' notes report")
+    add_setting_flags(group, ("discovery", "answer_deadline", "sts_mx_patterns"),
+                      readers={"answer_deadline": _seconds})
     add_discovery_arguments(parser)
 
 
@@ -229,10 +219,8 @@ def register(sub: Any) -> None:
     _add_listening(socketmap)
     _add_limits(socketmap)
     add_config_files(socketmap)
-    socketmap.add_argument("--no-file-checks", action="store_true",
-                           help="do not check that every tls_ca, tls_certificate and tls_key "
-                                "is a readable PEM file of its kind (the files are then found "
-                                "missing only when Postfix sends mail)")
+    add_no_file_checks(socketmap, "the files are then found missing only when Postfix sends "
+                                  "mail")
     socketmap.add_argument("--quiet", "-q", action="store_true", help="log warnings only")
     socketmap.add_argument(
         "--compiled-cache", metavar="DIR", default=None,

@@ -8,7 +8,8 @@ located error, like any other) and ``serve`` reads it with
 :func:`read_discovery_table`.
 
 :class:`DiscoverySettings` is the table's one definition: every key with its type, what
-it sets and its default.  :func:`discovery_settings` is the one rule that fills it: a
+it sets, its default and its command-line flag (:class:`Flag`, which the commands build
+their options from).  :func:`discovery_settings` is the one rule that fills it: a
 command-line flag given explicitly, else the table, else the default.
 
 .. code-block:: toml
@@ -47,12 +48,14 @@ __all__ = [
     "DEFAULT_BACKOFF_MAX",
     "DEFAULT_CACHE_PATH",
     "DEFAULT_MEMORY_CACHE_SIZE",
+    "DISCOVERY_FLAGS",
     "DISCOVERY_KEYS",
     "MAX_ANSWER_DEADLINE",
     "MAX_STATES_IN_MEMORY",
     "DiscoveryConfig",
     "DiscoveryError",
     "DiscoverySettings",
+    "Flag",
     "check_discovery_table",
     "discovery_settings",
     "read_discovery_settings",
@@ -174,10 +177,41 @@ _NUMBER: Final = (int, float)
 _CONFIG: Final = DiscoveryConfig()
 
 
+@attrs.frozen(slots=True)
+class Flag:
+    """The command-line flag that sets a key of ``[discovery]``, as its help shows it.
+
+    ``dest`` is its destination; ``help`` says what it does, ``{default}`` in it standing
+    for the key's default; ``metavar`` names the value it takes (``None`` for a true/false
+    key: the flag alone says it).  ``kind`` and ``default`` are the key's, filled in by the
+    key that holds the flag.
+    """
+
+    dest: str
+    help: str
+    metavar: str | None = None
+    kind: type | tuple[type, ...] = str
+    default: Any = None
+
+    @property
+    def option(self) -> str:
+        """How the flag is spelt: its destination with dashes, after ``--no-`` for a key
+        that is true by default (the flag turns it off)."""
+        off = "no-" if self.kind is bool and self.default else ""
+        return f"--{off}{self.dest.replace('_', '-')}"
+
+    @property
+    def shown_help(self) -> str:
+        """The help with the key's default in it."""
+        return self.help.format(default=self.default)
+
+
 def _key(default: Any, kind: type | tuple[type, ...], sets: str, *,
-         flag: str | None = None) -> Any:
+         flag: Flag | None = None) -> Any:
     """One key of the table: its default, its type (checked when read), what it sets, and
-    the destination of the command-line flag that sets the same (``None``: no flag)."""
+    the command-line flag that sets the same (``None``: no flag)."""
+    if flag is not None:
+        flag = attrs.evolve(flag, kind=kind, default=default)
     return attrs.field(default=default,
                        metadata={"kind": kind, "sets": sets, "flag": flag})
 
@@ -194,22 +228,32 @@ class DiscoverySettings:
     """
 
     enabled: bool = _key(False, bool, "answer with discovery (same as --discovery)",
-                         flag="discovery")
+                         flag=Flag("discovery",
+                                   "look up MX, TLSA and MTA-STS for every next hop and answer "
+                                   "with them (needs the tlspolicy[discovery] extra and the "
+                                   "Postfix version)"))
     resolver: str = _key(_CONFIG.resolver, str, "the validating resolver's IP address",
-                         flag="resolver")
-    resolver_port: int = _key(_CONFIG.resolver_port, int, "its port", flag="resolver_port")
+                         flag=Flag("resolver", "the validating DNS resolver to ask (loopback "
+                                   "unless --resolver-trusted; default {default})", "ADDRESS"))
+    resolver_port: int = _key(_CONFIG.resolver_port, int, "its port",
+                              flag=Flag("resolver_port", "its port (default {default})", "PORT"))
     resolver_trusted: bool = _key(_CONFIG.resolver_trusted, bool,
                                   "trust the AD bit of a resolver not on loopback",
-                                  flag="resolver_trusted")
+                                  flag=Flag("resolver_trusted", "trust the AD bit of a resolver "
+                                            "that is not on loopback"))
     probe_name: str = _key(_CONFIG.probe_name, str, "a signed name the resolver must "
-                           "validate before DANE inputs are trusted", flag="probe_name")
+                           "validate before DANE inputs are trusted",
+                           flag=Flag("probe_name", "a signed name the resolver must validate "
+                                     "before DANE inputs are trusted (default {default!r})",
+                                     "NAME"))
     probe_backoff_initial: float = _key(
         _CONFIG.probe_backoff_initial, _NUMBER,
         "seconds before the first re-probe of a resolver that does not validate (doubling)")
     probe_backoff_max: float = _key(
         _CONFIG.probe_backoff_max, _NUMBER,
         "longest wait between probes of a resolver that does not validate",
-        flag="probe_backoff_max")
+        flag=Flag("probe_backoff_max", "longest wait between probes of a resolver that does "
+                  "not validate yet (default {default:g})", "SECONDS"))
     probe_interval: float = _key(_CONFIG.probe_interval, _NUMBER,
                                  "seconds between probes of a resolver that validates")
     dns_backoff_initial: float = _key(
@@ -220,20 +264,34 @@ class DiscoverySettings:
     memory_cache_size: int = _key(
         _CONFIG.memory_cache_size, int, "MTA-STS states held in memory, least recently "
         "used evicted first (the cache file keeps them all)")
-    cache: str = _key(_CONFIG.cache_path, str, "the SQLite cache file", flag="cache")
-    redis: str | None = _key(None, str, "a Redis/Valkey URL shared by a fleet", flag="redis")
+    cache: str = _key(_CONFIG.cache_path, str, "the SQLite cache file",
+                      flag=Flag("cache", "the SQLite cache file; with --redis, the local "
+                                "mirror of enforce policies (default {default})", "PATH"))
+    redis: str | None = _key(None, str, "a Redis/Valkey URL shared by a fleet",
+                             flag=Flag("redis", "share the cache with a fleet through "
+                                       "Redis/Valkey at URL (redis://host:port/db)", "URL"))
     https_port: int = _key(_CONFIG.https_port, int, "port of the MTA-STS policy hosts",
-                           flag="https_port")
+                           flag=Flag("https_port", "port of the MTA-STS policy hosts "
+                                     "(default {default})", "PORT"))
     ca_file: str | None = _key(_CONFIG.ca_file, str,
-                               "CA bundle for MTA-STS policy hosts (tests)", flag="ca_file")
+                               "CA bundle for MTA-STS policy hosts (tests)",
+                               flag=Flag("ca_file", "trust this CA bundle for MTA-STS policy "
+                                         "hosts instead of the system store (for test "
+                                         "setups)", "FILE"))
     first_wait: float = _key(_CONFIG.first_wait, _NUMBER,
-                             "seconds a cold lookup waits for a policy", flag="first_wait")
+                             "seconds a cold lookup waits for a policy",
+                             flag=Flag("first_wait", "on a cold cache, how long to wait for a "
+                                       "policy before answering as if there were none "
+                                       "(default {default:g})", "SECONDS"))
     dns_timeout: float = _key(_CONFIG.dns_timeout, _NUMBER, "seconds one DNS query may take")
     https_timeout: float = _key(_CONFIG.https_timeout, _NUMBER,
                                 "seconds one MTA-STS policy fetch may take")
     answer_deadline: float = _key(DEFAULT_ANSWER_DEADLINE, _NUMBER,
                                   "seconds within which every answer is sent",
-                                  flag="answer_deadline")
+                                  flag=Flag("answer_deadline", "send every answer within this "
+                                            "time; what has not arrived counts as failed "
+                                            "(default {default:g}; Postfix waits 100)",
+                                            "SECONDS"))
     # --postfix-version is not this key's flag: the version has more sources than a flag
     # and the table (serve reads it with postconf when neither gives it), and the table's
     # applies only with discovery on.
@@ -241,7 +299,11 @@ class DiscoverySettings:
                                        "the Postfix version the answers are written for")
     sts_mx_patterns: bool = _key(True, bool,
                                  "main.cf's smtp_tls_enforce_sts_mx_patterns (3.10.5+)",
-                                 flag="sts_mx_patterns")
+                                 flag=Flag("sts_mx_patterns",
+                                           "main.cf sets smtp_tls_enforce_sts_mx_patterns = no "
+                                           "(Postfix 3.10.5+): MX hosts are then not filtered "
+                                           "by MTA-STS patterns, which the answers' notes "
+                                           "report"))
     table: Mapping[str, Any] = attrs.field(factory=dict, hash=False, repr=False)
 
     def discovery_config(self) -> DiscoveryConfig:
@@ -275,6 +337,11 @@ _KEYS: Final = tuple(f for f in attrs.fields(DiscoverySettings) if f.name != "ta
 DISCOVERY_KEYS: Final[Mapping[str, tuple[type | tuple[type, ...], str]]] = {
     f.name: (f.metadata["kind"], f.metadata["sets"]) for f in _KEYS}
 
+#: The command-line flag of every key that has one, by its destination, in the order of
+#: the keys.
+DISCOVERY_FLAGS: Final[Mapping[str, Flag]] = {
+    f.metadata["flag"].dest: f.metadata["flag"] for f in _KEYS if f.metadata["flag"]}
+
 
 def _typed(kind: type | tuple[type, ...], value: Any) -> Any:
     # A whole number where any number will do is read as the float it stands for.
@@ -295,7 +362,7 @@ def discovery_settings(table: Mapping[str, Any] | None = None, *,
     values: dict[str, Any] = {}
     for field in _KEYS:
         flag = field.metadata["flag"]
-        given = getattr(flags, flag, None) if flag is not None and flags is not None else None
+        given = None if flag is None or flags is None else getattr(flags, flag.dest, None)
         if given is not None:
             values[field.name] = given
         elif field.name in table:
