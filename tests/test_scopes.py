@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from tlspolicy import Config, Options, Resolver, Tls
@@ -22,6 +23,7 @@ from tlspolicy.scopes import (
     build_config,
     layer_configs,
 )
+from tlspolicy.scopes.models import trusted_domain, trusted_exact_domains
 
 
 def dom(name: str, **options: object) -> DomainScope:
@@ -152,3 +154,16 @@ def test_layering_a_config_onto_itself_changes_nothing() -> None:
                     bindings=(BindingScope("b1", Options(tls_ca="/x"), (dom("x.example"),)),))
     assert layer_configs([config, config]) == config
     assert layer_configs([config]) == config
+
+
+def test_trusted_domain_builders_set_every_field_as_the_constructors_do() -> None:
+    # They set the slots one by one: a field added to the models must be set there too.
+    options = Options(tls=Tls.REQUIRED)
+    expected = DomainScope(DomainName.parse("a.example"), options)
+    (exact,) = trusted_exact_domains(["a.example"], [options])
+    for built in (exact, trusted_domain(DomainName.parse("a.example"), options)):
+        for field in attrs.fields(DomainScope):
+            assert getattr(built, field.name) == getattr(expected, field.name), field.name
+        for field in attrs.fields(DomainName):
+            assert getattr(built.name, field.name) == getattr(expected.name, field.name)
+    assert exact.name.key is exact.name.text

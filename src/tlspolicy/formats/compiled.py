@@ -28,13 +28,19 @@ import stat
 import sys
 import tempfile
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from .._version import __version__
 from ..names import DomainKind, DomainName
 from ..options import OPTION_SPECS, CompatVersion, Options
 from ..scopes import BindingGroupScope, BindingScope, Config, DomainScope, FloorScope
-from ..scopes.models import trusted_binding, trusted_config, trusted_domain, trusted_group
+from ..scopes.models import (
+    trusted_binding,
+    trusted_config,
+    trusted_domain,
+    trusted_exact_domains,
+    trusted_group,
+)
 from .files import ReadBudget, gc_paused, read_regular_bytes
 from .loader import load_config
 
@@ -163,11 +169,17 @@ class _Reader:
         if opts and (set(map(type, opts)) != {int} or min(opts) < 0
                      or max(opts) >= len(options)):
             raise ValueError("bad options index")
-        exact = DomainKind.EXACT
-        out = [trusted_domain(DomainName(exact, text, text), options[index]) if text
-               else self.stanza(special[str(i)], DomainScope)
-               for i, (text, index) in enumerate(zip(names, opts, strict=True))]
-        return tuple(out)  # type: ignore[arg-type]
+        # Every stanza built as a plain one first (an empty name is a placeholder), then
+        # the few given in full put in their places: one tight loop for the many.
+        out = trusted_exact_domains(names, map(options.__getitem__, opts))
+        if names.count("") != len(special):
+            raise ValueError("malformed container")
+        for key, stanza in special.items():
+            i = int(key)
+            if key != str(i) or not 0 <= i < len(names) or names[i]:
+                raise ValueError("malformed container")
+            out[i] = cast(DomainScope, self.stanza(stanza, DomainScope))
+        return tuple(out)
 
     def binding(self, raw: Any) -> BindingScope:
         name, opts, domains = raw
