@@ -11,6 +11,9 @@ the core opens no file or socket and reads no clock, and ``tlspolicy.postfix`` i
 from __future__ import annotations
 
 import ast
+import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import tlspolicy
@@ -151,6 +154,46 @@ def test_allowed_edges_only_shrink() -> None:
     assert not gone, "fixed, delete from ALLOWED_EDGES:\n" + "\n".join(
         f"  {a} -> {b}" for a, b in gone
     )
+
+
+
+def _type_checking_imports(path: Path) -> dict[str, str]:
+    """What the ``if TYPE_CHECKING:`` blocks of a module import: name -> module."""
+    found: dict[str, str] = {}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for stmt in node.body:
+                assert isinstance(stmt, ast.ImportFrom), ast.unparse(stmt)
+                for alias in stmt.names:
+                    found[alias.asname or alias.name] = "." * stmt.level + (stmt.module or "")
+    return found
+
+
+def test_lazy_public_names_are_imported_for_the_graph_too() -> None:
+    # The public API imports a name's module on first use (tlspolicy._LAZY): no import
+    # statement the graph could read.  Its TYPE_CHECKING imports name the same modules
+    # and are read as every import is, so a lazy name still counts as an edge of the
+    # public API, and still may reach only downward.
+    assert _type_checking_imports(PACKAGE / "__init__.py") == tlspolicy._LAZY
+    assert {*tlspolicy._LAZY, "__version__"} == set(tlspolicy.__all__)
+    for name, module in tlspolicy._LAZY.items():
+        owner = importlib.import_module(module, "tlspolicy")
+        assert getattr(tlspolicy, name) is getattr(owner, name), name
+    assert sorted(tlspolicy.__all__) == [n for n in dir(tlspolicy) if n in tlspolicy.__all__]
+    # Nothing but those: a name the module does not have is no attribute, as before.
+    assert not hasattr(tlspolicy, "no_such_name")
+
+
+def test_importing_a_module_imports_no_loader() -> None:
+    # What the lazy names are for: the server reading the compiled cache imports the
+    # resolver and the cache, not the TOML and ecelerity.conf parsers behind load_config.
+    code = ("import sys, tlspolicy.resolver, tlspolicy.scopes; "
+            "print(' '.join(sorted(sys.modules)))")
+    modules = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                             text=True).stdout.split()
+    assert "tlspolicy.resolver" in modules
+    assert not {"tlspolicy.formats.loader", "tlspolicy.formats.ecelerity",
+                "tlspolicy.formats.toml"} & set(modules)
 
 
 def _core_graph() -> dict[str, set[str]]:
