@@ -171,7 +171,7 @@ class _Reader:
             raise ValueError("bad options index")
         # Every stanza built as a plain one first (an empty name is a placeholder), then
         # the few given in full put in their places: one tight loop for the many.
-        out = trusted_exact_domains(names, map(options.__getitem__, opts))
+        out = trusted_exact_domains(names, list(map(options.__getitem__, opts)))
         if names.count("") != len(special):
             raise ValueError("malformed container")
         for key, stanza in special.items():
