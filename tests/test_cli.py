@@ -445,3 +445,36 @@ def test_the_command_line_builds_without_the_optional_extras(args: list[str]) ->
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_each_command_parses_with_its_own_module_as_with_every_command() -> None:
+    # main builds the parser of the first word's module only (cli.COMMANDS): that
+    # parser must be the whole parser's for the command, help text and all.
+    whole = dict(_subcommands(cli.build_parser()))
+    assert set(cli.COMMANDS) == {p[0] for p in whole if p}
+    assert set(cli.COMMANDS.values()) == set(cli.COMMAND_MODULES)
+    for command, module in cli.COMMANDS.items():
+        own = dict(_subcommands(cli.build_parser(command)))
+        paths = [p for p in own if p]
+        assert {p[0] for p in paths} == {c for c, m in cli.COMMANDS.items() if m == module}
+        for path in paths:
+            assert own[path].format_help() == whole[path].format_help(), path
+        assert own[()].format_usage() == whole[()].format_usage()
+    for word in ("no-such-command", "--help", "--version"):
+        assert dict(_subcommands(cli.build_parser(word))).keys() == whole.keys()
+
+
+def test_running_a_command_imports_no_other_commands_module() -> None:
+    # What the one-module parser is for: serve starts without lint's, report's or
+    # convert's modules (it shares discover's options, so that one it imports).
+    code = ("import contextlib, sys\nfrom tlspolicy import cli\n"
+            "with contextlib.suppress(SystemExit):\n    cli.main(['serve', '--help'])\n"
+            "print(' '.join(m for m in sys.modules if m.startswith('tlspolicy.')))")
+    last = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                          text=True).stdout.splitlines()[-1]
+    loaded = set(last.split())
+    assert "tlspolicy.cli.serve" in loaded
+    assert not {f"tlspolicy.cli.{m}" for m in ("check", "convert", "example", "exceptions",
+                                               "importcache", "policytests", "report",
+                                               "shadow")} & loaded
+    assert "tlspolicy.formats.lint" not in loaded

@@ -3,7 +3,11 @@
 Each module named in :data:`COMMAND_MODULES` has ``register(subparsers)``,
 which adds its commands; what they share (configuration files, error output,
 exit statuses) lives in :mod:`tlspolicy.cli._common`. Adding a command is
-adding a module here and its name to that tuple.
+adding a module here, its name to that tuple and its commands to :data:`COMMANDS`.
+
+Running a command imports only the module that registers it (``serve`` starts
+without the modules of ``lint``, ``report`` or ``convert``); ``--help`` and a
+word that is no command get the parser with every command.
 
 Exit statuses, for every command: 0 done; 1 a check found something; 2 an
 input or operational error. No input or operational error ends in a
@@ -15,7 +19,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Final
 
 from .._version import __version__
@@ -32,8 +37,8 @@ from ._common import (
 )
 from .resolve import DEPRECATED_FLAGS
 
-__all__ = ["COMMAND_MODULES", "DEPRECATED_OPTIONS", "build_parser", "example_config",
-           "example_text", "load_configuration", "main"]
+__all__ = ["COMMANDS", "COMMAND_MODULES", "DEPRECATED_OPTIONS", "build_parser",
+           "example_config", "example_text", "load_configuration", "main"]
 
 COMMAND_MODULES: Final[tuple[str, ...]] = (
     "resolve",
@@ -55,8 +60,36 @@ DEPRECATED_OPTIONS: Final[frozenset[str]] = frozenset(DEPRECATED_FLAGS)
 """Old option spellings that still work but are hidden from ``--help``."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every command."""
+COMMANDS: Final[Mapping[str, str]] = MappingProxyType({
+    "resolve": "resolve",
+    "check": "check",
+    "lint": "check",
+    "convert": "convert",
+    "serve": "serve",
+    "test": "policytests",
+    "diff": "policytests",
+    "tree": "policytests",
+    "discover": "discover",
+    "cache": "discover",
+    "report": "report",
+    "exceptions": "exceptions",
+    "shadow-report": "shadow",
+    "import-cache": "importcache",
+    "example": "example",
+})
+"""Each command and the module of :data:`COMMAND_MODULES` that registers it."""
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser with every command.
+
+    With ``command``, the parser with the commands of that command's module only,
+    which parses that command's words as the whole parser does, imports no other
+    command's module, and falls back to the whole parser for a name it does not know.
+    """
+    modules = COMMAND_MODULES
+    if command is not None and command in COMMANDS:
+        modules = (COMMANDS[command],)
     parser = argparse.ArgumentParser(
         prog="tlspolicy",
         description="Decide what an SMTP client does about STARTTLS for a delivery attempt.",
@@ -65,16 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 help="what to do (tlspolicy COMMAND --help for its arguments)")
-    for name in COMMAND_MODULES:
+    for name in modules:
         module: Any = importlib.import_module(f"{__name__}.{name}")
         module.register(sub)
+    if modules is not COMMAND_MODULES and command not in sub.choices:
+        # COMMANDS names a module that does not register the command: every command.
+        return build_parser()
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    parser = build_parser()
-    args, extras = parser.parse_known_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # A command's own parser when the first word names one; anything else (an option
+    # such as --help or --version, a misspelt command, no words) meets every command.
+    parser = build_parser(words[0] if words else None)
+    args, extras = parser.parse_known_args(words)
     # argparse hands a positional list only the words before the first option, so
     # ``resolve DOMAIN --binding B FILE`` would leave FILE over; such words belong to
     # the command's list of files (named by ``intermixed``), in order.
