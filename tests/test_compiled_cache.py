@@ -226,3 +226,28 @@ def test_serve_lookup_factory_reads_through_the_cache(tmp_path: Path,
     for key in ("partner.example", "192.0.2.1", "x.example", "[mx.bank.example]:25"):
         for name in ("default", "b1"):
             assert plain(name, key) == first(name, key) == second(name, key)
+
+
+def test_stanzas_given_in_full_must_fill_the_blank_names(tmp_path: Path) -> None:
+    # A stanza not written as a plain name (a regex, an expiry, a name not in its
+    # normalised spelling) is given in full at its index, its name left blank; any other
+    # placing is malformed, and refused, never half read.
+    path = tmp_path / "main.toml"
+    path.write_text('[global]\ntls = "ifavailable"\n[[domain]]\nname = "a.example"\n'
+                    'tls = "required"\n[[domain]]\nname = "/x/"\ntls = "no"\n')
+    config = load_config(str(path))
+    data = json.loads(json.dumps(compiled_to_data(config)))
+    assert compiled_from_data(json.loads(json.dumps(data))) == config
+    container = data["domains"]
+    names = container["names"].split("\n")
+    special = container["special"]
+    blank = next(iter(special))
+    assert names[int(blank)] == ""
+    named = str(names.index(next(n for n in names if n)))
+    for broken in ({**{k: v for k, v in special.items() if k != blank}, named: special[blank]},
+                   {**special, named: special[blank]},
+                   {**{k: v for k, v in special.items() if k != blank},
+                    "0" + blank: special[blank]}):
+        data["domains"]["special"] = broken
+        with pytest.raises(ValueError, match="malformed container"):
+            compiled_from_data(data)
