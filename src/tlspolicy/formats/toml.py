@@ -65,6 +65,7 @@ from ..scopes.models import (
     trusted_binding,
     trusted_config,
     trusted_domain,
+    trusted_exact_domains,
     trusted_group,
 )
 from ..scopes.stanzas import has_expiry
@@ -366,10 +367,16 @@ class _FastReader:
     def domains(self, value: object) -> tuple[DomainScope, ...]:
         if type(value) is not list:
             raise _Bail
-        out: list[DomainScope] = []
+        out: list[DomainScope | None] = []
         exact: set[str] = set()
         other: set[DomainName] = set()
         plain = _PLAIN_HOST.fullmatch
+        # Plain host names (nearly all of a large file) are built together at the end by
+        # trusted_exact_domains; their places in ``out`` wait as None.
+        at: list[int] = []
+        keys: list[str] = []
+        texts: list[str] = []
+        plain_options: list[Options] = []
         for table in value:
             name, options, _children = self.scope(ScopeKind.DOMAIN, table, frozenset())
             lower = name.lower()
@@ -377,23 +384,32 @@ class _FastReader:
                 if lower in exact:
                     raise _Bail
                 exact.add(lower)
+                at.append(len(out))
+                out.append(None)
                 # A name already in lower case keeps one string object for key and text.
-                parsed = DomainName(_EXACT, name if lower == name else lower, name)
+                keys.append(name if lower == name else lower)
+                texts.append(name)
+                plain_options.append(options)
+                continue
+            try:
+                parsed = DomainName.parse(name)
+            except Exception:
+                raise _Bail from None
+            if parsed.kind is _EXACT:
+                if parsed.key in exact:
+                    raise _Bail
+                exact.add(parsed.key)
             else:
-                try:
-                    parsed = DomainName.parse(name)
-                except Exception:
-                    raise _Bail from None
-                if parsed.kind is _EXACT:
-                    if parsed.key in exact:
-                        raise _Bail
-                    exact.add(parsed.key)
-                else:
-                    if parsed in other:
-                        raise _Bail
-                    other.add(parsed)
+                if parsed in other:
+                    raise _Bail
+                other.add(parsed)
             out.append(trusted_domain(parsed, options))
-        return tuple(out)
+        built = trusted_exact_domains(texts, plain_options, keys)
+        if len(built) == len(out):
+            return tuple(built)
+        for index, scope in zip(at, built, strict=True):
+            out[index] = scope
+        return tuple(out)  # type: ignore[arg-type]
 
     def bindings(self, value: object, owners: set[str]) -> tuple[BindingScope, ...]:
         if type(value) is not list:
