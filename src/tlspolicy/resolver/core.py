@@ -28,7 +28,7 @@ from ..errors import (
     OptionVersionError,
     UnknownBindingError,
 )
-from ..names import normalise_domain
+from ..names import MAX_NAME_OCTETS, _plain_name, normalise_domain
 from ..options import (
     OPTION_SPECS,
     UNSET,
@@ -136,6 +136,18 @@ class Resolver:
         if DEFAULT_NAME not in self._bindings:
             self._bindings[DEFAULT_NAME] = _BindingIndex(
                 DEFAULT_NAME, DEFAULT_NAME, _EMPTY, default_group[0], None, default_group[1])
+        # What _chain walks for each binding (None standing for the default one), laid
+        # out for the cold path: each container with the scopes' options that follow it.
+        self._steps: dict[str | None, tuple[_BindingIndex, _Steps]] = {}
+        for name, index in self._bindings.items():
+            steps: _Steps = (
+                (index.domains, ()),
+                (index.group_domains, tuple(c for c in (index.binding, index.group_options)
+                                            if c is not None)),
+                (self._global_domains, () if self._global is None else (self._global,)),
+            )
+            self._steps[name] = (index, steps)
+        self._steps[None] = self._steps[DEFAULT_NAME]
 
     @property
     def bindings(self) -> tuple[str, ...]:
@@ -170,16 +182,21 @@ class Resolver:
                 exact = container.exact_contribution(domain)
             if exact is not None:
                 found.append(exact)  # type: ignore[arg-type]
+        if container.regexes is not None:
+            self._lookup_regexes(container, domain, found)
+
+    def _lookup_regexes(self, container: _Container, domain: str,
+                        found: list[_Contribution]) -> None:
         regexes = container.regexes
-        if regexes is not None:
-            # Containers live as long as the resolver, so their id is a stable key.
-            key = (id(container), domain)
-            cached = self._regex_cache.get(key)
-            if cached is None:
-                contributions = container.regex_contributions
-                cached = tuple(contributions[i] for i in regexes.matching(domain))
-                self._regex_cache.put(key, cached)
-            found.extend(cached)  # type: ignore[arg-type]
+        assert regexes is not None
+        # Containers live as long as the resolver, so their id is a stable key.
+        key = (id(container), domain)
+        cached = self._regex_cache.get(key)
+        if cached is None:
+            contributions = container.regex_contributions
+            cached = tuple(contributions[i] for i in regexes.matching(domain))
+            self._regex_cache.put(key, cached)
+        found.extend(cached)  # type: ignore[arg-type]
 
     def _chain(self, index: _BindingIndex, domain: str, chain: list[_Contribution]) -> None:
         """Append the contributions deciding (binding, normalised domain), innermost first."""
@@ -344,9 +361,79 @@ class Resolver:
                 memo.drain()
             return cached  # type: ignore[return-value]
         memo._misses += 1
-        decision = self._resolve(domain, binding, mx_host, overrides, destination)
+        if len(key) == 2:
+            decision = self._cold(domain, binding)
+        else:
+            decision = self._resolve(domain, binding, mx_host, overrides, destination)
         memo.put(key, decision)
         return decision
+
+    def _cold(self, domain: str, binding: str | None) -> Decision:
+        """:meth:`_resolve` for a key with no MX host, overrides or destination.
+
+        The same steps as :meth:`_shared` and :meth:`_decide` through :meth:`_chain`,
+        written out in one frame: a cold resolve is mostly the fixed cost of Python
+        calls, so each call left out here is a noticeable share of it.
+        """
+        found = self._steps.get(binding)
+        if found is None:
+            self._index(binding)  # raises UnknownBindingError
+            raise AssertionError(binding)  # pragma: no cover
+        index, steps = found
+        if (type(domain) is str and len(domain) <= MAX_NAME_OCTETS
+                and _plain_name(domain) is not None and "xn--" not in domain):
+            # What normalise_domain gives such a name back unchanged (its fast path).
+            name = domain
+        else:
+            name = normalise_domain(domain)
+        chain: list[_Contribution] = []
+        for container, following in steps:
+            if name in container.exact:
+                exact = container._made.get(name, _UNMADE)
+                if exact is _UNMADE:
+                    exact = container.exact_contribution(name)
+                if exact is not None:
+                    chain.append(exact)  # type: ignore[arg-type]
+            if container.regexes is not None:
+                self._lookup_regexes(container, name, chain)
+            if following:
+                chain.extend(following)
+        key: tuple[int, ...] = tuple(map(id, map(_ITEMS, chain)))
+        floors = self._floors
+        if floors.any:
+            key = (*key, 0, *map(id, floors.matching(name, self._regex_cache)))
+        # RegexMatchCache.get and the read's bookkeeping, inlined.
+        by_values = self._by_values
+        shared: _Shared | None = by_values._data.get(key)  # type: ignore[assignment]
+        if shared is None:
+            by_values._misses += 1
+            shared = _Shared(self._values_only(chain, name))
+            by_values.put(key, shared)
+        else:
+            reads = by_values._reads
+            reads.append(key)
+            if len(reads) > by_values._drain_at:
+                by_values.drain()
+        proto = shared.proto
+        if proto is None:
+            return self._decide(shared, chain, index, name, None)
+        parameters = proto.parameters
+        if name[0] == "[":
+            sni = None
+            identities = _identities(name, None)
+        else:
+            sni = name
+            identities = (name,)
+        if sni != parameters.sni:
+            parameters = TlsParameters(
+                parameters.ca_file, parameters.certificate_file, parameters.key_file,
+                parameters.ciphers, parameters.tls13_ciphersuites, parameters.protocols, sni,
+                parameters.engine)
+        return Decision(
+            name, index.name, index.group, None, proto.plan, proto.plan_status, proto.tls,
+            proto.verification, proto.fallback, proto.requiretls, proto.outcomes, parameters,
+            identities, proto.effective, _Explanation(self, chain, name),
+            proto.decided_by, proto.tlsa_records, proto.reports, proto.notes)
 
     def _resolve(self, domain: str, binding: str | None, mx_host: str | None,
                  overrides: Options | None, destination: Destination | None) -> Decision:
@@ -503,6 +590,10 @@ class Resolver:
             engine=values["tls_engine"],  # type: ignore[arg-type]
         )
 
+
+# Each container of a binding's chain, innermost first, with the scope contributions
+# that come after it.
+_Steps = tuple[tuple[_Container, tuple[_Contribution, ...]], ...]
 
 _DEFAULT_SOURCE: Final = Source("default")
 _DEFAULT_VALUES: Final[dict[str, object]] = dict(_DEFAULTS)
