@@ -190,8 +190,18 @@ _PLAINTEXT_OBSERVATION: Final[Mapping[PlaintextReason, Observation]] = {
 }
 
 
+class _WeakReferable:
+    """The weak-reference slot of a class :func:`_like` and :func:`_with_sni` make.
+
+    attrs would put it after the fields, where CPython's ``__class__`` assignment
+    cannot see that two layouts agree; in a base class both share it.
+    """
+
+    __slots__ = ("__weakref__",)
+
+
 @attrs.frozen(slots=True)
-class TlsParameters:
+class TlsParameters(_WeakReferable):
     """What a TLS client needs to set up the handshake for this decision.
 
     ``None`` means "not configured": the system CA store, no client
@@ -271,7 +281,7 @@ class Requirements:
 
 
 @attrs.frozen(slots=True)
-class Decision:
+class Decision(_WeakReferable):
     """The answer for one delivery attempt: the plan and every outcome.
 
     ``plan`` is SKIP or ATTEMPT, or FAIL when destination policy rules the
@@ -501,3 +511,67 @@ class _FrozenMap(Mapping[Any, Any]):
 
 
 _NOTHING: Final = _FrozenMap({})
+
+
+# Building a frozen attrs instance sets each field through object.__setattr__, a call
+# per field: for a decision that was most of the cost of a cold resolve.  A draft has
+# the same slots (so the same layout) but no frozen __setattr__; its fields are stored
+# directly, then it becomes the frozen class by __class__ assignment, which CPython
+# allows exactly between such layout-compatible classes.  Only for values that are
+# already valid fields of the target: nothing is checked or converted.
+class _DecisionDraft(_WeakReferable):
+    __slots__ = Decision.__slots__
+
+
+class _ParametersDraft(_WeakReferable):
+    __slots__ = TlsParameters.__slots__
+
+
+def _like(proto: Decision, domain: str, binding: str, binding_group: str,
+          mx_host: str | None, parameters: TlsParameters,
+          reference_identities: tuple[str, ...], explanation: Mapping[str, Source],
+          ) -> Decision:
+    """``proto`` with its names, parameters, identities and explanation replaced.
+
+    Equal to ``Decision(...)`` given every other field of ``proto``; the resolver
+    makes each decision after the first from equal values this way.
+    """
+    d: Any = _DecisionDraft()
+    d.domain = domain
+    d.binding = binding
+    d.binding_group = binding_group
+    d.mx_host = mx_host
+    d.plan = proto.plan
+    d.plan_status = proto.plan_status
+    d.tls = proto.tls
+    d.verification = proto.verification
+    d.fallback = proto.fallback
+    d.requiretls = proto.requiretls
+    d.outcomes = proto.outcomes
+    d.parameters = parameters
+    d.reference_identities = reference_identities
+    d.effective = proto.effective
+    d.explanation = explanation
+    d.decided_by = proto.decided_by
+    d.tlsa_records = proto.tlsa_records
+    d.reports = proto.reports
+    d.notes = proto.notes
+    d.mta_sts = proto.mta_sts
+    d.dane = proto.dane
+    d.__class__ = Decision
+    return d  # type: ignore[no-any-return]
+
+
+def _with_sni(parameters: TlsParameters, sni: str | None) -> TlsParameters:
+    """``parameters`` with another SNI (see :func:`_like`)."""
+    p: Any = _ParametersDraft()
+    p.ca_file = parameters.ca_file
+    p.certificate_file = parameters.certificate_file
+    p.key_file = parameters.key_file
+    p.ciphers = parameters.ciphers
+    p.tls13_ciphersuites = parameters.tls13_ciphersuites
+    p.protocols = parameters.protocols
+    p.sni = sni
+    p.engine = parameters.engine
+    p.__class__ = TlsParameters
+    return p  # type: ignore[no-any-return]

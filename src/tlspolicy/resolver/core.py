@@ -20,7 +20,15 @@ import operator
 from collections.abc import Mapping
 from typing import Any, Final, TypeVar
 
-from ..decision import Decision, Requirements, Source, TlsParameters, _FrozenMap
+from ..decision import (
+    Decision,
+    Requirements,
+    Source,
+    TlsParameters,
+    _FrozenMap,
+    _like,
+    _with_sni,
+)
 from ..errors import (
     InvalidDomainError,
     Location,
@@ -425,15 +433,9 @@ class Resolver:
             sni = name
             identities = (name,)
         if sni != parameters.sni:
-            parameters = TlsParameters(
-                parameters.ca_file, parameters.certificate_file, parameters.key_file,
-                parameters.ciphers, parameters.tls13_ciphersuites, parameters.protocols, sni,
-                parameters.engine)
-        return Decision(
-            name, index.name, index.group, None, proto.plan, proto.plan_status, proto.tls,
-            proto.verification, proto.fallback, proto.requiretls, proto.outcomes, parameters,
-            identities, proto.effective, _Explanation(self, chain, name),
-            proto.decided_by, proto.tlsa_records, proto.reports, proto.notes)
+            parameters = _with_sni(parameters, sni)
+        return _like(proto, name, index.name, index.group, None, parameters, identities,
+                     _Explanation(self, chain, name))
 
     def _resolve(self, domain: str, binding: str | None, mx_host: str | None,
                  overrides: Options | None, destination: Destination | None) -> Decision:
