@@ -21,12 +21,17 @@ from collections.abc import Mapping
 from typing import Any, Final, TypeVar
 
 from ..decision import (
+    _NOTHING,
     Decision,
     Requirements,
     Source,
     TlsParameters,
+    _configured_shape,
+    _decision,
     _FrozenMap,
     _like,
+    _owning,
+    _parameters,
     _with_sni,
 )
 from ..errors import (
@@ -519,16 +524,20 @@ class Resolver:
             # The first pair of these values gets a decision built as every decision
             # is built; later pairs take everything but their names and explanation
             # from it.
-            proto = shared.proto = Decision.build(
-                self.requirements(name, mx, shared.values),
-                domain=name,
-                binding=index.name,
-                binding_group=index.group,
-                mx_host=mx,
-                parameters=self.parameters(name, mx, shared.values),
-                effective=shared.effective,
-                explanation=_Explanation(self, chain, name),
-            )
+            # What Decision.build gives requirements() and parameters() of these values,
+            # without the Requirements object: its shape is looked up from the fields.
+            values = shared.values
+            tls = values["tls"]
+            verify = values["tls_verify"]
+            assert isinstance(tls, Tls) and isinstance(verify, TlsVerify)
+            fallback = bool(values["tls_ifavailable_fallback"]) and self._fallback_exists
+            verification = _VERIFICATION_OF[id(verify)]
+            plan, plan_status, outcomes = _configured_shape(tls, verification, fallback)
+            proto = shared.proto = _decision(
+                name, index.name, index.group, mx, plan, plan_status, tls, verification,
+                fallback, False, outcomes, self.parameters(name, mx, values),
+                _identities(name, mx), shared.effective, _Explanation(self, chain, name),
+                _NOTHING, (), (), (), None, None)
             return proto
         # SNI and reference identities come from the names exactly as parameters()
         # and requirements() make them.
@@ -581,15 +590,15 @@ class Resolver:
         key = values["tls_key"]
         ciphers = values["tls_ciphers"]
         tls13 = values["tlsv13_ciphersuites"]
-        return TlsParameters(
-            ca_file=None if ca is UNSET or ca is None else str(ca),
-            certificate_file=None if cert is UNSET or cert is None else str(cert),
-            key_file=None if key is UNSET or key is None else str(key),
-            ciphers=None if ciphers is UNSET or ciphers is None else str(ciphers),
-            tls13_ciphersuites=None if tls13 is UNSET or tls13 is None else str(tls13),
-            protocols=protocols.versions,
-            sni=sni,
-            engine=values["tls_engine"],  # type: ignore[arg-type]
+        return _parameters(
+            None if ca is UNSET or ca is None else str(ca),
+            None if cert is UNSET or cert is None else str(cert),
+            None if key is UNSET or key is None else str(key),
+            None if ciphers is UNSET or ciphers is None else str(ciphers),
+            None if tls13 is UNSET or tls13 is None else str(tls13),
+            protocols.versions,
+            sni,
+            values["tls_engine"],  # type: ignore[arg-type]
         )
 
 
@@ -623,7 +632,8 @@ class _Shared:
 
     def __init__(self, values: dict[str, object]) -> None:
         self.values = values
-        self.effective = _FrozenMap(values)
+        # The resolver made values for this object alone and never changes them.
+        self.effective = _owning(values)
         self.proto: Decision | None = None
 
 
