@@ -153,13 +153,16 @@ class Resolver:
         # out for the cold path: each container with the scopes' options that follow it.
         self._steps: dict[str | None, tuple[_BindingIndex, _Steps]] = {}
         for name, index in self._bindings.items():
-            steps: _Steps = (
-                (index.domains, ()),
-                (index.group_domains, tuple(c for c in (index.binding, index.group_options)
-                                            if c is not None)),
-                (self._global_domains, () if self._global is None else (self._global,)),
+            following = (
+                (),
+                tuple(c for c in (index.binding, index.group_options) if c is not None),
+                () if self._global is None else (self._global,),
             )
-            self._steps[name] = (index, steps)
+            self._steps[name] = (index, tuple(
+                (container, after, tuple(id(c.items) for c in after))
+                for container, after in zip(
+                    (index.domains, index.group_domains, self._global_domains), following,
+                    strict=True)))
         self._steps[None] = self._steps[DEFAULT_NAME]
 
     @property
@@ -256,7 +259,11 @@ class Resolver:
                 if name not in values:
                     values[name] = value
         if len(values) != len(_OPTION_NAMES):
-            values = _with_defaults(values, _DEFAULT_VALUES)
+            # _with_defaults(values, _DEFAULT_VALUES), inlined.
+            found = values
+            values = found.copy()
+            values.update(_DEFAULT_VALUES)
+            values.update(found)
         return values
 
     def _shared(self, index: _BindingIndex, domain: str
@@ -400,18 +407,24 @@ class Resolver:
         else:
             name = normalise_domain(domain)
         chain: list[_Contribution] = []
-        for container, following in steps:
+        # The key _shared makes, tuple(map(id, map(_ITEMS, chain))), built alongside.
+        ids: list[int] = []
+        for container, following, following_ids in steps:
             if name in container.exact:
-                exact = container._made.get(name, _UNMADE)
+                exact: Any = container._made.get(name, _UNMADE)
                 if exact is _UNMADE:
                     exact = container.exact_contribution(name)
                 if exact is not None:
-                    chain.append(exact)  # type: ignore[arg-type]
+                    chain.append(exact)
+                    ids.append(id(exact.items))
             if container.regexes is not None:
+                before = len(chain)
                 self._lookup_regexes(container, name, chain)
+                ids += map(id, map(_ITEMS, chain[before:]))
             if following:
-                chain.extend(following)
-        key: tuple[int, ...] = tuple(map(id, map(_ITEMS, chain)))
+                chain += following
+                ids += following_ids
+        key: tuple[int, ...] = tuple(ids)
         floors = self._floors
         if floors.any:
             key = (*key, 0, *map(id, floors.matching(name, self._regex_cache)))
@@ -603,8 +616,8 @@ class Resolver:
 
 
 # Each container of a binding's chain, innermost first, with the scope contributions
-# that come after it.
-_Steps = tuple[tuple[_Container, tuple[_Contribution, ...]], ...]
+# that come after it and the ids of their items.
+_Steps = tuple[tuple[_Container, tuple[_Contribution, ...], tuple[int, ...]], ...]
 
 _DEFAULT_SOURCE: Final = Source("default")
 _DEFAULT_VALUES: Final[dict[str, object]] = dict(_DEFAULTS)
