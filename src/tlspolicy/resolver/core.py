@@ -89,6 +89,7 @@ _V = TypeVar("_V")
 # Verification per tls_verify member, keyed by identity: members are singletons, and an
 # Enum's own __hash__ is a Python-level call.
 _VERIFICATION_OF: Final = {id(v): Verification.of(v) for v in TlsVerify}
+_new_object: Final = object.__new__
 
 
 class Resolver:
@@ -433,7 +434,12 @@ class Resolver:
         shared: _Shared | None = by_values._data.get(key)  # type: ignore[assignment]
         if shared is None:
             by_values._misses += 1
-            shared = _Shared(self._values_only(chain, name))
+            values = self._values_only(chain, name)
+            # _Shared(values), without the call into its __init__.
+            shared = _new_object(_Shared)
+            shared.values = values
+            shared.effective = _owning(values)
+            shared.proto = None
             by_values.put(key, shared)
         else:
             reads = by_values._reads
@@ -452,8 +458,12 @@ class Resolver:
             identities = (name,)
         if sni != parameters.sni:
             parameters = _with_sni(parameters, sni)
+        # _Explanation(self, chain, name), without the call into its __init__.
+        explanation = _new_object(_Explanation)
+        explanation._hash = None
+        explanation._make = (self, chain, name)
         return _like(proto, name, index.name, index.group, None, parameters, identities,
-                     _Explanation(self, chain, name))
+                     explanation)
 
     def _resolve(self, domain: str, binding: str | None, mx_host: str | None,
                  overrides: Options | None, destination: Destination | None) -> Decision:
