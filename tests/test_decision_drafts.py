@@ -62,9 +62,9 @@ def test_drafted_decisions_are_decisions(decision: Decision) -> None:
     assert weakref.ref(made)() is made
     assert copy.deepcopy(made) == decision
     assert pickle.loads(pickle.dumps(made)) == decision
-    like = _like(decision, "b.example", "b1", "g1", "mx.example",
-                 _with_sni(decision.parameters, "mx.example"), ("b.example", "mx.example"),
-                 decision.explanation)
+    like = _like(decision, "b.example", "b1", "g1", "mx.example", "mx.example",
+                 ("b.example", "mx.example"), decision.explanation)
+    assert type(like) is Decision and type(like.parameters) is TlsParameters
     assert like == attrs.evolve(
         decision, domain="b.example", binding="b1", binding_group="g1", mx_host="mx.example",
         parameters=attrs.evolve(decision.parameters, sni="mx.example"),

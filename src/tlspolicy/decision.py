@@ -619,14 +619,28 @@ _new_object: Final = object.__new__
 
 
 def _like(proto: Decision, domain: str, binding: str, binding_group: str,
-          mx_host: str | None, parameters: TlsParameters,
-          reference_identities: tuple[str, ...], explanation: Mapping[str, Source],
-          ) -> Decision:
-    """``proto`` with its names, parameters, identities and explanation replaced.
+          mx_host: str | None, sni: str | None, reference_identities: tuple[str, ...],
+          explanation: Mapping[str, Source]) -> Decision:
+    """``proto`` with its names, SNI, identities and explanation replaced.
 
-    Equal to ``Decision(...)`` given every other field of ``proto``; the resolver
-    makes each decision after the first from equal values this way.
+    Equal to ``Decision(...)`` given every other field of ``proto`` (and its
+    parameters but for ``sni``); the resolver makes each decision after the first
+    from equal values this way.
     """
+    parameters = proto.parameters
+    if sni != parameters.sni:
+        # _with_sni(parameters, sni), inlined.
+        p: Any = _ParametersDraft()
+        p.ca_file = parameters.ca_file
+        p.certificate_file = parameters.certificate_file
+        p.key_file = parameters.key_file
+        p.ciphers = parameters.ciphers
+        p.tls13_ciphersuites = parameters.tls13_ciphersuites
+        p.protocols = parameters.protocols
+        p.sni = sni
+        p.engine = parameters.engine
+        p.__class__ = TlsParameters
+        parameters = p
     d: Any = _DecisionDraft()
     d.domain = domain
     d.binding = binding

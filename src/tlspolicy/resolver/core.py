@@ -32,7 +32,6 @@ from ..decision import (
     _like,
     _owning,
     _parameters,
-    _with_sni,
 )
 from ..errors import (
     InvalidDomainError,
@@ -58,6 +57,7 @@ from ..scopes import DEFAULT_NAME, BindingScope, Config, FloorScope, config_at
 from ..scopes.models import scope_path
 from .floors import _Floors, raise_to_floors
 from .index import (
+    _DOMAIN,
     _EMPTY,
     _UNMADE,
     _BindingIndex,
@@ -414,7 +414,21 @@ class Resolver:
             if name in container.exact:
                 exact: Any = container._made.get(name, _UNMADE)
                 if exact is _UNMADE:
-                    exact = container.exact_contribution(name)
+                    # Container.exact_contribution(name), inlined: in a cold resolve
+                    # the stanza is more often than not met for the first time.
+                    stanza = container.exact[name]
+                    options = stanza.options
+                    items = container._interner._by_id.get(id(options))
+                    if items is None:
+                        items = container._interner.items(options)
+                    if items:
+                        exact = _new_object(_Contribution)
+                        exact.items = items
+                        exact._parts = (*container.parent, (_DOMAIN, stanza.name.text))
+                        exact._source = None
+                    else:
+                        exact = None
+                    container._made[name] = exact
                 if exact is not None:
                     chain.append(exact)
                     ids.append(id(exact.items))
@@ -449,21 +463,17 @@ class Resolver:
         proto = shared.proto
         if proto is None:
             return self._decide(shared, chain, index, name, None)
-        parameters = proto.parameters
         if name[0] == "[":
             sni = None
             identities = _identities(name, None)
         else:
             sni = name
             identities = (name,)
-        if sni != parameters.sni:
-            parameters = _with_sni(parameters, sni)
         # _Explanation(self, chain, name), without the call into its __init__.
         explanation = _new_object(_Explanation)
         explanation._hash = None
         explanation._make = (self, chain, name)
-        return _like(proto, name, index.name, index.group, None, parameters, identities,
-                     explanation)
+        return _like(proto, name, index.name, index.group, None, sni, identities, explanation)
 
     def _resolve(self, domain: str, binding: str | None, mx_host: str | None,
                  overrides: Options | None, destination: Destination | None) -> Decision:
@@ -564,18 +574,9 @@ class Resolver:
             return proto
         # SNI and reference identities come from the names exactly as parameters()
         # and requirements() make them.
-        parameters = proto.parameters
         sni = mx if mx is not None else (None if name.startswith("[") else name)
-        if sni != parameters.sni:
-            parameters = TlsParameters(
-                parameters.ca_file, parameters.certificate_file, parameters.key_file,
-                parameters.ciphers, parameters.tls13_ciphersuites, parameters.protocols, sni,
-                parameters.engine)
-        return Decision(
-            name, index.name, index.group, mx, proto.plan, proto.plan_status, proto.tls,
-            proto.verification, proto.fallback, proto.requiretls, proto.outcomes, parameters,
-            _identities(name, mx), proto.effective, _Explanation(self, chain, name),
-            proto.decided_by, proto.tlsa_records, proto.reports, proto.notes)
+        return _like(proto, name, index.name, index.group, mx, sni, _identities(name, mx),
+                     _Explanation(self, chain, name))
 
     def requirements(
         self, domain: str, mx_host: str | None, values: Mapping[str, object]
