@@ -569,14 +569,14 @@ class Resolver:
             proto = shared.proto = _decision(
                 name, index.name, index.group, mx, plan, plan_status, tls, verification,
                 fallback, False, outcomes, self.parameters(name, mx, values),
-                _identities(name, mx), shared.effective, _Explanation(self, chain, name),
+                _identities(name, mx), shared.effective, _explanation(self, chain, name),
                 _NOTHING, (), (), (), None, None)
             return proto
         # SNI and reference identities come from the names exactly as parameters()
         # and requirements() make them.
         sni = mx if mx is not None else (None if name.startswith("[") else name)
         return _like(proto, name, index.name, index.group, mx, sni, _identities(name, mx),
-                     _Explanation(self, chain, name))
+                     _explanation(self, chain, name))
 
     def requirements(
         self, domain: str, mx_host: str | None, values: Mapping[str, object]
@@ -689,6 +689,14 @@ class _Explanation(_FrozenMap):
         self._data = data
         self._make = None
         return data
+
+
+def _explanation(resolver: Resolver, chain: list[_Contribution], domain: str) -> _Explanation:
+    """``_Explanation(resolver, chain, domain)``, without the call into its __init__."""
+    explanation: Any = _new_object(_Explanation)
+    explanation._hash = None
+    explanation._make = (resolver, chain, domain)
+    return explanation  # type: ignore[no-any-return]
 
 
 def _identities(domain: str, mx_host: str | None) -> tuple[str, ...]:
