@@ -2,7 +2,7 @@
 
 The resolver and ``Decision.build`` store a decision's fields on a layout-compatible
 draft and then assign its class (``tlspolicy.decision._decision``, ``_like``,
-``_parameters``, ``_with_sni``).  What comes out must be indistinguishable from
+``_parameters``).  What comes out must be indistinguishable from
 ``Decision(...)``: same type, equality, hash, repr, frozenness, pickling and weak
 references.
 """
@@ -22,7 +22,6 @@ from tlspolicy.decision import (
     _decision,
     _like,
     _parameters,
-    _with_sni,
 )
 from tlspolicy.formats.toml import loads_toml
 
@@ -43,7 +42,8 @@ def test_drafted_parameters_are_tls_parameters(decision: Decision) -> None:
     made = _parameters(*fields(p))
     assert type(made) is TlsParameters
     assert made == TlsParameters(*fields(p)) and hash(made) == hash(p) and repr(made) == repr(p)
-    other = _with_sni(p, "mx.example")
+    other = _like(decision, "a.example", "b1", "g1", "mx.example", "mx.example",
+                  ("a.example", "mx.example"), decision.explanation).parameters
     assert other == attrs.evolve(p, sni="mx.example")
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         made.sni = "x"  # type: ignore[misc]

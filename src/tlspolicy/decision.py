@@ -191,7 +191,7 @@ _PLAINTEXT_OBSERVATION: Final[Mapping[PlaintextReason, Observation]] = {
 
 
 class _WeakReferable:
-    """The weak-reference slot of a class :func:`_like` and :func:`_with_sni` make.
+    """The weak-reference slot of the classes :func:`_decision` and :func:`_like` make.
 
     attrs would put it after the fields, where CPython's ``__class__`` assignment
     cannot see that two layouts agree; in a base class both share it.
@@ -629,7 +629,7 @@ def _like(proto: Decision, domain: str, binding: str, binding_group: str,
     """
     parameters = proto.parameters
     if sni != parameters.sni:
-        # _with_sni(parameters, sni), inlined.
+        # _parameters(...) of these fields but for sni, inlined.
         p: Any = _ParametersDraft()
         p.ca_file = parameters.ca_file
         p.certificate_file = parameters.certificate_file
@@ -665,18 +665,3 @@ def _like(proto: Decision, domain: str, binding: str, binding_group: str,
     d.dane = proto.dane
     d.__class__ = Decision
     return d  # type: ignore[no-any-return]
-
-
-def _with_sni(parameters: TlsParameters, sni: str | None) -> TlsParameters:
-    """``parameters`` with another SNI (see :func:`_like`)."""
-    p: Any = _ParametersDraft()
-    p.ca_file = parameters.ca_file
-    p.certificate_file = parameters.certificate_file
-    p.key_file = parameters.key_file
-    p.ciphers = parameters.ciphers
-    p.tls13_ciphersuites = parameters.tls13_ciphersuites
-    p.protocols = parameters.protocols
-    p.sni = sni
-    p.engine = parameters.engine
-    p.__class__ = TlsParameters
-    return p  # type: ignore[no-any-return]
