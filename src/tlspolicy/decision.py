@@ -528,7 +528,7 @@ _NOTHING: Final = _FrozenMap({})
 
 
 # Building a frozen attrs instance sets each field through object.__setattr__, a call
-# per field: for a decision that was most of the cost of a cold resolve.  A draft has
+# per field: for a decision, a large share of a cold resolve.  A draft has
 # the same slots (so the same layout) but no frozen __setattr__; its fields are stored
 # directly, then it becomes the frozen class by __class__ assignment, which CPython
 # allows exactly between such layout-compatible classes.  Only for values that are
