@@ -13,8 +13,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from strategies import examples
+from tlspolicy import Config, Resolver
 from tlspolicy.errors import InvalidDomainError
-from tlspolicy.names import _normalise, normalise_domain
+from tlspolicy.names import MAX_NAME_OCTETS, _normalise, _plain_name, normalise_domain
 
 
 def outcome(name: str, fast: bool) -> tuple[str, str]:
@@ -93,3 +94,46 @@ def test_loaders_and_keys_check_a_labels_too() -> None:
     with pytest.raises(PostfixKeyError):
         parse_postfix_key("xn--zz.example")
     assert parse_postfix_key("[XN--BCHER-KVA.de]:25").domain == "xn--bcher-kva.de"
+
+
+# Names close to the plain form: lower-case LDH labels, with the edges of the plain
+# rule mixed in (leading digits, hyphens at label ends, long labels, A-label prefixes,
+# upper case, a trailing dot, empty labels, IP-like spellings).
+PLAIN_PARTS = ("a", "z", "0", "9", "_", "-", "ab", "x1", "xn--", "xn", "--", "a" * 61,
+               "b" * 62, "c" * 63, "d" * 64, "A", "1", "255", "ipv6")
+plain_labels = st.lists(st.sampled_from(PLAIN_PARTS), min_size=0, max_size=5).map("".join)
+plain_like = st.one_of(
+    st.lists(plain_labels, min_size=1, max_size=8).map(".".join),
+    st.tuples(st.lists(plain_labels, min_size=1, max_size=6).map(".".join),
+              st.sampled_from(("", ".", " ", ":25"))).map("".join),
+    st.from_regex(r"[a-z_][a-z0-9_-]{0,70}(\.[a-z0-9_-]{1,70}){0,5}", fullmatch=True),
+)
+
+
+@settings(max_examples=examples(ci=3000, default=300))
+@given(plain_like)
+@example(".".join(["a" * 63] * 3 + ["a" * 61]))
+@example(".".join(["a" * 63] * 3 + ["a" * 62]))
+def test_plain_names_agree_with_full_processing(name: str) -> None:
+    # A name the plain shortcut accepts comes back unchanged, as both the ASCII
+    # path and full UTS #46 processing give it; any other name takes those paths.
+    assert outcome(name, True) == outcome(name, False)
+    if len(name) <= MAX_NAME_OCTETS and _plain_name(name) is not None and "xn--" not in name:
+        assert outcome(name, False) == ("ok", name)
+
+
+@settings(max_examples=examples(ci=1000, default=100))
+@given(plain_like)
+def test_resolver_names_a_domain_as_normalise_domain_does(name: str) -> None:
+    # Resolver.resolve takes the plain shortcut inline; its decision names the domain
+    # (or refuses it) exactly as normalise_domain does.
+    resolver = Resolver(Config())
+    try:
+        want: tuple[str, str] = ("ok", normalise_domain(name))
+    except InvalidDomainError as exc:
+        want = (type(exc).__name__, str(exc))
+    try:
+        got: tuple[str, str] = ("ok", resolver.resolve(name).domain)
+    except InvalidDomainError as exc:
+        got = (type(exc).__name__, str(exc))
+    assert got == want

@@ -190,8 +190,18 @@ _PLAINTEXT_OBSERVATION: Final[Mapping[PlaintextReason, Observation]] = {
 }
 
 
+class _WeakReferable:
+    """The weak-reference slot of the classes :func:`_decision` and :func:`_like` make.
+
+    attrs would put it after the fields, where CPython's ``__class__`` assignment
+    cannot see that two layouts agree; in a base class both share it.
+    """
+
+    __slots__ = ("__weakref__",)
+
+
 @attrs.frozen(slots=True)
-class TlsParameters:
+class TlsParameters(_WeakReferable):
     """What a TLS client needs to set up the handshake for this decision.
 
     ``None`` means "not configured": the system CA store, no client
@@ -271,7 +281,7 @@ class Requirements:
 
 
 @attrs.frozen(slots=True)
-class Decision:
+class Decision(_WeakReferable):
     """The answer for one delivery attempt: the plan and every outcome.
 
     ``plan`` is SKIP or ATTEMPT, or FAIL when destination policy rules the
@@ -332,12 +342,14 @@ class Decision:
         (``tls``, ``verification``, ``fallback``, ``identities``, ``plan``).
         """
         req = requirements
-        shape = (req.plan_failure, req.tls, req.skip_tls, req.verification, req.fallback,
-                 req.requiretls)
-        found = _SHAPES.get(shape)
-        if found is None:
-            found = _SHAPES[shape] = _shape(req)
-        plan, plan_status, outcomes = found
+        plan, plan_status, outcomes = _shape_of(req)
+        if cls is Decision:
+            return _decision(
+                domain, binding, binding_group, mx_host, plan, plan_status, req.tls,
+                req.verification, req.fallback, req.requiretls, outcomes, parameters,
+                req.reference_identities, _frozen(effective), _frozen(explanation),
+                _NOTHING if not decided_by else _frozen(decided_by), tlsa_records, reports,
+                notes, mta_sts, dane)
         return cls(
             domain=domain,
             binding=binding,
@@ -453,7 +465,19 @@ def _shape(req: Requirements) -> _Shape:
 
 # The tables' answer depends on these six fields only (a few hundred combinations
 # at most), and outcomes are immutable: decisions with the same shape share them.
+# Keyed by the members' identities: they are singletons, and an Enum's own __hash__
+# is a Python-level call.
 _SHAPES: dict[tuple[object, ...], _Shape] = {}
+
+
+def _shape_of(req: Requirements) -> _Shape:
+    """:func:`_shape`, remembered per shape."""
+    key = (id(req.plan_failure), id(req.tls), req.skip_tls, id(req.verification),
+           req.fallback, req.requiretls)
+    found = _SHAPES.get(key)
+    if found is None:
+        found = _SHAPES[key] = _shape(req)
+    return found
 
 
 def _frozen(data: Mapping[Any, Any]) -> _FrozenMap:
@@ -501,3 +525,143 @@ class _FrozenMap(Mapping[Any, Any]):
 
 
 _NOTHING: Final = _FrozenMap({})
+
+
+# Building a frozen attrs instance sets each field through object.__setattr__, a call
+# per field: for a decision, a large share of a cold resolve.  A draft has
+# the same slots (so the same layout) but no frozen __setattr__; its fields are stored
+# directly, then it becomes the frozen class by __class__ assignment, which CPython
+# allows exactly between such layout-compatible classes.  Only for values that are
+# already valid fields of the target: nothing is checked or converted.
+class _DecisionDraft(_WeakReferable):
+    __slots__ = Decision.__slots__
+
+
+class _ParametersDraft(_WeakReferable):
+    __slots__ = TlsParameters.__slots__
+
+
+def _decision(
+    domain: str, binding: str, binding_group: str, mx_host: str | None, plan: Action,
+    plan_status: Status | None, tls: Tls, verification: Verification, fallback: bool,
+    requiretls: bool, outcomes: Mapping[Observation, Outcome], parameters: TlsParameters,
+    reference_identities: tuple[str, ...], effective: Mapping[str, object],
+    explanation: Mapping[str, Source], decided_by: Mapping[str, Source],
+    tlsa_records: tuple[TlsaRecord, ...], reports: tuple[PolicyReport, ...],
+    notes: tuple[str, ...], mta_sts: MtaStsPolicy | None, dane: DaneApplicability | None,
+) -> Decision:
+    """``Decision(...)`` of these fields, made as a draft (see above)."""
+    d: Any = _DecisionDraft()
+    d.domain = domain
+    d.binding = binding
+    d.binding_group = binding_group
+    d.mx_host = mx_host
+    d.plan = plan
+    d.plan_status = plan_status
+    d.tls = tls
+    d.verification = verification
+    d.fallback = fallback
+    d.requiretls = requiretls
+    d.outcomes = outcomes
+    d.parameters = parameters
+    d.reference_identities = reference_identities
+    d.effective = effective
+    d.explanation = explanation
+    d.decided_by = decided_by
+    d.tlsa_records = tlsa_records
+    d.reports = reports
+    d.notes = notes
+    d.mta_sts = mta_sts
+    d.dane = dane
+    d.__class__ = Decision
+    return d  # type: ignore[no-any-return]
+
+
+def _parameters(ca_file: str | None, certificate_file: str | None, key_file: str | None,
+                ciphers: str | None, tls13_ciphersuites: str | None,
+                protocols: frozenset[TlsVersion], sni: str | None,
+                engine: TlsEngine) -> TlsParameters:
+    """``TlsParameters(...)`` of these fields, made as a draft (see above)."""
+    p: Any = _ParametersDraft()
+    p.ca_file = ca_file
+    p.certificate_file = certificate_file
+    p.key_file = key_file
+    p.ciphers = ciphers
+    p.tls13_ciphersuites = tls13_ciphersuites
+    p.protocols = protocols
+    p.sni = sni
+    p.engine = engine
+    p.__class__ = TlsParameters
+    return p  # type: ignore[no-any-return]
+
+
+def _configured_shape(tls: Tls, verification: Verification, fallback: bool) -> _Shape:
+    """:func:`_shape_of` requirements from configuration alone (no destination policy)."""
+    key = (_NONE_ID, id(tls), False, id(verification), fallback, False)
+    found = _SHAPES.get(key)
+    if found is None:
+        found = _SHAPES[key] = _shape(Requirements(tls, verification, fallback, ()))
+    return found
+
+
+_NONE_ID: Final = id(None)
+
+
+def _owning(data: dict[Any, Any]) -> _FrozenMap:
+    """A :class:`_FrozenMap` of ``data`` itself, not a copy: for a dict no one else holds."""
+    frozen: Any = _new_object(_FrozenMap)
+    frozen._data = data
+    frozen._hash = None
+    return frozen  # type: ignore[no-any-return]
+
+
+_new_object: Final = object.__new__
+
+
+def _like(proto: Decision, domain: str, binding: str, binding_group: str,
+          mx_host: str | None, sni: str | None, reference_identities: tuple[str, ...],
+          explanation: Mapping[str, Source]) -> Decision:
+    """``proto`` with its names, SNI, identities and explanation replaced.
+
+    Equal to ``Decision(...)`` given every other field of ``proto`` (and its
+    parameters but for ``sni``); the resolver makes each decision after the first
+    from equal values this way.
+    """
+    parameters = proto.parameters
+    if sni != parameters.sni:
+        # _parameters(...) of these fields but for sni, inlined.
+        p: Any = _ParametersDraft()
+        p.ca_file = parameters.ca_file
+        p.certificate_file = parameters.certificate_file
+        p.key_file = parameters.key_file
+        p.ciphers = parameters.ciphers
+        p.tls13_ciphersuites = parameters.tls13_ciphersuites
+        p.protocols = parameters.protocols
+        p.sni = sni
+        p.engine = parameters.engine
+        p.__class__ = TlsParameters
+        parameters = p
+    d: Any = _DecisionDraft()
+    d.domain = domain
+    d.binding = binding
+    d.binding_group = binding_group
+    d.mx_host = mx_host
+    d.plan = proto.plan
+    d.plan_status = proto.plan_status
+    d.tls = proto.tls
+    d.verification = proto.verification
+    d.fallback = proto.fallback
+    d.requiretls = proto.requiretls
+    d.outcomes = proto.outcomes
+    d.parameters = parameters
+    d.reference_identities = reference_identities
+    d.effective = proto.effective
+    d.explanation = explanation
+    d.decided_by = proto.decided_by
+    d.tlsa_records = proto.tlsa_records
+    d.reports = proto.reports
+    d.notes = proto.notes
+    d.mta_sts = proto.mta_sts
+    d.dane = proto.dane
+    d.__class__ = Decision
+    return d  # type: ignore[no-any-return]

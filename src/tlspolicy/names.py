@@ -40,7 +40,14 @@ MAX_NAME_OCTETS: Final = 253
 MAX_PATTERN_MEMORY: Final = 2 << 20
 """RE2's memory budget for one regex domain (bytes): a pattern needing more is refused."""
 
-_ASCII_LABEL: Final = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+_LABEL: Final = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_ASCII_LABEL: Final = re.compile(_LABEL)
+# A name normalise_domain returns unchanged, matched in one pass: lower-case ASCII labels
+# the label rule accepts, no trailing dot, and nothing an IP literal starts with or holds
+# (the first character is no digit, no '[', no ':' anywhere).  Callers also check the
+# length (at most MAX_NAME_OCTETS) and that no "xn--" is in it: A-labels are validated.
+_plain_name: Final = re.compile(
+    rf"[a-z_](?:[a-z0-9_-]{{0,61}}[a-z0-9_])?(?:\.{_LABEL})*").fullmatch
 
 
 def canonical_ip(text: str) -> str | None:
@@ -81,6 +88,11 @@ def normalise_domain(name: str) -> str:
 
 def _normalise(name: str, fast: bool) -> str:
     """:func:`normalise_domain`; ``fast`` false runs UTS #46 on ASCII names too."""
+    if (fast and type(name) is str and len(name) <= MAX_NAME_OCTETS
+            and _plain_name(name) is not None and "xn--" not in name):
+        # Already in comparison form, which is most names a resolver is asked about;
+        # every step below would give it back unchanged (tests/test_names_fast_path.py).
+        return name
     if not isinstance(name, str):
         raise InvalidDomainError(f"domain must be a string, not {type(name).__name__}")
     if len(name) > 4 * MAX_NAME_OCTETS:

@@ -20,7 +20,19 @@ import operator
 from collections.abc import Mapping
 from typing import Any, Final, TypeVar
 
-from ..decision import Decision, Requirements, Source, TlsParameters, _FrozenMap
+from ..decision import (
+    _NOTHING,
+    Decision,
+    Requirements,
+    Source,
+    TlsParameters,
+    _configured_shape,
+    _decision,
+    _FrozenMap,
+    _like,
+    _owning,
+    _parameters,
+)
 from ..errors import (
     InvalidDomainError,
     Location,
@@ -28,7 +40,7 @@ from ..errors import (
     OptionVersionError,
     UnknownBindingError,
 )
-from ..names import normalise_domain
+from ..names import MAX_NAME_OCTETS, _plain_name, normalise_domain
 from ..options import (
     OPTION_SPECS,
     UNSET,
@@ -45,6 +57,7 @@ from ..scopes import DEFAULT_NAME, BindingScope, Config, FloorScope, config_at
 from ..scopes.models import scope_path
 from .floors import _Floors, raise_to_floors
 from .index import (
+    _DOMAIN,
     _EMPTY,
     _UNMADE,
     _BindingIndex,
@@ -76,6 +89,7 @@ _V = TypeVar("_V")
 # Verification per tls_verify member, keyed by identity: members are singletons, and an
 # Enum's own __hash__ is a Python-level call.
 _VERIFICATION_OF: Final = {id(v): Verification.of(v) for v in TlsVerify}
+_new_object: Final = object.__new__
 
 
 class Resolver:
@@ -136,6 +150,21 @@ class Resolver:
         if DEFAULT_NAME not in self._bindings:
             self._bindings[DEFAULT_NAME] = _BindingIndex(
                 DEFAULT_NAME, DEFAULT_NAME, _EMPTY, default_group[0], None, default_group[1])
+        # What _chain walks for each binding (None standing for the default one), laid
+        # out for the cold path: each container with the scopes' options that follow it.
+        self._steps: dict[str | None, tuple[_BindingIndex, _Steps]] = {}
+        for name, index in self._bindings.items():
+            following = (
+                (),
+                tuple(c for c in (index.binding, index.group_options) if c is not None),
+                () if self._global is None else (self._global,),
+            )
+            self._steps[name] = (index, tuple(
+                (container, after, tuple(id(c.items) for c in after))
+                for container, after in zip(
+                    (index.domains, index.group_domains, self._global_domains), following,
+                    strict=True)))
+        self._steps[None] = self._steps[DEFAULT_NAME]
 
     @property
     def bindings(self) -> tuple[str, ...]:
@@ -170,16 +199,21 @@ class Resolver:
                 exact = container.exact_contribution(domain)
             if exact is not None:
                 found.append(exact)  # type: ignore[arg-type]
+        if container.regexes is not None:
+            self._lookup_regexes(container, domain, found)
+
+    def _lookup_regexes(self, container: _Container, domain: str,
+                        found: list[_Contribution]) -> None:
         regexes = container.regexes
-        if regexes is not None:
-            # Containers live as long as the resolver, so their id is a stable key.
-            key = (id(container), domain)
-            cached = self._regex_cache.get(key)
-            if cached is None:
-                contributions = container.regex_contributions
-                cached = tuple(contributions[i] for i in regexes.matching(domain))
-                self._regex_cache.put(key, cached)
-            found.extend(cached)  # type: ignore[arg-type]
+        assert regexes is not None
+        # Containers live as long as the resolver, so their id is a stable key.
+        key = (id(container), domain)
+        cached = self._regex_cache.get(key)
+        if cached is None:
+            contributions = container.regex_contributions
+            cached = tuple(contributions[i] for i in regexes.matching(domain))
+            self._regex_cache.put(key, cached)
+        found.extend(cached)  # type: ignore[arg-type]
 
     def _chain(self, index: _BindingIndex, domain: str, chain: list[_Contribution]) -> None:
         """Append the contributions deciding (binding, normalised domain), innermost first."""
@@ -226,7 +260,11 @@ class Resolver:
                 if name not in values:
                     values[name] = value
         if len(values) != len(_OPTION_NAMES):
-            values = _with_defaults(values, _DEFAULT_VALUES)
+            # _with_defaults(values, _DEFAULT_VALUES), inlined.
+            found = values
+            values = found.copy()
+            values.update(_DEFAULT_VALUES)
+            values.update(found)
         return values
 
     def _shared(self, index: _BindingIndex, domain: str
@@ -344,9 +382,98 @@ class Resolver:
                 memo.drain()
             return cached  # type: ignore[return-value]
         memo._misses += 1
-        decision = self._resolve(domain, binding, mx_host, overrides, destination)
+        if len(key) == 2:
+            decision = self._cold(domain, binding)
+        else:
+            decision = self._resolve(domain, binding, mx_host, overrides, destination)
         memo.put(key, decision)
         return decision
+
+    def _cold(self, domain: str, binding: str | None) -> Decision:
+        """:meth:`_resolve` for a key with no MX host, overrides or destination.
+
+        The same steps as :meth:`_shared` and :meth:`_decide` through :meth:`_chain`,
+        written out in one frame: a cold resolve is mostly the fixed cost of Python
+        calls, so each call left out here is a noticeable share of it.
+        """
+        found = self._steps.get(binding)
+        if found is None:
+            self._index(binding)  # raises UnknownBindingError
+            raise AssertionError(binding)  # pragma: no cover
+        index, steps = found
+        if (type(domain) is str and len(domain) <= MAX_NAME_OCTETS
+                and _plain_name(domain) is not None and "xn--" not in domain):
+            # What normalise_domain gives such a name back unchanged (its fast path).
+            name = domain
+        else:
+            name = normalise_domain(domain)
+        chain: list[_Contribution] = []
+        # The key _shared makes, tuple(map(id, map(_ITEMS, chain))), built alongside.
+        ids: list[int] = []
+        for container, following, following_ids in steps:
+            if name in container.exact:
+                exact: Any = container._made.get(name, _UNMADE)
+                if exact is _UNMADE:
+                    # Container.exact_contribution(name), inlined: in a cold resolve
+                    # the stanza is more often than not met for the first time.
+                    stanza = container.exact[name]
+                    options = stanza.options
+                    items = container._interner._by_id.get(id(options))
+                    if items is None:
+                        items = container._interner.items(options)
+                    if items:
+                        exact = _new_object(_Contribution)
+                        exact.items = items
+                        exact._parts = (*container.parent, (_DOMAIN, stanza.name.text))
+                        exact._source = None
+                    else:
+                        exact = None
+                    container._made[name] = exact
+                if exact is not None:
+                    chain.append(exact)
+                    ids.append(id(exact.items))
+            if container.regexes is not None:
+                before = len(chain)
+                self._lookup_regexes(container, name, chain)
+                ids += map(id, map(_ITEMS, chain[before:]))
+            if following:
+                chain += following
+                ids += following_ids
+        key: tuple[int, ...] = tuple(ids)
+        floors = self._floors
+        if floors.any:
+            key = (*key, 0, *map(id, floors.matching(name, self._regex_cache)))
+        # RegexMatchCache.get and the read's bookkeeping, inlined.
+        by_values = self._by_values
+        shared: _Shared | None = by_values._data.get(key)  # type: ignore[assignment]
+        if shared is None:
+            by_values._misses += 1
+            values = self._values_only(chain, name)
+            # _Shared(values), without the call into its __init__.
+            shared = _new_object(_Shared)
+            shared.values = values
+            shared.effective = _owning(values)
+            shared.proto = None
+            by_values.put(key, shared)
+        else:
+            reads = by_values._reads
+            reads.append(key)
+            if len(reads) > by_values._drain_at:
+                by_values.drain()
+        proto = shared.proto
+        if proto is None:
+            return self._decide(shared, chain, index, name, None)
+        if name[0] == "[":
+            sni = None
+            identities = _identities(name, None)
+        else:
+            sni = name
+            identities = (name,)
+        # _Explanation(self, chain, name), without the call into its __init__.
+        explanation = _new_object(_Explanation)
+        explanation._hash = None
+        explanation._make = (self, chain, name)
+        return _like(proto, name, index.name, index.group, None, sni, identities, explanation)
 
     def _resolve(self, domain: str, binding: str | None, mx_host: str | None,
                  overrides: Options | None, destination: Destination | None) -> Decision:
@@ -430,31 +557,26 @@ class Resolver:
             # The first pair of these values gets a decision built as every decision
             # is built; later pairs take everything but their names and explanation
             # from it.
-            proto = shared.proto = Decision.build(
-                self.requirements(name, mx, shared.values),
-                domain=name,
-                binding=index.name,
-                binding_group=index.group,
-                mx_host=mx,
-                parameters=self.parameters(name, mx, shared.values),
-                effective=shared.effective,
-                explanation=_Explanation(self, chain, name),
-            )
+            # What Decision.build gives requirements() and parameters() of these values,
+            # without the Requirements object: its shape is looked up from the fields.
+            values = shared.values
+            tls = values["tls"]
+            verify = values["tls_verify"]
+            assert isinstance(tls, Tls) and isinstance(verify, TlsVerify)
+            fallback = bool(values["tls_ifavailable_fallback"]) and self._fallback_exists
+            verification = _VERIFICATION_OF[id(verify)]
+            plan, plan_status, outcomes = _configured_shape(tls, verification, fallback)
+            proto = shared.proto = _decision(
+                name, index.name, index.group, mx, plan, plan_status, tls, verification,
+                fallback, False, outcomes, self.parameters(name, mx, values),
+                _identities(name, mx), shared.effective, _explanation(self, chain, name),
+                _NOTHING, (), (), (), None, None)
             return proto
         # SNI and reference identities come from the names exactly as parameters()
         # and requirements() make them.
-        parameters = proto.parameters
         sni = mx if mx is not None else (None if name.startswith("[") else name)
-        if sni != parameters.sni:
-            parameters = TlsParameters(
-                parameters.ca_file, parameters.certificate_file, parameters.key_file,
-                parameters.ciphers, parameters.tls13_ciphersuites, parameters.protocols, sni,
-                parameters.engine)
-        return Decision(
-            name, index.name, index.group, mx, proto.plan, proto.plan_status, proto.tls,
-            proto.verification, proto.fallback, proto.requiretls, proto.outcomes, parameters,
-            _identities(name, mx), proto.effective, _Explanation(self, chain, name),
-            proto.decided_by, proto.tlsa_records, proto.reports, proto.notes)
+        return _like(proto, name, index.name, index.group, mx, sni, _identities(name, mx),
+                     _explanation(self, chain, name))
 
     def requirements(
         self, domain: str, mx_host: str | None, values: Mapping[str, object]
@@ -492,17 +614,21 @@ class Resolver:
         key = values["tls_key"]
         ciphers = values["tls_ciphers"]
         tls13 = values["tlsv13_ciphersuites"]
-        return TlsParameters(
-            ca_file=None if ca is UNSET or ca is None else str(ca),
-            certificate_file=None if cert is UNSET or cert is None else str(cert),
-            key_file=None if key is UNSET or key is None else str(key),
-            ciphers=None if ciphers is UNSET or ciphers is None else str(ciphers),
-            tls13_ciphersuites=None if tls13 is UNSET or tls13 is None else str(tls13),
-            protocols=protocols.versions,
-            sni=sni,
-            engine=values["tls_engine"],  # type: ignore[arg-type]
+        return _parameters(
+            None if ca is UNSET or ca is None else str(ca),
+            None if cert is UNSET or cert is None else str(cert),
+            None if key is UNSET or key is None else str(key),
+            None if ciphers is UNSET or ciphers is None else str(ciphers),
+            None if tls13 is UNSET or tls13 is None else str(tls13),
+            protocols.versions,
+            sni,
+            values["tls_engine"],  # type: ignore[arg-type]
         )
 
+
+# Each container of a binding's chain, innermost first, with the scope contributions
+# that come after it and the ids of their items.
+_Steps = tuple[tuple[_Container, tuple[_Contribution, ...], tuple[int, ...]], ...]
 
 _DEFAULT_SOURCE: Final = Source("default")
 _DEFAULT_VALUES: Final[dict[str, object]] = dict(_DEFAULTS)
@@ -530,7 +656,8 @@ class _Shared:
 
     def __init__(self, values: dict[str, object]) -> None:
         self.values = values
-        self.effective = _FrozenMap(values)
+        # The resolver made values for this object alone and never changes them.
+        self.effective = _owning(values)
         self.proto: Decision | None = None
 
 
@@ -562,6 +689,14 @@ class _Explanation(_FrozenMap):
         self._data = data
         self._make = None
         return data
+
+
+def _explanation(resolver: Resolver, chain: list[_Contribution], domain: str) -> _Explanation:
+    """``_Explanation(resolver, chain, domain)``, without the call into its __init__."""
+    explanation: Any = _new_object(_Explanation)
+    explanation._hash = None
+    explanation._make = (resolver, chain, domain)
+    return explanation  # type: ignore[no-any-return]
 
 
 def _identities(domain: str, mx_host: str | None) -> tuple[str, ...]:

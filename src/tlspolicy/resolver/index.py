@@ -77,6 +77,7 @@ def _contribution(options: Options, parts: _Parent | str,
     return _Contribution(items, parts) if items else None
 
 
+_DOMAIN: Final = ScopeKind.DOMAIN
 # Not yet made (a stanza with no options is made as None).
 _UNMADE: Final = object()
 
@@ -124,9 +125,16 @@ class _Container:
             return None
         made = self._made.get(domain, _UNMADE)
         if made is _UNMADE:
-            # Threads racing here compute equal values; either may be kept.
-            made = self._made[domain] = _contribution(stanza.options, self._path(stanza),
-                                                      self._interner)
+            # Threads racing here compute equal values; either may be kept.  What
+            # _contribution(stanza.options, self._path(stanza), interner) makes, written
+            # out: a cold resolve meets a stanza for the first time more often than not.
+            options = stanza.options
+            interner = self._interner
+            items = interner._by_id.get(id(options))
+            if items is None:
+                items = interner.items(options)
+            made = self._made[domain] = _Contribution(
+                items, (*self.parent, (_DOMAIN, stanza.name.text))) if items else None
         return made  # type: ignore[return-value]
 
 
