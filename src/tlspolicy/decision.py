@@ -533,12 +533,19 @@ _NOTHING: Final = _FrozenMap({})
 # directly, then it becomes the frozen class by __class__ assignment, which CPython
 # allows exactly between such layout-compatible classes.  Only for values that are
 # already valid fields of the target: nothing is checked or converted.
-class _DecisionDraft(_WeakReferable):
-    __slots__ = Decision.__slots__
+def _draft_class(cls: type[Any]) -> type[Any]:
+    """A mutable twin of the frozen attrs class ``cls``: the same fields in the same slots,
+    and an attrs-made ``__init__`` that stores them positionally, in ``cls``'s field order."""
+    fields = {f.name: attrs.field() for f in attrs.fields(cls)}
+    draft: type[Any] = attrs.make_class(f"_{cls.__name__}Draft", fields,
+                                        bases=(_WeakReferable,), slots=True,
+                                        weakref_slot=False, eq=False, repr=False)
+    assert draft.__slots__ == cls.__slots__, "the twin must have the same layout"
+    return draft
 
 
-class _ParametersDraft(_WeakReferable):
-    __slots__ = TlsParameters.__slots__
+_DecisionDraft: Final = _draft_class(Decision)
+_ParametersDraft: Final = _draft_class(TlsParameters)
 
 
 def _decision(
@@ -551,28 +558,10 @@ def _decision(
     notes: tuple[str, ...], mta_sts: MtaStsPolicy | None, dane: DaneApplicability | None,
 ) -> Decision:
     """``Decision(...)`` of these fields, made as a draft (see above)."""
-    d: Any = _DecisionDraft()
-    d.domain = domain
-    d.binding = binding
-    d.binding_group = binding_group
-    d.mx_host = mx_host
-    d.plan = plan
-    d.plan_status = plan_status
-    d.tls = tls
-    d.verification = verification
-    d.fallback = fallback
-    d.requiretls = requiretls
-    d.outcomes = outcomes
-    d.parameters = parameters
-    d.reference_identities = reference_identities
-    d.effective = effective
-    d.explanation = explanation
-    d.decided_by = decided_by
-    d.tlsa_records = tlsa_records
-    d.reports = reports
-    d.notes = notes
-    d.mta_sts = mta_sts
-    d.dane = dane
+    d = _DecisionDraft(domain, binding, binding_group, mx_host, plan, plan_status, tls,
+                       verification, fallback, requiretls, outcomes, parameters,
+                       reference_identities, effective, explanation, decided_by,
+                       tlsa_records, reports, notes, mta_sts, dane)
     d.__class__ = Decision
     return d  # type: ignore[no-any-return]
 
@@ -582,15 +571,8 @@ def _parameters(ca_file: str | None, certificate_file: str | None, key_file: str
                 protocols: frozenset[TlsVersion], sni: str | None,
                 engine: TlsEngine) -> TlsParameters:
     """``TlsParameters(...)`` of these fields, made as a draft (see above)."""
-    p: Any = _ParametersDraft()
-    p.ca_file = ca_file
-    p.certificate_file = certificate_file
-    p.key_file = key_file
-    p.ciphers = ciphers
-    p.tls13_ciphersuites = tls13_ciphersuites
-    p.protocols = protocols
-    p.sni = sni
-    p.engine = engine
+    p = _ParametersDraft(ca_file, certificate_file, key_file, ciphers, tls13_ciphersuites,
+                         protocols, sni, engine)
     p.__class__ = TlsParameters
     return p  # type: ignore[no-any-return]
 
@@ -629,39 +611,12 @@ def _like(proto: Decision, domain: str, binding: str, binding_group: str,
     """
     parameters = proto.parameters
     if sni != parameters.sni:
-        # _parameters(...) of these fields but for sni, inlined.
-        p: Any = _ParametersDraft()
-        p.ca_file = parameters.ca_file
-        p.certificate_file = parameters.certificate_file
-        p.key_file = parameters.key_file
-        p.ciphers = parameters.ciphers
-        p.tls13_ciphersuites = parameters.tls13_ciphersuites
-        p.protocols = parameters.protocols
-        p.sni = sni
-        p.engine = parameters.engine
-        p.__class__ = TlsParameters
-        parameters = p
-    d: Any = _DecisionDraft()
-    d.domain = domain
-    d.binding = binding
-    d.binding_group = binding_group
-    d.mx_host = mx_host
-    d.plan = proto.plan
-    d.plan_status = proto.plan_status
-    d.tls = proto.tls
-    d.verification = proto.verification
-    d.fallback = proto.fallback
-    d.requiretls = proto.requiretls
-    d.outcomes = proto.outcomes
-    d.parameters = parameters
-    d.reference_identities = reference_identities
-    d.effective = proto.effective
-    d.explanation = explanation
-    d.decided_by = proto.decided_by
-    d.tlsa_records = proto.tlsa_records
-    d.reports = proto.reports
-    d.notes = proto.notes
-    d.mta_sts = proto.mta_sts
-    d.dane = proto.dane
-    d.__class__ = Decision
-    return d  # type: ignore[no-any-return]
+        parameters = _parameters(parameters.ca_file, parameters.certificate_file,
+                                 parameters.key_file, parameters.ciphers,
+                                 parameters.tls13_ciphersuites, parameters.protocols, sni,
+                                 parameters.engine)
+    return _decision(
+        domain, binding, binding_group, mx_host, proto.plan, proto.plan_status, proto.tls,
+        proto.verification, proto.fallback, proto.requiretls, proto.outcomes, parameters,
+        reference_identities, proto.effective, explanation, proto.decided_by,
+        proto.tlsa_records, proto.reports, proto.notes, proto.mta_sts, proto.dane)
