@@ -26,9 +26,12 @@ from ..policies.ststate import aware, needs_check
 from ..stores import (
     SqliteStore,
     Store,
+    StoreEntry,
     StoreError,
+    acquire_get,
     dumps_json,
     redis_with_mirror,
+    set_release,
 )
 from .backoff import FailureBackoff, FailureLog
 from .dane import addresses, lookup_tlsa
@@ -325,6 +328,16 @@ class Discovery:
     async def _load(self, domain: str) -> StsState | None:
         try:
             entry = await self.store.get(POLICY_NAMESPACE, domain)
+        except StoreError as exc:
+            _log.warning("MTA-STS cache read for %s failed: %s", domain, exc)
+            if len(self._unreadable) < 100_000:
+                self._unreadable.add(domain)
+            return None
+        return self._decoded(domain, entry)
+
+    def _decoded(self, domain: str, entry: StoreEntry | None) -> StsState | None:
+        """The state in an entry read from the store (``None``: none stored, or corrupt)."""
+        try:
             self._unreadable.discard(domain)
             return None if entry is None else decode_state(domain, entry.value, self._share)
         except StoreError as exc:
@@ -346,10 +359,17 @@ class Discovery:
         if name in self._memory:
             self._memory[name] = state
 
-    async def _save(self, state: StsState) -> None:
+    async def _save(self, state: StsState, lock: str | None = None) -> None:
+        # With ``lock``: this process's lock of that name is given back with the write.
+        value = dumps_json(encode_state(state))
         try:
-            await self.store.set(POLICY_NAMESPACE, state.domain, dumps_json(encode_state(state)),
-                                 expires_at=ststate.expiry(state))
+            if lock is None:
+                await self.store.set(POLICY_NAMESPACE, state.domain, value,
+                                     expires_at=ststate.expiry(state))
+            else:
+                await set_release(self.store, POLICY_NAMESPACE, state.domain, value,
+                                  expires_at=ststate.expiry(state), name=lock,
+                                  owner=self._owner)
         except StoreError as exc:
             _log.warning("MTA-STS cache write for %s failed: %s", state.domain, exc)
 
@@ -441,31 +461,40 @@ class Discovery:
         return await self._refresh_task(name, force=True)
 
     async def _refresh(self, domain: str, force: bool) -> StsState:
+        # Two store operations in the common case: take the lock and read the entry in
+        # one, write the result and give the lock back in one.
         lock = f"mta-sts.{domain}"
         deadline = time.monotonic() + self.config.lock_ttl
         held = False
         waited = False
+        old: StsState | None = None
+        read = False
         try:
             while True:
                 try:
-                    held = await self.store.acquire(lock, self._owner, self.config.lock_ttl)
+                    held, entry = await acquire_get(self.store, lock, self._owner,
+                                                    self.config.lock_ttl, POLICY_NAMESPACE,
+                                                    domain)
                 except StoreError as exc:
                     _log.warning("single-flight lock for %s unavailable: %s", domain, exc)
                     break
+                stored = self._decoded(domain, entry)
                 if held:
+                    old, read = stored, True
                     break
+                if stored is not None and not needs_check(stored, self._clock()):
+                    # Another process fetched this domain meanwhile: use its result.
+                    self._keep(domain, stored)
+                    return stored
                 if not waited:
                     waited = True
                     self.observer.single_flight_wait("store")
-                # Another process is fetching this domain: use its result when it lands.
-                await asyncio.sleep(0.05)
-                stored = await self._load(domain)
-                if stored is not None and not needs_check(stored, self._clock()):
-                    self._keep(domain, stored)
-                    return stored
                 if time.monotonic() > deadline:
                     break
-            old = await self._load(domain)
+                # Another process is fetching this domain: use its result when it lands.
+                await asyncio.sleep(0.05)
+            if not read:
+                old = await self._load(domain)
             if old is None:
                 old = self._memory.get(domain)
             if not force and old is not None and not needs_check(old, self._clock()):
@@ -473,7 +502,8 @@ class Discovery:
                 return old
             state = await self._discover(domain, old, force)
             self._remember(domain, state)
-            await self._save(state)
+            await self._save(state, lock if held else None)
+            held = False  # given back with the write
             return state
         except Exception as exc:
             # Nothing a stranger's DNS or server does may escape as a crash; keep the old.
