@@ -200,6 +200,67 @@ def test_ad_bit_statuses(env: Env) -> None:
     run(main)
 
 
+def test_a_loopback_resolver_is_asked_over_one_shared_socket(env: Env) -> None:
+    """Concurrent queries share one UDP socket; each gets the reply to its own question."""
+    async def main() -> None:
+        client = DnsClient("127.0.0.1", env.dns.port, timeout=2.0)
+        names = ["mx.secure.test", "mx.insecure.test", "nothere.insecure.test",
+                 "mx.expired.test"] * 5
+        answers = await asyncio.gather(*(client.query(n, "A") for n in names))
+        channel = client._channel
+        assert channel is not None and not channel.waiting
+        for name, answer in zip(names, answers, strict=True):
+            assert answer.name == name
+        statuses = {a.name: a.status for a in answers}
+        assert statuses == {"mx.secure.test": DnsStatus.RECORDS,
+                            "mx.insecure.test": DnsStatus.RECORDS,
+                            "nothere.insecure.test": DnsStatus.NXDOMAIN,
+                            "mx.expired.test": DnsStatus.FAILED}
+        client.forget()
+        again = await client.query("mx.secure.test", "A")
+        assert again.status is DnsStatus.RECORDS and client._channel is channel
+        client.close()
+        assert channel.closed
+
+    run(main)
+
+
+def test_a_reply_to_another_question_is_a_failed_lookup() -> None:
+    """Over the shared socket, a reply with the query's id but another question fails
+    the lookup (as a fresh socket per query did), and stray replies are ignored."""
+    liar = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    liar.bind(("127.0.0.1", 0))
+    liar.settimeout(5)
+
+    def answer_another_question() -> None:
+        import dns.message
+
+        try:
+            data, peer = liar.recvfrom(4096)
+        except OSError:
+            return
+        query = dns.message.from_wire(data)
+        other = dns.message.make_query("elsewhere.test", "A")
+        other.id = query.id ^ 1
+        liar.sendto(dns.message.make_response(other).to_wire(), peer)  # stray: ignored
+        other.id = query.id
+        liar.sendto(dns.message.make_response(other).to_wire(), peer)
+
+    thread = threading.Thread(target=answer_another_question, daemon=True)
+    thread.start()
+
+    async def main() -> None:
+        client = DnsClient("127.0.0.1", liar.getsockname()[1], timeout=2.0)
+        answer = await client.query("secure.test", "A")
+        assert answer.status is DnsStatus.FAILED and "BadResponse" in answer.detail
+        client.close()
+
+    try:
+        run(main)
+    finally:
+        liar.close()
+
+
 def test_timeout_and_malformed_answers_are_failed_lookups() -> None:
     """A resolver that never answers, and one that answers garbage: FAILED, no exception."""
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

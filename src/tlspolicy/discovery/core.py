@@ -229,6 +229,7 @@ class Discovery:
         for query in self.dns.cancel_in_flight():
             with contextlib.suppress(BaseException):
                 await query
+        self.dns.close()
         self.failure_log.flush(self._clock())  # what was held back is still said
         if self._http is not None:
             http, self._http = self._http, None
