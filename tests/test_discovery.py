@@ -41,6 +41,7 @@ from tlspolicy.discovery import (
     describe,
     describe_cache,
 )
+from tlspolicy.discovery.dns import QUERIES_PER_SOCKET
 from tlspolicy.discovery.stscache import encode_state as _encode
 from tlspolicy.policies.dane import DaneApplicability
 from tlspolicy.policies.mtasts import CachedMtaStsPolicy, FetchOutcome, parse_policy
@@ -200,25 +201,35 @@ def test_ad_bit_statuses(env: Env) -> None:
     run(main)
 
 
-def test_a_loopback_resolver_is_asked_over_one_shared_socket(env: Env) -> None:
-    """Concurrent queries share one UDP socket; each gets the reply to its own question."""
+def test_a_loopback_resolver_is_asked_over_shared_sockets(env: Env) -> None:
+    """Concurrent queries share UDP sockets (up to QUERIES_PER_SOCKET each); each gets the
+    reply to its own question; once the burst is over one socket stays open."""
     async def main() -> None:
         client = DnsClient("127.0.0.1", env.dns.port, timeout=2.0)
-        names = ["mx.secure.test", "mx.insecure.test", "nothere.insecure.test",
-                 "mx.expired.test"] * 5
+        used: list[object] = []
+        free = client._free_channel
+
+        async def counted() -> Any:
+            channel = await free()
+            used.append(channel)
+            return channel
+
+        client._free_channel = counted  # type: ignore[method-assign]
+        known = {"mx.secure.test": DnsStatus.RECORDS, "mx.insecure.test": DnsStatus.RECORDS,
+                 "nothere.insecure.test": DnsStatus.NXDOMAIN,
+                 "mx.expired.test": DnsStatus.FAILED}
+        names = [*known, *(f"n{i}.nothere.insecure.test" for i in range(20))]
         answers = await asyncio.gather(*(client.query(n, "A") for n in names))
-        channel = client._channel
-        assert channel is not None and not channel.waiting
         for name, answer in zip(names, answers, strict=True):
             assert answer.name == name
-        statuses = {a.name: a.status for a in answers}
-        assert statuses == {"mx.secure.test": DnsStatus.RECORDS,
-                            "mx.insecure.test": DnsStatus.RECORDS,
-                            "nothere.insecure.test": DnsStatus.NXDOMAIN,
-                            "mx.expired.test": DnsStatus.FAILED}
+            assert answer.status is known.get(name, DnsStatus.NXDOMAIN)
+        assert len(names) > QUERIES_PER_SOCKET and len({id(c) for c in used}) == 2
+        assert len(client._channels) == 1
+        channel = client._channels[0]
+        assert not channel.waiting
         client.forget()
         again = await client.query("mx.secure.test", "A")
-        assert again.status is DnsStatus.RECORDS and client._channel is channel
+        assert again.status is DnsStatus.RECORDS and client._channels == [channel]
         client.close()
         assert channel.closed
 

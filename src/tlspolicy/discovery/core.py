@@ -59,6 +59,8 @@ _log = logging.getLogger("tlspolicy.discovery")
 #: MTA-STS fetch): a caller that shows those results itself can leave it out.
 OUTCOME_LOGGER: Final = "tlspolicy.discovery.outcome"
 _outcome_log = logging.getLogger(OUTCOME_LOGGER)
+#: Decoded store entries kept for their next read (see Discovery._decoded).
+_DECODED_KEPT: Final = 1024
 
 
 def mirror_enforce_policies(namespace: str, key: str, value: bytes) -> bool:
@@ -125,6 +127,9 @@ class Discovery:
         self._refreshing: dict[str, asyncio.Task[StsState]] = {}
         # Domains whose latest cache read failed (the store is down): see sts_state.
         self._unreadable: set[str] = set()
+        # The latest entries decoded, with their states: the refresh that a read starts
+        # reads the same bytes back under its lock, and need not decode them again.
+        self._decoded_last: dict[str, tuple[bytes, StsState]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         #: Policy fetches over HTTPS started by this instance, per domain.
         self.fetches: dict[str, int] = {}
@@ -340,7 +345,16 @@ class Discovery:
         """The state in an entry read from the store (``None``: none stored, or corrupt)."""
         try:
             self._unreadable.discard(domain)
-            return None if entry is None else decode_state(domain, entry.value, self._share)
+            if entry is None:
+                return None
+            last = self._decoded_last.pop(domain, None)
+            if last is not None and last[0] == entry.value:
+                return last[1]
+            state = decode_state(domain, entry.value, self._share)
+            if len(self._decoded_last) >= _DECODED_KEPT:
+                self._decoded_last.clear()
+            self._decoded_last[domain] = (entry.value, state)
+            return state
         except StoreError as exc:
             _log.warning("MTA-STS cache read for %s failed: %s", domain, exc)
             if len(self._unreadable) < 100_000:

@@ -8,11 +8,13 @@ never cached as answers, and concurrent queries for one (name, type) share one
 query.  A failed (name, type) is not asked again during its backoff (1 s doubling
 up to 60 s by default, :mod:`.backoff`): the failure itself is the answer meanwhile.
 
-A resolver on loopback is asked over one UDP socket kept open and shared by the queries
-in flight (replies matched by id and question): opening a socket per query cost more than
-the rest of the query.  No one off the host can send from a loopback address, so the
-fixed source port gives nothing away; any other resolver gets a fresh socket (a random
-source port) per query, as before.
+A resolver on loopback is asked over UDP sockets kept open, each shared by up to
+:data:`QUERIES_PER_SOCKET` queries in flight (replies matched by id and question):
+opening a socket per query cost more than the rest of the query, and one socket's
+receive buffer holds that many replies (past it the kernel drops them, and the lookups
+time out).  No one off the host can send from a loopback address, so the fixed source
+port gives nothing away; any other resolver gets a fresh socket (a random source port)
+per query, as before.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ MAX_CACHED_ANSWERS: Final = 500_000
 MAX_COUNTED: Final = 10_000
 #: EDNS payload size (the DNS flag day 2020 value); larger answers go over TCP.
 EDNS_PAYLOAD: Final = 1232
+#: Queries in flight on one UDP socket to a loopback resolver; more open another socket.
+QUERIES_PER_SOCKET: Final = 16
 #: Extended DNS Error codes that mean "DNSSEC validation failed" (RFC 8914 section 4).
 _BOGUS_EDE: Final = frozenset({1, 2, 5, 6, 7, 8, 9, 10, 11, 12})
 
@@ -203,15 +207,40 @@ class DnsClient:
         self.backoff: FailureBackoff[tuple[str, str], DnsAnswer] = (
             backoff if backoff is not None else FailureBackoff())
         self._on_suppressed = on_suppressed
-        # The one UDP socket to a loopback resolver (opened at the first query).
+        # The UDP sockets kept open to a loopback resolver (the first opened at the first
+        # query, more while more queries are in flight).
         self._shared_socket = is_loopback(address)
-        self._channel: _Channel | None = None
+        self._channels: list[_Channel] = []
+        self._opening = asyncio.Lock()
 
     def close(self) -> None:
-        """Close the socket kept open to the resolver (a later query opens another)."""
-        channel, self._channel = self._channel, None
-        if channel is not None:
+        """Close the sockets kept open to the resolver (a later query opens another)."""
+        channels, self._channels = self._channels, []
+        for channel in channels:
             channel.close()
+
+    def _channel_with_room(self) -> _Channel | None:
+        channels = self._channels
+        for channel in list(channels):
+            if channel.closed:
+                channels.remove(channel)
+            elif len(channel.waiting) < QUERIES_PER_SOCKET:
+                return channel
+        return None
+
+    async def _free_channel(self) -> _Channel:
+        """A socket with room for one more query; the caller registers its query before
+        it next waits, so that queries starting together share sockets."""
+        channel = self._channel_with_room()
+        if channel is not None:
+            return channel
+        async with self._opening:  # one socket opened at a time, then looked at again
+            channel = self._channel_with_room()
+            if channel is None:
+                _, channel = await asyncio.get_running_loop().create_datagram_endpoint(
+                    _Channel, remote_addr=(self.address, self.port))
+                self._channels.append(channel)
+            return channel
 
     def forget(self, suffix: str | None = None) -> None:
         """Drop cached answers and remembered failures (all, or those for names ending
@@ -377,11 +406,7 @@ class DnsClient:
 
     async def _over_channel(self, request: dns.message.Message) -> dns.message.Message:
         """The reply over the shared UDP socket, over TCP when it comes truncated."""
-        channel = self._channel
-        if channel is None or channel.closed:
-            _, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
-                _Channel, remote_addr=(self.address, self.port))
-            channel = self._channel = protocol
+        channel = await self._free_channel()
         waiting = channel.waiting
         while request.id in waiting:  # ids are random: another query in flight has it
             request.id = dns.entropy.random_16()
@@ -402,6 +427,11 @@ class DnsClient:
         finally:
             if waiting.get(request.id, (None, None))[1] is future:
                 del waiting[request.id]
+            channels = self._channels
+            if not waiting and channel in channels and channel is not channels[0]:
+                # A burst is over: only the first socket stays open.
+                channels.remove(channel)
+                channel.close()
 
     async def probe(self, name: str = ".") -> DnsAnswer:
         """Query ``name`` SOA, bypassing the cache, to check the resolver validates."""
