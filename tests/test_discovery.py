@@ -202,8 +202,8 @@ def test_ad_bit_statuses(env: Env) -> None:
 
 
 def test_a_loopback_resolver_is_asked_over_shared_sockets(env: Env) -> None:
-    """Concurrent queries share UDP sockets (up to QUERIES_PER_SOCKET each); each gets the
-    reply to its own question; once the burst is over one socket stays open."""
+    """Concurrent queries share UDP sockets (up to QUERIES_PER_SOCKET in flight on each);
+    each gets the reply to its own question; once the burst is over one socket stays open."""
     async def main() -> None:
         client = DnsClient("127.0.0.1", env.dns.port, timeout=2.0)
         used: list[object] = []
@@ -211,6 +211,7 @@ def test_a_loopback_resolver_is_asked_over_shared_sockets(env: Env) -> None:
 
         async def counted() -> Any:
             channel = await free()
+            assert len(channel.waiting) < QUERIES_PER_SOCKET  # room for this query
             used.append(channel)
             return channel
 
@@ -223,7 +224,9 @@ def test_a_loopback_resolver_is_asked_over_shared_sockets(env: Env) -> None:
         for name, answer in zip(names, answers, strict=True):
             assert answer.name == name
             assert answer.status is known.get(name, DnsStatus.NXDOMAIN)
-        assert len(names) > QUERIES_PER_SOCKET and len({id(c) for c in used}) == 2
+        # Shared: 24 queries in flight at once at most take two sockets (fewer when the
+        # first replies land before the last queries start).
+        assert len(names) > QUERIES_PER_SOCKET and 1 <= len({id(c) for c in used}) <= 2
         assert len(client._channels) == 1
         channel = client._channels[0]
         assert not channel.waiting
