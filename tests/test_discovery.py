@@ -41,6 +41,7 @@ from tlspolicy.discovery import (
     describe,
     describe_cache,
 )
+from tlspolicy.discovery.dns import QUERIES_PER_SOCKET
 from tlspolicy.discovery.stscache import encode_state as _encode
 from tlspolicy.policies.dane import DaneApplicability
 from tlspolicy.policies.mtasts import CachedMtaStsPolicy, FetchOutcome, parse_policy
@@ -198,6 +199,80 @@ def test_ad_bit_statuses(env: Env) -> None:
         assert failed.status is DnsStatus.FAILED and failed.bogus
 
     run(main)
+
+
+def test_a_loopback_resolver_is_asked_over_shared_sockets(env: Env) -> None:
+    """Concurrent queries share UDP sockets (up to QUERIES_PER_SOCKET in flight on each);
+    each gets the reply to its own question; once the burst is over one socket stays open."""
+    async def main() -> None:
+        client = DnsClient("127.0.0.1", env.dns.port, timeout=2.0)
+        used: list[object] = []
+        free = client._free_channel
+
+        async def counted() -> Any:
+            channel = await free()
+            assert len(channel.waiting) < QUERIES_PER_SOCKET  # room for this query
+            used.append(channel)
+            return channel
+
+        client._free_channel = counted  # type: ignore[method-assign]
+        known = {"mx.secure.test": DnsStatus.RECORDS, "mx.insecure.test": DnsStatus.RECORDS,
+                 "nothere.insecure.test": DnsStatus.NXDOMAIN,
+                 "mx.expired.test": DnsStatus.FAILED}
+        names = [*known, *(f"n{i}.nothere.insecure.test" for i in range(20))]
+        answers = await asyncio.gather(*(client.query(n, "A") for n in names))
+        for name, answer in zip(names, answers, strict=True):
+            assert answer.name == name
+            assert answer.status is known.get(name, DnsStatus.NXDOMAIN)
+        # Shared: 24 queries in flight at once at most take two sockets (fewer when the
+        # first replies land before the last queries start).
+        assert len(names) > QUERIES_PER_SOCKET and 1 <= len({id(c) for c in used}) <= 2
+        assert len(client._channels) == 1
+        channel = client._channels[0]
+        assert not channel.waiting
+        client.forget()
+        again = await client.query("mx.secure.test", "A")
+        assert again.status is DnsStatus.RECORDS and client._channels == [channel]
+        client.close()
+        assert channel.closed
+
+    run(main)
+
+
+def test_a_reply_to_another_question_is_a_failed_lookup() -> None:
+    """Over the shared socket, a reply with the query's id but another question fails
+    the lookup (as a fresh socket per query did), and stray replies are ignored."""
+    liar = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    liar.bind(("127.0.0.1", 0))
+    liar.settimeout(5)
+
+    def answer_another_question() -> None:
+        import dns.message
+
+        try:
+            data, peer = liar.recvfrom(4096)
+        except OSError:
+            return
+        query = dns.message.from_wire(data)
+        other = dns.message.make_query("elsewhere.test", "A")
+        other.id = query.id ^ 1
+        liar.sendto(dns.message.make_response(other).to_wire(), peer)  # stray: ignored
+        other.id = query.id
+        liar.sendto(dns.message.make_response(other).to_wire(), peer)
+
+    thread = threading.Thread(target=answer_another_question, daemon=True)
+    thread.start()
+
+    async def main() -> None:
+        client = DnsClient("127.0.0.1", liar.getsockname()[1], timeout=2.0)
+        answer = await client.query("secure.test", "A")
+        assert answer.status is DnsStatus.FAILED and "BadResponse" in answer.detail
+        client.close()
+
+    try:
+        run(main)
+    finally:
+        liar.close()
 
 
 def test_timeout_and_malformed_answers_are_failed_lookups() -> None:

@@ -91,6 +91,12 @@ class _CountingStore(SqliteStore):
         self.reads.append(key)
         return await super().get(namespace, key)
 
+    async def acquire_get(self, name: str, owner: str, ttl: float, namespace: str,
+                          key: str) -> tuple[bool, StoreEntry | None]:
+        # A refresh reads the entry with its lock taken, in one transaction.
+        self.reads.append(key)
+        return await super().acquire_get(name, owner, ttl, namespace, key)
+
 
 async def _seeded(tmp: Path, clock: Clock, names: list[str]) -> _CountingStore:
     store = _CountingStore(tmp / "cache.sqlite3")

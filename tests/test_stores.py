@@ -18,8 +18,10 @@ from tlspolicy.stores import (
     Store,
     StoreError,
     StoreUnavailableError,
+    acquire_get,
     dumps_json,
     loads_json,
+    set_release,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -235,6 +237,96 @@ def test_redis_refuses_allkeys_eviction(redis_server: RedisServer) -> None:
             await admin.aclose()
 
     asyncio.run(main())
+
+
+class _PlainStore:
+    """A store with only the protocol's methods (no combined operations)."""
+
+    def __init__(self, inner: Store) -> None:
+        self._inner = inner
+        self.get = inner.get
+        self.set = inner.set
+        self.acquire = inner.acquire
+        self.release = inner.release
+        self.close = inner.close
+
+
+async def _check_combined(store: Store, other: Store, clock: Clock, k: str = "k") -> None:
+    name = f"lock-{time.monotonic_ns()}"
+    assert await acquire_get(store, name, "a", 5, "t", k) == (True, None)
+    # Another owner is refused the lock but still reads the entry.
+    await store.set("t", k, b"v1", expires_at=clock.now + 60)
+    held, entry = await acquire_get(other, name, "b", 5, "t", k)
+    assert held is False and entry is not None and entry.value == b"v1"
+    # Re-entrant for its owner, with the entry read under the lock.
+    held, entry = await acquire_get(store, name, "a", 5, "t", k)
+    assert held is True and entry is not None and entry.value == b"v1"
+    # The write lands and the lock is given back: the other owner takes it at once.
+    await set_release(store, "t", k, b"v2", expires_at=clock.now + 60, name=name,
+                      owner="a")
+    held, entry = await acquire_get(other, name, "b", 5, "t", k)
+    assert held is True and entry is not None and entry.value == b"v2"
+    # Giving back a lock one does not hold leaves it to its holder (the write lands).
+    await set_release(store, "t", k, b"v3", expires_at=clock.now + 60, name=name,
+                      owner="a")
+    assert await store.acquire(name, "a", 5) is False
+    assert (await store.get("t", k)).value == b"v3"  # type: ignore[union-attr]
+    # A write that fails still gives the lock back.
+    with pytest.raises(StoreError):
+        await set_release(other, "t", k, "text", expires_at=None,  # type: ignore[arg-type]
+                          name=name, owner="b")
+    assert await store.acquire(name, "a", 5) is True
+    await store.release(name, "a")
+    # An expired entry is not read.
+    await store.set("t", f"{k}-gone", b"x", expires_at=clock.now + 0.2)
+    clock.now += 1
+    await asyncio.sleep(0.3)
+    assert await acquire_get(store, name, "a", 5, "t", f"{k}-gone") == (True, None)
+    await store.release(name, "a")
+
+
+def test_combined_lock_and_entry_operations(make_store: Callable[[Clock], object]) -> None:
+    async def main() -> None:
+        clock = Clock()
+        store: Store = await make_store(clock)  # type: ignore[misc]
+        try:
+            await _check_combined(store, store, clock)
+            # The same through the generic path (a store without the combined methods).
+            plain = _PlainStore(store)
+            await _check_combined(plain, plain, clock, "k2")  # type: ignore[arg-type]
+        finally:
+            await store.close()
+
+    _run(main)
+
+
+def test_combined_operations_through_a_mirrored_store(redis_server: RedisServer,
+                                                      tmp_path: Path) -> None:
+    async def main() -> None:
+        clock = Clock()
+        primary = await _redis_store(redis_server.url, clock, "test-mirrored-combined:")
+        local = SqliteStore(tmp_path / "mirror.sqlite3", clock=clock)
+        store = MirroredStore(primary, local,
+                              mirror_when=lambda ns, key, value: value[:1] == b"v")
+        try:
+            await _check_combined(store, store, clock)
+            assert (await acquire_get(store, "m", "a", 5, "t", "k"))[0] is True
+            await set_release(store, "t", "k", b"v4", expires_at=clock.now + 60, name="m",
+                              owner="a")
+            assert (await local.get("t", "k")).value == b"v4"  # type: ignore[union-attr]
+            assert (await primary.get("t", "k")).value == b"v4"  # type: ignore[union-attr]
+            # A write the mirror does not select removes its copy, and frees both locks.
+            assert await acquire_get(store, "m", "a", 5, "t", "k") == (
+                True, await primary.get("t", "k"))
+            await set_release(store, "t", "k", b"other", expires_at=clock.now + 60,
+                              name="m", owner="a")
+            assert await local.get("t", "k") is None
+            assert await primary.acquire("m", "b", 5) is True
+            assert await local.acquire("m", "b", 5) is True
+        finally:
+            await store.close()
+
+    _run(main)
 
 
 def test_redis_down_is_unavailable_and_mirror_serves(tmp_path: Path) -> None:

@@ -26,9 +26,12 @@ from ..policies.ststate import aware, needs_check
 from ..stores import (
     SqliteStore,
     Store,
+    StoreEntry,
     StoreError,
+    acquire_get,
     dumps_json,
     redis_with_mirror,
+    set_release,
 )
 from .backoff import FailureBackoff, FailureLog
 from .dane import addresses, lookup_tlsa
@@ -56,6 +59,8 @@ _log = logging.getLogger("tlspolicy.discovery")
 #: MTA-STS fetch): a caller that shows those results itself can leave it out.
 OUTCOME_LOGGER: Final = "tlspolicy.discovery.outcome"
 _outcome_log = logging.getLogger(OUTCOME_LOGGER)
+#: Decoded store entries kept for their next read (see Discovery._decoded).
+_DECODED_KEPT: Final = 1024
 
 
 def mirror_enforce_policies(namespace: str, key: str, value: bytes) -> bool:
@@ -122,6 +127,9 @@ class Discovery:
         self._refreshing: dict[str, asyncio.Task[StsState]] = {}
         # Domains whose latest cache read failed (the store is down): see sts_state.
         self._unreadable: set[str] = set()
+        # The latest entries decoded, with their states: the refresh that a read starts
+        # reads the same bytes back under its lock, and need not decode them again.
+        self._decoded_last: dict[str, tuple[bytes, StsState]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         #: Policy fetches over HTTPS started by this instance, per domain.
         self.fetches: dict[str, int] = {}
@@ -226,6 +234,7 @@ class Discovery:
         for query in self.dns.cancel_in_flight():
             with contextlib.suppress(BaseException):
                 await query
+        self.dns.close()
         self.failure_log.flush(self._clock())  # what was held back is still said
         if self._http is not None:
             http, self._http = self._http, None
@@ -325,8 +334,27 @@ class Discovery:
     async def _load(self, domain: str) -> StsState | None:
         try:
             entry = await self.store.get(POLICY_NAMESPACE, domain)
+        except StoreError as exc:
+            _log.warning("MTA-STS cache read for %s failed: %s", domain, exc)
+            if len(self._unreadable) < 100_000:
+                self._unreadable.add(domain)
+            return None
+        return self._decoded(domain, entry)
+
+    def _decoded(self, domain: str, entry: StoreEntry | None) -> StsState | None:
+        """The state in an entry read from the store (``None``: none stored, or corrupt)."""
+        try:
             self._unreadable.discard(domain)
-            return None if entry is None else decode_state(domain, entry.value, self._share)
+            if entry is None:
+                return None
+            last = self._decoded_last.pop(domain, None)
+            if last is not None and last[0] == entry.value:
+                return last[1]
+            state = decode_state(domain, entry.value, self._share)
+            if len(self._decoded_last) >= _DECODED_KEPT:
+                self._decoded_last.clear()
+            self._decoded_last[domain] = (entry.value, state)
+            return state
         except StoreError as exc:
             _log.warning("MTA-STS cache read for %s failed: %s", domain, exc)
             if len(self._unreadable) < 100_000:
@@ -346,10 +374,17 @@ class Discovery:
         if name in self._memory:
             self._memory[name] = state
 
-    async def _save(self, state: StsState) -> None:
+    async def _save(self, state: StsState, lock: str | None = None) -> None:
+        # With ``lock``: this process's lock of that name is given back with the write.
+        value = dumps_json(encode_state(state))
         try:
-            await self.store.set(POLICY_NAMESPACE, state.domain, dumps_json(encode_state(state)),
-                                 expires_at=ststate.expiry(state))
+            if lock is None:
+                await self.store.set(POLICY_NAMESPACE, state.domain, value,
+                                     expires_at=ststate.expiry(state))
+            else:
+                await set_release(self.store, POLICY_NAMESPACE, state.domain, value,
+                                  expires_at=ststate.expiry(state), name=lock,
+                                  owner=self._owner)
         except StoreError as exc:
             _log.warning("MTA-STS cache write for %s failed: %s", state.domain, exc)
 
@@ -441,31 +476,40 @@ class Discovery:
         return await self._refresh_task(name, force=True)
 
     async def _refresh(self, domain: str, force: bool) -> StsState:
+        # Two store operations in the common case: take the lock and read the entry in
+        # one, write the result and give the lock back in one.
         lock = f"mta-sts.{domain}"
         deadline = time.monotonic() + self.config.lock_ttl
         held = False
         waited = False
+        old: StsState | None = None
+        read = False
         try:
             while True:
                 try:
-                    held = await self.store.acquire(lock, self._owner, self.config.lock_ttl)
+                    held, entry = await acquire_get(self.store, lock, self._owner,
+                                                    self.config.lock_ttl, POLICY_NAMESPACE,
+                                                    domain)
                 except StoreError as exc:
                     _log.warning("single-flight lock for %s unavailable: %s", domain, exc)
                     break
+                stored = self._decoded(domain, entry)
                 if held:
+                    old, read = stored, True
                     break
+                if stored is not None and not needs_check(stored, self._clock()):
+                    # Another process fetched this domain meanwhile: use its result.
+                    self._keep(domain, stored)
+                    return stored
                 if not waited:
                     waited = True
                     self.observer.single_flight_wait("store")
-                # Another process is fetching this domain: use its result when it lands.
-                await asyncio.sleep(0.05)
-                stored = await self._load(domain)
-                if stored is not None and not needs_check(stored, self._clock()):
-                    self._keep(domain, stored)
-                    return stored
                 if time.monotonic() > deadline:
                     break
-            old = await self._load(domain)
+                # Another process is fetching this domain: use its result when it lands.
+                await asyncio.sleep(0.05)
+            if not read:
+                old = await self._load(domain)
             if old is None:
                 old = self._memory.get(domain)
             if not force and old is not None and not needs_check(old, self._clock()):
@@ -473,7 +517,8 @@ class Discovery:
                 return old
             state = await self._discover(domain, old, force)
             self._remember(domain, state)
-            await self._save(state)
+            await self._save(state, lock if held else None)
+            held = False  # given back with the write
             return state
         except Exception as exc:
             # Nothing a stranger's DNS or server does may escape as a crash; keep the old.

@@ -7,6 +7,14 @@ cached in process no longer than their TTL (capped, never raised), failures are
 never cached as answers, and concurrent queries for one (name, type) share one
 query.  A failed (name, type) is not asked again during its backoff (1 s doubling
 up to 60 s by default, :mod:`.backoff`): the failure itself is the answer meanwhile.
+
+A resolver on loopback is asked over UDP sockets kept open, each shared by up to
+:data:`QUERIES_PER_SOCKET` queries in flight (replies matched by id and question):
+opening a socket per query cost more than the rest of the query, and one socket's
+receive buffer holds that many replies (past it the kernel drops them, and the lookups
+time out).  No one off the host can send from a loopback address, so the fixed source
+port gives nothing away; any other resolver gets a fresh socket (a random source port)
+per query, as before.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import attrs
 
@@ -30,10 +38,12 @@ from .backoff import FailureBackoff
 try:
     import dns.asyncquery
     import dns.edns
+    import dns.entropy
     import dns.exception
     import dns.flags
     import dns.message
     import dns.name
+    import dns.query
     import dns.rcode
     import dns.rdatatype
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -53,6 +63,8 @@ MAX_CACHED_ANSWERS: Final = 500_000
 MAX_COUNTED: Final = 10_000
 #: EDNS payload size (the DNS flag day 2020 value); larger answers go over TCP.
 EDNS_PAYLOAD: Final = 1232
+#: Queries in flight on one UDP socket to a loopback resolver; more open another socket.
+QUERIES_PER_SOCKET: Final = 16
 #: Extended DNS Error codes that mean "DNSSEC validation failed" (RFC 8914 section 4).
 _BOGUS_EDE: Final = frozenset({1, 2, 5, 6, 7, 8, 9, 10, 11, 12})
 
@@ -109,6 +121,58 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+class _Channel(asyncio.DatagramProtocol):
+    """One connected UDP socket to the resolver, shared by the queries in flight: each
+    reply goes to the query with its id, and must answer that query's question."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.waiting: dict[int, tuple[dns.message.Message,
+                                      asyncio.Future[dns.message.Message]]] = {}
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # The selector loop's datagram transport is not a DatagramTransport subclass.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        found = self.waiting.get(int.from_bytes(data[:2])) if len(data) >= 2 else None
+        if found is None:
+            return  # a reply to a query given up on (or a stray datagram)
+        query, future = found
+        if future.done():
+            return
+        try:
+            reply = dns.message.from_wire(data, raise_on_truncation=True)
+        except Exception as exc:  # truncated (TCP next) or malformed: that query's result
+            future.set_exception(exc)
+            return
+        if not query.is_response(reply):
+            future.set_exception(dns.query.BadResponse())  # type: ignore[no-untyped-call]
+            return
+        future.set_result(reply)
+
+    def error_received(self, exc: Exception) -> None:
+        # An ICMP error (nothing listening): which query it was for is not known, and
+        # every query in flight to that resolver meets the same.
+        self._fail(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(exc if exc is not None else ConnectionError("DNS socket closed"))
+
+    def _fail(self, exc: Exception) -> None:
+        for _, future in self.waiting.values():
+            if not future.done():
+                future.set_exception(exc)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+
 class DnsClient:
     """Queries one resolver at ``address``:``port``.
 
@@ -143,6 +207,40 @@ class DnsClient:
         self.backoff: FailureBackoff[tuple[str, str], DnsAnswer] = (
             backoff if backoff is not None else FailureBackoff())
         self._on_suppressed = on_suppressed
+        # The UDP sockets kept open to a loopback resolver (the first opened at the first
+        # query, more while more queries are in flight).
+        self._shared_socket = is_loopback(address)
+        self._channels: list[_Channel] = []
+        self._opening = asyncio.Lock()
+
+    def close(self) -> None:
+        """Close the sockets kept open to the resolver (a later query opens another)."""
+        channels, self._channels = self._channels, []
+        for channel in channels:
+            channel.close()
+
+    def _channel_with_room(self) -> _Channel | None:
+        channels = self._channels
+        for channel in list(channels):
+            if channel.closed:
+                channels.remove(channel)
+            elif len(channel.waiting) < QUERIES_PER_SOCKET:
+                return channel
+        return None
+
+    async def _free_channel(self) -> _Channel:
+        """A socket with room for one more query; the caller registers its query before
+        it next waits, so that queries starting together share sockets."""
+        channel = self._channel_with_room()
+        if channel is not None:
+            return channel
+        async with self._opening:  # one socket opened at a time, then looked at again
+            channel = self._channel_with_room()
+            if channel is None:
+                _, channel = await asyncio.get_running_loop().create_datagram_endpoint(
+                    _Channel, remote_addr=(self.address, self.port))
+                self._channels.append(channel)
+            return channel
 
     def forget(self, suffix: str | None = None) -> None:
         """Drop cached answers and remembered failures (all, or those for names ending
@@ -267,8 +365,11 @@ class DnsClient:
                 del sent[old]
         try:
             async with self._limit, asyncio.timeout(self.timeout * 2.5):
-                response, _ = await dns.asyncquery.udp_with_fallback(
-                    request, self.address, timeout=self.timeout, port=self.port)
+                if self._shared_socket:
+                    response = await self._over_channel(request)
+                else:
+                    response, _ = await dns.asyncquery.udp_with_fallback(
+                        request, self.address, timeout=self.timeout, port=self.port)
         except (dns.exception.DNSException, OSError, TimeoutError, ValueError, EOFError) as exc:
             return self._failed(name, rdtype, f"{rdtype} {name}: {type(exc).__name__}: {exc}",
                                 unanswered=True)
@@ -302,6 +403,35 @@ class DnsClient:
                                 f"{rdtype} {name}: {len(records)} records, over {MAX_RECORDS}")
         return DnsAnswer(name, rdtype, DnsStatus.RECORDS, secure, records, canonical, cnames,
                          max(ttl, 0))
+
+    async def _over_channel(self, request: dns.message.Message) -> dns.message.Message:
+        """The reply over the shared UDP socket, over TCP when it comes truncated."""
+        channel = await self._free_channel()
+        waiting = channel.waiting
+        while request.id in waiting:  # ids are random: another query in flight has it
+            request.id = dns.entropy.random_16()
+        future: asyncio.Future[dns.message.Message] = \
+            asyncio.get_running_loop().create_future()
+        waiting[request.id] = (request, future)
+        try:
+            assert channel.transport is not None
+            channel.transport.sendto(request.to_wire())
+            try:
+                return await asyncio.wait_for(future, self.timeout)
+            except TimeoutError:
+                raise dns.exception.Timeout(  # type: ignore[no-untyped-call]
+                    timeout=self.timeout) from None
+        except dns.message.Truncated:
+            return await dns.asyncquery.tcp(request, self.address, timeout=self.timeout,
+                                            port=self.port)
+        finally:
+            if waiting.get(request.id, (None, None))[1] is future:
+                del waiting[request.id]
+            channels = self._channels
+            if not waiting and channel in channels and channel is not channels[0]:
+                # A burst is over: only the first socket stays open.
+                channels.remove(channel)
+                channel.close()
 
     async def probe(self, name: str = ".") -> DnsAnswer:
         """Query ``name`` SOA, bypassing the cache, to check the resolver validates."""

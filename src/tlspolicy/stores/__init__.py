@@ -23,8 +23,10 @@ from .base import (
     StoreEntry,
     StoreError,
     StoreUnavailableError,
+    acquire_get,
     dumps_json,
     loads_json,
+    set_release,
 )
 from .fleet import redis_with_mirror
 from .mirrored import MirroredStore
@@ -37,7 +39,9 @@ __all__ = [
     "StoreEntry",
     "StoreError",
     "StoreUnavailableError",
+    "acquire_get",
     "dumps_json",
     "loads_json",
     "redis_with_mirror",
+    "set_release",
 ]

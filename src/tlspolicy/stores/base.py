@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -19,9 +20,11 @@ __all__ = [
     "StoreEntry",
     "StoreError",
     "StoreUnavailableError",
+    "acquire_get",
     "check_name",
     "dumps_json",
     "loads_json",
+    "set_release",
 ]
 
 #: Longest namespace a store accepts (namespaces are chosen by the program).
@@ -88,3 +91,37 @@ class Store(Protocol):
     async def close(self) -> None:
         """Release the backend's resources; the store is unusable afterwards."""
 
+
+
+# The two combined operations below are optional for a backend: one that has them does
+# each in one transaction or round trip (a refresh under the single-flight lock then costs
+# two store operations, not four); for any other, they are the two plain calls in order.
+
+
+async def acquire_get(store: Store, name: str, owner: str, ttl: float, namespace: str,
+                      key: str) -> tuple[bool, StoreEntry | None]:
+    """:meth:`Store.acquire` of the lock ``name``, then :meth:`Store.get` of the entry:
+    whether the lock was taken, and the unexpired entry as read after taking it (or
+    after failing to: another holder's result may already be there)."""
+    combined: Any = getattr(store, "acquire_get", None)
+    if combined is not None:
+        held, entry = await combined(name, owner, ttl, namespace, key)
+        return bool(held), entry
+    held = await store.acquire(name, owner, ttl)
+    return held, await store.get(namespace, key)
+
+
+async def set_release(store: Store, namespace: str, key: str, value: bytes, *,
+                      expires_at: float | None, name: str, owner: str) -> None:
+    """:meth:`Store.set` of the entry, then :meth:`Store.release` of the lock ``name``
+    held by ``owner``.  The write is never made after the lock is given back; when the
+    write fails, the lock is still given back (best effort) before the error is raised."""
+    combined: Any = getattr(store, "set_release", None)
+    if combined is not None:
+        await combined(namespace, key, value, expires_at=expires_at, name=name, owner=owner)
+        return
+    try:
+        await store.set(namespace, key, value, expires_at=expires_at)
+    finally:
+        with contextlib.suppress(StoreError):
+            await store.release(name, owner)

@@ -8,7 +8,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-from .base import Store, StoreEntry, StoreUnavailableError
+from .base import (
+    Store,
+    StoreEntry,
+    StoreError,
+    StoreUnavailableError,
+    acquire_get,
+    set_release,
+)
 
 __all__ = ["MirroredStore"]
 
@@ -114,6 +121,39 @@ class MirroredStore:
                                        lambda: self.primary.acquire(name, owner, ttl))
         except StoreUnavailableError:
             return await self.mirror.acquire(name, owner, ttl)
+
+    async def acquire_get(self, name: str, owner: str, ttl: float, namespace: str,
+                          key: str) -> tuple[bool, StoreEntry | None]:
+        """:meth:`acquire` and :meth:`get` together: the primary's, or the mirror's while
+        the primary is down."""
+        try:
+            return await self._primary(f"lock {name}", lambda: acquire_get(
+                self.primary, name, owner, ttl, namespace, key))
+        except StoreUnavailableError:
+            return await acquire_get(self.mirror, name, owner, ttl, namespace, key)
+
+    async def set_release(self, namespace: str, key: str, value: bytes, *,
+                          expires_at: float | None, name: str, owner: str) -> None:
+        """:meth:`set`, then :meth:`release`, each store's write and release together
+        (the mirror's first, as :meth:`set` does)."""
+        try:
+            if self._mirror_when(namespace, key, value):
+                await set_release(self.mirror, namespace, key, value, expires_at=expires_at,
+                                  name=name, owner=owner)
+            else:
+                try:
+                    await self.mirror.delete(namespace, key)
+                finally:
+                    with contextlib.suppress(StoreError):
+                        await self.mirror.release(name, owner)
+        except BaseException:
+            with contextlib.suppress(StoreError):
+                await self._primary(f"unlock {name}",
+                                    lambda: self.primary.release(name, owner))
+            raise
+        await self._primary(f"set {namespace}/{key}", lambda: set_release(
+            self.primary, namespace, key, value, expires_at=expires_at, name=name,
+            owner=owner))
 
     async def release(self, name: str, owner: str) -> None:
         """Release on both (the lock may have been taken on either)."""

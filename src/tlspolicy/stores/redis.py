@@ -206,6 +206,58 @@ class RedisStore:
             return True
         return False
 
+    async def acquire_get(self, name: str, owner: str, ttl: float, namespace: str,
+                          key: str) -> tuple[bool, StoreEntry | None]:
+        """:meth:`acquire`, then :meth:`get` of the entry, in one round trip (a pipeline;
+        extending one's own lock takes a second)."""
+        check_name("lock", name)
+        check_name("lock", owner)
+        check_name(namespace, key)
+        if not ttl > 0:
+            raise StoreError(f"lock ttl {ttl!r} must be positive")
+        lock = self._key("lock", name)
+        entry_key = self._key(namespace, key)
+        millis = max(1, int(ttl * 1000))
+        pipe = self._client.pipeline(transaction=False)
+        pipe.set(lock, owner, nx=True, px=millis)
+        pipe.get(lock)
+        pipe.get(entry_key)
+        pipe.pexpiretime(entry_key)
+        taken, holder, value, expiry = await self._call(pipe.execute())
+        held = bool(taken)
+        if not held and holder is not None and \
+                bytes(holder).decode(errors="replace") == owner:
+            # Our own lock: extend it, as acquire does.
+            await self._call(self._client.pexpire(lock, millis))
+            held = True
+        if value is None:
+            return held, None
+        expires_at = None if expiry is None or expiry < 0 else expiry / 1000
+        if expires_at is not None and expires_at <= self._clock():
+            return held, None
+        return held, StoreEntry(namespace, key, bytes(value), expires_at)
+
+    async def set_release(self, namespace: str, key: str, value: bytes, *,
+                          expires_at: float | None, name: str, owner: str) -> None:
+        """:meth:`set`, then :meth:`release` of the lock ``name``, in one round trip (a
+        pipeline: the release runs even when the write fails)."""
+        check_name(namespace, key)
+        check_name("lock", name)
+        if not isinstance(value, bytes):
+            await self.release(name, owner)
+            raise StoreError(f"store values are bytes, not {type(value).__name__}")
+        entry_key = self._key(namespace, key)
+        pipe = self._client.pipeline(transaction=False)
+        if expires_at is None:
+            pipe.set(entry_key, value)
+        elif expires_at <= self._clock():
+            pipe.delete(entry_key)
+        else:
+            pipe.set(entry_key, value, pxat=int(expires_at * 1000))
+        # Queued on the pipeline (awaiting it sends nothing yet).
+        await self._release(keys=[self._key("lock", name)], args=[owner], client=pipe)
+        await self._call(pipe.execute())
+
     async def release(self, name: str, owner: str) -> None:
         """Delete the lock only if ``owner`` still holds it (atomic, in a script)."""
         check_name("lock", name)

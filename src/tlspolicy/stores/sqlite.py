@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import sqlite3
 import time
@@ -206,6 +207,59 @@ class SqliteStore:
             return True
 
         return await self._run(work)
+
+    async def acquire_get(self, name: str, owner: str, ttl: float, namespace: str,
+                          key: str) -> tuple[bool, StoreEntry | None]:
+        """:meth:`acquire`, then :meth:`get` of the entry, in one transaction (one trip
+        to the worker thread): whether the lock was taken, and the entry."""
+        check_name("lock", name)
+        check_name("lock", owner)
+        check_name(namespace, key)
+        if not ttl > 0:
+            raise StoreError(f"lock ttl {ttl!r} must be positive")
+        now = self._clock()
+
+        def work(conn: sqlite3.Connection) -> tuple[bool, StoreEntry | None]:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute("SELECT owner, expires_at FROM locks WHERE name=?",
+                               (name,)).fetchone()
+            held = row is None or row[0] == owner or row[1] <= now
+            if held:
+                conn.execute("INSERT OR REPLACE INTO locks VALUES (?, ?, ?)",
+                             (name, owner, now + ttl))
+            found = conn.execute(
+                "SELECT value, expires_at FROM entries WHERE namespace=? AND key=? "
+                "AND (expires_at IS NULL OR expires_at > ?)", (namespace, key, now)).fetchone()
+            conn.execute("COMMIT")
+            entry = None if found is None else StoreEntry(namespace, key, bytes(found[0]),
+                                                          found[1])
+            return held, entry
+
+        return await self._run(work)
+
+    async def set_release(self, namespace: str, key: str, value: bytes, *,
+                          expires_at: float | None, name: str, owner: str) -> None:
+        """:meth:`set`, then :meth:`release` of the lock ``name``, in one transaction;
+        when the write fails, the lock is still given back (best effort)."""
+        check_name("lock", name)
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)",
+                         (namespace, key, value, expires_at))
+            conn.execute("DELETE FROM locks WHERE name=? AND owner=?", (name, owner))
+            conn.execute("COMMIT")
+
+        try:
+            check_name(namespace, key)
+            if not isinstance(value, bytes):
+                raise StoreError(f"store values are bytes, not {type(value).__name__}")
+            await self._run(work)
+        except StoreError:
+            # The write failed: the lock is given back all the same, as release would.
+            with contextlib.suppress(StoreError):
+                await self.release(name, owner)
+            raise
 
     async def release(self, name: str, owner: str) -> None:
         """Give the lock back if ``owner`` still holds it."""
