@@ -25,6 +25,8 @@ import enum
 import ipaddress
 import itertools
 import logging
+import re
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,8 +45,10 @@ try:
     import dns.flags
     import dns.message
     import dns.name
+    import dns.opcode
     import dns.query
     import dns.rcode
+    import dns.rdataclass
     import dns.rdatatype
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingDependencyError.for_extra("discovery", "dnspython", "discovery") from exc
@@ -67,6 +71,18 @@ EDNS_PAYLOAD: Final = 1232
 QUERIES_PER_SOCKET: Final = 16
 #: Extended DNS Error codes that mean "DNSSEC validation failed" (RFC 8914 section 4).
 _BOGUS_EDE: Final = frozenset({1, 2, 5, 6, 7, 8, 9, 10, 11, 12})
+
+#: A query's header flags: RD, and AD (RFC 6840 section 5.7), opcode QUERY.
+_QUERY_FLAGS: Final = int(dns.flags.RD | dns.flags.AD)
+#: The OPT record every query ends with: root owner, the payload size, EDNS version 0,
+#: no flags (DO unset), no options -- what dnspython writes for ``use_edns=0``.
+_OPT_RECORD: Final = (b"\x00" + struct.pack("!HH", dns.rdatatype.OPT, EDNS_PAYLOAD)
+                      + b"\x00\x00\x00\x00" + b"\x00\x00")
+#: A label written as is: letters, digits, hyphen, underscore (no escapes, no IDNA).
+_PLAIN_LABEL: Final = re.compile(r"[A-Za-z0-9_-]{1,63}\Z")
+#: The reply codes recognised from the header alone (the lookup failed either way).
+_REFUSALS: Final = frozenset({int(dns.rcode.SERVFAIL), int(dns.rcode.REFUSED)})
+_EDE: Final = int(dns.edns.OptionType.EDE)
 
 
 class DnsStatus(enum.Enum):
@@ -121,14 +137,131 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+_RDTYPES: dict[str, int] = {}
+
+
+def _rdtype_code(rdtype: str) -> int:
+    """``rdtype``'s number (read by dnspython once per type name)."""
+    code = _RDTYPES.get(rdtype)
+    if code is None:
+        code = _RDTYPES[rdtype] = int(dns.rdatatype.from_text(rdtype))
+    return code
+
+
+def _question_wire(name: str, rdtype: str) -> bytes:
+    """The question section of a query for ``name`` / ``rdtype``: QNAME, QTYPE, QCLASS IN.
+
+    A name of plain labels is written here (building a dnspython message per query cost
+    more than the rest of the query); any other name (escapes, IDNA, the root) is
+    written by dnspython, which also rejects what cannot be asked.
+    """
+    code = _rdtype_code(rdtype)
+    labels = name.split(".")
+    if all(_PLAIN_LABEL.match(label) for label in labels):
+        qname = b"".join([bytes((len(label),)) + label.encode("ascii") for label in labels])
+        if len(qname) < 255:  # with the root label, at most 255 octets (RFC 1035 3.1)
+            return qname + b"\x00" + struct.pack("!HH", code, dns.rdataclass.IN)
+    request = dns.message.make_query(dns.name.from_text(name or "."),
+                                     dns.rdatatype.from_text(rdtype), use_edns=0,
+                                     payload=EDNS_PAYLOAD)
+    return request.to_wire()[12:-len(_OPT_RECORD)]
+
+
+class _Request:
+    """One query: its id and question section, as sent over the shared socket."""
+
+    __slots__ = ("id", "question")
+
+    def __init__(self, question: bytes) -> None:
+        self.id = dns.entropy.random_16()
+        self.question = question
+
+    def wire(self) -> bytes:
+        """The query: header, the question, the OPT record (EDNS, payload size)."""
+        return struct.pack("!HHHHHH", self.id, _QUERY_FLAGS, 1, 0, 0, 1) \
+            + self.question + _OPT_RECORD
+
+    def message(self) -> dns.message.Message:
+        """The query as a dnspython message (for TCP, and for the full question check)."""
+        return dns.message.from_wire(self.wire())
+
+    def answered_by(self, reply: dns.message.Message, data: bytes) -> bool:
+        """Whether ``reply`` (read from ``data``) answers this query: its id, opcode and
+        question (dnspython's check, unless the reply's question is ours byte for byte)."""
+        if (reply.flags & dns.flags.QR and reply.id == self.id
+                and dns.opcode.from_flags(reply.flags) == dns.opcode.QUERY
+                and len(reply.question) == 1 and data[4:6] == b"\x00\x01"
+                and data[12:12 + len(self.question)] == self.question):
+            return True
+        return self.message().is_response(reply)
+
+
+@attrs.frozen(slots=True)
+class _Refusal:
+    """A SERVFAIL or REFUSED reply, recognised without a full parse: its rcode and the
+    codes of its Extended DNS Errors."""
+
+    rcode: int
+    errors: tuple[int, ...]
+
+
+def _refusal(data: bytes, request: _Request) -> _Refusal | None:
+    """``data`` as a SERVFAIL / REFUSED reply to ``request``, when it is one in the
+    plain shape a resolver sends (header, our question or none, at most an OPT record
+    with Extended DNS Errors, nothing else); ``None`` for anything else, which dnspython
+    then reads in full.  What this accepts, dnspython would read the same way."""
+    if len(data) < 12:
+        return None
+    ident, flags, questions, answers, authority, additional = struct.unpack_from(
+        "!HHHHHH", data)
+    # QR set, opcode QUERY, TC clear (a truncated reply goes to TCP as before).
+    if (ident != request.id or flags & 0xFA00 != 0x8000 or flags & 0xF not in _REFUSALS
+            or answers or authority or questions > 1 or additional > 1):
+        return None
+    at = 12
+    if questions:
+        question = request.question
+        if data[at:at + len(question)] != question:
+            return None  # another question, or ours spelled otherwise: dnspython judges
+        at += len(question)
+    errors: list[int] = []
+    if additional:
+        # OPT: root owner, type 41, any payload size, extended rcode 0, version 0.
+        if data[at:at + 3] != b"\x00\x00\x29" or len(data) < at + 11 \
+                or data[at + 5] or data[at + 6]:
+            return None
+        end = at + 11 + int.from_bytes(data[at + 9:at + 11])
+        if end != len(data):
+            return None
+        at += 11
+        while at < end:
+            if end - at < 4:
+                return None
+            code, size = struct.unpack_from("!HH", data, at)
+            at += 4
+            if code != _EDE or size < 2 or at + size > end:
+                return None  # other options are left to dnspython
+            text = data[at + 2:at + size]
+            if text:
+                try:  # as dnspython reads it: UTF-8, maybe NUL-terminated
+                    (text[:-1] if text[-1] == 0 else text).decode("utf8")
+                except UnicodeDecodeError:
+                    return None
+            errors.append(int.from_bytes(data[at:at + 2]))
+            at += size
+    if at != len(data):
+        return None
+    return _Refusal(flags & 0xF, tuple(errors))
+
+
 class _Channel(asyncio.DatagramProtocol):
     """One connected UDP socket to the resolver, shared by the queries in flight: each
     reply goes to the query with its id, and must answer that query's question."""
 
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None
-        self.waiting: dict[int, tuple[dns.message.Message,
-                                      asyncio.Future[dns.message.Message]]] = {}
+        self.waiting: dict[int, tuple[_Request,
+                                      asyncio.Future[dns.message.Message | _Refusal]]] = {}
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -139,15 +272,22 @@ class _Channel(asyncio.DatagramProtocol):
         found = self.waiting.get(int.from_bytes(data[:2])) if len(data) >= 2 else None
         if found is None:
             return  # a reply to a query given up on (or a stray datagram)
-        query, future = found
+        request, future = found
         if future.done():
+            return
+        # A resolver's refusal is read from its header and question (a full parse of one
+        # was most of what a failing lookup cost); anything else is read by dnspython.
+        refusal = _refusal(data, request)
+        if refusal is not None:
+            future.set_result(refusal)
             return
         try:
             reply = dns.message.from_wire(data, raise_on_truncation=True)
+            answered = request.answered_by(reply, data)
         except Exception as exc:  # truncated (TCP next) or malformed: that query's result
             future.set_exception(exc)
             return
-        if not query.is_response(reply):
+        if not answered:
             future.set_exception(dns.query.BadResponse())  # type: ignore[no-untyped-call]
             return
         future.set_result(reply)
@@ -342,6 +482,11 @@ class DnsClient:
         return DnsAnswer(name, rdtype, DnsStatus.FAILED, False, canonical=name, bogus=bogus,
                          detail=detail, unanswered=unanswered)
 
+    def _refused(self, name: str, rdtype: str, rcode: int, bogus: bool) -> DnsAnswer:
+        text = dns.rcode.to_text(cast(dns.rcode.Rcode, rcode))
+        return self._failed(name, rdtype, f"{rdtype} {name}: {text}"
+                            + (" (DNSSEC validation failed)" if bogus else ""), bogus=bogus)
+
     async def _query(self, name: str, rdtype: str) -> DnsAnswer:
         answer = await self._ask(name, rdtype)
         if answer.ttl > 0:
@@ -352,12 +497,9 @@ class DnsClient:
 
     async def _ask(self, name: str, rdtype: str) -> DnsAnswer:
         try:
-            qname = dns.name.from_text(name or ".")
-            request = dns.message.make_query(qname, dns.rdatatype.from_text(rdtype), use_edns=0,
-                                             payload=EDNS_PAYLOAD)
+            request = _Request(_question_wire(name, rdtype))
         except (dns.exception.DNSException, ValueError) as exc:
             return self._failed(name, rdtype, f"cannot query {name!r}: {exc}")
-        request.flags |= dns.flags.AD | dns.flags.RD
         sent = self.sent
         sent[(name, rdtype)] += 1
         if len(sent) > MAX_COUNTED:
@@ -369,18 +511,19 @@ class DnsClient:
                     response = await self._over_channel(request)
                 else:
                     response, _ = await dns.asyncquery.udp_with_fallback(
-                        request, self.address, timeout=self.timeout, port=self.port)
+                        request.message(), self.address, timeout=self.timeout, port=self.port)
         except (dns.exception.DNSException, OSError, TimeoutError, ValueError, EOFError) as exc:
             return self._failed(name, rdtype, f"{rdtype} {name}: {type(exc).__name__}: {exc}",
                                 unanswered=True)
+        if isinstance(response, _Refusal):
+            return self._refused(name, rdtype, response.rcode,
+                                 any(code in _BOGUS_EDE for code in response.errors))
         rcode = response.rcode()
         secure = self.trusted and bool(response.flags & dns.flags.AD)
         if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-            bogus = any(isinstance(option, dns.edns.EDEOption) and int(option.code) in _BOGUS_EDE
-                        for option in response.options)
-            return self._failed(name, rdtype,
-                                f"{rdtype} {name}: {dns.rcode.to_text(rcode)}"
-                                + (" (DNSSEC validation failed)" if bogus else ""), bogus=bogus)
+            return self._refused(name, rdtype, rcode, any(
+                isinstance(option, dns.edns.EDEOption) and int(option.code) in _BOGUS_EDE
+                for option in response.options))
         try:
             chain = response.resolve_chaining()  # type: ignore[attr-defined]
         except dns.exception.DNSException as exc:
@@ -404,26 +547,26 @@ class DnsClient:
         return DnsAnswer(name, rdtype, DnsStatus.RECORDS, secure, records, canonical, cnames,
                          max(ttl, 0))
 
-    async def _over_channel(self, request: dns.message.Message) -> dns.message.Message:
+    async def _over_channel(self, request: _Request) -> dns.message.Message | _Refusal:
         """The reply over the shared UDP socket, over TCP when it comes truncated."""
         channel = await self._free_channel()
         waiting = channel.waiting
         while request.id in waiting:  # ids are random: another query in flight has it
             request.id = dns.entropy.random_16()
-        future: asyncio.Future[dns.message.Message] = \
+        future: asyncio.Future[dns.message.Message | _Refusal] = \
             asyncio.get_running_loop().create_future()
         waiting[request.id] = (request, future)
         try:
             assert channel.transport is not None
-            channel.transport.sendto(request.to_wire())
+            channel.transport.sendto(request.wire())
             try:
                 return await asyncio.wait_for(future, self.timeout)
             except TimeoutError:
                 raise dns.exception.Timeout(  # type: ignore[no-untyped-call]
                     timeout=self.timeout) from None
         except dns.message.Truncated:
-            return await dns.asyncquery.tcp(request, self.address, timeout=self.timeout,
-                                            port=self.port)
+            return await dns.asyncquery.tcp(request.message(), self.address,
+                                            timeout=self.timeout, port=self.port)
         finally:
             if waiting.get(request.id, (None, None))[1] is future:
                 del waiting[request.id]
