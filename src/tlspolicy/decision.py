@@ -343,36 +343,16 @@ class Decision(_WeakReferable):
         """
         req = requirements
         plan, plan_status, outcomes = _shape_of(req)
+        decision = _decision(
+            domain, binding, binding_group, mx_host, plan, plan_status, req.tls,
+            req.verification, req.fallback, req.requiretls, outcomes, parameters,
+            req.reference_identities, _frozen(effective), _frozen(explanation),
+            _NOTHING if not decided_by else _frozen(decided_by), tlsa_records, reports,
+            notes, mta_sts, dane)
         if cls is Decision:
-            return _decision(
-                domain, binding, binding_group, mx_host, plan, plan_status, req.tls,
-                req.verification, req.fallback, req.requiretls, outcomes, parameters,
-                req.reference_identities, _frozen(effective), _frozen(explanation),
-                _NOTHING if not decided_by else _frozen(decided_by), tlsa_records, reports,
-                notes, mta_sts, dane)
-        return cls(
-            domain=domain,
-            binding=binding,
-            binding_group=binding_group,
-            mx_host=mx_host,
-            plan=plan,
-            plan_status=plan_status,
-            tls=req.tls,
-            verification=req.verification,
-            fallback=req.fallback,
-            requiretls=req.requiretls,
-            outcomes=outcomes,
-            parameters=parameters,
-            reference_identities=req.reference_identities,
-            effective=_frozen(effective),
-            explanation=_frozen(explanation),
-            decided_by=_NOTHING if not decided_by else _frozen(decided_by),
-            tlsa_records=tlsa_records,
-            reports=reports,
-            notes=notes,
-            mta_sts=mta_sts,
-            dane=dane,
-        )
+            return decision
+        # A subclass (with fields of its own, perhaps) is built through its own __init__.
+        return cls(**{f.name: getattr(decision, f.name) for f in attrs.fields(Decision)})
 
     @property
     def required_security(self) -> RequiredSecurity:
