@@ -45,6 +45,7 @@ import attrs
 from ..errors import UnknownBindingError
 from ..formats.settings import DEFAULT_ANSWER_DEADLINE
 from ..postfix.answers import DiscoveredAnswer, PostfixProfile, with_policy_ttl
+from ..postfix.dropin import DROP_IN_CONFIG
 from ..postfix.keys import PostfixKey, PostfixKeyError, parse_postfix_key
 from ..postfix.levels import PostfixMappingError, PostfixVersion
 from ..postfix.lookup import PolicyLookup
@@ -53,6 +54,7 @@ from .discovered_fetch import _Fetching
 from .discovered_judge import _Judging
 from .discovered_models import (
     _DEFAULT_BINDING,
+    _KEY_MEMO_SIZE,
     _MEMO_SIZE,
     _STS_OFF,
     DEFAULT_ANSWER_MEMO_TTL,
@@ -145,7 +147,10 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
         # (map, key) -> the answer again while its inputs are unchanged (see _Held).
         self._held: dict[tuple[str, str], _Held] = {}
         self._keys: dict[str, PostfixKey] = {}
-        self._value_memo: dict[tuple[str, str, int | None, bool], _Values] = {}
+        self._value_memo: dict[tuple[str, str | None, int | None, bool], _Values] = {}
+        # The drop-in configuration names no domain: its values are the same for every
+        # next hop no route names (see _values).
+        self._values_domain_free = self._resolver.config is DROP_IN_CONFIG
         self._value_shapes: dict[object, _Values] = {}
         # The last MX answer of each domain that was not a failure, for outages.
         self._last_mx: OrderedDict[str, MxLookup] = OrderedDict()
@@ -269,7 +274,7 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
                 parsed = parse_postfix_key(key)
             except PostfixKeyError:
                 return self.policy(map_name, key)
-            if len(self._keys) >= _MEMO_SIZE:
+            if len(self._keys) >= _KEY_MEMO_SIZE:
                 self._keys.clear()
             self._keys[key] = parsed
         if parsed.parent:
