@@ -33,6 +33,7 @@ a policy: which inputs exist is I/O, what they mean is the resolver's.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -146,6 +147,7 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
         self._bindings = frozenset(self._resolver.bindings)
         # (map, key) -> the answer again while its inputs are unchanged (see _Held).
         self._held: dict[tuple[str, str], _Held] = {}
+        self._held_swept = self._clock()
         self._keys: dict[str, PostfixKey] = {}
         self._value_memo: dict[tuple[str, str | None, int | None, bool], _Values] = {}
         # The drop-in configuration names no domain: its values are the same for every
@@ -321,6 +323,8 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
             until = min(inputs.until, self._clock() + self.memo_ttl)
             if len(self._held) >= _MEMO_SIZE:
                 self._held.clear()
+            elif self._clock() >= self._held_swept + self.memo_ttl:
+                self._sweep_held()
             sts: object = inputs.sts if values.sts_on else _STS_OFF
             timed, expires = None, math.inf
             cached = inputs.sts.cached if inputs.sts is not None else None
@@ -333,6 +337,19 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
         if self.shadow is not None:
             self._record(map_name, key, reply, fetched)
         return reply
+
+    def _sweep_held(self) -> None:
+        # Answers past their time are otherwise dropped only when their key is asked
+        # again: a key asked once would hold its answer, key and inputs (about 1 KB) until
+        # the memo filled.  Every answer is kept at most memo_ttl seconds and the memo is
+        # in the order answers were kept, so those kept longer ago than that, at its
+        # front, are all past their time: at most memo_ttl seconds of answers stay held.
+        now = self._clock()
+        self._held_swept = now
+        held = self._held
+        gone = list(itertools.takewhile(lambda item: item[1].until <= now, held.items()))
+        for memo_key, _ in gone:
+            del held[memo_key]
 
     async def answer(self, binding: str, key: str) -> DiscoveredAnswer | SocketmapReply:
         """The discovered answer for ``key`` with its rule and losses (for tools and
