@@ -249,8 +249,10 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
         if held is not None:
             now = self._clock()
             if now < held.until and held.epoch == self.discovery.trust_epoch and (
-                    held.sts is _STS_OFF or self.discovery.sts_held(held.domain) is held.sts):
-                # The very inputs of the last answer are still what discovery holds.
+                    held.sts is _STS_OFF or self.discovery.sts_held(held.domain) is held.sts
+            ) and (held.fetched is not None or self.shadow is None):
+                # The very inputs of the last answer are still what discovery holds (and a
+                # shadow attached since it was kept, which needs its inputs, has them).
                 if held.sts is not _STS_OFF:
                     self._use(held.domain)
                 reply = held.reply
@@ -260,7 +262,7 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
                         with_policy_ttl(held.timed, held.expires - now).text())
                 if self._on_answer is not None:
                     self._on_answer(held.rule)
-                if self.shadow is not None:
+                if self.shadow is not None and held.fetched is not None:
                     self._record(map_name, key, reply, held.fetched)
                 return reply
             del self._held[memo_key]
@@ -333,7 +335,8 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
                 timed, expires = result.policy, cached.expires_at.timestamp()
             self._held[(map_name, key)] = _Held(sts, self.discovery.trust_epoch, until, reply,
                                                 parsed.domain, result.rule_name, timed,
-                                                expires, fetched)
+                                                expires,
+                                                fetched if self.shadow is not None else None)
         if self.shadow is not None:
             self._record(map_name, key, reply, fetched)
         return reply

@@ -86,7 +86,8 @@ class ShadowInputsMissingError(TlsPolicyError):
 class _Held:
     """An answer kept for reuse: the MTA-STS state (or ``_STS_OFF``) and trust epoch it
     came from, until when, the reply and rule name, the answer and its policy's expiry
-    when it carries ``policy_ttl``, and what it was computed from."""
+    when it carries ``policy_ttl``, and what it was computed from (kept only while a
+    shadow candidate is told the inputs: ``None`` otherwise, the bulk of what is held)."""
 
     sts: object
     epoch: int
@@ -96,7 +97,7 @@ class _Held:
     rule: str
     timed: PostfixPolicy | None
     expires: float
-    fetched: FetchedInputs
+    fetched: FetchedInputs | None
 
 
 
