@@ -27,6 +27,13 @@ fetch-discovery
     loopback with NSD and Unbound, as the tests run them): before, the DNS answers that
     served the fetch stayed cached until their TTL; after, they are dropped once the
     policy is in.
+dropin-servfail
+    Growth per key answered by the drop-in socketmap lookup (``DiscoveryLookup`` with
+    ``drop_in=True`` over the drop-in configuration, as ``serve socketmap --discovery``
+    builds it) over N imported enforce policies of the stated shape, with a loopback
+    resolver answering SERVFAIL to everything (every answer is the cached policy's, every
+    state records the failed check and the DNS failure is remembered for its backoff):
+    Python heap (tracemalloc) and RSS (a pass without tracemalloc) between N/3 and N keys.
 fetch-discovery-peak-rss
     The same for M further fresh domains without tracemalloc: RSS at start and its peak
     over the fetches, against start + 300 KB + M cached states of the heap measured
@@ -324,6 +331,97 @@ def _fresh_discovery(n: int) -> None:
               f"{bound / 1024:,.0f} KiB (300 KiB + {n} cached states of {after:,.0f} B)")
 
 
+# ------------------------------------------------------------ drop-in, SERVFAIL
+
+_SERVFAIL = r"""
+import socket, sys
+sys.path.insert(0, sys.argv[1])
+from _dns_loop import serve_until_stdin_closes
+def answer(wire):
+    if len(wire) < 12:
+        return None
+    # The query back as a SERVFAIL response: QR, RD copied, RA, rcode 2, no answers.
+    flags = 0x8000 | (int.from_bytes(wire[2:4]) & 0x0100) | 0x0080 | 2
+    return wire[:2] + flags.to_bytes(2) + wire[4:6] + bytes(4) + wire[10:]
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.bind(("127.0.0.1", 0))
+tcp = socket.socket()
+tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+tcp.bind(("127.0.0.1", udp.getsockname()[1]))
+tcp.listen()
+serve_until_stdin_closes(udp, tcp, answer, lambda: 0, str(udp.getsockname()[1]))
+"""
+
+
+async def _dropin_side(tmp: Path, port: int, n: int, traced: bool, tag: str) -> float:
+    import logging
+
+    from tlspolicy import Resolver
+    from tlspolicy.discovery.importcache import ImportedPolicy, import_policies
+    from tlspolicy.postfix.dropin import DROP_IN_CONFIG
+    from tlspolicy.postfix.lookup import PolicyLookup
+    from tlspolicy.postfix.replies import SocketmapReply
+    from tlspolicy.servers.discovered import DiscoveryLookup
+
+    logging.getLogger("tlspolicy").setLevel(logging.CRITICAL)  # n failure warnings
+    now = time.time()
+    path = tmp / f"dropin-{tag}.sqlite3"
+    store = SqliteStore(path)
+    domains = [f"d{i}.{tag}{i % 97}.example" for i in range(n)]
+    await import_policies(store, [ImportedPolicy(d, policy_text(d).decode(), now - 3600,
+                                                 "bench1", "bench") for d in domains], now=now)
+    await store.close()
+    config = DiscoveryConfig(resolver="127.0.0.1", resolver_port=port, resolv_conf=None,
+                             cache_path=path, https_port=9)
+    discovery = Discovery(config)
+    await discovery.start()
+    version = (3, 7, 11)
+    lookup = DiscoveryLookup(PolicyLookup(Resolver(DROP_IN_CONFIG), postfix_version=version),
+                             discovery, postfix_version=version, drop_in=True,
+                             own_level="may")
+
+    async def ask(name: str) -> str:
+        reply = lookup("postfix", name)
+        if not isinstance(reply, SocketmapReply):
+            reply = await reply
+        return reply.to_text()
+
+    for i in range(50):  # warm: imports, sockets, memos
+        await ask(f"warm{i}.{tag}.example")
+    third = n // 3
+    measured: list[int] = []
+    if traced:
+        tracemalloc.start()
+    for start, end in ((0, third), (third, n)):
+        for domain in domains[start:end]:
+            if not (await ask(domain)).startswith("OK secure"):
+                raise SystemExit(f"{domain}: not the cached enforce policy's answer")
+        await asyncio.sleep(1.0)  # the background checks fail and settle
+        measured.append(_heap() if traced else (gc.collect(), _rss())[1])
+    if traced:
+        tracemalloc.stop()
+    await discovery.close()
+    return (measured[1] - measured[0]) / (n - third)
+
+
+def _dropin_servfail(n: int) -> None:
+    server = subprocess.Popen([sys.executable, "-c", _SERVFAIL, str(ROOT / "benchmarks")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        with tempfile.TemporaryDirectory() as name:
+            rss = asyncio.run(_dropin_side(Path(name), port, n, False, "r"))
+            heap = asyncio.run(_dropin_side(Path(name), port, n, True, "h"))
+    finally:
+        if server.stdin is not None:
+            server.stdin.close()
+        server.wait(10)
+    print(f"dropin-servfail: drop-in lookup over {n:,} imported enforce policies, resolver "
+          f"answering SERVFAIL: {heap:,.0f} B of heap and {rss:,.0f} B of RSS per key "
+          f"answered (growth from {n // 3:,} to {n:,} keys)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes")
@@ -355,6 +453,7 @@ def main() -> int:
               f"{held:,} states held, {per_held * lru / 1024:,.0f} KiB in all "
               f"({per_held:,.0f} B per held state; evicted states' names and policies "
               "still in the bounded name and sharing tables count)")
+    _dropin_servfail(600 if args.quick else 6000)
     _fetches(m)
     _fresh_discovery(m)
     return 0

@@ -12,20 +12,32 @@ result type.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import ipaddress
 import ssl
 from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
 from ..errors import MissingDependencyError
 from ..policies.mtasts import FetchOutcome, MtaStsPolicy, MtaStsPolicyError, parse_policy
 
-try:
+if TYPE_CHECKING:
     import httpx
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise MissingDependencyError.for_extra("discovery", "httpx", "discovery") from exc
+
+# httpx (about 4 MiB of resident memory once imported) is needed only at the first policy
+# fetch, which may never come (a server answering from its cache under a resolver outage):
+# it is imported then, in the functions below.  Its absence still fails at start.
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a finder refusing it; a module set to None
+        return False
+
+
+if not _installed("httpx"):  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError.for_extra("discovery", "httpx", "discovery")
 
 __all__ = ["MAX_POLICY_BYTES", "PolicyFetch", "fetch_policy", "make_client", "make_ssl_context"]
 
@@ -60,6 +72,8 @@ def make_client(context: ssl.SSLContext) -> httpx.AsyncClient:
     closes it.  What is shared is the client itself (its transport, pool and context),
     built once instead of once per fetch.  Close it with ``await client.aclose()``.
     """
+    import httpx  # the discovery extra, imported at the first fetch (see above)
+
     return httpx.AsyncClient(
         verify=context, follow_redirects=False, trust_env=False, http2=False,
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=0))
@@ -89,6 +103,8 @@ async def _fetch_one(host: str, address: str, *, port: int, context: ssl.SSLCont
         async with make_client(context) as own:
             return await _fetch_one(host, address, port=port, context=context,
                                     timeout=timeout, client=own)
+    import httpx  # the discovery extra, imported at the first fetch (see above)
+
     ip = ipaddress.ip_address(address)
     netloc = f"[{ip}]" if ip.version == 6 else str(ip)
     url = f"https://{netloc}:{port}{_PATH}"
@@ -142,6 +158,8 @@ async def fetch_policy(domain: str, addresses: Sequence[str], *, port: int = 443
     ``client`` (from :func:`make_client` over the same ``context``) is shared by the
     caller's fetches; without it, the fetch makes its own.
     """
+    import httpx  # the discovery extra, imported at the first fetch (see above)
+
     host = f"mta-sts.{domain}"
     if not addresses:
         return PolicyFetch(FetchOutcome.FETCH_ERROR, detail=f"{host} has no address")

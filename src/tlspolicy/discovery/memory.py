@@ -13,6 +13,7 @@ No I/O and no clock here.
 from __future__ import annotations
 
 from collections import OrderedDict
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import attrs
@@ -62,12 +63,24 @@ class StateMemory(OrderedDict[str, "StsState"]):
 class Sharing:
     """Bounded tables through which equal strings and policies are held once."""
 
-    __slots__ = ("_numbers", "_policies", "_strings")
+    __slots__ = ("_moments", "_numbers", "_policies", "_strings")
 
     def __init__(self) -> None:
         self._strings: dict[str, str] = {}
         self._numbers: dict[int, int] = {}
         self._policies: dict[MtaStsPolicy, MtaStsPolicy] = {}
+        self._moments: dict[float, datetime] = {}
+
+    def moment(self, seconds: float) -> datetime:
+        """The one UTC ``datetime`` of ``seconds`` since the epoch: policies imported
+        from another daemon's cache (and fetched in one pass) share their fetch time."""
+        table = self._moments
+        found = table.get(seconds)
+        if found is None:
+            if len(table) >= _TABLE_SIZE:
+                table.clear()
+            found = table[seconds] = datetime.fromtimestamp(seconds, UTC)
+        return found
 
     def text(self, value: str) -> str:
         """The one copy of ``value``."""

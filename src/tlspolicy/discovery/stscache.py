@@ -55,7 +55,10 @@ def decode_state(domain: str, data: bytes, share: Sharing | None = None) -> StsS
             policy = parse_policy(value["policy"])
             if share is not None:
                 policy = share.policy(policy)
-            cached = CachedMtaStsPolicy(policy, aware(float(value["fetched_at"])), policy_id)
+            fetched_at = float(value["fetched_at"])
+            cached = CachedMtaStsPolicy(
+                policy, aware(fetched_at) if share is None else share.moment(fetched_at),
+                policy_id)
         return StsState(domain, state, cached, FetchOutcome(value["outcome"]), detail, txt_id,
                         float(value["next_check"]), int(value["failures"]),
                         None if value["retry_at"] is None else float(value["retry_at"]))

@@ -88,9 +88,10 @@ def after_failure(domain: str, old: StsState | None, outcome: FetchOutcome, deta
     wait = min(initial * 2 ** min(failures - 1, 30), maximum)
     cached = old.cached if old is not None else None
     kept = in_force(old, now)
+    until = now + wait  # one float for both fields: one object less per state held
     return StsState(domain, "policy" if kept else "failed", cached, outcome, detail,
                     txt_id if txt_id is not None else (old.txt_id if old else None),
-                    now + wait, failures, now + wait)
+                    until, failures, until)
 
 
 def without_record(domain: str, old: StsState | None, why: str, now: float,

@@ -33,6 +33,7 @@ a policy: which inputs exist is I/O, what they mean is the resolver's.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -45,6 +46,7 @@ import attrs
 from ..errors import UnknownBindingError
 from ..formats.settings import DEFAULT_ANSWER_DEADLINE
 from ..postfix.answers import DiscoveredAnswer, PostfixProfile, with_policy_ttl
+from ..postfix.dropin import DROP_IN_CONFIG
 from ..postfix.keys import PostfixKey, PostfixKeyError, parse_postfix_key
 from ..postfix.levels import PostfixMappingError, PostfixVersion
 from ..postfix.lookup import PolicyLookup
@@ -53,6 +55,7 @@ from .discovered_fetch import _Fetching
 from .discovered_judge import _Judging
 from .discovered_models import (
     _DEFAULT_BINDING,
+    _KEY_MEMO_SIZE,
     _MEMO_SIZE,
     _STS_OFF,
     DEFAULT_ANSWER_MEMO_TTL,
@@ -144,8 +147,12 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
         self._bindings = frozenset(self._resolver.bindings)
         # (map, key) -> the answer again while its inputs are unchanged (see _Held).
         self._held: dict[tuple[str, str], _Held] = {}
+        self._held_swept = self._clock()
         self._keys: dict[str, PostfixKey] = {}
-        self._value_memo: dict[tuple[str, str, int | None, bool], _Values] = {}
+        self._value_memo: dict[tuple[str, str | None, int | None, bool], _Values] = {}
+        # The drop-in configuration names no domain: its values are the same for every
+        # next hop no route names (see _values).
+        self._values_domain_free = self._resolver.config is DROP_IN_CONFIG
         self._value_shapes: dict[object, _Values] = {}
         # The last MX answer of each domain that was not a failure, for outages.
         self._last_mx: OrderedDict[str, MxLookup] = OrderedDict()
@@ -242,8 +249,10 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
         if held is not None:
             now = self._clock()
             if now < held.until and held.epoch == self.discovery.trust_epoch and (
-                    held.sts is _STS_OFF or self.discovery.sts_held(held.domain) is held.sts):
-                # The very inputs of the last answer are still what discovery holds.
+                    held.sts is _STS_OFF or self.discovery.sts_held(held.domain) is held.sts
+            ) and (held.fetched is not None or self.shadow is None):
+                # The very inputs of the last answer are still what discovery holds (and a
+                # shadow attached since it was kept, which needs its inputs, has them).
                 if held.sts is not _STS_OFF:
                     self._use(held.domain)
                 reply = held.reply
@@ -253,7 +262,7 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
                         with_policy_ttl(held.timed, held.expires - now).text())
                 if self._on_answer is not None:
                     self._on_answer(held.rule)
-                if self.shadow is not None:
+                if self.shadow is not None and held.fetched is not None:
                     self._record(map_name, key, reply, held.fetched)
                 return reply
             del self._held[memo_key]
@@ -269,7 +278,7 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
                 parsed = parse_postfix_key(key)
             except PostfixKeyError:
                 return self.policy(map_name, key)
-            if len(self._keys) >= _MEMO_SIZE:
+            if len(self._keys) >= _KEY_MEMO_SIZE:
                 self._keys.clear()
             self._keys[key] = parsed
         if parsed.parent:
@@ -316,6 +325,8 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
             until = min(inputs.until, self._clock() + self.memo_ttl)
             if len(self._held) >= _MEMO_SIZE:
                 self._held.clear()
+            elif self._clock() >= self._held_swept + self.memo_ttl:
+                self._sweep_held()
             sts: object = inputs.sts if values.sts_on else _STS_OFF
             timed, expires = None, math.inf
             cached = inputs.sts.cached if inputs.sts is not None else None
@@ -324,10 +335,24 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
                 timed, expires = result.policy, cached.expires_at.timestamp()
             self._held[(map_name, key)] = _Held(sts, self.discovery.trust_epoch, until, reply,
                                                 parsed.domain, result.rule_name, timed,
-                                                expires, fetched)
+                                                expires,
+                                                fetched if self.shadow is not None else None)
         if self.shadow is not None:
             self._record(map_name, key, reply, fetched)
         return reply
+
+    def _sweep_held(self) -> None:
+        # Answers past their time are otherwise dropped only when their key is asked
+        # again: a key asked once would hold its answer, key and inputs (about 1 KB) until
+        # the memo filled.  Every answer is kept at most memo_ttl seconds and the memo is
+        # in the order answers were kept, so those kept longer ago than that, at its
+        # front, are all past their time: at most memo_ttl seconds of answers stay held.
+        now = self._clock()
+        self._held_swept = now
+        held = self._held
+        gone = list(itertools.takewhile(lambda item: item[1].until <= now, held.items()))
+        for memo_key, _ in gone:
+            del held[memo_key]
 
     async def answer(self, binding: str, key: str) -> DiscoveredAnswer | SocketmapReply:
         """The discovered answer for ``key`` with its rule and losses (for tools and

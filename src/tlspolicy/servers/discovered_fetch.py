@@ -45,7 +45,8 @@ class _Fetching:
     max_in_use: int
     in_use: OrderedDict[str, float]
     _clock: Callable[[], float]
-    _value_memo: dict[tuple[str, str, int | None, bool], _Values]
+    _value_memo: dict[tuple[str, str | None, int | None, bool], _Values]
+    _values_domain_free: bool
     _value_shapes: dict[object, _Values]
     _last_mx: OrderedDict[str, MxLookup]
 
@@ -95,7 +96,12 @@ class _Fetching:
 
     def _values(self, binding: str, parsed: PostfixKey, key: str = "") -> _Values:
         # A pure function of the configuration, which a reload replaces with this lookup.
-        memo_key = (binding, parsed.domain, parsed.port, parsed.bracketed)
+        domain: str | None = parsed.domain
+        if self._values_domain_free and not self.policy.nexthop_routed(binding, parsed):
+            # A configuration naming no domain (drop-in mode) gives every next hop no
+            # route names the same values: one memo entry for all, not one per domain.
+            domain = None
+        memo_key = (binding, domain, parsed.port, parsed.bracketed)
         found = self._value_memo.get(memo_key)
         if found is None:
             found = self._compute_values(binding, parsed)
