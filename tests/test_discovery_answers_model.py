@@ -256,3 +256,50 @@ def test_an_mx_host_that_is_no_host_name_never_fails_the_answer() -> None:
         assert isinstance(result, DiscoveredAnswer), result
         assert result.policy.text() == ("dane-only" if "mx1.example.com" in names
                                         else static("default", DOMAIN).text)
+
+
+@pytest.mark.parametrize("mx_secure", [False, True])
+@pytest.mark.parametrize("version", [(3, 3), (3, 7, 11), (3, 10, 5)])
+def test_an_enforce_policy_never_loosens_a_dane_only_answer_without_discovery(
+        mx_secure: bool, version: tuple[int, ...]) -> None:
+    # DANE on with a gap in the TLS versions answers dane-only without discovery (no
+    # range at dane serves hosts with and without TLSA records).  Rules (a) and (d) would
+    # answer secure match=..., which delivers with PKIX to a host without usable TLSA
+    # records that dane-only defers: the answer stays dane-only (never weaker).
+    config = ('[global]\ntls = "no"\ntls_verify = "no"\nuse_dane = true\nuse_mta_sts = true\n'
+              f'tls_protocols = "TLSv1.0:TLSv1.2"\ntls_ca = "{_CA}"\n')
+    resolver = Resolver(loads_toml(config))
+    static = PolicyLookup(resolver, postfix_version=version)
+    baseline = static("default", DOMAIN).text
+    assert baseline.startswith("dane-only")
+    policy = parse_policy(b"version: STSv1\nmode: enforce\nmx: mx1.example.com\n"
+                          b"max_age: 86400\n")
+    cached = CachedMtaStsPolicy(policy, datetime.fromtimestamp(NOW - 60, UTC), "id1")
+    sts = StsState(DOMAIN, "policy", cached, FetchOutcome.OK, "", "id1", NOW + 3600, 0, None)
+    lookup = DiscoveryLookup(static, _Discovery(True),  # type: ignore[arg-type]
+                             postfix_version=version)
+    parsed = parse_postfix_key(DOMAIN)
+    values = lookup._values("default", parsed)
+    hosts = ("mx1.example.com", "mx2.example.com")
+    tlsa = {h: _TLSA[Dane.U] for h in hosts} if mx_secure else {}
+    result = lookup._judge("default", DOMAIN, parsed, values,
+                           _Inputs(MxLookup("mx", hosts, mx_secure), sts, tlsa))
+    assert isinstance(result, DiscoveredAnswer), result
+    answer = result.policy.text()
+    assert answer == baseline
+    codes = {w.code for w in result.warnings}
+    if not mx_secure:
+        assert "sts-dane-only-without-discovery" in codes
+    # The world where secure match=... delivers (a trusted certificate naming the host,
+    # no usable TLSA record): the answer defers there, as the answer without discovery.
+    world = HostWorld(starttls=True, handshake=True, pkix_trusted=True,
+                      tafiles=frozenset({_CA}), in_date=True,
+                      names=frozenset({"mx1.example.com"}),
+                      dane=Dane.U if mx_secure else Dane.N, tlsa_match=TlsaMatch.NONE,
+                      mx_secure=mx_secure, versions=None)
+    for host in hosts:
+        assert never_weaker(answer, baseline, host, DOMAIN, world, insecure_mx_policy="may")
+        decision = resolver.resolve(DOMAIN, "default", mx_host=host, destination=Destination(
+            mta_sts=Destination.from_cache(cached, datetime.fromtimestamp(NOW, UTC)).mta_sts,
+            tlsa=tlsa.get(host), mx_dnssec=mx_secure))
+        assert allowed(answer, decision, host, DOMAIN, world)

@@ -86,7 +86,8 @@ MX_FILTERING_SINCE: Final[PostfixVersion] = (3, 10, 5)
 #: SEMANTICS 11's rules: (rule, the MX hosts, the answer), checked in order (a) and (d)
 #: share one path; D/X/U hosts without N hosts are answered as rule (b) says for X and U.
 ANSWER_RULES: Final[tuple[tuple[str, str, str], ...]] = (
-    ("a", "MX RRset not DNSSEC-signed and an MTA-STS enforce policy in force",
+    ("a", "MX RRset not DNSSEC-signed and an MTA-STS enforce policy in force, unless the "
+     "answer without discovery is `dane-only`",
      "`secure` with the MTA-STS attributes, never `dane` (Postfix would use TLSA records "
      "of unauthenticated MX hosts)"),
     ("b", "every host D (or only D, X and U hosts)",
@@ -95,13 +96,16 @@ ANSWER_RULES: Final[tuple[tuple[str, str, str], ...]] = (
     ("c", "some host D, X or U and some host N",
      "`dane` when every N host needs at most `may` and every U host at most `encrypt`; "
      "otherwise `dane-only`, the N and U hosts reported as deferred"),
-    ("d", "no D, X or U host and an MTA-STS enforce policy in force",
+    ("d", "no D, X or U host and an MTA-STS enforce policy in force, unless the answer "
+     "without discovery is `dane-only`",
      "`secure match=<each policy mx, *.d as .d> servername=hostname`, plus the MTA-STS "
      "attributes for Postfix 3.10 and later"),
     ("e", "otherwise",
      "the decision's mapping without DANE, never weaker (`ifavailable` with fallback "
      "false as `encrypt`; every loss reported); a testing-mode policy adds its MTA-STS "
-     "attributes for Postfix 3.10 and later"),
+     "attributes for Postfix 3.10 and later; `dane-only` where the answer without "
+     "discovery is `dane-only` (DANE on with a gap in the TLS versions), which defers "
+     "every host without usable TLSA records"),
 )
 
 #: The readable name of each rule (metrics, logs): one place, letter -> name.  A rule (e)
@@ -430,15 +434,11 @@ def render(view: NextHopView, profile: PostfixProfile) -> DiscoveredAnswer:
                       "never weaker than the answer without discovery (dane), which Postfix "
                       + ("applies to the TLSA records of MX hosts of an unsigned MX RRset"
                          if insecure else "takes as may for hosts without TLSA records"))
-    if dane_on and profile.dane and operator.level not in (
+    if dane_on and operator.level not in (
             PostfixLevel.VERIFY, PostfixLevel.SECURE, PostfixLevel.DANE_ONLY):
-        # Never weaker than the configuration alone: where its answer is dane-only (a gap
-        # in the TLS versions with DANE on, see the mapping), so is this one.
-        alone, alone_warnings = map_decision(
-            view.base, binding=view.binding, key=view.key, version=profile.version,
-            match=view.match or VERIFY_MATCH, keep_dane=True)
-        if alone.level is PostfixLevel.DANE_ONLY:
-            operator, operator_warnings = alone, alone_warnings
+        alone = _alone_dane_only(view, profile)
+        if alone is not None:
+            operator, operator_warnings = alone
     testing = reference.mta_sts
     if testing is not None and testing.mode is StsMode.TESTING:
         if reference.decided_by.get("tls") is not None and \
@@ -451,6 +451,27 @@ def render(view: NextHopView, profile: PostfixProfile) -> DiscoveredAnswer:
                                          (*view.notes, *operator_warnings, *notes.items)),
                         notes)
     return DiscoveredAnswer(operator, "e", (*view.notes, *operator_warnings, *notes.items))
+
+
+def _alone_dane_only(view: NextHopView, profile: PostfixProfile
+                     ) -> tuple[PostfixPolicy, tuple[PostfixWarning, ...]] | None:
+    """The configuration alone's answer where it is ``dane-only``, else ``None``.
+
+    Never weaker than the configuration alone (SEMANTICS 11): with DANE on, a gap in the
+    allowed TLS versions maps to ``dane-only`` without discovery (no range at ``dane``
+    serves hosts both with and without TLSA records, see the mapping), and Postfix then
+    defers every host without usable TLSA records.  No answer that delivers to such a
+    host, ``secure match=...`` included, is as strict, so the answer stays ``dane-only``.
+    """
+    base = view.base
+    protocols = base.effective.get("tls_protocols")
+    if not (profile.dane and base.effective.get("use_dane") and base.effective.get(
+            "enable_dane") and isinstance(protocols, TlsProtocols) and tls_hole(protocols)):
+        return None
+    alone, warnings = map_decision(base, binding=view.binding, key=view.key,
+                                   version=profile.version, match=view.match or VERIFY_MATCH,
+                                   keep_dane=True)
+    return (alone, warnings) if alone.level is PostfixLevel.DANE_ONLY else None
 
 
 def _strictest(decisions: Sequence[Decision]) -> Decision | None:
@@ -520,6 +541,24 @@ def _sts_attributes(view: NextHopView, sts: MtaStsPolicy, notes: _Notes
 def _sts_answer(view: NextHopView, profile: PostfixProfile, operator: PostfixPolicy,
                 operator_warnings: Sequence[PostfixWarning], sts: MtaStsPolicy,
                 notes: _Notes) -> DiscoveredAnswer:
+    alone = _alone_dane_only(view, profile)
+    if alone is not None:
+        # Rules (a) and (d) give way to the configuration alone: secure would deliver to
+        # hosts without usable TLSA records, which dane-only defers.
+        policy, warnings = alone
+        notes.add("tls_protocols", "sts-dane-only-without-discovery", "the answer without "
+                  "discovery is dane-only (a gap in the allowed TLS versions with DANE on): "
+                  "the MTA-STS policy's secure answer would deliver to MX hosts without "
+                  "usable TLSA records, which dane-only defers; dane-only (stricter; make "
+                  "the versions contiguous)")
+        stray = [h.name for h in view.hosts if h.known and not sts.permits_mx(h.name)
+                 and host_state(h.decision) in (HostState.DANE, HostState.FAILED)]
+        if stray:
+            notes.add("use_mta_sts", "sts-mx-not-filtered", "Postfix does not filter MX "
+                      "hosts by the MTA-STS policy at dane-only: it uses "
+                      f"{', '.join(stray)} (usable or unknown TLSA records, outside the "
+                      "policy), which tlspolicy never uses")
+        return DiscoveredAnswer(policy, "e", (*view.notes, *warnings, *notes.items))
     version = profile.version
     patterns: list[str] = []
     for pattern in sts.mx:
