@@ -260,14 +260,16 @@ def test_an_mx_host_that_is_no_host_name_never_fails_the_answer() -> None:
 
 @pytest.mark.parametrize("mx_secure", [False, True])
 @pytest.mark.parametrize("version", [(3, 3), (3, 7, 11), (3, 10, 5)])
-def test_an_enforce_policy_never_loosens_a_dane_only_answer_without_discovery(
-        mx_secure: bool, version: tuple[int, ...]) -> None:
+@pytest.mark.parametrize(("verify", "enforce"), [("no", True), ("ca", True), ("ca", False)])
+def test_no_answer_loosens_a_dane_only_answer_without_discovery(
+        mx_secure: bool, version: tuple[int, ...], verify: str, enforce: bool) -> None:
     # DANE on with a gap in the TLS versions answers dane-only without discovery (no
     # range at dane serves hosts with and without TLSA records).  Rules (a) and (d) would
-    # answer secure match=..., which delivers with PKIX to a host without usable TLSA
-    # records that dane-only defers: the answer stays dane-only (never weaker).
-    config = ('[global]\ntls = "no"\ntls_verify = "no"\nuse_dane = true\nuse_mta_sts = true\n'
-              f'tls_protocols = "TLSv1.0:TLSv1.2"\ntls_ca = "{_CA}"\n')
+    # answer secure match=..., and rule (e) behind an unsigned MX RRset verify match=...
+    # (tls_verify = "ca" raised to opportunistic TLS): both deliver with PKIX to a host
+    # without usable TLSA records that dane-only defers.  The answer stays dane-only.
+    config = (f'[global]\ntls = "no"\ntls_verify = "{verify}"\nuse_dane = true\n'
+              f'use_mta_sts = true\ntls_protocols = "TLSv1.0:TLSv1.2"\ntls_ca = "{_CA}"\n')
     resolver = Resolver(loads_toml(config))
     static = PolicyLookup(resolver, postfix_version=version)
     baseline = static("default", DOMAIN).text
@@ -275,7 +277,9 @@ def test_an_enforce_policy_never_loosens_a_dane_only_answer_without_discovery(
     policy = parse_policy(b"version: STSv1\nmode: enforce\nmx: mx1.example.com\n"
                           b"max_age: 86400\n")
     cached = CachedMtaStsPolicy(policy, datetime.fromtimestamp(NOW - 60, UTC), "id1")
-    sts = StsState(DOMAIN, "policy", cached, FetchOutcome.OK, "", "id1", NOW + 3600, 0, None)
+    sts = StsState(DOMAIN, "policy", cached, FetchOutcome.OK, "", "id1", NOW + 3600, 0, None) \
+        if enforce else StsState(DOMAIN, "none", None, FetchOutcome.OK, "", None, NOW + 300, 0,
+                                 None)
     lookup = DiscoveryLookup(static, _Discovery(True),  # type: ignore[arg-type]
                              postfix_version=version)
     parsed = parse_postfix_key(DOMAIN)
@@ -288,7 +292,7 @@ def test_an_enforce_policy_never_loosens_a_dane_only_answer_without_discovery(
     answer = result.policy.text()
     assert answer == baseline
     codes = {w.code for w in result.warnings}
-    if not mx_secure:
+    if not mx_secure and enforce:
         assert "sts-dane-only-without-discovery" in codes
     # The world where secure match=... delivers (a trusted certificate naming the host,
     # no usable TLSA record): the answer defers there, as the answer without discovery.
@@ -300,6 +304,6 @@ def test_an_enforce_policy_never_loosens_a_dane_only_answer_without_discovery(
     for host in hosts:
         assert never_weaker(answer, baseline, host, DOMAIN, world, insecure_mx_policy="may")
         decision = resolver.resolve(DOMAIN, "default", mx_host=host, destination=Destination(
-            mta_sts=Destination.from_cache(cached, datetime.fromtimestamp(NOW, UTC)).mta_sts,
-            tlsa=tlsa.get(host), mx_dnssec=mx_secure))
+            mta_sts=Destination.from_cache(cached, datetime.fromtimestamp(NOW, UTC)).mta_sts
+            if enforce else None, tlsa=tlsa.get(host), mx_dnssec=mx_secure))
         assert allowed(answer, decision, host, DOMAIN, world)

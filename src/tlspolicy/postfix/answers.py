@@ -434,8 +434,9 @@ def render(view: NextHopView, profile: PostfixProfile) -> DiscoveredAnswer:
                       "never weaker than the answer without discovery (dane), which Postfix "
                       + ("applies to the TLSA records of MX hosts of an unsigned MX RRset"
                          if insecure else "takes as may for hosts without TLSA records"))
-    if dane_on and operator.level not in (
-            PostfixLevel.VERIFY, PostfixLevel.SECURE, PostfixLevel.DANE_ONLY):
+    if operator.level is not PostfixLevel.DANE_ONLY:
+        # verify and secure are no exception: they deliver, with a certificate check, to
+        # hosts without usable TLSA records, which dane-only defers.
         alone = _alone_dane_only(view, profile)
         if alone is not None:
             operator, operator_warnings = alone
