@@ -441,3 +441,10 @@ def test_functions_import_only_optional_extras_and_say_which() -> None:
             elif not any("extra" in line for line in lines[node.lineno - 2 : node.end_lineno]):
                 bad.append(f"{where} (name the extra in a comment)")
     assert not bad, "imports inside functions:\n" + "\n".join(f"  {b}" for b in bad)
+
+
+def test_no_module_is_over_700_lines() -> None:
+    # A file that long is doing two jobs (the layout's rule): split it by job.
+    long = {name: n for name, path in _all_modules().items()
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > 700}
+    assert not long, f"split these modules: {long}"

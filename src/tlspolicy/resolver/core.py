@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 import operator
 from collections.abc import Mapping
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from ..decision import (
     _NOTHING,
@@ -28,7 +28,6 @@ from ..decision import (
     TlsParameters,
     _configured_shape,
     _decision,
-    _FrozenMap,
     _like,
     _owning,
     _parameters,
@@ -68,6 +67,15 @@ from .index import (
     _Parent,
 )
 from .matchcache import RegexMatchCache
+from .parts import (
+    _DEFAULT_SOURCES,
+    _DEFAULT_VALUES,
+    _Explanation,
+    _explanation,
+    _identities,
+    _Shared,
+    _with_defaults,
+)
 
 __all__ = ["OVERRIDABLE_OPTIONS", "Resolver"]
 
@@ -83,9 +91,7 @@ relax a destination policy (SEMANTICS section 3).
 
 _FALLBACK_SINCE: Final = CompatVersion((4, 1))
 _OPTION_NAMES: Final = tuple(OPTION_SPECS)
-_DEFAULTS: Final = tuple((name, spec.default) for name, spec in OPTION_SPECS.items())
 _ITEMS: Final = operator.attrgetter("items")
-_V = TypeVar("_V")
 # Verification per tls_verify member, keyed by identity: members are singletons, and an
 # Enum's own __hash__ is a Python-level call.
 _VERIFICATION_OF: Final = {id(v): Verification.of(v) for v in TlsVerify}
@@ -629,79 +635,3 @@ class Resolver:
 # Each container of a binding's chain, innermost first, with the scope contributions
 # that come after it and the ids of their items.
 _Steps = tuple[tuple[_Container, tuple[_Contribution, ...], tuple[int, ...]], ...]
-
-_DEFAULT_SOURCE: Final = Source("default")
-_DEFAULT_VALUES: Final[dict[str, object]] = dict(_DEFAULTS)
-_DEFAULT_SOURCES: Final[dict[str, Source]] = dict.fromkeys(_OPTION_NAMES, _DEFAULT_SOURCE)
-
-
-def _with_defaults(found: dict[str, _V], defaults: dict[str, _V]) -> dict[str, _V]:
-    """``found``, then every other option's default in registry order.
-
-    The order a loop adding the missing defaults one by one gives, made by two C-level
-    updates: an update keeps a key where it first went in, so the second one only puts
-    the found values back over the defaults the first wrote.
-    """
-    merged = found.copy()
-    merged.update(defaults)
-    merged.update(found)
-    return merged
-
-
-class _Shared:
-    """Effective values shared by every pair they are in force for, and the first
-    decision made from them (its plan, outcomes and parameters are theirs too)."""
-
-    __slots__ = ("effective", "proto", "values")
-
-    def __init__(self, values: dict[str, object]) -> None:
-        self.values = values
-        # The resolver made values for this object alone and never changes them.
-        self.effective = _owning(values)
-        self.proto: Decision | None = None
-
-
-class _Explanation(_FrozenMap):
-    """A decision's explanation, made from its chain of scopes the first time it is read.
-
-    Equal to the mapping an eager resolution builds (it is built by the same
-    code); a decision that is only acted on never pays for rendering scope paths.
-    """
-
-    __slots__ = ("_make",)
-
-    def __init__(self, resolver: Resolver, chain: list[_Contribution], domain: str) -> None:
-        self._hash = None
-        self._make: tuple[Resolver, list[_Contribution], str] | None = (resolver, chain, domain)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Copied or pickled as the plain mapping it stands for (never the resolver).
-        return (_FrozenMap, (self._data,))
-
-    def __getattr__(self, name: str) -> Any:
-        # Only reached while the _data slot is still empty.
-        if name != "_data":
-            raise AttributeError(name)
-        made = self._make
-        assert made is not None
-        resolver, chain, domain = made
-        data = resolver._values(chain, domain)[1]
-        self._data = data
-        self._make = None
-        return data
-
-
-def _explanation(resolver: Resolver, chain: list[_Contribution], domain: str) -> _Explanation:
-    """``_Explanation(resolver, chain, domain)``, without the call into its __init__."""
-    explanation: Any = _new_object(_Explanation)
-    explanation._hash = None
-    explanation._make = (resolver, chain, domain)
-    return explanation  # type: ignore[no-any-return]
-
-
-def _identities(domain: str, mx_host: str | None) -> tuple[str, ...]:
-    """Reference identities for ``host`` verification: the domain or the MX host."""
-    first = domain[1:-1].removeprefix("ipv6:") if domain.startswith("[") else domain
-    if mx_host is None or mx_host == first:
-        return (first,)
-    return (first, mx_host)

@@ -1,0 +1,101 @@
+"""What the resolver's decisions are made of, besides the index: the defaults merged
+under a chain's values, the value sets shared by every (domain, binding) pair they
+are in force for, the explanation rendered on first read, and the reference
+identities of ``host`` verification.  Pure, like the rest of the resolver."""
+
+from __future__ import annotations
+
+from typing import Any, Final, Protocol, TypeVar
+
+from ..decision import Decision, Source, _FrozenMap, _owning
+from ..options import OPTION_SPECS
+from .index import _Contribution
+
+
+class _Renders(Protocol):
+    """What an explanation asks of the resolver that made it (the resolver, which
+    imports this module)."""
+
+    def _values(self, chain: list[_Contribution], domain: str
+                ) -> tuple[dict[str, object], dict[str, Source]]: ...
+
+__all__: list[str] = []
+
+_V = TypeVar("_V")
+_new_object: Final = object.__new__
+_DEFAULT_SOURCE: Final = Source("default")
+_DEFAULT_VALUES: Final[dict[str, object]] = {
+    name: spec.default for name, spec in OPTION_SPECS.items()}
+_DEFAULT_SOURCES: Final[dict[str, Source]] = dict.fromkeys(OPTION_SPECS, _DEFAULT_SOURCE)
+
+
+def _with_defaults(found: dict[str, _V], defaults: dict[str, _V]) -> dict[str, _V]:
+    """``found``, then every other option's default in registry order.
+
+    The order a loop adding the missing defaults one by one gives, made by two C-level
+    updates: an update keeps a key where it first went in, so the second one only puts
+    the found values back over the defaults the first wrote.
+    """
+    merged = found.copy()
+    merged.update(defaults)
+    merged.update(found)
+    return merged
+
+
+class _Shared:
+    """Effective values shared by every pair they are in force for, and the first
+    decision made from them (its plan, outcomes and parameters are theirs too)."""
+
+    __slots__ = ("effective", "proto", "values")
+
+    def __init__(self, values: dict[str, object]) -> None:
+        self.values = values
+        # The resolver made values for this object alone and never changes them.
+        self.effective = _owning(values)
+        self.proto: Decision | None = None
+
+
+class _Explanation(_FrozenMap):
+    """A decision's explanation, made from its chain of scopes the first time it is read.
+
+    Equal to the mapping an eager resolution builds (it is built by the same
+    code); a decision that is only acted on never pays for rendering scope paths.
+    """
+
+    __slots__ = ("_make",)
+
+    def __init__(self, resolver: _Renders, chain: list[_Contribution], domain: str) -> None:
+        self._hash = None
+        self._make: tuple[_Renders, list[_Contribution], str] | None = (resolver, chain, domain)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Copied or pickled as the plain mapping it stands for (never the resolver).
+        return (_FrozenMap, (self._data,))
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached while the _data slot is still empty.
+        if name != "_data":
+            raise AttributeError(name)
+        made = self._make
+        assert made is not None
+        resolver, chain, domain = made
+        data = resolver._values(chain, domain)[1]
+        self._data = data
+        self._make = None
+        return data
+
+
+def _explanation(resolver: _Renders, chain: list[_Contribution], domain: str) -> _Explanation:
+    """``_Explanation(resolver, chain, domain)``, without the call into its __init__."""
+    explanation: Any = _new_object(_Explanation)
+    explanation._hash = None
+    explanation._make = (resolver, chain, domain)
+    return explanation  # type: ignore[no-any-return]
+
+
+def _identities(domain: str, mx_host: str | None) -> tuple[str, ...]:
+    """Reference identities for ``host`` verification: the domain or the MX host."""
+    first = domain[1:-1].removeprefix("ipv6:") if domain.startswith("[") else domain
+    if mx_host is None or mx_host == first:
+        return (first,)
+    return (first, mx_host)
