@@ -36,6 +36,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "profile in force (with --collect-only -p no:xdist)")
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep ``xdist_group`` working under ``--dist loadgroup`` on every pytest.
+
+    pytest-xdist tells its scheduler an item's group by appending ``@GROUP`` to the item's
+    node id on the worker, through an attribute pytest 9.2 no longer reads (node ids became
+    structured; pytest-xdist issue 1386).  There every grouped test is scheduled alone: a
+    module-scoped lab or browser is then built on every worker that runs one of its tests.
+    Where the suffix is missing, this sets it through the structured id; where pytest-xdist
+    set it, this does nothing.
+    """
+    if not getattr(config.option, "loadgroup", False) or not hasattr(config, "workerinput"):
+        return
+    for item in items:
+        groups = {str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                  for mark in item.iter_markers("xdist_group")}
+        if not groups:
+            continue
+        suffix = "@" + "_".join(sorted(groups))
+        structured = getattr(item, "_id", None)
+        if item.nodeid.endswith(suffix) or not hasattr(type(structured), "parse"):
+            continue
+        item._id = type(structured).parse(item.nodeid + suffix)  # type: ignore[attr-defined]
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     if not session.config.getoption("--property-budgets"):
         return
