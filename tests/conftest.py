@@ -59,9 +59,9 @@ def _longest_first(items: list[pytest.Item]) -> None:
     the largest budget first; then the modules marked ``slow`` (real servers, benchmarks);
     then the rest, each part in collection order.
     """
-    modules: dict[object, list[pytest.Item]] = {}
-    for item in items:
-        modules.setdefault(item.parent.nodeid if item.parent else "", []).append(item)
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:  # by file: a module's classes stay with its functions
+        modules.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
 
     def rank(tests: list[pytest.Item]) -> tuple[int, int]:
         largest = max(_budget(test) for test in tests)
