@@ -17,6 +17,11 @@ warm-up run) and the ratio tlspolicy / postfix-mta-sts-resolver.
 
 ``--quick`` uses few keys and one repeat, and prints ``skipped: REASON`` (exit 0) when
 postmap, pip or the network is not available.
+
+``TLSPOLICY_BENCH_PEER=DIR`` names a virtual environment that already holds the peer (``pip
+install 'postfix-mta-sts-resolver[sqlite]'``): this script and ``peer_discovery.py`` use it
+instead of installing their own, and install their own when it cannot import the peer's
+SQLite cache.  CI installs it once, beside its other installs.
 """
 
 from __future__ import annotations
@@ -67,8 +72,29 @@ class Skip(Exception):
     """The comparison cannot run here (no postmap, no pip or network)."""
 
 
+PEER_ENV = "TLSPOLICY_BENCH_PEER"
+
+
+def _has_peer(env: Path) -> bool:
+    """Whether ``env``'s Python imports the peer's SQLite cache (and so aiosqlite)."""
+    try:
+        done = subprocess.run([str(env / "bin" / "python"), "-c",
+                               "import postfix_mta_sts_resolver.sqlite_cache"],
+                              capture_output=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and (env / "bin" / "mta-sts-daemon").exists()
+
+
 def install_peer(root: Path) -> Path:
-    """A virtual environment under ``root`` with the peer installed; its bin directory."""
+    """A virtual environment with the peer installed; its bin directory.
+
+    The one ``TLSPOLICY_BENCH_PEER`` names if it holds the peer, else a new one under
+    ``root``: installing takes from half a minute to two, which a test run pays once.
+    """
+    given = os.environ.get(PEER_ENV)
+    if given and _has_peer(Path(given)):
+        return Path(given) / "bin"
     env = root / "peer-venv"
     try:
         subprocess.run([sys.executable, "-m", "venv", str(env)], check=True,

@@ -4,7 +4,8 @@ imported cache, with a working resolver and with one answering SERVFAIL (issue 2
 One SQLite cache of N enforce policies (``mx: mx.<domain>``, policy id ``bench1``, fetched
 an hour ago, so older than the peer's default ``cache_grace`` of 60 s) is written through
 postfix-mta-sts-resolver's own cache class (installed from PyPI into a virtual environment
-in a temporary directory, as ``mta_sts_resolver.py`` does) and imported into tlspolicy's
+in a temporary directory, or taken from ``TLSPOLICY_BENCH_PEER``, as ``mta_sts_resolver.py``
+does) and imported into tlspolicy's
 store with ``tlspolicy import-cache --from mta-sts-resolver-sqlite``.  Then, per resolver
 mode and CPU layout, from fresh copies of both caches:
 

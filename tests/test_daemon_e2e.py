@@ -96,6 +96,13 @@ pytestmark = [
     pytest.mark.timeout(2 * WORKER_TIMEOUT + 60),
 ]
 
+# Each module-scoped lab takes half a minute to build and serves several tests.  Spread
+# test by test over the xdist workers (``--dist loadgroup``), every worker built every lab
+# for its share; one group per fixture builds each lab once, and the two groups still run
+# beside each other.
+ON_LAB = pytest.mark.xdist_group("daemon-e2e-lab")
+ON_DROP_IN_LAB = pytest.mark.xdist_group("daemon-e2e-drop-in-lab")
+
 
 def run_worker(discovery: bool, drop_in: str = "") -> dict[str, Any]:
     """Run the lab once in fresh namespaces; its JSON result."""
@@ -209,6 +216,7 @@ def _delivered_verified(scenario: dict[str, Any]) -> None:
     assert deliveries[0]["tls"]["protocol"].startswith("TLSv1."), _explain(scenario)
 
 
+@ON_LAB
 def test_sts_enforce_wrong_name_defers(lab: dict[str, Any]) -> None:
     scenario = _scenario(lab, "sts_wrong_name")
     _check_sts_answer(lab, scenario)
@@ -218,6 +226,7 @@ def test_sts_enforce_wrong_name_defers(lab: dict[str, Any]) -> None:
         _explain(scenario)
 
 
+@ON_LAB
 def test_sts_enforce_good_certificate_delivers_verified(lab: dict[str, Any]) -> None:
     scenario = _scenario(lab, "sts_good")
     _check_sts_answer(lab, scenario)
@@ -225,6 +234,7 @@ def test_sts_enforce_good_certificate_delivers_verified(lab: dict[str, Any]) -> 
     assert _has_line(scenario, f"matched peername: {scenario['mx']}"), _explain(scenario)
 
 
+@ON_LAB
 def test_dane_tlsa_verified_by_postfix(lab: dict[str, Any]) -> None:
     scenario = _scenario(lab, "dane_good")
     _check_dane_answer(lab, scenario)
@@ -235,6 +245,7 @@ def test_dane_tlsa_verified_by_postfix(lab: dict[str, Any]) -> None:
                                f"{mtype} {digest.upper()}"), _explain(scenario)
 
 
+@ON_LAB
 def test_dane_tlsa_mismatch_defers(lab: dict[str, Any]) -> None:
     scenario = _scenario(lab, "dane_mismatch")
     _check_dane_answer(lab, scenario)
@@ -242,6 +253,7 @@ def test_dane_tlsa_mismatch_defers(lab: dict[str, Any]) -> None:
     assert _has_line(scenario, "num=65:no matching DANE TLSA records"), _explain(scenario)
 
 
+@ON_LAB
 def test_dane_wins_over_mta_sts(lab: dict[str, Any]) -> None:
     scenario = _scenario(lab, "dane_over_sts")
     _check_dane_answer(lab, scenario)
@@ -249,6 +261,7 @@ def test_dane_wins_over_mta_sts(lab: dict[str, Any]) -> None:
     assert _has_line(scenario, "Matched DANE EE certificate at depth 0: "), _explain(scenario)
 
 
+@ON_LAB
 def test_outage_cached_enforce_policies_still_apply(lab: dict[str, Any]) -> None:
     if not lab["discovery"]:
         pytest.skip("a static configuration has no cache to fall back on")
@@ -290,6 +303,7 @@ def _notfound(answer: dict[str, Any]) -> None:
     assert (answer["status"], answer["value"]) == (1, ""), answer
 
 
+@ON_DROP_IN_LAB
 def test_drop_in_enforce_policy_answered_and_delivered_verified(
         drop_in_lab: dict[str, Any]) -> None:
     good = _scenario(drop_in_lab, "sts_good")
@@ -302,6 +316,7 @@ def test_drop_in_enforce_policy_answered_and_delivered_verified(
     _deferred_for_certificate(wrong)
 
 
+@ON_DROP_IN_LAB
 def test_drop_in_nothing_published_is_notfound_and_postfix_own_level_applies(
         drop_in_lab: dict[str, Any]) -> None:
     _notfound(drop_in_lab["unknown_answer"])
@@ -315,6 +330,7 @@ def test_drop_in_nothing_published_is_notfound_and_postfix_own_level_applies(
     assert scenario["deliveries"][0]["tls"] is not None, _explain(scenario)
 
 
+@ON_DROP_IN_LAB
 def test_drop_in_query_with_tlsrpt_against_postfix_37_has_no_sts_attributes(
         drop_in_lab: dict[str, Any]) -> None:
     assert drop_in_lab["postfix"].startswith("3.7"), drop_in_lab["postfix"]
