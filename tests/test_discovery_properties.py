@@ -102,7 +102,9 @@ def test_fetched_policies_obey_the_invariants(dns_lab: DnsLab, https_lab: HttpsL
         assert destination.mta_sts is None
         assert destination.mta_sts_fetch is FetchOutcome.INVALID
     else:
-        assert destination.mta_sts == expected
+        # A max_age of 0 ends the policy's life at its fetch: it is never in force
+        # (test_mtasts.py, test_max_age_zero_is_never_in_force), fetched just now or not.
+        assert destination.mta_sts == (None if expected.max_age == 0 else expected)
         assert destination.mta_sts_fetch is FetchOutcome.OK
 
     resolver = Resolver(config)  # type: ignore[arg-type]
@@ -183,3 +185,13 @@ def test_generated_dns_shapes_obey_the_invariants(dns_lab: DnsLab, https_lab: Ht
             assert all(o.action is not Action.FALLBACK for o in decision.outcomes.values())
             if lookup.usable_records:
                 assert decision.verification is Verification.DANE
+
+
+def test_a_fetched_policy_with_max_age_zero_is_never_in_force(
+        dns_lab: DnsLab, https_lab: HttpsLab, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Not even for the lookup that fetched it: its life ends at its fetch (docs/choices.md).
+    https_lab.set(DOMAIN, PolicyAnswer(b"version: STSv1\nmode: enforce\nmx: *.fuzz.secure.test\n"
+                                       b"max_age: 0\n"))
+    destination = _discover(dns_lab, https_lab, tmp_path_factory.mktemp("zero"))
+    assert destination.mta_sts is None
+    assert destination.mta_sts_fetch is FetchOutcome.OK
