@@ -68,8 +68,9 @@ MAX_RECORDS: Final = 128
 #: Answers cached at most: past it, expired ones are dropped, then the oldest tenth.
 MAX_CACHED_ANSWERS: Final = 500_000
 #: (name, type) pairs counted in :attr:`DnsClient.sent` at most: past it the oldest tenth
-#: go (a daemon asks about ever more names; the count is for tests and tools).
-MAX_COUNTED: Final = 10_000
+#: go (a daemon asks about ever more names; the count is for tests and tools, and each
+#: pair counted holds its name, about 170 bytes).
+MAX_COUNTED: Final = 1_024
 #: EDNS payload size (the DNS flag day 2020 value); larger answers go over TCP.
 EDNS_PAYLOAD: Final = 1232
 #: Queries in flight on one UDP socket to a loopback resolver; more open another socket.
