@@ -95,6 +95,30 @@ def test_due_checks_of_policies_in_force_stay_within_the_bound(tmp_path: Path) -
         sock.close()
 
 
+def test_every_wait_for_room_ends_when_a_check_finishes(tmp_path: Path) -> None:
+    sock = _silent_resolver()
+
+    async def main() -> None:
+        clock = Clock()
+        store = await _due_policies(tmp_path, clock, ["w.example"])
+        d = _discovery(store, clock, sock.getsockname()[1])
+        d.max_background_checks = 1
+        try:
+            await d.sts_state("w.example")
+            assert not d.background_room()
+            waits = [asyncio.ensure_future(d.wait_background_room()) for _ in range(2)]
+            await asyncio.wait_for(asyncio.gather(*waits), 30)  # the check times out
+            assert d.background_room()
+        finally:
+            await d.close()
+            await store.close()
+
+    try:
+        run(main)
+    finally:
+        sock.close()
+
+
 def test_a_first_fetch_is_never_deferred(tmp_path: Path) -> None:
     """Nothing in force: the lookup waits for the check, so the bound does not apply."""
     sock = _silent_resolver()

@@ -141,6 +141,7 @@ class Discovery:
         self.max_background_checks = MAX_BACKGROUND_CHECKS
         #: Due checks not started because that many were in flight, since start.
         self.checks_deferred = 0
+        self._room: asyncio.Event | None = None
         #: Policy fetches over HTTPS started by this instance, per domain.
         self.fetches: dict[str, int] = {}
 
@@ -461,8 +462,19 @@ class Discovery:
     async def wait_background_room(self) -> None:
         """Wait until another background check may start (:meth:`background_room`)."""
         while not self.background_room() and self._refreshing:
-            await asyncio.wait(list(self._refreshing.values()),
-                               return_when=asyncio.FIRST_COMPLETED)
+            # Set by the next check to finish (see _checked): one wait, not one callback
+            # on every check in flight.
+            room = self._room
+            if room is None:
+                room = self._room = asyncio.Event()
+            await room.wait()
+
+    def _checked(self, domain: str) -> None:
+        self._refreshing.pop(domain, None)
+        room = self._room
+        if room is not None and self.background_room():
+            self._room = None
+            room.set()
 
     def refresh_if_due(self, domain: str, *, ahead: float = 0.0) -> bool:
         """Start a background refresh of ``domain``'s MTA-STS state when this process
@@ -486,7 +498,7 @@ class Discovery:
         if task is None:
             task = asyncio.get_running_loop().create_task(self._refresh(domain, force))
             self._refreshing[domain] = task
-            task.add_done_callback(lambda t: self._refreshing.pop(domain, None))
+            task.add_done_callback(lambda t: self._checked(domain))
         return task
 
     async def refresh(self, domain: str) -> StsState:
