@@ -207,15 +207,17 @@ def peer_server(bin_dir: Path, work: Path, db: Path, cpu: int
 
 
 @contextmanager
-def our_server(work: Path, cache: Path, cpu: int, memory_cache_size: int | None = None
-               ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def our_server(work: Path, cache: Path, cpu: int, memory_cache_size: int | None = None,
+               source: Path | None = None) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """``tlspolicy serve socketmap --discovery`` (drop-in mode: no file, or a file holding
-    only ``[discovery] memory_cache_size``); yields its table and process."""
+    only ``[discovery] memory_cache_size``), from the source tree ``source`` when given
+    (its ``src`` directory first on the module path); yields its table and process."""
     conf = work / "postfix-conf"
     conf.mkdir(exist_ok=True)
     (conf / "main.cf").write_text("compatibility_level = 3.6\n")
     (conf / "master.cf").write_text("smtp unix - - y - - smtp\n")
-    command = [sys.executable, "-m", "tlspolicy", "serve", "socketmap", "--discovery",
+    prefix = [] if source is None else ["env", f"PYTHONPATH={source.resolve() / 'src'}"]
+    command = [*prefix, sys.executable, "-m", "tlspolicy", "serve", "socketmap", "--discovery",
                "--listen", "127.0.0.1:0", "--postfix-config-dir", str(conf),
                "--postfix-version", "3.7.11", "--cache", str(cache),
                "--resolver", RESOLVER_ADDRESS, "--resolver-port", str(RESOLVER_PORT),
@@ -244,9 +246,11 @@ def _copy_sqlite(source: Path, target: Path) -> Path:
 
 def measure(bin_dir: Path, postmap: str, work: Path, keys: Sequence[str], later: int,
             layouts: Sequence[tuple[str, int]], modes: Sequence[str],
-            memory_cache_size: int | None = None, sizes: Sequence[int] | None = None
-            ) -> list[dict[str, Any]]:
-    """Every (size, mode, layout) round, printed as it ends; returns the figures."""
+            memory_cache_size: int | None = None, sizes: Sequence[int] | None = None,
+            compare: Path | None = None) -> list[dict[str, Any]]:
+    """Every (size, mode, layout) round, printed as it ends; returns the figures.  With
+    ``compare`` (another source tree, e.g. an earlier commit's), a third server,
+    ``tlspolicy-compared``, runs from it in the same rounds."""
     config_dir = work / "postmap"
     config_dir.mkdir(exist_ok=True)
     (config_dir / "main.cf").write_text("compatibility_level = 3.6\n")
@@ -270,12 +274,20 @@ def measure(bin_dir: Path, postmap: str, work: Path, keys: Sequence[str], later:
                             our_server(here, our_db, cpu, memory_cache_size))
                         theirs, peer_proc = stack.enter_context(
                             peer_server(bin_dir, here, peer_db, cpu))
-                        start = {"tlspolicy": rss_kib(our_proc.pid),
-                                 "peer": rss_kib(peer_proc.pid)}
+                        tables = {"tlspolicy": ours, "peer": theirs}
+                        procs = {"tlspolicy": our_proc, "peer": peer_proc}
+                        if compare is not None:
+                            other = here / "compared"
+                            other.mkdir()
+                            tables["tlspolicy-compared"], procs["tlspolicy-compared"] = \
+                                stack.enter_context(our_server(
+                                    other, _copy_sqlite(work / "tlspolicy.sqlite3",
+                                                        other / "tlspolicy.sqlite3"),
+                                    cpu, memory_cache_size, compare))
+                        start = {side: rss_kib(proc.pid) for side, proc in procs.items()}
                         first: dict[str, float] = {}
                         queries: dict[str, int] = {}
-                        runs: dict[str, list[float]] = {"tlspolicy": [], "peer": []}
-                        tables = {"tlspolicy": ours, "peer": theirs}
+                        runs: dict[str, list[float]] = {side: [] for side in tables}
                         for side, table in tables.items():
                             before = resolver.count()
                             first[side] = len(asked) / _postmap.query_all(
@@ -289,8 +301,7 @@ def measure(bin_dir: Path, postmap: str, work: Path, keys: Sequence[str], later:
                                 runs[side].append(len(asked) / _postmap.query_all(
                                     postmap, config_dir, table, keys_text, len(asked)))
                                 queries[side] += resolver.count() - before
-                        rss = {"tlspolicy": rss_kib(our_proc.pid),
-                               "peer": rss_kib(peer_proc.pid)}
+                        rss = {side: rss_kib(proc.pid) for side, proc in procs.items()}
                 finally:
                     resolver.stop()
                 if not all(a.startswith("secure match=") for a in answers.values()):
@@ -313,6 +324,14 @@ def measure(bin_dir: Path, postmap: str, work: Path, keys: Sequence[str], later:
                       f"{rss['tlspolicy'] / rss['peer']:.2f} (servers on CPU {cpu}, postmap "
                       f"on CPU 0, resolver on CPU {RESOLVER_CPU}, {len(asked):,} keys, "
                       f"{1 + later} passes)", flush=True)
+                if compare is not None:
+                    side = "tlspolicy-compared"
+                    print(f"peer-discovery-{mode}-{layout}-compared: tlspolicy from {compare}: "
+                          f"first pass {first[side]:,.0f} answers/s, later passes "
+                          f"{rate[side]:,.0f} answers/s, DNS queries {queries[side]:,}, RSS "
+                          f"at start {start[side] / 1024:,.1f} MiB, after all passes "
+                          f"{rss[side] / 1024:,.1f} MiB (this tree: "
+                          f"{rss['tlspolicy'] / 1024:,.1f} MiB)", flush=True)
     return results
 
 
@@ -404,6 +423,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="write answers/s and RSS against the policies answered for")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="write every round's figures as JSON")
+    parser.add_argument("--compare-src", type=Path, default=None, metavar="TREE",
+                        help="also run tlspolicy from this source tree (its src/ on the "
+                        "module path, e.g. an earlier commit's checkout) in the same rounds")
     parser.add_argument("--dns-server", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.dns_server:
@@ -443,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         layouts = [(name, cpu) for name, cpu in (("same", 0), ("different", 1))
                    if not args.layout or name in args.layout]
         results = measure(bin_dir, postmap, work, keys, later, layouts, args.mode or MODES,
-                          args.memory_cache_size, sizes)
+                          args.memory_cache_size, sizes, args.compare_src)
         if args.json is not None:
             args.json.write_text(json.dumps(results, indent=1) + "\n")
         if args.plot is not None:

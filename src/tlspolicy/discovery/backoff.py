@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Callable, Hashable
 from typing import Final, Generic, TypeVar
 
@@ -57,7 +58,7 @@ class FailureBackoff(Generic[K, V]):
     oldest).  :attr:`suppressed` counts the lookups not sent.
     """
 
-    __slots__ = ("_entries", "initial", "max_entries", "maximum", "suppressed")
+    __slots__ = ("_entries", "_swept", "initial", "max_entries", "maximum", "suppressed")
 
     def __init__(self, initial: float = DEFAULT_BACKOFF_INITIAL,
                  maximum: float = DEFAULT_BACKOFF_MAX, *,
@@ -70,6 +71,7 @@ class FailureBackoff(Generic[K, V]):
         self.max_entries = max_entries
         self._entries: dict[K, _Failure[V]] = {}
         self.suppressed = 0
+        self._swept = -math.inf
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -91,6 +93,8 @@ class FailureBackoff(Generic[K, V]):
     def failed(self, key: K, value: V, now: float) -> float:
         """Remember that ``key`` failed with ``value`` at ``now``; returns the wait."""
         entries = self._entries
+        if now >= self._swept + self.maximum:
+            self._sweep(now)
         entry = entries.pop(key, None)
         if entry is None or now >= entry.until + self.maximum:
             wait = self.initial
@@ -113,6 +117,21 @@ class FailureBackoff(Generic[K, V]):
             return
         for key in [k for k in self._entries if which(k)]:
             del self._entries[key]
+
+    def _sweep(self, now: float) -> None:
+        # A failure more than ``maximum`` seconds past its wait is as good as forgotten
+        # (the next failure starts again from ``initial``): without this, every name
+        # that ever failed would stay until the table filled (about 500 bytes each).
+        # Insertion order is the order of the failures, so the first entries failed
+        # longest ago; those that failed over two maximum waits ago (their wait ended
+        # over ``maximum`` ago) go, at most once per ``maximum`` seconds.
+        self._swept = now
+        entries = self._entries
+        horizon = now - 2 * self.maximum
+        gone = list(itertools.takewhile(lambda item: item[1].until - item[1].wait <= horizon,
+                                        entries.items()))
+        for key, _ in gone:
+            del entries[key]
 
     def _shrink(self, now: float) -> None:
         entries = self._entries
@@ -209,4 +228,8 @@ class FailureLog:
             self.summaries += 1
         self.repeated = self.over_cap = self.suppressed = self._logged = 0
         self._period_end = now + self.interval
+        # Names whose window ended would otherwise stay until the table filled.
+        quiet = self._quiet
+        for name in [n for n, end in quiet.items() if end <= now]:
+            del quiet[name]
         return line

@@ -61,6 +61,9 @@ OUTCOME_LOGGER: Final = "tlspolicy.discovery.outcome"
 _outcome_log = logging.getLogger(OUTCOME_LOGGER)
 #: Decoded store entries kept for their next read (see Discovery._decoded).
 _DECODED_KEPT: Final = 1024
+#: Background policy checks in flight at most (see Discovery.max_background_checks): as
+#: many as the DNS client lets queries run at once, past which a check would only wait.
+MAX_BACKGROUND_CHECKS: Final = 256
 
 
 def mirror_enforce_policies(namespace: str, key: str, value: bytes) -> bool:
@@ -131,6 +134,14 @@ class Discovery:
         # reads the same bytes back under its lock, and need not decode them again.
         self._decoded_last: dict[str, tuple[bytes, StsState]] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        #: Checks nobody waits for (a due check of a policy in force, a proactive refresh)
+        #: in flight at most; past it a lookup answers with the policy in force and leaves
+        #: the check to a later lookup, so that a burst cannot pile up tasks (each holding
+        #: its frames, store and DNS state) faster than they finish.
+        self.max_background_checks = MAX_BACKGROUND_CHECKS
+        #: Due checks not started because that many were in flight, since start.
+        self.checks_deferred = 0
+        self._room: asyncio.Event | None = None
         #: Policy fetches over HTTPS started by this instance, per domain.
         self.fetches: dict[str, int] = {}
 
@@ -421,10 +432,16 @@ class Discovery:
             self.observer.cache_lookup("hit")
             return state
         joined = name in self._refreshing
-        task = self._refresh_task(name)
         if state is not None and policy_in_force(state.cached, aware(now)) is not None:
+            # Nobody waits for this check: the policy in force is the answer meanwhile
+            # (SEMANTICS 10), so at the bound the check waits for a later lookup.
+            if joined or self.background_room():
+                self._refresh_task(name)
+            else:
+                self.checks_deferred += 1
             self.observer.cache_lookup("stale")
             return state
+        task = self._refresh_task(name)
         self.observer.cache_lookup("miss")
         if joined:
             self.observer.single_flight_wait("process")
@@ -436,6 +453,28 @@ class Discovery:
             return state
         return ststate.not_fetched(name, now, unreadable=name in self._unreadable,
                                    timeout=timeout)
+
+    def background_room(self) -> bool:
+        """Whether another background check may start now (fewer than
+        :attr:`max_background_checks` in flight)."""
+        return len(self._refreshing) < self.max_background_checks
+
+    async def wait_background_room(self) -> None:
+        """Wait until another background check may start (:meth:`background_room`)."""
+        while not self.background_room() and self._refreshing:
+            # Set by the next check to finish (see _checked): one wait, not one callback
+            # on every check in flight.
+            room = self._room
+            if room is None:
+                room = self._room = asyncio.Event()
+            await room.wait()
+
+    def _checked(self, domain: str) -> None:
+        self._refreshing.pop(domain, None)
+        room = self._room
+        if room is not None and self.background_room():
+            self._room = None
+            room.set()
 
     def refresh_if_due(self, domain: str, *, ahead: float = 0.0) -> bool:
         """Start a background refresh of ``domain``'s MTA-STS state when this process
@@ -459,7 +498,7 @@ class Discovery:
         if task is None:
             task = asyncio.get_running_loop().create_task(self._refresh(domain, force))
             self._refreshing[domain] = task
-            task.add_done_callback(lambda t: self._refreshing.pop(domain, None))
+            task.add_done_callback(lambda t: self._checked(domain))
         return task
 
     async def refresh(self, domain: str) -> StsState:
@@ -547,6 +586,15 @@ class Discovery:
                                   detail)
         return state
 
+    def _txt_used(self, state: StsState, txt: DnsAnswer) -> StsState:
+        # A policy kept after its check, whose next check is when the _mta-sts TXT answer
+        # it came from runs out (or later): nothing asks for that answer before then, so
+        # it is not held until its TTL ends (an answer with its records costs more than
+        # the state itself).
+        if state.next_check >= txt.expires_at:
+            self.dns.drop(txt.name, "TXT")
+        return state
+
     async def _discover(self, domain: str, old: StsState | None, force: bool) -> StsState:
         config = self.config
         now = self._clock()
@@ -563,7 +611,7 @@ class Discovery:
         kept = ststate.unchanged(old, record.id, now, txt_until,
                                  refresh_interval=config.refresh_interval, force=force)
         if kept is not None:
-            return kept
+            return self._txt_used(kept, txt)
         found: list[str] = []
         host = f"mta-sts.{domain}"
         a, aaaa = await addresses(self.dns, host)

@@ -68,8 +68,9 @@ MAX_RECORDS: Final = 128
 #: Answers cached at most: past it, expired ones are dropped, then the oldest tenth.
 MAX_CACHED_ANSWERS: Final = 500_000
 #: (name, type) pairs counted in :attr:`DnsClient.sent` at most: past it the oldest tenth
-#: go (a daemon asks about ever more names; the count is for tests and tools).
-MAX_COUNTED: Final = 10_000
+#: go (a daemon asks about ever more names; the count is for tests and tools, and each
+#: pair counted holds its name, about 170 bytes).
+MAX_COUNTED: Final = 1_024
 #: EDNS payload size (the DNS flag day 2020 value); larger answers go over TCP.
 EDNS_PAYLOAD: Final = 1232
 #: Queries in flight on one UDP socket to a loopback resolver; more open another socket.
@@ -128,6 +129,23 @@ class DnsAnswer:
     def exists(self) -> bool:
         """NOERROR with or without records (the name exists)."""
         return self.status in (DnsStatus.RECORDS, DnsStatus.NODATA)
+
+
+@attrs.frozen(slots=True)
+class _Failed:
+    """A failed lookup as the backoff remembers it: its detail after the question
+    (``"SERVFAIL"``, shared between names) and its flags.  The answer is made again from
+    the question while the failure is the answer (see :meth:`DnsClient._held`): equal to
+    the one that failed, at under half its size (the name is held once, in the key)."""
+
+    reason: str
+    bogus: bool
+    unanswered: bool
+    expires_at: float
+
+
+#: Reasons shared between remembered failures, at most; a full table starts again empty.
+_REASONS_KEPT: Final = 256
 
 
 def _text(name: dns.name.Name) -> str:
@@ -334,7 +352,7 @@ class DnsClient:
     def __init__(self, address: str, port: int = 53, *, timeout: float = 3.0,
                  max_ttl: int = 3600, trusted: bool = True, max_in_flight: int = 256,
                  clock: Callable[[], float] = time.time,
-                 backoff: FailureBackoff[tuple[str, str], DnsAnswer] | None = None,
+                 backoff: FailureBackoff[tuple[str, str], DnsAnswer | _Failed] | None = None,
                  on_suppressed: Callable[[], None] | None = None) -> None:
         self.address = address
         self.port = port
@@ -349,8 +367,9 @@ class DnsClient:
         #: here (the latest :data:`MAX_COUNTED` pairs).
         self.sent: collections.Counter[tuple[str, str]] = collections.Counter()
         #: Failed lookups held back (their failure is the answer until the wait ends).
-        self.backoff: FailureBackoff[tuple[str, str], DnsAnswer] = (
+        self.backoff: FailureBackoff[tuple[str, str], DnsAnswer | _Failed] = (
             backoff if backoff is not None else FailureBackoff())
+        self._reasons: dict[str, str] = {}
         self._on_suppressed = on_suppressed
         # The UDP sockets kept open to a loopback resolver (the first opened at the first
         # query, more while more queries are in flight).
@@ -430,7 +449,7 @@ class DnsClient:
             del self._cache[key]
         pending = self._in_flight.get(key)
         if pending is None:
-            held = self.backoff.held(key, self._clock())
+            held = self._held(key)
             if held is not None:
                 # Failed a moment ago: the failure is the answer until its wait ends.
                 if self._on_suppressed is not None:
@@ -449,12 +468,40 @@ class DnsClient:
         finally:
             del self._in_flight[key]
         if answer.status is DnsStatus.FAILED:
-            self.backoff.failed(key, answer, self._clock())
+            self.backoff.failed(key, self._remembered(key, answer), self._clock())
         else:
             self.backoff.succeeded(key)
             if answer.ttl > 0:
                 self._store(key, answer)
         return answer
+
+    def _remembered(self, key: tuple[str, str], answer: DnsAnswer) -> DnsAnswer | _Failed:
+        """What the backoff keeps of a failed ``answer``: the compact form when the
+        answer can be made again from ``key`` and it, else the answer itself."""
+        name, rdtype = key
+        prefix = f"{rdtype} {name}: "
+        if not (answer.name == answer.canonical == name and answer.rdtype == rdtype
+                and not answer.secure and not answer.records and not answer.cnames
+                and answer.ttl == 0 and answer.detail.startswith(prefix)):
+            return answer
+        reason = answer.detail[len(prefix):]
+        reasons = self._reasons
+        shared = reasons.get(reason)
+        if shared is None:
+            if len(reasons) >= _REASONS_KEPT:
+                reasons.clear()
+            shared = reasons[reason] = reason
+        return _Failed(shared, answer.bogus, answer.unanswered, answer.expires_at)
+
+    def _held(self, key: tuple[str, str]) -> DnsAnswer | None:
+        """The remembered failure of ``key`` while its wait runs, as the answer."""
+        held = self.backoff.held(key, self._clock())
+        if not isinstance(held, _Failed):
+            return held
+        name, rdtype = key
+        return DnsAnswer(name, rdtype, DnsStatus.FAILED, False, canonical=name,
+                         bogus=held.bogus, detail=f"{rdtype} {name}: {held.reason}",
+                         expires_at=held.expires_at, unanswered=held.unanswered)
 
     def _store(self, key: tuple[str, str], answer: DnsAnswer) -> None:
         cache = self._cache

@@ -156,8 +156,10 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
         self._value_shapes: dict[object, _Values] = {}
         # The last MX answer of each domain that was not a failure, for outages.
         self._last_mx: OrderedDict[str, MxLookup] = OrderedDict()
-        #: Policy domains answered for, least recently used first, with when.
-        self.in_use: OrderedDict[str, float] = OrderedDict()
+        #: Policy domains answered for, least recently used first, with when (to the
+        #: second).
+        self.in_use: dict[str, float] = {}
+        self._use_stamp = -math.inf
 
     def with_policy(self, policy: PolicyLookup) -> DiscoveryLookup:
         """The same discovery and settings over a reloaded operator policy (SIGHUP)."""

@@ -4,7 +4,6 @@ answered for, refreshed before they are due."""
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -18,14 +17,15 @@ class _Refreshing:
     """The lookup's refresh (a part of :class:`~tlspolicy.servers.discovered.DiscoveryLookup`)."""
 
     discovery: Discovery
-    in_use: OrderedDict[str, float]
+    in_use: dict[str, float]
     _clock: Callable[[], float]
 
     async def refresh_in_use(self, *, interval: float = 60.0, ahead: float | None = None,
                              window: float = 7 * 86400.0, batch: int = 64) -> None:
         """Refresh, forever, the MTA-STS policies of domains answered for within
         ``window`` seconds, ``ahead`` seconds before their next check is due
-        (default: one ``interval``), at most ``batch`` at a time."""
+        (default: one ``interval``), started ``batch`` at a time with a pause between,
+        and never more in flight than discovery's ``max_background_checks``."""
         ahead = interval if ahead is None else ahead
         while True:
             await asyncio.sleep(interval)
@@ -40,6 +40,9 @@ class _Refreshing:
             if now - used > window:
                 self.in_use.pop(domain, None)
                 continue
+            # At most the discovery's bound of checks in flight: a pass over many
+            # domains starts them as fast as they finish, never all at once.
+            await self.discovery.wait_background_room()
             try:
                 if self.discovery.refresh_if_due(domain, ahead=ahead):
                     started += 1

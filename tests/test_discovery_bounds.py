@@ -1,0 +1,286 @@
+"""What discovery holds per domain stays bounded under load: background policy checks in
+flight, the domains remembered as in use, failures remembered past their use, and DNS
+answers nothing will ask for again.  Semantics only: no byte counts, no timings
+(benchmarks/memory.py and benchmarks/peer_discovery.py have the figures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from pathlib import Path
+
+import attrs
+import pytest
+
+from discovery_support import DnsLab, HttpsLab
+from test_discovery import Clock, Env, _settle, enforce, run, seed
+from tlspolicy.discovery import Discovery, DiscoveryConfig
+from tlspolicy.discovery.backoff import FailureBackoff, FailureLog
+from tlspolicy.discovery.core import MAX_BACKGROUND_CHECKS
+from tlspolicy.discovery.dns import DnsAnswer, DnsClient
+from tlspolicy.postfix.dropin import DROP_IN_CONFIG
+from tlspolicy.postfix.lookup import PolicyLookup
+from tlspolicy.resolver import Resolver
+from tlspolicy.servers.discovered import DiscoveryLookup
+from tlspolicy.stores import SqliteStore
+
+pytestmark = pytest.mark.timeout(120)
+
+VERSION = (3, 7, 11)
+
+
+def _silent_resolver() -> socket.socket:
+    """A real UDP socket on loopback that reads queries and never answers: every check
+    stays in flight until its DNS timeout."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+async def _due_policies(tmp: Path, clock: Clock, names: list[str]) -> SqliteStore:
+    store = SqliteStore(tmp / "cache.sqlite3", clock=clock)
+    for name in names:
+        # An enforce policy in force whose check is due: answered at once, checked behind.
+        await seed(store, name, enforce(name), fetched_at=clock.now - 100, policy_id="id1",
+                   next_check=clock.now - 1)
+    return store
+
+
+def _discovery(store: SqliteStore, clock: Clock, port: int) -> Discovery:
+    config = DiscoveryConfig(resolver="127.0.0.1", resolver_port=port, resolv_conf=None,
+                             dns_timeout=0.2, https_port=9)
+    return Discovery(config, store=store, clock=clock)
+
+
+def test_the_default_bound_matches_the_dns_clients_queries_in_flight(tmp_path: Path) -> None:
+    assert MAX_BACKGROUND_CHECKS == 256
+    config = DiscoveryConfig(resolver="127.0.0.1", resolver_port=9, resolv_conf=None)
+    store = SqliteStore(tmp_path / "cache.sqlite3")
+    assert Discovery(config, store=store).max_background_checks == MAX_BACKGROUND_CHECKS
+
+
+def test_due_checks_of_policies_in_force_stay_within_the_bound(tmp_path: Path) -> None:
+    names = [f"d{n}.example" for n in range(10)]
+    sock = _silent_resolver()
+
+    async def main() -> None:
+        clock = Clock()
+        store = await _due_policies(tmp_path, clock, names)
+        d = _discovery(store, clock, sock.getsockname()[1])
+        d.max_background_checks = 3
+        try:
+            for name in names:
+                state = await d.sts_state(name)
+                # The answer is the policy in force whether or not its check started.
+                assert state.state == "policy" and state.cached is not None
+                assert len(d._refreshing) <= 3
+            assert set(d._refreshing) == set(names[:3])
+            assert d.checks_deferred == 7
+            again = await d.sts_state(names[0])  # its check runs: joined, not deferred
+            assert again.state == "policy" and d.checks_deferred == 7
+            await _settle(d)  # the checks time out: the policies stay in force
+            state = await d.sts_state(names[5])  # room again: the deferred check starts
+            assert state.state == "policy" and names[5] in d._refreshing
+            assert d.checks_deferred == 7
+        finally:
+            await d.close()
+            await store.close()
+
+    try:
+        run(main)
+    finally:
+        sock.close()
+
+
+def test_every_wait_for_room_ends_when_a_check_finishes(tmp_path: Path) -> None:
+    sock = _silent_resolver()
+
+    async def main() -> None:
+        clock = Clock()
+        store = await _due_policies(tmp_path, clock, ["w.example"])
+        d = _discovery(store, clock, sock.getsockname()[1])
+        d.max_background_checks = 1
+        try:
+            await d.sts_state("w.example")
+            assert not d.background_room()
+            waits = [asyncio.ensure_future(d.wait_background_room()) for _ in range(2)]
+            await asyncio.wait_for(asyncio.gather(*waits), 30)  # the check times out
+            assert d.background_room()
+        finally:
+            await d.close()
+            await store.close()
+
+    try:
+        run(main)
+    finally:
+        sock.close()
+
+
+def test_a_first_fetch_is_never_deferred(tmp_path: Path) -> None:
+    """Nothing in force: the lookup waits for the check, so the bound does not apply."""
+    sock = _silent_resolver()
+
+    async def main() -> None:
+        clock = Clock()
+        store = SqliteStore(tmp_path / "cache.sqlite3", clock=clock)
+        d = _discovery(store, clock, sock.getsockname()[1])
+        d.max_background_checks = 0
+        try:
+            state = await d.sts_state("new.example", wait=0.01)
+            assert state.state != "policy"
+            assert "new.example" in d._refreshing and d.checks_deferred == 0
+        finally:
+            await d.close()
+            await store.close()
+
+    try:
+        run(main)
+    finally:
+        sock.close()
+
+
+def test_a_proactive_refresh_pass_keeps_within_the_bound(tmp_path: Path) -> None:
+    names = [f"r{n}.example" for n in range(8)]
+    sock = _silent_resolver()
+
+    async def main() -> tuple[int, int]:
+        clock = Clock()
+        store = await _due_policies(tmp_path, clock, names)
+        d = _discovery(store, clock, sock.getsockname()[1])
+        d.max_background_checks = 2
+        lookup = DiscoveryLookup(PolicyLookup(Resolver(DROP_IN_CONFIG), postfix_version=VERSION),
+                                 d, postfix_version=VERSION, drop_in=True, own_level="may")
+        lookup.in_use.update((name, clock.now) for name in names)
+        most = 0
+
+        async def watch() -> None:
+            nonlocal most
+            while True:
+                most = max(most, len(d._refreshing))
+                await asyncio.sleep(0)
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            started = await lookup.refresh_once(ahead=60)
+            await _settle(d)
+        finally:
+            watcher.cancel()
+            await d.close()
+            await store.close()
+        return started, most
+
+    try:
+        started, most = run(main)
+    finally:
+        sock.close()
+    assert started == len(names)  # every domain is refreshed, only never all at once
+    assert 1 <= most <= 2
+
+
+def test_domains_in_use_are_kept_least_recently_used_first_with_shared_times(
+        tmp_path: Path) -> None:
+    clock = Clock()
+    config = DiscoveryConfig(resolver="127.0.0.1", resolver_port=9, resolv_conf=None)
+    d = Discovery(config, store=SqliteStore(tmp_path / "cache.sqlite3"), clock=clock)
+    lookup = DiscoveryLookup(PolicyLookup(Resolver(DROP_IN_CONFIG), postfix_version=VERSION),
+                             d, postfix_version=VERSION, drop_in=True, own_level="may",
+                             max_in_use=2)
+    lookup._use("a.example")
+    lookup._use("b.example")
+    lookup._use("a.example")  # used again: now the most recent
+    assert list(lookup.in_use) == ["b.example", "a.example"]
+    lookup._use("c.example")  # over max_in_use: the least recently used goes
+    assert list(lookup.in_use) == ["a.example", "c.example"]
+    assert lookup.in_use["a.example"] == clock.now
+    assert lookup.in_use["a.example"] is lookup.in_use["c.example"]  # one time object
+    clock.now += 5
+    lookup._use("a.example")
+    assert list(lookup.in_use) == ["c.example", "a.example"]
+    assert lookup.in_use["a.example"] == clock.now
+    assert lookup.with_policy(lookup.policy).in_use is lookup.in_use
+
+
+def test_failures_long_past_their_wait_are_forgotten() -> None:
+    backoff: FailureBackoff[str, str] = FailureBackoff(1.0, 8.0)
+    backoff.failed("old", "x", 0.0)
+    backoff.failed("old", "x", 1.0)  # at the end of its wait: the wait doubles
+    assert backoff.until("old") == 3.0
+    backoff.failed("recent", "y", 10.0)
+    assert len(backoff) == 2  # "old" failed less than two maximum waits ago
+    backoff.failed("new", "z", 20.0)
+    assert len(backoff) == 2 and backoff.until("old") is None  # past it: as if never failed
+    assert backoff.held("recent", 20.0) is None and backoff.held("new", 20.5) == "z"
+    # The same waits as when it was remembered: a failure this long after starts afresh.
+    assert backoff.failed("old", "x", 21.0) == 1.0
+    assert backoff.failed("recent", "y", 21.0) == 1.0
+
+
+def test_failure_warning_windows_that_ended_are_forgotten_each_interval() -> None:
+    log = FailureLog(logging.getLogger("test.bounds"), interval=60.0)
+    log.warn("a.example", 0.0, 10.0, "a failed")
+    log.warn("b.example", 1.0, 200.0, "b failed")
+    assert not log.warn("a.example", 5.0, 10.0, "a failed")  # within its window
+    log.tick(61.0)  # the interval ends: a's window ended, b's runs
+    assert list(log._quiet) == ["b.example"]
+    assert log.warn("a.example", 62.0, 70.0, "a failed")  # a new window, as before
+    assert not log.warn("b.example", 62.0, 200.0, "b failed")
+
+
+@pytest.fixture
+def env(dns_lab: DnsLab, https_lab: HttpsLab, tmp_path: Path) -> Env:
+    https_lab.reset()
+    return Env(dns_lab, https_lab, tmp_path)
+
+
+def test_an_unchanged_policy_check_drops_its_txt_answer(env: Env) -> None:
+    """The check finds the same id: the ``_mta-sts`` TXT answer is not held, because the
+    state's next check is when that answer runs out; the policy is not fetched."""
+    async def main() -> tuple[bool, float, float, int, int]:
+        store = env.store()
+        now = env.clock.now
+        await seed(store, "refresh.secure.test", enforce("refresh.secure.test"),
+                   fetched_at=now - 60, policy_id="id1", next_check=now - 1)
+        async with env.discovery(store=store) as d:
+            await d.sts_state("refresh.secure.test")
+            await _settle(d)
+            state = await d.sts_state("refresh.secure.test")
+            key = ("_mta-sts.refresh.secure.test", "TXT")
+            held = d.dns.cached(*key) is not None
+            sent = d.dns.sent[key]
+            again = await d.sts_state("refresh.secure.test")  # fresh: nothing asked
+            return held, state.next_check, now, sent, d.dns.sent[key] + (again is state) - 1
+
+    held, next_check, now, sent, after = run(main)
+    assert not held and next_check > now
+    assert sent == after == 1
+    assert env.web.fetches("refresh.secure.test") == 0
+
+
+def test_a_remembered_failure_is_the_answer_that_failed() -> None:
+    """The backoff keeps a failure compactly (its reason shared between names) and gives
+    back an answer equal to the one that failed; a shape it cannot make again is kept
+    as it is."""
+    client = DnsClient("127.0.0.1", 9)
+    shapes = [
+        client._failed("_mta-sts.a.example", "TXT", "TXT _mta-sts.a.example: SERVFAIL"),
+        client._failed("b.example", "MX", "MX b.example: SERVFAIL (DNSSEC validation failed)",
+                       bogus=True),
+        client._failed("c.example", "TLSA", "TLSA c.example: Timeout: timed out",
+                       unanswered=True),
+        client._failed("d.example", "MX", "cannot query 'd.example': bad name"),
+    ]
+    kept = []
+    for number, answer in enumerate(shapes):
+        answer = attrs.evolve(answer, expires_at=1000.0 + number)
+        key = (answer.name, answer.rdtype)
+        kept.append(client._remembered(key, answer))
+        client.backoff.failed(key, kept[-1], time.time())
+        assert client._held(key) == answer
+    assert kept[3] == attrs.evolve(shapes[3], expires_at=1003.0)  # kept as it is
+    other = client._remembered(("_mta-sts.z.example", "TXT"), client._failed(
+        "_mta-sts.z.example", "TXT", "TXT _mta-sts.z.example: SERVFAIL"))
+    assert not isinstance(kept[0], DnsAnswer) and not isinstance(other, DnsAnswer)
+    assert kept[0].reason is other.reason  # one string for every name
