@@ -50,14 +50,12 @@ from .models import (
 )
 from .records import mx_lookup, next_hop, sts_record, tlsrpt_record
 from .stscache import POLICY_NAMESPACE, decode_state, encode_state
+from .trust import OUTCOME_LOGGER, ResolverTrust
 
 __all__ = ["OUTCOME_LOGGER", "POLICY_NAMESPACE", "Discovery", "mirror_enforce_policies",
            "redis_cache"]
 
 _log = logging.getLogger("tlspolicy.discovery")
-#: The logger of lines that restate a lookup's result (the resolver's trust, a failed
-#: MTA-STS fetch): a caller that shows those results itself can leave it out.
-OUTCOME_LOGGER: Final = "tlspolicy.discovery.outcome"
 _outcome_log = logging.getLogger(OUTCOME_LOGGER)
 #: Decoded store entries kept for their next read (see Discovery._decoded).
 _DECODED_KEPT: Final = 1024
@@ -72,7 +70,7 @@ def mirror_enforce_policies(namespace: str, key: str, value: bytes) -> bool:
     return namespace == POLICY_NAMESPACE and b'"enforce":true' in value
 
 
-class Discovery:
+class Discovery(ResolverTrust):
     """Fetches and caches what :class:`~tlspolicy.Destination` needs, for a Python MTA
     or a server.
 
@@ -170,70 +168,6 @@ class Discovery:
         check_resolv_conf(self.config.resolv_conf, self.config.resolver,
                           self.config.resolver_port)
         return trusted
-
-    async def probe(self) -> bool:
-        """Ask the resolver once whether it validates; update :attr:`dnssec` and, on a
-        change, :attr:`trust_epoch` (answers derived under the old trust are dropped).
-        Logged once per change; the observer is told every result."""
-        config = self.config
-        if not self._resolver_vouched:
-            detail = (f"resolver {config.resolver} is not on loopback and not marked "
-                      "trusted: DNSSEC ignored, DANE off (a server counts DANE inputs as "
-                      "unknown)")
-            self._set_trust(False, detail)
-            return False
-        self.dns.trusted = True
-        answer = await self.dns.probe(config.probe_name)
-        trusted = answer.status is not DnsStatus.FAILED and answer.secure
-        if trusted:
-            detail = f"resolver {config.resolver}:{config.resolver_port} validates"
-        else:
-            self.dns.trusted = False
-            detail = (f"resolver {config.resolver}:{config.resolver_port} did not set AD for "
-                      f"{config.probe_name!r} ({answer.detail or answer.status.value}): "
-                      "DNSSEC ignored, DANE off until it validates (a server counts DANE "
-                      "inputs as unknown meanwhile)")
-        self._set_trust(trusted, detail)
-        return trusted
-
-    def _set_trust(self, trusted: bool, detail: str) -> None:
-        changed = trusted != self.dnssec or self._probed == 0
-        self.dnssec = trusted
-        self.dns.trusted = trusted
-        self.dnssec_detail = detail
-        self._probed += 1
-        self.observer.resolver_trust(trusted)
-        if not changed:
-            return
-        if self._probed > 1:
-            # Everything derived from answers judged under the old trust goes.
-            self.dns.forget()
-            self._mx_memo.clear()
-            self._tlsa_memo.clear()
-        self.trust_epoch += 1
-        if trusted:
-            _outcome_log.info("DNSSEC: %s", detail)
-        else:
-            _outcome_log.error("DNSSEC: %s", detail)
-
-    async def watch_trust(self) -> None:
-        """Probe the resolver forever: while it is not trusted, after a backoff that
-        doubles from ``probe_backoff_initial`` up to ``probe_backoff_max`` seconds; while
-        it is, every ``probe_interval`` seconds, so that a resolver that stops validating
-        is noticed.  Never raises for what the resolver does."""
-        config = self.config
-        wait = config.probe_backoff_initial
-        while True:
-            if self.dnssec:
-                await asyncio.sleep(config.probe_interval)
-                wait = config.probe_backoff_initial
-            else:
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, config.probe_backoff_max)
-            try:
-                await self.probe()
-            except Exception:  # a probe must never end the watch
-                _log.exception("DNSSEC probe failed unexpectedly")
 
     async def close(self) -> None:
         """Cancel background fetches and close the store if discovery opened it."""
