@@ -10,6 +10,7 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
@@ -32,12 +33,13 @@ pytestmark = pytest.mark.timeout(120)
 VERSION = (3, 7, 11)
 
 
-def _silent_resolver() -> socket.socket:
-    """A real UDP socket on loopback that reads queries and never answers: every check
-    stays in flight until its DNS timeout."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    return sock
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """The port of a real UDP socket on loopback that reads queries and never answers:
+    every check stays in flight until its DNS timeout."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
 
 
 async def _due_policies(tmp: Path, clock: Clock, names: list[str]) -> SqliteStore:
@@ -62,14 +64,14 @@ def test_the_default_bound_matches_the_dns_clients_queries_in_flight(tmp_path: P
     assert Discovery(config, store=store).max_background_checks == MAX_BACKGROUND_CHECKS
 
 
-def test_due_checks_of_policies_in_force_stay_within_the_bound(tmp_path: Path) -> None:
+def test_due_checks_of_policies_in_force_stay_within_the_bound(tmp_path: Path,
+                                                              silent_port: int) -> None:
     names = [f"d{n}.example" for n in range(10)]
-    sock = _silent_resolver()
 
     async def main() -> None:
         clock = Clock()
         store = await _due_policies(tmp_path, clock, names)
-        d = _discovery(store, clock, sock.getsockname()[1])
+        d = _discovery(store, clock, silent_port)
         d.max_background_checks = 3
         try:
             for name in names:
@@ -89,19 +91,15 @@ def test_due_checks_of_policies_in_force_stay_within_the_bound(tmp_path: Path) -
             await d.close()
             await store.close()
 
-    try:
-        run(main)
-    finally:
-        sock.close()
+    run(main)
 
 
-def test_every_wait_for_room_ends_when_a_check_finishes(tmp_path: Path) -> None:
-    sock = _silent_resolver()
+def test_every_wait_for_room_ends_when_a_check_finishes(tmp_path: Path, silent_port: int) -> None:
 
     async def main() -> None:
         clock = Clock()
         store = await _due_policies(tmp_path, clock, ["w.example"])
-        d = _discovery(store, clock, sock.getsockname()[1])
+        d = _discovery(store, clock, silent_port)
         d.max_background_checks = 1
         try:
             await d.sts_state("w.example")
@@ -113,20 +111,16 @@ def test_every_wait_for_room_ends_when_a_check_finishes(tmp_path: Path) -> None:
             await d.close()
             await store.close()
 
-    try:
-        run(main)
-    finally:
-        sock.close()
+    run(main)
 
 
-def test_a_first_fetch_is_never_deferred(tmp_path: Path) -> None:
+def test_a_first_fetch_is_never_deferred(tmp_path: Path, silent_port: int) -> None:
     """Nothing in force: the lookup waits for the check, so the bound does not apply."""
-    sock = _silent_resolver()
 
     async def main() -> None:
         clock = Clock()
         store = SqliteStore(tmp_path / "cache.sqlite3", clock=clock)
-        d = _discovery(store, clock, sock.getsockname()[1])
+        d = _discovery(store, clock, silent_port)
         d.max_background_checks = 0
         try:
             state = await d.sts_state("new.example", wait=0.01)
@@ -136,20 +130,16 @@ def test_a_first_fetch_is_never_deferred(tmp_path: Path) -> None:
             await d.close()
             await store.close()
 
-    try:
-        run(main)
-    finally:
-        sock.close()
+    run(main)
 
 
-def test_a_proactive_refresh_pass_keeps_within_the_bound(tmp_path: Path) -> None:
+def test_a_proactive_refresh_pass_keeps_within_the_bound(tmp_path: Path, silent_port: int) -> None:
     names = [f"r{n}.example" for n in range(8)]
-    sock = _silent_resolver()
 
     async def main() -> tuple[int, int]:
         clock = Clock()
         store = await _due_policies(tmp_path, clock, names)
-        d = _discovery(store, clock, sock.getsockname()[1])
+        d = _discovery(store, clock, silent_port)
         d.max_background_checks = 2
         lookup = DiscoveryLookup(PolicyLookup(Resolver(DROP_IN_CONFIG), postfix_version=VERSION),
                                  d, postfix_version=VERSION, drop_in=True, own_level="may")
@@ -172,10 +162,7 @@ def test_a_proactive_refresh_pass_keeps_within_the_bound(tmp_path: Path) -> None
             await store.close()
         return started, most
 
-    try:
-        started, most = run(main)
-    finally:
-        sock.close()
+    started, most = run(main)
     assert started == len(names)  # every domain is refreshed, only never all at once
     assert 1 <= most <= 2
 
