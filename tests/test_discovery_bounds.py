@@ -271,3 +271,31 @@ def test_a_remembered_failure_is_the_answer_that_failed() -> None:
         "_mta-sts.z.example", "TXT", "TXT _mta-sts.z.example: SERVFAIL"))
     assert not isinstance(kept[0], DnsAnswer) and not isinstance(other, DnsAnswer)
     assert kept[0].reason is other.reason  # one string for every name
+
+
+def test_a_refresh_pass_never_brings_a_failures_retry_forward(tmp_path: Path,
+                                                              silent_port: int) -> None:
+    """A failed check backs off (60 s at first): the proactive refresh, which looks a
+    minute ahead for policies, waits for the retry instead of checking again at once."""
+    async def main() -> tuple[bool, bool, bool]:
+        clock = Clock()
+        store = await _due_policies(tmp_path, clock, ["f.example"])
+        d = _discovery(store, clock, silent_port)
+        try:
+            await d.sts_state("f.example")
+            await _settle(d)  # the check times out: the policy stays, its retry waits
+            state = d._memory.get("f.example")
+            assert state is not None and state.retry_at is not None
+            assert state.retry_at == state.next_check == clock.now + 60
+            early = d.refresh_if_due("f.example", ahead=60)
+            clock.now = state.retry_at - 1
+            still_early = d.refresh_if_due("f.example", ahead=60)
+            clock.now = state.retry_at
+            due = d.refresh_if_due("f.example", ahead=60)
+            await _settle(d)
+        finally:
+            await d.close()
+            await store.close()
+        return early, still_early, due
+
+    assert run(main) == (False, False, True)

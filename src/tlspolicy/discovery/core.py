@@ -412,7 +412,8 @@ class Discovery(ResolverTrust):
 
     def refresh_if_due(self, domain: str, *, ahead: float = 0.0) -> bool:
         """Start a background refresh of ``domain``'s MTA-STS state when this process
-        holds none or its next check falls within ``ahead`` seconds; never waits.
+        holds none or its next check falls within ``ahead`` seconds (a failure's retry:
+        once it is due); never waits.
 
         For proactive refresh of the domains a server answers for, so that queries
         find a fresh policy rather than start its refresh.  Returns whether a refresh
@@ -422,8 +423,14 @@ class Discovery(ResolverTrust):
         if name in self._refreshing:
             return True
         state = self._memory.get(name)
-        if state is not None and self._clock() + ahead < state.next_check:
-            return False
+        if state is not None:
+            # A failure's retry is not brought forward: the backoff is what keeps an
+            # outage at one check per domain per wait (SEMANTICS 10, failed domains back
+            # off), where refreshing ahead would retry a minute early every time.
+            early = 0.0 if state.retry_at is not None and state.next_check >= state.retry_at \
+                else ahead
+            if self._clock() + early < state.next_check:
+                return False
         self._refresh_task(name)
         return True
 
