@@ -360,12 +360,10 @@ def render(view: NextHopView, profile: PostfixProfile) -> DiscoveredAnswer:
     stray = [h for h in (*dane_hosts, *failed) if outside(h)] if enforce is not None else []
     if enforce is not None and stray and len(stray) == len(dane_hosts) + len(failed):
         # No D or X host to protect: the policy's own answer, which filters MX hosts.
-        return _sts_answer(view, profile, operator, operator_warnings, enforce, notes)
+        return _enforce_answer(view, profile, operator, operator_warnings, enforce, notes,
+                               stray)
     if stray:
-        notes.add("use_mta_sts", "sts-mx-not-filtered", "Postfix does not filter MX hosts "
-                  "by the MTA-STS policy at dane or dane-only: it uses "
-                  f"{', '.join(h.name for h in stray)} (usable or unknown TLSA records, "
-                  "outside the policy), which tlspolicy never uses")
+        _note_stray(notes, stray)
 
     if dane_hosts or failed or unusable:
         # Mandatory TLS for the DANE hosts: a gap in the allowed TLS versions narrows to
@@ -411,7 +409,7 @@ def render(view: NextHopView, profile: PostfixProfile) -> DiscoveredAnswer:
                                 (*view.notes, *operator_warnings, *notes.items))
 
     if enforce is not None:
-        return _sts_answer(view, profile, operator, operator_warnings, enforce, notes)
+        return _enforce_answer(view, profile, operator, operator_warnings, enforce, notes, ())
     dane_on = bool(reference.effective.get("use_dane")) and bool(
         reference.effective.get("enable_dane"))
     if dane_on and operator.level in (PostfixLevel.NONE, PostfixLevel.MAY):
@@ -539,27 +537,37 @@ def _sts_attributes(view: NextHopView, sts: MtaStsPolicy, notes: _Notes
     return attributes
 
 
+def _note_stray(notes: _Notes, stray: Sequence[HostDecisions]) -> None:
+    notes.add("use_mta_sts", "sts-mx-not-filtered", "Postfix does not filter MX hosts by the "
+              "MTA-STS policy at dane or dane-only: it uses "
+              f"{', '.join(h.name for h in stray)} (usable or unknown TLSA records, outside "
+              "the policy), which tlspolicy never uses")
+
+
+def _enforce_answer(view: NextHopView, profile: PostfixProfile, operator: PostfixPolicy,
+                    operator_warnings: Sequence[PostfixWarning], sts: MtaStsPolicy,
+                    notes: _Notes, stray: Sequence[HostDecisions]) -> DiscoveredAnswer:
+    """Rules (a) and (d), unless the configuration alone answers ``dane-only``: then
+    ``secure`` would deliver to hosts without usable TLSA records, which ``dane-only``
+    defers, so the answer is that ``dane-only`` (rule (e)); Postfix then uses the
+    ``stray`` hosts (usable or unknown TLSA records, outside the policy)."""
+    alone = _alone_dane_only(view, profile)
+    if alone is None:
+        return _sts_answer(view, profile, operator, operator_warnings, sts, notes)
+    policy, warnings = alone
+    notes.add("tls_protocols", "sts-dane-only-without-discovery", "the answer without "
+              "discovery is dane-only (a gap in the allowed TLS versions with DANE on): the "
+              "MTA-STS policy's secure answer would deliver to MX hosts without usable TLSA "
+              "records, which dane-only defers; dane-only (stricter; make the versions "
+              "contiguous)")
+    if stray:
+        _note_stray(notes, stray)
+    return DiscoveredAnswer(policy, "e", (*view.notes, *warnings, *notes.items))
+
+
 def _sts_answer(view: NextHopView, profile: PostfixProfile, operator: PostfixPolicy,
                 operator_warnings: Sequence[PostfixWarning], sts: MtaStsPolicy,
                 notes: _Notes) -> DiscoveredAnswer:
-    alone = _alone_dane_only(view, profile)
-    if alone is not None:
-        # Rules (a) and (d) give way to the configuration alone: secure would deliver to
-        # hosts without usable TLSA records, which dane-only defers.
-        policy, warnings = alone
-        notes.add("tls_protocols", "sts-dane-only-without-discovery", "the answer without "
-                  "discovery is dane-only (a gap in the allowed TLS versions with DANE on): "
-                  "the MTA-STS policy's secure answer would deliver to MX hosts without "
-                  "usable TLSA records, which dane-only defers; dane-only (stricter; make "
-                  "the versions contiguous)")
-        stray = [h.name for h in view.hosts if h.known and not sts.permits_mx(h.name)
-                 and host_state(h.decision) in (HostState.DANE, HostState.FAILED)]
-        if stray:
-            notes.add("use_mta_sts", "sts-mx-not-filtered", "Postfix does not filter MX "
-                      "hosts by the MTA-STS policy at dane-only: it uses "
-                      f"{', '.join(stray)} (usable or unknown TLSA records, outside the "
-                      "policy), which tlspolicy never uses")
-        return DiscoveredAnswer(policy, "e", (*view.notes, *warnings, *notes.items))
     version = profile.version
     patterns: list[str] = []
     for pattern in sts.mx:
