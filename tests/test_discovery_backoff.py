@@ -24,6 +24,7 @@ from tlspolicy.discovery import Discovery, DiscoveryConfig, DiscoveryObserver, D
 from tlspolicy.discovery.backoff import FailureBackoff, FailureLog
 from tlspolicy.discovery.dns import DnsStatus
 from tlspolicy.discovery.models import DiscoveryError
+from tlspolicy.errors import StoreError
 from tlspolicy.formats.settings import check_discovery_table
 from tlspolicy.postfix.lookup import PolicyLookup
 from tlspolicy.servers.discovered import DiscoveryLookup
@@ -285,3 +286,72 @@ def test_metrics_count_suppressed_lookups() -> None:
     metrics.dns_lookup_suppressed()
     assert metrics.registry.get_sample_value(
         "tlspolicy_discovery_dns_lookups_suppressed_total") == 2
+
+
+# ------------------------------- a failure the domain's own state already holds back
+
+
+def test_release_forgets_only_a_failure_whose_wait_ends_in_time(
+        lines: tuple[logging.Logger, _Lines]) -> None:
+    backoff: FailureBackoff[str, str] = FailureBackoff(1.0, 60.0)
+    backoff.failed("k", "failed", 100.0)  # held until 101
+    assert not backoff.release("k", 100.5)  # something else holds it back for less
+    assert backoff.held("k", 100.9) == "failed"
+    assert backoff.release("k", 101.0) and len(backoff) == 0
+    assert backoff.held("k", 100.9) is None
+    assert not backoff.release("k", 200.0)  # nothing remembered
+    logger, handler = lines
+    failures = FailureLog(logger)
+    failures.warn("a", 0.0, 30.0, "failed %s", "a")
+    assert not failures.release("a", 29.0)
+    failures.warn("a", 1.0, 31.0, "failed %s", "a")  # within its window
+    assert failures.release("a", 30.0)
+    assert handler.lines == ["failed a"]
+
+
+class _WritesFail(SqliteStore):
+    """A store whose writes fail (reads and locks work)."""
+
+    async def set(self, *args: Any, **kwargs: Any) -> None:
+        raise StoreError("disk full")
+
+    async def set_release(self, *args: Any, **kwargs: Any) -> None:
+        raise StoreError("disk full")
+
+
+def test_a_stored_failure_keeps_no_dns_backoff_entry_and_sends_no_more_queries(
+        servfail: DnsRelay, tmp_path: Path) -> None:
+    """The failed ``_mta-sts`` TXT lookup of a domain whose failed state is held and
+    stored leaves neither a DNS backoff entry nor a warning window behind: the state's
+    retry (60 s) holds the next lookup back, so the queries sent are those of before
+    (one per domain per retry); with a store that cannot be written, the entry stays."""
+    names = [f"d{n}.{DOMAIN}" for n in range(20)]
+
+    async def main(path: Path, kind: type[SqliteStore]) -> tuple[Discovery, list[int]]:
+        clock = Clock()
+        seeded = SqliteStore(path)
+        for name in names:
+            await seed(seeded, name, enforce(name), fetched_at=clock.now - 100,
+                       policy_id="id1", next_check=clock.now - 1)
+        await seeded.close()
+        store = kind(path)
+        sent = []
+        async with _discovery(servfail, store, clock) as discovery:
+            for step in (0.0, 0.5, 1.5, 30.0, 28.5):  # t = 0, 0.5, 2, 32, 60.5
+                clock.now += step
+                for name in names:
+                    state = await discovery.sts_state(name)
+                    assert state.cached is not None  # the policy stays in force
+                await asyncio.gather(*discovery._refreshing.values())
+                sent.append(sum(servfail.asked(f"_mta-sts.{n}", "TXT") for n in names))
+        await store.close()
+        return discovery, sent
+
+    discovery, sent = asyncio.run(main(tmp_path / "cache.sqlite3", SqliteStore))
+    assert sent == [20, 20, 20, 20, 40]
+    assert len(discovery.dns.backoff) == 0
+    assert not discovery.failure_log._quiet
+    before = sum(servfail.asked(f"_mta-sts.{n}", "TXT") for n in names)
+    discovery, sent = asyncio.run(main(tmp_path / "unwritable.sqlite3", _WritesFail))
+    assert [n - before for n in sent] == [20, 20, 20, 20, 40]
+    assert len(discovery.dns.backoff) == 20  # nothing else holds the lookups back

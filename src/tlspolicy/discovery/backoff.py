@@ -110,6 +110,15 @@ class FailureBackoff(Generic[K, V]):
         if self._entries:
             self._entries.pop(key, None)
 
+    def release(self, key: K, until: float) -> bool:
+        """Forget the failure of ``key`` when its wait ends no later than ``until``
+        (something else holds the lookup back that long); returns whether it went."""
+        entry = self._entries.get(key)
+        if entry is None or entry.until > until:
+            return False
+        del self._entries[key]
+        return True
+
     def forget(self, which: Callable[[K], bool] | None = None) -> None:
         """Forget every remembered failure, or those whose key ``which`` accepts."""
         if which is None:
@@ -193,6 +202,15 @@ class FailureLog:
             return False
         self._logged += 1
         self._logger.warning(message, *args)
+        return True
+
+    def release(self, name: str, window_end: float) -> bool:
+        """Forget ``name``'s window when it ends no later than ``window_end`` (the
+        caller holds the name's next failure back until then); returns whether it went."""
+        end = self._quiet.get(name)
+        if end is None or end > window_end:
+            return False
+        del self._quiet[name]
         return True
 
     def count_suppressed(self, now: float, count: int = 1) -> None:

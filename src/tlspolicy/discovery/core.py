@@ -319,8 +319,9 @@ class Discovery(ResolverTrust):
         if name in self._memory:
             self._memory[name] = state
 
-    async def _save(self, state: StsState, lock: str | None = None) -> None:
+    async def _save(self, state: StsState, lock: str | None = None) -> bool:
         # With ``lock``: this process's lock of that name is given back with the write.
+        # Returns whether the state was written.
         value = dumps_json(encode_state(state))
         try:
             if lock is None:
@@ -332,6 +333,8 @@ class Discovery(ResolverTrust):
                                   owner=self._owner)
         except StoreError as exc:
             _log.warning("MTA-STS cache write for %s failed: %s", state.domain, exc)
+            return False
+        return True
 
     def forget_without_policy(self) -> int:
         """Drop what this process holds for every domain without an MTA-STS policy in
@@ -497,7 +500,13 @@ class Discovery(ResolverTrust):
                 return old
             state = await self._discover(domain, old, force)
             self._remember(domain, state)
-            await self._save(state, lock if held else None)
+            if await self._save(state, lock if held else None) and state.retry_at is not None:
+                # A failure, held and stored: its retry holds the next check (the TXT
+                # lookup, the warning) back, so the DNS client's entry for that lookup
+                # and the warning's window, which end no later, would only hold back the
+                # same again, for some 300 bytes a domain in an outage.
+                self.dns.release(f"_mta-sts.{domain}", "TXT", state.retry_at)
+                self.failure_log.release(domain, state.retry_at)
             held = False  # given back with the write
             return state
         except Exception as exc:

@@ -423,6 +423,12 @@ class DnsClient:
             del self._cache[key]
         self.backoff.forget(under)
 
+    def release(self, name: str, rdtype: str, until: float) -> bool:
+        """Forget the remembered failure of (name, type) when its wait ends no later than
+        ``until``: the caller holds the lookup back at least that long itself, so the
+        entry would never hold anything back (see :meth:`FailureBackoff.release`)."""
+        return self.backoff.release((name.lower().rstrip("."), rdtype), until)
+
     def drop(self, name: str, rdtype: str) -> None:
         """Drop the cached answer for (name, type), if any (an answer no longer needed)."""
         self._cache.pop((name.lower().rstrip("."), rdtype), None)
