@@ -21,8 +21,13 @@ the cached policy's id, MX with ``mx.<domain>`` and its A record (``working``), 
 SERVFAIL to everything (``servfail``).  Every key is asked through Postfix's ``postmap -q
 -``, one connection, the servers pinned to CPU 0 or CPU 1 and postmap to CPU 0 (the
 resolver on CPU 1).  Figures per side: answers/s of the first pass (every policy due its
-DNS check), the median of the later passes, DNS queries sent, and the server's resident
-size (VmRSS) at start and after all passes; the ratio tlspolicy / postfix-mta-sts-resolver.
+DNS check), the median of the later passes, DNS queries sent, the server's resident
+size (VmRSS) at start and after all passes, and the server's CPU time (user and system,
+all threads) per answer of the first pass, counted until two seconds after its last
+answer so that the checks it started are in it; the ratio tlspolicy /
+postfix-mta-sts-resolver.  CPU time moves less than answers/s when other work shares the
+machine; the two-second pause also keeps one server's checks from running into the next
+server's first pass on the same CPU.
 
 ``--later K`` sets the passes after the first (default 1; the figures in the performance
 page were taken with 2), ``--mode working`` or ``--mode servfail`` measures one resolver
@@ -184,6 +189,13 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process and all its threads, in seconds: less moved
+    by other load on the machine than answers per second are."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
 def peer_server(bin_dir: Path, work: Path, db: Path, cpu: int
                 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
@@ -261,7 +273,7 @@ def measure(bin_dir: Path, postmap: str, work: Path, keys: Sequence[str], later:
         asked = keys[:size]
         keys_text = "".join(f"{k}\n" for k in asked)
         for mode in modes:
-            for layout, cpu in layouts:
+            for layout, core in layouts:
                 round_number += 1
                 here = work / f"round-{round_number}"
                 here.mkdir()
@@ -271,9 +283,9 @@ def measure(bin_dir: Path, postmap: str, work: Path, keys: Sequence[str], later:
                 try:
                     with ExitStack() as stack:
                         ours, our_proc = stack.enter_context(
-                            our_server(here, our_db, cpu, memory_cache_size))
+                            our_server(here, our_db, core, memory_cache_size))
                         theirs, peer_proc = stack.enter_context(
-                            peer_server(bin_dir, here, peer_db, cpu))
+                            peer_server(bin_dir, here, peer_db, core))
                         tables = {"tlspolicy": ours, "peer": theirs}
                         procs = {"tlspolicy": our_proc, "peer": peer_proc}
                         if compare is not None:
@@ -283,15 +295,20 @@ def measure(bin_dir: Path, postmap: str, work: Path, keys: Sequence[str], later:
                                 stack.enter_context(our_server(
                                     other, _copy_sqlite(work / "tlspolicy.sqlite3",
                                                         other / "tlspolicy.sqlite3"),
-                                    cpu, memory_cache_size, compare))
+                                    core, memory_cache_size, compare))
                         start = {side: rss_kib(proc.pid) for side, proc in procs.items()}
                         first: dict[str, float] = {}
                         queries: dict[str, int] = {}
                         runs: dict[str, list[float]] = {side: [] for side in tables}
+                        cpu: dict[str, float] = {}
                         for side, table in tables.items():
                             before = resolver.count()
+                            used = cpu_seconds(procs[side].pid)
                             first[side] = len(asked) / _postmap.query_all(
                                 postmap, config_dir, table, keys_text, len(asked))
+                            # Checks started by the pass run on after its last answer.
+                            time.sleep(2.0)
+                            cpu[side] = (cpu_seconds(procs[side].pid) - used) / len(asked)
                             queries[side] = resolver.count() - before
                         answers = {side: _answer(postmap, config_dir, table, asked[0])
                                    for side, table in tables.items()}
@@ -309,7 +326,8 @@ def measure(bin_dir: Path, postmap: str, work: Path, keys: Sequence[str], later:
                 rate = {side: statistics.median(r) for side, r in runs.items()}
                 results.append({"size": len(asked), "mode": mode, "layout": layout,
                                 "first": first, "later": rate, "queries": queries,
-                                "rss_start_kib": start, "rss_kib": rss})
+                                "rss_start_kib": start, "rss_kib": rss,
+                                "first_cpu_ms_per_answer": {k: v * 1e3 for k, v in cpu.items()}})
                 print(f"peer-discovery-{mode}-{layout}: first pass tlspolicy "
                       f"{first['tlspolicy']:,.0f} answers/s, {peer.PACKAGE} "
                       f"{first['peer']:,.0f}, ratio {first['tlspolicy'] / first['peer']:.2f}; "
@@ -321,13 +339,16 @@ def measure(bin_dir: Path, postmap: str, work: Path, keys: Sequence[str], later:
                       f"{start['peer'] / 1024:,.1f} MiB; RSS after all passes tlspolicy "
                       f"{rss['tlspolicy'] / 1024:,.1f} MiB, {peer.PACKAGE} "
                       f"{rss['peer'] / 1024:,.1f} MiB, ratio "
-                      f"{rss['tlspolicy'] / rss['peer']:.2f} (servers on CPU {cpu}, postmap "
+                      f"{rss['tlspolicy'] / rss['peer']:.2f}; server CPU per answer of the "
+                      f"first pass tlspolicy {cpu['tlspolicy'] * 1e3:.2f} ms, {peer.PACKAGE} "
+                      f"{cpu['peer'] * 1e3:.2f} ms (servers on CPU {core}, postmap "
                       f"on CPU 0, resolver on CPU {RESOLVER_CPU}, {len(asked):,} keys, "
                       f"{1 + later} passes)", flush=True)
                 if compare is not None:
                     side = "tlspolicy-compared"
                     print(f"peer-discovery-{mode}-{layout}-compared: tlspolicy from {compare}: "
-                          f"first pass {first[side]:,.0f} answers/s, later passes "
+                          f"first pass {first[side]:,.0f} answers/s, "
+                          f"{cpu[side] * 1e3:.2f} ms CPU an answer, later passes "
                           f"{rate[side]:,.0f} answers/s, DNS queries {queries[side]:,}, RSS "
                           f"at start {start[side] / 1024:,.1f} MiB, after all passes "
                           f"{rss[side] / 1024:,.1f} MiB (this tree: "

@@ -115,6 +115,71 @@ def test_model_validates_direct_construction() -> None:
         MtaStsPolicy(mode=StsMode.ENFORCE, mx="mx.example.com", max_age=5)
 
 
+_CONTROLS = [chr(c) for c in (*range(0x20), 0x7F) if chr(c) not in "\t\n\r"]
+
+
+@pytest.mark.parametrize("char", _CONTROLS)
+@pytest.mark.parametrize("where", ["key", "value", "end"])
+def test_every_control_character_is_refused_on_its_line(char: str, where: str) -> None:
+    line = {"key": f"x{char}: 1", "value": f"x-ext: a{char}b", "end": f"x-ext: ab{char}"}[where]
+    text = f"version: STSv1\nmode: enforce\n{line}\nmx: mx.example.com\nmax_age: 5\n"
+    with pytest.raises(MtaStsPolicyError) as info:
+        parse_policy(text)
+    assert str(info.value).endswith(f"line 3: control character {char!r} in the line")
+    assert info.value.line == 3
+
+
+def test_an_earlier_lines_error_comes_before_a_later_control_character() -> None:
+    with pytest.raises(MtaStsPolicyError, match="is not a 'key: value' line") as info:
+        parse_policy("version: STSv1\nno colon\nx-ext: a\x01\nmx: m.example\nmax_age: 5\n")
+    assert info.value.line == 2
+    with pytest.raises(MtaStsPolicyError, match="bare CR") as info:
+        parse_policy("version: STSv1\nx-ext: \x01a\rb\nmx: m.example\nmax_age: 5\n")
+    assert info.value.line == 2
+
+
+def test_tabs_and_crlf_are_no_control_characters() -> None:
+    policy = parse_policy("version:\tSTSv1\r\nmode: enforce\t\r\nmx: mx.example.com\r\n"
+                          "max_age: 86400\r\n")
+    assert policy == POLICY
+
+
+def test_a_pattern_checked_once_never_lets_another_spelling_through() -> None:
+    # Patterns found valid are remembered; the memory holds only the normalised form,
+    # so an upper-case or dotted spelling of it is still refused by the model.
+    assert parse_policy("version: STSv1\nmode: enforce\nmx: MX.Example.COM.\n"
+                        "max_age: 5\n").mx == ("mx.example.com",)
+    for spelling in ("MX.example.com", "mx.example.com."):
+        with pytest.raises(MtaStsPolicyError, match="not normalised"):
+            MtaStsPolicy(mode=StsMode.ENFORCE, mx=(spelling,), max_age=5)
+    for bad in ("mx..example.com", "a.*.example.com", "-mx.example.com"):
+        for _ in range(2):  # refused again: a refusal is not remembered
+            with pytest.raises(MtaStsPolicyError):
+                MtaStsPolicy(mode=StsMode.ENFORCE, mx=(bad,), max_age=5)
+
+
+def test_the_remembered_patterns_are_bounded() -> None:
+    from tlspolicy.policies import mtasts
+
+    for i in range(mtasts._VALID_MX_SIZE + 10):
+        MtaStsPolicy(mode=StsMode.ENFORCE, mx=(f"mx{i}.example.com",), max_age=5)
+        assert len(mtasts._VALID_MX) <= mtasts._VALID_MX_SIZE
+
+
+@given(st.text(alphabet=st.sampled_from([*"ab:x- \t\r\n.", *_CONTROLS]), max_size=40))
+def test_control_characters_are_refused_wherever_they_stand(tail: str) -> None:
+    text = "version: STSv1\nmode: enforce\nmx: mx.example.com\nmax_age: 5\n" + tail
+    try:
+        parse_policy(text)
+    except MtaStsPolicyError as exc:
+        if "control character" in str(exc):
+            assert exc.line is not None
+            line = text.split("\n")[exc.line - 1]
+            assert any(c in line for c in _CONTROLS)
+        return
+    assert not any(c in text for c in _CONTROLS)
+
+
 def test_policy_strings() -> None:
     assert POLICY.policy_strings() == (
         "version: STSv1", "mode: enforce", "mx: mx.example.com", "max_age: 86400",

@@ -49,6 +49,7 @@ REVIEWED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
     ("tlspolicy.policies.mtasts", "_LABEL_RE"): ("fullmatch", ("a", "a-", "-")),
     ("tlspolicy.policies.mtasts", "_DIGITS_RE"): ("fullmatch", ("1",)),
     ("tlspolicy.policies.mtasts", "_STS_PREFIX_RE"): ("match", ("v=STSv1 ", "v=STSv1\t")),
+    ("tlspolicy.policies.mtasts", "_CONTROL_RE"): ("search", ("a", "\t", " ")),
     ("tlspolicy.policies.dane", "_HEX_RE"): ("fullmatch", ("a", "0")),
     ("tlspolicy.postfix.mapping", "_CIPHER_NAME"): ("fullmatch", ("a", "+", ".")),
     ("tlspolicy.postfix.mapping", "_BAD_VALUE"): ("search", ("a",)),

@@ -58,6 +58,9 @@ _TXT_FIELD_RE: Final = re.compile(r"([^=\s]*)([ \t]*)=([ \t]*)(.*)", re.DOTALL)
 _LABEL_RE: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _DIGITS_RE: Final = re.compile(r"[0-9]{1,10}")
 _STS_PREFIX_RE: Final = re.compile(r"v=STSv1[ \t]*;")
+#: A character no policy line may hold (a tab may; CR and LF end lines and are checked
+#: apart): one search of the whole document instead of a test per character.
+_CONTROL_RE: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _WSP: Final = " \t"
 
 
@@ -208,8 +211,18 @@ def _normalise_host(name: str) -> str:
     return lowered[:-1] if lowered.endswith(".") else lowered
 
 
+#: Patterns already found valid and normalised, so that a policy read back from a cache,
+#: and the policy object made from it (and any copy ``attrs.evolve`` makes), do not
+#: check the same pattern again: a check is a regex per label.  Bounded: emptied when
+#: full.
+_VALID_MX: dict[str, None] = {}
+_VALID_MX_SIZE: Final = 4096
+
+
 def _check_mx_pattern(value: str, *, line: int | None = None) -> str:
     """Validate one ``mx`` value (``["*."] Domain``) and return it normalised."""
+    if value in _VALID_MX:
+        return value
     pattern = value.lower()
     if pattern.endswith("."):
         pattern = pattern[:-1]
@@ -234,6 +247,11 @@ def _check_mx_pattern(value: str, *, line: int | None = None) -> str:
                 f"mx {excerpt(value)}: label {label!r} is not a valid host name label",
                 line=line, key="mx",
             )
+    # Normalising is idempotent (a valid result never ends with a dot), so what is
+    # returned here is itself valid and normalised.
+    if len(_VALID_MX) >= _VALID_MX_SIZE:
+        _VALID_MX.clear()
+    _VALID_MX[pattern] = None
     return pattern
 
 
@@ -363,6 +381,7 @@ def parse_policy(document: bytes | str) -> MtaStsPolicy:
     values: dict[str, tuple[str, int]] = {}
     mx: list[str] = []
     notes: list[str] = []
+    controls = _CONTROL_RE.search(text) is not None
     for number, line in enumerate(lines, start=1):
         if line.endswith("\r"):
             line = line[:-1]
@@ -371,9 +390,11 @@ def parse_policy(document: bytes | str) -> MtaStsPolicy:
                                     line=number)
         if line.strip(_WSP) == "":
             continue
-        for char in line:
-            if (ord(char) < 0x20 and char != "\t") or ord(char) == 0x7F:
-                raise MtaStsPolicyError(f"control character {char!r} in the line", line=number)
+        if controls:
+            found = _CONTROL_RE.search(line)
+            if found is not None:
+                raise MtaStsPolicyError(f"control character {found.group()!r} in the line",
+                                        line=number)
         key, colon, rest = line.partition(":")
         if not colon:
             raise MtaStsPolicyError(f"{line[:60]!r} is not a 'key: value' line", line=number)

@@ -20,6 +20,7 @@ and a :class:`~tlspolicy.postfix.levels.PostfixWarning` says so.  Pure.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Final
@@ -65,7 +66,16 @@ def tls_hole(protocols: TlsProtocols) -> bool:
 
 
 def _protocols(protocols: TlsProtocols, version: PostfixVersion | None = None, *,
-               cover_holes: bool = False) -> tuple[str | None, list[tuple[str, str]]]:
+               cover_holes: bool = False) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    # Every answer maps its protocols, and the distinct arguments are few, so the result
+    # is kept.  The text is part of the key: TlsProtocols equality ignores it (``+ALL``
+    # equals ``+ALL:-SSLv2:+SSLv2``), and the notes quote it.
+    return _mapped_protocols(protocols.spec, protocols, version, cover_holes)
+
+
+@functools.lru_cache(maxsize=256)
+def _mapped_protocols(spec: str, protocols: TlsProtocols, version: PostfixVersion | None,
+                      cover_holes: bool) -> tuple[str | None, tuple[tuple[str, str], ...]]:
     """Postfix ``protocols=`` value (``None``: Postfix's default) and ``(code, note)`` losses.
 
     Only forms Postfix accepts are written: from 3.6 a range whose bounds are
@@ -108,17 +118,17 @@ def _protocols(protocols: TlsProtocols, version: PostfixVersion | None = None, *
     versions = frozenset(_ORDER[low:top + 1])
     if versions >= _MODERN:
         # Postfix's default (>=TLSv1) is the same range.
-        return None, notes
+        return None, tuple(notes)
     if ssl_allowed:
         notes.append(("protocols-ssl", "SSLv2 and SSLv3 are not offered: Postfix's range "
                       "starts at TLSv1 (and current OpenSSL builds have no SSL); stricter"))
     if version is not None and version < PROTOCOL_RANGES_SINCE:
         excluded = [f"!{_POSTFIX_VERSION_NAMES[v]}" for v in _ORDER if v not in versions]
-        return ":".join(excluded), notes
+        return ":".join(excluded), tuple(notes)
     parts = [f">={_POSTFIX_VERSION_NAMES[_ORDER[low]]}"]
     if _ORDER[top] is not V.TLSv1_3:
         parts.append(f"<={_POSTFIX_VERSION_NAMES[_ORDER[top]]}")
-    return ":".join(parts), notes
+    return ":".join(parts), tuple(notes)
 
 
 def _ciphers(text: str) -> tuple[str, str | None] | None:
