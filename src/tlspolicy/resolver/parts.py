@@ -46,13 +46,47 @@ class _Shared:
     """Effective values shared by every pair they are in force for, and the first
     decision made from them (its plan, outcomes and parameters are theirs too)."""
 
-    __slots__ = ("effective", "proto", "values")
+    __slots__ = ("effective", "heads", "proto", "values")
 
     def __init__(self, values: dict[str, object]) -> None:
         self.values = values
         # The resolver made values for this object alone and never changes them.
         self.effective = _owning(values)
         self.proto: Decision | None = None
+        # Value sets made over these values, by the option names of the scope put
+        # over them: a dict with the keys in the order such a set has (see
+        # Resolver._new_shared).
+        self.heads: dict[tuple[str, ...], dict[str, object]] | None = None
+
+
+def _shared(values: dict[str, object]) -> _Shared:
+    """``_Shared(values)``, without the call into its __init__."""
+    shared: Any = _new_object(_Shared)
+    shared.values = values
+    # _owning(values), without the call.
+    effective = shared.effective = _new_object(_FrozenMap)
+    effective._data = values
+    effective._hash = None
+    shared.proto = None
+    shared.heads = None
+    return shared  # type: ignore[no-any-return]
+
+
+def _merged(chain: list[_Contribution]) -> dict[str, object]:
+    """Every option's value from the first scope of ``chain`` that sets it, in the order
+    the chain first sets them, then the defaults of the others (no floors)."""
+    values: dict[str, object] = {}
+    for contribution in chain:
+        for name, value in contribution.items:
+            if name not in values:
+                values[name] = value
+    if len(values) != len(_DEFAULT_VALUES):
+        # _with_defaults(values, _DEFAULT_VALUES), inlined.
+        found = values
+        values = found.copy()
+        values.update(_DEFAULT_VALUES)
+        values.update(found)
+    return values
 
 
 class _Explanation(_FrozenMap):
