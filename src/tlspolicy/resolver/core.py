@@ -433,7 +433,15 @@ class Resolver:
             decision = self._cold(domain, binding)
         else:
             decision = self._resolve(domain, binding, mx_host, overrides, destination)
-        memo.put(key, decision)
+        # memo.put(key, decision), its lock-free case inlined: a new key, no read to
+        # replay first, and room for it (put evicts if other threads took the room).
+        data = memo._data
+        if memo._reads or len(data) >= memo.size or key in data:
+            memo.put(key, decision)
+        else:
+            data[key] = decision
+            if len(data) > memo.size:
+                memo.put(key, decision)
         return decision
 
     def _cold(self, domain: str, binding: str | None) -> Decision:
