@@ -538,9 +538,10 @@ def _decision(
     notes: tuple[str, ...], mta_sts: MtaStsPolicy | None, dane: DaneApplicability | None,
 ) -> Decision:
     """``Decision(...)`` of these fields, made as a draft (see above)."""
-    # Stored here rather than through the draft's __init__: calling a class costs
-    # about as much again as the stores (it packs the arguments for __init__).
-    d = _new_object(_DecisionDraft)
+    # Stored here rather than through an __init__: calling one costs about as much
+    # again as the stores (it packs the arguments anew).  A draft has no __init__ of
+    # its own, so calling its class is a cheaper object.__new__.
+    d = _DecisionDraft()
     d.domain = domain
     d.binding = binding
     d.binding_group = binding_group
@@ -571,7 +572,7 @@ def _parameters(ca_file: str | None, certificate_file: str | None, key_file: str
                 protocols: frozenset[TlsVersion], sni: str | None,
                 engine: TlsEngine) -> TlsParameters:
     """``TlsParameters(...)`` of these fields, made as a draft (see above)."""
-    p = _new_object(_ParametersDraft)
+    p = _ParametersDraft()
     p.ca_file = ca_file
     p.certificate_file = certificate_file
     p.key_file = key_file

@@ -433,10 +433,11 @@ class Resolver:
             decision = self._cold(domain, binding)
         else:
             decision = self._resolve(domain, binding, mx_host, overrides, destination)
-        # memo.put(key, decision), its lock-free case inlined: a new key, no read to
-        # replay first, and room for it (put evicts if other threads took the room).
+        # memo.put(key, decision), its lock-free case inlined: no read to replay first,
+        # and room for the key (put evicts if other threads took the room).  The key
+        # was just missed; if another thread put it meanwhile, it keeps its place.
         data = memo._data
-        if memo._reads or len(data) >= memo.size or key in data:
+        if memo._reads or len(data) >= memo.size:
             memo.put(key, decision)
         else:
             data[key] = decision
@@ -626,7 +627,7 @@ class Resolver:
             return proto
         # SNI and reference identities come from the names exactly as parameters()
         # and requirements() make them.
-        sni = mx if mx is not None else (None if name.startswith("[") else name)
+        sni = mx if mx is not None else (None if name[0] == "[" else name)
         return _like(proto, name, index.name, index.group, mx, sni, _identities(name, mx),
                      _explanation(self, chain, name))
 
@@ -657,7 +658,7 @@ class Resolver:
         assert isinstance(protocols, TlsProtocols)
         if sni is None:
             sni = mx_host if mx_host is not None else (
-                None if domain.startswith("[") else domain)
+                None if domain[:1] == "[" else domain)
 
         # Unset and None are "not configured"; anything else is its text (inline: a
         # helper call per field cost a noticeable share of a cold resolve).

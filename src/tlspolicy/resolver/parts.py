@@ -129,7 +129,8 @@ def _explanation(resolver: _Renders, chain: list[_Contribution], domain: str) ->
 
 def _identities(domain: str, mx_host: str | None) -> tuple[str, ...]:
     """Reference identities for ``host`` verification: the domain or the MX host."""
-    first = domain[1:-1].removeprefix("ipv6:") if domain.startswith("[") else domain
+    # Not startswith("["): a method call costs several times this comparison.
+    first = domain[1:-1].removeprefix("ipv6:") if domain[:1] == "[" else domain
     if mx_host is None or mx_host == first:
         return (first,)
     return (first, mx_host)
