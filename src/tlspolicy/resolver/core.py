@@ -29,7 +29,6 @@ from ..decision import (
     _configured_shape,
     _decision,
     _like,
-    _parameters,
 )
 from ..errors import (
     InvalidDomainError,
@@ -41,12 +40,10 @@ from ..errors import (
 from ..names import MAX_NAME_OCTETS, _plain_name, normalise_domain
 from ..options import (
     OPTION_SPECS,
-    UNSET,
     CompatVersion,
     Options,
     ScopeKind,
     Tls,
-    TlsProtocols,
     TlsVerify,
 )
 from ..outcomes import Verification
@@ -75,6 +72,7 @@ from .parts import (
     _merged,
     _Shared,
     _shared,
+    _tls_parameters,
     _with_defaults,
 )
 
@@ -97,6 +95,8 @@ _ITEMS: Final = operator.attrgetter("items")
 # Enum's own __hash__ is a Python-level call.
 _VERIFICATION_OF: Final = {id(v): Verification.of(v) for v in TlsVerify}
 _new_object: Final = object.__new__
+# _configured_shape by the identities of its arguments (one call and a shorter key).
+_CONFIGURED_SHAPES: Final[dict[tuple[int, int, bool], tuple[Any, ...]]] = {}
 
 
 class Resolver:
@@ -612,18 +612,32 @@ class Resolver:
             # from it.
             # What Decision.build gives requirements() and parameters() of these values,
             # without the Requirements object: its shape is looked up from the fields.
+            # The calls into _configured_shape, parameters(), _identities and
+            # _explanation are written out for the common case (a fifth of the cost of
+            # a new value set's first decision was those calls).
             values = shared.values
             tls = values["tls"]
             verify = values["tls_verify"]
             assert isinstance(tls, Tls) and isinstance(verify, TlsVerify)
             fallback = bool(values["tls_ifavailable_fallback"]) and self._fallback_exists
             verification = _VERIFICATION_OF[id(verify)]
-            plan, plan_status, outcomes = _configured_shape(tls, verification, fallback)
+            shape = _CONFIGURED_SHAPES.get((id(tls), id(verification), fallback))
+            if shape is None:
+                shape = _CONFIGURED_SHAPES[id(tls), id(verification), fallback] = (
+                    _configured_shape(tls, verification, fallback))
+            if mx is None and name[0] != "[":
+                sni: str | None = name
+                identities: tuple[str, ...] = (name,)
+            else:
+                sni = mx if mx is not None else None
+                identities = _identities(name, mx)
+            explanation: Any = _new_object(_Explanation)
+            explanation._hash = None
+            explanation._make = (self, chain, name)
             proto = shared.proto = _decision(
-                name, index.name, index.group, mx, plan, plan_status, tls, verification,
-                fallback, False, outcomes, self.parameters(name, mx, values),
-                _identities(name, mx), shared.effective, _explanation(self, chain, name),
-                _NOTHING, (), (), (), None, None)
+                name, index.name, index.group, mx, shape[0], shape[1], tls, verification,
+                fallback, False, shape[2], _tls_parameters(values, sni), identities,
+                shared.effective, explanation, _NOTHING, (), (), (), None, None)
             return proto
         # SNI and reference identities come from the names exactly as parameters()
         # and requirements() make them.
@@ -654,29 +668,10 @@ class Resolver:
         SNI is ``sni`` when a policy names it (the TLSA base domain under DANE),
         else the MX host, else the domain; never an IP literal.
         """
-        protocols = values["tls_protocols"]
-        assert isinstance(protocols, TlsProtocols)
         if sni is None:
             sni = mx_host if mx_host is not None else (
                 None if domain[:1] == "[" else domain)
-
-        # Unset and None are "not configured"; anything else is its text (inline: a
-        # helper call per field cost a noticeable share of a cold resolve).
-        ca = values["tls_ca"]
-        cert = values["tls_certificate"]
-        key = values["tls_key"]
-        ciphers = values["tls_ciphers"]
-        tls13 = values["tlsv13_ciphersuites"]
-        return _parameters(
-            None if ca is UNSET or ca is None else str(ca),
-            None if cert is UNSET or cert is None else str(cert),
-            None if key is UNSET or key is None else str(key),
-            None if ciphers is UNSET or ciphers is None else str(ciphers),
-            None if tls13 is UNSET or tls13 is None else str(tls13),
-            protocols.versions,
-            sni,
-            values["tls_engine"],  # type: ignore[arg-type]
-        )
+        return _tls_parameters(values, sni)
 
 
 # Each container of a binding's chain, innermost first, with the scope contributions

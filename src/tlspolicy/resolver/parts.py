@@ -5,10 +5,11 @@ identities of ``host`` verification.  Pure, like the rest of the resolver."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final, Protocol, TypeVar
 
-from ..decision import Decision, Source, _FrozenMap, _owning
-from ..options import OPTION_SPECS
+from ..decision import Decision, Source, TlsParameters, _FrozenMap, _owning, _parameters
+from ..options import OPTION_SPECS, UNSET, TlsProtocols
 from .index import _Contribution
 
 
@@ -134,3 +135,27 @@ def _identities(domain: str, mx_host: str | None) -> tuple[str, ...]:
     if mx_host is None or mx_host == first:
         return (first,)
     return (first, mx_host)
+
+
+def _tls_parameters(values: Mapping[str, object], sni: str | None) -> TlsParameters:
+    """``Resolver.parameters`` once the SNI is known."""
+    protocols = values["tls_protocols"]
+    assert isinstance(protocols, TlsProtocols)
+    # Unset and None are "not configured"; anything else is its text (inline: a
+    # helper call per field cost a noticeable share of a cold resolve).
+    ca = values["tls_ca"]
+    cert = values["tls_certificate"]
+    key = values["tls_key"]
+    ciphers = values["tls_ciphers"]
+    tls13 = values["tlsv13_ciphersuites"]
+    engine: Any = values["tls_engine"]
+    return _parameters(
+        None if ca is UNSET or ca is None else str(ca),
+        None if cert is UNSET or cert is None else str(cert),
+        None if key is UNSET or key is None else str(key),
+        None if ciphers is UNSET or ciphers is None else str(ciphers),
+        None if tls13 is UNSET or tls13 is None else str(tls13),
+        protocols.versions,
+        sni,
+        engine,
+    )
