@@ -294,7 +294,9 @@ class Resolver:
             # block copy) given the scope's values is this set, for a tenth of
             # what inserting the keys one by one costs.
             first = chain[0].items
-            names = self._names[id(first)]
+            names = self._names.get(id(first))
+            if names is None:  # not interned through this resolver (never so far)
+                names = tuple(name for name, _value in first)
             heads = rest.heads
             if heads is None:
                 heads = rest.heads = {}

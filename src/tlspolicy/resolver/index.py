@@ -69,9 +69,12 @@ class _Interner:
         found = self._by_id.get(id(options))
         if found is None:
             items = tuple(options.items())
-            found = self._by_id[id(options)] = self._by_value.setdefault(items, items)
-            if found is items:
-                self.names[id(items)] = tuple(name for name, _value in items)
+            found = self._by_value.setdefault(items, items)
+            # Names only of tuples kept here (their ids are never reused), and before
+            # any caller can have the tuple.
+            if id(found) not in self.names:
+                self.names[id(found)] = tuple(name for name, _value in found)
+            self._by_id[id(options)] = found
         return found
 
 
