@@ -515,10 +515,10 @@ _NOTHING: Final = _FrozenMap({})
 # already valid fields of the target: nothing is checked or converted.
 def _draft_class(cls: type[Any]) -> type[Any]:
     """A mutable twin of the frozen attrs class ``cls``: the same fields in the same slots,
-    and an attrs-made ``__init__`` that stores them positionally, in ``cls``'s field order."""
+    and no ``__init__`` (:func:`_decision` and :func:`_parameters` store every field)."""
     fields = {f.name: attrs.field() for f in attrs.fields(cls)}
     draft: type[Any] = attrs.make_class(f"_{cls.__name__}Draft", fields,
-                                        bases=(_WeakReferable,), slots=True,
+                                        bases=(_WeakReferable,), slots=True, init=False,
                                         weakref_slot=False, eq=False, repr=False)
     assert draft.__slots__ == cls.__slots__, "the twin must have the same layout"
     return draft
@@ -538,10 +538,31 @@ def _decision(
     notes: tuple[str, ...], mta_sts: MtaStsPolicy | None, dane: DaneApplicability | None,
 ) -> Decision:
     """``Decision(...)`` of these fields, made as a draft (see above)."""
-    d = _DecisionDraft(domain, binding, binding_group, mx_host, plan, plan_status, tls,
-                       verification, fallback, requiretls, outcomes, parameters,
-                       reference_identities, effective, explanation, decided_by,
-                       tlsa_records, reports, notes, mta_sts, dane)
+    # Stored here rather than through an __init__: calling one costs about as much
+    # again as the stores (it packs the arguments anew).  A draft has no __init__ of
+    # its own, so calling its class is a cheaper object.__new__.
+    d = _DecisionDraft()
+    d.domain = domain
+    d.binding = binding
+    d.binding_group = binding_group
+    d.mx_host = mx_host
+    d.plan = plan
+    d.plan_status = plan_status
+    d.tls = tls
+    d.verification = verification
+    d.fallback = fallback
+    d.requiretls = requiretls
+    d.outcomes = outcomes
+    d.parameters = parameters
+    d.reference_identities = reference_identities
+    d.effective = effective
+    d.explanation = explanation
+    d.decided_by = decided_by
+    d.tlsa_records = tlsa_records
+    d.reports = reports
+    d.notes = notes
+    d.mta_sts = mta_sts
+    d.dane = dane
     d.__class__ = Decision
     return d  # type: ignore[no-any-return]
 
@@ -551,8 +572,15 @@ def _parameters(ca_file: str | None, certificate_file: str | None, key_file: str
                 protocols: frozenset[TlsVersion], sni: str | None,
                 engine: TlsEngine) -> TlsParameters:
     """``TlsParameters(...)`` of these fields, made as a draft (see above)."""
-    p = _ParametersDraft(ca_file, certificate_file, key_file, ciphers, tls13_ciphersuites,
-                         protocols, sni, engine)
+    p = _ParametersDraft()
+    p.ca_file = ca_file
+    p.certificate_file = certificate_file
+    p.key_file = key_file
+    p.ciphers = ciphers
+    p.tls13_ciphersuites = tls13_ciphersuites
+    p.protocols = protocols
+    p.sni = sni
+    p.engine = engine
     p.__class__ = TlsParameters
     return p  # type: ignore[no-any-return]
 

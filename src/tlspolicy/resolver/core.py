@@ -29,8 +29,6 @@ from ..decision import (
     _configured_shape,
     _decision,
     _like,
-    _owning,
-    _parameters,
 )
 from ..errors import (
     InvalidDomainError,
@@ -42,12 +40,10 @@ from ..errors import (
 from ..names import MAX_NAME_OCTETS, _plain_name, normalise_domain
 from ..options import (
     OPTION_SPECS,
-    UNSET,
     CompatVersion,
     Options,
     ScopeKind,
     Tls,
-    TlsProtocols,
     TlsVerify,
 )
 from ..outcomes import Verification
@@ -73,7 +69,10 @@ from .parts import (
     _Explanation,
     _explanation,
     _identities,
+    _merged,
     _Shared,
+    _shared,
+    _tls_parameters,
     _with_defaults,
 )
 
@@ -96,6 +95,8 @@ _ITEMS: Final = operator.attrgetter("items")
 # Enum's own __hash__ is a Python-level call.
 _VERIFICATION_OF: Final = {id(v): Verification.of(v) for v in TlsVerify}
 _new_object: Final = object.__new__
+# _configured_shape by the identities of its arguments (one call and a shorter key).
+_CONFIGURED_SHAPES: Final[dict[tuple[int, int, bool], tuple[Any, ...]]] = {}
 
 
 class Resolver:
@@ -125,6 +126,7 @@ class Resolver:
         self._floors = _Floors(config.floors)
         self._fallback_exists = self.compatibility >= _FALLBACK_SINCE
         interner = _Interner()
+        self._names = interner.names
         self._global_domains = _Container(config.domains, (), interner)
         self._global = _contribution(config.options, "global", interner)
         self._regex_cache = RegexMatchCache(config.effective_match_cache_size)
@@ -260,18 +262,57 @@ class Resolver:
         floors = self._floors
         if floors.any and floors.matching(domain, self._regex_cache):
             return self._values(chain, domain)[0]
-        values: dict[str, object] = {}
-        for contribution in chain:
-            for name, value in contribution.items:
-                if name not in values:
+        return _merged(chain)
+
+    def _new_shared(self, chain: list[_Contribution], key: tuple[int, ...], domain: str,
+                    floored: bool) -> _Shared:
+        """The value set of a chain met for the first time, remembered under its ``key``.
+
+        A new chain mostly differs from chains met before in its first, innermost
+        scope only (another binding, another domain stanza), so its values are that
+        scope's over the values of the rest of the chain: those are the value set of
+        ``key[1:]``, the rest's own key, made once and shared like any other (a
+        chain's values are a function of its key).  Floors are raised over the
+        whole chain, so a floored chain is merged in full.
+        """
+        by_values = self._by_values
+        if floored or not chain:
+            values = self._values_only(chain, domain)
+        else:
+            rest_key = key[1:]
+            # Looked at without noting a read: a read would make the put below take
+            # the lock.
+            rest: _Shared | None = by_values._data.get(rest_key)  # type: ignore[assignment]
+            if rest is None:
+                rest = _shared(_merged(chain[1:]))
+                by_values.put(rest_key, rest)
+            # _merged(chain): the first scope's options go first, in their order,
+            # then the rest's in theirs (each name where it first occurs), each with
+            # the first scope's value if it has one.  A set made over the same rest
+            # by a scope setting the same options has exactly these keys in this
+            # order, and the rest's values but for those options: a copy of it (one
+            # block copy) given the scope's values is this set, for a tenth of
+            # what inserting the keys one by one costs.
+            first = chain[0].items
+            names = self._names.get(id(first))
+            if names is None:  # not interned through this resolver (never so far)
+                names = tuple(name for name, _value in first)
+            heads = rest.heads
+            if heads is None:
+                heads = rest.heads = {}
+            like = heads.get(names)
+            if like is None:
+                values = dict(first)
+                values.update(rest.values)
+                values.update(first)
+                heads[names] = values
+            else:
+                values = like.copy()
+                for name, value in first:  # fewer instructions than update() of pairs
                     values[name] = value
-        if len(values) != len(_OPTION_NAMES):
-            # _with_defaults(values, _DEFAULT_VALUES), inlined.
-            found = values
-            values = found.copy()
-            values.update(_DEFAULT_VALUES)
-            values.update(found)
-        return values
+        shared = _shared(values)
+        by_values.put(key, shared)
+        return shared
 
     def _shared(self, index: _BindingIndex, domain: str
                 ) -> tuple[_Shared, list[_Contribution]]:
@@ -285,14 +326,16 @@ class Resolver:
         chain: list[_Contribution] = []
         self._chain(index, domain, chain)
         key: tuple[int, ...] = tuple(map(id, map(_ITEMS, chain)))
+        floored = False
         if self._floors.any:
-            key = (*key, 0, *map(id, self._floors.matching(domain, self._regex_cache)))
+            matching = self._floors.matching(domain, self._regex_cache)
+            floored = bool(matching)
+            key = (*key, 0, *map(id, matching))
         shared = self._by_values.get(key)
         if shared is None:
             # The key holds ids of interned items tuples and of floors, which the
             # resolver keeps alive as long as itself: an id is never reused meanwhile.
-            shared = _Shared(self._values_only(chain, domain))
-            self._by_values.put(key, shared)
+            shared = self._new_shared(chain, key, domain, floored)
         return shared, chain  # type: ignore[return-value]
 
     def effective(
@@ -392,7 +435,16 @@ class Resolver:
             decision = self._cold(domain, binding)
         else:
             decision = self._resolve(domain, binding, mx_host, overrides, destination)
-        memo.put(key, decision)
+        # memo.put(key, decision), its lock-free case inlined: no read to replay first,
+        # and room for the key (put evicts if other threads took the room).  The key
+        # was just missed; if another thread put it meanwhile, it keeps its place.
+        data = memo._data
+        if memo._reads or len(data) >= memo.size:
+            memo.put(key, decision)
+        else:
+            data[key] = decision
+            if len(data) > memo.size:
+                memo.put(key, decision)
         return decision
 
     def _cold(self, domain: str, binding: str | None) -> Decision:
@@ -447,20 +499,17 @@ class Resolver:
                 ids += following_ids
         key: tuple[int, ...] = tuple(ids)
         floors = self._floors
+        floored = False
         if floors.any:
-            key = (*key, 0, *map(id, floors.matching(name, self._regex_cache)))
+            matching = floors.matching(name, self._regex_cache)
+            floored = bool(matching)
+            key = (*key, 0, *map(id, matching))
         # RegexMatchCache.get and the read's bookkeeping, inlined.
         by_values = self._by_values
         shared: _Shared | None = by_values._data.get(key)  # type: ignore[assignment]
         if shared is None:
             by_values._misses += 1
-            values = self._values_only(chain, name)
-            # _Shared(values), without the call into its __init__.
-            shared = _new_object(_Shared)
-            shared.values = values
-            shared.effective = _owning(values)
-            shared.proto = None
-            by_values.put(key, shared)
+            shared = self._new_shared(chain, key, name, floored)
         else:
             reads = by_values._reads
             reads.append(key)
@@ -565,22 +614,36 @@ class Resolver:
             # from it.
             # What Decision.build gives requirements() and parameters() of these values,
             # without the Requirements object: its shape is looked up from the fields.
+            # The calls into _configured_shape, parameters(), _identities and
+            # _explanation are written out for the common case (a fifth of the cost of
+            # a new value set's first decision was those calls).
             values = shared.values
             tls = values["tls"]
             verify = values["tls_verify"]
             assert isinstance(tls, Tls) and isinstance(verify, TlsVerify)
             fallback = bool(values["tls_ifavailable_fallback"]) and self._fallback_exists
             verification = _VERIFICATION_OF[id(verify)]
-            plan, plan_status, outcomes = _configured_shape(tls, verification, fallback)
+            shape = _CONFIGURED_SHAPES.get((id(tls), id(verification), fallback))
+            if shape is None:
+                shape = _CONFIGURED_SHAPES[id(tls), id(verification), fallback] = (
+                    _configured_shape(tls, verification, fallback))
+            if mx is None and name[0] != "[":
+                sni: str | None = name
+                identities: tuple[str, ...] = (name,)
+            else:
+                sni = mx if mx is not None else None
+                identities = _identities(name, mx)
+            explanation: Any = _new_object(_Explanation)
+            explanation._hash = None
+            explanation._make = (self, chain, name)
             proto = shared.proto = _decision(
-                name, index.name, index.group, mx, plan, plan_status, tls, verification,
-                fallback, False, outcomes, self.parameters(name, mx, values),
-                _identities(name, mx), shared.effective, _explanation(self, chain, name),
-                _NOTHING, (), (), (), None, None)
+                name, index.name, index.group, mx, shape[0], shape[1], tls, verification,
+                fallback, False, shape[2], _tls_parameters(values, sni), identities,
+                shared.effective, explanation, _NOTHING, (), (), (), None, None)
             return proto
         # SNI and reference identities come from the names exactly as parameters()
         # and requirements() make them.
-        sni = mx if mx is not None else (None if name.startswith("[") else name)
+        sni = mx if mx is not None else (None if name[0] == "[" else name)
         return _like(proto, name, index.name, index.group, mx, sni, _identities(name, mx),
                      _explanation(self, chain, name))
 
@@ -607,29 +670,10 @@ class Resolver:
         SNI is ``sni`` when a policy names it (the TLSA base domain under DANE),
         else the MX host, else the domain; never an IP literal.
         """
-        protocols = values["tls_protocols"]
-        assert isinstance(protocols, TlsProtocols)
         if sni is None:
             sni = mx_host if mx_host is not None else (
-                None if domain.startswith("[") else domain)
-
-        # Unset and None are "not configured"; anything else is its text (inline: a
-        # helper call per field cost a noticeable share of a cold resolve).
-        ca = values["tls_ca"]
-        cert = values["tls_certificate"]
-        key = values["tls_key"]
-        ciphers = values["tls_ciphers"]
-        tls13 = values["tlsv13_ciphersuites"]
-        return _parameters(
-            None if ca is UNSET or ca is None else str(ca),
-            None if cert is UNSET or cert is None else str(cert),
-            None if key is UNSET or key is None else str(key),
-            None if ciphers is UNSET or ciphers is None else str(ciphers),
-            None if tls13 is UNSET or tls13 is None else str(tls13),
-            protocols.versions,
-            sni,
-            values["tls_engine"],  # type: ignore[arg-type]
-        )
+                None if domain[:1] == "[" else domain)
+        return _tls_parameters(values, sni)
 
 
 # Each container of a binding's chain, innermost first, with the scope contributions

@@ -57,17 +57,24 @@ class _Interner:
     holds, keeps every such object alive, so an id is never reused meanwhile.
     """
 
-    __slots__ = ("_by_id", "_by_value")
+    __slots__ = ("_by_id", "_by_value", "names")
 
     def __init__(self) -> None:
         self._by_id: dict[int, _Items] = {}
         self._by_value: dict[_Items, _Items] = {}
+        # The option names of each interned items tuple, in order, by the tuple's id.
+        self.names: dict[int, tuple[str, ...]] = {}
 
     def items(self, options: Options) -> _Items:
         found = self._by_id.get(id(options))
         if found is None:
             items = tuple(options.items())
-            found = self._by_id[id(options)] = self._by_value.setdefault(items, items)
+            found = self._by_value.setdefault(items, items)
+            # Names only of tuples kept here (their ids are never reused), and before
+            # any caller can have the tuple.
+            if id(found) not in self.names:
+                self.names[id(found)] = tuple(name for name, _value in found)
+            self._by_id[id(options)] = found
         return found
 
 
