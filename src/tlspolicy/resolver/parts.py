@@ -128,7 +128,11 @@ class _Explanation(_FrozenMap):
         if name != "_data":
             raise AttributeError(name)
         made = self._make
-        assert made is not None
+        if made is None:
+            # Another thread made it between this one's read of the empty slot and now:
+            # _data is set before _make is cleared, so it is there.  (A decision is
+            # shared by every thread that resolves its key.)
+            return object.__getattribute__(self, "_data")
         resolver, chain, domain = made
         data = resolver._values(chain, domain)[1]
         self._data = data
