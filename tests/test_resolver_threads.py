@@ -408,3 +408,42 @@ def test_decision_build_from_threads_with_cold_shapes() -> None:
                 _same(build(requirements[k]), expected[k], i + n)
 
         _run(body)
+
+
+# ------------------------------------------------------------------ chain_key()
+
+
+def test_chain_keys_made_at_once_are_one_identity() -> None:
+    # A stanza's contribution is made the first time a request meets it, and
+    # chain_key() is made of the contributions' identities: threads meeting a stanza
+    # for the first time at once must all get the one contribution, or a pair would
+    # have several keys, and the identity of one a thread dropped could be taken by
+    # another scope's (equal keys for pairs decided by other scopes).  Half the threads
+    # resolve each pair first, which makes the contributions by a path of its own.
+    stanzas = "".join(
+        f'[[domain]]\nname = "s{i}.example"\ntls_ciphers = "G{i}"\n'
+        f'[[binding_group.domain]]\nname = "s{i}.example"\ntls_ciphers = "B{i}"\n'
+        for i in range(40))
+    config = loads_toml('[global]\ntls = "ifavailable"\n[[binding_group]]\nname = "g"\n'
+                        f'[[binding_group.binding]]\nname = "b"\n{stanzas}', "keys.toml")
+    pairs = [(f"s{i}.example", binding) for i in range(40) for binding in (None, "b")]
+    for _round in range(30):
+        shared = Resolver(config)
+        keys: list[list[tuple[int, ...]]] = [[] for _ in range(THREADS)]
+
+        def body(n: int, start: Callable[[], None], shared: Resolver = shared,
+                 keys: list[list[tuple[int, ...]]] = keys) -> None:
+            start()
+            for domain, binding in pairs:
+                if n % 2:  # a cold resolve meets the stanzas too, by its own path
+                    shared.resolve(domain, binding)
+                keys[n].append(shared.chain_key(domain, binding))
+
+        _run(body)
+        own = Resolver(config)
+        for i, (domain, binding) in enumerate(pairs):
+            assert len({keys[n][i] for n in range(THREADS)}) == 1, (domain, binding)
+        by_key: dict[tuple[int, ...], tuple[str, str | None]] = {}
+        for (domain, binding), key in zip(pairs, keys[0], strict=True):
+            other = by_key.setdefault(key, (domain, binding))
+            assert own.effective(*other) == own.effective(domain, binding), (other, domain)

@@ -486,7 +486,8 @@ class Resolver:
                         exact._source = None
                     else:
                         exact = None
-                    container._made[name] = exact
+                    # The one contribution kept, as in exact_contribution (why there).
+                    exact = container._made.setdefault(name, exact)
                 if exact is not None:
                     chain.append(exact)
                     ids.append(id(exact.items))

@@ -132,16 +132,21 @@ class _Container:
             return None
         made = self._made.get(domain, _UNMADE)
         if made is _UNMADE:
-            # Threads racing here compute equal values; either may be kept.  What
-            # _contribution(stanza.options, self._path(stanza), interner) makes, written
-            # out: a cold resolve meets a stanza for the first time more often than not.
+            # What _contribution(stanza.options, self._path(stanza), interner) makes,
+            # written out: a cold resolve meets a stanza for the first time more often
+            # than not.
             options = stanza.options
             interner = self._interner
             items = interner._by_id.get(id(options))
             if items is None:
                 items = interner.items(options)
-            made = self._made[domain] = _Contribution(
-                items, (*self.parent, (_DOMAIN, stanza.name.text))) if items else None
+            # setdefault, not a store: threads meeting the stanza first at once all get
+            # the one contribution kept (one atomic step under the GIL, the key being a
+            # str).  chain_key is made of contributions' identities: with each thread
+            # keeping its own, a pair had several keys, and the identity of one dropped
+            # could be taken by another scope's (two pairs of other scopes, one key).
+            made = self._made.setdefault(domain, _Contribution(
+                items, (*self.parent, (_DOMAIN, stanza.name.text))) if items else None)
         return made  # type: ignore[return-value]
 
 
