@@ -447,3 +447,27 @@ def test_chain_keys_made_at_once_are_one_identity() -> None:
         for (domain, binding), key in zip(pairs, keys[0], strict=True):
             other = by_key.setdefault(key, (domain, binding))
             assert own.effective(*other) == own.effective(domain, binding), (other, domain)
+
+
+def test_small_memo_under_concurrent_cold_resolves() -> None:
+    # The decision memo and the value-set cache put new keys without their lock (see the
+    # design choices): threads resolving overlapping keys on a resolver whose memo holds
+    # a quarter of them get what a resolver of their own gives, and the caches end
+    # within their sizes.
+    stanzas = "".join(f'[[domain]]\nname = "d{i}.example"\ntls = "{tls}"\n'
+                      for i, tls in enumerate(["required", "ifavailable", "no"] * 20))
+    config = loads_toml(f'[global]\ntls = "ifavailable"\n{stanzas}')
+    shared = Resolver(config, decision_cache_size=32)
+    names = [f"d{i}.example" for i in range(60)] + [f"x{i}.example" for i in range(60)]
+    expected = {name: Resolver(config).resolve(name) for name in names}
+
+    def body(n: int, start: Callable[[], None]) -> None:
+        start()
+        for i in range(3000):
+            name = names[(n * 13 + i * 7) % len(names)]
+            if shared.resolve(name) != expected[name]:
+                raise AssertionError(name)
+
+    _run(body)
+    assert len(shared._decisions) <= 32
+    assert len(shared._by_values) <= shared._by_values.size
