@@ -336,6 +336,12 @@ class _Channel(asyncio.DatagramProtocol):
 
 
 
+def _key(name: str, rdtype: str) -> tuple[str, str]:
+    """What answers and remembered failures are kept under: the name in lower case
+    without a final dot, and the type."""
+    return (name.lower().rstrip("."), rdtype)
+
+
 class DnsClient:
     """Queries one resolver at ``address``:``port``.
 
@@ -427,15 +433,15 @@ class DnsClient:
         """Forget the remembered failure of (name, type) when its wait ends no later than
         ``until``: the caller holds the lookup back at least that long itself, so the
         entry would never hold anything back (see :meth:`FailureBackoff.release`)."""
-        return self.backoff.release((name.lower().rstrip("."), rdtype), until)
+        return self.backoff.release(_key(name, rdtype), until)
 
     def drop(self, name: str, rdtype: str) -> None:
         """Drop the cached answer for (name, type), if any (an answer no longer needed)."""
-        self._cache.pop((name.lower().rstrip("."), rdtype), None)
+        self._cache.pop(_key(name, rdtype), None)
 
     def cached(self, name: str, rdtype: str) -> DnsAnswer | None:
         """The cached, unexpired answer for (name, type), if any."""
-        key = (name.lower().rstrip("."), rdtype)
+        key = _key(name, rdtype)
         hit = self._cache.get(key)
         if hit is not None and hit[0] > self._clock():
             return hit[1]
@@ -447,7 +453,7 @@ class DnsClient:
         Never raises for anything the network or the resolver does: failures
         come back as :attr:`DnsStatus.FAILED`.
         """
-        key = (name.lower().rstrip("."), rdtype)
+        key = _key(name, rdtype)
         hit = self._cache.get(key)
         if hit is not None:
             if hit[0] > self._clock():

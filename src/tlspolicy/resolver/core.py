@@ -95,7 +95,9 @@ _ITEMS: Final = operator.attrgetter("items")
 # Enum's own __hash__ is a Python-level call.
 _VERIFICATION_OF: Final = {id(v): Verification.of(v) for v in TlsVerify}
 _new_object: Final = object.__new__
-# _configured_shape by the identities of its arguments (one call and a shorter key).
+# _configured_shape by the identities of its arguments, looked up here with no call: a
+# value set's first decision pays for every call it makes (decision._SHAPES, behind it,
+# is keyed by the six fields any requirements have).
 _CONFIGURED_SHAPES: Final[dict[tuple[int, int, bool], tuple[Any, ...]]] = {}
 
 
@@ -632,7 +634,7 @@ class Resolver:
                 sni: str | None = name
                 identities: tuple[str, ...] = (name,)
             else:
-                sni = mx if mx is not None else None
+                sni = mx  # the MX host, or None for an IP literal
                 identities = _identities(name, mx)
             explanation: Any = _new_object(_Explanation)
             explanation._hash = None

@@ -90,9 +90,7 @@ def _merged(chain: list[_Contribution]) -> dict[str, object]:
         names = tuple(found)
         like = _WITH_DEFAULTS.get(names)
         if like is None:
-            values = found.copy()
-            values.update(_DEFAULT_VALUES)
-            values.update(found)
+            values = _with_defaults(found, _DEFAULT_VALUES)
             if len(_WITH_DEFAULTS) < 4096:  # a configuration uses a few orders
                 _WITH_DEFAULTS[names] = values.copy()
         else:
