@@ -177,7 +177,12 @@ class DevTools:
             self.process.kill()
             self.process.wait(timeout=10)
         os.close(self._to_chrome)
-        with contextlib.suppress(OSError):
+        # The reader ends at the browser's end of the pipe.  Its descriptor is closed only
+        # once the reader has stopped: a number closed under a reader still looping could
+        # be reused by another descriptor of this process, which the reader would then
+        # drain.  A reader that does not stop keeps its descriptor (a leak, not a theft).
+        self._reader.join(timeout=10)
+        if not self._reader.is_alive():
             os.close(self._from_chrome)
 
 
