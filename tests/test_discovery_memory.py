@@ -234,3 +234,38 @@ def test_a_finished_fetch_drops_the_answers_that_served_it(env: Env) -> None:
             return held
 
     assert run(main) == [False, False, False]
+
+
+def test_a_kept_answer_does_not_keep_an_evicted_state_alive(env: Env) -> None:
+    """An answer kept for reuse refers to the MTA-STS state it came from without keeping it
+    alive: once the bounded memory lets the state go, it is freed at once (not when the
+    answer's memo time runs out), and the answer is computed again from the store."""
+    import gc
+    import weakref
+
+    from test_discovery_answers import ask, lookup_for
+
+    async def main() -> tuple[str, str, bool, bool]:
+        async with env.discovery(memory_cache_size=1) as d:
+            lookup = lookup_for(d)
+            first = await ask(lookup, "ok.secure.test")
+            state = d.sts_held("ok.secure.test")
+            assert state is not None and state.state == "policy"
+            gone = weakref.ref(state)
+            del state
+            assert (await ask(lookup, "ok.secure.test")).text == first.text  # reused
+            await ask(lookup, "enforce2.secure.test")  # takes the one place in memory
+            assert d.sts_held("ok.secure.test") is None
+            gc.collect()
+            freed = gone() is None
+            # Not the kept answer (its state is gone, and the store may hold a newer one):
+            # computed again from the state read back from the store, without a fetch.
+            again = await ask(lookup, "ok.secure.test")
+            reread = d.sts_held("ok.secure.test") is not None
+            fetches = env.web.fetches("ok.secure.test")
+            return first.text, again.text, freed, reread and fetches == 1
+
+    first, again, freed, reread_not_fetched = run(main)
+    assert first == again and first.startswith("secure")
+    assert freed
+    assert reread_not_fetched

@@ -37,6 +37,7 @@ import itertools
 import logging
 import math
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -70,7 +71,7 @@ from .discovered_models import (
 from .discovered_refresh import _Refreshing
 
 if TYPE_CHECKING:
-    from ..discovery import Discovery, MxLookup
+    from ..discovery import Discovery, MxLookup, StsState
 
 __all__ = [
     "DEFAULT_ANSWER_DEADLINE",
@@ -82,6 +83,17 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+def _is_current(kept: object, current: StsState | None) -> bool:
+    """Whether the MTA-STS state an answer was kept with (a weak reference to it, or
+    ``None`` for none) is the one discovery holds now.  A reference whose state has been
+    freed never matches, even when discovery holds none now: the state may have been let
+    go and the store may hold a newer one."""
+    if kept is None:
+        return current is None
+    state = kept() if isinstance(kept, weakref.ref) else None
+    return state is not None and state is current
 
 
 class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
@@ -250,8 +262,9 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
         held = self._held.get(memo_key)
         if held is not None:
             now = self._clock()
+            sts = held.sts
             if now < held.until and held.epoch == self.discovery.trust_epoch and (
-                    held.sts is _STS_OFF or self.discovery.sts_held(held.domain) is held.sts
+                    sts is _STS_OFF or _is_current(sts, self.discovery.sts_held(held.domain))
             ) and (held.fetched is not None or self.shadow is None):
                 # The very inputs of the last answer are still what discovery holds (and a
                 # shadow attached since it was kept, which needs its inputs, has them).
@@ -329,7 +342,12 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
                 self._held.clear()
             elif self._clock() >= self._held_swept + self.memo_ttl:
                 self._sweep_held()
-            sts: object = inputs.sts if values.sts_on else _STS_OFF
+            # The state by weak reference: an answer must not keep alive a state the
+            # bounded memory has let go (an answer whose state is gone is never reused,
+            # so holding the state would only hold memory: up to a memo time's worth of
+            # evicted states, the whole working set when keys outnumber the bound).
+            sts: object = _STS_OFF if not values.sts_on else \
+                None if inputs.sts is None else weakref.ref(inputs.sts)
             timed, expires = None, math.inf
             cached = inputs.sts.cached if inputs.sts is not None else None
             if not result.notfound and cached is not None and any(

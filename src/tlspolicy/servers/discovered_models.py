@@ -84,10 +84,11 @@ class ShadowInputsMissingError(TlsPolicyError):
 
 @attrs.frozen(slots=True)
 class _Held:
-    """An answer kept for reuse: the MTA-STS state (or ``_STS_OFF``) and trust epoch it
-    came from, until when, the reply and rule name, the answer and its policy's expiry
-    when it carries ``policy_ttl``, and what it was computed from (kept only while a
-    shadow candidate is told the inputs: ``None`` otherwise, the bulk of what is held)."""
+    """An answer kept for reuse: the MTA-STS state (a weak reference to it, ``None``, or
+    ``_STS_OFF``) and trust epoch it came from, until when, the reply and rule name, the
+    answer and its policy's expiry when it carries ``policy_ttl``, and what it was
+    computed from (kept only while a shadow candidate is told the inputs: ``None``
+    otherwise, the bulk of what is held)."""
 
     sts: object
     epoch: int
