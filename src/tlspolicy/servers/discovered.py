@@ -33,7 +33,6 @@ a policy: which inputs exist is I/O, what they mean is the resolver's.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import time
@@ -83,6 +82,14 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class _StateRef(weakref.ref):  # type: ignore[type-arg]
+    """A weak reference to the MTA-STS state of a kept answer, naming that answer's
+    memo key, so that the answer is dropped as soon as the state is freed."""
+
+    __slots__ = ("memo_key",)
+    memo_key: tuple[str, str]
 
 
 def _is_current(kept: object, current: StsState | None) -> bool:
@@ -280,7 +287,8 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
                 if self.shadow is not None and held.fetched is not None:
                     self._record(map_name, key, reply, held.fetched)
                 return reply
-            del self._held[memo_key]
+            # pop: the answer may have gone already, its state freed in the meantime.
+            self._held.pop(memo_key, None)
         binding = map_name
         if map_name not in self._bindings:
             if not self.drop_in:
@@ -346,8 +354,14 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
             # bounded memory has let go (an answer whose state is gone is never reused,
             # so holding the state would only hold memory: up to a memo time's worth of
             # evicted states, the whole working set when keys outnumber the bound).
-            sts: object = _STS_OFF if not values.sts_on else \
-                None if inputs.sts is None else weakref.ref(inputs.sts)
+            sts: object = _STS_OFF
+            if values.sts_on:
+                sts = None
+                if inputs.sts is not None:
+                    # Dropped when the state is freed (never reused after that anyway), so
+                    # the answers kept with states are bounded by the memory's bound too.
+                    sts = _StateRef(inputs.sts, self._forget_held)
+                    sts.memo_key = (map_name, key)
             timed, expires = None, math.inf
             cached = inputs.sts.cached if inputs.sts is not None else None
             if not result.notfound and cached is not None and any(
@@ -361,6 +375,14 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
             self._record(map_name, key, reply, fetched)
         return reply
 
+    def _forget_held(self, ref: weakref.ref[StsState]) -> None:
+        # Called by the interpreter when a kept answer's state is freed: that answer can
+        # no longer be reused.  Another answer kept since for the key has its own ref.
+        memo_key = ref.memo_key  # type: ignore[attr-defined]
+        held = self._held.get(memo_key)
+        if held is not None and held.sts is ref:
+            self._held.pop(memo_key, None)
+
     def _sweep_held(self) -> None:
         # Answers past their time are otherwise dropped only when their key is asked
         # again: a key asked once would hold its answer, key and inputs (about 1 KB) until
@@ -369,10 +391,15 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
         # front, are all past their time: at most memo_ttl seconds of answers stay held.
         now = self._clock()
         self._held_swept = now
+        # Over a copy of the keys: a collection may free states, and so drop their
+        # answers, at any allocation.
         held = self._held
-        gone = list(itertools.takewhile(lambda item: item[1].until <= now, held.items()))
-        for memo_key, _ in gone:
-            del held[memo_key]
+        for memo_key in list(held):
+            kept = held.get(memo_key)
+            if kept is not None:
+                if kept.until > now:
+                    break
+                held.pop(memo_key, None)
 
     async def answer(self, binding: str, key: str) -> DiscoveredAnswer | SocketmapReply:
         """The discovered answer for ``key`` with its rule and losses (for tools and
