@@ -167,6 +167,45 @@ def test_a_proactive_refresh_pass_keeps_within_the_bound(tmp_path: Path, silent_
     assert 1 <= most <= 2
 
 
+def test_a_refresh_pass_skips_a_domain_let_go_during_the_pass(
+        tmp_path: Path, silent_port: int) -> None:
+    """A pass copies only the names in use (not a (name, time) pair each, held for as long
+    as the pass waits for room): a domain no longer in use when its turn comes is not
+    refreshed."""
+    names = [f"g{n}.example" for n in range(6)]
+
+    async def main() -> tuple[int, bool]:
+        clock = Clock()
+        store = await _due_policies(tmp_path, clock, names)
+        d = _discovery(store, clock, silent_port)
+        d.max_background_checks = 1
+        lookup = DiscoveryLookup(PolicyLookup(Resolver(DROP_IN_CONFIG), postfix_version=VERSION),
+                                 d, postfix_version=VERSION, drop_in=True, own_level="may")
+        lookup.in_use.update((name, clock.now) for name in names)
+        checked: set[str] = set()
+
+        async def watch() -> None:
+            while True:
+                checked.update(d._refreshing)
+                if d._refreshing:
+                    lookup.in_use.pop(names[-1], None)  # let go once the pass is under way
+                await asyncio.sleep(0)
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            started = await lookup.refresh_once(ahead=60)
+            await _settle(d)
+        finally:
+            watcher.cancel()
+            await d.close()
+            await store.close()
+        return started, names[-1] in checked
+
+    started, last_checked = run(main)
+    assert started == len(names) - 1
+    assert not last_checked
+
+
 def test_domains_in_use_are_kept_least_recently_used_first_with_shared_times(
         tmp_path: Path) -> None:
     clock = Clock()
