@@ -272,3 +272,23 @@ def test_a_kept_answer_does_not_keep_an_evicted_state_alive(env: Env) -> None:
     assert first == again and first.startswith("secure")
     assert freed
     assert reread_not_fetched
+
+
+def test_a_domain_in_use_is_held_under_one_string(env: Env) -> None:
+    """Each request brings its own copy of the name; the domains in use keep the one
+    string discovery's state is kept under, not a copy per request."""
+    from test_discovery_answers import ask, lookup_for
+
+    async def main() -> tuple[bool, bool]:
+        async with env.discovery() as d:
+            lookup = lookup_for(d)
+            for _ in range(2):
+                key = "".join(["ok.secure", ".test"])  # a new string each time
+                lookup._keys.clear()  # as when more keys came than its parsed keys hold
+                await ask(lookup, key)
+            state = d.sts_held("ok.secure.test")
+            assert state is not None
+            kept = next(name for name in lookup.in_use if name == "ok.secure.test")
+            return kept is state.domain, kept is not key
+
+    assert run(main) == (True, True)

@@ -5,6 +5,7 @@ fetched within the answer deadline (SEMANTICS 11)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 from collections import OrderedDict
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ..errors import TlsPolicyError
+from ..names import normalise_domain
 from ..policies.dane import TlsaLookup, TlsaLookupStatus
 from ..policies.destination import Destination
 from ..postfix.dropin import answer_reads_no_mx_host
@@ -148,6 +150,13 @@ class _Fetching:
             stamp = self._use_stamp = now
         in_use = self.in_use
         in_use.pop(domain, None)
+        # Under the name's one string: a later request brings its own copy of the name,
+        # and the shared cache of normalised names (which discovery's states are kept
+        # under too) gives back the first one, so a domain's name is held once, not
+        # twice (some 70 bytes a domain).  A name it refuses is kept as it came: the
+        # lookup that follows reports it, and a refresh pass lets it go.
+        with contextlib.suppress(TlsPolicyError):
+            domain = normalise_domain(domain)
         in_use[domain] = stamp
         if len(in_use) > self.max_in_use:
             for old in list(itertools.islice(in_use, len(in_use) - self.max_in_use)):
