@@ -350,16 +350,13 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
                 self._held.clear()
             elif self._clock() >= self._held_swept + self.memo_ttl:
                 self._sweep_held()
-            # The state by weak reference: an answer must not keep alive a state the
-            # bounded memory has let go (an answer whose state is gone is never reused,
-            # so holding the state would only hold memory: up to a memo time's worth of
-            # evicted states, the whole working set when keys outnumber the bound).
+            # The state by weak reference, and the answer dropped when the state is
+            # freed: holding it would keep alive what the bounded memory let go (up to a
+            # memo time's worth of evicted states), and such an answer is never reused.
             sts: object = _STS_OFF
             if values.sts_on:
                 sts = None
                 if inputs.sts is not None:
-                    # Dropped when the state is freed (never reused after that anyway), so
-                    # the answers kept with states are bounded by the memory's bound too.
                     sts = _StateRef(inputs.sts, self._forget_held)
                     sts.memo_key = (map_name, key)
             timed, expires = None, math.inf
