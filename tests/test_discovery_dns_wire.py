@@ -1,11 +1,12 @@
 """The DNS client's own wire handling agrees with dnspython's.
 
-Queries for plain names are written without a dnspython message, and a SERVFAIL or
+Queries for plain names are written without a dnspython message; a SERVFAIL or
 REFUSED reply is recognised from its header, question and OPT record before any full
-parse.  Hypothesis checks that the query bytes are dnspython's, and that whatever the
-quick reading accepts -- from well-formed refusals to mutated and arbitrary bytes --
-dnspython reads the same way (a reply to this query, that rcode, those Extended DNS
-Errors); a reply that is not one never raises out of the socket's handler.
+parse, and a plain answer's records are read without building a message.  Hypothesis
+checks that the query bytes are dnspython's, and that whatever the quick readings accept
+-- from well-formed replies to mutated and arbitrary bytes -- dnspython reads the same way
+(a reply to this query, that rcode, those Extended DNS Errors; the same answer, records
+and time to live); a reply that is not one never raises out of the socket's handler.
 """
 
 from __future__ import annotations
@@ -18,19 +19,25 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
 import dns.rrset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tlspolicy.discovery.dns import (
-    _BOGUS_EDE,
+from tlspolicy.discovery._dnswire import (
     EDNS_PAYLOAD,
-    _Channel,
-    _question_wire,
-    _Refusal,
-    _refusal,
-    _Request,
+    MAX_RECORDS,
+    Records,
+    Refusal,
+    Request,
+    plain_question,
+    question_wire,
+    read_records,
+    read_refusal,
 )
+from tlspolicy.discovery.dns import _BOGUS_EDE, DnsClient, DnsStatus, _Channel
 
 RDTYPES = ("TXT", "MX", "TLSA", "A", "AAAA", "SOA", "CNAME", "TYPE65")
 LABEL = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_",
@@ -54,7 +61,9 @@ def dnspython_query(name: str, rdtype: str, ident: int) -> bytes:
 
 
 def our_query(name: str, rdtype: str, ident: int) -> bytes:
-    request = _Request(_question_wire(name, rdtype))
+    plain = plain_question(name, rdtype)
+    request = (Request(question_wire(name, rdtype)) if plain is None
+               else Request(plain, plain=True))
     request.id = ident
     return request.wire()
 
@@ -90,7 +99,7 @@ def test_query_bytes_are_dnspythons_for_other_names(name: str, rdtype: str, iden
 
 def test_an_unknown_type_cannot_be_asked() -> None:
     try:
-        _question_wire("example.test", "NOSUCHTYPE")
+        question_wire("example.test", "NOSUCHTYPE")
     except dns.exception.DNSException:
         return
     raise AssertionError("an unknown type was written")
@@ -109,11 +118,11 @@ def dnspython_reading(data: bytes, query: dns.message.Message) -> tuple[int, tup
 
 
 @st.composite
-def replies(draw: st.DrawFn) -> tuple[_Request, dns.message.Message, bytes]:
+def replies(draw: st.DrawFn) -> tuple[Request, dns.message.Message, bytes]:
     """A query, and a reply in the shapes resolvers send (and some they should not)."""
     name = draw(PLAIN_NAMES.filter(lambda n: len(n) < 200))
     rdtype = draw(st.sampled_from(RDTYPES[:6]))
-    request = _Request(_question_wire(name, rdtype))
+    request = Request(question_wire(name, rdtype))
     query = request.message()
     reply = dns.message.make_response(query)
     reply.set_rcode(draw(st.sampled_from([dns.rcode.SERVFAIL, dns.rcode.REFUSED,
@@ -157,9 +166,9 @@ def replies(draw: st.DrawFn) -> tuple[_Request, dns.message.Message, bytes]:
 @settings(max_examples=1500, deadline=None)
 @given(replies())
 def test_what_is_read_quickly_dnspython_reads_the_same(
-        case: tuple[_Request, dns.message.Message, bytes]) -> None:
+        case: tuple[Request, dns.message.Message, bytes]) -> None:
     request, query, data = case
-    quick = _refusal(data, request)
+    quick = read_refusal(data, request)
     if quick is None:
         return
     assert dnspython_reading(data, query) == (quick.rcode, quick.errors)
@@ -169,7 +178,7 @@ def test_what_is_read_quickly_dnspython_reads_the_same(
 @settings(max_examples=300, deadline=None)
 @given(replies())
 def test_a_reply_is_taken_as_an_answer_exactly_when_dnspython_would(
-        case: tuple[_Request, dns.message.Message, bytes]) -> None:
+        case: tuple[Request, dns.message.Message, bytes]) -> None:
     request, query, data = case
     try:
         reply = dns.message.from_wire(data)
@@ -182,10 +191,10 @@ def test_a_reply_is_taken_as_an_answer_exactly_when_dnspython_would(
 @given(st.integers(0, 0xFFFF), st.binary(max_size=80))
 def test_arbitrary_bytes_are_never_read_as_something_dnspython_would_not(
         ident: int, tail: bytes) -> None:
-    request = _Request(_question_wire("example.test", "TXT"))
+    request = Request(question_wire("example.test", "TXT"))
     request.id = ident
     data = ident.to_bytes(2) + tail
-    quick = _refusal(data, request)
+    quick = read_refusal(data, request)
     if quick is not None:
         assert dnspython_reading(data, request.message()) == (quick.rcode, quick.errors)
 
@@ -193,25 +202,25 @@ def test_arbitrary_bytes_are_never_read_as_something_dnspython_would_not(
 def test_plain_refusals_are_read_without_dnspython() -> None:
     """The quick reading takes what resolvers send: SERVFAIL with a validation EDE, with
     no OPT record, with no question; REFUSED."""
-    request = _Request(_question_wire("_mta-sts.example.test", "TXT"))
+    request = Request(question_wire("_mta-sts.example.test", "TXT"))
     query = request.message()
     shapes = []
     bogus = dns.message.make_response(query)
     bogus.set_rcode(dns.rcode.SERVFAIL)
     bogus.use_edns(0, 0, 1232, options=[dns.edns.EDEOption(dns.edns.EDECode.DNSSEC_BOGUS,
                                                            "validation failure")])
-    shapes.append((bogus.to_wire(), _Refusal(2, (6,))))
+    shapes.append((bogus.to_wire(), Refusal(2, (6,))))
     bare = dns.message.make_response(query)
     bare.set_rcode(dns.rcode.SERVFAIL)
     bare.use_edns(False)
-    shapes.append((bare.to_wire(), _Refusal(2, ())))
+    shapes.append((bare.to_wire(), Refusal(2, ())))
     bare.question = []
-    shapes.append((bare.to_wire(), _Refusal(2, ())))
+    shapes.append((bare.to_wire(), Refusal(2, ())))
     refused = dns.message.make_response(query)
     refused.set_rcode(dns.rcode.REFUSED)
-    shapes.append((refused.to_wire(), _Refusal(5, ())))
+    shapes.append((refused.to_wire(), Refusal(5, ())))
     for data, expected in shapes:
-        assert _refusal(data, request) == expected
+        assert read_refusal(data, request) == expected
         assert dnspython_reading(data, query) == (expected.rcode, expected.errors)
     assert 6 in _BOGUS_EDE
 
@@ -221,20 +230,207 @@ def test_the_socket_handler_settles_every_reply_without_raising() -> None:
     or an error), and never raises out of the handler."""
     @settings(max_examples=300, deadline=None)
     @given(replies())
-    def check(case: tuple[_Request, dns.message.Message, bytes]) -> None:
+    def check(case: tuple[Request, dns.message.Message, bytes]) -> None:
         request, _, data = case
         data = request.id.to_bytes(2) + data[2:]
         loop = asyncio.new_event_loop()
         try:
             channel = _Channel()
-            future: asyncio.Future[dns.message.Message | _Refusal] = loop.create_future()
+            future: asyncio.Future[dns.message.Message | Refusal | Records] = \
+                loop.create_future()
             channel.waiting[request.id] = (request, future)
             channel.datagram_received(data, ("127.0.0.1", 53))
             if len(data) >= 2:
                 assert future.done()
                 if future.exception() is None:
-                    assert isinstance(future.result(), (dns.message.Message, _Refusal))
+                    assert isinstance(future.result(),
+                                      (dns.message.Message, Refusal, Records))
         finally:
             loop.close()
 
     check()
+
+
+# ------------------------------------------------------------------ answers with records
+
+#: Record texts per type, few enough that a reply often repeats one.
+RECORD_TEXTS = {
+    "TXT": ['"v=STSv1; id=20240101T000000;"', '"v=STSv1; id=2;"', '"v=STSv1;" " id=3;"',
+            '"v=TLSRPTv1; rua=mailto:tlsrpt@example.test"'],
+    "MX": ["10 mx1.example.test.", "20 mx2.example.test.", "10 MX1.example.test.", "0 ."],
+    "A": ["192.0.2.25", "192.0.2.26", "198.51.100.7"],
+    "AAAA": ["2001:db8::25", "2001:db8::26"],
+    "TLSA": ["3 1 1 " + "ab" * 32, "2 0 1 " + "cd" * 32, "3 1 2 " + "ef" * 64],
+    "SOA": ["ns.example.test. host.example.test. 1 2 3 4 5",
+            "ns.example.test. host.example.test. 2 2 3 4 5"],
+    "CNAME": ["target.example.test.", "other.example.test."],
+}
+TTLS = st.sampled_from([0, 1, 300, 3600, 86400, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF])
+
+
+def client(trusted: bool = True, max_ttl: int = 3600) -> DnsClient:
+    return DnsClient("127.0.0.1", 53, trusted=trusted, max_ttl=max_ttl)
+
+
+#: What may be odd about a reply in :func:`answers` (each drawn as often as "nothing").
+ODDITIES = ("cname", "other name", "other class", "other rcode", "signature", "authority",
+            "additional", "edns options", "no edns", "question upper", "no question",
+            "mutated")
+
+
+@st.composite
+def answers(draw: st.DrawFn) -> tuple[str, str, Request, bytes]:
+    """A query for a plain name, and a reply with records in the shape resolvers send,
+    with repeats and any TTL, and with up to two oddities (see :data:`ODDITIES`)."""
+    name = draw(PLAIN_NAMES.filter(lambda n: len(n) < 200))
+    rdtype = draw(st.sampled_from(list(RECORD_TEXTS)))
+    odd = set(draw(st.lists(st.sampled_from(ODDITIES), max_size=2)))
+    request = Request(question_wire(name, rdtype), plain=True)
+    request.id = draw(st.integers(0, 0xFFFF))
+    query = request.message()
+    reply = dns.message.make_response(query)
+    if draw(st.booleans()):
+        reply.flags |= dns.flags.AD
+    if draw(st.booleans()):
+        reply.flags |= dns.flags.AA
+    owner = query.question[0].name
+    rdclass = "IN"
+    if "cname" in odd:  # a CNAME first: the records are the target's
+        reply.answer.append(dns.rrset.from_text(owner, draw(TTLS), "IN", "CNAME",
+                                                "target.example.test."))
+        owner = dns.name.from_text("target.example.test.")
+    if "other name" in odd:  # records of a name not asked about (the parent, if any, is
+        # written as a pointer into the question, as the name asked is)
+        owner = (owner.parent() if len(owner) > 2
+                 else dns.name.from_text("other.example.test."))
+    if "other class" in odd and rdtype == "TXT":  # TXT reads the same in any class
+        rdclass = "CH"
+    for _ in range(draw(st.integers(1, 4))):
+        # Each its own RRset, so that a repeated record is written twice.
+        reply.answer.append(dns.rrset.from_text(
+            owner, draw(TTLS), rdclass, rdtype,
+            *draw(st.lists(st.sampled_from(RECORD_TEXTS[rdtype]), min_size=1, max_size=3))))
+    if "signature" in odd:
+        reply.answer.append(dns.rrset.from_text(
+            owner, 300, "IN", "RRSIG",
+            f"{rdtype} 13 3 300 20300101000000 20200101000000 1 example.test. AAAA"))
+    if "authority" in odd:
+        reply.authority.append(dns.rrset.from_text("example.test.", 300, "IN", "NS",
+                                                   "ns.example.test."))
+    if "additional" in odd:
+        reply.additional.append(dns.rrset.from_text("ns.example.test.", 300, "IN", "A",
+                                                    "192.0.2.53"))
+    if "no edns" in odd:
+        reply.use_edns(False)
+    elif "edns options" in odd:
+        reply.use_edns(0, 0, 1232, options=[dns.edns.EDEOption(3, "stale")])
+    else:
+        reply.use_edns(0, dns.flags.DO if draw(st.booleans()) else 0, 1232)
+    if "other rcode" in odd:  # after EDNS: BADVERS is an extended rcode
+        reply.set_rcode(draw(st.sampled_from([dns.rcode.NXDOMAIN, dns.rcode.SERVFAIL]
+                                             + ([] if "no edns" in odd
+                                                else [dns.rcode.BADVERS]))))
+    if "question upper" in odd:
+        reply.question = [dns.rrset.RRset(dns.name.from_text(name.upper()),
+                                          query.question[0].rdclass, query.question[0].rdtype)]
+    elif "no question" in odd:
+        reply.question = []
+    data = reply.to_wire(want_shuffle=False)  # the same bytes for the same draws
+    if "mutated" in odd:
+        kind = draw(st.sampled_from(["byte", "cut", "junk"]))
+        if kind == "byte":
+            at = draw(st.integers(0, len(data) - 1))
+            data = data[:at] + bytes([draw(st.integers(0, 255))]) + data[at + 1:]
+        elif kind == "cut":
+            data = data[:draw(st.integers(0, len(data) - 1))]
+        else:
+            data += draw(st.binary(min_size=1, max_size=4))
+    return name, rdtype, request, data
+
+
+def read_in_full(name: str, rdtype: str, request: Request, data: bytes,
+                 reader: DnsClient) -> object:
+    """What the client made of ``data`` through dnspython alone."""
+    reply = dns.message.from_wire(data, raise_on_truncation=True)
+    assert request.answered_by(reply, data)
+    return reader._read(name, rdtype, reply)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(answers(), st.booleans(), st.sampled_from([60, 3600, 86400]))
+def test_records_read_quickly_are_the_answer_dnspython_reads(
+        case: tuple[str, str, Request, bytes], trusted: bool, max_ttl: int) -> None:
+    name, rdtype, request, data = case
+    quick = read_records(data, request)
+    if quick is None:
+        return
+    reader = client(trusted, max_ttl)
+    answer = reader._read(name, rdtype, quick)
+    assert answer == read_in_full(name, rdtype, request, data, reader)
+    assert answer.status is DnsStatus.RECORDS and answer.records
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 0xFFFF), st.binary(max_size=120), st.sampled_from(["TXT", "MX", "A"]))
+def test_arbitrary_bytes_are_never_read_as_records_dnspython_would_not(
+        ident: int, tail: bytes, rdtype: str) -> None:
+    request = Request(question_wire("example.test", rdtype), plain=True)
+    request.id = ident
+    question = request.question
+    # The header and question a resolver's reply starts with, then anything.
+    for data in (ident.to_bytes(2) + tail,
+                 ident.to_bytes(2) + b"\x81\x80\x00\x01" + tail[:2] + b"\x00\x00"
+                 + tail[2:4] + question + tail[4:]):
+        quick = read_records(data, request)
+        if quick is not None:
+            reader = client()
+            assert reader._read("example.test", rdtype, quick) == read_in_full(
+                "example.test", rdtype, request, data, reader)
+
+
+def test_plain_answers_are_read_without_dnspython() -> None:
+    """The quick reading takes what resolvers send for a name with records: the records
+    (a repeat once), the lowest TTL (one past 2**31 - 1 counting as 0), the AD bit."""
+    request = Request(question_wire("_mta-sts.example.test", "TXT"), plain=True)
+    query = request.message()
+    reply = dns.message.make_response(query)
+    reply.flags |= dns.flags.AD
+    owner = query.question[0].name
+    reply.answer.append(dns.rrset.from_text(owner, 3600, "IN", "TXT", '"v=STSv1; id=1;"'))
+    reply.answer.append(dns.rrset.from_text(owner, 600, "IN", "TXT", '"v=STSv1; id=1;"',
+                                            '"other"'))
+    data = reply.to_wire()
+    quick = read_records(data, request)
+    assert quick is not None
+    assert [record.strings for record in quick.records] == [(b"v=STSv1; id=1;",), (b"other",)]
+    assert quick.ttl == 600 and quick.flags & dns.flags.AD
+    reader = client()
+    answer = reader._read("_mta-sts.example.test", "TXT", quick)
+    assert answer == read_in_full("_mta-sts.example.test", "TXT", request, data, reader)
+    assert (answer.secure, answer.ttl, answer.canonical) == (True, 600,
+                                                             "_mta-sts.example.test")
+    reply.answer[1].ttl = 0x80000000
+    assert read_records(reply.to_wire(), request) == Records(quick.flags, quick.records, 0)
+
+
+def test_records_are_read_quickly_only_for_a_plain_question() -> None:
+    """A name written by dnspython (IDNA, escapes) is read in full: the reply's question
+    is not the name asked, as text."""
+    request = Request(question_wire("caf\u00e9.test", "A"))
+    reply = dns.message.make_response(request.message())
+    reply.answer.append(dns.rrset.from_text(reply.question[0].name, 60, "IN", "A",
+                                            "192.0.2.1"))
+    assert read_records(reply.to_wire(), request) is None
+
+
+def test_too_many_records_are_read_in_full() -> None:
+    """An answer over the record limit fails as before, through dnspython."""
+    request = Request(question_wire("many.example.test", "A"), plain=True)
+    reply = dns.message.make_response(request.message())
+    reply.answer.append(dns.rrset.from_text_list(
+        reply.question[0].name, 60, "IN", "A",
+        [f"10.0.{n // 256}.{n % 256}" for n in range(MAX_RECORDS + 1)]))
+    data = reply.to_wire(max_size=65535)
+    assert read_records(data, request) is None
+    answer = read_in_full("many.example.test", "A", request, data, client())
+    assert answer.status is DnsStatus.FAILED  # type: ignore[attr-defined]

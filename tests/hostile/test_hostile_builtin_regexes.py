@@ -71,7 +71,7 @@ REVIEWED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
     ("tlspolicy.discovery.records", "_STS_RE"): ("match", ("v=STSv1", " ", "\t")),
     ("tlspolicy.discovery.records", "_RPT_RE"): ("match", ("v=TLSRPTv1", " ", "\t")),
     ("tlspolicy.discovery.records", "_SMART_HOST_RE"): ("fullmatch", ("[", "[a", "]", "a", "]:1")),
-    ("tlspolicy.discovery.dns", "_PLAIN_LABEL"): ("match", ("a", "-", "_", "a-", "0")),
+    ("tlspolicy.discovery._dnswire", "_PLAIN_LABEL"): ("match", ("a", "-", "_", "a-", "0")),
 }
 
 _SPOILERS = ("", "\x00", "!", "[", "]", "=", "#", " ", "\t", ".", "-", "A")

@@ -16,10 +16,9 @@ time out).  No one off the host can send from a loopback address, so the fixed s
 port gives nothing away; any other resolver gets a fresh socket (a random source port)
 per query, as before.
 
-Per query, dnspython was most of the client's CPU: a query for a plain name is written
-here (the same bytes dnspython writes), and a SERVFAIL or REFUSED reply in the plain
-shape resolvers send is read from its header, question and OPT record; every other
-reply is read by dnspython, as is every answer with records.
+Per query, dnspython was most of the client's CPU: a query for a plain name, a refusal
+and a plain answer with records are written and read without dnspython's message
+objects (:mod:`._dnswire`); every other reply is read by dnspython in full.
 """
 
 from __future__ import annotations
@@ -30,8 +29,6 @@ import enum
 import ipaddress
 import itertools
 import logging
-import re
-import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,11 +47,12 @@ try:
     import dns.flags
     import dns.message
     import dns.name
-    import dns.opcode
     import dns.query
     import dns.rcode
-    import dns.rdataclass
     import dns.rdatatype
+
+    from . import _dnswire as wire
+    from ._dnswire import MAX_RECORDS
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingDependencyError.for_extra("discovery", "dnspython", "discovery") from exc
 
@@ -62,33 +60,16 @@ __all__ = ["DnsAnswer", "DnsClient", "DnsStatus"]
 
 _log = logging.getLogger("tlspolicy.discovery")
 
-#: Answers with more records than this are treated as malformed (a stranger's zone
-#: must not make us hold or walk an unbounded list).
-MAX_RECORDS: Final = 128
 #: Answers cached at most: past it, expired ones are dropped, then the oldest tenth.
 MAX_CACHED_ANSWERS: Final = 500_000
 #: (name, type) pairs counted in :attr:`DnsClient.sent` at most: past it the oldest tenth
 #: go (a daemon asks about ever more names; the count is for tests and tools, and each
 #: pair counted holds its name, about 170 bytes).
 MAX_COUNTED: Final = 1_024
-#: EDNS payload size (the DNS flag day 2020 value); larger answers go over TCP.
-EDNS_PAYLOAD: Final = 1232
 #: Queries in flight on one UDP socket to a loopback resolver; more open another socket.
 QUERIES_PER_SOCKET: Final = 16
 #: Extended DNS Error codes that mean "DNSSEC validation failed" (RFC 8914 section 4).
 _BOGUS_EDE: Final = frozenset({1, 2, 5, 6, 7, 8, 9, 10, 11, 12})
-
-#: A query's header flags: RD, and AD (RFC 6840 section 5.7), opcode QUERY.
-_QUERY_FLAGS: Final = int(dns.flags.RD | dns.flags.AD)
-#: The OPT record every query ends with: root owner, the payload size, EDNS version 0,
-#: no flags (DO unset), no options -- what dnspython writes for ``use_edns=0``.
-_OPT_RECORD: Final = (b"\x00" + struct.pack("!HH", dns.rdatatype.OPT, EDNS_PAYLOAD)
-                      + b"\x00\x00\x00\x00" + b"\x00\x00")
-#: A label written as is: letters, digits, hyphen, underscore (no escapes, no IDNA).
-_PLAIN_LABEL: Final = re.compile(r"[A-Za-z0-9_-]{1,63}\Z")
-#: The reply codes recognised from the header alone (the lookup failed either way).
-_REFUSALS: Final = frozenset({int(dns.rcode.SERVFAIL), int(dns.rcode.REFUSED)})
-_EDE: Final = int(dns.edns.OptionType.EDE)
 
 
 class DnsStatus(enum.Enum):
@@ -160,131 +141,13 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-_RDTYPES: dict[str, int] = {}
-
-
-def _rdtype_code(rdtype: str) -> int:
-    """``rdtype``'s number (read by dnspython once per type name)."""
-    code = _RDTYPES.get(rdtype)
-    if code is None:
-        code = _RDTYPES[rdtype] = int(dns.rdatatype.from_text(rdtype))
-    return code
-
-
-def _question_wire(name: str, rdtype: str) -> bytes:
-    """The question section of a query for ``name`` / ``rdtype``: QNAME, QTYPE, QCLASS IN.
-
-    A name of plain labels is written here (building a dnspython message per query cost
-    more than the rest of the query); any other name (escapes, IDNA, the root) is
-    written by dnspython, which also rejects what cannot be asked.
-    """
-    code = _rdtype_code(rdtype)
-    labels = name.split(".")
-    if all(_PLAIN_LABEL.match(label) for label in labels):
-        qname = b"".join([bytes((len(label),)) + label.encode("ascii") for label in labels])
-        if len(qname) < 255:  # with the root label, at most 255 octets (RFC 1035 3.1)
-            return qname + b"\x00" + struct.pack("!HH", code, dns.rdataclass.IN)
-    request = dns.message.make_query(dns.name.from_text(name or "."),
-                                     dns.rdatatype.from_text(rdtype), use_edns=0,
-                                     payload=EDNS_PAYLOAD)
-    return request.to_wire()[12:-len(_OPT_RECORD)]
-
-
-class _Request:
-    """One query: its id and question section, as sent over the shared socket."""
-
-    __slots__ = ("id", "question")
-
-    def __init__(self, question: bytes) -> None:
-        self.id = dns.entropy.random_16()
-        self.question = question
-
-    def wire(self) -> bytes:
-        """The query: header, the question, the OPT record (EDNS, payload size)."""
-        return struct.pack("!HHHHHH", self.id, _QUERY_FLAGS, 1, 0, 0, 1) \
-            + self.question + _OPT_RECORD
-
-    def message(self) -> dns.message.Message:
-        """The query as a dnspython message (for TCP, and for the full question check)."""
-        return dns.message.from_wire(self.wire())
-
-    def answered_by(self, reply: dns.message.Message, data: bytes) -> bool:
-        """Whether ``reply`` (read from ``data``) answers this query: its id, opcode and
-        question (dnspython's check, unless the reply's question is ours byte for byte)."""
-        if (reply.flags & dns.flags.QR and reply.id == self.id
-                and dns.opcode.from_flags(reply.flags) == dns.opcode.QUERY
-                and len(reply.question) == 1 and data[4:6] == b"\x00\x01"
-                and data[12:12 + len(self.question)] == self.question):
-            return True
-        return self.message().is_response(reply)
-
-
-@attrs.frozen(slots=True)
-class _Refusal:
-    """A SERVFAIL or REFUSED reply, recognised without a full parse: its rcode and the
-    codes of its Extended DNS Errors."""
-
-    rcode: int
-    errors: tuple[int, ...]
-
-
-def _refusal(data: bytes, request: _Request) -> _Refusal | None:
-    """``data`` as a SERVFAIL / REFUSED reply to ``request``, when it is one in the
-    plain shape a resolver sends (header, our question or none, at most an OPT record
-    with Extended DNS Errors, nothing else); ``None`` for anything else, which dnspython
-    then reads in full.  What this accepts, dnspython would read the same way."""
-    if len(data) < 12:
-        return None
-    ident, flags, questions, answers, authority, additional = struct.unpack_from(
-        "!HHHHHH", data)
-    # QR set, opcode QUERY, TC clear (a truncated reply goes to TCP as before).
-    if (ident != request.id or flags & 0xFA00 != 0x8000 or flags & 0xF not in _REFUSALS
-            or answers or authority or questions > 1 or additional > 1):
-        return None
-    at = 12
-    if questions:
-        question = request.question
-        if data[at:at + len(question)] != question:
-            return None  # another question, or ours spelled otherwise: dnspython judges
-        at += len(question)
-    errors: list[int] = []
-    if additional:
-        # OPT: root owner, type 41, any payload size, extended rcode 0, version 0.
-        if data[at:at + 3] != b"\x00\x00\x29" or len(data) < at + 11 \
-                or data[at + 5] or data[at + 6]:
-            return None
-        end = at + 11 + int.from_bytes(data[at + 9:at + 11])
-        if end != len(data):
-            return None
-        at += 11
-        while at < end:
-            if end - at < 4:
-                return None
-            code, size = struct.unpack_from("!HH", data, at)
-            at += 4
-            if code != _EDE or size < 2 or at + size > end:
-                return None  # other options are left to dnspython
-            text = data[at + 2:at + size]
-            if text:
-                try:  # as dnspython reads it: UTF-8, maybe NUL-terminated
-                    (text[:-1] if text[-1] == 0 else text).decode("utf8")
-                except UnicodeDecodeError:
-                    return None
-            errors.append(int.from_bytes(data[at:at + 2]))
-            at += size
-    if at != len(data):
-        return None
-    return _Refusal(flags & 0xF, tuple(errors))
-
-
 class _Channel(asyncio.DatagramProtocol):
     """One connected UDP socket to the resolver, shared by the queries in flight: each
     reply goes to the query with its id, and must answer that query's question."""
 
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None
-        self.waiting: dict[int, tuple[_Request,
-                                      asyncio.Future[dns.message.Message | _Refusal]]] = {}
+        self.waiting: dict[int, tuple[wire.Request, asyncio.Future[wire.Reply]]] = {}
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -299,10 +162,11 @@ class _Channel(asyncio.DatagramProtocol):
         if future.done():
             return
         # A resolver's refusal is read from its header and question (a full parse of one
-        # was most of what a failing lookup cost); anything else is read by dnspython.
-        refusal = _refusal(data, request)
-        if refusal is not None:
-            future.set_result(refusal)
+        # was most of what a failing lookup cost), and a plain answer's records without
+        # building a message; anything else is read by dnspython.
+        quick = wire.read_refusal(data, request) or wire.read_records(data, request)
+        if quick is not None:
+            future.set_result(quick)
             return
         try:
             reply = dns.message.from_wire(data, raise_on_truncation=True)
@@ -561,7 +425,9 @@ class DnsClient:
 
     async def _ask(self, name: str, rdtype: str) -> DnsAnswer:
         try:
-            request = _Request(_question_wire(name, rdtype))
+            plain = wire.plain_question(name, rdtype)
+            request = (wire.Request(wire.question_wire(name, rdtype)) if plain is None
+                       else wire.Request(plain, plain=True))
         except (dns.exception.DNSException, ValueError) as exc:
             return self._failed(name, rdtype, f"cannot query {name!r}: {exc}")
         sent = self.sent
@@ -579,7 +445,18 @@ class DnsClient:
         except (dns.exception.DNSException, OSError, TimeoutError, ValueError, EOFError) as exc:
             return self._failed(name, rdtype, f"{rdtype} {name}: {type(exc).__name__}: {exc}",
                                 unanswered=True)
-        if isinstance(response, _Refusal):
+        return self._read(name, rdtype, response)
+
+    def _read(self, name: str, rdtype: str, response: wire.Reply) -> DnsAnswer:
+        """The answer a reply to the query for ``name`` / ``rdtype`` gives (its time to
+        live not yet set)."""
+        if isinstance(response, wire.Records):
+            # ``name`` was asked in plain labels: its text is the question's (see _text).
+            return DnsAnswer(name, rdtype, DnsStatus.RECORDS,
+                             self.trusted and bool(response.flags & dns.flags.AD),
+                             response.records, name.lower(), (),
+                             max(min(response.ttl, self.max_ttl), 0))
+        if isinstance(response, wire.Refusal):
             return self._refused(name, rdtype, response.rcode,
                                  any(code in _BOGUS_EDE for code in response.errors))
         rcode = response.rcode()
@@ -611,13 +488,13 @@ class DnsClient:
         return DnsAnswer(name, rdtype, DnsStatus.RECORDS, secure, records, canonical, cnames,
                          max(ttl, 0))
 
-    async def _over_channel(self, request: _Request) -> dns.message.Message | _Refusal:
+    async def _over_channel(self, request: wire.Request) -> wire.Reply:
         """The reply over the shared UDP socket, over TCP when it comes truncated."""
         channel = await self._free_channel()
         waiting = channel.waiting
         while request.id in waiting:  # ids are random: another query in flight has it
             request.id = dns.entropy.random_16()
-        future: asyncio.Future[dns.message.Message | _Refusal] = \
+        future: asyncio.Future[wire.Reply] = \
             asyncio.get_running_loop().create_future()
         waiting[request.id] = (request, future)
         try:

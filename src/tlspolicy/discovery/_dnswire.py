@@ -1,0 +1,258 @@
+"""The DNS client's wire work without dnspython's message objects (see :mod:`.dns`).
+
+Per query, dnspython was most of the client's CPU.  A query for a plain name is written
+here (the same bytes dnspython writes); a SERVFAIL or REFUSED reply in the plain shape
+resolvers send is read from its header, question and OPT record; and a NOERROR reply
+that is only records of the question's type under the question's own name has its
+records read one by one with dnspython's record reader, without building a message.
+Every other reply is read by dnspython in full.  Each quick reading accepts only what
+dnspython would read the same way (tests/test_discovery_dns_wire.py checks that over
+generated and mutated replies).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from typing import Any, Final
+
+import attrs
+import dns.edns
+import dns.entropy
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.wire
+
+#: Answers with more records than this are treated as malformed (a stranger's zone
+#: must not make us hold or walk an unbounded list).
+MAX_RECORDS: Final = 128
+#: EDNS payload size (the DNS flag day 2020 value); larger answers go over TCP.
+EDNS_PAYLOAD: Final = 1232
+
+#: A query's header flags: RD, and AD (RFC 6840 section 5.7), opcode QUERY.
+_QUERY_FLAGS: Final = int(dns.flags.RD | dns.flags.AD)
+#: The OPT record every query ends with: root owner, the payload size, EDNS version 0,
+#: no flags (DO unset), no options -- what dnspython writes for ``use_edns=0``.
+_OPT_RECORD: Final = (b"\x00" + struct.pack("!HH", dns.rdatatype.OPT, EDNS_PAYLOAD)
+                      + b"\x00\x00\x00\x00" + b"\x00\x00")
+#: A label written as is: letters, digits, hyphen, underscore (no escapes, no IDNA).
+_PLAIN_LABEL: Final = re.compile(r"[A-Za-z0-9_-]{1,63}\Z")
+#: The reply codes recognised from the header alone (the lookup failed either way).
+_REFUSALS: Final = frozenset({int(dns.rcode.SERVFAIL), int(dns.rcode.REFUSED)})
+_EDE: Final = int(dns.edns.OptionType.EDE)
+
+
+_RDTYPES: dict[str, int] = {}
+
+
+def _rdtype_code(rdtype: str) -> int:
+    """``rdtype``'s number (read by dnspython once per type name)."""
+    code = _RDTYPES.get(rdtype)
+    if code is None:
+        code = _RDTYPES[rdtype] = int(dns.rdatatype.from_text(rdtype))
+    return code
+
+
+def plain_question(name: str, rdtype: str) -> bytes | None:
+    """The question section for ``name`` / ``rdtype`` when ``name`` is plain labels
+    (letters, digits, hyphen, underscore) short enough to ask; ``None`` otherwise."""
+    code = _rdtype_code(rdtype)
+    labels = name.split(".")
+    if all(_PLAIN_LABEL.match(label) for label in labels):
+        qname = b"".join([bytes((len(label),)) + label.encode("ascii") for label in labels])
+        if len(qname) < 255:  # with the root label, at most 255 octets (RFC 1035 3.1)
+            return qname + b"\x00" + struct.pack("!HH", code, dns.rdataclass.IN)
+    return None
+
+
+def question_wire(name: str, rdtype: str) -> bytes:
+    """The question section of a query for ``name`` / ``rdtype``: QNAME, QTYPE, QCLASS IN.
+
+    A name of plain labels is written here (building a dnspython message per query cost
+    more than the rest of the query); any other name (escapes, IDNA, the root) is
+    written by dnspython, which also rejects what cannot be asked.
+    """
+    plain = plain_question(name, rdtype)
+    if plain is not None:
+        return plain
+    request = dns.message.make_query(dns.name.from_text(name or "."),
+                                     dns.rdatatype.from_text(rdtype), use_edns=0,
+                                     payload=EDNS_PAYLOAD)
+    return request.to_wire()[12:-len(_OPT_RECORD)]
+
+
+class Request:
+    """One query: its id and question section, as sent over the shared socket.
+    ``plain`` says the question was written from plain labels (see
+    :func:`plain_question`), so that the name in a reply's question is the name asked."""
+
+    __slots__ = ("id", "plain", "question")
+
+    def __init__(self, question: bytes, *, plain: bool = False) -> None:
+        self.id = dns.entropy.random_16()
+        self.question = question
+        self.plain = plain
+
+    def wire(self) -> bytes:
+        """The query: header, the question, the OPT record (EDNS, payload size)."""
+        return struct.pack("!HHHHHH", self.id, _QUERY_FLAGS, 1, 0, 0, 1) \
+            + self.question + _OPT_RECORD
+
+    def message(self) -> dns.message.Message:
+        """The query as a dnspython message (for TCP, and for the full question check)."""
+        return dns.message.from_wire(self.wire())
+
+    def answered_by(self, reply: dns.message.Message, data: bytes) -> bool:
+        """Whether ``reply`` (read from ``data``) answers this query: its id, opcode and
+        question (dnspython's check, unless the reply's question is ours byte for byte)."""
+        if (reply.flags & dns.flags.QR and reply.id == self.id
+                and dns.opcode.from_flags(reply.flags) == dns.opcode.QUERY
+                and len(reply.question) == 1 and data[4:6] == b"\x00\x01"
+                and data[12:12 + len(self.question)] == self.question):
+            return True
+        return self.message().is_response(reply)
+
+
+@attrs.frozen(slots=True)
+class Refusal:
+    """A SERVFAIL or REFUSED reply, recognised without a full parse: its rcode and the
+    codes of its Extended DNS Errors."""
+
+    rcode: int
+    errors: tuple[int, ...]
+
+
+def read_refusal(data: bytes, request: Request) -> Refusal | None:
+    """``data`` as a SERVFAIL / REFUSED reply to ``request``, when it is one in the
+    plain shape a resolver sends (header, our question or none, at most an OPT record
+    with Extended DNS Errors, nothing else); ``None`` for anything else, which dnspython
+    then reads in full.  What this accepts, dnspython would read the same way."""
+    if len(data) < 12:
+        return None
+    ident, flags, questions, answers, authority, additional = struct.unpack_from(
+        "!HHHHHH", data)
+    # QR set, opcode QUERY, TC clear (a truncated reply goes to TCP as before).
+    if (ident != request.id or flags & 0xFA00 != 0x8000 or flags & 0xF not in _REFUSALS
+            or answers or authority or questions > 1 or additional > 1):
+        return None
+    at = 12
+    if questions:
+        question = request.question
+        if data[at:at + len(question)] != question:
+            return None  # another question, or ours spelled otherwise: dnspython judges
+        at += len(question)
+    errors: list[int] = []
+    if additional:
+        # OPT: root owner, type 41, any payload size, extended rcode 0, version 0.
+        if data[at:at + 3] != b"\x00\x00\x29" or len(data) < at + 11 \
+                or data[at + 5] or data[at + 6]:
+            return None
+        end = at + 11 + int.from_bytes(data[at + 9:at + 11])
+        if end != len(data):
+            return None
+        at += 11
+        while at < end:
+            if end - at < 4:
+                return None
+            code, size = struct.unpack_from("!HH", data, at)
+            at += 4
+            if code != _EDE or size < 2 or at + size > end:
+                return None  # other options are left to dnspython
+            text = data[at + 2:at + size]
+            if text:
+                try:  # as dnspython reads it: UTF-8, maybe NUL-terminated
+                    (text[:-1] if text[-1] == 0 else text).decode("utf8")
+                except UnicodeDecodeError:
+                    return None
+            errors.append(int.from_bytes(data[at:at + 2]))
+            at += size
+    if at != len(data):
+        return None
+    return Refusal(flags & 0xF, tuple(errors))
+
+
+@attrs.frozen(slots=True)
+class Records:
+    """A NOERROR reply holding only records of the question's type under the question's
+    name, recognised without a full parse: its header flags, the records (a repeated
+    record once, as dnspython keeps it) and their lowest TTL."""
+
+    flags: int
+    records: tuple[Any, ...]
+    ttl: int
+
+
+#: The types whose records :func:`read_records` reads (dnspython treats none of them
+#: specially in an answer: no singleton, no signature).
+_RECORD_TYPES: Final = frozenset(int(dns.rdatatype.from_text(rdtype))
+                                 for rdtype in ("TXT", "MX", "A", "AAAA", "TLSA"))
+#: An answer record's owner as resolvers write it: a pointer to the question's name.
+_QUESTION_POINTER: Final = b"\xc0\x0c"
+#: The most a TTL may be; a larger one counts as 0 (RFC 2181 section 8), as dnspython reads it.
+_MAX_TTL: Final = 0x7FFFFFFF
+
+
+def read_records(data: bytes, request: Request) -> Records | None:
+    """``data`` as a NOERROR reply to ``request`` with records, when it has the plain
+    shape a resolver sends for a name that exists without a CNAME: our question, answer
+    records owned by a pointer to it, of its type and class, no authority, at most an OPT
+    record without options; ``None`` for anything else, which dnspython then reads in full.
+    The records themselves are read by dnspython.  What this accepts, dnspython would read
+    the same way."""
+    if len(data) < 12 or not request.plain:
+        return None
+    ident, flags, questions, answers, authority, additional = struct.unpack_from(
+        "!HHHHHH", data)
+    # QR set, opcode QUERY, TC clear, rcode NOERROR.
+    if (ident != request.id or flags & 0xFA0F != 0x8000 or questions != 1 or not answers
+            or answers > MAX_RECORDS or authority or additional > 1):
+        return None
+    question = request.question
+    at = 12 + len(question)
+    if data[12:at] != question:
+        return None
+    rdtype = int.from_bytes(question[-4:-2])
+    if rdtype not in _RECORD_TYPES:
+        return None
+    parser = dns.wire.Parser(data)
+    found: dict[Any, None] = {}
+    ttl = _MAX_TTL
+    end = len(data)
+    try:
+        for _ in range(answers):
+            if data[at:at + 2] != _QUESTION_POINTER or end < at + 12:
+                return None
+            kind, rdclass, life, size = struct.unpack_from("!HHIH", data, at + 2)
+            if kind != rdtype or rdclass != dns.rdataclass.IN:
+                return None
+            at += 12
+            parser.seek(at)
+            with parser.restrict_to(size):
+                record = dns.rdata.from_wire_parser(
+                    dns.rdataclass.IN, rdtype,  # type: ignore[arg-type]
+                    parser)
+            at += size
+            ttl = min(ttl, life if life <= _MAX_TTL else 0)
+            found.setdefault(record)
+    except Exception:  # malformed: dnspython reads it again and says why
+        return None
+    if additional:
+        # OPT: root owner, type 41, any payload size, extended rcode 0, version 0, no options.
+        if (data[at:at + 3] != b"\x00\x00\x29" or end != at + 11 or data[at + 5]
+                or data[at + 6] or data[at + 9:at + 11] != b"\x00\x00"):
+            return None
+        at += 11
+    if at != end:
+        return None
+    return Records(flags, tuple(found), ttl)
+
+
+#: What a query's reply is read as: a refusal or plain records read quickly, or
+#: dnspython's message.
+Reply = dns.message.Message | Refusal | Records
