@@ -280,7 +280,8 @@ class _Fetching:
     @staticmethod
     async def _sts(task: asyncio.Task[StsState], timeout: float) -> StsState | None:
         try:
-            return await asyncio.wait_for(asyncio.shield(task), timeout)
+            async with asyncio.timeout(timeout):  # cheaper than wait_for on Python 3.11
+                return await asyncio.shield(task)
         except TimeoutError:
             return None  # not known by the deadline
 

@@ -514,7 +514,10 @@ class SocketmapServer:
     async def _await_answer(self, name: str, key: str,
                             pending: Awaitable[SocketmapReply]) -> SocketmapReply:
         try:
-            reply = await asyncio.wait_for(pending, self.answer_timeout)
+            # A timeout scope, not wait_for: on Python 3.11 wait_for runs the lookup as a
+            # task of its own, a second task for every answer.
+            async with asyncio.timeout(self.answer_timeout):
+                reply = await pending
         except TlsPolicyError as exc:
             return self._checked(name, key, _safe_perm(str(exc)))
         except TimeoutError:
