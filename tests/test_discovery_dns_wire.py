@@ -32,12 +32,12 @@ from tlspolicy.discovery._dnswire import (
     Records,
     Refusal,
     Request,
-    plain_question,
     question_wire,
     read_records,
     read_refusal,
+    request_for,
 )
-from tlspolicy.discovery.dns import _BOGUS_EDE, DnsClient, DnsStatus, _Channel
+from tlspolicy.discovery.dns import _BOGUS_EDE, DnsAnswer, DnsClient, DnsStatus, _Channel
 
 RDTYPES = ("TXT", "MX", "TLSA", "A", "AAAA", "SOA", "CNAME", "TYPE65")
 LABEL = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_",
@@ -61,9 +61,7 @@ def dnspython_query(name: str, rdtype: str, ident: int) -> bytes:
 
 
 def our_query(name: str, rdtype: str, ident: int) -> bytes:
-    plain = plain_question(name, rdtype)
-    request = (Request(question_wire(name, rdtype)) if plain is None
-               else Request(plain, plain=True))
+    request = request_for(name, rdtype)
     request.id = ident
     return request.wire()
 
@@ -323,7 +321,8 @@ def answers(draw: st.DrawFn) -> tuple[str, str, Request, bytes]:
     if "no edns" in odd:
         reply.use_edns(False)
     elif "edns options" in odd:
-        reply.use_edns(0, 0, 1232, options=[dns.edns.EDEOption(3, "stale")])
+        reply.use_edns(0, 0, 1232, options=[dns.edns.EDEOption(dns.edns.EDECode.STALE_ANSWER,
+                                                            "stale")])
     else:
         reply.use_edns(0, dns.flags.DO if draw(st.booleans()) else 0, 1232)
     if "other rcode" in odd:  # after EDNS: BADVERS is an extended rcode
@@ -349,7 +348,7 @@ def answers(draw: st.DrawFn) -> tuple[str, str, Request, bytes]:
 
 
 def read_in_full(name: str, rdtype: str, request: Request, data: bytes,
-                 reader: DnsClient) -> object:
+                 reader: DnsClient) -> DnsAnswer:
     """What the client made of ``data`` through dnspython alone."""
     reply = dns.message.from_wire(data, raise_on_truncation=True)
     assert request.answered_by(reply, data)
@@ -433,4 +432,4 @@ def test_too_many_records_are_read_in_full() -> None:
     data = reply.to_wire(max_size=65535)
     assert read_records(data, request) is None
     answer = read_in_full("many.example.test", "A", request, data, client())
-    assert answer.status is DnsStatus.FAILED  # type: ignore[attr-defined]
+    assert answer.status is DnsStatus.FAILED

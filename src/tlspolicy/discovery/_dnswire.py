@@ -79,8 +79,10 @@ def question_wire(name: str, rdtype: str) -> bytes:
     written by dnspython, which also rejects what cannot be asked.
     """
     plain = plain_question(name, rdtype)
-    if plain is not None:
-        return plain
+    return plain if plain is not None else _dnspython_question(name, rdtype)
+
+
+def _dnspython_question(name: str, rdtype: str) -> bytes:
     request = dns.message.make_query(dns.name.from_text(name or "."),
                                      dns.rdatatype.from_text(rdtype), use_edns=0,
                                      payload=EDNS_PAYLOAD)
@@ -117,6 +119,15 @@ class Request:
                 and data[12:12 + len(self.question)] == self.question):
             return True
         return self.message().is_response(reply)
+
+
+def request_for(name: str, rdtype: str) -> Request:
+    """A query for ``name`` / ``rdtype``, marked plain when its question was written
+    from plain labels (see :func:`question_wire`, which raises for what cannot be asked)."""
+    plain = plain_question(name, rdtype)
+    if plain is not None:
+        return Request(plain, plain=True)
+    return Request(_dnspython_question(name, rdtype))
 
 
 @attrs.frozen(slots=True)

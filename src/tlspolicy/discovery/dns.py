@@ -425,9 +425,7 @@ class DnsClient:
 
     async def _ask(self, name: str, rdtype: str) -> DnsAnswer:
         try:
-            plain = wire.plain_question(name, rdtype)
-            request = (wire.Request(wire.question_wire(name, rdtype)) if plain is None
-                       else wire.Request(plain, plain=True))
+            request = wire.request_for(name, rdtype)
         except (dns.exception.DNSException, ValueError) as exc:
             return self._failed(name, rdtype, f"cannot query {name!r}: {exc}")
         sent = self.sent
