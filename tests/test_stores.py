@@ -170,6 +170,73 @@ def test_sqlite_survives_restart(tmp_path: Path) -> None:
     assert asyncio.run(read()) == b"kept"
 
 
+def test_sqlite_reads_see_every_write_made_before_them(tmp_path: Path) -> None:
+    # Reads run on the event loop's thread on a connection of their own, writes on the
+    # worker's: each read sees what was written before it, never an older snapshot.
+    async def main() -> list[bytes | None]:
+        store = SqliteStore(tmp_path / "cache.sqlite3")
+        seen: list[bytes | None] = []
+        try:
+            for i in range(5):
+                await store.set("t", "k", str(i).encode(), expires_at=None)
+                entry = await store.get("t", "k")
+                seen.append(None if entry is None else entry.value)
+            await store.delete("t", "k")
+            seen.append(None if (entry := await store.get("t", "k")) is None else entry.value)
+            assert store._reader is not None and not store._reader.in_transaction
+        finally:
+            await store.close()
+        return seen
+
+    assert asyncio.run(main()) == [b"0", b"1", b"2", b"3", b"4", None]
+
+
+def test_sqlite_read_of_a_damaged_file_is_a_store_error(tmp_path: Path) -> None:
+    # A read that fails on the calling thread's connection goes to the worker, which
+    # reports it as every operation does: a StoreError naming the file, never sqlite3's.
+    import sqlite3
+
+    path = tmp_path / "cache.sqlite3"
+
+    async def main() -> None:
+        store = SqliteStore(path)
+        try:
+            await store.set("t", "k", b"v", expires_at=None)
+            assert (await store.get("t", "k")) is not None
+            other = sqlite3.connect(path, isolation_level=None)
+            other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            other.close()
+            with open(path, "r+b") as handle:
+                handle.write(b"not a database at all" * 5)
+            with pytest.raises(StoreError, match=r"cache\.sqlite3: file is not a database"):
+                await store.get("t", "k")
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_sqlite_store_read_from_a_second_thread(tmp_path: Path) -> None:
+    # One read connection serves one thread; a second thread's reads go to the worker.
+    import threading
+
+    store = SqliteStore(tmp_path / "cache.sqlite3")
+    results: list[bytes | None] = []
+
+    async def read(value: bytes) -> None:
+        await store.set("t", "k", value, expires_at=None)
+        entry = await store.get("t", "k")
+        results.append(None if entry is None else entry.value)
+
+    asyncio.run(read(b"first"))
+    thread = threading.Thread(target=lambda: asyncio.run(read(b"second")))
+    thread.start()
+    thread.join(30)
+    asyncio.run(read(b"third"))
+    asyncio.run(store.close())
+    assert results == [b"first", b"second", b"third"]
+
+
 _HOLD_AND_DIE = """
 import asyncio, sys
 sys.path[:0] = {paths!r}

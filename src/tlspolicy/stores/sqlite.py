@@ -1,10 +1,16 @@
 """SQLite store: one file on disk, survives restarts, shared by processes on one host.
 
-The standard library's ``sqlite3`` runs on one private worker thread per store,
-so the event loop never waits on disk, and every operation on one connection is
-serialised without a lock of our own.  The database is in WAL mode with a busy
-timeout, so several processes on the host can share the file; the lock table
-gives them single-flight (``BEGIN IMMEDIATE`` makes take-or-refuse atomic).
+The standard library's ``sqlite3`` runs every write on one private worker thread per
+store, so the event loop never waits on a commit or a checkpoint, and every write on
+that connection is serialised without a lock of our own.  A read of one entry
+(:meth:`SqliteStore.get`) runs on the calling thread instead, on a read-only
+connection of its own that never waits for a lock: in WAL mode a reader needs none, a
+row read from a file in the page cache takes a few microseconds, and a trip to the
+worker thread and back costs ten to forty times that.  When the file is busy, or the
+read fails, the read goes to the worker thread, which waits and reports as every other
+operation does.  The database is in WAL mode with a busy timeout, so several processes
+on the host can share the file; the lock table gives them single-flight (``BEGIN
+IMMEDIATE`` makes take-or-refuse atomic).
 """
 
 from __future__ import annotations
@@ -14,10 +20,11 @@ import concurrent.futures
 import contextlib
 import functools
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from .base import StoreEntry, StoreError, StoreUnavailableError, check_name
 
@@ -39,6 +46,9 @@ CREATE TABLE IF NOT EXISTS locks (
     expires_at REAL NOT NULL
 ) WITHOUT ROWID;
 """
+
+_GET: Final = ("SELECT value, expires_at FROM entries WHERE namespace=? AND key=? "
+               "AND (expires_at IS NULL OR expires_at > ?)")
 
 #: Entries read per batch when iterating, so a large namespace is never loaded at once.
 _BATCH = 500
@@ -68,6 +78,11 @@ class SqliteStore:
             max_workers=1, thread_name_prefix="tlspolicy-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        # The read connection of the thread that first read (the event loop's): one
+        # connection is never used by two threads at once, and another thread's reads
+        # go to the worker.
+        self._reader: sqlite3.Connection | None = None
+        self._reader_thread: int | None = None
 
     # ----------------------------------------------------------------- plumbing
 
@@ -84,6 +99,27 @@ class SqliteStore:
                 raise StoreError(f"SQLite store {self.path}: cannot open: {exc}") from None
             self._conn = conn
         return self._conn
+
+    def _reader_here(self) -> sqlite3.Connection | None:
+        """The read connection of the calling thread, or ``None`` when its reads go to
+        the worker: another thread has the read connection, the file is private to one
+        connection (``":memory:"``), or the worker has not opened it yet (its schema
+        would not be there)."""
+        reader = self._reader
+        if reader is not None:
+            return reader if self._reader_thread == threading.get_ident() else None
+        if self._conn is None or self.path in (":memory:", ""):
+            return None
+        try:
+            # timeout=0: never wait for another connection's lock on the event loop;
+            # query_only: nothing is ever written through it.
+            reader = sqlite3.connect(self.path, timeout=0, isolation_level=None,
+                                     check_same_thread=False)
+            reader.execute("PRAGMA query_only=ON")
+        except sqlite3.Error:
+            return None  # the worker's connection serves, and reports any error
+        self._reader, self._reader_thread = reader, threading.get_ident()
+        return reader
 
     async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
         if self._closed:
@@ -115,11 +151,18 @@ class SqliteStore:
         now = self._clock()
 
         def work(conn: sqlite3.Connection) -> StoreEntry | None:
-            row = conn.execute(
-                "SELECT value, expires_at FROM entries WHERE namespace=? AND key=? "
-                "AND (expires_at IS NULL OR expires_at > ?)", (namespace, key, now)).fetchone()
+            row = conn.execute(_GET, (namespace, key, now)).fetchone()
             return None if row is None else StoreEntry(namespace, key, bytes(row[0]), row[1])
 
+        reader = None if self._closed else self._reader_here()
+        if reader is not None:
+            try:
+                return work(reader)
+            except sqlite3.Error:
+                # Busy (another connection's recovery or checkpoint holds the file) or
+                # failed: the worker reads it, waiting up to busy_timeout and reporting
+                # as every operation does.
+                pass
         return await self._run(work)
 
     async def set(self, namespace: str, key: str, value: bytes, *,
@@ -278,6 +321,9 @@ class SqliteStore:
         def work(conn: sqlite3.Connection) -> None:
             conn.close()
 
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
         if self._conn is not None:
             await self._run(work)
         self._closed = True
