@@ -183,7 +183,7 @@ def test_sqlite_reads_see_every_write_made_before_them(tmp_path: Path) -> None:
                 seen.append(None if entry is None else entry.value)
             await store.delete("t", "k")
             seen.append(None if (entry := await store.get("t", "k")) is None else entry.value)
-            assert store._reader is not None and not store._reader.in_transaction
+            assert store._local is not None and not store._local.in_transaction
         finally:
             await store.close()
         return seen
@@ -214,6 +214,62 @@ def test_sqlite_read_of_a_damaged_file_is_a_store_error(tmp_path: Path) -> None:
             await store.close()
 
     asyncio.run(main())
+
+
+def test_sqlite_writes_behind_a_busy_file_keep_their_order(tmp_path: Path) -> None:
+    # Another process holds the write lock: a write does not wait on the event loop's
+    # thread but on the worker, the loop runs meanwhile, and a later write queues behind
+    # it rather than overtaking it.
+    import sqlite3
+
+    path = tmp_path / "cache.sqlite3"
+
+    async def main() -> bytes | None:
+        store = SqliteStore(path, busy_timeout=10.0)
+        try:
+            await store.set("t", "k", b"0", expires_at=None)
+            await store.set("t", "k", b"1", expires_at=None)
+            other = sqlite3.connect(path, isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            first = asyncio.create_task(store.set("t", "k", b"2", expires_at=None))
+            ticks = 0
+            for _ in range(10):
+                await asyncio.sleep(0.02)
+                ticks += 1
+            assert ticks == 10 and not first.done()
+            other.execute("ROLLBACK")
+            other.close()
+            # The file is free now, but the first write still waits on the worker (its
+            # busy handler sleeps between tries): the second must not go ahead of it.
+            second = asyncio.create_task(store.set("t", "k", b"3", expires_at=None))
+            await asyncio.wait_for(asyncio.gather(first, second), 10)
+            entry = await store.get("t", "k")
+            return None if entry is None else entry.value
+        finally:
+            await store.close()
+
+    assert asyncio.run(main()) == b"3"
+
+
+def test_sqlite_wal_stays_bounded_under_a_stream_of_writes(tmp_path: Path) -> None:
+    # Commits on the event loop's thread never checkpoint; the worker does, every few
+    # hundred commits, with writes queued behind it so that the WAL file starts over.
+    path = tmp_path / "cache.sqlite3"
+
+    async def main() -> int:
+        store = SqliteStore(path)
+        largest = 0
+        try:
+            for i in range(3000):
+                await store.set("t", f"k{i}", b"x" * 1000, expires_at=None)
+                largest = max(largest, (tmp_path / "cache.sqlite3-wal").stat().st_size)
+            assert len([e async for e in store.entries("t")]) == 3000
+        finally:
+            await store.close()
+        return largest
+
+    # Without checkpoints the WAL would hold every page written: over 12 MB here.
+    assert asyncio.run(main()) < 8 * 1024 * 1024
 
 
 def test_sqlite_store_read_from_a_second_thread(tmp_path: Path) -> None:

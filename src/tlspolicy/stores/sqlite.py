@@ -1,16 +1,18 @@
 """SQLite store: one file on disk, survives restarts, shared by processes on one host.
 
-The standard library's ``sqlite3`` runs every write on one private worker thread per
-store, so the event loop never waits on a commit or a checkpoint, and every write on
-that connection is serialised without a lock of our own.  A read of one entry
-(:meth:`SqliteStore.get`) runs on the calling thread instead, on a read-only
-connection of its own that never waits for a lock: in WAL mode a reader needs none, a
-row read from a file in the page cache takes a few microseconds, and a trip to the
-worker thread and back costs ten to forty times that.  When the file is busy, or the
-read fails, the read goes to the worker thread, which waits and reports as every other
-operation does.  The database is in WAL mode with a busy timeout, so several processes
-on the host can share the file; the lock table gives them single-flight (``BEGIN
-IMMEDIATE`` makes take-or-refuse atomic).
+Every operation on one entry or lock runs on the calling thread (the event loop's), on a
+connection of that thread's own that never waits for a lock: in WAL mode with
+``synchronous=NORMAL`` a read takes no lock and a commit writes to the operating system's
+cache without syncing, so either takes a few microseconds, where a trip to a worker thread
+and back costs ten to forty times that.  What can wait or take long runs on one private
+worker thread per store instead: the checkpoints that sync the file (every
+:data:`_CHECKPOINT_EVERY` commits made on the calling thread, which never checkpoints
+itself), bulk reads and deletes, and any operation that found the file busy (another
+process writing) or failed, which the worker runs again, waiting up to ``busy_timeout``
+and reporting as ever.  While the worker has an operation in hand, every later one joins
+its queue, so operations take effect in the order they were asked.  The database is in
+WAL mode with a busy timeout, so several processes on the host can share the file; the
+lock table gives them single-flight (``BEGIN IMMEDIATE`` makes take-or-refuse atomic).
 """
 
 from __future__ import annotations
@@ -47,6 +49,14 @@ CREATE TABLE IF NOT EXISTS locks (
 ) WITHOUT ROWID;
 """
 
+#: Commits on the calling thread's connection between two checkpoints on the worker: about
+#: the WAL size at which SQLite would checkpoint by itself (1,000 pages), at a few pages a
+#: commit.
+_CHECKPOINT_EVERY: Final = 250
+
+#: What :meth:`SqliteStore._here` returns when the operation is for the worker.
+_WORKER: Final = object()
+
 _GET: Final = ("SELECT value, expires_at FROM entries WHERE namespace=? AND key=? "
                "AND (expires_at IS NULL OR expires_at > ?)")
 
@@ -78,11 +88,16 @@ class SqliteStore:
             max_workers=1, thread_name_prefix="tlspolicy-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
-        # The read connection of the thread that first read (the event loop's): one
-        # connection is never used by two threads at once, and another thread's reads
-        # go to the worker.
-        self._reader: sqlite3.Connection | None = None
-        self._reader_thread: int | None = None
+        # The connection of the thread that first used the store (the event loop's): one
+        # connection is never used by two threads at once, and another thread's
+        # operations go to the worker.
+        self._local: sqlite3.Connection | None = None
+        self._local_thread: int | None = None
+        self._local_commits = 0
+        self._checkpoint: concurrent.futures.Future[None] | None = None
+        # Operations handed to the worker and not finished: while there are any, the
+        # next ones queue behind them (a write run here would overtake them).
+        self._worker_ops = 0
 
     # ----------------------------------------------------------------- plumbing
 
@@ -100,26 +115,80 @@ class SqliteStore:
             self._conn = conn
         return self._conn
 
-    def _reader_here(self) -> sqlite3.Connection | None:
-        """The read connection of the calling thread, or ``None`` when its reads go to
-        the worker: another thread has the read connection, the file is private to one
-        connection (``":memory:"``), or the worker has not opened it yet (its schema
-        would not be there)."""
-        reader = self._reader
-        if reader is not None:
-            return reader if self._reader_thread == threading.get_ident() else None
+    def _local_here(self) -> sqlite3.Connection | None:
+        """The calling thread's connection, or ``None`` when its operations go to the
+        worker: another thread has the connection, the file is private to one connection
+        (``":memory:"``), or the worker has not opened it yet (its schema would not be
+        there)."""
+        local = self._local
+        if local is not None:
+            return local if self._local_thread == threading.get_ident() else None
         if self._conn is None or self.path in (":memory:", ""):
             return None
         try:
-            # timeout=0: never wait for another connection's lock on the event loop;
-            # query_only: nothing is ever written through it.
-            reader = sqlite3.connect(self.path, timeout=0, isolation_level=None,
-                                     check_same_thread=False)
-            reader.execute("PRAGMA query_only=ON")
+            # timeout=0: never wait for another connection's lock on the event loop.
+            # wal_autocheckpoint=0: the checkpoints, which sync, run on the worker.
+            local = sqlite3.connect(self.path, timeout=0, isolation_level=None,
+                                    check_same_thread=False)
+            local.execute("PRAGMA synchronous=NORMAL")
+            local.execute("PRAGMA wal_autocheckpoint=0")
         except sqlite3.Error:
             return None  # the worker's connection serves, and reports any error
-        self._reader, self._reader_thread = reader, threading.get_ident()
-        return reader
+        self._local, self._local_thread = local, threading.get_ident()
+        return local
+
+    def _here(self, function: Callable[[sqlite3.Connection], _T], *,
+              writes: bool) -> _T | object:
+        """``function``'s result on the calling thread's connection, or :data:`_WORKER`
+        when the worker is to run it (see the module's docstring)."""
+        if self._closed or self._worker_ops or (
+                self._checkpoint is not None and not self._checkpoint.done()):
+            # A checkpoint catches up with the WAL only while nothing is added to it,
+            # and the next commit after it starts the WAL file from its beginning again:
+            # until it is done, operations queue behind it.
+            return _WORKER
+        local = self._local_here()
+        if local is None:
+            return _WORKER
+        try:
+            result = function(local)
+        except sqlite3.Error:
+            # Busy (another process writing, or recovering the file) or failed: nothing
+            # of it was committed, and the worker runs it again.
+            try:
+                if local.in_transaction:
+                    local.rollback()
+            except sqlite3.Error:
+                self._local = None
+                local.close()
+            return _WORKER
+        if writes:
+            self._local_commits += 1
+            if self._local_commits >= _CHECKPOINT_EVERY:
+                self._local_commits = 0
+                self._checkpoint = self._executor.submit(self._checkpoint_now)
+        return result
+
+    def _checkpoint_now(self) -> None:
+        # PASSIVE: copies what no reader still needs and waits for nobody.  A failure
+        # leaves the WAL longer until the next one; nothing is lost.
+        with contextlib.suppress(sqlite3.Error, StoreError):
+            self._connect().execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    async def _do(self, function: Callable[[sqlite3.Connection], _T], *,
+                  writes: bool) -> _T:
+        """``function`` run here, else on the worker (see the module's docstring)."""
+        result = self._here(function, writes=writes)
+        if result is not _WORKER:
+            return result  # type: ignore[return-value]
+        return await self._on_worker(function)
+
+    async def _on_worker(self, function: Callable[..., _T], *args: Any) -> _T:
+        self._worker_ops += 1
+        try:
+            return await self._run(function, *args)
+        finally:
+            self._worker_ops -= 1
 
     async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
         if self._closed:
@@ -154,16 +223,7 @@ class SqliteStore:
             row = conn.execute(_GET, (namespace, key, now)).fetchone()
             return None if row is None else StoreEntry(namespace, key, bytes(row[0]), row[1])
 
-        reader = None if self._closed else self._reader_here()
-        if reader is not None:
-            try:
-                return work(reader)
-            except sqlite3.Error:
-                # Busy (another connection's recovery or checkpoint holds the file) or
-                # failed: the worker reads it, waiting up to busy_timeout and reporting
-                # as every operation does.
-                pass
-        return await self._run(work)
+        return await self._do(work, writes=False)
 
     async def set(self, namespace: str, key: str, value: bytes, *,
                   expires_at: float | None) -> None:
@@ -176,7 +236,7 @@ class SqliteStore:
             conn.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)",
                          (namespace, key, value, expires_at))
 
-        await self._run(work)
+        await self._do(work, writes=True)
 
     async def delete(self, namespace: str, key: str) -> bool:
         """Remove one entry; whether it existed."""
@@ -187,7 +247,7 @@ class SqliteStore:
                                   (namespace, key))
             return cursor.rowcount > 0
 
-        return await self._run(work)
+        return await self._do(work, writes=True)
 
     async def purge(self, namespace: str, prefix: str = "") -> int:
         """Remove every entry of ``namespace`` whose key starts with ``prefix``."""
@@ -201,7 +261,7 @@ class SqliteStore:
             conn.execute("DELETE FROM entries WHERE expires_at <= ?", (self._clock(),))
             return cursor.rowcount
 
-        return await self._run(work)
+        return await self._on_worker(work)
 
     async def entries(self, namespace: str, prefix: str = "") -> AsyncIterator[StoreEntry]:
         """The unexpired entries of ``namespace`` under ``prefix``, in key order."""
@@ -219,7 +279,7 @@ class SqliteStore:
                     "AND (expires_at IS NULL OR expires_at > ?) ORDER BY key LIMIT ?",
                     (namespace, _like_prefix(prefix), after, first, now, _BATCH)).fetchall()
 
-            rows = await self._run(work)
+            rows = await self._on_worker(work)
             for key, value, expires_at in rows:
                 yield StoreEntry(namespace, key, bytes(value), expires_at)
             if len(rows) < _BATCH:
@@ -249,7 +309,7 @@ class SqliteStore:
             conn.execute("COMMIT")
             return True
 
-        return await self._run(work)
+        return await self._do(work, writes=True)
 
     async def acquire_get(self, name: str, owner: str, ttl: float, namespace: str,
                           key: str) -> tuple[bool, StoreEntry | None]:
@@ -278,7 +338,7 @@ class SqliteStore:
                                                           found[1])
             return held, entry
 
-        return await self._run(work)
+        return await self._do(work, writes=True)
 
     async def set_release(self, namespace: str, key: str, value: bytes, *,
                           expires_at: float | None, name: str, owner: str) -> None:
@@ -297,7 +357,7 @@ class SqliteStore:
             check_name(namespace, key)
             if not isinstance(value, bytes):
                 raise StoreError(f"store values are bytes, not {type(value).__name__}")
-            await self._run(work)
+            await self._do(work, writes=True)
         except StoreError:
             # The write failed: the lock is given back all the same, as release would.
             with contextlib.suppress(StoreError):
@@ -311,7 +371,7 @@ class SqliteStore:
         def work(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM locks WHERE name=? AND owner=?", (name, owner))
 
-        await self._run(work)
+        await self._do(work, writes=True)
 
     async def close(self) -> None:
         """Close the database and stop the worker thread."""
@@ -321,10 +381,10 @@ class SqliteStore:
         def work(conn: sqlite3.Connection) -> None:
             conn.close()
 
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.close()
+        local, self._local = self._local, None
+        if local is not None:
+            local.close()
         if self._conn is not None:
-            await self._run(work)
+            await self._on_worker(work)  # what is queued before it runs first
         self._closed = True
         self._executor.shutdown(wait=False)
