@@ -142,6 +142,49 @@ def test_evicted_states_are_read_back_from_the_store(tmp_path: Path) -> None:
     run(main)
 
 
+def test_an_evicted_state_is_read_back_at_once_when_the_store_can(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # sts_stored: the answer path's read of a state not held, without awaiting, when the
+    # store reads it at once (a SQLite file on this thread); a state due for a check,
+    # none stored, or a corrupt entry is left to the awaited sts_state, which reports.
+    names = [f"d{n}.example" for n in range(4)]
+
+    async def main() -> None:
+        clock = Clock()
+        store = await _seeded(tmp_path, clock, names)
+        await seed(store, "due.example", enforce("due.example"), fetched_at=clock.now - 100,
+                   policy_id="id1", next_check=clock.now - 1)
+        await store.set("mta-sts", "corrupt.example", b"{not json", expires_at=None)
+        d = _offline(store, clock, 2)
+        try:
+            await d.sts_state(names[0])  # the store's file is open: reads run here now
+            held = d.sts_stored(names[1])
+            assert held is not None and held.state == "policy"
+            assert held == await d.sts_state(names[1])
+            assert list(d._memory) == [names[0], names[1]]
+            assert d.sts_cached(names[1]) is held
+            assert d.sts_stored("due.example") is None
+            assert d.sts_stored("absent.example") is None
+            with caplog.at_level("WARNING", logger="tlspolicy.discovery"):
+                assert d.sts_stored("corrupt.example") is None
+                assert not caplog.records
+            # Not read at once: a private in-memory database is read by its worker only.
+            memory_store = SqliteStore(":memory:")
+            other = _offline(memory_store, clock, 2)
+            await seed(memory_store, names[2], enforce(names[2]),
+                       fetched_at=clock.now - 100, policy_id="id1",
+                       next_check=clock.now + 3600)
+            assert other.sts_stored(names[2]) is None
+            assert (await other.sts_state(names[2])).state == "policy"
+            await other.close()
+            await memory_store.close()
+        finally:
+            await d.close()
+            await store.close()
+
+    run(main)
+
+
 def test_a_proactive_refresh_of_an_evicted_fresh_state_does_not_churn_memory(
         tmp_path: Path) -> None:
     names = [f"d{n}.example" for n in range(4)]

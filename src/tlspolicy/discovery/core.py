@@ -24,12 +24,14 @@ from ..policies.mtasts import (
 )
 from ..policies.ststate import aware, needs_check
 from ..stores import (
+    NOT_READ,
     SqliteStore,
     Store,
     StoreEntry,
     StoreError,
     acquire_get,
     dumps_json,
+    get_now,
     redis_with_mirror,
     set_release,
 )
@@ -49,25 +51,22 @@ from .models import (
     TlsRptRecord,
 )
 from .records import mx_lookup, next_hop, sts_record, tlsrpt_record
-from .stscache import POLICY_NAMESPACE, decode_state, encode_state
+from .stscache import (
+    POLICY_NAMESPACE,
+    StateDecoder,
+    decode_state,
+    encode_state,
+    mirror_enforce_policies,
+)
 from .trust import OUTCOME_LOGGER, ResolverTrust
 
-__all__ = ["OUTCOME_LOGGER", "POLICY_NAMESPACE", "Discovery", "mirror_enforce_policies",
-           "redis_cache"]
+__all__ = ["OUTCOME_LOGGER", "POLICY_NAMESPACE", "Discovery", "redis_cache"]
 
 _log = logging.getLogger("tlspolicy.discovery")
 _outcome_log = logging.getLogger(OUTCOME_LOGGER)
-#: Decoded store entries kept for their next read (see Discovery._decoded).
-_DECODED_KEPT: Final = 1024
 #: Background policy checks in flight at most (see Discovery.max_background_checks): as
 #: many as the DNS client lets queries run at once, past which a check would only wait.
 MAX_BACKGROUND_CHECKS: Final = 256
-
-
-def mirror_enforce_policies(namespace: str, key: str, value: bytes) -> bool:
-    """The ``mirror_when`` for :class:`~tlspolicy.stores.MirroredStore`: unexpired enforce
-    MTA-STS policies go to the local mirror."""
-    return namespace == POLICY_NAMESPACE and b'"enforce":true' in value
 
 
 class Discovery(ResolverTrust):
@@ -128,9 +127,7 @@ class Discovery(ResolverTrust):
         self._refreshing: dict[str, asyncio.Task[StsState]] = {}
         # Domains whose latest cache read failed (the store is down): see sts_state.
         self._unreadable: set[str] = set()
-        # The latest entries decoded, with their states: the refresh that a read starts
-        # reads the same bytes back under its lock, and need not decode them again.
-        self._decoded_last: dict[str, tuple[bytes, StsState]] = {}
+        self._decode = StateDecoder(self._share)
         self._background: set[asyncio.Task[Any]] = set()
         #: Checks nobody waits for (a due check of a policy in force, a proactive refresh)
         #: in flight at most; past it a lookup answers with the policy in force and leaves
@@ -247,6 +244,20 @@ class Discovery(ResolverTrust):
             return state
         return None
 
+    def sts_stored(self, name: str) -> StsState | None:
+        """:meth:`sts_cached` for a state not held: read from the store if it can be at
+        once (:func:`~tlspolicy.stores.get_now`), and then held; else ``None``."""
+        entry = get_now(self.store, POLICY_NAMESPACE, name)
+        if entry is NOT_READ or entry is None:
+            return None
+        state = self._decoded(name, entry, report=False)
+        if state is None or needs_check(state, self._clock()):
+            return None
+        self._remember(name, state)
+        self._memory.touch(name)
+        self.observer.cache_lookup("hit")
+        return state
+
     async def tlsa(self, host: str, port: int = 25) -> TlsaLookup:
         """The TLSA lookup of one MX host (RFC 7672 section 2.2, SEMANTICS 10).
 
@@ -280,30 +291,28 @@ class Discovery(ResolverTrust):
         try:
             entry = await self.store.get(POLICY_NAMESPACE, domain)
         except StoreError as exc:
-            _log.warning("MTA-STS cache read for %s failed: %s", domain, exc)
-            if len(self._unreadable) < 100_000:
-                self._unreadable.add(domain)
+            self._unreadable_entry(domain, exc)
             return None
         return self._decoded(domain, entry)
 
-    def _decoded(self, domain: str, entry: StoreEntry | None) -> StsState | None:
-        """The state in an entry read from the store (``None``: none stored, or corrupt)."""
-        try:
+    def _unreadable_entry(self, domain: str, exc: StoreError) -> None:
+        _log.warning("MTA-STS cache read for %s failed: %s", domain, exc)
+        if len(self._unreadable) < 100_000:
+            self._unreadable.add(domain)
+
+    def _decoded(self, domain: str, entry: StoreEntry | None, *,
+                 report: bool = True) -> StsState | None:
+        """The state in an entry read from the store (``None``: none stored, or corrupt;
+        without ``report``, a corrupt one is left for the awaited read to report)."""
+        if report:
             self._unreadable.discard(domain)
-            if entry is None:
-                return None
-            last = self._decoded_last.pop(domain, None)
-            if last is not None and last[0] == entry.value:
-                return last[1]
-            state = decode_state(domain, entry.value, self._share)
-            if len(self._decoded_last) >= _DECODED_KEPT:
-                self._decoded_last.clear()
-            self._decoded_last[domain] = (entry.value, state)
-            return state
+        if entry is None:
+            return None
+        try:
+            return self._decode(domain, entry.value)
         except StoreError as exc:
-            _log.warning("MTA-STS cache read for %s failed: %s", domain, exc)
-            if len(self._unreadable) < 100_000:
-                self._unreadable.add(domain)
+            if report:
+                self._unreadable_entry(domain, exc)
             return None
 
     def _remember(self, name: str, state: StsState) -> None:

@@ -1,5 +1,6 @@
 """The MTA-STS cache's entries in a store: one JSON record per policy domain under
-:data:`POLICY_NAMESPACE`, written and read back."""
+:data:`POLICY_NAMESPACE`, written and read back, and which of them a fleet's
+store mirrors locally."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ from ..policies.mtasts import CachedMtaStsPolicy, FetchOutcome, StsMode, parse_p
 from ..policies.ststate import StsState, aware
 from .memory import Sharing
 
-__all__ = ["POLICY_NAMESPACE", "decode_state", "encode_state"]
+__all__ = ["DECODED_KEPT", "POLICY_NAMESPACE", "StateDecoder", "decode_state", "encode_state",
+           "mirror_enforce_policies"]
 
 #: Store namespace of the MTA-STS cache (one entry per policy domain).
 POLICY_NAMESPACE: Final = "mta-sts"
 _RECORD_VERSION: Final = 1
+#: Decoded entries a :class:`StateDecoder` keeps for their next read.
+DECODED_KEPT: Final = 1024
 
 
 def encode_state(state: StsState) -> dict[str, Any]:
@@ -64,4 +68,34 @@ def decode_state(domain: str, data: bytes, share: Sharing | None = None) -> StsS
                         None if value["retry_at"] is None else float(value["retry_at"]))
     except (KeyError, TypeError, ValueError, PolicyInputError) as exc:
         raise StoreError(f"MTA-STS cache entry for {domain} is corrupt: {exc}") from None
+
+
+class StateDecoder:
+    """:func:`decode_state` with ``share``, keeping the latest states decoded (up to
+    :data:`DECODED_KEPT`) each for one more read of the same bytes: the refresh that a
+    read starts reads the entry back under its lock, and need not decode it again."""
+
+    __slots__ = ("_last", "_share")
+
+    def __init__(self, share: Sharing) -> None:
+        self._share = share
+        self._last: dict[str, tuple[bytes, StsState]] = {}
+
+    def __call__(self, domain: str, data: bytes) -> StsState:
+        """The state stored for ``domain``; :class:`~tlspolicy.errors.StoreError` when
+        corrupt."""
+        last = self._last.pop(domain, None)
+        if last is not None and last[0] == data:
+            return last[1]
+        state = decode_state(domain, data, self._share)
+        if len(self._last) >= DECODED_KEPT:
+            self._last.clear()
+        self._last[domain] = (data, state)
+        return state
+
+
+def mirror_enforce_policies(namespace: str, key: str, value: bytes) -> bool:
+    """The ``mirror_when`` for :class:`~tlspolicy.stores.MirroredStore`: unexpired enforce
+    MTA-STS policies go to the local mirror."""
+    return namespace == POLICY_NAMESPACE and b'"enforce":true' in value
 

@@ -172,15 +172,18 @@ class _Fetching:
             last.popitem(last=False)
 
     def _from_memory(self, parsed: PostfixKey, values: _Values) -> _Inputs | None:
-        """The inputs from what discovery holds in memory, or ``None`` when anything
-        needed is not held (the query then takes the awaited path)."""
+        """The inputs from what discovery holds in memory or its store reads at once,
+        or ``None`` when anything needed is not there (the query then takes the awaited
+        path)."""
         discovery = self.discovery
         domain = parsed.domain
         sts: StsState | None = None
         if values.sts_on:  # MTA-STS off: never consulted (nor refreshed)
             sts = discovery.sts_cached(domain)
             if sts is None:
-                return None
+                sts = discovery.sts_stored(domain)
+                if sts is None:
+                    return None
         port = parsed.port or 25
         tlsa: dict[str, TlsaLookup | None] = {}
         dnssec = discovery.dnssec and values.dane_on

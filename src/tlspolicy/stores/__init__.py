@@ -19,12 +19,15 @@ encode values (:func:`dumps_json` / :func:`loads_json` for JSON).
 from __future__ import annotations
 
 from .base import (
+    NOT_READ,
+    NotRead,
     Store,
     StoreEntry,
     StoreError,
     StoreUnavailableError,
     acquire_get,
     dumps_json,
+    get_now,
     loads_json,
     set_release,
 )
@@ -33,7 +36,9 @@ from .mirrored import MirroredStore
 from .sqlite import SqliteStore
 
 __all__ = [
+    "NOT_READ",
     "MirroredStore",
+    "NotRead",
     "SqliteStore",
     "Store",
     "StoreEntry",
@@ -41,6 +46,7 @@ __all__ = [
     "StoreUnavailableError",
     "acquire_get",
     "dumps_json",
+    "get_now",
     "loads_json",
     "redis_with_mirror",
     "set_release",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 from collections.abc import AsyncIterator
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 import attrs
 
@@ -16,6 +17,8 @@ from ..errors import StoreError, StoreUnavailableError
 __all__ = [
     "MAX_KEY_LENGTH",
     "MAX_NAMESPACE_LENGTH",
+    "NOT_READ",
+    "NotRead",
     "Store",
     "StoreEntry",
     "StoreError",
@@ -23,6 +26,7 @@ __all__ = [
     "acquire_get",
     "check_name",
     "dumps_json",
+    "get_now",
     "loads_json",
     "set_release",
 ]
@@ -96,6 +100,28 @@ class Store(Protocol):
 # The two combined operations below are optional for a backend: one that has them does
 # each in one transaction or round trip (a refresh under the single-flight lock then costs
 # two store operations, not four); for any other, they are the two plain calls in order.
+
+
+class NotRead(enum.Enum):
+    """The type of :data:`NOT_READ`."""
+
+    NOT_READ = "not read"
+
+
+#: What :func:`get_now` returns when the store cannot read the entry without waiting.
+NOT_READ: Final = NotRead.NOT_READ
+
+
+def get_now(store: Store, namespace: str, key: str) -> StoreEntry | NotRead | None:
+    """:meth:`Store.get` when the backend can read the entry at once on this thread
+    (a local file in the operating system's cache), else :data:`NOT_READ` without
+    waiting: then only the awaited :meth:`Store.get` reads it.  Optional for a backend
+    (a method ``get_now``); for one without it, always :data:`NOT_READ`."""
+    now: Any = getattr(store, "get_now", None)
+    if now is None:
+        return NOT_READ
+    entry: StoreEntry | NotRead | None = now(namespace, key)
+    return entry
 
 
 async def acquire_get(store: Store, name: str, owner: str, ttl: float, namespace: str,

@@ -28,7 +28,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from .base import StoreEntry, StoreError, StoreUnavailableError, check_name
+from .base import (
+    NOT_READ,
+    NotRead,
+    StoreEntry,
+    StoreError,
+    StoreUnavailableError,
+    check_name,
+)
 
 __all__ = ["SqliteStore"]
 
@@ -62,6 +69,15 @@ _GET: Final = ("SELECT value, expires_at FROM entries WHERE namespace=? AND key=
 
 #: Entries read per batch when iterating, so a large namespace is never loaded at once.
 _BATCH = 500
+
+
+def _reading(namespace: str, key: str, now: float
+             ) -> Callable[[sqlite3.Connection], StoreEntry | None]:
+    """The read of one unexpired entry, on whichever connection runs it."""
+    def work(conn: sqlite3.Connection) -> StoreEntry | None:
+        row = conn.execute(_GET, (namespace, key, now)).fetchone()
+        return None if row is None else StoreEntry(namespace, key, bytes(row[0]), row[1])
+    return work
 
 
 def _like_prefix(prefix: str) -> str:
@@ -217,13 +233,15 @@ class SqliteStore:
     async def get(self, namespace: str, key: str) -> StoreEntry | None:
         """The unexpired entry, or ``None``."""
         check_name(namespace, key)
-        now = self._clock()
+        return await self._do(_reading(namespace, key, self._clock()), writes=False)
 
-        def work(conn: sqlite3.Connection) -> StoreEntry | None:
-            row = conn.execute(_GET, (namespace, key, now)).fetchone()
-            return None if row is None else StoreEntry(namespace, key, bytes(row[0]), row[1])
-
-        return await self._do(work, writes=False)
+    def get_now(self, namespace: str, key: str) -> StoreEntry | NotRead | None:
+        """:meth:`get` when it can run now on this thread (see the module's docstring),
+        else :data:`~tlspolicy.stores.NOT_READ`: the worker has operations in hand,
+        the file is busy or private, or another thread has the connection."""
+        check_name(namespace, key)
+        result = self._here(_reading(namespace, key, self._clock()), writes=False)
+        return NOT_READ if result is _WORKER else result  # type: ignore[return-value]
 
     async def set(self, namespace: str, key: str, value: bytes, *,
                   expires_at: float | None) -> None:
