@@ -283,7 +283,7 @@ def test_a_kept_answer_does_not_keep_an_evicted_state_alive(env: Env) -> None:
     """An answer kept for reuse refers to the MTA-STS state it came from without keeping it
     alive: once the bounded memory lets the state go, it is freed at once (not when the
     answer's memo time runs out) and the answer with it, and the next answer is computed
-    again from the store."""
+    again from the store (and not kept: the state was not held)."""
     import gc
     import weakref
 
@@ -309,12 +309,19 @@ def test_a_kept_answer_does_not_keep_an_evicted_state_alive(env: Env) -> None:
             again = await ask(lookup, "ok.secure.test")
             reread = d.sts_held("ok.secure.test") is not None
             fetches = env.web.fetches("ok.secure.test")
-            return first.text, again.text, freed, reread and fetches == 1
+            # An answer from a state just read back is not kept; once the state is held,
+            # the next one is.
+            kept_then = ("default", "ok.secure.test") in lookup._held
+            await ask(lookup, "ok.secure.test")
+            kept_now = ("default", "ok.secure.test") in lookup._held
+            return (first.text, again.text, freed, reread and fetches == 1,
+                    (kept_then, kept_now))
 
-    first, again, freed, reread_not_fetched = run(main)
+    first, again, freed, reread_not_fetched, kept = run(main)
     assert first == again and first.startswith("secure")
     assert freed
     assert reread_not_fetched
+    assert kept == (False, True)
 
 
 def test_a_domain_in_use_is_held_under_one_string(env: Env) -> None:

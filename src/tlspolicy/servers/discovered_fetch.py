@@ -178,10 +178,11 @@ class _Fetching:
         discovery = self.discovery
         domain = parsed.domain
         sts: StsState | None = None
+        stored = False
         if values.sts_on:  # MTA-STS off: never consulted (nor refreshed)
             sts = discovery.sts_cached(domain)
             if sts is None:
-                sts = discovery.sts_stored(domain)
+                sts, stored = discovery.sts_stored(domain), True
                 if sts is None:
                     return None
         port = parsed.port or 25
@@ -218,9 +219,12 @@ class _Fetching:
                     until = min(until, expires)
         if values.sts_on:
             self._use(domain)
-        complete = all(t is None or t.status not in (TlsaLookupStatus.FAILED,
-                                                     TlsaLookupStatus.BOGUS)
-                       for t in tlsa.values())
+        # A state just read back from the store is kept for reuse no more than an awaited
+        # answer's: a pass over more domains than memory holds would keep answers (about
+        # 350 bytes each) that its states' eviction drops before any reuse.
+        complete = not stored and all(
+            t is None or t.status not in (TlsaLookupStatus.FAILED, TlsaLookupStatus.BOGUS)
+            for t in tlsa.values())
         return _Inputs(mx, sts, tlsa, until, complete, values.sts_on, dnssec, mx_asked)
 
     async def _fetch(self, parsed: PostfixKey, values: _Values) -> _Inputs:
