@@ -51,13 +51,7 @@ from .models import (
     TlsRptRecord,
 )
 from .records import mx_lookup, next_hop, sts_record, tlsrpt_record
-from .stscache import (
-    POLICY_NAMESPACE,
-    StateDecoder,
-    decode_state,
-    encode_state,
-    mirror_enforce_policies,
-)
+from .stscache import POLICY_NAMESPACE, StateDecoder, encode_state, mirror_enforce_policies
 from .trust import OUTCOME_LOGGER, ResolverTrust
 
 __all__ = ["OUTCOME_LOGGER", "POLICY_NAMESPACE", "Discovery", "redis_cache"]
@@ -662,9 +656,10 @@ class Discovery(ResolverTrust):
     async def cache_entries(self) -> list[StsState]:
         """Every stored MTA-STS state, by domain."""
         states = []
+        decode = StateDecoder(Sharing())  # equal policies and strings listed once
         async for entry in self.store.entries(POLICY_NAMESPACE):
             try:
-                states.append(decode_state(entry.key, entry.value))
+                states.append(decode(entry.key, entry.value))
             except StoreError as exc:
                 _log.warning("%s", exc)
         return states

@@ -18,8 +18,9 @@ a policy: which inputs exist is I/O, what they mean is the resolver's.
   the configuration alone; ``TEMP`` only when neither the MX state nor a cached
   MTA-STS state can be read.
 - Freshness: an answer is kept for reuse only when computed from complete inputs
-  that were held in memory (not awaited, nor just read back from the store), keyed by them (the MTA-STS state object, the resolver's trust epoch, the first DNS
-  TTL to run out), and dropped the moment one changes.  An answer given while the
+  that were held in memory (not awaited, nor just read back from the store), keyed by
+  them (the MTA-STS state object, the resolver's trust epoch, the first DNS TTL to run
+  out), and dropped the moment one changes.  An answer given while the
   first fetch ran is never served again after it.
 - Every answer is ready within ``deadline`` seconds (10 by default, far under
   Postfix's 100 s): what has not arrived by then counts as failed.
