@@ -251,6 +251,58 @@ def test_sqlite_writes_behind_a_busy_file_keep_their_order(tmp_path: Path) -> No
     assert asyncio.run(main()) == b"3"
 
 
+def test_sqlite_a_cancelled_operation_is_not_overtaken(tmp_path: Path) -> None:
+    # A task cancelled while the worker runs its operation (waiting out the busy timeout)
+    # does not cancel that operation: later ones must still queue behind it, or a late
+    # write and a late lock release would land after what was asked after them.
+    import sqlite3
+
+    path = tmp_path / "cache.sqlite3"
+
+    async def main() -> tuple[bytes | None, bool, bool]:
+        store = SqliteStore(path, busy_timeout=10.0)
+        try:
+            await store.set("t", "k", b"0", expires_at=None)
+            assert await store.acquire("L", "me", 60)
+            other = sqlite3.connect(path, isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            write = asyncio.create_task(store.set("t", "k", b"1", expires_at=None))
+            release = asyncio.create_task(store.release("L", "me"))
+            await asyncio.sleep(0.05)
+            write.cancel()
+            release.cancel()
+            await asyncio.gather(write, release, return_exceptions=True)
+            other.execute("ROLLBACK")
+            other.close()
+            await store.set("t", "k", b"2", expires_at=None)
+            mine = await store.acquire("L", "me", 60)
+            await store.purge("u")  # on the worker: after whatever it still had in hand
+            entry = await store.get("t", "k")
+            theirs = await store.acquire("L", "other", 60)
+            return None if entry is None else entry.value, mine, theirs
+        finally:
+            await store.close()
+
+    assert asyncio.run(main()) == (b"2", True, False)
+
+
+def test_sqlite_a_cancelled_close_still_closes(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = SqliteStore(tmp_path / "cache.sqlite3")
+        await store.set("t", "k", b"v", expires_at=None)
+        await store.set("t", "k", b"v", expires_at=None)
+        closing = asyncio.create_task(store.close())
+        await asyncio.sleep(0)
+        closing.cancel()
+        await asyncio.gather(closing, return_exceptions=True)
+        with pytest.raises(StoreError, match="closed"):
+            await store.set("t", "k", b"w", expires_at=None)
+        with pytest.raises(StoreError, match="closed"):
+            await store.get("t", "k")
+
+    asyncio.run(main())
+
+
 def test_sqlite_wal_stays_bounded_under_a_stream_of_writes(tmp_path: Path) -> None:
     # Commits on the event loop's thread never checkpoint; the worker does, every few
     # hundred commits, with writes queued behind it so that the WAL file starts over.

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import functools
 import sqlite3
 import threading
 import time
@@ -114,6 +113,7 @@ class SqliteStore:
         # Operations handed to the worker and not finished: while there are any, the
         # next ones queue behind them (a write run here would overtake them).
         self._worker_ops = 0
+        self._ops_lock = threading.Lock()
 
     # ----------------------------------------------------------------- plumbing
 
@@ -171,19 +171,26 @@ class SqliteStore:
         except sqlite3.Error:
             # Busy (another process writing, or recovering the file) or failed: nothing
             # of it was committed, and the worker runs it again.
-            try:
-                if local.in_transaction:
-                    local.rollback()
-            except sqlite3.Error:
-                self._local = None
-                local.close()
+            self._roll_back_local(local)
             return _WORKER
+        except BaseException:
+            # Not SQLite's (a value it cannot bind): nothing may stay half done.
+            self._roll_back_local(local)
+            raise
         if writes:
             self._local_commits += 1
             if self._local_commits >= _CHECKPOINT_EVERY:
                 self._local_commits = 0
                 self._checkpoint = self._executor.submit(self._checkpoint_now)
         return result
+
+    def _roll_back_local(self, local: sqlite3.Connection) -> None:
+        try:
+            if local.in_transaction:
+                local.rollback()
+        except sqlite3.Error:
+            self._local = None
+            local.close()
 
     def _checkpoint_now(self) -> None:
         # PASSIVE: copies what no reader still needs and waits for nobody.  A failure
@@ -200,18 +207,28 @@ class SqliteStore:
         return await self._on_worker(function)
 
     async def _on_worker(self, function: Callable[..., _T], *args: Any) -> _T:
-        self._worker_ops += 1
-        try:
-            return await self._run(function, *args)
-        finally:
-            self._worker_ops -= 1
-
-    async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
         if self._closed:
             raise StoreError(f"SQLite store {self.path} is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(
-            self._guarded, function, *args))
+        return await self._run(function, *args)
+
+    async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
+        # Counted until the worker is done with it, not until the awaiting task is: a task
+        # cancelled while the worker runs its operation (waiting out the busy timeout,
+        # say) must not let a later operation overtake that one on this thread.
+        with self._ops_lock:
+            self._worker_ops += 1
+        try:
+            future = self._executor.submit(self._guarded, function, *args)
+        except BaseException:
+            with self._ops_lock:
+                self._worker_ops -= 1
+            raise
+        future.add_done_callback(self._worker_done)
+        return await asyncio.wrap_future(future)
+
+    def _worker_done(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._ops_lock:
+            self._worker_ops -= 1
 
     def _guarded(self, function: Callable[..., _T], *args: Any) -> _T:
         conn = self._connect()
@@ -227,6 +244,12 @@ class SqliteStore:
             if conn.in_transaction:
                 conn.rollback()
             raise StoreError(f"SQLite store {self.path}: {exc}") from None
+        except BaseException:
+            # Not SQLite's (a value it cannot bind): nothing may stay half done.
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.rollback()
+            raise
 
     # ------------------------------------------------------------------ entries
 
@@ -399,10 +422,12 @@ class SqliteStore:
         def work(conn: sqlite3.Connection) -> None:
             conn.close()
 
+        # Closed from here on, even if this task is cancelled below: nothing reopens the
+        # local connection, and the worker's close still runs after what is queued.
+        self._closed = True
         local, self._local = self._local, None
         if local is not None:
             local.close()
         if self._conn is not None:
-            await self._on_worker(work)  # what is queued before it runs first
-        self._closed = True
+            await asyncio.shield(self._run(work))
         self._executor.shutdown(wait=False)
