@@ -145,8 +145,9 @@ def test_evicted_states_are_read_back_from_the_store(tmp_path: Path) -> None:
 def test_an_evicted_state_is_read_back_at_once_when_the_store_can(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # sts_stored: the answer path's read of a state not held, without awaiting, when the
-    # store reads it at once (a SQLite file on this thread); a state due for a check,
-    # none stored, or a corrupt entry is left to the awaited sts_state, which reports.
+    # store reads it at once (a SQLite file on this thread); a state due for a check
+    # without a policy in force, none stored, or a corrupt entry is left to the awaited
+    # sts_state, which reports.
     names = [f"d{n}.example" for n in range(4)]
 
     async def main() -> None:
@@ -163,7 +164,17 @@ def test_an_evicted_state_is_read_back_at_once_when_the_store_can(
             assert held == await d.sts_state(names[1])
             assert list(d._memory) == [names[0], names[1]]
             assert d.sts_cached(names[1]) is held
-            assert d.sts_stored("due.example") is None
+            # Due, its policy in force: the answer now, the check in the background.
+            due = d.sts_stored("due.example")
+            assert due is not None and due.cached is not None
+            assert "due.example" in d._refreshing
+            # Due without a policy in force: left to the awaited sts_state.
+            none = StsState("none.example", "none", None, FetchOutcome.OK, "", None,
+                            clock.now - 1, 0, None)
+            await store.set("mta-sts", "none.example", dumps_json(_encode(none)),
+                            expires_at=None)
+            assert d.sts_stored("none.example") is None
+            assert "none.example" not in d._refreshing
             assert d.sts_stored("absent.example") is None
             with caplog.at_level("WARNING", logger="tlspolicy.discovery"):
                 assert d.sts_stored("corrupt.example") is None

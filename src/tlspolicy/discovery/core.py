@@ -239,18 +239,24 @@ class Discovery(ResolverTrust):
         return None
 
     def sts_stored(self, name: str) -> StsState | None:
-        """:meth:`sts_cached` for a state not held: read from the store if it can be at
-        once (:func:`~tlspolicy.stores.get_now`), and then held; else ``None``."""
+        """:meth:`sts_state` without waiting, for a state not held: read from the store
+        if it can be at once (:func:`~tlspolicy.stores.get_now`), and then held, when it
+        needs no check or its policy is in force meanwhile (the check then starts in the
+        background, as :meth:`sts_state` starts it); else ``None``."""
         entry = get_now(self.store, POLICY_NAMESPACE, name)
         if entry is NOT_READ or entry is None:
             return None
         state = self._decoded(name, entry, report=False)
-        if state is None or needs_check(state, self._clock()):
+        if state is None:
             return None
         self._remember(name, state)
-        self._memory.touch(name)
-        self.observer.cache_lookup("hit")
-        return state
+        now = self._clock()
+        if not needs_check(state, now):
+            self._memory.touch(name)
+            self.observer.cache_lookup("hit")
+            return state
+        self.failure_log.tick(now)
+        return state if self._in_force_meanwhile(name, state, now) else None
 
     async def tlsa(self, host: str, port: int = 25) -> TlsaLookup:
         """The TLSA lookup of one MX host (RFC 7672 section 2.2, SEMANTICS 10).
@@ -300,10 +306,8 @@ class Discovery(ResolverTrust):
         without ``report``, a corrupt one is left for the awaited read to report)."""
         if report:
             self._unreadable.discard(domain)
-        if entry is None:
-            return None
         try:
-            return self._decode(domain, entry.value)
+            return None if entry is None else self._decode(domain, entry.value)
         except StoreError as exc:
             if report:
                 self._unreadable_entry(domain, exc)
@@ -344,12 +348,7 @@ class Discovery(ResolverTrust):
         force, so that the next lookup reads the store again (a reload after
         ``import-cache`` wrote policies into it); returns how many were dropped.  Held
         policies stay: the store never holds an older one for the same domain."""
-        now = aware(self._clock())
-        memory = self._memory
-        names = [n for n, s in memory.items() if policy_in_force(s.cached, now) is None]
-        for name in names:
-            del memory[name]
-        return len(names)
+        return self._memory.forget_without_policy(aware(self._clock()))
 
     async def sts_state(self, domain: str, *, wait: float | None = None) -> StsState:
         """The MTA-STS state to use now, refreshing as SEMANTICS 10 says.
@@ -372,14 +371,7 @@ class Discovery(ResolverTrust):
             self.observer.cache_lookup("hit")
             return state
         joined = name in self._refreshing
-        if state is not None and policy_in_force(state.cached, aware(now)) is not None:
-            # Nobody waits for this check: the policy in force is the answer meanwhile
-            # (SEMANTICS 10), so at the bound the check waits for a later lookup.
-            if joined or self.background_room():
-                self._refresh_task(name)
-            else:
-                self.checks_deferred += 1
-            self.observer.cache_lookup("stale")
+        if state is not None and self._in_force_meanwhile(name, state, now):
             return state
         task = self._refresh_task(name)
         self.observer.cache_lookup("miss")
@@ -393,6 +385,19 @@ class Discovery(ResolverTrust):
             return state
         return ststate.not_fetched(name, now, unreadable=name in self._unreadable,
                                    timeout=timeout)
+
+    def _in_force_meanwhile(self, name: str, state: StsState, now: float) -> bool:
+        # A state due for a check whose policy is in force: nobody waits for the check,
+        # the policy is the answer meanwhile (SEMANTICS 10), so at the bound the check
+        # waits for a later lookup.
+        if policy_in_force(state.cached, aware(now)) is None:
+            return False
+        if name in self._refreshing or self.background_room():
+            self._refresh_task(name)
+        else:
+            self.checks_deferred += 1
+        self.observer.cache_lookup("stale")
+        return True
 
     def background_room(self) -> bool:
         """Whether another background check may start now (fewer than

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 import attrs
 
 from ..formats.settings import DEFAULT_MEMORY_CACHE_SIZE
-from ..policies.mtasts import MtaStsPolicy
+from ..policies.mtasts import MtaStsPolicy, policy_in_force
 
 if TYPE_CHECKING:
     from .models import StsState
@@ -58,6 +58,13 @@ class StateMemory(OrderedDict[str, "StsState"]):
     def touch(self, name: str) -> None:
         """``name`` was used: it is evicted last."""
         self.move_to_end(name)
+
+    def forget_without_policy(self, now: datetime) -> int:
+        """Drop every state without an MTA-STS policy in force at ``now``; how many."""
+        names = [n for n, s in self.items() if policy_in_force(s.cached, now) is None]
+        for name in names:
+            del self[name]
+        return len(names)
 
 
 class Sharing:
