@@ -51,7 +51,13 @@ from .models import (
     TlsRptRecord,
 )
 from .records import mx_lookup, next_hop, sts_record, tlsrpt_record
-from .stscache import POLICY_NAMESPACE, StateDecoder, encode_state, mirror_enforce_policies
+from .stscache import (
+    POLICY_NAMESPACE,
+    StateDecoder,
+    decode_state,
+    encode_state,
+    mirror_enforce_policies,
+)
 from .trust import OUTCOME_LOGGER, ResolverTrust
 
 __all__ = ["OUTCOME_LOGGER", "POLICY_NAMESPACE", "Discovery", "redis_cache"]
@@ -246,13 +252,13 @@ class Discovery(ResolverTrust):
         entry = get_now(self.store, POLICY_NAMESPACE, name)
         if entry is NOT_READ or entry is None:
             return None
-        state = self._decoded(name, entry, report=False)
-        if state is None:
-            return None
-        self._remember(name, state)
+        try:
+            state = self._decode(name, entry.value)
+        except StoreError:
+            return None  # corrupt: the awaited read reports it, once
+        self._remember(name, state)  # as the most recently used
         now = self._clock()
         if not needs_check(state, now):
-            self._memory.touch(name)
             self.observer.cache_lookup("hit")
             return state
         self.failure_log.tick(now)
@@ -300,17 +306,13 @@ class Discovery(ResolverTrust):
         if len(self._unreadable) < 100_000:
             self._unreadable.add(domain)
 
-    def _decoded(self, domain: str, entry: StoreEntry | None, *,
-                 report: bool = True) -> StsState | None:
-        """The state in an entry read from the store (``None``: none stored, or corrupt;
-        without ``report``, a corrupt one is left for the awaited read to report)."""
-        if report:
-            self._unreadable.discard(domain)
+    def _decoded(self, domain: str, entry: StoreEntry | None) -> StsState | None:
+        """The state in an entry read from the store (``None``: none stored, or corrupt)."""
+        self._unreadable.discard(domain)
         try:
             return None if entry is None else self._decode(domain, entry.value)
         except StoreError as exc:
-            if report:
-                self._unreadable_entry(domain, exc)
+            self._unreadable_entry(domain, exc)
             return None
 
     def _remember(self, name: str, state: StsState) -> None:
@@ -661,10 +663,9 @@ class Discovery(ResolverTrust):
     async def cache_entries(self) -> list[StsState]:
         """Every stored MTA-STS state, by domain."""
         states = []
-        decode = StateDecoder(Sharing())  # equal policies and strings listed once
         async for entry in self.store.entries(POLICY_NAMESPACE):
             try:
-                states.append(decode(entry.key, entry.value))
+                states.append(decode_state(entry.key, entry.value))
             except StoreError as exc:
                 _log.warning("%s", exc)
         return states

@@ -98,4 +98,3 @@ def mirror_enforce_policies(namespace: str, key: str, value: bytes) -> bool:
     """The ``mirror_when`` for :class:`~tlspolicy.stores.MirroredStore`: unexpired enforce
     MTA-STS policies go to the local mirror."""
     return namespace == POLICY_NAMESPACE and b'"enforce":true' in value
-

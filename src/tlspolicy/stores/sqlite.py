@@ -371,9 +371,7 @@ class SqliteStore:
             if held:
                 conn.execute("INSERT OR REPLACE INTO locks VALUES (?, ?, ?)",
                              (name, owner, now + ttl))
-            found = conn.execute(
-                "SELECT value, expires_at FROM entries WHERE namespace=? AND key=? "
-                "AND (expires_at IS NULL OR expires_at > ?)", (namespace, key, now)).fetchone()
+            found = conn.execute(_GET, (namespace, key, now)).fetchone()
             conn.execute("COMMIT")
             entry = None if found is None else StoreEntry(namespace, key, bytes(found[0]),
                                                           found[1])
