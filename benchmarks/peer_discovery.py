@@ -23,10 +23,11 @@ SERVFAIL to everything (``servfail``).  Every key is asked through Postfix's ``p
 resolver on CPU 1).  Figures per side: answers/s of the first pass (every policy due its
 DNS check), the median of the later passes, DNS queries sent, the server's resident
 size (VmRSS) at start and after all passes, and the server's CPU time (user and system,
-all threads) per answer of the first pass, counted until two seconds after its last
-answer so that the checks it started are in it; the ratio tlspolicy /
-postfix-mta-sts-resolver.  CPU time moves less than answers/s when other work shares the
-machine; the two-second pause also keeps one server's checks from running into the next
+all threads) per answer of the first pass, counted from its first answer until the
+server is idle again (at least two seconds after its last answer, then until it uses less
+than 5 % of a CPU over half a second) so that the checks it started are in it; the ratio
+tlspolicy / postfix-mta-sts-resolver.  CPU time moves less than answers/s when other work
+shares the machine; the wait also keeps one server's checks from running into the next
 server's first pass on the same CPU.
 
 ``--later K`` sets the passes after the first (default 1; the figures in the performance
@@ -196,6 +197,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def settle(pid: int, *, least: float = 2.0, most: float = 120.0) -> None:
+    """Wait at least ``least`` seconds, then until the process has used less than 5 % of
+    a CPU over half a second (at most ``most`` seconds in all): the checks a pass started
+    run on after its last answer, and must neither run into the next server's pass on the
+    same CPU nor be left out of this one's CPU time."""
+    time.sleep(least)
+    waited = least
+    used = cpu_seconds(pid)
+    while waited < most:
+        time.sleep(0.5)
+        waited += 0.5
+        now = cpu_seconds(pid)
+        if now - used < 0.025:
+            return
+        used = now
+    print(f"note: pid {pid} still busy {most:.0f} s after its pass; its CPU time an answer "
+          "includes that work", flush=True)
+
+
 @contextmanager
 def peer_server(bin_dir: Path, work: Path, db: Path, cpu: int
                 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
@@ -306,8 +326,7 @@ def measure(bin_dir: Path, postmap: str, work: Path, keys: Sequence[str], later:
                             used = cpu_seconds(procs[side].pid)
                             first[side] = len(asked) / _postmap.query_all(
                                 postmap, config_dir, table, keys_text, len(asked))
-                            # Checks started by the pass run on after its last answer.
-                            time.sleep(2.0)
+                            settle(procs[side].pid)
                             cpu[side] = (cpu_seconds(procs[side].pid) - used) / len(asked)
                             queries[side] = resolver.count() - before
                         answers = {side: _answer(postmap, config_dir, table, asked[0])
