@@ -29,6 +29,7 @@ from tlspolicy.policies.dane import (
     classify_tlsa,
     dns_name_matches,
     match_chain,
+    parse_chain,
 )
 
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
@@ -283,6 +284,19 @@ def test_dane_ta_anchor_omitted_but_in_record(pki: Pki) -> None:
     assert _match(chain, _rec(2, 0, 0, pki.root)) == (TlsaUsage.DANE_TA, ())
     result = match_chain(chain, [_rec(2, 1, 0, pki.root)], reference_names=[MX], now=NOW)
     assert result.ok and result.anchor_index is None
+
+
+def test_a_chain_is_parsed_leaf_first_passing_over_what_cannot_be_on_a_path(pki: Pki) -> None:
+    chain = pki.chain()
+    certs = parse_chain([chain[0], b"not DER", chain[1]])
+    assert certs[0] == pki.leaf and certs[1] is None and certs[2] == pki.inter
+    with pytest.raises(PolicyInputError, match="certificate 0 of the chain is not a DER"):
+        parse_chain([b"not DER", chain[1]])
+
+
+def test_dane_ta_with_an_unparseable_extra_certificate(pki: Pki) -> None:
+    chain = pki.chain()
+    assert _match([*chain, b"junk"], _rec(2, 1, 1, pki.root)) == (TlsaUsage.DANE_TA, ())
 
 
 def test_dane_ta_anchor_not_in_chain(pki: Pki) -> None:

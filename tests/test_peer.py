@@ -253,3 +253,18 @@ def test_ca_whose_key_usage_lacks_key_cert_sign_is_not_trusted(tmp_path: Path) -
     leaf = ca.valid(MX_HOST)
     result = evaluate_peer(_decision(ca), [_der(leaf.cert), _der(ca.cert)], now=NOW)  # type: ignore[arg-type]
     assert result.problems == (Observation.CHAIN_NOT_TRUSTED,) and not result.trusted
+
+
+def test_an_unparseable_leaf_is_untrusted_unnamed_and_undated(ca: TestCA) -> None:
+    result = evaluate_peer(_decision(ca), [b"\x30\x03junk", _der(ca.cert)], now=NOW)  # type: ignore[arg-type]
+    assert result.problems == (Observation.CHAIN_NOT_TRUSTED, Observation.CERTIFICATE_EXPIRED,
+                               Observation.NAME_MISMATCH)
+    assert result.verified is VerifiedAs.NONE
+    assert result.details == ("the leaf certificate cannot be parsed",)
+
+
+def test_an_unparseable_certificate_after_the_leaf_is_passed_over(ca: TestCA) -> None:
+    leaf = ca.valid(MX_HOST)
+    result = evaluate_peer(_decision(ca), [_der(leaf.cert), b"not DER", _der(ca.cert)],  # type: ignore[arg-type]
+                           now=NOW)
+    assert result.problems == () and result.verified is VerifiedAs.HOST

@@ -58,9 +58,9 @@ from typing import Any, Final
 import attrs
 
 from tlspolicy.decision import Decision, PeerJudge
-from tlspolicy.errors import MissingDependencyError, TlsPolicyError
+from tlspolicy.errors import MissingDependencyError, PolicyInputError, TlsPolicyError
 from tlspolicy.outcomes import Observation, Verification
-from tlspolicy.policies.dane import match_chain
+from tlspolicy.policies.dane import match_chain, parse_chain
 from tlspolicy.policies.destination import dane_observations
 from tlspolicy.reuse import ConnectionFacts, VerifiedAs
 
@@ -341,18 +341,15 @@ def evaluate_peer(
     if verification is Verification.DANE:
         return _evaluate_dane(decision, chain, now, chain_complete, tlsa_records)
 
-    x509 = _x509()
-    certs = []
-    for index, der in enumerate(chain):
-        try:
-            certs.append(x509.load_der_x509_certificate(der))
-        except ValueError:
-            if index == 0:
-                return PeerEvaluation(
-                    (Observation.CHAIN_NOT_TRUSTED, Observation.CERTIFICATE_EXPIRED,
-                     Observation.NAME_MISMATCH), VerifiedAs.NONE, True, len(chain),
-                    chain_complete, details=("the leaf certificate cannot be parsed",))
-    leaf, intermediates = certs[0], certs[1:]
+    try:
+        parsed = parse_chain(chain)
+    except PolicyInputError:
+        return PeerEvaluation(
+            (Observation.CHAIN_NOT_TRUSTED, Observation.CERTIFICATE_EXPIRED,
+             Observation.NAME_MISMATCH), VerifiedAs.NONE, True, len(chain),
+            chain_complete, details=("the leaf certificate cannot be parsed",))
+    leaf, intermediates = parsed[0], [c for c in parsed[1:] if c is not None]
+    assert leaf is not None  # parse_chain raises for a leaf it cannot parse
     details: list[str] = []
 
     trusted, anchor, trust_detail = _check_trust(

@@ -41,6 +41,7 @@ __all__ = [
     "classify_tlsa",
     "dns_name_matches",
     "match_chain",
+    "parse_chain",
 ]
 
 _DIGEST_SIZES: Final = {1: 32, 2: 64}
@@ -433,6 +434,23 @@ def _crypto() -> Any:
     return x509_module
 
 
+def parse_chain(chain: Sequence[bytes]) -> list[x509.Certificate | None]:
+    """The certificates of a presented chain (DER, leaf first), ``None`` for one after the
+    leaf that cannot be parsed: it can never be on a path, so it is passed over, not an
+    error.  A leaf that cannot be parsed is a :class:`~tlspolicy.errors.PolicyInputError`."""
+    x509_module = _crypto()
+    certs: list[x509.Certificate | None] = []
+    for index, der in enumerate(chain):
+        try:
+            certs.append(x509_module.load_der_x509_certificate(der))
+        except ValueError:
+            if index == 0:
+                raise PolicyInputError(
+                    "certificate 0 of the chain is not a DER X.509 certificate") from None
+            certs.append(None)
+    return certs
+
+
 def _require_aware(now: datetime) -> None:
     if not isinstance(now, datetime) or now.tzinfo is None or now.utcoffset() is None:
         raise PolicyInputError(f"now must be a timezone-aware datetime, got {now!r}")
@@ -565,16 +583,7 @@ def match_chain(
         return DaneMatchResult(record=None, problems=(DaneProblem.TLSA_MISMATCH,),
                                detail="no DANE-EE record matches the leaf certificate")
 
-    certs: list[x509.Certificate | None] = []
-    for index, der in enumerate(chain):
-        try:
-            certs.append(x509_module.load_der_x509_certificate(der))
-        except ValueError:
-            if index == 0:
-                raise PolicyInputError(
-                    "certificate 0 of the chain is not a DER X.509 certificate"
-                ) from None
-            certs.append(None)  # an unparseable extra certificate can never be on the path
+    certs = parse_chain(chain)
     leaf = certs[0]
     assert leaf is not None
 
