@@ -279,7 +279,7 @@ def _copy_sqlite(source: Path, target: Path) -> Path:
 def measure(bin_dir: Path, postmap: str, work: Path, keys: Sequence[str], later: int,
             layouts: Sequence[tuple[str, int]], modes: Sequence[str],
             memory_cache_size: int | None = None, sizes: Sequence[int] | None = None,
-            compare: Path | None = None) -> list[dict[str, Any]]:
+            compare: Path | None = None, peer_first: bool = False) -> list[dict[str, Any]]:
     """Every (size, mode, layout) round, printed as it ends; returns the figures.  With
     ``compare`` (another source tree, e.g. an earlier commit's), a third server,
     ``tlspolicy-compared``, runs from it in the same rounds."""
@@ -316,6 +316,8 @@ def measure(bin_dir: Path, postmap: str, work: Path, keys: Sequence[str], later:
                                     other, _copy_sqlite(work / "tlspolicy.sqlite3",
                                                         other / "tlspolicy.sqlite3"),
                                     core, memory_cache_size, compare))
+                        if peer_first:
+                            tables = {"peer": tables.pop("peer"), **tables}
                         start = {side: rss_kib(proc.pid) for side, proc in procs.items()}
                         first: dict[str, float] = {}
                         queries: dict[str, int] = {}
@@ -344,6 +346,7 @@ def measure(bin_dir: Path, postmap: str, work: Path, keys: Sequence[str], later:
                     raise RuntimeError(f"unexpected answers {answers}")
                 rate = {side: statistics.median(r) for side, r in runs.items()}
                 results.append({"size": len(asked), "mode": mode, "layout": layout,
+                                "order": list(tables),
                                 "first": first, "later": rate, "queries": queries,
                                 "rss_start_kib": start, "rss_kib": rss,
                                 "first_cpu_ms_per_answer": {k: v * 1e3 for k, v in cpu.items()}})
@@ -362,7 +365,7 @@ def measure(bin_dir: Path, postmap: str, work: Path, keys: Sequence[str], later:
                       f"first pass tlspolicy {cpu['tlspolicy'] * 1e3:.2f} ms, {peer.PACKAGE} "
                       f"{cpu['peer'] * 1e3:.2f} ms (servers on CPU {core}, postmap "
                       f"on CPU 0, resolver on CPU {RESOLVER_CPU}, {len(asked):,} keys, "
-                      f"{1 + later} passes)", flush=True)
+                      f"{1 + later} passes, in turn: {', '.join(tables)})", flush=True)
                 if compare is not None:
                     side = "tlspolicy-compared"
                     print(f"peer-discovery-{mode}-{layout}-compared: tlspolicy from {compare}: "
@@ -466,6 +469,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--compare-src", type=Path, default=None, metavar="TREE",
                         help="also run tlspolicy from this source tree (its src/ on the "
                         "module path, e.g. an earlier commit's checkout) in the same rounds")
+    parser.add_argument("--peer-first", action="store_true",
+                        help="run postfix-mta-sts-resolver's passes before tlspolicy's "
+                        "(default: tlspolicy, the peer, the compared tree)")
     parser.add_argument("--dns-server", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.dns_server:
@@ -505,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         layouts = [(name, cpu) for name, cpu in (("same", 0), ("different", 1))
                    if not args.layout or name in args.layout]
         results = measure(bin_dir, postmap, work, keys, later, layouts, args.mode or MODES,
-                          args.memory_cache_size, sizes, args.compare_src)
+                          args.memory_cache_size, sizes, args.compare_src, args.peer_first)
         if args.json is not None:
             args.json.write_text(json.dumps(results, indent=1) + "\n")
         if args.plot is not None:

@@ -1,6 +1,6 @@
-"""``benchmarks/memory.py``, ``tlsrpt.py`` and ``store.py`` with ``--quick`` run and print
-every figure (no byte count or timing asserted: they depend on the machine and the Python
-version)."""
+"""``benchmarks/memory.py``, ``tlsrpt.py``, ``store.py`` and ``refresh_pass.py`` with
+``--quick`` run and print every figure (no byte count or timing asserted: they depend on
+the machine and the Python version)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ SCRIPTS = {
     "tlsrpt.py": (("record", "record-sink", "aggregate", "aggregate-memory",
                    "aggregate-pure"), ()),
     "store.py": (("store-get", "store-set"), ()),
+    "refresh_pass.py": (("refresh-pass-evicted",), ()),
 }
 
 

@@ -13,13 +13,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from discovery_support import DnsLab, HttpsLab
-from test_discovery import Clock, Env, enforce, run, seed
+from test_discovery import Clock, Env, at, enforce, run, seed
 from tlspolicy.discovery import Discovery, DiscoveryConfig, StsState
 from tlspolicy.discovery.memory import Sharing, StateMemory
 from tlspolicy.discovery.models import DiscoveryError
+from tlspolicy.discovery.stscache import POLICY_NAMESPACE, stored_schedule
 from tlspolicy.discovery.stscache import decode_state as _decode
 from tlspolicy.discovery.stscache import encode_state as _encode
 from tlspolicy.formats.settings import check_discovery_table
@@ -209,16 +211,83 @@ def test_a_proactive_refresh_of_an_evicted_fresh_state_does_not_churn_memory(
                 await d.sts_state(name)
             held = list(d._memory)
             assert held == names[2:]
-            assert d.refresh_if_due(names[0]) is True  # not held: its due date is unknown
+            # Not held: its stored schedule says not due, so no refresh starts (no lock
+            # taken, nothing decoded) and nothing it read is held.
+            assert d.refresh_if_due(names[0]) is False
+            assert not d._refreshing and list(d._memory) == held
+            assert store.reads.count(names[0]) == 1
+            clock.now += 3600 - 30  # due within the minute ahead: a refresh starts
+            assert d.refresh_if_due(names[0], ahead=60) is True
             await asyncio.gather(*d._refreshing.values())
-            assert list(d._memory) == held  # read, found fresh, left in the store only
-            assert store.reads.count(names[0]) == 2
+            assert list(d._memory) == held  # nothing due yet: left in the store only
+            clock.now += 30  # due: its refresh checks it (the DNS lookup fails), held now
+            assert d.refresh_if_due(names[0]) is True
+            await asyncio.gather(*d._refreshing.values())
+            assert names[0] in d._memory
             assert d.fetches == {}
         finally:
             await d.close()
             await store.close()
 
     run(main)
+
+
+def test_a_proactive_refresh_of_an_evicted_state_follows_its_stored_schedule(
+        tmp_path: Path) -> None:
+    """Due, failed (its retry is not brought forward), absent, corrupt, or in a store
+    that cannot be read at once: a refresh starts exactly where one would find work."""
+
+    async def main() -> None:
+        clock = Clock()
+        store = await _seeded(tmp_path, clock, [])
+        now = clock.now
+        await seed(store, "due.example", enforce("due.example"), fetched_at=now - 100,
+                   policy_id="id1", next_check=now + 30)
+        await seed(store, "fresh.example", enforce("fresh.example"), fetched_at=now - 100,
+                   policy_id="id1", next_check=now + 90)
+        cached = CachedMtaStsPolicy(parse_policy(enforce("failed.example")), at(now - 100),
+                                    "id1")
+        failed = StsState("failed.example", "policy", cached, FetchOutcome.FETCH_ERROR,
+                          "SERVFAIL", "id1", now + 30, 1, now + 30)
+        await store.set(POLICY_NAMESPACE, "failed.example", dumps_json(_encode(failed)),
+                        expires_at=now + 86400)
+        await store.set(POLICY_NAMESPACE, "corrupt.example", b"{not json",
+                        expires_at=now + 86400)
+        d = _offline(store, clock, 5)
+        d.dns.timeout = 0.01
+        try:
+            assert d.refresh_if_due("due.example", ahead=60) is True
+            assert d.refresh_if_due("fresh.example", ahead=60) is False
+            assert d.refresh_if_due("failed.example", ahead=60) is False  # retry: not early
+            assert d.refresh_if_due("absent.example", ahead=60) is True
+            assert d.refresh_if_due("corrupt.example", ahead=60) is True
+            assert set(d._refreshing) == {"due.example", "absent.example", "corrupt.example"}
+            await asyncio.gather(*d._refreshing.values())
+        finally:
+            await d.close()
+            await store.close()
+        held_elsewhere = SqliteStore(":memory:", clock=clock)
+        d = _offline(held_elsewhere, clock, 5)
+        try:
+            assert d.refresh_if_due("fresh.example", ahead=60) is True  # not read at once
+            await asyncio.gather(*d._refreshing.values())
+        finally:
+            await d.close()
+            await held_elsewhere.close()
+
+    run(main)
+
+
+def test_a_stored_schedule_is_read_without_decoding_the_policy() -> None:
+    cached = CachedMtaStsPolicy(parse_policy(enforce("s.example")), at(1000.0), "id1")
+    state = StsState("s.example", "policy", cached, FetchOutcome.OK, "ok", "id1", 5000.0, 0,
+                     None)
+    assert stored_schedule(dumps_json(_encode(state))) == (5000.0, None)
+    failed = attrs.evolve(state, failures=2, retry_at=4000.5)
+    assert stored_schedule(dumps_json(_encode(failed))) == (5000.0, 4000.5)
+    for bad in (b"{", b"[]", b'{"v": 2}', b'{"v": 1}', b'{"v": 1, "next_check": "x", '
+                b'"retry_at": null}', b'{"v": 1, "next_check": 1, "retry_at": []}'):
+        assert stored_schedule(bad) is None
 
 
 def test_memory_cache_size_setting() -> None:

@@ -63,3 +63,15 @@ def test_a_fetch_is_checked_again_at_the_sooner_of_ttl_and_refresh() -> None:
     assert state.state == "policy" and state.next_check == NOW + 300 and state.failures == 0
     assert ststate.needs_check(state, NOW + 300) and not ststate.needs_check(state, NOW)
     assert ststate.expiry(state) == fetched.expires_at.timestamp()
+
+
+def test_a_refresh_ahead_never_brings_a_failures_retry_forward() -> None:
+    # A check due in 30 s is due within a minute ahead; one in 90 s is not.
+    assert ststate.due_within(NOW + 30, None, NOW, 60)
+    assert not ststate.due_within(NOW + 90, None, NOW, 60)
+    # A failure's retry (the next check is the retry) is due only once it is reached.
+    assert not ststate.due_within(NOW + 30, NOW + 30, NOW, 60)
+    assert ststate.due_within(NOW + 30, NOW + 30, NOW + 30, 60)
+    # A next check sooner than the retry is not the retry: it is brought forward.
+    assert ststate.due_within(NOW + 30, NOW + 100, NOW, 60)
+    assert ststate.due_within(NOW, None, NOW, 0) and not ststate.due_within(NOW + 1, None, NOW, 0)

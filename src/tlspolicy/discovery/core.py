@@ -57,6 +57,7 @@ from .stscache import (
     decode_state,
     encode_state,
     mirror_enforce_policies,
+    stored_schedule,
 )
 from .trust import OUTCOME_LOGGER, ResolverTrust
 
@@ -424,9 +425,9 @@ class Discovery(ResolverTrust):
             room.set()
 
     def refresh_if_due(self, domain: str, *, ahead: float = 0.0) -> bool:
-        """Start a background refresh of ``domain``'s MTA-STS state when this process
-        holds none or its next check falls within ``ahead`` seconds (a failure's retry:
-        once it is due); never waits.
+        """Start a background refresh of ``domain``'s MTA-STS state when its next check
+        falls within ``ahead`` seconds (a failure's retry: once it is due), or when neither
+        this process nor the store (if it can be read at once) holds one; never waits.
 
         For proactive refresh of the domains a server answers for, so that queries
         find a fresh policy rather than start its refresh.  Returns whether a refresh
@@ -436,14 +437,13 @@ class Discovery(ResolverTrust):
         if name in self._refreshing:
             return True
         state = self._memory.get(name)
-        if state is not None:
-            # A failure's retry is not brought forward: the backoff is what keeps an
-            # outage at one check per domain per wait (SEMANTICS 10, failed domains back
-            # off), where refreshing ahead would retry a minute early every time.
-            early = 0.0 if state.retry_at is not None and state.next_check >= state.retry_at \
-                else ahead
-            if self._clock() + early < state.next_check:
-                return False
+        when = None if state is None else (state.next_check, state.retry_at)
+        if state is None:
+            # Not held: the stored schedule, not a refresh that locks and decodes to see it.
+            entry = get_now(self.store, POLICY_NAMESPACE, name)
+            when = None if entry is NOT_READ or entry is None else stored_schedule(entry.value)
+        if when is not None and not ststate.due_within(*when, self._clock(), ahead):
+            return False
         self._refresh_task(name)
         return True
 

@@ -13,7 +13,7 @@ from ..policies.ststate import StsState, aware
 from .memory import Sharing
 
 __all__ = ["DECODED_KEPT", "POLICY_NAMESPACE", "StateDecoder", "decode_state", "encode_state",
-           "mirror_enforce_policies"]
+           "mirror_enforce_policies", "stored_schedule"]
 
 #: Store namespace of the MTA-STS cache (one entry per policy domain).
 POLICY_NAMESPACE: Final = "mta-sts"
@@ -68,6 +68,20 @@ def decode_state(domain: str, data: bytes, share: Sharing | None = None) -> StsS
                         None if value["retry_at"] is None else float(value["retry_at"]))
     except (KeyError, TypeError, ValueError, PolicyInputError) as exc:
         raise StoreError(f"MTA-STS cache entry for {domain} is corrupt: {exc}") from None
+
+
+def stored_schedule(data: bytes) -> tuple[float, float | None] | None:
+    """The next check and the failure's retry (or ``None``) of a stored state, read
+    without decoding the rest (its policy above all); ``None`` when they cannot be read:
+    the entry is then for a refresh to read, and report."""
+    try:
+        value = loads_json(data)
+        if not isinstance(value, dict) or value.get("v") != _RECORD_VERSION:
+            return None
+        retry = value["retry_at"]
+        return float(value["next_check"]), None if retry is None else float(retry)
+    except (StoreError, KeyError, TypeError, ValueError):
+        return None
 
 
 class StateDecoder:

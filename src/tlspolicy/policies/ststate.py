@@ -62,6 +62,16 @@ def needs_check(state: StsState, now: float) -> bool:
     return now >= state.next_check
 
 
+def due_within(next_check: float, retry_at: float | None, now: float, ahead: float) -> bool:
+    """Whether a state checked next at ``next_check`` (a failure's retry at ``retry_at``)
+    is due within ``ahead`` seconds of ``now``, for a refresh ahead of time.  A failure's
+    retry is not brought forward: the backoff is what keeps an outage at one check per
+    domain per wait (SEMANTICS 10, failed domains back off), where refreshing ahead would
+    retry a minute early every time."""
+    early = 0.0 if retry_at is not None and next_check >= retry_at else ahead
+    return now + early >= next_check
+
+
 def in_force(old: StsState | None, now: float) -> bool:
     """Whether ``old`` holds a policy that is unexpired at ``now``."""
     cached = old.cached if old is not None else None
