@@ -10,6 +10,7 @@ import asyncio
 import logging
 import socket
 import time
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from tlspolicy.discovery.dns import DnsAnswer, DnsClient
 from tlspolicy.postfix.dropin import DROP_IN_CONFIG
 from tlspolicy.postfix.lookup import PolicyLookup
 from tlspolicy.resolver import Resolver
+from tlspolicy.servers import discovered_refresh
 from tlspolicy.servers.discovered import DiscoveryLookup
 from tlspolicy.stores import SqliteStore
 
@@ -330,3 +332,40 @@ def test_a_refresh_pass_never_brings_a_failures_retry_forward(tmp_path: Path,
         return early, still_early, due
 
     assert run(main) == (False, False, True)
+
+
+def test_a_refresh_pass_pauses_after_each_batch_started_and_yields_while_reading(
+        tmp_path: Path, silent_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """64 domains due, then 200 not due and not held (each costs a store read on the
+    loop's thread): one pause after the 64th start, not one after every later domain
+    that starts nothing, and a turn of the loop every 64 domains looked at."""
+    due = [f"due{n}.example" for n in range(64)]
+    fresh = [f"fresh{n}.example" for n in range(200)]
+    delays: list[float] = []
+
+    async def recording_sleep(delay: float) -> None:
+        delays.append(delay)
+        await asyncio.sleep(delay)
+
+    monkeypatch.setattr(discovered_refresh, "asyncio",
+                        types.SimpleNamespace(sleep=recording_sleep))
+
+    async def main() -> int:
+        clock = Clock()
+        store = await _due_policies(tmp_path, clock, due)
+        for name in fresh:
+            await seed(store, name, enforce(name), fetched_at=clock.now - 100,
+                       policy_id="id1", next_check=clock.now + 3600)
+        d = _discovery(store, clock, silent_port)  # holds nothing: all read from the store
+        lookup = DiscoveryLookup(PolicyLookup(Resolver(DROP_IN_CONFIG), postfix_version=VERSION),
+                                 d, postfix_version=VERSION, drop_in=True, own_level="may")
+        lookup.in_use.update((name, clock.now) for name in due + fresh)
+        try:
+            return await lookup.refresh_once(ahead=60, batch=64)
+        finally:
+            await d.close()
+            await store.close()
+
+    assert run(main) == 64
+    assert delays.count(0.05) == 1
+    assert delays.count(0) == 3  # after 128, 192 and 256 domains looked at

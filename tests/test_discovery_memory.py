@@ -8,6 +8,7 @@ figures).
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from tlspolicy.discovery.stscache import decode_state as _decode
 from tlspolicy.discovery.stscache import encode_state as _encode
 from tlspolicy.formats.settings import check_discovery_table
 from tlspolicy.policies.mtasts import CachedMtaStsPolicy, FetchOutcome, parse_policy
-from tlspolicy.stores import SqliteStore, StoreEntry, dumps_json
+from tlspolicy.stores import NOT_READ, SqliteStore, StoreEntry, StoreError, dumps_json, get_now
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -279,15 +280,47 @@ def test_a_proactive_refresh_of_an_evicted_state_follows_its_stored_schedule(
 
 
 def test_a_stored_schedule_is_read_without_decoding_the_policy() -> None:
+    """Whatever is wrong with an entry, its schedule is ``None`` (a refresh then reads the
+    entry and reports it), never an exception."""
     cached = CachedMtaStsPolicy(parse_policy(enforce("s.example")), at(1000.0), "id1")
     state = StsState("s.example", "policy", cached, FetchOutcome.OK, "ok", "id1", 5000.0, 0,
                      None)
     assert stored_schedule(dumps_json(_encode(state))) == (5000.0, None)
     failed = attrs.evolve(state, failures=2, retry_at=4000.5)
     assert stored_schedule(dumps_json(_encode(failed))) == (5000.0, 4000.5)
-    for bad in (b"{", b"[]", b'{"v": 2}', b'{"v": 1}', b'{"v": 1, "next_check": "x", '
-                b'"retry_at": null}', b'{"v": 1, "next_check": 1, "retry_at": []}'):
-        assert stored_schedule(bad) is None
+    for bad in (b"{", b"[]", b'{"v": 2}', b'{"v": 1}',
+                b'{"v": 1, "next_check": "x", "retry_at": null}',
+                b'{"v": 1, "next_check": 1, "retry_at": []}',
+                b'{"v": 1, "next_check": 1' + b"0" * 400 + b', "retry_at": null}',  # overflow
+                b'{"v": 1, "next_check": 1, "retry_at": null, "deep": ' + b"[" * 100_000):
+        assert stored_schedule(bad) is None, bad[:60]
+
+
+def test_text_where_the_store_writes_a_blob_is_an_error_naming_the_file(
+        tmp_path: Path) -> None:
+    """Another writer's text in an entry: not read at once (a proactive refresh then
+    starts, and reports it), and a StoreError naming the file when awaited."""
+    path = tmp_path / "cache.sqlite3"
+
+    async def main() -> None:
+        clock = Clock()
+        store = await _seeded(tmp_path, clock, ["t.example"])
+        with sqlite3.connect(path) as raw:
+            raw.execute("UPDATE entries SET value = 'text' WHERE key = 't.example'")
+        raw.close()
+        d = _offline(store, clock, 5)
+        d.dns.timeout = 0.01
+        try:
+            assert get_now(store, POLICY_NAMESPACE, "t.example") is NOT_READ
+            with pytest.raises(StoreError, match=r"cache\.sqlite3.*not a blob"):
+                await store.get(POLICY_NAMESPACE, "t.example")
+            assert d.refresh_if_due("t.example", ahead=60) is True
+            await asyncio.gather(*d._refreshing.values())
+        finally:
+            await d.close()
+            await store.close()
+
+    run(main)
 
 
 def test_memory_cache_size_setting() -> None:

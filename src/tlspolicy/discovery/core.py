@@ -437,11 +437,10 @@ class Discovery(ResolverTrust):
         if name in self._refreshing:
             return True
         state = self._memory.get(name)
-        when = None if state is None else (state.next_check, state.retry_at)
-        if state is None:
-            # Not held: the stored schedule, not a refresh that locks and decodes to see it.
-            entry = get_now(self.store, POLICY_NAMESPACE, name)
-            when = None if entry is NOT_READ or entry is None else stored_schedule(entry.value)
+        # Not held: the stored schedule, not a refresh that locks and decodes to see it.
+        entry = get_now(self.store, POLICY_NAMESPACE, name) if state is None else None
+        when = (state.next_check, state.retry_at) if state is not None else (
+            None if entry is NOT_READ or entry is None else stored_schedule(entry.value))
         if when is not None and not ststate.due_within(*when, self._clock(), ahead):
             return False
         self._refresh_task(name)

@@ -80,7 +80,7 @@ def stored_schedule(data: bytes) -> tuple[float, float | None] | None:
             return None
         retry = value["retry_at"]
         return float(value["next_check"]), None if retry is None else float(retry)
-    except (StoreError, KeyError, TypeError, ValueError):
+    except Exception:  # whatever is wrong with it (even an overflow), a refresh reports it
         return None
 
 

@@ -35,7 +35,7 @@ class _Refreshing:
                            batch: int = 64) -> int:
         """One pass of :meth:`refresh_in_use`; returns how many refreshes it started."""
         now = self._clock()
-        started = 0
+        started = examined = 0
         # Over a copy of the names only: a pass waits for room between checks, and a
         # copy of the (name, time) pairs would hold a tuple a domain (some 1.2 MiB at
         # 20,000 domains) for as long as the pass.  A name let go meanwhile is skipped.
@@ -49,13 +49,17 @@ class _Refreshing:
             # At most the discovery's bound of checks in flight: a pass over many
             # domains starts them as fast as they finish, never all at once.
             await self.discovery.wait_background_room()
+            examined += 1
             try:
-                if self.discovery.refresh_if_due(domain, ahead=ahead):
-                    started += 1
+                now_started = self.discovery.refresh_if_due(domain, ahead=ahead)
             except TlsPolicyError:
                 self.in_use.pop(domain, None)
                 continue
-            if started and started % batch == 0:
+            started += now_started
+            if now_started and started % batch == 0:
                 # Let the refreshes (and the answers) run before starting more.
                 await asyncio.sleep(0.05)
+            elif examined % batch == 0:
+                # A domain not held costs a store read on this thread: let answers run.
+                await asyncio.sleep(0)
         return started

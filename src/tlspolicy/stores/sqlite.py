@@ -75,7 +75,13 @@ def _reading(namespace: str, key: str, now: float
     """The read of one unexpired entry, on whichever connection runs it."""
     def work(conn: sqlite3.Connection) -> StoreEntry | None:
         row = conn.execute(_GET, (namespace, key, now)).fetchone()
-        return None if row is None else StoreEntry(namespace, key, bytes(row[0]), row[1])
+        if row is None:
+            return None
+        if not isinstance(row[0], bytes):
+            # Text or a number put there by another writer: this store writes only blobs.
+            # An SQLite error, so that it is reported as one, naming the file.
+            raise sqlite3.DataError(f"entry {namespace}/{key} is not a blob")
+        return StoreEntry(namespace, key, row[0], row[1])
     return work
 
 
