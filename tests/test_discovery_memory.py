@@ -268,15 +268,25 @@ def test_a_proactive_refresh_of_an_evicted_state_follows_its_stored_schedule(
             await d.close()
             await store.close()
         held_elsewhere = SqliteStore(":memory:", clock=clock)
-        d = _offline(held_elsewhere, clock, 5)
-        try:
-            assert d.refresh_if_due("fresh.example", ahead=60) is True  # not read at once
-            await asyncio.gather(*d._refreshing.values())
+        try:  # not read at once: a refresh starts
+            assert await _starts_a_refresh(held_elsewhere, clock, "fresh.example")
         finally:
-            await d.close()
             await held_elsewhere.close()
 
     run(main)
+
+
+async def _starts_a_refresh(store: SqliteStore, clock: Clock, name: str) -> bool:
+    """Whether a proactive refresh pass's ``refresh_if_due`` of ``name`` starts a refresh
+    (let finish before the discovery closes)."""
+    d = _offline(store, clock, 5)
+    d.dns.timeout = 0.01
+    try:
+        started = d.refresh_if_due(name, ahead=60)
+        await asyncio.gather(*d._refreshing.values())
+        return started
+    finally:
+        await d.close()
 
 
 def test_a_stored_schedule_is_read_without_decoding_the_policy() -> None:
@@ -308,16 +318,12 @@ def test_text_where_the_store_writes_a_blob_is_an_error_naming_the_file(
         with sqlite3.connect(path) as raw:
             raw.execute("UPDATE entries SET value = 'text' WHERE key = 't.example'")
         raw.close()
-        d = _offline(store, clock, 5)
-        d.dns.timeout = 0.01
         try:
             assert get_now(store, POLICY_NAMESPACE, "t.example") is NOT_READ
             with pytest.raises(StoreError, match=r"cache\.sqlite3.*not a blob"):
                 await store.get(POLICY_NAMESPACE, "t.example")
-            assert d.refresh_if_due("t.example", ahead=60) is True
-            await asyncio.gather(*d._refreshing.values())
+            assert await _starts_a_refresh(store, clock, "t.example")
         finally:
-            await d.close()
             await store.close()
 
     run(main)
