@@ -27,7 +27,15 @@ from tlspolicy.discovery.stscache import decode_state as _decode
 from tlspolicy.discovery.stscache import encode_state as _encode
 from tlspolicy.formats.settings import check_discovery_table
 from tlspolicy.policies.mtasts import CachedMtaStsPolicy, FetchOutcome, parse_policy
-from tlspolicy.stores import NOT_READ, SqliteStore, StoreEntry, StoreError, dumps_json, get_now
+from tlspolicy.stores import (
+    NOT_READ,
+    SqliteStore,
+    StoreEntry,
+    StoreError,
+    dumps_json,
+    get_now,
+    loads_json,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -461,3 +469,41 @@ def test_a_domain_in_use_is_held_under_one_string(env: Env) -> None:
             return kept is state.domain, kept is not key
 
     assert run(main) == (True, True)
+
+
+def test_a_damaged_entry_is_a_store_error_never_a_crash(tmp_path: Path) -> None:
+    """A number too large for a float, or nesting too deep for the parser (a damaged or
+    foreign entry): decoding raises StoreError, and a lookup answers as for any corrupt
+    entry."""
+    cached = CachedMtaStsPolicy(parse_policy(enforce("x.example")), at(1000.0), "id1")
+    state = StsState("x.example", "policy", cached, FetchOutcome.OK, "ok", "id1", 5000.0, 0,
+                     None)
+    good = dumps_json(_encode(state))
+    assert b'"next_check":5000.0' in good
+    overflow = good.replace(b'"next_check":5000.0', b'"next_check":1' + b"0" * 400)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for damaged in (overflow, deep):
+        with pytest.raises(StoreError):
+            _decode("x.example", damaged)
+    with pytest.raises(StoreError, match="nested too deeply"):
+        loads_json(deep)
+
+    async def main() -> None:
+        clock = Clock()
+        store = _CountingStore(tmp_path / "cache.sqlite3")
+        store.reads = []
+        for name, value in (("o.example", overflow), ("n.example", deep)):
+            await store.set(POLICY_NAMESPACE, name, value, expires_at=clock.now + 86400)
+        d = _offline(store, clock, 5)
+        d.dns.timeout = 0.01
+        try:
+            for name in ("o.example", "n.example"):
+                assert d.sts_stored(name) is None
+                answer = await d.sts_state(name, wait=0.5)
+                assert answer.cached is None and name in store.reads
+            await asyncio.gather(*d._refreshing.values())
+        finally:
+            await d.close()
+            await store.close()
+
+    run(main)

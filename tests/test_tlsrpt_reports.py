@@ -31,7 +31,8 @@ from tlspolicy.reporting import (
     ReportingError,
     period_start,
 )
-from tlspolicy.stores import SqliteStore
+from tlspolicy.reporting.models import StoredReport
+from tlspolicy.stores import SqliteStore, StoreError, dumps_json
 from tlsrpt_support import SCENARIOS, run
 
 SCHEMA_PATH = Path(__file__).parent / "data" / "tlsrpt-report.schema.json"
@@ -214,3 +215,15 @@ def test_two_recording_processes_share_one_redis(redis_server: RedisServer) -> N
     failures = 250 + 150
     assert block["summary"] == {"total-successful-session-count": 1600 - failures,
                                 "total-failure-session-count": failures}
+
+
+def test_a_stored_report_with_a_number_too_large_is_malformed_not_a_crash() -> None:
+    value = {"v": 1, "domain": "example.com", "start": 0, "end": 86400, "report": {},
+             "filename": "r.json", "created": 10 ** 400, "rua": None, "rua_detail": "",
+             "deliveries": []}
+    with pytest.raises(StoreError, match="is malformed"):
+        StoredReport.from_bytes("0/example.com", dumps_json(value))
+    value["created"] = 1.0
+    assert StoredReport.from_bytes("0/example.com", dumps_json(value)).created == 1.0
+    with pytest.raises(StoreError, match="nested too deeply"):
+        StoredReport.from_bytes("0/example.com", b"[" * 100_000 + b"]" * 100_000)

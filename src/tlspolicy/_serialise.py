@@ -42,3 +42,6 @@ def loads_json(data: bytes) -> object:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise StoreError(f"stored value is not JSON: {exc}") from None
+    except RecursionError:
+        # Nesting no writer of this package produces (a damaged or foreign entry).
+        raise StoreError("stored value is JSON nested too deeply") from None

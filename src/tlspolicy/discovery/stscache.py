@@ -66,7 +66,8 @@ def decode_state(domain: str, data: bytes, share: Sharing | None = None) -> StsS
         return StsState(domain, state, cached, FetchOutcome(value["outcome"]), detail, txt_id,
                         float(value["next_check"]), int(value["failures"]),
                         None if value["retry_at"] is None else float(value["retry_at"]))
-    except (KeyError, TypeError, ValueError, PolicyInputError) as exc:
+    except (KeyError, TypeError, ValueError, ArithmeticError, PolicyInputError) as exc:
+        # ArithmeticError: a number too large for a float (OverflowError).
         raise StoreError(f"MTA-STS cache entry for {domain} is corrupt: {exc}") from None
 
 

@@ -177,7 +177,8 @@ class StoredReport:
                          value["report"], value["filename"], float(value["created"]),
                          None if rua is None else tuple(rua), value["rua_detail"],
                          tuple(Delivery(**d) for d in value["deliveries"]))
-        except (AssertionError, KeyError, TypeError, ValueError) as exc:
+        except (AssertionError, KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            # ArithmeticError: a number too large for a float (OverflowError).
             raise StoreError(f"stored TLS-RPT report {key!r} is malformed: {exc}") from None
         # A shared store's report must be the one its key names, for a normalised domain.
         try:
