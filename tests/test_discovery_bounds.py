@@ -369,3 +369,32 @@ def test_a_refresh_pass_pauses_after_each_batch_started_and_yields_while_reading
     assert run(main) == 64
     assert delays.count(0.05) == 1
     assert delays.count(0) == 3  # after 128, 192 and 256 domains looked at
+
+
+def test_the_servers_refresh_pass_starts_checks_of_due_states_only(
+        tmp_path: Path, silent_port: int) -> None:
+    """A state due in 30 s is left to the next pass (a refresh started now would find
+    nothing due); a due one is checked."""
+
+    async def main() -> tuple[int, int, set[str]]:
+        clock = Clock()
+        store = await _due_policies(tmp_path, clock, ["due.example"])
+        await seed(store, "soon.example", enforce("soon.example"), fetched_at=clock.now - 100,
+                   policy_id="id1", next_check=clock.now + 30)
+        d = _discovery(store, clock, silent_port)
+        lookup = DiscoveryLookup(PolicyLookup(Resolver(DROP_IN_CONFIG), postfix_version=VERSION),
+                                 d, postfix_version=VERSION, drop_in=True, own_level="may")
+        lookup.in_use.update((name, clock.now) for name in ("soon.example", "due.example"))
+        try:
+            started = await lookup.refresh_once()
+            checking = set(d._refreshing)
+            await _settle(d)
+            clock.now += 30
+            return started, await lookup.refresh_once(), checking
+        finally:
+            await d.close()
+            await store.close()
+
+    first, second, checking = run(main)
+    assert (first, checking) == (1, {"due.example"})
+    assert second == 1  # soon.example, due now (due.example waits out its failure's retry)

@@ -167,7 +167,9 @@ class DiscoveryRun:
             current = self.current
             if current is not None:
                 try:
-                    await current.refresh_once(ahead=60.0)
+                    # Due ones only: a check started before its state is due finds
+                    # nothing to do (an unchanged TXT record gives the same next check).
+                    await current.refresh_once()
                 except Exception:  # never let one bad pass end the refreshing
                     logging.getLogger("tlspolicy").exception("proactive refresh failed")
 

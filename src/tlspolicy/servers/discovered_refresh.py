@@ -20,18 +20,18 @@ class _Refreshing:
     in_use: dict[str, float]
     _clock: Callable[[], float]
 
-    async def refresh_in_use(self, *, interval: float = 60.0, ahead: float | None = None,
+    async def refresh_in_use(self, *, interval: float = 60.0, ahead: float = 0.0,
                              window: float = 7 * 86400.0, batch: int = 64) -> None:
-        """Refresh, forever, the MTA-STS policies of domains answered for within
-        ``window`` seconds, ``ahead`` seconds before their next check is due
-        (default: one ``interval``), started ``batch`` at a time with a pause between,
-        and never more in flight than discovery's ``max_background_checks``."""
-        ahead = interval if ahead is None else ahead
+        """Refresh, forever, every ``interval`` seconds, the MTA-STS policies of domains
+        answered for within ``window`` seconds that are due for their check (or will be
+        within ``ahead`` seconds: a refresh started early finds nothing due yet and ends
+        at its store read), started ``batch`` at a time with a pause between, and never
+        more in flight than discovery's ``max_background_checks``."""
         while True:
             await asyncio.sleep(interval)
             await self.refresh_once(ahead=ahead, window=window, batch=batch)
 
-    async def refresh_once(self, *, ahead: float = 60.0, window: float = 7 * 86400.0,
+    async def refresh_once(self, *, ahead: float = 0.0, window: float = 7 * 86400.0,
                            batch: int = 64) -> int:
         """One pass of :meth:`refresh_in_use`; returns how many refreshes it started."""
         now = self._clock()
