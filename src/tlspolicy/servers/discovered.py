@@ -25,7 +25,7 @@ a policy: which inputs exist is I/O, what they mean is the resolver's.
 - Every answer is ready within ``deadline`` seconds (10 by default, far under
   Postfix's 100 s): what has not arrived by then counts as failed.
 - Domains answered for are remembered (at most ``max_in_use``) and their MTA-STS
-  policies refreshed before they are due (:meth:`DiscoveryLookup.refresh_in_use`).
+  policies checked in the background once due (:meth:`DiscoveryLookup.refresh_in_use`).
 - Shadow evaluation (SEMANTICS 9): a lookup tells its ``shadow`` every reply with the
   inputs it was computed from (:class:`FetchedInputs`); a candidate built with
   :meth:`DiscoveryLookup.candidate` is judged on them by :meth:`DiscoveryLookup.replay`,

@@ -1,5 +1,5 @@
 """The discovery lookup's proactive refresh: the MTA-STS policies of the domains it
-answered for, refreshed before they are due."""
+answered for, checked in the background within a minute of falling due."""
 
 from __future__ import annotations
 
