@@ -2,7 +2,8 @@
 
 Run ``python benchmarks/refresh_pass.py`` (full) or ``--quick`` (few domains; checks the
 script works).  One SQLite store of N enforce policies, none due for a check; N domains in
-use by a drop-in socketmap lookup; a pass of ``refresh_once(ahead=60)`` over them.
+use by a drop-in socketmap lookup; a pass of ``refresh_once()`` over them (as the
+server runs it every minute).
 
 refresh-pass-evicted
     CPU time of one pass (the process's, all threads, until every refresh it started has
@@ -68,7 +69,7 @@ async def _passes(path: Path, names: list[str], held: int, passes: int) -> list[
         cpu: list[float] = []
         for _ in range(passes):
             started = time.process_time()
-            await lookup.refresh_once(ahead=60.0)
+            await lookup.refresh_once()
             while discovery._refreshing:
                 await asyncio.sleep(0.001)
             cpu.append(time.process_time() - started)

@@ -32,6 +32,7 @@ from tlspolicy.stores import (
     SqliteStore,
     StoreEntry,
     StoreError,
+    acquire_get,
     dumps_json,
     get_now,
     loads_json,
@@ -315,9 +316,10 @@ def test_a_stored_schedule_is_read_without_decoding_the_policy() -> None:
 
 
 def test_text_where_the_store_writes_a_blob_is_an_error_naming_the_file(
-        tmp_path: Path) -> None:
-    """Another writer's text in an entry: not read at once (a proactive refresh then
-    starts, and reports it), and a StoreError naming the file when awaited."""
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Another writer's text in an entry: not read at once, a StoreError naming the file
+    when awaited or listed, no lock taken with it; a proactive refresh then starts,
+    reports it as a store error (no crash) and writes the entry anew."""
     path = tmp_path / "cache.sqlite3"
 
     async def main() -> None:
@@ -330,7 +332,19 @@ def test_text_where_the_store_writes_a_blob_is_an_error_naming_the_file(
             assert get_now(store, POLICY_NAMESPACE, "t.example") is NOT_READ
             with pytest.raises(StoreError, match=r"cache\.sqlite3.*not a blob"):
                 await store.get(POLICY_NAMESPACE, "t.example")
+            with pytest.raises(StoreError, match=r"cache\.sqlite3.*not a blob"):
+                await acquire_get(store, "mta-sts.t.example", "me", 30, POLICY_NAMESPACE,
+                                  "t.example")
+            with pytest.raises(StoreError, match=r"cache\.sqlite3.*t\.example is not a blob"):
+                [entry async for entry in store.entries(POLICY_NAMESPACE)]
+            assert await store.acquire("mta-sts.t.example", "other", 30)  # no lock was left
+            await store.release("mta-sts.t.example", "other")
+            caplog.clear()
             assert await _starts_a_refresh(store, clock, "t.example")
+            assert "failed unexpectedly" not in caplog.text
+            assert "not a blob" in caplog.text
+            entry = await store.get(POLICY_NAMESPACE, "t.example")  # written anew: a blob
+            assert entry is not None and _decode("t.example", entry.value).failures == 1
         finally:
             await store.close()
 
@@ -482,9 +496,13 @@ def test_a_damaged_entry_is_a_store_error_never_a_crash(tmp_path: Path) -> None:
     assert b'"next_check":5000.0' in good
     overflow = good.replace(b'"next_check":5000.0', b'"next_check":1' + b"0" * 400)
     deep = b"[" * 100_000 + b"]" * 100_000
-    for damaged in (overflow, deep):
-        with pytest.raises(StoreError):
+    # A time never reached would leave the entry unchecked for as long as it is kept.
+    never = [good.replace(b'"next_check":5000.0', b'"next_check":' + text)
+             for text in (b"NaN", b"Infinity", b"1e400")]
+    for damaged in (overflow, deep, *never):
+        with pytest.raises(StoreError, match=r"entry for x\.example is corrupt"):
             _decode("x.example", damaged)
+        assert stored_schedule(damaged) is None
     with pytest.raises(StoreError, match="nested too deeply"):
         loads_json(deep)
 

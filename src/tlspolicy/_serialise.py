@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,10 +37,25 @@ def dumps_json(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:30]} is not a finite number")
+    return value
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def loads_json(data: bytes) -> object:
-    """Decode what :func:`dumps_json` wrote; a corrupt value raises :class:`StoreError`."""
+    """Decode what :func:`dumps_json` wrote; a corrupt value raises :class:`StoreError`.
+
+    ``NaN``, ``Infinity`` and a number too large for a float (``1e400``) are corrupt: a
+    time that is never reached would leave an entry unchecked for as long as it is kept.
+    """
     try:
-        return json.loads(data)
+        return json.loads(data, parse_float=_finite, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise StoreError(f"stored value is not JSON: {exc}") from None
     except RecursionError:

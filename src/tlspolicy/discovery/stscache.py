@@ -44,7 +44,10 @@ def encode_state(state: StsState) -> dict[str, Any]:
 def decode_state(domain: str, data: bytes, share: Sharing | None = None) -> StsState:
     """The state stored for ``domain``; with ``share``, its policy and strings are those
     of equal states already held (see :class:`~tlspolicy.discovery.memory.Sharing`)."""
-    value = loads_json(data)
+    try:
+        value = loads_json(data)
+    except StoreError as exc:
+        raise StoreError(f"MTA-STS cache entry for {domain} is corrupt: {exc}") from None
     try:
         if not isinstance(value, dict) or value.get("v") != _RECORD_VERSION:
             raise ValueError("unknown record version")

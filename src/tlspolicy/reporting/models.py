@@ -169,7 +169,11 @@ class StoredReport:
     @classmethod
     def from_bytes(cls, key: str, data: bytes) -> StoredReport:
         """Read the stored form; a corrupt value raises ``StoreError``."""
-        value = loads_json(data)
+        try:
+            value = loads_json(data)
+        except StoreError as exc:
+            raise StoreError(f"stored TLS-RPT report {key[:200]!r} is malformed: "
+                             f"{exc}") from None
         try:
             assert isinstance(value, dict) and value["v"] == 1
             rua = value["rua"]

@@ -70,18 +70,22 @@ _GET: Final = ("SELECT value, expires_at FROM entries WHERE namespace=? AND key=
 _BATCH = 500
 
 
+def _blob(value: object, namespace: str, key: str) -> bytes:
+    """An entry's value as read; text or a number (put there by another writer: this
+    store writes only blobs) is an SQLite error, so that it is reported as one, naming
+    the file, and rolls back what the operation began."""
+    if not isinstance(value, bytes):
+        raise sqlite3.DataError(f"entry {namespace}/{key} is not a blob")
+    return value
+
+
 def _reading(namespace: str, key: str, now: float
              ) -> Callable[[sqlite3.Connection], StoreEntry | None]:
     """The read of one unexpired entry, on whichever connection runs it."""
     def work(conn: sqlite3.Connection) -> StoreEntry | None:
         row = conn.execute(_GET, (namespace, key, now)).fetchone()
-        if row is None:
-            return None
-        if not isinstance(row[0], bytes):
-            # Text or a number put there by another writer: this store writes only blobs.
-            # An SQLite error, so that it is reported as one, naming the file.
-            raise sqlite3.DataError(f"entry {namespace}/{key} is not a blob")
-        return StoreEntry(namespace, key, row[0], row[1])
+        return None if row is None else StoreEntry(namespace, key,
+                                                   _blob(row[0], namespace, key), row[1])
     return work
 
 
@@ -328,7 +332,10 @@ class SqliteStore:
 
             rows = await self._on_worker(work)
             for key, value, expires_at in rows:
-                yield StoreEntry(namespace, key, bytes(value), expires_at)
+                if not isinstance(value, bytes):
+                    raise StoreError(f"SQLite store {self.path}: entry {namespace}/{key} "
+                                     "is not a blob")
+                yield StoreEntry(namespace, key, value, expires_at)
             if len(rows) < _BATCH:
                 return
             after = rows[-1][0]
@@ -378,9 +385,10 @@ class SqliteStore:
                 conn.execute("INSERT OR REPLACE INTO locks VALUES (?, ?, ?)",
                              (name, owner, now + ttl))
             found = conn.execute(_GET, (namespace, key, now)).fetchone()
+            # Checked before the commit: an entry that is not a blob takes no lock.
+            entry = None if found is None else StoreEntry(
+                namespace, key, _blob(found[0], namespace, key), found[1])
             conn.execute("COMMIT")
-            entry = None if found is None else StoreEntry(namespace, key, bytes(found[0]),
-                                                          found[1])
             return held, entry
 
         return await self._do(work, writes=True)
