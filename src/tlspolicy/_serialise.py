@@ -12,7 +12,7 @@ import enum
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import cattrs
 
@@ -32,16 +32,13 @@ def effective_to_dict(values: Mapping[str, object]) -> dict[str, Any]:
             for name, value in values.items()}
 
 
+# One encoder for every write: json.dumps with these arguments builds a new one each call.
+_ENCODE: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+
 def dumps_json(value: object) -> bytes:
     """Encode a JSON value compactly (sorted keys, so equal values give equal bytes)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text[:30]} is not a finite number")
-    return value
+    return _ENCODE(value).encode()
 
 
 def _no_constant(name: str) -> object:
@@ -51,13 +48,24 @@ def _no_constant(name: str) -> object:
 def loads_json(data: bytes) -> object:
     """Decode what :func:`dumps_json` wrote; a corrupt value raises :class:`StoreError`.
 
-    ``NaN``, ``Infinity`` and a number too large for a float (``1e400``) are corrupt: a
-    time that is never reached would leave an entry unchecked for as long as it is kept.
+    ``NaN`` and ``Infinity`` are corrupt: no writer here produces them, and a time that
+    is never reached would leave an entry unchecked for as long as it is kept (readers
+    of times also refuse a number too large for a float, ``1e400``, with
+    :func:`finite`).
     """
     try:
-        return json.loads(data, parse_float=_finite, parse_constant=_no_constant)
+        return json.loads(data, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise StoreError(f"stored value is not JSON: {exc}") from None
     except RecursionError:
         # Nesting no writer of this package produces (a damaged or foreign entry).
         raise StoreError("stored value is JSON nested too deeply") from None
+
+
+def finite(value: object) -> float:
+    """``value`` as a finite float, else ``ValueError`` (``OverflowError`` for an integer
+    too large): for times read back from a store."""
+    number = float(value)  # type: ignore[arg-type]
+    if not math.isfinite(number):
+        raise ValueError(f"{number} is not a finite time")
+    return number
