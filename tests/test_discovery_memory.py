@@ -498,13 +498,19 @@ def test_a_damaged_entry_is_a_store_error_never_a_crash(tmp_path: Path) -> None:
     deep = b"[" * 100_000 + b"]" * 100_000
     # A time never reached would leave the entry unchecked for as long as it is kept.
     never = [good.replace(b'"next_check":5000.0', b'"next_check":' + text)
-             for text in (b"NaN", b"Infinity", b"1e400")]
+             for text in (b"NaN", b"Infinity", b"1e400", b"1e300")]
     for damaged in (overflow, deep, *never):
         with pytest.raises(StoreError, match=r"entry for x\.example is corrupt"):
             _decode("x.example", damaged)
         assert stored_schedule(damaged) is None
     with pytest.raises(StoreError, match="nested too deeply"):
         loads_json(deep)
+    # A fetch time whose expiry is past the last date a datetime holds: the schedule
+    # reads (a refresh is started as its next check says), the state is corrupt.
+    late = good.replace(b'"fetched_at":1000.0', b'"fetched_at":253402300790.0')
+    assert late != good and stored_schedule(late) == (5000.0, None)
+    with pytest.raises(StoreError, match=r"entry for x\.example is corrupt"):
+        _decode("x.example", late)
 
     async def main() -> None:
         clock = Clock()

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import jsonschema
 import pytest
 
@@ -227,3 +228,22 @@ def test_a_stored_report_with_a_number_too_large_is_malformed_not_a_crash() -> N
     assert StoredReport.from_bytes("0/example.com", dumps_json(value)).created == 1.0
     with pytest.raises(StoreError, match=r"'0/example\.com' is malformed.*nested too deeply"):
         StoredReport.from_bytes("0/example.com", b"[" * 100_000 + b"]" * 100_000)
+    # Times a retry compares with the clock: never reached, or not a number at all.
+    for created, delivery in ((b"1e400", {}), (b"1.0", {"next_at": "x"}),
+                              (b"1.0", {"next_at": 1e300}),
+                              (b"1.0", {"next_at": 1.0, "delivered_at": -1e300})):
+        value["created"] = 7.0
+        value["deliveries"] = [{"uri": "mailto:r@example.net", **delivery}]
+        data = dumps_json(value).replace(b'"created":7.0', b'"created":' + created)
+        with pytest.raises(StoreError, match="is malformed"):
+            StoredReport.from_bytes("0/example.com", data)
+    value["deliveries"] = [{"uri": "mailto:r@example.net", "next_at": 5.0}]
+    assert StoredReport.from_bytes("0/example.com", dumps_json(value)).deliveries[0].next_at == 5
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), 0, -1.0])
+def test_a_reporting_backoff_must_be_a_finite_positive_number(bad: float) -> None:
+    """An infinite or NaN wait would be written into the stored report as a retry time
+    that JSON cannot carry and that is never reached."""
+    with pytest.raises(ReportingError, match="backoff_initial must be positive"):
+        attrs.evolve(CONFIG, backoff_initial=bad)

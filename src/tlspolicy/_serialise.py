@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import json
-import math
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -19,7 +18,7 @@ import cattrs
 from .errors import StoreError
 from .options import OPTION_SPECS, UNSET
 
-__all__ = ["converter", "dumps_json", "effective_to_dict", "loads_json"]
+__all__ = ["converter", "dumps_json", "effective_to_dict", "finite", "loads_json"]
 
 #: Unstructures the core's attrs models to builtins; enums become their values.
 converter = cattrs.Converter()
@@ -62,10 +61,16 @@ def loads_json(data: bytes) -> object:
         raise StoreError("stored value is JSON nested too deeply") from None
 
 
+#: The last second a datetime holds (9999-12-31 23:59:59 UTC): a time past it (or
+#: before its negative) cannot be a date, and converting it would overflow.
+_LAST_TIME: Final = 253_402_300_799.0
+
+
 def finite(value: object) -> float:
-    """``value`` as a finite float, else ``ValueError`` (``OverflowError`` for an integer
-    too large): for times read back from a store."""
+    """``value`` as a float within a datetime's range (seconds since the epoch), else
+    ``ValueError`` (``OverflowError`` for an integer too large): for times read back from
+    a store."""
     number = float(value)  # type: ignore[arg-type]
-    if not math.isfinite(number):
-        raise ValueError(f"{number} is not a finite time")
+    if not -_LAST_TIME <= number <= _LAST_TIME:  # NaN and the infinities fail too
+        raise ValueError(f"{number} is not a time")
     return number

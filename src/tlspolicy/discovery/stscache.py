@@ -66,6 +66,7 @@ def decode_state(domain: str, data: bytes, share: Sharing | None = None) -> StsS
             cached = CachedMtaStsPolicy(
                 policy, aware(fetched_at) if share is None else share.moment(fetched_at),
                 policy_id)
+            cached.expires_at  # noqa: B018 - within a date's range, or corrupt (OverflowError)
         return StsState(domain, state, cached, FetchOutcome(value["outcome"]), detail, txt_id,
                         finite(value["next_check"]), int(value["failures"]),
                         None if value["retry_at"] is None else finite(value["retry_at"]))

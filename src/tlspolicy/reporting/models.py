@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import re
 import urllib.parse
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from tlspolicy._serialise import finite
 from tlspolicy.errors import TlsPolicyError
 from tlspolicy.names import normalise_domain
 
@@ -69,7 +71,8 @@ def _contact(value: object) -> str:
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            0 < value < math.inf):  # NaN and infinity fail too
         raise ReportingError(f"reporting option {attribute.name} must be positive, "
                              f"not {value!r}")
 
@@ -177,10 +180,15 @@ class StoredReport:
         try:
             assert isinstance(value, dict) and value["v"] == 1
             rua = value["rua"]
+            deliveries = tuple(Delivery(**d) for d in value["deliveries"])
+            for delivery in deliveries:  # times a retry compares with the clock
+                finite(delivery.next_at)
+                if delivery.delivered_at is not None:
+                    finite(delivery.delivered_at)
             stored = cls(key, value["domain"], int(value["start"]), int(value["end"]),
-                         value["report"], value["filename"], float(value["created"]),
+                         value["report"], value["filename"], finite(value["created"]),
                          None if rua is None else tuple(rua), value["rua_detail"],
-                         tuple(Delivery(**d) for d in value["deliveries"]))
+                         deliveries)
         except (AssertionError, KeyError, TypeError, ValueError, ArithmeticError) as exc:
             # ArithmeticError: a number too large for a float (OverflowError).
             raise StoreError(f"stored TLS-RPT report {key!r} is malformed: {exc}") from None
