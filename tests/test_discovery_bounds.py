@@ -26,7 +26,7 @@ from tlspolicy.discovery.dns import DnsAnswer, DnsClient
 from tlspolicy.postfix.dropin import DROP_IN_CONFIG
 from tlspolicy.postfix.lookup import PolicyLookup
 from tlspolicy.resolver import Resolver
-from tlspolicy.servers import discovered_refresh
+from tlspolicy.servers import app_discovery, discovered_refresh
 from tlspolicy.servers.discovered import DiscoveryLookup
 from tlspolicy.stores import SqliteStore
 
@@ -398,3 +398,36 @@ def test_the_servers_refresh_pass_starts_checks_of_due_states_only(
     first, second, checking = run(main)
     assert (first, checking) == (1, {"due.example"})
     assert second == 1  # soon.example, due now (due.example waits out its failure's retry)
+
+
+def test_the_server_runs_the_refresh_pass_for_due_states_each_minute(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's refresh loop: one pass a minute, of due states only (no ``ahead``: a
+    refresh started before its state is due checks nothing), and a failed pass does not
+    end the loop."""
+    calls: list[dict[str, float]] = []
+    waits: list[float] = []
+
+    class Lookup:
+        async def refresh_once(self, **kwargs: float) -> int:
+            calls.append(kwargs)
+            if len(calls) == 1:
+                raise RuntimeError("one bad pass")
+            return 0
+
+    async def sleep(delay: float) -> None:
+        waits.append(delay)
+        if len(waits) > 2:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(app_discovery, "asyncio", types.SimpleNamespace(sleep=sleep))
+    server = types.SimpleNamespace(current=Lookup())
+
+    async def main() -> None:
+        with pytest.raises(asyncio.CancelledError):
+            await app_discovery.DiscoveryRun._refresh(server)  # type: ignore[arg-type]
+
+    run(main)
+    assert waits == [60.0, 60.0, 60.0]
+    assert len(calls) == 2
+    assert all(kwargs.get("ahead", 0.0) == 0.0 for kwargs in calls)
