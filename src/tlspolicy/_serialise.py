@@ -18,7 +18,7 @@ import cattrs
 from .errors import StoreError
 from .options import OPTION_SPECS, UNSET
 
-__all__ = ["converter", "dumps_json", "effective_to_dict", "finite", "loads_json"]
+__all__ = ["converter", "dumps_json", "effective_to_dict", "loads_json", "stored_time"]
 
 #: Unstructures the core's attrs models to builtins; enums become their values.
 converter = cattrs.Converter()
@@ -50,7 +50,7 @@ def loads_json(data: bytes) -> object:
     ``NaN`` and ``Infinity`` are corrupt: no writer here produces them, and a time that
     is never reached would leave an entry unchecked for as long as it is kept (readers
     of times also refuse a number too large for a float, ``1e400``, with
-    :func:`finite`).
+    :func:`stored_time`).
     """
     try:
         return json.loads(data, parse_constant=_no_constant)
@@ -66,7 +66,7 @@ def loads_json(data: bytes) -> object:
 _LAST_TIME: Final = 253_402_300_799.0
 
 
-def finite(value: object) -> float:
+def stored_time(value: object) -> float:
     """``value`` as a float within a datetime's range (seconds since the epoch), else
     ``ValueError`` (``OverflowError`` for an integer too large): for times read back from
     a store."""

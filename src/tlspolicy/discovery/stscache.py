@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from .._serialise import finite, loads_json
+from .._serialise import loads_json, stored_time
 from ..errors import PolicyInputError, StoreError
 from ..policies.mtasts import CachedMtaStsPolicy, FetchOutcome, StsMode, parse_policy
 from ..policies.ststate import StsState, aware
@@ -62,14 +62,14 @@ def decode_state(domain: str, data: bytes, share: Sharing | None = None) -> StsS
             policy = parse_policy(value["policy"])
             if share is not None:
                 policy = share.policy(policy)
-            fetched_at = finite(value["fetched_at"])
+            fetched_at = stored_time(value["fetched_at"])
             cached = CachedMtaStsPolicy(
                 policy, aware(fetched_at) if share is None else share.moment(fetched_at),
                 policy_id)
             cached.expires_at  # noqa: B018 - within a date's range, or corrupt (OverflowError)
         return StsState(domain, state, cached, FetchOutcome(value["outcome"]), detail, txt_id,
-                        finite(value["next_check"]), int(value["failures"]),
-                        None if value["retry_at"] is None else finite(value["retry_at"]))
+                        stored_time(value["next_check"]), int(value["failures"]),
+                        None if value["retry_at"] is None else stored_time(value["retry_at"]))
     except (KeyError, TypeError, ValueError, ArithmeticError, PolicyInputError) as exc:
         # ArithmeticError: a number too large for a float (OverflowError).
         raise StoreError(f"MTA-STS cache entry for {domain} is corrupt: {exc}") from None
@@ -84,7 +84,7 @@ def stored_schedule(data: bytes) -> tuple[float, float | None] | None:
         if not isinstance(value, dict) or value.get("v") != _RECORD_VERSION:
             return None
         retry = value["retry_at"]
-        return finite(value["next_check"]), None if retry is None else finite(retry)
+        return stored_time(value["next_check"]), None if retry is None else stored_time(retry)
     except Exception:  # whatever is wrong with it (even an overflow), a refresh reports it
         return None
 

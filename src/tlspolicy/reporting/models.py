@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from tlspolicy._serialise import finite
+from tlspolicy._serialise import stored_time
 from tlspolicy.errors import TlsPolicyError
 from tlspolicy.names import normalise_domain
 
@@ -182,11 +182,11 @@ class StoredReport:
             rua = value["rua"]
             deliveries = tuple(Delivery(**d) for d in value["deliveries"])
             for delivery in deliveries:  # times a retry compares with the clock
-                finite(delivery.next_at)
+                stored_time(delivery.next_at)
                 if delivery.delivered_at is not None:
-                    finite(delivery.delivered_at)
+                    stored_time(delivery.delivered_at)
             stored = cls(key, value["domain"], int(value["start"]), int(value["end"]),
-                         value["report"], value["filename"], finite(value["created"]),
+                         value["report"], value["filename"], stored_time(value["created"]),
                          None if rua is None else tuple(rua), value["rua_detail"],
                          deliveries)
         except (AssertionError, KeyError, TypeError, ValueError, ArithmeticError) as exc:

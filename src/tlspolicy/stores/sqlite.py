@@ -324,17 +324,15 @@ class SqliteStore:
 
             def work(conn: sqlite3.Connection, after: str = after,
                      first: bool = first, now: float = now) -> list[Any]:
-                return conn.execute(
+                rows = conn.execute(
                     "SELECT key, value, expires_at FROM entries WHERE namespace=? "
                     "AND key LIKE ? ESCAPE '\\' AND (key > ? OR ?) "
                     "AND (expires_at IS NULL OR expires_at > ?) ORDER BY key LIMIT ?",
                     (namespace, _like_prefix(prefix), after, first, now, _BATCH)).fetchall()
+                return [(k, _blob(v, namespace, k), e) for k, v, e in rows]
 
             rows = await self._on_worker(work)
             for key, value, expires_at in rows:
-                if not isinstance(value, bytes):
-                    raise StoreError(f"SQLite store {self.path}: entry {namespace}/{key} "
-                                     "is not a blob")
                 yield StoreEntry(namespace, key, value, expires_at)
             if len(rows) < _BATCH:
                 return
