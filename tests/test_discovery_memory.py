@@ -8,6 +8,7 @@ figures).
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import time
 from datetime import UTC, datetime
@@ -315,16 +316,43 @@ def test_a_stored_schedule_is_read_without_decoding_the_policy() -> None:
         assert stored_schedule(bad) is None, bad[:60]
 
 
+def test_a_field_of_the_wrong_type_or_value_is_a_corrupt_entry() -> None:
+    """What this package never writes is damage: a time that is a string or a boolean or
+    before the year 1 (shown by ``cache show`` as a date), a failure count that is
+    negative (its retry would not back off), a float or a string, a state or text of
+    the wrong type."""
+    cached = CachedMtaStsPolicy(parse_policy(enforce("x.example")), at(1000.0), "id1")
+    state = StsState("x.example", "policy", cached, FetchOutcome.OK, "ok", "id1", 5000.0, 2,
+                     None)
+    good = _encode(state)
+    assert _decode("x.example", dumps_json(good)) == state
+    for field, bad in (("next_check", "5000"), ("next_check", True), ("next_check", -1e11),
+                       ("fetched_at", "1000"), ("retry_at", False), ("failures", -1000),
+                       ("failures", 2.0), ("failures", "2"), ("failures", True),
+                       ("failures", 2**31), ("state", "garbage"), ("state", ["policy"]),
+                       ("detail", 5), ("policy_id", 1), ("txt_id", ["id1"])):
+        with pytest.raises(StoreError, match=r"entry for x\.example is corrupt"):
+            _decode("x.example", dumps_json({**good, field: bad}))
+    # The first second of the year 1 and the last of 9999 are times.
+    first = _decode("x.example", dumps_json({**good, "next_check": -62135596800.0}))
+    assert first.next_check == -62135596800.0
+    last = _decode("x.example", dumps_json({**good, "next_check": 253402300799}))
+    assert last.next_check == 253402300799.0
+    with pytest.raises(StoreError):
+        _decode("x.example", dumps_json({**good, "next_check": -62135596801.0}))
+
+
 def test_text_where_the_store_writes_a_blob_is_an_error_naming_the_file(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Another writer's text in an entry: not read at once, a StoreError naming the file
-    when awaited or listed, no lock taken with it; a proactive refresh then starts,
-    reports it as a store error (no crash) and writes the entry anew."""
+    when awaited, no lock taken with it; a listing passes over it with a warning naming
+    the file and lists the entries around it; a proactive refresh then starts, reports it
+    as a store error (no crash) and writes the entry anew."""
     path = tmp_path / "cache.sqlite3"
 
     async def main() -> None:
         clock = Clock()
-        store = await _seeded(tmp_path, clock, ["t.example"])
+        store = await _seeded(tmp_path, clock, ["s.example", "t.example", "u.example"])
         with sqlite3.connect(path) as raw:
             raw.execute("UPDATE entries SET value = 'text' WHERE key = 't.example'")
         raw.close()
@@ -335,8 +363,11 @@ def test_text_where_the_store_writes_a_blob_is_an_error_naming_the_file(
             with pytest.raises(StoreError, match=r"cache\.sqlite3.*not a blob"):
                 await acquire_get(store, "mta-sts.t.example", "me", 30, POLICY_NAMESPACE,
                                   "t.example")
-            with pytest.raises(StoreError, match=r"cache\.sqlite3.*t\.example is not a blob"):
-                [entry async for entry in store.entries(POLICY_NAMESPACE)]
+            caplog.clear()
+            listed = [entry.key async for entry in store.entries(POLICY_NAMESPACE)]
+            assert listed == ["s.example", "u.example"]
+            assert re.search(r"cache\.sqlite3: entry mta-sts/'t\.example' is not a blob",
+                             caplog.text)
             assert await store.acquire("mta-sts.t.example", "other", 30)  # no lock was left
             await store.release("mta-sts.t.example", "other")
             caplog.clear()

@@ -241,6 +241,40 @@ def test_a_stored_report_with_a_number_too_large_is_malformed_not_a_crash() -> N
     assert StoredReport.from_bytes("0/example.com", dumps_json(value)).deliveries[0].next_at == 5
 
 
+@pytest.mark.parametrize(("where", "bad"), [
+    ("next_at", "0"), ("next_at", True), ("next_at", -1e11), ("delivered_at", "1"),
+    ("attempts", "1"), ("attempts", -1), ("attempts", 1.0), ("attempts", 10 ** 30),
+    ("uri", 5), ("state", "sent"), ("state", None), ("error", 0), ("unknown", 1),
+    ("rua", "mailto:r@example.net"), ("rua", [5]), ("rua_detail", None), ("start", "0"),
+    ("start", 0.0), ("created", "7"), ("created", -1e11), ("domain", 5)])
+def test_a_stored_report_field_of_the_wrong_type_is_malformed(where: str, bad: Any) -> None:
+    """What this package never writes is damage, refused when read: a send would meet it
+    as a TypeError (a delivery's next attempt as a string stopped every report after it;
+    its attempts as a string raised after delivering, before the delivery was saved, so
+    the report went again on every run) or a date it cannot show."""
+    delivery = {"uri": "mailto:r@example.net", "state": "pending", "attempts": 1,
+                "next_at": 5.0, "error": "", "delivered_at": None}
+    value = {"v": 1, "domain": "example.com", "start": 0, "end": 86400, "report": {},
+             "filename": "r.json", "created": 7.0, "rua": ["mailto:r@example.net"],
+             "rua_detail": "", "deliveries": [delivery]}
+    assert StoredReport.from_bytes("0/example.com", dumps_json(value)).deliveries[0].attempts == 1
+    if where in delivery or where == "unknown":
+        value["deliveries"] = [{**delivery, where: bad}]
+    else:
+        value[where] = bad
+    with pytest.raises(StoreError, match="is malformed"):
+        StoredReport.from_bytes("0/example.com", dumps_json(value))
+
+
+def test_a_stored_delivery_missing_a_field_takes_its_default() -> None:
+    value = {"v": 1, "domain": "example.com", "start": 0, "end": 86400, "report": {},
+             "filename": "r.json", "created": 7.0, "rua": ["mailto:r@example.net"],
+             "rua_detail": "", "deliveries": [{"uri": "mailto:r@example.net"}]}
+    [delivery] = StoredReport.from_bytes("0/example.com", dumps_json(value)).deliveries
+    assert (delivery.state, delivery.attempts, delivery.next_at, delivery.delivered_at) == (
+        "pending", 0, 0.0, None)
+
+
 @pytest.mark.parametrize("bad", [float("inf"), float("nan"), 0, -1.0])
 def test_a_reporting_backoff_must_be_a_finite_positive_number(bad: float) -> None:
     """An infinite or NaN wait would be written into the stored report as a retry time

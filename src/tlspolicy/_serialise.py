@@ -18,7 +18,8 @@ import cattrs
 from .errors import StoreError
 from .options import OPTION_SPECS, UNSET
 
-__all__ = ["converter", "dumps_json", "effective_to_dict", "loads_json", "stored_time"]
+__all__ = ["converter", "dumps_json", "effective_to_dict", "loads_json", "stored_count",
+           "stored_time"]
 
 #: Unstructures the core's attrs models to builtins; enums become their values.
 converter = cattrs.Converter()
@@ -61,16 +62,28 @@ def loads_json(data: bytes) -> object:
         raise StoreError("stored value is JSON nested too deeply") from None
 
 
-#: The last second a datetime holds (9999-12-31 23:59:59 UTC): a time past it (or
-#: before its negative) cannot be a date, and converting it would overflow.
+#: The first and last seconds a datetime holds (0001-01-01 00:00:00 and 9999-12-31
+#: 23:59:59 UTC): a time outside them cannot be a date, and converting it would fail.
+_FIRST_TIME: Final = -62_135_596_800.0
 _LAST_TIME: Final = 253_402_300_799.0
 
 
 def stored_time(value: object) -> float:
     """``value`` as a float within a datetime's range (seconds since the epoch), else
     ``ValueError`` (``OverflowError`` for an integer too large): for times read back from
-    a store."""
-    number = float(value)  # type: ignore[arg-type]
-    if not -_LAST_TIME <= number <= _LAST_TIME:  # NaN and the infinities fail too
+    a store, which this package writes as JSON numbers only (a string or a boolean is
+    damage, not a time)."""
+    if type(value) is not float and type(value) is not int:
+        raise ValueError(f"{value!r} is not a time")
+    number = float(value)
+    if not _FIRST_TIME <= number <= _LAST_TIME:  # NaN and the infinities fail too
         raise ValueError(f"{number} is not a time")
     return number
+
+
+def stored_count(value: object, limit: int = 2**31 - 1) -> int:
+    """``value`` as a count read back from a store: an integer from 0 to ``limit``,
+    else ``ValueError`` (a float, a string, a boolean or a negative count is damage)."""
+    if type(value) is not int or not 0 <= value <= limit:
+        raise ValueError(f"{value!r} is not a count")
+    return value

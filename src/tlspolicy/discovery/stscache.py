@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from .._serialise import loads_json, stored_time
+from .._serialise import loads_json, stored_count, stored_time
 from ..errors import PolicyInputError, StoreError
 from ..policies.mtasts import CachedMtaStsPolicy, FetchOutcome, StsMode, parse_policy
 from ..policies.ststate import StsState, aware
@@ -41,6 +41,14 @@ def encode_state(state: StsState) -> dict[str, Any]:
     }
 
 
+#: Every ``StsState.state``: a stored state holds one of these.
+_STATES: Final = frozenset({"policy", "none", "failed", "pending", "unreadable", "unknown"})
+
+
+def _text_or_none(value: object) -> bool:
+    return value is None or type(value) is str
+
+
 def decode_state(domain: str, data: bytes, share: Sharing | None = None) -> StsState:
     """The state stored for ``domain``; with ``share``, its policy and strings are those
     of equal states already held (see :class:`~tlspolicy.discovery.memory.Sharing`)."""
@@ -52,8 +60,13 @@ def decode_state(domain: str, data: bytes, share: Sharing | None = None) -> StsS
         if not isinstance(value, dict) or value.get("v") != _RECORD_VERSION:
             raise ValueError("unknown record version")
         cached = None
-        state, detail = str(value["state"]), str(value["detail"])
+        state, detail = value["state"], value["detail"]
         policy_id, txt_id = value["policy_id"], value["txt_id"]
+        # Written by this package as these types only: anything else is damage, which a
+        # state would carry into answers, logs and the next write.
+        if state not in _STATES or type(detail) is not str or not _text_or_none(
+                policy_id) or not _text_or_none(txt_id):
+            raise ValueError("a field of the wrong type or value")
         if share is not None:
             state, detail = share.text(state), share.text(detail)
             policy_id = share.optional(policy_id)
@@ -68,7 +81,7 @@ def decode_state(domain: str, data: bytes, share: Sharing | None = None) -> StsS
                 policy_id)
             cached.expires_at  # noqa: B018 - within a date's range, or corrupt (OverflowError)
         return StsState(domain, state, cached, FetchOutcome(value["outcome"]), detail, txt_id,
-                        stored_time(value["next_check"]), int(value["failures"]),
+                        stored_time(value["next_check"]), stored_count(value["failures"]),
                         None if value["retry_at"] is None else stored_time(value["retry_at"]))
     except (KeyError, TypeError, ValueError, ArithmeticError, PolicyInputError) as exc:
         # ArithmeticError: a number too large for a float (OverflowError).

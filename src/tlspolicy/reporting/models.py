@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from tlspolicy._serialise import stored_time
+from tlspolicy._serialise import stored_count, stored_time
 from tlspolicy.errors import TlsPolicyError
 from tlspolicy.names import normalise_domain
 
@@ -141,6 +141,28 @@ class Delivery:
     delivered_at: float | None = None
 
 
+#: Every ``Delivery.state``.
+_DELIVERY_STATES = frozenset({"pending", "delivered", "gave-up", "too-large", "unsupported",
+                              "no-dkim-key"})
+_DELIVERY_FIELDS = frozenset(attrs.fields_dict(Delivery))
+#: The last second of the year 9999, the last a report's period may end at.
+_LAST_SECOND = 253_402_300_799
+
+
+def _delivery(data: object) -> Delivery:
+    """A stored delivery, its fields checked (``ValueError`` when damaged); a field
+    missing takes its default, as in :class:`Delivery`."""
+    if type(data) is not dict or not data.keys() <= _DELIVERY_FIELDS:
+        raise ValueError("a delivery is not a table of its fields")
+    uri, state, error = data["uri"], data.get("state", "pending"), data.get("error", "")
+    if type(uri) is not str or state not in _DELIVERY_STATES or type(error) is not str:
+        raise ValueError("a delivery field of the wrong type or value")
+    delivered = data.get("delivered_at")
+    return Delivery(uri, state, stored_count(data.get("attempts", 0)),
+                    stored_time(data.get("next_at", 0.0)), error,
+                    None if delivered is None else stored_time(delivered))
+
+
 @attrs.frozen(slots=True)
 class StoredReport:
     """A built report, its file name and where it goes."""
@@ -178,18 +200,21 @@ class StoredReport:
             raise StoreError(f"stored TLS-RPT report {key[:200]!r} is malformed: "
                              f"{exc}") from None
         try:
-            assert isinstance(value, dict) and value["v"] == 1
+            if type(value) is not dict or value.get("v") != 1:
+                raise ValueError("unknown record version")
             rua = value["rua"]
-            deliveries = tuple(Delivery(**d) for d in value["deliveries"])
-            for delivery in deliveries:  # times a retry compares with the clock
-                stored_time(delivery.next_at)
-                if delivery.delivered_at is not None:
-                    stored_time(delivery.delivered_at)
-            stored = cls(key, value["domain"], int(value["start"]), int(value["end"]),
-                         value["report"], value["filename"], stored_time(value["created"]),
+            # Written by this package as these types only: anything else is damage,
+            # which a send would meet as a TypeError after delivering.
+            rua_ok = rua is None or (type(rua) is list and all(type(u) is str for u in rua))
+            if not rua_ok or type(value["rua_detail"]) is not str or type(
+                    value["domain"]) is not str:
+                raise ValueError("a field of the wrong type")
+            stored = cls(key, value["domain"], stored_count(value["start"], _LAST_SECOND),
+                         stored_count(value["end"], _LAST_SECOND), value["report"],
+                         value["filename"], stored_time(value["created"]),
                          None if rua is None else tuple(rua), value["rua_detail"],
-                         deliveries)
-        except (AssertionError, KeyError, TypeError, ValueError, ArithmeticError) as exc:
+                         tuple(map(_delivery, value["deliveries"])))
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
             # ArithmeticError: a number too large for a float (OverflowError).
             raise StoreError(f"stored TLS-RPT report {key!r} is malformed: {exc}") from None
         # A shared store's report must be the one its key names, for a normalised domain.

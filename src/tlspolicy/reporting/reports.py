@@ -240,7 +240,9 @@ class Reporter:
                     updated = attrs.evolve(delivery, state="gave-up", attempts=attempts,
                                            error=error)
                 else:
-                    wait = min(self.config.backoff_initial * 2 ** (attempts - 1),
+                    # The exponent capped, as for MTA-STS retries: past it the wait is
+                    # backoff_max whatever the count, and 2 ** a large count is slow.
+                    wait = min(self.config.backoff_initial * 2 ** min(attempts - 1, 30),
                                self.config.backoff_max)
                     updated = attrs.evolve(delivery, attempts=attempts,
                                            next_at=self._clock() + wait, error=error)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import sqlite3
 import threading
 import time
@@ -37,6 +38,8 @@ from .base import (
 )
 
 __all__ = ["SqliteStore"]
+
+_log = logging.getLogger("tlspolicy.stores")
 
 _T = TypeVar("_T")
 
@@ -324,16 +327,23 @@ class SqliteStore:
 
             def work(conn: sqlite3.Connection, after: str = after,
                      first: bool = first, now: float = now) -> list[Any]:
-                rows = conn.execute(
+                return conn.execute(
                     "SELECT key, value, expires_at FROM entries WHERE namespace=? "
                     "AND key LIKE ? ESCAPE '\\' AND (key > ? OR ?) "
                     "AND (expires_at IS NULL OR expires_at > ?) ORDER BY key LIMIT ?",
                     (namespace, _like_prefix(prefix), after, first, now, _BATCH)).fetchall()
-                return [(k, _blob(v, namespace, k), e) for k, v, e in rows]
 
             rows = await self._on_worker(work)
             for key, value, expires_at in rows:
-                yield StoreEntry(namespace, key, value, expires_at)
+                if isinstance(value, bytes):
+                    yield StoreEntry(namespace, key, value, expires_at)
+                else:
+                    # Put there by another writer (this store writes only blobs): passed
+                    # over, as a listing's reader passes over an entry it cannot decode,
+                    # so that one such row does not hide every entry after it.  A read of
+                    # this one entry reports it as an error.
+                    _log.warning("SQLite store %s: entry %s/%r is not a blob; passed over",
+                                 self.path, namespace, str(key)[:200])
             if len(rows) < _BATCH:
                 return
             after = rows[-1][0]
