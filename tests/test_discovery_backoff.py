@@ -125,6 +125,25 @@ def test_backoff_settings_in_the_config_and_the_discovery_table() -> None:
         DiscoveryConfig(dns_backoff_initial=10, dns_backoff_max=5)
     with pytest.raises(DiscoveryError, match="dns_backoff_initial must be a positive"):
         DiscoveryConfig(dns_backoff_initial=0)
+
+
+@pytest.mark.parametrize("name", ["dns_timeout", "https_timeout", "first_wait",
+                                  "no_policy_ttl", "refresh_interval", "backoff_initial",
+                                  "backoff_max", "lock_ttl", "probe_backoff_initial",
+                                  "probe_backoff_max", "probe_interval",
+                                  "dns_backoff_initial", "dns_backoff_max"])
+def test_a_discovery_time_is_at_most_ten_years(name: str) -> None:
+    """A retry or a next check is the clock plus such a time, and must be one the store
+    can hold: past the year 9999, every state written with it would be refused when read
+    back, and the domain fetched again at each lookup."""
+    ten_years = 10 * 365 * 86400
+    top = {"dns_backoff_max": ten_years}  # not below dns_backoff_initial
+    assert getattr(DiscoveryConfig(**{**top, name: ten_years}), name) == ten_years
+    for bad in (ten_years + 1, 1e300, float("inf"), float("nan")):
+        with pytest.raises(DiscoveryError, match=f"{name} must be a positive number of "
+                                                 "seconds, at most 315,360,000"):
+            DiscoveryConfig(**{**top, name: bad})
+    assert check_discovery_table({name: 1e18}, "x.toml")
     assert check_discovery_table({"dns_backoff_initial": 2, "dns_backoff_max": 30.5},
                                  "x.toml") == []
     assert check_discovery_table({"dns_backoff_max": "1m"}, "x.toml")

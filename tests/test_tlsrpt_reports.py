@@ -281,3 +281,30 @@ def test_a_reporting_backoff_must_be_a_finite_positive_number(bad: float) -> Non
     that JSON cannot carry and that is never reached."""
     with pytest.raises(ReportingError, match="backoff_initial must be positive"):
         attrs.evolve(CONFIG, backoff_initial=bad)
+
+
+@pytest.mark.parametrize("name", ["grace", "retention", "retry_window", "backoff_initial",
+                                  "backoff_max", "timeout", "lock_ttl"])
+def test_a_reporting_time_is_at_most_ten_years(name: str) -> None:
+    """A wait added to the clock must stay a time the store can hold: a retry past the
+    year 9999 is written, then refused when read, so the report would never be read."""
+    assert getattr(attrs.evolve(CONFIG, **{name: 10 * 365 * DAY}), name) == 10 * 365 * DAY
+    with pytest.raises(ReportingError, match=f"{name} must be at most 315,360,000 seconds"):
+        attrs.evolve(CONFIG, **{name: 10 * 365 * DAY + 1})
+    with pytest.raises(ReportingError, match=f"{name} must be at most"):
+        attrs.evolve(CONFIG, **{name: 1e300})
+
+
+def test_a_damaged_value_is_named_by_its_start() -> None:
+    """The message naming a damaged value quotes its start, not all of it (a list of a
+    million items would be logged whole at every send)."""
+    value = {"v": 1, "domain": "example.com", "start": 0, "end": 86400, "report": {},
+             "filename": "r.json", "created": 7.0, "rua": None, "rua_detail": "",
+             "deliveries": [{"uri": "mailto:r@example.net", "next_at": [0] * 200_000}]}
+    with pytest.raises(StoreError, match=r"malformed: \[0, 0, .*\.\.\. is not a time") as caught:
+        StoredReport.from_bytes("0/example.com", dumps_json(value))
+    assert len(str(caught.value)) < 200
+    value["deliveries"] = [{"uri": "mailto:r@example.net", "attempts": 10 ** 1000}]
+    with pytest.raises(StoreError, match="a number too large is not a count"):
+        StoredReport.from_bytes("0/example.com", dumps_json(value))
+

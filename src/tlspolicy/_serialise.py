@@ -18,8 +18,8 @@ import cattrs
 from .errors import StoreError
 from .options import OPTION_SPECS, UNSET
 
-__all__ = ["converter", "dumps_json", "effective_to_dict", "loads_json", "stored_count",
-           "stored_time"]
+__all__ = ["LONGEST_SETTING", "converter", "dumps_json", "effective_to_dict", "loads_json",
+           "stored_count", "stored_time"]
 
 #: Unstructures the core's attrs models to builtins; enums become their values.
 converter = cattrs.Converter()
@@ -68,13 +68,19 @@ _FIRST_TIME: Final = -62_135_596_800.0
 _LAST_TIME: Final = 253_402_300_799.0
 
 
+#: The longest time a setting may give (ten years, in seconds): a wait or a lifetime
+#: added to the clock must give a time a store can hold (see :func:`stored_time`), or
+#: every entry written with it would be refused when read back.
+LONGEST_SETTING: Final = 10 * 365 * 86400
+
+
 def stored_time(value: object) -> float:
     """``value`` as a float within a datetime's range (seconds since the epoch), else
     ``ValueError`` (``OverflowError`` for an integer too large): for times read back from
     a store, which this package writes as JSON numbers only (a string or a boolean is
     damage, not a time)."""
     if type(value) is not float and type(value) is not int:
-        raise ValueError(f"{value!r} is not a time")
+        raise ValueError(f"{_shown(value)} is not a time")
     number = float(value)
     if not _FIRST_TIME <= number <= _LAST_TIME:  # NaN and the infinities fail too
         raise ValueError(f"{number} is not a time")
@@ -85,5 +91,13 @@ def stored_count(value: object, limit: int = 2**31 - 1) -> int:
     """``value`` as a count read back from a store: an integer from 0 to ``limit``,
     else ``ValueError`` (a float, a string, a boolean or a negative count is damage)."""
     if type(value) is not int or not 0 <= value <= limit:
-        raise ValueError(f"{value!r} is not a count")
+        raise ValueError(f"{_shown(value)} is not a count")
     return value
+
+
+def _shown(value: object) -> str:
+    # A damaged value may be a list of a million items: its start is enough to name it.
+    if type(value) is int and value.bit_length() > 256:
+        return "a number too large"  # its repr would cost more than it says
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:60]}..."

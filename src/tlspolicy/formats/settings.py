@@ -25,13 +25,13 @@ command-line flag given explicitly, else the table, else the default.
 
 from __future__ import annotations
 
-import math
 import tomllib
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import attrs
 
+from .._serialise import LONGEST_SETTING
 from ..errors import (
     ConfigError,
     ConfigErrors,
@@ -87,9 +87,13 @@ class DiscoveryError(TlsPolicyError):
 
 
 def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or (
-            math.isinf(value) or math.isnan(value)):
-        raise DiscoveryError(f"discovery option {attribute.name} must be a positive number, "
+    # Every such option is a time in seconds; at most ten years, so that the clock plus
+    # it is a time the store can hold (a retry past the year 9999 would make every state
+    # written with it unreadable, and so fetched again at every lookup).
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            0 < value <= LONGEST_SETTING):  # NaN and infinity fail too
+        raise DiscoveryError(f"discovery option {attribute.name} must be a positive number "
+                             f"of seconds, at most {LONGEST_SETTING:,} (ten years), "
                              f"not {value!r}")
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from tlspolicy._serialise import stored_count, stored_time
+from tlspolicy._serialise import LONGEST_SETTING, stored_count, stored_time
 from tlspolicy.errors import TlsPolicyError
 from tlspolicy.names import normalise_domain
 
@@ -77,6 +77,13 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> 
                              f"not {value!r}")
 
 
+def _seconds(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    _positive(instance, attribute, value)
+    if value > LONGEST_SETTING:
+        raise ReportingError(f"reporting option {attribute.name} must be at most "
+                             f"{LONGEST_SETTING:,} seconds (ten years), not {value!r}")
+
+
 @attrs.frozen(slots=True)
 class ReportingConfig:
     """Who reports and how.  Times are in seconds.
@@ -105,19 +112,19 @@ class ReportingConfig:
     submitter: str = attrs.field(converter=_submitter)
     mail_from: str
     period: int = DAY
-    grace: float = attrs.field(default=900.0, validator=_positive)
-    retention: float = attrs.field(default=30 * DAY, validator=_positive)
+    grace: float = attrs.field(default=900.0, validator=_seconds)
+    retention: float = attrs.field(default=30 * DAY, validator=_seconds)
     max_report_bytes: int = attrs.field(default=10 * 1024 * 1024, validator=_positive)
-    retry_window: float = attrs.field(default=DAY, validator=_positive)
-    backoff_initial: float = attrs.field(default=300.0, validator=_positive)
-    backoff_max: float = attrs.field(default=3600.0, validator=_positive)
+    retry_window: float = attrs.field(default=DAY, validator=_seconds)
+    backoff_initial: float = attrs.field(default=300.0, validator=_seconds)
+    backoff_max: float = attrs.field(default=3600.0, validator=_seconds)
     dkim_selector: str = "tlsrpt"
     dkim_key_file: str | None = None
     smtp_port: int = 25
     https_port: int | None = None
     ca_file: str | None = None
-    timeout: float = attrs.field(default=60.0, validator=_positive)
-    lock_ttl: float = attrs.field(default=900.0, validator=_positive)
+    timeout: float = attrs.field(default=60.0, validator=_seconds)
+    lock_ttl: float = attrs.field(default=900.0, validator=_seconds)
 
     def __attrs_post_init__(self) -> None:
         if self.period <= 0 or DAY % self.period:
