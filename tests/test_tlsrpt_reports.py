@@ -304,6 +304,12 @@ def test_a_damaged_value_is_named_by_its_start() -> None:
     with pytest.raises(StoreError, match=r"malformed: \[0, 0, .*\.\.\. is not a time") as caught:
         StoredReport.from_bytes("0/example.com", dumps_json(value))
     assert len(str(caught.value)) < 200
+    # A number too large for a float anywhere (here in the report itself, which no
+    # check reads): written back it would be Infinity, which the reader refuses.
+    value["deliveries"] = []
+    data = dumps_json(value).replace(b'"report":{}', b'"report":{"x":1e400}')
+    with pytest.raises(StoreError, match="1e400 is too large for a float"):
+        StoredReport.from_bytes("0/example.com", data)
     value["deliveries"] = [{"uri": "mailto:r@example.net", "attempts": 10 ** 1000}]
     with pytest.raises(StoreError, match="a number too large is not a count"):
         StoredReport.from_bytes("0/example.com", dumps_json(value))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -45,16 +46,24 @@ def _no_constant(name: str) -> object:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):  # the literal is too large for a float
+        raise ValueError(f"{text[:30]} is too large for a float")
+    return number
+
+
 def loads_json(data: bytes) -> object:
     """Decode what :func:`dumps_json` wrote; a corrupt value raises :class:`StoreError`.
 
-    ``NaN`` and ``Infinity`` are corrupt: no writer here produces them, and a time that
-    is never reached would leave an entry unchecked for as long as it is kept (readers
-    of times also refuse a number too large for a float, ``1e400``, with
-    :func:`stored_time`).
+    ``NaN``, ``Infinity`` and a number too large for a float (``1e400``, which Python
+    reads as an infinity) are corrupt: no writer here produces them, a time that is never
+    reached would leave an entry unchecked for as long as it is kept, and written back
+    they would be ``Infinity``, which this reader refuses, so the entry would be lost
+    then.  Readers of times also bound them with :func:`stored_time`.
     """
     try:
-        return json.loads(data, parse_constant=_no_constant)
+        return json.loads(data, parse_constant=_no_constant, parse_float=_finite)
     except (ValueError, UnicodeDecodeError) as exc:
         raise StoreError(f"stored value is not JSON: {exc}") from None
     except RecursionError:
