@@ -516,6 +516,23 @@ def test_a_domain_in_use_is_held_under_one_string(env: Env) -> None:
     assert run(main) == (True, True)
 
 
+def test_a_kept_answer_and_its_state_reference_share_one_key(env: Env) -> None:
+    """The memo's key and the weak reference's are one tuple, not one each (some 60
+    bytes an answer kept)."""
+    from test_discovery_answers import ask, lookup_for
+
+    async def main() -> bool:
+        async with env.discovery() as d:
+            lookup = lookup_for(d)
+            await ask(lookup, "ok.secure.test")
+            await ask(lookup, "ok.secure.test")  # kept once the state is held
+            [(key, held)] = [(k, h) for k, h in lookup._held.items()
+                             if k == ("default", "ok.secure.test")]
+            return held.sts.memo_key is key
+
+    assert run(main)
+
+
 def test_a_damaged_entry_is_a_store_error_never_a_crash(tmp_path: Path) -> None:
     """A number too large for a float, or nesting too deep for the parser (a damaged or
     foreign entry): decoding raises StoreError, and a lookup answers as for any corrupt

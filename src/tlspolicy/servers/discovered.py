@@ -354,21 +354,23 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
             # The state by weak reference, and the answer dropped when the state is
             # freed: holding it would keep alive what the bounded memory let go (up to a
             # memo time's worth of evicted states), and such an answer is never reused.
+            # One tuple for the memo and the reference: each a tuple of its own cost
+            # some 60 bytes an answer kept.
+            memo_key = (map_name, key)
             sts: object = _STS_OFF
             if values.sts_on:
                 sts = None
                 if inputs.sts is not None:
                     sts = _StateRef(inputs.sts, self._forget_held)
-                    sts.memo_key = (map_name, key)
+                    sts.memo_key = memo_key
             timed, expires = None, math.inf
             cached = inputs.sts.cached if inputs.sts is not None else None
             if not result.notfound and cached is not None and any(
                     name == "policy_ttl" for name, _ in result.policy.attributes):
                 timed, expires = result.policy, cached.expires_at.timestamp()
-            self._held[(map_name, key)] = _Held(sts, self.discovery.trust_epoch, until, reply,
-                                                parsed.domain, result.rule_name, timed,
-                                                expires,
-                                                fetched if self.shadow is not None else None)
+            self._held[memo_key] = _Held(sts, self.discovery.trust_epoch, until, reply,
+                                         parsed.domain, result.rule_name, timed, expires,
+                                         fetched if self.shadow is not None else None)
         if self.shadow is not None:
             self._record(map_name, key, reply, fetched)
         return reply
