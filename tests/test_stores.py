@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from discovery_support import RedisServer
 from tlspolicy.stores import (
@@ -23,6 +25,7 @@ from tlspolicy.stores import (
     loads_json,
     set_release,
 )
+from tlspolicy.stores.base import MAX_KEY_LENGTH, check_name
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -539,3 +542,27 @@ def test_redis_down_is_unavailable_and_mirror_serves(tmp_path: Path) -> None:
 
 async def _aiter_list(items: AsyncIterator[object]) -> list[object]:
     return [item async for item in items]
+
+
+@given(st.text(max_size=40) | st.text(st.characters(max_codepoint=0x80), max_size=40))
+def test_a_store_key_holds_no_control_character_space_or_del(key: str) -> None:
+    """Every backend's keys: at most MAX_KEY_LENGTH characters, none below 0x21 and no DEL
+    (a space or a line break would let one key stand for another in a log or a listing);
+    anything else, other scripts included, is a key."""
+    allowed = not any(ord(c) < 0x21 or ord(c) == 0x7F for c in key)
+    if allowed:
+        check_name("mta-sts", key)
+    else:
+        with pytest.raises(StoreError, match="printable characters without spaces"):
+            check_name("mta-sts", key)
+
+
+def test_a_store_key_is_a_string_of_bounded_length() -> None:
+    check_name("mta-sts", "x" * MAX_KEY_LENGTH)
+    for bad in ("x" * (MAX_KEY_LENGTH + 1), b"x", 5, None):
+        with pytest.raises(StoreError, match="store key"):
+            check_name("mta-sts", bad)  # type: ignore[arg-type]
+    for namespace in ("", "a b", "é", "x" * 65):
+        with pytest.raises(StoreError, match="store namespace"):
+            check_name(namespace, "k")
+
