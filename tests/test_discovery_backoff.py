@@ -25,7 +25,7 @@ from tlspolicy.discovery.backoff import FailureBackoff, FailureLog
 from tlspolicy.discovery.dns import DnsStatus
 from tlspolicy.discovery.models import DiscoveryError
 from tlspolicy.errors import StoreError
-from tlspolicy.formats.settings import check_discovery_table
+from tlspolicy.formats.settings import DISCOVERY_KEYS, check_discovery_table
 from tlspolicy.postfix.lookup import PolicyLookup
 from tlspolicy.servers.discovered import DiscoveryLookup
 from tlspolicy.servers.socketmap import SocketmapReply
@@ -143,7 +143,14 @@ def test_a_discovery_time_is_at_most_ten_years(name: str) -> None:
         with pytest.raises(DiscoveryError, match=f"{name} must be a positive number of "
                                                  "seconds, at most 315,360,000"):
             DiscoveryConfig(**{**top, name: bad})
-    assert check_discovery_table({name: 1e18}, "x.toml")
+    # The [discovery] table of a file says so with its file and key, before any start.
+    if name not in DISCOVERY_KEYS:
+        return  # set through the API only
+    for bad in (5e8, 1e18, 0, float("inf"), float("nan")):
+        [error] = check_discovery_table({name: bad}, "x.toml")
+        assert "x.toml" in str(error) and name in str(error)
+        assert "at most 315,360,000 (ten years)" in str(error)
+    assert check_discovery_table({name: ten_years}, "x.toml") == []
     assert check_discovery_table({"dns_backoff_initial": 2, "dns_backoff_max": 30.5},
                                  "x.toml") == []
     assert check_discovery_table({"dns_backoff_max": "1m"}, "x.toml")
@@ -374,3 +381,17 @@ def test_a_stored_failure_keeps_no_dns_backoff_entry_and_sends_no_more_queries(
     discovery, sent = asyncio.run(main(tmp_path / "unwritable.sqlite3", _WritesFail))
     assert [n - before for n in sent] == [20, 20, 20, 20, 40]
     assert len(discovery.dns.backoff) == 20  # nothing else holds the lookups back
+
+
+def test_a_time_flag_of_serve_is_at_most_ten_years() -> None:
+    from tlspolicy.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["serve", "socketmap", "--discovery", "--first-wait",
+                              "315360000", "x.toml"])
+    assert args.first_wait == 315360000.0
+    for bad in ("315360001", "5e8", "0", "nan", "inf"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["serve", "socketmap", "--discovery", "--first-wait", bad,
+                               "x.toml"])
+

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final, TextIO
 
+from .._serialise import LONGEST_SETTING
 from ..errors import ConfigError, ConfigErrors, MissingDependencyError, TlsPolicyError
 from ..formats.bundled import EXAMPLE_NAME, example_config
 from ..formats.loader import FORMATS, load_config
@@ -42,6 +43,7 @@ __all__ = [
     "needs_extra",
     "note",
     "print_errors",
+    "seconds",
     "terminal_progress",
     "warn",
 ]
@@ -148,6 +150,19 @@ def needs_extra(what: str, exc: ImportError, extra: str) -> MissingDependencyErr
     else:
         package = f"the {extra} extra's packages"
     return MissingDependencyError.for_extra(what, package, extra)
+
+
+def seconds(text: str) -> float:
+    """A flag's time in seconds: positive and at most ten years (what every time setting
+    may be, see :data:`~tlspolicy._serialise.LONGEST_SETTING`), else a usage error."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= LONGEST_SETTING:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, at most "
+                                         f"{LONGEST_SETTING:,} (ten years), got {text!r}")
+    return value
 
 
 def note(message: str) -> None:

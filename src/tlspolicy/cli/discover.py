@@ -28,6 +28,7 @@ from ._common import (
     add_json,
     load_configuration,
     needs_extra,
+    seconds,
     warn,
 )
 from .resolve import _print_decision
@@ -54,8 +55,9 @@ STORE_OPTIONS: Final = ("cache", "redis")
 _FETCHING: Final = ("resolver", "resolver_port", "resolver_trusted", "probe_name", "cache",
                     "redis", "https_port", "ca_file")
 
-#: How a flag's value is read, by the type of its key (a string is taken as given).
-_READERS: Final[Mapping[object, Callable[[str], Any]]] = {int: int, (int, float): float}
+#: How a flag's value is read, by the type of its key (a string is taken as given); every
+#: number key is a time in seconds.
+_READERS: Final[Mapping[object, Callable[[str], Any]]] = {int: int, (int, float): seconds}
 
 
 def add_setting_flags(group: argparse._ActionsContainer, dests: Iterable[str], *,

@@ -17,7 +17,13 @@ from ..servers import systemd as _systemd
 from ..servers.app import lookup_factory, serve_socketmap
 from ..servers.app_inputs import UnixListen
 from ..servers.postfix_routes import DEFAULT_ROUTE_POLL, ROUTE_PARAMETERS
-from ._common import UsageError, add_config_files, add_no_file_checks, config_paths
+from ._common import (
+    UsageError,
+    add_config_files,
+    add_no_file_checks,
+    config_paths,
+    seconds,
+)
 from .discover import add_discovery_arguments, add_setting_flags
 from .serve_discovery import require_discovery
 from .serve_inputs import (
@@ -53,16 +59,6 @@ def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
     return int(text)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < 1e9:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
 
 
 def _inherited_socket(args: argparse.Namespace) -> socket.socket | None:
@@ -174,12 +170,12 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
                        help="connections one client may hold: per peer address over TCP, per "
                             "peer user id over a unix socket (default: no limit of its own; "
                             "every Postfix process of a host is the same client)")
-    group.add_argument("--idle-timeout", type=_seconds, default=_sm.DEFAULT_IDLE_TIMEOUT,
+    group.add_argument("--idle-timeout", type=seconds, default=_sm.DEFAULT_IDLE_TIMEOUT,
                        metavar="SECONDS",
                        help="close a connection this long after its last complete request "
                             f"(default {_sm.DEFAULT_IDLE_TIMEOUT:g}; Postfix itself closes "
                             "idle connections after 10)")
-    group.add_argument("--request-timeout", type=_seconds, default=_sm.DEFAULT_REQUEST_TIMEOUT,
+    group.add_argument("--request-timeout", type=seconds, default=_sm.DEFAULT_REQUEST_TIMEOUT,
                        metavar="SECONDS",
                        help="close a connection whose started request is not complete this "
                             f"long after its first byte (default {_sm.DEFAULT_REQUEST_TIMEOUT:g})")
@@ -187,7 +183,7 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
                        default=_sm.DEFAULT_MAX_REQUEST_BYTES, metavar="N",
                        help="largest request accepted "
                             f"(default {_sm.DEFAULT_MAX_REQUEST_BYTES})")
-    group.add_argument("--reload-timeout", type=_seconds, default=_sm.DEFAULT_RELOAD_TIMEOUT,
+    group.add_argument("--reload-timeout", type=seconds, default=_sm.DEFAULT_RELOAD_TIMEOUT,
                        metavar="SECONDS",
                        help="abandon a load (start or SIGHUP) that takes longer, keeping the "
                             f"previous policy (default {_sm.DEFAULT_RELOAD_TIMEOUT:g})")
@@ -204,7 +200,7 @@ def _add_discovery(parser: argparse.ArgumentParser) -> None:
         "never weaker than tlspolicy's decision (the [discovery] table of a TOML file sets "
         "the same; flags given here win)")
     add_setting_flags(group, ("discovery", "answer_deadline", "sts_mx_patterns"),
-                      readers={"answer_deadline": _seconds})
+                      readers={"answer_deadline": seconds})
     add_discovery_arguments(parser)
 
 

@@ -396,6 +396,13 @@ def check_discovery_table(table: object, filename: str | None, *,
                 "a whole number" if kind is int else "a number"
             errors.append(InvalidValueError(f"must be {wanted}", where.evolve(option=key),
                                             value=value, has_value=True))
+        elif kind == _NUMBER and isinstance(value, int | float) and not (
+                0 < value <= LONGEST_SETTING):
+            # Every number key is a time in seconds: the bound DiscoveryConfig holds it to,
+            # reported here with the file and line.
+            errors.append(InvalidValueError(
+                f"out of range: a positive number of seconds, at most {LONGEST_SETTING:,} "
+                "(ten years)", where.evolve(option=key), value=value, has_value=True))
         elif isinstance(value, int | float) and not 0 <= value <= 1e9:
             errors.append(InvalidValueError("out of range", where.evolve(option=key),
                                             value=value, has_value=True))
