@@ -49,6 +49,8 @@ class Received:
     tls: bool
     tls_version: str | None
     requiretls: bool
+    #: The name the client gave in its EHLO (or HELO) on the connection it came in on.
+    helo: str | None = None
 
 
 class _Handler:
@@ -74,6 +76,7 @@ class _Handler:
             tls=session.ssl is not None,
             tls_version=ssl_object.version() if ssl_object is not None else None,
             requiretls=bool(getattr(session, "requiretls", False)),
+            helo=session.host_name,
         )
         with self.lock:
             self.messages.append(received)
@@ -123,7 +126,8 @@ class SmtpServer:
     """A receiving server in its own thread and loop (see the module doc)."""
 
     def __init__(self, mode: Mode, *, tls_context: ssl.SSLContext | None = None,
-                 advertise_requiretls: bool = False, hostname: str = "mx.example.test") -> None:
+                 advertise_requiretls: bool = False, hostname: str = "mx.example.test",
+                 host: str = "127.0.0.1") -> None:
         if mode is not Mode.NO_STARTTLS and tls_context is None:
             # STARTTLS is advertised only with a context; the broken and
             # rejecting modes never use it for a handshake.
@@ -132,7 +136,7 @@ class SmtpServer:
         self.tls_context = tls_context if mode is not Mode.NO_STARTTLS else None
         self.hostname = hostname
         self.handler = _Handler(advertise_requiretls)
-        self.host = "127.0.0.1"
+        self.host = host
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"smtpd-{mode.value}",

@@ -88,6 +88,28 @@ def test_negotiation_row(row: NegotiationRow, certs: CertSet) -> None:
             assert server.handler.connections == 2
 
 
+def test_a_fallback_reconnects_to_the_address_with_the_callers_name() -> None:
+    """As the smtplib driver: after the broken handshake the plaintext session goes back
+    to the address the caller's session was connected to (127.0.0.2), not to a lookup
+    of ``localhost``, with the caller's EHLO name."""
+    decision = decision_from_toml(tls="ifavailable", fallback=True)
+
+    async def run(port: int) -> bool:
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.2", port=port, local_hostname="client.test",
+                               timeout=TIMEOUT, start_tls=False)
+        await smtp.connect()
+        result = await starttls(decision, "localhost", port, smtp=smtp, timeout=TIMEOUT)
+        await result.smtp.sendmail("a@client.test", [f"b@{DOMAIN}"], MESSAGE)
+        await result.smtp.quit()
+        return result.record.reconnected
+
+    with smtp_server(Mode.BREAK_HANDSHAKE, host="127.0.0.2") as server:
+        assert asyncio.run(asyncio.wait_for(run(server.port), 30))
+        [received] = server.messages
+        assert not received.tls and received.helo == "client.test"
+        assert server.handler.connections == 2
+
+
 @pytest.mark.parametrize("row", CERTIFICATE_ROWS, ids=lambda r: r.id)
 def test_certificate_row(row: CertificateRow, certs: CertSet) -> None:
     decision = decision_from_toml(tls="ifavailable", verify=row.verify, fallback=True,

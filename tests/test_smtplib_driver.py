@@ -83,6 +83,29 @@ def test_negotiation_row(row: NegotiationRow, certs: CertSet) -> None:
             assert server.handler.connections == 2
 
 
+def test_a_fallback_reconnects_to_the_address_with_the_callers_name_and_class() -> None:
+    """The session the caller connected goes to 127.0.0.2; ``localhost``, the host name
+    given, looks up to another address, where nothing listens.  After the broken
+    handshake the plaintext session goes back to 127.0.0.2, as the caller's subclass,
+    with the caller's EHLO name (no local_hostname passed to the driver)."""
+
+    class Limited(smtplib.SMTP):
+        pass
+
+    decision = decision_from_toml(tls="ifavailable", fallback=True)
+    with smtp_server(Mode.BREAK_HANDSHAKE, host="127.0.0.2") as server:
+        smtp = Limited("127.0.0.2", server.port, local_hostname="client.test",
+                       timeout=TIMEOUT)
+        result = starttls(decision, "localhost", server.port, smtp=smtp, timeout=TIMEOUT)
+        assert result.record.reconnected and result.smtp is not smtp
+        assert type(result.smtp) is Limited
+        result.smtp.sendmail("a@client.test", [f"b@{DOMAIN}"], MESSAGE)
+        result.smtp.quit()
+        [received] = server.messages
+        assert not received.tls and received.helo == "client.test"
+        assert server.handler.connections == 2
+
+
 @pytest.mark.parametrize("row", CERTIFICATE_ROWS, ids=lambda r: r.id)
 def test_certificate_row(row: CertificateRow, certs: CertSet) -> None:
     decision = decision_from_toml(tls="ifavailable", verify=row.verify, fallback=True,

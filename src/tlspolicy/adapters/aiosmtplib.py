@@ -93,8 +93,10 @@ class _Session(engine.Shell[aiosmtplib.SMTP]):
         if self._smtp is None:
             await self.reconnect()
         smtp = self.smtp
-        return engine.Opened(smtp.get_transport_info("peername"),
-                             smtp.get_transport_info("sockname"),
+        peer = smtp.get_transport_info("peername")
+        if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
+            self.peer_address = peer[0]
+        return engine.Opened(peer, smtp.get_transport_info("sockname"),
                              greet=smtp.is_ehlo_or_helo_needed)
 
     async def greet(self) -> None:
@@ -120,9 +122,15 @@ class _Session(engine.Shell[aiosmtplib.SMTP]):
         self.smtp.close()
 
     async def reconnect(self) -> None:
+        # To the address, as the session it replaces (see Shell.peer_address), with its
+        # EHLO name.
         attempt = self.attempt
-        smtp = aiosmtplib.SMTP(hostname=attempt.host, port=attempt.port,
-                               local_hostname=attempt.local_hostname, timeout=attempt.timeout,
+        old = self._smtp
+        local = attempt.local_hostname
+        if local is None and old is not None:
+            local = old.local_hostname
+        smtp = aiosmtplib.SMTP(hostname=self.reconnect_host(), port=attempt.port,
+                               local_hostname=local, timeout=attempt.timeout,
                                use_tls=False, start_tls=False)
         await smtp.connect()
         self._smtp = smtp

@@ -231,6 +231,15 @@ class Shell(Generic[_Client]):
     def __init__(self, attempt: Attempt, smtp: _Client | None) -> None:
         self.attempt = attempt
         self._smtp = smtp
+        #: The address the session was connected to (set when opened): a reconnect goes
+        #: back to it, not to a new lookup of the host name, which may give another
+        #: server (the one the caller chose is the one the decision was made for).
+        self.peer_address: str | None = None
+
+    def reconnect_host(self) -> str:
+        """Where a reconnect goes: the address the first session was connected to, else
+        the host name."""
+        return self.peer_address if self.peer_address is not None else self.attempt.host
 
     @property
     def smtp(self) -> _Client:

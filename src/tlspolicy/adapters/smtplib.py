@@ -54,7 +54,9 @@ def starttls(decision: Decision, host: str, port: int = 25, *, smtp: smtplib.SMT
     are :class:`~tlspolicy.adapters.engine.StartTlsOptions`.
 
     On FALLBACK after a failed handshake the old session is closed and a new
-    plaintext one to the same ``host:port`` is returned (``record.reconnected``).
+    plaintext one is returned (``record.reconnected``): to the address the old one
+    was connected to (not a new lookup of ``host``) and ``port``, of the old one's
+    class, with its EHLO name unless ``local_hostname`` is given.
     On DEFER / FAIL the session is ended and the exception raised.
 
     With ``sink`` (a :class:`~tlspolicy.adapters.ResultSink`) the attempt's
@@ -80,6 +82,8 @@ class _Session(engine.Shell[smtplib.SMTP]):
         if smtp.sock is not None:
             with contextlib.suppress(OSError):
                 peer, local = smtp.sock.getpeername(), smtp.sock.getsockname()
+        if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
+            self.peer_address = peer[0]
         greet = smtp.helo_resp is None and smtp.ehlo_resp is None
         return engine.Opened(peer, local, greet=greet)
 
@@ -106,9 +110,16 @@ class _Session(engine.Shell[smtplib.SMTP]):
             self.smtp.close()
 
     def reconnect(self) -> None:
+        # To the address, as the session it replaces (see Shell.peer_address), with its
+        # class (a caller's subclass keeps its own limits) and its EHLO name.
         attempt = self.attempt
-        self._smtp = smtplib.SMTP(attempt.host, attempt.port,
-                                  local_hostname=attempt.local_hostname, timeout=attempt.timeout)
+        old = self._smtp
+        kind = type(old) if old is not None else smtplib.SMTP
+        local = attempt.local_hostname
+        if local is None and old is not None:
+            local = old.local_hostname
+        self._smtp = kind(self.reconnect_host(), attempt.port, local_hostname=local,
+                          timeout=attempt.timeout)
 
     def upgrade(self, request: engine.UpgradeTls) -> engine.UpgradeAnswer:
         smtp = self.smtp
