@@ -20,7 +20,7 @@ import urllib.parse
 from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from tlspolicy.errors import TlsPolicyError
 from tlspolicy.names import normalise_domain
@@ -32,6 +32,7 @@ from tlspolicy.scopes import Config
 from ..adapters.smtplib import starttls
 from ..discovery.https import make_ssl_context
 from ..discovery.models import TlsRptRecord
+from .bounded_smtp import BoundedSMTP, bounded
 from .models import (
     MEDIA_TYPE,
     ReportingConfig,
@@ -46,6 +47,10 @@ if TYPE_CHECKING:
     from ..discovery import Discovery
 
 __all__ = ["DiscoveryLookups", "NoLookups", "ReportLookups", "ReportSender", "Sender"]
+
+#: Addresses one report is tried at for one rua, each exchange bounded by the timeout:
+#: an ``https:`` host's, or a ``mailto:`` domain's over all its MX hosts.
+_ADDRESSES: Final = 4
 
 
 class ReportLookups(Protocol):
@@ -148,7 +153,7 @@ class ReportSender:
         port = self.config.https_port or parts.port or 443
         context = make_ssl_context(self.config.ca_file)
         last: Exception | None = None
-        for address in (await self.lookups.addresses(host))[:4]:
+        for address in (await self.lookups.addresses(host))[:_ADDRESSES]:
             netloc = f"[{address}]" if ":" in address else address
             target = urllib.parse.urlunsplit(("https", f"{netloc}:{port}", parts.path or "/",
                                               parts.query, ""))
@@ -219,9 +224,13 @@ class ReportSender:
         domain = normalise_domain(rcpt.rsplit("@", 1)[1])
         message = self.message(stored, rcpt, body)
         hosts = await self.lookups.mx_hosts(domain)
-        errors = []
+        errors: list[str] = []
+        # At most _ADDRESSES sessions over all the MX hosts, each bounded as a whole by
+        # the timeout, as for HTTPS: the stranger's MX list does not set the total.
         for host in hosts:
             for address in await self.lookups.addresses(host):
+                if len(errors) >= _ADDRESSES:
+                    break
                 try:
                     await asyncio.to_thread(self._smtp, domain, host, address, rcpt, message)
                     return
@@ -240,15 +249,23 @@ class ReportSender:
             resolver = Resolver(Config(options=Options(tls=Tls.IFAVAILABLE)))
         decision = resolver.resolve(domain, mx_host=host,
                                     destination=Destination(tls_required_no=True))
-        smtp = smtplib.SMTP(timeout=self.config.timeout, local_hostname=self.config.submitter)
-        smtp.connect(address, self.config.smtp_port)
-        result = starttls(decision, host, self.config.smtp_port, smtp=smtp,
-                          timeout=self.config.timeout)
-        try:
-            result.smtp.sendmail(self.config.mail_from, [rcpt], message,
-                                 mail_options=list(result.record.mail_options))
-        finally:
+        # The whole session, a fallback's new one included, within the timeout, and no
+        # reply longer than 64 KiB: the MX is a stranger's (see bounded_smtp).
+        with bounded(self.config.timeout):
+            smtp = BoundedSMTP(timeout=self.config.timeout,
+                               local_hostname=self.config.submitter)
             try:
-                result.smtp.quit()
-            except (OSError, smtplib.SMTPException):
-                result.smtp.close()
+                smtp.connect(address, self.config.smtp_port)
+            except BaseException:
+                smtp.close()
+                raise
+            result = starttls(decision, host, self.config.smtp_port, smtp=smtp,
+                              timeout=self.config.timeout)
+            try:
+                result.smtp.sendmail(self.config.mail_from, [rcpt], message,
+                                     mail_options=list(result.record.mail_options))
+            finally:
+                try:
+                    result.smtp.quit()
+                except (OSError, smtplib.SMTPException):
+                    result.smtp.close()
