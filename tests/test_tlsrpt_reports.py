@@ -314,3 +314,23 @@ def test_a_damaged_value_is_named_by_its_start() -> None:
     with pytest.raises(StoreError, match="a number too large is not a count"):
         StoredReport.from_bytes("0/example.com", dumps_json(value))
 
+
+def test_a_rua_entry_that_is_no_uri_is_left_out_of_the_record() -> None:
+    """A stranger's ``_smtp._tls`` record whose rua entries hold a line break, an escape
+    or a non-ASCII letter: those entries are no URIs (RFC 3986) and are left out, so that
+    none reaches a log line, a request or a mail; the others are kept, in order."""
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rdatatype
+
+    from tlspolicy.discovery.dns import DnsAnswer, DnsStatus
+    from tlspolicy.discovery.records import tlsrpt_record
+
+    text = ('"v=TLSRPTv1; rua=mailto:a@x.test,mailto:r@v.test?x=\010CRITICAL forged,'
+            'https://v.test/\027[31m,https://b\195\169.test/r,https://ok.test/r"')
+    rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, text)
+    answer = DnsAnswer("_smtp._tls.v.test", "TXT", DnsStatus.RECORDS, False, (rdata,))
+    record = tlsrpt_record(answer)
+    assert record.rua == ("mailto:a@x.test", "https://ok.test/r")
+    assert record.detail == "3 rua entries that are not URIs left out"
+

@@ -16,6 +16,7 @@ __all__ = ["mx_lookup", "next_hop", "sts_record", "tlsrpt_record", "txt_strings"
 
 _STS_RE: Final = re.compile(r"v=STSv1[ \t]*;")
 _RPT_RE: Final = re.compile(r"v=TLSRPTv1[ \t]*(;|$)")
+_URI_TEXT: Final = re.compile(r"[\x21-\x7e]+").fullmatch
 _SMART_HOST_RE: Final = re.compile(r"\[([^\[\]]+)\](?::([0-9]{1,5}))?")
 #: Cap on the TXT strings of one record we look at (a TXT RRset can be ~64 KiB).
 _MAX_TXT: Final = 4096
@@ -76,7 +77,13 @@ def tlsrpt_record(answer: DnsAnswer) -> TlsRptRecord:
         return TlsRptRecord(None, (), f"{len(records)} v=TLSRPTv1 records (need exactly 1)")
     fields = dict(part.strip().partition("=")[::2] for part in records[0].split(";")
                   if "=" in part)
-    rua = tuple(u.strip() for u in fields.get("rua", "").split(",") if u.strip())
+    listed = [u.strip() for u in fields.get("rua", "").split(",") if u.strip()]
+    # A URI is printable ASCII without spaces (RFC 3986): anything else is left out, so
+    # that no control character of a stranger's record reaches a log line or a request.
+    rua = tuple(u for u in listed if _URI_TEXT(u))
+    if len(rua) != len(listed):
+        return TlsRptRecord(records[0], rua, f"{len(listed) - len(rua)} rua entries that are "
+                                             "not URIs left out")
     return TlsRptRecord(records[0], rua)
 
 
