@@ -62,9 +62,12 @@ def server(handler: Handler, host: str = "127.0.0.1", port: int = 0) -> Iterator
         async def stop() -> None:
             srv = holder["server"]
             srv.close()  # type: ignore[attr-defined]
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            # Each handler's own ending (its writer closed) runs before the loop stops.
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await srv.wait_closed()  # type: ignore[attr-defined]
 
         asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
@@ -84,7 +87,7 @@ def test_a_greeting_trickled_a_byte_at_a_time_is_cut_off_at_the_block_end() -> N
 
     with server(trickle) as port, bounded(0.5):
         smtp = BoundedSMTP(timeout=2)
-        with pytest.raises(smtplib.SMTPServerDisconnected, match="longer than 0.5 s"):
+        with pytest.raises(smtplib.SMTPServerDisconnected, match=r"longer than 0\.5 s"):
             smtp.connect("127.0.0.1", port)
 
 
@@ -198,4 +201,64 @@ def test_a_mailed_report_is_tried_at_four_addresses_whatever_the_mx_list(
         states = asyncio.run(asyncio.wait_for(main(port), 40))
     assert states == ["pending"]  # not delivered: tried again later
     assert len(connections) == 4
+
+
+class _SlowSender:
+    """A sender whose every delivery takes ``seconds`` (within the timeout's four tries),
+    recording what each node delivered."""
+
+    def __init__(self, node: str, seconds: float, log: list[tuple[str, str]]) -> None:
+        self.node, self.seconds, self.log = node, seconds, log
+
+    async def deliver(self, uri: str, stored: object, body: bytes) -> None:
+        await asyncio.sleep(self.seconds)
+        self.log.append((self.node, uri))
+
+    def message(self, stored: object, rcpt: str, body: bytes) -> bytes:
+        return b""
+
+
+def test_a_send_that_outlasts_the_lock_keeps_it_and_sends_each_rua_once(
+        tmp_path: Path) -> None:
+    """Three rua of 0.7 s each against a 1 s lock: node A takes the lock again before each
+    delivery, so node B, starting at 1.2 s (after a lock taken once would have run out),
+    finds it held and sends nothing; each rua gets the report once."""
+    start = period_start(1_800_000_000)
+    rua = ("https://a.victim.test/r", "https://b.victim.test/r", "https://c.victim.test/r")
+    delivered: list[tuple[str, str]] = []
+
+    class Lookups(_Lookups):
+        async def tlsrpt(self, domain: str) -> TlsRptRecord:
+            return TlsRptRecord("v=TLSRPTv1; rua=" + ",".join(rua), rua)
+
+    async def main() -> None:
+        path = tmp_path / "shared.sqlite3"
+        store_a, store_b = SqliteStore(path), SqliteStore(path)
+        try:
+            sink = BufferedSink(lambda: store_a, clock=lambda: start + 10)
+            sink.record(SessionResult(PolicyType.NO_POLICY_FOUND, "victim.test"))
+            await sink._flush(store_a)
+            config = ReportingConfig(
+                organization_name="o", contact_info="postmaster@sender.test",
+                submitter="sender.test", mail_from="tlsrpt@sender.test", timeout=0.2,
+                lock_ttl=1.0)
+            clock = lambda: start + DAY + config.grace + 1  # noqa: E731
+            node_a = Reporter(store_a, config, clock=clock, lookups=Lookups({}),
+                              sender=_SlowSender("a", 0.7, delivered))
+            node_b = Reporter(store_b, config, clock=clock, lookups=Lookups({}),
+                              sender=_SlowSender("b", 0.7, delivered))
+            await node_a.build(start)
+
+            async def later() -> object:
+                await asyncio.sleep(1.2)
+                return await node_b.send()
+
+            await asyncio.gather(node_a.send(), later())
+        finally:
+            await store_a.close()
+            await store_b.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    assert sorted(uri for _node, uri in delivered) == sorted(rua)
+    assert {node for node, _uri in delivered} == {"a"}
 

@@ -287,8 +287,11 @@ def test_a_reporting_backoff_must_be_a_finite_positive_number(bad: float) -> Non
                                   "backoff_max", "timeout", "lock_ttl"])
 def test_a_reporting_time_is_at_most_ten_years(name: str) -> None:
     """A wait added to the clock must stay a time the store can hold: a retry past the
-    year 9999 is written, then refused when read, so the report would never be read."""
-    assert getattr(attrs.evolve(CONFIG, **{name: 10 * 365 * DAY}), name) == 10 * 365 * DAY
+    year 9999 is written, then refused when read, so the report would never be read.
+    (``timeout`` is bounded more tightly still: ``lock_ttl``, at most ten years, must be
+    five times it.)"""
+    if name != "timeout":
+        assert getattr(attrs.evolve(CONFIG, **{name: 10 * 365 * DAY}), name) == 10 * 365 * DAY
     with pytest.raises(ReportingError, match=f"{name} must be at most 315,360,000 seconds"):
         attrs.evolve(CONFIG, **{name: 10 * 365 * DAY + 1})
     with pytest.raises(ReportingError, match=f"{name} must be at most"):
@@ -333,4 +336,15 @@ def test_a_rua_entry_that_is_no_uri_is_left_out_of_the_record() -> None:
     record = tlsrpt_record(answer)
     assert record.rua == ("mailto:a@x.test", "https://ok.test/r")
     assert record.detail == "3 rua entries that are not URIs left out"
+
+
+def test_the_send_lock_outlasts_a_delivery() -> None:
+    """One delivery takes at most four tries of ``timeout``; a lock that ran out within it
+    would let another node take over and send the report again."""
+    assert (CONFIG.lock_ttl, CONFIG.timeout) == (900.0, 60.0)
+    assert attrs.evolve(CONFIG, timeout=180.0).timeout == 180.0
+    with pytest.raises(ReportingError, match=r"lock_ttl \(900 s\) must be at least 5 times "
+                                             r"timeout \(181 s\)"):
+        attrs.evolve(CONFIG, timeout=181.0)
+    assert attrs.evolve(CONFIG, timeout=600.0, lock_ttl=3000.0).lock_ttl == 3000.0
 

@@ -9,7 +9,7 @@ import math
 import re
 import urllib.parse
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
@@ -84,6 +84,11 @@ def _seconds(instance: object, attribute: attrs.Attribute[Any], value: Any) -> N
                              f"{LONGEST_SETTING:,} seconds (ten years), not {value!r}")
 
 
+#: How many times ``timeout`` the send lock lasts at least: a delivery's four tries and
+#: its lookups.
+DELIVERY_TRIES_LOCKED: Final = 5
+
+
 @attrs.frozen(slots=True)
 class ReportingConfig:
     """Who reports and how.  Times are in seconds.
@@ -129,6 +134,12 @@ class ReportingConfig:
     def __attrs_post_init__(self) -> None:
         if self.period <= 0 or DAY % self.period:
             raise ReportingError(f"reporting period {self.period!r} must divide a day")
+        if self.lock_ttl < DELIVERY_TRIES_LOCKED * self.timeout:
+            # A delivery takes at most four tries of `timeout`: a lock that ran out within
+            # one would let another node send the same report again.
+            raise ReportingError(
+                f"reporting option lock_ttl ({self.lock_ttl:g} s) must be at least "
+                f"{DELIVERY_TRIES_LOCKED} times timeout ({self.timeout:g} s)")
 
 
 @attrs.frozen(slots=True)

@@ -207,12 +207,12 @@ class Reporter:
             if not await self.store.acquire(lock, self._owner, self.config.lock_ttl):
                 continue
             try:
-                tried += await self._send_one(stored.key)
+                tried += await self._send_one(stored.key, lock)
             finally:
                 await self.store.release(lock, self._owner)
         return tried
 
-    async def _send_one(self, key: str) -> list[Delivery]:
+    async def _send_one(self, key: str, lock: str) -> list[Delivery]:
         entry = await self.store.get(REPORTS_NAMESPACE, key)
         if entry is None:
             return []
@@ -231,6 +231,14 @@ class Reporter:
         for index, delivery in enumerate(deliveries):
             if delivery.state != "pending" or delivery.next_at > now:
                 continue
+            # The lock taken again (so extended) before each delivery: one delivery takes
+            # at most four tries of `timeout` and lock_ttl is at least five, so no other
+            # node takes the lock and reads the state before this delivery is saved.  If
+            # another node holds it now, the rest is left to it.
+            if not await self.store.acquire(lock, self._owner, self.config.lock_ttl):
+                log.warning("TLS-RPT: %s: another node took over the report's lock; its "
+                            "other deliveries are left to it", key)
+                break
             try:
                 await self.sender.deliver(delivery.uri, stored, body)
             except Exception as exc:  # every failure is retried, none escapes the job
