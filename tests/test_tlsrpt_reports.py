@@ -348,3 +348,23 @@ def test_the_send_lock_outlasts_a_delivery() -> None:
         attrs.evolve(CONFIG, timeout=181.0)
     assert attrs.evolve(CONFIG, timeout=600.0, lock_ttl=3000.0).lock_ttl == 3000.0
 
+
+@pytest.mark.parametrize(("uri", "address"), [
+    ("mailto:r@v.test", "r@v.test"),
+    ("mailto:a.b+c@v.test?subject=x", "a.b+c@v.test"),
+    ("mailto:o'hara@v.test", "o'hara@v.test"),
+    ("mailto:a%3Eb@v.test", None),  # smtplib sent RCPT TO:<a>
+    ("mailto:x(y@v.test", None),  # smtplib sent RCPT TO:<x>
+    ("mailto:%C3%A9@v.test", None),  # no SMTPUTF8: it raised in the middle of the tries
+    ("mailto:a..b@v.test", None),
+    ("mailto:.a@v.test", None),
+    ("mailto:%22a%20b%22@v.test", None),  # a quoted local part
+    ("mailto:a@b@v.test", None),
+])
+def test_a_report_is_mailed_only_to_a_dot_atom_address(uri: str, address: str | None) -> None:
+    """What smtplib would send as another address, or could not send, is not a mail
+    address a report goes to: its delivery is ``unsupported``, with no connection made."""
+    from tlspolicy.reporting.models import mail_address
+
+    assert mail_address(uri) == address
+

@@ -268,10 +268,18 @@ def report_msg_id(report_id: str, submitter: str) -> str:
     return f"<{_dot_atom(report_id)}@{_dot_atom(submitter)}>"
 
 
+#: A mail address a report is sent to: a dot-atom local part (RFC 5321's Dot-string, ASCII)
+#: and a domain.  A quoted local part, or one holding what smtplib would take for the
+#: address's end (``<>()``), is not sent to: smtplib would send another address.
+_RCPT_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                      r"@[A-Za-z0-9.-]+")
+
+
 def mail_address(uri: str) -> str | None:
-    """The address of a ``mailto:`` URI (RFC 6068, without its query), or ``None``."""
+    """The address of a ``mailto:`` URI (RFC 6068, without its query), or ``None`` when
+    it is none this package sends to (see ``_RCPT_RE``)."""
     address = urllib.parse.unquote(uri[len("mailto:"):].split("?", 1)[0])
-    return address if _ADDRESS_RE.fullmatch(address) else None
+    return address if _RCPT_RE.fullmatch(address) else None
 
 
 def stamp(seconds: float) -> datetime:
