@@ -14,6 +14,7 @@ import smtplib
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -160,6 +161,40 @@ def _dkim_key(tmp_path: Path) -> str:
     return str(path)
 
 
+async def _one_result(store: SqliteStore, start: int) -> None:
+    """A result for victim.test recorded in the period beginning at ``start``."""
+    sink = BufferedSink(lambda: store, clock=lambda: start + 10)
+    sink.record(SessionResult(PolicyType.NO_POLICY_FOUND, "victim.test"))
+    await sink._flush(store)
+
+
+def _reporting(**changes: Any) -> ReportingConfig:
+    return ReportingConfig(organization_name="o", contact_info="postmaster@sender.test",
+                           submitter="sender.test", mail_from="tlsrpt@sender.test",
+                           **changes)
+
+
+def _mailed_once(tmp_path: Path, lookups: _Lookups, port: int) -> list[Any]:
+    """One report for victim.test, mailed to ``mailto:r@victim.test`` through ``lookups``
+    to servers on ``port`` (timeout 5 s): the deliveries tried."""
+    start = period_start(1_800_000_000)
+
+    async def main() -> list[Any]:
+        store = SqliteStore(tmp_path / "reports.sqlite3")
+        try:
+            await _one_result(store, start)
+            config = _reporting(dkim_key_file=_dkim_key(tmp_path), timeout=5.0,
+                                smtp_port=port)
+            reporter = Reporter(store, config, clock=lambda: start + DAY + config.grace + 1,
+                                lookups=lookups)
+            await reporter.build(start)
+            return await reporter.send()
+        finally:
+            await store.close()
+
+    return asyncio.run(asyncio.wait_for(main(), 40))
+
+
 def test_a_mailed_report_is_tried_at_four_addresses_whatever_the_mx_list(
         tmp_path: Path) -> None:
     """Four MX hosts of two addresses each, every one a server that hangs up at once: the
@@ -176,30 +211,12 @@ def test_a_mailed_report_is_tried_at_four_addresses_whatever_the_mx_list(
 
     addresses = {f"mx{i}.victim.test": [f"127.0.0.{10 + 2 * i}", f"127.0.0.{11 + 2 * i}"]
                  for i in range(4)}
-    start = period_start(1_800_000_000)
-
-    async def main(port: int) -> list[str]:
-        store = SqliteStore(tmp_path / "reports.sqlite3")
-        try:
-            sink = BufferedSink(lambda: store, clock=lambda: start + 10)
-            sink.record(SessionResult(PolicyType.NO_POLICY_FOUND, "victim.test"))
-            await sink._flush(store)
-            config = ReportingConfig(
-                organization_name="o", contact_info="postmaster@sender.test",
-                submitter="sender.test", mail_from="tlsrpt@sender.test",
-                dkim_key_file=_dkim_key(tmp_path), timeout=5.0, smtp_port=port)
-            reporter = Reporter(store, config, clock=lambda: start + DAY + config.grace + 1,
-                                lookups=_Lookups(addresses))
-            await reporter.build(start)
-            return [d.state for d in await reporter.send()]
-        finally:
-            await store.close()
 
     with server(hang_up("127.0.0.10"), "127.0.0.10") as port, contextlib.ExitStack() as stack:
         for address in (a for host in addresses.values() for a in host if a != "127.0.0.10"):
             stack.enter_context(server(hang_up(address), address, port))
-        states = asyncio.run(asyncio.wait_for(main(port), 40))
-    assert states == ["pending"]  # not delivered: tried again later
+        tried = _mailed_once(tmp_path, _Lookups(addresses), port)
+    assert [d.state for d in tried] == ["pending"]  # not delivered: tried again later
     assert len(connections) == 4
 
 
@@ -218,47 +235,139 @@ class _SlowSender:
         return b""
 
 
+_RUA = ("https://a.victim.test/r", "https://b.victim.test/r", "https://c.victim.test/r")
+
+
+class _RuaLookups(_Lookups):
+    async def tlsrpt(self, domain: str) -> TlsRptRecord:
+        return TlsRptRecord("v=TLSRPTv1; rua=" + ",".join(_RUA), _RUA)
+
+
+def _two_nodes(tmp_path: Path, sender_a: _SlowSender, sender_b: _SlowSender,
+               b_after: float) -> list[str]:
+    """A report for the three _RUA built by node A; A sends at once and B ``b_after``
+    seconds later, on one SQLite file, ``timeout`` 0.2 s and ``lock_ttl`` 1 s; the
+    report's delivery states afterwards."""
+    start = period_start(1_800_000_000)
+
+    async def main() -> list[str]:
+        path = tmp_path / "shared.sqlite3"
+        store_a, store_b = SqliteStore(path), SqliteStore(path)
+        try:
+            await _one_result(store_a, start)
+            config = _reporting(timeout=0.2, lock_ttl=1.0)
+            clock = lambda: start + DAY + config.grace + 1  # noqa: E731
+            node_a = Reporter(store_a, config, clock=clock, lookups=_RuaLookups({}),
+                              sender=sender_a)
+            node_b = Reporter(store_b, config, clock=clock, lookups=_RuaLookups({}),
+                              sender=sender_b)
+            await node_a.build(start)
+
+            async def later() -> object:
+                await asyncio.sleep(b_after)
+                return await node_b.send()
+
+            await asyncio.gather(node_a.send(), later())
+            [stored] = await node_a.stored()
+            return [d.state for d in stored.deliveries]
+        finally:
+            await store_a.close()
+            await store_b.close()
+
+    return asyncio.run(asyncio.wait_for(main(), 30))
+
+
 def test_a_send_that_outlasts_the_lock_keeps_it_and_sends_each_rua_once(
         tmp_path: Path) -> None:
     """Three rua of 0.7 s each against a 1 s lock: node A takes the lock again before each
     delivery, so node B, starting at 1.2 s (after a lock taken once would have run out),
     finds it held and sends nothing; each rua gets the report once."""
-    start = period_start(1_800_000_000)
-    rua = ("https://a.victim.test/r", "https://b.victim.test/r", "https://c.victim.test/r")
     delivered: list[tuple[str, str]] = []
-
-    class Lookups(_Lookups):
-        async def tlsrpt(self, domain: str) -> TlsRptRecord:
-            return TlsRptRecord("v=TLSRPTv1; rua=" + ",".join(rua), rua)
-
-    async def main() -> None:
-        path = tmp_path / "shared.sqlite3"
-        store_a, store_b = SqliteStore(path), SqliteStore(path)
-        try:
-            sink = BufferedSink(lambda: store_a, clock=lambda: start + 10)
-            sink.record(SessionResult(PolicyType.NO_POLICY_FOUND, "victim.test"))
-            await sink._flush(store_a)
-            config = ReportingConfig(
-                organization_name="o", contact_info="postmaster@sender.test",
-                submitter="sender.test", mail_from="tlsrpt@sender.test", timeout=0.2,
-                lock_ttl=1.0)
-            clock = lambda: start + DAY + config.grace + 1  # noqa: E731
-            node_a = Reporter(store_a, config, clock=clock, lookups=Lookups({}),
-                              sender=_SlowSender("a", 0.7, delivered))
-            node_b = Reporter(store_b, config, clock=clock, lookups=Lookups({}),
-                              sender=_SlowSender("b", 0.7, delivered))
-            await node_a.build(start)
-
-            async def later() -> object:
-                await asyncio.sleep(1.2)
-                return await node_b.send()
-
-            await asyncio.gather(node_a.send(), later())
-        finally:
-            await store_a.close()
-            await store_b.close()
-
-    asyncio.run(asyncio.wait_for(main(), 30))
-    assert sorted(uri for _node, uri in delivered) == sorted(rua)
+    states = _two_nodes(tmp_path, _SlowSender("a", 0.7, delivered),
+                        _SlowSender("b", 0.7, delivered), 1.2)
+    assert states == ["delivered"] * 3
+    assert sorted(uri for _node, uri in delivered) == sorted(_RUA)
     assert {node for node, _uri in delivered} == {"a"}
 
+
+def test_a_stalled_handshake_is_cut_off_and_no_session_is_opened_after_the_block_end(
+        ) -> None:
+    """The server says 220 to STARTTLS and then nothing: the handshake runs on a socket
+    that STARTTLS took over from the session, and is shut all the same when the block
+    ends; the fallback's plaintext session, due after that, is not opened."""
+    from tlspolicy import Resolver, loads_toml
+    from tlspolicy.adapters.smtplib import starttls
+
+    connections: list[int] = []
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        writer.write(b"220 stall.example ESMTP\r\n")
+        await writer.drain()
+        while line := await reader.readline():
+            if line.upper().startswith(b"EHLO"):
+                writer.write(b"250-stall.example\r\n250 STARTTLS\r\n")
+            elif line.upper().startswith(b"STARTTLS"):
+                writer.write(b"220 go ahead\r\n")
+                await writer.drain()
+                await asyncio.sleep(10)  # no handshake
+                return
+            await writer.drain()
+
+    config = loads_toml('[global]\ntls = "ifavailable"\n', "t.toml")
+    decision = Resolver(config).resolve("victim.test", mx_host="mx.victim.test")
+    with server(stall) as port, bounded(0.5):
+        smtp = BoundedSMTP(timeout=5, local_hostname="client.test")
+        smtp.connect("127.0.0.1", port)
+        with pytest.raises((smtplib.SMTPException, OSError)):
+            result = starttls(decision, "mx.victim.test", port, smtp=smtp, timeout=5)
+            result.smtp.quit()
+    assert connections == [1]
+
+
+def test_a_host_without_an_address_is_passed_over_and_lookups_stop_at_four(
+        tmp_path: Path) -> None:
+    """Forty MX hosts: the first has no address, the others hang up at once.  The report
+    is tried at four addresses, after looking up no more than four hosts."""
+    from tlspolicy.reporting import ReportingError
+
+    looked_up: list[str] = []
+    connections: list[str] = []
+
+    class Lookups(_Lookups):
+        async def addresses(self, host: str) -> list[str]:
+            looked_up.append(host)
+            if host == "mx0.victim.test":
+                raise ReportingError(f"{host} has no address")
+            return ["127.0.0.1"]
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append("x")
+
+    hosts = {f"mx{i}.victim.test": ["127.0.0.1"] for i in range(40)}
+
+    with server(hang_up) as port:
+        [error] = [d.error for d in _mailed_once(tmp_path, Lookups(hosts), port)]
+    assert looked_up == [f"mx{i}.victim.test" for i in range(4)]
+    assert len(connections) == 3  # mx1 to mx3: mx0 has no address
+    assert "mx0.victim.test has no address" in error and "mx3.victim.test [127.0.0.1]" in error
+
+
+def test_a_node_whose_lock_was_taken_over_meanwhile_stops_and_keeps_the_newer_state(
+        tmp_path: Path) -> None:
+    """Node A's first delivery outlasts its lock (a sender slower than any real one);
+    node B takes the lock, sends all three and gives the lock back.  A, taking the lock
+    again, finds the report changed: it sends nothing more and does not write its older
+    view over B's."""
+    delivered: list[tuple[str, str]] = []
+
+    class FirstSlow(_SlowSender):
+        async def deliver(self, uri: str, stored: object, body: bytes) -> None:
+            await asyncio.sleep(1.6 if not self.log else 0.0)
+            self.log.append((self.node, uri))
+
+    states = _two_nodes(tmp_path, FirstSlow("a", 0, delivered),
+                        _SlowSender("b", 0.0, delivered), 1.2)
+    assert states == ["delivered"] * 3  # B's state, not A's older view
+    assert [uri for node, uri in delivered if node == "b"] == list(_RUA)
+    assert [uri for node, uri in delivered if node == "a"] == [_RUA[0]]

@@ -106,6 +106,26 @@ def test_a_fallback_reconnects_to_the_address_with_the_callers_name_and_class() 
         assert server.handler.connections == 2
 
 
+def test_a_fallback_reconnects_with_smtplib_when_the_callers_class_is_built_otherwise(
+        ) -> None:
+    """A caller's subclass whose constructor is not smtplib's cannot be made by the driver:
+    the new session is a plain smtplib.SMTP, to the same address, as before."""
+
+    class Mine(smtplib.SMTP):
+        def __init__(self, host: str, port: int) -> None:
+            super().__init__(host, port, local_hostname="client.test", timeout=TIMEOUT)
+
+    decision = decision_from_toml(tls="ifavailable", fallback=True)
+    with smtp_server(Mode.BREAK_HANDSHAKE, host="127.0.0.2") as server:
+        result = starttls(decision, "localhost", server.port,
+                          smtp=Mine("127.0.0.2", server.port), timeout=TIMEOUT)
+        assert result.record.reconnected and type(result.smtp) is smtplib.SMTP
+        result.smtp.sendmail("a@client.test", [f"b@{DOMAIN}"], MESSAGE)
+        result.smtp.quit()
+        [received] = server.messages
+        assert received.helo == "client.test"
+
+
 @pytest.mark.parametrize("row", CERTIFICATE_ROWS, ids=lambda r: r.id)
 def test_certificate_row(row: CertificateRow, certs: CertSet) -> None:
     decision = decision_from_toml(tls="ifavailable", verify=row.verify, fallback=True,

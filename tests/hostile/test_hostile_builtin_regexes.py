@@ -65,6 +65,10 @@ REVIEWED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
         "fullmatch", ("a", "a.", "*.", "*.a", "a.a", ".", "a-", "A")),
     ("tlspolicy.postfix.answers", "_UNSAFE_LINE"): ("search", ("a", "{", "\x01")),
     ("tlspolicy.reporting.models", "_ADDRESS_RE"): ("fullmatch", ("a", "@", "a@", "a@a.")),
+    ("tlspolicy.reporting.models", "_RCPT_RE"): (
+        "fullmatch", ("a", "a.", ".a", "a.a", "..", "@", "a@", "a@a.", "a.@")),
+    ("tlspolicy.stores.base", "_UNPRINTABLE"): ("search", ("a", "!", "~")),
+    ("tlspolicy.discovery.records", "_URI_TEXT"): ("fullmatch", ("a", "!", "~")),
     ("tlspolicy.discovery.importcache", "_POLICY_STRING"): (
         "findall", ("{ policy_string = ", " ", "a", "{", "}", " }")),
     ("tlspolicy.discovery.importcache", "_DSN_PASSWORD"): ("sub", ("//", "/", "a", "@")),

@@ -55,8 +55,9 @@ def starttls(decision: Decision, host: str, port: int = 25, *, smtp: smtplib.SMT
 
     On FALLBACK after a failed handshake the old session is closed and a new
     plaintext one is returned (``record.reconnected``): to the address the old one
-    was connected to (not a new lookup of ``host``) and ``port``, of the old one's
-    class, with its EHLO name unless ``local_hostname`` is given.
+    was connected to (not a new lookup of ``host``) and ``port``, with its EHLO name
+    unless ``local_hostname`` is given, and of its class when that class keeps
+    :class:`smtplib.SMTP`'s constructor.
     On DEFER / FAIL the session is ended and the exception raised.
 
     With ``sink`` (a :class:`~tlspolicy.adapters.ResultSink`) the attempt's
@@ -111,10 +112,13 @@ class _Session(engine.Shell[smtplib.SMTP]):
 
     def reconnect(self) -> None:
         # To the address, as the session it replaces (see Shell.peer_address), with its
-        # class (a caller's subclass keeps its own limits) and its EHLO name.
+        # EHLO name and, when that class is built as smtplib.SMTP is, its class (a
+        # caller's subclass keeps its own limits; one built otherwise cannot be made here).
         attempt = self.attempt
         old = self._smtp
-        kind = type(old) if old is not None else smtplib.SMTP
+        kind: type[smtplib.SMTP] = smtplib.SMTP
+        if old is not None and type(old).__init__ is smtplib.SMTP.__init__:
+            kind = type(old)
         local = attempt.local_hostname
         if local is None and old is not None:
             local = old.local_hostname

@@ -16,7 +16,7 @@ __all__ = ["mx_lookup", "next_hop", "sts_record", "tlsrpt_record", "txt_strings"
 
 _STS_RE: Final = re.compile(r"v=STSv1[ \t]*;")
 _RPT_RE: Final = re.compile(r"v=TLSRPTv1[ \t]*(;|$)")
-_URI_TEXT: Final = re.compile(r"[\x21-\x7e]+").fullmatch
+_URI_TEXT: Final = re.compile(r"[\x21-\x7e]+")
 _SMART_HOST_RE: Final = re.compile(r"\[([^\[\]]+)\](?::([0-9]{1,5}))?")
 #: Cap on the TXT strings of one record we look at (a TXT RRset can be ~64 KiB).
 _MAX_TXT: Final = 4096
@@ -80,7 +80,7 @@ def tlsrpt_record(answer: DnsAnswer) -> TlsRptRecord:
     listed = [u.strip() for u in fields.get("rua", "").split(",") if u.strip()]
     # A URI is printable ASCII without spaces (RFC 3986): anything else is left out, so
     # that no control character of a stranger's record reaches a log line or a request.
-    rua = tuple(u for u in listed if _URI_TEXT(u))
+    rua = tuple(u for u in listed if _URI_TEXT.fullmatch(u))
     if len(rua) != len(listed):
         return TlsRptRecord(records[0], rua, f"{len(listed) - len(rua)} rua entries that are "
                                              "not URIs left out")

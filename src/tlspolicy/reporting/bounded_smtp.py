@@ -6,9 +6,10 @@ likes, and one that sends reply lines without end (``250-...``) is read into mem
 line after line.  A report's mail goes to the MX hosts of a domain that published a
 ``rua``, so to servers anyone may run.  :class:`BoundedSMTP` ends both:
 
-- every session opened in one :func:`bounded` block, the plaintext one a fallback opens
-  again included (the driver makes it of the same class), is shut down when the
-  block's ``seconds`` are over, whatever it is doing;
+- every connection a :class:`BoundedSMTP` opens in one :func:`bounded` block, the
+  plaintext one a fallback opens again included (the driver makes it of the same
+  class), is shut down when the block's ``seconds`` are over, whatever it is doing (a
+  TLS handshake included), and none is opened after that;
 - each reply may take at most :data:`REPLY_BYTES`, all its lines together.
 """
 
@@ -18,6 +19,7 @@ import contextlib
 import smtplib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -28,36 +30,49 @@ REPLY_BYTES: Final = 64 * 1024
 
 
 class _Watch:
-    """The sessions of one :func:`bounded` block, shut down when its time is over."""
+    """The connections of one :func:`bounded` block, shut down when its time is over.
+
+    Each is held as a duplicate of its socket's descriptor: the session's own socket
+    object is replaced (and its descriptor detached) when STARTTLS wraps it, but a
+    shutdown through any descriptor of the connection ends every read and write on it,
+    the handshake's included.  The duplicates are closed when the block ends.
+    """
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
         self._lock = threading.Lock()
-        self._sessions: list[smtplib.SMTP] = []
+        self._sockets: list[socket.socket] = []
         self.expired = False
 
-    def add(self, session: smtplib.SMTP) -> None:
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def add(self, sock: socket.socket) -> None:
+        copy = sock.dup()
         with self._lock:
-            self._sessions.append(session)
+            self._sockets.append(copy)
             expired = self.expired
         if expired:
-            _shut(session)
+            _shut(copy)
 
     def expire(self) -> None:
         with self._lock:
             self.expired = True
-            sessions = list(self._sessions)
-        for session in sessions:
-            _shut(session)
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+    def close(self) -> None:
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            sock.close()
 
 
-def _shut(session: smtplib.SMTP) -> None:
-    # The session's socket as it is now (the TLS one after STARTTLS): a shutdown ends a
-    # read or write under way in the session's thread at once.
-    sock = session.sock
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 _local = threading.local()
@@ -65,9 +80,10 @@ _local = threading.local()
 
 @contextlib.contextmanager
 def bounded(seconds: float) -> Iterator[None]:
-    """Within the block, on this thread, every :class:`BoundedSMTP` session connected
+    """Within the block, on this thread, every connection a :class:`BoundedSMTP` opens
     is shut down ``seconds`` after the block began (its reads and writes then fail with
-    :class:`smtplib.SMTPServerDisconnected` or :class:`OSError`)."""
+    :class:`smtplib.SMTPServerDisconnected` or :class:`OSError`), and none is opened
+    after that."""
     watch = _Watch(seconds)
     timer = threading.Timer(seconds, watch.expire)
     timer.daemon = True
@@ -79,6 +95,7 @@ def bounded(seconds: float) -> Iterator[None]:
     finally:
         timer.cancel()
         _local.watch = previous
+        watch.close()
 
 
 class _Reply:
@@ -102,18 +119,30 @@ class _Reply:
 
 class BoundedSMTP(smtplib.SMTP):
     """:class:`smtplib.SMTP` with a bound on each reply and, within :func:`bounded`, on
-    the whole session."""
+    the whole session.  Its constructor is smtplib's."""
 
     _watch: _Watch | None = None
 
-    def connect(self, host: str = "localhost", port: int = 0,
-                source_address: Any = None) -> tuple[int, bytes]:
-        """Connect, as :meth:`smtplib.SMTP.connect`, under the current block's watch."""
+    def _get_socket(self, host: str, port: int, timeout: Any) -> socket.socket:
+        # smtplib's own connection (socket.create_connection), under the block's watch,
+        # and none once its time is over (a fallback reconnects late).
         watch = getattr(_local, "watch", None)
-        if watch is not None:
-            self._watch = watch
-            watch.add(self)
-        return super().connect(host, port, source_address)
+        if watch is None:
+            return socket.create_connection((host, port), timeout, self.source_address)
+        self._watch = watch
+        left = watch.remaining()
+        if left <= 0:
+            raise smtplib.SMTPServerDisconnected(
+                f"the session took longer than {watch.seconds:g} s")
+        if isinstance(timeout, int | float):
+            left = min(timeout, left)
+        sock = socket.create_connection((host, port), left, self.source_address)
+        try:
+            watch.add(sock)
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     def getreply(self) -> tuple[int, bytes]:
         """Read one reply, as :meth:`smtplib.SMTP.getreply`, of at most
@@ -127,7 +156,7 @@ class BoundedSMTP(smtplib.SMTP):
         finally:
             watch = self._watch
             if watch is not None and watch.expired:
-                # Whatever was read when the socket was shut (a reply cut short, which
+                # Whatever was read when the connection was shut (a reply cut short, which
                 # smtplib would take for one) is no reply.
                 self.close()
                 raise smtplib.SMTPServerDisconnected(

@@ -225,17 +225,25 @@ class ReportSender:
         message = self.message(stored, rcpt, body)
         hosts = await self.lookups.mx_hosts(domain)
         errors: list[str] = []
-        # At most _ADDRESSES sessions over all the MX hosts, each bounded as a whole by
-        # the timeout, as for HTTPS: the stranger's MX list does not set the total.
-        for host in hosts:
-            for address in await self.lookups.addresses(host):
-                if len(errors) >= _ADDRESSES:
-                    break
+        # At most _ADDRESSES sessions, and lookups of as many MX hosts, each session
+        # bounded as a whole by the timeout, as for HTTPS: the stranger's MX list does
+        # not set the total.  A host without an address is passed over.
+        tries = 0
+        for host in hosts[:_ADDRESSES]:
+            try:
+                addresses = await self.lookups.addresses(host)
+            except TlsPolicyError as exc:
+                errors.append(f"{host}: {exc}")
+                continue
+            for address in addresses[:_ADDRESSES - tries]:
+                tries += 1
                 try:
                     await asyncio.to_thread(self._smtp, domain, host, address, rcpt, message)
                     return
                 except (OSError, smtplib.SMTPException, TlsPolicyError) as exc:
                     errors.append(f"{host} [{address}]: {type(exc).__name__}: {exc}")
+            if tries >= _ADDRESSES:
+                break
         raise ReportingError("; ".join(errors)[:500] or f"no MX host for {domain}")
 
     def _smtp(self, domain: str, host: str, address: str, rcpt: str, message: bytes) -> None:

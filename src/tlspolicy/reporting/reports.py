@@ -217,6 +217,7 @@ class Reporter:
         if entry is None:
             return []
         stored = StoredReport.from_bytes(key, entry.value)  # re-read under the lock
+        last = entry.value  # what the store holds, as this node last read or wrote it
         now = self._clock()
         if stored.rua is None:
             rua, detail = await self._rua(stored.domain)
@@ -224,7 +225,7 @@ class Reporter:
                 rua, detail = (), f"gave up looking up _smtp._tls: {detail}"
             stored = self._capped(attrs.evolve(stored, rua=rua, rua_detail=detail,
                                                deliveries=self._initial(rua or (), now)))
-            await self._save(stored, entry.expires_at)
+            last = await self._save(stored, entry.expires_at)
         body = stored.body
         tried: list[Delivery] = []
         deliveries = list(stored.deliveries)
@@ -235,9 +236,13 @@ class Reporter:
             # at most four tries of `timeout` and lock_ttl is at least five, so no other
             # node takes the lock and reads the state before this delivery is saved.  If
             # another node holds it now, the rest is left to it.
-            if not await self.store.acquire(lock, self._owner, self.config.lock_ttl):
-                log.warning("TLS-RPT: %s: another node took over the report's lock; its "
-                            "other deliveries are left to it", key)
+            # And the state still the one this node last read or wrote: a lock that ran
+            # out, was taken by another node and given back is free to take again, but
+            # that node may have sent and saved meanwhile.
+            if not await self.store.acquire(lock, self._owner, self.config.lock_ttl) or (
+                    await self._changed(key, last)):
+                log.warning("TLS-RPT: %s: another node took over the report; its other "
+                            "deliveries are left to it", key)
                 break
             try:
                 await self.sender.deliver(delivery.uri, stored, body)
@@ -261,14 +266,26 @@ class Reporter:
                                        delivered_at=self._clock())
             deliveries[index] = updated
             tried.append(updated)
+            if await self._changed(key, last):
+                # Another node wrote the report meanwhile (this node's lock ran out): its
+                # state is newer than this node's view, which is not written over it.
+                log.warning("TLS-RPT: %s: another node took over the report during a "
+                            "delivery; its state is kept", key)
+                break
             # Saved after each one, so a crash never makes a delivered report go again.
             stored = attrs.evolve(stored, deliveries=tuple(deliveries))
-            await self._save(stored, entry.expires_at)
+            last = await self._save(stored, entry.expires_at)
         return tried
 
-    async def _save(self, stored: StoredReport, expires_at: float | None) -> None:
-        await self.store.set(REPORTS_NAMESPACE, stored.key, stored.to_bytes(),
-                             expires_at=expires_at)
+    async def _changed(self, key: str, last: bytes) -> bool:
+        entry = await self.store.get(REPORTS_NAMESPACE, key)
+        return entry is None or entry.value != last
+
+    async def _save(self, stored: StoredReport, expires_at: float | None) -> bytes:
+        """Write ``stored``; the bytes written."""
+        data = stored.to_bytes()
+        await self.store.set(REPORTS_NAMESPACE, stored.key, data, expires_at=expires_at)
+        return data
 
     def message(self, stored: StoredReport, rcpt: str, body: bytes) -> bytes:
         """The RFC 8460 section 5.3 message for ``rcpt``, DKIM-signed (``d=`` submitter);

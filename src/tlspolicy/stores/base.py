@@ -41,7 +41,7 @@ MAX_KEY_LENGTH = 512
 # A control character, a space or DEL: what a key may not hold.  Searched by the regex
 # engine, not a loop over the characters in Python (every store operation checks its
 # names: this was some 1.5 us of a read).
-_UNPRINTABLE: Final = re.compile(r"[\x00-\x20\x7f]").search
+_UNPRINTABLE: Final = re.compile(r"[\x00-\x20\x7f]")
 
 
 def check_name(namespace: str, key: str) -> None:
@@ -50,7 +50,7 @@ def check_name(namespace: str, key: str) -> None:
             not namespace.replace("-", "").replace("_", "").replace(".", "").isalnum()):
         raise StoreError(f"store namespace {namespace[:80]!r} must be 1 to "
                          f"{MAX_NAMESPACE_LENGTH} letters, digits, '-', '_' or '.'")
-    if not isinstance(key, str) or len(key) > MAX_KEY_LENGTH or _UNPRINTABLE(key):
+    if not isinstance(key, str) or len(key) > MAX_KEY_LENGTH or _UNPRINTABLE.search(key):
         raise StoreError(f"store key {str(key)[:80]!r} must be at most {MAX_KEY_LENGTH} "
                          "printable characters without spaces")
 
