@@ -112,7 +112,10 @@ def test_a_reply_of_endless_lines_is_refused_past_its_bound() -> None:
 
 
 def test_a_well_behaved_server_is_talked_to_as_before() -> None:
-    """Within the bounds nothing changes: greeting, a long EHLO reply, QUIT."""
+    """Within the bounds nothing changes: greeting, a long EHLO reply, QUIT, and the
+    server sees the connection closed once the session is, not when the block ends."""
+    closed = threading.Event()
+
     async def polite(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"220 ok.example ESMTP\r\n")
         await writer.drain()
@@ -121,17 +124,17 @@ def test_a_well_behaved_server_is_talked_to_as_before() -> None:
                 writer.write(b"".join(b"250-EXT%d\r\n" % i for i in range(200)) + b"250 OK\r\n")
             elif line.upper().startswith(b"QUIT"):
                 writer.write(b"221 bye\r\n")
-                await writer.drain()
-                return
             else:
                 writer.write(b"250 OK\r\n")
             await writer.drain()
+        closed.set()  # the client's end of the connection
 
-    with server(polite) as port, bounded(10):
+    with server(polite) as port, bounded(30):
         smtp = BoundedSMTP(timeout=5, local_hostname="client.test")
         assert smtp.connect("127.0.0.1", port)[0] == 220
         assert smtp.ehlo()[0] == 250 and smtp.has_extn("ext199")
         smtp.quit()
+        assert closed.wait(10)
 
 
 class _Lookups:

@@ -48,13 +48,24 @@ class _Watch:
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
 
-    def add(self, sock: socket.socket) -> None:
+    def add(self, sock: socket.socket) -> socket.socket:
+        """Watch ``sock``'s connection; the duplicate held for it."""
         copy = sock.dup()
         with self._lock:
             self._sockets.append(copy)
             expired = self.expired
         if expired:
             _shut(copy)
+        return copy
+
+    def drop(self, copy: socket.socket) -> None:
+        """Close a duplicate :meth:`add` made (its session closed the connection, which
+        the duplicate would otherwise keep open until the block ends)."""
+        with self._lock:
+            if copy not in self._sockets:
+                return
+            self._sockets.remove(copy)
+        copy.close()
 
     def expire(self) -> None:
         with self._lock:
@@ -122,6 +133,7 @@ class BoundedSMTP(smtplib.SMTP):
     the whole session.  Its constructor is smtplib's."""
 
     _watch: _Watch | None = None
+    _copy: socket.socket | None = None
 
     def _get_socket(self, host: str, port: int, timeout: Any) -> socket.socket:
         # smtplib's own connection (socket.create_connection), under the block's watch,
@@ -138,11 +150,21 @@ class BoundedSMTP(smtplib.SMTP):
             left = min(timeout, left)
         sock = socket.create_connection((host, port), left, self.source_address)
         try:
-            watch.add(sock)
+            self._copy = watch.add(sock)
         except OSError:
             sock.close()
             raise
         return sock
+
+    def close(self) -> None:
+        """Close the connection, as :meth:`smtplib.SMTP.close`, and the watch's duplicate
+        of it, so that the server sees it closed now."""
+        try:
+            super().close()
+        finally:
+            copy, self._copy = self._copy, None
+            if copy is not None and self._watch is not None:
+                self._watch.drop(copy)
 
     def getreply(self) -> tuple[int, bytes]:
         """Read one reply, as :meth:`smtplib.SMTP.getreply`, of at most

@@ -241,8 +241,8 @@ class Reporter:
             # that node may have sent and saved meanwhile.
             if not await self.store.acquire(lock, self._owner, self.config.lock_ttl) or (
                     await self._changed(key, last)):
-                log.warning("TLS-RPT: %s: another node took over the report; its other "
-                            "deliveries are left to it", key)
+                log.warning("TLS-RPT: %s: another node took over the report, or it expired; "
+                            "its other deliveries are left", key)
                 break
             try:
                 await self.sender.deliver(delivery.uri, stored, body)
@@ -270,7 +270,7 @@ class Reporter:
                 # Another node wrote the report meanwhile (this node's lock ran out): its
                 # state is newer than this node's view, which is not written over it.
                 log.warning("TLS-RPT: %s: another node took over the report during a "
-                            "delivery; its state is kept", key)
+                            "delivery, or it expired; the stored state is kept", key)
                 break
             # Saved after each one, so a crash never makes a delivered report go again.
             stored = attrs.evolve(stored, deliveries=tuple(deliveries))
