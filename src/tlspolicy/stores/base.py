@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import logging
 import re
 from collections.abc import AsyncIterator
 from typing import Any, Final, Protocol, runtime_checkable
@@ -33,6 +34,9 @@ __all__ = [
 ]
 
 #: Longest namespace a store accepts (namespaces are chosen by the program).
+#: The stores' one logger (a value passed over, a mirror's write that failed).
+store_log: Final = logging.getLogger("tlspolicy.stores")
+
 MAX_NAMESPACE_LENGTH = 64
 #: Longest key a store accepts (keys may come from strangers, e.g. a domain).
 MAX_KEY_LENGTH = 512

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
@@ -15,11 +14,11 @@ from .base import (
     StoreUnavailableError,
     acquire_get,
     set_release,
+    store_log,
 )
 
 __all__ = ["MirroredStore"]
 
-_log = logging.getLogger("tlspolicy.stores")
 _T = TypeVar("_T")
 
 
@@ -56,7 +55,7 @@ class MirroredStore:
         self.fallbacks += 1
         if exc is not None:
             self._down_until = time.monotonic() + self._retry_after
-            _log.warning("shared store unavailable (%s); %s served by the local mirror, "
+            store_log.warning("shared store unavailable (%s); %s served by the local mirror, "
                          "primary retried in %g s", exc, what, self._retry_after)
 
     async def _primary(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:

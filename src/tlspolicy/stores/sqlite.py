@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import logging
 import sqlite3
 import threading
 import time
@@ -35,11 +34,11 @@ from .base import (
     StoreError,
     StoreUnavailableError,
     check_name,
+    store_log,
 )
 
 __all__ = ["SqliteStore"]
 
-_log = logging.getLogger("tlspolicy.stores")
 
 _T = TypeVar("_T")
 
@@ -342,7 +341,7 @@ class SqliteStore:
                     # over, as a listing's reader passes over an entry it cannot decode,
                     # so that one such row does not hide every entry after it.  A read of
                     # this one entry reports it as an error.
-                    _log.warning("SQLite store %s: entry %s/%r is not a blob; passed over",
+                    store_log.warning("SQLite store %s: entry %s/%r is not a blob; passed over",
                                  self.path, namespace, str(key)[:200])
             if len(rows) < _BATCH:
                 return
