@@ -234,11 +234,11 @@ class Reporter:
                 continue
             # The lock taken again (so extended) before each delivery: one delivery takes
             # at most four tries of `timeout` and lock_ttl is at least five, so no other
-            # node takes the lock and reads the state before this delivery is saved.  If
-            # another node holds it now, the rest is left to it.
-            # And the state still the one this node last read or wrote: a lock that ran
-            # out, was taken by another node and given back is free to take again, but
-            # that node may have sent and saved meanwhile.
+            # node takes the lock and reads the state before this delivery is saved.  The
+            # stored state must also still be the one this node last read or wrote: a
+            # lock that ran out, was taken by another node and given back is free to take
+            # again, but that node may have sent and saved meanwhile.  Either way, the
+            # rest is left to the other node.
             if not await self.store.acquire(lock, self._owner, self.config.lock_ttl) or (
                     await self._changed(key, last)):
                 log.warning("TLS-RPT: %s: another node took over the report, or it expired; "

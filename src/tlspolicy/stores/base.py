@@ -33,10 +33,10 @@ __all__ = [
     "set_release",
 ]
 
-#: Longest namespace a store accepts (namespaces are chosen by the program).
 #: The stores' one logger (a value passed over, a mirror's write that failed).
 store_log: Final = logging.getLogger("tlspolicy.stores")
 
+#: Longest namespace a store accepts (namespaces are chosen by the program).
 MAX_NAMESPACE_LENGTH = 64
 #: Longest key a store accepts (keys may come from strangers, e.g. a domain).
 MAX_KEY_LENGTH = 512

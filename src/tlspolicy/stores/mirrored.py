@@ -55,8 +55,8 @@ class MirroredStore:
         self.fallbacks += 1
         if exc is not None:
             self._down_until = time.monotonic() + self._retry_after
-            store_log.warning("shared store unavailable (%s); %s served by the local mirror, "
-                         "primary retried in %g s", exc, what, self._retry_after)
+            store_log.warning("shared store unavailable (%s); %s served by the local "
+                              "mirror, primary retried in %g s", exc, what, self._retry_after)
 
     async def _primary(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
         if self.primary_down:

@@ -39,7 +39,6 @@ from .base import (
 
 __all__ = ["SqliteStore"]
 
-
 _T = TypeVar("_T")
 
 _SCHEMA = """
@@ -341,8 +340,8 @@ class SqliteStore:
                     # over, as a listing's reader passes over an entry it cannot decode,
                     # so that one such row does not hide every entry after it.  A read of
                     # this one entry reports it as an error.
-                    store_log.warning("SQLite store %s: entry %s/%r is not a blob; passed over",
-                                 self.path, namespace, str(key)[:200])
+                    store_log.warning("SQLite store %s: entry %s/%r is not a blob; "
+                                      "passed over", self.path, namespace, str(key)[:200])
             if len(rows) < _BATCH:
                 return
             after = rows[-1][0]
