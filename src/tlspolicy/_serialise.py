@@ -19,8 +19,9 @@ import cattrs
 from .errors import StoreError
 from .options import OPTION_SPECS, UNSET
 
-__all__ = ["LONGEST_SETTING", "converter", "dumps_json", "effective_to_dict", "loads_json",
-           "stored_count", "stored_time"]
+__all__ = ["FIRST_TIME", "LAST_TIME", "LONGEST_SETTING", "converter", "dumps_json",
+           "effective_to_dict", "is_setting_time", "loads_json", "stored_count",
+           "stored_time"]
 
 #: Unstructures the core's attrs models to builtins; enums become their values.
 converter = cattrs.Converter()
@@ -73,14 +74,22 @@ def loads_json(data: bytes) -> object:
 
 #: The first and last seconds a datetime holds (0001-01-01 00:00:00 and 9999-12-31
 #: 23:59:59 UTC): a time outside them cannot be a date, and converting it would fail.
-_FIRST_TIME: Final = -62_135_596_800.0
-_LAST_TIME: Final = 253_402_300_799.0
+FIRST_TIME: Final = -62_135_596_800
+LAST_TIME: Final = 253_402_300_799
 
 
 #: The longest time a setting may give (ten years, in seconds): a wait or a lifetime
 #: added to the clock must give a time a store can hold (see :func:`stored_time`), or
 #: every entry written with it would be refused when read back.
 LONGEST_SETTING: Final = 10 * 365 * 86400
+
+
+def is_setting_time(value: object) -> bool:
+    """Whether ``value`` may be a time a setting gives, in seconds: a number (not a
+    boolean), positive and at most :data:`LONGEST_SETTING` (NaN and the infinities are
+    not).  The one rule of every time setting, in a file, a flag or the API."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and (
+        0 < value <= LONGEST_SETTING)
 
 
 def stored_time(value: object) -> float:
@@ -91,7 +100,7 @@ def stored_time(value: object) -> float:
     if type(value) is not float and type(value) is not int:
         raise ValueError(f"{_shown(value)} is not a time")
     number = float(value)
-    if not _FIRST_TIME <= number <= _LAST_TIME:  # NaN and the infinities fail too
+    if not FIRST_TIME <= number <= LAST_TIME:  # NaN and the infinities fail too
         raise ValueError(f"{number} is not a time")
     return number
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final, TextIO
 
-from .._serialise import LONGEST_SETTING
+from .._serialise import LONGEST_SETTING, is_setting_time
 from ..errors import ConfigError, ConfigErrors, MissingDependencyError, TlsPolicyError
 from ..formats.bundled import EXAMPLE_NAME, example_config
 from ..formats.loader import FORMATS, load_config
@@ -159,7 +159,7 @@ def seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not 0 < value <= LONGEST_SETTING:  # NaN fails too
+    if not is_setting_time(value):
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, at most "
                                          f"{LONGEST_SETTING:,} (ten years), got {text!r}")
     return value

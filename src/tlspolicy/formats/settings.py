@@ -31,7 +31,7 @@ from typing import Any, Final
 
 import attrs
 
-from .._serialise import LONGEST_SETTING
+from .._serialise import LONGEST_SETTING, is_setting_time
 from ..errors import (
     ConfigError,
     ConfigErrors,
@@ -90,8 +90,7 @@ def _positive(instance: object, attribute: attrs.Attribute[float], value: float)
     # Every such option is a time in seconds; at most ten years, so that the clock plus
     # it is a time the store can hold (a retry past the year 9999 would make every state
     # written with it unreadable, and so fetched again at every lookup).
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-            0 < value <= LONGEST_SETTING):  # NaN and infinity fail too
+    if not is_setting_time(value):
         raise DiscoveryError(f"discovery option {attribute.name} must be a positive number "
                              f"of seconds, at most {LONGEST_SETTING:,} (ten years), "
                              f"not {value!r}")
@@ -396,8 +395,7 @@ def check_discovery_table(table: object, filename: str | None, *,
                 "a whole number" if kind is int else "a number"
             errors.append(InvalidValueError(f"must be {wanted}", where.evolve(option=key),
                                             value=value, has_value=True))
-        elif kind == _NUMBER and isinstance(value, int | float) and not (
-                0 < value <= LONGEST_SETTING):
+        elif kind == _NUMBER and not is_setting_time(value):
             # Every number key is a time in seconds: the bound DiscoveryConfig holds it to,
             # reported here with the file and line.
             errors.append(InvalidValueError(

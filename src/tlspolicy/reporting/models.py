@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from tlspolicy._serialise import LONGEST_SETTING, stored_count, stored_time
+from tlspolicy._serialise import (
+    LAST_TIME,
+    LONGEST_SETTING,
+    is_setting_time,
+    stored_count,
+    stored_time,
+)
 from tlspolicy.errors import TlsPolicyError
 from tlspolicy.names import normalise_domain
 
@@ -79,7 +85,7 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> 
 
 def _seconds(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     _positive(instance, attribute, value)
-    if value > LONGEST_SETTING:
+    if not is_setting_time(value):
         raise ReportingError(f"reporting option {attribute.name} must be at most "
                              f"{LONGEST_SETTING:,} seconds (ten years), not {value!r}")
 
@@ -163,8 +169,6 @@ class Delivery:
 _DELIVERY_STATES = frozenset({"pending", "delivered", "gave-up", "too-large", "unsupported",
                               "no-dkim-key"})
 _DELIVERY_FIELDS = frozenset(attrs.fields_dict(Delivery))
-#: The last second of the year 9999, the last a report's period may end at.
-_LAST_SECOND = 253_402_300_799
 
 
 def _delivery(data: object) -> Delivery:
@@ -227,8 +231,8 @@ class StoredReport:
             if not rua_ok or type(value["rua_detail"]) is not str or type(
                     value["domain"]) is not str:
                 raise ValueError("a field of the wrong type")
-            stored = cls(key, value["domain"], stored_count(value["start"], _LAST_SECOND),
-                         stored_count(value["end"], _LAST_SECOND), value["report"],
+            stored = cls(key, value["domain"], stored_count(value["start"], LAST_TIME),
+                         stored_count(value["end"], LAST_TIME), value["report"],
                          value["filename"], stored_time(value["created"]),
                          None if rua is None else tuple(rua), value["rua_detail"],
                          tuple(map(_delivery, value["deliveries"])))
