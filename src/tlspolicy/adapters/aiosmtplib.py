@@ -94,8 +94,7 @@ class _Session(engine.Shell[aiosmtplib.SMTP]):
             await self.reconnect()
         smtp = self.smtp
         peer = smtp.get_transport_info("peername")
-        if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
-            self.peer_address = peer[0]
+        self.opened_to(peer)
         return engine.Opened(peer, smtp.get_transport_info("sockname"),
                              greet=smtp.is_ehlo_or_helo_needed)
 

@@ -236,6 +236,11 @@ class Shell(Generic[_Client]):
         #: server (the one the caller chose is the one the decision was made for).
         self.peer_address: str | None = None
 
+    def opened_to(self, peer: object) -> None:
+        """Note the peer address a session reports (``getpeername``'s first item)."""
+        if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
+            self.peer_address = peer[0]
+
     def reconnect_host(self) -> str:
         """Where a reconnect goes: the address the first session was connected to, else
         the host name."""

@@ -83,8 +83,7 @@ class _Session(engine.Shell[smtplib.SMTP]):
         if smtp.sock is not None:
             with contextlib.suppress(OSError):
                 peer, local = smtp.sock.getpeername(), smtp.sock.getsockname()
-        if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
-            self.peer_address = peer[0]
+        self.opened_to(peer)
         greet = smtp.helo_resp is None and smtp.ehlo_resp is None
         return engine.Opened(peer, local, greet=greet)
 
