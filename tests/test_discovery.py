@@ -42,6 +42,7 @@ from tlspolicy.discovery import (
     describe_cache,
 )
 from tlspolicy.discovery.dns import QUERIES_PER_SOCKET
+from tlspolicy.discovery.https import PolicyFetch, fetch_policy, make_ssl_context
 from tlspolicy.discovery.stscache import encode_state as _encode
 from tlspolicy.policies.dane import DaneApplicability
 from tlspolicy.policies.mtasts import CachedMtaStsPolicy, FetchOutcome, parse_policy
@@ -526,6 +527,30 @@ def test_slow_server_is_cut_off(env: Env) -> None:
     assert time.monotonic() - start < 30  # a hang guard, not a timing assertion
 
 
+def test_one_deadline_bounds_a_fetch_over_every_address(env: Env) -> None:
+    """``timeout`` bounds the whole fetch, not each address: four addresses of a host
+    that trickles its answer get one try, not four (four times ``timeout`` would outlast
+    the single-flight lock, and another process would fetch the same policy)."""
+    assert env.web.ca_file is not None
+
+    async def main() -> PolicyFetch:
+        return await fetch_policy("slow.secure.test", ["127.0.0.1"] * 4, port=env.web.port,
+                                  context=make_ssl_context(str(env.web.ca_file)), timeout=1.0)
+
+    fetched = run(main)
+    assert fetched.outcome is FetchOutcome.FETCH_ERROR
+    assert "within 1 s" in fetched.detail
+    assert env.web.fetches("slow.secure.test") == 1
+
+
+def test_a_refresh_holds_its_lock_for_as_long_as_it_may_take() -> None:
+    """The single-flight lock lasts ``lock_ttl``, or the longest refresh when that is longer:
+    its TXT lookup and its address lookup (2.5 times ``dns_timeout`` each), then its fetch."""
+    assert DiscoveryConfig().refresh_lock_ttl == 30.0  # 5 * 3 + 10 = 25: lock_ttl
+    assert DiscoveryConfig(dns_timeout=4.0, https_timeout=20.0).refresh_lock_ttl == 40.0
+    assert DiscoveryConfig(lock_ttl=90.0, https_timeout=20.0).refresh_lock_ttl == 90.0
+
+
 @pytest.mark.parametrize(("domain", "expected"), [
     ("cnametxt.secure.test", "id1"),    # CNAME followed
     ("split.secure.test", "split1"),    # strings concatenated
@@ -813,6 +838,28 @@ def test_single_flight_across_instances_sharing_a_store(env: Env) -> None:
 
     run(main)
     assert env.web.fetches("coldslow.secure.test") == 1
+
+
+def test_a_second_instance_waits_for_a_fetch_outlasting_lock_ttl(env: Env) -> None:
+    """A ``lock_ttl`` shorter than a refresh may take does not let a second instance
+    fetch the same policy while the first is still fetching: the lock lasts the longest
+    refresh (here 5 * 1 + 3 = 8 s against a ``lock_ttl`` of 1 s)."""
+    async def main() -> tuple[StsState, StsState]:
+        changes: dict[str, Any] = {"lock_ttl": 1.0, "dns_timeout": 1.0, "https_timeout": 3.0}
+        a = env.discovery(store=env.store("overrun.sqlite3"), **changes)
+        b = env.discovery(store=env.store("overrun.sqlite3"), **changes)
+        async with a, b:
+            first = asyncio.create_task(a.sts_state("slow.secure.test"))
+            while not env.web.fetches("slow.secure.test"):
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.5)  # past lock_ttl, within the first fetch's 3 s
+            second = await b.sts_state("slow.secure.test")
+            return await first, second
+
+    first, second = run(main)
+    assert first.state == second.state == "failed"
+    assert "within 3 s" in second.detail  # the first instance's result, read from the store
+    assert env.web.fetches("slow.secure.test") == 1
 
 
 def test_restart_refetches_nothing_unexpired(env: Env) -> None:

@@ -204,6 +204,8 @@ def format_hint(exc: TlsPolicyError, fmt: str | None) -> str | None:
             return (f"{name} was read as ecelerity.conf because of its name; if it is TOML, "
                     "pass --format toml")
     return None
+
+
 def terminal_progress(label: str, *, after: float = 2.0,
                       stream: TextIO | None = None) -> Callable[[int, int], None] | None:
     """A ``progress(done, total)`` callback drawing one line on a terminal.

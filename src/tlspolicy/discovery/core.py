@@ -471,7 +471,8 @@ class Discovery(ResolverTrust):
         # Two store operations in the common case: take the lock and read the entry in
         # one, write the result and give the lock back in one.
         lock = f"mta-sts.{domain}"
-        deadline = time.monotonic() + self.config.lock_ttl
+        lock_ttl = self.config.refresh_lock_ttl
+        deadline = time.monotonic() + lock_ttl
         held = False
         waited = False
         old: StsState | None = None
@@ -480,7 +481,7 @@ class Discovery(ResolverTrust):
             while True:
                 try:
                     held, entry = await acquire_get(self.store, lock, self._owner,
-                                                    self.config.lock_ttl, POLICY_NAMESPACE,
+                                                    lock_ttl, POLICY_NAMESPACE,
                                                     domain)
                 except StoreError as exc:
                     _log.warning("single-flight lock for %s unavailable: %s", domain, exc)

@@ -164,9 +164,14 @@ async def fetch_policy(domain: str, addresses: Sequence[str], *, port: int = 443
     if not addresses:
         return PolicyFetch(FetchOutcome.FETCH_ERROR, detail=f"{host} has no address")
     last = PolicyFetch(FetchOutcome.FETCH_ERROR, detail="not tried")
+    # One deadline for every address tried: four slow addresses would otherwise take four
+    # times ``timeout``, past the single-flight lock that holds other processes back.
+    deadline = asyncio.get_running_loop().time() + timeout
     for address in list(addresses)[:4]:
+        if asyncio.get_running_loop().time() >= deadline:
+            break
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(deadline):
                 return await _fetch_one(host, address, port=port, context=context,
                                         timeout=timeout, client=client)
         except TimeoutError:

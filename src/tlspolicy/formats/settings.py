@@ -102,6 +102,12 @@ def _port(instance: object, attribute: attrs.Attribute[int], value: int) -> None
         raise DiscoveryError(f"discovery option {attribute.name} must be a port, not {value!r}")
 
 
+#: How many times ``dns_timeout`` a refresh's lookups may take: the ``_mta-sts`` TXT
+#: lookup, then the policy host's addresses, each bounded by 2.5 times ``dns_timeout``
+#: (see :class:`~tlspolicy.discovery.dns.DnsClient`).
+REFRESH_DNS_TIMEOUTS: Final = 5
+
+
 def _not_below_initial(instance: Any, attribute: attrs.Attribute[float],
                        value: float) -> None:
     if value < instance.dns_backoff_initial:
@@ -135,7 +141,8 @@ class DiscoveryConfig:
     - ``backoff_initial`` / ``backoff_max``: waits after consecutive failed
       fetches of one domain (doubling).
     - ``lock_ttl``: the single-flight lock's expiry (a dead holder blocks
-      others no longer than this).
+      others no longer than this), raised to the longest a refresh may take
+      when that is longer (see :attr:`refresh_lock_ttl`).
     - ``probe_backoff_initial`` / ``probe_backoff_max``: waits between probes of a
       resolver that does not validate (doubling, at most a minute by default);
       ``probe_interval``: between probes of one that does.
@@ -173,6 +180,15 @@ class DiscoveryConfig:
                                          validator=_cache_size)
     cache_path: str = DEFAULT_CACHE_PATH
     resolv_conf: str | None = "/etc/resolv.conf"
+
+    @property
+    def refresh_lock_ttl(self) -> float:
+        """How long a refresh holds the single-flight lock: ``lock_ttl``, or the longest
+        a refresh may take when that is longer (the ``_mta-sts`` TXT lookup, then the
+        policy host's addresses, each bounded by 2.5 times ``dns_timeout``, then the
+        fetch, bounded by ``https_timeout``).  A lock that ran out while its holder was
+        still fetching would let another process fetch the same policy meanwhile."""
+        return max(self.lock_ttl, REFRESH_DNS_TIMEOUTS * self.dns_timeout + self.https_timeout)
 
 
 #: A key's type when any number will do (read as a float).
