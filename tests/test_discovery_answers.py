@@ -508,6 +508,35 @@ def test_unknown_binding_and_malformed_keys_as_without_discovery(env: Env) -> No
     assert asyncio.run(main()).startswith("PERM unknown binding")
 
 
+def test_a_malformed_key_in_drop_in_is_named_as_such_under_any_map_name(env: Env) -> None:
+    """Drop-in answers every map name: a key that is no next hop is refused as a malformed
+    key, not as an unknown binding named after the map (which would send an operator
+    looking for a wrong map name in main.cf)."""
+    async def main() -> list[str]:
+        async with env.discovery() as discovery:
+            lookup = lookup_for(discovery, drop_in=True)
+            return [(await ask(lookup, key, "QUERY")).to_text() for key in ("a b c", "x..y")]
+
+    for text in asyncio.run(main()):
+        assert text.startswith("PERM malformed key"), text
+
+
+def test_answers_to_long_map_names_are_not_kept(env: Env) -> None:
+    """Drop-in answers every map name: distinct long ones, each answered, are not kept for
+    reuse (a client sending junk would fill the memo with them); a map name as Postfix's
+    main.cf spells it is."""
+    async def main() -> tuple[int, int]:
+        async with env.discovery() as discovery:
+            lookup = lookup_for(discovery, drop_in=True)
+            for n in range(20):
+                await ask(lookup, "nodane.secure.test", f"{n:03d}" + "m" * 400)
+            kept = len(lookup._held)
+            await ask(lookup, "nodane.secure.test", "QUERY")
+            return kept, len(lookup._held)
+
+    assert asyncio.run(main()) == (0, 1)
+
+
 # --------------------------------------------------------------- TEMP and outages
 
 def _silent_udp() -> tuple[socket.socket, int]:

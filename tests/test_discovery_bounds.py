@@ -59,6 +59,39 @@ def _discovery(store: SqliteStore, clock: Clock, port: int) -> Discovery:
     return Discovery(config, store=store, clock=clock)
 
 
+def test_a_query_waiting_for_room_gives_up_within_its_own_time() -> None:
+    """The wait for a free slot counts in a query's time: behind a backlog of queries the
+    resolver never answers, a query fails unsent when its time is up, rather than being
+    sent (and waited for) after the whole backlog; the backlog drains within one query's
+    time.  One slot, eight names asked at once of a resolver that never answers, each
+    query 0.2 s on the socket and 0.5 s in all: the later ones are never sent."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        async def main() -> list[DnsAnswer]:
+            client = DnsClient("127.0.0.1", silent.getsockname()[1], timeout=0.2,
+                               max_in_flight=1)
+            try:
+                return await asyncio.gather(*(client.query(f"n{i}.test", "A")
+                                              for i in range(8)))
+            finally:
+                client.close()
+
+        answers = asyncio.run(main())
+        assert all(a.status.value == "failed" for a in answers)
+        silent.setblocking(False)
+        sent = 0
+        while True:
+            try:
+                silent.recv(512)
+            except BlockingIOError:
+                break
+            sent += 1
+        assert sent <= 4, f"{sent} of 8 queries sent behind a backlog they could not outlast"
+    finally:
+        silent.close()
+
+
 def test_the_default_bound_matches_the_dns_clients_queries_in_flight(tmp_path: Path) -> None:
     assert MAX_BACKGROUND_CHECKS == 256
     config = DiscoveryConfig(resolver="127.0.0.1", resolver_port=9, resolv_conf=None)

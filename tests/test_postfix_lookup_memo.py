@@ -34,6 +34,18 @@ def test_long_keys_are_answered_but_not_kept() -> None:
     assert not lookup._answers
 
 
+def test_answers_to_long_map_names_are_not_kept() -> None:
+    """An unknown map name is answered (PERM) like any other, but a client sending distinct
+    long ones must not fill the memo with them: what is kept is bounded by map name and
+    key together."""
+    lookup = PolicyLookup(Resolver(CONFIG))
+    for n in range(20):
+        assert lookup(f"{n:03d}" + "m" * 4000, "a").status.value == "PERM"
+    assert not lookup._answers
+    lookup("b1", "a.example")
+    assert len(lookup._answers) == 1
+
+
 @pytest.mark.parametrize("size", [-1, True, 1.5])
 def test_memo_size_is_checked(size: object) -> None:
     with pytest.raises(ValueError, match="memo_size"):

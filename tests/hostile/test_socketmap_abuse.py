@@ -697,6 +697,86 @@ def test_first_load_timeout_is_a_typed_error() -> None:
     never.set()
 
 
+class _SlowLookup:
+    """``m slow`` waits until released (counting the waits cancelled); others answer now."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.cancelled = 0
+
+    def __call__(self, name: str, key: str) -> Any:
+        if key != "slow":
+            return SocketmapReply.ok("now")
+        return self._slow()
+
+    async def _slow(self) -> SocketmapReply:
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return SocketmapReply.ok("slow")
+
+
+async def _open(server: SocketmapServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = server.address
+    return await asyncio.open_connection(host, port)
+
+
+async def _reply(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.wait_for(reader.read(100), IO_TIMEOUT)
+
+
+def test_a_connection_waiting_for_its_answer_is_not_closed_to_make_room() -> None:
+    """A full server closes an idle connection, not an older one whose answer is being
+    computed: that would fail a lookup under way (Postfix retries once, so a local
+    client opening connections could defer mail)."""
+    lookup = _SlowLookup()
+
+    async def scenario() -> None:
+        async with SocketmapServer(lookup, max_connections=3) as server:
+            reader, writer = await _open(server)
+            writer.write(encode_netstring(b"m slow"))
+            await writer.drain()
+            while not server._pending:
+                await asyncio.sleep(0.01)
+            idle = [await _open(server) for _ in range(4)]  # two of them make room
+            await asyncio.sleep(0.2)
+            lookup.release.set()
+            assert await _reply(reader) == encode_netstring(b"OK slow")
+            assert lookup.cancelled == 0
+            for _, other in [(reader, writer), *idle]:
+                other.close()
+
+    _in_loop(scenario())
+
+
+def test_a_connection_closed_to_make_room_stops_its_lookup_and_goes_first_after_eof() -> None:
+    """A client that sent EOF while its answer is computed (Postfix never does) is the
+    first closed to make room, before an older idle connection, and its lookup's wait
+    ends with it: nobody would read the answer."""
+    lookup = _SlowLookup()
+
+    async def scenario() -> None:
+        async with SocketmapServer(lookup, max_connections=2) as server:
+            old_reader, old_writer = await _open(server)
+            reader, writer = await _open(server)
+            writer.write(encode_netstring(b"m slow"))
+            writer.write_eof()
+            while not (server._pending and any(c._eof for c in server._conns)):
+                await asyncio.sleep(0.01)
+            _, newer = await _open(server)
+            assert await _reply(reader) == b""  # closed, no answer
+            while not lookup.cancelled:
+                await asyncio.sleep(0.01)
+            old_writer.write(encode_netstring(b"m now"))
+            assert await _reply(old_reader) == encode_netstring(b"OK now")
+            for other in (old_writer, writer, newer):
+                other.close()
+
+    _in_loop(scenario())
+
+
 @pytest.mark.parametrize("kwargs", [
     {"max_connections_per_client": 0}, {"request_timeout": 0}, {"reload_timeout": -1},
     {"socket_mode": 0o1777},

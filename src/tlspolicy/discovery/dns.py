@@ -434,7 +434,10 @@ class DnsClient:
             for old in list(itertools.islice(sent, MAX_COUNTED // 10)):
                 del sent[old]
         try:
-            async with self._limit, asyncio.timeout(self.timeout * 2.5):
+            # The wait for a slot counts too: a backlog of queries (a flood of names the
+            # resolver never answers) then drains within one query's time, instead of
+            # holding every later query back for as long as it lasts.
+            async with asyncio.timeout(self.timeout * 2.5), self._limit:
                 if self._shared_socket:
                     response = await self._over_channel(request)
                 else:

@@ -46,6 +46,7 @@ from .transport import NextHop, NextHopAnswer, NextHopConflictError, RouteTable,
 __all__ = [
     "DEFAULT_ANSWER_MEMO_SIZE",
     "MAX_UNATTRIBUTED_WARNINGS",
+    "MEMO_REQUEST_CHARS",
     "PolicyLookup",
     "parse_postfix_version",
 ]
@@ -54,9 +55,11 @@ DEFAULT_ANSWER_MEMO_SIZE: Final = 65536
 """Answers :class:`PolicyLookup` keeps per map name and key (the resolver's memo size)."""
 
 _FALLBACK_SINCE: Final = CompatVersion((4, 1))
-# Longer keys are answered but not kept: a Postfix key is a domain and a port, so
-# only a client sending junk has longer ones, and it should not fill the memo.
-_MEMO_KEY_CHARS: Final = 300
+
+MEMO_REQUEST_CHARS: Final = 400
+"""The longest map name and key (together) whose answer is kept: a Postfix key is a
+domain and a port and a map name a binding's, so only a client sending junk has longer
+ones, and it should not fill the memo.  Longer requests are answered, not kept."""
 
 # ---------------------------------------------------------------------- socketmap
 
@@ -212,7 +215,7 @@ class PolicyLookup:
         reply = self._answers.get(memo_key)
         if reply is None:
             reply = self._answer(map_name, key)
-            if self._memo_size and len(key) <= _MEMO_KEY_CHARS:
+            if self._memo_size and len(map_name) + len(key) <= MEMO_REQUEST_CHARS:
                 answers = self._answers
                 if len(answers) >= self._memo_size:
                     # Oldest first; a concurrent caller may have emptied it already.

@@ -44,9 +44,9 @@ class Connection(asyncio.Protocol):
     connection too.
     """
 
-    __slots__ = ("_clock", "_eof", "_lost", "_read_paused", "_scheduled", "_server", "_timer",
-                 "_timer_at", "_waiting", "_write_paused", "client", "decoder", "last_complete",
-                 "partial_since", "transport")
+    __slots__ = ("_clock", "_eof", "_lost", "_read_paused", "_scheduled", "_server", "_task",
+                 "_timer", "_timer_at", "_waiting", "_write_paused", "client", "decoder",
+                 "last_complete", "partial_since", "transport")
 
     def __init__(self, server: SocketmapServer) -> None:
         self._server = server
@@ -58,8 +58,9 @@ class Connection(asyncio.Protocol):
         self._scheduled = False
         self._read_paused = False
         self._write_paused = False
-        # An awaitable lookup is computing this connection's current answer.
+        # An awaitable lookup is computing this connection's current answer (_task).
         self._waiting = False
+        self._task: asyncio.Task[SocketmapReply] | None = None
         self._eof = False
         self._lost = False
         self._timer: asyncio.TimerHandle | None = None
@@ -84,6 +85,7 @@ class Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._drop_answer()
         self._server._forget(self)
 
     def data_received(self, data: bytes) -> None:
@@ -166,6 +168,7 @@ class Connection(asyncio.Protocol):
         if not isinstance(answer, SocketmapReply):
             # Computed elsewhere (I/O): the next request waits for this answer.
             self._waiting = True
+            self._task = answer
             self.last_complete = _loop(server).time()
             self.partial_since = None
             server._touch(self)
@@ -175,6 +178,7 @@ class Connection(asyncio.Protocol):
 
     def _answered(self, task: asyncio.Task[SocketmapReply]) -> None:
         self._waiting = False
+        self._task = None
         if self._lost or task.cancelled():
             return
         try:
@@ -224,8 +228,27 @@ class Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._drop_answer()
         self.transport.abort()
         self._server._forget(self)
+
+    def _drop_answer(self) -> None:
+        # Nobody is left to read the answer: stop waiting for it.  Work a lookup shares
+        # with others (a DNS query, a policy fetch) runs on as its own task.
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+
+    @property
+    def sent_eof(self) -> bool:
+        """Whether the client has said it sends no more (Postfix never does while it
+        waits for an answer)."""
+        return self._eof
+
+    @property
+    def waiting(self) -> bool:
+        """Whether an answer of this connection's is being computed."""
+        return self._waiting
 
     # -- time limits
 

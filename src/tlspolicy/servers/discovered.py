@@ -50,7 +50,7 @@ from ..postfix.answers import DiscoveredAnswer, PostfixProfile, with_policy_ttl
 from ..postfix.dropin import DROP_IN_CONFIG
 from ..postfix.keys import PostfixKey, PostfixKeyError, parse_postfix_key
 from ..postfix.levels import PostfixMappingError, PostfixVersion
-from ..postfix.lookup import PolicyLookup
+from ..postfix.lookup import MEMO_REQUEST_CHARS, PolicyLookup
 from ..postfix.replies import SocketmapReply
 from .discovered_fetch import _Fetching
 from .discovered_judge import _Judging
@@ -248,7 +248,7 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
         try:
             parsed = parse_postfix_key(key)
         except PostfixKeyError:
-            return self.policy(map_name, key)
+            return self.policy(binding, key)  # the key's error, not an unknown binding's
         if parsed.parent:
             return self.policy(binding, key)
         try:
@@ -301,7 +301,8 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
             try:
                 parsed = parse_postfix_key(key)
             except PostfixKeyError:
-                return self.policy(map_name, key)
+                # The key's error (in drop-in, under the binding answering every map name).
+                return self.policy(binding, key)
             if len(self._keys) >= _KEY_MEMO_SIZE:
                 self._keys.clear()
             self._keys[key] = parsed
@@ -345,7 +346,7 @@ class DiscoveryLookup(_Fetching, _Judging, _Refreshing):
         if log.isEnabledFor(logging.DEBUG):
             for warning in result.warnings:
                 log.debug("socketmap: %s", warning.describe())
-        if inputs.complete and self.memo_ttl:
+        if inputs.complete and self.memo_ttl and len(map_name) + len(key) <= MEMO_REQUEST_CHARS:
             until = min(inputs.until, self._clock() + self.memo_ttl)
             if len(self._held) >= _MEMO_SIZE:
                 self._held.clear()

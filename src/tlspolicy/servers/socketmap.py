@@ -30,8 +30,10 @@ Protocol choices (Postfix's manual leaves them to the server):
   security documentation (its socketmap server section) lists each default
   and what the server does when it is hit.  In short: when the connection
   slots (all, or one client's) are taken, the longest-idle connection is
-  closed to make room, never the new one; Postfix reconnects and retries a
-  lookup once when its connection was closed under it.  A connection with no
+  closed to make room, never the new one (one that sent EOF first, and never
+  one whose answer is being computed while another is idle); Postfix
+  reconnects and retries a lookup once when its connection was closed under
+  it.  A closed connection's lookup is no longer waited for.  A connection with no
   complete request for ``idle_timeout`` seconds, or whose started request is
   not complete after ``request_timeout`` seconds, is closed.  Each connection
   gets one answer per turn of the event loop, so a pipelining client cannot
@@ -43,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
 import logging
 import math
 import socket
@@ -136,6 +139,8 @@ _READ_CHUNK: Final = 65536
 _MAX_LOADERS: Final = 8
 # At most one eviction warning per this many seconds (an attack floods otherwise).
 _EVICTION_LOG_INTERVAL: Final = 10.0
+#: The longest-idle connections looked at for one to close when the limit is reached.
+_EVICTION_SCAN: Final = 64
 
 
 #: ``lookup(map_name, key)``: what the server asks for every request.  It returns the
@@ -445,11 +450,12 @@ class SocketmapServer:
         peers = self._by_client.get(conn.client)
         if (peers is not None and self.max_connections_per_client is not None
                 and len(peers) >= self.max_connections_per_client):
-            victim = min(peers, key=_last_complete)
-            self._evict(victim, f"{conn.client} has {len(peers)} connections, its limit")
+            oldest = sorted(peers, key=_last_complete)[:_EVICTION_SCAN]
+            self._evict(_victim(oldest), f"{conn.client} has {len(peers)} connections, its "
+                                         "limit")
         if len(self._conns) >= self.max_connections:
-            self._evict(next(iter(self._conns)), f"{len(self._conns)} connections open, the "
-                                                   "limit")
+            self._evict(_victim(list(itertools.islice(self._conns, _EVICTION_SCAN))),
+                        f"{len(self._conns)} connections open, the limit")
         self._conns[conn] = None
         self._by_client.setdefault(conn.client, set()).add(conn)
 
@@ -498,7 +504,7 @@ class SocketmapServer:
         except TlsPolicyError as exc:
             return self._checked(name, key, _safe_perm(str(exc)))
         except Exception:
-            log.exception("socketmap: lookup %s %r failed", name, key)
+            log.exception("socketmap: lookup %r %r failed", name, key)
             return self._checked(name, key, self._temp("internal",
                                                        "internal error in the policy server"))
         if isinstance(reply, SocketmapReply):
@@ -533,7 +539,7 @@ class SocketmapServer:
             return self._checked(name, key,
                                  self._temp("cancellation", "policy lookup was cancelled"))
         except Exception:
-            log.exception("socketmap: lookup %s %r failed", name, key)
+            log.exception("socketmap: lookup %r %r failed", name, key)
             return self._temp("internal", "internal error in the policy server")
         if not isinstance(reply, SocketmapReply):
             log.error("socketmap: lookup returned %r, not a SocketmapReply", reply)
@@ -569,3 +575,18 @@ def _safe_perm(message: str) -> SocketmapReply:
     """A PERM reply whose reason is ``message`` made fit for one Postfix line."""
     text = one_line(message)
     return SocketmapReply.perm(text[: MAX_REPLY_CHARS - 5])
+
+
+def _victim(oldest: list[Connection]) -> Connection:
+    """The connection closed to make room, of ``oldest`` (the longest-idle first): the
+    first that sent EOF, else the first waiting for no answer, else the longest-idle.  A
+    connection whose answer is being computed is not idle: closing it would fail a lookup
+    under way.  Only the first :data:`_EVICTION_SCAN` are looked at, so that a flood of
+    new connections costs a bounded time each."""
+    for conn in oldest:
+        if conn.sent_eof:
+            return conn
+    for conn in oldest:
+        if not conn.waiting:
+            return conn
+    return oldest[0]
