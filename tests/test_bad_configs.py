@@ -92,3 +92,26 @@ def test_a_good_file_next_to_the_corpus_loads() -> None:
     config = loads_toml('[global]\ntls = "required"\n[[domain]]\nname = "example.com"\n'
                         'tls_verify = "host"\n', "good.toml")
     assert Resolver(config).resolve("example.com").verification.value == "host"
+
+
+def test_an_expiry_past_the_last_utc_instant_is_a_located_error() -> None:
+    """9999-12-31T23:59:59-23:59 is a TOML date-time Python reads, but in UTC it is past
+    the year 9999: a located error, not an OverflowError."""
+    text = ('[global]\ntls = "ifavailable"\n[[domain]]\nname = "a.example"\ntls = "required"\n'
+            'expires = 9999-12-31T23:59:59-23:59\nreason = "x"\n')
+    with pytest.raises(ConfigError, match="outside the instants") as info:
+        loads_toml(text, "x.toml")
+    errors = info.value.errors if isinstance(info.value, ConfigErrors) else (info.value,)
+    assert [(e.location.line, e.location.option) for e in errors] == [(6, "expires")]
+
+
+def test_a_file_name_holding_a_nul_is_a_located_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tlspolicy.cli import main
+
+    path = tmp_path / "nul.toml"
+    path.write_text('[global]\ntls = "ifavailable"\ntls_ca = "/tmp/a\\u0000b"\n')
+    assert main(["check", str(path)]) == 1
+    out = capsys.readouterr()
+    assert f"{path}:3: global: option 'tls_ca'" in out.out + out.err
+    assert "NUL character" in out.out + out.err

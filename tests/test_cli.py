@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -478,3 +479,26 @@ def test_running_a_command_imports_no_other_commands_module() -> None:
                                                "importcache", "policytests", "report",
                                                "shadow")} & loaded
     assert "tlspolicy.formats.lint" not in loaded
+
+
+def test_an_mta_sts_policy_that_is_no_regular_file_is_an_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A FIFO would hang ``resolve`` and /dev/zero fill its memory: a policy is a regular
+    file of a policy's size at most."""
+    fifo = tmp_path / "policy.txt"
+    os.mkfifo(fifo)
+    from tlspolicy.cli import main
+
+    for path in (str(fifo), "/dev/zero"):
+        assert main(["resolve", "a.example", "--mta-sts", path]) == 2
+        err = capsys.readouterr().err
+        assert path in err and "not a regular file" in err and "Traceback" not in err, err
+
+
+def test_a_junit_file_that_cannot_be_written_is_named(capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    from tlspolicy.cli import main
+
+    example = Path(__file__).parent.parent / "src/tlspolicy/data/example-expectations.toml"
+    assert main(["test", str(example), "--junit-xml", "/dev/full"]) == 2
+    assert "--junit-xml /dev/full: cannot write" in capsys.readouterr().err

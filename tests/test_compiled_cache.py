@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,27 @@ def test_entry_others_may_write_or_a_symlink_is_not_used(tmp_path: Path) -> None
     os.replace(where, target)
     os.symlink(target, where)
     config, hit = load_config_cached(path, cache_dir=tmp_path / "cache")
+    assert not hit and config == load_config(path)
+
+
+def test_a_fifo_in_an_entrys_place_is_not_waited_for(tmp_path: Path) -> None:
+    """An entry is opened without waiting: a FIFO in its place (no writer) is no private
+    regular file, so the files are parsed, as for any entry not used."""
+    path = primed(tmp_path)
+    where = entry(tmp_path)
+    where.unlink()
+    os.mkfifo(where, 0o600)
+    result: dict[str, tuple[object, bool]] = {}
+    loading = threading.Thread(target=lambda: result.update(
+        got=load_config_cached(path, cache_dir=tmp_path / "cache")), daemon=True)
+    loading.start()
+    loading.join(20)
+    if loading.is_alive():
+        with open(where, "wb"):
+            pass  # a writer at last: the blocked open returns
+        loading.join(20)
+        pytest.fail("the load waited for a writer of the FIFO in the entry's place")
+    config, hit = result["got"]
     assert not hit and config == load_config(path)
 
 

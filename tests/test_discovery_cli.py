@@ -65,8 +65,14 @@ def test_cache_show_purge_refresh(lab_args: list[str],
     discovery_flags = lab_args[1:]
     # show and purge only read the cache: they take only the cache's options.
     store_flags = lab_args[-2:]
-    assert run(capsys, "cache", "show", *store_flags)[1] == "nothing cached\n"
+    # No cache there yet: a mistyped path is an error, and no empty cache is made there.
+    for action in (["show"], ["purge", "--all"]):
+        code, _, err = run(capsys, "cache", *action, *store_flags)
+        assert code == 2 and f"--cache {store_flags[-1]}: no such file" in err
+        assert not Path(store_flags[-1]).exists()
     assert run(capsys, "discover", "ok.secure.test", *lab_args)[0] == 0
+    assert run(capsys, "cache", "show", "nosuch.test", *store_flags)[1] == (
+        "nothing cached for nosuch.test\n")
     code, out, _ = run(capsys, "cache", "show", "ok.secure.test", *store_flags)
     assert code == 0 and out.startswith("ok.secure.test  enforce  id id1")
     code, out, _ = run(capsys, "cache", "refresh", "ok.secure.test", "--json", *discovery_flags)

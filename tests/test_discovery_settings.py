@@ -4,10 +4,14 @@ the default), and the DiscoveryConfig built from it."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import attrs
+import pytest
 
 from tlspolicy.cli import build_parser
+from tlspolicy.errors import ConfigSyntaxError
+from tlspolicy.formats.loader import load_config, read_discovery_settings, read_discovery_table
 from tlspolicy.formats.settings import (
     DISCOVERY_FLAGS,
     DISCOVERY_KEYS,
@@ -72,3 +76,52 @@ def test_discover_reads_its_flags_alone() -> None:
     args = build_parser().parse_args(["discover", "example.com", "--cache", "c.sqlite3"])
     config = discovery_settings(flags=args).discovery_config()
     assert config.cache_path == "c.sqlite3" and config.resolver == "127.0.0.1"
+
+
+# ------------------------------------------------ the tables serve reads, as loaded
+
+_TABLE = '[global]\ntls = "ifavailable"\n[discovery]\nenabled = true\nresolver_port = 5353\n'
+
+
+def _written(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize(("name", "text", "fmt"), [
+    ("bom.toml", "\ufeff" + _TABLE, None),          # a byte order mark, as the loader drops
+    ("upper.TOML", _TABLE, None),                   # TOML by any name not ecelerity.conf's
+    ("policy.cfg", _TABLE, "toml"),                 # --format toml
+    ("case.toml", _TABLE.replace("[discovery]", "[Discovery]"), None),  # keys in any case
+])
+def test_serve_reads_the_discovery_table_of_every_file_the_loader_reads_as_toml(
+        tmp_path: Path, name: str, text: str, fmt: str | None) -> None:
+    """A file ``check`` loads with its ``[discovery]`` table is read with it by ``serve``:
+    a table passed over would leave discovery off (answers from the configuration alone,
+    without MTA-STS or DANE) without a word."""
+    path = _written(tmp_path, name, text)
+    load_config(path, format=fmt)  # it loads, table and all
+    assert read_discovery_table([path], format=fmt) == {"enabled": True, "resolver_port": 5353}
+    settings = read_discovery_settings([path], format=fmt)
+    assert settings.enabled and settings.resolver_port == 5353
+
+
+def test_an_ecelerity_file_holds_no_discovery_table(tmp_path: Path) -> None:
+    path = _written(tmp_path, "policy.cfg", _TABLE)
+    assert read_discovery_table([path], format="ecelerity") == {}
+
+
+@pytest.mark.parametrize("text", [
+    _TABLE + "x = [\n",                           # not TOML
+    _TABLE + "x = " + "[" * 5000 + "]" * 5000 + "\n",  # nested past the parser's recursion
+    _TABLE + "x = 1" + "0" * 5000 + "\n",         # a number too large to read
+])
+def test_a_file_that_does_not_parse_is_an_error_not_a_table_passed_over(
+        tmp_path: Path, text: str) -> None:
+    path = _written(tmp_path, "bad.toml", text)
+    with pytest.raises(ConfigSyntaxError, match="not valid TOML") as raised:
+        read_discovery_table([path])
+    assert raised.value.location.file == path
+    with pytest.raises(ConfigSyntaxError, match="not valid TOML"):
+        load_config(path)

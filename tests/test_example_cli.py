@@ -37,6 +37,17 @@ def test_written_example_checks_and_tests_clean(tmp_path: Path) -> None:
     assert again.returncode == 2 and "nothing written" in again.stderr
 
 
+def test_an_example_written_where_the_name_holds_quotes_still_loads(tmp_path: Path) -> None:
+    """The directory's name stands in TOML strings: a quote or backslash in it is escaped,
+    so what ``example`` writes (and says is ready) checks and tests clean."""
+    target = tmp_path / 'ex"q\\z'
+    assert tlspolicy("example", str(target)).returncode == 0
+    checked = tlspolicy("check", str(target / "example.toml"))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = tlspolicy("test", str(target / "example-expectations.toml"))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
 def test_bundled_example_alone_names_missing_files(tmp_path: Path) -> None:
     """The example as bundled names /etc/tlspolicy paths (a real deployment's): check
     reports each missing file by scope and option, and README points at ``example``."""

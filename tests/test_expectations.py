@@ -356,6 +356,8 @@ BAD_CASES = [
      InvalidExpectationError, 5, "inputs.mta_sts.mode", "expected one of"),
     ('domain = "a.example"\ntls = "no"\ninputs.tlsa_records = ["3 1 1 zz"]\n',
      InvalidExpectationError, 4, "inputs.tlsa_records", "TLSA record #1"),
+    ('domain = "a.example"\ntls = "no"\ninputs.tlsa_records = [1]\n',
+     InvalidExpectationError, 4, "inputs.tlsa_records", "expected a string"),
     ('domain = "a.example"\noutcome.handshake-failed = { action = "fail", '
      'code = 451, why = 1 }\n', UnknownExpectationKeyError, 3,
      "outcome.handshake-failed.why", "unknown outcome key"),
@@ -390,6 +392,11 @@ def test_every_error_of_a_file_is_reported_at_once() -> None:
         (9, 'case #2 "second"', "outcome.name-mismatch"),
         (10, 'case #2 "second"', "source.tls"),
     ]
+
+
+def test_toml_nested_past_the_parsers_recursion_is_a_located_error() -> None:
+    errors = located('x = ' + "[" * 5000 + "]" * 5000 + '\n[[case]]\ndomain = "a"\n')
+    assert "nested too deeply" in str(errors[0]) and errors[0].location.file == "exp.toml"
 
 
 def test_file_level_errors() -> None:

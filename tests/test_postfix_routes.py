@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,17 @@ def test_unreadable_transport_table(tmp_path: Path) -> None:
     with pytest.raises(TransportTableError) as info:
         load_transport_table(tmp_path / "missing")
     assert "missing" in str(info.value)
+
+
+def test_a_transport_table_that_is_no_regular_file_is_a_located_error(tmp_path: Path) -> None:
+    """A FIFO would hang the load and /dev/zero fill memory: only regular files are read."""
+    fifo = tmp_path / "transport"
+    os.mkfifo(fifo)
+    with pytest.raises(TransportTableError, match="not a regular file") as info:
+        load_transport_table(fifo)
+    assert info.value.location.file == str(fifo)
+    with pytest.raises(TransportTableError, match="not a regular file"):
+        load_transport_table("/dev/zero")
 
 
 # ------------------------------------------------------------------ next-hop answers

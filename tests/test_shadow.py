@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 
 from strategies import PROPERTY_EXAMPLES, configs, requests
 from tlspolicy import Config, Resolver, UnknownBindingError, loads_toml
+from tlspolicy.cli import main
 from tlspolicy.servers.shadow import ShadowResolver
 
 LIVE = """
@@ -179,3 +182,45 @@ def test_serve_socketmap_with_a_shadow_and_the_report(tmp_path: Path) -> None:
     assert "compared 3 requests" in text
     assert "downgrade 2 requests, 1 distinct keys logged" in text
     assert "upgrade   1 requests, 1 distinct keys logged" in text
+
+
+_GOOD_REPORT = {"written_at": 1.0, "requests": 3, "shed": 0, "errors": 0,
+                "differing": {"downgrade": 2, "review": 0, "upgrade": 1},
+                "keys": {"downgrade": 1, "review": 0, "upgrade": 1},
+                "overflow": {"downgrade": 0, "review": 0, "upgrade": 0}}
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    ({"differing": {"downgrade": None, "review": 0, "upgrade": 0}}, "differing.downgrade"),
+    ({"differing": {"downgrade": "0", "review": 0, "upgrade": 0}}, "differing.downgrade"),
+    ({"differing": {"review": 0, "upgrade": 0}}, "differing.downgrade"),
+    ({"requests": True}, "requests"),
+    ({"shed": -1}, "shed"),
+    ({"keys": [1, 2]}, "keys"),
+])
+def test_a_damaged_shadow_report_is_an_error_never_a_pass(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict[str, object],
+        said: str) -> None:
+    """``shadow-report --fail-on-downgrade`` is a CI gate: a report whose counts cannot be
+    read is exit status 2 naming the field, not "None requests" and a pass, nor a
+    traceback with the status of a downgrade found."""
+    report = tmp_path / "shadow.json"
+    report.write_text(json.dumps(_GOOD_REPORT))
+    assert main(["shadow-report", str(report), "--fail-on-downgrade"]) == 1
+    capsys.readouterr()
+    report.write_text(json.dumps({**_GOOD_REPORT, **change}))
+    assert main(["shadow-report", str(report), "--fail-on-downgrade"]) == 2
+    err = capsys.readouterr().err
+    assert "not a shadow report" in err and said in err and "Traceback" not in err
+
+
+def test_a_shadow_report_that_is_no_regular_json_file_is_an_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    for path in (fifo, deep, tmp_path / "absent.json"):
+        assert main(["shadow-report", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert str(path) in err and "Traceback" not in err, err

@@ -176,6 +176,10 @@ def test_listen_sockets_ignores_another_pid_and_checks_the_count() -> None:
     assert env == {}  # unset, so no child inherits them
     with pytest.raises(SystemdError, match="LISTEN_FDS"):
         listen_sockets({"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "many"})
+    # Digits str.isdigit() takes and int() refuses: no activation, or no count.
+    assert listen_sockets({"LISTEN_PID": "\u00b2", "LISTEN_FDS": "1"}) == []
+    with pytest.raises(SystemdError, match="LISTEN_FDS"):
+        listen_sockets({"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "\u00b2"})
 
 
 def test_a_passed_descriptor_that_is_not_a_listening_socket_is_refused(tmp_path: Path) -> None:

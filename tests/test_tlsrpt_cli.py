@@ -8,14 +8,16 @@ import json
 import time
 from pathlib import Path
 
+import attrs
 import pytest
 
 from discovery_support import TLSRPT_DOMAIN, TLSRPT_SUBMITTER, DnsLab, HttpsLab
 from smtp_servers import Mode, make_cert_set, smtp_server
 from test_tlsrpt_reports import check_report
 from tlspolicy.cli import main
+from tlspolicy.cli.report import _KINDS
 from tlspolicy.policies.tlsrpt import PolicyType, SessionResult
-from tlspolicy.reporting import DAY, BufferedSink, period_start
+from tlspolicy.reporting import DAY, BufferedSink, ReportingConfig, period_start
 from tlspolicy.stores import SqliteStore
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(120)]
@@ -102,3 +104,24 @@ def test_bad_settings_are_clear_errors(tmp_path: Path,
     assert main(["report", "show", "-s", str(tmp_path / "absent.toml")]) == 2
     assert "cannot read" in capsys.readouterr().err
     assert main(["report", "show", "-s", str(settings), "--date", "someday"]) == 2
+    capsys.readouterr()
+    # Values of the wrong type are refused by name (a true was a 1-second period), a bad
+    # Redis URL names the file, and a file nested too deeply is not valid TOML.
+    base = ('[reporting]\norganization_name = "x"\ncontact_info = "a@b.example"\n'
+            'submitter = "b.example"\nmail_from = "a@b.example"\n')
+    for extra, said in [("period = true\n", "period must be a whole number, not True"),
+                        ("organization_name = 5\n", "organization_name must be a string"),
+                        ("smtp_port = \"x\"\n", "smtp_port must be a whole number"),
+                        ('[store]\nredis = "foo://x"\n', "[store] redis: not a Redis URL"),
+                        ("x = " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply")]:
+        text = base.replace('organization_name = "x"\n', "") if "organization" in extra \
+            else base
+        settings.write_text(text + extra)
+        assert main(["report", "show", "-s", str(settings)]) == 2
+        err = capsys.readouterr().err
+        assert said in err and str(settings) in err and "Traceback" not in err, err
+
+
+def test_every_reporting_option_has_a_kind_a_settings_file_is_checked_against() -> None:
+    assert {str(f.type).removesuffix(" | None") for f in attrs.fields(ReportingConfig)} \
+        <= set(_KINDS)

@@ -262,4 +262,8 @@ def evaluation_time(args: argparse.Namespace | None = None) -> _dt.datetime:
     if when.tzinfo is None or when.utcoffset() is None:
         raise UsageError(f"--at {text!r} has no offset; say Z or +HH:MM (a local time would "
                          "depend on this machine)")
-    return when.astimezone(_dt.UTC)
+    try:
+        return when.astimezone(_dt.UTC)
+    except OverflowError:
+        raise UsageError(f"--at {text!r} is outside the instants a date-time can hold in UTC "
+                         "(years 1 to 9999)") from None

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TextIO, TypeVar
@@ -105,15 +106,22 @@ def add_discovery_arguments(parser: argparse.ArgumentParser,
     parser.set_defaults(**{name: None for name in DISCOVERY_OPTIONS if name not in only})
 
 
-async def open_discovery(args: argparse.Namespace, *, probe: bool = True) -> Discovery:
+async def open_discovery(args: argparse.Namespace, *, probe: bool = True,
+                         existing: bool = False) -> Discovery:
     """A started :class:`~tlspolicy.discovery.Discovery` as the options say.
 
     ``probe`` false skips the resolver probe (for commands that only read the cache).
+    ``existing``: the SQLite cache must be there already (a command that only reads or
+    forgets entries: SQLite would create an empty cache at a mistyped path, and the
+    command would find nothing there and say so).
     """
     from ..discovery import Discovery, redis_cache  # the discovery extra
 
     settings = discovery_settings(flags=args)
     config = settings.discovery_config()
+    if existing and not settings.redis and not os.path.isfile(config.cache_path):
+        raise UsageError(f"--cache {config.cache_path}: no such file; name the cache that "
+                         "serve, discover or import-cache writes")
     store = None
     if settings.redis:
         store = await redis_cache(settings.redis, config.cache_path)
@@ -154,7 +162,7 @@ def _progress(line: str) -> None:
 
 
 def _run(args: argparse.Namespace, work: Callable[[Discovery], Awaitable[_T]], *,
-         probe: bool = True) -> _T:
+         probe: bool = True, existing: bool = False) -> _T:
     """Run ``work`` with a discovery opened as the options say.
 
     ``probe``: the command asks DNS, so the resolver is asked first (progress on
@@ -169,7 +177,7 @@ def _run(args: argparse.Namespace, work: Callable[[Discovery], Awaitable[_T]], *
         raise needs_extra(what, exc, "discovery") from None
 
     async def main() -> _T:
-        discovery = await open_discovery(args, probe=False)
+        discovery = await open_discovery(args, probe=False, existing=existing)
         try:
             if probe:
                 config = discovery.config
@@ -282,7 +290,7 @@ def _cmd_cache_show(args: argparse.Namespace) -> int:
     async def work(discovery: Discovery) -> list[dict[str, Any]]:
         return await describe_cache(discovery, args.domain)
 
-    states = _run(args, work, probe=False)
+    states = _run(args, work, probe=False, existing=True)
     out = sys.stdout
     if args.json:
         json.dump(states, out, indent=2)
@@ -324,7 +332,7 @@ def _cmd_cache_purge(args: argparse.Namespace) -> int:
     async def work(discovery: Discovery) -> int:
         return await discovery.purge(None if args.all else args.domain)
 
-    count = _run(args, work, probe=False)
+    count = _run(args, work, probe=False, existing=True)
     sys.stdout.write(f"purged {count} cached polic{'y' if count == 1 else 'ies'}\n")
     return EXIT_OK
 

@@ -91,7 +91,12 @@ def _cmd_test(args: argparse.Namespace) -> int:
                   f"{described}\n")
         out.write(format_report(results, verbose=args.verbose) + "\n")
     if args.junit_xml:
-        junit_xml(suites, args.junit_xml)
+        try:
+            junit_xml(suites, args.junit_xml)
+        except OSError as exc:
+            # A failed write (a full disk) names no file of its own.
+            raise UsageError(f"--junit-xml {args.junit_xml}: cannot write: "
+                             f"{exc.strerror or exc}") from None
     results_all = [r for rs in suites.values() for r in rs]
     failed = sum(1 for r in results_all if r.status == "failed")
     errors = sum(1 for r in results_all if r.status == "error")

@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import datetime
 import sys
-import tomllib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -35,9 +34,11 @@ from typing import Any
 import attrs
 
 from ..errors import ConfigErrors
+from ..formats.files import read_regular_text
 from ..formats.settings import check_discovery_table, discovery_settings
+from ..formats.toml import parse_toml
 from ..resolver import Resolver
-from ..stores import SqliteStore
+from ..stores import SqliteStore, StoreError
 from ..stores.redis import RedisStore
 from ._common import (
     EXIT_OK,
@@ -51,18 +52,18 @@ from ._common import (
 __all__ = ["register"]
 
 _SECTIONS = {"reporting", "store", "discovery"}
+#: What a ``[reporting]`` value of each field type must be, and how to say so.
+_KINDS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "str": (str, "a string"), "int": (int, "a whole number"),
+    "float": ((int, float), "a number")}
 
 
 def _settings(path: str) -> dict[str, dict[str, Any]]:
     from ..reporting import ReportingError  # the reporting extra
 
-    try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except OSError as exc:
-        raise ReportingError(f"{path}: cannot read the report settings: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ReportingError(f"{path}: not TOML: {exc}") from None
+    # A regular file of bounded size (not a FIFO, not /dev/zero), parsed as every TOML
+    # file is: what does not read or parse is a located error.
+    data = parse_toml(read_regular_text(path, what="report settings file"), path)
     unknown = set(data) - _SECTIONS
     if unknown:
         raise ReportingError(f"{path}: unknown section(s) {', '.join(sorted(unknown))} "
@@ -76,11 +77,18 @@ def _settings(path: str) -> dict[str, dict[str, Any]]:
 def _reporting_config(path: str, table: dict[str, Any]) -> Any:
     from ..reporting import ReportingConfig, ReportingError  # the reporting extra
 
-    known = {f.name for f in attrs.fields(ReportingConfig)}
-    unknown = set(table) - known
+    fields = {f.name: f for f in attrs.fields(ReportingConfig)}
+    unknown = set(table) - set(fields)
     if unknown:
         raise ReportingError(f"{path}: [reporting] unknown option(s) "
                              f"{', '.join(sorted(unknown))}")
+    for name, value in table.items():
+        # ReportingConfig is also built by callers' code, with its types; a file's values
+        # are checked here (a true is no 1-second period, a number no organization name).
+        wanted = _KINDS[str(fields[name].type).removesuffix(" | None")]
+        if isinstance(value, bool) or not isinstance(value, wanted[0]):
+            raise ReportingError(f"{path}: [reporting] {name} must be {wanted[1]}, "
+                                 f"not {value!r}")
     try:
         return ReportingConfig(**table)
     except TypeError as exc:
@@ -95,8 +103,11 @@ async def _store(path: str, table: dict[str, Any]) -> AsyncIterator[Any]:
         raise ReportingError(f"{path}: [store] needs exactly one of sqlite = PATH or "
                              "redis = URL (and optionally prefix)")
     if "redis" in table:
-        store: Any = await RedisStore.connect(str(table["redis"]),
-                                              prefix=str(table.get("prefix", "tlspolicy:")))
+        try:
+            store: Any = await RedisStore.connect(str(table["redis"]),
+                                                  prefix=str(table.get("prefix", "tlspolicy:")))
+        except StoreError as exc:
+            raise ReportingError(f"{path}: [store] redis: {exc}") from None
     else:
         sqlite = str(table["sqlite"])
         if sqlite != ":memory:" and not Path(sqlite).is_file():

@@ -10,10 +10,17 @@ from typing import Any, Final, TextIO
 
 from ..decision import Decision
 from ..errors import Location, PolicyInputError
+from ..formats.files import read_regular_bytes
 from ..options import OPTION_SPECS, Options
 from ..policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
 from ..policies.destination import Destination
-from ..policies.mtasts import FetchOutcome, MtaStsPolicy, MtaStsPolicyError, parse_policy
+from ..policies.mtasts import (
+    MAX_POLICY_BYTES,
+    FetchOutcome,
+    MtaStsPolicy,
+    MtaStsPolicyError,
+    parse_policy,
+)
 from ..policytests.expectations import INPUT_KEYS
 from ..resolver import Resolver
 from ._common import (
@@ -119,11 +126,9 @@ def _fetch_word(text: str) -> str:
 
 
 def _read_policy(path: str) -> MtaStsPolicy:
-    try:
-        with open(path, "rb") as handle:
-            document = handle.read()
-    except OSError as exc:
-        raise PolicyInputError(f"cannot read MTA-STS policy {path}: {exc.strerror}") from None
+    # A regular file of a policy's size at most (not a FIFO, not /dev/zero): a located
+    # error otherwise.
+    document = read_regular_bytes(path, max_bytes=MAX_POLICY_BYTES, what="MTA-STS policy")
     try:
         return parse_policy(document)
     except MtaStsPolicyError as exc:

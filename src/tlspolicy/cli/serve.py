@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from ..errors import TlsPolicyError
-from ..formats.settings import read_discovery_settings
+from ..formats.loader import read_discovery_settings
 from ..postfix.levels import PostfixVersion
 from ..postfix.lookup import parse_postfix_version
 from ..servers import socketmap as _sm
@@ -21,6 +21,7 @@ from ._common import (
     UsageError,
     add_config_files,
     add_no_file_checks,
+    config_format,
     config_paths,
     seconds,
 )
@@ -108,7 +109,7 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
         logging.getLogger("tlspolicy").warning(
             "--no-file-checks: certificate and CA files are not checked; a missing one is "
             "found only when Postfix sends mail")
-    settings = read_discovery_settings(paths, flags=args)
+    settings = read_discovery_settings(paths, format=config_format(args), flags=args)
     if args.check:
         return dry_run(args, paths, settings, lookup_factory=lookup_factory)
     use_discovery = settings.enabled
@@ -126,7 +127,8 @@ def _cmd_serve_socketmap(args: argparse.Namespace) -> int:
         serve_options(args, paths), settings, version,
         # A reload reads the table again, the flags given still winning, and the version;
         # whether discovery is on stays as at start.
-        read_settings=lambda: read_discovery_settings(paths, flags=args),
+        read_settings=lambda: read_discovery_settings(paths, format=config_format(args),
+                                                      flags=args),
         read_version=lambda again: serve_version(args, again, discovery=use_discovery)[0],
         host=host, port=port, unix_path=unix_path, sock=inherited)
 

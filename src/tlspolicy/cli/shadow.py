@@ -7,21 +7,20 @@ import json
 import sys
 from typing import Any
 
+from ..formats.files import read_regular_text
 from ..servers.shadow import ShadowCounts, format_report
 from ._common import EXIT_ERROR, EXIT_FOUND, EXIT_OK
 
 __all__ = ["register"]
 
-_FIELDS = ("requests", "differing", "keys", "overflow", "shed", "errors")
-
-
 def _cmd_shadow_report(args: argparse.Namespace) -> int:
+    # A regular file of bounded size (FileReadError, printed with its name, otherwise).
+    text = read_regular_text(args.report, what="shadow report")
     try:
-        with open(args.report, encoding="utf-8") as handle:
-            data = json.load(handle)
-        counts = ShadowCounts(**{k: data[k] for k in _FIELDS})
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        sys.stderr.write(f"tlspolicy: error: {args.report}: not a shadow report ({exc})\n")
+        counts = ShadowCounts.from_dict(json.loads(text))
+    except (ValueError, RecursionError) as exc:
+        why = exc if isinstance(exc, ValueError) else "JSON nested too deeply"
+        sys.stderr.write(f"tlspolicy: error: {args.report}: not a shadow report ({why})\n")
         return EXIT_ERROR
     sys.stdout.write(format_report(counts))
     if args.fail_on_downgrade and counts.differing.get("downgrade"):

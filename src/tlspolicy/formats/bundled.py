@@ -27,7 +27,9 @@ def example_files(directory: str) -> dict[str, bytes]:
     ``example.toml`` naming its certificate and key files under ``directory``, those
     files, and ``example-expectations.toml`` (the example's policy tests)."""
     data = resources.files("tlspolicy").joinpath("data")
-    prefix = directory.rstrip("/") + "/"
+    # The names stand in TOML basic strings: a quote or backslash in the directory's name
+    # is escaped, or the files written would not load.
+    prefix = _in_basic_string(directory.rstrip("/") + "/")
     files = {EXAMPLE_NAME: example_text().replace(EXAMPLE_TLS_DIR, prefix).encode(),
              "example-expectations.toml": data.joinpath("example-expectations.toml")
              .read_text("utf-8").replace(EXAMPLE_TLS_DIR, prefix).encode()}
@@ -35,6 +37,13 @@ def example_files(directory: str) -> dict[str, bytes]:
         for item in sorted(data.joinpath(_TLS_DATA, kind).iterdir(), key=lambda i: i.name):
             files[f"{kind}/{item.name}"] = item.read_bytes()
     return files
+
+
+def _in_basic_string(text: str) -> str:
+    return "".join(
+        "\\\\" if c == "\\" else '\\"' if c == '"'
+        else f"\\u{ord(c):04x}" if c < " " or c == "\x7f" else c
+        for c in text)
 
 
 def example_text() -> str:

@@ -251,7 +251,10 @@ def _private_dir(directory: str, create: bool) -> bool:
 
 def _read_entry(path: str) -> bytes | None:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        # Non-blocking: opening a FIFO put in an entry's place returns at once (and is
+        # then refused as no regular file) instead of waiting for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -265,6 +268,7 @@ def _read_entry(path: str) -> bytes | None:
             log.warning("compiled cache entry %s is not a private regular file of this user: "
                         "parsing the files", path)
             return None
+        os.set_blocking(handle.fileno(), True)
         return handle.read(_MAX_ENTRY_BYTES + 1)
 
 

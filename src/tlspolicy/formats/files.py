@@ -125,6 +125,9 @@ def open_regular_file(path: str, what: str = "file") -> Iterator[int]:
         if exc.errno == errno.ENXIO:  # a socket, or a FIFO without writer on some systems
             raise NotRegularFileError(f"{what} is not a regular file", where) from None
         raise FileReadError(f"cannot read {what}: {reason}", where) from None
+    except ValueError:  # a NUL character in the name: no file can have it
+        raise FileReadError(f"cannot read {what}: its name holds a NUL character",
+                            where) from None
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

@@ -1,16 +1,17 @@
 """Loading configuration files from disk, in layers.
 
-This module reads files; the core never does.  Files ending in ``.toml`` are
-TOML; ``.conf`` and ``.ecelerity`` files are Momentum ``ecelerity.conf``.
-``format="toml"`` or ``format="ecelerity"`` overrides the guess from the name.
+This module reads files; the core never does.  Files ending in ``.conf`` and
+``.ecelerity`` are Momentum ``ecelerity.conf``, every other file TOML
+(:func:`is_ecelerity`); ``format="toml"`` or ``format="ecelerity"`` overrides the
+guess from the name.  :func:`read_discovery_table` reads the ``[discovery]`` tables
+of the same files by the same rule.
 """
 
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Any, Final
 
 from .._raw import RawScope
 from ..errors import (
@@ -28,15 +29,24 @@ from ..scopes import Config, layer_configs
 from ..scopes.models import floor_path, scope_path
 from ..scopes.stanzas import has_expiry, sets_no_option
 from .ecelerity import load_ecelerity_config, read_ecelerity
-from .files import ReadBudget, gc_paused
-from .toml import dumps_toml, loads_toml, toml_to_raw
+from .files import ReadBudget, gc_paused, read_regular_text
+from .settings import DiscoverySettings, check_discovery_table, discovery_settings
+from .toml import dumps_toml, loads_toml, parse_toml, toml_to_raw
 
-__all__ = ["LineOf", "dump_toml", "line_finder", "load_config", "load_file", "loads_toml",
+__all__ = ["LineOf", "dump_toml", "is_ecelerity", "line_finder", "load_config", "load_file",
+           "loads_toml", "read_discovery_settings", "read_discovery_table",
            "refuse_empty_policy"]
 
 
 FORMATS: Final = ("toml", "ecelerity")
 """The configuration file formats ``format=`` accepts."""
+
+
+def is_ecelerity(path: str | os.PathLike[str], format: str | None) -> bool:
+    """Whether ``path`` is read as ``ecelerity.conf``: ``format`` says so, or, without one,
+    its name ends in ``.conf`` or ``.ecelerity``.  Every other file is TOML."""
+    return format == "ecelerity" or (
+        format is None and os.fspath(path).endswith((".conf", ".ecelerity")))
 
 
 def load_file(path: str | os.PathLike[str], *, format: str | None = None,
@@ -62,7 +72,7 @@ def _load_file(path: str | os.PathLike[str], format: str | None,
     if format is not None and format not in FORMATS:
         raise ValueError(f"unknown configuration format {format!r} (known: toml, ecelerity)")
     budget = budget if budget is not None else ReadBudget()
-    if format == "ecelerity" or (format is None and name.endswith((".conf", ".ecelerity"))):
+    if is_ecelerity(name, format):
         config = load_ecelerity_config(name, budget=budget)
         if _declares_nothing(config):
             refuse_empty_policy(config, name, toml=False)
@@ -86,8 +96,8 @@ def _declares_nothing(config: Config) -> bool:
 def _holds_discovery_table(text: str) -> bool:
     # Parsed again only for a file that sets nothing, which loads_toml has already read.
     try:
-        data = tomllib.loads(text[1:] if text.startswith("\ufeff") else text)
-    except tomllib.TOMLDecodeError:
+        data = parse_toml(text)
+    except ConfigError:
         return False
     return any(key.lower() == "discovery" for key in data)
 
@@ -156,8 +166,7 @@ def _load_layers(paths: Sequence[str | os.PathLike[str]], format: str | None,
         raise exc.located(Location(file=where)) from None
     if not markers:
         # Scopes declared without any option, in one file or over all layers.
-        toml = not all(os.fspath(p).endswith((".conf", ".ecelerity")) for p in paths) \
-            if format is None else format == "toml"
+        toml = not all(is_ecelerity(p, format) for p in paths)
         refuse_empty_policy(layered, where, toml=toml)
     if len(configs) > 1 and layered.floors:
         # A floor of one layer meets the protocols of another only here.
@@ -221,10 +230,8 @@ def line_finder(path: str | os.PathLike[str], *, format: str | None = None) -> L
 
     def build() -> dict[tuple[str, str | None], int]:
         try:
-            if format == "ecelerity" or (format is None
-                                         and name.endswith((".conf", ".ecelerity"))):
+            if is_ecelerity(name, format):
                 return _raw_lines(read_ecelerity(name).tree)
-
             return _raw_lines(toml_to_raw(ReadBudget().read_text(name), name))
         except (ConfigError, OSError, UnicodeError):
             return {}
@@ -238,3 +245,39 @@ def line_finder(path: str | os.PathLike[str], *, format: str | None = None) -> L
         return index.get((scope, None))
 
     return line_of
+
+
+def read_discovery_table(paths: Sequence[str | os.PathLike[str]], *,
+                         format: str | None = None) -> dict[str, Any]:
+    """The ``[discovery]`` settings of the TOML files among ``paths`` (told apart from
+    ``ecelerity.conf`` as :func:`load_config` tells them, ``format`` included), later
+    files winning key by key.
+
+    Each file is read and parsed as its load reads it (a byte order mark dropped, the
+    table's name in any case), and whatever does not read or parse raises its located
+    error: a table passed over would leave discovery off, or at its defaults, unsaid.
+    Raises the located errors of
+    :func:`~tlspolicy.formats.settings.check_discovery_table` too."""
+    merged: dict[str, Any] = {}
+    errors: list[ConfigError] = []
+    for path in paths:
+        if is_ecelerity(path, format):
+            continue
+        name = os.fspath(path)
+        for key, table in parse_toml(read_regular_text(name), name).items():
+            if key.lower() != "discovery":
+                continue
+            found = check_discovery_table(table, name)
+            errors += found
+            if not found:
+                merged.update(table)
+    ConfigErrors.raise_if_any(errors)
+    return merged
+
+
+def read_discovery_settings(paths: Sequence[str | os.PathLike[str]], *,
+                            format: str | None = None,
+                            flags: object = None) -> DiscoverySettings:
+    """:func:`~tlspolicy.formats.settings.discovery_settings` from the ``[discovery]``
+    tables of ``paths`` (:func:`read_discovery_table`) and the flags given."""
+    return discovery_settings(read_discovery_table(paths, format=format), flags=flags)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 
-from ..errors import Location
+from ..errors import ConfigError, Location
 from ..postfix.transport import RouteTable, TransportTableError, parse_transport_table
+from .files import read_regular_text
 
 __all__ = ["load_transport_table"]
 
@@ -18,11 +19,10 @@ def load_transport_table(path: str | os.PathLike[str]) -> RouteTable:
     """:func:`parse_transport_table` of a file; an unreadable file is a located error."""
     name = os.fspath(path)
     try:
-        with open(name, encoding="utf-8") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TransportTableError(f"cannot read the transport table: {exc}",
-                                  Location(file=name)) from None
+        # A regular file of bounded size: a FIFO would hang the load, /dev/zero fill memory.
+        text = read_regular_text(name, what="transport table")
+    except ConfigError as exc:
+        raise TransportTableError(exc.message, Location(file=name)) from None
     return parse_transport_table(text, file=name)
 
 

@@ -5,7 +5,7 @@ The table configures the I/O layer (resolver, cache, timeouts, the Postfix versi
 the answers are written for), never a decision, so it is not part of
 :class:`~tlspolicy.Config`: the TOML loader checks it (a wrong key or type is a
 located error, like any other) and ``serve`` reads it with
-:func:`read_discovery_table`.
+:func:`~tlspolicy.formats.loader.read_discovery_table`.
 
 :class:`DiscoverySettings` is the table's one definition: every key with its type, what
 it sets, its default and its command-line flag (:class:`Flag`, which the commands build
@@ -25,8 +25,7 @@ command-line flag given explicitly, else the table, else the default.
 
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Final
 
 import attrs
@@ -34,13 +33,11 @@ import attrs
 from .._serialise import LONGEST_SETTING, is_setting_time
 from ..errors import (
     ConfigError,
-    ConfigErrors,
     ConfigSyntaxError,
     InvalidValueError,
     Location,
     TlsPolicyError,
 )
-from .files import read_regular_text
 
 __all__ = [
     "DEFAULT_ANSWER_DEADLINE",
@@ -58,8 +55,6 @@ __all__ = [
     "Flag",
     "check_discovery_table",
     "discovery_settings",
-    "read_discovery_settings",
-    "read_discovery_table",
 ]
 
 DEFAULT_CACHE_PATH: Final = "/var/lib/tlspolicy/discovery.sqlite3"
@@ -375,7 +370,8 @@ def discovery_settings(table: Mapping[str, Any] | None = None, *,
     ``flags`` holds the flags by destination (an ``argparse.Namespace``): a flag was given
     when its attribute is there and not ``None`` (every flag of these keys defaults to
     ``None``; its help shows the default).  ``table`` is a ``[discovery]`` table already
-    checked (:func:`check_discovery_table`, :func:`read_discovery_table`).
+    checked (:func:`check_discovery_table`,
+    :func:`~tlspolicy.formats.loader.read_discovery_table`).
     """
     table = dict(table or {})
     values: dict[str, Any] = {}
@@ -421,32 +417,3 @@ def check_discovery_table(table: object, filename: str | None, *,
             errors.append(InvalidValueError("out of range", where.evolve(option=key),
                                             value=value, has_value=True))
     return errors
-
-
-def read_discovery_table(paths: Sequence[str]) -> dict[str, Any]:
-    """The ``[discovery]`` settings of the TOML files among ``paths``, later files winning
-    key by key.  Raises the located errors of :func:`check_discovery_table`."""
-    merged: dict[str, Any] = {}
-    errors: list[ConfigError] = []
-    for path in paths:
-        if not str(path).endswith(".toml"):
-            continue
-        try:
-            data = tomllib.loads(read_regular_text(path))
-        except tomllib.TOMLDecodeError:
-            continue  # the configuration load reports it, with its line
-        if "discovery" not in data:
-            continue
-        found = check_discovery_table(data["discovery"], str(path))
-        errors += found
-        if not found:
-            merged.update(data["discovery"])
-    ConfigErrors.raise_if_any(errors)
-    return merged
-
-
-def read_discovery_settings(paths: Sequence[str], *, flags: object = None
-                            ) -> DiscoverySettings:
-    """:func:`discovery_settings` from the ``[discovery]`` tables of ``paths``
-    (:func:`read_discovery_table`) and the flags given."""
-    return discovery_settings(read_discovery_table(paths), flags=flags)

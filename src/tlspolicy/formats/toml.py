@@ -71,7 +71,7 @@ from ..scopes.models import (
 from ..scopes.stanzas import has_expiry
 from .settings import check_discovery_table
 
-__all__ = ["config_to_toml", "dumps_toml", "loads_toml", "toml_to_raw"]
+__all__ = ["config_to_toml", "dumps_toml", "loads_toml", "parse_toml", "toml_to_raw"]
 
 _Path = tuple[tuple[str, int | None], ...]
 
@@ -470,12 +470,24 @@ _BINDING_CHILDREN: Final = frozenset({"domain"})
 _DECODE_POS: Final = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
+def parse_toml(text: str, filename: str = "<string>") -> dict[str, Any]:
+    """The TOML document ``text`` (of ``filename``) as builtins, a leading byte order mark
+    dropped: every file this package reads as TOML is parsed so, and whatever does not
+    parse is a :class:`~tlspolicy.errors.ConfigSyntaxError` naming the file (and the
+    line where the parser says), never another exception."""
+    return _parse(_without_bom(text), filename)
+
+
 def _parse(text: str, filename: str) -> dict[str, Any]:
     # tomli is the parser the standard library's tomllib was taken from, in wheels
     # compiled with mypyc: the same answers and messages, about twice as fast on a
     # configuration of a hundred thousand stanzas, whose start is mostly this parse.
     try:
         return tomli.loads(text)
+    except RecursionError:
+        # Arrays or inline tables nested thousands deep: the parser recurses per level.
+        raise ConfigSyntaxError("not valid TOML: arrays or tables nested too deeply",
+                                Location(file=filename)) from None
     except ValueError as exc:  # TOMLDecodeError, and int()'s 4,300-digit limit
         if not isinstance(exc, tomli.TOMLDecodeError):
             raise ConfigSyntaxError(

@@ -378,6 +378,10 @@ class _CaseReader:
                       "inputs.tlsa_records", raw_records, True)
             return None
         for i, text in enumerate(raw_records):
+            if not isinstance(text, str):
+                self.fail(InvalidExpectationError, f"TLSA record #{i + 1}: expected a string "
+                          "such as \"3 1 1 <hex>\"", "inputs.tlsa_records", text, True)
+                continue
             try:
                 records.append(TlsaRecord.parse(text))
             except (PolicyInputError, TypeError, ValueError) as exc:
@@ -561,6 +565,9 @@ def loads_expectations(text: str, filename: str = "<string>",
                      column=int(pos.group(2)) if pos else None)) from None
     except ValueError:  # int()'s 4,300-digit limit, met inside tomllib
         raise ExpectationSyntaxError("not valid TOML: a number too large to read",
+                                     Location(file=filename)) from None
+    except RecursionError:  # arrays or inline tables nested thousands deep
+        raise ExpectationSyntaxError("not valid TOML: arrays or tables nested too deeply",
                                      Location(file=filename)) from None
     lines = _Lines(text)
     errors: list[ConfigError] = []

@@ -47,7 +47,12 @@ def parse_expires(value: object) -> _dt.datetime:
                 "expires is a local date-time; give an offset (e.g. 2026-12-15T00:00:00Z) or "
                 "a date (which means 00:00:00Z that day)", Location(option="expires"),
                 value=value, has_value=True)
-        return value.astimezone(_dt.UTC)
+        try:
+            return value.astimezone(_dt.UTC)
+        except OverflowError:  # 9999-12-31T23:59:59-23:59 is past the last UTC instant
+            raise InvalidValueError(
+                "expires is outside the instants a date-time can hold in UTC (years 1 to "
+                "9999)", Location(option="expires"), value=value, has_value=True) from None
     if isinstance(value, _dt.date):
         return _dt.datetime(value.year, value.month, value.day, tzinfo=_dt.UTC)
     raise InvalidValueError(

@@ -29,6 +29,7 @@ from typing import Final
 import attrs
 
 from ..errors import ConfigError, TlsPolicyError
+from ..formats.files import read_regular_text
 from ..postfix.transport import (
     RouteTable,
     TransportTableError,
@@ -181,8 +182,8 @@ class _Reader:
             return f"* {name.strip()}\n", table
         if kind == "texthash":
             self.watch(name)
-            with open(name, encoding="utf-8") as handle:
-                return handle.read(), name
+            # A regular file of bounded size, as every file read here.
+            return read_regular_text(name, what="texthash table"), name
         if kind in _LISTABLE:
             self.watch(f"{name}.db" if kind in ("hash", "btree") else
                        f"{name}.{kind}" if kind in ("lmdb", "cdb") else name)
@@ -219,7 +220,7 @@ class _Reader:
                                 transport_form=parameter in _TRANSPORT_FORM)
                 except TransportTableError as exc:
                     self.failures.append(RouteReadError(parameter, source, table, str(exc)))
-                except (OSError, UnicodeDecodeError, ValueError) as exc:
+                except (ConfigError, OSError, UnicodeDecodeError, ValueError) as exc:
                     self.failures.append(RouteReadError(parameter, source, table, str(exc)))
 
 

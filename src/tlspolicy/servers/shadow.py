@@ -93,6 +93,31 @@ class ShadowCounts:
         """Plain builtins (for a report file or metrics)."""
         return attrs.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: object) -> ShadowCounts:
+        """The counts :meth:`to_dict` wrote (a report file's), every field checked: a
+        count is a whole number of at least 0, a per-class count has every class.  Raises
+        ``ValueError`` naming the first field that is not so: a report read wrongly must
+        not pass a ``--fail-on-downgrade`` gate."""
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+
+        def count(value: object, name: str) -> int:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} is not a count: {str(value)[:60]!r}")
+            return value
+
+        def per_class(name: str) -> dict[str, int]:
+            value = data.get(name)
+            if not isinstance(value, dict):
+                raise ValueError(f"{name} is not an object of counts per class")
+            return {cls.value: count(value.get(cls.value), f"{name}.{cls.value}")
+                    for cls in CLASSES}
+
+        return cls(count(data.get("requests"), "requests"), per_class("differing"),
+                   per_class("keys"), per_class("overflow"), count(data.get("shed"), "shed"),
+                   count(data.get("errors"), "errors"))
+
 
 class _Shadow:
     """What both shadows keep: the counts under one lock, the logged keys per class (at

@@ -46,7 +46,9 @@ def activation_requested(environ: MutableMapping[str, str] | None = None) -> boo
     """Whether ``LISTEN_FDS`` is set for this process (``LISTEN_PID`` is our pid)."""
     env = os.environ if environ is None else environ
     pid = env.get("LISTEN_PID", "")
-    return "LISTEN_FDS" in env and pid.isdigit() and int(pid) == os.getpid()
+    # isdigit() alone takes '²', which int() refuses: ASCII digits only.
+    return ("LISTEN_FDS" in env and pid.isascii() and pid.isdigit()
+            and int(pid) == os.getpid())
 
 
 def listen_sockets(environ: MutableMapping[str, str] | None = None, *,
@@ -63,7 +65,7 @@ def listen_sockets(environ: MutableMapping[str, str] | None = None, *,
         if not activation_requested(env):
             return []
         text = env.get("LISTEN_FDS", "")
-        if not text.isdigit() or not 0 < int(text) <= _MAX_FDS:
+        if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= _MAX_FDS:
             raise SystemdError(f"LISTEN_FDS={text!r} is not a count of passed sockets "
                                f"(1 to {_MAX_FDS})")
         sockets: list[socket.socket] = []

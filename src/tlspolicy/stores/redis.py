@@ -72,9 +72,12 @@ class RedisStore:
         :class:`~tlspolicy.stores.MirroredStore` serves its mirror).
         """
         redis_asyncio, _ = _redis()
-        client = redis_asyncio.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout,
-            retry_on_timeout=False)
+        try:
+            client = redis_asyncio.Redis.from_url(
+                url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                retry_on_timeout=False)
+        except ValueError as exc:  # not a redis://, rediss:// or unix:// URL, a bad port
+            raise StoreError(f"not a Redis URL: {url!r}: {exc}") from None
         store = cls(client, prefix=prefix, clock=clock)
         store._url = url
         store._unchecked = check_eviction
