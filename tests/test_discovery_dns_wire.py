@@ -23,6 +23,7 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +33,8 @@ from tlspolicy.discovery._dnswire import (
     Records,
     Refusal,
     Request,
+    opaque_tlsa,
+    parse_reply,
     question_wire,
     read_records,
     read_refusal,
@@ -433,3 +436,167 @@ def test_too_many_records_are_read_in_full() -> None:
     assert read_records(data, request) is None
     answer = read_in_full("many.example.test", "A", request, data, client())
     assert answer.status is DnsStatus.FAILED
+
+
+# ------------------------------------------- TLSA records dnspython refuses to read
+
+_GOOD_DIGEST = bytes(range(32))
+
+
+def _tlsa_reply(request: Request, *, cname: bool = False) -> bytes:
+    """A secure reply to ``request`` (a TLSA query) with a usable record and one whose
+    SHA-256 data is two octets (written as matching type 0, then patched to 1: dnspython
+    writes no such record), through a CNAME when ``cname``."""
+    query = request.message()
+    reply = dns.message.make_response(query)
+    reply.flags |= dns.flags.AD
+    owner = query.question[0].name
+    if cname:
+        reply.answer.append(dns.rrset.from_text(owner, 300, "IN", "CNAME", "t.example.test."))
+        owner = dns.name.from_text("t.example.test.")
+    reply.answer.append(dns.rrset.from_text(owner, 300, "IN", "TLSA",
+                                            f"3 1 1 {_GOOD_DIGEST.hex()}", "3 1 0 abcd"))
+    data = bytearray(reply.to_wire())
+    at = data.index(bytes.fromhex("030100abcd"))
+    data[at + 2] = 1
+    return bytes(data)
+
+
+@pytest.mark.parametrize("cname", [False, True])
+def test_a_tlsa_record_of_the_wrong_length_is_unusable_not_a_failed_lookup(
+        cname: bool) -> None:
+    """Such a record is only unusable (RFC 7671 section 5, RFC 7672 section 3.1.3): the
+    answer's other records still count, as in Postfix.  dnspython refuses the whole reply;
+    it is read with its TLSA records as opaque data instead."""
+    request = request_for("_25._tcp.mx.example.test", "TLSA")
+    data = _tlsa_reply(request, cname=cname)
+    with pytest.raises(dns.exception.DNSException):
+        dns.message.from_wire(data)
+    assert read_records(data, request) is None
+    answer = client()._read("_25._tcp.mx.example.test", "TLSA", parse_reply(data, request))
+    assert answer.status is DnsStatus.RECORDS and answer.secure
+    assert sorted((r.usage, r.selector, r.mtype, bytes(r.cert)) for r in answer.records) == [
+        (3, 1, 1, _GOOD_DIGEST), (3, 1, 1, bytes.fromhex("abcd"))]
+    assert answer.cnames == (("_25._tcp.mx.example.test",) if cname else ())
+
+
+def test_a_tlsa_record_shorter_than_its_fixed_fields_fails_the_lookup() -> None:
+    request = request_for("_25._tcp.mx.example.test", "TLSA")
+    data = bytearray(_tlsa_reply(request))
+    # The two-octet record's length 5 -> 2: usage and selector alone.
+    at = data.index(bytes.fromhex("030101abcd"))
+    assert data[at - 2:at] == b"\x00\x05"
+    data[at - 2:at] = b"\x00\x02"
+    del data[at + 2:at + 5]
+    answer = client()._read("_25._tcp.mx.example.test", "TLSA",
+                            parse_reply(bytes(data), request))
+    assert answer.status is DnsStatus.FAILED and "2 octets" in answer.detail
+
+
+def test_only_tlsa_queries_read_refused_records_as_opaque() -> None:
+    """The same reply answering a TXT query is refused, as dnspython refuses it."""
+    request = request_for("_25._tcp.mx.example.test", "TLSA")
+    data = bytearray(_tlsa_reply(request))
+    txt = request_for("_25._tcp.mx.example.test", "TXT")
+    txt.id = request.id
+    data[12:12 + len(request.question)] = txt.question
+    with pytest.raises(dns.exception.DNSException):
+        parse_reply(bytes(data), txt)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_the_opaque_rewrite_changes_only_tlsa_types_of_any_bytes(data: bytes) -> None:
+    rewritten = opaque_tlsa(data)
+    if rewritten is not None:
+        assert len(rewritten) == len(data)
+        assert all(a == b for a, b in zip(data, rewritten, strict=True) if a == b)
+
+
+def _answer_to(query: bytes, *, truncated: bool) -> bytes:
+    """The reply a test resolver sends to ``query``: for a TLSA query the reply of
+    :func:`_tlsa_reply` (TC set and no records when ``truncated``)."""
+    message = dns.message.from_wire(query)
+    request = Request(query[12:-11], plain=True)  # the question, between header and OPT
+    request.id = message.id
+    if truncated:
+        reply = dns.message.make_response(message)
+        reply.flags |= dns.flags.TC
+        return reply.to_wire()
+    return _tlsa_reply(request)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_truncated_tlsa_reply_is_read_over_tcp_with_the_same_rules(shared: bool) -> None:
+    """UDP says truncated, TCP brings the records: read whole by the client and parsed as a
+    UDP reply is (a record of the wrong length unusable, the others counted), over the
+    shared socket to a loopback resolver and over a fresh socket per query to another."""
+    async def main() -> DnsAnswer:
+        loop = asyncio.get_running_loop()
+
+        class Udp(asyncio.DatagramProtocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport = transport
+
+            def datagram_received(self, data: bytes, addr: object) -> None:
+                reply = _answer_to(data, truncated=True)
+                self.transport.sendto(reply, addr)  # type: ignore[attr-defined]
+
+        async def tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            size = int.from_bytes(await reader.readexactly(2))
+            reply = _answer_to(await reader.readexactly(size), truncated=False)
+            writer.write(len(reply).to_bytes(2) + reply)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(tcp, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        udp, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", port))
+        try:
+            client = DnsClient("127.0.0.1", port, timeout=5.0)
+            client._shared_socket = shared  # as for a resolver off the host
+            answer = await client.query("_25._tcp.mx.example.test", "TLSA")
+            assert (len(client._channels) == 1) is shared  # a fresh socket is closed after
+            client.close()
+            return answer
+        finally:
+            udp.close()
+            server.close()
+            await server.wait_closed()
+
+    answer = asyncio.run(asyncio.wait_for(main(), 30))
+    assert answer.status is DnsStatus.RECORDS and answer.secure
+    assert sorted((r.mtype, bytes(r.cert)) for r in answer.records) == [
+        (1, _GOOD_DIGEST), (1, bytes.fromhex("abcd"))]
+
+
+def test_a_reply_that_cannot_be_read_is_an_answer_from_a_resolver_that_is_up() -> None:
+    """A malformed reply fails the lookup, but the resolver answered (``unanswered`` is
+    false: ``discover`` does not report it down); silence is ``unanswered``."""
+    async def main() -> tuple[DnsAnswer, DnsAnswer]:
+        loop = asyncio.get_running_loop()
+
+        class Garbled(asyncio.DatagramProtocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport = transport
+
+            def datagram_received(self, data: bytes, addr: object) -> None:
+                # The query's id and flags of a reply, then bytes that are no question.
+                reply = data[:2] + b"\x81\x80\x00\x01\x00\x00\x00\x00\x00\x00\xff\xff"
+                self.transport.sendto(reply, addr)  # type: ignore[attr-defined]
+
+        garbled, _ = await loop.create_datagram_endpoint(Garbled, local_addr=("127.0.0.1", 0))
+        silent, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                        local_addr=("127.0.0.1", 0))
+        try:
+            ports = [t.get_extra_info("sockname")[1] for t in (garbled, silent)]
+            got = [await DnsClient("127.0.0.1", p, timeout=0.3).query("a.example", "A")
+                   for p in ports]
+            return got[0], got[1]
+        finally:
+            garbled.close()
+            silent.close()
+
+    malformed, unanswered = asyncio.run(asyncio.wait_for(main(), 30))
+    assert malformed.status is DnsStatus.FAILED and not malformed.unanswered
+    assert unanswered.status is DnsStatus.FAILED and unanswered.unanswered

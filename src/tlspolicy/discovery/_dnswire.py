@@ -5,9 +5,15 @@ here (the same bytes dnspython writes); a SERVFAIL or REFUSED reply in the plain
 resolvers send is read from its header, question and OPT record; and a NOERROR reply
 that is only records of the question's type under the question's own name has its
 records read one by one with dnspython's record reader, without building a message.
-Every other reply is read by dnspython in full.  Each quick reading accepts only what
-dnspython would read the same way (tests/test_discovery_dns_wire.py checks that over
-generated and mutated replies).
+Every other reply is read by dnspython in full (:func:`parse_reply`).  Each quick
+reading accepts only what dnspython would read the same way
+(tests/test_discovery_dns_wire.py checks that over generated and mutated replies).
+
+One exception: dnspython refuses a TLSA record whose data does not have its matching
+type's length, and with it the whole reply, where such a record is only unusable (RFC
+7671 section 5, RFC 7672 section 3.1.3) and the answer's other records still count.  A
+reply to a TLSA query that dnspython refuses is read again with its TLSA records as
+opaque data (:func:`opaque_tlsa`, :class:`TlsaData`).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.opcode
+import dns.query
 import dns.rcode
 import dns.rdata
 import dns.rdataclass
@@ -107,8 +114,13 @@ class Request:
             + self.question + _OPT_RECORD
 
     def message(self) -> dns.message.Message:
-        """The query as a dnspython message (for TCP, and for the full question check)."""
+        """The query as a dnspython message (for the full question check)."""
         return dns.message.from_wire(self.wire())
+
+    @property
+    def rdtype(self) -> int:
+        """The type asked for."""
+        return int.from_bytes(self.question[-4:-2])
 
     def answered_by(self, reply: dns.message.Message, data: bytes) -> bool:
         """Whether ``reply`` (read from ``data``) answers this query: its id, opcode and
@@ -119,6 +131,103 @@ class Request:
                 and data[12:12 + len(self.question)] == self.question):
             return True
         return self.message().is_response(reply)
+
+
+#: TLSA's type number, and the private-use type (RFC 6895 section 3.1) a TLSA record's
+#: type is rewritten to for dnspython to read it as opaque data.
+_TLSA: Final = int(dns.rdatatype.TLSA)
+_OPAQUE: Final = 65534
+
+
+@attrs.frozen(slots=True)
+class TlsaData:
+    """A TLSA record as published, whatever its values and its data's length (read from
+    a reply dnspython refused because of such a record; dnspython's TLSA records have the
+    same four fields)."""
+
+    usage: int
+    selector: int
+    mtype: int
+    cert: bytes
+
+    def to_text(self) -> str:
+        """Presentation form: ``usage selector mtype hex``."""
+        return f"{self.usage} {self.selector} {self.mtype} {self.cert.hex()}"
+
+
+def opaque_tlsa(data: bytes) -> bytes | None:
+    """``data`` with the type of its question and of every TLSA record rewritten to a
+    private-use type, so that dnspython reads TLSA records as opaque data, nothing else
+    changed; ``None`` when its records cannot be walked, or one already has that type."""
+    end = len(data)
+    if end < 12:
+        return None
+    questions, *records = struct.unpack_from("!HHHH", data, 4)
+    out = bytearray(data)
+    at = 12
+    for index in range(questions + sum(records)):
+        at = _past_name(data, at)
+        fixed = 4 if index < questions else 10
+        if at < 0 or at + fixed > end:
+            return None
+        kind = int.from_bytes(data[at:at + 2])
+        if kind == _OPAQUE:
+            return None
+        if kind == _TLSA:
+            out[at:at + 2] = _OPAQUE.to_bytes(2)
+        at += fixed if index < questions else fixed + int.from_bytes(data[at + 8:at + 10])
+        if at > end:
+            return None
+    return bytes(out)
+
+
+def _past_name(data: bytes, at: int) -> int:
+    """Where the name at ``at`` ends (after its root label or its pointer); -1 when it
+    runs past the message or uses a label type that is not a length or a pointer."""
+    end = len(data)
+    while at < end:
+        length = data[at]
+        if length == 0:
+            return at + 1
+        if length & 0xC0 == 0xC0:
+            return at + 2 if at + 2 <= end else -1
+        if length & 0xC0:
+            return -1
+        at += 1 + length
+    return -1
+
+
+def tlsa_record(rdata: Any) -> Any:
+    """A TLSA answer's record as discovery reads it: dnspython's TLSA record, or the
+    :class:`TlsaData` of one read as opaque data (``ValueError`` for fewer than three
+    octets, which no TLSA record has)."""
+    if isinstance(rdata, dns.rdata.GenericRdata):
+        raw = rdata.data
+        if len(raw) < 3:
+            raise ValueError(f"a TLSA record of {len(raw)} octets")
+        return TlsaData(raw[0], raw[1], raw[2], bytes(raw[3:]))
+    return rdata
+
+
+def parse_reply(data: bytes, request: Request, *,
+                truncation: bool = True) -> dns.message.Message:
+    """``data`` read by dnspython in full as the reply to ``request``: raises what
+    dnspython raises for it (``Truncated`` when ``truncation`` and TC is set, a malformed
+    message), or ``BadResponse`` when it answers another query.  A reply to a TLSA query
+    that dnspython refuses is read again as :func:`opaque_tlsa` writes it: its TLSA
+    records are then opaque data, for :func:`tlsa_record`."""
+    try:
+        reply = dns.message.from_wire(data, raise_on_truncation=truncation)
+    except dns.message.Truncated:
+        raise
+    except Exception:
+        opaque = opaque_tlsa(data) if request.rdtype == _TLSA else None
+        if opaque is None:
+            raise
+        reply = dns.message.from_wire(opaque, raise_on_truncation=truncation)
+    if not request.answered_by(reply, data):
+        raise dns.query.BadResponse()  # type: ignore[no-untyped-call]
+    return reply
 
 
 def request_for(name: str, rdtype: str) -> Request:

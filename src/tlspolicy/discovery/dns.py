@@ -40,14 +40,12 @@ from ..errors import MissingDependencyError
 from .backoff import FailureBackoff
 
 try:
-    import dns.asyncquery
     import dns.edns
     import dns.entropy
     import dns.exception
     import dns.flags
     import dns.message
     import dns.name
-    import dns.query
     import dns.rcode
     import dns.rdatatype
 
@@ -169,13 +167,9 @@ class _Channel(asyncio.DatagramProtocol):
             future.set_result(quick)
             return
         try:
-            reply = dns.message.from_wire(data, raise_on_truncation=True)
-            answered = request.answered_by(reply, data)
-        except Exception as exc:  # truncated (TCP next) or malformed: that query's result
+            reply = wire.parse_reply(data, request)
+        except Exception as exc:  # truncated (TCP next), malformed, another query's
             future.set_exception(exc)
-            return
-        if not answered:
-            future.set_exception(dns.query.BadResponse())  # type: ignore[no-untyped-call]
             return
         future.set_result(reply)
 
@@ -438,14 +432,13 @@ class DnsClient:
             # resolver never answers) then drains within one query's time, instead of
             # holding every later query back for as long as it lasts.
             async with asyncio.timeout(self.timeout * 2.5), self._limit:
-                if self._shared_socket:
-                    response = await self._over_channel(request)
-                else:
-                    response, _ = await dns.asyncquery.udp_with_fallback(
-                        request.message(), self.address, timeout=self.timeout, port=self.port)
-        except (dns.exception.DNSException, OSError, TimeoutError, ValueError, EOFError) as exc:
+                response = await self._over_channel(request)
+        except (dns.exception.Timeout, OSError, TimeoutError, EOFError) as exc:
             return self._failed(name, rdtype, f"{rdtype} {name}: {type(exc).__name__}: {exc}",
                                 unanswered=True)
+        except (dns.exception.DNSException, ValueError) as exc:
+            # A reply came, but none that can be read as the answer: the resolver is up.
+            return self._failed(name, rdtype, f"{rdtype} {name}: {type(exc).__name__}: {exc}")
         return self._read(name, rdtype, response)
 
     def _read(self, name: str, rdtype: str, response: wire.Reply) -> DnsAnswer:
@@ -483,6 +476,12 @@ class DnsClient:
             return DnsAnswer(name, rdtype, DnsStatus.NODATA, secure, (), canonical, cnames,
                              max(ttl, 0))
         records = tuple(chain.answer)
+        if rdtype == "TLSA":
+            try:
+                # Opaque data where dnspython refused a record (see wire.parse_reply).
+                records = tuple(wire.tlsa_record(r) for r in records)
+            except ValueError as exc:
+                return self._failed(name, rdtype, f"{rdtype} {name}: malformed answer: {exc}")
         if len(records) > MAX_RECORDS:
             return self._failed(name, rdtype,
                                 f"{rdtype} {name}: {len(records)} records, over {MAX_RECORDS}")
@@ -490,8 +489,14 @@ class DnsClient:
                          max(ttl, 0))
 
     async def _over_channel(self, request: wire.Request) -> wire.Reply:
-        """The reply over the shared UDP socket, over TCP when it comes truncated."""
-        channel = await self._free_channel()
+        """The reply over UDP, over TCP when it comes truncated: a shared socket to a
+        resolver on loopback, a fresh one (a random source port) to any other."""
+        shared = self._shared_socket
+        if shared:
+            channel = await self._free_channel()
+        else:
+            _, channel = await asyncio.get_running_loop().create_datagram_endpoint(
+                _Channel, remote_addr=(self.address, self.port))
         waiting = channel.waiting
         while request.id in waiting:  # ids are random: another query in flight has it
             request.id = dns.entropy.random_16()
@@ -508,16 +513,31 @@ class DnsClient:
                 raise dns.exception.Timeout(  # type: ignore[no-untyped-call]
                     timeout=self.timeout) from None
         except dns.message.Truncated:
-            return await dns.asyncquery.tcp(request.message(), self.address,
-                                            timeout=self.timeout, port=self.port)
+            return await self._over_tcp(request)
         finally:
             if waiting.get(request.id, (None, None))[1] is future:
                 del waiting[request.id]
             channels = self._channels
-            if not waiting and channel in channels and channel is not channels[0]:
+            if not shared:
+                channel.close()
+            elif not waiting and channel in channels and channel is not channels[0]:
                 # A burst is over: only the first socket stays open.
                 channels.remove(channel)
                 channel.close()
+
+    async def _over_tcp(self, request: wire.Request) -> wire.Reply:
+        """The reply over TCP (RFC 1035 section 4.2.2: each message after its length),
+        read whole before dnspython reads it, as a UDP reply is."""
+        async with asyncio.timeout(self.timeout):
+            reader, writer = await asyncio.open_connection(self.address, self.port)
+            try:
+                query = request.wire()
+                writer.write(len(query).to_bytes(2) + query)
+                size = int.from_bytes(await reader.readexactly(2))
+                data = await reader.readexactly(size)
+            finally:
+                writer.close()
+        return wire.parse_reply(data, request, truncation=False)
 
     async def probe(self, name: str = ".") -> DnsAnswer:
         """Query ``name`` SOA, bypassing the cache, to check the resolver validates."""
