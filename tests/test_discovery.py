@@ -528,9 +528,9 @@ def test_slow_server_is_cut_off(env: Env) -> None:
 
 
 def test_one_deadline_bounds_a_fetch_over_every_address(env: Env) -> None:
-    """``timeout`` bounds the whole fetch, not each address: four addresses of a host
-    that trickles its answer get one try, not four (four times ``timeout`` would outlast
-    the single-flight lock, and another process would fetch the same policy)."""
+    """``timeout`` bounds the whole fetch, not each address: four addresses of a host that
+    trickles its answer share it (four times ``timeout`` would outlast the single-flight
+    lock, and another process would fetch the same policy), each tried."""
     assert env.web.ca_file is not None
 
     async def main() -> PolicyFetch:
@@ -539,15 +539,36 @@ def test_one_deadline_bounds_a_fetch_over_every_address(env: Env) -> None:
 
     fetched = run(main)
     assert fetched.outcome is FetchOutcome.FETCH_ERROR
-    assert "within 1 s" in fetched.detail
-    assert env.web.fetches("slow.secure.test") == 1
+    assert "of the fetch's 1 s" in fetched.detail
+    assert env.web.fetches("slow.secure.test") == 4
+
+
+def test_an_address_that_hangs_leaves_time_for_the_next(env: Env) -> None:
+    """The first address accepts and never speaks: the next, working one is still tried
+    within the fetch's time (the first has its share, not all of it)."""
+    assert env.web.ca_file is not None
+    hung = socket.socket()
+    try:
+        hung.bind(("127.0.0.2", env.web.port))
+        hung.listen(8)  # connections complete, nothing is ever read or sent
+
+        async def main() -> PolicyFetch:
+            return await fetch_policy("ok.secure.test", ["127.0.0.2", "127.0.0.1"],
+                                      port=env.web.port, timeout=4.0,
+                                      context=make_ssl_context(str(env.web.ca_file)))
+
+        fetched = run(main)
+    finally:
+        hung.close()
+    assert fetched.outcome is FetchOutcome.OK and fetched.address == "127.0.0.1"
 
 
 def test_a_refresh_holds_its_lock_for_as_long_as_it_may_take() -> None:
     """The single-flight lock lasts ``lock_ttl``, or the longest refresh when that is longer:
-    its TXT lookup and its address lookup (2.5 times ``dns_timeout`` each), then its fetch."""
-    assert DiscoveryConfig().refresh_lock_ttl == 30.0  # 5 * 3 + 10 = 25: lock_ttl
-    assert DiscoveryConfig(dns_timeout=4.0, https_timeout=20.0).refresh_lock_ttl == 40.0
+    its TXT lookup and its address lookup (2.5 times ``dns_timeout`` each), its fetch, and
+    the store's write."""
+    assert DiscoveryConfig().refresh_lock_ttl == 30.0  # 5 * 3 + 10 + 5 (the store) = 30
+    assert DiscoveryConfig(dns_timeout=4.0, https_timeout=20.0).refresh_lock_ttl == 45.0
     assert DiscoveryConfig(lock_ttl=90.0, https_timeout=20.0).refresh_lock_ttl == 90.0
 
 

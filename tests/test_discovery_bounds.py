@@ -68,17 +68,24 @@ def test_a_query_waiting_for_room_gives_up_within_its_own_time() -> None:
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     silent.bind(("127.0.0.1", 0))
     try:
-        async def main() -> list[DnsAnswer]:
+        async def main() -> tuple[list[DnsAnswer], list[bool]]:
             client = DnsClient("127.0.0.1", silent.getsockname()[1], timeout=0.2,
                                max_in_flight=1)
             try:
-                return await asyncio.gather(*(client.query(f"n{i}.test", "A")
-                                              for i in range(8)))
+                answers = await asyncio.gather(*(client.query(f"n{i}.test", "A")
+                                                 for i in range(8)))
+                # A query never sent is no failure of its name: not held back.
+                return answers, [client._held((f"n{i}.test", "A")) is None
+                                 for i in range(8)]
             finally:
                 client.close()
 
-        answers = asyncio.run(main())
+        answers, free = asyncio.run(main())
         assert all(a.status.value == "failed" for a in answers)
+        unsent = [i for i, a in enumerate(answers) if "not sent" in a.detail]
+        assert unsent and all(free[i] and not answers[i].unanswered for i in unsent)
+        assert all(answers[i].unanswered and not free[i]
+                   for i in range(8) if i not in unsent)
         silent.setblocking(False)
         sent = 0
         while True:

@@ -480,6 +480,16 @@ def test_a_tlsa_record_of_the_wrong_length_is_unusable_not_a_failed_lookup(
     assert answer.cnames == (("_25._tcp.mx.example.test",) if cname else ())
 
 
+def test_a_tlsa_reply_read_as_opaque_data_may_echo_the_question_in_another_case() -> None:
+    request = request_for("_25._tcp.mx.example.test", "TLSA")
+    data = bytearray(_tlsa_reply(request))
+    upper = request.question.upper()
+    data[12:12 + len(upper)] = upper  # the resolver's echo: letters only, the type kept
+    answer = client()._read("_25._tcp.mx.example.test", "TLSA",
+                            parse_reply(bytes(data), request))
+    assert answer.status is DnsStatus.RECORDS and len(answer.records) == 2
+
+
 def test_a_tlsa_record_shorter_than_its_fixed_fields_fails_the_lookup() -> None:
     request = request_for("_25._tcp.mx.example.test", "TLSA")
     data = bytearray(_tlsa_reply(request))

@@ -10,7 +10,7 @@ import attrs
 import pytest
 
 from tlspolicy.cli import build_parser
-from tlspolicy.errors import ConfigSyntaxError
+from tlspolicy.errors import ConfigError, ConfigSyntaxError
 from tlspolicy.formats.loader import load_config, read_discovery_settings, read_discovery_table
 from tlspolicy.formats.settings import (
     DISCOVERY_FLAGS,
@@ -125,3 +125,23 @@ def test_a_file_that_does_not_parse_is_an_error_not_a_table_passed_over(
     assert raised.value.location.file == path
     with pytest.raises(ConfigSyntaxError, match="not valid TOML"):
         load_config(path)
+
+
+def test_serve_names_the_line_of_a_bad_discovery_table_as_check_does(tmp_path: Path) -> None:
+    path = _written(tmp_path, "bad.toml", _TABLE + 'answer_deadline = "x"\n')
+    with pytest.raises(ConfigError) as loaded:
+        load_config(path)
+    with pytest.raises(ConfigError) as read:
+        read_discovery_table([path])
+    assert str(read.value) == str(loaded.value)
+    assert read.value.location.line == 3 and read.value.location.option == "answer_deadline"
+
+
+def test_two_discovery_tables_differing_in_case_are_an_error(tmp_path: Path) -> None:
+    """Table names are case-insensitive: which of two would count would depend on their
+    order, so both ``check`` and ``serve`` refuse the second."""
+    path = _written(tmp_path, "two.toml", _TABLE + "[DISCOVERY]\nanswer_deadline = 7\n")
+    for load in (lambda: load_config(path), lambda: read_discovery_table([path])):
+        with pytest.raises(ConfigError, match="a second discovery table, 'DISCOVERY'") as info:
+            load()
+        assert info.value.location.line == 6

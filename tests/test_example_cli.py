@@ -3,6 +3,7 @@ tests once written out with the certificate files it names, and serves a demo.""
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 import sys
@@ -46,6 +47,14 @@ def test_an_example_written_where_the_name_holds_quotes_still_loads(tmp_path: Pa
     assert checked.returncode == 0, checked.stdout + checked.stderr
     tested = tlspolicy("test", str(target / "example-expectations.toml"))
     assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_a_directory_name_that_is_not_utf8_is_a_usage_error(tmp_path: Path) -> None:
+    target = os.fsencode(tmp_path) + b"/bad\xffbyte"
+    written = subprocess.run([sys.executable, "-m", "tlspolicy", "example", target],
+                             capture_output=True, timeout=120, check=False)
+    assert written.returncode == 2, written.stderr
+    assert b"not UTF-8" in written.stderr and b"Traceback" not in written.stderr
 
 
 def test_bundled_example_alone_names_missing_files(tmp_path: Path) -> None:

@@ -751,6 +751,31 @@ def test_a_connection_waiting_for_its_answer_is_not_closed_to_make_room() -> Non
     _in_loop(scenario())
 
 
+@pytest.mark.parametrize("limit", ["max_connections", "max_connections_per_client"])
+def test_waiting_connections_ahead_of_an_idle_one_are_not_closed_for_room(limit: str) -> None:
+    """However many connections whose answers are being computed are longer idle than an
+    idle one (a local client can arrange that), the idle one is closed to make room."""
+    lookup = _SlowLookup()
+
+    async def scenario() -> None:
+        async with SocketmapServer(lookup, **{limit: 70}) as server:
+            waiting = [await _open(server) for _ in range(66)]
+            for _, writer in waiting:
+                writer.write(encode_netstring(b"m slow"))
+            while len(server._pending) < 66:
+                await asyncio.sleep(0.01)
+            idle = [await _open(server) for _ in range(5)]  # the fifth makes room
+            await asyncio.sleep(0.2)
+            assert lookup.cancelled == 0
+            lookup.release.set()
+            for reader, _ in waiting:
+                assert await _reply(reader) == encode_netstring(b"OK slow")
+            for _, writer in [*waiting, *idle]:
+                writer.close()
+
+    _in_loop(scenario())
+
+
 def test_a_connection_closed_to_make_room_stops_its_lookup_and_goes_first_after_eof() -> None:
     """A client that sent EOF while its answer is computed (Postfix never does) is the
     first closed to make room, before an older idle connection, and its lookup's wait

@@ -15,6 +15,12 @@ __all__ = ["register"]
 
 def _cmd_example(args: argparse.Namespace) -> int:
     directory = os.path.abspath(args.directory)
+    try:
+        directory.encode("utf-8")
+    except UnicodeEncodeError:
+        # The name stands in the TOML files written, and TOML text is Unicode.
+        raise UsageError(f"{directory!r}: the directory's name is not UTF-8, so the "
+                         "files written could not name their certificates") from None
     files = example_files(directory)
     if not args.force:
         present = [name for name in files if os.path.lexists(os.path.join(directory, name))]

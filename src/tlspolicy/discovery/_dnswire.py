@@ -225,6 +225,12 @@ def parse_reply(data: bytes, request: Request, *,
         if opaque is None:
             raise
         reply = dns.message.from_wire(opaque, raise_on_truncation=truncation)
+        # Checked as the answer to the same question asked for the private type, which
+        # is what its question now says (in whatever letter case the resolver echoed).
+        asked = Request(request.question[:-4] + _OPAQUE.to_bytes(2) + request.question[-2:],
+                        plain=request.plain)
+        asked.id = request.id
+        request, data = asked, opaque
     if not request.answered_by(reply, data):
         raise dns.query.BadResponse()  # type: ignore[no-untyped-call]
     return reply

@@ -111,6 +111,13 @@ class DnsAnswer:
 
 
 @attrs.frozen(slots=True)
+class _Unsent(DnsAnswer):
+    """The failure of a query never sent: no slot for queries in flight came free in its
+    time.  It says nothing of the name or the resolver, so it is not remembered as the
+    name's failure (the next lookup asks again) and is not ``unanswered``."""
+
+
+@attrs.frozen(slots=True)
 class _Failed:
     """A failed lookup as the backoff remembers it: its detail after the question
     (``"SERVFAIL"``, shared between names) and its flags.  The answer is made again from
@@ -337,7 +344,9 @@ class DnsClient:
             answer = await self._query(key[0], rdtype)
         finally:
             del self._in_flight[key]
-        if answer.status is DnsStatus.FAILED:
+        if isinstance(answer, _Unsent):
+            pass  # never asked: nothing to remember of the name
+        elif answer.status is DnsStatus.FAILED:
             self.backoff.failed(key, self._remembered(key, answer), self._clock())
         else:
             self.backoff.succeeded(key)
@@ -422,16 +431,24 @@ class DnsClient:
             request = wire.request_for(name, rdtype)
         except (dns.exception.DNSException, ValueError) as exc:
             return self._failed(name, rdtype, f"cannot query {name!r}: {exc}")
+        limit = self._limit
+        try:
+            # The wait for a slot is bounded too: behind a backlog of queries (a flood of
+            # names the resolver never answers) a query gives up unsent within one query's
+            # time, so that the backlog drains instead of holding every later query back.
+            async with asyncio.timeout(self.timeout * 2.5):
+                await limit.acquire()
+        except TimeoutError:
+            return _Unsent(name, rdtype, DnsStatus.FAILED, False, canonical=name,
+                           detail=f"{rdtype} {name}: not sent: no free slot for queries in "
+                                  f"flight within {self.timeout * 2.5:g} s")
         sent = self.sent
         sent[(name, rdtype)] += 1
         if len(sent) > MAX_COUNTED:
             for old in list(itertools.islice(sent, MAX_COUNTED // 10)):
                 del sent[old]
         try:
-            # The wait for a slot counts too: a backlog of queries (a flood of names the
-            # resolver never answers) then drains within one query's time, instead of
-            # holding every later query back for as long as it lasts.
-            async with asyncio.timeout(self.timeout * 2.5), self._limit:
+            async with asyncio.timeout(self.timeout * 2.5):
                 response = await self._over_channel(request)
         except (dns.exception.Timeout, OSError, TimeoutError, EOFError) as exc:
             return self._failed(name, rdtype, f"{rdtype} {name}: {type(exc).__name__}: {exc}",
@@ -439,6 +456,8 @@ class DnsClient:
         except (dns.exception.DNSException, ValueError) as exc:
             # A reply came, but none that can be read as the answer: the resolver is up.
             return self._failed(name, rdtype, f"{rdtype} {name}: {type(exc).__name__}: {exc}")
+        finally:
+            limit.release()
         return self._read(name, rdtype, response)
 
     def _read(self, name: str, rdtype: str, response: wire.Reply) -> DnsAnswer:

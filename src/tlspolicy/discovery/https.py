@@ -165,19 +165,26 @@ async def fetch_policy(domain: str, addresses: Sequence[str], *, port: int = 443
         return PolicyFetch(FetchOutcome.FETCH_ERROR, detail=f"{host} has no address")
     last = PolicyFetch(FetchOutcome.FETCH_ERROR, detail="not tried")
     # One deadline for every address tried: four slow addresses would otherwise take four
-    # times ``timeout``, past the single-flight lock that holds other processes back.
-    deadline = asyncio.get_running_loop().time() + timeout
-    for address in list(addresses)[:4]:
-        if asyncio.get_running_loop().time() >= deadline:
+    # times ``timeout``, past the single-flight lock that holds other processes back.  Each
+    # address has an even share of what is left, so that one that hangs does not keep a
+    # later, working one from being tried.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    tried = list(addresses)[:4]
+    for index, address in enumerate(tried):
+        share = (deadline - loop.time()) / (len(tried) - index)
+        if share <= 0:
             break
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout(share):
                 return await _fetch_one(host, address, port=port, context=context,
-                                        timeout=timeout, client=client)
+                                        timeout=share, client=client)
         except TimeoutError:
+            within = f"{timeout:g} s" if len(tried) == 1 else \
+                f"its {share:.2g} s of the fetch's {timeout:g} s"
             last = PolicyFetch(FetchOutcome.FETCH_ERROR,
                                detail=f"{host} at {address}: no complete answer within "
-                               f"{timeout:g} s", address=address)
+                               f"{within}", address=address)
         except (httpx.HTTPError, OSError, ssl.SSLError, ValueError) as exc:
             bad_certificate = _certificate_error(exc)
             if bad_certificate is not None:

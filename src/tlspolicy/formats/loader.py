@@ -30,8 +30,8 @@ from ..scopes.models import floor_path, scope_path
 from ..scopes.stanzas import has_expiry, sets_no_option
 from .ecelerity import load_ecelerity_config, read_ecelerity
 from .files import ReadBudget, gc_paused, read_regular_text
-from .settings import DiscoverySettings, check_discovery_table, discovery_settings
-from .toml import dumps_toml, loads_toml, parse_toml, toml_to_raw
+from .settings import DiscoverySettings, discovery_settings, discovery_table
+from .toml import dumps_toml, loads_toml, parse_toml, toml_to_raw, top_level_lines
 
 __all__ = ["LineOf", "dump_toml", "is_ecelerity", "line_finder", "load_config", "load_file",
            "loads_toml", "read_discovery_settings", "read_discovery_table",
@@ -264,13 +264,10 @@ def read_discovery_table(paths: Sequence[str | os.PathLike[str]], *,
         if is_ecelerity(path, format):
             continue
         name = os.fspath(path)
-        for key, table in parse_toml(read_regular_text(name), name).items():
-            if key.lower() != "discovery":
-                continue
-            found = check_discovery_table(table, name)
-            errors += found
-            if not found:
-                merged.update(table)
+        text = read_regular_text(name)
+        table, found = discovery_table(parse_toml(text, name), name, top_level_lines(text))
+        errors += found
+        merged.update(table)
     ConfigErrors.raise_if_any(errors)
     return merged
 

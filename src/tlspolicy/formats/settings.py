@@ -25,7 +25,7 @@ command-line flag given explicitly, else the table, else the default.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import attrs
@@ -55,6 +55,7 @@ __all__ = [
     "Flag",
     "check_discovery_table",
     "discovery_settings",
+    "discovery_table",
 ]
 
 DEFAULT_CACHE_PATH: Final = "/var/lib/tlspolicy/discovery.sqlite3"
@@ -101,6 +102,8 @@ def _port(instance: object, attribute: attrs.Attribute[int], value: int) -> None
 #: lookup, then the policy host's addresses, each bounded by 2.5 times ``dns_timeout``
 #: (see :class:`~tlspolicy.discovery.dns.DnsClient`).
 REFRESH_DNS_TIMEOUTS: Final = 5
+#: Seconds a refresh's store write may wait (the SQLite store's default busy timeout).
+REFRESH_STORE_WAIT: Final = 5.0
 
 
 def _not_below_initial(instance: Any, attribute: attrs.Attribute[float],
@@ -181,9 +184,11 @@ class DiscoveryConfig:
         """How long a refresh holds the single-flight lock: ``lock_ttl``, or the longest
         a refresh may take when that is longer (the ``_mta-sts`` TXT lookup, then the
         policy host's addresses, each bounded by 2.5 times ``dns_timeout``, then the
-        fetch, bounded by ``https_timeout``).  A lock that ran out while its holder was
+        fetch, bounded by ``https_timeout``, then the write that gives the lock back,
+        :data:`REFRESH_STORE_WAIT`).  A lock that ran out while its holder was
         still fetching would let another process fetch the same policy meanwhile."""
-        return max(self.lock_ttl, REFRESH_DNS_TIMEOUTS * self.dns_timeout + self.https_timeout)
+        return max(self.lock_ttl, REFRESH_DNS_TIMEOUTS * self.dns_timeout + self.https_timeout
+                   + REFRESH_STORE_WAIT)
 
 
 #: A key's type when any number will do (read as a float).
@@ -417,3 +422,24 @@ def check_discovery_table(table: object, filename: str | None, *,
             errors.append(InvalidValueError("out of range", where.evolve(option=key),
                                             value=value, has_value=True))
     return errors
+
+
+def discovery_table(data: Mapping[str, Any], filename: str,
+                    line_of: Callable[[str], int | None]
+                    ) -> tuple[dict[str, Any], list[ConfigError]]:
+    """The ``[discovery]`` table of a parsed TOML file (its name in any case; ``{}``
+    without one) and its located errors: those of :func:`check_discovery_table`, and a
+    second table whose name differs only in case (which one would count would depend on
+    their order).  ``line_of(key)`` is the line of a top-level key.  The loader's check
+    and ``serve``'s reading both go through this."""
+    keys = [key for key in data if key.lower() == "discovery"]
+    if not keys:
+        return {}, []
+    first, *more = keys
+    errors = check_discovery_table(data[first], filename,
+                                   where=Location(file=filename, line=line_of(first)))
+    errors += [ConfigSyntaxError(f"a second discovery table, {key!r} (table names are "
+                                 "case-insensitive: one [discovery] table a file)",
+                                 Location(file=filename, line=line_of(key)))
+               for key in more]
+    return ({} if errors else dict(data[first])), errors

@@ -40,7 +40,7 @@ Arrays of tables keep declaration order, which decides between regex domains.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import tomli
@@ -69,9 +69,10 @@ from ..scopes.models import (
     trusted_group,
 )
 from ..scopes.stanzas import has_expiry
-from .settings import check_discovery_table
+from .settings import discovery_table
 
-__all__ = ["config_to_toml", "dumps_toml", "loads_toml", "parse_toml", "toml_to_raw"]
+__all__ = ["config_to_toml", "dumps_toml", "loads_toml", "parse_toml", "toml_to_raw",
+           "top_level_lines"]
 
 _Path = tuple[tuple[str, int | None], ...]
 
@@ -255,9 +256,11 @@ class _Reader:
                 children.extend(self.array(_CHILD_KEYS[ScopeKind.GLOBAL][lower], value, (),
                                            lower, "global"))
             elif lower == "discovery":
-                # serve's I/O settings, not part of the Config: checked here, read by serve.
-                self.errors.extend(check_discovery_table(value, self.filename,
-                                                         where=self.loc((), key)))
+                # serve's I/O settings, not part of the Config: checked here (every spelling
+                # at the first), read by serve.
+                if key == next(k for k in data if k.lower() == "discovery"):
+                    self.errors += discovery_table(data, self.filename,
+                                                   lambda k: self.lines.key((), k))[1]
             elif lower in OPTION_SPECS:
                 self.errors.append(ConfigSyntaxError(
                     "must sit in a scope table; put global options under "
@@ -468,6 +471,18 @@ _BINDING_CHILDREN: Final = frozenset({"domain"})
 
 
 _DECODE_POS: Final = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+def top_level_lines(text: str) -> Callable[[str], int | None]:
+    """The line of a top-level key or table of TOML ``text`` (read at the first call)."""
+    found: list[_Lines] = []
+
+    def line_of(key: str) -> int | None:
+        if not found:
+            found.append(_Lines(_without_bom(text)))
+        return found[0].key((), key)
+
+    return line_of
 
 
 def parse_toml(text: str, filename: str = "<string>") -> dict[str, Any]:

@@ -114,6 +114,7 @@ class Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._eof = True
+        self._server._saw_eof(self)
         self._schedule()
         # Stay open to write the answers still owed; _serve_one closes after them.
         return True

@@ -45,7 +45,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import itertools
 import logging
 import math
 import socket
@@ -139,8 +138,6 @@ _READ_CHUNK: Final = 65536
 _MAX_LOADERS: Final = 8
 # At most one eviction warning per this many seconds (an attack floods otherwise).
 _EVICTION_LOG_INTERVAL: Final = 10.0
-#: The longest-idle connections looked at for one to close when the limit is reached.
-_EVICTION_SCAN: Final = 64
 
 
 #: ``lookup(map_name, key)``: what the server asks for every request.  It returns the
@@ -258,8 +255,12 @@ class SocketmapServer:
         self._read_limit = max(_READ_CHUNK, 2 * max_request_bytes + 32)
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Open connections, longest idle (oldest last complete request) first.
+        # Open connections, longest idle (oldest last complete request) first; of them,
+        # those waiting for no answer in the same order, and those whose client sent EOF:
+        # the first closed to make room (see _victim).
         self._conns: OrderedDict[Connection, None] = OrderedDict()
+        self._idle: OrderedDict[Connection, None] = OrderedDict()
+        self._sent_eof: dict[Connection, None] = {}
         self._by_client: dict[str, set[Connection]] = {}
         self._accepted = 0
         self._evicted = 0
@@ -450,13 +451,15 @@ class SocketmapServer:
         peers = self._by_client.get(conn.client)
         if (peers is not None and self.max_connections_per_client is not None
                 and len(peers) >= self.max_connections_per_client):
-            oldest = sorted(peers, key=_last_complete)[:_EVICTION_SCAN]
-            self._evict(_victim(oldest), f"{conn.client} has {len(peers)} connections, its "
-                                         "limit")
+            self._evict(_victim(sorted(peers, key=_last_complete)),
+                        f"{conn.client} has {len(peers)} connections, its limit")
         if len(self._conns) >= self.max_connections:
-            self._evict(_victim(list(itertools.islice(self._conns, _EVICTION_SCAN))),
+            # The first that sent EOF, else the longest-idle waiting for no answer, else
+            # the longest-idle: each kept in order, so no connection is looked at twice.
+            self._evict(next(iter(self._sent_eof or self._idle or self._conns)),
                         f"{len(self._conns)} connections open, the limit")
         self._conns[conn] = None
+        self._idle[conn] = None
         self._by_client.setdefault(conn.client, set()).add(conn)
 
     def _evict(self, victim: Connection, why: str) -> None:
@@ -475,12 +478,27 @@ class SocketmapServer:
             self._unlogged_evictions = 0
 
     def _touch(self, conn: Connection) -> None:
+        # A connection answered, or whose answer is now being computed.
+        conns = self._conns
+        if conn in conns:
+            conns.move_to_end(conn)
+            idle = self._idle
+            if conn.waiting:
+                idle.pop(conn, None)
+            elif conn in idle:
+                idle.move_to_end(conn)
+            else:
+                idle[conn] = None
+
+    def _saw_eof(self, conn: Connection) -> None:
         if conn in self._conns:
-            self._conns.move_to_end(conn)
+            self._sent_eof[conn] = None
 
     def _forget(self, conn: Connection) -> None:
         if self._conns.pop(conn, _ABSENT) is _ABSENT:
             return
+        self._idle.pop(conn, None)
+        self._sent_eof.pop(conn, None)
         peers = self._by_client.get(conn.client)
         if peers is not None:
             peers.discard(conn)
@@ -581,8 +599,7 @@ def _victim(oldest: list[Connection]) -> Connection:
     """The connection closed to make room, of ``oldest`` (the longest-idle first): the
     first that sent EOF, else the first waiting for no answer, else the longest-idle.  A
     connection whose answer is being computed is not idle: closing it would fail a lookup
-    under way.  Only the first :data:`_EVICTION_SCAN` are looked at, so that a flood of
-    new connections costs a bounded time each."""
+    under way."""
     for conn in oldest:
         if conn.sent_eof:
             return conn
