@@ -475,7 +475,7 @@ def test_a_tlsa_record_of_the_wrong_length_is_unusable_not_a_failed_lookup(
     assert read_records(data, request) is None
     answer = client()._read("_25._tcp.mx.example.test", "TLSA", parse_reply(data, request))
     assert answer.status is DnsStatus.RECORDS and answer.secure
-    assert sorted((r.usage, r.selector, r.mtype, bytes(r.cert)) for r in answer.records) == [
+    assert sorted((r.usage, r.selector, r.mtype, bytes(r.data)) for r in answer.records) == [
         (3, 1, 1, _GOOD_DIGEST), (3, 1, 1, bytes.fromhex("abcd"))]
     assert answer.cnames == (("_25._tcp.mx.example.test",) if cname else ())
 
@@ -576,7 +576,7 @@ def test_a_truncated_tlsa_reply_is_read_over_tcp_with_the_same_rules(shared: boo
 
     answer = asyncio.run(asyncio.wait_for(main(), 30))
     assert answer.status is DnsStatus.RECORDS and answer.secure
-    assert sorted((r.mtype, bytes(r.cert)) for r in answer.records) == [
+    assert sorted((r.mtype, bytes(r.data)) for r in answer.records) == [
         (1, _GOOD_DIGEST), (1, bytes.fromhex("abcd"))]
 
 

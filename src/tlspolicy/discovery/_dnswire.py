@@ -13,7 +13,7 @@ One exception: dnspython refuses a TLSA record whose data does not have its matc
 type's length, and with it the whole reply, where such a record is only unusable (RFC
 7671 section 5, RFC 7672 section 3.1.3) and the answer's other records still count.  A
 reply to a TLSA query that dnspython refuses is read again with its TLSA records as
-opaque data (:func:`opaque_tlsa`, :class:`TlsaData`).
+opaque data (:func:`opaque_tlsa`, :func:`tlsa_record`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.wire
+
+from ..policies.dane import TlsaRecord
 
 #: Answers with more records than this are treated as malformed (a stranger's zone
 #: must not make us hold or walk an unbounded list).
@@ -139,22 +141,6 @@ _TLSA: Final = int(dns.rdatatype.TLSA)
 _OPAQUE: Final = 65534
 
 
-@attrs.frozen(slots=True)
-class TlsaData:
-    """A TLSA record as published, whatever its values and its data's length (read from
-    a reply dnspython refused because of such a record; dnspython's TLSA records have the
-    same four fields)."""
-
-    usage: int
-    selector: int
-    mtype: int
-    cert: bytes
-
-    def to_text(self) -> str:
-        """Presentation form: ``usage selector mtype hex``."""
-        return f"{self.usage} {self.selector} {self.mtype} {self.cert.hex()}"
-
-
 def opaque_tlsa(data: bytes) -> bytes | None:
     """``data`` with the type of its question and of every TLSA record rewritten to a
     private-use type, so that dnspython reads TLSA records as opaque data, nothing else
@@ -197,16 +183,16 @@ def _past_name(data: bytes, at: int) -> int:
     return -1
 
 
-def tlsa_record(rdata: Any) -> Any:
-    """A TLSA answer's record as discovery reads it: dnspython's TLSA record, or the
-    :class:`TlsaData` of one read as opaque data (``ValueError`` for fewer than three
-    octets, which no TLSA record has)."""
+def tlsa_record(rdata: Any) -> TlsaRecord:
+    """A TLSA answer's record as discovery holds it, from dnspython's TLSA record or from
+    the opaque data of one dnspython refused (``ValueError`` for fewer than three octets,
+    which no TLSA record has); one whose data has the wrong length is unusable."""
     if isinstance(rdata, dns.rdata.GenericRdata):
         raw = rdata.data
         if len(raw) < 3:
             raise ValueError(f"a TLSA record of {len(raw)} octets")
-        return TlsaData(raw[0], raw[1], raw[2], bytes(raw[3:]))
-    return rdata
+        return TlsaRecord(raw[0], raw[1], raw[2], bytes(raw[3:]))
+    return TlsaRecord(rdata.usage, rdata.selector, rdata.mtype, bytes(rdata.cert))
 
 
 def parse_reply(data: bytes, request: Request, *,

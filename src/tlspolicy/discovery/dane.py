@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-from ..errors import PolicyInputError
 from ..policies.dane import TlsaLookup, TlsaLookupStatus, TlsaRecord
 from .dns import DnsAnswer, DnsClient, DnsStatus
 
@@ -58,12 +57,8 @@ async def lookup_tlsa(dns: DnsClient, name: str, port: int,
             return TlsaLookup(TlsaLookupStatus.INSECURE, base_domain=base,
                               detail=f"TLSA answer for {base} not secure")
         if answer.status is DnsStatus.RECORDS:
-            try:
-                records = tuple(TlsaRecord(r.usage, r.selector, r.mtype, bytes(r.cert))
-                                for r in answer.records)
-            except PolicyInputError as exc:
-                return TlsaLookup(TlsaLookupStatus.FAILED, base_domain=base,
-                                  detail=f"malformed TLSA: {exc}")
+            # The client holds a TLSA answer's records as TlsaRecords (see DnsClient._read).
+            records: tuple[TlsaRecord, ...] = answer.records
             names = tuple(dict.fromkeys((base, target, name)))
             return TlsaLookup(TlsaLookupStatus.RECORDS, records, base_domain=base,
                               detail=f"reference names {', '.join(names)}",

@@ -465,10 +465,12 @@ class DnsClient:
         live not yet set)."""
         if isinstance(response, wire.Records):
             # ``name`` was asked in plain labels: its text is the question's (see _text).
+            found = response.records
+            if rdtype == "TLSA":
+                found = tuple(map(wire.tlsa_record, found))
             return DnsAnswer(name, rdtype, DnsStatus.RECORDS,
                              self.trusted and bool(response.flags & dns.flags.AD),
-                             response.records, name.lower(), (),
-                             max(min(response.ttl, self.max_ttl), 0))
+                             found, name.lower(), (), max(min(response.ttl, self.max_ttl), 0))
         if isinstance(response, wire.Refusal):
             return self._refused(name, rdtype, response.rcode,
                                  any(code in _BOGUS_EDE for code in response.errors))
@@ -497,7 +499,8 @@ class DnsClient:
         records = tuple(chain.answer)
         if rdtype == "TLSA":
             try:
-                # Opaque data where dnspython refused a record (see wire.parse_reply).
+                # TlsaRecords, from opaque data where dnspython refused a record (see
+                # wire.parse_reply).
                 records = tuple(wire.tlsa_record(r) for r in records)
             except ValueError as exc:
                 return self._failed(name, rdtype, f"{rdtype} {name}: malformed answer: {exc}")
