@@ -432,16 +432,20 @@ class DnsClient:
         except (dns.exception.DNSException, ValueError) as exc:
             return self._failed(name, rdtype, f"cannot query {name!r}: {exc}")
         limit = self._limit
-        try:
-            # The wait for a slot is bounded too: behind a backlog of queries (a flood of
-            # names the resolver never answers) a query gives up unsent within one query's
-            # time, so that the backlog drains instead of holding every later query back.
-            async with asyncio.timeout(self.timeout * 2.5):
-                await limit.acquire()
-        except TimeoutError:
-            return _Unsent(name, rdtype, DnsStatus.FAILED, False, canonical=name,
-                           detail=f"{rdtype} {name}: not sent: no free slot for queries in "
-                                  f"flight within {self.timeout * 2.5:g} s")
+        if not limit.locked():
+            await limit.acquire()  # a slot is free: taken at once, no deadline to set
+        else:
+            try:
+                # The wait for a slot is bounded too: behind a backlog of queries (a flood
+                # of names the resolver never answers) a query gives up unsent within one
+                # query's time, so that the backlog drains instead of holding every later
+                # query back.
+                async with asyncio.timeout(self.timeout * 2.5):
+                    await limit.acquire()
+            except TimeoutError:
+                return _Unsent(name, rdtype, DnsStatus.FAILED, False, canonical=name,
+                               detail=f"{rdtype} {name}: not sent: no free slot for queries "
+                                      f"in flight within {self.timeout * 2.5:g} s")
         sent = self.sent
         sent[(name, rdtype)] += 1
         if len(sent) > MAX_COUNTED:
