@@ -15,6 +15,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
+import dns.flags
+import dns.message
+import dns.rdatatype
+import dns.rrset
 import pytest
 
 from discovery_support import DnsLab, HttpsLab
@@ -22,7 +26,7 @@ from test_discovery import Clock, Env, _settle, enforce, run, seed
 from tlspolicy.discovery import Discovery, DiscoveryConfig
 from tlspolicy.discovery.backoff import FailureBackoff, FailureLog
 from tlspolicy.discovery.core import MAX_BACKGROUND_CHECKS
-from tlspolicy.discovery.dns import DnsAnswer, DnsClient
+from tlspolicy.discovery.dns import DnsAnswer, DnsClient, DnsStatus
 from tlspolicy.postfix.dropin import DROP_IN_CONFIG
 from tlspolicy.postfix.lookup import PolicyLookup
 from tlspolicy.resolver import Resolver
@@ -97,6 +101,44 @@ def test_a_query_waiting_for_room_gives_up_within_its_own_time() -> None:
         assert sent <= 4, f"{sent} of 8 queries sent behind a backlog they could not outlast"
     finally:
         silent.close()
+
+
+def test_the_resolver_probe_has_a_slot_of_its_own() -> None:
+    """Behind a backlog of queries the resolver never answers, the trust probe is still
+    asked and answered: failing it for want of a slot would turn DNSSEC and DANE off."""
+    async def main() -> DnsAnswer:
+        loop = asyncio.get_running_loop()
+
+        class SoaOnly(asyncio.DatagramProtocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport = transport
+
+            def datagram_received(self, data: bytes, addr: object) -> None:
+                query = dns.message.from_wire(data)
+                if query.question[0].rdtype != dns.rdatatype.SOA:
+                    return  # every other name: never answered
+                reply = dns.message.make_response(query)
+                reply.flags |= dns.flags.AD
+                reply.answer.append(dns.rrset.from_text(
+                    query.question[0].name, 60, "IN", "SOA", "ns. host. 1 2 3 4 5"))
+                self.transport.sendto(reply.to_wire(), addr)  # type: ignore[attr-defined]
+
+        server, _ = await loop.create_datagram_endpoint(SoaOnly, local_addr=("127.0.0.1", 0))
+        client = DnsClient("127.0.0.1", server.get_extra_info("sockname")[1], timeout=0.2,
+                           max_in_flight=2)
+        try:
+            backlog = [asyncio.ensure_future(client.query(f"dead{i}.test", "A"))
+                       for i in range(20)]
+            await asyncio.sleep(0.05)  # every slot taken, the rest waiting
+            probed = await client.probe(".")
+            await asyncio.gather(*backlog)
+            return probed
+        finally:
+            client.close()
+            server.close()
+
+    probed = asyncio.run(asyncio.wait_for(main(), 30))
+    assert probed.status is DnsStatus.RECORDS and probed.secure, probed.detail
 
 
 def test_the_default_bound_matches_the_dns_clients_queries_in_flight(tmp_path: Path) -> None:

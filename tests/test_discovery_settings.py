@@ -145,3 +145,22 @@ def test_two_discovery_tables_differing_in_case_are_an_error(tmp_path: Path) -> 
         with pytest.raises(ConfigError, match="a second discovery table, 'DISCOVERY'") as info:
             load()
         assert info.value.location.line == 6
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    # The second of two inline tables, told apart by case only.
+    ('Discovery = { enabled = true }\ndiscovery = { enabled = true }\n[global]\n'
+     'tls = "ifavailable"\n', 2),
+    ('discovery = { enabled = true }\n[global]\ntls = "ifavailable"\n[DISCOVERY]\n', 4),
+    # A dotted key: the line of its first part.
+    ('# first\ndiscovery.bogus_key = 1\n[global]\ntls = "ifavailable"\n', 2),
+    # TOML breaks lines at "\n" only: U+2028 in a comment does not move the count.
+    ('# a note\u2028more\n[discovery]\nbogus_key = 1\n[global]\ntls = "ifavailable"\n', 2),
+])
+def test_discovery_errors_name_the_line_both_readers_agree_on(
+        tmp_path: Path, text: str, line: int) -> None:
+    path = _written(tmp_path, "lines.toml", text)
+    for load in (lambda: load_config(path), lambda: read_discovery_table([path])):
+        with pytest.raises(ConfigError) as info:
+            load()
+        assert info.value.location.line == line, str(info.value)

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import pytest
 
 from postfix_support import postmap_config_dir, postmap_query, requires_postmap
 from tlspolicy.postfix.netstring import encode_netstring
+from tlspolicy.servers.connection import EvictionOrder
 from tlspolicy.servers.running import serve
 from tlspolicy.servers.socketmap import (
     DEFAULT_REQUEST_TIMEOUT,
@@ -725,6 +727,41 @@ async def _open(server: SocketmapServer) -> tuple[asyncio.StreamReader, asyncio.
 
 async def _reply(reader: asyncio.StreamReader) -> bytes:
     return await asyncio.wait_for(reader.read(100), IO_TIMEOUT)
+
+
+class _Conn:
+    def __init__(self) -> None:
+        self.waiting = False
+
+
+def test_the_eviction_order_is_eof_then_idle_then_longest_idle_and_stays_cheap() -> None:
+    """The order connections are closed in for room, kept as they change: after many
+    connections that sent EOF have gone, the next choice is still the first in order (an
+    ordered structure: a plain dict would walk the slots of every one removed)."""
+    order = EvictionOrder()
+    conns = [_Conn() for _ in range(5)]
+    for conn in conns:
+        order.add(conn)  # type: ignore[arg-type]
+    assert order.victim() is conns[0]
+    conns[0].waiting = True
+    order.touch(conns[0])  # type: ignore[arg-type]
+    conns[1].waiting = True
+    order.touch(conns[1])  # type: ignore[arg-type]
+    assert order.victim() is conns[2]  # idle before waiting
+    order.saw_eof(conns[1])  # type: ignore[arg-type]
+    assert order.victim() is conns[1]  # EOF first, waiting or not
+    for conn in conns[2:]:
+        conn.waiting = True
+        order.touch(conn)  # type: ignore[arg-type]
+    assert order.remove(conns[1]) and not order.remove(conns[1])  # type: ignore[arg-type]
+    assert order.victim() is conns[0] and len(order) == 4  # all wait: the longest idle
+    many = [_Conn() for _ in range(20_000)]
+    for conn in many:
+        order.add(conn)  # type: ignore[arg-type]
+        order.saw_eof(conn)  # type: ignore[arg-type]
+    for conn in many[:-1]:
+        order.remove(conn)  # type: ignore[arg-type]
+    assert type(order.sent_eof) is OrderedDict and order.victim() is many[-1]
 
 
 def test_a_connection_waiting_for_its_answer_is_not_closed_to_make_room() -> None:

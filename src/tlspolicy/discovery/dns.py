@@ -234,6 +234,7 @@ class DnsClient:
         self._cache: dict[tuple[str, str], tuple[float, DnsAnswer]] = {}
         self._in_flight: dict[tuple[str, str], asyncio.Task[DnsAnswer]] = {}
         self._limit = asyncio.Semaphore(max_in_flight)
+        self._probe_limit = asyncio.Semaphore(1)
         #: Queries sent to the resolver, per (name, type): what caching saved is visible
         #: here (the latest :data:`MAX_COUNTED` pairs).
         self.sent: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -418,20 +419,23 @@ class DnsClient:
         return self._failed(name, rdtype, f"{rdtype} {name}: {text}"
                             + (" (DNSSEC validation failed)" if bogus else ""), bogus=bogus)
 
-    async def _query(self, name: str, rdtype: str) -> DnsAnswer:
-        answer = await self._ask(name, rdtype)
+    async def _query(self, name: str, rdtype: str,
+                     limit: asyncio.Semaphore | None = None) -> DnsAnswer:
+        answer = await self._ask(name, rdtype, limit)
         if answer.ttl > 0:
             answer = attrs.evolve(answer, expires_at=self._clock() + answer.ttl)
         else:
             answer = attrs.evolve(answer, expires_at=self._clock())
         return answer
 
-    async def _ask(self, name: str, rdtype: str) -> DnsAnswer:
+    async def _ask(self, name: str, rdtype: str,
+                   limit: asyncio.Semaphore | None = None) -> DnsAnswer:
         try:
             request = wire.request_for(name, rdtype)
         except (dns.exception.DNSException, ValueError) as exc:
             return self._failed(name, rdtype, f"cannot query {name!r}: {exc}")
-        limit = self._limit
+        if limit is None:
+            limit = self._limit
         if not limit.locked():
             await limit.acquire()  # a slot is free: taken at once, no deadline to set
         else:
@@ -566,8 +570,10 @@ class DnsClient:
         return wire.parse_reply(data, request, truncation=False)
 
     async def probe(self, name: str = ".") -> DnsAnswer:
-        """Query ``name`` SOA, bypassing the cache, to check the resolver validates."""
-        return await self._query(name.rstrip(".") or ".", "SOA")
+        """Query ``name`` SOA, bypassing the cache, to check the resolver validates.  The
+        probe has a slot of its own: a backlog of other queries must not make it fail,
+        which would turn DNSSEC off."""
+        return await self._query(name.rstrip(".") or ".", "SOA", self._probe_limit)
 
 
 def check_resolv_conf(path: str | Path | None, resolver: str, port: int) -> None:

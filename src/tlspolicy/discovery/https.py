@@ -97,12 +97,13 @@ def _media_type_ok(value: str | None) -> bool:
 
 
 async def _fetch_one(host: str, address: str, *, port: int, context: ssl.SSLContext,
-                     timeout: float, client: httpx.AsyncClient | None) -> PolicyFetch:
+                     timeout: float, client: httpx.AsyncClient | None,
+                     connect: float | None = None) -> PolicyFetch:
     if client is None:
         # No shared client: one for this fetch alone.
         async with make_client(context) as own:
             return await _fetch_one(host, address, port=port, context=context,
-                                    timeout=timeout, client=own)
+                                    timeout=timeout, client=own, connect=connect)
     import httpx  # the discovery extra, imported at the first fetch (see above)
 
     ip = ipaddress.ip_address(address)
@@ -114,7 +115,9 @@ async def _fetch_one(host: str, address: str, *, port: int, context: ssl.SSLCont
     request = client.build_request(
         "GET", url, headers={"Host": host_header, "Accept-Encoding": "identity",
                              "Connection": "close", "User-Agent": "tlspolicy"},
-        extensions={"sni_hostname": host}, timeout=httpx.Timeout(timeout))
+        extensions={"sni_hostname": host},
+        # httpx's connect timeout bounds the TLS handshake too.
+        timeout=httpx.Timeout(timeout, connect=timeout if connect is None else connect))
     response = await client.send(request, stream=True)
     try:
         if response.status_code != 200:
@@ -165,26 +168,26 @@ async def fetch_policy(domain: str, addresses: Sequence[str], *, port: int = 443
         return PolicyFetch(FetchOutcome.FETCH_ERROR, detail=f"{host} has no address")
     last = PolicyFetch(FetchOutcome.FETCH_ERROR, detail="not tried")
     # One deadline for every address tried: four slow addresses would otherwise take four
-    # times ``timeout``, past the single-flight lock that holds other processes back.  Each
-    # address has an even share of what is left, so that one that hangs does not keep a
-    # later, working one from being tried.
+    # times ``timeout``, past the single-flight lock that holds other processes back.
+    # Connecting (TCP and the TLS handshake) has an even share of what is left, so that an
+    # address that hangs leaves time for the next; one that connected may use all of it
+    # (a slow policy host with several addresses is still fetched).
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    tried = list(addresses)[:4]
+    tried = list(dict.fromkeys(addresses))[:4]
     for index, address in enumerate(tried):
-        share = (deadline - loop.time()) / (len(tried) - index)
-        if share <= 0:
+        left = deadline - loop.time()
+        if left <= 0:
             break
         try:
-            async with asyncio.timeout(share):
+            async with asyncio.timeout(left):
                 return await _fetch_one(host, address, port=port, context=context,
-                                        timeout=share, client=client)
+                                        timeout=left, connect=left / (len(tried) - index),
+                                        client=client)
         except TimeoutError:
-            within = f"{timeout:g} s" if len(tried) == 1 else \
-                f"its {share:.2g} s of the fetch's {timeout:g} s"
             last = PolicyFetch(FetchOutcome.FETCH_ERROR,
                                detail=f"{host} at {address}: no complete answer within "
-                               f"{within}", address=address)
+                               f"{timeout:g} s", address=address)
         except (httpx.HTTPError, OSError, ssl.SSLError, ValueError) as exc:
             bad_certificate = _certificate_error(exc)
             if bad_certificate is not None:

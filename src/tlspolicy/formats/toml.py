@@ -70,72 +70,11 @@ from ..scopes.models import (
 )
 from ..scopes.stanzas import has_expiry
 from .settings import discovery_table
+from .toml_lines import Lines
+from .toml_lines import TablePath as _Path
 
 __all__ = ["config_to_toml", "dumps_toml", "loads_toml", "parse_toml", "toml_to_raw",
            "top_level_lines"]
-
-_Path = tuple[tuple[str, int | None], ...]
-
-# Linear: each part's characters exclude the next part's first character, so the
-# engine never tries more than one split of a line (the spaces around the name are
-# kept in group 2 and stripped by the caller).
-_HEADER: Final = re.compile(r"^\s*(\[\[?)([^\[\]#]*)(\]\]?)\s*(?:#.*)?$")
-_KEY: Final = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
-
-
-class _Lines:
-    """Maps table paths and keys to line numbers by scanning the source text.
-
-    ``tomllib`` gives no positions, so headers are replayed: the n-th
-    ``[[binding_group.binding]]`` after the m-th ``[[binding_group]]`` is
-    ``(("binding_group", m), ("binding", n))``.
-    """
-
-    def __init__(self, text: str) -> None:
-        self.tables: dict[_Path, int] = {}
-        self.keys: dict[tuple[_Path, str], int] = {}
-        # First header line of a sub-table written as its own [section].
-        self.subtables: dict[tuple[_Path, str], int] = {}
-        counters: dict[tuple[_Path, str], int] = {}
-        current: _Path = ()
-        for number, line in enumerate(text.splitlines(), start=1):
-            header = _HEADER.match(line)
-            if header:
-                names = [n.strip().strip("\"'") for n in header.group(2).split(".")]
-                is_array = header.group(1) == "[["
-                path: list[tuple[str, int | None]] = []
-                for i, name in enumerate(names):
-                    parent = tuple(path)
-                    self.subtables.setdefault((parent, name), number)
-                    if i == len(names) - 1:
-                        if is_array:
-                            idx = counters.get((parent, name), -1) + 1
-                            counters[(parent, name)] = idx
-                            path.append((name, idx))
-                        else:
-                            path.append((name, None))
-                    else:
-                        last = counters.get((parent, name))
-                        path.append((name, last))
-                current = tuple(path)
-                self.tables.setdefault(current, number)
-                continue
-            key = _KEY.match(line)
-            if key:
-                name = key.group(1).strip("\"'")
-                self.keys.setdefault((current, name), number)
-                self.keys.setdefault((current, name.lower()), number)
-
-    def table(self, path: _Path) -> int | None:
-        return self.tables.get(path)
-
-    def key(self, path: _Path, key: str) -> int | None:
-        # Exact spelling first: "tls" and "TLS" in one table are two lines.
-        for candidate in ((path, key), (path, key.lower())):
-            if candidate in self.keys:
-                return self.keys[candidate]
-        return self.subtables.get((path, key))
-
 
 _CHILD_KEYS: Final = {
     ScopeKind.GLOBAL: {"domain": ScopeKind.DOMAIN, "binding_group": ScopeKind.BINDING_GROUP,
@@ -151,7 +90,7 @@ _STANZA_KEYS: Final = frozenset({"expires", "reason", "expiry_weakens"})
 class _Reader:
     def __init__(self, text: str, filename: str) -> None:
         self.filename = filename
-        self.lines = _Lines(text)
+        self.lines = Lines(text)
         self.errors: list[ConfigError] = []
 
     def loc(self, path: _Path, key: str | None = None) -> Location:
@@ -475,11 +414,11 @@ _DECODE_POS: Final = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 def top_level_lines(text: str) -> Callable[[str], int | None]:
     """The line of a top-level key or table of TOML ``text`` (read at the first call)."""
-    found: list[_Lines] = []
+    found: list[Lines] = []
 
     def line_of(key: str) -> int | None:
         if not found:
-            found.append(_Lines(_without_bom(text)))
+            found.append(Lines(_without_bom(text)))
         return found[0].key((), key)
 
     return line_of
@@ -573,7 +512,7 @@ def _loads_toml(text: str, filename: str) -> Config:
 def _check_expiry(config: Config, text: str, filename: str) -> Config:
     if not has_expiry(config):
         return config
-    lines = _expiry_lines(config, _Lines(text))
+    lines = _expiry_lines(config, Lines(text))
     errors = expiry_errors(config, line_of=lambda s: lines.get(id(s)))
     ConfigErrors.raise_if_any([e.located(Location(file=filename)) for e in errors])
     return config
@@ -583,7 +522,7 @@ def _check_floor_protocols(config: Config, text: str, filename: str) -> None:
     errors = floor_protocol_errors(config)
     if not errors:
         return
-    lines = _Lines(text)
+    lines = Lines(text)
     line_of = {floor_path(f.name.text): lines.key((("floor", i),), "tls_protocols")
                for i, f in enumerate(config.floors)}
     ConfigErrors.raise_if_any([
@@ -591,7 +530,7 @@ def _check_floor_protocols(config: Config, text: str, filename: str) -> None:
         for e in errors])
 
 
-def _expiry_lines(config: Config, lines: _Lines) -> dict[int, int | None]:
+def _expiry_lines(config: Config, lines: Lines) -> dict[int, int | None]:
     """The line of each expiring stanza's ``expires`` key (TOML keeps file order)."""
     out: dict[int, int | None] = {}
 

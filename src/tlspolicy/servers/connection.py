@@ -7,8 +7,9 @@ import asyncio
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from ..postfix.netstring import NetstringDecoder, NetstringError, NetstringTooLongError
 from ..postfix.replies import SocketmapReply
@@ -16,13 +17,66 @@ from ..postfix.replies import SocketmapReply
 if TYPE_CHECKING:
     from .socketmap import SocketmapServer
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "EvictionOrder"]
 
 log = logging.getLogger("tlspolicy.servers.socketmap")
 
 
-def _last_complete(conn: Connection) -> float:
-    return conn.last_complete
+class EvictionOrder:
+    """Connections in the order they are closed to make room: those whose client sent EOF
+    (Postfix never does while it waits for an answer), then the longest-idle of those
+    waiting for no answer, then the longest-idle.  A connection whose answer is being
+    computed is not idle: closing it would fail a lookup under way.  Each group is kept
+    in order as connections change, so choosing costs the same however many there are."""
+
+    __slots__ = ("all", "idle", "sent_eof")
+
+    def __init__(self) -> None:
+        #: By last touch (an answer written, or a lookup started), the longest idle first.
+        self.all: OrderedDict[Connection, None] = OrderedDict()
+        self.idle: OrderedDict[Connection, None] = OrderedDict()
+        self.sent_eof: OrderedDict[Connection, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.all)
+
+    def add(self, conn: Connection) -> None:
+        """A new connection (waiting for nothing yet)."""
+        self.all[conn] = None
+        self.idle[conn] = None
+
+    def touch(self, conn: Connection) -> None:
+        """``conn`` was answered, or its answer is now being computed."""
+        conns = self.all
+        if conn in conns:
+            conns.move_to_end(conn)
+            idle = self.idle
+            if conn.waiting:
+                idle.pop(conn, None)
+            elif conn in idle:
+                idle.move_to_end(conn)
+            else:
+                idle[conn] = None
+
+    def saw_eof(self, conn: Connection) -> None:
+        """``conn``'s client sent EOF."""
+        if conn in self.all:
+            self.sent_eof[conn] = None
+
+    def remove(self, conn: Connection) -> bool:
+        """Forget ``conn``; whether it was held."""
+        if self.all.pop(conn, _ABSENT) is _ABSENT:
+            return False
+        self.idle.pop(conn, None)
+        self.sent_eof.pop(conn, None)
+        return True
+
+    def victim(self) -> Connection:
+        """The connection to close first (there must be one)."""
+        return next(iter(self.sent_eof or self.idle or self.all))
+
+
+_ABSENT: Final = object()
 
 
 class Connection(asyncio.Protocol):

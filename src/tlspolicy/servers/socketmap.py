@@ -49,7 +49,6 @@ import logging
 import math
 import socket
 import threading
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -57,7 +56,7 @@ from ..errors import TlsPolicyError
 from ..postfix.keys import PostfixKey, PostfixKeyError, parse_postfix_key
 from ..postfix.replies import MAX_REPLY_CHARS, ReplyStatus, SocketmapReply, one_line
 from .answerlog import NonOkLog
-from .connection import Connection, _last_complete, _loop
+from .connection import Connection, EvictionOrder, _loop
 from .listening import (
     ListenError,
     client_key,
@@ -258,10 +257,10 @@ class SocketmapServer:
         # Open connections, longest idle (oldest last complete request) first; of them,
         # those waiting for no answer in the same order, and those whose client sent EOF:
         # the first closed to make room (see _victim).
-        self._conns: OrderedDict[Connection, None] = OrderedDict()
-        self._idle: OrderedDict[Connection, None] = OrderedDict()
-        self._sent_eof: dict[Connection, None] = {}
-        self._by_client: dict[str, set[Connection]] = {}
+        self._order = EvictionOrder()
+        self._conns = self._order.all
+        # Each client's own, when clients have a limit of their own.
+        self._by_client: dict[str, EvictionOrder] = {}
         self._accepted = 0
         self._evicted = 0
         self._unlogged_evictions = 0
@@ -448,19 +447,18 @@ class SocketmapServer:
         """Register a new connection, closing the longest-idle one(s) to make room."""
         self._accepted += 1
         conn.client = client_key(conn.transport, self.unix_path is not None)
-        peers = self._by_client.get(conn.client)
-        if (peers is not None and self.max_connections_per_client is not None
-                and len(peers) >= self.max_connections_per_client):
-            self._evict(_victim(sorted(peers, key=_last_complete)),
-                        f"{conn.client} has {len(peers)} connections, its limit")
-        if len(self._conns) >= self.max_connections:
-            # The first that sent EOF, else the longest-idle waiting for no answer, else
-            # the longest-idle: each kept in order, so no connection is looked at twice.
-            self._evict(next(iter(self._sent_eof or self._idle or self._conns)),
-                        f"{len(self._conns)} connections open, the limit")
-        self._conns[conn] = None
-        self._idle[conn] = None
-        self._by_client.setdefault(conn.client, set()).add(conn)
+        per_client = self.max_connections_per_client
+        if per_client is not None:
+            peers = self._by_client.get(conn.client)
+            if peers is not None and len(peers) >= per_client:
+                self._evict(peers.victim(),
+                            f"{conn.client} has {len(peers)} connections, its limit")
+        if len(self._order) >= self.max_connections:
+            self._evict(self._order.victim(),
+                        f"{len(self._order)} connections open, the limit")
+        self._order.add(conn)
+        if per_client is not None:
+            self._by_client.setdefault(conn.client, EvictionOrder()).add(conn)
 
     def _evict(self, victim: Connection, why: str) -> None:
         # Postfix's client retries a lookup once on a connection closed under
@@ -479,29 +477,24 @@ class SocketmapServer:
 
     def _touch(self, conn: Connection) -> None:
         # A connection answered, or whose answer is now being computed.
-        conns = self._conns
-        if conn in conns:
-            conns.move_to_end(conn)
-            idle = self._idle
-            if conn.waiting:
-                idle.pop(conn, None)
-            elif conn in idle:
-                idle.move_to_end(conn)
-            else:
-                idle[conn] = None
+        self._order.touch(conn)
+        if self._by_client:
+            peers = self._by_client.get(conn.client)
+            if peers is not None:
+                peers.touch(conn)
 
     def _saw_eof(self, conn: Connection) -> None:
-        if conn in self._conns:
-            self._sent_eof[conn] = None
-
-    def _forget(self, conn: Connection) -> None:
-        if self._conns.pop(conn, _ABSENT) is _ABSENT:
-            return
-        self._idle.pop(conn, None)
-        self._sent_eof.pop(conn, None)
+        self._order.saw_eof(conn)
         peers = self._by_client.get(conn.client)
         if peers is not None:
-            peers.discard(conn)
+            peers.saw_eof(conn)
+
+    def _forget(self, conn: Connection) -> None:
+        if not self._order.remove(conn):
+            return
+        peers = self._by_client.get(conn.client)
+        if peers is not None:
+            peers.remove(conn)
             if not peers:
                 del self._by_client[conn.client]
 
@@ -586,24 +579,7 @@ class SocketmapServer:
         return reply
 
 
-_ABSENT: Final = object()
-
-
 def _safe_perm(message: str) -> SocketmapReply:
     """A PERM reply whose reason is ``message`` made fit for one Postfix line."""
     text = one_line(message)
     return SocketmapReply.perm(text[: MAX_REPLY_CHARS - 5])
-
-
-def _victim(oldest: list[Connection]) -> Connection:
-    """The connection closed to make room, of ``oldest`` (the longest-idle first): the
-    first that sent EOF, else the first waiting for no answer, else the longest-idle.  A
-    connection whose answer is being computed is not idle: closing it would fail a lookup
-    under way."""
-    for conn in oldest:
-        if conn.sent_eof:
-            return conn
-    for conn in oldest:
-        if not conn.waiting:
-            return conn
-    return oldest[0]
