@@ -112,6 +112,8 @@ def test_bad_settings_are_clear_errors(tmp_path: Path,
     for extra, said in [("period = true\n", "period must be a whole number, not True"),
                         ("organization_name = 5\n", "organization_name must be a string"),
                         ("smtp_port = \"x\"\n", "smtp_port must be a whole number"),
+                        ("https_port = -5\n", "https_port must be a port, 1 to 65535"),
+                        ("smtp_port = 99999999\n", "smtp_port must be a port"),
                         ('[store]\nredis = "foo://x"\n', "[store] redis: not a Redis URL"),
                         ("x = " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply")]:
         text = base.replace('organization_name = "x"\n', "") if "organization" in extra \

@@ -91,7 +91,8 @@ def _reporting_config(path: str, table: dict[str, Any]) -> Any:
                                  f"not {value!r}")
     try:
         return ReportingConfig(**table)
-    except TypeError as exc:
+    except (TypeError, ReportingError) as exc:
+        # The settings' own checks name the option; the file is named here.
         raise ReportingError(f"{path}: [reporting]: {exc}") from None
 
 

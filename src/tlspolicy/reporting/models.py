@@ -83,6 +83,13 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> 
                              f"not {value!r}")
 
 
+def _port(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or not 0 < value < 65536):
+        raise ReportingError(f"reporting option {attribute.name} must be a port, 1 to "
+                             f"65535, not {value!r}")
+
+
 def _seconds(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     _positive(instance, attribute, value)
     if not is_setting_time(value):
@@ -131,8 +138,8 @@ class ReportingConfig:
     backoff_max: float = attrs.field(default=3600.0, validator=_seconds)
     dkim_selector: str = "tlsrpt"
     dkim_key_file: str | None = None
-    smtp_port: int = 25
-    https_port: int | None = None
+    smtp_port: int = attrs.field(default=25, validator=_port)
+    https_port: int | None = attrs.field(default=None, validator=_port)
     ca_file: str | None = None
     timeout: float = attrs.field(default=60.0, validator=_seconds)
     lock_ttl: float = attrs.field(default=900.0, validator=_seconds)
