@@ -14,6 +14,7 @@ stopped by PID at the end of the session, and every wait is bounded.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import http.server
@@ -25,7 +26,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -1084,3 +1085,21 @@ def dns_relay(lab: DnsLab, *, mode: str = "forward", ttl_cap: int | None = None,
         yield relay
     finally:
         relay.stop()
+
+
+class UdpResponder(asyncio.DatagramProtocol):
+    """A DNS server of one test on a loopback UDP port (``loop.create_datagram_endpoint(
+    lambda: UdpResponder(answer), local_addr=...)``): ``answer(query)`` is the reply to
+    send, or ``None`` to stay silent."""
+
+    def __init__(self, answer: Callable[[bytes], bytes | None]) -> None:
+        self.answer = answer
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        reply = self.answer(data)
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(reply, addr)

@@ -21,7 +21,7 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from discovery_support import DnsLab, HttpsLab
+from discovery_support import DnsLab, HttpsLab, UdpResponder
 from test_discovery import Clock, Env, _settle, enforce, run, seed
 from tlspolicy.discovery import Discovery, DiscoveryConfig
 from tlspolicy.discovery.backoff import FailureBackoff, FailureLog
@@ -109,21 +109,18 @@ def test_the_resolver_probe_has_a_slot_of_its_own() -> None:
     async def main() -> DnsAnswer:
         loop = asyncio.get_running_loop()
 
-        class SoaOnly(asyncio.DatagramProtocol):
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                self.transport = transport
+        def soa_only(data: bytes) -> bytes | None:
+            query = dns.message.from_wire(data)
+            if query.question[0].rdtype != dns.rdatatype.SOA:
+                return None  # every other name: never answered
+            reply = dns.message.make_response(query)
+            reply.flags |= dns.flags.AD
+            reply.answer.append(dns.rrset.from_text(
+                query.question[0].name, 60, "IN", "SOA", "ns. host. 1 2 3 4 5"))
+            return reply.to_wire()
 
-            def datagram_received(self, data: bytes, addr: object) -> None:
-                query = dns.message.from_wire(data)
-                if query.question[0].rdtype != dns.rdatatype.SOA:
-                    return  # every other name: never answered
-                reply = dns.message.make_response(query)
-                reply.flags |= dns.flags.AD
-                reply.answer.append(dns.rrset.from_text(
-                    query.question[0].name, 60, "IN", "SOA", "ns. host. 1 2 3 4 5"))
-                self.transport.sendto(reply.to_wire(), addr)  # type: ignore[attr-defined]
-
-        server, _ = await loop.create_datagram_endpoint(SoaOnly, local_addr=("127.0.0.1", 0))
+        server, _ = await loop.create_datagram_endpoint(
+            lambda: UdpResponder(soa_only), local_addr=("127.0.0.1", 0))
         client = DnsClient("127.0.0.1", server.get_extra_info("sockname")[1], timeout=0.2,
                            max_in_flight=2)
         try:

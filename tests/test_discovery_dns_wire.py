@@ -27,6 +27,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from discovery_support import UdpResponder
 from tlspolicy.discovery._dnswire import (
     EDNS_PAYLOAD,
     MAX_RECORDS,
@@ -544,14 +545,6 @@ def test_a_truncated_tlsa_reply_is_read_over_tcp_with_the_same_rules(shared: boo
     async def main() -> DnsAnswer:
         loop = asyncio.get_running_loop()
 
-        class Udp(asyncio.DatagramProtocol):
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                self.transport = transport
-
-            def datagram_received(self, data: bytes, addr: object) -> None:
-                reply = _answer_to(data, truncated=True)
-                self.transport.sendto(reply, addr)  # type: ignore[attr-defined]
-
         async def tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             size = int.from_bytes(await reader.readexactly(2))
             reply = _answer_to(await reader.readexactly(size), truncated=False)
@@ -561,7 +554,9 @@ def test_a_truncated_tlsa_reply_is_read_over_tcp_with_the_same_rules(shared: boo
 
         server = await asyncio.start_server(tcp, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        udp, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", port))
+        udp, _ = await loop.create_datagram_endpoint(
+            lambda: UdpResponder(lambda query: _answer_to(query, truncated=True)),
+            local_addr=("127.0.0.1", port))
         try:
             client = DnsClient("127.0.0.1", port, timeout=5.0)
             client._shared_socket = shared  # as for a resolver off the host
@@ -586,18 +581,13 @@ def test_a_reply_that_cannot_be_read_is_an_answer_from_a_resolver_that_is_up() -
     async def main() -> tuple[DnsAnswer, DnsAnswer]:
         loop = asyncio.get_running_loop()
 
-        class Garbled(asyncio.DatagramProtocol):
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                self.transport = transport
-
-            def datagram_received(self, data: bytes, addr: object) -> None:
-                # The query's id and flags of a reply, then bytes that are no question.
-                reply = data[:2] + b"\x81\x80\x00\x01\x00\x00\x00\x00\x00\x00\xff\xff"
-                self.transport.sendto(reply, addr)  # type: ignore[attr-defined]
-
-        garbled, _ = await loop.create_datagram_endpoint(Garbled, local_addr=("127.0.0.1", 0))
-        silent, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
-                                                        local_addr=("127.0.0.1", 0))
+        # The query's id and flags of a reply, then bytes that are no question.
+        garbled, _ = await loop.create_datagram_endpoint(
+            lambda: UdpResponder(lambda query: query[:2] + b"\x81\x80\x00\x01" + bytes(6)
+                                 + b"\xff\xff"),
+            local_addr=("127.0.0.1", 0))
+        silent, _ = await loop.create_datagram_endpoint(
+            lambda: UdpResponder(lambda query: None), local_addr=("127.0.0.1", 0))
         try:
             ports = [t.get_extra_info("sockname")[1] for t in (garbled, silent)]
             got = [await DnsClient("127.0.0.1", p, timeout=0.3).query("a.example", "A")
