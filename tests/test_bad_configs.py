@@ -115,3 +115,24 @@ def test_a_file_name_holding_a_nul_is_a_located_error(
     out = capsys.readouterr()
     assert f"{path}:3: global: option 'tls_ca'" in out.out + out.err
     assert "NUL character" in out.out + out.err
+
+
+def test_lines_inside_a_multi_line_string_are_no_keys() -> None:
+    """A line of a multi-line string that starts like a key (``tls.example.com broke``)
+    does not take the line of the real key after it."""
+    text = ('[global]\ntls = "ifavailable"\n[[domain]]\nname = "a.example"\nreason = """\n'
+            'tls.example.com broke its certificate;\ntls = "no" was tried\n"""\n'
+            'tls = "bogus"\n')
+    with pytest.raises(ConfigError) as info:
+        loads_toml(text, "x.toml")
+    errors = info.value.errors if isinstance(info.value, ConfigErrors) else (info.value,)
+    assert [(e.location.line, e.location.option) for e in errors] == [(9, "tls")]
+
+
+def test_a_header_of_thousands_of_parts_is_refused_without_locating_each() -> None:
+    """Locating every part of such a header cost the square of their number (a 100 KB
+    header took over a minute): past 32 parts it is not located, and the load still
+    reports it."""
+    text = '[global]\ntls = "ifavailable"\n["' + ".".join(["a"] * 20_000) + '"]\nx = 1\n'
+    with pytest.raises(ConfigError, match="unknown top-level key"):
+        loads_toml(text, "x.toml")

@@ -563,6 +563,35 @@ def test_an_address_that_hangs_leaves_time_for_the_next(env: Env) -> None:
     assert fetched.outcome is FetchOutcome.OK and fetched.address == "127.0.0.1"
 
 
+def test_an_address_that_sends_nothing_after_its_handshake_leaves_time_for_the_next(
+        env: Env) -> None:
+    """A TLS terminator that is up while what is behind it hangs: the handshake completes,
+    no response ever comes.  The next address is started after the first has had its
+    share of the time, and its answer is the fetch's."""
+    assert env.web.ca_file is not None and env.web.context is not None
+    context = env.web.context
+
+    async def main() -> PolicyFetch:
+        stop = asyncio.Event()
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await stop.wait()  # handshake done by the server: then nothing
+            writer.close()
+
+        server = await asyncio.start_server(silent, "127.0.0.2", env.web.port, ssl=context)
+        try:
+            return await fetch_policy("ok.secure.test", ["127.0.0.2", "127.0.0.1"],
+                                      port=env.web.port, timeout=4.0,
+                                      context=make_ssl_context(str(env.web.ca_file)))
+        finally:
+            stop.set()
+            server.close()
+            await server.wait_closed()
+
+    fetched = run(main)
+    assert fetched.outcome is FetchOutcome.OK and fetched.address == "127.0.0.1"
+
+
 def test_a_slow_policy_host_with_several_addresses_is_still_fetched(env: Env) -> None:
     """Only connecting is shared out between addresses: a host that connects and then takes
     2 s of the fetch's 3 s to answer is fetched, though a second address is listed."""

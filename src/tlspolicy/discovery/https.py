@@ -97,13 +97,12 @@ def _media_type_ok(value: str | None) -> bool:
 
 
 async def _fetch_one(host: str, address: str, *, port: int, context: ssl.SSLContext,
-                     timeout: float, client: httpx.AsyncClient | None,
-                     connect: float | None = None) -> PolicyFetch:
+                     timeout: float, client: httpx.AsyncClient | None) -> PolicyFetch:
     if client is None:
         # No shared client: one for this fetch alone.
         async with make_client(context) as own:
             return await _fetch_one(host, address, port=port, context=context,
-                                    timeout=timeout, client=own, connect=connect)
+                                    timeout=timeout, client=own)
     import httpx  # the discovery extra, imported at the first fetch (see above)
 
     ip = ipaddress.ip_address(address)
@@ -115,9 +114,7 @@ async def _fetch_one(host: str, address: str, *, port: int, context: ssl.SSLCont
     request = client.build_request(
         "GET", url, headers={"Host": host_header, "Accept-Encoding": "identity",
                              "Connection": "close", "User-Agent": "tlspolicy"},
-        extensions={"sni_hostname": host},
-        # httpx's connect timeout bounds the TLS handshake too.
-        timeout=httpx.Timeout(timeout, connect=timeout if connect is None else connect))
+        extensions={"sni_hostname": host}, timeout=httpx.Timeout(timeout))
     response = await client.send(request, stream=True)
     try:
         if response.status_code != 200:
@@ -166,36 +163,56 @@ async def fetch_policy(domain: str, addresses: Sequence[str], *, port: int = 443
     host = f"mta-sts.{domain}"
     if not addresses:
         return PolicyFetch(FetchOutcome.FETCH_ERROR, detail=f"{host} has no address")
-    last = PolicyFetch(FetchOutcome.FETCH_ERROR, detail="not tried")
-    # One deadline for every address tried: four slow addresses would otherwise take four
-    # times ``timeout``, past the single-flight lock that holds other processes back.
-    # Connecting (TCP and the TLS handshake) has an even share of what is left, so that an
-    # address that hangs leaves time for the next; one that connected may use all of it
-    # (a slow policy host with several addresses is still fetched).
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
     tried = list(dict.fromkeys(addresses))[:4]
-    for index, address in enumerate(tried):
-        left = deadline - loop.time()
-        if left <= 0:
-            break
+
+    async def attempt(address: str) -> tuple[bool, PolicyFetch]:
+        # Whether the address's result decides the fetch (an HTTP answer, or a
+        # certificate that does not validate: the name is what failed), and the result.
         try:
-            async with asyncio.timeout(left):
-                return await _fetch_one(host, address, port=port, context=context,
-                                        timeout=left, connect=left / (len(tried) - index),
-                                        client=client)
-        except TimeoutError:
-            last = PolicyFetch(FetchOutcome.FETCH_ERROR,
-                               detail=f"{host} at {address}: no complete answer within "
-                               f"{timeout:g} s", address=address)
+            return True, await _fetch_one(host, address, port=port, context=context,
+                                          timeout=timeout, client=client)
         except (httpx.HTTPError, OSError, ssl.SSLError, ValueError) as exc:
             bad_certificate = _certificate_error(exc)
             if bad_certificate is not None:
-                return PolicyFetch(FetchOutcome.WEBPKI_INVALID,
-                                   detail=f"{host}: certificate not valid: "
-                                   f"{bad_certificate.verify_message or bad_certificate}",
-                                   address=address)
-            last = PolicyFetch(FetchOutcome.FETCH_ERROR,
-                               detail=f"{host} at {address}: {type(exc).__name__}: {exc}"[:300],
-                               address=address)
-    return last
+                return True, PolicyFetch(
+                    FetchOutcome.WEBPKI_INVALID, address=address,
+                    detail=f"{host}: certificate not valid: "
+                           f"{bad_certificate.verify_message or bad_certificate}")
+            return False, PolicyFetch(
+                FetchOutcome.FETCH_ERROR, address=address,
+                detail=f"{host} at {address}: {type(exc).__name__}: {exc}"[:300])
+
+    # One deadline for the whole fetch: four slow addresses tried one after another would
+    # take four times ``timeout``, past the single-flight lock that holds other processes
+    # back.  The next address is started when the ones before have had an even share of
+    # what is left (or at once when one fails), without stopping them: an address that
+    # hangs leaves time for the next, and a slow one that works may still finish.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last = PolicyFetch(FetchOutcome.FETCH_ERROR, detail="not tried")
+    waiting = list(tried)
+    running: dict[asyncio.Task[tuple[bool, PolicyFetch]], str] = {}
+    try:
+        while (left := deadline - loop.time()) > 0 and (waiting or running):
+            if waiting:
+                address = waiting.pop(0)
+                running[asyncio.ensure_future(attempt(address))] = address
+                left /= len(waiting) + 1
+            done, _ = await asyncio.wait(running, timeout=left,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                del running[task]
+                decides, result = task.result()
+                if decides:
+                    return result
+                last = result
+        for address in running.values():
+            last = PolicyFetch(FetchOutcome.FETCH_ERROR, address=address,
+                               detail=f"{host} at {address}: no complete answer within "
+                                      f"{timeout:g} s")
+        return last
+    finally:
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running)

@@ -20,6 +20,10 @@ _HEADER: Final = re.compile(r"^\s*(\[\[?)([^\[\]#]*)(\]\]?)\s*(?:#.*)?$")
 _KEY: Final = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*[.=]""")
 
 
+#: Parts of a table header past which its tables are not located.
+_MAX_HEADER_PARTS: Final = 32
+
+
 class Lines:
     """Maps table paths and keys of TOML text to line numbers by scanning it.
 
@@ -38,11 +42,22 @@ class Lines:
         self.subtables: dict[tuple[_Path, str], int] = {}
         counters: dict[tuple[_Path, str], int] = {}
         current: _Path = ()
+        # The delimiter of a multi-line string still open: its lines hold no keys.
+        open_string: str | None = None
         # TOML breaks lines at "\n" only (U+2028 or U+0085 in a comment is no line break).
         for number, line in enumerate(text.split("\n"), start=1):
+            if open_string is not None:
+                if line.count(open_string) % 2:
+                    open_string = None
+                continue
             header = _HEADER.match(line)
             if header:
                 names = [n.strip().strip("\"'") for n in header.group(2).split(".")]
+                if len(names) > _MAX_HEADER_PARTS:
+                    # No configuration nests so deep; replaying each part's path would
+                    # cost the square of their number.
+                    current = ((header.group(2), None),)
+                    continue
                 is_array = header.group(1) == "[["
                 path: list[tuple[str, int | None]] = []
                 for i, name in enumerate(names):
@@ -67,6 +82,10 @@ class Lines:
                 name = key.group(1).strip("\"'")
                 self.keys.setdefault((current, name), number)
                 self.folded.setdefault((current, name.lower()), number)
+                for delimiter in ('"""', "'''"):
+                    if line.count(delimiter) % 2:  # a multi-line string opens here
+                        open_string = delimiter
+                        break
 
     def table(self, path: _Path) -> int | None:
         """The header line of the table at ``path``."""
