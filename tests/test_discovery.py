@@ -592,6 +592,63 @@ def test_an_address_that_sends_nothing_after_its_handshake_leaves_time_for_the_n
     assert fetched.outcome is FetchOutcome.OK and fetched.address == "127.0.0.1"
 
 
+def test_a_quick_error_from_a_later_address_does_not_beat_a_working_earlier_one(
+        env: Env) -> None:
+    """The second address answers 404 at once, while the first is still working on its
+    policy: the fetch decides as trying them one after another would, so the first's
+    policy wins (a stale node must not cost the domain its policy)."""
+    assert env.web.ca_file is not None and env.web.context is not None
+    context = env.web.context
+
+    async def main() -> PolicyFetch:
+        async def gone(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
+                         b"Connection: close\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(gone, "127.0.0.2", env.web.port, ssl=context)
+        try:
+            return await fetch_policy("coldslow.secure.test", ["127.0.0.1", "127.0.0.2"],
+                                      port=env.web.port, timeout=3.0,
+                                      context=make_ssl_context(str(env.web.ca_file)))
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    fetched = run(main)
+    assert fetched.outcome is FetchOutcome.OK and fetched.address == "127.0.0.1", fetched
+
+
+def test_an_unexpected_error_at_one_address_fails_that_address_only(
+        env: Env, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A library's fault while fetching from one address (any exception) is logged and
+    counts as that address failing: the other address's policy is still the answer."""
+    from tlspolicy.discovery import https
+
+    real = https._fetch_one
+
+    async def faulty(host: str, address: str, **kwargs: Any) -> PolicyFetch:
+        if address == "127.0.0.2":
+            raise RuntimeError("a fault in a library")
+        return await real(host, address, **kwargs)
+
+    monkeypatch.setattr(https, "_fetch_one", faulty)
+    assert env.web.ca_file is not None
+
+    async def main() -> PolicyFetch:
+        return await fetch_policy("ok.secure.test", ["127.0.0.2", "127.0.0.1"],
+                                  port=env.web.port, timeout=4.0,
+                                  context=make_ssl_context(str(env.web.ca_file)))
+
+    with caplog.at_level(logging.ERROR, "tlspolicy.discovery"):
+        fetched = run(main)
+    assert fetched.outcome is FetchOutcome.OK and fetched.address == "127.0.0.1"
+    assert "failed unexpectedly" in caplog.text
+
+
 def test_a_slow_policy_host_with_several_addresses_is_still_fetched(env: Env) -> None:
     """Only connecting is shared out between addresses: a host that connects and then takes
     2 s of the fetch's 3 s to answer is fetched, though a second address is listed."""

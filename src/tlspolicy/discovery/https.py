@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import ipaddress
+import logging
 import ssl
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
@@ -40,6 +41,8 @@ if not _installed("httpx"):  # pragma: no cover - exercised only without the ext
     raise MissingDependencyError.for_extra("discovery", "httpx", "discovery")
 
 __all__ = ["MAX_POLICY_BYTES", "PolicyFetch", "fetch_policy", "make_client", "make_ssl_context"]
+
+_log = logging.getLogger("tlspolicy.discovery")
 
 #: Largest policy body read (RFC 8461 section 3.3: senders SHOULD limit to 64 KiB).
 MAX_POLICY_BYTES: Final = 64 * 1024
@@ -178,41 +181,75 @@ async def fetch_policy(domain: str, addresses: Sequence[str], *, port: int = 443
                     FetchOutcome.WEBPKI_INVALID, address=address,
                     detail=f"{host}: certificate not valid: "
                            f"{bad_certificate.verify_message or bad_certificate}")
-            return False, PolicyFetch(
-                FetchOutcome.FETCH_ERROR, address=address,
-                detail=f"{host} at {address}: {type(exc).__name__}: {exc}"[:300])
+            return False, _failed_at(host, address, exc)
+        except Exception as exc:  # a fault of a library's: this address fails, not the fetch
+            _log.exception("MTA-STS fetch from %s at %s failed unexpectedly", host, address)
+            return False, _failed_at(host, address, exc)
 
     # One deadline for the whole fetch: four slow addresses tried one after another would
     # take four times ``timeout``, past the single-flight lock that holds other processes
     # back.  The next address is started when the ones before have had an even share of
-    # what is left (or at once when one fails), without stopping them: an address that
-    # hangs leaves time for the next, and a slow one that works may still finish.
+    # what is left (or at once when one fails), without stopping them, so that an address
+    # that hangs leaves time for the next and a slow one that works may still finish.
+    # What decides is what one after another would have given: a policy at once from any
+    # address, else the answer of the first address whose earlier ones all failed.
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    last = PolicyFetch(FetchOutcome.FETCH_ERROR, detail="not tried")
-    waiting = list(tried)
-    running: dict[asyncio.Task[tuple[bool, PolicyFetch]], str] = {}
+    results: dict[int, tuple[bool, PolicyFetch]] = {}
+    running: dict[asyncio.Task[tuple[bool, PolicyFetch]], int] = {}
     try:
-        while (left := deadline - loop.time()) > 0 and (waiting or running):
-            if waiting:
-                address = waiting.pop(0)
-                running[asyncio.ensure_future(attempt(address))] = address
-                left /= len(waiting) + 1
+        while (left := deadline - loop.time()) > 0 and (len(results) + len(running)
+                                                         < len(tried) or running):
+            started = len(results) + len(running)
+            if started < len(tried):
+                running[asyncio.ensure_future(attempt(tried[started]))] = started
+                left /= len(tried) - started
             done, _ = await asyncio.wait(running, timeout=left,
                                          return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                del running[task]
-                decides, result = task.result()
-                if decides:
-                    return result
-                last = result
-        for address in running.values():
-            last = PolicyFetch(FetchOutcome.FETCH_ERROR, address=address,
-                               detail=f"{host} at {address}: no complete answer within "
-                                      f"{timeout:g} s")
-        return last
+                results[running.pop(task)] = task.result()
+            decided = _decided(results, len(tried), final=False)
+            if decided is not None:
+                return decided
+        # The deadline: what still runs had no complete answer, and counts as failed.
+        decided = _decided(results, len(tried), final=True)
+        late = [tried[i] for i in sorted(running.values())]
+        if decided is not None and (decided.outcome is not FetchOutcome.FETCH_ERROR
+                                    or not late):
+            return decided
+        return PolicyFetch(FetchOutcome.FETCH_ERROR, address=late[0] if late else None,
+                           detail=f"{host} at {', '.join(late)}: no complete answer within "
+                                  f"{timeout:g} s" if late else f"{host}: nothing tried")
     finally:
         for task in running:
             task.cancel()
         if running:
             await asyncio.wait(running)
+
+
+def _failed_at(host: str, address: str, exc: BaseException) -> PolicyFetch:
+    return PolicyFetch(FetchOutcome.FETCH_ERROR, address=address,
+                       detail=f"{host} at {address}: {type(exc).__name__}: {exc}"[:300])
+
+
+def _decided(results: dict[int, tuple[bool, PolicyFetch]], count: int, *,
+             final: bool) -> PolicyFetch | None:
+    """What the results of ``count`` addresses decide, as trying them one after another
+    would: a policy from any address at once; else the deciding answer of the first
+    address whose earlier ones all failed; else, when every address failed, the last
+    failure; else ``None`` (an earlier address may still answer).  With ``final``, an
+    address without a result failed (the deadline passed)."""
+    for index in sorted(results):
+        if results[index][1].outcome is FetchOutcome.OK:
+            return results[index][1]
+    last: PolicyFetch | None = None
+    for index in range(count):
+        if index not in results:
+            if not final:
+                return None
+            continue
+        decides, result = results[index]
+        if decides:
+            return result
+        last = result
+    return last
