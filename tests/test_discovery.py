@@ -563,32 +563,40 @@ def test_an_address_that_hangs_leaves_time_for_the_next(env: Env) -> None:
     assert fetched.outcome is FetchOutcome.OK and fetched.address == "127.0.0.1"
 
 
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]]
+
+
+def _fetch_beside(env: Env, handler: Handler, domain: str, addresses: list[str],
+                  timeout: float) -> PolicyFetch:
+    """``fetch_policy`` of ``domain`` at ``addresses``, with a TLS server of the lab's
+    certificates on 127.0.0.2 (the lab's port) answering with ``handler``."""
+    assert env.web.ca_file is not None and env.web.context is not None
+    context, ca_file = env.web.context, str(env.web.ca_file)
+
+    async def main() -> PolicyFetch:
+        server = await asyncio.start_server(handler, "127.0.0.2", env.web.port, ssl=context)
+        try:
+            return await fetch_policy(domain, addresses, port=env.web.port, timeout=timeout,
+                                      context=make_ssl_context(ca_file))
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    return run(main)  # type: ignore[no-any-return]
+
+
 def test_an_address_that_sends_nothing_after_its_handshake_leaves_time_for_the_next(
         env: Env) -> None:
     """A TLS terminator that is up while what is behind it hangs: the handshake completes,
     no response ever comes.  The next address is started after the first has had its
     share of the time, and its answer is the fetch's."""
-    assert env.web.ca_file is not None and env.web.context is not None
-    context = env.web.context
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            # The handshake is done by the server: then nothing, until EOF (a guard's time).
+            await asyncio.wait_for(reader.read(), 10)
+        writer.close()
 
-    async def main() -> PolicyFetch:
-        stop = asyncio.Event()
-
-        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await stop.wait()  # handshake done by the server: then nothing
-            writer.close()
-
-        server = await asyncio.start_server(silent, "127.0.0.2", env.web.port, ssl=context)
-        try:
-            return await fetch_policy("ok.secure.test", ["127.0.0.2", "127.0.0.1"],
-                                      port=env.web.port, timeout=4.0,
-                                      context=make_ssl_context(str(env.web.ca_file)))
-        finally:
-            stop.set()
-            server.close()
-            await server.wait_closed()
-
-    fetched = run(main)
+    fetched = _fetch_beside(env, silent, "ok.secure.test", ["127.0.0.2", "127.0.0.1"], 4.0)
     assert fetched.outcome is FetchOutcome.OK and fetched.address == "127.0.0.1"
 
 
@@ -597,27 +605,15 @@ def test_a_quick_error_from_a_later_address_does_not_beat_a_working_earlier_one(
     """The second address answers 404 at once, while the first is still working on its
     policy: the fetch decides as trying them one after another would, so the first's
     policy wins (a stale node must not cost the domain its policy)."""
-    assert env.web.ca_file is not None and env.web.context is not None
-    context = env.web.context
+    async def gone(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
+                     b"Connection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
 
-    async def main() -> PolicyFetch:
-        async def gone(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
-                         b"Connection: close\r\n\r\n")
-            await writer.drain()
-            writer.close()
-
-        server = await asyncio.start_server(gone, "127.0.0.2", env.web.port, ssl=context)
-        try:
-            return await fetch_policy("coldslow.secure.test", ["127.0.0.1", "127.0.0.2"],
-                                      port=env.web.port, timeout=3.0,
-                                      context=make_ssl_context(str(env.web.ca_file)))
-        finally:
-            server.close()
-            await server.wait_closed()
-
-    fetched = run(main)
+    fetched = _fetch_beside(env, gone, "coldslow.secure.test", ["127.0.0.1", "127.0.0.2"],
+                            3.0)
     assert fetched.outcome is FetchOutcome.OK and fetched.address == "127.0.0.1", fetched
 
 
