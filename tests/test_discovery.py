@@ -615,20 +615,59 @@ def test_a_quick_error_from_a_later_address_does_not_beat_a_working_earlier_one(
     fetched = _fetch_beside(env, gone, "coldslow.secure.test", ["127.0.0.1", "127.0.0.2"],
                             3.0)
     assert fetched.outcome is FetchOutcome.OK and fetched.address == "127.0.0.1", fetched
+    # The first address has not finished at the deadline: it failed, and the second's
+    # answer is the fetch's (not "no complete answer" at the first).
+    fetched = _fetch_beside(env, gone, "slow.secure.test", ["127.0.0.1", "127.0.0.2"], 1.5)
+    assert fetched.outcome is FetchOutcome.FETCH_ERROR and fetched.address == "127.0.0.2"
+    assert "HTTP 404" in fetched.detail, fetched
 
 
+def test_a_fetch_cancelled_twice_ends_every_attempt_first(env: Env) -> None:
+    """However often the caller cancels, no attempt is left running when it resumes (a
+    discovery closing its shared client next must not close it under one)."""
+    assert env.web.ca_file is not None and env.web.context is not None
+    context, ca_file = env.web.context, str(env.web.ca_file)
+
+    async def main() -> list[asyncio.Task[Any]]:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+
+        server = await asyncio.start_server(silent, "127.0.0.2", env.web.port, ssl=context)
+        try:
+            fetch = asyncio.ensure_future(fetch_policy(
+                "slow.secure.test", ["127.0.0.1", "127.0.0.2"], port=env.web.port,
+                timeout=4.0, context=make_ssl_context(ca_file)))
+            await asyncio.sleep(2.5)  # both addresses under way
+            fetch.cancel()
+            await asyncio.sleep(0)
+            fetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetch
+            return [t for t in asyncio.all_tasks()  # the fetch's attempts still running
+                    if getattr(t.get_coro(), "__qualname__", "").endswith(".attempt")]
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert run(main) == []
+
+
+@pytest.mark.parametrize("fault", [RuntimeError, asyncio.CancelledError])
 def test_an_unexpected_error_at_one_address_fails_that_address_only(
-        env: Env, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
-    """A library's fault while fetching from one address (any exception) is logged and
-    counts as that address failing: the other address's policy is still the answer."""
+        env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        fault: type[BaseException]) -> None:
+    """A library's fault while fetching from one address (any exception, a cancellation
+    of that attempt alone included) counts as that address failing: the other address's
+    policy is still the answer."""
     from tlspolicy.discovery import https
 
     real = https._fetch_one
 
     async def faulty(host: str, address: str, **kwargs: Any) -> PolicyFetch:
         if address == "127.0.0.2":
-            raise RuntimeError("a fault in a library")
+            raise fault("a fault in a library")
         return await real(host, address, **kwargs)
 
     monkeypatch.setattr(https, "_fetch_one", faulty)
@@ -642,7 +681,7 @@ def test_an_unexpected_error_at_one_address_fails_that_address_only(
     with caplog.at_level(logging.ERROR, "tlspolicy.discovery"):
         fetched = run(main)
     assert fetched.outcome is FetchOutcome.OK and fetched.address == "127.0.0.1"
-    assert "failed unexpectedly" in caplog.text
+    assert ("failed unexpectedly" in caplog.text) is (fault is RuntimeError)
 
 
 def test_a_slow_policy_host_with_several_addresses_is_still_fetched(env: Env) -> None:

@@ -161,6 +161,8 @@ async def fetch_policy(domain: str, addresses: Sequence[str], *, port: int = 443
     ``client`` (from :func:`make_client` over the same ``context``) is shared by the
     caller's fetches; without it, the fetch makes its own.
     """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout  # before the first fetch's import, which blocks
     import httpx  # the discovery extra, imported at the first fetch (see above)
 
     host = f"mta-sts.{domain}"
@@ -172,8 +174,11 @@ async def fetch_policy(domain: str, addresses: Sequence[str], *, port: int = 443
         # Whether the address's result decides the fetch (an HTTP answer, or a
         # certificate that does not validate: the name is what failed), and the result.
         try:
+            # httpx's own timeouts end at the deadline too: ending the attempt from
+            # outside in the TLS handshake would leave its socket to the collector.
             return True, await _fetch_one(host, address, port=port, context=context,
-                                          timeout=timeout, client=client)
+                                          timeout=max(deadline - loop.time(), 0.001),
+                                          client=client)
         except (httpx.HTTPError, OSError, ssl.SSLError, ValueError) as exc:
             bad_certificate = _certificate_error(exc)
             if bad_certificate is not None:
@@ -193,8 +198,6 @@ async def fetch_policy(domain: str, addresses: Sequence[str], *, port: int = 443
     # that hangs leaves time for the next and a slow one that works may still finish.
     # What decides is what one after another would have given: a policy at once from any
     # address, else the answer of the first address whose earlier ones all failed.
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
     results: dict[int, tuple[bool, PolicyFetch]] = {}
     running: dict[asyncio.Task[tuple[bool, PolicyFetch]], int] = {}
     try:
@@ -207,24 +210,37 @@ async def fetch_policy(domain: str, addresses: Sequence[str], *, port: int = 443
             done, _ = await asyncio.wait(running, timeout=left,
                                          return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                results[running.pop(task)] = task.result()
+                index = running.pop(task)
+                if task.cancelled():
+                    # Cancelled from elsewhere: its address failed, not the fetch.
+                    results[index] = (False, _failed_at(host, tried[index],
+                                                        asyncio.CancelledError()))
+                else:
+                    results[index] = task.result()
             decided = _decided(results, len(tried), final=False)
             if decided is not None:
-                return decided
+                return decided[1]
         # The deadline: what still runs had no complete answer, and counts as failed.
         decided = _decided(results, len(tried), final=True)
         late = [tried[i] for i in sorted(running.values())]
-        if decided is not None and (decided.outcome is not FetchOutcome.FETCH_ERROR
-                                    or not late):
-            return decided
+        if decided is not None and (decided[0] or not late):
+            return decided[1]
         return PolicyFetch(FetchOutcome.FETCH_ERROR, address=late[0] if late else None,
                            detail=f"{host} at {', '.join(late)}: no complete answer within "
                                   f"{timeout:g} s" if late else f"{host}: nothing tried")
     finally:
         for task in running:
             task.cancel()
-        if running:
-            await asyncio.wait(running)
+        cancelled = False
+        while running:
+            # Every attempt ends before the fetch does, however often it is cancelled.
+            try:
+                await asyncio.shield(asyncio.wait(running))
+            except asyncio.CancelledError:
+                cancelled = True
+            running = {task: i for task, i in running.items() if not task.done()}
+        if cancelled:
+            raise asyncio.CancelledError
 
 
 def _failed_at(host: str, address: str, exc: BaseException) -> PolicyFetch:
@@ -233,23 +249,22 @@ def _failed_at(host: str, address: str, exc: BaseException) -> PolicyFetch:
 
 
 def _decided(results: dict[int, tuple[bool, PolicyFetch]], count: int, *,
-             final: bool) -> PolicyFetch | None:
+             final: bool) -> tuple[bool, PolicyFetch] | None:
     """What the results of ``count`` addresses decide, as trying them one after another
-    would: a policy from any address at once; else the deciding answer of the first
-    address whose earlier ones all failed; else, when every address failed, the last
-    failure; else ``None`` (an earlier address may still answer).  With ``final``, an
-    address without a result failed (the deadline passed)."""
+    would, and whether it is a deciding answer: a policy from any address at once; else
+    the deciding answer of the first address whose earlier ones all failed; else, when
+    every address failed, the last failure; else ``None`` (an earlier address may still
+    answer).  With ``final``, an address without a result failed (the deadline passed)."""
     for index in sorted(results):
         if results[index][1].outcome is FetchOutcome.OK:
-            return results[index][1]
-    last: PolicyFetch | None = None
+            return results[index]
+    last: tuple[bool, PolicyFetch] | None = None
     for index in range(count):
         if index not in results:
             if not final:
                 return None
             continue
-        decides, result = results[index]
-        if decides:
-            return result
-        last = result
+        if results[index][0]:
+            return results[index]
+        last = results[index]
     return last
