@@ -13,6 +13,7 @@ from ._common import EXIT_ERROR, EXIT_FOUND, EXIT_OK
 
 __all__ = ["register"]
 
+
 def _cmd_shadow_report(args: argparse.Namespace) -> int:
     # A regular file of bounded size (FileReadError, printed with its name, otherwise).
     text = read_regular_text(args.report, what="shadow report")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib import resources
 from typing import Final
 
+import tomli_w
+
 from ..scopes import Config
 from .toml import loads_toml
 
@@ -40,10 +42,9 @@ def example_files(directory: str) -> dict[str, bytes]:
 
 
 def _in_basic_string(text: str) -> str:
-    return "".join(
-        "\\\\" if c == "\\" else '\\"' if c == '"'
-        else f"\\u{ord(c):04x}" if c < " " or c == "\x7f" else c
-        for c in text)
+    # tomli_w writes a string as a TOML basic string: its body is what stands between
+    # the quotes of ``s = "..."``.
+    return tomli_w.dumps({"s": text})[len('s = "'):-len('"\n')]
 
 
 def example_text() -> str:

@@ -295,12 +295,6 @@ class Connection(asyncio.Protocol):
             task.cancel()
 
     @property
-    def sent_eof(self) -> bool:
-        """Whether the client has said it sends no more (Postfix never does while it
-        waits for an answer)."""
-        return self._eof
-
-    @property
     def waiting(self) -> bool:
         """Whether an answer of this connection's is being computed."""
         return self._waiting

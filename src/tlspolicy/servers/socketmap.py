@@ -256,7 +256,7 @@ class SocketmapServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         # Open connections, longest idle (oldest last complete request) first; of them,
         # those waiting for no answer in the same order, and those whose client sent EOF:
-        # the first closed to make room (see _victim).
+        # the first closed to make room (see EvictionOrder).
         self._order = EvictionOrder()
         self._conns = self._order.all
         # Each client's own, when clients have a limit of their own.
