@@ -399,6 +399,23 @@ def test_toml_nested_past_the_parsers_recursion_is_a_located_error() -> None:
     assert "nested too deeply" in str(errors[0]) and errors[0].location.file == "exp.toml"
 
 
+def test_a_byte_order_mark_is_read_as_by_the_configuration_loader() -> None:
+    expectations = loads_expectations('\ufeff[[case]]\ndomain = "a.example"\ntls = "no"\n'
+                                      'plan = "skip"\n', "exp.toml")
+    assert [case.domain for case in expectations.cases] == ["a.example"]
+    errors = located('\ufeff[[case]]\ndomain = "a.example"\nplan = "go"\n')
+    assert errors[0].location.line == 3
+
+
+def test_lines_inside_multi_line_strings_and_odd_line_breaks_do_not_move_lines() -> None:
+    # "[[case]]" at a line's start inside a multi-line string is no case, and U+0085 or
+    # U+2028 in a comment is no line break (TOML breaks lines at "\n" only).
+    text = ('[[case]]\nname = """\n[[case]]\n"""\ndomain = "a.example"\n'
+            '# a\x85b\u2028c\nplan = "go"\n')
+    errors = located(text)
+    assert [(e.location.line, e.location.option) for e in errors] == [(7, "plan")]
+
+
 def test_file_level_errors() -> None:
     errors = located('confg = "x.toml"\n[[case]]\ndomain = "a"\ntls = "no"\n')
     assert errors[0].location.line == 1 and "did you mean 'config'" in str(errors[0])

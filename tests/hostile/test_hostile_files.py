@@ -190,3 +190,25 @@ def test_expectation_file_fifo(fifo: Path) -> None:
 
     error = _error(load_expectations, fifo)
     assert "not a regular file" in str(error)
+
+
+def test_expectation_key_of_thousands_of_parts() -> None:
+    # The standard library's TOML parser took about a minute and gigabytes over this
+    # 100 KB line; expectation files are parsed as configurations are now.
+    from tlspolicy.policytests import loads_expectations
+
+    text = '[[case]]\ndomain = "a.example"\n' + ".".join(["a"] * 50_000) + " = 1\n"
+    error = _error(loads_expectations, text, "exp.toml")
+    assert "nested too deeply" in str(error) and error.location.file == "exp.toml"
+
+
+def test_expectation_keys_under_a_header_of_many_parts() -> None:
+    # Each key under a header is located by its path's prefixes: past the first parts
+    # they are not, so this file's keys cost no square of the header's parts.
+    from tlspolicy.policytests import loads_expectations
+
+    header = "[" + ".".join(["case"] + ["b"] * 900) + "]\n"
+    text = '[[case]]\ndomain = "a.example"\ntls = "no"\n' + header + "".join(
+        f"c{i} = 1\n" for i in range(5000))
+    error = _error(loads_expectations, text, "exp.toml")
+    assert error.location.file == "exp.toml"

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Final
 
-__all__ = ["Lines", "TablePath"]
+__all__ = ["Lines", "TablePath", "code_lines"]
 
 #: A table's place: each name, with its index in an array of tables (else None).
 TablePath = tuple[tuple[str, int | None], ...]
@@ -20,8 +21,30 @@ _HEADER: Final = re.compile(r"^\s*(\[\[?)([^\[\]#]*)(\]\]?)\s*(?:#.*)?$")
 _KEY: Final = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*[.=]""")
 
 
-#: Parts of a table header past which its tables are not located.
-_MAX_HEADER_PARTS: Final = 32
+#: Parts of a table header (or a dotted key) past which it is not located.
+MAX_LOCATED_PARTS: Final = 32
+
+
+def code_lines(text: str) -> Iterator[tuple[int, str]]:
+    """Each line of TOML ``text`` with its number, but for the lines inside a multi-line
+    string opened on a key's line: those hold no headers or keys, whatever they look like.
+
+    TOML breaks lines at "\\n" only (U+2028 or U+0085 in a comment is no line break), so
+    the numbers are those of the parser's messages.
+    """
+    # The delimiter of a multi-line string still open.
+    open_string: str | None = None
+    for number, line in enumerate(text.split("\n"), start=1):
+        if open_string is not None:
+            if line.count(open_string) % 2:
+                open_string = None
+            continue
+        yield number, line
+        if _KEY.match(line):
+            for delimiter in ('"""', "'''"):
+                if line.count(delimiter) % 2:  # a multi-line string opens here
+                    open_string = delimiter
+                    break
 
 
 class Lines:
@@ -42,18 +65,11 @@ class Lines:
         self.subtables: dict[tuple[_Path, str], int] = {}
         counters: dict[tuple[_Path, str], int] = {}
         current: _Path = ()
-        # The delimiter of a multi-line string still open: its lines hold no keys.
-        open_string: str | None = None
-        # TOML breaks lines at "\n" only (U+2028 or U+0085 in a comment is no line break).
-        for number, line in enumerate(text.split("\n"), start=1):
-            if open_string is not None:
-                if line.count(open_string) % 2:
-                    open_string = None
-                continue
+        for number, line in code_lines(text):
             header = _HEADER.match(line)
             if header:
                 names = [n.strip().strip("\"'") for n in header.group(2).split(".")]
-                if len(names) > _MAX_HEADER_PARTS:
+                if len(names) > MAX_LOCATED_PARTS:
                     # No configuration nests so deep; replaying each part's path would
                     # cost the square of their number.
                     current = ((header.group(2), None),)
@@ -82,10 +98,6 @@ class Lines:
                 name = key.group(1).strip("\"'")
                 self.keys.setdefault((current, name), number)
                 self.folded.setdefault((current, name.lower()), number)
-                for delimiter in ('"""', "'''"):
-                    if line.count(delimiter) % 2:  # a multi-line string opens here
-                        open_string = delimiter
-                        break
 
     def table(self, path: _Path) -> int | None:
         """The header line of the table at ``path``."""

@@ -8,18 +8,20 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 from ..errors import (
     ConfigError,
     ConfigErrors,
+    ConfigSyntaxError,
     FileReadError,
     Location,
     PolicyInputError,
 )
 from ..formats.files import read_regular_text
+from ..formats.toml import parse_toml
+from ..formats.toml_lines import MAX_LOCATED_PARTS, code_lines
 from ..names import normalise_domain
 from ..options import Options, OptionSpec, Tls, TlsVerify, option_spec
 from ..outcomes import Action, Observation, Verification
@@ -88,7 +90,7 @@ def _split_key(text: str) -> list[str]:
 class _Lines:
     """Line numbers of case tables and key paths, found by scanning the text.
 
-    ``tomllib`` keeps no positions, so headers are replayed as in the
+    The TOML parser keeps no positions, so headers are replayed as in the
     configuration reader: the n-th ``[[case]]`` starts case n, and a
     ``[case.inputs]`` header or a dotted key ``outcome.handshake-failed``
     inside it extends the path.  Keys inside inline tables share the line of
@@ -100,11 +102,15 @@ class _Lines:
         self.keys: dict[tuple[int | None, str], int] = {}
         case: int | None = None
         prefix: list[str] = []
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in code_lines(text):
             header = _HEADER.match(line)
             if header:
                 names = _split_key(header.group(2))
-                if header.group(1) == "[[" and names == ["case"]:
+                if len(names) > MAX_LOCATED_PARTS:
+                    # No expectation nests so deep; locating each of its keys would
+                    # cost the square of the parts.  What is under it is not located.
+                    case, prefix = None, [header.group(2)]
+                elif header.group(1) == "[[" and names == ["case"]:
                     self.cases.append(number)
                     case = len(self.cases) - 1
                     prefix = []
@@ -117,7 +123,10 @@ class _Lines:
             key = _DOTTED_KEY.match(line)
             if key:
                 path = [*prefix, *_split_key(key.group(1))]
-                for depth in range(1, len(path) + 1):
+                # Each prefix of the path is a key of its own: past MAX_LOCATED_PARTS
+                # parts not located, as a line's thousands of parts would cost the
+                # square of their number.
+                for depth in range(1, min(len(path), MAX_LOCATED_PARTS) + 1):
                     self.keys.setdefault((case, ".".join(path[:depth])), number)
 
     def case_line(self, index: int) -> int | None:
@@ -132,7 +141,6 @@ class _Lines:
 
 # ---------------------------------------------------------------- reading
 
-_TOML_POS: Final = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
 class _CaseReader:
@@ -554,21 +562,13 @@ def loads_expectations(text: str, filename: str = "<string>",
     the directory of ``filename``).  Raises :class:`ExpectationError` or
     :class:`~tlspolicy.errors.ConfigErrors` listing several.
     """
+    # Read as every TOML file of the package is read (a byte order mark dropped, errors
+    # with the parser's line), so a file the configuration loader reads is read here.
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        pos = _TOML_POS.search(str(exc))
-        message = _TOML_POS.sub("", str(exc)).strip()
-        raise ExpectationSyntaxError(
-            f"not valid TOML: {message}",
-            Location(file=filename, line=int(pos.group(1)) if pos else None,
-                     column=int(pos.group(2)) if pos else None)) from None
-    except ValueError:  # int()'s 4,300-digit limit, met inside tomllib
-        raise ExpectationSyntaxError("not valid TOML: a number too large to read",
-                                     Location(file=filename)) from None
-    except RecursionError:  # arrays or inline tables nested thousands deep
-        raise ExpectationSyntaxError("not valid TOML: arrays or tables nested too deeply",
-                                     Location(file=filename)) from None
+        data = parse_toml(text, filename)
+    except ConfigSyntaxError as exc:
+        raise ExpectationSyntaxError(exc.message, exc.location) from None
+    text = text.removeprefix("\ufeff")
     lines = _Lines(text)
     errors: list[ConfigError] = []
     if base_dir is None:
