@@ -192,6 +192,42 @@ def test_parent_and_catch_all_routes(tmp_path: Path) -> None:
         "OK verify match=hostname:nexthop protocols=>=TLSv1.2:<=TLSv1.2"
 
 
+FLOORS = """\
+[global]
+tls = "ifavailable"
+
+[[floor]]
+name = "partner.test"
+tls = "required"
+tls_verify = "host"
+reason = "contract"
+
+[[floor]]
+name = "/(^|\\\\.)bank\\\\.test$/"
+tls = "required"
+reason = "banks"
+"""
+
+
+def test_catch_all_and_parent_routes_carry_the_floors(tmp_path: Path) -> None:
+    # No stanza names the floors' domains: a relay carrying every domain still carries
+    # the partner's and the banks' mail, which no binding may weaken (SEMANTICS 7).
+    lookup = lookup_for(tmp_path, FLOORS, "* smtp:[smart.test]:587\n")
+    assert lookup("default", "[smart.test]:587").to_text() == \
+        "OK verify match=hostname:nexthop"
+    # A parent route covering the exact floor, and one the regex floor may match.
+    lookup = lookup_for(tmp_path, FLOORS, ".test smtp:[relay.test]:25\n")
+    assert lookup("default", "[relay.test]:25").to_text() == \
+        "OK verify match=hostname:nexthop"
+    lookup = lookup_for(tmp_path, FLOORS.split("[[floor]]\nname = \"partner")[0]
+                        + FLOORS.split("reason = \"contract\"\n")[1],
+                        ".other smtp:[relay.test]:25\n")
+    assert lookup("default", "[relay.test]:25").to_text() == "OK encrypt"
+    # A route of one exact domain no floor names keeps that domain's answer.
+    lookup = lookup_for(tmp_path, FLOORS, "plain.test smtp:[relay.test]:25\n")
+    assert lookup("default", "[relay.test]:25").to_text() == "OK may"
+
+
 def test_unordered_options_that_differ_are_a_load_time_error(tmp_path: Path) -> None:
     config = CONFIG + '\n[[domain]]\nname = "c.test"\ntls_ca = "/etc/ca-c.pem"\n'
     with pytest.raises(NextHopConflictError) as info:

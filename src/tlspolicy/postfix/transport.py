@@ -31,8 +31,9 @@ from ..options import (
     TlsVerify,
 )
 from ..resolver import Resolver
+from ..resolver.floors import raise_to_floors
 from ..scopes import Config, DomainScope
-from ..scopes.models import scope_path
+from ..scopes.models import floor_path, scope_path
 from .keys import PostfixKeyError, parse_postfix_key
 from .levels import (
     PostfixWarning,
@@ -349,8 +350,9 @@ def _route_candidates(resolver: Resolver, binding: str, route: TransportRoute,
     """Every set of effective values mail of ``route`` can get through ``binding``.
 
     An exact domain has one; a parent route or ``*`` has one per exact stanza
-    it covers, one for any other name, and one per regex stanza (whether a
-    pattern matches some covered name is not decided, so each counts).  Exact
+    or floor it covers, one for any other name, and one per regex stanza or
+    floor (whether a pattern matches some covered name is not decided, so each
+    counts).  Exact
     stanzas in ``displaced`` (domains a whole-domain route sends elsewhere) are
     not covered by a parent route or ``*``, unless the route is a fallback relay.
     """
@@ -373,6 +375,23 @@ def _route_candidates(resolver: Resolver, binding: str, route: TransportRoute,
             found.append((spath, values, sources))
             continue
         key = stanza.name.key
+        if key in displaced and not route.fallback:
+            continue
+        if route.domain == "*" or key.endswith(f".{route.domain}"):
+            values, sources = resolver.effective(key, binding)
+            found.append((key, values, sources))
+    # Floors raise names no stanza names (SEMANTICS 7: no binding can weaken them), so
+    # each floor the route may carry counts too: an exact one as that name's values, a
+    # regex one as any other name's raised to it (whether its pattern matches a routed
+    # name is not decided, as for regex stanzas).
+    for floor in config.floors:
+        if floor.name.kind is DomainKind.REGEX:
+            values, sources = resolver.effective(any_name, binding)
+            values, sources = dict(values), dict(sources)
+            raise_to_floors(values, sources, (floor,))
+            found.append((floor_path(floor.name.text), values, sources))
+            continue
+        key = floor.name.key
         if key in displaced and not route.fallback:
             continue
         if route.domain == "*" or key.endswith(f".{route.domain}"):
