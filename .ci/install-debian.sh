@@ -2,6 +2,7 @@
 # Install every Debian package the tests and checks use, with one apt-get install:
 #
 #   postfix                      the real-Postfix tests (receiving, sending, postmap, postconf)
+#   postfix-pcre                 postmap reading the exported pcre tables
 #   openssl                      the CA made with `openssl req -x509` defaults (certs_support.py)
 #   nsd unbound ldnsutils        signed DNS on loopback (discovery, DANE, TLS-RPT)
 #   redis-server                 the shared discovery store
@@ -22,7 +23,7 @@ here=$(dirname "$0")
 echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 
 sh "$here/apt-install.sh" install-debian \
-    postfix openssl nsd unbound ldnsutils redis-server chromium systemd postgresql \
+    postfix postfix-pcre openssl nsd unbound ldnsutils redis-server chromium systemd postgresql \
     iproute2 util-linux mount
 
 # Debian's "No configuration" install leaves no /etc/postfix/main.cf, and postconf (which

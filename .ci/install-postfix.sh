@@ -1,5 +1,5 @@
 #!/bin/sh
-# Install Debian's postfix for the real-Postfix tests, without prompts.
+# Install Debian's postfix (and its pcre map type) for the real-Postfix tests, without prompts.
 #
 # Idempotent: does nothing when postfix and postmap are already installed.
 # Must run as root on a Debian-like system. The package's own service start may
@@ -8,7 +8,8 @@
 set -eu
 
 if command -v postfix >/dev/null 2>&1 && command -v postmap >/dev/null 2>&1 \
-    && dpkg-query -W -f='${Status}' postfix 2>/dev/null | grep -q 'install ok installed'; then
+    && dpkg-query -W -f='${Status}' postfix 2>/dev/null | grep -q 'install ok installed' \
+    && dpkg-query -W -f='${Status}' postfix-pcre 2>/dev/null | grep -q 'install ok installed'; then
     echo "install-postfix: postfix already installed: $(postconf -d -h mail_version 2>/dev/null || echo '?')"
     [ -e /etc/postfix/main.cf ] || : > /etc/postfix/main.cf  # see the end of this script
     exit 0
@@ -23,7 +24,7 @@ fi
 # own; the tests configure private instances.
 echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 
-sh "$(dirname "$0")/apt-install.sh" install-postfix postfix
+sh "$(dirname "$0")/apt-install.sh" install-postfix postfix postfix-pcre
 
 command -v postfix >/dev/null 2>&1 || { echo "install-postfix: postfix missing after install" >&2; exit 1; }
 command -v postmap >/dev/null 2>&1 || { echo "install-postfix: postmap missing after install" >&2; exit 1; }

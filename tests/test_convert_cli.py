@@ -67,8 +67,12 @@ def test_convert_postfix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     # The partner floors raise the marketing group's unverified answers.
     assert ("payroll-partner.example\tverify match=hostname:nexthop "
             "tafile=/etc/tlspolicy/ca/payroll-partner.pem protocols=>=TLSv1.2\n") in out
-    assert pcre.read_text() == ("/(^|\\.)bank\\.example$/\tverify match=hostname:nexthop "
-                                "tafile=/etc/tlspolicy/ca/bank-root.pem protocols=>=TLSv1.2\n")
+    # The regex lines stand inside a guard that keeps Postfix's ".parent" lookups out.
+    assert pcre.read_text().splitlines()[1:] == [
+        "if !/^\\./",
+        "/(^|\\.)bank\\.example$/\tverify match=hostname:nexthop "
+        "tafile=/etc/tlspolicy/ca/bank-root.pem protocols=>=TLSv1.2",
+        "endif"]
     assert "what Postfix cannot express:" in err and "use_mta_sts" in err
     assert "--pcre-output" not in err
 

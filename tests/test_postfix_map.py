@@ -169,7 +169,8 @@ def test_entries_of_a_binding() -> None:
     table = render_policy_table(entries)
     assert "own.example\tencrypt\n" in table and "/" not in table.split("\n", 2)[2]
     pcre = render_pcre_table(entries)
-    assert pcre.splitlines()[0] == "/\\.bank\\.example$/\tencrypt"
+    assert pcre.splitlines()[1] == "if !/^\\./"  # the guard against ".parent" lookups
+    assert pcre.splitlines()[2] == "/\\.bank\\.example$/\tencrypt"
     text = render_warnings(warnings)
     assert "only regex stanza matching" in text
 

@@ -32,6 +32,7 @@ __all__ = [
     "canonical_ip",
     "never_matching_char",
     "normalise_domain",
+    "unicode_form",
 ]
 
 MAX_NAME_OCTETS: Final = 253
@@ -84,6 +85,19 @@ def normalise_domain(name: str) -> str:
     underscores) nor an IP address.
     """
     return _normalise(name, True)
+
+
+def unicode_form(name: str) -> str | None:
+    """The U-label spelling of a name in comparison form that holds A-labels
+    (``xn--bcher-kva.example`` is ``bücher.example``), else ``None``: what a mail system
+    that keeps addresses in UTF-8 (SMTPUTF8) looks up for the same domain."""
+    if "xn--" not in name or name.startswith("["):
+        return None
+    try:
+        text: str = idna.decode(name)
+    except (idna.IDNAError, UnicodeError):
+        return None
+    return text if text != name else None
 
 
 def _normalise(name: str, fast: bool) -> str:

@@ -53,8 +53,6 @@ REVIEWED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
     ("tlspolicy.postfix.mapping", "_CIPHER_NAME"): ("fullmatch", ("a", "+", ".")),
     ("tlspolicy.postfix.mapping", "_BAD_VALUE"): ("search", ("a",)),
     ("tlspolicy.postfix.mapping", "_CIPHER_SEPARATORS"): ("split", (":", ", ", "a:")),
-    ("tlspolicy.postfix.tables", "_NOT_PCRE_LINE"): ("search", ("a",)),
-    ("tlspolicy.postfix.tables", "_UNESCAPED_UPPER"): ("search", ("\\A", "\\", "a")),
     ("tlspolicy.formats.lint", "_META"): ("match", ("a",)),
     ("tlspolicy.postfix.replies", "_FORBIDDEN_IN_TEXT"): ("sub", ("a",)),
     ("tlspolicy.postfix.keys", "_PLAIN_KEY"): (

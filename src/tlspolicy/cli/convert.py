@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -19,7 +20,13 @@ from ..formats.ecelerity import dumps_ecelerity, ecelerity_export_losses
 from ..formats.kumomta import dumps_kumomta, kumomta_shaping
 from ..formats.toml import dumps_toml
 from ..postfix.levels import PostfixWarning
-from ..postfix.tables import EntryKind, postfix_entries, render_pcre_table, render_policy_table
+from ..postfix.tables import (
+    CASE_LOSS,
+    EntryKind,
+    postfix_entries,
+    render_pcre_table,
+    render_policy_table,
+)
 from ..resolver import Resolver
 from ..scopes import Config, config_at
 from ._common import (
@@ -73,7 +80,7 @@ def _file_name(binding: str) -> str:
     # The binding name becomes a file name; one that would leave the directory, or
     # hide, is refused rather than rewritten (two bindings must never share a file).
     if (not binding or binding.startswith(".") or "/" in binding or "\\" in binding
-            or "\0" in binding):
+            or any(unicodedata.category(c) == "Cc" for c in binding)):
         raise UsageError(f"binding {binding!r} cannot be a file name; write it on its own "
                          "with --binding")
     return binding
@@ -94,13 +101,26 @@ def _postfix(config: Config, args: argparse.Namespace, out: TextIO) -> None:
             "standard output) or --output-dir DIR (one table per binding); bindings: "
             + ", ".join(every))
     warnings: list[PostfixWarning] = []
+    tables = {name: postfix_entries(config, name) for name in names}
+    for _entries, found in tables.values():
+        warnings += found
+    unwritten = [w for w in warnings if w.code == CASE_LOSS]
+    if unwritten:
+        where = ", ".join(f'binding "{w.binding}" > {w.key} ({w.source})' for w in unwritten)
+        if not args.accept_loss:
+            # Nothing is written: Postfix would match those patterns against other names.
+            raise ConversionLoss(
+                f"regex domain entries whose pattern can match an upper-case letter cannot "
+                f"be written for Postfix, which matches pcre tables case-insensitively "
+                f"({where}); write the pattern in lower case, or pass --accept-loss to "
+                "write the tables without them")
+        warn(f"regex domain entries left out (--accept-loss): {where}")
     if args.output_dir:
         # Every name is checked before anything is written.
         bases = {name: os.path.join(args.output_dir, _file_name(name)) for name in names}
         os.makedirs(args.output_dir, exist_ok=True)
         for name, base in bases.items():
-            entries, found = postfix_entries(config, name)
-            warnings += found
+            entries, _found = tables[name]
             _write(f"{base}.policy", render_policy_table(entries))
             written = [f"{base}.policy"]
             pcre = render_pcre_table(entries)
@@ -110,8 +130,7 @@ def _postfix(config: Config, args: argparse.Namespace, out: TextIO) -> None:
             out.write(f'binding "{name}": {", ".join(written)}\n')
     else:
         [name] = names
-        entries, warnings_found = postfix_entries(config, name)
-        warnings += warnings_found
+        entries, _found = tables[name]
         dropped = [e for e in entries if e.kind is EntryKind.REGEX]
         if dropped and not args.pcre_output:
             stanzas = ", ".join(e.source for e in dropped)
@@ -182,9 +201,10 @@ def register(sub: Any) -> None:
                          help="postfix, one binding: write its regex domain entries to FILE as "
                               "a pcre table")
     convert.add_argument("--accept-loss", action="store_true",
-                         help="postfix, one binding on standard output: write the table even "
-                              "though its regex domain entries are left out (without "
-                              "--pcre-output they are refused: exit 1, nothing written)")
+                         help="postfix: write the tables even though regex domain entries "
+                              "are left out: all of them on standard output without "
+                              "--pcre-output, and those whose pattern can match an "
+                              "upper-case letter (otherwise refused: exit 1, nothing written)")
     convert.add_argument("--verbose", "-v", action="store_true",
                          help="postfix: list every entry Postfix cannot express exactly, not "
                               "a summary by kind")

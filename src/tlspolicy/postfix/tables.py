@@ -11,7 +11,7 @@ the tables (:func:`render_policy_table`, :func:`render_pcre_table`,
 from __future__ import annotations
 
 import enum
-import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Final
 
@@ -22,14 +22,16 @@ from ..errors import (
     UnknownBindingError,
 )
 from ..floors import plan_floor_writes
-from ..names import DomainKind, DomainName
+from ..names import DomainKind, DomainName, unicode_form
 from ..options import (
     OPTION_SPECS,
     CompatVersion,
     Options,
     ScopeKind,
+    TlsProtocols,
 )
 from ..resolver import Resolver
+from ..resolver.floors import protocols_of
 from ..scopes import DEFAULT_NAME, BindingScope, Config, DomainScope
 from ..scopes.models import floor_path, scope_path
 from ..scopes.stanzas import iter_stanzas
@@ -44,9 +46,12 @@ from .mapping import (
 _FALLBACK_SINCE: Final = CompatVersion((4, 1))
 
 __all__ = [
+    "CASE_LOSS",
     "STARTTLS_STATUS_FILTER",
     "EntryKind",
     "PostfixEntry",
+    "case_dependent",
+    "pcre_pattern",
     "postfix_entries",
     "render_pcre_table",
     "render_policy_table",
@@ -59,8 +64,10 @@ STARTTLS_STATUS_FILTER: Final = (
 """A ``regexp:`` table for ``smtp_delivery_status_filter``: a 5xx reply to STARTTLS at a
 mandatory level becomes a deferral (4.7.5), as tlspolicy's decision says, instead of a bounce."""
 
-_NOT_PCRE_LINE: Final = re.compile(r"[\s/]")
-_UNESCAPED_UPPER: Final = re.compile(r"(?<!\\)[A-Z]")
+_PARENT_KEYS_COMMENT: Final = ("# Postfix looks up a name's parent domains too (.parent); "
+                                "regex stanzas match whole names only.")
+#: The loss code of a regex entry left out of the pcre table (see :func:`case_dependent`).
+CASE_LOSS: Final = "pcre-case"
 
 
 
@@ -181,6 +188,25 @@ def postfix_entries(
         f_layers.append((config.options, "global"))
         values, sources = _chain(f_layers)
         f_key = f"/{floor_name.key}/"
+        # Postfix answers a name with the first pcre line that matches: this one, for a
+        # name another regex stanza matches too, where tlspolicy gives that stanza's
+        # values raised by the floor.  Whether the patterns share a name is not decided,
+        # so the line takes each ordered option at its strictest over them all (but
+        # those whose literal endings show they cannot, see _disjoint).
+        raisers = []
+        for path, stanza in stanzas:
+            if (stanza.name.kind is DomainKind.REGEX and stanza.name != floor_name
+                    and not stanza.options.is_empty()
+                    and not _disjoint(stanza.name.key, floor_name.key)):
+                spath, (s_values, s_sources) = _regex_chain(config, path, stanza, base)
+                if _raise_to(values, sources, s_values, s_sources):
+                    raisers.append(spath)
+        if raisers:
+            warnings.append(PostfixWarning(
+                name, f_key, "domain", "raised to what the regex stanzas "
+                f"{', '.join(raisers)} give, as a name they match may match this floor too "
+                "(Postfix takes the first matching pcre line): a name only the floor "
+                "matches gets a stricter answer", floor_source))
         policy, found = map_values(values, sources, binding=name, key=f_key,
                                    fallback_exists=fallback_exists)
         entries.append(PostfixEntry(name, EntryKind.REGEX, f_key, policy, floor_source))
@@ -209,6 +235,12 @@ def postfix_entries(
         origin = (scope_path(*path, (ScopeKind.DOMAIN, stanza.name.text))
                   if (path, stanza) in stanzas else floor_path(stanza.name.text))
         entries.append(PostfixEntry(name, EntryKind.EXACT, key, policy, origin))
+        unicode_key = unicode_form(key)
+        if unicode_key is not None and unicode_key not in seen:
+            # Postfix looks up a domain as the address spells it: in UTF-8 for an
+            # SMTPUTF8 address, so the name's U-label form gets the same answer.
+            seen.add(unicode_key)
+            entries.append(PostfixEntry(name, EntryKind.EXACT, unicode_key, policy, origin))
         warnings.extend(_expiry_notes(config, name, key, resolver))
         warnings.extend(found)
 
@@ -216,19 +248,8 @@ def postfix_entries(
     for path, stanza in contributing:
         if stanza.name in floor_patterns:
             continue  # written (raised) ahead of the other pcre lines above
-        spath = scope_path(*path, (ScopeKind.DOMAIN, stanza.name.text))
         key = f"/{stanza.name.key}/"
-        layers: list[tuple[Options, str]] = []
-        container = path[-1][0] if path else None
-        if container is ScopeKind.BINDING:
-            layers.append((stanza.options, spath))
-        if container is ScopeKind.BINDING_GROUP:
-            layers.append((stanza.options, spath))
-        layers += base
-        if container is None:
-            layers.append((stanza.options, spath))
-        layers.append((config.options, "global"))
-        values, sources = _chain(layers)
+        spath, (values, sources) = _regex_chain(config, path, stanza, base)
         policy, found = map_values(values, sources, binding=name, key=key,
                                    fallback_exists=fallback_exists)
         entries.append(PostfixEntry(name, EntryKind.REGEX, key, policy, spath))
@@ -237,6 +258,98 @@ def postfix_entries(
             warnings.append(_expiry_note(name, key, stanza.expires.isoformat(), spath))
         warnings.extend(_regex_notes(name, key, stanza.name, spath, len(contributing)))
     return tuple(entries), tuple(warnings)
+
+
+def _regex_chain(config: Config, path: tuple[tuple[ScopeKind, str], ...],
+                 stanza: DomainScope, base: list[tuple[Options, str]]
+                 ) -> tuple[str, tuple[dict[str, object], dict[str, Source]]]:
+    """A regex stanza's path and the values of a name only it matches: the stanza in its
+    place in the chain (inside its binding or group, else after them), then global."""
+    spath = scope_path(*path, (ScopeKind.DOMAIN, stanza.name.text))
+    layers: list[tuple[Options, str]] = []
+    if path:
+        layers.append((stanza.options, spath))
+    layers += base
+    if not path:
+        layers.append((stanza.options, spath))
+    layers.append((config.options, "global"))
+    return spath, _chain(layers)
+
+
+def _literal_ending(pattern: str) -> str | None:
+    """The literal text every name ``pattern`` matches ends with, when the pattern is one
+    branch (no top-level '|') ending in '$'; else ``None``.  "(^|\\.)bank\\.example$"
+    ends with "bank.example"."""
+    tokens: list[str | None] = []  # a literal character, or None for anything else
+    depth = 0
+    in_class = False
+    chars = iter(pattern)
+    for char in chars:
+        if char == "\\":
+            escaped = next(chars, "")
+            tokens.append(escaped if escaped in ".-/" else None)
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            tokens.append(None)
+        elif char in "*+?{":
+            if tokens:
+                tokens[-1] = None  # the last token is repeated or optional
+            tokens.append(None)
+        elif char == "(":
+            depth += 1
+            tokens.append(None)
+        elif char == ")":
+            depth -= 1
+            tokens.append(None)
+        elif char == "|" and depth == 0:
+            return None
+        elif char.isalnum() or char == "-":
+            tokens.append(char)
+        else:
+            tokens.append(None)  # ".", "^", "$" and the like
+    if not pattern.endswith("$") or pattern.endswith("\\$") or depth or in_class:
+        return None
+    ending: list[str] = []
+    for token in reversed(tokens[:-1]):
+        if token is None:
+            break
+        ending.append(token)
+    return "".join(reversed(ending))
+
+
+def _disjoint(one: str, other: str) -> bool:
+    """Whether no name can match both patterns, as their literal endings show (a
+    conservative test: ``False`` when it cannot tell)."""
+    a, b = _literal_ending(one), _literal_ending(other)
+    if not a or not b:
+        return False
+    return not a.endswith(b) and not b.endswith(a)
+
+
+def _raise_to(values: dict[str, object], sources: dict[str, Source],
+              other: dict[str, object], other_sources: dict[str, Source]) -> bool:
+    """Raise the ordered options of ``values`` to ``other`` where it is stricter (tls and
+    tls_verify up, fallback off, protocols to the intersection when it is not empty);
+    returns whether anything was raised."""
+    raised = False
+    for option in ("tls", "tls_verify"):
+        if other[option] > values[option]:  # type: ignore[operator]
+            values[option], sources[option] = other[option], other_sources[option]
+            raised = True
+    if values["tls_ifavailable_fallback"] and not other["tls_ifavailable_fallback"]:
+        values["tls_ifavailable_fallback"] = False
+        sources["tls_ifavailable_fallback"] = other_sources["tls_ifavailable_fallback"]
+        raised = True
+    mine, theirs = values["tls_protocols"], other["tls_protocols"]
+    assert isinstance(mine, TlsProtocols) and isinstance(theirs, TlsProtocols)
+    both = mine.versions & theirs.versions
+    if both and both != mine.versions:
+        values["tls_protocols"] = protocols_of(both)
+        sources["tls_protocols"] = other_sources["tls_protocols"]
+        raised = True
+    return raised
 
 
 def _expiry_note(binding: str, key: str, when: str, source: str) -> PostfixWarning:
@@ -282,15 +395,13 @@ def _regex_notes(binding: str, key: str, name: DomainName, source: str,
                  count: int) -> list[PostfixWarning]:
     notes = []
     pattern = name.key
-    if _NOT_PCRE_LINE.search(pattern):
-        notes.append(PostfixWarning(binding, key, "domain", "the pattern holds white space or "
-                                    "'/', which a Postfix pcre table line cannot carry: entry "
-                                    "not written", source))
-    if _UNESCAPED_UPPER.search(pattern):
-        notes.append(PostfixWarning(binding, key, "domain", "the pattern has upper-case "
-                                    "letters: tlspolicy matches it against the lower-case "
-                                    "name, Postfix pcre tables match case-insensitively",
-                                    source))
+    if case_dependent(pattern):
+        notes.append(PostfixWarning(binding, key, "domain", "the pattern can match an "
+                                    "upper-case letter (a capital, an escape such as \\x41, "
+                                    "[:upper:] or \\p): tlspolicy matches it against the "
+                                    "lower-case name, a Postfix pcre table case-insensitively, "
+                                    "so the two would match different names: entry not "
+                                    "written", source, CASE_LOSS))
     if count > 1:
         notes.append(PostfixWarning(binding, key, "domain", "computed as if this were the only "
                                     "regex stanza matching: Postfix takes the first matching "
@@ -299,9 +410,60 @@ def _regex_notes(binding: str, key: str, name: DomainName, source: str,
     return notes
 
 
-def _writable_regex(entry: PostfixEntry) -> bool:
-    assert entry.key is not None
-    return not _NOT_PCRE_LINE.search(entry.key[1:-1])
+def case_dependent(pattern: str) -> bool:
+    """Whether ``pattern`` (RE2 syntax) can match an upper-case letter.
+
+    tlspolicy matches a regex stanza against the lower-case name; a Postfix pcre table
+    matches case-insensitively.  The two agree on every name exactly when the pattern
+    cannot match a capital: no capital letter outside an escape, no character escape
+    (``\\x41``, octal), no Unicode class (``\\p``, ``\\P``) and no ``[:upper:]``.
+    Conservative: an escape such as ``\\x2d`` counts too.
+    """
+    if "[:upper:]" in pattern:
+        return True
+    escaped = False
+    for char in pattern:
+        if escaped:
+            if char in "xpPC01234567":
+                return True
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif "A" <= char <= "Z":
+            return True
+    return False
+
+
+def pcre_pattern(pattern: str) -> str:
+    """``pattern`` (RE2 syntax, as a regex stanza holds it) as it stands between the
+    slashes of a Postfix pcre table line, meaning the same.
+
+    A '/' would end the pattern and white space would end the line's key: each is
+    written as an escape (``\\/``, ``\\x{20}``), which PCRE reads as that character, in a
+    character class too.  An escaped character is left as it is.
+    """
+    out: list[str] = []
+    escaped = False
+    for char in pattern:
+        if escaped:
+            out.append(char)
+            escaped = False
+        elif char == "\\":
+            out.append(char)
+            escaped = True
+        elif char == "/":
+            out.append("\\/")
+        elif char.isspace():
+            out.append(f"\\x{{{ord(char):x}}}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _control_escaped(text: str) -> str:
+    # A name in a comment line: a line break in it would start a table line of its own.
+    return "".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc" else c
+                   for c in text)
 
 
 def render_policy_table(entries: Iterable[PostfixEntry]) -> str:
@@ -314,8 +476,8 @@ def render_policy_table(entries: Iterable[PostfixEntry]) -> str:
     lines: list[str] = []
     for entry in entries:
         if entry.kind is EntryKind.DEFAULT:
-            lines.append(f'# binding "{entry.binding}": domains without an entry get '
-                         f"{entry.policy.text()!r}")
+            lines.append(f'# binding "{_control_escaped(entry.binding)}": domains without '
+                         f"an entry get {entry.policy.text()!r}")
             lines.append(f"#   (smtp_tls_security_level = {entry.policy.level.value} for this "
                          "transport, or use the socketmap, which answers every domain)")
         elif entry.kind is EntryKind.EXACT:
@@ -327,11 +489,19 @@ def render_policy_table(entries: Iterable[PostfixEntry]) -> str:
 def render_pcre_table(entries: Iterable[PostfixEntry]) -> str:
     """The regex entries as a ``pcre:`` table source, in precedence order.
 
-    Entries whose pattern cannot be written (see the warnings) are left out.
+    Entries whose pattern :func:`case_dependent` finds are left out (each has a
+    :data:`CASE_LOSS` warning).  Postfix looks a name up, then its parent domains as
+    ``.parent`` keys; a regex
+    stanza matches whole names only, so the lines are inside ``if !/^\\./``.  A '$' in
+    an answer is written '$$' (Postfix would substitute a match group for '$1').
     """
-    lines = [f"/{e.key[1:-1]}/\t{e.policy.text()}" for e in entries  # type: ignore[index]
-             if e.kind is EntryKind.REGEX and _writable_regex(e)]
-    return "\n".join(lines) + ("\n" if lines else "")
+    patterns = [(e.key[1:-1], e) for e in entries
+                if e.kind is EntryKind.REGEX and e.key is not None]
+    lines = [f"/{pcre_pattern(p)}/\t{e.policy.text().replace('$', '$$')}"
+             for p, e in patterns if not case_dependent(p)]
+    if not lines:
+        return ""
+    return "\n".join([_PARENT_KEYS_COMMENT, "if !/^\\./", *lines, "endif"]) + "\n"
 
 
 def render_warnings(warnings: Iterable[PostfixWarning]) -> str:

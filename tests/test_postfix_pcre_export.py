@@ -1,0 +1,170 @@
+"""The exported Postfix tables as Postfix reads them: every regex stanza written, whatever
+its characters, never matched by Postfix's ``.parent`` lookups, never weaker than a floor,
+and nothing a name can put into a table line of its own."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from postfix_support import POSTMAP, postmap_config_dir, postmap_query, requires_postmap
+from tlspolicy import Resolver, loads_toml
+from tlspolicy.cli import main
+from tlspolicy.postfix.lookup import PolicyLookup
+from tlspolicy.postfix.tables import (
+    CASE_LOSS,
+    case_dependent,
+    pcre_pattern,
+    postfix_entries,
+    render_pcre_table,
+    render_policy_table,
+)
+
+CONFIG = r"""
+[global]
+tls = "ifavailable"
+
+[[floor]]
+name = "/(^|\\.)bank\\.example$|^x/y$/"
+tls = "required"
+tls_verify = "host"
+reason = "banks"
+
+[[floor]]
+name = "/(^|\\.)pay\\.example$/"
+tls = "required"
+reason = "payments"
+
+[[domain]]
+name = "/(^|\\.)secure\\.pay\\.example$/"
+tls_verify = "host"
+
+[[domain]]
+name = "/(^|\\.)gov\\.example$/"
+tls_verify = "host"
+
+[[domain]]
+name = "/^mail ?\\.space\\.example$/"
+tls = "required"
+
+[[domain]]
+name = "/(^|\\.)other\\.example$/"
+tls = "required"
+tls_verify = "host"
+tls_ca = "/etc/ssl/ca$1.pem"
+
+[[domain]]
+name = "bücher.example"
+tls = "required"
+"""
+
+
+def test_patterns_are_written_as_pcre_reads_them() -> None:
+    assert pcre_pattern(r"^x/y$") == r"^x\/y$"
+    assert pcre_pattern(r"^a\/b$") == r"^a\/b$"  # already escaped: left as it is
+    assert pcre_pattern(r"^a\\/b$") == r"^a\\\/b$"  # an escaped backslash, then a '/'
+    assert pcre_pattern("^mail ?x$") == r"^mail\x{20}?x$"
+    assert pcre_pattern("[ /]") == r"[\x{20}\/]"
+
+
+def test_patterns_that_can_match_a_capital_are_found() -> None:
+    for pattern in (r"^\x41cme$", "^Acme$", "[[:upper:]]", r"\p{Lu}", r"^\101$"):
+        assert case_dependent(pattern), pattern
+    for pattern in (r"(^|\.)bank\.example$", r"\d+\.example$", r"^a\\b$", "[[:lower:]]"):
+        assert not case_dependent(pattern), pattern
+
+
+def test_a_floor_line_is_raised_to_the_regex_stanzas_it_may_hide() -> None:
+    entries, warnings = postfix_entries(loads_toml(CONFIG, "t.toml"), "default")
+    lines = render_pcre_table(entries).splitlines()
+    assert lines[1] == "if !/^\\./" and lines[-1] == "endif"
+    # pay.example's floor may hide secure.pay.example's stanza, which verifies: raised.
+    assert r"/(^|\.)pay\.example$/	verify match=hostname:nexthop" in lines
+    # gov.example's stanza cannot share a name with either floor (another ending).
+    assert not [w for w in warnings if "gov" in w.message and "raised" in w.message]
+    assert any("raised to what the regex stanzas" in w.message and "secure" in w.message
+               for w in warnings)
+    # A '$' in an answer is written '$$': Postfix would put a match group there.
+    assert any("tafile=/etc/ssl/ca$$1.pem" in line for line in lines)
+    table = render_policy_table(entries)
+    assert "xn--bcher-kva.example\tencrypt\n" in table and "bücher.example\tencrypt\n" in table
+
+
+def test_a_binding_name_cannot_write_a_table_line(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    config = loads_toml('[[binding]]\nname = "pool\\nevil.example\\tnone\\n#"\ntls = "no"\n',
+                        "t.toml")
+    entries, _w = postfix_entries(config, "pool\nevil.example\tnone\n#")
+    table = render_policy_table(entries)
+    assert not [line for line in table.splitlines() if not line.startswith("#")]
+    assert "evil.example" in table.splitlines()[0]
+    path = tmp_path / "t.toml"
+    path.write_text('[[binding]]\nname = "pool\\nx"\ntls = "no"\n')
+    assert main(["convert", str(path), "--to", "postfix", "--output-dir",
+                 str(tmp_path / "out")]) == 2
+    assert "cannot be a file name" in capsys.readouterr().err
+
+
+def test_a_case_dependent_pattern_is_refused_unless_the_loss_is_accepted(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[global]\ntls = "required"\n[[domain]]\nname = "/^\\\\x41cme\\\\.example$/"\n'
+                    'tls = "no"\n')
+    out = tmp_path / "out"
+    assert main(["convert", str(path), "--to", "postfix", "--output-dir", str(out)]) == 1
+    assert "upper-case letter" in capsys.readouterr().err and not out.exists()
+    assert main(["convert", str(path), "--to", "postfix", "--output-dir", str(out),
+                 "--accept-loss"]) == 0
+    assert "left out (--accept-loss)" in capsys.readouterr().err
+    assert not (out / "default.pcre").exists()  # the only regex entry is left out
+    entries, warnings = postfix_entries(loads_toml(path.read_text(), "c.toml"))
+    assert [w.code for w in warnings if w.code == CASE_LOSS] == [CASE_LOSS]
+    assert render_pcre_table(entries) == ""
+
+
+def _pcre_supported(conf: Path, table: Path) -> bool:
+    probe = postmap_query(conf, f"pcre:{table}", "probe.invalid")
+    return "unsupported dictionary type" not in probe.stderr
+
+
+@requires_postmap
+def test_postfix_answers_as_the_socketmap_does(tmp_path: Path) -> None:
+    # Postfix's smtp_tls_policy_maps = hash:default.policy, pcre:default.pcre: the name
+    # in each table in turn, then its ".parent" forms in each table in turn.
+    assert POSTMAP is not None
+    config = loads_toml(CONFIG, "t.toml")
+    entries, _w = postfix_entries(config, "default")
+    policy = tmp_path / "default.policy"
+    pcre = tmp_path / "default.pcre"
+    policy.write_text(render_policy_table(entries), encoding="utf-8")
+    pcre.write_text(render_pcre_table(entries), encoding="utf-8")
+    conf = postmap_config_dir(tmp_path / "conf")
+    if not _pcre_supported(conf, pcre):
+        pytest.skip("Postfix's pcre map type is not installed (Debian package postfix-pcre)")
+    subprocess.run([POSTMAP, "-c", str(conf), f"hash:{policy}"], check=True, timeout=30)
+    lookup = PolicyLookup(Resolver(config))
+
+    def postfix(name: str) -> str:
+        labels = name.split(".")
+        for key in [name] + ["." + ".".join(labels[i:]) for i in range(1, len(labels))]:
+            for table in (f"hash:{policy}", f"pcre:{pcre}"):
+                found = postmap_query(conf, table, key, fold=False)
+                if found.returncode == 0:
+                    return found.stdout.strip()
+                assert found.returncode == 1, found.stderr
+        return "may"  # the transport's default
+
+    # The floor's pattern holds a '/', written escaped: the line is there and matches.
+    assert postfix("x/y") == "verify match=hostname:nexthop"
+    for name in ("x.bank.example", "mail.space.example", "mail.other.example",
+                 "a.gov.example", "unlisted.example", "bücher.example",
+                 "xn--bcher-kva.example"):
+        assert postfix(name) == lookup("default", name).text, name
+    # Only the floor matches pay.example; the line is raised for secure.pay.example.
+    assert lookup("default", "shop.pay.example").text == "encrypt"
+    assert postfix("shop.pay.example") == "verify match=hostname:nexthop"
+    assert postfix("x.secure.pay.example") == lookup("default", "x.secure.pay.example").text
+    # A regex line is never Postfix's answer for a parent-domain lookup.
+    assert postmap_query(conf, f"pcre:{pcre}", ".bank.example").returncode == 1
