@@ -168,3 +168,13 @@ def test_postfix_answers_as_the_socketmap_does(tmp_path: Path) -> None:
     assert postfix("x.secure.pay.example") == lookup("default", "x.secure.pay.example").text
     # A regex line is never Postfix's answer for a parent-domain lookup.
     assert postmap_query(conf, f"pcre:{pcre}", ".bank.example").returncode == 1
+
+
+def test_a_value_that_cannot_be_written_names_its_entry(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "e.toml"
+    path.write_text('[global]\ntls = "required"\ntls_verify = "host"\n[[domain]]\n'
+                    'name = "a.example"\ntls_ca = "/etc/a,b.pem"\n')
+    assert main(["convert", str(path), "--to", "postfix"]) == 2
+    err = capsys.readouterr().err
+    assert 'binding "default" > a.example: tafile value' in err

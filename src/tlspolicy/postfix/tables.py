@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 import attrs
@@ -36,6 +36,7 @@ from ..scopes import DEFAULT_NAME, BindingScope, Config, DomainScope
 from ..scopes.models import floor_path, scope_path
 from ..scopes.stanzas import iter_stanzas
 from .levels import (
+    PostfixMappingError,
     PostfixPolicy,
     PostfixWarning,
 )
@@ -162,9 +163,17 @@ def postfix_entries(
     entries: list[PostfixEntry] = []
     warnings: list[PostfixWarning] = []
 
+    def mapped(values: Mapping[str, object], sources: Mapping[str, Source], key: str | None
+               ) -> tuple[PostfixPolicy, tuple[PostfixWarning, ...]]:
+        try:
+            return map_values(values, sources, binding=name, key=key,
+                              fallback_exists=fallback_exists)
+        except PostfixMappingError as exc:  # said with the entry it concerns
+            where = "default (no entry)" if key is None else key
+            raise PostfixMappingError(f'binding "{name}" > {where}: {exc}') from None
+
     values, sources = _chain([*base, (config.options, "global")])
-    policy, found = map_values(values, sources, binding=name, key=None,
-                               fallback_exists=fallback_exists)
+    policy, found = mapped(values, sources, None)
     entries.append(PostfixEntry(name, EntryKind.DEFAULT, None, policy, "no domain stanza"))
     warnings.extend(found)
 
@@ -207,8 +216,7 @@ def postfix_entries(
                 f"{', '.join(raisers)} give, as a name they match may match this floor too "
                 "(Postfix takes the first matching pcre line): a name only the floor "
                 "matches gets a stricter answer", floor_source))
-        policy, found = map_values(values, sources, binding=name, key=f_key,
-                                   fallback_exists=fallback_exists)
+        policy, found = mapped(values, sources, f_key)
         entries.append(PostfixEntry(name, EntryKind.REGEX, f_key, policy, floor_source))
         for f in config.floors:
             if f.name == floor_name and f.expires is not None:
@@ -230,8 +238,7 @@ def postfix_entries(
             continue
         seen.add(key)
         values, sources = resolver.effective(key, name)
-        policy, found = map_values(values, sources, binding=name, key=key,
-                                   fallback_exists=fallback_exists)
+        policy, found = mapped(values, sources, key)
         origin = (scope_path(*path, (ScopeKind.DOMAIN, stanza.name.text))
                   if (path, stanza) in stanzas else floor_path(stanza.name.text))
         entries.append(PostfixEntry(name, EntryKind.EXACT, key, policy, origin))
@@ -250,8 +257,7 @@ def postfix_entries(
             continue  # written (raised) ahead of the other pcre lines above
         key = f"/{stanza.name.key}/"
         spath, (values, sources) = _regex_chain(config, path, stanza, base)
-        policy, found = map_values(values, sources, binding=name, key=key,
-                                   fallback_exists=fallback_exists)
+        policy, found = mapped(values, sources, key)
         entries.append(PostfixEntry(name, EntryKind.REGEX, key, policy, spath))
         warnings.extend(found)
         if stanza.expires is not None:
@@ -478,8 +484,10 @@ def render_policy_table(entries: Iterable[PostfixEntry]) -> str:
         if entry.kind is EntryKind.DEFAULT:
             lines.append(f'# binding "{_control_escaped(entry.binding)}": domains without '
                          f"an entry get {entry.policy.text()!r}")
-            lines.append(f"#   (smtp_tls_security_level = {entry.policy.level.value} for this "
-                         "transport, or use the socketmap, which answers every domain)")
+            extra = (" with the attributes above as their smtp_tls_* settings"
+                     if entry.policy.attributes else "")
+            lines.append(f"#   (smtp_tls_security_level = {entry.policy.level.value}{extra} for "
+                         "this transport, or use the socketmap, which answers every domain)")
         elif entry.kind is EntryKind.EXACT:
             assert entry.key is not None
             lines.append(f"{entry.key}\t{entry.policy.text()}")
