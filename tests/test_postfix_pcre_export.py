@@ -4,10 +4,13 @@ and nothing a name can put into a table line of its own."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from postfix_support import POSTMAP, postmap_config_dir, postmap_query, requires_postmap
 from tlspolicy import Resolver, loads_toml
@@ -15,6 +18,7 @@ from tlspolicy.cli import main
 from tlspolicy.postfix.lookup import PolicyLookup
 from tlspolicy.postfix.tables import (
     CASE_LOSS,
+    _disjoint,
     case_dependent,
     pcre_pattern,
     postfix_entries,
@@ -178,3 +182,29 @@ def test_a_value_that_cannot_be_written_names_its_entry(
     assert main(["convert", str(path), "--to", "postfix"]) == 2
     err = capsys.readouterr().err
     assert 'binding "default" > a.example: tafile value' in err
+
+
+_PIECES = ["(^|\\.)", "^", "[a-c]", "[]a]", "[^]b]", "a", "b", "\\.", ".", "a*", "(a|b)",
+           "b?", "a{2}", "|", "\\\\", "[\\.a]"]
+
+
+@settings(max_examples=400, deadline=None)
+@example(["[\\.a]"], True, ["a"], True, ["a"])  # an escape inside a class is the class's
+@example(["[]a]"], True, ["a"], True, ["a"])  # a "]" first in a class is a member
+@given(st.lists(st.sampled_from(_PIECES), max_size=5), st.booleans(),
+       st.lists(st.sampled_from(_PIECES), max_size=5), st.booleans(),
+       st.lists(st.text("ab.", max_size=6), min_size=1, max_size=20))
+def test_patterns_called_disjoint_share_no_name(one: list[str], end_one: bool,
+                                                other: list[str], end_other: bool,
+                                                names: list[str]) -> None:
+    # The floor line is raised only over stanzas that may share a name with the floor:
+    # two patterns called disjoint must never both match one name.
+    a = "".join(one) + ("$" if end_one else "")
+    b = "".join(other) + ("$" if end_other else "")
+    try:
+        first, second = re.compile(a), re.compile(b)
+    except re.error:
+        return
+    if _disjoint(a, b):
+        for name in names + [n + "a" for n in names] + [n + "b" for n in names]:
+            assert not (first.search(name) and second.search(name)), (a, b, name)

@@ -289,14 +289,21 @@ def _literal_ending(pattern: str) -> str | None:
     tokens: list[str | None] = []  # a literal character, or None for anything else
     depth = 0
     in_class = False
+    # Just after "[" or "[^", where a "]" is a member, not the end (RE2 as POSIX).
+    class_start = False
     chars = iter(pattern)
     for char in chars:
-        if char == "\\":
+        if in_class:  # a class is one token, None, appended where it opened
+            if char == "\\":
+                next(chars, "")
+            elif char == "]" and not class_start:
+                in_class = False
+            class_start = char == "^" and class_start
+        elif char == "\\":
             escaped = next(chars, "")
             tokens.append(escaped if escaped in ".-/" else None)
-        elif in_class:
-            in_class = char != "]"
         elif char == "[":
+            class_start = True
             in_class = True
             tokens.append(None)
         elif char in "*+?{":
