@@ -10,7 +10,7 @@ import pytest
 from tlspolicy import loads_toml
 from tlspolicy.floors import FloorExportError
 from tlspolicy.formats.bundled import example_config
-from tlspolicy.formats.kumomta import dumps_kumomta, kumomta_shaping
+from tlspolicy.formats.kumomta import KumoExportError, dumps_kumomta, kumomta_shaping
 
 POLICY = """
 [global]
@@ -49,7 +49,7 @@ tls_verify = "host"
 
 
 def test_blocks_sources_and_modes() -> None:
-    doc, _notes = kumomta_shaping(loads_toml(POLICY))
+    doc, _notes = kumomta_shaping(loads_toml(POLICY), accept_loss=True)
     assert doc["default"]["enable_tls"] == "OpportunisticInsecure"
     assert doc["default"]["opportunistic_tls_reconnect_on_failed_handshake"] is True
     assert doc["default"]["enable_mta_sts"] is True and doc["default"]["enable_dane"] is False
@@ -66,9 +66,9 @@ def test_blocks_sources_and_modes() -> None:
 
 def test_text_is_toml_and_notes_name_each_entry() -> None:
     config = loads_toml(POLICY)
-    text = dumps_kumomta(config)
-    assert tomllib.loads(text) == kumomta_shaping(config)[0]
-    notes = [n.describe() for n in kumomta_shaping(config)[1]]
+    text = dumps_kumomta(config, accept_loss=True)
+    assert tomllib.loads(text) == kumomta_shaping(config, accept_loss=True)[0]
+    notes = [n.describe() for n in kumomta_shaping(config, accept_loss=True)[1]]
     assert any(n.startswith('["partner.example"]: option \'tls_ca\'') for n in notes)
     assert any("regex stanza /\\.bank\\.example$/" in n for n in notes)
     assert any(n.startswith('["default"]: option \'tls_verify\'') and "optional" in n
@@ -81,7 +81,7 @@ def test_regex_floor_is_a_located_error_and_exact_floors_export() -> None:
     with pytest.raises(FloorExportError, match=r'floor "/\(\^\|\\\.\)bank'):
         kumomta_shaping(example_config())
     exact_only = attrs.evolve(example_config(), floors=example_config().floors[:1])
-    doc, _notes = kumomta_shaping(exact_only)
+    doc, _notes = kumomta_shaping(exact_only, accept_loss=True)
     assert doc["payroll-partner.example"]["enable_tls"] == "Required"
     assert "sources" not in doc["payroll-partner.example"]
 
@@ -89,7 +89,7 @@ def test_regex_floor_is_a_located_error_and_exact_floors_export() -> None:
 def test_expiry_gets_a_note() -> None:
     config = loads_toml(POLICY + '[[domain]]\nname = "broken.example"\ntls = "no"\n'
                         'expires = 2030-01-01\nreason = "x"\n')
-    notes = [n for n in kumomta_shaping(config)[1] if n.option == "expires"]
+    notes = [n for n in kumomta_shaping(config, accept_loss=True)[1] if n.option == "expires"]
     assert [n.block for n in notes] == ["broken.example"]
 
 
@@ -100,6 +100,30 @@ def test_cli_convert_to_kumomta(tmp_path: object, capsys: pytest.CaptureFixture[
 
     path = Path(str(tmp_path)) / "p.toml"
     path.write_text(POLICY)
-    assert main(["convert", str(path), "--to", "kumomta"]) == 0
+    # The regex stanza is refused (see below) ...
+    assert main(["convert", str(path), "--to", "kumomta"]) == 1
+    assert capsys.readouterr().out == ""
+    # ... and written without them when the loss is accepted.
+    assert main(["convert", str(path), "--to", "kumomta", "--accept-loss"]) == 0
     out, err = capsys.readouterr()
     assert '["partner.example"]' in out and "not exported" in err
+
+
+REGEX_ONLY = """
+[global]
+tls = "ifavailable"
+
+[[domain]]
+name = "/(^|\\\\.)bank\\\\.example$/"
+tls = "required"
+tls_verify = "host"
+"""
+
+
+def test_a_regex_stanza_is_refused_unless_the_loss_is_accepted() -> None:
+    with pytest.raises(KumoExportError, match=r"--accept-loss") as caught:
+        kumomta_shaping(loads_toml(REGEX_ONLY))
+    assert caught.value.location.scope == 'domain "/(^|\\.)bank\\.example$/"'
+    doc, notes = kumomta_shaping(loads_toml(REGEX_ONLY), accept_loss=True)
+    assert doc["default"]["enable_tls"] == "OpportunisticInsecure"
+    assert any("regex stanza /(^|\\.)bank\\.example$/" in n.describe() for n in notes)

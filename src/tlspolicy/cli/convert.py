@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from ..formats.ecelerity import dumps_ecelerity, ecelerity_export_losses
-from ..formats.kumomta import dumps_kumomta, kumomta_shaping
+from ..formats.kumomta import KumoExportError, dumps_kumomta, kumomta_shaping
 from ..formats.toml import dumps_toml
 from ..postfix.levels import PostfixWarning
 from ..postfix.tables import EntryKind, postfix_entries, render_pcre_table, render_policy_table
@@ -29,6 +29,7 @@ from ._common import (
     add_config_files,
     evaluation_time,
     load_configuration,
+    print_errors,
     warn,
 )
 
@@ -43,9 +44,11 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     config = load_configuration(args)
     out = sys.stdout
     if args.to != "postfix":
-        for flag in ("binding", "output_dir", "pcre_output", "accept_loss"):
+        for flag in ("binding", "output_dir", "pcre_output"):
             if getattr(args, flag):
                 raise UsageError(f"--{flag.replace('_', '-')} applies to --to postfix only")
+    if args.accept_loss and args.to not in ("postfix", "kumomta"):
+        raise UsageError("--accept-loss applies to --to postfix and --to kumomta only")
     if args.to != "toml":
         # These formats cannot carry expiry: write the policy in force now, so an
         # expired stanza is never revived (each remaining expiry gets a loss note).
@@ -53,8 +56,15 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if args.to == "toml":
         out.write(dumps_toml(config))
     elif args.to == "kumomta":
-        out.write(dumps_kumomta(config))
-        for note in kumomta_shaping(config)[1]:
+        try:
+            text = dumps_kumomta(config, accept_loss=args.accept_loss)
+        except KumoExportError as exc:
+            # Nothing is written: KumoMTA would apply a different policy to the
+            # domains concerned (each error names its stanza or binding).
+            print_errors(exc)
+            return EXIT_FOUND
+        out.write(text)
+        for note in kumomta_shaping(config, accept_loss=True)[1]:
             warn(note.describe())
     elif args.to == "ecelerity":
         out.write(dumps_ecelerity(config))
@@ -184,7 +194,9 @@ def register(sub: Any) -> None:
     convert.add_argument("--accept-loss", action="store_true",
                          help="postfix, one binding on standard output: write the table even "
                               "though its regex domain entries are left out (without "
-                              "--pcre-output they are refused: exit 1, nothing written)")
+                              "--pcre-output they are refused: exit 1, nothing written); "
+                              "kumomta: write the file without its regex domain stanzas, "
+                              "which are otherwise refused the same way")
     convert.add_argument("--verbose", "-v", action="store_true",
                          help="postfix: list every entry Postfix cannot express exactly, not "
                               "a summary by kind")

@@ -12,8 +12,12 @@ Every value is the resolver's effective value (floors applied), so the file
 is never weaker than the policy where KumoMTA can say the same thing.  What
 it cannot say is listed as a :class:`KumoNote` per entry: a CA bundle,
 client certificate, cipher or protocol list, ``tls_verify = optional``'s
-reports, ``ca`` without the host-name check, regex domain stanzas (shaping
-blocks name domains), expiry.
+reports, ``ca`` without the host-name check, expiry.
+
+What KumoMTA would apply differently for whole sets of domains is refused
+with a :class:`KumoExportError` naming the stanza or binding, unless the
+caller accepts the loss (``accept_loss=True``, ``convert --accept-loss``):
+a regex domain stanza (shaping blocks name domains).
 """
 
 from __future__ import annotations
@@ -24,22 +28,32 @@ from typing import Any, Final
 import attrs
 import tomli_w
 
-from ..errors import Location
+from ..errors import ConfigError, ConfigErrors, Location
 from ..floors import FloorExportError, plan_floor_writes
 from ..names import DomainKind
 from ..options import UNSET, CompatVersion, Tls, TlsVerify
 from ..resolver import Resolver
-from ..scopes import DEFAULT_NAME, Config
+from ..scopes import DEFAULT_NAME, Config, FloorScope
 from ..scopes.models import floor_path
 from ..scopes.stanzas import iter_stanzas
 
-__all__ = ["KumoNote", "dumps_kumomta", "kumomta_shaping"]
+__all__ = ["KumoExportError", "KumoExportErrors", "KumoNote", "dumps_kumomta",
+           "kumomta_shaping"]
 
 DEFAULT_BLOCK: Final = "default"
 """KumoMTA's block for every domain without its own."""
 
 _FALLBACK_SINCE: Final = CompatVersion((4, 1))
 _RECONNECT: Final = "opportunistic_tls_reconnect_on_failed_handshake"
+_ACCEPT: Final = "accept the loss (--accept-loss) to write the file without it"
+
+
+class KumoExportError(ConfigError):
+    """Part of the policy KumoMTA shaping cannot apply; refused unless the loss is accepted."""
+
+
+class KumoExportErrors(ConfigErrors, KumoExportError):
+    """Every :class:`KumoExportError` of one export, named at once."""
 
 
 @attrs.frozen(slots=True)
@@ -95,15 +109,19 @@ def _entry(values: Mapping[str, object], fallback_exists: bool
     return out, notes
 
 
-def kumomta_shaping(config: Config) -> tuple[dict[str, Any], tuple[KumoNote, ...]]:
+def kumomta_shaping(config: Config, *, accept_loss: bool = False
+                    ) -> tuple[dict[str, Any], tuple[KumoNote, ...]]:
     """The shaping document (as builtins) for ``config`` and what it cannot carry.
 
     One block per exact or IP-literal name the configuration knows (stanzas
     and exact floors), with ``mx_rollup = false`` (the policy is per domain,
-    not per MX site), and ``default``; inside each block, a ``sources`` entry
-    for every binding whose values differ from the ``default`` binding's.
+    not per MX site), and ``default``; inside each block, a ``sources``
+    entry for every binding whose values differ from the ``default`` binding's.
     Raises :class:`~tlspolicy.floors.FloorExportError` for a regex floor that
-    would have to raise names no block names.
+    would have to raise names no block names, and :class:`KumoExportError`
+    (:class:`KumoExportErrors` for several) for what KumoMTA would apply
+    differently (see the module docs) unless ``accept_loss``, which writes the
+    file without it and lists each such loss as a note.
     """
     plan = plan_floor_writes(config, what="KumoMTA shaping")
     if plan.regex:
@@ -118,9 +136,16 @@ def kumomta_shaping(config: Config) -> tuple[dict[str, Any], tuple[KumoNote, ...
     bindings = [DEFAULT_NAME, *(b for b in resolver.bindings if b != DEFAULT_NAME)]
     names: list[str] = []
     notes: list[KumoNote] = []
+    losses: list[KumoExportError] = []
     for path, stanza in iter_stanzas(config):
         if stanza.name.kind is DomainKind.REGEX:
-            if not stanza.options.is_empty():
+            # A regex floor that needs writing was refused above; one the chain
+            # already meets everywhere loses nothing.
+            if not stanza.options.is_empty() and not isinstance(stanza, FloorScope):
+                losses.append(KumoExportError(
+                    "KumoMTA shaping blocks name domains, so every name this regex stanza "
+                    "matches that no block names would get the default block's values; "
+                    f"name those domains in exact stanzas, or {_ACCEPT}", Location(scope=path)))
                 notes.append(KumoNote(DEFAULT_BLOCK, None, "domain",
                                       f"regex stanza {stanza.name.text} ({path}) not exported: "
                                       "shaping blocks name domains; names it matches get "
@@ -157,6 +182,8 @@ def kumomta_shaping(config: Config) -> tuple[dict[str, Any], tuple[KumoNote, ...
         if sources:
             table["sources"] = sources
         doc[block] = table
+    if losses and not accept_loss:
+        KumoExportErrors.raise_if_any(losses)
     return doc, tuple(_dedupe(notes))
 
 
@@ -177,9 +204,12 @@ def _dedupe(notes: list[KumoNote]) -> list[KumoNote]:
     return out
 
 
-def dumps_kumomta(config: Config) -> str:
-    """The shaping TOML text, headed by a comment; the notes as comments too."""
-    doc, notes = kumomta_shaping(config)
+def dumps_kumomta(config: Config, *, accept_loss: bool = False) -> str:
+    """The shaping TOML text, headed by a comment; the notes as comments too.
+
+    Raises as :func:`kumomta_shaping` does.
+    """
+    doc, notes = kumomta_shaping(config, accept_loss=accept_loss)
     head = ["# KumoMTA traffic shaping written by tlspolicy (enable_tls, enable_dane,",
             "# enable_mta_sts per destination and egress source).",
             *(f"# not expressed: {n.describe()}" for n in notes), ""]
