@@ -10,7 +10,12 @@ import pytest
 from tlspolicy import loads_toml
 from tlspolicy.floors import FloorExportError
 from tlspolicy.formats.bundled import example_config
-from tlspolicy.formats.kumomta import KumoExportError, dumps_kumomta, kumomta_shaping
+from tlspolicy.formats.kumomta import (
+    KumoExportError,
+    KumoExportErrors,
+    dumps_kumomta,
+    kumomta_shaping,
+)
 
 POLICY = """
 [global]
@@ -27,6 +32,10 @@ tls_ca = "/etc/ca/partner.pem"
 [[domain]]
 name = "legacy.example"
 tls = "no"
+
+[[domain]]
+name = "mail.example"
+use_mta_sts = true
 
 [[domain]]
 name = "/\\\\.bank\\\\.example$/"
@@ -49,12 +58,17 @@ tls_verify = "host"
 
 
 def test_blocks_sources_and_modes() -> None:
-    doc, _notes = kumomta_shaping(loads_toml(POLICY), accept_loss=True)
+    doc, notes = kumomta_shaping(loads_toml(POLICY), accept_loss=True)
     assert doc["default"]["enable_tls"] == "OpportunisticInsecure"
     assert doc["default"]["opportunistic_tls_reconnect_on_failed_handshake"] is True
     assert doc["default"]["enable_mta_sts"] is True and doc["default"]["enable_dane"] is False
-    assert doc["default"]["sources"]["relay"] == {"enable_tls": "Disabled"}
-    assert doc["default"]["sources"]["tx"] == {
+    # KumoMTA never applies sources from the default block: relay's and tx's values for
+    # domains no block names are losses (accepted here), not entries that look applied.
+    assert "sources" not in doc["default"]
+    assert {n.source for n in notes if n.option == "sources"} == {"relay", "tx"}
+    # In a named block they are source entries, which KumoMTA applies.
+    assert doc["mail.example"]["sources"]["relay"] == {"enable_tls": "Disabled"}
+    assert doc["mail.example"]["sources"]["tx"] == {
         "enable_tls": "Opportunistic", "opportunistic_tls_reconnect_on_failed_handshake": False}
     partner = doc["partner.example"]
     assert partner["mx_rollup"] is False and partner["enable_tls"] == "Required"
@@ -100,7 +114,7 @@ def test_cli_convert_to_kumomta(tmp_path: object, capsys: pytest.CaptureFixture[
 
     path = Path(str(tmp_path)) / "p.toml"
     path.write_text(POLICY)
-    # The regex stanza is refused (see below) ...
+    # The regex stanza and the relay and tx bindings are refused (see below) ...
     assert main(["convert", str(path), "--to", "kumomta"]) == 1
     assert capsys.readouterr().out == ""
     # ... and written without them when the loss is accepted.
@@ -127,3 +141,113 @@ def test_a_regex_stanza_is_refused_unless_the_loss_is_accepted() -> None:
     doc, notes = kumomta_shaping(loads_toml(REGEX_ONLY), accept_loss=True)
     assert doc["default"]["enable_tls"] == "OpportunisticInsecure"
     assert any("regex stanza /(^|\\.)bank\\.example$/" in n.describe() for n in notes)
+
+
+# KumoMTA merges shaping in this order (docs/userguide/trafficshaping/resolution.md and
+# ShapingInner::get_egress_path_config): the default block, providers and their sources,
+# the site block, the domain block, then the site's and the domain's sources.  No step
+# reads ``sources`` from the default block.
+
+SECURE_POOL = """
+[global]
+tls = "ifavailable"
+
+[[binding]]
+name = "secure-pool"
+tls = "required"
+tls_verify = "host"
+
+[[domain]]
+name = "partner.example"
+tls_protocols = "+ALL:-SSLv2:-SSLv3:-TLSv1.0"
+"""
+
+
+def test_a_binding_the_default_block_would_need_a_source_for_is_refused() -> None:
+    # KumoMTA would send secure-pool's mail to any unnamed domain with the default
+    # block's OpportunisticInsecure and plaintext reconnect: weaker than the policy.
+    with pytest.raises(KumoExportError, match=r'binding "secure-pool"') as caught:
+        kumomta_shaping(loads_toml(SECURE_POOL))
+    message = str(caught.value)
+    assert '"OpportunisticInsecure"' in message and '"Required"' in message
+    assert "--accept-loss" in message
+    assert caught.value.location.scope == 'binding "secure-pool"'
+    with pytest.raises(KumoExportError, match=r'binding "secure-pool"'):
+        dumps_kumomta(loads_toml(SECURE_POOL))
+
+
+def test_the_loss_accepted_leaves_no_dead_default_sources_and_says_so() -> None:
+    doc, notes = kumomta_shaping(loads_toml(SECURE_POOL), accept_loss=True)
+    # A sources table in the default block would only look as if it applied.
+    assert "sources" not in doc["default"]
+    assert doc["default"]["enable_tls"] == "OpportunisticInsecure"
+    # Named domains carry the binding as a source entry, which KumoMTA applies.
+    assert doc["partner.example"]["sources"]["secure-pool"] == {"enable_tls": "Required"}
+    lost = [n for n in notes if n.block == "default" and n.source == "secure-pool"]
+    assert len(lost) == 1 and '"Required"' in lost[0].message
+    assert "# not expressed: [\"default\"].sources.\"secure-pool\"" in dumps_kumomta(
+        loads_toml(SECURE_POOL), accept_loss=True)
+
+
+def test_a_binding_differing_only_for_named_domains_needs_no_loss() -> None:
+    config = loads_toml("""
+[global]
+tls = "ifavailable"
+
+[[binding]]
+name = "pool"
+
+  [[binding.domain]]
+  name = "partner.example"
+  tls = "required"
+  tls_verify = "host"
+""")
+    doc, notes = kumomta_shaping(config)
+    assert "sources" not in doc["default"]
+    assert doc["partner.example"]["sources"]["pool"] == {"enable_tls": "Required"}
+    assert not [n for n in notes if n.option == "sources"]
+
+
+def test_a_grouped_binding_is_located_in_its_group() -> None:
+    config = loads_toml("""
+[global]
+tls = "ifavailable"
+
+[[binding_group]]
+name = "tx"
+tls_ifavailable_fallback = false
+
+  [[binding_group.binding]]
+  name = "tx-1"
+""")
+    with pytest.raises(KumoExportError) as caught:
+        kumomta_shaping(config)
+    assert caught.value.location.scope == 'binding_group "tx" > binding "tx-1"'
+    assert "opportunistic_tls_reconnect_on_failed_handshake" in caught.value.message
+
+
+def test_every_loss_is_named_at_once() -> None:
+    with pytest.raises(KumoExportErrors) as caught:
+        kumomta_shaping(loads_toml(SECURE_POOL + REGEX_ONLY.replace(
+            '[global]\ntls = "ifavailable"\n', "")))
+    scopes = [e.location.scope for e in caught.value.errors]
+    assert scopes == ['domain "/(^|\\.)bank\\.example$/"', 'binding "secure-pool"']
+    assert isinstance(caught.value, KumoExportError)
+
+
+def test_cli_refuses_a_loss_and_writes_nothing(
+        tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    from tlspolicy.cli import main
+
+    path = Path(str(tmp_path)) / "p.toml"
+    path.write_text(SECURE_POOL)
+    assert main(["convert", str(path), "--to", "kumomta"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert 'tlspolicy: error: binding "secure-pool": ' in err and "--accept-loss" in err
+    assert main(["convert", str(path), "--to", "kumomta", "--accept-loss"]) == 0
+    out, err = capsys.readouterr()
+    assert tomllib.loads(out) == kumomta_shaping(loads_toml(SECURE_POOL), accept_loss=True)[0]
+    assert '["default"].sources."secure-pool"' in err

@@ -195,8 +195,9 @@ def register(sub: Any) -> None:
                          help="postfix, one binding on standard output: write the table even "
                               "though its regex domain entries are left out (without "
                               "--pcre-output they are refused: exit 1, nothing written); "
-                              "kumomta: write the file without its regex domain stanzas, "
-                              "which are otherwise refused the same way")
+                              "kumomta: write the file without what KumoMTA would apply "
+                              "differently (regex stanzas, bindings' values for domains no "
+                              "block names), which is otherwise refused the same way")
     convert.add_argument("--verbose", "-v", action="store_true",
                          help="postfix: list every entry Postfix cannot express exactly, not "
                               "a summary by kind")

@@ -17,7 +17,10 @@ reports, ``ca`` without the host-name check, expiry.
 What KumoMTA would apply differently for whole sets of domains is refused
 with a :class:`KumoExportError` naming the stanza or binding, unless the
 caller accepts the loss (``accept_loss=True``, ``convert --accept-loss``):
-a regex domain stanza (shaping blocks name domains).
+a regex domain stanza (shaping blocks name domains); a binding whose values
+for domains no block names differ from the ``default`` binding's (KumoMTA
+merges ``sources`` from a domain's or site's block, never from the
+``default`` block).
 """
 
 from __future__ import annotations
@@ -31,10 +34,10 @@ import tomli_w
 from ..errors import ConfigError, ConfigErrors, Location
 from ..floors import FloorExportError, plan_floor_writes
 from ..names import DomainKind
-from ..options import UNSET, CompatVersion, Tls, TlsVerify
+from ..options import UNSET, CompatVersion, ScopeKind, Tls, TlsVerify
 from ..resolver import Resolver
 from ..scopes import DEFAULT_NAME, Config, FloorScope
-from ..scopes.models import floor_path
+from ..scopes.models import floor_path, scope_path
 from ..scopes.stanzas import iter_stanzas
 
 __all__ = ["KumoExportError", "KumoExportErrors", "KumoNote", "dumps_kumomta",
@@ -115,7 +118,7 @@ def kumomta_shaping(config: Config, *, accept_loss: bool = False
 
     One block per exact or IP-literal name the configuration knows (stanzas
     and exact floors), with ``mx_rollup = false`` (the policy is per domain,
-    not per MX site), and ``default``; inside each block, a ``sources``
+    not per MX site), and ``default``; inside each named block, a ``sources``
     entry for every binding whose values differ from the ``default`` binding's.
     Raises :class:`~tlspolicy.floors.FloorExportError` for a regex floor that
     would have to raise names no block names, and :class:`KumoExportError`
@@ -179,12 +182,44 @@ def kumomta_shaping(config: Config, *, accept_loss: bool = False
         # A key the source entry lacks but the block has (reconnect only applies to
         # Opportunistic modes) keeps the block's value, which then does not apply.
         sources = {b: e for b, e in sources.items() if e}
+        if block == DEFAULT_BLOCK:
+            # KumoMTA merges sources from the site's and the domain's block only: here
+            # they would look as if they applied and never do.
+            for binding, wanted in sources.items():
+                differs = ", ".join(f"{k} = {_show(base.get(k))} instead of {_show(v)}"
+                                    for k, v in wanted.items())
+                losses.append(KumoExportError(
+                    "KumoMTA applies egress-source entries from a domain's or site's block, "
+                    "never from the default block, so mail through this binding to a domain "
+                    f"no block names would get {differs}; name those domains in stanzas "
+                    f"(each block carries the binding), or {_ACCEPT}",
+                    Location(scope=_binding_path(config, binding))))
+                notes.append(KumoNote(block, binding, "sources",
+                                      "not written: KumoMTA applies no egress-source entry in "
+                                      "the default block; mail through this binding to a "
+                                      f"domain no block names gets {differs}"))
+            sources = {}
         if sources:
             table["sources"] = sources
         doc[block] = table
     if losses and not accept_loss:
         KumoExportErrors.raise_if_any(losses)
     return doc, tuple(_dedupe(notes))
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f'"{value}"'
+
+
+def _binding_path(config: Config, name: str) -> str:
+    for group in config.binding_groups:
+        if any(b.name == name for b in group.bindings):
+            return scope_path((ScopeKind.BINDING_GROUP, group.name), (ScopeKind.BINDING, name))
+    return scope_path((ScopeKind.BINDING, name))
 
 
 def _without_domains(config: Config) -> Config:
