@@ -251,3 +251,64 @@ def test_cli_refuses_a_loss_and_writes_nothing(
     out, err = capsys.readouterr()
     assert tomllib.loads(out) == kumomta_shaping(loads_toml(SECURE_POOL), accept_loss=True)[0]
     assert '["default"].sources."secure-pool"' in err
+
+
+def test_an_expiring_regex_stanza_notes_each_block_it_shapes() -> None:
+    # The regex stanza sets a.example's block to Disabled; when it expires the block
+    # would be RequiredInsecure, so the entry needs its expiry note.
+    config = loads_toml("""
+[global]
+tls = "required"
+
+[[domain]]
+name = "/^a\\\\.example$/"
+tls = "no"
+expires = 2031-01-01
+expiry_weakens = false
+reason = "broken partner"
+
+[[domain]]
+name = "a.example"
+tls_protocols = "+ALL:-SSLv2:-SSLv3"
+
+[[floor]]
+name = "b.example"
+tls = "ifavailable"
+expires = 2031-01-01
+reason = "x"
+expiry_weakens = true
+
+[[domain]]
+name = "b.example"
+tls = "no"
+""")
+    doc, notes = kumomta_shaping(config, accept_loss=True)
+    assert doc["a.example"]["enable_tls"] == "Disabled"
+    expiring = {(n.block, n.source) for n in notes if n.option == "expires"}
+    assert expiring == {("a.example", None), ("b.example", None)}
+    a_note = next(n for n in notes if n.option == "expires" and n.block == "a.example")
+    assert 'domain "/^a\\.example$/"' in a_note.message and "2031-01-01" in a_note.message
+
+
+def test_an_expiring_stanza_inside_a_binding_notes_its_source_entry() -> None:
+    config = loads_toml("""
+[global]
+tls = "ifavailable"
+
+[[domain]]
+name = "partner.example"
+tls = "required"
+
+[[binding]]
+name = "pool"
+
+  [[binding.domain]]
+  name = "partner.example"
+  tls = "no"
+  expires = 2031-01-01
+  reason = "their pool IP is not allow-listed yet"
+""")
+    doc, notes = kumomta_shaping(config)
+    assert doc["partner.example"]["sources"]["pool"] == {"enable_tls": "Disabled"}
+    expiring = [(n.block, n.source) for n in notes if n.option == "expires"]
+    assert expiring == [("partner.example", "pool")]

@@ -156,10 +156,6 @@ def kumomta_shaping(config: Config, *, accept_loss: bool = False
             continue
         if stanza.name.key not in names:
             names.append(stanza.name.key)
-        if stanza.expires is not None:
-            notes.append(KumoNote(stanza.name.key, None, "expires",
-                                  f"{path} expires {stanza.expires.isoformat()}: shaping "
-                                  "files cannot carry expiry; regenerate the file then"))
     doc: dict[str, Any] = {}
     # The default block: what a name no stanza (exact or regex) or floor names gets.
     bare = Resolver(_without_domains(config), decision_cache_size=0)
@@ -199,12 +195,40 @@ def kumomta_shaping(config: Config, *, accept_loss: bool = False
                                       "the default block; mail through this binding to a "
                                       f"domain no block names gets {differs}"))
             sources = {}
+        else:
+            # (The default block has no domain stanza or floor: nothing in it expires.)
+            notes.extend(_expiry_notes(config, resolver, block, bindings, sources))
         if sources:
             table["sources"] = sources
         doc[block] = table
     if losses and not accept_loss:
         KumoExportErrors.raise_if_any(losses)
     return doc, tuple(_dedupe(notes))
+
+
+def _expiry_notes(config: Config, resolver: Resolver, block: str, bindings: list[str],
+                  sources: Mapping[str, object]) -> list[KumoNote]:
+    """A note for each expiring stanza or floor that shapes one of ``block``'s entries.
+
+    A binding without its own ``sources`` entry sends with the block's values, so
+    its note is the block's.
+    """
+    expiring = [(p, s) for p, s in iter_stanzas(config)
+                if s.expires is not None and s.name.matches(block)]
+    notes: list[KumoNote] = []
+    if not expiring:
+        return notes
+    for binding in bindings:
+        _values, used_by = resolver.effective(block, binding)
+        used = {str(s.scope) for s in used_by.values()}
+        source = binding if binding in sources else None
+        for path, stanza in expiring:
+            assert stanza.expires is not None
+            if any(path == u or (path.startswith("floor ") and path in u) for u in used):
+                notes.append(KumoNote(block, source, "expires",
+                                      f"{path} expires {stanza.expires.isoformat()}: shaping "
+                                      "files cannot carry expiry; regenerate the file then"))
+    return notes
 
 
 def _show(value: object) -> str:
