@@ -312,3 +312,24 @@ name = "pool"
     assert doc["partner.example"]["sources"]["pool"] == {"enable_tls": "Disabled"}
     expiring = [(n.block, n.source) for n in notes if n.option == "expires"]
     assert expiring == [("partner.example", "pool")]
+
+
+def test_a_stanza_named_default_is_refused() -> None:
+    # ["default"] is KumoMTA's block for every domain without its own: a domain
+    # called "default" cannot have a block, and merging it would be lost silently.
+    text = '[global]\ntls = "required"\n\n[[domain]]\nname = "default"\ntls = "no"\n'
+    with pytest.raises(KumoExportError, match="default") as caught:
+        kumomta_shaping(loads_toml(text))
+    assert caught.value.location.scope == 'domain "default"'
+    doc, notes = kumomta_shaping(loads_toml(text), accept_loss=True)
+    assert doc == {"default": {"enable_tls": "RequiredInsecure", "enable_mta_sts": False,
+                               "enable_dane": False}}
+    assert any(n.option == "domain" and 'domain "default"' in n.message for n in notes)
+
+
+def test_a_floor_named_default_is_refused() -> None:
+    text = ('[global]\ntls = "ifavailable"\n\n[[floor]]\nname = "Default."\n'
+            'tls = "required"\nreason = "x"\n')
+    with pytest.raises(KumoExportError) as caught:
+        kumomta_shaping(loads_toml(text))
+    assert caught.value.location.scope == 'floor "Default."'

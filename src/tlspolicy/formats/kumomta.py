@@ -20,7 +20,8 @@ caller accepts the loss (``accept_loss=True``, ``convert --accept-loss``):
 a regex domain stanza (shaping blocks name domains); a binding whose values
 for domains no block names differ from the ``default`` binding's (KumoMTA
 merges ``sources`` from a domain's or site's block, never from the
-``default`` block).
+``default`` block); a stanza or floor for the domain ``default`` (that block
+is KumoMTA's block for every domain without its own).
 """
 
 from __future__ import annotations
@@ -153,6 +154,16 @@ def kumomta_shaping(config: Config, *, accept_loss: bool = False
                                       f"regex stanza {stanza.name.text} ({path}) not exported: "
                                       "shaping blocks name domains; names it matches get "
                                       "their block's or the default's values"))
+            continue
+        if stanza.name.key == DEFAULT_BLOCK:
+            losses.append(KumoExportError(
+                f'KumoMTA reads the block "{DEFAULT_BLOCK}" as the block for every domain '
+                f"without its own, so the domain {DEFAULT_BLOCK!r} cannot have a block; "
+                f"{_ACCEPT}", Location(scope=path)))
+            notes.append(KumoNote(DEFAULT_BLOCK, None, "domain",
+                                  f"{path} not exported: the block \"{DEFAULT_BLOCK}\" is "
+                                  "KumoMTA's block for every domain without its own; the "
+                                  "domain gets the default block's values"))
             continue
         if stanza.name.key not in names:
             names.append(stanza.name.key)
