@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from ..formats.ecelerity import dumps_ecelerity, ecelerity_export_losses
-from ..formats.kumomta import dumps_kumomta, kumomta_shaping
+from ..formats.kumomta import KumoExportError, dumps_kumomta, kumomta_shaping
 from ..formats.toml import dumps_toml
 from ..postfix.levels import PostfixWarning
 from ..postfix.tables import (
@@ -36,6 +36,7 @@ from ._common import (
     add_config_files,
     evaluation_time,
     load_configuration,
+    print_errors,
     warn,
 )
 
@@ -50,9 +51,11 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     config = load_configuration(args)
     out = sys.stdout
     if args.to != "postfix":
-        for flag in ("binding", "output_dir", "pcre_output", "accept_loss"):
+        for flag in ("binding", "output_dir", "pcre_output"):
             if getattr(args, flag):
                 raise UsageError(f"--{flag.replace('_', '-')} applies to --to postfix only")
+    if args.accept_loss and args.to not in ("postfix", "kumomta"):
+        raise UsageError("--accept-loss applies to --to postfix and --to kumomta only")
     if args.to != "toml":
         # These formats cannot carry expiry: write the policy in force now, so an
         # expired stanza is never revived (each remaining expiry gets a loss note).
@@ -60,8 +63,15 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if args.to == "toml":
         out.write(dumps_toml(config))
     elif args.to == "kumomta":
-        out.write(dumps_kumomta(config))
-        for note in kumomta_shaping(config)[1]:
+        try:
+            text = dumps_kumomta(config, accept_loss=args.accept_loss)
+        except KumoExportError as exc:
+            # Nothing is written: KumoMTA would apply a different policy to the
+            # domains concerned (each error names its stanza or binding).
+            print_errors(exc)
+            return EXIT_FOUND
+        out.write(text)
+        for note in kumomta_shaping(config, accept_loss=True)[1]:
             warn(note.describe())
     elif args.to == "ecelerity":
         out.write(dumps_ecelerity(config))
@@ -204,7 +214,10 @@ def register(sub: Any) -> None:
                          help="postfix: write the tables even though regex domain entries "
                               "are left out: all of them on standard output without "
                               "--pcre-output, and those whose pattern can match an "
-                              "upper-case letter (otherwise refused: exit 1, nothing written)")
+                              "upper-case letter; kumomta: write the file without what "
+                              "KumoMTA would apply differently (regex stanzas, bindings' "
+                              "values for domains no block names); otherwise each is "
+                              "refused: exit 1, nothing written")
     convert.add_argument("--verbose", "-v", action="store_true",
                          help="postfix: list every entry Postfix cannot express exactly, not "
                               "a summary by kind")
