@@ -365,33 +365,28 @@ def _route_candidates(resolver: Resolver, binding: str, route: TransportRoute,
     values, sources = resolver.effective(any_name, binding)
     found.append((route.pattern, values, sources))
     group_name, _s, b_opts, g_opts, stanzas = _binding_scopes(config, binding, resolver)
+    exact: list[str] = []
     for path, stanza in stanzas:
-        if stanza.name.kind is DomainKind.REGEX:
-            if stanza.options.is_empty():
-                continue
+        if stanza.name.kind is not DomainKind.REGEX:
+            exact.append(stanza.name.key)
+        elif not stanza.options.is_empty():
             spath = scope_path(*path, (ScopeKind.DOMAIN, stanza.name.text))
             values, sources = _regex_values(config, binding, group_name, path, stanza,
                                             b_opts, g_opts)
             found.append((spath, values, sources))
-            continue
-        key = stanza.name.key
-        if key in displaced and not route.fallback:
-            continue
-        if route.domain == "*" or key.endswith(f".{route.domain}"):
-            values, sources = resolver.effective(key, binding)
-            found.append((key, values, sources))
     # Floors raise names no stanza names (SEMANTICS 7: no binding can weaken them), so
     # each floor the route may carry counts too: an exact one as that name's values, a
     # regex one as any other name's raised to it (whether its pattern matches a routed
     # name is not decided, as for regex stanzas).
     for floor in config.floors:
-        if floor.name.kind is DomainKind.REGEX:
-            values, sources = resolver.effective(any_name, binding)
-            values, sources = dict(values), dict(sources)
-            raise_to_floors(values, sources, (floor,))
-            found.append((floor_path(floor.name.text), values, sources))
+        if floor.name.kind is not DomainKind.REGEX:
+            exact.append(floor.name.key)
             continue
-        key = floor.name.key
+        values, sources = resolver.effective(any_name, binding)
+        values, sources = dict(values), dict(sources)
+        raise_to_floors(values, sources, (floor,))
+        found.append((floor_path(floor.name.text), values, sources))
+    for key in dict.fromkeys(exact):
         if key in displaced and not route.fallback:
             continue
         if route.domain == "*" or key.endswith(f".{route.domain}"):
