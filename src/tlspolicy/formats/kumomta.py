@@ -141,29 +141,29 @@ def kumomta_shaping(config: Config, *, accept_loss: bool = False
     names: list[str] = []
     notes: list[KumoNote] = []
     losses: list[KumoExportError] = []
+    def lose(path: str, error: str, note: str) -> None:
+        # Refused, or with the loss accepted left out with a note.
+        losses.append(KumoExportError(error, Location(scope=path)))
+        notes.append(KumoNote(DEFAULT_BLOCK, None, "domain", note))
+
     for path, stanza in iter_stanzas(config):
         if stanza.name.kind is DomainKind.REGEX:
             # A regex floor that needs writing was refused above; one the chain
             # already meets everywhere loses nothing.
             if not stanza.options.is_empty() and not isinstance(stanza, FloorScope):
-                losses.append(KumoExportError(
-                    "KumoMTA shaping blocks name domains, so every name this regex stanza "
-                    "matches that no block names would get the default block's values; "
-                    f"name those domains in exact stanzas, or {_ACCEPT}", Location(scope=path)))
-                notes.append(KumoNote(DEFAULT_BLOCK, None, "domain",
-                                      f"regex stanza {stanza.name.text} ({path}) not exported: "
-                                      "shaping blocks name domains; names it matches get "
-                                      "their block's or the default's values"))
+                lose(path, "KumoMTA shaping blocks name domains, so every name this regex "
+                     "stanza matches that no block names would get the default block's "
+                     f"values; name those domains in exact stanzas, or {_ACCEPT}",
+                     f"regex stanza {stanza.name.text} ({path}) not exported: shaping "
+                     "blocks name domains; names it matches get their block's or the "
+                     "default's values")
             continue
         if stanza.name.key == DEFAULT_BLOCK:
-            losses.append(KumoExportError(
-                f'KumoMTA reads the block "{DEFAULT_BLOCK}" as the block for every domain '
-                f"without its own, so the domain {DEFAULT_BLOCK!r} cannot have a block; "
-                f"{_ACCEPT}", Location(scope=path)))
-            notes.append(KumoNote(DEFAULT_BLOCK, None, "domain",
-                                  f"{path} not exported: the block \"{DEFAULT_BLOCK}\" is "
-                                  "KumoMTA's block for every domain without its own; the "
-                                  "domain gets the default block's values"))
+            lose(path, f'KumoMTA reads the block "{DEFAULT_BLOCK}" as the block for every '
+                 f"domain without its own, so the domain {DEFAULT_BLOCK!r} cannot have a "
+                 f"block; {_ACCEPT}",
+                 f'{path} not exported: the block "{DEFAULT_BLOCK}" is KumoMTA\'s block for '
+                 "every domain without its own; the domain gets the default block's values")
             continue
         if stanza.name.key not in names:
             names.append(stanza.name.key)
