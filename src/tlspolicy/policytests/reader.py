@@ -99,7 +99,10 @@ class _Lines:
 
     def __init__(self, text: str) -> None:
         self.cases: list[int] = []
-        self.keys: dict[tuple[int | None, str], int] = {}
+        # Key paths by case (None: outside every case), indexed once while scanning:
+        # looking a case's keys up among all the file's keys cost the square of the
+        # number of cases.
+        self.keys: dict[int | None, dict[str, int]] = {}
         case: int | None = None
         prefix: list[str] = []
         for number, line in code_lines(text):
@@ -116,7 +119,7 @@ class _Lines:
                     prefix = []
                 elif names and names[0] == "case" and case is not None:
                     prefix = names[1:]
-                    self.keys.setdefault((case, ".".join(prefix)), number)
+                    self.keys.setdefault(case, {}).setdefault(".".join(prefix), number)
                 else:
                     case, prefix = None, names
                 continue
@@ -126,17 +129,19 @@ class _Lines:
                 # Each prefix of the path is a key of its own: past MAX_LOCATED_PARTS
                 # parts not located, as a line's thousands of parts would cost the
                 # square of their number.
+                keys = self.keys.setdefault(case, {})
                 for depth in range(1, min(len(path), MAX_LOCATED_PARTS) + 1):
-                    self.keys.setdefault((case, ".".join(path[:depth])), number)
+                    keys.setdefault(".".join(path[:depth]), number)
 
     def case_line(self, index: int) -> int | None:
         return self.cases[index] if index < len(self.cases) else None
 
     def case_keys(self, index: int) -> dict[str, int]:
-        return {key: line for (case, key), line in self.keys.items() if case == index}
+        """The lines of case ``index``'s key paths (its own dictionary: not to be changed)."""
+        return self.keys.get(index, {})
 
     def top(self, key: str) -> int | None:
-        return self.keys.get((None, key))
+        return self.keys.get(None, {}).get(key)
 
 
 # ---------------------------------------------------------------- reading
