@@ -365,6 +365,23 @@ BAD_CASES = [
      InvalidExpectationError, 3, "outcome.handshake-failed.enhanced", "enhanced status"),
     ('domain = "a.example"\ndecided_by.tls_verify = "dane"\n', UnknownExpectationKeyError, 3,
      "decided_by.tls_verify", "unknown decision field"),
+    # An empty expectation table checks nothing: a mistake, even beside other expectations.
+    ('domain = "a.example"\noutcome = {}\n', ImpossibleExpectationError, 3, "outcome",
+     "expects nothing"),
+    ('domain = "a.example"\ntls = "no"\n[case.source]\n', ImpossibleExpectationError, 4,
+     "source", "expects nothing"),
+    ('domain = "a.example"\ntls = "no"\ndecided_by = {}\n', ImpossibleExpectationError, 4,
+     "decided_by", "expects nothing"),
+    ('domain = "a.example"\ntls = "no"\n\n[case.effective]\n# none yet\n',
+     ImpossibleExpectationError, 5, "effective", "expects nothing"),
+    # Option names are case-insensitive: one option given twice is refused, as by
+    # --override and by a configuration scope, never "the last one wins".
+    ('domain = "a.example"\ntls = "no"\noverrides = { tls = "required", TLS = "no" }\n',
+     InvalidExpectationError, 4, "overrides.TLS", "given twice"),
+    ('domain = "a.example"\ntls = "no"\nsource = { tls = "global", TLS = "global" }\n',
+     InvalidExpectationError, 4, "source.TLS", "given twice"),
+    ('domain = "a.example"\ntls = "no"\n[case.effective]\ntls_verify = "no"\n'
+     'Tls_Verify = "ca"\n', InvalidExpectationError, 6, "effective.Tls_Verify", "given twice"),
 ]
 
 
@@ -532,3 +549,23 @@ def test_ci_page_documents_every_key() -> None:
     for observation in Observation:
         assert f"`{observation.value}`" in text
     assert "```mermaid\nstateDiagram-v2" in text
+
+
+def test_cli_refuses_empty_expectation_tables_and_options_given_twice(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # These cases passed, checking nothing ("2 passed") or the last spelling only.
+    path = tmp_path / "e.toml"
+    path.write_text('[[case]]\nname = "empty outcome"\ndomain = "ordinary.example"\n'
+                    'outcome = {}\n[[case]]\nname = "empty source"\n'
+                    'domain = "ordinary.example"\n[case.source]\n'
+                    '[[case]]\ndomain = "ordinary.example"\n'
+                    'overrides = { tls = "required", TLS = "no" }\ntls = "no"\n', "utf-8")
+    code, out, _ = run_cli(monkeypatch, capsys, "test", str(path))
+    assert code == 2
+    assert (f"{path}:4: case #1 \"empty outcome\": option 'outcome': an empty 'outcome' "
+            "table expects nothing") in out
+    assert f"{path}:8: case #2 \"empty source\": option 'source': an empty 'source'" in out
+    assert (f"{path}:11: case #3: option 'overrides.TLS': option given twice (names are "
+            "case-insensitive)") in out
+    assert "passed" not in out

@@ -202,6 +202,29 @@ class _CaseReader:
         self.fail(InvalidExpectationError, "expected a table", key, value, True)
         return None
 
+    def expectations_of(self, key: str, value: object, what: str) -> Mapping[str, Any] | None:
+        """``value`` as a table of expectations: an empty one checks nothing, which is
+        a mistake (a case that passes without checking what its author meant to), so it
+        is an error even beside other expectations.  ``what`` says what to put in it."""
+        table = self.table_of(key, value)
+        if table is not None and not table:
+            self.fail(ImpossibleExpectationError,
+                      f"an empty {key!r} table expects nothing: name at least one {what} "
+                      f"in it, or leave {key!r} out", key)
+            return None
+        return table
+
+    def twice(self, seen: dict[str, str], name: str, spelling: str, key: str) -> bool:
+        """Whether option ``name`` (written ``spelling``) was already given in this table,
+        reported as ``--override`` and a configuration scope report it."""
+        if name in seen:
+            self.fail(InvalidExpectationError,
+                      f"option given twice (names are case-insensitive): {seen[name]!r} and "
+                      f"{spelling!r} both name {name!r}", key)
+            return True
+        seen[name] = spelling
+        return False
+
     def read(self) -> Case | None:
         before = len(self.errors)
         t = self.table
@@ -265,9 +288,12 @@ class _CaseReader:
             self.fail(ImpossibleExpectationError,
                       "a decision with tls 'no' never plans 'attempt'", "plan", "attempt", True)
         outcomes = self.outcomes(t["outcome"], plan, tls) if "outcome" in t else ()
-        sources = self.entries(t, "source", self.source_entry)
-        decided_by = self.entries(t, "decided_by", self.decided_by_entry)
-        effective = self.entries(t, "effective", self.effective_entry)
+        sources = self.entries(t, "source", self.source_entry,
+                               "option and the scope expected to supply it")
+        decided_by = self.entries(t, "decided_by", self.decided_by_entry,
+                                  f"decision field ({', '.join(DECIDED_BY_KEYS)})")
+        effective = self.entries(t, "effective", self.effective_entry,
+                                 "option and its expected effective value")
         identities = self.identities(t["identities"]) if "identities" in t else None
         sni = self.text("sni", t["sni"]) if "sni" in t else None
         if len(self.errors) > before or domain is None:
@@ -301,12 +327,15 @@ class _CaseReader:
         if table is None:
             return None
         values: dict[str, object] = {}
+        seen: dict[str, str] = {}
         for raw_name, raw_value in table.items():
             key = f"overrides.{raw_name}"
             try:
                 spec = option_spec(raw_name)
             except ConfigError as exc:
                 self.fail(UnknownExpectationKeyError, exc.message, key)
+                continue
+            if self.twice(seen, spec.name, raw_name, key):
                 continue
             if spec.name not in OVERRIDABLE_OPTIONS:
                 self.fail(InvalidExpectationError,
@@ -423,7 +452,7 @@ class _CaseReader:
 
     def outcomes(self, value: object, plan: Action | None,
                  tls: Tls | None) -> tuple[ExpectedOutcome, ...]:
-        table = self.table_of("outcome", value)
+        table = self.expectations_of("outcome", value, "observation and its expected action")
         if table is None:
             return ()
         result: list[ExpectedOutcome] = []
@@ -501,17 +530,25 @@ class _CaseReader:
         return action
 
     def entries(self, case: Mapping[str, Any], what: str,
-                entry: Callable[[str, str, Any], tuple[str, _V] | None]
+                entry: Callable[[str, str, Any], tuple[str, _V] | None], wanted: str
                 ) -> tuple[tuple[str, _V], ...]:
-        """The entries of ``case``'s ``what`` table (none without one), each read by
-        ``entry(key, name, raw)`` (``None``: it failed), in file order."""
+        """The entries of ``case``'s ``what`` table (none without one; an empty one is an
+        error, see :meth:`expectations_of`), each read by ``entry(key, name, raw)``
+        (``None``: it failed), in file order.  Two entries naming one field (option
+        names are case-insensitive) are an error."""
         if what not in case:
             return ()
-        table = self.table_of(what, case[what])
+        table = self.expectations_of(what, case[what], wanted)
         if table is None:
             return ()
-        read = (entry(f"{what}.{name}", name, raw) for name, raw in table.items())
-        return tuple(found for found in read if found is not None)
+        found: list[tuple[str, _V]] = []
+        seen: dict[str, str] = {}
+        for name, raw in table.items():
+            key = f"{what}.{name}"
+            read = entry(key, name, raw)
+            if read is not None and not self.twice(seen, read[0], name, key):
+                found.append(read)
+        return tuple(found)
 
     def option(self, key: str, name: str) -> OptionSpec | None:
         try:
