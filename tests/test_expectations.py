@@ -569,3 +569,23 @@ def test_cli_refuses_empty_expectation_tables_and_options_given_twice(
     assert (f"{path}:11: case #3: option 'overrides.TLS': option given twice (names are "
             "case-insensitive)") in out
     assert "passed" not in out
+
+
+def test_junit_xml_parses_when_names_hold_control_characters(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # XML 1.0 cannot carry most control characters: they are written as visible
+    # \uXXXX escapes, so the file parses and the name is still recognisable.
+    path = tmp_path / "cc.toml"
+    path.write_text('[[case]]\nname = "a\\u0001b"\ndomain = "ordinary.example"\ntls = "no"\n'
+                    '[[case]]\nname = "c\\u001b[31md\\ufffe"\ndomain = "ordinary.example"\n'
+                    'tls = "required"\n', "utf-8")
+    xml = tmp_path / "j.xml"
+    code, _, _ = run_cli(monkeypatch, capsys, "test", str(path), "--junit-xml", str(xml))
+    assert code == 1
+    cases = ET.parse(xml).getroot().findall("testsuite/testcase")
+    assert [c.get("name") for c in cases] == ["a\\u0001b", "c\\u001b[31md\\ufffe"]
+    failure = cases[1].find("failure")
+    assert failure is not None and '"c\\u001b[31md\\ufffe"' in (failure.text or "")
+    # Tabs and line breaks are legal and kept.
+    assert "\n" in (failure.text or "")

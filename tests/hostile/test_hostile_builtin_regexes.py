@@ -38,6 +38,7 @@ REVIEWED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
         "match", (" ", "a", "a.", "a .", '"a".', "'", '"', "a . ")),
     ("tlspolicy.policytests.reader", "_KEY_PARTS"): ("findall", ('"', "'", "a", "\"'")),
     ("tlspolicy.policytests.reader", "_ENHANCED"): ("fullmatch", ("2.", "2.0.", "2")),
+    ("tlspolicy.policytests.runner", "_NOT_XML"): ("sub", ("a", "\x01", "\ufffe", "\ud800")),
     ("tlspolicy.names", "_ASCII_LABEL"): ("fullmatch", ("a", "a-", "-", "_")),
     ("tlspolicy.names", "_LABEL_RUN"): ("findall", ("\u00fc", "a-", "-", "b\u00fc-")),
     ("tlspolicy.options", "_VERSION_RE"): ("fullmatch", ("4", "4.", "4.8.")),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final
@@ -294,11 +295,26 @@ def junit_xml(suites: Mapping[str, Sequence[CaseResult]],
                 error.text = format_failure(r)
     for key, value in total.items():
         root.set(key, str(value))
+    for node in root.iter():
+        node.text = _xml_text(node.text)
+        for name, text in node.attrib.items():
+            node.set(name, _xml_text(text) or "")
     ET.indent(root)
     ET.ElementTree(root).write(os.fspath(path), encoding="utf-8", xml_declaration=True)
 
 
 _SUFFIXES: Final = (".tlspolicy-test.toml", ".toml")
+# What XML 1.0 cannot carry (its Char production): most C0 controls, lone surrogates
+# (a file name's undecodable bytes), U+FFFE and U+FFFF.  One character at a time.
+_NOT_XML: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_text(text: str | None) -> str | None:
+    """``text`` with each character XML cannot hold written as a visible ``\\uXXXX``
+    escape (a case name with U+0001 would otherwise make the whole file unreadable)."""
+    if text is None:
+        return None
+    return _NOT_XML.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _classname(name: str) -> str:
