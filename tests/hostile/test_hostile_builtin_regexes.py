@@ -31,6 +31,8 @@ PER_LINE_GUARD = 1.0
 REVIEWED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
     ("tlspolicy.formats.toml_lines", "_HEADER"): ("match", ("[", "[[", " ", "[ ", "[a ", "a")),
     ("tlspolicy.formats.toml_lines", "_KEY"): ("match", (" ", "a", '"', "'", "a ", '"a')),
+    ("tlspolicy.formats.toml_lines", "_CODE_STOP"): ("search", ("a", " ", "\\", "=")),
+    ("tlspolicy.formats.toml_lines", "_BASIC_STOP"): ("search", ("a", " ", "'", "#")),
     ("tlspolicy.formats.toml", "_PLAIN_HOST"): ("fullmatch", ("a", "a.", "a-", "_", "a-a.")),
     ("tlspolicy.formats.toml", "_DECODE_POS"): ("search", ("(at line ", "(at line 1", "1")),
     ("tlspolicy.policytests.reader", "_HEADER"): ("match", ("[", "[[", " ", "[ ", "[a ")),

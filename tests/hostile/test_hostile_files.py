@@ -240,3 +240,19 @@ def test_expectation_file_of_many_cases_loads() -> None:
                    for i in range(5_000))
     loaded = within(loads_expectations, text, "exp.toml")
     assert len(loaded.cases) == 5_000 and loaded.cases[-1].line == 4 * 4_999 + 1
+
+
+@pytest.mark.parametrize("unit", ['"', "'", "\\", '"\\', '\\"', '""', "''", '"""', "'''",
+                                  "[", "]", "{", "#", 'a = "', "a = '''", 'a = """\\',
+                                  '"""\n', "'''\n", "[\n", '"\\"\n'])
+def test_toml_line_scanner_on_hostile_text(unit: str) -> None:
+    # The scanner behind the line locators keeps TOML's string and bracket state
+    # across the text: whatever the text, valid or not, it ends at once.
+    from tlspolicy.formats.toml_lines import code_lines
+
+    text = unit * (1_000_000 // len(unit))
+
+    def count() -> int:
+        return sum(1 for _ in code_lines(text))
+
+    assert within(count) >= 1
