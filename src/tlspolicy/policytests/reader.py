@@ -660,7 +660,7 @@ def loads_expectations(text: str, filename: str = "<string>",
         names[case.name] = case.index
         cases.append(case)
     ConfigErrors.raise_if_any(errors)
-    return ExpectationFile(filename, config, tuple(cases))
+    return ExpectationFile(filename, config, tuple(cases), lines.top("config"))
 
 
 def load_expectations(path: str | os.PathLike[str]) -> ExpectationFile:

@@ -19,7 +19,7 @@ from typing import Final
 import attrs
 
 from ..decision import Decision
-from ..errors import TlsPolicyError
+from ..errors import ConfigError, ConfigErrors, Location, TlsPolicyError
 from ..options import UNSET
 from ..outcomes import Observation
 from ..resolver import Resolver
@@ -29,6 +29,7 @@ from .expectations import NOT_APPLICABLE, Case, ExpectationFile, ExpectedOutcome
 __all__ = [
     "CaseResult",
     "Mismatch",
+    "config_errors",
     "config_for",
     "format_failure",
     "format_report",
@@ -222,6 +223,20 @@ def config_for(expectations: ExpectationFile, explicit: Sequence[str] | None,
     paths = tuple(explicit) if explicit else expectations.config
     described = ", ".join(paths) if paths else "the bundled example configuration"
     return load(paths), described
+
+
+def config_errors(expectations: ExpectationFile, error: ConfigError,
+                  explicit: Sequence[str] | None = None) -> list[str]:
+    """The messages of ``error``, raised loading the configuration ``expectations``
+    runs against: when the file's own ``config`` key named it (no ``explicit`` files),
+    each is said at that key, since the configuration's error (a directory, a missing
+    file) names no expectation file."""
+    found = error.errors if isinstance(error, ConfigErrors) else (error,)
+    if explicit or not expectations.config:
+        return [str(e) for e in found]
+    where = Location(file=expectations.path, line=expectations.config_line,
+                     option="config").describe()
+    return [f"{where}: {e}" for e in found]
 
 
 def _where(case: Case, line: int | None = None) -> str:
