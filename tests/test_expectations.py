@@ -365,6 +365,23 @@ BAD_CASES = [
      InvalidExpectationError, 3, "outcome.handshake-failed.enhanced", "enhanced status"),
     ('domain = "a.example"\ndecided_by.tls_verify = "dane"\n', UnknownExpectationKeyError, 3,
      "decided_by.tls_verify", "unknown decision field"),
+    # An empty expectation table checks nothing: a mistake, even beside other expectations.
+    ('domain = "a.example"\noutcome = {}\n', ImpossibleExpectationError, 3, "outcome",
+     "expects nothing"),
+    ('domain = "a.example"\ntls = "no"\n[case.source]\n', ImpossibleExpectationError, 4,
+     "source", "expects nothing"),
+    ('domain = "a.example"\ntls = "no"\ndecided_by = {}\n', ImpossibleExpectationError, 4,
+     "decided_by", "expects nothing"),
+    ('domain = "a.example"\ntls = "no"\n\n[case.effective]\n# none yet\n',
+     ImpossibleExpectationError, 5, "effective", "expects nothing"),
+    # Option names are case-insensitive: one option given twice is refused, as by
+    # --override and by a configuration scope, never "the last one wins".
+    ('domain = "a.example"\ntls = "no"\noverrides = { tls = "required", TLS = "no" }\n',
+     InvalidExpectationError, 4, "overrides.TLS", "given twice"),
+    ('domain = "a.example"\ntls = "no"\nsource = { tls = "global", TLS = "global" }\n',
+     InvalidExpectationError, 4, "source.TLS", "given twice"),
+    ('domain = "a.example"\ntls = "no"\n[case.effective]\ntls_verify = "no"\n'
+     'Tls_Verify = "ca"\n', InvalidExpectationError, 6, "effective.Tls_Verify", "given twice"),
 ]
 
 
@@ -532,3 +549,43 @@ def test_ci_page_documents_every_key() -> None:
     for observation in Observation:
         assert f"`{observation.value}`" in text
     assert "```mermaid\nstateDiagram-v2" in text
+
+
+def test_cli_refuses_empty_expectation_tables_and_options_given_twice(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # These cases passed, checking nothing ("2 passed") or the last spelling only.
+    path = tmp_path / "e.toml"
+    path.write_text('[[case]]\nname = "empty outcome"\ndomain = "ordinary.example"\n'
+                    'outcome = {}\n[[case]]\nname = "empty source"\n'
+                    'domain = "ordinary.example"\n[case.source]\n'
+                    '[[case]]\ndomain = "ordinary.example"\n'
+                    'overrides = { tls = "required", TLS = "no" }\ntls = "no"\n', "utf-8")
+    code, out, _ = run_cli(monkeypatch, capsys, "test", str(path))
+    assert code == 2
+    assert (f"{path}:4: case #1 \"empty outcome\": option 'outcome': an empty 'outcome' "
+            "table expects nothing") in out
+    assert f"{path}:8: case #2 \"empty source\": option 'source': an empty 'source'" in out
+    assert (f"{path}:11: case #3: option 'overrides.TLS': option given twice (names are "
+            "case-insensitive)") in out
+    assert "passed" not in out
+
+
+def test_junit_xml_parses_when_names_hold_control_characters(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # XML 1.0 cannot carry most control characters: they are written as visible
+    # \uXXXX escapes, so the file parses and the name is still recognisable.
+    path = tmp_path / "cc.toml"
+    path.write_text('[[case]]\nname = "a\\u0001b"\ndomain = "ordinary.example"\ntls = "no"\n'
+                    '[[case]]\nname = "c\\u001b[31md\\ufffe"\ndomain = "ordinary.example"\n'
+                    'tls = "required"\n', "utf-8")
+    xml = tmp_path / "j.xml"
+    code, _, _ = run_cli(monkeypatch, capsys, "test", str(path), "--junit-xml", str(xml))
+    assert code == 1
+    cases = ET.parse(xml).getroot().findall("testsuite/testcase")
+    assert [c.get("name") for c in cases] == ["a\\u0001b", "c\\u001b[31md\\ufffe"]
+    failure = cases[1].find("failure")
+    assert failure is not None and '"c\\u001b[31md\\ufffe"' in (failure.text or "")
+    # Tabs and line breaks are legal and kept.
+    assert "\n" in (failure.text or "")

@@ -34,8 +34,12 @@ def test_example_tree() -> None:
            in lines
     assert '│   └── binding "bulk-2"  tls_certificate=none' in lines
     assert '└── binding_group "default" (implicit)' in lines
-    assert '    ├── binding "relay-internal"  tls=no' in lines
-    assert lines[-1].startswith('    └── binding "default"  tlsv13_ciphersuites=')
+    # The floors raise relay-internal's tls=no (marked), and follow the scope tree.
+    assert '    ├── binding "relay-internal"  tls=no  (raised: by floor ' \
+           '"payroll-partner.example" tls to required; by floor ' \
+           '"/(^|\\.)bank\\.example$/" tls to required)' in lines
+    floors = next(i for i, line in enumerate(lines) if line.startswith("floors "))
+    assert lines[floors - 1].startswith('    └── binding "default"  tlsv13_ciphersuites=')
     # Exact stanzas are listed before regex stanzas (they win in the same container).
     regex = next(i for i, line in enumerate(lines) if "[regex]" in line)
     legacy = next(i for i, line in enumerate(lines) if "legacy-mail.example" in line)

@@ -31,6 +31,8 @@ PER_LINE_GUARD = 1.0
 REVIEWED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
     ("tlspolicy.formats.toml_lines", "_HEADER"): ("match", ("[", "[[", " ", "[ ", "[a ", "a")),
     ("tlspolicy.formats.toml_lines", "_KEY"): ("match", (" ", "a", '"', "'", "a ", '"a')),
+    ("tlspolicy.formats.toml_lines", "_CODE_STOP"): ("search", ("a", " ", "\\", "=")),
+    ("tlspolicy.formats.toml_lines", "_BASIC_STOP"): ("search", ("a", " ", "'", "#")),
     ("tlspolicy.formats.toml", "_PLAIN_HOST"): ("fullmatch", ("a", "a.", "a-", "_", "a-a.")),
     ("tlspolicy.formats.toml", "_DECODE_POS"): ("search", ("(at line ", "(at line 1", "1")),
     ("tlspolicy.policytests.reader", "_HEADER"): ("match", ("[", "[[", " ", "[ ", "[a ")),
@@ -38,6 +40,7 @@ REVIEWED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
         "match", (" ", "a", "a.", "a .", '"a".', "'", '"', "a . ")),
     ("tlspolicy.policytests.reader", "_KEY_PARTS"): ("findall", ('"', "'", "a", "\"'")),
     ("tlspolicy.policytests.reader", "_ENHANCED"): ("fullmatch", ("2.", "2.0.", "2")),
+    ("tlspolicy.policytests.runner", "_NOT_XML"): ("sub", ("a", "\x01", "\ufffe", "\ud800")),
     ("tlspolicy.names", "_ASCII_LABEL"): ("fullmatch", ("a", "a-", "-", "_")),
     ("tlspolicy.names", "_LABEL_RUN"): ("findall", ("\u00fc", "a-", "-", "b\u00fc-")),
     ("tlspolicy.options", "_VERSION_RE"): ("fullmatch", ("4", "4.", "4.8.")),

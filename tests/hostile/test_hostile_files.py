@@ -212,3 +212,47 @@ def test_expectation_keys_under_a_header_of_many_parts() -> None:
         f"c{i} = 1\n" for i in range(5000))
     error = _error(loads_expectations, text, "exp.toml")
     assert error.location.file == "exp.toml"
+
+
+def test_expectation_file_of_many_cases_is_read_in_linear_time() -> None:
+    # Each case's keys were found by scanning every key of the file, once per case:
+    # 32,000 one-line cases took over a minute.  The keys are indexed by case once.
+    from tlspolicy.policytests.reader import _Lines
+
+    cases = 20_000
+    text = "".join(f'[[case]]\nname = "c{i}"\ndomain = "a.example"\ntls = "no"\n'
+                   for i in range(cases))
+
+    def every_case_keys() -> list[dict[str, int]]:
+        lines = _Lines(text)
+        return [lines.case_keys(i) for i in range(cases)]
+
+    found = within(every_case_keys)
+    assert len(found) == cases
+    assert found[0] == {"name": 2, "domain": 3, "tls": 4}
+    assert found[-1] == {"name": 4 * cases - 2, "domain": 4 * cases - 1, "tls": 4 * cases}
+
+
+def test_expectation_file_of_many_cases_loads() -> None:
+    from tlspolicy.policytests import loads_expectations
+
+    text = "".join(f'[[case]]\nname = "c{i}"\ndomain = "a.example"\ntls = "no"\n'
+                   for i in range(5_000))
+    loaded = within(loads_expectations, text, "exp.toml")
+    assert len(loaded.cases) == 5_000 and loaded.cases[-1].line == 4 * 4_999 + 1
+
+
+@pytest.mark.parametrize("unit", ['"', "'", "\\", '"\\', '\\"', '""', "''", '"""', "'''",
+                                  "[", "]", "{", "#", 'a = "', "a = '''", 'a = """\\',
+                                  '"""\n', "'''\n", "[\n", '"\\"\n'])
+def test_toml_line_scanner_on_hostile_text(unit: str) -> None:
+    # The scanner behind the line locators keeps TOML's string and bracket state
+    # across the text: whatever the text, valid or not, it ends at once.
+    from tlspolicy.formats.toml_lines import code_lines
+
+    text = unit * (1_000_000 // len(unit))
+
+    def count() -> int:
+        return sum(1 for _ in code_lines(text))
+
+    assert within(count) >= 1

@@ -19,7 +19,14 @@ from ..diff import ChangeClass, diff_configs, format_diff
 from ..errors import ConfigError, ConfigErrors
 from ..policytests.expectations import Case
 from ..policytests.reader import load_expectations
-from ..policytests.runner import CaseResult, config_for, format_report, junit_xml, run_file
+from ..policytests.runner import (
+    CaseResult,
+    config_errors,
+    config_for,
+    format_report,
+    junit_xml,
+    run_file,
+)
 from ..policytests.tree import render_tree
 from ..scopes import Config, config_at
 from ._common import (
@@ -76,13 +83,17 @@ def _cmd_test(args: argparse.Namespace) -> int:
                 configs[paths] = exc
         config = configs[paths]
         if isinstance(config, ConfigError):
-            for error in _errors_of(config):
-                out.write(f"{error}\n")
+            messages = config_errors(expectations, config, config_paths(args))
+            for message in messages:
+                out.write(f"{message}\n")
             hint = format_hint(config, config_format(args))
             if hint:
                 note(hint)
             load_errors += 1
-            suites[path] = [_file_error(path, config)]
+            # Located at the 'config' key when the file's own key named the configuration.
+            line = (config.location.line if config_paths(args) or not expectations.config
+                    else expectations.config_line)
+            suites[path] = [_file_error(path, config, "\n".join(messages), line)]
             continue
         described = ", ".join(paths) if paths else "the bundled example configuration"
         results = run_file(expectations, config_at(config, at))
@@ -108,11 +119,12 @@ def _cmd_test(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _file_error(path: str, exc: ConfigError) -> CaseResult:
+def _file_error(path: str, exc: ConfigError, message: str | None = None,
+                line: int | None = None) -> CaseResult:
     # A file that cannot be read still shows up in JUnit XML as one erroring test.
-    placeholder = Case(file=path, index=0, name="(loading)", line=exc.location.line,
-                       domain="-")
-    return CaseResult(placeholder, error=str(exc))
+    placeholder = Case(file=path, index=0, name="(loading)",
+                       line=line if message is not None else exc.location.line, domain="-")
+    return CaseResult(placeholder, error=message if message is not None else str(exc))
 
 
 def _side(positional: str | None, repeated: Sequence[str] | None, what: str) -> list[str]:

@@ -25,26 +25,126 @@ _KEY: Final = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*[.=]""")
 MAX_LOCATED_PARTS: Final = 32
 
 
+# What changes the scanner's state outside strings (a string, a comment, a bracket of an
+# array or inline table), and inside a basic string (its end, an escape).  One character
+# each, searched forward from where the scan stands: the scan is linear in the text.
+_CODE_STOP: Final = re.compile(r"""["'#\[\]{}]""")
+_BASIC_STOP: Final = re.compile(r'["\\]')
+
+
+def _run_end(line: str, start: int, quote: str) -> int:
+    """The end of the run of ``quote`` characters starting at ``start``."""
+    end = start
+    while end < len(line) and line[end] == quote:
+        end += 1
+    return end
+
+
+def _basic_end(line: str, pos: int) -> int:
+    """Where a one-line basic string whose text starts at ``pos`` ends (past its closing
+    quote; the line's end when it has none, which the parser has refused already)."""
+    while True:
+        stop = _BASIC_STOP.search(line, pos)
+        if stop is None:
+            return len(line)
+        if stop.group() == '"':
+            return stop.end()
+        pos = stop.end() + 1  # past the escaped character
+
+
+class _Scanner:
+    """TOML's string, comment and bracket state, carried from one line to the next.
+
+    A line is a statement (a header or a key may stand there) when it starts outside
+    every string and every array or inline table.  Brackets of a table header are the
+    header's, not an array's.  Built for valid TOML (the parser has read the text
+    first); on anything else it still ends, in time linear in the text.
+    """
+
+    __slots__ = ("closing", "depth")
+
+    def __init__(self) -> None:
+        # The delimiter of the multi-line string still open, if any: '"' * 3 or "'" * 3.
+        self.closing: str | None = None
+        # Arrays and inline tables still open.
+        self.depth = 0
+
+    @property
+    def at_statement(self) -> bool:
+        return self.closing is None and self.depth == 0
+
+    def feed(self, line: str) -> None:
+        """Advance over ``line`` (without its line break)."""
+        header = self.at_statement and line.lstrip().startswith("[")
+        pos, end = 0, len(line)
+        while pos < end:
+            if self.closing is not None:
+                pos = self._in_multi_line(line, pos)
+                continue
+            stop = _CODE_STOP.search(line, pos)
+            if stop is None:
+                return
+            char, start = stop.group(), stop.start()
+            if char == "#":
+                return  # a comment, to the line's end
+            if char in "\"'":
+                if line.startswith(char * 3, start):
+                    self.closing = char * 3
+                    pos = start + 3
+                elif char == '"':
+                    pos = _basic_end(line, start + 1)
+                else:
+                    close = line.find("'", start + 1)
+                    pos = end if close < 0 else close + 1
+                continue
+            pos = start + 1
+            if header:
+                continue
+            if char in "[{":
+                self.depth += 1
+            elif self.depth:
+                self.depth -= 1
+
+    def _in_multi_line(self, line: str, pos: int) -> int:
+        """Advance inside the open multi-line string: where the scan goes on."""
+        quote = "'" if self.closing == "'" * 3 else '"'
+        while True:
+            if quote == "'":
+                # A literal string has no escapes: the first three quotes end it.
+                found = line.find("'" * 3, pos)
+                if found < 0:
+                    return len(line)
+                start = found
+            else:
+                stop = _BASIC_STOP.search(line, pos)
+                if stop is None:
+                    return len(line)
+                if stop.group() == "\\":
+                    # An escaped character; at the line's end, the line-ending backslash.
+                    pos = stop.end() + 1
+                    continue
+                start = stop.start()
+            run = _run_end(line, start, quote)
+            if run - start >= 3:
+                # Up to two more quotes belong to the string; the last three close it.
+                self.closing = None
+                return run
+            pos = run
+
+
 def code_lines(text: str) -> Iterator[tuple[int, str]]:
-    """Each line of TOML ``text`` with its number, but for the lines inside a multi-line
-    string opened on a key's line: those hold no headers or keys, whatever they look like.
+    """Each line of TOML ``text`` that starts a statement, with its number: the lines
+    that start inside a string (basic, literal, multi-line) or inside an array or inline
+    table are left out, since they hold no headers or keys whatever they look like.
 
     TOML breaks lines at "\\n" only (U+2028 or U+0085 in a comment is no line break), so
     the numbers are those of the parser's messages.
     """
-    # The delimiter of a multi-line string still open.
-    open_string: str | None = None
+    scanner = _Scanner()
     for number, line in enumerate(text.split("\n"), start=1):
-        if open_string is not None:
-            if line.count(open_string) % 2:
-                open_string = None
-            continue
-        yield number, line
-        if _KEY.match(line):
-            for delimiter in ('"""', "'''"):
-                if line.count(delimiter) % 2:  # a multi-line string opens here
-                    open_string = delimiter
-                    break
+        if scanner.at_statement:
+            yield number, line
+        scanner.feed(line)
 
 
 class Lines:

@@ -250,3 +250,5 @@ class ExpectationFile:
     path: str
     config: tuple[str, ...]
     cases: tuple[Case, ...]
+    #: The line of the ``config`` key, for errors of the configuration it names.
+    config_line: int | None = None

@@ -30,9 +30,9 @@ from ..errors import ConfigError, ConfigErrors
 from ..formats.bundled import example_config
 from ..formats.loader import load_config
 from ..resolver import Resolver
-from .expectations import DEFAULT_PATTERN, Case
+from .expectations import DEFAULT_PATTERN, Case, ExpectationFile
 from .reader import load_expectations
-from .runner import CaseResult, format_failure, run_case
+from .runner import CaseResult, config_errors, format_failure, run_case
 
 __all__ = [
     "CaseFailed",
@@ -117,7 +117,8 @@ class ExpectationModule(pytest.File):
             paths = expectations.config
         for case in expectations.cases:
             yield ExpectationCase.from_parent(self, name=case.name, case=case,
-                                              config_paths=paths)
+                                              config_paths=paths, expectations=expectations,
+                                              explicit=bool(ini))
 
 
 class CaseFailed(Exception):
@@ -131,17 +132,24 @@ class CaseFailed(Exception):
 class ExpectationCase(pytest.Item):
     """One ``[[case]]`` of an expectation file."""
 
-    def __init__(self, *, case: Case, config_paths: tuple[str, ...], **kwargs: Any) -> None:
+    def __init__(self, *, case: Case, config_paths: tuple[str, ...],
+                 expectations: ExpectationFile | None = None, explicit: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.case = case
         self.config_paths = config_paths
+        self.expectations = expectations
+        self.explicit = explicit
 
     def runtest(self) -> None:
         """Resolve the case against its configuration and compare."""
         try:
             resolver = _resolver(self.config, self.config_paths)
         except ConfigError as exc:
-            raise CaseFailed(CaseResult(self.case, error=f"configuration: {exc}")) from None
+            # Said at the expectation file's 'config' key when that named it.
+            message = (str(exc) if self.expectations is None else "\n".join(
+                config_errors(self.expectations, exc, ("ini",) if self.explicit else None)))
+            raise CaseFailed(CaseResult(self.case, error=f"configuration: {message}")) from None
         result = run_case(resolver, self.case)
         if not result.passed:
             raise CaseFailed(result)

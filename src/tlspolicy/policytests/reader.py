@@ -99,7 +99,10 @@ class _Lines:
 
     def __init__(self, text: str) -> None:
         self.cases: list[int] = []
-        self.keys: dict[tuple[int | None, str], int] = {}
+        # Key paths by case (None: outside every case), indexed once while scanning:
+        # looking a case's keys up among all the file's keys cost the square of the
+        # number of cases.
+        self.keys: dict[int | None, dict[str, int]] = {}
         case: int | None = None
         prefix: list[str] = []
         for number, line in code_lines(text):
@@ -116,7 +119,7 @@ class _Lines:
                     prefix = []
                 elif names and names[0] == "case" and case is not None:
                     prefix = names[1:]
-                    self.keys.setdefault((case, ".".join(prefix)), number)
+                    self.keys.setdefault(case, {}).setdefault(".".join(prefix), number)
                 else:
                     case, prefix = None, names
                 continue
@@ -126,17 +129,19 @@ class _Lines:
                 # Each prefix of the path is a key of its own: past MAX_LOCATED_PARTS
                 # parts not located, as a line's thousands of parts would cost the
                 # square of their number.
+                keys = self.keys.setdefault(case, {})
                 for depth in range(1, min(len(path), MAX_LOCATED_PARTS) + 1):
-                    self.keys.setdefault((case, ".".join(path[:depth])), number)
+                    keys.setdefault(".".join(path[:depth]), number)
 
     def case_line(self, index: int) -> int | None:
         return self.cases[index] if index < len(self.cases) else None
 
     def case_keys(self, index: int) -> dict[str, int]:
-        return {key: line for (case, key), line in self.keys.items() if case == index}
+        """The lines of case ``index``'s key paths (its own dictionary: not to be changed)."""
+        return self.keys.get(index, {})
 
     def top(self, key: str) -> int | None:
-        return self.keys.get((None, key))
+        return self.keys.get(None, {}).get(key)
 
 
 # ---------------------------------------------------------------- reading
@@ -196,6 +201,29 @@ class _CaseReader:
             return value
         self.fail(InvalidExpectationError, "expected a table", key, value, True)
         return None
+
+    def expectations_of(self, key: str, value: object, what: str) -> Mapping[str, Any] | None:
+        """``value`` as a table of expectations: an empty one checks nothing, which is
+        a mistake (a case that passes without checking what its author meant to), so it
+        is an error even beside other expectations.  ``what`` says what to put in it."""
+        table = self.table_of(key, value)
+        if table is not None and not table:
+            self.fail(ImpossibleExpectationError,
+                      f"an empty {key!r} table expects nothing: name at least one {what} "
+                      f"in it, or leave {key!r} out", key)
+            return None
+        return table
+
+    def twice(self, seen: dict[str, str], name: str, spelling: str, key: str) -> bool:
+        """Whether option ``name`` (written ``spelling``) was already given in this table,
+        reported as ``--override`` and a configuration scope report it."""
+        if name in seen:
+            self.fail(InvalidExpectationError,
+                      f"option given twice (names are case-insensitive): {seen[name]!r} and "
+                      f"{spelling!r} both name {name!r}", key)
+            return True
+        seen[name] = spelling
+        return False
 
     def read(self) -> Case | None:
         before = len(self.errors)
@@ -260,9 +288,12 @@ class _CaseReader:
             self.fail(ImpossibleExpectationError,
                       "a decision with tls 'no' never plans 'attempt'", "plan", "attempt", True)
         outcomes = self.outcomes(t["outcome"], plan, tls) if "outcome" in t else ()
-        sources = self.entries(t, "source", self.source_entry)
-        decided_by = self.entries(t, "decided_by", self.decided_by_entry)
-        effective = self.entries(t, "effective", self.effective_entry)
+        sources = self.entries(t, "source", self.source_entry,
+                               "option and the scope expected to supply it")
+        decided_by = self.entries(t, "decided_by", self.decided_by_entry,
+                                  f"decision field ({', '.join(DECIDED_BY_KEYS)})")
+        effective = self.entries(t, "effective", self.effective_entry,
+                                 "option and its expected effective value")
         identities = self.identities(t["identities"]) if "identities" in t else None
         sni = self.text("sni", t["sni"]) if "sni" in t else None
         if len(self.errors) > before or domain is None:
@@ -296,12 +327,15 @@ class _CaseReader:
         if table is None:
             return None
         values: dict[str, object] = {}
+        seen: dict[str, str] = {}
         for raw_name, raw_value in table.items():
             key = f"overrides.{raw_name}"
             try:
                 spec = option_spec(raw_name)
             except ConfigError as exc:
                 self.fail(UnknownExpectationKeyError, exc.message, key)
+                continue
+            if self.twice(seen, spec.name, raw_name, key):
                 continue
             if spec.name not in OVERRIDABLE_OPTIONS:
                 self.fail(InvalidExpectationError,
@@ -418,7 +452,7 @@ class _CaseReader:
 
     def outcomes(self, value: object, plan: Action | None,
                  tls: Tls | None) -> tuple[ExpectedOutcome, ...]:
-        table = self.table_of("outcome", value)
+        table = self.expectations_of("outcome", value, "observation and its expected action")
         if table is None:
             return ()
         result: list[ExpectedOutcome] = []
@@ -496,17 +530,25 @@ class _CaseReader:
         return action
 
     def entries(self, case: Mapping[str, Any], what: str,
-                entry: Callable[[str, str, Any], tuple[str, _V] | None]
+                entry: Callable[[str, str, Any], tuple[str, _V] | None], wanted: str
                 ) -> tuple[tuple[str, _V], ...]:
-        """The entries of ``case``'s ``what`` table (none without one), each read by
-        ``entry(key, name, raw)`` (``None``: it failed), in file order."""
+        """The entries of ``case``'s ``what`` table (none without one; an empty one is an
+        error, see :meth:`expectations_of`), each read by ``entry(key, name, raw)``
+        (``None``: it failed), in file order.  Two entries naming one field (option
+        names are case-insensitive) are an error."""
         if what not in case:
             return ()
-        table = self.table_of(what, case[what])
+        table = self.expectations_of(what, case[what], wanted)
         if table is None:
             return ()
-        read = (entry(f"{what}.{name}", name, raw) for name, raw in table.items())
-        return tuple(found for found in read if found is not None)
+        found: list[tuple[str, _V]] = []
+        seen: dict[str, str] = {}
+        for name, raw in table.items():
+            key = f"{what}.{name}"
+            read = entry(key, name, raw)
+            if read is not None and not self.twice(seen, read[0], name, key):
+                found.append(read)
+        return tuple(found)
 
     def option(self, key: str, name: str) -> OptionSpec | None:
         try:
@@ -618,7 +660,7 @@ def loads_expectations(text: str, filename: str = "<string>",
         names[case.name] = case.index
         cases.append(case)
     ConfigErrors.raise_if_any(errors)
-    return ExpectationFile(filename, config, tuple(cases))
+    return ExpectationFile(filename, config, tuple(cases), lines.top("config"))
 
 
 def load_expectations(path: str | os.PathLike[str]) -> ExpectationFile:

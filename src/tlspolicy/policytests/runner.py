@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final
@@ -18,7 +19,7 @@ from typing import Final
 import attrs
 
 from ..decision import Decision
-from ..errors import TlsPolicyError
+from ..errors import ConfigError, ConfigErrors, Location, TlsPolicyError
 from ..options import UNSET
 from ..outcomes import Observation
 from ..resolver import Resolver
@@ -28,6 +29,7 @@ from .expectations import NOT_APPLICABLE, Case, ExpectationFile, ExpectedOutcome
 __all__ = [
     "CaseResult",
     "Mismatch",
+    "config_errors",
     "config_for",
     "format_failure",
     "format_report",
@@ -223,6 +225,20 @@ def config_for(expectations: ExpectationFile, explicit: Sequence[str] | None,
     return load(paths), described
 
 
+def config_errors(expectations: ExpectationFile, error: ConfigError,
+                  explicit: Sequence[str] | None = None) -> list[str]:
+    """The messages of ``error``, raised loading the configuration ``expectations``
+    runs against: when the file's own ``config`` key named it (no ``explicit`` files),
+    each is said at that key, since the configuration's error (a directory, a missing
+    file) names no expectation file."""
+    found = error.errors if isinstance(error, ConfigErrors) else (error,)
+    if explicit or not expectations.config:
+        return [str(e) for e in found]
+    where = Location(file=expectations.path, line=expectations.config_line,
+                     option="config").describe()
+    return [f"{where}: {e}" for e in found]
+
+
 def _where(case: Case, line: int | None = None) -> str:
     at = line if line is not None else case.line
     return f"{case.file}:{at}" if at is not None else case.file
@@ -294,11 +310,26 @@ def junit_xml(suites: Mapping[str, Sequence[CaseResult]],
                 error.text = format_failure(r)
     for key, value in total.items():
         root.set(key, str(value))
+    for node in root.iter():
+        node.text = _xml_text(node.text)
+        for name, text in node.attrib.items():
+            node.set(name, _xml_text(text) or "")
     ET.indent(root)
     ET.ElementTree(root).write(os.fspath(path), encoding="utf-8", xml_declaration=True)
 
 
 _SUFFIXES: Final = (".tlspolicy-test.toml", ".toml")
+# What XML 1.0 cannot carry (its Char production): most C0 controls, lone surrogates
+# (a file name's undecodable bytes), U+FFFE and U+FFFF.  One character at a time.
+_NOT_XML: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_text(text: str | None) -> str | None:
+    """``text`` with each character XML cannot hold written as a visible ``\\uXXXX``
+    escape (a case name with U+0001 would otherwise make the whole file unreadable)."""
+    if text is None:
+        return None
+    return _NOT_XML.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _classname(name: str) -> str:
