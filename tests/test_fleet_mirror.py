@@ -97,3 +97,31 @@ def test_any_eviction_policy_but_noeviction_is_refused(server: RedisServer, tmp_
     with pytest.raises(StoreError, match=f"{policy}.*noeviction") as refused:
         asyncio.run(redis_cache(server.url, tmp_path / "m.sqlite3"))
     assert "volatile-* policy" not in str(refused.value)
+
+
+def test_redis_entries_pass_over_keys_that_are_not_store_keys(
+        server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A key that is not UTF-8, one with a space and one of the wrong type are passed
+    over (logged once), not a traceback that hides every entry."""
+    admin = _admin(server)
+    try:
+        admin.set(b"tlspolicy:mta-sts:bad\xff", b"x")
+        admin.set(b"tlspolicy:mta-sts:has space", b"x")
+        admin.hset(b"tlspolicy:mta-sts:hash.example", "a", "b")
+    finally:
+        admin.close()
+
+    async def main() -> list[str]:
+        store = await redis_cache(server.url, tmp_path / "m.sqlite3")
+        await _write(store, _state(domain="a.example"))
+        await _write(store, _state(domain="z.example"))
+        keys = [e.key async for e in store.entries(POLICY_NAMESPACE)]
+        primary = store.primary  # type: ignore[attr-defined]
+        assert [e.key async for e in primary.entries(POLICY_NAMESPACE)] == keys
+        await store.close()
+        return keys
+
+    with caplog.at_level("WARNING", logger="tlspolicy.stores"):
+        assert asyncio.run(main()) == ["a.example", "z.example"]
+    passed = [r for r in caplog.records if "passed over" in r.getMessage()]
+    assert passed, caplog.text

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..errors import MissingDependencyError
-from .base import StoreEntry, StoreError, StoreUnavailableError, check_name
+from .base import StoreEntry, StoreError, StoreUnavailableError, check_name, store_log
 
 __all__ = ["RedisStore"]
 
@@ -189,10 +189,27 @@ class RedisStore:
         """The unexpired entries of ``namespace`` under ``prefix``, in key order."""
         check_name(namespace, prefix)
         head = len(self._key(namespace, ""))
+        passed: list[str] = []
         for name in sorted(await self._scan(namespace, prefix)):
-            entry = await self.get(namespace, name.decode()[head:])
+            # Put there by another writer (this store writes only keys check_name takes,
+            # as strings): passed over, as the SQLite store passes over a row it cannot
+            # read, so that one such key does not hide every entry after it.  A read of
+            # that one entry reports it as an error.
+            try:
+                key = bytes(name).decode()[head:]
+                check_name(namespace, key)
+                entry = await self.get(namespace, key)
+            except StoreUnavailableError:
+                raise
+            except (UnicodeDecodeError, StoreError) as exc:
+                passed.append(f"{bytes(name)[:200]!r}: {str(exc)[:200]}")
+                continue
             if entry is not None:
                 yield entry
+        if passed:
+            store_log.warning("Redis store: %d key(s) under %s%s passed over (not entries "
+                              "this store can read), the first %s", len(passed),
+                              self._key(namespace, ""), prefix, passed[0])
 
     async def acquire(self, name: str, owner: str, ttl: float) -> bool:
         """``SET NX PX``: take the lock unless another owner holds an unexpired one."""
