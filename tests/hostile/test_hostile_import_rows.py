@@ -204,3 +204,24 @@ def test_names_that_cannot_be_policy_domains_are_skipped(tmp_path: Path) -> None
         assert domain in skipped, (domain, report)
         assert "policy domain" in skipped[domain], skipped[domain]
     assert sorted(report.imported) == ["id32.example", "numeric-id.example", "ok.example"]
+
+
+# ------------------------------------------------------ what the command prints
+
+
+def test_the_command_prints_no_control_character_from_the_source(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A source's name cannot add a line to the report, nor reach the terminal with
+    NUL or an escape sequence: every control character is printed escaped."""
+    source = tmp_path / "names.db"
+    _write_names(source)
+    code = cli.main(["import-cache", "--from", "mta-sts-resolver-sqlite", str(source),
+                     "--cache", str(tmp_path / "c.sqlite3")])
+    captured = capsys.readouterr()
+    assert code == 0 and "Traceback" not in captured.err
+    lines = captured.out.splitlines()
+    assert not [line for line in lines if "bank.example" in line
+                and not line.startswith("  skipped  new\\n")], lines
+    assert all(c == "\n" or c.isprintable() for c in captured.out), repr(captured.out)
+    assert "\\x00" in captured.out and "\\x1b[2J" in captured.out
+    assert max(len(line) for line in lines) < 400
