@@ -394,7 +394,10 @@ def test_lock_across_processes_dead_holder(backend: str, tmp_path: Path,
     asyncio.run(main())
 
 
-def test_redis_refuses_allkeys_eviction(redis_server: RedisServer) -> None:
+def test_redis_refuses_every_eviction_policy_but_noeviction(
+        redis_server: RedisServer) -> None:
+    """volatile-* too: every entry is written with an expiry, so those evict exactly the
+    store's entries."""
     from tlspolicy.stores.redis import RedisStore
 
     async def main() -> None:
@@ -402,14 +405,14 @@ def test_redis_refuses_allkeys_eviction(redis_server: RedisServer) -> None:
 
         admin = redis_asyncio.Redis.from_url(redis_server.url)
         try:
-            for policy in ("allkeys-lru", "allkeys-lfu", "allkeys-random"):
+            for policy in ("allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru",
+                           "volatile-lfu", "volatile-random", "volatile-ttl"):
                 await admin.config_set("maxmemory-policy", policy)
                 with pytest.raises(StoreError, match="maxmemory-policy"):
                     await RedisStore.connect(redis_server.url)
-            for policy in ("noeviction", "volatile-lru", "volatile-ttl"):
-                await admin.config_set("maxmemory-policy", policy)
-                store = await RedisStore.connect(redis_server.url)
-                await store.close()
+            await admin.config_set("maxmemory-policy", "noeviction")
+            store = await RedisStore.connect(redis_server.url)
+            await store.close()
         finally:
             await admin.config_set("maxmemory-policy", "noeviction")
             await admin.aclose()

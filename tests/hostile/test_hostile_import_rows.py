@@ -131,3 +131,97 @@ def test_the_command_counts_what_it_skipped(tmp_path: Path,
     assert code == 0 and "Traceback" not in captured.err
     assert "skipped 6, capped the expiry of 2" in captured.out
     assert "  skipped  deep.example: unreadable entry: pol_body nested deeper" in captured.out
+
+
+# ---------------------------------------------------------- names and ids
+
+NAME_ROWS: list[tuple[Any, Any, Any, Any]] = [
+    ("ok.example", int(NOW) - 60, "ok1", BODY),
+    ("new\n  imported bank.example", int(NOW), "x1", BODY),
+    ("nul\x00.example", int(NOW), "x2", BODY),
+    ("esc\x1b[2J\x1b[31m.example", int(NOW), "x3", BODY),
+    ("long-id.example", int(NOW), "a" * 100_000, BODY),
+    ("crlf-id.example", int(NOW), "id\r\n1", BODY),
+    ("nul-id.example", int(NOW), "id\x001", BODY),
+    ("dash-id.example", int(NOW), "id-1", BODY),
+    ("id32.example", int(NOW), "A" * 32, BODY),
+    ("id33.example", int(NOW), "A" * 33, BODY),
+    ("numeric-id.example", int(NOW), 20240101, BODY),
+    ("localhost", int(NOW), "n1", BODY),
+    ("com", int(NOW), "n2", BODY),
+    ("12345", int(NOW), "n3", BODY),
+    ("_metadata", int(NOW), "n4", BODY),
+    ("_mta-sts.under.example", int(NOW), "n5", BODY),
+    ("1.2.3.4", int(NOW), "n6", BODY),
+    ("[192.0.2.1]", int(NOW), "n7", BODY),
+    ("[ipv6:2001:db8::1]", int(NOW), "n8", BODY),
+    ("host.123", int(NOW), "n9", BODY),
+]
+
+
+def _write_names(path: Path) -> None:
+    db = sqlite3.connect(path)
+    db.execute("create table sts_policy_cache (domain, ts, pol_id, pol_body)")
+    db.executemany("insert into sts_policy_cache values (?, ?, ?, ?)", NAME_ROWS)
+    db.commit()
+    db.close()
+
+
+def _import_names(tmp_path: Path) -> ImportReport:
+    source = tmp_path / "names.db"
+    _write_names(source)
+    store = SqliteStore(tmp_path / "discovery.sqlite3")
+
+    async def main() -> ImportReport:
+        try:
+            return await import_policies(store, read_mta_sts_resolver_sqlite(source), now=NOW)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+def test_only_rfc_8461_policy_ids_are_imported(tmp_path: Path) -> None:
+    """An id is 1 to 32 letters and digits (RFC 8461 section 3.1): a 100,000-character
+    id, or one with a line break or a NUL, is skipped with the reason."""
+    report = _import_names(tmp_path)
+    skipped = dict(report.skipped)
+    for domain in ("long-id.example", "crlf-id.example", "nul-id.example", "dash-id.example",
+                   "id33.example"):
+        assert "policy id" in skipped[domain], (domain, skipped.get(domain))
+        assert len(skipped[domain]) < 300
+    assert {"ok.example", "id32.example", "numeric-id.example"} <= set(report.imported)
+
+
+def test_names_that_cannot_be_policy_domains_are_skipped(tmp_path: Path) -> None:
+    """A single label, an IP literal, an all-numeric top-level label or a label with an
+    underscore is no MTA-STS policy domain (mta-sts.<domain> must be a host name)."""
+    report = _import_names(tmp_path)
+    skipped = dict(report.skipped)
+    # Each under its normalised name: 1.2.3.4 is the IP literal [1.2.3.4].
+    for domain in ("localhost", "com", "12345", "_metadata", "_mta-sts.under.example",
+                   "[1.2.3.4]", "[192.0.2.1]", "[ipv6:2001:db8::1]", "host.123"):
+        assert domain in skipped, (domain, report)
+        assert "policy domain" in skipped[domain], skipped[domain]
+    assert sorted(report.imported) == ["id32.example", "numeric-id.example", "ok.example"]
+
+
+# ------------------------------------------------------ what the command prints
+
+
+def test_the_command_prints_no_control_character_from_the_source(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A source's name cannot add a line to the report, nor reach the terminal with
+    NUL or an escape sequence: every control character is printed escaped."""
+    source = tmp_path / "names.db"
+    _write_names(source)
+    code = cli.main(["import-cache", "--from", "mta-sts-resolver-sqlite", str(source),
+                     "--cache", str(tmp_path / "c.sqlite3")])
+    captured = capsys.readouterr()
+    assert code == 0 and "Traceback" not in captured.err
+    lines = captured.out.splitlines()
+    assert not [line for line in lines if "bank.example" in line
+                and not line.startswith("  skipped  new\\n")], lines
+    assert all(c == "\n" or c.isprintable() for c in captured.out), repr(captured.out)
+    assert "\\x00" in captured.out and "\\x1b[2J" in captured.out
+    assert max(len(line) for line in lines) < 400

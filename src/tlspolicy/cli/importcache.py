@@ -34,6 +34,21 @@ SOURCES = {
 }
 
 
+#: Longest name or reason printed from the source, in characters (after escaping).
+_SHOWN_CHARS = 200
+
+
+def _shown(text: str) -> str:
+    """``text`` from the source as one printable line: a backslash and every character
+    that is not printable (control characters, line and paragraph separators, format
+    characters) escaped as Python does, cut to :data:`_SHOWN_CHARS` characters."""
+    escaped = "".join(c if c.isprintable() and c != "\\" else
+                      c.encode("unicode_escape").decode("ascii") for c in str(text))
+    if len(escaped) <= _SHOWN_CHARS:
+        return escaped
+    return f"{escaped[:_SHOWN_CHARS]}... ({len(escaped)} characters)"
+
+
 def _cmd_import_cache(args: argparse.Namespace) -> int:
     try:
         from ..discovery import importcache as _ic  # the discovery extra
@@ -67,14 +82,16 @@ def _cmd_import_cache(args: argparse.Namespace) -> int:
               f"skipped {len(report.skipped)}"
               + (f", capped the expiry of {len(report.capped)}" if report.capped else "")
               + "\n")
+    # Every name and reason comes from the source: escaped, so that none can add a line
+    # or reach the terminal as a control sequence.
     for domain in report.imported:
-        out.write(f"  imported {domain}\n")
+        out.write(f"  imported {_shown(domain)}\n")
     for domain in report.kept:
-        out.write(f"  kept     {domain} (the cache holds a policy as new or newer)\n")
+        out.write(f"  kept     {_shown(domain)} (the cache holds a policy as new or newer)\n")
     for domain, why in report.capped:
-        out.write(f"  capped   {domain}: {why}\n")
+        out.write(f"  capped   {_shown(domain)}: {_shown(why)}\n")
     for domain, why in report.skipped:
-        out.write(f"  skipped  {domain}: {why}\n")
+        out.write(f"  skipped  {_shown(domain)}: {_shown(why)}\n")
     return EXIT_OK
 
 

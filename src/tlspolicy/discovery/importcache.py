@@ -45,7 +45,7 @@ from typing import Any, Final
 
 import attrs
 
-from ..errors import TlsPolicyError
+from ..errors import TlsPolicyError, excerpt
 from ..names import normalise_domain
 from ..policies.mtasts import CachedMtaStsPolicy, FetchOutcome, parse_policy
 from ..policies.ststate import expiry
@@ -165,6 +165,32 @@ def _row_domain(domain: object) -> str:
         raise TypeError(f"domain is {'NULL' if domain is None else type(domain).__name__}, "
                         "not a name")
     return domain
+
+
+def _not_a_policy_domain(domain: str) -> str | None:
+    """Why a normalised ``domain`` cannot be an MTA-STS policy domain, or ``None``.
+
+    A policy is published at ``mta-sts.<domain>`` under a certificate for that host
+    name (RFC 8461 section 3.3): an IP literal, a single label (a host, a top-level
+    domain), an all-numeric top-level label or a label with an underscore (a service
+    name, another daemon's bookkeeping key) is no such domain.
+    """
+    if domain.startswith("["):
+        return "an IP literal is no MTA-STS policy domain"
+    labels = domain.split(".")
+    if len(labels) < 2:
+        return "a single label is no MTA-STS policy domain"
+    if labels[-1].isdigit():
+        return "an all-numeric top-level label is no MTA-STS policy domain"
+    if "_" in domain:
+        return "a label with an underscore is no MTA-STS policy domain (not a host name)"
+    return None
+
+
+def _is_policy_id(policy_id: object) -> bool:
+    # RFC 8461 section 3.1: id = 1*32(ALPHA / DIGIT).
+    return (isinstance(policy_id, str) and 1 <= len(policy_id) <= 32
+            and policy_id.isascii() and policy_id.isalnum())
 
 
 def _fetch_time(ts: object) -> float:
@@ -293,7 +319,10 @@ async def import_policies(
     """Write the unexpired ``policies`` into ``store`` as discovery cache entries.
 
     Each is parsed with the library's own (strict) policy parser; one it refuses,
-    or whose domain is not a domain name, is skipped with the reason.  An entry the
+    whose domain is not a domain name or cannot be a policy domain (an IP literal, a
+    single label, an all-numeric top-level label, a label with an underscore), or
+    whose id is not RFC 8461's (1 to 32 letters and digits), is skipped with the
+    reason.  An entry the
     store holds whose policy was fetched at the same time or later is kept.
     """
     moment = time.time() if now is None else now
@@ -316,6 +345,15 @@ async def import_policies(
             policy = parse_policy(item.policy_text)
         except TlsPolicyError as exc:
             report.skipped.append((item.domain, str(exc)))
+            continue
+        why = _not_a_policy_domain(domain)
+        if why is not None:
+            report.skipped.append((domain, why))
+            continue
+        if item.policy_id is not None and not _is_policy_id(item.policy_id):
+            report.skipped.append((domain, f"policy id {excerpt(item.policy_id, 60)} is not "
+                                           "1 to 32 letters and digits (RFC 8461 section "
+                                           "3.1)"))
             continue
         if not (isinstance(item.fetched_at, int | float) and math.isfinite(item.fetched_at)
                 and item.fetched_at > 0):

@@ -22,10 +22,12 @@ async def redis_with_mirror(url: str, local_path: str | Path,
                             clock: Callable[[], float] = time.time) -> Store:
     """Redis/Valkey at ``url`` in front of a SQLite mirror at ``local_path``.
 
-    The writes ``mirror_when`` accepts are mirrored and served from the mirror while
-    Redis is down; Redis with an ``allkeys-*`` eviction policy is refused.  A Redis that
-    is down at start is not an error (the mirror serves, and the eviction check runs
-    once it answers).  Needs the ``tlspolicy[redis]`` extra.
+    The entries ``mirror_when`` accepts, written on this host or read from Redis, are
+    mirrored, and served from the mirror while Redis is down or has no usable entry for
+    them (see :class:`~tlspolicy.stores.MirroredStore`); Redis with any eviction policy
+    but ``noeviction`` is refused.  A Redis that is down at start is not an error (the
+    mirror serves, and the eviction check runs once it answers).  Needs the
+    ``tlspolicy[redis]`` extra.
     """
     Path(local_path).parent.mkdir(parents=True, exist_ok=True)
     shared = await RedisStore.connect(url, prefix=prefix, timeout=timeout, require_up=False,

@@ -22,17 +22,40 @@ __all__ = ["MirroredStore"]
 _T = TypeVar("_T")
 
 
+#: Keys whose mirrored value a :class:`MirroredStore` remembers (cleared when full).
+_KNOWN_LIMIT = 100_000
+
+
+def _stamp(entry: StoreEntry) -> tuple[int, int, float | None]:
+    # Which version of an entry this is, without keeping its bytes.
+    return len(entry.value), hash(entry.value), entry.expires_at
+
+
 class MirroredStore:
     """``primary`` (shared, e.g. Redis) in front of ``mirror`` (local, e.g. SQLite).
 
     Every write goes to the primary; the writes ``mirror_when(namespace, key,
-    value)`` selects also go to the mirror (and a write it does not select
-    removes the mirror's old copy, so the mirror never serves something the
-    primary has replaced).  While the primary is unavailable, reads, iteration
-    and locks fall back to the mirror, so what was mirrored is still served.
-    After a failure the primary is left alone for ``retry_after`` seconds, so an
-    outage costs one timeout, not one per operation.  Errors other than
-    unavailability are raised as they are.
+    value)`` selects also go to the mirror, and so does a selected entry read from
+    the primary that the mirror lacks or holds in another version (once per version:
+    the versions this store knows are in the mirror are remembered).  So every host
+    that uses an entry keeps its own copy, not only the host that wrote it.
+
+    The mirror's copy (unexpired, selected) is preferred to what the primary answers
+    when that is no entry, an entry it cannot read, or an entry the mirror would not
+    select: a primary that lost the entry (evicted, flushed, damaged, or overwritten by
+    a host that never knew it) does not take away what this host knew.  A write the
+    mirror does not select removes the mirror's copy only when this store served that
+    copy (or a selected version of the entry) before: the writer read it and replaced
+    it.  A write made without having read it (a check that failed because the entry
+    seemed missing) replaces nothing, and the copy stays.  :meth:`delete` and
+    :meth:`purge` remove the copy; other hosts' copies stay until they are removed
+    there, or replaced.
+
+    While the primary is unavailable, reads, iteration and locks fall back to the
+    mirror, so what was mirrored is still served.  After a failure the primary is
+    left alone for ``retry_after`` seconds, so an outage costs one timeout, not one per
+    operation.  Errors other than unavailability are raised as they are, except a read
+    of an entry the mirror holds (served from the mirror).
     """
 
     def __init__(self, primary: Store, mirror: Store,
@@ -43,8 +66,16 @@ class MirroredStore:
         self._mirror_when = mirror_when
         self._retry_after = retry_after
         self._down_until = 0.0
+        # (namespace, key) -> the version of the selected entry this store last served,
+        # which is in the mirror.
+        self._known: dict[tuple[str, str], tuple[int, int, float | None]] = {}
+        self._preferred_logged: set[tuple[str, str]] = set()
         #: Operations answered by the mirror because the primary was down.
         self.fallbacks = 0
+        #: Reads answered by the mirror's copy because the primary had no usable entry.
+        self.mirror_preferred = 0
+        #: Entries read from the primary and copied into the mirror.
+        self.mirrored_on_read = 0
 
     @property
     def primary_down(self) -> bool:
@@ -68,32 +99,109 @@ class MirroredStore:
             self._fell_back(what, exc)
             raise
 
-    async def get(self, namespace: str, key: str) -> StoreEntry | None:
-        """From the primary, or from the mirror while the primary is down."""
+    def _selected(self, entry: StoreEntry | None) -> bool:
+        return entry is not None and self._mirror_when(entry.namespace, entry.key,
+                                                       entry.value)
+
+    def _remember(self, entry: StoreEntry) -> None:
+        if len(self._known) >= _KNOWN_LIMIT:
+            self._known.clear()
+        self._known[(entry.namespace, entry.key)] = _stamp(entry)
+
+    async def _copy(self, namespace: str, key: str) -> StoreEntry | None:
+        """The mirror's unexpired, selected copy (``None`` when it cannot be read)."""
         try:
-            return await self._primary(f"get {namespace}/{key}",
-                                       lambda: self.primary.get(namespace, key))
+            copy = await self.mirror.get(namespace, key)
+        except StoreError as exc:
+            store_log.warning("local mirror read of %s/%s failed: %s", namespace, key, exc)
+            return None
+        return copy if self._selected(copy) else None
+
+    async def _served(self, namespace: str, key: str, entry: StoreEntry | None,
+                      why: str | None = None) -> StoreEntry | None:
+        """What a read answers when the primary answered ``entry`` (``why``: it could
+        not read the entry), keeping the mirror current."""
+        if entry is not None and self._selected(entry):
+            if self._known.get((namespace, key)) != _stamp(entry):
+                copy = await self._copy(namespace, key)
+                if copy is None or copy.value != entry.value or \
+                        copy.expires_at != entry.expires_at:
+                    try:
+                        await self.mirror.set(namespace, key, entry.value,
+                                              expires_at=entry.expires_at)
+                    except StoreError as exc:
+                        store_log.warning("local mirror write of %s/%s failed: %s",
+                                          namespace, key, exc)
+                        return entry
+                    self.mirrored_on_read += 1
+                self._remember(entry)
+            return entry
+        copy = await self._copy(namespace, key)
+        if copy is None:
+            self._known.pop((namespace, key), None)
+            return entry
+        self.mirror_preferred += 1
+        if (namespace, key) not in self._preferred_logged:
+            if len(self._preferred_logged) >= _KNOWN_LIMIT:
+                self._preferred_logged.clear()
+            self._preferred_logged.add((namespace, key))
+            found = why or ("no entry" if entry is None else "an entry the mirror keeps none of")
+            store_log.warning("shared store has %s for %s/%s; this host's mirrored copy "
+                              "served", found, namespace, key)
+        self._remember(copy)
+        return copy
+
+    async def get(self, namespace: str, key: str) -> StoreEntry | None:
+        """From the primary (the mirror's copy when the primary has none usable), or
+        from the mirror while the primary is down."""
+        try:
+            entry = await self._primary(f"get {namespace}/{key}",
+                                        lambda: self.primary.get(namespace, key))
         except StoreUnavailableError:
-            return await self.mirror.get(namespace, key)
+            entry = await self.mirror.get(namespace, key)
+            if self._selected(entry):
+                assert entry is not None
+                self._remember(entry)
+            return entry
+        except StoreError as exc:
+            if await self._copy(namespace, key) is None:
+                raise
+            return await self._served(namespace, key, None, f"an unreadable entry ({exc})")
+        return await self._served(namespace, key, entry)
+
+    async def _replace_copy(self, namespace: str, key: str, value: bytes,
+                            expires_at: float | None) -> None:
+        """The mirror's side of a write: a selected value is mirrored; another removes
+        the mirror's copy only if this store served a selected version before."""
+        if self._mirror_when(namespace, key, value):
+            await self.mirror.set(namespace, key, value, expires_at=expires_at)
+            self._remember(StoreEntry(namespace, key, value, expires_at))
+        elif self._known.pop((namespace, key), None) is not None:
+            await self.mirror.delete(namespace, key)
+        elif await self._copy(namespace, key) is not None:
+            store_log.info("write of %s/%s without having read this host's mirrored copy: "
+                           "the copy is kept", namespace, key)
 
     async def set(self, namespace: str, key: str, value: bytes, *,
                   expires_at: float | None) -> None:
         """Mirror first (so an outage of the primary loses nothing selected), then primary."""
-        if self._mirror_when(namespace, key, value):
-            await self.mirror.set(namespace, key, value, expires_at=expires_at)
-        else:
-            await self.mirror.delete(namespace, key)
+        await self._replace_copy(namespace, key, value, expires_at)
         await self._primary(f"set {namespace}/{key}", lambda: self.primary.set(
             namespace, key, value, expires_at=expires_at))
 
     async def delete(self, namespace: str, key: str) -> bool:
-        """Delete from both; whether either had it."""
+        """Delete from both (this host's mirror; other hosts keep their copies); whether
+        either had it."""
+        self._known.pop((namespace, key), None)
         local = await self.mirror.delete(namespace, key)
         return await self._primary(f"delete {namespace}/{key}",
                                    lambda: self.primary.delete(namespace, key)) or local
 
     async def purge(self, namespace: str, prefix: str = "") -> int:
-        """Purge both; the primary's count (the mirror's while the primary is down)."""
+        """Purge both (this host's mirror; other hosts keep their copies); the primary's
+        count (the mirror's while the primary is down)."""
+        for known in [k for k in self._known if k[0] == namespace and k[1].startswith(prefix)]:
+            del self._known[known]
         local = await self.mirror.purge(namespace, prefix)
         try:
             return await self._primary(f"purge {namespace}/{prefix}*",
@@ -102,7 +210,8 @@ class MirroredStore:
             return local
 
     async def entries(self, namespace: str, prefix: str = "") -> AsyncIterator[StoreEntry]:
-        """The primary's entries, or the mirror's while the primary is down."""
+        """The primary's entries, each replaced by the mirror's copy as :meth:`get` would
+        serve it, in key order; the mirror's while the primary is down."""
         async def collect() -> list[StoreEntry]:
             return [entry async for entry in self.primary.entries(namespace, prefix)]
 
@@ -110,6 +219,12 @@ class MirroredStore:
             items = await self._primary(f"entries {namespace}/{prefix}*", collect)
         except StoreUnavailableError:
             items = [entry async for entry in self.mirror.entries(namespace, prefix)]
+        else:
+            by_key = {entry.key: entry for entry in items}
+            async for copy in self.mirror.entries(namespace, prefix):
+                if self._selected(copy) and not self._selected(by_key.get(copy.key)):
+                    by_key[copy.key] = copy
+            items = [by_key[key] for key in sorted(by_key)]
         for entry in items:
             yield entry
 
@@ -123,13 +238,26 @@ class MirroredStore:
 
     async def acquire_get(self, name: str, owner: str, ttl: float, namespace: str,
                           key: str) -> tuple[bool, StoreEntry | None]:
-        """:meth:`acquire` and :meth:`get` together: the primary's, or the mirror's while
-        the primary is down."""
+        """:meth:`acquire` and :meth:`get` together: the primary's (the entry as
+        :meth:`get` serves it), or the mirror's while the primary is down."""
         try:
-            return await self._primary(f"lock {name}", lambda: acquire_get(
+            held, entry = await self._primary(f"lock {name}", lambda: acquire_get(
                 self.primary, name, owner, ttl, namespace, key))
         except StoreUnavailableError:
-            return await acquire_get(self.mirror, name, owner, ttl, namespace, key)
+            held, entry = await acquire_get(self.mirror, name, owner, ttl, namespace, key)
+            if self._selected(entry):
+                assert entry is not None
+                self._remember(entry)
+            return held, entry
+        except StoreError as exc:
+            # The entry could not be read (the lock may be ours already: taking it again
+            # extends it).
+            if await self._copy(namespace, key) is None:
+                raise
+            held = await self.acquire(name, owner, ttl)
+            return held, await self._served(namespace, key, None,
+                                            f"an unreadable entry ({exc})")
+        return held, await self._served(namespace, key, entry)
 
     async def set_release(self, namespace: str, key: str, value: bytes, *,
                           expires_at: float | None, name: str, owner: str) -> None:
@@ -139,9 +267,10 @@ class MirroredStore:
             if self._mirror_when(namespace, key, value):
                 await set_release(self.mirror, namespace, key, value, expires_at=expires_at,
                                   name=name, owner=owner)
+                self._remember(StoreEntry(namespace, key, value, expires_at))
             else:
                 try:
-                    await self.mirror.delete(namespace, key)
+                    await self._replace_copy(namespace, key, value, expires_at)
                 finally:
                     with contextlib.suppress(StoreError):
                         await self.mirror.release(name, owner)

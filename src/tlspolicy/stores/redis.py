@@ -5,9 +5,10 @@ expired entry vanishes for every process at once.  Locks are ``SET NX PX`` with
 a compare-and-delete release, so a holder that dies blocks others only until
 the lock's expiry.
 
-An eviction policy that may drop keys that have no expiry or have not expired
-(``allkeys-*``) is refused at :meth:`RedisStore.connect`: losing an unexpired
-MTA-STS policy reopens trust on first use (RFC 8461 section 10.2).
+Any eviction policy but ``noeviction`` is refused at :meth:`RedisStore.connect`:
+``allkeys-*`` evicts any key, and ``volatile-*`` evicts keys with an expiry, which
+every entry here has; losing an unexpired MTA-STS policy reopens trust on first use
+(RFC 8461 section 10.2).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..errors import MissingDependencyError
-from .base import StoreEntry, StoreError, StoreUnavailableError, check_name
+from .base import StoreEntry, StoreError, StoreUnavailableError, check_name, store_log
 
 __all__ = ["RedisStore"]
 
@@ -62,7 +63,7 @@ class RedisStore:
                       clock: Callable[[], float] = time.time) -> RedisStore:
         """Connect to ``url`` and check ``maxmemory-policy``.
 
-        Refuses (:class:`~tlspolicy.stores.StoreError`) an ``allkeys-*`` policy.
+        Refuses (:class:`~tlspolicy.stores.StoreError`) any policy but ``noeviction``.
         With ``check_eviction`` false the check is skipped: only for servers
         whose ``CONFIG`` command is disabled, after checking the policy by
         other means.  With ``require_up`` false a server that is down is not an
@@ -100,16 +101,17 @@ class RedisStore:
         except errors.ResponseError as exc:
             raise StoreError(
                 f"Redis at {self._url}: cannot read maxmemory-policy ({exc}); check that it is "
-                "not allkeys-* and connect with check_eviction=False") from None
+                "noeviction and connect with check_eviction=False") from None
         except (errors.ConnectionError, errors.TimeoutError, OSError) as exc:
             raise StoreUnavailableError(f"Redis at {self._url}: {exc}") from None
         policy = reply.get("maxmemory-policy", reply.get(b"maxmemory-policy", b""))
         if isinstance(policy, bytes):
             policy = policy.decode(errors="replace")
-        if str(policy).startswith("allkeys-"):
+        if str(policy) != "noeviction":
+            # volatile-* too: every entry has an expiry, so those evict exactly them.
             raise StoreError(
                 f"Redis at {self._url}: maxmemory-policy {policy} may evict unexpired MTA-STS "
-                "policies (RFC 8461 section 10.2); use noeviction or a volatile-* policy")
+                "policies (RFC 8461 section 10.2); set maxmemory-policy noeviction")
         self._unchecked = False
 
     def _key(self, namespace: str, key: str) -> str:
@@ -187,10 +189,27 @@ class RedisStore:
         """The unexpired entries of ``namespace`` under ``prefix``, in key order."""
         check_name(namespace, prefix)
         head = len(self._key(namespace, ""))
+        passed: list[str] = []
         for name in sorted(await self._scan(namespace, prefix)):
-            entry = await self.get(namespace, name.decode()[head:])
+            # Put there by another writer (this store writes only keys check_name takes,
+            # as strings): passed over, as the SQLite store passes over a row it cannot
+            # read, so that one such key does not hide every entry after it.  A read of
+            # that one entry reports it as an error.
+            try:
+                key = bytes(name).decode()[head:]
+                check_name(namespace, key)
+                entry = await self.get(namespace, key)
+            except StoreUnavailableError:
+                raise
+            except (UnicodeDecodeError, StoreError) as exc:
+                passed.append(f"{bytes(name)[:200]!r}: {str(exc)[:200]}")
+                continue
             if entry is not None:
                 yield entry
+        if passed:
+            store_log.warning("Redis store: %d key(s) under %s%s passed over (not entries "
+                              "this store can read), the first %s", len(passed),
+                              self._key(namespace, ""), prefix, passed[0])
 
     async def acquire(self, name: str, owner: str, ttl: float) -> bool:
         """``SET NX PX``: take the lock unless another owner holds an unexpired one."""
