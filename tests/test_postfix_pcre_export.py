@@ -16,11 +16,9 @@ from postfix_support import POSTMAP, postmap_config_dir, postmap_query, requires
 from tlspolicy import Resolver, loads_toml
 from tlspolicy.cli import main
 from tlspolicy.postfix.lookup import PolicyLookup
+from tlspolicy.postfix.pcre import case_dependent, disjoint, literal_ending, pcre_pattern
 from tlspolicy.postfix.tables import (
     CASE_LOSS,
-    _disjoint,
-    case_dependent,
-    pcre_pattern,
     postfix_entries,
     render_pcre_table,
     render_policy_table,
@@ -88,12 +86,22 @@ def test_a_floor_line_is_raised_to_the_regex_stanzas_it_may_hide() -> None:
     assert r"/(^|\.)pay\.example$/	verify match=hostname:nexthop" in lines
     # gov.example's stanza cannot share a name with either floor (another ending).
     assert not [w for w in warnings if "gov" in w.message and "raised" in w.message]
-    assert any("raised to what the regex stanzas" in w.message and "secure" in w.message
+    assert any("raised to the values of" in w.message and "/(^|\\.)bank" in w.message
                for w in warnings)
     # A '$' in an answer is written '$$': Postfix would put a match group there.
     assert any("tafile=/etc/ssl/ca$$1.pem" in line for line in lines)
     table = render_policy_table(entries)
     assert "xn--bcher-kva.example\tencrypt\n" in table and "bücher.example\tencrypt\n" in table
+    # A floor line alone beside a stricter stanza it may hide, and beside another floor.
+    entries, warnings = postfix_entries(loads_toml(
+        '[global]\ntls = "ifavailable"\n'
+        '[[domain]]\nname = "/(^|\\\\.)secure\\\\.bank$/"\ntls_verify = "host"\n'
+        '[[floor]]\nname = "/\\\\.bank$/"\ntls = "required"\n'
+        '[[floor]]\nname = "/(^|\\\\.)example\\\\.bank$/"\ntls_verify = "host"\n', "t.toml"))
+    lines = render_pcre_table(entries).splitlines()
+    assert lines[2] == "/\\.bank$/\tverify match=hostname:nexthop", lines
+    assert any("example" in w.message for w in warnings
+               if "raised to the values of" in w.message and w.key == "/\\.bank$/")
 
 
 def test_a_binding_name_cannot_write_a_table_line(tmp_path: Path,
@@ -205,6 +213,48 @@ def test_patterns_called_disjoint_share_no_name(one: list[str], end_one: bool,
         first, second = re.compile(a), re.compile(b)
     except re.error:
         return
-    if _disjoint(a, b):
+    if disjoint(a, b):
         for name in names + [n + "a" for n in names] + [n + "b" for n in names]:
             assert not (first.search(name) and second.search(name)), (a, b, name)
+
+
+def test_patterns_postfix_would_read_with_other_case_rules_are_found() -> None:
+    for pattern in (r"^[^?-_]+\.bank\.example$", r"^[[:^upper:]]+\.pay\.example$",
+                    r"^[0-_]+\.legacy\.example$", "(?i)\u017fecure\\.example$",
+                    "(?i)(^|\\.)ban\u212a\\.example$", r"\Q(\E?evil\.com$", "a\x00b",
+                    r"^[!-~]+$", r"[\x41]"):
+        assert case_dependent(pattern), pattern
+    for pattern in (r"^[a-z0-9-]+\.example$", r"[[:alnum:]]\.example$", r"a\.b\-c$",
+                    r"^[^a-z]$", r"^mail\ x$"):
+        assert not case_dependent(pattern), pattern
+
+
+def test_patterns_not_read_in_full_have_no_literal_ending() -> None:
+    for pattern in (r"\Q(\E?evil\.com|\Q)\E?good\.org$",
+                    r"[[:alpha:](]?evil\.com|[[:alpha:])]?good\.org$",
+                    r"[^^]evil\.com|[x]good\.org$", r"(?i)good\.org$", r"\x2dgood\.org$",
+                    r"\pLgood\.org$"):
+        ending = literal_ending(pattern)
+        assert not ending or not disjoint(pattern, r"(^|\.)evil\.com$"), (pattern, ending)
+    assert literal_ending(r"[^^]x\.org$") == "x.org"
+    assert literal_ending(r"(?:a|b)\.org$") == ".org"
+
+
+def test_a_floor_that_postfix_would_match_otherwise_is_refused_whatever_the_flags(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "f.toml"
+    path.write_text('[[floor]]\nname = "/^[^?-_]+\\\\.bank\\\\.example$/"\ntls = "required"\n')
+    for extra in ([], ["--accept-loss"]):
+        assert main(["convert", str(path), "--to", "postfix", "--output-dir",
+                     str(tmp_path / "out"), *extra]) == 2
+        assert "upper-case letter" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_value_with_a_control_character_is_never_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "e.toml"
+    path.write_text('[global]\ntls = "required"\ntls_verify = "host"\n'
+                    'tls_ca = "/etc/a\\u0001b.pem"\n')
+    assert main(["convert", str(path), "--to", "postfix"]) == 2
+    assert "nor control characters" in capsys.readouterr().err

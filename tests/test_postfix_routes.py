@@ -221,8 +221,11 @@ def test_catch_all_and_parent_routes_carry_the_floors(tmp_path: Path) -> None:
         "OK verify match=hostname:nexthop"
     lookup = lookup_for(tmp_path, FLOORS.split("[[floor]]\nname = \"partner")[0]
                         + FLOORS.split("reason = \"contract\"\n")[1],
-                        ".other smtp:[relay.test]:25\n")
+                        ".test smtp:[relay.test]:25\n")
     assert lookup("default", "[relay.test]:25").to_text() == "OK encrypt"
+    # ... but not one whose literal ending shows it matches no name under the route.
+    lookup = lookup_for(tmp_path, FLOORS, ".other smtp:[relay.test]:25\n")
+    assert lookup("default", "[relay.test]:25").to_text() == "OK may"
     # A route of one exact domain no floor names keeps that domain's answer.
     lookup = lookup_for(tmp_path, FLOORS, "plain.test smtp:[relay.test]:25\n")
     assert lookup("default", "[relay.test]:25").to_text() == "OK may"
@@ -354,3 +357,24 @@ def test_relayhost_routes_every_domain(tmp_path: Path) -> None:
     assert lookup("default", "[smart.test]:587").to_text() == \
         "OK verify match=hostname:nexthop protocols=>=TLSv1.2:<=TLSv1.2"
     assert lookup.nexthop("default", "[smart.test]:587") is not None
+
+
+def test_an_address_literal_next_hop_carries_that_address_own_policy(tmp_path: Path) -> None:
+    # Postfix looks up user@[192.0.2.1]'s policy under the key a route to [192.0.2.1]
+    # uses: the answer carries the address literal's own floor or stanza too.
+    config = ('[global]\ntls = "no"\n[[floor]]\nname = "192.0.2.1"\ntls = "required"\n')
+    lookup = lookup_for(tmp_path, config, "example.com smtp:[192.0.2.1]\n")
+    assert lookup("default", "[192.0.2.1]").to_text() == "OK encrypt"
+    lookup = lookup_for(tmp_path, config.replace("192.0.2.1", "192.0.2.2"),
+                        "example.com smtp:[192.0.2.1]\n")
+    assert lookup("default", "[192.0.2.1]").to_text() == "OK none"
+
+
+def test_a_regex_that_matches_no_routed_name_does_not_count(tmp_path: Path) -> None:
+    # The floor's literal ending shows it matches nothing under .legacy.example: its
+    # protocols do not conflict with the routed stanza's.
+    config = ('[[domain]]\nname = "a.legacy.example"\ntls_protocols = "-ALL:+TLSv1.2"\n'
+              '[[floor]]\nname = "/(^|\\\\.)modern\\\\.example$/"\n'
+              'tls_protocols = "-ALL:+TLSv1.3"\n')
+    lookup = lookup_for(tmp_path, config, ".legacy.example smtp:[relay.test]\n")
+    assert lookup("default", "[relay.test]").to_text() == "OK none"

@@ -41,9 +41,8 @@ _GRADES: Final = {"HIGH": "high", "MEDIUM": "medium", "LOW": "low", "EXPORT": "e
                   "NULL": "null"}
 _CIPHER_NAME: Final = re.compile(r"[A-Za-z0-9_+\-.]+")
 # Values in a Postfix policy table may not hold white space or commas.
-_BAD_VALUE: Final = re.compile(r"[\s,]")
+_BAD_VALUE: Final = re.compile(r"[\s,\x00-\x1f\x7f]")
 _CIPHER_SEPARATORS: Final = re.compile(r"[:, ]+")
-# A pcre table line cannot carry these inside a /pattern/.
 _POSTFIX_VERSION_NAMES: Final = {
     V.SSLv2: "SSLv2", V.SSLv3: "SSLv3", V.TLSv1_0: "TLSv1", V.TLSv1_1: "TLSv1.1",
     V.TLSv1_2: "TLSv1.2", V.TLSv1_3: "TLSv1.3",
@@ -151,7 +150,7 @@ def _value(name: str, value: str) -> str:
     if not value or _BAD_VALUE.search(value):
         raise PostfixMappingError(
             f"{name} value {value!r} cannot be written in a Postfix policy answer "
-            "(attribute values may not contain white space or commas)")
+            "(attribute values may not contain white space or commas, nor control characters)")
     return value
 
 

@@ -19,9 +19,10 @@ import attrs
 
 from ..decision import Source
 from ..errors import (
+    Location,
     UnknownBindingError,
 )
-from ..floors import plan_floor_writes
+from ..floors import FloorExportError, plan_floor_writes
 from ..names import DomainKind, DomainName, unicode_form
 from ..options import (
     OPTION_SPECS,
@@ -43,16 +44,16 @@ from .levels import (
 from .mapping import (
     map_values,
 )
+from .pcre import case_dependent, disjoint, pcre_pattern
 
 _FALLBACK_SINCE: Final = CompatVersion((4, 1))
 
 __all__ = [
     "CASE_LOSS",
     "STARTTLS_STATUS_FILTER",
+    "UNORDERED_OPTIONS",
     "EntryKind",
     "PostfixEntry",
-    "case_dependent",
-    "pcre_pattern",
     "postfix_entries",
     "render_pcre_table",
     "render_policy_table",
@@ -69,6 +70,10 @@ _PARENT_KEYS_COMMENT: Final = ("# Postfix looks up a name's parent domains too (
                                 "regex stanzas match whole names only.")
 #: The loss code of a regex entry left out of the pcre table (see :func:`case_dependent`).
 CASE_LOSS: Final = "pcre-case"
+#: Options without a strictness order: entries that combine values cannot take the
+#: strictest of them.
+UNORDERED_OPTIONS: Final = ("tls_ca", "tls_certificate", "tls_key", "tls_ciphers",
+                            "tlsv13_ciphersuites", "tls_engine")
 
 
 
@@ -180,7 +185,17 @@ def postfix_entries(
     # Floors (SEMANTICS 7): exact names get the resolver's raised values below; a
     # regex floor is written as a pcre line ahead of the others, never weaker.
     floor_lines = _floor_regex_lines(config, name)
+    first: list[tuple[str, tuple[dict[str, object], dict[str, Source]]]] = []
     for floor_name, floor_opts, floor_source in floor_lines:
+        if case_dependent(floor_name.key):
+            # Postfix would match other names than the floor does: no line is never
+            # weaker, and a floor is not left out (SEMANTICS 7).
+            raise FloorExportError(
+                "this regex floor can match an upper-case letter (a capital, an escape "
+                "such as \\x41, a range or class spanning capitals): a Postfix pcre table "
+                "matches case-insensitively, so the line would apply to other names; write "
+                "the pattern in lower case, or serve Postfix from the socketmap",
+                Location(scope=floor_source, option="name"))
         f_layers = [(floor_opts, floor_source)]
         own = [(p, d) for p, d in stanzas if d.name == floor_name]
         if own:
@@ -195,27 +210,41 @@ def postfix_entries(
         else:
             f_layers += base
         f_layers.append((config.options, "global"))
-        values, sources = _chain(f_layers)
+        first.append((floor_name.key, _chain(f_layers)))
+    # Postfix answers a name with the first pcre line that matches: a floor's, for a name
+    # another regex floor or stanza matches too, where tlspolicy gives that one's values
+    # raised by every floor matching.  Whether two patterns share a name is not decided,
+    # so each floor line takes each ordered option at its strictest over the other floors
+    # and the regex stanzas (but those whose literal endings show they cannot: disjoint).
+    others = [(floor_path(n.text), key, chained)
+              for (n, _o, _s), (key, chained) in zip(floor_lines, first, strict=True)]
+    for path, stanza in stanzas:
+        if stanza.name.kind is DomainKind.REGEX and not stanza.options.is_empty():
+            spath, chained = _regex_chain(config, path, stanza, base)
+            others.append((spath, stanza.name.key, chained))
+    for (floor_name, _opts, floor_source), (f_pattern, chained) in zip(
+            floor_lines, first, strict=True):
+        values, sources = dict(chained[0]), dict(chained[1])
         f_key = f"/{floor_name.key}/"
-        # Postfix answers a name with the first pcre line that matches: this one, for a
-        # name another regex stanza matches too, where tlspolicy gives that stanza's
-        # values raised by the floor.  Whether the patterns share a name is not decided,
-        # so the line takes each ordered option at its strictest over them all (but
-        # those whose literal endings show they cannot, see _disjoint).
-        raisers = []
-        for path, stanza in stanzas:
-            if (stanza.name.kind is DomainKind.REGEX and stanza.name != floor_name
-                    and not stanza.options.is_empty()
-                    and not _disjoint(stanza.name.key, floor_name.key)):
-                spath, (s_values, s_sources) = _regex_chain(config, path, stanza, base)
-                if _raise_to(values, sources, s_values, s_sources):
-                    raisers.append(spath)
+        raisers, differing = [], []
+        for o_source, o_pattern, (o_values, o_sources) in others:
+            if o_pattern == f_pattern or disjoint(o_pattern, f_pattern):
+                continue
+            if _raise_to(values, sources, o_values, o_sources):
+                raisers.append(o_source)
+            if any(o_values[n] != values[n] for n in UNORDERED_OPTIONS):
+                differing.append(o_source)
         if raisers:
             warnings.append(PostfixWarning(
-                name, f_key, "domain", "raised to what the regex stanzas "
-                f"{', '.join(raisers)} give, as a name they match may match this floor too "
-                "(Postfix takes the first matching pcre line): a name only the floor "
-                "matches gets a stricter answer", floor_source))
+                name, f_key, "domain", f"raised to the values of {', '.join(raisers)}, which "
+                "may match names this floor matches (Postfix takes the first matching pcre "
+                "line): a name only the floor matches gets a stricter answer", floor_source))
+        if differing:
+            warnings.append(PostfixWarning(
+                name, f_key, "tls_ca", f"{', '.join(differing)} may match names this floor "
+                "matches and set another CA file, certificate or ciphers, which a name "
+                "matching both gets from tlspolicy; Postfix answers it with this line's",
+                floor_source))
         policy, found = mapped(values, sources, f_key)
         entries.append(PostfixEntry(name, EntryKind.REGEX, f_key, policy, floor_source))
         for f in config.floors:
@@ -280,65 +309,6 @@ def _regex_chain(config: Config, path: tuple[tuple[ScopeKind, str], ...],
         layers.append((stanza.options, spath))
     layers.append((config.options, "global"))
     return spath, _chain(layers)
-
-
-def _literal_ending(pattern: str) -> str | None:
-    """The literal text every name ``pattern`` matches ends with, when the pattern is one
-    branch (no top-level '|') ending in '$'; else ``None``.  "(^|\\.)bank\\.example$"
-    ends with "bank.example"."""
-    tokens: list[str | None] = []  # a literal character, or None for anything else
-    depth = 0
-    in_class = False
-    # Just after "[" or "[^", where a "]" is a member, not the end (RE2 as POSIX).
-    class_start = False
-    chars = iter(pattern)
-    for char in chars:
-        if in_class:  # a class is one token, None, appended where it opened
-            if char == "\\":
-                next(chars, "")
-            elif char == "]" and not class_start:
-                in_class = False
-            class_start = char == "^" and class_start
-        elif char == "\\":
-            escaped = next(chars, "")
-            tokens.append(escaped if escaped in ".-/" else None)
-        elif char == "[":
-            class_start = True
-            in_class = True
-            tokens.append(None)
-        elif char in "*+?{":
-            if tokens:
-                tokens[-1] = None  # the last token is repeated or optional
-            tokens.append(None)
-        elif char == "(":
-            depth += 1
-            tokens.append(None)
-        elif char == ")":
-            depth -= 1
-            tokens.append(None)
-        elif char == "|" and depth == 0:
-            return None
-        elif char.isalnum() or char == "-":
-            tokens.append(char)
-        else:
-            tokens.append(None)  # ".", "^", "$" and the like
-    if not pattern.endswith("$") or pattern.endswith("\\$") or depth or in_class:
-        return None
-    ending: list[str] = []
-    for token in reversed(tokens[:-1]):
-        if token is None:
-            break
-        ending.append(token)
-    return "".join(reversed(ending))
-
-
-def _disjoint(one: str, other: str) -> bool:
-    """Whether no name can match both patterns, as their literal endings show (a
-    conservative test: ``False`` when it cannot tell)."""
-    a, b = _literal_ending(one), _literal_ending(other)
-    if not a or not b:
-        return False
-    return not a.endswith(b) and not b.endswith(a)
 
 
 def _raise_to(values: dict[str, object], sources: dict[str, Source],
@@ -421,56 +391,6 @@ def _regex_notes(binding: str, key: str, name: DomainName, source: str,
                                     "pcre line, tlspolicy merges matching stanzas option by "
                                     "option (use the socketmap for exact answers)", source))
     return notes
-
-
-def case_dependent(pattern: str) -> bool:
-    """Whether ``pattern`` (RE2 syntax) can match an upper-case letter.
-
-    tlspolicy matches a regex stanza against the lower-case name; a Postfix pcre table
-    matches case-insensitively.  The two agree on every name exactly when the pattern
-    cannot match a capital: no capital letter outside an escape, no character escape
-    (``\\x41``, octal), no Unicode class (``\\p``, ``\\P``) and no ``[:upper:]``.
-    Conservative: an escape such as ``\\x2d`` counts too.
-    """
-    if "[:upper:]" in pattern:
-        return True
-    escaped = False
-    for char in pattern:
-        if escaped:
-            if char in "xpPC01234567":
-                return True
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif "A" <= char <= "Z":
-            return True
-    return False
-
-
-def pcre_pattern(pattern: str) -> str:
-    """``pattern`` (RE2 syntax, as a regex stanza holds it) as it stands between the
-    slashes of a Postfix pcre table line, meaning the same.
-
-    A '/' would end the pattern and white space would end the line's key: each is
-    written as an escape (``\\/``, ``\\x{20}``), which PCRE reads as that character, in a
-    character class too.  An escaped character is left as it is.
-    """
-    out: list[str] = []
-    escaped = False
-    for char in pattern:
-        if escaped:
-            out.append(char)
-            escaped = False
-        elif char == "\\":
-            out.append(char)
-            escaped = True
-        elif char == "/":
-            out.append("\\/")
-        elif char.isspace():
-            out.append(f"\\x{{{ord(char):x}}}")
-        else:
-            out.append(char)
-    return "".join(out)
 
 
 def _control_escaped(text: str) -> str:

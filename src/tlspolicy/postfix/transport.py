@@ -42,7 +42,8 @@ from .mapping import (
     _ORDER,
     VERIFY_MATCH,
 )
-from .tables import _binding_scopes, _chain, _group_prefix
+from .pcre import may_end_with
+from .tables import UNORDERED_OPTIONS, _binding_scopes, _chain, _group_prefix
 
 __all__ = [
     "NextHop",
@@ -82,8 +83,6 @@ class NextHopConflictError(ConfigError):
 # smtp_tls_policy_maps): their entries route nothing this table answers.
 _NON_SMTP_TRANSPORTS: Final = frozenset({"error", "retry", "discard", "local", "virtual",
                                          "lmtp", "pipe", "hold"})
-_UNORDERED: Final = ("tls_ca", "tls_certificate", "tls_key", "tls_ciphers",
-                     "tlsv13_ciphersuites", "tls_engine")
 # Destination policies of a next-hop key come from the host itself (SEMANTICS 11).
 _FROM_HOST: Final = ("use_mta_sts", "enable_mta_sts", "use_dane", "enable_dane")
 # A label no configuration names: stands for "any other subdomain" of a parent route.
@@ -352,7 +351,8 @@ def _route_candidates(resolver: Resolver, binding: str, route: TransportRoute,
     An exact domain has one; a parent route or ``*`` has one per exact stanza
     or floor it covers, one for any other name, and one per regex stanza or
     floor (whether a pattern matches some covered name is not decided, so each
-    counts).  Exact
+    counts, but for one whose literal ending shows it matches no name under a
+    parent route).  Exact
     stanzas in ``displaced`` (domains a whole-domain route sends elsewhere) are
     not covered by a parent route or ``*``, unless the route is a fallback relay.
     """
@@ -369,7 +369,8 @@ def _route_candidates(resolver: Resolver, binding: str, route: TransportRoute,
     for path, stanza in stanzas:
         if stanza.name.kind is not DomainKind.REGEX:
             exact.append(stanza.name.key)
-        elif not stanza.options.is_empty():
+        elif not stanza.options.is_empty() and (
+                route.domain == "*" or may_end_with(stanza.name.key, f".{route.domain}")):
             spath = scope_path(*path, (ScopeKind.DOMAIN, stanza.name.text))
             values, sources = _regex_values(config, binding, group_name, path, stanza,
                                             b_opts, g_opts)
@@ -382,6 +383,8 @@ def _route_candidates(resolver: Resolver, binding: str, route: TransportRoute,
         if floor.name.kind is not DomainKind.REGEX:
             exact.append(floor.name.key)
             continue
+        if route.domain != "*" and not may_end_with(floor.name.key, f".{route.domain}"):
+            continue  # its literal ending shows it matches no name under the route
         values, sources = resolver.effective(any_name, binding)
         values, sources = dict(values), dict(sources)
         raise_to_floors(values, sources, (floor,))
@@ -454,8 +457,9 @@ def combine_nexthop(resolver: Resolver, binding: str, hop: NextHop,
         parts.extend(_route_candidates(resolver, binding, route, displaced))
     own_values, own_sources = resolver.effective(host, binding)
     plain_host = not bracketed and port is None
-    if plain_host:
-        # Postfix uses the same key for mail to the host's own domain.
+    if plain_host or (host.startswith("[") and port is None):
+        # Postfix uses the same key for mail to the host's own domain, and for mail to
+        # an address literal (user@[192.0.2.1]) the same key as for that address.
         parts.append((host, own_values, own_sources))
     where = Location(file=routes[0].file, line=routes[0].line or None,
                      scope=f'binding "{binding}" > next hop {routes[0].nexthop_text}')
@@ -482,7 +486,7 @@ def combine_nexthop(resolver: Resolver, binding: str, hop: NextHop,
             where.evolve(option="tls_protocols"))
     values["tls_protocols"] = combined
     sources["tls_protocols"] = Source("strictest of the routed domains")
-    for name in _UNORDERED:
+    for name in UNORDERED_OPTIONS:
         seen = {repr(p[1][name]): p for p in parts}
         if len(seen) > 1:
             detail = "; ".join(f"{p[0]} has {p[1][name]!s} (from {p[2][name]})"

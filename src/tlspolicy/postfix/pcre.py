@@ -1,0 +1,247 @@
+"""Regex stanzas as Postfix pcre table lines: what a pattern means there, and what can be
+told about the names it matches.
+
+tlspolicy matches a regex stanza (RE2 syntax) against the lower-case A-label name; Postfix
+matches a pcre line (PCRE syntax) case-insensitively against the key it looks up.  This
+module writes a pattern for PCRE (:func:`pcre_pattern`), finds the patterns the two
+would read differently (:func:`case_dependent`), and reads the literal ending every name a
+pattern matches must have (:func:`literal_ending`), from which :func:`disjoint` and
+:func:`may_end_with` tell patterns that cannot share a name.  Every answer that cannot be
+given for certain is the conservative one: a pattern not understood is case-dependent,
+has no literal ending, and may share any name.  Pure.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["case_dependent", "disjoint", "literal_ending", "may_end_with", "pcre_pattern"]
+
+#: POSIX classes that match the same characters of a lower-case ASCII name whether or not
+#: the match ignores case.
+_CASE_SAFE_CLASSES: Final = frozenset({"alpha", "alnum", "digit", "lower", "xdigit",
+                                       "punct", "space", "blank", "word"})
+#: Letters after a backslash that stand for what ignoring case does not change (an
+#: escaped ASCII punctuation character is that character, and is safe too).
+_CASE_SAFE_ESCAPES: Final = frozenset("dDwWsSbBAz")
+
+
+def case_dependent(pattern: str) -> bool:
+    """Whether matching ``pattern`` case-insensitively (Postfix) may match another set of
+    lower-case ASCII names than matching it as it is (tlspolicy).
+
+    So it is for a capital letter outside an escape, a character range that spans a
+    capital (``[0-_]``), a POSIX class that is not case-safe (``[:upper:]``, any negated
+    one), an escape other than a plain character class or a quoted metacharacter
+    (``\\x41``, ``\\p``, ``\\Q``, octal), and any character outside printable ASCII (RE2
+    folds U+212A onto ``k``, PCRE does not).  Conservative: a pattern it cannot read is
+    case-dependent.
+    """
+    if not pattern.isascii() or not pattern.isprintable():
+        return True
+    i, n = 0, len(pattern)
+    while i < n:
+        char = pattern[i]
+        if char == "\\":
+            if not _case_safe_escape(pattern[i + 1:i + 2]):
+                return True
+            i += 2
+        elif char == "[":
+            end = _class_end(pattern, i)
+            if end is None or _class_case_dependent(pattern[i + 1:end]):
+                return True
+            i = end + 1
+        elif "A" <= char <= "Z":
+            return True
+        else:
+            i += 1
+    return False
+
+
+def _case_safe_escape(char: str) -> bool:
+    return char in _CASE_SAFE_ESCAPES or (
+        len(char) == 1 and char.isascii() and char.isprintable() and not char.isalnum())
+
+
+def _class_end(pattern: str, start: int) -> int | None:
+    """The index of the "]" closing the class opened at ``start``, or ``None`` when the
+    class holds something this module does not read (a nested "[" other than a POSIX
+    class) or is not closed."""
+    i, n = start + 1, len(pattern)
+    if pattern[i:i + 1] == "^":
+        i += 1
+    if pattern[i:i + 1] == "]":  # first, a "]" is a member (RE2 and PCRE alike)
+        i += 1
+    while i < n:
+        char = pattern[i]
+        if char == "\\":
+            i += 2
+        elif char == "[":
+            if pattern[i + 1:i + 2] != ":":
+                return None
+            close = pattern.find(":]", i + 2)
+            if close < 0:
+                return None
+            i = close + 2
+        elif char == "]":
+            return i
+        else:
+            i += 1
+    return None
+
+
+def _class_case_dependent(body: str) -> bool:
+    """Whether a class body (between "[" and its "]") can match a capital."""
+    i, n = 0, len(body)
+    previous: str | None = None
+    while i < n:
+        char = body[i]
+        if char == "\\":
+            if not _case_safe_escape(body[i + 1:i + 2]):
+                return True
+            previous = body[i + 1:i + 2]
+            i += 2
+            continue
+        if char == "[" and body[i + 1:i + 2] == ":":
+            close = body.find(":]", i + 2)
+            if close < 0 or body[i + 2:close] not in _CASE_SAFE_CLASSES:
+                return True
+            previous = None
+            i = close + 2
+            continue
+        if char == "-" and previous is not None and i + 1 < n and body[i + 1] != "]":
+            high = body[i + 1]
+            if high == "\\" or (previous <= "Z" and high >= "A"):
+                return True  # a range that spans a capital, or one this does not read
+            previous = None
+            i += 2
+            continue
+        if "A" <= char <= "Z":
+            return True
+        previous = char
+        i += 1
+    return False
+
+
+def pcre_pattern(pattern: str) -> str:
+    """``pattern`` (RE2 syntax, as a regex stanza holds it) as it stands between the
+    slashes of a Postfix pcre table line, meaning the same.
+
+    A '/' would end the pattern and white space would end the line's key: each is written
+    as an escape (``\\/``, ``\\x{20}``), which PCRE reads as that character, in a class
+    too; so is every control character.  Text quoted by ``\\Q...\\E`` is written as its
+    characters, each escaped, since PCRE reads an escape inside such a quote as two
+    characters.  An escaped character is left as it is.
+    """
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        char = pattern[i]
+        if char == "\\" and pattern[i + 1:i + 2] == "Q":
+            end = pattern.find("\\E", i + 2)
+            quoted = pattern[i + 2:] if end < 0 else pattern[i + 2:end]
+            out.extend(_literal(c) for c in quoted)
+            i = n if end < 0 else end + 2
+        elif char == "\\":
+            escaped = pattern[i + 1:i + 2]
+            # An escaped space is a space: written as the others are.
+            out.append(_literal(escaped) if escaped.isspace() or not escaped.isprintable()
+                       else pattern[i:i + 2])
+            i += 2
+        elif char == "/":
+            out.append("\\/")
+            i += 1
+        else:
+            out.append(f"\\x{{{ord(char):x}}}" if char.isspace() or not char.isprintable()
+                       else char)
+            i += 1
+    return "".join(out)
+
+
+def _literal(char: str) -> str:
+    """``char`` as a PCRE pattern matching exactly it, on a pcre table line."""
+    if char.isalnum() and char.isascii():
+        return char
+    if char.isspace() or not char.isprintable() or not char.isascii():
+        return f"\\x{{{ord(char):x}}}"
+    return "\\" + char  # an escaped ASCII punctuation character is that character
+
+
+def literal_ending(pattern: str) -> str | None:
+    """The literal text every name ``pattern`` matches ends with, when the pattern is one
+    branch (no top-level '|') ending in '$' that this module reads in full; else ``None``.
+    ``(^|\\.)bank\\.example$`` ends with ``bank.example``.  Only lower-case ASCII letters,
+    digits, '-' and escaped '.', '-' and '/' count as literal characters; a construct
+    that is not read (``\\Q``, an escape such as ``\\x2d``, a flag group, a nested class)
+    gives ``None``."""
+    if not pattern.isascii() or not pattern.endswith("$"):
+        return None
+    tokens: list[str | None] = []  # a literal character, or None for anything else
+    depth = 0
+    i, n = 0, len(pattern)
+    while i < n:
+        char = pattern[i]
+        if char == "\\":
+            escaped = pattern[i + 1:i + 2]
+            if escaped in (".", "-", "/"):
+                tokens.append(escaped)
+            elif escaped in ("d", "w", "s", "D", "W", "S", "b", "B"):
+                tokens.append(None)
+            else:
+                return None
+            i += 2
+            continue
+        if char == "[":
+            end = _class_end(pattern, i)
+            if end is None:
+                return None
+            tokens.append(None)
+            i = end + 1
+            continue
+        if char in "*+?{":
+            if tokens:
+                tokens[-1] = None  # the last token is repeated or optional
+            tokens.append(None)
+        elif char == "(":
+            if pattern[i + 1:i + 2] == "?" and pattern[i + 2:i + 3] != ":":
+                return None  # flags or a named group: not read here
+            depth += 1
+            tokens.append(None)
+        elif char == ")":
+            depth -= 1
+            tokens.append(None)
+        elif char == "|":
+            if depth == 0:
+                return None
+            tokens.append(None)
+        elif char.isdigit() or char == "-" or "a" <= char <= "z":
+            tokens.append(char)
+        else:
+            tokens.append(None)  # ".", "^", "$" and the like
+        i += 1
+    if depth:
+        return None
+    ending: list[str] = []
+    for token in reversed(tokens[:-1]):  # before the final "$"
+        if token is None:
+            break
+        ending.append(token)
+    return "".join(reversed(ending))
+
+
+def disjoint(one: str, other: str) -> bool:
+    """Whether no name can match both patterns, as their literal endings show (a
+    conservative test: ``False`` when it cannot tell)."""
+    a, b = literal_ending(one), literal_ending(other)
+    if not a or not b:
+        return False
+    return not a.endswith(b) and not b.endswith(a)
+
+
+def may_end_with(pattern: str, suffix: str) -> bool:
+    """Whether some name ``pattern`` matches may end with ``suffix`` (a conservative
+    test: ``True`` when the pattern's literal ending does not tell)."""
+    ending = literal_ending(pattern)
+    if not ending:
+        return True
+    return ending.endswith(suffix) or suffix.endswith(ending)
