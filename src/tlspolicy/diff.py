@@ -2,11 +2,26 @@
 
 The probes are every binding declared in either configuration (plus the
 implicit ``default``) crossed with every domain named in either: exact and
-IP-literal stanza names, one generated name for each regex stanza (when a
-name matching it can be built), and one name that no stanza matches, so the
-per-binding default is compared too.  Each probe is resolved with both
-configurations (no MX host, no destination inputs) and each facet of the
-two decisions is compared:
+IP-literal stanza names, generated names for each regex stanza and regex
+floor (below), and one name that no stanza matches, so the per-binding
+default is compared too.
+
+For each regex, names are built from the pattern's literal parts (bare, under
+another label, before another ending) and, failing those, as ``mail.`` under
+the exact stanza names it matches.  The first is always probed; so is a name
+the regex *decides*: in every container where it is declared, no exact stanza
+and no earlier regex matching the name sets an option it sets (for floors: no
+other floor), preferring a name that no other stanza matches at all.  For a
+regex that changed (options, container or place in the order), up to eight
+more names it shares with other regexes are probed, each matched by a
+different set of them.  A changed regex for which no name it decides can be
+built is a review item naming it.  This guarantees a probe where every option
+of each regex takes effect, or a review; it cannot guarantee a probe in every
+overlap of regex languages (they are not intersected), so a change that only
+shows for names several regexes match, none of them generated, can be missed.
+
+Each probe is resolved with both configurations (no MX host, no destination
+inputs) and each facet of the two decisions is compared:
 
 ========================  ==================================================
 facet                     class of a change
@@ -29,9 +44,7 @@ client certificate/key    cancelled (``none``) needs review; added is neutral
 
 A facet that cannot matter for a probe (TLS parameters when neither side
 ever attempts TLS: ``tls = no`` with MTA-STS and DANE off) is reported as
-neutral with a note, never as a downgrade.  A regex stanza for which no
-matching name can be generated, and which differs between the two
-configurations, is reported as a review item naming the regex.
+neutral with a note, never as a downgrade.
 """
 
 from __future__ import annotations
@@ -45,7 +58,7 @@ from typing import Any, Final, overload
 import attrs
 
 from .decision import Decision
-from .names import DomainKind, DomainName, DomainPattern, normalise_domain
+from .names import DomainKind, DomainName, DomainPattern, DomainPatternSet, normalise_domain
 from .options import Options, ScopeKind, Tls, TlsVersion
 from .outcomes import Verification
 from .resolver import Resolver
@@ -60,6 +73,7 @@ __all__ = [
     "diff_configs",
     "format_diff",
     "regex_example",
+    "regex_examples",
 ]
 
 
@@ -229,26 +243,53 @@ def regex_example(pattern: str) -> str | None:
     Built from the pattern's literal parts (the first branch that gives a
     valid name), tried bare and with a label added before or after, and kept
     only when the pattern (run by RE2, as the resolver does) really matches.
+    The first of :func:`regex_examples`.
+    """
+    return next(regex_examples(pattern), None)
+
+
+_MAX_EXAMPLES: Final = 48
+
+
+def regex_examples(pattern: str) -> Iterator[str]:
+    """Distinct normalised names that the ``/pattern/`` stanza matches, most literal first.
+
+    :func:`regex_example`'s candidates first, then the same literal parts
+    under other labels (``q9z.``) and before other endings (``.q9z``), so that
+    a name can be found that another stanza does not claim.  At most
+    :data:`_MAX_EXAMPLES`; nothing when no name can be built.
     """
     try:
         compiled = DomainPattern(pattern)
         p = _parser()
         cores = _alternatives(p.parse(pattern), p)
     except Exception:  # a private parser: any failure means "no example"
-        return None
-    for core in cores:
-        core = core.lower()
-        head = "mail" + core if core.startswith(".") else "mail." + core
-        # A pattern for A-labels needs a valid one: "xn--" + a Punycode payload.
-        tail = "mnchen-3ya" if core.endswith("xn--") else "a"
-        for candidate in (core, _tail(core), head, _tail(head), core + tail):
+        return
+    seen: set[str] = set()
+
+    def found(candidates: Iterator[str] | tuple[str, ...]) -> Iterator[str]:
+        for candidate in candidates:
             try:
                 name = normalise_domain(candidate)
             except ValueError:
                 continue
-            if compiled.search(name):
-                return name
-    return None
+            if name not in seen and compiled.search(name):
+                seen.add(name)
+                yield name
+
+    lowered = [core.lower() for core in cores]
+    for core in lowered:
+        head = "mail" + core if core.startswith(".") else "mail." + core
+        # A pattern for A-labels needs a valid one: "xn--" + a Punycode payload.
+        tail = "mnchen-3ya" if core.endswith("xn--") else "a"
+        yield from found((core, _tail(core), head, _tail(head), core + tail))
+    for core in lowered:
+        heads = (core, "q9z" + core if core.startswith(".") else "q9z." + core)
+        more = (f"{h}{t}" for h in heads
+                for t in ("q9z" if h.endswith(".") else ".q9z", "q9z", "-q9z"))
+        yield from found((heads[1], *more))
+        if len(seen) >= _MAX_EXAMPLES:
+            return
 
 
 def _tail(text: str) -> str:
@@ -277,37 +318,205 @@ def _all_domains(config: Config) -> Iterator[tuple[str, DomainScope]]:
         yield floor_path(f.name.text), DomainScope(f.name, f.options)
 
 
+@attrs.frozen(slots=True)
+class _Place:
+    """One declaration of a regex stanza or floor, and what can claim a name before it.
+
+    ``before``: the regexes declared earlier in the same container with the
+    options they set (for floors: every other regex floor, since all apply);
+    ``exact``: the exact and IP-literal stanzas (or floors) of the container.
+    """
+
+    sets: frozenset[str]
+    before: tuple[tuple[str, frozenset[str]], ...]
+    exact: dict[str, frozenset[str]]
+
+    def decides(self, name: str, matched: frozenset[str]) -> bool:
+        """Whether every option this declaration sets takes effect for ``name``."""
+        claimed: set[str] = set(self.exact.get(name, ()))
+        for key, sets in self.before:
+            if key in matched:
+                claimed |= sets
+        return not (self.sets & claimed)
+
+
+def _places(config: Config) -> Iterator[tuple[str, tuple[object, ...], _Place]]:
+    """(pattern, what the declaration is, where it can be claimed) for every regex."""
+    containers: dict[tuple[str, str], Sequence[DomainScope | FloorScope]] = dict(
+        _containers(config))
+    containers[("floor", "")] = config.floors
+    for container, stanzas in containers.items():
+        exact = {d.name.key: frozenset(o for o, _v in d.options.items())
+                 for d in stanzas if d.name.kind is not DomainKind.REGEX}
+        regexes = [(d.name.key, frozenset(o for o, _v in d.options.items()),
+                    tuple(sorted(d.options.to_mapping().items(), key=str)))
+                   for d in stanzas if d.name.kind is DomainKind.REGEX]
+        for i, (key, sets, values) in enumerate(regexes):
+            others = regexes[:i] if container[0] != "floor" else [
+                r for j, r in enumerate(regexes) if j != i]
+            before = tuple((k, o) for k, o, _v in others)
+            yield key, (container, tuple(k for k, _o in before), values), _Place(
+                sets, before, exact)
+
+
 def _probe_domains(old: Config, new: Config) -> tuple[list[tuple[str, str]], list[Change]]:
+    """The probe names and the findings about regexes no name could be found for.
+
+    Every exact and IP-literal name; for each regex stanza or floor its first
+    example, a name it decides (every option it sets takes effect: no exact
+    stanza of its container and no earlier regex there matching the name
+    sets that option), preferring one no other stanza claims at all, and for
+    a changed regex up to eight more names it shares with other regexes;
+    and one name that nothing matches.  A changed regex without a name it
+    decides is a review item.
+    """
     domains: dict[str, str] = {}
     regexes: dict[str, dict[str, set[tuple[str, object]]]] = {}
-    compiled = []
+    patterns: dict[str, DomainPattern] = {}
     for side, config in (("old", old), ("new", new)):
         for path, d in _all_domains(config):
             if d.name.kind is DomainKind.REGEX:
                 regexes.setdefault(d.name.key, {"old": set(), "new": set()})[side].add(
                     (path, tuple(d.options.to_mapping().items())))
                 if d.name.regex is not None:
-                    compiled.append(d.name.regex)
+                    patterns.setdefault(d.name.key, d.name.regex)
             else:
                 kind = "IP-literal stanza" if d.name.kind is DomainKind.IP else "exact stanza"
                 domains.setdefault(d.name.key, kind)
+    places: dict[str, list[_Place]] = {}
+    declared: dict[str, dict[str, set[tuple[object, ...]]]] = {}
+    for side, config in (("old", old), ("new", new)):
+        for key, what, place in _places(config):
+            places.setdefault(key, []).append(place)
+            declared.setdefault(key, {"old": set(), "new": set()})[side].add(what)
+    keys = list(patterns)
+    pattern_set = DomainPatternSet([patterns[k] for k in keys]) if keys else None
+    exact_names = frozenset(domains)
+
+    def matched(name: str) -> frozenset[str]:
+        return frozenset(keys[i] for i in pattern_set.matching(name)) if pattern_set else \
+            frozenset()
+
+    under_exact: dict[str, list[str]] | None = None
+
+    def subdomains(key: str) -> list[str]:
+        # "mail.<exact name>": an exact stanza claims only its own name, never the one below.
+        nonlocal under_exact
+        if under_exact is None:
+            under_exact = {}
+            for name in sorted(exact_names):
+                if name.startswith("["):
+                    continue
+                try:
+                    sub = normalise_domain("mail." + name)
+                except ValueError:
+                    continue
+                for k in matched(sub):
+                    under_exact.setdefault(k, []).append(sub)
+        return under_exact.get(key, [])
+
+    examples: dict[str, list[str]] = {}
+    sharing: dict[str, set[str]] = {}
+    for side_places in (_places(old), _places(new)):
+        by_container: dict[object, list[str]] = {}
+        for key, what, _place in side_places:
+            by_container.setdefault(what[0], []).append(key)
+        for members in by_container.values():
+            for key in members:
+                sharing.setdefault(key, set()).update(members)
+
+    def neighbours(key: str) -> Iterator[tuple[str, list[str]]]:
+        # The other regexes, those declared beside this one first: their examples.
+        near = sharing.get(key, set())
+        for other in sorted(patterns, key=lambda k: (k not in near, k)):
+            if other != key:
+                if other not in examples:
+                    examples[other] = list(itertools.islice(regex_examples(other), 2))
+                yield other, examples[other]
+
     findings: list[Change] = []
     for pattern, sides in regexes.items():
-        example = regex_example(pattern)
-        if example is not None:
-            domains.setdefault(example, f"generated to match regex stanza /{pattern}/")
-        elif sides["old"] != sides["new"]:
+        changed = declared.get(pattern, {}).get("old") != declared.get(pattern, {}).get("new")
+        own = list(regex_examples(pattern))
+        if not own:
+            if sides["old"] != sides["new"] or changed:
+                findings.append(Change(
+                    ChangeClass.REVIEW, "regex", _sides_text(sides["old"]),
+                    _sides_text(sides["new"]),
+                    note=f"no domain name matching /{pattern}/ could be generated; review the "
+                         "stanza by hand"))
+            continue
+        domains.setdefault(own[0], f"generated to match regex stanza /{pattern}/")
+        decided: str | None = None
+        private = False
+        seen = {_signature(own[0], matched(own[0]), exact_names)}
+        overlaps: list[str] = []
+
+        def below(key: str = pattern, own: list[str] = own,
+                  changed: bool = changed) -> Iterator[str]:
+            # Beyond the regex's own examples: names it shares with other regexes (for a
+            # changed regex), then "mail." under exact stanza names it matches.
+            if changed:
+                yield from _joined(own, neighbours(key))
+            yield from subdomains(key)
+
+        for name in itertools.chain(own, below()):
+            hits = matched(name)
+            if pattern not in hits:
+                continue
+            if not private and all(pl.decides(name, hits) for pl in places.get(pattern, ())):
+                private = hits == {pattern} and name not in exact_names
+                if decided is None or private:
+                    decided = name
+                    seen.add(_signature(name, hits, exact_names))
+            if changed and len(overlaps) < _OVERLAPS and name != decided and len(hits) > 1 and \
+                    name not in exact_names:
+                signature = _signature(name, hits, exact_names)
+                if signature not in seen:
+                    seen.add(signature)
+                    overlaps.append(name)
+            if private and (not changed or len(overlaps) >= _OVERLAPS):
+                break
+        if decided is not None:
+            domains.setdefault(decided, f"generated to be decided by regex stanza /{pattern}/")
+        elif changed:
             findings.append(Change(
                 ChangeClass.REVIEW, "regex", _sides_text(sides["old"]),
                 _sides_text(sides["new"]),
-                note=f"no domain name matching /{pattern}/ could be generated; review the "
-                     "stanza by hand"))
+                note=f"no name decided by /{pattern}/ could be generated (every name tried is "
+                     "claimed, for an option it sets, by an exact stanza or an earlier regex); "
+                     "review the stanza by hand"))
+        for name in overlaps:
+            domains.setdefault(name, f"generated to match regex stanza /{pattern}/ and others")
     for candidate in _DEFAULT_CANDIDATES:
         name = normalise_domain(candidate)
-        if name not in domains and not any(r.search(name) for r in compiled):
+        if name not in domains and not matched(name):
             domains[name] = "matched by no stanza (the binding's default)"
             break
     return list(domains.items()), findings
+
+
+_OVERLAPS: Final = 8
+"""Names a changed regex shares with other regexes, probed besides the one it decides."""
+
+
+def _joined(own: list[str], others: Iterator[tuple[str, list[str]]]) -> Iterator[str]:
+    """Names in the overlap of a regex with others: their examples, bare and joined with
+    this regex's first example before or after them."""
+    mine = own[:1]
+    for _key, theirs in others:
+        for name in theirs:
+            yield name
+            for m in mine:
+                for joined in (f"{m}.{name}", f"{name}.{m}"):
+                    try:
+                        yield normalise_domain(joined)
+                    except ValueError:
+                        continue
+
+
+def _signature(name: str, hits: frozenset[str], exact: frozenset[str]) -> tuple[object, ...]:
+    return hits, name in exact
 
 
 def _sides_text(entries: set[tuple[str, object]]) -> str:
