@@ -322,21 +322,26 @@ def _all_domains(config: Config) -> Iterator[tuple[str, DomainScope]]:
 class _Place:
     """One declaration of a regex stanza or floor, and what can claim a name before it.
 
-    ``before``: the regexes declared earlier in the same container with the
-    options they set (for floors: every other regex floor, since all apply);
-    ``exact``: the exact and IP-literal stanzas (or floors) of the container.
+    ``order``: every regex of the container, its position and the options it
+    sets; the ones declared before this one (for floors: every other one,
+    since all floors apply) and the exact and IP-literal stanzas (or floors)
+    of the container, ``exact``, can claim a name's options first.
     """
 
+    key: str
     sets: frozenset[str]
-    before: tuple[tuple[str, frozenset[str]], ...]
+    order: dict[str, tuple[int, frozenset[str]]]
     exact: dict[str, frozenset[str]]
+    floor: bool
 
     def decides(self, name: str, matched: frozenset[str]) -> bool:
         """Whether every option this declaration sets takes effect for ``name``."""
         claimed: set[str] = set(self.exact.get(name, ()))
-        for key, sets in self.before:
-            if key in matched:
-                claimed |= sets
+        mine = self.order[self.key][0]
+        for key in matched:
+            place = self.order.get(key)
+            if place is not None and key != self.key and (self.floor or place[0] < mine):
+                claimed |= place[1]
         return not (self.sets & claimed)
 
 
@@ -348,15 +353,18 @@ def _places(config: Config) -> Iterator[tuple[str, tuple[object, ...], _Place]]:
     for container, stanzas in containers.items():
         exact = {d.name.key: frozenset(o for o, _v in d.options.items())
                  for d in stanzas if d.name.kind is not DomainKind.REGEX}
-        regexes = [(d.name.key, frozenset(o for o, _v in d.options.items()),
-                    tuple(sorted(d.options.to_mapping().items(), key=str)))
-                   for d in stanzas if d.name.kind is DomainKind.REGEX]
-        for i, (key, sets, values) in enumerate(regexes):
-            others = regexes[:i] if container[0] != "floor" else [
-                r for j, r in enumerate(regexes) if j != i]
-            before = tuple((k, o) for k, o, _v in others)
-            yield key, (container, tuple(k for k, _o in before), values), _Place(
-                sets, before, exact)
+        regexes = [d for d in stanzas if d.name.kind is DomainKind.REGEX]
+        order = {d.name.key: (i, frozenset(o for o, _v in d.options.items()))
+                 for i, d in enumerate(regexes)}
+        keys = tuple(order)
+        floor = container[0] == "floor"
+        for i, d in enumerate(regexes):
+            key = d.name.key
+            values = tuple(sorted(d.options.to_mapping().items(), key=str))
+            # For floors the order does not matter, only which others are there.
+            context = frozenset(keys) if floor else keys[:i]
+            yield key, (container, context, values), _Place(key, order[key][1], order, exact,
+                                                             floor)
 
 
 def _probe_domains(old: Config, new: Config) -> tuple[list[tuple[str, str]], list[Change]]:
@@ -437,7 +445,8 @@ def _probe_domains(old: Config, new: Config) -> tuple[list[tuple[str, str]], lis
     findings: list[Change] = []
     for pattern, sides in regexes.items():
         changed = declared.get(pattern, {}).get("old") != declared.get(pattern, {}).get("new")
-        own = list(regex_examples(pattern))
+        generated = regex_examples(pattern)
+        own = list(itertools.islice(generated, 1))
         if not own:
             if sides["old"] != sides["new"] or changed:
                 findings.append(Change(
@@ -460,7 +469,7 @@ def _probe_domains(old: Config, new: Config) -> tuple[list[tuple[str, str]], lis
                 yield from _joined(own, neighbours(key))
             yield from subdomains(key)
 
-        for name in itertools.chain(own, below()):
+        for name in itertools.chain(own, generated, below()):
             hits = matched(name)
             if pattern not in hits:
                 continue
@@ -803,11 +812,16 @@ def _touched(old: Config, new: Config, old_r: Resolver, new_r: Resolver,
 
     def matching(names: Sequence[DomainName]) -> set[int]:
         found: set[int] = set()
+        regexes: dict[str, DomainPattern] = {}
         for name in names:
-            if name.kind is DomainKind.REGEX:
-                found.update(i for i, (d, _o) in enumerate(domains) if name.matches(d))
+            if name.regex is not None:
+                regexes.setdefault(name.key, name.regex)
             elif name.key in index:
                 found.add(index[name.key])
+        if regexes:
+            # One pass of all the changed patterns over each probe name.
+            together = DomainPatternSet(list(regexes.values()))
+            found.update(i for i, (d, _o) in enumerate(domains) if together.matching(d))
         return found
 
     old_c, new_c = _containers(old), _containers(new)
