@@ -172,20 +172,6 @@ G = "[global]\n"
     (G + 'tls = "ifavailable"\ntls_protocols = "TLSv1.2"\n',
      G + 'tls = "ifavailable"\ntls_protocols = "TLSv1.2:TLSv1.3"\n',
      {("neutral", "tls_protocols")}),
-    # The newest version allowed goes down: a peer that spoke TLS 1.3 now gets TLS 1.2.
-    (G + 'tls = "required"\ntls_protocols = "+ALL:-SSLv2:-SSLv3:-TLSv1.0:-TLSv1.1"\n',
-     G + 'tls = "required"\ntls_protocols = "+ALL:-SSLv2:-SSLv3:-TLSv1.0:-TLSv1.1:-TLSv1.3"\n',
-     {("downgrade", "tls_protocols")}),
-    (G + 'tls = "ifavailable"\ntls_protocols = "TLSv1.3"\n',
-     G + 'tls = "ifavailable"\ntls_protocols = "TLSv1.2"\n', {("downgrade", "tls_protocols")}),
-    # A version dropped from the middle: a peer whose best it was now gets an older one.
-    (G + 'tls = "ifavailable"\ntls_protocols = "TLSv1.1:TLSv1.2:TLSv1.3"\n',
-     G + 'tls = "ifavailable"\ntls_protocols = "TLSv1.1:TLSv1.3"\n',
-     {("downgrade", "tls_protocols")}),
-    # Only the oldest versions dropped, a newer one added: stricter.
-    (G + 'tls = "ifavailable"\ntls_protocols = "TLSv1.0:TLSv1.1:TLSv1.2"\n',
-     G + 'tls = "ifavailable"\ntls_protocols = "TLSv1.2:TLSv1.3"\n',
-     {("upgrade", "tls_protocols")}),
     (G + 'tls = "ifavailable"\ntls_ca = "/a.pem"\n', G + 'tls = "ifavailable"\n',
      {("review", "tls_ca")}),
     (G + 'tls = "ifavailable"\ntlsv13_ciphersuites = "TLS_AES_256_GCM_SHA384"\n',

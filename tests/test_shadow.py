@@ -60,19 +60,6 @@ def test_differences_are_classed_counted_and_logged_once_per_key(
     assert s.counts().requests == 0
 
 
-def test_dropping_the_newest_protocol_version_is_a_downgrade_in_the_shadow_too(
-        caplog: pytest.LogCaptureFixture) -> None:
-    live = '[global]\ntls = "required"\ntls_protocols = "TLSv1.2:TLSv1.3"\n'
-    candidate = '[global]\ntls = "required"\ntls_protocols = "TLSv1.2"\n'
-    s = ShadowResolver(Resolver(loads_toml(live)), Resolver(loads_toml(candidate)), inline=True)
-    with caplog.at_level(logging.WARNING, logger="tlspolicy.shadow"):
-        s.resolve("partner.example")
-    assert s.counts().differing["downgrade"] == 1
-    assert [r.getMessage() for r in caplog.records] == [
-        "shadow: downgrade binding 'default' -> partner.example: "
-        "tls_protocols TLSv1.2,TLSv1.3 -> TLSv1.2"]
-
-
 def test_distinct_keys_are_capped_and_overflow_counted(
         caplog: pytest.LogCaptureFixture) -> None:
     s = shadow(inline=True, max_keys=2)

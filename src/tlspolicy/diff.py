@@ -31,11 +31,8 @@ verification              ``no < optional < ca < host``: lower is a downgrade
 fallback                  on is weaker than off
 mta-sts, dane             turned off (``use_*`` or ``enable_*``) is a downgrade
 tls_protocols             a newly allowed version older than the newest one
-                          allowed before, or a version no longer allowed
-                          while an older one still is (the newest version
-                          lowered, or one dropped from the middle), is a
-                          downgrade; dropping only versions older than every
-                          one still allowed is an upgrade
+                          allowed before is a downgrade; dropping an older
+                          version is an upgrade
 tls_ca, tls_ciphers,      any change needs review (a different CA bundle or
 tlsv13_ciphersuites,      cipher string can be stronger or weaker)
 tls_engine
@@ -559,18 +556,12 @@ def _ranked(old: int, new: int) -> ChangeClass:
 
 
 def _protocols_class(old: frozenset[TlsVersion], new: frozenset[TlsVersion]) -> ChangeClass:
-    """Downgrade when some peer can end up on an older version than before: a version
-    newly allowed below the newest allowed before, or a version no longer allowed while
-    an older one still is (the newest version lowered, or one dropped from the middle).
-    Upgrade when only versions older than every one still allowed are dropped."""
     order = list(TlsVersion)
     rank = order.index
     added, removed = new - old, old - new
     if old and any(rank(v) < max(map(rank, old)) for v in added):
         return ChangeClass.DOWNGRADE
-    if new and any(rank(v) > min(map(rank, new)) for v in removed):
-        return ChangeClass.DOWNGRADE
-    if new and removed:
+    if new and any(rank(v) < max(map(rank, new)) for v in removed):
         return ChangeClass.UPGRADE
     return ChangeClass.NEUTRAL
 
