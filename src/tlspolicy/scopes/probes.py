@@ -229,6 +229,8 @@ def _places(config: Config) -> Iterator[tuple[str, tuple[object, ...], _Place]]:
     every: dict[tuple[str, str], Sequence[DomainScope | FloorScope]] = dict(containers(config))
     every[("floor", "")] = config.floors
     for container, stanzas in every.items():
+        if not any(d.name.kind is DomainKind.REGEX for d in stanzas):
+            continue
         exact = {d.name.key: frozenset(o for o, _v in d.options.items())
                  for d in stanzas if d.name.kind is not DomainKind.REGEX}
         regexes = [d for d in stanzas if d.name.kind is DomainKind.REGEX]
