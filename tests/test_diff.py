@@ -225,6 +225,80 @@ def test_regex_without_a_probe_name_is_review() -> None:
     assert diff_configs(loads_toml(old), loads_toml(old)).changes == ()
 
 
+BANK = '[global]\ntls = "ifavailable"\n[[domain]]\nname = "bank.example"\ntls = "required"\n' \
+    'tls_verify = "host"\n'
+BANK_RX = '[[domain]]\nname = "/bank\\\\.example$/"\ntls = "required"\ntls_verify = "{verify}"\n'
+
+
+@pytest.mark.parametrize("exhaustive", [False, True])
+def test_a_regex_behind_an_exact_stanza_is_probed_where_it_decides(exhaustive: bool) -> None:
+    # The exact stanza claims bank.example; the regex alone decides mail.bank.example.
+    old = loads_toml(BANK + BANK_RX.format(verify="host"))
+    new = loads_toml(BANK + BANK_RX.format(verify="no"))
+    assert Resolver(new).resolve("mail.bank.example").verification.value == "no"
+    result = diff_configs(old, new, exhaustive=exhaustive)
+    found = {(c.cls, c.facet, c.old, c.new, c.probe.domain) for c in result.changes if c.probe}
+    assert (DOWN, "verification", "host", "no", "mail.bank.example") in found
+    assert "no decision changed" not in format_diff(result)
+
+
+@pytest.mark.parametrize("exhaustive", [False, True])
+def test_a_regex_behind_an_earlier_regex_is_probed_where_it_decides(exhaustive: bool) -> None:
+    # /^bank/ matches the regex's first example (bank.example) and sets tls_verify there.
+    first = '[global]\ntls = "ifavailable"\n[[domain]]\nname = "/^bank/"\ntls_verify = "ca"\n'
+    old = loads_toml(first + BANK_RX.format(verify="host"))
+    new = loads_toml(first + BANK_RX.format(verify="no"))
+    result = diff_configs(old, new, exhaustive=exhaustive)
+    downs = {(c.facet, c.old, c.new) for c in result.of(DOWN)
+             if c.probe and not c.probe.domain.startswith("bank")}
+    assert ("verification", "host", "no") in downs, result.changes
+
+
+@pytest.mark.parametrize("exhaustive", [False, True])
+def test_a_regex_floor_beside_an_exact_floor_is_probed_where_it_decides(
+        exhaustive: bool) -> None:
+    floor = ('[global]\ntls = "ifavailable"\n[[floor]]\nname = "bank.example"\n'
+             'tls = "required"\ntls_verify = "host"\nreason = "x"\n')
+    regex_floor = ('[[floor]]\nname = "/bank\\\\.example$/"\ntls = "required"\n'
+                   'tls_verify = "host"\nreason = "y"\n')
+    result = diff_configs(loads_toml(floor + regex_floor), loads_toml(floor),
+                          exhaustive=exhaustive)
+    found = {(c.facet, c.old, c.new) for c in result.of(DOWN)
+             if c.probe and c.probe.domain == "mail.bank.example"}
+    assert found == {("tls", "required", "ifavailable"), ("verification", "host", "no")}
+
+
+def test_cli_fails_on_a_downgrade_only_a_regex_decides(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    old, new = tmp_path / "old.toml", tmp_path / "new.toml"
+    old.write_text(BANK + BANK_RX.format(verify="host"))
+    new.write_text(BANK + BANK_RX.format(verify="no"))
+    code, out, _ = run_cli(monkeypatch, capsys, "diff", str(old), str(new),
+                           "--fail-on-downgrade")
+    assert code == 1 and "DOWNGRADE verification: host -> no" in out
+    assert 'binding "default" -> mail.bank.example' in out
+
+
+@pytest.mark.parametrize(("before", "after"), [
+    # The exact stanza sets every option the regex sets, and the regex matches nothing else.
+    (BANK + '[[domain]]\nname = "/^bank\\\\.example$/"\ntls_verify = "host"\n',
+     BANK + '[[domain]]\nname = "/^bank\\\\.example$/"\ntls_verify = "no"\n'),
+    # Every name /example/ matches, /e/ matches first.
+    ('[[domain]]\nname = "/e/"\ntls = "required"\n[[domain]]\nname = "/example/"\n'
+     'tls = "required"\n',
+     '[[domain]]\nname = "/e/"\ntls = "required"\n[[domain]]\nname = "/example/"\n'
+     'tls = "no"\n'),
+])
+def test_a_changed_regex_no_name_is_decided_by_is_review(before: str, after: str) -> None:
+    result = diff_configs(loads_toml(before), loads_toml(after))
+    reviews = [c for c in result.of(REVIEW) if c.facet == "regex"]
+    assert len(reviews) == 1 and reviews[0].probe is None, result.changes
+    assert "decided by" in (reviews[0].note or "")
+    # Unchanged, it is not worth a review.
+    assert diff_configs(loads_toml(before), loads_toml(before)).changes == ()
+
+
 @pytest.mark.parametrize(("pattern", "example"), [
     (r"(^|\.)bank\.example$", "bank.example"),
     (r"\.bank\.example$", "mail.bank.example"),

@@ -74,6 +74,17 @@ def test_expiry_that_would_weaken_is_a_load_time_error() -> None:
     loads_toml(text + "expiry_weakens = true\n")
 
 
+def test_an_expiring_regex_behind_an_exact_stanza_is_judged_where_it_decides() -> None:
+    # The exact stanza claims bank.example; after the date mail.bank.example gets weaker.
+    text = ('[global]\ntls = "ifavailable"\n[[domain]]\nname = "bank.example"\n'
+            'tls = "required"\ntls_verify = "host"\n[[domain]]\n'
+            'name = "/bank\\\\.example$/"\ntls = "required"\ntls_verify = "host"\n'
+            'expires = 2030-01-01\nreason = "temporary"\n')
+    with pytest.raises(ExpiryWeakensError, match=r"mail\.bank\.example"):
+        loads_toml(text, "x.toml")
+    loads_toml(text + "expiry_weakens = true\n")
+
+
 def test_an_expiring_floor_that_raises_something_must_be_acknowledged() -> None:
     text = ('[[binding]]\nname = "relay"\ntls = "no"\n[[floor]]\nname = "p.example"\n'
             'tls = "required"\nexpires = 2027-01-01\nreason = "trial"\n')

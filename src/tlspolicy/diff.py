@@ -2,11 +2,26 @@
 
 The probes are every binding declared in either configuration (plus the
 implicit ``default``) crossed with every domain named in either: exact and
-IP-literal stanza names, one generated name for each regex stanza (when a
-name matching it can be built), and one name that no stanza matches, so the
-per-binding default is compared too.  Each probe is resolved with both
-configurations (no MX host, no destination inputs) and each facet of the
-two decisions is compared:
+IP-literal stanza names, generated names for each regex stanza and regex
+floor (below), and one name that no stanza matches, so the per-binding
+default is compared too.
+
+For each regex, names are built from the pattern's literal parts (bare, under
+another label, before another ending) and, failing those, as ``mail.`` under
+the exact stanza names it matches.  The first is always probed; so is a name
+the regex *decides*: in every container where it is declared, no exact stanza
+and no earlier regex matching the name sets an option it sets (for floors: no
+other floor), preferring a name that no other stanza matches at all.  For a
+regex that changed (options, container or place in the order), up to eight
+more names it shares with other regexes are probed, each matched by a
+different set of them.  A changed regex for which no name it decides can be
+built is a review item naming it.  This guarantees a probe where every option
+of each regex takes effect, or a review; it cannot guarantee a probe in every
+overlap of regex languages (they are not intersected), so a change that only
+shows for names several regexes match, none of them generated, can be missed.
+
+Each probe is resolved with both configurations (no MX host, no destination
+inputs) and each facet of the two decisions is compared:
 
 ========================  ==================================================
 facet                     class of a change
@@ -26,28 +41,24 @@ client certificate/key    cancelled (``none``) needs review; added is neutral
 
 A facet that cannot matter for a probe (TLS parameters when neither side
 ever attempts TLS: ``tls = no`` with MTA-STS and DANE off) is reported as
-neutral with a note, never as a downgrade.  A regex stanza for which no
-matching name can be generated, and which differs between the two
-configurations, is reported as a review item naming the regex.
+neutral with a note, never as a downgrade.
 """
 
 from __future__ import annotations
 
 import enum
-import importlib
-import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, overload
 
 import attrs
 
 from .decision import Decision
-from .names import DomainKind, DomainName, DomainPattern, normalise_domain
-from .options import Options, ScopeKind, Tls, TlsVersion
+from .names import DomainKind, DomainName, DomainPattern, DomainPatternSet
+from .options import Options, Tls, TlsVersion
 from .outcomes import Verification
 from .resolver import Resolver
 from .scopes import Config, DomainScope, FloorScope
-from .scopes.models import floor_path, scope_path
+from .scopes.probes import containers, probe_domains, regex_example, regex_examples
 
 __all__ = [
     "Change",
@@ -57,6 +68,7 @@ __all__ = [
     "diff_configs",
     "format_diff",
     "regex_example",
+    "regex_examples",
 ]
 
 
@@ -143,174 +155,6 @@ class ConfigDiff:
             "probes": [attrs.asdict(p) for p in self.probes],
         }
 
-
-# ------------------------------------------------------------------ probe names
-
-def _parser() -> Any:
-    # The stdlib's regex parser is private (re._parser); a representative name is
-    # a convenience, so any surprise there just means "review this regex by hand".
-    return importlib.import_module("re._parser")
-
-
-_LIMIT: Final = 12
-
-
-def _alternatives(items: Any, p: Any) -> list[str]:
-    results = [""]
-    for op, arg in items:
-        options = _element(op, arg, p)
-        if not options:
-            return []
-        results = [a + b for a, b in itertools.product(results, options)][:_LIMIT]
-    return results
-
-
-def _element(op: Any, arg: Any, p: Any) -> list[str]:
-    if op is p.LITERAL:
-        return [chr(arg)]
-    if op is p.NOT_LITERAL:
-        return ["a" if chr(arg) != "a" else "b"]
-    if op is p.ANY:
-        return ["a"]
-    if op is p.IN:
-        return _class_member(arg, p)
-    if op in (p.MAX_REPEAT, p.MIN_REPEAT, getattr(p, "POSSESSIVE_REPEAT", None)):
-        low, _high, sub = arg
-        inner = _alternatives(sub, p)
-        if not inner:
-            return [""] if low == 0 else []
-        repeated = [s * max(low, 1) for s in inner]
-        return [*repeated, ""] if low == 0 else repeated
-    if op is p.SUBPATTERN:
-        return _alternatives(arg[-1], p)
-    if getattr(p, "ATOMIC_GROUP", None) is not None and op is p.ATOMIC_GROUP:
-        return _alternatives(arg, p)
-    if op is p.BRANCH:
-        out: list[str] = []
-        for alt in arg[1]:
-            out.extend(_alternatives(alt, p))
-        return out[:_LIMIT]
-    if op in (p.AT, p.ASSERT, p.ASSERT_NOT):
-        return [""]
-    if op is p.CATEGORY:
-        return _category(arg, p)
-    return []
-
-
-def _category(arg: Any, p: Any) -> list[str]:
-    if arg is p.CATEGORY_DIGIT:
-        return ["0"]
-    if arg in (p.CATEGORY_WORD, p.CATEGORY_NOT_SPACE, p.CATEGORY_NOT_DIGIT):
-        return ["a"]
-    return []
-
-
-def _class_member(items: Any, p: Any) -> list[str]:
-    if items and items[0][0] is p.NEGATE:
-        return ["a", "q", "0"]
-    for op, arg in items:
-        if op is p.LITERAL:
-            return [chr(arg)]
-        if op is p.RANGE:
-            return [chr(arg[0])]
-        if op is p.CATEGORY:
-            found = _category(arg, p)
-            if found:
-                return found
-    return []
-
-
-def regex_example(pattern: str) -> str | None:
-    """A normalised domain name that the ``/pattern/`` stanza matches, or ``None``.
-
-    Built from the pattern's literal parts (the first branch that gives a
-    valid name), tried bare and with a label added before or after, and kept
-    only when the pattern (run by RE2, as the resolver does) really matches.
-    """
-    try:
-        compiled = DomainPattern(pattern)
-        p = _parser()
-        cores = _alternatives(p.parse(pattern), p)
-    except Exception:  # a private parser: any failure means "no example"
-        return None
-    for core in cores:
-        core = core.lower()
-        head = "mail" + core if core.startswith(".") else "mail." + core
-        # A pattern for A-labels needs a valid one: "xn--" + a Punycode payload.
-        tail = "mnchen-3ya" if core.endswith("xn--") else "a"
-        for candidate in (core, _tail(core), head, _tail(head), core + tail):
-            try:
-                name = normalise_domain(candidate)
-            except ValueError:
-                continue
-            if compiled.search(name):
-                return name
-    return None
-
-
-def _tail(text: str) -> str:
-    return text + "example" if text.endswith(".") else text + ".example"
-
-
-_DEFAULT_CANDIDATES: Final = ("unlisted.invalid", "no-stanza.invalid", "q.q", "zz9.zz9", "x",
-                              "[203.0.113.254]")
-
-
-def _all_domains(config: Config) -> Iterator[tuple[str, DomainScope]]:
-    for d in config.domains:
-        yield "global", d
-    for g in config.binding_groups:
-        gp = (ScopeKind.BINDING_GROUP, g.name)
-        for d in g.domains:
-            yield scope_path(gp), d
-        for b in g.bindings:
-            for d in b.domains:
-                yield scope_path(gp, (ScopeKind.BINDING, b.name)), d
-    for b in config.bindings:
-        for d in b.domains:
-            yield scope_path((ScopeKind.BINDING, b.name)), d
-    for f in config.floors:
-        # A floor's name is probed like a stanza's (its own DomainScope, for the walk).
-        yield floor_path(f.name.text), DomainScope(f.name, f.options)
-
-
-def _probe_domains(old: Config, new: Config) -> tuple[list[tuple[str, str]], list[Change]]:
-    domains: dict[str, str] = {}
-    regexes: dict[str, dict[str, set[tuple[str, object]]]] = {}
-    compiled = []
-    for side, config in (("old", old), ("new", new)):
-        for path, d in _all_domains(config):
-            if d.name.kind is DomainKind.REGEX:
-                regexes.setdefault(d.name.key, {"old": set(), "new": set()})[side].add(
-                    (path, tuple(d.options.to_mapping().items())))
-                if d.name.regex is not None:
-                    compiled.append(d.name.regex)
-            else:
-                kind = "IP-literal stanza" if d.name.kind is DomainKind.IP else "exact stanza"
-                domains.setdefault(d.name.key, kind)
-    findings: list[Change] = []
-    for pattern, sides in regexes.items():
-        example = regex_example(pattern)
-        if example is not None:
-            domains.setdefault(example, f"generated to match regex stanza /{pattern}/")
-        elif sides["old"] != sides["new"]:
-            findings.append(Change(
-                ChangeClass.REVIEW, "regex", _sides_text(sides["old"]),
-                _sides_text(sides["new"]),
-                note=f"no domain name matching /{pattern}/ could be generated; review the "
-                     "stanza by hand"))
-    for candidate in _DEFAULT_CANDIDATES:
-        name = normalise_domain(candidate)
-        if name not in domains and not any(r.search(name) for r in compiled):
-            domains[name] = "matched by no stanza (the binding's default)"
-            break
-    return list(domains.items()), findings
-
-
-def _sides_text(entries: set[tuple[str, object]]) -> str:
-    if not entries:
-        return "absent"
-    return "; ".join(f"in {path}: {dict(opts)}" for path, opts in sorted(entries, key=str))  # type: ignore[call-overload]
 
 
 # ------------------------------------------------------------------ comparing
@@ -474,7 +318,8 @@ def diff_configs(old: Config, new: Config, *, exhaustive: bool = False,
     old_r, new_r = Resolver(old), Resolver(new)
     bindings = list(old_r.bindings)
     bindings.extend(b for b in new_r.bindings if b not in bindings)
-    domains, changes = _probe_domains(old, new)
+    domains, unprobed = probe_domains(old, new)
+    changes = [Change(ChangeClass.REVIEW, "regex", u.old, u.new, note=u.note) for u in unprobed]
     common: list[str] = []
     for binding in bindings:
         in_old, in_new = binding in old_r.bindings, binding in new_r.bindings
@@ -534,15 +379,6 @@ def _options_of(config: Config) -> tuple[dict[str, tuple[str, Options]], dict[st
     return bindings, groups
 
 
-def _containers(config: Config) -> dict[tuple[str, str], tuple[DomainScope, ...]]:
-    out: dict[tuple[str, str], tuple[DomainScope, ...]] = {("global", ""): config.domains}
-    for g in config.binding_groups:
-        out[("group", g.name)] = g.domains
-    for _g, b in config.iter_bindings():
-        out[("binding", b.name)] = b.domains
-    return out
-
-
 def _changed_names(old: Sequence[DomainScope | FloorScope],
                    new: Sequence[DomainScope | FloorScope]) -> list[DomainName]:
     """Stanza names whose options differ (or that exist on one side), regex order included."""
@@ -585,14 +421,19 @@ def _touched(old: Config, new: Config, old_r: Resolver, new_r: Resolver,
 
     def matching(names: Sequence[DomainName]) -> set[int]:
         found: set[int] = set()
+        regexes: dict[str, DomainPattern] = {}
         for name in names:
-            if name.kind is DomainKind.REGEX:
-                found.update(i for i, (d, _o) in enumerate(domains) if name.matches(d))
+            if name.regex is not None:
+                regexes.setdefault(name.key, name.regex)
             elif name.key in index:
                 found.add(index[name.key])
+        if regexes:
+            # One pass of all the changed patterns over each probe name.
+            together = DomainPatternSet(list(regexes.values()))
+            found.update(i for i, (d, _o) in enumerate(domains) if together.matching(d))
         return found
 
-    old_c, new_c = _containers(old), _containers(new)
+    old_c, new_c = containers(old), containers(new)
     for container in old_c.keys() | new_c.keys():
         names = _changed_names(old_c.get(container, ()), new_c.get(container, ()))
         if not names:
