@@ -18,7 +18,6 @@ from ..policies import ststate
 from ..policies.dane import TlsaLookup, TlsaLookupStatus
 from ..policies.destination import Destination
 from ..policies.mtasts import (
-    CachedMtaStsPolicy,
     FetchOutcome,
     policy_in_force,
 )
@@ -36,9 +35,10 @@ from ..stores import (
     set_release,
 )
 from .backoff import FailureBackoff, FailureLog
-from .dane import addresses, lookup_tlsa
-from .dns import DnsAnswer, DnsClient, DnsStatus, check_resolv_conf, is_loopback
-from .https import fetch_policy, make_client, make_ssl_context
+from .check import check
+from .dane import lookup_tlsa
+from .dns import DnsAnswer, DnsClient, check_resolv_conf, is_loopback
+from .https import make_ssl_context
 from .memory import Sharing, StateMemory
 from .models import (
     _NO_OBSERVER,
@@ -50,7 +50,7 @@ from .models import (
     StsState,
     TlsRptRecord,
 )
-from .records import mx_lookup, next_hop, sts_record, tlsrpt_record
+from .records import mx_lookup, next_hop, tlsrpt_record
 from .stscache import (
     POLICY_NAMESPACE,
     StateDecoder,
@@ -508,7 +508,7 @@ class Discovery(ResolverTrust):
             if not force and old is not None and not needs_check(old, self._clock()):
                 self._keep(domain, old)
                 return old
-            state = await self._discover(domain, old, force)
+            state = await check(self, domain, old, force)
             self._remember(domain, state)
             if await self._save(state, lock if held else None) and state.retry_at is not None:
                 # A failure, held and stored: its retry holds the next check (the TXT
@@ -530,78 +530,6 @@ class Discovery(ResolverTrust):
             if held:
                 with contextlib.suppress(StoreError):
                     await self.store.release(lock, self._owner)
-
-    def _failure(self, domain: str, old: StsState | None, outcome: FetchOutcome, detail: str,
-                 txt_id: str | None, now: float) -> StsState:
-        state = ststate.after_failure(domain, old, outcome, detail, txt_id, now,
-                                      initial=self.config.backoff_initial,
-                                      maximum=self.config.backoff_max)
-        assert state.retry_at is not None
-        if state.state == "policy":
-            self.failure_log.warn(domain, now, state.retry_at,
-                                  "MTA-STS %s: %s; cached policy kept until it expires",
-                                  domain, detail)
-        else:
-            self.failure_log.warn(domain, now, state.retry_at, "MTA-STS %s: %s", domain,
-                                  detail)
-        return state
-
-    def _txt_used(self, state: StsState, txt: DnsAnswer) -> StsState:
-        # A policy kept after its check, whose next check is when the _mta-sts TXT answer
-        # it came from runs out (or later): nothing asks for that answer before then, so
-        # it is not held until its TTL ends (an answer with its records costs more than
-        # the state itself).
-        if state.next_check >= txt.expires_at:
-            self.dns.drop(txt.name, "TXT")
-        return state
-
-    async def _discover(self, domain: str, old: StsState | None, force: bool) -> StsState:
-        config = self.config
-        now = self._clock()
-        txt = await self.dns.query(f"_mta-sts.{domain}", "TXT")
-        if txt.status is DnsStatus.FAILED:
-            self.observer.policy_fetch(FetchOutcome.FETCH_ERROR, None)
-            return self._failure(domain, old, FetchOutcome.FETCH_ERROR,
-                                 f"_mta-sts TXT lookup failed: {txt.detail}", None, now)
-        record, why = sts_record(txt)
-        if record is None:
-            until = min(now + config.no_policy_ttl, max(now, txt.expires_at))
-            return ststate.without_record(domain, old, why, now, until)
-        txt_until = max(now, txt.expires_at)
-        kept = ststate.unchanged(old, record.id, now, txt_until,
-                                 refresh_interval=config.refresh_interval, force=force)
-        if kept is not None:
-            return self._txt_used(kept, txt)
-        found: list[str] = []
-        host = f"mta-sts.{domain}"
-        a, aaaa = await addresses(self.dns, host)
-        for answer in (a, aaaa):
-            if answer.status is DnsStatus.RECORDS:
-                found.extend(r.address for r in answer.records)
-        self.fetches[domain] = self.fetches.get(domain, 0) + 1
-        if not found:
-            detail = a.detail or aaaa.detail or f"{host} has no address"
-            self.observer.policy_fetch(FetchOutcome.FETCH_ERROR, None)
-            return self._failure(domain, old, FetchOutcome.FETCH_ERROR, detail, record.id, now)
-        started = time.monotonic()
-        if self._http is None:
-            self._http = make_client(self._ssl)
-        result = await fetch_policy(domain, found, port=config.https_port,
-                                    context=self._ssl, timeout=config.https_timeout,
-                                    client=self._http)
-        self.observer.policy_fetch(result.outcome, time.monotonic() - started)
-        if result.policy is None:
-            return self._failure(domain, old, result.outcome, result.detail, record.id, now)
-        # What served this fetch is not asked for again before the state's next check,
-        # when the TXT record's TTL has run out anyway (the policy host's addresses: a
-        # refresh interval away, or a new id): not worth holding until their TTLs end.
-        self.dns.drop(host, "A")
-        self.dns.drop(host, "AAAA")
-        self.dns.drop(f"_mta-sts.{domain}", "TXT")
-        fetched = CachedMtaStsPolicy(self._share.policy(result.policy), aware(now),
-                                     self._share.text(record.id))
-        return ststate.after_fetch(domain, fetched, result.detail, now, txt_until,
-                                   refresh_interval=config.refresh_interval)
 
     # ------------------------------------------------------------- destination
 
