@@ -28,6 +28,7 @@ from ..stores import (
     Store,
     StoreEntry,
     StoreError,
+    StoreUnavailableError,
     acquire_get,
     dumps_json,
     get_now,
@@ -294,11 +295,19 @@ class Discovery(ResolverTrust):
 
     # ----------------------------------------------------------------- MTA-STS
 
-    async def _load(self, domain: str) -> StsState | None:
+    async def _load(self, domain: str, timeout: float | None = None) -> StsState | None:
+        # With ``timeout``: a read not done by then is unreadable (unknown), as a failed
+        # one is, and the caller keeps what it holds.
+        entry: StoreEntry | StoreError | None
         try:
-            entry = await self.store.get(POLICY_NAMESPACE, domain)
+            async with asyncio.timeout(timeout):
+                entry = await self.store.get(POLICY_NAMESPACE, domain)
+        except TimeoutError:
+            entry = StoreUnavailableError(f"no answer within {timeout:g} s")
         except StoreError as exc:
-            self._unreadable_entry(domain, exc)
+            entry = exc
+        if isinstance(entry, StoreError):
+            self._unreadable_entry(domain, entry)
             return None
         return self._decoded(domain, entry)
 
@@ -358,14 +367,19 @@ class Discovery(ResolverTrust):
 
         With an unexpired policy held, the answer is immediate and any due
         refresh runs in the background.  With none, waits up to ``wait``
-        (``config.first_wait``) for the fetch, then answers ``"pending"``.
+        (``config.first_wait``) for the fetch, then answers ``"pending"``.  The
+        store's read counts in that wait: one that does not finish in it leaves the
+        state held (if any) in force, else the state is ``"unreadable"`` (unknown),
+        never "no policy" (SEMANTICS 10, Outages).
         """
         name = normalise_domain(domain)
         now = self._clock()
         self.failure_log.tick(now)
+        timeout = self.config.first_wait if wait is None else wait
+        ends = time.monotonic() + timeout
         state = self._memory.get(name)
         if state is None or needs_check(state, now):
-            stored = await self._load(name)
+            stored = await self._load(name, timeout)
             if stored is not None:
                 state = stored
                 self._remember(name, stored)
@@ -380,8 +394,7 @@ class Discovery(ResolverTrust):
         self.observer.cache_lookup("miss")
         if joined:
             self.observer.single_flight_wait("process")
-        timeout = self.config.first_wait if wait is None else wait
-        done, _ = await asyncio.wait({task}, timeout=timeout)
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, ends - time.monotonic()))
         if done:
             return task.result()
         if state is not None:
