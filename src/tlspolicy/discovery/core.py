@@ -54,11 +54,12 @@ from .models import (
 from .records import mx_lookup, next_hop, tlsrpt_record
 from .stscache import (
     POLICY_NAMESPACE,
+    ScheduleLimits,
     StateDecoder,
-    decode_state,
     encode_state,
     mirror_enforce_policies,
     stored_schedule,
+    stored_states,
 )
 from .trust import OUTCOME_LOGGER, ResolverTrust
 
@@ -129,7 +130,8 @@ class Discovery(ResolverTrust):
         self._refreshing: dict[str, asyncio.Task[StsState]] = {}
         # Domains whose latest cache read failed (the store is down): see sts_state.
         self._unreadable: set[str] = set()
-        self._decode = StateDecoder(self._share)
+        self._schedule = ScheduleLimits.of(config)
+        self._decode = StateDecoder(self._share, clock, self._schedule)
         self._background: set[asyncio.Task[Any]] = set()
         #: Checks nobody waits for (a due check of a policy in force, a proactive refresh)
         #: in flight at most; past it a lookup answers with the policy in force and leaves
@@ -453,7 +455,8 @@ class Discovery(ResolverTrust):
         # Not held: the stored schedule, not a refresh that locks and decodes to see it.
         entry = get_now(self.store, POLICY_NAMESPACE, name) if state is None else None
         when = (state.next_check, state.retry_at) if state is not None else (
-            None if entry is NOT_READ or entry is None else stored_schedule(entry.value))
+            None if entry is NOT_READ or entry is None else
+            stored_schedule(entry.value, self._clock(), self._schedule))
         if when is not None and not ststate.due_within(*when, self._clock(), ahead):
             return False
         self._refresh_task(name)
@@ -603,13 +606,8 @@ class Discovery(ResolverTrust):
 
     async def cache_entries(self) -> list[StsState]:
         """Every stored MTA-STS state, by domain."""
-        states = []
-        async for entry in self.store.entries(POLICY_NAMESPACE):
-            try:
-                states.append(decode_state(entry.key, entry.value))
-            except StoreError as exc:
-                _log.warning("%s", exc)
-        return states
+        return await stored_states(self.store.entries(POLICY_NAMESPACE), self._clock(),
+                                   self._schedule)
 
     async def purge(self, domain: str | None = None) -> int:
         """Forget ``domain``'s cached MTA-STS state and DNS answers (all with ``None``)."""
