@@ -18,7 +18,6 @@ from ..policies import ststate
 from ..policies.dane import TlsaLookup, TlsaLookupStatus
 from ..policies.destination import Destination
 from ..policies.mtasts import (
-    CachedMtaStsPolicy,
     FetchOutcome,
     policy_in_force,
 )
@@ -29,6 +28,7 @@ from ..stores import (
     Store,
     StoreEntry,
     StoreError,
+    StoreUnavailableError,
     acquire_get,
     dumps_json,
     get_now,
@@ -36,9 +36,10 @@ from ..stores import (
     set_release,
 )
 from .backoff import FailureBackoff, FailureLog
-from .dane import addresses, lookup_tlsa
-from .dns import DnsAnswer, DnsClient, DnsStatus, check_resolv_conf, is_loopback
-from .https import fetch_policy, make_client, make_ssl_context
+from .check import check
+from .dane import lookup_tlsa
+from .dns import DnsAnswer, DnsClient, check_resolv_conf, is_loopback
+from .https import make_ssl_context
 from .memory import Sharing, StateMemory
 from .models import (
     _NO_OBSERVER,
@@ -50,14 +51,15 @@ from .models import (
     StsState,
     TlsRptRecord,
 )
-from .records import mx_lookup, next_hop, sts_record, tlsrpt_record
+from .records import mx_lookup, next_hop, tlsrpt_record
 from .stscache import (
     POLICY_NAMESPACE,
+    ScheduleLimits,
     StateDecoder,
-    decode_state,
     encode_state,
     mirror_enforce_policies,
     stored_schedule,
+    stored_states,
 )
 from .trust import OUTCOME_LOGGER, ResolverTrust
 
@@ -128,7 +130,8 @@ class Discovery(ResolverTrust):
         self._refreshing: dict[str, asyncio.Task[StsState]] = {}
         # Domains whose latest cache read failed (the store is down): see sts_state.
         self._unreadable: set[str] = set()
-        self._decode = StateDecoder(self._share)
+        self._schedule = ScheduleLimits.of(config)
+        self._decode = StateDecoder(self._share, clock, self._schedule)
         self._background: set[asyncio.Task[Any]] = set()
         #: Checks nobody waits for (a due check of a policy in force, a proactive refresh)
         #: in flight at most; past it a lookup answers with the policy in force and leaves
@@ -294,11 +297,19 @@ class Discovery(ResolverTrust):
 
     # ----------------------------------------------------------------- MTA-STS
 
-    async def _load(self, domain: str) -> StsState | None:
+    async def _load(self, domain: str, timeout: float | None = None) -> StsState | None:
+        # With ``timeout``: a read not done by then is unreadable (unknown), as a failed
+        # one is, and the caller keeps what it holds.
+        entry: StoreEntry | StoreError | None
         try:
-            entry = await self.store.get(POLICY_NAMESPACE, domain)
+            async with asyncio.timeout(timeout):
+                entry = await self.store.get(POLICY_NAMESPACE, domain)
+        except TimeoutError:
+            entry = StoreUnavailableError(f"no answer within {timeout:g} s")
         except StoreError as exc:
-            self._unreadable_entry(domain, exc)
+            entry = exc
+        if isinstance(entry, StoreError):
+            self._unreadable_entry(domain, entry)
             return None
         return self._decoded(domain, entry)
 
@@ -358,14 +369,19 @@ class Discovery(ResolverTrust):
 
         With an unexpired policy held, the answer is immediate and any due
         refresh runs in the background.  With none, waits up to ``wait``
-        (``config.first_wait``) for the fetch, then answers ``"pending"``.
+        (``config.first_wait``) for the fetch, then answers ``"pending"``.  The
+        store's read counts in that wait: one that does not finish in it leaves the
+        state held (if any) in force, else the state is ``"unreadable"`` (unknown),
+        never "no policy" (SEMANTICS 10, Outages).
         """
         name = normalise_domain(domain)
         now = self._clock()
         self.failure_log.tick(now)
+        timeout = self.config.first_wait if wait is None else wait
+        ends = time.monotonic() + timeout
         state = self._memory.get(name)
         if state is None or needs_check(state, now):
-            stored = await self._load(name)
+            stored = await self._load(name, timeout)
             if stored is not None:
                 state = stored
                 self._remember(name, stored)
@@ -380,8 +396,7 @@ class Discovery(ResolverTrust):
         self.observer.cache_lookup("miss")
         if joined:
             self.observer.single_flight_wait("process")
-        timeout = self.config.first_wait if wait is None else wait
-        done, _ = await asyncio.wait({task}, timeout=timeout)
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, ends - time.monotonic()))
         if done:
             return task.result()
         if state is not None:
@@ -440,7 +455,8 @@ class Discovery(ResolverTrust):
         # Not held: the stored schedule, not a refresh that locks and decodes to see it.
         entry = get_now(self.store, POLICY_NAMESPACE, name) if state is None else None
         when = (state.next_check, state.retry_at) if state is not None else (
-            None if entry is NOT_READ or entry is None else stored_schedule(entry.value))
+            None if entry is NOT_READ or entry is None else
+            stored_schedule(entry.value, self._clock(), self._schedule))
         if when is not None and not ststate.due_within(*when, self._clock(), ahead):
             return False
         self._refresh_task(name)
@@ -508,7 +524,7 @@ class Discovery(ResolverTrust):
             if not force and old is not None and not needs_check(old, self._clock()):
                 self._keep(domain, old)
                 return old
-            state = await self._discover(domain, old, force)
+            state = await check(self, domain, old, force)
             self._remember(domain, state)
             if await self._save(state, lock if held else None) and state.retry_at is not None:
                 # A failure, held and stored: its retry holds the next check (the TXT
@@ -530,78 +546,6 @@ class Discovery(ResolverTrust):
             if held:
                 with contextlib.suppress(StoreError):
                     await self.store.release(lock, self._owner)
-
-    def _failure(self, domain: str, old: StsState | None, outcome: FetchOutcome, detail: str,
-                 txt_id: str | None, now: float) -> StsState:
-        state = ststate.after_failure(domain, old, outcome, detail, txt_id, now,
-                                      initial=self.config.backoff_initial,
-                                      maximum=self.config.backoff_max)
-        assert state.retry_at is not None
-        if state.state == "policy":
-            self.failure_log.warn(domain, now, state.retry_at,
-                                  "MTA-STS %s: %s; cached policy kept until it expires",
-                                  domain, detail)
-        else:
-            self.failure_log.warn(domain, now, state.retry_at, "MTA-STS %s: %s", domain,
-                                  detail)
-        return state
-
-    def _txt_used(self, state: StsState, txt: DnsAnswer) -> StsState:
-        # A policy kept after its check, whose next check is when the _mta-sts TXT answer
-        # it came from runs out (or later): nothing asks for that answer before then, so
-        # it is not held until its TTL ends (an answer with its records costs more than
-        # the state itself).
-        if state.next_check >= txt.expires_at:
-            self.dns.drop(txt.name, "TXT")
-        return state
-
-    async def _discover(self, domain: str, old: StsState | None, force: bool) -> StsState:
-        config = self.config
-        now = self._clock()
-        txt = await self.dns.query(f"_mta-sts.{domain}", "TXT")
-        if txt.status is DnsStatus.FAILED:
-            self.observer.policy_fetch(FetchOutcome.FETCH_ERROR, None)
-            return self._failure(domain, old, FetchOutcome.FETCH_ERROR,
-                                 f"_mta-sts TXT lookup failed: {txt.detail}", None, now)
-        record, why = sts_record(txt)
-        if record is None:
-            until = min(now + config.no_policy_ttl, max(now, txt.expires_at))
-            return ststate.without_record(domain, old, why, now, until)
-        txt_until = max(now, txt.expires_at)
-        kept = ststate.unchanged(old, record.id, now, txt_until,
-                                 refresh_interval=config.refresh_interval, force=force)
-        if kept is not None:
-            return self._txt_used(kept, txt)
-        found: list[str] = []
-        host = f"mta-sts.{domain}"
-        a, aaaa = await addresses(self.dns, host)
-        for answer in (a, aaaa):
-            if answer.status is DnsStatus.RECORDS:
-                found.extend(r.address for r in answer.records)
-        self.fetches[domain] = self.fetches.get(domain, 0) + 1
-        if not found:
-            detail = a.detail or aaaa.detail or f"{host} has no address"
-            self.observer.policy_fetch(FetchOutcome.FETCH_ERROR, None)
-            return self._failure(domain, old, FetchOutcome.FETCH_ERROR, detail, record.id, now)
-        started = time.monotonic()
-        if self._http is None:
-            self._http = make_client(self._ssl)
-        result = await fetch_policy(domain, found, port=config.https_port,
-                                    context=self._ssl, timeout=config.https_timeout,
-                                    client=self._http)
-        self.observer.policy_fetch(result.outcome, time.monotonic() - started)
-        if result.policy is None:
-            return self._failure(domain, old, result.outcome, result.detail, record.id, now)
-        # What served this fetch is not asked for again before the state's next check,
-        # when the TXT record's TTL has run out anyway (the policy host's addresses: a
-        # refresh interval away, or a new id): not worth holding until their TTLs end.
-        self.dns.drop(host, "A")
-        self.dns.drop(host, "AAAA")
-        self.dns.drop(f"_mta-sts.{domain}", "TXT")
-        fetched = CachedMtaStsPolicy(self._share.policy(result.policy), aware(now),
-                                     self._share.text(record.id))
-        return ststate.after_fetch(domain, fetched, result.detail, now, txt_until,
-                                   refresh_interval=config.refresh_interval)
 
     # ------------------------------------------------------------- destination
 
@@ -662,13 +606,8 @@ class Discovery(ResolverTrust):
 
     async def cache_entries(self) -> list[StsState]:
         """Every stored MTA-STS state, by domain."""
-        states = []
-        async for entry in self.store.entries(POLICY_NAMESPACE):
-            try:
-                states.append(decode_state(entry.key, entry.value))
-            except StoreError as exc:
-                _log.warning("%s", exc)
-        return states
+        return await stored_states(self.store.entries(POLICY_NAMESPACE), self._clock(),
+                                   self._schedule)
 
     async def purge(self, domain: str | None = None) -> int:
         """Forget ``domain``'s cached MTA-STS state and DNS answers (all with ``None``)."""

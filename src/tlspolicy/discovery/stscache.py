@@ -4,16 +4,24 @@ store mirrors locally."""
 
 from __future__ import annotations
 
-from typing import Any, Final
+import logging
+from collections.abc import AsyncIterable, Callable
+from typing import Any, Final, Protocol
+
+import attrs
 
 from .._serialise import loads_json, stored_count, stored_time
 from ..errors import PolicyInputError, StoreError
+from ..formats.settings import DiscoveryConfig
 from ..policies.mtasts import CachedMtaStsPolicy, FetchOutcome, StsMode, parse_policy
 from ..policies.ststate import StsState, aware
 from .memory import Sharing
 
-__all__ = ["DECODED_KEPT", "POLICY_NAMESPACE", "StateDecoder", "decode_state", "encode_state",
-           "mirror_enforce_policies", "stored_schedule"]
+__all__ = ["DECODED_KEPT", "POLICY_NAMESPACE", "ScheduleLimits", "StateDecoder", "decode_state",
+           "encode_state", "mirror_enforce_policies", "stored_schedule", "stored_states",
+           "within_schedule"]
+
+_log = logging.getLogger("tlspolicy.discovery")
 
 #: Store namespace of the MTA-STS cache (one entry per policy domain).
 POLICY_NAMESPACE: Final = "mta-sts"
@@ -88,16 +96,76 @@ def decode_state(domain: str, data: bytes, share: Sharing | None = None) -> StsS
         raise StoreError(f"MTA-STS cache entry for {domain} is corrupt: {exc}") from None
 
 
-def stored_schedule(data: bytes) -> tuple[float, float | None] | None:
+@attrs.frozen(slots=True)
+class ScheduleLimits:
+    """How far ahead of now a stored state's next check and retry may lie: the longest
+    wait the configuration schedules for a state of its kind.  A time further ahead was
+    written by a clock that was fast (a bad RTC, NTP not yet synced), and trusted it would
+    leave the domain unchecked for as long (see :func:`within_schedule`)."""
+
+    #: "No policy": kept at most ``no_policy_ttl``.
+    none: float
+    #: A failure without a policy in force: its backoff's longest wait.
+    failed: float
+    #: Any other state (a policy's refresh, the TXT record's TTL, a kept policy's backoff
+    #: or its "no record" recheck): the longest of them all.
+    other: float
+
+    @classmethod
+    def of(cls, config: DiscoveryConfig) -> ScheduleLimits:
+        """The limits of the waits ``config`` schedules."""
+        failed = max(config.backoff_initial, config.backoff_max)
+        return cls(config.no_policy_ttl, failed,
+                   max(config.refresh_interval, config.max_dns_ttl, config.no_policy_ttl,
+                       failed))
+
+    def ahead(self, state: str) -> float:
+        """The longest wait for a state of kind ``state``."""
+        return self.none if state == "none" else self.failed if state == "failed" \
+            else self.other
+
+
+def _out_of_schedule(state: str, next_check: float, retry_at: float | None, now: float,
+                     limits: ScheduleLimits) -> bool:
+    latest = now + limits.ahead(state)
+    return next_check > latest or (retry_at is not None and retry_at > latest)
+
+
+def within_schedule(state: StsState, now: float, limits: ScheduleLimits) -> StsState:
+    """``state`` as read back at ``now``: a fetch time in the future counts as now (so the
+    policy lives at most ``max_age`` from now, as an imported one); a next check or retry
+    further ahead than ``limits`` allow makes the state due now.  Due now, not at the
+    limit: a limit counted from each read would move with it, and the state, never due,
+    would never be checked and written again with the right times."""
+    cached = state.cached
+    if cached is not None and cached.fetched_at.timestamp() > now:
+        moment = aware(now)  # to the microsecond: compared as the datetimes
+        if cached.fetched_at > moment:
+            cached = attrs.evolve(cached, fetched_at=moment)
+    if _out_of_schedule(state.state, state.next_check, state.retry_at, now, limits):
+        return attrs.evolve(state, cached=cached, next_check=now,
+                            retry_at=None if state.retry_at is None else now)
+    return state if cached is state.cached else attrs.evolve(state, cached=cached)
+
+
+def stored_schedule(data: bytes, now: float | None = None,
+                    limits: ScheduleLimits | None = None
+                    ) -> tuple[float, float | None] | None:
     """The next check and the failure's retry (or ``None``) of a stored state, read
     without decoding the rest (its policy above all); ``None`` when they cannot be read:
-    the entry is then for a refresh to read, and report."""
+    the entry is then for a refresh to read, and report.  With ``now`` and ``limits``,
+    as :func:`within_schedule` reads them."""
     try:
         value = loads_json(data)
         if not isinstance(value, dict) or value.get("v") != _RECORD_VERSION:
             return None
         retry = value["retry_at"]
-        return stored_time(value["next_check"]), None if retry is None else stored_time(retry)
+        next_check = stored_time(value["next_check"])
+        retry_at = None if retry is None else stored_time(retry)
+        if now is not None and limits is not None and _out_of_schedule(
+                str(value["state"]), next_check, retry_at, now, limits):
+            return now, None if retry_at is None else now
+        return next_check, retry_at
     except Exception:  # whatever is wrong with it (even an overflow), a refresh reports it
         return None
 
@@ -105,25 +173,55 @@ def stored_schedule(data: bytes) -> tuple[float, float | None] | None:
 class StateDecoder:
     """:func:`decode_state` with ``share``, keeping the latest states decoded (up to
     :data:`DECODED_KEPT`) each for one more read of the same bytes: the refresh that a
-    read starts reads the entry back under its lock, and need not decode it again."""
+    read starts reads the entry back under its lock, and need not decode it again.  With
+    ``clock`` and ``limits``, each state is as :func:`within_schedule` reads it."""
 
-    __slots__ = ("_last", "_share")
+    __slots__ = ("_clock", "_last", "_limits", "_share")
 
-    def __init__(self, share: Sharing) -> None:
+    def __init__(self, share: Sharing, clock: Callable[[], float] | None = None,
+                 limits: ScheduleLimits | None = None) -> None:
         self._share = share
         self._last: dict[str, tuple[bytes, StsState]] = {}
+        self._clock = clock
+        self._limits = limits
 
     def __call__(self, domain: str, data: bytes) -> StsState:
         """The state stored for ``domain``; :class:`~tlspolicy.errors.StoreError` when
         corrupt."""
         last = self._last.pop(domain, None)
         if last is not None and last[0] == data:
-            return last[1]
-        state = decode_state(domain, data, self._share)
-        if len(self._last) >= DECODED_KEPT:
-            self._last.clear()
-        self._last[domain] = (data, state)
-        return state
+            state = last[1]
+        else:
+            state = decode_state(domain, data, self._share)
+            if len(self._last) >= DECODED_KEPT:
+                self._last.clear()
+            self._last[domain] = (data, state)
+        if self._clock is None or self._limits is None:
+            return state
+        return within_schedule(state, self._clock(), self._limits)
+
+
+class _Entry(Protocol):
+    """A store's entry, as far as a state is read from it."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def value(self) -> bytes: ...
+
+
+async def stored_states(entries: AsyncIterable[_Entry], now: float,
+                        limits: ScheduleLimits) -> list[StsState]:
+    """The MTA-STS states of a store's ``entries`` under :data:`POLICY_NAMESPACE`, as
+    :func:`within_schedule` reads them at ``now``; an entry that cannot be decoded is
+    logged and passed over."""
+    states = []
+    async for entry in entries:
+        try:
+            states.append(within_schedule(decode_state(entry.key, entry.value), now, limits))
+        except StoreError as exc:
+            _log.warning("%s", exc)
+    return states
 
 
 def mirror_enforce_policies(namespace: str, key: str, value: bytes) -> bool:

@@ -4,15 +4,22 @@ Every operation on one entry or lock runs on the calling thread (the event loop'
 connection of that thread's own that never waits for a lock: in WAL mode with
 ``synchronous=NORMAL`` a read takes no lock and a commit writes to the operating system's
 cache without syncing, so either takes a few microseconds, where a trip to a worker thread
-and back costs ten to forty times that.  What can wait or take long runs on one private
-worker thread per store instead: the checkpoints that sync the file (every
-:data:`_CHECKPOINT_EVERY` commits made on the calling thread, which never checkpoints
-itself), bulk reads and deletes, and any operation that found the file busy (another
-process writing) or failed, which the worker runs again, waiting up to ``busy_timeout``
-and reporting as ever.  While the worker has an operation in hand, every later one joins
-its queue, so operations take effect in the order they were asked.  The database is in
-WAL mode with a busy timeout, so several processes on the host can share the file; the
-lock table gives them single-flight (``BEGIN IMMEDIATE`` makes take-or-refuse atomic).
+and back costs ten to forty times that.  What can wait or take long runs on private
+threads instead.  Writes go to one worker thread per store: the checkpoints that sync the
+file (every :data:`_CHECKPOINT_EVERY` commits made on the calling thread, which never
+checkpoints itself), bulk deletes, and any write that found the file busy (another
+process writing) or failed, which the worker runs again, waiting for the lock no longer
+than ``busy_timeout`` from when the write was asked (a write queued behind others does not
+wait a busy timeout after theirs) and reporting as ever.  While the worker has a write in
+hand, every later write joins its queue, so writes take effect in the order they were
+asked; past :data:`_MAX_WAITING` operations in its queue another is refused at once as
+unavailable.  Reads never queue behind writes waiting for the lock: WAL lets them run at
+any time, on the calling thread's connection, else (another thread's, or a read that found
+the file busy or failed) on a reader thread with a connection of its own, bulk reads
+included.  Only a read of an entry that a write still in the worker's hands is writing
+waits for that write, so that it sees it.  The database is in WAL mode with a busy
+timeout, so several processes on the host can share the file; the lock table gives them
+single-flight (``BEGIN IMMEDIATE`` makes take-or-refuse atomic).
 """
 
 from __future__ import annotations
@@ -63,6 +70,13 @@ _CHECKPOINT_EVERY: Final = 250
 
 #: What :meth:`SqliteStore._here` returns when the operation is for the worker.
 _WORKER: Final = object()
+#: What :meth:`SqliteStore._here` returns when the read is for the reader thread.
+_READER: Final = object()
+
+#: Operations in the worker's (or the reader's) hands at most: past it, another is refused
+#: at once as unavailable.  Each waits for the file no longer than the busy timeout from
+#: when it was asked, so a queue this long drains within one busy timeout.
+_MAX_WAITING = 1000
 
 _GET: Final = ("SELECT value, expires_at FROM entries WHERE namespace=? AND key=? "
                "AND (expires_at IS NULL OR expires_at > ?)")
@@ -113,6 +127,12 @@ class SqliteStore:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="tlspolicy-sqlite")
         self._conn: sqlite3.Connection | None = None
+        # Reads that cannot run on the calling thread: a thread and connection of their
+        # own, never behind the worker's writes (WAL lets a read run at any time).
+        self._reader = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="tlspolicy-sqlite-read")
+        self._reader_conn: sqlite3.Connection | None = None
+        self._reader_ops = 0
         self._closed = False
         # The connection of the thread that first used the store (the event loop's): one
         # connection is never used by two threads at once, and another thread's
@@ -125,6 +145,10 @@ class SqliteStore:
         # next ones queue behind them (a write run here would overtake them).
         self._worker_ops = 0
         self._ops_lock = threading.Lock()
+        # The entries (namespace, key) and prefixes (namespace, prefix) that writes in the
+        # worker's hands write, each with how many: a read of one waits for them.
+        self._writing: dict[tuple[str, str], int] = {}
+        self._purging: dict[tuple[str, str], int] = {}
 
     # ----------------------------------------------------------------- plumbing
 
@@ -164,26 +188,57 @@ class SqliteStore:
         self._local, self._local_thread = local, threading.get_ident()
         return local
 
-    def _here(self, function: Callable[[sqlite3.Connection], _T], *,
-              writes: bool) -> _T | object:
+    def _reader_connect(self) -> sqlite3.Connection:
+        # Opened only once the worker's connection has made the file and its tables.
+        if self._reader_conn is None:
+            try:
+                self._reader_conn = sqlite3.connect(
+                    self.path, timeout=self._busy_timeout, isolation_level=None,
+                    check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite store {self.path}: cannot open: {exc}") from None
+        return self._reader_conn
+
+    def _close_reader(self) -> None:
+        reader, self._reader_conn = self._reader_conn, None
+        if reader is not None:
+            reader.close()
+
+    def _write_waits(self, namespace: str, key: str) -> bool:
+        """Whether a write in the worker's hands writes the entry (a read of it then
+        waits for that write, so that it sees it)."""
+        if (namespace, key) in self._writing:
+            return True
+        purging = self._purging
+        return bool(purging) and any(
+            space == namespace and key.startswith(prefix) for space, prefix in list(purging))
+
+    def _here(self, function: Callable[[sqlite3.Connection], _T], *, writes: bool,
+              entry: tuple[str, str] | None = None) -> _T | object:
         """``function``'s result on the calling thread's connection, or :data:`_WORKER`
-        when the worker is to run it (see the module's docstring)."""
-        if self._closed or self._worker_ops or (
-                self._checkpoint is not None and not self._checkpoint.done()):
-            # A checkpoint catches up with the WAL only while nothing is added to it,
-            # and the next commit after it starts the WAL file from its beginning again:
-            # until it is done, operations queue behind it.
+        when the worker is to run it, :data:`_READER` when the reader thread is (see the
+        module's docstring).  ``entry``: the entry a read reads."""
+        if self._closed:
+            return _WORKER
+        if writes:
+            if self._worker_ops or (self._checkpoint is not None
+                                    and not self._checkpoint.done()):
+                # A checkpoint catches up with the WAL only while nothing is added to
+                # it, and the next commit after it starts the WAL file from its beginning
+                # again: until it is done, writes queue behind it.
+                return _WORKER
+        elif entry is not None and self._write_waits(*entry):
             return _WORKER
         local = self._local_here()
         if local is None:
-            return _WORKER
+            return _WORKER if writes else _READER
         try:
             result = function(local)
         except sqlite3.Error:
             # Busy (another process writing, or recovering the file) or failed: nothing
-            # of it was committed, and the worker runs it again.
+            # of it was committed, and the worker (a read: the reader) runs it again.
             self._roll_back_local(local)
-            return _WORKER
+            return _WORKER if writes else _READER
         except BaseException:
             # Not SQLite's (a value it cannot bind): nothing may stay half done.
             self._roll_back_local(local)
@@ -209,41 +264,101 @@ class SqliteStore:
         with contextlib.suppress(sqlite3.Error, StoreError):
             self._connect().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    async def _do(self, function: Callable[[sqlite3.Connection], _T], *,
-                  writes: bool) -> _T:
-        """``function`` run here, else on the worker (see the module's docstring)."""
-        result = self._here(function, writes=writes)
-        if result is not _WORKER:
-            return result  # type: ignore[return-value]
-        return await self._on_worker(function)
+    async def _do(self, function: Callable[[sqlite3.Connection], _T], *, writes: bool,
+                  entry: tuple[str, str] | None = None) -> _T:
+        """``function`` run here, else on the worker or the reader (see the module's
+        docstring).  ``entry``: the entry the operation reads (``writes`` false) or
+        writes."""
+        result = self._here(function, writes=writes, entry=None if writes else entry)
+        if result is _WORKER:
+            return await self._on_worker(function, writing=entry if writes else None)
+        if result is _READER:
+            return await self._on_reader(function)
+        return result  # type: ignore[return-value]
 
-    async def _on_worker(self, function: Callable[..., _T], *args: Any) -> _T:
+    def _refuse_when_full(self, waiting: int) -> None:
+        if waiting >= _MAX_WAITING:
+            raise StoreUnavailableError(
+                f"SQLite store {self.path}: {waiting} operations already wait for the "
+                "file; refused")
+
+    async def _on_worker(self, function: Callable[..., _T], *args: Any,
+                         writing: tuple[str, str] | None = None,
+                         purging: tuple[str, str] | None = None) -> _T:
         if self._closed:
             raise StoreError(f"SQLite store {self.path} is closed")
-        return await self._run(function, *args)
+        self._refuse_when_full(self._worker_ops)
+        return await self._run(function, *args, writing=writing, purging=purging)
 
-    async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
-        # Counted until the worker is done with it, not until the awaiting task is: a task
-        # cancelled while the worker runs its operation (waiting out the busy timeout,
-        # say) must not let a later operation overtake that one on this thread.
+    async def _on_reader(self, function: Callable[..., _T], *args: Any) -> _T:
+        if self._closed:
+            raise StoreError(f"SQLite store {self.path} is closed")
+        if self._conn is None or self.path in (":memory:", ""):
+            # Not opened yet (the worker makes the file and its tables), or private to
+            # the worker's one connection.
+            return await self._on_worker(function, *args)
+        self._refuse_when_full(self._reader_ops)
         with self._ops_lock:
-            self._worker_ops += 1
+            self._reader_ops += 1
         try:
-            future = self._executor.submit(self._guarded, function, *args)
+            future = self._reader.submit(self._guarded, self._reader_connect,
+                                         time.monotonic() + self._busy_timeout, function,
+                                         *args)
         except BaseException:
             with self._ops_lock:
-                self._worker_ops -= 1
+                self._reader_ops -= 1
             raise
-        future.add_done_callback(self._worker_done)
+        future.add_done_callback(self._reader_done)
         return await asyncio.wrap_future(future)
 
-    def _worker_done(self, future: concurrent.futures.Future[Any]) -> None:
+    def _reader_done(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._ops_lock:
+            self._reader_ops -= 1
+
+    async def _run(self, function: Callable[..., _T], *args: Any,
+                   writing: tuple[str, str] | None = None,
+                   purging: tuple[str, str] | None = None) -> _T:
+        # Counted until the worker is done with it, not until the awaiting task is: a task
+        # cancelled while the worker runs its operation (waiting for the lock, say) must
+        # not let a later operation overtake that one on this thread.
+        with self._ops_lock:
+            self._worker_ops += 1
+            if writing is not None:
+                self._writing[writing] = self._writing.get(writing, 0) + 1
+            if purging is not None:
+                self._purging[purging] = self._purging.get(purging, 0) + 1
+        try:
+            # The wait for the lock counts from now: one queued behind others waits for
+            # it no longer than one busy timeout in all.
+            future = self._executor.submit(self._guarded, self._connect,
+                                           time.monotonic() + self._busy_timeout,
+                                           function, *args)
+        except BaseException:
+            self._worker_done(None, writing, purging)
+            raise
+        future.add_done_callback(
+            lambda done: self._worker_done(done, writing, purging))
+        return await asyncio.wrap_future(future)
+
+    def _worker_done(self, future: concurrent.futures.Future[Any] | None,
+                     writing: tuple[str, str] | None,
+                     purging: tuple[str, str] | None) -> None:
         with self._ops_lock:
             self._worker_ops -= 1
+            for held, name in ((self._writing, writing), (self._purging, purging)):
+                if name is not None:
+                    left = held.pop(name) - 1
+                    if left:
+                        held[name] = left
 
-    def _guarded(self, function: Callable[..., _T], *args: Any) -> _T:
-        conn = self._connect()
+    def _guarded(self, connect: Callable[[], sqlite3.Connection], deadline: float,
+                 function: Callable[..., _T], *args: Any) -> _T:
+        conn = connect()
         try:
+            # What is left of the operation's wait for another process's lock (none left:
+            # one try, no wait).
+            wait = max(0, int((deadline - time.monotonic()) * 1000))
+            conn.execute(f"PRAGMA busy_timeout={wait}")
             return function(conn, *args)
         except sqlite3.OperationalError as exc:
             if conn.in_transaction:
@@ -267,15 +382,19 @@ class SqliteStore:
     async def get(self, namespace: str, key: str) -> StoreEntry | None:
         """The unexpired entry, or ``None``."""
         check_name(namespace, key)
-        return await self._do(_reading(namespace, key, self._clock()), writes=False)
+        return await self._do(_reading(namespace, key, self._clock()), writes=False,
+                              entry=(namespace, key))
 
     def get_now(self, namespace: str, key: str) -> StoreEntry | NotRead | None:
         """:meth:`get` when it can run now on this thread (see the module's docstring),
-        else :data:`~tlspolicy.stores.NOT_READ`: the worker has operations in hand,
-        the file is busy or private, or another thread has the connection."""
+        else :data:`~tlspolicy.stores.NOT_READ`: a write of the entry waits in the
+        worker's hands, the file is busy or private, or another thread has the
+        connection."""
         check_name(namespace, key)
-        result = self._here(_reading(namespace, key, self._clock()), writes=False)
-        return NOT_READ if result is _WORKER else result  # type: ignore[return-value]
+        result = self._here(_reading(namespace, key, self._clock()), writes=False,
+                            entry=(namespace, key))
+        return NOT_READ if result is _WORKER or result is _READER \
+            else result  # type: ignore[return-value]
 
     async def set(self, namespace: str, key: str, value: bytes, *,
                   expires_at: float | None) -> None:
@@ -288,7 +407,7 @@ class SqliteStore:
             conn.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)",
                          (namespace, key, value, expires_at))
 
-        await self._do(work, writes=True)
+        await self._do(work, writes=True, entry=(namespace, key))
 
     async def delete(self, namespace: str, key: str) -> bool:
         """Remove one entry; whether it existed."""
@@ -299,7 +418,7 @@ class SqliteStore:
                                   (namespace, key))
             return cursor.rowcount > 0
 
-        return await self._do(work, writes=True)
+        return await self._do(work, writes=True, entry=(namespace, key))
 
     async def purge(self, namespace: str, prefix: str = "") -> int:
         """Remove every entry of ``namespace`` whose key starts with ``prefix``."""
@@ -313,7 +432,7 @@ class SqliteStore:
             conn.execute("DELETE FROM entries WHERE expires_at <= ?", (self._clock(),))
             return cursor.rowcount
 
-        return await self._on_worker(work)
+        return await self._on_worker(work, purging=(namespace, prefix))
 
     async def entries(self, namespace: str, prefix: str = "") -> AsyncIterator[StoreEntry]:
         """The unexpired entries of ``namespace`` under ``prefix``, in key order."""
@@ -331,7 +450,7 @@ class SqliteStore:
                     "AND (expires_at IS NULL OR expires_at > ?) ORDER BY key LIMIT ?",
                     (namespace, _like_prefix(prefix), after, first, now, _BATCH)).fetchall()
 
-            rows = await self._on_worker(work)
+            rows = await self._on_reader(work)
             for key, value, expires_at in rows:
                 if isinstance(value, bytes):
                     yield StoreEntry(namespace, key, value, expires_at)
@@ -416,7 +535,7 @@ class SqliteStore:
             check_name(namespace, key)
             if not isinstance(value, bytes):
                 raise StoreError(f"store values are bytes, not {type(value).__name__}")
-            await self._do(work, writes=True)
+            await self._do(work, writes=True, entry=(namespace, key))
         except StoreError:
             # The write failed: the lock is given back all the same, as release would.
             with contextlib.suppress(StoreError):
@@ -433,7 +552,7 @@ class SqliteStore:
         await self._do(work, writes=True)
 
     async def close(self) -> None:
-        """Close the database and stop the worker thread."""
+        """Close the database and stop the worker and reader threads."""
         if self._closed:
             return
 
@@ -441,11 +560,17 @@ class SqliteStore:
             conn.close()
 
         # Closed from here on, even if this task is cancelled below: nothing reopens the
-        # local connection, and the worker's close still runs after what is queued.
+        # local connection, and the threads' closes still run after what is queued.
         self._closed = True
         local, self._local = self._local, None
         if local is not None:
             local.close()
+        # After the reads it still has in hand (one of which may open its connection).
+        reading = self._reader.submit(self._close_reader) if (
+            self._reader_ops or self._reader_conn is not None) else None
+        self._reader.shutdown(wait=False)
         if self._conn is not None:
             await asyncio.shield(self._run(work))
+        if reading is not None:
+            await asyncio.shield(asyncio.wrap_future(reading))
         self._executor.shutdown(wait=False)
