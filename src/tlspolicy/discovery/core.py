@@ -630,10 +630,11 @@ async def redis_cache(url: str, local_path: str | Path, *, prefix: str = "tlspol
                       clock: Callable[[], float] = time.time) -> Store:
     """A fleet's discovery store: Redis/Valkey at ``url`` in front of a local SQLite mirror.
 
-    Unexpired enforce MTA-STS policies are mirrored into ``local_path`` and served from it
-    while Redis is down (SEMANTICS 10); Redis with an ``allkeys-*`` eviction policy is
-    refused.  A Redis that is down at start is not an error (the mirror serves, and the
-    eviction check runs once it answers).  Needs the ``tlspolicy[redis]`` extra.
+    Unexpired enforce MTA-STS policies, written here or read from Redis, are mirrored into
+    ``local_path`` and served from it while Redis is down or has no usable entry for them
+    (SEMANTICS 10); Redis with any eviction policy but ``noeviction`` is refused.  A Redis
+    that is down at start is not an error (the mirror serves, and the eviction check runs
+    once it answers).  Needs the ``tlspolicy[redis]`` extra.
     """
     return await redis_with_mirror(url, local_path, mirror_enforce_policies, prefix=prefix,
                                    timeout=timeout, retry_after=retry_after, clock=clock)
