@@ -90,6 +90,8 @@ def _cmd_import_cache(args: argparse.Namespace) -> int:
         out.write(f"  kept     {_shown(domain)} (the cache holds a policy as new or newer)\n")
     for domain, why in report.capped:
         out.write(f"  capped   {_shown(domain)}: {_shown(why)}\n")
+    for domain, why in report.id_dropped:
+        out.write(f"  no id    {_shown(domain)}: {_shown(why)}\n")
     for domain, why in report.skipped:
         out.write(f"  skipped  {_shown(domain)}: {_shown(why)}\n")
     return EXIT_OK

@@ -101,6 +101,8 @@ class ImportReport:
     expired: list[str] = attrs.Factory(list)
     skipped: list[tuple[str, str]] = attrs.Factory(list)
     capped: list[tuple[str, str]] = attrs.Factory(list)
+    #: Imported domains whose policy id was not RFC 8461's, imported without it.
+    id_dropped: list[tuple[str, str]] = attrs.Factory(list)
 
 
 #: The deepest JSON ``pol_body`` read: a policy is one flat object with one list.
@@ -320,9 +322,9 @@ async def import_policies(
 
     Each is parsed with the library's own (strict) policy parser; one it refuses,
     whose domain is not a domain name or cannot be a policy domain (an IP literal, a
-    single label, an all-numeric top-level label, a label with an underscore), or
-    whose id is not RFC 8461's (1 to 32 letters and digits), is skipped with the
-    reason.  An entry the
+    single label, an all-numeric top-level label, a label with an underscore) is
+    skipped with the reason; one whose id is not RFC 8461's (1 to 32 letters and
+    digits) is imported without it (``id_dropped``).  An entry the
     store holds whose policy was fetched at the same time or later is kept.
     """
     moment = time.time() if now is None else now
@@ -350,11 +352,15 @@ async def import_policies(
         if why is not None:
             report.skipped.append((domain, why))
             continue
-        if item.policy_id is not None and not _is_policy_id(item.policy_id):
-            report.skipped.append((domain, f"policy id {excerpt(item.policy_id, 60)} is not "
-                                           "1 to 32 letters and digits (RFC 8461 section "
-                                           "3.1)"))
-            continue
+        policy_id = item.policy_id
+        if policy_id is not None and not _is_policy_id(policy_id):
+            # The policy is what counts (skipping it would lose its protection until a
+            # fetch): imported without the id, so the next check fetches it again.
+            report.id_dropped.append((domain, f"policy id {excerpt(policy_id, 60)} is not 1 "
+                                              "to 32 letters and digits (RFC 8461 section "
+                                              "3.1): imported without it, so the next "
+                                              "check fetches the policy again"))
+            policy_id = None
         if not (isinstance(item.fetched_at, int | float) and math.isfinite(item.fetched_at)
                 and item.fetched_at > 0):
             report.skipped.append((domain, f"bad fetch time {item.fetched_at!r}"))
@@ -366,7 +372,7 @@ async def import_policies(
             # (ts = 1e10 expires in 2286): taken as fetched now.
             when = moment
         fetched = datetime.fromtimestamp(when, UTC)
-        cached = CachedMtaStsPolicy(policy, fetched, item.policy_id)
+        cached = CachedMtaStsPolicy(policy, fetched, policy_id)
         if cached.expires_at.timestamp() <= moment:
             report.expired.append(domain)
             continue
@@ -380,7 +386,7 @@ async def import_policies(
                 report.kept.append(domain)
                 continue
         state = StsState(domain, "policy", cached, FetchOutcome.OK,
-                         f"{IMPORTED} {item.source}", item.policy_id,
+                         f"{IMPORTED} {item.source}", policy_id,
                          moment, 0, None)
         await store.set(POLICY_NAMESPACE, domain, dumps_json(encode_state(state)),
                         expires_at=expiry(state))
