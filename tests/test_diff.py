@@ -215,14 +215,23 @@ def test_regex_stanzas_are_probed_with_a_matching_name() -> None:
 
 
 def test_regex_without_a_probe_name_is_review() -> None:
-    old = '[[domain]]\nname = "/\\\\[/"\ntls = "required"\n'
-    new = '[[domain]]\nname = "/\\\\[/"\ntls = "ifavailable"\n'
+    # A 64-digit label is no host name: no probe can be made for this pattern.
+    old = '[[domain]]\nname = "/^\\\\d{64}$/"\ntls = "required"\n'
+    new = '[[domain]]\nname = "/^\\\\d{64}$/"\ntls = "ifavailable"\n'
     found = diff_configs(loads_toml(old), loads_toml(new)).changes
     assert len(found) == 1
     assert found[0].cls is REVIEW and found[0].facet == "regex" and found[0].probe is None
-    assert "/\\[/" in (found[0].note or "")
+    assert "/^\\d{64}$/" in (found[0].note or "")
     # Unchanged, it is not worth a review.
     assert diff_configs(loads_toml(old), loads_toml(old)).changes == ()
+
+
+def test_a_regex_matching_address_literals_is_probed_at_one() -> None:
+    old = '[[domain]]\nname = "/\\\\[/"\ntls = "required"\n'
+    new = '[[domain]]\nname = "/\\\\[/"\ntls = "ifavailable"\n'
+    found = diff_configs(loads_toml(old), loads_toml(new)).changes
+    assert [(c.cls, c.facet, c.probe.domain if c.probe else None) for c in found] == [
+        (DOWN, "tls", "[192.0.2.1]")]
 
 
 BANK = '[global]\ntls = "ifavailable"\n[[domain]]\nname = "bank.example"\ntls = "required"\n' \
@@ -309,7 +318,9 @@ def test_a_changed_regex_no_name_is_decided_by_is_review(before: str, after: str
     (r"^mx[0-9]+\.example\.(com|net)$", "mx0.example.com"),
     # An example must be a valid name: "xn--a" is no A-label (UTS #46 refuses it).
     (r"^xn--", "xn--mnchen-3ya"),
-    (r"\[", None),
+    # Address literals are names too: a pattern that can match one gets one.
+    (r"\[", "[192.0.2.1]"),
+    (r"^\d{64}$", None),
 ])
 def test_regex_example(pattern: str, example: str | None) -> None:
     assert regex_example(pattern) == example

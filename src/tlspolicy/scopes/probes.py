@@ -128,6 +128,9 @@ def regex_example(pattern: str) -> str | None:
 
 
 _MAX_EXAMPLES: Final = 48
+#: Address literals tried for every pattern (RFC 5737 and RFC 3849 documentation ranges).
+_ADDRESS_LITERALS: Final = ("[192.0.2.1]", "[198.51.100.7]", "[203.0.113.9]",
+                            "[ipv6:2001:db8::1]", "[ipv6:2001:db8::2]")
 
 
 def regex_examples(pattern: str) -> Iterator[str]:
@@ -162,6 +165,9 @@ def regex_examples(pattern: str) -> Iterator[str]:
         # A pattern for A-labels needs a valid one: "xn--" + a Punycode payload.
         tail = "mnchen-3ya" if core.endswith("xn--") else "a"
         yield from found((core, _tail(core), head, _tail(head), core + tail))
+    # A pattern can match address literals (a "\[" or a class holding "["): no literal
+    # part of it is one, so documentation addresses of both families are tried.
+    yield from found(_ADDRESS_LITERALS)
     for core in lowered:
         heads = (core, "q9z" + core if core.startswith(".") else "q9z." + core)
         more = (f"{h}{t}" for h in heads
