@@ -12,13 +12,25 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from postfix_support import POSTMAP, postmap_config_dir, postmap_query, requires_postmap
+from postfix_support import (
+    POSTMAP,
+    postmap_config_dir,
+    postmap_query,
+    postmap_query_many,
+    requires_postmap,
+)
 from tlspolicy import Resolver, loads_toml
 from tlspolicy.cli import main
 from tlspolicy.postfix.lookup import PolicyLookup
-from tlspolicy.postfix.pcre import case_dependent, disjoint, literal_ending, pcre_pattern
+from tlspolicy.postfix.pcre import (
+    case_dependent,
+    disjoint,
+    literal_ending,
+    pcre_difference,
+    pcre_pattern,
+)
 from tlspolicy.postfix.tables import (
-    CASE_LOSS,
+    PCRE_LOSS,
     postfix_entries,
     render_pcre_table,
     render_policy_table,
@@ -132,7 +144,7 @@ def test_a_case_dependent_pattern_is_refused_unless_the_loss_is_accepted(
     assert "left out (--accept-loss)" in capsys.readouterr().err
     assert not (out / "default.pcre").exists()  # the only regex entry is left out
     entries, warnings = postfix_entries(loads_toml(path.read_text(), "c.toml"))
-    assert [w.code for w in warnings if w.code == CASE_LOSS] == [CASE_LOSS]
+    assert [w.code for w in warnings if w.code == PCRE_LOSS] == [PCRE_LOSS]
     assert render_pcre_table(entries) == ""
 
 
@@ -247,7 +259,7 @@ def test_a_floor_that_postfix_would_match_otherwise_is_refused_whatever_the_flag
     for extra in ([], ["--accept-loss"]):
         assert main(["convert", str(path), "--to", "postfix", "--output-dir",
                      str(tmp_path / "out"), *extra]) == 2
-        assert "upper-case letter" in capsys.readouterr().err
+        assert "would read this regex floor otherwise" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -258,3 +270,77 @@ def test_a_value_with_a_control_character_is_never_written(
                     'tls_ca = "/etc/a\\u0001b.pem"\n')
     assert main(["convert", str(path), "--to", "postfix"]) == 2
     assert "nor control characters" in capsys.readouterr().err
+
+
+def test_what_pcre_refuses_or_reads_otherwise_is_found() -> None:
+    for pattern in (r"^mx\b?\.bank\.example$", r"(^|\.)bank\.example${1}", r"^a[\d-z]b$",
+                    r"[\w-z]", r"[[:alnum:]-b]", r"^[.a-z.]+\.bank\.example$",
+                    r"^[:alnum:]+\.bank\.example$", r"^ab{,2}c$", r"^[^-0-_]$"):
+        assert pcre_difference(pattern) is not None, pattern
+    for pattern in (r"[^a-z]", "[a-]", "[]a]", "[^]a]", r"^[a-z0-9-]+\.example\.com$"):
+        assert pcre_difference(pattern) is None, pattern
+
+
+# Patterns called safe, with the names to try them on: what RE2 and Postfix's PCRE match
+# must be the same.
+SAFE = [r"(^|\.)bank\.example$", r"^[a-z0-9-]+\.example\.com$", r"[^a-z]x$", "[]a]b",
+        "[^]a]b", r"^mx[0-9]{1,3}\.", r"\bmail\b", r"^(?:a|b)+\.c$", r"[[:alpha:]]{3}\.d$",
+        r"^a\.b\-c$", r"[.-/]x", r"x[^-z]"]
+NAMES = ["bank.example", "mx.bank.example", "a.example.com", "a.b.example.com", "ax",
+         "-x", "9x", ".x", "ab", "]b", "bb", "mx1.a", "mx1234.a", "mail.x", "email.x",
+         "ab.c", "aba.c", "abc.d", "ab1.d", "a.b-c", "a.b.c", "/x", "xa", "x-", "xz"]
+
+
+@requires_postmap
+def test_postfix_matches_what_re2_matches_for_patterns_called_safe(tmp_path: Path) -> None:
+    import re2
+
+    assert POSTMAP is not None
+    conf = postmap_config_dir(tmp_path / "conf")
+    for number, pattern in enumerate(SAFE):
+        assert pcre_difference(pattern) is None, pattern
+        table = tmp_path / f"p{number}.pcre"
+        table.write_text(f"/{pcre_pattern(pattern)}/\tyes\n", encoding="utf-8")
+        if number == 0 and not _pcre_supported(conf, table):
+            pytest.skip("Postfix's pcre map type is not installed (Debian package postfix-pcre)")
+        found = postmap_query_many(conf, f"pcre:{table}", NAMES)
+        assert "warning" not in found.stderr, found.stderr
+        postfix = {line.split("\t")[0] for line in found.stdout.splitlines()}
+        compiled = re2.compile(pattern)
+        assert postfix == {n for n in NAMES if compiled.search(n)}, pattern
+
+
+def test_next_hop_of_names_no_regex_matches_is_counted(tmp_path: Path) -> None:
+    # A made-up "any other name" could match a regex stanza; the names no regex stanza
+    # matches get the binding's own values, and those are counted.
+    from tlspolicy.postfix.transport import parse_transport_table
+
+    config = loads_toml('[global]\ntls = "required"\ntls_verify = "host"\n[[domain]]\n'
+                        'name = "/^[a-z0-9-]+\\\\.example\\\\.com$/"\ntls = "ifavailable"\n'
+                        'tls_verify = "no"\n', "t.toml")
+    routes = parse_transport_table(".example.com smtp:[relay.example.net]:25\n", file="t")
+    lookup = PolicyLookup(Resolver(config), routes=routes, postfix_version=(3, 7, 11))
+    assert lookup("default", "a.b.example.com").text == "verify match=hostname:nexthop"
+    assert lookup("default", "[relay.example.net]:25").text == \
+        "verify match=hostname:nexthop"
+
+
+def test_stanzas_of_one_pattern_in_several_scopes_are_one_line() -> None:
+    # Postfix reads the first line of a pattern only: it carries every stanza's values.
+    config = loads_toml(
+        '[[binding]]\nname = "b"\n[[binding.domain]]\nname = "/(^|\\\\.)bank\\\\.example$/"\n'
+        'tls = "required"\n[[domain]]\nname = "/(^|\\\\.)bank\\\\.example$/"\n'
+        'tls_verify = "host"\n[[floor]]\nname = "/(^|\\\\.)bank\\\\.example$/"\n'
+        'tls = "required"\n', "t.toml")
+    entries, _w = postfix_entries(config, "b")
+    lines = render_pcre_table(entries).splitlines()
+    assert lines[2] == "/(^|\\.)bank\\.example$/\tverify match=hostname:nexthop", lines
+    assert PolicyLookup(Resolver(config))("b", "mx.bank.example").text == \
+        "verify match=hostname:nexthop"
+
+
+def test_a_pattern_of_a_labels_says_postfix_may_look_up_utf_8() -> None:
+    config = loads_toml('[[floor]]\nname = "/(^|\\\\.)xn--bcher-kva\\\\.example$/"\n'
+                        'tls = "required"\n', "t.toml")
+    _entries, warnings = postfix_entries(config)
+    assert any("UTF-8" in w.message for w in warnings)

@@ -21,7 +21,7 @@ from ..formats.kumomta import KumoExportError, dumps_kumomta, kumomta_shaping
 from ..formats.toml import dumps_toml
 from ..postfix.levels import PostfixWarning
 from ..postfix.tables import (
-    CASE_LOSS,
+    PCRE_LOSS,
     EntryKind,
     postfix_entries,
     render_pcre_table,
@@ -114,16 +114,17 @@ def _postfix(config: Config, args: argparse.Namespace, out: TextIO) -> None:
     tables = {name: postfix_entries(config, name) for name in names}
     for _entries, found in tables.values():
         warnings += found
-    unwritten = [w for w in warnings if w.code == CASE_LOSS]
+    unwritten = [w for w in warnings if w.code == PCRE_LOSS]
     if unwritten:
         where = ", ".join(f'binding "{w.binding}" > {w.key} ({w.source})' for w in unwritten)
         if not args.accept_loss:
             # Nothing is written: Postfix would match those patterns against other names.
             raise ConversionLoss(
-                f"regex domain entries whose pattern can match an upper-case letter cannot "
-                f"be written for Postfix, which matches pcre tables case-insensitively "
-                f"({where}); write the pattern in lower case, or pass --accept-loss to "
-                "write the tables without them")
+                f"regex domain entries whose pattern Postfix's PCRE would read otherwise "
+                f"(an upper-case letter, which a pcre table matches case-insensitively, or "
+                f"syntax PCRE refuses) cannot be written ({where}); write the pattern in "
+                "lower case with plain classes, or pass --accept-loss to write the tables "
+                "without them")
         warn(f"regex domain entries left out (--accept-loss): {where}")
     if args.output_dir:
         # Every name is checked before anything is written.

@@ -15,7 +15,14 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["case_dependent", "disjoint", "literal_ending", "may_end_with", "pcre_pattern"]
+__all__ = [
+    "case_dependent",
+    "disjoint",
+    "literal_ending",
+    "may_end_with",
+    "pcre_difference",
+    "pcre_pattern",
+]
 
 #: POSIX classes that match the same characters of a lower-case ASCII name whether or not
 #: the match ignores case.
@@ -26,36 +33,58 @@ _CASE_SAFE_CLASSES: Final = frozenset({"alpha", "alnum", "digit", "lower", "xdig
 _CASE_SAFE_ESCAPES: Final = frozenset("dDwWsSbBAz")
 
 
-def case_dependent(pattern: str) -> bool:
-    """Whether matching ``pattern`` case-insensitively (Postfix) may match another set of
-    lower-case ASCII names than matching it as it is (tlspolicy).
+def pcre_difference(pattern: str) -> str | None:
+    """Why Postfix's PCRE may read ``pattern`` otherwise than tlspolicy's RE2 does, or
+    ``None`` when the two match the same lower-case ASCII names.
 
-    So it is for a capital letter outside an escape, a character range that spans a
-    capital (``[0-_]``), a POSIX class that is not case-safe (``[:upper:]``, any negated
-    one), an escape other than a plain character class or a quoted metacharacter
-    (``\\x41``, ``\\p``, ``\\Q``, octal), and any character outside printable ASCII (RE2
-    folds U+212A onto ``k``, PCRE does not).  Conservative: a pattern it cannot read is
-    case-dependent.
+    Postfix matches case-insensitively, so a capital letter outside an escape, a range
+    that spans a capital (``[0-_]``), a POSIX class that is not case-safe (``[:upper:]``,
+    any negated one), an escape other than a plain character class or a quoted
+    punctuation character (``\\x41``, ``\\p``, ``\\Q``, octal) and any character
+    outside printable ASCII (RE2 folds U+212A onto ``k``, PCRE does not) each count.
+    So do what PCRE2 refuses, or reads otherwise, where RE2 does not: a quantifier on an
+    assertion (``\\b?``, ``${1}``), ``{,n}``, a range from a class (``[\\d-z]``), a
+    collating element (``[.a.]``) and a POSIX class outside brackets (``[:alnum:]``).
+    Postfix skips a line it cannot compile.  Conservative: a pattern this does not
+    read is one it gives a reason for.
     """
     if not pattern.isascii() or not pattern.isprintable():
-        return True
+        return "it holds a character outside printable ASCII"
     i, n = 0, len(pattern)
+    after_assertion = False
     while i < n:
         char = pattern[i]
+        if char in "*+?{" and after_assertion:
+            return "a quantifier follows an assertion (PCRE refuses it)"
+        if char == "{" and pattern[i + 1:i + 2] == ",":
+            return "'{,' is a quantifier in newer PCRE and text in RE2"
+        after_assertion = False
         if char == "\\":
-            if not _case_safe_escape(pattern[i + 1:i + 2]):
-                return True
+            escaped = pattern[i + 1:i + 2]
+            if not _case_safe_escape(escaped):
+                return f"it holds the escape \\{escaped}"
+            after_assertion = escaped in "bBAz"
             i += 2
         elif char == "[":
             end = _class_end(pattern, i)
-            if end is None or _class_case_dependent(pattern[i + 1:end]):
-                return True
+            if end is None:
+                return "it holds a character class this does not read"
+            why = _class_difference(pattern[i + 1:end])
+            if why is not None:
+                return why
             i = end + 1
         elif "A" <= char <= "Z":
-            return True
+            return "it holds a capital letter (Postfix matches case-insensitively)"
         else:
+            after_assertion = char in "^$"
             i += 1
-    return False
+    return None
+
+
+def case_dependent(pattern: str) -> bool:
+    """Whether Postfix's PCRE may match another set of lower-case ASCII names than
+    tlspolicy's RE2 with ``pattern`` (see :func:`pcre_difference`)."""
+    return pcre_difference(pattern) is not None
 
 
 def _case_safe_escape(char: str) -> bool:
@@ -90,37 +119,55 @@ def _class_end(pattern: str, start: int) -> int | None:
     return None
 
 
-def _class_case_dependent(body: str) -> bool:
-    """Whether a class body (between "[" and its "]") can match a capital."""
+def _class_difference(body: str) -> str | None:
+    """:func:`pcre_difference` for a class body (between "[" and its "]")."""
+    if len(body) > 1 and body[0] in ":.=" and body[-1] == body[0]:
+        return "a POSIX class or collating element outside brackets (PCRE refuses it)"
     i, n = 0, len(body)
-    previous: str | None = None
+    if body[:1] == "^":
+        i = 1
+    if body[i:i + 1] in ("]", "-"):  # first, a "]" or "-" is a member
+        previous: str | None = body[i]
+        i += 1
+    else:
+        previous = None
+    class_before = False  # the last member was a class (\d, [:alpha:])
     while i < n:
         char = body[i]
         if char == "\\":
-            if not _case_safe_escape(body[i + 1:i + 2]):
-                return True
-            previous = body[i + 1:i + 2]
+            escaped = body[i + 1:i + 2]
+            if not _case_safe_escape(escaped):
+                return f"it holds the escape \\{escaped}"
+            class_before = escaped.isalpha()
+            previous = None if class_before else escaped
             i += 2
             continue
-        if char == "[" and body[i + 1:i + 2] == ":":
+        if char == "[":
+            if body[i + 1:i + 2] != ":":
+                return "a collating element in a class (PCRE reads it otherwise)"
             close = body.find(":]", i + 2)
             if close < 0 or body[i + 2:close] not in _CASE_SAFE_CLASSES:
-                return True
-            previous = None
+                return "a POSIX class that is not case-safe"
+            previous, class_before = None, True
             i = close + 2
             continue
-        if char == "-" and previous is not None and i + 1 < n and body[i + 1] != "]":
-            high = body[i + 1]
-            if high == "\\" or (previous <= "Z" and high >= "A"):
-                return True  # a range that spans a capital, or one this does not read
-            previous = None
-            i += 2
-            continue
+        if char == "-" and i + 1 < n:
+            if class_before:
+                return "a range from a class (PCRE refuses it)"
+            if previous is not None:
+                high = body[i + 1]
+                if high in "\\[":
+                    return "a range this does not read"
+                if previous <= "Z" and high >= "A":
+                    return "a range that spans capitals (Postfix matches case-insensitively)"
+                previous, class_before = None, False
+                i += 2
+                continue
         if "A" <= char <= "Z":
-            return True
-        previous = char
+            return "it holds a capital letter (Postfix matches case-insensitively)"
+        previous, class_before = char, False
         i += 1
-    return False
+    return None
 
 
 def pcre_pattern(pattern: str) -> str:

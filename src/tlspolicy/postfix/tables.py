@@ -44,12 +44,12 @@ from .levels import (
 from .mapping import (
     map_values,
 )
-from .pcre import case_dependent, disjoint, pcre_pattern
+from .pcre import disjoint, pcre_difference, pcre_pattern
 
 _FALLBACK_SINCE: Final = CompatVersion((4, 1))
 
 __all__ = [
-    "CASE_LOSS",
+    "PCRE_LOSS",
     "STARTTLS_STATUS_FILTER",
     "UNORDERED_OPTIONS",
     "EntryKind",
@@ -68,8 +68,9 @@ mandatory level becomes a deferral (4.7.5), as tlspolicy's decision says, instea
 
 _PARENT_KEYS_COMMENT: Final = ("# Postfix looks up a name's parent domains too (.parent); "
                                 "regex stanzas match whole names only.")
-#: The loss code of a regex entry left out of the pcre table (see :func:`case_dependent`).
-CASE_LOSS: Final = "pcre-case"
+#: The loss code of a regex entry left out of the pcre table: Postfix's PCRE would read
+#: its pattern otherwise (see :func:`~tlspolicy.postfix.pcre.pcre_difference`).
+PCRE_LOSS: Final = "pcre-differs"
 #: Options without a strictness order: entries that combine values cannot take the
 #: strictest of them.
 UNORDERED_OPTIONS: Final = ("tls_ca", "tls_certificate", "tls_key", "tls_ciphers",
@@ -187,14 +188,13 @@ def postfix_entries(
     floor_lines = _floor_regex_lines(config, name)
     first: list[tuple[str, tuple[dict[str, object], dict[str, Source]]]] = []
     for floor_name, floor_opts, floor_source in floor_lines:
-        if case_dependent(floor_name.key):
+        why = pcre_difference(floor_name.key)
+        if why is not None:
             # Postfix would match other names than the floor does: no line is never
             # weaker, and a floor is not left out (SEMANTICS 7).
             raise FloorExportError(
-                "this regex floor can match an upper-case letter (a capital, an escape "
-                "such as \\x41, a range or class spanning capitals): a Postfix pcre table "
-                "matches case-insensitively, so the line would apply to other names; write "
-                "the pattern in lower case, or serve Postfix from the socketmap",
+                f"a Postfix pcre table would read this regex floor otherwise: {why}; write "
+                "it in lower case with plain classes, or serve Postfix from the socketmap",
                 Location(scope=floor_source, option="name"))
         f_layers = [(floor_opts, floor_source)]
         own = [(p, d) for p, d in stanzas if d.name == floor_name]
@@ -220,15 +220,21 @@ def postfix_entries(
               for (n, _o, _s), (key, chained) in zip(floor_lines, first, strict=True)]
     for path, stanza in stanzas:
         if stanza.name.kind is DomainKind.REGEX and not stanza.options.is_empty():
-            spath, chained = _regex_chain(config, path, stanza, base)
+            spath, chained = _regex_chain(config, path, stanza, base, stanzas)
             others.append((spath, stanza.name.key, chained))
-    for (floor_name, _opts, floor_source), (f_pattern, chained) in zip(
-            floor_lines, first, strict=True):
+    floored = {n for n, _o, _s in floor_lines}
+    regex_lines = len(floor_lines) + sum(
+        1 for _p, d in stanzas if d.name.kind is DomainKind.REGEX
+        and not d.options.is_empty() and d.name not in floored)
+    for index, ((floor_name, _opts, floor_source), (f_pattern, chained)) in enumerate(zip(
+            floor_lines, first, strict=True)):
         values, sources = dict(chained[0]), dict(chained[1])
         f_key = f"/{floor_name.key}/"
         raisers, differing = [], []
-        for o_source, o_pattern, (o_values, o_sources) in others:
-            if o_pattern == f_pattern or disjoint(o_pattern, f_pattern):
+        # Every other line counts, a stanza of this floor's own pattern in another scope
+        # too; only the floor itself is left out.
+        for o_index, (o_source, o_pattern, (o_values, o_sources)) in enumerate(others):
+            if o_index == index or disjoint(o_pattern, f_pattern):
                 continue
             if _raise_to(values, sources, o_values, o_sources):
                 raisers.append(o_source)
@@ -251,7 +257,7 @@ def postfix_entries(
             if f.name == floor_name and f.expires is not None:
                 warnings.append(_expiry_note(name, f_key, f.expires.isoformat(), floor_source))
         warnings.extend(found)
-        warnings.extend(_regex_notes(name, f_key, floor_name, floor_source, 2))
+        warnings.extend(_regex_notes(name, f_key, floor_name, floor_source, regex_lines))
     floor_patterns = {n for n, _o, _s in floor_lines}
 
     seen: set[str] = set()
@@ -281,11 +287,15 @@ def postfix_entries(
         warnings.extend(found)
 
     contributing = [r for r in regexes if not r[1].options.is_empty()]
+    written: set[DomainName] = set(floor_patterns)
     for path, stanza in contributing:
-        if stanza.name in floor_patterns:
-            continue  # written (raised) ahead of the other pcre lines above
+        if stanza.name in written:
+            # Written (raised) ahead of the other pcre lines above, or one line already
+            # stands for every stanza of this pattern (Postfix reads the first only).
+            continue
+        written.add(stanza.name)
         key = f"/{stanza.name.key}/"
-        spath, (values, sources) = _regex_chain(config, path, stanza, base)
+        spath, (values, sources) = _regex_chain(config, path, stanza, base, stanzas)
         policy, found = mapped(values, sources, key)
         entries.append(PostfixEntry(name, EntryKind.REGEX, key, policy, spath))
         warnings.extend(found)
@@ -296,17 +306,19 @@ def postfix_entries(
 
 
 def _regex_chain(config: Config, path: tuple[tuple[ScopeKind, str], ...],
-                 stanza: DomainScope, base: list[tuple[Options, str]]
+                 stanza: DomainScope, base: list[tuple[Options, str]],
+                 stanzas: Sequence[tuple[tuple[tuple[ScopeKind, str], ...], DomainScope]] = ()
                  ) -> tuple[str, tuple[dict[str, object], dict[str, Source]]]:
-    """A regex stanza's path and the values of a name only it matches: the stanza in its
-    place in the chain (inside its binding or group, else after them), then global."""
+    """A regex stanza's path and the values of a name only its pattern matches: each
+    stanza of ``stanzas`` (the binding's, in chain order) with that pattern in its place
+    in the chain (inside its binding or group, else after them), then global."""
     spath = scope_path(*path, (ScopeKind.DOMAIN, stanza.name.text))
-    layers: list[tuple[Options, str]] = []
-    if path:
-        layers.append((stanza.options, spath))
+    same = [(p, d) for p, d in stanzas if d.name == stanza.name] or [(path, stanza)]
+    layers: list[tuple[Options, str]] = [
+        (d.options, scope_path(*p, (ScopeKind.DOMAIN, d.name.text))) for p, d in same if p]
     layers += base
-    if not path:
-        layers.append((stanza.options, spath))
+    layers += [(d.options, scope_path(*p, (ScopeKind.DOMAIN, d.name.text)))
+               for p, d in same if not p]
     layers.append((config.options, "global"))
     return spath, _chain(layers)
 
@@ -378,13 +390,16 @@ def _regex_notes(binding: str, key: str, name: DomainName, source: str,
                  count: int) -> list[PostfixWarning]:
     notes = []
     pattern = name.key
-    if case_dependent(pattern):
-        notes.append(PostfixWarning(binding, key, "domain", "the pattern can match an "
-                                    "upper-case letter (a capital, an escape such as \\x41, "
-                                    "[:upper:] or \\p): tlspolicy matches it against the "
-                                    "lower-case name, a Postfix pcre table case-insensitively, "
-                                    "so the two would match different names: entry not "
-                                    "written", source, CASE_LOSS))
+    why = pcre_difference(pattern)
+    if why is not None:
+        notes.append(PostfixWarning(binding, key, "domain", "a Postfix pcre table would read "
+                                    f"this pattern otherwise ({why}), so the two would match "
+                                    "different names: entry not written", source, PCRE_LOSS))
+    if "xn--" in pattern:
+        notes.append(PostfixWarning(binding, key, "domain", "the pattern names A-labels: "
+                                    "Postfix may look up an SMTPUTF8 address's domain in "
+                                    "UTF-8, which it does not match (the socketmap "
+                                    "normalises every name)", source))
     if count > 1:
         notes.append(PostfixWarning(binding, key, "domain", "computed as if this were the only "
                                     "regex stanza matching: Postfix takes the first matching "
@@ -424,8 +439,8 @@ def render_policy_table(entries: Iterable[PostfixEntry]) -> str:
 def render_pcre_table(entries: Iterable[PostfixEntry]) -> str:
     """The regex entries as a ``pcre:`` table source, in precedence order.
 
-    Entries whose pattern :func:`case_dependent` finds are left out (each has a
-    :data:`CASE_LOSS` warning).  Postfix looks a name up, then its parent domains as
+    Entries whose pattern Postfix would read otherwise are left out (each has a
+    :data:`PCRE_LOSS` warning).  Postfix looks a name up, then its parent domains as
     ``.parent`` keys; a regex
     stanza matches whole names only, so the lines are inside ``if !/^\\./``.  A '$' in
     an answer is written '$$' (Postfix would substitute a match group for '$1').
@@ -433,7 +448,7 @@ def render_pcre_table(entries: Iterable[PostfixEntry]) -> str:
     patterns = [(e.key[1:-1], e) for e in entries
                 if e.kind is EntryKind.REGEX and e.key is not None]
     lines = [f"/{pcre_pattern(p)}/\t{e.policy.text().replace('$', '$$')}"
-             for p, e in patterns if not case_dependent(p)]
+             for p, e in patterns if pcre_difference(p) is None]
     if not lines:
         return ""
     return "\n".join([_PARENT_KEYS_COMMENT, "if !/^\\./", *lines, "endif"]) + "\n"

@@ -85,8 +85,6 @@ _NON_SMTP_TRANSPORTS: Final = frozenset({"error", "retry", "discard", "local", "
                                          "lmtp", "pipe", "hold"})
 # Destination policies of a next-hop key come from the host itself (SEMANTICS 11).
 _FROM_HOST: Final = ("use_mta_sts", "enable_mta_sts", "use_dane", "enable_dane")
-# A label no configuration names: stands for "any other subdomain" of a parent route.
-_ANY_LABEL: Final = "tlspolicy-any-subdomain"
 
 NextHop = tuple[str, int | None, bool]
 """A next hop as :func:`~tlspolicy.servers.socketmap.parse_postfix_key` reads it:
@@ -361,10 +359,15 @@ def _route_candidates(resolver: Resolver, binding: str, route: TransportRoute,
         return [(route.domain, values, sources)]
     config = resolver.config
     found = []
-    any_name = _ANY_LABEL if route.domain == "*" else f"{_ANY_LABEL}.{route.domain}"
-    values, sources = resolver.effective(any_name, binding)
-    found.append((route.pattern, values, sources))
     group_name, _s, b_opts, g_opts, stanzas = _binding_scopes(config, binding, resolver)
+    # Any other name: the binding's, its group's and the global values, as for a name no
+    # stanza matches (a made-up name could match a regex stanza, and then no candidate
+    # would stand for the names that match none).
+    base = _chain([(b_opts, scope_path(*_group_prefix(config, binding),
+                                       (ScopeKind.BINDING, binding))),
+                   (g_opts, scope_path((ScopeKind.BINDING_GROUP, group_name))),
+                   (config.options, "global")])
+    found.append((route.pattern, *base))
     exact: list[str] = []
     for path, stanza in stanzas:
         if stanza.name.kind is not DomainKind.REGEX:
@@ -385,8 +388,7 @@ def _route_candidates(resolver: Resolver, binding: str, route: TransportRoute,
             continue
         if route.domain != "*" and not may_end_with(floor.name.key, f".{route.domain}"):
             continue  # its literal ending shows it matches no name under the route
-        values, sources = resolver.effective(any_name, binding)
-        values, sources = dict(values), dict(sources)
+        values, sources = dict(base[0]), dict(base[1])
         raise_to_floors(values, sources, (floor,))
         found.append((floor_path(floor.name.text), values, sources))
     for key in dict.fromkeys(exact):
