@@ -569,3 +569,18 @@ def test_a_store_key_is_a_string_of_bounded_length() -> None:
         with pytest.raises(StoreError, match="store namespace"):
             check_name(namespace, "k")
 
+
+
+def test_sqlite_a_cancelled_close_still_ends_the_worker(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = SqliteStore(tmp_path / "cache.sqlite3")
+        await store.set("t", "k", b"v", expires_at=None)
+        closing = asyncio.create_task(store.close())
+        await asyncio.sleep(0)
+        closing.cancel()
+        await asyncio.gather(closing, return_exceptions=True)
+        # The worker takes nothing new: its thread ends once what was queued is done.
+        with pytest.raises(RuntimeError, match="shutdown"):
+            store._executor.submit(lambda: None)
+
+    asyncio.run(main())
