@@ -332,3 +332,25 @@ def test_a_damaged_entry_marked_enforce_does_not_replace_the_mirrored_policy(
             await a.close()
 
     assert asyncio.run(main()) == ("enforce", "enforce", "enforce")
+
+
+def test_a_lock_and_read_of_an_unreadable_entry_leaves_no_lock_behind(
+        server: RedisServer, tmp_path: Path) -> None:
+    """Redis takes the lock but cannot read the entry (a key of another type) and this
+    host holds no copy: the caller is told the read failed, and the lock it was not
+    told about is given back, so another host can take it at once."""
+
+    async def main() -> bool:
+        a = await redis_cache(server.url, tmp_path / "a.sqlite3", timeout=0.5)
+        b = await redis_cache(server.url, tmp_path / "b.sqlite3", timeout=0.5)
+        try:
+            _lose(server, "wrong type")
+            with pytest.raises(StoreError):
+                await a.acquire_get(  # type: ignore[attr-defined]
+                    "refresh", "a", 60.0, POLICY_NAMESPACE, DOMAIN)
+            return await b.acquire("refresh", "b", 60.0)
+        finally:
+            await a.close()
+            await b.close()
+
+    assert asyncio.run(main()) is True

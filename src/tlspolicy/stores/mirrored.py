@@ -329,8 +329,12 @@ class MirroredStore:
             return held, entry
         except StoreError as exc:
             # The entry could not be read (the lock may be ours already: taking it again
-            # extends it).
+            # extends it).  With no copy to serve the caller is told the read failed, so
+            # a lock the primary may have taken for it is given back.
             if await self._copy(namespace, key) is None:
+                with contextlib.suppress(StoreError):
+                    await self._primary(f"unlock {name}",
+                                        lambda: self.primary.release(name, owner))
                 raise
             held = await self.acquire(name, owner, ttl)
             return held, await self._served(namespace, key, None, since,
