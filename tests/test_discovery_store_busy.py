@@ -205,3 +205,41 @@ def test_a_store_read_that_does_not_finish_is_unknown_not_no_policy(
     state, answer = asyncio.run(main())
     assert state == "unreadable"
     assert answer.startswith("TEMP ")
+
+
+class DownStore:
+    """A store every operation of which fails as unavailable."""
+
+    def __getattr__(self, name: str) -> Any:
+        async def down(*args: Any, **kwargs: Any) -> Any:
+            from tlspolicy.stores import StoreUnavailableError
+            raise StoreUnavailableError("down")
+        return down
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_failed_read_is_unknown_after_any_number_of_other_failed_reads(
+        silent_port: int) -> None:
+    # The domains whose latest read failed are bounded by dropping the oldest: after
+    # more one-off failures than the bound, a failed read is still "unreadable" (the
+    # cache could not be read), never "pending" (as if no policy was stored).
+    import logging
+
+    async def main() -> str:
+        d = _discovery(DownStore(), Clock(), silent_port)
+        try:
+            for i in range(100_001):
+                await d._load(f"n{i}.example")
+            return (await d.sts_state("victim.example", wait=0.2)).state
+        finally:
+            await d.close()
+
+    logger = logging.getLogger("tlspolicy.discovery")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # a warning per failed read
+    try:
+        assert asyncio.run(main()) == "unreadable"
+    finally:
+        logger.setLevel(level)

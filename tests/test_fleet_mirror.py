@@ -17,7 +17,7 @@ import pytest
 
 from discovery_support import RedisServer, _binary, free_port
 from tlspolicy.discovery import Discovery, DiscoveryConfig, redis_cache
-from tlspolicy.discovery.stscache import POLICY_NAMESPACE, encode_state
+from tlspolicy.discovery.stscache import POLICY_NAMESPACE, decode_state, encode_state
 from tlspolicy.policies.mtasts import CachedMtaStsPolicy, FetchOutcome, parse_policy
 from tlspolicy.policies.ststate import StsState, aware, expiry
 from tlspolicy.stores import MirroredStore, Store, StoreError, dumps_json
@@ -287,3 +287,70 @@ def test_redis_entries_pass_over_keys_that_are_not_store_keys(
         assert asyncio.run(main()) == ["a.example", "z.example"]
     passed = [r for r in caplog.records if "passed over" in r.getMessage()]
     assert passed, caplog.text
+
+
+def _damaged(how: str) -> bytes:
+    value = encode_state(_state())
+    if how == "another record version":
+        value["v"] = 2
+        return dumps_json(value)
+    if how == "truncated":
+        return dumps_json(value)[:-20]
+    if how == "a testing policy marked enforce":
+        value["policy"] = _policy("testing")
+        return dumps_json(value)
+    return b'not json "enforce":true'
+
+
+@pytest.mark.parametrize("how", ["another record version", "truncated", "not json",
+                                 "a testing policy marked enforce"])
+def test_a_damaged_entry_marked_enforce_does_not_replace_the_mirrored_policy(
+        server: RedisServer, tmp_path: Path, how: str) -> None:
+    """Only an entry that decodes to an enforce policy is mirrored: a damaged one that
+    merely contains the bytes of the enforce flag leaves the good copy in the mirror,
+    and the copy's policy is answered (and kept after the check that fails)."""
+    key = f"tlspolicy:{POLICY_NAMESPACE}:{DOMAIN}"
+
+    async def main() -> tuple[str | None, str | None, str | None]:
+        a = await redis_cache(server.url, tmp_path / "a.sqlite3", timeout=0.5)
+        try:
+            await _write(a, _state())
+            assert await _mirror(a).get(POLICY_NAMESPACE, DOMAIN) is not None
+            damaged = _damaged(how)
+            assert b'"enforce":true' in damaged
+            admin = _admin(server)
+            admin.set(key, damaged, px=3_600_000)
+            admin.close()
+            state = await _served(a, tmp_path)
+            async with Discovery(_config(tmp_path), store=a) as discovery:
+                checked = await discovery.refresh(DOMAIN)
+            copy = await _mirror(a).get(POLICY_NAMESPACE, DOMAIN)
+            # The good copy, or the failed check's state that keeps its policy.
+            return (_mode(state), _mode(checked),
+                    None if copy is None else _mode(decode_state(DOMAIN, copy.value)))
+        finally:
+            await a.close()
+
+    assert asyncio.run(main()) == ("enforce", "enforce", "enforce")
+
+
+def test_a_lock_and_read_of_an_unreadable_entry_leaves_no_lock_behind(
+        server: RedisServer, tmp_path: Path) -> None:
+    """Redis takes the lock but cannot read the entry (a key of another type) and this
+    host holds no copy: the caller is told the read failed, and the lock it was not
+    told about is given back, so another host can take it at once."""
+
+    async def main() -> bool:
+        a = await redis_cache(server.url, tmp_path / "a.sqlite3", timeout=0.5)
+        b = await redis_cache(server.url, tmp_path / "b.sqlite3", timeout=0.5)
+        try:
+            _lose(server, "wrong type")
+            with pytest.raises(StoreError):
+                await a.acquire_get(  # type: ignore[attr-defined]
+                    "refresh", "a", 60.0, POLICY_NAMESPACE, DOMAIN)
+            return await b.acquire("refresh", "b", 60.0)
+        finally:
+            await a.close()
+            await b.close()
+
+    assert asyncio.run(main()) is True

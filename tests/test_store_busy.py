@@ -189,3 +189,40 @@ def test_writes_waiting_for_the_lock_are_bounded_in_number(
             await store.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["acquire", "acquire_get"])
+def test_a_lock_taken_after_waiting_for_the_file_lasts_its_ttl_from_then(
+        tmp_path: Path, holder: list[LockHolder], together: bool) -> None:
+    # The lock's expiry counts from when it is taken, not from when it was asked: one
+    # taken after waiting for another process's write lock is not already partly run
+    # out (and a second owner does not get it early).
+    path = tmp_path / "cache.sqlite3"
+    now = [1000.0]
+
+    def clock() -> float:
+        return now[0]
+
+    async def main() -> tuple[bool, bool]:
+        store = SqliteStore(path, clock=clock, busy_timeout=30.0)
+        other = SqliteStore(path, clock=clock)
+        try:
+            await store.set("t", "k", b"v", expires_at=None)
+            holder.append(LockHolder(path))
+            if together:
+                taking = asyncio.ensure_future(acquire_get(store, "L", "a", 10.0, "t", "k"))
+            else:
+                taking = asyncio.ensure_future(store.acquire("L", "a", 10.0))
+            await asyncio.sleep(0.2)  # the call has been made and waits for the file
+            assert not taking.done()
+            now[0] = 1100.0  # the wait took 100 s
+            holder[0].release()
+            taken = await taking
+            held = taken[0] if isinstance(taken, tuple) else taken
+            now[0] = 1105.0  # half the ttl later
+            return held, await other.acquire("L", "b", 10.0)
+        finally:
+            await other.close()
+            await store.close()
+
+    assert asyncio.run(main()) == (True, False)

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -18,6 +19,7 @@ from tlspolicy.stores import (
     MirroredStore,
     SqliteStore,
     Store,
+    StoreEntry,
     StoreError,
     StoreUnavailableError,
     acquire_get,
@@ -569,3 +571,49 @@ def test_a_store_key_is_a_string_of_bounded_length() -> None:
         with pytest.raises(StoreError, match="store namespace"):
             check_name(namespace, "k")
 
+
+
+def test_sqlite_a_cancelled_close_still_ends_the_worker(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = SqliteStore(tmp_path / "cache.sqlite3")
+        await store.set("t", "k", b"v", expires_at=None)
+        closing = asyncio.create_task(store.close())
+        await asyncio.sleep(0)
+        closing.cancel()
+        await asyncio.gather(closing, return_exceptions=True)
+        # The worker takes nothing new: its thread ends once what was queued is done.
+        with pytest.raises(RuntimeError, match="shutdown"):
+            store._executor.submit(lambda: None)
+
+    asyncio.run(main())
+
+
+def test_a_mirrored_store_that_cannot_read_its_mirror_does_not_answer_no_entry(
+        tmp_path: Path) -> None:
+    # The primary has no entry and the mirror cannot be read: whether this host holds a
+    # copy is unknown, so the read is unavailable rather than "no entry".
+    class FailingReads:
+        def __init__(self, inner: Store) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        async def get(self, namespace: str, key: str) -> StoreEntry | None:
+            raise StoreError("mirror damaged")
+
+    async def main() -> None:
+        primary = SqliteStore(tmp_path / "primary.sqlite3")
+        local = SqliteStore(tmp_path / "mirror.sqlite3")
+        store = MirroredStore(primary, FailingReads(local),  # type: ignore[arg-type]
+                              mirror_when=lambda ns, key, value: True)
+        try:
+            with pytest.raises(StoreUnavailableError):
+                await store.get("t", "k")
+            await primary.set("t", "k", b"v", expires_at=None)
+            assert (await store.get("t", "k")).value == b"v"  # type: ignore[union-attr]
+        finally:
+            await primary.close()
+            await local.close()
+
+    asyncio.run(main())

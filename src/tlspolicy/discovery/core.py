@@ -9,6 +9,7 @@ import logging
 import math
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -70,6 +71,9 @@ _outcome_log = logging.getLogger(OUTCOME_LOGGER)
 #: Background policy checks in flight at most (see Discovery.max_background_checks): as
 #: many as the DNS client lets queries run at once, past which a check would only wait.
 MAX_BACKGROUND_CHECKS: Final = 256
+#: Domains whose latest cache read failed that a :class:`Discovery` keeps (the oldest
+#: go first).
+MAX_UNREADABLE: Final = 100_000
 
 
 class Discovery(ResolverTrust):
@@ -128,8 +132,9 @@ class Discovery(ResolverTrust):
         self._mx_memo: dict[str, tuple[DnsAnswer, MxLookup]] = {}
         self._tlsa_memo: dict[tuple[str, int], tuple[tuple[DnsAnswer, ...], TlsaLookup]] = {}
         self._refreshing: dict[str, asyncio.Task[StsState]] = {}
-        # Domains whose latest cache read failed (the store is down): see sts_state.
-        self._unreadable: set[str] = set()
+        # Domains whose latest cache read failed (the store is down): see sts_state.  The
+        # most recent failures are kept, the oldest dropped past MAX_UNREADABLE.
+        self._unreadable: OrderedDict[str, None] = OrderedDict()
         self._schedule = ScheduleLimits.of(config)
         self._decode = StateDecoder(self._share, clock, self._schedule)
         self._background: set[asyncio.Task[Any]] = set()
@@ -315,12 +320,14 @@ class Discovery(ResolverTrust):
 
     def _unreadable_entry(self, domain: str, exc: StoreError) -> None:
         _log.warning("MTA-STS cache read for %s failed: %s", domain, exc)
-        if len(self._unreadable) < 100_000:
-            self._unreadable.add(domain)
+        self._unreadable[domain] = None
+        self._unreadable.move_to_end(domain)
+        if len(self._unreadable) > MAX_UNREADABLE:
+            self._unreadable.popitem(last=False)
 
     def _decoded(self, domain: str, entry: StoreEntry | None) -> StsState | None:
         """The state in an entry read from the store (``None``: none stored, or corrupt)."""
-        self._unreadable.discard(domain)
+        self._unreadable.pop(domain, None)
         try:
             return None if entry is None else self._decode(domain, entry.value)
         except StoreError as exc:

@@ -226,5 +226,13 @@ async def stored_states(entries: AsyncIterable[_Entry], now: float,
 
 def mirror_enforce_policies(namespace: str, key: str, value: bytes) -> bool:
     """The ``mirror_when`` for :class:`~tlspolicy.stores.MirroredStore`: unexpired enforce
-    MTA-STS policies go to the local mirror."""
-    return namespace == POLICY_NAMESPACE and b'"enforce":true' in value
+    MTA-STS policies go to the local mirror.  Only an entry that decodes to a state
+    holding an enforce policy is selected: a damaged entry, or one of another record
+    version, never replaces a good mirrored copy (the copy is served instead)."""
+    if namespace != POLICY_NAMESPACE or b'"enforce":true' not in value:
+        return False
+    try:
+        cached = decode_state(key, value).cached
+    except StoreError:
+        return False
+    return cached is not None and cached.policy.mode is StsMode.ENFORCE

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
@@ -22,8 +23,11 @@ __all__ = ["MirroredStore"]
 _T = TypeVar("_T")
 
 
-#: Keys whose mirrored value a :class:`MirroredStore` remembers (cleared when full).
+#: Keys whose mirrored value a :class:`MirroredStore` remembers (the least recently
+#: used are forgotten past it), and keys whose latest change it remembers.
 _KNOWN_LIMIT = 100_000
+#: Purges whose generation a :class:`MirroredStore` remembers (the oldest go first).
+_PURGES_KEPT = 64
 
 
 def _stamp(entry: StoreEntry) -> tuple[int, int, float | None]:
@@ -49,7 +53,9 @@ class MirroredStore:
     it.  A write made without having read it (a check that failed because the entry
     seemed missing) replaces nothing, and the copy stays.  :meth:`delete` and
     :meth:`purge` remove the copy; other hosts' copies stay until they are removed
-    there, or replaced.
+    there, or replaced.  A read whose entry this store wrote, deleted or purged while
+    the read was in flight neither writes the mirror nor is remembered: what the
+    primary answered may be older than the change, and is served as it was read.
 
     While the primary is unavailable, reads, iteration and locks fall back to the
     mirror, so what was mirrored is still served.  After a failure the primary is
@@ -68,7 +74,17 @@ class MirroredStore:
         self._down_until = 0.0
         # (namespace, key) -> the version of the selected entry this store last served,
         # which is in the mirror.
-        self._known: dict[tuple[str, str], tuple[int, int, float | None]] = {}
+        self._known: OrderedDict[tuple[str, str], tuple[int, int, float | None]] = \
+            OrderedDict()
+        # Generations: each write, delete or purge of this store takes the next one when
+        # it starts and again when it ends; a read that began at generation g is
+        # overtaken by a change when the key's (or a purge's) generation is past g.
+        self._generation = 0
+        self._changed: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._purged: list[tuple[str, str, int]] = []
+        # Changes forgotten (past the limits) up to this generation: a read that began
+        # before it counts as overtaken.
+        self._forgotten = 0
         self._preferred_logged: set[tuple[str, str]] = set()
         #: Operations answered by the mirror because the primary was down.
         self.fallbacks = 0
@@ -104,28 +120,72 @@ class MirroredStore:
                                                        entry.value)
 
     def _remember(self, entry: StoreEntry) -> None:
-        if len(self._known) >= _KNOWN_LIMIT:
-            self._known.clear()
-        self._known[(entry.namespace, entry.key)] = _stamp(entry)
+        name = (entry.namespace, entry.key)
+        self._known[name] = _stamp(entry)
+        self._known.move_to_end(name)
+        if len(self._known) > _KNOWN_LIMIT:
+            self._known.popitem(last=False)
 
-    async def _copy(self, namespace: str, key: str) -> StoreEntry | None:
-        """The mirror's unexpired, selected copy (``None`` when it cannot be read)."""
+    def _change(self, namespace: str, key: str) -> None:
+        """A write or delete of the entry starts or ends (see :meth:`_overtaken`)."""
+        self._generation += 1
+        name = (namespace, key)
+        self._changed[name] = self._generation
+        self._changed.move_to_end(name)
+        if len(self._changed) > _KNOWN_LIMIT:
+            self._forgotten = max(self._forgotten, self._changed.popitem(last=False)[1])
+
+    def _purging(self, namespace: str, prefix: str) -> None:
+        """A purge starts or ends."""
+        self._generation += 1
+        self._purged.append((namespace, prefix, self._generation))
+        if len(self._purged) > _PURGES_KEPT:
+            self._forgotten = max(self._forgotten, self._purged.pop(0)[2])
+
+    def _overtaken(self, namespace: str, key: str, since: int) -> bool:
+        """Whether this store changed the entry after generation ``since`` (when a read
+        of it began)."""
+        if since < self._forgotten or self._changed.get((namespace, key), 0) > since:
+            return True
+        for space, prefix, generation in reversed(self._purged):
+            if generation <= since:
+                return False
+            if space == namespace and key.startswith(prefix):
+                return True
+        return False
+
+    async def _copy(self, namespace: str, key: str, *,
+                    required: bool = False) -> StoreEntry | None:
+        """The mirror's unexpired, selected copy (``None`` when it cannot be read, or,
+        ``required``, :class:`StoreUnavailableError`: the answer would be "no entry"
+        without knowing whether this host holds one)."""
         try:
             copy = await self.mirror.get(namespace, key)
         except StoreError as exc:
             store_log.warning("local mirror read of %s/%s failed: %s", namespace, key, exc)
+            if required:
+                raise StoreUnavailableError(
+                    f"no shared entry for {namespace}/{key}, and the local mirror could "
+                    f"not be read: {exc}") from exc
             return None
         return copy if self._selected(copy) else None
 
     async def _served(self, namespace: str, key: str, entry: StoreEntry | None,
-                      why: str | None = None) -> StoreEntry | None:
-        """What a read answers when the primary answered ``entry`` (``why``: it could
-        not read the entry), keeping the mirror current."""
+                      since: int, why: str | None = None) -> StoreEntry | None:
+        """What a read begun at generation ``since`` answers when the primary answered
+        ``entry`` (``why``: it could not read the entry), keeping the mirror current.
+        A read this store's own change overtook serves what it read and leaves the
+        mirror and what is remembered to that change."""
         if entry is not None and self._selected(entry):
-            if self._known.get((namespace, key)) != _stamp(entry):
+            if self._known.get((namespace, key)) != _stamp(entry) and \
+                    not self._overtaken(namespace, key, since):
                 copy = await self._copy(namespace, key)
+                if self._overtaken(namespace, key, since):
+                    return entry
                 if copy is None or copy.value != entry.value or \
                         copy.expires_at != entry.expires_at:
+                    # Checked just before: a change starting later writes the mirror
+                    # after this write.
                     try:
                         await self.mirror.set(namespace, key, entry.value,
                                               expires_at=entry.expires_at)
@@ -134,9 +194,12 @@ class MirroredStore:
                                           namespace, key, exc)
                         return entry
                     self.mirrored_on_read += 1
-                self._remember(entry)
+                if not self._overtaken(namespace, key, since):
+                    self._remember(entry)
             return entry
-        copy = await self._copy(namespace, key)
+        copy = await self._copy(namespace, key, required=entry is None)
+        if self._overtaken(namespace, key, since):
+            return entry if copy is None else copy
         if copy is None:
             self._known.pop((namespace, key), None)
             return entry
@@ -154,20 +217,22 @@ class MirroredStore:
     async def get(self, namespace: str, key: str) -> StoreEntry | None:
         """From the primary (the mirror's copy when the primary has none usable), or
         from the mirror while the primary is down."""
+        since = self._generation
         try:
             entry = await self._primary(f"get {namespace}/{key}",
                                         lambda: self.primary.get(namespace, key))
         except StoreUnavailableError:
             entry = await self.mirror.get(namespace, key)
-            if self._selected(entry):
+            if self._selected(entry) and not self._overtaken(namespace, key, since):
                 assert entry is not None
                 self._remember(entry)
             return entry
         except StoreError as exc:
             if await self._copy(namespace, key) is None:
                 raise
-            return await self._served(namespace, key, None, f"an unreadable entry ({exc})")
-        return await self._served(namespace, key, entry)
+            return await self._served(namespace, key, None, since,
+                                      f"an unreadable entry ({exc})")
+        return await self._served(namespace, key, entry, since)
 
     async def _replace_copy(self, namespace: str, key: str, value: bytes,
                             expires_at: float | None) -> None:
@@ -185,29 +250,41 @@ class MirroredStore:
     async def set(self, namespace: str, key: str, value: bytes, *,
                   expires_at: float | None) -> None:
         """Mirror first (so an outage of the primary loses nothing selected), then primary."""
-        await self._replace_copy(namespace, key, value, expires_at)
-        await self._primary(f"set {namespace}/{key}", lambda: self.primary.set(
-            namespace, key, value, expires_at=expires_at))
+        self._change(namespace, key)
+        try:
+            await self._replace_copy(namespace, key, value, expires_at)
+            await self._primary(f"set {namespace}/{key}", lambda: self.primary.set(
+                namespace, key, value, expires_at=expires_at))
+        finally:
+            self._change(namespace, key)
 
     async def delete(self, namespace: str, key: str) -> bool:
         """Delete from both (this host's mirror; other hosts keep their copies); whether
         either had it."""
+        self._change(namespace, key)
         self._known.pop((namespace, key), None)
-        local = await self.mirror.delete(namespace, key)
-        return await self._primary(f"delete {namespace}/{key}",
-                                   lambda: self.primary.delete(namespace, key)) or local
+        try:
+            local = await self.mirror.delete(namespace, key)
+            return await self._primary(f"delete {namespace}/{key}",
+                                       lambda: self.primary.delete(namespace, key)) or local
+        finally:
+            self._change(namespace, key)
 
     async def purge(self, namespace: str, prefix: str = "") -> int:
         """Purge both (this host's mirror; other hosts keep their copies); the primary's
         count (the mirror's while the primary is down)."""
+        self._purging(namespace, prefix)
         for known in [k for k in self._known if k[0] == namespace and k[1].startswith(prefix)]:
             del self._known[known]
-        local = await self.mirror.purge(namespace, prefix)
         try:
-            return await self._primary(f"purge {namespace}/{prefix}*",
-                                       lambda: self.primary.purge(namespace, prefix))
-        except StoreUnavailableError:
-            return local
+            local = await self.mirror.purge(namespace, prefix)
+            try:
+                return await self._primary(f"purge {namespace}/{prefix}*",
+                                           lambda: self.primary.purge(namespace, prefix))
+            except StoreUnavailableError:
+                return local
+        finally:
+            self._purging(namespace, prefix)
 
     async def entries(self, namespace: str, prefix: str = "") -> AsyncIterator[StoreEntry]:
         """The primary's entries, each replaced by the mirror's copy as :meth:`get` would
@@ -240,29 +317,43 @@ class MirroredStore:
                           key: str) -> tuple[bool, StoreEntry | None]:
         """:meth:`acquire` and :meth:`get` together: the primary's (the entry as
         :meth:`get` serves it), or the mirror's while the primary is down."""
+        since = self._generation
         try:
             held, entry = await self._primary(f"lock {name}", lambda: acquire_get(
                 self.primary, name, owner, ttl, namespace, key))
         except StoreUnavailableError:
             held, entry = await acquire_get(self.mirror, name, owner, ttl, namespace, key)
-            if self._selected(entry):
+            if self._selected(entry) and not self._overtaken(namespace, key, since):
                 assert entry is not None
                 self._remember(entry)
             return held, entry
         except StoreError as exc:
             # The entry could not be read (the lock may be ours already: taking it again
-            # extends it).
+            # extends it).  With no copy to serve the caller is told the read failed, so
+            # a lock the primary may have taken for it is given back.
             if await self._copy(namespace, key) is None:
+                with contextlib.suppress(StoreError):
+                    await self._primary(f"unlock {name}",
+                                        lambda: self.primary.release(name, owner))
                 raise
             held = await self.acquire(name, owner, ttl)
-            return held, await self._served(namespace, key, None,
+            return held, await self._served(namespace, key, None, since,
                                             f"an unreadable entry ({exc})")
-        return held, await self._served(namespace, key, entry)
+        return held, await self._served(namespace, key, entry, since)
 
     async def set_release(self, namespace: str, key: str, value: bytes, *,
                           expires_at: float | None, name: str, owner: str) -> None:
         """:meth:`set`, then :meth:`release`, each store's write and release together
         (the mirror's first, as :meth:`set` does)."""
+        self._change(namespace, key)
+        try:
+            await self._set_release(namespace, key, value, expires_at=expires_at,
+                                    name=name, owner=owner)
+        finally:
+            self._change(namespace, key)
+
+    async def _set_release(self, namespace: str, key: str, value: bytes, *,
+                           expires_at: float | None, name: str, owner: str) -> None:
         try:
             if self._mirror_when(namespace, key, value):
                 await set_release(self.mirror, namespace, key, value, expires_at=expires_at,

@@ -474,10 +474,12 @@ class SqliteStore:
         check_name("lock", owner)
         if not ttl > 0:
             raise StoreError(f"lock ttl {ttl!r} must be positive")
-        now = self._clock()
 
         def work(conn: sqlite3.Connection) -> bool:
             conn.execute("BEGIN IMMEDIATE")
+            # Read once the write lock is ours (perhaps a busy timeout after the call):
+            # the lock lasts ``ttl`` from when it is taken.
+            now = self._clock()
             row = conn.execute("SELECT owner, expires_at FROM locks WHERE name=?",
                                (name,)).fetchone()
             if row is not None and row[0] != owner and row[1] > now:
@@ -499,10 +501,10 @@ class SqliteStore:
         check_name(namespace, key)
         if not ttl > 0:
             raise StoreError(f"lock ttl {ttl!r} must be positive")
-        now = self._clock()
 
         def work(conn: sqlite3.Connection) -> tuple[bool, StoreEntry | None]:
             conn.execute("BEGIN IMMEDIATE")
+            now = self._clock()  # once the write lock is ours, as in acquire
             row = conn.execute("SELECT owner, expires_at FROM locks WHERE name=?",
                                (name,)).fetchone()
             held = row is None or row[0] == owner or row[1] <= now
@@ -569,8 +571,11 @@ class SqliteStore:
         reading = self._reader.submit(self._close_reader) if (
             self._reader_ops or self._reader_conn is not None) else None
         self._reader.shutdown(wait=False)
-        if self._conn is not None:
-            await asyncio.shield(self._run(work))
-        if reading is not None:
-            await asyncio.shield(asyncio.wrap_future(reading))
-        self._executor.shutdown(wait=False)
+        try:
+            if self._conn is not None:
+                await asyncio.shield(self._run(work))
+            if reading is not None:
+                await asyncio.shield(asyncio.wrap_future(reading))
+        finally:
+            # Even when this task is cancelled: the worker ends after what is queued.
+            self._executor.shutdown(wait=False)
