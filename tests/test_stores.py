@@ -422,6 +422,30 @@ def test_redis_refuses_every_eviction_policy_but_noeviction(
     asyncio.run(main())
 
 
+def test_redis_lock_and_read_of_a_key_of_another_type_leaves_no_lock(
+        redis_server: RedisServer) -> None:
+    """A WRONGTYPE on the entry's read fails the call; the lock taken in the same round
+    trip is given back, since the caller is told neither."""
+    from tlspolicy.stores.redis import RedisStore
+
+    async def main() -> None:
+        import redis.asyncio as redis_asyncio
+
+        admin = redis_asyncio.Redis.from_url(redis_server.url)
+        store = await RedisStore.connect(redis_server.url, prefix="test-wrongtype:")
+        try:
+            await admin.rpush("test-wrongtype:t:k", "x")
+            with pytest.raises(StoreError, match="WRONGTYPE"):
+                await store.acquire_get("lk", "a", 30, "t", "k")
+            assert await store.acquire("lk", "b", 30)  # free for another owner at once
+        finally:
+            await admin.delete("test-wrongtype:t:k", "test-wrongtype:lock:lk")
+            await admin.aclose()
+            await store.close()
+
+    asyncio.run(main())
+
+
 class _PlainStore:
     """A store with only the protocol's methods (no combined operations)."""
 

@@ -245,7 +245,19 @@ class RedisStore:
         pipe.get(lock)
         pipe.get(entry_key)
         pipe.pexpiretime(entry_key)
-        taken, holder, value, expiry = await self._call(pipe.execute())
+        results = await self._call(pipe.execute(raise_on_error=False))
+        taken, holder, value, expiry = results
+        failed = [r for r in results if isinstance(r, Exception)]
+        if failed:
+            # The lock may have been taken while the entry could not be read (a key of
+            # the wrong type): give it back, since the caller is told neither.
+            if taken is True:
+                await self.release(name, owner)
+            error = failed[0]
+            if isinstance(error, (self._errors.ConnectionError, self._errors.TimeoutError,
+                                  OSError)):
+                raise StoreUnavailableError(f"Redis: {error}")
+            raise StoreError(f"Redis: {error}")
         held = bool(taken)
         if not held and holder is not None and \
                 bytes(holder).decode(errors="replace") == owner:
