@@ -344,3 +344,25 @@ def test_a_pattern_of_a_labels_says_postfix_may_look_up_utf_8() -> None:
                         'tls = "required"\n', "t.toml")
     _entries, warnings = postfix_entries(config)
     assert any("UTF-8" in w.message for w in warnings)
+
+
+def test_a_quantified_flag_group_is_found() -> None:
+    # RE2 repeats the atom before (?i); PCRE refuses the pattern and Postfix the line.
+    for pattern in (r"^mx(?i)?\.bank\.example$", r"1(?m)+?x", r"^a(?s){1,}b"):
+        assert pcre_difference(pattern) is not None, pattern
+    for pattern in (r"(?i)bank\.example$", r"(?i:a)?b"):
+        assert pcre_difference(pattern) is None, pattern
+
+
+def test_a_floor_the_chain_meets_is_written_when_a_stanza_line_may_answer_first() -> None:
+    # Merged option by option the binding meets the floor, so the floor plan writes
+    # nothing; but Postfix answers s.example from the /^s/ line alone, whose tls is the
+    # binding's "no".
+    config = loads_toml('[[floor]]\nname = "/\\\\.example$/"\ntls = "required"\n'
+                        '[[binding]]\nname = "b1"\n[[binding.domain]]\nname = "/^s/"\n'
+                        'tls_protocols = "TLSv1.2:TLSv1.3"\n[[binding.domain]]\n'
+                        'name = "/\\\\.example$/"\ntls = "required"\n', "t.toml")
+    entries, _w = postfix_entries(config, "b1")
+    lines = render_pcre_table(entries).splitlines()
+    assert lines[2].startswith("/\\.example$/\tencrypt"), lines
+    assert PolicyLookup(Resolver(config))("b1", "s.example").text.startswith("encrypt")

@@ -55,7 +55,7 @@ def pcre_difference(pattern: str) -> str | None:
     while i < n:
         char = pattern[i]
         if char in "*+?{" and after_assertion:
-            return "a quantifier follows an assertion (PCRE refuses it)"
+            return "a quantifier follows an assertion or a flag group (PCRE refuses it)"
         if char == "{" and pattern[i + 1:i + 2] == ",":
             return "'{,' is a quantifier in newer PCRE and text in RE2"
         after_assertion = False
@@ -75,10 +75,24 @@ def pcre_difference(pattern: str) -> str | None:
             i = end + 1
         elif "A" <= char <= "Z":
             return "it holds a capital letter (Postfix matches case-insensitively)"
+        elif char == "(" and pattern[i + 1:i + 2] == "?" and _flag_group_end(pattern, i):
+            # (?i) and the like: RE2 lets a quantifier after it repeat the atom before,
+            # PCRE refuses it as it does one after an assertion.
+            after_assertion = True
+            i = _flag_group_end(pattern, i)
         else:
             after_assertion = char in "^$"
             i += 1
     return None
+
+
+def _flag_group_end(pattern: str, start: int) -> int:
+    """The index after a flag group ``(?ims-U)`` opened at ``start``, else 0."""
+    end = pattern.find(")", start + 2)
+    body = pattern[start + 2:end]
+    if end < 0 or not body or any(c not in "imsU-" for c in body):
+        return 0
+    return end + 1
 
 
 def case_dependent(pattern: str) -> bool:

@@ -185,7 +185,7 @@ def postfix_entries(
 
     # Floors (SEMANTICS 7): exact names get the resolver's raised values below; a
     # regex floor is written as a pcre line ahead of the others, never weaker.
-    floor_lines = _floor_regex_lines(config, name)
+    floor_lines = _floor_regex_lines(config, name, stanzas)
     first: list[tuple[str, tuple[dict[str, object], dict[str, Source]]]] = []
     for floor_name, floor_opts, floor_source in floor_lines:
         why = pcre_difference(floor_name.key)
@@ -366,17 +366,35 @@ def _expiry_notes(config: Config, binding: str, key: str, resolver: Resolver
     return notes
 
 
-def _floor_regex_lines(config: Config, binding: str
+def _floor_regex_lines(config: Config, binding: str,
+                       stanzas: Sequence[tuple[tuple[tuple[ScopeKind, str], ...],
+                                               DomainScope]]
                        ) -> list[tuple[DomainName, Options, str]]:
     """The regex floors to write for ``binding``: pattern, raised options, floor path.
 
-    Raises :class:`~tlspolicy.floors.FloorExportError` for a regex floor that no
-    constant answer can carry (see :mod:`tlspolicy.floors`).
+    Those the floor plan writes (:mod:`tlspolicy.floors`: the chain, merged option by
+    option, does not meet them everywhere), and those it does not but a regex stanza
+    line of the binding may answer first for a name they match: Postfix takes one line,
+    where tlspolicy merges the stanzas, so a stanza line that leaves an option to the
+    binding would answer below the floor.  Raises
+    :class:`~tlspolicy.floors.FloorExportError` for a regex floor that no constant answer
+    can carry.
     """
     if not any(f.name.kind is DomainKind.REGEX for f in config.floors):
         return []
-    plan = plan_floor_writes(config, what="a Postfix pcre table")
-    return [(n, o, floor_path(n.text)) for n, o in plan.regex.get(binding, ())]
+    plan = dict(plan_floor_writes(config, what="a Postfix pcre table").regex.get(binding, ()))
+    patterns = [d.name.key for _p, d in stanzas
+                if d.name.kind is DomainKind.REGEX and not d.options.is_empty()]
+    lines = []
+    for floor in config.floors:
+        name = floor.name
+        if name.kind is not DomainKind.REGEX:
+            continue
+        if name in plan:
+            lines.append((name, plan[name], floor_path(name.text)))
+        elif any(p != name.key and not disjoint(p, name.key) for p in patterns):
+            lines.append((name, floor.options, floor_path(name.text)))
+    return lines
 
 
 def _group_prefix(config: Config, binding: str) -> tuple[tuple[ScopeKind, str], ...]:
