@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections import OrderedDict
@@ -445,7 +446,22 @@ class MirroredStore:
             await self._primary(f"unlock {name}", lambda: self.primary.release(name, owner))
 
     async def close(self) -> None:
-        """Close both stores."""
+        """Close both stores.  Cancelled, it still closes both (a close cut short would
+        leave the primary's connections open), then raises the cancellation."""
+        closing = asyncio.ensure_future(self._close())
+        cancelled = False
+        while not closing.done():
+            try:
+                await asyncio.wait([closing])
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            if not closing.cancelled() and closing.exception() is not None:
+                store_log.warning("closing the stores failed: %s", closing.exception())
+            raise asyncio.CancelledError
+        closing.result()
+
+    async def _close(self) -> None:
         try:
             await self.primary.close()
         finally:
