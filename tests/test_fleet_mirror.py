@@ -354,3 +354,30 @@ def test_a_lock_and_read_of_an_unreadable_entry_leaves_no_lock_behind(
             await b.close()
 
     assert asyncio.run(main()) is True
+
+
+def test_a_cancelled_close_still_closes_both_stores(server: RedisServer,
+                                                    tmp_path: Path) -> None:
+    # Cancelled at its first await, close() still closes the Redis connections and the
+    # mirror, then raises the cancellation.
+    async def main() -> tuple[bool, list[bool], bool]:
+        store = await redis_cache(server.url, tmp_path / "this.sqlite3", timeout=2.0)
+        assert isinstance(store, MirroredStore)
+        await store.get(POLICY_NAMESPACE, DOMAIN)
+        pool = store.primary._client.connection_pool  # type: ignore[attr-defined]
+        closing = asyncio.ensure_future(store.close())
+        await asyncio.sleep(0)
+        closing.cancel()
+        try:
+            await closing
+        except asyncio.CancelledError:
+            cancelled = True
+        else:
+            cancelled = False
+        connected = [c.is_connected for c in (*pool._available_connections,
+                                               *pool._in_use_connections)]
+        return cancelled, connected, store.mirror._closed  # type: ignore[attr-defined]
+
+    cancelled, connected, mirror_closed = asyncio.run(main())
+    assert cancelled and mirror_closed
+    assert connected and not any(connected)

@@ -9,6 +9,8 @@ every time, not by chance of scheduling."""
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,8 @@ import pytest
 from discovery_support import RedisServer, _binary, free_port
 from test_fleet_mirror import DOMAIN, _config, _mode, _state, _write
 from tlspolicy.discovery import Discovery, redis_cache
-from tlspolicy.discovery.stscache import POLICY_NAMESPACE
-from tlspolicy.stores import MirroredStore, Store, StoreEntry
+from tlspolicy.discovery.stscache import POLICY_NAMESPACE, encode_state, mirror_enforce_policies
+from tlspolicy.stores import MirroredStore, Store, StoreEntry, dumps_json
 from tlspolicy.stores import mirrored as mirrored_module
 
 pytestmark = pytest.mark.timeout(60)
@@ -237,3 +239,159 @@ def test_a_key_just_read_is_remembered_however_many_others_were(
             await other.close()
 
     assert asyncio.run(main()) == "other"
+
+
+@pytest.mark.parametrize("prefix", ["", DOMAIN[:3]])
+def test_a_read_begun_while_a_purge_is_under_way_does_not_undo_it(
+        server: RedisServer, tmp_path: Path, prefix: str) -> None:
+    # The purge has started (its mirror side in flight, Redis not yet purged) when the
+    # read begins: what the read brings back from Redis is older than the purge.
+    async def main() -> tuple[Any, Any, Any]:
+        other = await _host(server, tmp_path / "other.sqlite3")
+        store = await _host(server, tmp_path / "this.sqlite3")
+        try:
+            await _write(other, _state())
+            purging = asyncio.ensure_future(store.purge(POLICY_NAMESPACE, prefix))
+            await asyncio.sleep(0)
+            await asyncio.gather(purging, store.get(POLICY_NAMESPACE, DOMAIN))
+            return (await store.primary.get(POLICY_NAMESPACE, DOMAIN),
+                    await store.mirror.get(POLICY_NAMESPACE, DOMAIN),
+                    await store.get(POLICY_NAMESPACE, DOMAIN))
+        finally:
+            await store.close()
+            await other.close()
+
+    assert asyncio.run(main()) == (None, None, None)
+
+
+class Jittery:
+    """A primary whose reads and changes each wait a few random milliseconds before
+    and after, so reads and this host's changes of the same keys overlap every way."""
+
+    def __init__(self, inner: Store, rnd: random.Random) -> None:
+        self.inner = inner
+        self.rnd = rnd
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def _late(self, call: Awaitable[Any]) -> Any:
+        await asyncio.sleep(self.rnd.random() * 0.004)
+        result = await call
+        await asyncio.sleep(self.rnd.random() * 0.004)
+        return result
+
+    async def get(self, *args: Any) -> Any:
+        return await self._late(self.inner.get(*args))
+
+    async def acquire_get(self, *args: Any) -> Any:
+        return await self._late(self.inner.acquire_get(*args))  # type: ignore[attr-defined]
+
+    async def set(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._late(self.inner.set(*args, **kwargs))
+
+    async def set_release(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._late(self.inner.set_release(  # type: ignore[attr-defined]
+            *args, **kwargs))
+
+    async def delete(self, *args: Any) -> Any:
+        return await self._late(self.inner.delete(*args))
+
+    async def purge(self, *args: Any) -> Any:
+        return await self._late(self.inner.purge(*args))
+
+
+_GROUPS = {"a": ["a1.example", "a2.example"], "b": ["b1.example", "b2.example"],
+           "c": ["c.example"]}
+
+
+def _value(domain: str, mode: str, policy_id: str) -> bytes:
+    return dumps_json(encode_state(_state(mode, domain=domain, policy_id=policy_id)))
+
+
+async def _jittered_rounds(store: MirroredStore, other: MirroredStore, seed: int,
+                           rounds: int) -> list[tuple[int, str, list[str]]]:
+    """Rounds of this host's purges, deletes and writes racing its reads (gets and
+    lock-and-reads) of the same keys; what the mirror holds and a get serves after
+    each round that is not the last change."""
+    rnd = random.Random(seed)
+    inner = store.primary
+    store.primary = Jittery(inner, rnd)
+    keys = [key for group in _GROUPS.values() for key in group]
+    faults = []
+    for round_ in range(rounds):
+        for key in keys:  # enforce policies from another host, read here
+            await other.set(POLICY_NAMESPACE, key, _value(key, "enforce", f"o{round_}"),
+                            expires_at=time.time() + 3600)
+            await store.get(POLICY_NAMESPACE, key)
+        expect: dict[str, bytes | None] = {}
+        changes: list[tuple[str, str]] = []
+        for group, members in _GROUPS.items():
+            choice = rnd.choice(["purge", "keys", "keys", "none"])
+            if choice == "purge":
+                changes.append(("purge", group))
+                expect.update(dict.fromkeys(members))
+            elif choice == "keys":
+                for key in members:
+                    what = rnd.choice(["delete", "enforce", "testing", "locked enforce",
+                                       "locked testing", "none"])
+                    if what != "none":
+                        expect[key] = None if what == "delete" else _value(
+                            key, what.split()[-1], f"t{round_}")
+                        changes.append((what, key))
+
+        async def change(what: str, key: str, value: bytes | None) -> None:
+            await asyncio.sleep(rnd.random() * 0.01)
+            expires_at = time.time() + 3600
+            if what == "purge":
+                await store.purge(POLICY_NAMESPACE, key)
+            elif what == "delete":
+                await store.delete(POLICY_NAMESPACE, key)
+            elif what.startswith("locked"):
+                assert value is not None
+                await store.set_release(POLICY_NAMESPACE, key, value,
+                                        expires_at=expires_at, name="L" + key, owner="me")
+            else:
+                assert value is not None
+                await store.set(POLICY_NAMESPACE, key, value, expires_at=expires_at)
+
+        async def read() -> None:
+            await asyncio.sleep(rnd.random() * 0.012)
+            key = rnd.choice(keys)
+            if rnd.random() < 0.5:
+                await store.get(POLICY_NAMESPACE, key)
+            else:
+                await store.acquire_get("R" + key, "reader", 5.0, POLICY_NAMESPACE, key)
+                await store.release("R" + key, "reader")
+
+        await asyncio.gather(*(change(what, key, expect.get(key)) for what, key in changes),
+                             *(read() for _ in range(rnd.randint(5, 25))))
+        for key, value in expect.items():
+            copy = await store.mirror.get(POLICY_NAMESPACE, key)
+            served = await store.get(POLICY_NAMESPACE, key)
+            if (None if served is None else served.value) != value:
+                faults.append((round_, key, ["served a version not last written"]))
+            if copy is not None and copy.value != value:
+                faults.append((round_, key, ["mirror holds an older version"]))
+            if value is not None and mirror_enforce_policies(POLICY_NAMESPACE, key, value) \
+                    and (copy is None or copy.value != value):
+                faults.append((round_, key, ["enforce write not in the mirror"]))
+    store.primary = inner
+    return faults
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_reads_racing_this_hosts_changes_never_leave_an_older_version(
+        server: RedisServer, tmp_path: Path, seed: int) -> None:
+    # Randomised (with a fixed seed) overlaps of reads and changes: after them the
+    # mirror holds only the last change's version, and a get serves it.
+    async def main() -> list[tuple[int, str, list[str]]]:
+        other = await _host(server, tmp_path / "other.sqlite3")
+        store = await _host(server, tmp_path / "this.sqlite3")
+        try:
+            return await _jittered_rounds(store, other, seed, 10)
+        finally:
+            await store.close()
+            await other.close()
+
+    assert asyncio.run(main()) == []

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from .base import (
@@ -28,6 +29,15 @@ _T = TypeVar("_T")
 _KNOWN_LIMIT = 100_000
 #: Purges whose generation a :class:`MirroredStore` remembers (the oldest go first).
 _PURGES_KEPT = 64
+
+
+def _count(counts: dict[tuple[str, str], int], name: tuple[str, str], up: bool) -> None:
+    if up:
+        counts[name] = counts.get(name, 0) + 1
+    elif counts[name] == 1:
+        del counts[name]
+    else:
+        counts[name] -= 1
 
 
 def _stamp(entry: StoreEntry) -> tuple[int, int, float | None]:
@@ -78,10 +88,19 @@ class MirroredStore:
             OrderedDict()
         # Generations: each write, delete or purge of this store takes the next one when
         # it starts and again when it ends; a read that began at generation g is
-        # overtaken by a change when the key's (or a purge's) generation is past g.
+        # overtaken by a change when the key's (or a purge's) generation is past g, or
+        # while a change of its key (or a purge covering it) is in flight: one that
+        # started before the read may not have reached the primary yet.
         self._generation = 0
         self._changed: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._purged: list[tuple[str, str, int]] = []
+        # Changes in flight: (namespace, key) -> writes and deletes, (namespace, prefix)
+        # -> purges.
+        self._changing: dict[tuple[str, str], int] = {}
+        self._purging_now: dict[tuple[str, str], int] = {}
+        # Reads in flight (whose generations matter); with none, the generations of
+        # past changes are forgotten (no read can be overtaken by them).
+        self._reading = 0
         # Changes forgotten (past the limits) up to this generation: a read that began
         # before it counts as overtaken.
         self._forgotten = 0
@@ -126,27 +145,51 @@ class MirroredStore:
         if len(self._known) > _KNOWN_LIMIT:
             self._known.popitem(last=False)
 
-    def _change(self, namespace: str, key: str) -> None:
+    def _change(self, namespace: str, key: str, *, starts: bool) -> None:
         """A write or delete of the entry starts or ends (see :meth:`_overtaken`)."""
-        self._generation += 1
         name = (namespace, key)
+        _count(self._changing, name, starts)
+        if not self._reading:
+            return  # no read to overtake, now or (its generation taken later) after
+        self._generation += 1
         self._changed[name] = self._generation
         self._changed.move_to_end(name)
         if len(self._changed) > _KNOWN_LIMIT:
             self._forgotten = max(self._forgotten, self._changed.popitem(last=False)[1])
 
-    def _purging(self, namespace: str, prefix: str) -> None:
+    def _purging(self, namespace: str, prefix: str, *, starts: bool) -> None:
         """A purge starts or ends."""
+        _count(self._purging_now, (namespace, prefix), starts)
+        if not self._reading:
+            return
         self._generation += 1
         self._purged.append((namespace, prefix, self._generation))
         if len(self._purged) > _PURGES_KEPT:
             self._forgotten = max(self._forgotten, self._purged.pop(0)[2])
 
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[int]:
+        """A read in flight; the generation it began at."""
+        self._reading += 1
+        try:
+            yield self._generation
+        finally:
+            self._reading -= 1
+            if not self._reading:
+                # Every read to come begins past these generations: none overtakes it.
+                self._changed.clear()
+                self._purged.clear()
+
     def _overtaken(self, namespace: str, key: str, since: int) -> bool:
         """Whether this store changed the entry after generation ``since`` (when a read
-        of it began)."""
-        if since < self._forgotten or self._changed.get((namespace, key), 0) > since:
+        of it began), or is changing it now (a change begun before the read may have
+        reached the primary after it)."""
+        if since < self._forgotten or self._changed.get((namespace, key), 0) > since \
+                or (namespace, key) in self._changing:
             return True
+        for space, prefix in self._purging_now:
+            if space == namespace and key.startswith(prefix):
+                return True
         for space, prefix, generation in reversed(self._purged):
             if generation <= since:
                 return False
@@ -154,11 +197,11 @@ class MirroredStore:
                 return True
         return False
 
-    async def _copy(self, namespace: str, key: str, *,
-                    required: bool = False) -> StoreEntry | None:
+    async def _copy(self, namespace: str, key: str, *, required: bool = False,
+                    select: bool = True) -> StoreEntry | None:
         """The mirror's unexpired, selected copy (``None`` when it cannot be read, or,
         ``required``, :class:`StoreUnavailableError`: the answer would be "no entry"
-        without knowing whether this host holds one)."""
+        without knowing whether this host holds one); not ``select``: selected or not."""
         try:
             copy = await self.mirror.get(namespace, key)
         except StoreError as exc:
@@ -168,7 +211,7 @@ class MirroredStore:
                     f"no shared entry for {namespace}/{key}, and the local mirror could "
                     f"not be read: {exc}") from exc
             return None
-        return copy if self._selected(copy) else None
+        return copy if not select or self._selected(copy) else None
 
     async def _served(self, namespace: str, key: str, entry: StoreEntry | None,
                       since: int, why: str | None = None) -> StoreEntry | None:
@@ -176,10 +219,14 @@ class MirroredStore:
         ``entry`` (``why``: it could not read the entry), keeping the mirror current.
         A read this store's own change overtook serves what it read and leaves the
         mirror and what is remembered to that change."""
+        if entry is not None and self._known.get((namespace, key)) == _stamp(entry):
+            # A version remembered was selected, and is in the mirror: not decided again.
+            self._known.move_to_end((namespace, key))
+            return entry
         if entry is not None and self._selected(entry):
-            if self._known.get((namespace, key)) != _stamp(entry) and \
-                    not self._overtaken(namespace, key, since):
-                copy = await self._copy(namespace, key)
+            if not self._overtaken(namespace, key, since):
+                # A copy of another value is replaced whether it is selected or not.
+                copy = await self._copy(namespace, key, select=False)
                 if self._overtaken(namespace, key, since):
                     return entry
                 if copy is None or copy.value != entry.value or \
@@ -217,15 +264,16 @@ class MirroredStore:
     async def get(self, namespace: str, key: str) -> StoreEntry | None:
         """From the primary (the mirror's copy when the primary has none usable), or
         from the mirror while the primary is down."""
-        since = self._generation
+        with self._read() as since:
+            return await self._get(namespace, key, since)
+
+    async def _get(self, namespace: str, key: str, since: int) -> StoreEntry | None:
         try:
             entry = await self._primary(f"get {namespace}/{key}",
                                         lambda: self.primary.get(namespace, key))
         except StoreUnavailableError:
             entry = await self.mirror.get(namespace, key)
-            if self._selected(entry) and not self._overtaken(namespace, key, since):
-                assert entry is not None
-                self._remember(entry)
+            self._fallen_back(namespace, key, entry, since)
             return entry
         except StoreError as exc:
             if await self._copy(namespace, key) is None:
@@ -233,6 +281,15 @@ class MirroredStore:
             return await self._served(namespace, key, None, since,
                                       f"an unreadable entry ({exc})")
         return await self._served(namespace, key, entry, since)
+
+    def _fallen_back(self, namespace: str, key: str, entry: StoreEntry | None,
+                     since: int) -> None:
+        """The mirror answered a read begun at ``since`` (the primary being down)."""
+        if entry is not None and self._known.get((namespace, key)) == _stamp(entry):
+            self._known.move_to_end((namespace, key))
+        elif self._selected(entry) and not self._overtaken(namespace, key, since):
+            assert entry is not None
+            self._remember(entry)
 
     async def _replace_copy(self, namespace: str, key: str, value: bytes,
                             expires_at: float | None) -> None:
@@ -250,30 +307,30 @@ class MirroredStore:
     async def set(self, namespace: str, key: str, value: bytes, *,
                   expires_at: float | None) -> None:
         """Mirror first (so an outage of the primary loses nothing selected), then primary."""
-        self._change(namespace, key)
+        self._change(namespace, key, starts=True)
         try:
             await self._replace_copy(namespace, key, value, expires_at)
             await self._primary(f"set {namespace}/{key}", lambda: self.primary.set(
                 namespace, key, value, expires_at=expires_at))
         finally:
-            self._change(namespace, key)
+            self._change(namespace, key, starts=False)
 
     async def delete(self, namespace: str, key: str) -> bool:
         """Delete from both (this host's mirror; other hosts keep their copies); whether
         either had it."""
-        self._change(namespace, key)
+        self._change(namespace, key, starts=True)
         self._known.pop((namespace, key), None)
         try:
             local = await self.mirror.delete(namespace, key)
             return await self._primary(f"delete {namespace}/{key}",
                                        lambda: self.primary.delete(namespace, key)) or local
         finally:
-            self._change(namespace, key)
+            self._change(namespace, key, starts=False)
 
     async def purge(self, namespace: str, prefix: str = "") -> int:
         """Purge both (this host's mirror; other hosts keep their copies); the primary's
         count (the mirror's while the primary is down)."""
-        self._purging(namespace, prefix)
+        self._purging(namespace, prefix, starts=True)
         for known in [k for k in self._known if k[0] == namespace and k[1].startswith(prefix)]:
             del self._known[known]
         try:
@@ -284,7 +341,7 @@ class MirroredStore:
             except StoreUnavailableError:
                 return local
         finally:
-            self._purging(namespace, prefix)
+            self._purging(namespace, prefix, starts=False)
 
     async def entries(self, namespace: str, prefix: str = "") -> AsyncIterator[StoreEntry]:
         """The primary's entries, each replaced by the mirror's copy as :meth:`get` would
@@ -299,7 +356,13 @@ class MirroredStore:
         else:
             by_key = {entry.key: entry for entry in items}
             async for copy in self.mirror.entries(namespace, prefix):
-                if self._selected(copy) and not self._selected(by_key.get(copy.key)):
+                # Each entry decided once at most: a primary's version this store
+                # remembers was selected, and a copy of the same value is no better.
+                entry = by_key.get(copy.key)
+                if entry is not None and (entry.value == copy.value or self._known.get(
+                        (namespace, copy.key)) == _stamp(entry) or self._selected(entry)):
+                    continue
+                if self._selected(copy):
                     by_key[copy.key] = copy
             items = [by_key[key] for key in sorted(by_key)]
         for entry in items:
@@ -317,15 +380,17 @@ class MirroredStore:
                           key: str) -> tuple[bool, StoreEntry | None]:
         """:meth:`acquire` and :meth:`get` together: the primary's (the entry as
         :meth:`get` serves it), or the mirror's while the primary is down."""
-        since = self._generation
+        with self._read() as since:
+            return await self._acquire_get(name, owner, ttl, namespace, key, since)
+
+    async def _acquire_get(self, name: str, owner: str, ttl: float, namespace: str,
+                           key: str, since: int) -> tuple[bool, StoreEntry | None]:
         try:
             held, entry = await self._primary(f"lock {name}", lambda: acquire_get(
                 self.primary, name, owner, ttl, namespace, key))
         except StoreUnavailableError:
             held, entry = await acquire_get(self.mirror, name, owner, ttl, namespace, key)
-            if self._selected(entry) and not self._overtaken(namespace, key, since):
-                assert entry is not None
-                self._remember(entry)
+            self._fallen_back(namespace, key, entry, since)
             return held, entry
         except StoreError as exc:
             # The entry could not be read (the lock may be ours already: taking it again
@@ -345,12 +410,12 @@ class MirroredStore:
                           expires_at: float | None, name: str, owner: str) -> None:
         """:meth:`set`, then :meth:`release`, each store's write and release together
         (the mirror's first, as :meth:`set` does)."""
-        self._change(namespace, key)
+        self._change(namespace, key, starts=True)
         try:
             await self._set_release(namespace, key, value, expires_at=expires_at,
                                     name=name, owner=owner)
         finally:
-            self._change(namespace, key)
+            self._change(namespace, key, starts=False)
 
     async def _set_release(self, namespace: str, key: str, value: bytes, *,
                            expires_at: float | None, name: str, owner: str) -> None:
@@ -381,7 +446,22 @@ class MirroredStore:
             await self._primary(f"unlock {name}", lambda: self.primary.release(name, owner))
 
     async def close(self) -> None:
-        """Close both stores."""
+        """Close both stores.  Cancelled, it still closes both (a close cut short would
+        leave the primary's connections open), then raises the cancellation."""
+        closing = asyncio.ensure_future(self._close())
+        cancelled = False
+        while not closing.done():
+            try:
+                await asyncio.wait([closing])
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            if not closing.cancelled() and closing.exception() is not None:
+                store_log.warning("closing the stores failed: %s", closing.exception())
+            raise asyncio.CancelledError
+        closing.result()
+
+    async def _close(self) -> None:
         try:
             await self.primary.close()
         finally:
