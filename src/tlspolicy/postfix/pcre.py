@@ -52,6 +52,10 @@ def pcre_difference(pattern: str) -> str | None:
         return "it holds a character outside printable ASCII"
     i, n = 0, len(pattern)
     after_assertion = False
+    # Per open group: whether it holds a quantifier or an alternation.  Repeating such
+    # a group can make PCRE backtrack past its match limit on a long name, and Postfix
+    # then takes the line as not matching, where RE2 (linear) matches.
+    backtracks = [False]
     while i < n:
         char = pattern[i]
         if char in "*+?{" and after_assertion:
@@ -80,7 +84,32 @@ def pcre_difference(pattern: str) -> str | None:
             # PCRE refuses it as it does one after an assertion.
             after_assertion = True
             i = _flag_group_end(pattern, i)
+        elif char == "(":
+            backtracks.append(False)
+            i += 1
+            if pattern[i:i + 1] == "?":
+                k = i + 1
+                while k < n and pattern[k] in "imsU-":
+                    k += 1
+                if pattern[k:k + 1] == ":":  # (?: or (?i:
+                    i = k + 1
+                elif k == i + 1 and pattern[k:k + 1] in ("P", "<"):  # a named group
+                    close = pattern.find(">", k)
+                    if close < 0:
+                        return "it holds a group this does not read"
+                    i = close + 1
+                else:
+                    return "it holds a group this does not read"
+        elif char == ")":
+            inner = backtracks.pop() if len(backtracks) > 1 else False
+            if inner and pattern[i + 1:i + 2] in ("*", "+", "?", "{"):
+                return ("a repeated group holds a quantifier or an alternation: PCRE may "
+                        "exceed its match limit on a long name and skip the line")
+            backtracks[-1] = backtracks[-1] or inner
+            i += 1
         else:
+            if char in "*+?{|":
+                backtracks[-1] = True
             after_assertion = char in "^$"
             i += 1
     return None

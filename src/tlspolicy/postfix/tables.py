@@ -32,7 +32,7 @@ from ..options import (
     TlsProtocols,
 )
 from ..resolver import Resolver
-from ..resolver.floors import protocols_of
+from ..resolver.floors import protocols_of, raise_to_floors
 from ..scopes import DEFAULT_NAME, BindingScope, Config, DomainScope
 from ..scopes.models import floor_path, scope_path
 from ..scopes.stanzas import iter_stanzas
@@ -210,7 +210,12 @@ def postfix_entries(
         else:
             f_layers += base
         f_layers.append((config.options, "global"))
-        first.append((floor_name.key, _chain(f_layers)))
+        f_values, f_sources = _chain(f_layers)
+        # The floor raises the chain (a floor the plan does not write comes with no
+        # options of its own: its line is the chain's values raised to it).
+        raise_to_floors(f_values, f_sources,
+                        tuple(f for f in config.floors if f.name == floor_name))
+        first.append((floor_name.key, (f_values, f_sources)))
     # Postfix answers a name with the first pcre line that matches: a floor's, for a name
     # another regex floor or stanza matches too, where tlspolicy gives that one's values
     # raised by every floor matching.  Whether two patterns share a name is not decided,
@@ -393,7 +398,7 @@ def _floor_regex_lines(config: Config, binding: str,
         if name in plan:
             lines.append((name, plan[name], floor_path(name.text)))
         elif any(p != name.key and not disjoint(p, name.key) for p in patterns):
-            lines.append((name, floor.options, floor_path(name.text)))
+            lines.append((name, Options(), floor_path(name.text)))
     return lines
 
 
