@@ -193,8 +193,8 @@ def postfix_entries(
             # Postfix would match other names than the floor does: no line is never
             # weaker, and a floor is not left out (SEMANTICS 7).
             raise FloorExportError(
-                f"a Postfix pcre table would read this regex floor otherwise: {why}; write "
-                "it in lower case with plain classes, or serve Postfix from the socketmap",
+                f"a Postfix pcre table would read this regex floor otherwise: {why}; "
+                "rewrite the pattern, or serve Postfix from the socketmap",
                 Location(scope=floor_source, option="name"))
         f_layers = [(floor_opts, floor_source)]
         own = [(p, d) for p, d in stanzas if d.name == floor_name]
