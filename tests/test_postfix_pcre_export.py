@@ -372,8 +372,13 @@ def test_a_repeated_group_that_can_backtrack_is_found() -> None:
     # Postfix skips a line whose match exceeds PCRE's limit (a 22-letter label here).
     for pattern in (r"^([a-z0-9]+-?)+\.corp$|\.bank\.example$", r"^(?:a|ab)+$", r"(a*)*"):
         assert pcre_difference(pattern) is not None, pattern
-    for pattern in (r"^(?:mx|smtp)[0-9]+\.", r"(ab)+c", r"(?P<x>a)+"):
+    for pattern in (r"^(?:mx|smtp)[0-9]+\.", r"(ab)+c", r"(?P<x>a)+", r"^mx(\d+)?\.x$"):
         assert pcre_difference(pattern) is None, pattern
+    # Unbounded repeats one after another, with no group: four of these exceeded the
+    # limit on a 236-character name.
+    for pattern in (r"[a-z.]*[a-z.]*[a-z.]*[a-z.]*\.bank\.example$", r"a+b*c{2,}"):
+        assert pcre_difference(pattern) is not None, pattern
+    assert pcre_difference(r"^[a-z0-9-]+\.[a-z]+\.example$") is None
 
 
 def test_a_floor_line_written_for_an_overlapping_stanza_keeps_the_chain_above_it() -> None:
