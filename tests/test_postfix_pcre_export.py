@@ -376,8 +376,12 @@ def test_a_repeated_group_that_can_backtrack_is_found() -> None:
         assert pcre_difference(pattern) is None, pattern
     # Unbounded repeats one after another, with no group: four of these exceeded the
     # limit on a 236-character name.
-    for pattern in (r"[a-z.]*[a-z.]*[a-z.]*[a-z.]*\.bank\.example$", r"a+b*c{2,}"):
+    for pattern in (r"[a-z.]*[a-z.]*[a-z.]*[a-z.]*\.bank\.example$", r"a+b*c{2,}",
+                    r"[a-z.]{0,60}[a-z.]{0,60}[a-z.]{0,60}[a-z.]{0,60}\.bank\.example$",
+                    r"[a-z.]*?[a-z.]*?[a-z.]{0,60}?[a-z.]{0,60}?\.bank$", "(?:a|.)?" * 30):
         assert pcre_difference(pattern) is not None, pattern
+    for pattern in (r"[a-z.]{0,60}[a-z.]{0,60}[a-z.]{0,60}\.b$", "(?:a|b)?" * 20):
+        assert pcre_difference(pattern) is None, pattern
     assert pcre_difference(r"^[a-z0-9-]+\.[a-z]+\.example$") is None
 
 

@@ -28,8 +28,11 @@ __all__ = [
 #: the match ignores case.
 _CASE_SAFE_CLASSES: Final = frozenset({"alpha", "alnum", "digit", "lower", "xdigit",
                                        "punct", "space", "blank", "word"})
-#: Unbounded repeats (``*``, ``+``, ``{n,}``) a pattern written for Postfix may hold.
-_MAX_UNBOUNDED: Final = 2
+#: The longest name, and so the most lengths an unbounded repeat can take on one.
+_NAME_LENGTH: Final = 254
+#: The most ways a pattern written for Postfix may split a name between its repeats
+#: (PCRE's default match limit is 10,000,000 steps; three of [a-z.]{0,60} pass).
+_MAX_WAYS: Final = 2_000_000
 #: Letters after a backslash that stand for what ignoring case does not change (an
 #: escaped ASCII punctuation character is that character, and is safe too).
 _CASE_SAFE_ESCAPES: Final = frozenset("dDwWsSbBAz")
@@ -58,9 +61,11 @@ def pcre_difference(pattern: str) -> str | None:
     # a group can make PCRE backtrack past its match limit on a long name, and Postfix
     # then takes the line as not matching, where RE2 (linear) matches.
     backtracks = [False]
-    # Unbounded repeats one after another backtrack as much, with no group: four of
-    # [a-z.]* on a 236-character name exceeded PCRE's limit, where two or three did not.
-    unbounded = 0
+    # Repeats one after another backtrack too, with no group: PCRE may try every way of
+    # splitting a name between them, the product of the lengths each can take.  Four of
+    # [a-z.]* or of [a-z.]{0,60} on a 248-character name exceeded PCRE's match limit.
+    ways = 1
+    repeat_before = False
     while i < n:
         char = pattern[i]
         if char in "*+?{" and after_assertion:
@@ -116,20 +121,36 @@ def pcre_difference(pattern: str) -> str | None:
         else:
             if char in "*+?{|":
                 backtracks[-1] = True
-            if char in "*+" or (char == "{" and _unbounded_repeat(pattern, i)):
-                unbounded += 1
-                if unbounded > _MAX_UNBOUNDED:
-                    return (f"more than {_MAX_UNBOUNDED} unbounded repeats: PCRE may exceed "
-                            "its match limit on a long name and skip the line")
+            if char in "*+?{":
+                if not (char == "?" and repeat_before):  # not a lazy "*?", "+?", "??"
+                    ways *= _choices(pattern, i)
+                    if ways > _MAX_WAYS:
+                        return ("its repeats can split a long name too many ways: PCRE may "
+                                "exceed its match limit and skip the line")
+                repeat_before = True
+            else:
+                repeat_before = False
             after_assertion = char in "^$"
             i += 1
     return None
 
 
-def _unbounded_repeat(pattern: str, start: int) -> bool:
-    """Whether the ``{`` at ``start`` is ``{n,}``."""
+def _choices(pattern: str, start: int) -> int:
+    """How many lengths the repeat at ``start`` (``*``, ``+``, ``?``, ``{n,m}``) can take
+    on a name (at most 253 characters): 1 for a ``{`` that is no repeat."""
+    char = pattern[start]
+    if char in "*+":
+        return _NAME_LENGTH
+    if char == "?":
+        return 2
     end = pattern.find("}", start)
-    return end > 0 and pattern[start + 1:end].rstrip().endswith(",")
+    low, comma, high = pattern[start + 1:max(end, start)].partition(",")
+    if end < 0 or not low.strip().isdigit() or (high.strip() and not high.strip().isdigit()):
+        return 1
+    if not comma:
+        return 1
+    top = int(high) if high.strip() else _NAME_LENGTH
+    return max(1, min(top, _NAME_LENGTH) - int(low) + 1)
 
 
 def _flag_group_end(pattern: str, start: int) -> int:
