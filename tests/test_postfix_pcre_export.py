@@ -380,7 +380,11 @@ def test_a_repeated_group_that_can_backtrack_is_found() -> None:
                     r"[a-z.]{0,60}[a-z.]{0,60}[a-z.]{0,60}[a-z.]{0,60}\.bank\.example$",
                     r"[a-z.]*?[a-z.]*?[a-z.]{0,60}?[a-z.]{0,60}?\.bank$", "(?:a|.)?" * 30):
         assert pcre_difference(pattern) is not None, pattern
-    for pattern in (r"[a-z.]{0,60}[a-z.]{0,60}[a-z.]{0,60}\.b$", "(?:a|b)?" * 20):
+    # Alternatives are ways to split a name too, and a "?" after a group repeats it.
+    for pattern in ("(?:a|aa)" * 24 + "b$", "(?:a?)?" * 16 + "b$", "(?:a|.|..)" * 16 + "x$"):
+        assert pcre_difference(pattern) is not None, pattern
+    for pattern in (r"[a-z.]{0,60}[a-z.]{0,60}[a-z.]{0,60}\.b$", "(?:a|b)?" * 8,
+                    "(?:a|aa)" * 20 + "b$", "a$|b$|c$"):
         assert pcre_difference(pattern) is None, pattern
     assert pcre_difference(r"^[a-z0-9-]+\.[a-z]+\.example$") is None
 

@@ -66,6 +66,8 @@ def pcre_difference(pattern: str) -> str | None:
     # [a-z.]* or of [a-z.]{0,60} on a 248-character name exceeded PCRE's match limit.
     ways = 1
     repeat_before = False
+    # Per open group (the pattern itself first): how many branches it has.
+    branches = [1]
     while i < n:
         char = pattern[i]
         if char in "*+?{" and after_assertion:
@@ -96,6 +98,8 @@ def pcre_difference(pattern: str) -> str | None:
             i = _flag_group_end(pattern, i)
         elif char == "(":
             backtracks.append(False)
+            branches.append(1)
+            repeat_before = False
             i += 1
             if pattern[i:i + 1] == "?":
                 k = i + 1
@@ -112,6 +116,9 @@ def pcre_difference(pattern: str) -> str | None:
                     return "it holds a group this does not read"
         elif char == ")":
             inner = backtracks.pop() if len(backtracks) > 1 else False
+            # Each branch of an alternation is another way to split a name.
+            ways *= branches.pop() if len(branches) > 1 else 1
+            repeat_before = False  # a "?" after the group repeats the group
             # "?" repeats a group once at most: no unbounded backtracking.
             if inner and pattern[i + 1:i + 2] in ("*", "+", "{"):
                 return ("a repeated group holds a quantifier or an alternation: PCRE may "
@@ -121,6 +128,8 @@ def pcre_difference(pattern: str) -> str | None:
         else:
             if char in "*+?{|":
                 backtracks[-1] = True
+            if char == "|":
+                branches[-1] += 1
             if char in "*+?{":
                 if not (char == "?" and repeat_before):  # not a lazy "*?", "+?", "??"
                     ways *= _choices(pattern, i)
@@ -132,6 +141,9 @@ def pcre_difference(pattern: str) -> str | None:
                 repeat_before = False
             after_assertion = char in "^$"
             i += 1
+        if ways * branches[0] > _MAX_WAYS:
+            return ("its repeats and alternatives can split a long name too many ways: "
+                    "PCRE may exceed its match limit and skip the line")
     return None
 
 
