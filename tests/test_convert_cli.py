@@ -70,7 +70,7 @@ def test_convert_postfix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     # The regex lines stand inside a guard that keeps Postfix's ".parent" lookups out.
     assert pcre.read_text().splitlines()[1:] == [
         "if !/^\\./",
-        "/(^|\\.)bank\\.example$/\tverify match=hostname:nexthop "
+        "/(?:^|\\.)bank\\.example$/\tverify match=hostname:nexthop "
         "tafile=/etc/tlspolicy/ca/bank-root.pem protocols=>=TLSv1.2",
         "endif"]
     assert "what Postfix cannot express:" in err and "use_mta_sts" in err

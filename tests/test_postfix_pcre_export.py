@@ -76,6 +76,8 @@ tls = "required"
 
 
 def test_patterns_are_written_as_pcre_reads_them() -> None:
+    assert pcre_pattern(r"(^|\.)a(?P<n>b)[(]c(?:d)(?i)e(?i:f)") == \
+        r"(?:^|\.)a(?:b)[(]c(?:d)(?i)e(?i:f)"
     assert pcre_pattern(r"^x/y$") == r"^x\/y$"
     assert pcre_pattern(r"^a\/b$") == r"^a\/b$"  # already escaped: left as it is
     assert pcre_pattern(r"^a\\/b$") == r"^a\\\/b$"  # an escaped backslash, then a '/'
@@ -95,7 +97,8 @@ def test_a_floor_line_is_raised_to_the_regex_stanzas_it_may_hide() -> None:
     lines = render_pcre_table(entries).splitlines()
     assert lines[1] == "if !/^\\./" and lines[-1] == "endif"
     # pay.example's floor may hide secure.pay.example's stanza, which verifies: raised.
-    assert r"/(^|\.)pay\.example$/	verify match=hostname:nexthop" in lines
+    # Groups are written non-capturing: PCRE's captures cost it its match limit.
+    assert r"/(?:^|\.)pay\.example$/	verify match=hostname:nexthop" in lines
     # gov.example's stanza cannot share a name with either floor (another ending).
     assert not [w for w in warnings if "gov" in w.message and "raised" in w.message]
     assert any("raised to the values of" in w.message and "/(^|\\.)bank" in w.message
@@ -285,10 +288,11 @@ def test_what_pcre_refuses_or_reads_otherwise_is_found() -> None:
 # must be the same.
 SAFE = [r"(^|\.)bank\.example$", r"^[a-z0-9-]+\.example\.com$", r"[^a-z]x$", "[]a]b",
         "[^]a]b", r"^mx[0-9]{1,3}\.", r"\bmail\b", r"^(?:ab)+\.c$", r"[[:alpha:]]{3}\.d$",
-        r"^a\.b\-c$", r"[.-/]x", r"x[^-z]"]
+        r"^a\.b\-c$", r"[.-/]x", r"x[^-z]", "a?" * 20 + "(a)" * 10 + "b$"]
 NAMES = ["bank.example", "mx.bank.example", "a.example.com", "a.b.example.com", "ax",
          "-x", "9x", ".x", "ab", "]b", "bb", "mx1.a", "mx1234.a", "mail.x", "email.x",
-         "ab.c", "aba.c", "abc.d", "ab1.d", "a.b-c", "a.b.c", "/x", "xa", "x-", "xz"]
+         "ab.c", "aba.c", "abc.d", "ab1.d", "a.b-c", "a.b.c", "/x", "xa", "x-", "xz",
+         "a" * 200 + "b"]
 
 
 @requires_postmap
@@ -334,7 +338,7 @@ def test_stanzas_of_one_pattern_in_several_scopes_are_one_line() -> None:
         'tls = "required"\n', "t.toml")
     entries, _w = postfix_entries(config, "b")
     lines = render_pcre_table(entries).splitlines()
-    assert lines[2] == "/(^|\\.)bank\\.example$/\tverify match=hostname:nexthop", lines
+    assert lines[2] == "/(?:^|\\.)bank\\.example$/\tverify match=hostname:nexthop", lines
     assert PolicyLookup(Resolver(config))("b", "mx.bank.example").text == \
         "verify match=hostname:nexthop"
 
@@ -400,3 +404,9 @@ def test_a_floor_line_written_for_an_overlapping_stanza_keeps_the_chain_above_it
     lines = render_pcre_table(entries).splitlines()
     assert lines[2] == "/^mx\\./\tencrypt", lines
     assert PolicyLookup(Resolver(config))("b2", "mx.test").text == "encrypt"
+
+
+def test_groups_after_repeats_are_written_without_captures() -> None:
+    # Captures after a repeat's splits exceeded PCRE's match limit where the same
+    # pattern without captures did not.
+    assert pcre_pattern("a?" * 20 + "(a)" * 10 + "b$") == "a?" * 20 + "(?:a)" * 10 + "b$"

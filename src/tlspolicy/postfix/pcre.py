@@ -271,13 +271,31 @@ def pcre_pattern(pattern: str) -> str:
     as an escape (``\\/``, ``\\x{20}``), which PCRE reads as that character, in a class
     too; so is every control character.  Text quoted by ``\\Q...\\E`` is written as its
     characters, each escaped, since PCRE reads an escape inside such a quote as two
-    characters.  An escaped character is left as it is.
+    characters.  An escaped character is left as it is.  Groups are written
+    non-capturing (``(?:``): nothing reads what they capture, and PCRE's bookkeeping of
+    captures after a repeat's every split exceeded its match limit where the same
+    pattern without captures did not.
     """
     out: list[str] = []
     i, n = 0, len(pattern)
+    class_end = -1  # inside a character class up to this index: "(" is a member there
     while i < n:
         char = pattern[i]
-        if char == "\\" and pattern[i + 1:i + 2] == "Q":
+        if char == "[" and i > class_end:
+            class_end = _class_end(pattern, i) or n
+            out.append(char)
+            i += 1
+        elif char == "(" and i > class_end:
+            out.append("(?:")
+            i += 1
+            if pattern[i:i + 2] == "?:":
+                i += 2
+            elif pattern[i:i + 2] in ("?P", "?<"):  # a named group: its name is dropped
+                close = pattern.find(">", i)
+                i = n if close < 0 else close + 1
+            elif pattern[i:i + 1] == "?":  # a flag group: written as it is
+                out[-1] = "("
+        elif char == "\\" and pattern[i + 1:i + 2] == "Q":
             end = pattern.find("\\E", i + 2)
             quoted = pattern[i + 2:] if end < 0 else pattern[i + 2:end]
             out.extend(_literal(c) for c in quoted)
