@@ -385,7 +385,8 @@ def test_a_repeated_group_that_can_backtrack_is_found() -> None:
                     r"[a-z.]*?[a-z.]*?[a-z.]{0,60}?[a-z.]{0,60}?\.bank$", "(?:a|.)?" * 30):
         assert pcre_difference(pattern) is not None, pattern
     # Alternatives are ways to split a name too, and a "?" after a group repeats it.
-    for pattern in ("(?:a|aa)" * 24 + "b$", "(?:a?)?" * 16 + "b$", "(?:a|.|..)" * 16 + "x$"):
+    for pattern in ("(?:a|aa)" * 24 + "b$", "(?:a?)?" * 16 + "b$", "(?:a|.|..)" * 16 + "x$",
+                    "a?" + "[a]?" * 24 + "a{25}$", "a?" + "\\d?" * 24 + "\\d{24}$"):
         assert pcre_difference(pattern) is not None, pattern
     for pattern in (r"[a-z.]{0,60}[a-z.]{0,60}[a-z.]{0,60}\.b$", "(?:a|b)?" * 8,
                     "(?:a|aa)" * 20 + "b$", "a$|b$|c$"):

@@ -80,6 +80,7 @@ def pcre_difference(pattern: str) -> str | None:
             if not _case_safe_escape(escaped):
                 return f"it holds the escape \\{escaped}"
             after_assertion = escaped in "bBAz"
+            repeat_before = False  # a "?" after an escaped atom repeats it
             i += 2
         elif char == "[":
             end = _class_end(pattern, i)
@@ -88,6 +89,7 @@ def pcre_difference(pattern: str) -> str | None:
             why = _class_difference(pattern[i + 1:end])
             if why is not None:
                 return why
+            repeat_before = False  # a "?" after a class repeats it
             i = end + 1
         elif "A" <= char <= "Z":
             return "it holds a capital letter (Postfix matches case-insensitively)"
