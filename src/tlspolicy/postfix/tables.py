@@ -163,9 +163,7 @@ def postfix_entries(
             f"unknown binding {name!r}; declared bindings: {', '.join(sorted(resolver.bindings))}")
     fallback_exists = config.effective_compatibility >= _FALLBACK_SINCE
     group_name, _scope, b_opts, g_opts, stanzas = _binding_scopes(config, name, resolver)
-    binding_path = scope_path(*_group_prefix(config, name), (ScopeKind.BINDING, name))
-    group_path = scope_path((ScopeKind.BINDING_GROUP, group_name))
-    base = [(b_opts, binding_path), (g_opts, group_path)]
+    base = _base_layers(config, name, group_name, b_opts, g_opts)
     entries: list[PostfixEntry] = []
     warnings: list[PostfixWarning] = []
 
@@ -308,6 +306,13 @@ def postfix_entries(
             warnings.append(_expiry_note(name, key, stanza.expires.isoformat(), spath))
         warnings.extend(_regex_notes(name, key, stanza.name, spath, len(contributing)))
     return tuple(entries), tuple(warnings)
+
+
+def _base_layers(config: Config, binding: str, group_name: str, b_opts: Options,
+                 g_opts: Options) -> list[tuple[Options, str]]:
+    """The binding's and its group's options with their scope paths, in chain order."""
+    return [(b_opts, scope_path(*_group_prefix(config, binding), (ScopeKind.BINDING, binding))),
+            (g_opts, scope_path((ScopeKind.BINDING_GROUP, group_name)))]
 
 
 def _regex_chain(config: Config, path: tuple[tuple[ScopeKind, str], ...],

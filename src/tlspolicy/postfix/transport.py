@@ -24,16 +24,13 @@ from ..errors import (
 from ..names import DomainKind, normalise_domain
 from ..options import (
     OPTION_SPECS,
-    Options,
-    ScopeKind,
     Tls,
     TlsProtocols,
     TlsVerify,
 )
 from ..resolver import Resolver
 from ..resolver.floors import raise_to_floors
-from ..scopes import Config, DomainScope
-from ..scopes.models import floor_path, scope_path
+from ..scopes.models import floor_path
 from .keys import PostfixKeyError, parse_postfix_key
 from .levels import (
     PostfixWarning,
@@ -43,7 +40,7 @@ from .mapping import (
     VERIFY_MATCH,
 )
 from .pcre import may_end_with
-from .tables import UNORDERED_OPTIONS, _binding_scopes, _chain, _group_prefix
+from .tables import UNORDERED_OPTIONS, _base_layers, _binding_scopes, _chain, _regex_chain
 
 __all__ = [
     "NextHop",
@@ -363,10 +360,8 @@ def _route_candidates(resolver: Resolver, binding: str, route: TransportRoute,
     # Any other name: the binding's, its group's and the global values, as for a name no
     # stanza matches (a made-up name could match a regex stanza, and then no candidate
     # would stand for the names that match none).
-    base = _chain([(b_opts, scope_path(*_group_prefix(config, binding),
-                                       (ScopeKind.BINDING, binding))),
-                   (g_opts, scope_path((ScopeKind.BINDING_GROUP, group_name))),
-                   (config.options, "global")])
+    layers = _base_layers(config, binding, group_name, b_opts, g_opts)
+    base = _chain([*layers, (config.options, "global")])
     found.append((route.pattern, *base))
     exact: list[str] = []
     for path, stanza in stanzas:
@@ -374,9 +369,7 @@ def _route_candidates(resolver: Resolver, binding: str, route: TransportRoute,
             exact.append(stanza.name.key)
         elif not stanza.options.is_empty() and (
                 route.domain == "*" or may_end_with(stanza.name.key, f".{route.domain}")):
-            spath = scope_path(*path, (ScopeKind.DOMAIN, stanza.name.text))
-            values, sources = _regex_values(config, binding, group_name, path, stanza,
-                                            b_opts, g_opts)
+            spath, (values, sources) = _regex_chain(config, path, stanza, layers)
             found.append((spath, values, sources))
     # Floors raise names no stanza names (SEMANTICS 7: no binding can weaken them), so
     # each floor the route may carry counts too: an exact one as that name's values, a
@@ -398,25 +391,6 @@ def _route_candidates(resolver: Resolver, binding: str, route: TransportRoute,
             values, sources = resolver.effective(key, binding)
             found.append((key, values, sources))
     return found
-
-
-def _regex_values(config: Config, binding: str, group_name: str,
-                  path: tuple[tuple[ScopeKind, str], ...], stanza: DomainScope,
-                  b_opts: Options, g_opts: Options
-                  ) -> tuple[dict[str, object], dict[str, Source]]:
-    """Effective values of a name only this regex stanza matches (as the pcre export)."""
-    spath = scope_path(*path, (ScopeKind.DOMAIN, stanza.name.text))
-    binding_path = scope_path(*_group_prefix(config, binding), (ScopeKind.BINDING, binding))
-    group_path = scope_path((ScopeKind.BINDING_GROUP, group_name))
-    layers: list[tuple[Options, str]] = []
-    container = path[-1][0] if path else None
-    if container is not None:
-        layers.append((stanza.options, spath))
-    layers += [(b_opts, binding_path), (g_opts, group_path)]
-    if container is None:
-        layers.append((stanza.options, spath))
-    layers.append((config.options, "global"))
-    return _chain(layers)
 
 
 @attrs.frozen(slots=True)
